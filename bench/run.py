@@ -1,0 +1,230 @@
+"""One benchmark run: start the processes, measure direct vs gateway, report, clean up."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.cli import Options
+from bench.gateway import (
+    CHAT_BODY,
+    STREAM_BODY,
+    Gateway,
+    GatewayError,
+    farebox_available,
+    probe,
+)
+from bench.load import Endpoint, Job, JobResult, LoadWorker
+from bench.procs import CpuPlan, loop_name, plan_cpus, rss_mib
+from bench.upstream import Upstream, UpstreamOptions
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the gateway under test listens, and how to reach and observe it."""
+
+    url: str
+    key: str
+    pid: int | None
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def run(opts: Options) -> int:
+    plan = plan_cpus(opts.pin, opts.workers, external_gateway=bool(opts.gateway_url))
+    results = report.Results(meta=_meta(opts, plan), skip_gateway=opts.upstream_only)
+    with contextlib.ExitStack() as stack:
+        upstream_url, upstream_key = _upstream(opts, plan, stack)
+        loader = LoadWorker(plan.helpers).start()
+        stack.callback(loader.stop)
+        target = _gateway(opts, plan, upstream_url, upstream_key, results, stack)
+        _measure(opts, loader, Endpoint.from_url(upstream_url), upstream_key, target, results)
+    return _finish(opts, results)
+
+
+def _finish(opts: Options, results: report.Results) -> int:
+    verdicts = report.checks(results)
+    print(report.render(results, verdicts))
+    doc = report.to_json(results, verdicts)
+    path = report.write_json(doc, Path(opts.output) if opts.output else report.RESULTS_PATH)
+    print(f"\nresults written to {path}")
+    return 1 if any(c.status == "FAIL" for c in verdicts) else 0
+
+
+def _meta(opts: Options, plan: CpuPlan) -> dict[str, Any]:
+    return {
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "loop": loop_name(),
+        "pinning": plan.describe(),
+        "options": dataclasses.asdict(opts) | {"key": None, "upstream_key": None},
+    }
+
+
+def _upstream(opts: Options, plan: CpuPlan, stack: contextlib.ExitStack) -> tuple[str, str | None]:
+    if opts.upstream_url:
+        return opts.upstream_url, opts.upstream_key
+    key = "sk-bench-" + secrets.token_hex(8)
+    options = UpstreamOptions(api_key=key, stream_delay_ms=opts.stream_delay_ms)
+    upstream = Upstream(options, plan.helpers)
+    stack.callback(upstream.stop)
+    upstream.start()
+    log(f"mock upstream on {upstream.base_url} (pid {upstream.pid})")
+    return upstream.base_url, key
+
+
+def _gateway(
+    opts: Options,
+    plan: CpuPlan,
+    upstream_url: str,
+    upstream_key: str | None,
+    results: report.Results,
+    stack: contextlib.ExitStack,
+) -> Target | None:
+    if opts.upstream_only:
+        return None
+    if opts.gateway_url and opts.key:
+        return Target(opts.gateway_url, opts.key, opts.gateway_pid)
+    ok, output = farebox_available()
+    if not ok:
+        last = output.splitlines()[-1] if output else "no output"
+        results.gateway_error = f"`python -m farebox serve --help` fails: {last}"
+        log(results.gateway_error)
+        return None
+    gateway = Gateway(upstream_url, upstream_key or "", opts.workers, plan.gateway, opts.keep_tmp)
+    stack.callback(_stop_gateway, gateway)
+    return _start_gateway(gateway, results)
+
+
+def _start_gateway(gateway: Gateway, results: report.Results) -> Target | None:
+    try:
+        gateway.start()
+        assert gateway.proc is not None
+        results.rss_mib["start"] = rss_mib(gateway.proc.pid)
+        log(f"gateway on {gateway.url} (pid {gateway.proc.pid}, log {gateway.log_path})")
+        key = gateway.provision_key()
+    except GatewayError as err:
+        results.gateway_error = f"{err}\n--- gateway log tail ---\n{gateway.log_tail()}"
+        log(results.gateway_error)
+        return None
+    return Target(gateway.url, key, gateway.proc.pid)
+
+
+def _stop_gateway(gateway: Gateway) -> None:
+    code = gateway.stop()
+    log(f"gateway stopped (exit code {code})")
+
+
+# --- measurements ---------------------------------------------------------------------
+
+
+def _job(opts: Options, name: str, ep: Endpoint, key: str | None, body: dict[str, Any]) -> Job:
+    request = ep.request("/chat/completions", json.dumps(body).encode(), key)
+    return Job(name, ep.host, ep.port, request, timeout_s=opts.timeout)
+
+
+def _sequential(opts: Options, job: Job) -> Job:
+    return dataclasses.replace(job, requests=opts.requests, warmup_requests=opts.warmup_requests)
+
+
+def _loaded(opts: Options, job: Job, warmup: bool = True) -> Job:
+    return dataclasses.replace(
+        job,
+        concurrency=opts.concurrency,
+        duration_s=opts.duration,
+        warmup_s=opts.warmup_duration if warmup else 0.0,
+    )
+
+
+def _measure(
+    opts: Options,
+    loader: LoadWorker,
+    upstream: Endpoint,
+    upstream_key: str | None,
+    target: Target | None,
+    results: report.Results,
+) -> None:
+    gateway = Endpoint.from_url(target.url) if target else None
+    if target is not None:
+        results.probes = probe(target.url, target.key)
+        log(f"probes: {results.probes}")
+    for name, body in (("c1", CHAT_BODY), ("stream", STREAM_BODY)):
+        direct = _sequential(opts, _job(opts, name, upstream, upstream_key, body))
+        results.direct[name] = _run(loader, direct, "direct")
+        if gateway and target and _probe_ok(results, name):
+            job = _sequential(opts, _job(opts, name, gateway, target.key, body))
+            results.gateway[name] = _run(loader, job, "gateway")
+    direct = _loaded(opts, _job(opts, "c64", upstream, upstream_key, CHAT_BODY))
+    results.direct["c64"] = _run(loader, direct, "direct")
+    if gateway and target and _probe_ok(results, "c64"):
+        _measure_load(
+            opts, loader, _job(opts, "c64", gateway, target.key, CHAT_BODY), target, results
+        )
+
+
+def _probe_ok(results: report.Results, name: str) -> bool:
+    probe_name = "stream" if name == "stream" else "chat"
+    return results.probes.get(probe_name) == "ok"
+
+
+def _run(loader: LoadWorker, job: Job, side: str) -> JobResult:
+    log(f"{side} {job.name}: c={job.concurrency} " + _extent(job))
+    result = loader.run(job)
+    log(f"  -> {result.rps:.0f} req/s, p50 {result.latency.p50_ms:.3f} ms, errors {result.errors}")
+    return result
+
+
+def _extent(job: Job) -> str:
+    return f"{job.duration_s:g}s" if job.duration_s else f"{job.requests} requests"
+
+
+def _measure_load(
+    opts: Options, loader: LoadWorker, job: Job, target: Target, results: report.Results
+) -> None:
+    pid = target.pid
+    if pid:
+        results.rss_mib["before load"] = rss_mib(pid)
+    warm = dataclasses.replace(job, name="c64-warmup", concurrency=opts.concurrency)
+    _run(loader, dataclasses.replace(warm, duration_s=opts.warmup_duration), "gateway")
+    if pid:
+        results.rss_mib["after warm-up"] = rss_mib(pid)
+    main = _loaded(opts, job, warmup=False)
+    log(f"gateway c64: c={main.concurrency} {main.duration_s:g}s (sampling RSS)")
+    result, samples = _sampled(loader, main, pid)
+    log(f"  -> {result.rps:.0f} req/s, p50 {result.latency.p50_ms:.3f} ms, errors {result.errors}")
+    results.gateway["c64"] = result
+    results.rss_samples = samples
+    if pid:
+        results.rss_mib["after load"] = rss_mib(pid)
+
+
+def _sampled(
+    loader: LoadWorker, job: Job, pid: int | None
+) -> tuple[JobResult, list[tuple[float, float]]]:
+    """Run ``job`` while sampling the gateway's RSS twice a second."""
+    loader.submit(job)
+    start = time.monotonic()
+    deadline = start + job.max_seconds()
+    samples: list[tuple[float, float]] = []
+    while time.monotonic() < deadline:
+        if pid:
+            samples.append((round(time.monotonic() - start, 2), round(rss_mib(pid), 2)))
+        result = loader.poll(0.5)
+        if result is not None:
+            return result, samples
+    raise TimeoutError(f"load job {job.name!r} did not finish in {job.max_seconds():.0f}s")

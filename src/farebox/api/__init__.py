@@ -1,0 +1,1 @@
+"""HTTP edge: parse requests, call the pipeline, render responses and errors."""

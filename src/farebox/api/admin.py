@@ -1,0 +1,161 @@
+"""Admin API (``Authorization: Bearer $FAREBOX_ADMIN_KEY``)."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from farebox.api.context import Services
+from farebox.auth import bearer_key
+from farebox.core.keys import hash_key
+from farebox.errors import AuthenticationError, InvalidRequest
+from farebox.tenancy import Tenancy, key_json, tenant_json, usage_json
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TenantCreate(_Body):
+    id: str = Field(min_length=1, max_length=64)
+    name: str | None = Field(None, max_length=256)
+    plan: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class BillingIds(_Body):
+    stripe_customer_id: str | None = None
+    lago_external_subscription_id: str | None = None
+    metronome_customer_id: str | None = None
+    openmeter_subject: str | None = None
+
+
+class TenantPatch(_Body):
+    name: str | None = Field(None, max_length=256)
+    plan: str | None = None
+    billing: BillingIds | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class KeyCreate(_Body):
+    name: str = Field("default", min_length=1, max_length=128)
+    expires_at: float | None = Field(None, description="Unix seconds")
+    expires_in_s: float | None = Field(None, gt=0)
+
+
+class PauseBody(_Body):
+    reason: str | None = Field(None, max_length=1000)
+
+
+def parse_time(value: str | None, name: str) -> float | None:
+    """Unix seconds, an ISO date, or an ISO date-time (UTC when no zone is given)."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            f"'{name}' must be unix seconds or an ISO 8601 date/time (got {value!r}).", param=name
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def router(services: Services, tenancy: Tenancy) -> APIRouter:
+    async def require_admin(request: Request) -> None:
+        presented = hash_key(services.secret, bearer_key(request.headers))
+        if not hmac.compare_digest(presented, services.admin_key_hash):
+            raise AuthenticationError("This endpoint needs the admin key.")
+
+    api = APIRouter(prefix="/admin/v1", dependencies=[Depends(require_admin)], tags=["admin"])
+    default_plan = services.settings.file.default_plan or "default"
+
+    @api.post("/tenants", status_code=201)
+    async def create_tenant(body: TenantCreate) -> dict[str, Any]:
+        tenant = await tenancy.create_tenant(body.id, body.name, body.plan or default_plan, body.metadata)
+        return tenant_json(tenant)
+
+    @api.get("/tenants")
+    async def list_tenants() -> dict[str, Any]:
+        tenants = await services.store.list_tenants()
+        return {"object": "list", "data": [tenant_json(t) for t in tenants]}
+
+    @api.get("/tenants/{tenant_id}")
+    async def get_tenant(tenant_id: str) -> dict[str, Any]:
+        return tenant_json(await tenancy.tenant(tenant_id))
+
+    @api.patch("/tenants/{tenant_id}")
+    async def patch_tenant(tenant_id: str, body: TenantPatch) -> dict[str, Any]:
+        changes = body.model_dump(exclude_unset=True)
+        if "billing" in changes and changes["billing"] is not None:
+            changes["billing"] = {k: v for k, v in changes["billing"].items() if v is not None}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return tenant_json(await tenancy.update_tenant(tenant_id, changes))
+
+    @api.post("/tenants/{tenant_id}/pause")
+    async def pause_tenant(tenant_id: str, body: PauseBody | None = None) -> dict[str, Any]:
+        reason = body.reason if body else None
+        return tenant_json(await tenancy.set_tenant_paused(tenant_id, True, reason))
+
+    @api.post("/tenants/{tenant_id}/resume")
+    async def resume_tenant(tenant_id: str) -> dict[str, Any]:
+        return tenant_json(await tenancy.set_tenant_paused(tenant_id, False))
+
+    @api.get("/tenants/{tenant_id}/budgets")
+    async def tenant_budgets(tenant_id: str) -> dict[str, Any]:
+        await tenancy.tenant(tenant_id)
+        return {"object": "list", "data": []}
+
+    @api.post("/tenants/{tenant_id}/keys", status_code=201)
+    async def create_key(tenant_id: str, body: KeyCreate | None = None) -> dict[str, Any]:
+        body = body or KeyCreate()
+        expires = body.expires_at
+        if body.expires_in_s is not None:
+            expires = tenancy.now() + body.expires_in_s
+        key, raw = await tenancy.create_key(tenant_id, body.name, expires_at=expires)
+        return {**key_json(key), "key": raw}
+
+    @api.get("/tenants/{tenant_id}/keys")
+    async def list_keys(tenant_id: str) -> dict[str, Any]:
+        await tenancy.tenant(tenant_id)
+        keys = await services.store.list_keys(tenant_id, "tenant")
+        return {"object": "list", "data": [key_json(k) for k in keys]}
+
+    @api.post("/service-keys", status_code=201)
+    async def create_service_key(body: KeyCreate | None = None) -> dict[str, Any]:
+        body = body or KeyCreate(name="service")
+        key, raw = await tenancy.create_key(None, body.name, kind="service", expires_at=body.expires_at)
+        return {**key_json(key), "key": raw}
+
+    @api.delete("/keys/{key_id}")
+    async def revoke_key(key_id: str) -> dict[str, Any]:
+        return key_json(await tenancy.revoke_key(key_id))
+
+    @api.post("/keys/{key_id}/pause")
+    async def pause_key(key_id: str, body: PauseBody | None = None) -> dict[str, Any]:
+        return key_json(await tenancy.set_key_paused(key_id, True, body.reason if body else None))
+
+    @api.post("/keys/{key_id}/resume")
+    async def resume_key(key_id: str) -> dict[str, Any]:
+        return key_json(await tenancy.set_key_paused(key_id, False))
+
+    @api.get("/usage")
+    async def usage(
+        tenant: str | None = None,
+        start: Annotated[str | None, Query(alias="from")] = None,
+        end: Annotated[str | None, Query(alias="to")] = None,
+        group_by: str | None = None,
+    ) -> dict[str, Any]:
+        rows = await tenancy.usage(tenant, parse_time(start, "from"), parse_time(end, "to"), group_by)
+        return {"object": "list", "group_by": group_by, "data": [usage_json(r, group_by) for r in rows]}
+
+    return api

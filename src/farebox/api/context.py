@@ -1,0 +1,25 @@
+"""What the HTTP edge is handed: the wired services of one app instance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from farebox.auth import Authenticator
+from farebox.config import Settings
+from farebox.ledger import LedgerWriter
+from farebox.pipeline import Gateway
+from farebox.stores.base import Store
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    auth: Authenticator
+    gateway: Gateway
+    ledger: LedgerWriter
+    secret: bytes
+    admin_key_hash: str
+    started_at: float
+    extras: dict[str, Any]

@@ -1,0 +1,54 @@
+"""``GET /v1/me``, ``/healthz`` and ``/readyz``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from farebox.api.context import Services
+from farebox.api.openai import guarded
+
+
+def _json(body: dict[str, Any], status: int = 200, request_id: str | None = None) -> Response:
+    headers = {"x-farebox-request-id": request_id} if request_id else None
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def routes(services: Services) -> list[Route]:
+    async def me(request: Request, request_id: str) -> Response:
+        who = await services.auth.authenticate(request.headers)
+        plan = services.gateway.plan_for(who)
+        plan_cfg = services.settings.file.plans.get(plan.name)
+        body = {
+            "object": "farebox.me",
+            "tenant": {"id": who.tenant.id, "name": who.tenant.name},
+            "key": {"id": who.key.id, "name": who.key.name, "kind": who.key.kind},
+            "plan": plan.name,
+            "models": [name for name, _ in services.gateway.models_for(who)],
+            "max_tokens": plan.max_tokens,
+            "rate_limits": [r.model_dump(exclude_none=True) for r in plan_cfg.rate_limits]
+            if plan_cfg
+            else [],
+            "budgets": [],
+        }
+        return _json(body, request_id=request_id)
+
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            ok = await services.store.ping()
+        except Exception:
+            ok = False
+        return _json({"status": "ready" if ok else "unavailable", "store": ok}, 200 if ok else 503)
+
+    return [
+        Route("/v1/me", guarded(services, me), methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]

@@ -1,0 +1,85 @@
+"""The OpenAI-compatible data plane: chat completions, embeddings, models."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from farebox.api.body import read_json, validate_chat, validate_embeddings
+from farebox.api.context import Services
+from farebox.api.errors import error_response
+from farebox.api.streaming import SSEResponse
+from farebox.auth import Principal
+from farebox.errors import FareboxError, ServiceUnavailable
+from farebox.pipeline import Reply, StreamReply, new_request_id
+
+log = logging.getLogger("farebox.api")
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+def guarded(
+    services: Services, work: Callable[[Request, str], Awaitable[Any]], flavor: str = "openai"
+) -> Handler:
+    """Run ``work`` and turn every failure into a clean error response, never a traceback."""
+
+    async def endpoint(request: Request) -> Any:
+        request_id = new_request_id()
+        try:
+            return await work(request, request_id)
+        except FareboxError as exc:
+            return error_response(exc, request_id, flavor=flavor)
+        except Exception:
+            log.exception("unexpected error in request %s", request_id)
+            exc = ServiceUnavailable("The gateway failed to handle this request; it was not billed.")
+            return error_response(exc, request_id, flavor=flavor)
+
+    return endpoint
+
+
+def render(reply: Reply | StreamReply) -> Any:
+    if isinstance(reply, StreamReply):
+        return SSEResponse(reply.chunks, reply.headers)
+    return Response(reply.body, reply.status, reply.headers, media_type="application/json")
+
+
+def routes(services: Services) -> list[Route]:
+    limit = services.settings.file.server.max_body_bytes
+
+    async def principal(request: Request) -> Principal:
+        return await services.auth.authenticate(request.headers)
+
+    async def chat(request: Request, request_id: str) -> Any:
+        who = await principal(request)
+        body = await read_json(request, limit)
+        validate_chat(body)
+        return render(await services.gateway.chat(who, body, request_id))
+
+    async def embeddings(request: Request, request_id: str) -> Any:
+        who = await principal(request)
+        body = await read_json(request, limit)
+        validate_embeddings(body)
+        return render(await services.gateway.embed(who, body, request_id))
+
+    async def models(request: Request, request_id: str) -> Any:
+        who = await principal(request)
+        created = int(services.started_at)
+        data = [
+            {"id": name, "object": "model", "created": created, "owned_by": owner}
+            for name, owner in services.gateway.models_for(who)
+        ]
+        body = orjson.dumps({"object": "list", "data": data})
+        return Response(body, media_type="application/json", headers={"x-farebox-request-id": request_id})
+
+    return [
+        Route("/v1/chat/completions", guarded(services, chat), methods=["POST"]),
+        Route("/v1/embeddings", guarded(services, embeddings), methods=["POST"]),
+        Route("/v1/models", guarded(services, models), methods=["GET"]),
+    ]
+
+

@@ -1,0 +1,190 @@
+"""Wiring: ``create_app(settings)`` picks the concrete stores and providers."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from farebox import __version__
+from farebox.api import admin, me, openai
+from farebox.api.context import Services
+from farebox.api.errors import error_response
+from farebox.auth import Authenticator
+from farebox.catalog import load_catalog
+from farebox.config import ProviderConfig, Settings
+from farebox.core.keys import ADMIN_PREFIX, hash_key, new_key
+from farebox.errors import (
+    ConfigError,
+    FareboxError,
+    InvalidRequest,
+    NotFound,
+)
+from farebox.ledger import LedgerWriter
+from farebox.models import build_plans, build_router, provider_configs
+from farebox.pipeline import Gateway
+from farebox.providers.anthropic import AnthropicProvider
+from farebox.providers.base import Provider
+from farebox.providers.http import HttpClient
+from farebox.providers.mock import MockOptions, MockProvider
+from farebox.providers.openai import OpenAIProvider
+from farebox.secrets_file import load_or_create_secret, secret_path
+from farebox.stores.base import Store
+from farebox.stores.memory import MemoryStore
+from farebox.stores.sqlite import SQLiteStore
+from farebox.tenancy import Tenancy
+
+Announce = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def make_store(settings: Settings) -> Store:
+    if settings.database_path is None:
+        return MemoryStore()
+    return SQLiteStore(settings.database_path, synchronous=settings.file.ledger.synchronous)
+
+
+def make_secret(settings: Settings) -> bytes:
+    if settings.secret:
+        return settings.secret
+    if settings.database_path is None:
+        return secrets.token_hex(32).encode()
+    settings.database_path.parent.mkdir(parents=True, exist_ok=True)
+    return load_or_create_secret(secret_path(settings.database_path))
+
+
+def make_provider(name: str, cfg: ProviderConfig, settings: Settings, http: HttpClient, reasoning: frozenset[str]) -> Provider:
+    key = settings.provider_keys.get(name)
+    if cfg.kind == "mock":
+        o = cfg.output_tokens
+        options = MockOptions(
+            seed=cfg.seed, latency_ms=cfg.latency_ms, ttft_ms=cfg.ttft_ms,
+            tokens_per_second=cfg.tokens_per_second, distribution=o.distribution,
+            mean_tokens=o.mean, min_tokens=o.min, max_tokens=o.max,
+            error_rate=cfg.error_rate, error_status=cfg.error_status,
+        )  # fmt: skip
+        return MockProvider(name, options, reasoning)
+    if cfg.kind == "anthropic":
+        return AnthropicProvider(name, cfg.base_url or "https://api.anthropic.com", key, http)
+    return OpenAIProvider(name, cfg.base_url or "https://api.openai.com/v1", key, http, dict(cfg.headers))
+
+
+async def resolve_admin_hash(settings: Settings, store: Store, secret: bytes, announce: Announce) -> str:
+    """The admin key's hash: from FAREBOX_ADMIN_KEY, or generated once and printed once."""
+    if settings.admin_key:
+        return hash_key(secret, settings.admin_key)
+    stored = await store.get_meta("admin_key_hash")
+    if stored:
+        return stored
+    raw = new_key(ADMIN_PREFIX, secrets.token_urlsafe)
+    stored = await store.put_meta_if_absent("admin_key_hash", hash_key(secret, raw))
+    if stored == hash_key(secret, raw):
+        announce(
+            f"Generated admin key (shown once, keep it): {raw}\n"
+            "Set FAREBOX_ADMIN_KEY to choose your own."
+        )
+    return stored
+
+
+def _error_handlers(app: FastAPI) -> None:
+    async def farebox_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, FareboxError)
+        return error_response(exc)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request body"
+        return error_response(InvalidRequest(message, param=where or None))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            return error_response(NotFound(f"No route for {request.method} {request.url.path}."))
+        error = InvalidRequest(str(exc.detail), code=f"http_{exc.status_code}")
+        response = error_response(error)
+        response.status_code = exc.status_code
+        return response
+
+    app.add_exception_handler(FareboxError, farebox_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    providers: Mapping[str, Provider] | None = None,
+    clock: Callable[[], float] = time.time,
+    announce: Announce = _stderr,
+) -> FastAPI:
+    """Build the ASGI app. Nothing is opened until the app starts (lifespan)."""
+    catalog = load_catalog()
+    router = build_router(settings, catalog)
+    plans = build_plans(settings)
+    default_plan = settings.file.default_plan or "default"
+    store = store or make_store(settings)
+    secret = make_secret(settings)
+    http = HttpClient()
+    reasoning = frozenset(m for m, k in catalog.kinds.items() if k == "reasoning")
+    built: dict[str, Provider] = dict(providers or {})
+    for name, cfg in provider_configs(settings).items():
+        built.setdefault(name, make_provider(name, cfg, settings, http, reasoning))
+    missing = {t.provider for n in router.names() for t in router.resolve(n) or ()} - set(built)
+    if missing:
+        raise ConfigError(f"{settings.source}: no provider named {sorted(missing)}")
+    ledger = LedgerWriter(store, batch_max=settings.file.ledger.batch_max)
+    gateway = Gateway(router=router, plans=plans, providers=built, ledger=ledger,
+                      default_plan=default_plan, clock=clock)  # fmt: skip
+    auth = Authenticator(store, secret, clock, settings.file.server.key_cache_size)
+    services = Services(settings, store, auth, gateway, ledger, secret, "", clock(),
+                        {"catalog": catalog, "plans": plans})  # fmt: skip
+    tenancy = Tenancy(store, secret, plans, clock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await store.open()
+        services.admin_key_hash = await resolve_admin_hash(settings, store, secret, announce)
+        ledger.start()
+        try:
+            yield
+        finally:
+            await ledger.stop()
+            for provider in built.values():
+                await provider.aclose()
+            await http.aclose()
+            await store.close()
+
+    app = FastAPI(title="Farebox", version=__version__, lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None)  # fmt: skip
+    app.state.services = services
+    app.state.tenancy = tenancy
+    app.router.routes.extend(openai.routes(services))
+    app.router.routes.extend(me.routes(services))
+    app.include_router(admin.router(services, tenancy))
+    _error_handlers(app)
+    return app
+
+
+
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` worker processes."""
+    from farebox.config import settings_from_env
+
+    return create_app(settings_from_env())

@@ -1,0 +1,161 @@
+"""Authentication: raw key -> ``Principal``, through an LRU cache that a store epoch
+invalidates, so a revoked, paused or expired key is refused at once in every worker."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from farebox.core.keys import hash_key
+from farebox.core.records import ApiKey, Tenant
+from farebox.errors import (
+    AuthenticationError,
+    InvalidRequest,
+    KeyPaused,
+    MissingTenant,
+    NotFound,
+    TenantPaused,
+)
+from farebox.stores.base import Store
+
+MAX_ATTR_LEN = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    tenant: Tenant
+    key: ApiKey
+    user: str | None = None
+    feature: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def bearer_key(headers: Mapping[str, str]) -> str:
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    api_key = headers.get("x-api-key")
+    if api_key:
+        return api_key.strip()
+    raise AuthenticationError(
+        "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
+    )
+
+
+def _attribute(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None or value == "":
+        return None
+    if len(value) > MAX_ATTR_LEN:
+        raise InvalidRequest(f"{name} is longer than {MAX_ATTR_LEN} characters", param=name)
+    return value
+
+
+def _metadata(headers: Mapping[str, str]) -> dict[str, Any]:
+    raw = headers.get("x-farebox-metadata")
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidRequest("X-Farebox-Metadata must be a JSON object", param="X-Farebox-Metadata") from None
+    if not isinstance(value, dict) or len(raw) > 4096:
+        raise InvalidRequest(
+            "X-Farebox-Metadata must be a JSON object of at most 4096 bytes",
+            param="X-Farebox-Metadata",
+        )
+    return value
+
+
+class Authenticator:
+    def __init__(
+        self, store: Store, secret: bytes, clock: Callable[[], float], cache_size: int = 10_000
+    ) -> None:
+        self._store = store
+        self._secret = secret
+        self._clock = clock
+        self._size = cache_size
+        self._keys: OrderedDict[str, ApiKey | None] = OrderedDict()
+        self._tenants: dict[str, Tenant | None] = {}
+        self._epoch = -1
+
+    def _sync_epoch(self) -> None:
+        epoch = self._store.auth_epoch()
+        if epoch != self._epoch:
+            self._keys.clear()
+            self._tenants.clear()
+            self._epoch = epoch
+
+    async def _key(self, key_hash: str) -> ApiKey | None:
+        if key_hash in self._keys:
+            self._keys.move_to_end(key_hash)
+            return self._keys[key_hash]
+        key = await self._store.get_key_by_hash(key_hash)
+        if self._size:
+            self._keys[key_hash] = key
+            if len(self._keys) > self._size:
+                self._keys.popitem(last=False)
+        return key
+
+    async def _tenant(self, tenant_id: str) -> Tenant | None:
+        if tenant_id in self._tenants:
+            return self._tenants[tenant_id]
+        tenant = await self._store.get_tenant(tenant_id)
+        if len(self._tenants) < max(self._size, 1):
+            self._tenants[tenant_id] = tenant
+        return tenant
+
+    async def key_for(self, raw_key: str) -> ApiKey:
+        """The live key record for a presented key, or ``AuthenticationError``."""
+        self._sync_epoch()
+        key = await self._key(hash_key(self._secret, raw_key))
+        if key is None or not key.usable_at(self._clock()):
+            raise AuthenticationError("Invalid, revoked or expired API key.")
+        return key
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        key = await self.key_for(bearer_key(headers))
+        if key.kind == "admin":
+            raise AuthenticationError("The admin key cannot call the data plane.")
+        tenant = await self._resolve_tenant(key, headers)
+        if tenant.paused:
+            raise TenantPaused(
+                f"Tenant {tenant.id!r} is paused"
+                + (f": {tenant.pause_reason}" if tenant.pause_reason else ".")
+                + " Contact the platform operator to resume it."
+            )
+        if key.paused:
+            raise KeyPaused(
+                "This API key is paused"
+                + (f": {key.pause_reason}" if key.pause_reason else ".")
+                + " Contact the platform operator to resume it."
+            )
+        return Principal(
+            tenant=tenant,
+            key=key,
+            user=_attribute(headers, "x-farebox-user"),
+            feature=_attribute(headers, "x-farebox-feature"),
+            metadata=_metadata(headers),
+        )
+
+    async def _resolve_tenant(self, key: ApiKey, headers: Mapping[str, str]) -> Tenant:
+        if key.kind == "service":
+            tenant_id = headers.get("x-farebox-tenant")
+            if not tenant_id:
+                raise MissingTenant(
+                    "A service key must name the tenant it acts for in the X-Farebox-Tenant header.",
+                    param="X-Farebox-Tenant",
+                )
+        else:
+            tenant_id = key.tenant_id or ""
+        tenant = await self._tenant(tenant_id)
+        if tenant is None:
+            if key.kind == "service":
+                raise NotFound(f"Unknown tenant {tenant_id!r} in X-Farebox-Tenant.", code="tenant_not_found")
+            raise AuthenticationError("Invalid API key.")
+        return tenant

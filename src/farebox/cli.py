@@ -1,0 +1,271 @@
+"""The ``farebox`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from farebox.config import CONFIG_ENV, Settings, load_settings
+from farebox.errors import ConfigError, FareboxError
+
+T = TypeVar("T")
+
+
+def _settings(config: str | None, overrides: dict[str, Any] | None = None) -> Settings:
+    try:
+        return load_settings(config, overrides=overrides)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def _run_uvicorn(settings: Settings, config: str | None, host: str, port: int, workers: int,
+                 overrides: dict[str, Any] | None = None, on_ready: Callable[[], None] | None = None) -> None:  # fmt: skip
+    import uvicorn
+
+    from farebox.app import create_app
+
+    if workers > 1:
+        if config:
+            os.environ[CONFIG_ENV] = os.path.abspath(config)
+        if overrides:
+            os.environ["FAREBOX_OVERRIDES"] = json.dumps(overrides)
+        asyncio.run(_prepare(settings))
+        uvicorn.run("farebox.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    loop="uvloop", http="httptools", log_level="warning", access_log=False)  # fmt: skip
+        return
+    app = create_app(settings)
+    if on_ready is not None:
+        on_ready()
+    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools",
+                log_level="warning", access_log=False)  # fmt: skip
+
+
+async def _prepare(settings: Settings) -> None:
+    """Open the store once in the parent so migrations and the admin key happen once."""
+    from farebox.app import create_app
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        pass
+
+
+@click.group()
+@click.version_option(package_name="farebox")
+def main() -> None:
+    """Farebox: a multi-tenant AI gateway with hard budgets and exact per-request cost."""
+
+
+@main.command()
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="farebox.yaml")
+@click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8787).")
+@click.option("--workers", type=int, default=None, help="Worker processes (default 1).")
+def serve(config: str | None, host: str | None, port: int | None, workers: int | None) -> None:
+    """Start the gateway."""
+    settings = _settings(config)
+    server = settings.file.server
+    host, port = host or server.host, port if port is not None else server.port
+    click.echo(f"Farebox listening on http://{host}:{port} ({settings.source})", err=True)
+    _run_uvicorn(settings, config, host, port, workers or server.workers)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", type=int, default=8787)
+@click.option("--traffic", is_flag=True, help="Also drive simulated traffic from several tenants.")
+def demo(host: str, port: int, traffic: bool) -> None:
+    """Start the embedded default with sample plans and tenants."""
+    from farebox.app import create_app
+    from farebox.demo import DEMO_PLANS, seed
+
+    overrides: dict[str, Any] = {"plans": DEMO_PLANS, "default_plan": "free"}
+    settings = _settings(None, overrides)
+    app = create_app(settings)
+
+    async def prepare() -> str:
+        async with app.router.lifespan_context(app):
+            return await seed(app.state.tenancy)
+
+    key = asyncio.run(prepare())
+    base = f"http://{host}:{port}"
+    click.echo(f"\nFarebox demo on {base}  (database: {settings.database_path})")
+    click.echo(f"Tenant 'acme' (plan pro) key: {key}\n")
+    click.echo("Try it:")
+    click.echo(
+        f"  curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+        "-H 'Content-Type: application/json' "
+        "-d '{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'\n"
+    )
+    if traffic:
+        click.echo("(--traffic: simulated traffic is not implemented yet; serving only)", err=True)
+    _run_uvicorn(settings, None, host, port, 1, overrides)
+
+
+# --- admin mirrors -------------------------------------------------------------------
+
+
+def _local(config: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
+    from farebox.app import create_app
+
+    settings = _settings(config)
+    app = create_app(settings, announce=lambda message: click.echo(message, err=True))
+
+    async def run() -> T:
+        async with app.router.lifespan_context(app):
+            return await work(app.state.tenancy)
+
+    try:
+        return asyncio.run(run())
+    except FareboxError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def _remote(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    key = os.environ.get("FAREBOX_ADMIN_KEY")
+    if not key:
+        raise click.ClickException("--url needs the admin key in FAREBOX_ADMIN_KEY")
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url.rstrip("/") + path, data=data, method=method)  # noqa: S310
+    request.add_header("Authorization", f"Bearer {key}")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        raise click.ClickException(f"{exc.code}: {detail}") from None
+    except urllib.error.URLError as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc.reason}") from None
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+    click.echo("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        click.echo("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+_target = [
+    click.option("--config", type=click.Path(dir_okay=False), default=None, help="Work on this config's database."),
+    click.option("--url", default=None, help="Work on a running gateway through its admin API."),
+]
+
+
+def target(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_target):
+        fn = option(fn)
+    return fn
+
+
+@main.group()
+def tenants() -> None:
+    """Create and list tenants."""
+
+
+@tenants.command("create")
+@click.argument("tenant_id")
+@click.option("--plan", default=None)
+@click.option("--name", default=None)
+@target
+def tenants_create(tenant_id: str, plan: str | None, name: str | None, config: str | None, url: str | None) -> None:
+    from farebox.tenancy import tenant_json
+
+    if url:
+        result = _remote(url, "POST", "/admin/v1/tenants", {"id": tenant_id, "name": name, "plan": plan})
+    else:
+        settings = _settings(config)
+        plan = plan or settings.file.default_plan or "default"
+        result = tenant_json(_local(config, lambda t: t.create_tenant(tenant_id, name, plan)))
+    click.echo(json.dumps(result, indent=2))
+
+
+@tenants.command("list")
+@target
+def tenants_list(config: str | None, url: str | None) -> None:
+    from farebox.tenancy import tenant_json
+
+    if url:
+        rows = _remote(url, "GET", "/admin/v1/tenants")["data"]
+    else:
+        async def work(t: Any) -> list[Any]:
+            return [tenant_json(x) for x in await t.list_tenants()]
+
+        rows = _local(config, work)
+    _print_table(rows, ["id", "name", "plan", "paused"])
+
+
+@main.group()
+def keys() -> None:
+    """Create and revoke keys."""
+
+
+@keys.command("create")
+@click.option("--tenant", "tenant_id", default=None, help="Tenant id (omit with --service).")
+@click.option("--name", default="default")
+@click.option("--service", is_flag=True, help="Create a service key (used with X-Farebox-Tenant).")
+@target
+def keys_create(tenant_id: str | None, name: str, service: bool, config: str | None, url: str | None) -> None:
+    if not service and not tenant_id:
+        raise click.UsageError("--tenant is required (or --service)")
+    if url:
+        path = "/admin/v1/service-keys" if service else f"/admin/v1/tenants/{tenant_id}/keys"
+        result = _remote(url, "POST", path, {"name": name})
+        raw, key_id = result["key"], result["id"]
+    else:
+        kind = "service" if service else "tenant"
+        record, raw = _local(config, lambda t: t.create_key(tenant_id, name, kind=kind))
+        key_id = record.id
+    click.echo(f"key id: {key_id}", err=True)
+    click.echo(raw)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@target
+def keys_revoke(key_id: str, config: str | None, url: str | None) -> None:
+    if url:
+        _remote(url, "DELETE", f"/admin/v1/keys/{key_id}")
+    else:
+        _local(config, lambda t: t.revoke_key(key_id))
+    click.echo(f"revoked {key_id}")
+
+
+@main.command()
+@click.option("--tenant", "tenant_id", default=None)
+@click.option("--group-by", "group_by", default=None,
+              type=click.Choice(["tenant", "model", "feature", "user", "day", "hour", "key", "provider", "status"]))  # fmt: skip
+@click.option("--from", "start", default=None, help="Unix seconds or ISO date/time.")
+@click.option("--to", "end", default=None)
+@target
+def usage(tenant_id: str | None, group_by: str | None, start: str | None, end: str | None,
+          config: str | None, url: str | None) -> None:  # fmt: skip
+    """Usage, cost and revenue."""
+    from urllib.parse import urlencode
+
+    from farebox.api.admin import parse_time
+    from farebox.tenancy import usage_json
+
+    if url:
+        query = {k: v for k, v in {"tenant": tenant_id, "group_by": group_by, "from": start, "to": end}.items() if v}
+        rows = _remote(url, "GET", "/admin/v1/usage?" + urlencode(query))["data"]
+    else:
+        try:
+            window = parse_time(start, "from"), parse_time(end, "to")
+        except FareboxError as exc:
+            raise click.ClickException(exc.message) from None
+        found = _local(config, lambda t: t.usage(tenant_id, window[0], window[1], group_by))
+        rows = [usage_json(r, group_by) for r in found]
+    columns = ([group_by] if group_by else []) + ["requests", "input_tokens", "output_tokens", "cost_usd", "revenue_usd"]
+    _print_table(rows, columns)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

@@ -1,0 +1,319 @@
+"""The one typed settings object. Only this module reads the environment.
+
+``load_settings`` validates ``farebox.yaml`` and stops start-up with a message that names
+the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from farebox.core.money import MoneyFormatError, decimal_ratio, parse_usd, price_per_token
+from farebox.errors import ConfigError
+
+Decimal = Annotated[str, Field(pattern=r"^\s*\d+(\.\d+)?\s*$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PriceOverride(_Strict):
+    input: Decimal | None = None
+    output: Decimal | None = None
+    cached_input: Decimal | None = None
+    cache_write_5m: Decimal | None = None
+    cache_write_1h: Decimal | None = None
+
+    def fields(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class OutputLength(_Strict):
+    distribution: Literal["fixed", "uniform", "lognormal"] = "lognormal"
+    mean: int = Field(120, ge=1)
+    min: int = Field(1, ge=1)
+    max: int = Field(1024, ge=1)
+
+
+class ProviderConfig(_Strict):
+    kind: Literal["openai", "anthropic", "mock"]
+    base_url: str | None = None
+    api_key: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(600.0, gt=0)
+    # mock options
+    seed: int = 0
+    latency_ms: float = Field(0.0, ge=0)
+    ttft_ms: float = Field(0.0, ge=0)
+    tokens_per_second: float = Field(0.0, ge=0)
+    output_tokens: OutputLength = Field(default_factory=OutputLength)
+    error_rate: float = Field(0.0, ge=0, le=1)
+    error_status: int = Field(500, ge=400, le=599)
+
+    @field_validator("api_key")
+    @classmethod
+    def _env_reference(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("env:"):
+            raise ValueError("secrets must be given as env:NAME, never as a literal")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+
+class Deployment(_Strict):
+    provider: str
+    model: str
+    weight: int = Field(1, ge=0)
+    price: PriceOverride | None = None
+
+
+class BudgetConfig(_Strict):
+    scope: Literal["tenant", "key", "feature", "user", "global"] = "tenant"
+    period: str = "month"
+    limit_usd: Decimal
+    name: str | None = None
+    rollover_cap_usd: Decimal | None = None
+
+
+class RateLimitConfig(_Strict):
+    scope: Literal["key", "tenant", "user", "ip"] = "key"
+    requests_per_minute: int | None = Field(None, ge=0)
+    tokens_per_minute: int | None = Field(None, ge=0)
+    concurrent: int | None = Field(None, ge=0)
+    model: str | None = None
+
+
+class ResalePrice(_Strict):
+    input: Decimal = "0"
+    output: Decimal = "0"
+    cached_input: Decimal | None = None
+
+
+class PlanPricing(_Strict):
+    markup: Decimal | None = None
+    resale: ResalePrice | None = None
+    cache_hit: Literal["full", "cost", "free"] = "full"
+    monthly_fee_usd: Decimal = "0"
+
+
+class PlanConfig(_Strict):
+    models: list[str] = Field(default_factory=lambda: ["*"])
+    budgets: list[BudgetConfig] = Field(default_factory=list)
+    rate_limits: list[RateLimitConfig] = Field(default_factory=list)
+    max_tokens: int | None = Field(None, ge=1)
+    max_tokens_policy: Literal["clamp", "reject"] = "clamp"
+    max_input_chars: int | None = Field(None, ge=1)
+    timeout_s: float | None = Field(None, gt=0)
+    downgrade: dict[str, str] = Field(default_factory=dict)
+    pricing: PlanPricing = Field(default_factory=PlanPricing)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8787, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    trusted_proxies: list[str] = Field(default_factory=list)
+    upgrade_url: str | None = None
+    key_cache_size: int = Field(10_000, ge=0)
+
+
+class LedgerConfig(_Strict):
+    synchronous: Literal["normal", "full"] = "normal"
+    batch_max: int = Field(512, ge=1)
+
+
+class FileConfig(_Strict):
+    database: str = "sqlite:///farebox.db"
+    redis: str | None = None
+    secret: str | None = None
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, list[Deployment]] = Field(default_factory=dict)
+    pricing: dict[str, PriceOverride] = Field(default_factory=dict)
+    plans: dict[str, PlanConfig] = Field(default_factory=dict)
+    default_plan: str | None = None
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+
+    @field_validator("secret")
+    @classmethod
+    def _env_reference(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("env:"):
+            raise ValueError("secrets must be given as env:NAME, never as a literal")
+        return value
+
+
+class Settings(BaseModel):
+    """Validated configuration plus what came from the environment."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    file: FileConfig
+    source: str
+    database_path: Path | None
+    database_url: str
+    secret: bytes | None
+    admin_key: str | None
+    provider_keys: dict[str, str | None]
+
+
+DEFAULT_PLAN = PlanConfig(models=["*"])
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _format_validation(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        key = _where(err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _resolve_env(reference: str | None, where: str, source: str, env: Mapping[str, str]) -> str | None:
+    if reference is None:
+        return None
+    name = reference[len("env:") :]
+    value = env.get(name)
+    if not value:
+        raise ConfigError(f"{source}: {where}: environment variable {name} is not set")
+    return value
+
+
+def _check_money(source: str, cfg: FileConfig) -> None:
+    """Every price and amount must be exact."""
+    try:
+        for name, override in cfg.pricing.items():
+            for field, value in override.fields().items():
+                price_per_token(value, field=f"pricing.{name}.{field}")
+        for alias, deployments in cfg.models.items():
+            for i, dep in enumerate(deployments):
+                for field, value in (dep.price.fields() if dep.price else {}).items():
+                    price_per_token(value, field=f"models.{alias}.{i}.price.{field}")
+        for plan_name, plan in cfg.plans.items():
+            for j, budget in enumerate(plan.budgets):
+                parse_usd(budget.limit_usd, field=f"plans.{plan_name}.budgets.{j}.limit_usd")
+            if plan.pricing.markup is not None:
+                decimal_ratio(plan.pricing.markup, field=f"plans.{plan_name}.pricing.markup")
+            if plan.pricing.resale is not None:
+                for field, value in plan.pricing.resale.model_dump().items():
+                    if value is not None:
+                        price_per_token(value, field=f"plans.{plan_name}.pricing.resale.{field}")
+    except MoneyFormatError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
+def _check_references(source: str, cfg: FileConfig) -> None:
+    for alias, deployments in cfg.models.items():
+        if not deployments:
+            raise ConfigError(f"{source}: models.{alias}: expected at least one deployment")
+        for i, dep in enumerate(deployments):
+            if dep.provider not in cfg.providers and not (dep.provider == "mock" and not cfg.providers):
+                known = ", ".join(sorted(cfg.providers)) or "(none)"
+                raise ConfigError(
+                    f"{source}: models.{alias}.{i}.provider: unknown provider "
+                    f"{dep.provider!r}; configured providers: {known}"
+                )
+    for name, plan in cfg.plans.items():
+        if plan.pricing.markup is not None and plan.pricing.resale is not None:
+            raise ConfigError(f"{source}: plans.{name}.pricing: give markup or resale, not both")
+    if cfg.default_plan is not None and cfg.default_plan not in cfg.plans:
+        raise ConfigError(f"{source}: default_plan: unknown plan {cfg.default_plan!r}")
+
+
+def _database(source: str, url: str, base: Path) -> tuple[str, Path | None]:
+    if url.startswith("sqlite:///"):
+        raw = Path(url[len("sqlite:///") :])
+        path = raw if raw.is_absolute() else (base / raw)
+        return url, path
+    if url == "memory":
+        return url, None
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{source}: database: PostgreSQL support is not available yet ({url!r})")
+    raise ConfigError(f"{source}: database: expected 'sqlite:///PATH' (got {url!r})")
+
+
+def parse_settings(
+    data: object, *, source: str, env: Mapping[str, str], base_dir: Path
+) -> Settings:
+    """Validate an already-parsed YAML document."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        cfg = FileConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(source, exc)) from None
+    _check_money(source, cfg)
+    _check_references(source, cfg)
+    db_env = env.get("FAREBOX_DATABASE")
+    url, path = _database(source, db_env or cfg.database, base_dir)
+    keys = {
+        name: _resolve_env(p.api_key, f"providers.{name}.api_key", source, env)
+        for name, p in cfg.providers.items()
+    }
+    secret = _resolve_env(cfg.secret, "secret", source, env) or env.get("FAREBOX_SECRET")
+    return Settings(
+        file=cfg,
+        source=source,
+        database_path=path,
+        database_url=url,
+        secret=secret.encode() if secret else None,
+        admin_key=env.get("FAREBOX_ADMIN_KEY") or None,
+        provider_keys=keys,
+    )
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Load ``path`` (or the embedded default when None) and the environment."""
+    environ = dict(os.environ) if env is None else dict(env)
+    data: object = {}
+    source = "(embedded default)"
+    base_dir = Path.cwd()
+    if path is not None:
+        file = Path(path)
+        source = str(file)
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if overrides:
+        data = {**(data if isinstance(data, dict) else {}), **overrides}
+    return parse_settings(data, source=source, env=environ, base_dir=base_dir)
+
+
+CONFIG_ENV = "FAREBOX_CONFIG"
+
+
+def settings_from_env() -> Settings:
+    """Settings for a worker process started by ``farebox serve --workers N``."""
+    path = os.environ.get(CONFIG_ENV) or None
+    overrides = os.environ.get("FAREBOX_OVERRIDES")
+    return load_settings(path, overrides=yaml.safe_load(overrides) if overrides else None)

@@ -1,0 +1,78 @@
+"""Exact money.
+
+Every amount is an ``int`` of pico-USD (10^-12 USD). A price given in USD per one
+million tokens with at most six decimal places is then an exact integer number of
+pico-USD per token, so ``tokens * price`` never rounds.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+PICO_PER_USD = 10**12
+PRICE_DECIMALS = 6  # decimals allowed in a "USD per 1M tokens" price
+
+
+class MoneyFormatError(ValueError):
+    """A decimal string could not be read as an exact amount."""
+
+
+def parse_usd(text: str | int, *, field: str = "amount") -> int:
+    """Parse a decimal USD string (``"0.50"``) into exact pico-USD."""
+    if isinstance(text, bool) or not isinstance(text, str | int):
+        raise MoneyFormatError(f"{field}: expected a decimal string such as \"0.50\"")
+    try:
+        value = Decimal(str(text).strip())
+    except InvalidOperation as exc:
+        raise MoneyFormatError(f"{field}: {text!r} is not a decimal number") from exc
+    if not value.is_finite():
+        raise MoneyFormatError(f"{field}: {text!r} is not a finite number")
+    scaled = value * PICO_PER_USD
+    if scaled != scaled.to_integral_value():
+        raise MoneyFormatError(f"{field}: {text!r} has more than 12 decimal places")
+    return int(scaled)
+
+
+def price_per_token(per_million_usd: str | int, *, field: str = "price") -> int:
+    """A price in USD per 1M tokens -> exact pico-USD per token."""
+    pico_per_million = parse_usd(per_million_usd, field=field)
+    if pico_per_million < 0:
+        raise MoneyFormatError(f"{field}: a price cannot be negative")
+    if pico_per_million % 1_000_000:
+        raise MoneyFormatError(
+            f"{field}: {per_million_usd!r} has more than {PRICE_DECIMALS} decimal places"
+        )
+    return pico_per_million // 1_000_000
+
+
+def format_usd(pico: int) -> str:
+    """Exact decimal string of a pico-USD amount, trailing zeros trimmed, >= 2 decimals."""
+    sign = "-" if pico < 0 else ""
+    whole, frac = divmod(abs(pico), PICO_PER_USD)
+    digits = f"{frac:012d}".rstrip("0")
+    if len(digits) < 2:
+        digits = digits.ljust(2, "0")
+    return f"{sign}{whole}.{digits}"
+
+
+def mul_ratio(pico: int, numerator: int, denominator: int) -> int:
+    """``pico * numerator / denominator`` rounded half away from zero, in integers."""
+    if denominator <= 0:
+        raise ValueError("denominator must be positive")
+    product = pico * numerator
+    quotient, remainder = divmod(abs(product), denominator)
+    if remainder * 2 >= denominator:
+        quotient += 1
+    return quotient if product >= 0 else -quotient
+
+
+def decimal_ratio(text: str, *, field: str = "multiplier") -> tuple[int, int]:
+    """A decimal string such as ``"1.25"`` as an exact ``(numerator, denominator)``."""
+    try:
+        value = Decimal(str(text).strip())
+    except InvalidOperation as exc:
+        raise MoneyFormatError(f"{field}: {text!r} is not a decimal number") from exc
+    if not value.is_finite() or value < 0:
+        raise MoneyFormatError(f"{field}: {text!r} must be a finite, non-negative number")
+    num, den = value.as_integer_ratio()
+    return num, den

@@ -1,0 +1,93 @@
+"""Records shared by the stores and the request path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+KeyKind = Literal["tenant", "service", "admin"]
+GROUP_BY = ("tenant", "model", "feature", "user", "day", "hour", "key", "provider", "status")
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    name: str
+    plan: str
+    created_at: float
+    paused: bool = False
+    pause_reason: str | None = None
+    billing: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    key_hash: str
+    kind: KeyKind
+    name: str
+    created_at: float
+    tenant_id: str | None = None
+    prefix: str = ""
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    paused: bool = False
+    pause_reason: str | None = None
+
+    def usable_at(self, now: float) -> bool:
+        if self.revoked_at is not None and self.revoked_at <= now:
+            return False
+        return self.expires_at is None or now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One request, metered. Money in pico-USD."""
+
+    request_id: str
+    tenant_id: str
+    key_id: str
+    endpoint: str
+    model_requested: str
+    model_served: str
+    provider: str
+    status: str
+    http_status: int
+    started_at: float
+    finished_at: float
+    user: str | None = None
+    feature: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: int = 0
+    revenue: int = 0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    upstream_ms: float = 0.0
+    usage_source: str = "provider"
+    error_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    group: str | None
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost: int
+    revenue: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    tenant_id: str | None = None
+    start: float | None = None
+    end: float | None = None
+    group_by: str | None = None

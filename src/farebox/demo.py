@@ -1,0 +1,37 @@
+"""Sample plans and tenants for ``farebox demo``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from farebox.errors import Conflict
+from farebox.tenancy import Tenancy
+
+DEMO_PLANS: dict[str, Any] = {
+    "free": {
+        "models": ["gpt-4o-mini", "text-embedding-3-small"],
+        "max_tokens": 1024,
+        "budgets": [{"period": "day", "limit_usd": "0.50"}, {"period": "month", "limit_usd": "15"}],
+        "rate_limits": [{"scope": "ip", "requests_per_minute": 10}],
+        "downgrade": {"gpt-4o": "gpt-4o-mini"},
+        "pricing": {"markup": "1.5"},
+    },
+    "pro": {
+        "models": ["gpt-4o*", "gpt-4.1*", "claude-*", "o4-mini", "text-embedding-*"],
+        "max_tokens": 4096,
+        "pricing": {"markup": "1.3", "monthly_fee_usd": "49"},
+    },
+    "enterprise": {"models": ["*"], "pricing": {"markup": "1.2", "monthly_fee_usd": "2000"}},
+}
+DEMO_TENANTS = (("acme", "Acme Corp", "pro"), ("globex", "Globex", "free"), ("initech", "Initech", "enterprise"))
+
+
+async def seed(tenancy: Tenancy) -> str:
+    """Create the demo tenants (once) and a fresh key for ``acme``; returns the key."""
+    for tenant_id, name, plan in DEMO_TENANTS:
+        try:
+            await tenancy.create_tenant(tenant_id, name, plan)
+        except Conflict:
+            pass
+    _, raw = await tenancy.create_key("acme", "demo")
+    return raw

@@ -1,0 +1,159 @@
+"""The one error tree. Each class knows its HTTP status and OpenAI error type and code.
+
+Errors are rendered once, at the API edge (``farebox.api.errors``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+
+class FareboxError(Exception):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "api_error"
+    code: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.error_code = code if code is not None else self.code
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+
+class ConfigError(FareboxError):
+    """A bad configuration; stops start-up. Never rendered over HTTP."""
+
+    status = 500
+    type = "config_error"
+
+
+class InvalidRequest(FareboxError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class InputTooLarge(InvalidRequest):
+    code = "input_too_large"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status = 413
+    code = "request_too_large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class MissingTenant(InvalidRequest):
+    code = "missing_tenant"
+
+
+class AuthenticationError(FareboxError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(FareboxError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class ModelNotAllowed(PermissionDenied):
+    code = "model_not_allowed"
+
+
+class TenantPaused(PermissionDenied):
+    code = "tenant_paused"
+
+
+class KeyPaused(PermissionDenied):
+    code = "key_paused"
+
+
+class NotFound(FareboxError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class Conflict(FareboxError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
+class RateLimited(FareboxError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(RateLimited):
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+
+class UpstreamError(FareboxError):
+    """The upstream provider failed. ``upstream_status`` is what it answered (0: no answer)."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+    def __init__(self, message: str, *, upstream_status: int = 0, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.upstream_status = upstream_status
+
+    @property
+    def retryable(self) -> bool:
+        return self.upstream_status == 0 or self.upstream_status in (408, 409, 429, 529) or (
+            self.upstream_status >= 500
+        )
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    type = "timeout_error"
+    code = "upstream_timeout"
+
+
+class UpstreamRejected(UpstreamError):
+    """The upstream refused the request as the client's own error (4xx); passed through."""
+
+    type = "invalid_request_error"
+    code = "upstream_rejected"
+
+    def __init__(self, message: str, *, upstream_status: int, **kwargs: Any) -> None:
+        super().__init__(message, upstream_status=upstream_status, **kwargs)
+        self.status_override = upstream_status
+
+
+class ServiceUnavailable(FareboxError):
+    status = 503
+    type = "api_error"
+    code = "service_unavailable"
+
+
+def http_status(error: FareboxError) -> int:
+    override = getattr(error, "status_override", None)
+    return int(override) if override else error.status

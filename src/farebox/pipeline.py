@@ -1,0 +1,398 @@
+"""The request path: plan policy, routing, forwarding with failover, metering, ledger.
+
+Authentication happens before (``farebox.auth``); HTTP parsing and rendering around it
+(``farebox.api``). Stages do no I/O except through the providers and ledger handed in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from farebox.auth import Principal
+from farebox.core.money import format_usd
+from farebox.core.plans import Plan
+from farebox.core.pricing import cost
+from farebox.core.records import LedgerEntry
+from farebox.core.routing import Router, Target
+from farebox.core.tokens import estimate_messages
+from farebox.core.usage import Usage
+from farebox.errors import (
+    FareboxError,
+    InputTooLarge,
+    InvalidRequest,
+    ModelNotAllowed,
+    ModelNotFound,
+    UpstreamError,
+)
+from farebox.ledger import LedgerWriter
+from farebox.providers.base import ChatRequest, EmbedRequest, Provider, StreamItem, UsageReport
+
+DONE = b"data: [DONE]\n\n"
+UNLIMITED = "unlimited"
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+@dataclass(slots=True)
+class Reply:
+    body: bytes
+    headers: dict[str, str]
+    status: int = 200
+
+
+@dataclass(slots=True)
+class StreamReply:
+    headers: dict[str, str]
+    chunks: AsyncIterator[bytes]
+
+
+@dataclass(slots=True)
+class _Call:
+    """What one request carries through the path."""
+
+    principal: Principal
+    plan: Plan
+    endpoint: str
+    model: str
+    request_id: str
+    body: dict[str, Any]
+    started_wall: float
+    started: float = field(default_factory=time.perf_counter)
+
+
+def sse(payload: Mapping[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        router: Router,
+        plans: Mapping[str, Plan],
+        providers: Mapping[str, Provider],
+        ledger: LedgerWriter,
+        default_plan: str = "default",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._router = router
+        self._plans = plans
+        self._providers = providers
+        self._ledger = ledger
+        self._default_plan = default_plan
+        self._clock = clock
+
+    # plans and models ----------------------------------------------------------
+    def plan_for(self, principal: Principal) -> Plan:
+        plan = self._plans.get(principal.tenant.plan)
+        return plan if plan is not None else self._plans[self._default_plan]
+
+    def models_for(self, principal: Principal) -> list[tuple[str, str]]:
+        """``(model, owner)`` pairs this principal may call."""
+        plan = self.plan_for(principal)
+        out = []
+        for name in self._router.names():
+            targets = self._router.resolve(name) or ()
+            if plan.allows(name) and targets:
+                out.append((name, targets[0].provider))
+        return out
+
+    def _targets(self, plan: Plan, model: str, kinds: tuple[str, ...]) -> tuple[Target, ...]:
+        targets = self._router.resolve(model)
+        if not targets:
+            raise ModelNotFound(
+                f"The model {model!r} does not exist or is not served by this gateway.",
+                param="model",
+            )
+        if not plan.allows(model):
+            allowed = [n for n in self._router.names() if plan.allows(n)]
+            raise ModelNotAllowed(
+                f"Your plan {plan.name!r} does not include the model {model!r}. "
+                f"Allowed models: {', '.join(allowed) or '(none)'}.",
+                param="model",
+                extra={"allowed_models": allowed},
+            )
+        usable = tuple(t for t in targets if t.kind in kinds)
+        if not usable:
+            raise InvalidRequest(
+                f"The model {model!r} cannot serve this endpoint.", param="model", code="model_not_supported"
+            )
+        return usable
+
+    # chat ------------------------------------------------------------------------
+    def _apply_policy(self, plan: Plan, body: dict[str, Any]) -> None:
+        field_name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+        requested = body.get(field_name)
+        if plan.max_tokens is not None:
+            if requested is None:
+                body[field_name] = plan.max_tokens
+            elif requested > plan.max_tokens:
+                if plan.max_tokens_policy == "reject":
+                    raise InvalidRequest(
+                        f"{field_name} {requested} exceeds your plan's limit of {plan.max_tokens}.",
+                        param=field_name,
+                        code="max_tokens_exceeded",
+                    )
+                body[field_name] = plan.max_tokens
+        if plan.max_input_chars is not None:
+            size = len(orjson.dumps(body.get("messages")))
+            if size > plan.max_input_chars:
+                raise InputTooLarge(
+                    f"The input is {size} characters; your plan allows {plan.max_input_chars}.",
+                    param="messages",
+                )
+
+    async def chat(self, principal: Principal, body: dict[str, Any], request_id: str) -> Reply | StreamReply:
+        plan = self.plan_for(principal)
+        model = body["model"]
+        targets = self._targets(plan, model, ("chat", "reasoning"))
+        self._apply_policy(plan, body)
+        call = _Call(principal, plan, "chat.completions", model, request_id, body, self._clock())
+        if body.get("stream"):
+            return await self._open_stream(call, targets)
+        return await self._chat_once(call, targets)
+
+    def _upstream_body(self, call: _Call, target: Target, stream: bool) -> dict[str, Any]:
+        upstream = dict(call.body)
+        upstream["model"] = target.model
+        if stream:
+            options = dict(upstream.get("stream_options") or {})
+            options["include_usage"] = True
+            upstream["stream_options"] = options
+        return upstream
+
+    def _timeout(self, plan: Plan) -> float:
+        return plan.timeout_s or 600.0
+
+    async def _chat_once(self, call: _Call, targets: tuple[Target, ...]) -> Reply:
+        last: UpstreamError | None = None
+        for i, target in enumerate(targets):
+            provider = self._providers[target.provider]
+            request = ChatRequest(self._upstream_body(call, target, False), self._timeout(call.plan))
+            try:
+                result = await provider.chat(request)
+            except UpstreamError as exc:
+                last = exc
+                if exc.retryable and i + 1 < len(targets):
+                    continue
+                await self._record_failure(call, target, exc)
+                raise
+            entry = self._entry(call, target, result.usage, "ok", 200, result.upstream_ms)
+            await self._ledger.append(entry)
+            return Reply(orjson.dumps(result.body), self._headers(call, target, entry))
+        raise last or UpstreamError("no deployment could serve the request")
+
+    # streams -----------------------------------------------------------------------
+    async def _open_stream(self, call: _Call, targets: tuple[Target, ...]) -> StreamReply:
+        """Open the upstream stream, failing over until the first item arrives."""
+        last: UpstreamError | None = None
+        for i, target in enumerate(targets):
+            provider = self._providers[target.provider]
+            request = ChatRequest(self._upstream_body(call, target, True), self._timeout(call.plan))
+            items = provider.chat_stream(request)
+            try:
+                first = await anext(items)
+            except StopAsyncIteration:
+                first = None
+            except UpstreamError as exc:
+                last = exc
+                await _close(items)
+                if exc.retryable and i + 1 < len(targets):
+                    continue
+                await self._record_failure(call, target, exc)
+                raise
+            headers = self._base_headers(call, target)
+            return StreamReply(headers, self._relay(call, target, first, items))
+        raise last or UpstreamError("no deployment could serve the request")
+
+    async def _relay(
+        self,
+        call: _Call,
+        target: Target,
+        first: StreamItem | None,
+        items: AsyncIterator[StreamItem],
+    ) -> AsyncIterator[bytes]:
+        client_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        meter = _StreamMeter(call.body, call.started)
+        recorded = False
+        try:
+            item = first
+            while item is not None:
+                if isinstance(item, UsageReport):
+                    entry = self._entry(call, target, item.usage, "ok", 200, meter.upstream_ms(call))
+                    entry = _with_ttft(entry, meter)
+                    recorded = True
+                    await self._ledger.append(entry)
+                    if client_usage:
+                        yield sse(_usage_chunk(item.chunk, entry.cost))
+                else:
+                    meter.see(item)
+                    if not client_usage:
+                        item.pop("usage", None)
+                    yield sse(item)
+                item = await anext(items, None)
+            if not recorded:
+                entry = self._entry(call, target, meter.usage(), "ok", 200, meter.upstream_ms(call))
+                entry = _with_ttft(_estimated(entry), meter)
+                recorded = True
+                await self._ledger.append(entry)
+            yield DONE
+        except UpstreamError as exc:
+            if not recorded:
+                entry = self._entry(call, target, meter.usage(), "upstream_interrupted", 200, 0.0)
+                entry = _with_ttft(_estimated(entry, exc.error_code), meter)
+                recorded = True
+                await self._ledger.append(entry)
+            yield sse({"error": {"message": exc.message, "type": exc.type, "param": None, "code": exc.error_code}})
+        finally:
+            if not recorded:  # the client went away: meter what was produced
+                entry = self._entry(call, target, meter.usage(), "client_disconnected", 499, 0.0)
+                self._ledger.submit(_with_ttft(_estimated(entry), meter))
+            await _close(items)
+
+    # embeddings ----------------------------------------------------------------------
+    async def embed(self, principal: Principal, body: dict[str, Any], request_id: str) -> Reply:
+        plan = self.plan_for(principal)
+        model = body["model"]
+        targets = self._targets(plan, model, ("embedding",))
+        call = _Call(principal, plan, "embeddings", model, request_id, body, self._clock())
+        last: UpstreamError | None = None
+        for i, target in enumerate(targets):
+            provider = self._providers[target.provider]
+            upstream = {**body, "model": target.model}
+            try:
+                result = await provider.embed(EmbedRequest(upstream, self._timeout(plan)))
+            except UpstreamError as exc:
+                last = exc
+                if exc.retryable and i + 1 < len(targets):
+                    continue
+                await self._record_failure(call, target, exc)
+                raise
+            entry = self._entry(call, target, result.usage, "ok", 200, result.upstream_ms)
+            await self._ledger.append(entry)
+            return Reply(orjson.dumps(result.body), self._headers(call, target, entry))
+        raise last or UpstreamError("no deployment could serve the request")
+
+    # metering ------------------------------------------------------------------------
+    def _entry(
+        self, call: _Call, target: Target, usage: Usage, status: str, http_status: int, upstream_ms: float
+    ) -> LedgerEntry:
+        price = cost(usage, target.price)
+        principal = call.principal
+        return LedgerEntry(
+            request_id=call.request_id,
+            tenant_id=principal.tenant.id,
+            key_id=principal.key.id,
+            endpoint=call.endpoint,
+            model_requested=call.model,
+            model_served=target.model,
+            provider=target.provider,
+            status=status,
+            http_status=http_status,
+            started_at=call.started_wall,
+            finished_at=self._clock(),
+            user=principal.user or _openai_user(call.body),
+            feature=principal.feature,
+            metadata=principal.metadata,
+            stream=bool(call.body.get("stream")),
+            input_tokens=usage.input_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_write_5m_tokens=usage.cache_write_5m_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            output_tokens=usage.output_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cost=price,
+            revenue=call.plan.revenue.revenue(usage, price),
+            latency_ms=(time.perf_counter() - call.started) * 1000,
+            upstream_ms=upstream_ms,
+        )
+
+    async def _record_failure(self, call: _Call, target: Target, exc: FareboxError) -> None:
+        status = getattr(exc, "upstream_status", 0) or exc.status
+        entry = self._entry(call, target, Usage(), "error", status, 0.0)
+        await self._ledger.append(_replace(entry, error_code=exc.error_code))
+
+    def _base_headers(self, call: _Call, target: Target) -> dict[str, str]:
+        return {"x-farebox-request-id": call.request_id, "x-farebox-model": target.model}
+
+    def _headers(self, call: _Call, target: Target, entry: LedgerEntry) -> dict[str, str]:
+        headers = self._base_headers(call, target)
+        headers["x-farebox-cost-usd"] = format_usd(entry.cost)
+        headers["x-farebox-budget-remaining-usd"] = UNLIMITED
+        return headers
+
+
+class _StreamMeter:
+    """Counts what a stream produced, for when the provider never reports usage."""
+
+    def __init__(self, body: Mapping[str, Any], started: float) -> None:
+        self._body = body
+        self.started = started
+        self._chars = 0
+        self.first_at: float | None = None
+
+    def see(self, chunk: Mapping[str, Any]) -> None:
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if isinstance(content, str):
+                self._chars += len(content)
+            for call in delta.get("tool_calls") or ():
+                args = (call.get("function") or {}).get("arguments")
+                if isinstance(args, str):
+                    self._chars += len(args)
+
+    def usage(self) -> Usage:
+        output = -(-self._chars // 4) if self._chars else 0
+        return Usage(input_tokens=estimate_messages(self._body.get("messages")), output_tokens=output)
+
+    def upstream_ms(self, call: _Call) -> float:
+        return (time.perf_counter() - call.started) * 1000
+
+
+def _replace(entry: LedgerEntry, **changes: Any) -> LedgerEntry:
+    return dataclasses.replace(entry, **changes)
+
+
+def _estimated(entry: LedgerEntry, error_code: str | None = None) -> LedgerEntry:
+    return _replace(entry, usage_source="estimated", error_code=error_code)
+
+
+def _with_ttft(entry: LedgerEntry, meter: _StreamMeter) -> LedgerEntry:
+    if meter.first_at is None:
+        return entry
+    return _replace(entry, ttft_ms=(meter.first_at - meter.started) * 1000)
+
+
+def _usage_chunk(chunk: Mapping[str, Any], cost_pico: int) -> dict[str, Any]:
+    out = dict(chunk)
+    usage = dict(out.get("usage") or {})
+    usage["farebox_cost_usd"] = format_usd(cost_pico)
+    out["usage"] = usage
+    return out
+
+
+def _openai_user(body: Mapping[str, Any]) -> str | None:
+    user = body.get("user")
+    return user[:256] if isinstance(user, str) and user else None
+
+
+async def _close(items: AsyncIterator[StreamItem]) -> None:
+    aclose = getattr(items, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # noqa: S110 - closing a broken upstream must not mask the real error
+            pass
+

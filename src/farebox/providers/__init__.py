@@ -1,0 +1,1 @@
+"""Upstream providers: mock (in-process), OpenAI-compatible and Anthropic."""

@@ -1,0 +1,75 @@
+"""The provider interface.
+
+Every provider speaks OpenAI chat-completions shapes to the pipeline, whatever it speaks
+upstream. Streams yield OpenAI ``chat.completion.chunk`` dicts; the provider's final,
+authoritative usage arrives as a :class:`UsageReport` item in the same stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from farebox.core.usage import Usage
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """An OpenAI-format chat request body, ``model`` already set to the upstream model.
+
+    For streams the body always has ``stream_options.include_usage`` set to true.
+    """
+
+    body: JSON
+    timeout_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    body: JSON  # an OpenAI ``chat.completion`` object
+    usage: Usage
+    upstream_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedRequest:
+    body: JSON
+    timeout_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedResult:
+    body: JSON  # an OpenAI ``list`` of embeddings
+    usage: Usage
+    upstream_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """The last item of a stream: the provider's usage and the OpenAI final usage chunk."""
+
+    usage: Usage
+    chunk: JSON = field(default_factory=dict)
+
+
+StreamItem = JSON | UsageReport
+
+
+class Provider(Protocol):
+    name: str
+    kind: str
+
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        """A non-streamed chat completion. Raises ``UpstreamError`` subclasses."""
+        ...
+
+    def chat_stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
+        """OpenAI chunks, then one ``UsageReport`` if upstream reported usage."""
+        ...
+
+    async def embed(self, request: EmbedRequest) -> EmbedResult: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,148 @@
+"""OpenAI and OpenAI-compatible upstreams (OpenAI, Azure-style proxies, vLLM, Ollama...)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import orjson
+
+from farebox.core.usage import from_openai
+from farebox.errors import UpstreamError
+from farebox.providers.base import (
+    JSON,
+    ChatRequest,
+    ChatResult,
+    EmbedRequest,
+    EmbedResult,
+    StreamItem,
+    UsageReport,
+)
+from farebox.providers.http import (
+    HttpClient,
+    HttpResponse,
+    error_for_status,
+    error_from_response,
+)
+
+_DONE = b"[DONE]"
+# Mid-stream error objects carry no HTTP status; infer one so retry policy still works.
+_STREAM_ERROR_STATUS = {"rate_limit_exceeded": 429, "invalid_request_error": 400}
+
+
+class OpenAIProvider:
+    """Speaks OpenAI chat-completions and embeddings to ``base_url`` (e.g. ".../v1")."""
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        api_key: str | None,
+        http: HttpClient,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._http = http
+        self._chat_url = f"{self.base_url}/chat/completions"
+        self._embed_url = f"{self.base_url}/embeddings"
+        self._headers = _build_headers(api_key, extra_headers)
+        self._stream_headers = {**self._headers, "accept": "text/event-stream"}
+
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        body = request.body if not request.body.get("stream") else {**request.body, "stream": False}
+        response, elapsed = await self._post(self._chat_url, body, request.timeout_s)
+        data = self._parse(response)
+        return ChatResult(body=data, usage=from_openai(data.get("usage")), upstream_ms=elapsed)
+
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        response, elapsed = await self._post(self._embed_url, request.body, request.timeout_s)
+        data = self._parse(response)
+        return EmbedResult(body=data, usage=from_openai(data.get("usage")), upstream_ms=elapsed)
+
+    async def chat_stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
+        body = orjson.dumps(_stream_body(request.body))
+        async with self._http.stream(
+            self._chat_url, self._stream_headers, body, request.timeout_s
+        ) as response:
+            if not 200 <= response.status < 300:
+                raise error_from_response(
+                    response.status, response.headers, await response.read(), self.name
+                )
+            finished = False
+            async for event in response.events():
+                if event.data == _DONE:
+                    return
+                item = self._stream_item(event.data)
+                finished = finished or isinstance(item, UsageReport)
+                yield item
+            if not finished:
+                raise UpstreamError("upstream stream ended before [DONE]", extra=self._extra())
+
+    async def aclose(self) -> None:
+        """The shared ``HttpClient`` belongs to the app, which closes it."""
+
+    async def _post(self, url: str, body: JSON, timeout_s: float) -> tuple[HttpResponse, float]:
+        start = time.perf_counter()
+        response = await self._http.post_json(url, self._headers, orjson.dumps(body), timeout_s)
+        elapsed = (time.perf_counter() - start) * 1000.0
+        if not 200 <= response.status < 300:
+            raise error_from_response(response.status, response.headers, response.body, self.name)
+        return response, elapsed
+
+    def _parse(self, response: HttpResponse) -> JSON:
+        try:
+            data = orjson.loads(response.body)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(
+                "upstream sent invalid JSON", upstream_status=response.status, extra=self._extra()
+            ) from exc
+        if not isinstance(data, dict):
+            raise UpstreamError(
+                "upstream sent a non-object JSON body",
+                upstream_status=response.status,
+                extra=self._extra(),
+            )
+        return data
+
+    def _stream_item(self, data: bytes) -> StreamItem:
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(
+                "upstream sent an invalid stream frame", extra=self._extra()
+            ) from exc
+        if not isinstance(chunk, dict):
+            raise UpstreamError("upstream sent a non-object stream frame", extra=self._extra())
+        if "error" in chunk:
+            raise _stream_error(chunk["error"], self.name)
+        if not chunk.get("choices") and chunk.get("usage"):
+            return UsageReport(usage=from_openai(chunk["usage"]), chunk=chunk)
+        return chunk
+
+    def _extra(self) -> dict[str, Any]:
+        return {"provider": self.name}
+
+
+def _build_headers(api_key: str | None, extra: Mapping[str, str] | None) -> dict[str, str]:
+    headers = {k.lower(): v for k, v in (extra or {}).items()}
+    headers["content-type"] = "application/json"
+    if api_key:
+        headers["authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+def _stream_body(body: JSON) -> JSON:
+    options = body.get("stream_options")
+    merged = {**options, "include_usage": True} if isinstance(options, dict) else None
+    return {**body, "stream": True, "stream_options": merged or {"include_usage": True}}
+
+
+def _stream_error(error: object, provider: str) -> UpstreamError:
+    err = error if isinstance(error, dict) else {"message": str(error)}
+    status = _STREAM_ERROR_STATUS.get(str(err.get("code")))
+    status = status or _STREAM_ERROR_STATUS.get(str(err.get("type")), 500)
+    return error_for_status(status, err, None, provider, mid_stream=True)

@@ -1,0 +1,468 @@
+"""Pure translation between OpenAI chat-completions and Anthropic Messages. No I/O.
+
+Forward direction (the pipeline speaks OpenAI, the deployment speaks Anthropic):
+:func:`openai_request_to_anthropic`, :func:`anthropic_response_to_openai` and
+:class:`AnthropicStreamTranslator`. Reverse direction (an Anthropic client served by an
+OpenAI deployment): :func:`anthropic_request_to_openai`, :func:`openai_response_to_anthropic`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from farebox.core.usage import from_anthropic, from_openai, to_openai
+from farebox.errors import InvalidRequest
+
+JSON = dict[str, Any]
+DEFAULT_MAX_TOKENS = 4096
+
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+# --- OpenAI request -> Anthropic request ------------------------------------------------
+
+
+def openai_request_to_anthropic(body: JSON) -> JSON:
+    """An OpenAI chat-completions request body as an Anthropic Messages request body."""
+    if int(body.get("n") or 1) != 1:
+        raise InvalidRequest("n > 1 is not supported by this model's provider", param="n")
+    system, messages = _split_system(body.get("messages") or [])
+    out: JSON = {"model": body.get("model"), "messages": _merge_roles(messages)}
+    out["max_tokens"] = body.get("max_completion_tokens") or body.get("max_tokens")
+    out["max_tokens"] = out["max_tokens"] or DEFAULT_MAX_TOKENS
+    if system:
+        out["system"] = system
+    out.update(_sampling(body))
+    tools = body.get("tools")
+    if tools:
+        out["tools"] = [_tool(tool) for tool in tools]
+    choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+    if choice is not None and tools:
+        out["tool_choice"] = choice
+    if body.get("stream"):
+        out["stream"] = True
+    return out
+
+
+def _sampling(body: JSON) -> JSON:
+    out: JSON = {}
+    if body.get("temperature") is not None:
+        out["temperature"] = min(float(body["temperature"]), 1.0)  # Anthropic's range is 0..1
+    if body.get("top_p") is not None:
+        out["top_p"] = body["top_p"]
+    stop = body.get("stop")
+    if stop:
+        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if body.get("user"):
+        out["metadata"] = {"user_id": str(body["user"])}
+    return out
+
+
+def _split_system(messages: list[JSON]) -> tuple[str | list[JSON], list[JSON]]:
+    system: list[JSON] = []
+    rest: list[JSON] = []
+    for message in messages:
+        if message.get("role") in ("system", "developer"):
+            system.extend(_text_blocks(message.get("content")))
+        else:
+            rest.append(_message(message))
+    if any("cache_control" in block for block in system):
+        return system, rest
+    return "\n\n".join(block["text"] for block in system), rest
+
+
+def _message(message: JSON) -> JSON:
+    role = message.get("role")
+    if role == "tool":
+        return {"role": "user", "content": [_tool_result(message)]}
+    if role == "assistant":
+        return {"role": "assistant", "content": _assistant_blocks(message)}
+    if role == "user":
+        return {"role": "user", "content": _user_content(message.get("content"))}
+    raise InvalidRequest(f"unsupported message role {role!r}", param="messages")
+
+
+def _user_content(content: object) -> str | list[JSON]:
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else []
+    return [_part(part) for part in parts if _part_kept(part)]
+
+
+def _part_kept(part: JSON) -> bool:
+    return part.get("type") != "text" or bool(part.get("text"))
+
+
+def _part(part: JSON) -> JSON:
+    kind = part.get("type")
+    if kind == "text":
+        return _with_cache(part, {"type": "text", "text": part["text"]})
+    if kind == "image_url":
+        image = part["image_url"]
+        url = image["url"] if isinstance(image, dict) else str(image)
+        return _with_cache(part, {"type": "image", "source": _media_source(url)})
+    data = (part.get("file") or {}).get("file_data") if kind == "file" else None
+    if isinstance(data, str) and data.startswith("data:"):
+        source = _media_source(data)
+        return _with_cache(part, {"type": "document", "source": source})
+    raise InvalidRequest(f"content part {kind!r} is not supported by this model's provider")
+
+
+def _media_source(url: str) -> JSON:
+    if not url.startswith("data:"):
+        return {"type": "url", "url": url}
+    header, _, data = url[5:].partition(",")
+    media_type = header.split(";")[0] or "application/octet-stream"
+    return {"type": "base64", "media_type": media_type, "data": data}
+
+
+def _with_cache(part: JSON, block: JSON) -> JSON:
+    if "cache_control" in part:
+        block["cache_control"] = part["cache_control"]
+    return block
+
+
+def _text_blocks(content: object) -> list[JSON]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    parts = content if isinstance(content, list) else []
+    return [_part(p) for p in parts if p.get("type") == "text" and p.get("text")]
+
+
+def _assistant_blocks(message: JSON) -> list[JSON]:
+    blocks = _text_blocks(message.get("content"))
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id"),
+                "name": function.get("name"),
+                "input": _arguments(function.get("arguments")),
+            }
+        )
+    return blocks
+
+
+def _arguments(arguments: object) -> JSON:
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        parsed = orjson.loads(arguments or "{}")  # type: ignore[arg-type]
+    except (orjson.JSONDecodeError, TypeError):
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise InvalidRequest("tool call arguments must be a JSON object", param="messages")
+    return parsed
+
+
+def _tool_result(message: JSON) -> JSON:
+    content = message.get("content")
+    result: JSON = {"type": "tool_result", "tool_use_id": message.get("tool_call_id")}
+    result["content"] = content if isinstance(content, str) else _text_blocks(content)
+    return result
+
+
+def _merge_roles(messages: list[JSON]) -> list[JSON]:
+    """Merge consecutive messages of one role (tool results then follow their tool_use)."""
+    merged: list[JSON] = []
+    for message in messages:
+        if merged and merged[-1]["role"] == message["role"]:
+            previous = merged[-1]
+            previous["content"] = _blocks(previous["content"]) + _blocks(message["content"])
+        else:
+            merged.append(message)
+    return merged
+
+
+def _blocks(content: str | list[JSON]) -> list[JSON]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return content
+
+
+def _tool(tool: JSON) -> JSON:
+    function = tool.get("function") or {}
+    if tool.get("type") != "function" or not function.get("name"):
+        raise InvalidRequest("only function tools are supported", param="tools")
+    out: JSON = {"name": function["name"]}
+    if function.get("description"):
+        out["description"] = function["description"]
+    out["input_schema"] = function.get("parameters") or {"type": "object", "properties": {}}
+    return out
+
+
+def _tool_choice(choice: object, parallel: object) -> JSON | None:
+    if choice is None and parallel is not False:
+        return None
+    if choice is None or choice == "auto":
+        out: JSON = {"type": "auto"}
+    elif choice == "none":
+        return {"type": "none"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        out = {"type": "tool", "name": choice["function"].get("name")}
+    else:
+        raise InvalidRequest(f"unsupported tool_choice {choice!r}", param="tool_choice")
+    if parallel is False:
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+# --- Anthropic response -> OpenAI response ----------------------------------------------
+
+
+def anthropic_response_to_openai(message: JSON, *, created: int) -> JSON:
+    """An Anthropic ``message`` as an OpenAI ``chat.completion`` (``created``: unix seconds)."""
+    blocks = message.get("content") or []
+    text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+    calls = [_tool_call(b) for b in blocks if b.get("type") == "tool_use"]
+    reply: JSON = {"role": "assistant", "content": text if text or not calls else None}
+    reply["refusal"] = None
+    if calls:
+        reply["tool_calls"] = calls
+    choice = {"index": 0, "message": reply, "logprobs": None}
+    choice["finish_reason"] = FINISH_REASONS.get(str(message.get("stop_reason")), "stop")
+    return {
+        "id": message.get("id"),
+        "object": "chat.completion",
+        "created": created,
+        "model": message.get("model"),
+        "choices": [choice],
+        "usage": to_openai(from_anthropic(message.get("usage"))),
+    }
+
+
+def _tool_call(block: JSON) -> JSON:
+    arguments = orjson.dumps(block.get("input") or {}).decode()
+    function = {"name": block.get("name"), "arguments": arguments}
+    return {"id": block.get("id"), "type": "function", "function": function}
+
+
+# --- Anthropic stream -> OpenAI chunks --------------------------------------------------
+
+
+class AnthropicStreamTranslator:
+    """Turns Anthropic stream events into OpenAI ``chat.completion.chunk`` dicts.
+
+    Feed every event's data in order. ``usage`` holds the merged cumulative usage (the
+    last value of each field wins). ``error`` events are for the caller to raise.
+    """
+
+    def __init__(self, *, created: int, model: str | None = None) -> None:
+        self.created = created
+        self.model = model
+        self.id = ""
+        self.usage: JSON = {}
+        self.stop_reason: str | None = None
+        self.finished = False
+        self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_call index
+
+    def feed(self, data: JSON) -> list[JSON]:
+        handler = _HANDLERS.get(str(data.get("type")))
+        return handler(self, data) if handler is not None else []
+
+    def usage_chunk(self) -> JSON:
+        """The final OpenAI usage chunk (``choices`` empty)."""
+        chunk = self._base([])
+        chunk["usage"] = to_openai(from_anthropic(self.usage))
+        return chunk
+
+    def _base(self, choices: list[JSON]) -> JSON:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }
+
+    def _chunk(self, delta: JSON, finish_reason: str | None = None) -> JSON:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return self._base([choice])
+
+    def _on_message_start(self, data: JSON) -> list[JSON]:
+        message = data.get("message") or {}
+        self.id = str(message.get("id") or "")
+        self.model = message.get("model") or self.model
+        self.usage.update(message.get("usage") or {})
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def _on_block_start(self, data: JSON) -> list[JSON]:
+        block = data.get("content_block") or {}
+        if block.get("type") == "text" and block.get("text"):
+            return [self._chunk({"content": block["text"]})]
+        if block.get("type") != "tool_use":
+            return []
+        index = self._tools.setdefault(int(data.get("index", 0)), len(self._tools))
+        function = {"name": block.get("name"), "arguments": ""}
+        call = {"index": index, "id": block.get("id"), "type": "function", "function": function}
+        return [self._chunk({"tool_calls": [call]})]
+
+    def _on_block_delta(self, data: JSON) -> list[JSON]:
+        delta = data.get("delta") or {}
+        if delta.get("type") == "text_delta":
+            return [self._chunk({"content": delta.get("text", "")})]
+        tool = self._tools.get(int(data.get("index", -1)))
+        if delta.get("type") != "input_json_delta" or tool is None:
+            return []
+        call = {"index": tool, "function": {"arguments": delta.get("partial_json", "")}}
+        return [self._chunk({"tool_calls": [call]})]
+
+    def _on_message_delta(self, data: JSON) -> list[JSON]:
+        self.stop_reason = (data.get("delta") or {}).get("stop_reason") or self.stop_reason
+        self.usage.update(data.get("usage") or {})  # cumulative: last value wins
+        return []
+
+    def _on_message_stop(self, data: JSON) -> list[JSON]:
+        self.finished = True
+        finish = FINISH_REASONS.get(str(self.stop_reason), "stop")
+        return [self._chunk({}, finish)]
+
+
+_HANDLERS = {
+    "message_start": AnthropicStreamTranslator._on_message_start,
+    "content_block_start": AnthropicStreamTranslator._on_block_start,
+    "content_block_delta": AnthropicStreamTranslator._on_block_delta,
+    "message_delta": AnthropicStreamTranslator._on_message_delta,
+    "message_stop": AnthropicStreamTranslator._on_message_stop,
+}
+
+
+# --- Reverse direction: Anthropic request -> OpenAI, OpenAI response -> Anthropic -------
+
+
+def anthropic_request_to_openai(body: JSON) -> JSON:
+    """An Anthropic Messages request body as an OpenAI chat-completions request body."""
+    messages: list[JSON] = []
+    system = body.get("system")
+    if system:
+        text = system if isinstance(system, str) else "\n\n".join(b["text"] for b in system)
+        messages.append({"role": "system", "content": text})
+    for message in body.get("messages") or []:
+        messages.extend(_openai_messages(message))
+    out: JSON = {"model": body.get("model"), "messages": messages}
+    out["max_completion_tokens"] = body.get("max_tokens")
+    for key in ("temperature", "top_p", "stream"):
+        if body.get(key) is not None:
+            out[key] = body[key]
+    if body.get("stop_sequences"):
+        out["stop"] = list(body["stop_sequences"])
+    if (body.get("metadata") or {}).get("user_id"):
+        out["user"] = body["metadata"]["user_id"]
+    if body.get("tools"):
+        out["tools"] = [_openai_tool(tool) for tool in body["tools"]]
+        out.update(_openai_tool_choice(body.get("tool_choice")))
+    if body.get("stream"):
+        out["stream_options"] = {"include_usage": True}
+    return out
+
+
+def _openai_messages(message: JSON) -> list[JSON]:
+    content = message.get("content")
+    role = message.get("role")
+    if isinstance(content, str):
+        return [{"role": role, "content": content}]
+    blocks: list[JSON] = content or []
+    if role == "assistant":
+        return [_openai_assistant(blocks)]
+    results = [_openai_tool_message(b) for b in blocks if b.get("type") == "tool_result"]
+    parts = [_openai_part(b) for b in blocks if b.get("type") != "tool_result"]
+    return results + ([{"role": "user", "content": parts}] if parts else [])
+
+
+def _openai_assistant(blocks: list[JSON]) -> JSON:
+    text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+    calls = [_tool_call(b) for b in blocks if b.get("type") == "tool_use"]
+    out: JSON = {"role": "assistant", "content": text or None}
+    if calls:
+        out["tool_calls"] = calls
+    return out
+
+
+def _openai_tool_message(block: JSON) -> JSON:
+    content = block.get("content")
+    if not isinstance(content, str):
+        content = "".join(b.get("text", "") for b in content or [] if b.get("type") == "text")
+    return {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": content}
+
+
+def _openai_part(block: JSON) -> JSON:
+    if block.get("type") == "text":
+        return {"type": "text", "text": block.get("text", "")}
+    source = block.get("source") or {}
+    if block.get("type") == "image" and source.get("type") == "base64":
+        url = f"data:{source.get('media_type')};base64,{source.get('data')}"
+        return {"type": "image_url", "image_url": {"url": url}}
+    if block.get("type") == "image" and source.get("type") == "url":
+        return {"type": "image_url", "image_url": {"url": source.get("url")}}
+    raise InvalidRequest(f"content block {block.get('type')!r} is not supported here")
+
+
+def _openai_tool(tool: JSON) -> JSON:
+    function: JSON = {"name": tool.get("name"), "parameters": tool.get("input_schema") or {}}
+    if tool.get("description"):
+        function["description"] = tool["description"]
+    return {"type": "function", "function": function}
+
+
+def _openai_tool_choice(choice: JSON | None) -> JSON:
+    if not choice:
+        return {}
+    kinds = {"auto": "auto", "any": "required", "none": "none"}
+    out: JSON = {}
+    if choice.get("type") == "tool":
+        out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+    else:
+        out["tool_choice"] = kinds.get(str(choice.get("type")), "auto")
+    if choice.get("disable_parallel_tool_use"):
+        out["parallel_tool_calls"] = False
+    return out
+
+
+def openai_response_to_anthropic(body: JSON) -> JSON:
+    """An OpenAI ``chat.completion`` as an Anthropic ``message``."""
+    choice = (body.get("choices") or [{}])[0]
+    reply = choice.get("message") or {}
+    content: list[JSON] = []
+    if reply.get("content"):
+        content.append({"type": "text", "text": reply["content"]})
+    for call in reply.get("tool_calls") or []:
+        function = call.get("function") or {}
+        block = {"type": "tool_use", "id": call.get("id"), "name": function.get("name")}
+        block["input"] = _arguments(function.get("arguments"))
+        content.append(block)
+    usage = from_openai(body.get("usage"))
+    return {
+        "id": body.get("id"),
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model"),
+        "content": content,
+        "stop_reason": STOP_REASONS.get(str(choice.get("finish_reason")), "end_turn"),
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": usage.uncached_input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_creation_input_tokens": usage.cache_write_5m_tokens,
+            "cache_read_input_tokens": usage.cached_input_tokens,
+        },
+    }

@@ -1,0 +1,1 @@
+"""State: Protocols in ``base``, implementations beside it."""

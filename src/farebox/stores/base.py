@@ -1,0 +1,64 @@
+"""The store Protocol. Every implementation passes ``tests/test_store_contract.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from farebox.core.records import ApiKey, LedgerEntry, Tenant, UsageQuery, UsageRow
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+    # tenants
+    async def create_tenant(self, tenant: Tenant) -> None:
+        """Raises ``Conflict`` when the id exists."""
+        ...
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
+
+    async def list_tenants(self) -> list[Tenant]: ...
+
+    async def update_tenant(self, tenant_id: str, changes: dict[str, Any]) -> Tenant:
+        """Raises ``NotFound``. Bumps the auth epoch."""
+        ...
+
+    # keys
+    async def create_key(self, key: ApiKey) -> None: ...
+
+    async def get_key(self, key_id: str) -> ApiKey | None: ...
+
+    async def get_key_by_hash(self, key_hash: str) -> ApiKey | None: ...
+
+    async def list_keys(self, tenant_id: str | None, kind: str | None = None) -> list[ApiKey]: ...
+
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
+        """Raises ``NotFound``. Bumps the auth epoch."""
+        ...
+
+    def auth_epoch(self) -> int:
+        """A counter bumped by every tenant or key change, cheap enough for every request."""
+        ...
+
+    # ledger
+    async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
+        """Write all entries durably in one transaction; a repeated request id is ignored."""
+        ...
+
+    async def ledger(
+        self, tenant_id: str | None = None, limit: int | None = None
+    ) -> list[LedgerEntry]: ...
+
+    async def usage(self, query: UsageQuery) -> list[UsageRow]: ...
+
+    # settings kept in the database
+    async def get_meta(self, name: str) -> str | None: ...
+
+    async def put_meta_if_absent(self, name: str, value: str) -> str:
+        """Store ``value`` unless one exists; return the stored value."""
+        ...

@@ -1,0 +1,105 @@
+"""In-process store: for tests and throwaway gateways. Nothing survives a restart."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from farebox.core.aggregate import aggregate
+from farebox.core.records import ApiKey, LedgerEntry, Tenant, UsageQuery, UsageRow
+from farebox.errors import Conflict, NotFound
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._tenants: dict[str, Tenant] = {}
+        self._keys: dict[str, ApiKey] = {}
+        self._by_hash: dict[str, str] = {}
+        self._ledger: dict[str, LedgerEntry] = {}
+        self._meta: dict[str, str] = {}
+        self._epoch = 0
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> bool:
+        return True
+
+    async def create_tenant(self, tenant: Tenant) -> None:
+        if tenant.id in self._tenants:
+            raise Conflict(f"tenant {tenant.id!r} already exists")
+        self._tenants[tenant.id] = tenant
+        self._epoch += 1
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        return self._tenants.get(tenant_id)
+
+    async def list_tenants(self) -> list[Tenant]:
+        return sorted(self._tenants.values(), key=lambda t: t.id)
+
+    async def update_tenant(self, tenant_id: str, changes: dict[str, Any]) -> Tenant:
+        current = self._tenants.get(tenant_id)
+        if current is None:
+            raise NotFound(f"tenant {tenant_id!r} not found")
+        updated = dataclasses.replace(current, **changes)
+        self._tenants[tenant_id] = updated
+        self._epoch += 1
+        return updated
+
+    async def create_key(self, key: ApiKey) -> None:
+        if key.id in self._keys or key.key_hash in self._by_hash:
+            raise Conflict(f"key {key.id!r} already exists")
+        self._keys[key.id] = key
+        self._by_hash[key.key_hash] = key.id
+        self._epoch += 1
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        return self._keys.get(key_id)
+
+    async def get_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        key_id = self._by_hash.get(key_hash)
+        return None if key_id is None else self._keys[key_id]
+
+    async def list_keys(self, tenant_id: str | None, kind: str | None = None) -> list[ApiKey]:
+        return sorted(
+            (
+                k
+                for k in self._keys.values()
+                if (tenant_id is None or k.tenant_id == tenant_id) and (kind is None or k.kind == kind)
+            ),
+            key=lambda k: k.created_at,
+        )
+
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
+        current = self._keys.get(key_id)
+        if current is None:
+            raise NotFound(f"key {key_id!r} not found")
+        updated = dataclasses.replace(current, **changes)
+        self._keys[key_id] = updated
+        self._epoch += 1
+        return updated
+
+    def auth_epoch(self) -> int:
+        return self._epoch
+
+    async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
+        for entry in entries:
+            self._ledger.setdefault(entry.request_id, entry)
+
+    async def ledger(self, tenant_id: str | None = None, limit: int | None = None) -> list[LedgerEntry]:
+        rows = [e for e in self._ledger.values() if tenant_id is None or e.tenant_id == tenant_id]
+        rows.sort(key=lambda e: (e.started_at, e.request_id))
+        return rows if limit is None else rows[-limit:]
+
+    async def usage(self, query: UsageQuery) -> list[UsageRow]:
+        return aggregate(self._ledger.values(), query)
+
+    async def get_meta(self, name: str) -> str | None:
+        return self._meta.get(name)
+
+    async def put_meta_if_absent(self, name: str, value: str) -> str:
+        return self._meta.setdefault(name, value)

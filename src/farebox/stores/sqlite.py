@@ -1,0 +1,294 @@
+"""SQLite store (WAL). Safe for several worker processes on one host.
+
+All statements are parameterised. Blocking calls run on one dedicated thread; only the
+tiny ``auth_epoch`` read runs on the caller's thread, on its own read connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from farebox.core.records import GROUP_BY, ApiKey, LedgerEntry, Tenant, UsageQuery, UsageRow
+from farebox.errors import Conflict, InvalidRequest, NotFound
+from farebox.stores.sqlite_schema import migrate
+
+T = TypeVar("T")
+
+_TENANT_COLS = ("id", "name", "plan", "created_at", "paused", "pause_reason", "billing", "metadata")
+_KEY_COLS = (
+    "id", "key_hash", "kind", "name", "created_at", "tenant_id", "prefix",
+    "expires_at", "revoked_at", "paused", "pause_reason",
+)  # fmt: skip
+_LEDGER_COLS = tuple(f.name for f in LedgerEntry.__dataclass_fields__.values())
+_JSON_COLS = {"billing", "metadata"}
+_BOOL_COLS = {"paused", "stream"}
+_GROUP_SQL = {
+    "tenant": "tenant_id",
+    "model": "model_served",
+    "feature": "feature",
+    "user": "user",
+    "key": "key_id",
+    "provider": "provider",
+    "status": "status",
+    "day": "strftime('%Y-%m-%d', started_at, 'unixepoch')",
+    "hour": "strftime('%Y-%m-%dT%H:00:00Z', started_at, 'unixepoch')",
+}
+
+
+def _encode(col: str, value: Any) -> Any:
+    if col in _JSON_COLS:
+        return orjson.dumps(value).decode()
+    if col in _BOOL_COLS:
+        return int(bool(value))
+    return value
+
+
+def _decode(cols: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for col, value in zip(cols, row, strict=True):
+        if col in _JSON_COLS:
+            out[col] = orjson.loads(value) if value else {}
+        elif col in _BOOL_COLS:
+            out[col] = bool(value)
+        else:
+            out[col] = value
+    return out
+
+
+def connect(path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if synchronous.upper() == 'FULL' else 'NORMAL'}")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class SQLiteStore:
+    def __init__(self, path: Path, *, synchronous: str = "normal") -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
+
+    # lifecycle -----------------------------------------------------------------
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="farebox-sqlite")
+        self._conn = await self._run(lambda: connect(self._path, self._synchronous))
+        await self._run(lambda: migrate(self._db))
+        self._reader = connect(self._path)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn = self._conn
+            await self._run(conn.close)
+            self._conn = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("SQLiteStore is not open")
+        return self._conn
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise RuntimeError("SQLiteStore is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    async def ping(self) -> bool:
+        return bool(await self._run(lambda: self._db.execute("SELECT 1").fetchone()))
+
+    # tenants --------------------------------------------------------------------
+    async def create_tenant(self, tenant: Tenant) -> None:
+        values = [_encode(c, getattr(tenant, c)) for c in _TENANT_COLS]
+        sql = f"INSERT INTO tenants({','.join(_TENANT_COLS)}) VALUES ({','.join('?' * len(values))})"
+
+        def write(db: sqlite3.Connection) -> None:
+            try:
+                db.execute(sql, values)
+            except sqlite3.IntegrityError:
+                raise Conflict(f"tenant {tenant.id!r} already exists") from None
+            _bump_epoch(db)
+
+        await self._run(lambda: self._tx(write))
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        rows = await self._select("tenants", _TENANT_COLS, "id = ?", (tenant_id,))
+        return Tenant(**rows[0]) if rows else None
+
+    async def list_tenants(self) -> list[Tenant]:
+        return [Tenant(**r) for r in await self._select("tenants", _TENANT_COLS, "1=1", (), "id")]
+
+    async def update_tenant(self, tenant_id: str, changes: dict[str, Any]) -> Tenant:
+        await self._update("tenants", _TENANT_COLS, tenant_id, changes, "tenant")
+        tenant = await self.get_tenant(tenant_id)
+        assert tenant is not None
+        return tenant
+
+    # keys ----------------------------------------------------------------------
+    async def create_key(self, key: ApiKey) -> None:
+        values = [_encode(c, getattr(key, c)) for c in _KEY_COLS]
+        sql = f"INSERT INTO api_keys({','.join(_KEY_COLS)}) VALUES ({','.join('?' * len(values))})"
+
+        def write(db: sqlite3.Connection) -> None:
+            try:
+                db.execute(sql, values)
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"key {key.id!r} cannot be created: {exc}") from None
+            _bump_epoch(db)
+
+        await self._run(lambda: self._tx(write))
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        rows = await self._select("api_keys", _KEY_COLS, "id = ?", (key_id,))
+        return ApiKey(**rows[0]) if rows else None
+
+    async def get_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        rows = await self._select("api_keys", _KEY_COLS, "key_hash = ?", (key_hash,))
+        return ApiKey(**rows[0]) if rows else None
+
+    async def list_keys(self, tenant_id: str | None, kind: str | None = None) -> list[ApiKey]:
+        where, params = ["1=1"], []
+        if tenant_id is not None:
+            where.append("tenant_id = ?")
+            params.append(tenant_id)
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        rows = await self._select("api_keys", _KEY_COLS, " AND ".join(where), params, "created_at")
+        return [ApiKey(**r) for r in rows]
+
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
+        await self._update("api_keys", _KEY_COLS, key_id, changes, "key")
+        key = await self.get_key(key_id)
+        assert key is not None
+        return key
+
+    def auth_epoch(self) -> int:
+        reader = self._reader
+        if reader is None:
+            raise RuntimeError("SQLiteStore is not open")
+        with self._reader_lock:
+            row = reader.execute("SELECT value FROM meta WHERE name = 'auth_epoch'").fetchone()
+        return int(row[0]) if row else 0
+
+    # ledger ----------------------------------------------------------------------
+    async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
+        if not entries:
+            return
+        rows = [[_encode(c, getattr(e, c)) for c in _LEDGER_COLS] for e in entries]
+        sql = (
+            f"INSERT OR IGNORE INTO ledger({','.join(_LEDGER_COLS)}) "
+            f"VALUES ({','.join('?' * len(_LEDGER_COLS))})"
+        )
+        await self._run(lambda: self._tx(lambda db: db.executemany(sql, rows)))
+
+    async def ledger(self, tenant_id: str | None = None, limit: int | None = None) -> list[LedgerEntry]:
+        where, params = ("tenant_id = ?", [tenant_id]) if tenant_id else ("1=1", [])
+        order = "started_at DESC, request_id DESC"
+        if limit is not None:
+            order += " LIMIT ?"
+            params.append(limit)
+        rows = await self._select("ledger", _LEDGER_COLS, where, params, order)
+        return [LedgerEntry(**r) for r in reversed(rows)]
+
+    async def usage(self, query: UsageQuery) -> list[UsageRow]:
+        if query.group_by is not None and query.group_by not in GROUP_BY:
+            raise InvalidRequest(f"group_by must be one of {', '.join(GROUP_BY)}", param="group_by")
+        group = _GROUP_SQL[query.group_by] if query.group_by else "NULL"
+        where, params = ["1=1"], []
+        for clause, value in (
+            ("tenant_id = ?", query.tenant_id),
+            ("started_at >= ?", query.start),
+            ("started_at < ?", query.end),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = (
+            f"SELECT {group} AS g, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), "
+            f"SUM(revenue) FROM ledger WHERE {' AND '.join(where)} GROUP BY g "
+            "ORDER BY g IS NULL, g"
+        )
+        rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
+        return [UsageRow(r[0], r[1], r[2] or 0, r[3] or 0, r[4] or 0, r[5] or 0) for r in rows]
+
+    # meta --------------------------------------------------------------------------
+    async def get_meta(self, name: str) -> str | None:
+        row = await self._run(
+            lambda: self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    async def put_meta_if_absent(self, name: str, value: str) -> str:
+        def write(db: sqlite3.Connection) -> str:
+            db.execute("INSERT OR IGNORE INTO meta(name, value) VALUES (?, ?)", (name, value))
+            return str(db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0])
+
+        return await self._run(lambda: self._tx(write))
+
+    # helpers -----------------------------------------------------------------------
+    async def _select(
+        self,
+        table: str,
+        cols: Sequence[str],
+        where: str,
+        params: Sequence[Any],
+        order: str | None = None,
+    ) -> list[dict[str, Any]]:
+        sql = f"SELECT {','.join(cols)} FROM {table} WHERE {where}"
+        if order:
+            sql += f" ORDER BY {order}"
+        rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
+        return [_decode(cols, row) for row in rows]
+
+    async def _update(
+        self, table: str, cols: Sequence[str], row_id: str, changes: dict[str, Any], what: str
+    ) -> None:
+        unknown = set(changes) - set(cols) - {"id"}
+        if unknown or "id" in changes:
+            raise ValueError(f"cannot update {sorted(unknown | ({'id'} & set(changes)))}")
+        if not changes:
+            changes = {}
+        assignments = ",".join(f"{c} = ?" for c in changes) or "id = id"
+        values = [_encode(c, v) for c, v in changes.items()] + [row_id]
+
+        def write(db: sqlite3.Connection) -> None:
+            cur = db.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", values)
+            if cur.rowcount == 0:
+                raise NotFound(f"{what} {row_id!r} not found")
+            _bump_epoch(db)
+
+        await self._run(lambda: self._tx(write))
+
+
+def _bump_epoch(db: sqlite3.Connection) -> None:
+    db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'auth_epoch'")

@@ -1,0 +1,89 @@
+"""SQLite schema, applied as numbered migrations recorded in ``schema_version``."""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        paused INTEGER NOT NULL DEFAULT 0,
+        pause_reason TEXT,
+        billing TEXT NOT NULL DEFAULT '{}',
+        metadata TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        key_hash TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        tenant_id TEXT REFERENCES tenants(id),
+        prefix TEXT NOT NULL DEFAULT '',
+        expires_at REAL,
+        revoked_at REAL,
+        paused INTEGER NOT NULL DEFAULT 0,
+        pause_reason TEXT
+    );
+    CREATE INDEX api_keys_tenant ON api_keys(tenant_id);
+    CREATE TABLE ledger (
+        request_id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        model_requested TEXT NOT NULL,
+        model_served TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        status TEXT NOT NULL,
+        http_status INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL NOT NULL,
+        user TEXT,
+        feature TEXT,
+        metadata TEXT NOT NULL DEFAULT '{}',
+        stream INTEGER NOT NULL DEFAULT 0,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_write_5m_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+        cost INTEGER NOT NULL DEFAULT 0,
+        revenue INTEGER NOT NULL DEFAULT 0,
+        latency_ms REAL NOT NULL DEFAULT 0,
+        ttft_ms REAL,
+        upstream_ms REAL NOT NULL DEFAULT 0,
+        usage_source TEXT NOT NULL DEFAULT 'provider',
+        error_code TEXT
+    );
+    CREATE INDEX ledger_tenant_time ON ledger(tenant_id, started_at);
+    CREATE INDEX ledger_time ON ledger(started_at);
+    CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO meta(name, value) VALUES ('auth_epoch', '0');
+    """,
+)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply pending migrations, each in its own transaction (safe across processes)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    conn.commit()
+    for number, script in enumerate(MIGRATIONS, start=1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            if (row[0] or 0) >= number:
+                conn.execute("ROLLBACK")
+                continue
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO schema_version(version) VALUES (?)", (number,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
