@@ -7,7 +7,6 @@ import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -65,23 +64,35 @@ def make_secret(settings: Settings) -> bytes:
     return load_or_create_secret(secret_path(settings.database_path))
 
 
-def make_provider(name: str, cfg: ProviderConfig, settings: Settings, http: HttpClient, reasoning: frozenset[str]) -> Provider:
+def make_provider(
+    name: str, cfg: ProviderConfig, settings: Settings, http: HttpClient, reasoning: frozenset[str]
+) -> Provider:
     key = settings.provider_keys.get(name)
     if cfg.kind == "mock":
         o = cfg.output_tokens
         options = MockOptions(
-            seed=cfg.seed, latency_ms=cfg.latency_ms, ttft_ms=cfg.ttft_ms,
-            tokens_per_second=cfg.tokens_per_second, distribution=o.distribution,
-            mean_tokens=o.mean, min_tokens=o.min, max_tokens=o.max,
-            error_rate=cfg.error_rate, error_status=cfg.error_status,
-        )  # fmt: skip
+            seed=cfg.seed,
+            latency_ms=cfg.latency_ms,
+            ttft_ms=cfg.ttft_ms,
+            tokens_per_second=cfg.tokens_per_second,
+            distribution=o.distribution,
+            mean_tokens=o.mean,
+            min_tokens=o.min,
+            max_tokens=o.max,
+            error_rate=cfg.error_rate,
+            error_status=cfg.error_status,
+        )
         return MockProvider(name, options, reasoning)
     if cfg.kind == "anthropic":
         return AnthropicProvider(name, cfg.base_url or "https://api.anthropic.com", key, http)
-    return OpenAIProvider(name, cfg.base_url or "https://api.openai.com/v1", key, http, dict(cfg.headers))
+    return OpenAIProvider(
+        name, cfg.base_url or "https://api.openai.com/v1", key, http, dict(cfg.headers)
+    )
 
 
-async def resolve_admin_hash(settings: Settings, store: Store, secret: bytes, announce: Announce) -> str:
+async def resolve_admin_hash(
+    settings: Settings, store: Store, secret: bytes, announce: Announce
+) -> str:
     """The admin key's hash: from FAREBOX_ADMIN_KEY, or generated once and printed once."""
     if settings.admin_key:
         return hash_key(secret, settings.admin_key)
@@ -107,7 +118,9 @@ def _error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request body"
+        message = (
+            f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request body"
+        )
         return error_response(InvalidRequest(message, param=where or None))
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -148,11 +161,26 @@ def create_app(
     if missing:
         raise ConfigError(f"{settings.source}: no provider named {sorted(missing)}")
     ledger = LedgerWriter(store, batch_max=settings.file.ledger.batch_max)
-    gateway = Gateway(router=router, plans=plans, providers=built, ledger=ledger,
-                      default_plan=default_plan, clock=clock)  # fmt: skip
+    gateway = Gateway(
+        router=router,
+        plans=plans,
+        providers=built,
+        ledger=ledger,
+        default_plan=default_plan,
+        clock=clock,
+    )
     auth = Authenticator(store, secret, clock, settings.file.server.key_cache_size)
-    services = Services(settings, store, auth, gateway, ledger, secret, "", clock(),
-                        {"catalog": catalog, "plans": plans})  # fmt: skip
+    services = Services(
+        settings,
+        store,
+        auth,
+        gateway,
+        ledger,
+        secret,
+        "",
+        clock(),
+        {"catalog": catalog, "plans": plans},
+    )
     tenancy = Tenancy(store, secret, plans, clock)
 
     @contextlib.asynccontextmanager
@@ -169,8 +197,9 @@ def create_app(
             await http.aclose()
             await store.close()
 
-    app = FastAPI(title="Farebox", version=__version__, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None)  # fmt: skip
+    app = FastAPI(
+        title="Farebox", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None
+    )
     app.state.services = services
     app.state.tenancy = tenancy
     app.router.routes.extend(openai.routes(services))
@@ -178,9 +207,6 @@ def create_app(
     app.include_router(admin.router(services, tenancy))
     _error_handlers(app)
     return app
-
-
-
 
 
 def app_from_env() -> FastAPI:

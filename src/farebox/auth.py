@@ -63,7 +63,9 @@ def _metadata(headers: Mapping[str, str]) -> dict[str, Any]:
     try:
         value = json.loads(raw)
     except ValueError:
-        raise InvalidRequest("X-Farebox-Metadata must be a JSON object", param="X-Farebox-Metadata") from None
+        raise InvalidRequest(
+            "X-Farebox-Metadata must be a JSON object", param="X-Farebox-Metadata"
+        ) from None
     if not isinstance(value, dict) or len(raw) > 4096:
         raise InvalidRequest(
             "X-Farebox-Metadata must be a JSON object of at most 4096 bytes",
@@ -148,7 +150,7 @@ class Authenticator:
             tenant_id = headers.get("x-farebox-tenant")
             if not tenant_id:
                 raise MissingTenant(
-                    "A service key must name the tenant it acts for in the X-Farebox-Tenant header.",
+                    "A service key must name its tenant in the X-Farebox-Tenant header.",
                     param="X-Farebox-Tenant",
                 )
         else:
@@ -156,6 +158,8 @@ class Authenticator:
         tenant = await self._tenant(tenant_id)
         if tenant is None:
             if key.kind == "service":
-                raise NotFound(f"Unknown tenant {tenant_id!r} in X-Farebox-Tenant.", code="tenant_not_found")
+                raise NotFound(
+                    f"Unknown tenant {tenant_id!r} in X-Farebox-Tenant.", code="tenant_not_found"
+                )
             raise AuthenticationError("Invalid API key.")
         return tenant

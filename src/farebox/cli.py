@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from farebox.config import CONFIG_ENV, Settings, load_settings
+from farebox.core.records import GROUP_BY
 from farebox.errors import ConfigError, FareboxError
 
 T = TypeVar("T")
@@ -26,8 +27,15 @@ def _settings(config: str | None, overrides: dict[str, Any] | None = None) -> Se
         raise click.ClickException(exc.message) from None
 
 
-def _run_uvicorn(settings: Settings, config: str | None, host: str, port: int, workers: int,
-                 overrides: dict[str, Any] | None = None, on_ready: Callable[[], None] | None = None) -> None:  # fmt: skip
+def _run_uvicorn(
+    settings: Settings,
+    config: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    overrides: dict[str, Any] | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
     import uvicorn
 
     from farebox.app import create_app
@@ -38,14 +46,30 @@ def _run_uvicorn(settings: Settings, config: str | None, host: str, port: int, w
         if overrides:
             os.environ["FAREBOX_OVERRIDES"] = json.dumps(overrides)
         asyncio.run(_prepare(settings))
-        uvicorn.run("farebox.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    loop="uvloop", http="httptools", log_level="warning", access_log=False)  # fmt: skip
+        uvicorn.run(
+            "farebox.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            log_level="warning",
+            access_log=False,
+        )
         return
     app = create_app(settings)
     if on_ready is not None:
         on_ready()
-    uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools",
-                log_level="warning", access_log=False)  # fmt: skip
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
 
 
 async def _prepare(settings: Settings) -> None:
@@ -64,7 +88,9 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="farebox.yaml")
+@click.option(
+    "--config", "config", type=click.Path(dir_okay=False), default=None, help="farebox.yaml"
+)
 @click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8787).")
 @click.option("--workers", type=int, default=None, help="Worker processes (default 1).")
@@ -102,7 +128,7 @@ def demo(host: str, port: int, traffic: bool) -> None:
     click.echo(
         f"  curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {key}' "
         "-H 'Content-Type: application/json' "
-        "-d '{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'\n"
+        '-d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}\'\n'
     )
     if traffic:
         click.echo("(--traffic: simulated traffic is not implemented yet; serving only)", err=True)
@@ -154,7 +180,12 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 _target = [
-    click.option("--config", type=click.Path(dir_okay=False), default=None, help="Work on this config's database."),
+    click.option(
+        "--config",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Work on this config's database.",
+    ),
     click.option("--url", default=None, help="Work on a running gateway through its admin API."),
 ]
 
@@ -175,11 +206,15 @@ def tenants() -> None:
 @click.option("--plan", default=None)
 @click.option("--name", default=None)
 @target
-def tenants_create(tenant_id: str, plan: str | None, name: str | None, config: str | None, url: str | None) -> None:
+def tenants_create(
+    tenant_id: str, plan: str | None, name: str | None, config: str | None, url: str | None
+) -> None:
     from farebox.tenancy import tenant_json
 
     if url:
-        result = _remote(url, "POST", "/admin/v1/tenants", {"id": tenant_id, "name": name, "plan": plan})
+        result = _remote(
+            url, "POST", "/admin/v1/tenants", {"id": tenant_id, "name": name, "plan": plan}
+        )
     else:
         settings = _settings(config)
         plan = plan or settings.file.default_plan or "default"
@@ -195,6 +230,7 @@ def tenants_list(config: str | None, url: str | None) -> None:
     if url:
         rows = _remote(url, "GET", "/admin/v1/tenants")["data"]
     else:
+
         async def work(t: Any) -> list[Any]:
             return [tenant_json(x) for x in await t.list_tenants()]
 
@@ -212,7 +248,9 @@ def keys() -> None:
 @click.option("--name", default="default")
 @click.option("--service", is_flag=True, help="Create a service key (used with X-Farebox-Tenant).")
 @target
-def keys_create(tenant_id: str | None, name: str, service: bool, config: str | None, url: str | None) -> None:
+def keys_create(
+    tenant_id: str | None, name: str, service: bool, config: str | None, url: str | None
+) -> None:
     if not service and not tenant_id:
         raise click.UsageError("--tenant is required (or --service)")
     if url:
@@ -240,13 +278,18 @@ def keys_revoke(key_id: str, config: str | None, url: str | None) -> None:
 
 @main.command()
 @click.option("--tenant", "tenant_id", default=None)
-@click.option("--group-by", "group_by", default=None,
-              type=click.Choice(["tenant", "model", "feature", "user", "day", "hour", "key", "provider", "status"]))  # fmt: skip
+@click.option("--group-by", "group_by", default=None, type=click.Choice(list(GROUP_BY)))
 @click.option("--from", "start", default=None, help="Unix seconds or ISO date/time.")
 @click.option("--to", "end", default=None)
 @target
-def usage(tenant_id: str | None, group_by: str | None, start: str | None, end: str | None,
-          config: str | None, url: str | None) -> None:  # fmt: skip
+def usage(
+    tenant_id: str | None,
+    group_by: str | None,
+    start: str | None,
+    end: str | None,
+    config: str | None,
+    url: str | None,
+) -> None:
     """Usage, cost and revenue."""
     from urllib.parse import urlencode
 
@@ -254,7 +297,16 @@ def usage(tenant_id: str | None, group_by: str | None, start: str | None, end: s
     from farebox.tenancy import usage_json
 
     if url:
-        query = {k: v for k, v in {"tenant": tenant_id, "group_by": group_by, "from": start, "to": end}.items() if v}
+        query = {
+            k: v
+            for k, v in {
+                "tenant": tenant_id,
+                "group_by": group_by,
+                "from": start,
+                "to": end,
+            }.items()
+            if v
+        }
         rows = _remote(url, "GET", "/admin/v1/usage?" + urlencode(query))["data"]
     else:
         try:
@@ -263,7 +315,13 @@ def usage(tenant_id: str | None, group_by: str | None, start: str | None, end: s
             raise click.ClickException(exc.message) from None
         found = _local(config, lambda t: t.usage(tenant_id, window[0], window[1], group_by))
         rows = [usage_json(r, group_by) for r in found]
-    columns = ([group_by] if group_by else []) + ["requests", "input_tokens", "output_tokens", "cost_usd", "revenue_usd"]
+    columns = ([group_by] if group_by else []) + [
+        "requests",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "revenue_usd",
+    ]
     _print_table(rows, columns)
 
 

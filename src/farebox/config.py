@@ -187,7 +187,9 @@ def _format_validation(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _resolve_env(reference: str | None, where: str, source: str, env: Mapping[str, str]) -> str | None:
+def _resolve_env(
+    reference: str | None, where: str, source: str, env: Mapping[str, str]
+) -> str | None:
     if reference is None:
         return None
     name = reference[len("env:") :]
@@ -225,7 +227,9 @@ def _check_references(source: str, cfg: FileConfig) -> None:
         if not deployments:
             raise ConfigError(f"{source}: models.{alias}: expected at least one deployment")
         for i, dep in enumerate(deployments):
-            if dep.provider not in cfg.providers and not (dep.provider == "mock" and not cfg.providers):
+            if dep.provider not in cfg.providers and not (
+                dep.provider == "mock" and not cfg.providers
+            ):
                 known = ", ".join(sorted(cfg.providers)) or "(none)"
                 raise ConfigError(
                     f"{source}: models.{alias}.{i}.provider: unknown provider "

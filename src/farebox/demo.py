@@ -23,7 +23,11 @@ DEMO_PLANS: dict[str, Any] = {
     },
     "enterprise": {"models": ["*"], "pricing": {"markup": "1.2", "monthly_fee_usd": "2000"}},
 }
-DEMO_TENANTS = (("acme", "Acme Corp", "pro"), ("globex", "Globex", "free"), ("initech", "Initech", "enterprise"))
+DEMO_TENANTS = (
+    ("acme", "Acme Corp", "pro"),
+    ("globex", "Globex", "free"),
+    ("initech", "Initech", "enterprise"),
+)
 
 
 async def seed(tenancy: Tenancy) -> str:

@@ -126,8 +126,10 @@ class UpstreamError(FareboxError):
 
     @property
     def retryable(self) -> bool:
-        return self.upstream_status == 0 or self.upstream_status in (408, 409, 429, 529) or (
-            self.upstream_status >= 500
+        return (
+            self.upstream_status == 0
+            or self.upstream_status in (408, 409, 429, 529)
+            or (self.upstream_status >= 500)
         )
 
 

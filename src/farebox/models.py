@@ -24,8 +24,10 @@ def _price(settings: Settings, catalog: Catalog, model: str, where: str) -> Pric
     override = settings.file.pricing.get(model)
     if override is not None:
         fields = override.fields()
-        base = base.merged(fields, where=f"pricing.{model}") if base else (
-            Price.from_per_million(fields, where=f"pricing.{model}")
+        base = (
+            base.merged(fields, where=f"pricing.{model}")
+            if base
+            else (Price.from_per_million(fields, where=f"pricing.{model}"))
         )
     return base
 
@@ -49,13 +51,17 @@ def build_router(settings: Settings, catalog: Catalog) -> Router:
             price = _price(settings, catalog, dep.model, where)
             if dep.price is not None:
                 fields = dep.price.fields()
-                price = price.merged(fields, where=where) if price else (
-                    Price.from_per_million(fields, where=where) if "input" in fields else None
+                price = (
+                    price.merged(fields, where=where)
+                    if price
+                    else (
+                        Price.from_per_million(fields, where=where) if "input" in fields else None
+                    )
                 )
             if price is None:
                 raise ConfigError(
                     f"{where}: model {dep.model!r} is not in the price catalog "
-                    f"({catalog.date}); give it a price, e.g. price: {{input: \"0\", output: \"0\"}}"
+                    f'({catalog.date}); give it a price, e.g. price: {{input: "0", output: "0"}}'
                 )
             kind = catalog.kinds.get(dep.model) or catalog.kinds.get(alias, "chat")
             targets.append(Target(dep.provider, dep.model, price, kind, dep.weight))
@@ -70,7 +76,9 @@ def _plan(name: str, cfg: PlanConfig) -> Plan:
         rule = RevenueRule(markup_num=num, markup_den=den)
     elif cfg.pricing.resale is not None:
         resale = {k: v for k, v in cfg.pricing.resale.model_dump().items() if v is not None}
-        rule = RevenueRule(resale=Price.from_per_million(resale, where=f"plans.{name}.pricing.resale"))
+        rule = RevenueRule(
+            resale=Price.from_per_million(resale, where=f"plans.{name}.pricing.resale")
+        )
     return Plan(
         name=name,
         models=tuple(cfg.models),

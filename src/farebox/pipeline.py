@@ -124,7 +124,9 @@ class Gateway:
         usable = tuple(t for t in targets if t.kind in kinds)
         if not usable:
             raise InvalidRequest(
-                f"The model {model!r} cannot serve this endpoint.", param="model", code="model_not_supported"
+                f"The model {model!r} cannot serve this endpoint.",
+                param="model",
+                code="model_not_supported",
             )
         return usable
 
@@ -151,7 +153,9 @@ class Gateway:
                     param="messages",
                 )
 
-    async def chat(self, principal: Principal, body: dict[str, Any], request_id: str) -> Reply | StreamReply:
+    async def chat(
+        self, principal: Principal, body: dict[str, Any], request_id: str
+    ) -> Reply | StreamReply:
         plan = self.plan_for(principal)
         model = body["model"]
         targets = self._targets(plan, model, ("chat", "reasoning"))
@@ -177,7 +181,9 @@ class Gateway:
         last: UpstreamError | None = None
         for i, target in enumerate(targets):
             provider = self._providers[target.provider]
-            request = ChatRequest(self._upstream_body(call, target, False), self._timeout(call.plan))
+            request = ChatRequest(
+                self._upstream_body(call, target, False), self._timeout(call.plan)
+            )
             try:
                 result = await provider.chat(request)
             except UpstreamError as exc:
@@ -228,7 +234,9 @@ class Gateway:
             item = first
             while item is not None:
                 if isinstance(item, UsageReport):
-                    entry = self._entry(call, target, item.usage, "ok", 200, meter.upstream_ms(call))
+                    entry = self._entry(
+                        call, target, item.usage, "ok", 200, meter.upstream_ms(call)
+                    )
                     entry = _with_ttft(entry, meter)
                     recorded = True
                     await self._ledger.append(entry)
@@ -252,7 +260,16 @@ class Gateway:
                 entry = _with_ttft(_estimated(entry, exc.error_code), meter)
                 recorded = True
                 await self._ledger.append(entry)
-            yield sse({"error": {"message": exc.message, "type": exc.type, "param": None, "code": exc.error_code}})
+            yield sse(
+                {
+                    "error": {
+                        "message": exc.message,
+                        "type": exc.type,
+                        "param": None,
+                        "code": exc.error_code,
+                    }
+                }
+            )
         finally:
             if not recorded:  # the client went away: meter what was produced
                 entry = self._entry(call, target, meter.usage(), "client_disconnected", 499, 0.0)
@@ -284,7 +301,13 @@ class Gateway:
 
     # metering ------------------------------------------------------------------------
     def _entry(
-        self, call: _Call, target: Target, usage: Usage, status: str, http_status: int, upstream_ms: float
+        self,
+        call: _Call,
+        target: Target,
+        usage: Usage,
+        status: str,
+        http_status: int,
+        upstream_ms: float,
     ) -> LedgerEntry:
         price = cost(usage, target.price)
         principal = call.principal
@@ -355,7 +378,9 @@ class _StreamMeter:
 
     def usage(self) -> Usage:
         output = -(-self._chars // 4) if self._chars else 0
-        return Usage(input_tokens=estimate_messages(self._body.get("messages")), output_tokens=output)
+        return Usage(
+            input_tokens=estimate_messages(self._body.get("messages")), output_tokens=output
+        )
 
     def upstream_ms(self, call: _Call) -> float:
         return (time.perf_counter() - call.started) * 1000
@@ -395,4 +420,3 @@ async def _close(items: AsyncIterator[StreamItem]) -> None:
             await aclose()
         except Exception:  # noqa: S110 - closing a broken upstream must not mask the real error
             pass
-

@@ -18,7 +18,9 @@ def load_or_create_secret(path: Path) -> bytes:
     except FileExistsError:
         value = path.read_bytes().strip()
         if len(value) < 32:
-            raise ValueError(f"{path}: the server secret is too short or still being written") from None
+            raise ValueError(
+                f"{path}: the server secret is too short or still being written"
+            ) from None
         return value
     value = secrets.token_hex(32).encode()
     with os.fdopen(fd, "wb") as handle:

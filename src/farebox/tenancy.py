@@ -17,7 +17,12 @@ from farebox.stores.base import Store
 
 TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 BILLING_FIELDS = frozenset(
-    {"stripe_customer_id", "lago_external_subscription_id", "metronome_customer_id", "openmeter_subject"}
+    {
+        "stripe_customer_id",
+        "lago_external_subscription_id",
+        "metronome_customer_id",
+        "openmeter_subject",
+    }
 )
 
 
@@ -53,9 +58,12 @@ class Tenancy:
             )
         self._check_plan(plan)
         tenant = Tenant(
-            id=tenant_id, name=name or tenant_id, plan=plan, created_at=self._clock(),
+            id=tenant_id,
+            name=name or tenant_id,
+            plan=plan,
+            created_at=self._clock(),
             metadata=metadata or {},
-        )  # fmt: skip
+        )
         await self._store.create_tenant(tenant)
         return tenant
 
@@ -75,11 +83,15 @@ class Tenancy:
         if "billing" in changes:
             unknown = set(changes["billing"]) - BILLING_FIELDS
             if unknown:
-                raise InvalidRequest(f"Unknown billing field(s): {sorted(unknown)}.", param="billing")
+                raise InvalidRequest(
+                    f"Unknown billing field(s): {sorted(unknown)}.", param="billing"
+                )
             changes["billing"] = {**current.billing, **changes["billing"]}
         return await self._store.update_tenant(tenant_id, changes)
 
-    async def set_tenant_paused(self, tenant_id: str, paused: bool, reason: str | None = None) -> Tenant:
+    async def set_tenant_paused(
+        self, tenant_id: str, paused: bool, reason: str | None = None
+    ) -> Tenant:
         await self.tenant(tenant_id)
         return await self._store.update_tenant(
             tenant_id, {"paused": paused, "pause_reason": reason if paused else None}
@@ -134,7 +146,9 @@ class Tenancy:
         self, tenant_id: str | None, start: float | None, end: float | None, group_by: str | None
     ) -> list[UsageRow]:
         if group_by is not None and group_by not in GROUP_BY:
-            raise InvalidRequest(f"group_by must be one of {', '.join(GROUP_BY)}.", param="group_by")
+            raise InvalidRequest(
+                f"group_by must be one of {', '.join(GROUP_BY)}.", param="group_by"
+            )
         return await self._store.usage(UsageQuery(tenant_id, start, end, group_by))
 
 

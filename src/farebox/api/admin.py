@@ -81,7 +81,9 @@ def router(services: Services, tenancy: Tenancy) -> APIRouter:
 
     @api.post("/tenants", status_code=201)
     async def create_tenant(body: TenantCreate) -> dict[str, Any]:
-        tenant = await tenancy.create_tenant(body.id, body.name, body.plan or default_plan, body.metadata)
+        tenant = await tenancy.create_tenant(
+            body.id, body.name, body.plan or default_plan, body.metadata
+        )
         return tenant_json(tenant)
 
     @api.get("/tenants")
@@ -133,7 +135,9 @@ def router(services: Services, tenancy: Tenancy) -> APIRouter:
     @api.post("/service-keys", status_code=201)
     async def create_service_key(body: KeyCreate | None = None) -> dict[str, Any]:
         body = body or KeyCreate(name="service")
-        key, raw = await tenancy.create_key(None, body.name, kind="service", expires_at=body.expires_at)
+        key, raw = await tenancy.create_key(
+            None, body.name, kind="service", expires_at=body.expires_at
+        )
         return {**key_json(key), "key": raw}
 
     @api.delete("/keys/{key_id}")
@@ -155,7 +159,13 @@ def router(services: Services, tenancy: Tenancy) -> APIRouter:
         end: Annotated[str | None, Query(alias="to")] = None,
         group_by: str | None = None,
     ) -> dict[str, Any]:
-        rows = await tenancy.usage(tenant, parse_time(start, "from"), parse_time(end, "to"), group_by)
-        return {"object": "list", "group_by": group_by, "data": [usage_json(r, group_by) for r in rows]}
+        rows = await tenancy.usage(
+            tenant, parse_time(start, "from"), parse_time(end, "to"), group_by
+        )
+        return {
+            "object": "list",
+            "group_by": group_by,
+            "data": [usage_json(r, group_by) for r in rows],
+        }
 
     return api

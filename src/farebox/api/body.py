@@ -16,9 +16,7 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
     """The body as a JSON object, or a clear 4xx."""
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if content_type.lower() not in ("application/json", ""):
-        raise UnsupportedMediaType(
-            f"Content-Type must be application/json (got {content_type!r})."
-        )
+        raise UnsupportedMediaType(f"Content-Type must be application/json (got {content_type!r}).")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
@@ -27,7 +25,9 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
+            raise PayloadTooLarge(
+                f"The request body is larger than the limit of {max_bytes} bytes."
+            )
         chunks.append(chunk)
     raw = b"".join(chunks)
     if not raw.strip():
@@ -106,7 +106,9 @@ def validate_chat(body: dict[str, Any]) -> None:
     _positive_int(body, "max_completion_tokens")
     _positive_int(body, "n")
     if body.get("stream_options") and not body.get("stream"):
-        raise InvalidRequest("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
+        raise InvalidRequest(
+            "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
+        )
 
 
 def validate_embeddings(body: dict[str, Any]) -> None:

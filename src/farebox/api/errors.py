@@ -31,11 +31,18 @@ def anthropic_error_body(exc: FareboxError, request_id: str | None) -> dict[str,
     return body
 
 
-def error_response(exc: FareboxError, request_id: str | None = None, *, flavor: str = "openai") -> Response:
-    body = anthropic_error_body(exc, request_id) if flavor == "anthropic" else openai_error_body(exc)
+def error_response(
+    exc: FareboxError, request_id: str | None = None, *, flavor: str = "openai"
+) -> Response:
+    body = (
+        anthropic_error_body(exc, request_id) if flavor == "anthropic" else openai_error_body(exc)
+    )
     headers = dict(exc.headers)
     if request_id:
         headers["x-farebox-request-id"] = request_id
     return Response(
-        orjson.dumps(body), status_code=http_status(exc), headers=headers, media_type="application/json"
+        orjson.dumps(body),
+        status_code=http_status(exc),
+        headers=headers,
+        media_type="application/json",
     )

@@ -36,8 +36,10 @@ def guarded(
             return error_response(exc, request_id, flavor=flavor)
         except Exception:
             log.exception("unexpected error in request %s", request_id)
-            exc = ServiceUnavailable("The gateway failed to handle this request; it was not billed.")
-            return error_response(exc, request_id, flavor=flavor)
+            failure = ServiceUnavailable(
+                "The gateway failed to handle this request; it was not billed."
+            )
+            return error_response(failure, request_id, flavor=flavor)
 
     return endpoint
 
@@ -74,12 +76,12 @@ def routes(services: Services) -> list[Route]:
             for name, owner in services.gateway.models_for(who)
         ]
         body = orjson.dumps({"object": "list", "data": data})
-        return Response(body, media_type="application/json", headers={"x-farebox-request-id": request_id})
+        return Response(
+            body, media_type="application/json", headers={"x-farebox-request-id": request_id}
+        )
 
     return [
         Route("/v1/chat/completions", guarded(services, chat), methods=["POST"]),
         Route("/v1/embeddings", guarded(services, embeddings), methods=["POST"]),
         Route("/v1/models", guarded(services, models), methods=["GET"]),
     ]
-
-

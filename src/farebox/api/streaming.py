@@ -12,7 +12,9 @@ from starlette.types import Receive, Scope, Send
 class SSEResponse:
     def __init__(self, chunks: AsyncIterator[bytes], headers: Mapping[str, str]) -> None:
         self._chunks = chunks
-        self._headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self._headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+        ]
         self._headers += [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),

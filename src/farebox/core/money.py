@@ -20,7 +20,7 @@ class MoneyFormatError(ValueError):
 def parse_usd(text: str | int, *, field: str = "amount") -> int:
     """Parse a decimal USD string (``"0.50"``) into exact pico-USD."""
     if isinstance(text, bool) or not isinstance(text, str | int):
-        raise MoneyFormatError(f"{field}: expected a decimal string such as \"0.50\"")
+        raise MoneyFormatError(f'{field}: expected a decimal string such as "0.50"')
     try:
         value = Decimal(str(text).strip())
     except InvalidOperation as exc:

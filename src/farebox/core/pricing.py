@@ -39,7 +39,7 @@ class Price:
             if raw is None:
                 continue
             if not isinstance(raw, str | int) or isinstance(raw, bool):
-                raise MoneyFormatError(f"{where}.{name}: expected a decimal string like \"2.50\"")
+                raise MoneyFormatError(f'{where}.{name}: expected a decimal string like "2.50"')
             values[name] = price_per_token(raw, field=f"{where}.{name}")
         base = values["input"]
         return cls(
@@ -58,7 +58,7 @@ class Price:
         fields = {name: getattr(self, name) for name in _FIELDS}
         for name, raw in override.items():
             if not isinstance(raw, str | int) or isinstance(raw, bool):
-                raise MoneyFormatError(f"{where}.{name}: expected a decimal string like \"2.50\"")
+                raise MoneyFormatError(f'{where}.{name}: expected a decimal string like "2.50"')
             fields[name] = price_per_token(raw, field=f"{where}.{name}")
         return Price(**fields)
 

@@ -250,8 +250,9 @@ def _tool_call(body: JSON, rng: random.Random) -> JSON | None:
         wanted = choice.get("function", {}).get("name")
         functions = [f for f in functions if f.get("name") == wanted] or functions
     fn = functions[0] if functions else {}
-    params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
-    props = params.get("properties", {}) if isinstance(params, dict) else {}
+    raw_params = fn.get("parameters")
+    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+    props = params.get("properties") or {}
     args = {name: "mock" for name in (params.get("required") or list(props)[:1])}
     return {
         "id": f"call_mock{rng.getrandbits(48):012x}",

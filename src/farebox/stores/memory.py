@@ -69,7 +69,8 @@ class MemoryStore:
             (
                 k
                 for k in self._keys.values()
-                if (tenant_id is None or k.tenant_id == tenant_id) and (kind is None or k.kind == kind)
+                if (tenant_id is None or k.tenant_id == tenant_id)
+                and (kind is None or k.kind == kind)
             ),
             key=lambda k: k.created_at,
         )
@@ -90,7 +91,9 @@ class MemoryStore:
         for entry in entries:
             self._ledger.setdefault(entry.request_id, entry)
 
-    async def ledger(self, tenant_id: str | None = None, limit: int | None = None) -> list[LedgerEntry]:
+    async def ledger(
+        self, tenant_id: str | None = None, limit: int | None = None
+    ) -> list[LedgerEntry]:
         rows = [e for e in self._ledger.values() if tenant_id is None or e.tenant_id == tenant_id]
         rows.sort(key=lambda e: (e.started_at, e.request_id))
         return rows if limit is None else rows[-limit:]

@@ -24,9 +24,18 @@ T = TypeVar("T")
 
 _TENANT_COLS = ("id", "name", "plan", "created_at", "paused", "pause_reason", "billing", "metadata")
 _KEY_COLS = (
-    "id", "key_hash", "kind", "name", "created_at", "tenant_id", "prefix",
-    "expires_at", "revoked_at", "paused", "pause_reason",
-)  # fmt: skip
+    "id",
+    "key_hash",
+    "kind",
+    "name",
+    "created_at",
+    "tenant_id",
+    "prefix",
+    "expires_at",
+    "revoked_at",
+    "paused",
+    "pause_reason",
+)
 _LEDGER_COLS = tuple(f.name for f in LedgerEntry.__dataclass_fields__.values())
 _JSON_COLS = {"billing", "metadata"}
 _BOOL_COLS = {"paused", "stream"}
@@ -129,7 +138,9 @@ class SQLiteStore:
     # tenants --------------------------------------------------------------------
     async def create_tenant(self, tenant: Tenant) -> None:
         values = [_encode(c, getattr(tenant, c)) for c in _TENANT_COLS]
-        sql = f"INSERT INTO tenants({','.join(_TENANT_COLS)}) VALUES ({','.join('?' * len(values))})"
+        sql = (
+            f"INSERT INTO tenants({','.join(_TENANT_COLS)}) VALUES ({','.join('?' * len(values))})"
+        )
 
         def write(db: sqlite3.Connection) -> None:
             try:
@@ -211,8 +222,11 @@ class SQLiteStore:
         )
         await self._run(lambda: self._tx(lambda db: db.executemany(sql, rows)))
 
-    async def ledger(self, tenant_id: str | None = None, limit: int | None = None) -> list[LedgerEntry]:
-        where, params = ("tenant_id = ?", [tenant_id]) if tenant_id else ("1=1", [])
+    async def ledger(
+        self, tenant_id: str | None = None, limit: int | None = None
+    ) -> list[LedgerEntry]:
+        where = "tenant_id = ?" if tenant_id else "1=1"
+        params: list[Any] = [tenant_id] if tenant_id else []
         order = "started_at DESC, request_id DESC"
         if limit is not None:
             order += " LIMIT ?"

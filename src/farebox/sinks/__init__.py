@@ -1,0 +1,1 @@
+"""Billing and alert sinks (export arrives with the billing issue)."""
