@@ -24,8 +24,10 @@ class LedgerWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._inflight: list[asyncio.Future[None]] = []
 
     def start(self) -> None:
+        self._closing = False
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="ledger-writer")
 
@@ -49,6 +51,12 @@ class LedgerWriter:
         """Queue an entry and wait until it is durable."""
         await asyncio.shield(self.submit(entry))
 
+    async def flush(self) -> None:
+        """Wait until everything submitted so far is written (or has failed)."""
+        waiting = self._inflight + [future for _, future in self._pending]
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)
+
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
@@ -56,7 +64,9 @@ class LedgerWriter:
             while self._pending:
                 batch = self._pending[: self._batch_max]
                 del self._pending[: self._batch_max]
+                self._inflight = [future for _, future in batch]
                 await self._write(batch)
+                self._inflight = []
             if self._closing:
                 return
 
