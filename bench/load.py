@@ -364,6 +364,10 @@ class LoadWorker:
         self._conn = parent
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def submit(self, job: Job) -> None:
         assert self._conn is not None
         self._conn.send(job)

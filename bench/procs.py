@@ -61,7 +61,17 @@ class CpuPlan:
         if not self.gateway:
             return "not pinned"
         helpers = sorted(self.helpers or [])
-        return f"gateway on CPU {sorted(self.gateway)}, load+upstream on CPU {helpers}"
+        return (
+            f"gateway on CPU {sorted(self.gateway)}, load+upstream on CPU {helpers} "
+            f"(c=1 runs: everything on CPU {helpers}, then gateway on its own CPU)"
+        )
+
+    def place_gateway(self, pid: int | None, shared: bool) -> bool:
+        """Move the gateway onto the helpers' CPUs (``shared``) or back to its own one."""
+        if not pid or not self.gateway or not self.helpers:
+            return False
+        pin_pid(pid, self.helpers if shared else self.gateway)
+        return True
 
 
 def plan_cpus(pin: bool, workers: int, external_gateway: bool) -> CpuPlan:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import JobResult
+from bench.procs import CpuPlan
 
 ADDED_P50_MS = 0.5
 MIN_RPS = 3000.0
@@ -24,6 +25,7 @@ class Results:
     """Everything one run measured; missing parts stay None."""
 
     meta: dict[str, Any]
+    plan: CpuPlan = field(default_factory=lambda: CpuPlan(None, None))
     direct: dict[str, JobResult] = field(default_factory=dict)
     gateway: dict[str, JobResult] = field(default_factory=dict)
     rss_mib: dict[str, float] = field(default_factory=dict)
@@ -51,8 +53,8 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def added(results: Results, job: str, metric: str) -> float | None:
-    direct, gateway = results.direct.get(job), results.gateway.get(job)
+def added(results: Results, job: str, metric: str, direct_job: str = "") -> float | None:
+    direct, gateway = results.direct.get(direct_job or job), results.gateway.get(job)
     if direct is None or gateway is None or gateway.ok == 0:
         return None
     value: float = getattr(gateway, metric).p50_ms - getattr(direct, metric).p50_ms
@@ -126,6 +128,8 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("c=1 latency p50 (ms)", "c1", "latency", "p50_ms"),
     ("c=1 latency p99 (ms)", "c1", "latency", "p99_ms"),
     ("c=1 req/s", "c1", "", "rps"),
+    ("c=1 p50, gateway on own CPU (ms)", "c1-split", "latency", "p50_ms"),
+    ("c=1 p99, gateway on own CPU (ms)", "c1-split", "latency", "p99_ms"),
     ("stream c=1 first byte p50 (ms)", "stream", "ttfb", "p50_ms"),
     ("stream c=1 first byte p99 (ms)", "stream", "ttfb", "p99_ms"),
     ("stream c=1 last byte p50 (ms)", "stream", "latency", "p50_ms"),
@@ -153,7 +157,9 @@ def _fmt(value: float | None, attr: str) -> str:
 
 
 def _row(results: Results, label: str, job: str, group: str, attr: str) -> str:
-    direct = _value(results.direct.get(job), group, attr)
+    if job not in results.gateway and job not in results.direct:
+        return ""
+    direct = _value(results.direct.get(job.removesuffix("-split")), group, attr)
     gateway = _value(results.gateway.get(job), group, attr)
     diff = None if direct is None or gateway is None else gateway - direct
     if attr == "rps" and diff is not None:
@@ -168,11 +174,11 @@ def render(results: Results, verdicts: list[Check]) -> str:
         f"Farebox bench: {meta['cpus']} CPUs, {meta['loop']}, {meta['pinning']}",
         f"{'':<34}{'direct':>12}{'gateway':>12}{'added':>12}",
     ]
-    lines += [_row(results, *row) for row in ROWS]
+    lines += [line for line in (_row(results, *row) for row in ROWS) if line]
     lines += _rss_lines(results)
     lines += _problem_lines(results)
-    lines += ["", f"{'Budget (DESIGN.md section 7)':<38}{'measured':>14}{'budget':>16}  result"]
-    lines += [f"{c.name:<38}{c.measured:>14}{c.budget:>16}  {c.status}" for c in verdicts]
+    lines += ["", f"{'Budget (DESIGN.md section 7)':<38}{'measured':>22}{'budget':>16}  result"]
+    lines += [f"{c.name:<38}{c.measured:>22}{c.budget:>16}  {c.status}" for c in verdicts]
     return "\n".join(lines)
 
 
@@ -217,6 +223,7 @@ def to_json(results: Results, verdicts: list[Check]) -> dict[str, Any]:
         "gateway": {k: dataclasses.asdict(v) for k, v in results.gateway.items()},
         "added_ms": {
             "c1_latency_p50": added(results, "c1", "latency"),
+            "c1_latency_p50_gateway_own_cpu": added(results, "c1-split", "latency", "c1"),
             "stream_ttfb_p50": added(results, "stream", "ttfb"),
         },
         "rss_mib": results.rss_mib,

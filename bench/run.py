@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import secrets
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -43,9 +44,20 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM (and SIGINT, even when inherited as ignored) into a clean unwind."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run(opts: Options) -> int:
+    _exit_on_sigterm()
     plan = plan_cpus(opts.pin, opts.workers, external_gateway=bool(opts.gateway_url))
-    results = report.Results(meta=_meta(opts, plan), skip_gateway=opts.upstream_only)
+    results = report.Results(meta=_meta(opts, plan), plan=plan, skip_gateway=opts.upstream_only)
     with contextlib.ExitStack() as stack:
         upstream_url, upstream_key = _upstream(opts, plan, stack)
         loader = LoadWorker(plan.helpers).start()
@@ -159,22 +171,39 @@ def _measure(
     target: Target | None,
     results: report.Results,
 ) -> None:
-    gateway = Endpoint.from_url(target.url) if target else None
     if target is not None:
         results.probes = probe(target.url, target.key)
         log(f"probes: {results.probes}")
     for name, body in (("c1", CHAT_BODY), ("stream", STREAM_BODY)):
         direct = _sequential(opts, _job(opts, name, upstream, upstream_key, body))
         results.direct[name] = _run(loader, direct, "direct")
-        if gateway and target and _probe_ok(results, name):
-            job = _sequential(opts, _job(opts, name, gateway, target.key, body))
-            results.gateway[name] = _run(loader, job, "gateway")
+        if target and _probe_ok(results, name):
+            _measure_sequential(opts, loader, name, body, target, results)
     direct = _loaded(opts, _job(opts, "c64", upstream, upstream_key, CHAT_BODY))
     results.direct["c64"] = _run(loader, direct, "direct")
-    if gateway and target and _probe_ok(results, "c64"):
-        _measure_load(
-            opts, loader, _job(opts, "c64", gateway, target.key, CHAT_BODY), target, results
-        )
+    if target and _probe_ok(results, "c64"):
+        job = _job(opts, "c64", Endpoint.from_url(target.url), target.key, CHAT_BODY)
+        _measure_load(opts, loader, job, target, results)
+
+
+def _measure_sequential(
+    opts: Options,
+    loader: LoadWorker,
+    name: str,
+    body: dict[str, Any],
+    target: Target,
+    results: report.Results,
+) -> None:
+    """c=1 through the gateway: on the load generator's CPU, then (for c1) on its own."""
+    job = _sequential(opts, _job(opts, name, Endpoint.from_url(target.url), target.key, body))
+    shared = results.plan.place_gateway(target.pid, shared=True)
+    try:
+        results.gateway[name] = _run(loader, job, "gateway")
+    finally:
+        results.plan.place_gateway(target.pid, shared=False)
+    if shared and name == "c1":
+        split = dataclasses.replace(job, name="c1-split")
+        results.gateway["c1-split"] = _run(loader, split, "gateway (own CPU)")
 
 
 def _probe_ok(results: report.Results, name: str) -> bool:

@@ -34,7 +34,13 @@ GPT_4O_MINI_INPUT_PICO = 150_000
 GPT_4O_MINI_OUTPUT_PICO = 600_000
 
 # Environment variables that would make a child ignore the test's config or directory.
-_SCRUB = ("FAREBOX_ADMIN_KEY", "FAREBOX_DATABASE", "FAREBOX_CONFIG", "FAREBOX_OVERRIDES", "FAREBOX_SECRET")
+_SCRUB = (
+    "FAREBOX_ADMIN_KEY",
+    "FAREBOX_DATABASE",
+    "FAREBOX_CONFIG",
+    "FAREBOX_OVERRIDES",
+    "FAREBOX_SECRET",
+)
 
 
 def free_port() -> int:
@@ -75,7 +81,9 @@ def write_config(
 class ServerProcess:
     """A ``python -m farebox`` child process and the lines it printed."""
 
-    def __init__(self, args: Sequence[str], *, cwd: Path, env: Mapping[str, str], port: int) -> None:
+    def __init__(
+        self, args: Sequence[str], *, cwd: Path, env: Mapping[str, str], port: int
+    ) -> None:
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.lines: list[str] = []
@@ -92,7 +100,9 @@ class ServerProcess:
             encoding="utf-8",
             errors="replace",
         )
-        self._reader = threading.Thread(target=self._drain, name=f"farebox-{port}-output", daemon=True)
+        self._reader = threading.Thread(
+            target=self._drain, name=f"farebox-{port}-output", daemon=True
+        )
         self._reader.start()
 
     def _drain(self) -> None:
@@ -137,8 +147,9 @@ class ServerProcess:
             while True:
                 if self.proc.poll() is not None:
                     self._join_reader()
+                    code = self.proc.returncode
                     raise AssertionError(
-                        f"farebox exited with {self.proc.returncode} before it was ready:\n{self.output}"
+                        f"farebox exited with {code} before it was ready:\n{self.output}"
                     )
                 try:
                     if client.get("/healthz").status_code == 200:
@@ -235,7 +246,9 @@ def db_path(directory: Path) -> Path:
     return directory / "farebox.db"
 
 
-def ledger_rows(database: Path, where: str = "", params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+def ledger_rows(
+    database: Path, where: str = "", params: Sequence[Any] = ()
+) -> list[dict[str, Any]]:
     """Rows of the ``ledger`` table, read with the stdlib driver (read only)."""
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
         conn.row_factory = sqlite3.Row

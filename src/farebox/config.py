@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from farebox.catalog import load_catalog
 from farebox.core.money import MoneyFormatError, decimal_ratio, parse_usd, price_per_token
 from farebox.errors import ConfigError
 
@@ -242,6 +243,26 @@ def _check_references(source: str, cfg: FileConfig) -> None:
         raise ConfigError(f"{source}: default_plan: unknown plan {cfg.default_plan!r}")
 
 
+def _check_prices(source: str, cfg: FileConfig) -> None:
+    """Every deployment needs a price: from the catalog, ``pricing:`` or its own ``price``."""
+    catalog = load_catalog()
+    for alias, deployments in cfg.models.items():
+        for i, dep in enumerate(deployments):
+            own = dep.price.fields() if dep.price else {}
+            global_override = cfg.pricing.get(dep.model)
+            priced = (
+                catalog.get(dep.model) is not None
+                or "input" in own
+                or (global_override is not None and global_override.input is not None)
+            )
+            if not priced:
+                raise ConfigError(
+                    f"{source}: models.{alias}.{i}.model: {dep.model!r} is not in the price "
+                    f"catalog ({catalog.date}); give it a price, "
+                    'e.g. price: {input: "0.50", output: "1.50"}'
+                )
+
+
 def _database(source: str, url: str, base: Path) -> tuple[str, Path | None]:
     if url.startswith("sqlite:///"):
         raw = Path(url[len("sqlite:///") :])
@@ -268,6 +289,7 @@ def parse_settings(
         raise ConfigError(_format_validation(source, exc)) from None
     _check_money(source, cfg)
     _check_references(source, cfg)
+    _check_prices(source, cfg)
     db_env = env.get("FAREBOX_DATABASE")
     url, path = _database(source, db_env or cfg.database, base_dir)
     keys = {

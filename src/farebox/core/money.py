@@ -10,6 +10,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 PICO_PER_USD = 10**12
+MAX_DIGITS = 40  # digits before the decimal point we accept; larger is surely a mistake
 PRICE_DECIMALS = 6  # decimals allowed in a "USD per 1M tokens" price
 
 
@@ -27,10 +28,22 @@ def parse_usd(text: str | int, *, field: str = "amount") -> int:
         raise MoneyFormatError(f"{field}: {text!r} is not a decimal number") from exc
     if not value.is_finite():
         raise MoneyFormatError(f"{field}: {text!r} is not a finite number")
-    scaled = value * PICO_PER_USD
-    if scaled != scaled.to_integral_value():
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    if len(digits) + exponent > MAX_DIGITS:
+        raise MoneyFormatError(f"{field}: {text!r} is too large")
+    # exact integer arithmetic on the digits: no decimal context, so no rounding
+    mantissa = int("".join(map(str, digits)) or "0")
+    shift = exponent + 12
+    if shift < -len(digits) and mantissa:
         raise MoneyFormatError(f"{field}: {text!r} has more than 12 decimal places")
-    return int(scaled)
+    if shift >= 0:
+        pico = mantissa * 10**shift
+    else:
+        pico, rest = divmod(mantissa, 10**-shift)
+        if rest:
+            raise MoneyFormatError(f"{field}: {text!r} has more than 12 decimal places")
+    return -pico if sign else pico
 
 
 def price_per_token(per_million_usd: str | int, *, field: str = "price") -> int:

@@ -96,7 +96,9 @@ class MemoryStore:
     ) -> list[LedgerEntry]:
         rows = [e for e in self._ledger.values() if tenant_id is None or e.tenant_id == tenant_id]
         rows.sort(key=lambda e: (e.started_at, e.request_id))
-        return rows if limit is None else rows[-limit:]
+        if limit is None:
+            return rows
+        return rows[-limit:] if limit > 0 else []
 
     async def usage(self, query: UsageQuery) -> list[UsageRow]:
         return aggregate(self._ledger.values(), query)

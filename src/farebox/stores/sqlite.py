@@ -225,8 +225,8 @@ class SQLiteStore:
     async def ledger(
         self, tenant_id: str | None = None, limit: int | None = None
     ) -> list[LedgerEntry]:
-        where = "tenant_id = ?" if tenant_id else "1=1"
-        params: list[Any] = [tenant_id] if tenant_id else []
+        where = "tenant_id = ?" if tenant_id is not None else "1=1"
+        params: list[Any] = [tenant_id] if tenant_id is not None else []
         order = "started_at DESC, request_id DESC"
         if limit is not None:
             order += " LIMIT ?"
