@@ -18,6 +18,7 @@ from farebox import __version__
 from farebox.api import admin, me, openai
 from farebox.api.context import Services
 from farebox.api.errors import error_response
+from farebox.api.fastpath import FareboxApp
 from farebox.auth import Authenticator
 from farebox.catalog import load_catalog
 from farebox.config import ProviderConfig, Settings
@@ -197,15 +198,14 @@ def create_app(
             await http.aclose()
             await store.close()
 
-    app = FastAPI(
+    app = FareboxApp(
         title="Farebox", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None
     )
     app.state.services = services
     app.state.tenancy = tenancy
-    app.router.routes.extend(openai.routes(services))
-    app.router.routes.extend(me.routes(services))
     app.include_router(admin.router(services, tenancy))
     _error_handlers(app)
+    app.add_fast_routes([*openai.routes(services), *me.routes(services)])
     return app
 
 

@@ -18,6 +18,15 @@ from farebox.core.records import GROUP_BY
 from farebox.errors import ConfigError, FareboxError
 
 T = TypeVar("T")
+# Client IPs come from the socket; trusted proxies are the gateway's own decision.
+UVICORN: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "log_level": "warning",
+    "access_log": False,
+    "proxy_headers": False,
+    "server_header": False,
+}
 
 
 def _settings(config: str | None, overrides: dict[str, Any] | None = None) -> Settings:
@@ -52,10 +61,7 @@ def _run_uvicorn(
             host=host,
             port=port,
             workers=workers,
-            loop="uvloop",
-            http="httptools",
-            log_level="warning",
-            access_log=False,
+            **UVICORN,
         )
         return
     app = create_app(settings)
@@ -65,10 +71,7 @@ def _run_uvicorn(
         app,
         host=host,
         port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
+        **UVICORN,
     )
 
 

@@ -76,6 +76,11 @@ def router(services: Services, tenancy: Tenancy) -> APIRouter:
         if not hmac.compare_digest(presented, services.admin_key_hash):
             raise AuthenticationError("This endpoint needs the admin key.")
 
+    def expiry(body: KeyCreate) -> float | None:
+        if body.expires_in_s is not None:
+            return tenancy.now() + body.expires_in_s
+        return body.expires_at
+
     api = APIRouter(prefix="/admin/v1", dependencies=[Depends(require_admin)], tags=["admin"])
     default_plan = services.settings.file.default_plan or "default"
 
@@ -120,10 +125,7 @@ def router(services: Services, tenancy: Tenancy) -> APIRouter:
     @api.post("/tenants/{tenant_id}/keys", status_code=201)
     async def create_key(tenant_id: str, body: KeyCreate | None = None) -> dict[str, Any]:
         body = body or KeyCreate()
-        expires = body.expires_at
-        if body.expires_in_s is not None:
-            expires = tenancy.now() + body.expires_in_s
-        key, raw = await tenancy.create_key(tenant_id, body.name, expires_at=expires)
+        key, raw = await tenancy.create_key(tenant_id, body.name, expires_at=expiry(body))
         return {**key_json(key), "key": raw}
 
     @api.get("/tenants/{tenant_id}/keys")
@@ -136,7 +138,7 @@ def router(services: Services, tenancy: Tenancy) -> APIRouter:
     async def create_service_key(body: KeyCreate | None = None) -> dict[str, Any]:
         body = body or KeyCreate(name="service")
         key, raw = await tenancy.create_key(
-            None, body.name, kind="service", expires_at=body.expires_at
+            None, body.name, kind="service", expires_at=expiry(body)
         )
         return {**key_json(key), "key": raw}
 

@@ -7,9 +7,9 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from farebox.api.context import Services
+from farebox.api.fastpath import FastRoute
 from farebox.api.openai import guarded
 
 
@@ -18,7 +18,7 @@ def _json(body: dict[str, Any], status: int = 200, request_id: str | None = None
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
-def routes(services: Services) -> list[Route]:
+def routes(services: Services) -> list[FastRoute]:
     async def me(request: Request, request_id: str) -> Response:
         who = await services.auth.authenticate(request.headers)
         plan = services.gateway.plan_for(who)
@@ -48,7 +48,7 @@ def routes(services: Services) -> list[Route]:
         return _json({"status": "ready" if ok else "unavailable", "store": ok}, 200 if ok else 503)
 
     return [
-        Route("/v1/me", guarded(services, me), methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
+        FastRoute("/v1/me", guarded(services, me), ["GET"]),
+        FastRoute("/healthz", healthz, ["GET"]),
+        FastRoute("/readyz", readyz, ["GET"]),
     ]

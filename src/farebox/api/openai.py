@@ -9,11 +9,11 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from farebox.api.body import read_json, validate_chat, validate_embeddings
 from farebox.api.context import Services
 from farebox.api.errors import error_response
+from farebox.api.fastpath import FastRoute
 from farebox.api.streaming import SSEResponse
 from farebox.auth import Principal
 from farebox.errors import FareboxError, ServiceUnavailable
@@ -50,7 +50,7 @@ def render(reply: Reply | StreamReply) -> Any:
     return Response(reply.body, reply.status, reply.headers, media_type="application/json")
 
 
-def routes(services: Services) -> list[Route]:
+def routes(services: Services) -> list[FastRoute]:
     limit = services.settings.file.server.max_body_bytes
 
     async def principal(request: Request) -> Principal:
@@ -81,7 +81,7 @@ def routes(services: Services) -> list[Route]:
         )
 
     return [
-        Route("/v1/chat/completions", guarded(services, chat), methods=["POST"]),
-        Route("/v1/embeddings", guarded(services, embeddings), methods=["POST"]),
-        Route("/v1/models", guarded(services, models), methods=["GET"]),
+        FastRoute("/v1/chat/completions", guarded(services, chat), ["POST"]),
+        FastRoute("/v1/embeddings", guarded(services, embeddings), ["POST"]),
+        FastRoute("/v1/models", guarded(services, models), ["GET"]),
     ]

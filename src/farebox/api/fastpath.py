@@ -1,0 +1,59 @@
+"""The data plane's own ASGI dispatch.
+
+Data-plane endpoints are looked up by exact path in a dict and called directly, skipping the
+admin framework's middleware and router: the request path adds as little as possible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from farebox.api.errors import error_response
+from farebox.errors import InvalidRequest
+
+Endpoint = Callable[[Request], Awaitable[Any]]
+
+
+class FastRoute:
+    def __init__(self, path: str, endpoint: Endpoint, methods: Iterable[str]) -> None:
+        self.path = path
+        self.endpoint = endpoint
+        self.methods = frozenset(m.upper() for m in methods)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in self.methods:
+            allowed = ", ".join(sorted(self.methods))
+            error = InvalidRequest(
+                f"{scope['method']} is not allowed on {self.path}; use {allowed}.",
+                code="method_not_allowed",
+            )
+            response = error_response(error)
+            response.status_code = 405
+            response.headers["allow"] = allowed
+        else:
+            response = await self.endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+class FareboxApp(FastAPI):
+    """The admin framework's app, with data-plane routes served before its middleware."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.data_plane: dict[str, FastRoute] = {}
+
+    def add_fast_routes(self, routes: Iterable[FastRoute]) -> None:
+        self.data_plane.update((route.path, route) for route in routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            route = self.data_plane.get(scope["path"])
+            if route is not None:
+                await route(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
