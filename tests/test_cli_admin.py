@@ -85,8 +85,10 @@ async def test_usage_group_by_and_openapi(make_gateway: Any) -> None:
 
 
 async def test_models_and_me_follow_the_plan(make_gateway: Any) -> None:
-    config = {"plans": {"free": {"models": ["gpt-4o-mini"], "max_tokens": 256,
-                                 "rate_limits": [{"scope": "ip", "requests_per_minute": 10}]}}}  # fmt: skip
+    limits = [{"scope": "ip", "requests_per_minute": 10}]
+    config = {
+        "plans": {"free": {"models": ["gpt-4o-mini"], "max_tokens": 256, "rate_limits": limits}}
+    }
     async with make_gateway(config) as gw:
         key = await gw.tenant_key("f", "free")
         auth = {"Authorization": f"Bearer {key}"}
@@ -98,7 +100,11 @@ async def test_models_and_me_follow_the_plan(make_gateway: Any) -> None:
         assert me["rate_limits"] == [{"scope": "ip", "requests_per_minute": 10}]
         r = await gw.client.post(
             "/v1/chat/completions",
-            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "max_tokens": 5000},
+            json={
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": "x"}],
+                "max_tokens": 5000,
+            },
             headers=auth,
         )
         assert r.status_code == 200

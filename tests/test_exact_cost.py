@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 import pytest
+
 from fakes import anthropic_upstream as an
 from fakes import openai_upstream as oa
-
 from farebox.core.money import format_usd, mul_ratio, parse_usd
 
 # (id, model, provider family, upstream usage, hand-computed USD)
@@ -57,7 +57,9 @@ ENV = {"OA_KEY": "sk-upstream-openai", "AN_KEY": "sk-ant-upstream"}
 CHAT = {"messages": [{"role": "user", "content": "price me"}], "max_tokens": 2000}
 
 
-@pytest.mark.parametrize(("case", "model", "family", "usage", "usd"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("case", "model", "family", "usage", "usd"), CASES, ids=[c[0] for c in CASES]
+)
 async def test_non_streamed_cost_is_exact(
     make_gateway: Any, upstreams: Any, case: str, model: str, family: str, usage: Any, usd: str
 ) -> None:
@@ -69,7 +71,9 @@ async def test_non_streamed_cost_is_exact(
     async with make_gateway(_config(openai_up, anthropic_up), env=ENV) as gw:
         key = await gw.tenant_key("t1", "resell")
         r = await gw.client.post(
-            "/v1/chat/completions", json={"model": model, **CHAT}, headers={"Authorization": f"Bearer {key}"}
+            "/v1/chat/completions",
+            json={"model": model, **CHAT},
+            headers={"Authorization": f"Bearer {key}"},
         )
         assert r.status_code == 200, r.text
         assert r.headers["x-farebox-cost-usd"] == usd
@@ -88,7 +92,9 @@ def _stream_frames(text: str) -> list[dict[str, Any]]:
     return frames
 
 
-@pytest.mark.parametrize(("case", "model", "family", "usage", "usd"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("case", "model", "family", "usage", "usd"), CASES, ids=[c[0] for c in CASES]
+)
 async def test_streamed_cost_is_exact(
     make_gateway: Any, upstreams: Any, case: str, model: str, family: str, usage: Any, usd: str
 ) -> None:
@@ -97,11 +103,15 @@ async def test_streamed_cost_is_exact(
         openai_up.reply_stream(["o", "k"], usage=usage)
     else:
         start = {**usage, "output_tokens": 1}
-        anthropic_up.reply_stream(["o", "k"], start_usage=start, delta_usages=[{"output_tokens": 1}, usage])
+        anthropic_up.reply_stream(
+            ["o", "k"], start_usage=start, delta_usages=[{"output_tokens": 1}, usage]
+        )
     async with make_gateway(_config(openai_up, anthropic_up), env=ENV) as gw:
         key = await gw.tenant_key("t1", "resell")
         body = {"model": model, **CHAT, "stream": True, "stream_options": {"include_usage": True}}
-        r = await gw.client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+        r = await gw.client.post(
+            "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+        )
         assert r.status_code == 200
         assert r.text.endswith("data: [DONE]\n\n")
         final = _stream_frames(r.text)[-1]
@@ -133,12 +143,16 @@ async def test_price_override_per_deployment(make_gateway: Any, upstreams: Any) 
     openai_up.reply_chat("ok", usage=oa.usage(1000, 1000))
     config = _config(openai_up, anthropic_up)
     config["models"] = {
-        "house-llm": [{"provider": "oa", "model": "llama-3-70b", "price": {"input": "0.2", "output": "0.4"}}]
+        "house-llm": [
+            {"provider": "oa", "model": "llama-3-70b", "price": {"input": "0.2", "output": "0.4"}}
+        ]
     }
     async with make_gateway(config, env=ENV) as gw:
         key = await gw.tenant_key("t1", "resell")
         r = await gw.client.post(
-            "/v1/chat/completions", json={"model": "house-llm", **CHAT}, headers={"Authorization": f"Bearer {key}"}
+            "/v1/chat/completions",
+            json={"model": "house-llm", **CHAT},
+            headers={"Authorization": f"Bearer {key}"},
         )
         assert r.status_code == 200, r.text
         # 1000*0.2 + 1000*0.4 = 600 per 1M

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fakes import openai_upstream as oa
 
+from fakes import openai_upstream as oa
 from farebox.auth import Principal
 from farebox.pipeline import StreamReply
 
@@ -41,7 +41,9 @@ async def test_stream_without_include_usage_strips_usage(make_gateway: Any) -> N
         assert entry.usage_source == "provider" and entry.cost > 0
 
 
-async def test_stream_with_include_usage_keeps_null_usage_and_final_chunk(make_gateway: Any) -> None:
+async def test_stream_with_include_usage_keeps_null_usage_and_final_chunk(
+    make_gateway: Any,
+) -> None:
     async with make_gateway() as gw:
         key = await gw.tenant_key("t1")
         body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
@@ -78,7 +80,11 @@ async def test_upstream_cut_mid_stream_is_metered_and_marked(make_gateway: Any) 
 
 
 async def test_client_disconnect_meters_what_was_produced(make_gateway: Any) -> None:
-    config = {"providers": {"sim": {"kind": "mock", "output_tokens": {"distribution": "fixed", "mean": 50}}}}
+    config = {
+        "providers": {
+            "sim": {"kind": "mock", "output_tokens": {"distribution": "fixed", "mean": 50}}
+        }
+    }
     async with make_gateway(config) as gw:
         await gw.tenant_key("t1")
         services = gw.app.state.services

@@ -37,10 +37,11 @@ def parse_usd(text: str | int, *, field: str = "amount") -> int:
     shift = exponent + 12
     if shift < -len(digits) and mantissa:
         raise MoneyFormatError(f"{field}: {text!r} has more than 12 decimal places")
+    pico: int
     if shift >= 0:
         pico = mantissa * 10**shift
     else:
-        pico, rest = divmod(mantissa, 10**-shift)
+        pico, rest = divmod(mantissa, 10 ** (-shift))
         if rest:
             raise MoneyFormatError(f"{field}: {text!r} has more than 12 decimal places")
     return -pico if sign else pico
