@@ -7,8 +7,8 @@ Authentication happens before (``farebox.auth``); HTTP parsing and rendering aro
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +39,7 @@ UNLIMITED = "unlimited"
 
 
 def new_request_id() -> str:
-    return f"req_{uuid.uuid4().hex}"
+    return f"req_{os.urandom(16).hex()}"
 
 
 @dataclass(slots=True)

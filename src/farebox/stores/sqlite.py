@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +38,14 @@ _KEY_COLS = (
     "pause_reason",
 )
 _LEDGER_COLS = tuple(f.name for f in LedgerEntry.__dataclass_fields__.values())
+INLINE_MAX_ROWS = 4  # small batches commit on the caller's thread; larger ones in the thread
+CHECKPOINT_EVERY = 256  # inline commits between checkpoints run in the thread
+_LEDGER_ROW = attrgetter(*_LEDGER_COLS)
+_LEDGER_META = _LEDGER_COLS.index("metadata")
+_LEDGER_INSERT = (
+    f"INSERT OR IGNORE INTO ledger({','.join(_LEDGER_COLS)}) "
+    f"VALUES ({','.join('?' * len(_LEDGER_COLS))})"
+)
 _JSON_COLS = {"billing", "metadata"}
 _BOOL_COLS = {"paused", "stream"}
 _GROUP_SQL = {
@@ -72,11 +81,24 @@ def _decode(cols: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
     return out
 
 
-def connect(path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
+def _ledger_row(entry: LedgerEntry) -> list[Any]:
+    row = list(_LEDGER_ROW(entry))
+    row[_LEDGER_META] = orjson.dumps(row[_LEDGER_META]).decode() if row[_LEDGER_META] else "{}"
+    return row
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def connect(
+    path: Path, synchronous: str = "NORMAL", busy_timeout_ms: int = 30_000
+) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if synchronous.upper() == 'FULL' else 'NORMAL'}")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
 
@@ -89,6 +111,7 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
+        self._inline_commits = 0
 
     # lifecycle -----------------------------------------------------------------
     async def open(self) -> None:
@@ -96,7 +119,10 @@ class SQLiteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="farebox-sqlite")
         self._conn = await self._run(lambda: connect(self._path, self._synchronous))
         await self._run(lambda: migrate(self._db))
-        self._reader = connect(self._path)
+        # the caller's own connection: never waits for a lock (busy -> use the thread) and
+        # never checkpoints (a checkpoint may fsync; the thread does it instead)
+        self._reader = connect(self._path, self._synchronous, busy_timeout_ms=0)
+        self._reader.execute("PRAGMA wal_autocheckpoint=0")
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -121,8 +147,8 @@ class SQLiteStore:
             raise RuntimeError("SQLiteStore is not open")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
+    def _tx(self, fn: Callable[[sqlite3.Connection], T], db: sqlite3.Connection | None = None) -> T:
+        db = db or self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             result = fn(db)
@@ -215,12 +241,22 @@ class SQLiteStore:
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
         if not entries:
             return
-        rows = [[_encode(c, getattr(e, c)) for c in _LEDGER_COLS] for e in entries]
-        sql = (
-            f"INSERT OR IGNORE INTO ledger({','.join(_LEDGER_COLS)}) "
-            f"VALUES ({','.join('?' * len(_LEDGER_COLS))})"
-        )
-        await self._run(lambda: self._tx(lambda db: db.executemany(sql, rows)))
+        rows = [_ledger_row(e) for e in entries]
+        local = self._reader
+        if local is not None and len(rows) <= INLINE_MAX_ROWS:
+            # Uncontended, a commit in WAL mode takes microseconds: do it here rather than
+            # pay two thread hops. If another process holds the write lock, wait in the thread.
+            try:
+                with self._reader_lock:
+                    self._tx(lambda db: db.executemany(_LEDGER_INSERT, rows), local)
+                self._inline_commits += 1
+                if self._inline_commits % CHECKPOINT_EVERY == 0:
+                    await self._run(lambda: self._db.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+        await self._run(lambda: self._tx(lambda db: db.executemany(_LEDGER_INSERT, rows)))
 
     async def ledger(
         self, tenant_id: str | None = None, limit: int | None = None
