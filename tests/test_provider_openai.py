@@ -183,7 +183,19 @@ async def test_retryable_statuses(
     assert "Slow down" in info.value.message
 
 
-@pytest.mark.parametrize("status", [400, 401, 404, 422])
+@pytest.mark.parametrize("status", [401, 403])
+async def test_upstream_refusing_our_credentials_is_a_gateway_error(
+    provider: OpenAIProvider, upstream: OpenAIUpstream, status: int
+) -> None:
+    upstream.reply_error(status, "Incorrect API key provided: sk-abc", code="invalid_api_key")
+    with pytest.raises(UpstreamError) as info:
+        await provider.chat(ChatRequest(body=CHAT))
+    assert not isinstance(info.value, UpstreamRejected)
+    assert info.value.status == 502 and info.value.retryable is False
+    assert "sk-abc" not in info.value.message  # the upstream's text may echo our key
+
+
+@pytest.mark.parametrize("status", [400, 404, 422])
 async def test_client_errors_are_rejected_with_upstream_message(
     provider: OpenAIProvider, upstream: OpenAIUpstream, status: int
 ) -> None:

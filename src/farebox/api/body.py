@@ -5,31 +5,41 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
 
+from farebox.api.fastpath import Incoming
 from farebox.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
-async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
-    """The body as a JSON object, or a clear 4xx."""
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
-    if content_type.lower() not in ("application/json", ""):
-        raise UnsupportedMediaType(f"Content-Type must be application/json (got {content_type!r}).")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
+async def _read_body(incoming: Incoming, max_bytes: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await incoming.receive()
+        if message["type"] != "http.request":
+            raise InvalidRequest("The client disconnected before sending the whole body.")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
             raise PayloadTooLarge(
                 f"The request body is larger than the limit of {max_bytes} bytes."
             )
         chunks.append(chunk)
-    raw = b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def read_json(incoming: Incoming, max_bytes: int) -> dict[str, Any]:
+    """The body as a JSON object, or a clear 4xx."""
+    headers = incoming.headers
+    content_type = headers.get("content-type", "application/json").split(";")[0].strip()
+    if content_type.lower() not in ("application/json", ""):
+        raise UnsupportedMediaType(f"Content-Type must be application/json (got {content_type!r}).")
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
+    raw = await _read_body(incoming, max_bytes)
     if not raw.strip():
         raise InvalidRequest("The request body is empty; expected a JSON object.")
     try:

@@ -10,13 +10,52 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from farebox.api.errors import error_response
 from farebox.errors import InvalidRequest
 
-Endpoint = Callable[[Request], Awaitable[Any]]
+
+class Incoming:
+    """What a data-plane endpoint gets: the ASGI scope, ``receive`` and a header dict."""
+
+    __slots__ = ("headers", "receive", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.headers: dict[str, str] = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+        }
+
+    @property
+    def client_host(self) -> str | None:
+        client = self.scope.get("client")
+        return str(client[0]) if client else None
+
+
+class JSONBody:
+    """A pre-encoded JSON response, sent with as little work as possible."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, body: bytes, status: int = 200, headers: dict[str, str] | None = None):
+        self.body = body
+        self.status = status
+        self.headers = headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.body)).encode()),
+        ]
+        if self.headers:
+            raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items())
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+Endpoint = Callable[[Incoming], Awaitable[Any]]
 
 
 class FastRoute:
@@ -36,7 +75,7 @@ class FastRoute:
             response.status_code = 405
             response.headers["allow"] = allowed
         else:
-            response = await self.endpoint(Request(scope, receive))
+            response = await self.endpoint(Incoming(scope, receive))
         await response(scope, receive, send)
 
 

@@ -5,21 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
 
 from farebox.api.context import Services
-from farebox.api.fastpath import FastRoute
+from farebox.api.fastpath import FastRoute, Incoming, JSONBody
 from farebox.api.openai import guarded
 
 
-def _json(body: dict[str, Any], status: int = 200, request_id: str | None = None) -> Response:
+def _json(body: dict[str, Any], status: int = 200, request_id: str | None = None) -> JSONBody:
     headers = {"x-farebox-request-id": request_id} if request_id else None
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+    return JSONBody(orjson.dumps(body), status, headers)
 
 
 def routes(services: Services) -> list[FastRoute]:
-    async def me(request: Request, request_id: str) -> Response:
+    async def me(request: Incoming, request_id: str) -> JSONBody:
         who = await services.auth.authenticate(request.headers)
         plan = services.gateway.plan_for(who)
         plan_cfg = services.settings.file.plans.get(plan.name)
@@ -37,10 +35,10 @@ def routes(services: Services) -> list[FastRoute]:
         }
         return _json(body, request_id=request_id)
 
-    async def healthz(request: Request) -> Response:
+    async def healthz(request: Incoming) -> JSONBody:
         return _json({"status": "ok"})
 
-    async def readyz(request: Request) -> Response:
+    async def readyz(request: Incoming) -> JSONBody:
         try:
             ok = await services.store.ping()
         except Exception:

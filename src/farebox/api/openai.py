@@ -7,28 +7,26 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
 
 from farebox.api.body import read_json, validate_chat, validate_embeddings
 from farebox.api.context import Services
 from farebox.api.errors import error_response
-from farebox.api.fastpath import FastRoute
+from farebox.api.fastpath import FastRoute, Incoming, JSONBody
 from farebox.api.streaming import SSEResponse
 from farebox.auth import Principal
 from farebox.errors import FareboxError, ServiceUnavailable
 from farebox.pipeline import Reply, StreamReply, new_request_id
 
 log = logging.getLogger("farebox.api")
-Handler = Callable[[Request], Awaitable[Any]]
+Handler = Callable[[Incoming], Awaitable[Any]]
 
 
 def guarded(
-    services: Services, work: Callable[[Request, str], Awaitable[Any]], flavor: str = "openai"
+    services: Services, work: Callable[[Incoming, str], Awaitable[Any]], flavor: str = "openai"
 ) -> Handler:
     """Run ``work`` and turn every failure into a clean error response, never a traceback."""
 
-    async def endpoint(request: Request) -> Any:
+    async def endpoint(request: Incoming) -> Any:
         request_id = new_request_id()
         try:
             return await work(request, request_id)
@@ -47,28 +45,28 @@ def guarded(
 def render(reply: Reply | StreamReply) -> Any:
     if isinstance(reply, StreamReply):
         return SSEResponse(reply.chunks, reply.headers)
-    return Response(reply.body, reply.status, reply.headers, media_type="application/json")
+    return JSONBody(reply.body, reply.status, reply.headers)
 
 
 def routes(services: Services) -> list[FastRoute]:
     limit = services.settings.file.server.max_body_bytes
 
-    async def principal(request: Request) -> Principal:
+    async def principal(request: Incoming) -> Principal:
         return await services.auth.authenticate(request.headers)
 
-    async def chat(request: Request, request_id: str) -> Any:
+    async def chat(request: Incoming, request_id: str) -> Any:
         who = await principal(request)
         body = await read_json(request, limit)
         validate_chat(body)
         return render(await services.gateway.chat(who, body, request_id))
 
-    async def embeddings(request: Request, request_id: str) -> Any:
+    async def embeddings(request: Incoming, request_id: str) -> Any:
         who = await principal(request)
         body = await read_json(request, limit)
         validate_embeddings(body)
         return render(await services.gateway.embed(who, body, request_id))
 
-    async def models(request: Request, request_id: str) -> Any:
+    async def models(request: Incoming, request_id: str) -> Any:
         who = await principal(request)
         created = int(services.started_at)
         data = [
@@ -76,9 +74,7 @@ def routes(services: Services) -> list[FastRoute]:
             for name, owner in services.gateway.models_for(who)
         ]
         body = orjson.dumps({"object": "list", "data": data})
-        return Response(
-            body, media_type="application/json", headers={"x-farebox-request-id": request_id}
-        )
+        return JSONBody(body, headers={"x-farebox-request-id": request_id})
 
     return [
         FastRoute("/v1/chat/completions", guarded(services, chat), ["POST"]),

@@ -137,9 +137,17 @@ class HttpClient:
         self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float
     ) -> HttpResponse:
         """POST ``body`` (already JSON-encoded); return the whole response."""
-        async with self.stream(url, headers, body, timeout_s) as response:
-            data = await response.read()
-            return HttpResponse(response.status, response.headers, data)
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        try:
+            async with self._get_session().post(
+                url, data=body, headers=headers, timeout=timeout
+            ) as response:
+                data = await response.read()
+                return HttpResponse(response.status, response.headers, data)
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"upstream timed out after {timeout_s:g}s") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"upstream connection failed: {_describe(exc)}") from exc
 
     @asynccontextmanager
     async def stream(
@@ -199,6 +207,11 @@ def error_for_status(
     extra = {"provider": provider, "upstream_type": error.get("type")}
     extra["upstream_code"] = error.get("code")
     kept = passed_headers(headers or {})
+    if status in (401, 403):
+        # the upstream refused the gateway's own credentials: an operator problem, not the
+        # client's, so it is a 502 and the upstream's message is not passed on
+        text = f"the upstream provider {provider or ''} refused the gateway's credentials"
+        return UpstreamError(" ".join(text.split()), upstream_status=status, extra=extra)
     if 400 <= status < 500 and status not in RETRYABLE_CLIENT_STATUSES:
         return UpstreamRejected(message, upstream_status=status, headers=kept, extra=extra)
     where = "mid-stream" if mid_stream else f"with HTTP {status}"

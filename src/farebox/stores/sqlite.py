@@ -19,6 +19,7 @@ import orjson
 
 from farebox.core.records import GROUP_BY, ApiKey, LedgerEntry, Tenant, UsageQuery, UsageRow
 from farebox.errors import Conflict, InvalidRequest, NotFound
+from farebox.stores.epoch_file import EpochFile
 from farebox.stores.sqlite_schema import migrate
 
 T = TypeVar("T")
@@ -112,6 +113,7 @@ class SQLiteStore:
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
         self._inline_commits = 0
+        self._epoch = EpochFile(path.with_name(path.name + "-authepoch"))
 
     # lifecycle -----------------------------------------------------------------
     async def open(self) -> None:
@@ -123,6 +125,9 @@ class SQLiteStore:
         # never checkpoints (a checkpoint may fsync; the thread does it instead)
         self._reader = connect(self._path, self._synchronous, busy_timeout_ms=0)
         self._reader.execute("PRAGMA wal_autocheckpoint=0")
+        self._epoch.open()
+        row = self._reader.execute("SELECT value FROM meta WHERE name = 'auth_epoch'").fetchone()
+        self._epoch.publish(int(row[0]))
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -132,6 +137,7 @@ class SQLiteStore:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        self._epoch.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -168,14 +174,14 @@ class SQLiteStore:
             f"INSERT INTO tenants({','.join(_TENANT_COLS)}) VALUES ({','.join('?' * len(values))})"
         )
 
-        def write(db: sqlite3.Connection) -> None:
+        def write(db: sqlite3.Connection) -> int:
             try:
                 db.execute(sql, values)
             except sqlite3.IntegrityError:
                 raise Conflict(f"tenant {tenant.id!r} already exists") from None
-            _bump_epoch(db)
+            return _bump_epoch(db)
 
-        await self._run(lambda: self._tx(write))
+        self._epoch.publish(await self._run(lambda: self._tx(write)))
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         rows = await self._select("tenants", _TENANT_COLS, "id = ?", (tenant_id,))
@@ -195,14 +201,14 @@ class SQLiteStore:
         values = [_encode(c, getattr(key, c)) for c in _KEY_COLS]
         sql = f"INSERT INTO api_keys({','.join(_KEY_COLS)}) VALUES ({','.join('?' * len(values))})"
 
-        def write(db: sqlite3.Connection) -> None:
+        def write(db: sqlite3.Connection) -> int:
             try:
                 db.execute(sql, values)
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"key {key.id!r} cannot be created: {exc}") from None
-            _bump_epoch(db)
+            return _bump_epoch(db)
 
-        await self._run(lambda: self._tx(write))
+        self._epoch.publish(await self._run(lambda: self._tx(write)))
 
     async def get_key(self, key_id: str) -> ApiKey | None:
         rows = await self._select("api_keys", _KEY_COLS, "id = ?", (key_id,))
@@ -230,12 +236,7 @@ class SQLiteStore:
         return key
 
     def auth_epoch(self) -> int:
-        reader = self._reader
-        if reader is None:
-            raise RuntimeError("SQLiteStore is not open")
-        with self._reader_lock:
-            row = reader.execute("SELECT value FROM meta WHERE name = 'auth_epoch'").fetchone()
-        return int(row[0]) if row else 0
+        return self._epoch.read()
 
     # ledger ----------------------------------------------------------------------
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
@@ -331,14 +332,16 @@ class SQLiteStore:
         assignments = ",".join(f"{c} = ?" for c in changes) or "id = id"
         values = [_encode(c, v) for c, v in changes.items()] + [row_id]
 
-        def write(db: sqlite3.Connection) -> None:
+        def write(db: sqlite3.Connection) -> int:
             cur = db.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", values)
             if cur.rowcount == 0:
                 raise NotFound(f"{what} {row_id!r} not found")
-            _bump_epoch(db)
+            return _bump_epoch(db)
 
-        await self._run(lambda: self._tx(write))
+        self._epoch.publish(await self._run(lambda: self._tx(write)))
 
 
-def _bump_epoch(db: sqlite3.Connection) -> None:
+def _bump_epoch(db: sqlite3.Connection) -> int:
     db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'auth_epoch'")
+    row = db.execute("SELECT value FROM meta WHERE name = 'auth_epoch'").fetchone()
+    return int(row[0])
