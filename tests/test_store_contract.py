@@ -429,3 +429,14 @@ async def test_sqlite_survives_reopen_and_shares_epoch(tmp_path: Path) -> None:
 def test_records_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         tenant("acme").plan = "pro"  # type: ignore[misc]
+
+
+async def test_many_small_ledger_batches_then_admin_writes(store: Any) -> None:
+    """Small batches may commit on the caller's thread with periodic checkpoints; later
+    large batches and admin writes must still commit."""
+    for i in range(600):
+        await store.append_ledger([entry(f"s{i}", started_at=T0 + i)])
+    await store.append_ledger([entry(f"b{i}", started_at=T0 + 1000 + i) for i in range(50)])
+    await store.create_tenant(tenant("after"))
+    assert len(await store.ledger()) == 650
+    assert (await store.get_tenant("after")) is not None

@@ -14,6 +14,8 @@ from farebox.core.records import LedgerEntry
 from farebox.stores.base import Store
 
 log = logging.getLogger("farebox.ledger")
+WRITE_ATTEMPTS = 4
+RETRY_DELAY_S = 0.05
 
 
 class LedgerWriter:
@@ -71,14 +73,21 @@ class LedgerWriter:
                 return
 
     async def _write(self, batch: list[tuple[LedgerEntry, asyncio.Future[None]]]) -> None:
-        try:
-            await self._store.append_ledger([entry for entry, _ in batch])
-        except Exception as exc:  # the store failed: every waiter learns it
-            log.error("ledger write of %d entries failed: %s", len(batch), exc)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
+        entries = [entry for entry, _ in batch]
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                await self._store.append_ledger(entries)  # idempotent on request_id
+                break
+            except Exception as exc:
+                log.error(
+                    "ledger write of %d entries failed (try %d): %s", len(batch), attempt + 1, exc
+                )
+                if attempt + 1 == WRITE_ATTEMPTS:  # every waiter learns it
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    return
+                await asyncio.sleep(RETRY_DELAY_S * 2**attempt)
         for _, future in batch:
             if not future.done():
                 future.set_result(None)

@@ -158,10 +158,11 @@ class SQLiteStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             result = fn(db)
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
         return result
 
     async def ping(self) -> bool:
@@ -252,7 +253,10 @@ class SQLiteStore:
                     self._tx(lambda db: db.executemany(_LEDGER_INSERT, rows), local)
                 self._inline_commits += 1
                 if self._inline_commits % CHECKPOINT_EVERY == 0:
-                    await self._run(lambda: self._db.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+                    # fetch the result: an unfinished statement would block every later COMMIT
+                    await self._run(
+                        lambda: self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    )
                 return
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
