@@ -10,9 +10,11 @@ from farebox.errors import InvalidRequest
 from farebox.providers.translate import (
     DEFAULT_MAX_TOKENS,
     AnthropicStreamTranslator,
-    anthropic_request_to_openai,
     anthropic_response_to_openai,
     openai_request_to_anthropic,
+)
+from farebox.providers.translate_reverse import (
+    anthropic_request_to_openai,
     openai_response_to_anthropic,
 )
 
