@@ -113,17 +113,18 @@ def serve(config: str | None, host: str | None, port: int | None, workers: int |
 def demo(host: str, port: int, traffic: bool) -> None:
     """Start the embedded default with sample plans and tenants."""
     from farebox.app import create_app
-    from farebox.demo import DEMO_PLANS, seed
+    from farebox.demo import DEMO_PLANS, seed, traffic_profiles
 
     overrides: dict[str, Any] = {"plans": DEMO_PLANS, "default_plan": "free"}
     settings = _settings(None, overrides)
     app = create_app(settings)
 
-    async def prepare() -> str:
+    async def prepare() -> dict[str, str]:
         async with app.router.lifespan_context(app):
             return await seed(app.state.tenancy)
 
-    key = asyncio.run(prepare())
+    keys = asyncio.run(prepare())
+    key = keys["acme"]
     base = f"http://{host}:{port}"
     click.echo(f"\nFarebox demo on {base}  (database: {settings.database_path})")
     click.echo(f"Tenant 'acme' (plan pro) key: {key}\n")
@@ -133,9 +134,23 @@ def demo(host: str, port: int, traffic: bool) -> None:
         "-H 'Content-Type: application/json' "
         '-d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}\'\n'
     )
+    click.echo("Usage so far:  farebox usage --group-by tenant", err=True)
     if traffic:
-        click.echo("(--traffic: simulated traffic is not implemented yet; serving only)", err=True)
+        _start_traffic(base, traffic_profiles(keys))
     _run_uvicorn(settings, None, host, port, 1, overrides)
+
+
+def _start_traffic(base: str, profiles: list[Any]) -> None:
+    """Drive simulated traffic from a daemon thread while the server runs."""
+    import threading
+
+    from farebox.traffic import drive
+
+    async def run() -> None:
+        await drive(base, profiles, asyncio.Event(), lambda line: click.echo(line, err=True))
+
+    threading.Thread(target=lambda: asyncio.run(run()), name="demo-traffic", daemon=True).start()
+    click.echo(f"Driving simulated traffic from {len(profiles)} tenants.", err=True)
 
 
 # --- admin mirrors -------------------------------------------------------------------

@@ -6,6 +6,7 @@ from typing import Any
 
 from farebox.errors import Conflict
 from farebox.tenancy import Tenancy
+from farebox.traffic import Profile
 
 DEMO_PLANS: dict[str, Any] = {
     "free": {
@@ -30,12 +31,26 @@ DEMO_TENANTS = (
 )
 
 
-async def seed(tenancy: Tenancy) -> str:
-    """Create the demo tenants (once) and a fresh key for ``acme``; returns the key."""
+TRAFFIC = {
+    "acme": dict(rate_per_s=3.0, models=("gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5"),
+                 features=("chat", "document_analysis"), users=25),
+    "globex": dict(rate_per_s=1.0, models=("gpt-4o-mini",), users=5, stream_share=0.0),
+    "initech": dict(rate_per_s=4.0, models=("gpt-4.1", "o4-mini", "text-embedding-3-small"),
+                    features=("search", "support_bot"), users=60),
+}  # fmt: skip
+
+
+async def seed(tenancy: Tenancy) -> dict[str, str]:
+    """Create the demo tenants (once) and a fresh key for each; returns tenant -> key."""
+    keys = {}
     for tenant_id, name, plan in DEMO_TENANTS:
         try:
             await tenancy.create_tenant(tenant_id, name, plan)
         except Conflict:
             pass
-    _, raw = await tenancy.create_key("acme", "demo")
-    return raw
+        _, keys[tenant_id] = await tenancy.create_key(tenant_id, "demo")
+    return keys
+
+
+def traffic_profiles(keys: dict[str, str]) -> list[Profile]:
+    return [Profile(tenant=t, key=keys[t], **TRAFFIC[t]) for t in TRAFFIC if t in keys]  # type: ignore[arg-type]
