@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 
 from fakes import openai_upstream as oa
 from farebox.auth import Principal
+from farebox.core.money import format_usd
 from farebox.pipeline import StreamReply
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
@@ -102,3 +104,72 @@ async def test_client_disconnect_meters_what_was_produced(make_gateway: Any) -> 
         assert entry.status == "client_disconnected"
         assert entry.usage_source == "estimated"
         assert 1 <= entry.output_tokens < 50
+
+
+async def test_upstream_without_usage_gets_an_estimated_usage_chunk(make_gateway: Any) -> None:
+    async with oa.OpenAIUpstream() as up:
+        up.reply_stream(["Hello", " world"], usage=None)
+        config = {"providers": {"up": {"kind": "openai", "base_url": up.base_url}}}
+        async with make_gateway(config) as gw:
+            key = await gw.tenant_key("t1")
+            body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+            r = await gw.client.post(
+                "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+            )
+            parsed = frames(r.text)
+            assert parsed[-1] == "[DONE]"
+            final = parsed[-2]
+            assert final["choices"] == [] and final["object"] == "chat.completion.chunk"
+            [entry] = await gw.ledger("t1")
+            assert entry.usage_source == "estimated" and entry.status == "ok"
+            assert final["usage"]["completion_tokens"] == entry.output_tokens > 0
+            assert final["usage"]["farebox_cost_usd"] == format_usd(entry.cost)
+
+
+async def test_usage_on_the_last_content_chunk_is_billed_exactly(make_gateway: Any) -> None:
+    async with oa.OpenAIUpstream() as up:
+        chunks = list(oa.stream_chunks(["Hi", "!"]))
+        chunks[-1] = {**chunks[-1], "usage": oa.usage(40, 7)}  # usage beside choices
+        up.push(oa.Reply(frames=[oa.frame(c) for c in chunks] + [oa.frame("[DONE]")]))
+        config = {"providers": {"up": {"kind": "openai", "base_url": up.base_url}}}
+        async with make_gateway(config) as gw:
+            key = await gw.tenant_key("t1")
+            r = await gw.client.post(
+                "/v1/chat/completions",
+                json={**CHAT, "stream": True},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            assert frames(r.text)[-1] == "[DONE]"
+            [entry] = await gw.ledger("t1")
+            assert entry.usage_source == "provider"
+            assert (entry.input_tokens, entry.output_tokens) == (40, 7)
+            assert entry.cost == 40 * 150_000 + 7 * 600_000
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        "[" * 600 + "]" * 600,  # deeper than the JSON encoder allows
+        '{"a":' * 40 + "1" + "}" * 40,  # an object, but nested too deep
+        '{"a": "' + "x" * 5000 + '"}',  # too large
+        '"just a string"',
+    ],
+)
+async def test_unencodable_metadata_is_refused_and_never_poisons_the_ledger(
+    make_gateway: Any, metadata: str
+) -> None:
+    async with make_gateway() as gw:
+        key = await gw.tenant_key("t1")
+        auth = {"Authorization": f"Bearer {key}"}
+        bad = await gw.client.post(
+            "/v1/chat/completions",
+            json={**CHAT, "stream": True},
+            headers={**auth, "X-Farebox-Metadata": metadata},
+        )
+        assert bad.status_code == 400
+        assert bad.json()["error"]["param"] == "X-Farebox-Metadata"
+        good = await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth)
+        assert good.status_code == 200
+        assert [e.request_id for e in await gw.ledger("t1")] == [
+            good.headers["x-farebox-request-id"]
+        ]

@@ -3,11 +3,12 @@ invalidates, so a revoked, paused or expired key is refused at once in every wor
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from farebox.core.keys import hash_key
 from farebox.core.records import ApiKey, Tenant
@@ -22,6 +23,7 @@ from farebox.errors import (
 from farebox.stores.base import Store
 
 MAX_ATTR_LEN = 256
+MAX_METADATA_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +62,31 @@ def _metadata(headers: Mapping[str, str]) -> dict[str, Any]:
     raw = headers.get("x-farebox-metadata")
     if not raw:
         return {}
+    problem = InvalidRequest(
+        f"X-Farebox-Metadata must be a JSON object of at most {MAX_METADATA_BYTES} bytes, "
+        "nested at most 32 levels, with integers of at most 64 bits",
+        param="X-Farebox-Metadata",
+    )
+    if len(raw) > MAX_METADATA_BYTES:
+        raise problem
     try:
-        value = json.loads(raw)
-    except ValueError:
-        raise InvalidRequest(
-            "X-Farebox-Metadata must be a JSON object", param="X-Farebox-Metadata"
-        ) from None
-    if not isinstance(value, dict) or len(raw) > 4096:
-        raise InvalidRequest(
-            "X-Farebox-Metadata must be a JSON object of at most 4096 bytes",
-            param="X-Farebox-Metadata",
-        )
+        value = orjson.loads(raw)
+        if not isinstance(value, dict) or _depth(value) > 32:
+            raise problem
+        orjson.dumps(value)  # what the ledger will store must encode
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
+        raise problem from None
     return value
+
+
+def _depth(value: Any, level: int = 1) -> int:
+    if level > 32:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level)
+    return level
 
 
 class Authenticator:
@@ -93,12 +108,17 @@ class Authenticator:
             self._tenants.clear()
             self._epoch = epoch
 
+    def _fresh(self, epoch: int) -> bool:
+        """Nothing changed since a read began under ``epoch``: its result may be cached."""
+        return epoch == self._epoch == self._store.auth_epoch()
+
     async def _key(self, key_hash: str) -> ApiKey | None:
         if key_hash in self._keys:
             self._keys.move_to_end(key_hash)
             return self._keys[key_hash]
+        epoch = self._epoch
         key = await self._store.get_key_by_hash(key_hash)
-        if self._size:
+        if self._size and self._fresh(epoch):
             self._keys[key_hash] = key
             if len(self._keys) > self._size:
                 self._keys.popitem(last=False)
@@ -107,8 +127,9 @@ class Authenticator:
     async def _tenant(self, tenant_id: str) -> Tenant | None:
         if tenant_id in self._tenants:
             return self._tenants[tenant_id]
+        epoch = self._epoch
         tenant = await self._store.get_tenant(tenant_id)
-        if len(self._tenants) < max(self._size, 1):
+        if len(self._tenants) < max(self._size, 1) and self._fresh(epoch):
             self._tenants[tenant_id] = tenant
         return tenant
 

@@ -27,6 +27,7 @@ class LedgerWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._inflight: list[asyncio.Future[None]] = []
+        self._late: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._closing = False
@@ -44,7 +45,13 @@ class LedgerWriter:
 
     def submit(self, entry: LedgerEntry) -> asyncio.Future[None]:
         """Queue an entry; the future resolves once it is durable. Never blocks."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        if self._closing and self._task is None:  # stopped: write it on its own
+            task = loop.create_task(self._write([(entry, future)]))
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
+            return future
         self._pending.append((entry, future))
         self._wake.set()
         return future
@@ -73,21 +80,39 @@ class LedgerWriter:
                 return
 
     async def _write(self, batch: list[tuple[LedgerEntry, asyncio.Future[None]]]) -> None:
-        entries = [entry for entry, _ in batch]
+        """Write a batch; if it fails, write its entries one by one so that one bad entry
+        fails only its own request. Each write is retried with backoff."""
+        if len(batch) > 1:
+            try:
+                await self._store.append_ledger([entry for entry, _ in batch])
+            except Exception as exc:
+                log.warning("ledger batch of %d failed (%s); writing one by one", len(batch), exc)
+                for item in batch:
+                    await self._write([item])
+                return
+            _resolve(batch, None)
+            return
         for attempt in range(WRITE_ATTEMPTS):
             try:
-                await self._store.append_ledger(entries)  # idempotent on request_id
+                await self._store.append_ledger([batch[0][0]])  # idempotent on request_id
                 break
             except Exception as exc:
-                log.error(
-                    "ledger write of %d entries failed (try %d): %s", len(batch), attempt + 1, exc
-                )
-                if attempt + 1 == WRITE_ATTEMPTS:  # every waiter learns it
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
+                entry_id = batch[0][0].request_id
+                log.error("ledger write of %s failed (try %d): %s", entry_id, attempt + 1, exc)
+                if attempt + 1 == WRITE_ATTEMPTS:
+                    _resolve(batch, exc)
                     return
                 await asyncio.sleep(RETRY_DELAY_S * 2**attempt)
-        for _, future in batch:
-            if not future.done():
-                future.set_result(None)
+        _resolve(batch, None)
+
+
+def _resolve(
+    batch: list[tuple[LedgerEntry, asyncio.Future[None]]], error: BaseException | None
+) -> None:
+    for _, future in batch:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)

@@ -7,6 +7,7 @@ Authentication happens before (``farebox.auth``); HTTP parsing and rendering aro
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -22,19 +23,21 @@ from farebox.core.pricing import cost
 from farebox.core.records import LedgerEntry
 from farebox.core.routing import Router, Target
 from farebox.core.tokens import estimate_messages
-from farebox.core.usage import Usage
+from farebox.core.usage import Usage, to_openai
 from farebox.errors import (
     FareboxError,
     InputTooLarge,
     InvalidRequest,
     ModelNotAllowed,
     ModelNotFound,
+    ServiceUnavailable,
     UpstreamError,
 )
 from farebox.ledger import LedgerWriter
 from farebox.providers.base import ChatRequest, EmbedRequest, Provider, StreamItem, UsageReport
 
 DONE = b"data: [DONE]\n\n"
+log = logging.getLogger("farebox.pipeline")
 UNLIMITED = "unlimited"
 
 
@@ -227,18 +230,16 @@ class Gateway:
         first: StreamItem | None,
         items: AsyncIterator[StreamItem],
     ) -> AsyncIterator[bytes]:
+        """Relay the stream; the ledger entry is durable before the final bytes leave."""
         client_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         meter = _StreamMeter(call.body, call.started)
-        recorded = False
+        settled = False  # a ledger entry was written, or its write was attempted and failed
         try:
             item = first
             while item is not None:
                 if isinstance(item, UsageReport):
-                    entry = self._entry(
-                        call, target, item.usage, "ok", 200, meter.upstream_ms(call)
-                    )
-                    entry = _with_ttft(entry, meter)
-                    recorded = True
+                    entry = self._stream_entry(call, target, meter, item.usage, "ok")
+                    settled = True
                     await self._ledger.append(entry)
                     if client_usage:
                         yield sse(_usage_chunk(item.chunk, entry.cost))
@@ -248,33 +249,42 @@ class Gateway:
                         item.pop("usage", None)
                     yield sse(item)
                 item = await anext(items, None)
-            if not recorded:
-                entry = self._entry(call, target, meter.usage(), "ok", 200, meter.upstream_ms(call))
-                entry = _with_ttft(_estimated(entry), meter)
-                recorded = True
+            if not settled:  # the upstream never reported usage: meter it ourselves
+                entry = _estimated(self._stream_entry(call, target, meter, meter.usage(), "ok"))
+                settled = True
                 await self._ledger.append(entry)
+                if client_usage:
+                    yield sse(_usage_chunk(meter.usage_chunk(entry), entry.cost))
             yield DONE
-        except UpstreamError as exc:
-            if not recorded:
-                entry = self._entry(call, target, meter.usage(), "upstream_interrupted", 200, 0.0)
-                entry = _with_ttft(_estimated(entry, exc.error_code), meter)
-                recorded = True
-                await self._ledger.append(entry)
-            yield sse(
-                {
-                    "error": {
-                        "message": exc.message,
-                        "type": exc.type,
-                        "param": None,
-                        "code": exc.error_code,
-                    }
-                }
-            )
+        except Exception as exc:  # not GeneratorExit/CancelledError: those are disconnects
+            error = _stream_failure(exc)
+            if not settled:
+                settled = True
+                status = (
+                    "upstream_interrupted" if isinstance(exc, UpstreamError) else "gateway_error"
+                )
+                entry = self._stream_entry(call, target, meter, meter.usage(), status)
+                await self._append_logged(_estimated(entry, error.error_code))
+            yield sse(openai_error(error))
         finally:
-            if not recorded:  # the client went away: meter what was produced
-                entry = self._entry(call, target, meter.usage(), "client_disconnected", 499, 0.0)
-                self._ledger.submit(_with_ttft(_estimated(entry), meter))
+            if not settled:  # the client went away: meter what was produced
+                entry = self._stream_entry(
+                    call, target, meter, meter.usage(), "client_disconnected"
+                )
+                self._ledger.submit(_replace(_estimated(entry), http_status=499))
             await _close(items)
+
+    def _stream_entry(
+        self, call: _Call, target: Target, meter: _StreamMeter, usage: Usage, status: str
+    ) -> LedgerEntry:
+        entry = self._entry(call, target, usage, status, 200, meter.upstream_ms(call))
+        return _with_ttft(entry, meter)
+
+    async def _append_logged(self, entry: LedgerEntry) -> None:
+        try:
+            await self._ledger.append(entry)
+        except Exception:
+            log.exception("could not record ledger entry %s", entry.request_id)
 
     # embeddings ----------------------------------------------------------------------
     async def embed(self, principal: Principal, body: dict[str, Any], request_id: str) -> Reply:
@@ -362,10 +372,14 @@ class _StreamMeter:
         self.started = started
         self._chars = 0
         self.first_at: float | None = None
+        self.identity: dict[str, Any] = {"object": "chat.completion.chunk"}
 
     def see(self, chunk: Mapping[str, Any]) -> None:
         if self.first_at is None:
             self.first_at = time.perf_counter()
+            self.identity = {
+                k: chunk[k] for k in ("id", "object", "created", "model") if k in chunk
+            }
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             content = delta.get("content")
@@ -375,6 +389,11 @@ class _StreamMeter:
                 args = (call.get("function") or {}).get("arguments")
                 if isinstance(args, str):
                     self._chars += len(args)
+
+    def usage_chunk(self, entry: LedgerEntry) -> dict[str, Any]:
+        """A final usage chunk built from our own count, for when upstream sent none."""
+        usage = Usage(input_tokens=entry.input_tokens, output_tokens=entry.output_tokens)
+        return {**self.identity, "choices": [], "usage": to_openai(usage)}
 
     def usage(self) -> Usage:
         output = -(-self._chars // 4) if self._chars else 0
@@ -398,6 +417,24 @@ def _with_ttft(entry: LedgerEntry, meter: _StreamMeter) -> LedgerEntry:
     if meter.first_at is None:
         return entry
     return _replace(entry, ttft_ms=(meter.first_at - meter.started) * 1000)
+
+
+def _stream_failure(exc: Exception) -> FareboxError:
+    if isinstance(exc, FareboxError):
+        return exc
+    log.exception("stream relay failed")
+    return ServiceUnavailable("The gateway failed while relaying the stream.")
+
+
+def openai_error(error: FareboxError) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": error.message,
+            "type": error.type,
+            "param": None,
+            "code": error.error_code,
+        }
+    }
 
 
 def _usage_chunk(chunk: Mapping[str, Any], cost_pico: int) -> dict[str, Any]:

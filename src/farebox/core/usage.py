@@ -35,10 +35,13 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
+MAX_TOKENS = 2**40  # a trillion tokens: anything larger is a broken upstream, not usage
+
+
 def _int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         return 0
-    return max(value, 0)
+    return min(max(value, 0), MAX_TOKENS)
 
 
 def _dict(value: object) -> dict[str, object]:

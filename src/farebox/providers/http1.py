@@ -256,9 +256,9 @@ async def exchange(
             conn.send(head, body)
             await conn.headers_ready()
             return conn
-        except UpstreamError:
+        except BaseException as exc:  # timeouts and cancellation too: never leak the socket
             conn.close()
-            if not (reused and conn.received == 0):
+            if not (isinstance(exc, UpstreamError) and reused and conn.received == 0):
                 raise
     raise UpstreamError("upstream connection failed")  # pragma: no cover
 

@@ -76,9 +76,9 @@ class OpenAIProvider:
             async for event in response.events():
                 if event.data == _DONE:
                     return
-                item = self._stream_item(event.data)
-                finished = finished or isinstance(item, UsageReport)
-                yield item
+                for item in self._stream_items(event.data):
+                    finished = finished or isinstance(item, UsageReport)
+                    yield item
             if not finished:
                 raise UpstreamError("upstream stream ended before [DONE]", extra=self._extra())
 
@@ -108,7 +108,7 @@ class OpenAIProvider:
             )
         return data
 
-    def _stream_item(self, data: bytes) -> StreamItem:
+    def _stream_items(self, data: bytes) -> list[StreamItem]:
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -119,9 +119,14 @@ class OpenAIProvider:
             raise UpstreamError("upstream sent a non-object stream frame", extra=self._extra())
         if "error" in chunk:
             raise _stream_error(chunk["error"], self.name)
-        if not chunk.get("choices") and chunk.get("usage"):
-            return UsageReport(usage=from_openai(chunk["usage"]), chunk=chunk)
-        return chunk
+        usage = chunk.get("usage")
+        if not isinstance(usage, dict):
+            return [chunk]
+        if not chunk.get("choices"):
+            return [UsageReport(usage=from_openai(usage), chunk=chunk)]
+        # some OpenAI-compatible servers put usage on the last content chunk: split it off
+        final = {**chunk, "choices": [], "usage": usage}
+        return [{**chunk, "usage": None}, UsageReport(usage=from_openai(usage), chunk=final)]
 
     def _extra(self) -> dict[str, Any]:
         return {"provider": self.name}
