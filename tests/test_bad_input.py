@@ -384,3 +384,48 @@ async def test_admin_bad_input_is_a_clean_4xx(
         ]
         r = await gw.client.get("/admin/v1/tenants/acme/keys", headers=gw.admin)
         assert r.json()["data"] == []
+
+
+async def test_deeply_nested_body_is_a_400(make_gateway: Any) -> None:
+    async with make_gateway() as gw:
+        key = await gw.tenant_key("t1")
+        content = "[" * 400 + "]" * 400
+        raw = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":' + content + "}]}"
+        r = await gw.client.post(
+            "/v1/chat/completions",
+            content=raw.encode(),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        assert r.status_code == 400 and "nested" in r.json()["error"]["message"]
+        assert await gw.ledger() == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"name": "k", "expires_at": NaN}',
+        b'{"name": "k", "expires_in_s": Infinity}',
+    ],
+)
+async def test_admin_rejects_non_finite_times(make_gateway: Any, body: bytes) -> None:
+    async with make_gateway() as gw:
+        await gw.tenant("t1")
+        r = await gw.client.post(
+            "/admin/v1/tenants/t1/keys",
+            content=body,
+            headers={**gw.admin, "Content-Type": "application/json"},
+        )
+        assert r.status_code == 400, r.text
+        assert "error" in r.json()
+
+
+async def test_admin_rejects_unencodable_metadata(make_gateway: Any) -> None:
+    async with make_gateway() as gw:
+        deep = "{" + '"a":{' * 300 + "}" * 300 + "}"
+        raw = '{"id": "t2", "metadata": ' + deep + "}"
+        r = await gw.client.post(
+            "/admin/v1/tenants",
+            content=raw.encode(),
+            headers={**gw.admin, "Content-Type": "application/json"},
+        )
+        assert 400 <= r.status_code < 500, r.text

@@ -764,7 +764,7 @@ async def test_timed_out_request_closes_its_connection(serve: Serve, client: Htt
     with pytest.raises(UpstreamTimeout):
         await post(client, server.url, timeout_s=0.2)
     try:
-        async with asyncio.timeout(2.0):
+        async with asyncio.timeout(1.0):
             await server.peers[0].closed_by_client.wait()
     except TimeoutError:
         pytest.fail("the timed-out connection was left open")
@@ -779,15 +779,14 @@ async def test_body_stalling_past_the_deadline_times_out(serve: Serve, client: H
             await peer.wait_client_close()
 
     server = await serve(handler)
-    with pytest.raises(UpstreamTimeout):
-        await post(client, server.url, timeout_s=0.2)
+    async with asyncio.timeout(GUARD_S):
+        with pytest.raises(UpstreamTimeout):
+            await post(client, server.url, timeout_s=0.2)
 
-    async with client.stream(server.url, {}, b"{}", 0.2) as stream:
+    async with asyncio.timeout(GUARD_S), client.stream(server.url, {}, b"{}", 0.2) as stream:
         assert stream.status == 200  # the head arrived: the timeout comes from the read
-        start = time.monotonic()
         with pytest.raises(UpstreamTimeout):
             await stream.read()
-        assert time.monotonic() - start < 2.0
     assert server.accepts == 2
 
 
@@ -801,7 +800,7 @@ async def test_sse_stream_stalling_past_the_deadline_times_out(
 
     server = await serve(handler)
     got: list[SseEvent] = []
-    async with client.stream(server.url, {}, b"{}", 0.2) as stream:
+    async with asyncio.timeout(GUARD_S), client.stream(server.url, {}, b"{}", 0.2) as stream:
         with pytest.raises(UpstreamTimeout):
             async for event in stream.events():
                 got.append(event)
@@ -945,6 +944,27 @@ async def test_large_chunked_stream_read_incrementally(serve: Serve, client: Htt
         async for chunk in stream.chunks():
             received += chunk
     assert bytes(received) == BIG
+    assert (await post(client, server.url, b"small")).body == b"echo:small"
+    assert server.accepts == 1
+
+
+async def test_lagging_reader_pauses_the_socket_then_reads_everything(
+    serve: Serve, client: HttpClient, feed: FeedLog
+) -> None:
+    high_water = http1.READ_HIGH_WATER
+
+    async def handler(peer: Peer) -> None:
+        await serve_each(peer, lambda r: response(BIG) if r.body == b"big" else echo(r))
+
+    server = await serve(handler)
+    async with client.stream(server.url, {}, b"big", GUARD_S) as stream:
+        # nobody reads the body yet: the client stops reading the socket past high water
+        await feed.reach(high_water + 1)
+        assert feed.total < 2 * high_water
+        assert stream.status == 200
+        body = await stream.read()  # reading drains the buffer and resumes the socket
+    assert body == BIG
+    assert feed.total > len(BIG)
     assert (await post(client, server.url, b"small")).body == b"echo:small"
     assert server.accepts == 1
 

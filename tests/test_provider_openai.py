@@ -183,8 +183,8 @@ async def test_retryable_statuses(
     assert "Slow down" in info.value.message
 
 
-@pytest.mark.parametrize("status", [401, 403])
-async def test_upstream_refusing_our_credentials_is_a_gateway_error(
+@pytest.mark.parametrize("status", [401, 402, 403, 404])
+async def test_upstream_refusing_our_account_is_a_gateway_error(
     provider: OpenAIProvider, upstream: OpenAIUpstream, status: int
 ) -> None:
     upstream.reply_error(status, "Incorrect API key provided: sk-abc", code="invalid_api_key")
@@ -195,7 +195,7 @@ async def test_upstream_refusing_our_credentials_is_a_gateway_error(
     assert "sk-abc" not in info.value.message  # the upstream's text may echo our key
 
 
-@pytest.mark.parametrize("status", [400, 404, 422])
+@pytest.mark.parametrize("status", [400, 413, 422])
 async def test_client_errors_are_rejected_with_upstream_message(
     provider: OpenAIProvider, upstream: OpenAIUpstream, status: int
 ) -> None:
@@ -299,3 +299,19 @@ async def test_consumer_closing_stream_early_releases_it(
     assert isinstance(first, dict) and first["choices"][0]["delta"] == {}
     result = await provider.chat(ChatRequest(body=CHAT))
     assert result.body["object"] == "chat.completion" and upstream.calls == 2
+
+
+async def test_upstream_error_text_is_redacted(
+    provider: OpenAIProvider, upstream: OpenAIUpstream
+) -> None:
+    upstream.reply_error(
+        429,
+        "Rate limit reached in organization org-PLATFORM123 for key sk-proj-abcdef1234",
+        type="requests",
+        code="rate_limit_exceeded",
+    )
+    with pytest.raises(UpstreamError) as info:
+        await provider.chat(ChatRequest(body=CHAT))
+    assert "org-PLATFORM123" not in info.value.message
+    assert "sk-proj-abcdef1234" not in info.value.message
+    assert "[redacted]" in info.value.message and info.value.retryable

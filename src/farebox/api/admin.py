@@ -6,8 +6,9 @@ import hmac
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from farebox.api.context import Services
 from farebox.auth import bearer_key
@@ -17,14 +18,26 @@ from farebox.tenancy import Tenancy, key_json, tenant_json, usage_json
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _encodable(value: dict[str, Any]) -> dict[str, Any]:
+    try:
+        if len(orjson.dumps(value)) > 16_384:
+            raise ValueError("metadata must encode to at most 16 KiB of JSON")
+    except orjson.JSONEncodeError:
+        raise ValueError("metadata must be JSON-encodable, nested at most 255 levels") from None
+    return value
+
+
+Metadata = Annotated[dict[str, Any], AfterValidator(_encodable)]
 
 
 class TenantCreate(_Body):
     id: str = Field(min_length=1, max_length=64)
     name: str | None = Field(None, max_length=256)
     plan: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class BillingIds(_Body):
@@ -38,7 +51,7 @@ class TenantPatch(_Body):
     name: str | None = Field(None, max_length=256)
     plan: str | None = None
     billing: BillingIds | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
 
 class KeyCreate(_Body):

@@ -48,6 +48,10 @@ async def read_json(incoming: Incoming, max_bytes: int) -> dict[str, Any]:
         raise InvalidRequest(f"The request body is not valid UTF-8 JSON: {exc}.") from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    try:
+        orjson.dumps(data)  # it will be sent upstream: it must encode (depth <= 255)
+    except orjson.JSONEncodeError:
+        raise InvalidRequest("The request body is nested too deeply.") from None
     return data
 
 

@@ -9,6 +9,8 @@ failures become ``UpstreamError`` (no answer: ``upstream_status=0``) or ``Upstre
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,6 +30,21 @@ from farebox.providers.http1 import (
 
 # Upstream 4xx answers that are the upstream's state, not the client's mistake.
 RETRYABLE_CLIENT_STATUSES = frozenset({408, 409, 429})
+# Upstream answers about the gateway's own account with the provider.
+ACCOUNT_STATUSES = frozenset({401, 402, 403, 404})
+# Things an upstream's error text may echo that a tenant must never see.
+_SECRET_TEXT = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{4,}|org-[A-Za-z0-9]{4,}|proj_[A-Za-z0-9]{4,}|fb[xsa]_[A-Za-z0-9_\-]{8,}"
+    r"|Bearer\s+\S+)"
+)
+log = logging.getLogger("farebox.providers")
+
+
+def redact(text: str) -> str:
+    """``text`` with API keys, organisation and project ids replaced."""
+    return _SECRET_TEXT.sub("[redacted]", text)
+
+
 # Response headers worth handing to the pipeline (and, for 429s, to the client).
 _PASSED_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
 
@@ -211,15 +228,16 @@ def error_for_status(
     mid_stream: bool = False,
 ) -> UpstreamError:
     """Map an upstream failure to the error tree: client 4xx -> ``UpstreamRejected``."""
-    message = str(error.get("message") or f"upstream returned HTTP {status}")
+    message = redact(str(error.get("message") or f"upstream returned HTTP {status}"))
+    log.warning("upstream %s answered HTTP %s: %s", provider, status, message)
     extra = {"provider": provider, "upstream_type": error.get("type")}
     extra["upstream_code"] = error.get("code")
     kept = passed_headers(headers or {})
-    if status in (401, 403):
-        # the upstream refused the gateway's own credentials: an operator problem, not the
-        # client's, so it is a 502 and the upstream's message is not passed on
-        text = f"the upstream provider {provider or ''} refused the gateway's credentials"
-        return UpstreamError(" ".join(text.split()), upstream_status=status, extra=extra)
+    if status in ACCOUNT_STATUSES:
+        # the upstream refused the gateway's own account (credentials, billing, a model the
+        # account lacks): an operator problem, not the client's. A 502, with no upstream text.
+        text = f"the upstream provider {provider} refused the gateway's account (HTTP {status})"
+        return UpstreamError(" ".join(text.split()), upstream_status=status)
     if 400 <= status < 500 and status not in RETRYABLE_CLIENT_STATUSES:
         return UpstreamRejected(message, upstream_status=status, headers=kept, extra=extra)
     where = "mid-stream" if mid_stream else f"with HTTP {status}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -21,6 +22,7 @@ import httptools
 
 from farebox.errors import UpstreamError, UpstreamTimeout
 
+log = logging.getLogger("farebox.providers")
 READ_HIGH_WATER = 1 << 20  # pause reading when this much body is buffered
 
 
@@ -220,9 +222,11 @@ class Pool:
                     lambda: Connection(loop), host, port, ssl=context
                 )
         except TimeoutError:
-            raise UpstreamTimeout(f"connecting to {host}:{port} timed out") from None
+            log.warning("connecting to %s:%s timed out", host, port)
+            raise UpstreamTimeout("connecting to the upstream provider timed out") from None
         except OSError as exc:
-            raise UpstreamError(f"upstream connection failed: {host}:{port}: {exc}") from None
+            log.warning("connecting to %s:%s failed: %s", host, port, exc)
+            raise UpstreamError("could not connect to the upstream provider") from None
         return conn
 
     def give_back(self, target: Target, conn: Connection) -> None:
