@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import urllib.error
 import urllib.request
@@ -13,20 +12,23 @@ from typing import Any, TypeVar
 
 import click
 
-from farebox.config import CONFIG_ENV, Settings, load_settings
+from farebox.config import Settings, admin_key_from_env, export_for_workers, load_settings
 from farebox.core.records import GROUP_BY
 from farebox.errors import ConfigError, FareboxError
 
 T = TypeVar("T")
-# Client IPs come from the socket; trusted proxies are the gateway's own decision.
-UVICORN: dict[str, Any] = {
-    "loop": "uvloop",
-    "http": "httptools",
-    "log_level": "warning",
-    "access_log": False,
-    "proxy_headers": False,
-    "server_header": False,
-}
+
+
+def uvicorn_options() -> dict[str, Any]:
+    # client IPs come from the socket; trusted proxies are the gateway's own decision
+    return {
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": "warning",
+        "access_log": False,
+        "proxy_headers": False,
+        "server_header": False,
+    }
 
 
 def _settings(config: str | None, overrides: dict[str, Any] | None = None) -> Settings:
@@ -50,10 +52,7 @@ def _run_uvicorn(
     from farebox.app import create_app
 
     if workers > 1:
-        if config:
-            os.environ[CONFIG_ENV] = os.path.abspath(config)
-        if overrides:
-            os.environ["FAREBOX_OVERRIDES"] = json.dumps(overrides)
+        export_for_workers(config, overrides)
         asyncio.run(_prepare(settings))
         uvicorn.run(
             "farebox.app:app_from_env",
@@ -61,7 +60,7 @@ def _run_uvicorn(
             host=host,
             port=port,
             workers=workers,
-            **UVICORN,
+            **uvicorn_options(),
         )
         return
     app = create_app(settings)
@@ -71,7 +70,7 @@ def _run_uvicorn(
         app,
         host=host,
         port=port,
-        **UVICORN,
+        **uvicorn_options(),
     )
 
 
@@ -173,7 +172,7 @@ def _local(config: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def _remote(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    key = os.environ.get("FAREBOX_ADMIN_KEY")
+    key = admin_key_from_env()
     if not key:
         raise click.ClickException("--url needs the admin key in FAREBOX_ADMIN_KEY")
     data = json.dumps(body).encode() if body is not None else None

@@ -338,6 +338,19 @@ def load_settings(
 CONFIG_ENV = "FAREBOX_CONFIG"
 
 
+def admin_key_from_env() -> str | None:
+    """The admin key for CLI commands that call a running gateway (``--url``)."""
+    return os.environ.get("FAREBOX_ADMIN_KEY") or None
+
+
+def export_for_workers(config: str | None, overrides: Mapping[str, Any] | None) -> None:
+    """Hand the config to ``serve --workers N`` worker processes, which re-read it."""
+    if config:
+        os.environ[CONFIG_ENV] = os.path.abspath(config)
+    if overrides:
+        os.environ["FAREBOX_OVERRIDES"] = yaml.safe_dump(dict(overrides))
+
+
 def settings_from_env() -> Settings:
     """Settings for a worker process started by ``farebox serve --workers N``."""
     path = os.environ.get(CONFIG_ENV) or None

@@ -43,7 +43,9 @@ def build_router(settings: Settings, catalog: Catalog) -> Router:
         provider = next((n for n, p in providers.items() if _serves(p.kind, family)), None)
         price = _price(settings, catalog, model, f"catalog.{model}")
         if provider is not None and price is not None:
-            routes[model] = (Target(provider, model, price, catalog.kinds.get(model, "chat")),)
+            kind = catalog.kinds.get(model, "chat")
+            timeout = providers[provider].timeout_s
+            routes[model] = (Target(provider, model, price, kind, timeout_s=timeout),)
     for alias, deployments in settings.file.models.items():
         targets = []
         for i, dep in enumerate(deployments):
@@ -64,7 +66,8 @@ def build_router(settings: Settings, catalog: Catalog) -> Router:
                     f'({catalog.date}); give it a price, e.g. price: {{input: "0", output: "0"}}'
                 )
             kind = catalog.kinds.get(dep.model) or catalog.kinds.get(alias, "chat")
-            targets.append(Target(dep.provider, dep.model, price, kind, dep.weight))
+            timeout = providers[dep.provider].timeout_s if dep.provider in providers else 600.0
+            targets.append(Target(dep.provider, dep.model, price, kind, dep.weight, timeout))
         routes[alias] = tuple(targets)
     return Router(routes)
 

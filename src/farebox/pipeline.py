@@ -177,15 +177,12 @@ class Gateway:
             upstream["stream_options"] = options
         return upstream
 
-    def _timeout(self, plan: Plan) -> float:
-        return plan.timeout_s or 600.0
-
     async def _chat_once(self, call: _Call, targets: tuple[Target, ...]) -> Reply:
         last: UpstreamError | None = None
         for i, target in enumerate(targets):
             provider = self._providers[target.provider]
             request = ChatRequest(
-                self._upstream_body(call, target, False), self._timeout(call.plan)
+                self._upstream_body(call, target, False), _timeout(call.plan, target)
             )
             try:
                 result = await provider.chat(request)
@@ -206,7 +203,9 @@ class Gateway:
         last: UpstreamError | None = None
         for i, target in enumerate(targets):
             provider = self._providers[target.provider]
-            request = ChatRequest(self._upstream_body(call, target, True), self._timeout(call.plan))
+            request = ChatRequest(
+                self._upstream_body(call, target, True), _timeout(call.plan, target)
+            )
             items = provider.chat_stream(request)
             try:
                 first = await anext(items)
@@ -297,7 +296,7 @@ class Gateway:
             provider = self._providers[target.provider]
             upstream = {**body, "model": target.model}
             try:
-                result = await provider.embed(EmbedRequest(upstream, self._timeout(plan)))
+                result = await provider.embed(EmbedRequest(upstream, _timeout(plan, target)))
             except UpstreamError as exc:
                 last = exc
                 if exc.retryable and i + 1 < len(targets):
@@ -417,6 +416,11 @@ def _with_ttft(entry: LedgerEntry, meter: _StreamMeter) -> LedgerEntry:
     if meter.first_at is None:
         return entry
     return _replace(entry, ttft_ms=(meter.first_at - meter.started) * 1000)
+
+
+def _timeout(plan: Plan, target: Target) -> float:
+    """The plan's upstream timeout, never longer than the provider's own."""
+    return min(plan.timeout_s or target.timeout_s, target.timeout_s)
 
 
 def _stream_failure(exc: Exception) -> FareboxError:

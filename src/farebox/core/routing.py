@@ -15,6 +15,7 @@ class Target:
     price: Price
     kind: str = "chat"  # chat | reasoning | embedding
     weight: int = 1
+    timeout_s: float = 600.0  # the provider's own upstream timeout
 
 
 class Router:

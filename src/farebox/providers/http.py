@@ -155,16 +155,16 @@ class HttpClient:
         target = self._target(url)
         head = request_head(target, headers, len(body))
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s  # one deadline for the whole exchange
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout_at(deadline):
                 conn = await exchange(self._pool, target, head, body, timeout_s)
         except TimeoutError:
             raise UpstreamTimeout(f"upstream timed out after {timeout_s:g}s") from None
-        # the rest of the exchange is bounded by a deadline on the connection itself, so it
-        # holds whichever task reads the body
+        # reading the body is bounded by the same deadline, set on the connection itself so
+        # that it holds whichever task reads the body
         error = UpstreamTimeout(f"upstream timed out after {timeout_s:g}s")
-        deadline = loop.call_later(timeout_s, conn.fail, error)
-        return target, conn, deadline
+        return target, conn, loop.call_at(deadline, conn.fail, error)
 
     async def post_json(
         self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float
