@@ -829,6 +829,15 @@ async def test_header_with_line_break_is_rejected_before_sending(
     assert (await post(client, server.url, b"ok")).body == b"echo:ok"
 
 
+async def test_header_value_outside_latin1_is_upstream_error(
+    serve: Serve, client: HttpClient
+) -> None:
+    server = await serve(serve_each)
+    with pytest.raises(UpstreamError):
+        await client.post_json(server.url, {"x-api-key": "sk-€"}, b"{}", GUARD_S)
+    assert server.accepts == 0
+
+
 # --------------------------------------------------------------------------------------
 # 7. request bytes
 # --------------------------------------------------------------------------------------
@@ -895,13 +904,28 @@ def test_target_parse(url: str, key: tuple[str, str, int], host: bytes, path: by
     assert (target.key, target.host_header, target.path) == (key, host, path)
 
 
-def test_target_parse_ipv6_literal_keeps_brackets_in_host_header() -> None:
-    target = Target.parse("http://[::1]:8080/v1")
-    assert target.key == ("http", "::1", 8080)
-    assert target.host_header == b"[::1]:8080"
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [("http://[::1]:8080/v1", b"[::1]:8080"), ("https://[2001:db8::1]/v1", b"[2001:db8::1]")],
+)
+def test_target_parse_ipv6_literal_keeps_brackets_in_host_header(url: str, host: bytes) -> None:
+    # RFC 9110 7.2 / RFC 3986 3.2.2: an IPv6 literal in Host is written in brackets
+    target = Target.parse(url)
+    assert target.key[1] == host.split(b"]")[0].lstrip(b"[").decode()
+    assert target.host_header == host
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/", "example.com/v1", "http:///v1", "unix:/x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/",
+        "example.com/v1",
+        "http:///v1",
+        "unix:/x",
+        "http://example.com:99999/v1",
+        "http://example.com:abc/v1",
+    ],
+)
 def test_target_parse_rejects_unsupported_urls(url: str) -> None:
     with pytest.raises(UpstreamError):
         Target.parse(url)

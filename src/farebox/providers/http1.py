@@ -40,9 +40,13 @@ class Target:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UpstreamError(f"unsupported upstream URL {url!r}")
         tls = parts.scheme == "https"
-        port = parts.port or (443 if tls else 80)
+        try:
+            port = parts.port or (443 if tls else 80)
+        except ValueError:
+            raise UpstreamError(f"invalid port in upstream URL {url!r}") from None
         default = port == (443 if tls else 80)
-        host = parts.hostname if default else f"{parts.hostname}:{port}"
+        name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        host = name if default else f"{name}:{port}"
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         return cls((parts.scheme, parts.hostname, port), host.encode("idna"), path.encode())
 
@@ -52,7 +56,10 @@ def request_head(target: Target, headers: Mapping[str, str], length: int) -> byt
     for name, value in headers.items():
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
             raise UpstreamError(f"invalid characters in upstream header {name!r}")
-        lines.append(f"{name}: {value}".encode("latin-1"))
+        try:
+            lines.append(f"{name}: {value}".encode("latin-1"))
+        except UnicodeEncodeError:
+            raise UpstreamError(f"upstream header {name!r} is not latin-1 text") from None
     lines.append(b"content-length: " + str(length).encode())
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
@@ -108,7 +115,7 @@ class Connection(asyncio.Protocol):
     # httptools callbacks ------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
+        text = value.decode("latin-1").strip(" \t")
         self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
 
     def on_headers_complete(self) -> None:
@@ -181,6 +188,8 @@ class Connection(asyncio.Protocol):
         return self.complete and self.keep_alive and not self.closed and self._error is None
 
     def recycle(self) -> None:
+        if self._paused and self._transport is not None:
+            self._transport.resume_reading()
         self._parser = httptools.HttpResponseParser(self)
         self.idle_since = time.monotonic()
         self._reset()
