@@ -156,6 +156,18 @@ class ServiceUnavailable(FareboxError):
     code = "service_unavailable"
 
 
+def openai_error_body(exc: FareboxError) -> dict[str, Any]:
+    """The OpenAI error object: ``{"error": {"message", "type", "param", "code", ...}}``."""
+    error: dict[str, Any] = {
+        "message": exc.message,
+        "type": exc.type,
+        "param": exc.param,
+        "code": exc.error_code,
+    }
+    error.update(exc.extra)
+    return {"error": error}
+
+
 def http_status(error: FareboxError) -> int:
     override = getattr(error, "status_override", None)
     return int(override) if override else error.status

@@ -10,9 +10,9 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -22,23 +22,31 @@ from farebox.core.plans import Plan
 from farebox.core.pricing import cost
 from farebox.core.records import LedgerEntry
 from farebox.core.routing import Router, Target
-from farebox.core.tokens import estimate_messages
-from farebox.core.usage import Usage, to_openai
+from farebox.core.usage import Usage
 from farebox.errors import (
     FareboxError,
     InputTooLarge,
     InvalidRequest,
     ModelNotAllowed,
     ModelNotFound,
-    ServiceUnavailable,
     UpstreamError,
+    openai_error_body,
 )
 from farebox.ledger import LedgerWriter
-from farebox.providers.base import ChatRequest, EmbedRequest, Provider, StreamItem, UsageReport
+from farebox.providers.base import (
+    ChatRequest,
+    ChatResult,
+    EmbedRequest,
+    EmbedResult,
+    Provider,
+    StreamItem,
+    UsageReport,
+)
+from farebox.streams import DONE, StreamMeter, close_quietly, sse, stream_failure, usage_chunk
 
-DONE = b"data: [DONE]\n\n"
-log = logging.getLogger("farebox.pipeline")
 UNLIMITED = "unlimited"
+log = logging.getLogger("farebox.pipeline")
+T = TypeVar("T")
 
 
 def new_request_id() -> str:
@@ -70,10 +78,6 @@ class _Call:
     body: dict[str, Any]
     started_wall: float
     started: float = field(default_factory=time.perf_counter)
-
-
-def sse(payload: Mapping[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
 class Gateway:
@@ -177,50 +181,55 @@ class Gateway:
             upstream["stream_options"] = options
         return upstream
 
-    async def _chat_once(self, call: _Call, targets: tuple[Target, ...]) -> Reply:
+    async def _failover(
+        self,
+        call: _Call,
+        targets: tuple[Target, ...],
+        attempt: Callable[[Target], Awaitable[T]],
+    ) -> tuple[Target, T]:
+        """Try each deployment in order; fail over on retryable upstream errors only."""
         last: UpstreamError | None = None
         for i, target in enumerate(targets):
-            provider = self._providers[target.provider]
-            request = ChatRequest(
-                self._upstream_body(call, target, False), _timeout(call.plan, target)
-            )
             try:
-                result = await provider.chat(request)
+                return target, await attempt(target)
             except UpstreamError as exc:
                 last = exc
                 if exc.retryable and i + 1 < len(targets):
                     continue
                 await self._record_failure(call, target, exc)
                 raise
-            entry = self._entry(call, target, result.usage, "ok", 200, result.upstream_ms)
-            await self._ledger.append(entry)
-            return Reply(orjson.dumps(result.body), self._headers(call, target, entry))
         raise last or UpstreamError("no deployment could serve the request")
+
+    async def _chat_once(self, call: _Call, targets: tuple[Target, ...]) -> Reply:
+        async def attempt(target: Target) -> ChatResult:
+            body = self._upstream_body(call, target, False)
+            return await self._providers[target.provider].chat(
+                ChatRequest(body, _timeout(call.plan, target))
+            )
+
+        target, result = await self._failover(call, targets, attempt)
+        entry = self._entry(call, target, result.usage, "ok", 200, result.upstream_ms)
+        await self._ledger.append(entry)
+        return Reply(orjson.dumps(result.body), self._headers(call, target, entry))
 
     # streams -----------------------------------------------------------------------
     async def _open_stream(self, call: _Call, targets: tuple[Target, ...]) -> StreamReply:
         """Open the upstream stream, failing over until the first item arrives."""
-        last: UpstreamError | None = None
-        for i, target in enumerate(targets):
-            provider = self._providers[target.provider]
-            request = ChatRequest(
-                self._upstream_body(call, target, True), _timeout(call.plan, target)
+
+        async def attempt(target: Target) -> tuple[StreamItem | None, AsyncIterator[StreamItem]]:
+            body = self._upstream_body(call, target, True)
+            items = self._providers[target.provider].chat_stream(
+                ChatRequest(body, _timeout(call.plan, target))
             )
-            items = provider.chat_stream(request)
             try:
-                first = await anext(items)
-            except StopAsyncIteration:
-                first = None
-            except UpstreamError as exc:
-                last = exc
-                await _close(items)
-                if exc.retryable and i + 1 < len(targets):
-                    continue
-                await self._record_failure(call, target, exc)
+                return await anext(items, None), items
+            except BaseException:
+                await close_quietly(items)
                 raise
-            headers = self._base_headers(call, target)
-            return StreamReply(headers, self._relay(call, target, first, items))
-        raise last or UpstreamError("no deployment could serve the request")
+
+        target, (first, items) = await self._failover(call, targets, attempt)
+        headers = self._base_headers(call, target)
+        return StreamReply(headers, self._relay(call, target, first, items))
 
     async def _relay(
         self,
@@ -231,7 +240,7 @@ class Gateway:
     ) -> AsyncIterator[bytes]:
         """Relay the stream; the ledger entry is durable before the final bytes leave."""
         client_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
-        meter = _StreamMeter(call.body, call.started)
+        meter = StreamMeter(call.body, call.started)
         settled = False  # a ledger entry was written, or its write was attempted and failed
         try:
             item = first
@@ -241,7 +250,7 @@ class Gateway:
                     settled = True
                     await self._ledger.append(entry)
                     if client_usage:
-                        yield sse(_usage_chunk(item.chunk, entry.cost))
+                        yield sse(usage_chunk(item.chunk, entry.cost))
                 else:
                     meter.see(item)
                     if not client_usage:
@@ -253,10 +262,10 @@ class Gateway:
                 settled = True
                 await self._ledger.append(entry)
                 if client_usage:
-                    yield sse(_usage_chunk(meter.usage_chunk(entry), entry.cost))
+                    yield sse(usage_chunk(meter.usage_chunk(entry), entry.cost))
             yield DONE
         except Exception as exc:  # not GeneratorExit/CancelledError: those are disconnects
-            error = _stream_failure(exc)
+            error = stream_failure(exc)
             if not settled:
                 settled = True
                 status = (
@@ -264,19 +273,19 @@ class Gateway:
                 )
                 entry = self._stream_entry(call, target, meter, meter.usage(), status)
                 await self._append_logged(_estimated(entry, error.error_code))
-            yield sse(openai_error(error))
+            yield sse(openai_error_body(error))
         finally:
             if not settled:  # the client went away: meter what was produced
                 entry = self._stream_entry(
                     call, target, meter, meter.usage(), "client_disconnected"
                 )
                 self._ledger.submit(_replace(_estimated(entry), http_status=499))
-            await _close(items)
+            await close_quietly(items)
 
     def _stream_entry(
-        self, call: _Call, target: Target, meter: _StreamMeter, usage: Usage, status: str
+        self, call: _Call, target: Target, meter: StreamMeter, usage: Usage, status: str
     ) -> LedgerEntry:
-        entry = self._entry(call, target, usage, status, 200, meter.upstream_ms(call))
+        entry = self._entry(call, target, usage, status, 200, meter.elapsed_ms())
         return _with_ttft(entry, meter)
 
     async def _append_logged(self, entry: LedgerEntry) -> None:
@@ -291,22 +300,17 @@ class Gateway:
         model = body["model"]
         targets = self._targets(plan, model, ("embedding",))
         call = _Call(principal, plan, "embeddings", model, request_id, body, self._clock())
-        last: UpstreamError | None = None
-        for i, target in enumerate(targets):
-            provider = self._providers[target.provider]
+
+        async def attempt(target: Target) -> EmbedResult:
             upstream = {**body, "model": target.model}
-            try:
-                result = await provider.embed(EmbedRequest(upstream, _timeout(plan, target)))
-            except UpstreamError as exc:
-                last = exc
-                if exc.retryable and i + 1 < len(targets):
-                    continue
-                await self._record_failure(call, target, exc)
-                raise
-            entry = self._entry(call, target, result.usage, "ok", 200, result.upstream_ms)
-            await self._ledger.append(entry)
-            return Reply(orjson.dumps(result.body), self._headers(call, target, entry))
-        raise last or UpstreamError("no deployment could serve the request")
+            return await self._providers[target.provider].embed(
+                EmbedRequest(upstream, _timeout(plan, target))
+            )
+
+        target, result = await self._failover(call, targets, attempt)
+        entry = self._entry(call, target, result.usage, "ok", 200, result.upstream_ms)
+        await self._ledger.append(entry)
+        return Reply(orjson.dumps(result.body), self._headers(call, target, entry))
 
     # metering ------------------------------------------------------------------------
     def _entry(
@@ -363,47 +367,6 @@ class Gateway:
         return headers
 
 
-class _StreamMeter:
-    """Counts what a stream produced, for when the provider never reports usage."""
-
-    def __init__(self, body: Mapping[str, Any], started: float) -> None:
-        self._body = body
-        self.started = started
-        self._chars = 0
-        self.first_at: float | None = None
-        self.identity: dict[str, Any] = {"object": "chat.completion.chunk"}
-
-    def see(self, chunk: Mapping[str, Any]) -> None:
-        if self.first_at is None:
-            self.first_at = time.perf_counter()
-            self.identity = {
-                k: chunk[k] for k in ("id", "object", "created", "model") if k in chunk
-            }
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            content = delta.get("content")
-            if isinstance(content, str):
-                self._chars += len(content)
-            for call in delta.get("tool_calls") or ():
-                args = (call.get("function") or {}).get("arguments")
-                if isinstance(args, str):
-                    self._chars += len(args)
-
-    def usage_chunk(self, entry: LedgerEntry) -> dict[str, Any]:
-        """A final usage chunk built from our own count, for when upstream sent none."""
-        usage = Usage(input_tokens=entry.input_tokens, output_tokens=entry.output_tokens)
-        return {**self.identity, "choices": [], "usage": to_openai(usage)}
-
-    def usage(self) -> Usage:
-        output = -(-self._chars // 4) if self._chars else 0
-        return Usage(
-            input_tokens=estimate_messages(self._body.get("messages")), output_tokens=output
-        )
-
-    def upstream_ms(self, call: _Call) -> float:
-        return (time.perf_counter() - call.started) * 1000
-
-
 def _replace(entry: LedgerEntry, **changes: Any) -> LedgerEntry:
     return dataclasses.replace(entry, **changes)
 
@@ -412,7 +375,7 @@ def _estimated(entry: LedgerEntry, error_code: str | None = None) -> LedgerEntry
     return _replace(entry, usage_source="estimated", error_code=error_code)
 
 
-def _with_ttft(entry: LedgerEntry, meter: _StreamMeter) -> LedgerEntry:
+def _with_ttft(entry: LedgerEntry, meter: StreamMeter) -> LedgerEntry:
     if meter.first_at is None:
         return entry
     return _replace(entry, ttft_ms=(meter.first_at - meter.started) * 1000)
@@ -423,41 +386,6 @@ def _timeout(plan: Plan, target: Target) -> float:
     return min(plan.timeout_s or target.timeout_s, target.timeout_s)
 
 
-def _stream_failure(exc: Exception) -> FareboxError:
-    if isinstance(exc, FareboxError):
-        return exc
-    log.exception("stream relay failed")
-    return ServiceUnavailable("The gateway failed while relaying the stream.")
-
-
-def openai_error(error: FareboxError) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": error.message,
-            "type": error.type,
-            "param": None,
-            "code": error.error_code,
-        }
-    }
-
-
-def _usage_chunk(chunk: Mapping[str, Any], cost_pico: int) -> dict[str, Any]:
-    out = dict(chunk)
-    usage = dict(out.get("usage") or {})
-    usage["farebox_cost_usd"] = format_usd(cost_pico)
-    out["usage"] = usage
-    return out
-
-
 def _openai_user(body: Mapping[str, Any]) -> str | None:
     user = body.get("user")
     return user[:256] if isinstance(user, str) and user else None
-
-
-async def _close(items: AsyncIterator[StreamItem]) -> None:
-    aclose = getattr(items, "aclose", None)
-    if aclose is not None:
-        try:
-            await aclose()
-        except Exception:  # noqa: S110 - closing a broken upstream must not mask the real error
-            pass

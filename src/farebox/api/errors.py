@@ -7,18 +7,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from farebox.errors import FareboxError, http_status
-
-
-def openai_error_body(exc: FareboxError) -> dict[str, Any]:
-    error: dict[str, Any] = {
-        "message": exc.message,
-        "type": exc.type,
-        "param": exc.param,
-        "code": exc.error_code,
-    }
-    error.update(exc.extra)
-    return {"error": error}
+from farebox.errors import FareboxError, http_status, openai_error_body
 
 
 def anthropic_error_body(exc: FareboxError, request_id: str | None) -> dict[str, Any]:
