@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +80,3 @@ def make_gateway(tmp_path: Path) -> Callable[..., Any]:
                 yield Gateway(app, client, {"Authorization": f"Bearer {ADMIN_KEY}"})
 
     return factory
-
-
-def services_required() -> bool:
-    return os.environ.get("FAREBOX_REQUIRE_SERVICES") == "1"
