@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from farebox.core.budgets import Hold, HoldState
+
 KeyKind = Literal["tenant", "service", "admin"]
 GROUP_BY = ("tenant", "model", "feature", "user", "day", "hour", "key", "provider", "status")
 
@@ -19,6 +21,7 @@ class Tenant:
     pause_reason: str | None = None
     billing: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    budgets: list[dict[str, Any]] = field(default_factory=list)  # overrides of the plan's
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,7 @@ class ApiKey:
     revoked_at: float | None = None
     paused: bool = False
     pause_reason: str | None = None
+    budgets: list[dict[str, Any]] = field(default_factory=list)
 
     def usable_at(self, now: float) -> bool:
         if self.revoked_at is not None and self.revoked_at <= now:
@@ -73,6 +77,7 @@ class LedgerEntry:
     upstream_ms: float = 0.0
     usage_source: str = "provider"
     error_code: str | None = None
+    reservation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,3 +96,25 @@ class UsageQuery:
     start: float | None = None
     end: float | None = None
     group_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A worst-case hold against budget counters, leased until ``expires_at``.
+
+    ``unsettled`` is the ledger entry written if the lease expires before settlement: the
+    upstream call may have been billed, so it stays visible for reconciliation.
+    """
+
+    id: str
+    amount: int
+    holds: tuple[Hold, ...]
+    expires_at: float
+    unsettled: LedgerEntry
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveOutcome:
+    ok: bool
+    states: list[HoldState]  # after the reservation when ok; as found when not
+    failed: HoldState | None = None

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from farebox.core.records import ApiKey, LedgerEntry, Tenant, UsageQuery, UsageRow
+from farebox.core.budgets import Hold, HoldState
+from farebox.core.records import (
+    ApiKey,
+    LedgerEntry,
+    Reservation,
+    ReserveOutcome,
+    Tenant,
+    UsageQuery,
+    UsageRow,
+)
 
 
 class Store(Protocol):
@@ -47,8 +56,31 @@ class Store(Protocol):
 
     # ledger
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
-        """Write all entries durably in one transaction; a repeated request id is ignored."""
+        """Write all entries durably in one transaction; a repeated request id is ignored.
+        An entry with a ``reservation_id`` settles that reservation to its cost, in the same
+        transaction."""
         ...
+
+    # budgets
+    async def reserve(self, reservation: Reservation) -> ReserveOutcome:
+        """Hold ``reservation.amount`` against every hold, atomically, or against none."""
+        ...
+
+    async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None: ...
+
+    async def reclaim_expired(self, now: float) -> list[LedgerEntry]:
+        """Release holds whose lease expired; write and return their unsettled entries."""
+        ...
+
+    async def budget_states(self, holds: Sequence[Hold]) -> list[HoldState]: ...
+
+    async def record_alert(
+        self, hold: Hold, threshold: int, tenant: str | None, now: float, detail: dict[str, Any]
+    ) -> bool:
+        """Remember a threshold alert; True only the first time per counter window."""
+        ...
+
+    async def alerts(self, tenant_id: str | None) -> list[dict[str, Any]]: ...
 
     async def ledger(
         self, tenant_id: str | None = None, limit: int | None = None

@@ -7,8 +7,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from farebox.core.aggregate import aggregate
-from farebox.core.records import ApiKey, LedgerEntry, Tenant, UsageQuery, UsageRow
+from farebox.core.budgets import Hold, HoldState
+from farebox.core.records import (
+    ApiKey,
+    LedgerEntry,
+    Reservation,
+    ReserveOutcome,
+    Tenant,
+    UsageQuery,
+    UsageRow,
+)
 from farebox.errors import Conflict, NotFound
+from farebox.stores.memory_budgets import MemoryBudgets
 
 
 class MemoryStore:
@@ -19,6 +29,7 @@ class MemoryStore:
         self._ledger: dict[str, LedgerEntry] = {}
         self._meta: dict[str, str] = {}
         self._epoch = 0
+        self._budgets = MemoryBudgets()
 
     async def open(self) -> None:
         return None
@@ -88,8 +99,32 @@ class MemoryStore:
         return self._epoch
 
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
+        self._budgets.settle(entries, self._ledger)
         for entry in entries:
             self._ledger.setdefault(entry.request_id, entry)
+
+    async def reserve(self, reservation: Reservation) -> ReserveOutcome:
+        return self._budgets.reserve(reservation)
+
+    async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:
+        self._budgets.extend(ids, expires_at)
+
+    async def reclaim_expired(self, now: float) -> list[LedgerEntry]:
+        entries = self._budgets.expired(now)
+        for entry in entries:
+            self._ledger.setdefault(entry.request_id, entry)
+        return entries
+
+    async def budget_states(self, holds: Sequence[Hold]) -> list[HoldState]:
+        return [self._budgets.state(h) for h in holds]
+
+    async def record_alert(
+        self, hold: Hold, threshold: int, tenant: str | None, now: float, detail: dict[str, Any]
+    ) -> bool:
+        return self._budgets.record_alert(hold, threshold, tenant, now, detail)
+
+    async def alerts(self, tenant_id: str | None) -> list[dict[str, Any]]:
+        return self._budgets.alerts(tenant_id)
 
     async def ledger(
         self, tenant_id: str | None = None, limit: int | None = None

@@ -17,14 +17,27 @@ from typing import Any, TypeVar
 
 import orjson
 
-from farebox.core.records import GROUP_BY, ApiKey, LedgerEntry, Tenant, UsageQuery, UsageRow
+from farebox.core.budgets import Hold, HoldState
+from farebox.core.records import (
+    GROUP_BY,
+    ApiKey,
+    LedgerEntry,
+    Reservation,
+    ReserveOutcome,
+    Tenant,
+    UsageQuery,
+    UsageRow,
+)
 from farebox.errors import Conflict, InvalidRequest, NotFound
+from farebox.stores import sqlite_budgets as budgets
 from farebox.stores.epoch_file import EpochFile
 from farebox.stores.sqlite_schema import migrate
 
 T = TypeVar("T")
 
-_TENANT_COLS = ("id", "name", "plan", "created_at", "paused", "pause_reason", "billing", "metadata")
+_TENANT_COLS = (
+    "id", "name", "plan", "created_at", "paused", "pause_reason", "billing", "metadata", "budgets",
+)  # fmt: skip
 _KEY_COLS = (
     "id",
     "key_hash",
@@ -37,6 +50,7 @@ _KEY_COLS = (
     "revoked_at",
     "paused",
     "pause_reason",
+    "budgets",
 )
 _LEDGER_COLS = tuple(f.name for f in LedgerEntry.__dataclass_fields__.values())
 INLINE_MAX_ROWS = 4  # small batches commit on the caller's thread; larger ones in the thread
@@ -47,7 +61,7 @@ _LEDGER_INSERT = (
     f"INSERT OR IGNORE INTO ledger({','.join(_LEDGER_COLS)}) "
     f"VALUES ({','.join('?' * len(_LEDGER_COLS))})"
 )
-_JSON_COLS = {"billing", "metadata"}
+_JSON_COLS = {"billing", "metadata", "budgets"}
 _BOOL_COLS = {"paused", "stream"}
 _GROUP_SQL = {
     "tenant": "tenant_id",
@@ -240,28 +254,74 @@ class SQLiteStore:
         return self._epoch.read()
 
     # ledger ----------------------------------------------------------------------
-    async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
-        if not entries:
-            return
-        rows = [_ledger_row(e) for e in entries]
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], small: bool = True) -> T:
+        """Run ``fn`` in a write transaction. Uncontended, a commit in WAL mode takes
+        microseconds: small writes run here rather than paying two thread hops. If another
+        process holds the write lock, or the write is large, it waits in the thread."""
         local = self._reader
-        if local is not None and len(rows) <= INLINE_MAX_ROWS:
-            # Uncontended, a commit in WAL mode takes microseconds: do it here rather than
-            # pay two thread hops. If another process holds the write lock, wait in the thread.
+        if local is not None and small:
             try:
                 with self._reader_lock:
-                    self._tx(lambda db: db.executemany(_LEDGER_INSERT, rows), local)
+                    result = self._tx(fn, local)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+            else:
                 self._inline_commits += 1
                 if self._inline_commits % CHECKPOINT_EVERY == 0:
                     # fetch the result: an unfinished statement would block every later COMMIT
                     await self._run(
                         lambda: self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     )
-                return
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
-        await self._run(lambda: self._tx(lambda db: db.executemany(_LEDGER_INSERT, rows)))
+                return result
+        return await self._run(lambda: self._tx(fn))
+
+    async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
+        """Write entries and settle their reservations, in one transaction."""
+        if not entries:
+            return
+        rows = [_ledger_row(e) for e in entries]
+
+        def write(db: sqlite3.Connection) -> None:
+            budgets.settle(db, entries)
+            db.executemany(_LEDGER_INSERT, rows)
+
+        await self._write(write, small=len(rows) <= INLINE_MAX_ROWS)
+
+    # budgets -------------------------------------------------------------------------
+    async def reserve(self, reservation: Reservation) -> ReserveOutcome:
+        return await self._write(lambda db: budgets.reserve(db, reservation))
+
+    async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:
+        if ids:
+            await self._write(lambda db: budgets.extend(db, ids, expires_at), small=False)
+
+    async def reclaim_expired(self, now: float) -> list[LedgerEntry]:
+        def write(db: sqlite3.Connection) -> list[LedgerEntry]:
+            entries = budgets.expired(db, now)
+            db.executemany(_LEDGER_INSERT, [_ledger_row(e) for e in entries])
+            return entries
+
+        return await self._write(write, small=False)
+
+    async def budget_states(self, holds: Sequence[Hold]) -> list[HoldState]:
+        def read() -> list[HoldState]:
+            with self._reader_lock:
+                assert self._reader is not None
+                return [budgets.state(self._reader, h) for h in holds]
+
+        return read()
+
+    async def record_alert(
+        self, hold: Hold, threshold: int, tenant: str | None, now: float, detail: dict[str, Any]
+    ) -> bool:
+        text = orjson.dumps(detail).decode()
+        return await self._write(
+            lambda db: budgets.record_alert(db, hold, threshold, tenant, now, text), small=False
+        )
+
+    async def alerts(self, tenant_id: str | None) -> list[dict[str, Any]]:
+        return await self._run(lambda: budgets.alerts(self._db, tenant_id))
 
     async def ledger(
         self, tenant_id: str | None = None, limit: int | None = None

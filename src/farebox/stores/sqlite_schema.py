@@ -65,6 +65,37 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
     INSERT INTO meta(name, value) VALUES ('auth_epoch', '0');
     """,
+    """
+    ALTER TABLE ledger ADD COLUMN reservation_id TEXT;
+    ALTER TABLE tenants ADD COLUMN budgets TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE api_keys ADD COLUMN budgets TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE budget_counters (
+        key TEXT NOT NULL,
+        bucket REAL NOT NULL,
+        used INTEGER NOT NULL DEFAULT 0,
+        reserved INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (key, bucket)
+    );
+    CREATE TABLE reservations (
+        id TEXT PRIMARY KEY,
+        amount INTEGER NOT NULL,
+        holds TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'held',
+        unsettled TEXT NOT NULL
+    );
+    CREATE INDEX reservations_expiry ON reservations(state, expires_at);
+    CREATE TABLE budget_alerts (
+        key TEXT NOT NULL,
+        bucket REAL NOT NULL,
+        threshold INTEGER NOT NULL,
+        tenant_id TEXT,
+        fired_at REAL NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (key, bucket, threshold)
+    );
+    CREATE INDEX budget_alerts_tenant ON budget_alerts(tenant_id, fired_at);
+    """,
 )
 
 

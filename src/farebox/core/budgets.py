@@ -1,0 +1,169 @@
+"""Hard budgets: which counters a request touches, its worst-case cost, and what fits.
+
+A *hold* is one budget counter a reservation is held against. The store reserves the
+worst case against every hold atomically, and settles each to the exact cost afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from farebox.core.money import mul_ratio
+from farebox.core.periods import Period, Window, previous, window
+from farebox.core.pricing import Price
+
+SCOPES = ("tenant", "key", "feature", "user", "global")
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSpec:
+    """A budget as configured. ``name`` picks one feature or user; None means each one."""
+
+    scope: str
+    period: Period
+    limit: int  # pico-USD
+    name: str | None = None
+    rollover_cap: int | None = None
+    weight: tuple[int, int] | None = None  # a feature budget as a share of the tenant's
+    increase: int = 0  # a temporary increase, already filtered by its expiry
+
+    @property
+    def ident(self) -> tuple[str, str, str | None]:
+        return (self.scope, self.period.name, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    key: str  # the counter, e.g. "tenant:acme:day"
+    scope: str
+    period: str
+    name: str | None
+    limit: int  # base limit plus any temporary increase
+    bucket: float  # where new spend is counted
+    buckets_from: float  # spend in buckets from here to ``bucket`` counts
+    resets_at: float
+    rollover_cap: int = 0
+    rollover_bucket: float | None = None  # the previous calendar window, for rollover
+    base_limit: int = 0  # the previous window's limit, for rollover
+
+
+@dataclass(frozen=True, slots=True)
+class HoldState:
+    """One counter as the store sees it; ``limit`` includes rollover."""
+
+    hold: Hold
+    used: int
+    reserved: int
+    limit: int
+
+    @property
+    def remaining(self) -> int:
+        return max(self.limit - self.used - self.reserved, 0)
+
+
+def merge(plan: Sequence[BudgetSpec], *overrides: Sequence[BudgetSpec]) -> list[BudgetSpec]:
+    """Later lists replace earlier budgets of the same scope, period and name."""
+    merged = {spec.ident: spec for spec in plan}
+    for layer in overrides:
+        for spec in layer:
+            merged[spec.ident] = spec
+    return list(merged.values())
+
+
+def _subject(
+    spec: BudgetSpec, tenant: str, key: str, feature: str | None, user: str | None
+) -> str | None:
+    if spec.scope == "tenant":
+        return f"tenant:{tenant}"
+    if spec.scope == "key":
+        return f"key:{key}"
+    if spec.scope == "global":
+        return "global"
+    value = feature if spec.scope == "feature" else user
+    if value is None or (spec.name is not None and spec.name != value):
+        return None
+    return f"{spec.scope}:{tenant}:{value}"
+
+
+def _limit(spec: BudgetSpec, specs: Sequence[BudgetSpec]) -> int:
+    if spec.weight is None:
+        return spec.limit + spec.increase
+    tenant = next(
+        (s for s in specs if s.scope == "tenant" and s.period == spec.period and s.weight is None),
+        None,
+    )
+    base = (tenant.limit + tenant.increase) if tenant else spec.limit
+    return mul_ratio(base, *spec.weight) + spec.increase
+
+
+def holds(
+    specs: Sequence[BudgetSpec],
+    *,
+    tenant: str,
+    key: str,
+    feature: str | None,
+    user: str | None,
+    now: float,
+    zone: ZoneInfo,
+) -> list[Hold]:
+    """The counters a request in this scope reserves against."""
+    out = []
+    for spec in specs:
+        subject = _subject(spec, tenant, key, feature, user)
+        if subject is None:
+            continue
+        current = window(spec.period, now, zone)
+        before = previous(spec.period, current, zone) if spec.rollover_cap else None
+        out.append(_hold(spec, subject, current, before, _limit(spec, specs)))
+    return out
+
+
+def _hold(
+    spec: BudgetSpec, subject: str, current: Window, before: Window | None, limit: int
+) -> Hold:
+    return Hold(
+        key=f"{subject}:{spec.period.name}",
+        scope=spec.scope,
+        period=spec.period.name,
+        name=subject.split(":", 2)[-1] if spec.scope in ("feature", "user") else None,
+        limit=limit,
+        bucket=current.bucket,
+        buckets_from=current.buckets_from,
+        resets_at=current.end,
+        rollover_cap=spec.rollover_cap or 0,
+        rollover_bucket=before.bucket if before else None,
+        base_limit=limit - spec.increase,
+    )
+
+
+def rollover(hold: Hold, used_before: int) -> int:
+    """Unused budget of the previous window carried over, at most the cap."""
+    if hold.rollover_bucket is None or not hold.rollover_cap:
+        return 0
+    return min(hold.rollover_cap, max(hold.base_limit - used_before, 0))
+
+
+def input_rate(price: Price) -> int:
+    """The most an input token can cost (cache writes can cost more than plain input)."""
+    return max(price.input, price.cache_write_5m, price.cache_write_1h)
+
+
+def worst_case(prices: Iterable[Price], input_tokens: int, max_tokens: int) -> int:
+    """The most a request can cost on any of its deployments."""
+    return max(input_tokens * input_rate(p) + max_tokens * p.output for p in prices)
+
+
+def affordable_tokens(prices: Iterable[Price], input_tokens: int, room: int) -> int:
+    """The largest ``max_tokens`` whose worst case fits in ``room``."""
+    best = None
+    for price in prices:
+        left = room - input_tokens * input_rate(price)
+        tokens = left // price.output if price.output else (1 << 30 if left >= 0 else -1)
+        best = tokens if best is None else min(best, tokens)
+    return max(best if best is not None else 0, 0)
+
+
+def tightest(states: Sequence[HoldState]) -> HoldState | None:
+    return min(states, key=lambda s: s.remaining, default=None)

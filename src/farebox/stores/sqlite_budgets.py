@@ -1,0 +1,136 @@
+"""Budget counters and leased reservations in SQLite. Every function runs inside a
+transaction the caller opened with ``BEGIN IMMEDIATE``, so each is atomic across the
+processes sharing the database."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from farebox.core.budgets import Hold, HoldState, rollover
+from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
+
+
+def state(db: sqlite3.Connection, hold: Hold) -> HoldState:
+    used, reserved = db.execute(
+        "SELECT COALESCE(SUM(used), 0), COALESCE(SUM(reserved), 0) FROM budget_counters "
+        "WHERE key = ? AND bucket >= ? AND bucket <= ?",
+        (hold.key, hold.buckets_from, hold.bucket),
+    ).fetchone()
+    limit = hold.limit
+    if hold.rollover_bucket is not None:
+        row = db.execute(
+            "SELECT used FROM budget_counters WHERE key = ? AND bucket = ?",
+            (hold.key, hold.rollover_bucket),
+        ).fetchone()
+        limit += rollover(hold, row[0] if row else 0)
+    return HoldState(hold, int(used), int(reserved), limit)
+
+
+def reserve(db: sqlite3.Connection, reservation: Reservation) -> ReserveOutcome:
+    states = [state(db, hold) for hold in reservation.holds]
+    for current in states:
+        if current.used + current.reserved + reservation.amount > current.limit:
+            return ReserveOutcome(False, states, current)
+    db.executemany(
+        "INSERT INTO budget_counters(key, bucket, used, reserved) VALUES (?, ?, 0, ?) "
+        "ON CONFLICT(key, bucket) DO UPDATE SET reserved = reserved + excluded.reserved",
+        [(h.key, h.bucket, reservation.amount) for h in reservation.holds],
+    )
+    db.execute(
+        "INSERT INTO reservations(id, amount, holds, expires_at, unsettled) VALUES (?, ?, ?, ?, ?)",
+        (
+            reservation.id,
+            reservation.amount,
+            orjson.dumps([[h.key, h.bucket] for h in reservation.holds]).decode(),
+            reservation.expires_at,
+            orjson.dumps(dataclasses.asdict(reservation.unsettled)).decode(),
+        ),
+    )
+    after = [dataclasses.replace(s, reserved=s.reserved + reservation.amount) for s in states]
+    return ReserveOutcome(True, after)
+
+
+def settle(db: sqlite3.Connection, entries: Sequence[LedgerEntry]) -> None:
+    """Turn each entry's reservation into spend of exactly its cost."""
+    for entry in entries:
+        if entry.reservation_id is None:
+            continue
+        row = db.execute(
+            "SELECT amount, holds, state FROM reservations WHERE id = ?", (entry.reservation_id,)
+        ).fetchone()
+        if row is None or row[2] == "settled_late":
+            continue
+        amount, holds, status = row
+        held = amount if status == "held" else 0  # a reclaimed hold was already released
+        db.executemany(
+            "UPDATE budget_counters SET reserved = reserved - ?, used = used + ? "
+            "WHERE key = ? AND bucket = ?",
+            [(held, entry.cost, key, bucket) for key, bucket in orjson.loads(holds)],
+        )
+        if status == "held":
+            db.execute("DELETE FROM reservations WHERE id = ?", (entry.reservation_id,))
+        else:  # settled after its lease expired: replace the unsettled placeholder
+            db.execute(
+                "UPDATE reservations SET state = 'settled_late' WHERE id = ?",
+                (entry.reservation_id,),
+            )
+            db.execute(
+                "DELETE FROM ledger WHERE request_id = ? AND status = 'unsettled'",
+                (entry.request_id,),
+            )
+
+
+def extend(db: sqlite3.Connection, ids: Sequence[str], expires_at: float) -> None:
+    db.executemany(
+        "UPDATE reservations SET expires_at = ? WHERE id = ? AND state = 'held'",
+        [(expires_at, rid) for rid in ids],
+    )
+
+
+def expired(db: sqlite3.Connection, now: float, limit: int = 500) -> list[LedgerEntry]:
+    """Release holds whose lease ran out; return their ``unsettled`` ledger entries."""
+    rows = db.execute(
+        "SELECT id, amount, holds, unsettled FROM reservations "
+        "WHERE state = 'held' AND expires_at < ? LIMIT ?",
+        (now, limit),
+    ).fetchall()
+    entries = []
+    for rid, amount, holds, unsettled in rows:
+        db.executemany(
+            "UPDATE budget_counters SET reserved = reserved - ? WHERE key = ? AND bucket = ?",
+            [(amount, key, bucket) for key, bucket in orjson.loads(holds)],
+        )
+        db.execute("UPDATE reservations SET state = 'reclaimed' WHERE id = ?", (rid,))
+        data: dict[str, Any] = orjson.loads(unsettled)
+        entries.append(dataclasses.replace(LedgerEntry(**data), finished_at=now))
+    return entries
+
+
+def record_alert(
+    db: sqlite3.Connection, hold: Hold, threshold: int, tenant: str | None, now: float, detail: str
+) -> bool:
+    cur = db.execute(
+        "INSERT OR IGNORE INTO budget_alerts(key, bucket, threshold, tenant_id, fired_at, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (hold.key, hold.bucket, threshold, tenant, now, detail),
+    )
+    return cur.rowcount == 1
+
+
+def alerts(db: sqlite3.Connection, tenant: str | None) -> list[dict[str, Any]]:
+    where, params = ("WHERE tenant_id = ?", (tenant,)) if tenant is not None else ("", ())
+    rows = db.execute(
+        f"SELECT key, bucket, threshold, tenant_id, fired_at, detail FROM budget_alerts {where} "
+        "ORDER BY fired_at",
+        params,
+    ).fetchall()
+    return [
+        {"budget": r[0], "window_start": r[1], "threshold_percent": r[2], "tenant": r[3],
+         "fired_at": r[4], **orjson.loads(r[5])}
+        for r in rows
+    ]  # fmt: skip
