@@ -15,11 +15,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from farebox import __version__
+from farebox.alerts import WebhookAlerts
 from farebox.api import admin, me, openai
 from farebox.api.context import Services
 from farebox.api.errors import error_response
 from farebox.api.fastpath import FareboxApp
 from farebox.auth import Authenticator
+from farebox.budgeting import Budgets
 from farebox.catalog import load_catalog
 from farebox.config import ProviderConfig, Settings
 from farebox.core.keys import ADMIN_PREFIX, hash_key, new_key
@@ -162,11 +164,26 @@ def create_app(
     if missing:
         raise ConfigError(f"{settings.source}: no provider named {sorted(missing)}")
     ledger = LedgerWriter(store, batch_max=settings.file.ledger.batch_max)
+    budget_cfg = settings.file.budgets
+    alerts = (
+        WebhookAlerts(budget_cfg.alert_webhook_url, settings.alert_secret, http)
+        if budget_cfg.alert_webhook_url
+        else None
+    )
+    budgets = Budgets(
+        store,
+        budget_cfg,
+        {name: plan.budgets for name, plan in settings.file.plans.items()},
+        clock=clock,
+        upgrade_url=settings.file.upgrade_url or settings.file.server.upgrade_url,
+        on_alert=alerts.send if alerts else None,
+    )
     gateway = Gateway(
         router=router,
         plans=plans,
         providers=built,
         ledger=ledger,
+        budgets=budgets,
         default_plan=default_plan,
         clock=clock,
     )
@@ -180,7 +197,7 @@ def create_app(
         secret,
         "",
         clock(),
-        {"catalog": catalog, "plans": plans},
+        budgets,
     )
     tenancy = Tenancy(store, secret, plans, clock)
 
@@ -189,10 +206,14 @@ def create_app(
         await store.open()
         services.admin_key_hash = await resolve_admin_hash(settings, store, secret, announce)
         ledger.start()
+        budgets.start()
         try:
             yield
         finally:
+            await budgets.stop()
             await ledger.stop()
+            if alerts is not None:
+                await alerts.aclose()
             for provider in built.values():
                 await provider.aclose()
             await http.aclose()

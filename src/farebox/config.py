@@ -11,12 +11,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from farebox.catalog import load_catalog
 from farebox.core.money import MoneyFormatError, decimal_ratio, parse_usd, price_per_token
+from farebox.core.periods import parse_period
 from farebox.errors import ConfigError
 
 Decimal = Annotated[str, Field(pattern=r"^\s*\d+(\.\d+)?\s*$")]
@@ -85,11 +87,60 @@ class Deployment(_Strict):
 
 
 class BudgetConfig(_Strict):
+    """A budget object, as in CONTRACT: in plans, tenant and key overrides, and the admin API."""
+
     scope: Literal["tenant", "key", "feature", "user", "global"] = "tenant"
     period: str = "month"
-    limit_usd: Decimal
-    name: str | None = None
+    limit_usd: Decimal | None = None
+    weight: Decimal | None = None  # feature budgets: a share of the tenant budget
+    name: str | None = Field(None, max_length=256)
     rollover_cap_usd: Decimal | None = None
+    increase_usd: Decimal | None = None  # a temporary increase...
+    increase_until: float | None = Field(None, allow_inf_nan=False)  # ...until (unix seconds)
+
+    @field_validator("period")
+    @classmethod
+    def _period(cls, value: str) -> str:
+        parse_period(value)
+        return value
+
+    @model_validator(mode="after")
+    def _limit_or_weight(self) -> BudgetConfig:
+        if (self.limit_usd is None) == (self.weight is None):
+            raise ValueError("give exactly one of limit_usd or weight")
+        if self.weight is not None and self.scope != "feature":
+            raise ValueError("weight is only for feature budgets")
+        return self
+
+
+class BudgetSettings(_Strict):
+    timezone: str = "UTC"
+    lease_s: float = Field(120.0, gt=0)
+    downgrade_below: Decimal = "0.10"  # share of a budget left that triggers downgrade
+    min_output_tokens: int = Field(16, ge=1)  # clamp max_tokens no lower than this
+    default_max_tokens: int = Field(4096, ge=1)  # when the client and plan set none
+    alert_thresholds: list[int] = Field(default_factory=lambda: [50, 80, 100])
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: str | None = None
+    global_budgets: list[BudgetConfig] = Field(default_factory=list, alias="global")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (expected e.g. UTC, Europe/Paris)"
+            ) from None
+        return value
+
+    @field_validator("alert_webhook_secret")
+    @classmethod
+    def _env_reference(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("env:"):
+            raise ValueError("secrets must be given as env:NAME, never as a literal")
+        return value
 
 
 class RateLimitConfig(_Strict):
@@ -151,6 +202,8 @@ class FileConfig(_Strict):
     plans: dict[str, PlanConfig] = Field(default_factory=dict)
     default_plan: str | None = None
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings)
+    upgrade_url: str | None = None
 
     @field_validator("secret")
     @classmethod
@@ -172,6 +225,7 @@ class Settings(BaseModel):
     secret: bytes | None
     admin_key: str | None
     provider_keys: dict[str, str | None]
+    alert_secret: bytes | None = None
 
 
 DEFAULT_PLAN = PlanConfig(models=["*"])
@@ -216,7 +270,8 @@ def _check_money(source: str, cfg: FileConfig) -> None:
                     price_per_token(value, field=f"models.{alias}.{i}.price.{field}")
         for plan_name, plan in cfg.plans.items():
             for j, budget in enumerate(plan.budgets):
-                parse_usd(budget.limit_usd, field=f"plans.{plan_name}.budgets.{j}.limit_usd")
+                if budget.limit_usd is not None:
+                    parse_usd(budget.limit_usd, field=f"plans.{plan_name}.budgets.{j}.limit_usd")
             if plan.pricing.markup is not None:
                 decimal_ratio(plan.pricing.markup, field=f"plans.{plan_name}.pricing.markup")
             if plan.pricing.resale is not None:
@@ -301,6 +356,9 @@ def parse_settings(
         for name, p in cfg.providers.items()
     }
     secret = _resolve_env(cfg.secret, "secret", source, env) or env.get("FAREBOX_SECRET")
+    alert_secret = _resolve_env(
+        cfg.budgets.alert_webhook_secret, "budgets.alert_webhook_secret", source, env
+    )
     return Settings(
         file=cfg,
         source=source,
@@ -309,6 +367,7 @@ def parse_settings(
         secret=secret.encode() if secret else None,
         admin_key=env.get("FAREBOX_ADMIN_KEY") or None,
         provider_keys=keys,
+        alert_secret=alert_secret.encode() if alert_secret else None,
     )
 
 

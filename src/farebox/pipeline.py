@@ -17,11 +17,13 @@ from typing import Any, TypeVar
 import orjson
 
 from farebox.auth import Principal
+from farebox.budgeting import Admission, Budgets, Scope
 from farebox.core.money import format_usd
 from farebox.core.plans import Plan
 from farebox.core.pricing import cost
-from farebox.core.records import LedgerEntry
+from farebox.core.records import LedgerEntry, Tenant
 from farebox.core.routing import Router, Target
+from farebox.core.tokens import estimate_input, estimate_messages
 from farebox.core.usage import Usage
 from farebox.errors import (
     FareboxError,
@@ -78,6 +80,11 @@ class _Call:
     body: dict[str, Any]
     started_wall: float
     started: float = field(default_factory=time.perf_counter)
+    admission: Admission | None = None
+
+    @property
+    def reservation_id(self) -> str | None:
+        return self.admission.reservation_id if self.admission else None
 
 
 class Gateway:
@@ -88,6 +95,7 @@ class Gateway:
         plans: Mapping[str, Plan],
         providers: Mapping[str, Provider],
         ledger: LedgerWriter,
+        budgets: Budgets | None = None,
         default_plan: str = "default",
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -95,10 +103,14 @@ class Gateway:
         self._plans = plans
         self._providers = providers
         self._ledger = ledger
+        self._budgets = budgets
         self._default_plan = default_plan
         self._clock = clock
 
     # plans and models ----------------------------------------------------------
+    def plan_name(self, tenant: Tenant) -> str:
+        return tenant.plan if tenant.plan in self._plans else self._default_plan
+
     def plan_for(self, principal: Principal) -> Plan:
         plan = self._plans.get(principal.tenant.plan)
         return plan if plan is not None else self._plans[self._default_plan]
@@ -168,6 +180,7 @@ class Gateway:
         targets = self._targets(plan, model, ("chat", "reasoning"))
         self._apply_policy(plan, body)
         call = _Call(principal, plan, "chat.completions", model, request_id, body, self._clock())
+        targets = await self._admit(call, targets, estimate_messages(body.get("messages")))
         if body.get("stream"):
             return await self._open_stream(call, targets)
         return await self._chat_once(call, targets)
@@ -209,7 +222,7 @@ class Gateway:
 
         target, result = await self._failover(call, targets, attempt)
         entry = self._entry(call, target, result.usage, "ok", 200, result.upstream_ms)
-        await self._ledger.append(entry)
+        await self._settle(entry)
         return Reply(orjson.dumps(result.body), self._headers(call, target, entry))
 
     # streams -----------------------------------------------------------------------
@@ -248,7 +261,7 @@ class Gateway:
                 if isinstance(item, UsageReport):
                     entry = self._stream_entry(call, target, meter, item.usage, "ok")
                     settled = True
-                    await self._ledger.append(entry)
+                    await self._settle(entry)
                     if client_usage:
                         yield sse(usage_chunk(item.chunk, entry.cost))
                 else:
@@ -260,7 +273,7 @@ class Gateway:
             if not settled:  # the upstream never reported usage: meter it ourselves
                 entry = _estimated(self._stream_entry(call, target, meter, meter.usage(), "ok"))
                 settled = True
-                await self._ledger.append(entry)
+                await self._settle(entry)
                 if client_usage:
                     yield sse(usage_chunk(meter.usage_chunk(entry), entry.cost))
             yield DONE
@@ -280,6 +293,7 @@ class Gateway:
                     call, target, meter, meter.usage(), "client_disconnected"
                 )
                 self._ledger.submit(_replace(_estimated(entry), http_status=499))
+                self._finished(entry)
             await close_quietly(items)
 
     def _stream_entry(
@@ -290,7 +304,7 @@ class Gateway:
 
     async def _append_logged(self, entry: LedgerEntry) -> None:
         try:
-            await self._ledger.append(entry)
+            await self._settle(entry)
         except Exception:
             log.exception("could not record ledger entry %s", entry.request_id)
 
@@ -300,6 +314,7 @@ class Gateway:
         model = body["model"]
         targets = self._targets(plan, model, ("embedding",))
         call = _Call(principal, plan, "embeddings", model, request_id, body, self._clock())
+        targets = await self._admit(call, targets, estimate_input(body.get("input")), output=False)
 
         async def attempt(target: Target) -> EmbedResult:
             upstream = {**body, "model": target.model}
@@ -309,8 +324,67 @@ class Gateway:
 
         target, result = await self._failover(call, targets, attempt)
         entry = self._entry(call, target, result.usage, "ok", 200, result.upstream_ms)
-        await self._ledger.append(entry)
+        await self._settle(entry)
         return Reply(orjson.dumps(result.body), self._headers(call, target, entry))
+
+    # budgets ---------------------------------------------------------------------------
+    async def _admit(
+        self, call: _Call, targets: tuple[Target, ...], input_tokens: int, output: bool = True
+    ) -> tuple[Target, ...]:
+        """Reserve the worst case against every budget in scope; clamp ``max_tokens`` or
+        walk the plan's downgrade chain when it does not fit; else ``BudgetExceeded``."""
+        budgets = self._budgets
+        if budgets is None:
+            return targets
+        scope = _scope(call)
+        if not budgets.enabled(scope) or not budgets.holds(scope, self._clock()):
+            return targets
+        body, chain = call.body, dict(call.plan.downgrade)
+        field_name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+        wanted = (body.get(field_name) or budgets.default_max_tokens()) if output else 0
+        model, seen = call.model, {call.model}
+        if model in chain and await budgets.should_downgrade(scope):
+            model, targets = self._downgraded(call.plan, chain, model, targets, seen)
+        while True:
+            unsettled = self._entry(call, targets[0], Usage(), "unsettled", 0, 0.0)
+            prices = [t.price for t in targets]
+            result = await budgets.admit(scope, prices, input_tokens, wanted, unsettled)
+            if isinstance(result, Admission):
+                call.admission = result
+                if output:
+                    body[field_name] = result.max_tokens
+                return targets
+            if chain.get(model) in seen or model not in chain:
+                raise result
+            model, targets = self._downgraded(call.plan, chain, model, targets, seen)
+
+    def _downgraded(
+        self,
+        plan: Plan,
+        chain: Mapping[str, str],
+        model: str,
+        targets: tuple[Target, ...],
+        seen: set[str],
+    ) -> tuple[str, tuple[Target, ...]]:
+        cheaper = chain.get(model)
+        found = self._router.resolve(cheaper) if cheaper and cheaper not in seen else None
+        if not cheaper or not found:
+            return model, targets
+        seen.add(cheaper)
+        kinds = {t.kind for t in targets}
+        usable = tuple(t for t in found if t.kind in kinds) or targets
+        return cheaper, usable
+
+    async def _settle(self, entry: LedgerEntry) -> None:
+        """Write the entry durably; the store settles its reservation in that transaction."""
+        try:
+            await self._ledger.append(entry)
+        finally:
+            self._finished(entry)
+
+    def _finished(self, entry: LedgerEntry) -> None:
+        if self._budgets is not None:
+            self._budgets.finished(entry.reservation_id)
 
     # metering ------------------------------------------------------------------------
     def _entry(
@@ -350,12 +424,13 @@ class Gateway:
             revenue=call.plan.revenue.revenue(usage, price),
             latency_ms=(time.perf_counter() - call.started) * 1000,
             upstream_ms=upstream_ms,
+            reservation_id=call.reservation_id,
         )
 
     async def _record_failure(self, call: _Call, target: Target, exc: FareboxError) -> None:
         status = getattr(exc, "upstream_status", 0) or exc.status
         entry = self._entry(call, target, Usage(), "error", status, 0.0)
-        await self._ledger.append(_replace(entry, error_code=exc.error_code))
+        await self._settle(_replace(entry, error_code=exc.error_code))
 
     def _base_headers(self, call: _Call, target: Target) -> dict[str, str]:
         return {"x-farebox-request-id": call.request_id, "x-farebox-model": target.model}
@@ -363,7 +438,9 @@ class Gateway:
     def _headers(self, call: _Call, target: Target, entry: LedgerEntry) -> dict[str, str]:
         headers = self._base_headers(call, target)
         headers["x-farebox-cost-usd"] = format_usd(entry.cost)
-        headers["x-farebox-budget-remaining-usd"] = UNLIMITED
+        admission = call.admission
+        remaining = format_usd(admission.remaining_after(entry.cost)) if admission else UNLIMITED
+        headers["x-farebox-budget-remaining-usd"] = remaining
         return headers
 
 
@@ -379,6 +456,12 @@ def _with_ttft(entry: LedgerEntry, meter: StreamMeter) -> LedgerEntry:
     if meter.first_at is None:
         return entry
     return _replace(entry, ttft_ms=(meter.first_at - meter.started) * 1000)
+
+
+def _scope(call: _Call) -> Scope:
+    who = call.principal
+    user = who.user or _openai_user(call.body)
+    return Scope.of(who.tenant, who.key, call.plan.name, who.feature, user)
 
 
 def _timeout(plan: Plan, target: Target) -> float:

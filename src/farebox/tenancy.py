@@ -11,7 +11,15 @@ from typing import Any
 
 from farebox.core.keys import SERVICE_PREFIX, TENANT_PREFIX, display_prefix, hash_key, new_key
 from farebox.core.money import format_usd
-from farebox.core.records import GROUP_BY, ApiKey, KeyKind, Tenant, UsageQuery, UsageRow
+from farebox.core.records import (
+    GROUP_BY,
+    ApiKey,
+    KeyKind,
+    LedgerEntry,
+    Tenant,
+    UsageQuery,
+    UsageRow,
+)
 from farebox.errors import InvalidRequest, NotFound
 from farebox.stores.base import Store
 
@@ -161,6 +169,7 @@ def tenant_json(tenant: Tenant) -> dict[str, Any]:
         "pause_reason": tenant.pause_reason,
         "billing": tenant.billing,
         "metadata": tenant.metadata,
+        "budgets": tenant.budgets,
         "created_at": tenant.created_at,
     }
 
@@ -177,6 +186,21 @@ def key_json(key: ApiKey) -> dict[str, Any]:
         "revoked": key.revoked_at is not None,
         "paused": key.paused,
         "pause_reason": key.pause_reason,
+        "budgets": key.budgets,
+    }
+
+
+def unsettled_json(entry: LedgerEntry) -> dict[str, Any]:
+    return {
+        "request_id": entry.request_id,
+        "reservation_id": entry.reservation_id,
+        "tenant": entry.tenant_id,
+        "key_id": entry.key_id,
+        "model": entry.model_served,
+        "provider": entry.provider,
+        "started_at": entry.started_at,
+        "reclaimed_at": entry.finished_at,
+        "reserved_usd": entry.metadata.get("reserved_usd"),
     }
 
 

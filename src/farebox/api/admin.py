@@ -12,9 +12,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from farebox.api.context import Services
 from farebox.auth import bearer_key
+from farebox.budgeting import budget_ident, state_json, validate_budgets
 from farebox.core.keys import hash_key
 from farebox.errors import AuthenticationError, InvalidRequest
-from farebox.tenancy import Tenancy, key_json, tenant_json, usage_json
+from farebox.tenancy import Tenancy, key_json, tenant_json, unsettled_json, usage_json
 
 
 class _Body(BaseModel):
@@ -52,6 +53,20 @@ class TenantPatch(_Body):
     plan: str | None = None
     billing: BillingIds | None = None
     metadata: Metadata | None = None
+    budgets: list[dict[str, Any]] | None = Field(None, max_length=100)
+
+
+class KeyPatch(_Body):
+    budgets: list[dict[str, Any]] = Field(max_length=100)
+
+
+class BudgetIncrease(_Body):
+    scope: str = "tenant"
+    period: str = "month"
+    name: str | None = None
+    amount_usd: str = Field(pattern=r"^\s*\d+(\.\d+)?\s*$")
+    expires_at: float | None = None
+    expires_in_s: float | None = Field(None, gt=0)
 
 
 class KeyCreate(_Body):
@@ -119,6 +134,8 @@ def router(services: Services, tenancy: Tenancy) -> APIRouter:
         if "billing" in changes and changes["billing"] is not None:
             changes["billing"] = {k: v for k, v in changes["billing"].items() if v is not None}
         changes = {k: v for k, v in changes.items() if v is not None}
+        if "budgets" in changes:
+            changes["budgets"] = validate_budgets(changes["budgets"])
         return tenant_json(await tenancy.update_tenant(tenant_id, changes))
 
     @api.post("/tenants/{tenant_id}/pause")
@@ -132,8 +149,43 @@ def router(services: Services, tenancy: Tenancy) -> APIRouter:
 
     @api.get("/tenants/{tenant_id}/budgets")
     async def tenant_budgets(tenant_id: str) -> dict[str, Any]:
-        await tenancy.tenant(tenant_id)
-        return {"object": "list", "data": []}
+        tenant = await tenancy.tenant(tenant_id)
+        keys = [k for k in await services.store.list_keys(tenant_id, "tenant") if not k.revoked_at]
+        plan = services.gateway.plan_name(tenant)
+        states = await services.budgets.tenant_states(tenant, plan, keys)
+        return {"object": "list", "data": [state_json(s) for s in states]}
+
+    @api.post("/tenants/{tenant_id}/budget-increases")
+    async def increase_budget(tenant_id: str, body: BudgetIncrease) -> dict[str, Any]:
+        tenant = await tenancy.tenant(tenant_id)
+        until = tenancy.now() + body.expires_in_s if body.expires_in_s else body.expires_at
+        plan = services.gateway.plan_name(tenant)
+        base = services.budgets.base_budget(tenant, plan, body.scope, body.period, body.name)
+        if base is None:
+            raise InvalidRequest(
+                f"Tenant {tenant_id!r} has no {body.scope} {body.period} budget to increase.",
+                param="period",
+            )
+        raised = {**base, "increase_usd": body.amount_usd.strip(), "increase_until": until}
+        wanted = (body.scope, body.period, body.name)
+        rest = [b for b in tenant.budgets if budget_ident(b) != wanted]
+        budgets = validate_budgets([*rest, raised])
+        return tenant_json(await tenancy.update_tenant(tenant_id, {"budgets": budgets}))
+
+    @api.patch("/keys/{key_id}")
+    async def patch_key(key_id: str, body: KeyPatch) -> dict[str, Any]:
+        await tenancy.key(key_id)
+        budgets = validate_budgets(body.budgets)
+        return key_json(await services.store.update_key(key_id, {"budgets": budgets}))
+
+    @api.get("/budget-alerts")
+    async def budget_alerts(tenant: str | None = None) -> dict[str, Any]:
+        return {"object": "list", "data": await services.store.alerts(tenant)}
+
+    @api.get("/unsettled")
+    async def unsettled(tenant: str | None = None) -> dict[str, Any]:
+        entries = [e for e in await services.store.ledger(tenant) if e.status == "unsettled"]
+        return {"object": "list", "data": [unsettled_json(e) for e in entries]}
 
     @api.post("/tenants/{tenant_id}/keys", status_code=201)
     async def create_key(tenant_id: str, body: KeyCreate | None = None) -> dict[str, Any]:

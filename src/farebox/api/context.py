@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from farebox.auth import Authenticator
+from farebox.budgeting import Budgets
 from farebox.config import Settings
 from farebox.ledger import LedgerWriter
 from farebox.pipeline import Gateway
@@ -22,4 +22,4 @@ class Services:
     secret: bytes
     admin_key_hash: str
     started_at: float
-    extras: dict[str, Any]
+    budgets: Budgets

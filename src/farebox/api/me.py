@@ -9,6 +9,7 @@ import orjson
 from farebox.api.context import Services
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
 from farebox.api.openai import guarded
+from farebox.budgeting import Scope, state_json
 
 
 def _json(body: dict[str, Any], status: int = 200, request_id: str | None = None) -> JSONBody:
@@ -31,7 +32,12 @@ def routes(services: Services) -> list[FastRoute]:
             "rate_limits": [r.model_dump(exclude_none=True) for r in plan_cfg.rate_limits]
             if plan_cfg
             else [],
-            "budgets": [],
+            "budgets": [
+                state_json(s)
+                for s in await services.budgets.states(
+                    Scope.of(who.tenant, who.key, plan.name, who.feature, who.user)
+                )
+            ],
         }
         return _json(body, request_id=request_id)
 

@@ -1,0 +1,331 @@
+"""Hard budgets on the request path: resolve the budgets in scope, reserve the worst case,
+clamp or downgrade when it does not fit, keep leases alive, reclaim dead holders' leases.
+
+Settlement happens in the store, in the same transaction as the ledger entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from farebox.config import BudgetConfig, BudgetSettings
+from farebox.core.budgets import (
+    BudgetSpec,
+    Hold,
+    HoldState,
+    affordable_tokens,
+    holds,
+    merge,
+    worst_case,
+)
+from farebox.core.money import decimal_ratio, format_usd, parse_usd
+from farebox.core.periods import parse_period
+from farebox.core.pricing import Price
+from farebox.core.records import ApiKey, LedgerEntry, Reservation, ReserveOutcome, Tenant
+from farebox.errors import BudgetExceeded, InvalidRequest
+from farebox.stores.base import Store
+
+log = logging.getLogger("farebox.budgets")
+MAX_ATTEMPTS = 3
+INCREASE_FIELDS = ("increase_usd", "increase_until")
+
+
+def to_spec(data: Mapping[str, Any] | BudgetConfig, now: float) -> BudgetSpec:
+    cfg = data if isinstance(data, BudgetConfig) else BudgetConfig.model_validate(data)
+    increase = 0
+    if cfg.increase_usd is not None and (cfg.increase_until is None or now < cfg.increase_until):
+        increase = parse_usd(cfg.increase_usd)
+    return BudgetSpec(
+        scope=cfg.scope,
+        period=parse_period(cfg.period),
+        limit=parse_usd(cfg.limit_usd) if cfg.limit_usd is not None else 0,
+        name=cfg.name,
+        rollover_cap=parse_usd(cfg.rollover_cap_usd) if cfg.rollover_cap_usd else None,
+        weight=decimal_ratio(cfg.weight) if cfg.weight is not None else None,
+        increase=increase,
+    )
+
+
+def budget_ident(item: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """What identifies a budget object: a later one with the same ident replaces it."""
+    return (item.get("scope", "tenant"), item.get("period", "month"), item.get("name"))
+
+
+def validate_budgets(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Admin API input -> stored budget objects, or a 400 naming the problem."""
+    out = []
+    for i, item in enumerate(items):
+        try:
+            cfg = BudgetConfig.model_validate(item)
+            to_spec(cfg, 0.0)
+        except ValueError as exc:
+            raise InvalidRequest(f"budgets[{i}]: {exc}", param=f"budgets[{i}]") from None
+        out.append(cfg.model_dump(exclude_none=True))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What a request may do: its reservation, and the ``max_tokens`` it was held at."""
+
+    reservation_id: str
+    amount: int
+    max_tokens: int
+    states: list[HoldState]
+
+    def remaining_after(self, cost: int) -> int:
+        """The tightest budget's remaining once this request settles at ``cost``."""
+        return min(max(s.limit - s.used - s.reserved + self.amount - cost, 0) for s in self.states)
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    tenant: str
+    key: str
+    feature: str | None
+    user: str | None
+    plan: str
+    tenant_budgets: tuple[Mapping[str, Any], ...] = ()
+    key_budgets: tuple[Mapping[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, tenant: Tenant, key: ApiKey | None, plan: str, feature: str | None = None,
+           user: str | None = None) -> Scope:  # fmt: skip
+        return cls(
+            tenant=tenant.id,
+            key=key.id if key else "",
+            feature=feature,
+            user=user,
+            plan=plan,
+            tenant_budgets=tuple(tenant.budgets),
+            key_budgets=tuple(key.budgets) if key else (),
+        )
+
+
+class Budgets:
+    def __init__(
+        self,
+        store: Store,
+        settings: BudgetSettings,
+        plans: Mapping[str, Sequence[BudgetConfig]],
+        *,
+        clock: Callable[[], float] = time.time,
+        upgrade_url: str | None = None,
+        on_alert: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._zone = ZoneInfo(settings.timezone)
+        self._plans = {name: list(budgets) for name, budgets in plans.items()}
+        self._global = list(settings.global_budgets)
+        self._clock = clock
+        self._upgrade_url = upgrade_url
+        self._on_alert = on_alert
+        self._share = decimal_ratio(settings.downgrade_below)
+        self._active: set[str] = set()
+        self._fired: set[tuple[str, float, int]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # scope ----------------------------------------------------------------------------
+    def specs(self, scope: Scope, now: float) -> list[BudgetSpec]:
+        plan = [to_spec(b, now) for b in (*self._global, *self._plans.get(scope.plan, ()))]
+        tenant = [to_spec(b, now) for b in scope.tenant_budgets]
+        key = [to_spec(b, now) for b in scope.key_budgets]
+        return merge(plan, tenant, key)
+
+    def holds(self, scope: Scope, now: float) -> list[Hold]:
+        specs = self.specs(scope, now)
+        return holds(specs, tenant=scope.tenant, key=scope.key, feature=scope.feature,
+                     user=scope.user, now=now, zone=self._zone)  # fmt: skip
+
+    def base_budget(
+        self, tenant: Tenant, plan: str, scope: str, period: str, name: str | None
+    ) -> dict[str, Any] | None:
+        """The budget object a temporary increase applies to (override or plan)."""
+        planned = [b.model_dump(exclude_none=True) for b in self._plans.get(plan, ())]
+        for item in (*tenant.budgets, *planned):
+            if budget_ident(item) == (scope, period, name):
+                return {k: v for k, v in item.items() if k not in INCREASE_FIELDS}
+        return None
+
+    def enabled(self, scope: Scope) -> bool:
+        return bool(
+            self._global or self._plans.get(scope.plan) or scope.tenant_budgets or scope.key_budgets
+        )
+
+    async def states(self, scope: Scope) -> list[HoldState]:
+        return await self._store.budget_states(self.holds(scope, self._clock()))
+
+    async def tenant_states(
+        self, tenant: Tenant, plan: str, keys: Sequence[ApiKey]
+    ) -> list[HoldState]:
+        """Every budget of a tenant: tenant-wide, global, and each key's."""
+        now = self._clock()
+        scoped = [h for h in self.holds(Scope.of(tenant, None, plan), now) if h.scope != "key"]
+        for key in keys:
+            scoped += [h for h in self.holds(Scope.of(tenant, key, plan), now) if h.scope == "key"]
+        return await self._store.budget_states(scoped)
+
+    # admission -------------------------------------------------------------------------
+    def default_max_tokens(self) -> int:
+        return self._settings.default_max_tokens
+
+    async def should_downgrade(self, scope: Scope) -> bool:
+        """Less than the configured share of some budget in scope is left."""
+        num, den = self._share
+        return any(s.remaining * den < s.limit * num for s in await self.states(scope))
+
+    async def admit(
+        self,
+        scope: Scope,
+        prices: Sequence[Price],
+        input_tokens: int,
+        max_tokens: int | None,
+        unsettled: LedgerEntry,
+    ) -> Admission | BudgetExceeded:
+        """Reserve the worst case; clamp ``max_tokens`` if that is what fits.
+
+        Returns the admission, or the error to raise if even a clamped request cannot fit
+        (the caller may then try a cheaper model).
+        """
+        now = self._clock()
+        scoped = self.holds(scope, now)
+        tokens = max_tokens
+        outcome: ReserveOutcome | None = None
+        for _ in range(MAX_ATTEMPTS):
+            amount = worst_case(prices, input_tokens, tokens or 0)
+            rid, outcome = await self._reserve(scoped, amount, now, unsettled)
+            if outcome.ok:
+                self._active.add(rid)
+                self._check_alerts(outcome.states, scope.tenant, now)
+                return Admission(rid, amount, tokens or 0, outcome.states)
+            room = min(s.remaining for s in outcome.states)
+            fit = affordable_tokens(prices, input_tokens, room)
+            if fit < self._settings.min_output_tokens or (tokens is not None and fit >= tokens):
+                break
+            tokens = fit
+        assert outcome is not None
+        return self._exceeded(outcome)
+
+    async def _reserve(
+        self, scoped: list[Hold], amount: int, now: float, unsettled: LedgerEntry
+    ) -> tuple[str, ReserveOutcome]:
+        rid = f"rsv_{os.urandom(12).hex()}"
+        entry = _unsettled(unsettled, rid, amount)
+        reservation = Reservation(rid, amount, tuple(scoped), now + self._settings.lease_s, entry)
+        return rid, await self._store.reserve(reservation)
+
+    def finished(self, reservation_id: str | None) -> None:
+        """The reservation was settled (its ledger entry is written): stop renewing it."""
+        if reservation_id is not None:
+            self._active.discard(reservation_id)
+
+    def _exceeded(self, outcome: ReserveOutcome) -> BudgetExceeded:
+        state = outcome.failed or min(outcome.states, key=lambda s: s.remaining)
+        hold = state.hold
+        wait = max(int(hold.resets_at - self._clock()) + 1, 1)
+        extra: dict[str, Any] = {
+            "budget": {"scope": hold.scope, "period": hold.period, "name": hold.name},
+            "used_usd": format_usd(state.used),
+            "limit_usd": format_usd(state.limit),
+            "resets_at": _iso(hold.resets_at),
+        }
+        if self._upgrade_url:
+            extra["upgrade_url"] = self._upgrade_url
+        label = f"{hold.scope} {hold.period}" + (f" ({hold.name})" if hold.name else "")
+        return BudgetExceeded(
+            f"Budget exceeded: the {label} budget of ${extra['limit_usd']} has "
+            f"${format_usd(state.remaining)} left, not enough for this request. "
+            f"It resets at {extra['resets_at']}.",
+            headers={"Retry-After": str(wait)},
+            extra=extra,
+        )
+
+    # alerts ----------------------------------------------------------------------------
+    def _check_alerts(self, states: Sequence[HoldState], tenant: str, now: float) -> None:
+        for state in states:
+            if state.limit <= 0:
+                continue
+            percent = state.used * 100 // state.limit
+            for threshold in self._settings.alert_thresholds:
+                slot = (state.hold.key, state.hold.bucket, threshold)
+                if percent >= threshold and slot not in self._fired:
+                    self._fired.add(slot)
+                    self._spawn(self._alert(state, threshold, tenant, now))
+
+    async def _alert(self, state: HoldState, threshold: int, tenant: str, now: float) -> None:
+        detail = {"used_usd": format_usd(state.used), "limit_usd": format_usd(state.limit),
+                  "scope": state.hold.scope, "period": state.hold.period}  # fmt: skip
+        if await self._store.record_alert(state.hold, threshold, tenant, now, detail):
+            event = {"type": "budget.threshold", "tenant": tenant, "budget": state.hold.key,
+                     "threshold_percent": threshold, "resets_at": _iso(state.hold.resets_at),
+                     **detail}  # fmt: skip
+            if self._on_alert is not None:
+                self._on_alert(event)
+
+    # leases ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(self._keep_leases()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases of reservations in flight; reclaim expired ones of dead holders."""
+        period = self._settings.lease_s / 3
+        while True:
+            await asyncio.sleep(period)
+            try:
+                now = self._clock()
+                await self._store.extend_leases(list(self._active), now + self._settings.lease_s)
+                reclaimed = await self._store.reclaim_expired(now)
+                if reclaimed:
+                    log.warning("reclaimed %d expired budget reservations", len(reclaimed))
+            except Exception:
+                log.exception("budget lease upkeep failed")
+
+    async def reclaim(self) -> list[LedgerEntry]:
+        return await self._store.reclaim_expired(self._clock())
+
+
+def _unsettled(template: LedgerEntry, rid: str, amount: int) -> LedgerEntry:
+    metadata = {**template.metadata, "reserved_usd": format_usd(amount)}
+    return dataclasses.replace(template, status="unsettled", reservation_id=rid,
+                               metadata=metadata, error_code="lease_expired")  # fmt: skip
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def state_json(state: HoldState) -> dict[str, Any]:
+    """A budget object as CONTRACT shows it in /v1/me and the admin API."""
+    hold = state.hold
+    return {
+        "scope": hold.scope,
+        "period": hold.period,
+        "name": hold.name,
+        "limit_usd": format_usd(state.limit),
+        "used_usd": format_usd(state.used),
+        "reserved_usd": format_usd(state.reserved),
+        "remaining_usd": format_usd(state.remaining),
+        "resets_at": _iso(hold.resets_at) if hold.resets_at < 2.0**52 else None,
+    }
