@@ -83,6 +83,10 @@ models:
 plans:
   bench:
     models: ["*"]
+    # every request reserves against two budgets and settles in the ledger transaction
+    budgets:
+      - {{period: day, limit_usd: "1000000"}}
+      - {{period: month, limit_usd: "10000000"}}
 """
     path = directory / "farebox.yaml"
     path.write_text(text)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import time
@@ -28,7 +27,7 @@ from farebox.core.budgets import (
     worst_case,
 )
 from farebox.core.money import decimal_ratio, format_usd, parse_usd
-from farebox.core.periods import parse_period
+from farebox.core.periods import WindowCache, parse_period
 from farebox.core.pricing import Price
 from farebox.core.records import ApiKey, LedgerEntry, Reservation, ReserveOutcome, Tenant
 from farebox.errors import BudgetExceeded, InvalidRequest
@@ -131,13 +130,20 @@ class Budgets:
         self._upgrade_url = upgrade_url
         self._on_alert = on_alert
         self._share = decimal_ratio(settings.downgrade_below)
+        self._plan_specs: dict[str, list[BudgetSpec]] = {}
+        self._windows = WindowCache()
         self._active: set[str] = set()
         self._fired: set[tuple[str, float, int]] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
     # scope ----------------------------------------------------------------------------
     def specs(self, scope: Scope, now: float) -> list[BudgetSpec]:
-        plan = [to_spec(b, now) for b in (*self._global, *self._plans.get(scope.plan, ()))]
+        plan = self._plan_specs.get(scope.plan)
+        if plan is None:  # plan budgets never carry temporary increases: parse them once
+            configs = (*self._global, *self._plans.get(scope.plan, ()))
+            plan = self._plan_specs[scope.plan] = [to_spec(b, now) for b in configs]
+        if not scope.tenant_budgets and not scope.key_budgets:
+            return plan
         tenant = [to_spec(b, now) for b in scope.tenant_budgets]
         key = [to_spec(b, now) for b in scope.key_budgets]
         return merge(plan, tenant, key)
@@ -145,7 +151,7 @@ class Budgets:
     def holds(self, scope: Scope, now: float) -> list[Hold]:
         specs = self.specs(scope, now)
         return holds(specs, tenant=scope.tenant, key=scope.key, feature=scope.feature,
-                     user=scope.user, now=now, zone=self._zone)  # fmt: skip
+                     user=scope.user, now=now, zone=self._zone, windows=self._windows)  # fmt: skip
 
     def base_budget(
         self, tenant: Tenant, plan: str, scope: str, period: str, name: str | None
@@ -187,10 +193,11 @@ class Budgets:
     async def admit(
         self,
         scope: Scope,
+        scoped: list[Hold],
         prices: Sequence[Price],
         input_tokens: int,
         max_tokens: int | None,
-        unsettled: LedgerEntry,
+        unsettled: Callable[[str, int], LedgerEntry],
     ) -> Admission | BudgetExceeded:
         """Reserve the worst case; clamp ``max_tokens`` if that is what fits.
 
@@ -198,7 +205,6 @@ class Budgets:
         (the caller may then try a cheaper model).
         """
         now = self._clock()
-        scoped = self.holds(scope, now)
         tokens = max_tokens
         outcome: ReserveOutcome | None = None
         for _ in range(MAX_ATTEMPTS):
@@ -217,10 +223,14 @@ class Budgets:
         return self._exceeded(outcome)
 
     async def _reserve(
-        self, scoped: list[Hold], amount: int, now: float, unsettled: LedgerEntry
+        self,
+        scoped: list[Hold],
+        amount: int,
+        now: float,
+        unsettled: Callable[[str, int], LedgerEntry],
     ) -> tuple[str, ReserveOutcome]:
         rid = f"rsv_{os.urandom(12).hex()}"
-        entry = _unsettled(unsettled, rid, amount)
+        entry = unsettled(rid, amount)
         reservation = Reservation(rid, amount, tuple(scoped), now + self._settings.lease_s, entry)
         return rid, await self._store.reserve(reservation)
 
@@ -304,12 +314,6 @@ class Budgets:
 
     async def reclaim(self) -> list[LedgerEntry]:
         return await self._store.reclaim_expired(self._clock())
-
-
-def _unsettled(template: LedgerEntry, rid: str, amount: int) -> LedgerEntry:
-    metadata = {**template.metadata, "reserved_usd": format_usd(amount)}
-    return dataclasses.replace(template, status="unsettled", reservation_id=rid,
-                               metadata=metadata, error_code="lease_expired")  # fmt: skip
 
 
 def _iso(ts: float) -> str:

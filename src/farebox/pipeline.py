@@ -337,7 +337,10 @@ class Gateway:
         if budgets is None:
             return targets
         scope = _scope(call)
-        if not budgets.enabled(scope) or not budgets.holds(scope, self._clock()):
+        if not budgets.enabled(scope):
+            return targets
+        scoped = budgets.holds(scope, self._clock())
+        if not scoped:
             return targets
         body, chain = call.body, dict(call.plan.downgrade)
         field_name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
@@ -346,9 +349,15 @@ class Gateway:
         if model in chain and await budgets.should_downgrade(scope):
             model, targets = self._downgraded(call.plan, chain, model, targets, seen)
         while True:
-            unsettled = self._entry(call, targets[0], Usage(), "unsettled", 0, 0.0)
+            first = targets[0]
+
+            def unsettled(rid: str, amount: int, target: Target = first) -> LedgerEntry:
+                meta = {**call.principal.metadata, "reserved_usd": format_usd(amount)}
+                return self._entry(call, target, Usage(), "unsettled", 0, 0.0, reservation_id=rid,
+                                   metadata=meta, error_code="lease_expired")  # fmt: skip
+
             prices = [t.price for t in targets]
-            result = await budgets.admit(scope, prices, input_tokens, wanted, unsettled)
+            result = await budgets.admit(scope, scoped, prices, input_tokens, wanted, unsettled)
             if isinstance(result, Admission):
                 call.admission = result
                 if output:
@@ -395,9 +404,15 @@ class Gateway:
         status: str,
         http_status: int,
         upstream_ms: float,
+        **extra: Any,
     ) -> LedgerEntry:
         price = cost(usage, target.price)
         principal = call.principal
+        fields: dict[str, Any] = {
+            "metadata": principal.metadata,
+            "reservation_id": call.reservation_id,
+            **extra,
+        }
         return LedgerEntry(
             request_id=call.request_id,
             tenant_id=principal.tenant.id,
@@ -412,7 +427,6 @@ class Gateway:
             finished_at=self._clock(),
             user=principal.user or _openai_user(call.body),
             feature=principal.feature,
-            metadata=principal.metadata,
             stream=bool(call.body.get("stream")),
             input_tokens=usage.input_tokens,
             cached_input_tokens=usage.cached_input_tokens,
@@ -424,7 +438,7 @@ class Gateway:
             revenue=call.plan.revenue.revenue(usage, price),
             latency_ms=(time.perf_counter() - call.started) * 1000,
             upstream_ms=upstream_ms,
-            reservation_id=call.reservation_id,
+            **fields,
         )
 
     async def _record_failure(self, call: _Call, target: Target, exc: FareboxError) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from farebox.core.money import mul_ratio
-from farebox.core.periods import Period, Window, previous, window
+from farebox.core.periods import Period, Window, WindowCache, previous, window
 from farebox.core.pricing import Price
 
 SCOPES = ("tenant", "key", "feature", "user", "global")
@@ -107,17 +107,21 @@ def holds(
     user: str | None,
     now: float,
     zone: ZoneInfo,
+    windows: WindowCache | None = None,
 ) -> list[Hold]:
-    """The counters a request in this scope reserves against."""
-    out = []
+    """The counters a request in this scope reserves against, one per counter key: a budget
+    named for this feature or user replaces the generic one for the same counter."""
+    out: dict[str, Hold] = {}
     for spec in specs:
         subject = _subject(spec, tenant, key, feature, user)
         if subject is None:
             continue
-        current = window(spec.period, now, zone)
+        current = windows.get(spec.period, now, zone) if windows else window(spec.period, now, zone)
         before = previous(spec.period, current, zone) if spec.rollover_cap else None
-        out.append(_hold(spec, subject, current, before, _limit(spec, specs)))
-    return out
+        hold = _hold(spec, subject, current, before, _limit(spec, specs))
+        if hold.key not in out or spec.name is not None:
+            out[hold.key] = hold
+    return list(out.values())
 
 
 def _hold(

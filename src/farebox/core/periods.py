@@ -6,6 +6,7 @@ buckets, a sixtieth of the window each, so "spend in the last hour" is a sum of 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -65,7 +66,7 @@ def _format_duration(seconds: int) -> str:
 
 
 def _calendar_start(kind: str, local: datetime) -> datetime:
-    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0, fold=0)
     if kind == "day":
         return day
     if kind == "week":  # weeks start on Monday
@@ -94,10 +95,24 @@ def window(period: Period, now: float, zone: ZoneInfo) -> Window:
         bucket = float(int(now // size) * size)
         first = bucket - (period.seconds // size - 1) * size
         return Window(first, bucket + size, bucket, first)
-    local = datetime.fromtimestamp(now, zone)
+    local = datetime.fromtimestamp(math.floor(now), zone)  # boundaries are whole seconds
     start = _calendar_start(period.kind, local)
     end = _calendar_next(period.kind, start)
     return Window(start.timestamp(), end.timestamp(), start.timestamp(), start.timestamp())
+
+
+class WindowCache:
+    """The current window per period, recomputed only when ``now`` leaves it."""
+
+    def __init__(self) -> None:
+        self._current: dict[tuple[Period, str], Window] = {}
+
+    def get(self, period: Period, now: float, zone: ZoneInfo) -> Window:
+        slot = (period, zone.key)
+        found = self._current.get(slot)
+        if found is None or not found.bucket <= now < found.end:
+            found = self._current[slot] = window(period, now, zone)
+        return found
 
 
 def previous(period: Period, current: Window, zone: ZoneInfo) -> Window | None:

@@ -46,7 +46,9 @@ class MemoryBudgets:
             slot = (hold.key, hold.bucket)
             self._reserved[slot] = self._reserved.get(slot, 0) + reservation.amount
         self._holds[reservation.id] = _Held(reservation, reservation.expires_at)
-        after = [dataclasses.replace(s, reserved=s.reserved + reservation.amount) for s in states]
+        after = [
+            HoldState(s.hold, s.used, s.reserved + reservation.amount, s.limit) for s in states
+        ]
         return ReserveOutcome(True, after)
 
     def settle(

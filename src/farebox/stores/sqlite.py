@@ -308,7 +308,7 @@ class SQLiteStore:
         def read() -> list[HoldState]:
             with self._reader_lock:
                 assert self._reader is not None
-                return [budgets.state(self._reader, h) for h in holds]
+                return budgets.states(self._reader, holds) if holds else []
 
         return read()
 

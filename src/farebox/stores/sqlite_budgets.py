@@ -14,13 +14,23 @@ import orjson
 from farebox.core.budgets import Hold, HoldState, rollover
 from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
 
+PRUNE_AFTER_S = 7 * 86400
+_SUM = (
+    "SELECT COALESCE(SUM(used), 0), COALESCE(SUM(reserved), 0) FROM budget_counters "
+    "WHERE key = ? AND bucket >= ? AND bucket <= ?"
+)
 
-def state(db: sqlite3.Connection, hold: Hold) -> HoldState:
-    used, reserved = db.execute(
-        "SELECT COALESCE(SUM(used), 0), COALESCE(SUM(reserved), 0) FROM budget_counters "
-        "WHERE key = ? AND bucket >= ? AND bucket <= ?",
-        (hold.key, hold.buckets_from, hold.bucket),
-    ).fetchone()
+
+def states(db: sqlite3.Connection, holds: Sequence[Hold]) -> list[HoldState]:
+    """Every hold's counters, read with one statement."""
+    sql = " UNION ALL ".join([_SUM] * len(holds))
+    params = [v for h in holds for v in (h.key, h.buckets_from, h.bucket)]
+    rows = db.execute(sql, params).fetchall()
+    pairs = zip(holds, rows, strict=True)
+    return [_state(db, h, int(used), int(reserved)) for h, (used, reserved) in pairs]
+
+
+def _state(db: sqlite3.Connection, hold: Hold, used: int, reserved: int) -> HoldState:
     limit = hold.limit
     if hold.rollover_bucket is not None:
         row = db.execute(
@@ -28,14 +38,14 @@ def state(db: sqlite3.Connection, hold: Hold) -> HoldState:
             (hold.key, hold.rollover_bucket),
         ).fetchone()
         limit += rollover(hold, row[0] if row else 0)
-    return HoldState(hold, int(used), int(reserved), limit)
+    return HoldState(hold, used, reserved, limit)
 
 
 def reserve(db: sqlite3.Connection, reservation: Reservation) -> ReserveOutcome:
-    states = [state(db, hold) for hold in reservation.holds]
-    for current in states:
+    found = states(db, reservation.holds)
+    for current in found:
         if current.used + current.reserved + reservation.amount > current.limit:
-            return ReserveOutcome(False, states, current)
+            return ReserveOutcome(False, found, current)
     db.executemany(
         "INSERT INTO budget_counters(key, bucket, used, reserved) VALUES (?, ?, 0, ?) "
         "ON CONFLICT(key, bucket) DO UPDATE SET reserved = reserved + excluded.reserved",
@@ -48,10 +58,10 @@ def reserve(db: sqlite3.Connection, reservation: Reservation) -> ReserveOutcome:
             reservation.amount,
             orjson.dumps([[h.key, h.bucket] for h in reservation.holds]).decode(),
             reservation.expires_at,
-            orjson.dumps(dataclasses.asdict(reservation.unsettled)).decode(),
+            orjson.dumps(reservation.unsettled).decode(),
         ),
     )
-    after = [dataclasses.replace(s, reserved=s.reserved + reservation.amount) for s in states]
+    after = [HoldState(s.hold, s.used, s.reserved + reservation.amount, s.limit) for s in found]
     return ReserveOutcome(True, after)
 
 
@@ -93,7 +103,11 @@ def extend(db: sqlite3.Connection, ids: Sequence[str], expires_at: float) -> Non
 
 
 def expired(db: sqlite3.Connection, now: float, limit: int = 500) -> list[LedgerEntry]:
-    """Release holds whose lease ran out; return their ``unsettled`` ledger entries."""
+    """Release holds whose lease ran out; return their ``unsettled`` ledger entries.
+    Reclaimed reservations are kept a week for late settlement, then pruned."""
+    db.execute(
+        "DELETE FROM reservations WHERE state != 'held' AND expires_at < ?", (now - PRUNE_AFTER_S,)
+    )
     rows = db.execute(
         "SELECT id, amount, holds, unsettled FROM reservations "
         "WHERE state = 'held' AND expires_at < ? LIMIT ?",
