@@ -63,7 +63,7 @@ def test_the_bodies_demand_far_more_than_the_budget() -> None:
     outputs = range(20, 801)  # the mock's uniform output lengths
 
     def expected_output_pico(body: dict[str, Any]) -> int:
-        tokens = sum(min(n, body["max_tokens"]) for n in outputs) // len(outputs)
+        tokens = sum(min(n, int(body["max_tokens"])) for n in outputs) // len(outputs)
         return tokens * GPT_4O_OUTPUT_PICO
 
     demand = sum(expected_output_pico(b) for b in request_bodies(1) if b["model"] == "gpt-4o")
@@ -77,7 +77,7 @@ async def fire(client: httpx.AsyncClient, key: str, bodies: list[dict[str, Any]]
         r = await client.post("/v1/chat/completions", json=body, headers=auth)
         return r.status_code, r.json(), dict(r.headers)
 
-    return await asyncio.gather(*(one(b) for b in bodies))
+    return list(await asyncio.gather(*(one(b) for b in bodies)))
 
 
 def check_answers(answers: list[Any]) -> int:

@@ -33,8 +33,11 @@ class Clock:
         self.now = moment.timestamp()
 
 
-def local(*parts: int, micro: int = 0) -> datetime:
-    return datetime(*parts, microsecond=micro, tzinfo=NY)  # type: ignore[misc]
+def local(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,
+    micro: int = 0,
+) -> datetime:  # fmt: skip
+    return datetime(year, month, day, hour, minute, second, micro, tzinfo=NY)
 
 
 def config(*budgets: dict[str, Any]) -> dict[str, Any]:
@@ -218,7 +221,6 @@ async def test_rollover_adds_unused_budget_up_to_the_cap(make_gateway: Any) -> N
     budget = {"period": "day", "limit_usd": "1.00", "rollover_cap_usd": "0.50"}
     async with make_gateway(config(budget), clock=clock) as gw:
         light, heavy = await new_tenant(gw, "light"), await new_tenant(gw, "heavy")
-        assert (await light.budget())["limit_usd"] == "1.00"  # nothing to carry from day 0
         await light.spend(2)  # 0.20 used: 0.80 unused, capped at 0.50
         await heavy.spend(9)  # 0.90 used: 0.10 unused
 
@@ -234,3 +236,12 @@ async def test_rollover_adds_unused_budget_up_to_the_cap(make_gateway: Any) -> N
         clock.set(day1 + timedelta(days=2))  # only the day just before carries over
         assert (await heavy.budget())["limit_usd"] == "1.00"  # day 2 overspent the base
         assert (await light.budget())["limit_usd"] == "1.50"  # day 2 unused: capped again
+
+
+async def test_a_new_tenant_has_nothing_to_roll_over_on_its_first_day(make_gateway: Any) -> None:
+    """Rollover carries budget a tenant left unused; the day before it existed left none."""
+    clock = Clock(local(2025, 1, 15, 10, 0, 0))
+    budget = {"period": "day", "limit_usd": "1.00", "rollover_cap_usd": "0.50"}
+    async with make_gateway(config(budget), clock=clock) as gw:
+        t = await new_tenant(gw)
+        assert (await t.budget())["limit_usd"] == "1.00"

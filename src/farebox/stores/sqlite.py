@@ -127,6 +127,8 @@ class SQLiteStore:
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
         self._inline_commits = 0
+        self._reserving: list[tuple[Reservation, asyncio.Future[ReserveOutcome]]] = []
+        self._batches: set[asyncio.Task[None]] = set()
         self._epoch = EpochFile(path.with_name(path.name + "-authepoch"))
 
     # lifecycle -----------------------------------------------------------------
@@ -256,10 +258,12 @@ class SQLiteStore:
     # ledger ----------------------------------------------------------------------
     async def _write(self, fn: Callable[[sqlite3.Connection], T], small: bool = True) -> T:
         """Run ``fn`` in a write transaction. Uncontended, a commit in WAL mode takes
-        microseconds: small writes run here rather than paying two thread hops. If another
-        process holds the write lock, or the write is large, it waits in the thread."""
+        microseconds: writes run here on the caller's connection rather than paying two
+        thread hops (and never contend with this process's own thread). If another process
+        holds the write lock, it waits in the thread. ``small`` is kept for callers that
+        prefer the thread for bulk work."""
         local = self._reader
-        if local is not None and small:
+        if local is not None:
             try:
                 with self._reader_lock:
                     result = self._tx(fn, local)
@@ -290,7 +294,33 @@ class SQLiteStore:
 
     # budgets -------------------------------------------------------------------------
     async def reserve(self, reservation: Reservation) -> ReserveOutcome:
-        return await self._write(lambda db: budgets.reserve(db, reservation))
+        """Reservations made in the same event-loop turn share one transaction (group
+        commit); each still succeeds or fails on its own, in arrival order."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ReserveOutcome] = loop.create_future()
+        self._reserving.append((reservation, future))
+        if len(self._reserving) == 1:  # the first of this turn schedules the batch
+            task = loop.create_task(self._reserve_batch())
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+        return await future
+
+    async def _reserve_batch(self) -> None:
+        batch, self._reserving = self._reserving, []
+
+        def write(db: sqlite3.Connection) -> list[ReserveOutcome]:
+            return [budgets.reserve(db, reservation) for reservation, _ in batch]
+
+        try:
+            outcomes = await self._write(write)
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if not future.done():
+                future.set_result(outcome)
 
     async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:
         if ids:
