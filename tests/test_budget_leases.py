@@ -54,7 +54,7 @@ def replica_config(directory: Path, database: Path, latency_ms: int) -> Path:
         providers={"sim": mock},
         plans=PLANS,
         database=f"sqlite:///{database}",
-        budgets={"lease_s": LEASE_S},
+        budgets={"lease_s": LEASE_S, "wait_for_room_s": 0},
     )
 
 

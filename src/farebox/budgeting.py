@@ -34,7 +34,7 @@ from farebox.errors import BudgetExceeded, InvalidRequest
 from farebox.stores.base import Store
 
 log = logging.getLogger("farebox.budgets")
-MAX_ATTEMPTS = 3
+SETTLE_POLL_S = 0.05  # how often a request waiting for budget room looks again
 INCREASE_FIELDS = ("increase_usd", "increase_until")
 
 
@@ -95,6 +95,7 @@ class Scope:
     plan: str
     tenant_budgets: tuple[Mapping[str, Any], ...] = ()
     key_budgets: tuple[Mapping[str, Any], ...] = ()
+    since: float = 0.0  # when the tenant was created
 
     @classmethod
     def of(cls, tenant: Tenant, key: ApiKey | None, plan: str, feature: str | None = None,
@@ -107,6 +108,7 @@ class Scope:
             plan=plan,
             tenant_budgets=tuple(tenant.budgets),
             key_budgets=tuple(key.budgets) if key else (),
+            since=tenant.created_at,
         )
 
 
@@ -133,6 +135,7 @@ class Budgets:
         self._plan_specs: dict[str, list[BudgetSpec]] = {}
         self._windows = WindowCache()
         self._active: set[str] = set()
+        self._settle_signal = asyncio.Event()
         self._fired: set[tuple[str, float, int]] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -151,7 +154,8 @@ class Budgets:
     def holds(self, scope: Scope, now: float) -> list[Hold]:
         specs = self.specs(scope, now)
         return holds(specs, tenant=scope.tenant, key=scope.key, feature=scope.feature,
-                     user=scope.user, now=now, zone=self._zone, windows=self._windows)  # fmt: skip
+                     user=scope.user, now=now, zone=self._zone, windows=self._windows,
+                     since=scope.since)  # fmt: skip
 
     def base_budget(
         self, tenant: Tenant, plan: str, scope: str, period: str, name: str | None
@@ -205,22 +209,40 @@ class Budgets:
         (the caller may then try a cheaper model).
         """
         now = self._clock()
+        deadline = time.monotonic() + self._settings.wait_for_room_s
         tokens = max_tokens
-        outcome: ReserveOutcome | None = None
-        for _ in range(MAX_ATTEMPTS):
+        while True:
             amount = worst_case(prices, input_tokens, tokens or 0)
             rid, outcome = await self._reserve(scoped, amount, now, unsettled)
             if outcome.ok:
                 self._active.add(rid)
-                self._check_alerts(outcome.states, scope.tenant, now)
                 return Admission(rid, amount, tokens or 0, outcome.states)
             room = min(s.remaining for s in outcome.states)
             fit = affordable_tokens(prices, input_tokens, room)
-            if fit < self._settings.min_output_tokens or (tokens is not None and fit >= tokens):
-                break
-            tokens = fit
-        assert outcome is not None
-        return self._exceeded(outcome)
+            if fit >= self._settings.min_output_tokens and (tokens is None or fit < tokens):
+                tokens = fit  # lower max_tokens so the worst case fits
+                continue
+            if not self._may_free_up(outcome, prices, input_tokens, deadline):
+                self._alert_exhausted(outcome, scope.tenant, now)
+                return self._exceeded(outcome)
+            await self._settled(deadline)  # in-flight holds will settle below their worst case
+            tokens, now = max_tokens, self._clock()
+
+    def _may_free_up(
+        self, outcome: ReserveOutcome, prices: Sequence[Price], input_tokens: int, deadline: float
+    ) -> bool:
+        """Would a useful request fit once the holds in flight settle, and may we wait?"""
+        if time.monotonic() >= deadline or not any(s.reserved for s in outcome.states):
+            return False
+        room = min(max(s.limit - s.used, 0) for s in outcome.states)
+        return affordable_tokens(prices, input_tokens, room) >= self._settings.min_output_tokens
+
+    async def _settled(self, deadline: float) -> None:
+        """Wait until a reservation of this process settles, or a short while (holds of other
+        processes settle unseen), or the deadline."""
+        wait = min(SETTLE_POLL_S, max(deadline - time.monotonic(), 0.0))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settle_signal.wait(), wait)
 
     async def _reserve(
         self,
@@ -234,20 +256,28 @@ class Budgets:
         reservation = Reservation(rid, amount, tuple(scoped), now + self._settings.lease_s, entry)
         return rid, await self._store.reserve(reservation)
 
-    def finished(self, reservation_id: str | None) -> None:
-        """The reservation was settled (its ledger entry is written): stop renewing it."""
-        if reservation_id is not None:
-            self._active.discard(reservation_id)
+    def finished(self, admission: Admission | None, cost: int, tenant: str) -> None:
+        """The reservation was settled (its ledger entry is written): stop renewing it, wake
+        requests waiting for room, and fire threshold alerts the new spend crossed."""
+        if admission is None:
+            return
+        self._active.discard(admission.reservation_id)
+        signal, self._settle_signal = self._settle_signal, asyncio.Event()
+        signal.set()
+        if self._settings.alert_thresholds:
+            spent = [HoldState(s.hold, s.used + cost, 0, s.limit) for s in admission.states]
+            self._check_alerts(spent, tenant, self._clock())
 
     def _exceeded(self, outcome: ReserveOutcome) -> BudgetExceeded:
         state = outcome.failed or min(outcome.states, key=lambda s: s.remaining)
         hold = state.hold
-        wait = max(int(hold.resets_at - self._clock()) + 1, 1)
+        wait = max(int(state.resets_at - self._clock()) + 1, 1)
         extra: dict[str, Any] = {
             "budget": {"scope": hold.scope, "period": hold.period, "name": hold.name},
             "used_usd": format_usd(state.used),
             "limit_usd": format_usd(state.limit),
-            "resets_at": _iso(hold.resets_at),
+            "resets_at": _iso(state.resets_at),
+            "retry_after": wait,
         }
         if self._upgrade_url:
             extra["upgrade_url"] = self._upgrade_url
@@ -261,6 +291,11 @@ class Budgets:
         )
 
     # alerts ----------------------------------------------------------------------------
+    def _alert_exhausted(self, outcome: ReserveOutcome, tenant: str, now: float) -> None:
+        """A refusal means the budget is spent: every threshold up to 100% has been crossed."""
+        failed = outcome.failed or min(outcome.states, key=lambda s: s.remaining)
+        self._check_alerts([HoldState(failed.hold, failed.limit, 0, failed.limit)], tenant, now)
+
     def _check_alerts(self, states: Sequence[HoldState], tenant: str, now: float) -> None:
         for state in states:
             if state.limit <= 0:
@@ -331,5 +366,5 @@ def state_json(state: HoldState) -> dict[str, Any]:
         "used_usd": format_usd(state.used),
         "reserved_usd": format_usd(state.reserved),
         "remaining_usd": format_usd(state.remaining),
-        "resets_at": _iso(hold.resets_at) if hold.resets_at < 2.0**52 else None,
+        "resets_at": _iso(state.resets_at) if state.resets_at < 2.0**52 else None,
     }

@@ -119,6 +119,8 @@ class BudgetSettings(_Strict):
     downgrade_below: Decimal = "0.10"  # share of a budget left that triggers downgrade
     min_output_tokens: int = Field(16, ge=1)  # clamp max_tokens no lower than this
     default_max_tokens: int = Field(4096, ge=1)  # when the client and plan set none
+    # a request that would fit once in-flight requests settle waits this long, not a 429
+    wait_for_room_s: float = Field(10.0, ge=0)
     alert_thresholds: list[int] = Field(default_factory=lambda: [50, 80, 100])
     alert_webhook_url: str | None = None
     alert_webhook_secret: str | None = None

@@ -222,7 +222,7 @@ class Gateway:
 
         target, result = await self._failover(call, targets, attempt)
         entry = self._entry(call, target, result.usage, "ok", 200, result.upstream_ms)
-        await self._settle(entry)
+        await self._settle(entry, call.admission)
         return Reply(orjson.dumps(result.body), self._headers(call, target, entry))
 
     # streams -----------------------------------------------------------------------
@@ -261,7 +261,7 @@ class Gateway:
                 if isinstance(item, UsageReport):
                     entry = self._stream_entry(call, target, meter, item.usage, "ok")
                     settled = True
-                    await self._settle(entry)
+                    await self._settle(entry, call.admission)
                     if client_usage:
                         yield sse(usage_chunk(item.chunk, entry.cost))
                 else:
@@ -273,7 +273,7 @@ class Gateway:
             if not settled:  # the upstream never reported usage: meter it ourselves
                 entry = _estimated(self._stream_entry(call, target, meter, meter.usage(), "ok"))
                 settled = True
-                await self._settle(entry)
+                await self._settle(entry, call.admission)
                 if client_usage:
                     yield sse(usage_chunk(meter.usage_chunk(entry), entry.cost))
             yield DONE
@@ -285,7 +285,7 @@ class Gateway:
                     "upstream_interrupted" if isinstance(exc, UpstreamError) else "gateway_error"
                 )
                 entry = self._stream_entry(call, target, meter, meter.usage(), status)
-                await self._append_logged(_estimated(entry, error.error_code))
+                await self._append_logged(_estimated(entry, error.error_code), call.admission)
             yield sse(openai_error_body(error))
         finally:
             if not settled:  # the client went away: meter what was produced
@@ -293,7 +293,7 @@ class Gateway:
                     call, target, meter, meter.usage(), "client_disconnected"
                 )
                 self._ledger.submit(_replace(_estimated(entry), http_status=499))
-                self._finished(entry)
+                self._finished(entry, call.admission)
             await close_quietly(items)
 
     def _stream_entry(
@@ -302,9 +302,9 @@ class Gateway:
         entry = self._entry(call, target, usage, status, 200, meter.elapsed_ms())
         return _with_ttft(entry, meter)
 
-    async def _append_logged(self, entry: LedgerEntry) -> None:
+    async def _append_logged(self, entry: LedgerEntry, admission: Admission | None) -> None:
         try:
-            await self._settle(entry)
+            await self._settle(entry, admission)
         except Exception:
             log.exception("could not record ledger entry %s", entry.request_id)
 
@@ -324,7 +324,7 @@ class Gateway:
 
         target, result = await self._failover(call, targets, attempt)
         entry = self._entry(call, target, result.usage, "ok", 200, result.upstream_ms)
-        await self._settle(entry)
+        await self._settle(entry, call.admission)
         return Reply(orjson.dumps(result.body), self._headers(call, target, entry))
 
     # budgets ---------------------------------------------------------------------------
@@ -384,16 +384,16 @@ class Gateway:
         usable = tuple(t for t in found if t.kind in kinds) or targets
         return cheaper, usable
 
-    async def _settle(self, entry: LedgerEntry) -> None:
+    async def _settle(self, entry: LedgerEntry, admission: Admission | None) -> None:
         """Write the entry durably; the store settles its reservation in that transaction."""
         try:
             await self._ledger.append(entry)
         finally:
-            self._finished(entry)
+            self._finished(entry, admission)
 
-    def _finished(self, entry: LedgerEntry) -> None:
+    def _finished(self, entry: LedgerEntry, admission: Admission | None) -> None:
         if self._budgets is not None:
-            self._budgets.finished(entry.reservation_id)
+            self._budgets.finished(admission, entry.cost, entry.tenant_id)
 
     # metering ------------------------------------------------------------------------
     def _entry(
@@ -444,7 +444,7 @@ class Gateway:
     async def _record_failure(self, call: _Call, target: Target, exc: FareboxError) -> None:
         status = getattr(exc, "upstream_status", 0) or exc.status
         entry = self._entry(call, target, Usage(), "error", status, 0.0)
-        await self._settle(_replace(entry, error_code=exc.error_code))
+        await self._settle(_replace(entry, error_code=exc.error_code), call.admission)
 
     def _base_headers(self, call: _Call, target: Target) -> dict[str, str]:
         return {"x-farebox-request-id": call.request_id, "x-farebox-model": target.model}

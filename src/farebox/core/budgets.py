@@ -47,6 +47,7 @@ class Hold:
     rollover_cap: int = 0
     rollover_bucket: float | None = None  # the previous calendar window, for rollover
     base_limit: int = 0  # the previous window's limit, for rollover
+    window_s: int = 0  # rolling windows: their length
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +58,21 @@ class HoldState:
     used: int
     reserved: int
     limit: int
+    oldest: float | None = None  # the oldest bucket holding spend (rolling windows)
 
     @property
     def remaining(self) -> int:
         return max(self.limit - self.used - self.reserved, 0)
+
+    @property
+    def resets_at(self) -> float:
+        """When spend next leaves the window: its end, or for a rolling window the moment
+        the oldest spend in it rolls off."""
+        if self.hold.window_s:
+            return (
+                self.oldest if self.oldest is not None else self.hold.bucket
+            ) + self.hold.window_s
+        return self.hold.resets_at
 
 
 def merge(plan: Sequence[BudgetSpec], *overrides: Sequence[BudgetSpec]) -> list[BudgetSpec]:
@@ -108,6 +120,7 @@ def holds(
     now: float,
     zone: ZoneInfo,
     windows: WindowCache | None = None,
+    since: float = 0.0,
 ) -> list[Hold]:
     """The counters a request in this scope reserves against, one per counter key: a budget
     named for this feature or user replaces the generic one for the same counter."""
@@ -118,6 +131,8 @@ def holds(
             continue
         current = windows.get(spec.period, now, zone) if windows else window(spec.period, now, zone)
         before = previous(spec.period, current, zone) if spec.rollover_cap else None
+        if before is not None and before.end <= since:  # nothing to carry from before it existed
+            before = None
         hold = _hold(spec, subject, current, before, _limit(spec, specs))
         if hold.key not in out or spec.name is not None:
             out[hold.key] = hold
@@ -139,6 +154,7 @@ def _hold(
         rollover_cap=spec.rollover_cap or 0,
         rollover_bucket=before.bucket if before else None,
         base_limit=limit - spec.increase,
+        window_s=spec.period.seconds,
     )
 
 

@@ -35,7 +35,12 @@ class MemoryBudgets:
         limit = hold.limit
         if hold.rollover_bucket is not None:
             limit += rollover(hold, self._used.get((hold.key, hold.rollover_bucket), 0))
-        return HoldState(hold, self._sum(self._used, hold), self._sum(self._reserved, hold), limit)
+        live = [
+            b for (k, b), v in (*self._used.items(), *self._reserved.items())
+            if k == hold.key and v and hold.buckets_from <= b <= hold.bucket
+        ]  # fmt: skip
+        used, reserved = self._sum(self._used, hold), self._sum(self._reserved, hold)
+        return HoldState(hold, used, reserved, limit, min(live, default=None))
 
     def reserve(self, reservation: Reservation) -> ReserveOutcome:
         states = [self.state(h) for h in reservation.holds]

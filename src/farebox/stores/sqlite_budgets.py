@@ -16,7 +16,8 @@ from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
 
 PRUNE_AFTER_S = 7 * 86400
 _SUM = (
-    "SELECT COALESCE(SUM(used), 0), COALESCE(SUM(reserved), 0) FROM budget_counters "
+    "SELECT COALESCE(SUM(used), 0), COALESCE(SUM(reserved), 0), "
+    "MIN(CASE WHEN used > 0 OR reserved > 0 THEN bucket END) FROM budget_counters "
     "WHERE key = ? AND bucket >= ? AND bucket <= ?"
 )
 
@@ -27,10 +28,14 @@ def states(db: sqlite3.Connection, holds: Sequence[Hold]) -> list[HoldState]:
     params = [v for h in holds for v in (h.key, h.buckets_from, h.bucket)]
     rows = db.execute(sql, params).fetchall()
     pairs = zip(holds, rows, strict=True)
-    return [_state(db, h, int(used), int(reserved)) for h, (used, reserved) in pairs]
+    return [
+        _state(db, h, int(used), int(reserved), oldest) for h, (used, reserved, oldest) in pairs
+    ]
 
 
-def _state(db: sqlite3.Connection, hold: Hold, used: int, reserved: int) -> HoldState:
+def _state(
+    db: sqlite3.Connection, hold: Hold, used: int, reserved: int, oldest: float | None
+) -> HoldState:
     limit = hold.limit
     if hold.rollover_bucket is not None:
         row = db.execute(
@@ -38,7 +43,7 @@ def _state(db: sqlite3.Connection, hold: Hold, used: int, reserved: int) -> Hold
             (hold.key, hold.rollover_bucket),
         ).fetchone()
         limit += rollover(hold, row[0] if row else 0)
-    return HoldState(hold, used, reserved, limit)
+    return HoldState(hold, used, reserved, limit, oldest)
 
 
 def reserve(db: sqlite3.Connection, reservation: Reservation) -> ReserveOutcome:
@@ -61,7 +66,8 @@ def reserve(db: sqlite3.Connection, reservation: Reservation) -> ReserveOutcome:
             orjson.dumps(reservation.unsettled).decode(),
         ),
     )
-    after = [HoldState(s.hold, s.used, s.reserved + reservation.amount, s.limit) for s in found]
+    amount = reservation.amount
+    after = [HoldState(s.hold, s.used, s.reserved + amount, s.limit, s.oldest) for s in found]
     return ReserveOutcome(True, after)
 
 
