@@ -175,28 +175,28 @@ async def test_key_update(store: Any) -> None:
 
 
 async def test_auth_epoch_moves_on_every_tenant_and_key_change(store: Any) -> None:
-    seen = [store.auth_epoch()]
+    seen = [await store.auth_epoch()]
 
-    def bumped() -> None:
-        now = store.auth_epoch()
+    async def bumped() -> None:
+        now = await store.auth_epoch()
         assert now > seen[-1], (seen, now)
         seen.append(now)
 
-    def unchanged() -> None:
-        assert store.auth_epoch() == seen[-1]
+    async def unchanged() -> None:
+        assert await store.auth_epoch() == seen[-1]
 
     await store.create_tenant(tenant("acme"))
-    bumped()
+    await bumped()
     await store.update_tenant("acme", {"paused": True})
-    bumped()
+    await bumped()
     await store.update_tenant("acme", {"paused": False})
-    bumped()
+    await bumped()
     await store.create_key(key("k1", "acme"))
-    bumped()
+    await bumped()
     await store.update_key("k1", {"revoked_at": T0})
-    bumped()
+    await bumped()
     await store.update_key("k1", {"paused": True})
-    bumped()
+    await bumped()
     # reads, the ledger and meta do not invalidate authentication caches
     await store.get_tenant("acme")
     await store.get_key_by_hash("hash-k1")
@@ -206,7 +206,7 @@ async def test_auth_epoch_moves_on_every_tenant_and_key_change(store: Any) -> No
     await store.ledger()
     await store.usage(UsageQuery(group_by="tenant"))
     await store.put_meta_if_absent("x", "1")
-    unchanged()
+    await unchanged()
 
 
 # --- ledger ------------------------------------------------------------------------------
@@ -403,12 +403,12 @@ async def test_sqlite_survives_reopen_and_shares_epoch(tmp_path: Path) -> None:
         await one.create_key(key("k1", "acme"))
         await one.append_ledger([entry("r1", cost=42)])
         await one.put_meta_if_absent("m", "1")
-        before = two.auth_epoch()
-        assert before == one.auth_epoch()
+        before = await two.auth_epoch()
+        assert before == await one.auth_epoch()
         assert await two.get_key_by_hash("hash-k1") is not None
         await two.update_key("k1", {"revoked_at": T0})
         # the other instance sees the change at once, without reopening
-        assert one.auth_epoch() > before
+        assert await one.auth_epoch() > before
         assert (await one.get_key("k1")).revoked_at == T0  # type: ignore[union-attr]
         assert await two.put_meta_if_absent("m", "2") == "1"
     finally:

@@ -101,16 +101,16 @@ class Authenticator:
         self._tenants: dict[str, Tenant | None] = {}
         self._epoch = -1
 
-    def _sync_epoch(self) -> None:
-        epoch = self._store.auth_epoch()
+    async def _sync_epoch(self) -> None:
+        epoch = await self._store.auth_epoch()
         if epoch != self._epoch:
             self._keys.clear()
             self._tenants.clear()
             self._epoch = epoch
 
-    def _fresh(self, epoch: int) -> bool:
+    async def _fresh(self, epoch: int) -> bool:
         """Nothing changed since a read began under ``epoch``: its result may be cached."""
-        return epoch == self._epoch == self._store.auth_epoch()
+        return epoch == self._epoch == await self._store.auth_epoch()
 
     async def _key(self, key_hash: str) -> ApiKey | None:
         if key_hash in self._keys:
@@ -118,7 +118,7 @@ class Authenticator:
             return self._keys[key_hash]
         epoch = self._epoch
         key = await self._store.get_key_by_hash(key_hash)
-        if self._size and self._fresh(epoch):
+        if self._size and await self._fresh(epoch):
             self._keys[key_hash] = key
             if len(self._keys) > self._size:
                 self._keys.popitem(last=False)
@@ -129,13 +129,13 @@ class Authenticator:
             return self._tenants[tenant_id]
         epoch = self._epoch
         tenant = await self._store.get_tenant(tenant_id)
-        if len(self._tenants) < max(self._size, 1) and self._fresh(epoch):
+        if len(self._tenants) < max(self._size, 1) and await self._fresh(epoch):
             self._tenants[tenant_id] = tenant
         return tenant
 
     async def key_for(self, raw_key: str) -> ApiKey:
         """The live key record for a presented key, or ``AuthenticationError``."""
-        self._sync_epoch()
+        await self._sync_epoch()
         key = await self._key(hash_key(self._secret, raw_key))
         if key is None or not key.usable_at(self._clock()):
             raise AuthenticationError("Invalid, revoked or expired API key.")

@@ -50,7 +50,7 @@ class Store(Protocol):
         """Raises ``NotFound``. Bumps the auth epoch."""
         ...
 
-    def auth_epoch(self) -> int:
+    async def auth_epoch(self) -> int:
         """A counter bumped by every tenant or key change, cheap enough for every request."""
         ...
 

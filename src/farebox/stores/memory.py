@@ -95,7 +95,7 @@ class MemoryStore:
         self._epoch += 1
         return updated
 
-    def auth_epoch(self) -> int:
+    async def auth_epoch(self) -> int:
         return self._epoch
 
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:

@@ -252,7 +252,7 @@ class SQLiteStore:
         assert key is not None
         return key
 
-    def auth_epoch(self) -> int:
+    async def auth_epoch(self) -> int:
         return self._epoch.read()
 
     # ledger ----------------------------------------------------------------------
