@@ -53,6 +53,16 @@ def _stderr(message: str) -> None:
 
 
 def make_store(settings: Settings) -> Store:
+    if settings.database_url.startswith("postgres"):
+        try:
+            from farebox.stores.scaled import ScaledStore
+        except ImportError as exc:
+            raise ConfigError(
+                f"{settings.source}: database: PostgreSQL and Redis need the extras: "
+                f"pip install 'farebox[postgres,redis]' ({exc})"
+            ) from None
+        assert settings.redis_url is not None
+        return ScaledStore.from_urls(settings.database_url, settings.redis_url)
     if settings.database_path is None:
         return MemoryStore()
     return SQLiteStore(settings.database_path, synchronous=settings.file.ledger.synchronous)

@@ -224,6 +224,7 @@ class Settings(BaseModel):
     source: str
     database_path: Path | None
     database_url: str
+    redis_url: str | None = None
     secret: bytes | None
     admin_key: str | None
     provider_keys: dict[str, str | None]
@@ -332,8 +333,13 @@ def _database(source: str, url: str, base: Path) -> tuple[str, Path | None]:
     if url == "memory":
         return url, None
     if url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(f"{source}: database: PostgreSQL support is not available yet ({url!r})")
+        return url, None
     raise ConfigError(f"{source}: database: expected 'sqlite:///PATH' (got {url!r})")
+
+
+def secret_present(cfg: FileConfig, env: Mapping[str, str]) -> bool:
+    named = cfg.secret[len("env:") :] if cfg.secret else None
+    return bool((named and env.get(named)) or env.get("FAREBOX_SECRET"))
 
 
 def parse_settings(
@@ -353,6 +359,19 @@ def parse_settings(
     _check_prices(source, cfg)
     db_env = env.get("FAREBOX_DATABASE")
     url, path = _database(source, db_env or cfg.database, base_dir)
+    redis_url = env.get("FAREBOX_REDIS") or cfg.redis
+    if url.startswith("postgres") and not redis_url:
+        raise ConfigError(
+            f"{source}: redis: a PostgreSQL database needs Redis for budget counters and "
+            'shared state; set redis: "redis://HOST:6379/0"'
+        )
+    if url.startswith("postgres") and not secret_present(cfg, env):
+        raise ConfigError(
+            f"{source}: secret: replicas must share the key-hashing secret; set FAREBOX_SECRET "
+            '(the same value on every replica) or secret: "env:NAME"'
+        )
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{source}: redis: expected a redis:// URL (got {redis_url!r})")
     keys = {
         name: _resolve_env(p.api_key, f"providers.{name}.api_key", source, env)
         for name, p in cfg.providers.items()
@@ -366,6 +385,7 @@ def parse_settings(
         source=source,
         database_path=path,
         database_url=url,
+        redis_url=redis_url,
         secret=secret.encode() if secret else None,
         admin_key=env.get("FAREBOX_ADMIN_KEY") or None,
         provider_keys=keys,
