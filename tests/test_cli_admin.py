@@ -110,3 +110,31 @@ async def test_models_and_me_follow_the_plan(make_gateway: Any) -> None:
         assert r.status_code == 200
         [entry] = await gw.ledger("f")
         assert entry.output_tokens <= 256  # clamped to the plan's cap
+
+
+def test_budgets_set_increase_and_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FAREBOX_ADMIN_KEY", raising=False)
+    path = tmp_path / "farebox.yaml"
+    path.write_text(
+        f'database: "sqlite:///{tmp_path / "b.db"}"\n'
+        "plans:\n  pro: {models: ['*'], budgets: [{period: day, limit_usd: '1'}]}\n"
+    )
+    cfg = str(path)
+    assert run("tenants", "create", "acme", "--plan", "pro", "--config", cfg).exit_code == 0
+    shown = run("budgets", "show", "acme", "--config", cfg)
+    assert shown.exit_code == 0, shown.output
+    assert "tenant" in shown.output and "1.00" in shown.output
+    assert (
+        run("budgets", "set", "acme", "--period", "day", "--limit", "5", "--config", cfg).exit_code
+        == 0
+    )
+    raised = run("budgets", "increase", "acme", "--period", "day", "--amount", "2.5", "--for", "24h",
+                 "--config", cfg)  # fmt: skip
+    assert raised.exit_code == 0, raised.output
+    shown = run("budgets", "show", "acme", "--config", cfg)
+    assert "7.50" in shown.output, shown.output
+    bad = run("budgets", "increase", "acme", "--period", "week", "--amount", "1", "--config", cfg)
+    assert bad.exit_code != 0 and "no tenant week budget" in bad.output
+    bad_for = run("budgets", "increase", "acme", "--period", "day", "--amount", "1", "--for", "soon",
+                  "--config", cfg)  # fmt: skip
+    assert bad_for.exit_code != 0 and "--for" in bad_for.output

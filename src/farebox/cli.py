@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import sys
 import urllib.error
 import urllib.request
@@ -12,7 +13,10 @@ from typing import Any, TypeVar
 
 import click
 
+from farebox.budgeting import budget_ident
 from farebox.config import Settings, admin_key_from_env, export_for_workers, load_settings
+from farebox.core.keys import hash_key
+from farebox.core.periods import parse_period
 from farebox.core.records import GROUP_BY
 from farebox.errors import ConfigError, FareboxError
 
@@ -171,6 +175,57 @@ def _local(config: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
         raise click.ClickException(exc.message) from None
 
 
+def _in_process(config: str | None, method: str, path: str, body: Any = None) -> Any:
+    """Call the admin API of an in-process app on the local database (no server)."""
+    from farebox.app import create_app
+
+    settings = _settings(config)
+    app = create_app(settings, announce=lambda message: click.echo(message, err=True))
+    payload = json.dumps(body).encode() if body is not None else b""
+    raw_path, _, query = path.partition("?")
+
+    async def run() -> tuple[int, bytes]:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": payload, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        token = secrets.token_urlsafe(32)  # local database access is admin access
+        scope = {
+            "type": "http", "method": method, "path": raw_path, "raw_path": raw_path.encode(),
+            "query_string": query.encode(), "root_path": "", "scheme": "http",
+            "http_version": "1.1", "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0),
+            "headers": [(b"content-type", b"application/json"),
+                        (b"authorization", f"Bearer {token}".encode())],
+        }  # fmt: skip
+        async with app.router.lifespan_context(app):
+            services = app.state.services
+            services.admin_key_hash = hash_key(services.secret, token)
+            await app(scope, receive, send)
+        status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+        return status, b"".join(
+            m.get("body", b"") for m in sent if m["type"] == "http.response.body"
+        )
+
+    status, data = asyncio.run(run())
+    result = json.loads(data or b"null")
+    if status >= 400:
+        error = result.get("error", {}) if isinstance(result, dict) else {}
+        raise click.ClickException(
+            f"{status}: {error.get('message', data.decode(errors='replace'))}"
+        )
+    return result
+
+
+def _call(config: str | None, url: str | None, method: str, path: str, body: Any = None) -> Any:
+    if url:
+        return _remote(url, method, path, body)
+    return _in_process(config, method, path, body)
+
+
 def _remote(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     key = admin_key_from_env()
     if not key:
@@ -291,6 +346,65 @@ def keys_revoke(key_id: str, config: str | None, url: str | None) -> None:
     else:
         _local(config, lambda t: t.revoke_key(key_id))
     click.echo(f"revoked {key_id}")
+
+
+@main.group()
+def budgets() -> None:
+    """Show, set and temporarily increase budgets."""
+
+
+@budgets.command("show")
+@click.argument("tenant_id")
+@target
+def budgets_show(tenant_id: str, config: str | None, url: str | None) -> None:
+    rows = _call(config, url, "GET", f"/admin/v1/tenants/{tenant_id}/budgets")["data"]
+    columns = ["scope", "period", "name", "limit_usd", "used_usd", "reserved_usd",
+               "remaining_usd", "resets_at"]  # fmt: skip
+    _print_table(rows, columns)
+
+
+@budgets.command("set")
+@click.argument("tenant_id")
+@click.option("--period", required=True, help="day, week, month, lifetime or rolling:1h")
+@click.option("--limit", "limit_usd", required=True, help="USD, e.g. 25 or 0.50")
+@click.option("--scope", default="tenant", type=click.Choice(["tenant", "key", "feature", "user"]))
+@click.option("--name", default=None, help="The feature or user, for those scopes.")
+@click.option("--rollover-cap", default=None, help="USD of unused budget carried over, at most.")
+@target
+def budgets_set(tenant_id: str, period: str, limit_usd: str, scope: str, name: str | None,
+                rollover_cap: str | None, config: str | None, url: str | None) -> None:  # fmt: skip
+    """Override one of the plan's budgets for this tenant."""
+    tenant = _call(config, url, "GET", f"/admin/v1/tenants/{tenant_id}")
+    item = {"scope": scope, "period": period, "limit_usd": limit_usd, "name": name,
+            "rollover_cap_usd": rollover_cap}  # fmt: skip
+    item = {k: v for k, v in item.items() if v is not None}
+    same = (scope, period, name)
+    rest = [b for b in tenant.get("budgets", []) if budget_ident(b) != same]
+    _call(config, url, "PATCH", f"/admin/v1/tenants/{tenant_id}", {"budgets": [*rest, item]})
+    click.echo(f"{tenant_id}: {scope} {period} budget set to ${limit_usd}")
+
+
+@budgets.command("increase")
+@click.argument("tenant_id")
+@click.option("--period", required=True)
+@click.option("--amount", required=True, help="USD to add")
+@click.option("--for", "duration", default="24h", help="How long: 30m, 24h, 7d")
+@click.option("--scope", default="tenant")
+@click.option("--name", default=None)
+@target
+def budgets_increase(tenant_id: str, period: str, amount: str, duration: str, scope: str,
+                     name: str | None, config: str | None, url: str | None) -> None:  # fmt: skip
+    """Raise a budget temporarily."""
+    try:
+        seconds = parse_period(f"rolling:{duration}").seconds
+    except ValueError:
+        raise click.BadParameter(
+            f"{duration!r}: expected e.g. 30m, 24h or 7d", param_hint="--for"
+        ) from None
+    body = {"scope": scope, "period": period, "name": name, "amount_usd": amount,
+            "expires_in_s": seconds}  # fmt: skip
+    _call(config, url, "POST", f"/admin/v1/tenants/{tenant_id}/budget-increases", body)
+    click.echo(f"{tenant_id}: {scope} {period} budget raised by ${amount} for {duration}")
 
 
 @main.command()

@@ -1,0 +1,128 @@
+"""PostgreSQL schema, applied as numbered migrations recorded in ``schema_version``.
+
+Migrations run in one transaction that first takes a transaction-scoped advisory lock, so
+replicas starting at once apply each migration exactly once: the others wait for the lock,
+then find the work done. DDL is transactional in PostgreSQL, so a failed migration leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+SCHEMA_TOKEN = "{s}"  # replaced by the quoted schema name (str.format would trip on '{}')
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE {s}.tenants (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        name TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        paused BOOLEAN NOT NULL DEFAULT FALSE,
+        pause_reason TEXT,
+        billing JSONB NOT NULL DEFAULT '{}',
+        metadata JSONB NOT NULL DEFAULT '{}',
+        budgets JSONB NOT NULL DEFAULT '[]'
+    );
+    CREATE TABLE {s}.api_keys (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        key_hash TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        tenant_id TEXT COLLATE "C" REFERENCES {s}.tenants(id),
+        prefix TEXT NOT NULL DEFAULT '',
+        expires_at DOUBLE PRECISION,
+        revoked_at DOUBLE PRECISION,
+        paused BOOLEAN NOT NULL DEFAULT FALSE,
+        pause_reason TEXT,
+        budgets JSONB NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX api_keys_tenant ON {s}.api_keys(tenant_id, created_at);
+    CREATE TABLE {s}.ledger (
+        request_id TEXT COLLATE "C" PRIMARY KEY,
+        tenant_id TEXT COLLATE "C" NOT NULL,
+        key_id TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        model_requested TEXT NOT NULL,
+        model_served TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        status TEXT NOT NULL,
+        http_status INTEGER NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        finished_at DOUBLE PRECISION NOT NULL,
+        "user" TEXT,
+        feature TEXT,
+        metadata JSONB NOT NULL DEFAULT '{}',
+        stream BOOLEAN NOT NULL DEFAULT FALSE,
+        input_tokens BIGINT NOT NULL DEFAULT 0,
+        cached_input_tokens BIGINT NOT NULL DEFAULT 0,
+        cache_write_5m_tokens BIGINT NOT NULL DEFAULT 0,
+        cache_write_1h_tokens BIGINT NOT NULL DEFAULT 0,
+        output_tokens BIGINT NOT NULL DEFAULT 0,
+        reasoning_tokens BIGINT NOT NULL DEFAULT 0,
+        cost NUMERIC(38, 0) NOT NULL DEFAULT 0,
+        revenue NUMERIC(38, 0) NOT NULL DEFAULT 0,
+        latency_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+        ttft_ms DOUBLE PRECISION,
+        upstream_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+        usage_source TEXT NOT NULL DEFAULT 'provider',
+        error_code TEXT,
+        reservation_id TEXT
+    );
+    CREATE INDEX ledger_tenant_time ON {s}.ledger(tenant_id, started_at, request_id);
+    CREATE INDEX ledger_time ON {s}.ledger(started_at, request_id);
+    CREATE TABLE {s}.meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE {s}.budget_alerts (
+        key TEXT NOT NULL,
+        bucket DOUBLE PRECISION NOT NULL,
+        threshold INTEGER NOT NULL,
+        tenant_id TEXT,
+        fired_at DOUBLE PRECISION NOT NULL,
+        detail JSONB NOT NULL DEFAULT '{}',
+        PRIMARY KEY (key, bucket, threshold)
+    );
+    CREATE INDEX budget_alerts_tenant ON {s}.budget_alerts(tenant_id, fired_at);
+    """,
+)
+
+
+def quote_ident(name: str) -> str:
+    """An SQL identifier, quoted (schema names are not parameters)."""
+    if not name or "\x00" in name:
+        raise ValueError(f"invalid PostgreSQL identifier {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def lock_key(schema: str) -> int:
+    """A stable signed 64-bit advisory lock id for migrating ``schema``."""
+    digest = hashlib.blake2b(f"farebox:migrate:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def migrate(conn: Any, schema: str) -> int:
+    """Create ``schema`` if needed and apply pending migrations; return the version."""
+    s = quote_ident(schema)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(schema))
+        if not await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+            await conn.execute(f"CREATE SCHEMA {s}")
+        if await conn.fetchval("SELECT to_regclass($1)", f"{s}.schema_version") is None:
+            await conn.execute(
+                f"CREATE TABLE {s}.schema_version ("
+                "version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+            )
+        current = int(await conn.fetchval(f"SELECT COALESCE(MAX(version), 0) FROM {s}.schema_version"))
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number <= current:
+                continue
+            await conn.execute(script.replace(SCHEMA_TOKEN, s))
+            await conn.execute(
+                f"INSERT INTO {s}.schema_version(version, applied_at) "
+                "VALUES ($1, extract(epoch FROM clock_timestamp()))",
+                number,
+            )
+            current = number
+    return current
