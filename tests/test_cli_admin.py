@@ -133,7 +133,8 @@ def test_budgets_set_increase_and_show(tmp_path: Path, monkeypatch: pytest.Monke
     assert raised.exit_code == 0, raised.output
     shown = run("budgets", "show", "acme", "--config", cfg)
     assert "7.50" in shown.output, shown.output
-    bad = run("budgets", "increase", "acme", "--period", "week", "--amount", "1", "--config", cfg)
+    bad = run("budgets", "increase", "acme", "--period", "week", "--amount", "1",
+              "--config", cfg)  # fmt: skip
     assert bad.exit_code != 0 and "no tenant week budget" in bad.output
     bad_for = run("budgets", "increase", "acme", "--period", "day", "--amount", "1", "--for", "soon",
                   "--config", cfg)  # fmt: skip
