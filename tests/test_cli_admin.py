@@ -128,14 +128,13 @@ def test_budgets_set_increase_and_show(tmp_path: Path, monkeypatch: pytest.Monke
         run("budgets", "set", "acme", "--period", "day", "--limit", "5", "--config", cfg).exit_code
         == 0
     )
-    raised = run("budgets", "increase", "acme", "--period", "day", "--amount", "2.5", "--for", "24h",
-                 "--config", cfg)  # fmt: skip
+    increase = ["budgets", "increase", "acme", "--config", cfg]
+    raised = run(*increase, "--period", "day", "--amount", "2.5", "--for", "24h")
     assert raised.exit_code == 0, raised.output
     shown = run("budgets", "show", "acme", "--config", cfg)
     assert "7.50" in shown.output, shown.output
     bad = run("budgets", "increase", "acme", "--period", "week", "--amount", "1",
               "--config", cfg)  # fmt: skip
     assert bad.exit_code != 0 and "no tenant week budget" in bad.output
-    bad_for = run("budgets", "increase", "acme", "--period", "day", "--amount", "1", "--for", "soon",
-                  "--config", cfg)  # fmt: skip
+    bad_for = run(*increase, "--period", "day", "--amount", "1", "--for", "soon")
     assert bad_for.exit_code != 0 and "--for" in bad_for.output
