@@ -1,0 +1,346 @@
+"""PostgreSQL store (asyncpg pool): tenants, keys, the ledger, meta and budget alerts.
+
+Same semantics as ``SQLiteStore``. Budget counters, leases and the auth epoch are not
+here: ``ScaledStore`` composes this store with Redis for those. All statements are
+parameterised; only the (quoted) schema name is formatted into SQL. Money is
+``NUMERIC(38, 0)`` and every sum is exact (``Decimal`` -> ``int`` on read).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+
+from farebox.core.budgets import Hold
+from farebox.core.records import GROUP_BY, ApiKey, LedgerEntry, Tenant, UsageQuery, UsageRow
+from farebox.errors import Conflict, InvalidRequest, NotFound
+from farebox.stores.postgres_schema import migrate, quote_ident
+
+_TENANT_COLS = (
+    "id", "name", "plan", "created_at", "paused", "pause_reason", "billing", "metadata", "budgets",
+)  # fmt: skip
+_KEY_COLS = (
+    "id", "key_hash", "kind", "name", "created_at", "tenant_id", "prefix", "expires_at",
+    "revoked_at", "paused", "pause_reason", "budgets",
+)  # fmt: skip
+_LEDGER_COLS = tuple(f.name for f in LedgerEntry.__dataclass_fields__.values())
+_JSON_DEFAULTS: dict[str, Any] = {"billing": {}, "metadata": {}, "budgets": [], "detail": {}}
+_BOOL_COLS = {"paused", "stream"}
+_MONEY_COLS = ("cost", "revenue")
+_UTC_SECOND = "to_timestamp(floor(started_at)) AT TIME ZONE 'UTC'"
+_GROUP_SQL = {
+    "tenant": "tenant_id",
+    "model": "model_served",
+    "feature": "feature",
+    "user": '"user"',
+    "key": "key_id",
+    "provider": "provider",
+    "status": "status",
+    "day": f"to_char({_UTC_SECOND}, 'YYYY-MM-DD')",
+    "hour": f"to_char({_UTC_SECOND}, 'YYYY-MM-DD\"T\"HH24\":00:00Z\"')",
+}
+
+
+def _cols(cols: Sequence[str]) -> str:
+    return ", ".join(f'"{c}"' for c in cols)
+
+
+def _params(start: int, count: int) -> str:
+    return ", ".join(f"${i}" for i in range(start, start + count))
+
+
+def _encode(col: str, value: Any) -> Any:
+    if col in _JSON_DEFAULTS:
+        return _JSON_DEFAULTS[col] if value is None else value
+    if col in _BOOL_COLS:
+        return bool(value)
+    return value
+
+
+def _ledger_row(entry: LedgerEntry) -> list[Any]:
+    return [_encode(c, getattr(entry, c)) for c in _LEDGER_COLS]
+
+
+def _entry(row: Any) -> LedgerEntry:
+    data = dict(row)
+    for col in _MONEY_COLS:
+        data[col] = int(data[col])
+    return LedgerEntry(**data)
+
+
+def _int(value: Any) -> int:
+    """A count or exact sum (``Decimal`` for NUMERIC and SUM(BIGINT)) as an ``int``."""
+    if value is None:
+        return 0
+    if isinstance(value, Decimal) and value != value.to_integral_value():
+        raise ValueError(f"non-integral sum {value}")
+    return int(value)
+
+
+async def _init_connection(conn: Any) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+        format="text",
+    )
+
+
+class PostgresStore:
+    def __init__(
+        self, dsn: str, *, schema: str = "public", pool_min: int = 2, pool_max: int = 20
+    ) -> None:
+        self._dsn = dsn
+        self._schema = schema
+        self._s = quote_ident(schema)
+        self._pool_min = pool_min
+        self._pool_max = pool_max
+        self._pool_obj: Any = None
+        self._ledger_upsert = self._upsert_sql()
+        self._ledger_insert = (
+            f"INSERT INTO {self._s}.ledger({_cols(_LEDGER_COLS)}) "
+            f"VALUES ({_params(1, len(_LEDGER_COLS))}) ON CONFLICT (request_id) DO NOTHING"
+        )
+
+    def _upsert_sql(self) -> str:
+        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in _LEDGER_COLS if c != "request_id")
+        return (
+            f"INSERT INTO {self._s}.ledger({_cols(_LEDGER_COLS)}) "
+            f"VALUES ({_params(1, len(_LEDGER_COLS))}) "
+            f"ON CONFLICT (request_id) DO UPDATE SET {updates} WHERE ledger.status = 'unsettled'"
+        )
+
+    # lifecycle -----------------------------------------------------------------
+    async def open(self) -> None:
+        if self._pool_obj is not None:
+            return
+        pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=self._pool_min,
+            max_size=self._pool_max,
+            init=_init_connection,
+            server_settings={"search_path": self._s},
+        )
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn, self._schema)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool_obj = pool
+
+    async def close(self) -> None:
+        pool, self._pool_obj = self._pool_obj, None
+        if pool is not None:
+            await pool.close()
+
+    @property
+    def _pool(self) -> Any:
+        if self._pool_obj is None:
+            raise RuntimeError("PostgresStore is not open")
+        return self._pool_obj
+
+    async def ping(self) -> bool:
+        pool = self._pool
+        try:
+            return bool(await pool.fetchval("SELECT 1", timeout=5.0) == 1)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+
+    # tenants --------------------------------------------------------------------
+    async def create_tenant(self, tenant: Tenant) -> None:
+        await self._insert("tenants", _TENANT_COLS, tenant, f"tenant {tenant.id!r} already exists")
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        rows = await self._select("tenants", _TENANT_COLS, "id = $1", (tenant_id,))
+        return Tenant(**rows[0]) if rows else None
+
+    async def list_tenants(self) -> list[Tenant]:
+        return [Tenant(**r) for r in await self._select("tenants", _TENANT_COLS, "TRUE", (), "id")]
+
+    async def update_tenant(self, tenant_id: str, changes: dict[str, Any]) -> Tenant:
+        return Tenant(**await self._update("tenants", _TENANT_COLS, tenant_id, changes, "tenant"))
+
+    # keys ----------------------------------------------------------------------
+    async def create_key(self, key: ApiKey) -> None:
+        await self._insert("api_keys", _KEY_COLS, key, f"key {key.id!r} cannot be created")
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        rows = await self._select("api_keys", _KEY_COLS, "id = $1", (key_id,))
+        return ApiKey(**rows[0]) if rows else None
+
+    async def get_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        rows = await self._select("api_keys", _KEY_COLS, "key_hash = $1", (key_hash,))
+        return ApiKey(**rows[0]) if rows else None
+
+    async def list_keys(self, tenant_id: str | None, kind: str | None = None) -> list[ApiKey]:
+        where, params = ["TRUE"], []
+        for col, value in (("tenant_id", tenant_id), ("kind", kind)):
+            if value is not None:
+                params.append(value)
+                where.append(f"{col} = ${len(params)}")
+        order = "created_at, id"
+        rows = await self._select("api_keys", _KEY_COLS, " AND ".join(where), params, order)
+        return [ApiKey(**r) for r in rows]
+
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
+        return ApiKey(**await self._update("api_keys", _KEY_COLS, key_id, changes, "key"))
+
+    # ledger ----------------------------------------------------------------------
+    async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
+        """Write all entries in one transaction. A repeated request id is ignored, except
+        that a real entry replaces an ``unsettled`` placeholder (a late settlement)."""
+        await self._write_ledger(self._ledger_upsert, entries)
+
+    async def insert_ledger_if_absent(self, entries: Sequence[LedgerEntry]) -> None:
+        """Write entries whose request id is not in the ledger yet; never replace one."""
+        await self._write_ledger(self._ledger_insert, entries)
+
+    async def _write_ledger(self, sql: str, entries: Sequence[LedgerEntry]) -> None:
+        if not entries:
+            return
+        rows = [_ledger_row(e) for e in entries]
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.executemany(sql, rows)
+
+    async def existing_entries(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
+        """The ledger entries among ``request_ids``, by request id."""
+        if not request_ids:
+            return {}
+        sql = (
+            f"SELECT {_cols(_LEDGER_COLS)} FROM {self._s}.ledger "
+            "WHERE request_id = ANY($1::text[])"
+        )
+        rows = await self._pool.fetch(sql, list(request_ids))
+        return {e.request_id: e for e in map(_entry, rows)}
+
+    async def ledger(
+        self, tenant_id: str | None = None, limit: int | None = None
+    ) -> list[LedgerEntry]:
+        where = "tenant_id = $1" if tenant_id is not None else "TRUE"
+        params: list[Any] = [tenant_id] if tenant_id is not None else []
+        sql = (
+            f"SELECT {_cols(_LEDGER_COLS)} FROM {self._s}.ledger WHERE {where} "
+            "ORDER BY started_at DESC, request_id DESC"
+        )
+        if limit is not None and limit >= 0:  # a negative limit is no limit, as in SQLite
+            params.append(limit)
+            sql += f" LIMIT ${len(params)}"
+        rows = await self._pool.fetch(sql, *params)
+        return [_entry(r) for r in reversed(rows)]
+
+    async def usage(self, query: UsageQuery) -> list[UsageRow]:
+        if query.group_by is not None and query.group_by not in GROUP_BY:
+            raise InvalidRequest(f"group_by must be one of {', '.join(GROUP_BY)}", param="group_by")
+        group = _GROUP_SQL[query.group_by] if query.group_by else "NULL::text"
+        where, params = ["TRUE"], []
+        for clause, value in (
+            ("tenant_id = ", query.tenant_id),
+            ("started_at >= ", query.start),
+            ("started_at < ", query.end),
+        ):
+            if value is not None:
+                params.append(value)
+                where.append(f"{clause}${len(params)}")
+        sql = (
+            "SELECT g, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(revenue) "
+            f"FROM (SELECT {group} AS g, input_tokens, output_tokens, cost, revenue "
+            f"FROM {self._s}.ledger WHERE {' AND '.join(where)}) AS rows "
+            'GROUP BY g ORDER BY g COLLATE "C" NULLS LAST'
+        )
+        rows = await self._pool.fetch(sql, *params)
+        return [UsageRow(r[0], *(_int(v) for v in tuple(r)[1:])) for r in rows]
+
+    # budget alerts -------------------------------------------------------------------
+    async def record_alert(
+        self, hold: Hold, threshold: int, tenant: str | None, now: float, detail: dict[str, Any]
+    ) -> bool:
+        """Remember a threshold alert; True only the first time per counter window."""
+        inserted = await self._pool.fetchval(
+            f"INSERT INTO {self._s}.budget_alerts"
+            "(key, bucket, threshold, tenant_id, fired_at, detail) VALUES ($1, $2, $3, $4, $5, $6) "
+            "ON CONFLICT (key, bucket, threshold) DO NOTHING RETURNING TRUE",
+            hold.key, hold.bucket, threshold, tenant, now, detail or {},
+        )  # fmt: skip
+        return inserted is True
+
+    async def alerts(self, tenant_id: str | None) -> list[dict[str, Any]]:
+        where, params = ("WHERE tenant_id = $1", (tenant_id,)) if tenant_id is not None else ("", ())
+        rows = await self._pool.fetch(
+            "SELECT key, bucket, threshold, tenant_id, fired_at, detail "
+            f"FROM {self._s}.budget_alerts {where} ORDER BY fired_at, key, bucket, threshold",
+            *params,
+        )
+        return [
+            {"budget": r[0], "window_start": r[1], "threshold_percent": r[2], "tenant": r[3],
+             "fired_at": r[4], **r[5]}
+            for r in rows
+        ]  # fmt: skip
+
+    # meta --------------------------------------------------------------------------
+    async def get_meta(self, name: str) -> str | None:
+        value = await self._pool.fetchval(
+            f"SELECT value FROM {self._s}.meta WHERE name = $1", name
+        )
+        return None if value is None else str(value)
+
+    async def put_meta_if_absent(self, name: str, value: str) -> str:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                f"INSERT INTO {self._s}.meta(name, value) VALUES ($1, $2) "
+                "ON CONFLICT (name) DO NOTHING",
+                name,
+                value,
+            )
+            # a new statement: sees a value a concurrent transaction committed first
+            stored = await conn.fetchval(f"SELECT value FROM {self._s}.meta WHERE name = $1", name)
+        return str(stored)
+
+    # helpers -----------------------------------------------------------------------
+    async def _insert(self, table: str, cols: Sequence[str], record: Any, conflict: str) -> None:
+        values = [_encode(c, getattr(record, c)) for c in cols]
+        sql = f"INSERT INTO {self._s}.{table}({_cols(cols)}) VALUES ({_params(1, len(cols))})"
+        try:
+            await self._pool.execute(sql, *values)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise Conflict(f"{conflict}: {exc}") from None
+
+    async def _select(
+        self,
+        table: str,
+        cols: Sequence[str],
+        where: str,
+        params: Sequence[Any],
+        order: str | None = None,
+    ) -> list[dict[str, Any]]:
+        sql = f"SELECT {_cols(cols)} FROM {self._s}.{table} WHERE {where}"
+        if order:
+            sql += f" ORDER BY {order}"
+        return [dict(r) for r in await self._pool.fetch(sql, *params)]
+
+    async def _update(
+        self, table: str, cols: Sequence[str], row_id: str, changes: dict[str, Any], what: str
+    ) -> dict[str, Any]:
+        """Apply ``changes`` and return the updated row, in one statement."""
+        unknown = set(changes) - set(cols) - {"id"}
+        if unknown or "id" in changes:
+            raise ValueError(f"cannot update {sorted(unknown | ({'id'} & set(changes)))}")
+        names = list(changes)
+        assignments = ", ".join(f'"{c}" = ${i}' for i, c in enumerate(names, start=1)) or "id = id"
+        values = [_encode(c, changes[c]) for c in names] + [row_id]
+        sql = (
+            f"UPDATE {self._s}.{table} SET {assignments} WHERE id = ${len(values)} "
+            f"RETURNING {_cols(cols)}"
+        )
+        try:
+            row = await self._pool.fetchrow(sql, *values)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise Conflict(f"{what} {row_id!r} cannot be updated: {exc}") from None
+        if row is None:
+            raise NotFound(f"{what} {row_id!r} not found")
+        return dict(row)
