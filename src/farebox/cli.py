@@ -8,7 +8,7 @@ import secrets
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
 import click
@@ -185,12 +185,12 @@ def _in_process(config: str | None, method: str, path: str, body: Any = None) ->
     raw_path, _, query = path.partition("?")
 
     async def run() -> tuple[int, bytes]:
-        sent: list[dict[str, Any]] = []
+        sent: list[MutableMapping[str, Any]] = []
 
-        async def receive() -> dict[str, Any]:
+        async def receive() -> MutableMapping[str, Any]:
             return {"type": "http.request", "body": payload, "more_body": False}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             sent.append(message)
 
         token = secrets.token_urlsafe(32)  # local database access is admin access

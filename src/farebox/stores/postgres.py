@@ -41,7 +41,7 @@ _GROUP_SQL = {
     "provider": "provider",
     "status": "status",
     "day": f"to_char({_UTC_SECOND}, 'YYYY-MM-DD')",
-    "hour": f"to_char({_UTC_SECOND}, 'YYYY-MM-DD\"T\"HH24\":00:00Z\"')",
+    "hour": f'to_char({_UTC_SECOND}, \'YYYY-MM-DD"T"HH24":00:00Z"\')',
 }
 
 
@@ -130,7 +130,7 @@ class PostgresStore:
             async with pool.acquire() as conn:
                 await migrate(conn, self._schema)
         except BaseException:
-            await pool.close()
+            pool.terminate()  # not awaited: safe even while being cancelled
             raise
         self._pool_obj = pool
 
@@ -213,8 +213,7 @@ class PostgresStore:
         if not request_ids:
             return {}
         sql = (
-            f"SELECT {_cols(_LEDGER_COLS)} FROM {self._s}.ledger "
-            "WHERE request_id = ANY($1::text[])"
+            f"SELECT {_cols(_LEDGER_COLS)} FROM {self._s}.ledger WHERE request_id = ANY($1::text[])"
         )
         rows = await self._pool.fetch(sql, list(request_ids))
         return {e.request_id: e for e in map(_entry, rows)}
@@ -270,7 +269,9 @@ class PostgresStore:
         return inserted is True
 
     async def alerts(self, tenant_id: str | None) -> list[dict[str, Any]]:
-        where, params = ("WHERE tenant_id = $1", (tenant_id,)) if tenant_id is not None else ("", ())
+        where, params = (
+            ("WHERE tenant_id = $1", (tenant_id,)) if tenant_id is not None else ("", ())
+        )
         rows = await self._pool.fetch(
             "SELECT key, bucket, threshold, tenant_id, fired_at, detail "
             f"FROM {self._s}.budget_alerts {where} ORDER BY fired_at, key, bucket, threshold",
@@ -284,9 +285,7 @@ class PostgresStore:
 
     # meta --------------------------------------------------------------------------
     async def get_meta(self, name: str) -> str | None:
-        value = await self._pool.fetchval(
-            f"SELECT value FROM {self._s}.meta WHERE name = $1", name
-        )
+        value = await self._pool.fetchval(f"SELECT value FROM {self._s}.meta WHERE name = $1", name)
         return None if value is None else str(value)
 
     async def put_meta_if_absent(self, name: str, value: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-SCHEMA_TOKEN = "{s}"  # replaced by the quoted schema name (str.format would trip on '{}')
+SCHEMA_MARK = "{s}"  # replaced by the quoted schema name (str.format would trip on '{}')
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -114,11 +114,13 @@ async def migrate(conn: Any, schema: str) -> int:
                 f"CREATE TABLE {s}.schema_version ("
                 "version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
             )
-        current = int(await conn.fetchval(f"SELECT COALESCE(MAX(version), 0) FROM {s}.schema_version"))
+        current = int(
+            await conn.fetchval(f"SELECT COALESCE(MAX(version), 0) FROM {s}.schema_version")
+        )
         for number, script in enumerate(MIGRATIONS, start=1):
             if number <= current:
                 continue
-            await conn.execute(script.replace(SCHEMA_TOKEN, s))
+            await conn.execute(script.replace(SCHEMA_MARK, s))
             await conn.execute(
                 f"INSERT INTO {s}.schema_version(version, applied_at) "
                 "VALUES ($1, extract(epoch FROM clock_timestamp()))",

@@ -407,7 +407,9 @@ class RedisBudgets:
 
     async def settle(self, entries: Sequence[LedgerEntry]) -> None:
         """Turn each entry's reservation into spend of exactly its cost. Idempotent: an entry
-        whose reservation is gone or already settled late changes nothing."""
+        whose reservation is gone or already settled late changes nothing. One script for
+        the batch; each entry is all-or-nothing, and should one overflow a counter
+        (``FareboxError``), the entries before it stay settled, so retrying is safe."""
         settling = [e for e in entries if e.reservation_id is not None]
         if not settling:
             return

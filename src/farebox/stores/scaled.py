@@ -26,6 +26,9 @@ from farebox.core.records import (
 from farebox.stores.postgres import PostgresStore
 from farebox.stores.redis_budgets import RedisBudgets
 
+REDIS_CONNECTIONS = 64
+REDIS_WAIT_S = 10.0
+
 
 class ScaledStore:
     def __init__(self, pg: PostgresStore, budgets: RedisBudgets, client: aioredis.Redis) -> None:
@@ -35,7 +38,11 @@ class ScaledStore:
 
     @classmethod
     def from_urls(cls, database_url: str, redis_url: str) -> ScaledStore:
-        client = aioredis.Redis.from_url(redis_url)
+        # requests beyond the pool wait for a connection instead of failing
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S
+        )
+        client = aioredis.Redis(connection_pool=pool)
         return cls(PostgresStore(database_url), RedisBudgets(client), client)
 
     async def open(self) -> None:
