@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,53 @@ def make_sqlite(tmp_path: Path) -> Any:
     return SQLiteStore(tmp_path / "budgets.db")
 
 
-FACTORIES: dict[str, Callable[[Path], Any]] = {"memory": make_memory, "sqlite": make_sqlite}
+def make_scaled(tmp_path: Path) -> Any:
+    """PostgreSQL (a fresh schema) plus Redis (a fresh key prefix): the replicas' backend."""
+    missing = [n for n, port in (("PostgreSQL", 5432), ("Redis", 6379)) if not _listening(port)]
+    if missing:
+        message = f"{' and '.join(missing)} on 127.0.0.1 not running: scaled store untested"
+        if os.environ.get("FAREBOX_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    import redis.asyncio as aioredis
+
+    from farebox.stores.postgres import PostgresStore
+    from farebox.stores.redis_budgets import RedisBudgets
+    from farebox.stores.scaled import ScaledStore
+
+    tag = uuid.uuid4().hex[:12]
+    client = aioredis.Redis(host="127.0.0.1", port=6379)
+    pg = PostgresStore(PG_DSN, schema=f"farebox_budget_{tag}", pool_min=1, pool_max=4)
+    return ScaledStore(pg, RedisBudgets(client, prefix=f"fbxtest{tag}"), client)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+async def _drop_scaled(s: Any) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{s._pg._schema}" CASCADE')
+    finally:
+        await conn.close()
+    prefix = s._budgets.key_prefix
+    async for key in s._client.scan_iter(match=f"{prefix}*"):
+        await s._client.delete(key)
+
+
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+FACTORIES: dict[str, Callable[[Path], Any]] = {
+    "memory": make_memory,
+    "sqlite": make_sqlite,
+    "postgres+redis": make_scaled,
+}
 
 
 @pytest.fixture(params=sorted(FACTORIES))
@@ -41,6 +90,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     try:
         yield s
     finally:
+        if request.param == "postgres+redis":
+            await _drop_scaled(s)
         await s.close()
 
 
