@@ -218,3 +218,29 @@ def test_a_killed_replicas_holds_are_reclaimed(tmp_path: Path, backend: Backend)
         assert statuses.count("unsettled") == HELD
         again = httpx.post(f"{b.base_url}/v1/chat/completions", json=CHAT, headers=auth)
         assert again.status_code == 200, again.text
+
+
+def test_revocation_reaches_every_replica_at_once(tmp_path: Path, backend: Backend) -> None:
+    config = replica_config(tmp_path / "cfg", backend, MOCK)
+    ports = [free_port(), free_port()]
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    with ExitStack() as stack:
+        servers = [
+            stack.enter_context(
+                running(serve_args(config, port), cwd=tmp_path, env=backend.env(), port=port)
+            )
+            for port in ports
+        ]
+        with httpx.Client(headers=admin_headers(), timeout=10.0) as admin:
+            base = servers[0].base_url
+            assert admin.post(f"{base}/admin/v1/tenants", json={"id": "t", "plan": "p"}).is_success
+            made = admin.post(f"{base}/admin/v1/tenants/t/keys", json={"name": "k"}).json()
+            auth = {"Authorization": f"Bearer {made['key']}"}
+            for server in servers:  # both replicas authenticate (and cache) the key
+                url = f"{server.base_url}/v1/chat/completions"
+                assert httpx.post(url, json=chat, headers=auth).status_code == 200
+            revoked = admin.delete(f"{servers[1].base_url}/admin/v1/keys/{made['id']}")
+            assert revoked.status_code == 200
+            for server in servers:
+                url = f"{server.base_url}/v1/chat/completions"
+                assert httpx.post(url, json=chat, headers=auth).status_code == 401
