@@ -254,7 +254,7 @@ class Budgets:
         rid = f"rsv_{os.urandom(12).hex()}"
         entry = unsettled(rid, amount)
         reservation = Reservation(rid, amount, tuple(scoped), now + self._settings.lease_s, entry)
-        return rid, await self._store.reserve(reservation)
+        return rid, await self._store.reserve(reservation, busy=len(self._active) > 0)
 
     def finished(self, admission: Admission | None, cost: int, tenant: str) -> None:
         """The reservation was settled (its ledger entry is written): stop renewing it, wake

@@ -62,8 +62,9 @@ class Store(Protocol):
         ...
 
     # budgets
-    async def reserve(self, reservation: Reservation) -> ReserveOutcome:
-        """Hold ``reservation.amount`` against every hold, atomically, or against none."""
+    async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
+        """Hold ``reservation.amount`` against every hold, atomically, or against none.
+        ``busy`` hints that other reservations are in flight (a store may batch them)."""
         ...
 
     async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None: ...

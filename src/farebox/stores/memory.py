@@ -103,7 +103,7 @@ class MemoryStore:
         for entry in entries:
             self._ledger.setdefault(entry.request_id, entry)
 
-    async def reserve(self, reservation: Reservation) -> ReserveOutcome:
+    async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
         return self._budgets.reserve(reservation)
 
     async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:

@@ -113,7 +113,7 @@ class ScaledStore:
         return await self._pg.put_meta_if_absent(name, value)
 
     # budgets ---------------------------------------------------------------------------
-    async def reserve(self, reservation: Reservation) -> ReserveOutcome:
+    async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
         return await self._budgets.reserve(reservation)
 
     async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from operator import attrgetter
@@ -55,7 +54,6 @@ _KEY_COLS = (
 )
 _LEDGER_COLS = tuple(f.name for f in LedgerEntry.__dataclass_fields__.values())
 INLINE_MAX_ROWS = 4  # small batches commit on the caller's thread; larger ones in the thread
-BATCH_GAP_S = 0.0002  # reservations closer together than this are group-committed
 CHECKPOINT_EVERY = 256  # inline commits between checkpoints run in the thread
 _LEDGER_ROW = attrgetter(*_LEDGER_COLS)
 _LEDGER_META = _LEDGER_COLS.index("metadata")
@@ -131,7 +129,6 @@ class SQLiteStore:
         self._inline_commits = 0
         self._reserving: list[tuple[Reservation, asyncio.Future[ReserveOutcome]]] = []
         self._batches: set[asyncio.Task[None]] = set()
-        self._last_reserve = 0.0
         self._epoch = EpochFile(path.with_name(path.name + "-authepoch"))
 
     # lifecycle -----------------------------------------------------------------
@@ -296,12 +293,11 @@ class SQLiteStore:
         await self._write(write, small=len(rows) <= INLINE_MAX_ROWS)
 
     # budgets -------------------------------------------------------------------------
-    async def reserve(self, reservation: Reservation) -> ReserveOutcome:
-        """Reservations made in the same event-loop turn share one transaction (group
-        commit); each still succeeds or fails on its own, in arrival order."""
-        now, last = time.perf_counter(), self._last_reserve
-        self._last_reserve = now
-        if not self._reserving and now - last > BATCH_GAP_S:  # light load: no batching delay
+    async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
+        """Under load (``busy``: other requests are in flight), reservations made in the same
+        event-loop turn share one transaction (group commit), each still succeeding or
+        failing on its own, in arrival order. Otherwise commit at once, without waiting."""
+        if not busy and not self._reserving:
             return await self._write(lambda db: budgets.reserve(db, reservation))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ReserveOutcome] = loop.create_future()
