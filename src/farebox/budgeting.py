@@ -136,6 +136,8 @@ class Budgets:
         self._windows = WindowCache()
         self._active: set[str] = set()
         self._settle_signal = asyncio.Event()
+        self._waiting = 0  # requests waiting for room
+        self._lowest_threshold = min(settings.alert_thresholds, default=None)
         self._fired: set[tuple[str, float, int]] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -241,8 +243,12 @@ class Budgets:
         """Wait until a reservation of this process settles, or a short while (holds of other
         processes settle unseen), or the deadline."""
         wait = min(SETTLE_POLL_S, max(deadline - time.monotonic(), 0.0))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._settle_signal.wait(), wait)
+        self._waiting += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settle_signal.wait(), wait)
+        finally:
+            self._waiting -= 1
 
     async def _reserve(
         self,
@@ -262,11 +268,17 @@ class Budgets:
         if admission is None:
             return
         self._active.discard(admission.reservation_id)
-        signal, self._settle_signal = self._settle_signal, asyncio.Event()
-        signal.set()
-        if self._settings.alert_thresholds:
-            spent = [HoldState(s.hold, s.used + cost, 0, s.limit) for s in admission.states]
-            self._check_alerts(spent, tenant, self._clock())
+        if self._waiting:
+            signal, self._settle_signal = self._settle_signal, asyncio.Event()
+            signal.set()
+        lowest = self._lowest_threshold
+        crossed = [
+            HoldState(s.hold, s.used + cost, 0, s.limit)
+            for s in admission.states
+            if lowest is not None and (s.used + cost) * 100 >= s.limit * lowest
+        ]
+        if crossed:
+            self._check_alerts(crossed, tenant, self._clock())
 
     def _exceeded(self, outcome: ReserveOutcome) -> BudgetExceeded:
         state = outcome.failed or min(outcome.states, key=lambda s: s.remaining)

@@ -352,9 +352,7 @@ class Gateway:
             first = targets[0]
 
             def unsettled(rid: str, amount: int, target: Target = first) -> LedgerEntry:
-                meta = {**call.principal.metadata, "reserved_usd": format_usd(amount)}
-                return self._entry(call, target, Usage(), "unsettled", 0, 0.0, reservation_id=rid,
-                                   metadata=meta, error_code="lease_expired")  # fmt: skip
+                return _placeholder(call, target, rid, amount)
 
             prices = [t.price for t in targets]
             result = await budgets.admit(scope, scoped, prices, input_tokens, wanted, unsettled)
@@ -470,6 +468,30 @@ def _with_ttft(entry: LedgerEntry, meter: StreamMeter) -> LedgerEntry:
     if meter.first_at is None:
         return entry
     return _replace(entry, ttft_ms=(meter.first_at - meter.started) * 1000)
+
+
+def _placeholder(call: _Call, target: Target, rid: str, amount: int) -> LedgerEntry:
+    """The ``unsettled`` entry a reclaimed lease leaves behind (no usage is known)."""
+    who = call.principal
+    return LedgerEntry(
+        request_id=call.request_id,
+        tenant_id=who.tenant.id,
+        key_id=who.key.id,
+        endpoint=call.endpoint,
+        model_requested=call.model,
+        model_served=target.model,
+        provider=target.provider,
+        status="unsettled",
+        http_status=0,
+        started_at=call.started_wall,
+        finished_at=call.started_wall,
+        user=who.user or _openai_user(call.body),
+        feature=who.feature,
+        metadata={**who.metadata, "reserved_usd": format_usd(amount)},
+        stream=bool(call.body.get("stream")),
+        error_code="lease_expired",
+        reservation_id=rid,
+    )
 
 
 def _scope(call: _Call) -> Scope:

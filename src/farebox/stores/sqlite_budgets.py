@@ -76,9 +76,17 @@ def settle(db: sqlite3.Connection, entries: Sequence[LedgerEntry]) -> None:
     for entry in entries:
         if entry.reservation_id is None:
             continue
+        # the usual case in one statement: a held reservation is deleted as it settles
         row = db.execute(
-            "SELECT amount, holds, state FROM reservations WHERE id = ?", (entry.reservation_id,)
+            "DELETE FROM reservations WHERE id = ? AND state = 'held' "
+            "RETURNING amount, holds, state",
+            (entry.reservation_id,),
         ).fetchone()
+        if row is None:
+            row = db.execute(
+                "SELECT amount, holds, state FROM reservations WHERE id = ?",
+                (entry.reservation_id,),
+            ).fetchone()
         if row is None or row[2] == "settled_late":
             continue
         amount, holds, status = row
@@ -88,9 +96,7 @@ def settle(db: sqlite3.Connection, entries: Sequence[LedgerEntry]) -> None:
             "WHERE key = ? AND bucket = ?",
             [(held, entry.cost, key, bucket) for key, bucket in orjson.loads(holds)],
         )
-        if status == "held":
-            db.execute("DELETE FROM reservations WHERE id = ?", (entry.reservation_id,))
-        else:  # settled after its lease expired: replace the unsettled placeholder
+        if status != "held":  # settled after its lease expired: replace the placeholder
             db.execute(
                 "UPDATE reservations SET state = 'settled_late' WHERE id = ?",
                 (entry.reservation_id,),
