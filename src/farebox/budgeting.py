@@ -27,13 +27,14 @@ from farebox.core.budgets import (
     worst_case,
 )
 from farebox.core.money import decimal_ratio, format_usd, parse_usd
-from farebox.core.periods import WindowCache, parse_period
+from farebox.core.periods import ROLLING_BUCKETS, WindowCache, parse_period
 from farebox.core.pricing import Price
 from farebox.core.records import ApiKey, LedgerEntry, Reservation, ReserveOutcome, Tenant
 from farebox.errors import BudgetExceeded, InvalidRequest
 from farebox.stores.base import Store
 
 log = logging.getLogger("farebox.budgets")
+HOLDS_CACHE_SIZE = 10_000
 SETTLE_POLL_S = 0.05  # how often a request waiting for budget room looks again
 INCREASE_FIELDS = ("increase_usd", "increase_until")
 
@@ -133,6 +134,7 @@ class Budgets:
         self._on_alert = on_alert
         self._share = decimal_ratio(settings.downgrade_below)
         self._plan_specs: dict[str, list[BudgetSpec]] = {}
+        self._holds_cache: dict[tuple[Any, ...], tuple[float, float, list[Hold]]] = {}
         self._windows = WindowCache()
         self._active: set[str] = set()
         self._settle_signal = asyncio.Event()
@@ -154,10 +156,24 @@ class Budgets:
         return merge(plan, tenant, key)
 
     def holds(self, scope: Scope, now: float) -> list[Hold]:
+        """The counters in scope. Without overrides they depend only on who is asking and
+        on the current windows, so they are cached until the first of those windows ends."""
+        cacheable = not scope.tenant_budgets and not scope.key_budgets
+        slot = (scope.tenant, scope.key, scope.feature, scope.user, scope.plan, scope.since)
+        if cacheable:
+            found = self._holds_cache.get(slot)
+            if found is not None and found[0] <= now < found[1]:
+                return found[2]
         specs = self.specs(scope, now)
-        return holds(specs, tenant=scope.tenant, key=scope.key, feature=scope.feature,
-                     user=scope.user, now=now, zone=self._zone, windows=self._windows,
-                     since=scope.since)  # fmt: skip
+        result = holds(specs, tenant=scope.tenant, key=scope.key, feature=scope.feature,
+                       user=scope.user, now=now, zone=self._zone, windows=self._windows,
+                       since=scope.since)  # fmt: skip
+        if cacheable:
+            if len(self._holds_cache) >= HOLDS_CACHE_SIZE:
+                self._holds_cache.clear()
+            until = min((_bucket_end(h) for h in result), default=now)
+            self._holds_cache[slot] = (now, until, result)
+        return result
 
     def base_budget(
         self, tenant: Tenant, plan: str, scope: str, period: str, name: str | None
@@ -361,6 +377,13 @@ class Budgets:
 
     async def reclaim(self) -> list[LedgerEntry]:
         return await self._store.reclaim_expired(self._clock())
+
+
+def _bucket_end(hold: Hold) -> float:
+    """When a hold's current bucket (the one new spend goes into) ends."""
+    if hold.window_s:
+        return hold.bucket + max(hold.window_s // ROLLING_BUCKETS, 1)
+    return hold.resets_at
 
 
 def _iso(ts: float) -> str:
