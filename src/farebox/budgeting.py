@@ -375,9 +375,6 @@ class Budgets:
             except Exception:
                 log.exception("budget lease upkeep failed")
 
-    async def reclaim(self) -> list[LedgerEntry]:
-        return await self._store.reclaim_expired(self._clock())
-
 
 def _bucket_end(hold: Hold) -> float:
     """When a hold's current bucket (the one new spend goes into) ends."""

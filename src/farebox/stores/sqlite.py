@@ -53,7 +53,6 @@ _KEY_COLS = (
     "budgets",
 )
 _LEDGER_COLS = tuple(f.name for f in LedgerEntry.__dataclass_fields__.values())
-INLINE_MAX_ROWS = 4  # small batches commit on the caller's thread; larger ones in the thread
 CHECKPOINT_EVERY = 256  # inline commits between checkpoints run in the thread
 _LEDGER_ROW = attrgetter(*_LEDGER_COLS)
 _LEDGER_META = _LEDGER_COLS.index("metadata")
@@ -124,8 +123,8 @@ class SQLiteStore:
         self._synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
-        self._reader_lock = threading.Lock()
+        self._local: sqlite3.Connection | None = None
+        self._local_lock = threading.Lock()
         self._inline_commits = 0
         self._reserving: list[tuple[Reservation, asyncio.Future[ReserveOutcome]]] = []
         self._batches: set[asyncio.Task[None]] = set()
@@ -139,10 +138,10 @@ class SQLiteStore:
         await self._run(lambda: migrate(self._db))
         # the caller's own connection: never waits for a lock (busy -> use the thread) and
         # never checkpoints (a checkpoint may fsync; the thread does it instead)
-        self._reader = connect(self._path, self._synchronous, busy_timeout_ms=0)
-        self._reader.execute("PRAGMA wal_autocheckpoint=0")
+        self._local = connect(self._path, self._synchronous, busy_timeout_ms=0)
+        self._local.execute("PRAGMA wal_autocheckpoint=0")
         self._epoch.open()
-        row = self._reader.execute("SELECT value FROM meta WHERE name = 'auth_epoch'").fetchone()
+        row = self._local.execute("SELECT value FROM meta WHERE name = 'auth_epoch'").fetchone()
         self._epoch.publish(int(row[0]))
 
     async def close(self) -> None:
@@ -150,9 +149,9 @@ class SQLiteStore:
             conn = self._conn
             await self._run(conn.close)
             self._conn = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        if self._local is not None:
+            self._local.close()
+            self._local = None
         self._epoch.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
@@ -256,16 +255,15 @@ class SQLiteStore:
         return self._epoch.read()
 
     # ledger ----------------------------------------------------------------------
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], small: bool = True) -> T:
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction. Uncontended, a commit in WAL mode takes
         microseconds: writes run here on the caller's connection rather than paying two
         thread hops (and never contend with this process's own thread). If another process
-        holds the write lock, it waits in the thread. ``small`` is kept for callers that
-        prefer the thread for bulk work."""
-        local = self._reader
+        holds the write lock, it waits in the thread."""
+        local = self._local
         if local is not None:
             try:
-                with self._reader_lock:
+                with self._local_lock:
                     result = self._tx(fn, local)
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
@@ -290,7 +288,7 @@ class SQLiteStore:
             budgets.settle(db, entries)
             db.executemany(_LEDGER_INSERT, rows)
 
-        await self._write(write, small=len(rows) <= INLINE_MAX_ROWS)
+        await self._write(write)
 
     # budgets -------------------------------------------------------------------------
     async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
@@ -327,7 +325,7 @@ class SQLiteStore:
 
     async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:
         if ids:
-            await self._write(lambda db: budgets.extend(db, ids, expires_at), small=False)
+            await self._write(lambda db: budgets.extend(db, ids, expires_at))
 
     async def reclaim_expired(self, now: float) -> list[LedgerEntry]:
         def write(db: sqlite3.Connection) -> list[LedgerEntry]:
@@ -335,13 +333,13 @@ class SQLiteStore:
             db.executemany(_LEDGER_INSERT, [_ledger_row(e) for e in entries])
             return entries
 
-        return await self._write(write, small=False)
+        return await self._write(write)
 
     async def budget_states(self, holds: Sequence[Hold]) -> list[HoldState]:
         def read() -> list[HoldState]:
-            with self._reader_lock:
-                assert self._reader is not None
-                return budgets.states(self._reader, holds) if holds else []
+            with self._local_lock:
+                assert self._local is not None
+                return budgets.states(self._local, holds) if holds else []
 
         return read()
 
@@ -350,7 +348,7 @@ class SQLiteStore:
     ) -> bool:
         text = orjson.dumps(detail).decode()
         return await self._write(
-            lambda db: budgets.record_alert(db, hold, threshold, tenant, now, text), small=False
+            lambda db: budgets.record_alert(db, hold, threshold, tenant, now, text)
         )
 
     async def alerts(self, tenant_id: str | None) -> list[dict[str, Any]]:
