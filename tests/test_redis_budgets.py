@@ -31,6 +31,7 @@ from farebox.core.records import LedgerEntry, Reservation
 from farebox.errors import Conflict, FareboxError
 from farebox.stores.memory_budgets import MemoryBudgets
 from farebox.stores.redis_budgets import RECLAIMED_TTL_S, RedisBudgets
+from tests.test_budget_store import entry, hold
 
 HOST, PORT = "127.0.0.1", 6379
 DAY = 86_400.0
@@ -82,34 +83,10 @@ async def budgets(client: aioredis.Redis) -> AsyncIterator[RedisBudgets]:
         await drop(client, prefix)
 
 
-def entry(rid: str, **kw: Any) -> LedgerEntry:
-    started = kw.pop("started_at", T0)
-    base: dict[str, Any] = {
-        "request_id": rid, "tenant_id": "acme", "key_id": "k1", "endpoint": "chat.completions",
-        "model_requested": "gpt-4o-mini", "model_served": "gpt-4o-mini", "provider": "mock",
-        "status": "ok", "http_status": 200, "started_at": started, "finished_at": started + 0.5,
-    }  # fmt: skip
-    base.update(kw)
-    return LedgerEntry(**base)
-
-
-def hold(key: str, limit: int, bucket: float = T0, **kw: Any) -> Hold:
-    return Hold(
-        key=key,
-        scope=kw.pop("scope", "tenant"),
-        period=kw.pop("period", "day"),
-        name=kw.pop("name", None),
-        limit=limit,
-        bucket=bucket,
-        buckets_from=kw.pop("buckets_from", bucket),
-        resets_at=kw.pop("resets_at", bucket + DAY),
-        **kw,
-    )
-
-
 def reservation(
     rid: str, amount: int, on: Sequence[Hold], expires_at: float = T0 + 60
 ) -> Reservation:
+    """Like the contract suite's, with metadata that must round-trip through Redis."""
     placeholder = entry(
         f"req-{rid}",
         status="unsettled",
