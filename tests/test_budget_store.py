@@ -20,6 +20,7 @@ from farebox.core.periods import parse_period
 from farebox.core.records import LedgerEntry, Reservation
 from farebox.stores.memory import MemoryStore
 from farebox.stores.sqlite import SQLiteStore
+from tests.test_store_contract import entry
 
 DAY = 86_400.0
 T0 = 1_750_032_000.0  # 2025-06-16T00:00:00Z
@@ -93,17 +94,6 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         if request.param == "postgres+redis":
             await _drop_scaled(s)
         await s.close()
-
-
-def entry(rid: str, **kw: Any) -> LedgerEntry:
-    started = kw.pop("started_at", T0)
-    base: dict[str, Any] = {
-        "request_id": rid, "tenant_id": "acme", "key_id": "k1", "endpoint": "chat.completions",
-        "model_requested": "gpt-4o-mini", "model_served": "gpt-4o-mini", "provider": "mock",
-        "status": "ok", "http_status": 200, "started_at": started, "finished_at": started + 0.5,
-    }  # fmt: skip
-    base.update(kw)
-    return LedgerEntry(**base)
 
 
 def hold(key: str, limit: int, bucket: float = T0, **kw: Any) -> Hold:

@@ -422,8 +422,6 @@ class SQLiteStore:
         unknown = set(changes) - set(cols) - {"id"}
         if unknown or "id" in changes:
             raise ValueError(f"cannot update {sorted(unknown | ({'id'} & set(changes)))}")
-        if not changes:
-            changes = {}
         assignments = ",".join(f"{c} = ?" for c in changes) or "id = id"
         values = [_encode(c, v) for c, v in changes.items()] + [row_id]
 
