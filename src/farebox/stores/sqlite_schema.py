@@ -112,6 +112,19 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE reservations;
     ALTER TABLE reservations_v2 RENAME TO reservations;
     """,
+    # counters are read and written on every request by (key, bucket): one b-tree, no rowid
+    """
+    CREATE TABLE budget_counters_v2 (
+        key TEXT NOT NULL,
+        bucket REAL NOT NULL,
+        used INTEGER NOT NULL DEFAULT 0,
+        reserved INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (key, bucket)
+    ) WITHOUT ROWID;
+    INSERT INTO budget_counters_v2 SELECT key, bucket, used, reserved FROM budget_counters;
+    DROP TABLE budget_counters;
+    ALTER TABLE budget_counters_v2 RENAME TO budget_counters;
+    """,
 )
 
 
