@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from farebox.core.money import mul_ratio
@@ -15,6 +16,29 @@ from farebox.core.periods import Period, Window, WindowCache, previous, window
 from farebox.core.pricing import Price
 
 SCOPES = ("tenant", "key", "feature", "user", "global")
+# What a counter counts. Budgets count pico-USD; rate limits reuse the same reserve-then-settle
+# counters for requests, tokens and requests in flight (a ``concurrent`` counter only ever
+# holds reservations: it settles to nothing).
+UNITS = ("usd", "requests", "tokens", "concurrent")
+
+
+def held_amount(unit: str, amount: int, tokens: int) -> int:
+    """What a reservation of ``amount`` pico-USD and ``tokens`` estimated tokens holds."""
+    if unit == "usd":
+        return amount
+    if unit == "tokens":
+        return tokens
+    return 1
+
+
+def settled_amount(unit: str, cost: int, tokens: int) -> int:
+    """What a settled request adds to a counter's spend: its exact cost, one request, its
+    actual tokens, or nothing (a request in flight is no longer in flight)."""
+    if unit == "usd":
+        return cost
+    if unit == "tokens":
+        return tokens
+    return 1 if unit == "requests" else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +72,16 @@ class Hold:
     rollover_bucket: float | None = None  # the previous calendar window, for rollover
     base_limit: int = 0  # the previous window's limit, for rollover
     window_s: int = 0  # rolling windows: their length
+    unit: str = "usd"  # usd (pico-USD) | requests | tokens | concurrent (see ``UNITS``)
+
+
+class HeldCounters(Protocol):
+    """A reservation as far as storing its counters goes (``records.Reservation``)."""
+
+    @property
+    def holds(self) -> tuple[Hold, ...]: ...
+
+    def held(self, hold: Hold) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +190,23 @@ def _hold(
         base_limit=limit - spec.increase,
         window_s=spec.period.seconds,
     )
+
+
+def held_rows(reservation: HeldCounters) -> list[list[Any]]:
+    """A reservation's counters as stored: ``[key, bucket, held, unit]`` each."""
+    return [[h.key, h.bucket, reservation.held(h), h.unit] for h in reservation.holds]
+
+
+def parse_held_rows(rows: Iterable[Sequence[Any]], amount: int) -> list[tuple[str, Any, int, str]]:
+    """Stored counters back; rows written before rate limits, ``[key, bucket]``, held
+    ``amount`` pico-USD."""
+    out = []
+    for row in rows:
+        if len(row) >= 4:
+            out.append((row[0], row[1], int(row[2]), str(row[3])))
+        else:
+            out.append((row[0], row[1], amount, "usd"))
+    return out
 
 
 def rollover(hold: Hold, used_before: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from farebox.core.budgets import Hold, HoldState
+from farebox.core.budgets import Hold, HoldState, held_amount
 
 KeyKind = Literal["tenant", "service", "admin"]
 GROUP_BY = ("tenant", "model", "feature", "user", "day", "hour", "key", "provider", "status")
@@ -79,6 +79,11 @@ class LedgerEntry:
     error_code: str | None = None
     reservation_id: str | None = None
 
+    @property
+    def tokens(self) -> int:
+        """What a tokens-per-minute limit counts: the whole prompt plus the output."""
+        return self.input_tokens + self.output_tokens
+
 
 @dataclass(frozen=True, slots=True)
 class UsageRow:
@@ -107,10 +112,15 @@ class Reservation:
     """
 
     id: str
-    amount: int
+    amount: int  # pico-USD, held against every ``usd`` hold
     holds: tuple[Hold, ...]
     expires_at: float
     unsettled: LedgerEntry
+    tokens: int = 0  # the token estimate, held against every ``tokens`` hold
+
+    def held(self, hold: Hold) -> int:
+        """What this reservation holds against one counter, in that counter's unit."""
+        return held_amount(hold.unit, self.amount, self.tokens)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import MutableMapping, Sequence
 from typing import Any
 
-from farebox.core.budgets import Hold, HoldState, rollover
+from farebox.core.budgets import Hold, HoldState, rollover, settled_amount
 from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
 
 
@@ -44,15 +44,17 @@ class MemoryBudgets:
 
     def reserve(self, reservation: Reservation) -> ReserveOutcome:
         states = [self.state(h) for h in reservation.holds]
-        for current in states:
-            if current.used + current.reserved + reservation.amount > current.limit:
+        held = [reservation.held(h) for h in reservation.holds]
+        for current, amount in zip(states, held, strict=True):
+            if current.used + current.reserved + amount > current.limit:
                 return ReserveOutcome(False, states, current)
-        for hold in reservation.holds:
+        for hold, amount in zip(reservation.holds, held, strict=True):
             slot = (hold.key, hold.bucket)
-            self._reserved[slot] = self._reserved.get(slot, 0) + reservation.amount
+            self._reserved[slot] = self._reserved.get(slot, 0) + amount
         self._holds[reservation.id] = _Held(reservation, reservation.expires_at)
         after = [
-            HoldState(s.hold, s.used, s.reserved + reservation.amount, s.limit) for s in states
+            HoldState(s.hold, s.used, s.reserved + amount, s.limit, s.oldest)
+            for s, amount in zip(states, held, strict=True)
         ]
         return ReserveOutcome(True, after)
 
@@ -63,11 +65,13 @@ class MemoryBudgets:
             held = self._holds.get(entry.reservation_id or "")
             if held is None or held.state == "settled_late":
                 continue
-            amount = held.reservation.amount if held.state == "held" else 0
+            live = held.state == "held"  # a reclaimed hold was already released
             for hold in held.reservation.holds:
                 slot = (hold.key, hold.bucket)
+                amount = held.reservation.held(hold) if live else 0
+                spent = settled_amount(hold.unit, entry.cost, entry.tokens)
                 self._reserved[slot] = self._reserved.get(slot, 0) - amount
-                self._used[slot] = self._used.get(slot, 0) + entry.cost
+                self._used[slot] = self._used.get(slot, 0) + spent
             if held.state == "held":
                 del self._holds[held.reservation.id]
             else:
@@ -88,7 +92,7 @@ class MemoryBudgets:
                 continue
             for hold in held.reservation.holds:
                 slot = (hold.key, hold.bucket)
-                self._reserved[slot] = self._reserved.get(slot, 0) - held.reservation.amount
+                self._reserved[slot] = self._reserved.get(slot, 0) - held.reservation.held(hold)
             held.state = "reclaimed"
             entries.append(dataclasses.replace(held.reservation.unsettled, finished_at=now))
         return entries

@@ -169,7 +169,22 @@ local function hold_state(ukey, rkey, bkey, from, to, limit, rb, cap, base)
   return used, reserved, lim, oldest
 end
 
-local HOLD_ARGS = 7  -- per hold in ARGV: bucket field, from, to, limit, rb, cap, base
+local HOLD_ARGS = 8  -- per hold in ARGV: bucket field, from, to, limit, rb, cap, base, held
+
+-- a stored hold {key, bucket field, held, unit}; rows from before rate limits were
+-- {key, bucket field} and held the reservation's amount in pico-USD
+local function held_of(h, amount)
+  if h[3] == nil then return amount, 'usd' end
+  return big(h[3]), h[4]
+end
+
+-- what a settled request adds to a counter's spend, by the counter's unit
+local function spent(unit, cost, tokens)
+  if unit == 'usd' then return cost end
+  if unit == 'tokens' then return tokens end
+  if unit == 'requests' then return big('1') end
+  return ZERO
+end
 """
 
 # KEYS: leases, the reservation, then used, reserved, buckets per hold.
@@ -178,7 +193,6 @@ local HOLD_ARGS = 7  -- per hold in ARGV: bucket field, from, to, limit, rb, cap
 _RESERVE = (
     _BIGINT
     + """
-local amount = big(ARGV[1])
 local n = (#KEYS - 2) / 3
 local found = {}
 local failed = 0
@@ -188,7 +202,7 @@ for h = 1, n do
     KEYS[k + 1], KEYS[k + 2], KEYS[k + 3],
     ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7])
   found[h] = {used, reserved, lim, oldest}
-  if failed == 0 and cmp(add(add(used, reserved), amount), lim) > 0 then failed = h end
+  if failed == 0 and cmp(add(add(used, reserved), big(ARGV[a + 8])), lim) > 0 then failed = h end
 end
 local ok = 0
 if failed == 0 then
@@ -197,15 +211,15 @@ if failed == 0 then
   end
   for h = 1, n do
     local k, a = 2 + (h - 1) * 3, 5 + (h - 1) * HOLD_ARGS
-    if overflows(redis.call('HGET', KEYS[k + 2], ARGV[a + 1]), amount) then
+    if overflows(redis.call('HGET', KEYS[k + 2], ARGV[a + 1]), big(ARGV[a + 8])) then
       return redis.error_reply('FAREBOX_OVERFLOW reserved counter of ' .. KEYS[k + 2])
     end
   end
   for h = 1, n do
     local k, a = 2 + (h - 1) * 3, 5 + (h - 1) * HOLD_ARGS
-    redis.call('HINCRBY', KEYS[k + 2], ARGV[a + 1], ARGV[1])
+    redis.call('HINCRBY', KEYS[k + 2], ARGV[a + 1], ARGV[a + 8])
     redis.call('ZADD', KEYS[k + 3], 'NX', ARGV[a + 3], ARGV[a + 1])
-    found[h][2] = add(found[h][2], amount)
+    found[h][2] = add(found[h][2], big(ARGV[a + 8]))
   end
   redis.call('HSET', KEYS[2], 'amount', ARGV[1], 'holds', ARGV[4], 'state', 'held',
     'unsettled', ARGV[5])
@@ -240,7 +254,8 @@ return out
 """
 )
 
-# KEYS: leases, then one reservation per entry. ARGV: key prefix, then (id, cost) per entry.
+# KEYS: leases, then one reservation per entry. ARGV: key prefix, then (id, cost, tokens) per
+# entry.
 # Each entry is all-or-nothing; entries before an overflowing one stay settled.
 _SETTLE = (
     _BIGINT
@@ -250,21 +265,26 @@ for i = 2, #KEYS do
   local rec = redis.call('HMGET', KEYS[i], 'amount', 'holds', 'state')
   local state = rec[3]
   if state == 'held' or state == 'reclaimed' then
-    local id, cost = ARGV[2 * i - 2], big(ARGV[2 * i - 1])
-    local held = ZERO
-    if state == 'held' then held = big(rec[1]) end
+    local a = 3 * (i - 1)
+    local id, cost, tokens = ARGV[a - 1], big(ARGV[a]), big(ARGV[a + 1])
+    local amount = big(rec[1])
     local holds = cjson.decode(rec[2])
-    for _, h in ipairs(holds) do
+    local deltas = {}
+    for j, h in ipairs(holds) do
+      local held, unit = held_of(h, amount)
+      if state ~= 'held' then held = ZERO end  -- a reclaimed hold was already released
+      local add_used = spent(unit, cost, tokens)
+      deltas[j] = {held, add_used}
       if overflows(redis.call('HGET', P .. ':reserved:' .. h[1], h[2]), neg(held))
-        or overflows(redis.call('HGET', P .. ':used:' .. h[1], h[2]), cost) then
+        or overflows(redis.call('HGET', P .. ':used:' .. h[1], h[2]), add_used) then
         return redis.error_reply('FAREBOX_OVERFLOW counter of ' .. h[1])
       end
     end
-    for _, h in ipairs(holds) do
+    for j, h in ipairs(holds) do
       if state == 'held' then
-        redis.call('HINCRBY', P .. ':reserved:' .. h[1], h[2], str(neg(held)))
+        redis.call('HINCRBY', P .. ':reserved:' .. h[1], h[2], str(neg(deltas[j][1])))
       end
-      redis.call('HINCRBY', P .. ':used:' .. h[1], h[2], str(cost))
+      redis.call('HINCRBY', P .. ':used:' .. h[1], h[2], str(deltas[j][2]))
     end
     if state == 'held' then
       redis.call('DEL', KEYS[i])
@@ -290,9 +310,10 @@ for _, id in ipairs(ids) do
   local key = P .. ':res:' .. id
   local rec = redis.call('HMGET', key, 'amount', 'holds', 'state', 'unsettled')
   if rec[3] == 'held' then
-    local release = str(neg(big(rec[1])))
+    local amount = big(rec[1])
     for _, h in ipairs(cjson.decode(rec[2])) do
-      redis.call('HINCRBY', P .. ':reserved:' .. h[1], h[2], release)
+      local held = held_of(h, amount)
+      redis.call('HINCRBY', P .. ':reserved:' .. h[1], h[2], str(neg(held)))
     end
     redis.call('HSET', key, 'state', 'reclaimed')
     redis.call('EXPIRE', key, ARGV[4])
@@ -337,7 +358,7 @@ class RedisBudgets:
         return [f"{self._p}:{kind}:{hold.key}" for kind in ("used", "reserved", "buckets")]
 
     @staticmethod
-    def _hold_args(hold: Hold) -> list[str]:
+    def _hold_args(hold: Hold, held: int = 0) -> list[str]:
         rollover = _field(hold.rollover_bucket) if hold.rollover_bucket is not None else ""
         return [
             _field(hold.bucket),
@@ -347,6 +368,7 @@ class RedisBudgets:
             rollover,
             str(hold.rollover_cap),
             str(hold.base_limit),
+            str(held),
         ]
 
     @staticmethod
@@ -374,18 +396,24 @@ class RedisBudgets:
             raise
 
     async def reserve(self, reservation: Reservation) -> ReserveOutcome:
-        """Hold ``reservation.amount`` against every hold, atomically, or against none."""
+        """Hold the reservation against every hold (each in its unit), atomically, or
+        against none."""
         keys = [self._leases, self._res(reservation.id)]
         args = [
             str(reservation.amount),
             reservation.id,
             repr(float(reservation.expires_at)),
-            orjson.dumps([[h.key, _field(h.bucket)] for h in reservation.holds]).decode(),
+            orjson.dumps(
+                [
+                    [h.key, _field(h.bucket), str(reservation.held(h)), h.unit]
+                    for h in reservation.holds
+                ]
+            ).decode(),
             orjson.dumps(reservation.unsettled).decode(),
         ]
         for hold in reservation.holds:
             keys += self._hold_keys(hold)
-            args += self._hold_args(hold)
+            args += self._hold_args(hold, reservation.held(hold))
         raw = await self._run(self._reserve, keys, args)
         states = self._decode(reservation.holds, raw[2:])
         failed = int(raw[1])
@@ -416,7 +444,7 @@ class RedisBudgets:
         keys = [self._leases, *(self._res(e.reservation_id or "") for e in settling)]
         args = [self._p]
         for e in settling:
-            args += [e.reservation_id or "", str(e.cost)]
+            args += [e.reservation_id or "", str(e.cost), str(e.tokens)]
         await self._run(self._settle, keys, args)
 
     async def extend(self, ids: Sequence[str], expires_at: float) -> None:

@@ -11,7 +11,14 @@ from typing import Any
 
 import orjson
 
-from farebox.core.budgets import Hold, HoldState, rollover
+from farebox.core.budgets import (
+    Hold,
+    HoldState,
+    held_rows,
+    parse_held_rows,
+    rollover,
+    settled_amount,
+)
 from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
 
 PRUNE_AFTER_S = 7 * 86400
@@ -48,26 +55,29 @@ def _state(
 
 def reserve(db: sqlite3.Connection, reservation: Reservation) -> ReserveOutcome:
     found = states(db, reservation.holds)
-    for current in found:
-        if current.used + current.reserved + reservation.amount > current.limit:
+    held = [reservation.held(h) for h in reservation.holds]
+    for current, amount in zip(found, held, strict=True):
+        if current.used + current.reserved + amount > current.limit:
             return ReserveOutcome(False, found, current)
     db.executemany(
         "INSERT INTO budget_counters(key, bucket, used, reserved) VALUES (?, ?, 0, ?) "
         "ON CONFLICT(key, bucket) DO UPDATE SET reserved = reserved + excluded.reserved",
-        [(h.key, h.bucket, reservation.amount) for h in reservation.holds],
+        [(h.key, h.bucket, amount) for h, amount in zip(reservation.holds, held, strict=True)],
     )
     db.execute(
         "INSERT INTO reservations(id, amount, holds, expires_at, unsettled) VALUES (?, ?, ?, ?, ?)",
         (
             reservation.id,
             reservation.amount,
-            orjson.dumps([[h.key, h.bucket] for h in reservation.holds]).decode(),
+            orjson.dumps(held_rows(reservation)).decode(),
             reservation.expires_at,
             orjson.dumps(reservation.unsettled).decode(),
         ),
     )
-    amount = reservation.amount
-    after = [HoldState(s.hold, s.used, s.reserved + amount, s.limit, s.oldest) for s in found]
+    after = [
+        HoldState(s.hold, s.used, s.reserved + amount, s.limit, s.oldest)
+        for s, amount in zip(found, held, strict=True)
+    ]
     return ReserveOutcome(True, after)
 
 
@@ -90,11 +100,14 @@ def settle(db: sqlite3.Connection, entries: Sequence[LedgerEntry]) -> None:
         if row is None or row[2] == "settled_late":
             continue
         amount, holds, status = row
-        held = amount if status == "held" else 0  # a reclaimed hold was already released
+        live = status == "held"  # a reclaimed hold was already released
         db.executemany(
             "UPDATE budget_counters SET reserved = reserved - ?, used = used + ? "
             "WHERE key = ? AND bucket = ?",
-            [(held, entry.cost, key, bucket) for key, bucket in orjson.loads(holds)],
+            [
+                (held if live else 0, settled_amount(unit, entry.cost, entry.tokens), key, bucket)
+                for key, bucket, held, unit in parse_held_rows(orjson.loads(holds), amount)
+            ],
         )
         if status != "held":  # settled after its lease expired: replace the placeholder
             db.execute(
@@ -129,7 +142,10 @@ def expired(db: sqlite3.Connection, now: float, limit: int = 500) -> list[Ledger
     for rid, amount, holds, unsettled in rows:
         db.executemany(
             "UPDATE budget_counters SET reserved = reserved - ? WHERE key = ? AND bucket = ?",
-            [(amount, key, bucket) for key, bucket in orjson.loads(holds)],
+            [
+                (held, key, bucket)
+                for key, bucket, held, _unit in parse_held_rows(orjson.loads(holds), amount)
+            ],
         )
         db.execute("UPDATE reservations SET state = 'reclaimed' WHERE id = ?", (rid,))
         data: dict[str, Any] = orjson.loads(unsettled)
