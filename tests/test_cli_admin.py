@@ -97,7 +97,8 @@ async def test_models_and_me_follow_the_plan(make_gateway: Any) -> None:
         me = (await gw.client.get("/v1/me", headers=auth)).json()
         assert me["tenant"]["id"] == "f" and me["plan"] == "free"
         assert me["models"] == ["gpt-4o-mini"] and me["max_tokens"] == 256
-        assert me["rate_limits"] == [{"scope": "ip", "requests_per_minute": 10}]
+        assert me["rate_limits"] == [{"scope": "ip", "requests_per_minute": 10, "window_s": 60}]
+        assert me["policy"]["max_tokens"] == 256 and me["policy"]["tools"]["deny"] == []
         r = await gw.client.post(
             "/v1/chat/completions",
             json={

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from farebox import __version__
 from farebox.alerts import WebhookAlerts
 from farebox.api import admin, me, openai
+from farebox.api.client_ip import TrustedProxies
 from farebox.api.context import Services
 from farebox.api.errors import error_response
 from farebox.api.fastpath import FareboxApp
@@ -32,6 +33,7 @@ from farebox.errors import (
     NotFound,
 )
 from farebox.ledger import LedgerWriter
+from farebox.limits import RateLimits
 from farebox.models import build_plans, build_router, provider_configs
 from farebox.pipeline import Gateway
 from farebox.providers.anthropic import AnthropicProvider
@@ -188,12 +190,18 @@ def create_app(
         upgrade_url=settings.file.upgrade_url or settings.file.server.upgrade_url,
         on_alert=alerts.send if alerts else None,
     )
+    try:
+        proxies = TrustedProxies(settings.file.server.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(f"{settings.source}: server.{exc}") from None
+    limits = RateLimits({name: plan.rate_limits for name, plan in settings.file.plans.items()})
     gateway = Gateway(
         router=router,
         plans=plans,
         providers=built,
         ledger=ledger,
         budgets=budgets,
+        limits=limits,
         default_plan=default_plan,
         clock=clock,
     )
@@ -208,6 +216,7 @@ def create_app(
         "",
         clock(),
         budgets,
+        proxies,
     )
     tenancy = Tenancy(store, secret, plans, clock)
 

@@ -33,6 +33,7 @@ class Principal:
     user: str | None = None
     feature: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    client_ip: str | None = None  # from the socket, or X-Forwarded-For via a trusted proxy
 
 
 def bearer_key(headers: Mapping[str, str]) -> str:
@@ -141,7 +142,9 @@ class Authenticator:
             raise AuthenticationError("Invalid, revoked or expired API key.")
         return key
 
-    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+    async def authenticate(
+        self, headers: Mapping[str, str], client_ip: str | None = None
+    ) -> Principal:
         key = await self.key_for(bearer_key(headers))
         if key.kind == "admin":
             raise AuthenticationError("The admin key cannot call the data plane.")
@@ -164,6 +167,7 @@ class Authenticator:
             user=_attribute(headers, "x-farebox-user"),
             feature=_attribute(headers, "x-farebox-feature"),
             metadata=_metadata(headers),
+            client_ip=client_ip,
         )
 
     async def _resolve_tenant(self, key: ApiKey, headers: Mapping[str, str]) -> Tenant:

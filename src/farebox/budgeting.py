@@ -30,7 +30,8 @@ from farebox.core.money import decimal_ratio, format_usd, parse_usd
 from farebox.core.periods import ROLLING_BUCKETS, WindowCache, parse_period
 from farebox.core.pricing import Price
 from farebox.core.records import ApiKey, LedgerEntry, Reservation, ReserveOutcome, Tenant
-from farebox.errors import BudgetExceeded, InvalidRequest
+from farebox.errors import BudgetExceeded, InvalidRequest, RateLimited
+from farebox.limits import refusal
 from farebox.stores.base import Store
 
 log = logging.getLogger("farebox.budgets")
@@ -82,9 +83,22 @@ class Admission:
     max_tokens: int
     states: list[HoldState]
 
-    def remaining_after(self, cost: int) -> int:
-        """The tightest budget's remaining once this request settles at ``cost``."""
-        return min(max(s.limit - s.used - s.reserved + self.amount - cost, 0) for s in self.states)
+    @property
+    def limited(self) -> bool:
+        """Some rate limit counted this request."""
+        return any(s.hold.unit != "usd" for s in self.states)
+
+    def remaining_after(self, cost: int) -> int | None:
+        """The tightest budget's remaining once this request settles at ``cost`` (None: no
+        budget in scope, only rate limits)."""
+        return min(
+            (
+                max(s.limit - s.used - s.reserved + self.amount - cost, 0)
+                for s in self.states
+                if s.hold.unit == "usd"
+            ),
+            default=None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,22 +234,30 @@ class Budgets:
         input_tokens: int,
         max_tokens: int | None,
         unsettled: Callable[[str, int], LedgerEntry],
-    ) -> Admission | BudgetExceeded:
-        """Reserve the worst case; clamp ``max_tokens`` if that is what fits.
+        limits: Sequence[Hold] = (),
+    ) -> Admission | BudgetExceeded | RateLimited:
+        """Reserve the worst case against the budgets, and one request, the estimated tokens
+        and a slot in flight against the rate ``limits``, all in one atomic step; clamp
+        ``max_tokens`` if that is what fits the budgets.
 
-        Returns the admission, or the error to raise if even a clamped request cannot fit
-        (the caller may then try a cheaper model).
+        Returns the admission, or the error to raise: ``RateLimited`` at once when a rate
+        limit is full, ``BudgetExceeded`` if even a clamped request cannot fit (the caller may
+        then try a cheaper model).
         """
         now = self._clock()
         deadline = time.monotonic() + self._settings.wait_for_room_s
         tokens = max_tokens
+        counters = [*scoped, *limits]
         while True:
             amount = worst_case(prices, input_tokens, tokens or 0)
-            rid, outcome = await self._reserve(scoped, amount, now, unsettled)
+            estimate = input_tokens + (tokens or 0)
+            rid, outcome = await self._reserve(counters, amount, estimate, now, unsettled)
             if outcome.ok:
                 self._active.add(rid)
                 return Admission(rid, amount, tokens or 0, outcome.states)
-            room = min(s.remaining for s in outcome.states)
+            if outcome.failed is not None and outcome.failed.hold.unit != "usd":
+                return refusal(outcome.failed, outcome.states, self._clock())
+            room = min(s.remaining for s in _money(outcome.states))
             fit = affordable_tokens(prices, input_tokens, room)
             if fit >= self._settings.min_output_tokens and (tokens is None or fit < tokens):
                 tokens = fit  # lower max_tokens so the worst case fits
@@ -250,9 +272,10 @@ class Budgets:
         self, outcome: ReserveOutcome, prices: Sequence[Price], input_tokens: int, deadline: float
     ) -> bool:
         """Would a useful request fit once the holds in flight settle, and may we wait?"""
-        if time.monotonic() >= deadline or not any(s.reserved for s in outcome.states):
+        money = _money(outcome.states)
+        if time.monotonic() >= deadline or not any(s.reserved for s in money):
             return False
-        room = min(max(s.limit - s.used, 0) for s in outcome.states)
+        room = min(max(s.limit - s.used, 0) for s in money)
         return affordable_tokens(prices, input_tokens, room) >= self._settings.min_output_tokens
 
     async def _settled(self, deadline: float) -> None:
@@ -268,14 +291,16 @@ class Budgets:
 
     async def _reserve(
         self,
-        scoped: list[Hold],
+        counters: list[Hold],
         amount: int,
+        tokens: int,
         now: float,
         unsettled: Callable[[str, int], LedgerEntry],
     ) -> tuple[str, ReserveOutcome]:
         rid = f"rsv_{os.urandom(12).hex()}"
         entry = unsettled(rid, amount)
-        reservation = Reservation(rid, amount, tuple(scoped), now + self._settings.lease_s, entry)
+        expires = now + self._settings.lease_s
+        reservation = Reservation(rid, amount, tuple(counters), expires, entry, tokens)
         return rid, await self._store.reserve(reservation, busy=len(self._active) > 0)
 
     def finished(self, admission: Admission | None, cost: int, tenant: str) -> None:
@@ -290,14 +315,14 @@ class Budgets:
         lowest = self._lowest_threshold
         crossed = [
             HoldState(s.hold, s.used + cost, 0, s.limit)
-            for s in admission.states
+            for s in _money(admission.states)
             if lowest is not None and (s.used + cost) * 100 >= s.limit * lowest
         ]
         if crossed:
             self._check_alerts(crossed, tenant, self._clock())
 
     def _exceeded(self, outcome: ReserveOutcome) -> BudgetExceeded:
-        state = outcome.failed or min(outcome.states, key=lambda s: s.remaining)
+        state = outcome.failed or min(_money(outcome.states), key=lambda s: s.remaining)
         hold = state.hold
         wait = max(int(state.resets_at - self._clock()) + 1, 1)
         extra: dict[str, Any] = {
@@ -321,7 +346,7 @@ class Budgets:
     # alerts ----------------------------------------------------------------------------
     def _alert_exhausted(self, outcome: ReserveOutcome, tenant: str, now: float) -> None:
         """A refusal means the budget is spent: every threshold up to 100% has been crossed."""
-        failed = outcome.failed or min(outcome.states, key=lambda s: s.remaining)
+        failed = outcome.failed or min(_money(outcome.states), key=lambda s: s.remaining)
         self._check_alerts([HoldState(failed.hold, failed.limit, 0, failed.limit)], tenant, now)
 
     def _check_alerts(self, states: Sequence[HoldState], tenant: str, now: float) -> None:
@@ -374,6 +399,11 @@ class Budgets:
                     log.warning("reclaimed %d expired budget reservations", len(reclaimed))
             except Exception:
                 log.exception("budget lease upkeep failed")
+
+
+def _money(states: Sequence[HoldState]) -> list[HoldState]:
+    """The budget counters among a reservation's counters (the others are rate limits)."""
+    return [s for s in states if s.hold.unit == "usd"]
 
 
 def _bucket_end(hold: Hold) -> float:

@@ -150,7 +150,17 @@ class RateLimitConfig(_Strict):
     requests_per_minute: int | None = Field(None, ge=0)
     tokens_per_minute: int | None = Field(None, ge=0)
     concurrent: int | None = Field(None, ge=0)
-    model: str | None = None
+    model: str | None = Field(None, min_length=1, max_length=200)  # a glob on the model asked for
+    # the window the per-minute counts apply to; 60 unless a test wants a short one
+    window_s: int = Field(60, ge=1, le=86400)
+
+
+class ToolPolicyConfig(_Strict):
+    """Glob patterns on tool and function names (``database.delete*``)."""
+
+    deny: list[str] = Field(default_factory=list)
+    allow: list[str] = Field(default_factory=list)  # when set, every other tool is denied
+    require_approval: list[str] = Field(default_factory=list)
 
 
 class ResalePrice(_Strict):
@@ -173,6 +183,8 @@ class PlanConfig(_Strict):
     max_tokens: int | None = Field(None, ge=1)
     max_tokens_policy: Literal["clamp", "reject"] = "clamp"
     max_input_chars: int | None = Field(None, ge=1)
+    max_input_tokens: int | None = Field(None, ge=1)
+    tools: ToolPolicyConfig = Field(default_factory=ToolPolicyConfig)
     timeout_s: float | None = Field(None, gt=0)
     downgrade: dict[str, str] = Field(default_factory=dict)
     pricing: PlanPricing = Field(default_factory=PlanPricing)
@@ -183,7 +195,7 @@ class ServerConfig(_Strict):
     port: int = Field(8787, ge=0, le=65535)
     workers: int = Field(1, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    trusted_proxies: list[str] = Field(default_factory=list)
+    trusted_proxies: list[str] = Field(default_factory=list)  # IPs or CIDRs allowed to set XFF
     upgrade_url: str | None = None
     key_cache_size: int = Field(10_000, ge=0)
 

@@ -78,6 +78,14 @@ class ModelNotAllowed(PermissionDenied):
     code = "model_not_allowed"
 
 
+class ToolDenied(PermissionDenied):
+    code = "tool_denied"
+
+
+class ToolRequiresApproval(PermissionDenied):
+    code = "tool_requires_approval"
+
+
 class TenantPaused(PermissionDenied):
     code = "tenant_paused"
 
@@ -106,6 +114,14 @@ class RateLimited(FareboxError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class LimiterUnavailable(FareboxError):
+    """The shared counters (Redis) cannot be reached: refuse rather than admit unchecked."""
+
+    status = 503
+    type = "api_error"
+    code = "limiter_unavailable"
 
 
 class BudgetExceeded(RateLimited):

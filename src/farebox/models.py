@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from farebox.config import PlanConfig, ProviderConfig, Settings
 from farebox.core.money import decimal_ratio
 from farebox.core.plans import Plan, RevenueRule
 from farebox.core.pricing import Catalog, Price
 from farebox.core.routing import Router, Target
+from farebox.core.tools import ToolPolicy
 from farebox.errors import ConfigError
 
 MOCK_PROVIDER = "mock"
@@ -88,6 +91,12 @@ def _plan(name: str, cfg: PlanConfig) -> Plan:
         max_tokens=cfg.max_tokens,
         max_tokens_policy=cfg.max_tokens_policy,
         max_input_chars=cfg.max_input_chars,
+        max_input_tokens=cfg.max_input_tokens,
+        tools=ToolPolicy(
+            deny=tuple(cfg.tools.deny),
+            allow=tuple(cfg.tools.allow),
+            require_approval=tuple(cfg.tools.require_approval),
+        ),
         timeout_s=cfg.timeout_s,
         revenue=rule,
         downgrade=tuple(cfg.downgrade.items()),
@@ -98,3 +107,21 @@ def build_plans(settings: Settings) -> dict[str, Plan]:
     plans = {name: _plan(name, cfg) for name, cfg in settings.file.plans.items()}
     plans.setdefault("default", Plan(name="default"))
     return plans
+
+
+def policy_json(plan: Plan) -> dict[str, Any]:
+    """A plan's request policy as /v1/me and the admin API show it."""
+    return {
+        "models": list(plan.models),
+        "max_tokens": plan.max_tokens,
+        "max_tokens_policy": plan.max_tokens_policy,
+        "max_input_chars": plan.max_input_chars,
+        "max_input_tokens": plan.max_input_tokens,
+        "timeout_s": plan.timeout_s,
+        "tools": {
+            "deny": list(plan.tools.deny),
+            "allow": list(plan.tools.allow),
+            "require_approval": list(plan.tools.require_approval),
+        },
+        "downgrade": dict(plan.downgrade),
+    }

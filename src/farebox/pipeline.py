@@ -18,23 +18,31 @@ import orjson
 
 from farebox.auth import Principal
 from farebox.budgeting import Admission, Budgets, Scope
+from farebox.core.budgets import Hold
 from farebox.core.money import format_usd
 from farebox.core.plans import Plan
 from farebox.core.pricing import cost
 from farebox.core.records import LedgerEntry, Tenant
 from farebox.core.routing import Router, Target
 from farebox.core.tokens import estimate_input, estimate_messages
+from farebox.core.tools import DENY, tool_names
 from farebox.core.usage import Usage
 from farebox.errors import (
+    BudgetExceeded,
     FareboxError,
     InputTooLarge,
     InvalidRequest,
     ModelNotAllowed,
     ModelNotFound,
+    ToolDenied,
+    ToolRequiresApproval,
     UpstreamError,
     openai_error_body,
 )
 from farebox.ledger import LedgerWriter
+from farebox.limits import RateLimits, limit_json
+from farebox.limits import headers as limit_headers
+from farebox.limits import holds as limit_holds
 from farebox.providers.base import (
     ChatRequest,
     ChatResult,
@@ -96,6 +104,7 @@ class Gateway:
         providers: Mapping[str, Provider],
         ledger: LedgerWriter,
         budgets: Budgets | None = None,
+        limits: RateLimits | None = None,
         default_plan: str = "default",
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -104,6 +113,7 @@ class Gateway:
         self._providers = providers
         self._ledger = ledger
         self._budgets = budgets
+        self._limits = limits
         self._default_plan = default_plan
         self._clock = clock
 
@@ -150,7 +160,12 @@ class Gateway:
         return usable
 
     # chat ------------------------------------------------------------------------
-    def _apply_policy(self, plan: Plan, body: dict[str, Any]) -> None:
+    def _apply_policy(self, plan: Plan, body: dict[str, Any], input_tokens: int) -> None:
+        if plan.tools.enabled:
+            verdict = plan.tools.check(tool_names(body))
+            if verdict is not None:
+                error = ToolDenied if verdict.kind == DENY else ToolRequiresApproval
+                raise error(verdict.message(), param="tools", extra={"tool": verdict.name})
         field_name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
         requested = body.get(field_name)
         if plan.max_tokens is not None:
@@ -170,7 +185,15 @@ class Gateway:
                 raise InputTooLarge(
                     f"The input is {size} characters; your plan allows {plan.max_input_chars}.",
                     param="messages",
+                    extra={"limit": plan.max_input_chars, "unit": "characters"},
                 )
+        if plan.max_input_tokens is not None and input_tokens > plan.max_input_tokens:
+            raise InputTooLarge(
+                f"The input is about {input_tokens} tokens; your plan allows "
+                f"{plan.max_input_tokens}.",
+                param="messages",
+                extra={"limit": plan.max_input_tokens, "unit": "tokens"},
+            )
 
     async def chat(
         self, principal: Principal, body: dict[str, Any], request_id: str
@@ -178,9 +201,10 @@ class Gateway:
         plan = self.plan_for(principal)
         model = body["model"]
         targets = self._targets(plan, model, ("chat", "reasoning"))
-        self._apply_policy(plan, body)
+        input_tokens = estimate_messages(body.get("messages"))
+        self._apply_policy(plan, body, input_tokens)
         call = _Call(principal, plan, "chat.completions", model, request_id, body, self._clock())
-        targets = await self._admit(call, targets, estimate_messages(body.get("messages")))
+        targets = await self._admit(call, targets, input_tokens)
         if body.get("stream"):
             return await self._open_stream(call, targets)
         return await self._chat_once(call, targets)
@@ -337,16 +361,16 @@ class Gateway:
         if budgets is None:
             return targets
         scope = _scope(call)
-        if not budgets.enabled(scope):
-            return targets
-        scoped = budgets.holds(scope, self._clock())
-        if not scoped:
+        now = self._clock()
+        scoped = budgets.holds(scope, now) if budgets.enabled(scope) else []
+        limits = self._limit_holds(call, scope, now)
+        if not scoped and not limits:
             return targets
         body, chain = call.body, dict(call.plan.downgrade)
         field_name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
         wanted = (body.get(field_name) or budgets.default_max_tokens()) if output else 0
         model, seen = call.model, {call.model}
-        if model in chain and await budgets.should_downgrade(scope):
+        if scoped and model in chain and await budgets.should_downgrade(scope):
             model, targets = self._downgraded(call.plan, chain, model, targets, seen)
         while True:
             first = targets[0]
@@ -355,15 +379,37 @@ class Gateway:
                 return _placeholder(call, target, rid, amount)
 
             prices = [t.price for t in targets]
-            result = await budgets.admit(scope, scoped, prices, input_tokens, wanted, unsettled)
+            result = await budgets.admit(
+                scope, scoped, prices, input_tokens, wanted, unsettled, limits
+            )
             if isinstance(result, Admission):
                 call.admission = result
-                if output:
+                if output and scoped:
                     body[field_name] = result.max_tokens
                 return targets
+            if not isinstance(result, BudgetExceeded):
+                raise result  # a rate limit: a cheaper model would not help
             if chain.get(model) in seen or model not in chain:
                 raise result
             model, targets = self._downgraded(call.plan, chain, model, targets, seen)
+
+    def _limit_holds(self, call: _Call, scope: Scope, now: float) -> list[Hold]:
+        if self._limits is None:
+            return []
+        who = call.principal
+        specs = self._limits.specs(scope.plan, who.tenant.rate_limits, who.key.rate_limits)
+        if not specs:
+            return []
+        return limit_holds(specs, tenant=scope.tenant, key=scope.key, user=scope.user,
+                           ip=who.client_ip, model=call.model, now=now)  # fmt: skip
+
+    def limits_for(self, principal: Principal) -> list[dict[str, Any]]:
+        """The rate limits in force for this principal, as /v1/me shows them."""
+        if self._limits is None:
+            return []
+        plan = self.plan_for(principal).name
+        specs = self._limits.specs(plan, principal.tenant.rate_limits, principal.key.rate_limits)
+        return [limit_json(s) for s in specs]
 
     def _downgraded(
         self,
@@ -445,14 +491,17 @@ class Gateway:
         await self._settle(_replace(entry, error_code=exc.error_code), call.admission)
 
     def _base_headers(self, call: _Call, target: Target) -> dict[str, str]:
-        return {"x-farebox-request-id": call.request_id, "x-farebox-model": target.model}
+        headers = {"x-farebox-request-id": call.request_id, "x-farebox-model": target.model}
+        if call.admission is not None and call.admission.limited:
+            headers.update(limit_headers(call.admission.states, self._clock()))
+        return headers
 
     def _headers(self, call: _Call, target: Target, entry: LedgerEntry) -> dict[str, str]:
         headers = self._base_headers(call, target)
         headers["x-farebox-cost-usd"] = format_usd(entry.cost)
         admission = call.admission
-        remaining = format_usd(admission.remaining_after(entry.cost)) if admission else UNLIMITED
-        headers["x-farebox-budget-remaining-usd"] = remaining
+        left = admission.remaining_after(entry.cost) if admission else None
+        headers["x-farebox-budget-remaining-usd"] = UNLIMITED if left is None else format_usd(left)
         return headers
 
 

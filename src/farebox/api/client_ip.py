@@ -26,9 +26,10 @@ since they run on every request.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any
 
 __all__ = ["TrustedProxies"]
 
@@ -196,3 +197,14 @@ class TrustedProxies:
             if not trusted:
                 break
         return result
+
+
+def request_client_ip(proxies: TrustedProxies, scope: Mapping[str, Any]) -> str | None:
+    """The client IP of an ASGI request. Every ``X-Forwarded-For`` line counts (joined in
+    order), so a client's own extra line cannot hide behind the proxy's."""
+    client = scope.get("client")
+    peer = str(client[0]) if client else None
+    if not proxies:
+        return proxies.client_ip(peer, None)
+    lines = [v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"x-forwarded-for"]
+    return proxies.client_ip(peer, ", ".join(lines) if lines else None)

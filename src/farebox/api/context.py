@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from farebox.api.client_ip import TrustedProxies
 from farebox.auth import Authenticator
 from farebox.budgeting import Budgets
 from farebox.config import Settings
@@ -23,3 +24,4 @@ class Services:
     admin_key_hash: str
     started_at: float
     budgets: Budgets
+    proxies: TrustedProxies

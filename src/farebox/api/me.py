@@ -6,10 +6,12 @@ from typing import Any
 
 import orjson
 
+from farebox.api.client_ip import request_client_ip
 from farebox.api.context import Services
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
 from farebox.api.openai import guarded
 from farebox.budgeting import Scope, state_json
+from farebox.models import policy_json
 
 
 def _json(body: dict[str, Any], status: int = 200, request_id: str | None = None) -> JSONBody:
@@ -19,9 +21,9 @@ def _json(body: dict[str, Any], status: int = 200, request_id: str | None = None
 
 def routes(services: Services) -> list[FastRoute]:
     async def me(request: Incoming, request_id: str) -> JSONBody:
-        who = await services.auth.authenticate(request.headers)
+        ip = request_client_ip(services.proxies, request.scope)
+        who = await services.auth.authenticate(request.headers, ip)
         plan = services.gateway.plan_for(who)
-        plan_cfg = services.settings.file.plans.get(plan.name)
         body = {
             "object": "farebox.me",
             "tenant": {"id": who.tenant.id, "name": who.tenant.name},
@@ -29,9 +31,9 @@ def routes(services: Services) -> list[FastRoute]:
             "plan": plan.name,
             "models": [name for name, _ in services.gateway.models_for(who)],
             "max_tokens": plan.max_tokens,
-            "rate_limits": [r.model_dump(exclude_none=True) for r in plan_cfg.rate_limits]
-            if plan_cfg
-            else [],
+            "policy": policy_json(plan),
+            "client_ip": who.client_ip,
+            "rate_limits": services.gateway.limits_for(who),
             "budgets": [
                 state_json(s)
                 for s in await services.budgets.states(

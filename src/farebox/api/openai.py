@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from farebox.api.body import read_json, validate_chat, validate_embeddings
+from farebox.api.client_ip import request_client_ip
 from farebox.api.context import Services
 from farebox.api.errors import error_response
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
@@ -52,7 +53,8 @@ def routes(services: Services) -> list[FastRoute]:
     limit = services.settings.file.server.max_body_bytes
 
     async def principal(request: Incoming) -> Principal:
-        return await services.auth.authenticate(request.headers)
+        ip = request_client_ip(services.proxies, request.scope)
+        return await services.auth.authenticate(request.headers, ip)
 
     async def chat(request: Incoming, request_id: str) -> Any:
         who = await principal(request)

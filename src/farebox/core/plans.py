@@ -1,4 +1,6 @@
-"""A plan as the request path sees it: model access, token cap and revenue rule."""
+"""A plan as the request path sees it: model access, token and input caps, tool policy and
+revenue rule. (Budgets and rate limits are resolved by ``farebox.budgeting`` and
+``farebox.limits``.)"""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from fnmatch import fnmatchcase
 
 from farebox.core.money import mul_ratio
 from farebox.core.pricing import Price, cost
+from farebox.core.tools import ToolPolicy
 from farebox.core.usage import Usage
 
 
@@ -31,6 +34,8 @@ class Plan:
     max_tokens: int | None = None
     max_tokens_policy: str = "clamp"
     max_input_chars: int | None = None
+    max_input_tokens: int | None = None
+    tools: ToolPolicy = field(default_factory=ToolPolicy)
     timeout_s: float | None = None
     revenue: RevenueRule = field(default_factory=RevenueRule)
     downgrade: tuple[tuple[str, str], ...] = ()

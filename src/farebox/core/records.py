@@ -22,6 +22,7 @@ class Tenant:
     billing: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     budgets: list[dict[str, Any]] = field(default_factory=list)  # overrides of the plan's
+    rate_limits: list[dict[str, Any]] = field(default_factory=list)  # overrides of the plan's
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class ApiKey:
     paused: bool = False
     pause_reason: str | None = None
     budgets: list[dict[str, Any]] = field(default_factory=list)
+    rate_limits: list[dict[str, Any]] = field(default_factory=list)
 
     def usable_at(self, now: float) -> bool:
         if self.revoked_at is not None and self.revoked_at <= now:

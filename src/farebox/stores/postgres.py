@@ -22,13 +22,15 @@ from farebox.stores.postgres_schema import migrate, quote_ident
 
 _TENANT_COLS = (
     "id", "name", "plan", "created_at", "paused", "pause_reason", "billing", "metadata", "budgets",
+    "rate_limits",
 )  # fmt: skip
 _KEY_COLS = (
     "id", "key_hash", "kind", "name", "created_at", "tenant_id", "prefix", "expires_at",
-    "revoked_at", "paused", "pause_reason", "budgets",
+    "revoked_at", "paused", "pause_reason", "budgets", "rate_limits",
 )  # fmt: skip
 _LEDGER_COLS = tuple(f.name for f in LedgerEntry.__dataclass_fields__.values())
-_JSON_DEFAULTS: dict[str, Any] = {"billing": {}, "metadata": {}, "budgets": [], "detail": {}}
+_JSON_DEFAULTS: dict[str, Any] = {"billing": {}, "metadata": {}, "budgets": [], "rate_limits": [],
+                                   "detail": {}}  # fmt: skip
 _BOOL_COLS = {"paused", "stream"}
 _MONEY_COLS = ("cost", "revenue")
 _UTC_SECOND = "to_timestamp(floor(started_at)) AT TIME ZONE 'UTC'"

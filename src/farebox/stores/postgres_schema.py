@@ -86,6 +86,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX budget_alerts_tenant ON {s}.budget_alerts(tenant_id, fired_at);
     """,
+    """
+    ALTER TABLE {s}.tenants ADD COLUMN rate_limits JSONB NOT NULL DEFAULT '[]';
+    ALTER TABLE {s}.api_keys ADD COLUMN rate_limits JSONB NOT NULL DEFAULT '[]';
+    """,
 )
 
 

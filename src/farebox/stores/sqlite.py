@@ -37,6 +37,7 @@ T = TypeVar("T")
 
 _TENANT_COLS = (
     "id", "name", "plan", "created_at", "paused", "pause_reason", "billing", "metadata", "budgets",
+    "rate_limits",
 )  # fmt: skip
 _KEY_COLS = (
     "id",
@@ -51,6 +52,7 @@ _KEY_COLS = (
     "paused",
     "pause_reason",
     "budgets",
+    "rate_limits",
 )
 _LEDGER_COLS = tuple(f.name for f in LedgerEntry.__dataclass_fields__.values())
 CHECKPOINT_EVERY = 256  # inline commits between checkpoints run in the thread
@@ -60,7 +62,7 @@ _LEDGER_INSERT = (
     f"INSERT OR IGNORE INTO ledger({','.join(_LEDGER_COLS)}) "
     f"VALUES ({','.join('?' * len(_LEDGER_COLS))})"
 )
-_JSON_COLS = {"billing", "metadata", "budgets"}
+_JSON_COLS = {"billing", "metadata", "budgets", "rate_limits"}
 _BOOL_COLS = {"paused", "stream"}
 _GROUP_SQL = {
     "tenant": "tenant_id",

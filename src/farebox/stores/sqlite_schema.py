@@ -125,6 +125,10 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE budget_counters;
     ALTER TABLE budget_counters_v2 RENAME TO budget_counters;
     """,
+    """
+    ALTER TABLE tenants ADD COLUMN rate_limits TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE api_keys ADD COLUMN rate_limits TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 
 
