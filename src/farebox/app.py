@@ -41,6 +41,7 @@ from farebox.providers.base import Provider
 from farebox.providers.http import HttpClient
 from farebox.providers.mock import MockOptions, MockProvider
 from farebox.providers.openai import OpenAIProvider
+from farebox.reload import PlanReloader
 from farebox.secrets_file import load_or_create_secret, secret_path
 from farebox.stores.base import Store
 from farebox.stores.memory import MemoryStore
@@ -220,15 +221,26 @@ def create_app(
     )
     tenancy = Tenancy(store, secret, plans, clock)
 
+    def apply_plans(new: Settings) -> None:
+        fresh = build_plans(new)
+        gateway.reload_plans(fresh, new.file.default_plan or "default")
+        tenancy.reload_plans(fresh)
+        budgets.reload({name: plan.budgets for name, plan in new.file.plans.items()})
+        limits.reload({name: plan.rate_limits for name, plan in new.file.plans.items()})
+
+    reloader = PlanReloader(settings, apply_plans, settings.file.server.reload_interval_s)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
         services.admin_key_hash = await resolve_admin_hash(settings, store, secret, announce)
         ledger.start()
         budgets.start()
+        reloader.start()
         try:
             yield
         finally:
+            await reloader.stop()
             await budgets.stop()
             await ledger.stop()
             if alerts is not None:
@@ -243,6 +255,7 @@ def create_app(
     )
     app.state.services = services
     app.state.tenancy = tenancy
+    app.state.reloader = reloader
     app.include_router(admin.router(services, tenancy))
     _error_handlers(app)
     app.add_fast_routes([*openai.routes(services), *me.routes(services)])

@@ -141,14 +141,13 @@ class Budgets:
         self._store = store
         self._settings = settings
         self._zone = ZoneInfo(settings.timezone)
-        self._plans = {name: list(budgets) for name, budgets in plans.items()}
+        self._plans: dict[str, list[BudgetConfig]] = {}
+        self.reload(plans)
         self._global = list(settings.global_budgets)
         self._clock = clock
         self._upgrade_url = upgrade_url
         self._on_alert = on_alert
         self._share = decimal_ratio(settings.downgrade_below)
-        self._plan_specs: dict[str, list[BudgetSpec]] = {}
-        self._holds_cache: dict[tuple[Any, ...], tuple[float, float, list[Hold]]] = {}
         self._windows = WindowCache()
         self._active: set[str] = set()
         self._settle_signal = asyncio.Event()
@@ -156,6 +155,12 @@ class Budgets:
         self._lowest_threshold = min(settings.alert_thresholds, default=None)
         self._fired: set[tuple[str, float, int]] = set()
         self._tasks: list[asyncio.Task[None]] = []
+
+    def reload(self, plans: Mapping[str, Sequence[BudgetConfig]]) -> None:
+        """New plan budgets (the config file changed): forget what was derived from the old."""
+        self._plans = {name: list(budgets) for name, budgets in plans.items()}
+        self._plan_specs: dict[str, list[BudgetSpec]] = {}
+        self._holds_cache: dict[tuple[Any, ...], tuple[float, float, list[Hold]]] = {}
 
     # scope ----------------------------------------------------------------------------
     def specs(self, scope: Scope, now: float) -> list[BudgetSpec]:

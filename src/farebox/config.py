@@ -198,6 +198,7 @@ class ServerConfig(_Strict):
     trusted_proxies: list[str] = Field(default_factory=list)  # IPs or CIDRs allowed to set XFF
     upgrade_url: str | None = None
     key_cache_size: int = Field(10_000, ge=0)
+    reload_interval_s: float = Field(2.0, ge=0)  # how often plans are re-read; 0: never
 
 
 class LedgerConfig(_Strict):

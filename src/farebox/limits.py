@@ -148,6 +148,10 @@ class RateLimits:
     """Each plan's rate limits, merged with a tenant's and a key's overrides."""
 
     def __init__(self, plans: Mapping[str, Sequence[RateLimitConfig]]) -> None:
+        self._plans: dict[str, list[LimitSpec]] = {}
+        self.reload(plans)
+
+    def reload(self, plans: Mapping[str, Sequence[RateLimitConfig]]) -> None:
         self._plans = {name: [to_spec(c) for c in configs] for name, configs in plans.items()}
 
     def specs(

@@ -22,7 +22,7 @@ from farebox.core.budgets import Hold
 from farebox.core.money import format_usd
 from farebox.core.plans import Plan
 from farebox.core.pricing import cost
-from farebox.core.records import LedgerEntry, Tenant
+from farebox.core.records import ApiKey, LedgerEntry, Tenant
 from farebox.core.routing import Router, Target
 from farebox.core.tokens import estimate_input, estimate_messages
 from farebox.core.tools import DENY, tool_names
@@ -405,11 +405,25 @@ class Gateway:
 
     def limits_for(self, principal: Principal) -> list[dict[str, Any]]:
         """The rate limits in force for this principal, as /v1/me shows them."""
+        return self.limits(self.plan_for(principal).name, principal.tenant, principal.key)
+
+    def limits(
+        self, plan: str, tenant: Tenant | None = None, key: ApiKey | None = None
+    ) -> list[dict[str, Any]]:
+        """A plan's rate limits with a tenant's and a key's overrides applied."""
         if self._limits is None:
             return []
-        plan = self.plan_for(principal).name
-        specs = self._limits.specs(plan, principal.tenant.rate_limits, principal.key.rate_limits)
+        specs = self._limits.specs(
+            plan, tenant.rate_limits if tenant else (), key.rate_limits if key else ()
+        )
         return [limit_json(s) for s in specs]
+
+    def plans(self) -> Mapping[str, Plan]:
+        return self._plans
+
+    def reload_plans(self, plans: Mapping[str, Plan], default_plan: str) -> None:
+        self._plans = plans
+        self._default_plan = default_plan
 
     def _downgraded(
         self,

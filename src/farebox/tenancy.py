@@ -47,6 +47,9 @@ class Tenancy:
         self._plans = plans
         self._clock = clock
 
+    def reload_plans(self, plans: Mapping[str, Any]) -> None:
+        self._plans = plans
+
     def now(self) -> float:
         return self._clock()
 
@@ -170,6 +173,7 @@ def tenant_json(tenant: Tenant) -> dict[str, Any]:
         "billing": tenant.billing,
         "metadata": tenant.metadata,
         "budgets": tenant.budgets,
+        "rate_limits": tenant.rate_limits,
         "created_at": tenant.created_at,
     }
 
@@ -187,6 +191,7 @@ def key_json(key: ApiKey) -> dict[str, Any]:
         "paused": key.paused,
         "pause_reason": key.pause_reason,
         "budgets": key.budgets,
+        "rate_limits": key.rate_limits,
     }
 
 

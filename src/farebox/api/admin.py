@@ -15,6 +15,8 @@ from farebox.auth import bearer_key
 from farebox.budgeting import budget_ident, state_json, validate_budgets
 from farebox.core.keys import hash_key
 from farebox.errors import AuthenticationError, InvalidRequest
+from farebox.limits import validate_limits
+from farebox.models import policy_json
 from farebox.tenancy import Tenancy, key_json, tenant_json, unsettled_json, usage_json
 
 
@@ -54,10 +56,12 @@ class TenantPatch(_Body):
     billing: BillingIds | None = None
     metadata: Metadata | None = None
     budgets: list[dict[str, Any]] | None = Field(None, max_length=100)
+    rate_limits: list[dict[str, Any]] | None = Field(None, max_length=100)
 
 
 class KeyPatch(_Body):
-    budgets: list[dict[str, Any]] = Field(max_length=100)
+    budgets: list[dict[str, Any]] | None = Field(None, max_length=100)
+    rate_limits: list[dict[str, Any]] | None = Field(None, max_length=100)
 
 
 class BudgetIncrease(_Body):
@@ -136,7 +140,35 @@ def router(services: Services, tenancy: Tenancy) -> APIRouter:
         changes = {k: v for k, v in changes.items() if v is not None}
         if "budgets" in changes:
             changes["budgets"] = validate_budgets(changes["budgets"])
+        if "rate_limits" in changes:
+            changes["rate_limits"] = validate_limits(changes["rate_limits"])
         return tenant_json(await tenancy.update_tenant(tenant_id, changes))
+
+    @api.get("/tenants/{tenant_id}/limits")
+    async def tenant_limits(tenant_id: str) -> dict[str, Any]:
+        """The plan policy and the rate limits in force: tenant-wide and for each key."""
+        tenant = await tenancy.tenant(tenant_id)
+        keys = [k for k in await services.store.list_keys(tenant_id, "tenant") if not k.revoked_at]
+        gateway = services.gateway
+        plan = gateway.plan_name(tenant)
+        return {
+            "tenant": tenant_id,
+            "plan": plan,
+            "policy": policy_json(gateway.plans()[plan]),
+            "rate_limits": gateway.limits(plan, tenant),
+            "keys": [{"id": k.id, "rate_limits": gateway.limits(plan, tenant, k)} for k in keys],
+        }
+
+    @api.get("/plans")
+    async def plans() -> dict[str, Any]:
+        gateway = services.gateway
+        return {
+            "object": "list",
+            "data": [
+                {"name": name, "policy": policy_json(plan), "rate_limits": gateway.limits(name)}
+                for name, plan in gateway.plans().items()
+            ],
+        }
 
     @api.post("/tenants/{tenant_id}/pause")
     async def pause_tenant(tenant_id: str, body: PauseBody | None = None) -> dict[str, Any]:
@@ -175,8 +207,14 @@ def router(services: Services, tenancy: Tenancy) -> APIRouter:
     @api.patch("/keys/{key_id}")
     async def patch_key(key_id: str, body: KeyPatch) -> dict[str, Any]:
         await tenancy.key(key_id)
-        budgets = validate_budgets(body.budgets)
-        return key_json(await services.store.update_key(key_id, {"budgets": budgets}))
+        changes: dict[str, Any] = {}
+        if body.budgets is not None:
+            changes["budgets"] = validate_budgets(body.budgets)
+        if body.rate_limits is not None:
+            changes["rate_limits"] = validate_limits(body.rate_limits)
+        if not changes:
+            raise InvalidRequest("Nothing to change: send budgets and/or rate_limits.")
+        return key_json(await services.store.update_key(key_id, changes))
 
     @api.get("/budget-alerts")
     async def budget_alerts(tenant: str | None = None) -> dict[str, Any]:

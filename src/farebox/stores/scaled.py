@@ -8,10 +8,13 @@ ledger entry and settles from it, so the spend is neither lost nor counted twice
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from farebox.core.budgets import Hold, HoldState
 from farebox.core.records import (
@@ -23,6 +26,7 @@ from farebox.core.records import (
     UsageQuery,
     UsageRow,
 )
+from farebox.errors import LimiterUnavailable
 from farebox.stores.postgres import PostgresStore
 from farebox.stores.redis_budgets import RedisBudgets
 
@@ -91,7 +95,8 @@ class ScaledStore:
         return key
 
     async def auth_epoch(self) -> int:
-        return await self._budgets.auth_epoch()
+        with _redis_required():
+            return await self._budgets.auth_epoch()
 
     # ledger ----------------------------------------------------------------------------
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
@@ -114,7 +119,8 @@ class ScaledStore:
 
     # budgets ---------------------------------------------------------------------------
     async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
-        return await self._budgets.reserve(reservation)
+        with _redis_required():
+            return await self._budgets.reserve(reservation)
 
     async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:
         await self._budgets.extend(ids, expires_at)
@@ -136,7 +142,8 @@ class ScaledStore:
         return unsettled
 
     async def budget_states(self, holds: Sequence[Hold]) -> list[HoldState]:
-        return await self._budgets.states(holds)
+        with _redis_required():
+            return await self._budgets.states(holds)
 
     async def record_alert(
         self, hold: Hold, threshold: int, tenant: str | None, now: float, detail: dict[str, Any]
@@ -145,3 +152,16 @@ class ScaledStore:
 
     async def alerts(self, tenant_id: str | None) -> list[dict[str, Any]]:
         return await self._pg.alerts(tenant_id)
+
+
+@contextlib.contextmanager
+def _redis_required() -> Iterator[None]:
+    """Budgets, rate limits and key revocation live in Redis. Without it nothing can be
+    checked, so requests are refused with a 503 (fail closed), never admitted unchecked."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise LimiterUnavailable(
+            "The gateway cannot reach its shared counters (Redis), so budgets and rate limits "
+            "cannot be checked; the request was refused and not billed. Retry shortly."
+        ) from exc
