@@ -87,6 +87,14 @@ plans:
     budgets:
       - {{period: day, limit_usd: "1000000"}}
       - {{period: month, limit_usd: "10000000"}}
+    # and against request, token and in-flight limits per key and per client IP, in the same
+    # atomic step; the limits are far above what the bench sends, so nothing is refused
+    rate_limits:
+      - {{scope: key, requests_per_minute: 100000000, tokens_per_minute: 1000000000000,
+          concurrent: 100000}}
+      - {{scope: ip, requests_per_minute: 100000000}}
+    max_input_tokens: 100000
+    tools: {{deny: ["database.delete*"], require_approval: ["payments.*"]}}
 """
     path = directory / "farebox.yaml"
     path.write_text(text)

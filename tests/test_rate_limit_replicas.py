@@ -65,21 +65,21 @@ def tenant_id() -> str:
 # --- the two backends -----------------------------------------------------------------
 
 
-def replica_config(directory: Path, backend: Backend, limit: dict[str, Any]) -> Path:
+def replica_config(directory: Path, services: Backend, limit: dict[str, Any]) -> Path:
     directory.mkdir()
     return write_config(
         directory,
         providers={"sim": MOCK},
         plans=plans(limit),
-        database=backend.database,
-        redis=backend.redis,
+        database=services.database,
+        redis=services.redis,
     )
 
 
-async def _pg_started(backend: Backend, tenant: str) -> list[float]:
+async def _pg_started(services: Backend, tenant: str) -> list[float]:
     import asyncpg
 
-    conn = await asyncpg.connect(backend.database)
+    conn = await asyncpg.connect(services.database)
     try:
         rows = await conn.fetch("SELECT started_at FROM ledger WHERE tenant_id = $1", tenant)
     finally:
@@ -87,8 +87,8 @@ async def _pg_started(backend: Backend, tenant: str) -> list[float]:
     return [float(r["started_at"]) for r in rows]
 
 
-def pg_started(backend: Backend, tenant: str) -> list[float]:
-    return asyncio.run(_pg_started(backend, tenant))
+def pg_started(services: Backend, tenant: str) -> list[float]:
+    return asyncio.run(_pg_started(services, tenant))
 
 
 def sqlite_started(directory: Path, tenant: str) -> list[float]:

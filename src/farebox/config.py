@@ -152,7 +152,7 @@ class RateLimitConfig(_Strict):
     concurrent: int | None = Field(None, ge=0)
     model: str | None = Field(None, min_length=1, max_length=200)  # a glob on the model asked for
     # the window the per-minute counts apply to; 60 unless a test wants a short one
-    window_s: int = Field(60, ge=1, le=86400)
+    window_s: int = Field(60, ge=1, le=3600)
 
 
 class ToolPolicyConfig(_Strict):

@@ -169,7 +169,7 @@ local function hold_state(ukey, rkey, bkey, from, to, limit, rb, cap, base)
   return used, reserved, lim, oldest
 end
 
-local HOLD_ARGS = 8  -- per hold in ARGV: bucket field, from, to, limit, rb, cap, base, held
+local HOLD_ARGS = 9  -- per hold in ARGV: bucket field, from, to, limit, rb, cap, base, held, unit
 
 -- a stored hold {key, bucket field, held, unit}; rows from before rate limits were
 -- {key, bucket field} and held the reservation's amount in pico-USD
@@ -219,6 +219,17 @@ if failed == 0 then
     local k, a = 2 + (h - 1) * 3, 5 + (h - 1) * HOLD_ARGS
     redis.call('HINCRBY', KEYS[k + 2], ARGV[a + 1], ARGV[a + 8])
     redis.call('ZADD', KEYS[k + 3], 'NX', ARGV[a + 3], ARGV[a + 1])
+    if ARGV[a + 9] ~= 'usd' then
+      -- a rate limit's buckets that left its window and hold nothing are dropped
+      for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[k + 3], '-inf', '(' .. ARGV[a + 2])) do
+        local r = redis.call('HGET', KEYS[k + 2], old)
+        if not r or r == '0' then
+          redis.call('HDEL', KEYS[k + 1], old)
+          redis.call('HDEL', KEYS[k + 2], old)
+          redis.call('ZREM', KEYS[k + 3], old)
+        end
+      end
+    end
     found[h][2] = add(found[h][2], big(ARGV[a + 8]))
   end
   redis.call('HSET', KEYS[2], 'amount', ARGV[1], 'holds', ARGV[4], 'state', 'held',
@@ -369,6 +380,7 @@ class RedisBudgets:
             str(hold.rollover_cap),
             str(hold.base_limit),
             str(held),
+            hold.unit,
         ]
 
     @staticmethod

@@ -22,6 +22,7 @@ from farebox.core.budgets import (
 from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
 
 PRUNE_AFTER_S = 7 * 86400
+RATE_BUCKETS_KEPT_S = 2 * 3600  # rate-limit windows are at most an hour long
 _SUM = (
     "SELECT COALESCE(SUM(used), 0), COALESCE(SUM(reserved), 0), "
     "MIN(CASE WHEN used > 0 OR reserved > 0 THEN bucket END) FROM budget_counters "
@@ -132,6 +133,12 @@ def expired(db: sqlite3.Connection, now: float, limit: int = 500) -> list[Ledger
     Reclaimed reservations are kept a week for late settlement, then pruned."""
     db.execute(
         "DELETE FROM reservations WHERE state != 'held' AND expires_at < ?", (now - PRUNE_AFTER_S,)
+    )
+    # rate-limit buckets that left every window (the longest is an hour) and hold nothing
+    db.execute(
+        "DELETE FROM budget_counters WHERE key >= 'rl:' AND key < 'rl;' AND bucket < ? "
+        "AND reserved = 0",
+        (now - RATE_BUCKETS_KEPT_S,),
     )
     rows = db.execute(
         "SELECT id, amount, holds, unsettled FROM reservations "
