@@ -61,11 +61,13 @@ async def test_the_request_window_slides(store: Any) -> None:  # noqa: F811
         res = reserve_for(f"r{i}", 0, 0, [limits(now)[0]])
         assert (await store.reserve(res)).ok
         await store.append_ledger([settlement(f"r{i}", 0)])
-    # three in the last minute: full until the first one's bucket leaves, 61 s after it began
-    refused = await store.reserve(reserve_for("x", 0, 0, [limits(T0 + 60.9)[0]]))
+    # three in the last minute: full until the first one's 3 s bucket leaves, 63 s after it
+    # began (T0 is a multiple of 3)
+    assert T0 % 3 == 0
+    refused = await store.reserve(reserve_for("x", 0, 0, [limits(T0 + 62.9)[0]]))
     assert not refused.ok and refused.failed is not None
-    assert refused.failed.resets_at == T0 + 61
-    assert (await store.reserve(reserve_for("y", 0, 0, [limits(T0 + 61)[0]]))).ok
+    assert refused.failed.resets_at == T0 + 63
+    assert (await store.reserve(reserve_for("y", 0, 0, [limits(T0 + 63)[0]]))).ok
 
 
 async def test_a_reclaimed_lease_frees_its_slot(store: Any) -> None:  # noqa: F811

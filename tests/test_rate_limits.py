@@ -81,10 +81,11 @@ async def test_eleventh_request_from_one_ip_is_refused_until_the_window_frees(
             error = refused.json()["error"]
             assert error["code"] == "rate_limit_exceeded" and error["type"] == "rate_limit_error"
             assert "10 requests per 60s for this ip" in error["message"]
-            # all ten sit in the bucket of T0, which stops counting when the bucket 61 s later
+            # all ten sit in the 3 s bucket of T0, which stops counting when the bucket 63 s
+            # later begins (21 buckets cover any 60 s window): no 60 s can hold more than 10
             # begins: no window of 60 s can then hold more than 10
-            assert refused.headers["retry-after"] == "61"
-            assert refused.headers["retry-after-ms"] == "61000"
+            assert refused.headers["retry-after"] == "63"
+            assert refused.headers["retry-after-ms"] == "63000"
             assert refused.headers["x-ratelimit-remaining-requests"] == "0"
             # another IP of the same tenant has its own counter
             other = await b.post("/v1/chat/completions", json=chat())
@@ -97,9 +98,9 @@ async def test_eleventh_request_from_one_ip_is_refused_until_the_window_frees(
                     "/v1/chat/completions", json=chat(), headers={"X-Forwarded-For": spoof}
                 )
                 assert r.status_code == 429, spoof
-            clock.now = T0 + 60.5
+            clock.now = T0 + 62.5
             assert (await a.post("/v1/chat/completions", json=chat())).status_code == 429
-            clock.now = T0 + 61.0
+            clock.now = T0 + 63.0
             r = await a.post("/v1/chat/completions", json=chat())
             assert r.status_code == 200 and r.headers["x-ratelimit-remaining-requests"] == "9"
         assert len(await gw.ledger("f")) == 12  # refusals are not billed
@@ -189,7 +190,7 @@ async def test_tokens_per_minute_hold_the_estimate_then_the_actual_usage(
             # a small one still fits
             small = await client.post("/v1/chat/completions", json=chat("hi", max_tokens=50))
             assert small.status_code == 200
-            clock.now = T0 + 61
+            clock.now = T0 + 63
             again = await client.post("/v1/chat/completions", json=too_big)
             assert again.status_code == 200  # the window rolled on
 

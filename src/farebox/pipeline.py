@@ -42,7 +42,6 @@ from farebox.errors import (
 from farebox.ledger import LedgerWriter
 from farebox.limits import RateLimits, limit_json
 from farebox.limits import headers as limit_headers
-from farebox.limits import holds as limit_holds
 from farebox.providers.base import (
     ChatRequest,
     ChatResult,
@@ -397,11 +396,9 @@ class Gateway:
         if self._limits is None:
             return []
         who = call.principal
-        specs = self._limits.specs(scope.plan, who.tenant.rate_limits, who.key.rate_limits)
-        if not specs:
-            return []
-        return limit_holds(specs, tenant=scope.tenant, key=scope.key, user=scope.user,
-                           ip=who.client_ip, model=call.model, now=now)  # fmt: skip
+        return self._limits.holds(scope.plan, who.tenant.rate_limits, who.key.rate_limits,
+                                  tenant=scope.tenant, key=scope.key, user=scope.user,
+                                  ip=who.client_ip, model=call.model, now=now)  # fmt: skip
 
     def limits_for(self, principal: Principal) -> list[dict[str, Any]]:
         """The rate limits in force for this principal, as /v1/me shows them."""
