@@ -22,6 +22,7 @@ from farebox.api.context import Services
 from farebox.api.errors import error_response
 from farebox.api.fastpath import FareboxApp
 from farebox.auth import Authenticator
+from farebox.breakers import Breakers
 from farebox.budgeting import Budgets
 from farebox.catalog import load_catalog
 from farebox.config import ProviderConfig, Settings
@@ -195,6 +196,7 @@ def create_app(
         proxies = TrustedProxies(settings.file.server.trusted_proxies)
     except ValueError as exc:
         raise ConfigError(f"{settings.source}: server.{exc}") from None
+    breakers = Breakers(store, settings.file.routing.breaker, clock=clock)
     limits = RateLimits({name: plan.rate_limits for name, plan in settings.file.plans.items()})
     gateway = Gateway(
         router=router,
@@ -203,6 +205,8 @@ def create_app(
         ledger=ledger,
         budgets=budgets,
         limits=limits,
+        breakers=breakers,
+        routing=settings.file.routing,
         default_plan=default_plan,
         clock=clock,
     )
@@ -218,6 +222,7 @@ def create_app(
         clock(),
         budgets,
         proxies,
+        breakers,
     )
     tenancy = Tenancy(store, secret, plans, clock)
 
@@ -236,11 +241,13 @@ def create_app(
         services.admin_key_hash = await resolve_admin_hash(settings, store, secret, announce)
         ledger.start()
         budgets.start()
+        breakers.start()
         reloader.start()
         try:
             yield
         finally:
             await reloader.stop()
+            await breakers.stop()
             await budgets.stop()
             await ledger.stop()
             if alerts is not None:

@@ -113,6 +113,26 @@ class BudgetConfig(_Strict):
         return self
 
 
+class BreakerSettings(_Strict):
+    """One circuit breaker per deployment. It opens after ``failures`` retryable failures in a
+    row, or when at least ``min_requests`` calls in ``window_s`` failed at ``failure_rate`` or
+    more; it stays open ``cooldown_s``, then lets one probe through (half-open)."""
+
+    failures: int = Field(5, ge=1)
+    failure_rate: float | None = Field(None, gt=0, le=1)
+    min_requests: int = Field(10, ge=1)
+    window_s: float = Field(30.0, gt=0)
+    cooldown_s: float = Field(30.0, gt=0)
+    sync_s: float = Field(1.0, gt=0)  # how often open breakers are read from the shared store
+
+
+class RoutingSettings(_Strict):
+    retries: int = Field(1, ge=0, le=10)  # extra rounds over the deployments after the first
+    backoff_s: float = Field(0.05, ge=0)  # base of the jittered exponential backoff
+    max_backoff_s: float = Field(2.0, ge=0)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+
+
 class BudgetSettings(_Strict):
     timezone: str = "UTC"
     lease_s: float = Field(120.0, gt=0)
@@ -218,6 +238,7 @@ class FileConfig(_Strict):
     default_plan: str | None = None
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
     upgrade_url: str | None = None
 
     @field_validator("secret")

@@ -116,6 +116,14 @@ class RateLimited(FareboxError):
     code = "rate_limit_exceeded"
 
 
+class NoDeployment(FareboxError):
+    """Every deployment of a model is skipped: their circuit breakers are open."""
+
+    status = 503
+    type = "api_error"
+    code = "deployments_unavailable"
+
+
 class LimiterUnavailable(FareboxError):
     """The shared counters (Redis) cannot be reached: refuse rather than admit unchecked."""
 
@@ -136,9 +144,17 @@ class UpstreamError(FareboxError):
     type = "upstream_error"
     code = "upstream_error"
 
-    def __init__(self, message: str, *, upstream_status: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int = 0,
+        retry_after: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(message, **kwargs)
         self.upstream_status = upstream_status
+        self.retry_after = retry_after  # seconds the upstream asked us to wait, if it did
 
     @property
     def retryable(self) -> bool:

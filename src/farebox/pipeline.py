@@ -6,18 +6,22 @@ Authentication happens before (``farebox.auth``); HTTP parsing and rendering aro
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from random import random
 from typing import Any, TypeVar
 
 import orjson
 
 from farebox.auth import Principal
+from farebox.breakers import Breakers
 from farebox.budgeting import Admission, Budgets, Scope
+from farebox.config import RoutingSettings
 from farebox.core.budgets import Hold
 from farebox.core.money import format_usd
 from farebox.core.plans import Plan
@@ -34,6 +38,7 @@ from farebox.errors import (
     InvalidRequest,
     ModelNotAllowed,
     ModelNotFound,
+    NoDeployment,
     ToolDenied,
     ToolRequiresApproval,
     UpstreamError,
@@ -54,6 +59,7 @@ from farebox.providers.base import (
 from farebox.streams import DONE, StreamMeter, close_quietly, sse, stream_failure, usage_chunk
 
 UNLIMITED = "unlimited"
+DEFAULT_DEADLINE_S = 60.0  # how long retries may go on when the plan sets no timeout
 log = logging.getLogger("farebox.pipeline")
 T = TypeVar("T")
 
@@ -104,6 +110,8 @@ class Gateway:
         ledger: LedgerWriter,
         budgets: Budgets | None = None,
         limits: RateLimits | None = None,
+        breakers: Breakers | None = None,
+        routing: RoutingSettings | None = None,
         default_plan: str = "default",
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -113,6 +121,8 @@ class Gateway:
         self._ledger = ledger
         self._budgets = budgets
         self._limits = limits
+        self._breakers = breakers
+        self._routing = routing or RoutingSettings()
         self._default_plan = default_plan
         self._clock = clock
 
@@ -223,18 +233,41 @@ class Gateway:
         targets: tuple[Target, ...],
         attempt: Callable[[Target], Awaitable[T]],
     ) -> tuple[Target, T]:
-        """Try each deployment in order; fail over on retryable upstream errors only."""
-        last: UpstreamError | None = None
-        for i, target in enumerate(targets):
-            try:
-                return target, await attempt(target)
-            except UpstreamError as exc:
-                last = exc
-                if exc.retryable and i + 1 < len(targets):
+        """Try each usable deployment in order; fail over on retryable upstream errors only.
+        Deployments whose breaker is open are skipped. When a whole round failed, wait with
+        jittered exponential backoff (or as long as the upstream asked, within the plan's
+        timeout) and go round again, up to ``routing.retries`` times."""
+        routing, breakers = self._routing, self._breakers
+        deadline = time.monotonic() + (call.plan.timeout_s or DEFAULT_DEADLINE_S)
+        last: tuple[Target, UpstreamError] | None = None
+        for round_ in range(routing.retries + 1):
+            usable = await breakers.usable(targets) if breakers is not None else targets
+            for target in usable:
+                try:
+                    result = await attempt(target)
+                except UpstreamError as exc:
+                    if breakers is not None:
+                        breakers.record(target, not exc.retryable)
+                    if not exc.retryable:
+                        await self._record_failure(call, target, exc)
+                        raise
+                    last = (target, exc)
                     continue
-                await self._record_failure(call, target, exc)
-                raise
-        raise last or UpstreamError("no deployment could serve the request")
+                if breakers is not None:
+                    breakers.record(target, True)
+                return target, result
+            delay = _backoff(routing, round_, last[1] if last else None)
+            if round_ == routing.retries or time.monotonic() + delay > deadline:
+                break
+            await asyncio.sleep(delay)
+        if last is None:
+            raise NoDeployment(
+                f"Every deployment of {call.model!r} is unavailable (circuit breakers open); "
+                "retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        await self._record_failure(call, *last)
+        raise last[1]
 
     async def _chat_once(self, call: _Call, targets: tuple[Target, ...]) -> Reply:
         async def attempt(target: Target) -> ChatResult:
@@ -558,6 +591,14 @@ def _scope(call: _Call) -> Scope:
     who = call.principal
     user = who.user or _openai_user(call.body)
     return Scope.of(who.tenant, who.key, call.plan.name, who.feature, user)
+
+
+def _backoff(routing: RoutingSettings, round_: int, error: UpstreamError | None) -> float:
+    """Jittered exponential backoff, or what the upstream asked for when it asked for more."""
+    delay = min(routing.backoff_s * 2.0**round_, routing.max_backoff_s) * (0.5 + random() / 2)
+    if error is not None and error.retry_after is not None:
+        delay = max(delay, error.retry_after)
+    return delay
 
 
 def _timeout(plan: Plan, target: Target) -> float:

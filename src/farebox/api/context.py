@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from farebox.api.client_ip import TrustedProxies
 from farebox.auth import Authenticator
+from farebox.breakers import Breakers
 from farebox.budgeting import Budgets
 from farebox.config import Settings
 from farebox.ledger import LedgerWriter
@@ -25,3 +26,4 @@ class Services:
     started_at: float
     budgets: Budgets
     proxies: TrustedProxies
+    breakers: Breakers

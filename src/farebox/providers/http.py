@@ -242,7 +242,23 @@ def error_for_status(
         return UpstreamRejected(message, upstream_status=status, headers=kept, extra=extra)
     where = "mid-stream" if mid_stream else f"with HTTP {status}"
     text = f"upstream failed {where}: {message}"
-    return UpstreamError(text, upstream_status=status, headers=kept, extra=extra)
+    wait = retry_after_s(headers or {})
+    return UpstreamError(text, upstream_status=status, headers=kept, extra=extra, retry_after=wait)
+
+
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """Seconds an upstream asked to wait (``retry-after-ms`` or ``Retry-After`` in seconds)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            continue  # an HTTP date: not worth parsing for a retry inside one request
+        if seconds >= 0:
+            return seconds
+    return None
 
 
 def error_from_response(

@@ -83,6 +83,19 @@ class Store(Protocol):
 
     async def alerts(self, tenant_id: str | None) -> list[dict[str, Any]]: ...
 
+    # circuit breakers, shared by every process using the store
+    async def breakers(self) -> dict[str, float]:
+        """Each deployment whose breaker is open, with the time it may be probed again."""
+        ...
+
+    async def set_breaker(self, deployment: str, open_until: float) -> None:
+        """Open a deployment's breaker until ``open_until``; 0 closes it."""
+        ...
+
+    async def claim_probe(self, deployment: str, now: float, until: float) -> bool:
+        """True for exactly one caller per half-open period: that caller sends the probe."""
+        ...
+
     async def ledger(
         self, tenant_id: str | None = None, limit: int | None = None
     ) -> list[LedgerEntry]: ...

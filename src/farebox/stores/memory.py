@@ -30,6 +30,8 @@ class MemoryStore:
         self._meta: dict[str, str] = {}
         self._epoch = 0
         self._budgets = MemoryBudgets()
+        self._breakers: dict[str, float] = {}
+        self._probes: dict[str, float] = {}
 
     async def open(self) -> None:
         return None
@@ -143,3 +145,16 @@ class MemoryStore:
 
     async def put_meta_if_absent(self, name: str, value: str) -> str:
         return self._meta.setdefault(name, value)
+
+    # circuit breakers ----------------------------------------------------------------------
+    async def breakers(self) -> dict[str, float]:
+        return {d: u for d, u in self._breakers.items() if u > 0}
+
+    async def set_breaker(self, deployment: str, open_until: float) -> None:
+        self._breakers[deployment] = open_until
+
+    async def claim_probe(self, deployment: str, now: float, until: float) -> bool:
+        if self._probes.get(deployment, 0.0) > now:
+            return False
+        self._probes[deployment] = until
+        return True

@@ -483,3 +483,21 @@ class RedisBudgets:
 
     async def bump_epoch(self) -> None:
         await self._client.incr(self._epoch)
+
+    # circuit breakers: a hash of open deployments, and one short-lived key per probe
+    async def breakers(self) -> dict[str, float]:
+        raw = await self._client.hgetall(f"{self._p}:breakers")
+        out = {_text(k): float(_text(v)) for k, v in raw.items()}
+        return {d: u for d, u in out.items() if u > 0}
+
+    async def set_breaker(self, deployment: str, open_until: float) -> None:
+        key = f"{self._p}:breakers"
+        if open_until > 0:
+            await self._client.hset(key, deployment, repr(float(open_until)))
+        else:
+            await self._client.hdel(key, deployment)
+
+    async def claim_probe(self, deployment: str, now: float, until: float) -> bool:
+        ttl_ms = max(int((until - now) * 1000), 1)
+        claimed = await self._client.set(f"{self._p}:probe:{deployment}", "1", nx=True, px=ttl_ms)
+        return bool(claimed)

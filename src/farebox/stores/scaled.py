@@ -141,6 +141,18 @@ class ScaledStore:
         await self._pg.insert_ledger_if_absent(unsettled)
         return unsettled
 
+    async def breakers(self) -> dict[str, float]:
+        with _redis_required():
+            return await self._budgets.breakers()
+
+    async def set_breaker(self, deployment: str, open_until: float) -> None:
+        with _redis_required():
+            await self._budgets.set_breaker(deployment, open_until)
+
+    async def claim_probe(self, deployment: str, now: float, until: float) -> bool:
+        with _redis_required():
+            return await self._budgets.claim_probe(deployment, now, until)
+
     async def budget_states(self, holds: Sequence[Hold]) -> list[HoldState]:
         with _redis_required():
             return await self._budgets.states(holds)

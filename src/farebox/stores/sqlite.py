@@ -356,6 +356,36 @@ class SQLiteStore:
     async def alerts(self, tenant_id: str | None) -> list[dict[str, Any]]:
         return await self._run(lambda: budgets.alerts(self._db, tenant_id))
 
+    # circuit breakers ----------------------------------------------------------------------
+    async def breakers(self) -> dict[str, float]:
+        rows = await self._run(
+            lambda: self._db.execute(
+                "SELECT deployment, open_until FROM breakers WHERE open_until > 0"
+            ).fetchall()
+        )
+        return {str(d): float(u) for d, u in rows}
+
+    async def set_breaker(self, deployment: str, open_until: float) -> None:
+        await self._run(
+            lambda: self._tx(
+                lambda db: db.execute(
+                    "INSERT INTO breakers(deployment, open_until) VALUES (?, ?) "
+                    "ON CONFLICT(deployment) DO UPDATE SET open_until = excluded.open_until",
+                    (deployment, open_until),
+                )
+            )
+        )
+
+    async def claim_probe(self, deployment: str, now: float, until: float) -> bool:
+        def claim(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
+                "UPDATE breakers SET probe_until = ? WHERE deployment = ? AND probe_until <= ?",
+                (until, deployment, now),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(lambda: self._tx(claim))
+
     async def ledger(
         self, tenant_id: str | None = None, limit: int | None = None
     ) -> list[LedgerEntry]:

@@ -129,6 +129,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tenants ADD COLUMN rate_limits TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE api_keys ADD COLUMN rate_limits TEXT NOT NULL DEFAULT '[]';
     """,
+    """
+    CREATE TABLE breakers (
+        deployment TEXT PRIMARY KEY,
+        open_until REAL NOT NULL DEFAULT 0,
+        probe_until REAL NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    """,
 )
 
 
