@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from farebox import __version__
 from farebox.alerts import WebhookAlerts
-from farebox.api import admin, me, openai
+from farebox.api import admin, anthropic, me, openai
 from farebox.api.client_ip import TrustedProxies
 from farebox.api.context import Services
 from farebox.api.errors import error_response
@@ -98,6 +98,13 @@ def make_provider(
             max_tokens=o.max,
             error_rate=cfg.error_rate,
             error_status=cfg.error_status,
+            error_statuses=tuple(cfg.error_statuses),
+            spike_rate=cfg.spike_rate,
+            spike_ms=cfg.spike_ms,
+            rate_limit_rate=cfg.rate_limit_rate,
+            retry_after_s=cfg.retry_after_s,
+            disconnect_rate=cfg.disconnect_rate,
+            disconnect_after=cfg.disconnect_after,
         )
         return MockProvider(name, options, reasoning)
     if cfg.kind == "anthropic":
@@ -265,7 +272,9 @@ def create_app(
     app.state.reloader = reloader
     app.include_router(admin.router(services, tenancy))
     _error_handlers(app)
-    app.add_fast_routes([*openai.routes(services), *me.routes(services)])
+    app.add_fast_routes(
+        [*openai.routes(services), *anthropic.routes(services), *me.routes(services)]
+    )
     return app
 
 

@@ -60,6 +60,13 @@ class ProviderConfig(_Strict):
     output_tokens: OutputLength = Field(default_factory=OutputLength)
     error_rate: float = Field(0.0, ge=0, le=1)
     error_status: int = Field(500, ge=400, le=599)
+    error_statuses: list[int] = Field(default_factory=list)  # one picked at random per error
+    spike_rate: float = Field(0.0, ge=0, le=1)  # share of calls delayed by spike_ms more
+    spike_ms: float = Field(0.0, ge=0)
+    rate_limit_rate: float = Field(0.0, ge=0, le=1)  # share of calls answered 429
+    retry_after_s: float = Field(1.0, ge=0)  # the Retry-After of those 429s
+    disconnect_rate: float = Field(0.0, ge=0, le=1)  # share of streams cut mid-way
+    disconnect_after: int = Field(3, ge=1)  # chunks sent before the cut
 
     @field_validator("api_key")
     @classmethod

@@ -42,7 +42,6 @@ from farebox.errors import (
     ToolDenied,
     ToolRequiresApproval,
     UpstreamError,
-    openai_error_body,
 )
 from farebox.ledger import LedgerWriter
 from farebox.limits import RateLimits, limit_json
@@ -56,7 +55,8 @@ from farebox.providers.base import (
     StreamItem,
     UsageReport,
 )
-from farebox.streams import DONE, StreamMeter, close_quietly, sse, stream_failure, usage_chunk
+from farebox.renderers import render_body, stream_renderer
+from farebox.streams import StreamMeter, close_quietly, stream_failure
 
 UNLIMITED = "unlimited"
 DEFAULT_DEADLINE_S = 60.0  # how long retries may go on when the plan sets no timeout
@@ -94,6 +94,7 @@ class _Call:
     started_wall: float
     started: float = field(default_factory=time.perf_counter)
     admission: Admission | None = None
+    flavor: str = "openai"  # the client's format: openai | anthropic
 
     @property
     def reservation_id(self) -> str | None:
@@ -205,14 +206,17 @@ class Gateway:
             )
 
     async def chat(
-        self, principal: Principal, body: dict[str, Any], request_id: str
+        self, principal: Principal, body: dict[str, Any], request_id: str, flavor: str = "openai"
     ) -> Reply | StreamReply:
+        """A chat request in OpenAI shape; ``flavor`` is the format the client gets back."""
         plan = self.plan_for(principal)
         model = body["model"]
         targets = self._targets(plan, model, ("chat", "reasoning"))
         input_tokens = estimate_messages(body.get("messages"))
         self._apply_policy(plan, body, input_tokens)
-        call = _Call(principal, plan, "chat.completions", model, request_id, body, self._clock())
+        endpoint = "messages" if flavor == "anthropic" else "chat.completions"
+        call = _Call(principal, plan, endpoint, model, request_id, body, self._clock())
+        call.flavor = flavor
         targets = await self._admit(call, targets, input_tokens)
         if body.get("stream"):
             return await self._open_stream(call, targets)
@@ -279,7 +283,8 @@ class Gateway:
         target, result = await self._failover(call, targets, attempt)
         entry = self._entry(call, target, result.usage, "ok", 200, result.upstream_ms)
         await self._settle(entry, call.admission)
-        return Reply(orjson.dumps(result.body), self._headers(call, target, entry))
+        body = render_body(call.flavor, result.body, call.request_id)
+        return Reply(body, self._headers(call, target, entry))
 
     # streams -----------------------------------------------------------------------
     async def _open_stream(self, call: _Call, targets: tuple[Target, ...]) -> StreamReply:
@@ -308,7 +313,7 @@ class Gateway:
         items: AsyncIterator[StreamItem],
     ) -> AsyncIterator[bytes]:
         """Relay the stream; the ledger entry is durable before the final bytes leave."""
-        client_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        out = stream_renderer(call.flavor, call.body, target.model, call.request_id)
         meter = StreamMeter(call.body, call.started)
         settled = False  # a ledger entry was written, or its write was attempted and failed
         try:
@@ -318,21 +323,21 @@ class Gateway:
                     entry = self._stream_entry(call, target, meter, item.usage, "ok")
                     settled = True
                     await self._settle(entry, call.admission)
-                    if client_usage:
-                        yield sse(usage_chunk(item.chunk, entry.cost))
+                    if data := out.usage(item.chunk, entry):
+                        yield data
                 else:
                     meter.see(item)
-                    if not client_usage:
-                        item.pop("usage", None)
-                    yield sse(item)
+                    if data := out.chunk(item):
+                        yield data
                 item = await anext(items, None)
             if not settled:  # the upstream never reported usage: meter it ourselves
                 entry = _estimated(self._stream_entry(call, target, meter, meter.usage(), "ok"))
                 settled = True
                 await self._settle(entry, call.admission)
-                if client_usage:
-                    yield sse(usage_chunk(meter.usage_chunk(entry), entry.cost))
-            yield DONE
+                if data := out.usage(meter.usage_chunk(entry), entry):
+                    yield data
+            if data := out.done():
+                yield data
         except Exception as exc:  # not GeneratorExit/CancelledError: those are disconnects
             error = stream_failure(exc)
             if not settled:
@@ -342,7 +347,7 @@ class Gateway:
                 )
                 entry = self._stream_entry(call, target, meter, meter.usage(), status)
                 await self._append_logged(_estimated(entry, error.error_code), call.admission)
-            yield sse(openai_error_body(error))
+            yield out.error(error)
         finally:
             if not settled:  # the client went away: meter what was produced
                 entry = self._stream_entry(

@@ -146,3 +146,40 @@ def validate_embeddings(body: dict[str, Any]) -> None:
         )
     _optional(body, "encoding_format", (str,), "a string")
     _positive_int(body, "dimensions")
+
+
+ANTHROPIC_ROLES = ("user", "assistant")
+
+
+def validate_messages(body: dict[str, Any]) -> None:
+    """An Anthropic Messages request: the fields the translation relies on."""
+    _model(body)
+    if body.get("max_tokens") is None:
+        raise InvalidRequest("'max_tokens' is required.", param="max_tokens")
+    _positive_int(body, "max_tokens")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array.", param="messages")
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise _type_error(where, "an object", message)
+        if message.get("role") not in ANTHROPIC_ROLES:
+            raise InvalidRequest(f"'{where}.role' must be user or assistant.", param=where)
+        content = message.get("content")
+        if not isinstance(content, str | list):
+            raise _type_error(f"{where}.content", "a string or an array of blocks", content)
+        if isinstance(content, list) and not all(isinstance(b, dict) for b in content):
+            raise _type_error(f"{where}.content", "an array of objects", content)
+    system = body.get("system")
+    if system is not None and not (
+        isinstance(system, str)
+        or (isinstance(system, list) and all(isinstance(b, dict) and "text" in b for b in system))
+    ):
+        raise _type_error("system", "a string or an array of text blocks", system)
+    _optional(body, "stream", (bool,), "a boolean")
+    _optional(body, "temperature", (int, float), "a number")
+    _optional(body, "top_p", (int, float), "a number")
+    _optional(body, "tools", (list,), "an array")
+    _optional(body, "stop_sequences", (list,), "an array of strings")
+    _optional(body, "metadata", (dict,), "an object")

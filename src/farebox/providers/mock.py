@@ -53,6 +53,13 @@ class MockOptions:
     max_tokens: int = 1024
     error_rate: float = 0.0
     error_status: int = 500
+    error_statuses: tuple[int, ...] = ()
+    spike_rate: float = 0.0
+    spike_ms: float = 0.0
+    rate_limit_rate: float = 0.0
+    retry_after_s: float = 1.0
+    disconnect_rate: float = 0.0
+    disconnect_after: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +89,22 @@ class MockProvider:
         return random.Random(seed)
 
     def _fail_maybe(self, rng: random.Random) -> None:
-        if self._options.error_rate and rng.random() < self._options.error_rate:
-            status = self._options.error_status
+        o = self._options
+        if o.rate_limit_rate and rng.random() < o.rate_limit_rate:
+            raise UpstreamError(
+                "mock provider injected 429 rate_limit_exceeded",
+                upstream_status=429,
+                retry_after=o.retry_after_s,
+                headers={"Retry-After": f"{o.retry_after_s:g}"},
+            )
+        if o.error_rate and rng.random() < o.error_rate:
+            status = rng.choice(o.error_statuses) if o.error_statuses else o.error_status
             raise UpstreamError(f"mock provider injected error {status}", upstream_status=status)
+
+    async def _delay(self, rng: random.Random) -> None:
+        o = self._options
+        spike = o.spike_ms if o.spike_rate and rng.random() < o.spike_rate else 0.0
+        await _pause(o.latency_ms + o.ttft_ms + spike)
 
     def _length(self, rng: random.Random) -> int:
         o = self._options
@@ -127,7 +147,7 @@ class MockProvider:
     async def chat(self, request: ChatRequest) -> ChatResult:
         started = time.perf_counter()
         rng = self._rng(request.body)
-        await _pause(self._options.latency_ms + self._options.ttft_ms)
+        await self._delay(rng)
         self._fail_maybe(rng)
         plan = self._plan(request.body, rng)
         if self._options.tokens_per_second:
@@ -157,9 +177,11 @@ class MockProvider:
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
         rng = self._rng(request.body)
-        await _pause(self._options.latency_ms + self._options.ttft_ms)
+        await self._delay(rng)
         self._fail_maybe(rng)
         plan = self._plan(request.body, rng)
+        o = self._options
+        cut = o.disconnect_after if o.disconnect_rate and rng.random() < o.disconnect_rate else 0
         base: JSON = {
             "id": _completion_id(rng),
             "object": "chat.completion.chunk",
@@ -170,10 +192,12 @@ class MockProvider:
         first: JSON = {"role": "assistant", "content": "", "refusal": None}
         yield _chunk(base, first, None)
         delay = 1.0 / self._options.tokens_per_second if self._options.tokens_per_second else 0
-        for word in plan.text_tokens:
+        for sent, word in enumerate(plan.text_tokens, start=1):
             if delay:
                 await asyncio.sleep(delay)
             yield _chunk(base, {"content": word}, None)
+            if cut and sent >= cut:
+                raise UpstreamError("mock provider dropped the stream", upstream_status=0)
         if plan.tool_call:
             yield _chunk(base, {"tool_calls": [{"index": 0, **plan.tool_call}]}, None)
         yield _chunk(base, {}, plan.finish_reason)
