@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import orjson
 
 from farebox.auth import Principal
-from farebox.breakers import Breakers
+from farebox.breakers import Breakers, deployment
 from farebox.budgeting import Admission, Budgets, Scope
 from farebox.config import RoutingSettings
 from farebox.core.budgets import Hold
@@ -27,7 +27,7 @@ from farebox.core.money import format_usd
 from farebox.core.plans import Plan
 from farebox.core.pricing import cost
 from farebox.core.records import ApiKey, LedgerEntry, Tenant
-from farebox.core.routing import Router, Target
+from farebox.core.routing import Router, Target, weighted_order
 from farebox.core.tokens import estimate_input, estimate_messages
 from farebox.core.tools import DENY, tool_names
 from farebox.core.usage import Usage
@@ -160,7 +160,7 @@ class Gateway:
                 param="model",
                 extra={"allowed_models": allowed},
             )
-        usable = tuple(t for t in targets if t.kind in kinds)
+        usable = weighted_order(tuple(t for t in targets if t.kind in kinds), random())
         if not usable:
             raise InvalidRequest(
                 f"The model {model!r} cannot serve this endpoint.",
@@ -455,6 +455,24 @@ class Gateway:
 
     def plans(self) -> Mapping[str, Plan]:
         return self._plans
+
+    def deployments(self) -> list[dict[str, Any]]:
+        """Every deployment of every model, with its breaker state and call counts."""
+        seen = {d["deployment"]: d for d in (self._breakers.snapshot() if self._breakers else [])}
+        out: dict[str, dict[str, Any]] = {}
+        for name in self._router.names():
+            for target in self._router.resolve(name) or ():
+                ident = deployment(target)
+                row = out.get(ident)
+                if row is None:
+                    row = out[ident] = {
+                        "deployment": ident, "provider": target.provider, "model": target.model,
+                        "weight": target.weight, "aliases": [], "state": "closed",
+                        "open_until": None, "successes": 0, "failures": 0, "failure_streak": 0,
+                        **seen.get(ident, {}),
+                    }  # fmt: skip
+                row["aliases"].append(name)
+        return list(out.values())
 
     def reload_plans(self, plans: Mapping[str, Plan], default_plan: str) -> None:
         self._plans = plans

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from farebox.api.context import Services
@@ -159,6 +160,15 @@ def router(services: Services, tenancy: Tenancy) -> APIRouter:
             "keys": [{"id": k.id, "rate_limits": gateway.limits(plan, tenant, k)} for k in keys],
         }
 
+    @api.get("/deployments")
+    async def deployments() -> dict[str, Any]:
+        return {"object": "list", "data": services.gateway.deployments()}
+
+    @api.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> str:
+        """Prometheus text format: each deployment's breaker state and upstream outcomes."""
+        return prometheus(services.gateway.deployments())
+
     @api.get("/plans")
     async def plans() -> dict[str, Any]:
         gateway = services.gateway
@@ -274,3 +284,33 @@ def router(services: Services, tenancy: Tenancy) -> APIRouter:
         }
 
     return api
+
+
+STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def prometheus(deployments: list[dict[str, Any]]) -> str:
+    lines = [
+        "# HELP farebox_deployment_breaker_state Circuit breaker: 0 closed, 1 half-open, 2 open.",
+        "# TYPE farebox_deployment_breaker_state gauge",
+    ]
+    for d in deployments:
+        label = _label(d["deployment"])
+        lines.append(f'farebox_deployment_breaker_state{{deployment="{label}"}} '
+                     f'{STATE_VALUE[d["state"]]}')  # fmt: skip
+    lines += [
+        "# HELP farebox_deployment_calls_total Upstream calls by outcome (this process).",
+        "# TYPE farebox_deployment_calls_total counter",
+    ]
+    for d in deployments:
+        label = _label(d["deployment"])
+        for outcome, key in (("ok", "successes"), ("failed", "failures")):
+            lines.append(
+                f'farebox_deployment_calls_total{{deployment="{label}",outcome="{outcome}"}} '
+                f"{d[key]}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

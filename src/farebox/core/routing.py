@@ -27,3 +27,20 @@ class Router:
 
     def names(self) -> list[str]:
         return sorted(self._routes)
+
+
+def weighted_order(targets: tuple[Target, ...], pick: float) -> tuple[Target, ...]:
+    """The order to try deployments in. Equal weights keep the configured order. Otherwise
+    the first is drawn by weight (``pick`` is uniform in [0, 1)); weight 0 means fallback
+    only. The others follow in their configured order."""
+    if len(targets) < 2 or len({t.weight for t in targets}) == 1:
+        return targets
+    total = sum(t.weight for t in targets)
+    if total <= 0:
+        return targets
+    point = pick * total
+    for i, target in enumerate(targets):
+        point -= target.weight
+        if point < 0 and target.weight > 0:
+            return (target, *targets[:i], *targets[i + 1 :])
+    return targets
