@@ -337,6 +337,15 @@ return out
 )
 
 
+# KEYS: the probe key. ARGV: now, until, ttl in ms. 1 if this caller holds the probe now.
+_CLAIM = """
+local held = redis.call('GET', KEYS[1])
+if held and tonumber(held) > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -356,6 +365,7 @@ class RedisBudgets:
         self._states = client.register_script(_STATES)
         self._settle = client.register_script(_SETTLE)
         self._expired = client.register_script(_EXPIRED)
+        self._claim = client.register_script(_CLAIM)
 
     @property
     def key_prefix(self) -> str:
@@ -498,6 +508,7 @@ class RedisBudgets:
             await self._client.hdel(key, deployment)
 
     async def claim_probe(self, deployment: str, now: float, until: float) -> bool:
-        ttl_ms = max(int((until - now) * 1000), 1)
-        claimed = await self._client.set(f"{self._p}:probe:{deployment}", "1", nx=True, px=ttl_ms)
-        return bool(claimed)
+        ttl_ms = str(max(int((until - now) * 1000), 1) + 60_000)  # only for clean-up
+        args = [repr(float(now)), repr(float(until)), ttl_ms]
+        won = await self._claim(keys=[f"{self._p}:probe:{deployment}"], args=args)
+        return bool(int(won))
