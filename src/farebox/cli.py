@@ -116,9 +116,10 @@ def serve(config: str | None, host: str | None, port: int | None, workers: int |
 def demo(host: str, port: int, traffic: bool) -> None:
     """Start the embedded default with sample plans and tenants."""
     from farebox.app import create_app
-    from farebox.demo import DEMO_PLANS, seed, traffic_profiles
+    from farebox.demo import DEMO_MODELS, DEMO_PLANS, DEMO_PROVIDERS, seed, traffic_profiles
 
-    overrides: dict[str, Any] = {"plans": DEMO_PLANS, "default_plan": "free"}
+    overrides: dict[str, Any] = {"plans": DEMO_PLANS, "default_plan": "free",
+                                 "providers": DEMO_PROVIDERS, "models": DEMO_MODELS}  # fmt: skip
     settings = _settings(None, overrides)
     app = create_app(settings)
 

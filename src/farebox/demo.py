@@ -18,11 +18,25 @@ DEMO_PLANS: dict[str, Any] = {
         "pricing": {"markup": "1.5"},
     },
     "pro": {
-        "models": ["gpt-4o*", "gpt-4.1*", "claude-*", "o4-mini", "text-embedding-*"],
+        "models": ["gpt-4o*", "gpt-4.1*", "claude-*", "o4-mini", "text-embedding-*", "smart"],
         "max_tokens": 4096,
         "pricing": {"markup": "1.3", "monthly_fee_usd": "49"},
     },
     "enterprise": {"models": ["*"], "pricing": {"markup": "1.2", "monthly_fee_usd": "2000"}},
+}
+# "smart" fails over from a flaky deployment (injected 5xx/529s, 429s, latency spikes and cut
+# streams) to a healthy one: watch GET /admin/v1/deployments and its breaker open and close
+DEMO_PROVIDERS: dict[str, Any] = {
+    "mock": {"kind": "mock"},
+    "flaky": {"kind": "mock", "seed": 3, "error_rate": 0.3, "error_statuses": [500, 503, 529],
+              "rate_limit_rate": 0.05, "spike_rate": 0.05, "spike_ms": 400,
+              "disconnect_rate": 0.02},
+}  # fmt: skip
+DEMO_MODELS: dict[str, Any] = {
+    "smart": [
+        {"provider": "flaky", "model": "gpt-4o"},
+        {"provider": "mock", "model": "gpt-4o-mini"},
+    ]
 }
 DEMO_TENANTS = (
     ("acme", "Acme Corp", "pro"),
@@ -35,7 +49,8 @@ TRAFFIC = {
     "acme": dict(rate_per_s=3.0, models=("gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5"),
                  features=("chat", "document_analysis"), users=25),
     "globex": dict(rate_per_s=1.0, models=("gpt-4o-mini",), users=5, stream_share=0.0),
-    "initech": dict(rate_per_s=4.0, models=("gpt-4.1", "o4-mini", "text-embedding-3-small"),
+    "initech": dict(rate_per_s=4.0,
+                    models=("gpt-4.1", "o4-mini", "text-embedding-3-small", "smart"),
                     features=("search", "support_bot"), users=60),
 }  # fmt: skip
 
