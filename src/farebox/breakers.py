@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ def deployment(target: Target) -> str:
 @dataclass(slots=True)
 class _Breaker:
     open_until: float = 0.0  # > 0: open until then (then half-open)
+    version: int = 0  # bumped by every local change, so a stale shared read cannot undo it
     streak: int = 0  # retryable failures in a row
     calls: deque[tuple[float, bool]] = field(default_factory=deque)  # (when, ok) in the window
     probing: bool = False  # this process holds the half-open probe
@@ -59,6 +60,7 @@ class Breakers:
         self._breakers: dict[str, _Breaker] = {}
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[Any]] = set()
+        self._publishing: dict[str, int] = {}  # deployments whose change is being written
 
     def _get(self, name: str) -> _Breaker:
         found = self._breakers.get(name)
@@ -72,18 +74,24 @@ class Breakers:
             return CLOSED
         return OPEN if self._clock() < b.open_until else HALF_OPEN
 
-    async def usable(self, targets: Sequence[Target]) -> tuple[Target, ...]:
-        """The targets a request may try, in order: closed ones, and a half-open one only for
-        the one caller that wins its probe. Open ones are skipped, costing nothing."""
-        out = []
+    async def acquire(self, target: Target) -> bool:
+        """May a call go to ``target`` now? Closed: yes. Open: no, at no cost. Half-open: only
+        for the one caller, across every process, that wins the probe. Ask just before
+        calling, and end every acquired call with ``record`` or ``release``."""
+        b = self._breakers.get(deployment(target))
+        if b is None or not b.open_until:
+            return True
         now = self._clock()
-        for target in targets:
-            b = self._breakers.get(deployment(target))
-            if b is None or not b.open_until:
-                out.append(target)
-            elif now >= b.open_until and not b.probing and await self._claim(target, b, now):
-                out.append(target)
-        return tuple(out)
+        if now < b.open_until or b.probing:
+            return False
+        return await self._claim(target, b, now)
+
+    def release(self, target: Target) -> None:
+        """An acquired call ended without an outcome (cancelled, or a gateway error): give
+        the probe back, so that a later caller may probe once the claim runs out."""
+        b = self._breakers.get(deployment(target))
+        if b is not None:
+            b.probing = False
 
     async def _claim(self, target: Target, b: _Breaker, now: float) -> bool:
         until = now + self._settings.cooldown_s
@@ -133,11 +141,21 @@ class Breakers:
         if bool(open_until) != bool(b.open_until):
             log.warning("breaker %s %s", name, "opened" if open_until else "closed")
         b.open_until = open_until
+        b.version += 1
         b.streak = 0
         b.calls.clear()
         task = asyncio.get_running_loop().create_task(self._publish(name, open_until))
         self._pending.add(task)
+        self._publishing[name] = self._publishing.get(name, 0) + 1
         task.add_done_callback(self._pending.discard)
+        task.add_done_callback(lambda _t: self._published(name))
+
+    def _published(self, name: str) -> None:
+        left = self._publishing.get(name, 1) - 1
+        if left:
+            self._publishing[name] = left
+        else:
+            self._publishing.pop(name, None)
 
     async def _publish(self, name: str, open_until: float) -> None:
         try:
@@ -146,14 +164,21 @@ class Breakers:
             log.exception("could not share the breaker state of %s", name)
 
     async def sync(self) -> None:
-        """Adopt the breakers other processes opened or closed."""
+        """Adopt the breakers other processes opened or closed. A breaker this process changed
+        while the read was under way, or whose change is still being written, keeps its own
+        state: the read may predate it."""
+        versions = {name: b.version for name, b in self._breakers.items()}
         shared = await self._store.breakers()
+
+        def stale(name: str, b: _Breaker) -> bool:
+            return b.probing or name in self._publishing or versions.get(name) != b.version
+
         for name, b in self._breakers.items():
-            if name not in shared and b.open_until and not b.probing:
+            if name not in shared and b.open_until and not stale(name, b):
                 b.open_until = 0.0  # closed elsewhere (a probe succeeded)
         for name, until in shared.items():
             b = self._get(name)
-            if not b.probing:
+            if not stale(name, b) or (name not in versions and not b.version):
                 b.open_until = until
 
     def snapshot(self) -> list[dict[str, Any]]:

@@ -124,6 +124,13 @@ class NoDeployment(FareboxError):
     code = "deployments_unavailable"
 
 
+class UpstreamRateLimited(RateLimited):
+    """Every deployment answered 429 and retrying would outlast the request: the client gets
+    a 429 with the upstream's ``Retry-After``, so its SDK waits and retries."""
+
+    code = "upstream_rate_limited"
+
+
 class LimiterUnavailable(FareboxError):
     """The shared counters (Redis) cannot be reached: refuse rather than admit unchecked."""
 

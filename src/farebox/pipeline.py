@@ -42,6 +42,7 @@ from farebox.errors import (
     ToolDenied,
     ToolRequiresApproval,
     UpstreamError,
+    UpstreamRateLimited,
 )
 from farebox.ledger import LedgerWriter
 from farebox.limits import RateLimits, limit_json
@@ -245,8 +246,11 @@ class Gateway:
         deadline = time.monotonic() + (call.plan.timeout_s or DEFAULT_DEADLINE_S)
         last: tuple[Target, UpstreamError] | None = None
         for round_ in range(routing.retries + 1):
-            usable = await breakers.usable(targets) if breakers is not None else targets
-            for target in usable:
+            tried = False
+            for target in targets:
+                if breakers is not None and not await breakers.acquire(target):
+                    continue  # its breaker is open: skipped at no cost
+                tried = True
                 try:
                     result = await attempt(target)
                 except UpstreamError as exc:
@@ -257,11 +261,15 @@ class Gateway:
                         raise
                     last = (target, exc)
                     continue
+                except BaseException:
+                    if breakers is not None:
+                        breakers.release(target)
+                    raise
                 if breakers is not None:
                     breakers.record(target, True)
                 return target, result
             delay = _backoff(routing, round_, last[1] if last else None)
-            if round_ == routing.retries or time.monotonic() + delay > deadline:
+            if not tried or round_ == routing.retries or time.monotonic() + delay > deadline:
                 break
             await asyncio.sleep(delay)
         if last is None:
@@ -270,8 +278,11 @@ class Gateway:
                 "retry shortly.",
                 headers={"Retry-After": "1"},
             )
-        await self._record_failure(call, *last)
-        raise last[1]
+        target, error = last
+        await self._record_failure(call, target, error)
+        if error.upstream_status == 429:  # the upstream's own rate limit: let the client wait
+            raise UpstreamRateLimited(error.message, headers=error.headers, extra=error.extra)
+        raise error
 
     async def _chat_once(self, call: _Call, targets: tuple[Target, ...]) -> Reply:
         async def attempt(target: Target) -> ChatResult:
