@@ -32,7 +32,7 @@ from tests.e2e import (
     write_config,
 )
 
-LEASE_S = 2.0
+LEASE_S = 3.0
 LIMIT = "0.01"
 HELD = 3  # requests A holds when it dies
 # gpt-4o output is USD 10 per 1M tokens: 400 tokens reserve about USD 0.004, so two requests
