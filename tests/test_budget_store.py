@@ -35,6 +35,13 @@ def make_sqlite(tmp_path: Path) -> Any:
     return SQLiteStore(tmp_path / "budgets.db")
 
 
+def make_single(tmp_path: Path) -> Any:
+    """SQLite owned by one process: counters in memory, reservations journalled."""
+    from farebox.stores.sqlite_single import SingleProcessSQLiteStore
+
+    return SingleProcessSQLiteStore(tmp_path / "single.db")
+
+
 def make_scaled(tmp_path: Path) -> Any:
     """PostgreSQL (a fresh schema) plus Redis (a fresh key prefix): the replicas' backend."""
     missing = [n for n, port in (("PostgreSQL", 5432), ("Redis", 6379)) if not _listening(port)]
@@ -80,6 +87,7 @@ PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 FACTORIES: dict[str, Callable[[Path], Any]] = {
     "memory": make_memory,
     "sqlite": make_sqlite,
+    "sqlite-single-process": make_single,
     "postgres+redis": make_scaled,
 }
 

@@ -47,6 +47,7 @@ from farebox.secrets_file import load_or_create_secret, secret_path
 from farebox.stores.base import Store
 from farebox.stores.memory import MemoryStore
 from farebox.stores.sqlite import SQLiteStore
+from farebox.stores.sqlite_single import SingleProcessSQLiteStore
 from farebox.tenancy import Tenancy
 
 Announce = Callable[[str], None]
@@ -69,7 +70,10 @@ def make_store(settings: Settings) -> Store:
         return ScaledStore.from_urls(settings.database_url, settings.redis_url)
     if settings.database_path is None:
         return MemoryStore()
-    return SQLiteStore(settings.database_path, synchronous=settings.file.ledger.synchronous)
+    sync = settings.file.ledger.synchronous
+    if settings.file.server.single_process:
+        return SingleProcessSQLiteStore(settings.database_path, synchronous=sync)
+    return SQLiteStore(settings.database_path, synchronous=sync)
 
 
 def make_secret(settings: Settings) -> bytes:

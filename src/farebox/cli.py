@@ -78,6 +78,26 @@ def _run_uvicorn(
     )
 
 
+def _check_single_process(settings: Settings, workers: int) -> None:
+    """``server.single_process`` needs one worker and a database nobody else uses."""
+    if not settings.file.server.single_process:
+        return
+    if settings.database_path is None:
+        raise click.ClickException(
+            f"{settings.source}: server.single_process applies to a SQLite database only"
+        )
+    if workers > 1:
+        raise click.ClickException(
+            f"{settings.source}: server.single_process cannot run {workers} workers: "
+            "their counters would not be shared (turn single_process off to use --workers)"
+        )
+    from farebox.stores.sqlite_single import owner_busy
+
+    busy = owner_busy(settings.database_path)
+    if busy:
+        raise click.ClickException(f"{busy}; server.single_process needs the database to itself")
+
+
 async def _prepare(settings: Settings) -> None:
     """Open the store once in the parent so migrations and the admin key happen once."""
     from farebox.app import create_app
@@ -105,6 +125,7 @@ def serve(config: str | None, host: str | None, port: int | None, workers: int |
     settings = _settings(config)
     server = settings.file.server
     host, port = host or server.host, port if port is not None else server.port
+    _check_single_process(settings, workers or server.workers)
     click.echo(f"Farebox listening on http://{host}:{port} ({settings.source})", err=True)
     _run_uvicorn(settings, config, host, port, workers or server.workers)
 

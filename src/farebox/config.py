@@ -226,6 +226,9 @@ class ServerConfig(_Strict):
     upgrade_url: str | None = None
     key_cache_size: int = Field(10_000, ge=0)
     reload_interval_s: float = Field(2.0, ge=0)  # how often plans are re-read; 0: never
+    # SQLite only: this one process is the database's only user, so budget and rate-limit
+    # counters live in its memory (reservations journalled to a file); see stores/sqlite_single
+    single_process: bool = False
 
 
 class LedgerConfig(_Strict):

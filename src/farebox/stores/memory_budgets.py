@@ -1,13 +1,20 @@
-"""Budget counters and leased reservations in process memory (same semantics as SQLite)."""
+"""Budget counters and leased reservations in process memory (same semantics as SQLite).
+
+Counters are kept per counter key, bucket by bucket, so a reservation touches only its own
+counters. ``load`` (optional) supplies a counter's stored buckets the first time it is used:
+the single-process SQLite store keeps its counters here and loads them from the database.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
 from farebox.core.budgets import Hold, HoldState, rollover, settled_amount
 from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
+
+Buckets = dict[float, list[int]]  # bucket -> [used, reserved]
 
 
 @dataclasses.dataclass(slots=True)
@@ -18,29 +25,39 @@ class _Held:
 
 
 class MemoryBudgets:
-    def __init__(self) -> None:
-        self._used: dict[tuple[str, float], int] = {}
-        self._reserved: dict[tuple[str, float], int] = {}
+    def __init__(self, load: Callable[[str], Buckets] | None = None) -> None:
+        self._counters: dict[str, Buckets] = {}
+        self._load = load
         self._holds: dict[str, _Held] = {}
         self._alerts: dict[tuple[str, float, int], dict[str, Any]] = {}
 
-    def _sum(self, table: dict[tuple[str, float], int], hold: Hold) -> int:
-        return sum(
-            v
-            for (k, b), v in table.items()
-            if k == hold.key and hold.buckets_from <= b <= hold.bucket
-        )
+    def _buckets(self, key: str) -> Buckets:
+        found = self._counters.get(key)
+        if found is None:
+            found = self._counters[key] = self._load(key) if self._load is not None else {}
+        return found
 
     def state(self, hold: Hold) -> HoldState:
+        buckets = self._buckets(hold.key)
         limit = hold.limit
         if hold.rollover_bucket is not None:
-            limit += rollover(hold, self._used.get((hold.key, hold.rollover_bucket), 0))
-        live = [
-            b for (k, b), v in (*self._used.items(), *self._reserved.items())
-            if k == hold.key and v and hold.buckets_from <= b <= hold.bucket
-        ]  # fmt: skip
-        used, reserved = self._sum(self._used, hold), self._sum(self._reserved, hold)
-        return HoldState(hold, used, reserved, limit, min(live, default=None))
+            before = buckets.get(hold.rollover_bucket)
+            limit += rollover(hold, before[0] if before else 0)
+        used = reserved = 0
+        oldest: float | None = None
+        low, high = hold.buckets_from, hold.bucket
+        stale = []
+        for bucket, (u, r) in buckets.items():
+            if low <= bucket <= high:
+                used += u
+                reserved += r
+                if (u or r) and (oldest is None or bucket < oldest):
+                    oldest = bucket
+            elif bucket < low and hold.unit != "usd" and not r:
+                stale.append(bucket)  # a rate-limit bucket that left its window
+        for bucket in stale:
+            del buckets[bucket]
+        return HoldState(hold, used, reserved, limit, oldest)
 
     def reserve(self, reservation: Reservation) -> ReserveOutcome:
         states = [self.state(h) for h in reservation.holds]
@@ -49,14 +66,34 @@ class MemoryBudgets:
             if current.used + current.reserved + amount > current.limit:
                 return ReserveOutcome(False, states, current)
         for hold, amount in zip(reservation.holds, held, strict=True):
-            slot = (hold.key, hold.bucket)
-            self._reserved[slot] = self._reserved.get(slot, 0) + amount
+            self._slot(hold.key, hold.bucket)[1] += amount
         self._holds[reservation.id] = _Held(reservation, reservation.expires_at)
         after = [
             HoldState(s.hold, s.used, s.reserved + amount, s.limit, s.oldest)
             for s, amount in zip(states, held, strict=True)
         ]
         return ReserveOutcome(True, after)
+
+    def _slot(self, key: str, bucket: float) -> list[int]:
+        buckets = self._buckets(key)
+        slot = buckets.get(bucket)
+        if slot is None:
+            slot = buckets[bucket] = [0, 0]
+        return slot
+
+    def settling(self, reservation_id: str | None) -> tuple[Reservation, bool] | None:
+        """A reservation settlement would still count, and whether its lease was reclaimed."""
+        held = self._holds.get(reservation_id or "")
+        if held is None or held.state == "settled_late":
+            return None
+        return held.reservation, held.state == "reclaimed"
+
+    def cancel(self, reservation_id: str) -> None:
+        """Undo a reservation that never took effect (nothing was forwarded)."""
+        held = self._holds.pop(reservation_id, None)
+        if held is not None and held.state == "held":
+            for hold in held.reservation.holds:
+                self._slot(hold.key, hold.bucket)[1] -= held.reservation.held(hold)
 
     def settle(
         self, entries: Sequence[LedgerEntry], ledger: MutableMapping[str, LedgerEntry]
@@ -67,12 +104,10 @@ class MemoryBudgets:
                 continue
             live = held.state == "held"  # a reclaimed hold was already released
             for hold in held.reservation.holds:
-                slot = (hold.key, hold.bucket)
-                amount = held.reservation.held(hold) if live else 0
-                spent = settled_amount(hold.unit, entry.cost, entry.tokens)
-                self._reserved[slot] = self._reserved.get(slot, 0) - amount
-                self._used[slot] = self._used.get(slot, 0) + spent
-            if held.state == "held":
+                slot = self._slot(hold.key, hold.bucket)
+                slot[1] -= held.reservation.held(hold) if live else 0
+                slot[0] += settled_amount(hold.unit, entry.cost, entry.tokens)
+            if live:
                 del self._holds[held.reservation.id]
             else:
                 held.state = "settled_late"
@@ -91,11 +126,13 @@ class MemoryBudgets:
             if held.state != "held" or held.expires_at >= now:
                 continue
             for hold in held.reservation.holds:
-                slot = (hold.key, hold.bucket)
-                self._reserved[slot] = self._reserved.get(slot, 0) - held.reservation.held(hold)
+                self._slot(hold.key, hold.bucket)[1] -= held.reservation.held(hold)
             held.state = "reclaimed"
             entries.append(dataclasses.replace(held.reservation.unsettled, finished_at=now))
         return entries
+
+    def in_flight(self) -> int:
+        return sum(1 for h in self._holds.values() if h.state == "held")
 
     def record_alert(
         self, hold: Hold, threshold: int, tenant: str | None, now: float, detail: dict[str, Any]

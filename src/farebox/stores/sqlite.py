@@ -7,6 +7,8 @@ tiny ``auth_epoch`` read runs on the caller's thread, on its own read connection
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -28,7 +30,7 @@ from farebox.core.records import (
     UsageQuery,
     UsageRow,
 )
-from farebox.errors import Conflict, InvalidRequest, NotFound
+from farebox.errors import ConfigError, Conflict, InvalidRequest, NotFound
 from farebox.stores import sqlite_budgets as budgets
 from farebox.stores.epoch_file import EpochFile
 from farebox.stores.sqlite_schema import migrate
@@ -119,7 +121,33 @@ def connect(
     return conn
 
 
+def owner_path(path: Path) -> Path:
+    return path.with_name(path.name + "-owner")
+
+
+def _lock_owner(path: Path, exclusive: bool) -> int:
+    """Every process on a database holds this lock: shared, or exclusive for a single-process
+    gateway. So a single-process gateway and anything else never run on one database."""
+    fd = os.open(owner_path(path), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        if exclusive:
+            raise ConfigError(
+                f"{path} is in use by another farebox process: server.single_process needs the "
+                "database to itself (stop the other process, or turn single_process off)"
+            ) from None
+        raise ConfigError(
+            f"{path} is owned by a farebox running with server.single_process: stop it, or "
+            "reach it through its admin API (--url)"
+        ) from None
+    return fd
+
+
 class SQLiteStore:
+    exclusive = False  # True: this process must be the database's only user
+
     def __init__(self, path: Path, *, synchronous: str = "normal") -> None:
         self._path = path
         self._synchronous = synchronous
@@ -131,10 +159,12 @@ class SQLiteStore:
         self._reserving: list[tuple[Reservation, asyncio.Future[ReserveOutcome]]] = []
         self._batches: set[asyncio.Task[None]] = set()
         self._epoch = EpochFile(path.with_name(path.name + "-authepoch"))
+        self._owner: int | None = None
 
     # lifecycle -----------------------------------------------------------------
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._owner = _lock_owner(self._path, self.exclusive)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="farebox-sqlite")
         self._conn = await self._run(lambda: connect(self._path, self._synchronous))
         await self._run(lambda: migrate(self._db))
@@ -158,6 +188,9 @@ class SQLiteStore:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        if self._owner is not None:
+            os.close(self._owner)  # releases the lock
+            self._owner = None
 
     @property
     def _db(self) -> sqlite3.Connection:

@@ -1,0 +1,162 @@
+"""SQLite for a gateway that is the only process using its database (``server.single_process``).
+
+Budget and rate-limit counters live in this process's memory, where reserving is a few
+dictionary operations instead of a write transaction. What must survive a crash still does:
+
+- Settled spend is written to the database's counters in the same transaction as the ledger
+  entry, exactly as in the shared mode; counters are loaded from there on first use.
+- Every reservation is appended to a journal file (``<db>-inflight``, one ``write`` call)
+  before the upstream call. If the process dies, the next start writes an ``unsettled``
+  ledger entry for each journalled reservation that never reached the ledger, so a possibly
+  billed upstream call stays visible for reconciliation, as with shared-mode leases.
+
+An exclusive ``flock`` on ``<db>-owner`` makes the ownership real: a second process on the
+same database, in either mode, is refused at start-up (shared-mode processes hold the same
+lock shared), because counters it cannot see would let the two overspend together.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from farebox.core.budgets import Hold, HoldState, settled_amount
+from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
+from farebox.stores import sqlite_budgets as budgets
+from farebox.stores.memory_budgets import Buckets, MemoryBudgets
+from farebox.stores.sqlite import _LEDGER_INSERT, SQLiteStore, _ledger_row, owner_path
+
+COMPACT_AFTER_BYTES = 1 << 20  # the journal is emptied once nothing is in flight past this
+_SPEND = (
+    "INSERT INTO budget_counters(key, bucket, used, reserved) VALUES (?, ?, ?, 0) "
+    "ON CONFLICT(key, bucket) DO UPDATE SET used = used + excluded.used"
+)
+
+
+class SingleProcessSQLiteStore(SQLiteStore):
+    exclusive = True
+
+    def __init__(self, path: Path, *, synchronous: str = "normal") -> None:
+        super().__init__(path, synchronous=synchronous)
+        self._counters = MemoryBudgets(load=self._load_counter)
+        self._journal_path = path.with_name(path.name + "-inflight")
+        self._journal: int | None = None
+        self._journal_bytes = 0
+
+    async def open(self) -> None:
+        await super().open()  # takes the owner lock exclusively (``exclusive``)
+        await self._recover()
+        self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._journal_bytes = os.fstat(self._journal).st_size
+
+    async def close(self) -> None:
+        if self._journal is not None:
+            os.close(self._journal)
+            self._journal = None
+        await super().close()
+
+    async def _recover(self) -> None:
+        """Turn what dead holders left into ``unsettled`` entries: journalled reservations
+        that never reached the ledger, and shared-mode reservations still held."""
+        journal = self._journal_path.read_bytes() if self._journal_path.exists() else b""
+        lost = []
+        for line in journal.splitlines():
+            try:
+                lost.append(LedgerEntry(**orjson.loads(line)))
+            except (orjson.JSONDecodeError, TypeError):
+                continue  # a line cut short by the crash: its write never completed
+
+        def write(db: sqlite3.Connection) -> None:
+            # nothing else can be alive: this process holds the database exclusively
+            held = budgets.expired(db, float("inf"))
+            db.executemany(_LEDGER_INSERT, [_ledger_row(e) for e in held])
+            db.executemany(_LEDGER_INSERT, [_ledger_row(e) for e in lost])  # OR IGNORE: settled
+
+        await self._write(write)
+        if journal:
+            self._journal_path.write_bytes(b"")
+
+    def _load_counter(self, key: str) -> Buckets:
+        assert self._local is not None
+        with self._local_lock:
+            rows = self._local.execute(
+                "SELECT bucket, used, reserved FROM budget_counters WHERE key = ?", (key,)
+            ).fetchall()
+        return {float(b): [int(u), int(r)] for b, u, r in rows}
+
+    # budgets ----------------------------------------------------------------------------
+    async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
+        outcome = self._counters.reserve(reservation)
+        if outcome.ok:
+            line = orjson.dumps(reservation.unsettled) + b"\n"
+            try:
+                assert self._journal is not None
+                os.write(self._journal, line)
+            except BaseException:
+                self._counters.cancel(reservation.id)  # nothing may stay held unjournalled
+                raise
+            self._journal_bytes += len(line)
+        return outcome
+
+    async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
+        """Write the entries and their counters' spend in one transaction, then settle the
+        reservations in memory."""
+        if not entries:
+            return
+        spend: list[tuple[str, float, int]] = []
+        late: list[tuple[str]] = []
+        for entry in entries:
+            found = self._counters.settling(entry.reservation_id)
+            if found is None:
+                continue
+            reservation, reclaimed = found
+            for hold in reservation.holds:
+                amount = settled_amount(hold.unit, entry.cost, entry.tokens)
+                if amount:
+                    spend.append((hold.key, hold.bucket, amount))
+            if reclaimed:
+                late.append((entry.request_id,))
+        rows = [_ledger_row(e) for e in entries]
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(_SPEND, spend)
+            # a placeholder left by an expired lease gives way to the real entry
+            db.executemany("DELETE FROM ledger WHERE request_id = ? AND status = 'unsettled'", late)
+            db.executemany(_LEDGER_INSERT, rows)
+
+        await self._write(write)
+        self._counters.settle(entries, {})
+        if self._journal_bytes > COMPACT_AFTER_BYTES and not self._counters.in_flight():
+            assert self._journal is not None
+            os.ftruncate(self._journal, 0)
+            self._journal_bytes = 0
+
+    async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:
+        self._counters.extend(ids, expires_at)
+
+    async def reclaim_expired(self, now: float) -> list[LedgerEntry]:
+        entries = self._counters.expired(now)
+        if entries:
+            rows = [_ledger_row(e) for e in entries]
+            await self._write(lambda db: db.executemany(_LEDGER_INSERT, rows))
+        return entries
+
+    async def budget_states(self, holds: Sequence[Hold]) -> list[HoldState]:
+        return [self._counters.state(h) for h in holds]
+
+
+def owner_busy(path: Path) -> str | None:
+    """Why ``path`` cannot be owned by a single process now, or None if it can."""
+    fd = os.open(owner_path(path), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return f"{path} is in use by another farebox process"
+    finally:
+        os.close(fd)
+    return None
