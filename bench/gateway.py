@@ -73,6 +73,7 @@ def write_config(directory: Path, upstream_base_url: str) -> Path:
     db = json.dumps(f"sqlite:///{directory / 'farebox.db'}")
     text = f"""\
 database: {db}
+server: {{single_process: true}}   # one worker owns the database: counters in memory
 providers:
   up: {{kind: openai, base_url: {json.dumps(upstream_base_url)}, api_key: "env:BENCH_UPSTREAM_KEY"}}
 models:

@@ -84,7 +84,7 @@ class HeldCounters(Protocol):
     def held(self, hold: Hold) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a dozen are built per request, and frozen init is slow
 class HoldState:
     """One counter as the store sees it; ``limit`` includes rollover."""
 

@@ -47,7 +47,7 @@ class ApiKey:
         return self.expires_at is None or now < self.expires_at
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built several times per request, and frozen init is slow
 class LedgerEntry:
     """One request, metered. Money in pico-USD."""
 

@@ -43,9 +43,15 @@ class MemoryBudgets:
         if hold.rollover_bucket is not None:
             before = buckets.get(hold.rollover_bucket)
             limit += rollover(hold, before[0] if before else 0)
+        low, high = hold.buckets_from, hold.bucket
+        if low == high:  # a calendar window or a lifetime: one bucket
+            slot = buckets.get(high)
+            if slot is None:
+                return HoldState(hold, 0, 0, limit, None)
+            used, reserved = slot
+            return HoldState(hold, used, reserved, limit, high if used or reserved else None)
         used = reserved = 0
         oldest: float | None = None
-        low, high = hold.buckets_from, hold.bucket
         stale = []
         for bucket, (u, r) in buckets.items():
             if low <= bucket <= high:
