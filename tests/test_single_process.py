@@ -135,3 +135,35 @@ def _remaining(state: dict[str, Any]) -> int:
     from farebox.core.money import parse_usd
 
     return parse_usd(state["remaining_usd"])
+
+
+async def test_the_journal_keeps_only_what_is_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import orjson
+
+    from farebox.stores import sqlite_single
+
+    monkeypatch.setattr(sqlite_single, "COMPACT_AFTER_BYTES", 2000)
+    path = tmp_path / "f.db"
+    day = hold("tenant:acme:day", 10**9)
+    store = SingleProcessSQLiteStore(path)
+    await store.open()
+    journal = path.with_name("f.db-inflight")
+    for i in range(40):  # keep two in flight, settle the rest
+        assert (await store.reserve(reservation(f"r{i}", 10, [day]))).ok
+        if i >= 2:
+            await store.append_ledger([settlement(f"r{i}", 5)])
+    lines = journal.read_bytes().splitlines()
+    assert len(lines) < 40  # compacted at least once
+    kept = {orjson.loads(line)["reservation_id"] for line in lines}
+    assert {"r0", "r1"} <= kept
+    await SQLiteStore.close(store)  # a crash
+    again = SingleProcessSQLiteStore(path)
+    await again.open()
+    try:
+        unsettled = [e for e in await again.ledger("acme") if e.status == "unsettled"]
+        assert sorted(e.reservation_id for e in unsettled) == ["r0", "r1"]
+        assert await state(again, day) == (38 * 5, 0, 10**9)
+    finally:
+        await again.close()

@@ -137,8 +137,9 @@ class MemoryBudgets:
             entries.append(dataclasses.replace(held.reservation.unsettled, finished_at=now))
         return entries
 
-    def in_flight(self) -> int:
-        return sum(1 for h in self._holds.values() if h.state == "held")
+    def in_flight_entries(self) -> list[LedgerEntry]:
+        """The ``unsettled`` entries of the reservations still held."""
+        return [h.reservation.unsettled for h in self._holds.values() if h.state == "held"]
 
     def record_alert(
         self, hold: Hold, threshold: int, tenant: str | None, now: float, detail: dict[str, Any]

@@ -131,10 +131,21 @@ class SingleProcessSQLiteStore(SQLiteStore):
 
         await self._write(write)
         self._counters.settle(entries, {})
-        if self._journal_bytes > COMPACT_AFTER_BYTES and not self._counters.in_flight():
-            assert self._journal is not None
-            os.ftruncate(self._journal, 0)
-            self._journal_bytes = 0
+        if self._journal_bytes > COMPACT_AFTER_BYTES:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rewrite the journal with only the reservations still in flight (written to a new
+        file, then renamed over the old one, so a crash leaves one or the other whole)."""
+        held = self._counters.in_flight_entries()
+        data = b"".join(orjson.dumps(e) + b"\n" for e in held)
+        fresh = self._journal_path.with_name(self._journal_path.name + ".new")
+        fresh.write_bytes(data)
+        os.replace(fresh, self._journal_path)
+        assert self._journal is not None
+        os.close(self._journal)
+        self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND)
+        self._journal_bytes = len(data)
 
     async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:
         self._counters.extend(ids, expires_at)
