@@ -40,7 +40,8 @@ class _Breaker:
     open_until: float = 0.0  # > 0: open until then (then half-open)
     version: int = 0  # bumped by every local change, so a stale shared read cannot undo it
     streak: int = 0  # retryable failures in a row
-    calls: deque[tuple[float, bool]] = field(default_factory=deque)  # (when, ok) in the window
+    # calls in the window, per second: [second, calls, failures]; at most window_s entries
+    calls: deque[list[int]] = field(default_factory=deque)
     probing: bool = False  # this process holds the half-open probe
     successes: int = 0
     failures: int = 0
@@ -114,7 +115,12 @@ class Breakers:
         else:
             b.failures += 1
             b.streak += 1
-        b.calls.append((now, ok))
+        second = int(now)
+        if b.calls and b.calls[-1][0] == second:
+            b.calls[-1][1] += 1
+            b.calls[-1][2] += 0 if ok else 1
+        else:
+            b.calls.append([second, 1, 0 if ok else 1])
         horizon = now - self._settings.window_s
         while b.calls and b.calls[0][0] < horizon:
             b.calls.popleft()
@@ -132,10 +138,11 @@ class Breakers:
         s = self._settings
         if b.streak >= s.failures:
             return True
-        if s.failure_rate is None or len(b.calls) < s.min_requests:
+        if s.failure_rate is None:
             return False
-        failed = sum(1 for _, ok in b.calls if not ok)
-        return failed >= s.failure_rate * len(b.calls)
+        calls = sum(c[1] for c in b.calls)
+        failed = sum(c[2] for c in b.calls)
+        return calls >= s.min_requests and failed >= s.failure_rate * calls
 
     def _set(self, name: str, b: _Breaker, open_until: float) -> None:
         if bool(open_until) != bool(b.open_until):
