@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from farebox.api.body import read_json, validate_messages
-from farebox.api.client_ip import request_client_ip
 from farebox.api.context import Services
 from farebox.api.fastpath import FastRoute, Incoming
 from farebox.api.openai import guarded, render
@@ -22,8 +21,7 @@ def routes(services: Services) -> list[FastRoute]:
     limit = services.settings.file.server.max_body_bytes
 
     async def messages(request: Incoming, request_id: str) -> Any:
-        ip = request_client_ip(services.proxies, request.scope)
-        who = await services.auth.authenticate(request.headers, ip)
+        who = await services.principal(request)
         body = await read_json(request, limit)
         validate_messages(body)
         chat = anthropic_request_to_openai(body)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from farebox.api.client_ip import TrustedProxies
-from farebox.auth import Authenticator
+from farebox.api.client_ip import TrustedProxies, request_client_ip
+from farebox.api.fastpath import Incoming
+from farebox.auth import Authenticator, Principal
 from farebox.breakers import Breakers
 from farebox.budgeting import Budgets
 from farebox.config import Settings
@@ -16,6 +17,8 @@ from farebox.stores.base import Store
 
 @dataclass
 class Services:
+    """The services of one app instance. ``principal`` authenticates a data-plane request."""
+
     settings: Settings
     store: Store
     auth: Authenticator
@@ -27,3 +30,8 @@ class Services:
     budgets: Budgets
     proxies: TrustedProxies
     breakers: Breakers
+
+    async def principal(self, request: Incoming) -> Principal:
+        """Who is calling, with the client IP as the trusted proxies let it be known."""
+        ip = request_client_ip(self.proxies, request.scope)
+        return await self.auth.authenticate(request.headers, ip)

@@ -6,7 +6,6 @@ from typing import Any
 
 import orjson
 
-from farebox.api.client_ip import request_client_ip
 from farebox.api.context import Services
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
 from farebox.api.openai import guarded
@@ -21,8 +20,7 @@ def _json(body: dict[str, Any], status: int = 200, request_id: str | None = None
 
 def routes(services: Services) -> list[FastRoute]:
     async def me(request: Incoming, request_id: str) -> JSONBody:
-        ip = request_client_ip(services.proxies, request.scope)
-        who = await services.auth.authenticate(request.headers, ip)
+        who = await services.principal(request)
         plan = services.gateway.plan_for(who)
         body = {
             "object": "farebox.me",

@@ -9,12 +9,10 @@ from typing import Any
 import orjson
 
 from farebox.api.body import read_json, validate_chat, validate_embeddings
-from farebox.api.client_ip import request_client_ip
 from farebox.api.context import Services
 from farebox.api.errors import error_response
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
 from farebox.api.streaming import SSEResponse
-from farebox.auth import Principal
 from farebox.errors import FareboxError, ServiceUnavailable
 from farebox.pipeline import Reply, StreamReply, new_request_id
 
@@ -52,9 +50,7 @@ def render(reply: Reply | StreamReply) -> Any:
 def routes(services: Services) -> list[FastRoute]:
     limit = services.settings.file.server.max_body_bytes
 
-    async def principal(request: Incoming) -> Principal:
-        ip = request_client_ip(services.proxies, request.scope)
-        return await services.auth.authenticate(request.headers, ip)
+    principal = services.principal
 
     async def chat(request: Incoming, request_id: str) -> Any:
         who = await principal(request)

@@ -60,7 +60,7 @@ _LEDGER_COLS = tuple(f.name for f in LedgerEntry.__dataclass_fields__.values())
 CHECKPOINT_EVERY = 256  # inline commits between checkpoints run in the thread
 _LEDGER_ROW = attrgetter(*_LEDGER_COLS)
 _LEDGER_META = _LEDGER_COLS.index("metadata")
-_LEDGER_INSERT = (
+LEDGER_INSERT = (
     f"INSERT OR IGNORE INTO ledger({','.join(_LEDGER_COLS)}) "
     f"VALUES ({','.join('?' * len(_LEDGER_COLS))})"
 )
@@ -99,7 +99,7 @@ def _decode(cols: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
     return out
 
 
-def _ledger_row(entry: LedgerEntry) -> list[Any]:
+def ledger_row(entry: LedgerEntry) -> list[Any]:
     row = list(_LEDGER_ROW(entry))
     row[_LEDGER_META] = orjson.dumps(row[_LEDGER_META]).decode() if row[_LEDGER_META] else "{}"
     return row
@@ -317,11 +317,11 @@ class SQLiteStore:
         """Write entries and settle their reservations, in one transaction."""
         if not entries:
             return
-        rows = [_ledger_row(e) for e in entries]
+        rows = [ledger_row(e) for e in entries]
 
         def write(db: sqlite3.Connection) -> None:
             budgets.settle(db, entries)
-            db.executemany(_LEDGER_INSERT, rows)
+            db.executemany(LEDGER_INSERT, rows)
 
         await self._write(write)
 
@@ -365,7 +365,7 @@ class SQLiteStore:
     async def reclaim_expired(self, now: float) -> list[LedgerEntry]:
         def write(db: sqlite3.Connection) -> list[LedgerEntry]:
             entries = budgets.expired(db, now)
-            db.executemany(_LEDGER_INSERT, [_ledger_row(e) for e in entries])
+            db.executemany(LEDGER_INSERT, [ledger_row(e) for e in entries])
             return entries
 
         return await self._write(write)

@@ -29,7 +29,7 @@ from farebox.core.budgets import Hold, HoldState, settled_amount
 from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
 from farebox.stores import sqlite_budgets as budgets
 from farebox.stores.memory_budgets import Buckets, MemoryBudgets
-from farebox.stores.sqlite import _LEDGER_INSERT, SQLiteStore, _ledger_row, owner_path
+from farebox.stores.sqlite import LEDGER_INSERT, SQLiteStore, ledger_row, owner_path
 
 COMPACT_AFTER_BYTES = 1 << 20  # the journal is emptied once nothing is in flight past this
 _SPEND = (
@@ -74,8 +74,8 @@ class SingleProcessSQLiteStore(SQLiteStore):
         def write(db: sqlite3.Connection) -> None:
             # nothing else can be alive: this process holds the database exclusively
             held = budgets.expired(db, float("inf"))
-            db.executemany(_LEDGER_INSERT, [_ledger_row(e) for e in held])
-            db.executemany(_LEDGER_INSERT, [_ledger_row(e) for e in lost])  # OR IGNORE: settled
+            db.executemany(LEDGER_INSERT, [ledger_row(e) for e in held])
+            db.executemany(LEDGER_INSERT, [ledger_row(e) for e in lost])  # OR IGNORE: settled
 
         await self._write(write)
         if journal:
@@ -121,13 +121,13 @@ class SingleProcessSQLiteStore(SQLiteStore):
                     spend.append((hold.key, hold.bucket, amount))
             if reclaimed:
                 late.append((entry.request_id,))
-        rows = [_ledger_row(e) for e in entries]
+        rows = [ledger_row(e) for e in entries]
 
         def write(db: sqlite3.Connection) -> None:
             db.executemany(_SPEND, spend)
             # a placeholder left by an expired lease gives way to the real entry
             db.executemany("DELETE FROM ledger WHERE request_id = ? AND status = 'unsettled'", late)
-            db.executemany(_LEDGER_INSERT, rows)
+            db.executemany(LEDGER_INSERT, rows)
 
         await self._write(write)
         self._counters.settle(entries, {})
@@ -153,8 +153,8 @@ class SingleProcessSQLiteStore(SQLiteStore):
     async def reclaim_expired(self, now: float) -> list[LedgerEntry]:
         entries = self._counters.expired(now)
         if entries:
-            rows = [_ledger_row(e) for e in entries]
-            await self._write(lambda db: db.executemany(_LEDGER_INSERT, rows))
+            rows = [ledger_row(e) for e in entries]
+            await self._write(lambda db: db.executemany(LEDGER_INSERT, rows))
         return entries
 
     async def budget_states(self, holds: Sequence[Hold]) -> list[HoldState]:
