@@ -38,6 +38,10 @@ class MemoryBudgets:
         return found
 
     def state(self, hold: Hold) -> HoldState:
+        return HoldState(hold, *self._sums(hold))
+
+    def _sums(self, hold: Hold) -> tuple[int, int, int, float | None]:
+        """``used``, ``reserved``, ``limit`` (with rollover) and the oldest live bucket."""
         buckets = self._buckets(hold.key)
         limit = hold.limit
         if hold.rollover_bucket is not None:
@@ -47,9 +51,9 @@ class MemoryBudgets:
         if low == high:  # a calendar window or a lifetime: one bucket
             slot = buckets.get(high)
             if slot is None:
-                return HoldState(hold, 0, 0, limit, None)
+                return 0, 0, limit, None
             used, reserved = slot
-            return HoldState(hold, used, reserved, limit, high if used or reserved else None)
+            return used, reserved, limit, high if used or reserved else None
         used = reserved = 0
         oldest: float | None = None
         stale = []
@@ -63,21 +67,22 @@ class MemoryBudgets:
                 stale.append(bucket)  # a rate-limit bucket that left its window
         for bucket in stale:
             del buckets[bucket]
-        return HoldState(hold, used, reserved, limit, oldest)
+        return used, reserved, limit, oldest
 
     def reserve(self, reservation: Reservation) -> ReserveOutcome:
-        states = [self.state(h) for h in reservation.holds]
-        held = [reservation.held(h) for h in reservation.holds]
-        for current, amount in zip(states, held, strict=True):
-            if current.used + current.reserved + amount > current.limit:
-                return ReserveOutcome(False, states, current)
-        for hold, amount in zip(reservation.holds, held, strict=True):
+        found: list[tuple[Hold, int, int, int, float | None, int]] = []
+        for hold in reservation.holds:
+            used, reserved, limit, oldest = self._sums(hold)
+            amount = reservation.held(hold)
+            if used + reserved + amount > limit:
+                states = [self.state(h) for h in reservation.holds]
+                return ReserveOutcome(False, states, states[len(found)])
+            found.append((hold, used, reserved, limit, oldest, amount))
+        after = []
+        for hold, used, reserved, limit, oldest, amount in found:
             self._slot(hold.key, hold.bucket)[1] += amount
+            after.append(HoldState(hold, used, reserved + amount, limit, oldest))
         self._holds[reservation.id] = _Held(reservation, reservation.expires_at)
-        after = [
-            HoldState(s.hold, s.used, s.reserved + amount, s.limit, s.oldest)
-            for s, amount in zip(states, held, strict=True)
-        ]
         return ReserveOutcome(True, after)
 
     def _slot(self, key: str, bucket: float) -> list[int]:

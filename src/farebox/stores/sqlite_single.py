@@ -108,7 +108,7 @@ class SingleProcessSQLiteStore(SQLiteStore):
         reservations in memory."""
         if not entries:
             return
-        spend: list[tuple[str, float, int]] = []
+        spend: dict[tuple[str, float], int] = {}  # summed: a batch often shares its counters
         late: list[tuple[str]] = []
         for entry in entries:
             found = self._counters.settling(entry.reservation_id)
@@ -118,13 +118,14 @@ class SingleProcessSQLiteStore(SQLiteStore):
             for hold in reservation.holds:
                 amount = settled_amount(hold.unit, entry.cost, entry.tokens)
                 if amount:
-                    spend.append((hold.key, hold.bucket, amount))
+                    slot = (hold.key, hold.bucket)
+                    spend[slot] = spend.get(slot, 0) + amount
             if reclaimed:
                 late.append((entry.request_id,))
         rows = [ledger_row(e) for e in entries]
 
         def write(db: sqlite3.Connection) -> None:
-            db.executemany(_SPEND, spend)
+            db.executemany(_SPEND, [(key, bucket, n) for (key, bucket), n in spend.items()])
             # a placeholder left by an expired lease gives way to the real entry
             db.executemany("DELETE FROM ledger WHERE request_id = ? AND status = 'unsettled'", late)
             db.executemany(LEDGER_INSERT, rows)
