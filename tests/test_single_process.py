@@ -167,3 +167,26 @@ async def test_the_journal_keeps_only_what_is_in_flight(
         assert await state(again, day) == (38 * 5, 0, 10**9)
     finally:
         await again.close()
+
+
+async def test_reservations_of_one_loop_turn_share_one_journal_write(tmp_path: Path) -> None:
+    import asyncio
+
+    path = tmp_path / "f.db"
+    day = hold("tenant:acme:day", 10**9)
+    store = SingleProcessSQLiteStore(path)
+    await store.open()
+    outcomes = await asyncio.gather(
+        *(store.reserve(reservation(f"r{i}", 10, [day]), busy=True) for i in range(20))
+    )
+    assert all(o.ok for o in outcomes)
+    assert await state(store, day) == (0, 200, 10**9)
+    assert len(path.with_name("f.db-inflight").read_bytes().splitlines()) == 20
+    await SQLiteStore.close(store)  # a crash with all twenty in flight
+    again = SingleProcessSQLiteStore(path)
+    await again.open()
+    try:
+        unsettled = [e for e in await again.ledger("acme") if e.status == "unsettled"]
+        assert len(unsettled) == 20 and await state(again, day) == (0, 0, 10**9)
+    finally:
+        await again.close()

@@ -17,6 +17,7 @@ lock shared), because counters it cannot see would let the two overspend togethe
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import sqlite3
@@ -47,6 +48,7 @@ class SingleProcessSQLiteStore(SQLiteStore):
         self._journal_path = path.with_name(path.name + "-inflight")
         self._journal: int | None = None
         self._journal_bytes = 0
+        self._lines: list[tuple[bytes, str, asyncio.Future[None]]] = []
 
     async def open(self) -> None:
         await super().open()  # takes the owner lock exclusively (``exclusive``)
@@ -92,16 +94,45 @@ class SingleProcessSQLiteStore(SQLiteStore):
     # budgets ----------------------------------------------------------------------------
     async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
         outcome = self._counters.reserve(reservation)
-        if outcome.ok:
-            line = orjson.dumps(reservation.unsettled) + b"\n"
-            try:
-                assert self._journal is not None
-                os.write(self._journal, line)
-            except BaseException:
-                self._counters.cancel(reservation.id)  # nothing may stay held unjournalled
-                raise
-            self._journal_bytes += len(line)
+        if not outcome.ok:
+            return outcome
+        line = orjson.dumps(reservation.unsettled) + b"\n"
+        if not busy and not self._lines:
+            self._append([line], [reservation.id])
+            return outcome
+        # under load, the reservations of one loop turn share one write
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._lines.append((line, reservation.id, done))
+        if len(self._lines) == 1:
+            loop.call_soon(self._flush)
+        await done
         return outcome
+
+    def _flush(self) -> None:
+        batch, self._lines = self._lines, []
+        try:
+            self._append([line for line, _, _ in batch], [rid for _, rid, _ in batch])
+        except Exception as exc:
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for _, _, done in batch:
+            if not done.done():
+                done.set_result(None)
+
+    def _append(self, lines: list[bytes], ids: list[str]) -> None:
+        """Journal reservations before they take effect; undo them if that fails."""
+        data = lines[0] if len(lines) == 1 else b"".join(lines)
+        try:
+            assert self._journal is not None
+            os.write(self._journal, data)
+        except BaseException:
+            for rid in ids:  # nothing may stay held unjournalled
+                self._counters.cancel(rid)
+            raise
+        self._journal_bytes += len(data)
 
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
         """Write the entries and their counters' spend in one transaction, then settle the
