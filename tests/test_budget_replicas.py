@@ -212,8 +212,22 @@ def test_a_killed_replicas_holds_are_reclaimed(tmp_path: Path, backend: Backend)
         )
         assert time.monotonic() - killed <= 4 * LEASE_S
         assert released["used_usd"] == "0.00"
-        unsettled = admin.get(f"{b.base_url}/admin/v1/unsettled", params={"tenant": "t"}).json()
+        # the release (Redis) and the unsettled entries (PostgreSQL) are two writes in a row
+        unsettled = poll(
+            "the unsettled entries are written",
+            lambda: (
+                len(
+                    (
+                        r := admin.get(f"{b.base_url}/admin/v1/unsettled", params={"tenant": "t"})
+                    ).json()["data"]
+                )
+                == HELD
+                and r.json()
+            ),
+            timeout=2 * LEASE_S,
+        )
         assert len(unsettled["data"]) == HELD
+        assert time.monotonic() - killed <= 4 * LEASE_S
         statuses = [r["status"] for r in backend.ledger("t")]
         assert statuses.count("unsettled") == HELD
         again = httpx.post(f"{b.base_url}/v1/chat/completions", json=CHAT, headers=auth)
