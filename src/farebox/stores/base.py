@@ -83,6 +83,23 @@ class Store(Protocol):
 
     async def alerts(self, tenant_id: str | None) -> list[dict[str, Any]]: ...
 
+    # billing export: the ledger is the outbox; each sink keeps a cursor into it
+    async def ledger_since(self, seq: int, limit: int) -> list[tuple[int, LedgerEntry]]:
+        """Ledger entries written after position ``seq``, in order, with their positions."""
+        ...
+
+    async def export_cursor(self, sink: str) -> int: ...
+
+    async def set_export_cursor(self, sink: str, seq: int) -> None: ...
+
+    async def add_dead_letters(self, sink: str, items: Sequence[dict[str, Any]]) -> None:
+        """Events a sink refused for good (each with ``key``, ``event``, ``reason``, ``at``)."""
+        ...
+
+    async def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]: ...
+
+    async def remove_dead_letters(self, sink: str, keys: Sequence[str]) -> None: ...
+
     # circuit breakers, shared by every process using the store
     async def breakers(self) -> dict[str, float]:
         """Each deployment whose breaker is open, with the time it may be probed again."""

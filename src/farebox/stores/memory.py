@@ -31,6 +31,8 @@ class MemoryStore:
         self._epoch = 0
         self._budgets = MemoryBudgets()
         self._breakers: dict[str, float] = {}
+        self._cursors: dict[str, int] = {}
+        self._dead: dict[tuple[str, str], dict[str, Any]] = {}
         self._probes: dict[str, float] = {}
 
     async def open(self) -> None:
@@ -158,3 +160,26 @@ class MemoryStore:
             return False
         self._probes[deployment] = until
         return True
+
+    # billing export: positions are insertion order (1-based) ----------------------------------
+    async def ledger_since(self, seq: int, limit: int) -> list[tuple[int, LedgerEntry]]:
+        entries = list(self._ledger.values())[seq : seq + limit]
+        return [(seq + i + 1, e) for i, e in enumerate(entries)]
+
+    async def export_cursor(self, sink: str) -> int:
+        return self._cursors.get(sink, 0)
+
+    async def set_export_cursor(self, sink: str, seq: int) -> None:
+        self._cursors[sink] = seq
+
+    async def add_dead_letters(self, sink: str, items: Sequence[dict[str, Any]]) -> None:
+        for item in items:
+            self._dead[(sink, item["key"])] = {"sink": sink, **item}
+
+    async def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]:
+        rows = [d for (s, _), d in self._dead.items() if sink is None or s == sink]
+        return sorted(rows, key=lambda d: (d["at"], d["key"]))
+
+    async def remove_dead_letters(self, sink: str, keys: Sequence[str]) -> None:
+        for key in keys:
+            self._dead.pop((sink, key), None)

@@ -99,6 +99,15 @@ def _decode(cols: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
     return out
 
 
+# every billable entry gets the next outbox position in its own transaction: the exporter's
+# cursor then sees entries in commit order, including one that replaces a late placeholder
+OUTBOX_INSERT = "INSERT INTO outbox(request_id) VALUES (?)"
+
+
+def outbox_rows(entries: Sequence[LedgerEntry]) -> list[tuple[str]]:
+    return [(e.request_id,) for e in entries if e.status != "unsettled"]
+
+
 def ledger_row(entry: LedgerEntry) -> list[Any]:
     row = list(_LEDGER_ROW(entry))
     row[_LEDGER_META] = orjson.dumps(row[_LEDGER_META]).decode() if row[_LEDGER_META] else "{}"
@@ -322,6 +331,7 @@ class SQLiteStore:
         def write(db: sqlite3.Connection) -> None:
             budgets.settle(db, entries)
             db.executemany(LEDGER_INSERT, rows)
+            db.executemany(OUTBOX_INSERT, outbox_rows(entries))
 
         await self._write(write)
 
@@ -388,6 +398,58 @@ class SQLiteStore:
 
     async def alerts(self, tenant_id: str | None) -> list[dict[str, Any]]:
         return await self._run(lambda: budgets.alerts(self._db, tenant_id))
+
+    # billing export --------------------------------------------------------------------------
+    async def ledger_since(self, seq: int, limit: int) -> list[tuple[int, LedgerEntry]]:
+        cols = ",".join(f"l.{c}" for c in _LEDGER_COLS)
+        sql = (
+            f"SELECT o.seq, {cols} FROM outbox o JOIN ledger l ON l.request_id = o.request_id "
+            "WHERE o.seq > ? ORDER BY o.seq LIMIT ?"
+        )
+        rows = await self._run(lambda: self._db.execute(sql, (seq, limit)).fetchall())
+        return [(int(r[0]), LedgerEntry(**_decode(_LEDGER_COLS, r[1:]))) for r in rows]
+
+    async def export_cursor(self, sink: str) -> int:
+        row = await self._run(
+            lambda: self._db.execute(
+                "SELECT seq FROM export_cursors WHERE sink = ?", (sink,)
+            ).fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    async def set_export_cursor(self, sink: str, seq: int) -> None:
+        await self._write(
+            lambda db: db.execute(
+                "INSERT INTO export_cursors(sink, seq) VALUES (?, ?) "
+                "ON CONFLICT(sink) DO UPDATE SET seq = excluded.seq",
+                (sink, seq),
+            )
+        )
+
+    async def add_dead_letters(self, sink: str, items: Sequence[dict[str, Any]]) -> None:
+        rows = [(sink, i["key"], orjson.dumps(i["event"]).decode(), i["reason"], i["at"])
+                for i in items]  # fmt: skip
+        await self._write(
+            lambda db: db.executemany(
+                "INSERT OR REPLACE INTO export_dead(sink, key, event, reason, at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        )
+
+    async def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]:
+        where, params = ("WHERE sink = ?", (sink,)) if sink else ("", ())
+        sql = f"SELECT sink, key, event, reason, at FROM export_dead {where} ORDER BY at, key"
+        rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
+        return [{"sink": r[0], "key": r[1], "event": orjson.loads(r[2]), "reason": r[3],
+                 "at": r[4]} for r in rows]  # fmt: skip
+
+    async def remove_dead_letters(self, sink: str, keys: Sequence[str]) -> None:
+        await self._write(
+            lambda db: db.executemany(
+                "DELETE FROM export_dead WHERE sink = ? AND key = ?", [(sink, k) for k in keys]
+            )
+        )
 
     # circuit breakers ----------------------------------------------------------------------
     async def breakers(self) -> dict[str, float]:

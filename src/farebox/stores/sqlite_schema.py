@@ -136,6 +136,18 @@ MIGRATIONS: tuple[str, ...] = (
         probe_until REAL NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
     """,
+    """
+    CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL);
+    CREATE TABLE export_cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE export_dead (
+        sink TEXT NOT NULL,
+        key TEXT NOT NULL,
+        event TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (sink, key)
+    ) WITHOUT ROWID;
+    """,
 )
 
 

@@ -30,7 +30,14 @@ from farebox.core.budgets import Hold, HoldState, settled_amount
 from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
 from farebox.stores import sqlite_budgets as budgets
 from farebox.stores.memory_budgets import Buckets, MemoryBudgets
-from farebox.stores.sqlite import LEDGER_INSERT, SQLiteStore, ledger_row, owner_path
+from farebox.stores.sqlite import (
+    LEDGER_INSERT,
+    OUTBOX_INSERT,
+    SQLiteStore,
+    ledger_row,
+    outbox_rows,
+    owner_path,
+)
 
 COMPACT_AFTER_BYTES = 1 << 20  # the journal is emptied once nothing is in flight past this
 _SPEND = (
@@ -160,6 +167,7 @@ class SingleProcessSQLiteStore(SQLiteStore):
             # a placeholder left by an expired lease gives way to the real entry
             db.executemany("DELETE FROM ledger WHERE request_id = ? AND status = 'unsettled'", late)
             db.executemany(LEDGER_INSERT, rows)
+            db.executemany(OUTBOX_INSERT, outbox_rows(entries))
 
         await self._write(write)
         self._counters.settle(entries, {})
