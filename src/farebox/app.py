@@ -33,6 +33,7 @@ from farebox.errors import (
     InvalidRequest,
     NotFound,
 )
+from farebox.export import Exporter, build_runners
 from farebox.ledger import LedgerWriter
 from farebox.limits import RateLimits
 from farebox.models import build_plans, build_router, provider_configs
@@ -245,6 +246,9 @@ def create_app(
         limits.reload({name: plan.rate_limits for name, plan in new.file.plans.items()})
 
     reloader = PlanReloader(settings, apply_plans, settings.file.server.reload_interval_s)
+    billing = settings.file.billing
+    exporter = Exporter(store, build_runners(settings), http, batch=billing.batch,
+                        hour_grace_s=billing.hour_grace_s, clock=clock)  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -254,10 +258,13 @@ def create_app(
         budgets.start()
         breakers.start()
         reloader.start()
+        if billing.in_serve and exporter.sinks:
+            exporter.start(billing.interval_s)
         try:
             yield
         finally:
             await reloader.stop()
+            await exporter.stop()
             await breakers.stop()
             await budgets.stop()
             await ledger.stop()
@@ -274,7 +281,8 @@ def create_app(
     app.state.services = services
     app.state.tenancy = tenancy
     app.state.reloader = reloader
-    app.include_router(admin.router(services, tenancy))
+    app.state.exporter = exporter
+    app.include_router(admin.router(services, tenancy, exporter))
     _error_handlers(app)
     app.add_fast_routes(
         [*openai.routes(services), *anthropic.routes(services), *me.routes(services)]

@@ -481,3 +481,62 @@ def usage(
 
 if __name__ == "__main__":  # pragma: no cover
     main(sys.argv[1:])
+
+
+@main.command("export")
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None)
+@click.option("--sink", "sinks", multiple=True, help="Only these billing sinks (default: all).")
+@click.option("--follow", is_flag=True, help="Keep exporting new ledger entries.")
+@click.option("--from", "start", default=None, help="Replay from (unix seconds or ISO date).")
+@click.option("--to", "end", default=None, help="Replay up to (exclusive).")
+def export_cmd(
+    config: str | None, sinks: tuple[str, ...], follow: bool, start: str | None, end: str | None
+) -> None:
+    """Export the ledger to the billing sinks (or replay a range of it, idempotently)."""
+    from farebox.api.admin import parse_time
+    from farebox.app import make_store
+    from farebox.export import Exporter, build_runners
+    from farebox.providers.http import HttpClient
+
+    settings = _settings(config)
+    runners = [r for r in build_runners(settings) if not sinks or r.name in sinks]
+    unknown = set(sinks) - {r.name for r in runners}
+    if unknown or not runners:
+        raise click.ClickException(
+            f"no billing sink named {sorted(unknown)}" if unknown else "no billing sinks configured"
+        )
+    replay = start is not None or end is not None
+    try:
+        window = (parse_time(start, "from") or 0.0, parse_time(end, "to") or float("inf"))
+    except FareboxError as exc:
+        raise click.ClickException(exc.message) from None
+
+    async def run() -> None:
+        store, http = make_store(settings), HttpClient()
+        await store.open()
+        exporter = Exporter(store, runners, http, batch=settings.file.billing.batch,
+                            hour_grace_s=settings.file.billing.hour_grace_s)  # fmt: skip
+        try:
+            for runner in runners:
+                if replay:
+                    done = await exporter.replay(runner.name, *window)
+                    click.echo(f"{runner.name}: replayed {done.events} events "
+                               f"({done.delivered} delivered, {done.dead} dead)")  # fmt: skip
+                    continue
+                while (done := await exporter.export_once(runner.name)).entries:
+                    click.echo(f"{runner.name}: {done.entries} entries, {done.events} events, "
+                               f"{done.delivered} delivered, {done.dead} dead")  # fmt: skip
+                    if not done.complete:
+                        break
+            if follow and not replay:
+                exporter.start(settings.file.billing.interval_s)
+                await asyncio.Event().wait()
+        finally:
+            await exporter.stop()
+            await http.aclose()
+            await store.close()
+
+    try:
+        asyncio.run(run())
+    except FareboxError as exc:
+        raise click.ClickException(exc.message) from None

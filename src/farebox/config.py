@@ -231,6 +231,44 @@ class ServerConfig(_Strict):
     single_process: bool = False
 
 
+SINK_KINDS = ("stripe", "lago", "metronome", "openmeter", "webhook")
+Meter = Literal[
+    "input_tokens", "output_tokens", "cost_usd", "revenue_usd", "requests", "cache_hits"
+]
+METER_NAMES: tuple[Meter, ...] = (
+    "input_tokens", "output_tokens", "cost_usd", "revenue_usd", "requests", "cache_hits",
+)  # fmt: skip
+
+
+class SinkConfig(_Strict):
+    """One billing sink: where the ledger's usage goes, and as which meters."""
+
+    kind: Literal["stripe", "lago", "metronome", "openmeter", "webhook"]
+    base_url: str
+    api_key: str | None = None  # env:NAME; sent as a bearer token
+    secret: str | None = None  # env:NAME; webhook signing secret
+    meters: list[Meter] = Field(default_factory=lambda: list(METER_NAMES))
+    names: dict[str, str] = Field(default_factory=dict)  # meter -> the sink's event name / code
+    granularity: Literal["request", "hour"] = "request"
+    timeout_s: float = Field(10.0, gt=0)
+    max_attempts: int = Field(6, ge=1, le=50)  # per batch, before the exporter pauses the sink
+
+    @field_validator("api_key", "secret")
+    @classmethod
+    def _env_reference(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("env:"):
+            raise ValueError("secrets must be given as env:NAME, never as a literal")
+        return value
+
+
+class BillingConfig(_Strict):
+    sinks: dict[str, SinkConfig] = Field(default_factory=dict)
+    interval_s: float = Field(5.0, gt=0)  # how often each sink looks for new ledger entries
+    batch: int = Field(500, ge=1, le=10_000)  # ledger entries read per round
+    hour_grace_s: float = Field(600.0, ge=0)  # hourly aggregates wait this long after the hour
+    in_serve: bool = True  # run the exporter inside farebox serve
+
+
 class LedgerConfig(_Strict):
     synchronous: Literal["normal", "full"] = "normal"
     batch_max: int = Field(512, ge=1)
@@ -249,6 +287,7 @@ class FileConfig(_Strict):
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    billing: BillingConfig = Field(default_factory=BillingConfig)
     upgrade_url: str | None = None
 
     @field_validator("secret")
@@ -273,6 +312,7 @@ class Settings(BaseModel):
     admin_key: str | None
     provider_keys: dict[str, str | None]
     alert_secret: bytes | None = None
+    sink_secrets: dict[str, str] = Field(default_factory=dict)  # "<sink>.<field>" -> value
 
 
 DEFAULT_PLAN = PlanConfig(models=["*"])
@@ -424,6 +464,13 @@ def parse_settings(
     alert_secret = _resolve_env(
         cfg.budgets.alert_webhook_secret, "budgets.alert_webhook_secret", source, env
     )
+    sink_secrets = {
+        f"{name}.{field}": _resolve_env(getattr(s, field), f"billing.sinks.{name}.{field}",
+                                        source, env)
+        for name, s in cfg.billing.sinks.items()
+        for field in ("api_key", "secret")
+        if getattr(s, field) is not None
+    }  # fmt: skip
     return Settings(
         file=cfg,
         source=source,
@@ -434,6 +481,7 @@ def parse_settings(
         admin_key=env.get("FAREBOX_ADMIN_KEY") or None,
         provider_keys=keys,
         alert_secret=alert_secret.encode() if alert_secret else None,
+        sink_secrets={k: v for k, v in sink_secrets.items() if v},
     )
 
 

@@ -16,6 +16,7 @@ from farebox.auth import bearer_key
 from farebox.budgeting import budget_ident, state_json, validate_budgets
 from farebox.core.keys import hash_key
 from farebox.errors import AuthenticationError, InvalidRequest
+from farebox.export import Exporter
 from farebox.limits import validate_limits
 from farebox.models import policy_json
 from farebox.tenancy import Tenancy, key_json, tenant_json, unsettled_json, usage_json
@@ -103,7 +104,12 @@ def parse_time(value: str | None, name: str) -> float | None:
     return moment.timestamp()
 
 
-def router(services: Services, tenancy: Tenancy) -> APIRouter:
+class DeadLetterRetry(_Body):
+    sink: str
+    keys: list[str] | None = Field(None, max_length=10_000)
+
+
+def router(services: Services, tenancy: Tenancy, exporter: Exporter) -> APIRouter:
     async def require_admin(request: Request) -> None:
         presented = hash_key(services.secret, bearer_key(request.headers))
         if not hmac.compare_digest(presented, services.admin_key_hash):
@@ -167,7 +173,24 @@ def router(services: Services, tenancy: Tenancy) -> APIRouter:
     @api.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> str:
         """Prometheus text format: each deployment's breaker state and upstream outcomes."""
-        return prometheus(services.gateway.deployments())
+        return prometheus(services.gateway.deployments(), await exporter.lag())
+
+    @api.get("/export")
+    async def export_status() -> dict[str, Any]:
+        """Per billing sink: the cursor, ledger entries waiting, and the export lag."""
+        return {"object": "export", "sinks": await exporter.lag()}
+
+    @api.get("/dead-letters")
+    async def dead_letters(sink: str | None = None) -> dict[str, Any]:
+        return {"object": "list", "data": await services.store.dead_letters(sink)}
+
+    @api.post("/dead-letters/retry")
+    async def retry_dead_letters(body: DeadLetterRetry) -> dict[str, Any]:
+        if body.sink not in exporter.sinks:
+            raise InvalidRequest(f"Unknown billing sink {body.sink!r}.", param="sink")
+        result = await exporter.retry_dead(body.sink, body.keys)
+        return {"sink": body.sink, "events": result.events, "delivered": result.delivered,
+                "dead": result.dead, "complete": result.complete}  # fmt: skip
 
     @api.get("/plans")
     async def plans() -> dict[str, Any]:
@@ -289,7 +312,7 @@ def router(services: Services, tenancy: Tenancy) -> APIRouter:
 STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 
 
-def prometheus(deployments: list[dict[str, Any]]) -> str:
+def prometheus(deployments: list[dict[str, Any]], export: dict[str, dict[str, Any]]) -> str:
     lines = [
         "# HELP farebox_deployment_breaker_state Circuit breaker: 0 closed, 1 half-open, 2 open.",
         "# TYPE farebox_deployment_breaker_state gauge",
@@ -309,6 +332,16 @@ def prometheus(deployments: list[dict[str, Any]]) -> str:
                 f'farebox_deployment_calls_total{{deployment="{label}",outcome="{outcome}"}} '
                 f"{d[key]}"
             )
+    lines += [
+        "# HELP farebox_export_pending_entries Ledger entries not yet exported, per billing sink.",
+        "# TYPE farebox_export_pending_entries gauge",
+        *(f'farebox_export_pending_entries{{sink="{_label(s)}"}} {v["pending_entries"]}'
+          for s, v in export.items()),
+        "# HELP farebox_export_lag_seconds Age of the oldest entry not yet exported.",
+        "# TYPE farebox_export_lag_seconds gauge",
+        *(f'farebox_export_lag_seconds{{sink="{_label(s)}"}} {v["lag_s"]}'
+          for s, v in export.items()),
+    ]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

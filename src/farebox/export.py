@@ -1,0 +1,309 @@
+"""The billing exporter: the ledger is the outbox, and each sink keeps its own cursor into it.
+
+One round for a sink: read the ledger entries after its cursor, turn them into meter events
+(per request, or per tenant-hour once the hour is over), send them in the sink's batches, and
+move the cursor past them only when every event is delivered (a duplicate counts as
+delivered) or dead-lettered. A crash anywhere in a round resends that round's events, under
+the same deterministic idempotency keys, so the billing system holds each exactly once.
+
+Retries back off exponentially (with jitter), honour the sink's ``Retry-After``, and stop the
+round after ``max_attempts``: the cursor stays, and the next round tries again. A permanent
+refusal goes to the dead-letter list with its reason, to be inspected and retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from farebox.config import METER_NAMES, Settings, SinkConfig
+from farebox.core.meters import Reading, hour_of, per_hour, per_request, render
+from farebox.core.records import LedgerEntry, Tenant
+from farebox.errors import ConfigError
+from farebox.providers.http import HttpClient
+from farebox.sinks.base import Outcome, Request, Sink, chunks, screen
+from farebox.sinks.events import MeterEvent, event_key
+from farebox.sinks.lago import Lago
+from farebox.sinks.metronome import Metronome
+from farebox.sinks.openmeter import OpenMeter
+from farebox.sinks.stripe import StripeV1
+from farebox.sinks.webhook import Webhook
+from farebox.stores.base import Store
+
+log = logging.getLogger("farebox.export")
+BACKOFF_S = 0.2
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class SinkRunner:
+    """A configured sink: its encoder, where it lives, and how to authenticate."""
+
+    name: str
+    sink: Sink
+    config: SinkConfig
+    headers: Mapping[str, str] = field(default_factory=dict)  # Authorization, never logged
+
+
+@dataclass
+class RoundResult:
+    entries: int = 0
+    events: int = 0
+    delivered: int = 0
+    dead: int = 0
+    complete: bool = True  # False: the round stopped on retries; the cursor did not move
+
+
+class Exporter:
+    def __init__(
+        self,
+        store: Store,
+        runners: Sequence[SinkRunner],
+        http: HttpClient,
+        *,
+        batch: int = 500,
+        hour_grace_s: float = 600.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self._store = store
+        self._runners = {r.name: r for r in runners}
+        self._http = http
+        self._batch = batch
+        self._grace = hour_grace_s
+        self._clock = clock
+        self._sleep = sleep
+        self._tenants: dict[str, Tenant] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def sinks(self) -> list[str]:
+        return sorted(self._runners)
+
+    # one round -------------------------------------------------------------------------
+    async def export_once(self, name: str) -> RoundResult:
+        runner = self._runners[name]
+        cursor = await self._store.export_cursor(name)
+        rows = await self._rows(runner, cursor)
+        result = RoundResult(entries=len(rows))
+        if not rows:
+            return result
+        readings = self._readings(runner, [e for _, e in rows])
+        events = await self._events(readings, runner)
+        result.events = len(events)
+        if not await self._deliver(runner, events, result):
+            result.complete = False
+            return result
+        await self._store.set_export_cursor(name, rows[-1][0])
+        return result
+
+    async def _rows(self, runner: SinkRunner, cursor: int) -> list[tuple[int, LedgerEntry]]:
+        if runner.config.granularity == "request":
+            return await self._store.ledger_since(cursor, self._batch)
+        # hourly: only whole hours that are over (plus the grace for late writes), read in
+        # full, so an hour's aggregate is sent once, complete
+        cutoff = hour_of(self._clock() - self._grace)
+        out: list[tuple[int, LedgerEntry]] = []
+        while True:
+            page = await self._store.ledger_since(out[-1][0] if out else cursor, self._batch)
+            for seq, entry in page:
+                if entry.finished_at >= cutoff:
+                    return out
+                out.append((seq, entry))
+            if len(page) < self._batch:
+                return out
+
+    def _readings(self, runner: SinkRunner, entries: Sequence[LedgerEntry]) -> list[Reading]:
+        meters = list(runner.config.meters)
+        if runner.config.granularity == "hour":
+            return per_hour(entries, meters)
+        return per_request(entries, meters)
+
+    async def _events(self, readings: Sequence[Reading], runner: SinkRunner) -> list[MeterEvent]:
+        out = []
+        for r in readings:
+            tenant = await self._tenant(r.tenant)
+            props = {"model": r.model} if r.model else {}
+            out.append(
+                MeterEvent(
+                    key=event_key(r.tenant, r.unit, r.meter),
+                    tenant=r.tenant,
+                    customer=dict(tenant.billing) if tenant else {},
+                    meter=r.meter,  # the sink maps it to its own event name
+                    value=render(r.meter, r.raw),
+                    timestamp=r.timestamp,
+                    properties=props,
+                )
+            )
+        return out
+
+    async def _tenant(self, tenant_id: str) -> Tenant | None:
+        found = self._tenants.get(tenant_id)
+        if found is None:
+            found = await self._store.get_tenant(tenant_id)
+            if found is not None:
+                self._tenants[tenant_id] = found
+        return found
+
+    # delivery ----------------------------------------------------------------------------
+    async def _deliver(
+        self, runner: SinkRunner, events: Sequence[MeterEvent], result: RoundResult
+    ) -> bool:
+        """Send every event until it is delivered or dead; False if retries ran out."""
+        now = int(self._clock())
+        pending, early = screen(runner.sink, events, now)
+        await self._bury(runner, events, early)
+        result.dead += len(early.dead)
+        by_key = {e.key: e for e in pending}
+        for part in chunks(pending, runner.sink.max_batch):
+            todo = list(part)
+            attempt = 0
+            while todo:
+                outcome = Outcome()
+                for request in runner.sink.encode(todo):
+                    outcome = outcome.merged(await self._send(runner, request))
+                await self._bury(runner, events, outcome)
+                result.delivered += len(outcome.delivered)
+                result.dead += len(outcome.dead)
+                todo = [by_key[k] for k in outcome.retry if k in by_key]
+                if not todo:
+                    break
+                attempt += 1
+                if attempt >= runner.config.max_attempts:
+                    log.warning("sink %s: %d events still failing; next round retries them",
+                                runner.name, len(todo))  # fmt: skip
+                    return False
+                await self._sleep(_backoff(attempt, outcome.retry_after))
+        return True
+
+    async def _send(self, runner: SinkRunner, request: Request) -> Outcome:
+        url = runner.config.base_url.rstrip("/") + request.path
+        headers = {**request.headers, **runner.headers}
+        try:
+            response = await self._http.post_json(
+                url, headers, request.body, runner.config.timeout_s
+            )
+        except Exception as exc:  # a transport error is retried, like a 5xx
+            log.warning("sink %s: %s", runner.name, type(exc).__name__)
+            return runner.sink.classify(0, {}, b"", request)
+        return runner.sink.classify(response.status, response.headers, response.body, request)
+
+    async def _bury(
+        self, runner: SinkRunner, events: Sequence[MeterEvent], outcome: Outcome
+    ) -> None:
+        dead = outcome.dead
+        if not dead:
+            return
+        by_key = {e.key: e for e in events}
+        now = self._clock()
+        items = [{"key": k, "event": _event_json(by_key[k]), "reason": reason, "at": now}
+                 for k, reason in dead.items() if k in by_key]  # fmt: skip
+        log.error("sink %s: %d events refused for good (dead letters)", runner.name, len(items))
+        await self._store.add_dead_letters(runner.name, items)
+
+    async def retry_dead(self, name: str, keys: Sequence[str] | None = None) -> RoundResult:
+        """Send dead letters again (all of a sink's, or the given keys)."""
+        runner = self._runners[name]
+        letters = [d for d in await self._store.dead_letters(name)
+                   if keys is None or d["key"] in keys]  # fmt: skip
+        events = [MeterEvent(**d["event"]) for d in letters]
+        await self._store.remove_dead_letters(name, [e.key for e in events])
+        result = RoundResult(events=len(events))
+        result.complete = await self._deliver(runner, events, result)
+        return result
+
+    async def replay(self, name: str, start: float, end: float) -> RoundResult:
+        """Send again every event of the entries that finished in ``[start, end)``, under the
+        same keys: the sink keeps what it has, and gets what it lacks. The cursor stays."""
+        runner = self._runners[name]
+        chosen: list[LedgerEntry] = []
+        seq = 0
+        while page := await self._store.ledger_since(seq, self._batch):
+            seq = page[-1][0]
+            chosen += [e for _, e in page if start <= e.finished_at < end]
+        # read in full first: an hourly aggregate must be whole to be sent under its key
+        events = await self._events(self._readings(runner, chosen), runner)
+        result = RoundResult(entries=len(chosen), events=len(events))
+        result.complete = await self._deliver(runner, events, result)
+        return result
+
+    # background ------------------------------------------------------------------------
+    async def lag(self) -> dict[str, dict[str, Any]]:
+        """Per sink: ledger entries not yet exported, and the age of the oldest one."""
+        out = {}
+        now = self._clock()
+        for name in self.sinks:
+            cursor = await self._store.export_cursor(name)
+            waiting = await self._store.ledger_since(cursor, 10_000)
+            oldest = min((e.finished_at for _, e in waiting), default=None)
+            lag = round(now - oldest, 3) if oldest is not None else 0.0
+            out[name] = {"cursor": cursor, "pending_entries": len(waiting), "lag_s": lag}
+        return out
+
+    def start(self, interval_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        for name in self.sinks:
+            self._tasks.append(loop.create_task(self._follow(name, interval_s)))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _follow(self, name: str, interval_s: float) -> None:
+        while True:
+            try:
+                result = await self.export_once(name)
+                if result.entries and result.complete:
+                    continue  # more may be waiting: go on at once
+            except Exception:
+                log.exception("billing export to %s failed; retrying", name)
+            await asyncio.sleep(interval_s)
+
+
+def build_runners(settings: Settings) -> list[SinkRunner]:
+    """The configured sinks, with their credentials (from the environment)."""
+    out = []
+    for name, cfg in settings.file.billing.sinks.items():
+        names: dict[str, str] = {m: cfg.names.get(m, f"farebox_{m}") for m in METER_NAMES}
+        api_key = settings.sink_secrets.get(f"{name}.api_key")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        sink: Sink
+        if cfg.kind == "stripe":
+            sink = StripeV1(names)
+        elif cfg.kind == "lago":
+            sink = Lago(codes=names)
+        elif cfg.kind == "metronome":
+            sink = Metronome(event_types=names)
+        elif cfg.kind == "openmeter":
+            sink = OpenMeter(types=names)
+        else:
+            secret = settings.sink_secrets.get(f"{name}.secret")
+            if not secret:
+                raise ConfigError(
+                    f"{settings.source}: billing.sinks.{name}.secret: a webhook sink signs its "
+                    'events; set secret: "env:NAME"'
+                )
+            sink = Webhook("", secret.encode())
+        out.append(SinkRunner(name, sink, cfg, headers))
+    return out
+
+
+def _backoff(attempt: int, asked: float | None) -> float:
+    delay = min(BACKOFF_S * 2.0 ** (attempt - 1), MAX_BACKOFF_S) * (0.5 + random.random() / 2)
+    return max(delay, asked) if asked is not None else delay
+
+
+def _event_json(event: MeterEvent) -> dict[str, Any]:
+    return {"key": event.key, "tenant": event.tenant, "customer": dict(event.customer),
+            "meter": event.meter, "value": event.value, "timestamp": event.timestamp,
+            "properties": dict(event.properties)}  # fmt: skip
