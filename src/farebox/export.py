@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -89,6 +90,7 @@ class Exporter:
     # one round -------------------------------------------------------------------------
     async def export_once(self, name: str) -> RoundResult:
         runner = self._runners[name]
+        self._tenants.clear()  # billing ids may have changed since the last round
         cursor = await self._store.export_cursor(name)
         rows = await self._rows(runner, cursor)
         result = RoundResult(entries=len(rows))
@@ -212,7 +214,14 @@ class Exporter:
         runner = self._runners[name]
         letters = [d for d in await self._store.dead_letters(name)
                    if keys is None or d["key"] in keys]  # fmt: skip
-        events = [MeterEvent(**d["event"]) for d in letters]
+        events = []
+        for letter in letters:  # with the tenant's billing ids as they are now
+            event = MeterEvent(**letter["event"])
+            tenant = await self._store.get_tenant(event.tenant)
+            if tenant is not None:
+                self._tenants[event.tenant] = tenant
+                event = dataclasses.replace(event, customer=dict(tenant.billing))
+            events.append(event)
         await self._store.remove_dead_letters(name, [e.key for e in events])
         result = RoundResult(events=len(events))
         result.complete = await self._deliver(runner, events, result)
