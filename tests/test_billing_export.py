@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -131,6 +132,15 @@ async def test_every_sink_holds_exactly_the_ledger(make_gateway: Any) -> None:
         assert all(s["pending_entries"] == 0 and s["lag_s"] == 0 for s in status.values())
         metrics = (await gw.client.get("/admin/v1/metrics", headers=gw.admin)).text
         assert 'farebox_export_pending_entries{sink="stripe"} 0' in metrics
+        month = time.strftime("%Y-%m", time.gmtime())
+        recon = (await gw.client.get(f"/admin/v1/reconciliation?month={month}",
+                                     headers=gw.admin)).json()  # fmt: skip
+        assert recon["matched"] and {r["sink"] for r in recon["data"]} == set(sinks)
+        cost = [r for r in recon["data"] if r["sink"] == "lago" and r["meter"] == "cost_usd"]
+        entries = await gw.store.ledger()
+        for row in cost:
+            total = sum(e.cost for e in entries if e.tenant_id == row["tenant"])
+            assert row["ledger"] == row["delivered"] == render("cost_usd", total)
 
 
 async def test_faults_lose_nothing_and_duplicate_nothing(make_gateway: Any) -> None:
@@ -166,6 +176,11 @@ async def test_permanent_refusals_are_dead_letters_until_retried(make_gateway: A
         dead = (await gw.client.get("/admin/v1/dead-letters?sink=stripe", headers=gw.admin)).json()
         assert dead["data"] and all("stripe_customer_id" in d["reason"] for d in dead["data"])
         assert sinks["stripe"].accepted == {}
+        month = time.strftime("%Y-%m", time.gmtime())
+        recon = (await gw.client.get(f"/admin/v1/reconciliation?month={month}",
+                                     headers=gw.admin)).json()  # fmt: skip
+        stripe = [r for r in recon["data"] if r["sink"] == "stripe"]
+        assert not recon["matched"] and all(r["dead"] == r["ledger"] for r in stripe)
         billing = {k: v.format(t="nobill") for k, v in BILLING_IDS.items()}
         await gw.client.patch("/admin/v1/tenants/nobill", headers=gw.admin,
                               json={"billing": billing})  # fmt: skip

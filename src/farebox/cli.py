@@ -479,10 +479,6 @@ def usage(
     _print_table(rows, columns)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main(sys.argv[1:])
-
-
 @main.command("export")
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None)
 @click.option("--sink", "sinks", multiple=True, help="Only these billing sinks (default: all).")
@@ -540,3 +536,36 @@ def export_cmd(
         asyncio.run(run())
     except FareboxError as exc:
         raise click.ClickException(exc.message) from None
+
+
+@main.command()
+@click.option("--month", required=True, help="A calendar month in UTC, e.g. 2026-11.")
+@click.option("--tenant", "tenant_id", default=None)
+@target
+def margins(month: str, tenant_id: str | None, config: str | None, url: str | None) -> None:
+    """Revenue (plan fee plus usage), cost and margin per tenant for a month."""
+    from urllib.parse import urlencode
+
+    query = urlencode({k: v for k, v in {"month": month, "tenant": tenant_id}.items() if v})
+    report = _call(config, url, "GET", "/admin/v1/margins?" + query)
+    columns = ["tenant", "plan", "requests", "plan_fee_usd", "usage_revenue_usd", "revenue_usd",
+               "cost_usd", "margin_usd", "margin_percent"]  # fmt: skip
+    _print_table([*report["data"], {"tenant": "TOTAL", **report["total"]}], columns)
+
+
+@main.command()
+@click.option("--month", required=True, help="A calendar month in UTC, e.g. 2026-11.")
+@click.option("--tenant", "tenant_id", default=None)
+@target
+def reconcile(month: str, tenant_id: str | None, config: str | None, url: str | None) -> None:
+    """Ledger totals against what each billing sink was sent, per tenant and meter."""
+    from urllib.parse import urlencode
+
+    query = urlencode({k: v for k, v in {"month": month, "tenant": tenant_id}.items() if v})
+    report = _call(config, url, "GET", "/admin/v1/reconciliation?" + query)
+    columns = ["sink", "tenant", "meter", "ledger", "delivered", "dead", "pending", "matched"]
+    _print_table(report["data"], columns)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

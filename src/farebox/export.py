@@ -87,6 +87,10 @@ class Exporter:
     def sinks(self) -> list[str]:
         return sorted(self._runners)
 
+    @property
+    def runners(self) -> list[SinkRunner]:
+        return [self._runners[name] for name in self.sinks]
+
     # one round -------------------------------------------------------------------------
     async def export_once(self, name: str) -> RoundResult:
         runner = self._runners[name]

@@ -18,7 +18,9 @@ from farebox.core.keys import hash_key
 from farebox.errors import AuthenticationError, InvalidRequest
 from farebox.export import Exporter
 from farebox.limits import validate_limits
+from farebox.margins import margins
 from farebox.models import policy_json
+from farebox.reconcile import reconcile
 from farebox.tenancy import Tenancy, key_json, tenant_json, unsettled_json, usage_json
 
 
@@ -191,6 +193,16 @@ def router(services: Services, tenancy: Tenancy, exporter: Exporter) -> APIRoute
         result = await exporter.retry_dead(body.sink, body.keys)
         return {"sink": body.sink, "events": result.events, "delivered": result.delivered,
                 "dead": result.dead, "complete": result.complete}  # fmt: skip
+
+    @api.get("/margins")
+    async def margin_report(month: str, tenant: str | None = None) -> dict[str, Any]:
+        """Per tenant for a UTC month: plan fee plus usage revenue, cost, margin and margin %."""
+        file = services.settings.file
+        return await margins(services.store, file.plans, default_plan, month, tenant)
+
+    @api.get("/reconciliation")
+    async def reconciliation(month: str, tenant: str | None = None) -> dict[str, Any]:
+        return await reconcile(services.store, exporter.runners, month, tenant)
 
     @api.get("/plans")
     async def plans() -> dict[str, Any]:
