@@ -209,3 +209,56 @@ async def test_events_older_than_the_sinks_window_are_reported(
         assert len(dead["data"]) == len(await expected(gw))
         assert all("day" in d["reason"] for d in dead["data"]), dead["data"][0]["reason"]
         assert sinks[kind].accepted == {}
+
+
+async def test_a_killed_exporter_resumes_without_loss_or_duplicates(
+    make_gateway: Any, tmp_path: Any
+) -> None:
+    """``farebox export`` is SIGKILLed mid-batch while sinks answer slowly, 500 and 429 at
+    random; a second run finishes the job. Every sink then holds exactly the ledger."""
+    import signal
+    import sys
+
+    import yaml
+
+    from tests.e2e import child_env
+
+    async with fakes() as sinks:
+        chosen = {k: sinks[k] for k in ("stripe", "lago", "openmeter")}
+        cfg = config(sinks)
+        cfg["billing"]["sinks"] = {k: v for k, v in cfg["billing"]["sinks"].items() if k in chosen}
+        async with make_gateway(cfg, env=ENV) as gw:
+            await traffic(gw, ["acme", "globex"])
+            want = await expected(gw)
+        path = tmp_path / "export.yaml"
+        path.write_text(yaml.safe_dump({**cfg, "database": f"sqlite:///{tmp_path / 'farebox.db'}"}))
+        for name in chosen:
+            cfg["billing"]["sinks"][name]["timeout_s"] = 0.5
+        path.write_text(yaml.safe_dump({**cfg, "database": f"sqlite:///{tmp_path / 'farebox.db'}"}))
+        for i, fake in enumerate(chosen.values()):
+            fake.failure_rate(0.25, status=(500, 429, 503)[i], seed=7 + i)
+            fake.slow(1.0, times=2)  # past the 0.5 s timeout: recorded, but the exporter gave up
+            fake.slow(0.05, times=10_000)  # every answer takes a while: the kill lands mid-batch
+        env = {**child_env(), **ENV}
+        command = [sys.executable, "-m", "farebox", "export", "--config", str(path)]
+        first = await asyncio.create_subprocess_exec(*command, env=env, cwd=str(tmp_path))
+        # kill once some, but not all, events have reached the sinks
+        for _ in range(2000):
+            if any(len(f.accepted) > 10 for f in chosen.values()):
+                break
+            await asyncio.sleep(0.01)  # waiting on the fakes' own progress
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        assert any(held(k, f) != want for k, f in chosen.items())  # it was mid-way
+        for i, fake in enumerate(chosen.values()):
+            fake._delays.clear()  # answers come at once now, still failing at random
+            fake.failure_rate(0.1, status=(500, 429, 503)[i], seed=70 + i)
+        second = await asyncio.create_subprocess_exec(
+            *command, env=env, cwd=str(tmp_path), stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(second.communicate(), timeout=120)
+        assert second.returncode == 0, out
+        for name, fake in chosen.items():
+            assert held(name, fake) == want, name  # each key once, with the ledger's value
+        # resends happened (the timed-out first requests, the killed batch) and were deduped
+        assert all(fake.duplicates for fake in chosen.values())
