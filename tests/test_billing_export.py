@@ -260,5 +260,6 @@ async def test_a_killed_exporter_resumes_without_loss_or_duplicates(
         assert second.returncode == 0, out
         for name, fake in chosen.items():
             assert held(name, fake) == want, name  # each key once, with the ledger's value
-        # resends happened (the timed-out first requests, the killed batch) and were deduped
-        assert all(fake.duplicates for fake in chosen.values())
+        # the sink the kill caught mid-way saw resends (its timed-out first requests, the
+        # killed batch), and deduplicated them
+        assert chosen["stripe"].duplicates
