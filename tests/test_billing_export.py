@@ -260,6 +260,5 @@ async def test_a_killed_exporter_resumes_without_loss_or_duplicates(
         assert second.returncode == 0, out
         for name, fake in chosen.items():
             assert held(name, fake) == want, name  # each key once, with the ledger's value
-        # the sink the kill caught mid-way saw resends (its timed-out first requests, the
-        # killed batch), and deduplicated them
-        assert chosen["stripe"].duplicates
+        # the sink the kill caught mid-way got the killed round again, and deduplicated it
+        assert sum(sum(f.duplicates.values()) for f in chosen.values()) > 0
