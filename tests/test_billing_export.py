@@ -262,3 +262,27 @@ async def test_a_killed_exporter_resumes_without_loss_or_duplicates(
             assert held(name, fake) == want, name  # each key once, with the ledger's value
         # the sink the kill caught mid-way got the killed round again, and deduplicated it
         assert sum(sum(f.duplicates.values()) for f in chosen.values()) > 0
+
+
+async def test_hourly_aggregates_are_sent_once_the_hour_is_over(make_gateway: Any) -> None:
+    from farebox.core.meters import per_hour
+
+    clock = {"now": 1_800_000_000.0 + 120}  # two minutes into an hour
+    async with fakes() as sinks:
+        cfg = config(sinks)
+        cfg["billing"]["sinks"] = {"lago": {**cfg["billing"]["sinks"]["lago"],
+                                            "granularity": "hour"}}  # fmt: skip
+        async with make_gateway(cfg, env=ENV, clock=lambda: clock["now"]) as gw:
+            await traffic(gw, ["acme", "globex"])
+            exporter = gw.app.state.exporter
+            assert (await exporter.export_once("lago")).entries == 0  # the hour is not over
+            clock["now"] += 3600  # over, but within the grace for late writes
+            assert (await exporter.export_once("lago")).entries == 0
+            clock["now"] += 600
+            result = await exporter.export_once("lago")
+            assert result.complete and result.entries == 60
+            sums = per_hour(await gw.store.ledger(), METERS)
+            want = {event_key(r.tenant, r.unit, r.meter): render(r.meter, r.raw) for r in sums}
+            assert held("lago", sinks["lago"]) == want
+            assert len(want) == 2 * len(METERS) - 2  # no cache hits: one zero meter per tenant
+            assert (await exporter.export_once("lago")).entries == 0  # nothing sent twice
