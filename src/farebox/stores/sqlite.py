@@ -100,7 +100,8 @@ def _decode(cols: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
 
 
 # every billable entry gets the next outbox position in its own transaction: the exporter's
-# cursor then sees entries in commit order, including one that replaces a late placeholder
+# cursor then sees entries in commit order, including one that replaces a late placeholder.
+# Positions are rowids: only old rows are ever pruned, so the next one is always higher.
 OUTBOX_INSERT = "INSERT INTO outbox(request_id) VALUES (?)"
 
 

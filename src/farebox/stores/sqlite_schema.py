@@ -137,7 +137,7 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     """,
     """
-    CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL);
+    CREATE TABLE outbox (seq INTEGER PRIMARY KEY, request_id TEXT NOT NULL);
     CREATE TABLE export_cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
     CREATE TABLE export_dead (
         sink TEXT NOT NULL,
