@@ -286,3 +286,18 @@ async def test_hourly_aggregates_are_sent_once_the_hour_is_over(make_gateway: An
             assert held("lago", sinks["lago"]) == want
             assert len(want) == 2 * len(METERS) - 2  # no cache hits: one zero meter per tenant
             assert (await exporter.export_once("lago")).entries == 0  # nothing sent twice
+
+
+async def test_entries_from_before_a_sink_existed_are_exported_by_replay(
+    make_gateway: Any,
+) -> None:
+    async with fakes() as sinks:
+        plain = {k: v for k, v in config(sinks).items() if k != "billing"}
+        async with make_gateway(plain, env=ENV) as gw:  # no sink: no outbox rows are kept
+            await traffic(gw, ["acme"])
+        async with make_gateway(config(sinks), env=ENV) as gw:
+            exporter = gw.app.state.exporter
+            assert (await exporter.export_once("metronome")).entries == 0
+            result = await exporter.replay("metronome", 0, float("inf"))
+            assert result.complete and result.entries == 60
+            assert held("metronome", sinks["metronome"]) == await expected(gw)

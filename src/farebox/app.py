@@ -72,9 +72,11 @@ def make_store(settings: Settings) -> Store:
     if settings.database_path is None:
         return MemoryStore()
     sync = settings.file.ledger.synchronous
+    # the billing outbox costs a row per ledger entry: kept only when there is a sink to feed
+    outbox = bool(settings.file.billing.sinks)
     if settings.file.server.single_process:
-        return SingleProcessSQLiteStore(settings.database_path, synchronous=sync)
-    return SQLiteStore(settings.database_path, synchronous=sync)
+        return SingleProcessSQLiteStore(settings.database_path, synchronous=sync, outbox=outbox)
+    return SQLiteStore(settings.database_path, synchronous=sync, outbox=outbox)
 
 
 def make_secret(settings: Settings) -> bytes:

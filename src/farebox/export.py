@@ -235,11 +235,9 @@ class Exporter:
         """Send again every event of the entries that finished in ``[start, end)``, under the
         same keys: the sink keeps what it has, and gets what it lacks. The cursor stays."""
         runner = self._runners[name]
-        chosen: list[LedgerEntry] = []
-        seq = 0
-        while page := await self._store.ledger_since(seq, self._batch):
-            seq = page[-1][0]
-            chosen += [e for _, e in page if start <= e.finished_at < end]
+        # from the ledger itself, not the outbox: a range may predate the sink's configuration
+        ledger = await self._store.ledger()
+        chosen = [e for e in reversed(ledger) if start <= e.finished_at < end]
         # read in full first: an hourly aggregate must be whole to be sent under its key
         events = await self._events(self._readings(runner, chosen), runner)
         result = RoundResult(entries=len(chosen), events=len(events))

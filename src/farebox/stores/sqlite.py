@@ -158,8 +158,9 @@ def _lock_owner(path: Path, exclusive: bool) -> int:
 class SQLiteStore:
     exclusive = False  # True: this process must be the database's only user
 
-    def __init__(self, path: Path, *, synchronous: str = "normal") -> None:
+    def __init__(self, path: Path, *, synchronous: str = "normal", outbox: bool = True) -> None:
         self._path = path
+        self.outbox = outbox  # record outbox positions (only needed when a sink is configured)
         self._synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -332,7 +333,8 @@ class SQLiteStore:
         def write(db: sqlite3.Connection) -> None:
             budgets.settle(db, entries)
             db.executemany(LEDGER_INSERT, rows)
-            db.executemany(OUTBOX_INSERT, outbox_rows(entries))
+            if self.outbox:
+                db.executemany(OUTBOX_INSERT, outbox_rows(entries))
 
         await self._write(write)
 

@@ -49,8 +49,8 @@ _SPEND = (
 class SingleProcessSQLiteStore(SQLiteStore):
     exclusive = True
 
-    def __init__(self, path: Path, *, synchronous: str = "normal") -> None:
-        super().__init__(path, synchronous=synchronous)
+    def __init__(self, path: Path, *, synchronous: str = "normal", outbox: bool = True) -> None:
+        super().__init__(path, synchronous=synchronous, outbox=outbox)
         self._counters = MemoryBudgets(load=self._load_counter)
         self._journal_path = path.with_name(path.name + "-inflight")
         self._journal: int | None = None
@@ -167,7 +167,8 @@ class SingleProcessSQLiteStore(SQLiteStore):
             # a placeholder left by an expired lease gives way to the real entry
             db.executemany("DELETE FROM ledger WHERE request_id = ? AND status = 'unsettled'", late)
             db.executemany(LEDGER_INSERT, rows)
-            db.executemany(OUTBOX_INSERT, outbox_rows(entries))
+            if self.outbox:
+                db.executemany(OUTBOX_INSERT, outbox_rows(entries))
 
         await self._write(write)
         self._counters.settle(entries, {})
