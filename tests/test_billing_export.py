@@ -301,3 +301,23 @@ async def test_entries_from_before_a_sink_existed_are_exported_by_replay(
             result = await exporter.replay("metronome", 0, float("inf"))
             assert result.complete and result.entries == 60
             assert held("metronome", sinks["metronome"]) == await expected(gw)
+
+
+async def test_one_process_exports_a_database(tmp_path: Any) -> None:
+    from farebox.stores.sqlite import SQLiteStore
+
+    first, second = SQLiteStore(tmp_path / "f.db"), SQLiteStore(tmp_path / "f.db")
+    await first.open()
+    await second.open()
+    try:
+        assert await first.claim_exporter() and await first.claim_exporter()
+        assert not await second.claim_exporter()
+        await first.set_export_cursor("s", 10)
+        await first.set_export_cursor("s", 4)  # a slower, older round never moves it back
+        assert await second.export_cursor("s") == 10
+    finally:
+        await first.close()
+    try:
+        assert await second.claim_exporter()  # free once the exporter's store is closed
+    finally:
+        await second.close()

@@ -261,7 +261,7 @@ def create_app(
         breakers.start()
         reloader.start()
         if billing.in_serve and exporter.sinks:
-            exporter.start(billing.interval_s)
+            await exporter.start(billing.interval_s)
         try:
             yield
         finally:

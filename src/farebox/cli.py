@@ -513,6 +513,8 @@ def export_cmd(
         exporter = Exporter(store, runners, http, batch=settings.file.billing.batch,
                             hour_grace_s=settings.file.billing.hour_grace_s)  # fmt: skip
         try:
+            if not replay and not await store.claim_exporter():
+                raise click.ClickException("another process already exports this ledger")
             for runner in runners:
                 if replay:
                     done = await exporter.replay(runner.name, *window)
@@ -525,7 +527,7 @@ def export_cmd(
                     if not done.complete:
                         break
             if follow and not replay:
-                exporter.start(settings.file.billing.interval_s)
+                await exporter.start(settings.file.billing.interval_s)  # the claim is held
                 await asyncio.Event().wait()
         finally:
             await exporter.stop()

@@ -257,10 +257,17 @@ class Exporter:
             out[name] = {"cursor": cursor, "pending_entries": len(waiting), "lag_s": lag}
         return out
 
-    def start(self, interval_s: float) -> None:
+    async def start(self, interval_s: float) -> bool:
+        """Follow the ledger in the background, unless another process already does (with
+        ``--workers N`` one worker exports: one sender per sink keeps each sink's order and
+        Stripe's one call at a time per customer and meter)."""
+        if not await self._store.claim_exporter():
+            log.info("another process exports the ledger; this one does not")
+            return False
         loop = asyncio.get_running_loop()
         for name in self.sinks:
             self._tasks.append(loop.create_task(self._follow(name, interval_s)))
+        return True
 
     async def stop(self) -> None:
         for task in self._tasks:

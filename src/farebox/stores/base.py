@@ -90,6 +90,10 @@ class Store(Protocol):
 
     async def export_cursor(self, sink: str) -> int: ...
 
+    async def claim_exporter(self) -> bool:
+        """True for the one process that may run the exporter (until it closes the store)."""
+        ...
+
     async def set_export_cursor(self, sink: str, seq: int) -> None: ...
 
     async def add_dead_letters(self, sink: str, items: Sequence[dict[str, Any]]) -> None:

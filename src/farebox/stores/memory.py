@@ -166,11 +166,14 @@ class MemoryStore:
         entries = list(self._ledger.values())[seq : seq + limit]
         return [(seq + i + 1, e) for i, e in enumerate(entries)]
 
+    async def claim_exporter(self) -> bool:
+        return True
+
     async def export_cursor(self, sink: str) -> int:
         return self._cursors.get(sink, 0)
 
     async def set_export_cursor(self, sink: str, seq: int) -> None:
-        self._cursors[sink] = seq
+        self._cursors[sink] = max(seq, self._cursors.get(sink, 0))
 
     async def add_dead_letters(self, sink: str, items: Sequence[dict[str, Any]]) -> None:
         for item in items:

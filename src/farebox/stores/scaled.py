@@ -145,6 +145,9 @@ class ScaledStore:
     async def ledger_since(self, seq: int, limit: int) -> list[tuple[int, LedgerEntry]]:
         raise _no_export()
 
+    async def claim_exporter(self) -> bool:
+        raise _no_export()
+
     async def export_cursor(self, sink: str) -> int:
         raise _no_export()
 

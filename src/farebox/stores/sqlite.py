@@ -171,6 +171,7 @@ class SQLiteStore:
         self._batches: set[asyncio.Task[None]] = set()
         self._epoch = EpochFile(path.with_name(path.name + "-authepoch"))
         self._owner: int | None = None
+        self._exporter_lock: int | None = None  # held by the one process that exports
 
     # lifecycle -----------------------------------------------------------------
     async def open(self) -> None:
@@ -202,6 +203,9 @@ class SQLiteStore:
         if self._owner is not None:
             os.close(self._owner)  # releases the lock
             self._owner = None
+        if self._exporter_lock is not None:
+            os.close(self._exporter_lock)
+            self._exporter_lock = None
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -412,6 +416,19 @@ class SQLiteStore:
         rows = await self._run(lambda: self._db.execute(sql, (seq, limit)).fetchall())
         return [(int(r[0]), LedgerEntry(**_decode(_LEDGER_COLS, r[1:]))) for r in rows]
 
+    async def claim_exporter(self) -> bool:
+        if self._exporter_lock is not None:
+            return True
+        fd = os.open(self._path.with_name(self._path.name + "-exporter"), os.O_RDWR | os.O_CREAT,
+                     0o600)  # fmt: skip
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._exporter_lock = fd
+        return True
+
     async def export_cursor(self, sink: str) -> int:
         row = await self._run(
             lambda: self._db.execute(
@@ -424,7 +441,7 @@ class SQLiteStore:
         await self._write(
             lambda db: db.execute(
                 "INSERT INTO export_cursors(sink, seq) VALUES (?, ?) "
-                "ON CONFLICT(sink) DO UPDATE SET seq = excluded.seq",
+                "ON CONFLICT(sink) DO UPDATE SET seq = max(seq, excluded.seq)",  # never back
                 (sink, seq),
             )
         )
