@@ -120,8 +120,24 @@ async def drain(gw: Any, name: str) -> None:
 
 
 async def test_every_sink_holds_exactly_the_ledger(make_gateway: Any) -> None:
-    async with fakes() as sinks, make_gateway(config(sinks), env=ENV) as gw:
+    cfg_extra = {
+        "providers": {"mock": {"kind": "mock"},
+                      "down": {"kind": "mock", "error_rate": 1.0, "error_status": 503}},
+        "models": {"broken": [{"provider": "down", "model": "gpt-4o-mini"}]},
+    }  # fmt: skip
+    async with fakes() as sinks, make_gateway({**config(sinks), **cfg_extra}, env=ENV) as gw:
         await traffic(gw, ["acme", "globex", "initech"])
+        key = await gw.tenant_key("failing", plan="pro")
+        billing = {k: v.format(t="failing") for k, v in BILLING_IDS.items()}
+        await gw.client.patch("/admin/v1/tenants/failing", headers=gw.admin,
+                              json={"billing": billing})  # fmt: skip
+        for _ in range(3):  # failed upstream calls are in the ledger too (as requests)
+            r = await gw.client.post(
+                "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                json={"model": "broken", "messages": [{"role": "user", "content": "x"}]},
+            )  # fmt: skip
+            assert r.status_code == 502
+        assert {e.status for e in await gw.ledger("failing")} == {"error"}
         want = await expected(gw)
         assert len(want) > 60 * 3  # requests, tokens, cost, revenue per entry
         for name, fake in sinks.items():
