@@ -337,3 +337,26 @@ async def test_one_process_exports_a_database(tmp_path: Any) -> None:
         assert await second.claim_exporter()  # free once the exporter's store is closed
     finally:
         await second.close()
+
+
+async def test_stripe_v2_stream_with_session_renewal(make_gateway: Any) -> None:
+    fake_clock = {"now": time.time()}
+    async with StripeFake(api_key="sk_test_1", now=lambda: fake_clock["now"]) as stripe:
+        sinks = {"stripe": stripe}
+        cfg = {
+            "plans": PLANS, "default_plan": "pro",
+            "billing": {"in_serve": False, "sinks": {"stripe": {
+                "kind": "stripe", "api": "v2", "base_url": stripe.root_url,
+                "stream_url": stripe.root_url, "api_key": "env:STRIPE_KEY", "max_attempts": 5,
+            }}},
+        }  # fmt: skip
+        async with make_gateway(cfg, env=ENV) as gw:
+            await traffic(gw, ["acme"])
+            await drain(gw, "stripe")
+            assert held("stripe", sinks["stripe"]) == await expected(gw)
+            assert len(stripe.sessions) == 1 and not stripe.async_errors
+            fake_clock["now"] += 1000  # Stripe ends the 15-minute session
+            await traffic(gw, ["globex"])
+            await drain(gw, "stripe")  # a 401 session_expired, then a new session
+            assert held("stripe", sinks["stripe"]) == await expected(gw)
+            assert len(stripe.sessions) == 2

@@ -245,6 +245,10 @@ class SinkConfig(_Strict):
 
     kind: Literal["stripe", "lago", "metronome", "openmeter", "webhook"]
     base_url: str
+    # Stripe only: v1 meter events (one per call), or the v2 stream (batches of 100, with a
+    # session token from base_url, events to stream_url, e.g. https://meter-events.stripe.com)
+    api: Literal["v1", "v2"] = "v1"
+    stream_url: str | None = None
     api_key: str | None = None  # env:NAME; sent as a bearer token
     secret: str | None = None  # env:NAME; webhook signing secret
     meters: list[Meter] = Field(default_factory=lambda: list(METER_NAMES))

@@ -26,19 +26,26 @@ from typing import Any
 from farebox.config import METER_NAMES, Settings, SinkConfig
 from farebox.core.meters import Reading, hour_of, per_hour, per_request, render
 from farebox.core.records import LedgerEntry, Tenant
-from farebox.errors import ConfigError
+from farebox.errors import ConfigError, FareboxError
 from farebox.providers.http import HttpClient
 from farebox.sinks.base import Outcome, Request, Sink, chunks, screen
 from farebox.sinks.events import MeterEvent, event_key
 from farebox.sinks.lago import Lago
 from farebox.sinks.metronome import Metronome
 from farebox.sinks.openmeter import OpenMeter
-from farebox.sinks.stripe import StripeV1
+from farebox.sinks.stripe import StripeV1, StripeV2Stream
 from farebox.sinks.webhook import Webhook
 from farebox.stores.base import Store
 
 log = logging.getLogger("farebox.export")
 BACKOFF_S = 0.2
+SESSION_MARGIN_S = 60.0  # a v2 session is renewed this long before it expires
+
+
+class ExportError(FareboxError):
+    """A round could not run (no session, say); the next round tries again."""
+
+
 MAX_BACKOFF_S = 30.0
 
 
@@ -50,6 +57,8 @@ class SinkRunner:
     sink: Sink
     config: SinkConfig
     headers: Mapping[str, str] = field(default_factory=dict)  # Authorization, never logged
+    token: str | None = None  # the Stripe v2 stream's session token
+    token_expires: float = 0.0
 
 
 @dataclass
@@ -172,8 +181,10 @@ class Exporter:
             attempt = 0
             while todo:
                 outcome = Outcome()
-                for request in runner.sink.encode(todo):
+                for request in await self._encode(runner, todo):
                     outcome = outcome.merged(await self._send(runner, request))
+                if isinstance(runner.sink, StripeV2Stream) and runner.sink.session_expired(outcome):
+                    runner.token = None  # the next attempt opens a new session
                 await self._bury(runner, events, outcome)
                 result.delivered += len(outcome.delivered)
                 result.dead += len(outcome.dead)
@@ -188,9 +199,29 @@ class Exporter:
                 await self._sleep(_backoff(attempt, outcome.retry_after))
         return True
 
+    async def _encode(self, runner: SinkRunner, events: Sequence[MeterEvent]) -> list[Request]:
+        sink = runner.sink
+        if not isinstance(sink, StripeV2Stream):
+            return sink.encode(events)
+        if runner.token is None or self._clock() >= runner.token_expires - SESSION_MARGIN_S:
+            request = sink.session_request()
+            url = runner.config.base_url.rstrip("/") + request.path
+            response = await self._http.post_json(
+                url, {**request.headers, **runner.headers}, request.body, runner.config.timeout_s
+            )
+            if response.status != 200:  # retried like any failed round
+                raise ExportError(f"sink {runner.name}: no v2 session (HTTP {response.status})")
+            runner.token, runner.token_expires = sink.parse_session(response.body)
+        return sink.encode(events, token=runner.token)
+
     async def _send(self, runner: SinkRunner, request: Request) -> Outcome:
-        url = runner.config.base_url.rstrip("/") + request.path
-        headers = {**request.headers, **runner.headers}
+        base = runner.config.base_url
+        if isinstance(runner.sink, StripeV2Stream):
+            base = runner.config.stream_url or base
+            headers = dict(request.headers)  # the session token, not the secret key
+        else:
+            headers = {**request.headers, **runner.headers}
+        url = base.rstrip("/") + request.path
         try:
             response = await self._http.post_json(
                 url, headers, request.body, runner.config.timeout_s
@@ -297,7 +328,7 @@ def build_runners(settings: Settings) -> list[SinkRunner]:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         sink: Sink
         if cfg.kind == "stripe":
-            sink = StripeV1(names)
+            sink = StripeV2Stream(names) if cfg.api == "v2" else StripeV1(names)
         elif cfg.kind == "lago":
             sink = Lago(codes=names)
         elif cfg.kind == "metronome":
