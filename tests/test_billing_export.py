@@ -360,3 +360,38 @@ async def test_stripe_v2_stream_with_session_renewal(make_gateway: Any) -> None:
             await drain(gw, "stripe")  # a 401 session_expired, then a new session
             assert held("stripe", sinks["stripe"]) == await expected(gw)
             assert len(stripe.sessions) == 2
+
+
+async def test_redis_stream_sink_adds_each_event_once(make_gateway: Any) -> None:
+    import os
+    import uuid
+
+    import orjson
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis(host="127.0.0.1", port=6379, db=9)
+    try:
+        await client.ping()
+    except Exception:
+        if os.environ.get("FAREBOX_REQUIRE_SERVICES") == "1":
+            raise
+        pytest.skip("Redis on 127.0.0.1:6379 is not running: the Redis stream sink is untested")
+    stream = f"fbx-test-{uuid.uuid4().hex[:8]}"
+    cfg = {"plans": PLANS, "default_plan": "pro", "billing": {"in_serve": False, "sinks": {
+        "redis": {"kind": "redis_stream", "base_url": "redis://127.0.0.1:6379/9",
+                  "stream": stream}}}}  # fmt: skip
+    try:
+        async with make_gateway(cfg, env=ENV) as gw:
+            await traffic(gw, ["acme", "globex"])
+            await drain(gw, "redis")
+            want = await expected(gw)
+            entries = await client.xrange(stream)
+            got = {f[b"key"].decode(): orjson.loads(f[b"event"])["value"] for _, f in entries}
+            assert got == want and len(entries) == len(want)
+            replayed = await gw.app.state.exporter.replay("redis", 0, float("inf"))
+            assert replayed.complete and await client.xlen(stream) == len(want)
+    finally:
+        await client.delete(stream)
+        async for key in client.scan_iter(match=f"{{{stream}}}:sent:*"):
+            await client.delete(key)
+        await client.aclose()

@@ -243,8 +243,9 @@ METER_NAMES: tuple[Meter, ...] = (
 class SinkConfig(_Strict):
     """One billing sink: where the ledger's usage goes, and as which meters."""
 
-    kind: Literal["stripe", "lago", "metronome", "openmeter", "webhook"]
-    base_url: str
+    kind: Literal["stripe", "lago", "metronome", "openmeter", "webhook", "redis_stream"]
+    base_url: str  # for redis_stream: redis://HOST:6379/0
+    stream: str = "farebox:usage"  # redis_stream only: the stream to XADD to
     # Stripe only: v1 meter events (one per call), or the v2 stream (batches of 100, with a
     # session token from base_url, events to stream_url, e.g. https://meter-events.stripe.com)
     api: Literal["v1", "v2"] = "v1"

@@ -59,6 +59,7 @@ class SinkRunner:
     headers: Mapping[str, str] = field(default_factory=dict)  # Authorization, never logged
     token: str | None = None  # the Stripe v2 stream's session token
     token_expires: float = 0.0
+    direct: Any = None  # a sink that delivers itself (Redis streams): ``await deliver(events)``
 
 
 @dataclass
@@ -181,7 +182,11 @@ class Exporter:
             attempt = 0
             while todo:
                 outcome = Outcome()
-                for request in await self._encode(runner, todo):
+                if runner.direct is not None:
+                    outcome = await runner.direct.deliver(todo)
+                for request in (
+                    [] if runner.direct is not None else await self._encode(runner, todo)
+                ):
                     outcome = outcome.merged(await self._send(runner, request))
                 if isinstance(runner.sink, StripeV2Stream) and runner.sink.session_expired(outcome):
                     runner.token = None  # the next attempt opens a new session
@@ -335,6 +340,9 @@ def build_runners(settings: Settings) -> list[SinkRunner]:
             sink = Metronome(event_types=names)
         elif cfg.kind == "openmeter":
             sink = OpenMeter(types=names)
+        elif cfg.kind == "redis_stream":
+            out.append(_redis_runner(settings, name, cfg))
+            continue
         else:
             secret = settings.sink_secrets.get(f"{name}.secret")
             if not secret:
@@ -345,6 +353,20 @@ def build_runners(settings: Settings) -> list[SinkRunner]:
             sink = Webhook("", secret.encode())
         out.append(SinkRunner(name, sink, cfg, headers))
     return out
+
+
+def _redis_runner(settings: Settings, name: str, cfg: SinkConfig) -> SinkRunner:
+    try:
+        import redis.asyncio as aioredis
+    except ImportError:
+        raise ConfigError(
+            f"{settings.source}: billing.sinks.{name}: a redis_stream sink needs the extra: "
+            "pip install 'farebox[redis]'"
+        ) from None
+    from farebox.export_redis import RedisStreamSink
+
+    sink = RedisStreamSink(aioredis.Redis.from_url(cfg.base_url), cfg.stream)
+    return SinkRunner(name, sink, cfg, direct=sink)  # type: ignore[arg-type]
 
 
 def _backoff(attempt: int, asked: float | None) -> float:
