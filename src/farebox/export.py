@@ -312,6 +312,9 @@ class Exporter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        for runner in self._runners.values():
+            if runner.direct is not None:
+                await runner.direct.aclose()
 
     async def _follow(self, name: str, interval_s: float) -> None:
         while True:
