@@ -68,7 +68,8 @@ def make_store(settings: Settings) -> Store:
                 f"pip install 'farebox[postgres,redis]' ({exc})"
             ) from None
         assert settings.redis_url is not None
-        return ScaledStore.from_urls(settings.database_url, settings.redis_url)
+        outbox = bool(settings.file.billing.sinks)
+        return ScaledStore.from_urls(settings.database_url, settings.redis_url, outbox=outbox)
     if settings.database_path is None:
         return MemoryStore()
     sync = settings.file.ledger.synchronous

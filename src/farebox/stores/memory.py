@@ -163,8 +163,9 @@ class MemoryStore:
 
     # billing export: positions are insertion order (1-based) ----------------------------------
     async def ledger_since(self, seq: int, limit: int) -> list[tuple[int, LedgerEntry]]:
-        entries = list(self._ledger.values())[seq : seq + limit]
-        return [(seq + i + 1, e) for i, e in enumerate(entries)]
+        """Positions are insertion order; placeholders are not in the outbox."""
+        found = [(i + 1, e) for i, e in enumerate(self._ledger.values()) if i + 1 > seq]
+        return [(p, e) for p, e in found if e.status != "unsettled"][:limit]
 
     async def claim_exporter(self) -> bool:
         return True

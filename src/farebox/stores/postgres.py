@@ -8,6 +8,7 @@ parameterised; only the (quoted) schema name is formatted into SQL. Money is
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -18,7 +19,9 @@ import orjson
 from farebox.core.budgets import Hold
 from farebox.core.records import GROUP_BY, ApiKey, LedgerEntry, Tenant, UsageQuery, UsageRow
 from farebox.errors import Conflict, InvalidRequest, NotFound
-from farebox.stores.postgres_schema import migrate, quote_ident
+from farebox.stores.postgres_schema import lock_key, migrate, quote_ident
+
+GAP_WAIT_S = 10.0  # an outbox position missing this long was a rolled-back write, not a slow one
 
 _TENANT_COLS = (
     "id", "name", "plan", "created_at", "paused", "pause_reason", "billing", "metadata", "budgets",
@@ -47,8 +50,8 @@ _GROUP_SQL = {
 }
 
 
-def _cols(cols: Sequence[str]) -> str:
-    return ", ".join(f'"{c}"' for c in cols)
+def _cols(cols: Sequence[str], prefix: str = "") -> str:
+    return ", ".join(f'{prefix}"{c}"' for c in cols)
 
 
 def _params(start: int, count: int) -> str:
@@ -95,8 +98,17 @@ async def _init_connection(conn: Any) -> None:
 
 class PostgresStore:
     def __init__(
-        self, dsn: str, *, schema: str = "public", pool_min: int = 2, pool_max: int = 20
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        pool_min: int = 2,
+        pool_max: int = 20,
+        outbox: bool = True,
     ) -> None:
+        self.outbox = outbox  # record outbox positions (only needed when a sink is configured)
+        self._gaps: dict[int, float] = {}  # outbox positions missing, and since when
+        self._exporter_conn: Any = None
         self._dsn = dsn
         self._schema = schema
         self._s = quote_ident(schema)
@@ -138,6 +150,9 @@ class PostgresStore:
 
     async def close(self) -> None:
         pool, self._pool_obj = self._pool_obj, None
+        if self._exporter_conn is not None and pool is not None:
+            await pool.release(self._exporter_conn)  # ends the session lock with the session
+            self._exporter_conn = None
         if pool is not None:
             await pool.close()
 
@@ -207,8 +222,13 @@ class PostgresStore:
         if not entries:
             return
         rows = [_ledger_row(e) for e in entries]
+        billable = [e.request_id for e in entries if e.status != "unsettled"]
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.executemany(sql, rows)
+            if self.outbox and billable:
+                await conn.execute(
+                    f"INSERT INTO {self._s}.outbox(request_id) SELECT unnest($1::text[])", billable
+                )
 
     async def existing_entries(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
         """The ledger entries among ``request_ids``, by request id."""
@@ -219,6 +239,83 @@ class PostgresStore:
         )
         rows = await self._pool.fetch(sql, list(request_ids))
         return {e.request_id: e for e in map(_entry, rows)}
+
+    # billing export ------------------------------------------------------------------------
+    async def ledger_since(self, seq: int, limit: int) -> list[tuple[int, LedgerEntry]]:
+        """Positions are a sequence, and transactions may commit out of order: a position
+        missing after ``seq`` may still arrive. Only the unbroken run after ``seq`` is
+        returned; a hole older than ``GAP_WAIT_S`` was a rolled-back write and is passed."""
+        sql = (
+            f"SELECT o.seq AS outbox_seq, {_cols(_LEDGER_COLS, 'l.')} FROM {self._s}.outbox o "
+            f"JOIN {self._s}.ledger l ON l.request_id = o.request_id "
+            "WHERE o.seq > $1 ORDER BY o.seq LIMIT $2"
+        )
+        rows = await self._pool.fetch(sql, seq, limit)
+        out: list[tuple[int, LedgerEntry]] = []
+        expected, now = seq + 1, time.monotonic()
+        for row in rows:
+            position = int(row["outbox_seq"])
+            while position > expected:  # a hole: wait for it, unless it is old
+                first = self._gaps.setdefault(expected, now)
+                if now - first < GAP_WAIT_S:
+                    return out
+                self._gaps.pop(expected, None)
+                expected += 1
+            self._gaps.pop(position, None)
+            data = {k: v for k, v in dict(row).items() if k != "outbox_seq"}
+            out.append((position, _entry(data)))
+            expected = position + 1
+        return out
+
+    async def claim_exporter(self) -> bool:
+        if self._exporter_conn is not None:
+            return True
+        conn = await self._pool.acquire()
+        key = lock_key(f"exporter:{self._schema}")
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            self._exporter_conn = conn  # held (with the session lock) until close
+            return True
+        await self._pool.release(conn)
+        return False
+
+    async def export_cursor(self, sink: str) -> int:
+        value = await self._pool.fetchval(
+            f"SELECT seq FROM {self._s}.export_cursors WHERE sink = $1", sink
+        )
+        return int(value) if value is not None else 0
+
+    async def set_export_cursor(self, sink: str, seq: int) -> None:
+        await self._pool.execute(
+            f"INSERT INTO {self._s}.export_cursors(sink, seq) VALUES ($1, $2) ON CONFLICT (sink) "
+            f"DO UPDATE SET seq = GREATEST({self._s}.export_cursors.seq, EXCLUDED.seq)",
+            sink,
+            seq,
+        )
+
+    async def add_dead_letters(self, sink: str, items: Sequence[dict[str, Any]]) -> None:
+        rows = [(sink, i["key"], i["event"], i["reason"], i["at"]) for i in items]
+        await self._pool.executemany(
+            f"INSERT INTO {self._s}.export_dead(sink, key, event, reason, at) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sink, key) DO UPDATE SET "
+            "event = EXCLUDED.event, reason = EXCLUDED.reason, at = EXCLUDED.at",
+            rows,
+        )
+
+    async def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]:
+        where, params = ("WHERE sink = $1", [sink]) if sink else ("", [])
+        rows = await self._pool.fetch(
+            f"SELECT sink, key, event, reason, at FROM {self._s}.export_dead {where} "
+            "ORDER BY at, key",
+            *params,
+        )
+        return [dict(r) for r in rows]
+
+    async def remove_dead_letters(self, sink: str, keys: Sequence[str]) -> None:
+        await self._pool.execute(
+            f"DELETE FROM {self._s}.export_dead WHERE sink = $1 AND key = ANY($2::text[])",
+            sink,
+            list(keys),
+        )
 
     async def ledger(
         self, tenant_id: str | None = None, limit: int | None = None

@@ -90,6 +90,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE {s}.tenants ADD COLUMN rate_limits JSONB NOT NULL DEFAULT '[]';
     ALTER TABLE {s}.api_keys ADD COLUMN rate_limits JSONB NOT NULL DEFAULT '[]';
     """,
+    """
+    CREATE TABLE {s}.outbox (seq BIGSERIAL PRIMARY KEY, request_id TEXT NOT NULL);
+    CREATE TABLE {s}.export_cursors (sink TEXT PRIMARY KEY, seq BIGINT NOT NULL);
+    CREATE TABLE {s}.export_dead (
+        sink TEXT NOT NULL,
+        key TEXT NOT NULL,
+        event JSONB NOT NULL,
+        reason TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (sink, key)
+    );
+    """,
 )
 
 

@@ -26,7 +26,7 @@ from farebox.core.records import (
     UsageQuery,
     UsageRow,
 )
-from farebox.errors import FareboxError, LimiterUnavailable
+from farebox.errors import LimiterUnavailable
 from farebox.stores.postgres import PostgresStore
 from farebox.stores.redis_budgets import RedisBudgets
 
@@ -41,13 +41,13 @@ class ScaledStore:
         self._client = client
 
     @classmethod
-    def from_urls(cls, database_url: str, redis_url: str) -> ScaledStore:
+    def from_urls(cls, database_url: str, redis_url: str, *, outbox: bool = True) -> ScaledStore:
         # requests beyond the pool wait for a connection instead of failing
         pool = aioredis.BlockingConnectionPool.from_url(
             redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S
         )
         client = aioredis.Redis(connection_pool=pool)
-        return cls(PostgresStore(database_url), RedisBudgets(client), client)
+        return cls(PostgresStore(database_url, outbox=outbox), RedisBudgets(client), client)
 
     async def open(self) -> None:
         await self._pg.open()
@@ -141,27 +141,27 @@ class ScaledStore:
         await self._pg.insert_ledger_if_absent(unsettled)
         return unsettled
 
-    # billing export is not built for PostgreSQL yet: every method says so
+    # billing export: the outbox lives in PostgreSQL with the ledger
     async def ledger_since(self, seq: int, limit: int) -> list[tuple[int, LedgerEntry]]:
-        raise _no_export()
+        return await self._pg.ledger_since(seq, limit)
 
     async def claim_exporter(self) -> bool:
-        raise _no_export()
+        return await self._pg.claim_exporter()
 
     async def export_cursor(self, sink: str) -> int:
-        raise _no_export()
+        return await self._pg.export_cursor(sink)
 
     async def set_export_cursor(self, sink: str, seq: int) -> None:
-        raise _no_export()
+        await self._pg.set_export_cursor(sink, seq)
 
     async def add_dead_letters(self, sink: str, items: Sequence[dict[str, Any]]) -> None:
-        raise _no_export()
+        await self._pg.add_dead_letters(sink, items)
 
     async def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]:
-        raise _no_export()
+        return await self._pg.dead_letters(sink)
 
     async def remove_dead_letters(self, sink: str, keys: Sequence[str]) -> None:
-        raise _no_export()
+        await self._pg.remove_dead_letters(sink, keys)
 
     async def breakers(self) -> dict[str, float]:
         with _redis_required():
@@ -199,7 +199,3 @@ def _redis_required() -> Iterator[None]:
             "The gateway cannot reach its shared counters (Redis), so budgets and rate limits "
             "cannot be checked; the request was refused and not billed. Retry shortly."
         ) from exc
-
-
-def _no_export() -> FareboxError:
-    return FareboxError("billing export runs on the SQLite store only, so far")
