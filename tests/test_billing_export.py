@@ -395,3 +395,29 @@ async def test_redis_stream_sink_adds_each_event_once(make_gateway: Any) -> None
         async for key in client.scan_iter(match=f"{{{stream}}}:sent:*"):
             await client.delete(key)
         await client.aclose()
+
+
+async def test_dead_letters_raise_a_signed_alert(make_gateway: Any) -> None:
+    from tests.test_budget_sdk import receiver
+
+    async with fakes() as sinks, receiver() as hook:
+        cfg = config(sinks)
+        cfg["budgets"] = {"alert_webhook_url": hook.url, "alert_webhook_secret": "env:HOOK"}
+        async with make_gateway(cfg, env={**ENV, "HOOK": "alert-secret"}) as gw:
+            key = await gw.tenant_key("nobill", plan="pro")  # no billing ids: dead letters
+            r = await gw.client.post(
+                "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+            )  # fmt: skip
+            assert r.status_code == 200
+            await drain(gw, "metronome")
+            deadline = time.monotonic() + 10
+            while not hook.received and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)  # the alert is sent in the background
+    headers, body = hook.received[0]
+    import orjson
+
+    event = orjson.loads(body)
+    assert event["type"] == "billing.dead_letters" and event["sink"] == "metronome"
+    assert event["tenants"] == ["nobill"] and "metronome_customer_id" in event["reasons"][0]
+    assert {k.lower(): v for k, v in headers.items()}["x-farebox-signature"].startswith("t=")

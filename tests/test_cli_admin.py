@@ -139,3 +139,19 @@ def test_budgets_set_increase_and_show(tmp_path: Path, monkeypatch: pytest.Monke
     assert bad.exit_code != 0 and "no tenant week budget" in bad.output
     bad_for = run(*increase, "--period", "day", "--amount", "1", "--for", "soon")
     assert bad_for.exit_code != 0 and "--for" in bad_for.output
+
+
+def test_margins_reconcile_and_export_commands(cfg: str) -> None:
+    import time as _time
+
+    assert run("tenants", "create", "acme", "--plan", "pro", "--config", cfg).exit_code == 0
+    month = _time.strftime("%Y-%m", _time.gmtime())
+    margins = run("margins", "--month", month, "--config", cfg)
+    assert margins.exit_code == 0, margins.output
+    assert "acme" in margins.output and "TOTAL" in margins.output and "margin_usd" in margins.output
+    bad = run("margins", "--month", "May", "--config", cfg)
+    assert bad.exit_code != 0 and "2026-11" in bad.output
+    recon = run("reconcile", "--month", month, "--config", cfg)
+    assert recon.exit_code == 0 and "delivered" in recon.output
+    export = run("export", "--config", cfg)
+    assert export.exit_code != 0 and "no billing sinks configured" in export.output

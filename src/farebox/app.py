@@ -251,7 +251,8 @@ def create_app(
     reloader = PlanReloader(settings, apply_plans, settings.file.server.reload_interval_s)
     billing = settings.file.billing
     exporter = Exporter(store, build_runners(settings), http, batch=billing.batch,
-                        hour_grace_s=billing.hour_grace_s, clock=clock)  # fmt: skip
+                        hour_grace_s=billing.hour_grace_s, clock=clock,
+                        on_alert=alerts.send if alerts else None)  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -82,7 +82,9 @@ class Exporter:
         hour_grace_s: float = 600.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        on_alert: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        self._on_alert = on_alert
         self._store = store
         self._runners = {r.name: r for r in runners}
         self._http = http
@@ -248,6 +250,12 @@ class Exporter:
                  for k, reason in dead.items() if k in by_key]  # fmt: skip
         log.error("sink %s: %d events refused for good (dead letters)", runner.name, len(items))
         await self._store.add_dead_letters(runner.name, items)
+        if self._on_alert is not None:
+            reasons = sorted(set(dead.values()))
+            tenants = sorted({by_key[k].tenant for k in dead if k in by_key})
+            self._on_alert({"type": "billing.dead_letters", "sink": runner.name,
+                            "events": len(items), "reasons": reasons[:10],
+                            "tenants": tenants[:50]})  # fmt: skip
 
     async def retry_dead(self, name: str, keys: Sequence[str] | None = None) -> RoundResult:
         """Send dead letters again (all of a sink's, or the given keys)."""
