@@ -181,11 +181,19 @@ def _start_traffic(base: str, profiles: list[Any]) -> None:
 # --- admin mirrors -------------------------------------------------------------------
 
 
+def _quiet(settings: Settings) -> Settings:
+    """The settings for a one-off CLI command: no billing export in the background."""
+    billing = settings.file.billing.model_copy(update={"in_serve": False})
+    return settings.model_copy(
+        update={"file": settings.file.model_copy(update={"billing": billing})}
+    )
+
+
 def _local(config: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
     from farebox.app import create_app
 
     settings = _settings(config)
-    app = create_app(settings, announce=lambda message: click.echo(message, err=True))
+    app = create_app(_quiet(settings), announce=lambda message: click.echo(message, err=True))
 
     async def run() -> T:
         async with app.router.lifespan_context(app):
@@ -202,7 +210,7 @@ def _in_process(config: str | None, method: str, path: str, body: Any = None) ->
     from farebox.app import create_app
 
     settings = _settings(config)
-    app = create_app(settings, announce=lambda message: click.echo(message, err=True))
+    app = create_app(_quiet(settings), announce=lambda message: click.echo(message, err=True))
     payload = json.dumps(body).encode() if body is not None else b""
     raw_path, _, query = path.partition("?")
 
