@@ -7,8 +7,6 @@ the configured secret. Deliveries are retried with backoff and never block a req
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import time
 from typing import Any
@@ -17,14 +15,10 @@ import orjson
 
 from farebox.errors import FareboxError
 from farebox.providers.http import HttpClient
+from farebox.sinks.webhook import signature  # one signing scheme for every webhook
 
 log = logging.getLogger("farebox.alerts")
 ATTEMPTS = 5
-
-
-def signature(secret: bytes, timestamp: int, body: bytes) -> str:
-    mac = hmac.new(secret, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
 
 
 class WebhookAlerts:

@@ -47,6 +47,12 @@ class _Breaker:
     failures: int = 0
 
 
+def _state(b: _Breaker, now: float) -> str:
+    if not b.open_until:
+        return CLOSED
+    return OPEN if now < b.open_until else HALF_OPEN
+
+
 class Breakers:
     def __init__(
         self,
@@ -71,9 +77,7 @@ class Breakers:
 
     def state(self, target: Target) -> str:
         b = self._breakers.get(deployment(target))
-        if b is None or not b.open_until:
-            return CLOSED
-        return OPEN if self._clock() < b.open_until else HALF_OPEN
+        return CLOSED if b is None else _state(b, self._clock())
 
     async def acquire(self, target: Target) -> bool:
         """May a call go to ``target`` now? Closed: yes. Open: no, at no cost. Half-open: only
@@ -193,8 +197,7 @@ class Breakers:
         now = self._clock()
         out = []
         for name, b in sorted(self._breakers.items()):
-            state = CLOSED if not b.open_until else (OPEN if now < b.open_until else HALF_OPEN)
-            out.append({"deployment": name, "state": state,
+            out.append({"deployment": name, "state": _state(b, now),
                         "open_until": b.open_until or None, "successes": b.successes,
                         "failures": b.failures, "failure_streak": b.streak})  # fmt: skip
         return out

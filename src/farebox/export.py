@@ -29,7 +29,7 @@ from farebox.core.records import LedgerEntry, Tenant
 from farebox.errors import ConfigError, FareboxError
 from farebox.providers.http import HttpClient
 from farebox.sinks.base import Outcome, Request, Sink, chunks, screen
-from farebox.sinks.events import MeterEvent, event_key
+from farebox.sinks.events import MeterEvent, event_json, event_key
 from farebox.sinks.lago import Lago
 from farebox.sinks.metronome import Metronome
 from farebox.sinks.openmeter import OpenMeter
@@ -246,7 +246,7 @@ class Exporter:
             return
         by_key = {e.key: e for e in events}
         now = self._clock()
-        items = [{"key": k, "event": _event_json(by_key[k]), "reason": reason, "at": now}
+        items = [{"key": k, "event": event_json(by_key[k]), "reason": reason, "at": now}
                  for k, reason in dead.items() if k in by_key]  # fmt: skip
         log.error("sink %s: %d events refused for good (dead letters)", runner.name, len(items))
         await self._store.add_dead_letters(runner.name, items)
@@ -280,8 +280,8 @@ class Exporter:
         same keys: the sink keeps what it has, and gets what it lacks. The cursor stays."""
         runner = self._runners[name]
         # from the ledger itself, not the outbox: a range may predate the sink's configuration
-        ledger = await self._store.ledger()
-        chosen = [e for e in reversed(ledger) if start <= e.finished_at < end]
+        ledger = await self._store.ledger()  # oldest first
+        chosen = [e for e in ledger if start <= e.finished_at < end]
         # read in full first: an hourly aggregate must be whole to be sent under its key
         events = await self._events(self._readings(runner, chosen), runner)
         result = RoundResult(entries=len(chosen), events=len(events))
@@ -383,9 +383,3 @@ def _redis_runner(settings: Settings, name: str, cfg: SinkConfig) -> SinkRunner:
 def _backoff(attempt: int, asked: float | None) -> float:
     delay = min(BACKOFF_S * 2.0 ** (attempt - 1), MAX_BACKOFF_S) * (0.5 + random.random() / 2)
     return max(delay, asked) if asked is not None else delay
-
-
-def _event_json(event: MeterEvent) -> dict[str, Any]:
-    return {"key": event.key, "tenant": event.tenant, "customer": dict(event.customer),
-            "meter": event.meter, "value": event.value, "timestamp": event.timestamp,
-            "properties": dict(event.properties)}  # fmt: skip

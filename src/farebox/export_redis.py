@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from farebox.sinks.base import DELIVERED, DUPLICATE, Outcome, Status, Verdict
-from farebox.sinks.events import MeterEvent
+from farebox.sinks.events import MeterEvent, event_json
 
 DEDUP_TTL_S = 35 * 86400
 
@@ -51,7 +51,7 @@ class RedisStreamSink:
     async def deliver(self, events: Sequence[MeterEvent]) -> Outcome:
         argv: list[str] = []
         for e in events:
-            argv += [e.key, orjson.dumps(_wire(e)).decode()]
+            argv += [e.key, orjson.dumps(event_json(e)).decode()]
         keys = [self._stream, "{" + self._stream + "}:sent:", str(self._ttl)]
         try:
             added = await self._add(keys=keys, args=argv)
@@ -63,9 +63,3 @@ class RedisStreamSink:
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-def _wire(event: MeterEvent) -> dict[str, Any]:
-    return {"key": event.key, "tenant": event.tenant, "customer": dict(event.customer),
-            "meter": event.meter, "value": event.value, "timestamp": event.timestamp,
-            "properties": dict(event.properties)}  # fmt: skip

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 MAX_KEY = 100
 MAX_DECIMALS = 12  # pico-USD resolution; Stripe is reported to cap values at 12 places
@@ -90,3 +91,16 @@ class MeterEvent:
             raise ValueError("event timestamp must be integer unix seconds")
         if self.timestamp < 0:
             raise ValueError("event timestamp must not be negative")
+
+
+def event_json(event: MeterEvent) -> dict[str, Any]:
+    """An event as plain JSON: what the webhook and Redis sinks send, and dead letters keep."""
+    return {
+        "key": event.key,
+        "tenant": event.tenant,
+        "customer": dict(event.customer),
+        "meter": event.meter,
+        "value": event.value,
+        "timestamp": event.timestamp,
+        "properties": dict(event.properties),
+    }

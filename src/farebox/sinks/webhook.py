@@ -1,7 +1,7 @@
 """A generic signed JSON webhook: ``{"events": [...]}`` POSTed to the configured path
 (``""`` when the configured base URL is the whole endpoint).
 
-Signed like the gateway's alert webhooks (``farebox.alerts.signature``):
+Signed like the gateway's alert webhooks, which use :func:`signature` from here:
 ``X-Farebox-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">``. The scheme is
 restated here because sinks may not import ``farebox.alerts`` (it reaches into providers);
 a test pins the two together. The signature carries the encode time, so re-encode before a
@@ -27,7 +27,7 @@ from farebox.sinks.base import (
     transient,
     unexpected,
 )
-from farebox.sinks.events import MeterEvent
+from farebox.sinks.events import MeterEvent, event_json
 
 SIGNATURE_HEADER = "x-farebox-signature"
 
@@ -79,15 +79,7 @@ class Webhook:
 
     @staticmethod
     def wire(event: MeterEvent) -> dict[str, Any]:
-        return {
-            "key": event.key,
-            "tenant": event.tenant,
-            "customer": dict(event.customer),
-            "meter": event.meter,
-            "value": event.value,
-            "timestamp": event.timestamp,
-            "properties": dict(event.properties),
-        }
+        return event_json(event)
 
     def encode(self, events: Sequence[MeterEvent]) -> list[Request]:
         requests = []
