@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from farebox import __version__
 from farebox.alerts import WebhookAlerts
+from farebox.anomaly import AnomalyWatch
 from farebox.api import admin, anthropic, me, openai
 from farebox.api.client_ip import TrustedProxies
 from farebox.api.context import Services
@@ -26,6 +27,8 @@ from farebox.breakers import Breakers
 from farebox.budgeting import Budgets
 from farebox.catalog import load_catalog
 from farebox.config import ProviderConfig, Settings
+from farebox.config_anomaly import policy
+from farebox.core.anomaly import Policy
 from farebox.core.keys import ADMIN_PREFIX, hash_key, new_key
 from farebox.errors import (
     ConfigError,
@@ -37,6 +40,7 @@ from farebox.export import Exporter, build_runners
 from farebox.ledger import LedgerWriter
 from farebox.limits import RateLimits
 from farebox.models import build_plans, build_router, provider_configs
+from farebox.paging import Pager
 from farebox.pipeline import Gateway
 from farebox.providers.anthropic import AnthropicProvider
 from farebox.providers.base import Provider
@@ -141,6 +145,31 @@ async def resolve_admin_hash(
     return stored
 
 
+def anomaly_policies(settings: Settings) -> tuple[dict[str, Policy], Policy]:
+    """Each plan's detection policy, and the gateway-wide one for plans that set none."""
+    cfg = settings.file.anomaly
+    plans = {
+        name: policy(cfg, plan.anomaly, f"plans.{name}.anomaly")
+        for name, plan in settings.file.plans.items()
+    }
+    return plans, policy(cfg, None, "anomaly")
+
+
+def make_watch(
+    settings: Settings,
+    store: Store,
+    http: HttpClient,
+    webhook: WebhookAlerts | None,
+    clock: Callable[[], float],
+) -> AnomalyWatch:
+    cfg = settings.file.anomaly
+    pager = Pager(cfg, settings.paging_secrets, http, webhook, cfg.retry_backoff_s)
+    plans, default = anomaly_policies(settings)
+    return AnomalyWatch(store, plans, default, pager, clock=clock,
+                        flush_interval_s=cfg.flush_interval_s,
+                        check_interval_s=cfg.check_interval_s)  # fmt: skip
+
+
 def _error_handlers(app: FastAPI) -> None:
     async def farebox_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, FareboxError)
@@ -212,6 +241,7 @@ def create_app(
     except ValueError as exc:
         raise ConfigError(f"{settings.source}: server.{exc}") from None
     breakers = Breakers(store, settings.file.routing.breaker, clock=clock)
+    watch = make_watch(settings, store, http, alerts, clock)
     limits = RateLimits({name: plan.rate_limits for name, plan in settings.file.plans.items()})
     gateway = Gateway(
         router=router,
@@ -224,8 +254,10 @@ def create_app(
         routing=settings.file.routing,
         default_plan=default_plan,
         clock=clock,
+        observe=watch.observe if watch.enabled else None,
     )
-    auth = Authenticator(store, secret, clock, settings.file.server.key_cache_size)
+    auth = Authenticator(store, secret, clock, settings.file.server.key_cache_size,
+                         appeal=settings.file.anomaly.appeal)  # fmt: skip
     services = Services(
         settings,
         store,
@@ -247,6 +279,7 @@ def create_app(
         tenancy.reload_plans(fresh)
         budgets.reload({name: plan.budgets for name, plan in new.file.plans.items()})
         limits.reload({name: plan.rate_limits for name, plan in new.file.plans.items()})
+        watch.reload(*anomaly_policies(new))
 
     reloader = PlanReloader(settings, apply_plans, settings.file.server.reload_interval_s)
     billing = settings.file.billing
@@ -262,18 +295,21 @@ def create_app(
         budgets.start()
         breakers.start()
         reloader.start()
+        watch.start()
         if billing.in_serve and exporter.sinks:
             await exporter.start(billing.interval_s)
         try:
             yield
         finally:
             await reloader.stop()
+            await watch.stop()
+            await watch.pager.aclose(settings.file.anomaly.drain_s)
             await exporter.stop()
             await breakers.stop()
             await budgets.stop()
             await ledger.stop()
             if alerts is not None:
-                await alerts.aclose()
+                await alerts.aclose(settings.file.anomaly.drain_s)
             for provider in built.values():
                 await provider.aclose()
             await http.aclose()
@@ -286,7 +322,8 @@ def create_app(
     app.state.tenancy = tenancy
     app.state.reloader = reloader
     app.state.exporter = exporter
-    app.include_router(admin.router(services, tenancy, exporter))
+    app.state.watch = watch
+    app.include_router(admin.router(services, tenancy, exporter, watch))
     _error_handlers(app)
     app.add_fast_routes(
         [*openai.routes(services), *anthropic.routes(services), *me.routes(services)]

@@ -92,8 +92,14 @@ def _depth(value: Any, level: int = 1) -> int:
 
 class Authenticator:
     def __init__(
-        self, store: Store, secret: bytes, clock: Callable[[], float], cache_size: int = 10_000
+        self,
+        store: Store,
+        secret: bytes,
+        clock: Callable[[], float],
+        cache_size: int = 10_000,
+        appeal: str = "Contact the platform operator to resume it.",
     ) -> None:
+        self._appeal = appeal  # how a paused tenant asks to be resumed
         self._store = store
         self._secret = secret
         self._clock = clock
@@ -153,13 +159,15 @@ class Authenticator:
             raise TenantPaused(
                 f"Tenant {tenant.id!r} is paused"
                 + (f": {tenant.pause_reason}" if tenant.pause_reason else ".")
-                + " Contact the platform operator to resume it."
+                + f" {self._appeal}",
+                extra={"reason": tenant.pause_reason, "appeal": self._appeal},
             )
         if key.paused:
             raise KeyPaused(
                 "This API key is paused"
                 + (f": {key.pause_reason}" if key.pause_reason else ".")
-                + " Contact the platform operator to resume it."
+                + f" {self._appeal}",
+                extra={"reason": key.pause_reason, "appeal": self._appeal},
             )
         return Principal(
             tenant=tenant,

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from farebox.catalog import load_catalog
+from farebox.config_anomaly import AnomalySettings, AnomalyTuning, policy
 from farebox.core.money import MoneyFormatError, decimal_ratio, parse_usd, price_per_token
 from farebox.core.periods import parse_period
 from farebox.errors import ConfigError
@@ -215,6 +216,7 @@ class PlanConfig(_Strict):
     timeout_s: float | None = Field(None, gt=0)
     downgrade: dict[str, str] = Field(default_factory=dict)
     pricing: PlanPricing = Field(default_factory=PlanPricing)
+    anomaly: AnomalyTuning | None = None
 
 
 class ServerConfig(_Strict):
@@ -293,6 +295,7 @@ class FileConfig(_Strict):
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     billing: BillingConfig = Field(default_factory=BillingConfig)
+    anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
     upgrade_url: str | None = None
 
     @field_validator("secret")
@@ -318,6 +321,7 @@ class Settings(BaseModel):
     provider_keys: dict[str, str | None]
     alert_secret: bytes | None = None
     sink_secrets: dict[str, str] = Field(default_factory=dict)  # "<sink>.<field>" -> value
+    paging_secrets: dict[str, str] = Field(default_factory=dict)  # "pagerduty" / "slack"
 
 
 DEFAULT_PLAN = PlanConfig(models=["*"])
@@ -370,6 +374,9 @@ def _check_money(source: str, cfg: FileConfig) -> None:
                 for field, value in plan.pricing.resale.model_dump().items():
                     if value is not None:
                         price_per_token(value, field=f"plans.{plan_name}.pricing.resale.{field}")
+        policy(cfg.anomaly, None, "anomaly")
+        for plan_name, plan in cfg.plans.items():
+            policy(cfg.anomaly, plan.anomaly, f"plans.{plan_name}.anomaly")
     except MoneyFormatError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
 
@@ -476,6 +483,14 @@ def parse_settings(
         for field in ("api_key", "secret")
         if getattr(s, field) is not None
     }  # fmt: skip
+    paging = {
+        "pagerduty": _resolve_env(pd.routing_key, "anomaly.pagerduty.routing_key", source, env)
+        if (pd := cfg.anomaly.pagerduty)
+        else None,
+        "slack": _resolve_env(sl.webhook_url, "anomaly.slack.webhook_url", source, env)
+        if (sl := cfg.anomaly.slack)
+        else None,
+    }
     return Settings(
         file=cfg,
         source=source,
@@ -487,6 +502,7 @@ def parse_settings(
         provider_keys=keys,
         alert_secret=alert_secret.encode() if alert_secret else None,
         sink_secrets={k: v for k, v in sink_secrets.items() if v},
+        paging_secrets={k: v for k, v in paging.items() if v},
     )
 
 

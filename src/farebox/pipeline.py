@@ -116,7 +116,9 @@ class Gateway:
         routing: RoutingSettings | None = None,
         default_plan: str = "default",
         clock: Callable[[], float] = time.time,
+        observe: Callable[[LedgerEntry], None] | None = None,
     ) -> None:
+        self._observe = observe  # the anomaly detector's counter: sees every entry
         self._router = router
         self._plans = plans
         self._providers = providers
@@ -514,6 +516,8 @@ class Gateway:
             self._finished(entry, admission)
 
     def _finished(self, entry: LedgerEntry, admission: Admission | None) -> None:
+        if self._observe is not None:
+            self._observe(entry)
         if self._budgets is not None:
             self._budgets.finished(admission, entry.cost, entry.tenant_id)
 

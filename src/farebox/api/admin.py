@@ -11,6 +11,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from farebox.anomaly import AnomalyWatch
+from farebox.api import admin_anomaly
 from farebox.api.context import Services
 from farebox.auth import bearer_key
 from farebox.budgeting import budget_ident, state_json, validate_budgets
@@ -111,7 +113,9 @@ class DeadLetterRetry(_Body):
     keys: list[str] | None = Field(None, max_length=10_000)
 
 
-def router(services: Services, tenancy: Tenancy, exporter: Exporter) -> APIRouter:
+def router(
+    services: Services, tenancy: Tenancy, exporter: Exporter, watch: AnomalyWatch
+) -> APIRouter:
     async def require_admin(request: Request) -> None:
         presented = hash_key(services.secret, bearer_key(request.headers))
         if not hmac.compare_digest(presented, services.admin_key_hash):
@@ -222,7 +226,9 @@ def router(services: Services, tenancy: Tenancy, exporter: Exporter) -> APIRoute
 
     @api.post("/tenants/{tenant_id}/resume")
     async def resume_tenant(tenant_id: str) -> dict[str, Any]:
-        return tenant_json(await tenancy.set_tenant_paused(tenant_id, False))
+        tenant = await tenancy.set_tenant_paused(tenant_id, False)
+        resolved = await watch.resumed(tenant_id)
+        return {**tenant_json(tenant), "resolved_incidents": [i.id for i in resolved]}
 
     @api.get("/tenants/{tenant_id}/budgets")
     async def tenant_budgets(tenant_id: str) -> dict[str, Any]:
@@ -300,7 +306,11 @@ def router(services: Services, tenancy: Tenancy, exporter: Exporter) -> APIRoute
 
     @api.post("/keys/{key_id}/resume")
     async def resume_key(key_id: str) -> dict[str, Any]:
-        return key_json(await tenancy.set_key_paused(key_id, False))
+        key = await tenancy.set_key_paused(key_id, False)
+        resolved = await watch.resumed(key.tenant_id or "", key_id)
+        return {**key_json(key), "resolved_incidents": [i.id for i in resolved]}
+
+    admin_anomaly.add_routes(api, watch, services.store)
 
     @api.get("/usage")
     async def usage(

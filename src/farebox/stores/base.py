@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from farebox.core.anomaly import Incident, TrafficRow
 from farebox.core.budgets import Hold, HoldState
 from farebox.core.records import (
     ApiKey,
@@ -17,7 +18,41 @@ from farebox.core.records import (
 )
 
 
+class TrafficStore(Protocol):
+    """Per-key traffic (minute and hour rows) and anomaly incidents; see ``stores.traffic``."""
+
+    async def add(self, rows: Sequence[TrafficRow]) -> None:
+        """Add each row's counts to its minute and to its hour."""
+        ...
+
+    async def since(self, start: int) -> list[TrafficRow]:
+        """Minute rows from ``start`` on, for every tenant and key."""
+        ...
+
+    async def history(self, tenant_id: str, start: int) -> list[TrafficRow]:
+        """One tenant's hour rows from ``start`` on."""
+        ...
+
+    async def prune(self, minutes_before: int, hours_before: int) -> None: ...
+
+    async def open_incident(self, incident: Incident, since: float) -> bool:
+        """Record ``incident`` unless the tenant has one open or opened at or after
+        ``since`` (its cooldown); True for exactly one of any concurrent callers."""
+        ...
+
+    async def incidents(
+        self, tenant_id: str | None = None, open_only: bool = False
+    ) -> list[Incident]: ...
+
+    async def resolve_incidents(self, ids: Sequence[str], at: float) -> list[Incident]:
+        """Resolve the open ones among ``ids``; return those this call resolved."""
+        ...
+
+
 class Store(Protocol):
+    @property
+    def traffic(self) -> TrafficStore: ...
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -19,6 +19,7 @@ from farebox.core.records import (
 )
 from farebox.errors import Conflict, NotFound
 from farebox.stores.memory_budgets import MemoryBudgets
+from farebox.stores.traffic import MemoryTraffic
 
 
 class MemoryStore:
@@ -34,6 +35,7 @@ class MemoryStore:
         self._cursors: dict[str, int] = {}
         self._dead: dict[tuple[str, str], dict[str, Any]] = {}
         self._probes: dict[str, float] = {}
+        self.traffic = MemoryTraffic()
 
     async def open(self) -> None:
         return None

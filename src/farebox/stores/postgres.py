@@ -20,6 +20,7 @@ from farebox.core.budgets import Hold
 from farebox.core.records import GROUP_BY, ApiKey, LedgerEntry, Tenant, UsageQuery, UsageRow
 from farebox.errors import Conflict, InvalidRequest, NotFound
 from farebox.stores.postgres_schema import lock_key, migrate, quote_ident
+from farebox.stores.postgres_traffic import PostgresTraffic
 
 GAP_WAIT_S = 10.0  # an outbox position missing this long was a rolled-back write, not a slow one
 
@@ -116,6 +117,7 @@ class PostgresStore:
         self._pool_max = pool_max
         self._pool_obj: Any = None
         self._ledger_upsert = self._upsert_sql()
+        self.traffic = PostgresTraffic(lambda: self._pool, self._s)
         self._ledger_insert = (
             f"INSERT INTO {self._s}.ledger({_cols(_LEDGER_COLS)}) "
             f"VALUES ({_params(1, len(_LEDGER_COLS))}) ON CONFLICT (request_id) DO NOTHING"

@@ -102,6 +102,34 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (sink, key)
     );
     """,
+    """
+    CREATE TABLE {s}.traffic (
+        res INTEGER NOT NULL,
+        start BIGINT NOT NULL,
+        tenant_id TEXT COLLATE "C" NOT NULL,
+        key_id TEXT COLLATE "C" NOT NULL,
+        requests BIGINT NOT NULL,
+        spend BIGINT NOT NULL,
+        PRIMARY KEY (res, start, tenant_id, key_id)
+    );
+    CREATE INDEX traffic_tenant ON {s}.traffic(res, tenant_id, start);
+    CREATE TABLE {s}.anomaly_incidents (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT COLLATE "C" NOT NULL,
+        key_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        target_key TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        observed BIGINT NOT NULL,
+        baseline BIGINT NOT NULL,
+        threshold BIGINT NOT NULL,
+        opened_at DOUBLE PRECISION NOT NULL,
+        resolved_at DOUBLE PRECISION,
+        dedup_key TEXT NOT NULL,
+        detail JSONB NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX anomaly_incidents_tenant ON {s}.anomaly_incidents(tenant_id, opened_at);
+    """,
 )
 
 

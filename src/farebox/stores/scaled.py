@@ -37,6 +37,7 @@ REDIS_WAIT_S = 10.0
 class ScaledStore:
     def __init__(self, pg: PostgresStore, budgets: RedisBudgets, client: aioredis.Redis) -> None:
         self._pg = pg
+        self.traffic = pg.traffic  # counters are flushed off the request path: PostgreSQL
         self._budgets = budgets
         self._client = client
 

@@ -34,6 +34,7 @@ from farebox.errors import ConfigError, Conflict, InvalidRequest, NotFound
 from farebox.stores import sqlite_budgets as budgets
 from farebox.stores.epoch_file import EpochFile
 from farebox.stores.sqlite_schema import migrate
+from farebox.stores.sqlite_traffic import SQLiteTraffic
 
 T = TypeVar("T")
 
@@ -172,6 +173,9 @@ class SQLiteStore:
         self._epoch = EpochFile(path.with_name(path.name + "-authepoch"))
         self._owner: int | None = None
         self._exporter_lock: int | None = None  # held by the one process that exports
+        self.traffic = SQLiteTraffic(
+            lambda fn: self._run(lambda: self._tx(fn)), lambda fn: self._run(lambda: fn(self._db))
+        )
 
     # lifecycle -----------------------------------------------------------------
     async def open(self) -> None:

@@ -148,6 +148,34 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (sink, key)
     ) WITHOUT ROWID;
     """,
+    """
+    CREATE TABLE traffic (
+        res INTEGER NOT NULL,
+        start INTEGER NOT NULL,
+        tenant_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        requests INTEGER NOT NULL,
+        spend INTEGER NOT NULL,
+        PRIMARY KEY (res, start, tenant_id, key_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX traffic_tenant ON traffic(res, tenant_id, start);
+    CREATE TABLE anomaly_incidents (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        target_key TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        observed INTEGER NOT NULL,
+        baseline INTEGER NOT NULL,
+        threshold INTEGER NOT NULL,
+        opened_at REAL NOT NULL,
+        resolved_at REAL,
+        dedup_key TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX anomaly_incidents_tenant ON anomaly_incidents(tenant_id, opened_at);
+    """,
 )
 
 
