@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Literal
 
+from farebox.anomaly_history import HistoryCache
 from farebox.core.anomaly import (
     DAY,
     HOUR,
@@ -37,8 +38,7 @@ from farebox.core.anomaly import (
     baseline,
     hour_of,
     projected,
-    series,
-    totals,
+    quiet_limit,
     window_start,
 )
 from farebox.core.money import format_usd
@@ -60,7 +60,17 @@ def _larger(a: Rate, b: Rate) -> Rate:
 
 def _loud(rate: Rate, p: Policy) -> bool:
     """Loud enough to be worth a baseline: at the minimum volume on some metric."""
-    return rate.requests >= p.min_requests_per_hour or rate.spend >= p.min_spend_per_hour
+    return _loud_against(rate, Rate(p.min_requests_per_hour, p.min_spend_per_hour))
+
+
+def _loud_against(rate: Rate, minimum: Rate) -> bool:
+    return rate.requests >= minimum.requests or rate.spend >= minimum.spend
+
+
+def _rate(rows: list[TrafficRow], now: float, window_s: int) -> Rate:
+    """The hourly rate of a tenant's window sums."""
+    total = Rate(sum(r.requests for r in rows), sum(r.spend for r in rows))
+    return projected(total, now, window_s)
 
 
 class AnomalyWatch:
@@ -84,7 +94,11 @@ class AnomalyWatch:
         self._check_s = check_interval_s
         self._cells: dict[tuple[str, str, int], list[int]] = {}
         self._hour = -1
-        self._history: dict[str, list[TrafficRow]] = {}  # per tenant, for this hour
+        self._normal: dict[tuple[str, str], Rate] = {}  # baselines, for this hour
+        # per tenant, for this hour: below this total (window, limit, keys covered) neither
+        # the tenant nor any of those keys can be flagged, so the check costs no store read
+        self._quiet: dict[str, tuple[int, Rate, frozenset[str]]] = {}
+        self._histories = HistoryCache(store.traffic)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -136,65 +150,100 @@ class AnomalyWatch:
         await self.flush()
         now = self._clock()
         await self._new_hour(now)
-        longest = max(p.window_s for p in [self._default, *self._policies.values()])
-        by_tenant: dict[str, list[TrafficRow]] = {}
-        for row in await self._store.traffic.since(window_start(now, longest)):
-            by_tenant.setdefault(row.tenant_id, []).append(row)
+        enabled = [p for p in [self._default, *self._policies.values()] if p.enabled]
+        if not enabled:
+            return []
+        quietest = Rate(
+            min(p.min_requests_per_hour for p in enabled),
+            min(p.min_spend_per_hour for p in enabled),
+        )
+        windows: dict[int, dict[str, list[TrafficRow]]] = {}
+        for window_s in sorted({p.window_s for p in enabled}):
+            grouped = windows[window_s] = {}
+            for row in await self._store.traffic.totals_since(window_start(now, window_s)):
+                grouped.setdefault(row.tenant_id, []).append(row)
         opened = []
-        for tenant_id, rows in by_tenant.items():
-            incident = await self._check_tenant(tenant_id, rows, now)
-            if incident is not None:
-                opened.append(incident)
+        for tenant_id in sorted(set().union(*windows.values())):
+            rates = [_rate(rows, now, w) for w, g in windows.items() if (rows := g.get(tenant_id))]
+            if not any(_loud_against(r, quietest) for r in rates):
+                continue  # below every plan's minimum volume: not worth a store read
+            if self._known_quiet(tenant_id, windows, now):
+                continue
+            tenant = await self._store.get_tenant(tenant_id)
+            if tenant is None or tenant.paused:
+                continue
+            p = self.policy(tenant.plan)
+            rows = windows.get(p.window_s, {}).get(tenant_id)
+            if p.enabled and rows:
+                incident = await self._check_tenant(tenant, rows, now, p)
+                if incident is not None:
+                    opened.append(incident)
         return opened
+
+    def _known_quiet(
+        self, tenant_id: str, windows: dict[int, dict[str, list[TrafficRow]]], now: float
+    ) -> bool:
+        known = self._quiet.get(tenant_id)
+        if known is None:
+            return False
+        window_s, limit, covered = known
+        rows = windows.get(window_s, {}).get(tenant_id, [])
+        if any(r.key_id not in covered for r in rows):
+            return False
+        total = _rate(rows, now, window_s)  # every key's rate is at most its tenant's
+        return total.requests <= limit.requests and total.spend <= limit.spend
 
     async def _new_hour(self, now: float) -> None:
         hour = hour_of(now)
         if hour == self._hour:
             return
         self._hour = hour
-        self._history.clear()
+        self._normal.clear()
+        self._quiet.clear()
+        self._histories.forget_idle(hour)
         days = max(p.history_days for p in [self._default, *self._policies.values()])
         await self._store.traffic.prune(int(now) - MINUTES_KEPT, hour - (days + 1) * DAY)
 
-    async def _tenant_history(self, tenant_id: str, now: float, p: Policy) -> list[TrafficRow]:
-        rows = self._history.get(tenant_id)
-        if rows is None:
-            start = hour_of(now) - p.history_days * DAY
-            rows = self._history[tenant_id] = await self._store.traffic.history(tenant_id, start)
-        return rows
+    async def _baselines(
+        self, tenant_id: str, keys: list[str], now: float, p: Policy
+    ) -> dict[str, Rate]:
+        """The tenant's baseline (under ``""``) and its keys', computed once an hour."""
+        wanted = ["", *keys]
+        if any((tenant_id, k) not in self._normal for k in wanted):
+            history = await self._histories.get(tenant_id, hour_of(now), p.history_days)
+            normal = self._normal[(tenant_id, "")] = baseline(history.series(), now, p)
+            for key_id in keys:
+                own = history.series(key_id)
+                key_normal = baseline(own, now, p)
+                if age_hours(own, now) < p.learning_hours:
+                    key_normal = _larger(key_normal, normal)  # a new key inherits its tenant's
+                self._normal[(tenant_id, key_id)] = key_normal
+        return {k: self._normal[(tenant_id, k)] for k in wanted}
 
     async def _check_tenant(
-        self, tenant_id: str, rows: list[TrafficRow], now: float
+        self, tenant: Tenant, rows: list[TrafficRow], now: float, p: Policy
     ) -> Incident | None:
-        tenant = await self._store.get_tenant(tenant_id)
-        if tenant is None or tenant.paused:
-            return None
-        p = self.policy(tenant.plan)
-        if not p.enabled:
-            return None
-        recent = [r for r in rows if r.start >= window_start(now, p.window_s)]
-        keys = {k: projected(v, now, p.window_s) for (_, k), v in totals(recent, True).items()}
-        rate = projected(sum(totals(recent, False).values(), Rate()), now, p.window_s)
+        """``rows``: the tenant's window sums, one per key."""
+        tenant_id = tenant.id
+        keys = {r.key_id: projected(Rate(r.requests, r.spend), now, p.window_s) for r in rows}
+        rate = _rate(rows, now, p.window_s)
         if not _loud(rate, p):
             return None  # no key can be louder than its tenant
-        history = await self._tenant_history(tenant_id, now, p)
-        normal = baseline(series(history), now, p)
+        loud = [k for k, r in keys.items() if _loud(r, p)]
+        normal = await self._baselines(tenant_id, list(keys), now, p)
+        limits = [quiet_limit(n, p) for n in normal.values()]
+        limit = Rate(min(q.requests for q in limits), min(q.spend for q in limits))
+        self._quiet[tenant_id] = (p.window_s, limit, frozenset(keys))
         busiest = max(keys, key=lambda k: keys[k].spend)
-        verdict = assess(rate, normal, p)
+        verdict = assess(rate, normal[""], p)
         if verdict is not None:
             return await self._open(tenant, "", busiest, verdict, rate, p, now)
-        for key_id, key_rate in sorted(keys.items(), key=lambda kv: -kv[1].requests):
-            if not _loud(key_rate, p):
-                continue
-            own = series(history, key_id)
-            key_normal = baseline(own, now, p)
-            if age_hours(own, now) < p.learning_hours:
-                key_normal = _larger(key_normal, normal)  # a new key inherits its tenant's
-            verdict = assess(key_rate, key_normal, p)
+        for key_id in sorted(loud, key=lambda k: -keys[k].requests):
+            verdict = assess(keys[key_id], normal[key_id], p)
             if verdict is not None:
                 key = await self._store.get_key(key_id)
                 if key is not None and not key.paused:
-                    return await self._open(tenant, key_id, key_id, verdict, key_rate, p, now)
+                    return await self._open(tenant, key_id, key_id, verdict, keys[key_id], p, now)
         return None
 
     async def _open(

@@ -55,7 +55,7 @@ class AnomalyTuning(_Strict):
     enabled: bool | None = None
     action: ActionName | None = None
     threshold_pct: int | None = Field(None, ge=1)
-    window_s: int | None = Field(None, ge=60, le=3600)
+    window_s: int | None = Field(None, ge=60, le=3600, multiple_of=60)
     min_requests_per_hour: int | None = Field(None, ge=0)
     min_spend_usd_per_hour: Usd | None = None
     floor_requests_per_hour: int | None = Field(None, ge=0)
@@ -71,7 +71,7 @@ class AnomalySettings(_Strict):
     enabled: bool = True
     action: ActionName = "pause_tenant"
     threshold_pct: int = Field(500, ge=1)  # 500% above the baseline: six times it
-    window_s: int = Field(600, ge=60, le=3600)  # the recent window, projected to an hour
+    window_s: int = Field(600, ge=60, le=3600, multiple_of=60)  # the recent window, whole minutes
     min_requests_per_hour: int = Field(120, ge=0)
     min_spend_usd_per_hour: Usd = "1"
     floor_requests_per_hour: int = Field(60, ge=0)  # the least baseline, for new tenants

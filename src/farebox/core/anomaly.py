@@ -121,22 +121,26 @@ def projected(window: Rate, now: float, window_s: int) -> Rate:
     return Rate(window.requests * HOUR // span, window.spend * HOUR // span)
 
 
+def _sum(pairs: Iterable[tuple[Any, TrafficRow]]) -> dict[Any, Rate]:
+    acc: dict[Any, list[int]] = {}
+    for group, row in pairs:
+        cell = acc.get(group)
+        if cell is None:
+            acc[group] = [row.requests, row.spend]
+        else:
+            cell[0] += row.requests
+            cell[1] += row.spend
+    return {group: Rate(r, s) for group, (r, s) in acc.items()}
+
+
 def totals(rows: Iterable[TrafficRow], by_key: bool) -> dict[tuple[str, str], Rate]:
     """Sum rows per tenant (key ``""``) or per tenant and key."""
-    out: dict[tuple[str, str], Rate] = {}
-    for row in rows:
-        subject = (row.tenant_id, row.key_id if by_key else "")
-        out[subject] = out.get(subject, ZERO) + Rate(row.requests, row.spend)
-    return out
+    return _sum(((r.tenant_id, r.key_id if by_key else ""), r) for r in rows)
 
 
 def series(rows: Iterable[TrafficRow], key_id: str | None = None) -> dict[int, Rate]:
     """Hourly totals of a tenant's rows, or of one key's (``key_id``)."""
-    out: dict[int, Rate] = {}
-    for row in rows:
-        if key_id is None or row.key_id == key_id:
-            out[row.start] = out.get(row.start, ZERO) + Rate(row.requests, row.spend)
-    return out
+    return _sum((r.start, r) for r in rows if key_id is None or r.key_id == key_id)
 
 
 def _quantile(values: list[int], pct: int) -> int:
@@ -149,7 +153,7 @@ def _weekend(ts: int) -> bool:
     return time.gmtime(ts).tm_wday >= 5
 
 
-def _time_of_day(history: Mapping[int, Rate], hour: int, first: int, p: Policy) -> Rate:
+def _time_of_day(history: Mapping[int, Rate], hour: int, first: int, since: int, p: Policy) -> Rate:
     """The percentile of this hour of the day (and its neighbours) over past days."""
     same: list[Rate] = []
     other: list[Rate] = []
@@ -158,7 +162,7 @@ def _time_of_day(history: Mapping[int, Rate], hour: int, first: int, p: Policy) 
         at = hour - day * DAY
         if at + HOUR < first:
             break  # before the subject's first traffic: no evidence either way
-        near = [history.get(at + k * HOUR, ZERO) for k in (-1, 0, 1)]
+        near = [history.get(h, ZERO) for h in (at - HOUR, at, at + HOUR) if h >= since]
         peak = Rate(max(r.requests for r in near), max(r.spend for r in near))
         (same if _weekend(at) == weekend else other).append(peak)
     days = same if len(same) >= 3 else same + other
@@ -181,14 +185,26 @@ def baseline(history: Mapping[int, Rate], now: float, p: Policy) -> Rate:
     """The hourly rate that counts as normal at ``now`` (see the module docstring)."""
     hour = hour_of(now)
     since = hour - p.history_days * DAY
-    past = {h: r for h, r in history.items() if since <= h < hour}
-    if not past:
+    first = min((h for h in history if since <= h < hour), default=None)
+    if first is None:
         return p.floor
-    recent = [past.get(hour - i * HOUR, ZERO) for i in range(1, p.recent_hours + 1)]
-    tod = _time_of_day(past, hour, min(past), p)
+    recent = [
+        history.get(h, ZERO)
+        for h in range(hour - HOUR, hour - (p.recent_hours + 1) * HOUR, -HOUR)
+        if h >= since
+    ]
+    tod = _time_of_day(history, hour, first, since, p)  # reads hours in [since, hour) only
     return Rate(
         max(p.floor_requests_per_hour, tod.requests, *(r.requests for r in recent)),
         max(p.floor_spend_per_hour, tod.spend, *(r.spend for r in recent)),
+    )
+
+
+def quiet_limit(base: Rate, p: Policy) -> Rate:
+    """The highest hourly rate that ``assess`` cannot flag against ``base``, per metric."""
+    return Rate(
+        max(p.min_requests_per_hour - 1, base.requests * (100 + p.threshold_pct) // 100),
+        max(p.min_spend_per_hour - 1, base.spend * (100 + p.threshold_pct) // 100),
     )
 
 

@@ -29,6 +29,10 @@ class TrafficStore(Protocol):
         """Minute rows from ``start`` on, for every tenant and key."""
         ...
 
+    async def totals_since(self, start: int) -> list[TrafficRow]:
+        """The sums of the minute rows from ``start`` on, one row per tenant and key."""
+        ...
+
     async def history(self, tenant_id: str, start: int) -> list[TrafficRow]:
         """One tenant's hour rows from ``start`` on."""
         ...

@@ -33,7 +33,7 @@ class PostgresTraffic:
         )
 
     async def add(self, rows: Sequence[TrafficRow]) -> None:
-        values = increments(rows)  # sorted: concurrent writers take row locks in one order
+        values = sorted(increments(rows))  # concurrent writers take row locks in one order
         if values:
             async with self._pool().acquire() as conn, conn.transaction():
                 await conn.executemany(self._upsert, values)
@@ -41,6 +41,15 @@ class PostgresTraffic:
     async def since(self, start: int) -> list[TrafficRow]:
         sql = self._select + "WHERE res = $1 AND start >= $2"
         return [TrafficRow(*r) for r in await self._pool().fetch(sql, MINUTE, start)]
+
+    async def totals_since(self, start: int) -> list[TrafficRow]:
+        sql = (
+            f"SELECT tenant_id, key_id, SUM(requests)::BIGINT, SUM(spend)::BIGINT "
+            f"FROM {self._s}.traffic WHERE res = $1 AND start >= $2 "
+            "GROUP BY tenant_id, key_id ORDER BY tenant_id, key_id"
+        )
+        rows = await self._pool().fetch(sql, MINUTE, start)
+        return [TrafficRow(t, k, start, int(r), int(s)) for t, k, r, s in rows]
 
     async def history(self, tenant_id: str, start: int) -> list[TrafficRow]:
         sql = self._select + "WHERE res = $1 AND tenant_id = $2 AND start >= $3 ORDER BY start"

@@ -35,8 +35,12 @@ class SQLiteTraffic:
 
     async def add(self, rows: Sequence[TrafficRow]) -> None:
         values = increments(rows)
+
+        def write(db: sqlite3.Connection) -> None:  # no cursor may leave the store's thread
+            db.executemany(_UPSERT, values)
+
         if values:
-            await self._write(lambda db: db.executemany(_UPSERT, values))
+            await self._write(write)
 
     async def _rows(self, sql: str, params: Sequence[Any]) -> list[TrafficRow]:
         found = await self._read(lambda db: db.execute(sql, params).fetchall())
@@ -44,6 +48,13 @@ class SQLiteTraffic:
 
     async def since(self, start: int) -> list[TrafficRow]:
         return await self._rows(_SELECT + "AND start >= ?", (MINUTE, start))
+
+    async def totals_since(self, start: int) -> list[TrafficRow]:
+        sql = (
+            "SELECT tenant_id, key_id, ?, SUM(requests), SUM(spend) FROM traffic "
+            "WHERE res = ? AND start >= ? GROUP BY tenant_id, key_id ORDER BY tenant_id, key_id"
+        )
+        return await self._rows(sql, (start, MINUTE, start))
 
     async def history(self, tenant_id: str, start: int) -> list[TrafficRow]:
         sql = _SELECT + "AND tenant_id = ? AND start >= ? ORDER BY start"

@@ -8,6 +8,7 @@ inside its cooldown, however many processes detect the same anomaly at once.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
@@ -28,14 +29,20 @@ def incident_from(row: Any) -> Incident:
 
 
 def increments(rows: Sequence[TrafficRow]) -> list[tuple[int, int, str, str, int, int]]:
-    """``(res, start, tenant, key, requests, spend)`` for both resolutions, summed."""
+    """``(res, start, tenant, key, requests, spend)`` for both resolutions, summed (in no
+    particular order)."""
     out: dict[tuple[int, int, str, str], list[int]] = {}
     for row in rows:
         for res in RESOLUTIONS:
             cell = out.setdefault((res, row.start // res * res, row.tenant_id, row.key_id), [0, 0])
             cell[0] += row.requests
             cell[1] += row.spend
-    return [(*k, v[0], v[1]) for k, v in sorted(out.items())]
+    return [(*k, v[0], v[1]) for k, v in out.items()]
+
+
+def _copy(incident: Incident) -> Incident:
+    """A copy sharing nothing mutable with the original (as a database row would)."""
+    return dataclasses.replace(incident, detail=copy.deepcopy(incident.detail))
 
 
 def blocks(incident: Incident, tenant_id: str, since: float) -> bool:
@@ -47,37 +54,55 @@ def blocks(incident: Incident, tenant_id: str, since: float) -> bool:
 
 class MemoryTraffic:
     def __init__(self) -> None:
-        self._rows: dict[tuple[int, int, str, str], list[int]] = {}
+        # minute rows by minute, hour rows by tenant: both reads touch only what they return
+        self._minutes: dict[int, dict[tuple[str, str], list[int]]] = {}
+        self._hours: dict[str, dict[tuple[int, str], list[int]]] = {}
         self._incidents: dict[str, Incident] = {}
 
     async def add(self, rows: Sequence[TrafficRow]) -> None:
         for res, start, tenant, key, requests, spend in increments(rows):
-            cell = self._rows.setdefault((res, start, tenant, key), [0, 0])
+            if res == MINUTE:
+                cell = self._minutes.setdefault(start, {}).setdefault((tenant, key), [0, 0])
+            else:
+                cell = self._hours.setdefault(tenant, {}).setdefault((start, key), [0, 0])
             cell[0] += requests
             cell[1] += spend
 
-    def _select(self, res: int, start: int, tenant_id: str | None = None) -> list[TrafficRow]:
+    async def since(self, start: int) -> list[TrafficRow]:
         return [
-            TrafficRow(t, k, s, v[0], v[1])
-            for (r, s, t, k), v in sorted(self._rows.items())
-            if r == res and s >= start and (tenant_id is None or t == tenant_id)
+            TrafficRow(t, k, minute, v[0], v[1])
+            for minute in sorted(m for m in self._minutes if m >= start)
+            for (t, k), v in self._minutes[minute].items()
         ]
 
-    async def since(self, start: int) -> list[TrafficRow]:
-        return self._select(MINUTE, start)
+    async def totals_since(self, start: int) -> list[TrafficRow]:
+        acc: dict[tuple[str, str], list[int]] = {}
+        for minute in [m for m in self._minutes if m >= start]:
+            for subject, (requests, spend) in self._minutes[minute].items():
+                cell = acc.setdefault(subject, [0, 0])
+                cell[0] += requests
+                cell[1] += spend
+        return [TrafficRow(t, k, start, v[0], v[1]) for (t, k), v in sorted(acc.items())]
 
     async def history(self, tenant_id: str, start: int) -> list[TrafficRow]:
-        return self._select(HOUR, start, tenant_id)
+        cells = self._hours.get(tenant_id, {})
+        return [
+            TrafficRow(tenant_id, k, s, v[0], v[1])
+            for (s, k), v in sorted(cells.items())
+            if s >= start
+        ]
 
     async def prune(self, minutes_before: int, hours_before: int) -> None:
-        limit = {MINUTE: minutes_before, HOUR: hours_before}
-        for k in [k for k in self._rows if k[1] < limit[k[0]]]:
-            del self._rows[k]
+        for minute in [m for m in self._minutes if m < minutes_before]:
+            del self._minutes[minute]
+        for cells in self._hours.values():
+            for cell in [c for c in cells if c[0] < hours_before]:
+                del cells[cell]
 
     async def open_incident(self, incident: Incident, since: float) -> bool:
         if any(blocks(i, incident.tenant_id, since) for i in self._incidents.values()):
             return False
-        self._incidents[incident.id] = dataclasses.replace(incident)
+        self._incidents[incident.id] = _copy(incident)
         return True
 
     async def incidents(
@@ -85,7 +110,7 @@ class MemoryTraffic:
     ) -> list[Incident]:
         return sorted(
             (
-                dataclasses.replace(i)
+                _copy(i)
                 for i in self._incidents.values()
                 if (tenant_id is None or i.tenant_id == tenant_id)
                 and not (open_only and i.resolved_at is not None)
@@ -99,5 +124,5 @@ class MemoryTraffic:
             incident = self._incidents.get(incident_id)
             if incident is not None and incident.resolved_at is None:
                 incident.resolved_at = at
-                done.append(dataclasses.replace(incident))
+                done.append(_copy(incident))
         return done
