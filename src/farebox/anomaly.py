@@ -67,10 +67,17 @@ def _loud_against(rate: Rate, minimum: Rate) -> bool:
     return rate.requests >= minimum.requests or rate.spend >= minimum.spend
 
 
+def _sums(rows: list[TrafficRow]) -> tuple[int, int]:
+    requests = spend = 0
+    for row in rows:
+        requests += row.requests
+        spend += row.spend
+    return requests, spend
+
+
 def _rate(rows: list[TrafficRow], now: float, window_s: int) -> Rate:
     """The hourly rate of a tenant's window sums."""
-    total = Rate(sum(r.requests for r in rows), sum(r.spend for r in rows))
-    return projected(total, now, window_s)
+    return projected(Rate(*_sums(rows)), now, window_s)
 
 
 class AnomalyWatch:
@@ -158,14 +165,18 @@ class AnomalyWatch:
             min(p.min_spend_per_hour for p in enabled),
         )
         windows: dict[int, dict[str, list[TrafficRow]]] = {}
-        for window_s in sorted({p.window_s for p in enabled}):
+        for window_s in sorted({p.window_s for p in enabled}, reverse=True):  # longest first
             grouped = windows[window_s] = {}
             for row in await self._store.traffic.totals_since(window_start(now, window_s)):
                 grouped.setdefault(row.tenant_id, []).append(row)
+        longest = next(iter(windows.values()))
+        # the longest window's count over the shortest window's span bounds every plan's rate
+        span = max(int(now) - window_start(now, min(windows)), MINUTE)
         opened = []
-        for tenant_id in sorted(set().union(*windows.values())):
-            rates = [_rate(rows, now, w) for w, g in windows.items() if (rows := g.get(tenant_id))]
-            if not any(_loud_against(r, quietest) for r in rates):
+        for tenant_id in sorted(longest):
+            requests, spend = _sums(longest[tenant_id])
+            bound = Rate(requests * HOUR // span, spend * HOUR // span)
+            if not _loud_against(bound, quietest):
                 continue  # below every plan's minimum volume: not worth a store read
             if self._known_quiet(tenant_id, windows, now):
                 continue

@@ -577,5 +577,14 @@ def reconcile(month: str, tenant_id: str | None, config: str | None, url: str | 
     _print_table(report["data"], columns)
 
 
+def _register_anomaly_commands() -> None:
+    from farebox.cli_anomaly import register
+
+    register(main, tenants, keys, target, _call, _print_table, _settings)
+
+
+_register_anomaly_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main(sys.argv[1:])

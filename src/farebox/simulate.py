@@ -28,7 +28,7 @@ from farebox.anomaly import AnomalyWatch
 from farebox.app import make_watch
 from farebox.config import Settings
 from farebox.core.anomaly import DAY, HOUR, MINUTE, Incident
-from farebox.core.money import format_usd
+from farebox.core.money import display_usd, format_usd
 from farebox.core.records import ApiKey
 from farebox.providers.http import HttpClient
 from farebox.simulate_traffic import (
@@ -265,7 +265,7 @@ def report(result: SimResult) -> str:
     lines = [
         f"Simulated {result.tenants} established and {result.ramps} onboarding tenants for "
         f"{result.days} days after {result.history_days} days of history: "
-        f"{result.requests:,} requests, ${format_usd(result.spend)}",
+        f"{result.requests:,} requests, {display_usd(result.spend)}",
         f"anomalies injected: {len(result.anomalies)}, detected: "
         f"{sum(1 for a in result.anomalies if result.detection(a))}; incidents: "
         f"{len(result.incidents)}, false positives: {len(result.false_positives)}",

@@ -16,7 +16,6 @@ absolute volume. The baseline is the largest of:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -150,7 +149,7 @@ def _quantile(values: list[int], pct: int) -> int:
 
 
 def _weekend(ts: int) -> bool:
-    return time.gmtime(ts).tm_wday >= 5
+    return (ts // DAY + 3) % 7 >= 5  # 1970-01-01 was a Thursday: day 0 is weekday 3
 
 
 def _time_of_day(history: Mapping[int, Rate], hour: int, first: int, since: int, p: Policy) -> Rate:

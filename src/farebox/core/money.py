@@ -69,6 +69,14 @@ def format_usd(pico: int) -> str:
     return f"{sign}{whole}.{digits}"
 
 
+def display_usd(pico: int) -> str:
+    """For people, not ledgers: ``$1,234.57``, rounded half away from zero to the cent."""
+    cents = mul_ratio(pico, 1, PICO_PER_USD // 100)
+    sign = "-" if cents < 0 else ""
+    whole, frac = divmod(abs(cents), 100)
+    return f"{sign}${whole:,}.{frac:02d}"
+
+
 def mul_ratio(pico: int, numerator: int, denominator: int) -> int:
     """``pico * numerator / denominator`` rounded half away from zero, in integers."""
     if denominator <= 0:

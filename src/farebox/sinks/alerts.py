@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from farebox.core.anomaly import Incident
-from farebox.core.money import format_usd
+from farebox.core.money import display_usd, format_usd
 
 MAX_SUMMARY = 1024  # PagerDuty's limit on payload.summary
 MAX_DEDUP_KEY = 255
@@ -21,7 +21,7 @@ def pd_timestamp(ts: float) -> str:
 
 
 def _amount(metric: str, value: int) -> str:
-    return f"${format_usd(value)}/hour" if metric == "spend" else f"{value:,} requests/hour"
+    return f"{display_usd(value)}/hour" if metric == "spend" else f"{value:,} requests/hour"
 
 
 def subject(incident: Incident) -> str:

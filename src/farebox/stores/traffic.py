@@ -86,11 +86,8 @@ class MemoryTraffic:
 
     async def history(self, tenant_id: str, start: int) -> list[TrafficRow]:
         cells = self._hours.get(tenant_id, {})
-        return [
-            TrafficRow(tenant_id, k, s, v[0], v[1])
-            for (s, k), v in sorted(cells.items())
-            if s >= start
-        ]
+        wanted = sorted(c for c in cells if c[0] >= start)
+        return [TrafficRow(tenant_id, k, s, *cells[(s, k)]) for s, k in wanted]
 
     async def prune(self, minutes_before: int, hours_before: int) -> None:
         for minute in [m for m in self._minutes if m < minutes_before]:
