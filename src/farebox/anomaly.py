@@ -105,6 +105,7 @@ class AnomalyWatch:
         # per tenant, for this hour: below this total (window, limit, keys covered) neither
         # the tenant nor any of those keys can be flagged, so the check costs no store read
         self._quiet: dict[str, tuple[int, Rate, frozenset[str]]] = {}
+        self._young: set[str] = set()  # tenants still learning (this hour): alert, never pause
         self._histories = HistoryCache(store.traffic)
         self._task: asyncio.Task[None] | None = None
 
@@ -211,6 +212,7 @@ class AnomalyWatch:
         self._hour = hour
         self._normal.clear()
         self._quiet.clear()
+        self._young.clear()
         self._histories.forget_idle(hour)
         days = max(p.history_days for p in [self._default, *self._policies.values()])
         await self._store.traffic.prune(int(now) - MINUTES_KEPT, hour - (days + 1) * DAY)
@@ -223,6 +225,8 @@ class AnomalyWatch:
         if any((tenant_id, k) not in self._normal for k in wanted):
             history = await self._histories.get(tenant_id, hour_of(now), p.history_days)
             normal = self._normal[(tenant_id, "")] = baseline(history.series(), now, p)
+            if age_hours(history.series(), now) < p.learning_hours:
+                self._young.add(tenant_id)
             for key_id in keys:
                 own = history.series(key_id)
                 key_normal = baseline(own, now, p)
@@ -267,7 +271,8 @@ class AnomalyWatch:
         p: Policy,
         now: float,
     ) -> Incident | None:
-        target = TARGETS[p.action]
+        learning = tenant.id in self._young
+        target = "none" if learning else TARGETS[p.action]
         incident_id = f"anom_{uuid.uuid4().hex[:20]}"
         incident = Incident(
             id=incident_id,
@@ -287,6 +292,7 @@ class AnomalyWatch:
                 "threshold_pct": p.threshold_pct,
                 "requests_per_hour": rate.requests,
                 "spend_usd_per_hour": format_usd(rate.spend),
+                "learning": learning,  # too little history to pause on: alert only
             },
         )
         if not await self._store.traffic.open_incident(incident, now - p.cooldown_s):

@@ -79,7 +79,7 @@ class AnomalySettings(_Strict):
     history_days: int = Field(30, ge=1, le=90)
     quantile_pct: int = Field(90, ge=1, le=100)
     recent_hours: int = Field(3, ge=1, le=48)
-    learning_hours: int = Field(24, ge=0)
+    learning_hours: int = Field(24, ge=0)  # less history: alert only; a new key: its tenant's
     cooldown_s: int = Field(3600, ge=0)
     check_interval_s: float = Field(60.0, gt=0)  # how often each process looks
     flush_interval_s: float = Field(5.0, gt=0)  # how often counts reach the store

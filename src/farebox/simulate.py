@@ -60,6 +60,7 @@ class SimResult:
     anomalies: list[Anomaly] = field(default_factory=list)
     incidents: list[Incident] = field(default_factory=list)
     resolved: list[Incident] = field(default_factory=list)
+    daily: dict[str, list[int]] = field(default_factory=dict)  # tenant -> requests per day
 
     def match(self, incident: Incident) -> Anomaly | None:
         for anomaly in self.anomalies:
@@ -174,6 +175,7 @@ def _minute(run: _Run, p: TenantProfile, at: int, rate: float, rng: random.Rando
             run.watch.add(p.tenant, key_id, at, total, amount)
             run.result.requests += total
             run.result.spend += amount
+            run.result.daily[p.tenant][(at - START) // DAY] += total
 
 
 async def simulate(
@@ -208,6 +210,7 @@ async def simulate(
     result.anomalies = anomalies if anomalies is not None else schedule(
         cast, list(KINDS if kinds is None else kinds), START, days, rng
     )  # fmt: skip
+    result.daily = {p.tenant: [0] * days for p in cast}
     run = _Run(watch, store, result)
     try:
         await _seed(store, cast, plan)

@@ -65,7 +65,9 @@ class Policy:
     history_days: int = 30
     quantile_pct: int = 90
     recent_hours: int = 3
-    learning_hours: int = 24  # a key younger than this is judged by its tenant's baseline
+    # a tenant with less history than this is alerted on, never paused; a key younger than
+    # this is judged by its tenant's baseline
+    learning_hours: int = 24
     cooldown_s: int = 3600
 
     @property
