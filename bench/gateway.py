@@ -74,6 +74,9 @@ def write_config(directory: Path, upstream_base_url: str) -> Path:
     text = f"""\
 database: {db}
 server: {{single_process: true}}   # one worker owns the database: counters in memory
+# anomaly detection on: every request is counted, the counts flushed every 5 s and checked
+# every 5 s (the bench tenant is new, so a detection would page, never pause)
+anomaly: {{check_interval_s: 5}}
 providers:
   up: {{kind: openai, base_url: {json.dumps(upstream_base_url)}, api_key: "env:BENCH_UPSTREAM_KEY"}}
 models:

@@ -137,16 +137,25 @@ def serve(config: str | None, host: str | None, port: int | None, workers: int |
 def demo(host: str, port: int, traffic: bool) -> None:
     """Start the embedded default with sample plans and tenants."""
     from farebox.app import create_app
-    from farebox.demo import DEMO_MODELS, DEMO_PLANS, DEMO_PROVIDERS, seed, traffic_profiles
+    from farebox.demo import (
+        DEMO_ANOMALY,
+        DEMO_MODELS,
+        DEMO_PLANS,
+        DEMO_PROVIDERS,
+        RUNAWAY_AFTER_S,
+        seed,
+        traffic_profiles,
+    )  # fmt: skip
 
     overrides: dict[str, Any] = {"plans": DEMO_PLANS, "default_plan": "free",
-                                 "providers": DEMO_PROVIDERS, "models": DEMO_MODELS}  # fmt: skip
+                                 "providers": DEMO_PROVIDERS, "models": DEMO_MODELS,
+                                 "anomaly": DEMO_ANOMALY}  # fmt: skip
     settings = _settings(None, overrides)
     app = create_app(settings)
 
     async def prepare() -> dict[str, str]:
         async with app.router.lifespan_context(app):
-            return await seed(app.state.tenancy)
+            return await seed(app.state.tenancy, app.state.services.store)
 
     keys = asyncio.run(prepare())
     key = keys["acme"]
@@ -160,7 +169,13 @@ def demo(host: str, port: int, traffic: bool) -> None:
         '-d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}\'\n'
     )
     click.echo("Usage so far:  farebox usage --group-by tenant", err=True)
+    click.echo("Anomalies paused so far:  farebox anomalies list", err=True)
     if traffic:
+        click.echo(
+            f"Tenant 'umbrella' runs a CI job whose retry loop runs away after "
+            f"{RUNAWAY_AFTER_S:.0f} s: watch anomaly detection pause it and page.",
+            err=True,
+        )
         _start_traffic(base, traffic_profiles(keys))
     _run_uvicorn(settings, None, host, port, 1, overrides)
 

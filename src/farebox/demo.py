@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from farebox.core.anomaly import DAY, HOUR, TrafficRow
+from farebox.core.money import parse_usd
 from farebox.errors import Conflict
+from farebox.stores.base import Store
 from farebox.tenancy import Tenancy
 from farebox.traffic import Profile
 
@@ -42,7 +46,11 @@ DEMO_TENANTS = (
     ("acme", "Acme Corp", "pro"),
     ("globex", "Globex", "free"),
     ("initech", "Initech", "enterprise"),
+    ("umbrella", "Umbrella Ltd", "pro"),
 )
+# anomaly detection at demo speed: a one-minute window, checked every 5 s
+DEMO_ANOMALY: dict[str, Any] = {"window_s": 60, "check_interval_s": 5, "flush_interval_s": 1}
+RUNAWAY_AFTER_S = 60.0  # with --traffic, umbrella's CI script starts looping after this
 
 
 TRAFFIC = {
@@ -52,19 +60,43 @@ TRAFFIC = {
     "initech": dict(rate_per_s=4.0,
                     models=("gpt-4.1", "o4-mini", "text-embedding-3-small", "smart"),
                     features=("search", "support_bot"), users=60),
+    # a CI pipeline: steady, until its retry loop runs away at 12x (and gets paused)
+    "umbrella": dict(rate_per_s=0.5, models=("gpt-4o-mini",), features=("ci",), users=1,
+                     stream_share=0.0, runaway_after_s=RUNAWAY_AFTER_S, runaway_factor=12.0),
 }  # fmt: skip
+# what a request of each tenant's mix typically costs (a little above, to be safe), for history
+HISTORY_COST_USD = {"acme": "0.002", "globex": "0.0001", "initech": "0.0015", "umbrella": "0.0001"}
 
 
-async def seed(tenancy: Tenancy) -> dict[str, str]:
-    """Create the demo tenants (once) and a fresh key for each; returns tenant -> key."""
+async def seed(tenancy: Tenancy, store: Store | None = None) -> dict[str, str]:
+    """Create the demo tenants (once) and a fresh key for each; returns tenant -> key.
+    With ``store``, also give each tenant 30 days of hourly traffic history (once), so the
+    anomaly detector knows what normal looks like for them."""
     keys = {}
     for tenant_id, name, plan in DEMO_TENANTS:
         try:
             await tenancy.create_tenant(tenant_id, name, plan)
         except Conflict:
             pass
-        _, keys[tenant_id] = await tenancy.create_key(tenant_id, "demo")
+        record, keys[tenant_id] = await tenancy.create_key(tenant_id, "demo")
+        if store is not None and tenant_id in TRAFFIC:
+            await _history(store, tenant_id, record.id, tenancy.now())
     return keys
+
+
+async def _history(store: Store, tenant_id: str, key_id: str, now: float) -> None:
+    """Thirty days of this tenant's demo traffic per hour, with a daily swing."""
+    if await store.get_meta(f"demo_history:{tenant_id}") is not None:
+        return
+    per_hour = float(TRAFFIC[tenant_id]["rate_per_s"]) * 3600  # type: ignore[arg-type]
+    cost = parse_usd(HISTORY_COST_USD[tenant_id])
+    hour = int(now) // HOUR * HOUR
+    rows = []
+    for h in range(hour - 30 * DAY, hour, HOUR):
+        requests = int(per_hour * (1 + 0.3 * math.sin(h / DAY * 2 * math.pi)))
+        rows.append(TrafficRow(tenant_id, key_id, h, requests, requests * cost))
+    await store.traffic.add(rows)
+    await store.put_meta_if_absent(f"demo_history:{tenant_id}", "1")
 
 
 def traffic_profiles(keys: dict[str, str]) -> list[Profile]:

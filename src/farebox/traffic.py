@@ -31,6 +31,8 @@ class Profile:
     features: tuple[str, ...] = ("chat",)
     users: int = 10
     stream_share: float = 0.2
+    runaway_after_s: float | None = None  # from then on, send ``runaway_factor`` times more
+    runaway_factor: float = 1.0
 
 
 @dataclass(slots=True)
@@ -85,8 +87,10 @@ async def _tenant_loop(
     started = time.monotonic()
     pending: set[asyncio.Task[None]] = set()
     while not stop.is_set():
-        phase = (time.monotonic() - started) / DAY_S * 2 * math.pi
-        rate = profile.rate_per_s * (1.0 + 0.7 * math.sin(phase))
+        elapsed = time.monotonic() - started
+        rate = profile.rate_per_s * (1.0 + 0.7 * math.sin(elapsed / DAY_S * 2 * math.pi))
+        if profile.runaway_after_s is not None and elapsed >= profile.runaway_after_s:
+            rate = profile.rate_per_s * profile.runaway_factor
         wait = rng.expovariate(max(rate, 0.05))
         try:
             await asyncio.wait_for(stop.wait(), timeout=wait)
@@ -127,6 +131,7 @@ def summary(tallies: dict[str, Tally]) -> str:
     parts = [
         f"{tenant}: {t.requests} req ${format_usd(t.cost)}"
         + (f" ({t.errors} failed)" if t.errors else "")
+        + (f" ({t.by_status[403]} refused: paused)" if t.by_status.get(403) else "")
         for tenant, t in tallies.items()
     ]
     return "traffic  " + " | ".join(parts)
