@@ -291,3 +291,19 @@ async def test_a_tenant_without_history_is_alerted_on_not_paused(
         await drain(app)
         (trigger,) = pd.triggers()
         assert trigger["payload"]["custom_details"]["action"] == "none"
+
+
+async def test_counts_survive_a_restart(
+    tmp_path: Path, fakes: tuple[PagerDutyFake, SlackFake]
+) -> None:
+    """What one gateway counted (flushed when it stops) is the next one's history."""
+    pd, slack = fakes
+    clock = Clock(NOW)
+    async with gateway(tmp_path, config(pd), clock, slack) as (app, client):
+        key_id, key = await tenant_with_history(app, client, "acme")
+        await send(client, key, 7)
+    async with gateway(tmp_path, config(pd), clock, slack) as (app, client):
+        store = app.state.services.store
+        (hour,) = [r for r in await store.traffic.history("acme", NOW - 10 * MINUTE)]
+        assert (hour.key_id, hour.start, hour.requests) == (key_id, MONDAY + 3 * HOUR, 7)
+        assert sum(e.cost for e in await store.ledger("acme")) == hour.spend

@@ -4,7 +4,6 @@ against every Store implementation; plus a multi-process race on one SQLite file
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import socket
 import uuid
@@ -20,6 +19,7 @@ from farebox.core.periods import parse_period
 from farebox.core.records import LedgerEntry, Reservation
 from farebox.stores.memory import MemoryStore
 from farebox.stores.sqlite import SQLiteStore
+from races import race_on_sqlite
 from tests.test_store_contract import entry
 
 DAY = 86_400.0
@@ -502,29 +502,7 @@ def _race_worker(path: str, worker: int, barrier: Any, results: Any) -> None:
 
 def test_sqlite_processes_race_for_one_budget(tmp_path: Path) -> None:
     path = tmp_path / "race.db"
-
-    async def prepare() -> None:
-        s = SQLiteStore(path)
-        await s.open()  # create the schema before the race
-        await s.close()
-
-    asyncio.run(prepare())
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(RACE_PROCS)
-    results = ctx.Queue()
-    procs = [
-        ctx.Process(target=_race_worker, args=(str(path), w, barrier, results))
-        for w in range(RACE_PROCS)
-    ]
-    for p in procs:
-        p.start()
-    outcomes = dict(results.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    results.close()
-    results.join_thread()
-    assert sorted(outcomes) == list(range(RACE_PROCS))
+    outcomes = race_on_sqlite(path, _race_worker, RACE_PROCS)
     wins = sum(sum(w) for w in outcomes.values())
     assert wins == RACE_WINNERS
 

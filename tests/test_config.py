@@ -129,7 +129,7 @@ BAD: list[tuple[str, str, list[str]]] = [
     (
         "anomaly-money-too-precise",
         "anomaly: {floor_spend_usd_per_hour: '0.0000000000001'}\n",
-        ["anomaly.floor_spend_per_hour"],
+        ["anomaly.floor_spend_usd_per_hour"],
     ),
     (
         "anomaly-pagerduty-literal-key",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import multiprocessing
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +16,7 @@ import pytest
 
 from farebox.core.anomaly import DAY, HOUR, MINUTE, Incident, TrafficRow
 from farebox.stores.sqlite import SQLiteStore
+from races import race_on_sqlite
 from tests.test_budget_store import (
     PG_DSN,
     _drop_scaled,
@@ -366,29 +366,7 @@ def _claim_worker(path: str, worker: int, barrier: Any, results: Any) -> None:
 
 def test_sqlite_processes_race_for_one_incident(tmp_path: Path) -> None:
     path = tmp_path / "race.db"
-
-    async def prepare() -> None:
-        s = SQLiteStore(path)
-        await s.open()  # create the schema before the race
-        await s.close()
-
-    asyncio.run(prepare())
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(PROCS)
-    results = ctx.Queue()
-    procs = [
-        ctx.Process(target=_claim_worker, args=(str(path), w, barrier, results))
-        for w in range(PROCS)
-    ]
-    for p in procs:
-        p.start()
-    outcomes = dict(results.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    results.close()
-    results.join_thread()
-    assert sorted(outcomes) == list(range(PROCS))
+    outcomes = race_on_sqlite(path, _claim_worker, PROCS)
     winners = [f"w{w}-{n}" for w, won in outcomes.items() for n, ok in enumerate(won) if ok]
     assert len(winners) == 1
 

@@ -120,6 +120,7 @@ class AnomalyWatch:
     def reload(self, policies: Mapping[str, Policy], default: Policy) -> None:
         self._policies = dict(policies)
         self._default = default
+        self._hour = -1  # baselines and quiet limits follow the new policies from now on
 
     def policy(self, plan: str) -> Policy:
         return self._policies.get(plan, self._default)

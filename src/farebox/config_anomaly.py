@@ -6,6 +6,7 @@ the environment.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -97,22 +98,14 @@ def policy(base: AnomalySettings, plan: AnomalyTuning | None, where: str) -> Pol
     values = base.model_dump()
     if plan is not None:
         values.update({k: v for k, v in plan.model_dump().items() if v is not None})
-    usd = {
-        name: parse_usd(values[f"{name[:-9]}_usd_per_hour"], field=f"{where}.{name}")
-        for name in ("min_spend_per_hour", "floor_spend_per_hour")
-    }
+    fields = {f.name for f in dataclasses.fields(Policy)}
+    plain = {k: v for k, v in values.items() if k in fields}
     return Policy(
-        enabled=values["enabled"],
-        action=values["action"],
-        threshold_pct=values["threshold_pct"],
-        window_s=values["window_s"],
-        min_requests_per_hour=values["min_requests_per_hour"],
-        min_spend_per_hour=usd["min_spend_per_hour"],
-        floor_requests_per_hour=values["floor_requests_per_hour"],
-        floor_spend_per_hour=usd["floor_spend_per_hour"],
-        history_days=values["history_days"],
-        quantile_pct=values["quantile_pct"],
-        recent_hours=values["recent_hours"],
-        learning_hours=values["learning_hours"],
-        cooldown_s=values["cooldown_s"],
+        **plain,
+        min_spend_per_hour=parse_usd(
+            values["min_spend_usd_per_hour"], field=f"{where}.min_spend_usd_per_hour"
+        ),
+        floor_spend_per_hour=parse_usd(
+            values["floor_spend_usd_per_hour"], field=f"{where}.floor_spend_usd_per_hour"
+        ),
     )
