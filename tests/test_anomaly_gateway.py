@@ -104,6 +104,13 @@ async def fakes() -> AsyncIterator[tuple[PagerDutyFake, SlackFake]]:
         yield pd, slack
 
 
+async def surge(app: Any, client: httpx.AsyncClient, clock: Clock, key: str) -> list[Any]:
+    """130 requests at 03:04, then a detection round a minute later: 866/h in the window."""
+    assert all(r.status_code == 200 for r in await send(client, key, 130))
+    clock.now = NOW + MINUTE
+    return list(await app.state.watch.check())
+
+
 async def drain(app: Any) -> None:
     await app.state.watch.pager.aclose(5.0)
 
@@ -196,9 +203,7 @@ async def test_pause_key_action_pauses_only_the_runaway_key(
     async with gateway(tmp_path, config(pd, plans), clock, slack) as (app, client):
         ci_id, ci = await tenant_with_history(app, client, "acme")
         _, web = await new_key(client, "acme")
-        await send(client, ci, 130)
-        clock.now = NOW + MINUTE
-        (incident,) = await app.state.watch.check()
+        (incident,) = await surge(app, client, clock, ci)
         assert (incident.target, incident.target_key) == ("key", ci_id)
         refused = (await send(client, ci, 1))[0]
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "key_paused"
@@ -220,9 +225,7 @@ async def test_alert_only_plans_page_but_keep_serving(
     async with gateway(tmp_path, config(pd, plans), clock, slack) as (app, client):
         await tenant_with_history(app, client, "acme")
         _, key = await tenant_with_history(app, client, "acme2")
-        await send(client, key, 130)
-        clock.now = NOW + MINUTE
-        (incident,) = await app.state.watch.check()
+        (incident,) = await surge(app, client, clock, key)
         assert incident.target == "none"
         assert (await send(client, key, 1))[0].status_code == 200
         r = await client.post(f"/admin/v1/anomalies/{incident.id}/resolve")
@@ -240,9 +243,7 @@ async def test_detection_disabled_counts_nothing(
     clock = Clock(NOW)
     async with gateway(tmp_path, config(pd, enabled=False), clock, slack) as (app, client):
         _, key = await tenant_with_history(app, client, "acme")
-        await send(client, key, 130)
-        clock.now = NOW + MINUTE
-        assert await app.state.watch.check() == []
+        assert await surge(app, client, clock, key) == []
         assert await app.state.services.store.traffic.since(NOW - HOUR) == []
 
 
@@ -283,9 +284,7 @@ async def test_a_tenant_without_history_is_alerted_on_not_paused(
         r = await client.post("/admin/v1/tenants", json={"id": "fresh", "plan": "pro"})
         assert r.status_code == 201
         _, key = await new_key(client, "fresh")
-        await send(client, key, 130)  # far above the floor, but nothing to compare with yet
-        clock.now = NOW + MINUTE
-        (incident,) = await app.state.watch.check()
+        (incident,) = await surge(app, client, clock, key)
         assert incident.target == "none" and incident.detail["learning"] is True
         assert (await send(client, key, 1))[0].status_code == 200
         await drain(app)
