@@ -127,16 +127,11 @@ class AnomalyWatch:
 
     # counting: the request path ---------------------------------------------------------
     def observe(self, entry: LedgerEntry) -> None:
-        key = (entry.tenant_id, entry.key_id, int(entry.started_at) // MINUTE * MINUTE)
-        cell = self._cells.get(key)
-        if cell is None:
-            self._cells[key] = [1, entry.cost]
-        else:
-            cell[0] += 1
-            cell[1] += entry.cost
+        self.add(entry.tenant_id, entry.key_id, entry.started_at, 1, entry.cost)
 
     def add(self, tenant_id: str, key_id: str, at: float, requests: int, spend: int) -> None:
-        """Count ``requests`` costing ``spend`` in all at ``at`` (the simulator's feed)."""
+        """Count ``requests`` costing ``spend`` in all at ``at`` (one ledger entry, a flush
+        to retry, or the simulator's feed)."""
         cell = self._cells.setdefault((tenant_id, key_id, int(at) // MINUTE * MINUTE), [0, 0])
         cell[0] += requests
         cell[1] += spend

@@ -95,9 +95,8 @@ class SimResult:
 class _Run:
     """One simulation's mutable state: the clock, what is paused, what resumes when."""
 
-    def __init__(self, watch: AnomalyWatch, store: Store, result: SimResult) -> None:
+    def __init__(self, watch: AnomalyWatch, result: SimResult) -> None:
         self.watch = watch
-        self.store = store
         self.result = result
         self.now = START
         self.paused_tenants: set[str] = set()
@@ -119,16 +118,12 @@ class _Run:
     async def resume_due(self) -> None:
         due = [r for r in self.resumes if r[0] <= self.now]
         self.resumes = [r for r in self.resumes if r[0] > self.now]
-        for _, incident in due:  # what POST /admin/v1/tenants/{id}/resume does
+        for _, incident in due:  # what POST /admin/v1/anomalies/{id}/resolve does
             if incident.target == "tenant":
                 self.paused_tenants.discard(incident.tenant_id)
-                await self.store.update_tenant(incident.tenant_id, {"paused": False})
-                self.result.resolved += await self.watch.resumed(incident.tenant_id)
             else:
                 self.paused_keys.discard(incident.target_key)
-                await self.store.update_key(incident.target_key, {"paused": False})
-                key = incident.target_key
-                self.result.resolved += await self.watch.resumed(incident.tenant_id, key)
+            self.result.resolved += await self.watch.resolve(incident)
 
 
 async def _seed(store: Store, tenants: list[TenantProfile], plan: str) -> None:
@@ -211,7 +206,7 @@ async def simulate(
         cast, list(KINDS if kinds is None else kinds), START, days, rng
     )  # fmt: skip
     result.daily = {p.tenant: [0] * days for p in cast}
-    run = _Run(watch, store, result)
+    run = _Run(watch, result)
     try:
         await _seed(store, cast, plan)
         _history(watch, cast, history_days, rng)

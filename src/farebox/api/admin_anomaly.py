@@ -37,7 +37,5 @@ def add_routes(api: APIRouter, watch: AnomalyWatch, store: Store) -> None:
         found = [i for i in await store.traffic.incidents() if i.id == incident_id]
         if not found:
             raise NotFound(f"Incident {incident_id!r} not found.", code="incident_not_found")
-        await watch.resolve(found[0])
-        current = [i for i in await store.traffic.incidents(found[0].tenant_id)
-                   if i.id == incident_id]  # fmt: skip
-        return incident_json(current[0])
+        resolved = await watch.resolve(found[0])
+        return incident_json(resolved[0] if resolved else found[0])  # or it already was
