@@ -253,6 +253,26 @@ async def test_settle_unknown_reservation_is_ignored(store: Any) -> None:
     assert [e.request_id for e in await store.ledger()] == ["req-ghost"]
 
 
+async def test_settling_at_once_is_the_same_settlement(store: Any) -> None:
+    """``append_ledger_now`` (the write of a request served alone) settles exactly like
+    ``append_ledger``, or writes nothing and says so."""
+    a = hold("tenant:acme:day", 1_000)
+    assert (await store.reserve(reservation("r1", 300, [a]))).ok
+    assert (await store.reserve(reservation("r2", 200, [a]))).ok
+    if not store.append_ledger_now([settlement("r1", 123)]):
+        assert store.__class__.__name__ == "ScaledStore"  # over the network: always queued
+        assert await state(store, a) == (0, 500, 1_000)
+        assert await store.ledger() == []
+        return
+    assert await state(store, a) == (123, 200, 1_000)
+    assert store.append_ledger_now([settlement("r1", 123)])  # a retried write: no effect
+    assert store.append_ledger_now([entry("plain", cost=9), settlement("r2", 200)])
+    assert store.append_ledger_now([])
+    assert await state(store, a) == (323, 0, 1_000)
+    costs = sorted((e.request_id, e.cost) for e in await store.ledger())
+    assert costs == [("plain", 9), ("req-r1", 123), ("req-r2", 200)]
+
+
 # --- leases ---------------------------------------------------------------------------------
 
 

@@ -1,16 +1,23 @@
 """The group-commit writer: one bad entry fails only its own request; late entries after
-stop are still written."""
+stop are still written; a request served alone commits its own entry at once, and under load
+entries share transactions."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from farebox.core.records import LedgerEntry
-from farebox.ledger import LedgerWriter
+from farebox.ledger import InFlight, LedgerWriter
 from farebox.stores.memory import MemoryStore
+from farebox.stores.sqlite import CHECKPOINT_EVERY, SQLiteStore
+from farebox.stores.sqlite_single import SingleProcessSQLiteStore
+from tests.test_budget_store import hold, reservation, settlement, state
 
 
 def entry(request_id: str) -> LedgerEntry:
@@ -60,3 +67,138 @@ async def test_entries_submitted_after_stop_are_written() -> None:
     await writer.stop()
     await writer.submit(entry("late"))
     assert [e.request_id for e in await store.ledger()] == ["before", "late"]
+
+
+class CountingStore(MemoryStore):
+    """Counts the two ways an entry can reach the store; ``now`` says what the write at
+    once does: ``"write"``, ``"refuse"`` (returns False) or ``"fail"`` (raises)."""
+
+    def __init__(self, now: str = "write") -> None:
+        super().__init__()
+        self.now = now
+        self.at_once: list[int] = []
+        self.batches: list[int] = []
+
+    def append_ledger_now(self, entries: Sequence[LedgerEntry]) -> bool:
+        self.at_once.append(len(entries))
+        if self.now == "fail":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.now == "write" and super().append_ledger_now(entries)
+
+    async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
+        self.batches.append(len(entries))
+        await super().append_ledger(entries)
+
+
+async def written(store: MemoryStore) -> list[str]:
+    return sorted(e.request_id for e in await store.ledger())
+
+
+async def test_a_request_alone_commits_its_entry_at_once() -> None:
+    store, alone = CountingStore(), InFlight()
+    alone.count = 1
+    writer = LedgerWriter(store, in_flight=alone)
+    writer.start()
+    for i in range(3):
+        await writer.append(entry(f"r{i}"))
+    await writer.stop()
+    assert (store.at_once, store.batches) == ([1, 1, 1], [])
+    assert await written(store) == ["r0", "r1", "r2"]
+
+
+async def test_under_load_entries_share_transactions() -> None:
+    store, busy = CountingStore(), InFlight()
+    busy.count = 64
+    writer = LedgerWriter(store, in_flight=busy)
+    writer.start()
+    await asyncio.gather(*(writer.append(entry(f"r{i:02}")) for i in range(64)))
+    await writer.stop()
+    assert store.at_once == []
+    assert sum(store.batches) == 64 and len(store.batches) <= 2  # group commit
+    assert await written(store) == [f"r{i:02}" for i in range(64)]
+
+
+async def test_without_a_counter_every_entry_is_queued() -> None:
+    store = CountingStore()
+    writer = LedgerWriter(store)
+    writer.start()
+    await writer.append(entry("r"))
+    await writer.stop()
+    assert (store.at_once, store.batches) == ([], [1])
+
+
+@pytest.mark.parametrize("now", ["refuse", "fail"])
+async def test_a_write_at_once_that_cannot_be_made_is_queued(
+    now: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("farebox.ledger.RETRY_DELAY_S", 0.0)
+    store, alone = CountingStore(now), InFlight()
+    alone.count = 1
+    writer = LedgerWriter(store, in_flight=alone)
+    writer.start()
+    await writer.append(entry("r"))
+    await writer.stop()
+    assert (store.at_once, store.batches) == ([1], [1])
+    assert await written(store) == ["r"]
+
+
+async def test_entries_queued_before_are_not_overtaken() -> None:
+    """While queued entries wait for the writer, a request alone queues behind them."""
+    store, alone = CountingStore(), InFlight()
+    alone.count = 1
+    writer = LedgerWriter(store, in_flight=alone)
+    writer.start()
+    early = writer.submit(entry("early"))  # a client that went away: queued, not awaited
+    await writer.append(entry("alone"))
+    await early
+    await writer.stop()
+    assert (store.at_once, store.batches) == ([], [2])
+
+
+# --- the SQLite stores' write at once -------------------------------------------------------
+
+
+def sqlite_store(kind: str, path: Path) -> Any:
+    return SQLiteStore(path) if kind == "shared" else SingleProcessSQLiteStore(path)
+
+
+@pytest.mark.parametrize("kind", ["shared", "single-process"])
+async def test_sqlite_never_waits_for_another_process_s_write_lock(
+    kind: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "l.db"
+    store = sqlite_store(kind, path)
+    await store.open()
+    a = hold("tenant:acme:day", 1_000)
+    assert (await store.reserve(reservation("r1", 300, [a]))).ok
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    try:
+        assert store.append_ledger_now([settlement("r1", 123)]) is False
+        assert await state(store, a) == (0, 300, 1_000)  # nothing written, nothing settled
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.append_ledger_now([settlement("r1", 123)]) is True
+    assert await state(store, a) == (123, 0, 1_000)
+    await store.close()
+    again = sqlite_store(kind, path)  # durable: committed before it returned
+    await again.open()
+    assert [(e.request_id, e.cost) for e in await again.ledger()] == [("req-r1", 123)]
+    assert await state(again, a) == (123, 0, 1_000)
+    await again.close()
+
+
+@pytest.mark.parametrize("kind", ["shared", "single-process"])
+async def test_sqlite_leaves_a_due_checkpoint_to_the_queue(kind: str, tmp_path: Path) -> None:
+    store = sqlite_store(kind, tmp_path / "c.db")
+    await store.open()
+    queued = 0
+    for i in range(2 * CHECKPOINT_EVERY):
+        batch = [entry(f"r{i:04}")]
+        if not store.append_ledger_now(batch):
+            queued += 1
+            await store.append_ledger(batch)  # what the writer does: it runs the checkpoint
+    assert queued == 2
+    assert len(await store.ledger()) == 2 * CHECKPOINT_EVERY
+    await store.close()

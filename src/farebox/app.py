@@ -37,7 +37,7 @@ from farebox.errors import (
     NotFound,
 )
 from farebox.export import Exporter, build_runners
-from farebox.ledger import LedgerWriter
+from farebox.ledger import InFlight, LedgerWriter
 from farebox.limits import RateLimits
 from farebox.models import build_plans, build_router, provider_configs
 from farebox.paging import Pager
@@ -221,7 +221,8 @@ def create_app(
     missing = {t.provider for n in router.names() for t in router.resolve(n) or ()} - set(built)
     if missing:
         raise ConfigError(f"{settings.source}: no provider named {sorted(missing)}")
-    ledger = LedgerWriter(store, batch_max=settings.file.ledger.batch_max)
+    in_flight = InFlight()  # counted by the data plane; a request alone commits its own entry
+    ledger = LedgerWriter(store, batch_max=settings.file.ledger.batch_max, in_flight=in_flight)
     budget_cfg = settings.file.budgets
     alerts = (
         WebhookAlerts(budget_cfg.alert_webhook_url, settings.alert_secret, http)
@@ -326,7 +327,8 @@ def create_app(
     app.include_router(admin.router(services, tenancy, exporter, watch))
     _error_handlers(app)
     app.add_fast_routes(
-        [*openai.routes(services), *anthropic.routes(services), *me.routes(services)]
+        [*openai.routes(services), *anthropic.routes(services), *me.routes(services)],
+        in_flight,
     )
     return app
 

@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from farebox.api.errors import error_response
 from farebox.errors import InvalidRequest
+from farebox.ledger import InFlight
 
 
 class Incoming:
@@ -85,14 +86,22 @@ class FareboxApp(FastAPI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.data_plane: dict[str, FastRoute] = {}
+        self.in_flight = InFlight()
 
-    def add_fast_routes(self, routes: Iterable[FastRoute]) -> None:
+    def add_fast_routes(self, routes: Iterable[FastRoute], in_flight: InFlight) -> None:
+        """Serve ``routes`` first, counting the requests they are serving in ``in_flight``."""
         self.data_plane.update((route.path, route) for route in routes)
+        self.in_flight = in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             route = self.data_plane.get(scope["path"])
             if route is not None:
-                await route(scope, receive, send)
+                in_flight = self.in_flight
+                in_flight.count += 1
+                try:
+                    await route(scope, receive, send)
+                finally:
+                    in_flight.count -= 1
                 return
         await super().__call__(scope, receive, send)

@@ -100,6 +100,12 @@ class Store(Protocol):
         transaction."""
         ...
 
+    def append_ledger_now(self, entries: Sequence[LedgerEntry]) -> bool:
+        """``append_ledger`` on the caller's thread, if the store can make the entries durable
+        at once without waiting on anything (no network, no lock held elsewhere). Returns
+        False, having written nothing, when it cannot; ``append_ledger`` then must be used."""
+        ...
+
     # budgets
     async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
         """Hold ``reservation.amount`` against every hold, atomically, or against none.

@@ -105,6 +105,13 @@ class MemoryStore:
         return self._epoch
 
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
+        self._append(entries)
+
+    def append_ledger_now(self, entries: Sequence[LedgerEntry]) -> bool:
+        self._append(entries)
+        return True
+
+    def _append(self, entries: Sequence[LedgerEntry]) -> None:
         self._budgets.settle(entries, self._ledger)
         for entry in entries:
             self._ledger.setdefault(entry.request_id, entry)

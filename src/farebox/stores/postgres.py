@@ -211,6 +211,9 @@ class PostgresStore:
         return ApiKey(**await self._update("api_keys", _KEY_COLS, key_id, changes, "key"))
 
     # ledger ----------------------------------------------------------------------
+    def append_ledger_now(self, entries: Sequence[LedgerEntry]) -> bool:
+        return False  # every write goes over the network
+
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
         """Write all entries in one transaction. A repeated request id is ignored, except
         that a real entry replaces an ``unsettled`` placeholder (a late settlement)."""

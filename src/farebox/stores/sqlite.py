@@ -314,28 +314,51 @@ class SQLiteStore:
         microseconds: writes run here on the caller's connection rather than paying two
         thread hops (and never contend with this process's own thread). If another process
         holds the write lock, it waits in the thread."""
-        local = self._local
-        if local is not None:
-            try:
-                with self._local_lock:
-                    result = self._tx(fn, local)
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
-            else:
-                self._inline_commits += 1
-                if self._inline_commits % CHECKPOINT_EVERY == 0:
-                    # fetch the result: an unfinished statement would block every later COMMIT
-                    await self._run(
-                        lambda: self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    )
-                return result
+        done = self._commit_here(fn)
+        if done:
+            if self._inline_commits % CHECKPOINT_EVERY == 0:
+                # fetch the result: an unfinished statement would block every later COMMIT
+                await self._run(
+                    lambda: self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                )
+            return done[0]
         return await self._run(lambda: self._tx(fn))
+
+    def _commit_here(self, fn: Callable[[sqlite3.Connection], T]) -> list[T]:
+        """``fn`` in a write transaction on the caller's connection, without waiting: its
+        result, or nothing (and nothing written) if another process holds the write lock."""
+        local = self._local
+        if local is None:
+            return []
+        try:
+            with self._local_lock:
+                result = self._tx(fn, local)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            return []
+        self._inline_commits += 1
+        return [result]
 
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
         """Write entries and settle their reservations, in one transaction."""
-        if not entries:
-            return
+        if entries:
+            await self._write(self._ledger_write(entries))
+            self._ledger_written(entries)
+
+    def append_ledger_now(self, entries: Sequence[LedgerEntry]) -> bool:
+        """``append_ledger`` on the caller's thread if it can commit at once: not when another
+        process holds the write lock, nor when a checkpoint is due (``append_ledger`` runs
+        that in the thread)."""
+        if (self._inline_commits + 1) % CHECKPOINT_EVERY == 0:
+            return False
+        if entries:
+            if not self._commit_here(self._ledger_write(entries)):
+                return False
+            self._ledger_written(entries)
+        return True
+
+    def _ledger_write(self, entries: Sequence[LedgerEntry]) -> Callable[[sqlite3.Connection], None]:
         rows = [ledger_row(e) for e in entries]
 
         def write(db: sqlite3.Connection) -> None:
@@ -344,7 +367,11 @@ class SQLiteStore:
             if self.outbox:
                 db.executemany(OUTBOX_INSERT, outbox_rows(entries))
 
-        await self._write(write)
+        return write
+
+    def _ledger_written(self, entries: Sequence[LedgerEntry]) -> None:
+        """After the ledger transaction committed (the single-process store settles its
+        in-memory counters here)."""
 
     # budgets -------------------------------------------------------------------------
     async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:

@@ -21,7 +21,7 @@ import asyncio
 import fcntl
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -141,11 +141,9 @@ class SingleProcessSQLiteStore(SQLiteStore):
             raise
         self._journal_bytes += len(data)
 
-    async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
-        """Write the entries and their counters' spend in one transaction, then settle the
-        reservations in memory."""
-        if not entries:
-            return
+    def _ledger_write(self, entries: Sequence[LedgerEntry]) -> Callable[[sqlite3.Connection], None]:
+        """The entries and their counters' spend in one transaction (the reservations are
+        settled in memory once it committed, in ``_ledger_written``)."""
         spend: dict[tuple[str, float], int] = {}  # summed: a batch often shares its counters
         late: list[tuple[str]] = []
         for entry in entries:
@@ -170,7 +168,9 @@ class SingleProcessSQLiteStore(SQLiteStore):
             if self.outbox:
                 db.executemany(OUTBOX_INSERT, outbox_rows(entries))
 
-        await self._write(write)
+        return write
+
+    def _ledger_written(self, entries: Sequence[LedgerEntry]) -> None:
         self._counters.settle(entries, {})
         if self._journal_bytes > COMPACT_AFTER_BYTES:
             self._compact()
