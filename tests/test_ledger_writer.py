@@ -5,6 +5,7 @@ entries share transactions."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -189,16 +190,56 @@ async def test_sqlite_never_waits_for_another_process_s_write_lock(
     await again.close()
 
 
-@pytest.mark.parametrize("kind", ["shared", "single-process"])
-async def test_sqlite_leaves_a_due_checkpoint_to_the_queue(kind: str, tmp_path: Path) -> None:
-    store = sqlite_store(kind, tmp_path / "c.db")
+class CheckpointCounting(SQLiteStore):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.checkpoints = 0
+
+    async def _checkpoint(self) -> None:
+        self.checkpoints += 1
+        await super()._checkpoint()
+
+
+async def test_sqlite_checkpoints_in_the_background_after_writes_at_once(tmp_path: Path) -> None:
+    store = CheckpointCounting(tmp_path / "c.db")
     await store.open()
-    queued = 0
     for i in range(2 * CHECKPOINT_EVERY):
-        batch = [entry(f"r{i:04}")]
-        if not store.append_ledger_now(batch):
-            queued += 1
-            await store.append_ledger(batch)  # what the writer does: it runs the checkpoint
-    assert queued == 2
-    assert len(await store.ledger()) == 2 * CHECKPOINT_EVERY
+        assert store.append_ledger_now([entry(f"r{i:04}")])  # never waits for a checkpoint
+    await store.close()  # lets the checkpoints started in the background finish
+    assert store.checkpoints == 2
+    again = SQLiteStore(tmp_path / "c.db")
+    await again.open()
+    assert len(await again.ledger()) == 2 * CHECKPOINT_EVERY
+    await again.close()
+
+
+async def test_a_failed_journal_compaction_after_a_commit_counts_spend_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compaction runs after the ledger commit; if it fails, the write still succeeded (a
+    retry would count the spend twice) and the journal stays in use."""
+    monkeypatch.setattr("farebox.stores.sqlite_single.COMPACT_AFTER_BYTES", 0)
+    store = SingleProcessSQLiteStore(tmp_path / "s.db")
+    await store.open()
+    a = hold("tenant:acme:day", 1_000)
+    real_replace = os.replace
+
+    def broken(src: Any, dst: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("farebox.stores.sqlite_single.os.replace", broken)
+    assert (await store.reserve(reservation("r1", 300, [a]))).ok
+    assert (await store.reserve(reservation("r2", 200, [a]))).ok
+    assert store.append_ledger_now([settlement("r1", 123)]) is True
+    assert await state(store, a) == (123, 200, 1_000)
+    monkeypatch.setattr("farebox.stores.sqlite_single.os.replace", real_replace)
+    assert (await store.reserve(reservation("r3", 100, [a]))).ok  # the journal still works
+    await store.append_ledger([settlement("r2", 50)])  # this time compaction succeeds
     await store.close()
+    again = SingleProcessSQLiteStore(tmp_path / "s.db")  # r3 was journalled: it comes back
+    await again.open()
+    entries = {e.request_id: (e.status, e.cost) for e in await again.ledger()}
+    assert entries.pop("req-r3")[0] == "unsettled"
+    assert entries == {"req-r1": ("ok", 123), "req-r2": ("ok", 50)}
+    assert await state(again, a) == (173, 0, 1_000)
+    await again.close()

@@ -37,7 +37,8 @@ from farebox.errors import (
     NotFound,
 )
 from farebox.export import Exporter, build_runners
-from farebox.ledger import InFlight, LedgerWriter
+from farebox.inflight import InFlight
+from farebox.ledger import LedgerWriter
 from farebox.limits import RateLimits
 from farebox.models import build_plans, build_router, provider_configs
 from farebox.paging import Pager
@@ -317,7 +318,12 @@ def create_app(
             await store.close()
 
     app = FareboxApp(
-        title="Farebox", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None
+        title="Farebox",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        in_flight=in_flight,
     )
     app.state.services = services
     app.state.tenancy = tenancy
@@ -327,8 +333,7 @@ def create_app(
     app.include_router(admin.router(services, tenancy, exporter, watch))
     _error_handlers(app)
     app.add_fast_routes(
-        [*openai.routes(services), *anthropic.routes(services), *me.routes(services)],
-        in_flight,
+        [*openai.routes(services), *anthropic.routes(services), *me.routes(services)]
     )
     return app
 

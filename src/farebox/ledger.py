@@ -13,20 +13,12 @@ import contextlib
 import logging
 
 from farebox.core.records import LedgerEntry
+from farebox.inflight import InFlight
 from farebox.stores.base import Store
 
 log = logging.getLogger("farebox.ledger")
 WRITE_ATTEMPTS = 4
 RETRY_DELAY_S = 0.05
-
-
-class InFlight:
-    """How many data-plane requests are being served now (the HTTP layer counts them)."""
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
 
 
 class LedgerWriter:
@@ -56,12 +48,18 @@ class LedgerWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        left, self._pending = self._pending, []
+        if left:  # queued by a writer that died
+            await self._write(left)
 
     def submit(self, entry: LedgerEntry) -> asyncio.Future[None]:
         """Queue an entry; the future resolves once it is durable. Never blocks."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        if self._closing and self._task is None:  # stopped: write it on its own
+        stopped = (
+            self._task is None if self._closing else self._task is not None and self._task.done()
+        )
+        if stopped:  # no writer will take it (stopped, or died): write it on its own
             task = loop.create_task(self._write([(entry, future)]))
             self._late.add(task)
             task.add_done_callback(self._late.discard)
@@ -87,7 +85,7 @@ class LedgerWriter:
             return False
         try:
             return self._store.append_ledger_now([entry])
-        except Exception as exc:  # rolled back: the queue writes it again, with retries
+        except Exception as exc:  # not committed: the queue writes it again, with retries
             log.warning("ledger write of %s failed (%s); queueing it", entry.request_id, exc)
             return False
 

@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from farebox.api.errors import error_response
 from farebox.errors import InvalidRequest
-from farebox.ledger import InFlight
+from farebox.inflight import InFlight
 
 
 class Incoming:
@@ -83,15 +83,14 @@ class FastRoute:
 class FareboxApp(FastAPI):
     """The admin framework's app, with data-plane routes served before its middleware."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, in_flight: InFlight, **kwargs: Any) -> None:
+        """``in_flight`` counts the data-plane requests being served."""
         super().__init__(*args, **kwargs)
         self.data_plane: dict[str, FastRoute] = {}
-        self.in_flight = InFlight()
-
-    def add_fast_routes(self, routes: Iterable[FastRoute], in_flight: InFlight) -> None:
-        """Serve ``routes`` first, counting the requests they are serving in ``in_flight``."""
-        self.data_plane.update((route.path, route) for route in routes)
         self.in_flight = in_flight
+
+    def add_fast_routes(self, routes: Iterable[FastRoute]) -> None:
+        self.data_plane.update((route.path, route) for route in routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

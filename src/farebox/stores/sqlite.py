@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -58,6 +59,7 @@ _KEY_COLS = (
     "rate_limits",
 )
 _LEDGER_COLS = tuple(f.name for f in LedgerEntry.__dataclass_fields__.values())
+log = logging.getLogger("farebox.stores.sqlite")
 CHECKPOINT_EVERY = 256  # inline commits between checkpoints run in the thread
 _LEDGER_ROW = attrgetter(*_LEDGER_COLS)
 _LEDGER_META = _LEDGER_COLS.index("metadata")
@@ -193,6 +195,8 @@ class SQLiteStore:
         self._epoch.publish(int(row[0]))
 
     async def close(self) -> None:
+        if self._batches:  # reservation batches and checkpoints still running
+            await asyncio.gather(*self._batches, return_exceptions=True)
         if self._conn is not None:
             conn = self._conn
             await self._run(conn.close)
@@ -316,17 +320,14 @@ class SQLiteStore:
         holds the write lock, it waits in the thread."""
         done = self._commit_here(fn)
         if done:
-            if self._inline_commits % CHECKPOINT_EVERY == 0:
-                # fetch the result: an unfinished statement would block every later COMMIT
-                await self._run(
-                    lambda: self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                )
             return done[0]
         return await self._run(lambda: self._tx(fn))
 
     def _commit_here(self, fn: Callable[[sqlite3.Connection], T]) -> list[T]:
-        """``fn`` in a write transaction on the caller's connection, without waiting: its
-        result, or nothing (and nothing written) if another process holds the write lock."""
+        """``fn`` in a write transaction on the caller's connection, without waiting: a list
+        of its result, or an empty list (and nothing written) if another connection holds
+        the write lock. Nothing after the commit can fail or wait: the checkpoint it may
+        call for runs in the background."""
         local = self._local
         if local is None:
             return []
@@ -338,7 +339,20 @@ class SQLiteStore:
                 raise
             return []
         self._inline_commits += 1
+        if self._inline_commits % CHECKPOINT_EVERY == 0:
+            task = asyncio.get_running_loop().create_task(self._checkpoint())
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
         return [result]
+
+    async def _checkpoint(self) -> None:
+        """Copy the WAL back into the database, in the thread. A failure is only logged: the
+        WAL keeps the data, and the next checkpoint retries."""
+        try:
+            # fetch the result: an unfinished statement would block every later COMMIT
+            await self._run(lambda: self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+        except Exception as exc:
+            log.warning("WAL checkpoint of %s failed (%s); the next one retries", self._path, exc)
 
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
         """Write entries and settle their reservations, in one transaction."""
@@ -348,10 +362,7 @@ class SQLiteStore:
 
     def append_ledger_now(self, entries: Sequence[LedgerEntry]) -> bool:
         """``append_ledger`` on the caller's thread if it can commit at once: not when another
-        process holds the write lock, nor when a checkpoint is due (``append_ledger`` runs
-        that in the thread)."""
-        if (self._inline_commits + 1) % CHECKPOINT_EVERY == 0:
-            return False
+        connection (another process, or this one's thread) holds the write lock."""
         if entries:
             if not self._commit_here(self._ledger_write(entries)):
                 return False

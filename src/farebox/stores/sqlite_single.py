@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ from farebox.stores.sqlite import (
 )
 
 COMPACT_AFTER_BYTES = 1 << 20  # the journal is emptied once nothing is in flight past this
+log = logging.getLogger("farebox.stores.sqlite_single")
 _SPEND = (
     "INSERT INTO budget_counters(key, bucket, used, reserved) VALUES (?, ?, ?, 0) "
     "ON CONFLICT(key, bucket) DO UPDATE SET used = used + excluded.used"
@@ -171,9 +173,14 @@ class SingleProcessSQLiteStore(SQLiteStore):
         return write
 
     def _ledger_written(self, entries: Sequence[LedgerEntry]) -> None:
+        """Settle in memory what just committed. Nothing here may fail: the entries are
+        durable, and a retry would count their spend twice."""
         self._counters.settle(entries, {})
         if self._journal_bytes > COMPACT_AFTER_BYTES:
-            self._compact()
+            try:
+                self._compact()
+            except OSError as exc:  # the journal is only longer than it needs to be
+                log.warning("compacting %s failed (%s); retried later", self._journal_path, exc)
 
     def _compact(self) -> None:
         """Rewrite the journal with only the reservations still in flight (written to a new
@@ -182,10 +189,15 @@ class SingleProcessSQLiteStore(SQLiteStore):
         data = b"".join(orjson.dumps(e) + b"\n" for e in held)
         fresh = self._journal_path.with_name(self._journal_path.name + ".new")
         fresh.write_bytes(data)
-        os.replace(fresh, self._journal_path)
+        journal = os.open(fresh, os.O_WRONLY | os.O_APPEND)  # before the rename: if this
+        try:  # fails, the old journal stays in place and in use
+            os.replace(fresh, self._journal_path)
+        except BaseException:
+            os.close(journal)
+            raise
         assert self._journal is not None
-        os.close(self._journal)
-        self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND)
+        old, self._journal = self._journal, journal
+        os.close(old)
         self._journal_bytes = len(data)
 
     async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:
