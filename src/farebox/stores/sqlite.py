@@ -195,7 +195,7 @@ class SQLiteStore:
         self._epoch.publish(int(row[0]))
 
     async def close(self) -> None:
-        if self._batches:  # reservation batches and checkpoints still running
+        if self._batches:  # reservation batches still running
             await asyncio.gather(*self._batches, return_exceptions=True)
         if self._conn is not None:
             conn = self._conn
@@ -313,21 +313,32 @@ class SQLiteStore:
         return self._epoch.read()
 
     # ledger ----------------------------------------------------------------------
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in a write transaction. Uncontended, a commit in WAL mode takes
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], T], after: Callable[[], None] | None = None
+    ) -> T:
+        """Run ``fn`` in a write transaction, then ``after`` (at once: a failure after the
+        commit must not make the caller retry it). Uncontended, a commit in WAL mode takes
         microseconds: writes run here on the caller's connection rather than paying two
         thread hops (and never contend with this process's own thread). If another process
-        holds the write lock, it waits in the thread."""
+        holds the write lock, it waits in the thread. Every ``CHECKPOINT_EVERY`` commits
+        the caller waits for a checkpoint: the ledger writer does, so no ledger write runs
+        meanwhile, the checkpoint completes and the WAL starts again from its beginning."""
         done = self._commit_here(fn)
-        if done:
-            return done[0]
-        return await self._run(lambda: self._tx(fn))
+        if not done:
+            result = await self._run(lambda: self._tx(fn))
+            if after is not None:
+                after()
+            return result
+        if after is not None:
+            after()
+        if self._inline_commits % CHECKPOINT_EVERY == 0:
+            await self._checkpoint()
+        return done[0]
 
     def _commit_here(self, fn: Callable[[sqlite3.Connection], T]) -> list[T]:
         """``fn`` in a write transaction on the caller's connection, without waiting: a list
         of its result, or an empty list (and nothing written) if another connection holds
-        the write lock. Nothing after the commit can fail or wait: the checkpoint it may
-        call for runs in the background."""
+        the write lock."""
         local = self._local
         if local is None:
             return []
@@ -339,15 +350,11 @@ class SQLiteStore:
                 raise
             return []
         self._inline_commits += 1
-        if self._inline_commits % CHECKPOINT_EVERY == 0:
-            task = asyncio.get_running_loop().create_task(self._checkpoint())
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
         return [result]
 
     async def _checkpoint(self) -> None:
         """Copy the WAL back into the database, in the thread. A failure is only logged: the
-        WAL keeps the data, and the next checkpoint retries."""
+        data is committed in the WAL, and the next checkpoint retries."""
         try:
             # fetch the result: an unfinished statement would block every later COMMIT
             await self._run(lambda: self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
@@ -357,12 +364,14 @@ class SQLiteStore:
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
         """Write entries and settle their reservations, in one transaction."""
         if entries:
-            await self._write(self._ledger_write(entries))
-            self._ledger_written(entries)
+            await self._write(self._ledger_write(entries), lambda: self._ledger_written(entries))
 
     def append_ledger_now(self, entries: Sequence[LedgerEntry]) -> bool:
         """``append_ledger`` on the caller's thread if it can commit at once: not when another
-        connection (another process, or this one's thread) holds the write lock."""
+        connection (another process, or this one's thread) holds the write lock, nor when a
+        checkpoint is due (``append_ledger`` waits for it)."""
+        if (self._inline_commits + 1) % CHECKPOINT_EVERY == 0:
+            return False
         if entries:
             if not self._commit_here(self._ledger_write(entries)):
                 return False
