@@ -49,7 +49,7 @@ class LedgerWriter:
                 await self._task
             self._task = None
         left, self._pending = self._pending, []
-        if left:  # queued by a writer that died
+        if left:  # queued while the writer was finishing, or by a writer that died
             await self._write(left)
 
     def submit(self, entry: LedgerEntry) -> asyncio.Future[None]:

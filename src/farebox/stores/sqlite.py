@@ -321,8 +321,9 @@ class SQLiteStore:
         microseconds: writes run here on the caller's connection rather than paying two
         thread hops (and never contend with this process's own thread). If another process
         holds the write lock, it waits in the thread. Every ``CHECKPOINT_EVERY`` commits
-        the caller waits for a checkpoint: the ledger writer does, so no ledger write runs
-        meanwhile, the checkpoint completes and the WAL starts again from its beginning."""
+        the caller waits for a checkpoint: the ledger writer does, and no ledger write runs
+        meanwhile (a request alone queues behind a write in progress), so the checkpoint
+        completes and the WAL starts again from its beginning."""
         done = self._commit_here(fn)
         if not done:
             result = await self._run(lambda: self._tx(fn))
