@@ -62,8 +62,7 @@ async def test_one_bad_entry_fails_only_itself(monkeypatch: pytest.MonkeyPatch) 
 
 async def test_entries_submitted_after_stop_are_written() -> None:
     store = MemoryStore()
-    writer = LedgerWriter(store)
-    writer.start()
+    writer = started(store)
     await writer.append(entry("before"))
     await writer.stop()
     await writer.submit(entry("late"))
@@ -95,11 +94,20 @@ async def written(store: MemoryStore) -> list[str]:
     return sorted(e.request_id for e in await store.ledger())
 
 
-async def test_a_request_alone_commits_its_entry_at_once() -> None:
-    store, alone = CountingStore(), InFlight()
-    alone.count = 1
-    writer = LedgerWriter(store, in_flight=alone)
+def started(store: Any, in_flight: int | None = None) -> LedgerWriter:
+    """A running writer; its data plane serves ``in_flight`` requests (no counter: None)."""
+    counter = None
+    if in_flight is not None:
+        counter = InFlight()
+        counter.count = in_flight
+    writer = LedgerWriter(store, in_flight=counter)
     writer.start()
+    return writer
+
+
+async def test_a_request_alone_commits_its_entry_at_once() -> None:
+    store = CountingStore()
+    writer = started(store, in_flight=1)
     for i in range(3):
         await writer.append(entry(f"r{i}"))
     await writer.stop()
@@ -108,10 +116,8 @@ async def test_a_request_alone_commits_its_entry_at_once() -> None:
 
 
 async def test_under_load_entries_share_transactions() -> None:
-    store, busy = CountingStore(), InFlight()
-    busy.count = 64
-    writer = LedgerWriter(store, in_flight=busy)
-    writer.start()
+    store = CountingStore()
+    writer = started(store, in_flight=64)
     await asyncio.gather(*(writer.append(entry(f"r{i:02}")) for i in range(64)))
     await writer.stop()
     assert store.at_once == []
@@ -121,8 +127,7 @@ async def test_under_load_entries_share_transactions() -> None:
 
 async def test_without_a_counter_every_entry_is_queued() -> None:
     store = CountingStore()
-    writer = LedgerWriter(store)
-    writer.start()
+    writer = started(store)
     await writer.append(entry("r"))
     await writer.stop()
     assert (store.at_once, store.batches) == ([], [1])
@@ -133,10 +138,8 @@ async def test_a_write_at_once_that_cannot_be_made_is_queued(
     now: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("farebox.ledger.RETRY_DELAY_S", 0.0)
-    store, alone = CountingStore(now), InFlight()
-    alone.count = 1
-    writer = LedgerWriter(store, in_flight=alone)
-    writer.start()
+    store = CountingStore(now)
+    writer = started(store, in_flight=1)
     await writer.append(entry("r"))
     await writer.stop()
     assert (store.at_once, store.batches) == ([1], [1])
@@ -145,10 +148,8 @@ async def test_a_write_at_once_that_cannot_be_made_is_queued(
 
 async def test_entries_queued_before_are_not_overtaken() -> None:
     """While queued entries wait for the writer, a request alone queues behind them."""
-    store, alone = CountingStore(), InFlight()
-    alone.count = 1
-    writer = LedgerWriter(store, in_flight=alone)
-    writer.start()
+    store = CountingStore()
+    writer = started(store, in_flight=1)
     early = writer.submit(entry("early"))  # a client that went away: queued, not awaited
     await writer.append(entry("alone"))
     await early
@@ -198,10 +199,7 @@ async def test_requests_alone_keep_the_wal_bounded(kind: str, tmp_path: Path) ->
     path = tmp_path / "w.db"
     store = sqlite_store(kind, path)
     await store.open()
-    alone = InFlight()
-    alone.count = 1
-    writer = LedgerWriter(store, in_flight=alone)
-    writer.start()
+    writer = started(store, in_flight=1)
     wal = path.with_name(path.name + "-wal")
     sizes = []
     for block in range(6):

@@ -325,16 +325,12 @@ class SQLiteStore:
         meanwhile (a request alone queues behind a write in progress), so the checkpoint
         completes and the WAL starts again from its beginning."""
         done = self._commit_here(fn)
-        if not done:
-            result = await self._run(lambda: self._tx(fn))
-            if after is not None:
-                after()
-            return result
+        result = done[0] if done else await self._run(lambda: self._tx(fn))
         if after is not None:
             after()
-        if self._inline_commits % CHECKPOINT_EVERY == 0:
+        if done and self._inline_commits % CHECKPOINT_EVERY == 0:
             await self._checkpoint()
-        return done[0]
+        return result
 
     def _commit_here(self, fn: Callable[[sqlite3.Connection], T]) -> list[T]:
         """``fn`` in a write transaction on the caller's connection, without waiting: a list
