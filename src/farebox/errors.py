@@ -195,6 +195,22 @@ class ServiceUnavailable(FareboxError):
     code = "service_unavailable"
 
 
+class LedgerUnavailable(ServiceUnavailable):
+    """The ledger's database cannot be reached: the request is refused before any upstream
+    call, so no spend goes out unrecorded. Nothing was billed."""
+
+    code = "ledger_unavailable"
+
+
+class UpstreamTranslationFailed(FareboxError):
+    """A bug in a provider adapter or a translator: answered 502 (SDKs do not retry it as they
+    would a 503), logged once with the request id, and its holds released. Nothing was billed."""
+
+    status = 502
+    type = "api_error"
+    code = "upstream_translation_failed"
+
+
 def openai_error_body(exc: FareboxError) -> dict[str, Any]:
     """The OpenAI error object: ``{"error": {"message", "type", "param", "code", ...}}``."""
     error: dict[str, Any] = {
