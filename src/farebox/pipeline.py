@@ -220,6 +220,7 @@ class Gateway:
         endpoint = "messages" if flavor == "anthropic" else "chat.completions"
         call = _Call(principal, plan, endpoint, model, request_id, body, self._clock())
         call.flavor = flavor
+        self._ledger.ensure_available()
         targets = await self._admit(call, targets, input_tokens)
         if body.get("stream"):
             return await self._open_stream(call, targets)
@@ -388,6 +389,7 @@ class Gateway:
         model = body["model"]
         targets = self._targets(plan, model, ("embedding",))
         call = _Call(principal, plan, "embeddings", model, request_id, body, self._clock())
+        self._ledger.ensure_available()
         targets = await self._admit(call, targets, estimate_input(body.get("input")), output=False)
 
         async def attempt(target: Target) -> EmbedResult:
