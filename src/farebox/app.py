@@ -20,8 +20,13 @@ from farebox.anomaly import AnomalyWatch
 from farebox.api import admin, anthropic, me, openai
 from farebox.api.client_ip import TrustedProxies
 from farebox.api.context import Services
+from farebox.api.admin_errors import method_not_allowed, validation_failure
+from farebox.api.docs import add_docs
 from farebox.api.errors import error_response
 from farebox.api.fastpath import FareboxApp
+from farebox.api.gate import Gate, admin_key_check
+from farebox.api.limits_input import InputLimits
+from farebox.api.openapi_doc import farebox_openapi
 from farebox.auth import Authenticator
 from farebox.breakers import Breakers
 from farebox.budgeting import Budgets
@@ -178,17 +183,14 @@ def _error_handlers(app: FastAPI) -> None:
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = (
-            f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request body"
-        )
-        return error_response(InvalidRequest(message, param=where or None))
+        return error_response(validation_failure(exc.errors()))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 404:
             return error_response(NotFound(f"No route for {request.method} {request.url.path}."))
+        if exc.status_code == 405:
+            return error_response(method_not_allowed(request.app, request.scope))
         error = InvalidRequest(str(exc.detail), code=f"http_{exc.status_code}")
         response = error_response(error)
         response.status_code = exc.status_code
@@ -317,14 +319,23 @@ def create_app(
             await http.aclose()
             await store.close()
 
+    server = settings.file.server
+    limits = InputLimits(server.max_body_bytes, server.max_header_count,
+                         server.max_header_bytes, server.max_json_depth)  # fmt: skip
+    key_check = admin_key_check(lambda: services.secret, lambda: services.admin_key_hash)
     app = FareboxApp(
         title="Farebox",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,
         redoc_url=None,
         in_flight=in_flight,
+        limits=limits,
+        gate=Gate(limits, key_check, frozenset({"/openapi.json", "/docs"})),
     )
+    app.openapi = farebox_openapi(app)  # type: ignore[method-assign]
+    if server.docs:
+        add_docs(app, server.docs_assets_url)
     app.state.services = services
     app.state.tenancy = tenancy
     app.state.reloader = reloader

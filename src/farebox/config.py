@@ -223,7 +223,12 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65535)
     workers: int = Field(1, ge=1)
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # data plane and admin API alike
+    max_header_count: int = Field(100, ge=16, le=10_000)  # header fields per request -> 431
+    max_header_bytes: int = Field(16 * 1024, ge=1024)  # bytes of header names and values -> 431
+    max_json_depth: int = Field(64, ge=4, le=1000)  # nesting of arrays/objects in a body -> 400
+    docs: bool = False  # serve Swagger UI at /docs (behind the admin key)
+    docs_assets_url: str | None = None  # where swagger-ui-bundle.js and swagger-ui.css live
     trusted_proxies: list[str] = Field(default_factory=list)  # IPs or CIDRs allowed to set XFF
     upgrade_url: str | None = None
     key_cache_size: int = Field(10_000, ge=0)

@@ -58,6 +58,20 @@ class UnsupportedMediaType(InvalidRequest):
     code = "unsupported_media_type"
 
 
+class HeadersTooLarge(InvalidRequest):
+    """Too many header fields, or too many bytes of them (``server.max_header_*``)."""
+
+    status = 431
+    code = "request_headers_too_large"
+
+
+class MethodNotAllowed(InvalidRequest):
+    """The path exists but not for this method; ``headers`` carries ``Allow``."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
 class MissingTenant(InvalidRequest):
     code = "missing_tenant"
 

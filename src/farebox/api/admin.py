@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import re
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from farebox.anomaly import AnomalyWatch
 from farebox.api import admin_anomaly
@@ -23,7 +24,7 @@ from farebox.limits import validate_limits
 from farebox.margins import margins
 from farebox.models import policy_json
 from farebox.reconcile import reconcile
-from farebox.tenancy import Tenancy, key_json, tenant_json, unsettled_json, usage_json
+from farebox.tenancy import TENANT_ID, Tenancy, key_json, tenant_json, unsettled_json, usage_json
 
 
 class _Body(BaseModel):
@@ -40,10 +41,27 @@ def _encodable(value: dict[str, Any]) -> dict[str, Any]:
 
 
 Metadata = Annotated[dict[str, Any], AfterValidator(_encodable)]
+MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+
+
+def _month(value: str) -> str:
+    if not re.fullmatch(MONTH_PATTERN, value):
+        raise ValueError(f"must look like 2026-11, a UTC year and month (got {value!r})")
+    return value
+
+
+# The schema states the format; the validator says it in words when it is not met.
+Month = Annotated[
+    str,
+    AfterValidator(_month),
+    WithJsonSchema({"type": "string", "pattern": MONTH_PATTERN, "examples": ["2026-11"]}),
+]
+GroupBy = Literal["tenant", "model", "feature", "user", "day", "hour", "key", "provider", "status"]
+BudgetScope = Literal["tenant", "key", "feature", "user"]
 
 
 class TenantCreate(_Body):
-    id: str = Field(min_length=1, max_length=64)
+    id: str = Field(min_length=1, max_length=64, pattern=TENANT_ID.pattern)
     name: str | None = Field(None, max_length=256)
     plan: str | None = None
     metadata: Metadata = Field(default_factory=dict)
@@ -71,7 +89,7 @@ class KeyPatch(_Body):
 
 
 class BudgetIncrease(_Body):
-    scope: str = "tenant"
+    scope: BudgetScope = "tenant"
     period: str = "month"
     name: str | None = None
     amount_usd: str = Field(pattern=r"^\s*\d+(\.\d+)?\s*$")
@@ -199,13 +217,13 @@ def router(
                 "dead": result.dead, "complete": result.complete}  # fmt: skip
 
     @api.get("/margins")
-    async def margin_report(month: str, tenant: str | None = None) -> dict[str, Any]:
+    async def margin_report(month: Month, tenant: str | None = None) -> dict[str, Any]:
         """Per tenant for a UTC month: plan fee plus usage revenue, cost, margin and margin %."""
         file = services.settings.file
         return await margins(services.store, file.plans, default_plan, month, tenant)
 
     @api.get("/reconciliation")
-    async def reconciliation(month: str, tenant: str | None = None) -> dict[str, Any]:
+    async def reconciliation(month: Month, tenant: str | None = None) -> dict[str, Any]:
         return await reconcile(services.store, exporter.runners, month, tenant)
 
     @api.get("/plans")
@@ -317,7 +335,7 @@ def router(
         tenant: str | None = None,
         start: Annotated[str | None, Query(alias="from")] = None,
         end: Annotated[str | None, Query(alias="to")] = None,
-        group_by: str | None = None,
+        group_by: GroupBy | None = None,
     ) -> dict[str, Any]:
         rows = await tenancy.usage(
             tenant, parse_time(start, "from"), parse_time(end, "to"), group_by

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
 
@@ -26,7 +26,9 @@ def incident_json(incident: Incident) -> dict[str, Any]:
 
 def add_routes(api: APIRouter, watch: AnomalyWatch, store: Store) -> None:
     @api.get("/anomalies")
-    async def anomalies(tenant: str | None = None, status: str | None = None) -> dict[str, Any]:
+    async def anomalies(
+        tenant: str | None = None, status: Literal["open", "resolved"] | None = None
+    ) -> dict[str, Any]:
         found = await store.traffic.incidents(tenant, open_only=status == "open")
         if status == "resolved":
             found = [i for i in found if i.resolved_at is not None]

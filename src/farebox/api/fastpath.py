@@ -13,7 +13,9 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from farebox.api.errors import error_response
-from farebox.errors import InvalidRequest
+from farebox.api.gate import Gate
+from farebox.api.limits_input import InputLimits, check_head
+from farebox.errors import FareboxError, MethodNotAllowed
 from farebox.inflight import InFlight
 
 
@@ -68,39 +70,67 @@ class FastRoute:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in self.methods:
             allowed = ", ".join(sorted(self.methods))
-            error = InvalidRequest(
+            error = MethodNotAllowed(
                 f"{scope['method']} is not allowed on {self.path}; use {allowed}.",
-                code="method_not_allowed",
+                headers={"Allow": allowed},
             )
             response = error_response(error)
-            response.status_code = 405
-            response.headers["allow"] = allowed
         else:
             response = await self.endpoint(Incoming(scope, receive))
         await response(scope, receive, send)
 
 
 class FareboxApp(FastAPI):
-    """The admin framework's app, with data-plane routes served before its middleware."""
+    """The admin framework's app, with data-plane routes served before its middleware.
 
-    def __init__(self, *args: Any, in_flight: InFlight, **kwargs: Any) -> None:
+    Every HTTP request first passes the header bounds (count, bytes, a declared body over the
+    limit); a path with a trailing slash is served as the path without it (no redirect built
+    from ``Host``); anything not on the data plane then goes through ``gate`` (admin key
+    before the body, the body bounded while it is read) before the framework parses it.
+    """
+
+    def __init__(
+        self, *args: Any, in_flight: InFlight, limits: InputLimits, gate: Gate, **kwargs: Any
+    ) -> None:
         """``in_flight`` counts the data-plane requests being served."""
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, redirect_slashes=False, **kwargs)
         self.data_plane: dict[str, FastRoute] = {}
         self.in_flight = in_flight
+        self.limits = limits
+        self.gate = gate
 
     def add_fast_routes(self, routes: Iterable[FastRoute]) -> None:
         self.data_plane.update((route.path, route) for route in routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            route = self.data_plane.get(scope["path"])
-            if route is not None:
-                in_flight = self.in_flight
-                in_flight.count += 1
-                try:
-                    await route(scope, receive, send)
-                finally:
-                    in_flight.count -= 1
-                return
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            check_head(scope["headers"], self.limits)
+        except FareboxError as exc:
+            flavor = "anthropic" if scope["path"].startswith("/v1/messages") else "openai"
+            await error_response(exc, flavor=flavor)(scope, receive, send)
+            return
+        path = scope["path"]
+        if len(path) > 1 and path[-1] == "/":
+            scope = _without_trailing_slash(scope)
+            path = scope["path"]
+        route = self.data_plane.get(path)
+        if route is None:
+            await self.gate(scope, receive, send, super().__call__)
+            return
+        in_flight = self.in_flight
+        in_flight.count += 1
+        try:
+            await route(scope, receive, send)
+        finally:
+            in_flight.count -= 1
+
+
+def _without_trailing_slash(scope: Scope) -> Scope:
+    """``/a/b/`` is served as ``/a/b``: both spellings work, and nothing redirects."""
+    path = scope["path"].rstrip("/") or "/"
+    raw = scope.get("raw_path")
+    raw_path = (raw.rstrip(b"/") or b"/") if isinstance(raw, bytes) else path.encode()
+    return {**scope, "path": path, "raw_path": raw_path}

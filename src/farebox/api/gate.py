@@ -1,0 +1,92 @@
+"""The ASGI edge in front of the admin framework: key first, then a bounded body.
+
+Every request that is not a data-plane route passes through :class:`Gate` before FastAPI sees
+it. On admin paths the admin key is checked from the headers alone, before a byte of the body
+is read; then the body is read in chunks and counted, stopping at ``max_body_bytes`` (413),
+and only then handed, whole, to the framework to parse.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from farebox.api.errors import error_response
+from farebox.api.limits_input import InputLimits
+from farebox.auth import bearer_key
+from farebox.core.keys import hash_key
+from farebox.errors import AuthenticationError, FareboxError, InvalidRequest
+
+ADMIN_PREFIX = "/admin/"
+KeyCheck = Callable[[dict[str, str]], bool]
+
+
+def admin_key_check(secret: Callable[[], bytes], key_hash: Callable[[], str]) -> KeyCheck:
+    """A constant-time check of the admin bearer key against the stored hash."""
+
+    def check(headers: dict[str, str]) -> bool:
+        try:
+            presented = hash_key(secret(), bearer_key(headers))
+        except AuthenticationError:
+            return False
+        expected = key_hash()
+        return bool(expected) and hmac.compare_digest(presented, expected)
+
+    return check
+
+
+class Gate:
+    """Authenticate admin paths, then bound the body, before the framework runs."""
+
+    def __init__(self, limits: InputLimits, key_check: KeyCheck, protected: frozenset[str]):
+        """``protected``: exact paths besides ``/admin/...`` that need the admin key."""
+        self.limits = limits
+        self.key_check = key_check
+        self.protected = protected
+
+    def needs_key(self, path: str) -> bool:
+        return path.startswith(ADMIN_PREFIX) or path in self.protected
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+        try:
+            if self.needs_key(scope["path"]):
+                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+                if not self.key_check(headers):
+                    raise AuthenticationError("This endpoint needs the admin key.")
+            body = await read_bounded(receive, self.limits)
+        except FareboxError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        await app(scope, replay(body, receive), send)
+
+
+async def read_bounded(receive: Receive, limits: InputLimits) -> bytes:
+    """The whole request body, counted as it arrives; 413 as soon as it passes the limit."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise InvalidRequest("The client disconnected before sending the whole body.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limits.max_body_bytes:
+            raise limits.body_too_large()
+        if chunk:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands over ``body`` once, then waits on the real one (disconnect)."""
+    pending = [body]
+
+    async def again() -> Message:
+        if pending:
+            return {"type": "http.request", "body": pending.pop(), "more_body": False}
+        return await receive()
+
+    return again

@@ -1,0 +1,81 @@
+"""Bounds on what a client may send: header count and size, body size, JSON nesting depth.
+
+Pure checks, cheap enough for every request. The ASGI edge (``api/gate.py``) applies the
+header and body bounds to every request; body readers apply :func:`check_depth` after parsing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from farebox.errors import HeadersTooLarge, InvalidRequest, PayloadTooLarge
+
+
+@dataclass(frozen=True, slots=True)
+class InputLimits:
+    """``server.max_body_bytes``, ``max_header_count``, ``max_header_bytes``, ``max_json_depth``."""
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_header_count: int = 100
+    max_header_bytes: int = 16 * 1024
+    max_json_depth: int = 64
+
+    def body_too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"The request body is larger than the limit of {self.max_body_bytes} bytes."
+        )
+
+
+def check_head(headers: list[tuple[bytes, bytes]], limits: InputLimits) -> None:
+    """Refuse too many or too large headers (431), or a declared body over the limit (413)."""
+    if len(headers) > limits.max_header_count:
+        raise HeadersTooLarge(
+            f"The request has {len(headers)} header fields; the limit is "
+            f"{limits.max_header_count}."
+        )
+    size = 0
+    declared = None
+    for name, value in headers:
+        size += len(name) + len(value)
+        if name == b"content-length":
+            declared = value
+    if size > limits.max_header_bytes:
+        raise HeadersTooLarge(
+            f"The request's header fields take {size} bytes; the limit is "
+            f"{limits.max_header_bytes}."
+        )
+    if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
+        raise limits.body_too_large()
+
+
+def json_depth(value: Any, stop_at: int | None = None) -> int:
+    """How deeply ``value`` (parsed JSON) nests arrays and objects: ``1`` for ``{}``, ``0`` for
+    a scalar. Iterative, so any depth is safe; stops counting once past ``stop_at``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if stop_at is not None and deepest > stop_at:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def check_depth(value: Any, limit: int, param: str | None = None) -> None:
+    """A 400 naming ``param`` when ``value`` nests more than ``limit`` arrays and objects."""
+    depth = json_depth(value, stop_at=limit)
+    if depth > limit:
+        where = f"'{param}'" if param else "The request body"
+        raise InvalidRequest(
+            f"{where} is nested too deeply: more than {limit} levels of arrays and objects.",
+            param=param,
+            code="nested_too_deeply",
+        )

@@ -1,0 +1,108 @@
+"""The OpenAPI document, made to tell the truth about the admin API.
+
+FastAPI's generated document says a bad request is a 422 with its own ``detail`` shape and
+lists no other failure. Farebox answers bad input with 400 and the OpenAI error object, every
+admin operation needs the admin key (401), any request may be too large (413) or carry too many
+headers (431), and operations on a named tenant or key may not find it (404). This module
+rewrites the admin operations' responses accordingly and declares the bearer scheme.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+STATUS_TEXT = {
+    400: "Invalid request: the message and `param` name the problem.",
+    401: "The admin key is missing or wrong.",
+    404: "No such tenant, key or incident.",
+    409: "It already exists, or it changed meanwhile.",
+    413: "The request body is larger than `server.max_body_bytes`.",
+    431: "Too many header fields, or too many bytes of them.",
+}
+# Statuses beyond the common ones, per (method, path template).
+EXTRA_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
+    ("post", "/admin/v1/tenants"): (409,),
+    ("post", "/admin/v1/tenants/{tenant_id}/keys"): (409,),
+    ("post", "/admin/v1/service-keys"): (409,),
+    ("patch", "/admin/v1/tenants/{tenant_id}"): (409,),
+    ("post", "/admin/v1/tenants/{tenant_id}/budget-increases"): (409,),
+    ("patch", "/admin/v1/keys/{key_id}"): (409,),
+}
+
+
+def _error(status: int) -> dict[str, Any]:
+    return {
+        "description": STATUS_TEXT[status],
+        "content": {"application/json": {"schema": ERROR_REF}},
+    }
+
+
+def _admin_operation(method: str, path: str, operation: dict[str, Any]) -> None:
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    had_validation = responses.pop("422", None) is not None
+    statuses = [401, 413, 431, *EXTRA_STATUSES.get((method, path), ())]
+    if had_validation or operation.get("parameters") or operation.get("requestBody"):
+        statuses.append(400)
+    if "{" in path:
+        statuses.append(404)
+    for status in sorted(set(statuses)):
+        responses.setdefault(str(status), _error(status))
+    operation["security"] = [{"adminKey": []}]
+
+
+def _drop_unused(schemas: dict[str, Any], doc: dict[str, Any], names: tuple[str, ...]) -> None:
+    """Remove FastAPI's 422 schemas when no operation refers to them any more."""
+    removed = {name: schemas.pop(name) for name in names if name in schemas}
+    text = orjson.dumps(doc)
+    if any(f"#/components/schemas/{name}".encode() in text for name in removed):
+        schemas.update(removed)
+
+
+def farebox_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """``app.openapi``: FastAPI's document, with the admin operations' failures stated."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = doc.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        schemas["Error"] = ERROR_SCHEMA
+        components["securitySchemes"] = {
+            "adminKey": {"type": "http", "scheme": "bearer", "description": "FAREBOX_ADMIN_KEY"}
+        }
+        for path, item in doc.get("paths", {}).items():
+            if not path.startswith("/admin/"):
+                continue
+            for method, operation in item.items():
+                _admin_operation(method, path, operation)
+        _drop_unused(schemas, doc, ("HTTPValidationError", "ValidationError"))
+        app.openapi_schema = doc
+        return doc
+
+    return build
