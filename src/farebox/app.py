@@ -320,7 +320,7 @@ def create_app(
             await store.close()
 
     server = settings.file.server
-    limits = InputLimits(server.max_body_bytes, server.max_header_count,
+    bounds = InputLimits(server.max_body_bytes, server.max_header_count,
                          server.max_header_bytes, server.max_json_depth)  # fmt: skip
     key_check = admin_key_check(lambda: services.secret, lambda: services.admin_key_hash)
     app = FareboxApp(
@@ -330,8 +330,8 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         in_flight=in_flight,
-        limits=limits,
-        gate=Gate(limits, key_check, frozenset({"/openapi.json", "/docs"})),
+        limits=bounds,
+        gate=Gate(bounds, key_check, frozenset({"/openapi.json", "/docs"})),
     )
     app.openapi = farebox_openapi(app)  # type: ignore[method-assign]
     if server.docs:

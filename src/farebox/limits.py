@@ -203,13 +203,18 @@ class RateLimits:
 
 
 # what the client is told ------------------------------------------------------------------
-def _duration(seconds: float) -> str:
-    """OpenAI's reset format: ``20ms``, ``1s``, ``1.5s``, ``6m0s``."""
-    if seconds < 1:
-        return f"{max(int(seconds * 1000), 0)}ms"
-    minutes, rest = divmod(seconds, 60)
-    text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
-    return f"{int(minutes)}m{text}" if minutes else text
+def _duration(ms: int) -> str:
+    """OpenAI's reset format from whole milliseconds: ``20ms``, ``1s``, ``1.5s``, ``6m0s``."""
+    if ms < 1000:
+        return f"{max(ms, 0)}ms"
+    minutes, rest = divmod(ms, 60_000)
+    text = f"{rest // 1000}.{rest % 1000:03d}".rstrip("0").rstrip(".") + "s"
+    return f"{minutes}m{text}" if minutes else text
+
+
+def _ms(seconds: float) -> int:
+    """Seconds as whole milliseconds, rounded up: a reset is never told early."""
+    return max(math.ceil(seconds * 1000 - 1e-6), 0)
 
 
 def _tightest(states: Sequence[HoldState], unit: str) -> HoldState | None:
@@ -227,7 +232,7 @@ def headers(states: Sequence[HoldState], now: float) -> dict[str, str]:
         reset = state.hold.bucket + state.hold.window_s - now
         out[f"x-ratelimit-limit-{unit}"] = str(state.limit)
         out[f"x-ratelimit-remaining-{unit}"] = str(state.remaining)
-        out[f"x-ratelimit-reset-{unit}"] = _duration(max(reset, 0.0))
+        out[f"x-ratelimit-reset-{unit}"] = _duration(_ms(reset))
     return out
 
 
@@ -248,11 +253,19 @@ def describe(hold: Hold) -> str:
 
 
 def refusal(failed: HoldState, states: Sequence[HoldState], now: float) -> RateLimited:
-    wait = retry_after(failed, now)
-    seconds = max(math.ceil(wait), 1)
+    """The 429: ``Retry-After`` (whole seconds, rounded up), ``retry-after-ms`` and the failed
+    unit's ``x-ratelimit-reset-*`` all name the same instant, when the failed counter next
+    has room; that unit's limit and remaining are the failed counter's."""
+    wait_ms = max(_ms(retry_after(failed, now)), 1)
+    seconds = -(-wait_ms // 1000)
     hdrs = headers(states, now)
+    unit = failed.hold.unit
+    if unit in ("requests", "tokens"):
+        hdrs[f"x-ratelimit-limit-{unit}"] = str(failed.limit)
+        hdrs[f"x-ratelimit-remaining-{unit}"] = str(failed.remaining)
+        hdrs[f"x-ratelimit-reset-{unit}"] = _duration(wait_ms)
     hdrs["Retry-After"] = str(seconds)
-    hdrs["retry-after-ms"] = str(max(math.ceil(wait * 1000), 1))
+    hdrs["retry-after-ms"] = str(wait_ms)
     return RateLimited(
         f"Rate limit exceeded: {describe(failed.hold)}. Retry after {seconds} s.",
         headers=hdrs,

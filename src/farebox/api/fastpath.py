@@ -17,6 +17,7 @@ from farebox.api.gate import Gate
 from farebox.api.limits_input import InputLimits, check_head
 from farebox.errors import FareboxError, MethodNotAllowed
 from farebox.inflight import InFlight
+from farebox.pipeline import new_request_id
 
 
 class Incoming:
@@ -110,7 +111,7 @@ class FareboxApp(FastAPI):
             check_head(scope["headers"], self.limits)
         except FareboxError as exc:
             flavor = "anthropic" if scope["path"].startswith("/v1/messages") else "openai"
-            await error_response(exc, flavor=flavor)(scope, receive, send)
+            await error_response(exc, new_request_id(), flavor=flavor)(scope, receive, send)
             return
         path = scope["path"]
         if len(path) > 1 and path[-1] == "/":

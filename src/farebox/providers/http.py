@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 import orjson
 
 from farebox.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
+from farebox.providers.sanitize import identifier, scrub
 from farebox.providers.http1 import (
     Connection,
     Pool,
@@ -32,17 +32,7 @@ from farebox.providers.http1 import (
 RETRYABLE_CLIENT_STATUSES = frozenset({408, 409, 429})
 # Upstream answers about the gateway's own account with the provider.
 ACCOUNT_STATUSES = frozenset({401, 402, 403, 404})
-# Things an upstream's error text may echo that a tenant must never see.
-_SECRET_TEXT = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{4,}|org-[A-Za-z0-9]{4,}|proj_[A-Za-z0-9]{4,}|fb[xsa]_[A-Za-z0-9_\-]{8,}"
-    r"|Bearer\s+\S+)"
-)
 log = logging.getLogger("farebox.providers")
-
-
-def redact(text: str) -> str:
-    """``text`` with API keys, organisation and project ids replaced."""
-    return _SECRET_TEXT.sub("[redacted]", text)
 
 
 # Response headers worth handing to the pipeline (and, for 429s, to the client).
@@ -228,10 +218,10 @@ def error_for_status(
     mid_stream: bool = False,
 ) -> UpstreamError:
     """Map an upstream failure to the error tree: client 4xx -> ``UpstreamRejected``."""
-    message = redact(str(error.get("message") or f"upstream returned HTTP {status}"))
+    message = scrub(str(error.get("message") or f"upstream returned HTTP {status}"))
     log.warning("upstream %s answered HTTP %s: %s", provider, status, message)
-    extra = {"provider": provider, "upstream_type": error.get("type")}
-    extra["upstream_code"] = error.get("code")
+    extra = {"provider": provider, "upstream_type": identifier(error.get("type"))}
+    extra["upstream_code"] = identifier(error.get("code"))
     kept = passed_headers(headers or {})
     if status in ACCOUNT_STATUSES:
         # the upstream refused the gateway's own account (credentials, billing, a model the
