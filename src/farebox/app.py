@@ -18,9 +18,9 @@ from farebox import __version__
 from farebox.alerts import WebhookAlerts
 from farebox.anomaly import AnomalyWatch
 from farebox.api import admin, anthropic, me, openai
+from farebox.api.admin_errors import method_not_allowed, validation_failure
 from farebox.api.client_ip import TrustedProxies
 from farebox.api.context import Services
-from farebox.api.admin_errors import method_not_allowed, validation_failure
 from farebox.api.docs import add_docs
 from farebox.api.errors import error_response
 from farebox.api.fastpath import FareboxApp

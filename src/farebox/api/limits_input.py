@@ -31,8 +31,7 @@ def check_head(headers: list[tuple[bytes, bytes]], limits: InputLimits) -> None:
     """Refuse too many or too large headers (431), or a declared body over the limit (413)."""
     if len(headers) > limits.max_header_count:
         raise HeadersTooLarge(
-            f"The request has {len(headers)} header fields; the limit is "
-            f"{limits.max_header_count}."
+            f"The request has {len(headers)} header fields; the limit is {limits.max_header_count}."
         )
     size = 0
     declared = None

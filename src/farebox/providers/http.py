@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 
 from farebox.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
-from farebox.providers.sanitize import identifier, scrub
 from farebox.providers.http1 import (
     Connection,
     Pool,
@@ -27,6 +26,7 @@ from farebox.providers.http1 import (
     exchange,
     request_head,
 )
+from farebox.providers.sanitize import identifier, scrub
 
 # Upstream 4xx answers that are the upstream's state, not the client's mistake.
 RETRYABLE_CLIENT_STATUSES = frozenset({408, 409, 429})

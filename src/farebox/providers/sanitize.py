@@ -20,12 +20,16 @@ _CREDENTIAL = re.compile(
 _TOKEN_RUN = re.compile(r"[A-Za-z0-9_\-+/=]{16,}")
 _SEGMENTS = re.compile(r"[-_/+=]")
 _ADDRESSES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"(?:[0-9A-Fa-f]{1,4}:){3,7}[0-9A-Fa-f]{1,4}|[0-9A-Fa-f:]*::[0-9A-Fa-f:]*"),
-     "[address]"),  # fmt: skip
+    (
+        re.compile(r"(?:[0-9A-Fa-f]{1,4}:){3,7}[0-9A-Fa-f]{1,4}|[0-9A-Fa-f:]*::[0-9A-Fa-f:]*"),
+        "[address]",
+    ),  # fmt: skip
     (re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?::[0-9]+)?"), "[address]"),
     (re.compile(r"[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}(?::[0-9]+)?"), "[host]"),
-    (re.compile(r"(?i)\blocalhost\b|[A-Za-z0-9\-]*[A-Za-z][A-Za-z0-9\-]*:[0-9]{2,5}\b"),
-     "[host]"),  # fmt: skip
+    (
+        re.compile(r"(?i)\blocalhost\b|[A-Za-z0-9\-]*[A-Za-z][A-Za-z0-9\-]*:[0-9]{2,5}\b"),
+        "[host]",
+    ),  # fmt: skip
 )
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
 
