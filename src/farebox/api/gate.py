@@ -3,7 +3,8 @@
 Every request that is not a data-plane route passes through :class:`Gate` before FastAPI sees
 it. On admin paths the admin key is checked from the headers alone, before a byte of the body
 is read; then the body is read in chunks and counted, stopping at ``max_body_bytes`` (413),
-and only then handed, whole, to the framework to parse.
+its JSON nesting is bounded (``max_json_depth``, 400), and only then is it handed, whole, to
+the framework to parse.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 
+import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from farebox.api.errors import error_response
-from farebox.api.limits_input import InputLimits
+from farebox.api.limits_input import InputLimits, check_depth
 from farebox.auth import bearer_key
 from farebox.core.keys import hash_key
 from farebox.errors import AuthenticationError, FareboxError, InvalidRequest
@@ -56,6 +58,8 @@ class Gate:
                 if not self.key_check(headers):
                     raise AuthenticationError("This endpoint needs the admin key.")
             body = await read_bounded(receive, self.limits)
+            if body:
+                check_json_depth(body, self.limits.max_json_depth)
         except FareboxError as exc:
             await error_response(exc)(scope, receive, send)
             return
@@ -78,6 +82,16 @@ async def read_bounded(receive: Receive, limits: InputLimits) -> bytes:
             chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def check_json_depth(body: bytes, limit: int) -> None:
+    """400 when a JSON body nests deeper than ``limit``; a body that is not JSON is left to
+    the framework, which says what is wrong with it."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    check_depth(data, limit)
 
 
 def replay(body: bytes, receive: Receive) -> Receive:
