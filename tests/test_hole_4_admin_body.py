@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from e2e import ADMIN_KEY, create_tenant_key, serve, write_config
 
 MIB = 1024 * 1024

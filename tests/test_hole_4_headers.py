@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from e2e import POLL_INTERVAL_S, READY_TIMEOUT_S, child_env, free_port, write_config
 
 PATHS = ["/admin/v1/tenants", "/v1/models", "/v1/chat/completions", "/healthz"]
