@@ -38,8 +38,8 @@ def _reset_peak(pid: int) -> None:
 
 def _chunked_post(port: int, path: str, headers: dict[str, str], mib: int) -> tuple[int, bytes]:
     """POST ``mib`` MiB of JSON-looking bytes, chunked, over a raw socket; (status, body)."""
-    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Transfer-Encoding: chunked",
-            "Content-Type: application/json", *(f"{k}: {v}" for k, v in headers.items())]  # fmt: skip
+    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Transfer-Encoding: chunked"]
+    head += ["Content-Type: application/json", *(f"{k}: {v}" for k, v in headers.items())]
     chunk = b"%x\r\n%s\r\n" % (MIB, b"[" * MIB)
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())

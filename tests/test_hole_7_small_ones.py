@@ -184,8 +184,9 @@ hosts = st.builds(
     st.lists(_LABEL, min_size=1, max_size=3),
     st.from_regex(r"[a-z]{2,8}", fullmatch=True),
 )
-ips = st.builds(lambda parts: ".".join(map(str, parts)), st.lists(st.integers(0, 255),
-                                                                    min_size=4, max_size=4))  # fmt: skip
+ips = st.builds(
+    lambda parts: ".".join(map(str, parts)), st.lists(st.integers(0, 255), min_size=4, max_size=4)
+)
 urls = st.builds(
     lambda scheme, host, port, path: f"{scheme}://{host}{port}/{path}",
     st.sampled_from(["http", "https", "redis", "postgresql"]),
