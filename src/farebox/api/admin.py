@@ -36,12 +36,14 @@ def _encodable(value: dict[str, Any]) -> dict[str, Any]:
         if len(orjson.dumps(value)) > 16_384:
             raise ValueError("metadata must encode to at most 16 KiB of JSON")
     except orjson.JSONEncodeError:
-        raise ValueError("metadata must be JSON-encodable, nested at most 255 levels") from None
+        raise ValueError(
+            "metadata must be JSON-encodable: integers within 64 bits, nested at most 255 levels"
+        ) from None
     return value
 
 
 Metadata = Annotated[dict[str, Any], AfterValidator(_encodable)]
-MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+MONTH_PATTERN = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$"  # 1970-01 on
 
 
 def _month(value: str) -> str:

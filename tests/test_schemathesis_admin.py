@@ -1,0 +1,171 @@
+"""Issue 7, acceptance 2 (admin half): schemathesis against Farebox's own ``/openapi.json``.
+
+Every admin operation of the document is driven, in process (ASGI), with the admin key: at
+least ``EXAMPLES`` generated requests each, derandomized so CI sees the same ones every run.
+Each case runs twice: with the path parameters schemathesis generated (which mostly name
+nothing: 404s) and with them pointing at a real tenant, key or incident, so the operations do
+real work. Checks: no 5xx, every response conforms to the schema the document gives for its
+status, and every status is one the document lists. Known faults are listed in ``KNOWN_FAULTS``
+with their reason (none today).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from farebox.app import create_app
+from farebox.config import parse_settings
+
+ADMIN_KEY = "fba_schemathesis_admin_key_0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+EXAMPLES = 50
+MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+CHECKS = [
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+    negative_data_rejection,
+]
+# (method, path) -> why a failure there is the document's or the test's, not a bug to fix.
+KNOWN_FAULTS: dict[tuple[str, str], str] = {}
+CONFIG: dict[str, Any] = {
+    "plans": {
+        "default": {"models": ["*"], "budgets": [{"period": "month", "limit_usd": "50"}]},
+        "pro": {"models": ["*"], "pricing": {"monthly_fee_usd": "20"}},
+    },
+}
+
+
+class Fixture:
+    """The app under test, a real tenant and key in it, and the admin operations."""
+
+    def __init__(self, directory: Path) -> None:
+        data = {"database": f"sqlite:///{directory / 'farebox.db'}", **CONFIG}
+        env = {"FAREBOX_ADMIN_KEY": ADMIN_KEY}
+        app = create_app(parse_settings(data, source="t.yaml", env=env, base_dir=directory),
+                         announce=lambda _m: None)  # fmt: skip
+        self.schema = schemathesis.openapi.from_asgi("/openapi.json", app, headers=ADMIN)
+        self.schema = self.schema.include(path_regex="^/admin/")
+        self.operations = {
+            (op.method.upper(), op.path): op
+            for op in (result.ok() for result in self.schema.get_all_operations())
+        }
+        self.real = self._seed()
+
+    def _seed(self) -> dict[str, str]:
+        session = self.schema.app  # the ASGI app, driven through schemathesis' own client
+        from schemathesis.python.asgi import get_client
+
+        with get_client(session) as client:
+            r = client.post(
+                "/admin/v1/tenants", json={"id": "acme", "plan": "default"}, headers=ADMIN
+            )
+            assert r.status_code == 201, r.text
+            r = client.post("/admin/v1/tenants/acme/keys", json={"name": "k"}, headers=ADMIN)
+            assert r.status_code == 201, r.text
+            key = r.json()
+            chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+            auth = {"Authorization": f"Bearer {key['key']}"}
+            r = client.post("/v1/chat/completions", json=chat, headers=auth)
+            assert r.status_code == 200, r.text
+        return {"tenant_id": "acme", "key_id": key["id"], "incident_id": "inc_none"}
+
+
+@pytest.fixture(scope="module")
+def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fixture]:
+    from schemathesis.python.asgi import shutdown_lifespans
+
+    built = Fixture(tmp_path_factory.mktemp("schemathesis"))
+    try:
+        yield built
+    finally:
+        shutdown_lifespans()
+
+
+def _failures(operation: Any, real: dict[str, str] | None, mode: GenerationMode) -> list[str]:
+    """Run ``EXAMPLES`` cases of ``operation``; describe each failing check (first per kind)."""
+    found: dict[str, str] = {}
+
+    @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(case=operation.as_strategy(mode))
+    def run(case: Any) -> None:
+        if real is not None:
+            case.path_parameters = {
+                name: real.get(name, value) for name, value in (case.path_parameters or {}).items()
+            }
+        try:
+            case.call_and_validate(headers=ADMIN, checks=CHECKS)
+        except AssertionError as exc:  # schemathesis' FailureGroup is an AssertionError
+            found.setdefault(type(exc).__name__ + str(exc)[:80], f"{case.as_curl_command()}\n{exc}")
+
+    run()
+    return list(found.values())
+
+
+def test_the_admin_document_has_the_operations_it_should(fixture: Fixture) -> None:
+    assert len(fixture.operations) >= 25
+    assert ("POST", "/admin/v1/tenants") in fixture.operations
+    assert not any(path.startswith("/v1/") for _, path in fixture.operations)
+
+
+OPERATIONS = [
+    ("GET", "/admin/v1/tenants"), ("POST", "/admin/v1/tenants"),
+    ("GET", "/admin/v1/tenants/{tenant_id}"), ("PATCH", "/admin/v1/tenants/{tenant_id}"),
+    ("GET", "/admin/v1/tenants/{tenant_id}/limits"), ("GET", "/admin/v1/deployments"),
+    ("GET", "/admin/v1/metrics"), ("GET", "/admin/v1/export"), ("GET", "/admin/v1/dead-letters"),
+    ("POST", "/admin/v1/dead-letters/retry"), ("GET", "/admin/v1/margins"),
+    ("GET", "/admin/v1/reconciliation"), ("GET", "/admin/v1/plans"),
+    ("POST", "/admin/v1/tenants/{tenant_id}/pause"),
+    ("POST", "/admin/v1/tenants/{tenant_id}/resume"),
+    ("GET", "/admin/v1/tenants/{tenant_id}/budgets"),
+    ("POST", "/admin/v1/tenants/{tenant_id}/budget-increases"),
+    ("PATCH", "/admin/v1/keys/{key_id}"), ("GET", "/admin/v1/budget-alerts"),
+    ("GET", "/admin/v1/unsettled"), ("POST", "/admin/v1/tenants/{tenant_id}/keys"),
+    ("GET", "/admin/v1/tenants/{tenant_id}/keys"), ("POST", "/admin/v1/service-keys"),
+    ("DELETE", "/admin/v1/keys/{key_id}"), ("POST", "/admin/v1/keys/{key_id}/pause"),
+    ("POST", "/admin/v1/keys/{key_id}/resume"), ("GET", "/admin/v1/anomalies"),
+    ("POST", "/admin/v1/anomalies/{incident_id}/resolve"), ("GET", "/admin/v1/usage"),
+]  # fmt: skip
+
+
+def test_every_admin_operation_is_listed_here(fixture: Fixture) -> None:
+    """A new admin operation must be added to ``OPERATIONS`` so that it is fuzzed too."""
+    assert set(fixture.operations) == set(OPERATIONS)
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+def test_admin_operation_conforms_to_the_document(fixture: Fixture, method: str, path: str) -> None:
+    operation = fixture.operations[(method, path)]
+    failures = []
+    for mode in MODES:
+        failures += _failures(operation, None, mode)
+        if "{" in path:
+            failures += _failures(operation, fixture.real, mode)
+    if (method, path) in KNOWN_FAULTS:
+        pytest.xfail(KNOWN_FAULTS[(method, path)])
+    assert not failures, "\n\n".join(failures)
+
+
+def test_the_server_is_healthy_after_the_fuzzing(fixture: Fixture) -> None:
+    from schemathesis.python.asgi import get_client
+
+    with get_client(fixture.schema.app) as client:
+        assert client.get("/healthz").status_code == 200
+        r = client.get("/admin/v1/tenants", headers=ADMIN)
+        assert r.status_code == 200 and "acme" in {t["id"] for t in r.json()["data"]}
+    assert httpx  # the in-process client above is schemathesis' own
