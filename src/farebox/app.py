@@ -302,7 +302,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await store.open()
+        try:
+            await store.open()
+        except ConfigError as exc:  # e.g. another deployment owns this redis_prefix
+            announce(f"Refusing to start: {exc.message}")
+            raise
         services.admin_key_hash = await resolve_admin_hash(settings, store, secret, announce)
         ledger.start()
         budgets.start()

@@ -69,7 +69,7 @@ def redis_client(url: str, timeouts: StoreTimeouts) -> aioredis.Redis:
         socket_connect_timeout=timeouts.redis_connect_s,
         retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
 
 
 class ScaledStore:
