@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import orjson
 import pytest
 
 PG = ("127.0.0.1", 5432)
@@ -121,6 +122,8 @@ def ledger(name: str) -> list[dict[str, Any]]:
     rows = _run(_fetch(name, "SELECT * FROM ledger ORDER BY started_at"))
     for row in rows:
         row["cost"] = int(row["cost"])
+        if isinstance(row.get("metadata"), str):  # JSONB comes as text without the codec
+            row["metadata"] = orjson.loads(row["metadata"])
     return rows
 
 
