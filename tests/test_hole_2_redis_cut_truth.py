@@ -189,8 +189,14 @@ def test_a_redis_stall_answers_503_within_the_timeouts_and_recovers(
                 chat = client.post("/v1/chat/completions", json=CHAT, headers=auth)
                 chat_s = time.monotonic() - started
                 proxy.restore()
-                poll("served after the stall", lambda: client.post(
-                    "/v1/chat/completions", json=CHAT, headers=auth).status_code == 200, 30)
+                poll(
+                    "served after the stall",
+                    lambda: (
+                        client.post("/v1/chat/completions", json=CHAT, headers=auth).status_code
+                        == 200
+                    ),
+                    30,
+                )
                 poll("ready after the stall", lambda: client.get("/readyz").status_code == 200, 10)
             budget = poll("holds released", lambda: (b := _budget(srv.base_url))
                           and parse_usd(b["reserved_usd"]) == 0 and b, 30)  # fmt: skip

@@ -103,7 +103,9 @@ def _refused_without_upstream(scene: Scene, count: int) -> None:
     assert [(r.status_code, r.json()["error"]["code"]) for r in answers] == [
         (503, "ledger_unavailable")
     ] * count, answers[0].text
-    assert scene.upstream.calls == before, "a request reached the upstream while the ledger was down"
+    assert scene.upstream.calls == before, (
+        "a request reached the upstream while the ledger was down"
+    )
 
 
 def _recovers(scene: Scene) -> list[str]:
@@ -214,4 +216,3 @@ async def test_a_store_that_cannot_write_flips_the_writer_down_then_a_probe_flip
         assert [e.request_id for e in await store.ledger()] == ["r2"]
     finally:
         await writer.stop()
-
