@@ -98,10 +98,10 @@ class Load:
             rid = r.headers.get("x-farebox-request-id", "")
             self.answers.append((rid, r.status_code, code, time.monotonic()))
 
-    async def until(self, what: str, check: Any, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    async def until(self, what: str, check: Any, within: float) -> None:
+        deadline = time.monotonic() + within
         while not check():
-            assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+            assert time.monotonic() < deadline, f"{what}: not within {within} s"
             await asyncio.sleep(0.02)  # polling interval; the deadline bounds the wait
 
 

@@ -20,16 +20,30 @@ from typing import Any
 import httpx
 import pytest
 
+from fakes.openai_upstream import OpenAIUpstream
 from farebox.core.money import parse_usd
 from farebox.errors import LedgerUnavailable
 from farebox.inflight import InFlight
 from farebox.ledger import LedgerWriter
 from farebox.stores.memory import MemoryStore
-from fakes.openai_upstream import OpenAIUpstream
-from tests.e2e import ServerProcess, admin_headers, create_tenant_key, free_port, running
-from tests.e2e import write_config
-from tests.outage import PG, dsn, fresh_databases, ledger, poll, redis_url, require_services
-from tests.outage import scaled_env
+from tests.e2e import (
+    ServerProcess,
+    admin_headers,
+    create_tenant_key,
+    free_port,
+    running,
+    write_config,
+)
+from tests.outage import (
+    PG,
+    dsn,
+    fresh_databases,
+    ledger,
+    poll,
+    redis_url,
+    require_services,
+    scaled_env,
+)
 from tests.tcp_proxy import LoopThread, TcpProxy, proxy_to
 from tests.test_store_contract import entry
 
