@@ -231,3 +231,37 @@ async def test_a_settle_lost_after_the_commit_is_settled_by_reclaim(loop: LoopTh
             assert (state.used, state.reserved) == (123, 0)
         finally:
             await store.close()
+
+
+async def test_a_reserve_without_an_answer_is_a_503_and_is_undone_once_redis_answers(
+    loop: LoopThread,
+) -> None:
+    """A Redis stall on the request path: the reserve times out as ``limiter_unavailable``
+    (not a 500, not a hang) and leaves nothing held; a reservation whose answer was lost is
+    undone by the next lease round instead of turning into an ``unsettled`` entry."""
+    from farebox.errors import LimiterUnavailable
+
+    with fresh_databases(1) as [name], proxy_to(loop, REDIS) as proxy:
+        timeouts = StoreTimeouts(redis_command_s=0.5, redis_connect_s=0.5)
+        store = ScaledStore.from_urls(
+            dsn(name), redis_url(("127.0.0.1", proxy.port)), timeouts=timeouts,
+            prefix=f"hole2-{uuid.uuid4().hex[:8]}",
+        )  # fmt: skip
+        await store.open()
+        try:
+            h = hold("tenant:acme:day", 1000)
+            assert (await store.reserve(reservation("held", 300, [h]))).ok
+            await asyncio.to_thread(proxy.stall)
+            started = time.monotonic()
+            with pytest.raises(LimiterUnavailable):
+                await store.reserve(reservation("lost", 200, [h]))
+            assert time.monotonic() - started < 1.5
+            await asyncio.to_thread(proxy.restore)
+            # "held" stands in for a reserve that reached Redis but whose answer was lost
+            store._abandoned["held"] = None  # what a lost answer leaves behind
+            assert await store.reclaim_expired(T0 + 30) == []
+            [state] = await store.budget_states([h])
+            assert (state.used, state.reserved) == (0, 0)
+            assert ledger(name) == []  # nothing recorded as possibly billed
+        finally:
+            await store.close()
