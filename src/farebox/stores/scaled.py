@@ -330,5 +330,6 @@ def _redis_required() -> Iterator[None]:
     except REDIS_DOWN as exc:
         raise LimiterUnavailable(
             "The gateway cannot reach its shared counters (Redis), so budgets and rate limits "
-            "cannot be checked; the request was refused and not billed. Retry shortly."
+            "cannot be checked; the request was refused and not billed. Retry shortly.",
+            headers={"Retry-After": "1"},
         ) from exc
