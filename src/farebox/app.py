@@ -77,9 +77,20 @@ def make_store(settings: Settings) -> Store:
                 f"{settings.source}: database: PostgreSQL and Redis need the extras: "
                 f"pip install 'farebox[postgres,redis]' ({exc})"
             ) from None
+        from farebox.stores.timeouts import StoreTimeouts
+
         assert settings.redis_url is not None
         outbox = bool(settings.file.billing.sinks)
-        return ScaledStore.from_urls(settings.database_url, settings.redis_url, outbox=outbox)
+        t = settings.file.timeouts
+        timeouts = StoreTimeouts(t.postgres_connect_s, t.postgres_command_s, t.redis_connect_s,
+                                 t.redis_command_s, t.ledger_probe_s)  # fmt: skip
+        return ScaledStore.from_urls(
+            settings.database_url,
+            settings.redis_url,
+            outbox=outbox,
+            prefix=settings.file.redis_prefix,
+            timeouts=timeouts,
+        )
     if settings.database_path is None:
         return MemoryStore()
     sync = settings.file.ledger.synchronous
@@ -293,7 +304,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await store.open()
+        try:
+            await store.open()
+        except ConfigError as exc:  # e.g. another deployment owns this redis_prefix
+            announce(f"Refusing to start: {exc.message}")
+            raise
         services.admin_key_hash = await resolve_admin_hash(settings, store, secret, announce)
         ledger.start()
         budgets.start()

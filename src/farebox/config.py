@@ -286,9 +286,23 @@ class LedgerConfig(_Strict):
     batch_max: int = Field(512, ge=1)
 
 
+class TimeoutSettings(_Strict):
+    """Deadlines on the shared databases (PostgreSQL and Redis) and on ``/readyz``."""
+
+    postgres_connect_s: float = Field(5.0, gt=0)  # opening a connection
+    postgres_command_s: float = Field(5.0, gt=0)  # one statement; waiting for a pooled one
+    redis_connect_s: float = Field(2.0, gt=0)  # opening a connection
+    redis_command_s: float = Field(2.0, gt=0)  # one command or script; waiting for a pooled one
+    ledger_probe_s: float = Field(1.0, gt=0)  # PostgreSQL health probe: interval and timeout
+    readyz_s: float = Field(1.0, gt=0)  # /readyz answers within this, 503 if the stores do not
+
+
 class FileConfig(_Strict):
     database: str = "sqlite:///farebox.db"
     redis: str | None = None
+    # namespaces this deployment's Redis keys; unset: one derived from the database
+    redis_prefix: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
     secret: str | None = None
     server: ServerConfig = Field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)

@@ -4,6 +4,18 @@ Each request awaits its own entry's durability, but many entries share one trans
 while a batch is being written, the next one accumulates. A request served alone (no other
 in flight, nothing queued) commits on its own task when the store can do that at once, which
 saves the two hops through the writer task.
+
+The writer also knows whether the ledger's database is reachable (``ensure_available``), so
+a request is refused with 503 ``ledger_unavailable`` before its upstream call rather than
+served unrecorded. A store that tracks this itself (PostgreSQL: any connection-level failure
+on any path, and a probe every ``timeouts.ledger_probe_s``) hands its flag over; otherwise
+(SQLite) the writer keeps one, flipped down when a write fails for want of its disk or
+database and up by a probe every ``PROBE_DOWN_S`` while down.
+
+A request whose write fails after its upstream call (it was admitted just before the
+outage) is answered 503 ``ledger_unavailable``; its entry is not written later, since the
+client was told it was not billed. Its hold is not released: the lease expires and the
+reclaim path records it as ``unsettled`` with the amount that was reserved.
 """
 
 from __future__ import annotations
@@ -11,14 +23,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 
 from farebox.core.records import LedgerEntry
+from farebox.errors import LedgerUnavailable
 from farebox.inflight import InFlight
 from farebox.stores.base import Store
+from farebox.stores.health import HasLedgerHealth, Health, Prober, ProbeTimes
 
 log = logging.getLogger("farebox.ledger")
 WRITE_ATTEMPTS = 4
 RETRY_DELAY_S = 0.05
+PROBE_DOWN_S = 0.5  # while the ledger's database is down, how often it is probed
+REFUSED = (
+    "The gateway cannot reach its ledger database, so it could not record this request's "
+    "usage; the request was refused before any upstream call and was not billed. "
+    "Retry shortly."
+)
+UNRECORDED = (
+    "The gateway lost its ledger database while serving this request and could not record "
+    "it, so it is not billed (the ledger keeps it as unsettled). Retry shortly."
+)
 
 
 class LedgerWriter:
@@ -34,11 +59,20 @@ class LedgerWriter:
         self._closing = False
         self._inflight: list[asyncio.Future[None]] = []
         self._late: set[asyncio.Task[None]] = set()
+        self._prober: Prober | None = None
+        if isinstance(store, HasLedgerHealth):
+            self._health = store.ledger_health  # the store probes it itself
+        else:
+            self._health = Health("the ledger database")
+            times = ProbeTimes(down_every=PROBE_DOWN_S, up_every=None, timeout=1.0)
+            self._prober = Prober(self._health, store.ping, times)
 
     def start(self) -> None:
         self._closing = False
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="ledger-writer")
+        if self._prober is not None:
+            self._prober.start()
 
     async def stop(self) -> None:
         """Flush everything pending, then stop."""
@@ -51,11 +85,19 @@ class LedgerWriter:
         left, self._pending = self._pending, []
         if left:  # queued while the writer was finishing, or by a writer that died
             await self._write(left)
+        if self._prober is not None:
+            await self._prober.stop()
+
+    @property
+    def available(self) -> bool:
+        """False while the ledger's database is known to be unreachable."""
+        return self._health.up
 
     def ensure_available(self) -> None:
         """Raise ``LedgerUnavailable`` when the ledger's database is known to be unreachable,
         so a request is refused before any upstream call. O(1): reads a health flag."""
-        return None
+        if not self._health.up:
+            raise LedgerUnavailable(REFUSED, headers={"Retry-After": "1"})
 
     def submit(self, entry: LedgerEntry) -> asyncio.Future[None]:
         """Queue an entry; the future resolves once it is durable. Never blocks."""
@@ -115,11 +157,16 @@ class LedgerWriter:
 
     async def _write(self, batch: list[tuple[LedgerEntry, asyncio.Future[None]]]) -> None:
         """Write a batch; if it fails, write its entries one by one so that one bad entry
-        fails only its own request. Each write is retried with backoff."""
+        fails only its own request. Each write is retried with backoff, unless the database
+        is unreachable: then every entry fails at once (``LedgerUnavailable``)."""
         if len(batch) > 1:
             try:
                 await self._store.append_ledger([entry for entry, _ in batch])
             except Exception as exc:
+                if self._unreachable(exc):
+                    log.error("ledger batch of %d not written: %s", len(batch), exc)
+                    _resolve(batch, _unrecorded(exc))
+                    return
                 log.warning("ledger batch of %d failed (%s); writing one by one", len(batch), exc)
                 for item in batch:
                     await self._write([item])
@@ -133,11 +180,36 @@ class LedgerWriter:
             except Exception as exc:
                 entry_id = batch[0][0].request_id
                 log.error("ledger write of %s failed (try %d): %s", entry_id, attempt + 1, exc)
+                if self._unreachable(exc):
+                    _resolve(batch, _unrecorded(exc))
+                    return
                 if attempt + 1 == WRITE_ATTEMPTS:
                     _resolve(batch, exc)
                     return
                 await asyncio.sleep(RETRY_DELAY_S * 2**attempt)
         _resolve(batch, None)
+
+    def _unreachable(self, exc: Exception) -> bool:
+        """The write failed because the database cannot be reached (its store says so, or,
+        for a store that does not track it, the error is the disk's or the connection's)."""
+        if self._prober is not None and _unavailable_error(exc):
+            self._health.down(f"{type(exc).__name__}: {exc}")
+        return not self._health.up
+
+
+def _unavailable_error(exc: BaseException) -> bool:
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    message = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and any(
+        word in message for word in ("disk", "full", "readonly", "unable to open")
+    )
+
+
+def _unrecorded(exc: Exception) -> LedgerUnavailable:
+    error = LedgerUnavailable(UNRECORDED, headers={"Retry-After": "1"})
+    error.__cause__ = exc
+    return error
 
 
 def _resolve(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -45,11 +46,17 @@ def routes(services: Services) -> list[FastRoute]:
         return _json({"status": "ok"})
 
     async def readyz(request: Incoming) -> JSONBody:
+        """Ready when the stores answer within ``timeouts.readyz_s``; 503 otherwise, in
+        that time at most (a stalled database is not waited for)."""
         try:
-            ok = await services.store.ping()
-        except Exception:
-            ok = False
-        return _json({"status": "ready" if ok else "unavailable", "store": ok}, 200 if ok else 503)
+            async with asyncio.timeout(services.settings.file.timeouts.readyz_s):
+                store = bool(await services.store.ping())
+        except Exception:  # an error or the deadline: not ready, whatever the reason
+            store = False
+        ledger = services.ledger.available
+        ok = store and ledger
+        body = {"status": "ready" if ok else "unavailable", "store": store, "ledger": ledger}
+        return _json(body, 200 if ok else 503)
 
     return [
         FastRoute("/v1/me", guarded(services, me), ["GET"]),

@@ -8,6 +8,7 @@ parameterised; only the (quoted) schema name is formatted into SQL. Money is
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from decimal import Decimal
@@ -19,8 +20,11 @@ import orjson
 from farebox.core.budgets import Hold
 from farebox.core.records import GROUP_BY, ApiKey, LedgerEntry, Tenant, UsageQuery, UsageRow
 from farebox.errors import Conflict, InvalidRequest, NotFound
+from farebox.stores.health import Health, Prober, ProbeTimes
+from farebox.stores.postgres_pool import TimedPool, unreachable
 from farebox.stores.postgres_schema import lock_key, migrate, quote_ident
 from farebox.stores.postgres_traffic import PostgresTraffic
+from farebox.stores.timeouts import StoreTimeouts
 
 GAP_WAIT_S = 10.0  # an outbox position missing this long was a rolled-back write, not a slow one
 
@@ -106,6 +110,7 @@ class PostgresStore:
         pool_min: int = 2,
         pool_max: int = 20,
         outbox: bool = True,
+        timeouts: StoreTimeouts | None = None,
     ) -> None:
         self.outbox = outbox  # record outbox positions (only needed when a sink is configured)
         self._gaps: dict[int, float] = {}  # outbox positions missing, and since when
@@ -116,6 +121,12 @@ class PostgresStore:
         self._pool_min = pool_min
         self._pool_max = pool_max
         self._pool_obj: Any = None
+        self._timed: TimedPool | None = None
+        self._timeouts = timeouts or StoreTimeouts()
+        # any connection-level failure flips this down; the probe flips it up again
+        self.health = Health("PostgreSQL")
+        probe = self._timeouts.probe_s
+        self._prober = Prober(self.health, self.ping, ProbeTimes(min(probe, 0.5), probe, probe))
         self._ledger_upsert = self._upsert_sql()
         self.traffic = PostgresTraffic(lambda: self._pool, self._s)
         self._ledger_insert = (
@@ -135,23 +146,30 @@ class PostgresStore:
     async def open(self) -> None:
         if self._pool_obj is not None:
             return
+        t = self._timeouts
         pool = await asyncpg.create_pool(
             self._dsn,
             min_size=self._pool_min,
             max_size=self._pool_max,
             init=_init_connection,
             server_settings={"search_path": self._s},
+            timeout=t.postgres_connect_s,  # each new connection
+            command_timeout=t.postgres_command_s,  # each statement
         )
         try:
-            async with pool.acquire() as conn:
+            async with pool.acquire(timeout=t.postgres_command_s) as conn:
                 await migrate(conn, self._schema)
         except BaseException:
             pool.terminate()  # not awaited: safe even while being cancelled
             raise
         self._pool_obj = pool
+        self._timed = TimedPool(pool, self.health, t.postgres_command_s)
+        self.health.restore()
+        self._prober.start()
 
     async def close(self) -> None:
-        pool, self._pool_obj = self._pool_obj, None
+        await self._prober.stop()
+        pool, self._pool_obj, self._timed = self._pool_obj, None, None
         if self._exporter_conn is not None and pool is not None:
             await pool.release(self._exporter_conn)  # ends the session lock with the session
             self._exporter_conn = None
@@ -159,17 +177,24 @@ class PostgresStore:
             await pool.close()
 
     @property
-    def _pool(self) -> Any:
-        if self._pool_obj is None:
+    def _pool(self) -> TimedPool:
+        if self._timed is None:
             raise RuntimeError("PostgresStore is not open")
-        return self._pool_obj
+        return self._timed
 
     async def ping(self) -> bool:
+        """``SELECT 1`` within the probe timeout; keeps ``health`` in step with the answer."""
         pool = self._pool
         try:
-            return bool(await pool.fetchval("SELECT 1", timeout=5.0) == 1)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            async with asyncio.timeout(self._timeouts.probe_s):
+                ok = await pool.fetchval("SELECT 1") == 1
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if unreachable(exc):
+                self.health.down(f"ping: {type(exc).__name__}: {exc}")
             return False
+        if ok:
+            self.health.restore()
+        return bool(ok)
 
     # tenants --------------------------------------------------------------------
     async def create_tenant(self, tenant: Tenant) -> None:
@@ -224,11 +249,24 @@ class PostgresStore:
         await self._write_ledger(self._ledger_insert, entries)
 
     async def _write_ledger(self, sql: str, entries: Sequence[LedgerEntry]) -> None:
+        """Idempotent: an entry already recorded for real (not as ``unsettled``) is skipped,
+        outbox row included, so retrying a batch whose commit was not acknowledged (the
+        connection dropped after COMMIT) writes nothing twice."""
         if not entries:
             return
-        rows = [_ledger_row(e) for e in entries]
-        billable = [e.request_id for e in entries if e.status != "unsettled"]
         async with self._pool.acquire() as conn, conn.transaction():
+            done = await conn.fetch(
+                f"SELECT request_id FROM {self._s}.ledger "
+                "WHERE request_id = ANY($1::text[]) AND status <> 'unsettled'",
+                [e.request_id for e in entries],
+            )
+            if done:
+                skip = {r[0] for r in done}
+                entries = [e for e in entries if e.request_id not in skip]
+                if not entries:
+                    return
+            rows = [_ledger_row(e) for e in entries]
+            billable = [e.request_id for e in entries if e.status != "unsettled"]
             await conn.executemany(sql, rows)
             if self.outbox and billable:
                 await conn.execute(
@@ -244,6 +282,20 @@ class PostgresStore:
         )
         rows = await self._pool.fetch(sql, list(request_ids))
         return {e.request_id: e for e in map(_entry, rows)}
+
+    async def has_data(self) -> bool:
+        """Whether any tenant or ledger entry exists (the database has been served)."""
+        return bool(
+            await self._pool.fetchval(
+                f"SELECT EXISTS (SELECT 1 FROM {self._s}.tenants) "
+                f"OR EXISTS (SELECT 1 FROM {self._s}.ledger)"
+            )
+        )
+
+    @property
+    def label(self) -> tuple[str, str]:
+        """The connection string and schema, for messages (callers strip the password)."""
+        return self._dsn, self._schema
 
     # billing export ------------------------------------------------------------------------
     async def ledger_since(self, seq: int, limit: int) -> list[tuple[int, LedgerEntry]]:
@@ -275,12 +327,17 @@ class PostgresStore:
     async def claim_exporter(self) -> bool:
         if self._exporter_conn is not None:
             return True
-        conn = await self._pool.acquire()
+        conn = await self._pool.take()
         key = lock_key(f"exporter:{self._schema}")
-        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+        try:
+            locked = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+        except BaseException:
+            await self._pool.give(conn)
+            raise
+        if locked:
             self._exporter_conn = conn  # held (with the session lock) until close
             return True
-        await self._pool.release(conn)
+        await self._pool.give(conn)
         return False
 
     async def export_cursor(self, sink: str) -> int:

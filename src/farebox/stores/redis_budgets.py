@@ -45,6 +45,7 @@ from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
 from farebox.errors import Conflict, FareboxError
 
 RECLAIMED_TTL_S = 7 * 86400  # reclaimed reservations are kept this long for late settlement
+LEGACY_PREFIX = "fbx"  # every deployment's keys before ``redis_prefix`` existed
 
 _BIGINT = """
 local BASE = 10000000
@@ -337,6 +338,24 @@ return out
 )
 
 
+# KEYS: leases, the reservation. ARGV: id. Releases a reservation still held (one whose
+# reserve may or may not have reached Redis before the caller gave up), as if never made.
+_CANCEL = (
+    _BIGINT
+    + """
+local rec = redis.call('HMGET', KEYS[2], 'amount', 'holds', 'state')
+if rec[3] ~= 'held' then return 0 end
+local amount = big(rec[1])
+for _, h in ipairs(cjson.decode(rec[2])) do
+  local held = held_of(h, amount)
+  redis.call('HINCRBY', ARGV[2] .. ':reserved:' .. h[1], h[2], str(neg(held)))
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+)
+
 # KEYS: the probe key. ARGV: now, until, ttl in ms. 1 if this caller holds the probe now.
 _CLAIM = """
 local held = redis.call('GET', KEYS[1])
@@ -356,16 +375,21 @@ def _field(bucket: float) -> str:
 
 
 class RedisBudgets:
-    def __init__(self, client: aioredis.Redis, prefix: str = "fbx") -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str = LEGACY_PREFIX) -> None:
         self._client = client
-        self._p = "{" + prefix + "}"
-        self._leases = f"{self._p}:leases"
-        self._epoch = f"{self._p}:auth_epoch"
+        self.use_prefix(prefix)
         self._reserve = client.register_script(_RESERVE)
         self._states = client.register_script(_STATES)
         self._settle = client.register_script(_SETTLE)
         self._expired = client.register_script(_EXPIRED)
         self._claim = client.register_script(_CLAIM)
+        self._cancel = client.register_script(_CANCEL)
+
+    def use_prefix(self, prefix: str) -> None:
+        """Namespace every key under ``{prefix}`` (set before the first use)."""
+        self._p = "{" + prefix + "}"
+        self._leases = f"{self._p}:leases"
+        self._epoch = f"{self._p}:auth_epoch"
 
     @property
     def key_prefix(self) -> str:
@@ -468,6 +492,11 @@ class RedisBudgets:
         for e in settling:
             args += [e.reservation_id or "", str(e.cost), str(e.tokens)]
         await self._run(self._settle, keys, args)
+
+    async def cancel(self, reservation_id: str) -> bool:
+        """Undo a reservation that is still held; False if there was none to undo."""
+        keys = [self._leases, self._res(reservation_id)]
+        return bool(int(await self._cancel(keys=keys, args=[reservation_id, self._p])))
 
     async def extend(self, ids: Sequence[str], expires_at: float) -> None:
         """Move the expiry of the reservations still held; others are left alone. Only held

@@ -1,18 +1,29 @@
 """The scaled-out store: PostgreSQL for tenants, keys and the ledger; Redis for budget
 counters, leased reservations and the auth epoch. Correct across many replicas.
 
-Settlement is two steps (the ledger commits in PostgreSQL, then Redis settles). A replica
-that dies between them leaves a lease that expires; reclaiming it finds the committed
-ledger entry and settles from it, so the spend is neither lost nor counted twice.
+Settlement is two steps (the ledger commits in PostgreSQL, then Redis settles). Once the
+ledger entry is committed the request is done: if the Redis step fails (or the replica dies
+before it), the lease is no longer renewed and expires; reclaiming it finds the committed
+ledger entry and settles from it, so the spend is neither lost nor counted twice, and the
+client is told what the ledger says.
+
+Every key lives under ``{<prefix>}`` (see ``redis_namespace``). Every PostgreSQL and Redis
+call has a deadline (``StoreTimeouts``); a Redis call that fails or times out on the request
+path is a 503 ``limiter_unavailable``, and a reservation whose outcome is unknown is undone
+once Redis answers again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -27,44 +38,118 @@ from farebox.core.records import (
     UsageRow,
 )
 from farebox.errors import LimiterUnavailable
+from farebox.stores.health import Health
 from farebox.stores.postgres import PostgresStore
 from farebox.stores.redis_budgets import RedisBudgets
+from farebox.stores.redis_namespace import choose_prefix, claim, database_id, database_label
+from farebox.stores.timeouts import StoreTimeouts
 
+log = logging.getLogger("farebox.stores.scaled")
 REDIS_CONNECTIONS = 64
-REDIS_WAIT_S = 10.0
+ABANDONED_MAX = 100_000  # reservations to undo remembered at most (beyond: their lease expires)
+# what a Redis call that did not get its answer raises
+REDIS_DOWN: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    TimeoutError,
+)
+
+
+def redis_client(url: str, timeouts: StoreTimeouts) -> aioredis.Redis:
+    """A pooled client whose every command is bounded: connecting, sending and reading take
+    at most their timeouts, waiting for a free connection at most the command timeout. A
+    dropped connection is retried once at once (a stale pooled connection after a restart);
+    a timeout is not retried, so a stall costs one timeout, not several."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_CONNECTIONS,
+        timeout=timeouts.redis_command_s,  # requests beyond the pool wait, this long at most
+        socket_timeout=timeouts.redis_command_s,
+        socket_connect_timeout=timeouts.redis_connect_s,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    )
+    return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
 
 
 class ScaledStore:
-    def __init__(self, pg: PostgresStore, budgets: RedisBudgets, client: aioredis.Redis) -> None:
+    def __init__(
+        self,
+        pg: PostgresStore,
+        budgets: RedisBudgets,
+        client: aioredis.Redis,
+        *,
+        prefix: str | None = None,
+        derive_prefix: bool = False,
+    ) -> None:
+        """``budgets`` keeps its prefix unless ``prefix`` is given or ``derive_prefix`` asks
+        for the database's own (chosen on open)."""
         self._pg = pg
         self.traffic = pg.traffic  # counters are flushed off the request path: PostgreSQL
         self._budgets = budgets
         self._client = client
+        self._prefix = prefix
+        self._derive = derive_prefix or prefix is not None
+        self._abandoned: dict[str, None] = {}  # reservations to undo once Redis answers
+        self._backlog: list[LedgerEntry] = []  # reclaimed but not yet recorded in the ledger
 
     @classmethod
-    def from_urls(cls, database_url: str, redis_url: str, *, outbox: bool = True) -> ScaledStore:
-        # requests beyond the pool wait for a connection instead of failing
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S
-        )
-        client = aioredis.Redis(connection_pool=pool)
-        return cls(PostgresStore(database_url, outbox=outbox), RedisBudgets(client), client)
+    def from_urls(
+        cls,
+        database_url: str,
+        redis_url: str,
+        *,
+        outbox: bool = True,
+        prefix: str | None = None,
+        timeouts: StoreTimeouts | None = None,
+    ) -> ScaledStore:
+        t = timeouts or StoreTimeouts()
+        client = redis_client(redis_url, t)
+        pg = PostgresStore(database_url, outbox=outbox, timeouts=t)
+        return cls(pg, RedisBudgets(client), client, prefix=prefix, derive_prefix=True)
 
     async def open(self) -> None:
         await self._pg.open()
-        await self._client.ping()
+        try:
+            await self._client.ping()
+            ident = await database_id(self._pg)
+            if self._derive:
+                self._budgets.use_prefix(await choose_prefix(self._pg, self._prefix))
+            prefix = self._budgets.key_prefix[1:-1]
+            await claim(self._client, prefix, ident, database_label(*self._pg.label))
+        except BaseException:
+            await self._pg.close()
+            raise
 
     async def close(self) -> None:
         await self._pg.close()
         await self._client.aclose()
 
+    @property
+    def ledger_health(self) -> Health:
+        """The ledger database's reachability (kept by the PostgreSQL store's probe)."""
+        return self._pg.health
+
+    @property
+    def key_prefix(self) -> str:
+        return self._budgets.key_prefix
+
     async def ping(self) -> bool:
-        return bool(await self._pg.ping()) and bool(await self._client.ping())
+        """Both databases, at once; each bounded by its own timeout."""
+        pg, rd = await asyncio.gather(self._pg.ping(), self._redis_ping(), return_exceptions=True)
+        return pg is True and rd is True
+
+    async def _redis_ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())
+        except REDIS_DOWN:
+            return False
 
     # tenants and keys: every change bumps the shared auth epoch -------------------------
     async def create_tenant(self, tenant: Tenant) -> None:
         await self._pg.create_tenant(tenant)
-        await self._budgets.bump_epoch()
+        with _redis_required():
+            await self._budgets.bump_epoch()
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         return await self._pg.get_tenant(tenant_id)
@@ -74,12 +159,14 @@ class ScaledStore:
 
     async def update_tenant(self, tenant_id: str, changes: dict[str, Any]) -> Tenant:
         tenant = await self._pg.update_tenant(tenant_id, changes)
-        await self._budgets.bump_epoch()
+        with _redis_required():
+            await self._budgets.bump_epoch()
         return tenant
 
     async def create_key(self, key: ApiKey) -> None:
         await self._pg.create_key(key)
-        await self._budgets.bump_epoch()
+        with _redis_required():
+            await self._budgets.bump_epoch()
 
     async def get_key(self, key_id: str) -> ApiKey | None:
         return await self._pg.get_key(key_id)
@@ -92,7 +179,8 @@ class ScaledStore:
 
     async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
         key = await self._pg.update_key(key_id, changes)
-        await self._budgets.bump_epoch()
+        with _redis_required():
+            await self._budgets.bump_epoch()
         return key
 
     async def auth_epoch(self) -> int:
@@ -101,8 +189,20 @@ class ScaledStore:
 
     # ledger ----------------------------------------------------------------------------
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
+        """Commit the entries, then settle their reservations in Redis. Once the commit is
+        done so is the request: a failed settle is logged and left to lease reclaim, which
+        settles from the committed entry, so it never changes what the client is told."""
         await self._pg.append_ledger(entries)
-        await self._budgets.settle(entries)
+        try:
+            await self._budgets.settle(entries)
+        except REDIS_DOWN as exc:
+            log.warning(
+                "ledger entries %s committed; their Redis settle failed (%s: %s) and is left "
+                "to lease reclaim",
+                ", ".join(e.request_id for e in entries[:5]) + ("..." if len(entries) > 5 else ""),
+                type(exc).__name__,
+                exc,
+            )
 
     def append_ledger_now(self, entries: Sequence[LedgerEntry]) -> bool:
         return False  # PostgreSQL and Redis are over the network
@@ -123,14 +223,43 @@ class ScaledStore:
 
     # budgets ---------------------------------------------------------------------------
     async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
-        with _redis_required():
-            return await self._budgets.reserve(reservation)
+        """A reserve that got no answer may or may not have been applied: it is undone once
+        Redis answers again, so a refused request holds nothing."""
+        try:
+            with _redis_required():
+                return await self._budgets.reserve(reservation)
+        except LimiterUnavailable:
+            if len(self._abandoned) < ABANDONED_MAX:
+                self._abandoned[reservation.id] = None
+            raise
 
     async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:
         await self._budgets.extend(ids, expires_at)
 
     async def reclaim_expired(self, now: float) -> list[LedgerEntry]:
-        expired = await self._budgets.expired(now)
+        """Undo abandoned reservations; then, only while the ledger is reachable, release
+        expired leases and record them: settled from the ledger when their entry is
+        committed, else as ``unsettled``. Expired leases that could not be recorded are kept
+        and recorded on the next round."""
+        await self._undo_abandoned()
+        if not self._pg.health.up:
+            return []  # holds stay held rather than being released unrecorded
+        expired = self._backlog + await self._budgets.expired(now)
+        self._backlog = []
+        try:
+            return await self._record_reclaimed(expired)
+        except BaseException:
+            self._backlog = expired
+            raise
+
+    async def _undo_abandoned(self) -> None:
+        while self._abandoned:
+            chunk = list(self._abandoned)[:100]
+            await asyncio.gather(*(self._budgets.cancel(rid) for rid in chunk))
+            for rid in chunk:
+                del self._abandoned[rid]
+
+    async def _record_reclaimed(self, expired: list[LedgerEntry]) -> list[LedgerEntry]:
         if not expired:
             return []
         found = await self._pg.existing_entries([e.request_id for e in expired])
@@ -198,8 +327,9 @@ def _redis_required() -> Iterator[None]:
     checked, so requests are refused with a 503 (fail closed), never admitted unchecked."""
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+    except REDIS_DOWN as exc:
         raise LimiterUnavailable(
             "The gateway cannot reach its shared counters (Redis), so budgets and rate limits "
-            "cannot be checked; the request was refused and not billed. Retry shortly."
+            "cannot be checked; the request was refused and not billed. Retry shortly.",
+            headers={"Retry-After": "1"},
         ) from exc
