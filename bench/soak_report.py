@@ -4,6 +4,7 @@ the JSON results file."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ MAX_SLOPE_MIB_PER_MIN = 0.1
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "soak-latest.json"
 
 
-def slope_per_min(points: list[tuple[float, float]]) -> float | None:
+def slope_per_min(points: Sequence[tuple[float, float]]) -> float | None:
     """Least-squares slope of ``(seconds, MiB)`` points, in MiB per minute."""
     if len(points) < 2:
         return None

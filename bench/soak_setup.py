@@ -17,6 +17,7 @@ from bench.gateway import Gateway, GatewayError, free_port, http
 TENANTS = {"steady": "steady", "limited": "limited", "tight": "tight", "churn": "steady"}
 TRAFFIC_TENANTS = {"steady": 0.6, "limited": 0.15, "tight": 0.25}
 LIMITED_CONCURRENT = 2
+SCRUBBED_ENV = ("FAREBOX_DATABASE", "FAREBOX_CONFIG", "FAREBOX_OVERRIDES", "FAREBOX_SECRET")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,12 @@ class SoakGateway(Gateway):
     def __init__(self, settings: Settings, upstream_key: str, keep_dir: bool = False) -> None:
         super().__init__(settings.upstream_url, upstream_key, 1, None, keep_dir)
         self.settings = settings
+
+    def _env(self) -> dict[str, str]:
+        env = super()._env()
+        for name in SCRUBBED_ENV:  # would point the gateway at another config or database
+            env.pop(name, None)
+        return env
 
     @property
     def database(self) -> Path | None:

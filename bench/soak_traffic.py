@@ -48,7 +48,7 @@ class Tally:
     """Outcomes per traffic kind, latencies, and the first unexpected answers in full."""
 
     counts: dict[str, Counter[str]] = field(default_factory=dict)
-    shapes: dict[str, Counter[str]] = field(default_factory=dict)
+    by_shape: dict[str, Counter[str]] = field(default_factory=dict)
     unexpected: Counter[str] = field(default_factory=Counter)
     examples: list[dict[str, Any]] = field(default_factory=list)
     latency_ns: dict[str, list[int]] = field(default_factory=dict)
@@ -60,7 +60,7 @@ class Tally:
         self.counts.setdefault(shot.kind, Counter())[outcome] += 1
         self.latency_ns.setdefault(shot.kind, []).append(elapsed_ns)
         if shot.kind in ("malformed", "failing"):
-            self.shapes.setdefault(f"{shot.kind}/{shot.shape}", Counter())[outcome] += 1
+            self.by_shape.setdefault(f"{shot.kind}/{shot.shape}", Counter())[outcome] += 1
         problem = _problem(shot, reply)
         if problem is not None:
             self.unexpected[f"{shot.kind}/{shot.shape}/{problem}"] += 1
@@ -85,7 +85,7 @@ class Tally:
         return {
             "total": self.total,
             "counts": {k: dict(sorted(c.items())) for k, c in sorted(self.counts.items())},
-            "shapes": {k: dict(sorted(c.items())) for k, c in sorted(self.shapes.items())},
+            "shapes": {k: dict(sorted(c.items())) for k, c in sorted(self.by_shape.items())},
             "unexpected": dict(self.unexpected.most_common()),
             "unexpected_examples": self.examples,
             "latency": latency,
