@@ -186,13 +186,14 @@ async def soak(opts: Options, gateway: SoakGateway, keys: dict[str, str]) -> dic
     try:
         await driver.run()
         duration = time.monotonic() - started
-        await sampling
+        stalls = await sampling
         after = await _after(opts, gateway, keys, hurry)
     finally:
         timer.cancel()
         sampling.cancel()
         restore()
     doc = _document(opts, duration, samples, tally, driver, after)
+    doc["stalls"] = stalls
     doc["interrupted"] = signalled.is_set()
     doc["gateway_exit_code"] = gateway.proc.poll()
     return doc

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import sqlite3
@@ -79,24 +80,29 @@ async def sampler(
     count: Callable[[], int],
     out: list[Sample],
     stop: asyncio.Event,
-) -> None:
+) -> list[dict[str, float]]:
     """Append a sample every ``every_s`` (on a fixed grid from ``started``) until ``stop``;
-    sets ``stop`` itself if the gateway exits."""
-    n = 0
+    sets ``stop`` itself if the gateway exits. Grid points missed because this process was
+    not scheduled are skipped, not made up; each such stall is returned."""
+    stalls: list[dict[str, float]] = []
+    due = 0.0
     while True:
         if proc.poll() is not None:
             print(f"[soak] gateway exited with code {proc.returncode}", file=sys.stderr)
             stop.set()
-            return
-        s = sample(proc.pid, database, time.monotonic() - started, count())
+            return stalls
+        now = time.monotonic() - started
+        if now - due > every_s:
+            stalls.append({"t_s": round(due, 1), "late_s": round(now - due, 1)})
+            print(f"[soak] stalled: sample due at {due:.1f}s taken at {now:.1f}s", file=sys.stderr)
+        s = sample(proc.pid, database, now, count())
         out.append(s)
         _progress(s)
-        n += 1
-        wait = started + n * every_s - time.monotonic()
+        due = (math.floor(now / every_s) + 1) * every_s
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), max(wait, 0.0))
+            await asyncio.wait_for(stop.wait(), max(started + due - time.monotonic(), 0.0))
         if stop.is_set():
-            return
+            return stalls
 
 
 def _progress(s: Sample) -> None:

@@ -145,7 +145,15 @@ def render(doc: dict[str, Any], verdicts: list[Check]) -> str:
     if traffic["unexpected"]:
         lines += ["", "unexpected answers (kind/shape/outcome: count):"]
         lines += [f"  {k}: {v}" for k, v in list(traffic["unexpected"].items())[:30]]
-    lines += ["", f"gateway log: {doc['tracebacks']} tracebacks", ""]
+    lines += ["", f"gateway log: {doc['tracebacks']} tracebacks"]
+    stalls = doc.get("stalls") or []
+    if stalls:
+        longest = max(s["late_s"] for s in stalls)
+        lines.append(
+            f"the soak itself stalled {len(stalls)} times (longest {longest:.0f} s): the host "
+            "was overloaded then, and RSS samples around those times are suspect"
+        )
+    lines.append("")
     width = max(len(c.name) for c in verdicts)
     for c in verdicts:
         lines.append(f"{c.status:<5} {c.name:<{width}}  {c.measured}  (budget {c.budget})")
