@@ -34,6 +34,7 @@ from farebox.providers.base import (
 )
 from farebox.providers.mock_choices import (
     ChoiceShape,
+    check_tools,
     choice_shape,
     embedding_size,
     token_logprobs,
@@ -189,6 +190,7 @@ class MockProvider:
     async def chat(self, request: ChatRequest) -> ChatResult:
         started = time.perf_counter()
         shape = choice_shape(request.body, self.name)
+        check_tools(request.body, self.name)
         rng = self._rng(request.body)
         await self._delay(rng)
         self._fail_maybe(rng)
@@ -210,6 +212,7 @@ class MockProvider:
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
         shape = choice_shape(request.body, self.name)
+        check_tools(request.body, self.name)
         rng = self._rng(request.body)
         await self._delay(rng)
         self._fail_maybe(rng)
@@ -342,17 +345,21 @@ def _tool_call(body: JSON, rng: random.Random) -> JSON | None:
     if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
         if messages[-1].get("role") == "tool":
             return None
-    functions = [t.get("function", {}) for t in tools if isinstance(t, dict)]
-    if isinstance(choice, dict):
-        wanted = choice.get("function", {}).get("name")
+    functions = [t["function"] for t in tools if t.get("type") == "function"]  # checked shapes
+    if not functions:
+        return None
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        wanted = choice["function"].get("name")
         functions = [f for f in functions if f.get("name") == wanted] or functions
-    fn = functions[0] if functions else {}
-    raw_params = fn.get("parameters")
-    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
-    props = params.get("properties") or {}
-    args = {name: "mock" for name in (params.get("required") or list(props)[:1])}
+    fn = functions[0]
+    params = fn.get("parameters") or {}
+    props = params.get("properties")
+    required = params.get("required")
+    if not (isinstance(required, list) and required):
+        required = list(props)[:1] if isinstance(props, dict) else []
+    args = {name: "mock" for name in required if isinstance(name, str)}
     return {
         "id": f"call_mock{rng.getrandbits(48):012x}",
         "type": "function",
-        "function": {"name": fn.get("name", "tool"), "arguments": orjson.dumps(args).decode()},
+        "function": {"name": fn["name"], "arguments": orjson.dumps(args).decode()},
     }

@@ -1,9 +1,11 @@
-"""What the mock provider does with ``n``, ``logprobs``/``top_logprobs`` and ``dimensions``.
+"""What the mock provider does with the request options it reads.
 
-It honours them as OpenAI does, within OpenAI's limits: ``n`` in 1..128, ``top_logprobs`` in
-0..20 (and only with ``logprobs: true``), ``dimensions`` up to the embedding model's size, and
-``encoding_format`` ``float`` or ``base64``. Anything else is the 400 ``invalid_request_error``
-a real provider answers, raised through the same mapping as a real upstream's answer.
+It honours ``n``, ``logprobs``/``top_logprobs`` and ``dimensions`` as OpenAI does, within
+OpenAI's limits: ``n`` in 1..128, ``top_logprobs`` in 0..20 (and only with ``logprobs: true``),
+``dimensions`` up to the embedding model's size, ``encoding_format`` ``float`` or ``base64``;
+``tools`` and ``tool_choice`` must have the shapes it reads. Anything else is the 400
+``invalid_request_error`` a real provider answers, raised through the same mapping as a real
+upstream's answer (never a crash inside the provider).
 """
 
 from __future__ import annotations
@@ -54,13 +56,7 @@ def _integer(body: Mapping[str, Any], field: str, low: int, high: int, provider:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        got = type(value).__name__
-        raise rejected(
-            f"Invalid type for '{field}': expected an integer, but got {got} instead.",
-            field,
-            "invalid_type",
-            provider,
-        )
+        raise _wrong_type(field, "an integer", value, provider)
     if value < low:
         raise rejected(
             f"Invalid '{field}': integer below minimum value. Expected a value >= {low}, "
@@ -87,13 +83,7 @@ def choice_shape(body: Mapping[str, Any], provider: str) -> ChoiceShape:
     n = _integer(body, "n", 1, MAX_N, provider) or 1
     logprobs = body.get("logprobs")
     if logprobs is not None and not isinstance(logprobs, bool):
-        raise rejected(
-            "Invalid type for 'logprobs': expected a boolean, but got "
-            f"{type(logprobs).__name__} instead.",
-            "logprobs",
-            "invalid_type",
-            provider,
-        )
+        raise _wrong_type("logprobs", "a boolean", logprobs, provider)
     top = _integer(body, "top_logprobs", 0, MAX_TOP_LOGPROBS, provider)
     if top is not None and not logprobs:
         raise rejected(
@@ -104,6 +94,66 @@ def choice_shape(body: Mapping[str, Any], provider: str) -> ChoiceShape:
             provider,
         )
     return ChoiceShape(n, bool(logprobs), top or 0)
+
+
+def check_tools(body: Mapping[str, Any], provider: str) -> None:
+    """``tools`` and ``tool_choice`` in the shapes the mock reads, or the upstream's 400."""
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise _wrong_type("tools", "an array", tools, provider)
+        for i, tool in enumerate(tools):
+            _check_tool(tool, f"tools[{i}]", provider)
+    choice = body.get("tool_choice")
+    if choice is None or choice in ("none", "auto", "required"):
+        return
+    if not isinstance(choice, dict):
+        raise rejected(
+            "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or an object.",
+            "tool_choice",
+            "invalid_value",
+            provider,
+        )
+    if choice.get("type") == "function":
+        _check_function(choice.get("function"), "tool_choice.function", provider)
+
+
+def _check_tool(tool: Any, where: str, provider: str) -> None:
+    if not isinstance(tool, dict):
+        raise _wrong_type(where, "an object", tool, provider)
+    if tool.get("type") == "function":
+        _check_function(tool.get("function"), f"{where}.function", provider)
+        parameters = tool["function"].get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise _wrong_type(f"{where}.function.parameters", "an object", parameters, provider)
+    elif tool.get("type") != "custom":
+        raise rejected(
+            f"Invalid value for '{where}.type': expected 'function' or 'custom'.",
+            f"{where}.type",
+            "invalid_value",
+            provider,
+        )
+
+
+def _check_function(function: Any, where: str, provider: str) -> None:
+    if function is None:
+        raise rejected(
+            f"Missing required parameter: '{where}'.", where, "missing_required_parameter", provider
+        )
+    if not isinstance(function, dict):
+        raise _wrong_type(where, "an object", function, provider)
+    if not isinstance(function.get("name"), str):
+        raise _wrong_type(f"{where}.name", "a string", function.get("name"), provider)
+
+
+def _wrong_type(where: str, expected: str, value: Any, provider: str) -> UpstreamError:
+    got = "null" if value is None else type(value).__name__
+    return rejected(
+        f"Invalid type for '{where}': expected {expected}, but got {got} instead.",
+        where,
+        "invalid_type",
+        provider,
+    )
 
 
 def embedding_size(body: Mapping[str, Any], provider: str) -> int:
