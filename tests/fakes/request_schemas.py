@@ -37,6 +37,13 @@ KNOWN_FAULTS = {
     "rewritten as `anyOf: [schema, {type: null}]`.",
     "base64-embeddings": "`Embedding.embedding` is typed as an array of numbers, but with "
     '`encoding_format: "base64"` the API returns a base64 string; a string is allowed too.',
+    "discriminator-without-mapping": "`discriminator: {propertyName: type}` with no `mapping` "
+    "means the value must be a schema's name (`ChatCompletionMessageToolCall`), but the API "
+    "sends `type: function`; the `oneOf` alone already tells the branches apart, so such "
+    "discriminators are dropped.",
+    "sse-schema": "`text/event-stream` gives the chunk schema as `schema`, which in OpenAPI 3.1 "
+    "describes each whole event (`{event, data, id}`), not the JSON in its `data`; rewritten "
+    "as an `itemSchema` whose `data` is that JSON (`contentSchema`) or the final `[DONE]`.",
     "undocumented-4xx": "the operations list only 200: every 4xx the API answers (400 bad "
     "request, 401, 404 unknown model, 413, 429 rate limit or budget) is undocumented; those "
     "responses are checked for the OpenAI error shape instead.",
@@ -66,7 +73,10 @@ def _rewrite(node: Any, visit: Callable[[JSON], JSON]) -> Any:
     return node
 
 
-def _nullable(schema: JSON) -> JSON:
+def _corrected(schema: JSON) -> JSON:
+    discriminator = schema.get("discriminator")
+    if isinstance(discriminator, dict) and "mapping" not in discriminator:
+        schema = {k: v for k, v in schema.items() if k != "discriminator"}
     if schema.get("nullable") is True:
         rest = {k: v for k, v in schema.items() if k != "nullable"}
         return {"anyOf": [rest, {"type": "null"}]}
@@ -75,10 +85,32 @@ def _nullable(schema: JSON) -> JSON:
     return schema
 
 
+def _sse_items(operation: JSON) -> JSON:
+    """A ``text/event-stream`` response's ``schema`` (the JSON of each event's ``data``) moved
+    to where OpenAPI 3.1 readers look for it: an ``itemSchema`` describing each event."""
+    for response in operation.get("responses", {}).values():
+        stream = (
+            response.get("content", {}).get("text/event-stream") if "content" in response else None
+        )
+        if isinstance(stream, dict) and "schema" in stream:
+            data = {
+                "anyOf": [
+                    {"const": "[DONE]"},
+                    {"contentMediaType": "application/json", "contentSchema": stream.pop("schema")},
+                ]
+            }
+            stream["itemSchema"] = {
+                "type": "object",
+                "properties": {"data": data},
+                "required": ["data"],
+            }
+    return operation
+
+
 @functools.cache
 def corrected_components() -> Mapping[str, Any]:
     """``components`` with the document's known faults corrected."""
-    components = _rewrite(openai_spec()["components"], _nullable)
+    components = _rewrite(openai_spec()["components"], _corrected)
     embedding = components["schemas"]["Embedding"]["properties"]
     embedding["embedding"] = {"anyOf": [embedding["embedding"], {"type": "string"}]}
     return dict(components)
@@ -91,7 +123,7 @@ def served_document() -> JSON:
     spec = openai_spec()
     paths = {
         path: {
-            method: _rewrite(operation, _nullable)
+            method: _sse_items(_rewrite(operation, _corrected))
             for method, operation in spec["paths"][path].items()
             if method in methods
         }
