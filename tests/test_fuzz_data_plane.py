@@ -20,6 +20,7 @@ The generation is derandomized with a fixed number of examples: the same bodies 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import time
 from collections import Counter
@@ -342,9 +343,9 @@ def mutated(endpoint: str, body: JSON, mutations: list[Mutation]) -> JSON:
         if m.op == "drop":
             _set(body, path, None, drop=True)
         elif m.op == "retype":
-            _set(body, path, _retyped(_get(body, path)))
+            _set(body, path, copy.deepcopy(_retyped(_get(body, path))))
         else:
-            _set(body, path, m.value)
+            _set(body, path, copy.deepcopy(m.value))  # never share the drawn constants
     return body
 
 
