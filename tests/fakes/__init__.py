@@ -8,6 +8,7 @@ request) and :class:`FakeUpstream` (server, reply queue, request log). The concr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -15,6 +16,8 @@ from typing import Any, Self
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
+
+GATE_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -24,6 +27,8 @@ class Reply:
     ``frames`` makes it a streamed (``text/event-stream``) answer written frame by frame.
     ``disconnect_after`` drops the connection (no clean end of body) after that many frames.
     ``hold`` keeps a streamed answer open after its frames until the fake is closed.
+    ``gate`` holds the answer back until the event is set (or ``GATE_TIMEOUT_S`` passed, so a
+    failing test cannot hang): a test can keep requests in flight upstream, then let them go.
     """
 
     status: int = 200
@@ -32,6 +37,7 @@ class Reply:
     frames: list[bytes] | None = None
     disconnect_after: int | None = None
     hold: bool = False
+    gate: asyncio.Event | None = None
 
 
 @dataclass
@@ -102,6 +108,9 @@ class FakeUpstream:
         recorded = Recorded(request.method, request.path, CIMultiDict(request.headers), raw)
         self.requests.append(recorded)
         reply = self._replies.popleft() if self._replies else self.default_reply(recorded)
+        if reply.gate is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reply.gate.wait(), GATE_TIMEOUT_S)
         if reply.frames is None:
             return _plain(reply)
         response = await _stream(request, reply)

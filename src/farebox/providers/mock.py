@@ -14,7 +14,7 @@ import math
 import random
 import struct
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +32,19 @@ from farebox.providers.base import (
     StreamItem,
     UsageReport,
 )
+from farebox.providers.mock_choices import (
+    ChoiceShape,
+    check_tools,
+    choice_shape,
+    embedding_size,
+    token_logprobs,
+)
 
 WORDS = (
     "the gateway routes each request to a healthy provider and records its exact cost so "
     "finance can invoice every tenant for what it used while budgets hold under load"
 ).split()
+VOCABULARY = tuple(dict.fromkeys(WORDS))
 CACHE_MIN_PROMPT = 1024
 CACHE_BLOCK = 128
 
@@ -63,11 +71,36 @@ class MockOptions:
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
+class _Choice:
     text_tokens: list[str]
     finish_reason: str
-    usage: Usage
     tool_call: JSON | None
+    logprobs: list[JSON] | None  # ``logprobs.content`` when asked for
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    choices: list[_Choice]
+    usage: Usage  # all choices together: a real provider bills every choice's tokens
+
+
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    visible: int
+    reasoning: int
+    finish_reason: str
+    tool_call: JSON | None
+
+
+def _written(draft: _Draft, rng: random.Random, shape: ChoiceShape) -> _Choice:
+    """A choice's words (none for a tool call) and, when asked, their log probabilities."""
+    words = [("" if i == 0 else " ") + rng.choice(WORDS) for i in range(draft.visible)]
+    if draft.tool_call:
+        words = []  # drawn all the same: the same seed gives the same answers as before
+    if not shape.logprobs:
+        return _Choice(words, draft.finish_reason, draft.tool_call, None)
+    logprobs = token_logprobs(words, shape.top_logprobs, rng, VOCABULARY)
+    return _Choice(words, draft.finish_reason, draft.tool_call, logprobs)
 
 
 class MockProvider:
@@ -117,58 +150,60 @@ class MockProvider:
         return min(max(n, o.min_tokens), o.max_tokens)
 
     # planning --------------------------------------------------------------------
-    def _plan(self, body: JSON, rng: random.Random) -> _Plan:
+    def _plan(self, body: JSON, rng: random.Random, shape: ChoiceShape) -> _Plan:
         model = str(body.get("model", ""))
         prompt = estimate_messages(body.get("messages"))
         cap = body.get("max_completion_tokens") or body.get("max_tokens")
-        tool_call = _tool_call(body, rng)
-        want = 12 if tool_call else self._length(rng)
-        reasoning = rng.randint(want // 4, want) if model in self._reasoning else 0
-        limit = int(cap) if isinstance(cap, int) and cap > 0 else None
-        visible = want
-        finish = "tool_calls" if tool_call else "stop"
-        if limit is not None and reasoning + visible > limit:
-            reasoning = min(reasoning, limit // 2)
-            visible = max(limit - reasoning, 0)
-            finish = "length"
+        limit = int(cap) if isinstance(cap, int) and cap > 0 else None  # per choice
+        drafts = [self._draft(body, rng, model in self._reasoning, limit)]
         cached = 0
         if prompt >= CACHE_MIN_PROMPT and rng.random() < 0.5:
             cached = (prompt // CACHE_BLOCK) * CACHE_BLOCK
+        choices = [_written(drafts[0], rng, shape)]
+        for _ in range(1, shape.n):
+            drafts.append(self._draft(body, rng, model in self._reasoning, limit))
+            choices.append(_written(drafts[-1], rng, shape))
+        reasoning = sum([d.reasoning for d in drafts]) if shape.n > 1 else drafts[0].reasoning
+        visible = sum([d.visible for d in drafts]) if shape.n > 1 else drafts[0].visible
         usage = Usage(
             input_tokens=prompt,
             cached_input_tokens=cached,
             output_tokens=visible + reasoning,
             reasoning_tokens=reasoning,
         )
-        words = [("" if i == 0 else " ") + rng.choice(WORDS) for i in range(visible)]
-        return _Plan(words if not tool_call else [], finish, usage, tool_call)
+        return _Plan(choices, usage)
+
+    def _draft(self, body: JSON, rng: random.Random, reasons: bool, limit: int | None) -> _Draft:
+        """One choice's length, reasoning and tool call, before its words are drawn."""
+        tool_call = _tool_call(body, rng)
+        want = 12 if tool_call else self._length(rng)
+        reasoning = rng.randint(want // 4, want) if reasons else 0
+        visible = want
+        finish = "tool_calls" if tool_call else "stop"
+        if limit is not None and reasoning + visible > limit:
+            reasoning = min(reasoning, limit // 2)
+            visible = max(limit - reasoning, 0)
+            finish = "length"
+        return _Draft(visible, reasoning, finish, tool_call)
 
     # Provider protocol -----------------------------------------------------------
     async def chat(self, request: ChatRequest) -> ChatResult:
         started = time.perf_counter()
+        shape = choice_shape(request.body, self.name)
+        check_tools(request.body, self.name)
         rng = self._rng(request.body)
         await self._delay(rng)
         self._fail_maybe(rng)
-        plan = self._plan(request.body, rng)
+        plan = self._plan(request.body, rng, shape)
         if self._options.tokens_per_second:
-            await asyncio.sleep(len(plan.text_tokens) / self._options.tokens_per_second)
-        message: JSON = {"role": "assistant", "content": "".join(plan.text_tokens) or None}
-        if plan.tool_call:
-            message["tool_calls"] = [plan.tool_call]
-        message["refusal"] = None
+            words = sum(len(c.text_tokens) for c in plan.choices)
+            await asyncio.sleep(words / self._options.tokens_per_second)
         body: JSON = {
             "id": _completion_id(rng),
             "object": "chat.completion",
             "created": int(time.time()),
             "model": request.body.get("model"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": plan.finish_reason,
-                }
-            ],
+            "choices": [_message_choice(i, c) for i, c in enumerate(plan.choices)],
             "usage": to_openai(plan.usage),
             "system_fingerprint": "fp_farebox_mock",
         }
@@ -176,10 +211,12 @@ class MockProvider:
         return ChatResult(body=body, usage=plan.usage, upstream_ms=elapsed)
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
+        shape = choice_shape(request.body, self.name)
+        check_tools(request.body, self.name)
         rng = self._rng(request.body)
         await self._delay(rng)
         self._fail_maybe(rng)
-        plan = self._plan(request.body, rng)
+        plan = self._plan(request.body, rng, shape)
         o = self._options
         cut = o.disconnect_after if o.disconnect_rate and rng.random() < o.disconnect_rate else 0
         base: JSON = {
@@ -190,28 +227,30 @@ class MockProvider:
             "system_fingerprint": "fp_farebox_mock",
         }
         first: JSON = {"role": "assistant", "content": "", "refusal": None}
-        yield _chunk(base, first, None)
-        delay = 1.0 / self._options.tokens_per_second if self._options.tokens_per_second else 0
-        for sent, word in enumerate(plan.text_tokens, start=1):
+        for index in range(len(plan.choices)):
+            yield _chunk(base, first, None, index)
+        delay = 1.0 / o.tokens_per_second if o.tokens_per_second else 0
+        for sent, chunk in enumerate(_token_chunks(base, plan.choices), start=1):
             if delay:
                 await asyncio.sleep(delay)
-            yield _chunk(base, {"content": word}, None)
+            yield chunk
             if cut and sent >= cut:
                 raise UpstreamError("mock provider dropped the stream", upstream_status=0)
-        if plan.tool_call:
-            yield _chunk(base, {"tool_calls": [{"index": 0, **plan.tool_call}]}, None)
-        yield _chunk(base, {}, plan.finish_reason)
+        for index, choice in enumerate(plan.choices):
+            if choice.tool_call:
+                call = {"tool_calls": [{"index": 0, **choice.tool_call}]}
+                yield _chunk(base, call, None, index)
+            yield _chunk(base, {}, choice.finish_reason, index)
         usage_chunk = {**base, "choices": [], "usage": to_openai(plan.usage)}
         yield UsageReport(usage=plan.usage, chunk=usage_chunk)
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
+        size = embedding_size(request.body, self.name)
         rng = self._rng(request.body)
         await _pause(self._options.latency_ms)
         self._fail_maybe(rng)
         inputs = request.body.get("input")
         items = inputs if isinstance(inputs, list) and not _is_tokens(inputs) else [inputs]
-        dims = request.body.get("dimensions")
-        size = dims if isinstance(dims, int) and dims > 0 else 1536
         as_b64 = request.body.get("encoding_format") == "base64"
         data = [
             {"object": "embedding", "index": i, "embedding": _vector(item, size, as_b64)}
@@ -240,9 +279,46 @@ def _completion_id(rng: random.Random) -> str:
     return f"chatcmpl-mock{rng.getrandbits(64):016x}"
 
 
-def _chunk(base: JSON, delta: JSON, finish: str | None) -> JSON:
-    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+def _chunk(base: JSON, delta: JSON, finish: str | None, index: int = 0) -> JSON:
+    choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
     return {**base, "choices": [choice], "usage": None}
+
+
+def _token_chunks(base: JSON, choices: list[_Choice]) -> Iterable[JSON]:
+    """One chunk per token, in the order a real upstream streams them: round robin over the
+    choices, each token with its ``logprobs`` entry when they were asked for."""
+    if len(choices) == 1 and choices[0].logprobs is None:
+        return (_chunk(base, {"content": word}, None) for word in choices[0].text_tokens)
+    return (
+        _logprob_chunk(base, index, choice, at)
+        for at in range(max(len(c.text_tokens) for c in choices))
+        for index, choice in enumerate(choices)
+        if at < len(choice.text_tokens)
+    )
+
+
+def _logprob_chunk(base: JSON, index: int, choice: _Choice, at: int) -> JSON:
+    chunk = _chunk(base, {"content": choice.text_tokens[at]}, None, index)
+    if choice.logprobs is not None:
+        chunk["choices"][0]["logprobs"] = {"content": [choice.logprobs[at]], "refusal": None}
+    return chunk
+
+
+def _message_choice(index: int, choice: _Choice) -> JSON:
+    message: JSON = {"role": "assistant", "content": "".join(choice.text_tokens) or None}
+    if choice.tool_call:
+        message["tool_calls"] = [choice.tool_call]
+    message["refusal"] = None
+    logprobs = None
+    if choice.logprobs is not None:
+        content = choice.logprobs if choice.text_tokens else None
+        logprobs = {"content": content, "refusal": None}
+    return {
+        "index": index,
+        "message": message,
+        "logprobs": logprobs,
+        "finish_reason": choice.finish_reason,
+    }
 
 
 def _is_tokens(value: list[Any]) -> bool:
@@ -269,17 +345,21 @@ def _tool_call(body: JSON, rng: random.Random) -> JSON | None:
     if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
         if messages[-1].get("role") == "tool":
             return None
-    functions = [t.get("function", {}) for t in tools if isinstance(t, dict)]
-    if isinstance(choice, dict):
-        wanted = choice.get("function", {}).get("name")
+    functions = [t["function"] for t in tools if t.get("type") == "function"]  # checked shapes
+    if not functions:
+        return None
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        wanted = choice["function"].get("name")
         functions = [f for f in functions if f.get("name") == wanted] or functions
-    fn = functions[0] if functions else {}
-    raw_params = fn.get("parameters")
-    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
-    props = params.get("properties") or {}
-    args = {name: "mock" for name in (params.get("required") or list(props)[:1])}
+    fn = functions[0]
+    params = fn.get("parameters") or {}
+    props = params.get("properties")
+    required = params.get("required")
+    if not (isinstance(required, list) and required):
+        required = list(props)[:1] if isinstance(props, dict) else []
+    args = {name: "mock" for name in required if isinstance(name, str)}
     return {
         "id": f"call_mock{rng.getrandbits(48):012x}",
         "type": "function",
-        "function": {"name": fn.get("name", "tool"), "arguments": orjson.dumps(args).decode()},
+        "function": {"name": fn["name"], "arguments": orjson.dumps(args).decode()},
     }
