@@ -5,6 +5,7 @@ connections (other workers) keep committing, and without stalling requests."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections import Counter
@@ -103,13 +104,13 @@ def _entry(i: int, worker: int) -> LedgerEntry:
     )  # fmt: skip
 
 
-async def _write_until(store: Any, worker: int, deadline: float, wal: Path) -> list[int]:
+async def _write_until(store: Any, worker: int, deadline: float, wal: str) -> list[int]:
     """Ledger batches back to back (a loop turn between them, as between requests)."""
     sizes, i = [], 0
     while time.monotonic() < deadline:
         await store.append_ledger([_entry(i + j, worker) for j in range(16)])
         i += 16
-        sizes.append(wal.stat().st_size)
+        sizes.append(os.stat(wal).st_size)  # a stat: what the sampler of a real run does
         await asyncio.sleep(0)
     return sizes
 
@@ -126,7 +127,7 @@ async def test_wal_is_cut_back_while_every_worker_keeps_committing(
     stores = [kind(path, wal=limits) for _ in range(workers)]
     for store in stores:
         await store.open()
-    wal = path.with_name(path.name + "-wal")
+    wal = str(path.with_name(path.name + "-wal"))
     try:
         deadline = time.monotonic() + 2.0
         sizes = await asyncio.gather(

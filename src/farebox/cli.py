@@ -42,6 +42,32 @@ def _settings(config: str | None, overrides: dict[str, Any] | None = None) -> Se
         raise click.ClickException(exc.message) from None
 
 
+def _local_settings(config: str | None) -> Settings:
+    """The settings a command on the local database uses: the configuration the database
+    is served with (see cli_config), never a guess."""
+    from farebox.cli_config import local_settings
+
+    try:
+        return local_settings(
+            config,
+            lambda path, overrides: load_settings(path, overrides=overrides),
+            warn=lambda line: click.echo(line, err=True),
+        )
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def _record_served(
+    settings: Settings, config: str | None, overrides: dict[str, Any] | None = None
+) -> None:
+    from farebox.cli_config import record
+
+    try:
+        record(settings, config, overrides)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+
+
 def _run_uvicorn(
     settings: Settings,
     config: str | None,
@@ -126,6 +152,7 @@ def serve(config: str | None, host: str | None, port: int | None, workers: int |
     server = settings.file.server
     host, port = host or server.host, port if port is not None else server.port
     _check_single_process(settings, workers or server.workers)
+    _record_served(settings, config)
     click.echo(f"Farebox listening on http://{host}:{port} ({settings.source})", err=True)
     _run_uvicorn(settings, config, host, port, workers or server.workers)
 
@@ -158,6 +185,7 @@ def demo(host: str, port: int, traffic: bool) -> None:
             return await seed(app.state.tenancy, app.state.services.store)
 
     keys = asyncio.run(prepare())
+    _record_served(settings, None, overrides)  # so the CLI reads the demo's own plans
     key = keys["acme"]
     base = f"http://{host}:{port}"
     click.echo(f"\nFarebox demo on {base}  (database: {settings.database_path})")
@@ -169,7 +197,12 @@ def demo(host: str, port: int, traffic: bool) -> None:
         '-d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}\'\n'
     )
     click.echo("Usage so far:  farebox usage --group-by tenant", err=True)
+    click.echo(f"Margins this month:  farebox margins --month {_this_month()}", err=True)
     click.echo("Anomalies paused so far:  farebox anomalies list", err=True)
+    click.echo(
+        "(from this directory; elsewhere add --url " + base + " with FAREBOX_ADMIN_KEY set)",
+        err=True,
+    )
     if traffic:
         click.echo(
             f"Tenant 'umbrella' runs a CI job whose retry loop runs away after "
@@ -178,6 +211,12 @@ def demo(host: str, port: int, traffic: bool) -> None:
         )
         _start_traffic(base, traffic_profiles(keys))
     _run_uvicorn(settings, None, host, port, 1, overrides)
+
+
+def _this_month() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m")
 
 
 def _start_traffic(base: str, profiles: list[Any]) -> None:
@@ -207,7 +246,7 @@ def _quiet(settings: Settings) -> Settings:
 def _local(config: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
     from farebox.app import create_app
 
-    settings = _settings(config)
+    settings = _local_settings(config)
     app = create_app(_quiet(settings), announce=lambda message: click.echo(message, err=True))
 
     async def run() -> T:
@@ -224,7 +263,7 @@ def _in_process(config: str | None, method: str, path: str, body: Any = None) ->
     """Call the admin API of an in-process app on the local database (no server)."""
     from farebox.app import create_app
 
-    settings = _settings(config)
+    settings = _local_settings(config)
     app = create_app(_quiet(settings), announce=lambda message: click.echo(message, err=True))
     payload = json.dumps(body).encode() if body is not None else b""
     raw_path, _, query = path.partition("?")
@@ -334,7 +373,7 @@ def tenants_create(
             url, "POST", "/admin/v1/tenants", {"id": tenant_id, "name": name, "plan": plan}
         )
     else:
-        settings = _settings(config)
+        settings = _local_settings(config)
         plan = plan or settings.file.default_plan or "default"
         result = tenant_json(_local(config, lambda t: t.create_tenant(tenant_id, name, plan)))
     click.echo(json.dumps(result, indent=2))
