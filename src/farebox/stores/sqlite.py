@@ -133,8 +133,14 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 
 def create_private(path: Path) -> None:
     """Create the database file readable by its owner only (0600), if it does not exist
-    yet: SQLite gives its ``-wal`` and ``-shm`` files the database file's mode."""
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    yet: SQLite gives its ``-wal`` and ``-shm`` files the database file's mode. Never opens
+    (and so never closes) an existing database: closing any descriptor of a file drops
+    every POSIX lock this process's SQLite connections hold on it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def connect(
