@@ -8,7 +8,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from farebox.stores.sqlite import _lock_owner, connect
+from farebox.stores.sqlite_conn import connect, lock_owner
 from farebox.stores.sqlite_schema import migrate
 
 
@@ -31,7 +31,7 @@ def write_meta(path: Path, name: str, value: str) -> None:
     """Set the value (creating and migrating the database if needed). Refused, like any
     other process, when a single-process gateway owns the database."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    owner = _lock_owner(path, exclusive=False)
+    owner = lock_owner(path, exclusive=False)
     conn = connect(path)
     try:
         migrate(conn)

@@ -37,8 +37,8 @@ from farebox.stores.sqlite import (
     SQLiteStore,
     ledger_row,
     outbox_rows,
-    owner_path,
 )
+from farebox.stores.sqlite_conn import owner_path
 from farebox.stores.sqlite_wal import WalLimits
 
 COMPACT_AFTER_BYTES = 1 << 20  # the journal is emptied once nothing is in flight past this
