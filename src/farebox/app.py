@@ -59,6 +59,7 @@ from farebox.stores.base import Store
 from farebox.stores.memory import MemoryStore
 from farebox.stores.sqlite import SQLiteStore
 from farebox.stores.sqlite_single import SingleProcessSQLiteStore
+from farebox.stores.sqlite_wal import MIB, WalLimits
 from farebox.tenancy import Tenancy
 
 Announce = Callable[[str], None]
@@ -96,9 +97,13 @@ def make_store(settings: Settings) -> Store:
     sync = settings.file.ledger.synchronous
     # the billing outbox costs a row per ledger entry: kept only when there is a sink to feed
     outbox = bool(settings.file.billing.sinks)
+    ledger = settings.file.ledger
+    wal = WalLimits(max_bytes=ledger.wal_max_mb * MIB, wait_ms=ledger.checkpoint_wait_ms)
     if settings.file.server.single_process:
-        return SingleProcessSQLiteStore(settings.database_path, synchronous=sync, outbox=outbox)
-    return SQLiteStore(settings.database_path, synchronous=sync, outbox=outbox)
+        return SingleProcessSQLiteStore(
+            settings.database_path, synchronous=sync, outbox=outbox, wal=wal
+        )
+    return SQLiteStore(settings.database_path, synchronous=sync, outbox=outbox, wal=wal)
 
 
 def make_secret(settings: Settings) -> bytes:

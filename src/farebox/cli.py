@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 from farebox.budgeting import budget_ident
+from farebox.cli_local import in_process, local_settings, record_served, run_local
 from farebox.config import Settings, admin_key_from_env, export_for_workers, load_settings
-from farebox.core.keys import hash_key
 from farebox.core.periods import parse_period
 from farebox.core.records import GROUP_BY
 from farebox.errors import ConfigError, FareboxError
-
-T = TypeVar("T")
 
 
 def uvicorn_options() -> dict[str, Any]:
@@ -126,6 +123,7 @@ def serve(config: str | None, host: str | None, port: int | None, workers: int |
     server = settings.file.server
     host, port = host or server.host, port if port is not None else server.port
     _check_single_process(settings, workers or server.workers)
+    record_served(settings, config)
     click.echo(f"Farebox listening on http://{host}:{port} ({settings.source})", err=True)
     _run_uvicorn(settings, config, host, port, workers or server.workers)
 
@@ -158,6 +156,7 @@ def demo(host: str, port: int, traffic: bool) -> None:
             return await seed(app.state.tenancy, app.state.services.store)
 
     keys = asyncio.run(prepare())
+    record_served(settings, None, overrides)  # so the CLI reads the demo's own plans
     key = keys["acme"]
     base = f"http://{host}:{port}"
     click.echo(f"\nFarebox demo on {base}  (database: {settings.database_path})")
@@ -169,7 +168,12 @@ def demo(host: str, port: int, traffic: bool) -> None:
         '-d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}\'\n'
     )
     click.echo("Usage so far:  farebox usage --group-by tenant", err=True)
+    click.echo(f"Margins this month:  farebox margins --month {_this_month()}", err=True)
     click.echo("Anomalies paused so far:  farebox anomalies list", err=True)
+    click.echo(
+        "(from this directory; elsewhere add --url " + base + " with FAREBOX_ADMIN_KEY set)",
+        err=True,
+    )
     if traffic:
         click.echo(
             f"Tenant 'umbrella' runs a CI job whose retry loop runs away after "
@@ -178,6 +182,12 @@ def demo(host: str, port: int, traffic: bool) -> None:
         )
         _start_traffic(base, traffic_profiles(keys))
     _run_uvicorn(settings, None, host, port, 1, overrides)
+
+
+def _this_month() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m")
 
 
 def _start_traffic(base: str, profiles: list[Any]) -> None:
@@ -196,79 +206,10 @@ def _start_traffic(base: str, profiles: list[Any]) -> None:
 # --- admin mirrors -------------------------------------------------------------------
 
 
-def _quiet(settings: Settings) -> Settings:
-    """The settings for a one-off CLI command: no billing export in the background."""
-    billing = settings.file.billing.model_copy(update={"in_serve": False})
-    return settings.model_copy(
-        update={"file": settings.file.model_copy(update={"billing": billing})}
-    )
-
-
-def _local(config: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
-    from farebox.app import create_app
-
-    settings = _settings(config)
-    app = create_app(_quiet(settings), announce=lambda message: click.echo(message, err=True))
-
-    async def run() -> T:
-        async with app.router.lifespan_context(app):
-            return await work(app.state.tenancy)
-
-    try:
-        return asyncio.run(run())
-    except FareboxError as exc:
-        raise click.ClickException(exc.message) from None
-
-
-def _in_process(config: str | None, method: str, path: str, body: Any = None) -> Any:
-    """Call the admin API of an in-process app on the local database (no server)."""
-    from farebox.app import create_app
-
-    settings = _settings(config)
-    app = create_app(_quiet(settings), announce=lambda message: click.echo(message, err=True))
-    payload = json.dumps(body).encode() if body is not None else b""
-    raw_path, _, query = path.partition("?")
-
-    async def run() -> tuple[int, bytes]:
-        sent: list[MutableMapping[str, Any]] = []
-
-        async def receive() -> MutableMapping[str, Any]:
-            return {"type": "http.request", "body": payload, "more_body": False}
-
-        async def send(message: MutableMapping[str, Any]) -> None:
-            sent.append(message)
-
-        token = secrets.token_urlsafe(32)  # local database access is admin access
-        scope = {
-            "type": "http", "method": method, "path": raw_path, "raw_path": raw_path.encode(),
-            "query_string": query.encode(), "root_path": "", "scheme": "http",
-            "http_version": "1.1", "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0),
-            "headers": [(b"content-type", b"application/json"),
-                        (b"authorization", f"Bearer {token}".encode())],
-        }  # fmt: skip
-        async with app.router.lifespan_context(app):
-            services = app.state.services
-            services.admin_key_hash = hash_key(services.secret, token)
-            await app(scope, receive, send)
-        status = next(m["status"] for m in sent if m["type"] == "http.response.start")
-        return status, b"".join(
-            m.get("body", b"") for m in sent if m["type"] == "http.response.body"
-        )
-
-    status, data = asyncio.run(run())
-    result = json.loads(data or b"null")
-    if status >= 400:
-        error = result.get("error", {}) if isinstance(result, dict) else {}
-        raise click.ClickException(
-            f"{status}: {error.get('message', data.decode(errors='replace'))}"
-        )
-    return result
-
-
 def _call(config: str | None, url: str | None, method: str, path: str, body: Any = None) -> Any:
     if url:
         return _remote(url, method, path, body)
-    return _in_process(config, method, path, body)
+    return in_process(config, method, path, body)
 
 
 def _remote(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -334,9 +275,9 @@ def tenants_create(
             url, "POST", "/admin/v1/tenants", {"id": tenant_id, "name": name, "plan": plan}
         )
     else:
-        settings = _settings(config)
+        settings = local_settings(config)
         plan = plan or settings.file.default_plan or "default"
-        result = tenant_json(_local(config, lambda t: t.create_tenant(tenant_id, name, plan)))
+        result = tenant_json(run_local(config, lambda t: t.create_tenant(tenant_id, name, plan)))
     click.echo(json.dumps(result, indent=2))
 
 
@@ -352,7 +293,7 @@ def tenants_list(config: str | None, url: str | None) -> None:
         async def work(t: Any) -> list[Any]:
             return [tenant_json(x) for x in await t.list_tenants()]
 
-        rows = _local(config, work)
+        rows = run_local(config, work)
     _print_table(rows, ["id", "name", "plan", "paused"])
 
 
@@ -377,7 +318,7 @@ def keys_create(
         raw, key_id = result["key"], result["id"]
     else:
         kind = "service" if service else "tenant"
-        record, raw = _local(config, lambda t: t.create_key(tenant_id, name, kind=kind))
+        record, raw = run_local(config, lambda t: t.create_key(tenant_id, name, kind=kind))
         key_id = record.id
     click.echo(f"key id: {key_id}", err=True)
     click.echo(raw)
@@ -390,7 +331,7 @@ def keys_revoke(key_id: str, config: str | None, url: str | None) -> None:
     if url:
         _remote(url, "DELETE", f"/admin/v1/keys/{key_id}")
     else:
-        _local(config, lambda t: t.revoke_key(key_id))
+        run_local(config, lambda t: t.revoke_key(key_id))
     click.echo(f"revoked {key_id}")
 
 
@@ -490,7 +431,7 @@ def usage(
             window = parse_time(start, "from"), parse_time(end, "to")
         except FareboxError as exc:
             raise click.ClickException(exc.message) from None
-        found = _local(config, lambda t: t.usage(tenant_id, window[0], window[1], group_by))
+        found = run_local(config, lambda t: t.usage(tenant_id, window[0], window[1], group_by))
         rows = [usage_json(r, group_by) for r in found]
     columns = ([group_by] if group_by else []) + [
         "requests",

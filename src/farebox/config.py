@@ -284,6 +284,10 @@ class BillingConfig(_Strict):
 class LedgerConfig(_Strict):
     synchronous: Literal["normal", "full"] = "normal"
     batch_max: int = Field(512, ge=1)
+    # SQLite: the bound the write-ahead log stays under (it is checkpointed and cut back
+    # once it passes a quarter of this), and how long a checkpoint may hold writes back
+    wal_max_mb: int = Field(64, ge=4, le=1 << 20)
+    checkpoint_wait_ms: int = Field(100, ge=1, le=10_000)
 
 
 class TimeoutSettings(_Strict):

@@ -31,11 +31,20 @@ from farebox.core.records import (
     UsageQuery,
     UsageRow,
 )
-from farebox.errors import ConfigError, Conflict, InvalidRequest, NotFound
+from farebox.errors import Conflict, InvalidRequest, NotFound
 from farebox.stores import sqlite_budgets as budgets
 from farebox.stores.epoch_file import EpochFile
+from farebox.stores.sqlite_conn import connect, is_busy, lock_owner
 from farebox.stores.sqlite_schema import migrate
 from farebox.stores.sqlite_traffic import SQLiteTraffic
+from farebox.stores.sqlite_wal import (
+    RESTART_EVERY,
+    Checkpointer,
+    HoldBack,
+    WalLimits,
+    limit_journal,
+    wal_path,
+)
 
 T = TypeVar("T")
 
@@ -60,7 +69,7 @@ _KEY_COLS = (
 )
 _LEDGER_COLS = tuple(f.name for f in LedgerEntry.__dataclass_fields__.values())
 log = logging.getLogger("farebox.stores.sqlite")
-CHECKPOINT_EVERY = 256  # inline commits between checkpoints run in the thread
+CHECKPOINT_EVERY = RESTART_EVERY  # commits between checkpoints (see stores/sqlite_wal)
 _LEDGER_ROW = attrgetter(*_LEDGER_COLS)
 _LEDGER_META = _LEDGER_COLS.index("metadata")
 LEDGER_INSERT = (
@@ -118,58 +127,31 @@ def ledger_row(entry: LedgerEntry) -> list[Any]:
     return row
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc)
-    return "locked" in text or "busy" in text
-
-
-def connect(
-    path: Path, synchronous: str = "NORMAL", busy_timeout_ms: int = 30_000
-) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={'FULL' if synchronous.upper() == 'FULL' else 'NORMAL'}")
-    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
-
-
-def owner_path(path: Path) -> Path:
-    return path.with_name(path.name + "-owner")
-
-
-def _lock_owner(path: Path, exclusive: bool) -> int:
-    """Every process on a database holds this lock: shared, or exclusive for a single-process
-    gateway. So a single-process gateway and anything else never run on one database."""
-    fd = os.open(owner_path(path), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        if exclusive:
-            raise ConfigError(
-                f"{path} is in use by another farebox process: server.single_process needs the "
-                "database to itself (stop the other process, or turn single_process off)"
-            ) from None
-        raise ConfigError(
-            f"{path} is owned by a farebox running with server.single_process: stop it, or "
-            "reach it through its admin API (--url)"
-        ) from None
-    return fd
-
-
 class SQLiteStore:
     exclusive = False  # True: this process must be the database's only user
 
-    def __init__(self, path: Path, *, synchronous: str = "normal", outbox: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "normal",
+        outbox: bool = True,
+        wal: WalLimits | None = None,
+    ) -> None:
         self._path = path
+        self._wal_limits = wal or WalLimits()
         self.outbox = outbox  # record outbox positions (only needed when a sink is configured)
         self._synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._local: sqlite3.Connection | None = None
         self._local_lock = threading.Lock()
-        self._inline_commits = 0
+        self._wal = Checkpointer(
+            self._wal_limits,
+            lambda wait_ms: connect(path, synchronous, busy_timeout_ms=wait_ms),
+            wal_path(path),
+            HoldBack(path.with_name(path.name + "-ckpt")),
+        )
         self._reserving: list[tuple[Reservation, asyncio.Future[ReserveOutcome]]] = []
         self._batches: set[asyncio.Task[None]] = set()
         self._epoch = EpochFile(path.with_name(path.name + "-authepoch"))
@@ -182,14 +164,17 @@ class SQLiteStore:
     # lifecycle -----------------------------------------------------------------
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._owner = _lock_owner(self._path, self.exclusive)
+        self._owner = lock_owner(self._path, self.exclusive)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="farebox-sqlite")
         self._conn = await self._run(lambda: connect(self._path, self._synchronous))
+        limit_journal(self._conn, self._wal_limits)
         await self._run(lambda: migrate(self._db))
         # the caller's own connection: never waits for a lock (busy -> use the thread) and
-        # never checkpoints (a checkpoint may fsync; the thread does it instead)
+        # never checkpoints (a checkpoint may fsync; the checkpointer's thread does it)
         self._local = connect(self._path, self._synchronous, busy_timeout_ms=0)
         self._local.execute("PRAGMA wal_autocheckpoint=0")
+        limit_journal(self._local, self._wal_limits)
+        self._wal.open()
         self._epoch.open()
         row = self._local.execute("SELECT value FROM meta WHERE name = 'auth_epoch'").fetchone()
         self._epoch.publish(int(row[0]))
@@ -197,6 +182,7 @@ class SQLiteStore:
     async def close(self) -> None:
         if self._batches:  # reservation batches still running
             await asyncio.gather(*self._batches, return_exceptions=True)
+        await self._wal.close()
         if self._conn is not None:
             conn = self._conn
             await self._run(conn.close)
@@ -320,16 +306,14 @@ class SQLiteStore:
         commit must not make the caller retry it). Uncontended, a commit in WAL mode takes
         microseconds: writes run here on the caller's connection rather than paying two
         thread hops (and never contend with this process's own thread). If another process
-        holds the write lock, it waits in the thread. Every ``CHECKPOINT_EVERY`` commits
-        the caller waits for a checkpoint: the ledger writer does, and no ledger write runs
-        meanwhile (a request alone queues behind a write in progress), so the checkpoint
-        completes and the WAL starts again from its beginning."""
+        holds the write lock, it waits in the thread. Each commit is counted for the
+        checkpointer (``stores/sqlite_wal``), which keeps the WAL bounded in its own thread:
+        nobody awaits it, and a write that comes while it finishes waits in the thread."""
         done = self._commit_here(fn)
-        result = done[0] if done else await self._run(lambda: self._tx(fn))
+        result = done[0] if done else await self._run(lambda: self._gated_tx(fn))
+        self._wal.committed()
         if after is not None:
             after()
-        if done and self._inline_commits % CHECKPOINT_EVERY == 0:
-            await self._checkpoint()
         return result
 
     def _commit_here(self, fn: Callable[[sqlite3.Connection], T]) -> list[T]:
@@ -337,41 +321,40 @@ class SQLiteStore:
         of its result, or an empty list (and nothing written) if another connection holds
         the write lock."""
         local = self._local
-        if local is None:
-            return []
+        if local is None or self._wal.hold.active():
+            return []  # not open, or a checkpoint is restarting the log
         try:
             with self._local_lock:
                 result = self._tx(fn, local)
         except sqlite3.OperationalError as exc:
-            if not _is_busy(exc):
+            if not is_busy(exc):
                 raise
             return []
-        self._inline_commits += 1
         return [result]
 
-    async def _checkpoint(self) -> None:
-        """Copy the WAL back into the database, in the thread. A failure is only logged: the
-        data is committed in the WAL, and the next checkpoint retries."""
-        try:
-            # fetch the result: an unfinished statement would block every later COMMIT
-            await self._run(lambda: self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
-        except Exception as exc:
-            log.warning("WAL checkpoint of %s failed (%s); the next one retries", self._path, exc)
+    def _gated_tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``_tx`` in the thread, once no checkpoint is restarting the log."""
+        self._wal.hold.wait()
+        return self._tx(fn)
 
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
-        """Write entries and settle their reservations, in one transaction."""
+        """Write entries and settle their reservations, in one transaction. A checkpoint in
+        progress is waited for first: the ledger writer's batches then never race it, so
+        the log starts again even when this process writes nothing else."""
         if entries:
+            await self._wal.finished()
             await self._write(self._ledger_write(entries), lambda: self._ledger_written(entries))
 
     def append_ledger_now(self, entries: Sequence[LedgerEntry]) -> bool:
         """``append_ledger`` on the caller's thread if it can commit at once: not when another
-        connection (another process, or this one's thread) holds the write lock, nor when a
-        checkpoint is due (``append_ledger`` waits for it)."""
-        if (self._inline_commits + 1) % CHECKPOINT_EVERY == 0:
+        connection (another process, or this one's thread) holds the write lock, nor while
+        a checkpoint runs (the ledger writer's queue then lets the event loop turn)."""
+        if self._wal.running:
             return False
         if entries:
             if not self._commit_here(self._ledger_write(entries)):
                 return False
+            self._wal.committed()
             self._ledger_written(entries)
         return True
 

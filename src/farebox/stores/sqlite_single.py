@@ -37,8 +37,9 @@ from farebox.stores.sqlite import (
     SQLiteStore,
     ledger_row,
     outbox_rows,
-    owner_path,
 )
+from farebox.stores.sqlite_conn import owner_path
+from farebox.stores.sqlite_wal import WalLimits
 
 COMPACT_AFTER_BYTES = 1 << 20  # the journal is emptied once nothing is in flight past this
 log = logging.getLogger("farebox.stores.sqlite_single")
@@ -51,8 +52,15 @@ _SPEND = (
 class SingleProcessSQLiteStore(SQLiteStore):
     exclusive = True
 
-    def __init__(self, path: Path, *, synchronous: str = "normal", outbox: bool = True) -> None:
-        super().__init__(path, synchronous=synchronous, outbox=outbox)
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "normal",
+        outbox: bool = True,
+        wal: WalLimits | None = None,
+    ) -> None:
+        super().__init__(path, synchronous=synchronous, outbox=outbox, wal=wal)
         self._counters = MemoryBudgets(load=self._load_counter)
         self._journal_path = path.with_name(path.name + "-inflight")
         self._journal: int | None = None
@@ -188,7 +196,11 @@ class SingleProcessSQLiteStore(SQLiteStore):
         held = self._counters.in_flight_entries()
         data = b"".join(orjson.dumps(e) + b"\n" for e in held)
         fresh = self._journal_path.with_name(self._journal_path.name + ".new")
-        fresh.write_bytes(data)
+        out = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(out, data)
+        finally:
+            os.close(out)
         journal = os.open(fresh, os.O_WRONLY | os.O_APPEND)  # before the rename: if this
         try:  # fails, the old journal stays in place and in use
             os.replace(fresh, self._journal_path)
