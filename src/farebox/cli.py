@@ -24,7 +24,7 @@ def uvicorn_options() -> dict[str, Any]:
     # client IPs come from the socket; trusted proxies are the gateway's own decision
     return {
         "loop": "uvloop",
-        "http": "httptools",
+        "http": "farebox.api.http_protocol:BoundedHttpToolsProtocol",  # headers bounded
         "log_level": "warning",
         "access_log": False,
         "proxy_headers": False,
