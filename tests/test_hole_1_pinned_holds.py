@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from fakes.anthropic_upstream import AnthropicUpstream
@@ -305,7 +306,7 @@ async def test_a_stream_closed_before_its_first_byte_releases_its_hold(make_gate
     """The client is gone before the response starts: ``send`` fails on the first message."""
     async with make_gateway(config()) as gw:
         key = await gw.tenant_key("t", "p")
-        body = b'{"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+        body = orjson.dumps({**OK, "stream": True})
         for _ in range(SLOTS + 1):
             await _call_and_fail_on_send(gw.app, body, key)
             await gw.app.state.services.ledger.flush()  # its entry is written behind it
