@@ -22,6 +22,7 @@ from farebox.api.client_ip import TrustedProxies
 from farebox.api.context import Services
 from farebox.api.errors import error_response
 from farebox.api.fastpath import FareboxApp
+from farebox.api.openapi_data import install_data_plane_docs
 from farebox.auth import Authenticator
 from farebox.breakers import Breakers
 from farebox.budgeting import Budgets
@@ -335,6 +336,7 @@ def create_app(
     app.add_fast_routes(
         [*openai.routes(services), *anthropic.routes(services), *me.routes(services)]
     )
+    install_data_plane_docs(app)
     return app
 
 
