@@ -26,6 +26,7 @@ from farebox.api.errors import error_response
 from farebox.api.fastpath import FareboxApp
 from farebox.api.gate import Gate, admin_key_check
 from farebox.api.limits_input import InputLimits
+from farebox.api.openapi_data import install_data_plane_docs
 from farebox.api.openapi_doc import farebox_openapi
 from farebox.auth import Authenticator
 from farebox.breakers import Breakers
@@ -366,6 +367,7 @@ def create_app(
     app.add_fast_routes(
         [*openai.routes(services), *anthropic.routes(services), *me.routes(services)]
     )
+    install_data_plane_docs(app)
     return app
 
 

@@ -7,12 +7,12 @@ Authentication happens before (``farebox.auth``); HTTP parsing and rendering aro
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from random import random
 from typing import Any, TypeVar
 
@@ -21,32 +21,31 @@ import orjson
 from farebox.auth import Principal
 from farebox.breakers import Breakers, deployment
 from farebox.budgeting import Admission, Budgets, Scope
+from farebox.calls import Call, entry, estimated, placeholder, replace, scope_of, with_ttft
 from farebox.config import RoutingSettings
 from farebox.core.budgets import Hold
+from farebox.core.caps import max_output_tokens
 from farebox.core.money import format_usd
 from farebox.core.plans import Plan
-from farebox.core.pricing import cost
 from farebox.core.records import ApiKey, LedgerEntry, Tenant
 from farebox.core.routing import Router, Target, weighted_order
 from farebox.core.tokens import estimate_input, estimate_messages
-from farebox.core.tools import DENY, tool_names
 from farebox.core.usage import Usage
 from farebox.errors import (
     BudgetExceeded,
     FareboxError,
-    InputTooLarge,
     InvalidRequest,
     ModelNotAllowed,
     ModelNotFound,
     NoDeployment,
-    ToolDenied,
-    ToolRequiresApproval,
     UpstreamError,
     UpstreamRateLimited,
+    UpstreamTranslationFailed,
 )
 from farebox.ledger import LedgerWriter
 from farebox.limits import RateLimits, limit_json
 from farebox.limits import headers as limit_headers
+from farebox.policy import apply_policy
 from farebox.providers.base import (
     ChatRequest,
     ChatResult,
@@ -57,7 +56,8 @@ from farebox.providers.base import (
     UsageReport,
 )
 from farebox.renderers import render_body, stream_renderer
-from farebox.streams import StreamMeter, close_quietly, stream_failure
+from farebox.sizes import check_dimensions, check_output_cap, clamp_output
+from farebox.streams import StreamMeter, close_quietly
 
 UNLIMITED = "unlimited"
 DEFAULT_DEADLINE_S = 60.0  # how long retries may go on when the plan sets no timeout
@@ -80,26 +80,6 @@ class Reply:
 class StreamReply:
     headers: dict[str, str]
     chunks: AsyncIterator[bytes]
-
-
-@dataclass(slots=True)
-class _Call:
-    """What one request carries through the path."""
-
-    principal: Principal
-    plan: Plan
-    endpoint: str
-    model: str
-    request_id: str
-    body: dict[str, Any]
-    started_wall: float
-    started: float = field(default_factory=time.perf_counter)
-    admission: Admission | None = None
-    flavor: str = "openai"  # the client's format: openai | anthropic
-
-    @property
-    def reservation_id(self) -> str | None:
-        return self.admission.reservation_id if self.admission else None
 
 
 class Gateway:
@@ -173,41 +153,6 @@ class Gateway:
         return usable
 
     # chat ------------------------------------------------------------------------
-    def _apply_policy(self, plan: Plan, body: dict[str, Any], input_tokens: int) -> None:
-        if plan.tools.enabled:
-            verdict = plan.tools.check(tool_names(body))
-            if verdict is not None:
-                error = ToolDenied if verdict.kind == DENY else ToolRequiresApproval
-                raise error(verdict.message(), param="tools", extra={"tool": verdict.name})
-        field_name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-        requested = body.get(field_name)
-        if plan.max_tokens is not None:
-            if requested is None:
-                body[field_name] = plan.max_tokens
-            elif requested > plan.max_tokens:
-                if plan.max_tokens_policy == "reject":
-                    raise InvalidRequest(
-                        f"{field_name} {requested} exceeds your plan's limit of {plan.max_tokens}.",
-                        param=field_name,
-                        code="max_tokens_exceeded",
-                    )
-                body[field_name] = plan.max_tokens
-        if plan.max_input_chars is not None:
-            size = len(orjson.dumps(body.get("messages")))
-            if size > plan.max_input_chars:
-                raise InputTooLarge(
-                    f"The input is {size} characters; your plan allows {plan.max_input_chars}.",
-                    param="messages",
-                    extra={"limit": plan.max_input_chars, "unit": "characters"},
-                )
-        if plan.max_input_tokens is not None and input_tokens > plan.max_input_tokens:
-            raise InputTooLarge(
-                f"The input is about {input_tokens} tokens; your plan allows "
-                f"{plan.max_input_tokens}.",
-                param="messages",
-                extra={"limit": plan.max_input_tokens, "unit": "tokens"},
-            )
-
     async def chat(
         self, principal: Principal, body: dict[str, Any], request_id: str, flavor: str = "openai"
     ) -> Reply | StreamReply:
@@ -216,17 +161,20 @@ class Gateway:
         model = body["model"]
         targets = self._targets(plan, model, ("chat", "reasoning"))
         input_tokens = estimate_messages(body.get("messages"))
-        self._apply_policy(plan, body, input_tokens)
+        check_output_cap(body, targets, flavor)
+        apply_policy(plan, body, input_tokens)
+        clamp_output(body, targets)
         endpoint = "messages" if flavor == "anthropic" else "chat.completions"
-        call = _Call(principal, plan, endpoint, model, request_id, body, self._clock())
+        call = Call(principal, plan, endpoint, model, request_id, body, self._clock())
         call.flavor = flavor
         self._ledger.ensure_available()
         targets = await self._admit(call, targets, input_tokens)
-        if body.get("stream"):
-            return await self._open_stream(call, targets)
-        return await self._chat_once(call, targets)
+        async with self._owned(call, targets):
+            if body.get("stream"):
+                return await self._open_stream(call, targets)
+            return await self._chat_once(call, targets)
 
-    def _upstream_body(self, call: _Call, target: Target, stream: bool) -> dict[str, Any]:
+    def _upstream_body(self, call: Call, target: Target, stream: bool) -> dict[str, Any]:
         upstream = dict(call.body)
         upstream["model"] = target.model
         if stream:
@@ -235,9 +183,43 @@ class Gateway:
             upstream["stream_options"] = options
         return upstream
 
+    # owning the admission ------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _owned(self, call: Call, targets: tuple[Target, ...]) -> AsyncIterator[None]:
+        """Own ``call``'s admission from ``_admit`` until its ledger entry settles it, on every
+        way out: an error answers with an unbilled entry, a bug in a provider or translator
+        with a 502, a cancellation (the client went away) with an entry written behind it."""
+        try:
+            yield
+        except FareboxError as exc:
+            if _unended(call):
+                await self._record_failure(call, call.target or targets[0], exc)
+            raise
+        except Exception:
+            log.exception("request %s: a provider or translator failed", call.request_id)
+            billed = call.settled
+            if not billed:
+                await self._record_bug(call, call.target or targets[0])
+            raise _translation_failed(call.request_id, billed) from None
+        except BaseException:  # cancelled: write its entry behind it, without awaiting
+            if _unended(call):
+                self._abandon(call, call.target or targets[0])
+            raise
+
+    def _abandon(self, call: Call, target: Target) -> None:
+        """End the admission of a request that went away before its entry was written: the
+        prompt is metered (estimated) if it was sent upstream, nothing otherwise."""
+        call.settled = True
+        sent = call.target is not None
+        usage = Usage(input_tokens=_prompt_tokens(call)) if sent else Usage()
+        gone = self._entry(call, target, usage, "client_disconnected", 499, 0.0)
+        gone = estimated(gone) if sent else gone
+        self._ledger.submit(gone)
+        self._finished(gone, call.admission)
+
     async def _failover(
         self,
-        call: _Call,
+        call: Call,
         targets: tuple[Target, ...],
         attempt: Callable[[Target], Awaitable[T]],
     ) -> tuple[Target, T]:
@@ -254,6 +236,7 @@ class Gateway:
                 if breakers is not None and not await breakers.acquire(target):
                     continue  # its breaker is open: skipped at no cost
                 tried = True
+                call.target = target
                 try:
                     result = await attempt(target)
                 except UpstreamError as exc:
@@ -287,7 +270,7 @@ class Gateway:
             raise UpstreamRateLimited(error.message, headers=error.headers, extra=error.extra)
         raise error
 
-    async def _chat_once(self, call: _Call, targets: tuple[Target, ...]) -> Reply:
+    async def _chat_once(self, call: Call, targets: tuple[Target, ...]) -> Reply:
         async def attempt(target: Target) -> ChatResult:
             body = self._upstream_body(call, target, False)
             return await self._providers[target.provider].chat(
@@ -295,13 +278,13 @@ class Gateway:
             )
 
         target, result = await self._failover(call, targets, attempt)
-        entry = self._entry(call, target, result.usage, "ok", 200, result.upstream_ms)
-        await self._settle(entry, call.admission)
+        served = self._entry(call, target, result.usage, "ok", 200, result.upstream_ms)
+        await self._settle(call, served)
         body = render_body(call.flavor, result.body, call.request_id)
-        return Reply(body, self._headers(call, target, entry))
+        return Reply(body, self._headers(call, target, served))
 
     # streams -----------------------------------------------------------------------
-    async def _open_stream(self, call: _Call, targets: tuple[Target, ...]) -> StreamReply:
+    async def _open_stream(self, call: Call, targets: tuple[Target, ...]) -> StreamReply:
         """Open the upstream stream, failing over until the first item arrives."""
 
         async def attempt(target: Target) -> tuple[StreamItem | None, AsyncIterator[StreamItem]]:
@@ -317,27 +300,38 @@ class Gateway:
 
         target, (first, items) = await self._failover(call, targets, attempt)
         headers = self._base_headers(call, target)
-        return StreamReply(headers, self._relay(call, target, first, items))
+        relay = self._relay(call, target, first, items)
+        try:
+            await anext(relay)  # runs into the relay's try: from here on it owns the admission
+        except BaseException:
+            await close_quietly(items)
+            raise
+        call.settled = True
+        return StreamReply(headers, relay)
 
     async def _relay(
         self,
-        call: _Call,
+        call: Call,
         target: Target,
         first: StreamItem | None,
         items: AsyncIterator[StreamItem],
     ) -> AsyncIterator[bytes]:
-        """Relay the stream; the ledger entry is durable before the final bytes leave."""
+        """Relay the stream; the ledger entry is durable before the final bytes leave.
+
+        Primed by ``_open_stream`` (the empty first item) so that its ``finally`` owns the
+        admission even if the stream is closed before the client reads a byte."""
         out = stream_renderer(call.flavor, call.body, target.model, call.request_id)
         meter = StreamMeter(call.body, call.started)
         settled = False  # a ledger entry was written, or its write was attempted and failed
         try:
+            yield b""
             item = first
             while item is not None:
                 if isinstance(item, UsageReport):
-                    entry = self._stream_entry(call, target, meter, item.usage, "ok")
+                    record = self._stream_entry(call, target, meter, item.usage, "ok")
                     settled = True
-                    await self._settle(entry, call.admission)
-                    if data := out.usage(item.chunk, entry):
+                    await self._settle(call, record)
+                    if data := out.usage(item.chunk, record):
                         yield data
                 else:
                     meter.see(item)
@@ -345,50 +339,51 @@ class Gateway:
                         yield data
                 item = await anext(items, None)
             if not settled:  # the upstream never reported usage: meter it ourselves
-                entry = _estimated(self._stream_entry(call, target, meter, meter.usage(), "ok"))
+                record = estimated(self._stream_entry(call, target, meter, meter.usage(), "ok"))
                 settled = True
-                await self._settle(entry, call.admission)
-                if data := out.usage(meter.usage_chunk(entry), entry):
+                await self._settle(call, record)
+                if data := out.usage(meter.usage_chunk(record), record):
                     yield data
             if data := out.done():
                 yield data
         except Exception as exc:  # not GeneratorExit/CancelledError: those are disconnects
-            error = stream_failure(exc)
+            error = _stream_error(call.request_id, exc)
             if not settled:
                 settled = True
                 status = (
                     "upstream_interrupted" if isinstance(exc, UpstreamError) else "gateway_error"
                 )
-                entry = self._stream_entry(call, target, meter, meter.usage(), status)
-                await self._append_logged(_estimated(entry, error.error_code), call.admission)
+                record = self._stream_entry(call, target, meter, meter.usage(), status)
+                await self._append_logged(call, estimated(record, error.error_code))
             yield out.error(error)
         finally:
             if not settled:  # the client went away: meter what was produced
-                entry = self._stream_entry(
+                record = self._stream_entry(
                     call, target, meter, meter.usage(), "client_disconnected"
                 )
-                self._ledger.submit(_replace(_estimated(entry), http_status=499))
-                self._finished(entry, call.admission)
+                self._ledger.submit(replace(estimated(record), http_status=499))
+                self._finished(record, call.admission)
             await close_quietly(items)
 
     def _stream_entry(
-        self, call: _Call, target: Target, meter: StreamMeter, usage: Usage, status: str
+        self, call: Call, target: Target, meter: StreamMeter, usage: Usage, status: str
     ) -> LedgerEntry:
-        entry = self._entry(call, target, usage, status, 200, meter.elapsed_ms())
-        return _with_ttft(entry, meter)
+        record = self._entry(call, target, usage, status, 200, meter.elapsed_ms())
+        return with_ttft(record, meter)
 
-    async def _append_logged(self, entry: LedgerEntry, admission: Admission | None) -> None:
+    async def _append_logged(self, call: Call, record: LedgerEntry) -> None:
         try:
-            await self._settle(entry, admission)
+            await self._settle(call, record)
         except Exception:
-            log.exception("could not record ledger entry %s", entry.request_id)
+            log.exception("could not record ledger entry %s", record.request_id)
 
     # embeddings ----------------------------------------------------------------------
     async def embed(self, principal: Principal, body: dict[str, Any], request_id: str) -> Reply:
         plan = self.plan_for(principal)
         model = body["model"]
         targets = self._targets(plan, model, ("embedding",))
-        call = _Call(principal, plan, "embeddings", model, request_id, body, self._clock())
+        check_dimensions(body, targets)
+        call = Call(principal, plan, "embeddings", model, request_id, body, self._clock())
         self._ledger.ensure_available()
         targets = await self._admit(call, targets, estimate_input(body.get("input")), output=False)
 
@@ -398,21 +393,22 @@ class Gateway:
                 EmbedRequest(upstream, _timeout(plan, target))
             )
 
-        target, result = await self._failover(call, targets, attempt)
-        entry = self._entry(call, target, result.usage, "ok", 200, result.upstream_ms)
-        await self._settle(entry, call.admission)
-        return Reply(orjson.dumps(result.body), self._headers(call, target, entry))
+        async with self._owned(call, targets):
+            target, result = await self._failover(call, targets, attempt)
+            served = self._entry(call, target, result.usage, "ok", 200, result.upstream_ms)
+            await self._settle(call, served)
+            return Reply(orjson.dumps(result.body), self._headers(call, target, served))
 
     # budgets ---------------------------------------------------------------------------
     async def _admit(
-        self, call: _Call, targets: tuple[Target, ...], input_tokens: int, output: bool = True
+        self, call: Call, targets: tuple[Target, ...], input_tokens: int, output: bool = True
     ) -> tuple[Target, ...]:
         """Reserve the worst case against every budget in scope; clamp ``max_tokens`` or
         walk the plan's downgrade chain when it does not fit; else ``BudgetExceeded``."""
         budgets = self._budgets
         if budgets is None:
             return targets
-        scope = _scope(call)
+        scope = scope_of(call)
         now = self._clock()
         scoped = budgets.holds(scope, now) if budgets.enabled(scope) else []
         limits = self._limit_holds(call, scope, now)
@@ -421,6 +417,7 @@ class Gateway:
         body, chain = call.body, dict(call.plan.downgrade)
         field_name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
         wanted = (body.get(field_name) or budgets.default_max_tokens()) if output else 0
+        choices = (body.get("n") or 1) if output else 1  # each choice may use max_tokens
         model, seen = call.model, {call.model}
         if scoped and model in chain and await budgets.should_downgrade(scope):
             model, targets = self._downgraded(call.plan, chain, model, targets, seen)
@@ -428,16 +425,17 @@ class Gateway:
             first = targets[0]
 
             def unsettled(rid: str, amount: int, target: Target = first) -> LedgerEntry:
-                return _placeholder(call, target, rid, amount)
+                return placeholder(call, target, rid, amount)
 
             prices = [t.price for t in targets]
+            per_choice = min(wanted, max_output_tokens(t.model for t in targets)) if output else 0
             result = await budgets.admit(
-                scope, scoped, prices, input_tokens, wanted, unsettled, limits
+                scope, scoped, prices, input_tokens, per_choice * choices, unsettled, limits
             )
             if isinstance(result, Admission):
                 call.admission = result
                 if output and scoped:
-                    body[field_name] = result.max_tokens
+                    body[field_name] = max(result.max_tokens // choices, 1)
                 return targets
             if not isinstance(result, BudgetExceeded):
                 raise result  # a rate limit: a cheaper model would not help
@@ -445,7 +443,7 @@ class Gateway:
                 raise result
             model, targets = self._downgraded(call.plan, chain, model, targets, seen)
 
-    def _limit_holds(self, call: _Call, scope: Scope, now: float) -> list[Hold]:
+    def _limit_holds(self, call: Call, scope: Scope, now: float) -> list[Hold]:
         if self._limits is None:
             return []
         who = call.principal
@@ -510,12 +508,14 @@ class Gateway:
         usable = tuple(t for t in found if t.kind in kinds) or targets
         return cheaper, usable
 
-    async def _settle(self, entry: LedgerEntry, admission: Admission | None) -> None:
-        """Write the entry durably; the store settles its reservation in that transaction."""
+    async def _settle(self, call: Call, record: LedgerEntry) -> None:
+        """Write the entry durably; the store settles its reservation in that transaction.
+        Once this starts, the admission's end is taken care of (``call.settled``)."""
+        call.settled = True
         try:
-            await self._ledger.append(entry)
+            await self._ledger.append(record)
         finally:
-            self._finished(entry, admission)
+            self._finished(record, call.admission)
 
     def _finished(self, entry: LedgerEntry, admission: Admission | None) -> None:
         if self._observe is not None:
@@ -524,113 +524,33 @@ class Gateway:
             self._budgets.finished(admission, entry.cost, entry.tenant_id)
 
     # metering ------------------------------------------------------------------------
-    def _entry(
-        self,
-        call: _Call,
-        target: Target,
-        usage: Usage,
-        status: str,
-        http_status: int,
-        upstream_ms: float,
-        **extra: Any,
-    ) -> LedgerEntry:
-        price = cost(usage, target.price)
-        principal = call.principal
-        fields: dict[str, Any] = {
-            "metadata": principal.metadata,
-            "reservation_id": call.reservation_id,
-            **extra,
-        }
-        return LedgerEntry(
-            request_id=call.request_id,
-            tenant_id=principal.tenant.id,
-            key_id=principal.key.id,
-            endpoint=call.endpoint,
-            model_requested=call.model,
-            model_served=target.model,
-            provider=target.provider,
-            status=status,
-            http_status=http_status,
-            started_at=call.started_wall,
-            finished_at=self._clock(),
-            user=principal.user or _openai_user(call.body),
-            feature=principal.feature,
-            stream=bool(call.body.get("stream")),
-            input_tokens=usage.input_tokens,
-            cached_input_tokens=usage.cached_input_tokens,
-            cache_write_5m_tokens=usage.cache_write_5m_tokens,
-            cache_write_1h_tokens=usage.cache_write_1h_tokens,
-            output_tokens=usage.output_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            cost=price,
-            revenue=call.plan.revenue.revenue(usage, price),
-            latency_ms=(time.perf_counter() - call.started) * 1000,
-            upstream_ms=upstream_ms,
-            **fields,
-        )
+    def _entry(self, call: Call, target: Target, usage: Usage, status: str, http_status: int,
+               upstream_ms: float, **extra: Any) -> LedgerEntry:  # fmt: skip
+        return entry(call, target, usage, status, http_status, upstream_ms, self._clock(), **extra)
 
-    async def _record_failure(self, call: _Call, target: Target, exc: FareboxError) -> None:
+    async def _record_bug(self, call: Call, target: Target) -> None:
+        """A provider or translator raised: an unbilled ``gateway_error`` entry."""
+        failed = self._entry(call, target, Usage(), "gateway_error", 502, 0.0)
+        await self._settle(call, replace(failed, error_code=UpstreamTranslationFailed.code))
+
+    async def _record_failure(self, call: Call, target: Target, exc: FareboxError) -> None:
         status = getattr(exc, "upstream_status", 0) or exc.status
-        entry = self._entry(call, target, Usage(), "error", status, 0.0)
-        await self._settle(_replace(entry, error_code=exc.error_code), call.admission)
+        failed = self._entry(call, target, Usage(), "error", status, 0.0)
+        await self._settle(call, replace(failed, error_code=exc.error_code))
 
-    def _base_headers(self, call: _Call, target: Target) -> dict[str, str]:
+    def _base_headers(self, call: Call, target: Target) -> dict[str, str]:
         headers = {"x-farebox-request-id": call.request_id, "x-farebox-model": target.model}
         if call.admission is not None and call.admission.limited:
             headers.update(limit_headers(call.admission.states, self._clock()))
         return headers
 
-    def _headers(self, call: _Call, target: Target, entry: LedgerEntry) -> dict[str, str]:
+    def _headers(self, call: Call, target: Target, entry: LedgerEntry) -> dict[str, str]:
         headers = self._base_headers(call, target)
         headers["x-farebox-cost-usd"] = format_usd(entry.cost)
         admission = call.admission
         left = admission.remaining_after(entry.cost) if admission else None
         headers["x-farebox-budget-remaining-usd"] = UNLIMITED if left is None else format_usd(left)
         return headers
-
-
-def _replace(entry: LedgerEntry, **changes: Any) -> LedgerEntry:
-    return dataclasses.replace(entry, **changes)
-
-
-def _estimated(entry: LedgerEntry, error_code: str | None = None) -> LedgerEntry:
-    return _replace(entry, usage_source="estimated", error_code=error_code)
-
-
-def _with_ttft(entry: LedgerEntry, meter: StreamMeter) -> LedgerEntry:
-    if meter.first_at is None:
-        return entry
-    return _replace(entry, ttft_ms=(meter.first_at - meter.started) * 1000)
-
-
-def _placeholder(call: _Call, target: Target, rid: str, amount: int) -> LedgerEntry:
-    """The ``unsettled`` entry a reclaimed lease leaves behind (no usage is known)."""
-    who = call.principal
-    return LedgerEntry(
-        request_id=call.request_id,
-        tenant_id=who.tenant.id,
-        key_id=who.key.id,
-        endpoint=call.endpoint,
-        model_requested=call.model,
-        model_served=target.model,
-        provider=target.provider,
-        status="unsettled",
-        http_status=0,
-        started_at=call.started_wall,
-        finished_at=call.started_wall,
-        user=who.user or _openai_user(call.body),
-        feature=who.feature,
-        metadata={**who.metadata, "reserved_usd": format_usd(amount)},
-        stream=bool(call.body.get("stream")),
-        error_code="lease_expired",
-        reservation_id=rid,
-    )
-
-
-def _scope(call: _Call) -> Scope:
-    who = call.principal
-    user = who.user or _openai_user(call.body)
-    return Scope.of(who.tenant, who.key, call.plan.name, who.feature, user)
 
 
 def _backoff(routing: RoutingSettings, round_: int, error: UpstreamError | None) -> float:
@@ -646,6 +566,37 @@ def _timeout(plan: Plan, target: Target) -> float:
     return min(plan.timeout_s or target.timeout_s, target.timeout_s)
 
 
-def _openai_user(body: Mapping[str, Any]) -> str | None:
-    user = body.get("user")
-    return user[:256] if isinstance(user, str) and user else None
+def _unended(call: Call) -> bool:
+    """No ledger entry is on its way for ``call`` although it needs one: it holds a
+    reservation, or it was sent upstream."""
+    return not call.settled and (call.admission is not None or call.target is not None)
+
+
+def _prompt_tokens(call: Call) -> int:
+    if call.endpoint == "embeddings":
+        return estimate_input(call.body.get("input"))
+    return estimate_messages(call.body.get("messages"))
+
+
+def _translation_failed(request_id: str, billed: bool) -> UpstreamTranslationFailed:
+    outcome = (
+        "The request was served and recorded in the ledger, but its answer could not be translated."
+        if billed
+        else "Nothing was billed."
+    )
+    return UpstreamTranslationFailed(
+        f"The gateway failed to translate this request or its answer (a bug, logged as "
+        f"{request_id}). {outcome}",
+        headers={"x-should-retry": "false"},
+    )
+
+
+def _stream_error(request_id: str, exc: Exception) -> FareboxError:
+    """What a stream that failed midway tells its client."""
+    if isinstance(exc, FareboxError):
+        return exc
+    log.exception("request %s: the stream relay failed", request_id)
+    return UpstreamTranslationFailed(
+        f"The gateway failed while relaying this stream (a bug, logged as {request_id}); "
+        "the tokens sent before the error are billed."
+    )

@@ -13,7 +13,7 @@ from farebox.api.context import Services
 from farebox.api.errors import error_response
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
 from farebox.api.streaming import SSEResponse
-from farebox.errors import FareboxError, ServiceUnavailable
+from farebox.errors import FareboxError
 from farebox.pipeline import Reply, StreamReply, new_request_id
 
 log = logging.getLogger("farebox.api")
@@ -32,9 +32,14 @@ def guarded(
         except FareboxError as exc:
             return error_response(exc, request_id, flavor=flavor)
         except Exception:
+            # The request path turns every failure after admission into a FareboxError (with
+            # the ledger entry settled), so what reaches here happened before anything was
+            # reserved or sent upstream.
             log.exception("unexpected error in request %s", request_id)
-            failure = ServiceUnavailable(
-                "The gateway failed to handle this request; it was not billed."
+            failure = FareboxError(
+                f"The gateway failed to handle this request (an internal error, logged as "
+                f"{request_id}) before sending it upstream; nothing was billed.",
+                code="internal_error",
             )
             return error_response(failure, request_id, flavor=flavor)
 

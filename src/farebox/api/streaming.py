@@ -22,21 +22,21 @@ class SSEResponse:
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self._headers})
-        pump = asyncio.ensure_future(self._pump(send))
-        watch = asyncio.ensure_future(_wait_disconnect(receive))
+        tasks: list[asyncio.Future[None]] = []
         try:
-            done, _ = await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
-            if pump not in done:
-                pump.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pump
-            else:
+            await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+            pump = asyncio.ensure_future(self._pump(send))
+            tasks = [pump, asyncio.ensure_future(_wait_disconnect(receive))]
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if pump in done:
                 pump.result()
         finally:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            await self._close()  # also when the body never started: its source owns holds
 
     async def _pump(self, send: Send) -> None:
         try:
@@ -44,9 +44,12 @@ class SSEResponse:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            aclose = getattr(self._chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await self._close()
+
+    async def _close(self) -> None:
+        aclose = getattr(self._chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def _wait_disconnect(receive: Receive) -> None:

@@ -1,0 +1,311 @@
+"""The data plane in ``/openapi.json``: ``/v1/chat/completions``, ``/v1/messages``,
+``/v1/embeddings``, ``/v1/models`` and ``/v1/me``.
+
+The request bodies are generated from the typed models the edge validates with (so the
+document and the validation cannot drift apart); the responses list the statuses the data
+plane actually serves, in the caller's error format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from farebox.api.schemas import ChatCompletionRequest, EmbeddingRequest, MessagesRequest
+
+JSON = dict[str, Any]
+REF = "#/components/schemas/"
+TAG = "Data plane"
+STRING = {"type": "string"}
+NULLABLE_STRING = {"type": ["string", "null"]}
+INTEGER = {"type": "integer"}
+
+
+def install_data_plane_docs(app: FastAPI) -> None:
+    """Make ``app.openapi()`` describe the data plane too (built once, on first use)."""
+    base: Callable[[], JSON] = app.openapi
+
+    def openapi() -> JSON:
+        document = base()
+        if "/v1/chat/completions" not in document.get("paths", {}):
+            merge(document, data_plane())
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def merge(document: JSON, extra: JSON) -> None:
+    """Add ``extra``'s paths and components to ``document``, never replacing what is there."""
+    document.setdefault("paths", {}).update(extra["paths"])
+    components = document.setdefault("components", {})
+    for section, items in extra["components"].items():
+        found = components.setdefault(section, {})
+        for name, value in items.items():
+            found.setdefault(name, value)
+    tags = document.setdefault("tags", [])
+    if not any(t.get("name") == TAG for t in tags):
+        tags.append({"name": TAG, "description": "OpenAI- and Anthropic-compatible API."})
+
+
+def data_plane() -> JSON:
+    """The data plane's paths and components, as an OpenAPI 3.1 fragment."""
+    schemas = {
+        **_model_schemas("openai", [ChatCompletionRequest, EmbeddingRequest]),
+        **_model_schemas("anthropic", [MessagesRequest]),
+        **RESPONSES,
+    }
+    return {
+        "paths": _paths(),
+        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
+    }
+
+
+def _model_schemas(prefix: str, models: list[type[BaseModel]]) -> JSON:
+    """The JSON Schemas of ``models`` and everything they use, named ``prefix.Name``."""
+    _, top = models_json_schema(
+        [(m, "validation") for m in models], ref_template=f"{REF}{prefix}.{{model}}"
+    )
+    return {f"{prefix}.{name}": schema for name, schema in top.get("$defs", {}).items()}
+
+
+# responses ------------------------------------------------------------------------------
+
+RESPONSES: JSON = {
+    "farebox.OpenAIError": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type", "param", "code"],
+                "properties": {
+                    "message": STRING,
+                    "type": STRING,
+                    "param": NULLABLE_STRING,
+                    "code": NULLABLE_STRING,
+                },
+            }
+        },
+    },
+    "farebox.AnthropicError": {
+        "type": "object",
+        "required": ["type", "error"],
+        "properties": {
+            "type": {"const": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {"type": STRING, "message": STRING, "code": STRING},
+            },
+            "request_id": STRING,
+        },
+    },
+    "farebox.ChatCompletion": {
+        "type": "object",
+        "required": ["object", "choices"],
+        "properties": {
+            "id": NULLABLE_STRING,
+            "object": {"const": "chat.completion"},
+            "created": INTEGER,
+            "model": NULLABLE_STRING,
+            "choices": {"type": "array", "items": {"type": "object"}},
+            "usage": {"type": ["object", "null"]},
+        },
+    },
+    "farebox.Message": {
+        "type": "object",
+        "required": ["type", "role", "content"],
+        "properties": {
+            "id": NULLABLE_STRING,
+            "type": {"const": "message"},
+            "role": {"const": "assistant"},
+            "model": NULLABLE_STRING,
+            "content": {"type": "array", "items": {"type": "object"}},
+            "stop_reason": NULLABLE_STRING,
+            "usage": {"type": "object"},
+        },
+    },
+    "farebox.EmbeddingList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["object", "index", "embedding"],
+                    "properties": {
+                        "object": {"const": "embedding"},
+                        "index": INTEGER,
+                        "embedding": {
+                            "oneOf": [{"type": "array", "items": {"type": "number"}}, STRING]
+                        },
+                    },
+                },
+            },
+            "model": NULLABLE_STRING,
+            "usage": {"type": "object"},
+        },
+    },
+    "farebox.ModelList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "object", "created", "owned_by"],
+                    "properties": {
+                        "id": STRING,
+                        "object": {"const": "model"},
+                        "created": INTEGER,
+                        "owned_by": STRING,
+                    },
+                },
+            },
+        },
+    },
+    "farebox.Me": {
+        "type": "object",
+        "required": ["object", "tenant", "key", "plan", "models", "rate_limits", "budgets"],
+        "properties": {
+            "object": {"const": "farebox.me"},
+            "tenant": {"type": "object", "required": ["id"]},
+            "key": {"type": "object", "required": ["id", "kind"]},
+            "plan": STRING,
+            "models": {"type": "array", "items": STRING},
+            "max_tokens": {"type": ["integer", "null"]},
+            "policy": {"type": "object"},
+            "client_ip": NULLABLE_STRING,
+            "rate_limits": {"type": "array", "items": {"type": "object"}},
+            "budgets": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+}
+
+SECURITY_SCHEMES: JSON = {
+    "tenantKey": {"type": "http", "scheme": "bearer", "description": "A tenant API key."},
+    "anthropicKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-api-key",
+        "description": "A tenant API key, as the Anthropic SDK sends it.",
+    },
+}
+
+ERRORS: dict[str, str] = {
+    "400": "The body is not a valid request: `param` names the offending field.",
+    "401": "No API key, or an unknown, expired or revoked one.",
+    "403": "The plan does not allow this model or tool, or the tenant or key is paused.",
+    "404": "No such model.",
+    "413": "The body is larger than the configured limit.",
+    "415": "The body is not `application/json`.",
+    "429": "A rate limit or a budget is exhausted (`Retry-After` says when to retry).",
+    "4XX": "The upstream refused the request as the caller's error; its status is passed on.",
+    "500": "An internal error before the request was sent upstream; nothing was billed.",
+    "502": "The upstream failed (`upstream_error`), or a provider adapter or translator did "
+    "(`upstream_translation_failed`, not to be retried).",
+    "503": "No deployment is available, or the gateway's shared state cannot be reached.",
+    "504": "The upstream timed out.",
+}
+POST_ERRORS = ("400", "401", "403", "404", "413", "415", "429", "4XX", "500", "502", "503", "504")
+GET_ERRORS = ("401", "403", "500", "503")
+
+
+def _headers(*names: str) -> JSON:
+    described = {
+        "x-farebox-request-id": "The request's id, also in the ledger and the logs.",
+        "x-farebox-model": "The model that served the request.",
+        "x-farebox-cost-usd": "What the request cost, in USD.",
+        "x-farebox-budget-remaining-usd": "What is left of the tightest budget, or `unlimited`.",
+        "Retry-After": "Seconds to wait before retrying.",
+    }
+    return {n: {"description": described[n], "schema": STRING} for n in names}
+
+
+def _errors(statuses: tuple[str, ...], error: str) -> JSON:
+    out = {}
+    for status in statuses:
+        names = ("x-farebox-request-id", "Retry-After") if status == "429" else ()
+        out[status] = {
+            "description": ERRORS[status],
+            "headers": _headers(*names),
+            "content": {"application/json": {"schema": {"$ref": f"{REF}{error}"}}},
+        }
+    return out
+
+
+def _ok(schema: str, stream: bool, billed: bool = True) -> JSON:
+    content: JSON = {"application/json": {"schema": {"$ref": f"{REF}{schema}"}}}
+    if stream:  # any event: OpenAI chunks then [DONE], or Anthropic's named events
+        content["text/event-stream"] = {"schema": {"description": "Server-sent events."}}
+    names = ["x-farebox-request-id"]
+    if billed:
+        names += ["x-farebox-model", "x-farebox-cost-usd", "x-farebox-budget-remaining-usd"]
+    return {"description": "OK", "headers": _headers(*names), "content": content}
+
+
+def _post(op: str, summary: str, body: str, ok: JSON, error: str, security: list[JSON]) -> JSON:
+    return {
+        "post": {
+            "operationId": op,
+            "summary": summary,
+            "tags": [TAG],
+            "security": security,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": f"{REF}{body}"}}},
+            },
+            "responses": {"200": ok, **_errors(POST_ERRORS, error)},
+        }
+    }
+
+
+def _get(op: str, summary: str, ok: JSON) -> JSON:
+    responses = {"200": ok, **_errors(GET_ERRORS, "farebox.OpenAIError")}
+    return {
+        "get": {
+            "operationId": op,
+            "summary": summary,
+            "tags": [TAG],
+            "security": [{"tenantKey": []}],
+            "responses": responses,
+        }
+    }
+
+
+def _paths() -> JSON:
+    tenant: list[JSON] = [{"tenantKey": []}]
+    either: list[JSON] = [{"anthropicKey": []}, {"tenantKey": []}]
+    openai_error, anthropic_error = "farebox.OpenAIError", "farebox.AnthropicError"
+    return {
+        "/v1/chat/completions": _post(
+            "createChatCompletion", "Create a chat completion (OpenAI format).",
+            "openai.ChatCompletionRequest", _ok("farebox.ChatCompletion", True),
+            openai_error, tenant,
+        ),
+        "/v1/messages": _post(
+            "createMessage", "Create a message (Anthropic format).",
+            "anthropic.MessagesRequest", _ok("farebox.Message", True),
+            anthropic_error, either,
+        ),
+        "/v1/embeddings": _post(
+            "createEmbedding", "Create embeddings (OpenAI format).",
+            "openai.EmbeddingRequest", _ok("farebox.EmbeddingList", False),
+            openai_error, tenant,
+        ),
+        "/v1/models": _get(
+            "listModels", "The models this key may call.", _ok("farebox.ModelList", False, False)
+        ),
+        "/v1/me": _get(
+            "getMe", "This key: its tenant, plan, policy, rate limits and budgets.",
+            _ok("farebox.Me", False, False),
+        ),
+    }  # fmt: skip
