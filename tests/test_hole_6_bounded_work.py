@@ -89,8 +89,7 @@ def refused(r: httpx.Response, param: str) -> None:
 
 @pytest.mark.parametrize(
     ("model", "size"),
-    [("text-embedding-3-small", 1536), ("text-embedding-3-large", 3072),
-     ("text-embedding-ada-002", 1536)],
+    [("text-embedding-3-small", 1536), ("text-embedding-3-large", 3072)],
 )  # fmt: skip
 def test_dimensions_are_capped_at_the_models_size(
     drive: Callable[..., Driver], model: str, size: int
@@ -102,6 +101,18 @@ def test_dimensions_are_capped_at_the_models_size(
     r = d.post(EMBED, {"model": model, "input": "hi", "dimensions": size + 1})
     refused(r, "dimensions")
     assert f"at most {size}" in r.json()["error"]["message"]
+
+
+def test_a_model_without_dimensions_refuses_them_at_the_edge(
+    drive: Callable[..., Driver],
+) -> None:
+    d = drive()
+    r = d.post(EMBED, {"model": "text-embedding-ada-002", "input": "hi", "dimensions": 1536})
+    refused(r, "dimensions")
+    assert "does not support" in r.json()["error"]["message"]
+    assert d.ledger() == []  # refused before admission: nothing recorded
+    r = d.post(EMBED, {"model": "text-embedding-ada-002", "input": "hi"})
+    assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 1536
 
 
 def test_millions_of_dimensions_are_refused_before_any_work(drive: Callable[..., Driver]) -> None:

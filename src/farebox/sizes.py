@@ -33,6 +33,12 @@ def check_dimensions(body: dict[str, Any], targets: tuple[Target, ...]) -> None:
     if asked is None:
         return
     cap = embedding_dimensions(t.model for t in targets)
+    if cap == 0:
+        raise InvalidRequest(
+            "This model does not support specifying dimensions.",
+            param="dimensions",
+            code="invalid_value",
+        )
     if asked > cap:
         raise InvalidRequest(
             f"dimensions is too large: {asked}. This model supports at most {cap} dimensions.",

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 
 from farebox.anomaly import AnomalyWatch
 from farebox.api import admin_anomaly
+from farebox.api.admin_params import TenantFilter
 from farebox.api.context import Services
 from farebox.auth import bearer_key
 from farebox.budgeting import budget_ident, state_json, validate_budgets
@@ -133,6 +134,28 @@ class DeadLetterRetry(_Body):
     keys: list[str] | None = Field(None, max_length=10_000)
 
 
+def known_query(request: Request) -> None:
+    """Refuse query parameters the operation does not take: a typo such as ``grop_by``
+    would otherwise be ignored silently and answer with the wrong rows."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known: set[str] = set()
+    stack = [dependant]
+    while stack:
+        node = stack.pop()
+        known.update(p.alias for p in node.query_params)
+        stack.extend(node.dependencies)
+    for name in request.query_params:
+        if name not in known:
+            allowed = ", ".join(sorted(known)) or "none"
+            raise InvalidRequest(
+                f"Unknown query parameter {name!r}; this operation takes: {allowed}.",
+                param=name,
+            )
+
+
 def router(
     services: Services, tenancy: Tenancy, exporter: Exporter, watch: AnomalyWatch
 ) -> APIRouter:
@@ -146,7 +169,11 @@ def router(
             return tenancy.now() + body.expires_in_s
         return body.expires_at
 
-    api = APIRouter(prefix="/admin/v1", dependencies=[Depends(require_admin)], tags=["admin"])
+    api = APIRouter(
+        prefix="/admin/v1",
+        dependencies=[Depends(require_admin), Depends(known_query)],
+        tags=["admin"],
+    )
     default_plan = services.settings.file.default_plan or "default"
 
     @api.post("/tenants", status_code=201)
@@ -219,13 +246,13 @@ def router(
                 "dead": result.dead, "complete": result.complete}  # fmt: skip
 
     @api.get("/margins")
-    async def margin_report(month: Month, tenant: str | None = None) -> dict[str, Any]:
+    async def margin_report(month: Month, tenant: TenantFilter = None) -> dict[str, Any]:
         """Per tenant for a UTC month: plan fee plus usage revenue, cost, margin and margin %."""
         file = services.settings.file
         return await margins(services.store, file.plans, default_plan, month, tenant)
 
     @api.get("/reconciliation")
-    async def reconciliation(month: Month, tenant: str | None = None) -> dict[str, Any]:
+    async def reconciliation(month: Month, tenant: TenantFilter = None) -> dict[str, Any]:
         return await reconcile(services.store, exporter.runners, month, tenant)
 
     @api.get("/plans")
@@ -288,11 +315,11 @@ def router(
         return key_json(await services.store.update_key(key_id, changes))
 
     @api.get("/budget-alerts")
-    async def budget_alerts(tenant: str | None = None) -> dict[str, Any]:
+    async def budget_alerts(tenant: TenantFilter = None) -> dict[str, Any]:
         return {"object": "list", "data": await services.store.alerts(tenant)}
 
     @api.get("/unsettled")
-    async def unsettled(tenant: str | None = None) -> dict[str, Any]:
+    async def unsettled(tenant: TenantFilter = None) -> dict[str, Any]:
         entries = [e for e in await services.store.ledger(tenant) if e.status == "unsettled"]
         return {"object": "list", "data": [unsettled_json(e) for e in entries]}
 
@@ -334,7 +361,7 @@ def router(
 
     @api.get("/usage")
     async def usage(
-        tenant: str | None = None,
+        tenant: TenantFilter = None,
         start: Annotated[str | None, Query(alias="from")] = None,
         end: Annotated[str | None, Query(alias="to")] = None,
         group_by: GroupBy | None = None,

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter
 
 from farebox.anomaly import AnomalyWatch
+from farebox.api.admin_params import TenantFilter
 from farebox.core.anomaly import Incident
 from farebox.errors import NotFound
 from farebox.sinks.alerts import details, summary
@@ -27,7 +28,7 @@ def incident_json(incident: Incident) -> dict[str, Any]:
 def add_routes(api: APIRouter, watch: AnomalyWatch, store: Store) -> None:
     @api.get("/anomalies")
     async def anomalies(
-        tenant: str | None = None, status: Literal["open", "resolved"] | None = None
+        tenant: TenantFilter = None, status: Literal["open", "resolved"] | None = None
     ) -> dict[str, Any]:
         found = await store.traffic.incidents(tenant, open_only=status == "open")
         if status == "resolved":

@@ -44,12 +44,13 @@ MAX_OUTPUT_TOKENS: Mapping[str, int] = MappingProxyType(
     }
 )
 
-# The largest ``dimensions`` each embedding model returns (its native size).
+# The largest ``dimensions`` each embedding model returns (its native size); 0 for a model
+# that does not let the client choose.
 EMBEDDING_DIMENSIONS: Mapping[str, int] = MappingProxyType(
     {
         "text-embedding-3-small": 1_536,
         "text-embedding-3-large": 3_072,
-        "text-embedding-ada-002": 1_536,
+        "text-embedding-ada-002": 0,  # a fixed 1536: it takes no ``dimensions`` at all
     }
 )
 

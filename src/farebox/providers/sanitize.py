@@ -19,13 +19,21 @@ _CREDENTIAL = re.compile(
 )
 _TOKEN_RUN = re.compile(r"[A-Za-z0-9_\-+/=]{16,}")
 _SEGMENTS = re.compile(r"[-_/+=]")
+# Host names end in a public or internal top-level name; a dotted JSON path such as
+# ``tools[0].function.name`` must survive: ``.name``, ``.type`` and the like don't count.
+TOP_LEVEL_NAMES = tuple(
+    """com net org edu gov io ai dev app cloud co sh me tv cc ly to gg xyz info biz tech site
+    online us uk de fr eu nl se ch jp cn in ru br ca au internal local lan corp home intra
+    private svc cluster example test invalid localdomain amazonaws azure goog""".split()
+)
+_TLD = "(?:" + "|".join(TOP_LEVEL_NAMES) + ")"
 _ADDRESSES: tuple[tuple[re.Pattern[str], str], ...] = (
     (
         re.compile(r"(?:[0-9A-Fa-f]{1,4}:){3,7}[0-9A-Fa-f]{1,4}|[0-9A-Fa-f:]*::[0-9A-Fa-f:]*"),
         "[address]",
     ),  # fmt: skip
     (re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?::[0-9]+)?"), "[address]"),
-    (re.compile(r"[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}(?::[0-9]+)?"), "[host]"),
+    (re.compile(r"(?i)[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\." + _TLD + r"(?::[0-9]+)?"), "[host]"),
     (
         re.compile(r"(?i)\blocalhost\b|[A-Za-z0-9\-]*[A-Za-z][A-Za-z0-9\-]*:[0-9]{2,5}\b"),
         "[host]",
