@@ -235,6 +235,9 @@ def router(
 
     @api.get("/dead-letters")
     async def dead_letters(sink: str | None = None) -> dict[str, Any]:
+        if sink is not None and sink not in exporter.sinks:
+            known = ", ".join(sorted(exporter.sinks)) or "none configured"
+            raise InvalidRequest(f"Unknown billing sink {sink!r} (sinks: {known}).", param="sink")
         return {"object": "list", "data": await services.store.dead_letters(sink)}
 
     @api.post("/dead-letters/retry")
