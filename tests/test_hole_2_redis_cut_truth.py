@@ -265,3 +265,34 @@ async def test_a_reserve_without_an_answer_is_a_503_and_is_undone_once_redis_ans
             assert ledger(name) == []  # nothing recorded as possibly billed
         finally:
             await store.close()
+
+
+async def test_a_redis_error_reply_after_the_commit_is_left_to_reclaim(
+    loop: LoopThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only a cut: an error reply (READONLY during a failover, OOM under noeviction) from
+    the settle after the commit must not change the answer either; reclaim settles it."""
+    from redis.exceptions import ResponseError
+
+    with fresh_databases(1) as [name]:
+        store = ScaledStore.from_urls(
+            dsn(name), redis_url(REDIS), prefix=f"hole2-{uuid.uuid4().hex[:8]}"
+        )
+        await store.open()
+        try:
+            h = hold("tenant:acme:day", 1000)
+            assert (await store.reserve(reservation("r1", 400, [h], expires_at=T0 + 5))).ok
+
+            async def readonly(entries: Any) -> None:
+                raise ResponseError("READONLY You can't write against a read only replica.")
+
+            with monkeypatch.context() as patch:
+                patch.setattr(store._budgets, "settle", readonly)
+                await store.append_ledger([settlement("r1", 123)])  # committed: no error
+            [row] = ledger(name)
+            assert (row["status"], row["cost"]) == ("ok", 123)
+            assert await store.reclaim_expired(T0 + 10) == []
+            [state] = await store.budget_states([h])
+            assert (state.used, state.reserved) == (123, 0)
+        finally:
+            await store.close()

@@ -316,6 +316,47 @@ def test_n_choices_are_reserved_as_n_times_max_tokens(drive: Callable[..., Drive
     assert worst <= parse_usd(limit)
 
 
+def test_n_choices_the_budget_cannot_give_a_token_each_are_refused_and_released(
+    drive: Callable[..., Driver],
+) -> None:
+    """USD 0.00005 fits about 80 output tokens: enough to clamp one request, not to give each
+    of 128 choices a token. That is a 429 naming ``n`` and holds nothing afterwards."""
+    recording = Recording()
+    plans = {"p": {"models": ["*"], "budgets": [{"period": "day", "limit_usd": "0.00005"}]}}
+    d = drive({**CONFIG, "plans": plans}, plan="p", providers={"sim": recording})
+    r = d.post(CHAT, {**OK_CHAT, "max_tokens": 1000, "n": 128})
+    assert r.status_code == 429, r.text
+    assert (r.json()["error"]["code"], r.json()["error"]["param"]) == ("budget_exceeded", "n")
+    assert recording.bodies == []  # never sent upstream
+    me = d.loop.run_until_complete(
+        d.gw.client.get("/v1/me", headers={"Authorization": f"Bearer {d.key}"})
+    ).json()
+    assert {parse_usd(b["reserved_usd"]) for b in me["budgets"]} == {0}
+    ok = d.post(CHAT, {**OK_CHAT, "max_tokens": 1000, "n": 2})
+    assert ok.status_code == 200, ok.text
+    assert 1 <= recording.bodies[-1]["max_tokens"] < 1000
+
+
+def test_one_output_field_reaches_the_upstream_and_it_is_the_clamped_one(
+    drive: Callable[..., Driver],
+) -> None:
+    """A null ``max_completion_tokens`` beside ``max_tokens`` (or both set) must not leave an
+    unclamped field for an upstream that reads the other one."""
+    recording = Recording()
+    plans = {"p": {"models": ["*"], "budgets": [{"period": "day", "limit_usd": "0.001"}]}}
+    d = drive({**CONFIG, "plans": plans}, plan="p", providers={"sim": recording})
+    for fields in (
+        {"max_completion_tokens": None, "max_tokens": 16000},
+        {"max_completion_tokens": 16000, "max_tokens": 12000},
+    ):
+        r = d.post(CHAT, {"model": "gpt-4o-mini", "messages": MSGS, **fields})
+        assert r.status_code == 200, r.text
+        sent = {k: v for k, v in recording.bodies[-1].items() if k.startswith("max_")}
+        assert len(sent) == 1, sent
+        [value] = sent.values()
+        assert 1 <= value < 12000  # clamped by the budget, whichever field carries it
+
+
 def test_a_plan_max_tokens_is_clamped_to_the_models_cap(drive: Callable[..., Driver]) -> None:
     recording = Recording()
     plans = {"p": {"models": ["*"], "max_tokens": 100_000}}

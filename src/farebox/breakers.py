@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from farebox.config import BreakerSettings
-from farebox.core.routing import Target
+from farebox.core.routing import Router, Target
 from farebox.stores.base import Store
 
 log = logging.getLogger("farebox.breakers")
@@ -222,3 +222,23 @@ class Breakers:
                 await self.sync()
             except Exception:
                 log.exception("could not read the shared breaker states")
+
+
+def deployment_rows(router: Router, snapshot: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every deployment of every model in ``router``, with its breaker state and call counts
+    from ``snapshot`` (``Breakers.snapshot()``)."""
+    seen = {d["deployment"]: d for d in snapshot}
+    out: dict[str, dict[str, Any]] = {}
+    for name in router.names():
+        for target in router.resolve(name) or ():
+            ident = deployment(target)
+            row = out.get(ident)
+            if row is None:
+                row = out[ident] = {
+                    "deployment": ident, "provider": target.provider, "model": target.model,
+                    "weight": target.weight, "aliases": [], "state": "closed",
+                    "open_until": None, "successes": 0, "failures": 0, "failure_streak": 0,
+                    **seen.get(ident, {}),
+                }  # fmt: skip
+            row["aliases"].append(name)
+    return list(out.values())

@@ -41,8 +41,10 @@ REFUSED = (
     "Retry shortly."
 )
 UNRECORDED = (
-    "The gateway lost its ledger database while serving this request and could not record "
-    "it, so it is not billed (the ledger keeps it as unsettled). Retry shortly."
+    "The gateway lost its ledger database while recording this request and cannot confirm "
+    "the charge: if its entry was committed before the loss it is billed at its real cost, "
+    "otherwise the ledger keeps it as unsettled and it is not billed. Look up the request id "
+    "before retrying."
 )
 
 
@@ -207,7 +209,8 @@ def _unavailable_error(exc: BaseException) -> bool:
 
 
 def _unrecorded(exc: Exception) -> LedgerUnavailable:
-    error = LedgerUnavailable(UNRECORDED, headers={"Retry-After": "1"})
+    # not retried by the SDKs: a retry could be served and billed a second time
+    error = LedgerUnavailable(UNRECORDED, headers={"x-should-retry": "false"})
     error.__cause__ = exc
     return error
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import orjson
 
 from farebox.auth import Principal
-from farebox.breakers import Breakers, deployment
+from farebox.breakers import Breakers, deployment_rows
 from farebox.budgeting import Admission, Budgets, Scope
 from farebox.calls import Call, entry, estimated, placeholder, replace, scope_of, with_ttft
 from farebox.config import RoutingSettings
@@ -56,7 +56,7 @@ from farebox.providers.base import (
     UsageReport,
 )
 from farebox.renderers import render_body, stream_renderer
-from farebox.sizes import check_dimensions, check_output_cap, clamp_output
+from farebox.sizes import check_choices_fit, check_dimensions, check_output_cap, clamp_output
 from farebox.streams import StreamMeter, close_quietly
 
 UNLIMITED = "unlimited"
@@ -170,6 +170,7 @@ class Gateway:
         self._ledger.ensure_available()
         targets = await self._admit(call, targets, input_tokens)
         async with self._owned(call, targets):
+            check_choices_fit(body, call.admission.max_tokens if call.admission else None)
             if body.get("stream"):
                 return await self._open_stream(call, targets)
             return await self._chat_once(call, targets)
@@ -471,21 +472,7 @@ class Gateway:
 
     def deployments(self) -> list[dict[str, Any]]:
         """Every deployment of every model, with its breaker state and call counts."""
-        seen = {d["deployment"]: d for d in (self._breakers.snapshot() if self._breakers else [])}
-        out: dict[str, dict[str, Any]] = {}
-        for name in self._router.names():
-            for target in self._router.resolve(name) or ():
-                ident = deployment(target)
-                row = out.get(ident)
-                if row is None:
-                    row = out[ident] = {
-                        "deployment": ident, "provider": target.provider, "model": target.model,
-                        "weight": target.weight, "aliases": [], "state": "closed",
-                        "open_until": None, "successes": 0, "failures": 0, "failure_streak": 0,
-                        **seen.get(ident, {}),
-                    }  # fmt: skip
-                row["aliases"].append(name)
-        return list(out.values())
+        return deployment_rows(self._router, self._breakers.snapshot() if self._breakers else [])
 
     def reload_plans(self, plans: Mapping[str, Plan], default_plan: str) -> None:
         self._plans = plans

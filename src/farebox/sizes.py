@@ -7,12 +7,37 @@ from typing import Any
 
 from farebox.core.caps import embedding_dimensions, max_output_tokens
 from farebox.core.routing import Target
-from farebox.errors import InvalidRequest
+from farebox.errors import BudgetExceeded, InvalidRequest
+
+OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens")
+
+
+def one_output_field(body: dict[str, Any]) -> None:
+    """Leave at most one of ``max_completion_tokens`` and ``max_tokens``, and never a null one,
+    so the field the budget clamps is the field every upstream reads."""
+    for name in OUTPUT_FIELDS:
+        if name in body and body[name] is None:
+            del body[name]
+    if "max_completion_tokens" in body and "max_tokens" in body:
+        body["max_completion_tokens"] = min(body["max_completion_tokens"], body.pop("max_tokens"))
+
+
+def check_choices_fit(body: dict[str, Any], admitted_tokens: int | None) -> None:
+    """After a budget clamp, every one of ``n`` choices must still get a token: else the
+    request is refused (the caller ends its admission) rather than produce more than held."""
+    choices = body.get("n") or 1
+    if choices > 1 and admitted_tokens is not None and admitted_tokens < choices:
+        raise BudgetExceeded(
+            f"The budget left covers {admitted_tokens} output tokens, fewer than one for each "
+            f"of the {choices} choices asked for; lower n.",
+            param="n",
+        )
 
 
 def check_output_cap(body: dict[str, Any], targets: tuple[Target, ...], flavor: str) -> None:
     """``max_tokens`` / ``max_completion_tokens`` within what every deployment can produce."""
-    for name in ("max_completion_tokens", "max_tokens"):
+    one_output_field(body)
+    for name in OUTPUT_FIELDS:
         asked = body.get(name)
         if asked is None:
             continue

@@ -195,7 +195,7 @@ class ScaledStore:
         await self._pg.append_ledger(entries)
         try:
             await self._budgets.settle(entries)
-        except REDIS_DOWN as exc:
+        except Exception as exc:  # any failure after the commit is left to reclaim
             log.warning(
                 "ledger entries %s committed; their Redis settle failed (%s: %s) and is left "
                 "to lease reclaim",
