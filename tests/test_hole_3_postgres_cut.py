@@ -230,3 +230,27 @@ async def test_a_store_that_cannot_write_flips_the_writer_down_then_a_probe_flip
         assert [e.request_id for e in await store.ledger()] == ["r2"]
     finally:
         await writer.stop()
+
+
+async def test_the_sqlite_ledger_probe_writes_so_a_read_only_disk_stays_down(
+    tmp_path: Path,
+) -> None:
+    """A read succeeds on a full or read-only disk: the probe that brings the ledger back up
+    in the SQLite modes must write, or the gateway would flap between refusing and serving
+    requests it cannot record."""
+    import sqlite3
+
+    from farebox.stores.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "f.db")
+    await store.open()
+    try:
+        assert await store.probe_write()
+        await store._run(lambda: store._db.execute("PRAGMA query_only = ON"))  # no writes now
+        assert await store.ping()  # a read still answers...
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await store.probe_write()  # ...the write probe does not
+        await store._run(lambda: store._db.execute("PRAGMA query_only = OFF"))
+        assert await store.probe_write()
+    finally:
+        await store.close()

@@ -98,6 +98,17 @@ async def test_append_ledger_replaces_only_an_unsettled_placeholder(store: Postg
     assert (total.requests, total.cost) == (2, 130)
 
 
+async def test_a_nul_from_a_client_never_fails_a_ledger_batch(store: PostgresStore) -> None:
+    """Issue 7: PostgreSQL refuses U+0000 in text and jsonb; a client can send one in ``user``
+    or its metadata header. The batch is written (the NUL dropped), its neighbours with it."""
+    odd = entry("r1", cost=5, user="a\x00b", metadata={"k\x00": ["v\x00", {"x": "\x00"}]})
+    await store.append_ledger([odd, entry("r2", cost=7)])
+    await store.insert_ledger_if_absent([entry("r3", status="unsettled", user="\x00")])
+    rows = {e.request_id: e for e in await store.ledger()}
+    assert rows["r1"].user == "ab" and rows["r1"].metadata == {"k": ["v", {"x": ""}]}
+    assert (rows["r2"].cost, rows["r3"].user) == (7, "")
+
+
 async def test_append_ledger_is_one_transaction(store: PostgresStore) -> None:
     await store.append_ledger([entry("r0")])
     bad = entry("r2", metadata={"x": 1}, cost=10**40)  # overflows NUMERIC(38, 0)

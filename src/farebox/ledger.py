@@ -67,7 +67,9 @@ class LedgerWriter:
         else:
             self._health = Health("the ledger database")
             times = ProbeTimes(down_every=PROBE_DOWN_S, up_every=None, timeout=1.0)
-            self._prober = Prober(self._health, store.ping, times)
+            # a store that can probe with a write does: a read succeeds on a full disk
+            probe = getattr(store, "probe_write", store.ping)
+            self._prober = Prober(self._health, probe, times)
 
     def start(self) -> None:
         self._closing = False

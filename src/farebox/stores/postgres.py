@@ -72,7 +72,19 @@ def _encode(col: str, value: Any) -> Any:
 
 
 def _ledger_row(entry: LedgerEntry) -> list[Any]:
-    return [_encode(c, getattr(entry, c)) for c in _LEDGER_COLS]
+    return [_encode(c, _without_nul(getattr(entry, c))) for c in _LEDGER_COLS]
+
+
+def _without_nul(value: Any) -> Any:
+    """PostgreSQL text and jsonb refuse U+0000, which a client can put in ``user`` or its
+    metadata: dropped, so one such entry can never fail (and so block) a ledger batch."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def _entry(row: Any) -> LedgerEntry:

@@ -227,6 +227,19 @@ class SQLiteStore:
     async def ping(self) -> bool:
         return bool(await self._run(lambda: self._db.execute("SELECT 1").fetchone()))
 
+    async def probe_write(self) -> bool:
+        """A write that reaches the disk, so a full or read-only disk fails it: what the
+        ledger's health probe asks while the ledger is down (``ping`` only reads)."""
+
+        def write(db: sqlite3.Connection) -> bool:
+            db.execute(
+                "INSERT INTO meta(name, value) VALUES ('ledger_probe', '1') ON CONFLICT(name) "
+                "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+            )
+            return True
+
+        return await self._run(lambda: self._tx(write))
+
     # tenants --------------------------------------------------------------------
     async def create_tenant(self, tenant: Tenant) -> None:
         values = [_encode(c, getattr(tenant, c)) for c in _TENANT_COLS]
