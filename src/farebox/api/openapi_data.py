@@ -8,9 +8,11 @@ plane actually serves, in the caller's error format.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -58,10 +60,13 @@ def data_plane() -> JSON:
         **_model_schemas("anthropic", [MessagesRequest]),
         **RESPONSES,
     }
-    return {
+    fragment = {
         "paths": _paths(),
         "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
     }
+    # a copy of its own: nothing done to one document can reach this module's constants
+    copied: JSON = orjson.loads(orjson.dumps(fragment))
+    return copied
 
 
 def _model_schemas(prefix: str, models: list[type[BaseModel]]) -> JSON:
@@ -200,21 +205,23 @@ SECURITY_SCHEMES: JSON = {
     },
 }
 
-ERRORS: dict[str, str] = {
-    "400": "The body is not a valid request: `param` names the offending field.",
-    "401": "No API key, or an unknown, expired or revoked one.",
-    "403": "The plan does not allow this model or tool, or the tenant or key is paused.",
-    "404": "No such model.",
-    "413": "The body is larger than the configured limit.",
-    "415": "The body is not `application/json`.",
-    "429": "A rate limit or a budget is exhausted (`Retry-After` says when to retry).",
-    "4XX": "The upstream refused the request as the caller's error; its status is passed on.",
-    "500": "An internal error before the request was sent upstream; nothing was billed.",
-    "502": "The upstream failed (`upstream_error`), or a provider adapter or translator did "
-    "(`upstream_translation_failed`, not to be retried).",
-    "503": "No deployment is available, or the gateway's shared state cannot be reached.",
-    "504": "The upstream timed out.",
-}
+ERRORS: Mapping[str, str] = MappingProxyType(
+    {
+        "400": "The body is not a valid request: `param` names the offending field.",
+        "401": "No API key, or an unknown, expired or revoked one.",
+        "403": "The plan does not allow this model or tool, or the tenant or key is paused.",
+        "404": "No such model.",
+        "413": "The body is larger than the configured limit.",
+        "415": "The body is not `application/json`.",
+        "429": "A rate limit or a budget is exhausted (`Retry-After` says when to retry).",
+        "4XX": "The upstream refused the request as the caller's error; its status is passed on.",
+        "500": "An internal error before the request was sent upstream; nothing was billed.",
+        "502": "The upstream failed (`upstream_error`), or a provider adapter or translator did "
+        "(`upstream_translation_failed`, not to be retried).",
+        "503": "No deployment is available, or the gateway's shared state cannot be reached.",
+        "504": "The upstream timed out.",
+    }
+)
 POST_ERRORS = ("400", "401", "403", "404", "413", "415", "429", "4XX", "500", "502", "503", "504")
 GET_ERRORS = ("401", "403", "500", "503")
 

@@ -9,7 +9,8 @@ rewrites the admin operations' responses accordingly and declares the bearer sch
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -34,29 +35,33 @@ ERROR_SCHEMA: dict[str, Any] = {
         }
     },
 }
-STATUS_TEXT = {
-    400: "Invalid request: the message and `param` name the problem.",
-    401: "The admin key is missing or wrong.",
-    404: "No such tenant, key or incident.",
-    409: "It already exists, or it changed meanwhile.",
-    413: "The request body is larger than `server.max_body_bytes`.",
-    431: "Too many header fields, or too many bytes of them.",
-}
+STATUS_TEXT = MappingProxyType(
+    {
+        400: "Invalid request: the message and `param` name the problem.",
+        401: "The admin key is missing or wrong.",
+        404: "No such tenant, key or incident.",
+        409: "It already exists, or it changed meanwhile.",
+        413: "The request body is larger than `server.max_body_bytes`.",
+        431: "Too many header fields, or too many bytes of them.",
+    }
+)
 # Statuses beyond the common ones, per (method, path template).
-EXTRA_STATUSES: dict[tuple[str, str], tuple[int, ...]] = {
-    ("post", "/admin/v1/tenants"): (409,),
-    ("post", "/admin/v1/tenants/{tenant_id}/keys"): (409,),
-    ("post", "/admin/v1/service-keys"): (409,),
-    ("patch", "/admin/v1/tenants/{tenant_id}"): (409,),
-    ("post", "/admin/v1/tenants/{tenant_id}/budget-increases"): (409,),
-    ("patch", "/admin/v1/keys/{key_id}"): (409,),
-}
+EXTRA_STATUSES: Mapping[tuple[str, str], tuple[int, ...]] = MappingProxyType(
+    {
+        ("post", "/admin/v1/tenants"): (409,),
+        ("post", "/admin/v1/tenants/{tenant_id}/keys"): (409,),
+        ("post", "/admin/v1/service-keys"): (409,),
+        ("patch", "/admin/v1/tenants/{tenant_id}"): (409,),
+        ("post", "/admin/v1/tenants/{tenant_id}/budget-increases"): (409,),
+        ("patch", "/admin/v1/keys/{key_id}"): (409,),
+    }
+)
 
 
 def _error(status: int) -> dict[str, Any]:
     return {
         "description": STATUS_TEXT[status],
-        "content": {"application/json": {"schema": ERROR_REF}},
+        "content": {"application/json": {"schema": dict(ERROR_REF)}},
     }
 
 
@@ -92,7 +97,7 @@ def farebox_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
         )
         components = doc.setdefault("components", {})
         schemas = components.setdefault("schemas", {})
-        schemas["Error"] = ERROR_SCHEMA
+        schemas["Error"] = orjson.loads(orjson.dumps(ERROR_SCHEMA))  # a copy per document
         components["securitySchemes"] = {
             "adminKey": {"type": "http", "scheme": "bearer", "description": "FAREBOX_ADMIN_KEY"}
         }

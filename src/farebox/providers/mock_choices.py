@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from farebox.errors import UpstreamError
@@ -24,11 +25,13 @@ MAX_N = 128
 MAX_TOP_LOGPROBS = 20
 DEFAULT_EMBEDDING_SIZE = 1536
 # the native size of each embedding model; models not listed are DEFAULT_EMBEDDING_SIZE
-EMBEDDING_SIZES: Mapping[str, int] = {
-    "text-embedding-3-small": 1536,
-    "text-embedding-3-large": 3072,
-    "text-embedding-ada-002": 1536,
-}
+EMBEDDING_SIZES: Mapping[str, int] = MappingProxyType(
+    {
+        "text-embedding-3-small": 1536,
+        "text-embedding-3-large": 3072,
+        "text-embedding-ada-002": 1536,
+    }
+)
 FIXED_SIZE_MODELS = frozenset({"text-embedding-ada-002"})  # they refuse ``dimensions``
 ENCODINGS = ("float", "base64")
 

@@ -223,12 +223,13 @@ class ScaledStore:
 
     # budgets ---------------------------------------------------------------------------
     async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
-        """A reserve that got no answer may or may not have been applied: it is undone once
-        Redis answers again, so a refused request holds nothing."""
+        """A reserve that got no answer (or whose caller was cancelled waiting for it) may or
+        may not have been applied: it is undone once Redis answers again, so a refused or
+        cancelled request holds nothing."""
         try:
             with _redis_required():
                 return await self._budgets.reserve(reservation)
-        except LimiterUnavailable:
+        except (LimiterUnavailable, asyncio.CancelledError):  # no answer, or no one to take it
             if len(self._abandoned) < ABANDONED_MAX:
                 self._abandoned[reservation.id] = None
             raise

@@ -4,6 +4,7 @@ the way OpenAI does (``messages[0].role``, ``tools[0].function.name``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import ValidationError
@@ -104,26 +105,30 @@ def _expected(error: ErrorDetails) -> str:
     return message.removeprefix("Input should be ").removeprefix("Value error, ")
 
 
-_TYPES = {
-    "string_type": "a string",
-    "int_type": "an integer",
-    "float_type": "a number",
-    "bool_type": "a boolean",
-    "list_type": "an array",
-    "dict_type": "an object",
-    "model_type": "an object",
-    "model_attributes_type": "an object",
-}
-_BOUNDS = {
-    "too_long": ("at most {} item(s)", "max_length"),
-    "too_short": ("at least {} item(s)", "min_length"),
-    "string_too_long": ("at most {} characters", "max_length"),
-    "string_too_short": ("at least {} characters", "min_length"),
-    "less_than_equal": ("at most {}", "le"),
-    "greater_than_equal": ("at least {}", "ge"),
-    "less_than": ("less than {}", "lt"),
-    "greater_than": ("greater than {}", "gt"),
-}
+_TYPES = MappingProxyType(
+    {
+        "string_type": "a string",
+        "int_type": "an integer",
+        "float_type": "a number",
+        "bool_type": "a boolean",
+        "list_type": "an array",
+        "dict_type": "an object",
+        "model_type": "an object",
+        "model_attributes_type": "an object",
+    }
+)
+_BOUNDS = MappingProxyType(
+    {
+        "too_long": ("at most {} item(s)", "max_length"),
+        "too_short": ("at least {} item(s)", "min_length"),
+        "string_too_long": ("at most {} characters", "max_length"),
+        "string_too_short": ("at least {} characters", "min_length"),
+        "less_than_equal": ("at most {}", "le"),
+        "greater_than_equal": ("at least {}", "ge"),
+        "less_than": ("less than {}", "lt"),
+        "greater_than": ("greater than {}", "gt"),
+    }
+)
 
 
 def _kind(value: Any) -> str:
