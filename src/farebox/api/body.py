@@ -7,28 +7,11 @@ from typing import Any
 import orjson
 
 from farebox.api.fastpath import Incoming
+from farebox.api.limits_input import read_body
 from farebox.api.schemas import check_chat, check_embeddings, check_messages
 from farebox.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = ["read_json", "validate_chat", "validate_embeddings", "validate_messages"]
-
-
-async def _read_body(incoming: Incoming, max_bytes: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await incoming.receive()
-        if message["type"] != "http.request":
-            raise InvalidRequest("The client disconnected before sending the whole body.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(
-                f"The request body is larger than the limit of {max_bytes} bytes."
-            )
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def read_json(incoming: Incoming, max_bytes: int) -> dict[str, Any]:
@@ -40,7 +23,7 @@ async def read_json(incoming: Incoming, max_bytes: int) -> dict[str, Any]:
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
-    raw = await _read_body(incoming, max_bytes)
+    raw = await read_body(incoming.receive, max_bytes)
     if not raw.strip():
         raise InvalidRequest("The request body is empty; expected a JSON object.")
     try:

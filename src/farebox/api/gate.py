@@ -16,10 +16,10 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from farebox.api.errors import error_response
-from farebox.api.limits_input import InputLimits, check_depth
+from farebox.api.limits_input import InputLimits, check_depth, read_body
 from farebox.auth import bearer_key
 from farebox.core.keys import hash_key
-from farebox.errors import AuthenticationError, FareboxError, InvalidRequest
+from farebox.errors import AuthenticationError, FareboxError
 
 ADMIN_PREFIX = "/admin/"
 KeyCheck = Callable[[dict[str, str]], bool]
@@ -68,20 +68,7 @@ class Gate:
 
 async def read_bounded(receive: Receive, limits: InputLimits) -> bytes:
     """The whole request body, counted as it arrives; 413 as soon as it passes the limit."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise InvalidRequest("The client disconnected before sending the whole body.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limits.max_body_bytes:
-            raise limits.body_too_large()
-        if chunk:
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    return await read_body(receive, limits.max_body_bytes)
 
 
 def check_json_depth(body: bytes, limit: int) -> None:

@@ -1,11 +1,14 @@
 """Bounds on what a client may send: header count and size, body size, JSON nesting depth.
 
-Pure checks, cheap enough for every request. The ASGI edge (``api/gate.py``) applies the
-header and body bounds to every request; body readers apply :func:`check_depth` after parsing.
+Checks cheap enough for every request. The ASGI edge (``api/gate.py``) applies the header
+bounds to every request and the body bounds to the admin API; the data plane reads its bodies
+with the same :func:`read_body`. Admin bodies are held to :func:`check_depth`; data-plane
+bodies are bounded by their typed models and by what can be sent upstream (255 levels).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,3 +81,25 @@ def check_depth(value: Any, limit: int, param: str | None = None) -> None:
             param=param,
             code="nested_too_deeply",
         )
+
+
+async def read_body(
+    receive: Callable[[], Awaitable[MutableMapping[str, Any]]], max_bytes: int
+) -> bytes:
+    """The whole request body, counted as it arrives: 413 as soon as it passes ``max_bytes``,
+    before the rest is read, so an oversized body never sits in memory."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise InvalidRequest("The client disconnected before sending the whole body.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(
+                f"The request body is larger than the limit of {max_bytes} bytes."
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
