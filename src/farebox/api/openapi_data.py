@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from farebox.api.openapi_doc import ERROR_SCHEMA
 from farebox.api.schemas import ChatCompletionRequest, EmbeddingRequest, MessagesRequest
 
 JSON = dict[str, Any]
@@ -80,22 +81,7 @@ def _model_schemas(prefix: str, models: list[type[BaseModel]]) -> JSON:
 # responses ------------------------------------------------------------------------------
 
 RESPONSES: JSON = {
-    "farebox.OpenAIError": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["message", "type", "param", "code"],
-                "properties": {
-                    "message": STRING,
-                    "type": STRING,
-                    "param": NULLABLE_STRING,
-                    "code": NULLABLE_STRING,
-                },
-            }
-        },
-    },
+    "farebox.OpenAIError": {k: v for k, v in ERROR_SCHEMA.items() if k != "title"},
     "farebox.AnthropicError": {
         "type": "object",
         "required": ["type", "error"],
