@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import mmap
 import os
 import sqlite3
 import time
@@ -37,6 +36,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from farebox.stores.epoch_file import SharedWord
 
 log = logging.getLogger("farebox.stores.sqlite_wal")
 MIB = 1 << 20
@@ -69,33 +70,14 @@ def wal_path(path: Path) -> Path:
     return path.with_name(path.name + "-wal")
 
 
-class HoldBack:
+class HoldBack(SharedWord):
     """A deadline (CLOCK_MONOTONIC nanoseconds, the same in every process on the host) in
     a shared 8-byte file: until it passes, writers of every process hold back so that a
     checkpoint can restart the log. A checkpointer that dies leaves a deadline that soon
     passes, never a stuck flag."""
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._fd = -1
-        self._map: mmap.mmap | None = None
-
-    def open(self) -> None:
-        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        if os.fstat(self._fd).st_size < 8:
-            os.ftruncate(self._fd, 8)  # only ever grows to 8 bytes: safe when racing
-        self._map = mmap.mmap(self._fd, 8)
-
-    def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
     def _read(self) -> int:
-        return 0 if self._map is None else int.from_bytes(self._map[:8], "little")
+        return self.read() if self.is_open else 0
 
     def active(self) -> bool:
         """Whether writers should hold back now: one memory read when they need not."""
@@ -109,13 +91,13 @@ class HoldBack:
 
     def hold(self, for_ms: int) -> int:
         until = time.monotonic_ns() + for_ms * 1_000_000
-        if self._map is not None:
-            self._map[:8] = until.to_bytes(8, "little")
+        if self.is_open:
+            self.write(until)
         return until
 
     def release(self, until: int) -> None:
-        if self._map is not None and self._read() == until:  # not another process's
-            self._map[:8] = bytes(8)
+        if self._read() == until:  # not another process's
+            self.write(0)
 
 
 class Checkpointer:
