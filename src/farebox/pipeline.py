@@ -24,7 +24,6 @@ from farebox.budgeting import Admission, Budgets, Scope
 from farebox.calls import Call, entry, estimated, placeholder, replace, scope_of, with_ttft
 from farebox.config import RoutingSettings
 from farebox.core.budgets import Hold
-from farebox.core.caps import max_output_tokens
 from farebox.core.money import format_usd
 from farebox.core.plans import Plan
 from farebox.core.records import ApiKey, LedgerEntry, Tenant
@@ -56,7 +55,13 @@ from farebox.providers.base import (
     UsageReport,
 )
 from farebox.renderers import render_body, stream_renderer
-from farebox.sizes import check_choices_fit, check_dimensions, check_output_cap, clamp_output
+from farebox.sizes import (
+    check_choices_fit,
+    check_dimensions,
+    check_output_cap,
+    clamp_output,
+    output_cap,
+)
 from farebox.streams import StreamMeter, close_quietly
 
 UNLIMITED = "unlimited"
@@ -161,9 +166,10 @@ class Gateway:
         model = body["model"]
         targets = self._targets(plan, model, ("chat", "reasoning"))
         input_tokens = estimate_messages(body.get("messages"))
-        check_output_cap(body, targets, flavor)
+        cap = output_cap(targets)
+        check_output_cap(body, cap, flavor)
         apply_policy(plan, body, input_tokens)
-        clamp_output(body, targets)
+        clamp_output(body, cap)
         endpoint = "messages" if flavor == "anthropic" else "chat.completions"
         call = Call(principal, plan, endpoint, model, request_id, body, self._clock())
         call.flavor = flavor
@@ -429,7 +435,7 @@ class Gateway:
                 return placeholder(call, target, rid, amount)
 
             prices = [t.price for t in targets]
-            per_choice = min(wanted, max_output_tokens(t.model for t in targets)) if output else 0
+            per_choice = min(wanted, output_cap(targets)) if output else 0
             result = await budgets.admit(
                 scope, scoped, prices, input_tokens, per_choice * choices, unsettled, limits
             )

@@ -34,14 +34,18 @@ def check_choices_fit(body: dict[str, Any], admitted_tokens: int | None) -> None
         )
 
 
-def check_output_cap(body: dict[str, Any], targets: tuple[Target, ...], flavor: str) -> None:
-    """``max_tokens`` / ``max_completion_tokens`` within what every deployment can produce."""
+def output_cap(targets: tuple[Target, ...]) -> int:
+    """The most output tokens every deployment in ``targets`` can produce."""
+    return max_output_tokens(t.model for t in targets)
+
+
+def check_output_cap(body: dict[str, Any], cap: int, flavor: str) -> None:
+    """``max_tokens`` / ``max_completion_tokens`` within ``cap`` (see :func:`output_cap`)."""
     one_output_field(body)
     for name in OUTPUT_FIELDS:
         asked = body.get(name)
         if asked is None:
             continue
-        cap = max_output_tokens(t.model for t in targets)
         if asked > cap:
             param = "max_tokens" if flavor == "anthropic" else name
             raise InvalidRequest(
@@ -72,11 +76,10 @@ def check_dimensions(body: dict[str, Any], targets: tuple[Target, ...]) -> None:
         )
 
 
-def clamp_output(body: dict[str, Any], targets: tuple[Target, ...]) -> None:
-    """Lower a ``max_tokens`` the plan filled in to what every deployment can produce (one
-    the client sent was checked by ``check_output_cap``)."""
-    cap = max_output_tokens(t.model for t in targets)
-    for name in ("max_completion_tokens", "max_tokens"):
+def clamp_output(body: dict[str, Any], cap: int) -> None:
+    """Lower a ``max_tokens`` the plan filled in to ``cap`` (one the client sent was checked
+    by ``check_output_cap``)."""
+    for name in OUTPUT_FIELDS:
         value = body.get(name)
         if isinstance(value, int) and value > cap:
             body[name] = cap
