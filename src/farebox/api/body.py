@@ -9,7 +9,7 @@ import orjson
 from farebox.api.fastpath import Incoming
 from farebox.api.limits_input import read_body
 from farebox.api.schemas import check_chat, check_embeddings, check_messages
-from farebox.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from farebox.errors import InvalidRequest, UnsupportedMediaType
 
 __all__ = ["read_json", "validate_chat", "validate_embeddings", "validate_messages"]
 
@@ -20,9 +20,7 @@ async def read_json(incoming: Incoming, max_bytes: int) -> dict[str, Any]:
     content_type = headers.get("content-type", "application/json").split(";")[0].strip()
     if content_type.lower() not in ("application/json", ""):
         raise UnsupportedMediaType(f"Content-Type must be application/json (got {content_type!r}).")
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"The request body is larger than the limit of {max_bytes} bytes.")
+    # a declared Content-Length over the limit was refused with the head (``check_head``)
     raw = await read_body(incoming.receive, max_bytes)
     if not raw.strip():
         raise InvalidRequest("The request body is empty; expected a JSON object.")
