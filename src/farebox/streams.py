@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -13,11 +12,9 @@ from farebox.core.money import format_usd
 from farebox.core.records import LedgerEntry
 from farebox.core.tokens import estimate_messages
 from farebox.core.usage import Usage, to_openai
-from farebox.errors import FareboxError, ServiceUnavailable
 from farebox.providers.base import StreamItem
 
 DONE = b"data: [DONE]\n\n"
-log = logging.getLogger("farebox.pipeline")
 
 
 def sse(payload: Mapping[str, Any]) -> bytes:
@@ -63,13 +60,6 @@ class StreamMeter:
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
-
-
-def stream_failure(exc: Exception) -> FareboxError:
-    if isinstance(exc, FareboxError):
-        return exc
-    log.exception("stream relay failed")
-    return ServiceUnavailable("The gateway failed while relaying the stream.")
 
 
 def usage_chunk(chunk: Mapping[str, Any], cost_pico: int) -> dict[str, Any]:

@@ -185,11 +185,6 @@ class HttpClient:
         self._pool.close()
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def passed_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The retry hints of an upstream response (``Retry-After`` and friends)."""
     found = {name: headers.get(name) for name in _PASSED_HEADERS}
