@@ -13,9 +13,10 @@ on any path, and a probe every ``timeouts.ledger_probe_s``) hands its flag over;
 database and up by a probe every ``PROBE_DOWN_S`` while down.
 
 A request whose write fails after its upstream call (it was admitted just before the
-outage) is answered 503 ``ledger_unavailable``; its entry is not written later, since the
-client was told it was not billed. Its hold is not released: the lease expires and the
-reclaim path records it as ``unsettled`` with the amount that was reserved.
+outage) is answered 503 ``ledger_unavailable``, saying the charge cannot be confirmed (a
+COMMIT whose answer was lost may have landed). Its entry is not written again later. Its hold
+is not released: the lease expires and the reclaim path settles it from the ledger if the
+entry landed, or records it as ``unsettled`` with the amount that was reserved.
 """
 
 from __future__ import annotations
