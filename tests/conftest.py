@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from farebox.app import create_app
-from farebox.config import parse_settings
+from farebox.config.settings import parse_settings
 from farebox.providers.base import Provider
 
 ADMIN_KEY = "fba_test_admin_key_for_tests_only_0123456789"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from farebox.stores.sqlite import SQLiteStore
+from farebox.stores.sqlite.store import SQLiteStore
 
 # a worker: (database path, worker number, barrier to wait on, queue for (number, result))
 Worker = Callable[[str, int, Any, Any], None]

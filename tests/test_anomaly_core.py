@@ -248,7 +248,7 @@ def test_totals_and_series() -> None:
 def test_a_configurable_window_starts_on_a_minute_row() -> None:
     from pydantic import ValidationError
 
-    from farebox.config_anomaly import AnomalySettings
+    from farebox.config.anomaly import AnomalySettings
 
     with pytest.raises(ValidationError):
         AnomalySettings(window_s=90)  # a window must be whole minutes: refused at start-up

@@ -20,7 +20,7 @@ import pytest
 from conftest import ADMIN_KEY
 from fakes.paging import PagerDutyFake, SlackFake, pagerduty_errors
 from farebox.app import create_app
-from farebox.config import parse_settings
+from farebox.config.settings import parse_settings
 from farebox.core.anomaly import DAY, HOUR, MINUTE, TrafficRow
 from farebox.core.money import parse_usd
 

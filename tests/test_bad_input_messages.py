@@ -99,7 +99,7 @@ async def test_bad_rate_limit_overrides_are_400(
 
 
 async def test_a_bad_routing_config_stops_start_up(tmp_path: Any) -> None:
-    from farebox.config import parse_settings
+    from farebox.config.settings import parse_settings
     from farebox.errors import ConfigError
 
     for bad, where in (

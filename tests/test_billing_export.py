@@ -320,7 +320,7 @@ async def test_entries_from_before_a_sink_existed_are_exported_by_replay(
 
 
 async def test_one_process_exports_a_database(tmp_path: Any) -> None:
-    from farebox.stores.sqlite import SQLiteStore
+    from farebox.stores.sqlite.store import SQLiteStore
 
     first, second = SQLiteStore(tmp_path / "f.db"), SQLiteStore(tmp_path / "f.db")
     await first.open()

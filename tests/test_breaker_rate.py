@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from farebox.breakers import Breakers
-from farebox.config import BreakerSettings
+from farebox.config.settings import BreakerSettings
 from farebox.core.pricing import Price
 from farebox.core.routing import Target
-from farebox.stores.memory import MemoryStore
+from farebox.gateway.breakers import Breakers
+from farebox.stores.memory.store import MemoryStore
 
 PRICE = Price.from_per_million({"input": "1", "output": "1"}, where="t")
 TARGET = Target("up", "m", PRICE)

@@ -40,8 +40,8 @@ from farebox.core.periods import (
 )
 from farebox.core.pricing import Price
 from farebox.core.records import LedgerEntry, Reservation
-from farebox.stores.memory import MemoryStore
-from farebox.stores.sqlite import SQLiteStore
+from farebox.stores.memory.store import MemoryStore
+from farebox.stores.sqlite.store import SQLiteStore
 
 T = TypeVar("T")
 T0 = 1_750_032_000.0  # 2025-06-16T00:00:00Z

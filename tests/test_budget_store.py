@@ -17,8 +17,8 @@ import pytest
 from farebox.core.budgets import BudgetSpec, Hold, HoldState, holds
 from farebox.core.periods import parse_period
 from farebox.core.records import LedgerEntry, Reservation
-from farebox.stores.memory import MemoryStore
-from farebox.stores.sqlite import SQLiteStore
+from farebox.stores.memory.store import MemoryStore
+from farebox.stores.sqlite.store import SQLiteStore
 from races import race_on_sqlite
 from tests.test_store_contract import entry
 
@@ -37,7 +37,7 @@ def make_sqlite(tmp_path: Path) -> Any:
 
 def make_single(tmp_path: Path) -> Any:
     """SQLite owned by one process: counters in memory, reservations journalled."""
-    from farebox.stores.sqlite_single import SingleProcessSQLiteStore
+    from farebox.stores.sqlite.single import SingleProcessSQLiteStore
 
     return SingleProcessSQLiteStore(tmp_path / "single.db")
 
@@ -52,8 +52,8 @@ def make_scaled(tmp_path: Path) -> Any:
         pytest.skip(message)
     import redis.asyncio as aioredis
 
-    from farebox.stores.postgres import PostgresStore
-    from farebox.stores.redis_budgets import RedisBudgets
+    from farebox.stores.postgres.store import PostgresStore
+    from farebox.stores.redis.budgets import RedisBudgets
     from farebox.stores.scaled import ScaledStore
 
     tag = uuid.uuid4().hex[:12]

@@ -12,8 +12,8 @@ import yaml
 from click.testing import CliRunner
 
 from farebox.app import create_app
-from farebox.cli import main
-from farebox.config import Settings, load_settings
+from farebox.cli.main import main
+from farebox.config.settings import Settings, load_settings
 from farebox.errors import ConfigError
 
 UNSET_VAR = "FAREBOX_TEST_SURELY_UNSET_VARIABLE"

@@ -44,7 +44,7 @@ async def test_postgres_waits_for_positions_committed_out_of_order(
     store: Any,  # noqa: F811
     monkeypatch: Any,
 ) -> None:
-    from farebox.stores import postgres
+    from farebox.stores.postgres import store as postgres
     from farebox.stores.scaled import ScaledStore
 
     if not isinstance(store, ScaledStore):

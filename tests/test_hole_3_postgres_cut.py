@@ -23,9 +23,9 @@ import pytest
 from fakes.openai_upstream import OpenAIUpstream
 from farebox.core.money import parse_usd
 from farebox.errors import LedgerUnavailable
-from farebox.inflight import InFlight
-from farebox.ledger import LedgerWriter
-from farebox.stores.memory import MemoryStore
+from farebox.gateway.inflight import InFlight
+from farebox.gateway.ledger import LedgerWriter
+from farebox.stores.memory.store import MemoryStore
 from tests.e2e import (
     ServerProcess,
     admin_headers,
@@ -240,7 +240,7 @@ async def test_the_sqlite_ledger_probe_writes_so_a_read_only_disk_stays_down(
     requests it cannot record."""
     import sqlite3
 
-    from farebox.stores.sqlite import SQLiteStore
+    from farebox.stores.sqlite.store import SQLiteStore
 
     store = SQLiteStore(tmp_path / "f.db")
     await store.open()

@@ -172,7 +172,7 @@ def test_a_second_database_on_a_prefix_another_database_owns_is_refused(
 
 @pytest.mark.parametrize("bad", ["", "{fbx}", "a b", "x" * 65, "é"])
 def test_a_redis_prefix_that_cannot_be_a_hash_tag_is_a_config_error(bad: str) -> None:
-    from farebox.config import parse_settings
+    from farebox.config.settings import parse_settings
     from farebox.errors import ConfigError
 
     with pytest.raises(ConfigError, match="redis_prefix"):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from farebox.app import create_app
-from farebox.config import parse_settings
-from farebox.secrets_file import load_or_create_secret, secret_path
+from farebox.config.secret_file import load_or_create_secret, secret_path
+from farebox.config.settings import parse_settings
 from tests.e2e import ADMIN_KEY
 
 
@@ -66,7 +66,7 @@ def test_secret_file_is_created_0600(tmp_path: Path, permissive_umask: None) -> 
 async def test_single_process_journal_stays_0600_after_compaction(
     tmp_path: Path, permissive_umask: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from farebox.stores import sqlite_single
+    from farebox.stores.sqlite import single as sqlite_single
     from tests.test_budget_store import hold, reservation, settlement
 
     monkeypatch.setattr(sqlite_single, "COMPACT_AFTER_BYTES", 0)  # compact after every write

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from fakes.openai_upstream import OpenAIUpstream
 from farebox.core.records import GROUP_BY
-from farebox.providers.sanitize import TOP_LEVEL_NAMES, identifier, scrub
+from farebox.http.sanitize import TOP_LEVEL_NAMES, identifier, scrub
 
 # --- no redirect reflecting Host --------------------------------------------------------
 

@@ -16,9 +16,9 @@ import aiohttp
 import pytest
 
 from farebox.core.records import LedgerEntry
-from farebox.stores.sqlite import SQLiteStore
-from farebox.stores.sqlite_single import SingleProcessSQLiteStore
-from farebox.stores.sqlite_wal import MIB, WalLimits
+from farebox.stores.sqlite.single import SingleProcessSQLiteStore
+from farebox.stores.sqlite.store import SQLiteStore
+from farebox.stores.sqlite.wal import MIB, WalLimits
 from tests.e2e import child_env, create_tenant_key, free_port, running, write_config
 
 DOCUMENTED_BOUND = 64 * MIB  # ledger.wal_max_mb's default, as the README states

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from farebox.errors import UpstreamError, UpstreamTimeout
-from farebox.providers import http1
-from farebox.providers.http import HttpClient, SseEvent
-from farebox.providers.http1 import Target
+from farebox.http import http1
+from farebox.http.client import HttpClient, SseEvent
+from farebox.http.http1 import Target
 
 PATH = "/v1/chat/completions"
 GUARD_S = 5.0  # an upper bound on any one wait, so a broken client fails instead of hanging

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from farebox.core.records import LedgerEntry
-from farebox.ledger import InFlight, LedgerWriter
-from farebox.stores.memory import MemoryStore
-from farebox.stores.sqlite import CHECKPOINT_EVERY, SQLiteStore
-from farebox.stores.sqlite_single import SingleProcessSQLiteStore
+from farebox.gateway.ledger import InFlight, LedgerWriter
+from farebox.stores.memory.store import MemoryStore
+from farebox.stores.sqlite.single import SingleProcessSQLiteStore
+from farebox.stores.sqlite.store import CHECKPOINT_EVERY, SQLiteStore
 from tests.test_budget_store import hold, reservation, settlement, state
 
 
@@ -44,7 +44,7 @@ class PickyStore(MemoryStore):
 
 
 async def test_one_bad_entry_fails_only_itself(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("farebox.ledger.RETRY_DELAY_S", 0.0)
+    monkeypatch.setattr("farebox.gateway.ledger.RETRY_DELAY_S", 0.0)
     store = PickyStore()
     writer = LedgerWriter(store)
     futures = [writer.submit(entry(f"good{i}")) for i in range(10)]
@@ -137,7 +137,7 @@ async def test_without_a_counter_every_entry_is_queued() -> None:
 async def test_a_write_at_once_that_cannot_be_made_is_queued(
     now: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("farebox.ledger.RETRY_DELAY_S", 0.0)
+    monkeypatch.setattr("farebox.gateway.ledger.RETRY_DELAY_S", 0.0)
     store = CountingStore(now)
     writer = started(store, in_flight=1)
     await writer.append(entry("r"))
@@ -217,7 +217,7 @@ async def test_a_failed_journal_compaction_after_a_commit_counts_spend_once(
 ) -> None:
     """Compaction runs after the ledger commit; if it fails, the write still succeeded (a
     retry would count the spend twice) and the journal stays in use."""
-    monkeypatch.setattr("farebox.stores.sqlite_single.COMPACT_AFTER_BYTES", 0)
+    monkeypatch.setattr("farebox.stores.sqlite.single.COMPACT_AFTER_BYTES", 0)
     store = SingleProcessSQLiteStore(tmp_path / "s.db")
     await store.open()
     a = hold("tenant:acme:day", 1_000)
@@ -226,12 +226,12 @@ async def test_a_failed_journal_compaction_after_a_commit_counts_spend_once(
     def broken(src: Any, dst: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("farebox.stores.sqlite_single.os.replace", broken)
+    monkeypatch.setattr("farebox.stores.sqlite.single.os.replace", broken)
     assert (await store.reserve(reservation("r1", 300, [a]))).ok
     assert (await store.reserve(reservation("r2", 200, [a]))).ok
     assert store.append_ledger_now([settlement("r1", 123)]) is True
     assert await state(store, a) == (123, 200, 1_000)
-    monkeypatch.setattr("farebox.stores.sqlite_single.os.replace", real_replace)
+    monkeypatch.setattr("farebox.stores.sqlite.single.os.replace", real_replace)
     assert (await store.reserve(reservation("r3", 100, [a]))).ok  # the journal still works
     await store.append_ledger([settlement("r2", 50)])  # this time compaction succeeds
     await store.close()

@@ -23,8 +23,8 @@ asyncpg = pytest.importorskip("asyncpg")
 from farebox.core.budgets import Hold  # noqa: E402
 from farebox.core.records import UsageQuery  # noqa: E402
 from farebox.errors import Conflict  # noqa: E402
-from farebox.stores.postgres import PostgresStore  # noqa: E402
-from farebox.stores.postgres_schema import MIGRATIONS  # noqa: E402
+from farebox.stores.postgres.schema import MIGRATIONS  # noqa: E402
+from farebox.stores.postgres.store import PostgresStore  # noqa: E402
 
 DSN = os.environ.get("FAREBOX_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -15,9 +15,9 @@ from fakes.anthropic_upstream import (
 )
 from farebox.core.usage import Usage
 from farebox.errors import UpstreamError, UpstreamRejected
+from farebox.http.client import HttpClient
 from farebox.providers.anthropic import AnthropicProvider
 from farebox.providers.base import ChatRequest, EmbedRequest, StreamItem, UsageReport
-from farebox.providers.http import HttpClient
 
 CHAT = {
     "model": "claude-sonnet-4-5",

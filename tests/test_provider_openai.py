@@ -9,8 +9,8 @@ from fakes import Reply
 from fakes.openai_upstream import OpenAIUpstream, tool_call, usage
 from farebox.core.usage import Usage
 from farebox.errors import UpstreamError, UpstreamRejected, UpstreamTimeout
+from farebox.http.client import HttpClient, SseDecoder, SseEvent
 from farebox.providers.base import ChatRequest, EmbedRequest, StreamItem, UsageReport
-from farebox.providers.http import HttpClient, SseDecoder, SseEvent
 from farebox.providers.openai import OpenAIProvider
 
 CHAT = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "Hi"}]}

@@ -10,7 +10,7 @@ from typing import Any
 
 from farebox.core.budgets import Hold
 from farebox.core.records import Reservation
-from farebox.limits import LimitSpec, holds
+from farebox.gateway.rate_limits import LimitSpec, holds
 from tests.test_budget_store import T0, entry, hold, settlement, state, store  # noqa: F401
 
 SPEC = LimitSpec("key", requests=3, tokens=1000, concurrent=2, model=None, window_s=60)
@@ -82,7 +82,7 @@ async def test_a_reclaimed_lease_frees_its_slot(store: Any) -> None:  # noqa: F8
 
 
 async def test_old_rate_buckets_are_dropped_on_sqlite(tmp_path: Any) -> None:
-    from farebox.stores.sqlite import SQLiteStore
+    from farebox.stores.sqlite.store import SQLiteStore
 
     db = SQLiteStore(tmp_path / "f.db")
     await db.open()

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from farebox.app import create_app
-from farebox.config import load_settings
+from farebox.config.settings import load_settings
 from farebox.core.tokens import estimate_messages
 from tests.conftest import ADMIN_KEY
 

@@ -29,8 +29,8 @@ from farebox.core.budgets import BudgetSpec, Hold, HoldState, holds
 from farebox.core.periods import parse_period
 from farebox.core.records import LedgerEntry, Reservation
 from farebox.errors import Conflict, FareboxError
-from farebox.stores.memory_budgets import MemoryBudgets
-from farebox.stores.redis_budgets import RECLAIMED_TTL_S, RedisBudgets
+from farebox.stores.memory.budgets import MemoryBudgets
+from farebox.stores.redis.budgets import RECLAIMED_TTL_S, RedisBudgets
 from tests.test_budget_store import entry, hold
 
 HOST, PORT = "127.0.0.1", 6379

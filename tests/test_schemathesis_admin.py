@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from farebox.app import create_app
-from farebox.config import parse_settings
+from farebox.config.settings import parse_settings
 
 ADMIN_KEY = "fba_schemathesis_admin_key_0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}

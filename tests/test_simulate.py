@@ -18,11 +18,11 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from fakes.paging import PagerDutyFake, pagerduty_errors
-from farebox.cli import main
-from farebox.config import parse_settings
+from farebox.cli.main import main
+from farebox.config.settings import parse_settings
 from farebox.core.anomaly import DAY, HOUR, MINUTE
-from farebox.simulate import START, report, simulate
-from farebox.simulate_traffic import Anomaly, profiles
+from farebox.demo.simulate import START, report, simulate
+from farebox.demo.synthetic import Anomaly, profiles
 
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdef012345"
 

@@ -14,8 +14,8 @@ import pytest
 
 from farebox.core.records import Reservation
 from farebox.errors import ConfigError
-from farebox.stores.sqlite import SQLiteStore
-from farebox.stores.sqlite_single import SingleProcessSQLiteStore
+from farebox.stores.sqlite.single import SingleProcessSQLiteStore
+from farebox.stores.sqlite.store import SQLiteStore
 from tests.e2e import (
     admin_headers,
     child_env,
@@ -142,7 +142,7 @@ async def test_the_journal_keeps_only_what_is_in_flight(
 ) -> None:
     import orjson
 
-    from farebox.stores import sqlite_single
+    from farebox.stores.sqlite import single as sqlite_single
 
     monkeypatch.setattr(sqlite_single, "COMPACT_AFTER_BYTES", 2000)
     path = tmp_path / "f.db"

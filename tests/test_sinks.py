@@ -547,7 +547,7 @@ SECRET = b"whsec_test_secret"
 
 
 def test_webhook_signature_matches_alert_signing() -> None:
-    from farebox.alerts import signature as alert_signature
+    from farebox.notify.channels import signature as alert_signature
 
     body = b'{"events":[]}'
     assert signature(SECRET, 1763805600, body) == alert_signature(SECRET, 1763805600, body)

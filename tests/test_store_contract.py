@@ -14,8 +14,8 @@ import pytest
 
 from farebox.core.records import ApiKey, LedgerEntry, Tenant, UsageQuery, UsageRow
 from farebox.errors import Conflict, NotFound
-from farebox.stores.memory import MemoryStore
-from farebox.stores.sqlite import SQLiteStore
+from farebox.stores.memory.store import MemoryStore
+from farebox.stores.sqlite.store import SQLiteStore
 
 DAY = 86_400.0
 T0 = 1_750_032_000.0  # 2025-06-16T00:00:00Z

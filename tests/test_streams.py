@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from fakes import openai_upstream as oa
-from farebox.auth import Principal
 from farebox.core.money import format_usd
-from farebox.pipeline import StreamReply
+from farebox.gateway.auth import Principal
+from farebox.gateway.pipeline import StreamReply
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
 

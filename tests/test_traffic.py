@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from farebox.traffic import Profile, drive
+from farebox.demo.drive import Profile, drive
 from tests.e2e import create_tenant_key, db_path, ledger_rows, serve, write_config
 
 

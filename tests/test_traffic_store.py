@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from farebox.core.anomaly import DAY, HOUR, MINUTE, Incident, TrafficRow
-from farebox.stores.sqlite import SQLiteStore
+from farebox.stores.sqlite.store import SQLiteStore
 from races import race_on_sqlite
 from tests.test_budget_store import (
     PG_DSN,
@@ -42,7 +42,7 @@ def _require_postgres() -> None:
 def make_postgres(tmp_path: Path, schema: str | None = None) -> Any:
     """PostgreSQL alone, in a fresh schema (or ``schema``: a second store on the same one)."""
     _require_postgres()
-    from farebox.stores.postgres import PostgresStore
+    from farebox.stores.postgres.store import PostgresStore
 
     name = schema or f"farebox_traffic_{uuid.uuid4().hex[:12]}"
     return PostgresStore(PG_DSN, schema=name, pool_min=1, pool_max=4)

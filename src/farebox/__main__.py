@@ -1,3 +1,3 @@
-from farebox.cli import main
+from farebox.cli.main import main
 
 main()

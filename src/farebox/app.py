@@ -15,10 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from farebox import __version__
-from farebox.alerts import WebhookAlerts
-from farebox.anomaly import AnomalyWatch
-from farebox.api import admin, anthropic, me, openai
-from farebox.api.admin_errors import method_not_allowed, validation_failure
+from farebox.anomaly.paging import Pager
+from farebox.anomaly.watch import AnomalyWatch
+from farebox.api import anthropic, me, openai
+from farebox.api.admin import router as admin
+from farebox.api.admin.errors import method_not_allowed, validation_failure
 from farebox.api.client_ip import TrustedProxies
 from farebox.api.context import Services
 from farebox.api.docs import add_docs
@@ -28,12 +29,12 @@ from farebox.api.gate import Gate, admin_key_check
 from farebox.api.limits_input import InputLimits
 from farebox.api.openapi_data import install_data_plane_docs
 from farebox.api.openapi_doc import farebox_openapi
-from farebox.auth import Authenticator
-from farebox.breakers import Breakers
-from farebox.budgeting import Budgets
+from farebox.billing.exporter import Exporter, build_runners
 from farebox.catalog import load_catalog
-from farebox.config import ProviderConfig, Settings
-from farebox.config_anomaly import policy
+from farebox.config.anomaly import policy
+from farebox.config.reload import PlanReloader
+from farebox.config.secret_file import load_or_create_secret, secret_path
+from farebox.config.settings import ProviderConfig, Settings
 from farebox.core.anomaly import Policy
 from farebox.core.keys import ADMIN_PREFIX, hash_key, new_key
 from farebox.errors import (
@@ -42,26 +43,26 @@ from farebox.errors import (
     InvalidRequest,
     NotFound,
 )
-from farebox.export import Exporter, build_runners
-from farebox.inflight import InFlight
-from farebox.ledger import LedgerWriter
-from farebox.limits import RateLimits
-from farebox.models import build_plans, build_router, provider_configs
-from farebox.paging import Pager
-from farebox.pipeline import Gateway
+from farebox.gateway.admission import Budgets
+from farebox.gateway.auth import Authenticator
+from farebox.gateway.breakers import Breakers
+from farebox.gateway.inflight import InFlight
+from farebox.gateway.ledger import LedgerWriter
+from farebox.gateway.pipeline import Gateway
+from farebox.gateway.rate_limits import RateLimits
+from farebox.gateway.routing_table import build_plans, build_router, provider_configs
+from farebox.http.client import HttpClient
+from farebox.identity.tenancy import Tenancy
+from farebox.notify.channels import WebhookAlerts
 from farebox.providers.anthropic import AnthropicProvider
 from farebox.providers.base import Provider
-from farebox.providers.http import HttpClient
 from farebox.providers.mock import MockOptions, MockProvider
 from farebox.providers.openai import OpenAIProvider
-from farebox.reload import PlanReloader
-from farebox.secrets_file import load_or_create_secret, secret_path
 from farebox.stores.base import Store
-from farebox.stores.memory import MemoryStore
-from farebox.stores.sqlite import SQLiteStore
-from farebox.stores.sqlite_single import SingleProcessSQLiteStore
-from farebox.stores.sqlite_wal import MIB, WalLimits
-from farebox.tenancy import Tenancy
+from farebox.stores.memory.store import MemoryStore
+from farebox.stores.sqlite.single import SingleProcessSQLiteStore
+from farebox.stores.sqlite.store import SQLiteStore
+from farebox.stores.sqlite.wal import MIB, WalLimits
 
 Announce = Callable[[str], None]
 
@@ -373,6 +374,6 @@ def create_app(
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` worker processes."""
-    from farebox.config import settings_from_env
+    from farebox.config.settings import settings_from_env
 
     return create_app(settings_from_env())

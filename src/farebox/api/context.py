@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from farebox.api.client_ip import TrustedProxies, request_client_ip
 from farebox.api.fastpath import Incoming
-from farebox.auth import Authenticator, Principal
-from farebox.breakers import Breakers
-from farebox.budgeting import Budgets
-from farebox.config import Settings
-from farebox.ledger import LedgerWriter
-from farebox.pipeline import Gateway
+from farebox.config.settings import Settings
+from farebox.gateway.admission import Budgets
+from farebox.gateway.auth import Authenticator, Principal
+from farebox.gateway.breakers import Breakers
+from farebox.gateway.ledger import LedgerWriter
+from farebox.gateway.pipeline import Gateway
 from farebox.stores.base import Store
 
 

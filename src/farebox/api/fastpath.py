@@ -16,8 +16,8 @@ from farebox.api.errors import error_response
 from farebox.api.gate import Gate
 from farebox.api.limits_input import InputLimits, check_head
 from farebox.errors import FareboxError, MethodNotAllowed
-from farebox.inflight import InFlight
-from farebox.pipeline import new_request_id
+from farebox.gateway.inflight import InFlight
+from farebox.gateway.pipeline import new_request_id
 
 
 class Incoming:

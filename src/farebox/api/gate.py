@@ -17,9 +17,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from farebox.api.errors import error_response
 from farebox.api.limits_input import InputLimits, check_depth, read_body
-from farebox.auth import bearer_key
 from farebox.core.keys import hash_key
 from farebox.errors import AuthenticationError, FareboxError
+from farebox.gateway.auth import bearer_key
 
 ADMIN_PREFIX = "/admin/"
 KeyCheck = Callable[[dict[str, str]], bool]

@@ -10,8 +10,8 @@ import orjson
 from farebox.api.context import Services
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
 from farebox.api.openai import guarded
-from farebox.budgeting import Scope, state_json
-from farebox.models import policy_json
+from farebox.gateway.admission import Scope, state_json
+from farebox.gateway.routing_table import policy_json
 
 
 def _json(body: dict[str, Any], status: int = 200, request_id: str | None = None) -> JSONBody:

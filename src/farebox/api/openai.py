@@ -14,7 +14,7 @@ from farebox.api.errors import error_response
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
 from farebox.api.streaming import SSEResponse
 from farebox.errors import FareboxError
-from farebox.pipeline import Reply, StreamReply, new_request_id
+from farebox.gateway.pipeline import Reply, StreamReply, new_request_id
 
 log = logging.getLogger("farebox.api")
 Handler = Callable[[Incoming], Awaitable[Any]]

@@ -1,6 +1,6 @@
 """A plan as the request path sees it: model access, token and input caps, tool policy and
-revenue rule. (Budgets and rate limits are resolved by ``farebox.budgeting`` and
-``farebox.limits``.)"""
+revenue rule. (Budgets and rate limits are resolved by ``farebox.gateway.admission`` and
+``farebox.gateway.rate_limits``.)"""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import orjson
 
 from farebox.core.usage import from_anthropic
 from farebox.errors import UpstreamError, UpstreamRejected
+from farebox.http.client import HttpClient, SseEvent, error_for_status, error_from_response
 from farebox.providers.base import (
     JSON,
     ChatRequest,
@@ -19,7 +20,6 @@ from farebox.providers.base import (
     StreamItem,
     UsageReport,
 )
-from farebox.providers.http import HttpClient, SseEvent, error_for_status, error_from_response
 from farebox.providers.translate import (
     AnthropicStreamTranslator,
     anthropic_response_to_openai,

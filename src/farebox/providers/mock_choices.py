@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from farebox.errors import UpstreamError
-from farebox.providers.http import error_for_status
+from farebox.http.client import error_for_status
 
 JSON = dict[str, Any]
 

@@ -10,6 +10,12 @@ import orjson
 
 from farebox.core.usage import from_openai
 from farebox.errors import UpstreamError
+from farebox.http.client import (
+    HttpClient,
+    HttpResponse,
+    error_for_status,
+    error_from_response,
+)
 from farebox.providers.base import (
     JSON,
     ChatRequest,
@@ -18,12 +24,6 @@ from farebox.providers.base import (
     EmbedResult,
     StreamItem,
     UsageReport,
-)
-from farebox.providers.http import (
-    HttpClient,
-    HttpResponse,
-    error_for_status,
-    error_from_response,
 )
 
 _DONE = b"[DONE]"

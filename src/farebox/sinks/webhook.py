@@ -3,7 +3,7 @@
 
 Signed like the gateway's alert webhooks, which use :func:`signature` from here:
 ``X-Farebox-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">``. The scheme is
-restated here because sinks may not import ``farebox.alerts`` (it reaches into providers);
+restated here because sinks may not import ``farebox.notify.channels`` (it reaches into providers);
 a test pins the two together. The signature carries the encode time, so re-encode before a
 retry. Answers: 2xx delivered, 409 duplicate, 408/429/5xx retry, other 4xx dead.
 """

@@ -39,9 +39,9 @@ from farebox.core.records import (
 )
 from farebox.errors import LimiterUnavailable
 from farebox.stores.health import Health
-from farebox.stores.postgres import PostgresStore
-from farebox.stores.redis_budgets import RedisBudgets
-from farebox.stores.redis_namespace import choose_prefix, claim, database_id, database_label
+from farebox.stores.postgres.store import PostgresStore
+from farebox.stores.redis.budgets import RedisBudgets
+from farebox.stores.redis.namespace import choose_prefix, claim, database_id, database_label
 from farebox.stores.timeouts import StoreTimeouts
 
 log = logging.getLogger("farebox.stores.scaled")

@@ -1,0 +1,90 @@
+"""Margin per tenant and month: what the platform earns (plan fee plus usage revenue) against
+what the providers cost, from the ledger, in exact money.
+
+Months are calendar months in UTC. A tenant pays its plan's whole ``monthly_fee_usd`` for any
+month it existed in (no proration).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any
+
+from farebox.config.settings import PlanConfig
+from farebox.core.money import format_usd, parse_usd
+from farebox.core.records import UsageQuery
+from farebox.errors import InvalidRequest
+from farebox.stores.base import Store
+
+
+def month_window(month: str) -> tuple[float, float]:
+    """``2026-11`` -> [start, end) in unix seconds (UTC)."""
+    try:
+        start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+    except ValueError:
+        raise InvalidRequest(
+            f"'month' must look like 2026-11 (got {month!r}).", param="month"
+        ) from None
+    end = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+    return start.timestamp(), end.timestamp()
+
+
+def percent(margin: int, revenue: int) -> str | None:
+    """Margin as a percentage of revenue, to two decimals (half-even), exactly computed."""
+    if revenue == 0:
+        return None
+    value = Fraction(margin * 100, revenue)
+    cents = round(value * 100)  # Fraction rounds half to even
+    sign = "-" if cents < 0 else ""
+    whole, frac = divmod(abs(cents), 100)
+    return f"{sign}{whole}.{frac:02d}"
+
+
+async def margins(
+    store: Store, plans: Mapping[str, PlanConfig], default_plan: str, month: str,
+    tenant_id: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    start, end = month_window(month)
+    rows = {r.group: r for r in await store.usage(UsageQuery(tenant_id, start, end, "tenant"))}
+    tenants = [t for t in await store.list_tenants() if tenant_id is None or t.id == tenant_id]
+    out = []
+    totals = {"fee": 0, "usage": 0, "cost": 0}
+    for tenant in sorted(tenants, key=lambda t: t.id):
+        if tenant.created_at >= end:
+            continue
+        plan = plans.get(tenant.plan) or plans.get(default_plan)
+        fee = parse_usd(plan.pricing.monthly_fee_usd) if plan else 0
+        row = rows.get(tenant.id)
+        usage = row.revenue if row else 0
+        cost = row.cost if row else 0
+        totals["fee"] += fee
+        totals["usage"] += usage
+        totals["cost"] += cost
+        out.append(_line(tenant.id, tenant.plan, fee, usage, cost, row.requests if row else 0))
+    fee, usage, cost = totals["fee"], totals["usage"], totals["cost"]
+    total = _line(None, None, fee, usage, cost, sum(r["requests"] for r in out))
+    return {"object": "margins", "month": month, "data": out, "total": total}
+
+
+def _line(tenant: str | None, plan: str | None, fee: int, usage: int, cost: int,
+          requests: int) -> dict[str, Any]:  # fmt: skip
+    revenue = fee + usage
+    line: dict[str, Any] = {} if tenant is None else {"tenant": tenant, "plan": plan}
+    line.update(
+        requests=requests,
+        plan_fee_usd=format_usd(fee),
+        usage_revenue_usd=format_usd(usage),
+        revenue_usd=format_usd(revenue),
+        cost_usd=format_usd(cost),
+        margin_usd=format_usd(revenue - cost)
+        if revenue >= cost
+        else "-" + format_usd(cost - revenue),
+        margin_percent=percent(revenue - cost, revenue),
+    )
+    return line

@@ -1,0 +1,113 @@
+"""CLI commands on the local database (no ``--url``): with the configuration the database
+is served with (see ``cli_config``), in this process, through the admin API's own code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, TypeVar
+
+import click
+
+from farebox.config.settings import Settings, load_settings
+from farebox.core.keys import hash_key
+from farebox.errors import ConfigError, FareboxError
+
+T = TypeVar("T")
+
+
+def local_settings(config: str | None) -> Settings:
+    """The settings a command on the local database uses: the configuration the database
+    is served with (see cli_config), never a guess."""
+    from farebox.cli.config_source import local_settings as served_settings
+
+    try:
+        return served_settings(
+            config,
+            lambda path, overrides: load_settings(path, overrides=overrides),
+            warn=lambda line: click.echo(line, err=True),
+        )
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def record_served(
+    settings: Settings, config: str | None, overrides: dict[str, Any] | None = None
+) -> None:
+    from farebox.cli.config_source import record
+
+    try:
+        record(settings, config, overrides)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def _quiet(settings: Settings) -> Settings:
+    """The settings for a one-off CLI command: no billing export in the background."""
+    billing = settings.file.billing.model_copy(update={"in_serve": False})
+    return settings.model_copy(
+        update={"file": settings.file.model_copy(update={"billing": billing})}
+    )
+
+
+def run_local(config: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
+    from farebox.app import create_app
+
+    settings = local_settings(config)
+    app = create_app(_quiet(settings), announce=lambda message: click.echo(message, err=True))
+
+    async def run() -> T:
+        async with app.router.lifespan_context(app):
+            return await work(app.state.tenancy)
+
+    try:
+        return asyncio.run(run())
+    except FareboxError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def in_process(config: str | None, method: str, path: str, body: Any = None) -> Any:
+    """Call the admin API of an in-process app on the local database (no server)."""
+    from farebox.app import create_app
+
+    settings = local_settings(config)
+    app = create_app(_quiet(settings), announce=lambda message: click.echo(message, err=True))
+    payload = json.dumps(body).encode() if body is not None else b""
+    raw_path, _, query = path.partition("?")
+
+    async def run() -> tuple[int, bytes]:
+        sent: list[MutableMapping[str, Any]] = []
+
+        async def receive() -> MutableMapping[str, Any]:
+            return {"type": "http.request", "body": payload, "more_body": False}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(message)
+
+        token = secrets.token_urlsafe(32)  # local database access is admin access
+        scope = {
+            "type": "http", "method": method, "path": raw_path, "raw_path": raw_path.encode(),
+            "query_string": query.encode(), "root_path": "", "scheme": "http",
+            "http_version": "1.1", "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0),
+            "headers": [(b"content-type", b"application/json"),
+                        (b"authorization", f"Bearer {token}".encode())],
+        }  # fmt: skip
+        async with app.router.lifespan_context(app):
+            services = app.state.services
+            services.admin_key_hash = hash_key(services.secret, token)
+            await app(scope, receive, send)
+        status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+        return status, b"".join(
+            m.get("body", b"") for m in sent if m["type"] == "http.response.body"
+        )
+
+    status, data = asyncio.run(run())
+    result = json.loads(data or b"null")
+    if status >= 400:
+        error = result.get("error", {}) if isinstance(result, dict) else {}
+        raise click.ClickException(
+            f"{status}: {error.get('message', data.decode(errors='replace'))}"
+        )
+    return result

@@ -1,0 +1,111 @@
+"""The ``anomaly:`` section of farebox.yaml, and each plan's ``anomaly:`` overrides.
+
+Validated here; secrets (``env:NAME``) are resolved by ``farebox.config.settings``, which
+alone reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from farebox.core.anomaly import Policy
+from farebox.core.money import parse_usd
+
+Usd = Annotated[str, Field(pattern=r"^\s*\d+(\.\d+)?\s*$")]
+ActionName = Literal["pause_tenant", "pause_key", "alert"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _env_only(value: str | None) -> str | None:
+    if value is not None and not value.startswith("env:"):
+        raise ValueError("secrets must be given as env:NAME, never as a literal")
+    return value
+
+
+class PagerDutyConfig(_Strict):
+    routing_key: str  # env:NAME: the 32-character integration key
+    base_url: str = "https://events.pagerduty.com"
+    severity: Literal["critical", "error", "warning", "info"] = "critical"
+    source: str = "farebox"
+    client_url: str | None = None  # a link shown on the incident, e.g. the admin dashboard
+
+    @field_validator("routing_key")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        return _env_only(value) or value
+
+
+class SlackConfig(_Strict):
+    webhook_url: str  # env:NAME: an incoming-webhook URL carries its own secret
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        return _env_only(value) or value
+
+
+class AnomalyTuning(_Strict):
+    """What a plan may override; unset fields keep the gateway-wide value."""
+
+    enabled: bool | None = None
+    action: ActionName | None = None
+    threshold_pct: int | None = Field(None, ge=1)
+    window_s: int | None = Field(None, ge=60, le=3600, multiple_of=60)
+    min_requests_per_hour: int | None = Field(None, ge=0)
+    min_spend_usd_per_hour: Usd | None = None
+    floor_requests_per_hour: int | None = Field(None, ge=0)
+    floor_spend_usd_per_hour: Usd | None = None
+    history_days: int | None = Field(None, ge=1, le=90)
+    quantile_pct: int | None = Field(None, ge=1, le=100)
+    recent_hours: int | None = Field(None, ge=1, le=48)
+    learning_hours: int | None = Field(None, ge=0)
+    cooldown_s: int | None = Field(None, ge=0)
+
+
+class AnomalySettings(_Strict):
+    enabled: bool = True
+    action: ActionName = "pause_tenant"
+    threshold_pct: int = Field(500, ge=1)  # 500% above the baseline: six times it
+    window_s: int = Field(600, ge=60, le=3600, multiple_of=60)  # the recent window, whole minutes
+    min_requests_per_hour: int = Field(120, ge=0)
+    min_spend_usd_per_hour: Usd = "1"
+    floor_requests_per_hour: int = Field(60, ge=0)  # the least baseline, for new tenants
+    floor_spend_usd_per_hour: Usd = "0.50"
+    history_days: int = Field(30, ge=1, le=90)
+    quantile_pct: int = Field(90, ge=1, le=100)
+    recent_hours: int = Field(3, ge=1, le=48)
+    learning_hours: int = Field(24, ge=0)  # less history: alert only; a new key: its tenant's
+    cooldown_s: int = Field(3600, ge=0)
+    check_interval_s: float = Field(60.0, gt=0)  # how often each process looks
+    flush_interval_s: float = Field(5.0, gt=0)  # how often counts reach the store
+    appeal: str = "Contact the platform operator to review the pause and resume it."
+    webhook: bool = True  # also send signed events to budgets.alert_webhook_url
+    pagerduty: PagerDutyConfig | None = None
+    slack: SlackConfig | None = None
+    retry_attempts: int = Field(6, ge=1, le=50)
+    retry_backoff_s: float = Field(1.0, gt=0)  # doubled each attempt, at most 30 s
+    drain_s: float = Field(5.0, ge=0)  # at shutdown, how long alerts still in flight may take
+
+
+def policy(base: AnomalySettings, plan: AnomalyTuning | None, where: str) -> Policy:
+    """One plan's detection policy: the gateway-wide settings with the plan's overrides."""
+    values = base.model_dump()
+    if plan is not None:
+        values.update({k: v for k, v in plan.model_dump().items() if v is not None})
+    fields = {f.name for f in dataclasses.fields(Policy)}
+    plain = {k: v for k, v in values.items() if k in fields}
+    return Policy(
+        **plain,
+        min_spend_per_hour=parse_usd(
+            values["min_spend_usd_per_hour"], field=f"{where}.min_spend_usd_per_hour"
+        ),
+        floor_spend_per_hour=parse_usd(
+            values["floor_spend_usd_per_hour"], field=f"{where}.floor_spend_usd_per_hour"
+        ),
+    )

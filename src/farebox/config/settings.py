@@ -1,0 +1,579 @@
+"""The one typed settings object. Only this module reads the environment.
+
+``load_settings`` validates ``farebox.yaml`` and stops start-up with a message that names
+the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from farebox.catalog import load_catalog
+from farebox.config.anomaly import AnomalySettings, AnomalyTuning, policy
+from farebox.core.money import MoneyFormatError, decimal_ratio, parse_usd, price_per_token
+from farebox.core.periods import parse_period
+from farebox.errors import ConfigError
+
+Decimal = Annotated[str, Field(pattern=r"^\s*\d+(\.\d+)?\s*$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PriceOverride(_Strict):
+    input: Decimal | None = None
+    output: Decimal | None = None
+    cached_input: Decimal | None = None
+    cache_write_5m: Decimal | None = None
+    cache_write_1h: Decimal | None = None
+
+    def fields(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class OutputLength(_Strict):
+    distribution: Literal["fixed", "uniform", "lognormal"] = "lognormal"
+    mean: int = Field(120, ge=1)
+    min: int = Field(1, ge=1)
+    max: int = Field(1024, ge=1)
+
+
+class ProviderConfig(_Strict):
+    kind: Literal["openai", "anthropic", "mock"]
+    base_url: str | None = None
+    api_key: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(600.0, gt=0)
+    # mock options
+    seed: int = 0
+    latency_ms: float = Field(0.0, ge=0)
+    ttft_ms: float = Field(0.0, ge=0)
+    tokens_per_second: float = Field(0.0, ge=0)
+    output_tokens: OutputLength = Field(default_factory=OutputLength)
+    error_rate: float = Field(0.0, ge=0, le=1)
+    error_status: int = Field(500, ge=400, le=599)
+    error_statuses: list[int] = Field(default_factory=list)  # one picked at random per error
+    spike_rate: float = Field(0.0, ge=0, le=1)  # share of calls delayed by spike_ms more
+    spike_ms: float = Field(0.0, ge=0)
+    rate_limit_rate: float = Field(0.0, ge=0, le=1)  # share of calls answered 429
+    retry_after_s: float = Field(1.0, ge=0)  # the Retry-After of those 429s
+    disconnect_rate: float = Field(0.0, ge=0, le=1)  # share of streams cut mid-way
+    disconnect_after: int = Field(3, ge=1)  # chunks sent before the cut
+
+    @field_validator("api_key")
+    @classmethod
+    def _env_reference(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("env:"):
+            raise ValueError("secrets must be given as env:NAME, never as a literal")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("expected an http:// or https:// URL with a host")
+            _ = parts.port  # raises ValueError for a bad port
+        return value.rstrip("/") if value else value
+
+
+class Deployment(_Strict):
+    provider: str
+    model: str
+    weight: int = Field(1, ge=0)
+    price: PriceOverride | None = None
+
+
+class BudgetConfig(_Strict):
+    """A budget object, as in CONTRACT: in plans, tenant and key overrides, and the admin API."""
+
+    scope: Literal["tenant", "key", "feature", "user", "global"] = "tenant"
+    period: str = "month"
+    limit_usd: Decimal | None = None
+    weight: Decimal | None = None  # feature budgets: a share of the tenant budget
+    name: str | None = Field(None, max_length=256)
+    rollover_cap_usd: Decimal | None = None
+    increase_usd: Decimal | None = None  # a temporary increase...
+    increase_until: float | None = Field(None, allow_inf_nan=False)  # ...until (unix seconds)
+
+    @field_validator("period")
+    @classmethod
+    def _period(cls, value: str) -> str:
+        parse_period(value)
+        return value
+
+    @model_validator(mode="after")
+    def _limit_or_weight(self) -> BudgetConfig:
+        if (self.limit_usd is None) == (self.weight is None):
+            raise ValueError("give exactly one of limit_usd or weight")
+        if self.weight is not None and self.scope != "feature":
+            raise ValueError("weight is only for feature budgets")
+        return self
+
+
+class BreakerSettings(_Strict):
+    """One circuit breaker per deployment. It opens after ``failures`` retryable failures in a
+    row, or when at least ``min_requests`` calls in ``window_s`` failed at ``failure_rate`` or
+    more; it stays open ``cooldown_s``, then lets one probe through (half-open)."""
+
+    failures: int = Field(5, ge=1)
+    failure_rate: float | None = Field(None, gt=0, le=1)
+    min_requests: int = Field(10, ge=1)
+    window_s: float = Field(30.0, gt=0)
+    cooldown_s: float = Field(30.0, gt=0)
+    sync_s: float = Field(1.0, gt=0)  # how often open breakers are read from the shared store
+
+
+class RoutingSettings(_Strict):
+    retries: int = Field(1, ge=0, le=10)  # extra rounds over the deployments after the first
+    backoff_s: float = Field(0.05, ge=0)  # base of the jittered exponential backoff
+    max_backoff_s: float = Field(2.0, ge=0)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+
+
+class BudgetSettings(_Strict):
+    timezone: str = "UTC"
+    lease_s: float = Field(120.0, gt=0)
+    downgrade_below: Decimal = "0.10"  # share of a budget left that triggers downgrade
+    min_output_tokens: int = Field(16, ge=1)  # clamp max_tokens no lower than this
+    default_max_tokens: int = Field(4096, ge=1)  # when the client and plan set none
+    # a request that would fit once in-flight requests settle waits this long, not a 429
+    wait_for_room_s: float = Field(10.0, ge=0)
+    alert_thresholds: list[int] = Field(default_factory=lambda: [50, 80, 100])
+    alert_webhook_url: str | None = None
+    alert_webhook_secret: str | None = None
+    global_budgets: list[BudgetConfig] = Field(default_factory=list, alias="global")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (expected e.g. UTC, Europe/Paris)"
+            ) from None
+        return value
+
+    @field_validator("alert_webhook_secret")
+    @classmethod
+    def _env_reference(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("env:"):
+            raise ValueError("secrets must be given as env:NAME, never as a literal")
+        return value
+
+
+class RateLimitConfig(_Strict):
+    scope: Literal["key", "tenant", "user", "ip"] = "key"
+    requests_per_minute: int | None = Field(None, ge=0)
+    tokens_per_minute: int | None = Field(None, ge=0)
+    concurrent: int | None = Field(None, ge=0)
+    model: str | None = Field(None, min_length=1, max_length=200)  # a glob on the model asked for
+    # the window the per-minute counts apply to; 60 unless a test wants a short one
+    window_s: int = Field(60, ge=1, le=3600)
+
+
+class ToolPolicyConfig(_Strict):
+    """Glob patterns on tool and function names (``database.delete*``)."""
+
+    deny: list[str] = Field(default_factory=list)
+    allow: list[str] = Field(default_factory=list)  # when set, every other tool is denied
+    require_approval: list[str] = Field(default_factory=list)
+
+
+class ResalePrice(_Strict):
+    input: Decimal = "0"
+    output: Decimal = "0"
+    cached_input: Decimal | None = None
+
+
+class PlanPricing(_Strict):
+    markup: Decimal | None = None
+    resale: ResalePrice | None = None
+    cache_hit: Literal["full", "cost", "free"] = "full"
+    monthly_fee_usd: Decimal = "0"
+
+
+class PlanConfig(_Strict):
+    models: list[str] = Field(default_factory=lambda: ["*"])
+    budgets: list[BudgetConfig] = Field(default_factory=list)
+    rate_limits: list[RateLimitConfig] = Field(default_factory=list)
+    max_tokens: int | None = Field(None, ge=1)
+    max_tokens_policy: Literal["clamp", "reject"] = "clamp"
+    max_input_chars: int | None = Field(None, ge=1)
+    max_input_tokens: int | None = Field(None, ge=1)
+    tools: ToolPolicyConfig = Field(default_factory=ToolPolicyConfig)
+    timeout_s: float | None = Field(None, gt=0)
+    downgrade: dict[str, str] = Field(default_factory=dict)
+    pricing: PlanPricing = Field(default_factory=PlanPricing)
+    anomaly: AnomalyTuning | None = None
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8787, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # data plane and admin API alike
+    max_header_count: int = Field(100, ge=16, le=10_000)  # header fields per request -> 431
+    max_header_bytes: int = Field(16 * 1024, ge=1024)  # bytes of header names and values -> 431
+    max_json_depth: int = Field(64, ge=4, le=1000)  # nesting of arrays/objects in a body -> 400
+    docs: bool = False  # serve Swagger UI at /docs (behind the admin key)
+    docs_assets_url: str | None = None  # where swagger-ui-bundle.js and swagger-ui.css live
+    trusted_proxies: list[str] = Field(default_factory=list)  # IPs or CIDRs allowed to set XFF
+    upgrade_url: str | None = None
+    key_cache_size: int = Field(10_000, ge=0)
+    reload_interval_s: float = Field(2.0, ge=0)  # how often plans are re-read; 0: never
+    # SQLite only: this one process is the database's only user, so budget and rate-limit
+    # counters live in its memory (reservations journalled to a file); see stores/sqlite_single
+    single_process: bool = False
+
+
+SINK_KINDS = ("stripe", "lago", "metronome", "openmeter", "webhook")
+Meter = Literal[
+    "input_tokens", "output_tokens", "cost_usd", "revenue_usd", "requests", "cache_hits"
+]
+METER_NAMES: tuple[Meter, ...] = (
+    "input_tokens", "output_tokens", "cost_usd", "revenue_usd", "requests", "cache_hits",
+)  # fmt: skip
+
+
+class SinkConfig(_Strict):
+    """One billing sink: where the ledger's usage goes, and as which meters."""
+
+    kind: Literal["stripe", "lago", "metronome", "openmeter", "webhook", "redis_stream"]
+    base_url: str  # for redis_stream: redis://HOST:6379/0
+    stream: str = "farebox:usage"  # redis_stream only: the stream to XADD to
+    # Stripe only: v1 meter events (one per call), or the v2 stream (batches of 100, with a
+    # session token from base_url, events to stream_url, e.g. https://meter-events.stripe.com)
+    api: Literal["v1", "v2"] = "v1"
+    stream_url: str | None = None
+    api_key: str | None = None  # env:NAME; sent as a bearer token
+    secret: str | None = None  # env:NAME; webhook signing secret
+    meters: list[Meter] = Field(default_factory=lambda: list(METER_NAMES))
+    names: dict[str, str] = Field(default_factory=dict)  # meter -> the sink's event name / code
+    granularity: Literal["request", "hour"] = "request"
+    timeout_s: float = Field(10.0, gt=0)
+    max_attempts: int = Field(6, ge=1, le=50)  # per batch, before the exporter pauses the sink
+
+    @field_validator("api_key", "secret")
+    @classmethod
+    def _env_reference(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("env:"):
+            raise ValueError("secrets must be given as env:NAME, never as a literal")
+        return value
+
+
+class BillingConfig(_Strict):
+    sinks: dict[str, SinkConfig] = Field(default_factory=dict)
+    interval_s: float = Field(5.0, gt=0)  # how often each sink looks for new ledger entries
+    batch: int = Field(500, ge=1, le=10_000)  # ledger entries read per round
+    hour_grace_s: float = Field(600.0, ge=0)  # hourly aggregates wait this long after the hour
+    in_serve: bool = True  # run the exporter inside farebox serve
+
+
+class LedgerConfig(_Strict):
+    synchronous: Literal["normal", "full"] = "normal"
+    batch_max: int = Field(512, ge=1)
+    # SQLite: the bound the write-ahead log stays under (it is checkpointed and cut back
+    # once it passes a quarter of this), and how long a checkpoint may hold writes back
+    wal_max_mb: int = Field(64, ge=4, le=1 << 20)
+    checkpoint_wait_ms: int = Field(100, ge=1, le=10_000)
+
+
+class TimeoutSettings(_Strict):
+    """Deadlines on the shared databases (PostgreSQL and Redis) and on ``/readyz``."""
+
+    postgres_connect_s: float = Field(5.0, gt=0)  # opening a connection
+    postgres_command_s: float = Field(5.0, gt=0)  # one statement; waiting for a pooled one
+    redis_connect_s: float = Field(2.0, gt=0)  # opening a connection
+    redis_command_s: float = Field(2.0, gt=0)  # one command or script; waiting for a pooled one
+    ledger_probe_s: float = Field(1.0, gt=0)  # PostgreSQL health probe: interval and timeout
+    readyz_s: float = Field(1.0, gt=0)  # /readyz answers within this, 503 if the stores do not
+
+
+class FileConfig(_Strict):
+    database: str = "sqlite:///farebox.db"
+    redis: str | None = None
+    # namespaces this deployment's Redis keys; unset: one derived from the database
+    redis_prefix: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
+    secret: str | None = None
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, list[Deployment]] = Field(default_factory=dict)
+    pricing: dict[str, PriceOverride] = Field(default_factory=dict)
+    plans: dict[str, PlanConfig] = Field(default_factory=dict)
+    default_plan: str | None = None
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    billing: BillingConfig = Field(default_factory=BillingConfig)
+    anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
+    upgrade_url: str | None = None
+
+    @field_validator("secret")
+    @classmethod
+    def _env_reference(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("env:"):
+            raise ValueError("secrets must be given as env:NAME, never as a literal")
+        return value
+
+
+class Settings(BaseModel):
+    """Validated configuration plus what came from the environment."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    file: FileConfig
+    source: str
+    database_path: Path | None
+    database_url: str
+    redis_url: str | None = None
+    secret: bytes | None
+    admin_key: str | None
+    provider_keys: dict[str, str | None]
+    alert_secret: bytes | None = None
+    sink_secrets: dict[str, str] = Field(default_factory=dict)  # "<sink>.<field>" -> value
+    paging_secrets: dict[str, str] = Field(default_factory=dict)  # "pagerduty" / "slack"
+
+
+DEFAULT_PLAN = PlanConfig(models=["*"])
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _format_validation(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        key = _where(err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _resolve_env(
+    reference: str | None, where: str, source: str, env: Mapping[str, str]
+) -> str | None:
+    if reference is None:
+        return None
+    name = reference[len("env:") :]
+    value = env.get(name)
+    if not value:
+        raise ConfigError(f"{source}: {where}: environment variable {name} is not set")
+    return value
+
+
+def _check_money(source: str, cfg: FileConfig) -> None:
+    """Every price and amount must be exact."""
+    try:
+        for name, override in cfg.pricing.items():
+            for field, value in override.fields().items():
+                price_per_token(value, field=f"pricing.{name}.{field}")
+        for alias, deployments in cfg.models.items():
+            for i, dep in enumerate(deployments):
+                for field, value in (dep.price.fields() if dep.price else {}).items():
+                    price_per_token(value, field=f"models.{alias}.{i}.price.{field}")
+        for plan_name, plan in cfg.plans.items():
+            for j, budget in enumerate(plan.budgets):
+                if budget.limit_usd is not None:
+                    parse_usd(budget.limit_usd, field=f"plans.{plan_name}.budgets.{j}.limit_usd")
+            if plan.pricing.markup is not None:
+                decimal_ratio(plan.pricing.markup, field=f"plans.{plan_name}.pricing.markup")
+            if plan.pricing.resale is not None:
+                for field, value in plan.pricing.resale.model_dump().items():
+                    if value is not None:
+                        price_per_token(value, field=f"plans.{plan_name}.pricing.resale.{field}")
+        policy(cfg.anomaly, None, "anomaly")
+        for plan_name, plan in cfg.plans.items():
+            policy(cfg.anomaly, plan.anomaly, f"plans.{plan_name}.anomaly")
+    except MoneyFormatError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
+def _check_references(source: str, cfg: FileConfig) -> None:
+    for alias, deployments in cfg.models.items():
+        if not deployments:
+            raise ConfigError(f"{source}: models.{alias}: expected at least one deployment")
+        for i, dep in enumerate(deployments):
+            if dep.provider not in cfg.providers and not (
+                dep.provider == "mock" and not cfg.providers
+            ):
+                known = ", ".join(sorted(cfg.providers)) or "(none)"
+                raise ConfigError(
+                    f"{source}: models.{alias}.{i}.provider: unknown provider "
+                    f"{dep.provider!r}; configured providers: {known}"
+                )
+    for name, plan in cfg.plans.items():
+        if plan.pricing.markup is not None and plan.pricing.resale is not None:
+            raise ConfigError(f"{source}: plans.{name}.pricing: give markup or resale, not both")
+    if cfg.default_plan is not None and cfg.default_plan not in cfg.plans:
+        raise ConfigError(f"{source}: default_plan: unknown plan {cfg.default_plan!r}")
+
+
+def _check_prices(source: str, cfg: FileConfig) -> None:
+    """Every deployment needs a price: from the catalog, ``pricing:`` or its own ``price``."""
+    catalog = load_catalog()
+    for alias, deployments in cfg.models.items():
+        for i, dep in enumerate(deployments):
+            own = dep.price.fields() if dep.price else {}
+            global_override = cfg.pricing.get(dep.model)
+            priced = (
+                catalog.get(dep.model) is not None
+                or "input" in own
+                or (global_override is not None and global_override.input is not None)
+            )
+            if not priced:
+                raise ConfigError(
+                    f"{source}: models.{alias}.{i}.model: {dep.model!r} is not in the price "
+                    f"catalog ({catalog.date}); give it a price, "
+                    'e.g. price: {input: "0.50", output: "1.50"}'
+                )
+
+
+def _database(source: str, url: str, base: Path) -> tuple[str, Path | None]:
+    if url.startswith("sqlite:///"):
+        raw = Path(url[len("sqlite:///") :])
+        path = raw if raw.is_absolute() else (base / raw)
+        return url, path
+    if url == "memory":
+        return url, None
+    if url.startswith(("postgresql://", "postgres://")):
+        return url, None
+    raise ConfigError(f"{source}: database: expected 'sqlite:///PATH' (got {url!r})")
+
+
+def secret_present(cfg: FileConfig, env: Mapping[str, str]) -> bool:
+    named = cfg.secret[len("env:") :] if cfg.secret else None
+    return bool((named and env.get(named)) or env.get("FAREBOX_SECRET"))
+
+
+def parse_settings(
+    data: object, *, source: str, env: Mapping[str, str], base_dir: Path
+) -> Settings:
+    """Validate an already-parsed YAML document."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        cfg = FileConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(source, exc)) from None
+    _check_money(source, cfg)
+    _check_references(source, cfg)
+    _check_prices(source, cfg)
+    db_env = env.get("FAREBOX_DATABASE")
+    url, path = _database(source, db_env or cfg.database, base_dir)
+    redis_url = env.get("FAREBOX_REDIS") or cfg.redis
+    if url.startswith("postgres") and not redis_url:
+        raise ConfigError(
+            f"{source}: redis: a PostgreSQL database needs Redis for budget counters and "
+            'shared state; set redis: "redis://HOST:6379/0"'
+        )
+    if url.startswith("postgres") and not secret_present(cfg, env):
+        raise ConfigError(
+            f"{source}: secret: replicas must share the key-hashing secret; set FAREBOX_SECRET "
+            '(the same value on every replica) or secret: "env:NAME"'
+        )
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{source}: redis: expected a redis:// URL (got {redis_url!r})")
+    keys = {
+        name: _resolve_env(p.api_key, f"providers.{name}.api_key", source, env)
+        for name, p in cfg.providers.items()
+    }
+    secret = _resolve_env(cfg.secret, "secret", source, env) or env.get("FAREBOX_SECRET")
+    alert_secret = _resolve_env(
+        cfg.budgets.alert_webhook_secret, "budgets.alert_webhook_secret", source, env
+    )
+    sink_secrets = {
+        f"{name}.{field}": _resolve_env(getattr(s, field), f"billing.sinks.{name}.{field}",
+                                        source, env)
+        for name, s in cfg.billing.sinks.items()
+        for field in ("api_key", "secret")
+        if getattr(s, field) is not None
+    }  # fmt: skip
+    paging = {
+        "pagerduty": _resolve_env(pd.routing_key, "anomaly.pagerduty.routing_key", source, env)
+        if (pd := cfg.anomaly.pagerduty)
+        else None,
+        "slack": _resolve_env(sl.webhook_url, "anomaly.slack.webhook_url", source, env)
+        if (sl := cfg.anomaly.slack)
+        else None,
+    }
+    return Settings(
+        file=cfg,
+        source=source,
+        database_path=path,
+        database_url=url,
+        redis_url=redis_url,
+        secret=secret.encode() if secret else None,
+        admin_key=env.get("FAREBOX_ADMIN_KEY") or None,
+        provider_keys=keys,
+        alert_secret=alert_secret.encode() if alert_secret else None,
+        sink_secrets={k: v for k, v in sink_secrets.items() if v},
+        paging_secrets={k: v for k, v in paging.items() if v},
+    )
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Load ``path`` (or the embedded default when None) and the environment."""
+    environ = dict(os.environ) if env is None else dict(env)
+    data: object = {}
+    source = "(embedded default)"
+    base_dir = Path.cwd()
+    if path is not None:
+        file = Path(path)
+        source = str(file)
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if overrides:
+        data = {**(data if isinstance(data, dict) else {}), **overrides}
+    return parse_settings(data, source=source, env=environ, base_dir=base_dir)
+
+
+CONFIG_ENV = "FAREBOX_CONFIG"
+
+
+def admin_key_from_env() -> str | None:
+    """The admin key for CLI commands that call a running gateway (``--url``)."""
+    return os.environ.get("FAREBOX_ADMIN_KEY") or None
+
+
+def export_for_workers(config: str | None, overrides: Mapping[str, Any] | None) -> None:
+    """Hand the config to ``serve --workers N`` worker processes, which re-read it."""
+    if config:
+        os.environ[CONFIG_ENV] = os.path.abspath(config)
+    if overrides:
+        os.environ["FAREBOX_OVERRIDES"] = yaml.safe_dump(dict(overrides))
+
+
+def settings_from_env() -> Settings:
+    """Settings for a worker process started by ``farebox serve --workers N``."""
+    path = os.environ.get(CONFIG_ENV) or None
+    overrides = os.environ.get("FAREBOX_OVERRIDES")
+    return load_settings(path, overrides=yaml.safe_load(overrides) if overrides else None)

@@ -1,0 +1,140 @@
+"""What one request carries through the request path, and the ledger entries made from it."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from farebox.core.money import format_usd
+from farebox.core.plans import Plan
+from farebox.core.pricing import cost
+from farebox.core.records import LedgerEntry
+from farebox.core.routing import Target
+from farebox.core.usage import Usage
+from farebox.gateway.admission import Admission, Scope
+from farebox.gateway.auth import Principal
+from farebox.gateway.stream_meter import StreamMeter
+
+
+@dataclass(slots=True)
+class Call:
+    """One request on its way through the path.
+
+    ``settled`` turns true once the end of its admission is taken care of: its ledger entry
+    is being (or has been) written, or a stream relay has taken the admission over."""
+
+    principal: Principal
+    plan: Plan
+    endpoint: str
+    model: str
+    request_id: str
+    body: dict[str, Any]
+    started_wall: float
+    started: float = field(default_factory=time.perf_counter)
+    admission: Admission | None = None
+    flavor: str = "openai"  # the client's format: openai | anthropic
+    target: Target | None = None  # the deployment tried last
+    settled: bool = False
+
+    @property
+    def reservation_id(self) -> str | None:
+        return self.admission.reservation_id if self.admission else None
+
+
+def entry(
+    call: Call,
+    target: Target,
+    usage: Usage,
+    status: str,
+    http_status: int,
+    upstream_ms: float,
+    finished_at: float,
+    **extra: Any,
+) -> LedgerEntry:
+    """The ledger entry for ``call`` served (or not) by ``target`` with ``usage``."""
+    price = cost(usage, target.price)
+    principal = call.principal
+    fields: dict[str, Any] = {
+        "metadata": principal.metadata,
+        "reservation_id": call.reservation_id,
+        **extra,
+    }
+    return LedgerEntry(
+        request_id=call.request_id,
+        tenant_id=principal.tenant.id,
+        key_id=principal.key.id,
+        endpoint=call.endpoint,
+        model_requested=call.model,
+        model_served=target.model,
+        provider=target.provider,
+        status=status,
+        http_status=http_status,
+        started_at=call.started_wall,
+        finished_at=finished_at,
+        user=principal.user or openai_user(call.body),
+        feature=principal.feature,
+        stream=bool(call.body.get("stream")),
+        input_tokens=usage.input_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        cache_write_5m_tokens=usage.cache_write_5m_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        output_tokens=usage.output_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        cost=price,
+        revenue=call.plan.revenue.revenue(usage, price),
+        latency_ms=(time.perf_counter() - call.started) * 1000,
+        upstream_ms=upstream_ms,
+        **fields,
+    )
+
+
+def replace(entry: LedgerEntry, **changes: Any) -> LedgerEntry:
+    return dataclasses.replace(entry, **changes)
+
+
+def estimated(entry: LedgerEntry, error_code: str | None = None) -> LedgerEntry:
+    return replace(entry, usage_source="estimated", error_code=error_code)
+
+
+def with_ttft(entry: LedgerEntry, meter: StreamMeter) -> LedgerEntry:
+    if meter.first_at is None:
+        return entry
+    return replace(entry, ttft_ms=(meter.first_at - meter.started) * 1000)
+
+
+def placeholder(call: Call, target: Target, rid: str, amount: int) -> LedgerEntry:
+    """The ``unsettled`` entry a reclaimed lease leaves behind (no usage is known)."""
+    who = call.principal
+    return LedgerEntry(
+        request_id=call.request_id,
+        tenant_id=who.tenant.id,
+        key_id=who.key.id,
+        endpoint=call.endpoint,
+        model_requested=call.model,
+        model_served=target.model,
+        provider=target.provider,
+        status="unsettled",
+        http_status=0,
+        started_at=call.started_wall,
+        finished_at=call.started_wall,
+        user=who.user or openai_user(call.body),
+        feature=who.feature,
+        metadata={**who.metadata, "reserved_usd": format_usd(amount)},
+        stream=bool(call.body.get("stream")),
+        error_code="lease_expired",
+        reservation_id=rid,
+    )
+
+
+def scope_of(call: Call) -> Scope:
+    who = call.principal
+    user = who.user or openai_user(call.body)
+    return Scope.of(who.tenant, who.key, call.plan.name, who.feature, user)
+
+
+def openai_user(body: Mapping[str, Any]) -> str | None:
+    user = body.get("user")
+    return user[:256] if isinstance(user, str) and user else None

@@ -1,0 +1,293 @@
+"""Rate limits: which request, token and in-flight counters a request takes, and what the
+client is told (``x-ratelimit-*`` headers, 429 with ``Retry-After``).
+
+A rate limit is a sliding window over a counter that is reserved before the upstream call
+and settled after it, exactly like a budget (``farebox.gateway.admission``), in the same
+atomic store operation. So limits hold across workers (SQLite) and replicas (Redis) with no
+extra round trip, a dead holder's in-flight slot is reclaimed with its lease, and tokens per
+minute are charged from the estimate up front and corrected to the actual usage at settlement.
+
+The window is split into buckets (``window_s // 20`` seconds each, at least 1 s: 3 s for a
+minute). A request is admitted when the buckets that can hold any request of the last
+``window_s`` seconds, plus this one, stay within the limit. That is one bucket more than the
+window, so no window of ``window_s`` seconds ever holds more than the limit, and there are no
+fixed-window bursts at bucket edges; the price is that a full window frees up to one bucket
+later (63 s instead of 60 for a minute). Twenty buckets keep the window sum cheap: the store
+adds up at most 21 of them per request.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from farebox.config.settings import RateLimitConfig
+from farebox.core.budgets import Hold, HoldState
+from farebox.errors import InvalidRequest, RateLimited
+
+BUCKETS = 20
+CACHE_SIZE = 10_000
+FOREVER = 2.0**62
+LIMIT_FIELDS = (
+    ("requests", "requests_per_minute"),
+    ("tokens", "tokens_per_minute"),
+    ("concurrent", "concurrent"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSpec:
+    scope: str  # key | tenant | user | ip
+    requests: int | None
+    tokens: int | None
+    concurrent: int | None
+    model: str | None  # a glob on the requested model; None: every model
+    window_s: int
+
+    @property
+    def ident(self) -> tuple[str, str | None]:
+        return (self.scope, self.model)
+
+    def applies_to(self, model: str) -> bool:
+        return self.model is None or fnmatch.fnmatchcase(model, self.model)
+
+
+def to_spec(data: Mapping[str, Any] | RateLimitConfig) -> LimitSpec:
+    cfg = data if isinstance(data, RateLimitConfig) else RateLimitConfig.model_validate(data)
+    return LimitSpec(cfg.scope, cfg.requests_per_minute, cfg.tokens_per_minute, cfg.concurrent,
+                     cfg.model, cfg.window_s)  # fmt: skip
+
+
+def validate_limits(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Admin API input -> stored rate-limit objects, or a 400 naming the problem."""
+    out = []
+    for i, item in enumerate(items):
+        try:
+            cfg = RateLimitConfig.model_validate(item)
+        except ValueError as exc:
+            raise InvalidRequest(f"rate_limits[{i}]: {exc}", param=f"rate_limits[{i}]") from None
+        out.append(cfg.model_dump(exclude_none=True))
+    return out
+
+
+def merge(plan: Sequence[LimitSpec], *overrides: Sequence[LimitSpec]) -> list[LimitSpec]:
+    """Later lists replace earlier limits of the same scope and model."""
+    merged = {spec.ident: spec for spec in plan}
+    for layer in overrides:
+        for spec in layer:
+            merged[spec.ident] = spec
+    return list(merged.values())
+
+
+def _subject(scope: str, tenant: str, key: str, user: str | None, ip: str | None) -> str | None:
+    if scope == "key":
+        return f"key:{key}"
+    if scope == "tenant":
+        return f"tenant:{tenant}"
+    value = user if scope == "user" else ip
+    return f"{scope}:{tenant}:{value}" if value else None
+
+
+def _window_hold(spec: LimitSpec, subject: str, unit: str, limit: int, now: float) -> Hold:
+    size = max(spec.window_s // BUCKETS, 1)
+    count = math.ceil(spec.window_s / size)
+    bucket = float(int(now // size) * size)
+    return Hold(
+        key=f"rl:{subject}:{spec.model or '*'}:{unit}:{spec.window_s}",
+        scope=spec.scope,
+        period=f"{unit}/{spec.window_s}s",
+        name=spec.model,
+        limit=limit,
+        bucket=bucket,
+        buckets_from=bucket - count * size,
+        resets_at=bucket + size,
+        window_s=(count + 1) * size,  # the oldest bucket counted leaves this long after it began
+        unit=unit,
+    )
+
+
+def holds(
+    specs: Sequence[LimitSpec],
+    *,
+    tenant: str,
+    key: str,
+    user: str | None,
+    ip: str | None,
+    model: str,
+    now: float,
+) -> list[Hold]:
+    """The counters one request takes. A scope with no subject (no end user, no client IP)
+    is not limited."""
+    out: list[Hold] = []
+    for spec in specs:
+        subject = _subject(spec.scope, tenant, key, user, ip)
+        if subject is None or not spec.applies_to(model):
+            continue
+        if spec.requests is not None:
+            out.append(_window_hold(spec, subject, "requests", spec.requests, now))
+        if spec.tokens is not None:
+            out.append(_window_hold(spec, subject, "tokens", spec.tokens, now))
+        if spec.concurrent is not None:
+            out.append(
+                Hold(
+                    key=f"rl:{subject}:{spec.model or '*'}:concurrent",
+                    scope=spec.scope,
+                    period="concurrent",
+                    name=spec.model,
+                    limit=spec.concurrent,
+                    bucket=0.0,
+                    buckets_from=0.0,
+                    resets_at=FOREVER,
+                    unit="concurrent",
+                )  # fmt: skip
+            )
+    return out
+
+
+class RateLimits:
+    """Each plan's rate limits, merged with a tenant's and a key's overrides."""
+
+    def __init__(self, plans: Mapping[str, Sequence[RateLimitConfig]]) -> None:
+        self._plans: dict[str, list[LimitSpec]] = {}
+        self._cache: dict[tuple[Any, ...], tuple[float, list[Hold]]] = {}
+        self.reload(plans)
+
+    def reload(self, plans: Mapping[str, Sequence[RateLimitConfig]]) -> None:
+        self._plans = {name: [to_spec(c) for c in configs] for name, configs in plans.items()}
+        self._cache = {}
+
+    def holds(
+        self,
+        plan: str,
+        tenant_limits: Sequence[Mapping[str, Any]],
+        key_limits: Sequence[Mapping[str, Any]],
+        *,
+        tenant: str,
+        key: str,
+        user: str | None,
+        ip: str | None,
+        model: str,
+        now: float,
+    ) -> list[Hold]:
+        """The counters one request takes. Without overrides they depend only on who asks
+        and on the current buckets, so they are cached until the first bucket ends."""
+        cacheable = not tenant_limits and not key_limits
+        slot = (plan, tenant, key, user, ip, model)
+        if cacheable:
+            found = self._cache.get(slot)
+            if found is not None and now < found[0]:
+                return found[1]
+        specs = self.specs(plan, tenant_limits, key_limits)
+        if not specs:
+            return []
+        result = holds(specs, tenant=tenant, key=key, user=user, ip=ip, model=model, now=now)
+        if cacheable:
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.clear()
+            self._cache[slot] = (min((h.resets_at for h in result), default=FOREVER), result)
+        return result
+
+    def specs(
+        self,
+        plan: str,
+        tenant_limits: Sequence[Mapping[str, Any]] = (),
+        key_limits: Sequence[Mapping[str, Any]] = (),
+    ) -> list[LimitSpec]:
+        base = self._plans.get(plan, [])
+        if not tenant_limits and not key_limits:
+            return base
+        return merge(base, [to_spec(c) for c in tenant_limits], [to_spec(c) for c in key_limits])
+
+
+# what the client is told ------------------------------------------------------------------
+def _duration(ms: int) -> str:
+    """OpenAI's reset format from whole milliseconds: ``20ms``, ``1s``, ``1.5s``, ``6m0s``."""
+    if ms < 1000:
+        return f"{max(ms, 0)}ms"
+    minutes, rest = divmod(ms, 60_000)
+    text = f"{rest // 1000}.{rest % 1000:03d}".rstrip("0").rstrip(".") + "s"
+    return f"{minutes}m{text}" if minutes else text
+
+
+def _ms(seconds: float) -> int:
+    """Seconds as whole milliseconds, rounded up: a reset is never told early."""
+    return max(math.ceil(seconds * 1000 - 1e-6), 0)
+
+
+def _tightest(states: Sequence[HoldState], unit: str) -> HoldState | None:
+    return min((s for s in states if s.hold.unit == unit), key=lambda s: s.remaining, default=None)
+
+
+def headers(states: Sequence[HoldState], now: float) -> dict[str, str]:
+    """``x-ratelimit-*`` for the tightest request and token limits in scope. ``reset`` is
+    when every request or token counted now has left the window."""
+    out: dict[str, str] = {}
+    for unit in ("requests", "tokens"):
+        state = _tightest(states, unit)
+        if state is None:
+            continue
+        reset = state.hold.bucket + state.hold.window_s - now
+        out[f"x-ratelimit-limit-{unit}"] = str(state.limit)
+        out[f"x-ratelimit-remaining-{unit}"] = str(state.remaining)
+        out[f"x-ratelimit-reset-{unit}"] = _duration(_ms(reset))
+    return out
+
+
+def retry_after(state: HoldState, now: float) -> float:
+    """Seconds until the failed counter next has room: the oldest request or tokens in its
+    window roll off (a slot in flight frees when a request finishes: look again in 1 s)."""
+    if state.hold.unit == "concurrent":
+        return 1.0
+    return max(state.resets_at - now, 0.001)
+
+
+def describe(hold: Hold) -> str:
+    what = {"requests": "requests", "tokens": "tokens", "concurrent": "concurrent requests"}
+    size = hold.period.split("/", 1)[1] if "/" in hold.period else ""
+    per = f" per {size}" if size else ""
+    model = f" on model {hold.name!r}" if hold.name else ""
+    return f"{hold.limit} {what.get(hold.unit, hold.unit)}{per} for this {hold.scope}{model}"
+
+
+def refusal(failed: HoldState, states: Sequence[HoldState], now: float) -> RateLimited:
+    """The 429: ``Retry-After`` (whole seconds, rounded up), ``retry-after-ms`` and the failed
+    unit's ``x-ratelimit-reset-*`` all name the same instant, when the failed counter next
+    has room; that unit's limit and remaining are the failed counter's."""
+    wait_ms = max(_ms(retry_after(failed, now)), 1)
+    seconds = -(-wait_ms // 1000)
+    hdrs = headers(states, now)
+    unit = failed.hold.unit
+    if unit in ("requests", "tokens"):
+        hdrs[f"x-ratelimit-limit-{unit}"] = str(failed.limit)
+        hdrs[f"x-ratelimit-remaining-{unit}"] = str(failed.remaining)
+        hdrs[f"x-ratelimit-reset-{unit}"] = _duration(wait_ms)
+    hdrs["Retry-After"] = str(seconds)
+    hdrs["retry-after-ms"] = str(wait_ms)
+    return RateLimited(
+        f"Rate limit exceeded: {describe(failed.hold)}. Retry after {seconds} s.",
+        headers=hdrs,
+        extra={
+            "limit": {
+                "scope": failed.hold.scope,
+                "unit": failed.hold.unit,
+                "model": failed.hold.name,
+                "limit": failed.limit,
+            },
+            "retry_after": seconds,
+        },  # fmt: skip
+    )
+
+
+def limit_json(spec: LimitSpec) -> dict[str, Any]:
+    """A rate limit as /v1/me and the admin API show it."""
+    out: dict[str, Any] = {"scope": spec.scope, "window_s": spec.window_s}
+    for unit, name in LIMIT_FIELDS:
+        value = getattr(spec, unit)
+        if value is not None:
+            out[name] = value
+    if spec.model is not None:
+        out["model"] = spec.model
+    return out

@@ -1,0 +1,99 @@
+"""How a chat result leaves the gateway: in the OpenAI format, or in the Anthropic Messages
+format for clients on ``/v1/messages``. The request path works in OpenAI shapes throughout;
+only the bytes sent to the client differ."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import orjson
+
+from farebox.core.records import LedgerEntry
+from farebox.core.usage import Usage
+from farebox.errors import FareboxError, openai_error_body
+from farebox.gateway.stream_meter import DONE, sse, usage_chunk
+from farebox.providers.translate_reverse import openai_response_to_anthropic
+from farebox.providers.translate_stream_reverse import OpenAIStreamToAnthropic, encode
+
+JSON = dict[str, Any]
+
+
+def entry_usage(entry: LedgerEntry) -> Usage:
+    return Usage(
+        input_tokens=entry.input_tokens,
+        cached_input_tokens=entry.cached_input_tokens,
+        cache_write_5m_tokens=entry.cache_write_5m_tokens,
+        cache_write_1h_tokens=entry.cache_write_1h_tokens,
+        output_tokens=entry.output_tokens,
+        reasoning_tokens=entry.reasoning_tokens,
+    )
+
+
+class StreamRenderer(Protocol):
+    def chunk(self, item: JSON) -> bytes: ...
+
+    def usage(self, chunk: Mapping[str, Any], entry: LedgerEntry) -> bytes:
+        """The stream's usage, once its ledger entry is written."""
+        ...
+
+    def done(self) -> bytes: ...
+
+    def error(self, error: FareboxError) -> bytes: ...
+
+
+class OpenAIStream:
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        self._usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+    def chunk(self, item: JSON) -> bytes:
+        if not self._usage:
+            item.pop("usage", None)
+        return sse(item)
+
+    def usage(self, chunk: Mapping[str, Any], entry: LedgerEntry) -> bytes:
+        return sse(usage_chunk(chunk, entry.cost)) if self._usage else b""
+
+    def done(self) -> bytes:
+        return DONE
+
+    def error(self, error: FareboxError) -> bytes:
+        return sse(openai_error_body(error))
+
+
+class AnthropicStream:
+    """Anthropic Messages events; usage always goes in ``message_delta``."""
+
+    def __init__(self, model: str, request_id: str) -> None:
+        self._events = OpenAIStreamToAnthropic(model=model, message_id=message_id(request_id))
+
+    def chunk(self, item: JSON) -> bytes:
+        return b"".join(encode(name, data) for name, data in self._events.feed(item))
+
+    def usage(self, chunk: Mapping[str, Any], entry: LedgerEntry) -> bytes:
+        return b"".join(encode(n, d) for n, d in self._events.finish(entry_usage(entry)))
+
+    def done(self) -> bytes:
+        return b"".join(encode(n, d) for n, d in self._events.finish())
+
+    def error(self, error: FareboxError) -> bytes:
+        kind = "overloaded_error" if error.status in (502, 503, 529) else "api_error"
+        return encode(*self._events.error(error.message, kind))
+
+
+def message_id(request_id: str) -> str:
+    return "msg_" + request_id.removeprefix("req_")
+
+
+def render_body(flavor: str, body: JSON, request_id: str) -> bytes:
+    if flavor == "anthropic":
+        message = openai_response_to_anthropic(body)
+        message["id"] = message_id(request_id)
+        return orjson.dumps(message)
+    return orjson.dumps(body)
+
+
+def stream_renderer(flavor: str, body: Mapping[str, Any], model: str, request_id: str) -> Any:
+    if flavor == "anthropic":
+        return AnthropicStream(model, request_id)
+    return OpenAIStream(body)

@@ -1,0 +1,127 @@
+"""Turn validated settings into the request path's routing table and plans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from farebox.config.settings import PlanConfig, ProviderConfig, Settings
+from farebox.core.money import decimal_ratio
+from farebox.core.plans import Plan, RevenueRule
+from farebox.core.pricing import Catalog, Price
+from farebox.core.routing import Router, Target
+from farebox.core.tools import ToolPolicy
+from farebox.errors import ConfigError
+
+MOCK_PROVIDER = "mock"
+
+
+def provider_configs(settings: Settings) -> dict[str, ProviderConfig]:
+    """The configured providers, or the built-in mock when none are configured."""
+    if settings.file.providers:
+        return dict(settings.file.providers)
+    return {MOCK_PROVIDER: ProviderConfig(kind="mock")}
+
+
+def _price(settings: Settings, catalog: Catalog, model: str, where: str) -> Price | None:
+    base = catalog.get(model)
+    override = settings.file.pricing.get(model)
+    if override is not None:
+        fields = override.fields()
+        base = (
+            base.merged(fields, where=f"pricing.{model}")
+            if base
+            else (Price.from_per_million(fields, where=f"pricing.{model}"))
+        )
+    return base
+
+
+def _serves(kind: str, family: str) -> bool:
+    return kind == "mock" or kind == family
+
+
+def build_router(settings: Settings, catalog: Catalog) -> Router:
+    providers = provider_configs(settings)
+    routes: dict[str, tuple[Target, ...]] = {}
+    for model, family in catalog.families.items():
+        provider = next((n for n, p in providers.items() if _serves(p.kind, family)), None)
+        price = _price(settings, catalog, model, f"catalog.{model}")
+        if provider is not None and price is not None:
+            kind = catalog.kinds.get(model, "chat")
+            timeout = providers[provider].timeout_s
+            routes[model] = (Target(provider, model, price, kind, timeout_s=timeout),)
+    for alias, deployments in settings.file.models.items():
+        targets = []
+        for i, dep in enumerate(deployments):
+            where = f"{settings.source}: models.{alias}.{i}"
+            price = _price(settings, catalog, dep.model, where)
+            if dep.price is not None:
+                fields = dep.price.fields()
+                price = (
+                    price.merged(fields, where=where)
+                    if price
+                    else (
+                        Price.from_per_million(fields, where=where) if "input" in fields else None
+                    )
+                )
+            if price is None:
+                raise ConfigError(
+                    f"{where}: model {dep.model!r} is not in the price catalog "
+                    f'({catalog.date}); give it a price, e.g. price: {{input: "0", output: "0"}}'
+                )
+            kind = catalog.kinds.get(dep.model) or catalog.kinds.get(alias, "chat")
+            timeout = providers[dep.provider].timeout_s if dep.provider in providers else 600.0
+            targets.append(Target(dep.provider, dep.model, price, kind, dep.weight, timeout))
+        routes[alias] = tuple(targets)
+    return Router(routes)
+
+
+def _plan(name: str, cfg: PlanConfig) -> Plan:
+    rule = RevenueRule()
+    if cfg.pricing.markup is not None:
+        num, den = decimal_ratio(cfg.pricing.markup)
+        rule = RevenueRule(markup_num=num, markup_den=den)
+    elif cfg.pricing.resale is not None:
+        resale = {k: v for k, v in cfg.pricing.resale.model_dump().items() if v is not None}
+        rule = RevenueRule(
+            resale=Price.from_per_million(resale, where=f"plans.{name}.pricing.resale")
+        )
+    return Plan(
+        name=name,
+        models=tuple(cfg.models),
+        max_tokens=cfg.max_tokens,
+        max_tokens_policy=cfg.max_tokens_policy,
+        max_input_chars=cfg.max_input_chars,
+        max_input_tokens=cfg.max_input_tokens,
+        tools=ToolPolicy(
+            deny=tuple(cfg.tools.deny),
+            allow=tuple(cfg.tools.allow),
+            require_approval=tuple(cfg.tools.require_approval),
+        ),
+        timeout_s=cfg.timeout_s,
+        revenue=rule,
+        downgrade=tuple(cfg.downgrade.items()),
+    )
+
+
+def build_plans(settings: Settings) -> dict[str, Plan]:
+    plans = {name: _plan(name, cfg) for name, cfg in settings.file.plans.items()}
+    plans.setdefault("default", Plan(name="default"))
+    return plans
+
+
+def policy_json(plan: Plan) -> dict[str, Any]:
+    """A plan's request policy as /v1/me and the admin API show it."""
+    return {
+        "models": list(plan.models),
+        "max_tokens": plan.max_tokens,
+        "max_tokens_policy": plan.max_tokens_policy,
+        "max_input_chars": plan.max_input_chars,
+        "max_input_tokens": plan.max_input_tokens,
+        "timeout_s": plan.timeout_s,
+        "tools": {
+            "deny": list(plan.tools.deny),
+            "allow": list(plan.tools.allow),
+            "require_approval": list(plan.tools.require_approval),
+        },
+        "downgrade": dict(plan.downgrade),
+    }

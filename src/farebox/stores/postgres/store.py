@@ -1,0 +1,518 @@
+"""PostgreSQL store (asyncpg pool): tenants, keys, the ledger, meta and budget alerts.
+
+Same semantics as ``SQLiteStore``. Budget counters, leases and the auth epoch are not
+here: ``ScaledStore`` composes this store with Redis for those. All statements are
+parameterised; only the (quoted) schema name is formatted into SQL. Money is
+``NUMERIC(38, 0)`` and every sum is exact (``Decimal`` -> ``int`` on read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+
+from farebox.core.budgets import Hold
+from farebox.core.records import GROUP_BY, ApiKey, LedgerEntry, Tenant, UsageQuery, UsageRow
+from farebox.errors import Conflict, InvalidRequest, NotFound
+from farebox.stores.health import Health, Prober, ProbeTimes
+from farebox.stores.postgres.pool import TimedPool, unreachable
+from farebox.stores.postgres.schema import lock_key, migrate, quote_ident
+from farebox.stores.postgres.traffic import PostgresTraffic
+from farebox.stores.timeouts import StoreTimeouts
+
+GAP_WAIT_S = 10.0  # an outbox position missing this long was a rolled-back write, not a slow one
+
+_TENANT_COLS = (
+    "id", "name", "plan", "created_at", "paused", "pause_reason", "billing", "metadata", "budgets",
+    "rate_limits",
+)  # fmt: skip
+_KEY_COLS = (
+    "id", "key_hash", "kind", "name", "created_at", "tenant_id", "prefix", "expires_at",
+    "revoked_at", "paused", "pause_reason", "budgets", "rate_limits",
+)  # fmt: skip
+_LEDGER_COLS = tuple(f.name for f in LedgerEntry.__dataclass_fields__.values())
+_JSON_DEFAULTS: dict[str, Any] = {"billing": {}, "metadata": {}, "budgets": [], "rate_limits": [],
+                                   "detail": {}}  # fmt: skip
+_BOOL_COLS = {"paused", "stream"}
+_MONEY_COLS = ("cost", "revenue")
+_UTC_SECOND = "to_timestamp(floor(started_at)) AT TIME ZONE 'UTC'"
+_GROUP_SQL = {
+    "tenant": "tenant_id",
+    "model": "model_served",
+    "feature": "feature",
+    "user": '"user"',
+    "key": "key_id",
+    "provider": "provider",
+    "status": "status",
+    "day": f"to_char({_UTC_SECOND}, 'YYYY-MM-DD')",
+    "hour": f'to_char({_UTC_SECOND}, \'YYYY-MM-DD"T"HH24":00:00Z"\')',
+}
+
+
+def _cols(cols: Sequence[str], prefix: str = "") -> str:
+    return ", ".join(f'{prefix}"{c}"' for c in cols)
+
+
+def _params(start: int, count: int) -> str:
+    return ", ".join(f"${i}" for i in range(start, start + count))
+
+
+def _encode(col: str, value: Any) -> Any:
+    if col in _JSON_DEFAULTS:
+        return _JSON_DEFAULTS[col] if value is None else value
+    if col in _BOOL_COLS:
+        return bool(value)
+    return value
+
+
+def _ledger_row(entry: LedgerEntry) -> list[Any]:
+    return [_encode(c, _without_nul(getattr(entry, c))) for c in _LEDGER_COLS]
+
+
+def _without_nul(value: Any) -> Any:
+    """PostgreSQL text and jsonb refuse U+0000, which a client can put in ``user`` or its
+    metadata: dropped, so one such entry can never fail (and so block) a ledger batch."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def _entry(row: Any) -> LedgerEntry:
+    data = dict(row)
+    for col in _MONEY_COLS:
+        data[col] = int(data[col])
+    return LedgerEntry(**data)
+
+
+def _int(value: Any) -> int:
+    """A count or exact sum (``Decimal`` for NUMERIC and SUM(BIGINT)) as an ``int``."""
+    if value is None:
+        return 0
+    if isinstance(value, Decimal) and value != value.to_integral_value():
+        raise ValueError(f"non-integral sum {value}")
+    return int(value)
+
+
+async def _init_connection(conn: Any) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+        format="text",
+    )
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        pool_min: int = 2,
+        pool_max: int = 20,
+        outbox: bool = True,
+        timeouts: StoreTimeouts | None = None,
+    ) -> None:
+        self.outbox = outbox  # record outbox positions (only needed when a sink is configured)
+        self._gaps: dict[int, float] = {}  # outbox positions missing, and since when
+        self._exporter_conn: Any = None
+        self._dsn = dsn
+        self._schema = schema
+        self._s = quote_ident(schema)
+        self._pool_min = pool_min
+        self._pool_max = pool_max
+        self._pool_obj: Any = None
+        self._timed: TimedPool | None = None
+        self._timeouts = timeouts or StoreTimeouts()
+        # any connection-level failure flips this down; the probe flips it up again
+        self.health = Health("PostgreSQL")
+        probe = self._timeouts.probe_s
+        self._prober = Prober(self.health, self.ping, ProbeTimes(min(probe, 0.5), probe, probe))
+        self._ledger_upsert = self._upsert_sql()
+        self.traffic = PostgresTraffic(lambda: self._pool, self._s)
+        self._ledger_insert = (
+            f"INSERT INTO {self._s}.ledger({_cols(_LEDGER_COLS)}) "
+            f"VALUES ({_params(1, len(_LEDGER_COLS))}) ON CONFLICT (request_id) DO NOTHING"
+        )
+
+    def _upsert_sql(self) -> str:
+        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in _LEDGER_COLS if c != "request_id")
+        return (
+            f"INSERT INTO {self._s}.ledger({_cols(_LEDGER_COLS)}) "
+            f"VALUES ({_params(1, len(_LEDGER_COLS))}) "
+            f"ON CONFLICT (request_id) DO UPDATE SET {updates} WHERE ledger.status = 'unsettled'"
+        )
+
+    # lifecycle -----------------------------------------------------------------
+    async def open(self) -> None:
+        if self._pool_obj is not None:
+            return
+        t = self._timeouts
+        pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=self._pool_min,
+            max_size=self._pool_max,
+            init=_init_connection,
+            server_settings={"search_path": self._s},
+            timeout=t.postgres_connect_s,  # each new connection
+            command_timeout=t.postgres_command_s,  # each statement
+        )
+        try:
+            async with pool.acquire(timeout=t.postgres_command_s) as conn:
+                await migrate(conn, self._schema)
+        except BaseException:
+            pool.terminate()  # not awaited: safe even while being cancelled
+            raise
+        self._pool_obj = pool
+        self._timed = TimedPool(pool, self.health, t.postgres_command_s)
+        self.health.restore()
+        self._prober.start()
+
+    async def close(self) -> None:
+        await self._prober.stop()
+        pool, self._pool_obj, self._timed = self._pool_obj, None, None
+        if self._exporter_conn is not None and pool is not None:
+            await pool.release(self._exporter_conn)  # ends the session lock with the session
+            self._exporter_conn = None
+        if pool is not None:
+            await pool.close()
+
+    @property
+    def _pool(self) -> TimedPool:
+        if self._timed is None:
+            raise RuntimeError("PostgresStore is not open")
+        return self._timed
+
+    async def ping(self) -> bool:
+        """``SELECT 1`` within the probe timeout; keeps ``health`` in step with the answer."""
+        pool = self._pool
+        try:
+            async with asyncio.timeout(self._timeouts.probe_s):
+                ok = await pool.fetchval("SELECT 1") == 1
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if unreachable(exc):
+                self.health.down(f"ping: {type(exc).__name__}: {exc}")
+            return False
+        if ok:
+            self.health.restore()
+        return bool(ok)
+
+    # tenants --------------------------------------------------------------------
+    async def create_tenant(self, tenant: Tenant) -> None:
+        await self._insert("tenants", _TENANT_COLS, tenant, f"tenant {tenant.id!r} already exists")
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        rows = await self._select("tenants", _TENANT_COLS, "id = $1", (tenant_id,))
+        return Tenant(**rows[0]) if rows else None
+
+    async def list_tenants(self) -> list[Tenant]:
+        return [Tenant(**r) for r in await self._select("tenants", _TENANT_COLS, "TRUE", (), "id")]
+
+    async def update_tenant(self, tenant_id: str, changes: dict[str, Any]) -> Tenant:
+        return Tenant(**await self._update("tenants", _TENANT_COLS, tenant_id, changes, "tenant"))
+
+    # keys ----------------------------------------------------------------------
+    async def create_key(self, key: ApiKey) -> None:
+        await self._insert("api_keys", _KEY_COLS, key, f"key {key.id!r} cannot be created")
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        rows = await self._select("api_keys", _KEY_COLS, "id = $1", (key_id,))
+        return ApiKey(**rows[0]) if rows else None
+
+    async def get_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        rows = await self._select("api_keys", _KEY_COLS, "key_hash = $1", (key_hash,))
+        return ApiKey(**rows[0]) if rows else None
+
+    async def list_keys(self, tenant_id: str | None, kind: str | None = None) -> list[ApiKey]:
+        where, params = ["TRUE"], []
+        for col, value in (("tenant_id", tenant_id), ("kind", kind)):
+            if value is not None:
+                params.append(value)
+                where.append(f"{col} = ${len(params)}")
+        order = "created_at, id"
+        rows = await self._select("api_keys", _KEY_COLS, " AND ".join(where), params, order)
+        return [ApiKey(**r) for r in rows]
+
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
+        return ApiKey(**await self._update("api_keys", _KEY_COLS, key_id, changes, "key"))
+
+    # ledger ----------------------------------------------------------------------
+    def append_ledger_now(self, entries: Sequence[LedgerEntry]) -> bool:
+        return False  # every write goes over the network
+
+    async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
+        """Write all entries in one transaction. A repeated request id is ignored, except
+        that a real entry replaces an ``unsettled`` placeholder (a late settlement)."""
+        await self._write_ledger(self._ledger_upsert, entries)
+
+    async def insert_ledger_if_absent(self, entries: Sequence[LedgerEntry]) -> None:
+        """Write entries whose request id is not in the ledger yet; never replace one."""
+        await self._write_ledger(self._ledger_insert, entries)
+
+    async def _write_ledger(self, sql: str, entries: Sequence[LedgerEntry]) -> None:
+        """Idempotent: an entry already recorded for real (not as ``unsettled``) is skipped,
+        outbox row included, so retrying a batch whose commit was not acknowledged (the
+        connection dropped after COMMIT) writes nothing twice."""
+        if not entries:
+            return
+        async with self._pool.acquire() as conn, conn.transaction():
+            done = await conn.fetch(
+                f"SELECT request_id FROM {self._s}.ledger "
+                "WHERE request_id = ANY($1::text[]) AND status <> 'unsettled'",
+                [e.request_id for e in entries],
+            )
+            if done:
+                skip = {r[0] for r in done}
+                entries = [e for e in entries if e.request_id not in skip]
+                if not entries:
+                    return
+            rows = [_ledger_row(e) for e in entries]
+            billable = [e.request_id for e in entries if e.status != "unsettled"]
+            await conn.executemany(sql, rows)
+            if self.outbox and billable:
+                await conn.execute(
+                    f"INSERT INTO {self._s}.outbox(request_id) SELECT unnest($1::text[])", billable
+                )
+
+    async def existing_entries(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
+        """The ledger entries among ``request_ids``, by request id."""
+        if not request_ids:
+            return {}
+        sql = (
+            f"SELECT {_cols(_LEDGER_COLS)} FROM {self._s}.ledger WHERE request_id = ANY($1::text[])"
+        )
+        rows = await self._pool.fetch(sql, list(request_ids))
+        return {e.request_id: e for e in map(_entry, rows)}
+
+    async def has_data(self) -> bool:
+        """Whether any tenant or ledger entry exists (the database has been served)."""
+        return bool(
+            await self._pool.fetchval(
+                f"SELECT EXISTS (SELECT 1 FROM {self._s}.tenants) "
+                f"OR EXISTS (SELECT 1 FROM {self._s}.ledger)"
+            )
+        )
+
+    @property
+    def label(self) -> tuple[str, str]:
+        """The connection string and schema, for messages (callers strip the password)."""
+        return self._dsn, self._schema
+
+    # billing export ------------------------------------------------------------------------
+    async def ledger_since(self, seq: int, limit: int) -> list[tuple[int, LedgerEntry]]:
+        """Positions are a sequence, and transactions may commit out of order: a position
+        missing after ``seq`` may still arrive. Only the unbroken run after ``seq`` is
+        returned; a hole older than ``GAP_WAIT_S`` was a rolled-back write and is passed."""
+        sql = (
+            f"SELECT o.seq AS outbox_seq, {_cols(_LEDGER_COLS, 'l.')} FROM {self._s}.outbox o "
+            f"JOIN {self._s}.ledger l ON l.request_id = o.request_id "
+            "WHERE o.seq > $1 ORDER BY o.seq LIMIT $2"
+        )
+        rows = await self._pool.fetch(sql, seq, limit)
+        out: list[tuple[int, LedgerEntry]] = []
+        expected, now = seq + 1, time.monotonic()
+        for row in rows:
+            position = int(row["outbox_seq"])
+            while position > expected:  # a hole: wait for it, unless it is old
+                first = self._gaps.setdefault(expected, now)
+                if now - first < GAP_WAIT_S:
+                    return out
+                self._gaps.pop(expected, None)
+                expected += 1
+            self._gaps.pop(position, None)
+            data = {k: v for k, v in dict(row).items() if k != "outbox_seq"}
+            out.append((position, _entry(data)))
+            expected = position + 1
+        return out
+
+    async def claim_exporter(self) -> bool:
+        if self._exporter_conn is not None:
+            return True
+        conn = await self._pool.take()
+        key = lock_key(f"exporter:{self._schema}")
+        try:
+            locked = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+        except BaseException:
+            await self._pool.give(conn)
+            raise
+        if locked:
+            self._exporter_conn = conn  # held (with the session lock) until close
+            return True
+        await self._pool.give(conn)
+        return False
+
+    async def export_cursor(self, sink: str) -> int:
+        value = await self._pool.fetchval(
+            f"SELECT seq FROM {self._s}.export_cursors WHERE sink = $1", sink
+        )
+        return int(value) if value is not None else 0
+
+    async def set_export_cursor(self, sink: str, seq: int) -> None:
+        await self._pool.execute(
+            f"INSERT INTO {self._s}.export_cursors(sink, seq) VALUES ($1, $2) ON CONFLICT (sink) "
+            f"DO UPDATE SET seq = GREATEST({self._s}.export_cursors.seq, EXCLUDED.seq)",
+            sink,
+            seq,
+        )
+
+    async def add_dead_letters(self, sink: str, items: Sequence[dict[str, Any]]) -> None:
+        rows = [(sink, i["key"], i["event"], i["reason"], i["at"]) for i in items]
+        await self._pool.executemany(
+            f"INSERT INTO {self._s}.export_dead(sink, key, event, reason, at) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sink, key) DO UPDATE SET "
+            "event = EXCLUDED.event, reason = EXCLUDED.reason, at = EXCLUDED.at",
+            rows,
+        )
+
+    async def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]:
+        where, params = ("WHERE sink = $1", [sink]) if sink else ("", [])
+        rows = await self._pool.fetch(
+            f"SELECT sink, key, event, reason, at FROM {self._s}.export_dead {where} "
+            "ORDER BY at, key",
+            *params,
+        )
+        return [dict(r) for r in rows]
+
+    async def remove_dead_letters(self, sink: str, keys: Sequence[str]) -> None:
+        await self._pool.execute(
+            f"DELETE FROM {self._s}.export_dead WHERE sink = $1 AND key = ANY($2::text[])",
+            sink,
+            list(keys),
+        )
+
+    async def ledger(
+        self, tenant_id: str | None = None, limit: int | None = None
+    ) -> list[LedgerEntry]:
+        where = "tenant_id = $1" if tenant_id is not None else "TRUE"
+        params: list[Any] = [tenant_id] if tenant_id is not None else []
+        sql = (
+            f"SELECT {_cols(_LEDGER_COLS)} FROM {self._s}.ledger WHERE {where} "
+            "ORDER BY started_at DESC, request_id DESC"
+        )
+        if limit is not None and limit >= 0:  # a negative limit is no limit, as in SQLite
+            params.append(limit)
+            sql += f" LIMIT ${len(params)}"
+        rows = await self._pool.fetch(sql, *params)
+        return [_entry(r) for r in reversed(rows)]
+
+    async def usage(self, query: UsageQuery) -> list[UsageRow]:
+        if query.group_by is not None and query.group_by not in GROUP_BY:
+            raise InvalidRequest(f"group_by must be one of {', '.join(GROUP_BY)}", param="group_by")
+        group = _GROUP_SQL[query.group_by] if query.group_by else "NULL::text"
+        where, params = ["TRUE"], []
+        for clause, value in (
+            ("tenant_id = ", query.tenant_id),
+            ("started_at >= ", query.start),
+            ("started_at < ", query.end),
+        ):
+            if value is not None:
+                params.append(value)
+                where.append(f"{clause}${len(params)}")
+        sql = (
+            "SELECT g, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(revenue) "
+            f"FROM (SELECT {group} AS g, input_tokens, output_tokens, cost, revenue "
+            f"FROM {self._s}.ledger WHERE {' AND '.join(where)}) AS rows "
+            'GROUP BY g ORDER BY g COLLATE "C" NULLS LAST'
+        )
+        rows = await self._pool.fetch(sql, *params)
+        return [UsageRow(r[0], *(_int(v) for v in tuple(r)[1:])) for r in rows]
+
+    # budget alerts -------------------------------------------------------------------
+    async def record_alert(
+        self, hold: Hold, threshold: int, tenant: str | None, now: float, detail: dict[str, Any]
+    ) -> bool:
+        """Remember a threshold alert; True only the first time per counter window."""
+        inserted = await self._pool.fetchval(
+            f"INSERT INTO {self._s}.budget_alerts"
+            "(key, bucket, threshold, tenant_id, fired_at, detail) VALUES ($1, $2, $3, $4, $5, $6) "
+            "ON CONFLICT (key, bucket, threshold) DO NOTHING RETURNING TRUE",
+            hold.key, hold.bucket, threshold, tenant, now, detail or {},
+        )  # fmt: skip
+        return inserted is True
+
+    async def alerts(self, tenant_id: str | None) -> list[dict[str, Any]]:
+        where, params = (
+            ("WHERE tenant_id = $1", (tenant_id,)) if tenant_id is not None else ("", ())
+        )
+        rows = await self._pool.fetch(
+            "SELECT key, bucket, threshold, tenant_id, fired_at, detail "
+            f"FROM {self._s}.budget_alerts {where} ORDER BY fired_at, key, bucket, threshold",
+            *params,
+        )
+        return [
+            {"budget": r[0], "window_start": r[1], "threshold_percent": r[2], "tenant": r[3],
+             "fired_at": r[4], **r[5]}
+            for r in rows
+        ]  # fmt: skip
+
+    # meta --------------------------------------------------------------------------
+    async def get_meta(self, name: str) -> str | None:
+        value = await self._pool.fetchval(f"SELECT value FROM {self._s}.meta WHERE name = $1", name)
+        return None if value is None else str(value)
+
+    async def put_meta_if_absent(self, name: str, value: str) -> str:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                f"INSERT INTO {self._s}.meta(name, value) VALUES ($1, $2) "
+                "ON CONFLICT (name) DO NOTHING",
+                name,
+                value,
+            )
+            # a new statement: sees a value a concurrent transaction committed first
+            stored = await conn.fetchval(f"SELECT value FROM {self._s}.meta WHERE name = $1", name)
+        return str(stored)
+
+    # helpers -----------------------------------------------------------------------
+    async def _insert(self, table: str, cols: Sequence[str], record: Any, conflict: str) -> None:
+        values = [_encode(c, getattr(record, c)) for c in cols]
+        sql = f"INSERT INTO {self._s}.{table}({_cols(cols)}) VALUES ({_params(1, len(cols))})"
+        try:
+            await self._pool.execute(sql, *values)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise Conflict(f"{conflict}: {exc}") from None
+
+    async def _select(
+        self,
+        table: str,
+        cols: Sequence[str],
+        where: str,
+        params: Sequence[Any],
+        order: str | None = None,
+    ) -> list[dict[str, Any]]:
+        sql = f"SELECT {_cols(cols)} FROM {self._s}.{table} WHERE {where}"
+        if order:
+            sql += f" ORDER BY {order}"
+        return [dict(r) for r in await self._pool.fetch(sql, *params)]
+
+    async def _update(
+        self, table: str, cols: Sequence[str], row_id: str, changes: dict[str, Any], what: str
+    ) -> dict[str, Any]:
+        """Apply ``changes`` and return the updated row, in one statement."""
+        unknown = set(changes) - set(cols) - {"id"}
+        if unknown or "id" in changes:
+            raise ValueError(f"cannot update {sorted(unknown | ({'id'} & set(changes)))}")
+        names = list(changes)
+        assignments = ", ".join(f'"{c}" = ${i}' for i, c in enumerate(names, start=1)) or "id = id"
+        values = [_encode(c, changes[c]) for c in names] + [row_id]
+        sql = (
+            f"UPDATE {self._s}.{table} SET {assignments} WHERE id = ${len(values)} "
+            f"RETURNING {_cols(cols)}"
+        )
+        try:
+            row = await self._pool.fetchrow(sql, *values)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise Conflict(f"{what} {row_id!r} cannot be updated: {exc}") from None
+        if row is None:
+            raise NotFound(f"{what} {row_id!r} not found")
+        return dict(row)

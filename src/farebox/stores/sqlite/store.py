@@ -1,0 +1,631 @@
+"""SQLite store (WAL). Safe for several worker processes on one host.
+
+All statements are parameterised. Blocking calls run on one dedicated thread; only the
+tiny ``auth_epoch`` read runs on the caller's thread, on its own read connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from operator import attrgetter
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from farebox.core.budgets import Hold, HoldState
+from farebox.core.records import (
+    GROUP_BY,
+    ApiKey,
+    LedgerEntry,
+    Reservation,
+    ReserveOutcome,
+    Tenant,
+    UsageQuery,
+    UsageRow,
+)
+from farebox.errors import Conflict, InvalidRequest, NotFound
+from farebox.stores.sqlite import budgets
+from farebox.stores.sqlite.conn import connect, is_busy, lock_owner
+from farebox.stores.sqlite.epoch_file import EpochFile
+from farebox.stores.sqlite.schema import migrate
+from farebox.stores.sqlite.traffic import SQLiteTraffic
+from farebox.stores.sqlite.wal import (
+    RESTART_EVERY,
+    Checkpointer,
+    HoldBack,
+    WalLimits,
+    limit_journal,
+    wal_path,
+)
+
+T = TypeVar("T")
+
+_TENANT_COLS = (
+    "id", "name", "plan", "created_at", "paused", "pause_reason", "billing", "metadata", "budgets",
+    "rate_limits",
+)  # fmt: skip
+_KEY_COLS = (
+    "id",
+    "key_hash",
+    "kind",
+    "name",
+    "created_at",
+    "tenant_id",
+    "prefix",
+    "expires_at",
+    "revoked_at",
+    "paused",
+    "pause_reason",
+    "budgets",
+    "rate_limits",
+)
+_LEDGER_COLS = tuple(f.name for f in LedgerEntry.__dataclass_fields__.values())
+log = logging.getLogger("farebox.stores.sqlite.store")
+CHECKPOINT_EVERY = RESTART_EVERY  # commits between checkpoints (see stores/sqlite_wal)
+_LEDGER_ROW = attrgetter(*_LEDGER_COLS)
+_LEDGER_META = _LEDGER_COLS.index("metadata")
+LEDGER_INSERT = (
+    f"INSERT OR IGNORE INTO ledger({','.join(_LEDGER_COLS)}) "
+    f"VALUES ({','.join('?' * len(_LEDGER_COLS))})"
+)
+_JSON_COLS = {"billing", "metadata", "budgets", "rate_limits"}
+_BOOL_COLS = {"paused", "stream"}
+_GROUP_SQL = {
+    "tenant": "tenant_id",
+    "model": "model_served",
+    "feature": "feature",
+    "user": "user",
+    "key": "key_id",
+    "provider": "provider",
+    "status": "status",
+    "day": "strftime('%Y-%m-%d', started_at, 'unixepoch')",
+    "hour": "strftime('%Y-%m-%dT%H:00:00Z', started_at, 'unixepoch')",
+}
+
+
+def _encode(col: str, value: Any) -> Any:
+    if col in _JSON_COLS:
+        return orjson.dumps(value).decode()
+    if col in _BOOL_COLS:
+        return int(bool(value))
+    return value
+
+
+def _decode(cols: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for col, value in zip(cols, row, strict=True):
+        if col in _JSON_COLS:
+            out[col] = orjson.loads(value) if value else {}
+        elif col in _BOOL_COLS:
+            out[col] = bool(value)
+        else:
+            out[col] = value
+    return out
+
+
+# every billable entry gets the next outbox position in its own transaction: the exporter's
+# cursor then sees entries in commit order, including one that replaces a late placeholder.
+# Positions are rowids: only old rows are ever pruned, so the next one is always higher.
+OUTBOX_INSERT = "INSERT INTO outbox(request_id) VALUES (?)"
+
+
+def outbox_rows(entries: Sequence[LedgerEntry]) -> list[tuple[str]]:
+    return [(e.request_id,) for e in entries if e.status != "unsettled"]
+
+
+def ledger_row(entry: LedgerEntry) -> list[Any]:
+    row = list(_LEDGER_ROW(entry))
+    row[_LEDGER_META] = orjson.dumps(row[_LEDGER_META]).decode() if row[_LEDGER_META] else "{}"
+    return row
+
+
+class SQLiteStore:
+    exclusive = False  # True: this process must be the database's only user
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "normal",
+        outbox: bool = True,
+        wal: WalLimits | None = None,
+    ) -> None:
+        self._path = path
+        self._wal_limits = wal or WalLimits()
+        self.outbox = outbox  # record outbox positions (only needed when a sink is configured)
+        self._synchronous = synchronous
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._local: sqlite3.Connection | None = None
+        self._local_lock = threading.Lock()
+        self._wal = Checkpointer(
+            self._wal_limits,
+            lambda wait_ms: connect(path, synchronous, busy_timeout_ms=wait_ms),
+            wal_path(path),
+            HoldBack(path.with_name(path.name + "-ckpt")),
+        )
+        self._reserving: list[tuple[Reservation, asyncio.Future[ReserveOutcome]]] = []
+        self._batches: set[asyncio.Task[None]] = set()
+        self._epoch = EpochFile(path.with_name(path.name + "-authepoch"))
+        self._owner: int | None = None
+        self._exporter_lock: int | None = None  # held by the one process that exports
+        self.traffic = SQLiteTraffic(
+            lambda fn: self._run(lambda: self._tx(fn)), lambda fn: self._run(lambda: fn(self._db))
+        )
+
+    # lifecycle -----------------------------------------------------------------
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._owner = lock_owner(self._path, self.exclusive)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="farebox-sqlite")
+        self._conn = await self._run(lambda: connect(self._path, self._synchronous))
+        limit_journal(self._conn, self._wal_limits)
+        await self._run(lambda: migrate(self._db))
+        # the caller's own connection: never waits for a lock (busy -> use the thread) and
+        # never checkpoints (a checkpoint may fsync; the checkpointer's thread does it)
+        self._local = connect(self._path, self._synchronous, busy_timeout_ms=0)
+        self._local.execute("PRAGMA wal_autocheckpoint=0")
+        limit_journal(self._local, self._wal_limits)
+        self._wal.open()
+        self._epoch.open()
+        row = self._local.execute("SELECT value FROM meta WHERE name = 'auth_epoch'").fetchone()
+        self._epoch.publish(int(row[0]))
+
+    async def close(self) -> None:
+        if self._batches:  # reservation batches still running
+            await asyncio.gather(*self._batches, return_exceptions=True)
+        await self._wal.close()
+        if self._conn is not None:
+            conn = self._conn
+            await self._run(conn.close)
+            self._conn = None
+        if self._local is not None:
+            self._local.close()
+            self._local = None
+        self._epoch.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if self._owner is not None:
+            os.close(self._owner)  # releases the lock
+            self._owner = None
+        if self._exporter_lock is not None:
+            os.close(self._exporter_lock)
+            self._exporter_lock = None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("SQLiteStore is not open")
+        return self._conn
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise RuntimeError("SQLiteStore is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], T], db: sqlite3.Connection | None = None) -> T:
+        db = db or self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return result
+
+    async def ping(self) -> bool:
+        return bool(await self._run(lambda: self._db.execute("SELECT 1").fetchone()))
+
+    async def probe_write(self) -> bool:
+        """A write that reaches the disk, so a full or read-only disk fails it: what the
+        ledger's health probe asks while the ledger is down (``ping`` only reads)."""
+
+        def write(db: sqlite3.Connection) -> bool:
+            db.execute(
+                "INSERT INTO meta(name, value) VALUES ('ledger_probe', '1') ON CONFLICT(name) "
+                "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+            )
+            return True
+
+        return await self._run(lambda: self._tx(write))
+
+    # tenants --------------------------------------------------------------------
+    async def create_tenant(self, tenant: Tenant) -> None:
+        values = [_encode(c, getattr(tenant, c)) for c in _TENANT_COLS]
+        sql = (
+            f"INSERT INTO tenants({','.join(_TENANT_COLS)}) VALUES ({','.join('?' * len(values))})"
+        )
+
+        def write(db: sqlite3.Connection) -> int:
+            try:
+                db.execute(sql, values)
+            except sqlite3.IntegrityError:
+                raise Conflict(f"tenant {tenant.id!r} already exists") from None
+            return _bump_epoch(db)
+
+        self._epoch.publish(await self._run(lambda: self._tx(write)))
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        rows = await self._select("tenants", _TENANT_COLS, "id = ?", (tenant_id,))
+        return Tenant(**rows[0]) if rows else None
+
+    async def list_tenants(self) -> list[Tenant]:
+        return [Tenant(**r) for r in await self._select("tenants", _TENANT_COLS, "1=1", (), "id")]
+
+    async def update_tenant(self, tenant_id: str, changes: dict[str, Any]) -> Tenant:
+        await self._update("tenants", _TENANT_COLS, tenant_id, changes, "tenant")
+        tenant = await self.get_tenant(tenant_id)
+        assert tenant is not None
+        return tenant
+
+    # keys ----------------------------------------------------------------------
+    async def create_key(self, key: ApiKey) -> None:
+        values = [_encode(c, getattr(key, c)) for c in _KEY_COLS]
+        sql = f"INSERT INTO api_keys({','.join(_KEY_COLS)}) VALUES ({','.join('?' * len(values))})"
+
+        def write(db: sqlite3.Connection) -> int:
+            try:
+                db.execute(sql, values)
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"key {key.id!r} cannot be created: {exc}") from None
+            return _bump_epoch(db)
+
+        self._epoch.publish(await self._run(lambda: self._tx(write)))
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        rows = await self._select("api_keys", _KEY_COLS, "id = ?", (key_id,))
+        return ApiKey(**rows[0]) if rows else None
+
+    async def get_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        rows = await self._select("api_keys", _KEY_COLS, "key_hash = ?", (key_hash,))
+        return ApiKey(**rows[0]) if rows else None
+
+    async def list_keys(self, tenant_id: str | None, kind: str | None = None) -> list[ApiKey]:
+        where, params = ["1=1"], []
+        if tenant_id is not None:
+            where.append("tenant_id = ?")
+            params.append(tenant_id)
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        rows = await self._select("api_keys", _KEY_COLS, " AND ".join(where), params, "created_at")
+        return [ApiKey(**r) for r in rows]
+
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
+        await self._update("api_keys", _KEY_COLS, key_id, changes, "key")
+        key = await self.get_key(key_id)
+        assert key is not None
+        return key
+
+    async def auth_epoch(self) -> int:
+        return self._epoch.read()
+
+    # ledger ----------------------------------------------------------------------
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], T], after: Callable[[], None] | None = None
+    ) -> T:
+        """Run ``fn`` in a write transaction, then ``after`` (at once: a failure after the
+        commit must not make the caller retry it). Uncontended, a commit in WAL mode takes
+        microseconds: writes run here on the caller's connection rather than paying two
+        thread hops (and never contend with this process's own thread). If another process
+        holds the write lock, it waits in the thread. Each commit is counted for the
+        checkpointer (``stores/sqlite_wal``), which keeps the WAL bounded in its own thread:
+        nobody awaits it, and a write that comes while it finishes waits in the thread."""
+        done = self._commit_here(fn)
+        result = done[0] if done else await self._run(lambda: self._gated_tx(fn))
+        self._wal.committed()
+        if after is not None:
+            after()
+        return result
+
+    def _commit_here(self, fn: Callable[[sqlite3.Connection], T]) -> list[T]:
+        """``fn`` in a write transaction on the caller's connection, without waiting: a list
+        of its result, or an empty list (and nothing written) if another connection holds
+        the write lock."""
+        local = self._local
+        if local is None or self._wal.hold.active():
+            return []  # not open, or a checkpoint is restarting the log
+        try:
+            with self._local_lock:
+                result = self._tx(fn, local)
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+            return []
+        return [result]
+
+    def _gated_tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``_tx`` in the thread, once no checkpoint is restarting the log."""
+        self._wal.hold.wait()
+        return self._tx(fn)
+
+    async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
+        """Write entries and settle their reservations, in one transaction. A checkpoint in
+        progress is waited for first: the ledger writer's batches then never race it, so
+        the log starts again even when this process writes nothing else."""
+        if entries:
+            await self._wal.finished()
+            await self._write(self._ledger_write(entries), lambda: self._ledger_written(entries))
+
+    def append_ledger_now(self, entries: Sequence[LedgerEntry]) -> bool:
+        """``append_ledger`` on the caller's thread if it can commit at once: not when another
+        connection (another process, or this one's thread) holds the write lock, nor while
+        a checkpoint runs (the ledger writer's queue then lets the event loop turn)."""
+        if self._wal.running:
+            return False
+        if entries:
+            if not self._commit_here(self._ledger_write(entries)):
+                return False
+            self._wal.committed()
+            self._ledger_written(entries)
+        return True
+
+    def _ledger_write(self, entries: Sequence[LedgerEntry]) -> Callable[[sqlite3.Connection], None]:
+        rows = [ledger_row(e) for e in entries]
+
+        def write(db: sqlite3.Connection) -> None:
+            budgets.settle(db, entries)
+            db.executemany(LEDGER_INSERT, rows)
+            if self.outbox:
+                db.executemany(OUTBOX_INSERT, outbox_rows(entries))
+
+        return write
+
+    def _ledger_written(self, entries: Sequence[LedgerEntry]) -> None:
+        """After the ledger transaction committed (the single-process store settles its
+        in-memory counters here)."""
+
+    # budgets -------------------------------------------------------------------------
+    async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
+        """Under load (``busy``: other requests are in flight), reservations made in the same
+        event-loop turn share one transaction (group commit), each still succeeding or
+        failing on its own, in arrival order. Otherwise commit at once, without waiting."""
+        if not busy and not self._reserving:
+            return await self._write(lambda db: budgets.reserve(db, reservation))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ReserveOutcome] = loop.create_future()
+        self._reserving.append((reservation, future))
+        if len(self._reserving) == 1:  # the first of this turn schedules the batch
+            task = loop.create_task(self._reserve_batch())
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+        return await future
+
+    async def _reserve_batch(self) -> None:
+        batch, self._reserving = self._reserving, []
+
+        def write(db: sqlite3.Connection) -> list[ReserveOutcome]:
+            return [budgets.reserve(db, reservation) for reservation, _ in batch]
+
+        try:
+            outcomes = await self._write(write)
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if not future.done():
+                future.set_result(outcome)
+
+    async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:
+        if ids:
+            await self._write(lambda db: budgets.extend(db, ids, expires_at))
+
+    async def reclaim_expired(self, now: float) -> list[LedgerEntry]:
+        def write(db: sqlite3.Connection) -> list[LedgerEntry]:
+            entries = budgets.expired(db, now)
+            db.executemany(LEDGER_INSERT, [ledger_row(e) for e in entries])
+            return entries
+
+        return await self._write(write)
+
+    async def budget_states(self, holds: Sequence[Hold]) -> list[HoldState]:
+        def read() -> list[HoldState]:
+            with self._local_lock:
+                assert self._local is not None
+                return budgets.states(self._local, holds) if holds else []
+
+        return read()
+
+    async def record_alert(
+        self, hold: Hold, threshold: int, tenant: str | None, now: float, detail: dict[str, Any]
+    ) -> bool:
+        text = orjson.dumps(detail).decode()
+        return await self._write(
+            lambda db: budgets.record_alert(db, hold, threshold, tenant, now, text)
+        )
+
+    async def alerts(self, tenant_id: str | None) -> list[dict[str, Any]]:
+        return await self._run(lambda: budgets.alerts(self._db, tenant_id))
+
+    # billing export --------------------------------------------------------------------------
+    async def ledger_since(self, seq: int, limit: int) -> list[tuple[int, LedgerEntry]]:
+        cols = ",".join(f"l.{c}" for c in _LEDGER_COLS)
+        sql = (
+            f"SELECT o.seq, {cols} FROM outbox o JOIN ledger l ON l.request_id = o.request_id "
+            "WHERE o.seq > ? ORDER BY o.seq LIMIT ?"
+        )
+        rows = await self._run(lambda: self._db.execute(sql, (seq, limit)).fetchall())
+        return [(int(r[0]), LedgerEntry(**_decode(_LEDGER_COLS, r[1:]))) for r in rows]
+
+    async def claim_exporter(self) -> bool:
+        if self._exporter_lock is not None:
+            return True
+        fd = os.open(self._path.with_name(self._path.name + "-exporter"), os.O_RDWR | os.O_CREAT,
+                     0o600)  # fmt: skip
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._exporter_lock = fd
+        return True
+
+    async def export_cursor(self, sink: str) -> int:
+        row = await self._run(
+            lambda: self._db.execute(
+                "SELECT seq FROM export_cursors WHERE sink = ?", (sink,)
+            ).fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    async def set_export_cursor(self, sink: str, seq: int) -> None:
+        await self._write(
+            lambda db: db.execute(
+                "INSERT INTO export_cursors(sink, seq) VALUES (?, ?) "
+                "ON CONFLICT(sink) DO UPDATE SET seq = max(seq, excluded.seq)",  # never back
+                (sink, seq),
+            )
+        )
+
+    async def add_dead_letters(self, sink: str, items: Sequence[dict[str, Any]]) -> None:
+        rows = [(sink, i["key"], orjson.dumps(i["event"]).decode(), i["reason"], i["at"])
+                for i in items]  # fmt: skip
+        await self._write(
+            lambda db: db.executemany(
+                "INSERT OR REPLACE INTO export_dead(sink, key, event, reason, at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        )
+
+    async def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]:
+        where, params = ("WHERE sink = ?", (sink,)) if sink else ("", ())
+        sql = f"SELECT sink, key, event, reason, at FROM export_dead {where} ORDER BY at, key"
+        rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
+        return [{"sink": r[0], "key": r[1], "event": orjson.loads(r[2]), "reason": r[3],
+                 "at": r[4]} for r in rows]  # fmt: skip
+
+    async def remove_dead_letters(self, sink: str, keys: Sequence[str]) -> None:
+        await self._write(
+            lambda db: db.executemany(
+                "DELETE FROM export_dead WHERE sink = ? AND key = ?", [(sink, k) for k in keys]
+            )
+        )
+
+    # circuit breakers ----------------------------------------------------------------------
+    async def breakers(self) -> dict[str, float]:
+        rows = await self._run(
+            lambda: self._db.execute(
+                "SELECT deployment, open_until FROM breakers WHERE open_until > 0"
+            ).fetchall()
+        )
+        return {str(d): float(u) for d, u in rows}
+
+    async def set_breaker(self, deployment: str, open_until: float) -> None:
+        await self._run(
+            lambda: self._tx(
+                lambda db: db.execute(
+                    "INSERT INTO breakers(deployment, open_until) VALUES (?, ?) "
+                    "ON CONFLICT(deployment) DO UPDATE SET open_until = excluded.open_until",
+                    (deployment, open_until),
+                )
+            )
+        )
+
+    async def claim_probe(self, deployment: str, now: float, until: float) -> bool:
+        def claim(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
+                "UPDATE breakers SET probe_until = ? WHERE deployment = ? AND probe_until <= ?",
+                (until, deployment, now),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(lambda: self._tx(claim))
+
+    async def ledger(
+        self, tenant_id: str | None = None, limit: int | None = None
+    ) -> list[LedgerEntry]:
+        where = "tenant_id = ?" if tenant_id is not None else "1=1"
+        params: list[Any] = [tenant_id] if tenant_id is not None else []
+        order = "started_at DESC, request_id DESC"
+        if limit is not None:
+            order += " LIMIT ?"
+            params.append(limit)
+        rows = await self._select("ledger", _LEDGER_COLS, where, params, order)
+        return [LedgerEntry(**r) for r in reversed(rows)]
+
+    async def usage(self, query: UsageQuery) -> list[UsageRow]:
+        if query.group_by is not None and query.group_by not in GROUP_BY:
+            raise InvalidRequest(f"group_by must be one of {', '.join(GROUP_BY)}", param="group_by")
+        group = _GROUP_SQL[query.group_by] if query.group_by else "NULL"
+        where, params = ["1=1"], []
+        for clause, value in (
+            ("tenant_id = ?", query.tenant_id),
+            ("started_at >= ?", query.start),
+            ("started_at < ?", query.end),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = (
+            f"SELECT {group} AS g, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), "
+            f"SUM(revenue) FROM ledger WHERE {' AND '.join(where)} GROUP BY g "
+            "ORDER BY g IS NULL, g"
+        )
+        rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
+        return [UsageRow(r[0], r[1], r[2] or 0, r[3] or 0, r[4] or 0, r[5] or 0) for r in rows]
+
+    # meta --------------------------------------------------------------------------
+    async def get_meta(self, name: str) -> str | None:
+        row = await self._run(
+            lambda: self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    async def put_meta_if_absent(self, name: str, value: str) -> str:
+        def write(db: sqlite3.Connection) -> str:
+            db.execute("INSERT OR IGNORE INTO meta(name, value) VALUES (?, ?)", (name, value))
+            return str(db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0])
+
+        return await self._run(lambda: self._tx(write))
+
+    # helpers -----------------------------------------------------------------------
+    async def _select(
+        self,
+        table: str,
+        cols: Sequence[str],
+        where: str,
+        params: Sequence[Any],
+        order: str | None = None,
+    ) -> list[dict[str, Any]]:
+        sql = f"SELECT {','.join(cols)} FROM {table} WHERE {where}"
+        if order:
+            sql += f" ORDER BY {order}"
+        rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
+        return [_decode(cols, row) for row in rows]
+
+    async def _update(
+        self, table: str, cols: Sequence[str], row_id: str, changes: dict[str, Any], what: str
+    ) -> None:
+        unknown = set(changes) - set(cols) - {"id"}
+        if unknown or "id" in changes:
+            raise ValueError(f"cannot update {sorted(unknown | ({'id'} & set(changes)))}")
+        assignments = ",".join(f"{c} = ?" for c in changes) or "id = id"
+        values = [_encode(c, v) for c, v in changes.items()] + [row_id]
+
+        def write(db: sqlite3.Connection) -> int:
+            cur = db.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", values)
+            if cur.rowcount == 0:
+                raise NotFound(f"{what} {row_id!r} not found")
+            return _bump_epoch(db)
+
+        self._epoch.publish(await self._run(lambda: self._tx(write)))
+
+
+def _bump_epoch(db: sqlite3.Connection) -> int:
+    db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'auth_epoch'")
+    row = db.execute("SELECT value FROM meta WHERE name = 'auth_epoch'").fetchone()
+    return int(row[0])
