@@ -1,7 +1,7 @@
 """CLI commands of anomaly detection: pause and resume, incidents, and ``farebox simulate``.
 
-Registered on the main group by ``farebox.cli.main``, which hands over its helpers (so this module
-does not import it back).
+Registered on the root group by ``farebox.cli.main``, which hands over its helpers (so this
+module does not import it back).
 """
 
 from __future__ import annotations

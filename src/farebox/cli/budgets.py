@@ -1,0 +1,69 @@
+"""``farebox budgets``: show, set and temporarily increase budgets."""
+
+from __future__ import annotations
+
+import click
+
+from farebox.cli.output import print_table
+from farebox.cli.target import call_admin, target
+from farebox.core.periods import parse_period
+from farebox.gateway.admission import budget_ident
+
+
+@click.group()
+def budgets() -> None:
+    """Show, set and temporarily increase budgets."""
+
+
+@budgets.command("show")
+@click.argument("tenant_id")
+@target
+def budgets_show(tenant_id: str, config: str | None, url: str | None) -> None:
+    rows = call_admin(config, url, "GET", f"/admin/v1/tenants/{tenant_id}/budgets")["data"]
+    columns = ["scope", "period", "name", "limit_usd", "used_usd", "reserved_usd",
+               "remaining_usd", "resets_at"]  # fmt: skip
+    print_table(rows, columns)
+
+
+@budgets.command("set")
+@click.argument("tenant_id")
+@click.option("--period", required=True, help="day, week, month, lifetime or rolling:1h")
+@click.option("--limit", "limit_usd", required=True, help="USD, e.g. 25 or 0.50")
+@click.option("--scope", default="tenant", type=click.Choice(["tenant", "key", "feature", "user"]))
+@click.option("--name", default=None, help="The feature or user, for those scopes.")
+@click.option("--rollover-cap", default=None, help="USD of unused budget carried over, at most.")
+@target
+def budgets_set(tenant_id: str, period: str, limit_usd: str, scope: str, name: str | None,
+                rollover_cap: str | None, config: str | None, url: str | None) -> None:  # fmt: skip
+    """Override one of the plan's budgets for this tenant."""
+    tenant = call_admin(config, url, "GET", f"/admin/v1/tenants/{tenant_id}")
+    item = {"scope": scope, "period": period, "limit_usd": limit_usd, "name": name,
+            "rollover_cap_usd": rollover_cap}  # fmt: skip
+    item = {k: v for k, v in item.items() if v is not None}
+    same = (scope, period, name)
+    rest = [b for b in tenant.get("budgets", []) if budget_ident(b) != same]
+    call_admin(config, url, "PATCH", f"/admin/v1/tenants/{tenant_id}", {"budgets": [*rest, item]})
+    click.echo(f"{tenant_id}: {scope} {period} budget set to ${limit_usd}")
+
+
+@budgets.command("increase")
+@click.argument("tenant_id")
+@click.option("--period", required=True)
+@click.option("--amount", required=True, help="USD to add")
+@click.option("--for", "duration", default="24h", help="How long: 30m, 24h, 7d")
+@click.option("--scope", default="tenant")
+@click.option("--name", default=None)
+@target
+def budgets_increase(tenant_id: str, period: str, amount: str, duration: str, scope: str,
+                     name: str | None, config: str | None, url: str | None) -> None:  # fmt: skip
+    """Raise a budget temporarily."""
+    try:
+        seconds = parse_period(f"rolling:{duration}").seconds
+    except ValueError:
+        raise click.BadParameter(
+            f"{duration!r}: expected e.g. 30m, 24h or 7d", param_hint="--for"
+        ) from None
+    body = {"scope": scope, "period": period, "name": name, "amount_usd": amount,
+            "expires_in_s": seconds}  # fmt: skip
+    call_admin(config, url, "POST", f"/admin/v1/tenants/{tenant_id}/budget-increases", body)
+    click.echo(f"{tenant_id}: {scope} {period} budget raised by ${amount} for {duration}")
