@@ -1,5 +1,5 @@
 """CLI commands on the local database (no ``--url``): with the configuration the database
-is served with (see ``cli_config``), in this process, through the admin API's own code."""
+is served with (see ``cli.config_source``), in this process, through the admin API's own code."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 def local_settings(config: str | None) -> Settings:
     """The settings a command on the local database uses: the configuration the database
-    is served with (see cli_config), never a guess."""
+    is served with (see cli.config_source), never a guess."""
     from farebox.cli.config_source import local_settings as served_settings
 
     try:

@@ -234,7 +234,7 @@ class ServerConfig(_Strict):
     key_cache_size: int = Field(10_000, ge=0)
     reload_interval_s: float = Field(2.0, ge=0)  # how often plans are re-read; 0: never
     # SQLite only: this one process is the database's only user, so budget and rate-limit
-    # counters live in its memory (reservations journalled to a file); see stores/sqlite_single
+    # counters live in its memory (reservations journalled to a file); see stores/sqlite/single.py
     single_process: bool = False
 
 
