@@ -6,13 +6,14 @@ import asyncio
 
 import click
 
-from farebox.cli.output import print_table
+from farebox.cli.output import json_option, print_json, print_listing, print_table
 from farebox.cli.target import call_admin, settings_or_exit, target
 from farebox.errors import FareboxError
 
 
 @click.command("export")
-@click.option("--config", "config", type=click.Path(dir_okay=False), default=None)
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
+              help="The config whose database and billing sinks to use.")  # fmt: skip
 @click.option("--sink", "sinks", multiple=True, help="Only these billing sinks (default: all).")
 @click.option("--follow", is_flag=True, help="Keep exporting new ledger entries.")
 @click.option("--from", "start", default=None, help="Replay from (unix seconds or ISO date).")
@@ -74,14 +75,20 @@ def export_cmd(
 
 @click.command()
 @click.option("--month", required=True, help="A calendar month in UTC, e.g. 2026-11.")
-@click.option("--tenant", "tenant_id", default=None)
+@click.option("--tenant", "tenant_id", default=None, help="Only this tenant (default: all).")
+@json_option
 @target
-def margins(month: str, tenant_id: str | None, config: str | None, url: str | None) -> None:
+def margins(
+    month: str, tenant_id: str | None, as_json: bool, config: str | None, url: str | None
+) -> None:
     """Revenue (plan fee plus usage), cost and margin per tenant for a month."""
     from urllib.parse import urlencode
 
     query = urlencode({k: v for k, v in {"month": month, "tenant": tenant_id}.items() if v})
     report = call_admin(config, url, "GET", "/admin/v1/margins?" + query)
+    if as_json:
+        print_json(report)
+        return
     columns = ["tenant", "plan", "requests", "plan_fee_usd", "usage_revenue_usd", "revenue_usd",
                "cost_usd", "margin_usd", "margin_percent"]  # fmt: skip
     print_table([*report["data"], {"tenant": "TOTAL", **report["total"]}], columns)
@@ -89,13 +96,16 @@ def margins(month: str, tenant_id: str | None, config: str | None, url: str | No
 
 @click.command()
 @click.option("--month", required=True, help="A calendar month in UTC, e.g. 2026-11.")
-@click.option("--tenant", "tenant_id", default=None)
+@click.option("--tenant", "tenant_id", default=None, help="Only this tenant (default: all).")
+@json_option
 @target
-def reconcile(month: str, tenant_id: str | None, config: str | None, url: str | None) -> None:
+def reconcile(
+    month: str, tenant_id: str | None, as_json: bool, config: str | None, url: str | None
+) -> None:
     """Ledger totals against what each billing sink was sent, per tenant and meter."""
     from urllib.parse import urlencode
 
     query = urlencode({k: v for k, v in {"month": month, "tenant": tenant_id}.items() if v})
     report = call_admin(config, url, "GET", "/admin/v1/reconciliation?" + query)
     columns = ["sink", "tenant", "meter", "ledger", "delivered", "dead", "pending", "matched"]
-    print_table(report["data"], columns)
+    print_listing(report, columns, as_json)

@@ -1,36 +1,42 @@
-"""``farebox budgets``: show, set and temporarily increase budgets."""
+"""``farebox budgets``: show, set, unset and temporarily increase budgets."""
 
 from __future__ import annotations
 
 import click
 
-from farebox.cli.output import print_table
+from farebox.cli.output import json_option, print_listing
 from farebox.cli.target import call_admin, target
 from farebox.core.periods import parse_period
 from farebox.gateway.admission import budget_ident
 
+SCOPES = ["tenant", "key", "feature", "user"]
+SCOPE_HELP = "Which budget: tenant (default), key, feature or user."
+NAME_HELP = "The key id, feature or user, for those scopes."
+
 
 @click.group()
 def budgets() -> None:
-    """Show, set and temporarily increase budgets."""
+    """Show, set, unset and temporarily increase budgets."""
 
 
 @budgets.command("show")
 @click.argument("tenant_id")
+@json_option
 @target
-def budgets_show(tenant_id: str, config: str | None, url: str | None) -> None:
-    rows = call_admin(config, url, "GET", f"/admin/v1/tenants/{tenant_id}/budgets")["data"]
+def budgets_show(tenant_id: str, as_json: bool, config: str | None, url: str | None) -> None:
+    """Every budget in force for a tenant and its keys: limit, used, reserved, remaining."""
+    result = call_admin(config, url, "GET", f"/admin/v1/tenants/{tenant_id}/budgets")
     columns = ["scope", "period", "name", "limit_usd", "used_usd", "reserved_usd",
                "remaining_usd", "resets_at"]  # fmt: skip
-    print_table(rows, columns)
+    print_listing(result, columns, as_json)
 
 
 @budgets.command("set")
 @click.argument("tenant_id")
 @click.option("--period", required=True, help="day, week, month, lifetime or rolling:1h")
 @click.option("--limit", "limit_usd", required=True, help="USD, e.g. 25 or 0.50")
-@click.option("--scope", default="tenant", type=click.Choice(["tenant", "key", "feature", "user"]))
-@click.option("--name", default=None, help="The feature or user, for those scopes.")
+@click.option("--scope", default="tenant", type=click.Choice(SCOPES), help=SCOPE_HELP)
+@click.option("--name", default=None, help=NAME_HELP)
 @click.option("--rollover-cap", default=None, help="USD of unused budget carried over, at most.")
 @target
 def budgets_set(tenant_id: str, period: str, limit_usd: str, scope: str, name: str | None,
@@ -48,11 +54,11 @@ def budgets_set(tenant_id: str, period: str, limit_usd: str, scope: str, name: s
 
 @budgets.command("increase")
 @click.argument("tenant_id")
-@click.option("--period", required=True)
+@click.option("--period", required=True, help="The period of the budget to raise, e.g. day.")
 @click.option("--amount", required=True, help="USD to add")
 @click.option("--for", "duration", default="24h", help="How long: 30m, 24h, 7d")
-@click.option("--scope", default="tenant")
-@click.option("--name", default=None)
+@click.option("--scope", default="tenant", help=SCOPE_HELP)
+@click.option("--name", default=None, help=NAME_HELP)
 @target
 def budgets_increase(tenant_id: str, period: str, amount: str, duration: str, scope: str,
                      name: str | None, config: str | None, url: str | None) -> None:  # fmt: skip
@@ -67,3 +73,25 @@ def budgets_increase(tenant_id: str, period: str, amount: str, duration: str, sc
             "expires_in_s": seconds}  # fmt: skip
     call_admin(config, url, "POST", f"/admin/v1/tenants/{tenant_id}/budget-increases", body)
     click.echo(f"{tenant_id}: {scope} {period} budget raised by ${amount} for {duration}")
+
+
+@budgets.command("unset")
+@click.argument("tenant_id")
+@click.option("--period", required=True, help="The period of the budget to remove, e.g. day.")
+@click.option("--scope", default="tenant", type=click.Choice(SCOPES), help=SCOPE_HELP)
+@click.option("--name", default=None, help=NAME_HELP)
+@target
+def budgets_unset(tenant_id: str, period: str, scope: str, name: str | None,
+                  config: str | None, url: str | None) -> None:  # fmt: skip
+    """Remove a budget set for this tenant: the plan's budget (if any) applies again."""
+    tenant = call_admin(config, url, "GET", f"/admin/v1/tenants/{tenant_id}")
+    own = tenant.get("budgets", [])
+    rest = [b for b in own if budget_ident(b) != (scope, period, name)]
+    if len(rest) == len(own):
+        which = f"{scope} {period} budget" + (f" for {name}" if name else "")
+        raise click.ClickException(
+            f"{tenant_id} has no {which} of its own to unset; "
+            f"`farebox budgets show {tenant_id}` lists the budgets in force"
+        )
+    call_admin(config, url, "PATCH", f"/admin/v1/tenants/{tenant_id}", {"budgets": rest})
+    click.echo(f"{tenant_id}: {scope} {period} budget unset; the plan's budgets apply")

@@ -1,26 +1,31 @@
-"""``farebox keys``: create and revoke virtual keys."""
+"""``farebox keys``: create, list and revoke virtual keys (pause and resume are added by
+``farebox.cli.anomaly``)."""
 
 from __future__ import annotations
 
 import click
 
 from farebox.cli.local import run_local
-from farebox.cli.target import remote, target
+from farebox.cli.output import iso, json_option, print_json, print_table
+from farebox.cli.target import call_admin, remote, target
+
+KEY_COLUMNS = ["id", "name", "kind", "prefix", "created_at", "expires_at", "revoked", "paused"]
 
 
 @click.group()
 def keys() -> None:
-    """Create and revoke keys."""
+    """Create, list, revoke, pause and resume keys."""
 
 
 @keys.command("create")
 @click.option("--tenant", "tenant_id", default=None, help="Tenant id (omit with --service).")
-@click.option("--name", default="default")
+@click.option("--name", default="default", help="A name for the key (default: default).")
 @click.option("--service", is_flag=True, help="Create a service key (used with X-Farebox-Tenant).")
 @target
 def keys_create(
     tenant_id: str | None, name: str, service: bool, config: str | None, url: str | None
 ) -> None:
+    """Create a key and print its secret (shown this once; the key id goes to stderr)."""
     if not service and not tenant_id:
         raise click.UsageError("--tenant is required (or --service)")
     if url:
@@ -35,10 +40,33 @@ def keys_create(
     click.echo(raw)
 
 
+@keys.command("list")
+@click.option(
+    "--tenant",
+    "tenant_id",
+    required=True,
+    help="The tenant whose keys to list (the admin API lists keys per tenant).",
+)
+@json_option
+@target
+def keys_list(tenant_id: str, as_json: bool, config: str | None, url: str | None) -> None:
+    """List a tenant's keys, revoked ones included (never their secrets)."""
+    result = call_admin(config, url, "GET", f"/admin/v1/tenants/{tenant_id}/keys")
+    if as_json:
+        print_json(result)
+        return
+    rows = [
+        {**k, "created_at": iso(k["created_at"]), "expires_at": iso(k["expires_at"])}
+        for k in result["data"]
+    ]
+    print_table(rows, KEY_COLUMNS)
+
+
 @keys.command("revoke")
 @click.argument("key_id")
 @target
 def keys_revoke(key_id: str, config: str | None, url: str | None) -> None:
+    """Revoke a key: requests with it are refused from now on."""
     if url:
         remote(url, "DELETE", f"/admin/v1/keys/{key_id}")
     else:

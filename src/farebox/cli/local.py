@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any, TypeVar
 
 import click
 
+from farebox.cli.output import error_line, farebox_error_line
 from farebox.config.settings import Settings, load_settings
 from farebox.core.keys import hash_key
 from farebox.errors import ConfigError, FareboxError
@@ -62,10 +63,7 @@ def run_local(config: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
         async with app.router.lifespan_context(app):
             return await work(app.state.tenancy)
 
-    try:
-        return asyncio.run(run())
-    except FareboxError as exc:
-        raise click.ClickException(exc.message) from None
+    return _complete(run())
 
 
 def in_process(config: str | None, method: str, path: str, body: Any = None) -> Any:
@@ -103,11 +101,17 @@ def in_process(config: str | None, method: str, path: str, body: Any = None) -> 
             m.get("body", b"") for m in sent if m["type"] == "http.response.body"
         )
 
-    status, data = asyncio.run(run())
-    result = json.loads(data or b"null")
+    status, data = _complete(run())
     if status >= 400:
-        error = result.get("error", {}) if isinstance(result, dict) else {}
-        raise click.ClickException(
-            f"{status}: {error.get('message', data.decode(errors='replace'))}"
-        )
-    return result
+        raise click.ClickException(error_line(status, data))
+    return json.loads(data or b"null")
+
+
+def _complete(work: Coroutine[Any, Any, T]) -> T:
+    """Run a local command's work; an error of the tree becomes one line, as the API's do."""
+    try:
+        return asyncio.run(work)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+    except FareboxError as exc:
+        raise click.ClickException(farebox_error_line(exc)) from None

@@ -11,9 +11,7 @@ from farebox.cli.billing import export_cmd, margins, reconcile
 from farebox.cli.budgets import budgets
 from farebox.cli.demo import demo
 from farebox.cli.keys import keys
-from farebox.cli.output import print_table
 from farebox.cli.serve import serve
-from farebox.cli.target import call_admin, settings_or_exit, target
 from farebox.cli.tenants import tenants
 from farebox.cli.usage import usage
 
@@ -26,7 +24,7 @@ def main() -> None:
 
 for command in (serve, demo, tenants, keys, budgets, usage, export_cmd, margins, reconcile):
     main.add_command(command)
-register_anomaly(main, tenants, keys, target, call_admin, print_table, settings_or_exit)
+register_anomaly(main, tenants, keys)
 
 
 if __name__ == "__main__":  # pragma: no cover

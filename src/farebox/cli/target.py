@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from farebox.cli.local import in_process
+from farebox.cli.output import SNIPPET, error_line, one_line
 from farebox.config.settings import Settings, admin_key_from_env, load_settings
 from farebox.errors import ConfigError
 
@@ -42,12 +43,19 @@ def remote(url: str, method: str, path: str, body: dict[str, Any] | None = None)
     request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return json.loads(response.read() or b"null")
+            data = response.read()
     except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        raise click.ClickException(f"{exc.code}: {detail}") from None
+        raise click.ClickException(error_line(exc.code, exc.read())) from None
     except urllib.error.URLError as exc:
         raise click.ClickException(f"cannot reach {url}: {exc.reason}") from None
+    except TimeoutError:
+        raise click.ClickException(f"{url} did not answer within 30 s") from None
+    try:
+        return json.loads(data or b"null")
+    except ValueError:
+        raise click.ClickException(
+            f"{url} did not answer with JSON: {one_line(data.decode(errors='replace'))[:SNIPPET]}"
+        ) from None
 
 
 _OPTIONS = (
@@ -57,7 +65,11 @@ _OPTIONS = (
         default=None,
         help="Work on this config's database.",
     ),
-    click.option("--url", default=None, help="Work on a running gateway through its admin API."),
+    click.option(
+        "--url",
+        default=None,
+        help="Work on a running gateway through its admin API (key in FAREBOX_ADMIN_KEY).",
+    ),
 )
 
 
