@@ -23,7 +23,14 @@ from farebox.stores.health import Health, Prober, ProbeTimes
 from farebox.stores.postgres.pool import TimedPool, unreachable
 from farebox.stores.postgres.schema import lock_key, migrate, quote_ident
 from farebox.stores.postgres.traffic import PostgresTraffic
-from farebox.stores.sql import KEY_COLS, LEDGER_COLS, POSTGRES, TENANT_COLS, check_changes
+from farebox.stores.sql import (
+    KEY_COLS,
+    LEDGER_COLS,
+    POSTGRES,
+    TENANT_COLS,
+    SQLAccounts,
+    check_changes,
+)
 from farebox.stores.timeouts import StoreTimeouts
 from farebox.stores.usage_query import POSTGRES_USAGE, usage_rows
 
@@ -84,7 +91,10 @@ async def _init_connection(conn: Any) -> None:
     )
 
 
-class PostgresStore:
+class PostgresStore(SQLAccounts):
+    dialect = POSTGRES
+    key_order = "created_at, id"
+
     def __init__(
         self,
         dsn: str,
@@ -179,39 +189,12 @@ class PostgresStore:
             self.health.restore()
         return bool(ok)
 
-    # tenants --------------------------------------------------------------------
+    # tenants and keys (read and updated by ``SQLAccounts``) -----------------------
     async def create_tenant(self, tenant: Tenant) -> None:
         await self._insert("tenants", TENANT_COLS, tenant, f"tenant {tenant.id!r} already exists")
 
-    async def get_tenant(self, tenant_id: str) -> Tenant | None:
-        rows = await self._select("tenants", TENANT_COLS, "id = $1", (tenant_id,))
-        return Tenant(**rows[0]) if rows else None
-
-    async def list_tenants(self) -> list[Tenant]:
-        return [Tenant(**r) for r in await self._select("tenants", TENANT_COLS, "TRUE", (), "id")]
-
-    async def update_tenant(self, tenant_id: str, changes: dict[str, Any]) -> Tenant:
-        return Tenant(**await self._update("tenants", TENANT_COLS, tenant_id, changes, "tenant"))
-
-    # keys ----------------------------------------------------------------------
     async def create_key(self, key: ApiKey) -> None:
         await self._insert("api_keys", KEY_COLS, key, f"key {key.id!r} cannot be created")
-
-    async def get_key(self, key_id: str) -> ApiKey | None:
-        rows = await self._select("api_keys", KEY_COLS, "id = $1", (key_id,))
-        return ApiKey(**rows[0]) if rows else None
-
-    async def get_key_by_hash(self, key_hash: str) -> ApiKey | None:
-        rows = await self._select("api_keys", KEY_COLS, "key_hash = $1", (key_hash,))
-        return ApiKey(**rows[0]) if rows else None
-
-    async def list_keys(self, tenant_id: str | None, kind: str | None = None) -> list[ApiKey]:
-        where, params = POSTGRES.where((("tenant_id = ", tenant_id), ("kind = ", kind)))
-        rows = await self._select("api_keys", KEY_COLS, where, params, "created_at, id")
-        return [ApiKey(**r) for r in rows]
-
-    async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
-        return ApiKey(**await self._update("api_keys", KEY_COLS, key_id, changes, "key"))
 
     # ledger ----------------------------------------------------------------------
     @property

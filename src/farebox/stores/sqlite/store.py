@@ -31,7 +31,14 @@ from farebox.core.records import (
 )
 from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health
-from farebox.stores.sql import KEY_COLS, LEDGER_COLS, SQLITE, TENANT_COLS, check_changes
+from farebox.stores.sql import (
+    KEY_COLS,
+    LEDGER_COLS,
+    SQLITE,
+    TENANT_COLS,
+    SQLAccounts,
+    check_changes,
+)
 from farebox.stores.sqlite import budgets
 from farebox.stores.sqlite.conn import connect, is_busy, lock_owner
 from farebox.stores.sqlite.epoch_file import EpochFile
@@ -53,8 +60,10 @@ log = logging.getLogger("farebox.stores.sqlite.store")
 CHECKPOINT_EVERY = RESTART_EVERY  # commits between checkpoints (see stores/sqlite/wal.py)
 
 
-class SQLiteStore:
+class SQLiteStore(SQLAccounts):
     exclusive = False  # True: this process must be the database's only user
+    dialect = SQLITE
+    key_order = "created_at"
 
     def __init__(
         self,
@@ -170,45 +179,12 @@ class SQLiteStore:
 
         return await self._run(lambda: self._tx(write))
 
-    # tenants --------------------------------------------------------------------
+    # tenants and keys (read and updated by ``SQLAccounts``) -----------------------
     async def create_tenant(self, tenant: Tenant) -> None:
         await self._insert("tenants", TENANT_COLS, tenant, f"tenant {tenant.id!r} already exists")
 
-    async def get_tenant(self, tenant_id: str) -> Tenant | None:
-        rows = await self._select("tenants", TENANT_COLS, "id = ?", (tenant_id,))
-        return Tenant(**rows[0]) if rows else None
-
-    async def list_tenants(self) -> list[Tenant]:
-        return [Tenant(**r) for r in await self._select("tenants", TENANT_COLS, "1=1", (), "id")]
-
-    async def update_tenant(self, tenant_id: str, changes: dict[str, Any]) -> Tenant:
-        await self._update("tenants", TENANT_COLS, tenant_id, changes, "tenant")
-        tenant = await self.get_tenant(tenant_id)
-        assert tenant is not None
-        return tenant
-
-    # keys ----------------------------------------------------------------------
     async def create_key(self, key: ApiKey) -> None:
         await self._insert("api_keys", KEY_COLS, key, f"key {key.id!r} cannot be created", True)
-
-    async def get_key(self, key_id: str) -> ApiKey | None:
-        rows = await self._select("api_keys", KEY_COLS, "id = ?", (key_id,))
-        return ApiKey(**rows[0]) if rows else None
-
-    async def get_key_by_hash(self, key_hash: str) -> ApiKey | None:
-        rows = await self._select("api_keys", KEY_COLS, "key_hash = ?", (key_hash,))
-        return ApiKey(**rows[0]) if rows else None
-
-    async def list_keys(self, tenant_id: str | None, kind: str | None = None) -> list[ApiKey]:
-        where, params = SQLITE.where((("tenant_id = ", tenant_id), ("kind = ", kind)))
-        rows = await self._select("api_keys", KEY_COLS, where, params, "created_at")
-        return [ApiKey(**r) for r in rows]
-
-    async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
-        await self._update("api_keys", KEY_COLS, key_id, changes, "key")
-        key = await self.get_key(key_id)
-        assert key is not None
-        return key
 
     async def auth_epoch(self) -> int:
         return self._epoch.read()
@@ -509,18 +485,22 @@ class SQLiteStore:
 
     async def _update(
         self, table: str, cols: Sequence[str], row_id: str, changes: dict[str, Any], what: str
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Apply ``changes``, bump the auth epoch, and return the updated row."""
         check_changes(cols, changes)
         assignments = ",".join(f"{c} = ?" for c in changes) or "id = id"
         values = [encode(c, v) for c, v in changes.items()] + [row_id]
+        sql = f"UPDATE {table} SET {assignments} WHERE id = ? RETURNING {','.join(cols)}"
 
-        def write(db: sqlite3.Connection) -> int:
-            cur = db.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", values)
-            if cur.rowcount == 0:
+        def write(db: sqlite3.Connection) -> tuple[dict[str, Any], int]:
+            rows = db.execute(sql, values).fetchall()
+            if not rows:
                 raise NotFound(f"{what} {row_id!r} not found")
-            return _bump_epoch(db)
+            return decode(cols, rows[0]), _bump_epoch(db)
 
-        self._epoch.publish(await self._run(lambda: self._tx(write)))
+        row, epoch = await self._run(lambda: self._tx(write))
+        self._epoch.publish(epoch)
+        return row
 
 
 def _bump_epoch(db: sqlite3.Connection) -> int:
