@@ -21,6 +21,7 @@ import pytest
 from farebox.core.money import parse_usd
 from farebox.stores.scaled import ScaledStore
 from farebox.stores.timeouts import StoreTimeouts
+from tests.contracts.builders import T0, hold, reservation, settlement
 from tests.e2e import admin_headers, create_tenant_key, free_port, running, write_config
 from tests.outage import (
     REDIS,
@@ -33,7 +34,6 @@ from tests.outage import (
     scaled_env,
 )
 from tests.tcp_proxy import LoopThread, TcpProxy, proxy_to
-from tests.test_budget_store import T0, hold, reservation, settlement
 
 LEASE_S = 2.0
 READYZ_S = 1.0

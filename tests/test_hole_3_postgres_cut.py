@@ -26,6 +26,7 @@ from farebox.errors import LedgerUnavailable
 from farebox.gateway.inflight import InFlight
 from farebox.gateway.ledger import LedgerWriter
 from farebox.stores.memory.store import MemoryStore
+from tests.contracts.builders import entry
 from tests.e2e import (
     ServerProcess,
     admin_headers,
@@ -45,7 +46,6 @@ from tests.outage import (
     scaled_env,
 )
 from tests.tcp_proxy import LoopThread, TcpProxy, proxy_to
-from tests.test_store_contract import entry
 
 READYZ_S = 1.0
 PROBE_S = 0.5

@@ -67,7 +67,7 @@ async def test_single_process_journal_stays_0600_after_compaction(
     tmp_path: Path, permissive_umask: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from farebox.stores.sqlite import single as sqlite_single
-    from tests.test_budget_store import hold, reservation, settlement
+    from tests.contracts.builders import hold, reservation, settlement
 
     monkeypatch.setattr(sqlite_single, "COMPACT_AFTER_BYTES", 0)  # compact after every write
     store = sqlite_single.SingleProcessSQLiteStore(tmp_path / "s.db")

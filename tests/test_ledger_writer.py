@@ -18,7 +18,7 @@ from farebox.gateway.ledger import InFlight, LedgerWriter
 from farebox.stores.memory.store import MemoryStore
 from farebox.stores.sqlite.single import SingleProcessSQLiteStore
 from farebox.stores.sqlite.store import CHECKPOINT_EVERY, SQLiteStore
-from tests.test_budget_store import hold, reservation, settlement, state
+from tests.contracts.builders import hold, reservation, settlement, state
 
 
 def entry(request_id: str) -> LedgerEntry:

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from farebox.core.meters import METERS, hour_of, per_hour, per_request, render
 from farebox.core.money import parse_usd
-from tests.test_store_contract import entry
+from tests.contracts.builders import entry
 
 
 def test_per_request_readings_skip_zeros_and_placeholders() -> None:

@@ -1,4 +1,6 @@
-"""The store contract suite against PostgreSQL, plus PostgreSQL-only behaviour.
+"""PostgreSQL-only behaviour of ``PostgresStore``: placeholders replaced by late entries,
+NUL bytes, one transaction per batch, huge exact sums, UTC grouping and byte order, schema
+migrations and quoting. The role contracts run against it from ``tests/contracts/``.
 
 Each test gets a fresh schema. Without a server at 127.0.0.1:5432 the tests skip, unless
 ``FAREBOX_REQUIRE_SERVICES=1`` (then they fail).
@@ -15,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_store_contract import *  # noqa: F403  (re-runs the contract tests here)
-from tests.test_store_contract import T0, entry, key, tenant
+from tests.contracts.builders import T0, entry, key, tenant
 
 asyncpg = pytest.importorskip("asyncpg")
 
@@ -27,13 +28,6 @@ from farebox.stores.postgres.schema import MIGRATIONS  # noqa: E402
 from farebox.stores.postgres.store import PostgresStore  # noqa: E402
 
 DSN = os.environ.get("FAREBOX_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-
-# SQLite- and record-specific contract tests that do not involve this store, and the auth
-# epoch, which PostgresStore does not keep (ScaledStore keeps it in Redis; the replica tests
-# show revocation across replicas).
-del test_sqlite_survives_reopen_and_shares_epoch  # noqa: F821
-del test_records_are_frozen  # noqa: F821
-del test_auth_epoch_moves_on_every_tenant_and_key_change  # noqa: F821
 
 
 async def _admin() -> Any:
@@ -63,8 +57,7 @@ def make_store(schema: str) -> Callable[[], PostgresStore]:
     return lambda: PostgresStore(DSN, schema=schema, pool_min=1, pool_max=4)
 
 
-# replaces the contract suite's parametrised fixture, in this module only
-@pytest.fixture  # type: ignore[no-redef]
+@pytest.fixture
 async def store(make_store: Callable[[], PostgresStore]) -> AsyncIterator[PostgresStore]:
     s = make_store()
     await s.open()

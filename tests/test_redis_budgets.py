@@ -1,7 +1,7 @@
 """RedisBudgets: the budget semantics of the SQLite and in-memory stores, on a live Redis.
 
 Reserve, settle, release, idempotence, leases, late settlement, rolling windows and rollover
-mirror ``tests/test_budget_store.py``; a randomised run compares every answer with
+mirror ``tests/contracts/test_reservation_role.py``; a randomised run compares every answer with
 ``MemoryBudgets``; exactness is checked on amounts beyond 2^53; and many clients in one
 process, then several processes, race for one budget.
 
@@ -31,7 +31,7 @@ from farebox.core.records import LedgerEntry, Reservation
 from farebox.errors import Conflict, FareboxError
 from farebox.stores.memory.budgets import MemoryBudgets
 from farebox.stores.redis.budgets import RECLAIMED_TTL_S, RedisBudgets
-from tests.test_budget_store import entry, hold
+from tests.contracts.builders import entry, hold
 
 HOST, PORT = "127.0.0.1", 6379
 DAY = 86_400.0

@@ -1,6 +1,6 @@
 """``server.single_process``: one process owns its SQLite database, keeps budget and rate-limit
-counters in memory, and journals reservations. The budget contract suite runs against it too
-(``tests/test_budget_store.py``); these tests cover what is particular to it: ownership,
+counters in memory, and journals reservations. The role contracts run against it too
+(``tests/contracts/``); these tests cover what is particular to it: ownership,
 counters surviving a restart, and unsettled entries after a SIGKILL."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from farebox.core.records import Reservation
 from farebox.errors import ConfigError
 from farebox.stores.sqlite.single import SingleProcessSQLiteStore
 from farebox.stores.sqlite.store import SQLiteStore
+from tests.contracts.builders import T0, entry, hold, settlement, state
 from tests.e2e import (
     admin_headers,
     child_env,
@@ -27,7 +28,6 @@ from tests.e2e import (
     write_config,
 )
 from tests.test_budget_leases import CHAT, HELD, LIMIT, PLANS, TOO_LITTLE, budget, poll, serve_args
-from tests.test_budget_store import T0, entry, hold, settlement, state
 
 
 def reservation(rid: str, amount: int, holds: list[Any]) -> Reservation:

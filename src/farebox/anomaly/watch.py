@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Literal, Protocol
 
 from farebox.anomaly.history import HistoryCache
 from farebox.anomaly.paging import Pager
@@ -45,7 +45,7 @@ from farebox.core.anomaly import (
 from farebox.core.money import format_usd
 from farebox.core.records import LedgerEntry, Tenant
 from farebox.notify.formats import summary
-from farebox.stores.base import Store
+from farebox.stores.base import AccountStore, HasTraffic
 
 log = logging.getLogger("farebox.anomaly.watch")
 MINUTES_KEPT = 2 * HOUR
@@ -80,10 +80,14 @@ def _rate(rows: list[TrafficRow], now: float, window_s: int) -> Rate:
     return projected(Rate(*_sums(rows)), now, window_s)
 
 
+class WatchStore(AccountStore, HasTraffic, Protocol):
+    """What the watch uses: traffic and incidents, and the tenants and keys it pauses."""
+
+
 class AnomalyWatch:
     def __init__(
         self,
-        store: Store,
+        store: WatchStore,
         policies: Mapping[str, Policy],
         default: Policy,
         pager: Pager,

@@ -20,7 +20,7 @@ class Services:
     """The services of one app instance. ``principal`` authenticates a data-plane request."""
 
     settings: Settings
-    store: Store
+    store: Store  # the whole store: the admin routes read several roles, /readyz pings it
     auth: Authenticator
     gateway: Gateway
     ledger: LedgerWriter

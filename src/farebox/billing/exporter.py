@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from farebox.config.settings import METER_NAMES, Settings, SinkConfig
 from farebox.core.meters import Reading, hour_of, per_hour, per_request, render
@@ -35,11 +35,16 @@ from farebox.sinks.metronome import Metronome
 from farebox.sinks.openmeter import OpenMeter
 from farebox.sinks.stripe import StripeV1, StripeV2Stream
 from farebox.sinks.webhook import Webhook
-from farebox.stores.base import Store
+from farebox.stores.base import AccountStore, ExportStore, UsageStore
 
 log = logging.getLogger("farebox.billing.exporter")
 BACKOFF_S = 0.2
 SESSION_MARGIN_S = 60.0  # a v2 session is renewed this long before it expires
+
+
+class ExporterStore(ExportStore, AccountStore, UsageStore, Protocol):
+    """What the exporter uses: the outbox and cursors, the tenants' billing ids, and the
+    ledger itself (a replay reads it, not the outbox)."""
 
 
 class ExportError(FareboxError):
@@ -74,7 +79,7 @@ class RoundResult:
 class Exporter:
     def __init__(
         self,
-        store: Store,
+        store: ExporterStore,
         runners: Sequence[SinkRunner],
         http: HttpClient,
         *,

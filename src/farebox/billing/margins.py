@@ -10,13 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from fractions import Fraction
-from typing import Any
+from typing import Any, Protocol
 
 from farebox.config.settings import PlanConfig
 from farebox.core.money import format_usd, parse_usd
 from farebox.core.records import UsageQuery
 from farebox.errors import InvalidRequest
-from farebox.stores.base import Store
+from farebox.stores.base import AccountStore, UsageStore
+
+
+class MarginStore(AccountStore, UsageStore, Protocol):
+    """What margins read: the tenants, and their usage."""
 
 
 def month_window(month: str) -> tuple[float, float]:
@@ -47,7 +51,7 @@ def percent(margin: int, revenue: int) -> str | None:
 
 
 async def margins(
-    store: Store, plans: Mapping[str, PlanConfig], default_plan: str, month: str,
+    store: MarginStore, plans: Mapping[str, PlanConfig], default_plan: str, month: str,
     tenant_id: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     start, end = month_window(month)

@@ -11,13 +11,13 @@ from farebox.billing.exporter import SinkRunner
 from farebox.billing.margins import month_window
 from farebox.core.meters import MONEY_METERS, per_request, render
 from farebox.sinks.events import event_key
-from farebox.stores.base import Store
+from farebox.stores.base import ExportStore
 
 PAGE = 5000
 
 
 async def reconcile(
-    store: Store, runners: Sequence[SinkRunner], month: str, tenant_id: str | None = None
+    store: ExportStore, runners: Sequence[SinkRunner], month: str, tenant_id: str | None = None
 ) -> dict[str, Any]:
     start, end = month_window(month)
     entries = []

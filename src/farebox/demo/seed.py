@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol
 
 from farebox.core.anomaly import DAY, HOUR, TrafficRow
 from farebox.core.money import parse_usd
 from farebox.demo.drive import Profile
 from farebox.errors import Conflict
 from farebox.identity.tenancy import Tenancy
-from farebox.stores.base import Store
+from farebox.stores.base import HasTraffic, MetaStore
 
 DEMO_PLANS: dict[str, Any] = {
     "free": {
@@ -68,7 +68,11 @@ TRAFFIC = {
 HISTORY_COST_USD = {"acme": "0.002", "globex": "0.0001", "initech": "0.0015", "umbrella": "0.0001"}
 
 
-async def seed(tenancy: Tenancy, store: Store | None = None) -> dict[str, str]:
+class HistoryStore(MetaStore, HasTraffic, Protocol):
+    """Where the demo's traffic history goes, marked done in the store's meta."""
+
+
+async def seed(tenancy: Tenancy, store: HistoryStore | None = None) -> dict[str, str]:
     """Create the demo tenants (once) and a fresh key for each; returns tenant -> key.
     With ``store``, also give each tenant 30 days of hourly traffic history (once), so the
     anomaly detector knows what normal looks like for them."""
@@ -84,7 +88,7 @@ async def seed(tenancy: Tenancy, store: Store | None = None) -> dict[str, str]:
     return keys
 
 
-async def _history(store: Store, tenant_id: str, key_id: str, now: float) -> None:
+async def _history(store: HistoryStore, tenant_id: str, key_id: str, now: float) -> None:
     """Thirty days of this tenant's demo traffic per hour, with a daily swing."""
     if await store.get_meta(f"demo_history:{tenant_id}") is not None:
         return

@@ -39,7 +39,7 @@ from farebox.demo.synthetic import (
     spend,
 )
 from farebox.http.client import HttpClient
-from farebox.identity.tenancy import Tenancy
+from farebox.identity.tenancy import Tenancy, TenancyStore
 from farebox.notify.channels import WebhookAlerts
 from farebox.stores.base import Store
 from farebox.stores.memory.store import MemoryStore
@@ -126,7 +126,7 @@ class _Run:
             self.result.resolved += await self.watch.resolve(incident)
 
 
-async def _seed(store: Store, tenants: list[TenantProfile], plan: str) -> None:
+async def _seed(store: TenancyStore, tenants: list[TenantProfile], plan: str) -> None:
     tenancy = Tenancy(store, b"farebox-simulate", {plan: None})
     for profile in tenants:
         await tenancy.create_tenant(profile.tenant, None, plan)

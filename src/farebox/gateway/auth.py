@@ -20,7 +20,7 @@ from farebox.errors import (
     NotFound,
     TenantPaused,
 )
-from farebox.stores.base import Store
+from farebox.stores.base import AccountStore
 
 MAX_ATTR_LEN = 256
 MAX_METADATA_BYTES = 4096
@@ -93,7 +93,7 @@ def _depth(value: Any, level: int = 1) -> int:
 class Authenticator:
     def __init__(
         self,
-        store: Store,
+        store: AccountStore,
         secret: bytes,
         clock: Callable[[], float],
         cache_size: int = 10_000,

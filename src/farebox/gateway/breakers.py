@@ -25,7 +25,7 @@ from typing import Any
 
 from farebox.config.settings import BreakerSettings
 from farebox.core.routing import Router, Target
-from farebox.stores.base import Store
+from farebox.stores.base import BreakerStore
 
 log = logging.getLogger("farebox.gateway.breakers")
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
@@ -56,7 +56,7 @@ def _state(b: _Breaker, now: float) -> str:
 class Breakers:
     def __init__(
         self,
-        store: Store,
+        store: BreakerStore,
         settings: BreakerSettings,
         *,
         clock: Callable[[], float] = time.time,

@@ -29,8 +29,8 @@ import sqlite3
 from farebox.core.records import LedgerEntry
 from farebox.errors import LedgerUnavailable
 from farebox.gateway.inflight import InFlight
-from farebox.stores.base import Store
-from farebox.stores.health import HasLedgerHealth, Health, Prober, ProbeTimes
+from farebox.stores.base import LedgerStore
+from farebox.stores.health import Health, Prober, ProbeTimes
 
 log = logging.getLogger("farebox.gateway.ledger")
 WRITE_ATTEMPTS = 4
@@ -51,7 +51,7 @@ UNRECORDED = (
 
 class LedgerWriter:
     def __init__(
-        self, store: Store, *, batch_max: int = 512, in_flight: InFlight | None = None
+        self, store: LedgerStore, *, batch_max: int = 512, in_flight: InFlight | None = None
     ) -> None:
         self._store = store
         self._batch_max = batch_max
@@ -63,14 +63,14 @@ class LedgerWriter:
         self._inflight: list[asyncio.Future[None]] = []
         self._late: set[asyncio.Task[None]] = set()
         self._prober: Prober | None = None
-        if isinstance(store, HasLedgerHealth):
-            self._health = store.ledger_health  # the store probes it itself
+        kept = store.ledger_health
+        if kept is not None:
+            self._health = kept  # the store probes it itself
         else:
             self._health = Health("the ledger database")
             times = ProbeTimes(down_every=PROBE_DOWN_S, up_every=None, timeout=1.0)
-            # a store that can probe with a write does: a read succeeds on a full disk
-            probe = getattr(store, "probe_write", store.ping)
-            self._prober = Prober(self._health, probe, times)
+            # a write, where the store has a disk: a read succeeds on a full one
+            self._prober = Prober(self._health, store.probe_write, times)
 
     def start(self) -> None:
         self._closing = False

@@ -7,7 +7,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from farebox.core.keys import SERVICE_PREFIX, TENANT_PREFIX, display_prefix, hash_key, new_key
 from farebox.core.money import format_usd
@@ -21,7 +21,7 @@ from farebox.core.records import (
     UsageRow,
 )
 from farebox.errors import InvalidRequest, NotFound
-from farebox.stores.base import Store
+from farebox.stores.base import AccountStore, UsageStore
 
 TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 BILLING_FIELDS = frozenset(
@@ -34,10 +34,14 @@ BILLING_FIELDS = frozenset(
 )
 
 
+class TenancyStore(AccountStore, UsageStore, Protocol):
+    """What tenancy uses: tenants and keys, and the usage it reports for a tenant."""
+
+
 class Tenancy:
     def __init__(
         self,
-        store: Store,
+        store: TenancyStore,
         secret: bytes,
         plans: Mapping[str, Any],
         clock: Callable[[], float] = time.time,

@@ -1,4 +1,12 @@
-"""The store Protocol. Every implementation passes ``tests/test_store_contract.py``."""
+"""The store's role protocols, and ``Store``, the composite every backend implements.
+
+Each consumer is handed the role it needs, never the whole store: authentication and the
+tenancy service take an ``AccountStore``, the ledger writer a ``LedgerStore``, admission a
+``ReservationStore``, the breakers a ``BreakerStore``, the billing exporter an
+``ExportStore``, anomaly detection a ``TrafficStore``. A new capability adds a role here, an
+implementation per backend and a contract suite in ``tests/contracts/`` run against each.
+Only ``app.py`` picks a concrete ``Store``.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +24,152 @@ from farebox.core.records import (
     UsageQuery,
     UsageRow,
 )
+from farebox.stores.health import Health
+
+
+class AccountStore(Protocol):
+    """Tenants and their API keys, and the auth epoch that every change to either bumps."""
+
+    async def create_tenant(self, tenant: Tenant) -> None:
+        """Raises ``Conflict`` when the id exists."""
+        ...
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
+
+    async def list_tenants(self) -> list[Tenant]: ...
+
+    async def update_tenant(self, tenant_id: str, changes: dict[str, Any]) -> Tenant:
+        """Raises ``NotFound``. Bumps the auth epoch."""
+        ...
+
+    async def create_key(self, key: ApiKey) -> None: ...
+
+    async def get_key(self, key_id: str) -> ApiKey | None: ...
+
+    async def get_key_by_hash(self, key_hash: str) -> ApiKey | None: ...
+
+    async def list_keys(self, tenant_id: str | None, kind: str | None = None) -> list[ApiKey]: ...
+
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
+        """Raises ``NotFound``. Bumps the auth epoch."""
+        ...
+
+    async def auth_epoch(self) -> int:
+        """A counter bumped by every tenant or key change, cheap enough for every request."""
+        ...
+
+
+class LedgerStore(Protocol):
+    """Writing the ledger (the writer's side), and knowing whether its database answers."""
+
+    async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
+        """Write all entries durably in one transaction; a repeated request id is ignored.
+        An entry with a ``reservation_id`` settles that reservation to its cost, in the same
+        transaction."""
+        ...
+
+    def append_ledger_now(self, entries: Sequence[LedgerEntry]) -> bool:
+        """``append_ledger`` on the caller's thread, if the store can make the entries durable
+        at once without waiting on anything (no network, no lock held elsewhere). Returns
+        False, having written nothing, when it cannot; ``append_ledger`` then must be used."""
+        ...
+
+    @property
+    def ledger_health(self) -> Health | None:
+        """The ledger database's reachability when the store keeps (and probes) it itself;
+        None when the ledger writer keeps the flag, probing with ``probe_write``."""
+        ...
+
+    async def probe_write(self) -> bool:
+        """Whether a ledger write would succeed now: a write that reaches the disk where the
+        store has one (a full or read-only disk fails it, where a read would not)."""
+        ...
+
+
+class UsageStore(Protocol):
+    """The ledger read back: its entries, and their sums."""
+
+    async def ledger(
+        self, tenant_id: str | None = None, limit: int | None = None
+    ) -> list[LedgerEntry]:
+        """Entries oldest first (by start, then request id); ``limit``: the newest ones."""
+        ...
+
+    async def usage(self, query: UsageQuery) -> list[UsageRow]: ...
+
+
+class ReservationStore(Protocol):
+    """Budget and rate-limit counters: leased reservations against them, and threshold alerts.
+    Settlement is ``LedgerStore.append_ledger``'s, in the ledger entry's transaction."""
+
+    async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
+        """Hold ``reservation.amount`` against every hold, atomically, or against none.
+        ``busy`` hints that other reservations are in flight (a store may batch them)."""
+        ...
+
+    async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None: ...
+
+    async def reclaim_expired(self, now: float) -> list[LedgerEntry]:
+        """Release holds whose lease expired; write and return their unsettled entries."""
+        ...
+
+    async def budget_states(self, holds: Sequence[Hold]) -> list[HoldState]: ...
+
+    async def record_alert(
+        self, hold: Hold, threshold: int, tenant: str | None, now: float, detail: dict[str, Any]
+    ) -> bool:
+        """Remember a threshold alert; True only the first time per counter window."""
+        ...
+
+    async def alerts(self, tenant_id: str | None) -> list[dict[str, Any]]: ...
+
+
+class BreakerStore(Protocol):
+    """Circuit breakers, shared by every process using the store."""
+
+    async def breakers(self) -> dict[str, float]:
+        """Each deployment whose breaker is open, with the time it may be probed again."""
+        ...
+
+    async def set_breaker(self, deployment: str, open_until: float) -> None:
+        """Open a deployment's breaker until ``open_until``; 0 closes it."""
+        ...
+
+    async def claim_probe(self, deployment: str, now: float, until: float) -> bool:
+        """True for exactly one caller per half-open period: that caller sends the probe."""
+        ...
+
+
+class ExportStore(Protocol):
+    """Billing export: the ledger is the outbox; each sink keeps a cursor into it."""
+
+    async def ledger_since(self, seq: int, limit: int) -> list[tuple[int, LedgerEntry]]:
+        """Ledger entries written after position ``seq``, in order, with their positions."""
+        ...
+
+    async def export_cursor(self, sink: str) -> int: ...
+
+    async def claim_exporter(self) -> bool:
+        """True for the one process that may run the exporter (until it closes the store)."""
+        ...
+
+    async def set_export_cursor(self, sink: str, seq: int) -> None: ...
+
+    async def add_dead_letters(self, sink: str, items: Sequence[dict[str, Any]]) -> None:
+        """Events a sink refused for good (each with ``key``, ``event``, ``reason``, ``at``)."""
+        ...
+
+    async def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]: ...
+
+    async def remove_dead_letters(self, sink: str, keys: Sequence[str]) -> None: ...
 
 
 class TrafficStore(Protocol):
-    """Per-key traffic (minute and hour rows) and anomaly incidents; see ``stores.traffic``."""
+    """Per-key traffic (minute and hour rows) and anomaly incidents (``Store.traffic``).
+
+    Adding rows increments both resolutions. ``open_incident`` is atomic: at most one
+    incident per tenant is open or inside its cooldown, however many processes detect the
+    same anomaly at once."""
 
     async def add(self, rows: Sequence[TrafficRow]) -> None:
         """Add each row's counts to its minute and to its hour."""
@@ -53,124 +203,38 @@ class TrafficStore(Protocol):
         ...
 
 
-class Store(Protocol):
+class MetaStore(Protocol):
+    """Settings kept in the database (the admin key's hash, the demo's marks)."""
+
+    async def get_meta(self, name: str) -> str | None: ...
+
+    async def put_meta_if_absent(self, name: str, value: str) -> str:
+        """Store ``value`` unless one exists; return the stored value."""
+        ...
+
+
+class HasTraffic(Protocol):
+    """A store that keeps traffic counters and incidents beside its other roles."""
+
     @property
     def traffic(self) -> TrafficStore: ...
+
+
+class Store(
+    AccountStore,
+    LedgerStore,
+    UsageStore,
+    ReservationStore,
+    BreakerStore,
+    ExportStore,
+    MetaStore,
+    HasTraffic,
+    Protocol,
+):
+    """Every role, and the store's lifecycle: what ``app.py`` wires."""
 
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
 
     async def ping(self) -> bool: ...
-
-    # tenants
-    async def create_tenant(self, tenant: Tenant) -> None:
-        """Raises ``Conflict`` when the id exists."""
-        ...
-
-    async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
-
-    async def list_tenants(self) -> list[Tenant]: ...
-
-    async def update_tenant(self, tenant_id: str, changes: dict[str, Any]) -> Tenant:
-        """Raises ``NotFound``. Bumps the auth epoch."""
-        ...
-
-    # keys
-    async def create_key(self, key: ApiKey) -> None: ...
-
-    async def get_key(self, key_id: str) -> ApiKey | None: ...
-
-    async def get_key_by_hash(self, key_hash: str) -> ApiKey | None: ...
-
-    async def list_keys(self, tenant_id: str | None, kind: str | None = None) -> list[ApiKey]: ...
-
-    async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
-        """Raises ``NotFound``. Bumps the auth epoch."""
-        ...
-
-    async def auth_epoch(self) -> int:
-        """A counter bumped by every tenant or key change, cheap enough for every request."""
-        ...
-
-    # ledger
-    async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
-        """Write all entries durably in one transaction; a repeated request id is ignored.
-        An entry with a ``reservation_id`` settles that reservation to its cost, in the same
-        transaction."""
-        ...
-
-    def append_ledger_now(self, entries: Sequence[LedgerEntry]) -> bool:
-        """``append_ledger`` on the caller's thread, if the store can make the entries durable
-        at once without waiting on anything (no network, no lock held elsewhere). Returns
-        False, having written nothing, when it cannot; ``append_ledger`` then must be used."""
-        ...
-
-    # budgets
-    async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
-        """Hold ``reservation.amount`` against every hold, atomically, or against none.
-        ``busy`` hints that other reservations are in flight (a store may batch them)."""
-        ...
-
-    async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None: ...
-
-    async def reclaim_expired(self, now: float) -> list[LedgerEntry]:
-        """Release holds whose lease expired; write and return their unsettled entries."""
-        ...
-
-    async def budget_states(self, holds: Sequence[Hold]) -> list[HoldState]: ...
-
-    async def record_alert(
-        self, hold: Hold, threshold: int, tenant: str | None, now: float, detail: dict[str, Any]
-    ) -> bool:
-        """Remember a threshold alert; True only the first time per counter window."""
-        ...
-
-    async def alerts(self, tenant_id: str | None) -> list[dict[str, Any]]: ...
-
-    # billing export: the ledger is the outbox; each sink keeps a cursor into it
-    async def ledger_since(self, seq: int, limit: int) -> list[tuple[int, LedgerEntry]]:
-        """Ledger entries written after position ``seq``, in order, with their positions."""
-        ...
-
-    async def export_cursor(self, sink: str) -> int: ...
-
-    async def claim_exporter(self) -> bool:
-        """True for the one process that may run the exporter (until it closes the store)."""
-        ...
-
-    async def set_export_cursor(self, sink: str, seq: int) -> None: ...
-
-    async def add_dead_letters(self, sink: str, items: Sequence[dict[str, Any]]) -> None:
-        """Events a sink refused for good (each with ``key``, ``event``, ``reason``, ``at``)."""
-        ...
-
-    async def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]: ...
-
-    async def remove_dead_letters(self, sink: str, keys: Sequence[str]) -> None: ...
-
-    # circuit breakers, shared by every process using the store
-    async def breakers(self) -> dict[str, float]:
-        """Each deployment whose breaker is open, with the time it may be probed again."""
-        ...
-
-    async def set_breaker(self, deployment: str, open_until: float) -> None:
-        """Open a deployment's breaker until ``open_until``; 0 closes it."""
-        ...
-
-    async def claim_probe(self, deployment: str, now: float, until: float) -> bool:
-        """True for exactly one caller per half-open period: that caller sends the probe."""
-        ...
-
-    async def ledger(
-        self, tenant_id: str | None = None, limit: int | None = None
-    ) -> list[LedgerEntry]: ...
-
-    async def usage(self, query: UsageQuery) -> list[UsageRow]: ...
-
-    # settings kept in the database
-    async def get_meta(self, name: str) -> str | None: ...
-
-    async def put_meta_if_absent(self, name: str, value: str) -> str:
-        """Store ``value`` unless one exists; return the stored value."""
-        ...

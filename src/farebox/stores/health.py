@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 log = logging.getLogger("farebox.health")
 
@@ -51,14 +50,6 @@ class Health:
         while self.up:
             self._changed.clear()
             await self._changed.wait()
-
-
-@runtime_checkable
-class HasLedgerHealth(Protocol):
-    """A store that tracks its ledger database's reachability (and probes it) itself."""
-
-    @property
-    def ledger_health(self) -> Health: ...
 
 
 @dataclass(frozen=True, slots=True)

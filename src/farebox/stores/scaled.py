@@ -7,10 +7,10 @@ before it), the lease is no longer renewed and expires; reclaiming it finds the 
 ledger entry and settles from it, so the spend is neither lost nor counted twice, and the
 client is told what the ledger says.
 
-Every key lives under ``{<prefix>}`` (see ``redis_namespace``). Every PostgreSQL and Redis
-call has a deadline (``StoreTimeouts``); a Redis call that fails or times out on the request
-path is a 503 ``limiter_unavailable``, and a reservation whose outcome is unknown is undone
-once Redis answers again.
+Every key lives under ``{<prefix>}`` (see ``stores.redis.namespace``). Every PostgreSQL and
+Redis call has a deadline (``StoreTimeouts``); a Redis call that fails or times out on the
+request path is a 503 ``limiter_unavailable``, and a reservation whose outcome is unknown is
+undone once Redis answers again.
 """
 
 from __future__ import annotations
@@ -128,7 +128,10 @@ class ScaledStore:
     @property
     def ledger_health(self) -> Health:
         """The ledger database's reachability (kept by the PostgreSQL store's probe)."""
-        return self._pg.health
+        return self._pg.ledger_health
+
+    async def probe_write(self) -> bool:
+        return await self._pg.probe_write()
 
     @property
     def key_prefix(self) -> str:
@@ -148,8 +151,7 @@ class ScaledStore:
     # tenants and keys: every change bumps the shared auth epoch -------------------------
     async def create_tenant(self, tenant: Tenant) -> None:
         await self._pg.create_tenant(tenant)
-        with _redis_required():
-            await self._budgets.bump_epoch()
+        await self._bump_epoch()
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         return await self._pg.get_tenant(tenant_id)
@@ -159,14 +161,12 @@ class ScaledStore:
 
     async def update_tenant(self, tenant_id: str, changes: dict[str, Any]) -> Tenant:
         tenant = await self._pg.update_tenant(tenant_id, changes)
-        with _redis_required():
-            await self._budgets.bump_epoch()
+        await self._bump_epoch()
         return tenant
 
     async def create_key(self, key: ApiKey) -> None:
         await self._pg.create_key(key)
-        with _redis_required():
-            await self._budgets.bump_epoch()
+        await self._bump_epoch()
 
     async def get_key(self, key_id: str) -> ApiKey | None:
         return await self._pg.get_key(key_id)
@@ -179,13 +179,16 @@ class ScaledStore:
 
     async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
         key = await self._pg.update_key(key_id, changes)
-        with _redis_required():
-            await self._budgets.bump_epoch()
+        await self._bump_epoch()
         return key
 
     async def auth_epoch(self) -> int:
         with _redis_required():
             return await self._budgets.auth_epoch()
+
+    async def _bump_epoch(self) -> None:
+        with _redis_required():
+            await self._budgets.bump_epoch()
 
     # ledger ----------------------------------------------------------------------------
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:

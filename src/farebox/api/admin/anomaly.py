@@ -11,7 +11,7 @@ from farebox.api.admin.params import TenantFilter
 from farebox.core.anomaly import Incident
 from farebox.errors import NotFound
 from farebox.notify.formats import details, summary
-from farebox.stores.base import Store
+from farebox.stores.base import HasTraffic
 
 
 def incident_json(incident: Incident) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def incident_json(incident: Incident) -> dict[str, Any]:
     }
 
 
-def add_routes(api: APIRouter, watch: AnomalyWatch, store: Store) -> None:
+def add_routes(api: APIRouter, watch: AnomalyWatch, store: HasTraffic) -> None:
     @api.get("/anomalies")
     async def anomalies(
         tenant: TenantFilter = None, status: Literal["open", "resolved"] | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from farebox.core.aggregate import aggregate
 from farebox.core.budgets import Hold, HoldState
@@ -18,8 +18,11 @@ from farebox.core.records import (
     UsageRow,
 )
 from farebox.errors import Conflict, NotFound
+from farebox.stores.health import Health
 from farebox.stores.memory.budgets import MemoryBudgets
-from farebox.stores.traffic import MemoryTraffic
+from farebox.stores.memory.traffic import MemoryTraffic
+
+R = TypeVar("R", Tenant, ApiKey)
 
 
 class MemoryStore:
@@ -59,13 +62,7 @@ class MemoryStore:
         return sorted(self._tenants.values(), key=lambda t: t.id)
 
     async def update_tenant(self, tenant_id: str, changes: dict[str, Any]) -> Tenant:
-        current = self._tenants.get(tenant_id)
-        if current is None:
-            raise NotFound(f"tenant {tenant_id!r} not found")
-        updated = dataclasses.replace(current, **changes)
-        self._tenants[tenant_id] = updated
-        self._epoch += 1
-        return updated
+        return self._update(self._tenants, tenant_id, changes, "tenant")
 
     async def create_key(self, key: ApiKey) -> None:
         if key.id in self._keys or key.key_hash in self._by_hash:
@@ -93,16 +90,26 @@ class MemoryStore:
         )
 
     async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
-        current = self._keys.get(key_id)
+        return self._update(self._keys, key_id, changes, "key")
+
+    def _update(self, table: dict[str, R], row_id: str, changes: dict[str, Any], what: str) -> R:
+        current = table.get(row_id)
         if current is None:
-            raise NotFound(f"key {key_id!r} not found")
+            raise NotFound(f"{what} {row_id!r} not found")
         updated = dataclasses.replace(current, **changes)
-        self._keys[key_id] = updated
+        table[row_id] = updated
         self._epoch += 1
         return updated
 
     async def auth_epoch(self) -> int:
         return self._epoch
+
+    @property
+    def ledger_health(self) -> Health | None:
+        return None  # the ledger writer keeps the flag
+
+    async def probe_write(self) -> bool:
+        return await self.ping()
 
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
         self._append(entries)

@@ -11,48 +11,35 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import orjson
 
 from farebox.core.budgets import Hold
-from farebox.core.records import GROUP_BY, ApiKey, LedgerEntry, Tenant, UsageQuery, UsageRow
-from farebox.errors import Conflict, InvalidRequest, NotFound
+from farebox.core.records import ApiKey, LedgerEntry, Tenant, UsageQuery, UsageRow
+from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health, Prober, ProbeTimes
 from farebox.stores.postgres.pool import TimedPool, unreachable
 from farebox.stores.postgres.schema import lock_key, migrate, quote_ident
 from farebox.stores.postgres.traffic import PostgresTraffic
+from farebox.stores.sql import (
+    KEY_COLS,
+    LEDGER_COLS,
+    POSTGRES,
+    TENANT_COLS,
+    SQLAccounts,
+    check_changes,
+)
 from farebox.stores.timeouts import StoreTimeouts
+from farebox.stores.usage_query import POSTGRES_USAGE, usage_rows
 
 GAP_WAIT_S = 10.0  # an outbox position missing this long was a rolled-back write, not a slow one
 
-_TENANT_COLS = (
-    "id", "name", "plan", "created_at", "paused", "pause_reason", "billing", "metadata", "budgets",
-    "rate_limits",
-)  # fmt: skip
-_KEY_COLS = (
-    "id", "key_hash", "kind", "name", "created_at", "tenant_id", "prefix", "expires_at",
-    "revoked_at", "paused", "pause_reason", "budgets", "rate_limits",
-)  # fmt: skip
-_LEDGER_COLS = tuple(f.name for f in LedgerEntry.__dataclass_fields__.values())
 _JSON_DEFAULTS: dict[str, Any] = {"billing": {}, "metadata": {}, "budgets": [], "rate_limits": [],
                                    "detail": {}}  # fmt: skip
 _BOOL_COLS = {"paused", "stream"}
 _MONEY_COLS = ("cost", "revenue")
-_UTC_SECOND = "to_timestamp(floor(started_at)) AT TIME ZONE 'UTC'"
-_GROUP_SQL = {
-    "tenant": "tenant_id",
-    "model": "model_served",
-    "feature": "feature",
-    "user": '"user"',
-    "key": "key_id",
-    "provider": "provider",
-    "status": "status",
-    "day": f"to_char({_UTC_SECOND}, 'YYYY-MM-DD')",
-    "hour": f'to_char({_UTC_SECOND}, \'YYYY-MM-DD"T"HH24":00:00Z"\')',
-}
 
 
 def _cols(cols: Sequence[str], prefix: str = "") -> str:
@@ -72,7 +59,7 @@ def _encode(col: str, value: Any) -> Any:
 
 
 def _ledger_row(entry: LedgerEntry) -> list[Any]:
-    return [_encode(c, _without_nul(getattr(entry, c))) for c in _LEDGER_COLS]
+    return [_encode(c, _without_nul(getattr(entry, c))) for c in LEDGER_COLS]
 
 
 def _without_nul(value: Any) -> Any:
@@ -94,15 +81,6 @@ def _entry(row: Any) -> LedgerEntry:
     return LedgerEntry(**data)
 
 
-def _int(value: Any) -> int:
-    """A count or exact sum (``Decimal`` for NUMERIC and SUM(BIGINT)) as an ``int``."""
-    if value is None:
-        return 0
-    if isinstance(value, Decimal) and value != value.to_integral_value():
-        raise ValueError(f"non-integral sum {value}")
-    return int(value)
-
-
 async def _init_connection(conn: Any) -> None:
     await conn.set_type_codec(
         "jsonb",
@@ -113,7 +91,10 @@ async def _init_connection(conn: Any) -> None:
     )
 
 
-class PostgresStore:
+class PostgresStore(SQLAccounts):
+    dialect = POSTGRES
+    key_order = "created_at, id"
+
     def __init__(
         self,
         dsn: str,
@@ -142,15 +123,15 @@ class PostgresStore:
         self._ledger_upsert = self._upsert_sql()
         self.traffic = PostgresTraffic(lambda: self._pool, self._s)
         self._ledger_insert = (
-            f"INSERT INTO {self._s}.ledger({_cols(_LEDGER_COLS)}) "
-            f"VALUES ({_params(1, len(_LEDGER_COLS))}) ON CONFLICT (request_id) DO NOTHING"
+            f"INSERT INTO {self._s}.ledger({_cols(LEDGER_COLS)}) "
+            f"VALUES ({_params(1, len(LEDGER_COLS))}) ON CONFLICT (request_id) DO NOTHING"
         )
 
     def _upsert_sql(self) -> str:
-        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in _LEDGER_COLS if c != "request_id")
+        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in LEDGER_COLS if c != "request_id")
         return (
-            f"INSERT INTO {self._s}.ledger({_cols(_LEDGER_COLS)}) "
-            f"VALUES ({_params(1, len(_LEDGER_COLS))}) "
+            f"INSERT INTO {self._s}.ledger({_cols(LEDGER_COLS)}) "
+            f"VALUES ({_params(1, len(LEDGER_COLS))}) "
             f"ON CONFLICT (request_id) DO UPDATE SET {updates} WHERE ledger.status = 'unsettled'"
         )
 
@@ -208,46 +189,22 @@ class PostgresStore:
             self.health.restore()
         return bool(ok)
 
-    # tenants --------------------------------------------------------------------
+    # tenants and keys (read and updated by ``SQLAccounts``) -----------------------
     async def create_tenant(self, tenant: Tenant) -> None:
-        await self._insert("tenants", _TENANT_COLS, tenant, f"tenant {tenant.id!r} already exists")
+        await self._insert("tenants", TENANT_COLS, tenant, f"tenant {tenant.id!r} already exists")
 
-    async def get_tenant(self, tenant_id: str) -> Tenant | None:
-        rows = await self._select("tenants", _TENANT_COLS, "id = $1", (tenant_id,))
-        return Tenant(**rows[0]) if rows else None
-
-    async def list_tenants(self) -> list[Tenant]:
-        return [Tenant(**r) for r in await self._select("tenants", _TENANT_COLS, "TRUE", (), "id")]
-
-    async def update_tenant(self, tenant_id: str, changes: dict[str, Any]) -> Tenant:
-        return Tenant(**await self._update("tenants", _TENANT_COLS, tenant_id, changes, "tenant"))
-
-    # keys ----------------------------------------------------------------------
     async def create_key(self, key: ApiKey) -> None:
-        await self._insert("api_keys", _KEY_COLS, key, f"key {key.id!r} cannot be created")
-
-    async def get_key(self, key_id: str) -> ApiKey | None:
-        rows = await self._select("api_keys", _KEY_COLS, "id = $1", (key_id,))
-        return ApiKey(**rows[0]) if rows else None
-
-    async def get_key_by_hash(self, key_hash: str) -> ApiKey | None:
-        rows = await self._select("api_keys", _KEY_COLS, "key_hash = $1", (key_hash,))
-        return ApiKey(**rows[0]) if rows else None
-
-    async def list_keys(self, tenant_id: str | None, kind: str | None = None) -> list[ApiKey]:
-        where, params = ["TRUE"], []
-        for col, value in (("tenant_id", tenant_id), ("kind", kind)):
-            if value is not None:
-                params.append(value)
-                where.append(f"{col} = ${len(params)}")
-        order = "created_at, id"
-        rows = await self._select("api_keys", _KEY_COLS, " AND ".join(where), params, order)
-        return [ApiKey(**r) for r in rows]
-
-    async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
-        return ApiKey(**await self._update("api_keys", _KEY_COLS, key_id, changes, "key"))
+        await self._insert("api_keys", KEY_COLS, key, f"key {key.id!r} cannot be created")
 
     # ledger ----------------------------------------------------------------------
+    @property
+    def ledger_health(self) -> Health:
+        """Kept by this store: any connection-level failure flips it down, the probe up."""
+        return self.health
+
+    async def probe_write(self) -> bool:
+        return await self.ping()  # not asked: the store probes its own ``health``
+
     def append_ledger_now(self, entries: Sequence[LedgerEntry]) -> bool:
         return False  # every write goes over the network
 
@@ -290,7 +247,7 @@ class PostgresStore:
         if not request_ids:
             return {}
         sql = (
-            f"SELECT {_cols(_LEDGER_COLS)} FROM {self._s}.ledger WHERE request_id = ANY($1::text[])"
+            f"SELECT {_cols(LEDGER_COLS)} FROM {self._s}.ledger WHERE request_id = ANY($1::text[])"
         )
         rows = await self._pool.fetch(sql, list(request_ids))
         return {e.request_id: e for e in map(_entry, rows)}
@@ -315,7 +272,7 @@ class PostgresStore:
         missing after ``seq`` may still arrive. Only the unbroken run after ``seq`` is
         returned; a hole older than ``GAP_WAIT_S`` was a rolled-back write and is passed."""
         sql = (
-            f"SELECT o.seq AS outbox_seq, {_cols(_LEDGER_COLS, 'l.')} FROM {self._s}.outbox o "
+            f"SELECT o.seq AS outbox_seq, {_cols(LEDGER_COLS, 'l.')} FROM {self._s}.outbox o "
             f"JOIN {self._s}.ledger l ON l.request_id = o.request_id "
             "WHERE o.seq > $1 ORDER BY o.seq LIMIT $2"
         )
@@ -397,7 +354,7 @@ class PostgresStore:
         where = "tenant_id = $1" if tenant_id is not None else "TRUE"
         params: list[Any] = [tenant_id] if tenant_id is not None else []
         sql = (
-            f"SELECT {_cols(_LEDGER_COLS)} FROM {self._s}.ledger WHERE {where} "
+            f"SELECT {_cols(LEDGER_COLS)} FROM {self._s}.ledger WHERE {where} "
             "ORDER BY started_at DESC, request_id DESC"
         )
         if limit is not None and limit >= 0:  # a negative limit is no limit, as in SQLite
@@ -407,26 +364,8 @@ class PostgresStore:
         return [_entry(r) for r in reversed(rows)]
 
     async def usage(self, query: UsageQuery) -> list[UsageRow]:
-        if query.group_by is not None and query.group_by not in GROUP_BY:
-            raise InvalidRequest(f"group_by must be one of {', '.join(GROUP_BY)}", param="group_by")
-        group = _GROUP_SQL[query.group_by] if query.group_by else "NULL::text"
-        where, params = ["TRUE"], []
-        for clause, value in (
-            ("tenant_id = ", query.tenant_id),
-            ("started_at >= ", query.start),
-            ("started_at < ", query.end),
-        ):
-            if value is not None:
-                params.append(value)
-                where.append(f"{clause}${len(params)}")
-        sql = (
-            "SELECT g, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(revenue) "
-            f"FROM (SELECT {group} AS g, input_tokens, output_tokens, cost, revenue "
-            f"FROM {self._s}.ledger WHERE {' AND '.join(where)}) AS rows "
-            'GROUP BY g ORDER BY g COLLATE "C" NULLS LAST'
-        )
-        rows = await self._pool.fetch(sql, *params)
-        return [UsageRow(r[0], *(_int(v) for v in tuple(r)[1:])) for r in rows]
+        sql, params = POSTGRES_USAGE.statement(query, f"{self._s}.ledger")
+        return usage_rows(await self._pool.fetch(sql, *params))
 
     # budget alerts -------------------------------------------------------------------
     async def record_alert(
@@ -499,9 +438,7 @@ class PostgresStore:
         self, table: str, cols: Sequence[str], row_id: str, changes: dict[str, Any], what: str
     ) -> dict[str, Any]:
         """Apply ``changes`` and return the updated row, in one statement."""
-        unknown = set(changes) - set(cols) - {"id"}
-        if unknown or "id" in changes:
-            raise ValueError(f"cannot update {sorted(unknown | ({'id'} & set(changes)))}")
+        check_changes(cols, changes)
         names = list(changes)
         assignments = ", ".join(f'"{c}" = ${i}' for i, c in enumerate(names, start=1)) or "id = id"
         values = [_encode(c, changes[c]) for c in names] + [row_id]

@@ -1,4 +1,4 @@
-"""Traffic counters and anomaly incidents in PostgreSQL (see ``stores.traffic``)."""
+"""Traffic counters and anomaly incidents in PostgreSQL (the ``TrafficStore`` role)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from farebox.core.anomaly import HOUR, MINUTE, Incident, TrafficRow
-from farebox.stores.traffic import INCIDENT_COLS, incident_from, incident_values, increments
+from farebox.stores.traffic_rows import INCIDENT_COLS, incident_from, incident_values, increments
 
 
 def _incident(row: Any) -> Incident:

@@ -1,1 +1,6 @@
-"""TODO."""
+"""Redis, the scaled-out store's shared counters: ``budgets`` keeps budget and rate-limit
+counters, leased reservations, breakers and the auth epoch, each change one Lua script;
+``namespace`` decides which keys belong to which deployment (one per PostgreSQL database),
+reading the database's identity through ``stores.postgres``. May import ``farebox.core``,
+``farebox.errors``, the shared modules of ``farebox.stores`` and ``stores.postgres``; never
+SQLite or memory, nor anything above the stores."""

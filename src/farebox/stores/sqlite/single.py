@@ -32,13 +32,8 @@ from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
 from farebox.stores.memory.budgets import Buckets, MemoryBudgets
 from farebox.stores.sqlite import budgets
 from farebox.stores.sqlite.conn import owner_path
-from farebox.stores.sqlite.store import (
-    LEDGER_INSERT,
-    OUTBOX_INSERT,
-    SQLiteStore,
-    ledger_row,
-    outbox_rows,
-)
+from farebox.stores.sqlite.rows import LEDGER_INSERT, insert_entries, ledger_row
+from farebox.stores.sqlite.store import SQLiteStore
 from farebox.stores.sqlite.wal import WalLimits
 
 COMPACT_AFTER_BYTES = 1 << 20  # the journal is emptied once nothing is in flight past this
@@ -174,9 +169,7 @@ class SingleProcessSQLiteStore(SQLiteStore):
             db.executemany(_SPEND, [(key, bucket, n) for (key, bucket), n in spend.items()])
             # a placeholder left by an expired lease gives way to the real entry
             db.executemany("DELETE FROM ledger WHERE request_id = ? AND status = 'unsettled'", late)
-            db.executemany(LEDGER_INSERT, rows)
-            if self.outbox:
-                db.executemany(OUTBOX_INSERT, outbox_rows(entries))
+            insert_entries(db, entries, rows, self.outbox)
 
         return write
 

@@ -14,7 +14,6 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +21,6 @@ import orjson
 
 from farebox.core.budgets import Hold, HoldState
 from farebox.core.records import (
-    GROUP_BY,
     ApiKey,
     LedgerEntry,
     Reservation,
@@ -31,10 +29,20 @@ from farebox.core.records import (
     UsageQuery,
     UsageRow,
 )
-from farebox.errors import Conflict, InvalidRequest, NotFound
+from farebox.errors import Conflict, NotFound
+from farebox.stores.health import Health
+from farebox.stores.sql import (
+    KEY_COLS,
+    LEDGER_COLS,
+    SQLITE,
+    TENANT_COLS,
+    SQLAccounts,
+    check_changes,
+)
 from farebox.stores.sqlite import budgets
 from farebox.stores.sqlite.conn import connect, is_busy, lock_owner
 from farebox.stores.sqlite.epoch_file import EpochFile
+from farebox.stores.sqlite.rows import LEDGER_INSERT, decode, encode, insert_entries, ledger_row
 from farebox.stores.sqlite.schema import migrate
 from farebox.stores.sqlite.traffic import SQLiteTraffic
 from farebox.stores.sqlite.wal import (
@@ -45,90 +53,17 @@ from farebox.stores.sqlite.wal import (
     limit_journal,
     wal_path,
 )
+from farebox.stores.usage_query import SQLITE_USAGE, usage_rows
 
 T = TypeVar("T")
-
-_TENANT_COLS = (
-    "id", "name", "plan", "created_at", "paused", "pause_reason", "billing", "metadata", "budgets",
-    "rate_limits",
-)  # fmt: skip
-_KEY_COLS = (
-    "id",
-    "key_hash",
-    "kind",
-    "name",
-    "created_at",
-    "tenant_id",
-    "prefix",
-    "expires_at",
-    "revoked_at",
-    "paused",
-    "pause_reason",
-    "budgets",
-    "rate_limits",
-)
-_LEDGER_COLS = tuple(f.name for f in LedgerEntry.__dataclass_fields__.values())
 log = logging.getLogger("farebox.stores.sqlite.store")
-CHECKPOINT_EVERY = RESTART_EVERY  # commits between checkpoints (see stores/sqlite_wal)
-_LEDGER_ROW = attrgetter(*_LEDGER_COLS)
-_LEDGER_META = _LEDGER_COLS.index("metadata")
-LEDGER_INSERT = (
-    f"INSERT OR IGNORE INTO ledger({','.join(_LEDGER_COLS)}) "
-    f"VALUES ({','.join('?' * len(_LEDGER_COLS))})"
-)
-_JSON_COLS = {"billing", "metadata", "budgets", "rate_limits"}
-_BOOL_COLS = {"paused", "stream"}
-_GROUP_SQL = {
-    "tenant": "tenant_id",
-    "model": "model_served",
-    "feature": "feature",
-    "user": "user",
-    "key": "key_id",
-    "provider": "provider",
-    "status": "status",
-    "day": "strftime('%Y-%m-%d', started_at, 'unixepoch')",
-    "hour": "strftime('%Y-%m-%dT%H:00:00Z', started_at, 'unixepoch')",
-}
+CHECKPOINT_EVERY = RESTART_EVERY  # commits between checkpoints (see stores/sqlite/wal.py)
 
 
-def _encode(col: str, value: Any) -> Any:
-    if col in _JSON_COLS:
-        return orjson.dumps(value).decode()
-    if col in _BOOL_COLS:
-        return int(bool(value))
-    return value
-
-
-def _decode(cols: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for col, value in zip(cols, row, strict=True):
-        if col in _JSON_COLS:
-            out[col] = orjson.loads(value) if value else {}
-        elif col in _BOOL_COLS:
-            out[col] = bool(value)
-        else:
-            out[col] = value
-    return out
-
-
-# every billable entry gets the next outbox position in its own transaction: the exporter's
-# cursor then sees entries in commit order, including one that replaces a late placeholder.
-# Positions are rowids: only old rows are ever pruned, so the next one is always higher.
-OUTBOX_INSERT = "INSERT INTO outbox(request_id) VALUES (?)"
-
-
-def outbox_rows(entries: Sequence[LedgerEntry]) -> list[tuple[str]]:
-    return [(e.request_id,) for e in entries if e.status != "unsettled"]
-
-
-def ledger_row(entry: LedgerEntry) -> list[Any]:
-    row = list(_LEDGER_ROW(entry))
-    row[_LEDGER_META] = orjson.dumps(row[_LEDGER_META]).decode() if row[_LEDGER_META] else "{}"
-    return row
-
-
-class SQLiteStore:
+class SQLiteStore(SQLAccounts):
     exclusive = False  # True: this process must be the database's only user
+    dialect = SQLITE
+    key_order = "created_at"
 
     def __init__(
         self,
@@ -227,6 +162,10 @@ class SQLiteStore:
     async def ping(self) -> bool:
         return bool(await self._run(lambda: self._db.execute("SELECT 1").fetchone()))
 
+    @property
+    def ledger_health(self) -> Health | None:
+        return None  # the ledger writer keeps the flag, and probes with ``probe_write``
+
     async def probe_write(self) -> bool:
         """A write that reaches the disk, so a full or read-only disk fails it: what the
         ledger's health probe asks while the ledger is down (``ping`` only reads)."""
@@ -240,73 +179,12 @@ class SQLiteStore:
 
         return await self._run(lambda: self._tx(write))
 
-    # tenants --------------------------------------------------------------------
+    # tenants and keys (read and updated by ``SQLAccounts``) -----------------------
     async def create_tenant(self, tenant: Tenant) -> None:
-        values = [_encode(c, getattr(tenant, c)) for c in _TENANT_COLS]
-        sql = (
-            f"INSERT INTO tenants({','.join(_TENANT_COLS)}) VALUES ({','.join('?' * len(values))})"
-        )
+        await self._insert("tenants", TENANT_COLS, tenant, f"tenant {tenant.id!r} already exists")
 
-        def write(db: sqlite3.Connection) -> int:
-            try:
-                db.execute(sql, values)
-            except sqlite3.IntegrityError:
-                raise Conflict(f"tenant {tenant.id!r} already exists") from None
-            return _bump_epoch(db)
-
-        self._epoch.publish(await self._run(lambda: self._tx(write)))
-
-    async def get_tenant(self, tenant_id: str) -> Tenant | None:
-        rows = await self._select("tenants", _TENANT_COLS, "id = ?", (tenant_id,))
-        return Tenant(**rows[0]) if rows else None
-
-    async def list_tenants(self) -> list[Tenant]:
-        return [Tenant(**r) for r in await self._select("tenants", _TENANT_COLS, "1=1", (), "id")]
-
-    async def update_tenant(self, tenant_id: str, changes: dict[str, Any]) -> Tenant:
-        await self._update("tenants", _TENANT_COLS, tenant_id, changes, "tenant")
-        tenant = await self.get_tenant(tenant_id)
-        assert tenant is not None
-        return tenant
-
-    # keys ----------------------------------------------------------------------
     async def create_key(self, key: ApiKey) -> None:
-        values = [_encode(c, getattr(key, c)) for c in _KEY_COLS]
-        sql = f"INSERT INTO api_keys({','.join(_KEY_COLS)}) VALUES ({','.join('?' * len(values))})"
-
-        def write(db: sqlite3.Connection) -> int:
-            try:
-                db.execute(sql, values)
-            except sqlite3.IntegrityError as exc:
-                raise Conflict(f"key {key.id!r} cannot be created: {exc}") from None
-            return _bump_epoch(db)
-
-        self._epoch.publish(await self._run(lambda: self._tx(write)))
-
-    async def get_key(self, key_id: str) -> ApiKey | None:
-        rows = await self._select("api_keys", _KEY_COLS, "id = ?", (key_id,))
-        return ApiKey(**rows[0]) if rows else None
-
-    async def get_key_by_hash(self, key_hash: str) -> ApiKey | None:
-        rows = await self._select("api_keys", _KEY_COLS, "key_hash = ?", (key_hash,))
-        return ApiKey(**rows[0]) if rows else None
-
-    async def list_keys(self, tenant_id: str | None, kind: str | None = None) -> list[ApiKey]:
-        where, params = ["1=1"], []
-        if tenant_id is not None:
-            where.append("tenant_id = ?")
-            params.append(tenant_id)
-        if kind is not None:
-            where.append("kind = ?")
-            params.append(kind)
-        rows = await self._select("api_keys", _KEY_COLS, " AND ".join(where), params, "created_at")
-        return [ApiKey(**r) for r in rows]
-
-    async def update_key(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
-        await self._update("api_keys", _KEY_COLS, key_id, changes, "key")
-        key = await self.get_key(key_id)
-        assert key is not None
-        return key
+        await self._insert("api_keys", KEY_COLS, key, f"key {key.id!r} cannot be created", True)
 
     async def auth_epoch(self) -> int:
         return self._epoch.read()
@@ -320,7 +198,7 @@ class SQLiteStore:
         microseconds: writes run here on the caller's connection rather than paying two
         thread hops (and never contend with this process's own thread). If another process
         holds the write lock, it waits in the thread. Each commit is counted for the
-        checkpointer (``stores/sqlite_wal``), which keeps the WAL bounded in its own thread:
+        checkpointer (``stores/sqlite/wal.py``), which keeps the WAL bounded in its own thread:
         nobody awaits it, and a write that comes while it finishes waits in the thread."""
         done = self._commit_here(fn)
         result = done[0] if done else await self._run(lambda: self._gated_tx(fn))
@@ -376,9 +254,7 @@ class SQLiteStore:
 
         def write(db: sqlite3.Connection) -> None:
             budgets.settle(db, entries)
-            db.executemany(LEDGER_INSERT, rows)
-            if self.outbox:
-                db.executemany(OUTBOX_INSERT, outbox_rows(entries))
+            insert_entries(db, entries, rows, self.outbox)
 
         return write
 
@@ -452,13 +328,13 @@ class SQLiteStore:
 
     # billing export --------------------------------------------------------------------------
     async def ledger_since(self, seq: int, limit: int) -> list[tuple[int, LedgerEntry]]:
-        cols = ",".join(f"l.{c}" for c in _LEDGER_COLS)
+        cols = ",".join(f"l.{c}" for c in LEDGER_COLS)
         sql = (
             f"SELECT o.seq, {cols} FROM outbox o JOIN ledger l ON l.request_id = o.request_id "
             "WHERE o.seq > ? ORDER BY o.seq LIMIT ?"
         )
         rows = await self._run(lambda: self._db.execute(sql, (seq, limit)).fetchall())
-        return [(int(r[0]), LedgerEntry(**_decode(_LEDGER_COLS, r[1:]))) for r in rows]
+        return [(int(r[0]), LedgerEntry(**decode(LEDGER_COLS, r[1:]))) for r in rows]
 
     async def claim_exporter(self) -> bool:
         if self._exporter_lock is not None:
@@ -554,29 +430,12 @@ class SQLiteStore:
         if limit is not None:
             order += " LIMIT ?"
             params.append(limit)
-        rows = await self._select("ledger", _LEDGER_COLS, where, params, order)
+        rows = await self._select("ledger", LEDGER_COLS, where, params, order)
         return [LedgerEntry(**r) for r in reversed(rows)]
 
     async def usage(self, query: UsageQuery) -> list[UsageRow]:
-        if query.group_by is not None and query.group_by not in GROUP_BY:
-            raise InvalidRequest(f"group_by must be one of {', '.join(GROUP_BY)}", param="group_by")
-        group = _GROUP_SQL[query.group_by] if query.group_by else "NULL"
-        where, params = ["1=1"], []
-        for clause, value in (
-            ("tenant_id = ?", query.tenant_id),
-            ("started_at >= ?", query.start),
-            ("started_at < ?", query.end),
-        ):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = (
-            f"SELECT {group} AS g, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), "
-            f"SUM(revenue) FROM ledger WHERE {' AND '.join(where)} GROUP BY g "
-            "ORDER BY g IS NULL, g"
-        )
-        rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
-        return [UsageRow(r[0], r[1], r[2] or 0, r[3] or 0, r[4] or 0, r[5] or 0) for r in rows]
+        sql, params = SQLITE_USAGE.statement(query, "ledger")
+        return usage_rows(await self._run(lambda: self._db.execute(sql, params).fetchall()))
 
     # meta --------------------------------------------------------------------------
     async def get_meta(self, name: str) -> str | None:
@@ -593,6 +452,23 @@ class SQLiteStore:
         return await self._run(lambda: self._tx(write))
 
     # helpers -----------------------------------------------------------------------
+    async def _insert(
+        self, table: str, cols: Sequence[str], record: Any, conflict: str, cause: bool = False
+    ) -> None:
+        """Insert ``record``'s row and bump the auth epoch; a taken id is ``Conflict``
+        (``cause``: the message says which constraint)."""
+        values = [encode(c, getattr(record, c)) for c in cols]
+        sql = f"INSERT INTO {table}({','.join(cols)}) VALUES ({','.join('?' * len(values))})"
+
+        def write(db: sqlite3.Connection) -> int:
+            try:
+                db.execute(sql, values)
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"{conflict}: {exc}" if cause else conflict) from None
+            return _bump_epoch(db)
+
+        self._epoch.publish(await self._run(lambda: self._tx(write)))
+
     async def _select(
         self,
         table: str,
@@ -605,24 +481,26 @@ class SQLiteStore:
         if order:
             sql += f" ORDER BY {order}"
         rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
-        return [_decode(cols, row) for row in rows]
+        return [decode(cols, row) for row in rows]
 
     async def _update(
         self, table: str, cols: Sequence[str], row_id: str, changes: dict[str, Any], what: str
-    ) -> None:
-        unknown = set(changes) - set(cols) - {"id"}
-        if unknown or "id" in changes:
-            raise ValueError(f"cannot update {sorted(unknown | ({'id'} & set(changes)))}")
+    ) -> dict[str, Any]:
+        """Apply ``changes``, bump the auth epoch, and return the updated row."""
+        check_changes(cols, changes)
         assignments = ",".join(f"{c} = ?" for c in changes) or "id = id"
-        values = [_encode(c, v) for c, v in changes.items()] + [row_id]
+        values = [encode(c, v) for c, v in changes.items()] + [row_id]
+        sql = f"UPDATE {table} SET {assignments} WHERE id = ? RETURNING {','.join(cols)}"
 
-        def write(db: sqlite3.Connection) -> int:
-            cur = db.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", values)
-            if cur.rowcount == 0:
+        def write(db: sqlite3.Connection) -> tuple[dict[str, Any], int]:
+            rows = db.execute(sql, values).fetchall()
+            if not rows:
                 raise NotFound(f"{what} {row_id!r} not found")
-            return _bump_epoch(db)
+            return decode(cols, rows[0]), _bump_epoch(db)
 
-        self._epoch.publish(await self._run(lambda: self._tx(write)))
+        row, epoch = await self._run(lambda: self._tx(write))
+        self._epoch.publish(epoch)
+        return row
 
 
 def _bump_epoch(db: sqlite3.Connection) -> int:

@@ -1,4 +1,4 @@
-"""Traffic counters and anomaly incidents in SQLite (see ``stores.traffic``)."""
+"""Traffic counters and anomaly incidents in SQLite (the ``TrafficStore`` role)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import orjson
 
 from farebox.core.anomaly import HOUR, MINUTE, Incident, TrafficRow
-from farebox.stores.traffic import INCIDENT_COLS, incident_from, incident_values, increments
+from farebox.stores.traffic_rows import INCIDENT_COLS, incident_from, incident_values, increments
 
 T = TypeVar("T")
 Runner = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]

@@ -1,43 +1,13 @@
-"""Traffic counters and anomaly incidents: the shared row shapes and the in-memory store.
-
-Every implementation (memory, SQLite, PostgreSQL) keeps two resolutions of per-key traffic:
-minute rows for the detector's recent window and hour rows for its baseline history. Adding
-rows increments both. ``open_incident`` is atomic: at most one incident per tenant is open or
-inside its cooldown, however many processes detect the same anomaly at once.
-"""
+"""Traffic counters and anomaly incidents in process memory (the ``TrafficStore`` role)."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
 
-from farebox.core.anomaly import HOUR, MINUTE, Incident, TrafficRow
-
-INCIDENT_COLS = tuple(f.name for f in dataclasses.fields(Incident))
-RESOLUTIONS = (MINUTE, HOUR)
-
-
-def incident_values(incident: Incident) -> list[Any]:
-    return [getattr(incident, c) for c in INCIDENT_COLS]
-
-
-def incident_from(row: Any) -> Incident:
-    values = dict(zip(INCIDENT_COLS, row, strict=True))
-    return Incident(**values)
-
-
-def increments(rows: Sequence[TrafficRow]) -> list[tuple[int, int, str, str, int, int]]:
-    """``(res, start, tenant, key, requests, spend)`` for both resolutions, summed (in no
-    particular order)."""
-    out: dict[tuple[int, int, str, str], list[int]] = {}
-    for row in rows:
-        for res in RESOLUTIONS:
-            cell = out.setdefault((res, row.start // res * res, row.tenant_id, row.key_id), [0, 0])
-            cell[0] += row.requests
-            cell[1] += row.spend
-    return [(*k, v[0], v[1]) for k, v in out.items()]
+from farebox.core.anomaly import MINUTE, Incident, TrafficRow
+from farebox.stores.traffic_rows import increments
 
 
 def _copy(incident: Incident) -> Incident:

@@ -1,15 +1,17 @@
-"""The billing outbox, cursors and dead letters, on every backend (memory, SQLite,
-single-process SQLite, PostgreSQL)."""
+"""The ``ExportStore`` contract, on every backend: the billing outbox, cursors and dead
+letters; and PostgreSQL's outbox positions committed out of order."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tests.test_budget_store import store  # noqa: F401
-from tests.test_store_contract import entry
+from tests.contracts.backends import EVERY
+from tests.contracts.builders import entry
+
+BACKENDS = EVERY
 
 
-async def test_outbox_cursor_and_dead_letters(store: Any) -> None:  # noqa: F811
+async def test_outbox_cursor_and_dead_letters(store: Any) -> None:
     entries = [entry(f"r{i}", tenant_id="acme", cost=i) for i in range(5)]
     entries.append(entry("held", tenant_id="acme", status="unsettled"))  # not billable yet
     await store.append_ledger(entries[:3])
@@ -41,7 +43,7 @@ async def test_outbox_cursor_and_dead_letters(store: Any) -> None:  # noqa: F811
 
 
 async def test_postgres_waits_for_positions_committed_out_of_order(
-    store: Any,  # noqa: F811
+    store: Any,
     monkeypatch: Any,
 ) -> None:
     from farebox.stores.postgres import store as postgres

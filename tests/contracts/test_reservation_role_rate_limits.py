@@ -1,4 +1,5 @@
-"""Counters with units, on every backend (memory, SQLite, PostgreSQL + Redis): one reservation
+"""The ``ReservationStore`` contract for counters with units, on every backend that keeps
+counters (memory, SQLite, single-process SQLite, PostgreSQL plus Redis): one reservation
 holds pico-USD against budgets and a request, its estimated tokens and a slot in flight against
 rate limits, atomically; settlement adds the exact cost, one request and the actual tokens;
 a reclaimed lease frees its slot; old rate-limit buckets are dropped."""
@@ -11,7 +12,11 @@ from typing import Any
 from farebox.core.budgets import Hold
 from farebox.core.records import Reservation
 from farebox.gateway.rate_limits import LimitSpec, holds
-from tests.test_budget_store import T0, entry, hold, settlement, state, store  # noqa: F401
+from tests.contracts.backends import ALL_IN_ONE
+from tests.contracts.builders import T0, entry, hold, settlement, state
+
+BACKENDS = ALL_IN_ONE
+
 
 SPEC = LimitSpec("key", requests=3, tokens=1000, concurrent=2, model=None, window_s=60)
 
@@ -25,7 +30,7 @@ def reserve_for(rid: str, amount: int, tokens: int, on: list[Hold], **kw: Any) -
     return Reservation(rid, amount, tuple(on), kw.get("expires_at", T0 + 60), placeholder, tokens)
 
 
-async def test_each_counter_holds_and_settles_in_its_unit(store: Any) -> None:  # noqa: F811
+async def test_each_counter_holds_and_settles_in_its_unit(store: Any) -> None:
     budget = hold("tenant:acme:day", 10_000)
     requests, tokens, slots = limits()
     assert (requests.unit, tokens.unit, slots.unit) == ("requests", "tokens", "concurrent")
@@ -39,7 +44,7 @@ async def test_each_counter_holds_and_settles_in_its_unit(store: Any) -> None:  
     assert await state(store, slots) == (0, 0, 2)  # no longer in flight
 
 
-async def test_a_full_rate_counter_refuses_without_touching_the_others(store: Any) -> None:  # noqa: F811
+async def test_a_full_rate_counter_refuses_without_touching_the_others(store: Any) -> None:
     budget = hold("tenant:acme:day", 10_000)
     counters = [budget, *limits()]
     assert (await store.reserve(reserve_for("a", 10, 100, counters))).ok
@@ -55,7 +60,7 @@ async def test_a_full_rate_counter_refuses_without_touching_the_others(store: An
     assert await state(store, budget) == (5, 20, 10_000)
 
 
-async def test_the_request_window_slides(store: Any) -> None:  # noqa: F811
+async def test_the_request_window_slides(store: Any) -> None:
     for i in range(3):
         now = T0 + 20 * i
         res = reserve_for(f"r{i}", 0, 0, [limits(now)[0]])
@@ -70,7 +75,7 @@ async def test_the_request_window_slides(store: Any) -> None:  # noqa: F811
     assert (await store.reserve(reserve_for("y", 0, 0, [limits(T0 + 63)[0]]))).ok
 
 
-async def test_a_reclaimed_lease_frees_its_slot(store: Any) -> None:  # noqa: F811
+async def test_a_reclaimed_lease_frees_its_slot(store: Any) -> None:
     slots = limits()[2]
     for rid in ("a", "b"):
         assert (await store.reserve(reserve_for(rid, 0, 0, [slots], expires_at=T0 + 5))).ok
@@ -101,7 +106,7 @@ async def test_old_rate_buckets_are_dropped_on_sqlite(tmp_path: Any) -> None:
     assert rows == [(slots.key, 1)]  # the window buckets are gone; the slot in flight stays
 
 
-async def test_old_rate_buckets_are_dropped_in_redis(store: Any) -> None:  # noqa: F811
+async def test_old_rate_buckets_are_dropped_in_redis(store: Any) -> None:
     from farebox.stores.scaled import ScaledStore
 
     if not isinstance(store, ScaledStore):

@@ -1,148 +1,28 @@
-"""Hard-budget contract: reserve, settle, release, lease expiry, rollover and alerts, run
-against every Store implementation; plus a multi-process race on one SQLite file."""
+"""The ``ReservationStore`` contract: reserve, settle (through ``append_ledger``), release,
+lease expiry, rollover and alerts, on every backend that keeps counters (memory, SQLite,
+single-process SQLite, PostgreSQL plus Redis); plus a multi-process race on one SQLite file.
+Counters in other units (rate limits) are in ``test_reservation_role_rate_limits``."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pytest
-
-from farebox.core.budgets import BudgetSpec, Hold, HoldState, holds
+from farebox.core.budgets import BudgetSpec, Hold, holds
 from farebox.core.periods import parse_period
-from farebox.core.records import LedgerEntry, Reservation
-from farebox.stores.memory.store import MemoryStore
+from farebox.core.records import LedgerEntry
 from farebox.stores.sqlite.store import SQLiteStore
 from races import race_on_sqlite
-from tests.test_store_contract import entry
+from tests.contracts.backends import ALL_IN_ONE
+from tests.contracts.builders import DAY, T0, entry, hold, reservation, settlement, state
 
-DAY = 86_400.0
-T0 = 1_750_032_000.0  # 2025-06-16T00:00:00Z
+BACKENDS = ALL_IN_ONE
 UTC = ZoneInfo("UTC")
 
 
-def make_memory(tmp_path: Path) -> Any:
-    return MemoryStore()
-
-
-def make_sqlite(tmp_path: Path) -> Any:
-    return SQLiteStore(tmp_path / "budgets.db")
-
-
-def make_single(tmp_path: Path) -> Any:
-    """SQLite owned by one process: counters in memory, reservations journalled."""
-    from farebox.stores.sqlite.single import SingleProcessSQLiteStore
-
-    return SingleProcessSQLiteStore(tmp_path / "single.db")
-
-
-def make_scaled(tmp_path: Path) -> Any:
-    """PostgreSQL (a fresh schema) plus Redis (a fresh key prefix): the replicas' backend."""
-    missing = [n for n, port in (("PostgreSQL", 5432), ("Redis", 6379)) if not _listening(port)]
-    if missing:
-        message = f"{' and '.join(missing)} on 127.0.0.1 not running: scaled store untested"
-        if os.environ.get("FAREBOX_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    import redis.asyncio as aioredis
-
-    from farebox.stores.postgres.store import PostgresStore
-    from farebox.stores.redis.budgets import RedisBudgets
-    from farebox.stores.scaled import ScaledStore
-
-    tag = uuid.uuid4().hex[:12]
-    client = aioredis.Redis(host="127.0.0.1", port=6379)
-    pg = PostgresStore(PG_DSN, schema=f"farebox_budget_{tag}", pool_min=1, pool_max=4)
-    return ScaledStore(pg, RedisBudgets(client, prefix=f"fbxtest{tag}"), client)
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-async def _drop_scaled(s: Any) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_DSN)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{s._pg._schema}" CASCADE')
-    finally:
-        await conn.close()
-    prefix = s._budgets.key_prefix
-    async for key in s._client.scan_iter(match=f"{prefix}*"):
-        await s._client.delete(key)
-
-
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-FACTORIES: dict[str, Callable[[Path], Any]] = {
-    "memory": make_memory,
-    "sqlite": make_sqlite,
-    "sqlite-single-process": make_single,
-    "postgres+redis": make_scaled,
-}
-
-
-@pytest.fixture(params=sorted(FACTORIES))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    s = FACTORIES[request.param](tmp_path)
-    await s.open()
-    try:
-        yield s
-    finally:
-        if request.param == "postgres+redis":
-            await _drop_scaled(s)
-        await s.close()
-
-
-def hold(key: str, limit: int, bucket: float = T0, **kw: Any) -> Hold:
-    return Hold(
-        key=key,
-        scope=kw.pop("scope", "tenant"),
-        period=kw.pop("period", "day"),
-        name=kw.pop("name", None),
-        limit=limit,
-        bucket=bucket,
-        buckets_from=kw.pop("buckets_from", bucket),
-        resets_at=kw.pop("resets_at", bucket + DAY),
-        **kw,
-    )
-
-
-def reservation(
-    rid: str, amount: int, on: Sequence[Hold], expires_at: float = T0 + 60, tenant: str = "acme"
-) -> Reservation:
-    placeholder = entry(
-        f"req-{rid}",
-        tenant_id=tenant,
-        status="unsettled",
-        http_status=0,
-        cost=0,
-        reservation_id=rid,
-    )
-    return Reservation(rid, amount, tuple(on), expires_at, placeholder)
-
-
-def settlement(rid: str, cost: int, **kw: Any) -> LedgerEntry:
-    return entry(kw.pop("request_id", f"req-{rid}"), cost=cost, reservation_id=rid, **kw)
-
-
-async def state(store: Any, h: Hold) -> tuple[int, int, int]:
-    (s,) = await store.budget_states([h])
-    assert isinstance(s, HoldState)
-    return s.used, s.reserved, s.limit
-
-
-# --- reserve ------------------------------------------------------------------------------
+# --- reserve -----------------------------------------------------------------------------
 
 
 async def test_reserve_holds_amount_on_every_hold(store: Any) -> None:
@@ -195,7 +75,7 @@ async def test_reserve_over_limit_on_its_own_fails(store: Any) -> None:
     assert await state(store, a) == (0, 0, 100)
 
 
-# --- settle and release ---------------------------------------------------------------------
+# --- settle and release ------------------------------------------------------------------
 
 
 async def test_settle_moves_reserved_to_used_exactly(store: Any) -> None:
@@ -273,7 +153,7 @@ async def test_settling_at_once_is_the_same_settlement(store: Any) -> None:
     assert costs == [("plain", 9), ("req-r1", 123), ("req-r2", 200)]
 
 
-# --- leases ---------------------------------------------------------------------------------
+# --- leases ------------------------------------------------------------------------------
 
 
 async def test_extend_leases_keeps_a_reservation_alive(store: Any) -> None:
@@ -371,7 +251,7 @@ async def test_reclaimed_and_settled_survive_reopen(tmp_path: Path) -> None:
         await two.close()
 
 
-# --- windows -------------------------------------------------------------------------------
+# --- windows -----------------------------------------------------------------------------
 
 
 async def test_rolling_window_counts_only_recent_buckets(store: Any) -> None:
@@ -466,7 +346,7 @@ async def test_holds_from_specs_with_rollover_through_the_store(store: Any) -> N
     assert await state(store, h2) == (0, 0, 1_200)  # 200 unused yesterday carried over
 
 
-# --- alerts -----------------------------------------------------------------------------------
+# --- alerts ------------------------------------------------------------------------------
 
 
 async def test_record_alert_once_per_counter_window_threshold(store: Any) -> None:
@@ -491,12 +371,21 @@ async def test_record_alert_once_per_counter_window_threshold(store: Any) -> Non
     assert await store.alerts("nobody") == []
 
 
-# --- several processes on one SQLite file ------------------------------------------------------
+# --- several processes on one SQLite file ------------------------------------------------
+
 
 RACE_PROCS = 4
+
+
 RACE_TRIES = 5
+
+
 RACE_AMOUNT = 1_000_003
+
+
 RACE_WINNERS = 7  # the limit allows exactly this many reservations
+
+
 RACE_HOLD = hold("tenant:race:day", RACE_AMOUNT * RACE_WINNERS + RACE_AMOUNT - 1)
 
 

@@ -1,15 +1,19 @@
-"""The shared circuit-breaker state, on every backend: what one process opens, every process
-reads; exactly one caller wins each half-open probe."""
+"""The ``BreakerStore`` contract, on every backend that shares breakers (memory, SQLite,
+single-process SQLite, PostgreSQL plus Redis): what one process opens, every process reads;
+exactly one caller wins each half-open probe."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from tests.test_budget_store import T0, store  # noqa: F401
+from tests.contracts.backends import ALL_IN_ONE
+from tests.contracts.builders import T0
+
+BACKENDS = ALL_IN_ONE
 
 
-async def test_open_breakers_are_shared_and_closed_ones_vanish(store: Any) -> None:  # noqa: F811
+async def test_open_breakers_are_shared_and_closed_ones_vanish(store: Any) -> None:
     assert await store.breakers() == {}
     await store.set_breaker("openai/gpt-4o", T0 + 30)
     await store.set_breaker("claude/claude-sonnet-4-5", T0 + 60)
@@ -21,7 +25,7 @@ async def test_open_breakers_are_shared_and_closed_ones_vanish(store: Any) -> No
     assert await store.breakers() == {"claude/claude-sonnet-4-5": T0 + 60}
 
 
-async def test_exactly_one_caller_wins_a_probe(store: Any) -> None:  # noqa: F811
+async def test_exactly_one_caller_wins_a_probe(store: Any) -> None:
     await store.set_breaker("openai/gpt-4o", T0)
     wins = await asyncio.gather(
         *(store.claim_probe("openai/gpt-4o", T0 + 1, T0 + 31) for _ in range(20))

@@ -1,14 +1,12 @@
-"""The traffic store contract (``Store.traffic``: minute and hour counters, anomaly incidents)
-on every backend (memory, SQLite, single-process SQLite, PostgreSQL, PostgreSQL plus Redis);
-plus races for ``open_incident`` between tasks, store instances and processes."""
+"""The ``TrafficStore`` contract (``Store.traffic``: minute and hour counters, anomaly
+incidents) on every backend; plus races for ``open_incident`` between tasks, store instances
+and processes."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,68 +15,15 @@ import pytest
 from farebox.core.anomaly import DAY, HOUR, MINUTE, Incident, TrafficRow
 from farebox.stores.sqlite.store import SQLiteStore
 from races import race_on_sqlite
-from tests.test_budget_store import (
-    PG_DSN,
-    _drop_scaled,
-    _listening,
-    make_memory,
-    make_scaled,
-    make_single,
-    make_sqlite,
-)
+from tests.contracts.backends import EVERY, drop_schema, make_postgres
+
+BACKENDS = EVERY
+
 
 T0 = 1_793_577_600  # 2026-11-02T00:00:00Z
+
+
 COOLDOWN = 3_600
-
-
-def _require_postgres() -> None:
-    if not _listening(5432):
-        message = "PostgreSQL on 127.0.0.1 not running: PostgreSQL traffic store untested"
-        if os.environ.get("FAREBOX_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-def make_postgres(tmp_path: Path, schema: str | None = None) -> Any:
-    """PostgreSQL alone, in a fresh schema (or ``schema``: a second store on the same one)."""
-    _require_postgres()
-    from farebox.stores.postgres.store import PostgresStore
-
-    name = schema or f"farebox_traffic_{uuid.uuid4().hex[:12]}"
-    return PostgresStore(PG_DSN, schema=name, pool_min=1, pool_max=4)
-
-
-async def _drop_schema(name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_DSN)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
-
-
-FACTORIES: dict[str, Callable[[Path], Any]] = {
-    "memory": make_memory,
-    "sqlite": make_sqlite,
-    "sqlite-single-process": make_single,
-    "postgres": make_postgres,
-    "postgres+redis": make_scaled,
-}
-
-
-@pytest.fixture(params=sorted(FACTORIES))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    s = FACTORIES[request.param](tmp_path)
-    await s.open()
-    try:
-        yield s
-    finally:
-        if request.param == "postgres+redis":
-            await _drop_scaled(s)
-        await s.close()
-        if request.param == "postgres":
-            await _drop_schema(s._schema)
 
 
 def row(tenant: str, key: str, start: int, requests: int = 1, spend: int = 0) -> TrafficRow:
@@ -301,7 +246,7 @@ async def test_a_stored_incident_is_not_the_callers_object(store: Any) -> None:
     assert again.detail == {"keys": ["k1"]}
 
 
-# --- two stores on one database, and processes on one SQLite file ----------------------------
+# --- two stores on one database, and processes on one SQLite file ------------------------
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -325,7 +270,7 @@ async def two_stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         for s in opened:
             await s.close()
         if request.param == "postgres":
-            await _drop_schema(stores[0]._schema)
+            await drop_schema(stores[0]._schema)
 
 
 async def test_two_stores_on_one_database_have_one_winner(two_stores: list[Any]) -> None:
@@ -344,6 +289,8 @@ async def test_two_stores_on_one_database_have_one_winner(two_stores: list[Any])
 
 
 PROCS = 4
+
+
 TRIES = 3
 
 
