@@ -1,7 +1,11 @@
-"""Hard budgets on the request path: resolve the budgets in scope, reserve the worst case,
-clamp or downgrade when it does not fit, keep leases alive, reclaim dead holders' leases.
+"""Admission: a request reserves its worst case against every budget and rate limit in scope,
+in one atomic store operation, before anything is sent upstream.
 
-Settlement happens in the store, in the same transaction as the ledger entry.
+``Admitter`` is the request path's step: it clamps ``max_tokens`` or walks the plan's downgrade
+chain when the reservation does not fit. ``Budgets`` reserves, waits for room, fires threshold
+alerts and keeps the leases of reservations in flight alive (reclaiming dead holders' leases).
+Which budgets are in scope is ``farebox.gateway.budget_scope``'s job; settlement happens in
+the store, in the same transaction as the ledger entry (``farebox.gateway.metering``).
 """
 
 from __future__ import annotations
@@ -14,64 +18,41 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from farebox.config.settings import BudgetConfig, BudgetSettings
-from farebox.core.budgets import (
-    BudgetSpec,
-    Hold,
-    HoldState,
-    affordable_tokens,
-    holds,
-    merge,
-    worst_case,
-)
-from farebox.core.money import decimal_ratio, format_usd, parse_usd
-from farebox.core.periods import ROLLING_BUCKETS, WindowCache, parse_period
+from farebox.core.budgets import Hold, HoldState, affordable_tokens, worst_case
+from farebox.core.money import decimal_ratio, format_usd
 from farebox.core.pricing import Price
 from farebox.core.records import ApiKey, LedgerEntry, Reservation, ReserveOutcome, Tenant
-from farebox.errors import BudgetExceeded, InvalidRequest, RateLimited
-from farebox.gateway.rate_limits import refusal
+from farebox.core.routing import Router, Target
+from farebox.errors import BudgetExceeded, RateLimited
+from farebox.gateway.budget_scope import (
+    BudgetScopes,
+    Scope,
+    budget_ident,
+    iso,
+    state_json,
+    validate_budgets,
+)
+from farebox.gateway.call import Call, openai_user, placeholder
+from farebox.gateway.rate_limits import RateLimits, refusal
+from farebox.gateway.sizes import output_cap
 from farebox.stores.base import Store
 
+# Scope and the budget objects' helpers live in budget_scope; the edge (api, cli) imports
+# them from here, with Budgets
+__all__ = [
+    "Admission",
+    "Admitter",
+    "Budgets",
+    "Scope",
+    "budget_ident",
+    "scope_of",
+    "state_json",
+    "validate_budgets",
+]
 log = logging.getLogger("farebox.budgets")
-HOLDS_CACHE_SIZE = 10_000
 SETTLE_POLL_S = 0.05  # how often a request waiting for budget room looks again
-INCREASE_FIELDS = ("increase_usd", "increase_until")
-
-
-def to_spec(data: Mapping[str, Any] | BudgetConfig, now: float) -> BudgetSpec:
-    cfg = data if isinstance(data, BudgetConfig) else BudgetConfig.model_validate(data)
-    increase = 0
-    if cfg.increase_usd is not None and (cfg.increase_until is None or now < cfg.increase_until):
-        increase = parse_usd(cfg.increase_usd)
-    return BudgetSpec(
-        scope=cfg.scope,
-        period=parse_period(cfg.period),
-        limit=parse_usd(cfg.limit_usd) if cfg.limit_usd is not None else 0,
-        name=cfg.name,
-        rollover_cap=parse_usd(cfg.rollover_cap_usd) if cfg.rollover_cap_usd else None,
-        weight=decimal_ratio(cfg.weight) if cfg.weight is not None else None,
-        increase=increase,
-    )
-
-
-def budget_ident(item: Mapping[str, Any]) -> tuple[str, str, str | None]:
-    """What identifies a budget object: a later one with the same ident replaces it."""
-    return (item.get("scope", "tenant"), item.get("period", "month"), item.get("name"))
-
-
-def validate_budgets(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Admin API input -> stored budget objects, or a 400 naming the problem."""
-    out = []
-    for i, item in enumerate(items):
-        try:
-            cfg = BudgetConfig.model_validate(item)
-            to_spec(cfg, 0.0)
-        except ValueError as exc:
-            raise InvalidRequest(f"budgets[{i}]: {exc}", param=f"budgets[{i}]") from None
-        out.append(cfg.model_dump(exclude_none=True))
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,33 +82,104 @@ class Admission:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Scope:
-    tenant: str
-    key: str
-    feature: str | None
-    user: str | None
-    plan: str
-    tenant_budgets: tuple[Mapping[str, Any], ...] = ()
-    key_budgets: tuple[Mapping[str, Any], ...] = ()
-    since: float = 0.0  # when the tenant was created
+def scope_of(call: Call) -> Scope:
+    who = call.principal
+    user = who.user or openai_user(call.body)
+    return Scope.of(who.tenant, who.key, call.plan.name, who.feature, user)
 
-    @classmethod
-    def of(cls, tenant: Tenant, key: ApiKey | None, plan: str, feature: str | None = None,
-           user: str | None = None) -> Scope:  # fmt: skip
-        return cls(
-            tenant=tenant.id,
-            key=key.id if key else "",
-            feature=feature,
-            user=user,
-            plan=plan,
-            tenant_budgets=tuple(tenant.budgets),
-            key_budgets=tuple(key.budgets) if key else (),
-            since=tenant.created_at,
-        )
+
+class Admitter:
+    """Admits a request against its budgets and rate limits together, in one reservation;
+    made once, by the ``Gateway``."""
+
+    __slots__ = ("_budgets", "_clock", "_limits", "_router")
+
+    def __init__(
+        self,
+        budgets: Budgets | None,
+        limits: RateLimits | None,
+        router: Router,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._budgets = budgets
+        self._limits = limits
+        self._router = router
+        self._clock = clock
+
+    async def admit(
+        self, call: Call, targets: tuple[Target, ...], input_tokens: int, output: bool = True
+    ) -> tuple[Target, ...]:
+        """Reserve the worst case against every budget in scope; clamp ``max_tokens`` or
+        walk the plan's downgrade chain when it does not fit; else ``BudgetExceeded``."""
+        budgets = self._budgets
+        if budgets is None:
+            return targets
+        scope, scopes = scope_of(call), budgets.scopes
+        now = self._clock()
+        scoped = scopes.holds(scope, now) if scopes.enabled(scope) else []
+        limits = self._limit_holds(call, scope, now)
+        if not scoped and not limits:
+            return targets
+        body, chain = call.body, dict(call.plan.downgrade)
+        field_name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+        wanted = (body.get(field_name) or budgets.default_max_tokens()) if output else 0
+        choices = (body.get("n") or 1) if output else 1  # each choice may use max_tokens
+        model, seen = call.model, {call.model}
+        if scoped and model in chain and await budgets.should_downgrade(scope):
+            model, targets = self._downgraded(chain, model, targets, seen)
+        while True:
+            first = targets[0]
+
+            def unsettled(rid: str, amount: int, target: Target = first) -> LedgerEntry:
+                return placeholder(call, target, rid, amount)
+
+            prices = [t.price for t in targets]
+            per_choice = min(wanted, output_cap(targets)) if output else 0
+            result = await budgets.admit(
+                scope, scoped, prices, input_tokens, per_choice * choices, unsettled, limits
+            )
+            if isinstance(result, Admission):
+                call.admission = result
+                if output and scoped:
+                    body[field_name] = max(result.max_tokens // choices, 1)
+                return targets
+            if not isinstance(result, BudgetExceeded):
+                raise result  # a rate limit: a cheaper model would not help
+            if chain.get(model) in seen or model not in chain:
+                raise result
+            model, targets = self._downgraded(chain, model, targets, seen)
+
+    def _limit_holds(self, call: Call, scope: Scope, now: float) -> list[Hold]:
+        if self._limits is None:
+            return []
+        who = call.principal
+        return self._limits.holds(scope.plan, who.tenant.rate_limits, who.key.rate_limits,
+                                  tenant=scope.tenant, key=scope.key, user=scope.user,
+                                  ip=who.client_ip, model=call.model, now=now)  # fmt: skip
+
+    def _downgraded(
+        self,
+        chain: Mapping[str, str],
+        model: str,
+        targets: tuple[Target, ...],
+        seen: set[str],
+    ) -> tuple[str, tuple[Target, ...]]:
+        """The next model down the plan's chain, and its deployments that serve this
+        endpoint; ``model`` and ``targets`` themselves when there is none."""
+        cheaper = chain.get(model)
+        found = self._router.resolve(cheaper) if cheaper and cheaper not in seen else None
+        if not cheaper or not found:
+            return model, targets
+        seen.add(cheaper)
+        kinds = {t.kind for t in targets}
+        usable = tuple(t for t in found if t.kind in kinds) or targets
+        return cheaper, usable
 
 
 class Budgets:
+    """Reserves against the budgets (and rate limits) in scope, waits for room when holds in
+    flight may settle below their worst case, fires threshold alerts, keeps leases alive."""
+
     def __init__(
         self,
         store: Store,
@@ -140,15 +192,11 @@ class Budgets:
     ) -> None:
         self._store = store
         self._settings = settings
-        self._zone = ZoneInfo(settings.timezone)
-        self._plans: dict[str, list[BudgetConfig]] = {}
-        self.reload(plans)
-        self._global = list(settings.global_budgets)
+        self.scopes = BudgetScopes(settings, plans)
         self._clock = clock
         self._upgrade_url = upgrade_url
         self._on_alert = on_alert
         self._share = decimal_ratio(settings.downgrade_below)
-        self._windows = WindowCache()
         self._active: set[str] = set()
         self._settle_signal = asyncio.Event()
         self._waiting = 0  # requests waiting for room
@@ -157,69 +205,24 @@ class Budgets:
         self._tasks: list[asyncio.Task[None]] = []
 
     def reload(self, plans: Mapping[str, Sequence[BudgetConfig]]) -> None:
-        """New plan budgets (the config file changed): forget what was derived from the old."""
-        self._plans = {name: list(budgets) for name, budgets in plans.items()}
-        self._plan_specs: dict[str, list[BudgetSpec]] = {}
-        self._holds_cache: dict[tuple[Any, ...], tuple[float, float, list[Hold]]] = {}
-
-    # scope ----------------------------------------------------------------------------
-    def specs(self, scope: Scope, now: float) -> list[BudgetSpec]:
-        plan = self._plan_specs.get(scope.plan)
-        if plan is None:  # plan budgets never carry temporary increases: parse them once
-            configs = (*self._global, *self._plans.get(scope.plan, ()))
-            plan = self._plan_specs[scope.plan] = [to_spec(b, now) for b in configs]
-        if not scope.tenant_budgets and not scope.key_budgets:
-            return plan
-        tenant = [to_spec(b, now) for b in scope.tenant_budgets]
-        key = [to_spec(b, now) for b in scope.key_budgets]
-        return merge(plan, tenant, key)
-
-    def holds(self, scope: Scope, now: float) -> list[Hold]:
-        """The counters in scope. Without overrides they depend only on who is asking and
-        on the current windows, so they are cached until the first of those windows ends."""
-        cacheable = not scope.tenant_budgets and not scope.key_budgets
-        slot = (scope.tenant, scope.key, scope.feature, scope.user, scope.plan, scope.since)
-        if cacheable:
-            found = self._holds_cache.get(slot)
-            if found is not None and found[0] <= now < found[1]:
-                return found[2]
-        specs = self.specs(scope, now)
-        result = holds(specs, tenant=scope.tenant, key=scope.key, feature=scope.feature,
-                       user=scope.user, now=now, zone=self._zone, windows=self._windows,
-                       since=scope.since)  # fmt: skip
-        if cacheable:
-            if len(self._holds_cache) >= HOLDS_CACHE_SIZE:
-                self._holds_cache.clear()
-            until = min((_bucket_end(h) for h in result), default=now)
-            self._holds_cache[slot] = (now, until, result)
-        return result
+        """New plan budgets (the config file changed)."""
+        self.scopes.reload(plans)
 
     def base_budget(
         self, tenant: Tenant, plan: str, scope: str, period: str, name: str | None
     ) -> dict[str, Any] | None:
         """The budget object a temporary increase applies to (override or plan)."""
-        planned = [b.model_dump(exclude_none=True) for b in self._plans.get(plan, ())]
-        for item in (*tenant.budgets, *planned):
-            if budget_ident(item) == (scope, period, name):
-                return {k: v for k, v in item.items() if k not in INCREASE_FIELDS}
-        return None
+        return self.scopes.base_budget(tenant, plan, scope, period, name)
 
-    def enabled(self, scope: Scope) -> bool:
-        return bool(
-            self._global or self._plans.get(scope.plan) or scope.tenant_budgets or scope.key_budgets
-        )
-
+    # states ------------------------------------------------------------------------------
     async def states(self, scope: Scope) -> list[HoldState]:
-        return await self._store.budget_states(self.holds(scope, self._clock()))
+        return await self._store.budget_states(self.scopes.holds(scope, self._clock()))
 
     async def tenant_states(
         self, tenant: Tenant, plan: str, keys: Sequence[ApiKey]
     ) -> list[HoldState]:
         """Every budget of a tenant: tenant-wide, global, and each key's."""
-        now = self._clock()
-        scoped = [h for h in self.holds(Scope.of(tenant, None, plan), now) if h.scope != "key"]
-        for key in keys:
-            scoped += [h for h in self.holds(Scope.of(tenant, key, plan), now) if h.scope == "key"]
+        scoped = self.scopes.tenant_holds(tenant, plan, keys, self._clock())
         return await self._store.budget_states(scoped)
 
     # admission -------------------------------------------------------------------------
@@ -334,7 +337,7 @@ class Budgets:
             "budget": {"scope": hold.scope, "period": hold.period, "name": hold.name},
             "used_usd": format_usd(state.used),
             "limit_usd": format_usd(state.limit),
-            "resets_at": _iso(state.resets_at),
+            "resets_at": iso(state.resets_at),
             "retry_after": wait,
         }
         if self._upgrade_url:
@@ -370,7 +373,7 @@ class Budgets:
                   "scope": state.hold.scope, "period": state.hold.period}  # fmt: skip
         if await self._store.record_alert(state.hold, threshold, tenant, now, detail):
             event = {"type": "budget.threshold", "tenant": tenant, "budget": state.hold.key,
-                     "threshold_percent": threshold, "resets_at": _iso(state.hold.resets_at),
+                     "threshold_percent": threshold, "resets_at": iso(state.hold.resets_at),
                      **detail}  # fmt: skip
             if self._on_alert is not None:
                 self._on_alert(event)
@@ -409,29 +412,3 @@ class Budgets:
 def _money(states: Sequence[HoldState]) -> list[HoldState]:
     """The budget counters among a reservation's counters (the others are rate limits)."""
     return [s for s in states if s.hold.unit == "usd"]
-
-
-def _bucket_end(hold: Hold) -> float:
-    """When a hold's current bucket (the one new spend goes into) ends."""
-    if hold.window_s:
-        return hold.bucket + max(hold.window_s // ROLLING_BUCKETS, 1)
-    return hold.resets_at
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
-def state_json(state: HoldState) -> dict[str, Any]:
-    """A budget object as CONTRACT shows it in /v1/me and the admin API."""
-    hold = state.hold
-    return {
-        "scope": hold.scope,
-        "period": hold.period,
-        "name": hold.name,
-        "limit_usd": format_usd(state.limit),
-        "used_usd": format_usd(state.used),
-        "reserved_usd": format_usd(state.reserved),
-        "remaining_usd": format_usd(state.remaining),
-        "resets_at": _iso(state.resets_at) if state.resets_at < 2.0**52 else None,
-    }

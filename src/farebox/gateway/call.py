@@ -1,12 +1,14 @@
-"""What one request carries through the request path, and the ledger entries made from it."""
+"""What one request carries through the request path (``Call``), what is sent upstream for it,
+and the ledger entries made from it."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from farebox.core.money import format_usd
 from farebox.core.plans import Plan
@@ -14,9 +16,15 @@ from farebox.core.pricing import cost
 from farebox.core.records import LedgerEntry
 from farebox.core.routing import Target
 from farebox.core.usage import Usage
-from farebox.gateway.admission import Admission, Scope
 from farebox.gateway.auth import Principal
 from farebox.gateway.stream_meter import StreamMeter
+
+if TYPE_CHECKING:  # admission builds on the carrier, not the other way round
+    from farebox.gateway.admission import Admission
+
+
+def new_request_id() -> str:
+    return f"req_{os.urandom(16).hex()}"
 
 
 @dataclass(slots=True)
@@ -42,6 +50,17 @@ class Call:
     @property
     def reservation_id(self) -> str | None:
         return self.admission.reservation_id if self.admission else None
+
+
+def upstream_body(call: Call, target: Target, stream: bool) -> dict[str, Any]:
+    """The body sent to ``target``: its own model name; a stream always asks for usage."""
+    upstream = dict(call.body)
+    upstream["model"] = target.model
+    if stream:
+        options = dict(upstream.get("stream_options") or {})
+        options["include_usage"] = True
+        upstream["stream_options"] = options
+    return upstream
 
 
 def entry(
@@ -127,12 +146,6 @@ def placeholder(call: Call, target: Target, rid: str, amount: int) -> LedgerEntr
         error_code="lease_expired",
         reservation_id=rid,
     )
-
-
-def scope_of(call: Call) -> Scope:
-    who = call.principal
-    user = who.user or openai_user(call.body)
-    return Scope.of(who.tenant, who.key, call.plan.name, who.feature, user)
 
 
 def openai_user(body: Mapping[str, Any]) -> str | None:

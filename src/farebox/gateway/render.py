@@ -1,10 +1,11 @@
-"""How a chat result leaves the gateway: in the OpenAI format, or in the Anthropic Messages
-format for clients on ``/v1/messages``. The request path works in OpenAI shapes throughout;
-only the bytes sent to the client differ."""
+"""How a result leaves the gateway (``Reply``, ``StreamReply``): in the OpenAI format, or in
+the Anthropic Messages format for clients on ``/v1/messages``. The request path works in OpenAI
+shapes throughout; only the bytes sent to the client differ."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -17,6 +18,19 @@ from farebox.providers.translate_reverse import openai_response_to_anthropic
 from farebox.providers.translate_stream_reverse import OpenAIStreamToAnthropic, encode
 
 JSON = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Reply:
+    body: bytes
+    headers: dict[str, str]
+    status: int = 200
+
+
+@dataclass(slots=True)
+class StreamReply:
+    headers: dict[str, str]
+    chunks: AsyncIterator[bytes]
 
 
 def entry_usage(entry: LedgerEntry) -> Usage:

@@ -1,0 +1,110 @@
+"""Failover: try a request's deployments in order, skip those whose breaker is open, go round
+again after a jittered backoff, and give up with the error the client should see.
+
+Only retryable upstream errors fail over; any other error ends the loop at once. A request that
+gives up is metered (an unbilled entry) before its error is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from random import random
+from typing import TypeVar
+
+from farebox.config.settings import RoutingSettings
+from farebox.core.plans import Plan
+from farebox.core.routing import Target
+from farebox.errors import FareboxError, NoDeployment, UpstreamError, UpstreamRateLimited
+from farebox.gateway.breakers import Breakers
+from farebox.gateway.call import Call
+from farebox.gateway.metering import Metering
+
+DEFAULT_DEADLINE_S = 60.0  # how long retries may go on when the plan sets no timeout
+T = TypeVar("T")
+
+
+class Failover:
+    """The failover loop over one request's deployments; made once, by the ``Gateway``."""
+
+    __slots__ = ("_breakers", "_metering", "_routing")
+
+    def __init__(
+        self, routing: RoutingSettings, breakers: Breakers | None, metering: Metering
+    ) -> None:
+        self._routing = routing
+        self._breakers = breakers
+        self._metering = metering
+
+    async def run(
+        self,
+        call: Call,
+        targets: tuple[Target, ...],
+        attempt: Callable[[Target], Awaitable[T]],
+    ) -> tuple[Target, T]:
+        """Try each usable deployment in order; fail over on retryable upstream errors only.
+        Deployments whose breaker is open are skipped. When a whole round failed, wait with
+        jittered exponential backoff (or as long as the upstream asked, within the plan's
+        timeout) and go round again, up to ``routing.retries`` times."""
+        routing, breakers = self._routing, self._breakers
+        deadline = time.monotonic() + (call.plan.timeout_s or DEFAULT_DEADLINE_S)
+        last: tuple[Target, UpstreamError] | None = None
+        for round_ in range(routing.retries + 1):
+            tried = False
+            for target in targets:
+                if breakers is not None and not await breakers.acquire(target):
+                    continue  # its breaker is open: skipped at no cost
+                tried = True
+                call.target = target
+                try:
+                    result = await attempt(target)
+                except UpstreamError as exc:
+                    if breakers is not None:
+                        breakers.record(target, not exc.retryable)
+                    if not exc.retryable:
+                        await self._metering.record_failure(call, target, exc)
+                        raise
+                    last = (target, exc)
+                    continue
+                except BaseException:
+                    if breakers is not None:
+                        breakers.release(target)
+                    raise
+                if breakers is not None:
+                    breakers.record(target, True)
+                return target, result
+            delay = backoff(routing, round_, last[1] if last else None)
+            if not tried or round_ == routing.retries or time.monotonic() + delay > deadline:
+                break
+            await asyncio.sleep(delay)
+        raise await self._given_up(call, last)
+
+    async def _given_up(
+        self, call: Call, last: tuple[Target, UpstreamError] | None
+    ) -> FareboxError:
+        """Every round failed: meter the last failure, and say what the client should see."""
+        if last is None:
+            return NoDeployment(
+                f"Every deployment of {call.model!r} is unavailable (circuit breakers open); "
+                "retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        target, error = last
+        await self._metering.record_failure(call, target, error)
+        if error.upstream_status == 429:  # the upstream's own rate limit: let the client wait
+            return UpstreamRateLimited(error.message, headers=error.headers, extra=error.extra)
+        return error
+
+
+def backoff(routing: RoutingSettings, round_: int, error: UpstreamError | None) -> float:
+    """Jittered exponential backoff, or what the upstream asked for when it asked for more."""
+    delay = min(routing.backoff_s * 2.0**round_, routing.max_backoff_s) * (0.5 + random() / 2)
+    if error is not None and error.retry_after is not None:
+        delay = max(delay, error.retry_after)
+    return delay
+
+
+def timeout(plan: Plan, target: Target) -> float:
+    """The plan's upstream timeout, never longer than the provider's own."""
+    return min(plan.timeout_s or target.timeout_s, target.timeout_s)

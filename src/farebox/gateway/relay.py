@@ -1,0 +1,137 @@
+"""The stream relay: open the upstream stream (failing over until its first item arrives), then
+relay it to the client, metering what it produced.
+
+The relay owns the request's admission from its first (empty) yield on: ``open`` primes it
+before handing it out, so its ``finally`` writes the ledger entry even if the stream is closed
+before the client reads a byte. The ledger entry is durable before the final bytes leave.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+
+from farebox.core.records import LedgerEntry
+from farebox.core.routing import Target
+from farebox.core.usage import Usage
+from farebox.errors import FareboxError, UpstreamError, UpstreamTranslationFailed
+from farebox.gateway.call import Call, estimated, replace, upstream_body, with_ttft
+from farebox.gateway.failover import Failover, timeout
+from farebox.gateway.metering import Metering
+from farebox.gateway.render import StreamReply, stream_renderer
+from farebox.gateway.stream_meter import StreamMeter, close_quietly
+from farebox.providers.base import ChatRequest, Provider, StreamItem, UsageReport
+
+log = logging.getLogger("farebox.gateway.relay")
+
+
+class StreamRelay:
+    """Opens and relays streamed chat requests; made once, by the ``Gateway``."""
+
+    __slots__ = ("_failover", "_metering", "_providers")
+
+    def __init__(
+        self, providers: Mapping[str, Provider], failover: Failover, metering: Metering
+    ) -> None:
+        self._providers = providers
+        self._failover = failover
+        self._metering = metering
+
+    async def open(self, call: Call, targets: tuple[Target, ...]) -> StreamReply:
+        """Open the upstream stream, failing over until the first item arrives."""
+
+        async def attempt(target: Target) -> tuple[StreamItem | None, AsyncIterator[StreamItem]]:
+            body = upstream_body(call, target, True)
+            items = self._providers[target.provider].chat_stream(
+                ChatRequest(body, timeout(call.plan, target))
+            )
+            try:
+                return await anext(items, None), items
+            except BaseException:
+                await close_quietly(items)
+                raise
+
+        target, (first, items) = await self._failover.run(call, targets, attempt)
+        headers = self._metering.base_headers(call, target)
+        relay = self._relay(call, target, first, items)
+        try:
+            await anext(relay)  # runs into the relay's try: from here on it owns the admission
+        except BaseException:
+            await close_quietly(items)
+            raise
+        call.settled = True
+        return StreamReply(headers, relay)
+
+    async def _relay(
+        self,
+        call: Call,
+        target: Target,
+        first: StreamItem | None,
+        items: AsyncIterator[StreamItem],
+    ) -> AsyncIterator[bytes]:
+        """Relay the stream; the ledger entry is durable before the final bytes leave.
+
+        Primed by ``open`` (the empty first item) so that its ``finally`` owns the
+        admission even if the stream is closed before the client reads a byte."""
+        metering = self._metering
+        out = stream_renderer(call.flavor, call.body, target.model, call.request_id)
+        meter = StreamMeter(call.body, call.started)
+        settled = False  # a ledger entry was written, or its write was attempted and failed
+        try:
+            yield b""
+            item = first
+            while item is not None:
+                if isinstance(item, UsageReport):
+                    record = self._stream_entry(call, target, meter, item.usage, "ok")
+                    settled = True
+                    await metering.settle(call, record)
+                    if data := out.usage(item.chunk, record):
+                        yield data
+                else:
+                    meter.see(item)
+                    if data := out.chunk(item):
+                        yield data
+                item = await anext(items, None)
+            if not settled:  # the upstream never reported usage: meter it ourselves
+                record = estimated(self._stream_entry(call, target, meter, meter.usage(), "ok"))
+                settled = True
+                await metering.settle(call, record)
+                if data := out.usage(meter.usage_chunk(record), record):
+                    yield data
+            if data := out.done():
+                yield data
+        except Exception as exc:  # not GeneratorExit/CancelledError: those are disconnects
+            error = _stream_error(call.request_id, exc)
+            if not settled:
+                settled = True
+                status = (
+                    "upstream_interrupted" if isinstance(exc, UpstreamError) else "gateway_error"
+                )
+                record = self._stream_entry(call, target, meter, meter.usage(), status)
+                await metering.settle_logged(call, estimated(record, error.error_code))
+            yield out.error(error)
+        finally:
+            if not settled:  # the client went away: meter what was produced
+                record = self._stream_entry(
+                    call, target, meter, meter.usage(), "client_disconnected"
+                )
+                metering.submit(replace(estimated(record), http_status=499))
+                metering.finished(record, call.admission)
+            await close_quietly(items)
+
+    def _stream_entry(
+        self, call: Call, target: Target, meter: StreamMeter, usage: Usage, status: str
+    ) -> LedgerEntry:
+        record = self._metering.entry(call, target, usage, status, 200, meter.elapsed_ms())
+        return with_ttft(record, meter)
+
+
+def _stream_error(request_id: str, exc: Exception) -> FareboxError:
+    """What a stream that failed midway tells its client."""
+    if isinstance(exc, FareboxError):
+        return exc
+    log.exception("request %s: the stream relay failed", request_id)
+    return UpstreamTranslationFailed(
+        f"The gateway failed while relaying this stream (a bug, logged as {request_id}); "
+        "the tokens sent before the error are billed."
+    )
