@@ -10,7 +10,7 @@ import orjson
 from farebox.api.context import Services
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
 from farebox.api.openai import guarded
-from farebox.gateway.admission import Scope, state_json
+from farebox.gateway.budget_scope import Scope, state_json
 from farebox.gateway.routing_table import policy_json
 
 

@@ -7,7 +7,7 @@ import click
 from farebox.cli.output import json_option, print_listing
 from farebox.cli.target import call_admin, target
 from farebox.core.periods import parse_period
-from farebox.gateway.admission import budget_ident
+from farebox.gateway.budget_scope import budget_ident
 
 SCOPES = ["tenant", "key", "feature", "user"]
 SCOPE_HELP = "Which budget: tenant (default), key, feature or user."

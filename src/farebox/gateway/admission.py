@@ -37,7 +37,7 @@ from farebox.gateway.budget_scope import (
 from farebox.gateway.call import Call, openai_user, placeholder
 from farebox.gateway.rate_limits import RateLimits, refusal
 from farebox.gateway.sizes import output_cap
-from farebox.stores.base import Store
+from farebox.stores.base import ReservationStore
 
 # Scope and the budget objects' helpers live in budget_scope; the edge (api, cli) imports
 # them from here, with Budgets
@@ -182,7 +182,7 @@ class Budgets:
 
     def __init__(
         self,
-        store: Store,
+        store: ReservationStore,
         settings: BudgetSettings,
         plans: Mapping[str, Sequence[BudgetConfig]],
         *,
