@@ -51,3 +51,21 @@ def test_a_clean_tree_passes_with_a_summary(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout
     assert len(result.stdout.splitlines()) == 1
     assert result.stdout.startswith("sizes ok: 1 modules")
+
+
+def test_the_ledger_entry_carries_the_token_counts_usage_declares() -> None:
+    """One list of token counts (``TOKEN_FIELDS``, from ``Usage``): a ledger entry carries
+    each, and they move between the two without loss."""
+    import dataclasses
+
+    from farebox.core.records import LedgerEntry
+    from farebox.core.usage import TOKEN_FIELDS, Usage, token_counts, usage_of
+
+    assert len(TOKEN_FIELDS) == 6
+    entry_fields = {f.name: f for f in dataclasses.fields(LedgerEntry)}
+    for name in TOKEN_FIELDS:
+        assert entry_fields[name].default == 0
+    usage = Usage(*range(1, 7))
+    entry = LedgerEntry("r", "t", "k", "/v1/x", "m", "m", "p", "ok", 200, 0.0, 1.0)
+    entry = dataclasses.replace(entry, **token_counts(usage))
+    assert usage_of(entry) == usage

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from farebox.catalog import load_catalog
 from farebox.config.anomaly import AnomalySettings, AnomalyTuning, policy
 from farebox.config.base import Decimal, EnvReference, Strict
+from farebox.core.meters import METERS, Meter
 from farebox.core.money import MoneyFormatError, decimal_ratio, parse_usd, price_per_token
 from farebox.core.periods import parse_period
 from farebox.errors import ConfigError
@@ -219,15 +220,6 @@ class ServerConfig(Strict):
     single_process: bool = False
 
 
-SINK_KINDS = ("stripe", "lago", "metronome", "openmeter", "webhook")
-Meter = Literal[
-    "input_tokens", "output_tokens", "cost_usd", "revenue_usd", "requests", "cache_hits"
-]
-METER_NAMES: tuple[Meter, ...] = (
-    "input_tokens", "output_tokens", "cost_usd", "revenue_usd", "requests", "cache_hits",
-)  # fmt: skip
-
-
 class SinkConfig(Strict):
     """One billing sink: where the ledger's usage goes, and as which meters."""
 
@@ -240,7 +232,7 @@ class SinkConfig(Strict):
     stream_url: str | None = None
     api_key: EnvReference | None = None  # sent as a bearer token
     secret: EnvReference | None = None  # webhook signing secret
-    meters: list[Meter] = Field(default_factory=lambda: list(METER_NAMES))
+    meters: list[Meter] = Field(default_factory=lambda: list(METERS))
     names: dict[str, str] = Field(default_factory=dict)  # meter -> the sink's event name / code
     granularity: Literal["request", "hour"] = "request"
     timeout_s: float = Field(10.0, gt=0)
