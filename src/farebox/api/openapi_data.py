@@ -80,6 +80,25 @@ def _model_schemas(prefix: str, models: list[type[BaseModel]]) -> JSON:
 
 # responses ------------------------------------------------------------------------------
 
+
+def _list_of(item: JSON, **more: JSON) -> JSON:
+    """An OpenAI list object, ``{"object": "list", "data": [item, ...]}``, and ``more``."""
+    return {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": item},
+            **more,
+        },
+    }
+
+
+def _json(schema: str) -> JSON:
+    """A JSON body of the named component schema."""
+    return {"application/json": {"schema": {"$ref": f"{REF}{schema}"}}}
+
+
 RESPONSES: JSON = {
     "farebox.OpenAIError": {k: v for k, v in ERROR_SCHEMA.items() if k != "title"},
     "farebox.AnthropicError": {
@@ -120,49 +139,31 @@ RESPONSES: JSON = {
             "usage": {"type": "object"},
         },
     },
-    "farebox.EmbeddingList": {
-        "type": "object",
-        "required": ["object", "data"],
-        "properties": {
-            "object": {"const": "list"},
-            "data": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["object", "index", "embedding"],
-                    "properties": {
-                        "object": {"const": "embedding"},
-                        "index": INTEGER,
-                        "embedding": {
-                            "oneOf": [{"type": "array", "items": {"type": "number"}}, STRING]
-                        },
-                    },
-                },
-            },
-            "model": NULLABLE_STRING,
-            "usage": {"type": "object"},
-        },
-    },
-    "farebox.ModelList": {
-        "type": "object",
-        "required": ["object", "data"],
-        "properties": {
-            "object": {"const": "list"},
-            "data": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["id", "object", "created", "owned_by"],
-                    "properties": {
-                        "id": STRING,
-                        "object": {"const": "model"},
-                        "created": INTEGER,
-                        "owned_by": STRING,
-                    },
-                },
+    "farebox.EmbeddingList": _list_of(
+        {
+            "type": "object",
+            "required": ["object", "index", "embedding"],
+            "properties": {
+                "object": {"const": "embedding"},
+                "index": INTEGER,
+                "embedding": {"oneOf": [{"type": "array", "items": {"type": "number"}}, STRING]},
             },
         },
-    },
+        model=NULLABLE_STRING,
+        usage={"type": "object"},
+    ),
+    "farebox.ModelList": _list_of(
+        {
+            "type": "object",
+            "required": ["id", "object", "created", "owned_by"],
+            "properties": {
+                "id": STRING,
+                "object": {"const": "model"},
+                "created": INTEGER,
+                "owned_by": STRING,
+            },
+        }
+    ),
     "farebox.Me": {
         "type": "object",
         "required": ["object", "tenant", "key", "plan", "models", "rate_limits", "budgets"],
@@ -230,13 +231,13 @@ def _errors(statuses: tuple[str, ...], error: str) -> JSON:
         out[status] = {
             "description": ERRORS[status],
             "headers": _headers(*names),
-            "content": {"application/json": {"schema": {"$ref": f"{REF}{error}"}}},
+            "content": _json(error),
         }
     return out
 
 
 def _ok(schema: str, stream: bool, billed: bool = True) -> JSON:
-    content: JSON = {"application/json": {"schema": {"$ref": f"{REF}{schema}"}}}
+    content: JSON = _json(schema)
     if stream:  # any event: OpenAI chunks then [DONE], or Anthropic's named events
         content["text/event-stream"] = {"schema": {"description": "Server-sent events."}}
     names = ["x-farebox-request-id"]
@@ -254,7 +255,7 @@ def _post(op: str, summary: str, body: str, ok: JSON, error: str, security: list
             "security": security,
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": {"$ref": f"{REF}{body}"}}},
+                "content": _json(body),
             },
             "responses": {"200": ok, **_errors(POST_ERRORS, error)},
         }

@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from farebox.config.settings import METER_NAMES, Settings, SinkConfig
-from farebox.core.meters import Reading, hour_of, per_hour, per_request, render
+from farebox.config.settings import Settings, SinkConfig
+from farebox.core.meters import METERS, Reading, hour_of, per_hour, per_request, render
 from farebox.core.records import LedgerEntry, Tenant
 from farebox.errors import ConfigError, FareboxError
 from farebox.http.client import HttpClient
@@ -344,7 +344,7 @@ def build_runners(settings: Settings) -> list[SinkRunner]:
     """The configured sinks, with their credentials (from the environment)."""
     out = []
     for name, cfg in settings.file.billing.sinks.items():
-        names: dict[str, str] = {m: cfg.names.get(m, f"farebox_{m}") for m in METER_NAMES}
+        names: dict[str, str] = {m: cfg.names.get(m, f"farebox_{m}") for m in METERS}
         api_key = settings.sink_secrets.get(f"{name}.api_key")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         sink: Sink

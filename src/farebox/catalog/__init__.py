@@ -1,4 +1,7 @@
-"""The shipped, dated price catalog."""
+"""The shipped, dated price catalog: ``prices.json`` (price per token, model family and kind
+of every known model) and ``load_catalog``, which parses it into ``core.pricing.Catalog``. It
+may import only errors and core.
+"""
 
 from __future__ import annotations
 

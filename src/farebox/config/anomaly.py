@@ -7,50 +7,30 @@ alone reads the environment.
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
+from farebox.config.base import Decimal, EnvReference, Strict
 from farebox.core.anomaly import Policy
 from farebox.core.money import parse_usd
 
-Usd = Annotated[str, Field(pattern=r"^\s*\d+(\.\d+)?\s*$")]
 ActionName = Literal["pause_tenant", "pause_key", "alert"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _env_only(value: str | None) -> str | None:
-    if value is not None and not value.startswith("env:"):
-        raise ValueError("secrets must be given as env:NAME, never as a literal")
-    return value
-
-
-class PagerDutyConfig(_Strict):
-    routing_key: str  # env:NAME: the 32-character integration key
+class PagerDutyConfig(Strict):
+    routing_key: EnvReference  # the 32-character integration key
     base_url: str = "https://events.pagerduty.com"
     severity: Literal["critical", "error", "warning", "info"] = "critical"
     source: str = "farebox"
     client_url: str | None = None  # a link shown on the incident, e.g. the admin dashboard
 
-    @field_validator("routing_key")
-    @classmethod
-    def _secret(cls, value: str) -> str:
-        return _env_only(value) or value
+
+class SlackConfig(Strict):
+    webhook_url: EnvReference  # an incoming-webhook URL carries its own secret
 
 
-class SlackConfig(_Strict):
-    webhook_url: str  # env:NAME: an incoming-webhook URL carries its own secret
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _secret(cls, value: str) -> str:
-        return _env_only(value) or value
-
-
-class AnomalyTuning(_Strict):
+class AnomalyTuning(Strict):
     """What a plan may override; unset fields keep the gateway-wide value."""
 
     enabled: bool | None = None
@@ -58,9 +38,9 @@ class AnomalyTuning(_Strict):
     threshold_pct: int | None = Field(None, ge=1)
     window_s: int | None = Field(None, ge=60, le=3600, multiple_of=60)
     min_requests_per_hour: int | None = Field(None, ge=0)
-    min_spend_usd_per_hour: Usd | None = None
+    min_spend_usd_per_hour: Decimal | None = None
     floor_requests_per_hour: int | None = Field(None, ge=0)
-    floor_spend_usd_per_hour: Usd | None = None
+    floor_spend_usd_per_hour: Decimal | None = None
     history_days: int | None = Field(None, ge=1, le=90)
     quantile_pct: int | None = Field(None, ge=1, le=100)
     recent_hours: int | None = Field(None, ge=1, le=48)
@@ -68,15 +48,15 @@ class AnomalyTuning(_Strict):
     cooldown_s: int | None = Field(None, ge=0)
 
 
-class AnomalySettings(_Strict):
+class AnomalySettings(Strict):
     enabled: bool = True
     action: ActionName = "pause_tenant"
     threshold_pct: int = Field(500, ge=1)  # 500% above the baseline: six times it
     window_s: int = Field(600, ge=60, le=3600, multiple_of=60)  # the recent window, whole minutes
     min_requests_per_hour: int = Field(120, ge=0)
-    min_spend_usd_per_hour: Usd = "1"
+    min_spend_usd_per_hour: Decimal = "1"
     floor_requests_per_hour: int = Field(60, ge=0)  # the least baseline, for new tenants
-    floor_spend_usd_per_hour: Usd = "0.50"
+    floor_spend_usd_per_hour: Decimal = "0.50"
     history_days: int = Field(30, ge=1, le=90)
     quantile_pct: int = Field(90, ge=1, le=100)
     recent_hours: int = Field(3, ge=1, le=48)

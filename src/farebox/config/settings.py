@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -18,18 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from farebox.catalog import load_catalog
 from farebox.config.anomaly import AnomalySettings, AnomalyTuning, policy
+from farebox.config.base import Decimal, EnvReference, Strict
+from farebox.core.meters import METERS, Meter
 from farebox.core.money import MoneyFormatError, decimal_ratio, parse_usd, price_per_token
 from farebox.core.periods import parse_period
 from farebox.errors import ConfigError
 
-Decimal = Annotated[str, Field(pattern=r"^\s*\d+(\.\d+)?\s*$")]
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PriceOverride(_Strict):
+class PriceOverride(Strict):
     input: Decimal | None = None
     output: Decimal | None = None
     cached_input: Decimal | None = None
@@ -40,17 +36,17 @@ class PriceOverride(_Strict):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-class OutputLength(_Strict):
+class OutputLength(Strict):
     distribution: Literal["fixed", "uniform", "lognormal"] = "lognormal"
     mean: int = Field(120, ge=1)
     min: int = Field(1, ge=1)
     max: int = Field(1024, ge=1)
 
 
-class ProviderConfig(_Strict):
+class ProviderConfig(Strict):
     kind: Literal["openai", "anthropic", "mock"]
     base_url: str | None = None
-    api_key: str | None = None
+    api_key: EnvReference | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(600.0, gt=0)
     # mock options
@@ -69,13 +65,6 @@ class ProviderConfig(_Strict):
     disconnect_rate: float = Field(0.0, ge=0, le=1)  # share of streams cut mid-way
     disconnect_after: int = Field(3, ge=1)  # chunks sent before the cut
 
-    @field_validator("api_key")
-    @classmethod
-    def _env_reference(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("env:"):
-            raise ValueError("secrets must be given as env:NAME, never as a literal")
-        return value
-
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -87,14 +76,14 @@ class ProviderConfig(_Strict):
         return value.rstrip("/") if value else value
 
 
-class Deployment(_Strict):
+class Deployment(Strict):
     provider: str
     model: str
     weight: int = Field(1, ge=0)
     price: PriceOverride | None = None
 
 
-class BudgetConfig(_Strict):
+class BudgetConfig(Strict):
     """A budget object, as in CONTRACT: in plans, tenant and key overrides, and the admin API."""
 
     scope: Literal["tenant", "key", "feature", "user", "global"] = "tenant"
@@ -121,7 +110,7 @@ class BudgetConfig(_Strict):
         return self
 
 
-class BreakerSettings(_Strict):
+class BreakerSettings(Strict):
     """One circuit breaker per deployment. It opens after ``failures`` retryable failures in a
     row, or when at least ``min_requests`` calls in ``window_s`` failed at ``failure_rate`` or
     more; it stays open ``cooldown_s``, then lets one probe through (half-open)."""
@@ -134,14 +123,14 @@ class BreakerSettings(_Strict):
     sync_s: float = Field(1.0, gt=0)  # how often open breakers are read from the shared store
 
 
-class RoutingSettings(_Strict):
+class RoutingSettings(Strict):
     retries: int = Field(1, ge=0, le=10)  # extra rounds over the deployments after the first
     backoff_s: float = Field(0.05, ge=0)  # base of the jittered exponential backoff
     max_backoff_s: float = Field(2.0, ge=0)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
 
 
-class BudgetSettings(_Strict):
+class BudgetSettings(Strict):
     timezone: str = "UTC"
     lease_s: float = Field(120.0, gt=0)
     downgrade_below: Decimal = "0.10"  # share of a budget left that triggers downgrade
@@ -151,7 +140,7 @@ class BudgetSettings(_Strict):
     wait_for_room_s: float = Field(10.0, ge=0)
     alert_thresholds: list[int] = Field(default_factory=lambda: [50, 80, 100])
     alert_webhook_url: str | None = None
-    alert_webhook_secret: str | None = None
+    alert_webhook_secret: EnvReference | None = None
     global_budgets: list[BudgetConfig] = Field(default_factory=list, alias="global")
 
     @field_validator("timezone")
@@ -165,15 +154,8 @@ class BudgetSettings(_Strict):
             ) from None
         return value
 
-    @field_validator("alert_webhook_secret")
-    @classmethod
-    def _env_reference(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("env:"):
-            raise ValueError("secrets must be given as env:NAME, never as a literal")
-        return value
 
-
-class RateLimitConfig(_Strict):
+class RateLimitConfig(Strict):
     scope: Literal["key", "tenant", "user", "ip"] = "key"
     requests_per_minute: int | None = Field(None, ge=0)
     tokens_per_minute: int | None = Field(None, ge=0)
@@ -183,7 +165,7 @@ class RateLimitConfig(_Strict):
     window_s: int = Field(60, ge=1, le=3600)
 
 
-class ToolPolicyConfig(_Strict):
+class ToolPolicyConfig(Strict):
     """Glob patterns on tool and function names (``database.delete*``)."""
 
     deny: list[str] = Field(default_factory=list)
@@ -191,20 +173,20 @@ class ToolPolicyConfig(_Strict):
     require_approval: list[str] = Field(default_factory=list)
 
 
-class ResalePrice(_Strict):
+class ResalePrice(Strict):
     input: Decimal = "0"
     output: Decimal = "0"
     cached_input: Decimal | None = None
 
 
-class PlanPricing(_Strict):
+class PlanPricing(Strict):
     markup: Decimal | None = None
     resale: ResalePrice | None = None
     cache_hit: Literal["full", "cost", "free"] = "full"
     monthly_fee_usd: Decimal = "0"
 
 
-class PlanConfig(_Strict):
+class PlanConfig(Strict):
     models: list[str] = Field(default_factory=lambda: ["*"])
     budgets: list[BudgetConfig] = Field(default_factory=list)
     rate_limits: list[RateLimitConfig] = Field(default_factory=list)
@@ -219,7 +201,7 @@ class PlanConfig(_Strict):
     anomaly: AnomalyTuning | None = None
 
 
-class ServerConfig(_Strict):
+class ServerConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65535)
     workers: int = Field(1, ge=1)
@@ -238,16 +220,7 @@ class ServerConfig(_Strict):
     single_process: bool = False
 
 
-SINK_KINDS = ("stripe", "lago", "metronome", "openmeter", "webhook")
-Meter = Literal[
-    "input_tokens", "output_tokens", "cost_usd", "revenue_usd", "requests", "cache_hits"
-]
-METER_NAMES: tuple[Meter, ...] = (
-    "input_tokens", "output_tokens", "cost_usd", "revenue_usd", "requests", "cache_hits",
-)  # fmt: skip
-
-
-class SinkConfig(_Strict):
+class SinkConfig(Strict):
     """One billing sink: where the ledger's usage goes, and as which meters."""
 
     kind: Literal["stripe", "lago", "metronome", "openmeter", "webhook", "redis_stream"]
@@ -257,23 +230,16 @@ class SinkConfig(_Strict):
     # session token from base_url, events to stream_url, e.g. https://meter-events.stripe.com)
     api: Literal["v1", "v2"] = "v1"
     stream_url: str | None = None
-    api_key: str | None = None  # env:NAME; sent as a bearer token
-    secret: str | None = None  # env:NAME; webhook signing secret
-    meters: list[Meter] = Field(default_factory=lambda: list(METER_NAMES))
+    api_key: EnvReference | None = None  # sent as a bearer token
+    secret: EnvReference | None = None  # webhook signing secret
+    meters: list[Meter] = Field(default_factory=lambda: list(METERS))
     names: dict[str, str] = Field(default_factory=dict)  # meter -> the sink's event name / code
     granularity: Literal["request", "hour"] = "request"
     timeout_s: float = Field(10.0, gt=0)
     max_attempts: int = Field(6, ge=1, le=50)  # per batch, before the exporter pauses the sink
 
-    @field_validator("api_key", "secret")
-    @classmethod
-    def _env_reference(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("env:"):
-            raise ValueError("secrets must be given as env:NAME, never as a literal")
-        return value
 
-
-class BillingConfig(_Strict):
+class BillingConfig(Strict):
     sinks: dict[str, SinkConfig] = Field(default_factory=dict)
     interval_s: float = Field(5.0, gt=0)  # how often each sink looks for new ledger entries
     batch: int = Field(500, ge=1, le=10_000)  # ledger entries read per round
@@ -281,7 +247,7 @@ class BillingConfig(_Strict):
     in_serve: bool = True  # run the exporter inside farebox serve
 
 
-class LedgerConfig(_Strict):
+class LedgerConfig(Strict):
     synchronous: Literal["normal", "full"] = "normal"
     batch_max: int = Field(512, ge=1)
     # SQLite: the bound the write-ahead log stays under (it is checkpointed and cut back
@@ -290,7 +256,7 @@ class LedgerConfig(_Strict):
     checkpoint_wait_ms: int = Field(100, ge=1, le=10_000)
 
 
-class TimeoutSettings(_Strict):
+class TimeoutSettings(Strict):
     """Deadlines on the shared databases (PostgreSQL and Redis) and on ``/readyz``."""
 
     postgres_connect_s: float = Field(5.0, gt=0)  # opening a connection
@@ -301,13 +267,13 @@ class TimeoutSettings(_Strict):
     readyz_s: float = Field(1.0, gt=0)  # /readyz answers within this, 503 if the stores do not
 
 
-class FileConfig(_Strict):
+class FileConfig(Strict):
     database: str = "sqlite:///farebox.db"
     redis: str | None = None
     # namespaces this deployment's Redis keys; unset: one derived from the database
     redis_prefix: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
-    secret: str | None = None
+    secret: EnvReference | None = None
     server: ServerConfig = Field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, list[Deployment]] = Field(default_factory=dict)
@@ -320,13 +286,6 @@ class FileConfig(_Strict):
     billing: BillingConfig = Field(default_factory=BillingConfig)
     anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
     upgrade_url: str | None = None
-
-    @field_validator("secret")
-    @classmethod
-    def _env_reference(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("env:"):
-            raise ValueError("secrets must be given as env:NAME, never as a literal")
-        return value
 
 
 class Settings(BaseModel):
@@ -461,10 +420,8 @@ def secret_present(cfg: FileConfig, env: Mapping[str, str]) -> bool:
     return bool((named and env.get(named)) or env.get("FAREBOX_SECRET"))
 
 
-def parse_settings(
-    data: object, *, source: str, env: Mapping[str, str], base_dir: Path
-) -> Settings:
-    """Validate an already-parsed YAML document."""
+def _file_config(data: object, source: str) -> FileConfig:
+    """The document validated and checked: exact money, known references, a price for all."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -476,6 +433,14 @@ def parse_settings(
     _check_money(source, cfg)
     _check_references(source, cfg)
     _check_prices(source, cfg)
+    return cfg
+
+
+def _stores(
+    source: str, cfg: FileConfig, env: Mapping[str, str], base_dir: Path
+) -> tuple[str, Path | None, str | None]:
+    """The database URL, its file (SQLite), and the Redis URL; PostgreSQL needs Redis and a
+    shared secret."""
     db_env = env.get("FAREBOX_DATABASE")
     url, path = _database(source, db_env or cfg.database, base_dir)
     redis_url = env.get("FAREBOX_REDIS") or cfg.redis
@@ -491,14 +456,11 @@ def parse_settings(
         )
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"{source}: redis: expected a redis:// URL (got {redis_url!r})")
-    keys = {
-        name: _resolve_env(p.api_key, f"providers.{name}.api_key", source, env)
-        for name, p in cfg.providers.items()
-    }
-    secret = _resolve_env(cfg.secret, "secret", source, env) or env.get("FAREBOX_SECRET")
-    alert_secret = _resolve_env(
-        cfg.budgets.alert_webhook_secret, "budgets.alert_webhook_secret", source, env
-    )
+    return url, path, redis_url
+
+
+def _sink_secrets(source: str, cfg: FileConfig, env: Mapping[str, str]) -> dict[str, str]:
+    """``"<sink>.<field>"`` -> the value of each billing sink's ``env:`` secret."""
     sink_secrets = {
         f"{name}.{field}": _resolve_env(getattr(s, field), f"billing.sinks.{name}.{field}",
                                         source, env)
@@ -506,6 +468,11 @@ def parse_settings(
         for field in ("api_key", "secret")
         if getattr(s, field) is not None
     }  # fmt: skip
+    return {k: v for k, v in sink_secrets.items() if v}
+
+
+def _paging_secrets(source: str, cfg: FileConfig, env: Mapping[str, str]) -> dict[str, str]:
+    """The PagerDuty routing key and the Slack webhook URL, where configured."""
     paging = {
         "pagerduty": _resolve_env(pd.routing_key, "anomaly.pagerduty.routing_key", source, env)
         if (pd := cfg.anomaly.pagerduty)
@@ -514,6 +481,24 @@ def parse_settings(
         if (sl := cfg.anomaly.slack)
         else None,
     }
+    return {k: v for k, v in paging.items() if v}
+
+
+def parse_settings(
+    data: object, *, source: str, env: Mapping[str, str], base_dir: Path
+) -> Settings:
+    """Validate an already-parsed YAML document."""
+    cfg = _file_config(data, source)
+    url, path, redis_url = _stores(source, cfg, env, base_dir)
+    keys = {
+        name: _resolve_env(p.api_key, f"providers.{name}.api_key", source, env)
+        for name, p in cfg.providers.items()
+    }
+    secret = _resolve_env(cfg.secret, "secret", source, env) or env.get("FAREBOX_SECRET")
+    alert_secret = _resolve_env(
+        cfg.budgets.alert_webhook_secret, "budgets.alert_webhook_secret", source, env
+    )
+    sink_secrets = _sink_secrets(source, cfg, env)
     return Settings(
         file=cfg,
         source=source,
@@ -524,8 +509,8 @@ def parse_settings(
         admin_key=env.get("FAREBOX_ADMIN_KEY") or None,
         provider_keys=keys,
         alert_secret=alert_secret.encode() if alert_secret else None,
-        sink_secrets={k: v for k, v in sink_secrets.items() if v},
-        paging_secrets={k: v for k, v in paging.items() if v},
+        sink_secrets=sink_secrets,
+        paging_secrets=_paging_secrets(source, cfg, env),
     )
 
 

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from farebox.core.money import format_usd
 from farebox.core.records import LedgerEntry
 
-METERS = ("input_tokens", "output_tokens", "cost_usd", "revenue_usd", "requests", "cache_hits")
+Meter = Literal[
+    "input_tokens", "output_tokens", "cost_usd", "revenue_usd", "requests", "cache_hits"
+]
+METERS: tuple[Meter, ...] = get_args(Meter)  # every meter a billing sink can be sent
 MONEY_METERS = frozenset({"cost_usd", "revenue_usd"})
 HOUR = 3600
 BILLED = frozenset({"ok", "error", "upstream_interrupted", "client_disconnected", "cache_hit"})

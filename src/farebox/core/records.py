@@ -49,7 +49,8 @@ class ApiKey:
 
 @dataclass(slots=True)  # not frozen: built several times per request, and frozen init is slow
 class LedgerEntry:
-    """One request, metered. Money in pico-USD."""
+    """One request, metered. Money in pico-USD. Its token counts are ``core.usage.TOKEN_FIELDS``
+    (``usage_of(entry)`` reads them as a ``Usage``)."""
 
     request_id: str
     tenant_id: str

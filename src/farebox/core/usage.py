@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,21 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+# The six token counts, in order: declared once, by Usage; a ledger entry carries the same
+# fields, and ``usage_of`` / ``token_counts`` move them between the two.
+TOKEN_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Usage))
+
+
+def usage_of(record: object) -> Usage:
+    """The token counts of a record that carries ``TOKEN_FIELDS`` (a ledger entry)."""
+    return Usage(**{name: getattr(record, name) for name in TOKEN_FIELDS})
+
+
+def token_counts(usage: Usage) -> dict[str, int]:
+    """``TOKEN_FIELDS`` by name: the counts a record of this usage carries."""
+    return {name: getattr(usage, name) for name in TOKEN_FIELDS}
 
 
 MAX_TOKENS = 2**40  # a trillion tokens: anything larger is a broken upstream, not usage

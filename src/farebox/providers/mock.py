@@ -187,14 +187,18 @@ class MockProvider:
         return _Draft(visible, reasoning, finish, tool_call)
 
     # Provider protocol -----------------------------------------------------------
-    async def chat(self, request: ChatRequest) -> ChatResult:
-        started = time.perf_counter()
+    async def _planned(self, request: ChatRequest) -> tuple[random.Random, _Plan]:
+        """Check the request, wait as configured, fail when drawn to, then plan the answer."""
         shape = choice_shape(request.body, self.name)
         check_tools(request.body, self.name)
         rng = self._rng(request.body)
         await self._delay(rng)
         self._fail_maybe(rng)
-        plan = self._plan(request.body, rng, shape)
+        return rng, self._plan(request.body, rng, shape)
+
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        started = time.perf_counter()
+        rng, plan = await self._planned(request)
         if self._options.tokens_per_second:
             words = sum(len(c.text_tokens) for c in plan.choices)
             await asyncio.sleep(words / self._options.tokens_per_second)
@@ -211,12 +215,7 @@ class MockProvider:
         return ChatResult(body=body, usage=plan.usage, upstream_ms=elapsed)
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
-        shape = choice_shape(request.body, self.name)
-        check_tools(request.body, self.name)
-        rng = self._rng(request.body)
-        await self._delay(rng)
-        self._fail_maybe(rng)
-        plan = self._plan(request.body, rng, shape)
+        rng, plan = await self._planned(request)
         o = self._options
         cut = o.disconnect_after if o.disconnect_rate and rng.random() < o.disconnect_rate else 0
         base: JSON = {

@@ -1,8 +1,9 @@
-"""Billing sinks: pure encoders/classifiers for Stripe, Lago, Metronome, OpenMeter, webhooks.
-
-Each sink turns :class:`MeterEvent` objects into :class:`Request` objects (no credentials;
-the caller adds ``Authorization``) and an HTTP answer into an :class:`Outcome` per event key.
-This package imports only the standard library, ``orjson`` and ``farebox.core``/``errors``.
+"""Billing sinks, pure: each turns ``MeterEvent`` objects into ``Request`` objects (no
+credentials; the caller adds ``Authorization``) and an HTTP answer into an ``Outcome`` per event
+key, for Stripe (v1 and the v2 stream), Lago, Metronome, OpenMeter and the signed webhook;
+``base`` holds what they share and ``events`` the event and its idempotency key. An adapter,
+independent of providers and stores: it may import http, catalog, errors and core (today it
+needs only the standard library and ``orjson``), nothing above them.
 """
 
 from farebox.sinks.base import Outcome, Request, Sink, Status, Verdict, screen

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import orjson
+
 from farebox.sinks.events import MeterEvent
 
 _SENSITIVE = frozenset({"authorization", "x-farebox-signature"})
@@ -123,8 +125,36 @@ def missing_customer(event: MeterEvent, field_name: str) -> str | None:
     return f"tenant has no {field_name}"
 
 
+def customer_of(event: MeterEvent, field_name: str) -> str:
+    """The billing system's id for the event's tenant; ``check`` has refused events without."""
+    customer = event.customer.get(field_name)
+    if not customer:
+        raise ValueError(f"event {event.key}: tenant has no {field_name}")
+    return customer
+
+
 def chunks(events: Sequence[MeterEvent], size: int) -> list[Sequence[MeterEvent]]:
     return [events[i : i + size] for i in range(0, len(events), size)]
+
+
+def json_batches(
+    events: Sequence[MeterEvent],
+    size: int,
+    path: str,
+    document: Callable[[Sequence[MeterEvent]], object],
+    content_type: str = "application/json",
+) -> list[Request]:
+    """One ``POST path`` per batch of at most ``size`` events: ``document(batch)`` as JSON."""
+    return [
+        Request(
+            "POST",
+            path,
+            {"content-type": content_type},
+            orjson.dumps(document(batch)),
+            tuple(e.key for e in batch),
+        )
+        for batch in chunks(events, size)
+    ]
 
 
 def lower(headers: Mapping[str, str]) -> dict[str, str]:
@@ -166,6 +196,12 @@ def transient(status: int, headers: Mapping[str, str]) -> Verdict | None:
     if status == 408 or status == 429 or status >= 500:
         return Verdict(Status.RETRY, f"HTTP {status}", retry_after(headers))
     return None
+
+
+def failed(status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
+    """The common verdict on a failed call: retried when transient, else dead, with the start
+    of the answer's body as the reason."""
+    return transient(status, headers) or unexpected(status, body[:300].decode("utf-8", "replace"))
 
 
 def unexpected(status: int, detail: str = "") -> Verdict:

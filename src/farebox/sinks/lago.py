@@ -26,7 +26,8 @@ from farebox.sinks.base import (
     Request,
     Status,
     Verdict,
-    chunks,
+    customer_of,
+    json_batches,
     lower,
     missing_customer,
     transient,
@@ -60,25 +61,18 @@ class Lago:
         return missing_customer(event, LAGO_SUBSCRIPTION)
 
     def wire(self, event: MeterEvent) -> dict[str, Any]:
-        subscription = event.customer.get(LAGO_SUBSCRIPTION)
-        if not subscription:
-            raise ValueError(f"event {event.key}: tenant has no {LAGO_SUBSCRIPTION}")
         return {
             "transaction_id": event.key,
-            "external_subscription_id": subscription,
+            "external_subscription_id": customer_of(event, LAGO_SUBSCRIPTION),
             "code": self.codes.get(event.meter, event.meter),
             "timestamp": event.timestamp,
             "properties": {**event.properties, self.value_property: event.value},
         }
 
     def encode(self, events: Sequence[MeterEvent]) -> list[Request]:
-        requests = []
-        for batch in chunks(events, self.max_batch):
-            body = orjson.dumps({"events": [self.wire(e) for e in batch]})
-            headers = {"content-type": "application/json"}
-            keys = tuple(e.key for e in batch)
-            requests.append(Request("POST", self.path, headers, body, keys))
-        return requests
+        return json_batches(
+            events, self.max_batch, self.path, lambda b: {"events": [self.wire(e) for e in b]}
+        )
 
     def classify(
         self, status: int, headers: Mapping[str, str], body: bytes, request: Request

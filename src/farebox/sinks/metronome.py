@@ -13,16 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
-
 from farebox.sinks.base import (
     DELIVERED,
     Outcome,
     Request,
-    chunks,
+    customer_of,
+    failed,
+    json_batches,
     missing_customer,
-    transient,
-    unexpected,
 )
 from farebox.sinks.events import METRONOME_CUSTOMER, MeterEvent, rfc3339
 
@@ -57,35 +55,22 @@ class Metronome:
         return None
 
     def wire(self, event: MeterEvent) -> dict[str, Any]:
-        customer = event.customer.get(METRONOME_CUSTOMER)
-        if not customer:
-            raise ValueError(f"event {event.key}: tenant has no {METRONOME_CUSTOMER}")
         return {
             "transaction_id": event.key,
-            "customer_id": customer,
+            "customer_id": customer_of(event, METRONOME_CUSTOMER),
             "event_type": self.event_types.get(event.meter, event.meter),
             "timestamp": rfc3339(event.timestamp),
             "properties": {**event.properties, self.value_property: event.value},
         }
 
     def encode(self, events: Sequence[MeterEvent]) -> list[Request]:
-        return [
-            Request(
-                "POST",
-                "/v1/ingest",
-                {"content-type": "application/json"},
-                orjson.dumps([self.wire(e) for e in batch]),
-                tuple(e.key for e in batch),
-            )
-            for batch in chunks(events, self.max_batch)
-        ]
+        return json_batches(
+            events, self.max_batch, "/v1/ingest", lambda batch: [self.wire(e) for e in batch]
+        )
 
     def classify(
         self, status: int, headers: Mapping[str, str], body: bytes, request: Request
     ) -> Outcome:
         if 200 <= status < 300:  # includes duplicates, which Metronome ignores silently
             return Outcome.every(request.keys, DELIVERED)
-        verdict = transient(status, headers) or unexpected(
-            status, body[:300].decode("utf-8", "replace")
-        )
-        return Outcome.every(request.keys, verdict)
+        return Outcome.every(request.keys, failed(status, headers, body))

@@ -12,16 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
-
 from farebox.sinks.base import (
     DELIVERED,
     Outcome,
     Request,
-    chunks,
+    customer_of,
+    failed,
+    json_batches,
     missing_customer,
-    transient,
-    unexpected,
 )
 from farebox.sinks.events import OPENMETER_SUBJECT, MeterEvent, rfc3339
 
@@ -50,9 +48,7 @@ class OpenMeter:
         return missing_customer(event, OPENMETER_SUBJECT)
 
     def wire(self, event: MeterEvent) -> dict[str, Any]:
-        subject = event.customer.get(OPENMETER_SUBJECT)
-        if not subject:
-            raise ValueError(f"event {event.key}: tenant has no {OPENMETER_SUBJECT}")
+        subject = customer_of(event, OPENMETER_SUBJECT)
         return {
             "specversion": "1.0",
             "id": event.key,
@@ -65,23 +61,17 @@ class OpenMeter:
         }
 
     def encode(self, events: Sequence[MeterEvent]) -> list[Request]:
-        return [
-            Request(
-                "POST",
-                "/api/v1/events",
-                {"content-type": CONTENT_TYPE},
-                orjson.dumps([self.wire(e) for e in batch]),
-                tuple(e.key for e in batch),
-            )
-            for batch in chunks(events, self.max_batch)
-        ]
+        return json_batches(
+            events,
+            self.max_batch,
+            "/api/v1/events",
+            lambda batch: [self.wire(e) for e in batch],
+            CONTENT_TYPE,
+        )
 
     def classify(
         self, status: int, headers: Mapping[str, str], body: bytes, request: Request
     ) -> Outcome:
         if 200 <= status < 300:  # 204; duplicates are dropped silently
             return Outcome.every(request.keys, DELIVERED)
-        verdict = transient(status, headers) or unexpected(
-            status, body[:300].decode("utf-8", "replace")
-        )
-        return Outcome.every(request.keys, verdict)
+        return Outcome.every(request.keys, failed(status, headers, body))

@@ -30,6 +30,7 @@ from farebox.sinks.base import (
     Status,
     Verdict,
     chunks,
+    customer_of,
     lower,
     missing_customer,
     retry_after,
@@ -97,9 +98,7 @@ class _StripeBase:
         return None
 
     def _payload(self, event: MeterEvent) -> dict[str, str]:
-        customer = event.customer.get(STRIPE_CUSTOMER)
-        if not customer:
-            raise ValueError(f"event {event.key}: tenant has no {STRIPE_CUSTOMER}")
+        customer = customer_of(event, STRIPE_CUSTOMER)
         payload = {self.customer_key: customer, self.value_key: event.value}
         for name in self.dimensions:
             if name in event.properties:
@@ -111,6 +110,14 @@ class _StripeBase:
         if self.stripe_version:
             headers["stripe-version"] = self.stripe_version
         return headers
+
+    def classify(
+        self, status: int, headers: Mapping[str, str], body: bytes, request: Request
+    ) -> Outcome:
+        return Outcome.every(request.keys, self._verdict(status, headers, body))
+
+    def _verdict(self, status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
+        raise NotImplementedError  # each API answers in its own way
 
 
 class StripeV1(_StripeBase):
@@ -134,11 +141,6 @@ class StripeV1(_StripeBase):
                 Request("POST", "/v1/billing/meter_events", headers, body, (event.key,))
             )
         return requests
-
-    def classify(
-        self, status: int, headers: Mapping[str, str], body: bytes, request: Request
-    ) -> Outcome:
-        return Outcome.every(request.keys, self._verdict(status, headers, body))
 
     def _verdict(self, status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
         if 200 <= status < 300:
@@ -205,11 +207,6 @@ class StripeV2Stream(_StripeBase):
             keys = tuple(e.key for e in batch)
             requests.append(Request("POST", "/v2/billing/meter_event_stream", headers, body, keys))
         return requests
-
-    def classify(
-        self, status: int, headers: Mapping[str, str], body: bytes, request: Request
-    ) -> Outcome:
-        return Outcome.every(request.keys, self._verdict(status, headers, body))
 
     def _verdict(self, status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
         if 200 <= status < 300:  # duplicates are dropped silently; validation is async

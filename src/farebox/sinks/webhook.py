@@ -24,8 +24,7 @@ from farebox.sinks.base import (
     Outcome,
     Request,
     chunks,
-    transient,
-    unexpected,
+    failed,
 )
 from farebox.sinks.events import MeterEvent, event_json
 
@@ -99,7 +98,4 @@ class Webhook:
             return Outcome.every(request.keys, DELIVERED)
         if status == 409:
             return Outcome.every(request.keys, DUPLICATE)
-        verdict = transient(status, headers) or unexpected(
-            status, body[:300].decode("utf-8", "replace")
-        )
-        return Outcome.every(request.keys, verdict)
+        return Outcome.every(request.keys, failed(status, headers, body))

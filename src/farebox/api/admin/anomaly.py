@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter
-
 from farebox.anomaly.watch import AnomalyWatch
 from farebox.api.admin.params import TenantFilter
 from farebox.core.anomaly import Incident
@@ -25,20 +23,24 @@ def incident_json(incident: Incident) -> dict[str, Any]:
     }
 
 
-def add_routes(api: APIRouter, watch: AnomalyWatch, store: HasTraffic) -> None:
-    @api.get("/anomalies")
+class Anomalies:
+    """The handlers of ``/anomalies`` and ``/anomalies/{incident_id}/resolve``."""
+
+    def __init__(self, watch: AnomalyWatch, store: HasTraffic) -> None:
+        self.watch = watch
+        self.store = store
+
     async def anomalies(
-        tenant: TenantFilter = None, status: Literal["open", "resolved"] | None = None
+        self, tenant: TenantFilter = None, status: Literal["open", "resolved"] | None = None
     ) -> dict[str, Any]:
-        found = await store.traffic.incidents(tenant, open_only=status == "open")
+        found = await self.store.traffic.incidents(tenant, open_only=status == "open")
         if status == "resolved":
             found = [i for i in found if i.resolved_at is not None]
         return {"object": "list", "data": [incident_json(i) for i in found]}
 
-    @api.post("/anomalies/{incident_id}/resolve")
-    async def resolve(incident_id: str) -> dict[str, Any]:
-        found = [i for i in await store.traffic.incidents() if i.id == incident_id]
+    async def resolve(self, incident_id: str) -> dict[str, Any]:
+        found = [i for i in await self.store.traffic.incidents() if i.id == incident_id]
         if not found:
             raise NotFound(f"Incident {incident_id!r} not found.", code="incident_not_found")
-        resolved = await watch.resolve(found[0])
+        resolved = await self.watch.resolve(found[0])
         return incident_json(resolved[0] if resolved else found[0])  # or it already was

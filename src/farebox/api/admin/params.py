@@ -1,13 +1,46 @@
-"""Query parameters the admin operations share, with the formats the document states."""
+"""What the admin operations share: the tenant filter, the strict body base, the pause body and
+the time parameters, with the formats the document states."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Query
+from pydantic import BaseModel, ConfigDict, Field
 
+from farebox.errors import InvalidRequest
 from farebox.identity.tenancy import TENANT_ID
 
 TenantFilter = Annotated[
     str | None, Query(min_length=1, max_length=64, pattern=TENANT_ID.pattern)
 ]  # a tenant id, as the tenant's own pattern says
+
+
+class AdminBody(BaseModel):
+    """A request body of the admin API: unknown fields and non-finite numbers are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class PauseBody(AdminBody):
+    reason: str | None = Field(None, max_length=1000)
+
+
+def parse_time(value: str | None, name: str) -> float | None:
+    """Unix seconds, an ISO date, or an ISO date-time (UTC when no zone is given)."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            f"'{name}' must be unix seconds or an ISO 8601 date/time (got {value!r}).", param=name
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()

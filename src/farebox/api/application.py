@@ -1,0 +1,202 @@
+"""The ASGI application of one wired gateway: its routes, error handlers and documentation, and
+the lifespan that opens the store and starts the background tasks, then stops them in reverse.
+
+``farebox.app`` picks the concrete adapters and wires the services; this module is handed the
+result (a ``Wiring``) and builds the application around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from farebox import __version__
+from farebox.anomaly.watch import AnomalyWatch
+from farebox.api import anthropic, me, openai
+from farebox.api.admin import router as admin
+from farebox.api.admin.errors import method_not_allowed, validation_failure
+from farebox.api.context import Services
+from farebox.api.docs import add_docs
+from farebox.api.errors import error_response
+from farebox.api.fastpath import FareboxApp
+from farebox.api.gate import Gate, admin_key_check
+from farebox.api.limits_input import InputLimits
+from farebox.api.openapi_data import install_data_plane_docs
+from farebox.api.openapi_doc import farebox_openapi
+from farebox.billing.exporter import Exporter
+from farebox.config.reload import PlanReloader
+from farebox.config.settings import Settings
+from farebox.core.keys import ADMIN_PREFIX, hash_key, new_key
+from farebox.errors import ConfigError, FareboxError, InvalidRequest, NotFound
+from farebox.gateway.inflight import InFlight
+from farebox.http.client import HttpClient
+from farebox.identity.tenancy import Tenancy
+from farebox.notify.channels import WebhookAlerts
+from farebox.providers.base import Provider
+from farebox.stores.base import Store
+
+Announce = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """The wired services of one app instance: what the routes serve and the lifespan runs."""
+
+    services: Services
+    tenancy: Tenancy
+    reloader: PlanReloader
+    watch: AnomalyWatch
+    exporter: Exporter
+    alerts: WebhookAlerts | None
+    providers: Mapping[str, Provider]
+    http: HttpClient
+    in_flight: InFlight
+
+
+def build_app(wiring: Wiring, announce: Announce) -> FastAPI:
+    """The ASGI app: the admin API and docs on FastAPI, the data plane on its fast path."""
+    services = wiring.services
+    server = services.settings.file.server
+    bounds = InputLimits(server.max_body_bytes, server.max_header_count,
+                         server.max_header_bytes, server.max_json_depth)  # fmt: skip
+    key_check = admin_key_check(lambda: services.secret, lambda: services.admin_key_hash)
+    app = FareboxApp(
+        title="Farebox",
+        version=__version__,
+        lifespan=lifespan(wiring, announce),
+        docs_url=None,
+        redoc_url=None,
+        in_flight=wiring.in_flight,
+        limits=bounds,
+        gate=Gate(bounds, key_check, frozenset({"/openapi.json", "/docs"})),
+    )
+    app.openapi = farebox_openapi(app)  # type: ignore[method-assign]
+    if server.docs:
+        add_docs(app, server.docs_assets_url)
+    _add_routes(app, wiring)
+    return app
+
+
+def _add_routes(app: FareboxApp, wiring: Wiring) -> None:
+    services = wiring.services
+    app.state.services = services
+    app.state.tenancy = wiring.tenancy
+    app.state.reloader = wiring.reloader
+    app.state.exporter = wiring.exporter
+    app.state.watch = wiring.watch
+    app.include_router(admin.router(services, wiring.tenancy, wiring.exporter, wiring.watch))
+    error_handlers(app)
+    app.add_fast_routes(
+        [*openai.routes(services), *anthropic.routes(services), *me.routes(services)]
+    )
+    install_data_plane_docs(app)
+
+
+def error_handlers(app: FastAPI) -> None:
+    """Every failure of the admin framework answered in the one error format."""
+
+    async def farebox_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, FareboxError)
+        return error_response(exc)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(validation_failure(exc.errors()))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            return error_response(NotFound(f"No route for {request.method} {request.url.path}."))
+        if exc.status_code == 405:
+            return error_response(method_not_allowed(request.app, request.scope))
+        error = InvalidRequest(str(exc.detail), code=f"http_{exc.status_code}")
+        response = error_response(error)
+        response.status_code = exc.status_code
+        return response
+
+    app.add_exception_handler(FareboxError, farebox_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+
+
+def lifespan(
+    wiring: Wiring, announce: Announce
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Open and start everything when the app starts; stop and close it all when it stops."""
+
+    @contextlib.asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        await start(wiring, announce)
+        try:
+            yield
+        finally:
+            await stop(wiring)
+
+    return run
+
+
+async def start(wiring: Wiring, announce: Announce) -> None:
+    """Open the store, settle the admin key, start the background tasks."""
+    services = wiring.services
+    settings, store = services.settings, services.store
+    try:
+        await store.open()
+    except ConfigError as exc:  # e.g. another deployment owns this redis_prefix
+        announce(f"Refusing to start: {exc.message}")
+        raise
+    services.admin_key_hash = await resolve_admin_hash(settings, store, services.secret, announce)
+    services.ledger.start()
+    services.budgets.start()
+    services.breakers.start()
+    wiring.reloader.start()
+    wiring.watch.start()
+    billing = settings.file.billing
+    if billing.in_serve and wiring.exporter.sinks:
+        await wiring.exporter.start(billing.interval_s)
+
+
+async def stop(wiring: Wiring) -> None:
+    """Stop the background tasks, let alerts in flight drain, close every connection."""
+    services = wiring.services
+    drain_s = services.settings.file.anomaly.drain_s
+    await wiring.reloader.stop()
+    await wiring.watch.stop()
+    await wiring.watch.pager.aclose(drain_s)
+    await wiring.exporter.stop()
+    await services.breakers.stop()
+    await services.budgets.stop()
+    await services.ledger.stop()
+    if wiring.alerts is not None:
+        await wiring.alerts.aclose(drain_s)
+    for provider in wiring.providers.values():
+        await provider.aclose()
+    await wiring.http.aclose()
+    await services.store.close()
+
+
+async def resolve_admin_hash(
+    settings: Settings, store: Store, secret: bytes, announce: Announce
+) -> str:
+    """The admin key's hash: from FAREBOX_ADMIN_KEY, or generated once and printed once."""
+    if settings.admin_key:
+        return hash_key(secret, settings.admin_key)
+    stored = await store.get_meta("admin_key_hash")
+    if stored:
+        return stored
+    raw = new_key(ADMIN_PREFIX, secrets.token_urlsafe)
+    stored = await store.put_meta_if_absent("admin_key_hash", hash_key(secret, raw))
+    if stored == hash_key(secret, raw):
+        announce(
+            f"Generated admin key (shown once, keep it): {raw}\n"
+            "Set FAREBOX_ADMIN_KEY to choose your own."
+        )
+    return stored

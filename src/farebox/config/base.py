@@ -1,0 +1,29 @@
+"""What every section of ``farebox.yaml`` is built from: the strict model base (an unknown key
+fails, a loaded value is frozen), exact decimal amounts, and ``env:NAME`` references for
+secrets. Secrets are resolved by ``farebox.config.settings``, which alone reads the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """A section of the config file: unknown keys are refused, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def env_reference(value: str) -> str:
+    """A secret is named, never written: ``env:NAME``."""
+    if not value.startswith("env:"):
+        raise ValueError("secrets must be given as env:NAME, never as a literal")
+    return value
+
+
+# A decimal amount written as a string ("0.50"): prices and dollars stay exact.
+Decimal = Annotated[str, Field(pattern=r"^\s*\d+(\.\d+)?\s*$")]
+# The name of an environment variable that holds a secret, as ``env:NAME``.
+EnvReference = Annotated[str, AfterValidator(env_reference)]
