@@ -6,9 +6,9 @@ worst case against every hold atomically, and settles each to the exact cost aft
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from farebox.core.money import mul_ratio
@@ -109,8 +109,19 @@ class HoldState:
         return self.hold.resets_at
 
 
-def merge(plan: Sequence[BudgetSpec], *overrides: Sequence[BudgetSpec]) -> list[BudgetSpec]:
-    """Later lists replace earlier budgets of the same scope, period and name."""
+class Identified(Protocol):
+    """A spec that names what it limits (budgets and rate limits alike)."""
+
+    @property
+    def ident(self) -> Hashable: ...
+
+
+SpecT = TypeVar("SpecT", bound=Identified)
+
+
+def merge(plan: Sequence[SpecT], *overrides: Sequence[SpecT]) -> list[SpecT]:
+    """Later lists replace earlier specs with the same ``ident`` (for a budget: scope, period
+    and name; for a rate limit: scope and model)."""
     merged = {spec.ident: spec for spec in plan}
     for layer in overrides:
         for spec in layer:

@@ -29,28 +29,13 @@ from farebox.errors import BudgetExceeded, RateLimited
 from farebox.gateway.budget_scope import (
     BudgetScopes,
     Scope,
-    budget_ident,
     iso,
-    state_json,
-    validate_budgets,
 )
 from farebox.gateway.call import Call, openai_user, placeholder
 from farebox.gateway.rate_limits import RateLimits, refusal
 from farebox.gateway.sizes import output_cap
 from farebox.stores.base import ReservationStore
 
-# Scope and the budget objects' helpers live in budget_scope; the edge (api, cli) imports
-# them from here, with Budgets
-__all__ = [
-    "Admission",
-    "Admitter",
-    "Budgets",
-    "Scope",
-    "budget_ident",
-    "scope_of",
-    "state_json",
-    "validate_budgets",
-]
 log = logging.getLogger("farebox.budgets")
 SETTLE_POLL_S = 0.05  # how often a request waiting for budget room looks again
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from farebox.config.settings import RateLimitConfig
-from farebox.core.budgets import Hold, HoldState
+from farebox.core.budgets import Hold, HoldState, merge
 from farebox.errors import InvalidRequest, RateLimited
 
 BUCKETS = 20
@@ -71,15 +71,6 @@ def validate_limits(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             raise InvalidRequest(f"rate_limits[{i}]: {exc}", param=f"rate_limits[{i}]") from None
         out.append(cfg.model_dump(exclude_none=True))
     return out
-
-
-def merge(plan: Sequence[LimitSpec], *overrides: Sequence[LimitSpec]) -> list[LimitSpec]:
-    """Later lists replace earlier limits of the same scope and model."""
-    merged = {spec.ident: spec for spec in plan}
-    for layer in overrides:
-        for spec in layer:
-            merged[spec.ident] = spec
-    return list(merged.values())
 
 
 def _subject(scope: str, tenant: str, key: str, user: str | None, ip: str | None) -> str | None:

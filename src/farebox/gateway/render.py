@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import orjson
 
 from farebox.core.records import LedgerEntry
-from farebox.core.usage import Usage
+from farebox.core.usage import usage_of
 from farebox.errors import FareboxError, openai_error_body
 from farebox.gateway.stream_meter import DONE, sse, usage_chunk
 from farebox.providers.translate_reverse import openai_response_to_anthropic
@@ -31,17 +31,6 @@ class Reply:
 class StreamReply:
     headers: dict[str, str]
     chunks: AsyncIterator[bytes]
-
-
-def entry_usage(entry: LedgerEntry) -> Usage:
-    return Usage(
-        input_tokens=entry.input_tokens,
-        cached_input_tokens=entry.cached_input_tokens,
-        cache_write_5m_tokens=entry.cache_write_5m_tokens,
-        cache_write_1h_tokens=entry.cache_write_1h_tokens,
-        output_tokens=entry.output_tokens,
-        reasoning_tokens=entry.reasoning_tokens,
-    )
 
 
 class StreamRenderer(Protocol):
@@ -85,7 +74,7 @@ class AnthropicStream:
         return b"".join(encode(name, data) for name, data in self._events.feed(item))
 
     def usage(self, chunk: Mapping[str, Any], entry: LedgerEntry) -> bytes:
-        return b"".join(encode(n, d) for n, d in self._events.finish(entry_usage(entry)))
+        return b"".join(encode(n, d) for n, d in self._events.finish(usage_of(entry)))
 
     def done(self) -> bytes:
         return b"".join(encode(n, d) for n, d in self._events.finish())

@@ -10,7 +10,7 @@ from pydantic import Field
 from farebox.api.admin.params import AdminBody, TenantFilter
 from farebox.api.context import Services
 from farebox.errors import InvalidRequest
-from farebox.gateway.admission import budget_ident, state_json, validate_budgets
+from farebox.gateway.budget_scope import budget_ident, state_json, validate_budgets
 from farebox.identity.tenancy import Tenancy, tenant_json
 
 BudgetScope = Literal["tenant", "key", "feature", "user"]

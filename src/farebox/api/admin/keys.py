@@ -11,7 +11,7 @@ from farebox.anomaly.watch import AnomalyWatch
 from farebox.api.admin.params import AdminBody, PauseBody
 from farebox.api.context import Services
 from farebox.errors import InvalidRequest
-from farebox.gateway.admission import validate_budgets
+from farebox.gateway.budget_scope import validate_budgets
 from farebox.gateway.rate_limits import validate_limits
 from farebox.identity.tenancy import Tenancy, key_json
 

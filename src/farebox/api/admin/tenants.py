@@ -11,7 +11,7 @@ from pydantic import AfterValidator, Field
 from farebox.anomaly.watch import AnomalyWatch
 from farebox.api.admin.params import AdminBody, PauseBody
 from farebox.api.context import Services
-from farebox.gateway.admission import validate_budgets
+from farebox.gateway.budget_scope import validate_budgets
 from farebox.gateway.rate_limits import validate_limits
 from farebox.gateway.routing_table import policy_json
 from farebox.identity.tenancy import TENANT_ID, Tenancy, tenant_json
