@@ -255,7 +255,7 @@ async def test_a_429_waits_for_retry_after(
 async def test_a_400_is_final(
     pd: PagerDutyFake, slack: SlackFake, http: HttpClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="farebox.notify.channels")
+    caplog.set_level(logging.WARNING, logger="farebox.alerts")
     pager = make_pager(pd, slack, http, routing_key="not-the-integration-key")
     pager.triggered(incident())
     await pager.aclose(DRAIN)
@@ -281,13 +281,13 @@ async def test_after_a_final_refusal_the_queue_moves_on(
 async def test_a_network_error_is_retried_then_dropped(
     http: HttpClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="farebox.notify.channels")
+    caplog.set_level(logging.WARNING, logger="farebox.alerts")
     url = f"http://127.0.0.1:{closed_port()}/v2/enqueue"
     channel = Channel("pagerduty", url, http, lambda r: r.status == 202, attempts=3,
                       backoff_s=BACKOFF)  # fmt: skip
     channel.send({"event_action": "trigger"}, "trigger inc_1")
     await channel.drain(DRAIN)  # does not raise
-    records = [r for r in caplog.records if r.name == "farebox.notify.channels"]
+    records = [r for r in caplog.records if r.name == "farebox.alerts"]
     failed = [r for r in records if "trigger inc_1 failed" in r.getMessage()]
     assert len(failed) == 3 and all(r.levelno == logging.WARNING for r in failed)
     assert records[-1].levelno == logging.ERROR
@@ -339,7 +339,7 @@ def test_slack_success_is_200_and_the_body_ok() -> None:
 async def test_slack_needs_the_body_ok(
     pd: PagerDutyFake, slack: SlackFake, http: HttpClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="farebox.notify.channels")
+    caplog.set_level(logging.WARNING, logger="farebox.alerts")
     slack.push(Reply(status=200, body=b"no", headers={"content-type": "text/plain"}))
     pager = make_pager(pd, slack, http)
     pager.triggered(incident())

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from farebox.cli.main import main
+from farebox.cli import main
 
 
 @pytest.fixture

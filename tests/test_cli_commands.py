@@ -14,7 +14,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from farebox.cli.main import main
+from farebox.cli import main
 from farebox.cli.output import error_line
 
 # Options another helper's module still has to describe (cli/demo.py); drop them once it does.

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from click.testing import CliRunner, Result
 
-from farebox.cli.main import main
+from farebox.cli import main
 from tests.e2e import ADMIN_KEY, child_env, free_port, running, write_config
 
 PLANS = {"pro": {"models": ["*"], "budgets": [{"period": "day", "limit_usd": "1"}]}}

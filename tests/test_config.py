@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from farebox.app import create_app
-from farebox.cli.main import main
+from farebox.cli import main
 from farebox.config.settings import Settings, load_settings
 from farebox.errors import ConfigError
 

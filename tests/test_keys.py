@@ -16,7 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from farebox.app import create_app
-from farebox.cli.main import main
+from farebox.cli import main
 from farebox.config.settings import parse_settings
 
 ADMIN_KEY = "fba_test_admin_key_for_tests_only_0123456789"

@@ -18,7 +18,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from fakes.paging import PagerDutyFake, pagerduty_errors
-from farebox.cli.main import main
+from farebox.cli import main
 from farebox.config.settings import parse_settings
 from farebox.core.anomaly import DAY, HOUR, MINUTE
 from farebox.demo.simulate import START, report, simulate

@@ -1,3 +1,3 @@
-from farebox.cli.main import main
+from farebox.cli import main
 
 main()

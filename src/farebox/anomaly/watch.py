@@ -47,7 +47,7 @@ from farebox.core.records import LedgerEntry, Tenant
 from farebox.notify.formats import summary
 from farebox.stores.base import AccountStore, HasTraffic
 
-log = logging.getLogger("farebox.anomaly.watch")
+log = logging.getLogger("farebox.anomaly")  # the name operators filter on
 MINUTES_KEPT = 2 * HOUR
 TARGETS: dict[str, Literal["tenant", "key", "none"]] = {
     "pause_tenant": "tenant", "pause_key": "key", "alert": "none",

@@ -135,11 +135,12 @@ def lifespan(
 
     @contextlib.asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
-        await start(wiring, announce)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            # registered first: whatever ``start`` began is stopped, also when it fails halfway
+            # (every stop and close below tolerates a part that never started)
+            stack.push_async_callback(stop, wiring)
+            await start(wiring, announce)
             yield
-        finally:
-            await stop(wiring)
 
     return run
 

@@ -37,7 +37,7 @@ from farebox.sinks.stripe import StripeV1, StripeV2Stream
 from farebox.sinks.webhook import Webhook
 from farebox.stores.base import AccountStore, ExportStore, UsageStore
 
-log = logging.getLogger("farebox.billing.exporter")
+log = logging.getLogger("farebox.export")  # the name operators filter on
 BACKOFF_S = 0.2
 SESSION_MARGIN_S = 60.0  # a v2 session is renewed this long before it expires
 

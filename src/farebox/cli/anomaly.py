@@ -1,7 +1,7 @@
 """CLI commands of anomaly detection: pause and resume, incidents, and ``farebox simulate``.
 
 ``register`` adds them: pause and resume to the ``tenants`` and ``keys`` groups, the
-``anomalies`` group and ``simulate`` to the root group (``farebox.cli.main`` calls it).
+``anomalies`` group and ``simulate`` to the root group (``farebox.cli.root`` calls it).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import click
 from farebox.cli.output import json_option, print_listing
 from farebox.cli.target import call_admin, settings_or_exit, target
 
-INCIDENT_COLUMNS = ["id", "status", "tenant", "key", "metric", "observed_per_hour",
-                    "baseline_per_hour", "action"]  # fmt: skip
+INCIDENT_COLUMNS = ("id", "status", "tenant", "key", "metric", "observed_per_hour",
+                    "baseline_per_hour", "action")  # fmt: skip
 
 
 def register(main: click.Group, tenants: click.Group, keys: click.Group) -> None:
@@ -115,7 +115,7 @@ def simulate(
             param_hint="--anomalies",
         )
     loaded = settings_or_exit(config)
-    logging.getLogger("farebox.anomaly.watch").setLevel(logging.ERROR)  # the report has them
+    logging.getLogger("farebox.anomaly").setLevel(logging.ERROR)  # the report has them
     progress = None if as_json else (lambda line: click.echo(line, err=True))
     result = asyncio.run(
         run_simulation(loaded, tenants=count, ramps=ramps, days=days, history_days=history_days,

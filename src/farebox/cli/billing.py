@@ -22,7 +22,7 @@ def export_cmd(
     config: str | None, sinks: tuple[str, ...], follow: bool, start: str | None, end: str | None
 ) -> None:
     """Export the ledger to the billing sinks (or replay a range of it, idempotently)."""
-    from farebox.api.admin.router import parse_time
+    from farebox.api.admin.params import parse_time
     from farebox.app import make_store
     from farebox.billing.exporter import Exporter, build_runners
     from farebox.http.client import HttpClient

@@ -9,7 +9,7 @@ from farebox.cli.target import call_admin, target
 from farebox.core.periods import parse_period
 from farebox.gateway.budget_scope import budget_ident
 
-SCOPES = ["tenant", "key", "feature", "user"]
+SCOPES = ("tenant", "key", "feature", "user")
 SCOPE_HELP = "Which budget: tenant (default), key, feature or user."
 NAME_HELP = "The key id, feature or user, for those scopes."
 

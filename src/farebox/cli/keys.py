@@ -9,7 +9,7 @@ from farebox.cli.local import run_local
 from farebox.cli.output import iso, json_option, print_json, print_table
 from farebox.cli.target import call_admin, remote, target
 
-KEY_COLUMNS = ["id", "name", "kind", "prefix", "created_at", "expires_at", "revoked", "paused"]
+KEY_COLUMNS = ("id", "name", "kind", "prefix", "created_at", "expires_at", "revoked", "paused")
 
 
 @click.group()

@@ -4,12 +4,12 @@ errors as one readable line."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
 
+from farebox.core.periods import iso_utc
 from farebox.errors import FareboxError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -27,7 +27,7 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2))
 
 
-def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+def print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
     cells = [{c: "" if r.get(c) is None else str(r[c]) for c in columns} for r in rows]
     widths = {c: max([len(c)] + [len(r[c]) for r in cells]) for c in columns}
     click.echo("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
@@ -35,7 +35,7 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         click.echo("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
 
 
-def print_listing(result: dict[str, Any], columns: list[str], as_json: bool) -> None:
+def print_listing(result: dict[str, Any], columns: Sequence[str], as_json: bool) -> None:
     """A listing answer ``{"object": "list", "data": [...]}``: its JSON, or its rows."""
     if as_json:
         print_json(result)
@@ -54,7 +54,7 @@ def print_record(record: dict[str, Any], as_json: bool) -> None:
 
 def iso(ts: float | None) -> str | None:
     """Unix seconds as the API's ISO form (UTC), for tables."""
-    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    return None if ts is None else iso_utc(ts)
 
 
 def _cell(name: str, value: Any) -> Any:

@@ -18,7 +18,7 @@ from pathlib import Path
 from farebox.config.settings import FileConfig, Settings, load_settings
 from farebox.errors import ConfigError
 
-log = logging.getLogger("farebox.config.reload")
+log = logging.getLogger("farebox.reload")  # the name operators filter on
 LIVE_SECTIONS = frozenset({"plans", "default_plan"})
 
 

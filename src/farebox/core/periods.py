@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -120,3 +121,8 @@ def previous(period: Period, current: Window, zone: ZoneInfo) -> Window | None:
     if period.kind not in CALENDAR:
         return None
     return window(period, current.start - 1.0, zone)
+
+
+def iso_utc(ts: float) -> str:
+    """Unix seconds as the API's ISO form, to the second, in UTC: ``2026-12-06T10:00:00Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -22,15 +22,12 @@ from typing import Any
 from farebox.config.settings import BudgetConfig, BudgetSettings
 from farebox.core.budgets import Hold, HoldState, affordable_tokens, worst_case
 from farebox.core.money import decimal_ratio, format_usd
+from farebox.core.periods import iso_utc as iso
 from farebox.core.pricing import Price
 from farebox.core.records import ApiKey, LedgerEntry, Reservation, ReserveOutcome, Tenant
 from farebox.core.routing import Router, Target
 from farebox.errors import BudgetExceeded, RateLimited
-from farebox.gateway.budget_scope import (
-    BudgetScopes,
-    Scope,
-    iso,
-)
+from farebox.gateway.budget_scope import BudgetScopes, Scope
 from farebox.gateway.call import Call, openai_user, placeholder
 from farebox.gateway.rate_limits import RateLimits, refusal
 from farebox.gateway.sizes import output_cap

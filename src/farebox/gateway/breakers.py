@@ -27,7 +27,7 @@ from farebox.config.settings import BreakerSettings
 from farebox.core.routing import Router, Target
 from farebox.stores.base import BreakerStore
 
-log = logging.getLogger("farebox.gateway.breakers")
+log = logging.getLogger("farebox.breakers")  # the name operators filter on
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 

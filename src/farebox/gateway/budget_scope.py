@@ -7,7 +7,6 @@ Reserving against them is ``farebox.gateway.admission``'s job.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from farebox.config.settings import BudgetConfig, BudgetSettings
 from farebox.core.budgets import BudgetSpec, Hold, HoldState, holds, merge
 from farebox.core.money import decimal_ratio, format_usd, parse_usd
 from farebox.core.periods import ROLLING_BUCKETS, WindowCache, parse_period
+from farebox.core.periods import iso_utc as iso
 from farebox.core.records import ApiKey, Tenant
 from farebox.errors import InvalidRequest
 
@@ -71,10 +71,6 @@ def state_json(state: HoldState) -> dict[str, Any]:
         "remaining_usd": format_usd(state.remaining),
         "resets_at": iso(state.resets_at) if state.resets_at < 2.0**52 else None,
     }
-
-
-def iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 @dataclass(frozen=True, slots=True)

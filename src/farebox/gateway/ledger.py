@@ -32,7 +32,7 @@ from farebox.gateway.inflight import InFlight
 from farebox.stores.base import LedgerStore
 from farebox.stores.health import Health, Prober, ProbeTimes
 
-log = logging.getLogger("farebox.gateway.ledger")
+log = logging.getLogger("farebox.ledger")  # the name operators filter on
 WRITE_ATTEMPTS = 4
 RETRY_DELAY_S = 0.05
 PROBE_DOWN_S = 0.5  # while the ledger's database is down, how often it is probed

@@ -27,7 +27,7 @@ from farebox.gateway.ledger import LedgerWriter
 from farebox.gateway.rate_limits import headers as limit_headers
 
 UNLIMITED = "unlimited"
-log = logging.getLogger("farebox.gateway.metering")
+log = logging.getLogger("farebox.pipeline")  # the name operators filter on
 
 
 class Metering:

@@ -22,7 +22,7 @@ from farebox.gateway.render import StreamReply, stream_renderer
 from farebox.gateway.stream_meter import StreamMeter, close_quietly
 from farebox.providers.base import ChatRequest, Provider, StreamItem, UsageReport
 
-log = logging.getLogger("farebox.gateway.relay")
+log = logging.getLogger("farebox.pipeline")  # the name operators filter on
 
 
 class StreamRelay:

@@ -25,7 +25,7 @@ from farebox.http.client import HttpClient, HttpResponse
 from farebox.notify import formats
 from farebox.sinks.webhook import signature  # one signing scheme for every webhook
 
-log = logging.getLogger("farebox.notify.channels")
+log = logging.getLogger("farebox.alerts")  # the name operators filter on
 ATTEMPTS = 5
 Accept = Callable[[HttpResponse], bool]
 

@@ -10,20 +10,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 from farebox.core.records import GROUP_BY, UsageQuery, UsageRow
 from farebox.errors import InvalidRequest
 from farebox.stores.sql import POSTGRES, SQLITE, Dialect
 
-_COLUMNS = {
-    "tenant": "tenant_id",
-    "model": "model_served",
-    "feature": "feature",
-    "key": "key_id",
-    "provider": "provider",
-    "status": "status",
-}
+_COLUMNS: Mapping[str, str] = MappingProxyType(
+    {
+        "tenant": "tenant_id",
+        "model": "model_served",
+        "feature": "feature",
+        "key": "key_id",
+        "provider": "provider",
+        "status": "status",
+    }
+)
 _UTC_SECOND = "to_timestamp(floor(started_at)) AT TIME ZONE 'UTC'"
 
 
@@ -51,24 +54,28 @@ class UsageSQL:
 
 SQLITE_USAGE = UsageSQL(
     SQLITE,
-    {
-        **_COLUMNS,
-        "user": "user",
-        "day": "strftime('%Y-%m-%d', started_at, 'unixepoch')",
-        "hour": "strftime('%Y-%m-%dT%H:00:00Z', started_at, 'unixepoch')",
-    },
+    MappingProxyType(
+        {
+            **_COLUMNS,
+            "user": "user",
+            "day": "strftime('%Y-%m-%d', started_at, 'unixepoch')",
+            "hour": "strftime('%Y-%m-%dT%H:00:00Z', started_at, 'unixepoch')",
+        }
+    ),
     "NULL",
     "SELECT {group} AS g, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), "
     "SUM(revenue) FROM {ledger} WHERE {where} GROUP BY g ORDER BY g IS NULL, g",
 )
 POSTGRES_USAGE = UsageSQL(
     POSTGRES,
-    {
-        **_COLUMNS,
-        "user": '"user"',
-        "day": f"to_char({_UTC_SECOND}, 'YYYY-MM-DD')",
-        "hour": f'to_char({_UTC_SECOND}, \'YYYY-MM-DD"T"HH24":00:00Z"\')',
-    },
+    MappingProxyType(
+        {
+            **_COLUMNS,
+            "user": '"user"',
+            "day": f"to_char({_UTC_SECOND}, 'YYYY-MM-DD')",
+            "hour": f'to_char({_UTC_SECOND}, \'YYYY-MM-DD"T"HH24":00:00Z"\')',
+        }
+    ),
     "NULL::text",
     "SELECT g, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(revenue) "
     "FROM (SELECT {group} AS g, input_tokens, output_tokens, cost, revenue "

@@ -23,7 +23,7 @@ def incident_json(incident: Incident) -> dict[str, Any]:
     }
 
 
-class Anomalies:
+class AnomalyRoutes:
     """The handlers of ``/anomalies`` and ``/anomalies/{incident_id}/resolve``."""
 
     def __init__(self, watch: AnomalyWatch, store: HasTraffic) -> None:

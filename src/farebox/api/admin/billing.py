@@ -40,7 +40,7 @@ class DeadLetterRetry(AdminBody):
     keys: list[str] | None = Field(None, max_length=10_000)
 
 
-class Billing:
+class BillingRoutes:
     """The handlers of ``/export``, ``/dead-letters``, ``/margins``, ``/reconciliation``,
     ``/usage`` and ``/unsettled``."""
 

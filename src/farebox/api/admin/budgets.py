@@ -25,7 +25,7 @@ class BudgetIncrease(AdminBody):
     expires_in_s: float | None = Field(None, gt=0)
 
 
-class Budgets:
+class BudgetRoutes:
     """The handlers of ``/tenants/{tenant_id}/budgets``, its increases, and ``/budget-alerts``."""
 
     def __init__(self, services: Services, tenancy: Tenancy) -> None:

@@ -27,7 +27,7 @@ class KeyPatch(AdminBody):
     rate_limits: list[dict[str, Any]] | None = Field(None, max_length=100)
 
 
-class Keys:
+class KeyRoutes:
     """The handlers of ``/tenants/{tenant_id}/keys``, ``/service-keys`` and ``/keys/{key_id}``."""
 
     def __init__(self, services: Services, tenancy: Tenancy, watch: AnomalyWatch) -> None:

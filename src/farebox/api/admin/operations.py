@@ -3,16 +3,18 @@ force, and the Prometheus metrics."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from farebox.api.context import Services
 from farebox.billing.exporter import Exporter
 from farebox.gateway.routing_table import policy_json
 
-STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+STATE_VALUE: Mapping[str, int] = MappingProxyType({"closed": 0, "half_open": 1, "open": 2})
 
 
-class Operations:
+class OperationRoutes:
     """The handlers of ``/deployments``, ``/metrics`` and ``/plans``."""
 
     def __init__(self, services: Services, exporter: Exporter) -> None:

@@ -16,13 +16,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
 from farebox.anomaly.watch import AnomalyWatch
-from farebox.api.admin.anomaly import Anomalies
-from farebox.api.admin.billing import Billing
-from farebox.api.admin.budgets import Budgets
-from farebox.api.admin.keys import Keys
-from farebox.api.admin.operations import Operations
-from farebox.api.admin.params import parse_time as parse_time  # the CLI parses --from/--to
-from farebox.api.admin.tenants import Tenants
+from farebox.api.admin.anomaly import AnomalyRoutes
+from farebox.api.admin.billing import BillingRoutes
+from farebox.api.admin.budgets import BudgetRoutes
+from farebox.api.admin.keys import KeyRoutes
+from farebox.api.admin.operations import OperationRoutes
+from farebox.api.admin.tenants import TenantRoutes
 from farebox.api.context import Services
 from farebox.billing.exporter import Exporter
 from farebox.core.keys import hash_key
@@ -35,7 +34,7 @@ TEXT: Mapping[str, Any] = MappingProxyType({"response_class": PlainTextResponse}
 PLAIN: Mapping[str, Any] = MappingProxyType({})
 
 
-class Operation(NamedTuple):
+class AdminRoute(NamedTuple):
     """One admin operation: method, path under ``/admin/v1``, handler, route options."""
 
     method: str
@@ -77,46 +76,46 @@ def known_query(request: Request) -> None:
             )
 
 
-def operations(
+def admin_routes(
     services: Services, tenancy: Tenancy, exporter: Exporter, watch: AnomalyWatch
-) -> list[Operation]:
+) -> list[AdminRoute]:
     """Every admin operation, in the order the OpenAPI document lists them."""
-    tenant = Tenants(services, tenancy, watch)
-    key = Keys(services, tenancy, watch)
-    budget = Budgets(services, tenancy)
-    billing = Billing(services, tenancy, exporter)
-    ops = Operations(services, exporter)
-    anomaly = Anomalies(watch, services.store)
+    tenant = TenantRoutes(services, tenancy, watch)
+    key = KeyRoutes(services, tenancy, watch)
+    budget = BudgetRoutes(services, tenancy)
+    billing = BillingRoutes(services, tenancy, exporter)
+    ops = OperationRoutes(services, exporter)
+    anomaly = AnomalyRoutes(watch, services.store)
     return [
-        Operation("POST", "/tenants", tenant.create_tenant, CREATED),
-        Operation("GET", "/tenants", tenant.list_tenants),
-        Operation("GET", "/tenants/{tenant_id}", tenant.get_tenant),
-        Operation("PATCH", "/tenants/{tenant_id}", tenant.patch_tenant),
-        Operation("GET", "/tenants/{tenant_id}/limits", tenant.tenant_limits),
-        Operation("GET", "/deployments", ops.deployments),
-        Operation("GET", "/metrics", ops.metrics, TEXT),
-        Operation("GET", "/export", billing.export_status),
-        Operation("GET", "/dead-letters", billing.dead_letters),
-        Operation("POST", "/dead-letters/retry", billing.retry_dead_letters),
-        Operation("GET", "/margins", billing.margin_report),
-        Operation("GET", "/reconciliation", billing.reconciliation),
-        Operation("GET", "/plans", ops.plans),
-        Operation("POST", "/tenants/{tenant_id}/pause", tenant.pause_tenant),
-        Operation("POST", "/tenants/{tenant_id}/resume", tenant.resume_tenant),
-        Operation("GET", "/tenants/{tenant_id}/budgets", budget.tenant_budgets),
-        Operation("POST", "/tenants/{tenant_id}/budget-increases", budget.increase_budget),
-        Operation("PATCH", "/keys/{key_id}", key.patch_key),
-        Operation("GET", "/budget-alerts", budget.budget_alerts),
-        Operation("GET", "/unsettled", billing.unsettled),
-        Operation("POST", "/tenants/{tenant_id}/keys", key.create_key, CREATED),
-        Operation("GET", "/tenants/{tenant_id}/keys", key.list_keys),
-        Operation("POST", "/service-keys", key.create_service_key, CREATED),
-        Operation("DELETE", "/keys/{key_id}", key.revoke_key),
-        Operation("POST", "/keys/{key_id}/pause", key.pause_key),
-        Operation("POST", "/keys/{key_id}/resume", key.resume_key),
-        Operation("GET", "/anomalies", anomaly.anomalies),
-        Operation("POST", "/anomalies/{incident_id}/resolve", anomaly.resolve),
-        Operation("GET", "/usage", billing.usage),
+        AdminRoute("POST", "/tenants", tenant.create_tenant, CREATED),
+        AdminRoute("GET", "/tenants", tenant.list_tenants),
+        AdminRoute("GET", "/tenants/{tenant_id}", tenant.get_tenant),
+        AdminRoute("PATCH", "/tenants/{tenant_id}", tenant.patch_tenant),
+        AdminRoute("GET", "/tenants/{tenant_id}/limits", tenant.tenant_limits),
+        AdminRoute("GET", "/deployments", ops.deployments),
+        AdminRoute("GET", "/metrics", ops.metrics, TEXT),
+        AdminRoute("GET", "/export", billing.export_status),
+        AdminRoute("GET", "/dead-letters", billing.dead_letters),
+        AdminRoute("POST", "/dead-letters/retry", billing.retry_dead_letters),
+        AdminRoute("GET", "/margins", billing.margin_report),
+        AdminRoute("GET", "/reconciliation", billing.reconciliation),
+        AdminRoute("GET", "/plans", ops.plans),
+        AdminRoute("POST", "/tenants/{tenant_id}/pause", tenant.pause_tenant),
+        AdminRoute("POST", "/tenants/{tenant_id}/resume", tenant.resume_tenant),
+        AdminRoute("GET", "/tenants/{tenant_id}/budgets", budget.tenant_budgets),
+        AdminRoute("POST", "/tenants/{tenant_id}/budget-increases", budget.increase_budget),
+        AdminRoute("PATCH", "/keys/{key_id}", key.patch_key),
+        AdminRoute("GET", "/budget-alerts", budget.budget_alerts),
+        AdminRoute("GET", "/unsettled", billing.unsettled),
+        AdminRoute("POST", "/tenants/{tenant_id}/keys", key.create_key, CREATED),
+        AdminRoute("GET", "/tenants/{tenant_id}/keys", key.list_keys),
+        AdminRoute("POST", "/service-keys", key.create_service_key, CREATED),
+        AdminRoute("DELETE", "/keys/{key_id}", key.revoke_key),
+        AdminRoute("POST", "/keys/{key_id}/pause", key.pause_key),
+        AdminRoute("POST", "/keys/{key_id}/resume", key.resume_key),
+        AdminRoute("GET", "/anomalies", anomaly.anomalies),
+        AdminRoute("POST", "/anomalies/{incident_id}/resolve", anomaly.resolve),
+        AdminRoute("GET", "/usage", billing.usage),
     ]
 
 
@@ -129,6 +128,6 @@ def router(
         dependencies=[Depends(admin_only(services)), Depends(known_query)],
         tags=["admin"],
     )
-    for op in operations(services, tenancy, exporter, watch):
+    for op in admin_routes(services, tenancy, exporter, watch):
         api.add_api_route(op.path, op.endpoint, methods=[op.method], **op.options)
     return api

@@ -67,7 +67,7 @@ def _changes(body: TenantPatch) -> dict[str, Any]:
     return changes
 
 
-class Tenants:
+class TenantRoutes:
     """The handlers of ``/tenants`` and ``/tenants/{tenant_id}`` (keys and budgets aside)."""
 
     def __init__(self, services: Services, tenancy: Tenancy, watch: AnomalyWatch) -> None:

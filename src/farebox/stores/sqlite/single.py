@@ -37,7 +37,7 @@ from farebox.stores.sqlite.store import SQLiteStore
 from farebox.stores.sqlite.wal import WalLimits
 
 COMPACT_AFTER_BYTES = 1 << 20  # the journal is emptied once nothing is in flight past this
-log = logging.getLogger("farebox.stores.sqlite.single")
+log = logging.getLogger("farebox.stores.sqlite_single")  # the name operators filter on
 _SPEND = (
     "INSERT INTO budget_counters(key, bucket, used, reserved) VALUES (?, ?, ?, 0) "
     "ON CONFLICT(key, bucket) DO UPDATE SET used = used + excluded.used"

@@ -56,7 +56,7 @@ from farebox.stores.sqlite.wal import (
 from farebox.stores.usage_query import SQLITE_USAGE, usage_rows
 
 T = TypeVar("T")
-log = logging.getLogger("farebox.stores.sqlite.store")
+log = logging.getLogger("farebox.stores.sqlite")  # the name operators filter on
 CHECKPOINT_EVERY = RESTART_EVERY  # commits between checkpoints (see stores/sqlite/wal.py)
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from farebox.stores.sqlite.epoch_file import SharedWord
 
-log = logging.getLogger("farebox.stores.sqlite.wal")
+log = logging.getLogger("farebox.stores.sqlite_wal")  # the name operators filter on
 MIB = 1 << 20
 RESTART_EVERY = 256  # commits of this process between two restarting checkpoints
 CHECK_EVERY = 16  # commits between two looks at the log's size
