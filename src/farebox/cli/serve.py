@@ -213,6 +213,7 @@ def serve(config: str | None, host: str | None, port: int | None, workers: int |
     server = settings.file.server
     host, port = host or server.host, port if port is not None else server.port
     _check_single_process(settings, workers or server.workers)
+    check_port(host, port)  # before saying it listens
     record_served(settings, config)
     click.echo(f"Farebox listening on http://{host}:{port} ({settings.source})", err=True)
     run_uvicorn(settings, config, host, port, workers or server.workers)
