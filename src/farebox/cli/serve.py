@@ -124,8 +124,9 @@ def run_uvicorn(
     overrides: dict[str, Any] | None = None,
     hooks: ServerHooks | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM. A port another process took since ``check_port``
-    fails with the same one line (exit 1), not uvicorn's log line and exit 3."""
+    """Serve until SIGINT or SIGTERM. An address that cannot be bound (say, a port another
+    process took since ``check_port``) fails with one line (exit 1), not uvicorn's log line
+    and exit 3."""
     import uvicorn
 
     from farebox.app import create_app
@@ -144,12 +145,14 @@ def run_uvicorn(
             )
             return
         app = create_app(settings)
-        options = uvicorn_options()
-        _serve_one(uvicorn.Config(app, host=host, port=port, **options), hooks or ServerHooks())
+        if hooks is None:
+            uvicorn.run(app, host=host, port=port, **uvicorn_options())
+            return
+        _serve_one(uvicorn.Config(app, host=host, port=port, **uvicorn_options()), hooks)
 
 
 def _serve_one(config: uvicorn.Config, hooks: ServerHooks) -> None:
-    """What ``uvicorn.run`` does for one process, with the hooks."""
+    """What ``uvicorn.run`` does for one process, with the hooks (only the demo has any)."""
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
@@ -213,7 +216,6 @@ def serve(config: str | None, host: str | None, port: int | None, workers: int |
     server = settings.file.server
     host, port = host or server.host, port if port is not None else server.port
     _check_single_process(settings, workers or server.workers)
-    check_port(host, port)  # before saying it listens
     record_served(settings, config)
     click.echo(f"Farebox listening on http://{host}:{port} ({settings.source})", err=True)
     run_uvicorn(settings, config, host, port, workers or server.workers)
