@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from farebox.cli.local import record_served
 from farebox.cli.target import settings_or_exit
 from farebox.config.settings import Settings, export_for_workers
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def uvicorn_options() -> dict[str, Any]:
@@ -25,6 +34,87 @@ def uvicorn_options() -> dict[str, Any]:
     }
 
 
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """One line that says why ``host:port`` cannot be listened on and what to do instead."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        free = next((p for p in range(port + 1, min(port + 20, 65535)) if _bindable(host, p)), 0)
+        instead = f", for example --port {free}" if free else ""
+        return f"{where} is already in use: pick another port with --port{instead}"
+    reason = exc.strerror or str(exc)
+    return f"cannot listen on {where}: {reason}; choose another address with --host or --port"
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail with one line if uvicorn could not listen on ``host:port`` now. The socket is
+    closed again before uvicorn starts, so another process may still take the port in
+    between: ``run_uvicorn`` reports that case with the same line."""
+    try:
+        _try_bind(host, port)
+    except OSError as exc:
+        raise click.ClickException(listen_error(host, port, exc)) from None
+
+
+def _bindable(host: str, port: int) -> bool:
+    try:
+        _try_bind(host, port)
+    except OSError:
+        return False
+    return True
+
+
+def _try_bind(host: str, port: int) -> None:
+    """Bind every address of ``host`` the way uvicorn (asyncio's ``create_server``) does:
+    SO_REUSEADDR, IPv6 sockets v6-only; raise the first OSError."""
+    found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    for family, kind, proto, _, address in dict.fromkeys(found):
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+
+
+class _ListenErrors(logging.Filter):
+    """Holds back uvicorn's log line for a failed bind (it logs the OSError itself) and keeps
+    the error, so that the CLI says it once, in its own words."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error: OSError | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, OSError):
+            self.error = record.msg
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def _one_line_on_bind_failure(host: str, port: int) -> Iterator[None]:
+    """uvicorn logs a failed bind and exits 3; turn that into one ``Error:`` line (exit 1)."""
+    caught = _ListenErrors()
+    logger = logging.getLogger("uvicorn.error")
+    logger.addFilter(caught)
+    try:
+        yield
+    except SystemExit:
+        if caught.error is None:
+            raise
+        raise click.ClickException(listen_error(host, port, caught.error)) from None
+    finally:
+        logger.removeFilter(caught)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerHooks:
+    """Calls from a one-process server, in its main thread: ``started`` once it listens,
+    ``stopping`` when SIGINT or SIGTERM arrives, before the graceful shutdown."""
+
+    started: Callable[[], None] | None = None
+    stopping: Callable[[], None] | None = None
+
+
 def run_uvicorn(
     settings: Settings,
     config: str | None,
@@ -32,33 +122,56 @@ def run_uvicorn(
     port: int,
     workers: int,
     overrides: dict[str, Any] | None = None,
-    on_ready: Callable[[], None] | None = None,
+    hooks: ServerHooks | None = None,
 ) -> None:
+    """Serve until SIGINT or SIGTERM. An address that cannot be bound (say, a port another
+    process took since ``check_port``) fails with one line (exit 1), not uvicorn's log line
+    and exit 3."""
     import uvicorn
 
     from farebox.app import create_app
 
-    if workers > 1:
-        export_for_workers(config, overrides)
-        asyncio.run(_prepare(settings))
-        uvicorn.run(
-            "farebox.app:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            **uvicorn_options(),
-        )
-        return
-    app = create_app(settings)
-    if on_ready is not None:
-        on_ready()
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        **uvicorn_options(),
-    )
+    with _one_line_on_bind_failure(host, port):
+        if workers > 1:
+            export_for_workers(config, overrides)
+            asyncio.run(_prepare(settings))
+            uvicorn.run(
+                "farebox.app:app_from_env",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                **uvicorn_options(),
+            )
+            return
+        app = create_app(settings)
+        if hooks is None:
+            uvicorn.run(app, host=host, port=port, **uvicorn_options())
+            return
+        _serve_one(uvicorn.Config(app, host=host, port=port, **uvicorn_options()), hooks)
+
+
+def _serve_one(config: uvicorn.Config, hooks: ServerHooks) -> None:
+    """What ``uvicorn.run`` does for one process, with the hooks (only the demo has any)."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started and not self.should_exit and hooks.started is not None:
+                hooks.started()
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if hooks.stopping is not None and not self.should_exit:
+                hooks.stopping()
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        raise SystemExit(STARTUP_FAILURE)
 
 
 def _check_single_process(settings: Settings, workers: int) -> None:

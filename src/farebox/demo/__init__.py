@@ -1,5 +1,6 @@
-"""The first hour of a new user: ``seed`` (sample plans, tenants and keys for ``farebox demo``),
-``drive`` (simulated tenant traffic for ``farebox demo --traffic``), ``synthetic`` and
-``simulate`` (weeks of synthetic traffic through the real anomaly detector, for ``farebox
-simulate``). It may import ``app`` and everything below it, never ``cli``.
+"""The first hour of a new user: what ``farebox demo`` seeds (``seed``: sample plans, tenants,
+keys and traffic history), the simulated clients of ``--traffic`` (``drive``: per-tenant
+traffic in a thread that stops on request), the tables the demo prints (``report``: a key per
+demo tenant and the traffic summary), and the anomaly simulator behind ``farebox simulate``
+(``simulate``, ``synthetic``). It may import ``app`` and everything below it, never ``cli``.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import orjson
 
 from farebox.core.money import format_usd, parse_usd
 from farebox.errors import FareboxError
-from farebox.http.client import HttpClient
+from farebox.http.client import HttpClient, parse_error_body
 
 DAY_S = 120.0  # one simulated day
 
@@ -41,6 +42,13 @@ class Tally:
     errors: int = 0
     cost: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
+    by_code: dict[str, int] = field(default_factory=dict)  # error codes of the answers >= 400
+
+    def served(self) -> int:
+        return sum(n for status, n in self.by_status.items() if 200 <= status < 300)
+
+    def refused(self, codes: tuple[str, ...]) -> int:
+        return sum(self.by_code.get(code, 0) for code in codes)
 
 
 def _body(profile: Profile, rng: random.Random) -> tuple[str, bytes]:
@@ -75,6 +83,9 @@ async def _one(
         return
     tally.requests += 1
     tally.by_status[response.status] = tally.by_status.get(response.status, 0) + 1
+    if response.status >= 400:
+        code = str(parse_error_body(response.body).get("code") or response.status)
+        tally.by_code[code] = tally.by_code.get(code, 0) + 1
     cost = response.headers.get("x-farebox-cost-usd")
     if cost:
         tally.cost += parse_usd(cost)
@@ -107,10 +118,14 @@ async def drive(
     stop: asyncio.Event,
     report: Callable[[str], None],
     every_s: float = 10.0,
+    tallies: dict[str, Tally] | None = None,
 ) -> dict[str, Tally]:
-    """Send traffic until ``stop`` is set, reporting per-tenant totals every ``every_s``."""
+    """Send traffic until ``stop`` is set, reporting per-tenant totals every ``every_s``.
+    Counts go into ``tallies`` (one per profile's tenant, added where missing)."""
     http = HttpClient()
-    tallies = {p.tenant: Tally() for p in profiles}
+    tallies = {} if tallies is None else tallies
+    for p in profiles:
+        tallies.setdefault(p.tenant, Tally())
     loops = [
         asyncio.create_task(_tenant_loop(http, base_url, p, tallies[p.tenant], i, stop))
         for i, p in enumerate(profiles)
@@ -135,3 +150,54 @@ def summary(tallies: dict[str, Tally]) -> str:
         for tenant, t in tallies.items()
     ]
     return "traffic  " + " | ".join(parts)
+
+
+class TrafficThread:
+    """``drive`` in a thread with its own event loop, beside a server that holds the main
+    thread. ``request_stop`` only asks (a signal handler may call it); ``stop`` asks and waits
+    for the requests in flight, so the process never exits with the thread still sending."""
+
+    def __init__(
+        self, base_url: str, profiles: list[Profile], report: Callable[[str], None]
+    ) -> None:
+        self.tallies = {p.tenant: Tally() for p in profiles}
+        self._args = base_url, profiles, report
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="demo-traffic")
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+
+    def request_stop(self) -> None:
+        if self._loop is None or self._stop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        except RuntimeError:
+            pass  # the loop has already finished
+
+    def stop(self, timeout_s: float = 45.0) -> dict[str, Tally]:
+        """Stop sending, wait for the answers in flight, return the counts per tenant."""
+        self.request_stop()
+        if self._thread.ident is not None:  # it was started
+            self._thread.join(timeout_s)
+        return self.tallies
+
+    def _run(self) -> None:
+        report = self._args[2]
+        try:
+            asyncio.run(self._main())
+        except Exception as exc:  # the demo's server keeps running; say why traffic stopped
+            report(f"traffic stopped: {exc!r}")
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        base_url, profiles, report = self._args
+        self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._ready.set()
+        await drive(base_url, profiles, self._stop, report, tallies=self.tallies)
