@@ -113,7 +113,7 @@ def test_demo_help_documents_port_and_host(tmp_path: Path) -> None:
 RACE = """
 import sys
 import farebox.cli.demo as demo
-from farebox.cli.main import main
+from farebox.cli import main
 demo.check_port = lambda host, port: None  # the port is taken between the check and the bind
 main(["demo", "--port", sys.argv[1]])
 """
