@@ -1,6 +1,7 @@
 """Typed models of the data-plane request bodies, checked at the edge before anything is
 reserved. A wrong shape is an ``InvalidRequest`` naming the ``param``; the body itself is
-passed on unchanged (unknown fields included)."""
+passed on unchanged (unknown fields included). It may import pydantic, errors and core, and
+nothing else of the API."""
 
 from __future__ import annotations
 
