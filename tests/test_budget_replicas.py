@@ -97,18 +97,35 @@ def backend() -> Iterator[Backend]:
 
     asyncio.run(database(f'CREATE DATABASE "{name}"'))
     db_index = 7
+    dsn = f"postgresql://postgres@{PG[0]}:{PG[1]}/{name}"
     client = redis.Redis(host=REDIS[0], port=REDIS[1], db=db_index)
-    client.flushdb()
-    try:
+    try:  # a new database gets a Redis prefix of its own: no flush of the shared Redis needed
         yield Backend(
-            database=f"postgresql://postgres@{PG[0]}:{PG[1]}/{name}",
-            redis=f"redis://{REDIS[0]}:{REDIS[1]}/{db_index}",
+            database=dsn, redis=f"redis://{REDIS[0]}:{REDIS[1]}/{db_index}",
             secret=secrets.token_hex(32),
-        )
+        )  # fmt: skip
     finally:
-        client.flushdb()
+        prefix = asyncio.run(_stored_prefix(dsn))
+        if prefix is not None:  # remove this test's keys only: other runs may share the db
+            for key in client.scan_iter(match=f"{{{prefix}}}:*", count=1000):
+                client.delete(key)
         client.close()
         asyncio.run(database(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _stored_prefix(dsn: str) -> str | None:
+    """The Redis prefix the gateway chose for this database (``None`` if it never started)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        exists = await conn.fetchval("SELECT to_regclass('public.meta') IS NOT NULL")
+        if not exists:
+            return None
+        value = await conn.fetchval("SELECT value FROM public.meta WHERE name = 'redis_prefix'")
+    finally:
+        await conn.close()
+    return None if value is None else str(value)
 
 
 def replica_config(directory: Path, backend: Backend, mock: dict[str, Any], **extra: Any) -> Path:
