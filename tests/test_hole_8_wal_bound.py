@@ -5,6 +5,7 @@ connections (other workers) keep committing, and without stalling requests."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import threading
 import time
@@ -104,10 +105,11 @@ def _entry(i: int, worker: int) -> LedgerEntry:
     )  # fmt: skip
 
 
-async def _write_until(store: Any, worker: int, deadline: float, wal: str) -> list[int]:
-    """Ledger batches back to back (a loop turn between them, as between requests)."""
+async def _write_until(store: Any, worker: int, count: int, deadline: float, wal: str) -> list[int]:
+    """``count`` ledger entries in batches back to back (a loop turn between them, as between
+    requests); ``deadline`` only stops a machine too slow to finish (the test then fails)."""
     sizes, i = [], 0
-    while time.monotonic() < deadline:
+    while i < count and time.monotonic() < deadline:
         await store.append_ledger([_entry(i + j, worker) for j in range(16)])
         i += 16
         sizes.append(os.stat(wal).st_size)  # a stat: what the sampler of a real run does
@@ -129,9 +131,12 @@ async def test_wal_is_cut_back_while_every_worker_keeps_committing(
         await store.open()
     wal = str(path.with_name(path.name + "-wal"))
     try:
-        deadline = time.monotonic() + 2.0
+        # enough entries that their pads pass through the log twice its bound, however long
+        # that takes on this machine (it was "as many as 2 s allow", which a loaded host missed)
+        count = math.ceil((2 * limits.max_bytes // 400 + 1) / workers / 16) * 16
+        deadline = time.monotonic() + 300.0
         sizes = await asyncio.gather(
-            *(_write_until(s, n, deadline, wal) for n, s in enumerate(stores))
+            *(_write_until(s, n, count, deadline, wal) for n, s in enumerate(stores))
         )
         entries = len(await stores[0].ledger())
     finally:
