@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from farebox.core.records import UsageQuery
 from tests.contracts.backends import EVERY
 from tests.contracts.builders import T0, entry, tenant
@@ -59,3 +61,23 @@ async def test_a_healthy_store_passes_its_write_probe(store: Any) -> None:
     health = store.ledger_health
     assert health is None or health.up
     assert await store.probe_write() is True
+
+
+@pytest.mark.backends("memory", "sqlite", "sqlite-single-process")
+async def test_the_writer_keeps_the_flag_for_the_embedded_stores(store: Any) -> None:
+    """Memory and SQLite hand the health flag to the ledger writer, which probes them with
+    ``probe_write`` (for SQLite a write that reaches the disk)."""
+    assert store.ledger_health is None
+
+
+@pytest.mark.backends("postgres", "postgres+redis")
+async def test_postgresql_keeps_its_own_flag_and_the_scaled_store_hands_it_over(
+    store: Any,
+) -> None:
+    """PostgreSQL flips its own flag on any connection-level failure and probes it; the
+    replicas' store hands over that same flag, not a copy."""
+    health = store.ledger_health
+    assert health is not None and health.up
+    assert health is store.ledger_health  # one flag, read for free per request
+    pg = getattr(store, "_pg", store)
+    assert health is pg.health
