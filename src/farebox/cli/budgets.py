@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from farebox.cli.output import json_option, print_listing
@@ -42,12 +44,10 @@ def budgets_show(tenant_id: str, as_json: bool, config: str | None, url: str | N
 def budgets_set(tenant_id: str, period: str, limit_usd: str, scope: str, name: str | None,
                 rollover_cap: str | None, config: str | None, url: str | None) -> None:  # fmt: skip
     """Override one of the plan's budgets for this tenant."""
-    tenant = call_admin(config, url, "GET", f"/admin/v1/tenants/{tenant_id}")
     item = {"scope": scope, "period": period, "limit_usd": limit_usd, "name": name,
             "rollover_cap_usd": rollover_cap}  # fmt: skip
     item = {k: v for k, v in item.items() if v is not None}
-    same = (scope, period, name)
-    rest = [b for b in tenant.get("budgets", []) if budget_ident(b) != same]
+    _, rest = _own_budgets(config, url, tenant_id, (scope, period, name))
     call_admin(config, url, "PATCH", f"/admin/v1/tenants/{tenant_id}", {"budgets": [*rest, item]})
     click.echo(f"{tenant_id}: {scope} {period} budget set to ${limit_usd}")
 
@@ -84,9 +84,7 @@ def budgets_increase(tenant_id: str, period: str, amount: str, duration: str, sc
 def budgets_unset(tenant_id: str, period: str, scope: str, name: str | None,
                   config: str | None, url: str | None) -> None:  # fmt: skip
     """Remove a budget set for this tenant: the plan's budget (if any) applies again."""
-    tenant = call_admin(config, url, "GET", f"/admin/v1/tenants/{tenant_id}")
-    own = tenant.get("budgets", [])
-    rest = [b for b in own if budget_ident(b) != (scope, period, name)]
+    own, rest = _own_budgets(config, url, tenant_id, (scope, period, name))
     if len(rest) == len(own):
         which = f"{scope} {period} budget" + (f" for {name}" if name else "")
         raise click.ClickException(
@@ -95,3 +93,13 @@ def budgets_unset(tenant_id: str, period: str, scope: str, name: str | None,
         )
     call_admin(config, url, "PATCH", f"/admin/v1/tenants/{tenant_id}", {"budgets": rest})
     click.echo(f"{tenant_id}: {scope} {period} budget unset; the plan's budgets apply")
+
+
+def _own_budgets(
+    config: str | None, url: str | None, tenant_id: str, ident: tuple[str, str, str | None]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The tenant's own budgets, and the same without the one ``ident`` names (scope, period,
+    name): what ``set`` replaces and ``unset`` removes, in one PATCH of the list."""
+    tenant = call_admin(config, url, "GET", f"/admin/v1/tenants/{tenant_id}")
+    own: list[dict[str, Any]] = tenant.get("budgets", [])
+    return own, [b for b in own if budget_ident(b) != ident]

@@ -11,13 +11,9 @@ import click
 from farebox.cli.local import local_settings, run_local
 from farebox.cli.output import json_option, print_json, print_listing, print_record
 from farebox.cli.target import call_admin, remote, target
+from farebox.identity.tenancy import BILLING_FIELDS
 
-BILLING_IDS = (
-    "stripe_customer_id",
-    "lago_external_subscription_id",
-    "metronome_customer_id",
-    "openmeter_subject",
-)
+BILLING_IDS = tuple(sorted(BILLING_FIELDS))  # the PATCH body's ``billing`` object
 
 
 @click.group()

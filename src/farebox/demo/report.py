@@ -13,9 +13,9 @@ from farebox.demo.seed import DEMO_PLANS, DEMO_TENANTS
 RATE_LIMITED = ("rate_limit_exceeded",)
 OVER_BUDGET = ("budget_exceeded",)
 PAUSED = ("tenant_paused", "key_paused")
-KEY_COLUMNS = ["tenant", "plan", "budget", "rate_limit", "key"]
-SUMMARY_COLUMNS = ["tenant", "plan", "served", "rate_limited", "over_budget", "paused",
-                   "failed", "cost_usd", "revenue_usd"]  # fmt: skip
+KEY_COLUMNS = ("tenant", "plan", "budget", "rate_limit", "key")
+SUMMARY_COLUMNS = ("tenant", "plan", "served", "rate_limited", "over_budget", "paused",
+                   "failed", "cost_usd", "revenue_usd")  # fmt: skip
 
 
 def budget_terms(plan: Mapping[str, Any]) -> str:
