@@ -11,6 +11,10 @@ Every key lives under ``{<prefix>}`` (see ``stores.redis.namespace``). Every Pos
 Redis call has a deadline (``StoreTimeouts``); a Redis call that fails or times out on the
 request path is a 503 ``limiter_unavailable``, and a reservation whose outcome is unknown is
 undone once Redis answers again.
+
+Authentication makes no Redis command: the auth epoch is kept on each replica by an
+``EpochWatch`` (``stores.redis.epoch``: pub/sub plus a poll), so a change made through any
+replica reaches every other within 1 s.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from farebox.errors import LimiterUnavailable
 from farebox.stores.health import Health
 from farebox.stores.postgres.store import PostgresStore
 from farebox.stores.redis.budgets import RedisBudgets
+from farebox.stores.redis.epoch import BOUND_S, EpochWatch
 from farebox.stores.redis.namespace import choose_prefix, claim, database_id, database_label
 from farebox.stores.timeouts import StoreTimeouts
 
@@ -92,6 +97,7 @@ class ScaledStore:
         self._derive = derive_prefix or prefix is not None
         self._abandoned: dict[str, None] = {}  # reservations to undo once Redis answers
         self._backlog: list[LedgerEntry] = []  # reclaimed but not yet recorded in the ledger
+        self._epoch = EpochWatch(client)  # runs from open() to close()
 
     @classmethod
     def from_urls(
@@ -117,13 +123,18 @@ class ScaledStore:
                 self._budgets.use_prefix(await choose_prefix(self._pg, self._prefix))
             prefix = self._budgets.key_prefix[1:-1]
             await claim(self._client, prefix, ident, database_label(*self._pg.label))
+            await self._epoch.start(f"{self._budgets.key_prefix}:auth_epoch")  # the last step
         except BaseException:
+            await self._epoch.stop()
             await self._pg.close()
             raise
 
     async def close(self) -> None:
-        await self._pg.close()
-        await self._client.aclose()
+        try:
+            await self._epoch.stop()
+        finally:
+            await self._pg.close()
+            await self._client.aclose()
 
     @property
     def ledger_health(self) -> Health:
@@ -183,12 +194,22 @@ class ScaledStore:
         return key
 
     async def auth_epoch(self) -> int:
-        with _redis_required():
-            return await self._budgets.auth_epoch()
+        """This replica's epoch: a local read, no Redis command. When it cannot be trusted
+        (Redis unheard for over 1 s, or a bump of ours not landed) the request is refused
+        like any other that needs Redis, rather than served from a cache that may be stale."""
+        epoch = self._epoch.current()
+        if epoch is None:
+            raise LimiterUnavailable(
+                f"The gateway has not heard from its shared counters (Redis) for over {BOUND_S:g} "
+                "s, so it cannot tell whether keys were revoked or tenants paused; the request "
+                "was refused and not billed. Retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        return epoch
 
     async def _bump_epoch(self) -> None:
         with _redis_required():
-            await self._budgets.bump_epoch()
+            await self._epoch.bump()
 
     # ledger ----------------------------------------------------------------------------
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
