@@ -30,7 +30,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from farebox.errors import ConfigError, LimiterUnavailable
-from farebox.stores.redis.epoch import BOUND_S, POLL_S, EpochWatch
+from farebox.stores.redis.epoch import BOUND_S, POLL_S, TASK_NAME, EpochWatch
 from farebox.stores.scaled import ScaledStore
 from farebox.stores.timeouts import StoreTimeouts
 from tests.contracts.builders import T0, key, tenant
@@ -39,7 +39,7 @@ from tests.outage import REDIS, dsn, fresh_databases, redis_url, require_service
 from tests.tcp_proxy import LoopThread, proxy_to
 
 CHAT = {"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
-WATCH_TASK = "auth epoch watch"
+WATCH_TASK = TASK_NAME
 SLACK_S = 5.0  # how long a loaded host may take beyond the bound before a test gives up
 
 
@@ -293,7 +293,7 @@ async def test_close_ends_the_watch_and_open_failing_leaves_nothing_running(
         with pytest.raises(ConfigError):
             await refused.open()
         assert not watch_tasks() and not refused._epoch.running
-        await refused._client.aclose()
+        await refused.close()  # safe after a failed open: closes its Redis clients
     finally:
         await other.delete(f"{{{taken}}}:owner")
         await other.aclose()
@@ -312,7 +312,46 @@ async def test_open_failing_at_the_watch_start_leaves_nothing_running(database: 
         await store.open()
     assert not watch_tasks() and not store._epoch.running
     assert store._pg._pool_obj is None  # the ledger's pool is closed too
-    await store._client.aclose()
+    await store.close()
+
+
+class CountingGets:
+    """The watch's client, counting its GETs."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.gets = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def get(self, name: str) -> Any:
+        self.gets += 1
+        return await self._client.get(name)
+
+
+async def test_a_held_up_poll_is_made_up_by_one_shared_read_not_a_503(database: str) -> None:
+    """A replica whose poll was held up (its event loop stalled past the bound) reads Redis
+    once, for every request waiting, instead of refusing them."""
+    store = ScaledStore.from_urls(
+        dsn(database), redis_url(), prefix=f"epoch-{uuid.uuid4().hex[:8]}"
+    )
+    await store.open()
+    try:
+        before = await store.auth_epoch()
+        skew = [0.0]
+        store._epoch._clock = lambda: time.monotonic() + skew[0]
+        counting = CountingGets(store._epoch._client)
+        store._epoch._client = counting  # type: ignore[assignment]
+        skew[0] = 10.0  # as if nothing had run for 10 s
+        assert store._epoch.current() is None
+        answers = await asyncio.gather(*(store.auth_epoch() for _ in range(50)))
+        assert counting.gets <= 2, counting.gets  # one shared read (and perhaps one poll)
+        assert len(set(answers)) == 1 and answers[0] > before  # caches filled before: dropped
+        assert store._epoch.current() == answers[0]
+    finally:
+        await store.close()
+    assert not watch_tasks()
 
 
 # --- Redis unreachable: the epoch is not trusted -----------------------------------------------

@@ -51,6 +51,7 @@ from farebox.stores.timeouts import StoreTimeouts
 
 log = logging.getLogger("farebox.stores.scaled")
 REDIS_CONNECTIONS = 64
+EPOCH_CONNECTIONS = 4  # the auth epoch watch's own: its subscriber, its poll, bumps
 ABANDONED_MAX = 100_000  # reservations to undo remembered at most (beyond: their lease expires)
 # what a Redis call that did not get its answer raises
 REDIS_DOWN: tuple[type[BaseException], ...] = (
@@ -61,14 +62,16 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
 )
 
 
-def redis_client(url: str, timeouts: StoreTimeouts) -> aioredis.Redis:
+def redis_client(
+    url: str, timeouts: StoreTimeouts, connections: int = REDIS_CONNECTIONS
+) -> aioredis.Redis:
     """A pooled client whose every command is bounded: connecting, sending and reading take
     at most their timeouts, waiting for a free connection at most the command timeout. A
     dropped connection is retried once at once (a stale pooled connection after a restart);
     a timeout is not retried, so a stall costs one timeout, not several."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
-        max_connections=REDIS_CONNECTIONS,
+        max_connections=connections,
         timeout=timeouts.redis_command_s,  # requests beyond the pool wait, this long at most
         socket_timeout=timeouts.redis_command_s,
         socket_connect_timeout=timeouts.redis_connect_s,
@@ -86,9 +89,12 @@ class ScaledStore:
         *,
         prefix: str | None = None,
         derive_prefix: bool = False,
+        epoch_client: aioredis.Redis | None = None,
     ) -> None:
         """``budgets`` keeps its prefix unless ``prefix`` is given or ``derive_prefix`` asks
-        for the database's own (chosen on open)."""
+        for the database's own (chosen on open). ``epoch_client`` (closed with the store)
+        carries the auth epoch watch, so that its poll never waits behind the requests for a
+        pooled connection; without it the watch shares ``client``."""
         self._pg = pg
         self.traffic = pg.traffic  # counters are flushed off the request path: PostgreSQL
         self._budgets = budgets
@@ -97,7 +103,8 @@ class ScaledStore:
         self._derive = derive_prefix or prefix is not None
         self._abandoned: dict[str, None] = {}  # reservations to undo once Redis answers
         self._backlog: list[LedgerEntry] = []  # reclaimed but not yet recorded in the ledger
-        self._epoch = EpochWatch(client)  # runs from open() to close()
+        self._epoch_client = epoch_client
+        self._epoch = EpochWatch(epoch_client or client)  # runs from open() to close()
 
     @classmethod
     def from_urls(
@@ -111,8 +118,10 @@ class ScaledStore:
     ) -> ScaledStore:
         t = timeouts or StoreTimeouts()
         client = redis_client(redis_url, t)
+        watch = redis_client(redis_url, t, EPOCH_CONNECTIONS)
         pg = PostgresStore(database_url, outbox=outbox, timeouts=t)
-        return cls(pg, RedisBudgets(client), client, prefix=prefix, derive_prefix=True)
+        budgets = RedisBudgets(client)
+        return cls(pg, budgets, client, prefix=prefix, derive_prefix=True, epoch_client=watch)
 
     async def open(self) -> None:
         await self._pg.open()
@@ -135,6 +144,8 @@ class ScaledStore:
         finally:
             await self._pg.close()
             await self._client.aclose()
+            if self._epoch_client is not None:
+                await self._epoch_client.aclose()
 
     @property
     def ledger_health(self) -> Health:
@@ -195,9 +206,10 @@ class ScaledStore:
 
     async def auth_epoch(self) -> int:
         """This replica's epoch: a local read, no Redis command. When it cannot be trusted
-        (Redis unheard for over 1 s, or a bump of ours not landed) the request is refused
-        like any other that needs Redis, rather than served from a cache that may be stale."""
-        epoch = self._epoch.current()
+        (no answer from Redis for over 1 s, or a bump of ours not landed) it is read once more;
+        if Redis does not answer the request is refused like any other that needs Redis,
+        rather than served from a cache that may be stale."""
+        epoch = await self._epoch.confirmed()
         if epoch is None:
             raise LimiterUnavailable(
                 f"The gateway has not heard from its shared counters (Redis) for over {BOUND_S:g} "

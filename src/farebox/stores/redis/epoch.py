@@ -39,6 +39,7 @@ log = logging.getLogger("farebox.stores.redis.epoch")
 POLL_S = 0.25  # the safety-net poll's interval
 BOUND_S = 1.0  # the staleness bound: no successful poll for this long and nothing is trusted
 LISTEN_S = 1.0  # how long one wait for an announcement lasts (the loop then waits again)
+TASK_NAME = "auth epoch watch"
 
 
 class EpochClient(Protocol):
@@ -74,6 +75,7 @@ class EpochWatch:
         self._confirmed_at = -float("inf")  # when the last successful poll (or INCR) was sent
         self._pending = False  # a bump of ours may not have reached Redis
         self._task: asyncio.Task[None] | None = None
+        self._refresh: asyncio.Task[None] | None = None  # a read on behalf of confirmed()
 
     async def start(self, key: str) -> None:
         """Read the counter ``key`` (also the channel's name) and watch it from now on.
@@ -83,16 +85,19 @@ class EpochWatch:
         self._key = key
         sent = self._clock()
         self._observe(await self._client.get(key), sent)
-        self._task = asyncio.create_task(self._run(), name=f"auth epoch watch {key}")
+        self._task = asyncio.create_task(self._run(), name=f"{TASK_NAME} {key}")
 
     async def stop(self) -> None:
         """End the background work and wait for it (nothing is left running)."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        refresh, task, self._refresh, self._task = self._refresh, self._task, None, None
+        if refresh is not None:
+            refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # its callers saw it
+                await refresh
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     @property
     def running(self) -> bool:
@@ -104,6 +109,26 @@ class EpochWatch:
         if self._pending or self._clock() - self._confirmed_at >= self._bound_s:
             return None
         return self._local
+
+    async def confirmed(self) -> int | None:
+        """``current()``; when that is untrusted, first one read of Redis, shared by every
+        caller waiting meanwhile, so a replica whose poll was held up (a stalled event loop)
+        answers again at once. ``None``: Redis did not answer (or the watch is stopped)."""
+        now = self.current()
+        if now is not None or self._task is None:
+            return now
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.create_task(self._read(), name=f"{TASK_NAME} {self._key} read")
+            self._refresh.add_done_callback(_retrieve)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._refresh)  # a caller cancelled leaves it to the others
+        return self.current()
+
+    async def _read(self) -> None:
+        if self._pending:
+            await self.bump()
+        sent = self._clock()
+        self._observe(await self._client.get(self._key), sent)
 
     async def bump(self) -> None:
         """Announce a change to every replica. Raises what Redis raised when the ``INCR``
@@ -143,10 +168,7 @@ class EpochWatch:
         while True:
             await asyncio.sleep(self._poll_s)  # the poll's pace
             try:
-                if self._pending:
-                    await self.bump()
-                sent = self._clock()
-                self._observe(await self._client.get(self._key), sent)
+                await self._read()
             except Exception as exc:
                 if not failing:
                     log.warning("auth epoch %s: poll failed (%s: %s)", self._key,
@@ -179,3 +201,9 @@ class EpochWatch:
         finally:
             with contextlib.suppress(Exception):  # a broken connection is dropped anyway
                 await pubsub.aclose()
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """A read's failure is seen by the callers of ``confirmed()``, not logged as lost."""
+    if not task.cancelled():
+        task.exception()
