@@ -13,17 +13,22 @@ writes) and announces it (``PUBLISH`` on the channel of the same name). Every re
 
 The bound: a change whose bump has landed in Redis (before the admin call that made it
 returns) is seen by every replica within ``bound_s`` (1 s), usually within milliseconds. A
-poll sent after the ``INCR`` reflects it, and a replica without a successful poll in the last
-``bound_s`` does not trust its cache at all (``current()`` is ``None``; the store refuses, as
-for any Redis outage). A bump that fails (Redis down, or no answer) leaves this replica
-distrusting its own cache until the bump is redone, which the poll retries.
+read of the counter sent after the ``INCR`` reflects it, and a replica without a successful
+read sent in the last ``bound_s`` does not trust its cache (``current()`` is ``None``).
+``confirmed()`` then reads Redis once, on behalf of every request waiting (so a poll held up
+by a busy event loop costs one round trip, not a refusal); if Redis does not answer, the
+store refuses the request as for any Redis outage. A bump that fails (Redis down, or no
+answer) leaves this replica distrusting its own cache until the bump is redone, which the
+poll retries.
 
 The local value is a counter of this replica's own (``current()``): it moves by one whenever
 a larger Redis value is seen (late or repeated announcements are ignored: it never goes back)
 and whenever trust returns after a lapse, so caches filled before an outage are dropped.
 
 The watcher needs only ``get``, ``incr``, ``publish`` and ``pubsub`` (``EpochClient``):
-``redis.asyncio.Redis`` and ``redis.asyncio.cluster.RedisCluster`` both have them.
+``redis.asyncio.Redis`` and ``redis.asyncio.cluster.RedisCluster`` both have them (on a
+cluster, ``PUBLISH`` reaches subscribers on every node). It should have a small connection
+pool of its own: its poll must not wait behind the requests for a pooled connection.
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ class EpochWatch:
         self._key = ""
         self._seen = 0  # the largest value of the Redis counter seen
         self._local = 0  # what current() answers: moves on every change seen, never back
-        self._confirmed_at = -float("inf")  # when the last successful poll (or INCR) was sent
+        self._confirmed_at = -float("inf")  # when the last successful GET (or INCR) was sent
         self._pending = False  # a bump of ours may not have reached Redis
         self._task: asyncio.Task[None] | None = None
         self._refresh: asyncio.Task[None] | None = None  # a read on behalf of confirmed()
@@ -104,8 +109,8 @@ class EpochWatch:
         return self._task is not None and not self._task.done()
 
     def current(self) -> int | None:
-        """The local epoch, or ``None`` when it cannot be trusted: no successful poll for
-        ``bound_s``, or a bump of ours that has not reached Redis."""
+        """The local epoch, or ``None`` when it cannot be trusted: no successful read of the
+        counter sent in the last ``bound_s``, or a bump of ours that has not reached Redis."""
         if self._pending or self._clock() - self._confirmed_at >= self._bound_s:
             return None
         return self._local
