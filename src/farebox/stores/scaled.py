@@ -11,6 +11,10 @@ Every key lives under ``{<prefix>}`` (see ``stores.redis.namespace``). Every Pos
 Redis call has a deadline (``StoreTimeouts``); a Redis call that fails or times out on the
 request path is a 503 ``limiter_unavailable``, and a reservation whose outcome is unknown is
 undone once Redis answers again.
+
+Authentication makes no Redis command: the auth epoch is kept on each replica by an
+``EpochWatch`` (``stores.redis.epoch``: pub/sub plus a poll), so a change made through any
+replica reaches every other within 1 s.
 """
 
 from __future__ import annotations
@@ -41,11 +45,13 @@ from farebox.errors import LimiterUnavailable
 from farebox.stores.health import Health
 from farebox.stores.postgres.store import PostgresStore
 from farebox.stores.redis.budgets import RedisBudgets
+from farebox.stores.redis.epoch import BOUND_S, EpochWatch
 from farebox.stores.redis.namespace import choose_prefix, claim, database_id, database_label
 from farebox.stores.timeouts import StoreTimeouts
 
 log = logging.getLogger("farebox.stores.scaled")
 REDIS_CONNECTIONS = 64
+EPOCH_CONNECTIONS = 4  # the auth epoch watch's own: its subscriber, its poll, bumps
 ABANDONED_MAX = 100_000  # reservations to undo remembered at most (beyond: their lease expires)
 # what a Redis call that did not get its answer raises
 REDIS_DOWN: tuple[type[BaseException], ...] = (
@@ -56,14 +62,16 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
 )
 
 
-def redis_client(url: str, timeouts: StoreTimeouts) -> aioredis.Redis:
+def redis_client(
+    url: str, timeouts: StoreTimeouts, connections: int = REDIS_CONNECTIONS
+) -> aioredis.Redis:
     """A pooled client whose every command is bounded: connecting, sending and reading take
     at most their timeouts, waiting for a free connection at most the command timeout. A
     dropped connection is retried once at once (a stale pooled connection after a restart);
     a timeout is not retried, so a stall costs one timeout, not several."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
-        max_connections=REDIS_CONNECTIONS,
+        max_connections=connections,
         timeout=timeouts.redis_command_s,  # requests beyond the pool wait, this long at most
         socket_timeout=timeouts.redis_command_s,
         socket_connect_timeout=timeouts.redis_connect_s,
@@ -81,9 +89,12 @@ class ScaledStore:
         *,
         prefix: str | None = None,
         derive_prefix: bool = False,
+        epoch_client: aioredis.Redis | None = None,
     ) -> None:
         """``budgets`` keeps its prefix unless ``prefix`` is given or ``derive_prefix`` asks
-        for the database's own (chosen on open)."""
+        for the database's own (chosen on open). ``epoch_client`` (closed with the store)
+        carries the auth epoch watch, so that its poll never waits behind the requests for a
+        pooled connection; without it the watch shares ``client``."""
         self._pg = pg
         self.traffic = pg.traffic  # counters are flushed off the request path: PostgreSQL
         self._budgets = budgets
@@ -92,6 +103,8 @@ class ScaledStore:
         self._derive = derive_prefix or prefix is not None
         self._abandoned: dict[str, None] = {}  # reservations to undo once Redis answers
         self._backlog: list[LedgerEntry] = []  # reclaimed but not yet recorded in the ledger
+        self._epoch_client = epoch_client
+        self._epoch = EpochWatch(epoch_client or client)  # runs from open() to close()
 
     @classmethod
     def from_urls(
@@ -105,8 +118,10 @@ class ScaledStore:
     ) -> ScaledStore:
         t = timeouts or StoreTimeouts()
         client = redis_client(redis_url, t)
+        watch = redis_client(redis_url, t, EPOCH_CONNECTIONS)
         pg = PostgresStore(database_url, outbox=outbox, timeouts=t)
-        return cls(pg, RedisBudgets(client), client, prefix=prefix, derive_prefix=True)
+        budgets = RedisBudgets(client)
+        return cls(pg, budgets, client, prefix=prefix, derive_prefix=True, epoch_client=watch)
 
     async def open(self) -> None:
         await self._pg.open()
@@ -117,13 +132,20 @@ class ScaledStore:
                 self._budgets.use_prefix(await choose_prefix(self._pg, self._prefix))
             prefix = self._budgets.key_prefix[1:-1]
             await claim(self._client, prefix, ident, database_label(*self._pg.label))
+            await self._epoch.start(f"{self._budgets.key_prefix}:auth_epoch")  # the last step
         except BaseException:
+            await self._epoch.stop()
             await self._pg.close()
             raise
 
     async def close(self) -> None:
-        await self._pg.close()
-        await self._client.aclose()
+        try:
+            await self._epoch.stop()
+        finally:
+            await self._pg.close()
+            await self._client.aclose()
+            if self._epoch_client is not None:
+                await self._epoch_client.aclose()
 
     @property
     def ledger_health(self) -> Health:
@@ -183,12 +205,23 @@ class ScaledStore:
         return key
 
     async def auth_epoch(self) -> int:
-        with _redis_required():
-            return await self._budgets.auth_epoch()
+        """This replica's epoch: a local read, no Redis command. When it cannot be trusted
+        (no answer from Redis for over 1 s, or a bump of ours not landed) it is read once more;
+        if Redis does not answer the request is refused like any other that needs Redis,
+        rather than served from a cache that may be stale."""
+        epoch = await self._epoch.confirmed()
+        if epoch is None:
+            raise LimiterUnavailable(
+                f"The gateway has not heard from its shared counters (Redis) for over {BOUND_S:g} "
+                "s, so it cannot tell whether keys were revoked or tenants paused; the request "
+                "was refused and not billed. Retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        return epoch
 
     async def _bump_epoch(self) -> None:
         with _redis_required():
-            await self._budgets.bump_epoch()
+            await self._epoch.bump()
 
     # ledger ----------------------------------------------------------------------------
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:

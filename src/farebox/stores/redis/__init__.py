@@ -1,6 +1,7 @@
 """Redis, the scaled-out store's shared counters: ``budgets`` keeps budget and rate-limit
-counters, leased reservations, breakers and the auth epoch, each change one Lua script;
-``namespace`` decides which keys belong to which deployment (one per PostgreSQL database),
-reading the database's identity through ``stores.postgres``. May import ``farebox.core``,
+counters, leased reservations and breakers, each change one Lua script; ``epoch`` keeps the
+auth epoch on each replica (pub/sub and a poll, no Redis command per request); ``namespace``
+decides which keys belong to which deployment (one per PostgreSQL database), reading the
+database's identity through ``stores.postgres``. May import ``farebox.core``,
 ``farebox.errors``, the shared modules of ``farebox.stores`` and ``stores.postgres``; never
 SQLite or memory, nor anything above the stores."""
