@@ -104,7 +104,7 @@ def parse(argv: list[str]) -> FleetOptions:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
-        return run(parse(args), "python -m bench fleet " + shlex.join(args))
+        return run(parse(args), " ".join(["python -m bench fleet", *map(shlex.quote, args)]))
     except KeyboardInterrupt:
         log("interrupted: everything the bench started is stopped, its database dropped")
         return 130

@@ -180,7 +180,8 @@ def table(results: FleetResults) -> list[str]:
     lines = [head]
     for row in results.rows:
         if row.error:
-            lines.append(f"{row.name:<{NAME_WIDTH}}  n/a ({row.error})")
+            reason = row.error if len(row.error) <= 160 else row.error[:157] + "..."
+            lines.append(f"{row.name:<{NAME_WIDTH}}  n/a ({reason})")
             continue
         cells = zip(_cells(row, results.direct), COLUMNS, strict=True)
         lines.append(f"{row.name:<{NAME_WIDTH}}" + "".join(f"{c:>{w}}" for c, (_, w) in cells))
