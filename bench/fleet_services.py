@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import importlib.util
 import os
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -67,11 +69,26 @@ def postgres_database() -> Iterator[str]:
     """Create a database of the bench's own; yield its URL; drop it on the way out."""
     user = _pg_user()
     name = "farebox_bench_" + secrets.token_hex(6)
-    asyncio.run(_admin(user, f'CREATE DATABASE "{name}"'))
+    try:
+        asyncio.run(_admin(user, f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001 - the row says why
+        raise ServiceError(f"CREATE DATABASE {name}: {type(exc).__name__}: {exc}") from None
     try:
         yield f"postgresql://{user}@{PG_HOST}:{PG_PORT}/{name}"
     finally:
+        _drop(user, name)
+
+
+def _drop(user: str, name: str) -> None:
+    try:
         asyncio.run(_admin(user, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    except Exception as exc:  # noqa: BLE001 - said loudly, not raised over the first error
+        print(
+            f"[bench] could NOT drop database {name} ({type(exc).__name__}: {exc}); drop it by "
+            f"hand: psql -h {PG_HOST} -U {user} -c 'DROP DATABASE \"{name}\"'",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 # --- Redis ------------------------------------------------------------------------------
@@ -94,6 +111,8 @@ def redis_server() -> Iterator[int]:
     """A throwaway ``redis-server`` on a free loopback port; yields the port."""
     if shutil.which("redis-server") is None:
         raise ServiceError("redis-server is not installed (Debian package redis-server)")
+    if importlib.util.find_spec("redis") is None:
+        raise ServiceError("the redis package is not installed (pip install 'farebox[redis]')")
     directory = Path(tempfile.mkdtemp(prefix="farebox-bench-redis-"))
     proc: subprocess.Popen[bytes] | None = None
     try:
