@@ -125,8 +125,20 @@ def _scaled_checks(row: Row, direct: dict[str, JobResult], base: Row | None) -> 
     ttfb = row.added(direct, "stream", "ttfb", "p50_ms")
     checks.append(_limit(row, "stream first byte added p50", ttfb, STREAM_ADDED_MS, ""))
     checks.append(_limit(row, "Redis CPU per request", row.redis_us(), REDIS_CPU_US, "us"))
+    if row.mode == "cluster":
+        checks.append(_spread(row))
     checks.append(_errors(row))
     return checks
+
+
+def _spread(row: Row) -> Check:
+    """DESIGN.md section 7: keys spread over a Redis Cluster by tenant (every node has some)."""
+    used = sum(1 for count in row.redis_keys if count > 0)
+    nodes = len(row.redis_keys)
+    verdict = "PASS" if nodes and used == nodes else "FAIL"
+    return Check(
+        row.name, "Redis keys on every cluster node", f"{used}/{nodes} nodes", "all", verdict
+    )
 
 
 def checks(results: FleetResults) -> list[Check]:

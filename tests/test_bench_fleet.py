@@ -23,8 +23,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from bench.fleet_report import FleetResults, Row, render
-from bench.load import Endpoint, Job, run_job
+from bench.fleet_report import FleetResults, Row, checks, render
+from bench.load import Endpoint, Job, JobResult, run_job
+from bench.stats import Latency
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -170,3 +171,37 @@ async def test_load_spreads_clients_over_ports_and_requests_over_keys() -> None:
             by_key[key] += count
     assert set(by_key) == {k.encode() for k in keys}  # every client rotates over the keys
     assert sum(by_key.values()) == 40
+
+
+def _job(name: str, ok: int, rps: float, p50: float, ttfb: float = 0.0) -> JobResult:
+    lat = Latency(ok, p50, p50, p50, p50, p50, p50)
+    first = Latency(ok, ttfb, ttfb, ttfb, ttfb, ttfb, ttfb)
+    return JobResult(name, 64, ok, 0, 1.0, rps, lat, first, {200: ok}, {}, None)
+
+
+def test_checks_compare_each_scaled_row_with_the_embedded_one() -> None:
+    direct = {"c1": _job("c1", 10, 1.0, 0.0), "stream": _job("stream", 10, 1.0, 0.0, 0.0),
+              "c64": _job("c64", 10, 1.0, 1.0)}  # fmt: skip
+    embedded = Row("embedded (sqlite)", "embedded", 1)
+    embedded.jobs = {"c1": _job("c1", 10, 1.0, 0.4), "stream": _job("stream", 10, 1.0, 0.4, 0.5),
+                     "c64": _job("c64", 3000, 3000.0, 11.0)}  # fmt: skip
+    slow = Row("pg+redis-cluster x1", "cluster", 1, redis_keys=[9, 0, 0])
+    slow.jobs = {"c1": _job("c1", 10, 1.0, 2.0), "stream": _job("stream", 10, 1.0, 2.0, 1.5),
+                 "c64": _job("c64", 1000, 1499.0, 22.0)}  # fmt: skip
+    slow.redis_cpu_s = {"c64": [0.05, 0.0, 0.0]}  # 50 us per request of the 1000
+    fast = Row("pg+redis-cluster x2", "cluster", 2, redis_keys=[3, 3, 3])
+    fast.jobs = dict(slow.jobs) | {"c64": _job("c64", 1000, 1500.0, 21.0)}
+    fast.redis_cpu_s = {"c64": [0.04, 0.04, 0.04]}  # 120 us
+    results = FleetResults(meta={}, direct=direct, rows=[embedded, slow, fast])
+    verdicts = {(c.row, c.name): c.status for c in checks(results)}
+    assert verdicts[("embedded (sqlite)", "added p50, c=1")] == "PASS"
+    assert verdicts[("embedded (sqlite)", "RPS, c=64")] == "PASS"
+    assert verdicts[("pg+redis-cluster x1", "RPS c=64 >= half embedded")] == "FAIL"
+    assert verdicts[("pg+redis-cluster x2", "RPS c=64 >= half embedded")] == "PASS"
+    assert verdicts[("pg+redis-cluster x1", "added p50 c=64 <= 2x embedded")] == "FAIL"  # 21 > 20
+    assert verdicts[("pg+redis-cluster x2", "added p50 c=64 <= 2x embedded")] == "PASS"  # 20
+    assert verdicts[("pg+redis-cluster x1", "stream first byte added p50")] == "FAIL"
+    assert verdicts[("pg+redis-cluster x1", "Redis CPU per request")] == "PASS"
+    assert verdicts[("pg+redis-cluster x2", "Redis CPU per request")] == "FAIL"
+    assert verdicts[("pg+redis-cluster x1", "Redis keys on every cluster node")] == "FAIL"
+    assert verdicts[("pg+redis-cluster x2", "Redis keys on every cluster node")] == "PASS"
