@@ -251,11 +251,16 @@ def _measure(
 
 @contextlib.contextmanager
 def _cpu_window(row: report.Row, name: str, cpu: RedisCpu | None) -> Iterator[None]:
-    before = cpu.sample() if cpu else None
+    if cpu is None:
+        yield
+        return
+    before, calls = cpu.sample(), cpu.calls()
     yield
-    if cpu is not None and before is not None:
-        after = cpu.sample()
-        row.redis_cpu_s[name] = [a - b for a, b in zip(after, before, strict=True)]
+    after, calls_after = cpu.sample(), cpu.calls()
+    row.redis_cpu_s[name] = [a - b for a, b in zip(after, before, strict=True)]
+    row.redis_calls[name] = {
+        k: v - calls.get(k, 0) for k, v in calls_after.items() if v > calls.get(k, 0)
+    }
 
 
 def _probe(url: str, key: str) -> str | None:

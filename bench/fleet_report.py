@@ -28,6 +28,7 @@ class Row:
     jobs: dict[str, JobResult] = field(default_factory=dict)
     redis_cpu_s: dict[str, list[float]] = field(default_factory=dict)  # window -> per node
     redis_keys: list[int] = field(default_factory=list)
+    redis_calls: dict[str, dict[str, int]] = field(default_factory=dict)  # window -> command
     error: str | None = None  # why the row is n/a
 
     def added(self, direct: dict[str, JobResult], job: str, metric: str, pct: str) -> float | None:
@@ -50,6 +51,13 @@ class Row:
         if cpu is None or job is None or job.ok == 0:
             return None
         return sum(cpu) / job.ok * 1e6
+
+    def calls_per_request(self, window: str = "c64") -> dict[str, float]:
+        calls, job = self.redis_calls.get(window), self.jobs.get(window)
+        if not calls or job is None or job.ok == 0:
+            return {}
+        ranked = sorted(calls.items(), key=lambda item: -item[1])
+        return {name: round(count / job.ok, 3) for name, count in ranked}
 
 
 @dataclass
@@ -227,6 +235,12 @@ def _notes(results: FleetResults) -> list[str]:
         if row.mode == "cluster" and cpu and sum(cpu) > 0:
             shares = "/".join(f"{100 * c / sum(cpu):.0f}%" for c in cpu)
             lines.append(f"{row.name}: Redis CPU by node {shares}; keys by node {row.redis_keys}")
+        per_request = row.calls_per_request()
+        if per_request and row.replicas == 1:
+            top = ", ".join(f"{k} {v:.2f}" for k, v in list(per_request.items())[:8])
+            lines.append(
+                f"{row.name}: Redis calls per request (c=64, scripts' own included): {top}"
+            )
         for name, job in row.jobs.items():
             if job.errors:
                 lines.append(f"{row.name} {name}: {job.errors} errors {job.error_kinds}; "
@@ -285,6 +299,7 @@ def _row_json(row: Row, direct: dict[str, JobResult]) -> dict[str, Any]:
         "redis_cpu_us_per_request": {w: row.redis_us(w) for w in row.redis_cpu_s},
         "redis_cpu_s_by_node": row.redis_cpu_s,
         "redis_keys_by_node": row.redis_keys,
+        "redis_calls_per_request": {w: row.calls_per_request(w) for w in row.redis_calls},
         "errors": row.errors(),
         "jobs": {k: dataclasses.asdict(v) for k, v in row.jobs.items()},
     }

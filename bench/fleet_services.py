@@ -154,6 +154,24 @@ class RedisCpu:
             seconds.append(float(info["used_cpu_sys"]) + float(info["used_cpu_user"]))
         return seconds
 
+    def calls(self) -> dict[str, int]:
+        """Calls per command (``INFO commandstats``, commands run inside scripts included),
+        summed over the nodes; the bench's own INFO and DBSIZE left out."""
+        import redis
+
+        total: dict[str, int] = {}
+        for port in self.ports:
+            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+            try:
+                stats = client.info("commandstats")
+            finally:
+                client.close()
+            for name, value in stats.items():
+                command = name.removeprefix("cmdstat_")
+                if command not in ("info", "dbsize") and isinstance(value, dict):
+                    total[command] = total.get(command, 0) + int(value.get("calls", 0))
+        return total
+
     def keys(self) -> list[int]:
         """How many keys each node holds (``DBSIZE``), to see a cluster spread."""
         import redis
