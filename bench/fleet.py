@@ -38,7 +38,13 @@ from bench import fleet_report as report
 from bench import redis_cluster
 from bench.fleet_config import Backend
 from bench.fleet_replicas import Fleet, fleet, provision
-from bench.fleet_services import RedisCpu, ServiceError, postgres_database, redis_server
+from bench.fleet_services import (
+    RedisCpu,
+    ServiceError,
+    postgres_database,
+    postgres_status,
+    redis_server,
+)
 from bench.gateway import CHAT_BODY, STREAM_BODY, GatewayError, probe
 from bench.load import Endpoint, Job, JobResult, LoadWorker
 from bench.procs import loop_name
@@ -136,7 +142,7 @@ def run(opts: FleetOptions, command: str) -> int:
         if opts.embedded:
             results.rows.append(_embedded(bench))
         if opts.single_redis or opts.cluster:
-            results.rows += _scaled(bench)
+            results.rows += _scaled(bench, results.meta)
     results.meta["loadavg_at_end"] = list(os.getloadavg())
     verdicts = report.checks(results)
     print(report.render(results, verdicts))
@@ -290,12 +296,13 @@ def _embedded(bench: Bench) -> report.Row:
     return row
 
 
-def _scaled(bench: Bench) -> list[report.Row]:
+def _scaled(bench: Bench, meta: dict[str, Any]) -> list[report.Row]:
     opts = bench.opts
     modes = [m for m, on in (("redis", opts.single_redis), ("cluster", opts.cluster)) if on]
     try:
         with postgres_database() as database:
-            log(f"PostgreSQL database {database.rsplit('/', 1)[-1]}")
+            meta["postgres"] = postgres_status(database)
+            log(f"PostgreSQL database {database.rsplit('/', 1)[-1]}: {meta['postgres']}")
             return [row for mode in modes for row in _series(bench, mode, database)]
     except ServiceError as err:
         return [_na(mode, n, f"PostgreSQL: {err}") for mode in modes for n in opts.replicas]

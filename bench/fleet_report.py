@@ -223,9 +223,17 @@ def _load_line(meta: dict[str, Any]) -> str:
         values = meta.get(key)
         return "/".join(f"{v:.2f}" for v in values) if values else "-"
 
-    return f"load average (1/5/15 min) at start {avg('loadavg_at_start')}, at end " + avg(
+    line = f"load average (1/5/15 min) at start {avg('loadavg_at_start')}, at end " + avg(
         "loadavg_at_end"
     )
+    pg = meta.get("postgres")
+    if isinstance(pg, dict) and "max_connections" in pg:
+        line += (
+            f"; PostgreSQL {pg['version']}: {pg['connections_in_use']} of "
+            f"{pg['max_connections']} connections in use before the replicas, "
+            f"synchronous_commit {pg['synchronous_commit']}"
+        )
+    return line
 
 
 def _notes(results: FleetResults) -> list[str]:

@@ -51,6 +51,33 @@ async def _admin(user: str, statement: str) -> None:
         await conn.close()
 
 
+async def _status(user: str) -> dict[str, object]:
+    import asyncpg
+
+    conn = await asyncpg.connect(
+        host=PG_HOST, port=PG_PORT, user=user, database="postgres", timeout=5
+    )
+    try:
+        return {
+            "version": await conn.fetchval("SHOW server_version"),
+            "max_connections": int(await conn.fetchval("SHOW max_connections")),
+            "connections_in_use": int(await conn.fetchval("SELECT count(*) FROM pg_stat_activity")),
+            "synchronous_commit": await conn.fetchval("SHOW synchronous_commit"),
+            "fsync": await conn.fetchval("SHOW fsync"),
+        }
+    finally:
+        await conn.close()
+
+
+def postgres_status(database_url: str) -> dict[str, object]:
+    """The server's settings that bound the fleet (connections) or shape its latency (commit)."""
+    user = database_url.removeprefix("postgresql://").split("@", 1)[0]
+    try:
+        return asyncio.run(_status(user))
+    except Exception as exc:  # noqa: BLE001 - informational only
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def _pg_user() -> str:
     """The first of ``postgres`` and the current user the server lets in (trust auth)."""
     problems = []
