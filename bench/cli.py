@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 
 
@@ -76,6 +77,11 @@ def parse(argv: list[str] | None = None) -> Options:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["fleet"]:  # python -m bench fleet ...: the scaled-out bench (bench/fleet.py)
+        from bench.fleet import main as fleet_main
+
+        return fleet_main(args[1:])
     from bench.run import run
 
-    return run(parse(argv))
+    return run(parse(args))

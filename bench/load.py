@@ -81,6 +81,10 @@ class Job:
     warmup_s: float = 0.0
     timeout_s: float = 10.0
     expect_status: int = 200
+    # scaled out (bench.fleet): client i connects to ports[i % len(ports)] instead of ``port``,
+    # and its n-th request is rotate[(i + n * concurrency) % len(rotate)] instead of ``request``
+    ports: tuple[int, ...] = ()
+    rotate: tuple[bytes, ...] = ()
 
     def max_seconds(self) -> float:
         """Upper bound on how long the job may take, warm-up included."""
@@ -259,22 +263,26 @@ class Recorder:
             self.first_error = f"{kind}: {detail}"
 
 
-async def _connect(job: Job) -> Conn:
+async def _connect(job: Job, index: int) -> Conn:
     loop = asyncio.get_running_loop()
-    _, conn = await loop.create_connection(Conn, job.host, job.port)
+    port = job.ports[index % len(job.ports)] if job.ports else job.port
+    _, conn = await loop.create_connection(Conn, job.host, port)
     return conn
 
 
 async def _client(
     job: Job, slots: list[Conn | None], index: int, gate: Gate, rec: Recorder
 ) -> None:
+    turn = index
     while gate.take():
+        data = job.rotate[turn % len(job.rotate)] if job.rotate else job.request
+        turn += len(slots)
         try:
             conn = slots[index]
             if conn is None or not conn.open:
-                conn = slots[index] = await _connect(job)
+                conn = slots[index] = await _connect(job, index)
             started = perf_counter_ns()
-            reply = await conn.request(job.request, job.timeout_s)
+            reply = await conn.request(data, job.timeout_s)
         except (OSError, TimeoutError) as exc:
             rec.error(type(exc).__name__, str(exc))
             _drop(slots, index)
