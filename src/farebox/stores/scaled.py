@@ -41,7 +41,7 @@ from farebox.errors import LimiterUnavailable
 from farebox.stores.health import Health
 from farebox.stores.postgres.store import PostgresStore
 from farebox.stores.redis.budgets import RedisBudgets
-from farebox.stores.redis.cluster import CLUSTER_DOWN, BoundedCluster, is_key_layout_bug
+from farebox.stores.redis.cluster import CLUSTER_DOWN, BoundedCluster, answers, is_key_layout_bug
 from farebox.stores.redis.namespace import choose_prefix, claim, database_id, database_label
 from farebox.stores.timeouts import StoreTimeouts
 
@@ -164,7 +164,7 @@ class ScaledStore:
 
     async def _redis_ping(self) -> bool:
         try:
-            return bool(await self._client.ping())
+            return await answers(self._client)  # on a cluster: every node, every slot
         except REDIS_DOWN:
             return False
 

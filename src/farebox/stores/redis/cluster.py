@@ -81,3 +81,19 @@ class BoundedCluster(RedisCluster):
             return await super().execute_command(*args, **kwargs)
         finally:
             self._places.release()
+
+
+async def answers(client: Any) -> bool:
+    """Whether Redis can serve requests now. One Redis: it answers ``PING``. A cluster: every
+    primary answers ``PING`` and the cluster says it serves every slot (a live node still
+    answers ``PING`` while the cluster is down and refuses every key)."""
+    if not isinstance(client, RedisCluster):
+        return bool(await client.ping())
+    if not await client.ping(target_nodes=RedisCluster.PRIMARIES):
+        return False
+    info = await client.cluster_info()
+    return _text(info.get("cluster_state")) == "ok"
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
