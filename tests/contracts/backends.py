@@ -113,7 +113,8 @@ async def drop_schema(name: str) -> None:
 async def drop_scaled(s: Any) -> None:
     """Remove the scaled store's schema and every Redis key under its prefix."""
     await drop_schema(s._pg._schema)
-    prefix = s._budgets.key_prefix
+    # ``{P}`` and the slots named after it (``{P/...}``, e.g. one per tenant on a cluster)
+    prefix = s._budgets.key_prefix.removesuffix("}")
     async for key in s._client.scan_iter(match=f"{prefix}*"):
         await s._client.delete(key)
 
