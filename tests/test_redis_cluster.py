@@ -200,7 +200,7 @@ def test_a_cluster_that_loses_a_node_is_a_503_never_a_500(tmp_path: Path) -> Non
                               redis=redis, timeouts=timeouts)  # fmt: skip
         port = free_port()
         with running(serve_args(config, port), cwd=tmp_path, env=scaled_env(), port=port) as s:
-            keys = [create_tenant_key(s.base_url, f"o{i}", "free") for i in range(12)]
+            keys = [create_tenant_key(s.base_url, f"o{i}", "open") for i in range(12)]
             with httpx.Client(base_url=s.base_url, timeout=30.0) as client:
 
                 def round_of_requests() -> list[tuple[int, str | None]]:
