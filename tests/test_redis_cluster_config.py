@@ -156,7 +156,7 @@ async def test_commands_beyond_the_limit_queue_instead_of_failing(
         key = "{queue-test}:n"
         await asyncio.gather(*(client.incr(key) for _ in range(60)))
         assert int(await client.get(key)) == 60
-        assert all(len(node._connections) <= 2 for node in client.get_nodes())
+        assert all(len(node._connections) <= 2 for node in client.get_nodes())  # 2 places
         await client.delete(key)
     finally:
         await client.aclose()

@@ -5,8 +5,9 @@ redis-py's asyncio ``RedisCluster`` keeps a pool per node, but a node whose conn
 all busy fails the command at once with ``MaxConnectionsError``: under a burst of concurrent
 requests for one tenant (one slot, one node) that would refuse requests a single Redis only
 queues. ``BoundedCluster`` queues them the same way: at most ``limit`` commands are in flight
-per client (so no node ever runs out of connections), and a command waits at most
-``wait_s`` for a place, then fails as a connection error would. Its retry policy is the
+per client, each node may open ``limit`` connections plus a few spare ones (for a pub/sub
+subscriber, which holds one outside the commands), so no node runs out, and a command waits
+at most ``wait_s`` for a place, then fails as a connection error would. Its retry policy is the
 single client's: a connection error (and a ``CLUSTERDOWN`` or an uncovered slot, which ask
 for a topology refresh) is retried as the ``retry`` object says; a timeout is not, so a
 stalled node costs one command timeout, not several.
@@ -28,6 +29,8 @@ from redis.exceptions import (
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+SPARE_CONNECTIONS = 4
 
 # What a cluster raises when it cannot serve a slot now: CLUSTERDOWN / MASTERDOWN and
 # "TTL exhausted" after too many redirects (``ClusterError``), TRYAGAIN during a resharding,
@@ -62,7 +65,9 @@ class BoundedCluster(RedisCluster):
     )
 
     def __init__(self, *, limit: int, wait_s: float, **kwargs: Any) -> None:
-        super().__init__(max_connections=limit, **kwargs)
+        # a node's connections: one per place, and a few taken outside the commands (a
+        # pub/sub subscriber borrows one from its node)
+        super().__init__(max_connections=limit + SPARE_CONNECTIONS, **kwargs)
         self._places = asyncio.Semaphore(limit)
         self._wait_s = wait_s
 
