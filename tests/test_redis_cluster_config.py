@@ -7,6 +7,7 @@ which are left loud (keys of one call in several slots: a bug)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +207,22 @@ def test_keys_in_several_slots_are_a_bug_not_an_outage() -> None:
     error = RedisClusterException("EVALSHA - all keys must map to the same key slot")
     with pytest.raises(RedisClusterException), _redis_required():
         raise error
+
+
+async def test_a_prefix_is_claimed_once_on_a_cluster(redis_cluster_nodes: Cluster) -> None:
+    """``SET NX`` of ``{prefix}:owner`` (one key, one slot) works on a cluster as on one
+    Redis: the owner may claim again, another database is refused naming both."""
+    from farebox.stores.redis.namespace import claim
+
+    client = redis_client(redis_cluster_nodes.url, StoreTimeouts(), cluster=True)
+    prefix = f"claim-{uuid.uuid4().hex[:8]}"
+    try:
+        await claim(client, prefix, "db-one", "postgresql://h:5432/one")
+        await claim(client, prefix, "db-one", "postgresql://h:5432/one")
+        with pytest.raises(ConfigError) as info:
+            await claim(client, prefix, "db-two", "postgresql://h:5432/two")
+        assert "postgresql://h:5432/one" in str(info.value)
+        assert "postgresql://h:5432/two" in str(info.value)
+    finally:
+        await client.delete("{" + prefix + "}:owner")
+        await client.aclose()
