@@ -123,9 +123,9 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     finally:
         prefix = asyncio.run(_stored_prefix(dsn))
         if prefix is not None:  # remove this test's keys only: other runs may share the db
-            # ``{P}:...`` and the slots named after it (``{P/...}:...``, one per tenant)
-            for key in client.scan_iter(match=f"{{{prefix}*", count=1000):
-                client.delete(key)
+            for pattern in (f"{{{prefix}}}:*", f"{{{prefix}/t/*"):  # and tenant slots' (issue 18)
+                for key in client.scan_iter(match=pattern, count=1000):
+                    client.delete(key)
         client.close()
         asyncio.run(database(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -148,9 +148,9 @@ def _cluster_backend(cluster: Any) -> Iterator[Backend]:
     finally:
         prefix = asyncio.run(_stored_prefix(dsn))
         if prefix is not None:
-            # ``{P}`` and the slots named after it (``{P/...}``, one per tenant on a cluster)
-            for key in client.scan_iter(match=f"{{{prefix}*", count=1000):
-                client.delete(key)
+            for pattern in (f"{{{prefix}}}:*", f"{{{prefix}/t/*"):  # and tenant slots'
+                for key in client.scan_iter(match=pattern, count=1000):
+                    client.delete(key)
         client.close()
         asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

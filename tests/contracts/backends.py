@@ -113,10 +113,10 @@ async def drop_schema(name: str) -> None:
 async def drop_scaled(s: Any) -> None:
     """Remove the scaled store's schema and every Redis key under its prefix."""
     await drop_schema(s._pg._schema)
-    # ``{P}`` and the slots named after it (``{P/...}``, e.g. one per tenant on a cluster)
-    prefix = s._budgets.key_prefix.removesuffix("}")
-    async for key in s._client.scan_iter(match=f"{prefix}*"):
-        await s._client.delete(key)
+    prefix = s._budgets.key_prefix
+    for pattern in (f"{prefix}*", f"{prefix[:-1]}/t/*"):  # and tenant slots' (issue 18)
+        async for key in s._client.scan_iter(match=pattern):
+            await s._client.delete(key)
 
 
 CLUSTER = "postgres+redis-cluster"
