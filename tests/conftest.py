@@ -13,6 +13,7 @@ import pytest
 from farebox.app import create_app
 from farebox.config.settings import parse_settings
 from farebox.providers.base import Provider
+from tests.cluster_fixture import redis_cluster_nodes  # noqa: F401  (a session fixture)
 
 ADMIN_KEY = "fba_test_admin_key_for_tests_only_0123456789"
 

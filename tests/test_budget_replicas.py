@@ -2,7 +2,9 @@
 sharing PostgreSQL (tenants, keys, ledger) and Redis (budget counters, leases, auth epoch).
 
 Needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379; skips loudly when either is
-absent, and fails instead when FAREBOX_REQUIRE_SERVICES=1 (as in CI).
+absent, and fails instead when FAREBOX_REQUIRE_SERVICES=1 (as in CI). Every test that takes
+``backend`` runs twice here: on that Redis, and on the session's 3-node Redis Cluster
+(``tests.cluster_fixture``; ``redis: {url: ..., cluster: true}``).
 """
 
 from __future__ import annotations
@@ -47,10 +49,19 @@ def _reachable(address: tuple[str, int]) -> bool:
         return False
 
 
+REDIS_KINDS = ("redis", "redis-cluster")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run this module's tests that take ``backend`` on one Redis and on a Redis Cluster."""
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", REDIS_KINDS, indirect=True)
+
+
 @dataclass
 class Backend:
     database: str
-    redis: str
+    redis: str | dict[str, Any]  # ``redis:`` in farebox.yaml: a URL, or a cluster's mapping
     secret: str
 
     def env(self) -> dict[str, str]:
@@ -74,7 +85,12 @@ class Backend:
 
 
 @pytest.fixture
-def backend() -> Iterator[Backend]:
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """PostgreSQL (a database of its own) and Redis: the shared one, or the session's Redis
+    Cluster when the test is parametrised with ``redis-cluster``."""
+    if getattr(request, "param", "redis") == "redis-cluster":
+        yield from _cluster_backend(request.getfixturevalue("redis_cluster_nodes"))
+        return
     missing = [f"{name} at {h}:{p}" for name, (h, p) in (("PostgreSQL", PG), ("Redis", REDIS))
                if not _reachable((h, p))]  # fmt: skip
     if missing:
@@ -107,10 +123,46 @@ def backend() -> Iterator[Backend]:
     finally:
         prefix = asyncio.run(_stored_prefix(dsn))
         if prefix is not None:  # remove this test's keys only: other runs may share the db
-            for key in client.scan_iter(match=f"{{{prefix}}}:*", count=1000):
-                client.delete(key)
+            for pattern in (f"{{{prefix}}}:*", f"{{{prefix}/t/*"):  # and tenant slots' (issue 18)
+                for key in client.scan_iter(match=pattern, count=1000):
+                    client.delete(key)
         client.close()
         asyncio.run(database(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _cluster_backend(cluster: Any) -> Iterator[Backend]:
+    """PostgreSQL as above, Redis the cluster; this test's keys are removed afterwards."""
+    if not _reachable(PG):
+        message = f"PostgreSQL at {PG[0]}:{PG[1]} not running: the scaled-out backend is untested"
+        if os.environ.get("FAREBOX_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    import redis
+
+    name = f"farebox_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin_sql(f'CREATE DATABASE "{name}"'))
+    dsn = f"postgresql://postgres@{PG[0]}:{PG[1]}/{name}"
+    client = redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0])
+    try:
+        yield Backend(database=dsn, redis=cluster.config, secret=secrets.token_hex(32))
+    finally:
+        prefix = asyncio.run(_stored_prefix(dsn))
+        if prefix is not None:
+            for pattern in (f"{{{prefix}}}:*", f"{{{prefix}/t/*"):  # and tenant slots'
+                for key in client.scan_iter(match=pattern, count=1000):
+                    client.delete(key)
+        client.close()
+        asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _admin_sql(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(f"postgresql://postgres@{PG[0]}:{PG[1]}/postgres")
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 async def _stored_prefix(dsn: str) -> str | None:

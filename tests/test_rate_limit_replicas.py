@@ -8,7 +8,7 @@ the test runs, and check every window of admitted requests in the ledger.
 
 The replica tests need PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 (see
 ``tests.test_budget_replicas.backend``: skipped when absent, failed with
-FAREBOX_REQUIRE_SERVICES=1).
+FAREBOX_REQUIRE_SERVICES=1); they run on that Redis and on a 3-node Redis Cluster.
 """
 
 from __future__ import annotations
@@ -34,7 +34,11 @@ from tests.e2e import (
     write_config,
 )
 from tests.test_budget_leases import serve_args
-from tests.test_budget_replicas import Backend, backend  # noqa: F401
+from tests.test_budget_replicas import (  # noqa: F401
+    Backend,
+    backend,
+    pytest_generate_tests,  # the replica tests run on one Redis and on a Redis Cluster
+)
 
 MOCK = {"kind": "mock", "seed": 7, "latency_ms": 5}  # a little latency, so requests overlap
 CHAT = {

@@ -77,6 +77,7 @@ def make_store(settings: Settings) -> Store:
             outbox=outbox,
             prefix=settings.file.redis_prefix,
             timeouts=timeouts,
+            cluster=settings.redis_cluster,
         )
     if settings.database_path is None:
         return MemoryStore()

@@ -1,9 +1,12 @@
 """Every store backend the contracts run against, built fresh for one test: in memory, SQLite
 (shared, and owned by one process), PostgreSQL alone, and PostgreSQL plus Redis (the
-replicas' store). ``opened`` opens one and removes what it left in the servers afterwards.
+replicas' store), on one Redis and on a 3-node Redis Cluster. ``opened`` opens one and removes
+what it left in the servers afterwards.
 
-PostgreSQL and Redis are expected on 127.0.0.1 (ports 5432 and 6379). Without them a test
-that needs them skips, unless ``FAREBOX_REQUIRE_SERVICES=1`` (as in CI): then it fails.
+PostgreSQL and Redis are expected on 127.0.0.1 (ports 5432 and 6379); the cluster is the test
+session's own (``tests.cluster_fixture``, given to ``opened`` as ``cluster_url``). Without
+them a test that needs them skips, unless ``FAREBOX_REQUIRE_SERVICES=1`` (as in CI): then it
+fails.
 """
 
 from __future__ import annotations
@@ -81,6 +84,22 @@ def make_scaled(tmp_path: Path) -> Any:
     return ScaledStore(pg, RedisBudgets(client, prefix=f"fbxtest{tag}"), client)
 
 
+def make_scaled_cluster(tmp_path: Path, cluster_url: str | None = None) -> Any:
+    """The replicas' backend on a Redis Cluster: the cluster client the gateway builds for
+    ``redis: {url: ..., cluster: true}``, a fresh schema and a fresh key prefix."""
+    require("scaled store on a Redis Cluster", ("PostgreSQL", 5432))
+    assert cluster_url is not None, "the cluster backend needs the redis_cluster_nodes fixture"
+    from farebox.stores.postgres.store import PostgresStore
+    from farebox.stores.redis.budgets import RedisBudgets
+    from farebox.stores.scaled import ScaledStore, redis_client
+    from farebox.stores.timeouts import StoreTimeouts
+
+    tag = uuid.uuid4().hex[:12]
+    client = redis_client(cluster_url, StoreTimeouts(), cluster=True)
+    pg = PostgresStore(PG_DSN, schema=f"farebox_budget_{tag}", pool_min=1, pool_max=4)
+    return ScaledStore(pg, RedisBudgets(client, prefix=f"fbxtest{tag}"), client)
+
+
 async def drop_schema(name: str) -> None:
     import asyncpg
 
@@ -95,30 +114,35 @@ async def drop_scaled(s: Any) -> None:
     """Remove the scaled store's schema and every Redis key under its prefix."""
     await drop_schema(s._pg._schema)
     prefix = s._budgets.key_prefix
-    async for key in s._client.scan_iter(match=f"{prefix}*"):
-        await s._client.delete(key)
+    for pattern in (f"{prefix}*", f"{prefix[:-1]}/t/*"):  # and tenant slots' (issue 18)
+        async for key in s._client.scan_iter(match=pattern):
+            await s._client.delete(key)
 
 
-FACTORIES: dict[str, Callable[[Path], Any]] = {
+CLUSTER = "postgres+redis-cluster"
+FACTORIES: dict[str, Callable[..., Any]] = {
     "memory": make_memory,
     "sqlite": make_sqlite,
     "sqlite-single-process": make_single,
     "postgres": make_postgres,
     "postgres+redis": make_scaled,
+    CLUSTER: make_scaled_cluster,
 }
 EVERY = tuple(sorted(FACTORIES))
-ALL_IN_ONE = ("memory", "postgres+redis", "sqlite", "sqlite-single-process")  # a whole Store
+ALL_IN_ONE = ("memory", "postgres+redis", CLUSTER, "sqlite", "sqlite-single-process")  # a Store
+SCALED = ("postgres+redis", CLUSTER)  # the replicas' store: PostgreSQL plus Redis
 
 
 @contextlib.asynccontextmanager
-async def opened(name: str, tmp_path: Path) -> AsyncIterator[Any]:
-    """The backend ``name``, open; closed and removed afterwards."""
-    s = FACTORIES[name](tmp_path)
+async def opened(name: str, tmp_path: Path, cluster_url: str | None = None) -> AsyncIterator[Any]:
+    """The backend ``name``, open; closed and removed afterwards. ``cluster_url``: a node of
+    the Redis Cluster the cluster backend uses."""
+    s = make_scaled_cluster(tmp_path, cluster_url) if name == CLUSTER else FACTORIES[name](tmp_path)
     await s.open()
     try:
         yield s
     finally:
-        if name == "postgres+redis":
+        if name in SCALED:
             await drop_scaled(s)
         await s.close()
         if name == "postgres":

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.contracts.backends import opened
+from tests.contracts.backends import CLUSTER, opened
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,5 +31,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    async with opened(request.param, tmp_path) as s:
+    cluster = request.getfixturevalue("redis_cluster_nodes") if request.param == CLUSTER else None
+    async with opened(request.param, tmp_path, cluster.url if cluster else None) as s:
         yield s

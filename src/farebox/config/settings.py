@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from farebox.catalog import load_catalog
 from farebox.config.anomaly import AnomalySettings, AnomalyTuning, policy
 from farebox.config.base import Decimal, EnvReference, Strict
+from farebox.config.stores import RedisSettings, redis_target
 from farebox.core.meters import METERS, Meter
 from farebox.core.money import MoneyFormatError, decimal_ratio, parse_usd, price_per_token
 from farebox.core.periods import parse_period
@@ -269,7 +270,7 @@ class TimeoutSettings(Strict):
 
 class FileConfig(Strict):
     database: str = "sqlite:///farebox.db"
-    redis: str | None = None
+    redis: RedisSettings | None = None  # a URL, or {url: ..., cluster: true}
     # namespaces this deployment's Redis keys; unset: one derived from the database
     redis_prefix: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
@@ -298,6 +299,7 @@ class Settings(BaseModel):
     database_path: Path | None
     database_url: str
     redis_url: str | None = None
+    redis_cluster: bool = False  # redis_url names one node of a Redis Cluster
     secret: bytes | None
     admin_key: str | None
     provider_keys: dict[str, str | None]
@@ -438,12 +440,12 @@ def _file_config(data: object, source: str) -> FileConfig:
 
 def _stores(
     source: str, cfg: FileConfig, env: Mapping[str, str], base_dir: Path
-) -> tuple[str, Path | None, str | None]:
-    """The database URL, its file (SQLite), and the Redis URL; PostgreSQL needs Redis and a
-    shared secret."""
+) -> tuple[str, Path | None, str | None, bool]:
+    """The database URL, its file (SQLite), the Redis URL and whether that is a cluster
+    node; PostgreSQL needs Redis and a shared secret."""
     db_env = env.get("FAREBOX_DATABASE")
     url, path = _database(source, db_env or cfg.database, base_dir)
-    redis_url = env.get("FAREBOX_REDIS") or cfg.redis
+    redis_url, redis_cluster = redis_target(source, cfg.redis, env)
     if url.startswith("postgres") and not redis_url:
         raise ConfigError(
             f"{source}: redis: a PostgreSQL database needs Redis for budget counters and "
@@ -454,9 +456,7 @@ def _stores(
             f"{source}: secret: replicas must share the key-hashing secret; set FAREBOX_SECRET "
             '(the same value on every replica) or secret: "env:NAME"'
         )
-    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{source}: redis: expected a redis:// URL (got {redis_url!r})")
-    return url, path, redis_url
+    return url, path, redis_url, redis_cluster
 
 
 def _sink_secrets(source: str, cfg: FileConfig, env: Mapping[str, str]) -> dict[str, str]:
@@ -489,7 +489,7 @@ def parse_settings(
 ) -> Settings:
     """Validate an already-parsed YAML document."""
     cfg = _file_config(data, source)
-    url, path, redis_url = _stores(source, cfg, env, base_dir)
+    url, path, redis_url, redis_cluster = _stores(source, cfg, env, base_dir)
     keys = {
         name: _resolve_env(p.api_key, f"providers.{name}.api_key", source, env)
         for name, p in cfg.providers.items()
@@ -505,6 +505,7 @@ def parse_settings(
         database_path=path,
         database_url=url,
         redis_url=redis_url,
+        redis_cluster=redis_cluster,
         secret=secret.encode() if secret else None,
         admin_key=env.get("FAREBOX_ADMIN_KEY") or None,
         provider_keys=keys,

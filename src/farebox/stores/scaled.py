@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -45,6 +45,7 @@ from farebox.errors import LimiterUnavailable
 from farebox.stores.health import Health
 from farebox.stores.postgres.store import PostgresStore
 from farebox.stores.redis.budgets import RedisBudgets
+from farebox.stores.redis.cluster import CLUSTER_DOWN, BoundedCluster, answers, is_key_layout_bug
 from farebox.stores.redis.epoch import BOUND_S, EpochWatch
 from farebox.stores.redis.namespace import choose_prefix, claim, database_id, database_label
 from farebox.stores.timeouts import StoreTimeouts
@@ -53,29 +54,51 @@ log = logging.getLogger("farebox.stores.scaled")
 REDIS_CONNECTIONS = 64
 EPOCH_CONNECTIONS = 4  # the auth epoch watch's own: its subscriber, its poll, bumps
 ABANDONED_MAX = 100_000  # reservations to undo remembered at most (beyond: their lease expires)
-# what a Redis call that did not get its answer raises
+# what a Redis call that did not get its answer raises (on a cluster too)
 REDIS_DOWN: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     OSError,
     TimeoutError,
+    *CLUSTER_DOWN,
 )
 
 
 def redis_client(
-    url: str, timeouts: StoreTimeouts, connections: int = REDIS_CONNECTIONS
+    url: str,
+    timeouts: StoreTimeouts,
+    connections: int = REDIS_CONNECTIONS,
+    *,
+    cluster: bool = False,
 ) -> aioredis.Redis:
     """A pooled client whose every command is bounded: connecting, sending and reading take
     at most their timeouts, waiting for a free connection at most the command timeout. A
     dropped connection is retried once at once (a stale pooled connection after a restart);
-    a timeout is not retried, so a stall costs one timeout, not several."""
+    a timeout is not retried, so a stall costs one timeout, not several.
+
+    ``cluster``: a Redis Cluster client (``url`` names any one node; the others are found)
+    with the same bounds and retries, ``REDIS_CONNECTIONS`` commands in flight at most. It
+    has the single client's command API; it is typed as one for the stores that use it."""
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+    if cluster:
+        client = BoundedCluster.from_url(
+            url,
+            limit=connections,
+            wait_s=timeouts.redis_command_s,  # commands beyond the limit wait, this long at most
+            socket_timeout=timeouts.redis_command_s,
+            socket_connect_timeout=timeouts.redis_connect_s,
+            retry=retry,
+            # a slot without a node fails only the tenants whose keys it holds (a 503)
+            require_full_coverage=False,
+        )
+        return cast(aioredis.Redis, client)
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=connections,
         timeout=timeouts.redis_command_s,  # requests beyond the pool wait, this long at most
         socket_timeout=timeouts.redis_command_s,
         socket_connect_timeout=timeouts.redis_connect_s,
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        retry=retry,
     )
     return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
 
@@ -115,10 +138,11 @@ class ScaledStore:
         outbox: bool = True,
         prefix: str | None = None,
         timeouts: StoreTimeouts | None = None,
+        cluster: bool = False,
     ) -> ScaledStore:
         t = timeouts or StoreTimeouts()
-        client = redis_client(redis_url, t)
-        watch = redis_client(redis_url, t, EPOCH_CONNECTIONS)
+        client = redis_client(redis_url, t, cluster=cluster)
+        watch = redis_client(redis_url, t, EPOCH_CONNECTIONS, cluster=cluster)
         pg = PostgresStore(database_url, outbox=outbox, timeouts=t)
         budgets = RedisBudgets(client)
         return cls(pg, budgets, client, prefix=prefix, derive_prefix=True, epoch_client=watch)
@@ -166,7 +190,7 @@ class ScaledStore:
 
     async def _redis_ping(self) -> bool:
         try:
-            return bool(await self._client.ping())
+            return await answers(self._client)  # on a cluster: every node, every slot
         except REDIS_DOWN:
             return False
 
@@ -365,6 +389,8 @@ def _redis_required() -> Iterator[None]:
     try:
         yield
     except REDIS_DOWN as exc:
+        if is_key_layout_bug(exc):  # keys of one call in several cluster slots: a bug
+            raise
         raise LimiterUnavailable(
             "The gateway cannot reach its shared counters (Redis), so budgets and rate limits "
             "cannot be checked; the request was refused and not billed. Retry shortly.",
