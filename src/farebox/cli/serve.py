@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
+import os
+import secrets
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +24,7 @@ from farebox.config.settings import Settings, export_for_workers
 
 if TYPE_CHECKING:
     import uvicorn
+    from fastapi import FastAPI
 
 
 def uvicorn_options() -> dict[str, Any]:
@@ -108,11 +113,15 @@ def _one_line_on_bind_failure(host: str, port: int) -> Iterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class ServerHooks:
-    """Calls from a one-process server, in its main thread: ``started`` once it listens,
-    ``stopping`` when SIGINT or SIGTERM arrives, before the graceful shutdown."""
+    """Calls from a one-process server, in its main thread: ``listening`` with the port and
+    then ``started`` once it listens, ``stopping`` when SIGINT or SIGTERM arrives, before the
+    graceful shutdown, ``stopped`` after it (uvicorn then raises the signal again, which ends
+    the process on SIGTERM: code after the server's ``run`` may never run)."""
 
     started: Callable[[], None] | None = None
     stopping: Callable[[], None] | None = None
+    listening: Callable[[int], None] | None = None
+    stopped: Callable[[], None] | None = None  # after the graceful shutdown (the lifespan's)
 
 
 def run_uvicorn(
@@ -145,10 +154,53 @@ def run_uvicorn(
             )
             return
         app = create_app(settings)
+        served = uvicorn.Config(app, host=host, port=port, **uvicorn_options())
+        if settings.file.server.single_process and settings.database_path is not None:
+            _serve_owner(app, settings.database_path, served, hooks or ServerHooks())
+            return
         if hooks is None:
             uvicorn.run(app, host=host, port=port, **uvicorn_options())
             return
-        _serve_one(uvicorn.Config(app, host=host, port=port, **uvicorn_options()), hooks)
+        _serve_one(served, hooks)
+
+
+def _serve_owner(app: FastAPI, database: Path, config: uvicorn.Config, hooks: ServerHooks) -> None:
+    """Serve as the database's only user (single-process mode). Local CLI commands cannot
+    open the database meanwhile, so once listening the gateway publishes its admin API for
+    them (``<db>-admin``: its URL and a token of this run, see ``cli/owner_api.py``), and
+    withdraws it when it stops."""
+    from farebox.cli.owner_api import OwnerApi, loopback_url, publish, withdraw
+    from farebox.core.keys import hash_key
+
+    token = secrets.token_urlsafe(32)
+    published: list[OwnerApi] = []
+
+    def listening(port: int) -> None:
+        services = app.state.services
+        services.local_admin_hash = hash_key(services.secret, token)
+        api = OwnerApi(loopback_url(config.host, port), token, os.getpid())
+        try:
+            publish(database, api)
+        except OSError as exc:  # the gateway serves on; local commands then need --url
+            click.echo(f"warning: cannot publish the admin API for local commands: {exc}", err=True)
+            return
+        published.append(api)
+        if hooks.listening is not None:
+            hooks.listening(port)
+
+    def withdraw_all() -> None:
+        while published:
+            withdraw(database, published.pop())
+
+    def stopped() -> None:
+        withdraw_all()
+        if hooks.stopped is not None:
+            hooks.stopped()
+
+    try:
+        _serve_one(config, dataclasses.replace(hooks, listening=listening, stopped=stopped))
+    finally:
+        withdraw_all()  # when the server did not get as far as its shutdown
 
 
 def _serve_one(config: uvicorn.Config, hooks: ServerHooks) -> None:
@@ -159,8 +211,18 @@ def _serve_one(config: uvicorn.Config, hooks: ServerHooks) -> None:
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
-            if self.started and not self.should_exit and hooks.started is not None:
+            if not self.started or self.should_exit:
+                return
+            if hooks.listening is not None:
+                bound = [s.getsockname() for server in self.servers for s in server.sockets]
+                hooks.listening(int(bound[0][1]) if bound else config.port)
+            if hooks.started is not None:
                 hooks.started()
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().shutdown(sockets)
+            if hooks.stopped is not None:
+                hooks.stopped()
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if hooks.stopping is not None and not self.should_exit:
@@ -174,24 +236,84 @@ def _serve_one(config: uvicorn.Config, hooks: ServerHooks) -> None:
         raise SystemExit(STARTUP_FAILURE)
 
 
-def _check_single_process(settings: Settings, workers: int) -> None:
-    """``server.single_process`` needs one worker and a database nobody else uses."""
-    if not settings.file.server.single_process:
-        return
-    if settings.database_path is None:
-        raise click.ClickException(
-            f"{settings.source}: server.single_process applies to a SQLite database only"
-        )
+@dataclass(frozen=True, slots=True)
+class Mode:
+    """The SQLite mode a gateway runs in, and the line that says which and why ("" when
+    there is no choice: PostgreSQL or the in-memory store)."""
+
+    single: bool
+    line: str = ""
+
+
+HINT = "set server.single_process: false to let other processes share it"
+
+
+def choose_mode(settings: Settings, workers: int) -> Mode:
+    """``server.single_process`` when it is set; unset, the single-process mode exactly when
+    it is safe: SQLite, one worker, and no other farebox process on the database. Never
+    starts beside a single-process gateway (its counters are in its memory, no other process
+    could share them): that, and a forced mode that cannot be, end in one error line."""
+    from farebox.stores.sqlite.single import owned_exclusively
+
+    wanted, path = settings.file.server.single_process, settings.database_path
+    if path is None:
+        if wanted:
+            raise click.ClickException(
+                f"{settings.source}: server.single_process applies to a SQLite database only"
+            )
+        return Mode(False)
+    if wanted:
+        _check_forced(settings, path, workers)
+        return Mode(True, "single-process mode (server.single_process: true)")
+    if owned_exclusively(path):
+        raise click.ClickException(_owned_line(path))
+    if wanted is False:
+        return Mode(False, "shared mode (server.single_process: false)")
+    if workers > 1:
+        return Mode(False, f"shared mode (SQLite, {workers} workers share the counters)")
+    if _in_use(path):
+        return Mode(False, "shared mode (SQLite, another farebox process uses the database)")
+    return Mode(True, f"single-process mode (SQLite, one worker, database not shared); {HINT}")
+
+
+def with_mode(settings: Settings, mode: Mode) -> Settings:
+    """``settings`` with the mode chosen written in (the app builds its store from it)."""
+    server = settings.file.server.model_copy(update={"single_process": mode.single})
+    file = settings.file.model_copy(update={"server": server})
+    return settings.model_copy(update={"file": file})
+
+
+def _check_forced(settings: Settings, path: Path, workers: int) -> None:
+    """``server.single_process: true`` needs one worker and a database nobody else uses."""
     if workers > 1:
         raise click.ClickException(
             f"{settings.source}: server.single_process cannot run {workers} workers: "
             "their counters would not be shared (turn single_process off to use --workers)"
         )
+    if _in_use(path):
+        raise click.ClickException(
+            f"{path} is in use by another farebox process; server.single_process needs the "
+            "database to itself"
+        )
+
+
+def _in_use(path: Path) -> bool:
     from farebox.stores.sqlite.single import owner_busy
 
-    busy = owner_busy(settings.database_path)
-    if busy:
-        raise click.ClickException(f"{busy}; server.single_process needs the database to itself")
+    return path.parent.is_dir() and owner_busy(path) is not None
+
+
+def _owned_line(path: Path) -> str:
+    from farebox.cli.owner_api import read
+
+    api = read(path)
+    where = f" ({api.url}, pid {api.pid})" if api is not None else ""
+    return (
+        f"{path} is served by a farebox gateway in single-process mode{where}, whose budget "
+        "and rate-limit counters live in its memory: a second gateway could not share them. "
+        "Stop it, or serve the database with server.single_process: false in every gateway "
+        "on it (or run one gateway with --workers N)"
+    )
 
 
 async def _prepare(settings: Settings) -> None:
@@ -215,7 +337,10 @@ def serve(config: str | None, host: str | None, port: int | None, workers: int |
     settings = settings_or_exit(config)
     server = settings.file.server
     host, port = host or server.host, port if port is not None else server.port
-    _check_single_process(settings, workers or server.workers)
-    record_served(settings, config)
+    workers = workers or server.workers
+    mode = choose_mode(settings, workers)
+    record_served(settings, config)  # as configured: the CLI loads the same file
+    if mode.line:
+        click.echo(f"Farebox runs in {mode.line}", err=True)
     click.echo(f"Farebox listening on http://{host}:{port} ({settings.source})", err=True)
-    run_uvicorn(settings, config, host, port, workers or server.workers)
+    run_uvicorn(with_mode(settings, mode), config, host, port, workers)
