@@ -7,7 +7,8 @@ usage``, ...) therefore goes through the gateway's admin API instead, as with ``
 
 - once it listens, the gateway writes ``<db>-admin`` (mode 0600, beside the database): its
   loopback URL, a token made for this run, and its pid; the token is accepted by its admin
-  API as the admin key (``Services.local_admin_hash``), and the file is removed at shutdown;
+  API as the admin key (``Services.local_admin_hash``), and the file is removed at shutdown
+  (``Publication``, around the app's lifespan);
 - a local command that finds the owner lock held exclusively reads that file and calls the
   URL with the token. Whoever can read the file can read the database and its ``.secret``
   anyway: local database access is admin access, as it is in the shared mode.
@@ -20,12 +21,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import socket
 import time
+import urllib.parse
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import click
 import orjson
+from fastapi import FastAPI
 
+from farebox.core.keys import hash_key
 from farebox.errors import ConfigError
 from farebox.stores.sqlite.single import owned_exclusively
 
@@ -98,6 +107,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _listening(url: str) -> bool:
+    """Whether something accepts connections at ``url`` (the gateway publishes its API as
+    its app starts, a moment before uvicorn listens)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), 1.0):
+            return True
+    except OSError:
+        return False
+
+
 def owning_gateway(database: Path, wait_s: float = WAIT_S) -> OwnerApi | None:
     """The admin API of the single-process gateway that owns ``database``; None when no
     gateway owns it exclusively (the command may open the database itself). A gateway that
@@ -106,7 +126,7 @@ def owning_gateway(database: Path, wait_s: float = WAIT_S) -> OwnerApi | None:
     deadline = time.monotonic() + wait_s
     while owned_exclusively(database):
         found = read(database)
-        if found is not None and _alive(found.pid):
+        if found is not None and _alive(found.pid) and _listening(found.url):
             return found
         if time.monotonic() >= deadline:
             raise ConfigError(
@@ -116,3 +136,41 @@ def owning_gateway(database: Path, wait_s: float = WAIT_S) -> OwnerApi | None:
             )
         time.sleep(POLL_S)  # polling interval while the owner starts; the deadline bounds it
     return None
+
+
+class Publication:
+    """The gateway's side, around its app's lifespan: once the app has started (uvicorn
+    listens right after), the token becomes valid and the file is written; when the app
+    stops, before uvicorn raises a SIGTERM again (which ends the process), the file is
+    removed. ``withdraw`` may be called again after that."""
+
+    def __init__(self, app: FastAPI, database: Path, host: str, port: int) -> None:
+        self._app = app
+        self._database = database
+        self._api = OwnerApi(loopback_url(host, port), secrets.token_urlsafe(32), os.getpid())
+        self._port = port
+        inner = app.router.lifespan_context
+
+        @contextlib.asynccontextmanager
+        async def lifespan(owner: Any) -> AsyncIterator[Any]:
+            async with inner(owner) as state:
+                try:
+                    self._publish()
+                    yield state
+                finally:
+                    self.withdraw()
+
+        app.router.lifespan_context = lifespan
+
+    def _publish(self) -> None:
+        if self._port == 0:
+            return  # the port the system picks is not known here: local commands need --url
+        services = self._app.state.services
+        services.local_admin_hash = hash_key(services.secret, self._api.token)
+        try:
+            publish(self._database, self._api)
+        except OSError as exc:  # the gateway serves on; local commands then need --url
+            click.echo(f"warning: cannot publish the admin API for local commands: {exc}", err=True)
+
+    def withdraw(self) -> None:
+        withdraw(self._database, self._api)

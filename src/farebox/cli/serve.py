@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import logging
-import os
-import secrets
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +21,6 @@ from farebox.config.settings import Settings, export_for_workers
 
 if TYPE_CHECKING:
     import uvicorn
-    from fastapi import FastAPI
 
 
 def uvicorn_options() -> dict[str, Any]:
@@ -113,15 +109,11 @@ def _one_line_on_bind_failure(host: str, port: int) -> Iterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class ServerHooks:
-    """Calls from a one-process server, in its main thread: ``listening`` with the port and
-    then ``started`` once it listens, ``stopping`` when SIGINT or SIGTERM arrives, before the
-    graceful shutdown, ``stopped`` after it (uvicorn then raises the signal again, which ends
-    the process on SIGTERM: code after the server's ``run`` may never run)."""
+    """Calls from a one-process server, in its main thread: ``started`` once it listens,
+    ``stopping`` when SIGINT or SIGTERM arrives, before the graceful shutdown."""
 
     started: Callable[[], None] | None = None
     stopping: Callable[[], None] | None = None
-    listening: Callable[[int], None] | None = None
-    stopped: Callable[[], None] | None = None  # after the graceful shutdown (the lifespan's)
 
 
 def run_uvicorn(
@@ -154,53 +146,20 @@ def run_uvicorn(
             )
             return
         app = create_app(settings)
-        served = uvicorn.Config(app, host=host, port=port, **uvicorn_options())
+        published = None
         if settings.file.server.single_process and settings.database_path is not None:
-            _serve_owner(app, settings.database_path, served, hooks or ServerHooks())
-            return
-        if hooks is None:
-            uvicorn.run(app, host=host, port=port, **uvicorn_options())
-            return
-        _serve_one(served, hooks)
+            from farebox.cli.owner_api import Publication
 
-
-def _serve_owner(app: FastAPI, database: Path, config: uvicorn.Config, hooks: ServerHooks) -> None:
-    """Serve as the database's only user (single-process mode). Local CLI commands cannot
-    open the database meanwhile, so once listening the gateway publishes its admin API for
-    them (``<db>-admin``: its URL and a token of this run, see ``cli/owner_api.py``), and
-    withdraws it when it stops."""
-    from farebox.cli.owner_api import OwnerApi, loopback_url, publish, withdraw
-    from farebox.core.keys import hash_key
-
-    token = secrets.token_urlsafe(32)
-    published: list[OwnerApi] = []
-
-    def listening(port: int) -> None:
-        services = app.state.services
-        services.local_admin_hash = hash_key(services.secret, token)
-        api = OwnerApi(loopback_url(config.host, port), token, os.getpid())
+            # local CLI commands cannot open the database: they get the admin API instead
+            published = Publication(app, settings.database_path, host, port)
         try:
-            publish(database, api)
-        except OSError as exc:  # the gateway serves on; local commands then need --url
-            click.echo(f"warning: cannot publish the admin API for local commands: {exc}", err=True)
-            return
-        published.append(api)
-        if hooks.listening is not None:
-            hooks.listening(port)
-
-    def withdraw_all() -> None:
-        while published:
-            withdraw(database, published.pop())
-
-    def stopped() -> None:
-        withdraw_all()
-        if hooks.stopped is not None:
-            hooks.stopped()
-
-    try:
-        _serve_one(config, dataclasses.replace(hooks, listening=listening, stopped=stopped))
-    finally:
-        withdraw_all()  # when the server did not get as far as its shutdown
+            if hooks is None:
+                uvicorn.run(app, host=host, port=port, **uvicorn_options())
+                return
+            _serve_one(uvicorn.Config(app, host=host, port=port, **uvicorn_options()), hooks)
+        finally:
+            if published is not None:
+                published.withdraw()  # also at the lifespan's end: SIGTERM may never get here
 
 
 def _serve_one(config: uvicorn.Config, hooks: ServerHooks) -> None:
@@ -211,18 +170,8 @@ def _serve_one(config: uvicorn.Config, hooks: ServerHooks) -> None:
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
-            if not self.started or self.should_exit:
-                return
-            if hooks.listening is not None:
-                bound = [s.getsockname() for server in self.servers for s in server.sockets]
-                hooks.listening(int(bound[0][1]) if bound else config.port)
-            if hooks.started is not None:
+            if self.started and not self.should_exit and hooks.started is not None:
                 hooks.started()
-
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().shutdown(sockets)
-            if hooks.stopped is not None:
-                hooks.stopped()
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if hooks.stopping is not None and not self.should_exit:
