@@ -225,6 +225,8 @@ def owned_exclusively(path: Path) -> bool:
         fd = os.open(owner_path(path), os.O_RDONLY)
     except FileNotFoundError:
         return False  # never opened by a farebox process: nobody owns it
+    except PermissionError:
+        return False  # not ours to read: opening the database will say so itself
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
