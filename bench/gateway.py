@@ -79,7 +79,7 @@ SERVER_LINES = {
 
 def write_config(directory: Path, upstream_base_url: str, mode: str = "default") -> Path:
     db = json.dumps(f"sqlite:///{directory / 'farebox.db'}")
-    server = SERVER_LINES[mode].replace("{", "{{").replace("}", "}}")
+    server = SERVER_LINES[mode]
     text = f"""\
 database: {db}
 {server}# anomaly detection on: every request is counted, the counts flushed every 5 s and checked
