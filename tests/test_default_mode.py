@@ -6,6 +6,7 @@ commands keep working on a database such a gateway owns, through its admin API."
 from __future__ import annotations
 
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -194,7 +195,9 @@ def test_the_plain_default_serves_single_process_and_the_cli_still_works(
         with running(serve_args(config, other), cwd=tmp_path, env=child_env(), port=other,
                      wait=False) as second:  # fmt: skip
             assert second.proc.wait(timeout=60) == 1
-            second.wait_for_line(rf"{database}.*single-process mode.*single_process: false")
+            second.wait_for_line(
+                rf"{re.escape(str(database))}.*single-process mode.*single_process: false"
+            )
         assert server.proc.poll() is None
     assert not admin_file(database).exists()  # withdrawn at shutdown (SIGTERM)
     listed = farebox(tmp_path, "tenants", "list")  # and the CLI opens the database itself
