@@ -16,6 +16,7 @@ class Options:
     warmup_duration: float
     timeout: float
     workers: int
+    mode: str
     pin: bool
     gateway_url: str | None
     key: str | None
@@ -41,6 +42,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-duration", type=float, default=2.0, help="load warm-up seconds (2)")
     p.add_argument("--timeout", type=float, default=10.0, help="per-request timeout seconds (10)")
     p.add_argument("--workers", type=int, default=1, help="passed to `farebox serve --workers`")
+    p.add_argument(
+        "--mode",
+        choices=("default", "shared", "single"),
+        default="default",
+        help="SQLite mode of the gateway: default (no server.single_process line, what a plain "
+        "`farebox serve` picks), shared (single_process: false) or single (true)",
+    )
     p.add_argument(
         "--no-pin",
         dest="pin",

@@ -69,12 +69,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(directory: Path, upstream_base_url: str) -> Path:
+# the server line for each --mode: none (a plain `farebox serve` chooses), or forced
+SERVER_LINES = {
+    "default": "",
+    "shared": "server: {single_process: false}   # counters in the database, shared\n",
+    "single": "server: {single_process: true}   # one worker owns the database\n",
+}
+
+
+def write_config(directory: Path, upstream_base_url: str, mode: str = "default") -> Path:
     db = json.dumps(f"sqlite:///{directory / 'farebox.db'}")
+    server = SERVER_LINES[mode]
     text = f"""\
 database: {db}
-server: {{single_process: true}}   # one worker owns the database: counters in memory
-# anomaly detection on: every request is counted, the counts flushed every 5 s and checked
+{server}# anomaly detection on: every request is counted, the counts flushed every 5 s and checked
 # every 5 s (the bench tenant is new, so a detection would page, never pause)
 anomaly: {{check_interval_s: 5}}
 providers:
@@ -126,10 +134,12 @@ class Gateway:
         workers: int = 1,
         cpus: set[int] | None = None,
         keep_dir: bool = False,
+        mode: str = "default",
     ) -> None:
         self._upstream = upstream_base_url
         self._upstream_key = upstream_key
         self._workers = workers
+        self._mode = mode
         self._cpus = cpus
         self._keep_dir = keep_dir
         self.admin_key = "fbx_admin_" + secrets.token_urlsafe(24)
@@ -147,7 +157,7 @@ class Gateway:
 
     def start(self, ready_timeout_s: float = 60.0) -> Gateway:
         self.dir = Path(tempfile.mkdtemp(prefix="farebox-bench-"))
-        config = write_config(self.dir, self._upstream)
+        config = write_config(self.dir, self._upstream, self._mode)
         self.port = free_port()
         cmd = [sys.executable, "-m", "farebox", "serve", "--config", str(config)]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
@@ -191,6 +201,12 @@ class Gateway:
         if path is None or not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def mode_line(self) -> str:
+        """What the gateway said about its SQLite mode ("Farebox runs in ...")."""
+        path = self.log_path
+        text = path.read_text(errors="replace") if path is not None and path.exists() else ""
+        return next((line for line in text.splitlines() if "runs in" in line), "")
 
     def provision_key(self) -> str:
         """Create the ``bench`` tenant (if missing) and a key for it; return the secret."""

@@ -118,7 +118,9 @@ def _gateway(
         results.gateway_error = f"`python -m farebox serve --help` fails: {last}"
         log(results.gateway_error)
         return None
-    gateway = Gateway(upstream_url, upstream_key or "", opts.workers, plan.gateway, opts.keep_tmp)
+    gateway = Gateway(
+        upstream_url, upstream_key or "", opts.workers, plan.gateway, opts.keep_tmp, opts.mode
+    )
     stack.callback(_stop_gateway, gateway)
     return _start_gateway(gateway, results)
 
@@ -129,6 +131,8 @@ def _start_gateway(gateway: Gateway, results: report.Results) -> Target | None:
         assert gateway.proc is not None
         results.rss_mib["start"] = rss_mib(gateway.proc.pid)
         log(f"gateway on {gateway.url} (pid {gateway.proc.pid}, log {gateway.log_path})")
+        results.meta["gateway_mode"] = gateway.mode_line()
+        log(results.meta["gateway_mode"] or "gateway mode: not reported")
         key = gateway.provision_key()
     except GatewayError as err:
         results.gateway_error = f"{err}\n--- gateway log tail ---\n{gateway.log_tail()}"

@@ -55,6 +55,9 @@ def replica_config(directory: Path, database: Path, latency_ms: int) -> Path:
         plans=PLANS,
         database=f"sqlite:///{database}",
         budgets={"lease_s": LEASE_S, "wait_for_room_s": 0},
+        # two gateways on one database: the shared mode, asked for (a plain config would run
+        # the first one single-process, and the second would be refused)
+        server={"single_process": False},
     )
 
 

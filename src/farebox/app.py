@@ -86,6 +86,9 @@ def make_store(settings: Settings) -> Store:
     outbox = bool(settings.file.billing.sinks)
     ledger = settings.file.ledger
     wal = WalLimits(max_bytes=ledger.wal_max_mb * MIB, wait_ms=ledger.checkpoint_wait_ms)
+    # True: this process owns the database. Unset (auto) is decided by `farebox serve` and
+    # `farebox demo` (cli/serve.py ``choose_mode``), which hand over True or False; an app built
+    # directly with it unset gets the shared store, safe beside any other process
     if settings.file.server.single_process:
         return SingleProcessSQLiteStore(
             settings.database_path, synchronous=sync, outbox=outbox, wal=wal

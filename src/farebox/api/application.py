@@ -68,7 +68,7 @@ def build_app(wiring: Wiring, announce: Announce) -> FastAPI:
     server = services.settings.file.server
     bounds = InputLimits(server.max_body_bytes, server.max_header_count,
                          server.max_header_bytes, server.max_json_depth)  # fmt: skip
-    key_check = admin_key_check(lambda: services.secret, lambda: services.admin_key_hash)
+    key_check = admin_key_check(lambda: services.secret, services.admin_hashes)
     app = FareboxApp(
         title="Farebox",
         version=__version__,

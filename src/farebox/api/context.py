@@ -30,6 +30,13 @@ class Services:
     budgets: Budgets
     proxies: TrustedProxies
     breakers: Breakers
+    # a second admin credential, for this run only: the token a single-process gateway gives
+    # the CLI on its own database (cli/owner_api.py); empty: none
+    local_admin_hash: str = ""
+
+    def admin_hashes(self) -> tuple[str, ...]:
+        """The hashes an admin key may have: the admin key's, and the local CLI's token's."""
+        return (self.admin_key_hash, self.local_admin_hash)
 
     async def principal(self, request: Incoming) -> Principal:
         """Who is calling, with the client IP as the trusted proxies let it be known."""

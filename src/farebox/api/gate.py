@@ -10,7 +10,7 @@ the framework to parse.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,16 +25,19 @@ ADMIN_PREFIX = "/admin/"
 KeyCheck = Callable[[dict[str, str]], bool]
 
 
-def admin_key_check(secret: Callable[[], bytes], key_hash: Callable[[], str]) -> KeyCheck:
-    """A constant-time check of the admin bearer key against the stored hash."""
+def admin_key_check(
+    secret: Callable[[], bytes], key_hashes: Callable[[], Iterable[str]]
+) -> KeyCheck:
+    """A constant-time check of the admin bearer key against the stored hashes (the admin
+    key's, and a single-process gateway's token for the local CLI; empty ones match none)."""
 
     def check(headers: dict[str, str]) -> bool:
         try:
             presented = hash_key(secret(), bearer_key(headers))
         except AuthenticationError:
             return False
-        expected = key_hash()
-        return bool(expected) and hmac.compare_digest(presented, expected)
+        matches = [hmac.compare_digest(presented, h) for h in key_hashes() if h]
+        return any(matches)
 
     return check
 

@@ -17,7 +17,7 @@ import click
 
 from farebox.cli.local import record_served
 from farebox.cli.output import print_table
-from farebox.cli.serve import ServerHooks, check_port, run_uvicorn
+from farebox.cli.serve import ServerHooks, check_port, choose_mode, run_uvicorn, with_mode
 from farebox.cli.target import settings_or_exit
 from farebox.config.settings import Settings
 from farebox.errors import FareboxError
@@ -51,9 +51,13 @@ def demo(host: str, port: int, traffic: bool) -> None:
     the port is taken it says so, prints no key and exits with status 1.
     """
     check_port(host, port)  # before anything is seeded or printed
-    settings, overrides = _demo_settings()
+    configured, overrides = _demo_settings()
+    mode = choose_mode(configured, 1)  # single-process when nothing else uses farebox.db
+    settings = with_mode(configured, mode)
     keys, since = _in_app(settings, _seed)
-    record_served(settings, None, overrides)  # so the CLI reads the demo's own plans
+    record_served(configured, None, overrides)  # so the CLI reads the demo's own plans
+    if mode.line:
+        click.echo(f"Farebox runs in {mode.line}", err=True)
     base = _base_url(host, port)
     _print_welcome(settings, base, keys)
     _print_hints(base)

@@ -7,7 +7,7 @@ import click
 
 from farebox.cli.local import run_local
 from farebox.cli.output import iso, json_option, print_json, print_table
-from farebox.cli.target import call_admin, remote, target
+from farebox.cli.target import call_admin, target, where
 
 KEY_COLUMNS = ("id", "name", "kind", "prefix", "created_at", "expires_at", "revoked", "paused")
 
@@ -28,13 +28,15 @@ def keys_create(
     """Create a key and print its secret (shown this once; the key id goes to stderr)."""
     if not service and not tenant_id:
         raise click.UsageError("--tenant is required (or --service)")
-    if url:
+    found = where(config, url)
+    if found.api is not None:
         path = "/admin/v1/service-keys" if service else f"/admin/v1/tenants/{tenant_id}/keys"
-        result = remote(url, "POST", path, {"name": name})
+        result = found.api("POST", path, {"name": name})
         raw, key_id = result["key"], result["id"]
     else:
+        assert found.settings is not None
         kind = "service" if service else "tenant"
-        record, raw = run_local(config, lambda t: t.create_key(tenant_id, name, kind=kind))
+        record, raw = run_local(found.settings, lambda t: t.create_key(tenant_id, name, kind=kind))
         key_id = record.id
     click.echo(f"key id: {key_id}", err=True)
     click.echo(raw)
@@ -67,8 +69,10 @@ def keys_list(tenant_id: str, as_json: bool, config: str | None, url: str | None
 @target
 def keys_revoke(key_id: str, config: str | None, url: str | None) -> None:
     """Revoke a key: requests with it are refused from now on."""
-    if url:
-        remote(url, "DELETE", f"/admin/v1/keys/{key_id}")
+    found = where(config, url)
+    if found.api is not None:
+        found.api("DELETE", f"/admin/v1/keys/{key_id}", None)
     else:
-        run_local(config, lambda t: t.revoke_key(key_id))
+        assert found.settings is not None
+        run_local(found.settings, lambda t: t.revoke_key(key_id))
     click.echo(f"revoked {key_id}")

@@ -53,10 +53,10 @@ def _quiet(settings: Settings) -> Settings:
     )
 
 
-def run_local(config: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
+def run_local(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work(tenancy)`` in an in-process app on the local database (``local_settings``)."""
     from farebox.app import create_app
 
-    settings = local_settings(config)
     app = create_app(_quiet(settings), announce=lambda message: click.echo(message, err=True))
 
     async def run() -> T:
@@ -66,11 +66,11 @@ def run_local(config: str | None, work: Callable[[Any], Awaitable[T]]) -> T:
     return _complete(run())
 
 
-def in_process(config: str | None, method: str, path: str, body: Any = None) -> Any:
-    """Call the admin API of an in-process app on the local database (no server)."""
+def in_process(settings: Settings, method: str, path: str, body: Any = None) -> Any:
+    """Call the admin API of an in-process app on the local database (no server), with the
+    settings ``local_settings`` gave."""
     from farebox.app import create_app
 
-    settings = local_settings(config)
     app = create_app(_quiet(settings), announce=lambda message: click.echo(message, err=True))
     payload = json.dumps(body).encode() if body is not None else b""
     raw_path, _, query = path.partition("?")

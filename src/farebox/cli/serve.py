@@ -9,6 +9,7 @@ import logging
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -145,10 +146,20 @@ def run_uvicorn(
             )
             return
         app = create_app(settings)
-        if hooks is None:
-            uvicorn.run(app, host=host, port=port, **uvicorn_options())
-            return
-        _serve_one(uvicorn.Config(app, host=host, port=port, **uvicorn_options()), hooks)
+        published = None
+        if settings.file.server.single_process and settings.database_path is not None:
+            from farebox.cli.owner_api import Publication
+
+            # local CLI commands cannot open the database: they get the admin API instead
+            published = Publication(app, settings.database_path, host, port)
+        try:
+            if hooks is None:
+                uvicorn.run(app, host=host, port=port, **uvicorn_options())
+                return
+            _serve_one(uvicorn.Config(app, host=host, port=port, **uvicorn_options()), hooks)
+        finally:
+            if published is not None:
+                published.withdraw()  # also at the lifespan's end: SIGTERM may never get here
 
 
 def _serve_one(config: uvicorn.Config, hooks: ServerHooks) -> None:
@@ -174,24 +185,84 @@ def _serve_one(config: uvicorn.Config, hooks: ServerHooks) -> None:
         raise SystemExit(STARTUP_FAILURE)
 
 
-def _check_single_process(settings: Settings, workers: int) -> None:
-    """``server.single_process`` needs one worker and a database nobody else uses."""
-    if not settings.file.server.single_process:
-        return
-    if settings.database_path is None:
-        raise click.ClickException(
-            f"{settings.source}: server.single_process applies to a SQLite database only"
-        )
+@dataclass(frozen=True, slots=True)
+class Mode:
+    """The SQLite mode a gateway runs in, and the line that says which and why ("" when
+    there is no choice: PostgreSQL or the in-memory store)."""
+
+    single: bool
+    line: str = ""
+
+
+HINT = "set server.single_process: false to let other processes share it"
+
+
+def choose_mode(settings: Settings, workers: int) -> Mode:
+    """``server.single_process`` when it is set; unset, the single-process mode exactly when
+    it is safe: SQLite, one worker, and no other farebox process on the database. Never
+    starts beside a single-process gateway (its counters are in its memory, no other process
+    could share them): that, and a forced mode that cannot be, end in one error line."""
+    from farebox.stores.sqlite.single import owned_exclusively
+
+    wanted, path = settings.file.server.single_process, settings.database_path
+    if path is None:
+        if wanted:
+            raise click.ClickException(
+                f"{settings.source}: server.single_process applies to a SQLite database only"
+            )
+        return Mode(False)
+    if wanted:
+        _check_forced(settings, path, workers)
+        return Mode(True, "single-process mode (server.single_process: true)")
+    if owned_exclusively(path):
+        raise click.ClickException(_owned_line(path))
+    if wanted is False:
+        return Mode(False, "shared mode (server.single_process: false)")
+    if workers > 1:
+        return Mode(False, f"shared mode (SQLite, {workers} workers share the counters)")
+    if _in_use(path):
+        return Mode(False, "shared mode (SQLite, another farebox process uses the database)")
+    return Mode(True, f"single-process mode (SQLite, one worker, database not shared); {HINT}")
+
+
+def with_mode(settings: Settings, mode: Mode) -> Settings:
+    """``settings`` with the mode chosen written in (the app builds its store from it)."""
+    server = settings.file.server.model_copy(update={"single_process": mode.single})
+    file = settings.file.model_copy(update={"server": server})
+    return settings.model_copy(update={"file": file})
+
+
+def _check_forced(settings: Settings, path: Path, workers: int) -> None:
+    """``server.single_process: true`` needs one worker and a database nobody else uses."""
     if workers > 1:
         raise click.ClickException(
             f"{settings.source}: server.single_process cannot run {workers} workers: "
             "their counters would not be shared (turn single_process off to use --workers)"
         )
+    if _in_use(path):
+        raise click.ClickException(
+            f"{path} is in use by another farebox process; server.single_process needs the "
+            "database to itself"
+        )
+
+
+def _in_use(path: Path) -> bool:
     from farebox.stores.sqlite.single import owner_busy
 
-    busy = owner_busy(settings.database_path)
-    if busy:
-        raise click.ClickException(f"{busy}; server.single_process needs the database to itself")
+    return path.parent.is_dir() and owner_busy(path) is not None
+
+
+def _owned_line(path: Path) -> str:
+    from farebox.cli.owner_api import read
+
+    api = read(path)
+    where = f" ({api.url}, pid {api.pid})" if api is not None else ""
+    return (
+        f"{path} is served by a farebox gateway in single-process mode{where}, whose budget "
+        "and rate-limit counters live in its memory: a second gateway could not share them. "
+        "Stop it, or serve the database with server.single_process: false in every gateway "
+        "on it (or run one gateway with --workers N)"
+    )
 
 
 async def _prepare(settings: Settings) -> None:
@@ -215,7 +286,10 @@ def serve(config: str | None, host: str | None, port: int | None, workers: int |
     settings = settings_or_exit(config)
     server = settings.file.server
     host, port = host or server.host, port if port is not None else server.port
-    _check_single_process(settings, workers or server.workers)
-    record_served(settings, config)
+    workers = workers or server.workers
+    mode = choose_mode(settings, workers)
+    record_served(settings, config)  # as configured: the CLI loads the same file
+    if mode.line:
+        click.echo(f"Farebox runs in {mode.line}", err=True)
     click.echo(f"Farebox listening on http://{host}:{port} ({settings.source})", err=True)
-    run_uvicorn(settings, config, host, port, workers or server.workers)
+    run_uvicorn(with_mode(settings, mode), config, host, port, workers)

@@ -1,5 +1,6 @@
 """Where an admin command works: on a config's database in-process (``--config``) or on a
-running gateway through its admin API (``--url``)."""
+running gateway through its admin API (``--url``). A local database that a single-process
+gateway owns is reached through that gateway's admin API (``cli/owner_api.py``)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
-from farebox.cli.local import in_process
+from farebox.cli.local import in_process, local_settings
 from farebox.cli.output import SNIPPET, error_line, one_line
+from farebox.cli.owner_api import owning_gateway
 from farebox.config.settings import Settings, admin_key_from_env, load_settings
 from farebox.errors import ConfigError
 
@@ -25,16 +28,53 @@ def settings_or_exit(config: str | None, overrides: dict[str, Any] | None = None
         raise click.ClickException(exc.message) from None
 
 
+AdminCall = Callable[[str, str, Any], Any]  # (method, path, body) -> the answer's JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Where an admin command works: an admin API to call (``--url``, or the single-process
+    gateway that owns the local database), or else the local database with ``settings``."""
+
+    api: AdminCall | None
+    settings: Settings | None = None
+
+
+def where(config: str | None, url: str | None) -> Where:
+    if url:
+        return Where(lambda method, path, body: remote(url, method, path, body))
+    settings = local_settings(config)
+    if settings.database_path is not None:
+        try:
+            owner = owning_gateway(settings.database_path)
+        except ConfigError as exc:
+            raise click.ClickException(exc.message) from None
+        if owner is not None:  # it alone may open the database: ask it (cli/owner_api.py)
+            found = owner
+            return Where(lambda m, p, b: remote(found.url, m, p, b, key=found.token))
+    return Where(None, settings)
+
+
 def call_admin(
     config: str | None, url: str | None, method: str, path: str, body: Any = None
 ) -> Any:
-    if url:
-        return remote(url, method, path, body)
-    return in_process(config, method, path, body)
+    found = where(config, url)
+    if found.api is not None:
+        return found.api(method, path, body)
+    assert found.settings is not None
+    return in_process(found.settings, method, path, body)
 
 
-def remote(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    key = admin_key_from_env()
+def remote(
+    url: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    key: str | None = None,
+) -> Any:
+    """Call the admin API at ``url`` with ``key`` (by default FAREBOX_ADMIN_KEY)."""
+    key = key or admin_key_from_env()
     if not key:
         raise click.ClickException("--url needs the admin key in FAREBOX_ADMIN_KEY")
     data = json.dumps(body).encode() if body is not None else None

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from farebox.cli.local import local_settings, run_local
+from farebox.cli.local import run_local
 from farebox.cli.output import json_option, print_json, print_listing, print_record
-from farebox.cli.target import call_admin, remote, target
+from farebox.cli.target import call_admin, target, where
 from farebox.identity.tenancy import BILLING_FIELDS
 
 BILLING_IDS = tuple(sorted(BILLING_FIELDS))  # the PATCH body's ``billing`` object
@@ -32,14 +32,15 @@ def tenants_create(
     """Create a tenant and print it as JSON."""
     from farebox.identity.tenancy import tenant_json
 
-    if url:
-        result = remote(
-            url, "POST", "/admin/v1/tenants", {"id": tenant_id, "name": name, "plan": plan}
-        )
+    found = where(config, url)
+    if found.api is not None:
+        body = {"id": tenant_id, "name": name, "plan": plan}
+        result = found.api("POST", "/admin/v1/tenants", body)
     else:
-        settings = local_settings(config)
+        settings = found.settings
+        assert settings is not None
         plan = plan or settings.file.default_plan or "default"
-        result = tenant_json(run_local(config, lambda t: t.create_tenant(tenant_id, name, plan)))
+        result = tenant_json(run_local(settings, lambda t: t.create_tenant(tenant_id, name, plan)))
     click.echo(json.dumps(result, indent=2))
 
 

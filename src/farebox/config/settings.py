@@ -217,8 +217,11 @@ class ServerConfig(Strict):
     key_cache_size: int = Field(10_000, ge=0)
     reload_interval_s: float = Field(2.0, ge=0)  # how often plans are re-read; 0: never
     # SQLite only: this one process is the database's only user, so budget and rate-limit
-    # counters live in its memory (reservations journalled to a file); see stores/sqlite/single.py
-    single_process: bool = False
+    # counters live in its memory (reservations journalled to a file); see stores/sqlite/single.py.
+    # Unset (auto): `farebox serve` and `farebox demo` pick it for one worker on a database no
+    # other farebox process uses, and the shared mode otherwise (cli/serve.py ``choose_mode``);
+    # true: always (a start-up error when it cannot be); false: always the shared mode.
+    single_process: bool | None = None
 
 
 class SinkConfig(Strict):

@@ -48,7 +48,8 @@ def admin_only(services: Services) -> Callable[[Request], Awaitable[None]]:
 
     async def require_admin(request: Request) -> None:
         presented = hash_key(services.secret, bearer_key(request.headers))
-        if not hmac.compare_digest(presented, services.admin_key_hash):
+        matches = [hmac.compare_digest(presented, h) for h in services.admin_hashes() if h]
+        if not any(matches):
             raise AuthenticationError("This endpoint needs the admin key.")
 
     return require_admin

@@ -55,10 +55,13 @@ def lock_owner(path: Path, exclusive: bool) -> int:
         if exclusive:
             raise ConfigError(
                 f"{path} is in use by another farebox process: server.single_process needs the "
-                "database to itself (stop the other process, or turn single_process off)"
+                "database to itself (stop the other process, or set server.single_process: "
+                "false everywhere)"
             ) from None
         raise ConfigError(
-            f"{path} is owned by a farebox running with server.single_process: stop it, or "
-            "reach it through its admin API (--url)"
+            f"{path} is owned by a farebox gateway in single-process mode (server.single_process;"
+            " the default for one worker on SQLite), whose budget and rate-limit counters live "
+            "in its memory: stop it, or reach it through its admin API (--url); to share the "
+            "database, serve it with server.single_process: false"
         ) from None
     return fd

@@ -219,6 +219,23 @@ class SingleProcessSQLiteStore(SQLiteStore):
         return [self._counters.state(h) for h in holds]
 
 
+def owned_exclusively(path: Path) -> bool:
+    """Whether a single-process gateway holds ``path`` now (the owner lock, exclusively)."""
+    try:
+        fd = os.open(owner_path(path), os.O_RDONLY)
+    except FileNotFoundError:
+        return False  # never opened by a farebox process: nobody owns it
+    except PermissionError:
+        return False  # not ours to read: opening the database will say so itself
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor drops the probe's lock
+    return False
+
+
 def owner_busy(path: Path) -> str | None:
     """Why ``path`` cannot be owned by a single process now, or None if it can."""
     fd = os.open(owner_path(path), os.O_RDWR | os.O_CREAT, 0o600)
