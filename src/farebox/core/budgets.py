@@ -73,6 +73,7 @@ class Hold:
     base_limit: int = 0  # the previous window's limit, for rollover
     window_s: int = 0  # rolling windows: their length
     unit: str = "usd"  # usd (pico-USD) | requests | tokens | concurrent (see ``UNITS``)
+    tenant: str = ""  # whose counter this is ("" for the global one): where a store keeps it
 
 
 class HeldCounters(Protocol):
@@ -178,14 +179,20 @@ def holds(
         before = previous(spec.period, current, zone) if spec.rollover_cap else None
         if before is not None and before.end <= since:  # nothing to carry from before it existed
             before = None
-        hold = _hold(spec, subject, current, before, _limit(spec, specs))
+        owner = "" if spec.scope == "global" else tenant
+        hold = _hold(spec, subject, current, before, _limit(spec, specs), owner)
         if hold.key not in out or spec.name is not None:
             out[hold.key] = hold
     return list(out.values())
 
 
 def _hold(
-    spec: BudgetSpec, subject: str, current: Window, before: Window | None, limit: int
+    spec: BudgetSpec,
+    subject: str,
+    current: Window,
+    before: Window | None,
+    limit: int,
+    tenant: str,
 ) -> Hold:
     return Hold(
         key=f"{subject}:{spec.period.name}",
@@ -200,6 +207,7 @@ def _hold(
         rollover_bucket=before.bucket if before else None,
         base_limit=limit - spec.increase,
         window_s=spec.period.seconds,
+        tenant=tenant,
     )
 
 

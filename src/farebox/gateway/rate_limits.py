@@ -82,7 +82,9 @@ def _subject(scope: str, tenant: str, key: str, user: str | None, ip: str | None
     return f"{scope}:{tenant}:{value}" if value else None
 
 
-def _window_hold(spec: LimitSpec, subject: str, unit: str, limit: int, now: float) -> Hold:
+def _window_hold(
+    spec: LimitSpec, subject: str, unit: str, limit: int, now: float, tenant: str
+) -> Hold:
     size = max(spec.window_s // BUCKETS, 1)
     count = math.ceil(spec.window_s / size)
     bucket = float(int(now // size) * size)
@@ -97,6 +99,7 @@ def _window_hold(spec: LimitSpec, subject: str, unit: str, limit: int, now: floa
         resets_at=bucket + size,
         window_s=(count + 1) * size,  # the oldest bucket counted leaves this long after it began
         unit=unit,
+        tenant=tenant,
     )
 
 
@@ -118,9 +121,9 @@ def holds(
         if subject is None or not spec.applies_to(model):
             continue
         if spec.requests is not None:
-            out.append(_window_hold(spec, subject, "requests", spec.requests, now))
+            out.append(_window_hold(spec, subject, "requests", spec.requests, now, tenant))
         if spec.tokens is not None:
-            out.append(_window_hold(spec, subject, "tokens", spec.tokens, now))
+            out.append(_window_hold(spec, subject, "tokens", spec.tokens, now, tenant))
         if spec.concurrent is not None:
             out.append(
                 Hold(
@@ -133,6 +136,7 @@ def holds(
                     buckets_from=0.0,
                     resets_at=FOREVER,
                     unit="concurrent",
+                    tenant=tenant,
                 )  # fmt: skip
             )
     return out
