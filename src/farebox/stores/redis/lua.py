@@ -102,16 +102,14 @@ local function sum(c, z, from, to)
   return uh, ul, rh, rl, oldest
 end
 
--- the oldest bucket from..to holding anything; cur = {bucket, used, reserved} as already read
-local function oldest_of(c, z, from, to, cur)
+-- the oldest bucket from ``from`` up holding anything ('' if none)
+local function first_live(c, z, from)
   local skip = 0
   while true do
-    local m = redis.call('ZRANGEBYSCORE', z, from, to, 'LIMIT', skip, 1)[1]
+    local m = redis.call('ZRANGEBYSCORE', z, from, '+inf', 'LIMIT', skip, 1)[1]
     if not m then return '' end
-    local u, r
-    if m == cur[1] then u, r = cur[2], cur[3]
-    else local v = redis.call('HMGET', c, 'u' .. m, 'r' .. m); u, r = v[1], v[2] end
-    if nonzero(u) or nonzero(r) then return m end
+    local v = redis.call('HMGET', c, 'u' .. m, 'r' .. m)
+    if nonzero(v[1]) or nonzero(v[2]) then return m end
     skip = skip + 1
   end
 end
@@ -130,9 +128,11 @@ local function leave(c, z, lo, upto, kind, s)
   end
 end
 
--- One hold's counter as found. Returns a table: uh, ul, rh, rl (window sums), oldest,
--- cur_u, cur_r (bucket f as stored), lo and top after the call ('' if none), and whether the
--- sums cover bucket f (``live``).
+-- One hold's counter as found: {uh, ul, rh, rl, oldest} (window sums and the oldest bucket
+-- holding anything, '' if none), with cu, cr (bucket f as stored) and, for rolling windows,
+-- lo, top, old (the counter's fields after the call), s (its running sums) and live (whether
+-- the sums cover bucket f). A rolling counter keeps ``old``, the oldest bucket at or after
+-- ``lo`` holding anything, so the common call reads everything with one HMGET.
 local function state(c, z, f, from, kind)
   if kind == 's' then
     local v = redis.call('HMGET', c, 'u' .. f, 'r' .. f)
@@ -140,38 +140,37 @@ local function state(c, z, f, from, kind)
     local rh, rl = num(v[2])
     local oldest = ''
     if nonzero(v[1]) or nonzero(v[2]) then oldest = f end
-    return {uh, ul, rh, rl, oldest, v[1], v[2]}
+    return {uh, ul, rh, rl, oldest, cu = v[1], cr = v[2]}
   end
-  local v = redis.call('HMGET', c, 'lo', 'top', 'su', 'sr', 'u' .. f, 'r' .. f)
-  local lo, top = v[1], v[2]
+  local v = redis.call('HMGET', c, 'lo', 'top', 'su', 'sr', 'old', 'u' .. f, 'r' .. f)
+  local lo, top, old = v[1], v[2] or '', v[5] or ''
   local fromn = tonumber(from)
   local s = {0, 0, 0, 0}
   if not lo then
     -- first use: the sums start at this window; older rate-limit buckets holding nothing go
     if kind == 'w' then leave(c, z, '-inf', from, kind, {0, 0, 0, 0}) end
-    s[1], s[2], s[3], s[4] = sum(c, z, from, '+inf')
+    s[1], s[2], s[3], s[4], old = sum(c, z, from, '+inf')
     lo = from
-    redis.call('HSET', c, 'lo', lo, 'su', fmt(s[1], s[2]), 'sr', fmt(s[3], s[4]))
+    redis.call('HSET', c, 'lo', lo, 'su', fmt(s[1], s[2]), 'sr', fmt(s[3], s[4]), 'old', old)
   else
     s[1], s[2] = num(v[3])
     s[3], s[4] = num(v[4])
     if fromn > tonumber(lo) then
       leave(c, z, lo, from, kind, s)
       lo = from
-      redis.call('HSET', c, 'lo', lo, 'su', fmt(s[1], s[2]), 'sr', fmt(s[3], s[4]))
+      if old ~= '' and tonumber(old) < fromn then old = first_live(c, z, from) end
+      redis.call('HSET', c, 'lo', lo, 'su', fmt(s[1], s[2]), 'sr', fmt(s[3], s[4]), 'old', old)
     end
   end
-  local cur = {f, v[5], v[6]}
   local out
-  if fromn >= tonumber(lo) and (not top or tonumber(f) >= tonumber(top)) then
-    out = {s[1], s[2], s[3], s[4], oldest_of(c, z, from, f, cur)}
+  if fromn >= tonumber(lo) and (top == '' or tonumber(f) >= tonumber(top)) then
+    out = {s[1], s[2], s[3], s[4], old}
   else  -- a window behind the sums (a lagging clock): add up its buckets
     local uh, ul, rh, rl, oldest = sum(c, z, from, f)
     out = {uh, ul, rh, rl, oldest}
   end
-  out[6], out[7], out[8], out[9] = v[5], v[6], lo, top or ''
-  out[10] = tonumber(f) >= tonumber(lo)
-  out[11] = s
+  out.cu, out.cr, out.lo, out.top, out.old, out.s = v[6], v[7], lo, top, old, s
+  out.live = tonumber(f) >= tonumber(lo)
   return out
 end
 
@@ -188,17 +187,25 @@ local function undo(done)
 end
 
 -- bucket f of a rolling counter changed by dr (reserved) and du (used), strings or nil:
--- keep the sums exact; a rate-limit bucket that left the window and holds nothing goes
+-- keep the sums and ``old`` exact; a rate-limit bucket that left the window and holds nothing
+-- goes. Amounts are never negative: a bucket gaining spend holds something.
 local function resum(c, z, f, kind, dr, du, r_after)
   if kind == 's' then return end
-  local v = redis.call('HMGET', c, 'lo', 'su', 'sr')
+  local v = redis.call('HMGET', c, 'lo', 'su', 'sr', 'old')
   if not v[1] then return end
   if tonumber(f) >= tonumber(v[1]) then
     local uh, ul = num(v[2])
     local rh, rl = num(v[3])
     if du then uh, ul = add(uh, ul, num(du)) end
     if dr then rh, rl = add(rh, rl, num(dr)) end
-    redis.call('HSET', c, 'su', fmt(uh, ul), 'sr', fmt(rh, rl))
+    local old = v[4] or ''
+    if du and (old == '' or tonumber(f) < tonumber(old)) then
+      old = f
+    elseif f == old and r_after == 0 and not du
+        and not nonzero(redis.call('HGET', c, 'u' .. f)) then
+      old = first_live(c, z, v[1])
+    end
+    redis.call('HSET', c, 'su', fmt(uh, ul), 'sr', fmt(rh, rl), 'old', old)
   elseif kind == 'w' then
     if r_after == nil then r_after = tonumber(redis.call('HGET', c, 'r' .. f) or '0') end
     if r_after == 0 then
@@ -233,10 +240,10 @@ for i = 1, n do
   local k, a = 1 + 2 * i, 4 + (i - 1) * PER
   local st = state(KEYS[k], KEYS[k + 1], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
   local lh, ll = num(ARGV[a + 4])
-  st[12] = ''
+  st.ub = ''
   if ARGV[a + 6] ~= '' then
     local ub = redis.call('HGET', KEYS[k], 'u' .. ARGV[a + 6])
-    st[12] = ub or '0'
+    st.ub = ub or '0'
     local bh, bl = num(ARGV[a + 8])
     local xh, xl = add(bh, bl, neg(num(ub)))
     if xh < 0 then xh, xl = 0, 0 end
@@ -263,14 +270,16 @@ if failed == 0 then
   end
   for i = 1, n do
     local k, a = 1 + 2 * i, 4 + (i - 1) * PER
-    local st, f = found[i], ARGV[a + 1]
+    local st, f, held = found[i], ARGV[a + 1], ARGV[a + 5]
     if ARGV[a + 3] ~= 's' then
-      local s = st[11]
-      if st[10] then s[3], s[4] = add(s[3], s[4], num(ARGV[a + 5])) end
-      local top = st[9]
+      local s, old, top = st.s, st.old, st.top
+      if st.live and held ~= '0' then
+        s[3], s[4] = add(s[3], s[4], num(held))
+        if old == '' or tonumber(f) < tonumber(old) then old = f end
+      end
       if top == '' or tonumber(f) > tonumber(top) then top = f end
-      redis.call('HSET', KEYS[k], 'top', top, 'sr', fmt(s[3], s[4]))
-      if not st[6] and not st[7] then redis.call('ZADD', KEYS[k + 1], f, f) end
+      redis.call('HSET', KEYS[k], 'top', top, 'sr', fmt(s[3], s[4]), 'old', old)
+      if not st.cu and not st.cr then redis.call('ZADD', KEYS[k + 1], f, f) end
     end
   end
   redis.call('HSET', KEYS[2], 'holds', ARGV[3], 'state', 'held', 'unsettled', ARGV[4])
@@ -280,7 +289,7 @@ local out = {failed == 0 and 1 or 0, failed}
 for i = 1, n do
   local st = found[i]
   for j = 1, 5 do out[#out + 1] = st[j] end
-  out[#out + 1] = st[12]
+  out[#out + 1] = st.ub
 end
 return out
 """
