@@ -70,6 +70,12 @@ local function negs(s)
 end
 
 local function nonzero(s) return s and s ~= '0' end
+
+local MAXH, MAXL = 9223372036, 854775807  -- 2^63 - 1
+local MINH, MINL = -9223372037, 145224192  -- -2^63
+local function fits(h, l)
+  return not lt(MAXH, MAXL, h, l) and not lt(h, l, MINH, MINL)
+end
 """
 
 WINDOW = """
@@ -260,17 +266,19 @@ if failed == 0 then
   if redis.call('EXISTS', KEYS[2]) == 1 then
     return redis.error_reply('FAREBOX_CONFLICT reservation ' .. ARGV[1] .. ' exists')
   end
-  local done = {}
   for i = 1, n do
-    local k, a = 1 + 2 * i, 4 + (i - 1) * PER
-    if ARGV[a + 5] ~= '0' and not incr(KEYS[k], 'r' .. ARGV[a + 1], ARGV[a + 5], done) then
-      undo(done)
-      return redis.error_reply('FAREBOX_OVERFLOW reserved counter of ' .. KEYS[k])
+    local a = 4 + (i - 1) * PER
+    if ARGV[a + 5] ~= '0' then
+      local rh, rl = num(found[i].cr)
+      if not fits(add(rh, rl, num(ARGV[a + 5]))) then
+        return redis.error_reply('FAREBOX_OVERFLOW reserved counter of ' .. KEYS[1 + 2 * i])
+      end
     end
   end
   for i = 1, n do
     local k, a = 1 + 2 * i, 4 + (i - 1) * PER
     local st, f, held = found[i], ARGV[a + 1], ARGV[a + 5]
+    if held ~= '0' then redis.call('HINCRBY', KEYS[k], 'r' .. f, held) end
     if ARGV[a + 3] ~= 's' then
       local s, old, top = st.s, st.old, st.top
       if st.live and held ~= '0' then
