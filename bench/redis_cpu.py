@@ -54,8 +54,19 @@ def private_redis() -> Iterator[int]:
     (port,) = free_ports(1)
     directory = tempfile.mkdtemp(prefix="fbx-redis-cpu-")
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", directory],  # fmt: skip
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            directory,
+        ],  # fmt: skip
         stdout=subprocess.DEVNULL,
     )
     try:

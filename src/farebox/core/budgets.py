@@ -167,9 +167,12 @@ def holds(
     zone: ZoneInfo,
     windows: WindowCache | None = None,
     since: float = 0.0,
+    shared_key: bool = False,
 ) -> list[Hold]:
     """The counters a request in this scope reserves against, one per counter key: a budget
-    named for this feature or user replaces the generic one for the same counter."""
+    named for this feature or user replaces the generic one for the same counter. Each hold
+    names the tenant whose counter it is: none for the global budget, nor for the key budget
+    of a ``shared_key`` (a service key, which acts for many tenants)."""
     out: dict[str, Hold] = {}
     for spec in specs:
         subject = _subject(spec, tenant, key, feature, user)
@@ -179,7 +182,7 @@ def holds(
         before = previous(spec.period, current, zone) if spec.rollover_cap else None
         if before is not None and before.end <= since:  # nothing to carry from before it existed
             before = None
-        owner = "" if spec.scope == "global" else tenant
+        owner = "" if spec.scope == "global" or (shared_key and spec.scope == "key") else tenant
         hold = _hold(spec, subject, current, before, _limit(spec, specs), owner)
         if hold.key not in out or spec.name is not None:
             out[hold.key] = hold

@@ -263,8 +263,9 @@ class RedisBudgets:
                 by_slot.setdefault(slot, []).append(rid)
         await asyncio.gather(
             *(
-                self._client.zadd(self.layout.leases(slot), dict.fromkeys(group, expires_at),
-                                  xx=True)  # fmt: skip
+                self._client.zadd(
+                    self.layout.leases(slot), dict.fromkeys(group, expires_at), xx=True
+                )  # fmt: skip
                 for slot, group in by_slot.items()
             )
         )
@@ -325,4 +326,3 @@ class RedisBudgets:
         args = [repr(float(now)), repr(float(until)), ttl_ms]
         won = await self._claim(keys=[f"{self.layout.home}:probe:{deployment}"], args=args)
         return bool(int(won))
-

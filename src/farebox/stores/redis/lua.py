@@ -359,7 +359,9 @@ for i = 2, #KEYS do
     end
     for j, h in ipairs(holds) do
       local d = after[j]
-      if d[1] or d[2] then resum(P .. ':c:' .. h[1], P .. ':z:' .. h[1], h[2], h[5], d[1], d[2], d[3]) end
+      if d[1] or d[2] then
+        resum(P .. ':c:' .. h[1], P .. ':z:' .. h[1], h[2], h[5], d[1], d[2], d[3])
+      end
     end
     if live then
       redis.call('DEL', KEYS[i])
