@@ -1,5 +1,6 @@
 """The Lua of the Redis budget store: exact integer money with cheap arithmetic, and window
-sums kept incrementally (see ``stores.redis.budgets`` for the key layout and the proofs).
+sums kept incrementally (the key layout is in ``stores.redis.layout``, the design in
+``stores.redis.budgets``).
 
 Numbers. Counters change only with ``HINCRBY`` (exact signed 64-bit integers, stored as
 decimal strings). Lua numbers are doubles, exact below 2^53, so a value is read as two limbs,
@@ -10,13 +11,15 @@ far above any sum of counters, so every comparison the scripts make is the exact
 Values leave a script as limb pairs (integers) and Python joins them exactly.
 
 Window sums. A rolling counter's hash keeps ``lo`` (the window start the sums were last moved
-to), ``top`` (its newest bucket) and ``su``/``sr``, the exact sums of used and reserved over
-every bucket at or after ``lo``. Every write to a bucket at or after ``lo`` updates them, so
-they stay exact; moving the window start subtracts each bucket that leaves once (and drops a
+to), ``top`` (its newest bucket), ``su``/``sr`` (the exact sums of used and reserved over
+every bucket at or after ``lo``) and ``old`` (the oldest of those buckets holding anything,
+for ``resets_at``). Every write to a bucket at or after ``lo`` updates them, so they stay
+exact; moving the window start subtracts each bucket that leaves, once (and drops a
 rate-limit bucket that leaves holding nothing, as the in-memory store does). A call whose
 window starts at ``lo`` or later and ends at or after ``top`` (every call but those of a replica
-whose clock lags) reads the sums in O(1); any other call adds up its buckets, exactly, and
-writes nothing but its own bucket.
+whose clock lags) reads the counter with one ``HMGET``: O(1), where the old scripts added up
+21 buckets; any other call adds up its buckets, exactly, and writes nothing but its own
+bucket. A calendar window, a lifetime or a concurrency count is one bucket: read directly.
 """
 
 from __future__ import annotations
