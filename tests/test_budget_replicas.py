@@ -107,8 +107,9 @@ def backend() -> Iterator[Backend]:
     finally:
         prefix = asyncio.run(_stored_prefix(dsn))
         if prefix is not None:  # remove this test's keys only: other runs may share the db
-            for key in client.scan_iter(match=f"{{{prefix}}}:*", count=1000):
-                client.delete(key)
+            for pattern in (f"{{{prefix}}}:*", f"{{{prefix}/t/*"):  # and tenant slots' (issue 18)
+                for key in client.scan_iter(match=pattern, count=1000):
+                    client.delete(key)
         client.close()
         asyncio.run(database(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

@@ -95,8 +95,9 @@ async def drop_scaled(s: Any) -> None:
     """Remove the scaled store's schema and every Redis key under its prefix."""
     await drop_schema(s._pg._schema)
     prefix = s._budgets.key_prefix
-    async for key in s._client.scan_iter(match=f"{prefix}*"):
-        await s._client.delete(key)
+    for pattern in (f"{prefix}*", f"{prefix[:-1]}/t/*"):  # and tenant slots' (issue 18)
+        async for key in s._client.scan_iter(match=pattern):
+            await s._client.delete(key)
 
 
 FACTORIES: dict[str, Callable[[Path], Any]] = {
