@@ -97,10 +97,6 @@ class RedisBudgets:
         ``{prefix/t/`` (a tenant's slot)."""
         return self.layout.home
 
-    @property
-    def client(self) -> aioredis.Redis:
-        return self._client
-
     async def _run(self, script: Any, keys: list[str], args: list[str]) -> Any:
         try:
             return await script(keys=keys, args=args)
@@ -145,9 +141,10 @@ class RedisBudgets:
         states: list[HoldState | None] = [None] * len(reservation.holds)
         for n, (slot, idx) in enumerate(groups):
             ok, failed = await self._reserve_in(slot, reservation, idx, states)
-            if not ok:
-                del self._slots[reservation.id]
-                return await self._refused(reservation, groups[:n], idx[failed - 1], states)
+            if not ok:  # forgotten once undone: a failed undo is retried by ``cancel``
+                outcome = await self._refused(reservation, groups[:n], idx[failed - 1], states)
+                self._slots.pop(reservation.id, None)
+                return outcome
         return ReserveOutcome(True, [s for s in states if s is not None])
 
     async def _reserve_in(
