@@ -372,3 +372,29 @@ async def test_a_tenant_slot_is_forgotten_only_when_empty_and_not_registered_lat
     assert sorted(await budgets.leases.slots()) == sorted([a, b])
     got = await budgets.expired(T0 + 1)
     assert sorted(e.reservation_id or "" for e in got) == ["ra", "rc"]
+
+
+async def test_a_reserve_without_an_answer_in_its_second_slot_is_undone_by_cancel(
+    budgets: RedisBudgets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``ScaledStore`` does with a reserve that got no answer (``cancel`` once Redis
+    answers) undoes it in every slot it may have reached."""
+    glob = hold("global:day", 100, T0, scope="global", tenant="")
+    mine = hold("tenant:acme:day", 100, T0, tenant="acme")
+    home_leases = budgets.layout.leases(budgets.layout.home)
+    real = budgets._run
+
+    async def no_answer_from_home(script: Any, keys: list[str], args: list[str]) -> Any:
+        if script is budgets._reserve and keys[0] == home_leases:
+            raise ConnectionError("no answer")
+        return await real(script, keys, args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(budgets, "_run", no_answer_from_home)
+        with pytest.raises(ConnectionError):
+            await budgets.reserve(reservation("r1", 10, [mine, glob], "acme", T0 + 60))
+    [s] = await budgets.states([mine])
+    assert s.reserved == 10  # held in the tenant slot, outcome unknown in the home slot
+    assert await budgets.cancel("r1")
+    assert [s.reserved for s in await budgets.states([mine, glob])] == [0, 0]
+    assert await budgets.expired(T0 + 1000) == []  # nothing left to reclaim either
