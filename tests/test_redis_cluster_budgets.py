@@ -89,3 +89,30 @@ async def test_the_global_budget_is_never_overspent_on_a_cluster(cluster: list[i
         assert (g.used, g.reserved) == (WINNERS * RACE, 0)
     finally:
         await client.aclose()
+
+
+async def test_the_layout_check_and_migration_work_on_a_cluster(cluster: list[int]) -> None:
+    """Every open runs ``ensure_layout``: on a cluster too (a new deployment just records the
+    layout; an old one's counters move, whatever node their tenant slot is on)."""
+    from farebox.stores.redis.migrate import LAYOUT, ensure_layout
+
+    client = RedisCluster(host="127.0.0.1", port=cluster[0])
+    try:
+        fresh = RedisBudgets(client, f"fbxc-{uuid.uuid4().hex[:8]}")
+        await ensure_layout(client, fresh.layout, lambda kid: _none())
+        assert await client.get(fresh.layout.marker) == LAYOUT.encode()
+        old = RedisBudgets(client, f"fbxc-{uuid.uuid4().hex[:8]}")
+        home = old.key_prefix
+        for i in range(20):
+            await client.hset(f"{home}:used:tenant:t{i}:day", repr(T0), str(10 + i))
+        await ensure_layout(client, old.layout, lambda kid: _none())
+        states = await old.states([hold(f"tenant:t{i}:day", 100, T0, tenant=f"t{i}")
+                                   for i in range(20)])  # fmt: skip
+        assert [s.used for s in states] == [10 + i for i in range(20)]
+        assert [k async for k in client.scan_iter(match=f"{home}:used:*")] == []
+    finally:
+        await client.aclose()
+
+
+async def _none() -> str | None:
+    return None
