@@ -153,6 +153,8 @@ class RedisBudgets:
         if slot != self.layout.home:
             await self.leases.register(slot)
         holds = [res.holds[i] for i in idx]
+        if len({h.key for h in holds}) < len(holds):  # the scripts update each counter once
+            raise FareboxError(f"reservation {res.id} holds one counter twice")
         keys = [self.layout.leases(slot), self.layout.record(slot, res.id)]
         stored = [[h.key, field(h.bucket), str(res.held(h)), h.unit, kind(h)] for h in holds]
         args = [
