@@ -91,10 +91,10 @@ def delete_keys(prefixes: list[str]) -> None:
 
     client = redis.Redis(host=REDIS[0], port=REDIS[1], db=REDIS_DB)
     try:
-        for prefix in prefixes:
-            keys = list(client.scan_iter(match=f"{{{prefix}}}*", count=1000))
-            if keys:
-                client.delete(*keys)
+        for prefix in prefixes:  # the home slot's keys and every tenant slot's (issue 18)
+            for pattern in (f"{{{prefix}}}*", f"{{{prefix}/t/*"):
+                for key in list(client.scan_iter(match=pattern, count=1000)):
+                    client.delete(key)
     finally:
         client.close()
 

@@ -90,9 +90,10 @@ def _used(server: ServerProcess) -> int:
 
 
 def _leases(prefix: str) -> int:
+    """Leases held by the deployment: tenant t's live in t's own slot (issue 18)."""
     client = redis.Redis(host=REDIS[0], port=REDIS[1], db=REDIS_DB)
     try:
-        return int(client.zcard(f"{{{prefix}}}:leases"))
+        return sum(int(client.zcard(f"{{{tag}}}:leases")) for tag in (prefix, f"{prefix}/t/t"))
     finally:
         client.close()
 

@@ -117,7 +117,10 @@ async def test_old_rate_buckets_are_dropped_in_redis(store: Any) -> None:
         await store.append_ledger([settlement(f"r{i}", 0)])
     later = limits(T0 + 3 * 3600)[0]
     assert (await store.reserve(reserve_for("late", 0, 0, [later]))).ok
-    key = f"{store._budgets.key_prefix}:buckets:{later.key}"
+    layout = store._budgets.layout  # a tenant's counters live in its own slot (issue 18)
+    slot = layout.slot(later.tenant)
+    key = layout.buckets(slot, later.key)
     assert [float(b) for b in await store._client.zrange(key, 0, -1)] == [later.bucket]
-    used = await store._client.hgetall(f"{store._budgets.key_prefix}:used:{later.key}")
+    counter = await store._client.hgetall(layout.counter(slot, later.key))
+    used = [f for f in counter if f.startswith(b"u")]
     assert len(used) <= 1  # only the live bucket may have a field

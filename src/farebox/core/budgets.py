@@ -73,6 +73,7 @@ class Hold:
     base_limit: int = 0  # the previous window's limit, for rollover
     window_s: int = 0  # rolling windows: their length
     unit: str = "usd"  # usd (pico-USD) | requests | tokens | concurrent (see ``UNITS``)
+    tenant: str = ""  # whose counter this is ("" for the global one): where a store keeps it
 
 
 class HeldCounters(Protocol):
@@ -166,9 +167,12 @@ def holds(
     zone: ZoneInfo,
     windows: WindowCache | None = None,
     since: float = 0.0,
+    shared_key: bool = False,
 ) -> list[Hold]:
     """The counters a request in this scope reserves against, one per counter key: a budget
-    named for this feature or user replaces the generic one for the same counter."""
+    named for this feature or user replaces the generic one for the same counter. Each hold
+    names the tenant whose counter it is: none for the global budget, nor for the key budget
+    of a ``shared_key`` (a service key, which acts for many tenants)."""
     out: dict[str, Hold] = {}
     for spec in specs:
         subject = _subject(spec, tenant, key, feature, user)
@@ -178,14 +182,20 @@ def holds(
         before = previous(spec.period, current, zone) if spec.rollover_cap else None
         if before is not None and before.end <= since:  # nothing to carry from before it existed
             before = None
-        hold = _hold(spec, subject, current, before, _limit(spec, specs))
+        owner = "" if spec.scope == "global" or (shared_key and spec.scope == "key") else tenant
+        hold = _hold(spec, subject, current, before, _limit(spec, specs), owner)
         if hold.key not in out or spec.name is not None:
             out[hold.key] = hold
     return list(out.values())
 
 
 def _hold(
-    spec: BudgetSpec, subject: str, current: Window, before: Window | None, limit: int
+    spec: BudgetSpec,
+    subject: str,
+    current: Window,
+    before: Window | None,
+    limit: int,
+    tenant: str,
 ) -> Hold:
     return Hold(
         key=f"{subject}:{spec.period.name}",
@@ -200,6 +210,7 @@ def _hold(
         rollover_bucket=before.bucket if before else None,
         base_limit=limit - spec.increase,
         window_s=spec.period.seconds,
+        tenant=tenant,
     )
 
 

@@ -137,7 +137,8 @@ class Admitter:
         who = call.principal
         return self._limits.holds(scope.plan, who.tenant.rate_limits, who.key.rate_limits,
                                   tenant=scope.tenant, key=scope.key, user=scope.user,
-                                  ip=who.client_ip, model=call.model, now=now)  # fmt: skip
+                                  ip=who.client_ip, model=call.model, now=now,
+                                  shared_key=scope.shared_key)  # fmt: skip
 
     def _downgraded(
         self,

@@ -83,6 +83,7 @@ class Scope:
     tenant_budgets: tuple[Mapping[str, Any], ...] = ()
     key_budgets: tuple[Mapping[str, Any], ...] = ()
     since: float = 0.0  # when the tenant was created
+    shared_key: bool = False  # a service key: its own counters are no one tenant's
 
     @classmethod
     def of(cls, tenant: Tenant, key: ApiKey | None, plan: str, feature: str | None = None,
@@ -96,6 +97,7 @@ class Scope:
             tenant_budgets=tuple(tenant.budgets),
             key_budgets=tuple(key.budgets) if key else (),
             since=tenant.created_at,
+            shared_key=key is not None and key.tenant_id is None,
         )
 
 
@@ -142,7 +144,7 @@ class BudgetScopes:
         specs = self.specs(scope, now)
         result = holds(specs, tenant=scope.tenant, key=scope.key, feature=scope.feature,
                        user=scope.user, now=now, zone=self._zone, windows=self._windows,
-                       since=scope.since)  # fmt: skip
+                       since=scope.since, shared_key=scope.shared_key)  # fmt: skip
         if cacheable:
             if len(self._holds_cache) >= HOLDS_CACHE_SIZE:
                 self._holds_cache.clear()

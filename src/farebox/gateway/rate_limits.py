@@ -82,7 +82,9 @@ def _subject(scope: str, tenant: str, key: str, user: str | None, ip: str | None
     return f"{scope}:{tenant}:{value}" if value else None
 
 
-def _window_hold(spec: LimitSpec, subject: str, unit: str, limit: int, now: float) -> Hold:
+def _window_hold(
+    spec: LimitSpec, subject: str, unit: str, limit: int, now: float, tenant: str
+) -> Hold:
     size = max(spec.window_s // BUCKETS, 1)
     count = math.ceil(spec.window_s / size)
     bucket = float(int(now // size) * size)
@@ -97,6 +99,7 @@ def _window_hold(spec: LimitSpec, subject: str, unit: str, limit: int, now: floa
         resets_at=bucket + size,
         window_s=(count + 1) * size,  # the oldest bucket counted leaves this long after it began
         unit=unit,
+        tenant=tenant,
     )
 
 
@@ -109,18 +112,21 @@ def holds(
     ip: str | None,
     model: str,
     now: float,
+    shared_key: bool = False,
 ) -> list[Hold]:
     """The counters one request takes. A scope with no subject (no end user, no client IP)
-    is not limited."""
+    is not limited. Each hold names the tenant whose counter it is (none for a
+    ``shared_key``'s own limits: a service key acts for many tenants)."""
     out: list[Hold] = []
     for spec in specs:
         subject = _subject(spec.scope, tenant, key, user, ip)
         if subject is None or not spec.applies_to(model):
             continue
+        owner = "" if shared_key and spec.scope == "key" else tenant
         if spec.requests is not None:
-            out.append(_window_hold(spec, subject, "requests", spec.requests, now))
+            out.append(_window_hold(spec, subject, "requests", spec.requests, now, owner))
         if spec.tokens is not None:
-            out.append(_window_hold(spec, subject, "tokens", spec.tokens, now))
+            out.append(_window_hold(spec, subject, "tokens", spec.tokens, now, owner))
         if spec.concurrent is not None:
             out.append(
                 Hold(
@@ -133,6 +139,7 @@ def holds(
                     buckets_from=0.0,
                     resets_at=FOREVER,
                     unit="concurrent",
+                    tenant=owner,
                 )  # fmt: skip
             )
     return out
@@ -162,11 +169,12 @@ class RateLimits:
         ip: str | None,
         model: str,
         now: float,
+        shared_key: bool = False,
     ) -> list[Hold]:
         """The counters one request takes. Without overrides they depend only on who asks
         and on the current buckets, so they are cached until the first bucket ends."""
         cacheable = not tenant_limits and not key_limits
-        slot = (plan, tenant, key, user, ip, model)
+        slot = (plan, tenant, key, user, ip, model, shared_key)
         if cacheable:
             found = self._cache.get(slot)
             if found is not None and now < found[0]:
@@ -174,7 +182,8 @@ class RateLimits:
         specs = self.specs(plan, tenant_limits, key_limits)
         if not specs:
             return []
-        result = holds(specs, tenant=tenant, key=key, user=user, ip=ip, model=model, now=now)
+        result = holds(specs, tenant=tenant, key=key, user=user, ip=ip, model=model, now=now,
+                       shared_key=shared_key)  # fmt: skip
         if cacheable:
             if len(self._cache) >= CACHE_SIZE:
                 self._cache.clear()

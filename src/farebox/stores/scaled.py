@@ -47,6 +47,7 @@ from farebox.stores.postgres.store import PostgresStore
 from farebox.stores.redis.budgets import RedisBudgets
 from farebox.stores.redis.cluster import CLUSTER_DOWN, BoundedCluster, answers, is_key_layout_bug
 from farebox.stores.redis.epoch import BOUND_S, EpochWatch
+from farebox.stores.redis.migrate import ensure_layout
 from farebox.stores.redis.namespace import choose_prefix, claim, database_id, database_label
 from farebox.stores.timeouts import StoreTimeouts
 
@@ -156,11 +157,18 @@ class ScaledStore:
                 self._budgets.use_prefix(await choose_prefix(self._pg, self._prefix))
             prefix = self._budgets.key_prefix[1:-1]
             await claim(self._client, prefix, ident, database_label(*self._pg.label))
+            await ensure_layout(self._client, self._budgets.layout, self._key_tenant)
             await self._epoch.start(f"{self._budgets.key_prefix}:auth_epoch")  # the last step
         except BaseException:
             await self._epoch.stop()
             await self._pg.close()
             raise
+
+    async def _key_tenant(self, key_id: str) -> str | None:
+        """Whose counters a key's are: its tenant's, the home slot's ("") for a service
+        key, None for a key that is gone (for ``stores.redis.migrate``)."""
+        key = await self._pg.get_key(key_id)
+        return None if key is None else (key.tenant_id or "")
 
     async def close(self) -> None:
         try:

@@ -1,0 +1,179 @@
+"""Redis CPU per request of the budget store, for the gateway bench's plan.
+
+Starts a private ``redis-server`` on a free loopback port (never the shared one), then runs
+``N`` requests' worth of store calls straight against ``RedisBudgets``: one reserve (two usd
+budgets, day and month, at tenant scope; the key's requests, tokens and concurrent limits per
+minute; the client IP's requests per minute: six holds) and one settle each, ``concurrency``
+at a time, spread over ``tenants`` tenants. Redis CPU is read from ``INFO cpu``
+(``used_cpu_sys + used_cpu_user``, which includes the network I/O of the calls) before and
+after; ``INFO commandstats`` gives the script time alone.
+
+    PYTHONPATH=src:. python -m bench.redis_cpu [--requests 20000] [--concurrency 32]
+
+The clock is real time, so rate-limit windows roll over as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import redis.asyncio as aioredis
+
+from bench.redis_cluster import free_ports
+from farebox.core.budgets import BudgetSpec
+from farebox.core.budgets import holds as budget_holds
+from farebox.core.periods import parse_period
+from farebox.core.records import LedgerEntry, Reservation
+from farebox.gateway.rate_limits import LimitSpec
+from farebox.gateway.rate_limits import holds as limit_holds
+from farebox.stores.redis.budgets import RedisBudgets
+
+USD = 10**12  # pico-USD
+SPECS = [
+    BudgetSpec("tenant", parse_period("day"), 1_000_000 * USD),
+    BudgetSpec("tenant", parse_period("month"), 10_000_000 * USD),
+]
+LIMITS = [
+    LimitSpec("key", 100_000_000, 1_000_000_000_000, 100_000, None, 60),
+    LimitSpec("ip", 100_000_000, None, None, None, 60),
+]
+
+
+@contextmanager
+def private_redis() -> Iterator[int]:
+    (port,) = free_ports(1)
+    directory = tempfile.mkdtemp(prefix="fbx-redis-cpu-")
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            directory,
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                             text=True, check=False).stdout.strip() != "PONG":  # fmt: skip
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def entry(rid: str, tenant: str, cost: int, status: str = "ok") -> LedgerEntry:
+    now = time.time()
+    return LedgerEntry(
+        request_id=f"req-{rid}", tenant_id=tenant, key_id=f"key-{tenant}",
+        endpoint="chat.completions", model_requested="gpt-4o-mini",
+        model_served="gpt-4o-mini", provider="mock", status=status,
+        http_status=200 if status == "ok" else 0, started_at=now, finished_at=now,
+        input_tokens=12, output_tokens=40, cost=cost, reservation_id=rid,
+    )  # fmt: skip
+
+
+def request_holds(tenant: str, now: float) -> list[Any]:
+    zone = ZoneInfo("UTC")
+    scoped = budget_holds(SPECS, tenant=tenant, key=f"key-{tenant}", feature=None, user=None,
+                          now=now, zone=zone)  # fmt: skip
+    limits = limit_holds(LIMITS, tenant=tenant, key=f"key-{tenant}", user=None,
+                         ip="127.0.0.1", model="gpt-4o-mini", now=now)  # fmt: skip
+    return [*scoped, *limits]
+
+
+async def one(store: RedisBudgets, i: int, tenants: int) -> None:
+    tenant = f"t{i % tenants}"
+    rid = uuid.uuid4().hex
+    now = time.time()
+    unsettled = entry(rid, tenant, 0, "unsettled")
+    res = Reservation(rid, 3 * 10**9, tuple(request_holds(tenant, now)), now + 30, unsettled,
+                      tokens=52)  # fmt: skip
+    outcome = await store.reserve(res)
+    assert outcome.ok, outcome.failed
+    await store.settle([entry(rid, tenant, 2 * 10**9 + i)])
+
+
+async def cpu(client: aioredis.Redis) -> tuple[float, dict[str, Any]]:
+    info = await client.info("cpu")
+    stats = await client.info("commandstats")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"]), stats
+
+
+async def run(port: int, requests: int, concurrency: int, tenants: int) -> dict[str, float]:
+    client = aioredis.Redis(host="127.0.0.1", port=port, max_connections=concurrency + 4)
+    store = RedisBudgets(client, f"bench-{uuid.uuid4().hex[:8]}")
+    try:
+        for i in range(200):  # warm-up: scripts loaded, counters created
+            await one(store, i, tenants)
+        before, stats0 = await cpu(client)
+        started = time.perf_counter()
+        queue = iter(range(requests))
+
+        async def worker() -> None:
+            for i in queue:
+                await one(store, i, tenants)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+        after, stats1 = await cpu(client)
+    finally:
+        await client.aclose()
+    script_us = sum(
+        stats1[k]["usec"] - stats0.get(k, {}).get("usec", 0)
+        for k in stats1
+        if k in ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_fcall")
+    )
+    calls = sum(
+        stats1[k]["calls"] - stats0.get(k, {}).get("calls", 0)
+        for k in stats1
+        if k.startswith("cmdstat_") and not k.startswith("cmdstat_info")
+    )
+    return {
+        "requests": requests,
+        "cpu_us_per_request": (after - before) * 1e6 / requests,
+        "script_us_per_request": script_us / requests,
+        "commands_per_request": calls / requests,
+        "requests_per_s": requests / wall,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--tenants", type=int, default=100)
+    parser.add_argument("--port", type=int, default=0, help="an existing private redis-server")
+    args = parser.parse_args()
+    if args.port:
+        result = asyncio.run(run(args.port, args.requests, args.concurrency, args.tenants))
+    else:
+        with private_redis() as port:
+            result = asyncio.run(run(port, args.requests, args.concurrency, args.tenants))
+    for name, value in result.items():
+        print(f"{name:>24}: {value:,.1f}")
+
+
+if __name__ == "__main__":
+    main()
