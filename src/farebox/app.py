@@ -77,6 +77,7 @@ def make_store(settings: Settings) -> Store:
             outbox=outbox,
             prefix=settings.file.redis_prefix,
             timeouts=timeouts,
+            settle_behind=True,  # the answer does not wait for the Redis settle
         )
     if settings.database_path is None:
         return MemoryStore()

@@ -42,6 +42,7 @@ from farebox.stores.health import Health
 from farebox.stores.postgres.store import PostgresStore
 from farebox.stores.redis.budgets import RedisBudgets
 from farebox.stores.redis.namespace import choose_prefix, claim, database_id, database_label
+from farebox.stores.settler import Settler, settle_failed
 from farebox.stores.timeouts import StoreTimeouts
 
 log = logging.getLogger("farebox.stores.scaled")
@@ -81,9 +82,13 @@ class ScaledStore:
         *,
         prefix: str | None = None,
         derive_prefix: bool = False,
+        settle_behind: bool = False,
     ) -> None:
         """``budgets`` keeps its prefix unless ``prefix`` is given or ``derive_prefix`` asks
-        for the database's own (chosen on open)."""
+        for the database's own (chosen on open). ``settle_behind``: ``append_ledger``
+        returns once the ledger commits and its Redis settle runs behind it (see
+        ``stores.settler``; what ``farebox serve`` uses); else the settle is done before it
+        returns."""
         self._pg = pg
         self.traffic = pg.traffic  # counters are flushed off the request path: PostgreSQL
         self._budgets = budgets
@@ -92,6 +97,8 @@ class ScaledStore:
         self._derive = derive_prefix or prefix is not None
         self._abandoned: dict[str, None] = {}  # reservations to undo once Redis answers
         self._backlog: list[LedgerEntry] = []  # reclaimed but not yet recorded in the ledger
+        self._settle_behind = settle_behind
+        self._settler = Settler(lambda entries: self._budgets.settle(entries), REDIS_DOWN)
 
     @classmethod
     def from_urls(
@@ -102,11 +109,13 @@ class ScaledStore:
         outbox: bool = True,
         prefix: str | None = None,
         timeouts: StoreTimeouts | None = None,
+        settle_behind: bool = False,
     ) -> ScaledStore:
         t = timeouts or StoreTimeouts()
         client = redis_client(redis_url, t)
         pg = PostgresStore(database_url, outbox=outbox, timeouts=t)
-        return cls(pg, RedisBudgets(client), client, prefix=prefix, derive_prefix=True)
+        return cls(pg, RedisBudgets(client), client, prefix=prefix, derive_prefix=True,
+                   settle_behind=settle_behind)  # fmt: skip
 
     async def open(self) -> None:
         await self._pg.open()
@@ -120,10 +129,19 @@ class ScaledStore:
         except BaseException:
             await self._pg.close()
             raise
+        if self._settle_behind:
+            self._settler.start()
 
     async def close(self) -> None:
-        await self._pg.close()
-        await self._client.aclose()
+        """Settle what is queued first (a clean shutdown leaves no reservation held), then
+        close both databases."""
+        try:
+            await self._settler.stop()
+        finally:
+            try:
+                await self._pg.close()
+            finally:
+                await self._client.aclose()
 
     @property
     def ledger_health(self) -> Health:
@@ -192,20 +210,18 @@ class ScaledStore:
 
     # ledger ----------------------------------------------------------------------------
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
-        """Commit the entries, then settle their reservations in Redis. Once the commit is
-        done so is the request: a failed settle is logged and left to lease reclaim, which
-        settles from the committed entry, so it never changes what the client is told."""
+        """Commit the entries, then settle their reservations in Redis: behind the caller
+        (``settle_behind``, unless the settler's queue is full) or before returning. Once
+        the commit is done so is the request: a failed settle is logged and left to lease
+        reclaim, which settles from the committed entry, so it never changes what the
+        client is told."""
         await self._pg.append_ledger(entries)
+        if self._settle_behind and self._settler.submit(entries):
+            return
         try:
             await self._budgets.settle(entries)
         except Exception as exc:  # any failure after the commit is left to reclaim
-            log.warning(
-                "ledger entries %s committed; their Redis settle failed (%s: %s) and is left "
-                "to lease reclaim",
-                ", ".join(e.request_id for e in entries[:5]) + ("..." if len(entries) > 5 else ""),
-                type(exc).__name__,
-                exc,
-            )
+            settle_failed(entries, exc)
 
     def append_ledger_now(self, entries: Sequence[LedgerEntry]) -> bool:
         return False  # PostgreSQL and Redis are over the network
@@ -313,6 +329,13 @@ class ScaledStore:
             return await self._budgets.claim_probe(deployment, now, until)
 
     async def budget_states(self, holds: Sequence[Hold]) -> list[HoldState]:
+        """The counters, once the settles queued before this call are done: a client that
+        got its answer from this replica then reads its own spend (another replica's queued
+        settles are not waited for: they land within a Redis round trip or two). A reserve
+        does not wait so: a hold whose settle is queued counts its reserved amount, as every
+        reserve saw while its request ran, a round trip longer; the reservation is sized
+        for the request's most, so the next admission is only more conservative for it."""
+        await self._settler.flush()
         with _redis_required():
             return await self._budgets.states(holds)
 
