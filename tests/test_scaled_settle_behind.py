@@ -195,6 +195,34 @@ async def test_reserves_do_not_wait_for_queued_settles(store: Any) -> None:
     assert (await store.reserve(reservation("r3", 500, [h]))).ok
 
 
+async def test_a_finished_requests_slot_never_refuses_the_next_one(store: Any) -> None:
+    """A key allowed one request in flight: the next request, sent as soon as the answer
+    came, is admitted even while the first one's settle (which frees the slot) is queued: a
+    refused reserve waits for the queued settles and is tried once more."""
+    from farebox.core.records import Reservation
+    from farebox.gateway.rate_limits import LimitSpec, holds
+
+    spec = LimitSpec("key", requests=100, tokens=10**6, concurrent=1, model=None, window_s=60)
+    slot = [h for h in holds([spec], tenant="acme", key="k1", user=None, ip=None, model="m",
+                             now=T0) if h.unit == "concurrent"]  # fmt: skip
+
+    def one(rid: str) -> Reservation:
+        return Reservation(rid, 0, tuple(slot), T0 + 60, reservation(rid, 0, []).unsettled, 1)
+
+    assert (await store.reserve(one("a"))).ok
+    assert not (await store.reserve(one("b"))).ok  # "a" is in flight: full (nothing queued)
+    gate = Gate(store)
+    store._budgets.settle = gate
+    await store.append_ledger([settlement("a", 0)])  # answered; its settle is held back
+    await gate.waiting.wait()
+    second = asyncio.create_task(store.reserve(one("c")))
+    await asyncio.sleep(0)  # one loop turn: the reserve is under way
+    assert not second.done()
+    gate.opened.set()  # whenever the settle lands, before or after the first try, "c" gets in
+    assert (await second).ok
+    assert await state(store, slot[0]) == (0, 1, 1)  # "c" in flight, "a" gone
+
+
 # --- the Settler alone ---------------------------------------------------------------------
 
 

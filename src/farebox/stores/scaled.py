@@ -247,11 +247,24 @@ class ScaledStore:
         cancelled request holds nothing."""
         try:
             with _redis_required():
-                return await self._budgets.reserve(reservation)
+                return await self._reserve_after_settles(reservation)
         except (LimiterUnavailable, asyncio.CancelledError):  # no answer, or no one to take it
             if len(self._abandoned) < ABANDONED_MAX:
                 self._abandoned[reservation.id] = None
             raise
+
+    async def _reserve_after_settles(self, reservation: Reservation) -> ReserveOutcome:
+        """A reserve refused while settles are queued behind answered requests is tried once
+        more after they land: a finished request's hold (its in-flight slot, its tokens, its
+        worst-case amount) never refuses the next one, so a client sending one request after
+        another sees the same limits as with the settle done before the answer. A refused
+        reserve changed nothing, so trying it again is safe; one admitted never waits."""
+        behind = self._settler.pending  # before the reserve: its answer may predate them
+        outcome = await self._budgets.reserve(reservation)
+        if not outcome.ok and behind:
+            await self._settler.flush()
+            outcome = await self._budgets.reserve(reservation)
+        return outcome
 
     async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:
         await self._budgets.extend(ids, expires_at)
@@ -332,9 +345,7 @@ class ScaledStore:
         """The counters, once the settles queued before this call are done: a client that
         got its answer from this replica then reads its own spend (another replica's queued
         settles are not waited for: they land within a Redis round trip or two). A reserve
-        does not wait so: a hold whose settle is queued counts its reserved amount, as every
-        reserve saw while its request ran, a round trip longer; the reservation is sized
-        for the request's most, so the next admission is only more conservative for it."""
+        does not wait so, unless refused (``_reserve_after_settles``)."""
         await self._settler.flush()
         with _redis_required():
             return await self._budgets.states(holds)

@@ -14,7 +14,10 @@ call (many requests' entries in one script), so it also costs Redis fewer round 
 - A reserve does not wait: a hold whose settle is queued counts its reserved amount, as
   every reserve saw while its request ran, a round trip longer. The reservation is sized
   for the request's most, so this only makes the next admission more conservative (never
-  an overspend the inline settle would have prevented).
+  an overspend the inline settle would have prevented). And a reserve *refused* while
+  settles are queued is tried once more after they land (``ScaledStore.reserve``), so a
+  finished request's hold, its in-flight slot above all, never refuses the next request
+  of a client that waited for its answer.
 - Bounded: beyond ``max_pending`` entries the caller settles its own (``submit`` says no),
   which slows the requests that overload it rather than growing without end.
 - Started by the store's ``open``, ended by its ``close``: everything queued is settled
@@ -33,7 +36,7 @@ from farebox.core.records import LedgerEntry
 
 log = logging.getLogger("farebox.stores.scaled")
 MAX_PENDING = 10_000  # entries queued at most; beyond, the caller settles its own
-BATCH_MAX = 512  # entries per settle call
+BATCH_MAX = 128  # entries per settle call (one script: Redis runs nothing else meanwhile)
 FLUSH_WAIT_S = 2.0  # how long a read waits at most for the settles queued before it
 
 SettleFn = Callable[[Sequence[LedgerEntry]], Awaitable[None]]
@@ -75,6 +78,11 @@ class Settler:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done() and not self._closing
+
+    @property
+    def pending(self) -> bool:
+        """Whether entries submitted are not settled (nor left to reclaim) yet."""
+        return self._done < self._submitted
 
     def start(self) -> None:
         if self._task is None:
