@@ -47,6 +47,7 @@ from farebox.stores.timeouts import StoreTimeouts
 
 log = logging.getLogger("farebox.stores.scaled")
 REDIS_CONNECTIONS = 64
+FREED = ("concurrent", "tokens")  # rate-limit units whose holds a settle frees or lowers
 ABANDONED_MAX = 100_000  # reservations to undo remembered at most (beyond: their lease expires)
 # what a Redis call that did not get its answer raises
 REDIS_DOWN: tuple[type[BaseException], ...] = (
@@ -254,14 +255,18 @@ class ScaledStore:
             raise
 
     async def _reserve_after_settles(self, reservation: Reservation) -> ReserveOutcome:
-        """A reserve refused while settles are queued behind answered requests is tried once
-        more after they land: a finished request's hold (its in-flight slot, its tokens, its
-        worst-case amount) never refuses the next one, so a client sending one request after
-        another sees the same limits as with the settle done before the answer. A refused
-        reserve changed nothing, so trying it again is safe; one admitted never waits."""
+        """A reserve refused by a rate limit that a settle frees (a slot in flight, tokens
+        held at the estimate) while settles are queued behind answered requests is tried
+        once more after they land: a finished request's slot never refuses the next one, so
+        a client sending one request after another sees the limits it saw with the settle
+        before the answer. A refused reserve changed nothing, so trying it again is safe;
+        one admitted never waits. A budget (pico-USD) refusal is not retried here: the
+        admission waits for room itself (``budgets.wait_for_room_s``), and retrying every
+        refusal would double the Redis work of requests waiting on an exhausted budget."""
         behind = self._settler.pending  # before the reserve: its answer may predate them
         outcome = await self._budgets.reserve(reservation)
-        if not outcome.ok and behind:
+        failed = outcome.failed
+        if behind and not outcome.ok and failed is not None and failed.hold.unit in FREED:
             await self._settler.flush()
             outcome = await self._budgets.reserve(reservation)
         return outcome

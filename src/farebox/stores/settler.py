@@ -14,9 +14,9 @@ call (many requests' entries in one script), so it also costs Redis fewer round 
 - A reserve does not wait: a hold whose settle is queued counts its reserved amount, as
   every reserve saw while its request ran, a round trip longer. The reservation is sized
   for the request's most, so this only makes the next admission more conservative (never
-  an overspend the inline settle would have prevented). And a reserve *refused* while
-  settles are queued is tried once more after they land (``ScaledStore.reserve``), so a
-  finished request's hold, its in-flight slot above all, never refuses the next request
+  an overspend the inline settle would have prevented). And a reserve refused by a slot
+  in flight or a token limit while settles are queued is tried once more after they land
+  (``ScaledStore.reserve``), so a finished request's slot never refuses the next request
   of a client that waited for its answer.
 - Bounded: beyond ``max_pending`` entries the caller settles its own (``submit`` says no),
   which slows the requests that overload it rather than growing without end.
