@@ -78,6 +78,7 @@ def make_store(settings: Settings) -> Store:
             prefix=settings.file.redis_prefix,
             timeouts=timeouts,
             cluster=settings.redis_cluster,
+            settle_behind=True,  # the answer does not wait for the Redis settle
         )
     if settings.database_path is None:
         return MemoryStore()

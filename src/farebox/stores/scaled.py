@@ -49,11 +49,13 @@ from farebox.stores.redis.cluster import CLUSTER_DOWN, BoundedCluster, answers, 
 from farebox.stores.redis.epoch import BOUND_S, EpochWatch
 from farebox.stores.redis.migrate import ensure_layout
 from farebox.stores.redis.namespace import choose_prefix, claim, database_id, database_label
+from farebox.stores.settler import Settler, settle_failed
 from farebox.stores.timeouts import StoreTimeouts
 
 log = logging.getLogger("farebox.stores.scaled")
 REDIS_CONNECTIONS = 64
 EPOCH_CONNECTIONS = 4  # the auth epoch watch's own: its subscriber, its poll, bumps
+FREED = ("concurrent", "tokens")  # rate-limit units whose holds a settle frees or lowers
 ABANDONED_MAX = 100_000  # reservations to undo remembered at most (beyond: their lease expires)
 # what a Redis call that did not get its answer raises (on a cluster too)
 REDIS_DOWN: tuple[type[BaseException], ...] = (
@@ -114,11 +116,15 @@ class ScaledStore:
         prefix: str | None = None,
         derive_prefix: bool = False,
         epoch_client: aioredis.Redis | None = None,
+        settle_behind: bool = False,
     ) -> None:
         """``budgets`` keeps its prefix unless ``prefix`` is given or ``derive_prefix`` asks
         for the database's own (chosen on open). ``epoch_client`` (closed with the store)
         carries the auth epoch watch, so that its poll never waits behind the requests for a
-        pooled connection; without it the watch shares ``client``."""
+        pooled connection; without it the watch shares ``client``. ``settle_behind``:
+        ``append_ledger`` returns once the ledger commits and its Redis settle runs behind it
+        (see ``stores.settler``; what ``farebox serve`` uses); else the settle is done before
+        it returns."""
         self._pg = pg
         self.traffic = pg.traffic  # counters are flushed off the request path: PostgreSQL
         self._budgets = budgets
@@ -129,6 +135,8 @@ class ScaledStore:
         self._backlog: list[LedgerEntry] = []  # reclaimed but not yet recorded in the ledger
         self._epoch_client = epoch_client
         self._epoch = EpochWatch(epoch_client or client)  # runs from open() to close()
+        self._settle_behind = settle_behind
+        self._settler = Settler(lambda entries: self._budgets.settle(entries), REDIS_DOWN)
 
     @classmethod
     def from_urls(
@@ -140,13 +148,15 @@ class ScaledStore:
         prefix: str | None = None,
         timeouts: StoreTimeouts | None = None,
         cluster: bool = False,
+        settle_behind: bool = False,
     ) -> ScaledStore:
         t = timeouts or StoreTimeouts()
         client = redis_client(redis_url, t, cluster=cluster)
         watch = redis_client(redis_url, t, EPOCH_CONNECTIONS, cluster=cluster)
         pg = PostgresStore(database_url, outbox=outbox, timeouts=t)
         budgets = RedisBudgets(client)
-        return cls(pg, budgets, client, prefix=prefix, derive_prefix=True, epoch_client=watch)
+        return cls(pg, budgets, client, prefix=prefix, derive_prefix=True, epoch_client=watch,
+                   settle_behind=settle_behind)  # fmt: skip
 
     async def open(self) -> None:
         await self._pg.open()
@@ -163,6 +173,8 @@ class ScaledStore:
             await self._epoch.stop()
             await self._pg.close()
             raise
+        if self._settle_behind:
+            self._settler.start()
 
     async def _key_tenant(self, key_id: str) -> str | None:
         """Whose counters a key's are: its tenant's, the home slot's ("") for a service
@@ -171,13 +183,15 @@ class ScaledStore:
         return None if key is None else (key.tenant_id or "")
 
     async def close(self) -> None:
-        try:
-            await self._epoch.stop()
-        finally:
-            await self._pg.close()
-            await self._client.aclose()
+        """Settle what is queued first (a clean shutdown leaves no reservation held), then
+        stop the epoch watch and close both databases."""
+        async with contextlib.AsyncExitStack() as stack:  # LIFO, each step runs whatever failed
             if self._epoch_client is not None:
-                await self._epoch_client.aclose()
+                stack.push_async_callback(self._epoch_client.aclose)
+            stack.push_async_callback(self._client.aclose)
+            stack.push_async_callback(self._pg.close)
+            stack.push_async_callback(self._epoch.stop)
+            stack.push_async_callback(self._settler.stop)
 
     @property
     def ledger_health(self) -> Health:
@@ -257,20 +271,18 @@ class ScaledStore:
 
     # ledger ----------------------------------------------------------------------------
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
-        """Commit the entries, then settle their reservations in Redis. Once the commit is
-        done so is the request: a failed settle is logged and left to lease reclaim, which
-        settles from the committed entry, so it never changes what the client is told."""
+        """Commit the entries, then settle their reservations in Redis: behind the caller
+        (``settle_behind``, unless the settler's queue is full) or before returning. Once
+        the commit is done so is the request: a failed settle is logged and left to lease
+        reclaim, which settles from the committed entry, so it never changes what the
+        client is told."""
         await self._pg.append_ledger(entries)
+        if self._settle_behind and self._settler.submit(entries):
+            return
         try:
             await self._budgets.settle(entries)
         except Exception as exc:  # any failure after the commit is left to reclaim
-            log.warning(
-                "ledger entries %s committed; their Redis settle failed (%s: %s) and is left "
-                "to lease reclaim",
-                ", ".join(e.request_id for e in entries[:5]) + ("..." if len(entries) > 5 else ""),
-                type(exc).__name__,
-                exc,
-            )
+            settle_failed(entries, exc)
 
     def append_ledger_now(self, entries: Sequence[LedgerEntry]) -> bool:
         return False  # PostgreSQL and Redis are over the network
@@ -296,11 +308,28 @@ class ScaledStore:
         cancelled request holds nothing."""
         try:
             with _redis_required():
-                return await self._budgets.reserve(reservation)
+                return await self._reserve_after_settles(reservation)
         except (LimiterUnavailable, asyncio.CancelledError):  # no answer, or no one to take it
             if len(self._abandoned) < ABANDONED_MAX:
                 self._abandoned[reservation.id] = None
             raise
+
+    async def _reserve_after_settles(self, reservation: Reservation) -> ReserveOutcome:
+        """A reserve refused by a rate limit that a settle frees (a slot in flight, tokens
+        held at the estimate) while settles are queued behind answered requests is tried
+        once more after they land: a finished request's slot never refuses the next one, so
+        a client sending one request after another sees the limits it saw with the settle
+        before the answer. A refused reserve changed nothing, so trying it again is safe;
+        one admitted never waits. A budget (pico-USD) refusal is not retried here: the
+        admission waits for room itself (``budgets.wait_for_room_s``), and retrying every
+        refusal would double the Redis work of requests waiting on an exhausted budget."""
+        behind = self._settler.pending  # before the reserve: its answer may predate them
+        outcome = await self._budgets.reserve(reservation)
+        failed = outcome.failed
+        if behind and not outcome.ok and failed is not None and failed.hold.unit in FREED:
+            await self._settler.flush()
+            outcome = await self._budgets.reserve(reservation)
+        return outcome
 
     async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:
         await self._budgets.extend(ids, expires_at)
@@ -378,6 +407,11 @@ class ScaledStore:
             return await self._budgets.claim_probe(deployment, now, until)
 
     async def budget_states(self, holds: Sequence[Hold]) -> list[HoldState]:
+        """The counters, once the settles queued before this call are done: a client that
+        got its answer from this replica then reads its own spend (another replica's queued
+        settles are not waited for: they land within a Redis round trip or two). A reserve
+        does not wait so, unless refused (``_reserve_after_settles``)."""
+        await self._settler.flush()
         with _redis_required():
             return await self._budgets.states(holds)
 

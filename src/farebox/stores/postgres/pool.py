@@ -28,6 +28,18 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 )
 
 
+async def keep_session(conn: Any) -> None:
+    """The pool's ``reset``: nothing to send. asyncpg's default reset runs ``SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` on every release, one round
+    trip on the request path (after the ledger commit) that undoes nothing here: connections
+    taken with ``acquire`` leave no session state behind (no ``LISTEN``, no cursor outside a
+    transaction, no ``SET`` but ``SET LOCAL``, advisory locks only transaction-scoped, the
+    ``search_path`` a startup setting). The pool still rolls back an open transaction itself
+    before calling this (``Connection._reset``: local, no round trip unless one is open). The
+    one session-level lock (the exporter's) is taken on a connection from ``take``, which
+    ``give`` resets in full."""
+
+
 def unreachable(exc: BaseException) -> bool:
     if isinstance(exc, _UNREACHABLE):
         return True
@@ -83,4 +95,13 @@ class TimedPool:
             raise
 
     async def give(self, conn: Any) -> None:
-        await self._pool.release(conn)
+        """Return a connection from ``take``, reset in full first (it may hold a session
+        lock, even one whose answer never arrived); a connection that cannot be reset is
+        closed rather than pooled."""
+        try:
+            await conn.reset(timeout=self._acquire_s)
+        except BaseException:
+            conn.terminate()  # the pool replaces it; releasing a terminated one is safe
+            raise
+        finally:
+            await self._pool.release(conn)

@@ -20,7 +20,13 @@ from farebox.core.budgets import Hold
 from farebox.core.records import ApiKey, LedgerEntry, Tenant, UsageQuery, UsageRow
 from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health, Prober, ProbeTimes
-from farebox.stores.postgres.pool import TimedPool, unreachable
+from farebox.stores.postgres.ledger_write import (
+    COLUMN_TYPES,
+    LedgerStatements,
+    column_arrays,
+    folded,
+)
+from farebox.stores.postgres.pool import TimedPool, keep_session, unreachable
 from farebox.stores.postgres.schema import lock_key, migrate, quote_ident
 from farebox.stores.postgres.traffic import PostgresTraffic
 from farebox.stores.sql import (
@@ -120,20 +126,8 @@ class PostgresStore(SQLAccounts):
         self.health = Health("PostgreSQL")
         probe = self._timeouts.probe_s
         self._prober = Prober(self.health, self.ping, ProbeTimes(min(probe, 0.5), probe, probe))
-        self._ledger_upsert = self._upsert_sql()
         self.traffic = PostgresTraffic(lambda: self._pool, self._s)
-        self._ledger_insert = (
-            f"INSERT INTO {self._s}.ledger({_cols(LEDGER_COLS)}) "
-            f"VALUES ({_params(1, len(LEDGER_COLS))}) ON CONFLICT (request_id) DO NOTHING"
-        )
-
-    def _upsert_sql(self) -> str:
-        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in LEDGER_COLS if c != "request_id")
-        return (
-            f"INSERT INTO {self._s}.ledger({_cols(LEDGER_COLS)}) "
-            f"VALUES ({_params(1, len(LEDGER_COLS))}) "
-            f"ON CONFLICT (request_id) DO UPDATE SET {updates} WHERE ledger.status = 'unsettled'"
-        )
+        self._ledger_sql: LedgerStatements | None = None  # built on open, from the table
 
     # lifecycle -----------------------------------------------------------------
     async def open(self) -> None:
@@ -145,6 +139,7 @@ class PostgresStore(SQLAccounts):
             min_size=self._pool_min,
             max_size=self._pool_max,
             init=_init_connection,
+            reset=keep_session,  # no reset round trip on release (see ``pool.keep_session``)
             server_settings={"search_path": self._s},
             timeout=t.postgres_connect_s,  # each new connection
             command_timeout=t.postgres_command_s,  # each statement
@@ -152,6 +147,8 @@ class PostgresStore(SQLAccounts):
         try:
             async with pool.acquire(timeout=t.postgres_command_s) as conn:
                 await migrate(conn, self._schema)
+                types = await conn.fetch(COLUMN_TYPES, f"{self._s}.ledger")
+            self._ledger_sql = LedgerStatements.build(self._s, {r[0]: r[1] for r in types})
         except BaseException:
             pool.terminate()  # not awaited: safe even while being cancelled
             raise
@@ -209,38 +206,28 @@ class PostgresStore(SQLAccounts):
         return False  # every write goes over the network
 
     async def append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
-        """Write all entries in one transaction. A repeated request id is ignored, except
-        that a real entry replaces an ``unsettled`` placeholder (a late settlement)."""
-        await self._write_ledger(self._ledger_upsert, entries)
+        """Write all entries in one statement (one commit). A repeated request id is ignored,
+        except that a real entry replaces an ``unsettled`` placeholder (a late settlement)."""
+        await self._write_ledger(entries, replace_unsettled=True)
 
     async def insert_ledger_if_absent(self, entries: Sequence[LedgerEntry]) -> None:
         """Write entries whose request id is not in the ledger yet; never replace one."""
-        await self._write_ledger(self._ledger_insert, entries)
+        await self._write_ledger(entries, replace_unsettled=False)
 
-    async def _write_ledger(self, sql: str, entries: Sequence[LedgerEntry]) -> None:
+    async def _write_ledger(
+        self, entries: Sequence[LedgerEntry], *, replace_unsettled: bool
+    ) -> None:
         """Idempotent: an entry already recorded for real (not as ``unsettled``) is skipped,
         outbox row included, so retrying a batch whose commit was not acknowledged (the
-        connection dropped after COMMIT) writes nothing twice."""
+        connection dropped after COMMIT) writes nothing twice. One statement, committed on
+        its own (see ``ledger_write``)."""
         if not entries:
             return
-        async with self._pool.acquire() as conn, conn.transaction():
-            done = await conn.fetch(
-                f"SELECT request_id FROM {self._s}.ledger "
-                "WHERE request_id = ANY($1::text[]) AND status <> 'unsettled'",
-                [e.request_id for e in entries],
-            )
-            if done:
-                skip = {r[0] for r in done}
-                entries = [e for e in entries if e.request_id not in skip]
-                if not entries:
-                    return
-            rows = [_ledger_row(e) for e in entries]
-            billable = [e.request_id for e in entries if e.status != "unsettled"]
-            await conn.executemany(sql, rows)
-            if self.outbox and billable:
-                await conn.execute(
-                    f"INSERT INTO {self._s}.outbox(request_id) SELECT unnest($1::text[])", billable
-                )
+        pool, statements = self._pool, self._ledger_sql
+        assert statements is not None  # built by ``open``, with the pool
+        kept = folded(entries, replace_unsettled=replace_unsettled)
+        sql = statements.pick(replace_unsettled=replace_unsettled, outbox=self.outbox)
+        await pool.execute(sql, *column_arrays([_ledger_row(e) for e in kept]))
 
     async def existing_entries(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
         """The ledger entries among ``request_ids``, by request id."""
