@@ -7,7 +7,10 @@ before it), the lease is no longer renewed and expires; reclaiming it finds the 
 ledger entry and settles from it, so the spend is neither lost nor counted twice, and the
 client is told what the ledger says.
 
-Every key lives under ``{<prefix>}`` (see ``stores.redis.namespace``). Every PostgreSQL and
+Deployment keys live under ``{<prefix>}`` and each tenant's counters, reservations and leases
+under its own hash tag ``{<prefix>/t/<tenant>}`` (``stores.redis.layout``), so a Redis Cluster
+spreads tenants over its nodes. The Redis settle runs behind the commit (``stores.settler``)
+when ``settle_behind`` is set, as ``farebox serve`` does. Every PostgreSQL and
 Redis call has a deadline (``StoreTimeouts``); a Redis call that fails or times out on the
 request path is a 503 ``limiter_unavailable``, and a reservation whose outcome is unknown is
 undone once Redis answers again.

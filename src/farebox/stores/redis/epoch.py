@@ -43,7 +43,8 @@ from typing import Any, Protocol
 log = logging.getLogger("farebox.stores.redis.epoch")
 POLL_S = 0.25  # the safety-net poll's interval
 BOUND_S = 1.0  # the staleness bound: no successful poll for this long and nothing is trusted
-LISTEN_S = 1.0  # how long one wait for an announcement lasts (the loop then waits again)
+CLOSE_S = 1.0  # closing the subscriber takes at most this long
+LISTEN_S = 0.25  # how long one wait for an announcement lasts (the loop then waits again)
 TASK_NAME = "auth epoch watch"
 
 
@@ -71,6 +72,7 @@ class EpochWatch:
         if not 0 < poll_s < bound_s:
             raise ValueError(f"poll_s ({poll_s}) must be above 0 and below bound_s ({bound_s})")
         self._client = client
+        self._stopping = False  # set by stop(): the loops end at their next turn
         self._poll_s = poll_s
         self._bound_s = bound_s
         self._clock = clock
@@ -88,6 +90,7 @@ class EpochWatch:
         if self._task is not None:
             raise RuntimeError("the epoch watch is already running")
         self._key = key
+        self._stopping = False
         sent = self._clock()
         self._observe(await self._client.get(key), sent)
         self._task = asyncio.create_task(self._run(), name=f"{TASK_NAME} {key}")
@@ -95,6 +98,7 @@ class EpochWatch:
     async def stop(self) -> None:
         """End the background work and wait for it (nothing is left running)."""
         refresh, task, self._refresh, self._task = self._refresh, self._task, None, None
+        self._stopping = True  # redis-py's get_message can swallow a cancel: the loops check it
         if refresh is not None:
             refresh.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):  # its callers saw it
@@ -186,7 +190,7 @@ class EpochWatch:
 
     async def _listen(self) -> None:
         """Adopt announced values; resubscribe after any failure, at the poll's pace."""
-        while True:
+        while not self._stopping:
             try:
                 await self._subscribed()
             except Exception as exc:
@@ -197,15 +201,18 @@ class EpochWatch:
         pubsub = self._client.pubsub()
         try:
             await pubsub.subscribe(self._key)
-            while True:
+            while not self._stopping:
                 message = await pubsub.get_message(ignore_subscribe_messages=True,
                                                    timeout=LISTEN_S)  # fmt: skip
                 if message is not None and message.get("type") == "message":
                     with contextlib.suppress(ValueError, TypeError):
                         self._observe(message["data"])
         finally:
-            with contextlib.suppress(Exception):  # a broken connection is dropped anyway
-                await pubsub.aclose()
+            # bounded: closing a subscriber cancelled mid-read can wait on its socket, and a
+            # stop must not hang on it (a broken connection is dropped with the client anyway)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_S):
+                    await pubsub.aclose()
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
