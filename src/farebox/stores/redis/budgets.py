@@ -3,7 +3,8 @@ sharded by tenant so that tenants spread over a Redis Cluster.
 
 Every operation that reads and then writes is one Lua script over the keys of one hash slot,
 so it is atomic across every replica; nothing is locked in Python. The key layout is in
-``stores.redis.layout``, the scripts and their arithmetic in ``stores.redis.lua``.
+``stores.redis.layout``, the scripts and their arithmetic in ``stores.redis.lua``, the reserve
+and settle scripts every request runs in ``stores.redis.hot``.
 
 One request, one round trip. A reservation's holds are grouped by slot: a tenant's counters
 (budgets at tenant, key, feature and user scope, and rate limits) live in the tenant's slot;
@@ -24,13 +25,20 @@ unknown (no answer), the caller undoes it in every slot (``cancel``, which knows
 Which slots hold a reservation: this process remembers it from the reserve until the
 settle or cancel (``_slots``); a settle of a reservation made elsewhere (reclaim settling from
 the ledger) tries the entry's tenant slot and the home slot, which is harmless: settling is
-idempotent and a slot without the reservation does nothing.
+idempotent and a slot without the reservation does nothing. It remembers the reservation too
+(``_made``), so its settle passes each slot's holds to the script, which then need not read
+and decode the stored record (a settle of a reservation made elsewhere reads it).
 
-Money is exact: counters change only with ``HINCRBY`` (exact signed 64-bit integers) and the
-scripts compare with two-limb integers (``stores.redis.lua``). A script that would take a
-counter bucket out of the signed 64-bit range fails (``FareboxError``) and undoes its writes,
-so one bucket holds up to 2^63 - 1 (about 9.2 million USD in pico-USD); sums and limits
-beyond it are exact.
+Settling a batch (``stores.settler`` settles many requests' entries at once): on a single
+Redis, one script settles every entry, whatever its slot (a single server has no slots to
+respect); on a Redis Cluster, one script per slot, at once.
+
+Money is exact: counter buckets stay signed 64-bit integers (``HINCRBY``, or a decimal
+string the script computed exactly and checked to fit) and the scripts compare with two-limb
+integers (``stores.redis.lua``) whenever doubles cannot be sure (``stores.redis.hot``). A
+script that would take a counter bucket out of the signed 64-bit range fails
+(``FareboxError``) and undoes its writes, so one bucket holds up to 2^63 - 1 (about 9.2
+million USD in pico-USD); sums and limits beyond it are exact.
 """
 
 from __future__ import annotations
@@ -269,7 +277,7 @@ class RedisBudgets:
             holds = (
                 [] if res is None else [h for h in res.holds if self.layout.slot(h.tenant) == slot]
             )
-            if not holds:
+            if res is None or not holds:
                 args += [slot, rid, "0", str(e.cost), str(e.tokens)]
                 continue
             args += [slot, rid, str(len(holds))]

@@ -21,6 +21,22 @@ from __future__ import annotations
 
 from farebox.stores.redis.lua import NUM, WINDOW
 
+# the general code, made only by a call that needs it (making ``WINDOW``'s functions costs
+# every call of a script that includes them a few microseconds)
+LAZY = (
+    """
+local made = nil
+local function general()
+  if made then return made end
+"""
+    + WINDOW
+    + """
+  made = {state = state, resum = resum, first_live = first_live}
+  return made
+end
+"""
+)
+
 # decimal strings: exact sums and checks that take the doubles' answer whenever it is sure
 QUICK = """
 local abs = math.abs
@@ -69,7 +85,7 @@ local function window(c, z, f, from, kind, held)
     return {v[3] or '0', sr, old, '', cu = v[6], cr = v[7], top = top, old = old, live = true,
             sr = sr, c = c, z = z, f = f, kind = kind, held = held}
   end
-  local st = state(c, z, f, from, kind)
+  local st = general().state(c, z, f, from, kind)
   local s = st.s
   return {fmt(st[1], st[2]), fmt(st[3], st[4]), st[5], '', cu = st.cu, cr = st.cr,
           top = st.top, old = st.old, live = st.live, sr = fmt(s[3], s[4]), c = c, z = z,
@@ -105,7 +121,7 @@ end
 # per hold: used, reserved (as found: decimal strings), oldest ('' none), rollover used}.
 RESERVE = (
     NUM
-    + WINDOW
+    + LAZY
     + QUICK
     + FAST
     + """
@@ -183,7 +199,7 @@ return out
 # changed; any other counter changes with ``HINCRBY`` (undone should a later one fail).
 SETTLE = (
     NUM
-    + WINDOW
+    + LAZY
     + QUICK
     + """
 local function spent(unit, cost, tokens)
@@ -264,10 +280,11 @@ local function apply(P, H, j, n, live)
     local c = later[y]
     redis.call('HSET', c, unpack(later[y + 1]))
     if later[y + 2] then
-      redis.call('HSET', c, 'old', first_live(c, P .. ':z:' .. later[y + 3], later[y + 2]))
+      local live = general().first_live(c, P .. ':z:' .. later[y + 3], later[y + 2])
+      redis.call('HSET', c, 'old', live)
     end
   end
-  for _, x in ipairs(slow) do resum(x[1], x[2], x[3], x[4], x[5], x[6], x[7]) end
+  for _, x in ipairs(slow) do general().resum(x[1], x[2], x[3], x[4], x[5], x[6], x[7]) end
   return nil
 end
 
