@@ -221,37 +221,31 @@ local function back(done)
   for i = #done - 2, 1, -3 do redis.call('HINCRBY', done[i], done[i + 1], negs(done[i + 2])) end
 end
 
--- a rolling counter whose bucket f is in its window: the HSET arguments of its settle, and
--- the window start when ``old`` must be looked for again afterwards (false if not); nil if
--- the bucket is not in the window (the general path), false if out of 64-bit range
-local function plan(c, f, dr, du)
-  local v = redis.call('HMGET', c, 'lo', 'su', 'sr', 'old', 'u' .. f, 'r' .. f)
-  if not v[1] or tonumber(f) < tonumber(v[1]) then return nil end
-  local w, m, r = {}, 0, nil
-  if du then
-    local u = v[5] or '0'
-    if not fits2(u, du) then return false end
-    w[1], w[2], w[3], w[4], m = 'u' .. f, plus(u, du), 'su', plus(v[2], du), 4
+-- add d to a window sum: HINCRBY while it is a 64-bit integer, else exact decimal strings
+local function sumadd(c, name, d)
+  if type(redis.pcall('HINCRBY', c, name, d)) == 'table' then
+    redis.call('HSET', c, name, plus(redis.call('HGET', c, name) or '0', d))
   end
-  if dr then
-    r = v[6] or '0'
-    if not fits2(r, dr) then return false end
-    r = plus(r, dr)
-    w[m + 1], w[m + 2], w[m + 3], w[m + 4], m = 'r' .. f, r, 'sr', plus(v[3], dr), m + 4
-  end
-  local old = v[4] or ''
+end
+
+-- a rolling counter's sums and oldest bucket after its bucket f changed by dr (reserved) and
+-- du (used), with r reserved left in it; ``old`` the oldest bucket with anything, before
+local function resum_quick(c, z, f, dr, du, r, old, lo)
+  if du then sumadd(c, 'su', du) end
+  if dr then sumadd(c, 'sr', dr) end
   if du and (old == '' or (old ~= f and tonumber(f) < tonumber(old))) then
-    w[m + 1], w[m + 2] = 'old', f
-  elseif dr and not du and f == old and r == '0' and not nonzero(v[5]) then
-    return w, v[1]
+    redis.call('HSET', c, 'old', f)
+  elseif dr and not du and f == old and r == 0
+      and not nonzero(redis.call('HGET', c, 'u' .. f)) then
+    redis.call('HSET', c, 'old', general().first_live(c, z, lo))
   end
-  return w, false
 end
 
 -- settle one entry's holds H[j..] (n of them, five strings each) in slot P; nil, or the
--- counter that would leave the 64-bit range (nothing changed then)
+-- counter that would leave the 64-bit range (nothing changed then). Buckets change first
+-- (HINCRBY, undone should one fail), then the window sums (which cannot fail).
 local function apply(P, H, j, n, live)
-  local done, later, slow = {}, {}, {}
+  local done, later = {}, {}
   for x = j, j + 5 * (n - 1), 5 do
     local key, f, kind, held, du = H[x], H[x + 1], H[x + 2], H[x + 3], H[x + 4]
     local dr = nil
@@ -259,32 +253,26 @@ local function apply(P, H, j, n, live)
     if live and held ~= '0' then dr = negs(held) end
     if dr or du then
       local c = P .. ':c:' .. key
-      local w, relive = nil, nil
-      if kind ~= 's' then w, relive = plan(c, f, dr, du) end
-      if w then
-        local m = #later
-        later[m + 1], later[m + 2], later[m + 3], later[m + 4] = c, w, relive, key
-      else
-        local r, ok = nil, w == nil
-        if ok and dr then r = inc(c, 'r' .. f, dr, done); ok = r ~= nil end
-        if ok and du then ok = inc(c, 'u' .. f, du, done) ~= nil end
-        if not ok then
-          back(done)
-          return key
-        end
-        if kind ~= 's' then slow[#slow + 1] = {c, P .. ':z:' .. key, f, kind, dr, du, r} end
+      local v = nil
+      if kind ~= 's' then v = redis.call('HMGET', c, 'lo', 'old') end
+      local r, ok = nil, true
+      if dr then r = inc(c, 'r' .. f, dr, done); ok = r ~= nil end
+      if ok and du then ok = inc(c, 'u' .. f, du, done) ~= nil end
+      if not ok then
+        back(done)
+        return key
       end
+      if v then later[#later + 1] = {c, P .. ':z:' .. key, f, kind, dr, du, r, v[1], v[2]} end
     end
   end
-  for y = 1, #later, 4 do
-    local c = later[y]
-    redis.call('HSET', c, unpack(later[y + 1]))
-    if later[y + 2] then
-      local live = general().first_live(c, P .. ':z:' .. later[y + 3], later[y + 2])
-      redis.call('HSET', c, 'old', live)
+  for _, x in ipairs(later) do
+    local lo = x[8]
+    if lo and tonumber(x[3]) >= tonumber(lo) then
+      resum_quick(x[1], x[2], x[3], x[5], x[6], x[7], x[9] or '', lo)
+    else
+      general().resum(x[1], x[2], x[3], x[4], x[5], x[6], x[7])
     end
   end
-  for _, x in ipairs(slow) do general().resum(x[1], x[2], x[3], x[4], x[5], x[6], x[7]) end
   return nil
 end
 
