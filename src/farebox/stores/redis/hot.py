@@ -49,6 +49,13 @@ local function plus(a, b)
   return fmt(add(ah, al, num(b)))
 end
 
+-- add d to a window sum: HINCRBY while it is a 64-bit integer, else exact decimal strings
+local function sumadd(c, name, d)
+  if type(redis.pcall('HINCRBY', c, name, d)) == 'table' then
+    redis.call('HSET', c, name, plus(redis.call('HGET', c, name) or '0', d))
+  end
+end
+
 -- whether a + b is a signed 64-bit integer (HINCRBY's range)
 local function fits2(a, b)
   if #a < 18 and #b < 18 then return true end
@@ -159,22 +166,20 @@ if failed == 0 then
     if st.kind == 's' then
       if held ~= '0' then redis.call('HINCRBY', st.c, 'r' .. f, held) end
     else
-      local w, m = {}, 0
       if held ~= '0' then
-        w[1], w[2], m = 'r' .. f, plus(st.cr or '0', held), 2
+        redis.call('HINCRBY', st.c, 'r' .. f, held)  -- checked above to fit
         if st.live then
-          w[3], w[4], m = 'sr', plus(st.sr, held), 4
+          sumadd(st.c, 'sr', held)
           local old = st.old
           if old == '' or (old ~= f and tonumber(f) < tonumber(old)) then
-            w[5], w[6], m = 'old', f, 6
+            redis.call('HSET', st.c, 'old', f)
           end
         end
       end
       local top = st.top
       if top ~= f and (top == '' or tonumber(f) > tonumber(top)) then
-        w[m + 1], w[m + 2], m = 'top', f, m + 2
+        redis.call('HSET', st.c, 'top', f)
       end
-      if m > 0 then redis.call('HSET', st.c, unpack(w)) end
       if not st.cu and not st.cr then redis.call('ZADD', st.z, f, f) end
     end
   end
@@ -219,13 +224,6 @@ end
 
 local function back(done)
   for i = #done - 2, 1, -3 do redis.call('HINCRBY', done[i], done[i + 1], negs(done[i + 2])) end
-end
-
--- add d to a window sum: HINCRBY while it is a 64-bit integer, else exact decimal strings
-local function sumadd(c, name, d)
-  if type(redis.pcall('HINCRBY', c, name, d)) == 'table' then
-    redis.call('HSET', c, name, plus(redis.call('HGET', c, name) or '0', d))
-  end
 end
 
 -- a rolling counter's sums and oldest bucket after its bucket f changed by dr (reserved) and
