@@ -5,7 +5,9 @@
   them, and settles by a replica that did not make the reservation (it reads the holds
   from the stored record, where the maker passes them);
 - the reserve's quick check (doubles, exact when sure) at limits where doubles cannot tell
-  the difference: admitted at exactly the limit, refused one pico-USD over it.
+  the difference: admitted at exactly the limit, refused one pico-USD over it;
+- a rolling window whose reserved sum passes 2^63 - 1 while no bucket does: the bucket is
+  checked exactly (the sum only bounds it).
 
 Needs Redis at 127.0.0.1:6379 (skips without it, like ``tests/test_redis_budgets.py``).
 """
@@ -16,13 +18,25 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 
+from farebox.core.records import Reservation
 from farebox.errors import FareboxError
+from farebox.gateway.rate_limits import LimitSpec
+from farebox.gateway.rate_limits import holds as limit_holds
 from farebox.stores.redis.budgets import RedisBudgets
-from tests.contracts.builders import hold
+from tests.contracts.builders import entry, hold
 from tests.test_redis_budgets import connect
-from tests.test_redis_sharding import OPS, T0, Run, drop_all, reservation, settlement
+from tests.test_redis_sharding import (
+    INT64_MAX,
+    OPS,
+    T0,
+    Run,
+    drop_all,
+    reservation,
+    settlement,
+)
 
 
 class Replicas(Run):
@@ -113,6 +127,32 @@ async def test_the_quick_check_is_exact_where_doubles_are_not() -> None:
         await budgets.settle([settlement("q0", "acme", base)])
         state = (await budgets.states([hold("tenant:acme:day0", base, T0, tenant="acme")]))[0]
         assert (state.used, state.reserved) == (base, 0)
+    finally:
+        await drop_all(client, prefix)
+        await client.aclose()
+
+
+async def test_a_window_bucket_is_checked_exactly_when_the_window_sum_passes_64_bits() -> None:
+    """The reserve bounds a rolling counter's bucket by the window's reserved sum; a sum past
+    2^63 - 1 is no overflow of its own: the bucket itself is read and checked."""
+    client = await connect()
+    prefix = f"fbxhot-{uuid.uuid4().hex[:12]}"
+    spec = LimitSpec("key", requests=None, tokens=2**66, concurrent=None, model=None,
+                     window_s=60)  # fmt: skip
+    try:
+        budgets = RedisBudgets(client, prefix)
+        for n, (at, tokens) in enumerate([(0.0, INT64_MAX - 10), (3.0, 2**61), (3.5, 2**61)]):
+            on = limit_holds([spec], tenant="acme", key="k", user=None, ip=None, model="m",
+                             now=T0 + at)  # fmt: skip
+            res = Reservation(f"w{n}", 0, tuple(on), T0 + 60, entry(f"req-w{n}"), tokens)
+            got = await budgets.reserve(res)
+            assert got.ok
+        assert got.states[0].reserved == INT64_MAX - 10 + 2**62  # exact, past 64 bits
+        on = limit_holds([spec], tenant="acme", key="k", user=None, ip=None, model="m",
+                         now=T0 + 4.0)  # fmt: skip
+        over = Reservation("w3", 0, tuple(on), T0 + 60, entry("req-w3"), 2**62)
+        with pytest.raises(FareboxError, match="64-bit"):  # this bucket would pass 2^63 - 1
+            await budgets.reserve(over)
     finally:
         await drop_all(client, prefix)
         await client.aclose()

@@ -85,18 +85,27 @@ end
 # window has not moved is read with one HMGET; any other with the general ``state``.
 FAST = """
 local function window(c, z, f, from, kind, held)
-  local v = redis.call('HMGET', c, 'lo', 'top', 'su', 'sr', 'old', 'u' .. f, 'r' .. f)
+  local v = redis.call('HMGET', c, 'lo', 'top', 'su', 'sr', 'old')
   local lo, top = v[1], v[2] or ''
   if lo == from and (top == f or top == '' or tonumber(f) > tonumber(top)) then
     local sr, old = v[4] or '0', v[5] or ''
-    return {v[3] or '0', sr, old, '', cu = v[6], cr = v[7], top = top, old = old, live = true,
-            sr = sr, c = c, z = z, f = f, kind = kind, held = held}
+    -- top == f: the bucket is in the set, and holds at most the reserved sum (every bucket
+    -- of the window holds >= 0), a bound for the 64-bit check; else read it
+    local cu, cr, bound, exact = true, nil, sr, false
+    if top ~= f then
+      local b = redis.call('HMGET', c, 'u' .. f, 'r' .. f)
+      cu, cr, exact = b[1], b[2], true
+      bound = cr or '0'
+    end
+    return {v[3] or '0', sr, old, '', cu = cu, cr = cr, top = top, old = old, live = true,
+            sr = sr, c = c, z = z, f = f, kind = kind, held = held, bound = bound,
+            exact = exact}
   end
   local st = general().state(c, z, f, from, kind)
   local s = st.s
   return {fmt(st[1], st[2]), fmt(st[3], st[4]), st[5], '', cu = st.cu, cr = st.cr,
           top = st.top, old = st.old, live = st.live, sr = fmt(s[3], s[4]), c = c, z = z,
-          f = f, kind = kind, held = held}
+          f = f, kind = kind, held = held, bound = st.cr or '0', exact = true}
 end
 
 local function single(c, f, held)
@@ -104,7 +113,8 @@ local function single(c, f, held)
   local cu, cr = v[1], v[2]
   local oldest = ''
   if nonzero(cu) or nonzero(cr) then oldest = f end
-  return {cu or '0', cr or '0', oldest, '', cr = cr, c = c, f = f, kind = 's', held = held}
+  return {cu or '0', cr or '0', oldest, '', c = c, f = f, kind = 's', held = held,
+          bound = cr or '0', exact = true}
 end
 
 -- a limit with rollover (mode ``.r``; ARGV[a] the previous window, then cap, base limit):
@@ -156,8 +166,12 @@ if failed == 0 then
   end
   for i = 1, n do
     local st = found[i]
-    if st.held ~= '0' and not fits2(st.cr or '0', st.held) then
-      return redis.error_reply('FAREBOX_OVERFLOW reserved counter of ' .. st.c)
+    if st.held ~= '0' and not fits2(st.bound, st.held) then
+      local cr = st.bound
+      if not st.exact then cr = redis.call('HGET', st.c, 'r' .. st.f) or '0' end
+      if not fits2(cr, st.held) then
+        return redis.error_reply('FAREBOX_OVERFLOW reserved counter of ' .. st.c)
+      end
     end
   end
   for i = 1, n do
