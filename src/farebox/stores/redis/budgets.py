@@ -53,7 +53,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from farebox.core.budgets import Hold, HoldState, rollover, settled_amount
+from farebox.core.budgets import Hold, HoldState, held_amount, rollover, settled_amount
 from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
 from farebox.errors import Conflict, FareboxError
 from farebox.stores.redis import hot, lua
@@ -101,7 +101,9 @@ class RedisBudgets:
         self._claim = client.register_script(lua.CLAIM)
         self._cancel = client.register_script(lua.CANCEL)
         self._slots: dict[str, tuple[str, ...]] = {}  # reservation -> the slots it holds in
-        self._made: dict[str, Reservation] = {}  # the reservations of ``_slots``
+        # the holds, amount and token estimate of the reservations of ``_slots`` (not the
+        # reservations: their unsettled entries would keep far more memory)
+        self._made: dict[str, tuple[tuple[Hold, ...], int, int]] = {}
         # a single Redis runs one settle script for every slot; a cluster one per slot
         self._one_call = not isinstance(client, RedisCluster)
         self.leases = LeaseSlots(client, "", client.register_script(lua.FORGET))
@@ -145,7 +147,7 @@ class RedisBudgets:
         if len(self._slots) >= TRACKED_MAX:
             self._forget(next(iter(self._slots)))
         self._slots[res.id] = slots
-        self._made[res.id] = res
+        self._made[res.id] = (res.holds, res.amount, res.tokens)
 
     def _forget(self, rid: str) -> None:
         self._slots.pop(rid, None)
@@ -273,17 +275,18 @@ class RedisBudgets:
         for slot, e in items:
             rid = e.reservation_id or ""
             keys.append(self.layout.record(slot, rid))
-            res = self._made.get(rid)
+            made = self._made.get(rid)
             holds = (
-                [] if res is None else [h for h in res.holds if self.layout.slot(h.tenant) == slot]
+                [] if made is None else [h for h in made[0] if self.layout.slot(h.tenant) == slot]
             )
-            if res is None or not holds:
+            if made is None or not holds:
                 args += [slot, rid, "0", str(e.cost), str(e.tokens)]
                 continue
             args += [slot, rid, str(len(holds))]
             for h in holds:
+                held = held_amount(h.unit, made[1], made[2])
                 spent = settled_amount(h.unit, e.cost, e.tokens)
-                args += [h.key, field(h.bucket), kind(h), str(res.held(h)), str(spent)]
+                args += [h.key, field(h.bucket), kind(h), str(held), str(spent)]
         await self._run(self._settle, keys, args)
 
     async def cancel(self, reservation_id: str) -> bool:
