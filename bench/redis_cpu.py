@@ -4,11 +4,15 @@ Starts a private ``redis-server`` on a free loopback port (never the shared one)
 ``N`` requests' worth of store calls straight against ``RedisBudgets``: one reserve (two usd
 budgets, day and month, at tenant scope; the key's requests, tokens and concurrent limits per
 minute; the client IP's requests per minute: six holds) and one settle each, ``concurrency``
-at a time, spread over ``tenants`` tenants. Redis CPU is read from ``INFO cpu``
+at a time, spread over ``tenants`` tenants. With ``--settle-behind`` the settles go through
+``stores.settler.Settler`` as on the serving path (``farebox serve``): each request only
+queues its entry, and one task settles what has queued up, up to ``BATCH_MAX`` entries per
+call (``RedisBudgets.settle`` groups them per slot). Redis CPU is read from ``INFO cpu``
 (``used_cpu_sys + used_cpu_user``, which includes the network I/O of the calls) before and
 after; ``INFO commandstats`` gives the script time alone.
 
     PYTHONPATH=src:. python -m bench.redis_cpu [--requests 20000] [--concurrency 32]
+        [--settle-behind] [--detail]
 
 The clock is real time, so rate-limit windows roll over as in production.
 """
@@ -37,6 +41,7 @@ from farebox.core.records import LedgerEntry, Reservation
 from farebox.gateway.rate_limits import LimitSpec
 from farebox.gateway.rate_limits import holds as limit_holds
 from farebox.stores.redis.budgets import RedisBudgets
+from farebox.stores.settler import Settler
 
 USD = 10**12  # pico-USD
 SPECS = [
@@ -103,7 +108,7 @@ def request_holds(tenant: str, now: float) -> list[Any]:
     return [*scoped, *limits]
 
 
-async def one(store: RedisBudgets, i: int, tenants: int) -> None:
+async def one(store: RedisBudgets, i: int, tenants: int, settler: Settler | None = None) -> None:
     tenant = f"t{i % tenants}"
     rid = uuid.uuid4().hex
     now = time.time()
@@ -112,7 +117,9 @@ async def one(store: RedisBudgets, i: int, tenants: int) -> None:
                       tokens=52)  # fmt: skip
     outcome = await store.reserve(res)
     assert outcome.ok, outcome.failed
-    await store.settle([entry(rid, tenant, 2 * 10**9 + i)])
+    settled = [entry(rid, tenant, 2 * 10**9 + i)]
+    if settler is None or not settler.submit(settled):
+        await store.settle(settled)
 
 
 async def cpu(client: aioredis.Redis) -> tuple[float, dict[str, Any]]:
@@ -121,25 +128,59 @@ async def cpu(client: aioredis.Redis) -> tuple[float, dict[str, Any]]:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"]), stats
 
 
-async def run(port: int, requests: int, concurrency: int, tenants: int) -> dict[str, float]:
-    client = aioredis.Redis(host="127.0.0.1", port=port, max_connections=concurrency + 4)
+def detail(stats0: dict[str, Any], stats1: dict[str, Any], requests: int) -> None:
+    """Per command (scripts' own commands included): calls and usec per request."""
+    rows = []
+    for k, v in stats1.items():
+        if not k.startswith("cmdstat_") or k.startswith("cmdstat_info"):
+            continue
+        old = stats0.get(k, {"calls": 0, "usec": 0})
+        calls, usec = v["calls"] - old["calls"], v["usec"] - old["usec"]
+        if calls:
+            rows.append((usec / requests, calls / requests, usec / calls, k[8:]))
+    for us, calls, per_call, name in sorted(rows, reverse=True):
+        print(
+            f"{name:>16}: {us:7.2f} us/request {calls:6.2f} calls/request {per_call:6.2f} us/call"
+        )
+
+
+async def run(
+    port: int, requests: int, concurrency: int, tenants: int, behind: bool, show: bool
+) -> dict[str, float]:
+    # as the serving path's pool (``stores.scaled.redis_client``): calls beyond it wait
+    pool = aioredis.BlockingConnectionPool(host="127.0.0.1", port=port,
+                                           max_connections=concurrency + 4)  # fmt: skip
+    client = aioredis.Redis.from_pool(pool)
     store = RedisBudgets(client, f"bench-{uuid.uuid4().hex[:8]}")
+    batches = [0]
+
+    async def counted(entries: Any) -> None:
+        batches[0] += 1
+        await store.settle(entries)
+
+    settler = Settler(counted, (ConnectionError,)) if behind else None
     try:
         for i in range(200):  # warm-up: scripts loaded, counters created
             await one(store, i, tenants)
+        if settler is not None:
+            settler.start()
         before, stats0 = await cpu(client)
         started = time.perf_counter()
         queue = iter(range(requests))
 
         async def worker() -> None:
             for i in queue:
-                await one(store, i, tenants)
+                await one(store, i, tenants, settler)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        if settler is not None:
+            await settler.stop()
         wall = time.perf_counter() - started
         after, stats1 = await cpu(client)
     finally:
         await client.aclose()
+    if show:
+        detail(stats0, stats1, requests)
     script_us = sum(
         stats1[k]["usec"] - stats0.get(k, {}).get("usec", 0)
         for k in stats1
@@ -156,6 +197,7 @@ async def run(port: int, requests: int, concurrency: int, tenants: int) -> dict[
         "script_us_per_request": script_us / requests,
         "commands_per_request": calls / requests,
         "requests_per_s": requests / wall,
+        "entries_per_settle_call": requests / batches[0] if behind else 1.0,
     }
 
 
@@ -165,12 +207,19 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--tenants", type=int, default=100)
     parser.add_argument("--port", type=int, default=0, help="an existing private redis-server")
+    parser.add_argument(
+        "--settle-behind",
+        action="store_true",
+        help="settle through the Settler, in batches, as the serving path",
+    )
+    parser.add_argument("--detail", action="store_true", help="print INFO commandstats")
     args = parser.parse_args()
+    params = (args.requests, args.concurrency, args.tenants, args.settle_behind, args.detail)
     if args.port:
-        result = asyncio.run(run(args.port, args.requests, args.concurrency, args.tenants))
+        result = asyncio.run(run(args.port, *params))
     else:
         with private_redis() as port:
-            result = asyncio.run(run(port, args.requests, args.concurrency, args.tenants))
+            result = asyncio.run(run(port, *params))
     for name, value in result.items():
         print(f"{name:>24}: {value:,.1f}")
 

@@ -3,7 +3,8 @@ sharded by tenant so that tenants spread over a Redis Cluster.
 
 Every operation that reads and then writes is one Lua script over the keys of one hash slot,
 so it is atomic across every replica; nothing is locked in Python. The key layout is in
-``stores.redis.layout``, the scripts and their arithmetic in ``stores.redis.lua``.
+``stores.redis.layout``, the scripts and their arithmetic in ``stores.redis.lua``, the reserve
+and settle scripts every request runs in ``stores.redis.hot``.
 
 One request, one round trip. A reservation's holds are grouped by slot: a tenant's counters
 (budgets at tenant, key, feature and user scope, and rate limits) live in the tenant's slot;
@@ -24,13 +25,20 @@ unknown (no answer), the caller undoes it in every slot (``cancel``, which knows
 Which slots hold a reservation: this process remembers it from the reserve until the
 settle or cancel (``_slots``); a settle of a reservation made elsewhere (reclaim settling from
 the ledger) tries the entry's tenant slot and the home slot, which is harmless: settling is
-idempotent and a slot without the reservation does nothing.
+idempotent and a slot without the reservation does nothing. It remembers the reservation too
+(``_made``), so its settle passes each slot's holds to the script, which then need not read
+and decode the stored record (a settle of a reservation made elsewhere reads it).
 
-Money is exact: counters change only with ``HINCRBY`` (exact signed 64-bit integers) and the
-scripts compare with two-limb integers (``stores.redis.lua``). A script that would take a
-counter bucket out of the signed 64-bit range fails (``FareboxError``) and undoes its writes,
-so one bucket holds up to 2^63 - 1 (about 9.2 million USD in pico-USD); sums and limits
-beyond it are exact.
+Settling a batch (``stores.settler`` settles many requests' entries at once): on a single
+Redis, one script settles every entry, whatever its slot (a single server has no slots to
+respect); on a Redis Cluster, one script per slot, at once.
+
+Money is exact: counter buckets stay signed 64-bit integers (``HINCRBY``, or a decimal
+string the script computed exactly and checked to fit) and the scripts compare with two-limb
+integers (``stores.redis.lua``) whenever doubles cannot be sure (``stores.redis.hot``). A
+script that would take a counter bucket out of the signed 64-bit range fails
+(``FareboxError``) and undoes its writes, so one bucket holds up to 2^63 - 1 (about 9.2
+million USD in pico-USD); sums and limits beyond it are exact.
 """
 
 from __future__ import annotations
@@ -42,13 +50,14 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from farebox.core.budgets import Hold, HoldState, rollover
+from farebox.core.budgets import Hold, HoldState, held_amount, rollover, settled_amount
 from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
 from farebox.errors import Conflict, FareboxError
-from farebox.stores.redis import lua
-from farebox.stores.redis.layout import Layout, field, hold_args, joined, kind
+from farebox.stores.redis import hot, lua
+from farebox.stores.redis.layout import Layout, field, hold_args, joined, kind, reserve_args
 from farebox.stores.redis.leases import FAN_OUT, LeaseSlots
 
 RECLAIMED_TTL_S = 7 * 86400  # reclaimed reservations are kept this long for late settlement
@@ -73,16 +82,30 @@ def _state(hold: Hold, raw: Sequence[Any], held: int = 0) -> HoldState:
     )
 
 
+def _found(hold: Hold, raw: Sequence[Any], held: int) -> HoldState:
+    """``used, reserved, oldest, rollover used`` from ``hot.RESERVE`` as a ``HoldState``."""
+    oldest, before = _text(raw[2]), _text(raw[3])
+    limit = hold.limit + rollover(hold, int(before)) if before else hold.limit
+    return HoldState(
+        hold, int(raw[0]), int(raw[1]) + held, limit, float(oldest) if oldest else None
+    )
+
+
 class RedisBudgets:
     def __init__(self, client: aioredis.Redis, prefix: str = LEGACY_PREFIX) -> None:
         self._client = client
-        self._reserve = client.register_script(lua.RESERVE)
+        self._reserve = client.register_script(hot.RESERVE)
         self._states = client.register_script(lua.STATES)
-        self._settle = client.register_script(lua.SETTLE)
+        self._settle = client.register_script(hot.SETTLE)
         self._expired = client.register_script(lua.EXPIRED)
         self._claim = client.register_script(lua.CLAIM)
         self._cancel = client.register_script(lua.CANCEL)
         self._slots: dict[str, tuple[str, ...]] = {}  # reservation -> the slots it holds in
+        # the holds, amount and token estimate of the reservations of ``_slots`` (not the
+        # reservations: their unsettled entries would keep far more memory)
+        self._made: dict[str, tuple[tuple[Hold, ...], int, int]] = {}
+        # a single Redis runs one settle script for every slot; a cluster one per slot
+        self._one_call = not isinstance(client, RedisCluster)
         self.leases = LeaseSlots(client, "", client.register_script(lua.FORGET))
         self.use_prefix(prefix)
 
@@ -120,10 +143,15 @@ class RedisBudgets:
             out.append((self.layout.home, home or []))
         return out
 
-    def _track(self, rid: str, slots: tuple[str, ...]) -> None:
+    def _track(self, res: Reservation, slots: tuple[str, ...]) -> None:
         if len(self._slots) >= TRACKED_MAX:
-            del self._slots[next(iter(self._slots))]
-        self._slots[rid] = slots
+            self._forget(next(iter(self._slots)))
+        self._slots[res.id] = slots
+        self._made[res.id] = (res.holds, res.amount, res.tokens)
+
+    def _forget(self, rid: str) -> None:
+        self._slots.pop(rid, None)
+        self._made.pop(rid, None)
 
     def _slots_of(self, rid: str, tenant: str) -> tuple[str, ...]:
         found = self._slots.get(rid)
@@ -137,13 +165,13 @@ class RedisBudgets:
         """Hold the reservation against every hold (each in its unit), atomically, or
         against none: one script per slot, tenant slot first."""
         groups = self._groups(reservation.holds)
-        self._track(reservation.id, tuple(slot for slot, _ in groups))
+        self._track(reservation, tuple(slot for slot, _ in groups))
         states: list[HoldState | None] = [None] * len(reservation.holds)
         for n, (slot, idx) in enumerate(groups):
             ok, failed = await self._reserve_in(slot, reservation, idx, states)
             if not ok:  # forgotten once undone: a failed undo is retried by ``cancel``
                 outcome = await self._refused(reservation, groups[:n], idx[failed - 1], states)
-                self._slots.pop(reservation.id, None)
+                self._forget(reservation.id)
                 return outcome
         return ReserveOutcome(True, [s for s in states if s is not None])
 
@@ -164,12 +192,15 @@ class RedisBudgets:
             orjson.dumps(res.unsettled).decode(),
         ]
         for hold in holds:
-            keys += self.layout.hold_keys(slot, hold)
-            args += hold_args(hold, res.held(hold))
+            held = res.held(hold)
+            args += reserve_args(hold, held)
+            keys.append(self.layout.counter(slot, hold.key))
+            if hold.buckets_from != hold.bucket:
+                keys.append(self.layout.buckets(slot, hold.key))
         raw = await self._run(self._reserve, keys, args)
         ok = int(raw[0]) == 1
         for j, (i, hold) in enumerate(zip(idx, holds, strict=True)):
-            states[i] = _state(hold, raw[2 + 6 * j : 8 + 6 * j], res.held(hold) if ok else 0)
+            states[i] = _found(hold, raw[2 + 4 * j : 6 + 4 * j], res.held(hold) if ok else 0)
         return ok, int(raw[1])
 
     async def _refused(
@@ -229,16 +260,33 @@ class RedisBudgets:
                 by_slot.setdefault(slot, []).append(e)
         if not by_slot:
             return
-        await asyncio.gather(*(self._settle_in(slot, group) for slot, group in by_slot.items()))
+        calls = [[(slot, e) for e in group] for slot, group in by_slot.items()]
+        if self._one_call:
+            calls = [[item for call in calls for item in call]]
+        await asyncio.gather(*(self._settle_in(call) for call in calls))
         for rid in seen:
-            self._slots.pop(rid, None)
+            self._forget(rid)
 
-    async def _settle_in(self, slot: str, entries: list[LedgerEntry]) -> None:
-        keys = [self.layout.leases(slot)]
-        args = [slot]
-        for e in entries:
-            keys.append(self.layout.record(slot, e.reservation_id or ""))
-            args += [e.reservation_id or "", str(e.cost), str(e.tokens)]
+    async def _settle_in(self, items: list[tuple[str, LedgerEntry]]) -> None:
+        """One settle script: each entry's holds in its slot from the reservation this
+        process made (no record to read and decode), else from the stored record."""
+        keys: list[str] = []
+        args: list[str] = []
+        for slot, e in items:
+            rid = e.reservation_id or ""
+            keys.append(self.layout.record(slot, rid))
+            made = self._made.get(rid)
+            holds = (
+                [] if made is None else [h for h in made[0] if self.layout.slot(h.tenant) == slot]
+            )
+            if made is None or not holds:
+                args += [slot, rid, "0", str(e.cost), str(e.tokens)]
+                continue
+            args += [slot, rid, str(len(holds))]
+            for h in holds:
+                held = held_amount(h.unit, made[1], made[2])
+                spent = settled_amount(h.unit, e.cost, e.tokens)
+                args += [h.key, field(h.bucket), kind(h), str(held), str(spent)]
         await self._run(self._settle, keys, args)
 
     async def cancel(self, reservation_id: str) -> bool:
@@ -246,7 +294,7 @@ class RedisBudgets:
         there was none to undo."""
         slots = self._slots.get(reservation_id, (self.layout.home,))
         done = await asyncio.gather(*(self._cancel_in(s, reservation_id) for s in slots))
-        self._slots.pop(reservation_id, None)
+        self._forget(reservation_id)
         return any(done)
 
     async def _cancel_in(self, slot: str, rid: str) -> bool:

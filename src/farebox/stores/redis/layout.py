@@ -109,3 +109,17 @@ def hold_args(hold: Hold, held: int = 0) -> list[str]:
         dec(hold.rollover_cap),
         dec(hold.base_limit),
     ]
+
+
+def reserve_args(hold: Hold, held: int) -> list[str]:
+    """A hold's ARGV for ``hot.RESERVE``: mode (``kind``, plus ``r`` when the limit carries
+    rollover), bucket, limit, held; the window start unless kind ``s``; the rollover bucket,
+    cap and base limit with ``r``."""
+    k = kind(hold)
+    rolled = hold.rollover_bucket if hold.rollover_cap != 0 else None
+    out = [k if rolled is None else k + "r", field(hold.bucket), dec(hold.limit), dec(held)]
+    if k != "s":
+        out.append(field(hold.buckets_from))
+    if rolled is not None:
+        out += [field(rolled), dec(hold.rollover_cap), dec(hold.base_limit)]
+    return out

@@ -233,78 +233,8 @@ local function release(pfx, h)
 end
 """
 
-PER_HOLD = 8  # ARGV per hold: bucket, from, kind, limit, held, rollover bucket, cap, base
-
-# KEYS: leases, the reservation, then counter and buckets per hold.
-# ARGV: id, expires_at, holds JSON, unsettled JSON, then PER_HOLD per hold.
-# Returns {ok, failed index (0 = none), then per hold uh, ul, rh, rl, oldest, rollover used}.
-RESERVE = (
-    NUM
-    + WINDOW
-    + """
-local PER = 8
-local n = (#KEYS - 2) / 2
-local found, failed = {}, 0
-for i = 1, n do
-  local k, a = 1 + 2 * i, 4 + (i - 1) * PER
-  local st = state(KEYS[k], KEYS[k + 1], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
-  local lh, ll = num(ARGV[a + 4])
-  st.ub = ''
-  if ARGV[a + 6] ~= '' then
-    local ub = redis.call('HGET', KEYS[k], 'u' .. ARGV[a + 6])
-    st.ub = ub or '0'
-    local bh, bl = num(ARGV[a + 8])
-    local xh, xl = add(bh, bl, neg(num(ub)))
-    if xh < 0 then xh, xl = 0, 0 end
-    local ch, cl = num(ARGV[a + 7])
-    if lt(ch, cl, xh, xl) then xh, xl = ch, cl end
-    lh, ll = add(lh, ll, xh, xl)
-  end
-  local th, tl = add(st[1], st[2], st[3], st[4])
-  th, tl = add(th, tl, num(ARGV[a + 5]))
-  if failed == 0 and lt(lh, ll, th, tl) then failed = i end
-  found[i] = st
-end
-if failed == 0 then
-  if redis.call('EXISTS', KEYS[2]) == 1 then
-    return redis.error_reply('FAREBOX_CONFLICT reservation ' .. ARGV[1] .. ' exists')
-  end
-  for i = 1, n do
-    local a = 4 + (i - 1) * PER
-    if ARGV[a + 5] ~= '0' then
-      local rh, rl = num(found[i].cr)
-      if not fits(add(rh, rl, num(ARGV[a + 5]))) then
-        return redis.error_reply('FAREBOX_OVERFLOW reserved counter of ' .. KEYS[1 + 2 * i])
-      end
-    end
-  end
-  for i = 1, n do
-    local k, a = 1 + 2 * i, 4 + (i - 1) * PER
-    local st, f, held = found[i], ARGV[a + 1], ARGV[a + 5]
-    if held ~= '0' then redis.call('HINCRBY', KEYS[k], 'r' .. f, held) end
-    if ARGV[a + 3] ~= 's' then
-      local s, old, top = st.s, st.old, st.top
-      if st.live and held ~= '0' then
-        s[3], s[4] = add(s[3], s[4], num(held))
-        if old == '' or tonumber(f) < tonumber(old) then old = f end
-      end
-      if top == '' or tonumber(f) > tonumber(top) then top = f end
-      redis.call('HSET', KEYS[k], 'top', top, 'sr', fmt(s[3], s[4]), 'old', old)
-      if not st.cu and not st.cr then redis.call('ZADD', KEYS[k + 1], f, f) end
-    end
-  end
-  redis.call('HSET', KEYS[2], 'holds', ARGV[3], 'state', 'held', 'unsettled', ARGV[4])
-  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-end
-local out = {failed == 0 and 1 or 0, failed}
-for i = 1, n do
-  local st = found[i]
-  for j = 1, 5 do out[#out + 1] = st[j] end
-  out[#out + 1] = st.ub
-end
-return out
-"""
-)
+PER_HOLD = 8  # ARGV per hold of STATES: bucket, from, kind, limit, held, rollover bucket,
+# cap, base. The reserve and the settle, every request's scripts, are in ``stores.redis.hot``.
 
 # KEYS: counter and buckets per hold. ARGV: PER_HOLD per hold (held unused).
 # Returns {uh, ul, rh, rl, oldest, rollover used} per hold.
@@ -322,59 +252,6 @@ for i = 1, #KEYS / 2 do
   out[#out + 1] = ub
 end
 return out
-"""
-)
-
-# KEYS: leases, then one reservation per entry. ARGV: the slot's key prefix, then
-# (id, cost, tokens) per entry. Each entry is all-or-nothing; should one overflow a counter,
-# the entries before it stay settled and the script fails.
-SETTLE = (
-    NUM
-    + WINDOW
-    + """
-local P = ARGV[1]
-local function spent(unit, cost, tokens)
-  if unit == 'usd' then return cost end
-  if unit == 'tokens' then return tokens end
-  if unit == 'requests' then return '1' end
-  return nil
-end
-for i = 2, #KEYS do
-  local rec = redis.call('HMGET', KEYS[i], 'holds', 'state')
-  local live = rec[2] == 'held'
-  if live or rec[2] == 'reclaimed' then
-    local a = 3 * (i - 1)
-    local holds = cjson.decode(rec[1])
-    local done, after = {}, {}
-    for j, h in ipairs(holds) do
-      local c = P .. ':c:' .. h[1]
-      local dr, du = nil, spent(h[4], ARGV[a], ARGV[a + 1])
-      if du == '0' then du = nil end
-      if live and h[3] ~= '0' then dr = negs(h[3]) end
-      local r, ok = nil, true
-      if dr then r = incr(c, 'r' .. h[2], dr, done); ok = r ~= nil end
-      if ok and du then ok = incr(c, 'u' .. h[2], du, done) ~= nil end
-      if not ok then
-        undo(done)
-        return redis.error_reply('FAREBOX_OVERFLOW counter of ' .. h[1])
-      end
-      after[j] = {dr, du, r}
-    end
-    for j, h in ipairs(holds) do
-      local d = after[j]
-      if d[1] or d[2] then
-        resum(P .. ':c:' .. h[1], P .. ':z:' .. h[1], h[2], h[5], d[1], d[2], d[3])
-      end
-    end
-    if live then
-      redis.call('DEL', KEYS[i])
-      redis.call('ZREM', KEYS[1], ARGV[a - 1])
-    else
-      redis.call('HSET', KEYS[i], 'state', 'settled_late')
-    end
-  end
-end
-return 0
 """
 )
 
