@@ -50,9 +50,27 @@ class Soak:
             cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         self.err_lines: list[str] = []
+        self._out: list[bytes] = []
         self._seen = threading.Condition()
+        # each pipe has one reader: communicate() would also read stderr and take lines from
+        # the stderr thread (a race that lost the last lines now and then)
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
+        self._out_reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._out_reader.start()
+
+    def _read_stdout(self) -> None:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        for chunk in iter(lambda: stdout.read(65536), b""):
+            self._out.append(chunk)
+
+    def _close_pipes(self) -> None:
+        self._reader.join(5)
+        self._out_reader.join(5)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
@@ -70,9 +88,9 @@ class Soak:
                 raise AssertionError("no RSS samples reported:\n" + "\n".join(self.err_lines))
 
     def finish(self, timeout_s: float = RUN_TIMEOUT_S) -> tuple[int, str]:
-        out, _ = self.proc.communicate(timeout=timeout_s)
-        self._reader.join(5)
-        return self.proc.returncode, out.decode(errors="replace")
+        self.proc.wait(timeout=timeout_s)
+        self._close_pipes()
+        return self.proc.returncode, b"".join(self._out).decode(errors="replace")
 
     def stop(self) -> None:
         """Bounded clean-up when a test failed half-way: the soak stops its own children."""
@@ -83,6 +101,7 @@ class Soak:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        self._close_pipes()
 
 
 @pytest.fixture
