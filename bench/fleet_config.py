@@ -1,9 +1,9 @@
 """The configuration the fleet bench gives ``farebox serve``: one plan, three backends.
 
-Every mode gets the same providers, models and plan as ``bench/gateway.py`` (two USD budgets,
-a key and an IP rate limit, far above what the bench sends, so nothing is refused) and nothing
-else: no ``server`` section, so the embedded row is a plain ``farebox serve`` with its default
-settings. What differs is where the state lives:
+Every mode gets the providers, models and plan that ``python -m bench`` uses too
+(``plan_body``: two USD budgets, a key and an IP rate limit, far above what the bench sends,
+so nothing is refused) and nothing else: no ``server`` section, so the embedded row is a
+plain ``farebox serve`` with its default settings. What differs is where the state lives:
 
 - embedded: ``database: sqlite:///...`` (the default backend);
 - scaled: ``database: postgresql://...`` plus ``redis: redis://...``;
@@ -20,7 +20,7 @@ PLAN_NAME = "bench"
 
 _BODY = """\
 # anomaly detection on: every request is counted, the counts flushed every 5 s and checked
-# every 5 s (the bench tenants are new, so a detection would page, never pause)
+# every 5 s (the bench's tenants are new, so a detection would page, never pause)
 anomaly: {{check_interval_s: 5}}
 providers:
   up: {{kind: openai, base_url: {upstream}, api_key: "env:BENCH_UPSTREAM_KEY"}}
@@ -73,9 +73,14 @@ class Backend:
         )
 
 
+def plan_body(upstream_base_url: str) -> str:
+    """Anomaly detection, providers, models and the bench plan: the part of the config every
+    bench gateway shares (``python -m bench`` adds its ``server`` lines, the fleet its stores)."""
+    return _BODY.format(upstream=json.dumps(upstream_base_url), plan=PLAN_NAME)
+
+
 def config_text(backend: Backend, directory: Path, upstream_base_url: str) -> str:
-    body = _BODY.format(upstream=json.dumps(upstream_base_url), plan=PLAN_NAME)
-    return backend.stores_yaml(directory) + body
+    return backend.stores_yaml(directory) + plan_body(upstream_base_url)
 
 
 def write_config(backend: Backend, directory: Path, upstream_base_url: str) -> Path:

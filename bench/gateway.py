@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.fleet_config import plan_body
 from bench.procs import pin_pid, stop_popen
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -80,34 +81,7 @@ SERVER_LINES = {
 def write_config(directory: Path, upstream_base_url: str, mode: str = "default") -> Path:
     db = json.dumps(f"sqlite:///{directory / 'farebox.db'}")
     server = SERVER_LINES[mode]
-    text = f"""\
-database: {db}
-{server}# anomaly detection on: every request is counted, the counts flushed every 5 s and checked
-# every 5 s (the bench tenant is new, so a detection would page, never pause)
-anomaly: {{check_interval_s: 5}}
-providers:
-  up: {{kind: openai, base_url: {json.dumps(upstream_base_url)}, api_key: "env:BENCH_UPSTREAM_KEY"}}
-models:
-  gpt-4o-mini:
-    - {{provider: up, model: gpt-4o-mini}}
-  text-embedding-3-small:
-    - {{provider: up, model: text-embedding-3-small}}
-plans:
-  bench:
-    models: ["*"]
-    # every request reserves against two budgets and settles in the ledger transaction
-    budgets:
-      - {{period: day, limit_usd: "1000000"}}
-      - {{period: month, limit_usd: "10000000"}}
-    # and against request, token and in-flight limits per key and per client IP, in the same
-    # atomic step; the limits are far above what the bench sends, so nothing is refused
-    rate_limits:
-      - {{scope: key, requests_per_minute: 100000000, tokens_per_minute: 1000000000000,
-          concurrent: 100000}}
-      - {{scope: ip, requests_per_minute: 100000000}}
-    max_input_tokens: 100000
-    tools: {{deny: ["database.delete*"], require_approval: ["payments.*"]}}
-"""
+    text = f"database: {db}\n{server}" + plan_body(upstream_base_url)
     path = directory / "farebox.yaml"
     path.write_text(text)
     return path
