@@ -35,6 +35,7 @@ from tests.test_redis_sharding import (
     Run,
     drop_all,
     reservation,
+    run_ops,
     settlement,
 )
 
@@ -66,26 +67,6 @@ class Replicas(Run):
         return True
 
 
-async def run_ops(budgets: RedisBudgets, other: RedisBudgets, ops: list[tuple[Any, ...]]) -> None:
-    run = Replicas(budgets, other)
-    for n, (op, step, tenant, kinds, a, b, pick) in enumerate(ops):
-        run.clock += step
-        if op == "reserve":
-            await run.reserve(n, tenant, kinds, a, b % 2**64)
-        elif op == "settle":
-            if not await run.settle(pick, a, b % 2**64):
-                return
-        elif op == "cancel":
-            await run.cancel(pick)
-        elif op == "extend":
-            ids = sorted(run.open)[: pick % 4]
-            await budgets.extend(ids, run.clock + 120)
-            run.ref.extend(ids, run.clock + 120)
-        else:
-            await run.expire()
-        await run.check()
-
-
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=OPS)
 def test_batched_and_foreign_settles_match_the_in_memory_store(ops: list[tuple[Any, ...]]) -> None:
@@ -93,7 +74,8 @@ def test_batched_and_foreign_settles_match_the_in_memory_store(ops: list[tuple[A
         client = await connect()
         prefix = f"fbxhot-{uuid.uuid4().hex[:12]}"
         try:
-            await run_ops(RedisBudgets(client, prefix), RedisBudgets(client, prefix), ops)
+            run = Replicas(RedisBudgets(client, prefix), RedisBudgets(client, prefix))
+            await run_ops(run, ops)
         finally:
             await drop_all(client, prefix)
             await client.aclose()

@@ -210,8 +210,8 @@ class Run:
         assert await self.redis.states(probe) == [self.ref.state(h) for h in probe]
 
 
-async def run_ops(budgets: RedisBudgets, ops: list[tuple[Any, ...]]) -> None:
-    run = Run(budgets)
+async def run_ops(run: Run, ops: list[tuple[Any, ...]]) -> None:
+    """Apply the random operations to ``run`` (Redis and the reference), checking after each."""
     for n, (op, step, tenant, kinds, a, b, pick) in enumerate(ops):
         run.clock += step
         if op == "reserve":
@@ -223,7 +223,7 @@ async def run_ops(budgets: RedisBudgets, ops: list[tuple[Any, ...]]) -> None:
             await run.cancel(pick)
         elif op == "extend":
             ids = sorted(run.open)[: pick % 4]
-            await budgets.extend(ids, run.clock + 120)
+            await run.redis.extend(ids, run.clock + 120)
             run.ref.extend(ids, run.clock + 120)
         else:
             await run.expire()
@@ -237,7 +237,7 @@ def test_random_operations_match_the_in_memory_store(ops: list[tuple[Any, ...]])
         client = await connect()
         prefix = f"fbxprop-{uuid.uuid4().hex[:12]}"
         try:
-            await run_ops(RedisBudgets(client, prefix), ops)
+            await run_ops(Run(RedisBudgets(client, prefix)), ops)
         finally:
             await drop_all(client, prefix)
             await client.aclose()
