@@ -13,14 +13,13 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from bench.fleet_config import PLAN_NAME, Backend, write_config
-from bench.gateway import GatewayError, free_port, http
+from bench.gateway import GatewayError, http, start_serve
 from bench.procs import stop_popen
 
 READY_TIMEOUT_S = 60.0
@@ -48,16 +47,10 @@ class Replica:
     def start(self) -> Replica:
         self.dir = Path(tempfile.mkdtemp(prefix="farebox-bench-fleet-"))
         config = write_config(self._backend, self.dir, self._upstream_url)
-        self.port = free_port()
-        cmd = [sys.executable, "-m", "farebox", "serve", "--config", str(config)]
-        cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
         env = dict(os.environ) | self._shared
         env["BENCH_UPSTREAM_KEY"] = self._upstream_key
         env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-        with open(self.dir / "gateway.log", "wb") as log:
-            self.proc = subprocess.Popen(
-                cmd, cwd=self.dir, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+        self.port, self.proc = start_serve(self.dir, config, env)
         self._wait_ready()
         return self
 

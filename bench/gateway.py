@@ -70,6 +70,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def start_serve(
+    directory: Path, config: Path, env: dict[str, str], *extra: str
+) -> tuple[int, subprocess.Popen[bytes]]:
+    """``farebox serve --config config`` on a free loopback port, logging to
+    ``directory/gateway.log``; returns the port and the process (not yet ready)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "farebox", "serve", "--config", str(config)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), *extra]
+    with open(directory / "gateway.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=directory, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return port, proc
+
+
 # the server line for each --mode: none (a plain `farebox serve` chooses), or forced
 SERVER_LINES = {
     "default": "",
@@ -132,15 +145,8 @@ class Gateway:
     def start(self, ready_timeout_s: float = 60.0) -> Gateway:
         self.dir = Path(tempfile.mkdtemp(prefix="farebox-bench-"))
         config = write_config(self.dir, self._upstream, self._mode)
-        self.port = free_port()
-        cmd = [sys.executable, "-m", "farebox", "serve", "--config", str(config)]
-        cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
-        if self._workers != 1:
-            cmd += ["--workers", str(self._workers)]
-        with open(self.dir / "gateway.log", "wb") as log:
-            self.proc = subprocess.Popen(
-                cmd, cwd=self.dir, env=self._env(), stdout=log, stderr=subprocess.STDOUT
-            )
+        workers = ("--workers", str(self._workers)) if self._workers != 1 else ()
+        self.port, self.proc = start_serve(self.dir, config, self._env(), *workers)
         pin_pid(self.proc.pid, self._cpus)
         self._wait_ready(ready_timeout_s)
         return self
