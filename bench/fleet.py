@@ -48,6 +48,7 @@ from bench.fleet_services import (
 from bench.gateway import CHAT_BODY, STREAM_BODY, GatewayError, probe
 from bench.load import Endpoint, Job, JobResult, LoadWorker
 from bench.procs import loop_name
+from bench.report import write_json
 from bench.run import _exit_on_sigterm, log
 from bench.upstream import Upstream, UpstreamOptions
 
@@ -146,7 +147,7 @@ def run(opts: FleetOptions, command: str) -> int:
     results.meta["loadavg_at_end"] = list(os.getloadavg())
     verdicts = report.checks(results)
     print(report.render(results, verdicts))
-    path = report.write_json(
+    path = write_json(
         report.to_json(results, verdicts), Path(opts.output) if opts.output else report.RESULTS_PATH
     )
     print(f"\nresults written to {path}\ncommand: {command}")

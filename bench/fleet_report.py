@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.load import JobResult
-from bench.report import ADDED_P50_MS, MIN_RPS, STREAM_ADDED_MS
+from bench.report import ADDED_P50_MS, MIN_RPS, STREAM_ADDED_MS, json_safe
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "fleet-latest.json"
 REDIS_CPU_US = 100.0  # issue 18 acceptance 2: Redis CPU per request
@@ -280,16 +279,6 @@ def render(results: FleetResults, verdicts: list[Check]) -> str:
 # --- JSON -------------------------------------------------------------------------------
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def _row_json(row: Row, direct: dict[str, JobResult]) -> dict[str, Any]:
     return {
         "name": row.name,
@@ -320,11 +309,5 @@ def to_json(results: FleetResults, verdicts: list[Check]) -> dict[str, Any]:
         "rows": [_row_json(row, results.direct) for row in results.rows],
         "checks": [dataclasses.asdict(c) for c in verdicts],
     }
-    cleaned: dict[str, Any] = _clean(doc)
+    cleaned: dict[str, Any] = json_safe(doc)
     return cleaned
-
-
-def write_json(doc: dict[str, Any], path: Path = RESULTS_PATH) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    return path

@@ -206,13 +206,14 @@ def _problem_lines(results: Results) -> list[str]:
 # --- JSON -----------------------------------------------------------------------------
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as null and keys as strings (strict JSON)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -232,7 +233,7 @@ def to_json(results: Results, verdicts: list[Check]) -> dict[str, Any]:
         "gateway_error": results.gateway_error,
         "checks": [dataclasses.asdict(c) for c in verdicts],
     }
-    cleaned: dict[str, Any] = _clean(doc)
+    cleaned: dict[str, Any] = json_safe(doc)
     return cleaned
 
 
