@@ -74,7 +74,7 @@ def test_batched_and_foreign_settles_match_the_in_memory_store(ops: list[tuple[A
         client = await connect()
         prefix = f"fbxhot-{uuid.uuid4().hex[:12]}"
         try:
-            run = Replicas(RedisBudgets(client, prefix), RedisBudgets(client, prefix))
+            run = Replicas(*(RedisBudgets(client, prefix, global_lease_s=0) for _ in range(2)))
             await run_ops(run, ops)
         finally:
             await drop_all(client, prefix)

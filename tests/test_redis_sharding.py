@@ -237,7 +237,7 @@ def test_random_operations_match_the_in_memory_store(ops: list[tuple[Any, ...]])
         client = await connect()
         prefix = f"fbxprop-{uuid.uuid4().hex[:12]}"
         try:
-            await run_ops(Run(RedisBudgets(client, prefix)), ops)
+            await run_ops(Run(RedisBudgets(client, prefix, global_lease_s=0)), ops)
         finally:
             await drop_all(client, prefix)
             await client.aclose()
@@ -285,6 +285,9 @@ WINNERS = 23
 async def test_concurrent_tenants_never_overspend_the_global_budget(
     budgets: RedisBudgets, client: aioredis.Redis
 ) -> None:
+    """The direct path (every request holds the global budget in its home slot, as when
+    ``global_lease_s`` is 0 or the budget is nearly spent; leases of global allowance are
+    tested in tests/test_global_allowance.py)."""
     prefix = budgets.layout.prefix
     glob = hold("global:day", RACE * WINNERS + RACE - 1, T0, scope="global", tenant="")
     tight = {f"t{i}": i % 5 == 0 for i in range(40)}  # every fifth tenant allows one request
@@ -295,7 +298,7 @@ async def test_concurrent_tenants_never_overspend_the_global_budget(
 
     clients = [pooled() for _ in range(3)]
     try:
-        stores = [RedisBudgets(c, prefix) for c in clients]
+        stores = [RedisBudgets(c, prefix, global_lease_s=0) for c in clients]
         tries = [(f"c{i}", f"t{i % 40}") for i in range(240)]
         outcomes = await asyncio.gather(*(
             stores[i % 3].reserve(reservation(rid, RACE, holds_of(t), t, T0 + 60))
@@ -320,6 +323,7 @@ async def test_concurrent_tenants_never_overspend_the_global_budget(
 async def test_a_request_refused_by_its_tenant_never_touches_the_global_slot(
     budgets: RedisBudgets, client: aioredis.Redis
 ) -> None:
+    budgets.allowance.lease_s = 0  # the direct path (see the test above)
     glob = hold("global:day", 10**18, T0, scope="global", tenant="")
     mine = hold("tenant:acme:day", 10, T0, tenant="acme")
     refused = await budgets.reserve(reservation("r1", 11, [mine, glob], "acme", T0 + 60))
@@ -378,7 +382,8 @@ async def test_a_reserve_without_an_answer_in_its_second_slot_is_undone_by_cance
     budgets: RedisBudgets, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What ``ScaledStore`` does with a reserve that got no answer (``cancel`` once Redis
-    answers) undoes it in every slot it may have reached."""
+    answers) undoes it in every slot it may have reached (the direct path)."""
+    budgets.allowance.lease_s = 0
     glob = hold("global:day", 100, T0, scope="global", tenant="")
     mine = hold("tenant:acme:day", 100, T0, tenant="acme")
     home_leases = budgets.layout.leases(budgets.layout.home)

@@ -79,6 +79,7 @@ def make_store(settings: Settings) -> Store:
             timeouts=timeouts,
             cluster=settings.redis_cluster,
             settle_behind=True,  # the answer does not wait for the Redis settle
+            global_lease_s=settings.file.budgets.global_lease_s,
         )
     if settings.database_path is None:
         return MemoryStore()

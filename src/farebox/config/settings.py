@@ -143,6 +143,9 @@ class BudgetSettings(Strict):
     alert_webhook_url: str | None = None
     alert_webhook_secret: EnvReference | None = None
     global_budgets: list[BudgetConfig] = Field(default_factory=list, alias="global")
+    # scaled mode: each replica takes this many seconds of its spend of a global budget from
+    # Redis at a time (stores.redis.allowance); 0: every request holds it in Redis
+    global_lease_s: float = Field(1.0, ge=0, le=60)
 
     @field_validator("timezone")
     @classmethod

@@ -152,12 +152,13 @@ class ScaledStore:
         timeouts: StoreTimeouts | None = None,
         cluster: bool = False,
         settle_behind: bool = False,
+        global_lease_s: float = 1.0,
     ) -> ScaledStore:
         t = timeouts or StoreTimeouts()
         client = redis_client(redis_url, t, cluster=cluster)
         watch = redis_client(redis_url, t, EPOCH_CONNECTIONS, cluster=cluster)
         pg = PostgresStore(database_url, outbox=outbox, timeouts=t)
-        budgets = RedisBudgets(client)
+        budgets = RedisBudgets(client, global_lease_s=global_lease_s)
         return cls(pg, budgets, client, prefix=prefix, derive_prefix=True, epoch_client=watch,
                    settle_behind=settle_behind)  # fmt: skip
 
@@ -186,15 +187,23 @@ class ScaledStore:
         return None if key is None else (key.tenant_id or "")
 
     async def close(self) -> None:
-        """Settle what is queued first (a clean shutdown leaves no reservation held), then
-        stop the epoch watch and close both databases."""
+        """Settle what is queued first (a clean shutdown leaves no reservation held) and give
+        back the global allowance, then stop the epoch watch and close both databases."""
         async with contextlib.AsyncExitStack() as stack:  # LIFO, each step runs whatever failed
             if self._epoch_client is not None:
                 stack.push_async_callback(self._epoch_client.aclose)
             stack.push_async_callback(self._client.aclose)
             stack.push_async_callback(self._pg.close)
             stack.push_async_callback(self._epoch.stop)
+            stack.push_async_callback(self._give_back)  # after the last settle
             stack.push_async_callback(self._settler.stop)
+
+    async def _give_back(self) -> None:
+        """This replica's global allowance back to the budget (else its lease runs out)."""
+        try:
+            await self._budgets.grants.give_back()
+        except REDIS_DOWN as exc:
+            log.warning("global allowance not given back (its lease will expire): %s", exc)
 
     @property
     def ledger_health(self) -> Health:

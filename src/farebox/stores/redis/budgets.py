@@ -57,6 +57,8 @@ from farebox.core.budgets import Hold, HoldState, held_amount, rollover, settled
 from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
 from farebox.errors import Conflict, FareboxError
 from farebox.stores.redis import hot, lua
+from farebox.stores.redis.allowance import Allowance, eligible
+from farebox.stores.redis.grants import Grants
 from farebox.stores.redis.layout import Layout, field, hold_args, joined, kind, reserve_args
 from farebox.stores.redis.leases import FAN_OUT, LeaseSlots
 
@@ -92,7 +94,11 @@ def _found(hold: Hold, raw: Sequence[Any], held: int) -> HoldState:
 
 
 class RedisBudgets:
-    def __init__(self, client: aioredis.Redis, prefix: str = LEGACY_PREFIX) -> None:
+    def __init__(
+        self, client: aioredis.Redis, prefix: str = LEGACY_PREFIX, *, global_lease_s: float = 1.0
+    ) -> None:
+        """``global_lease_s``: seconds of this replica's spend it takes of the global budget at
+        a time (``stores.redis.allowance``); 0 holds the global budget per request."""
         self._client = client
         self._reserve = client.register_script(hot.RESERVE)
         self._states = client.register_script(lua.STATES)
@@ -107,6 +113,9 @@ class RedisBudgets:
         # a single Redis runs one settle script for every slot; a cluster one per slot
         self._one_call = not isinstance(client, RedisCluster)
         self.leases = LeaseSlots(client, "", client.register_script(lua.FORGET))
+        self.allowance = Allowance(global_lease_s)
+        scripts = (self._reserve, client.register_script(lua.FLUSH))
+        self.grants = Grants(self.allowance, self._run, scripts, lambda: self.layout, _found)
         self.use_prefix(prefix)
 
     def use_prefix(self, prefix: str) -> None:
@@ -132,15 +141,22 @@ class RedisBudgets:
                 raise FareboxError(f"budget counter out of 64-bit range: {detail}") from exc
             raise
 
-    def _groups(self, holds: Sequence[Hold]) -> list[tuple[str, list[int]]]:
-        """Hold indices by slot: tenant slots first, the home slot last."""
+    def _groups(
+        self, holds: Sequence[Hold], drawn: Sequence[int] = (), tenant: str = ""
+    ) -> list[tuple[str, list[int]]]:
+        """Hold indices by slot, but the ``drawn`` ones (served by global allowance): tenant
+        slots first, the home slot last. A reservation with no hold left in any slot still
+        keeps its record in one: its ``tenant``'s slot when it drew (so that a reclaim finds
+        its draws), else the home slot."""
         groups: dict[str, list[int]] = {}
         for i, hold in enumerate(holds):
-            groups.setdefault(self.layout.slot(hold.tenant), []).append(i)
+            if i not in drawn:
+                groups.setdefault(self.layout.slot(hold.tenant), []).append(i)
         home = groups.pop(self.layout.home, None)
         out = list(groups.items())
         if home is not None or not out:
-            out.append((self.layout.home, home or []))
+            out.append((self.layout.slot(tenant) if drawn and home is None else self.layout.home,
+                        home or []))  # fmt: skip
         return out
 
     def _track(self, res: Reservation, slots: tuple[str, ...]) -> None:
@@ -163,20 +179,35 @@ class RedisBudgets:
     # reserve ---------------------------------------------------------------------------
     async def reserve(self, reservation: Reservation) -> ReserveOutcome:
         """Hold the reservation against every hold (each in its unit), atomically, or
-        against none: one script per slot, tenant slot first."""
-        groups = self._groups(reservation.holds)
-        self._track(reservation, tuple(slot for slot, _ in groups))
-        states: list[HoldState | None] = [None] * len(reservation.holds)
-        for n, (slot, idx) in enumerate(groups):
-            ok, failed = await self._reserve_in(slot, reservation, idx, states)
-            if not ok:  # forgotten once undone: a failed undo is retried by ``cancel``
-                outcome = await self._refused(reservation, groups[:n], idx[failed - 1], states)
-                self._forget(reservation.id)
-                return outcome
-        return ReserveOutcome(True, [s for s in states if s is not None])
+        against none: one script per slot, tenant slot first. The global budget is drawn on
+        this replica's allowance when it can be (``stores.redis.allowance``); the draws are
+        given back if the reservation is not held in the end."""
+        async with self.grants.drawing(reservation) as drawn:
+            tenant = reservation.unsettled.tenant_id
+            groups = self._groups(reservation.holds, list(drawn), tenant)
+            self._track(reservation, tuple(slot for slot, _ in groups))
+            states: list[HoldState | None] = [None] * len(reservation.holds)
+            for i, state in drawn.items():
+                states[i] = state
+            draws = self.grants.draws_json(self.allowance.draws(reservation.id))
+            for n, (slot, idx) in enumerate(groups):
+                ok, failed = await self._reserve_in(
+                    slot, reservation, idx, states, draws if n == 0 else ""
+                )
+                if not ok:  # forgotten once undone: a failed undo is retried by ``cancel``
+                    outcome = await self._refused(reservation, groups[:n], idx[failed - 1], states)
+                    self._forget(reservation.id)
+                    return outcome
+            drawn.kept = True
+            return ReserveOutcome(True, [s for s in states if s is not None])
 
     async def _reserve_in(
-        self, slot: str, res: Reservation, idx: list[int], states: list[HoldState | None]
+        self,
+        slot: str,
+        res: Reservation,
+        idx: list[int],
+        states: list[HoldState | None],
+        draws: str = "",
     ) -> tuple[bool, int]:
         if slot != self.layout.home:
             await self.leases.register(slot)
@@ -190,6 +221,7 @@ class RedisBudgets:
             repr(float(res.expires_at)),
             orjson.dumps(stored).decode(),
             orjson.dumps(res.unsettled).decode(),
+            draws,
         ]
         for hold in holds:
             held = res.held(hold)
@@ -240,7 +272,19 @@ class RedisBudgets:
                 out[i] = _state(holds[i], raw[6 * j : 6 * j + 6])
 
         await asyncio.gather(*(read(slot, idx) for slot, idx in self._groups(holds) if idx))
-        return [s for s in out if s is not None]
+        return [self._unhidden(s) for s in out if s is not None]
+
+    def _unhidden(self, state: HoldState) -> HoldState:
+        """The global budget as if this replica's chunks were not there: its spend not yet
+        flushed counted as used, what its chunks hold for no one left out of reserved."""
+        if not self.allowance.chunks or not eligible(state.hold):
+            return state
+        spent, free = self.allowance.hidden(state.hold)
+        state.used += spent
+        state.reserved = max(state.reserved - spent - free, 0)
+        if state.used == 0 and state.reserved == 0:
+            state.oldest = None  # the bucket held only allowance no one used
+        return state
 
     # settle, cancel, extend --------------------------------------------------------------
     async def settle(self, entries: Sequence[LedgerEntry]) -> None:
@@ -248,6 +292,7 @@ class RedisBudgets:
         whose reservation is gone or already settled late changes nothing. One script per
         slot, at once; each entry is all-or-nothing in each slot, and should one overflow a
         counter (``FareboxError``), the entries before it stay settled, so retrying is safe."""
+        flush_failed = await self._settle_allowance(entries)
         by_slot: dict[str, list[LedgerEntry]] = {}
         seen: dict[str, tuple[str, ...]] = {}
         for e in entries:
@@ -259,6 +304,8 @@ class RedisBudgets:
             for slot in seen[rid]:
                 by_slot.setdefault(slot, []).append(e)
         if not by_slot:
+            if flush_failed is not None:
+                raise flush_failed
             return
         calls = [[(slot, e) for e in group] for slot, group in by_slot.items()]
         if self._one_call:
@@ -266,6 +313,26 @@ class RedisBudgets:
         await asyncio.gather(*(self._settle_in(call) for call in calls))
         for rid in seen:
             self._forget(rid)
+        if flush_failed is not None:
+            raise flush_failed
+
+    async def _settle_allowance(self, entries: Sequence[LedgerEntry]) -> Exception | None:
+        """The entries' draws on global allowance: late spends of reclaimed reservations, then
+        this replica's chunks flushed (every chunk in one script), before the slots settle: a
+        crash between the two counts a spend twice (conservative), never not at all. A flush
+        that fails is kept for the next batch and does not stop the slots' settle."""
+        if self.allowance.late:
+            await self.grants.late(entries)
+        for e in entries:
+            if e.reservation_id is not None:
+                self.allowance.settled(e.reservation_id, e.cost)
+        if not self.allowance.chunks:
+            return None
+        try:
+            await self.grants.flush()
+        except Exception as exc:  # its spend stays to flush; raised after the slots settle
+            return exc
+        return None
 
     async def _settle_in(self, items: list[tuple[str, LedgerEntry]]) -> None:
         """One settle script: each entry's holds in its slot from the reservation this
@@ -292,6 +359,7 @@ class RedisBudgets:
     async def cancel(self, reservation_id: str) -> bool:
         """Undo a reservation that is still held, in every slot it may hold in; False if
         there was none to undo."""
+        self.allowance.undraw(reservation_id)
         slots = self._slots.get(reservation_id, (self.layout.home,))
         done = await asyncio.gather(*(self._cancel_in(s, reservation_id) for s in slots))
         self._forget(reservation_id)
@@ -304,6 +372,11 @@ class RedisBudgets:
     async def extend(self, ids: Sequence[str], expires_at: float) -> None:
         """Move the expiry of the reservations still held; others are left alone. Only held
         reservations are in a lease set, so ``ZADD XX`` is exactly "only held ones"."""
+        await self.grants.flush()  # chunks that retired while idle are given back
+        self.allowance.extended(list(ids), expires_at)
+        chunks = dict.fromkeys(self.grants.chunk_ids(), expires_at)
+        if chunks:  # never shortened: a chunk's lease covers every draw's
+            await self._client.zadd(self.layout.leases(self.layout.home), chunks, xx=True, gt=True)
         by_slot: dict[str, list[str]] = {}
         for rid in ids:
             for slot in self._slots.get(rid, (self.layout.home,)):
@@ -323,6 +396,7 @@ class RedisBudgets:
         ``limit`` at most; return their ``unsettled`` ledger entries (once per reservation,
         whichever of its slots expired). Reclaimed reservations are kept a week for late
         settlement, then expire."""
+        self.allowance.expired(now)
         slots = [self.layout.home, *await self.leases.slots()]
         found: dict[str, LedgerEntry] = {}
         empty: list[str] = []
@@ -336,12 +410,27 @@ class RedisBudgets:
             for slot, raw in zip(chunk, raws, strict=True):
                 if int(raw[0]) == 0 and slot != self.layout.home:
                     empty.append(slot)
-                for item in raw[1:]:
-                    data: dict[str, Any] = orjson.loads(item)
-                    e = dataclasses.replace(LedgerEntry(**data), finished_at=now)
-                    found.setdefault(e.request_id, e)
+                for item, draws in zip(raw[1::2], raw[2::2], strict=True):
+                    e = self._reclaimed(item, draws, now)
+                    if e is not None:
+                        found.setdefault(e.request_id, e)
         await self.leases.forget(empty)
         return list(found.values())
+
+    def _reclaimed(self, item: Any, draws: Any, now: float) -> LedgerEntry | None:
+        """A reclaimed reservation's unsettled entry; None for a chunk of global allowance
+        (its reserve is back; if it was this replica's, no more is drawn on it). A
+        reservation's draws on chunks are remembered for its late settle."""
+        data: dict[str, Any] | str = orjson.loads(item)
+        if isinstance(data, str):  # a chunk's id
+            self.allowance.lost_id(data)
+            return None
+        e = dataclasses.replace(LedgerEntry(**data), finished_at=now)
+        rows = _text(draws)
+        if rows and e.reservation_id is not None:
+            late = [(str(k), float(b), str(kd)) for k, b, kd in orjson.loads(rows)]
+            self.allowance.remember_late(e.reservation_id, late)
+        return e
 
     async def _expire_in(self, slot: str, now: float, limit: int) -> Any:
         args = [slot, repr(float(now)), str(limit), str(RECLAIMED_TTL_S)]

@@ -132,7 +132,8 @@ end
 """
 
 # KEYS: leases, the reservation, then per hold its counter (and its bucket set, for a
-# rolling window). ARGV: id, expires_at, holds JSON, unsettled JSON, then per hold: mode
+# rolling window). ARGV: id, expires_at, holds JSON, unsettled JSON, draws JSON (the
+# reservation's draws on chunks of global allowance, '' none), then per hold: mode
 # (kind, plus ``r`` with rollover), bucket, limit, held, [window start unless kind ``s``],
 # [rollover bucket, cap, base limit with ``r``]. Returns {ok, failed index (0 = none), then
 # per hold: used, reserved (as found: decimal strings), oldest ('' none), rollover used}.
@@ -142,7 +143,7 @@ RESERVE = (
     + QUICK
     + FAST
     + """
-local found, failed, n, k, a = {}, 0, 0, 3, 5
+local found, failed, n, k, a = {}, 0, 0, 3, 6
 while a <= #ARGV do
   n = n + 1
   local mode, f, limit, held = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
@@ -198,6 +199,7 @@ if failed == 0 then
     end
   end
   redis.call('HSET', KEYS[2], 'holds', ARGV[3], 'state', 'held', 'unsettled', ARGV[4])
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'draws', ARGV[5]) end
   redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 end
 local out, m = {failed == 0 and 1 or 0, failed}, 2

@@ -256,7 +256,8 @@ return out
 )
 
 # KEYS: leases. ARGV: the slot's key prefix, now, limit, ttl of reclaimed records.
-# Returns {leases left, the unsettled entries (JSON) of the reclaimed reservations...}.
+# Returns {leases left, then per reclaimed reservation: its unsettled entry (JSON; ``null``
+# for a chunk of global allowance) and its draws on such chunks (JSON, '' none)}.
 EXPIRED = (
     NUM
     + WINDOW
@@ -266,12 +267,13 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT'
 local out = {0}
 for _, id in ipairs(ids) do
   local key = P .. ':res:' .. id
-  local rec = redis.call('HMGET', key, 'holds', 'state', 'unsettled')
+  local rec = redis.call('HMGET', key, 'holds', 'state', 'unsettled', 'draws')
   if rec[2] == 'held' then
     for _, h in ipairs(cjson.decode(rec[1])) do release(P, h) end
     redis.call('HSET', key, 'state', 'reclaimed')
     redis.call('EXPIRE', key, ARGV[4])
     out[#out + 1] = rec[3]
+    out[#out + 1] = rec[4] or ''
   end
   redis.call('ZREM', KEYS[1], id)
 end
@@ -292,6 +294,50 @@ for _, h in ipairs(cjson.decode(rec[1])) do release(ARGV[1], h) end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[1], ARGV[2])
 return 1
+"""
+)
+
+# KEYS per item: the slot's leases, a chunk of global allowance (``stores.redis.allowance``),
+# its counter, its bucket set. ARGV per item: the slot's prefix, the chunk's id, bucket, kind,
+# release, spend, final. Moves ``spend`` into used and ``release`` out of reserved, and lowers
+# the chunk's recorded hold by ``release`` (``final``: drops the chunk). A chunk no longer held
+# (reclaimed, or a late spend's placeholder) gave its reserve back: only the spend is added.
+# Returns per item 1 if the chunk was held. Fails (changing nothing of that item, the items
+# before it stay done) should a counter leave the 64-bit range.
+FLUSH = (
+    NUM
+    + WINDOW
+    + """
+local out = {}
+for i = 1, #KEYS / 4 do
+  local k, a = 4 * i - 3, 7 * i - 7
+  local f, kind, rel, spend = ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  local rec = redis.call('HMGET', KEYS[k + 1], 'holds', 'state')
+  local live = rec[2] == 'held'
+  local dr, du = nil, nil
+  if live and rel ~= '0' then dr = negs(rel) end
+  if spend ~= '0' then du = spend end
+  if dr or du then
+    local c, done, r = KEYS[k + 2], {}, nil
+    if dr then r = incr(c, 'r' .. f, dr, done) end
+    if (dr and not r) or (du and not incr(c, 'u' .. f, du, done)) then
+      undo(done)
+      return redis.error_reply('FAREBOX_OVERFLOW counter of ' .. c)
+    end
+    resum(c, KEYS[k + 3], f, kind, dr, du, r)
+  end
+  if live and ARGV[a + 7] == '1' then
+    redis.call('DEL', KEYS[k + 1])
+    redis.call('ZREM', KEYS[k], ARGV[a + 2])
+  elseif dr then
+    local holds = cjson.decode(rec[1])
+    local hh, hl = num(holds[1][3])
+    holds[1][3] = fmt(add(hh, hl, neg(num(rel))))
+    redis.call('HSET', KEYS[k + 1], 'holds', cjson.encode(holds))
+  end
+  out[i] = live and 1 or 0
+end
+return out
 """
 )
 
