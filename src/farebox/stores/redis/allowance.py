@@ -56,6 +56,7 @@ SHARE = 8  # and at most this share of what the budget had left
 TIGHT_S = 1.0  # a counter whose chunk was refused is held per request this long
 AGE_LEASES = 2  # a chunk takes draws for this many lease periods, then is retired
 TRACKED_MAX = 100_000  # draws and late spends remembered at most
+SIZE_MAX = 2**62  # a chunk fits a counter bucket (signed 64-bit) with room to spare
 
 
 def eligible(hold: Hold) -> bool:
@@ -73,14 +74,15 @@ class Chunk:
     granted: int = 0  # its size at the grant
     expires: float = 0.0  # its lease in Redis (the callers' clock): no draw may outlive it
     held: int = 0  # drawn by requests in flight
-    spent: int = 0  # settled, not yet flushed into Redis
+    due: int = 0  # drawn by settled requests (at most their cost), to release from reserved
+    spent: int = 0  # their costs, to move into used
     flushed: int = 0  # spent and flushed
     drawn: int = 0  # every draw ever made (the spend rate)
     retired: bool = False
 
     @property
     def free(self) -> int:
-        return self.size - self.held - self.spent
+        return self.size - self.held - self.due
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,7 @@ class Flush:
     release: int
     spend: int
     final: bool
+    due: int  # of ``release``, what settled draws held
 
 
 @dataclass(slots=True)
@@ -166,6 +169,7 @@ class Allowance:
         self._until.pop(rid, None)
         for chunk, need in drawn:
             chunk.held -= need
+            chunk.due += min(cost, need)  # a cost past its hold takes nothing from other draws
             chunk.spent += cost
         return True
 
@@ -176,7 +180,7 @@ class Allowance:
         size = max(int(self._rate.get(hold.key, 0.0) * self.lease_s), need * MIN_DRAWS, 1)
         if room is not None:
             size = min(size, room // SHARE)
-        return size
+        return min(size, SIZE_MAX)
 
     def granted(
         self, cid: str, hold: Hold, size: int, found: HoldState, expires: float
@@ -229,16 +233,16 @@ class Allowance:
         out = []
         for chunk in list(self.chunks.values()):
             final = chunk.retired and chunk.held == 0
-            release = chunk.size - chunk.held if final or chunk.id in back else chunk.spent
-            release = min(release, chunk.size)
+            release = chunk.size - chunk.held if final or chunk.id in back else chunk.due
             if chunk.spent or release or final:
-                out.append(Flush(chunk, release, chunk.spent, final))
+                out.append(Flush(chunk, release, chunk.spent, final, chunk.due))
         return out
 
     def apply(self, flush: Flush) -> None:
         """Account a flush before it is sent (``undo`` if it fails)."""
         chunk = flush.chunk
         chunk.size -= flush.release
+        chunk.due -= flush.due
         chunk.spent -= flush.spend
         chunk.flushed += flush.spend
         if flush.final:
@@ -247,6 +251,7 @@ class Allowance:
     def undo(self, flush: Flush) -> None:
         chunk = flush.chunk
         chunk.size += flush.release
+        chunk.due += flush.due
         chunk.spent += flush.spend
         chunk.flushed -= flush.spend
         if flush.final:
@@ -276,17 +281,18 @@ class Allowance:
     def lost(self, chunk: Chunk) -> None:
         """Redis no longer holds ``chunk`` (its lease was reclaimed): draw no more on it."""
         self.retire(chunk)
-        chunk.size = chunk.held + chunk.spent  # the spend still goes into used
+        chunk.size = chunk.held + chunk.due  # nothing free; the spend still goes into used
 
     def hidden(self, hold: Hold) -> tuple[int, int]:
-        """(spent not flushed, held for no one) by this replica's chunks of ``hold``'s
-        counter and bucket: what a read adds to used and takes out of reserved."""
-        spent = free = 0
+        """What this replica's chunks of ``hold``'s counter and bucket keep from Redis: spend
+        not yet flushed (a read adds it to used) and reserve held for no request in flight
+        (a read takes it out of reserved)."""
+        spent = unheld = 0
         for chunk in self.chunks.values():
             if chunk.hold.key == hold.key and chunk.hold.bucket == hold.bucket:
                 spent += chunk.spent
-                free += max(chunk.free, 0)
-        return spent, free
+                unheld += chunk.size - chunk.held
+        return spent, unheld
 
     def remember_late(self, rid: str, draws: list[tuple[str, float, str]]) -> None:
         """A reclaimed reservation's draws (counter, bucket, kind), for its late settle."""

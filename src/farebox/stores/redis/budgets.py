@@ -279,9 +279,9 @@ class RedisBudgets:
         flushed counted as used, what its chunks hold for no one left out of reserved."""
         if not self.allowance.chunks or not eligible(state.hold):
             return state
-        spent, free = self.allowance.hidden(state.hold)
+        spent, unheld = self.allowance.hidden(state.hold)
         state.used += spent
-        state.reserved = max(state.reserved - spent - free, 0)
+        state.reserved = max(state.reserved - unheld, 0)
         if state.used == 0 and state.reserved == 0:
             state.oldest = None  # the bucket held only allowance no one used
         return state

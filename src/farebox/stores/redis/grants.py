@@ -17,6 +17,7 @@ import orjson
 
 from farebox.core.budgets import Hold, HoldState, settled_amount
 from farebox.core.records import LedgerEntry, Reservation
+from farebox.errors import FareboxError
 from farebox.stores.redis.allowance import AGE_LEASES, Allowance, Chunk, Flush, chunk_id
 from farebox.stores.redis.layout import Layout, field, kind, reserve_args
 
@@ -46,6 +47,9 @@ class Grants:
         self._layout = layout
         self._found = found
         self._locks: dict[str, asyncio.Lock] = {}
+        # one flush at a time: two in flight could reach Redis out of order, and a chunk's
+        # last flush, arriving first, would leave the other's release undone
+        self._flushing = asyncio.Lock()
 
     # drawing -----------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -91,7 +95,10 @@ class Grants:
             if size < need:
                 break
             cid = chunk_id()
-            ok, state = await self._reserve_chunk(cid, hold, size, expires)
+            try:
+                ok, state = await self._reserve_chunk(cid, hold, size, expires)
+            except FareboxError:  # the bucket cannot take a chunk (64-bit): held per request
+                break
             if ok:
                 self.allowance.granted(cid, hold, size, state, expires)
                 return
@@ -127,6 +134,10 @@ class Grants:
         """Move every chunk's settled spend into Redis, and give back what retired chunks (and
         ``giving_back``) hold for no one: one script for all of them. Accounted first and
         undone if the script fails, so spend is never moved twice nor lost."""
+        async with self._flushing:
+            await self._flush_now(giving_back)
+
+    async def _flush_now(self, giving_back: Sequence[Chunk]) -> None:
         self.allowance.expire_idle()
         todo = self.allowance.flushes(giving_back=iter(giving_back))
         if not todo:
