@@ -182,9 +182,7 @@ class Allowance:
             size = min(size, room // SHARE)
         return min(size, SIZE_MAX)
 
-    def granted(
-        self, cid: str, hold: Hold, size: int, found: HoldState, expires: float
-    ) -> Chunk:
+    def granted(self, cid: str, hold: Hold, size: int, found: HoldState, expires: float) -> Chunk:
         key = (hold.key, hold.bucket)
         old = self._live.get(key)
         if old is not None:
