@@ -69,6 +69,7 @@ class FleetOptions:
     embedded: bool
     single_redis: bool
     cluster: bool
+    global_lease_s: float | None
     output: str | None
 
 
@@ -90,6 +91,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-embedded", dest="embedded", action="store_false")
     p.add_argument("--no-single-redis", dest="single_redis", action="store_false")
     p.add_argument("--no-cluster", dest="cluster", action="store_false")
+    p.add_argument(
+        "--global-lease-s",
+        type=float,
+        help="add a global budget to the plan, leased by each replica this many seconds of "
+        "spend at a time (budgets.global_lease_s; 0: held in Redis per request)",
+    )
     p.add_argument("--output", help="JSON path (default bench/results/fleet-latest.json)")
     return p
 
@@ -282,7 +289,7 @@ def _probe(url: str, key: str) -> str | None:
 
 def _embedded(bench: Bench) -> report.Row:
     row = report.Row("embedded (sqlite)", "embedded", 1)
-    with fleet(Backend(), bench.upstream) as group:
+    with fleet(Backend(global_lease_s=bench.opts.global_lease_s), bench.upstream) as group:
         try:
             replica = group.add()
             keys = provision(replica.url, group.admin_key, bench.opts.tenants)
@@ -338,7 +345,8 @@ def _series(bench: Bench, mode: str, database: str) -> list[report.Row]:
             log(f"{mode}: {err}")
             return [_na(mode, n, f"Redis: {err}") for n in bench.opts.replicas]
         log(f"{mode}: Redis on ports {ports}")
-        backend = Backend(database, f"redis://127.0.0.1:{ports[0]}", mode == "cluster")
+        url = f"redis://127.0.0.1:{ports[0]}"
+        backend = Backend(database, url, mode == "cluster", bench.opts.global_lease_s)
         group = stack.enter_context(fleet(backend, bench.upstream))
         return _grow(bench, mode, group, RedisCpu(ports))
     raise AssertionError("unreachable")

@@ -54,12 +54,26 @@ class Backend:
     database: str | None = None  # postgresql://...; None: SQLite in the gateway's directory
     redis_url: str | None = None
     cluster: bool = False
+    # a global budget too (far above what the bench spends), each replica leasing this many
+    # seconds of its spend of it (``budgets.global_lease_s``; 0: held per request); None: none
+    global_lease_s: float | None = None
 
     @property
     def scaled(self) -> bool:
         return self.database is not None
 
     def stores_yaml(self, directory: Path) -> str:
+        return self._stores(directory) + self._global_budget()
+
+    def _global_budget(self) -> str:
+        if self.global_lease_s is None:
+            return ""
+        return (
+            'budgets: {global: [{scope: global, period: day, limit_usd: "100000000"}], '
+            f"global_lease_s: {self.global_lease_s}}}\n"
+        )
+
+    def _stores(self, directory: Path) -> str:
         if self.database is None:
             sqlite = "sqlite:///" + str(directory / "farebox.db")
             return f"database: {json.dumps(sqlite)}\n"

@@ -253,3 +253,38 @@ async def test_requests_under_a_global_budget_run_few_home_slot_scripts(
         assert (g.used, g.reserved) == (1000 * (10**8 - 1), 0)
     finally:
         await drop_all(client, prefix)
+
+
+# --- the scaled store ------------------------------------------------------------------------
+
+
+async def test_a_clean_shutdown_gives_the_allowance_back() -> None:
+    """``ScaledStore.close`` settles what is queued, then gives back every chunk: the global
+    budget holds exactly the spend, and nothing is left reserved for a replica that is gone."""
+    from tests.test_scaled_settle_behind import _make
+
+    from tests.contracts.backends import drop_schema, require
+
+    require("scaled store", ("PostgreSQL", 5432), ("Redis", 6379))
+    tag = uuid.uuid4().hex[:12]
+    schema, prefix = f"farebox_alw_{tag}", f"fbxalw{tag}"
+    store = _make(schema, prefix)
+    await store.open()
+    try:
+        for i in range(40):
+            t = TENANTS[i % 20]
+            res = reservation(f"s{i}", 10**9, holds_of(t), t, T0 + 600)
+            assert (await store.reserve(res)).ok
+            await store.append_ledger([settlement(res.id, t, 10**9 - i)])
+        [g] = await store.budget_states([glob()])  # this replica's own view: exact already
+        assert (g.used, g.reserved) == (sum(10**9 - i for i in range(40)), 0)
+    finally:
+        await store.close()
+    client = await connect()
+    try:
+        [g] = await RedisBudgets(client, prefix).states([glob()])  # Redis itself, once closed
+        assert (g.used, g.reserved) == (sum(10**9 - i for i in range(40)), 0)
+    finally:
+        await drop_all(client, prefix)
+        await client.aclose()
+        await drop_schema(schema)
