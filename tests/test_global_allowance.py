@@ -261,9 +261,8 @@ async def test_requests_under_a_global_budget_run_few_home_slot_scripts(
 async def test_a_clean_shutdown_gives_the_allowance_back() -> None:
     """``ScaledStore.close`` settles what is queued, then gives back every chunk: the global
     budget holds exactly the spend, and nothing is left reserved for a replica that is gone."""
-    from tests.test_scaled_settle_behind import _make
-
     from tests.contracts.backends import drop_schema, require
+    from tests.test_scaled_settle_behind import _make
 
     require("scaled store", ("PostgreSQL", 5432), ("Redis", 6379))
     tag = uuid.uuid4().hex[:12]
