@@ -198,8 +198,12 @@ if failed == 0 then
       if not st.cu and not st.cr then redis.call('ZADD', st.z, f, f) end
     end
   end
-  redis.call('HSET', KEYS[2], 'holds', ARGV[3], 'state', 'held', 'unsettled', ARGV[4])
-  if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'draws', ARGV[5]) end
+  if ARGV[5] == '' then
+    redis.call('HSET', KEYS[2], 'holds', ARGV[3], 'state', 'held', 'unsettled', ARGV[4])
+  else
+    redis.call('HSET', KEYS[2], 'holds', ARGV[3], 'state', 'held', 'unsettled', ARGV[4],
+               'draws', ARGV[5])
+  end
   redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 end
 local out, m = {failed == 0 and 1 or 0, failed}, 2
