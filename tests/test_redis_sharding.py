@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from farebox.core.budgets import Hold
-from farebox.core.records import LedgerEntry, Reservation
+from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
 from farebox.errors import FareboxError
 from farebox.gateway.rate_limits import LimitSpec
 from farebox.gateway.rate_limits import holds as limit_holds
@@ -169,15 +169,19 @@ class Run:
             return  # nothing changed: the next check compares every counter
         want = self.ref.reserve(res)
         assert got.ok == want.ok, (got, want)
+        self.same_states(got, want)
+        if not got.ok:
+            assert got.failed is not None and want.failed is not None
+            assert got.failed.hold == want.failed.hold
+        else:
+            self.open[res.id] = tenant
+
+    def same_states(self, got: ReserveOutcome, want: ReserveOutcome) -> None:
         assert [(s.used, s.reserved, s.limit) for s in got.states] == [
             (s.used, s.reserved, s.limit) for s in want.states
         ]
         if not got.ok:
-            assert got.failed is not None and want.failed is not None
-            assert got.failed.hold == want.failed.hold
             assert got.states == want.states  # as found, oldest bucket included
-        else:
-            self.open[res.id] = tenant
 
     async def settle(self, pick: int, cost: int, tokens: int) -> bool:
         if not self.open:
