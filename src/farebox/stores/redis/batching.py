@@ -91,13 +91,13 @@ class NodeScripts:
         return functools.partial(self._call, node)
 
     async def _call(self, node: ClusterNode, keys: list[str], args: list[str]) -> Any:
-        if keys:
-            raise FareboxError("a node's settle script declares no keys")
         try:
-            return await self._evalsha(node, args)
+            return await self._evalsha(node, keys, args)
         except NoScriptError:  # a node that restarted, or never ran it
             await self._client.execute_command("SCRIPT LOAD", hot.SETTLE_NODE, target_nodes=node)
-            return await self._evalsha(node, args)
+            return await self._evalsha(node, keys, args)
 
-    async def _evalsha(self, node: ClusterNode, args: list[str]) -> Any:
-        return await self._client.execute_command("EVALSHA", self._sha, 0, *args, target_nodes=node)
+    async def _evalsha(self, node: ClusterNode, keys: list[str], args: list[str]) -> Any:
+        return await self._client.execute_command(
+            "EVALSHA", self._sha, len(keys), *keys, *args, target_nodes=node
+        )
