@@ -21,8 +21,9 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from farebox.core.budgets import Hold
+from farebox.stores.redis.batching import NodeScripts
 from farebox.stores.redis.budgets import RedisBudgets
-from farebox.stores.redis.hot import SETTLE_NODE
+from farebox.stores.redis.hot import SETTLE, SETTLE_NODE
 from tests.cluster_fixture import Cluster
 from tests.test_redis_sharding import T0, reservation, settlement, tenant_holds
 
@@ -120,6 +121,25 @@ async def test_a_replica_that_did_not_reserve_settles_from_the_records(
     await other.settle([settlement(f"r-{t}", t, COST, 3) for t in tenants])  # once only
     await store.settle([settlement(f"r-{t}", t, COST, 3) for t in tenants])
     await assert_settled_once(store, tenants, 1)
+
+
+async def test_a_server_that_refuses_the_flag_runs_the_script_without_it(
+    client: RedisCluster, redis_cluster_nodes: Cluster
+) -> None:
+    """As Redis before 7 refuses ``#!lua flags=...`` (here: a flag no Redis knows), the node
+    batches run ``SETTLE`` itself, still one script per node."""
+    store = new_store(client)
+    nodes = store._nodes = NodeScripts(client, "#!lua flags=no-such-flag\n" + SETTLE)
+    tenants = [f"t{i}" for i in range(30)]
+    await reserve_all(store, tenants, "warm")
+    await store.settle([settlement(f"warm-{t}", t, COST, 3) for t in tenants])
+    assert nodes.script == SETTLE
+    await reserve_all(store, tenants, "r")
+    before = await evalsha_calls(redis_cluster_nodes.ports)
+    await store.settle([settlement(f"r-{t}", t, COST, 3) for t in tenants])
+    after = await evalsha_calls(redis_cluster_nodes.ports)
+    assert {p: after[p] - before[p] for p in after} == dict.fromkeys(after, 1)
+    await assert_settled_once(store, tenants, 2)
 
 
 async def test_a_stale_slot_map_still_settles_each_entry_once(

@@ -26,6 +26,10 @@ stalled node costs one timeout), nor a call that found no free connection
 Not covered, here as before node batching: a slot caught in the middle of a migration (some
 of its keys moved, some not) can fail a script between two counters of one entry, since the
 settle scripts declare no counter keys.
+
+Redis before 7 cannot read the script's flag (``#!lua flags=allow-cross-slot-keys``) and
+refuses it; ``NodeScripts`` then runs ``hot.SETTLE`` itself on the nodes, whose scripts
+without a shebang may touch keys of several slots of their node (so may Redis 7's).
 """
 
 from __future__ import annotations
@@ -60,12 +64,16 @@ Script = Callable[..., Awaitable[Any]]
 
 
 class NodeScripts:
-    """``hot.SETTLE_NODE`` on the nodes of one cluster client."""
+    """``hot.SETTLE_NODE`` on the nodes of one cluster client (``script``: for the tests)."""
 
-    def __init__(self, client: RedisCluster) -> None:
+    def __init__(self, client: RedisCluster, script: str = hot.SETTLE_NODE) -> None:
         self._client = client
-        self._sha = hashlib.sha1(hot.SETTLE_NODE.encode()).hexdigest()  # noqa: S324 (Redis's)
         self._slots: dict[str, int] = {}  # hash tag -> cluster slot
+        self.use(script)
+
+    def use(self, script: str) -> None:
+        self.script = script
+        self._sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 (Redis's name)
 
     def slot(self, tag: str) -> int:
         """The cluster slot of the keys of a hash tag (``{...}``, braces included)."""
@@ -99,8 +107,19 @@ class NodeScripts:
         try:
             return await self._evalsha(node, keys, args)
         except NoScriptError:  # a node that restarted, or never ran it
-            await self._client.execute_command("SCRIPT LOAD", hot.SETTLE_NODE, target_nodes=node)
+            await self._load(node)
             return await self._evalsha(node, keys, args)
+
+    async def _load(self, node: ClusterNode) -> None:
+        try:
+            await self._client.execute_command("SCRIPT LOAD", self.script, target_nodes=node)
+        except ResponseError:
+            if self.script == hot.SETTLE:
+                raise
+            # a server that cannot read the flag (before Redis 7): a script without a shebang
+            # may touch every slot of its node too (Redis's compatibility mode for EVAL)
+            self.use(hot.SETTLE)
+            await self._client.execute_command("SCRIPT LOAD", self.script, target_nodes=node)
 
     async def _evalsha(self, node: ClusterNode, keys: list[str], args: list[str]) -> Any:
         return await self._client.execute_command(
