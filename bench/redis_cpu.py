@@ -7,12 +7,14 @@ minute; the client IP's requests per minute: six holds) and one settle each, ``c
 at a time, spread over ``tenants`` tenants. With ``--settle-behind`` the settles go through
 ``stores.settler.Settler`` as on the serving path (``farebox serve``): each request only
 queues its entry, and one task settles what has queued up, up to ``BATCH_MAX`` entries per
-call (``RedisBudgets.settle`` groups them per slot). Redis CPU is read from ``INFO cpu``
-(``used_cpu_sys + used_cpu_user``, which includes the network I/O of the calls) before and
-after; ``INFO commandstats`` gives the script time alone.
+call (``RedisBudgets.settle`` groups them: one script on a single Redis, one per node of a
+cluster). Redis CPU is read from ``INFO cpu`` (``used_cpu_sys + used_cpu_user``, which
+includes the network I/O of the calls) before and after; ``INFO commandstats`` gives the
+script time alone. With ``--cluster`` the store runs on a 3-node Redis Cluster of its own
+(``bench.redis_cluster``, the serving path's cluster client) and both sum over the nodes.
 
     PYTHONPATH=src:. python -m bench.redis_cpu [--requests 20000] [--concurrency 32]
-        [--settle-behind] [--detail]
+        [--settle-behind] [--cluster] [--detail]
 
 The clock is real time, so rate-limit windows roll over as in production.
 """
@@ -33,7 +35,7 @@ from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
 
-from bench.redis_cluster import free_ports
+from bench.redis_cluster import free_ports, redis_cluster
 from farebox.core.budgets import BudgetSpec
 from farebox.core.budgets import holds as budget_holds
 from farebox.core.periods import parse_period
@@ -41,7 +43,9 @@ from farebox.core.records import LedgerEntry, Reservation
 from farebox.gateway.rate_limits import LimitSpec
 from farebox.gateway.rate_limits import holds as limit_holds
 from farebox.stores.redis.budgets import RedisBudgets
+from farebox.stores.scaled import redis_client
 from farebox.stores.settler import Settler
+from farebox.stores.timeouts import StoreTimeouts
 
 USD = 10**12  # pico-USD
 SPECS = [
@@ -122,10 +126,21 @@ async def one(store: RedisBudgets, i: int, tenants: int, settler: Settler | None
         await store.settle(settled)
 
 
-async def cpu(client: aioredis.Redis) -> tuple[float, dict[str, Any]]:
-    info = await client.info("cpu")
-    stats = await client.info("commandstats")
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"]), stats
+async def cpu(ports: list[int]) -> tuple[float, dict[str, Any]]:
+    """CPU seconds and ``INFO commandstats`` (calls and usec), summed over the nodes."""
+    used, stats = 0.0, {}
+    for port in ports:
+        node = aioredis.Redis(host="127.0.0.1", port=port)
+        try:
+            info, found = await node.info("cpu"), await node.info("commandstats")
+        finally:
+            await node.aclose()
+        used += float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+        for name, value in found.items():
+            total = stats.setdefault(name, {"calls": 0, "usec": 0})
+            total["calls"] += value["calls"]
+            total["usec"] += value["usec"]
+    return used, stats
 
 
 def detail(stats0: dict[str, Any], stats1: dict[str, Any], requests: int) -> None:
@@ -144,13 +159,26 @@ def detail(stats0: dict[str, Any], stats1: dict[str, Any], requests: int) -> Non
         )
 
 
-async def run(
-    port: int, requests: int, concurrency: int, tenants: int, behind: bool, show: bool
-) -> dict[str, float]:
+def connect(ports: list[int], concurrency: int, cluster: bool) -> aioredis.Redis:
+    if cluster:  # the serving path's cluster client
+        url = f"redis://127.0.0.1:{ports[0]}"
+        return redis_client(url, StoreTimeouts(), concurrency + 4, cluster=True)
     # as the serving path's pool (``stores.scaled.redis_client``): calls beyond it wait
-    pool = aioredis.BlockingConnectionPool(host="127.0.0.1", port=port,
+    pool = aioredis.BlockingConnectionPool(host="127.0.0.1", port=ports[0],
                                            max_connections=concurrency + 4)  # fmt: skip
-    client = aioredis.Redis.from_pool(pool)
+    return aioredis.Redis.from_pool(pool)
+
+
+async def run(
+    ports: list[int],
+    requests: int,
+    concurrency: int,
+    tenants: int,
+    behind: bool,
+    show: bool,
+    cluster: bool = False,
+) -> dict[str, float]:
+    client = connect(ports, concurrency, cluster)
     store = RedisBudgets(client, f"bench-{uuid.uuid4().hex[:8]}")
     batches = [0]
 
@@ -164,7 +192,7 @@ async def run(
             await one(store, i, tenants)
         if settler is not None:
             settler.start()
-        before, stats0 = await cpu(client)
+        before, stats0 = await cpu(ports)
         started = time.perf_counter()
         queue = iter(range(requests))
 
@@ -176,7 +204,7 @@ async def run(
         if settler is not None:
             await settler.stop()
         wall = time.perf_counter() - started
-        after, stats1 = await cpu(client)
+        after, stats1 = await cpu(ports)
     finally:
         await client.aclose()
     if show:
@@ -212,14 +240,18 @@ def main() -> None:
         action="store_true",
         help="settle through the Settler, in batches, as the serving path",
     )
+    parser.add_argument("--cluster", action="store_true", help="on a 3-node Redis Cluster")
     parser.add_argument("--detail", action="store_true", help="print INFO commandstats")
     args = parser.parse_args()
     params = (args.requests, args.concurrency, args.tenants, args.settle_behind, args.detail)
-    if args.port:
-        result = asyncio.run(run(args.port, *params))
+    if args.cluster:
+        with redis_cluster(3) as ports:
+            result = asyncio.run(run(ports, *params, cluster=True))
+    elif args.port:
+        result = asyncio.run(run([args.port], *params))
     else:
         with private_redis() as port:
-            result = asyncio.run(run(port, *params))
+            result = asyncio.run(run([port], *params))
     for name, value in result.items():
         print(f"{name:>24}: {value:,.1f}")
 

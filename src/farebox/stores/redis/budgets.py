@@ -31,7 +31,8 @@ and decode the stored record (a settle of a reservation made elsewhere reads it)
 
 Settling a batch (``stores.settler`` settles many requests' entries at once): on a single
 Redis, one script settles every entry, whatever its slot (a single server has no slots to
-respect); on a Redis Cluster, one script per slot, at once.
+respect); on a Redis Cluster, one script per node for the slots it serves, at once (one per
+slot should the slot map be stale: ``stores.redis.batching``).
 
 Money is exact: counter buckets stay signed 64-bit integers (``HINCRBY``, or a decimal
 string the script computed exactly and checked to fit) and the scripts compare with two-limb
@@ -45,23 +46,26 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ResponseError
 
 from farebox.core.budgets import Hold, HoldState, held_amount, rollover, settled_amount
 from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
 from farebox.errors import Conflict, FareboxError
-from farebox.stores.redis import hot, lua
+from farebox.stores.redis import batching, hot, lua
 from farebox.stores.redis.allowance import Allowance, eligible
+from farebox.stores.redis.batching import NodeScripts
 from farebox.stores.redis.grants import Grants
 from farebox.stores.redis.layout import Layout, field, hold_args, joined, kind, reserve_args
 from farebox.stores.redis.leases import FAN_OUT, LeaseSlots
 
+log = logging.getLogger("farebox.stores.redis")
 RECLAIMED_TTL_S = 7 * 86400  # reclaimed reservations are kept this long for late settlement
 LEGACY_PREFIX = "fbx"  # every deployment's keys before ``redis_prefix`` existed
 TRACKED_MAX = 100_000  # reservations whose slots this process remembers, at most
@@ -110,8 +114,8 @@ class RedisBudgets:
         # the holds, amount and token estimate of the reservations of ``_slots`` (not the
         # reservations: their unsettled entries would keep far more memory)
         self._made: dict[str, tuple[tuple[Hold, ...], int, int]] = {}
-        # a single Redis runs one settle script for every slot; a cluster one per slot
-        self._one_call = not isinstance(client, RedisCluster)
+        # a single Redis runs one settle script for every slot; a cluster one per node
+        self._nodes = NodeScripts(client) if isinstance(client, RedisCluster) else None
         self.leases = LeaseSlots(client, "", client.register_script(lua.FORGET))
         self.allowance = Allowance(global_lease_s)
         scripts = (self._reserve, client.register_script(lua.FLUSH))
@@ -289,11 +293,12 @@ class RedisBudgets:
     # settle, cancel, extend --------------------------------------------------------------
     async def settle(self, entries: Sequence[LedgerEntry]) -> None:
         """Turn each entry's reservation into spend of exactly its cost. Idempotent: an entry
-        whose reservation is gone or already settled late changes nothing. One script per
-        slot, at once; each entry is all-or-nothing in each slot, and should one overflow a
-        counter (``FareboxError``), the entries before it stay settled, so retrying is safe."""
+        whose reservation is gone or already settled late changes nothing. One script on a
+        single Redis, one per node of a cluster (``stores.redis.batching``), at once; each entry
+        is all-or-nothing in each slot, and should one overflow a counter (``FareboxError``),
+        the entries before it stay settled, so retrying is safe."""
         flush_failed = await self._settle_allowance(entries)
-        by_slot: dict[str, list[LedgerEntry]] = {}
+        by_slot: dict[str, list[tuple[str, LedgerEntry]]] = {}
         seen: dict[str, tuple[str, ...]] = {}
         for e in entries:
             rid = e.reservation_id
@@ -302,15 +307,18 @@ class RedisBudgets:
             if rid not in seen:
                 seen[rid] = self._slots_of(rid, e.tenant_id)
             for slot in seen[rid]:
-                by_slot.setdefault(slot, []).append(e)
+                by_slot.setdefault(slot, []).append((slot, e))
         if not by_slot:
             if flush_failed is not None:
                 raise flush_failed
             return
-        calls = [[(slot, e) for e in group] for slot, group in by_slot.items()]
-        if self._one_call:
-            calls = [[item for call in calls for item in call]]
-        await asyncio.gather(*(self._settle_in(call) for call in calls))
+        if self._nodes is None:
+            await self._settle_in([item for call in by_slot.values() for item in call])
+        else:
+            await asyncio.gather(*(
+                self._settle_on(node, [by_slot[slot] for slot in slots])
+                for node, slots in self._nodes.by_node(by_slot)
+            ))  # fmt: skip
         for rid in seen:
             self._forget(rid)
         if flush_failed is not None:
@@ -334,14 +342,33 @@ class RedisBudgets:
             return exc
         return None
 
-    async def _settle_in(self, items: list[tuple[str, LedgerEntry]]) -> None:
+    async def _settle_on(
+        self, node: ClusterNode | None, calls: list[list[tuple[str, LedgerEntry]]]
+    ) -> None:
+        """The slots of one cluster node: one script for all, or one per slot should that
+        fail (a stale slot map, an overflow; ``batching.AGAIN_PER_SLOT``) or be one anyway."""
+        if node is not None and self._nodes is not None and len(calls) > 1:
+            try:
+                await self._settle_in([item for call in calls for item in call], node)
+                return
+            except batching.NOT_AGAIN:
+                raise
+            except batching.AGAIN_PER_SLOT as exc:
+                log.debug("settling per slot: the batch of node %s failed: %s", node.name, exc)
+        await asyncio.gather(*(self._settle_in(call) for call in calls))
+
+    async def _settle_in(
+        self, items: list[tuple[str, LedgerEntry]], node: ClusterNode | None = None
+    ) -> None:
         """One settle script: each entry's holds in its slot from the reservation this
-        process made (no record to read and decode), else from the stored record."""
+        process made (no record to read and decode), else from the stored record. On a
+        cluster ``node``, the script of its slots (no declared keys), else ``hot.SETTLE``."""
         keys: list[str] = []
         args: list[str] = []
         for slot, e in items:
             rid = e.reservation_id or ""
-            keys.append(self.layout.record(slot, rid))
+            if node is None:
+                keys.append(self.layout.record(slot, rid))
             made = self._made.get(rid)
             holds = (
                 [] if made is None else [h for h in made[0] if self.layout.slot(h.tenant) == slot]
@@ -354,7 +381,8 @@ class RedisBudgets:
                 held = held_amount(h.unit, made[1], made[2])
                 spent = settled_amount(h.unit, e.cost, e.tokens)
                 args += [h.key, field(h.bucket), kind(h), str(held), str(spent)]
-        await self._run(self._settle, keys, args)
+        script = self._settle if node is None or self._nodes is None else self._nodes.on(node)
+        await self._run(script, keys, args)
 
     async def cancel(self, reservation_id: str) -> bool:
         """Undo a reservation that is still held, in every slot it may hold in; False if

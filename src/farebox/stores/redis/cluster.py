@@ -32,6 +32,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 SPARE_CONNECTIONS = 4
 
+
+class NoPlace(RedisConnectionError):
+    """No place for a command within ``wait_s``: it was never sent (a connection error, as
+    the single client's pool raises when it has none to give)."""
+
+
 # What a cluster raises when it cannot serve a slot now: CLUSTERDOWN / MASTERDOWN and
 # "TTL exhausted" after too many redirects (``ClusterError``), TRYAGAIN during a resharding,
 # a MOVED / ASK that outlived the redirects, and the client's own topology failures
@@ -77,9 +83,7 @@ class BoundedCluster(RedisCluster):
                 async with asyncio.timeout(self._wait_s):
                     await self._places.acquire()
             except TimeoutError:
-                raise RedisConnectionError(
-                    f"no free Redis Cluster connection within {self._wait_s} s"
-                ) from None
+                raise NoPlace(f"no free Redis Cluster connection within {self._wait_s} s") from None
         else:
             await self._places.acquire()
         try:

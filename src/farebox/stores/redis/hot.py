@@ -215,7 +215,8 @@ return out
 """
 )
 
-# KEYS: one reservation per entry. ARGV per entry: its slot's key prefix, its id, the number
+# KEYS: one reservation per entry, or none (then entry i's is ``<slot>:res:<id>``, as on a
+# cluster node: ``SETTLE_NODE``). ARGV per entry: its slot's key prefix, its id, the number
 # of its holds in that slot n, then n x (counter, bucket, kind, held, spent: '' none) when the
 # caller knows its holds (it made the reservation), else (cost, tokens) and the holds are read
 # from the reservation. Each entry is all-or-nothing; should one overflow a counter, the
@@ -294,15 +295,16 @@ local function apply(P, H, j, n, live)
   return nil
 end
 
-local a = 1
-for i = 1, #KEYS do
+local a, i, argc = 1, 0, #ARGV
+while a <= argc do
+  i = i + 1
   local P, id, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-  local H, j, rec = ARGV, a + 3, nil
+  local H, j, rec, R = ARGV, a + 3, nil, KEYS[i] or (P .. ':res:' .. id)
   if n > 0 then
-    rec = {false, redis.call('HGET', KEYS[i], 'state')}
+    rec = {false, redis.call('HGET', R, 'state')}
     a = a + 3 + 5 * n
   else
-    rec = redis.call('HMGET', KEYS[i], 'holds', 'state')
+    rec = redis.call('HMGET', R, 'holds', 'state')
     a = a + 5
   end
   local live = rec[2] == 'held'
@@ -320,13 +322,20 @@ for i = 1, #KEYS do
     local bad = apply(P, H, j, n, live)
     if bad then return redis.error_reply('FAREBOX_OVERFLOW counter of ' .. bad) end
     if live then
-      redis.call('DEL', KEYS[i])
+      redis.call('DEL', R)
       redis.call('ZREM', P .. ':leases', id)
     else
-      redis.call('HSET', KEYS[i], 'state', 'settled_late')
+      redis.call('HSET', R, 'state', 'settled_late')
     end
   end
 end
 return 0
 """
 )
+
+# ``SETTLE`` for one Redis Cluster node (``stores.redis.batching``): entries of several slots
+# that the node serves, their reservations named by no KEYS (declared keys must share a slot).
+# The flag (Redis 7) lets a script touch keys of several slots, all on its node. An entry of a
+# slot the node does not serve fails the script at its first key, the reservation's, before it
+# changed anything (the entries before it stay settled: settling again is a no-op).
+SETTLE_NODE = "#!lua flags=allow-cross-slot-keys\n" + SETTLE
