@@ -61,16 +61,25 @@ class AllowanceRun(Run):
         return going
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=OPS)
+# every reserve holds the day's global budget, and maybe a rolling one and one with rollover
+KINDS = {"cal": "cal", "limits": "limits", "rolling": "global-rolling", "global": "global-rollover"}
+GLOBAL_OPS = OPS.map(
+    lambda ops: [(op, step, t, {KINDS[k] for k in kinds} | {"global"}, a, b, pick)
+                 for op, step, t, kinds, a, b, pick in ops]
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("lease_s", [60.0, 0.0005])  # chunks that never age, and that age at once
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=GLOBAL_OPS)
 def test_random_operations_with_allowance_match_the_in_memory_store(
-    ops: list[tuple[Any, ...]],
+    lease_s: float, ops: list[tuple[Any, ...]]
 ) -> None:
     async def main() -> None:
         client = await connect()
         prefix = f"fbxalw-{uuid.uuid4().hex[:12]}"
         try:
-            run = AllowanceRun(RedisBudgets(client, prefix, global_lease_s=60))
+            run = AllowanceRun(RedisBudgets(client, prefix, global_lease_s=lease_s))
             await run_ops(run, ops)
             if getattr(run, "overflowed", False):
                 return

@@ -115,13 +115,21 @@ def tenant_holds(tenant: str, now: float, kinds: Sequence[str]) -> list[Hold]:
                            model="m", now=now)  # fmt: skip
     if "global" in kinds:
         out.append(hold("global:day", 5 * 10**16, day, scope="global", tenant=""))
+    if "global-rolling" in kinds:
+        out.append(hold("global:rolling:10m", 4 * 10**16, minute, buckets_from=minute - 9 * 60,
+                        window_s=600, scope="global", tenant=""))  # fmt: skip
+    if "global-rollover" in kinds:
+        out.append(hold("global:week", 3 * 10**16, day, rollover_cap=10**16,
+                        rollover_bucket=day - 600, base_limit=3 * 10**16, scope="global",
+                        tenant=""))  # fmt: skip
     return out
 
 
 def every_hold(now: float) -> list[Hold]:
     kinds = ("cal", "rolling", "limits")
+    globals_ = ("global", "global-rolling", "global-rollover")
     return [*(h for t in TENANTS for h in tenant_holds(t, now, kinds)),
-            *tenant_holds("", now, ("global",))]  # fmt: skip
+            *tenant_holds("", now, globals_)]  # fmt: skip
 
 
 def would_overflow(ref: MemoryBudgets, res: Reservation) -> bool:

@@ -45,6 +45,7 @@ million USD in pico-USD); sums and limits beyond it are exact.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -118,8 +119,10 @@ class RedisBudgets:
         self._nodes = NodeScripts(client) if isinstance(client, RedisCluster) else None
         self.leases = LeaseSlots(client, "", client.register_script(lua.FORGET))
         self.allowance = Allowance(global_lease_s)
-        scripts = (self._reserve, client.register_script(lua.FLUSH))
-        self.grants = Grants(self.allowance, self._run, scripts, lambda: self.layout, _found)
+        scripts = (self._reserve, client.register_script(lua.FLUSH), self._cancel)
+        self.grants = Grants(
+            self.allowance, self._run, scripts, lambda: self.layout, _found, self._read_one
+        )
         self.use_prefix(prefix)
 
     def use_prefix(self, prefix: str) -> None:
@@ -163,11 +166,14 @@ class RedisBudgets:
                         home or []))  # fmt: skip
         return out
 
-    def _track(self, res: Reservation, slots: tuple[str, ...]) -> None:
+    def _track(self, res: Reservation, slots: tuple[str, ...], drawn: Sequence[int] = ()) -> None:
+        """Remember where ``res`` holds, and what: its holds but the ``drawn`` ones (those
+        are settled through the allowance, never in a slot)."""
         if len(self._slots) >= TRACKED_MAX:
             self._forget(next(iter(self._slots)))
         self._slots[res.id] = slots
-        self._made[res.id] = (res.holds, res.amount, res.tokens)
+        holds = tuple(h for i, h in enumerate(res.holds) if i not in drawn) if drawn else res.holds
+        self._made[res.id] = (holds, res.amount, res.tokens)
 
     def _forget(self, rid: str) -> None:
         self._slots.pop(rid, None)
@@ -189,7 +195,7 @@ class RedisBudgets:
         async with self.grants.drawing(reservation) as drawn:
             tenant = reservation.unsettled.tenant_id
             groups = self._groups(reservation.holds, list(drawn), tenant)
-            self._track(reservation, tuple(slot for slot, _ in groups))
+            self._track(reservation, tuple(slot for slot, _ in groups), list(drawn))
             states: list[HoldState | None] = [None] * len(reservation.holds)
             for i, state in drawn.items():
                 states[i] = state
@@ -260,9 +266,14 @@ class RedisBudgets:
 
     # reads -----------------------------------------------------------------------------
     async def states(self, holds: Sequence[Hold]) -> list[HoldState]:
-        """Every hold's counters: one script per slot (each a consistent snapshot)."""
+        """Every hold's counters: one script per slot (each a consistent snapshot). This
+        replica's retired chunks of global allowance give back what they hold for no one
+        first (best effort), so a rolling window reads as the in-memory store's would."""
         if not holds:
             return []
+        if self.allowance.untidy() and any(eligible(h) for h in holds):
+            with contextlib.suppress(Exception):  # retried by the next flush
+                await self.grants.flush()
         out: list[HoldState | None] = [None] * len(holds)
 
         async def read(slot: str, idx: list[int]) -> None:
@@ -297,7 +308,7 @@ class RedisBudgets:
         single Redis, one per node of a cluster (``stores.redis.batching``), at once; each entry
         is all-or-nothing in each slot, and should one overflow a counter (``FareboxError``),
         the entries before it stay settled, so retrying is safe."""
-        flush_failed = await self._settle_allowance(entries)
+        await self._settle_allowance(entries)
         by_slot: dict[str, list[tuple[str, LedgerEntry]]] = {}
         seen: dict[str, tuple[str, ...]] = {}
         for e in entries:
@@ -309,8 +320,6 @@ class RedisBudgets:
             for slot in seen[rid]:
                 by_slot.setdefault(slot, []).append((slot, e))
         if not by_slot:
-            if flush_failed is not None:
-                raise flush_failed
             return
         if self._nodes is None:
             await self._settle_in([item for call in by_slot.values() for item in call])
@@ -321,26 +330,20 @@ class RedisBudgets:
             ))  # fmt: skip
         for rid in seen:
             self._forget(rid)
-        if flush_failed is not None:
-            raise flush_failed
 
-    async def _settle_allowance(self, entries: Sequence[LedgerEntry]) -> Exception | None:
+    async def _settle_allowance(self, entries: Sequence[LedgerEntry]) -> None:
         """The entries' draws on global allowance: late spends of reclaimed reservations, then
-        this replica's chunks flushed (every chunk in one script), before the slots settle: a
-        crash between the two counts a spend twice (conservative), never not at all. A flush
-        that fails is kept for the next batch and does not stop the slots' settle."""
+        this replica's chunks flushed (every chunk in one script), before the slots settle.
+        Should the flush not be confirmed this raises, and the slots are not settled: their
+        records, which name the draws, stay until this replica's next flush lands or until
+        reclaim counts them late. A crash between the flush and the slots' settle counts a
+        spend twice (conservative), never not at all."""
         if self.allowance.late:
-            await self.grants.late(entries)
+            self.grants.queue_late(entries)
         for e in entries:
             if e.reservation_id is not None:
                 self.allowance.settled(e.reservation_id, e.cost)
-        if not self.allowance.chunks:
-            return None
-        try:
-            await self.grants.flush()
-        except Exception as exc:  # its spend stays to flush; raised after the slots settle
-            return exc
-        return None
+        await self.grants.flush()
 
     async def _settle_on(
         self, node: ClusterNode | None, calls: list[list[tuple[str, LedgerEntry]]]
@@ -399,12 +402,10 @@ class RedisBudgets:
 
     async def extend(self, ids: Sequence[str], expires_at: float) -> None:
         """Move the expiry of the reservations still held; others are left alone. Only held
-        reservations are in a lease set, so ``ZADD XX`` is exactly "only held ones"."""
-        await self.grants.flush()  # chunks that retired while idle are given back
-        self.allowance.extended(list(ids), expires_at)
-        chunks = dict.fromkeys(self.grants.chunk_ids(), expires_at)
-        if chunks:  # never shortened: a chunk's lease covers every draw's
-            await self._client.zadd(self.layout.leases(self.layout.home), chunks, xx=True, gt=True)
+        reservations are in a lease set, so ``ZADD XX`` is exactly "only held ones". This
+        replica's chunks of global allowance are extended too (never shortened: a chunk's lease
+        covers its draws'), then those that retired while it was idle are given back (best
+        effort: a failure there is logged and retried at the next flush)."""
         by_slot: dict[str, list[str]] = {}
         for rid in ids:
             for slot in self._slots.get(rid, (self.layout.home,)):
@@ -417,6 +418,14 @@ class RedisBudgets:
                 for slot, group in by_slot.items()
             )
         )
+        chunks = dict.fromkeys(self.grants.chunk_ids(), expires_at)
+        if chunks:
+            await self._client.zadd(self.layout.leases(self.layout.home), chunks, xx=True, gt=True)
+        self.allowance.extended(list(ids), expires_at)  # once Redis has them
+        try:
+            await self.grants.flush()
+        except Exception as exc:  # the tenants' leases are renewed whatever this does
+            log.warning("global allowance flush failed (retried at the next one): %s", exc)
 
     # reclaim ---------------------------------------------------------------------------
     async def expired(self, now: float, limit: int = 500) -> list[LedgerEntry]:
@@ -457,8 +466,12 @@ class RedisBudgets:
         rows = _text(draws)
         if rows and e.reservation_id is not None:
             late = [(str(k), float(b), str(kd)) for k, b, kd in orjson.loads(rows)]
-            self.allowance.remember_late(e.reservation_id, late)
+            self.allowance.reclaimed(e.reservation_id, late)
         return e
+
+    async def _read_one(self, hold: Hold) -> HoldState:
+        [state] = await self.states([hold])
+        return state
 
     async def _expire_in(self, slot: str, now: float, limit: int) -> Any:
         args = [slot, repr(float(now)), str(limit), str(RECLAIMED_TTL_S)]

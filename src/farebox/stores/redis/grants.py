@@ -4,6 +4,12 @@ granting chunks in the home slot, drawing on them for a reservation, and flushin
 Every call here runs in the deployment's home slot, one script each: a grant when a chunk
 runs out (about once per ``lease_s`` of a replica's spend), and one flush per settle batch
 for every chunk at once. A request that draws on a chunk runs nothing here.
+
+Unknown outcomes. A flush (or a late spend) whose answer is lost, by a timeout, a dropped
+connection or a cancel, may have been applied: it is kept and sent again, exactly as it was,
+before anything newer for its chunk, and the script applies each at most once (by the chunk's
+flush number, or the late spend's marker). A grant whose answer is lost may have left a chunk
+in Redis that this replica does not know: it is cancelled (given back) at the next flush.
 """
 
 from __future__ import annotations
@@ -18,12 +24,12 @@ import orjson
 from farebox.core.budgets import Hold, HoldState, settled_amount
 from farebox.core.records import LedgerEntry, Reservation
 from farebox.errors import FareboxError
-from farebox.stores.redis.allowance import AGE_LEASES, Allowance, Chunk, Flush, chunk_id
+from farebox.stores.redis.allowance import AGE_LEASES, Allowance, Chunk, Flush, Late, chunk_id
 from farebox.stores.redis.layout import Layout, field, kind, reserve_args
 
 Run = Callable[[Any, list[str], list[str]], Awaitable[Any]]
 Found = Callable[[Hold, Sequence[Any], int], HoldState]
-LATE = "-"  # the id of no chunk: a late spend's record, which never exists
+DONE_TTL_S = 3600  # a finished chunk's record and a late spend's marker are kept this long
 
 
 class Drawn(dict[int, HoldState]):
@@ -37,18 +43,21 @@ class Grants:
         self,
         allowance: Allowance,
         run: Run,
-        scripts: tuple[Any, Any],  # hot.RESERVE, lua.FLUSH
+        scripts: tuple[Any, Any, Any],  # hot.RESERVE, lua.FLUSH, lua.CANCEL
         layout: Callable[[], Layout],
         found: Found,
+        read: Callable[[Hold], Awaitable[HoldState]],
     ) -> None:
         self.allowance = allowance
         self._run = run
-        self._reserve, self._flush = scripts
+        self._reserve, self._flush, self._cancel = scripts
         self._layout = layout
         self._found = found
+        self._read = read  # the counter as Redis has it (sizes a first chunk)
+        self._pending: list[Flush] = []  # sent, answer unknown: sent again first
+        self._orphans: dict[str, None] = {}  # chunks granted, answer unknown: given back
         self._locks: dict[str, asyncio.Lock] = {}
-        # one flush at a time: two in flight could reach Redis out of order, and a chunk's
-        # last flush, arriving first, would leave the other's release undone
+        # one flush at a time: each is sent after the unconfirmed ones it may follow
         self._flushing = asyncio.Lock()
 
     # drawing -----------------------------------------------------------------------------
@@ -84,10 +93,14 @@ class Grants:
         return state
 
     async def _grant(self, res: Reservation, hold: Hold, need: int) -> None:
-        """A new chunk for ``hold``'s counter; if the budget cannot spare one, give back what
-        this replica's chunks hold for no one and hold the counter per request for a while."""
-        live = self.allowance.live(hold)
-        room = None if live is None else live.found.remaining
+        """A new chunk for ``hold``, at most 1/SHARE of what the budget has left (read once
+        per counter, then as each grant finds it); if the budget cannot spare one, this
+        replica's chunks of the counter retire, what they hold for no one goes back, and the
+        counter is held per request for a while."""
+        room = self.allowance.room(hold)
+        if room is None:
+            self.allowance.saw(await self._read(hold))
+            room = self.allowance.room(hold)
         # the chunk's lease outlives the leases of every draw it can take (``AGE_LEASES``)
         expires = res.expires_at + AGE_LEASES * self.allowance.lease_s + 1
         for _ in range(2):
@@ -102,8 +115,10 @@ class Grants:
             if ok:
                 self.allowance.granted(cid, hold, size, state, expires)
                 return
+            self.allowance.saw(state)
             room = state.remaining
-        await self.flush(giving_back=self.allowance.tighten(hold))
+        self.allowance.tighten(hold)
+        await self.flush()
 
     async def _reserve_chunk(
         self, cid: str, hold: Hold, size: int, expires_at: float
@@ -117,7 +132,13 @@ class Grants:
         # its "unsettled entry" is its id: a reclaim tells a chunk from a request by it
         args = [cid, repr(float(expires_at)), orjson.dumps(stored).decode(),
                 orjson.dumps(cid).decode(), ""]  # fmt: skip
-        raw = await self._run(self._reserve, keys, args + reserve_args(hold, size))
+        try:
+            raw = await self._run(self._reserve, keys, args + reserve_args(hold, size))
+        except FareboxError:
+            raise  # the script failed: nothing was granted
+        except BaseException:  # no answer: the chunk may exist; give it back at the next flush
+            self._orphans[cid] = None
+            raise
         ok = int(raw[0]) == 1
         return ok, self._found(hold, raw[2:6], size if ok else 0)
 
@@ -130,70 +151,63 @@ class Grants:
         return orjson.dumps(rows).decode()
 
     # flushing ----------------------------------------------------------------------------
-    async def flush(self, *, giving_back: Sequence[Chunk] = ()) -> None:
-        """Move every chunk's settled spend into Redis, and give back what retired chunks (and
-        ``giving_back``) hold for no one: one script for all of them. Accounted first and
-        undone if the script fails, so spend is never moved twice nor lost."""
+    async def flush(self) -> None:
+        """Move every chunk's settled spend into Redis, and give back what retired chunks
+        hold for no one: one script for all of them, after what is unconfirmed is sent again.
+        Raises if Redis did not confirm it (all of it is sent again next time)."""
         async with self._flushing:
-            await self._flush_now(giving_back)
+            await self._give_back_orphans()
+            self.allowance.expire_idle()
+            busy = [f.chunk.id for f in self._pending if f.chunk is not None]
+            fresh = self.allowance.flushes(busy)
+            for f in fresh:
+                self.allowance.apply(f)
+            self._pending += fresh
+            if not self._pending:
+                return
+            todo = list(self._pending)
+            answers = await self._send(todo)  # raises: all of ``todo`` stays pending
+            self._pending = self._pending[len(todo) :]
+            for f, answer in zip(todo, answers, strict=True):
+                if f.chunk is not None and int(answer) == 0 and not f.final:
+                    self.allowance.lost(f.chunk)
 
-    async def _flush_now(self, giving_back: Sequence[Chunk]) -> None:
-        self.allowance.expire_idle()
-        todo = self.allowance.flushes(giving_back=iter(giving_back))
-        if not todo:
-            return
-        for f in todo:
-            self.allowance.apply(f)
-        try:
-            live = await self._send(todo)
-        except BaseException:
-            for f in todo:
-                self.allowance.undo(f)
-            raise
-        for f, held in zip(todo, live, strict=True):
-            if not int(held) and not f.final:
-                self.allowance.lost(f.chunk)
+    async def _give_back_orphans(self) -> None:
+        home = self._layout().home
+        for cid in list(self._orphans):
+            keys = [self._layout().leases(home), self._layout().record(home, cid)]
+            await self._run(self._cancel, keys, [home, cid])
+            del self._orphans[cid]
 
     async def _send(self, todo: list[Flush]) -> list[Any]:
         layout = self._layout()
         home = layout.home
         keys: list[str] = []
-        args: list[str] = []
+        args: list[str] = [str(DONE_TTL_S)]
         for f in todo:
-            h = f.chunk.hold
-            keys += [layout.leases(home), layout.record(home, f.chunk.id),
-                     layout.counter(home, h.key), layout.buckets(home, h.key)]  # fmt: skip
-            args += [home, f.chunk.id, field(h.bucket), kind(h), str(f.release), str(f.spend),
-                     "1" if f.final else "0"]  # fmt: skip
+            if f.chunk is not None:
+                cid, (key, bucket, k) = f.chunk.id, _row(f.chunk)
+                record, seq = layout.record(home, cid), str(f.seq)
+            else:
+                assert f.late is not None
+                cid, (key, bucket, k) = f.late
+                record, seq = f"{home}:late:{cid}", ""
+            keys += [layout.leases(home), record, layout.counter(home, key),
+                     layout.buckets(home, key)]  # fmt: skip
+            args += [cid, field(bucket), k, str(f.release), str(f.spend),
+                     "1" if f.final else "0", seq]  # fmt: skip
         return list(await self._run(self._flush, keys, args))
 
-    async def late(self, entries: Sequence[LedgerEntry]) -> None:
-        """The spend of reclaimed reservations that drew on a dead replica's chunks, from their
-        committed ledger entries: into used (the chunk's reclaim gave its reserve back)."""
-        layout = self._layout()
-        home = layout.home
-        keys: list[str] = []
-        args: list[str] = []
-        taken: list[tuple[str, list[tuple[str, float, str]]]] = []
+    def queue_late(self, entries: Sequence[LedgerEntry]) -> None:
+        """The spend of reclaimed reservations whose draws were not counted (their replica
+        died, or gave them up), from their committed ledger entries: into used at the next
+        flush, once per request and counter (the chunks' reclaim gave their reserve back)."""
         for e in entries:
             rid = e.reservation_id or ""
             rows = self.allowance.late.pop(rid, None)
-            if not rows:
-                continue
-            taken.append((rid, rows))
-            spent = settled_amount("usd", e.cost, e.tokens)
-            for key, bucket, k in rows:
-                keys += [layout.leases(home), layout.record(home, LATE),
-                         layout.counter(home, key), layout.buckets(home, key)]  # fmt: skip
-                args += [home, LATE, field(bucket), k, "0", str(spent), "0"]
-        if not keys:
-            return
-        try:
-            await self._run(self._flush, keys, args)
-        except BaseException:
-            for rid, rows in taken:
-                self.allowance.late[rid] = rows
-            raise
+            for n, row in enumerate(rows or ()):
+                spent = settled_amount("usd", e.cost, e.tokens)
+                self._pending.append(Flush(None, 0, spent, False, 0, (f"{rid}:{n}", row)))
 
     def chunk_ids(self) -> Iterator[str]:
         return iter(list(self.allowance.chunks))
@@ -203,4 +217,8 @@ class Grants:
         shutdown, after the last settle)."""
         for chunk in list(self.allowance.chunks.values()):
             self.allowance.retire(chunk)
-        await self.flush(giving_back=list(self.allowance.chunks.values()))
+        await self.flush()
+
+
+def _row(chunk: Chunk) -> Late:
+    return chunk.hold.key, chunk.hold.bucket, kind(chunk.hold)

@@ -297,45 +297,67 @@ return 1
 """
 )
 
-# KEYS per item: the slot's leases, a chunk of global allowance (``stores.redis.allowance``),
-# its counter, its bucket set. ARGV per item: the slot's prefix, the chunk's id, bucket, kind,
-# release, spend, final. Moves ``spend`` into used and ``release`` out of reserved, and lowers
-# the chunk's recorded hold by ``release`` (``final``: drops the chunk). A chunk no longer held
-# (reclaimed, or a late spend's placeholder) gave its reserve back: only the spend is added.
-# Returns per item 1 if the chunk was held. Fails (changing nothing of that item, the items
-# before it stay done) should a counter leave the 64-bit range.
+# KEYS per item: the home slot's leases, a chunk of global allowance (its record) or a late
+# spend's marker, the counter, its bucket set. ARGV: the ttl of finished records and markers,
+# then per item: the chunk's id, bucket, kind, release, spend, final ('1' ends the chunk), seq
+# (the chunk's flush number; '' for a late spend). Idempotent: a chunk's flush is applied only
+# if its seq follows the record's (a resend of one applied is skipped), a late spend only if
+# its marker is new. Moves ``spend`` into used and ``release`` out of reserved, and lowers the
+# chunk's recorded hold by ``release``; a chunk no longer held (reclaimed) gave its reserve
+# back: only the spend is added. Returns per item 1 (applied to a held chunk, or a late
+# spend), 0 (applied, the chunk was reclaimed), 2 (applied before: skipped). Fails (that item
+# unchanged, the items before it applied, so a resend skips them) should a counter leave the
+# 64-bit range.
 FLUSH = (
     NUM
     + WINDOW
     + """
-local out = {}
+local ttl, out = ARGV[1], {}
 for i = 1, #KEYS / 4 do
-  local k, a = 4 * i - 3, 7 * i - 7
-  local f, kind, rel, spend = ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
-  local rec = redis.call('HMGET', KEYS[k + 1], 'holds', 'state')
-  local live = rec[2] == 'held'
-  local dr, du = nil, nil
-  if live and rel ~= '0' then dr = negs(rel) end
-  if spend ~= '0' then du = spend end
-  if dr or du then
-    local c, done, r = KEYS[k + 2], {}, nil
-    if dr then r = incr(c, 'r' .. f, dr, done) end
-    if (dr and not r) or (du and not incr(c, 'u' .. f, du, done)) then
-      undo(done)
-      return redis.error_reply('FAREBOX_OVERFLOW counter of ' .. c)
+  local k, a = 4 * i - 3, 7 * i - 5
+  local id, f, kind, rel, spend = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local final, seq, rec = ARGV[a + 5], ARGV[a + 6], KEYS[k + 1]
+  local go, live, r = true, false, nil
+  if seq == '' then
+    go = redis.call('SET', rec, '1', 'NX', 'EX', ttl) ~= false
+    live = true
+  else
+    r = redis.call('HMGET', rec, 'holds', 'state', 'seq')
+    go = r[2] ~= 'done' and tonumber(seq) > tonumber(r[3] or '0')
+    live = r[2] == 'held'
+  end
+  if go then
+    local dr, du = nil, nil
+    if live and seq ~= '' and rel ~= '0' then dr = negs(rel) end
+    if spend ~= '0' then du = spend end
+    if dr or du then
+      local c, done, v = KEYS[k + 2], {}, nil
+      if dr then v = incr(c, 'r' .. f, dr, done) end
+      if (dr and not v) or (du and not incr(c, 'u' .. f, du, done)) then
+        undo(done)
+        if seq == '' then redis.call('DEL', rec) end
+        return redis.error_reply('FAREBOX_OVERFLOW counter of ' .. c)
+      end
+      resum(c, KEYS[k + 3], f, kind, dr, du, v)
     end
-    resum(c, KEYS[k + 3], f, kind, dr, du, r)
+    if seq ~= '' and r[2] then
+      if live and final == '1' then
+        redis.call('HSET', rec, 'state', 'done', 'seq', seq)
+        redis.call('EXPIRE', rec, ttl)
+        redis.call('ZREM', KEYS[k], id)
+      elseif dr then
+        local holds = cjson.decode(r[1])
+        local hh, hl = num(holds[1][3])
+        holds[1][3] = fmt(add(hh, hl, neg(num(rel))))
+        redis.call('HSET', rec, 'holds', cjson.encode(holds), 'seq', seq)
+      else
+        redis.call('HSET', rec, 'seq', seq)
+      end
+    end
+    out[i] = live and 1 or 0
+  else
+    out[i] = 2
   end
-  if live and ARGV[a + 7] == '1' then
-    redis.call('DEL', KEYS[k + 1])
-    redis.call('ZREM', KEYS[k], ARGV[a + 2])
-  elseif dr then
-    local holds = cjson.decode(rec[1])
-    local hh, hl = num(holds[1][3])
-    holds[1][3] = fmt(add(hh, hl, neg(num(rel))))
-    redis.call('HSET', KEYS[k + 1], 'holds', cjson.encode(holds))
-  end
-  out[i] = live and 1 or 0
 end
 return out
 """
