@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from farebox.core.budgets import Hold
 from farebox.core.records import ReserveOutcome
@@ -270,3 +271,96 @@ async def test_a_clean_shutdown_gives_the_allowance_back() -> None:
         await drop_all(client, prefix)
         await client.aclose()
         await drop_schema(schema)
+
+
+# --- lost answers ------------------------------------------------------------------------------
+
+
+def lose_answers(budgets: RedisBudgets, script: Any, times: int, *, ran: bool) -> list[int]:
+    """The next ``times`` calls of ``script`` lose their answer: after running in Redis
+    (``ran``) or before reaching it. Returns a counter of the calls made."""
+    real = budgets.grants._run
+    calls = [0]
+
+    async def flaky(s: Any, keys: list[str], args: list[str]) -> Any:
+        if s is script and calls[0] < times:
+            calls[0] += 1
+            if ran:
+                await real(s, keys, args)
+            raise RedisTimeoutError("the answer was lost")
+        return await real(s, keys, args)
+
+    budgets.grants._run = flaky
+    return calls
+
+
+async def totals(budgets: RedisBudgets) -> tuple[int, int]:
+    """The global counter as Redis has it (a fresh reader, no chunks of its own)."""
+    [g] = await RedisBudgets(budgets._client, budgets.layout.prefix).states([glob()])
+    return g.used, g.reserved
+
+
+@pytest.mark.parametrize("ran", [True, False])
+async def test_a_flush_whose_answer_is_lost_is_applied_once(ran: bool) -> None:
+    client = await connect()
+    prefix = f"fbxalw-{uuid.uuid4().hex[:12]}"
+    try:
+        budgets = RedisBudgets(client, prefix)
+        for i in range(6):
+            t = TENANTS[i]
+            assert (await budgets.reserve(reservation(f"l{i}", 10**9, holds_of(t), t, T0 + 60))).ok
+        batch = [settlement(f"l{i}", TENANTS[i], 10**9 - i) for i in range(3)]
+        lost = lose_answers(budgets, budgets.grants._flush, 2, ran=ran)
+        for _ in range(2):  # the settler's first try, and its retry: both unconfirmed
+            with pytest.raises(RedisTimeoutError):
+                await budgets.settle(batch)
+        assert lost[0] == 2
+        await budgets.settle(batch)  # confirmed now: applied once, then the slots settle
+        await budgets.settle([settlement(f"l{i}", TENANTS[i], 10**9 - i) for i in range(3, 6)])
+        await budgets.grants.give_back()
+        assert await totals(budgets) == (sum(10**9 - i for i in range(6)), 0)
+        assert await budgets.expired(T0 + 10_000) == []  # every tenant record was settled
+    finally:
+        await drop_all(client, prefix)
+        await client.aclose()
+
+
+async def test_an_unconfirmed_flush_keeps_the_records_that_name_the_draws() -> None:
+    """The flush never lands and the replica dies: its requests' records are still held, so
+    another replica's reclaim counts their committed spend, exactly once."""
+    client = await connect()
+    prefix = f"fbxalw-{uuid.uuid4().hex[:12]}"
+    try:
+        dead, alive = RedisBudgets(client, prefix), RedisBudgets(client, prefix)
+        for i in range(5):
+            t = TENANTS[i]
+            assert (await dead.reserve(reservation(f"u{i}", 10**9, holds_of(t), t, T0 + 60))).ok
+        batch = [settlement(f"u{i}", TENANTS[i], 10**9 - 10 * i) for i in range(5)]
+        lose_answers(dead, dead.grants._flush, 99, ran=False)
+        with pytest.raises(RedisTimeoutError):
+            await dead.settle(batch)  # the ledger committed; the replica then dies
+        reclaimed = await alive.expired(T0 + 10_000)
+        assert {e.reservation_id for e in reclaimed} == {f"u{i}" for i in range(5)}
+        await alive.settle(batch)  # from the committed ledger entries
+        await alive.settle(batch)  # a retry changes nothing
+        assert await totals(alive) == (sum(10**9 - 10 * i for i in range(5)), 0)
+    finally:
+        await drop_all(client, prefix)
+        await client.aclose()
+
+
+async def test_a_chunk_whose_grant_lost_its_answer_is_given_back() -> None:
+    client = await connect()
+    prefix = f"fbxalw-{uuid.uuid4().hex[:12]}"
+    try:
+        budgets = RedisBudgets(client, prefix)
+        lose_answers(budgets, budgets.grants._reserve, 1, ran=True)
+        with pytest.raises(RedisTimeoutError):
+            await budgets.reserve(reservation("o1", 10**9, holds_of("t1"), "t1", T0 + 60))
+        assert (await totals(budgets))[1] > 0  # a chunk this replica does not know of
+        await budgets.cancel("o1")  # what the store does with a reserve it got no answer to
+        await budgets.grants.flush()
+        assert await totals(budgets) == (0, 0)
+    finally:
+        await drop_all(client, prefix)
+        await client.aclose()
