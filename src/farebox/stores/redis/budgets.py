@@ -59,6 +59,7 @@ from farebox.errors import Conflict, FareboxError
 from farebox.stores.redis import hot, lua
 from farebox.stores.redis.layout import Layout, field, hold_args, joined, kind, reserve_args
 from farebox.stores.redis.leases import FAN_OUT, LeaseSlots
+from farebox.stores.redis.scripts import Script
 
 RECLAIMED_TTL_S = 7 * 86400  # reclaimed reservations are kept this long for late settlement
 LEGACY_PREFIX = "fbx"  # every deployment's keys before ``redis_prefix`` existed
@@ -94,12 +95,13 @@ def _found(hold: Hold, raw: Sequence[Any], held: int) -> HoldState:
 class RedisBudgets:
     def __init__(self, client: aioredis.Redis, prefix: str = LEGACY_PREFIX) -> None:
         self._client = client
-        self._reserve = client.register_script(hot.RESERVE)
-        self._states = client.register_script(lua.STATES)
-        self._settle = client.register_script(hot.SETTLE)
-        self._expired = client.register_script(lua.EXPIRED)
-        self._claim = client.register_script(lua.CLAIM)
-        self._cancel = client.register_script(lua.CANCEL)
+        # every call of these is one request's (``scripts.Script``: less client work)
+        self._reserve = Script(client, hot.RESERVE)
+        self._states = Script(client, lua.STATES)
+        self._settle = Script(client, hot.SETTLE)
+        self._expired = Script(client, lua.EXPIRED)
+        self._claim = Script(client, lua.CLAIM)
+        self._cancel = Script(client, lua.CANCEL)
         self._slots: dict[str, tuple[str, ...]] = {}  # reservation -> the slots it holds in
         # the holds, amount and token estimate of the reservations of ``_slots`` (not the
         # reservations: their unsettled entries would keep far more memory)
@@ -120,7 +122,7 @@ class RedisBudgets:
         ``{prefix/t/`` (a tenant's slot)."""
         return self.layout.home
 
-    async def _run(self, script: Any, keys: list[str], args: list[str]) -> Any:
+    async def _run(self, script: Any, keys: list[str], args: Sequence[str | bytes]) -> Any:
         try:
             return await script(keys=keys, args=args)
         except ResponseError as exc:
@@ -184,19 +186,19 @@ class RedisBudgets:
         if len({h.key for h in holds}) < len(holds):  # the scripts update each counter once
             raise FareboxError(f"reservation {res.id} holds one counter twice")
         keys = [self.layout.leases(slot), self.layout.record(slot, res.id)]
-        stored = [[h.key, field(h.bucket), str(res.held(h)), h.unit, kind(h)] for h in holds]
-        args = [
-            res.id,
-            repr(float(res.expires_at)),
-            orjson.dumps(stored).decode(),
-            orjson.dumps(res.unsettled).decode(),
-        ]
-        for hold in holds:
+        stored: list[tuple[str, str, str, str, str]] = []  # the record's holds
+        per_hold: list[str] = []
+        for hold in holds:  # each hold's values made once: one request, every hold
             held = res.held(hold)
-            args += reserve_args(hold, held)
+            mine = reserve_args(hold, held)  # mode (kind first), bucket field, ...
+            per_hold += mine
+            stored.append((hold.key, mine[1], str(held), hold.unit, mine[0][0]))
             keys.append(self.layout.counter(slot, hold.key))
             if hold.buckets_from != hold.bucket:
                 keys.append(self.layout.buckets(slot, hold.key))
+        # the JSON goes as orjson's bytes (no decode here and encode again to send)
+        args: list[str | bytes] = [res.id, repr(float(res.expires_at)), orjson.dumps(stored),
+                orjson.dumps(res.unsettled), *per_hold]  # fmt: skip
         raw = await self._run(self._reserve, keys, args)
         ok = int(raw[0]) == 1
         for j, (i, hold) in enumerate(zip(idx, holds, strict=True)):
