@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from farebox.stores.redis.budgets import RedisBudgets
-from farebox.stores.redis.scripts import Script, pack_command
+from farebox.stores.redis.scripts import Script, _names_command, pack_command
 from farebox.stores.scaled import redis_client
 from farebox.stores.timeouts import StoreTimeouts
 from tests.contracts.builders import hold, reservation, settlement
@@ -136,3 +136,15 @@ async def test_the_budget_store_works_across_a_script_flush(client: aioredis.Red
     assert (await budgets.reserve(reservation("r3", 70, [h]))).ok  # 30 used + 70 = 100
     (state,) = await budgets.states([h])
     assert (state.used, state.reserved) == (30, 70)
+
+
+def test_a_pool_that_wants_the_command_name_gets_it() -> None:
+    """redis-py before 5.3 requires ``get_connection``'s name; later ones deprecate it."""
+
+    async def old(command_name: str, *keys: Any, **options: Any) -> None: ...
+
+    async def new(command_name: str | None = None, *keys: Any, **options: Any) -> None: ...
+
+    async def newest() -> None: ...
+
+    assert _names_command(old) and not _names_command(new) and not _names_command(newest)

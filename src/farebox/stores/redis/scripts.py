@@ -23,6 +23,7 @@ goes through redis-py's ``AsyncScript`` unchanged.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,6 +50,8 @@ class Script:
             and isinstance(client, aioredis.Redis)
             and not client.single_connection_client
         )
+        # redis-py before 5.3 wants the command's name (later ones deprecate passing it)
+        self._named = self._direct and _names_command(client.connection_pool.get_connection)
 
     @property
     def sha(self) -> str:
@@ -67,7 +70,7 @@ class Script:
 
     async def _send(self, packed: list[bytes]) -> Any:
         pool = self._client.connection_pool
-        conn = await pool.get_connection()
+        conn = await (pool.get_connection("EVALSHA") if self._named else pool.get_connection())
         try:
 
             async def exchange() -> Any:
@@ -80,3 +83,9 @@ class Script:
             return await conn.retry.call_with_retry(exchange, dropped)
         finally:
             await pool.release(conn)
+
+
+def _names_command(get_connection: Callable[..., Any]) -> bool:
+    """Whether a pool's ``get_connection`` requires the command's name."""
+    param = inspect.signature(get_connection).parameters.get("command_name")
+    return param is not None and param.default is inspect.Parameter.empty
