@@ -5,9 +5,12 @@ Redis (``EVALSHA`` sent on a pooled connection, not through redis-py's ``AsyncSc
   raises the same ``ResponseError`` for an error reply (the stores' ``FAREBOX_*`` errors);
 - a server that lost its scripts (``SCRIPT FLUSH``, as after a restart) gets the script
   loaded again and the call goes through, on every call that meets it;
-- a pooled connection the server dropped is replaced and the call sent once more, as the
-  client's retry does for any command; a server that is gone raises ``ConnectionError``
-  (the stores' "Redis down", a 503), and the pool gets its connection back either way;
+- a connection is kept for the next call only after a completed exchange (an error answer
+  included), at most ``KEEP`` of them, every one counted by the pool; one that failed,
+  timed out or was cancelled goes back to the pool, disconnected;
+- a connection the server dropped (found on sending, or kept while the server closed it) is
+  connected again and the call sent once more, as the client's retry does for any command;
+  a server that is gone raises ``ConnectionError`` (the stores' "Redis down", a 503);
 - the budget store on such a server keeps working across a ``SCRIPT FLUSH``.
 
 Each test starts a ``redis-server`` of its own on a free port (``bench.fleet_services``): it
@@ -16,6 +19,7 @@ flushes scripts and kills connections, which the shared Redis must never see.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -26,9 +30,10 @@ from bench.fleet_services import ServiceError, redis_server
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from farebox.stores.redis.budgets import RedisBudgets
-from farebox.stores.redis.scripts import Script, _names_command, pack_command
+from farebox.stores.redis.scripts import Connections, Script, _names_command, pack_command
 from farebox.stores.scaled import redis_client
 from farebox.stores.timeouts import StoreTimeouts
 from tests.contracts.builders import hold, reservation, settlement
@@ -61,7 +66,7 @@ async def client(port: int) -> AsyncIterator[aioredis.Redis]:
 
 def test_the_direct_path_is_the_one_under_test(client: aioredis.Redis) -> None:
     assert pack_command is not None, "hiredis is a dependency of the redis extra"
-    assert Script(client, ANSWERS)._direct
+    assert Script(client, ANSWERS)._conns is not None
 
 
 async def test_answers_and_errors_as_async_script(client: aioredis.Redis) -> None:
@@ -116,10 +121,41 @@ async def test_a_dropped_connection_is_replaced_and_a_gone_server_raises(
         pass  # SHUTDOWN answers by closing the connection
     finally:
         await admin.aclose()
-    pool = client.connection_pool
+    assert script._conns is not None
+    (kept,) = script._conns._idle
     with pytest.raises(RedisConnectionError):
         await script(keys=["k", "o"], args=["a", "1"])
-    assert not pool._in_use_connections  # given back to the pool, even so
+    assert not script._conns._idle and not kept.is_connected  # not kept: given back
+    assert kept in client.connection_pool._available_connections
+
+
+async def test_connections_are_kept_only_after_a_completed_exchange(
+    client: aioredis.Redis, port: int
+) -> None:
+    conns = Connections(client, keep=2)
+    script = Script(client, ANSWERS, conns)
+    pool = client.connection_pool
+    await script(keys=["k", "o"], args=["a", "1"])
+    assert len(conns._idle) == 1 and set(conns._idle) == pool._in_use_connections  # counted
+    kept = conns._idle[0]
+    await script(keys=["k", "o"], args=["a", "1"])
+    assert conns._idle == [kept]  # the same one, taken and kept again
+    with pytest.raises(ResponseError):
+        await script(keys=["k", "o"], args=["fail", "0"])
+    assert conns._idle == [kept] and kept.is_connected  # an error answer, read whole
+    await asyncio.gather(*(script(keys=["k", "o"], args=["a", "1"]) for _ in range(4)))
+    assert len(conns._idle) == 2 and len(pool._in_use_connections) == 2  # at most ``keep``
+    taken = conns._idle[-1]  # the next one taken
+    never = [pack_command(("EVAL", "while true do end", 0))]  # a script that never answers
+    with pytest.raises(RedisTimeoutError):
+        await Script._send(conns, never)
+    admin = aioredis.Redis(host="127.0.0.1", port=port)
+    try:
+        await admin.script_kill()
+    finally:
+        await admin.aclose()
+    assert taken not in conns._idle and taken in pool._available_connections
+    assert not taken.is_connected  # timed out: back to the pool, disconnected
 
 
 async def test_the_budget_store_works_across_a_script_flush(client: aioredis.Redis) -> None:

@@ -59,7 +59,7 @@ from farebox.errors import Conflict, FareboxError
 from farebox.stores.redis import hot, lua
 from farebox.stores.redis.layout import Layout, field, hold_args, joined, kind, reserve_args
 from farebox.stores.redis.leases import FAN_OUT, LeaseSlots
-from farebox.stores.redis.scripts import Script
+from farebox.stores.redis.scripts import Connections, Script
 
 RECLAIMED_TTL_S = 7 * 86400  # reclaimed reservations are kept this long for late settlement
 LEGACY_PREFIX = "fbx"  # every deployment's keys before ``redis_prefix`` existed
@@ -96,12 +96,13 @@ class RedisBudgets:
     def __init__(self, client: aioredis.Redis, prefix: str = LEGACY_PREFIX) -> None:
         self._client = client
         # every call of these is one request's (``scripts.Script``: less client work)
-        self._reserve = Script(client, hot.RESERVE)
-        self._states = Script(client, lua.STATES)
-        self._settle = Script(client, hot.SETTLE)
-        self._expired = Script(client, lua.EXPIRED)
-        self._claim = Script(client, lua.CLAIM)
-        self._cancel = Script(client, lua.CANCEL)
+        conns = Connections(client) if isinstance(client, aioredis.Redis) else None
+        self._reserve = Script(client, hot.RESERVE, conns)
+        self._states = Script(client, lua.STATES, conns)
+        self._settle = Script(client, hot.SETTLE, conns)
+        self._expired = Script(client, lua.EXPIRED, conns)
+        self._claim = Script(client, lua.CLAIM, conns)
+        self._cancel = Script(client, lua.CANCEL, conns)
         self._slots: dict[str, tuple[str, ...]] = {}  # reservation -> the slots it holds in
         # the holds, amount and token estimate of the reservations of ``_slots`` (not the
         # reservations: their unsettled entries would keep far more memory)

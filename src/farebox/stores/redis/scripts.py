@@ -17,6 +17,18 @@ loads the script and sends the call once more, as ``AsyncScript`` does. Nothing 
 differs: ``EVALSHA`` has no response callback in redis-py, so the answer is the one
 ``AsyncScript`` would give.
 
+The connections: each call takes one from ``Connections``, which keeps the last few (``KEEP``)
+given back for the next call rather than returning them through redis-py's pool (whose take
+and give cost more than the rest of a call: a lock, a condition, a timer and a read of the
+socket to check it). A kept connection is one whose last exchange completed (the command sent,
+its whole answer read): any failure, timeout or cancel in between disconnects it (redis-py
+does, in ``send_packed_command`` and ``read_response``) and it goes back to the pool. One the
+server closed while it was kept (a restart) fails on its next use and is connected again by
+the retry, as the pool's own check would have done. Kept connections stay checked out of the
+pool, so they count in its bound (``KEEP`` of ``scaled.REDIS_CONNECTIONS``), and closing the
+client closes them with the others; every other command still takes its connection from the
+pool.
+
 Anywhere else (a Redis Cluster, which routes each call by its keys; no hiredis) the call
 goes through redis-py's ``AsyncScript`` unchanged.
 """
@@ -28,7 +40,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 Pack = Callable[[tuple[Any, ...]], bytes]
 pack_command: Pack | None
@@ -38,39 +50,67 @@ except ImportError:  # pragma: no cover - hiredis is optional
     pack_command = None
 
 
+KEEP = 8  # connections kept between script calls, at most
+
+
+class Connections:
+    """One client's connections as the scripts take them: from the kept ones first (the
+    last given back), else from the client's pool (its bounded wait)."""
+
+    def __init__(self, client: Any, keep: int = KEEP) -> None:
+        self._pool = client.connection_pool
+        # redis-py before 5.3 wants the command's name (later ones deprecate passing it)
+        self._named = _names_command(self._pool.get_connection)
+        self._keep = keep
+        self._idle: list[Any] = []
+
+    async def take(self) -> Any:
+        if self._idle:
+            return self._idle.pop()
+        pool = self._pool
+        return await (pool.get_connection("EVALSHA") if self._named else pool.get_connection())
+
+    async def give(self, conn: Any, *, completed: bool) -> None:
+        """``completed``: its last exchange ended with the whole answer read."""
+        if completed and conn.is_connected and len(self._idle) < self._keep:
+            self._idle.append(conn)
+        else:
+            await self._pool.release(conn)
+
+
 class Script:
     """``await script(keys=[...], args=[...])``, as redis-py's ``AsyncScript``; keys and
-    args are strings (or bytes)."""
+    args are strings (or bytes). ``connections``: shared by the scripts of one client."""
 
-    def __init__(self, client: Any, text: str) -> None:
+    def __init__(self, client: Any, text: str, connections: Connections | None = None) -> None:
         self._client = client
         self._script = client.register_script(text)
-        self._direct = (
+        direct = (
             pack_command is not None
             and isinstance(client, aioredis.Redis)
             and not client.single_connection_client
         )
-        # redis-py before 5.3 wants the command's name (later ones deprecate passing it)
-        self._named = self._direct and _names_command(client.connection_pool.get_connection)
+        self._conns = (connections or Connections(client)) if direct else None
 
     @property
     def sha(self) -> str:
         return str(self._script.sha)
 
     async def __call__(self, keys: Sequence[str] = (), args: Sequence[str | bytes] = ()) -> Any:
-        if not self._direct:
+        if self._conns is None:
             return await self._script(keys=keys, args=args)
         assert pack_command is not None
         packed = [pack_command(("EVALSHA", self._script.sha, len(keys), *keys, *args))]
         try:
-            return await self._send(packed)
+            return await self._send(self._conns, packed)
         except NoScriptError:  # the server lost its scripts (restart, SCRIPT FLUSH)
             await self._client.script_load(self._script.script)
-            return await self._send(packed)
+            return await self._send(self._conns, packed)
 
-    async def _send(self, packed: list[bytes]) -> Any:
-        pool = self._client.connection_pool
-        conn = await (pool.get_connection("EVALSHA") if self._named else pool.get_connection())
+    @staticmethod
+    async def _send(conns: Connections, packed: list[bytes]) -> Any:
+        conn = await conns.take()
+        completed = False
         try:
 
             async def exchange() -> Any:
@@ -80,9 +120,15 @@ class Script:
             async def dropped(_error: BaseException) -> None:
                 await conn.disconnect()
 
-            return await conn.retry.call_with_retry(exchange, dropped)
+            try:
+                answer = await conn.retry.call_with_retry(exchange, dropped)
+            except ResponseError:  # an error answer, read whole: the connection is fine
+                completed = True
+                raise
+            completed = True
+            return answer
         finally:
-            await pool.release(conn)
+            await conns.give(conn, completed=completed)
 
 
 def _names_command(get_connection: Callable[..., Any]) -> bool:
