@@ -1,33 +1,31 @@
 """A Lua script called with less client work than redis-py's ``AsyncScript``: the request
 path's reserve and settle scripts are one call each per request, and the client side of a
 call, not Redis, was most of their cost (about 90 us of CPU per call with some forty
-arguments through ``AsyncScript``, half of it without).
+arguments through ``AsyncScript``; about 30 us this way).
 
 On a single Redis (``redis.asyncio.Redis``, a connection pool, hiredis installed) ``Script``
-sends ``EVALSHA`` itself: it takes a connection from the client's pool (bounded as every
-command is, ``scaled.redis_client``), packs the whole command in one hiredis call (the
-arguments are already strings: no per-argument encoding in Python), sends it and reads the
-answer on that connection, and returns it to the pool. What ``execute_command`` does
-around that is kept: the connection's own ``retry`` (a dropped connection is disconnected
-and the command sent once more on a new one, as configured in ``scaled.redis_client``), the
-socket timeouts of ``send_packed_command`` and ``read_response`` (which drop the connection
-on a timeout, an error or a cancel), and the pool's bounded wait. An error answer raises as
-it does there (``ResponseError``); ``NOSCRIPT`` (a restarted Redis, a ``SCRIPT FLUSH``)
-loads the script and sends the call once more, as ``AsyncScript`` does. Nothing else
-differs: ``EVALSHA`` has no response callback in redis-py, so the answer is the one
-``AsyncScript`` would give.
+sends ``EVALSHA`` itself: it takes a connection (``Connections``, below), packs the whole
+command in one hiredis call (the arguments are already strings: no per-argument encoding in
+Python), sends it and reads the answer on that connection, and gives the connection back.
+What ``execute_command`` does around that is kept: the connection's own ``retry`` (a dropped
+connection is disconnected and the command sent once more on a new one, as configured in
+``scaled.redis_client``), the socket timeouts of ``send_packed_command`` and
+``read_response`` (which drop the connection on a timeout, an error or a cancel), and the
+pool's bounded wait for a connection. An error answer raises as it does there
+(``ResponseError``); ``NOSCRIPT`` (a restarted Redis, a ``SCRIPT FLUSH``) loads the script
+and sends the call once more, as ``AsyncScript`` does. Nothing else differs: ``EVALSHA`` has
+no response callback in redis-py, so the answer is the one ``AsyncScript`` would give.
 
-The connections: each call takes one from ``Connections``, which keeps the last few (``KEEP``)
-given back for the next call rather than returning them through redis-py's pool (whose take
-and give cost more than the rest of a call: a lock, a condition, a timer and a read of the
-socket to check it). A kept connection is one whose last exchange completed (the command sent,
-its whole answer read): any failure, timeout or cancel in between disconnects it (redis-py
-does, in ``send_packed_command`` and ``read_response``) and it goes back to the pool. One the
-server closed while it was kept (a restart) fails on its next use and is connected again by
-the retry, as the pool's own check would have done. Kept connections stay checked out of the
+The connections: ``Connections`` keeps the last few given back (``KEEP``) for the next call
+rather than returning them through redis-py's pool, whose take and give (a lock, a
+condition, a timer and a read of the socket to check it) cost about 14 us a call. A kept
+connection is one whose last exchange completed (the command sent, its whole answer read):
+any failure, timeout or cancel in between disconnects it (redis-py does, in
+``send_packed_command`` and ``read_response``) and it goes back to the pool. One the server
+closed while it was kept (a restart) fails on its next use and is connected again by the
+retry, as the pool's own check would have done. Kept connections stay checked out of the
 pool, so they count in its bound (``KEEP`` of ``scaled.REDIS_CONNECTIONS``), and closing the
-client closes them with the others; every other command still takes its connection from the
-pool.
+client closes them with the others; every other command takes its connection from the pool.
 
 Anywhere else (a Redis Cluster, which routes each call by its keys; no hiredis) the call
 goes through redis-py's ``AsyncScript`` unchanged.
