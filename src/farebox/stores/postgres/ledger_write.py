@@ -13,12 +13,12 @@ included.
 
 The entries usually go as one JSON text (``json_rows``: orjson writes the whole batch in C,
 PostgreSQL reads it with ``jsonb_to_recordset`` into the same typed columns): one argument,
-not one array per column, whose every element asyncpg would check and encode in Python (about
-40 us of the gateway's CPU per entry). JSON carries each value exactly (integers as written,
+not one array per column, whose every element asyncpg would check and encode in Python (20 to
+35 us of the gateway's CPU per entry). JSON carries each value exactly (integers as written,
 floats in their shortest round-tripping form, text unescaped, metadata as JSON); a batch it
 could not carry exactly (a NUL, which jsonb refuses and the arrays path drops; a float that
 is not finite, which orjson would write as null; an integer beyond 64 bits, which orjson
-refuses) goes as arrays, as before.
+refuses; metadata of None, which the arrays path writes as {}) goes as arrays, as before.
 
 A batch may name a request twice (a retry queued behind its first attempt). One statement
 cannot touch a row twice, so the batch is folded first to what writing its entries one after
