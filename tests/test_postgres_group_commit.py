@@ -255,14 +255,14 @@ async def test_a_connection_given_back_after_a_session_lock_is_reset_in_full(
 
 
 async def test_a_batch_goes_as_json_and_reads_back_exactly(store: CountingStore) -> None:
-    """Every column round-trips through the JSON path: text with quotes, backslashes and
-    accents, nested metadata, floats to the last bit, 64-bit money and tokens, booleans and
-    NULLs."""
+    """Every column round-trips through the JSON path: text with quotes, backslashes, control
+    characters and non-ASCII, nested metadata, floats to the last bit, 64-bit money and
+    tokens, booleans and NULLs."""
     sent: list[str] = []
     async with store._pool.acquire() as conn:
         conn.add_query_logger(lambda record: sent.append(record.query))
     batch = [
-        entry("j1", user='a "quoted" \\ user', feature="f\u00e9", stream=True,
+        entry("j1", user='a "quoted" \\ user\n\t', feature="f\u00e9 \U0001f600 \u2028", stream=True,
               metadata={"k": [1, 2.5, None, {"n": "v\\n"}]}, cost=2**63 - 1,
               revenue=-(2**62), input_tokens=2**40, ttft_ms=0.1 + 0.2,
               latency_ms=1 / 3, upstream_ms=2.0**-30, started_at=1796573494.1381657),
