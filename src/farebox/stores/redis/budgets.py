@@ -189,11 +189,10 @@ class RedisBudgets:
         keys = [self.layout.leases(slot), self.layout.record(slot, res.id)]
         stored: list[tuple[str, str, str, str, str]] = []  # the record's holds
         per_hold: list[str] = []
-        for hold in holds:  # each hold's values made once: one request, every hold
+        for hold in holds:  # one pass over the holds
             held = res.held(hold)
-            mine = reserve_args(hold, held)  # mode (kind first), bucket field, ...
-            per_hold += mine
-            stored.append((hold.key, mine[1], str(held), hold.unit, mine[0][0]))
+            per_hold += reserve_args(hold, held)
+            stored.append((hold.key, field(hold.bucket), str(held), hold.unit, kind(hold)))
             keys.append(self.layout.counter(slot, hold.key))
             if hold.buckets_from != hold.bucket:
                 keys.append(self.layout.buckets(slot, hold.key))
