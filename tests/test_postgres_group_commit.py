@@ -249,3 +249,54 @@ async def test_a_connection_given_back_after_a_session_lock_is_reset_in_full(
         assert await other.fetchval("SELECT pg_try_advisory_lock(4242)")
     finally:
         await other.close()
+
+
+# --- the batch as one JSON text, or as arrays when JSON cannot carry it exactly ------------
+
+
+async def test_a_batch_goes_as_json_and_reads_back_exactly(store: CountingStore) -> None:
+    """Every column round-trips through the JSON path: text with quotes, backslashes, control
+    characters and non-ASCII, nested metadata, floats to the last bit, 64-bit money and
+    tokens, booleans and NULLs."""
+    sent: list[str] = []
+    async with store._pool.acquire() as conn:
+        conn.add_query_logger(lambda record: sent.append(record.query))
+    batch = [
+        entry("j1", user='a "quoted" \\ user\n\t', feature="f\u00e9 \U0001f600 \u2028", stream=True,
+              metadata={"k": [1, 2.5, None, {"n": "v\\n"}]}, cost=2**63 - 1,
+              revenue=-(2**62), input_tokens=2**40, ttft_ms=0.1 + 0.2,
+              latency_ms=1 / 3, upstream_ms=2.0**-30, started_at=1796573494.1381657),
+        entry("j2", ttft_ms=None, error_code="x", reservation_id="r-2"),
+    ]  # fmt: skip
+    await store.append_ledger(batch)
+    sent = [q for q in sent if q.startswith("WITH given AS")]  # not asyncpg's type lookups
+    assert len(sent) == 1 and "jsonb_to_recordset" in sent[0] and "unnest" not in sent[0]
+    got = {e.request_id: e for e in await store.ledger()}
+    assert got == {e.request_id: e for e in batch}
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"latency_ms": float("nan")},  # JSON has no NaN (orjson would write null)
+        {"upstream_ms": float("inf")},
+        {"cost": 2**70},  # beyond 64 bits: orjson refuses it, NUMERIC(38) holds it
+        {"user": "a\x00b"},  # jsonb refuses U+0000; the arrays path drops it
+    ],
+)
+async def test_a_batch_json_cannot_carry_goes_as_arrays(
+    store: CountingStore, odd: dict[str, Any]
+) -> None:
+    sent: list[str] = []
+    async with store._pool.acquire() as conn:
+        conn.add_query_logger(lambda record: sent.append(record.query))
+    await store.append_ledger([entry("plain", cost=3), entry("odd", **odd)])
+    sent = [q for q in sent if q.startswith("WITH given AS")]  # not asyncpg's type lookups
+    assert len(sent) == 1 and "unnest" in sent[0] and "jsonb_to_recordset" not in sent[0]
+    got = {e.request_id: e for e in await store.ledger()}
+    assert got["plain"] == entry("plain", cost=3)
+    key, value = next(iter(odd.items()))
+    if isinstance(value, float) and value != value:  # NaN: stored as NaN
+        assert getattr(got["odd"], key) != getattr(got["odd"], key)
+    else:
+        assert getattr(got["odd"], key) == (value.replace("\x00", "") if key == "user" else value)

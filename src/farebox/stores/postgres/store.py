@@ -25,6 +25,7 @@ from farebox.stores.postgres.ledger_write import (
     LedgerStatements,
     column_arrays,
     folded,
+    json_rows,
 )
 from farebox.stores.postgres.pool import TimedPool, keep_session, unreachable
 from farebox.stores.postgres.schema import lock_key, migrate, quote_ident
@@ -128,6 +129,7 @@ class PostgresStore(SQLAccounts):
         self._prober = Prober(self.health, self.ping, ProbeTimes(min(probe, 0.5), probe, probe))
         self.traffic = PostgresTraffic(lambda: self._pool, self._s)
         self._ledger_sql: LedgerStatements | None = None  # built on open, from the table
+        self._ledger_json: LedgerStatements | None = None  # the same, taking one JSON text
 
     # lifecycle -----------------------------------------------------------------
     async def open(self) -> None:
@@ -148,7 +150,9 @@ class PostgresStore(SQLAccounts):
             async with pool.acquire(timeout=t.postgres_command_s) as conn:
                 await migrate(conn, self._schema)
                 types = await conn.fetch(COLUMN_TYPES, f"{self._s}.ledger")
-            self._ledger_sql = LedgerStatements.build(self._s, {r[0]: r[1] for r in types})
+            columns = {r[0]: r[1] for r in types}
+            self._ledger_sql = LedgerStatements.build(self._s, columns, json=False)
+            self._ledger_json = LedgerStatements.build(self._s, columns, json=True)
         except BaseException:
             pool.terminate()  # not awaited: safe even while being cancelled
             raise
@@ -223,11 +227,16 @@ class PostgresStore(SQLAccounts):
         its own (see ``ledger_write``)."""
         if not entries:
             return
-        pool, statements = self._pool, self._ledger_sql
-        assert statements is not None  # built by ``open``, with the pool
+        pool, arrays, as_json = self._pool, self._ledger_sql, self._ledger_json
+        assert arrays is not None and as_json is not None  # built by ``open``, with the pool
         kept = folded(entries, replace_unsettled=replace_unsettled)
+        text = json_rows(kept)  # one JSON text, unless it cannot carry the batch exactly
+        statements = arrays if text is None else as_json
         sql = statements.pick(replace_unsettled=replace_unsettled, outbox=self.outbox)
-        await pool.execute(sql, *column_arrays([_ledger_row(e) for e in kept]))
+        if text is not None:
+            await pool.execute(sql, text)
+        else:
+            await pool.execute(sql, *column_arrays([_ledger_row(e) for e in kept]))
 
     async def existing_entries(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
         """The ledger entries among ``request_ids``, by request id."""

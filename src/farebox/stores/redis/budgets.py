@@ -65,6 +65,7 @@ from farebox.stores.redis.batching import NodeScripts
 from farebox.stores.redis.grants import Grants
 from farebox.stores.redis.layout import Layout, field, hold_args, joined, kind, reserve_args
 from farebox.stores.redis.leases import FAN_OUT, LeaseSlots
+from farebox.stores.redis.scripts import Connections, Script
 
 log = logging.getLogger("farebox.stores.redis")
 RECLAIMED_TTL_S = 7 * 86400  # reclaimed reservations are kept this long for late settlement
@@ -105,12 +106,14 @@ class RedisBudgets:
         """``global_lease_s``: seconds of this replica's spend it takes of the global budget at
         a time (``stores.redis.allowance``); 0 holds the global budget per request."""
         self._client = client
-        self._reserve = client.register_script(hot.RESERVE)
-        self._states = client.register_script(lua.STATES)
-        self._settle = client.register_script(hot.SETTLE)
-        self._expired = client.register_script(lua.EXPIRED)
-        self._claim = client.register_script(lua.CLAIM)
-        self._cancel = client.register_script(lua.CANCEL)
+        # every call of these is one request's (``scripts.Script``: less client work)
+        conns = Connections(client) if isinstance(client, aioredis.Redis) else None
+        self._reserve = Script(client, hot.RESERVE, conns)
+        self._states = Script(client, lua.STATES, conns)
+        self._settle = Script(client, hot.SETTLE, conns)
+        self._expired = Script(client, lua.EXPIRED, conns)
+        self._claim = Script(client, lua.CLAIM, conns)
+        self._cancel = Script(client, lua.CANCEL, conns)
         self._slots: dict[str, tuple[str, ...]] = {}  # reservation -> the slots it holds in
         # the holds, amount and token estimate of the reservations of ``_slots`` (not the
         # reservations: their unsettled entries would keep far more memory)
@@ -119,7 +122,7 @@ class RedisBudgets:
         self._nodes = NodeScripts(client) if isinstance(client, RedisCluster) else None
         self.leases = LeaseSlots(client, "", client.register_script(lua.FORGET))
         self.allowance = Allowance(global_lease_s)
-        scripts = (self._reserve, client.register_script(lua.FLUSH), self._cancel)
+        scripts = (self._reserve, Script(client, lua.FLUSH, conns), self._cancel)
         self.grants = Grants(
             self.allowance, self._run, scripts, lambda: self.layout, _found, self._read_one
         )
@@ -136,7 +139,7 @@ class RedisBudgets:
         ``{prefix/t/`` (a tenant's slot)."""
         return self.layout.home
 
-    async def _run(self, script: Any, keys: list[str], args: list[str]) -> Any:
+    async def _run(self, script: Any, keys: list[str], args: Sequence[str | bytes]) -> Any:
         try:
             return await script(keys=keys, args=args)
         except ResponseError as exc:
@@ -225,20 +228,18 @@ class RedisBudgets:
         if len({h.key for h in holds}) < len(holds):  # the scripts update each counter once
             raise FareboxError(f"reservation {res.id} holds one counter twice")
         keys = [self.layout.leases(slot), self.layout.record(slot, res.id)]
-        stored = [[h.key, field(h.bucket), str(res.held(h)), h.unit, kind(h)] for h in holds]
-        args = [
-            res.id,
-            repr(float(res.expires_at)),
-            orjson.dumps(stored).decode(),
-            orjson.dumps(res.unsettled).decode(),
-            draws,
-        ]
-        for hold in holds:
+        stored: list[tuple[str, str, str, str, str]] = []  # the record's holds
+        per_hold: list[str] = []
+        for hold in holds:  # one pass over the holds
             held = res.held(hold)
-            args += reserve_args(hold, held)
+            per_hold += reserve_args(hold, held)
+            stored.append((hold.key, field(hold.bucket), str(held), hold.unit, kind(hold)))
             keys.append(self.layout.counter(slot, hold.key))
             if hold.buckets_from != hold.bucket:
                 keys.append(self.layout.buckets(slot, hold.key))
+        # the JSON goes as orjson's bytes (no decode here and encode again to send)
+        args: list[str | bytes] = [res.id, repr(float(res.expires_at)), orjson.dumps(stored),
+                orjson.dumps(res.unsettled), draws, *per_hold]  # fmt: skip
         raw = await self._run(self._reserve, keys, args)
         ok = int(raw[0]) == 1
         for j, (i, hold) in enumerate(zip(idx, holds, strict=True)):
