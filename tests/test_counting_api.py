@@ -242,3 +242,21 @@ async def test_counting_bad_input_is_a_clear_400(
         else:
             assert error["param"].startswith(param), error
         assert param.split("[")[0] in error["message"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/messages/count_tokens", "/v1/responses/input_tokens", "/v1/completions"]
+)
+async def test_a_10_mb_input_is_a_clear_413(make_gateway: Any, path: str) -> None:
+    async with make_gateway({"plans": PLANS}) as gw:
+        key = await gw.tenant_key("acme", plan="pro")
+        huge = "x" * (10 * 1024 * 1024)
+        bodies = {
+            "/v1/messages/count_tokens": {"model": "gpt-4o-mini",
+                                          "messages": [{"role": "user", "content": huge}]},
+            "/v1/responses/input_tokens": {"model": "gpt-4o-mini", "input": huge},
+            "/v1/completions": {"model": "gpt-4o-mini", "prompt": huge},
+        }  # fmt: skip
+        r = await gw.client.post(path, json=bodies[path], headers={"x-api-key": key})
+        assert r.status_code == 413, r.text[:300]
+        assert await gw.ledger("acme") == []

@@ -1,5 +1,6 @@
 """How a result leaves the gateway (``Reply``, ``StreamReply``): in the OpenAI format, or in
-the Anthropic Messages format for clients on ``/v1/messages``. The request path works in OpenAI
+the Anthropic Messages format for clients on ``/v1/messages``, or as legacy ``text_completion``
+objects for clients on ``/v1/completions`` (``render_legacy``). The request path works in OpenAI
 shapes throughout; only the bytes sent to the client differ."""
 
 from __future__ import annotations
