@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from farebox import __version__
 from farebox.anomaly.watch import AnomalyWatch
-from farebox.api import anthropic, me, openai
+from farebox.api import anthropic, completions, counting, me, openai
 from farebox.api.admin import router as admin
 from farebox.api.admin.errors import method_not_allowed, validation_failure
 from farebox.api.context import Services
@@ -30,6 +30,7 @@ from farebox.api.errors import error_response
 from farebox.api.fastpath import FareboxApp
 from farebox.api.gate import Gate, admin_key_check
 from farebox.api.limits_input import InputLimits
+from farebox.api.openapi_counting import install_counting_docs
 from farebox.api.openapi_data import install_data_plane_docs
 from farebox.api.openapi_doc import farebox_openapi
 from farebox.billing.exporter import Exporter
@@ -98,7 +99,9 @@ def _add_routes(app: FareboxApp, wiring: Wiring) -> None:
     app.add_fast_routes(
         [*openai.routes(services), *anthropic.routes(services), *me.routes(services)]
     )
+    app.add_fast_routes([*completions.routes(services), *counting.routes(services)])
     install_data_plane_docs(app)
+    install_counting_docs(app)
 
 
 def error_handlers(app: FastAPI) -> None:

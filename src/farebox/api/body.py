@@ -8,10 +8,25 @@ import orjson
 
 from farebox.api.fastpath import Incoming
 from farebox.api.limits_input import read_body
-from farebox.api.schemas import check_chat, check_embeddings, check_messages
+from farebox.api.schemas import (
+    check_chat,
+    check_completion,
+    check_count_tokens,
+    check_embeddings,
+    check_input_tokens,
+    check_messages,
+)
 from farebox.errors import InvalidRequest, UnsupportedMediaType
 
-__all__ = ["read_json", "validate_chat", "validate_embeddings", "validate_messages"]
+__all__ = [
+    "read_json",
+    "validate_chat",
+    "validate_completion",
+    "validate_count_tokens",
+    "validate_embeddings",
+    "validate_input_tokens",
+    "validate_messages",
+]
 
 
 async def read_json(incoming: Incoming, max_bytes: int) -> dict[str, Any]:
@@ -41,3 +56,6 @@ async def read_json(incoming: Incoming, max_bytes: int) -> dict[str, Any]:
 validate_chat = check_chat
 validate_embeddings = check_embeddings
 validate_messages = check_messages
+validate_completion = check_completion
+validate_count_tokens = check_count_tokens
+validate_input_tokens = check_input_tokens

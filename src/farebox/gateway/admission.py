@@ -201,6 +201,10 @@ class Budgets:
     async def states(self, scope: Scope) -> list[HoldState]:
         return await self._store.budget_states(self.scopes.holds(scope, self._clock()))
 
+    async def counter_states(self, holds: Sequence[Hold]) -> list[HoldState]:
+        """Any counters' states (rate-limit windows too), read only: nothing is held."""
+        return await self._store.budget_states(holds)
+
     async def tenant_states(
         self, tenant: Tenant, plan: str, keys: Sequence[ApiKey]
     ) -> list[HoldState]:

@@ -43,7 +43,7 @@ class Call:
     started_wall: float
     started: float = field(default_factory=time.perf_counter)
     admission: Admission | None = None
-    flavor: str = "openai"  # the client's format: openai | anthropic
+    flavor: str = "openai"  # the client's format: openai | anthropic | completions
     target: Target | None = None  # the deployment tried last
     settled: bool = False
 

@@ -33,6 +33,7 @@ from farebox.gateway.admission import Admitter, Budgets
 from farebox.gateway.auth import Principal
 from farebox.gateway.breakers import Breakers, deployment_rows
 from farebox.gateway.call import Call, new_request_id, upstream_body
+from farebox.gateway.counting import Counted, TokenCounting
 from farebox.gateway.failover import Failover, timeout
 from farebox.gateway.ledger import LedgerWriter
 from farebox.gateway.metering import Metering
@@ -50,7 +51,9 @@ from farebox.gateway.sizes import (
 from farebox.providers.base import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Provider
 
 # the edge (``farebox.api``) imports what a request returns from here
-__all__ = ["Gateway", "Reply", "StreamReply", "new_request_id"]
+__all__ = ["Counted", "Gateway", "Reply", "StreamReply", "new_request_id"]
+# the ledger's endpoint of a chat request, by the format its client speaks
+CHAT_ENDPOINTS = {"anthropic": "messages", "completions": "completions"}
 
 
 class Gateway:
@@ -82,6 +85,7 @@ class Gateway:
         self._metering = Metering(ledger, budgets, clock, observe)
         self._failover = Failover(routing or RoutingSettings(), breakers, self._metering)
         self._relay = StreamRelay(providers, self._failover, self._metering)
+        self._counting = TokenCounting(self._targets, providers, limits, budgets, clock)
 
     # plans and models ----------------------------------------------------------
     def plan_name(self, tenant: Tenant) -> str:
@@ -167,7 +171,7 @@ class Gateway:
         check_output_cap(body, cap, flavor)
         apply_policy(plan, body, input_tokens)
         clamp_output(body, cap)
-        endpoint = "messages" if flavor == "anthropic" else "chat.completions"
+        endpoint = CHAT_ENDPOINTS.get(flavor, "chat.completions")
         call = Call(principal, plan, endpoint, model, request_id, body, self._clock())
         call.flavor = flavor
         self._ledger.ensure_available()
@@ -191,6 +195,17 @@ class Gateway:
         await metering.settle(call, served)
         body = render_body(call.flavor, result.body, call.request_id)
         return Reply(body, metering.headers(call, target, served))
+
+    # token counting (no budget, no ledger) ------------------------------------------
+    async def count_tokens(
+        self, principal: Principal, body: dict[str, Any], flavor: str = "openai"
+    ) -> Counted:
+        """The input tokens of an Anthropic Messages (``flavor`` ``anthropic``) or a Responses
+        request, under the plan's model access and request limits (``gateway.counting``)."""
+        plan = self.plan_for(principal)
+        if flavor == "anthropic":
+            return await self._counting.anthropic(principal, plan, body)
+        return await self._counting.responses(principal, plan, body)
 
     # embeddings ----------------------------------------------------------------------
     async def embed(self, principal: Principal, body: dict[str, Any], request_id: str) -> Reply:

@@ -1,5 +1,6 @@
 """How a result leaves the gateway (``Reply``, ``StreamReply``): in the OpenAI format, or in
-the Anthropic Messages format for clients on ``/v1/messages``. The request path works in OpenAI
+the Anthropic Messages format for clients on ``/v1/messages``, or as legacy ``text_completion``
+objects for clients on ``/v1/completions`` (``render_legacy``). The request path works in OpenAI
 shapes throughout; only the bytes sent to the client differ."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import orjson
 from farebox.core.records import LedgerEntry
 from farebox.core.usage import usage_of
 from farebox.errors import FareboxError, openai_error_body
+from farebox.gateway.render_legacy import CompletionsStream, completion_body
 from farebox.gateway.stream_meter import DONE, sse, usage_chunk
 from farebox.providers.translate_reverse import openai_response_to_anthropic
 from farebox.providers.translate_stream_reverse import OpenAIStreamToAnthropic, encode
@@ -93,10 +95,14 @@ def render_body(flavor: str, body: JSON, request_id: str) -> bytes:
         message = openai_response_to_anthropic(body)
         message["id"] = message_id(request_id)
         return orjson.dumps(message)
+    if flavor == "completions":
+        return completion_body(body, request_id)
     return orjson.dumps(body)
 
 
 def stream_renderer(flavor: str, body: Mapping[str, Any], model: str, request_id: str) -> Any:
     if flavor == "anthropic":
         return AnthropicStream(model, request_id)
+    if flavor == "completions":
+        return CompletionsStream(body, request_id)
     return OpenAIStream(body)

@@ -64,6 +64,7 @@ class AnthropicProvider:
         self._owns_http = http is None
         self._http = http if http is not None else HttpClient()
         self._url = f"{self.base_url}/v1/messages"
+        self._count_url = f"{self.base_url}/v1/messages/count_tokens"
         headers = {k.lower(): v for k, v in (extra_headers or {}).items()}
         headers.update({"anthropic-version": anthropic_version, "content-type": "application/json"})
         if api_key:
@@ -105,6 +106,23 @@ class AnthropicProvider:
         if not translator.finished:
             raise UpstreamError("upstream stream ended before message_stop", extra=self._extra())
         yield UsageReport(usage=from_anthropic(translator.usage), chunk=translator.usage_chunk())
+
+    async def count_tokens(self, body: JSON, timeout_s: float) -> int:
+        """Anthropic's own count of an Anthropic-shaped request's input tokens
+        (``POST /v1/messages/count_tokens``; ``body["model"]`` is the upstream model)."""
+        response = await self._http.post_json(
+            self._count_url, self._headers, orjson.dumps(body), timeout_s
+        )
+        if not 200 <= response.status < 300:
+            raise error_from_response(response.status, response.headers, response.body, self.name)
+        tokens = self._parse(response.body, response.status).get("input_tokens")
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+            raise UpstreamError(
+                "upstream sent no input_tokens count",
+                upstream_status=response.status,
+                extra=self._extra(),
+            )
+        return tokens
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         raise UpstreamRejected(

@@ -11,6 +11,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from farebox.api.schemas.chat import ChatCompletionRequest
+from farebox.api.schemas.completions import CompletionRequest
+from farebox.api.schemas.counting import CountTokensRequest, InputTokensRequest
 from farebox.api.schemas.embeddings import EmbeddingRequest
 from farebox.api.schemas.errors import invalid_request
 from farebox.api.schemas.messages import MessagesRequest
@@ -18,10 +20,16 @@ from farebox.errors import InvalidRequest
 
 __all__ = [
     "ChatCompletionRequest",
+    "CompletionRequest",
+    "CountTokensRequest",
     "EmbeddingRequest",
+    "InputTokensRequest",
     "MessagesRequest",
     "check_chat",
+    "check_completion",
+    "check_count_tokens",
     "check_embeddings",
+    "check_input_tokens",
     "check_messages",
 ]
 
@@ -43,6 +51,9 @@ def _checker(model: type[BaseModel]) -> Check:
 _check_chat = _checker(ChatCompletionRequest)
 check_embeddings = _checker(EmbeddingRequest)
 check_messages = _checker(MessagesRequest)
+check_count_tokens = _checker(CountTokensRequest)
+_check_input_tokens = _checker(InputTokensRequest)
+_check_completion = _checker(CompletionRequest)
 
 
 def check_chat(body: dict[str, Any]) -> None:
@@ -56,3 +67,46 @@ def check_chat(body: dict[str, Any]) -> None:
         raise InvalidRequest(
             "'logprobs' must be true when 'top_logprobs' is set.", param="top_logprobs"
         )
+
+
+def check_input_tokens(body: dict[str, Any]) -> None:
+    """A Responses input to count; stored conversations are not counted here."""
+    _check_input_tokens(body)
+    for name in ("previous_response_id", "conversation"):
+        if body.get(name) is not None:
+            raise InvalidRequest(
+                f"'{name}' is not supported by /v1/responses/input_tokens on this gateway; "
+                "send the whole input.",
+                param=name,
+            )
+
+
+def check_completion(body: dict[str, Any]) -> None:
+    """A legacy completions request Farebox can serve through chat: one prompt, one choice,
+    no echo, suffix or logprobs."""
+    _check_completion(body)
+    if body.get("stream_options") is not None and not body.get("stream"):
+        raise InvalidRequest(
+            "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
+        )
+    prompt = body["prompt"]
+    if isinstance(prompt, list) and len(prompt) != 1:
+        raise InvalidRequest(
+            f"Only one prompt per request is supported (got {len(prompt)}); send one request "
+            "per prompt.",
+            param="prompt",
+        )
+    for name, allowed in (("n", 1), ("best_of", 1), ("echo", False)):
+        if body.get(name) not in (None, allowed):
+            raise InvalidRequest(
+                f"'{name}' must be {str(allowed).lower()} on this gateway (legacy completions "
+                "are served through chat completions).",
+                param=name,
+            )
+    for name in ("suffix", "logprobs"):
+        if body.get(name) is not None:
+            raise InvalidRequest(
+                f"'{name}' is not supported on this gateway (legacy completions are served "
+                "through chat completions).",
+                param=name,
+            )
