@@ -8,10 +8,16 @@ import orjson
 
 from farebox.api.fastpath import Incoming
 from farebox.api.limits_input import read_body
-from farebox.api.schemas import check_chat, check_embeddings, check_messages
+from farebox.api.schemas import check_chat, check_embeddings, check_messages, check_responses
 from farebox.errors import InvalidRequest, UnsupportedMediaType
 
-__all__ = ["read_json", "validate_chat", "validate_embeddings", "validate_messages"]
+__all__ = [
+    "read_json",
+    "validate_chat",
+    "validate_embeddings",
+    "validate_messages",
+    "validate_responses",
+]
 
 
 async def read_json(incoming: Incoming, max_bytes: int) -> dict[str, Any]:
@@ -41,3 +47,4 @@ async def read_json(incoming: Incoming, max_bytes: int) -> dict[str, Any]:
 validate_chat = check_chat
 validate_embeddings = check_embeddings
 validate_messages = check_messages
+validate_responses = check_responses

@@ -14,15 +14,18 @@ from farebox.api.schemas.chat import ChatCompletionRequest
 from farebox.api.schemas.embeddings import EmbeddingRequest
 from farebox.api.schemas.errors import invalid_request
 from farebox.api.schemas.messages import MessagesRequest
+from farebox.api.schemas.responses import ResponsesRequest, check_refused
 from farebox.errors import InvalidRequest
 
 __all__ = [
     "ChatCompletionRequest",
     "EmbeddingRequest",
     "MessagesRequest",
+    "ResponsesRequest",
     "check_chat",
     "check_embeddings",
     "check_messages",
+    "check_responses",
 ]
 
 Check = Callable[[dict[str, Any]], None]
@@ -43,6 +46,13 @@ def _checker(model: type[BaseModel]) -> Check:
 _check_chat = _checker(ChatCompletionRequest)
 check_embeddings = _checker(EmbeddingRequest)
 check_messages = _checker(MessagesRequest)
+_check_responses = _checker(ResponsesRequest)
+
+
+def check_responses(body: dict[str, Any]) -> None:
+    """An OpenAI Responses request: what is refused (named), then the shape."""
+    check_refused(body)
+    _check_responses(body)
 
 
 def check_chat(body: dict[str, Any]) -> None:
