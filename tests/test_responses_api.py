@@ -190,6 +190,24 @@ async def test_budget_refusal_is_rate_limit_error_with_upsell(make_gateway: Any)
         assert await gw.ledger("t") == [] and await gw.ledger("f") == []
 
 
+async def test_plan_limits_name_the_responses_fields(make_gateway: Any) -> None:
+    plans = {"capped": {"models": ["*"], "max_tokens": 100, "max_tokens_policy": "reject",
+                        "max_input_chars": 2000}}  # fmt: skip
+    async with make_gateway({"plans": plans}) as gw:
+        client = _openai(gw, await gw.tenant_key("c", plan="capped"))
+        with pytest.raises(openai.BadRequestError) as capped:
+            await client.responses.create(model="gpt-4o-mini", input="hi", max_output_tokens=500)
+        assert capped.value.param == "max_output_tokens"
+        assert "max_output_tokens 500 exceeds" in capped.value.message
+        with pytest.raises(openai.BadRequestError) as big:
+            await client.responses.create(model="gpt-4o-mini", input="x" * 5000)
+        assert big.value.code == "input_too_large" and big.value.param == "input"
+        ok = await client.responses.create(model="gpt-4o-mini", input="hi")
+        assert ok.usage is not None and ok.usage.output_tokens <= 100
+        (entry,) = await gw.ledger("c")
+        assert entry.request_id.removeprefix("req_") == ok.id.removeprefix("resp_")
+
+
 async def test_client_disconnect_mid_stream_is_metered(make_gateway: Any) -> None:
     config = {"providers": {"sim": {"kind": "mock", "output_tokens": {"distribution": "fixed",
                                                                       "mean": 50}}}}  # fmt: skip
