@@ -235,6 +235,48 @@ async def test_client_disconnect_mid_stream_is_metered(make_gateway: Any) -> Non
         assert entry.output_tokens >= 1
 
 
+async def test_openai_upstream_gets_chat_fields_and_usage_details_come_back(
+    make_gateway: Any,
+) -> None:
+    async with oa.OpenAIUpstream() as up:
+        up.reply_chat('{"answer": 42}', usage=oa.usage(100, 30, cached=60, reasoning=10))
+        config = {"providers": {"up": {"kind": "openai", "base_url": up.base_url}}}
+        async with make_gateway(config) as gw:
+            client = _openai(gw, await gw.tenant_key("t1"))
+            schema = {"type": "object", "properties": {"answer": {"type": "integer"}}}
+            raw = await client.responses.with_raw_response.create(
+                model="gpt-4o-mini",
+                instructions="Answer in JSON.",
+                input=[{"role": "user", "content": [{"type": "input_text", "text": "6 x 7?"}]}],
+                text={"format": {"type": "json_schema", "name": "answer", "schema": schema}},
+                reasoning={"effort": "low"},
+                max_output_tokens=200,
+                user="end-user-7",
+                metadata={"kept": "here"},
+            )
+            response = raw.parse()
+            sent = up.last.json
+            assert sent["messages"][0] == {"role": "system", "content": "Answer in JSON."}
+            assert sent["messages"][1]["content"] == [{"type": "text", "text": "6 x 7?"}]
+            assert sent["response_format"] == {
+                "type": "json_schema", "json_schema": {"name": "answer", "schema": schema}
+            }  # fmt: skip
+            assert sent["reasoning_effort"] == "low" and sent["max_completion_tokens"] == 200
+            assert sent["user"] == "end-user-7" and "metadata" not in sent
+            assert json.loads(response.output_text) == {"answer": 42}
+            assert response.metadata == {"kept": "here"}
+            usage_ = response.usage
+            assert usage_ is not None
+            assert (usage_.input_tokens, usage_.output_tokens) == (100, 30)
+            assert usage_.input_tokens_details.cached_tokens == 60
+            assert usage_.output_tokens_details.reasoning_tokens == 10
+            # gpt-4o-mini: 40 uncached at 0.15, 60 cached at 0.075, 30 out at 0.60 per 1M
+            expected = 40 * 150_000 + 60 * 75_000 + 30 * 600_000
+            assert parse_usd(raw.headers["x-farebox-cost-usd"]) == expected
+            (entry,) = await gw.ledger("t1")
+            assert entry.cost == expected and entry.user == "end-user-7"
+
+
 async def test_upstream_cut_mid_stream_ends_with_response_failed(make_gateway: Any) -> None:
     async with oa.OpenAIUpstream() as up:
         up.reply_stream(["Hello", " there", " friend"], usage=oa.usage(9, 3), disconnect_after=3)
@@ -321,3 +363,31 @@ async def test_anthropic_deployment_function_call_round_trip(
         assert cost == 50 * CLAUDE_PICO["in"] + 30 * CLAUDE_PICO["out"]
         ledger = await gw.ledger("acme")
         assert sorted(e.cost for e in ledger) == sorted([expected, cost])
+
+
+async def test_anthropic_deployment_streams_a_function_call(
+    make_gateway: Any, claude: AnthropicUpstream
+) -> None:
+    async with make_gateway(_claude_config(claude), env={"CLAUDE_KEY": "sk-ant-test"}) as gw:
+        client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
+        claude.reply_stream(
+            ["Checking."],
+            tools=[("toolu_5", "get_weather", ['{"city":', ' "Bergen"}'])],
+            start_usage=usage(40, 1),
+            delta_usages=({"output_tokens": 25},),
+        )
+        stream = await client.responses.create(
+            model="smart", input="Weather in Bergen?", tools=[WEATHER], stream=True
+        )
+        events = [event async for event in stream]
+        final = events[-1].response
+        assert events[-1].type == "response.completed"
+        assert [i.type for i in final.output] == ["message", "function_call"]
+        call = final.output[1]
+        assert call.call_id == "toolu_5" and call.name == "get_weather"
+        assert json.loads(call.arguments) == {"city": "Bergen"}
+        deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+        assert "".join(deltas) == call.arguments
+        (entry,) = await gw.ledger("acme")
+        assert entry.cost == 40 * CLAUDE_PICO["in"] + 25 * CLAUDE_PICO["out"]
+        assert parse_usd(final.usage.model_extra["farebox_cost_usd"]) == entry.cost
