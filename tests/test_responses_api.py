@@ -32,6 +32,7 @@ UPGRADE = "https://billing.example.test/upgrade"
 PLANS: dict[str, Any] = {
     "pro": {"models": ["*"]},
     "free": {"models": ["gpt-4o-mini"], "tools": {"deny": ["shell.*"]}},
+    "slow": {"models": ["*"], "rate_limits": [{"scope": "key", "requests_per_minute": 2}]},
     "tiny": {"models": ["*"], "budgets": [{"period": "day", "limit_usd": "0.000001"}]},
 }
 WEATHER = {
@@ -188,6 +189,25 @@ async def test_budget_refusal_is_rate_limit_error_with_upsell(make_gateway: Any)
             await free.responses.create(model="gpt-4o-mini", input="hi", tools=[denied])
         assert "shell.exec" in str(tool.value)
         assert await gw.ledger("t") == [] and await gw.ledger("f") == []
+
+
+async def test_rate_limit_counts_responses_requests(make_gateway: Any) -> None:
+    async with make_gateway({"plans": PLANS}) as gw:
+        slow = _openai(gw, await gw.tenant_key("s", plan="slow"))
+        for _ in range(2):
+            await slow.responses.create(model="gpt-4o-mini", input="hi")
+        with pytest.raises(openai.RateLimitError) as limited:
+            await slow.responses.create(model="gpt-4o-mini", input="hi", stream=True)
+        headers = limited.value.response.headers
+        assert headers["x-ratelimit-remaining-requests"] == "0"
+        assert int(headers["retry-after"]) >= 1
+        rows = await gw.ledger("s")
+        assert len(rows) == 2
+        # counted for anomaly detection like any other request
+        await gw.app.state.watch.flush()
+        traffic = [t for t in await gw.store.traffic.since(0) if t.tenant_id == "s"]
+        assert sum(t.requests for t in traffic) == 2
+        assert sum(t.spend for t in traffic) == sum(r.cost for r in rows) > 0
 
 
 async def test_plan_limits_name_the_responses_fields(make_gateway: Any) -> None:
@@ -391,3 +411,23 @@ async def test_anthropic_deployment_streams_a_function_call(
         (entry,) = await gw.ledger("acme")
         assert entry.cost == 40 * CLAUDE_PICO["in"] + 25 * CLAUDE_PICO["out"]
         assert parse_usd(final.usage.model_extra["farebox_cost_usd"]) == entry.cost
+
+
+async def test_responses_entries_reach_a_billing_sink_exactly(make_gateway: Any) -> None:
+    from fakes.billing import WebhookFake
+    from tests.test_billing_export import drain, expected, held
+
+    secret = b"whsec-responses"
+    async with WebhookFake(secret) as hook:
+        sink = {"kind": "webhook", "base_url": hook.root_url + "/hooks/billing",
+                "secret": "env:HOOK_SECRET"}  # fmt: skip
+        config = {"plans": PLANS, "billing": {"in_serve": False, "sinks": {"hook": sink}}}
+        async with make_gateway(config, env={"HOOK_SECRET": secret.decode()}) as gw:
+            client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
+            await client.responses.create(model="gpt-4o-mini", input="bill me")
+            stream = await client.responses.create(model="gpt-4o-mini", input="me too", stream=True)
+            assert [e async for e in stream][-1].type == "response.completed"
+            want = await expected(gw)
+            assert len(want) >= 2 * 3  # requests, tokens, cost per entry at least
+            await drain(gw, "hook")
+            assert held("webhook", hook) == want
