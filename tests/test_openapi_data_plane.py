@@ -16,6 +16,7 @@ from openapi_spec_validator import validate
 
 DATA_PLANE = {
     "/v1/chat/completions": "post",
+    "/v1/responses": "post",
     "/v1/messages": "post",
     "/v1/embeddings": "post",
     "/v1/models": "get",

@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from farebox import __version__
 from farebox.anomaly.watch import AnomalyWatch
-from farebox.api import anthropic, completions, counting, me, openai
+from farebox.api import anthropic, completions, counting, me, openai, responses
 from farebox.api.admin import router as admin
 from farebox.api.admin.errors import method_not_allowed, validation_failure
 from farebox.api.context import Services
@@ -97,7 +97,12 @@ def _add_routes(app: FareboxApp, wiring: Wiring) -> None:
     app.include_router(admin.router(services, wiring.tenancy, wiring.exporter, wiring.watch))
     error_handlers(app)
     app.add_fast_routes(
-        [*openai.routes(services), *anthropic.routes(services), *me.routes(services)]
+        [
+            *openai.routes(services),
+            *anthropic.routes(services),
+            *me.routes(services),
+            *responses.routes(services),
+        ]
     )
     app.add_fast_routes([*completions.routes(services), *counting.routes(services)])
     install_data_plane_docs(app)

@@ -15,6 +15,7 @@ from farebox.api.schemas import (
     check_embeddings,
     check_input_tokens,
     check_messages,
+    check_responses,
 )
 from farebox.errors import InvalidRequest, UnsupportedMediaType
 
@@ -26,6 +27,7 @@ __all__ = [
     "validate_embeddings",
     "validate_input_tokens",
     "validate_messages",
+    "validate_responses",
 ]
 
 
@@ -59,3 +61,4 @@ validate_messages = check_messages
 validate_completion = check_completion
 validate_count_tokens = check_count_tokens
 validate_input_tokens = check_input_tokens
+validate_responses = check_responses

@@ -1,5 +1,5 @@
-"""The data plane in ``/openapi.json``: ``/v1/chat/completions``, ``/v1/messages``,
-``/v1/embeddings``, ``/v1/models`` and ``/v1/me``.
+"""The data plane in ``/openapi.json``: ``/v1/chat/completions``, ``/v1/responses``,
+``/v1/messages``, ``/v1/embeddings``, ``/v1/models`` and ``/v1/me``.
 
 The request bodies are generated from the typed models the edge validates with (so the
 document and the validation cannot drift apart); the responses list the statuses the data
@@ -18,7 +18,12 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from farebox.api.openapi_doc import ERROR_SCHEMA
-from farebox.api.schemas import ChatCompletionRequest, EmbeddingRequest, MessagesRequest
+from farebox.api.schemas import (
+    ChatCompletionRequest,
+    EmbeddingRequest,
+    MessagesRequest,
+    ResponsesRequest,
+)
 
 JSON = dict[str, Any]
 REF = "#/components/schemas/"
@@ -59,6 +64,7 @@ def data_plane() -> JSON:
     schemas = {
         **_model_schemas("openai", [ChatCompletionRequest, EmbeddingRequest]),
         **_model_schemas("anthropic", [MessagesRequest]),
+        **_model_schemas("responses", [ResponsesRequest]),
         **RESPONSES,
     }
     fragment = {
@@ -123,6 +129,19 @@ RESPONSES: JSON = {
             "created": INTEGER,
             "model": NULLABLE_STRING,
             "choices": {"type": "array", "items": {"type": "object"}},
+            "usage": {"type": ["object", "null"]},
+        },
+    },
+    "farebox.Response": {
+        "type": "object",
+        "required": ["id", "object", "status", "output"],
+        "properties": {
+            "id": STRING,
+            "object": {"const": "response"},
+            "created_at": INTEGER,
+            "status": {"enum": ["completed", "incomplete"]},
+            "model": NULLABLE_STRING,
+            "output": {"type": "array", "items": {"type": "object"}},
             "usage": {"type": ["object", "null"]},
         },
     },
@@ -283,6 +302,11 @@ def _paths() -> JSON:
         "/v1/chat/completions": _post(
             "createChatCompletion", "Create a chat completion (OpenAI format).",
             "openai.ChatCompletionRequest", _ok("farebox.ChatCompletion", True),
+            openai_error, tenant,
+        ),
+        "/v1/responses": _post(
+            "createResponse", "Create a model response (OpenAI Responses format).",
+            "responses.ResponsesRequest", _ok("farebox.Response", True),
             openai_error, tenant,
         ),
         "/v1/messages": _post(

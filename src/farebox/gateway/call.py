@@ -43,7 +43,8 @@ class Call:
     started_wall: float
     started: float = field(default_factory=time.perf_counter)
     admission: Admission | None = None
-    flavor: str = "openai"  # the client's format: openai | anthropic | completions
+    flavor: str = "openai"  # the client's format: openai | anthropic | completions | responses
+    echo: dict[str, Any] | None = None  # what a Responses object repeats of its request
     target: Target | None = None  # the deployment tried last
     settled: bool = False
 

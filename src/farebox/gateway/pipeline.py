@@ -52,8 +52,8 @@ from farebox.providers.base import ChatRequest, ChatResult, EmbedRequest, EmbedR
 
 # the edge (``farebox.api``) imports what a request returns from here
 __all__ = ["Counted", "Gateway", "Reply", "StreamReply", "new_request_id"]
-# the ledger's endpoint of a chat request, by the format its client speaks
-CHAT_ENDPOINTS = {"anthropic": "messages", "completions": "completions"}
+# the ledger's ``endpoint`` of a chat request, by the format its client speaks
+CHAT_ENDPOINTS = {"anthropic": "messages", "completions": "completions", "responses": "responses"}
 
 
 class Gateway:
@@ -160,9 +160,15 @@ class Gateway:
 
     # chat ------------------------------------------------------------------------
     async def chat(
-        self, principal: Principal, body: dict[str, Any], request_id: str, flavor: str = "openai"
+        self,
+        principal: Principal,
+        body: dict[str, Any],
+        request_id: str,
+        flavor: str = "openai",
+        echo: dict[str, Any] | None = None,
     ) -> Reply | StreamReply:
-        """A chat request in OpenAI shape; ``flavor`` is the format the client gets back."""
+        """A chat request in OpenAI shape; ``flavor`` is the format the client gets back
+        (``echo``: what a Responses object repeats of the client's request)."""
         plan = self.plan_for(principal)
         model = body["model"]
         targets = self._targets(plan, model, ("chat", "reasoning"))
@@ -173,7 +179,7 @@ class Gateway:
         clamp_output(body, cap)
         endpoint = CHAT_ENDPOINTS.get(flavor, "chat.completions")
         call = Call(principal, plan, endpoint, model, request_id, body, self._clock())
-        call.flavor = flavor
+        call.flavor, call.echo = flavor, echo
         self._ledger.ensure_available()
         targets = await self._admission.admit(call, targets, input_tokens)
         async with self._metering.owned(call, targets):
@@ -193,7 +199,7 @@ class Gateway:
         target, result = await self._failover.run(call, targets, attempt)
         served = metering.entry(call, target, result.usage, "ok", 200, result.upstream_ms)
         await metering.settle(call, served)
-        body = render_body(call.flavor, result.body, call.request_id)
+        body = render_body(call.flavor, result.body, call.request_id, served, call.echo)
         return Reply(body, metering.headers(call, target, served))
 
     # token counting (no budget, no ledger) ------------------------------------------

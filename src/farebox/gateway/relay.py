@@ -74,7 +74,7 @@ class StreamRelay:
         Primed by ``open`` (the empty first item) so that its ``finally`` owns the
         admission even if the stream is closed before the client reads a byte."""
         metering = self._metering
-        out = stream_renderer(call.flavor, call.body, target.model, call.request_id)
+        out = stream_renderer(call.flavor, call.body, target.model, call.request_id, call.echo)
         meter = StreamMeter(call.body, call.started)
         settled = False  # a ledger entry was written, or its write was attempted and failed
         try:

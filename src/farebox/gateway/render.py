@@ -1,21 +1,26 @@
 """How a result leaves the gateway (``Reply``, ``StreamReply``): in the OpenAI format, or in
 the Anthropic Messages format for clients on ``/v1/messages``, or as legacy ``text_completion``
 objects for clients on ``/v1/completions`` (``render_legacy``). The request path works in OpenAI
-shapes throughout; only the bytes sent to the client differ."""
+shapes throughout; only the bytes sent to the client differ. Clients on ``/v1/responses`` get
+the OpenAI Responses format (an object, or its event stream) the same way."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
+from farebox.core.money import format_usd
 from farebox.core.records import LedgerEntry
-from farebox.core.usage import usage_of
+from farebox.core.usage import Usage, from_openai, usage_of
 from farebox.errors import FareboxError, openai_error_body
 from farebox.gateway.render_legacy import CompletionsStream, completion_body
 from farebox.gateway.stream_meter import DONE, sse, usage_chunk
+from farebox.providers.translate_responses import chat_to_response, response_object
+from farebox.providers.translate_responses_stream import ChatStreamToResponses, Event
 from farebox.providers.translate_reverse import openai_response_to_anthropic
 from farebox.providers.translate_stream_reverse import OpenAIStreamToAnthropic, encode
 
@@ -86,23 +91,72 @@ class AnthropicStream:
         return encode(*self._events.error(error.message, kind))
 
 
+class ResponsesStream:
+    """OpenAI Responses events; usage (with ``farebox_cost_usd``) goes in the last event,
+    sent once the ledger entry is written."""
+
+    def __init__(self, model: str, request_id: str, echo: JSON | None) -> None:
+        response = response_object(response_id(request_id), int(time.time()), model, echo)
+        self._events = ChatStreamToResponses(response)
+        self._usage: Usage | None = None
+        self._cost: str | None = None
+
+    def chunk(self, item: JSON) -> bytes:
+        return _frames(self._events.feed(item))
+
+    def usage(self, chunk: Mapping[str, Any], entry: LedgerEntry) -> bytes:
+        self._usage, self._cost = usage_of(entry), format_usd(entry.cost)
+        return b""
+
+    def done(self) -> bytes:
+        return _frames(self._events.finish(self._usage, self._cost))
+
+    def error(self, error: FareboxError) -> bytes:
+        return _frames(self._events.fail(error.message, error.error_code or error.type))
+
+
+def _frames(events: list[Event]) -> bytes:
+    return b"".join(encode(name, data) for name, data in events)
+
+
 def message_id(request_id: str) -> str:
     return "msg_" + request_id.removeprefix("req_")
 
 
-def render_body(flavor: str, body: JSON, request_id: str) -> bytes:
+def response_id(request_id: str) -> str:
+    return "resp_" + request_id.removeprefix("req_")
+
+
+def render_body(
+    flavor: str,
+    body: JSON,
+    request_id: str,
+    entry: LedgerEntry | None = None,
+    echo: JSON | None = None,
+) -> bytes:
     if flavor == "anthropic":
         message = openai_response_to_anthropic(body)
         message["id"] = message_id(request_id)
         return orjson.dumps(message)
     if flavor == "completions":
         return completion_body(body, request_id)
+    if flavor == "responses":
+        created = body.get("created")
+        created = created if isinstance(created, int) else int(time.time())
+        response = response_object(response_id(request_id), created, "", echo)
+        usage = usage_of(entry) if entry else from_openai(body.get("usage"))
+        cost = format_usd(entry.cost) if entry else None
+        return orjson.dumps(chat_to_response(body, response, usage, cost))
     return orjson.dumps(body)
 
 
-def stream_renderer(flavor: str, body: Mapping[str, Any], model: str, request_id: str) -> Any:
+def stream_renderer(
+    flavor: str, body: Mapping[str, Any], model: str, request_id: str, echo: JSON | None = None
+) -> Any:
     if flavor == "anthropic":
         return AnthropicStream(model, request_id)
     if flavor == "completions":
         return CompletionsStream(body, request_id)
+    if flavor == "responses":
+        return ResponsesStream(model, request_id, echo)
     return OpenAIStream(body)

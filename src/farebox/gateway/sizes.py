@@ -10,6 +10,8 @@ from farebox.core.routing import Target
 from farebox.errors import BudgetExceeded, InvalidRequest
 
 OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens")
+# what the output cap is called in the client's format, where it is not an ``OUTPUT_FIELDS``
+CLIENT_FIELDS = {"anthropic": "max_tokens", "responses": "max_output_tokens"}
 
 
 def one_output_field(body: dict[str, Any]) -> None:
@@ -47,7 +49,7 @@ def check_output_cap(body: dict[str, Any], cap: int, flavor: str) -> None:
         if asked is None:
             continue
         if asked > cap:
-            param = "max_tokens" if flavor == "anthropic" else name
+            param = CLIENT_FIELDS.get(flavor, name)
             raise InvalidRequest(
                 f"{param} is too large: {asked}. This model supports at most {cap} "
                 "completion tokens.",

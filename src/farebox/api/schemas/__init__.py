@@ -16,6 +16,7 @@ from farebox.api.schemas.counting import CountTokensRequest, InputTokensRequest
 from farebox.api.schemas.embeddings import EmbeddingRequest
 from farebox.api.schemas.errors import invalid_request
 from farebox.api.schemas.messages import MessagesRequest
+from farebox.api.schemas.responses import ResponsesRequest, check_refused
 from farebox.errors import InvalidRequest
 
 __all__ = [
@@ -25,12 +26,14 @@ __all__ = [
     "EmbeddingRequest",
     "InputTokensRequest",
     "MessagesRequest",
+    "ResponsesRequest",
     "check_chat",
     "check_completion",
     "check_count_tokens",
     "check_embeddings",
     "check_input_tokens",
     "check_messages",
+    "check_responses",
 ]
 
 Check = Callable[[dict[str, Any]], None]
@@ -54,6 +57,13 @@ check_messages = _checker(MessagesRequest)
 check_count_tokens = _checker(CountTokensRequest)
 _check_input_tokens = _checker(InputTokensRequest)
 _check_completion = _checker(CompletionRequest)
+_check_responses = _checker(ResponsesRequest)
+
+
+def check_responses(body: dict[str, Any]) -> None:
+    """An OpenAI Responses request: what is refused (named), then the shape."""
+    check_refused(body)
+    _check_responses(body)
 
 
 def check_chat(body: dict[str, Any]) -> None:

@@ -1,0 +1,50 @@
+"""``POST /v1/responses``: the OpenAI Responses API, for clients on ``client.responses``.
+
+It goes through the same request path as ``/v1/chat/completions``: tenancy, plan policy,
+rate limits, budgets, routing with failover (to any deployment: OpenAI-compatible, Anthropic,
+the mock) and metering. The request is translated to the chat-completions shape the path works
+in; the answer comes back as a Responses object or the Responses event stream, with the same
+``x-farebox-*`` headers. Errors are in OpenAI's format.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from farebox.api.body import read_json, validate_responses
+from farebox.api.context import Services
+from farebox.api.fastpath import FastRoute, Incoming
+from farebox.api.openai import guarded, render
+from farebox.errors import FareboxError
+from farebox.providers.translate_responses import echo_of, responses_request_to_chat
+
+# a refusal of the request path names chat fields: the Responses client sent these instead
+CLIENT_PARAMS = {"max_completion_tokens": "max_output_tokens", "messages": "input"}
+
+
+def routes(services: Services) -> list[FastRoute]:
+    limit = services.settings.file.server.max_body_bytes
+
+    async def create(request: Incoming, request_id: str) -> Any:
+        who = await services.principal(request)
+        body = await read_json(request, limit)
+        validate_responses(body)
+        chat = responses_request_to_chat(body)
+        try:
+            reply = await services.gateway.chat(
+                who, chat, request_id, flavor="responses", echo=echo_of(body)
+            )
+        except FareboxError as exc:
+            raise in_client_terms(exc) from None
+        return render(reply)
+
+    return [FastRoute("/v1/responses", guarded(services, create), ["POST"])]
+
+
+def in_client_terms(error: FareboxError) -> FareboxError:
+    """``error`` naming the field the client sent (``max_output_tokens``, ``input``)."""
+    name = CLIENT_PARAMS.get(error.param or "")
+    if name is not None and error.param is not None:
+        error.message = error.message.replace(error.param, name)
+        error.param = name
+    return error
