@@ -130,7 +130,7 @@ def run_uvicorn(
     and exit 3."""
     import uvicorn
 
-    from farebox.app import create_app
+    from farebox.app import create_app, tune_gc
 
     with _one_line_on_bind_failure(host, port):
         if workers > 1:
@@ -146,6 +146,7 @@ def run_uvicorn(
             )
             return
         app = create_app(settings)
+        tune_gc()
         published = None
         if settings.file.server.single_process and settings.database_path is not None:
             from farebox.cli.owner_api import Publication
