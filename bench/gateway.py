@@ -32,6 +32,8 @@ STREAM_BODY: dict[str, Any] = {
     "stream_options": {"include_usage": True},
 }
 EMBED_BODY: dict[str, Any] = {"model": "text-embedding-3-small", "input": "hello"}
+# the chat request above, as OpenAI's Responses API (the gateway serves it through the chat path)
+RESPONSES_BODY: dict[str, Any] = {"model": "gpt-4o-mini", "input": "hello", "max_output_tokens": 16}
 
 
 class GatewayError(RuntimeError):
@@ -213,14 +215,26 @@ class Gateway:
 
 
 def probe(base_url: str, key: str | None) -> dict[str, str]:
-    """Check chat, streamed chat and embeddings once; map each to 'ok' or what went wrong."""
+    """Check chat, streamed chat, embeddings and the Responses API once; map each to 'ok' or
+    what went wrong."""
     api = base_url.rstrip("/")
     api = api if api.endswith("/v1") else api + "/v1"
     return {
         "chat": _check_chat(http("POST", api + "/chat/completions", CHAT_BODY, key)),
         "stream": _check_stream(http("POST", api + "/chat/completions", STREAM_BODY, key)),
         "embeddings": _check_embeddings(http("POST", api + "/embeddings", EMBED_BODY, key)),
+        "responses": _check_response(http("POST", api + "/responses", RESPONSES_BODY, key)),
     }
+
+
+def _check_response(result: HttpResult) -> str:
+    problem = _status_problem(result)
+    if problem:
+        return problem
+    doc = result.json()
+    if doc.get("object") != "response" or "usage" not in doc:
+        return f"not a Responses object with usage: {result.body[:200]!r}"
+    return "ok"
 
 
 def _status_problem(result: HttpResult) -> str | None:

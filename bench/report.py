@@ -15,6 +15,7 @@ from bench.procs import CpuPlan
 ADDED_P50_MS = 0.5
 MIN_RPS = 3000.0
 STREAM_ADDED_MS = 1.0
+RESPONSES_SLACK_MS = 0.05  # issue 10: the Responses path adds at most this much more than chat
 MEMORY_SLACK_MIB = 4.0
 MEMORY_SLACK_FRACTION = 0.05
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -69,6 +70,17 @@ def check_latency(results: Results) -> Check:
     return Check(name, f"{value:.3f} ms", budget, _verdict(value <= ADDED_P50_MS))
 
 
+def check_responses(results: Results) -> Check:
+    """Issue 10: the Responses API adds at most 0.05 ms p50 at c=1 more than chat does."""
+    name, budget = "Responses API added p50 - chat's, c=1", f"<= {RESPONSES_SLACK_MS} ms"
+    chat, value = added(results, "c1", "latency"), added(results, "responses", "latency", "c1")
+    if chat is None or value is None:
+        return _missing(results, name, budget)
+    diff = value - chat
+    ok = diff <= RESPONSES_SLACK_MS
+    return Check(name, f"{diff:+.3f} ms ({value:.3f} vs {chat:.3f})", budget, _verdict(ok))
+
+
 def check_throughput(results: Results) -> Check:
     name, budget = "gateway throughput, c=64", f">= {MIN_RPS:.0f} req/s"
     job = results.gateway.get("c64")
@@ -115,6 +127,7 @@ def check_memory(results: Results) -> Check:
 def checks(results: Results) -> list[Check]:
     return [
         check_latency(results),
+        check_responses(results),
         check_throughput(results),
         check_errors(results),
         check_stream(results),
@@ -130,6 +143,7 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("c=1 req/s", "c1", "", "rps"),
     ("c=1 p50, gateway on own CPU (ms)", "c1-split", "latency", "p50_ms"),
     ("c=1 p99, gateway on own CPU (ms)", "c1-split", "latency", "p99_ms"),
+    ("c=1 Responses API latency p50 (ms)", "responses", "latency", "p50_ms"),
     ("stream c=1 first byte p50 (ms)", "stream", "ttfb", "p50_ms"),
     ("stream c=1 first byte p99 (ms)", "stream", "ttfb", "p99_ms"),
     ("stream c=1 last byte p50 (ms)", "stream", "latency", "p50_ms"),
@@ -226,6 +240,7 @@ def to_json(results: Results, verdicts: list[Check]) -> dict[str, Any]:
             "c1_latency_p50": added(results, "c1", "latency"),
             "c1_latency_p50_gateway_own_cpu": added(results, "c1-split", "latency", "c1"),
             "stream_ttfb_p50": added(results, "stream", "ttfb"),
+            "responses_latency_p50": added(results, "responses", "latency", "c1"),
         },
         "rss_mib": results.rss_mib,
         "rss_samples": results.rss_samples,

@@ -20,6 +20,7 @@ from bench import report
 from bench.cli import Options
 from bench.gateway import (
     CHAT_BODY,
+    RESPONSES_BODY,
     STREAM_BODY,
     Gateway,
     GatewayError,
@@ -149,8 +150,15 @@ def _stop_gateway(gateway: Gateway) -> None:
 # --- measurements ---------------------------------------------------------------------
 
 
-def _job(opts: Options, name: str, ep: Endpoint, key: str | None, body: dict[str, Any]) -> Job:
-    request = ep.request("/chat/completions", json.dumps(body).encode(), key)
+def _job(
+    opts: Options,
+    name: str,
+    ep: Endpoint,
+    key: str | None,
+    body: dict[str, Any],
+    path: str = "/chat/completions",
+) -> Job:
+    request = ep.request(path, json.dumps(body).encode(), key)
     return Job(name, ep.host, ep.port, request, timeout_s=opts.timeout)
 
 
@@ -183,6 +191,8 @@ def _measure(
         results.direct[name] = _run(loader, direct, "direct")
         if target and _probe_ok(results, name):
             _measure_sequential(opts, loader, name, body, target, results)
+    if target and results.probes.get("responses") == "ok":
+        _measure_responses(opts, loader, target, results)
     direct = _loaded(opts, _job(opts, "c64", upstream, upstream_key, CHAT_BODY))
     results.direct["c64"] = _run(loader, direct, "direct")
     if target and _probe_ok(results, "c64"):
@@ -208,6 +218,21 @@ def _measure_sequential(
     if shared and name == "c1":
         split = dataclasses.replace(job, name="c1-split")
         results.gateway["c1-split"] = _run(loader, split, "gateway (own CPU)")
+
+
+def _measure_responses(
+    opts: Options, loader: LoadWorker, target: Target, results: report.Results
+) -> None:
+    """c=1 through the gateway's Responses API (the chat request of ``c1`` as Responses), on
+    the load generator's CPU as ``c1`` is: its added latency is read against the same direct
+    chat call, so the two differ by what the Responses path costs."""
+    ep = Endpoint.from_url(target.url)
+    job = _sequential(opts, _job(opts, "responses", ep, target.key, RESPONSES_BODY, "/responses"))
+    results.plan.place_gateway(target.pid, shared=True)
+    try:
+        results.gateway["responses"] = _run(loader, job, "gateway")
+    finally:
+        results.plan.place_gateway(target.pid, shared=False)
 
 
 def _probe_ok(results: report.Results, name: str) -> bool:
