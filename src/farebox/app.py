@@ -275,7 +275,7 @@ def wire(
     auth = Authenticator(store, secret, clock, settings.file.server.key_cache_size,
                          appeal=settings.file.anomaly.appeal)  # fmt: skip
     services = Services(settings, store, auth, gateway, ledger, secret, "", clock(),
-                        budgets, proxies, breakers)  # fmt: skip
+                        budgets, proxies, breakers, clock=clock)  # fmt: skip
     tenancy = Tenancy(store, secret, plans, clock)
     reloader = plan_reloader(settings, gateway, tenancy, budgets, limits, watch)
     exporter = make_exporter(settings, store, http, alerts, clock)

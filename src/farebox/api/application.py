@@ -105,6 +105,7 @@ def _add_routes(app: FareboxApp, wiring: Wiring) -> None:
         ]
     )
     app.add_fast_routes([*completions.routes(services), *counting.routes(services)])
+    app.add_prefix_route(responses.prefix_route(services))
     install_data_plane_docs(app)
     install_counting_docs(app)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from farebox.api.client_ip import TrustedProxies, request_client_ip
@@ -33,6 +35,7 @@ class Services:
     # a second admin credential, for this run only: the token a single-process gateway gives
     # the CLI on its own database (cli/owner_api.py); empty: none
     local_admin_hash: str = ""
+    clock: Callable[[], float] = time.time  # what stored responses' ages are measured by
 
     def admin_hashes(self) -> tuple[str, ...]:
         """The hashes an admin key may have: the admin key's, and the local CLI's token's."""

@@ -1,0 +1,170 @@
+"""Stored responses of the Responses API: keeping an answer (unless ``store: false``), the
+history a ``previous_response_id`` continues, and ``GET``/``DELETE /v1/responses/{id}`` and
+``GET /v1/responses/{id}/input_items``.
+
+A stored response belongs to the tenant that made it: for any other tenant its id is exactly
+an unknown id (404 ``not_found``), and so is an expired one. Keeping an answer never fails
+the request that produced it: a store that cannot keep it is logged, and the answer is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from farebox.api.fastpath import FastRoute, Incoming, JSONBody
+from farebox.core.records import StoredResponse
+from farebox.errors import InvalidRequest, MethodNotAllowed, NotFound
+from farebox.gateway.render import Reply, StreamReply
+from farebox.providers.translate_responses_history import (
+    listed_items,
+    output_as_input,
+    split_response,
+    stored_object,
+)
+from farebox.stores.base import ResponseStore
+
+log = logging.getLogger("farebox.responses")
+JSON = dict[str, Any]
+PREFIX = "/v1/responses/"
+DAY_S = 86_400.0
+FINAL_EVENTS = (b"event: response.completed\n", b"event: response.incomplete\n")
+
+
+class StoredResponses:
+    """The Responses API's use of a ``ResponseStore``, for one app instance."""
+
+    def __init__(self, store: ResponseStore, ttl_days: float, clock: Callable[[], float]):
+        self._store = store
+        self._ttl_s = ttl_days * DAY_S
+        self._clock = clock
+
+    async def find(self, tenant_id: str, response_id: str, param: str | None = None) -> Any:
+        """The tenant's stored response, or 404 (unknown, expired or another tenant's)."""
+        found = await self._store.get(tenant_id, response_id, self._clock())
+        if found is None:
+            what = "Previous response" if param else "Response"
+            raise NotFound(f"{what} with id {response_id!r} not found.", param=param)
+        return found
+
+    async def history(self, tenant_id: str, response_id: str) -> list[JSON]:
+        """The conversation a ``previous_response_id`` continues, as input items."""
+        found = await self.find(tenant_id, response_id, "previous_response_id")
+        return [*found.input, *output_as_input(found.output)]
+
+    async def keep(
+        self, reply: Reply | StreamReply, tenant_id: str, items: list[JSON]
+    ) -> Reply | StreamReply:
+        """``reply``, its answer kept (``items``: the whole input it answered) once complete."""
+        if isinstance(reply, StreamReply):
+            reply.chunks = self._kept_stream(reply.chunks, tenant_id, items)
+        elif reply.status == 200:
+            await self._put(orjson.loads(reply.body), tenant_id, items)
+        return reply
+
+    async def _kept_stream(
+        self, chunks: AsyncIterator[bytes], tenant_id: str, items: list[JSON]
+    ) -> AsyncIterator[bytes]:
+        """The stream, its final response kept before the final event leaves (so that the
+        client may continue it as soon as it has read it). Closing it closes the relay's
+        stream at once, so a client that goes away is metered as it would be unwrapped."""
+        try:
+            async for chunk in chunks:
+                if any(mark in chunk for mark in FINAL_EVENTS):
+                    response = final_response(chunk)
+                    if response is not None:
+                        await self._put(response, tenant_id, items)
+                yield chunk
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _put(self, response: JSON, tenant_id: str, items: list[JSON]) -> None:
+        now = self._clock()
+        output, usage, details = split_response(response)
+        stored = StoredResponse(
+            str(response["id"]), tenant_id, str(response.get("model") or ""), items, output,
+            usage, now, now + self._ttl_s, details,
+        )  # fmt: skip
+        try:
+            await self._store.put(stored)
+        except Exception:
+            log.exception("response %s could not be stored; it cannot be continued", stored.id)
+
+    async def delete(self, tenant_id: str, response_id: str) -> None:
+        await self.find(tenant_id, response_id)
+        if not await self._store.delete(tenant_id, response_id):
+            raise NotFound(f"Response with id {response_id!r} not found.")
+
+
+def final_response(chunk: bytes) -> JSON | None:
+    """The Responses object of the ``response.completed`` (or ``incomplete``) frame."""
+    for frame in chunk.split(b"\n\n"):
+        if frame.startswith(FINAL_EVENTS):
+            data = frame.partition(b"\ndata: ")[2]
+            response = orjson.loads(data).get("response")
+            return response if isinstance(response, dict) else None
+    return None
+
+
+def shown(stored: StoredResponse) -> JSON:
+    return stored_object(stored.id, stored.created_at, stored.model, stored.output,
+                         stored.usage, stored.details)  # fmt: skip
+
+
+def item_page(stored: StoredResponse, query: dict[str, list[str]]) -> JSON:
+    """A page of the input items: ``limit`` (1-100, 20), ``order`` (``desc``), ``after``."""
+    items = listed_items(stored.id, stored.input)
+    order = (query.get("order") or ["desc"])[0]
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("'order' must be 'asc' or 'desc'.", param="order")
+    if order == "desc":
+        items.reverse()
+    raw_limit = (query.get("limit") or ["20"])[0]
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
+        raise InvalidRequest("'limit' must be an integer from 1 to 100.", param="limit")
+    for after in query.get("after", [])[:1]:
+        ids = [item["id"] for item in items]
+        if after not in ids:
+            raise InvalidRequest(f"No input item {after!r} in this response.", param="after")
+        items = items[ids.index(after) + 1 :]
+    page = items[: int(raw_limit)]
+    return {"object": "list", "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(items) > len(page)}  # fmt: skip
+
+
+def stored_route(
+    kept: StoredResponses,
+    principal: Callable[[Incoming], Any],
+    guard: Callable[[Callable[[Incoming, str], Any]], Any],
+) -> FastRoute:
+    """``/v1/responses/{id}`` (GET, DELETE) and ``/v1/responses/{id}/input_items`` (GET)."""
+
+    async def serve(request: Incoming, request_id: str) -> JSONBody:
+        who = await principal(request)
+        method = request.scope["method"]
+        response_id, _, rest = request.scope["path"][len(PREFIX) :].partition("/")
+        if rest not in ("", "input_items") or not response_id:
+            raise NotFound(f"No route for {method} {request.scope['path']}.")
+        if rest and method != "GET":
+            allow = {"Allow": "GET"}
+            raise MethodNotAllowed(f"{method} is not allowed here; use GET.", headers=allow)
+        tenant = who.tenant.id
+        if method == "DELETE":
+            await kept.delete(tenant, response_id)
+            body: JSON = {"id": response_id, "object": "response", "deleted": True}
+        elif rest:
+            query = parse_qs(request.scope.get("query_string", b"").decode("latin-1"))
+            body = item_page(await kept.find(tenant, response_id), query)
+        else:
+            body = shown(await kept.find(tenant, response_id))
+        return JSONBody(orjson.dumps(body), 200, {"x-farebox-request-id": request_id})
+
+    return FastRoute(PREFIX, guard(serve), ["GET", "DELETE"])
