@@ -10,6 +10,7 @@ a deleted one are all 404, exactly like an unknown id; ``GET``, ``DELETE`` and
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx2
@@ -276,3 +277,59 @@ async def test_stored_endpoints_refuse_bad_requests_cleanly(make_gateway: Any) -
             assert r.json()["error"]["message"]
         r = await gw.client.get(base + "/", headers=headers)  # a trailing slash is the same
         assert r.status_code == 200 and r.json()["id"] == kept.id
+
+
+async def test_a_store_that_fails_does_not_fail_the_answer(
+    make_gateway: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(stored: Any) -> None:
+        raise OSError("disk full")
+
+    async with make_gateway({"plans": PLANS}) as gw:
+        client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
+        monkeypatch.setattr(gw.app.state.services.store.responses, "put", broken)
+        plain = await client.responses.create(model="gpt-4o-mini", input="Hi")
+        streamed = await _streamed(client, model="gpt-4o-mini", input="Hi")
+        assert plain.output_text and streamed.output_text
+        for response_id in (plain.id, streamed.id):
+            assert f"response {response_id} could not be stored" in caplog.text
+            with pytest.raises(openai.NotFoundError):
+                await client.responses.retrieve(response_id)
+
+
+async def test_expired_responses_are_purged_in_the_background(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from farebox.api import responses_stored
+    from farebox.stores.memory.responses import MemoryResponses
+
+    purged = asyncio.Event()
+    calls: list[float] = []
+
+    class Spy(MemoryResponses):
+        async def purge(self, now: float) -> int:
+            calls.append(now)
+            purged.set()
+            return await super().purge(now)
+
+    monkeypatch.setattr(responses_stored, "PURGE_EVERY_S", 0.0)
+    kept = responses_stored.StoredResponses(Spy(), 1, lambda: 1_000.0)
+    kept.start()
+    try:
+        await asyncio.wait_for(purged.wait(), 10)
+    finally:
+        await kept.stop()
+    assert calls[0] == 1_000.0
+
+
+async def test_the_stored_endpoints_are_documented(make_gateway: Any) -> None:
+    from openapi_spec_validator import validate
+
+    async with make_gateway() as gw:
+        document = (await gw.client.get("/openapi.json", headers=gw.admin)).json()
+        validate(document)
+        paths = document["paths"]
+        one = paths["/v1/responses/{response_id}"]
+        assert {"get", "delete"} <= set(one) and "404" in one["delete"]["responses"]
+        items = paths["/v1/responses/{response_id}/input_items"]["get"]
+        assert [p["name"] for p in items["parameters"]] == ["limit", "order", "after"]

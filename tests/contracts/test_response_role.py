@@ -95,3 +95,11 @@ async def test_what_was_read_is_a_copy(store: Any) -> None:
     found.input.append({"role": "user", "content": "changed"})
     found.details["status"] = "changed"
     assert await r.get("acme", "resp_1", T0) == stored()
+
+
+async def test_text_a_database_refuses_is_still_kept(store: Any) -> None:
+    r = store.responses
+    odd = [{"role": "user", "content": "nul \x00 here"}]
+    await r.put(stored(input=odd))
+    found = await r.get("acme", "resp_1", T0)
+    assert found is not None and found.input[0]["content"].startswith("nul ")

@@ -169,6 +169,7 @@ async def start(wiring: Wiring, announce: Announce) -> None:
     services.breakers.start()
     wiring.reloader.start()
     wiring.watch.start()
+    services.responses.start()
     billing = settings.file.billing
     if billing.in_serve and wiring.exporter.sinks:
         await wiring.exporter.start(billing.interval_s)
@@ -181,6 +182,7 @@ async def stop(wiring: Wiring) -> None:
     await wiring.reloader.stop()
     await wiring.watch.stop()
     await wiring.watch.pager.aclose(drain_s)
+    await services.responses.stop()
     await wiring.exporter.stop()
     await services.breakers.stop()
     await services.budgets.stop()

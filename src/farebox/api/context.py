@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from farebox.api.client_ip import TrustedProxies, request_client_ip
 from farebox.api.fastpath import Incoming
+from farebox.api.responses_stored import StoredResponses
 from farebox.config.settings import Settings
 from farebox.gateway.admission import Budgets
 from farebox.gateway.auth import Authenticator, Principal
@@ -32,10 +31,10 @@ class Services:
     budgets: Budgets
     proxies: TrustedProxies
     breakers: Breakers
+    responses: StoredResponses  # the Responses API's stored answers
     # a second admin credential, for this run only: the token a single-process gateway gives
     # the CLI on its own database (cli/owner_api.py); empty: none
     local_admin_hash: str = ""
-    clock: Callable[[], float] = time.time  # what stored responses' ages are measured by
 
     def admin_hashes(self) -> tuple[str, ...]:
         """The hashes an admin key may have: the admin key's, and the local CLI's token's."""

@@ -19,7 +19,7 @@ from farebox.api.body import read_json, validate_responses
 from farebox.api.context import Services
 from farebox.api.fastpath import FastRoute, Incoming
 from farebox.api.openai import guarded, render
-from farebox.api.responses_stored import StoredResponses, stored_route
+from farebox.api.responses_stored import stored_route
 from farebox.errors import FareboxError
 from farebox.providers.translate_responses import echo_of, responses_request_to_chat
 from farebox.providers.translate_responses_history import input_items, with_history
@@ -30,7 +30,7 @@ CLIENT_PARAMS = {"max_completion_tokens": "max_output_tokens", "messages": "inpu
 
 def routes(services: Services) -> list[FastRoute]:
     limit = services.settings.file.server.max_body_bytes
-    kept = stored_responses(services)
+    kept = services.responses
 
     async def create(request: Incoming, request_id: str) -> Any:
         who = await services.principal(request)
@@ -53,15 +53,10 @@ def routes(services: Services) -> list[FastRoute]:
     return [FastRoute("/v1/responses", guarded(services, create), ["POST"])]
 
 
-def stored_responses(services: Services) -> StoredResponses:
-    ttl_days = services.settings.file.responses.ttl_days
-    return StoredResponses(services.store.responses, ttl_days, services.clock)
-
-
 def prefix_route(services: Services) -> FastRoute:
     """``/v1/responses/{id}`` and ``/v1/responses/{id}/input_items``."""
     return stored_route(
-        stored_responses(services), services.principal, lambda work: guarded(services, work)
+        services.responses, services.principal, lambda work: guarded(services, work)
     )
 
 

@@ -9,6 +9,8 @@ the request that produced it: a store that cannot keep it is logged, and the ans
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -32,16 +34,39 @@ log = logging.getLogger("farebox.responses")
 JSON = dict[str, Any]
 PREFIX = "/v1/responses/"
 DAY_S = 86_400.0
+PURGE_EVERY_S = 3_600.0
 FINAL_EVENTS = (b"event: response.completed\n", b"event: response.incomplete\n")
 
 
 class StoredResponses:
-    """The Responses API's use of a ``ResponseStore``, for one app instance."""
+    """The Responses API's use of a ``ResponseStore``, for one app instance. Once started,
+    it purges expired responses every ``PURGE_EVERY_S`` (reads never see them anyway)."""
 
     def __init__(self, store: ResponseStore, ttl_days: float, clock: Callable[[], float]):
         self._store = store
         self._ttl_s = ttl_days * DAY_S
         self._clock = clock
+        self._purger: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._purger = asyncio.get_running_loop().create_task(self._purge_every())
+
+    async def stop(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+            self._purger = None
+
+    async def _purge_every(self) -> None:
+        while True:
+            await asyncio.sleep(PURGE_EVERY_S)
+            try:
+                gone = await self._store.purge(self._clock())
+                if gone:
+                    log.info("purged %d expired stored responses", gone)
+            except Exception:
+                log.exception("purging expired stored responses failed")
 
     async def find(self, tenant_id: str, response_id: str, param: str | None = None) -> Any:
         """The tenant's stored response, or 404 (unknown, expired or another tenant's)."""
