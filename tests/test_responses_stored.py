@@ -333,3 +333,18 @@ async def test_the_stored_endpoints_are_documented(make_gateway: Any) -> None:
         assert {"get", "delete"} <= set(one) and "404" in one["delete"]["responses"]
         items = paths["/v1/responses/{response_id}/input_items"]["get"]
         assert [p["name"] for p in items["parameters"]] == ["limit", "order", "after"]
+
+
+async def test_input_caps_see_the_history(make_gateway: Any) -> None:
+    plans = {"capped": {"models": ["*"], "max_input_chars": 1500}}
+    async with make_gateway({"plans": plans}) as gw:
+        client = _openai(gw, await gw.tenant_key("c", plan="capped"))
+        first = await client.responses.create(model="gpt-4o-mini", input="a" * 1000)
+        with pytest.raises(openai.BadRequestError) as big:
+            await client.responses.create(
+                model="gpt-4o-mini", input="b" * 1000, previous_response_id=first.id
+            )
+        assert big.value.code == "input_too_large" and big.value.param == "input"
+        alone = await client.responses.create(model="gpt-4o-mini", input="b" * 1000)
+        assert alone.status == "completed"
+        assert len(await gw.ledger("c")) == 2  # the refused continuation cost nothing
