@@ -19,7 +19,9 @@ import pytest
 
 from fakes import openai_upstream as oa
 from fakes.anthropic_upstream import AnthropicUpstream, text_block, usage
+from farebox.config.settings import parse_settings
 from farebox.core.money import parse_usd
+from farebox.errors import ConfigError
 
 PLANS: dict[str, Any] = {"pro": {"models": ["*"]}}
 DAY = 86_400.0
@@ -348,3 +350,23 @@ async def test_input_caps_see_the_history(make_gateway: Any) -> None:
         alone = await client.responses.create(model="gpt-4o-mini", input="b" * 1000)
         assert alone.status == "completed"
         assert len(await gw.ledger("c")) == 2  # the refused continuation cost nothing
+
+
+@pytest.mark.parametrize(
+    ("section", "words"),
+    [
+        ({"ttl_days": 0}, ["responses.ttl_days", "greater than 0"]),
+        ({"ttl_days": "soon"}, ["responses.ttl_days"]),
+        ({"ttl": 3}, ["responses.ttl"]),
+    ],
+)
+def test_the_responses_section_is_validated(
+    tmp_path: Any, section: dict[str, Any], words: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_settings({"responses": section}, source="gw.yaml", env={}, base_dir=tmp_path)
+    for word in words:
+        assert word in info.value.message, info.value.message
+    assert "gw.yaml" in info.value.message
+    default = parse_settings({}, source="gw.yaml", env={}, base_dir=tmp_path)
+    assert default.file.responses.ttl_days == 30
