@@ -21,6 +21,7 @@ from farebox.api.fastpath import FastRoute, Incoming
 from farebox.api.openai import guarded, render
 from farebox.api.responses_stored import stored_route
 from farebox.errors import FareboxError
+from farebox.gateway.render import response_id
 from farebox.providers.translate_responses import echo_of, responses_request_to_chat
 from farebox.providers.translate_responses_history import input_items, with_history
 
@@ -47,7 +48,8 @@ def routes(services: Services) -> list[FastRoute]:
         except FareboxError as exc:
             raise in_client_terms(exc) from None
         if body.get("store") is not False:
-            reply = await kept.keep(reply, who.tenant.id, input_items(body["input"]))
+            rid = response_id(request_id)
+            reply = kept.keep(reply, rid, who.tenant.id, input_items(body["input"]))
         return render(reply)
 
     return [FastRoute("/v1/responses", guarded(services, create), ["POST"])]

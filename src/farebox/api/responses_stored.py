@@ -4,7 +4,8 @@ history a ``previous_response_id`` continues, and ``GET``/``DELETE /v1/responses
 
 A stored response belongs to the tenant that made it: for any other tenant its id is exactly
 an unknown id (404 ``not_found``), and so is an expired one. Keeping an answer never fails
-the request that produced it: a store that cannot keep it is logged, and the answer is sent.
+the request that produced it, nor delays it: it is written in a task beside the reply (which a
+read of the same id in this process waits for); a store that cannot keep it is logged.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class StoredResponses:
         self._ttl_s = ttl_days * DAY_S
         self._clock = clock
         self._purger: asyncio.Task[None] | None = None
+        self._pending: dict[str, asyncio.Task[None]] = {}  # answers being stored, by id
 
     def start(self) -> None:
         self._purger = asyncio.get_running_loop().create_task(self._purge_every())
@@ -57,6 +59,7 @@ class StoredResponses:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purger
             self._purger = None
+        await asyncio.gather(*self._pending.values(), return_exceptions=True)
 
     async def _purge_every(self) -> None:
         while True:
@@ -69,7 +72,11 @@ class StoredResponses:
                 log.exception("purging expired stored responses failed")
 
     async def find(self, tenant_id: str, response_id: str, param: str | None = None) -> Any:
-        """The tenant's stored response, or 404 (unknown, expired or another tenant's)."""
+        """The tenant's stored response, or 404 (unknown, expired or another tenant's). An
+        answer of this process still being stored is waited for: read your own writes."""
+        pending = self._pending.get(response_id)
+        if pending is not None:
+            await asyncio.shield(pending)  # a reader that goes away does not cancel the write
         found = await self._store.get(tenant_id, response_id, self._clock())
         if found is None:
             what = "Previous response" if param else "Response"
@@ -81,45 +88,53 @@ class StoredResponses:
         found = await self.find(tenant_id, response_id, "previous_response_id")
         return [*found.input, *output_as_input(found.output)]
 
-    async def keep(
-        self, reply: Reply | StreamReply, tenant_id: str, items: list[JSON]
+    def keep(
+        self, reply: Reply | StreamReply, response_id: str, tenant_id: str, items: list[JSON]
     ) -> Reply | StreamReply:
-        """``reply``, its answer kept (``items``: the whole input it answered) once complete."""
+        """``reply``, its answer kept (``items``: the whole input it answered) once complete.
+        The write runs beside the reply, which never waits for it."""
         if isinstance(reply, StreamReply):
-            reply.chunks = self._kept_stream(reply.chunks, tenant_id, items)
+            reply.chunks = self._kept_stream(reply.chunks, response_id, tenant_id, items)
         elif reply.status == 200:
-            await self._put(orjson.loads(reply.body), tenant_id, items)
+            self._put_soon(response_id, reply.body, tenant_id, items)
         return reply
 
     async def _kept_stream(
-        self, chunks: AsyncIterator[bytes], tenant_id: str, items: list[JSON]
+        self, chunks: AsyncIterator[bytes], response_id: str, tenant_id: str, items: list[JSON]
     ) -> AsyncIterator[bytes]:
-        """The stream, its final response kept before the final event leaves (so that the
-        client may continue it as soon as it has read it). Closing it closes the relay's
-        stream at once, so a client that goes away is metered as it would be unwrapped."""
+        """The stream, its final response kept. Closing it closes the relay's stream at once,
+        so a client that goes away is metered as it would be unwrapped."""
         try:
             async for chunk in chunks:
                 if any(mark in chunk for mark in FINAL_EVENTS):
-                    response = final_response(chunk)
-                    if response is not None:
-                        await self._put(response, tenant_id, items)
+                    self._put_soon(response_id, chunk, tenant_id, items)
                 yield chunk
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
 
-    async def _put(self, response: JSON, tenant_id: str, items: list[JSON]) -> None:
-        now = self._clock()
-        output, usage, details = split_response(response)
-        stored = StoredResponse(
-            str(response["id"]), tenant_id, str(response.get("model") or ""), items, output,
-            usage, now, now + self._ttl_s, details,
-        )  # fmt: skip
+    def _put_soon(self, response_id: str, sent: bytes, tenant_id: str, items: list[JSON]) -> None:
+        """Store the answer in ``sent`` (a Responses object, or the stream's final events) in a
+        task of its own; ``find`` waits for it, and ``stop`` lets it finish."""
+        put = self._put(sent, tenant_id, items, self._clock())
+        task = asyncio.get_running_loop().create_task(put)
+        self._pending[response_id] = task
+        task.add_done_callback(lambda _: self._pending.pop(response_id, None))
+
+    async def _put(self, sent: bytes, tenant_id: str, items: list[JSON], now: float) -> None:
         try:
+            response = final_response(sent) if sent.startswith(b"event: ") else orjson.loads(sent)
+            if response is None:
+                return
+            output, usage, details = split_response(response)
+            stored = StoredResponse(
+                str(response["id"]), tenant_id, str(response.get("model") or ""), items, output,
+                usage, now, now + self._ttl_s, details,
+            )  # fmt: skip
             await self._store.put(stored)
         except Exception:
-            log.exception("response %s could not be stored; it cannot be continued", stored.id)
+            log.exception("a response could not be stored; it cannot be continued")
 
     async def delete(self, tenant_id: str, response_id: str) -> None:
         await self.find(tenant_id, response_id)
