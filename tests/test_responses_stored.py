@@ -19,7 +19,7 @@ import pytest
 
 from fakes import openai_upstream as oa
 from fakes.anthropic_upstream import AnthropicUpstream, text_block, usage
-from farebox.config.settings import parse_settings
+from farebox.config.settings import ResponsesSettings, parse_settings
 from farebox.core.money import parse_usd
 from farebox.errors import ConfigError
 
@@ -87,8 +87,12 @@ async def test_three_turn_chain_sends_the_whole_history_upstream(make_gateway: A
             assert [e.input_tokens for e in entries] == [10, 20, 30]
 
 
-async def test_chain_on_the_mock_meters_the_history_as_input(make_gateway: Any) -> None:
-    async with make_gateway({"plans": PLANS}) as gw:
+@pytest.mark.parametrize("before", [True, False], ids=["before-reply", "beside-reply"])
+async def test_chain_on_the_mock_meters_the_history_as_input(
+    make_gateway: Any, before: bool
+) -> None:
+    config = {"plans": PLANS, "responses": {"store_before_reply": before}}
+    async with make_gateway(config) as gw:
         client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
         city = {"type": "object", "properties": {"city": {"type": "string"}}}
         tool = {"type": "function", "name": "get_weather", "parameters": city}
@@ -315,7 +319,7 @@ async def test_expired_responses_are_purged_in_the_background(
             return await super().purge(now)
 
     monkeypatch.setattr(responses_stored, "PURGE_EVERY_S", 0.0)
-    kept = responses_stored.StoredResponses(Spy(), 1, lambda: 1_000.0)
+    kept = responses_stored.StoredResponses(Spy(), ResponsesSettings(), lambda: 1_000.0)
     kept.start()
     try:
         await asyncio.wait_for(purged.wait(), 10)
@@ -372,7 +376,7 @@ def test_the_responses_section_is_validated(
     assert default.file.responses.ttl_days == 30
 
 
-async def test_the_reply_does_not_wait_for_the_write_but_a_read_does() -> None:
+async def test_not_before_the_reply_the_reply_does_not_wait_but_a_read_does() -> None:
     from farebox.api.responses_stored import StoredResponses
     from farebox.gateway.render import Reply
     from farebox.stores.memory.responses import MemoryResponses
@@ -384,14 +388,40 @@ async def test_the_reply_does_not_wait_for_the_write_but_a_read_does() -> None:
             await release.wait()
             await super().put(stored)
 
-    kept = StoredResponses(Slow(), 30, lambda: 1_000.0)
+    settings = ResponsesSettings(store_before_reply=False)
+    kept = StoredResponses(Slow(), settings, lambda: 1_000.0)
     body = b'{"id": "resp_1", "object": "response", "model": "m", "output": [], "usage": {}}'
     reply = Reply(body, {})
-    assert kept.keep(reply, "resp_1", "acme", [{"role": "user", "content": "hi"}]) is reply
+    items = [{"role": "user", "content": "hi"}]
+    assert await kept.keep(reply, "resp_1", "acme", items) is reply  # not waiting for put
     reader = asyncio.ensure_future(kept.find("acme", "resp_1"))
     await asyncio.sleep(0)  # let the reader start: it must now be waiting for the write
     assert not reader.done()
     release.set()
     found = await reader
     assert found.input == [{"role": "user", "content": "hi"}] and found.created_at == 1_000.0
+    await kept.stop()
+
+
+async def test_before_the_reply_the_reply_waits_for_the_write() -> None:
+    from farebox.api.responses_stored import StoredResponses
+    from farebox.gateway.render import Reply
+    from farebox.stores.memory.responses import MemoryResponses
+
+    release = asyncio.Event()
+
+    class Slow(MemoryResponses):
+        async def put(self, stored: Any) -> None:
+            await release.wait()
+            await super().put(stored)
+
+    store = Slow()
+    kept = StoredResponses(store, ResponsesSettings(), lambda: 1_000.0)
+    body = b'{"id": "resp_1", "object": "response", "model": "m", "output": [], "usage": {}}'
+    keeping = asyncio.ensure_future(kept.keep(Reply(body, {}), "resp_1", "acme", []))
+    await asyncio.sleep(0)  # one turn: the reply is now waiting for the write
+    assert not keeping.done()
+    release.set()
+    await keeping
+    assert await store.get("acme", "resp_1", 1_000.0) is not None
     await kept.stop()

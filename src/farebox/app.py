@@ -275,7 +275,7 @@ def wire(
                       observe=watch.observe if watch.enabled else None)  # fmt: skip
     auth = Authenticator(store, secret, clock, settings.file.server.key_cache_size,
                          appeal=settings.file.anomaly.appeal)  # fmt: skip
-    responses = StoredResponses(store.responses, settings.file.responses.ttl_days, clock)
+    responses = StoredResponses(store.responses, settings.file.responses, clock)
     services = Services(settings, store, auth, gateway, ledger, secret, "", clock(),
                         budgets, proxies, breakers, responses)  # fmt: skip
     tenancy = Tenancy(store, secret, plans, clock)

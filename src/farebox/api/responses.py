@@ -49,7 +49,7 @@ def routes(services: Services) -> list[FastRoute]:
             raise in_client_terms(exc) from None
         if body.get("store") is not False:
             rid = response_id(request_id)
-            reply = kept.keep(reply, rid, who.tenant.id, input_items(body["input"]))
+            reply = await kept.keep(reply, rid, who.tenant.id, input_items(body["input"]))
         return render(reply)
 
     return [FastRoute("/v1/responses", guarded(services, create), ["POST"])]

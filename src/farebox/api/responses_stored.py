@@ -4,8 +4,10 @@ history a ``previous_response_id`` continues, and ``GET``/``DELETE /v1/responses
 
 A stored response belongs to the tenant that made it: for any other tenant its id is exactly
 an unknown id (404 ``not_found``), and so is an expired one. Keeping an answer never fails
-the request that produced it, nor delays it: it is written in a task beside the reply (which a
-read of the same id in this process waits for); a store that cannot keep it is logged.
+the request that produced it: a store that cannot keep it is logged. It is written in a task
+of its own, which the reply waits for before its last bytes (``responses.store_before_reply``,
+the default: any replica can continue it at once) or not (a faster reply; a read of the same
+id in this process waits for the write, another process may not see it for a moment).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
+from farebox.config.settings import ResponsesSettings
 from farebox.core.records import StoredResponse
 from farebox.errors import InvalidRequest, MethodNotAllowed, NotFound
 from farebox.gateway.render import Reply, StreamReply
@@ -43,9 +46,12 @@ class StoredResponses:
     """The Responses API's use of a ``ResponseStore``, for one app instance. Once started,
     it purges expired responses every ``PURGE_EVERY_S`` (reads never see them anyway)."""
 
-    def __init__(self, store: ResponseStore, ttl_days: float, clock: Callable[[], float]):
+    def __init__(
+        self, store: ResponseStore, settings: ResponsesSettings, clock: Callable[[], float]
+    ) -> None:
         self._store = store
-        self._ttl_s = ttl_days * DAY_S
+        self._ttl_s = settings.ttl_days * DAY_S
+        self._before_reply = settings.store_before_reply
         self._clock = clock
         self._purger: asyncio.Task[None] | None = None
         self._pending: dict[str, asyncio.Task[None]] = {}  # answers being stored, by id
@@ -88,15 +94,15 @@ class StoredResponses:
         found = await self.find(tenant_id, response_id, "previous_response_id")
         return [*found.input, *output_as_input(found.output)]
 
-    def keep(
+    async def keep(
         self, reply: Reply | StreamReply, response_id: str, tenant_id: str, items: list[JSON]
     ) -> Reply | StreamReply:
-        """``reply``, its answer kept (``items``: the whole input it answered) once complete.
-        The write runs beside the reply, which never waits for it."""
+        """``reply``, its answer kept (``items``: the whole input it answered) once complete:
+        before the reply's last bytes leave (``store_before_reply``), or beside them."""
         if isinstance(reply, StreamReply):
             reply.chunks = self._kept_stream(reply.chunks, response_id, tenant_id, items)
         elif reply.status == 200:
-            self._put_soon(response_id, reply.body, tenant_id, items)
+            await self._put_soon(response_id, reply.body, tenant_id, items)
         return reply
 
     async def _kept_stream(
@@ -107,20 +113,25 @@ class StoredResponses:
         try:
             async for chunk in chunks:
                 if any(mark in chunk for mark in FINAL_EVENTS):
-                    self._put_soon(response_id, chunk, tenant_id, items)
+                    await self._put_soon(response_id, chunk, tenant_id, items)
                 yield chunk
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
 
-    def _put_soon(self, response_id: str, sent: bytes, tenant_id: str, items: list[JSON]) -> None:
+    async def _put_soon(
+        self, response_id: str, sent: bytes, tenant_id: str, items: list[JSON]
+    ) -> None:
         """Store the answer in ``sent`` (a Responses object, or the stream's final events) in a
-        task of its own; ``find`` waits for it, and ``stop`` lets it finish."""
+        task of its own, waited for here with ``store_before_reply``; ``find`` waits for it,
+        and ``stop`` lets it finish."""
         put = self._put(sent, tenant_id, items, self._clock())
         task = asyncio.get_running_loop().create_task(put)
         self._pending[response_id] = task
         task.add_done_callback(lambda _: self._pending.pop(response_id, None))
+        if self._before_reply:
+            await asyncio.shield(task)  # a client that goes away does not cancel the write
 
     async def _put(self, sent: bytes, tenant_id: str, items: list[JSON], now: float) -> None:
         try:

@@ -278,6 +278,9 @@ class ResponsesSettings(Strict):
     """The Responses API's stored responses (``previous_response_id``)."""
 
     ttl_days: float = Field(30, gt=0, le=3_650)  # a stored response is gone this long after
+    # true: an answer is stored before its last bytes leave, so any replica can continue it at
+    # once; false: stored beside the reply (faster), continued at once only by this process
+    store_before_reply: bool = True
 
 
 class FileConfig(Strict):
