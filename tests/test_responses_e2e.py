@@ -115,3 +115,34 @@ def test_budget_refusal_reaches_the_sdk_as_rate_limit_error(gw: Env) -> None:
     assert caught.value.code == "budget_exceeded"
     body = caught.value.body
     assert isinstance(body, dict) and body["limit_usd"] and "Budget exceeded" in body["message"]
+
+
+def test_previous_response_id_chain_and_isolation_over_loopback(gw: Env) -> None:
+    with gw.client(gw.pro_key) as client, gw.client(gw.tiny_key) as other:
+        first = client.responses.create(model="gpt-4o-mini", input="My name is Ann.")
+        stream = client.responses.create(
+            model="gpt-4o-mini", input="And the weather?", previous_response_id=first.id,
+            stream=True,
+        )  # fmt: skip
+        second = [event for event in stream][-1].response
+        assert second.status == "completed" and second.previous_response_id == first.id
+        third = client.responses.create(
+            model="gpt-4o-mini", input="My name?", previous_response_id=second.id
+        )
+        tokens = [ledger_row(gw.db, "req_" + r.id.removeprefix("resp_"))["input_tokens"]
+                  for r in (first, second, third)]  # fmt: skip
+        assert tokens[0] < tokens[1] < tokens[2]
+        items = client.responses.input_items.list(third.id, order="asc").data
+        assert [getattr(i, "role", None) for i in items] == ["user", "assistant"] * 2 + ["user"]
+        with pytest.raises(openai.NotFoundError):
+            other.responses.retrieve(third.id)
+        with pytest.raises(openai.NotFoundError):
+            other.responses.create(model="gpt-4o-mini", input="x", previous_response_id=third.id)
+        unstored = client.responses.create(model="gpt-4o-mini", input="Hi", store=False)
+        with pytest.raises(openai.NotFoundError):
+            client.responses.create(
+                model="gpt-4o-mini", input="x", previous_response_id=unstored.id
+            )
+        client.responses.delete(third.id)
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(third.id)

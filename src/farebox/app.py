@@ -20,6 +20,7 @@ from farebox.anomaly.watch import AnomalyWatch
 from farebox.api.application import Announce, Wiring, build_app
 from farebox.api.client_ip import TrustedProxies
 from farebox.api.context import Services
+from farebox.api.responses_stored import StoredResponses
 from farebox.billing.exporter import Exporter, build_runners
 from farebox.catalog import load_catalog
 from farebox.config.anomaly import policy
@@ -274,8 +275,9 @@ def wire(
                       observe=watch.observe if watch.enabled else None)  # fmt: skip
     auth = Authenticator(store, secret, clock, settings.file.server.key_cache_size,
                          appeal=settings.file.anomaly.appeal)  # fmt: skip
+    responses = StoredResponses(store.responses, settings.file.responses, clock)
     services = Services(settings, store, auth, gateway, ledger, secret, "", clock(),
-                        budgets, proxies, breakers)  # fmt: skip
+                        budgets, proxies, breakers, responses)  # fmt: skip
     tenancy = Tenancy(store, secret, plans, clock)
     reloader = plan_reloader(settings, gateway, tenancy, budgets, limits, watch)
     exporter = make_exporter(settings, store, http, alerts, clock)

@@ -105,6 +105,7 @@ def _add_routes(app: FareboxApp, wiring: Wiring) -> None:
         ]
     )
     app.add_fast_routes([*completions.routes(services), *counting.routes(services)])
+    app.add_prefix_route(responses.prefix_route(services))
     install_data_plane_docs(app)
     install_counting_docs(app)
 
@@ -168,6 +169,7 @@ async def start(wiring: Wiring, announce: Announce) -> None:
     services.breakers.start()
     wiring.reloader.start()
     wiring.watch.start()
+    services.responses.start()
     billing = settings.file.billing
     if billing.in_serve and wiring.exporter.sinks:
         await wiring.exporter.start(billing.interval_s)
@@ -180,6 +182,7 @@ async def stop(wiring: Wiring) -> None:
     await wiring.reloader.stop()
     await wiring.watch.stop()
     await wiring.watch.pager.aclose(drain_s)
+    await services.responses.stop()
     await wiring.exporter.stop()
     await services.breakers.stop()
     await services.budgets.stop()

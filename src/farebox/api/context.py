@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from farebox.api.client_ip import TrustedProxies, request_client_ip
 from farebox.api.fastpath import Incoming
+from farebox.api.responses_stored import StoredResponses
 from farebox.config.settings import Settings
 from farebox.gateway.admission import Budgets
 from farebox.gateway.auth import Authenticator, Principal
@@ -30,6 +31,7 @@ class Services:
     budgets: Budgets
     proxies: TrustedProxies
     breakers: Breakers
+    responses: StoredResponses  # the Responses API's stored answers
     # a second admin credential, for this run only: the token a single-process gateway gives
     # the CLI on its own database (cli/owner_api.py); empty: none
     local_admin_hash: str = ""

@@ -96,12 +96,24 @@ class FareboxApp(FastAPI):
         """``in_flight`` counts the data-plane requests being served."""
         super().__init__(*args, redirect_slashes=False, **kwargs)
         self.data_plane: dict[str, FastRoute] = {}
+        self.data_prefixes: list[tuple[str, FastRoute]] = []  # for paths with an id in them
         self.in_flight = in_flight
         self.limits = limits
         self.gate = gate
 
     def add_fast_routes(self, routes: Iterable[FastRoute]) -> None:
         self.data_plane.update((route.path, route) for route in routes)
+
+    def add_prefix_route(self, route: FastRoute) -> None:
+        """A data-plane route for every path under ``route.path`` (which ends with ``/``),
+        unless an exact route has the path."""
+        self.data_prefixes.append((route.path, route))
+
+    def _by_prefix(self, path: str) -> FastRoute | None:
+        for prefix, route in self.data_prefixes:
+            if path.startswith(prefix) and len(path) > len(prefix):
+                return route
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -117,7 +129,7 @@ class FareboxApp(FastAPI):
         if len(path) > 1 and path[-1] == "/":
             scope = _without_trailing_slash(scope)
             path = scope["path"]
-        route = self.data_plane.get(path)
+        route = self.data_plane.get(path) or self._by_prefix(path)
         if route is None:
             await self.gate(scope, receive, send, super().__call__)
             return

@@ -145,6 +145,17 @@ RESPONSES: JSON = {
             "usage": {"type": ["object", "null"]},
         },
     },
+    "farebox.ResponseDeleted": {
+        "type": "object",
+        "required": ["id", "object", "deleted"],
+        "properties": {"id": STRING, "object": {"const": "response"}, "deleted": {"const": True}},
+    },
+    "farebox.ResponseItemList": _list_of(
+        {"type": "object", "required": ["id", "type"], "properties": {"id": STRING}},
+        first_id=NULLABLE_STRING,
+        last_id=NULLABLE_STRING,
+        has_more={"type": "boolean"},
+    ),
     "farebox.Message": {
         "type": "object",
         "required": ["type", "role", "content"],
@@ -294,6 +305,34 @@ def _get(op: str, summary: str, ok: JSON) -> JSON:
     }
 
 
+def _stored_paths() -> JSON:
+    """``/v1/responses/{response_id}`` (GET, DELETE) and its ``input_items`` (GET): 404 for an
+    unknown, expired or another tenant's id."""
+    stored = [{"name": "response_id", "in": "path", "required": True, "schema": STRING}]
+    page = [
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                    "maximum": 100}},
+        {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"]}},
+        {"name": "after", "in": "query", "schema": STRING},
+    ]  # fmt: skip
+    ops = {
+        "get": _get("getResponse", "A stored response.", _ok("farebox.Response", False, False)),
+        "delete": _get("deleteResponse", "Delete a stored response.",
+                       _ok("farebox.ResponseDeleted", False, False)),
+        "items": _get("listInputItems", "The input items of a stored response.",
+                      _ok("farebox.ResponseItemList", False, False)),
+    }  # fmt: skip
+    for op in ops.values():
+        op["get"]["responses"].update(_errors(("400", "404"), "farebox.OpenAIError"))
+    ops["items"]["get"]["parameters"] = page
+    return {
+        "/v1/responses/{response_id}": {
+            "parameters": stored, "get": ops["get"]["get"], "delete": ops["delete"]["get"],
+        },
+        "/v1/responses/{response_id}/input_items": {"parameters": stored, **ops["items"]},
+    }  # fmt: skip
+
+
 def _paths() -> JSON:
     tenant: list[JSON] = [{"tenantKey": []}]
     either: list[JSON] = [{"anthropicKey": []}, {"tenantKey": []}]
@@ -322,6 +361,7 @@ def _paths() -> JSON:
         "/v1/models": _get(
             "listModels", "The models this key may call.", _ok("farebox.ModelList", False, False)
         ),
+        **_stored_paths(),
         "/v1/me": _get(
             "getMe", "This key: its tenant, plan, policy, rate limits and budgets.",
             _ok("farebox.Me", False, False),

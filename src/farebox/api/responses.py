@@ -5,6 +5,10 @@ rate limits, budgets, routing with failover (to any deployment: OpenAI-compatibl
 the mock) and metering. The request is translated to the chat-completions shape the path works
 in; the answer comes back as a Responses object or the Responses event stream, with the same
 ``x-farebox-*`` headers. Errors are in OpenAI's format.
+
+Answers are stored unless ``store: false`` (``responses_stored``); a ``previous_response_id``
+puts the stored conversation before the new input, before translation, so that input caps,
+budgets and metering see the whole history.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ from farebox.api.body import read_json, validate_responses
 from farebox.api.context import Services
 from farebox.api.fastpath import FastRoute, Incoming
 from farebox.api.openai import guarded, render
+from farebox.api.responses_stored import stored_route
 from farebox.errors import FareboxError
+from farebox.gateway.render import response_id
 from farebox.providers.translate_responses import echo_of, responses_request_to_chat
+from farebox.providers.translate_responses_history import input_items, with_history
 
 # a refusal of the request path names chat fields: the Responses client sent these instead
 CLIENT_PARAMS = {"max_completion_tokens": "max_output_tokens", "messages": "input"}
@@ -24,11 +31,15 @@ CLIENT_PARAMS = {"max_completion_tokens": "max_output_tokens", "messages": "inpu
 
 def routes(services: Services) -> list[FastRoute]:
     limit = services.settings.file.server.max_body_bytes
+    kept = services.responses
 
     async def create(request: Incoming, request_id: str) -> Any:
         who = await services.principal(request)
         body = await read_json(request, limit)
         validate_responses(body)
+        previous = body.get("previous_response_id")
+        if previous is not None:
+            body = with_history(body, await kept.history(who.tenant.id, previous))
         chat = responses_request_to_chat(body)
         try:
             reply = await services.gateway.chat(
@@ -36,9 +47,19 @@ def routes(services: Services) -> list[FastRoute]:
             )
         except FareboxError as exc:
             raise in_client_terms(exc) from None
+        if body.get("store") is not False:
+            rid = response_id(request_id)
+            reply = await kept.keep(reply, rid, who.tenant.id, input_items(body["input"]))
         return render(reply)
 
     return [FastRoute("/v1/responses", guarded(services, create), ["POST"])]
+
+
+def prefix_route(services: Services) -> FastRoute:
+    """``/v1/responses/{id}`` and ``/v1/responses/{id}/input_items``."""
+    return stored_route(
+        services.responses, services.principal, lambda work: guarded(services, work)
+    )
 
 
 def in_client_terms(error: FareboxError) -> FareboxError:

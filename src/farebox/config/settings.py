@@ -274,6 +274,15 @@ class TimeoutSettings(Strict):
     readyz_s: float = Field(1.0, gt=0)  # /readyz answers within this, 503 if the stores do not
 
 
+class ResponsesSettings(Strict):
+    """The Responses API's stored responses (``previous_response_id``)."""
+
+    ttl_days: float = Field(30, gt=0, le=3_650)  # a stored response is gone this long after
+    # true: an answer is stored before its last bytes leave, so any replica can continue it at
+    # once; false: stored beside the reply (faster), continued at once only by this process
+    store_before_reply: bool = True
+
+
 class FileConfig(Strict):
     database: str = "sqlite:///farebox.db"
     redis: RedisSettings | None = None  # a URL, or {url: ..., cluster: true}
@@ -292,6 +301,7 @@ class FileConfig(Strict):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     billing: BillingConfig = Field(default_factory=BillingConfig)
     anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
+    responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     upgrade_url: str | None = None
 
 

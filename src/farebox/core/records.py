@@ -131,3 +131,24 @@ class ReserveOutcome:
     ok: bool
     states: list[HoldState]  # after the reservation when ok; as found when not
     failed: HoldState | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A Responses API answer kept so that ``previous_response_id`` can continue it. ``input``:
+    the items as the client sent them, the history already prepended; ``output``: the answer's
+    items; ``details``: the rest of the Responses object (status, instructions, metadata...).
+    It belongs to ``tenant_id`` alone and is gone at ``expires_at``."""
+
+    id: str
+    tenant_id: str
+    model: str
+    input: list[dict[str, Any]]
+    output: list[dict[str, Any]]
+    usage: dict[str, Any]
+    created_at: float
+    expires_at: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def live_at(self, now: float) -> bool:
+        return now < self.expires_at

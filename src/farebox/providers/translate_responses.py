@@ -21,7 +21,7 @@ INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 ECHOED = ("instructions", "metadata", "temperature", "top_p", "max_output_tokens",
           "parallel_tool_calls", "tool_choice", "tools", "text", "reasoning", "store",
           "truncation", "user", "safety_identifier", "prompt_cache_key",
-          "service_tier")  # fmt: skip
+          "service_tier", "previous_response_id")  # fmt: skip
 _PASSED = ("temperature", "top_p", "user", "safety_identifier", "prompt_cache_key",
            "service_tier", "stream")  # fmt: skip
 
@@ -159,7 +159,7 @@ def echo_of(body: JSON) -> JSON:
     out: JSON = {"instructions": None, "metadata": {}, "temperature": 1.0, "top_p": 1.0,
                  "max_output_tokens": None, "parallel_tool_calls": True, "tool_choice": "auto",
                  "tools": [], "text": {"format": {"type": "text"}}, "reasoning": None,
-                 "store": False, "truncation": "disabled", "previous_response_id": None,
+                 "store": True, "truncation": "disabled", "previous_response_id": None,
                  "background": False}  # fmt: skip
     for key in ECHOED:
         if body.get(key) is not None:

@@ -3,9 +3,10 @@
 Each consumer is handed the role it needs, never the whole store: authentication and the
 tenancy service take an ``AccountStore``, the ledger writer a ``LedgerStore``, admission a
 ``ReservationStore``, the breakers a ``BreakerStore``, the billing exporter an
-``ExportStore``, anomaly detection a ``TrafficStore``. A new capability adds a role here, an
-implementation per backend and a contract suite in ``tests/contracts/`` run against each.
-Only ``app.py`` picks a concrete ``Store``.
+``ExportStore``, anomaly detection a ``TrafficStore``, the Responses API a
+``ResponseStore``. A new capability adds a role here, an implementation per backend and a
+contract suite in ``tests/contracts/`` run against each. Only ``app.py`` picks a concrete
+``Store``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from farebox.core.records import (
     LedgerEntry,
     Reservation,
     ReserveOutcome,
+    StoredResponse,
     Tenant,
     UsageQuery,
     UsageRow,
@@ -213,6 +215,34 @@ class MetaStore(Protocol):
         ...
 
 
+class ResponseStore(Protocol):
+    """Stored Responses API answers (``Store.responses``), each its tenant's alone: another
+    tenant's id reads exactly as an unknown one, and an expired one as a deleted one."""
+
+    async def put(self, stored: StoredResponse) -> None:
+        """Keep ``stored``; a repeated id replaces the earlier one."""
+        ...
+
+    async def get(self, tenant_id: str, response_id: str, now: float) -> StoredResponse | None:
+        """The tenant's response, unless it is unknown, another tenant's or expired at ``now``."""
+        ...
+
+    async def delete(self, tenant_id: str, response_id: str) -> bool:
+        """Forget the tenant's response; False when the tenant had none by that id."""
+        ...
+
+    async def purge(self, now: float) -> int:
+        """Forget every response expired at ``now``; return how many."""
+        ...
+
+
+class HasResponses(Protocol):
+    """A store that keeps stored Responses API answers beside its other roles."""
+
+    @property
+    def responses(self) -> ResponseStore: ...
+
+
 class HasTraffic(Protocol):
     """A store that keeps traffic counters and incidents beside its other roles."""
 
@@ -229,6 +259,7 @@ class Store(
     ExportStore,
     MetaStore,
     HasTraffic,
+    HasResponses,
     Protocol,
 ):
     """Every role, and the store's lifecycle: what ``app.py`` wires."""

@@ -130,6 +130,7 @@ class ScaledStore:
         it returns."""
         self._pg = pg
         self.traffic = pg.traffic  # counters are flushed off the request path: PostgreSQL
+        self.responses = pg.responses  # stored Responses answers: PostgreSQL
         self._budgets = budgets
         self._client = client
         self._prefix = prefix

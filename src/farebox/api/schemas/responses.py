@@ -1,7 +1,8 @@
 """``POST /v1/responses``: OpenAI's ``CreateResponse``, as far as the gateway translates it to
 chat completions (messages with text, image and file parts, function calls and their outputs,
-function tools). Fields that need what Farebox does not have yet (stored responses, background
-runs, built-in tools) are refused by ``check_responses`` with a 400 naming the field."""
+function tools), continuing a stored response (``previous_response_id``). Fields that need
+what Farebox does not have yet (conversations, background runs, built-in tools) are refused
+by ``check_responses`` with a 400 naming the field."""
 
 from __future__ import annotations
 
@@ -178,13 +179,12 @@ class ResponsesRequest(Open):
     service_tier: str | None = None
     truncation: Literal["auto", "disabled"] | None = None
     include: list[str] | None = None
+    previous_response_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
 
 
 # --- what is refused before the shape is checked ----------------------------------------------
 
 _NOT_YET = {
-    "previous_response_id": "Stored responses are not supported yet: send the whole "
-    "conversation in 'input'",
     "conversation": "Conversations are not supported yet: send the whole conversation in 'input'",
     "prompt": "Prompt templates are not supported",
     "max_tool_calls": "'max_tool_calls' is not supported",

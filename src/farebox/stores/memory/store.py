@@ -20,6 +20,7 @@ from farebox.core.records import (
 from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health
 from farebox.stores.memory.budgets import MemoryBudgets
+from farebox.stores.memory.responses import MemoryResponses
 from farebox.stores.memory.traffic import MemoryTraffic
 
 R = TypeVar("R", Tenant, ApiKey)
@@ -39,6 +40,7 @@ class MemoryStore:
         self._dead: dict[tuple[str, str], dict[str, Any]] = {}
         self._probes: dict[str, float] = {}
         self.traffic = MemoryTraffic()
+        self.responses = MemoryResponses()
 
     async def open(self) -> None:
         return None

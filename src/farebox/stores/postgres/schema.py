@@ -130,6 +130,21 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX anomaly_incidents_tenant ON {s}.anomaly_incidents(tenant_id, opened_at);
     """,
+    # stored Responses API answers (previous_response_id)
+    """
+    CREATE TABLE {s}.stored_responses (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        tenant_id TEXT COLLATE "C" NOT NULL,
+        model TEXT NOT NULL,
+        input JSONB NOT NULL,
+        output JSONB NOT NULL,
+        usage JSONB NOT NULL,
+        details JSONB NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX stored_responses_expiry ON {s}.stored_responses(expires_at);
+    """,
 )
 
 

@@ -28,6 +28,7 @@ from farebox.stores.postgres.ledger_write import (
     json_rows,
 )
 from farebox.stores.postgres.pool import TimedPool, keep_session, unreachable
+from farebox.stores.postgres.responses import PostgresResponses
 from farebox.stores.postgres.schema import lock_key, migrate, quote_ident
 from farebox.stores.postgres.traffic import PostgresTraffic
 from farebox.stores.sql import (
@@ -128,6 +129,7 @@ class PostgresStore(SQLAccounts):
         probe = self._timeouts.probe_s
         self._prober = Prober(self.health, self.ping, ProbeTimes(min(probe, 0.5), probe, probe))
         self.traffic = PostgresTraffic(lambda: self._pool, self._s)
+        self.responses = PostgresResponses(lambda: self._pool, self._s)
         self._ledger_sql: LedgerStatements | None = None  # built on open, from the table
         self._ledger_json: LedgerStatements | None = None  # the same, taking one JSON text
 

@@ -176,6 +176,21 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX anomaly_incidents_tenant ON anomaly_incidents(tenant_id, opened_at);
     """,
+    # stored Responses API answers (previous_response_id); JSON columns hold the items
+    """
+    CREATE TABLE stored_responses (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        input TEXT NOT NULL,
+        output TEXT NOT NULL,
+        usage TEXT NOT NULL,
+        details TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX stored_responses_expiry ON stored_responses(expires_at);
+    """,
 )
 
 

@@ -42,6 +42,7 @@ from farebox.stores.sql import (
 from farebox.stores.sqlite import budgets
 from farebox.stores.sqlite.conn import connect, is_busy, lock_owner
 from farebox.stores.sqlite.epoch_file import EpochFile
+from farebox.stores.sqlite.responses import SQLiteResponses
 from farebox.stores.sqlite.rows import LEDGER_INSERT, decode, encode, insert_entries, ledger_row
 from farebox.stores.sqlite.schema import migrate
 from farebox.stores.sqlite.traffic import SQLiteTraffic
@@ -92,8 +93,15 @@ class SQLiteStore(SQLAccounts):
         self._epoch = EpochFile(path.with_name(path.name + "-authepoch"))
         self._owner: int | None = None
         self._exporter_lock: int | None = None  # held by the one process that exports
-        self.traffic = SQLiteTraffic(
-            lambda fn: self._run(lambda: self._tx(fn)), lambda fn: self._run(lambda: fn(self._db))
+        write, read = self._runners()
+        self.traffic = SQLiteTraffic(write, read)
+        self.responses = SQLiteResponses(write, read)
+
+    def _runners(self) -> tuple[Any, Any]:
+        """Run a function in a write transaction, and on the store's connection."""
+        return (
+            lambda fn: self._run(lambda: self._tx(fn)),
+            lambda fn: self._run(lambda: fn(self._db)),
         )
 
     # lifecycle -----------------------------------------------------------------
