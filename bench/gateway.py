@@ -32,8 +32,14 @@ STREAM_BODY: dict[str, Any] = {
     "stream_options": {"include_usage": True},
 }
 EMBED_BODY: dict[str, Any] = {"model": "text-embedding-3-small", "input": "hello"}
-# the chat request above, as OpenAI's Responses API (the gateway serves it through the chat path)
-RESPONSES_BODY: dict[str, Any] = {"model": "gpt-4o-mini", "input": "hello", "max_output_tokens": 16}
+# the chat request above, as OpenAI's Responses API (the gateway serves it through the chat
+# path); ``store: false`` as chat stores nothing (a stored response also waits for its write)
+RESPONSES_BODY: dict[str, Any] = {
+    "model": "gpt-4o-mini",
+    "input": "hello",
+    "max_output_tokens": 16,
+    "store": False,
+}
 
 
 class GatewayError(RuntimeError):
