@@ -45,6 +45,7 @@ POLL_S = 0.25  # the safety-net poll's interval
 BOUND_S = 1.0  # the staleness bound: no successful poll for this long and nothing is trusted
 CLOSE_S = 1.0  # closing the subscriber takes at most this long
 LISTEN_S = 0.25  # how long one wait for an announcement lasts (the loop then waits again)
+STOP_RETRY_S = 0.5  # stop() cancels the watch again after this long, until it ends
 TASK_NAME = "auth epoch watch"
 
 
@@ -104,7 +105,11 @@ class EpochWatch:
             with contextlib.suppress(asyncio.CancelledError, Exception):  # its callers saw it
                 await refresh
         if task is not None:
-            task.cancel()
+            # cancelled again until it ends: redis-py can swallow a cancel in an await that then
+            # waits on a socket (a connection cut mid-read), and one cancel would wait forever
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=STOP_RETRY_S)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
