@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,7 +16,7 @@ from farebox.api.openapi_data import (
     _model_schemas,
     _ok,
     _post,
-    merge,
+    install_docs,
 )
 from farebox.api.schemas import CompletionRequest, CountTokensRequest, InputTokensRequest
 
@@ -62,15 +61,7 @@ RESPONSES: JSON = {
 
 def install_counting_docs(app: FastAPI) -> None:
     """Add the paths of this module to ``app.openapi()`` (after ``install_data_plane_docs``)."""
-    base: Callable[[], JSON] = app.openapi
-
-    def openapi() -> JSON:
-        document = base()
-        if "/v1/completions" not in document.get("paths", {}):
-            merge(document, fragment())
-        return document
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    install_docs(app, "/v1/completions", fragment)
 
 
 def fragment() -> JSON:

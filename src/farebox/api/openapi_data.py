@@ -35,12 +35,18 @@ INTEGER = {"type": "integer"}
 
 def install_data_plane_docs(app: FastAPI) -> None:
     """Make ``app.openapi()`` describe the data plane too (built once, on first use)."""
+    install_docs(app, "/v1/chat/completions", data_plane)
+
+
+def install_docs(app: FastAPI, marker: str, fragment: Callable[[], JSON]) -> None:
+    """Make ``app.openapi()`` merge ``fragment()`` in, once: when ``marker`` (one of its
+    paths) is not in the document yet."""
     base: Callable[[], JSON] = app.openapi
 
     def openapi() -> JSON:
         document = base()
-        if "/v1/chat/completions" not in document.get("paths", {}):
-            merge(document, data_plane())
+        if marker not in document.get("paths", {}):
+            merge(document, fragment())
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]

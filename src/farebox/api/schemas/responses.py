@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag
 
+from farebox.api.schemas.chat import FormatJSONObject, FormatText
 from farebox.api.schemas.common import (
     MAX_METADATA_KEYS,
     MAX_TOOLS,
@@ -120,14 +121,6 @@ class NamedFunction(Open):
 
 
 ToolChoice = Literal["none", "auto", "required"] | NamedFunction
-
-
-class FormatText(Open):
-    type: Literal["text"]
-
-
-class FormatJSONObject(Open):
-    type: Literal["json_object"]
 
 
 class FormatJSONSchema(Open):
