@@ -97,6 +97,11 @@ class Chunk:
     def free(self) -> int:
         return self.size - self.held - self.due
 
+    @property
+    def row(self) -> Late:
+        """Its counter as a draw's record names it."""
+        return self.hold.key, self.hold.bucket, kind_of(self.hold)
+
 
 @dataclass(frozen=True, slots=True)
 class Flush:
@@ -322,7 +327,7 @@ class Allowance:
         """Draws whose reservation's lease ran out are reclaimed (by this replica or any):
         free again, and remembered so that a late settle still counts their spend."""
         for rid in [r for r, until in self._until.items() if until < now]:
-            rows = [(c.hold.key, c.hold.bucket, kind_of(c.hold)) for c, _ in self._draws[rid]]
+            rows = [c.row for c, _ in self._draws[rid]]
             self.undraw(rid)
             self.remember_late(rid, rows)
 

@@ -24,7 +24,7 @@ import orjson
 from farebox.core.budgets import Hold, HoldState, settled_amount
 from farebox.core.records import LedgerEntry, Reservation
 from farebox.errors import FareboxError
-from farebox.stores.redis.allowance import AGE_LEASES, Allowance, Chunk, Flush, Late, chunk_id
+from farebox.stores.redis.allowance import AGE_LEASES, Allowance, Chunk, Flush, chunk_id
 from farebox.stores.redis.layout import Layout, field, kind, reserve_args
 
 Run = Callable[[Any, list[str], list[str]], Awaitable[Any]]
@@ -147,7 +147,7 @@ class Grants:
         """A reservation's draws as its record keeps them (for a late settle after a crash)."""
         if not draws:
             return ""
-        rows = [[c.hold.key, field(c.hold.bucket), kind(c.hold)] for c, _ in draws]
+        rows = [(key, field(bucket), k) for key, bucket, k in (c.row for c, _ in draws)]
         return orjson.dumps(rows).decode()
 
     # flushing ----------------------------------------------------------------------------
@@ -173,9 +173,10 @@ class Grants:
                     self.allowance.lost(f.chunk)
 
     async def _give_back_orphans(self) -> None:
-        home = self._layout().home
+        layout = self._layout()
+        home = layout.home
         for cid in list(self._orphans):
-            keys = [self._layout().leases(home), self._layout().record(home, cid)]
+            keys = [layout.leases(home), layout.record(home, cid)]
             await self._run(self._cancel, keys, [home, cid])
             del self._orphans[cid]
 
@@ -186,7 +187,7 @@ class Grants:
         args: list[str] = [str(DONE_TTL_S)]
         for f in todo:
             if f.chunk is not None:
-                cid, (key, bucket, k) = f.chunk.id, _row(f.chunk)
+                cid, (key, bucket, k) = f.chunk.id, f.chunk.row
                 record, seq = layout.record(home, cid), str(f.seq)
             else:
                 assert f.late is not None
@@ -205,8 +206,8 @@ class Grants:
         for e in entries:
             rid = e.reservation_id or ""
             rows = self.allowance.late.pop(rid, None)
+            spent = settled_amount("usd", e.cost, e.tokens)
             for n, row in enumerate(rows or ()):
-                spent = settled_amount("usd", e.cost, e.tokens)
                 self._pending.append(Flush(None, 0, spent, False, 0, (f"{rid}:{n}", row)))
 
     def chunk_ids(self) -> Iterator[str]:
@@ -218,7 +219,3 @@ class Grants:
         for chunk in list(self.allowance.chunks.values()):
             self.allowance.retire(chunk)
         await self.flush()
-
-
-def _row(chunk: Chunk) -> Late:
-    return chunk.hold.key, chunk.hold.bucket, kind(chunk.hold)
