@@ -124,3 +124,31 @@ async def test_old_rate_buckets_are_dropped_in_redis(store: Any) -> None:
     counter = await store._client.hgetall(layout.counter(slot, later.key))
     used = [f for f in counter if f.startswith(b"u")]
     assert len(used) <= 1  # only the live bucket may have a field
+
+
+async def test_a_lagging_clock_counts_the_newer_buckets(store: Any) -> None:
+    """A reserve whose clock lags (a replica's clock, or a reserve that waited after reading
+    the time) must still count what newer requests hold: over a bucket boundary, the late
+    ones would otherwise see only the older buckets and admit past the limit."""
+    newer = limits(T0 + 3)[0]  # the next 3 s bucket
+    for i in range(3):
+        assert (await store.reserve(reserve_for(f"n{i}", 0, 0, [newer]))).ok
+    lagging = limits(T0 + 2.9)[0]  # the bucket before, read just before the boundary
+    assert lagging.bucket < newer.bucket and lagging.buckets_from < newer.buckets_from
+    refused = await store.reserve(reserve_for("late", 0, 0, [lagging]))
+    assert not refused.ok and refused.failed is not None
+    assert refused.failed.hold.unit == "requests"
+    assert (refused.failed.used, refused.failed.reserved) == (0, 3)
+    assert await state(store, lagging) == (0, 3, 3)
+    await store.append_ledger([settlement(f"n{i}", 0) for i in range(3)])
+    assert await state(store, lagging) == (3, 0, 3)
+
+
+async def test_a_lagging_clock_counts_newer_spend_in_a_rolling_budget(store: Any) -> None:
+    key, window = "tenant:acme:rolling", 86_400
+    newer = hold(key, 1_000, bucket=T0 + 3600, buckets_from=T0 + 3600 - window, window_s=window)
+    assert (await store.reserve(reserve_for("new", 1_000, 0, [newer]))).ok
+    lagging = hold(key, 1_000, bucket=T0, buckets_from=T0 - window, window_s=window)
+    refused = await store.reserve(reserve_for("late", 1, 0, [lagging]))
+    assert not refused.ok
+    assert await state(store, lagging) == (0, 1_000, 1_000)

@@ -66,7 +66,9 @@ class Hold:
     name: str | None
     limit: int  # base limit plus any temporary increase
     bucket: float  # where new spend is counted
-    buckets_from: float  # spend in buckets from here to ``bucket`` counts
+    # spend counts in buckets from here on: up to ``bucket`` for a one-bucket window; for a
+    # rolling window every later bucket too (``counts``)
+    buckets_from: float
     resets_at: float
     rollover_cap: int = 0
     rollover_bucket: float | None = None  # the previous calendar window, for rollover
@@ -74,6 +76,15 @@ class Hold:
     window_s: int = 0  # rolling windows: their length
     unit: str = "usd"  # usd (pico-USD) | requests | tokens | concurrent (see ``UNITS``)
     tenant: str = ""  # whose counter this is ("" for the global one): where a store keeps it
+
+    def counts(self, bucket: float) -> bool:
+        """Whether spend in ``bucket`` counts against this hold. A rolling window counts
+        every bucket from its start on, the ones after ``bucket`` included: a request whose
+        clock lags (a replica's clock, or a reserve that waited after reading the time) still
+        sees what newer requests hold, so a limit is never exceeded in any window."""
+        if bucket < self.buckets_from:
+            return False
+        return bucket <= self.bucket or self.buckets_from != self.bucket
 
 
 class HeldCounters(Protocol):

@@ -58,7 +58,7 @@ class MemoryBudgets:
         oldest: float | None = None
         stale = []
         for bucket, (u, r) in buckets.items():
-            if low <= bucket <= high:
+            if hold.counts(bucket):
                 used += u
                 reserved += r
                 if (u or r) and (oldest is None or bucket < oldest):

@@ -308,7 +308,7 @@ class Allowance:
         spent = unheld = 0
         for chunk in self.chunks.values():
             h = chunk.hold
-            if h.key == hold.key and hold.buckets_from <= h.bucket <= hold.bucket:
+            if h.key == hold.key and hold.counts(h.bucket):
                 spent += chunk.spent
                 unheld += chunk.size - chunk.held
         return spent, unheld

@@ -18,8 +18,9 @@ exact; moving the window start subtracts each bucket that leaves, once (and drop
 rate-limit bucket that leaves holding nothing, as the in-memory store does). A call whose
 window starts at ``lo`` or later and ends at or after ``top`` (every call but those of a replica
 whose clock lags) reads the counter with one ``HMGET``: O(1), where the old scripts added up
-21 buckets; any other call adds up its buckets, exactly, and writes nothing but its own
-bucket. A calendar window, a lifetime or a concurrency count is one bucket: read directly.
+21 buckets; any other call adds up the buckets from its window start on (the newer ones
+too: a lagging clock must still see them), exactly, and writes nothing but its own bucket.
+A calendar window, a lifetime or a concurrency count is one bucket: read directly.
 """
 
 from __future__ import annotations
@@ -174,8 +175,8 @@ local function state(c, z, f, from, kind)
   local out
   if fromn >= tonumber(lo) and (top == '' or tonumber(f) >= tonumber(top)) then
     out = {s[1], s[2], s[3], s[4], old}
-  else  -- a window behind the sums (a lagging clock): add up its buckets
-    local uh, ul, rh, rl, oldest = sum(c, z, from, f)
+  else  -- a window behind the sums (a lagging clock): add up its buckets and every later one
+    local uh, ul, rh, rl, oldest = sum(c, z, from, '+inf')
     out = {uh, ul, rh, rl, oldest}
   end
   out.cu, out.cr, out.lo, out.top, out.old, out.s = v[6], v[7], lo, top, old, s

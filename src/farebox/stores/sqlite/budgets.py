@@ -5,6 +5,7 @@ processes sharing the database."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -30,10 +31,16 @@ _SUM = (
 )
 
 
+def _upto(hold: Hold) -> float:
+    """The last bucket a hold counts (``Hold.counts``): its own for a one-bucket window,
+    every later one for a rolling window."""
+    return hold.bucket if hold.buckets_from == hold.bucket else math.inf
+
+
 def states(db: sqlite3.Connection, holds: Sequence[Hold]) -> list[HoldState]:
     """Every hold's counters, read with one statement."""
     sql = " UNION ALL ".join([_SUM] * len(holds))
-    params = [v for h in holds for v in (h.key, h.buckets_from, h.bucket)]
+    params = [v for h in holds for v in (h.key, h.buckets_from, _upto(h))]
     rows = db.execute(sql, params).fetchall()
     pairs = zip(holds, rows, strict=True)
     return [
