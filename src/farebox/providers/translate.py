@@ -3,6 +3,9 @@
 Forward direction (the pipeline speaks OpenAI, the deployment speaks Anthropic):
 :func:`openai_request_to_anthropic`, :func:`anthropic_response_to_openai` and
 :class:`AnthropicStreamTranslator`. The reverse direction is in ``translate_reverse``.
+A request field with no faithful place in Messages is refused (``capabilities``), never
+dropped; ``thinking`` blocks come back as ``reasoning_content``, as OpenAI-compatible servers
+give reasoning.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ sequence (``response.created``, ``response.in_progress``, then per output item
 ``response.output_item.added`` ... ``response.output_item.done``, and ``response.completed``
 or ``response.incomplete`` with usage). Every event carries its ``sequence_number``. Frame
 them with ``translate_stream_reverse.encode`` (``event: TYPE`` / ``data: {json}``).
+
+Reasoning the upstream streams (``delta.reasoning_content``, or ``delta.reasoning``: vLLM,
+DeepSeek, an Anthropic deployment's thinking) is a ``reasoning`` item with one ``summary_text``
+part, streamed with the ``response.reasoning_summary_*`` events, as OpenAI streams a summary.
 """
 
 from __future__ import annotations
