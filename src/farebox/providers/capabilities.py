@@ -162,10 +162,10 @@ def honouring(
 
 def _refused(name: str, why: str, kind: str, flavor: str, model: str | None) -> InvalidRequest:
     field = CLIENT_NAMES.get(flavor, {}).get(name, name)
-    served = f"the {kind} deployments of model {model!r}" if model else f"a {kind} deployment"
+    of_model = f" of model {model!r}" if model else ""
     return InvalidRequest(
-        f"{field} cannot be honoured by {served}: {why}. Leave {field} out, or use a model "
-        "served by a deployment that supports it.",
+        f"{field} cannot be honoured by {kind} deployments{of_model}: {why}. Leave {field} "
+        "out, or use a model served by a deployment that supports it.",
         param=field,
         code="unsupported_parameter",
         extra={"deployment_kind": kind},
