@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from fakes.anthropic_upstream import AnthropicUpstream
+from fakes.openai_upstream import OpenAIUpstream
 from farebox.app import create_app
 from farebox.config.settings import parse_settings
 from farebox.providers.base import Provider
@@ -81,3 +83,10 @@ def make_gateway(tmp_path: Path) -> Callable[..., Any]:
                 yield Gateway(app, client, {"Authorization": f"Bearer {ADMIN_KEY}"})
 
     return factory
+
+
+@pytest.fixture
+async def ups() -> AsyncIterator[tuple[AnthropicUpstream, OpenAIUpstream]]:
+    """An Anthropic and an OpenAI loopback fake, for a gateway with deployments of both."""
+    async with AnthropicUpstream() as claude, OpenAIUpstream() as gpt:
+        yield claude, gpt

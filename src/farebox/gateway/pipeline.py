@@ -1,6 +1,7 @@
 """The request path, stage by stage. ``Gateway.chat`` and ``Gateway.embed`` run them in order:
 
-1. targets: the model's deployments the plan allows, in weighted order (``_targets``);
+1. targets: the model's deployments the plan allows, in weighted order (``_targets``), that
+   honour every field of the request (``providers.capabilities``);
 2. sizes: what the client asked for against what the deployments can do (``sizes``);
 3. policy: the plan's tool policy, ``max_tokens`` and input limits (``policy``);
 4. admission: reserve the worst case against budgets and rate limits (``admission``);
@@ -49,6 +50,7 @@ from farebox.gateway.sizes import (
     output_cap,
 )
 from farebox.providers.base import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Provider
+from farebox.providers.capabilities import honouring
 
 # the edge (``farebox.api``) imports what a request returns from here
 __all__ = ["Counted", "Gateway", "Reply", "StreamReply", "new_request_id"]
@@ -158,6 +160,12 @@ class Gateway:
             )
         return usable
 
+    def _provider_kind(self, target: Target) -> str:
+        """The kind of the provider behind ``target`` (what it can honour of a request:
+        ``providers.capabilities``)."""
+        provider = self._providers.get(target.provider)
+        return provider.kind if provider is not None else ""
+
     # chat ------------------------------------------------------------------------
     async def chat(
         self,
@@ -172,6 +180,7 @@ class Gateway:
         plan = self.plan_for(principal)
         model = body["model"]
         targets = self._targets(plan, model, ("chat", "reasoning"))
+        targets = honouring(targets, body, self._provider_kind, flavor, model)
         input_tokens = estimate_messages(body.get("messages"))
         cap = output_cap(targets)
         check_output_cap(body, cap, flavor)

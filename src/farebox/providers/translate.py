@@ -3,6 +3,9 @@
 Forward direction (the pipeline speaks OpenAI, the deployment speaks Anthropic):
 :func:`openai_request_to_anthropic`, :func:`anthropic_response_to_openai` and
 :class:`AnthropicStreamTranslator`. The reverse direction is in ``translate_reverse``.
+A request field with no faithful place in Messages is refused (``capabilities``), never
+dropped; ``thinking`` blocks come back as ``reasoning_content``, as OpenAI-compatible servers
+give reasoning.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import orjson
 
 from farebox.core.usage import from_anthropic, to_openai
 from farebox.errors import InvalidRequest
+from farebox.providers.capabilities import refuse
 
 JSON = dict[str, Any]
 DEFAULT_MAX_TOKENS = 4096
@@ -26,6 +30,8 @@ FINISH_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+# between two thinking blocks' texts in ``reasoning_content`` (one text, as chat has one field)
+THOUGHTS_APART = "\n\n"
 STOP_REASONS = {
     "stop": "end_turn",
     "length": "max_tokens",
@@ -39,9 +45,9 @@ STOP_REASONS = {
 
 
 def openai_request_to_anthropic(body: JSON) -> JSON:
-    """An OpenAI chat-completions request body as an Anthropic Messages request body."""
-    if int(body.get("n") or 1) != 1:
-        raise InvalidRequest("n > 1 is not supported by this model's provider", param="n")
+    """An OpenAI chat-completions request body as an Anthropic Messages request body; a 400
+    for a field it has no faithful place for (``capabilities.ANTHROPIC``)."""
+    refuse("anthropic", body)
     system, messages = _split_system(body.get("messages") or [])
     out: JSON = {"model": body.get("model"), "messages": _merge_roles(messages)}
     out["max_tokens"] = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -63,14 +69,17 @@ def openai_request_to_anthropic(body: JSON) -> JSON:
 def _sampling(body: JSON) -> JSON:
     out: JSON = {}
     if body.get("temperature") is not None:
-        out["temperature"] = min(float(body["temperature"]), 1.0)  # Anthropic's range is 0..1
+        out["temperature"] = body["temperature"]  # 0..1 here: above is refused
     if body.get("top_p") is not None:
         out["top_p"] = body["top_p"]
     stop = body.get("stop")
     if stop:
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-    if body.get("user"):
-        out["metadata"] = {"user_id": str(body["user"])}
+    user = body.get("user") or body.get("safety_identifier")  # both name the end user
+    if user:
+        out["metadata"] = {"user_id": str(user)}
+    if body.get("reasoning_effort") == "none":  # any other effort is refused
+        out["thinking"] = {"type": "disabled"}
     return out
 
 
@@ -236,6 +245,9 @@ def anthropic_response_to_openai(message: JSON, *, created: int) -> JSON:
     calls = [tool_call(b) for b in blocks if b.get("type") == "tool_use"]
     reply: JSON = {"role": "assistant", "content": text if text or not calls else None}
     reply["refusal"] = None
+    thoughts = [b.get("thinking") for b in blocks if b.get("type") == "thinking"]
+    if any(thoughts):  # as OpenAI-compatible servers (vLLM, DeepSeek) give reasoning
+        reply["reasoning_content"] = THOUGHTS_APART.join(t for t in thoughts if t)
     if calls:
         reply["tool_calls"] = calls
     choice = {"index": 0, "message": reply, "logprobs": None}
@@ -274,6 +286,7 @@ class AnthropicStreamTranslator:
         self.stop_reason: str | None = None
         self.finished = False
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_call index
+        self._thought = False  # a thinking block was started: the next one is set apart
 
     def feed(self, data: JSON) -> list[JSON]:
         handler = _HANDLERS.get(str(data.get("type")))
@@ -309,6 +322,10 @@ class AnthropicStreamTranslator:
         block = data.get("content_block") or {}
         if block.get("type") == "text" and block.get("text"):
             return [self._chunk({"content": block["text"]})]
+        if block.get("type") == "thinking":
+            apart, self._thought = THOUGHTS_APART if self._thought else "", True
+            text = apart + str(block.get("thinking") or "")
+            return [self._chunk({"reasoning_content": text})] if text else []
         if block.get("type") != "tool_use":
             return []
         index = self._tools.setdefault(int(data.get("index", 0)), len(self._tools))
@@ -320,6 +337,8 @@ class AnthropicStreamTranslator:
         delta = data.get("delta") or {}
         if delta.get("type") == "text_delta":
             return [self._chunk({"content": delta.get("text", "")})]
+        if delta.get("type") == "thinking_delta" and delta.get("thinking"):
+            return [self._chunk({"reasoning_content": delta["thinking"]})]
         tool = self._tools.get(int(data.get("index", -1)))
         if delta.get("type") != "input_json_delta" or tool is None:
             return []

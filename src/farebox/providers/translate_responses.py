@@ -22,6 +22,11 @@ ECHOED = ("instructions", "metadata", "temperature", "top_p", "max_output_tokens
           "parallel_tool_calls", "tool_choice", "tools", "text", "reasoning", "store",
           "truncation", "user", "safety_identifier", "prompt_cache_key",
           "service_tier", "previous_response_id")  # fmt: skip
+# what ``include`` may ask that the chat-completions answer has no place for
+NOT_INCLUDED = {
+    "reasoning.encrypted_content": "chat completions return no encrypted reasoning",
+    "message.output_text.logprobs": "log probabilities are not translated to Responses output",
+}
 _PASSED = ("temperature", "top_p", "user", "safety_identifier", "prompt_cache_key",
            "service_tier", "stream")  # fmt: skip
 
@@ -54,9 +59,8 @@ def responses_request_to_chat(body: JSON) -> JSON:
     if body.get("tool_choice") is not None:
         out["tool_choice"] = _chat_tool_choice(body["tool_choice"])
     out.update(_text_options(body.get("text") or {}))
-    effort = (body.get("reasoning") or {}).get("effort")
-    if effort is not None:
-        out["reasoning_effort"] = effort
+    out.update(_reasoning_options(body.get("reasoning") or {}))
+    _check_include(body.get("include") or ())
     if body.get("stream"):
         out["stream_options"] = {"include_usage": True}
     return out
@@ -149,6 +153,34 @@ def _text_options(text: JSON) -> JSON:
     if text.get("verbosity") is not None:
         out["verbosity"] = text["verbosity"]
     return out
+
+
+def _reasoning_options(reasoning: JSON) -> JSON:
+    """``reasoning.effort`` as ``reasoning_effort``. A summary comes back as the upstream gives
+    reasoning (``reasoning_content``): ``summary: auto`` is that; chat has no way to ask for a
+    ``concise`` or ``detailed`` one."""
+    if reasoning.get("summary") in ("concise", "detailed"):
+        raise InvalidRequest(
+            f"reasoning.summary {reasoning['summary']!r} cannot be honoured: the deployments "
+            "serve chat completions, which return reasoning as the model gives it. Use 'auto' "
+            "or leave it out.",
+            param="reasoning.summary",
+            code="unsupported_parameter",
+        )
+    effort = reasoning.get("effort")
+    return {"reasoning_effort": effort} if effort is not None else {}
+
+
+def _check_include(include: list[str] | tuple[()]) -> None:
+    """A 400 for what ``include`` asks that a chat-completions answer does not have (the
+    others name outputs of built-in tools, refused before, or inputs Farebox keeps)."""
+    for i, name in enumerate(include):
+        if name in NOT_INCLUDED:
+            raise InvalidRequest(
+                f"include {name!r} cannot be honoured: {NOT_INCLUDED[name]}.",
+                param=f"include[{i}]",
+                code="unsupported_parameter",
+            )
 
 
 # --- response -----------------------------------------------------------------------------

@@ -5,6 +5,10 @@ sequence (``response.created``, ``response.in_progress``, then per output item
 ``response.output_item.added`` ... ``response.output_item.done``, and ``response.completed``
 or ``response.incomplete`` with usage). Every event carries its ``sequence_number``. Frame
 them with ``translate_stream_reverse.encode`` (``event: TYPE`` / ``data: {json}``).
+
+Reasoning the upstream streams (``delta.reasoning_content``, or ``delta.reasoning``: vLLM,
+DeepSeek, an Anthropic deployment's thinking) is a ``reasoning`` item with one ``summary_text``
+part, streamed with the ``response.reasoning_summary_*`` events, as OpenAI streams a summary.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class ChatStreamToResponses:
         self._output: list[JSON] = []  # items done
         self._open: JSON | None = None  # the item being streamed
         self._text: list[str] = []
+        self._thinking: list[str] = []  # the open reasoning item's summary text
         self._tools: dict[int, JSON] = {}  # chat tool-call index -> its item
         self.finish_reason: str | None = None
 
@@ -64,6 +69,9 @@ class ChatStreamToResponses:
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                events += self._reasoning_delta(reasoning)
             content = delta.get("content")
             if isinstance(content, str) and content:
                 events += self._text_delta(content)
@@ -84,6 +92,21 @@ class ChatStreamToResponses:
         self._text.append(text)
         fields = {**self._at(), "delta": text, "logprobs": []}
         events.append(self._event("response.output_text.delta", **fields))
+        return events
+
+    def _reasoning_delta(self, text: str) -> list[Event]:
+        """Reasoning (``reasoning_content``) as the one summary part of a ``reasoning`` item."""
+        events: list[Event] = []
+        if self._open is None or self._open["type"] != "reasoning":
+            events += self._close()
+            item_id = f"rs_{self._base}_{len(self._output)}"
+            events += self._open_item({"id": item_id, "type": "reasoning", "summary": []})
+            part = {"type": "summary_text", "text": ""}
+            events.append(self._event("response.reasoning_summary_part.added",
+                                      **self._summary_at(), part=part))  # fmt: skip
+        self._thinking.append(text)
+        events.append(self._event("response.reasoning_summary_text.delta",
+                                  **self._summary_at(), delta=text))  # fmt: skip
         return events
 
     def _tool_delta(self, call: JSON) -> list[Event]:
@@ -124,12 +147,31 @@ class ChatStreamToResponses:
         return {"item_id": self._open["id"], "output_index": len(self._output),
                 "content_index": 0}  # fmt: skip
 
+    def _summary_at(self) -> JSON:
+        assert self._open is not None
+        return {"item_id": self._open["id"], "output_index": len(self._output),
+                "summary_index": 0}  # fmt: skip
+
+    def _close_reasoning(self, item: JSON) -> tuple[JSON, list[Event]]:
+        """The ``done`` events of the open reasoning item's summary, and the item done."""
+        text = "".join(self._thinking)
+        self._thinking = []
+        part = {"type": "summary_text", "text": text}
+        events = [self._event("response.reasoning_summary_text.done", **self._summary_at(),
+                              text=text),
+                  self._event("response.reasoning_summary_part.done", **self._summary_at(),
+                              part=part)]  # fmt: skip
+        return {**item, "summary": [part]}, events
+
     def _close(self) -> list[Event]:
         """Close the open item: its ``done`` events; it joins the output."""
-        item, events = self._open, []
+        item = self._open
         if item is None:
             return []
-        if item["type"] == "message":
+        events: list[Event] = []
+        if item["type"] == "reasoning":
+            item, events = self._close_reasoning(item)
+        elif item["type"] == "message":
             text = "".join(self._text)
             self._text = []
             done = message_item(item["id"], text)
