@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fakes.anthropic_upstream import AnthropicUpstream
 from farebox.app import create_app
 from farebox.config.settings import parse_settings
 from farebox.providers.base import Provider
@@ -81,3 +82,10 @@ def make_gateway(tmp_path: Path) -> Callable[..., Any]:
                 yield Gateway(app, client, {"Authorization": f"Bearer {ADMIN_KEY}"})
 
     return factory
+
+
+@pytest.fixture
+async def claude() -> AsyncIterator[AnthropicUpstream]:
+    """The fake Anthropic upstream, for a deployment of kind ``anthropic``."""
+    async with AnthropicUpstream() as upstream:
+        yield upstream

@@ -22,6 +22,7 @@ from fakes.anthropic_upstream import AnthropicUpstream, text_block, usage
 from farebox.config.settings import ResponsesSettings, parse_settings
 from farebox.core.money import parse_usd
 from farebox.errors import ConfigError
+from tests.claude_deployment import claude_gateway
 
 PLANS: dict[str, Any] = {"pro": {"models": ["*"]}}
 DAY = 86_400.0
@@ -120,13 +121,7 @@ async def test_chain_on_the_mock_meters_the_history_as_input(
 
 async def test_chain_on_an_anthropic_deployment(make_gateway: Any) -> None:
     async with AnthropicUpstream() as claude:
-        config = {
-            "providers": {"claude": {"kind": "anthropic", "base_url": claude.base_url,
-                                     "api_key": "env:CLAUDE_KEY"}},
-            "models": {"smart": [{"provider": "claude", "model": "claude-sonnet-4-5"}]},
-            "plans": PLANS,
-        }  # fmt: skip
-        async with make_gateway(config, env={"CLAUDE_KEY": "sk-ant-test"}) as gw:
+        async with claude_gateway(make_gateway, claude, PLANS) as gw:
             client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
             claude.reply_message([text_block("Hello Ann.")], usage=usage(10, 3))
             first = await client.responses.create(model="smart", input="I am Ann.")
