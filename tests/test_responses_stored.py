@@ -371,22 +371,29 @@ def test_the_responses_section_is_validated(
     assert default.file.responses.ttl_days == 30
 
 
-async def test_not_before_the_reply_the_reply_does_not_wait_but_a_read_does() -> None:
+def _stored_slowly(release: asyncio.Event, settings: ResponsesSettings) -> tuple[Any, Any]:
+    """Stored responses over a memory store whose writes wait for ``release``: (kept, store)."""
     from farebox.api.responses_stored import StoredResponses
-    from farebox.gateway.render import Reply
     from farebox.stores.memory.responses import MemoryResponses
-
-    release = asyncio.Event()
 
     class Slow(MemoryResponses):
         async def put(self, stored: Any) -> None:
             await release.wait()
             await super().put(stored)
 
-    settings = ResponsesSettings(store_before_reply=False)
-    kept = StoredResponses(Slow(), settings, lambda: 1_000.0)
-    body = b'{"id": "resp_1", "object": "response", "model": "m", "output": [], "usage": {}}'
-    reply = Reply(body, {})
+    store = Slow()
+    return StoredResponses(store, settings, lambda: 1_000.0), store
+
+
+REPLY_BODY = b'{"id": "resp_1", "object": "response", "model": "m", "output": [], "usage": {}}'
+
+
+async def test_not_before_the_reply_the_reply_does_not_wait_but_a_read_does() -> None:
+    from farebox.gateway.render import Reply
+
+    release = asyncio.Event()
+    kept, _ = _stored_slowly(release, ResponsesSettings(store_before_reply=False))
+    reply = Reply(REPLY_BODY, {})
     items = [{"role": "user", "content": "hi"}]
     assert await kept.keep(reply, "resp_1", "acme", items) is reply  # not waiting for put
     reader = asyncio.ensure_future(kept.find("acme", "resp_1"))
@@ -399,21 +406,11 @@ async def test_not_before_the_reply_the_reply_does_not_wait_but_a_read_does() ->
 
 
 async def test_before_the_reply_the_reply_waits_for_the_write() -> None:
-    from farebox.api.responses_stored import StoredResponses
     from farebox.gateway.render import Reply
-    from farebox.stores.memory.responses import MemoryResponses
 
     release = asyncio.Event()
-
-    class Slow(MemoryResponses):
-        async def put(self, stored: Any) -> None:
-            await release.wait()
-            await super().put(stored)
-
-    store = Slow()
-    kept = StoredResponses(store, ResponsesSettings(), lambda: 1_000.0)
-    body = b'{"id": "resp_1", "object": "response", "model": "m", "output": [], "usage": {}}'
-    keeping = asyncio.ensure_future(kept.keep(Reply(body, {}), "resp_1", "acme", []))
+    kept, store = _stored_slowly(release, ResponsesSettings())
+    keeping = asyncio.ensure_future(kept.keep(Reply(REPLY_BODY, {}), "resp_1", "acme", []))
     await asyncio.sleep(0)  # one turn: the reply is now waiting for the write
     assert not keeping.done()
     release.set()
