@@ -90,3 +90,10 @@ async def ups() -> AsyncIterator[tuple[AnthropicUpstream, OpenAIUpstream]]:
     """An Anthropic and an OpenAI loopback fake, for a gateway with deployments of both."""
     async with AnthropicUpstream() as claude, OpenAIUpstream() as gpt:
         yield claude, gpt
+
+
+@pytest.fixture
+async def claude() -> AsyncIterator[AnthropicUpstream]:
+    """The fake Anthropic upstream, for a deployment of kind ``anthropic``."""
+    async with AnthropicUpstream() as upstream:
+        yield upstream

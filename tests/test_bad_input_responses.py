@@ -176,12 +176,6 @@ def bodies(model: str) -> Iterator[dict[str, Any]]:
     yield from draw(st.one_of(broken, broken, valid), EXAMPLES)
 
 
-@pytest.fixture
-async def claude() -> Any:
-    async with AnthropicUpstream() as upstream:
-        yield upstream
-
-
 async def test_mutated_bodies_never_answer_5xx(
     make_gateway: Any, claude: AnthropicUpstream
 ) -> None:

@@ -20,6 +20,7 @@ from farebox.core.money import parse_usd
 from farebox.gateway.auth import Principal
 from farebox.gateway.pipeline import StreamReply
 from farebox.providers.translate_completions import completion_request_to_chat
+from tests.claude_deployment import claude_gateway
 
 # gpt-4o-mini: USD 0.15 / 0.075 (cached) / 0.60 per 1M tokens; claude-sonnet-4-5: 3 / 15
 MINI = {"in": 150_000, "cached": 75_000, "out": 600_000}
@@ -109,22 +110,10 @@ async def test_completions_create_streamed(make_gateway: Any) -> None:
         assert len(await gw.ledger("acme")) == 2
 
 
-@pytest.fixture
-async def claude() -> Any:
-    async with AnthropicUpstream() as upstream:
-        yield upstream
-
-
 async def test_completions_on_an_anthropic_deployment(
     make_gateway: Any, claude: AnthropicUpstream
 ) -> None:
-    config = {
-        "providers": {"claude": {"kind": "anthropic", "base_url": claude.base_url,
-                                 "api_key": "env:CLAUDE_KEY"}},
-        "models": {"smart": [{"provider": "claude", "model": "claude-sonnet-4-5"}]},
-        "plans": PLANS,
-    }  # fmt: skip
-    async with make_gateway(config, env={"CLAUDE_KEY": "sk-ant-test"}) as gw:
+    async with claude_gateway(make_gateway, claude, PLANS) as gw:
         client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
         claude.reply_message([text_block("Bonjour")], usage=usage(11, 3))
         raw = await client.completions.with_raw_response.create(

@@ -4,55 +4,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
 from tests.e2e import (
-    ServerProcess,
     admin_headers,
     create_tenant_key,
-    db_path,
     gpt_4o_mini_cost,
     ledger_row,
     ledger_rows,
-    serve,
     usd_to_pico,
-    write_config,
 )
+from tests.sdk_gateway import SdkGateway, sdk_gateway
 
 MESSAGES = [{"role": "user", "content": "Say hello to the end-to-end test."}]
 EMBEDDING_INPUT_PICO = 20_000  # text-embedding-3-small: USD 0.02 per 1M tokens
 
 
-@dataclass
-class Env:
-    server: ServerProcess
-    db: Path
-    pro_key: str
-    free_key: str
-
-    def client(self, key: str) -> openai.OpenAI:
-        return openai.OpenAI(
-            base_url=f"{self.server.base_url}/v1", api_key=key, max_retries=0, timeout=20.0
-        )
-
-
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    tmp = tmp_path_factory.mktemp("e2e_sdk")
-    config = write_config(tmp)
-    with serve(config, cwd=tmp) as server:
-        pro = create_tenant_key(server.base_url, "acme", "pro")
-        free = create_tenant_key(server.base_url, "tiny", "free")
-        yield Env(server, db_path(tmp), pro, free)
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SdkGateway]:
+    with sdk_gateway(tmp_path_factory.mktemp("e2e_sdk"), {"pro": "acme", "free": "tiny"}) as env:
+        yield env
 
 
-def test_chat_non_streamed_headers_match_ledger(gw: Env) -> None:
-    with gw.client(gw.pro_key) as client:
+def test_chat_non_streamed_headers_match_ledger(gw: SdkGateway) -> None:
+    with gw.client(gw.keys["pro"]) as client:
         raw = client.chat.completions.with_raw_response.create(
             model="gpt-4o-mini", messages=MESSAGES
         )
@@ -72,8 +50,8 @@ def test_chat_non_streamed_headers_match_ledger(gw: Env) -> None:
     assert usd_to_pico(raw.headers["x-farebox-cost-usd"]) == row["cost"]
 
 
-def test_stream_with_include_usage_reports_ledger_cost(gw: Env) -> None:
-    with gw.client(gw.pro_key) as client:
+def test_stream_with_include_usage_reports_ledger_cost(gw: SdkGateway) -> None:
+    with gw.client(gw.keys["pro"]) as client:
         raw = client.chat.completions.with_raw_response.create(
             model="gpt-4o-mini",
             messages=MESSAGES,
@@ -100,8 +78,8 @@ def test_stream_with_include_usage_reports_ledger_cost(gw: Env) -> None:
     assert usd_to_pico(str(extra["farebox_cost_usd"])) == row["cost"]
 
 
-def test_stream_without_include_usage_strips_usage_but_meters_exactly(gw: Env) -> None:
-    with gw.client(gw.pro_key) as client:
+def test_stream_without_include_usage_strips_usage_but_meters_exactly(gw: SdkGateway) -> None:
+    with gw.client(gw.keys["pro"]) as client:
         raw = client.chat.completions.with_raw_response.create(
             model="gpt-4o-mini", messages=MESSAGES, stream=True
         )
@@ -120,8 +98,8 @@ def test_stream_without_include_usage_strips_usage_but_meters_exactly(gw: Env) -
     assert row["cost"] == gpt_4o_mini_cost(row["input_tokens"], row["output_tokens"])
 
 
-def test_embeddings(gw: Env) -> None:
-    with gw.client(gw.pro_key) as client:
+def test_embeddings(gw: SdkGateway) -> None:
+    with gw.client(gw.keys["pro"]) as client:
         raw = client.embeddings.with_raw_response.create(
             model="text-embedding-3-small", input=["first text", "second text"]
         )
@@ -140,12 +118,12 @@ def test_embeddings(gw: Env) -> None:
     assert usd_to_pico(raw.headers["x-farebox-cost-usd"]) == row["cost"]
 
 
-def test_models_list_is_filtered_by_plan(gw: Env) -> None:
-    with gw.client(gw.free_key) as client:
+def test_models_list_is_filtered_by_plan(gw: SdkGateway) -> None:
+    with gw.client(gw.keys["free"]) as client:
         raw = client.models.with_raw_response.list()
         free = {m.id for m in raw.parse()}
     assert raw.headers["x-farebox-request-id"]
-    with gw.client(gw.pro_key) as client:
+    with gw.client(gw.keys["pro"]) as client:
         pro = {m.id for m in client.models.list()}
     assert free == {"gpt-4o-mini"}
     assert {
@@ -158,9 +136,12 @@ def test_models_list_is_filtered_by_plan(gw: Env) -> None:
     assert free < pro
 
 
-def test_disallowed_model_raises_permission_denied(gw: Env) -> None:
+def test_disallowed_model_raises_permission_denied(gw: SdkGateway) -> None:
     before = len(ledger_rows(gw.db, "tenant_id = ?", ("tiny",)))
-    with gw.client(gw.free_key) as client, pytest.raises(openai.PermissionDeniedError) as caught:
+    with (
+        gw.client(gw.keys["free"]) as client,
+        pytest.raises(openai.PermissionDeniedError) as caught,
+    ):
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     error = caught.value
     assert error.status_code == 403
@@ -169,14 +150,14 @@ def test_disallowed_model_raises_permission_denied(gw: Env) -> None:
     assert len(ledger_rows(gw.db, "tenant_id = ?", ("tiny",))) == before  # nothing was billed
 
 
-def test_unknown_model_raises_not_found(gw: Env) -> None:
-    with gw.client(gw.pro_key) as client, pytest.raises(openai.NotFoundError) as caught:
+def test_unknown_model_raises_not_found(gw: SdkGateway) -> None:
+    with gw.client(gw.keys["pro"]) as client, pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="no-such-model-xyz", messages=MESSAGES)
     assert caught.value.status_code == 404
     assert caught.value.code == "model_not_found"
 
 
-def test_bad_key_raises_authentication_error(gw: Env) -> None:
+def test_bad_key_raises_authentication_error(gw: SdkGateway) -> None:
     with (
         gw.client("fbx_not_a_real_key") as client,
         pytest.raises(openai.AuthenticationError) as caught,
@@ -185,7 +166,7 @@ def test_bad_key_raises_authentication_error(gw: Env) -> None:
     assert caught.value.status_code == 401
 
 
-def test_usage_endpoint_matches_ledger(gw: Env) -> None:
+def test_usage_endpoint_matches_ledger(gw: SdkGateway) -> None:
     key = create_tenant_key(gw.server.base_url, "usage-check", "pro")
     with gw.client(key) as client:
         for model in ("gpt-4o-mini", "gpt-4o-mini", "gpt-4o"):

@@ -22,6 +22,7 @@ import pytest
 
 from fakes.anthropic_upstream import AnthropicUpstream, text_block, tool_use_block, usage
 from farebox.core.money import parse_usd
+from tests.claude_deployment import claude_gateway
 
 PICO_PER_TOKEN = {"in": 3_000_000, "out": 15_000_000, "read": 300_000}  # claude-sonnet-4-5
 PLANS: dict[str, Any] = {
@@ -86,25 +87,10 @@ async def test_anthropic_sdk_on_v1_messages_streamed_and_not(make_gateway: Any) 
         assert streamed.output_tokens == final.usage.output_tokens and streamed.status == "ok"
 
 
-@pytest.fixture
-async def claude() -> Any:
-    async with AnthropicUpstream() as upstream:
-        yield upstream
-
-
-def _claude_config(upstream: AnthropicUpstream) -> dict[str, Any]:
-    return {
-        "providers": {"claude": {"kind": "anthropic", "base_url": upstream.base_url,
-                                 "api_key": "env:CLAUDE_KEY"}},
-        "models": {"smart": [{"provider": "claude", "model": "claude-sonnet-4-5"}]},
-        "plans": PLANS,
-    }  # fmt: skip
-
-
 async def test_openai_sdk_on_an_anthropic_only_alias(
     make_gateway: Any, claude: AnthropicUpstream
 ) -> None:
-    async with make_gateway(_claude_config(claude), env={"CLAUDE_KEY": "sk-ant-test"}) as gw:
+    async with claude_gateway(make_gateway, claude, PLANS) as gw:
         key = await gw.tenant_key("acme", plan="pro")
         client = _openai(gw, key)
         claude.reply_message(
@@ -167,7 +153,7 @@ async def test_anthropic_sdk_tool_use_through_an_anthropic_deployment(
     make_gateway: Any, claude: AnthropicUpstream
 ) -> None:
     """Anthropic in, Anthropic out, through the OpenAI-shaped path in between."""
-    async with make_gateway(_claude_config(claude), env={"CLAUDE_KEY": "sk-ant-test"}) as gw:
+    async with claude_gateway(make_gateway, claude, PLANS) as gw:
         key = await gw.tenant_key("acme", plan="pro")
         claude.reply_message(
             [tool_use_block("toolu_9", "lookup", {"id": 7})],

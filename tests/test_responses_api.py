@@ -25,6 +25,7 @@ from farebox.core.money import parse_usd
 from farebox.gateway.auth import Principal
 from farebox.gateway.pipeline import StreamReply
 from farebox.providers.translate_responses import echo_of, responses_request_to_chat
+from tests.claude_deployment import claude_gateway
 from tests.e2e import gpt_4o_mini_cost
 
 CLAUDE_PICO = {"in": 3_000_000, "out": 15_000_000, "read": 300_000}  # claude-sonnet-4-5
@@ -316,101 +317,91 @@ async def test_upstream_cut_mid_stream_ends_with_response_failed(make_gateway: A
 
 
 @pytest.fixture
-async def claude() -> Any:
-    async with AnthropicUpstream() as upstream:
-        yield upstream
-
-
-def _claude_config(upstream: AnthropicUpstream) -> dict[str, Any]:
-    return {
-        "providers": {"claude": {"kind": "anthropic", "base_url": upstream.base_url,
-                                 "api_key": "env:CLAUDE_KEY"}},
-        "models": {"smart": [{"provider": "claude", "model": "claude-sonnet-4-5"}]},
-        "plans": PLANS,
-    }  # fmt: skip
+async def on_claude(make_gateway: Any, claude: AnthropicUpstream) -> Any:
+    """A gateway whose ``smart`` is on the fake Anthropic upstream, and a client on plan pro."""
+    async with claude_gateway(make_gateway, claude, PLANS) as gw:
+        yield gw, _openai(gw, await gw.tenant_key("acme", plan="pro"))
 
 
 async def test_anthropic_deployment_function_call_round_trip(
-    make_gateway: Any, claude: AnthropicUpstream
+    on_claude: tuple[Any, openai.AsyncOpenAI], claude: AnthropicUpstream
 ) -> None:
-    async with make_gateway(_claude_config(claude), env={"CLAUDE_KEY": "sk-ant-test"}) as gw:
-        client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
-        claude.reply_message(
-            [
-                text_block("Let me check."),
-                tool_use_block("toolu_1", "get_weather", {"city": "Oslo"}),
-            ],
-            usage=usage(100, 20, read=40),
-            stop_reason="tool_use",
-        )
-        raw = await client.responses.with_raw_response.create(
-            model="smart", instructions="Be brief.", input="Weather in Oslo?", tools=[WEATHER]
-        )
-        first = raw.parse()
-        sent = claude.last.json
-        assert sent["system"] == "Be brief." and sent["tools"][0]["name"] == "get_weather"
-        assert [i.type for i in first.output] == ["message", "function_call"]
-        call = first.output[1]
-        assert call.call_id == "toolu_1" and json.loads(call.arguments) == {"city": "Oslo"}
-        assert first.usage.input_tokens == 140 and first.usage.output_tokens == 20
-        assert first.usage.input_tokens_details.cached_tokens == 40
-        expected = 100 * CLAUDE_PICO["in"] + 40 * CLAUDE_PICO["read"] + 20 * CLAUDE_PICO["out"]
-        assert parse_usd(raw.headers["x-farebox-cost-usd"]) == expected
+    gw, client = on_claude
+    claude.reply_message(
+        [
+            text_block("Let me check."),
+            tool_use_block("toolu_1", "get_weather", {"city": "Oslo"}),
+        ],
+        usage=usage(100, 20, read=40),
+        stop_reason="tool_use",
+    )
+    raw = await client.responses.with_raw_response.create(
+        model="smart", instructions="Be brief.", input="Weather in Oslo?", tools=[WEATHER]
+    )
+    first = raw.parse()
+    sent = claude.last.json
+    assert sent["system"] == "Be brief." and sent["tools"][0]["name"] == "get_weather"
+    assert [i.type for i in first.output] == ["message", "function_call"]
+    call = first.output[1]
+    assert call.call_id == "toolu_1" and json.loads(call.arguments) == {"city": "Oslo"}
+    assert first.usage.input_tokens == 140 and first.usage.output_tokens == 20
+    assert first.usage.input_tokens_details.cached_tokens == 40
+    expected = 100 * CLAUDE_PICO["in"] + 40 * CLAUDE_PICO["read"] + 20 * CLAUDE_PICO["out"]
+    assert parse_usd(raw.headers["x-farebox-cost-usd"]) == expected
 
-        claude.reply_stream(["Sun", "ny"], start_usage=usage(50, 1),
-                            delta_usages=({"output_tokens": 30},))  # fmt: skip
-        history: list[Any] = [
-            {"role": "user", "content": [{"type": "input_text", "text": "Weather in Oslo?"}]},
-            *[item.model_dump(exclude_none=True) for item in first.output],
-            {"type": "function_call_output", "call_id": "toolu_1", "output": "21 C"},
-        ]
-        stream = await client.responses.create(
-            model="smart", input=history, tools=[WEATHER], stream=True
-        )
-        events = [event async for event in stream]
-        sent = claude.last.json
-        assistant, result = sent["messages"][1], sent["messages"][2]
-        assert assistant["role"] == "assistant"
-        tool_use = {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
-                    "input": {"city": "Oslo"}}  # fmt: skip
-        assert assistant["content"][-1] == tool_use
-        assert result["content"][0]["type"] == "tool_result"
-        assert result["content"][0]["tool_use_id"] == "toolu_1"
-        assert _collapsed([e.type for e in events]) == EVENT_ORDER
-        final = events[-1].response
-        assert final.output_text == "Sunny" and final.usage.output_tokens == 30
-        cost = parse_usd(final.usage.model_extra["farebox_cost_usd"])
-        assert cost == 50 * CLAUDE_PICO["in"] + 30 * CLAUDE_PICO["out"]
-        ledger = await gw.ledger("acme")
-        assert sorted(e.cost for e in ledger) == sorted([expected, cost])
+    claude.reply_stream(["Sun", "ny"], start_usage=usage(50, 1),
+                        delta_usages=({"output_tokens": 30},))  # fmt: skip
+    history: list[Any] = [
+        {"role": "user", "content": [{"type": "input_text", "text": "Weather in Oslo?"}]},
+        *[item.model_dump(exclude_none=True) for item in first.output],
+        {"type": "function_call_output", "call_id": "toolu_1", "output": "21 C"},
+    ]
+    stream = await client.responses.create(
+        model="smart", input=history, tools=[WEATHER], stream=True
+    )
+    events = [event async for event in stream]
+    sent = claude.last.json
+    assistant, result = sent["messages"][1], sent["messages"][2]
+    assert assistant["role"] == "assistant"
+    tool_use = {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                "input": {"city": "Oslo"}}  # fmt: skip
+    assert assistant["content"][-1] == tool_use
+    assert result["content"][0]["type"] == "tool_result"
+    assert result["content"][0]["tool_use_id"] == "toolu_1"
+    assert _collapsed([e.type for e in events]) == EVENT_ORDER
+    final = events[-1].response
+    assert final.output_text == "Sunny" and final.usage.output_tokens == 30
+    cost = parse_usd(final.usage.model_extra["farebox_cost_usd"])
+    assert cost == 50 * CLAUDE_PICO["in"] + 30 * CLAUDE_PICO["out"]
+    ledger = await gw.ledger("acme")
+    assert sorted(e.cost for e in ledger) == sorted([expected, cost])
 
 
 async def test_anthropic_deployment_streams_a_function_call(
-    make_gateway: Any, claude: AnthropicUpstream
+    on_claude: tuple[Any, openai.AsyncOpenAI], claude: AnthropicUpstream
 ) -> None:
-    async with make_gateway(_claude_config(claude), env={"CLAUDE_KEY": "sk-ant-test"}) as gw:
-        client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
-        claude.reply_stream(
-            ["Checking."],
-            tools=[("toolu_5", "get_weather", ['{"city":', ' "Bergen"}'])],
-            start_usage=usage(40, 1),
-            delta_usages=({"output_tokens": 25},),
-        )
-        stream = await client.responses.create(
-            model="smart", input="Weather in Bergen?", tools=[WEATHER], stream=True
-        )
-        events = [event async for event in stream]
-        final = events[-1].response
-        assert events[-1].type == "response.completed"
-        assert [i.type for i in final.output] == ["message", "function_call"]
-        call = final.output[1]
-        assert call.call_id == "toolu_5" and call.name == "get_weather"
-        assert json.loads(call.arguments) == {"city": "Bergen"}
-        deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
-        assert "".join(deltas) == call.arguments
-        (entry,) = await gw.ledger("acme")
-        assert entry.cost == 40 * CLAUDE_PICO["in"] + 25 * CLAUDE_PICO["out"]
-        assert parse_usd(final.usage.model_extra["farebox_cost_usd"]) == entry.cost
+    gw, client = on_claude
+    claude.reply_stream(
+        ["Checking."],
+        tools=[("toolu_5", "get_weather", ['{"city":', ' "Bergen"}'])],
+        start_usage=usage(40, 1),
+        delta_usages=({"output_tokens": 25},),
+    )
+    stream = await client.responses.create(
+        model="smart", input="Weather in Bergen?", tools=[WEATHER], stream=True
+    )
+    events = [event async for event in stream]
+    final = events[-1].response
+    assert events[-1].type == "response.completed"
+    assert [i.type for i in final.output] == ["message", "function_call"]
+    call = final.output[1]
+    assert call.call_id == "toolu_5" and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "Bergen"}
+    deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    assert "".join(deltas) == call.arguments
+    (entry,) = await gw.ledger("acme")
+    assert entry.cost == 40 * CLAUDE_PICO["in"] + 25 * CLAUDE_PICO["out"]
+    assert parse_usd(final.usage.model_extra["farebox_cost_usd"]) == entry.cost
 
 
 async def test_responses_entries_reach_a_billing_sink_exactly(make_gateway: Any) -> None:

@@ -4,23 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
-from tests.e2e import (
-    ServerProcess,
-    create_tenant_key,
-    db_path,
-    gpt_4o_mini_cost,
-    ledger_row,
-    serve,
-    usd_to_pico,
-    write_config,
-)
+from tests.e2e import gpt_4o_mini_cost, ledger_row, usd_to_pico
+from tests.sdk_gateway import SdkGateway, sdk_gateway
 
 TOOL = {
     "type": "function",
@@ -31,35 +21,19 @@ TOOL = {
 }
 
 
-@dataclass
-class Env:
-    server: ServerProcess
-    db: Path
-    pro_key: str
-    tiny_key: str
-
-    def client(self, key: str) -> openai.OpenAI:
-        return openai.OpenAI(
-            base_url=f"{self.server.base_url}/v1", api_key=key, max_retries=0, timeout=20.0
-        )
-
-
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    tmp = tmp_path_factory.mktemp("e2e_responses")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SdkGateway]:
     plans = {
         "pro": {"models": ["*"]},
         "tiny": {"models": ["*"], "budgets": [{"period": "day", "limit_usd": "0.000001"}]},
     }
-    config = write_config(tmp, plans=plans)
-    with serve(config, cwd=tmp) as server:
-        pro = create_tenant_key(server.base_url, "acme", "pro")
-        tiny = create_tenant_key(server.base_url, "tiny", "tiny")
-        yield Env(server, db_path(tmp), pro, tiny)
+    tmp = tmp_path_factory.mktemp("e2e_responses")
+    with sdk_gateway(tmp, {"pro": "acme", "tiny": "tiny"}, plans) as env:
+        yield env
 
 
-def test_plain_response_cost_header_is_list_price_of_usage(gw: Env) -> None:
-    with gw.client(gw.pro_key) as client:
+def test_plain_response_cost_header_is_list_price_of_usage(gw: SdkGateway) -> None:
+    with gw.client(gw.keys["pro"]) as client:
         raw = client.responses.with_raw_response.create(
             model="gpt-4o-mini", input="Say hello over loopback.", max_output_tokens=40
         )
@@ -74,8 +48,8 @@ def test_plain_response_cost_header_is_list_price_of_usage(gw: Env) -> None:
     assert cost == row["cost"] == gpt_4o_mini_cost(usage.input_tokens, usage.output_tokens)
 
 
-def test_streamed_response_ends_with_completed_and_its_cost(gw: Env) -> None:
-    with gw.client(gw.pro_key) as client:
+def test_streamed_response_ends_with_completed_and_its_cost(gw: SdkGateway) -> None:
+    with gw.client(gw.keys["pro"]) as client:
         raw = client.responses.with_raw_response.create(
             model="gpt-4o-mini", input="Stream over loopback.", stream=True
         )
@@ -91,8 +65,8 @@ def test_streamed_response_ends_with_completed_and_its_cost(gw: Env) -> None:
     assert final.response.usage.output_tokens == row["output_tokens"]
 
 
-def test_function_call_output_round_trip(gw: Env) -> None:
-    with gw.client(gw.pro_key) as client:
+def test_function_call_output_round_trip(gw: SdkGateway) -> None:
+    with gw.client(gw.keys["pro"]) as client:
         first = client.responses.create(
             model="gpt-4o-mini", input="Find order 7", tools=[TOOL], tool_choice="required"
         )
@@ -109,16 +83,16 @@ def test_function_call_output_round_trip(gw: Env) -> None:
     assert second.status == "completed" and second.output_text
 
 
-def test_budget_refusal_reaches_the_sdk_as_rate_limit_error(gw: Env) -> None:
-    with gw.client(gw.tiny_key) as client, pytest.raises(openai.RateLimitError) as caught:
+def test_budget_refusal_reaches_the_sdk_as_rate_limit_error(gw: SdkGateway) -> None:
+    with gw.client(gw.keys["tiny"]) as client, pytest.raises(openai.RateLimitError) as caught:
         client.responses.create(model="gpt-4o-mini", input="hi", max_output_tokens=50)
     assert caught.value.code == "budget_exceeded"
     body = caught.value.body
     assert isinstance(body, dict) and body["limit_usd"] and "Budget exceeded" in body["message"]
 
 
-def test_previous_response_id_chain_and_isolation_over_loopback(gw: Env) -> None:
-    with gw.client(gw.pro_key) as client, gw.client(gw.tiny_key) as other:
+def test_previous_response_id_chain_and_isolation_over_loopback(gw: SdkGateway) -> None:
+    with gw.client(gw.keys["pro"]) as client, gw.client(gw.keys["tiny"]) as other:
         first = client.responses.create(model="gpt-4o-mini", input="My name is Ann.")
         stream = client.responses.create(
             model="gpt-4o-mini", input="And the weather?", previous_response_id=first.id,

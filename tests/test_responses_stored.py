@@ -22,6 +22,7 @@ from fakes.anthropic_upstream import AnthropicUpstream, text_block, usage
 from farebox.config.settings import ResponsesSettings, parse_settings
 from farebox.core.money import parse_usd
 from farebox.errors import ConfigError
+from tests.claude_deployment import claude_gateway
 
 PLANS: dict[str, Any] = {"pro": {"models": ["*"]}}
 DAY = 86_400.0
@@ -120,13 +121,7 @@ async def test_chain_on_the_mock_meters_the_history_as_input(
 
 async def test_chain_on_an_anthropic_deployment(make_gateway: Any) -> None:
     async with AnthropicUpstream() as claude:
-        config = {
-            "providers": {"claude": {"kind": "anthropic", "base_url": claude.base_url,
-                                     "api_key": "env:CLAUDE_KEY"}},
-            "models": {"smart": [{"provider": "claude", "model": "claude-sonnet-4-5"}]},
-            "plans": PLANS,
-        }  # fmt: skip
-        async with make_gateway(config, env={"CLAUDE_KEY": "sk-ant-test"}) as gw:
+        async with claude_gateway(make_gateway, claude, PLANS) as gw:
             client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
             claude.reply_message([text_block("Hello Ann.")], usage=usage(10, 3))
             first = await client.responses.create(model="smart", input="I am Ann.")
@@ -376,22 +371,29 @@ def test_the_responses_section_is_validated(
     assert default.file.responses.ttl_days == 30
 
 
-async def test_not_before_the_reply_the_reply_does_not_wait_but_a_read_does() -> None:
+def _stored_slowly(release: asyncio.Event, settings: ResponsesSettings) -> tuple[Any, Any]:
+    """Stored responses over a memory store whose writes wait for ``release``: (kept, store)."""
     from farebox.api.responses_stored import StoredResponses
-    from farebox.gateway.render import Reply
     from farebox.stores.memory.responses import MemoryResponses
-
-    release = asyncio.Event()
 
     class Slow(MemoryResponses):
         async def put(self, stored: Any) -> None:
             await release.wait()
             await super().put(stored)
 
-    settings = ResponsesSettings(store_before_reply=False)
-    kept = StoredResponses(Slow(), settings, lambda: 1_000.0)
-    body = b'{"id": "resp_1", "object": "response", "model": "m", "output": [], "usage": {}}'
-    reply = Reply(body, {})
+    store = Slow()
+    return StoredResponses(store, settings, lambda: 1_000.0), store
+
+
+REPLY_BODY = b'{"id": "resp_1", "object": "response", "model": "m", "output": [], "usage": {}}'
+
+
+async def test_not_before_the_reply_the_reply_does_not_wait_but_a_read_does() -> None:
+    from farebox.gateway.render import Reply
+
+    release = asyncio.Event()
+    kept, _ = _stored_slowly(release, ResponsesSettings(store_before_reply=False))
+    reply = Reply(REPLY_BODY, {})
     items = [{"role": "user", "content": "hi"}]
     assert await kept.keep(reply, "resp_1", "acme", items) is reply  # not waiting for put
     reader = asyncio.ensure_future(kept.find("acme", "resp_1"))
@@ -404,21 +406,11 @@ async def test_not_before_the_reply_the_reply_does_not_wait_but_a_read_does() ->
 
 
 async def test_before_the_reply_the_reply_waits_for_the_write() -> None:
-    from farebox.api.responses_stored import StoredResponses
     from farebox.gateway.render import Reply
-    from farebox.stores.memory.responses import MemoryResponses
 
     release = asyncio.Event()
-
-    class Slow(MemoryResponses):
-        async def put(self, stored: Any) -> None:
-            await release.wait()
-            await super().put(stored)
-
-    store = Slow()
-    kept = StoredResponses(store, ResponsesSettings(), lambda: 1_000.0)
-    body = b'{"id": "resp_1", "object": "response", "model": "m", "output": [], "usage": {}}'
-    keeping = asyncio.ensure_future(kept.keep(Reply(body, {}), "resp_1", "acme", []))
+    kept, store = _stored_slowly(release, ResponsesSettings())
+    keeping = asyncio.ensure_future(kept.keep(Reply(REPLY_BODY, {}), "resp_1", "acme", []))
     await asyncio.sleep(0)  # one turn: the reply is now waiting for the write
     assert not keeping.done()
     release.set()

@@ -8,24 +8,21 @@ errors come back in Anthropic's format. Keys work as ``x-api-key`` or ``Authoriz
 
 from __future__ import annotations
 
-from typing import Any
-
-from farebox.api.body import read_json, validate_messages
+from farebox.api.body import validate_messages
 from farebox.api.context import Services
-from farebox.api.fastpath import FastRoute, Incoming
-from farebox.api.openai import guarded, render
+from farebox.api.fastpath import FastRoute
+from farebox.api.openai import via_chat
 from farebox.providers.translate_reverse import anthropic_request_to_openai
 
 
 def routes(services: Services) -> list[FastRoute]:
-    limit = services.settings.file.server.max_body_bytes
-
-    async def messages(request: Incoming, request_id: str) -> Any:
-        who = await services.principal(request)
-        body = await read_json(request, limit)
-        validate_messages(body)
-        chat = anthropic_request_to_openai(body)
-        reply = await services.gateway.chat(who, chat, request_id, flavor="anthropic")
-        return render(reply)
-
-    return [FastRoute("/v1/messages", guarded(services, messages, "anthropic"), ["POST"])]
+    return [
+        via_chat(
+            services,
+            "/v1/messages",
+            validate_messages,
+            anthropic_request_to_openai,
+            flavor="anthropic",
+            errors="anthropic",
+        )
+    ]

@@ -8,24 +8,20 @@ failover, metering, the ledger, billing and anomaly counting); the answer comes 
 
 from __future__ import annotations
 
-from typing import Any
-
-from farebox.api.body import read_json, validate_completion
+from farebox.api.body import validate_completion
 from farebox.api.context import Services
-from farebox.api.fastpath import FastRoute, Incoming
-from farebox.api.openai import guarded, render
+from farebox.api.fastpath import FastRoute
+from farebox.api.openai import via_chat
 from farebox.providers.translate_completions import completion_request_to_chat
 
 
 def routes(services: Services) -> list[FastRoute]:
-    limit = services.settings.file.server.max_body_bytes
-
-    async def completions(request: Incoming, request_id: str) -> Any:
-        who = await services.principal(request)
-        body = await read_json(request, limit)
-        validate_completion(body)
-        chat = completion_request_to_chat(body)
-        reply = await services.gateway.chat(who, chat, request_id, flavor="completions")
-        return render(reply)
-
-    return [FastRoute("/v1/completions", guarded(services, completions), ["POST"])]
+    return [
+        via_chat(
+            services,
+            "/v1/completions",
+            validate_completion,
+            completion_request_to_chat,
+            flavor="completions",
+        )
+    ]

@@ -18,6 +18,7 @@ from farebox.gateway.pipeline import Reply, StreamReply, new_request_id
 
 log = logging.getLogger("farebox.api")
 Handler = Callable[[Incoming], Awaitable[Any]]
+JSON = dict[str, Any]
 
 
 def guarded(
@@ -50,6 +51,33 @@ def render(reply: Reply | StreamReply) -> Any:
     if isinstance(reply, StreamReply):
         return SSEResponse(reply.chunks, reply.headers)
     return JSONBody(reply.body, reply.status, reply.headers)
+
+
+def via_chat(
+    services: Services,
+    path: str,
+    validate: Callable[[JSON], None],
+    to_chat: Callable[[JSON], JSON],
+    flavor: str,
+    errors: str = "openai",
+) -> FastRoute:
+    """``POST path`` for another API's body (legacy completions, Anthropic messages): one
+    route shape, so that each such API goes through the chat request path the same way.
+
+    The body is validated in its own API's terms, translated to chat completions by
+    ``to_chat``, and the answer comes back in ``flavor``; errors are in ``errors``' format.
+    """
+    limit = services.settings.file.server.max_body_bytes
+
+    async def work(request: Incoming, request_id: str) -> Any:
+        who = await services.principal(request)
+        body = await read_json(request, limit)
+        validate(body)
+        chat = to_chat(body)
+        reply = await services.gateway.chat(who, chat, request_id, flavor=flavor)
+        return render(reply)
+
+    return FastRoute(path, guarded(services, work, errors), ["POST"])
 
 
 def routes(services: Services) -> list[FastRoute]:

@@ -13,6 +13,7 @@ from farebox.api.openapi_data import (
     INTEGER,
     NULLABLE_STRING,
     STRING,
+    _completion,
     _model_schemas,
     _ok,
     _post,
@@ -23,29 +24,14 @@ from farebox.api.schemas import CompletionRequest, CountTokensRequest, InputToke
 JSON = dict[str, Any]
 
 RESPONSES: JSON = {
-    "farebox.TextCompletion": {
-        "type": "object",
-        "required": ["object", "choices"],
-        "properties": {
-            "id": NULLABLE_STRING,
-            "object": {"const": "text_completion"},
-            "created": INTEGER,
-            "model": NULLABLE_STRING,
-            "choices": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["text", "index"],
-                    "properties": {
-                        "text": STRING,
-                        "index": INTEGER,
-                        "finish_reason": NULLABLE_STRING,
-                    },
-                },
-            },
-            "usage": {"type": ["object", "null"]},
+    "farebox.TextCompletion": _completion(
+        "text_completion",
+        {
+            "type": "object",
+            "required": ["text", "index"],
+            "properties": {"text": STRING, "index": INTEGER, "finish_reason": NULLABLE_STRING},
         },
-    },
+    ),
     "farebox.MessageTokensCount": {
         "type": "object",
         "required": ["input_tokens"],

@@ -106,6 +106,22 @@ def _list_of(item: JSON, **more: JSON) -> JSON:
     }
 
 
+def _completion(kind: str, choice: JSON) -> JSON:
+    """A completion object (``object`` is ``kind``: chat or legacy text) of ``choice`` items."""
+    return {
+        "type": "object",
+        "required": ["object", "choices"],
+        "properties": {
+            "id": NULLABLE_STRING,
+            "object": {"const": kind},
+            "created": INTEGER,
+            "model": NULLABLE_STRING,
+            "choices": {"type": "array", "items": choice},
+            "usage": {"type": ["object", "null"]},
+        },
+    }
+
+
 def _json(schema: str) -> JSON:
     """A JSON body of the named component schema."""
     return {"application/json": {"schema": {"$ref": f"{REF}{schema}"}}}
@@ -126,18 +142,7 @@ RESPONSES: JSON = {
             "request_id": STRING,
         },
     },
-    "farebox.ChatCompletion": {
-        "type": "object",
-        "required": ["object", "choices"],
-        "properties": {
-            "id": NULLABLE_STRING,
-            "object": {"const": "chat.completion"},
-            "created": INTEGER,
-            "model": NULLABLE_STRING,
-            "choices": {"type": "array", "items": {"type": "object"}},
-            "usage": {"type": ["object", "null"]},
-        },
-    },
+    "farebox.ChatCompletion": _completion("chat.completion", {"type": "object"}),
     "farebox.Response": {
         "type": "object",
         "required": ["id", "object", "status", "output"],

@@ -82,13 +82,12 @@ def check_chat(body: dict[str, Any]) -> None:
 def check_input_tokens(body: dict[str, Any]) -> None:
     """A Responses input to count; stored conversations are not counted here."""
     _check_input_tokens(body)
-    for name in ("previous_response_id", "conversation"):
-        if body.get(name) is not None:
-            raise InvalidRequest(
-                f"'{name}' is not supported by /v1/responses/input_tokens on this gateway; "
-                "send the whole input.",
-                param=name,
-            )
+    _refuse_set(
+        body,
+        ("previous_response_id", "conversation"),
+        "'{}' is not supported by /v1/responses/input_tokens on this gateway; send the whole "
+        "input.",
+    )
 
 
 def check_completion(body: dict[str, Any]) -> None:
@@ -113,10 +112,16 @@ def check_completion(body: dict[str, Any]) -> None:
                 "are served through chat completions).",
                 param=name,
             )
-    for name in ("suffix", "logprobs"):
+    _refuse_set(
+        body,
+        ("suffix", "logprobs"),
+        "'{}' is not supported on this gateway (legacy completions are served through chat "
+        "completions).",
+    )
+
+
+def _refuse_set(body: dict[str, Any], names: tuple[str, ...], message: str) -> None:
+    """Refuse the first of ``names`` that ``body`` sets (not null): ``message`` with its name."""
+    for name in names:
         if body.get(name) is not None:
-            raise InvalidRequest(
-                f"'{name}' is not supported on this gateway (legacy completions are served "
-                "through chat completions).",
-                param=name,
-            )
+            raise InvalidRequest(message.format(name), param=name)

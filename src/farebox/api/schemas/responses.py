@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag
 
-from farebox.api.schemas.chat import FormatJSONObject, FormatText
+from farebox.api.schemas.chat import FormatJSONObject, FormatText, FunctionObject
 from farebox.api.schemas.common import (
     MAX_METADATA_KEYS,
     MAX_TOOLS,
@@ -107,12 +107,15 @@ Item = Annotated[
 # --- tools, tool choice, text format ------------------------------------------------------
 
 
-class FunctionTool(Open):
+class FunctionType(Open):
     type: Literal["function"]
-    name: ToolName
-    description: str | None = None
-    parameters: JSONObject | None = None
-    strict: bool | None = None
+
+
+# chat's function object, flat beside its ``type``; the bases in this order keep ``type`` the
+# first field, so a tool missing both is refused naming ``type`` (a docstring would show in
+# /openapi.json)
+class FunctionTool(FunctionObject, FunctionType):
+    pass
 
 
 class NamedFunction(Open):
