@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 from hypothesis import given
@@ -32,10 +31,14 @@ from fakes.responses_upstream import (
 )
 from farebox.config.settings import parse_settings
 from farebox.core.money import parse_usd
+from farebox.core.pricing import cost
+from farebox.core.usage import MAX_TOKENS, TOKEN_FIELDS, from_responses, token_counts
 from farebox.errors import ConfigError
 from farebox.gateway.auth import Principal
 from farebox.gateway.pipeline import StreamReply
 from farebox.providers.translate_responses import echo_of, responses_request_to_chat
+from tests.test_money import CATALOG, OPENAI_MODELS, openai_hand_cost
+from tests.test_responses_api import _openai
 
 # gpt-4o-mini list prices, pico-USD per token: input, cached input, output
 IN, CACHED, OUT = 150_000, 75_000, 600_000
@@ -62,13 +65,6 @@ def _config(up: ResponsesUpstream, *deployments: str, **more: Any) -> dict[str, 
             "routing": {"backoff_s": 0.0}, **more}  # fmt: skip
 
 
-def _client(gw: Any, key: str) -> openai.AsyncOpenAI:
-    http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=gw.app))
-    return openai.AsyncOpenAI(
-        api_key=key, base_url="http://gateway/v1", http_client=http, max_retries=0
-    )
-
-
 @pytest.fixture
 async def up() -> AsyncIterator[ResponsesUpstream]:
     async with ResponsesUpstream() as upstream:
@@ -85,7 +81,7 @@ async def test_plain_answer_is_the_upstreams_with_our_id_cost_and_ledger_entry(
     up.reply_response([reasoning("Ada asked."), message("Hello Ada")],
                       usage=usage(100, 30, cached=60, reasoning=10))  # fmt: skip
     async with make_gateway(_config(up, "native")) as gw:
-        client = _client(gw, await gw.tenant_key("acme", plan="pro"))
+        client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
         raw = await client.responses.with_raw_response.create(
             model="gpt-4o-mini",
             instructions="Be brief.",
@@ -130,7 +126,7 @@ async def test_stream_passes_the_upstreams_events_on_ending_with_our_cost(
     output = [reasoning(), message("Hel", "lo", " there")]
     up.reply_events(output, usage=usage(20, 7, reasoning=2))
     async with make_gateway(_config(up, "native")) as gw:
-        client = _client(gw, await gw.tenant_key("acme", plan="pro"))
+        client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
         raw = await client.responses.with_raw_response.create(
             model="gpt-4o-mini", input="Stream hello", stream=True
         )
@@ -158,7 +154,7 @@ async def test_function_call_round_trip_drops_unresolvable_reasoning(
 ) -> None:
     up.reply_response([reasoning(), function_call("call_7", "get_weather", {"city": "Oslo"})])
     async with make_gateway(_config(up, "native")) as gw:
-        client = _client(gw, await gw.tenant_key("acme", plan="pro"))
+        client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
         first = await client.responses.create(
             model="gpt-4o-mini", input="Weather in Oslo?", tools=[WEATHER], store=False
         )
@@ -191,7 +187,7 @@ async def test_three_turn_chain_sends_the_history_not_the_id(
     make_gateway: Any, up: ResponsesUpstream
 ) -> None:
     async with make_gateway(_config(up, "native")) as gw:
-        client = _client(gw, await gw.tenant_key("acme", plan="pro"))
+        client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
         up.reply_response([reasoning(), message("Hi Ada.")])
         one = await client.responses.create(model="gpt-4o-mini", input="I am Ada.")
         up.reply_events([message("Noted, ", "blue.")])
@@ -225,7 +221,7 @@ def _text(content: str | list[dict[str, Any]]) -> str:
 
 async def test_failover_crosses_formats_both_ways(make_gateway: Any, up: ResponsesUpstream) -> None:
     async with make_gateway(_config(up, "native", "sim")) as gw:
-        client = _client(gw, await gw.tenant_key("acme", plan="pro"))
+        client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
         up.reply_error(503, "The engine is currently overloaded", type="server_error")
         raw = await client.responses.with_raw_response.create(model="gpt-4o-mini", input="hi")
         served = raw.parse()
@@ -234,7 +230,7 @@ async def test_failover_crosses_formats_both_ways(make_gateway: Any, up: Respons
         (entry,) = await gw.ledger("acme")
         assert entry.provider == "sim" and entry.status == "ok"
     async with make_gateway(_config(up, "chat", "native")) as gw:  # the same database
-        client = _client(gw, await gw.tenant_key("back", plan="pro"))
+        client = _openai(gw, await gw.tenant_key("back", plan="pro"))
         up.reply_error(500, "The server had an error", type="server_error")
         up.reply_events([message("Nat", "ive")], usage=usage(12, 2))
         stream = await client.responses.create(model="gpt-4o-mini", input="hi", stream=True)
@@ -250,7 +246,7 @@ async def test_upstream_failure_mid_stream_ends_with_response_failed(
     make_gateway: Any, up: ResponsesUpstream
 ) -> None:
     async with make_gateway(_config(up, "native")) as gw:
-        client = _client(gw, await gw.tenant_key("acme", plan="pro"))
+        client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
         for cut in ({"fail_after": 6}, {"disconnect_after": 6}):
             up.reply_events([message("Hello", " there", " friend")], **cut)
             stream = await client.responses.create(model="gpt-4o-mini", input="hi", stream=True)
@@ -296,7 +292,7 @@ async def test_translated_deployments_are_unchanged(
 ) -> None:
     up.reply_chat("Translated", usage=oa.usage(9, 2))
     async with make_gateway(_config(up, "chat")) as gw:
-        client = _client(gw, await gw.tenant_key("acme", plan="pro"))
+        client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
         response = await client.responses.create(model="gpt-4o-mini", input="hi")
         assert up.last.path == "/v1/chat/completions" and response.output_text == "Translated"
 
@@ -313,3 +309,34 @@ def test_responses_mode_is_native_or_translate(mode: str) -> None:
     data = {"providers": {"up": {"kind": "openai", "responses": mode}}}
     with pytest.raises(ConfigError, match=r"providers\.up\.responses"):
         parse_settings(data, source="farebox.yaml", env={}, base_dir=Path("."))
+
+
+@given(
+    st.sampled_from(OPENAI_MODELS),
+    st.integers(0, 10**9),
+    st.floats(0, 1),
+    st.integers(0, 10**9),
+    st.floats(0, 1),
+)
+def test_responses_usage_costs_the_hand_formula(
+    model: str, input_: int, cached_share: float, output: int, reasoning_share: float
+) -> None:
+    cached, reasoning = int(input_ * cached_share), int(output * reasoning_share)
+    got = from_responses(usage(input_, output, cached=cached, reasoning=reasoning))
+    assert (got.cached_input_tokens, got.reasoning_tokens) == (cached, reasoning)
+    assert cost(got, CATALOG.prices[model]) == openai_hand_cost(model, input_, cached, output)
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=25), inner,
+                                                                 max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@given(st.dictionaries(st.sampled_from(list(usage())), JSONISH) | JSONISH)
+def test_any_upstream_usage_gives_counts_in_range(raw: Any) -> None:
+    counts = token_counts(from_responses(raw))
+    assert set(counts) == set(TOKEN_FIELDS)
+    assert all(0 <= n <= MAX_TOKENS for n in counts.values())
