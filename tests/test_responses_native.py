@@ -261,6 +261,32 @@ async def test_upstream_failure_mid_stream_ends_with_response_failed(
         assert all(e.output_tokens >= 1 and e.input_tokens >= 1 for e in entries)
 
 
+async def test_upstream_refusal_and_a_cut_answer_reach_the_client_as_the_upstream_said(
+    make_gateway: Any, up: ResponsesUpstream
+) -> None:
+    async with make_gateway(_config(up, "native", "sim")) as gw:
+        client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
+        up.reply_error(400, "Invalid value for 'text.format'", code="invalid_value")
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.responses.create(model="gpt-4o-mini", input="hi")
+        assert "Invalid value for 'text.format'" in refused.value.message
+        up.reply_events([message("Once upon")], usage=usage(9, 16), cut=True)
+        stream = await client.responses.create(
+            model="gpt-4o-mini", input="A story", max_output_tokens=16, stream=True
+        )
+        got = [event async for event in stream]
+        assert up.last.json["max_output_tokens"] == 16 and up.calls == 2
+        final = got[-1].response
+        assert got[-1].type == "response.incomplete" and final.status == "incomplete"
+        assert final.incomplete_details is not None
+        assert final.incomplete_details.reason == "max_output_tokens"
+        by_status = {entry.status: entry for entry in await gw.ledger("acme")}
+        refusal, cut = by_status["error"], by_status["ok"]
+        assert (refusal.http_status, refusal.cost) == (400, 0) and len(by_status) == 2
+        assert cut.status == "ok" and cut.cost == 9 * IN + 16 * OUT
+        assert parse_usd(final.usage.model_extra["farebox_cost_usd"]) == cut.cost
+
+
 async def test_client_gone_mid_stream_is_metered(make_gateway: Any, up: ResponsesUpstream) -> None:
     async with make_gateway(_config(up, "native")) as gw:
         await gw.tenant_key("t1")

@@ -131,16 +131,22 @@ class _Events:
         self.add("response.content_part.done", **at, part=part)
 
 
-def events(output: Sequence[JSON], usage_: JSON | None, request: JSON | None = None) -> list[JSON]:
-    """Every event of a streamed answer with ``output``, ending ``response.completed``."""
+def events(
+    output: Sequence[JSON], usage_: JSON | None, request: JSON | None = None, cut: bool = False
+) -> list[JSON]:
+    """Every event of a streamed answer with ``output``, ending ``response.completed`` (or
+    ``response.incomplete``, ``cut`` short by ``max_output_tokens``)."""
     built = _Events()
     started = response(status="in_progress", request=request)
     built.add("response.created", response=copy.deepcopy(started))
     built.add("response.in_progress", response=copy.deepcopy(started))
     for index, item in enumerate(output):
         built.item(index, item)
-    done = response(output, usage_=usage_, request=request)
-    built.add("response.completed", response=done)
+    status = "incomplete" if cut else "completed"
+    done = response(output, usage_=usage_, request=request, status=status)
+    if cut:
+        done["incomplete_details"] = {"reason": "max_output_tokens"}
+    built.add(f"response.{status}", response=done)
     return built.events
 
 
@@ -167,12 +173,13 @@ class ResponsesUpstream(OpenAIUpstream):
         stop_after: int | None = None,
         disconnect_after: int | None = None,
         hold: bool = False,
+        cut: bool = False,
     ) -> None:
         """A streamed answer; ``fail_after`` events in, an ``error`` event ends it instead;
-        ``stop_after`` events in, nothing more is sent (with ``hold``, the stream stays open)."""
-        sent: list[JSON | str] = list(
-            events(output or [message("Hel", "lo")], usage or usage_of_one())
-        )
+        ``stop_after`` events in, nothing more is sent (with ``hold``, the stream stays open);
+        ``cut``: it ends ``response.incomplete``."""
+        answer = output or [message("Hel", "lo")]
+        sent: list[JSON | str] = list(events(answer, usage or usage_of_one(), cut=cut))
         if fail_after is not None:
             error = {"type": "error", "sequence_number": fail_after, "code": "server_error",
                      "message": "The model crashed mid-answer.", "param": None}  # fmt: skip
