@@ -137,9 +137,8 @@ def make_provider(
         return MockProvider(name, options, reasoning)
     if cfg.kind == "anthropic":
         return AnthropicProvider(name, cfg.base_url or "https://api.anthropic.com", key, http)
-    return OpenAIProvider(
-        name, cfg.base_url or "https://api.openai.com/v1", key, http, dict(cfg.headers)
-    )
+    url = cfg.base_url or "https://api.openai.com/v1"
+    return OpenAIProvider(name, url, key, http, dict(cfg.headers), cfg.responses)
 
 
 def anomaly_policies(settings: Settings) -> tuple[dict[str, Policy], Policy]:

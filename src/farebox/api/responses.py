@@ -4,7 +4,8 @@ It goes through the same request path as ``/v1/chat/completions``: tenancy, plan
 rate limits, budgets, routing with failover (to any deployment: OpenAI-compatible, Anthropic,
 the mock) and metering. The request is translated to the chat-completions shape the path works
 in; the answer comes back as a Responses object or the Responses event stream, with the same
-``x-farebox-*`` headers. Errors are in OpenAI's format.
+``x-farebox-*`` headers. An ``openai`` deployment set to ``responses: native`` is sent the
+request itself instead, and its answer is passed on. Errors are in OpenAI's format.
 
 Answers are stored unless ``store: false`` (``responses_stored``); a ``previous_response_id``
 puts the stored conversation before the new input, before translation, so that input caps,
@@ -43,7 +44,7 @@ def routes(services: Services) -> list[FastRoute]:
         chat = responses_request_to_chat(body)
         try:
             reply = await services.gateway.chat(
-                who, chat, request_id, flavor="responses", echo=echo_of(body)
+                who, chat, request_id, flavor="responses", echo=echo_of(body), responses=body
             )
         except FareboxError as exc:
             raise in_client_terms(exc) from None

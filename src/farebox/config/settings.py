@@ -50,6 +50,8 @@ class ProviderConfig(Strict):
     api_key: EnvReference | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(600.0, gt=0)
+    # /v1/responses: sent on as it came (kind openai only), or translated to chat completions
+    responses: Literal["native", "translate"] = "translate"
     # mock options
     seed: int = 0
     latency_ms: float = Field(0.0, ge=0)
@@ -382,6 +384,10 @@ def _check_money(source: str, cfg: FileConfig) -> None:
 
 
 def _check_references(source: str, cfg: FileConfig) -> None:
+    for name, provider in cfg.providers.items():
+        if provider.responses == "native" and provider.kind != "openai":
+            raise ConfigError(f"{source}: providers.{name}.responses: 'native' needs kind "
+                              f"'openai' (this provider is {provider.kind!r})")  # fmt: skip
     for alias, deployments in cfg.models.items():
         if not deployments:
             raise ConfigError(f"{source}: models.{alias}: expected at least one deployment")

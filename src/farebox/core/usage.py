@@ -77,6 +77,20 @@ def from_openai(usage: object) -> Usage:
     )
 
 
+def from_responses(usage: object) -> Usage:
+    """Normalise an OpenAI Responses ``usage`` object; missing fields are 0."""
+    data = _dict(usage)
+    given = _dict(data.get("input_tokens_details"))
+    produced = _dict(data.get("output_tokens_details"))
+    return Usage(
+        input_tokens=_int(data.get("input_tokens")),
+        cached_input_tokens=_int(given.get("cached_tokens")),
+        cache_write_5m_tokens=_int(given.get("cache_write_tokens")),
+        output_tokens=_int(data.get("output_tokens")),
+        reasoning_tokens=_int(produced.get("reasoning_tokens")),
+    )
+
+
 def from_anthropic(usage: object) -> Usage:
     """Normalise an Anthropic ``usage`` object. Its ``input_tokens`` excludes cache tokens."""
     data = _dict(usage)

@@ -18,6 +18,7 @@ from farebox.core.routing import Target
 from farebox.core.usage import Usage
 from farebox.gateway.auth import Principal
 from farebox.gateway.stream_meter import StreamMeter
+from farebox.providers.base import Provider, ResponsesProvider, native_responses
 
 if TYPE_CHECKING:  # admission builds on the carrier, not the other way round
     from farebox.gateway.admission import Admission
@@ -45,6 +46,7 @@ class Call:
     admission: Admission | None = None
     flavor: str = "openai"  # the client's format: openai | anthropic | completions | responses
     echo: dict[str, Any] | None = None  # what a Responses object repeats of its request
+    responses: dict[str, Any] | None = None  # the Responses body, for native deployments
     target: Target | None = None  # the deployment tried last
     settled: bool = False
 
@@ -62,6 +64,38 @@ def upstream_body(call: Call, target: Target, stream: bool) -> dict[str, Any]:
         options["include_usage"] = True
         upstream["stream_options"] = options
     return upstream
+
+
+def native_body(call: Call, target: Target, stream: bool) -> dict[str, Any]:
+    """The Responses body sent to a native ``target``: its own model name, the output cap the
+    chat body was given (plan limits, the deployment's cap), not stored upstream (Farebox
+    keeps the conversation, already expanded in ``input``), and without the reasoning items
+    an upstream that stores nothing cannot resolve (those without ``encrypted_content``)."""
+    upstream = dict(call.responses or {})
+    upstream.pop("previous_response_id", None)
+    upstream.update(model=target.model, store=False, stream=stream)
+    cap = call.body.get("max_completion_tokens", call.body.get("max_tokens"))
+    if isinstance(cap, int):
+        upstream["max_output_tokens"] = cap
+    items = upstream.get("input")
+    if isinstance(items, list):
+        upstream["input"] = [i for i in items if not _unresolvable(i)]
+    return upstream
+
+
+def _unresolvable(item: Any) -> bool:
+    return (
+        isinstance(item, dict)
+        and item.get("type") == "reasoning"
+        and not item.get("encrypted_content")
+    )
+
+
+def served_natively(
+    call: Call, providers: Mapping[str, Provider], target: Target
+) -> ResponsesProvider | None:
+    """The provider of ``target`` if ``call`` (a Responses request) goes to it as it is."""
+    return native_responses(providers[target.provider]) if call.responses is not None else None
 
 
 def entry(

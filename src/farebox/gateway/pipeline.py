@@ -33,7 +33,13 @@ from farebox.errors import InvalidRequest, ModelNotAllowed, ModelNotFound
 from farebox.gateway.admission import Admitter, Budgets
 from farebox.gateway.auth import Principal
 from farebox.gateway.breakers import Breakers, deployment_rows
-from farebox.gateway.call import Call, new_request_id, upstream_body
+from farebox.gateway.call import (
+    Call,
+    native_body,
+    new_request_id,
+    served_natively,
+    upstream_body,
+)
 from farebox.gateway.counting import Counted, TokenCounting
 from farebox.gateway.failover import Failover, timeout
 from farebox.gateway.ledger import LedgerWriter
@@ -41,7 +47,7 @@ from farebox.gateway.metering import Metering
 from farebox.gateway.policy import apply_policy
 from farebox.gateway.rate_limits import RateLimits, limit_json
 from farebox.gateway.relay import StreamRelay
-from farebox.gateway.render import Reply, StreamReply, render_body
+from farebox.gateway.render import Reply, StreamReply, render_body, render_native
 from farebox.gateway.sizes import (
     check_choices_fit,
     check_dimensions,
@@ -174,9 +180,11 @@ class Gateway:
         request_id: str,
         flavor: str = "openai",
         echo: dict[str, Any] | None = None,
+        responses: dict[str, Any] | None = None,
     ) -> Reply | StreamReply:
         """A chat request in OpenAI shape; ``flavor`` is the format the client gets back
-        (``echo``: what a Responses object repeats of the client's request)."""
+        (``echo``: what a Responses object repeats of the client's request; ``responses``: the
+        Responses request itself, sent as it is to native deployments)."""
         plan = self.plan_for(principal)
         model = body["model"]
         targets = self._targets(plan, model, ("chat", "reasoning"))
@@ -188,7 +196,7 @@ class Gateway:
         clamp_output(body, cap)
         endpoint = CHAT_ENDPOINTS.get(flavor, "chat.completions")
         call = Call(principal, plan, endpoint, model, request_id, body, self._clock())
-        call.flavor, call.echo = flavor, echo
+        call.flavor, call.echo, call.responses = flavor, echo, responses
         self._ledger.ensure_available()
         targets = await self._admission.admit(call, targets, input_tokens)
         async with self._metering.owned(call, targets):
@@ -198,17 +206,25 @@ class Gateway:
             return await self._chat_once(call, targets)
 
     async def _chat_once(self, call: Call, targets: tuple[Target, ...]) -> Reply:
+        """One answer; a Responses request goes as it is to a native deployment, translated
+        to any other (failover may cross between the two)."""
+        providers = self._providers
+
         async def attempt(target: Target) -> ChatResult:
+            wait = timeout(call.plan, target)
+            if (native := served_natively(call, providers, target)) is not None:
+                return await native.responses(ChatRequest(native_body(call, target, False), wait))
             body = upstream_body(call, target, False)
-            return await self._providers[target.provider].chat(
-                ChatRequest(body, timeout(call.plan, target))
-            )
+            return await providers[target.provider].chat(ChatRequest(body, wait))
 
         metering = self._metering
         target, result = await self._failover.run(call, targets, attempt)
         served = metering.entry(call, target, result.usage, "ok", 200, result.upstream_ms)
         await metering.settle(call, served)
-        body = render_body(call.flavor, result.body, call.request_id, served, call.echo)
+        if served_natively(call, providers, target) is not None:
+            body = render_native(result.body, call.request_id, served, call.echo)
+        else:
+            body = render_body(call.flavor, result.body, call.request_id, served, call.echo)
         return Reply(body, metering.headers(call, target, served))
 
     # token counting (no budget, no ledger) ------------------------------------------

@@ -1,5 +1,6 @@
 """The stream relay: open the upstream stream (failing over until its first item arrives), then
-relay it to the client, metering what it produced.
+relay it to the client, metering what it produced. A Responses request streams from a native
+deployment as it is (its events passed on) and from any other one translated.
 
 The relay owns the request's admission from its first (empty) yield on: ``open`` primes it
 before handing it out, so its ``finally`` writes the ledger entry even if the stream is closed
@@ -15,11 +16,24 @@ from farebox.core.records import LedgerEntry
 from farebox.core.routing import Target
 from farebox.core.usage import Usage
 from farebox.errors import FareboxError, UpstreamError, UpstreamTranslationFailed
-from farebox.gateway.call import Call, estimated, replace, upstream_body, with_ttft
+from farebox.gateway.call import (
+    Call,
+    estimated,
+    native_body,
+    replace,
+    served_natively,
+    upstream_body,
+    with_ttft,
+)
 from farebox.gateway.failover import Failover, timeout
 from farebox.gateway.metering import Metering
-from farebox.gateway.render import StreamReply, stream_renderer
-from farebox.gateway.stream_meter import StreamMeter, close_quietly
+from farebox.gateway.render import (
+    NativeResponsesStream,
+    StreamRenderer,
+    StreamReply,
+    stream_renderer,
+)
+from farebox.gateway.stream_meter import ResponsesMeter, StreamMeter, close_quietly
 from farebox.providers.base import ChatRequest, Provider, StreamItem, UsageReport
 
 log = logging.getLogger("farebox.pipeline")  # the name operators filter on
@@ -40,11 +54,15 @@ class StreamRelay:
     async def open(self, call: Call, targets: tuple[Target, ...]) -> StreamReply:
         """Open the upstream stream, failing over until the first item arrives."""
 
+        providers = self._providers
+
         async def attempt(target: Target) -> tuple[StreamItem | None, AsyncIterator[StreamItem]]:
-            body = upstream_body(call, target, True)
-            items = self._providers[target.provider].chat_stream(
-                ChatRequest(body, timeout(call.plan, target))
-            )
+            wait = timeout(call.plan, target)
+            if (native := served_natively(call, providers, target)) is not None:
+                items = native.responses_stream(ChatRequest(native_body(call, target, True), wait))
+            else:
+                body = upstream_body(call, target, True)
+                items = providers[target.provider].chat_stream(ChatRequest(body, wait))
             try:
                 return await anext(items, None), items
             except BaseException:
@@ -74,8 +92,12 @@ class StreamRelay:
         Primed by ``open`` (the empty first item) so that its ``finally`` owns the
         admission even if the stream is closed before the client reads a byte."""
         metering = self._metering
-        out = stream_renderer(call.flavor, call.body, target.model, call.request_id, call.echo)
-        meter = StreamMeter(call.body, call.started)
+        if served_natively(call, self._providers, target) is not None:
+            out: StreamRenderer = NativeResponsesStream(target.model, call.request_id, call.echo)
+            meter: StreamMeter = ResponsesMeter(call.body, call.started)
+        else:
+            out = stream_renderer(call.flavor, call.body, target.model, call.request_id, call.echo)
+            meter = StreamMeter(call.body, call.started)
         settled = False  # a ledger entry was written, or its write was attempted and failed
         try:
             yield b""

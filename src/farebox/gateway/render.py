@@ -2,7 +2,9 @@
 the Anthropic Messages format for clients on ``/v1/messages``, or as legacy ``text_completion``
 objects for clients on ``/v1/completions`` (``render_legacy``). The request path works in OpenAI
 shapes throughout; only the bytes sent to the client differ. Clients on ``/v1/responses`` get
-the OpenAI Responses format (an object, or its event stream) the same way."""
+the OpenAI Responses format (an object, or its event stream) the same way; when a native
+deployment (``responses: native``) answered, its own Responses object or events are passed on
+(``render_native``, ``NativeResponsesStream``) with Farebox's response id and cost."""
 
 from __future__ import annotations
 
@@ -19,7 +21,11 @@ from farebox.core.usage import Usage, from_openai, usage_of
 from farebox.errors import FareboxError, openai_error_body
 from farebox.gateway.render_legacy import CompletionsStream, completion_body
 from farebox.gateway.stream_meter import DONE, sse, usage_chunk
-from farebox.providers.translate_responses import chat_to_response, response_object
+from farebox.providers.translate_responses import (
+    chat_to_response,
+    response_object,
+    responses_usage,
+)
 from farebox.providers.translate_responses_stream import ChatStreamToResponses, Event
 from farebox.providers.translate_reverse import openai_response_to_anthropic
 from farebox.providers.translate_stream_reverse import OpenAIStreamToAnthropic, encode
@@ -115,6 +121,69 @@ class ResponsesStream:
         return _frames(self._events.fail(error.message, error.error_code or error.type))
 
 
+# what a native answer shows as the client asked, not as Farebox asked upstream
+CLIENT_ECHO = ("store", "previous_response_id")
+TERMINAL = ("response.completed", "response.incomplete")
+
+
+class NativeResponsesStream:
+    """A native deployment's own Responses events, passed on: the response they carry gets
+    Farebox's id, and the terminal one the usage with ``farebox_cost_usd``, once the ledger
+    entry is written. A failure after the first byte ends it with ``response.failed``."""
+
+    def __init__(self, model: str, request_id: str, echo: JSON | None) -> None:
+        echo = echo or {}
+        self._echo = {key: echo[key] for key in CLIENT_ECHO if key in echo}
+        self._response = response_object(response_id(request_id), int(time.time()), model, echo)
+        self._output: list[JSON] = []  # the items done so far
+        self._seq = -1
+        self._ended = False
+
+    def _ours(self, response: JSON) -> JSON:
+        return {**response, "id": self._response["id"], **self._echo}
+
+    def _frame(self, event: JSON) -> bytes:
+        seq = event.get("sequence_number")
+        self._seq = seq if isinstance(seq, int) else self._seq + 1
+        return encode(str(event.get("type")), event)
+
+    def chunk(self, item: JSON) -> bytes:
+        response = item.get("response")
+        if isinstance(response, dict):
+            item["response"] = self._response = self._ours(response)
+        elif item.get("type") == "response.output_item.done" and isinstance(item.get("item"), dict):
+            self._output.append(item["item"])
+        return self._frame(item)
+
+    def usage(self, chunk: Mapping[str, Any], entry: LedgerEntry) -> bytes:
+        event = dict(chunk)
+        if event.get("type") not in TERMINAL:  # upstream never sent one: ours, from the entry
+            done = {**self._response, "status": "completed", "output": self._output}
+            event = {"type": "response.completed", "sequence_number": self._seq + 1,
+                     "response": done}  # fmt: skip
+        response = self._ours(event.get("response") or {})
+        usage = response.get("usage")
+        usage = dict(usage) if isinstance(usage, dict) else responses_usage(usage_of(entry))
+        usage["farebox_cost_usd"] = format_usd(entry.cost)
+        event["response"] = {**response, "usage": usage}
+        self._ended = True
+        return self._frame(event)
+
+    def done(self) -> bytes:
+        return b""
+
+    def error(self, error: FareboxError) -> bytes:
+        if self._ended:
+            return b""
+        self._ended = True
+        failure = {"code": error.error_code or error.type, "message": error.message}
+        response = {**self._response, "status": "failed", "output": self._output,
+                    "error": failure}  # fmt: skip
+        event = {"type": "response.failed", "sequence_number": self._seq + 1,
+                 "response": response}  # fmt: skip
+        return self._frame(event)
+
+
 def _frames(events: list[Event]) -> bytes:
     return b"".join(encode(name, data) for name, data in events)
 
@@ -148,6 +217,15 @@ def render_body(
         cost = format_usd(entry.cost) if entry else None
         return orjson.dumps(chat_to_response(body, response, usage, cost))
     return orjson.dumps(body)
+
+
+def render_native(body: JSON, request_id: str, entry: LedgerEntry, echo: JSON | None) -> bytes:
+    """A native deployment's Responses object, with Farebox's id and cost in its usage."""
+    usage = body.get("usage")
+    usage = dict(usage) if isinstance(usage, dict) else responses_usage(usage_of(entry))
+    usage["farebox_cost_usd"] = format_usd(entry.cost)
+    shown = {key: echo[key] for key in CLIENT_ECHO if key in echo} if echo else {}
+    return orjson.dumps({**body, "id": response_id(request_id), **shown, "usage": usage})
 
 
 def stream_renderer(

@@ -62,6 +62,18 @@ class StreamMeter:
         return (time.perf_counter() - self.started) * 1000
 
 
+class ResponsesMeter(StreamMeter):
+    """Counts what a native Responses stream produced: the text of its ``*.delta`` events
+    (output text, function call arguments, reasoning)."""
+
+    def see(self, chunk: Mapping[str, Any]) -> None:
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
+        delta = chunk.get("delta")
+        if isinstance(delta, str):
+            self._chars += len(delta)
+
+
 def usage_chunk(chunk: Mapping[str, Any], cost_pico: int) -> dict[str, Any]:
     out = dict(chunk)
     usage = dict(out.get("usage") or {})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from farebox.core.usage import Usage
 
@@ -73,3 +73,23 @@ class Provider(Protocol):
     async def embed(self, request: EmbedRequest) -> EmbedResult: ...
 
     async def aclose(self) -> None: ...
+
+
+class ResponsesProvider(Provider, Protocol):
+    """A provider whose upstream speaks the OpenAI Responses API itself (``responses:
+    native``). Its request and result bodies are Responses objects, not chat ones; its streams
+    yield the upstream's Responses events, the terminal one (``response.completed`` or
+    ``response.incomplete``) as the ``chunk`` of the ``UsageReport`` that ends them."""
+
+    native_responses: bool
+
+    async def responses(self, request: ChatRequest) -> ChatResult: ...
+
+    def responses_stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]: ...
+
+
+def native_responses(provider: Provider) -> ResponsesProvider | None:
+    """``provider``, if its upstream is sent Responses requests as they are."""
+    return (
+        cast(ResponsesProvider, provider) if getattr(provider, "native_responses", False) else None
+    )

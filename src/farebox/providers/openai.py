@@ -1,4 +1,8 @@
-"""OpenAI and OpenAI-compatible upstreams (OpenAI, Azure-style proxies, vLLM, Ollama...)."""
+"""OpenAI and OpenAI-compatible upstreams (OpenAI, Azure-style proxies, vLLM, Ollama...).
+
+An upstream that speaks the Responses API (``responses: native``) is also sent ``/v1/responses``
+requests as they are (``responses``, ``responses_stream``); the others get them translated to
+chat completions by the request path."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from farebox.core.usage import from_openai
+from farebox.core.usage import from_openai, from_responses
 from farebox.errors import UpstreamError
 from farebox.http.client import (
     HttpClient,
@@ -29,6 +33,8 @@ from farebox.providers.base import (
 _DONE = b"[DONE]"
 # Mid-stream error objects carry no HTTP status; infer one so retry policy still works.
 _STREAM_ERROR_STATUS = {"rate_limit_exceeded": 429, "invalid_request_error": 400}
+# the Responses events that end a stream with its usage
+_TERMINAL = ("response.completed", "response.incomplete")
 
 
 class OpenAIProvider:
@@ -43,12 +49,15 @@ class OpenAIProvider:
         api_key: str | None,
         http: HttpClient,
         extra_headers: Mapping[str, str] | None = None,
+        responses: str = "translate",
     ) -> None:
         self.name = name
+        self.native_responses = responses == "native"
         self.base_url = base_url.rstrip("/")
         self._http = http
         self._chat_url = f"{self.base_url}/chat/completions"
         self._embed_url = f"{self.base_url}/embeddings"
+        self._responses_url = f"{self.base_url}/responses"
         self._headers = _build_headers(api_key, extra_headers)
         self._stream_headers = {**self._headers, "accept": "text/event-stream"}
 
@@ -82,6 +91,41 @@ class OpenAIProvider:
             if not finished:
                 raise UpstreamError("upstream stream ended before [DONE]", extra=self._extra())
 
+    async def responses(self, request: ChatRequest) -> ChatResult:
+        """A non-streamed Responses request; the result's body is the Responses object."""
+        body = {**request.body, "stream": False}
+        response, elapsed = await self._post(self._responses_url, body, request.timeout_s)
+        data = self._parse(response)
+        return ChatResult(body=data, usage=from_responses(data.get("usage")), upstream_ms=elapsed)
+
+    async def responses_stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
+        """The upstream's Responses events; the terminal one (with the usage) comes as the
+        chunk of the closing ``UsageReport``. A stream that ends without one was cut."""
+        body = orjson.dumps({**request.body, "stream": True})
+        async with self._http.stream(
+            self._responses_url, self._stream_headers, body, request.timeout_s
+        ) as response:
+            if not 200 <= response.status < 300:
+                raise error_from_response(
+                    response.status, response.headers, await response.read(), self.name
+                )
+            async for frame in response.events():
+                if frame.data == _DONE:
+                    break
+                event = self._frame(frame.data)
+                kind = event.get("type")
+                if kind in _TERMINAL:
+                    usage = from_responses((event.get("response") or {}).get("usage"))
+                    yield UsageReport(usage=usage, chunk=event)
+                    return
+                if kind in ("error", "response.failed"):
+                    failed = event if kind == "error" else event.get("response") or {}
+                    error = failed.get("error") if kind != "error" else failed
+                    raise _stream_error(_error_fields(error), self.name)
+                yield event
+            raise UpstreamError("upstream stream ended before response.completed",
+                                extra=self._extra())  # fmt: skip
+
     async def aclose(self) -> None:
         """The shared ``HttpClient`` belongs to the app, which closes it."""
 
@@ -108,7 +152,7 @@ class OpenAIProvider:
             )
         return data
 
-    def _stream_items(self, data: bytes) -> list[StreamItem]:
+    def _frame(self, data: bytes) -> JSON:
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -117,6 +161,10 @@ class OpenAIProvider:
             ) from exc
         if not isinstance(chunk, dict):
             raise UpstreamError("upstream sent a non-object stream frame", extra=self._extra())
+        return chunk
+
+    def _stream_items(self, data: bytes) -> list[StreamItem]:
+        chunk = self._frame(data)
         if "error" in chunk:
             raise _stream_error(chunk["error"], self.name)
         usage = chunk.get("usage")
@@ -144,6 +192,13 @@ def _stream_body(body: JSON) -> JSON:
     options = body.get("stream_options")
     merged = {**options, "include_usage": True} if isinstance(options, dict) else None
     return {**body, "stream": True, "stream_options": merged or {"include_usage": True}}
+
+
+def _error_fields(error: object) -> JSON:
+    """The OpenAI error object of a Responses ``error`` event or a failed response."""
+    fields = error if isinstance(error, dict) else {}
+    return {"message": fields.get("message") or "the upstream response failed",
+            "code": fields.get("code")}  # fmt: skip
 
 
 def _stream_error(error: object, provider: str) -> UpstreamError:
