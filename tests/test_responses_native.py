@@ -366,3 +366,35 @@ def test_any_upstream_usage_gives_counts_in_range(raw: Any) -> None:
     counts = token_counts(from_responses(raw))
     assert set(counts) == set(TOKEN_FIELDS)
     assert all(0 <= n <= MAX_TOKENS for n in counts.values())
+
+
+async def test_what_only_a_native_deployment_gives_skips_the_translated_ones(
+    make_gateway: Any, up: ResponsesUpstream
+) -> None:
+    """``include: reasoning.encrypted_content`` and a ``detailed`` summary have no place in a
+    chat-completions answer: the mock (first in order) is passed over for the native
+    deployment, and a model with no native deployment refuses them with a 400 naming them."""
+    up.reply_response([reasoning("Thought."), message("Hi")], usage=usage(10, 5))
+    config = _config(up, "sim", "native")
+    config["models"]["mock-only"] = [{"provider": "sim", "model": "gpt-4o-mini"}]
+    async with make_gateway(config) as gw:
+        client = _openai(gw, await gw.tenant_key("acme", plan="pro"))
+        response = await client.responses.create(
+            model="gpt-4o-mini",
+            input="hi",
+            include=["reasoning.encrypted_content"],
+            reasoning={"summary": "detailed"},
+        )
+        assert up.calls == 1 and up.last.json["reasoning"] == {"summary": "detailed"}
+        assert [i.type for i in response.output] == ["reasoning", "message"]
+        (entry,) = await gw.ledger("acme")
+        assert entry.provider == "native"
+        for asked, param in (
+            ({"include": ["reasoning.encrypted_content"]}, "include[0]"),
+            ({"reasoning": {"summary": "concise"}}, "reasoning.summary"),
+        ):
+            with pytest.raises(openai.BadRequestError) as caught:
+                await client.responses.create(model="mock-only", input="hi", **asked)
+            assert caught.value.param == param  # type: ignore[attr-defined]
+            assert "responses: native" in caught.value.message
+        assert up.calls == 1 and len(await gw.ledger("acme")) == 1

@@ -23,7 +23,11 @@ from farebox.api.openai import guarded, render
 from farebox.api.responses_stored import stored_route
 from farebox.errors import FareboxError
 from farebox.gateway.render import response_id
-from farebox.providers.translate_responses import echo_of, responses_request_to_chat
+from farebox.providers.translate_responses import (
+    echo_of,
+    native_only,
+    responses_request_to_chat,
+)
 from farebox.providers.translate_responses_history import input_items, with_history
 
 # a refusal of the request path names chat fields: the Responses client sent these instead
@@ -44,7 +48,13 @@ def routes(services: Services) -> list[FastRoute]:
         chat = responses_request_to_chat(body)
         try:
             reply = await services.gateway.chat(
-                who, chat, request_id, flavor="responses", echo=echo_of(body), responses=body
+                who,
+                chat,
+                request_id,
+                flavor="responses",
+                echo=echo_of(body),
+                responses=body,
+                native_only=native_only(body),
             )
         except FareboxError as exc:
             raise in_client_terms(exc) from None

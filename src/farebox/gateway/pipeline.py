@@ -55,7 +55,14 @@ from farebox.gateway.sizes import (
     clamp_output,
     output_cap,
 )
-from farebox.providers.base import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Provider
+from farebox.providers.base import (
+    ChatRequest,
+    ChatResult,
+    EmbedRequest,
+    EmbedResult,
+    Provider,
+    native_responses,
+)
 from farebox.providers.capabilities import honouring
 
 # the edge (``farebox.api``) imports what a request returns from here
@@ -172,6 +179,14 @@ class Gateway:
         provider = self._providers.get(target.provider)
         return provider.kind if provider is not None else ""
 
+    def _natives(self, targets: tuple[Target, ...], refusal: InvalidRequest) -> tuple[Target, ...]:
+        """The ``targets`` served Responses natively; ``refusal`` when there are none."""
+        providers = self._providers
+        kept = tuple(t for t in targets if native_responses(providers[t.provider]) is not None)
+        if not kept:
+            raise refusal
+        return kept
+
     # chat ------------------------------------------------------------------------
     async def chat(
         self,
@@ -181,14 +196,18 @@ class Gateway:
         flavor: str = "openai",
         echo: dict[str, Any] | None = None,
         responses: dict[str, Any] | None = None,
+        native_only: InvalidRequest | None = None,
     ) -> Reply | StreamReply:
         """A chat request in OpenAI shape; ``flavor`` is the format the client gets back
         (``echo``: what a Responses object repeats of the client's request; ``responses``: the
-        Responses request itself, sent as it is to native deployments)."""
+        Responses request itself, sent as it is to native deployments; ``native_only``: what
+        the Responses request asks that only those can give, refused if the model has none)."""
         plan = self.plan_for(principal)
         model = body["model"]
         targets = self._targets(plan, model, ("chat", "reasoning"))
         targets = honouring(targets, body, self._provider_kind, flavor, model)
+        if native_only is not None:
+            targets = self._natives(targets, native_only)
         input_tokens = estimate_messages(body.get("messages"))
         cap = output_cap(targets)
         check_output_cap(body, cap, flavor)

@@ -60,7 +60,6 @@ def responses_request_to_chat(body: JSON) -> JSON:
         out["tool_choice"] = _chat_tool_choice(body["tool_choice"])
     out.update(_text_options(body.get("text") or {}))
     out.update(_reasoning_options(body.get("reasoning") or {}))
-    _check_include(body.get("include") or ())
     if body.get("stream"):
         out["stream_options"] = {"include_usage": True}
     return out
@@ -157,30 +156,37 @@ def _text_options(text: JSON) -> JSON:
 
 def _reasoning_options(reasoning: JSON) -> JSON:
     """``reasoning.effort`` as ``reasoning_effort``. A summary comes back as the upstream gives
-    reasoning (``reasoning_content``): ``summary: auto`` is that; chat has no way to ask for a
-    ``concise`` or ``detailed`` one."""
-    if reasoning.get("summary") in ("concise", "detailed"):
-        raise InvalidRequest(
-            f"reasoning.summary {reasoning['summary']!r} cannot be honoured: the deployments "
-            "serve chat completions, which return reasoning as the model gives it. Use 'auto' "
-            "or leave it out.",
-            param="reasoning.summary",
-            code="unsupported_parameter",
-        )
+    reasoning (``reasoning_content``): ``summary: auto`` is that; a ``concise`` or ``detailed``
+    one only a native deployment can give (``native_only``)."""
     effort = reasoning.get("effort")
     return {"reasoning_effort": effort} if effort is not None else {}
 
 
-def _check_include(include: list[str] | tuple[()]) -> None:
-    """A 400 for what ``include`` asks that a chat-completions answer does not have (the
-    others name outputs of built-in tools, refused before, or inputs Farebox keeps)."""
-    for i, name in enumerate(include):
+def native_only(body: JSON) -> InvalidRequest | None:
+    """The 400 for the first thing a Responses request asks that only a deployment served
+    natively (``responses: native``) can give, and no translation to chat completions can:
+    ``None`` when a translated deployment can serve it. The gateway keeps only native
+    deployments for such a request, and answers this error when the model has none."""
+    summary = (body.get("reasoning") or {}).get("summary")
+    if summary in ("concise", "detailed"):
+        return _unhonoured(
+            f"reasoning.summary {summary!r}",
+            "chat completions return reasoning as the model gives it. Use 'auto' or leave it out",
+            "reasoning.summary",
+        )
+    for i, name in enumerate(body.get("include") or ()):
         if name in NOT_INCLUDED:
-            raise InvalidRequest(
-                f"include {name!r} cannot be honoured: {NOT_INCLUDED[name]}.",
-                param=f"include[{i}]",
-                code="unsupported_parameter",
-            )
+            return _unhonoured(f"include {name!r}", NOT_INCLUDED[name], f"include[{i}]")
+    return None
+
+
+def _unhonoured(what: str, why: str, param: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"{what} cannot be honoured by the deployments of this model: they serve chat "
+        f"completions, and {why}. Only a deployment with responses: native can.",
+        param=param,
+        code="unsupported_parameter",
+    )
 
 
 # --- response -----------------------------------------------------------------------------
