@@ -153,3 +153,21 @@ async def test_reasoning_content_of_an_openai_compatible_server(
         final = events[-1].response
         assert final.usage.output_tokens_details.reasoning_tokens == 22
         assert final.output_text == "42"
+
+
+def test_a_stream_without_usage_estimates_its_reasoning_as_output() -> None:
+    """When the upstream never reports usage, the estimate counts streamed reasoning text (as
+    ``reasoning_content`` or ``reasoning``) with the answer's text: it is output the model
+    produced and the provider bills."""
+    from farebox.gateway.stream_meter import StreamMeter
+
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    plain, thinking = StreamMeter(body, 0.0), StreamMeter(body, 0.0)
+    answer = {"choices": [{"delta": {"content": "x" * 40}}]}
+    for meter in (plain, thinking):
+        meter.see(answer)
+    thinking.see({"choices": [{"delta": {"reasoning_content": "y" * 80}}]})
+    thinking.see({"choices": [{"delta": {"reasoning": "z" * 40}}]})
+    assert plain.usage().output_tokens == 10
+    assert thinking.usage().output_tokens == 10 + 20 + 10
+    assert thinking.usage().input_tokens == plain.usage().input_tokens

@@ -42,6 +42,10 @@ class StreamMeter:
             content = delta.get("content")
             if isinstance(content, str):
                 self._chars += len(content)
+            # reasoning streamed as text (Anthropic thinking, vLLM and DeepSeek) is output too
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str):
+                self._chars += len(reasoning)
             for call in delta.get("tool_calls") or ():
                 args = (call.get("function") or {}).get("arguments")
                 if isinstance(args, str):
