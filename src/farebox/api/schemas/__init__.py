@@ -80,15 +80,15 @@ def check_chat(body: dict[str, Any]) -> None:
 
 
 def check_input_tokens(body: dict[str, Any]) -> None:
-    """A Responses input to count; stored conversations are not counted here."""
+    """A Responses input to count (after a stored response's, with ``previous_response_id``);
+    conversations are not kept by this gateway."""
     _check_input_tokens(body)
-    for name in ("previous_response_id", "conversation"):
-        if body.get(name) is not None:
-            raise InvalidRequest(
-                f"'{name}' is not supported by /v1/responses/input_tokens on this gateway; "
-                "send the whole input.",
-                param=name,
-            )
+    if body.get("conversation") is not None:
+        raise InvalidRequest(
+            "'conversation' is not supported by /v1/responses/input_tokens on this gateway; "
+            "send the whole input, or a previous_response_id.",
+            param="conversation",
+        )
 
 
 def check_completion(body: dict[str, Any]) -> None:

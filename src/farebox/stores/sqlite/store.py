@@ -303,6 +303,10 @@ class SQLiteStore(SQLAccounts):
             if not future.done():
                 future.set_result(outcome)
 
+    async def settle_counters(self, reservation: Reservation) -> None:
+        entries = [reservation.unsettled]
+        await self._write(lambda db: budgets.settle(db, entries))
+
     async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:
         if ids:
             await self._write(lambda db: budgets.extend(db, ids, expires_at))
