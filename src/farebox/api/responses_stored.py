@@ -5,9 +5,12 @@ history a ``previous_response_id`` continues, and ``GET``/``DELETE /v1/responses
 A stored response belongs to the tenant that made it: for any other tenant its id is exactly
 an unknown id (404 ``not_found``), and so is an expired one. Keeping an answer never fails
 the request that produced it: a store that cannot keep it is logged. It is written in a task
-of its own, which the reply waits for before its last bytes (``responses.store_before_reply``,
-the default: any replica can continue it at once) or not (a faster reply; a read of the same
-id in this process waits for the write, another process may not see it for a moment).
+of its own, which the reply waits for before its last bytes (``responses.store_before_reply``:
+any replica can continue it at once) or not (a faster reply; a read of the same id in this
+process waits for the write, another process may not see it for a moment). The default,
+``auto``, waits only where other processes share the database: a gateway that is its
+database's only user (single-process SQLite, memory) replies first, since every continuation
+of its answers reaches it.
 """
 
 from __future__ import annotations
@@ -47,14 +50,28 @@ class StoredResponses:
     it purges expired responses every ``PURGE_EVERY_S`` (reads never see them anyway)."""
 
     def __init__(
-        self, store: ResponseStore, settings: ResponsesSettings, clock: Callable[[], float]
+        self,
+        store: ResponseStore,
+        settings: ResponsesSettings,
+        clock: Callable[[], float],
+        *,
+        sole_user: bool = False,
     ) -> None:
+        """``sole_user``: this process is the only one using the store's database, so every
+        continuation of its answers reaches it (and waits in ``find`` for a write still
+        pending): ``store_before_reply: auto`` then replies first."""
         self._store = store
         self._ttl_s = settings.ttl_days * DAY_S
-        self._before_reply = settings.store_before_reply
+        before = settings.store_before_reply
+        self._before_reply = (not sole_user) if before == "auto" else before
         self._clock = clock
         self._purger: asyncio.Task[None] | None = None
         self._pending: dict[str, asyncio.Task[None]] = {}  # answers being stored, by id
+
+    @property
+    def before_reply(self) -> bool:
+        """Whether an answer is stored before its last bytes leave (``auto`` resolved)."""
+        return self._before_reply
 
     def start(self) -> None:
         self._purger = asyncio.get_running_loop().create_task(self._purge_every())
