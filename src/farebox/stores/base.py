@@ -230,6 +230,10 @@ class ResponseStore(Protocol):
         """Keep ``stored``; a repeated id replaces the earlier one."""
         ...
 
+    async def put_many(self, stored: Sequence[StoredResponse]) -> None:
+        """``put`` each, in order, in one write where the store has transactions."""
+        ...
+
     async def get(self, tenant_id: str, response_id: str, now: float) -> StoredResponse | None:
         """The tenant's response, unless it is unknown, another tenant's or expired at ``now``."""
         ...

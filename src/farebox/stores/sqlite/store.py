@@ -94,8 +94,10 @@ class SQLiteStore(SQLAccounts):
         self._owner: int | None = None
         self._exporter_lock: int | None = None  # held by the one process that exports
         write, read = self._runners()
-        self.traffic = SQLiteTraffic(write, read)
-        self.responses = SQLiteResponses(write, read)
+        self.traffic = SQLiteTraffic(write, read)  # batches of rows: written in the thread
+        # one small row per answer, often on the request path: committed like a reservation
+        # (here when uncontended, else in the thread; ``_write``)
+        self.responses = SQLiteResponses(self._write, read)
 
     def _runners(self) -> tuple[Any, Any]:
         """Run a function in a write transaction, and on the store's connection."""
