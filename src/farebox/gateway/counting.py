@@ -92,7 +92,9 @@ class TokenCounting:
         chat = anthropic_request_to_openai(body)
         model, user = body["model"], principal.user or openai_user(chat)
         target = self._targets(plan, model, CHAT_KINDS)[0]
-        what = Counting(principal, plan, model, user, "messages.count_tokens", request_id)
+        what = Counting(
+            principal, plan, model, user, "messages.count_tokens", request_id, self._clock()
+        )
         async with self._request(what) as headers:
             headers["x-farebox-model"] = target.model
             tokens = await self._provider_count(plan, target, body)
@@ -129,7 +131,8 @@ class TokenCounting:
         headers: dict[str, str] = {}
         if model is not None:  # else no model to check access to: every model's limits apply
             headers["x-farebox-model"] = self._targets(plan, model, CHAT_KINDS)[0].model
-        what = Counting(principal, plan, model or "", user, "responses.input_tokens", request_id)
+        what = Counting(principal, plan, model or "", user, "responses.input_tokens", request_id,
+                        self._clock())  # fmt: skip
         async with self._request(what) as limits:
             tokens = estimate_response_input(
                 body.get("input"), body.get("instructions"), body.get("tools")
@@ -156,7 +159,7 @@ class TokenCounting:
         scope = Scope.of(who.tenant, who.key, what.plan.name, who.feature, what.user)
         holds = self._limits.holds(scope.plan, who.tenant.rate_limits, who.key.rate_limits,
                                    tenant=scope.tenant, key=scope.key, user=scope.user,
-                                   ip=who.client_ip, model=what.model, now=self._clock(),
+                                   ip=who.client_ip, model=what.model, now=what.at,
                                    shared_key=scope.shared_key)  # fmt: skip
         return [h for h in holds if h.unit in COUNTED_UNITS]
 
@@ -171,11 +174,12 @@ class Counting:
     user: str | None
     endpoint: str
     request_id: str
+    at: float
 
     def placeholder(self, rid: str, amount: int) -> LedgerEntry:
         """The ledger-free reservation's entry: it settles the counters, and is never
         written to the ledger (``LEDGER_FREE``)."""
-        who, now = self.principal, time.time()
+        who, now = self.principal, self.at
         return LedgerEntry(
             request_id=self.request_id or rid, tenant_id=who.tenant.id, key_id=who.key.id,
             endpoint=self.endpoint, model_requested=self.model, model_served=self.model,
