@@ -89,8 +89,8 @@ class SingleProcessSQLiteStore(SQLiteStore):
             # nothing else can be alive: this process holds the database exclusively
             held = budgets.expired(db, float("inf"))
             db.executemany(LEDGER_INSERT, [ledger_row(e) for e in held])
-            # OR IGNORE: settled
-            db.executemany(LEDGER_INSERT, [ledger_row(e) for e in ledgered(lost)])
+            lost_rows = [ledger_row(e) for e in ledgered(lost)]  # a token count's: none
+            db.executemany(LEDGER_INSERT, lost_rows)  # OR IGNORE: settled
 
         await self._write(write)
         if journal:
