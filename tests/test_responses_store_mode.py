@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from farebox.api.responses_stored import StoredResponses
-from farebox.config.settings import ResponsesSettings
+from farebox.config.settings import ResponsesSettings, parse_settings
+from farebox.errors import ConfigError
 from farebox.gateway.render import Reply
 from farebox.stores.memory.responses import MemoryResponses
 from tests.test_messages_api import _openai
@@ -25,6 +26,14 @@ from tests.test_messages_api import _openai
 PLANS: dict[str, Any] = {"pro": {"models": ["*"]}}
 SINGLE = {"server": {"single_process": True}}
 SHARED = {"server": {"single_process": False}}
+
+
+def test_the_setting_is_a_boolean_or_auto(tmp_path: Any) -> None:
+    assert ResponsesSettings().store_before_reply == "auto"
+    with pytest.raises(ConfigError) as bad:
+        parse_settings({"responses": {"store_before_reply": "sometimes"}}, source="f.yaml",
+                       env={}, base_dir=tmp_path)  # fmt: skip
+    assert "responses.store_before_reply" in str(bad.value) and "'auto'" in str(bad.value)
 
 
 @pytest.mark.parametrize(
