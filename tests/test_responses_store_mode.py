@@ -20,8 +20,8 @@ from farebox.api.responses_stored import StoredResponses
 from farebox.config.settings import ResponsesSettings, parse_settings
 from farebox.errors import ConfigError
 from farebox.gateway.render import Reply
-from farebox.stores.memory.responses import MemoryResponses
 from tests.test_messages_api import _openai
+from tests.test_responses_writer import Recording, T, sent
 
 PLANS: dict[str, Any] = {"pro": {"models": ["*"]}}
 SINGLE = {"server": {"single_process": True}}
@@ -81,15 +81,8 @@ async def test_auto_replies_first_only_for_a_sole_user(sole: bool) -> None:
     """With a write held back, ``keep`` returns at once for a sole user (whose readers then
     wait for the write), and waits for it where the database is shared."""
     release = asyncio.Event()
-
-    class Slow(MemoryResponses):
-        async def put(self, stored: Any) -> None:
-            await release.wait()
-            await super().put(stored)
-
-    kept = StoredResponses(Slow(), ResponsesSettings(), lambda: 1_000.0, sole_user=sole)
-    body = b'{"id": "resp_1", "object": "response", "model": "m", "output": [], "usage": {}}'
-    keeping = asyncio.ensure_future(kept.keep(Reply(body, {}), "resp_1", "acme", []))
+    kept = StoredResponses(Recording(gate=release), ResponsesSettings(), lambda: T, sole_user=sole)
+    keeping = asyncio.ensure_future(kept.keep(Reply(sent("resp_1"), {}), "resp_1", "acme", []))
     reader = asyncio.ensure_future(kept.find("acme", "resp_1"))
     for _ in range(3):  # nothing here does I/O: a few turns of the loop run what can run
         await asyncio.sleep(0)

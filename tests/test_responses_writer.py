@@ -26,18 +26,22 @@ T = 1_000.0
 
 
 class Recording(MemoryResponses):
-    """Memory responses that remember each write's batch (``fail``: refuse them)."""
+    """Memory responses that remember each write's batch (``fail``: refuse them; ``gate``:
+    hold each write until it is set)."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, gate: asyncio.Event | None = None) -> None:
         super().__init__()
         self.writes: list[list[str]] = []
         self.fail = fail
+        self.gate = gate
 
     async def put(self, stored: StoredResponse) -> None:
         await self.put_many([stored])
 
     async def put_many(self, stored: Sequence[StoredResponse]) -> None:
         self.writes.append([s.id for s in stored])
+        if self.gate is not None:
+            await self.gate.wait()
         if self.fail:
             raise OSError("disk full")
         for one in stored:
