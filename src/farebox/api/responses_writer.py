@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +39,6 @@ class Queued:
     tenant_id: str
     items: list[JSON]
     at: float
-    done: asyncio.Future[None]
 
 
 class ResponseWriter:
@@ -51,7 +49,7 @@ class ResponseWriter:
         self._ttl_s = ttl_s
         self._wait_s = wait_s
         self._queue: list[Queued] = []
-        self._queued: set[str] = set()  # the ids in ``_queue``
+        self._batch: asyncio.Future[None] | None = None  # resolved once the queue is written
         self._pending: dict[str, asyncio.Future[None]] = {}  # queued or being written
         self._timer: asyncio.Handle | None = None
         self._writes: set[asyncio.Task[None]] = set()
@@ -59,45 +57,36 @@ class ResponseWriter:
     def submit(
         self, response_id: str, sent: bytes, tenant_id: str, items: list[JSON], at: float
     ) -> asyncio.Future[None]:
-        """Queue an answer; the future resolves once it is written (or failed: logged)."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._queue.append(Queued(response_id, sent, tenant_id, items, at, done))
-        self._queued.add(response_id)
+        """Queue an answer; the future (its batch's) resolves once it is written (or failed:
+        logged)."""
+        done = self._batch
+        if done is None:  # the first of a batch: one future, one timer for all of it
+            loop = asyncio.get_running_loop()
+            done = self._batch = loop.create_future()
+            wait = self._wait_s
+            self._timer = loop.call_later(wait, self.flush) if wait else loop.call_soon(self.flush)
+        self._queue.append(Queued(response_id, sent, tenant_id, items, at))
         self._pending[response_id] = done
-        done.add_done_callback(self._forget(response_id))
         if len(self._queue) >= BATCH_MAX:
             self.flush()
-        elif self._timer is None:
-            self._timer = (
-                loop.call_later(self._wait_s, self.flush)
-                if self._wait_s > 0
-                else loop.call_soon(self.flush)
-            )
         return done
-
-    def _forget(self, response_id: str) -> Callable[[asyncio.Future[None]], None]:
-        def forget(done: asyncio.Future[None]) -> None:
-            if self._pending.get(response_id) is done:
-                del self._pending[response_id]
-
-        return forget
 
     def pending(self, response_id: str) -> asyncio.Future[None] | None:
         """The write of an answer not yet written, started now if it was only queued."""
-        if response_id in self._queued:
+        done = self._pending.get(response_id)
+        if done is not None and done is self._batch:
             self.flush()
-        return self._pending.get(response_id)
+        return done
 
     def flush(self) -> None:
         """Write what is queued, in a task of its own."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        batch, self._queue = self._queue, []
-        self._queued.clear()
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._write(batch))
+        batch, done = self._queue, self._batch
+        self._queue, self._batch = [], None
+        if done is not None:
+            task = asyncio.get_running_loop().create_task(self._write(batch, done))
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
 
@@ -105,7 +94,7 @@ class ResponseWriter:
         self.flush()
         await asyncio.gather(*self._writes, return_exceptions=True)
 
-    async def _write(self, batch: list[Queued]) -> None:
+    async def _write(self, batch: list[Queued], done: asyncio.Future[None]) -> None:
         try:
             stored = [s for s in map(self._stored, batch) if s is not None]
             if len(stored) == 1:
@@ -117,8 +106,10 @@ class ResponseWriter:
             log.exception("a response could not be stored; it cannot be continued (%s)", ids)
         finally:
             for queued in batch:
-                if not queued.done.done():
-                    queued.done.set_result(None)
+                if self._pending.get(queued.response_id) is done:
+                    del self._pending[queued.response_id]
+            if not done.done():  # (a waiter that awaited it unshielded may have cancelled it)
+                done.set_result(None)
 
     def _stored(self, queued: Queued) -> StoredResponse | None:
         """The answer to keep, parsed from what was sent (None: nothing to keep)."""
