@@ -33,13 +33,9 @@ STREAM_BODY: dict[str, Any] = {
 }
 EMBED_BODY: dict[str, Any] = {"model": "text-embedding-3-small", "input": "hello"}
 # the chat request above, as OpenAI's Responses API (the gateway serves it through the chat
-# path); ``store: false`` as chat stores nothing (a stored response also waits for its write)
-RESPONSES_BODY: dict[str, Any] = {
-    "model": "gpt-4o-mini",
-    "input": "hello",
-    "max_output_tokens": 16,
-    "store": False,
-}
+# path), stored as by default (``store`` omitted): the answer is kept for a continuation, which
+# a single-process gateway does beside the reply (``responses.store_before_reply: auto``)
+RESPONSES_BODY: dict[str, Any] = {"model": "gpt-4o-mini", "input": "hello", "max_output_tokens": 16}
 
 
 class GatewayError(RuntimeError):

@@ -5,7 +5,7 @@ official SDKs as clients.
   header (or the stream's ``farebox_cost_usd``) equal to the list price of the usage;
 - ``anthropic`` ``client.messages.count_tokens``, forwarded to an Anthropic deployment (a
   loopback fake speaking the real wire format) and estimated for the mock: a count, and no
-  ledger row.
+  ledger row; each count takes a request of the key's requests-per-minute limit.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import anthropic
 import openai
+import pytest
 
 from fakes.anthropic_upstream import AnthropicUpstream
 from tests.e2e import (
@@ -49,6 +50,10 @@ def _config(tmp: Path, claude: AnthropicUpstream) -> Path:
             "gpt-4o-mini": [{"provider": "sim", "model": "gpt-4o-mini"}],
             "smart": [{"provider": "claude", "model": "claude-sonnet-4-5"}],
         },
+        plans={
+            "pro": {"models": ["*"]},
+            "tight": {"models": ["*"], "rate_limits": [{"scope": "key", "requests_per_minute": 2}]},
+        },
     )
 
 
@@ -65,6 +70,9 @@ async def test_completions_and_count_tokens_on_a_real_server(tmp_path: Path) -> 
             before = len(ledger_rows(db))
             await _count_tokens(server.base_url, key, claude)
             assert len(ledger_rows(db)) == before == 2
+            tight = create_tenant_key(server.base_url, "tight", "tight")
+            await _counts_take_requests(server.base_url, tight)
+            assert len(ledger_rows(db)) == 2  # the counts left no row, the refusal none
 
 
 async def _completions(base_url: str, key: str, db: Path) -> None:
@@ -111,3 +119,16 @@ async def _count_tokens(base_url: str, key: str, claude: AnthropicUpstream) -> N
         local = await client.messages.count_tokens(model="gpt-4o-mini", messages=messages)
         assert local.input_tokens > 0
         assert claude.calls == 1
+
+
+async def _counts_take_requests(base_url: str, key: str) -> None:
+    """Two counts use the key's two requests a minute: the next request is refused."""
+    messages: Any = [{"role": "user", "content": PROMPT}]
+    async with anthropic.AsyncAnthropic(
+        base_url=base_url, api_key=key, max_retries=0, timeout=20.0
+    ) as client:
+        for model in ("smart", "gpt-4o-mini"):
+            await client.messages.count_tokens(model=model, messages=messages)
+        with pytest.raises(anthropic.RateLimitError) as limited:
+            await client.messages.create(model="gpt-4o-mini", max_tokens=8, messages=messages)
+        assert limited.value.response.headers["x-ratelimit-remaining-requests"] == "0"

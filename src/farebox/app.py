@@ -255,7 +255,7 @@ def wire(
     catalog = load_catalog()
     router = build_router(settings, catalog)
     plans = build_plans(settings)
-    store = store or make_store(settings)
+    given, store = store, store or make_store(settings)
     secret = make_secret(settings)
     http = HttpClient()
     built = build_providers(settings, catalog, router, http, providers)
@@ -274,7 +274,10 @@ def wire(
                       observe=watch.observe if watch.enabled else None)  # fmt: skip
     auth = Authenticator(store, secret, clock, settings.file.server.key_cache_size,
                          appeal=settings.file.anomaly.appeal)  # fmt: skip
-    responses = StoredResponses(store.responses, settings.file.responses, clock)
+    # a store of this app's own that no other process uses (one handed in may be shared by
+    # other app instances): continuations of its answers reach this app only
+    sole = given is None and isinstance(store, SingleProcessSQLiteStore | MemoryStore)
+    responses = StoredResponses(store.responses, settings.file.responses, clock, sole_user=sole)
     services = Services(settings, store, auth, gateway, ledger, secret, "", clock(),
                         budgets, proxies, breakers, responses)  # fmt: skip
     tenancy = Tenancy(store, secret, plans, clock)

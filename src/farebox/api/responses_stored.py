@@ -4,10 +4,14 @@ history a ``previous_response_id`` continues, and ``GET``/``DELETE /v1/responses
 
 A stored response belongs to the tenant that made it: for any other tenant its id is exactly
 an unknown id (404 ``not_found``), and so is an expired one. Keeping an answer never fails
-the request that produced it: a store that cannot keep it is logged. It is written in a task
-of its own, which the reply waits for before its last bytes (``responses.store_before_reply``,
-the default: any replica can continue it at once) or not (a faster reply; a read of the same
-id in this process waits for the write, another process may not see it for a moment).
+the request that produced it: a store that cannot keep it is logged. It is written by a
+batching writer (``responses_writer``), which the reply waits for before its last bytes
+(``responses.store_before_reply``:
+any replica can continue it at once) or not (a faster reply; a read of the same id in this
+process waits for the write, another process may not see it for a moment). The default,
+``auto``, waits only where other processes share the database: a gateway that is its
+database's only user (single-process SQLite, memory) replies first, since every continuation
+of its answers reaches it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
+from farebox.api.responses_writer import FINAL_EVENTS, ResponseWriter
 from farebox.config.settings import ResponsesSettings
 from farebox.core.records import StoredResponse
 from farebox.errors import InvalidRequest, MethodNotAllowed, NotFound
@@ -29,7 +34,6 @@ from farebox.gateway.render import Reply, StreamReply
 from farebox.providers.translate_responses_history import (
     listed_items,
     output_as_input,
-    split_response,
     stored_object,
 )
 from farebox.stores.base import ResponseStore
@@ -39,7 +43,7 @@ JSON = dict[str, Any]
 PREFIX = "/v1/responses/"
 DAY_S = 86_400.0
 PURGE_EVERY_S = 3_600.0
-FINAL_EVENTS = (b"event: response.completed\n", b"event: response.incomplete\n")
+BESIDE_S = 0.01  # an answer stored beside its reply waits this long at most for others
 
 
 class StoredResponses:
@@ -47,14 +51,30 @@ class StoredResponses:
     it purges expired responses every ``PURGE_EVERY_S`` (reads never see them anyway)."""
 
     def __init__(
-        self, store: ResponseStore, settings: ResponsesSettings, clock: Callable[[], float]
+        self,
+        store: ResponseStore,
+        settings: ResponsesSettings,
+        clock: Callable[[], float],
+        *,
+        sole_user: bool = False,
     ) -> None:
+        """``sole_user``: this process is the only one using the store's database, so every
+        continuation of its answers reaches it (and waits in ``find`` for a write still
+        pending): ``store_before_reply: auto`` then replies first."""
         self._store = store
         self._ttl_s = settings.ttl_days * DAY_S
-        self._before_reply = settings.store_before_reply
+        before = settings.store_before_reply
+        self._before_reply = (not sole_user) if before == "auto" else before
         self._clock = clock
         self._purger: asyncio.Task[None] | None = None
-        self._pending: dict[str, asyncio.Task[None]] = {}  # answers being stored, by id
+        # before the reply: the answers of one loop turn share a write; beside it: of BESIDE_S
+        wait_s = 0.0 if self._before_reply else BESIDE_S
+        self._writer = ResponseWriter(store, self._ttl_s, wait_s)
+
+    @property
+    def before_reply(self) -> bool:
+        """Whether an answer is stored before its last bytes leave (``auto`` resolved)."""
+        return self._before_reply
 
     def start(self) -> None:
         self._purger = asyncio.get_running_loop().create_task(self._purge_every())
@@ -65,7 +85,7 @@ class StoredResponses:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purger
             self._purger = None
-        await asyncio.gather(*self._pending.values(), return_exceptions=True)
+        await self._writer.stop()
 
     async def _purge_every(self) -> None:
         while True:
@@ -80,7 +100,7 @@ class StoredResponses:
     async def find(self, tenant_id: str, response_id: str, param: str | None = None) -> Any:
         """The tenant's stored response, or 404 (unknown, expired or another tenant's). An
         answer of this process still being stored is waited for: read your own writes."""
-        pending = self._pending.get(response_id)
+        pending = self._writer.pending(response_id)
         if pending is not None:
             await asyncio.shield(pending)  # a reader that goes away does not cancel the write
         found = await self._store.get(tenant_id, response_id, self._clock())
@@ -123,44 +143,17 @@ class StoredResponses:
     async def _put_soon(
         self, response_id: str, sent: bytes, tenant_id: str, items: list[JSON]
     ) -> None:
-        """Store the answer in ``sent`` (a Responses object, or the stream's final events) in a
-        task of its own, waited for here with ``store_before_reply``; ``find`` waits for it,
-        and ``stop`` lets it finish."""
-        put = self._put(sent, tenant_id, items, self._clock())
-        task = asyncio.get_running_loop().create_task(put)
-        self._pending[response_id] = task
-        task.add_done_callback(lambda _: self._pending.pop(response_id, None))
+        """Store the answer in ``sent`` (a Responses object, or the stream's final events)
+        through the batching writer, waited for here with ``store_before_reply``; ``find``
+        waits for it, and ``stop`` lets it finish."""
+        done = self._writer.submit(response_id, sent, tenant_id, items, self._clock())
         if self._before_reply:
-            await asyncio.shield(task)  # a client that goes away does not cancel the write
-
-    async def _put(self, sent: bytes, tenant_id: str, items: list[JSON], now: float) -> None:
-        try:
-            response = final_response(sent) if sent.startswith(b"event: ") else orjson.loads(sent)
-            if response is None:
-                return
-            output, usage, details = split_response(response)
-            stored = StoredResponse(
-                str(response["id"]), tenant_id, str(response.get("model") or ""), items, output,
-                usage, now, now + self._ttl_s, details,
-            )  # fmt: skip
-            await self._store.put(stored)
-        except Exception:
-            log.exception("a response could not be stored; it cannot be continued")
+            await asyncio.shield(done)  # a client that goes away does not cancel the write
 
     async def delete(self, tenant_id: str, response_id: str) -> None:
         await self.find(tenant_id, response_id)
         if not await self._store.delete(tenant_id, response_id):
             raise NotFound(f"Response with id {response_id!r} not found.")
-
-
-def final_response(chunk: bytes) -> JSON | None:
-    """The Responses object of the ``response.completed`` (or ``incomplete``) frame."""
-    for frame in chunk.split(b"\n\n"):
-        if frame.startswith(FINAL_EVENTS):
-            data = frame.partition(b"\ndata: ")[2]
-            response = orjson.loads(data).get("response")
-            return response if isinstance(response, dict) else None
-    return None
 
 
 def shown(stored: StoredResponse) -> JSON:

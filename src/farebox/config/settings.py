@@ -282,7 +282,10 @@ class ResponsesSettings(Strict):
     ttl_days: float = Field(30, gt=0, le=3_650)  # a stored response is gone this long after
     # true: an answer is stored before its last bytes leave, so any replica can continue it at
     # once; false: stored beside the reply (faster), continued at once only by this process
-    store_before_reply: bool = True
+    # (which waits for its own pending write); auto: false where this one process is its
+    # database's only user (single-process SQLite, memory), true where others share it
+    # (SQLite shared mode, --workers, PostgreSQL replicas)
+    store_before_reply: bool | Literal["auto"] = "auto"
 
 
 class FileConfig(Strict):

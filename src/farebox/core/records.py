@@ -8,6 +8,9 @@ from typing import Any, Literal
 from farebox.core.budgets import Hold, HoldState, held_amount
 
 KeyKind = Literal["tenant", "service", "admin"]
+# the status of a ledger-free reservation's placeholder entry (a token count): it only ever
+# settles counters, and never reaches the ledger, not even when its lease expires
+LEDGER_FREE = "ledger_free"
 GROUP_BY = ("tenant", "model", "feature", "user", "day", "hour", "key", "provider", "status")
 
 
@@ -111,7 +114,10 @@ class Reservation:
     """A worst-case hold against budget counters, leased until ``expires_at``.
 
     ``unsettled`` is the ledger entry written if the lease expires before settlement: the
-    upstream call may have been billed, so it stays visible for reconciliation.
+    upstream call may have been billed, so it stays visible for reconciliation. A
+    ``ledger_free`` reservation (its entry's status is ``LEDGER_FREE``: a token count, which
+    nothing bills) is settled by ``ReservationStore.settle_counters`` and released unrecorded
+    when its lease expires.
     """
 
     id: str
@@ -124,6 +130,15 @@ class Reservation:
     def held(self, hold: Hold) -> int:
         """What this reservation holds against one counter, in that counter's unit."""
         return held_amount(hold.unit, self.amount, self.tokens)
+
+    @property
+    def ledger_free(self) -> bool:
+        return self.unsettled.status == LEDGER_FREE
+
+
+def ledgered(entries: list[LedgerEntry]) -> list[LedgerEntry]:
+    """The placeholders of expired leases that go to the ledger: all but ledger-free ones."""
+    return [e for e in entries if e.status != LEDGER_FREE]
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,10 +201,6 @@ class Budgets:
     async def states(self, scope: Scope) -> list[HoldState]:
         return await self._store.budget_states(self.scopes.holds(scope, self._clock()))
 
-    async def counter_states(self, holds: Sequence[Hold]) -> list[HoldState]:
-        """Any counters' states (rate-limit windows too), read only: nothing is held."""
-        return await self._store.budget_states(holds)
-
     async def tenant_states(
         self, tenant: Tenant, plan: str, keys: Sequence[ApiKey]
     ) -> list[HoldState]:
@@ -246,10 +242,10 @@ class Budgets:
         while True:
             amount = worst_case(prices, input_tokens, tokens or 0)
             estimate = input_tokens + (tokens or 0)
-            rid, outcome = await self._reserve(counters, amount, estimate, now, unsettled)
+            held, outcome = await self._reserve(counters, amount, estimate, now, unsettled)
             if outcome.ok:
-                self._active.add(rid)
-                return Admission(rid, amount, tokens or 0, outcome.states)
+                self._active.add(held.id)
+                return Admission(held.id, amount, tokens or 0, outcome.states)
             if outcome.failed is not None and outcome.failed.hold.unit != "usd":
                 return refusal(outcome.failed, outcome.states, self._clock())
             room = min(s.remaining for s in _money(outcome.states))
@@ -286,17 +282,43 @@ class Budgets:
 
     async def _reserve(
         self,
-        counters: list[Hold],
+        counters: Sequence[Hold],
         amount: int,
         tokens: int,
         now: float,
         unsettled: Callable[[str, int], LedgerEntry],
-    ) -> tuple[str, ReserveOutcome]:
+    ) -> tuple[Reservation, ReserveOutcome]:
         rid = f"rsv_{os.urandom(12).hex()}"
         entry = unsettled(rid, amount)
         expires = now + self._settings.lease_s
         reservation = Reservation(rid, amount, tuple(counters), expires, entry, tokens)
-        return rid, await self._store.reserve(reservation, busy=len(self._active) > 0)
+        return reservation, await self._store.reserve(reservation, busy=len(self._active) > 0)
+
+    @contextlib.asynccontextmanager
+    async def counting(
+        self, limits: Sequence[Hold], unsettled: Callable[[str, int], LedgerEntry]
+    ) -> AsyncIterator[list[HoldState]]:
+        """Hold one request and a slot in flight against the rate ``limits`` while a token
+        count runs (``RateLimited`` when one is full), then settle it without a ledger entry
+        however the block ends: returned, raised or cancelled. The lease is renewed while it
+        runs; a holder that dies leaves it to expire, released and recorded nowhere.
+        ``unsettled`` makes the ``LEDGER_FREE`` placeholder entry (nothing reaches the ledger).
+        Yields the counters' states with this request held."""
+        now = self._clock()
+        held, outcome = await self._reserve(limits, 0, 0, now, unsettled)
+        if not outcome.ok:
+            assert outcome.failed is not None
+            raise refusal(outcome.failed, outcome.states, self._clock())
+        self._active.add(held.id)
+        try:
+            yield outcome.states
+        finally:
+            self._active.discard(held.id)
+            settle = asyncio.ensure_future(self._store.settle_counters(held))
+            settle.add_done_callback(_logged)
+            with contextlib.suppress(Exception):  # logged; its lease expires, released
+                await asyncio.shield(settle)  # a client that goes away does not stop it
+            self._wake_waiters()
 
     def finished(self, admission: Admission | None, cost: int, tenant: str) -> None:
         """The reservation was settled (its ledger entry is written): stop renewing it, wake
@@ -304,9 +326,7 @@ class Budgets:
         if admission is None:
             return
         self._active.discard(admission.reservation_id)
-        if self._waiting:
-            signal, self._settle_signal = self._settle_signal, asyncio.Event()
-            signal.set()
+        self._wake_waiters()
         lowest = self._lowest_threshold
         crossed = [
             HoldState(s.hold, s.used + cost, 0, s.limit)
@@ -315,6 +335,12 @@ class Budgets:
         ]
         if crossed:
             self._check_alerts(crossed, tenant, self._clock())
+
+    def _wake_waiters(self) -> None:
+        """Requests waiting for room look again: a hold of this process was settled."""
+        if self._waiting:
+            signal, self._settle_signal = self._settle_signal, asyncio.Event()
+            signal.set()
 
     def _exceeded(self, outcome: ReserveOutcome) -> BudgetExceeded:
         state = outcome.failed or min(_money(outcome.states), key=lambda s: s.remaining)
@@ -394,6 +420,12 @@ class Budgets:
                     log.warning("reclaimed %d expired budget reservations", len(reclaimed))
             except Exception:
                 log.exception("budget lease upkeep failed")
+
+
+def _logged(settle: asyncio.Future[None]) -> None:
+    """A count's settle that failed (its lease expires and is released unrecorded)."""
+    if not settle.cancelled() and settle.exception() is not None:
+        log.warning("a token count's settle failed: %r", settle.exception())
 
 
 def _money(states: Sequence[HoldState]) -> list[HoldState]:

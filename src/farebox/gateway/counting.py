@@ -1,25 +1,32 @@
 """Token counting (``/v1/messages/count_tokens``, ``/v1/responses/input_tokens``): a ledger-free
 path through the same tenancy and plan policy as chat.
 
-A count is authenticated (before, at the edge), checked against the plan's model access and
-its requests-per-minute limits, then answered by the provider's own counting endpoint when the
-model's first deployment has one (Anthropic), else by the estimator that sizes reservations.
-Nothing is billed, nothing is reserved against a budget, no ledger entry is written: the rate
-limit check reads the request counters without taking from them (a count is refused when the
-plan's requests are used up, and is not itself counted, since the stores settle counters only
-with a ledger entry).
+A count is authenticated (before, at the edge), checked against the plan's model access, and
+takes one request of the requests-per-minute limits in scope, and a slot of the concurrency
+limits while it runs, exactly as a request does (429 when one is full). It is then answered by
+the provider's own counting endpoint when the model's first deployment has one (Anthropic),
+else by the estimator that sizes reservations. Nothing is billed, nothing is held against a
+budget, no ledger entry is written: the rate-limit holds are a ledger-free reservation
+(``Budgets.counting``), settled without a ledger entry however the count ends.
+
+Tokens-per-minute limits are not charged: they count the tokens a model reads and writes, and
+a count makes no model read anything (the provider's counting endpoint is free and has limits
+of its own).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from farebox.core.budgets import Hold
 from farebox.core.counting import estimate_chat_input, estimate_response_input
 from farebox.core.plans import Plan
+from farebox.core.records import LEDGER_FREE, LedgerEntry
 from farebox.core.routing import Target
 from farebox.errors import UpstreamError
 from farebox.gateway.admission import Budgets
@@ -27,13 +34,14 @@ from farebox.gateway.auth import Principal
 from farebox.gateway.budget_scope import Scope
 from farebox.gateway.call import openai_user
 from farebox.gateway.failover import timeout
-from farebox.gateway.rate_limits import RateLimits, refusal
+from farebox.gateway.rate_limits import RateLimits
 from farebox.gateway.rate_limits import headers as limit_headers
 from farebox.providers.base import Provider
 from farebox.providers.translate_reverse import anthropic_request_to_openai
 
 log = logging.getLogger("farebox.pipeline")
 CHAT_KINDS = ("chat", "reasoning")
+COUNTED_UNITS = ("requests", "concurrent")  # a count's model tokens: none (see above)
 # Messages fields the counting endpoint has no use for (Anthropic refuses some of them there)
 NOT_COUNTED = frozenset(
     {
@@ -77,67 +85,104 @@ class TokenCounting:
         self._budgets = budgets
         self._clock = clock
 
-    async def anthropic(self, principal: Principal, plan: Plan, body: dict[str, Any]) -> Counted:
+    async def anthropic(
+        self, principal: Principal, plan: Plan, body: dict[str, Any], request_id: str = ""
+    ) -> Counted:
         """An Anthropic Messages request (``model``, ``messages``, ``system``, ``tools``)."""
         chat = anthropic_request_to_openai(body)
-        user = principal.user or openai_user(chat)
-        target, headers = await self._admit(principal, plan, body["model"], user)
+        model, user = body["model"], principal.user or openai_user(chat)
+        target = self._targets(plan, model, CHAT_KINDS)[0]
+        what = Counting(
+            principal, plan, model, user, "messages.count_tokens", request_id, self._clock()
+        )
+        async with self._request(what) as headers:
+            headers["x-farebox-model"] = target.model
+            tokens = await self._provider_count(plan, target, body)
+            source = "provider"
+            if tokens is None:
+                tokens = estimate_chat_input(chat.get("messages"), chat.get("tools"))
+                source = "estimate"
+        return Counted(tokens, {**headers, "x-farebox-count-source": source})
+
+    async def _provider_count(self, plan: Plan, target: Target, body: dict[str, Any]) -> int | None:
+        """The Anthropic deployment's own count; None when the deployment has no counting
+        endpoint, or when it failed in a way worth estimating over (retryable)."""
         provider = self._providers[target.provider]
         counter = getattr(provider, "count_tokens", None)
-        if provider.kind == "anthropic" and counter is not None:
-            upstream = {k: v for k, v in body.items() if k not in NOT_COUNTED}
-            upstream["model"] = target.model
-            try:
-                tokens = await counter(upstream, timeout(plan, target))
-                return Counted(tokens, {**headers, "x-farebox-count-source": "provider"})
-            except UpstreamError as exc:
-                if not exc.retryable:
-                    raise
-                log.warning("count_tokens on %s failed (%s); estimated", target.provider, exc)
-        tokens = estimate_chat_input(chat.get("messages"), chat.get("tools"))
-        return Counted(tokens, {**headers, "x-farebox-count-source": "estimate"})
+        if provider.kind != "anthropic" or counter is None:
+            return None
+        upstream = {k: v for k, v in body.items() if k not in NOT_COUNTED}
+        upstream["model"] = target.model
+        try:
+            return int(await counter(upstream, timeout(plan, target)))
+        except UpstreamError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("count_tokens on %s failed (%s); estimated", target.provider, exc)
+            return None
 
-    async def responses(self, principal: Principal, plan: Plan, body: dict[str, Any]) -> Counted:
-        """A Responses API request (``model``, ``input``, ``instructions``, ``tools``), counted
-        with the estimator (no deployment forwards it yet)."""
+    async def responses(
+        self, principal: Principal, plan: Plan, body: dict[str, Any], request_id: str = ""
+    ) -> Counted:
+        """A Responses API request (``model``, ``input``, ``instructions``, ``tools``; the
+        history of a ``previous_response_id`` already before its input), counted with the
+        estimator (no deployment forwards it yet)."""
         model, user = body.get("model"), principal.user or openai_user(body)
-        if model is not None:
-            _, headers = await self._admit(principal, plan, model, user)
-        else:  # no model to check access to: the limits on every model still apply
-            headers = await self._check_requests(principal, plan, "", user)
-        tokens = estimate_response_input(
-            body.get("input"), body.get("instructions"), body.get("tools")
-        )
-        return Counted(tokens, {**headers, "x-farebox-count-source": "estimate"})
+        headers: dict[str, str] = {}
+        if model is not None:  # else no model to check access to: every model's limits apply
+            headers["x-farebox-model"] = self._targets(plan, model, CHAT_KINDS)[0].model
+        what = Counting(principal, plan, model or "", user, "responses.input_tokens", request_id,
+                        self._clock())  # fmt: skip
+        async with self._request(what) as limits:
+            tokens = estimate_response_input(
+                body.get("input"), body.get("instructions"), body.get("tools")
+            )
+        return Counted(tokens, {**headers, **limits, "x-farebox-count-source": "estimate"})
 
-    async def _admit(
-        self, principal: Principal, plan: Plan, model: str, user: str | None
-    ) -> tuple[Target, dict[str, str]]:
-        """The model's first deployment, if the plan allows the model and its request
-        limits have room; the headers that say so."""
-        target = self._targets(plan, model, CHAT_KINDS)[0]
-        headers = {"x-farebox-model": target.model}
-        headers.update(await self._check_requests(principal, plan, model, user))
-        return target, headers
+    @contextlib.asynccontextmanager
+    async def _request(self, what: Counting) -> AsyncIterator[dict[str, str]]:
+        """One request of the requests-per-minute limits in scope, and a slot of the
+        concurrency limits while the block runs (429 when one is full), with no budget and
+        no ledger entry; yields the ``x-ratelimit-*`` headers (the block may add more)."""
+        holds = self._holds(what)
+        if not holds or self._budgets is None:
+            yield {}
+            return
+        async with self._budgets.counting(holds, what.placeholder) as states:
+            yield limit_headers(states, self._clock())
 
-    async def _check_requests(
-        self, principal: Principal, plan: Plan, model: str, user: str | None
-    ) -> dict[str, str]:
-        """Refuse (429) when a requests-per-minute limit in scope is used up; else the
-        ``x-ratelimit-*`` headers. Reads the counters, takes nothing from them."""
-        if self._limits is None or self._budgets is None:
-            return {}
-        who, now = principal, self._clock()
-        scope = Scope.of(who.tenant, who.key, plan.name, who.feature, user)
+    def _holds(self, what: Counting) -> list[Hold]:
+        """The request and concurrency counters a count takes (not the token ones)."""
+        if self._limits is None:
+            return []
+        who = what.principal
+        scope = Scope.of(who.tenant, who.key, what.plan.name, who.feature, what.user)
         holds = self._limits.holds(scope.plan, who.tenant.rate_limits, who.key.rate_limits,
                                    tenant=scope.tenant, key=scope.key, user=scope.user,
-                                   ip=who.client_ip, model=model, now=now,
+                                   ip=who.client_ip, model=what.model, now=what.at,
                                    shared_key=scope.shared_key)  # fmt: skip
-        requests = [h for h in holds if h.unit == "requests"]
-        if not requests:
-            return {}
-        states = await self._budgets.counter_states(requests)
-        full = next((s for s in states if s.remaining < 1), None)
-        if full is not None:
-            raise refusal(full, states, self._clock())
-        return limit_headers(states, now)
+        return [h for h in holds if h.unit in COUNTED_UNITS]
+
+
+@dataclass(frozen=True, slots=True)
+class Counting:
+    """Who counts what: the scope of the rate limits a count takes, and its placeholder."""
+
+    principal: Principal
+    plan: Plan
+    model: str
+    user: str | None
+    endpoint: str
+    request_id: str
+    at: float
+
+    def placeholder(self, rid: str, amount: int) -> LedgerEntry:
+        """The ledger-free reservation's entry: it settles the counters, and is never
+        written to the ledger (``LEDGER_FREE``)."""
+        who, now = self.principal, self.at
+        return LedgerEntry(
+            request_id=self.request_id or rid, tenant_id=who.tenant.id, key_id=who.key.id,
+            endpoint=self.endpoint, model_requested=self.model, model_served=self.model,
+            provider="", status=LEDGER_FREE, http_status=0, started_at=now, finished_at=now,
+            user=self.user, feature=who.feature, reservation_id=rid,
+        )  # fmt: skip

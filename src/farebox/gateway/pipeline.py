@@ -248,14 +248,18 @@ class Gateway:
 
     # token counting (no budget, no ledger) ------------------------------------------
     async def count_tokens(
-        self, principal: Principal, body: dict[str, Any], flavor: str = "openai"
+        self,
+        principal: Principal,
+        body: dict[str, Any],
+        flavor: str = "openai",
+        request_id: str = "",
     ) -> Counted:
         """The input tokens of an Anthropic Messages (``flavor`` ``anthropic``) or a Responses
         request, under the plan's model access and request limits (``gateway.counting``)."""
         plan = self.plan_for(principal)
         if flavor == "anthropic":
-            return await self._counting.anthropic(principal, plan, body)
-        return await self._counting.responses(principal, plan, body)
+            return await self._counting.anthropic(principal, plan, body, request_id)
+        return await self._counting.responses(principal, plan, body, request_id)
 
     # embeddings ----------------------------------------------------------------------
     async def embed(self, principal: Principal, body: dict[str, Any], request_id: str) -> Reply:

@@ -109,10 +109,17 @@ class ReservationStore(Protocol):
         ``busy`` hints that other reservations are in flight (a store may batch them)."""
         ...
 
+    async def settle_counters(self, reservation: Reservation) -> None:
+        """Settle a ``ledger_free`` reservation (a token count: rate-limit counters only) as
+        its placeholder entry (no cost, no tokens): one request counted, its slot in flight
+        freed, and nothing written to the ledger. Idempotent, like a settle by the ledger."""
+        ...
+
     async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None: ...
 
     async def reclaim_expired(self, now: float) -> list[LedgerEntry]:
-        """Release holds whose lease expired; write and return their unsettled entries."""
+        """Release holds whose lease expired; write and return their unsettled entries (a
+        ``ledger_free`` reservation's is neither written nor returned)."""
         ...
 
     async def budget_states(self, holds: Sequence[Hold]) -> list[HoldState]: ...
@@ -221,6 +228,10 @@ class ResponseStore(Protocol):
 
     async def put(self, stored: StoredResponse) -> None:
         """Keep ``stored``; a repeated id replaces the earlier one."""
+        ...
+
+    async def put_many(self, stored: Sequence[StoredResponse]) -> None:
+        """``put`` each, in order, in one write where the store has transactions."""
         ...
 
     async def get(self, tenant_id: str, response_id: str, now: float) -> StoredResponse | None:

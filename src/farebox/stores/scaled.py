@@ -344,6 +344,19 @@ class ScaledStore:
             outcome = await self._budgets.reserve(reservation)
         return outcome
 
+    async def settle_counters(self, reservation: Reservation) -> None:
+        """Redis alone (no ledger row to commit first): behind the caller like a request's
+        settle (``settle_behind``), or before returning. A failed settle is logged and left
+        to the lease, whose reclaim releases the slot and records nothing."""
+        entries = [reservation.unsettled]
+        if self._settle_behind and self._settler.submit(entries):
+            return
+        try:
+            await self._budgets.settle(entries)
+        except Exception as exc:
+            log.warning("token count %s: its Redis settle failed (%s: %s) and is left to "
+                        "lease reclaim", reservation.id, type(exc).__name__, exc)  # fmt: skip
+
     async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:
         await self._budgets.extend(ids, expires_at)
 

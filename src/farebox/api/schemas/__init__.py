@@ -80,13 +80,14 @@ def check_chat(body: dict[str, Any]) -> None:
 
 
 def check_input_tokens(body: dict[str, Any]) -> None:
-    """A Responses input to count; stored conversations are not counted here."""
+    """A Responses input to count (after a stored response's, with ``previous_response_id``);
+    conversations are not kept by this gateway."""
     _check_input_tokens(body)
     _refuse_set(
         body,
-        ("previous_response_id", "conversation"),
+        ("conversation",),
         "'{}' is not supported by /v1/responses/input_tokens on this gateway; send the whole "
-        "input.",
+        "input, or a previous_response_id.",
     )
 
 

@@ -32,3 +32,4 @@ class InputTokensRequest(Open):
     reasoning: JSONObject | None = None
     text: JSONObject | None = None
     truncation: Literal["auto", "disabled"] | None = None
+    previous_response_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None

@@ -132,6 +132,8 @@ class MemoryBudgets:
                 held.expires_at = expires_at
 
     def expired(self, now: float) -> list[LedgerEntry]:
+        """Release the holds whose lease ran out; the placeholders that go to the ledger (a
+        ledger-free reservation's does not)."""
         entries = []
         for held in self._holds.values():
             if held.state != "held" or held.expires_at >= now:
@@ -139,12 +141,18 @@ class MemoryBudgets:
             for hold in held.reservation.holds:
                 self._slot(hold.key, hold.bucket)[1] -= held.reservation.held(hold)
             held.state = "reclaimed"
-            entries.append(dataclasses.replace(held.reservation.unsettled, finished_at=now))
+            if not held.reservation.ledger_free:
+                entries.append(dataclasses.replace(held.reservation.unsettled, finished_at=now))
         return entries
 
     def in_flight_entries(self) -> list[LedgerEntry]:
-        """The ``unsettled`` entries of the reservations still held."""
-        return [h.reservation.unsettled for h in self._holds.values() if h.state == "held"]
+        """The ``unsettled`` entries of the reservations still held (ledger-free ones'
+        never reach the ledger: they are left out)."""
+        return [
+            h.reservation.unsettled
+            for h in self._holds.values()
+            if h.state == "held" and not h.reservation.ledger_free
+        ]
 
     def record_alert(
         self, hold: Hold, threshold: int, tenant: str | None, now: float, detail: dict[str, Any]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 from farebox.core.records import StoredResponse
 
@@ -18,6 +19,10 @@ class MemoryResponses:
 
     async def put(self, stored: StoredResponse) -> None:
         self._rows[stored.id] = _copy(stored)
+
+    async def put_many(self, stored: Sequence[StoredResponse]) -> None:
+        for one in stored:
+            await self.put(one)
 
     async def get(self, tenant_id: str, response_id: str, now: float) -> StoredResponse | None:
         row = self._rows.get(response_id)

@@ -128,6 +128,9 @@ class MemoryStore:
     async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
         return self._budgets.reserve(reservation)
 
+    async def settle_counters(self, reservation: Reservation) -> None:
+        self._budgets.settle([reservation.unsettled], {})
+
     async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:
         self._budgets.extend(ids, expires_at)
 

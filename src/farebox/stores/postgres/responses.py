@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from farebox.core.records import StoredResponse
@@ -28,6 +28,14 @@ class PostgresResponses:
 
     async def put(self, stored: StoredResponse) -> None:
         await self._pool().execute(self._put, *without_nul(response_values(stored)))
+
+    async def put_many(self, stored: Sequence[StoredResponse]) -> None:
+        if len(stored) == 1:
+            await self.put(stored[0])
+        elif stored:  # asyncpg's executemany runs in one transaction
+            await self._pool().executemany(
+                self._put, [without_nul(response_values(s)) for s in stored]
+            )
 
     async def get(self, tenant_id: str, response_id: str, now: float) -> StoredResponse | None:
         row = await self._pool().fetchrow(self._get, response_id, tenant_id, now)

@@ -57,7 +57,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ResponseError
 
 from farebox.core.budgets import Hold, HoldState, held_amount, rollover, settled_amount
-from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
+from farebox.core.records import LEDGER_FREE, LedgerEntry, Reservation, ReserveOutcome
 from farebox.errors import Conflict, FareboxError
 from farebox.stores.redis import batching, hot, lua
 from farebox.stores.redis.allowance import Allowance, eligible
@@ -457,11 +457,14 @@ class RedisBudgets:
 
     def _reclaimed(self, item: Any, draws: Any, now: float) -> LedgerEntry | None:
         """A reclaimed reservation's unsettled entry; None for a chunk of global allowance
-        (its reserve is back; if it was this replica's, no more is drawn on it). A
-        reservation's draws on chunks are remembered for its late settle."""
+        (its reserve is back; if it was this replica's, no more is drawn on it) and for a
+        ledger-free reservation (a token count: released, never recorded). A reservation's
+        draws on chunks are remembered for its late settle."""
         data: dict[str, Any] | str = orjson.loads(item)
         if isinstance(data, str):  # a chunk's id
             self.allowance.lost_id(data)
+            return None
+        if data.get("status") == LEDGER_FREE:
             return None
         e = dataclasses.replace(LedgerEntry(**data), finished_at=now)
         rows = _text(draws)

@@ -20,7 +20,7 @@ from farebox.core.budgets import (
     rollover,
     settled_amount,
 )
-from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
+from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome, ledgered
 
 PRUNE_AFTER_S = 7 * 86400
 RATE_BUCKETS_KEPT_S = 2 * 3600  # rate-limit windows are at most an hour long
@@ -136,7 +136,8 @@ def extend(db: sqlite3.Connection, ids: Sequence[str], expires_at: float) -> Non
 
 
 def expired(db: sqlite3.Connection, now: float, limit: int = 500) -> list[LedgerEntry]:
-    """Release holds whose lease ran out; return their ``unsettled`` ledger entries.
+    """Release holds whose lease ran out; return their ``unsettled`` ledger entries (but a
+    ledger-free reservation's, which never reaches the ledger).
     Reclaimed reservations are kept a week for late settlement, then pruned."""
     db.execute(
         "DELETE FROM reservations WHERE state != 'held' AND expires_at < ?", (now - PRUNE_AFTER_S,)
@@ -164,7 +165,7 @@ def expired(db: sqlite3.Connection, now: float, limit: int = 500) -> list[Ledger
         db.execute("UPDATE reservations SET state = 'reclaimed' WHERE id = ?", (rid,))
         data: dict[str, Any] = orjson.loads(unsettled)
         entries.append(dataclasses.replace(LedgerEntry(**data), finished_at=now))
-    return entries
+    return ledgered(entries)
 
 
 def record_alert(

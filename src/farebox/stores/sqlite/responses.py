@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -37,10 +37,16 @@ class SQLiteResponses:
         self._read = read  # runs a function on the store's connection
 
     async def put(self, stored: StoredResponse) -> None:
-        values = response_values(stored)
-        for i in _JSON:
-            values[i] = orjson.dumps(values[i]).decode()
-        await self._write(lambda db: db.execute(_PUT, values) and None)
+        await self.put_many([stored])
+
+    async def put_many(self, stored: Sequence[StoredResponse]) -> None:
+        rows = []
+        for one in stored:
+            values = response_values(one)
+            for i in _JSON:
+                values[i] = orjson.dumps(values[i]).decode()
+            rows.append(values)
+        await self._write(lambda db: db.executemany(_PUT, rows) and None)
 
     async def get(self, tenant_id: str, response_id: str, now: float) -> StoredResponse | None:
         params = (response_id, tenant_id, now)

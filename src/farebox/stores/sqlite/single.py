@@ -28,7 +28,7 @@ from pathlib import Path
 import orjson
 
 from farebox.core.budgets import Hold, HoldState, settled_amount
-from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
+from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome, ledgered
 from farebox.stores.memory.budgets import Buckets, MemoryBudgets
 from farebox.stores.sqlite import budgets
 from farebox.stores.sqlite.conn import owner_path
@@ -89,7 +89,8 @@ class SingleProcessSQLiteStore(SQLiteStore):
             # nothing else can be alive: this process holds the database exclusively
             held = budgets.expired(db, float("inf"))
             db.executemany(LEDGER_INSERT, [ledger_row(e) for e in held])
-            db.executemany(LEDGER_INSERT, [ledger_row(e) for e in lost])  # OR IGNORE: settled
+            lost_rows = [ledger_row(e) for e in ledgered(lost)]  # a token count's: none
+            db.executemany(LEDGER_INSERT, lost_rows)  # OR IGNORE: settled
 
         await self._write(write)
         if journal:
@@ -106,7 +107,7 @@ class SingleProcessSQLiteStore(SQLiteStore):
     # budgets ----------------------------------------------------------------------------
     async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
         outcome = self._counters.reserve(reservation)
-        if not outcome.ok:
+        if not outcome.ok or reservation.ledger_free:  # nothing to recover of a token count
             return outcome
         line = orjson.dumps(reservation.unsettled) + b"\n"
         if not busy and not self._lines:
@@ -146,10 +147,13 @@ class SingleProcessSQLiteStore(SQLiteStore):
             raise
         self._journal_bytes += len(data)
 
-    def _ledger_write(self, entries: Sequence[LedgerEntry]) -> Callable[[sqlite3.Connection], None]:
-        """The entries and their counters' spend in one transaction (the reservations are
-        settled in memory once it committed, in ``_ledger_written``)."""
-        spend: dict[tuple[str, float], int] = {}  # summed: a batch often shares its counters
+    def _spend(
+        self, entries: Sequence[LedgerEntry]
+    ) -> tuple[list[tuple[str, float, int]], list[tuple[str]]]:
+        """What settling ``entries`` adds to the stored counters (summed: a batch often
+        shares its counters), and the request ids of those settled after their lease
+        expired."""
+        spend: dict[tuple[str, float], int] = {}
         late: list[tuple[str]] = []
         for entry in entries:
             found = self._counters.settling(entry.reservation_id)
@@ -163,15 +167,30 @@ class SingleProcessSQLiteStore(SQLiteStore):
                     spend[slot] = spend.get(slot, 0) + amount
             if reclaimed:
                 late.append((entry.request_id,))
+        return [(key, bucket, n) for (key, bucket), n in spend.items()], late
+
+    def _ledger_write(self, entries: Sequence[LedgerEntry]) -> Callable[[sqlite3.Connection], None]:
+        """The entries and their counters' spend in one transaction (the reservations are
+        settled in memory once it committed, in ``_ledger_written``)."""
+        spend, late = self._spend(entries)
         rows = [ledger_row(e) for e in entries]
 
         def write(db: sqlite3.Connection) -> None:
-            db.executemany(_SPEND, [(key, bucket, n) for (key, bucket), n in spend.items()])
+            db.executemany(_SPEND, spend)
             # a placeholder left by an expired lease gives way to the real entry
             db.executemany("DELETE FROM ledger WHERE request_id = ? AND status = 'unsettled'", late)
             insert_entries(db, entries, rows, self.outbox)
 
         return write
+
+    async def settle_counters(self, reservation: Reservation) -> None:
+        """The count's spend (its request) to the stored counters, as a request's goes with
+        its ledger entry, then settled in memory; no ledger row."""
+        entries = [reservation.unsettled]
+        spend, _ = self._spend(entries)
+        if spend:
+            await self._write(lambda db: db.executemany(_SPEND, spend))
+        self._counters.settle(entries, {})
 
     def _ledger_written(self, entries: Sequence[LedgerEntry]) -> None:
         """Settle in memory what just committed. Nothing here may fail: the entries are

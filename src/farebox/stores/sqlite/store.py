@@ -94,8 +94,10 @@ class SQLiteStore(SQLAccounts):
         self._owner: int | None = None
         self._exporter_lock: int | None = None  # held by the one process that exports
         write, read = self._runners()
-        self.traffic = SQLiteTraffic(write, read)
-        self.responses = SQLiteResponses(write, read)
+        self.traffic = SQLiteTraffic(write, read)  # batches of rows: written in the thread
+        # one small row per answer, often on the request path: committed like a reservation
+        # (here when uncontended, else in the thread; ``_write``)
+        self.responses = SQLiteResponses(self._write, read)
 
     def _runners(self) -> tuple[Any, Any]:
         """Run a function in a write transaction, and on the store's connection."""
@@ -302,6 +304,10 @@ class SQLiteStore(SQLAccounts):
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)
+
+    async def settle_counters(self, reservation: Reservation) -> None:
+        entries = [reservation.unsettled]
+        await self._write(lambda db: budgets.settle(db, entries))
 
     async def extend_leases(self, ids: Sequence[str], expires_at: float) -> None:
         if ids:
