@@ -24,10 +24,10 @@ from fakes import Reply
 from fakes.anthropic_upstream import AnthropicUpstream, error_body
 from farebox.core.counting import estimate_chat_input, estimate_response_input
 from farebox.core.money import parse_usd
+from tests.claude_deployment import claude_gateway
 from tests.conftest import Gateway
-from tests.test_messages_api import _anthropic, _claude_config, _openai, claude
+from tests.test_messages_api import _anthropic, _openai
 
-__all__ = ["claude"]  # the fixture, shared with the messages tests
 PLANS: dict[str, Any] = {
     "pro": {"models": ["*"], "budgets": [{"period": "day", "limit_usd": "5"}]},
     "free": {
@@ -40,21 +40,22 @@ CITY = {"type": "object", "properties": {"city": {"type": "string"}}}
 TOOLS = [{"name": "get_weather", "description": "Weather in a city", "input_schema": CITY}]
 
 
-def counting_config(claude: AnthropicUpstream, plans: dict[str, Any]) -> dict[str, Any]:
-    """The messages tests' Anthropic deployment (``smart``) beside two mock models."""
-    base = _claude_config(claude)
-    mock = {"gpt-4o-mini": [{"provider": "sim", "model": "gpt-4o-mini"}],
-            "gpt-4o": [{"provider": "sim", "model": "gpt-4o"}]}  # fmt: skip
-    return {
-        "providers": {**base["providers"], "sim": {"kind": "mock"}},
-        "models": {**base["models"], **mock},
-        "plans": plans,
-    }
+# two mock models beside the Anthropic deployment (``smart``)
+MOCKS: dict[str, Any] = {
+    "providers": {"sim": {"kind": "mock"}},
+    "models": {"gpt-4o-mini": [{"provider": "sim", "model": "gpt-4o-mini"}],
+               "gpt-4o": [{"provider": "sim", "model": "gpt-4o"}]},
+}  # fmt: skip
+
+
+def counting_gateway(make_gateway: Any, claude: AnthropicUpstream, plans: dict[str, Any]) -> Any:
+    """``async with counting_gateway(...) as gw:`` the Anthropic deployment and the mocks."""
+    return claude_gateway(make_gateway, claude, plans, **MOCKS)
 
 
 @pytest.fixture
 async def gw(make_gateway: Any, claude: AnthropicUpstream) -> AsyncIterator[Gateway]:
-    async with make_gateway(counting_config(claude, PLANS), env={"CLAUDE_KEY": "sk-ant-test"}) as g:
+    async with counting_gateway(make_gateway, claude, PLANS) as g:
         yield g
 
 

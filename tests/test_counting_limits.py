@@ -23,7 +23,7 @@ import pytest
 from fakes import Recorded, Reply
 from fakes.anthropic_upstream import AnthropicUpstream, error_body
 from tests.conftest import Gateway
-from tests.test_counting_api import HELLO, counting_config
+from tests.test_counting_api import HELLO, counting_gateway
 from tests.test_messages_api import _anthropic, _openai
 
 PLANS: dict[str, Any] = {
@@ -61,7 +61,7 @@ async def held() -> AsyncIterator[HeldCounts]:
 
 @pytest.fixture
 async def gw(make_gateway: Any, held: HeldCounts) -> AsyncIterator[Gateway]:
-    async with make_gateway(counting_config(held, PLANS), env={"CLAUDE_KEY": "sk-ant-t"}) as g:
+    async with counting_gateway(make_gateway, held, PLANS) as g:
         yield g
 
 

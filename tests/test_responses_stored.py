@@ -295,7 +295,7 @@ async def test_a_store_that_fails_does_not_fail_the_answer(
         for response_id in (plain.id, streamed.id):
             with pytest.raises(openai.NotFoundError):
                 await client.responses.retrieve(response_id)  # waits for the failed write
-        assert caplog.text.count("a response could not be stored") == 2
+        assert caplog.text.count("could not be stored; it cannot be continued") == 2
 
 
 async def test_expired_responses_are_purged_in_the_background(

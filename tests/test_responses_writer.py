@@ -26,13 +26,16 @@ T = 1_000.0
 
 
 class Recording(MemoryResponses):
-    """Memory responses that remember each write's batch (``fail``: refuse them; ``gate``:
-    hold each write until it is set)."""
+    """Memory responses that remember each write's batch (``fail``: refuse them, or with
+    ``fail_many`` only those of several answers; ``gate``: hold each write until it is set)."""
 
-    def __init__(self, fail: bool = False, gate: asyncio.Event | None = None) -> None:
+    def __init__(
+        self, fail: bool = False, gate: asyncio.Event | None = None, fail_many: bool = False
+    ) -> None:
         super().__init__()
         self.writes: list[list[str]] = []
         self.fail = fail
+        self.fail_many = fail_many
         self.gate = gate
 
     async def put(self, stored: StoredResponse) -> None:
@@ -42,7 +45,7 @@ class Recording(MemoryResponses):
         self.writes.append([s.id for s in stored])
         if self.gate is not None:
             await self.gate.wait()
-        if self.fail:
+        if self.fail or (self.fail_many and len(stored) > 1):
             raise OSError("disk full")
         for one in stored:
             await super().put(one)
@@ -112,9 +115,22 @@ async def test_a_batch_that_fails_is_logged_and_lets_its_waiters_go(
     done = submit(writer, "resp_1", "resp_2")
     bad = writer.submit("resp_3", b"not json", "acme", [], T)  # unreadable: left out
     await asyncio.wait_for(asyncio.gather(*done, bad), 5)
-    assert store.writes == [["resp_1", "resp_2"]]
-    assert "could not be stored" in caplog.text and "resp_1, resp_2" in caplog.text
+    # the batch, then each answer on its own
+    assert store.writes == [["resp_1", "resp_2"], ["resp_1"], ["resp_2"]]
+    assert "resp_1 could not be stored" in caplog.text
+    assert "resp_2 could not be stored" in caplog.text
     assert "resp_3 could not be read" in caplog.text
+
+
+async def test_a_failed_batch_keeps_the_answers_that_can_be_written() -> None:
+    """One transaction for a batch: when it fails (a timeout, a lock, one bad answer), each
+    answer is written on its own, so the others are not lost with it."""
+    store = Recording(fail_many=True)
+    writer = ResponseWriter(store, 60.0, wait_s=0.0)
+    await asyncio.wait_for(asyncio.gather(*submit(writer, "resp_1", "resp_2")), 5)
+    assert store.writes == [["resp_1", "resp_2"], ["resp_1"], ["resp_2"]]
+    for rid in ("resp_1", "resp_2"):
+        assert await store.get("acme", rid, T) is not None
 
 
 async def test_stored_answers_keep_their_tenant_and_expiry() -> None:

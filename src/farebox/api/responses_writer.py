@@ -98,18 +98,26 @@ class ResponseWriter:
         try:
             stored = [s for s in map(self._stored, batch) if s is not None]
             if len(stored) == 1:
-                await self._store.put(stored[0])
+                await self._put_one(stored[0])
             elif stored:
-                await self._store.put_many(stored)
-        except Exception:
-            ids = ", ".join(q.response_id for q in batch)
-            log.exception("a response could not be stored; it cannot be continued (%s)", ids)
+                try:
+                    await self._store.put_many(stored)
+                except Exception:  # one transaction: each answer on its own, so one bad
+                    log.warning("a batch of %d responses failed; storing each", len(stored))
+                    for one in stored:  # answer or a timeout does not lose the others
+                        await self._put_one(one)
         finally:
             for queued in batch:
                 if self._pending.get(queued.response_id) is done:
                     del self._pending[queued.response_id]
             if not done.done():  # (a waiter that awaited it unshielded may have cancelled it)
                 done.set_result(None)
+
+    async def _put_one(self, stored: StoredResponse) -> None:
+        try:
+            await self._store.put(stored)
+        except Exception:
+            log.exception("response %s could not be stored; it cannot be continued", stored.id)
 
     def _stored(self, queued: Queued) -> StoredResponse | None:
         """The answer to keep, parsed from what was sent (None: nothing to keep)."""

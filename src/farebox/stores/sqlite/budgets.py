@@ -128,6 +128,24 @@ def settle(db: sqlite3.Connection, entries: Sequence[LedgerEntry]) -> None:
             )
 
 
+def cancel(db: sqlite3.Connection, rid: str) -> None:
+    """Undo a held reservation that no request will use (its caller went away before it
+    learned of it): its holds released and its record gone, nothing in the ledger."""
+    row = db.execute(
+        "DELETE FROM reservations WHERE id = ? AND state = 'held' RETURNING amount, holds", (rid,)
+    ).fetchone()
+    if row is None:
+        return
+    amount, holds = row
+    db.executemany(
+        "UPDATE budget_counters SET reserved = reserved - ? WHERE key = ? AND bucket = ?",
+        [
+            (held, key, bucket)
+            for key, bucket, held, _ in parse_held_rows(orjson.loads(holds), amount)
+        ],
+    )
+
+
 def extend(db: sqlite3.Connection, ids: Sequence[str], expires_at: float) -> None:
     db.executemany(
         "UPDATE reservations SET expires_at = ? WHERE id = ? AND state = 'held'",

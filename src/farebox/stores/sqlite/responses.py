@@ -32,9 +32,15 @@ def _decoded(row: Any) -> StoredResponse:
 
 
 class SQLiteResponses:
-    def __init__(self, write: Runner[Any], read: Runner[Any]) -> None:
+    def __init__(
+        self, write: Runner[Any], read: Runner[Any], put: Runner[Any] | None = None
+    ) -> None:
         self._write = write  # runs a function in a write transaction
         self._read = read  # runs a function on the store's connection
+        # the answers' own writes, often on the request path: small and frequent, so the
+        # store may commit them on the caller's connection; the purge (and a delete) may
+        # be large and go through ``write`` (the store's thread), off the event loop
+        self._put = put or write
 
     async def put(self, stored: StoredResponse) -> None:
         await self.put_many([stored])
@@ -46,7 +52,7 @@ class SQLiteResponses:
             for i in _JSON:
                 values[i] = orjson.dumps(values[i]).decode()
             rows.append(values)
-        await self._write(lambda db: db.executemany(_PUT, rows) and None)
+        await self._put(lambda db: db.executemany(_PUT, rows) and None)
 
     async def get(self, tenant_id: str, response_id: str, now: float) -> StoredResponse | None:
         params = (response_id, tenant_id, now)

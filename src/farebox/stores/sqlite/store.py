@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
 import os
 import sqlite3
@@ -89,15 +90,15 @@ class SQLiteStore(SQLAccounts):
             HoldBack(path.with_name(path.name + "-ckpt")),
         )
         self._reserving: list[tuple[Reservation, asyncio.Future[ReserveOutcome]]] = []
-        self._batches: set[asyncio.Task[None]] = set()
+        self._batches: set[asyncio.Task[Any]] = set()  # reserve batches and undos
         self._epoch = EpochFile(path.with_name(path.name + "-authepoch"))
         self._owner: int | None = None
         self._exporter_lock: int | None = None  # held by the one process that exports
         write, read = self._runners()
         self.traffic = SQLiteTraffic(write, read)  # batches of rows: written in the thread
         # one small row per answer, often on the request path: committed like a reservation
-        # (here when uncontended, else in the thread; ``_write``)
-        self.responses = SQLiteResponses(self._write, read)
+        # (here when uncontended, else in the thread; ``_write``); the purge in the thread
+        self.responses = SQLiteResponses(write, read, put=self._write)
 
     def _runners(self) -> tuple[Any, Any]:
         """Run a function in a write transaction, and on the store's connection."""
@@ -125,7 +126,7 @@ class SQLiteStore(SQLAccounts):
         self._epoch.publish(int(row[0]))
 
     async def close(self) -> None:
-        if self._batches:  # reservation batches still running
+        while self._batches:  # reserve batches still running, and the undos they start
             await asyncio.gather(*self._batches, return_exceptions=True)
         await self._wal.close()
         if self._conn is not None:
@@ -276,17 +277,43 @@ class SQLiteStore(SQLAccounts):
     async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
         """Under load (``busy``: other requests are in flight), reservations made in the same
         event-loop turn share one transaction (group commit), each still succeeding or
-        failing on its own, in arrival order. Otherwise commit at once, without waiting."""
-        if not busy and not self._reserving:
-            return await self._write(lambda db: budgets.reserve(db, reservation))
+        failing on its own, in arrival order. Otherwise commit at once, without waiting.
+
+        A caller cancelled while its reserve is on its way (in its batch, or waiting in the
+        thread for another process's write lock) holds nothing: the reserve still lands, and
+        is undone once it has (``_undo_if_held``), rather than holding its counters until
+        its lease runs out."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[ReserveOutcome] = loop.create_future()
-        self._reserving.append((reservation, future))
-        if len(self._reserving) == 1:  # the first of this turn schedules the batch
-            task = loop.create_task(self._reserve_batch())
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
-        return await future
+        pending: asyncio.Future[ReserveOutcome]
+        if not busy and not self._reserving:
+            write = functools.partial(budgets.reserve, reservation=reservation)
+            done = self._commit_here(write)
+            if done:  # committed here without suspending: nothing can cancel it half way
+                self._wal.committed()
+                return done[0]
+            pending = loop.create_task(self._write(write))  # contended: waits in the thread
+            self._keep(pending)
+        else:
+            pending = loop.create_future()
+            self._reserving.append((reservation, pending))
+            if len(self._reserving) == 1:  # the first of this turn schedules the batch
+                self._keep(loop.create_task(self._reserve_batch()))
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            pending.add_done_callback(functools.partial(self._undo_if_held, reservation.id))
+            raise
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        """A write of the store's own, awaited by ``close``."""
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    def _undo_if_held(self, rid: str, landed: asyncio.Future[ReserveOutcome]) -> None:
+        if landed.cancelled() or landed.exception() is not None or not landed.result().ok:
+            return
+        cancel = functools.partial(budgets.cancel, rid=rid)
+        self._keep(asyncio.get_running_loop().create_task(self._write(cancel)))
 
     async def _reserve_batch(self) -> None:
         batch, self._reserving = self._reserving, []
