@@ -18,9 +18,10 @@ TenantFilter = Annotated[
 
 
 class AdminBody(BaseModel):
-    """A request body of the admin API: unknown fields and non-finite numbers are refused."""
+    """A request body of the admin API: unknown fields, non-finite numbers and values of the
+    wrong JSON type (``true`` for a number, ``"5"`` for an integer) are refused."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class PauseBody(AdminBody):

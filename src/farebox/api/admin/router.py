@@ -56,8 +56,9 @@ def admin_only(services: Services) -> Callable[[Request], Awaitable[None]]:
 
 
 def known_query(request: Request) -> None:
-    """Refuse query parameters the operation does not take: a typo such as ``grop_by``
-    would otherwise be ignored silently and answer with the wrong rows."""
+    """Refuse query parameters the operation does not take (a typo such as ``grop_by``
+    would otherwise be ignored silently and answer with the wrong rows), and one given
+    twice (the framework would take the last without a word)."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
@@ -68,12 +69,17 @@ def known_query(request: Request) -> None:
         node = stack.pop()
         known.update(p.alias for p in node.query_params)
         stack.extend(node.dependencies)
-    for name in request.query_params:
+    params = request.query_params
+    for name in params:
         if name not in known:
             allowed = ", ".join(sorted(known)) or "none"
             raise InvalidRequest(
                 f"Unknown query parameter {name!r}; this operation takes: {allowed}.",
                 param=name,
+            )
+        if len(params.getlist(name)) > 1:  # which one would filter? refused, none picked
+            raise InvalidRequest(
+                f"The query parameter {name!r} is given more than once.", param=name
             )
 
 
