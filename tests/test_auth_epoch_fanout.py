@@ -412,3 +412,27 @@ async def _untrusted(store: ScaledStore) -> bool:
         assert exc.status == 503 and "Redis" in str(exc)
         return True
     return False
+
+
+async def test_close_while_redis_is_unreachable_ends_the_watch(database: str) -> None:
+    """A replica stopped while its Redis is cut (a test that failed mid-outage, a shutdown
+    during one) ends its watch: its poll, failing to connect, may see its cancel turned into
+    a connection error by redis-py, and still stops."""
+    require_services()
+    loop = LoopThread()
+    try:
+        with proxy_to(loop, REDIS) as proxy:
+            timeouts = StoreTimeouts(redis_command_s=0.5, redis_connect_s=0.5)
+            cut = ScaledStore.from_urls(dsn(database), redis_url(("127.0.0.1", proxy.port)),
+                                        prefix=f"epoch-{uuid.uuid4().hex[:8]}",
+                                        timeouts=timeouts)  # fmt: skip
+            await cut.open()
+            try:
+                await asyncio.to_thread(proxy.cut)
+                await until("an untrusted epoch", lambda: _untrusted(cut), BOUND_S + SLACK_S)
+            finally:
+                async with asyncio.timeout(BOUND_S + SLACK_S):
+                    await cut.close()
+            assert watch_tasks() == []
+    finally:
+        loop.close()

@@ -179,11 +179,15 @@ class EpochWatch:
 
     async def _poll(self) -> None:
         failing = False
-        while True:
+        # ends on stop even if a cancel is lost: redis-py can turn a cancel that lands in a
+        # connect to an unreachable Redis into a connection error, which the loop survives
+        while not self._stopping:
             await asyncio.sleep(self._poll_s)  # the poll's pace
             try:
                 await self._read()
             except Exception as exc:
+                if self._stopping:
+                    return
                 if not failing:
                     log.warning("auth epoch %s: poll failed (%s: %s)", self._key,
                                 type(exc).__name__, exc)  # fmt: skip
