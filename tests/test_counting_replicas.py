@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 
-from tests.e2e import create_tenant_key, free_port, running
-from tests.test_budget_leases import serve_args
 from tests.test_budget_replicas import (  # noqa: F401
     Backend,
     backend,
     pytest_generate_tests,  # on one Redis and on a Redis Cluster
 )
-from tests.test_rate_limit_replicas import CHAT, replica_config, tenant_id
+from tests.test_rate_limit_replicas import CHAT, replicas
 
 LIMIT = 10
 COUNTS = 30
@@ -46,21 +43,11 @@ def test_counts_use_the_limit_exactly_across_replicas(
     tmp_path: Path,
     backend: Backend,  # noqa: F811
 ) -> None:
-    config = replica_config(tmp_path / "cfg", backend, {"requests_per_minute": LIMIT})
-    ports = [free_port() for _ in range(2)]
-    with ExitStack() as stack:
-        servers = [
-            stack.enter_context(
-                running(serve_args(config, port), cwd=tmp_path, env=backend.env(), port=port)
-            )
-            for port in ports
-        ]
-        tenant = tenant_id()
-        key = create_tenant_key(servers[0].base_url, tenant, "p")
-        statuses = asyncio.run(counts([s.base_url for s in servers], key))
+    with replicas(tmp_path, backend, {"requests_per_minute": LIMIT}, 2) as (urls, tenant, key):
+        statuses = asyncio.run(counts(urls, key))
         assert statuses == {200: LIMIT, 429: COUNTS - LIMIT}
-        for server in servers:
-            r = httpx.post(f"{server.base_url}/v1/chat/completions", json=CHAT,
+        for url in urls:
+            r = httpx.post(f"{url}/v1/chat/completions", json=CHAT,
                            headers={"Authorization": f"Bearer {key}"}, timeout=30.0)  # fmt: skip
             assert r.status_code == 429, r.text
             assert r.headers["x-ratelimit-remaining-requests"] == "0"

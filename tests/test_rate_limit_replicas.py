@@ -14,10 +14,11 @@ FAREBOX_REQUIRE_SERVICES=1); they run on that Redis and on a 3-node Redis Cluste
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,24 @@ def replica_config(directory: Path, services: Backend, limit: dict[str, Any]) ->
         database=services.database,
         redis=services.redis,
     )
+
+
+@contextlib.contextmanager
+def replicas(
+    tmp_path: Path, services: Backend, limit: dict[str, Any], count: int
+) -> Iterator[tuple[list[str], str, str]]:
+    """``count`` replicas of ``farebox serve`` sharing ``services``, under a plan with the
+    rate ``limit``: their base URLs, a fresh tenant and its key."""
+    config = replica_config(tmp_path / "cfg", services, limit)
+    with ExitStack() as stack:
+        urls = [
+            stack.enter_context(
+                running(serve_args(config, port), cwd=tmp_path, env=services.env(), port=port)
+            ).base_url
+            for port in [free_port() for _ in range(count)]
+        ]
+        tenant = tenant_id()
+        yield urls, tenant, create_tenant_key(urls[0], tenant, "p")
 
 
 async def _pg_started(services: Backend, tenant: str) -> list[float]:
@@ -223,18 +242,12 @@ def test_sixty_per_minute_across_three_replicas(
     tmp_path: Path,
     backend: Backend,  # noqa: F811
 ) -> None:
-    config = replica_config(tmp_path / "cfg", backend, {"requests_per_minute": BURST_LIMIT})
-    ports = [free_port() for _ in range(3)]
-    with ExitStack() as stack:
-        servers = [
-            stack.enter_context(
-                running(serve_args(config, port), cwd=tmp_path, env=backend.env(), port=port)
-            )
-            for port in ports
-        ]
-        tenant = tenant_id()
-        key = create_tenant_key(servers[0].base_url, tenant, "p")
-        answers = asyncio.run(burst([s.base_url for s in servers], key))
+    with replicas(tmp_path, backend, {"requests_per_minute": BURST_LIMIT}, 3) as (
+        urls,
+        tenant,
+        key,
+    ):
+        answers = asyncio.run(burst(urls, key))
         check_burst(answers, pg_started(backend, tenant))
 
 
@@ -258,18 +271,8 @@ def test_sliding_window_under_sustained_load_replicas(
     tmp_path: Path,
     backend: Backend,  # noqa: F811
 ) -> None:
-    config = replica_config(tmp_path / "cfg", backend, SLIDING)
-    ports = [free_port() for _ in range(3)]
-    with ExitStack() as stack:
-        servers = [
-            stack.enter_context(
-                running(serve_args(config, port), cwd=tmp_path, env=backend.env(), port=port)
-            )
-            for port in ports
-        ]
-        tenant = tenant_id()
-        key = create_tenant_key(servers[0].base_url, tenant, "p")
-        answers, start, end = asyncio.run(sustained([s.base_url for s in servers], key))
+    with replicas(tmp_path, backend, SLIDING, 3) as (urls, tenant, key):
+        answers, start, end = asyncio.run(sustained(urls, key))
         check_sliding(answers, pg_started(backend, tenant), start, end)
 
 

@@ -229,27 +229,37 @@ async def test_plan_limits_name_the_responses_fields(make_gateway: Any) -> None:
         assert entry.request_id.removeprefix("req_") == ok.id.removeprefix("resp_")
 
 
+async def read_then_go_away(gw: Any, request_id: str, native: bool = False) -> bytes:
+    """Stream a Responses request of tenant ``t1`` through the gateway (``native``: the
+    Responses body goes along, for native deployments), read its first five chunks, then
+    close it as the SSE response does when the client goes away; the ledger is flushed. The
+    bytes read."""
+    await gw.tenant_key("t1")
+    services = gw.app.state.services
+    tenant = await gw.store.get_tenant("t1")
+    [key] = await gw.store.list_keys("t1")
+    body = {"model": "gpt-4o-mini", "input": "hello", "stream": True}
+    reply = await services.gateway.chat(
+        Principal(tenant=tenant, key=key),
+        responses_request_to_chat(body),
+        request_id,
+        flavor="responses",
+        echo=echo_of(body),
+        responses=body if native else None,
+    )
+    assert isinstance(reply, StreamReply)
+    received = b"".join([await anext(reply.chunks) for _ in range(5)])
+    await reply.chunks.aclose()
+    await services.ledger.flush()
+    return received
+
+
 async def test_client_disconnect_mid_stream_is_metered(make_gateway: Any) -> None:
     config = {"providers": {"sim": {"kind": "mock", "output_tokens": {"distribution": "fixed",
                                                                       "mean": 50}}}}  # fmt: skip
     async with make_gateway(config) as gw:
-        await gw.tenant_key("t1")
-        services = gw.app.state.services
-        tenant = await gw.store.get_tenant("t1")
-        [key] = await gw.store.list_keys("t1")
-        body = {"model": "gpt-4o-mini", "input": "hello", "stream": True}
-        reply = await services.gateway.chat(
-            Principal(tenant=tenant, key=key),
-            responses_request_to_chat(body),
-            "req_gone",
-            flavor="responses",
-            echo=echo_of(body),
-        )
-        assert isinstance(reply, StreamReply)
-        received = b"".join([await anext(reply.chunks) for _ in range(5)])
+        received = await read_then_go_away(gw, "req_gone")
         assert b"event: response.created" in received
-        await reply.chunks.aclose()  # what the SSE response does when the client goes away
-        await services.ledger.flush()
         [entry] = await gw.ledger("t1")
         assert entry.request_id == "req_gone" and entry.endpoint == "responses"
         assert entry.status == "client_disconnected" and entry.http_status == 499

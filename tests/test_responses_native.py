@@ -34,11 +34,8 @@ from farebox.core.money import parse_usd
 from farebox.core.pricing import cost
 from farebox.core.usage import MAX_TOKENS, TOKEN_FIELDS, from_responses, token_counts
 from farebox.errors import ConfigError
-from farebox.gateway.auth import Principal
-from farebox.gateway.pipeline import StreamReply
-from farebox.providers.translate_responses import echo_of, responses_request_to_chat
 from tests.test_money import CATALOG, OPENAI_MODELS, openai_hand_cost
-from tests.test_responses_api import _openai
+from tests.test_responses_api import _openai, read_then_go_away
 
 # gpt-4o-mini list prices, pico-USD per token: input, cached input, output
 IN, CACHED, OUT = 150_000, 75_000, 600_000
@@ -289,25 +286,9 @@ async def test_upstream_refusal_and_a_cut_answer_reach_the_client_as_the_upstrea
 
 async def test_client_gone_mid_stream_is_metered(make_gateway: Any, up: ResponsesUpstream) -> None:
     async with make_gateway(_config(up, "native")) as gw:
-        await gw.tenant_key("t1")
-        services = gw.app.state.services
-        tenant = await gw.store.get_tenant("t1")
-        [key] = await gw.store.list_keys("t1")
         up.reply_events([message("Hello", " there")], stop_after=5, hold=True)
-        body = {"model": "gpt-4o-mini", "input": "hello", "stream": True}
-        reply = await services.gateway.chat(
-            Principal(tenant=tenant, key=key),
-            responses_request_to_chat(body),
-            "req_gone",
-            flavor="responses",
-            echo=echo_of(body),
-            responses=body,
-        )
-        assert isinstance(reply, StreamReply)
-        received = b"".join([await anext(reply.chunks) for _ in range(5)])
+        received = await read_then_go_away(gw, "req_gone", native=True)
         assert b"event: response.output_text.delta" in received
-        await reply.chunks.aclose()  # what the SSE response does when the client goes away
-        await services.ledger.flush()
         [entry] = await gw.ledger("t1")
         assert entry.status == "client_disconnected" and entry.http_status == 499
         assert entry.provider == "native" and entry.output_tokens >= 1

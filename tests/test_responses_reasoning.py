@@ -25,26 +25,19 @@ from openai.types.responses import (
 from fakes import Reply
 from fakes import openai_upstream as oa
 from fakes.anthropic_upstream import stream_events, text_block, usage
-from tests.test_responses_api import _collapsed, _openai
+from tests.test_responses_api import EVENT_ORDER, _collapsed, _openai
 from tests.test_responses_honour import ENV, _config
 
 JSON = dict[str, Any]
 REASONING_EVENTS = [
-    "response.created",
-    "response.in_progress",
+    *EVENT_ORDER[:2],
     "response.output_item.added",
     "response.reasoning_summary_part.added",
     "response.reasoning_summary_text.delta",
     "response.reasoning_summary_text.done",
     "response.reasoning_summary_part.done",
     "response.output_item.done",
-    "response.output_item.added",
-    "response.content_part.added",
-    "response.output_text.delta",
-    "response.output_text.done",
-    "response.content_part.done",
-    "response.output_item.done",
-    "response.completed",
+    *EVENT_ORDER[2:],  # then the message, as without reasoning
 ]
 
 

@@ -65,28 +65,25 @@ def _dict(value: object) -> dict[str, object]:
 
 def from_openai(usage: object) -> Usage:
     """Normalise an OpenAI ``usage`` object (chat or embeddings); missing fields are 0."""
-    data = _dict(usage)
-    prompt = _dict(data.get("prompt_tokens_details"))
-    completion = _dict(data.get("completion_tokens_details"))
-    return Usage(
-        input_tokens=_int(data.get("prompt_tokens")),
-        cached_input_tokens=_int(prompt.get("cached_tokens")),
-        cache_write_5m_tokens=_int(prompt.get("cache_write_tokens")),
-        output_tokens=_int(data.get("completion_tokens")),
-        reasoning_tokens=_int(completion.get("reasoning_tokens")),
-    )
+    return _usage(usage, "prompt", "completion")
 
 
 def from_responses(usage: object) -> Usage:
     """Normalise an OpenAI Responses ``usage`` object; missing fields are 0."""
+    return _usage(usage, "input", "output")
+
+
+def _usage(usage: object, read: str, written: str) -> Usage:
+    """``<read>_tokens`` and ``<written>_tokens`` with their ``..._tokens_details``: the two
+    OpenAI shapes differ only in these names."""
     data = _dict(usage)
-    given = _dict(data.get("input_tokens_details"))
-    produced = _dict(data.get("output_tokens_details"))
+    given = _dict(data.get(f"{read}_tokens_details"))
+    produced = _dict(data.get(f"{written}_tokens_details"))
     return Usage(
-        input_tokens=_int(data.get("input_tokens")),
+        input_tokens=_int(data.get(f"{read}_tokens")),
         cached_input_tokens=_int(given.get("cached_tokens")),
         cache_write_5m_tokens=_int(given.get("cache_write_tokens")),
-        output_tokens=_int(data.get("output_tokens")),
+        output_tokens=_int(data.get(f"{written}_tokens")),
         reasoning_tokens=_int(produced.get("reasoning_tokens")),
     )
 
