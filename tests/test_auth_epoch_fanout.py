@@ -40,6 +40,7 @@ from tests.tcp_proxy import LoopThread, proxy_to
 
 CHAT = {"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
 WATCH_TASK = TASK_NAME
+CLOSE_BOUND_S = 30.0  # closing a store, its Redis cut or not, ends well within this
 SLACK_S = 5.0  # how long a loaded host may take beyond the bound before a test gives up
 
 
@@ -48,11 +49,13 @@ def bearer(raw: str) -> dict[str, str]:
 
 
 async def until(what: str, check: Callable[[], Awaitable[Any]], within: float) -> Any:
-    """Await ``check`` until it returns something truthy; fail at the deadline."""
+    """Await ``check`` until it returns something truthy; fail at the deadline, a check
+    that never returns included (its traceback then shows where it waited)."""
     deadline = time.monotonic() + within
-    while not (result := await check()):
-        assert time.monotonic() < deadline, f"{what}: not within {within} s"
-        await asyncio.sleep(0.01)  # polling interval; the deadline bounds the wait
+    async with asyncio.timeout(within):
+        while not (result := await check()):
+            assert time.monotonic() < deadline, f"{what}: not within {within} s"
+            await asyncio.sleep(0.01)  # polling interval; the deadline bounds the wait
     return result
 
 
@@ -374,8 +377,9 @@ async def test_an_unreachable_redis_is_a_503_after_the_bound_and_trust_returns_w
             try:
                 await _cut_and_restore(cut, direct, proxy)
             finally:
-                await direct.close()
-                await cut.close()
+                async with asyncio.timeout(CLOSE_BOUND_S):  # a close that hangs fails here
+                    await direct.close()
+                    await cut.close()
     finally:
         loop.close()
 
