@@ -132,9 +132,10 @@ class NativeResponsesStream:
     entry is written. A failure after the first byte ends it with ``response.failed``."""
 
     def __init__(self, model: str, request_id: str, echo: JSON | None) -> None:
-        echo = echo or {}
-        self._echo = {key: echo[key] for key in CLIENT_ECHO if key in echo}
-        self._response = response_object(response_id(request_id), int(time.time()), model, echo)
+        self._echo = client_echo(echo)
+        self._response = response_object(
+            response_id(request_id), int(time.time()), model, echo or {}
+        )
         self._output: list[JSON] = []  # the items done so far
         self._seq = -1
         self._ended = False
@@ -162,10 +163,7 @@ class NativeResponsesStream:
             event = {"type": "response.completed", "sequence_number": self._seq + 1,
                      "response": done}  # fmt: skip
         response = self._ours(event.get("response") or {})
-        usage = response.get("usage")
-        usage = dict(usage) if isinstance(usage, dict) else responses_usage(usage_of(entry))
-        usage["farebox_cost_usd"] = format_usd(entry.cost)
-        event["response"] = {**response, "usage": usage}
+        event["response"] = {**response, "usage": costed_usage(response.get("usage"), entry)}
         self._ended = True
         return self._frame(event)
 
@@ -182,6 +180,18 @@ class NativeResponsesStream:
         event = {"type": "response.failed", "sequence_number": self._seq + 1,
                  "response": response}  # fmt: skip
         return self._frame(event)
+
+
+def client_echo(echo: JSON | None) -> JSON:
+    """What a native answer shows of the request as the client sent it (``CLIENT_ECHO``)."""
+    return {key: echo[key] for key in CLIENT_ECHO if key in echo} if echo else {}
+
+
+def costed_usage(usage: Any, entry: LedgerEntry) -> JSON:
+    """A native answer's Responses usage (or, if it gave none, the entry's) with the cost."""
+    out = dict(usage) if isinstance(usage, dict) else responses_usage(usage_of(entry))
+    out["farebox_cost_usd"] = format_usd(entry.cost)
+    return out
 
 
 def _frames(events: list[Event]) -> bytes:
@@ -221,11 +231,10 @@ def render_body(
 
 def render_native(body: JSON, request_id: str, entry: LedgerEntry, echo: JSON | None) -> bytes:
     """A native deployment's Responses object, with Farebox's id and cost in its usage."""
-    usage = body.get("usage")
-    usage = dict(usage) if isinstance(usage, dict) else responses_usage(usage_of(entry))
-    usage["farebox_cost_usd"] = format_usd(entry.cost)
-    shown = {key: echo[key] for key in CLIENT_ECHO if key in echo} if echo else {}
-    return orjson.dumps({**body, "id": response_id(request_id), **shown, "usage": usage})
+    usage = costed_usage(body.get("usage"), entry)
+    return orjson.dumps(
+        {**body, "id": response_id(request_id), **client_echo(echo), "usage": usage}
+    )
 
 
 def stream_renderer(
