@@ -130,6 +130,11 @@ async def _drive_with_cut(base_url: str, key: str, proxy: TcpProxy) -> tuple[Loa
         return load, readyz
 
 
+def _billed(database: str) -> int:
+    """What the ledger holds as billed (``ok`` entries)."""
+    return sum(r["cost"] for r in ledger(database) if r["status"] == "ok")
+
+
 def _budget(base_url: str) -> dict[str, Any]:
     r = httpx.get(f"{base_url}/admin/v1/tenants/t/budgets", headers=admin_headers(), timeout=10)
     assert r.status_code == 200, r.text
@@ -146,9 +151,13 @@ def test_a_redis_cut_under_load_never_tells_a_billed_client_it_was_not_billed(
         with running(_serve_args(config, port), cwd=tmp_path, env=scaled_env(), port=port) as srv:
             key = create_tenant_key(srv.base_url, "t", "p")
             load, readyz = asyncio.run(_drive_with_cut(srv.base_url, key, proxy))
-            # leases of requests whose settle failed expire and are settled from the ledger
-            budget = poll("holds released", lambda: (b := _budget(srv.base_url))
-                          and parse_usd(b["reserved_usd"]) == 0 and b, 30)  # fmt: skip
+            # leases of requests whose settle failed expire and are settled from the ledger: a
+            # reclaim releases the hold first, then adds the committed cost, so wait for both
+            # (the exact equality is asserted below)
+            budget = poll("holds released and reclaimed costs settled",
+                          lambda: (b := _budget(srv.base_url))
+                          and parse_usd(b["reserved_usd"]) == 0
+                          and parse_usd(b["used_usd"]) == _billed(name) and b, 30)  # fmt: skip
             settle_failures = srv.output.count("their Redis settle failed")
         rows = {r["request_id"]: r for r in ledger(name)}
 
