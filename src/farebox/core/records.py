@@ -167,3 +167,81 @@ class StoredResponse:
 
     def live_at(self, now: float) -> bool:
         return now < self.expires_at
+
+
+# reports (rollups and the request log) -------------------------------------------------------
+# what a rollup row is keyed by, besides its hour; ``series`` may group by these and by time
+ROLLUP_DIMENSIONS = ("tenant", "key", "model", "feature", "status")
+# the latency histogram's upper bounds in milliseconds (the last bucket is +inf); rollups keep
+# one count per bucket, so a percentile over any range is read from sums, never from entries
+LATENCY_BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesQuery:
+    """Sums of the ledger over ``[start, end)`` (unix seconds, started_at), in ``bucket``
+    buckets (``hour``, ``day``, ``month``, or ``all``: one bucket for the whole range) of the
+    wall clock of ``tz`` (an IANA name), grouped by ``group_by`` (one of
+    ``ROLLUP_DIMENSIONS``, or None). ``tenant_id`` None: every tenant (admin only)."""
+
+    start: float
+    end: float
+    bucket: Literal["hour", "day", "month", "all"] = "day"
+    tz: str = "UTC"
+    group_by: str | None = None
+    tenant_id: str | None = None
+    key_id: str | None = None
+    model: str | None = None
+    feature: str | None = None
+    status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    """One bucket (and group) of a series. ``bucket``: the bucket's start in unix seconds
+    (``start`` of the query for ``all``). Money in pico-USD; latency sums in milliseconds,
+    ``latency_buckets`` one count per ``LATENCY_BOUNDS_MS`` bound plus the +inf bucket."""
+
+    bucket: float
+    group: str | None
+    requests: int = 0
+    errors: int = 0  # entries whose http_status is 400 or above
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0  # 5-minute and 1-hour cache writes together
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: int = 0
+    revenue: int = 0
+    latency_ms_sum: float = 0.0
+    upstream_ms_sum: float = 0.0
+    latency_buckets: tuple[int, ...] = ()
+
+    @property
+    def margin(self) -> int:
+        return self.revenue - self.cost
+
+
+@dataclass(frozen=True, slots=True)
+class RequestQuery:
+    """A page of the request log, newest first. Every filter is exact; ``tag`` is one
+    metadata ``(name, value)`` pair. ``cursor``: the opaque ``next_cursor`` of the page
+    before. ``limit`` is capped by the store's caller (the API), not here."""
+
+    tenant_id: str | None = None
+    start: float | None = None
+    end: float | None = None
+    status: str | None = None
+    key_id: str | None = None
+    user: str | None = None
+    feature: str | None = None
+    model: str | None = None
+    tag: tuple[str, str] | None = None
+    cursor: str | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPage:
+    entries: list[LedgerEntry]
+    next_cursor: str | None  # None: no older entries match

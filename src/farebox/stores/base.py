@@ -19,8 +19,12 @@ from farebox.core.budgets import Hold, HoldState
 from farebox.core.records import (
     ApiKey,
     LedgerEntry,
+    RequestPage,
+    RequestQuery,
     Reservation,
     ReserveOutcome,
+    SeriesPoint,
+    SeriesQuery,
     StoredResponse,
     Tenant,
     UsageQuery,
@@ -98,6 +102,21 @@ class UsageStore(Protocol):
         ...
 
     async def usage(self, query: UsageQuery) -> list[UsageRow]: ...
+
+
+class ReportStore(Protocol):
+    """What reports read: hourly rollups of the ledger, kept exactly equal to it, and the
+    request log. Neither reads a month of raw entries, and neither runs on the connection or
+    thread the data plane writes with."""
+
+    async def series(self, query: SeriesQuery) -> list[SeriesPoint]:
+        """Sums per bucket and group, oldest bucket first, then by group (None last). Exactly
+        the sums of the ledger entries the query selects, including the newest."""
+        ...
+
+    async def requests(self, query: RequestQuery) -> RequestPage:
+        """The newest entries the query selects (by started_at, then request id), one page."""
+        ...
 
 
 class ReservationStore(Protocol):
