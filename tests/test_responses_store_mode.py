@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from farebox.api.responses_stored import StoredResponses
-from farebox.config.settings import ResponsesSettings, parse_settings
+from farebox.config.limits import ResponsesSettings
+from farebox.config.settings import parse_settings
 from farebox.errors import ConfigError
 from farebox.gateway.render import Reply
 from tests.test_messages_api import _openai

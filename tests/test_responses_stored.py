@@ -19,7 +19,8 @@ import pytest
 
 from fakes import openai_upstream as oa
 from fakes.anthropic_upstream import AnthropicUpstream, text_block, usage
-from farebox.config.settings import ResponsesSettings, parse_settings
+from farebox.config.limits import ResponsesSettings
+from farebox.config.settings import parse_settings
 from farebox.core.money import parse_usd
 from farebox.errors import ConfigError
 from tests.claude_deployment import claude_gateway

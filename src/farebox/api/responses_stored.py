@@ -27,7 +27,7 @@ import orjson
 
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
 from farebox.api.responses_writer import FINAL_EVENTS, ResponseWriter
-from farebox.config.settings import ResponsesSettings
+from farebox.config.limits import ResponsesSettings
 from farebox.core.records import StoredResponse
 from farebox.errors import InvalidRequest, MethodNotAllowed, NotFound
 from farebox.gateway.render import Reply, StreamReply

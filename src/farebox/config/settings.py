@@ -19,6 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from farebox.catalog import load_catalog
 from farebox.config.anomaly import AnomalySettings, AnomalyTuning, policy
 from farebox.config.base import Decimal, EnvReference, Strict
+from farebox.config.limits import ResponsesSettings, TimeoutSettings
+from farebox.config.observe import (
+    DashboardConfig,
+    LoggingConfig,
+    MetricsConfig,
+    PlanObserve,
+    TracingConfig,
+)
 from farebox.config.stores import RedisSettings, redis_target
 from farebox.core.meters import METERS, Meter
 from farebox.core.money import MoneyFormatError, decimal_ratio, parse_usd, price_per_token
@@ -205,6 +213,7 @@ class PlanConfig(Strict):
     downgrade: dict[str, str] = Field(default_factory=dict)
     pricing: PlanPricing = Field(default_factory=PlanPricing)
     anomaly: AnomalyTuning | None = None
+    observe: PlanObserve = Field(default_factory=PlanObserve)
 
 
 class ServerConfig(Strict):
@@ -265,29 +274,6 @@ class LedgerConfig(Strict):
     checkpoint_wait_ms: int = Field(100, ge=1, le=10_000)
 
 
-class TimeoutSettings(Strict):
-    """Deadlines on the shared databases (PostgreSQL and Redis) and on ``/readyz``."""
-
-    postgres_connect_s: float = Field(5.0, gt=0)  # opening a connection
-    postgres_command_s: float = Field(5.0, gt=0)  # one statement; waiting for a pooled one
-    redis_connect_s: float = Field(2.0, gt=0)  # opening a connection
-    redis_command_s: float = Field(2.0, gt=0)  # one command or script; waiting for a pooled one
-    ledger_probe_s: float = Field(1.0, gt=0)  # PostgreSQL health probe: interval and timeout
-    readyz_s: float = Field(1.0, gt=0)  # /readyz answers within this, 503 if the stores do not
-
-
-class ResponsesSettings(Strict):
-    """The Responses API's stored responses (``previous_response_id``)."""
-
-    ttl_days: float = Field(30, gt=0, le=3_650)  # a stored response is gone this long after
-    # true: an answer is stored before its last bytes leave, so any replica can continue it at
-    # once; false: stored beside the reply (faster), continued at once only by this process
-    # (which waits for its own pending write); auto: false where this one process is its
-    # database's only user (single-process SQLite, memory), true where others share it
-    # (SQLite shared mode, --workers, PostgreSQL replicas)
-    store_before_reply: bool | Literal["auto"] = "auto"
-
-
 class FileConfig(Strict):
     database: str = "sqlite:///farebox.db"
     redis: RedisSettings | None = None  # a URL, or {url: ..., cluster: true}
@@ -307,6 +293,10 @@ class FileConfig(Strict):
     billing: BillingConfig = Field(default_factory=BillingConfig)
     anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     upgrade_url: str | None = None
 
 

@@ -1,0 +1,49 @@
+"""The sections of farebox.yaml for seeing the gateway: ``metrics:``, ``logging:``,
+``tracing:`` and ``dashboard:``, and each plan's ``observe:`` (what a plan allows traces to
+record). Validated here; secrets (``env:NAME``) are resolved by ``farebox.config.settings``,
+which alone reads the environment."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from farebox.config.base import EnvReference, Strict
+
+
+class MetricsConfig(Strict):
+    """``GET /metrics`` (Prometheus text format)."""
+
+    enabled: bool = True
+    token: EnvReference | None = None  # a bearer token the scraper must send; unset: open
+    tenant_labels: bool = False  # a tenant label on per-request series (cardinality!)
+
+
+class LoggingConfig(Strict):
+    """One access-log line per request (never a secret, never content)."""
+
+    access_log: bool = True
+    format: Literal["auto", "json", "text"] = "auto"  # auto: text on a terminal, else JSON
+
+
+class TracingConfig(Strict):
+    """OpenTelemetry traces over OTLP/HTTP (the ``farebox[otel]`` extra)."""
+
+    enabled: bool = False
+    endpoint: str | None = None  # e.g. http://127.0.0.1:4318/v1/traces
+    service_name: str = "farebox"
+    sample_ratio: float = Field(1.0, ge=0.0, le=1.0)
+
+
+class DashboardConfig(Strict):
+    """The dashboard served at ``/dashboard``."""
+
+    enabled: bool = True
+    session_ttl_s: int = Field(8 * 3600, ge=60)
+
+
+class PlanObserve(Strict):
+    """What a plan allows the traces to record: prompt and completion text only if told."""
+
+    record_content: bool = False
