@@ -29,6 +29,7 @@ from farebox.stores.postgres.ledger_write import (
 )
 from farebox.stores.postgres.pool import TimedPool, keep_session, unreachable
 from farebox.stores.postgres.responses import PostgresResponses
+from farebox.stores.postgres.rollups import PostgresReports
 from farebox.stores.postgres.schema import lock_key, migrate, quote_ident
 from farebox.stores.postgres.traffic import PostgresTraffic
 from farebox.stores.sql import (
@@ -99,7 +100,7 @@ async def _init_connection(conn: Any) -> None:
     )
 
 
-class PostgresStore(SQLAccounts):
+class PostgresStore(SQLAccounts, PostgresReports):
     dialect = POSTGRES
     key_order = "created_at, id"
 
