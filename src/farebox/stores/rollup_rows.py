@@ -27,9 +27,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from farebox.core.records import (
@@ -38,10 +38,13 @@ from farebox.core.records import (
     LedgerEntry,
     SeriesPoint,
     SeriesQuery,
+    UsageQuery,
+    UsageRow,
 )
 from farebox.errors import InvalidRequest
 
 HOUR = 3600
+Bucket = Literal["hour", "day", "month", "all"]
 BUCKETS = ("hour", "day", "month", "all")
 KEY = ("hour", "tenant_id", "key_id", "model", "feature", "status")
 LATENCY_COLS = tuple(f"lb{i}" for i in range(len(LATENCY_BOUNDS_MS) + 1))
@@ -320,3 +323,57 @@ def _field(e: LedgerEntry, attr: str) -> Any:
     if attr == "feature":
         return e.feature or ""
     return getattr(e, attr)
+
+
+# --- the usage report (``UsageStore.usage``) from the rollups --------------------------------
+
+# the usage groups the rollups answer (the others, ``user`` and ``provider``, read entries)
+USAGE_FROM_ROLLUPS: dict[str | None, tuple[str | None, Bucket]] = {
+    None: (None, "all"), "tenant": ("tenant", "all"), "model": ("model", "all"),
+    "feature": ("feature", "all"), "key": ("key", "all"), "status": ("status", "all"),
+    "day": (None, "day"), "hour": (None, "hour"),
+}  # fmt: skip
+# the widest range a usage query without bounds covers (whole hours, so no cut hour is read)
+FOREVER = (-(10**8) * HOUR, 10**8 * HOUR)
+
+
+def usage_series_query(query: UsageQuery) -> SeriesQuery | None:
+    """The series that answers ``query``, or None when the rollups cannot (its group)."""
+    if query.group_by not in USAGE_FROM_ROLLUPS:
+        return None
+    group, bucket = USAGE_FROM_ROLLUPS[query.group_by]
+    start = FOREVER[0] if query.start is None else query.start
+    end = FOREVER[1] if query.end is None else query.end
+    return SeriesQuery(start, end, bucket=bucket, group_by=group, tenant_id=query.tenant_id)
+
+
+def usage_rows_of(query: UsageQuery, series: Sequence[SeriesPoint]) -> list[UsageRow]:
+    """The series' points as usage rows (days and hours as UTC text, like the entries' SQL)."""
+    fmt = {"day": "%Y-%m-%d", "hour": "%Y-%m-%dT%H:00:00Z"}.get(query.group_by or "")
+    return [
+        UsageRow(
+            datetime.fromtimestamp(p.bucket, UTC).strftime(fmt) if fmt else p.group,
+            p.requests,
+            p.input_tokens,
+            p.output_tokens,
+            p.cost,
+            p.revenue,
+        )  # fmt: skip
+        for p in series
+    ]
+
+
+class RollupUsage:
+    """``UsageStore.usage`` from the rollups where its group allows (mixed into the SQL
+    stores' report mixins, beside their ``series``)."""
+
+    async def series(self, query: SeriesQuery) -> list[SeriesPoint]:
+        raise NotImplementedError
+
+    async def usage_from_rollups(self, query: UsageQuery) -> list[UsageRow] | None:
+        """The usage rows, or None when the rollups cannot answer (group ``user``, ``provider``
+        or an unknown one: the entries' SQL answers, or refuses, it)."""
+        asked = usage_series_query(query)
+        if asked is None:
+            return None
+        return usage_rows_of(query, await self.series(asked))

@@ -17,6 +17,7 @@ from farebox.stores.rollup_rows import (
     MONEY,
     POSTGRES_ROLLUP,
     SUMS,
+    RollupUsage,
     check,
     points,
     series_statement,
@@ -72,7 +73,7 @@ def migration(schema_mark: str) -> str:
     return "\n".join(parts)
 
 
-class PostgresReports:
+class PostgresReports(RollupUsage):
     """``ReportStore.series`` for ``PostgresStore`` (a pool connection: never the ledger
     writer's statement)."""
 

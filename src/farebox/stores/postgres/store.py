@@ -363,6 +363,9 @@ class PostgresStore(SQLAccounts, PostgresReports):
         return [_entry(r) for r in reversed(rows)]
 
     async def usage(self, query: UsageQuery) -> list[UsageRow]:
+        rows = await self.usage_from_rollups(query)  # where the group allows
+        if rows is not None:
+            return rows
         sql, params = POSTGRES_USAGE.statement(query, f"{self._s}.ledger")
         return usage_rows(await self._pool.fetch(sql, *params))
 

@@ -16,6 +16,7 @@ from farebox.stores.rollup_rows import (
     KEY,
     SQLITE_ROLLUP,
     SUMS,
+    RollupUsage,
     check,
     points,
     series_statement,
@@ -89,7 +90,7 @@ class ReportReader:
             self._conn = None
 
 
-class SQLiteReports:
+class SQLiteReports(RollupUsage):
     """``ReportStore.series`` for the SQLite stores (mixed into ``SQLiteStore``)."""
 
     _path: Path

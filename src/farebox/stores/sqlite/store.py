@@ -477,8 +477,15 @@ class SQLiteStore(SQLAccounts, SQLiteReports):
         return [LedgerEntry(**r) for r in reversed(rows)]
 
     async def usage(self, query: UsageQuery) -> list[UsageRow]:
+        """From the rollups where the group allows, else from the entries of the range; on
+        the reports' own connection either way (``stores/sqlite/rollups.py``)."""
+        rows = await self.usage_from_rollups(query)
+        if rows is not None:
+            return rows
         sql, params = SQLITE_USAGE.statement(query, "ledger")
-        return usage_rows(await self._run(lambda: self._db.execute(sql, params).fetchall()))
+        return usage_rows(
+            await self.report_reader.run(lambda db: db.execute(sql, params).fetchall())
+        )
 
     # meta --------------------------------------------------------------------------
     async def get_meta(self, name: str) -> str | None:
