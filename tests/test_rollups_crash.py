@@ -122,21 +122,37 @@ def expected(ledger: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[int]]:
     return out
 
 
-def stored(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[int]]:
+def daily(hourly: dict[tuple[Any, ...], list[int]]) -> dict[tuple[Any, ...], list[int]]:
+    """The daily rollups (UTC day, tenant, status) the hourly ones add up to."""
+    out: dict[tuple[Any, ...], list[int]] = {}
+    for (hour, tenant, _key, _model, _feature, status), values in hourly.items():
+        row = out.setdefault((hour // 86_400 * 86_400, tenant, status), [0] * len(values))
+        for i, v in enumerate(values):
+            row[i] += v
+    return out
+
+
+def stored(rows: list[dict[str, Any]], key: tuple[str, ...]) -> dict[tuple[Any, ...], list[int]]:
     buckets = [f"lb{i}" for i in range(len(LATENCY_BOUNDS_MS) + 1)]
     out = {}
     for r in rows:
-        key = (int(r["hour"]), r["tenant_id"], r["key_id"], r["model"], r["feature"], r["status"])
-        out[key] = [int(r[c]) for c in (*SUMS, *buckets)]
+        out[(int(r["hour"]), *(r[c] for c in key))] = [int(r[c]) for c in (*SUMS, *buckets)]
     return {k: v for k, v in out.items() if any(v)}  # a placeholder replaced leaves zeros
 
 
-def check(ledger: list[dict[str, Any]], rollups: list[dict[str, Any]]) -> None:
+HOURLY = ("tenant_id", "key_id", "model", "feature", "status")
+DAILY = ("tenant_id", "status")
+
+
+def check(
+    ledger: list[dict[str, Any]], rollups: list[dict[str, Any]], days: list[dict[str, Any]]
+) -> None:
     statuses = {e["status"] for e in ledger}
     assert {"ok", "error"} <= statuses, statuses
     assert any(e["endpoint"] == "embeddings" for e in ledger), {e["endpoint"] for e in ledger}
     assert any(e["stream"] for e in ledger)
-    assert stored(rollups) == expected(ledger)
+    assert stored(rollups, HOURLY) == expected(ledger)
+    assert stored(days, DAILY) == daily(expected(ledger))
 
 
 def poll(what: str, fn: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -170,7 +186,8 @@ async def test_rollups_equal_the_ledger_after_a_sigkill_on_sqlite(tmp_path: Path
             "the killed requests' placeholders",
             lambda: placeholders(sqlite_rows(database, "ledger")),
         )
-        check(sqlite_rows(database, "ledger"), sqlite_rows(database, "rollups"))
+        tables = ("ledger", "rollups", "rollups_daily")
+        check(*(sqlite_rows(database, t) for t in tables))
         with contextlib.closing(sqlite3.connect(database)) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
@@ -202,4 +219,5 @@ async def test_rollups_equal_the_ledger_after_a_sigkill_on_postgresql(tmp_path: 
 
         with start():
             poll("the killed requests' placeholders", lambda: placeholders(ledger()))
-            check(ledger(), _run(_fetch(name, "SELECT * FROM rollups")))
+            days = _run(_fetch(name, "SELECT * FROM rollups_daily"))
+            check(ledger(), _run(_fetch(name, "SELECT * FROM rollups")), days)
