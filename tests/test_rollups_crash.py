@@ -132,6 +132,17 @@ def daily(hourly: dict[tuple[Any, ...], list[int]]) -> dict[tuple[Any, ...], lis
     return out
 
 
+def totals(rows: dict[tuple[Any, ...], list[int]]) -> dict[tuple[Any, ...], list[int]]:
+    """Rows (hourly rollups, or the totals' shards) added up per hour and status."""
+    out: dict[tuple[Any, ...], list[int]] = {}
+    for key, values in rows.items():
+        hour, status = key[0], key[5] if len(key) == 6 else key[1]
+        row = out.setdefault((hour, status), [0] * len(values))
+        for i, v in enumerate(values):
+            row[i] += v
+    return out
+
+
 def stored(rows: list[dict[str, Any]], key: tuple[str, ...]) -> dict[tuple[Any, ...], list[int]]:
     buckets = [f"lb{i}" for i in range(len(LATENCY_BOUNDS_MS) + 1)]
     out = {}
@@ -142,17 +153,21 @@ def stored(rows: list[dict[str, Any]], key: tuple[str, ...]) -> dict[tuple[Any, 
 
 HOURLY = ("tenant_id", "key_id", "model", "feature", "status")
 DAILY = ("tenant_id", "status")
+TOTAL = ("status", "shard")
 
 
 def check(
-    ledger: list[dict[str, Any]], rollups: list[dict[str, Any]], days: list[dict[str, Any]]
-) -> None:
+    ledger: list[dict[str, Any]], rollups: list[dict[str, Any]], days: list[dict[str, Any]],
+    hours: list[dict[str, Any]],
+) -> None:  # fmt: skip
     statuses = {e["status"] for e in ledger}
     assert {"ok", "error"} <= statuses, statuses
     assert any(e["endpoint"] == "embeddings" for e in ledger), {e["endpoint"] for e in ledger}
     assert any(e["stream"] for e in ledger)
     assert stored(rollups, HOURLY) == expected(ledger)
     assert stored(days, DAILY) == daily(expected(ledger))
+    unsharded = totals(stored(hours, TOTAL))  # the shards of an hour and status added up
+    assert unsharded == totals(expected(ledger))
 
 
 def poll(what: str, fn: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -186,7 +201,7 @@ async def test_rollups_equal_the_ledger_after_a_sigkill_on_sqlite(tmp_path: Path
             "the killed requests' placeholders",
             lambda: placeholders(sqlite_rows(database, "ledger")),
         )
-        tables = ("ledger", "rollups", "rollups_daily")
+        tables = ("ledger", "rollups", "rollups_daily", "rollups_total")
         check(*(sqlite_rows(database, t) for t in tables))
         with contextlib.closing(sqlite3.connect(database)) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
@@ -219,5 +234,8 @@ async def test_rollups_equal_the_ledger_after_a_sigkill_on_postgresql(tmp_path: 
 
         with start():
             poll("the killed requests' placeholders", lambda: placeholders(ledger()))
-            days = _run(_fetch(name, "SELECT * FROM rollups_daily"))
-            check(ledger(), _run(_fetch(name, "SELECT * FROM rollups")), days)
+            hourly, days, hours = (
+                _run(_fetch(name, f"SELECT * FROM {t}"))  # noqa: S608
+                for t in ("rollups", "rollups_daily", "rollups_total")
+            )
+            check(ledger(), hourly, days, hours)

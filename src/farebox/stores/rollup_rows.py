@@ -53,7 +53,15 @@ KEY = ("hour", "tenant_id", "key_id", "model", "feature", "status")
 # the daily rollups: per UTC day (its start, in the column ``hour``), tenant and status only,
 # so that a month's totals per tenant read a few rows per tenant whatever its traffic's shape
 DAILY_KEY = ("hour", "tenant_id", "status")
+# the totals: per hour and status, over every tenant (spread over a few shards on PostgreSQL
+# so that concurrent replicas do not queue on one row), for series neither grouped nor
+# filtered by tenant, key, model or feature, in any zone's days and months
+TOTAL_KEY = ("hour", "status", "shard")
 DAY = 86_400
+Grain = Literal["hourly", "daily", "total"]
+GRAINS: tuple[Grain, ...] = ("hourly", "daily", "total")
+_KEYS: dict[str, tuple[str, ...]] = {"hourly": KEY, "daily": DAILY_KEY, "total": TOTAL_KEY}
+_TABLES = {"hourly": "rollups", "daily": "rollups_daily", "total": "rollups_total"}
 LATENCY_COLS = tuple(f"lb{i}" for i in range(len(LATENCY_BOUNDS_MS) + 1))
 SUMS = (
     "requests", "errors", "input_tokens", "cached_input_tokens", "cache_write_tokens",
@@ -113,12 +121,13 @@ class RollupSQL:
     numbered: bool  # $n placeholders (PostgreSQL) rather than ?
     trunc: str  # truncation toward zero to an integer: "{}" is the expression
     flag: str  # a condition as 0 or 1: "{}" is the condition
+    shard: str  # the totals' shard of a tenant: "{}" is the tenant id
 
     def projection(
-        self, row: str = "", sign: str = "", daily: bool = False
+        self, row: str = "", sign: str = "", grain: Grain = "hourly"
     ) -> list[tuple[str, str]]:
         """(column, expression) pairs of a ledger row (``row``: its prefix, such as ``NEW.``)
-        as a rollup row (``daily``: of the daily table), each sum multiplied by ``sign``
+        as a row of the ``grain`` rollups, each sum multiplied by ``sign``
         (``-1*`` for a removal)."""
         r = row
         hour = self.trunc.format(f"{r}started_at / 3600.0") + f" * {HOUR}"
@@ -141,43 +150,48 @@ class RollupSQL:
             f"{r}output_tokens", f"{r}reasoning_tokens", f"{r}cost", f"{r}revenue",
             us("latency_ms"), us("upstream_ms"), *buckets,
         ]  # fmt: skip
-        if daily:  # the day of the hour, in integers: an hour is always inside its day
+        if grain == "daily":  # the day of the hour, in integers: an hour is inside its day
             keys = [f"({hour}) / {DAY} * {DAY}", f"{r}tenant_id", f"{r}status"]
+        elif grain == "total":
+            keys = [hour, f"{r}status", self.shard.format(f"{r}tenant_id")]
         else:
             keys = [hour, f"{r}tenant_id", f"{r}key_id", f"{r}model_served",
                     f"COALESCE({r}feature, '')", f"{r}status"]  # fmt: skip
-        return list(zip(key_of(daily), keys, strict=True)) + [
+        return list(zip(key_of(grain), keys, strict=True)) + [
             (c, f"{sign}({x})") for c, x in zip(SUMS, sums, strict=True)
         ]
 
     def select_projection(
-        self, source: str, row: str = "", sign: str = "", daily: bool = False
+        self, source: str, row: str = "", sign: str = "", grain: Grain = "hourly"
     ) -> str:
-        cols = ", ".join(f"{x} AS {c}" for c, x in self.projection(row, sign, daily))
+        cols = ", ".join(f"{x} AS {c}" for c, x in self.projection(row, sign, grain))
         return f"SELECT {cols} FROM {source}"
 
-    def aggregated(self, source: str, daily: bool = False) -> str:
+    def aggregated(self, source: str, grain: Grain = "hourly") -> str:
         """The rows of ``source`` (ledger rows), summed per rollup key, in key order."""
-        keys = ", ".join(key_of(daily))
+        keys = ", ".join(key_of(grain))
         sums = ", ".join(f"SUM({c}) AS {c}" for c in SUMS)
-        inner = self.select_projection(source, daily=daily)
+        inner = self.select_projection(source, grain=grain)
         return f"SELECT {keys}, {sums} FROM ({inner}) AS p GROUP BY {keys} ORDER BY {keys}"
 
-    def upsert_tail(self, table: str, daily: bool = False) -> str:
+    def upsert_tail(self, table: str, grain: Grain = "hourly") -> str:
         adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in SUMS)
-        return f"ON CONFLICT ({', '.join(key_of(daily))}) DO UPDATE SET {adds}"
+        return f"ON CONFLICT ({', '.join(key_of(grain))}) DO UPDATE SET {adds}"
 
 
-def key_of(daily: bool) -> tuple[str, ...]:
-    return DAILY_KEY if daily else KEY
+def key_of(grain: Grain) -> tuple[str, ...]:
+    return _KEYS[grain]
 
 
-def table_of(daily: bool) -> str:
-    return "rollups_daily" if daily else "rollups"
+def table_of(grain: Grain) -> str:
+    return _TABLES[grain]
 
 
-SQLITE_ROLLUP = RollupSQL(numbered=False, trunc="CAST({} AS INTEGER)", flag="({})")
-POSTGRES_ROLLUP = RollupSQL(numbered=True, trunc="trunc({})::bigint", flag="({})::int")
+# SQLite has one writer at a time: one shard; PostgreSQL spreads a busy hour over eight rows
+SQLITE_ROLLUP = RollupSQL(numbered=False, trunc="CAST({} AS INTEGER)", flag="({})", shard="0")
+POSTGRES_ROLLUP = RollupSQL(
+    numbered=True, trunc="trunc({})::bigint", flag="({})::int", shard="(hashtext({}) & 7)"
+)
 
 
 @dataclass(slots=True)
@@ -221,12 +235,15 @@ def series_statement(dialect: RollupSQL, schema: str, query: SeriesQuery) -> tup
     group = DIMENSION_COLUMN[query.group_by] if query.group_by else "NULL"
     parts = []
     d0, d1 = math.ceil(h0 / DAY) * DAY, math.floor(h1 / DAY) * DAY
-    if daily_allowed(query) and d0 < d1:
-        parts.append(_rollup_part(p, schema, group, (d0, d1), filters, daily=True))
+    hourly: Grain = "total" if total_allowed(query) else "hourly"
+    if hourly == "hourly" and daily_allowed(query) and d0 < d1:
+        parts.append(_rollup_part(p, schema, group, (d0, d1), filters, "daily"))
         hours = [(h0, d0), (d1, h1)]
     else:
         hours = [(h0, h1)]
-    parts += [_rollup_part(p, schema, group, span, filters) for span in hours if span[0] < span[1]]
+    parts += [
+        _rollup_part(p, schema, group, span, filters, hourly) for span in hours if span[0] < span[1]
+    ]
     ledger = f"{schema}ledger"
     if query.start < h0:
         parts.append(_ledger_part(dialect, p, ledger, query, group, ("<", h0), filters))
@@ -242,6 +259,13 @@ def series_statement(dialect: RollupSQL, schema: str, query: SeriesQuery) -> tup
     return sql, p.values
 
 
+def total_allowed(query: SeriesQuery) -> bool:
+    """Whether the totals answer the query's whole hours: it groups and filters by status at
+    most."""
+    coarse = all(v is None for v in (query.tenant_id, query.key_id, query.model, query.feature))
+    return coarse and query.group_by in (None, "status")
+
+
 def daily_allowed(query: SeriesQuery) -> bool:
     """Whether the daily rollups can answer the query's whole UTC days: its buckets hold
     whole UTC days, and it groups and filters by tenant and status at most."""
@@ -252,12 +276,12 @@ def daily_allowed(query: SeriesQuery) -> bool:
 
 def _rollup_part(
     p: Params, schema: str, group: str, span: tuple[int, int], filters: list[tuple[str, Any]],
-    daily: bool = False,
+    grain: Grain = "hourly",
 ) -> str:  # fmt: skip
     where = [f"hour >= {p.add(span[0])}", f"hour < {p.add(span[1])}"]
     where += [f"{col} = {p.add(v)}" for col, v in filters if v is not None]
     cols = ", ".join(("hour", f"{group} AS g", *SUMS))
-    return f"SELECT {cols} FROM {schema}{table_of(daily)} WHERE {' AND '.join(where)}"
+    return f"SELECT {cols} FROM {schema}{table_of(grain)} WHERE {' AND '.join(where)}"
 
 
 def _ledger_part(

@@ -13,9 +13,11 @@ from typing import Any
 
 from farebox.core.records import SeriesPoint, SeriesQuery
 from farebox.stores.rollup_rows import (
+    GRAINS,
     MONEY,
     POSTGRES_ROLLUP,
     SUMS,
+    Grain,
     RollupUsage,
     check,
     key_of,
@@ -32,42 +34,44 @@ _TRIGGERS = (  # (name, event, transition tables, source rows: (table, sign))
 )  # fmt: skip
 
 
-def _apply(schema: str, sources: tuple[tuple[str, str], ...], daily: bool) -> str:
+def _apply(schema: str, sources: tuple[tuple[str, str], ...], grain: Grain) -> str:
     """Add the rows of the transition tables (each with its sign) to one rollup table."""
-    key = key_of(daily)
+    key = key_of(grain)
     keys = ", ".join(key)
     inner = " UNION ALL ".join(
-        POSTGRES_ROLLUP.select_projection(table, sign=sign, daily=daily) for table, sign in sources
+        POSTGRES_ROLLUP.select_projection(table, sign=sign, grain=grain) for table, sign in sources
     )
     sums = ", ".join(f"SUM({c})" for c in SUMS)
-    table = table_of(daily)
+    table = table_of(grain)
     return (
         f"INSERT INTO {schema}.{table}({', '.join(key + SUMS)}) SELECT {keys}, {sums} "
         f"FROM ({inner}) AS p GROUP BY {keys} ORDER BY {keys} "
-        f"{POSTGRES_ROLLUP.upsert_tail(table, daily)}"
+        f"{POSTGRES_ROLLUP.upsert_tail(table, grain)}"
     )
 
 
-def _table(s: str, daily: bool) -> str:
-    key = key_of(daily)
+def _table(s: str, grain: Grain) -> str:
+    key = key_of(grain)
     keys = ", ".join(
-        f"{c} BIGINT NOT NULL" if c == "hour" else f'{c} TEXT COLLATE "C" NOT NULL' for c in key
+        f"{c} BIGINT NOT NULL" if c in ("hour", "shard") else f'{c} TEXT COLLATE "C" NOT NULL'
+        for c in key
     )
     sums = ", ".join(
         f"{c} {'NUMERIC(38, 0)' if c in MONEY else 'BIGINT'} NOT NULL DEFAULT 0" for c in SUMS
     )
-    return f"CREATE TABLE {s}.{table_of(daily)} ({keys}, {sums}, PRIMARY KEY ({', '.join(key)}));"
+    return f"CREATE TABLE {s}.{table_of(grain)} ({keys}, {sums}, PRIMARY KEY ({', '.join(key)}));"
 
 
 def migration(schema_mark: str) -> str:
-    """The rollup tables (hourly, and daily per tenant and status), their triggers, and the
+    """The rollup tables (hourly; daily per tenant and status; hourly totals per status),
+    their triggers, and the
     rollups of the entries already written. ``schema_mark``: what the migration runner
     replaces with the quoted schema name."""
     s = schema_mark
-    parts = [_table(s, False), _table(s, True),
+    parts = [*(_table(s, g) for g in GRAINS),
              f"CREATE INDEX rollups_tenant ON {s}.rollups(tenant_id, hour);"]  # fmt: skip
     for name, event, tables, sources in _TRIGGERS:
-        body = f"{_apply(s, sources, False)}; {_apply(s, sources, True)};"
+        body = "".join(f"{_apply(s, sources, g)}; " for g in GRAINS)
         parts.append(
             f"CREATE FUNCTION {s}.{name}() RETURNS trigger LANGUAGE plpgsql AS $fbx$ BEGIN "
             f"{body} RETURN NULL; END $fbx$;"
@@ -76,10 +80,10 @@ def migration(schema_mark: str) -> str:
             f"CREATE TRIGGER ledger_{name} AFTER {event} ON {s}.ledger REFERENCING {tables} "
             f"FOR EACH STATEMENT EXECUTE FUNCTION {s}.{name}();"
         )
-    for daily in (False, True):
-        cols = ", ".join(key_of(daily) + SUMS)
-        rows = POSTGRES_ROLLUP.aggregated(f"{s}.ledger", daily=daily)
-        parts.append(f"INSERT INTO {s}.{table_of(daily)}({cols}) {rows};")
+    for g in GRAINS:
+        cols = ", ".join(key_of(g) + SUMS)
+        rows = POSTGRES_ROLLUP.aggregated(f"{s}.ledger", g)
+        parts.append(f"INSERT INTO {s}.{table_of(g)}({cols}) {rows};")
     return "\n".join(parts)
 
 

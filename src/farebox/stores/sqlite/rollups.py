@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 
 from farebox.core.records import SeriesPoint, SeriesQuery
 from farebox.stores.rollup_rows import (
-    DAILY_KEY,
-    KEY,
+    GRAINS,
     SQLITE_ROLLUP,
     SUMS,
+    Grain,
     RollupUsage,
     check,
     key_of,
@@ -29,47 +29,49 @@ from farebox.stores.sqlite.conn import connect
 T = TypeVar("T")
 
 
-def _upsert(row: str, daily: bool) -> str:
-    table, key = table_of(daily), key_of(daily)
+def _upsert(row: str, grain: Grain) -> str:
+    table, key = table_of(grain), key_of(grain)
     cols = ", ".join(key + SUMS)
-    values = ", ".join(x for _, x in SQLITE_ROLLUP.projection(row, daily=daily))
-    tail = SQLITE_ROLLUP.upsert_tail(table, daily)
+    values = ", ".join(x for _, x in SQLITE_ROLLUP.projection(row, grain=grain))
+    tail = SQLITE_ROLLUP.upsert_tail(table, grain)
     return f"INSERT INTO {table}({cols}) VALUES ({values}) {tail};"
 
 
-def _remove(row: str, daily: bool) -> str:
+def _remove(row: str, grain: Grain) -> str:
     """Subtract the ``row`` ledger row (``OLD.``) from its rollup row (which exists: the
     row was added when it was inserted)."""
-    proj = SQLITE_ROLLUP.projection(row, daily=daily)
-    n = len(key_of(daily))
+    proj = SQLITE_ROLLUP.projection(row, grain=grain)
+    n = len(key_of(grain))
     keys = " AND ".join(f"{c} = {x}" for c, x in proj[:n])
     subs = ", ".join(f"{c} = {c} - ({x})" for c, x in proj[n:])
-    return f"UPDATE {table_of(daily)} SET {subs} WHERE {keys};"
+    return f"UPDATE {table_of(grain)} SET {subs} WHERE {keys};"
 
 
-def _table(daily: bool) -> str:
-    key = key_of(daily)
-    keys = ", ".join(f"{c} {'INTEGER' if c == 'hour' else 'TEXT'} NOT NULL" for c in key)
+def _table(grain: Grain) -> str:
+    key = key_of(grain)
+    keys = ", ".join(f"{c} {'INTEGER' if c in ('hour', 'shard') else 'TEXT'} NOT NULL" for c in key)
     sums = ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in SUMS)
-    return (f"CREATE TABLE {table_of(daily)} ({keys}, {sums}, PRIMARY KEY ({', '.join(key)})) "
+    return (f"CREATE TABLE {table_of(grain)} ({keys}, {sums}, PRIMARY KEY ({', '.join(key)})) "
             "WITHOUT ROWID;")  # fmt: skip
 
 
 def migration() -> str:
-    """The rollup tables (hourly, and daily per tenant and status), the triggers that keep
-    them, and the rollups of the entries already written."""
-    add = _upsert("NEW.", False) + _upsert("NEW.", True)
-    remove = _remove("OLD.", False) + _remove("OLD.", True)
+    """The rollup tables (hourly; daily per tenant and status; hourly totals per status), the
+    triggers that keep them, and the rollups of the entries already written."""
+    add = "".join(_upsert("NEW.", g) for g in GRAINS)
+    remove = "".join(_remove("OLD.", g) for g in GRAINS)
+    backfill = "".join(
+        f"INSERT INTO {table_of(g)}({', '.join(key_of(g) + SUMS)}) "
+        f"{SQLITE_ROLLUP.aggregated('ledger', g)};"
+        for g in GRAINS
+    )
     return f"""
-    {_table(False)}
-    {_table(True)}
+    {"".join(_table(g) for g in GRAINS)}
     CREATE INDEX rollups_tenant ON rollups(tenant_id, hour);
     CREATE TRIGGER ledger_rollup_insert AFTER INSERT ON ledger BEGIN {add} END;
     CREATE TRIGGER ledger_rollup_delete AFTER DELETE ON ledger BEGIN {remove} END;
     CREATE TRIGGER ledger_rollup_update AFTER UPDATE ON ledger BEGIN {remove} {add} END;
-    INSERT INTO rollups({", ".join(KEY + SUMS)}) {SQLITE_ROLLUP.aggregated("ledger")};
-    INSERT INTO rollups_daily({", ".join(DAILY_KEY + SUMS)})
-        {SQLITE_ROLLUP.aggregated("ledger", daily=True)};
+    {backfill}
     """
 
 
