@@ -13,6 +13,7 @@ from typing import Any
 
 from farebox.core.records import SeriesPoint, SeriesQuery
 from farebox.stores.rollup_rows import (
+    DAY,
     GRAINS,
     MONEY,
     POSTGRES_ROLLUP,
@@ -34,20 +35,31 @@ _TRIGGERS = (  # (name, event, transition tables, source rows: (table, sign))
 )  # fmt: skip
 
 
-def _apply(schema: str, sources: tuple[tuple[str, str], ...], grain: Grain) -> str:
-    """Add the rows of the transition tables (each with its sign) to one rollup table."""
-    key = key_of(grain)
-    keys = ", ".join(key)
-    inner = " UNION ALL ".join(
-        POSTGRES_ROLLUP.select_projection(table, sign=sign, grain=grain) for table, sign in sources
+def _apply(schema: str, sources: tuple[tuple[str, str], ...]) -> str:
+    """One statement adding the rows of the transition tables (each with its sign) to every
+    rollup table: the rows projected once (hourly keys), then summed per key of each."""
+    hourly = " UNION ALL ".join(
+        POSTGRES_ROLLUP.select_projection(table, sign=sign) for table, sign in sources
     )
-    sums = ", ".join(f"SUM({c})" for c in SUMS)
-    table = table_of(grain)
-    return (
-        f"INSERT INTO {schema}.{table}({', '.join(key + SUMS)}) SELECT {keys}, {sums} "
-        f"FROM ({inner}) AS p GROUP BY {keys} ORDER BY {keys} "
-        f"{POSTGRES_ROLLUP.upsert_tail(table, grain)}"
-    )
+    derived = {  # each grain's key columns, as expressions of the hourly projection
+        "hourly": {c: c for c in key_of("hourly")},
+        "daily": {"hour": f"hour / {DAY} * {DAY}", "tenant_id": "tenant_id", "status": "status"},
+        "total": {"hour": "hour", "status": "status",
+                  "shard": POSTGRES_ROLLUP.shard.format("tenant_id")},
+    }  # fmt: skip
+    steps = []
+    for grain in GRAINS:
+        table, key = table_of(grain), key_of(grain)
+        exprs = ", ".join(f"{derived[grain][c]} AS {c}" for c in key)
+        keys = ", ".join(key)
+        sums = ", ".join(f"SUM({c})" for c in SUMS)
+        steps.append(
+            f"INSERT INTO {schema}.{table}({', '.join(key + SUMS)}) SELECT {keys}, {sums} "
+            f"FROM (SELECT {exprs}, {', '.join(SUMS)} FROM p) AS k GROUP BY {keys} "
+            f"ORDER BY {keys} {POSTGRES_ROLLUP.upsert_tail(table, grain)}"
+        )
+    ctes = ", ".join(f"w{i} AS ({step})" for i, step in enumerate(steps[:-1]))
+    return f"WITH p AS MATERIALIZED ({hourly}), {ctes} {steps[-1]}"
 
 
 def _table(s: str, grain: Grain) -> str:
@@ -71,7 +83,7 @@ def migration(schema_mark: str) -> str:
     parts = [*(_table(s, g) for g in GRAINS),
              f"CREATE INDEX rollups_tenant ON {s}.rollups(tenant_id, hour);"]  # fmt: skip
     for name, event, tables, sources in _TRIGGERS:
-        body = "".join(f"{_apply(s, sources, g)}; " for g in GRAINS)
+        body = f"{_apply(s, sources)};"
         parts.append(
             f"CREATE FUNCTION {s}.{name}() RETURNS trigger LANGUAGE plpgsql AS $fbx$ BEGIN "
             f"{body} RETURN NULL; END $fbx$;"
