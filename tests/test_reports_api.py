@@ -197,3 +197,16 @@ def test_share_rounds_half_to_even() -> None:
     assert share(5, 0) is None
     with pytest.raises(InvalidRequest):
         top_spenders([], "cost")
+
+
+@pytest.mark.parametrize("start", ["1e300", "-1e13", "nan", "inf"])
+async def test_series_refuses_times_beyond_any_calendar(make_gateway: Any, start: str) -> None:
+    async with make_gateway() as gw:
+        r = await gw.client.get(
+            "/admin/v1/series", params={"start": start, "end": "2e300"}, headers=gw.admin
+        )
+        spenders = await gw.client.get(
+            "/admin/v1/top-spenders", params={"start": start, "end": "2e300"}, headers=gw.admin
+        )
+    assert r.status_code == 400, r.text
+    assert spenders.status_code == 400, spenders.text

@@ -44,6 +44,7 @@ from farebox.core.records import (
 from farebox.errors import InvalidRequest
 
 HOUR = 3600
+LIMIT_S = 1e11  # the times a query may name (the year 5138): beyond, no calendar answers
 Bucket = Literal["hour", "day", "month", "all"]
 BUCKETS = ("hour", "day", "month", "all")
 UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Zulu",
@@ -211,8 +212,10 @@ def check(query: SeriesQuery) -> None:
     if query.group_by is not None and query.group_by not in ROLLUP_DIMENSIONS:
         dims = ", ".join(ROLLUP_DIMENSIONS)
         raise InvalidRequest(f"group_by must be one of {dims}", param="group_by")
-    if not (math.isfinite(query.start) and math.isfinite(query.end)):
-        raise InvalidRequest("start and end must be finite unix times", param="start")
+    for name in ("start", "end"):
+        value = getattr(query, name)
+        if not (math.isfinite(value) and -LIMIT_S <= value <= LIMIT_S):
+            raise InvalidRequest(f"{name} must be a unix time within {LIMIT_S:.0e} s", param=name)
     zone(query.tz)
 
 
@@ -404,7 +407,7 @@ USAGE_FROM_ROLLUPS: dict[str | None, tuple[str | None, Bucket]] = {
     "day": (None, "day"), "hour": (None, "hour"),
 }  # fmt: skip
 # the widest range a usage query without bounds covers (whole hours, so no cut hour is read)
-FOREVER = (-(10**8) * HOUR, 10**8 * HOUR)
+FOREVER = (-(10**7) * HOUR, 10**7 * HOUR)  # about the years 829 to 3110
 
 
 def usage_series_query(query: UsageQuery) -> SeriesQuery | None:
