@@ -210,3 +210,29 @@ async def test_series_refuses_times_beyond_any_calendar(make_gateway: Any, start
         )
     assert r.status_code == 400, r.text
     assert spenders.status_code == 400, spenders.text
+
+
+async def test_sqlite_reports_answer_while_the_writer_thread_is_busy(tmp_path: Any) -> None:
+    """Reports read on their own connection and thread: with the store's writer thread held
+    (as by a long write), series and usage still answer."""
+    import asyncio
+    import threading
+
+    from farebox.core.records import SeriesQuery, UsageQuery
+    from farebox.stores.sqlite.store import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "busy.db")
+    await store.open()
+    release = threading.Event()
+    try:
+        await store.append_ledger([entry("r1", cost=5), entry("r2", cost=7, started_at=T0 + 1)])
+        held = asyncio.get_running_loop().run_in_executor(store._executor, release.wait, 30)
+        series = await asyncio.wait_for(store.series(SeriesQuery(T0, T0 + DAY, "all")), 10)
+        usage = await asyncio.wait_for(store.usage(UsageQuery(group_by="tenant")), 10)
+        assert not held.done()  # the writer thread was busy all along
+        assert [(p.requests, p.cost) for p in series] == [(2, 12)]
+        assert [(u.group, u.cost) for u in usage] == [("acme", 12)]
+    finally:
+        release.set()
+        await held
+        await store.close()
