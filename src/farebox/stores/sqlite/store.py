@@ -376,7 +376,8 @@ class SQLiteStore(SQLAccounts, SQLiteReports):
             f"SELECT o.seq, {cols} FROM outbox o JOIN ledger l ON l.request_id = o.request_id "
             "WHERE o.seq > ? ORDER BY o.seq LIMIT ?"
         )
-        rows = await self._run(lambda: self._db.execute(sql, (seq, limit)).fetchall())
+        # a read for the exporter and reconciliation: on the reports' connection and thread
+        rows = await self.report_reader.run(lambda db: db.execute(sql, (seq, limit)).fetchall())
         return [(int(r[0]), LedgerEntry(**decode(LEDGER_COLS, r[1:]))) for r in rows]
 
     async def claim_exporter(self) -> bool:
@@ -423,7 +424,7 @@ class SQLiteStore(SQLAccounts, SQLiteReports):
     async def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]:
         where, params = ("WHERE sink = ?", (sink,)) if sink else ("", ())
         sql = f"SELECT sink, key, event, reason, at FROM export_dead {where} ORDER BY at, key"
-        rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
+        rows = await self.report_reader.run(lambda db: db.execute(sql, params).fetchall())
         return [{"sink": r[0], "key": r[1], "event": orjson.loads(r[2]), "reason": r[3],
                  "at": r[4]} for r in rows]  # fmt: skip
 
