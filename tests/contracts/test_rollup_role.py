@@ -291,3 +291,24 @@ async def test_an_empty_range_is_empty(store: Any) -> None:
     await store.append_ledger([entry("r1")])
     assert await store.series(whole(start=T0 + 1, end=T0 + 1)) == []
     assert await store.series(whole(start=T0 + 5, end=T0)) == []
+
+
+async def test_a_latency_beyond_any_clock_never_fails_the_write(store: Any) -> None:
+    # latencies are clamped to 1e12 ms before they are summed: the ledger write still lands
+    weird = [entry("r1", latency_ms=float("inf"), upstream_ms=float("-inf")),
+             entry("r2", latency_ms=1e300, started_at=T0 + 1)]  # fmt: skip
+    await store.append_ledger(weird)
+    (p,) = await store.series(whole())
+    assert p.requests == 2
+    # (-1e12 ms * 1000 + 0.5, truncated toward zero: -999,999,999,999,999 us)
+    assert (p.latency_ms_sum, p.upstream_ms_sum) == (2e12, -999_999_999_999.999)
+    assert p.latency_buckets[-1] == 2
+
+
+@pytest.mark.backends("memory", "postgres", "postgres+redis")
+async def test_a_nan_latency_counts_as_the_longest(store: Any) -> None:
+    # PostgreSQL keeps NaN (SQLite refuses it in the ledger itself) and sorts it above
+    # every number: it is clamped to 1e12 ms and counted in the +inf bucket, as in memory
+    await store.append_ledger([entry("r1", latency_ms=float("nan"), upstream_ms=3.0)])
+    (p,) = await store.series(whole())
+    assert (p.latency_ms_sum, p.upstream_ms_sum, p.latency_buckets[-1]) == (1e12, 3.0, 1)

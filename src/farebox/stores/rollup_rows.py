@@ -6,7 +6,9 @@ ledger (``AFTER INSERT``, ``UPDATE`` and ``DELETE``): every path that writes, re
 removes a ledger row (a batch, a reclaimed lease's placeholder, a late settlement replacing
 it, a repeated request id ignored) changes the rollups in the same statement and the same
 transaction, so a rollup sum equals the ledger sum exactly, even after a crash. A ledger-free
-entry never reaches the ledger, so never reaches a rollup.
+entry never reaches the ledger, so never reaches a rollup. (What would bypass the triggers, and
+so must never be used on the ledger: SQLite's ``INSERT OR REPLACE`` without recursive
+triggers, and PostgreSQL's ``TRUNCATE``.)
 
 Exactness: counts, tokens and money are integers; latency sums are kept in whole
 microseconds (each entry's ``latency_ms`` and ``upstream_ms`` rounded half up to the
@@ -44,6 +46,7 @@ from farebox.core.records import (
 from farebox.errors import InvalidRequest
 
 HOUR = 3600
+MAX_MS = 1e12  # latencies are clamped to +-MAX_MS before they are summed
 LIMIT_S = 1e11  # the times a query may name (the year 5138): beyond, no calendar answers
 Bucket = Literal["hour", "day", "month", "all"]
 BUCKETS = ("hour", "day", "month", "all")
@@ -85,8 +88,12 @@ def hour_of(started_at: float) -> int:
 
 def micros(ms: float) -> int:
     """Milliseconds as whole microseconds, rounded half up (truncation of ``x * 1000 + 0.5``,
-    as SQLite's CAST and PostgreSQL's trunc compute it)."""
-    return int(ms * 1000 + 0.5)
+    as SQLite's CAST and PostgreSQL's trunc compute it), first clamped to +-1e12 ms (NaN,
+    which PostgreSQL sorts above every number, to the top), so that no value a ledger row can
+    hold fails the row's write."""
+    if ms != ms:
+        ms = MAX_MS
+    return int(min(max(ms, -MAX_MS), MAX_MS) * 1000 + 0.5)
 
 
 def latency_bucket(ms: float) -> int:
@@ -123,6 +130,7 @@ class RollupSQL:
     trunc: str  # truncation toward zero to an integer: "{}" is the expression
     flag: str  # a condition as 0 or 1: "{}" is the condition
     shard: str  # the totals' shard of a tenant: "{}" is the tenant id
+    clamp: str  # a float kept within +-MAX_MS: "{}" is the value
 
     def projection(
         self, row: str = "", sign: str = "", grain: Grain = "hourly"
@@ -134,7 +142,7 @@ class RollupSQL:
         hour = self.trunc.format(f"{r}started_at / 3600.0") + f" * {HOUR}"
 
         def us(col: str) -> str:
-            return self.trunc.format(f"{r}{col} * 1000 + 0.5")
+            return self.trunc.format(self.clamp.format(f"{r}{col}") + " * 1000 + 0.5")
 
         lat = f"{r}latency_ms"
         bounds = [None, *LATENCY_BOUNDS_MS]
@@ -189,10 +197,14 @@ def table_of(grain: Grain) -> str:
 
 
 # SQLite has one writer at a time: one shard; PostgreSQL spreads a busy hour over eight rows
-SQLITE_ROLLUP = RollupSQL(numbered=False, trunc="CAST({} AS INTEGER)", flag="({})", shard="0")
+SQLITE_ROLLUP = RollupSQL(
+    numbered=False, trunc="CAST({} AS INTEGER)", flag="({})", shard="0",
+    clamp="MIN(MAX({}, -1e12), 1e12)",
+)  # fmt: skip
 POSTGRES_ROLLUP = RollupSQL(
-    numbered=True, trunc="trunc({})::bigint", flag="({})::int", shard="(hashtext({}) & 7)"
-)
+    numbered=True, trunc="trunc({})::bigint", flag="({})::int", shard="(hashtext({}) & 7)",
+    clamp="LEAST(GREATEST({}, -1e12::float8), 1e12::float8)",
+)  # fmt: skip
 
 
 @dataclass(slots=True)
