@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import statistics
 import sys
 import tempfile
@@ -98,11 +99,11 @@ def _fields(query: RequestQuery) -> dict[str, Any]:
 
 
 async def top_spenders(store: Any, start: float, end: float) -> Any:
-    try:
-        from farebox.observe.reports import Reports  # the rollups' report service
+    try:  # the rollups' report service (``farebox.observe.reports``), when in the tree
+        reports = importlib.import_module("farebox.observe.reports")
     except ImportError:
         return await store.series(SeriesQuery(start, end, bucket="all", group_by="tenant"))
-    return await Reports(store).top_spenders(start, end, "cost", n=10)
+    return await reports.Reports(store).top_spenders(start, end, "cost", n=10)
 
 
 async def time_all(store: Any, shape: Shape, repeat: int) -> list[tuple[str, list[float]]]:
