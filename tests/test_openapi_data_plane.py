@@ -20,6 +20,7 @@ DATA_PLANE = {
     "/v1/embeddings": "post",
     "/v1/models": "get",
     "/v1/me": "get",
+    "/v1/me/requests": "get",
 }
 MODELS = {"/v1/embeddings": "text-embedding-3-small"}
 

@@ -176,6 +176,7 @@ OPERATIONS = [
     ("POST", "/admin/v1/keys/{key_id}/resume"), ("GET", "/admin/v1/anomalies"),
     ("POST", "/admin/v1/anomalies/{incident_id}/resolve"), ("GET", "/admin/v1/usage"),
     ("GET", "/admin/v1/series"), ("GET", "/admin/v1/top-spenders"),
+    ("GET", "/admin/v1/requests"),
 ]  # fmt: skip
 
 

@@ -1,5 +1,5 @@
 """The data plane in ``/openapi.json``: ``/v1/chat/completions``, ``/v1/responses``,
-``/v1/messages``, ``/v1/embeddings``, ``/v1/models`` and ``/v1/me``.
+``/v1/messages``, ``/v1/embeddings``, ``/v1/models``, ``/v1/me`` and ``/v1/me/requests``.
 
 The request bodies are generated from the typed models the edge validates with (so the
 document and the validation cannot drift apart); the responses list the statuses the data
@@ -221,6 +221,22 @@ RESPONSES: JSON = {
             "budgets": {"type": "array", "items": {"type": "object"}},
         },
     },
+    "farebox.RequestList": _list_of(
+        {
+            "type": "object",
+            "required": [
+                "time",
+                "request_id",
+                "tenant",
+                "status",
+                "tokens",
+                "cost_usd",
+                "revenue_usd",
+                "metadata",
+            ],
+        },
+        next_cursor=NULLABLE_STRING,
+    ),  # fmt: skip
 }
 
 SECURITY_SCHEMES: JSON = {
@@ -377,4 +393,30 @@ def _paths() -> JSON:
             "getMe", "This key: its tenant, plan, policy, rate limits and budgets.",
             _ok("farebox.Me", False, False),
         ),
+        "/v1/me/requests": _my_requests(),
     }  # fmt: skip
+
+
+def _my_requests() -> JSON:
+    """``GET /v1/me/requests``: the key's tenant's request log (``api/admin/requests.py``)."""
+    texts = ("status", "key", "user", "feature", "model", "cursor")
+    params: list[JSON] = [
+        {"name": "start", "in": "query", "schema": STRING,
+         "description": "unix seconds or ISO 8601 (UTC when no zone is given), inclusive"},
+        {"name": "end", "in": "query", "schema": STRING, "description": "as start, exclusive"},
+        *({"name": n, "in": "query", "schema": {"type": "string", "minLength": 1}}
+          for n in texts),
+        {"name": "tag", "in": "query", "description": "name:value, a metadata tag",
+         "schema": {"type": "string", "pattern": "^[^:]+:"}},
+        {"name": "limit", "in": "query",
+         "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
+    ]  # fmt: skip
+    op = _get(
+        "listMyRequests",
+        "This key's tenant's request log, newest first; pass "
+        "next_cursor as cursor for the next page.",
+        _ok("farebox.RequestList", False, False),
+    )
+    op["get"]["parameters"] = params
+    op["get"]["responses"].update(_errors(("400",), "farebox.OpenAIError"))
+    return op
