@@ -1,0 +1,150 @@
+"""From the records and the admin API's JSON objects to the GraphQL types: the same data the
+REST answers hold, field for field (money as exact decimal strings)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from strawberry.scalars import JSON
+
+from farebox.api.graphql import types as t
+from farebox.core import records
+from farebox.core.money import format_usd
+
+
+def iso(ts: float, zone: tzinfo = UTC) -> str:
+    return datetime.fromtimestamp(ts, zone).isoformat()
+
+
+def tokens_of(p: records.SeriesPoint | records.LedgerEntry) -> t.Tokens:
+    if isinstance(p, records.LedgerEntry):
+        write = p.cache_write_5m_tokens + p.cache_write_1h_tokens
+    else:
+        write = p.cache_write_tokens
+    return t.Tokens(
+        input=t.BigInt(p.input_tokens),
+        cached=t.BigInt(p.cached_input_tokens),
+        cache_write=t.BigInt(write),
+        output=t.BigInt(p.output_tokens),
+        reasoning=t.BigInt(p.reasoning_tokens),
+    )
+
+
+def point(p: records.SeriesPoint, zone: tzinfo) -> t.SeriesPoint:
+    return t.SeriesPoint(
+        bucket=iso(p.bucket, zone),
+        bucket_unix=p.bucket,
+        group=p.group,
+        requests=t.BigInt(p.requests),
+        errors=t.BigInt(p.errors),
+        tokens=tokens_of(p),
+        cost_usd=format_usd(p.cost),
+        revenue_usd=format_usd(p.revenue),
+        margin_usd=format_usd(p.margin),
+    )
+
+
+def request(e: records.LedgerEntry) -> t.Request:
+    return t.Request(
+        request_id=e.request_id,
+        tenant=e.tenant_id,
+        key=e.key_id,
+        user=e.user,
+        feature=e.feature,
+        endpoint=e.endpoint,
+        model_requested=e.model_requested,
+        model_served=e.model_served,
+        provider=e.provider,
+        status=e.status,
+        http_status=e.http_status,
+        stream=e.stream,
+        started_at=iso(e.started_at),
+        finished_at=iso(e.finished_at),
+        tokens=tokens_of(e),
+        cost_usd=format_usd(e.cost),
+        revenue_usd=format_usd(e.revenue),
+        latency_ms=e.latency_ms,
+        upstream_ms=e.upstream_ms,
+        ttft_ms=e.ttft_ms,
+        error_code=e.error_code,
+        metadata=JSON(e.metadata),
+    )
+
+
+def budget(b: dict[str, Any]) -> t.Budget:
+    """From ``state_json``'s budget object (as ``/admin/v1/tenants/{id}/budgets`` shows it)."""
+    return t.Budget(
+        scope=b["scope"],
+        period=b["period"],
+        name=b["name"],
+        limit_usd=b["limit_usd"],
+        used_usd=b["used_usd"],
+        reserved_usd=b["reserved_usd"],
+        remaining_usd=b["remaining_usd"],
+        resets_at=b["resets_at"],
+    )
+
+
+def anomaly(a: dict[str, Any]) -> t.Anomaly:
+    """From ``incident_json`` (as ``/admin/v1/anomalies`` shows it)."""
+    return t.Anomaly(
+        id=a["id"],
+        status=t.IncidentStatus(a["status"]),
+        summary=a["summary"],
+        tenant=a["tenant"],
+        key=a["key"],
+        metric=a["metric"],
+        unit=a["unit"],
+        observed_per_hour=str(a["observed_per_hour"]),
+        baseline_per_hour=str(a["baseline_per_hour"]),
+        threshold_per_hour=str(a["threshold_per_hour"]),
+        action=a["action"],
+        paused_key=a["paused_key"],
+        opened_at=a["opened_at"],
+        resolved_at=a["resolved_at"],
+    )
+
+
+def deployment(d: dict[str, Any]) -> t.Deployment:
+    """From a row of ``/admin/v1/deployments``."""
+    return t.Deployment(
+        deployment=d["deployment"],
+        provider=d["provider"],
+        model=d["model"],
+        weight=float(d["weight"]),
+        aliases=list(d["aliases"]),
+        state=d["state"],
+        open_until=d["open_until"],
+        successes=t.BigInt(d["successes"]),
+        failures=t.BigInt(d["failures"]),
+        failure_streak=t.BigInt(d["failure_streak"]),
+    )
+
+
+def tenant(x: records.Tenant) -> t.Tenant:
+    return t.Tenant(
+        id=x.id,
+        name=x.name,
+        plan=x.plan,
+        paused=x.paused,
+        pause_reason=x.pause_reason,
+        created_at=x.created_at,
+        metadata=JSON(x.metadata),
+    )
+
+
+def key(k: records.ApiKey) -> t.Key:
+    """A key's listing: never its hash, never its secret."""
+    return t.Key(
+        id=k.id,
+        kind=k.kind,
+        name=k.name,
+        tenant=k.tenant_id,
+        prefix=k.prefix,
+        created_at=k.created_at,
+        expires_at=k.expires_at,
+        revoked=k.revoked_at is not None,
+        paused=k.paused,
+        pause_reason=k.pause_reason,
+    )

@@ -1,0 +1,134 @@
+"""What each query reads, for a tenant given by the schema's resolver: the admin's argument,
+or the tenant key's own tenant from the context. The admin API's handlers are reused where
+they exist, so a GraphQL answer holds what the REST answer holds."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from farebox.api.admin.anomaly import AnomalyRoutes
+from farebox.api.admin.budgets import BudgetRoutes
+from farebox.api.graphql import convert, limits
+from farebox.api.graphql import types as t
+from farebox.api.graphql.context import GraphContext
+from farebox.api.graphql.series import SeriesAsk, series, top_count
+from farebox.api.graphql.timing import moment, zone
+from farebox.core.money import format_usd
+from farebox.core.records import RequestQuery, SeriesPoint, SeriesQuery
+from farebox.errors import InvalidRequest
+
+
+async def series_points(
+    ctx: GraphContext,
+    tenant: str | None,
+    span: tuple[str, str],
+    bucket: t.Bucket,
+    tz: str,
+    group_by: t.GroupBy | None,
+    tag: str | None,
+    filters: t.SeriesFilter | None,
+) -> list[t.SeriesPoint]:
+    where = zone(tz)
+    start, end = moment(span[0], "start", where), moment(span[1], "end", where)
+    ask = SeriesAsk(start, end, bucket.value, where, tz, group_by.value if group_by else None,
+                    tag, filters)  # fmt: skip
+    return [convert.point(p, where) for p in await series(ctx, tenant, ask)]
+
+
+async def budgets(ctx: GraphContext, tenant: str) -> list[t.Budget]:
+    """As ``GET /admin/v1/tenants/{id}/budgets``, by its own handler."""
+    listed = await BudgetRoutes(ctx.services, ctx.tenancy).tenant_budgets(tenant)
+    return [convert.budget(b) for b in listed["data"]]
+
+
+async def anomalies(
+    ctx: GraphContext, tenant: str | None, status: t.IncidentStatus | None
+) -> list[t.Anomaly]:
+    """As ``GET /admin/v1/anomalies``, by its own handler."""
+    routes = AnomalyRoutes(ctx.watch, ctx.services.store)
+    listed = await routes.anomalies(tenant, status.value if status else None)
+    return [convert.anomaly(a) for a in listed["data"]]
+
+
+def deployments(ctx: GraphContext) -> list[t.Deployment]:
+    """As ``GET /admin/v1/deployments``."""
+    return [convert.deployment(d) for d in ctx.services.gateway.deployments()]
+
+
+async def tenants(ctx: GraphContext, tenant: str | None) -> list[t.Tenant]:
+    if tenant is not None:
+        return [convert.tenant(await ctx.tenancy.tenant(tenant))]
+    return [convert.tenant(x) for x in await ctx.services.store.list_tenants()]
+
+
+async def keys(ctx: GraphContext, tenant: str | None) -> list[t.Key]:
+    """Tenant keys (and, for the admin listing every tenant, service keys): never a secret."""
+    if tenant is not None:
+        await ctx.tenancy.tenant(tenant)  # 'not found' for an unknown tenant, as REST says
+        listed = await ctx.services.store.list_keys(tenant, "tenant")
+    else:
+        listed = [k for k in await ctx.services.store.list_keys(None) if k.kind != "admin"]
+    return [convert.key(k) for k in listed]
+
+
+async def requests(
+    ctx: GraphContext,
+    tenant: str | None,
+    filters: t.RequestFilter | None,
+    first: int,
+    after: str | None,
+) -> t.RequestPage:
+    if not 1 <= first <= limits.MAX_PAGE:
+        raise InvalidRequest(f"'first' must be between 1 and {limits.MAX_PAGE}.", param="first")
+    f = filters or t.RequestFilter()
+    query = RequestQuery(
+        tenant_id=tenant,
+        start=moment(f.start, "start", UTC) if f.start is not None else None,
+        end=moment(f.end, "end", UTC) if f.end is not None else None,
+        status=f.status, key_id=f.key, user=f.user, feature=f.feature, model=f.model,
+        tag=(f.tag.name, f.tag.value) if f.tag else None,
+        cursor=after, limit=first,
+    )  # fmt: skip
+    page = await ctx.reports().requests(query)
+    return t.RequestPage(
+        nodes=[convert.request(e) for e in page.entries], next_cursor=page.next_cursor
+    )
+
+
+def _measure(p: SeriesPoint, by: t.RankBy) -> int:
+    return p.cost if by is t.RankBy.COST else p.revenue
+
+
+async def top_spenders(
+    ctx: GraphContext,
+    span: tuple[str, str],
+    by: t.RankBy,
+    n: int | None,
+    top_percent: float | None,
+) -> t.TopSpenders:
+    """Tenants ranked by cost or revenue over ``[start, end)`` (UTC unless an offset is
+    given), with each one's share of the total; ties by tenant id."""
+    start, end = moment(span[0], "start", UTC), moment(span[1], "end", UTC)
+    if end <= start:
+        raise InvalidRequest("'end' must be after 'start'.", param="end")
+    query = SeriesQuery(start=start, end=end, bucket="all", group_by="tenant")
+    points = [p for p in await ctx.reports().series(query) if _measure(p, by) > 0]
+    count = top_count(len(points), n, top_percent)
+    points.sort(key=lambda p: (-_measure(p, by), p.group or ""))
+    total = sum(_measure(p, by) for p in points)
+    plans = {
+        x.id: ctx.services.gateway.plan_name(x) for x in await ctx.services.store.list_tenants()
+    }
+    rows = [
+        t.TopSpender(
+            tenant=p.group or "",
+            plan=plans.get(p.group or ""),
+            requests=t.BigInt(p.requests),
+            cost_usd=format_usd(p.cost),
+            revenue_usd=format_usd(p.revenue),
+            margin_usd=format_usd(p.margin),
+            share=_measure(p, by) / total if total else 0.0,
+        )
+        for p in points[:count]
+    ]
+    return t.TopSpenders(by=by, total_usd=format_usd(total), tenants=len(points), rows=rows)
