@@ -39,7 +39,10 @@ CALLS: list[tuple[str, str, str, str, dict[str, Any]]] = [
     ("b", "gpt-4o", "u3", "chat", {}),
     ("c", "gpt-4o", "u4", "chat", {"team": "green"}),
 ]
-SERIES_FIELDS = "group requests errors tokens { input cached cacheWrite output reasoning } costUsd revenueUsd marginUsd"
+SERIES_FIELDS = (
+    "group requests errors tokens { input cached cacheWrite output reasoning } "
+    "costUsd revenueUsd marginUsd"
+)
 
 
 async def seed(gw: Any) -> dict[str, str]:
@@ -270,8 +273,9 @@ async def test_top_spenders_rank_the_rest_usage_by_tenant(make_gateway: Any) -> 
             ranked = sorted(usage["data"], key=lambda r: (-parse_usd(r[field]), r["tenant"]))
             total = sum(parse_usd(r[field]) for r in ranked)
             for args, count in (("n: 2", 2), ("topPercent: 34", 2), ("topPercent: 100", 3)):
+                rows = "rows { tenant plan costUsd revenueUsd share }"
                 q = (f'{{ topSpenders(start: "{start}", end: "{end}", by: {by}, {args}) '
-                     "{ totalUsd tenants rows { tenant plan costUsd revenueUsd share } } }")  # fmt: skip
+                     f"{{ totalUsd tenants {rows} }} }}")  # fmt: skip
                 got = (await data(gw, q))["topSpenders"]
                 assert got["totalUsd"] == format_usd(total) and got["tenants"] == 3
                 assert [r["tenant"] for r in got["rows"]] == [r["tenant"] for r in ranked][:count]
