@@ -3,9 +3,8 @@
 A document is refused at validation (a clear error in ``errors``, no resolver called) when it
 nests deeper than ``MAX_DEPTH`` (introspection aside: it reads the schema, not the stores), has
 more than ``MAX_ALIASES`` aliases or ``MAX_TOKENS`` tokens, or costs more than ``MAX_COST``:
-each field selected costs 1, each field that reads a store (``series``, ``requests``,
-``topSpenders``...) costs ``STORE_FIELD_COST``, counted through fragments as executed, so a
-query can make at most a handful of store reads. Arguments are bounded where they are read:
+each field selected costs 1, or its ``FIELD_COST`` when it reads a store, counted through
+fragments as executed, so a query can make at most a handful of store reads. Arguments are bounded where they are read:
 page sizes (``MAX_PAGE``), series ranges (``RANGE_CAP_S``) and the entries a series grouped
 by user or tag may scan (``MAX_SCAN``).
 """
@@ -40,10 +39,12 @@ from strawberry.extensions.query_depth_limiter import IgnoreContext
 MAX_DEPTH = 6
 MAX_ALIASES = 10
 MAX_TOKENS = 2000
-MAX_COST = 300
-STORE_FIELD_COST = 50  # so at most five store reads per query (plus cheap fields)
-STORE_FIELDS = frozenset(
-    {"series", "requests", "topSpenders", "budgets", "anomalies", "tenants", "keys", "tenant"}
+MAX_COST = 600
+# what a field costs beyond 1: a series, a page of the request log or a ranking reads rollups or
+# entries (at most five per query); a listing of budgets, incidents, tenants or keys reads rows
+FIELD_COST: Mapping[str, int] = MappingProxyType(
+    {"series": 100, "requests": 100, "topSpenders": 100}
+    | dict.fromkeys(("budgets", "anomalies", "tenants", "keys", "tenant"), 10)
 )
 MAX_PAGE = 200  # requests(first:)
 MAX_TOP = 1000  # topSpenders(n:)
@@ -74,33 +75,35 @@ def _walk(
     selections: SelectionSetNode | None,
     fragments: Mapping[str, FragmentDefinitionNode],
     seen: frozenset[str],
-) -> Iterable[FieldNode]:
-    """Every field under ``selections``, fragments expanded (a cycle is expanded once: the
-    standard rules refuse it anyway)."""
+    depth: int = 1,
+) -> Iterable[tuple[FieldNode, int]]:
+    """Every field under ``selections`` with its depth (1: a root field), fragments expanded
+    (a cycle is expanded once: the standard rules refuse it anyway)."""
     for node in selections.selections if selections else ():
         if isinstance(node, FieldNode):
-            yield node
-            yield from _walk(node.selection_set, fragments, seen)
+            yield node, depth
+            yield from _walk(node.selection_set, fragments, seen, depth + 1)
         elif isinstance(node, InlineFragmentNode):
-            yield from _walk(node.selection_set, fragments, seen)
+            yield from _walk(node.selection_set, fragments, seen, depth)
         elif isinstance(node, FragmentSpreadNode):
             name = node.name.value
             fragment = fragments.get(name)
             if fragment is not None and name not in seen:
-                yield from _walk(fragment.selection_set, fragments, seen | {name})
+                yield from _walk(fragment.selection_set, fragments, seen | {name}, depth)
 
 
 def query_cost(document_definitions: Iterable[Any]) -> int:
-    """The cost of a document's operations (see the module's docstring); stops counting
-    once over the limit, so a fragment bomb is cut short."""
+    """The cost of a document's operations (see the module's docstring): a root field by its
+    ``FIELD_COST``, any other field 1. Counting stops once over the limit, so a fragment
+    bomb is cut short."""
     definitions = list(document_definitions)
     fragments = {d.name.value: d for d in definitions if isinstance(d, FragmentDefinitionNode)}
     total = 0
     for op in definitions:
         if not isinstance(op, OperationDefinitionNode):
             continue
-        for field in _walk(op.selection_set, fragments, frozenset()):
-            total += STORE_FIELD_COST if field.name.value in STORE_FIELDS else 1
+        for field, depth in _walk(op.selection_set, fragments, frozenset()):
+            total += FIELD_COST.get(field.name.value, 1) if depth == 1 else 1
             if total > MAX_COST:
                 return total
     return total
@@ -115,8 +118,8 @@ class CostLimit(ValidationRule):
         if cost > MAX_COST:
             context.report_error(
                 GraphQLError(
-                    f"This query costs more than {MAX_COST} (each field 1, each field that reads "
-                    f"stored data {STORE_FIELD_COST}); split it into smaller queries."
+                    f"This query costs more than {MAX_COST} (a field 1, a listing 10, a series, "
+                    "request page or ranking 100); split it into smaller queries."
                 )
             )
 
