@@ -28,6 +28,7 @@ from farebox.api.admin.router import admin_only
 from farebox.api.context import Services
 from farebox.api.errors import error_response
 from farebox.api.fastpath import FareboxApp, Incoming
+from farebox.api.graphql import limits
 from farebox.api.graphql.context import GraphContext
 from farebox.api.graphql.schema import Schema, admin_schema, tenant_schema
 from farebox.errors import FareboxError, UnsupportedMediaType
@@ -115,6 +116,10 @@ async def run(schema: Schema, context: GraphContext, request: Request) -> Respon
         query, variables, name = await operation(request)
     except BadRequest as exc:
         return _bad(str(exc))
+    refused = limits.precheck(query)
+    if refused is not None:
+        error = {"message": refused, "extensions": {"code": "query_too_costly"}}
+        return _json({"data": None, "errors": [error]})
     try:
         result = await schema.execute(
             query, variables, context, operation_name=name, allowed_operation_types=QUERIES_ONLY

@@ -1,22 +1,23 @@
 """What no GraphQL query may exceed, and the validation that enforces it before anything runs.
 
-A document is refused at validation (a clear error in ``errors``, no resolver called) when it
+A document is refused before it runs (a clear error in ``errors``, no resolver called) when it
 nests deeper than ``MAX_DEPTH`` (introspection aside: it reads the schema, not the stores), has
 more than ``MAX_ALIASES`` aliases or ``MAX_TOKENS`` tokens, or costs more than ``MAX_COST``:
 each field selected costs 1, or its ``FIELD_COST`` when it reads a store, counted through
-fragments as executed, so a query can make at most a handful of store reads. Arguments are bounded where they are read:
-page sizes (``MAX_PAGE``), series ranges (``RANGE_CAP_S``) and the entries a series grouped
-by user or tag may scan (``MAX_SCAN``).
+fragments as executed (a fragment spread 1 more), so a query can make at most a handful of
+store reads; ``precheck``, which the endpoint runs first, also refuses fragment cycles.
+Arguments are bounded where they are read: page sizes (``MAX_PAGE``), series ranges
+(``RANGE_CAP_S``) and the entries a series grouped by user or tag may scan (``MAX_SCAN``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from types import MappingProxyType
-from typing import Any
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -24,11 +25,9 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    ValidationContext,
-    ValidationRule,
+    parse,
 )
 from strawberry.extensions import (
-    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     QueryDepthLimiter,
@@ -71,57 +70,72 @@ def _introspection(context: IgnoreContext) -> bool:
     return context.field_name.startswith("__")
 
 
-def _walk(
-    selections: SelectionSetNode | None,
-    fragments: Mapping[str, FragmentDefinitionNode],
-    seen: frozenset[str],
-    depth: int = 1,
-) -> Iterable[tuple[FieldNode, int]]:
-    """Every field under ``selections`` with its depth (1: a root field), fragments expanded
-    (a cycle is expanded once: the standard rules refuse it anyway)."""
-    for node in selections.selections if selections else ():
-        if isinstance(node, FieldNode):
-            yield node, depth
-            yield from _walk(node.selection_set, fragments, seen, depth + 1)
-        elif isinstance(node, InlineFragmentNode):
-            yield from _walk(node.selection_set, fragments, seen, depth)
-        elif isinstance(node, FragmentSpreadNode):
-            name = node.name.value
-            fragment = fragments.get(name)
-            if fragment is not None and name not in seen:
-                yield from _walk(fragment.selection_set, fragments, seen | {name}, depth)
+class TooCostly(Exception):
+    """The document's cost is over ``MAX_COST``, or its fragments form a cycle."""
 
 
-def query_cost(document_definitions: Iterable[Any]) -> int:
-    """The cost of a document's operations (see the module's docstring): a root field by its
-    ``FIELD_COST``, any other field 1. Counting stops once over the limit, so a fragment
-    bomb is cut short."""
-    definitions = list(document_definitions)
+class _Cost:
+    """The cost of selections with fragments expanded, each fragment's cost computed once
+    (per position: at the root or below), so it takes time linear in the document even when
+    its expansion is exponential (a fragment spreading another twice, thirty times over)."""
+
+    def __init__(self, fragments: Mapping[str, FragmentDefinitionNode]) -> None:
+        self.fragments = fragments
+        self.known: dict[tuple[str, bool], int] = {}
+
+    def of(self, selections: SelectionSetNode | None, root: bool, path: frozenset[str]) -> int:
+        total = 0
+        for node in selections.selections if selections else ():
+            if isinstance(node, FieldNode):
+                total += FIELD_COST.get(node.name.value, 1) if root else 1
+                total += self.of(node.selection_set, False, path)
+            elif isinstance(node, InlineFragmentNode):
+                total += self.of(node.selection_set, root, path)
+            elif isinstance(node, FragmentSpreadNode):
+                total += 1 + self.spread(node.name.value, root, path)  # 1: bounds the walk
+        return total
+
+    def spread(self, name: str, root: bool, path: frozenset[str]) -> int:
+        if name in path:
+            raise TooCostly(f"The fragment {name!r} spreads itself (a cycle).")
+        fragment = self.fragments.get(name)
+        if fragment is None:  # the standard rules say it is unknown
+            return 0
+        if (name, root) not in self.known:
+            self.known[(name, root)] = self.of(fragment.selection_set, root, path | {name})
+        return self.known[(name, root)]
+
+
+def query_cost(document: DocumentNode) -> int:
+    """The cost of a document's operations: a root field its ``FIELD_COST`` (1 when not
+    listed), any other field 1, counted through fragments as executed."""
+    definitions = document.definitions
     fragments = {d.name.value: d for d in definitions if isinstance(d, FragmentDefinitionNode)}
-    total = 0
-    for op in definitions:
-        if not isinstance(op, OperationDefinitionNode):
-            continue
-        for field, depth in _walk(op.selection_set, fragments, frozenset()):
-            total += FIELD_COST.get(field.name.value, 1) if depth == 1 else 1
-            if total > MAX_COST:
-                return total
-    return total
+    cost = _Cost(fragments)
+    return sum(
+        cost.of(d.selection_set, True, frozenset())
+        for d in definitions
+        if isinstance(d, OperationDefinitionNode)
+    )
 
 
-class CostLimit(ValidationRule):
-    """Refuse a document whose cost is over ``MAX_COST``."""
-
-    def __init__(self, context: ValidationContext) -> None:
-        super().__init__(context)
-        cost = query_cost(context.document.definitions)
-        if cost > MAX_COST:
-            context.report_error(
-                GraphQLError(
-                    f"This query costs more than {MAX_COST} (a field 1, a listing 10, a series, "
-                    "request page or ranking 100); split it into smaller queries."
-                )
-            )
+def precheck(query: str) -> str | None:
+    """Why ``query`` is refused before validation (its cost, or a fragment cycle), or None.
+    Run before strawberry's own limits, whose walks through fragments are not memoised. A
+    syntax error or an oversized document is left to the parser's own message."""
+    try:
+        document = parse(query, no_location=True, max_tokens=MAX_TOKENS)
+        cost = query_cost(document)
+    except GraphQLError:
+        return None
+    except TooCostly as exc:
+        return str(exc)
+    if cost > MAX_COST:
+        return (
+            f"This query costs {cost}, over the limit of {MAX_COST} (a field 1, a listing 10, "
+            "a series, request page or ranking 100); split it into smaller queries."
+        )
+    return None
 
 
 def extensions() -> list[type[SchemaExtension] | Callable[[], SchemaExtension]]:
@@ -131,5 +145,4 @@ def extensions() -> list[type[SchemaExtension] | Callable[[], SchemaExtension]]:
         partial(MaxTokensLimiter, max_token_count=MAX_TOKENS),
         partial(QueryDepthLimiter, max_depth=MAX_DEPTH, should_ignore=_introspection),
         partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
-        partial(AddValidationRules, [CostLimit]),
     ]
