@@ -183,6 +183,10 @@ async def test_tenants_and_keys_equal_rest_and_never_show_a_secret(make_gateway:
 # --- series -----------------------------------------------------------------------------------
 
 
+def margin(row: dict[str, Any]) -> str:
+    return format_usd(parse_usd(row["revenue_usd"]) - parse_usd(row["cost_usd"]))
+
+
 def _usage_row(row: dict[str, Any], group: str) -> dict[str, Any]:
     return {"group": row.get(group), "requests": row["requests"], "input": row["input_tokens"],
             "output": row["output_tokens"], "cost": row["cost_usd"],
@@ -213,6 +217,37 @@ async def test_series_in_every_grouping_equals_the_rest_usage(make_gateway: Any)
             for p in points:
                 margin = parse_usd(p["revenueUsd"]) - parse_usd(p["costUsd"])
                 assert p["marginUsd"] == format_usd(margin)
+
+
+async def test_series_equal_the_rest_series(make_gateway: Any) -> None:
+    async with make_gateway(CONFIG) as gw:
+        keys = await seed(gw)
+        start, end = span()
+        fields = "bucket bucketUnix " + SERIES_FIELDS
+        cases = [("hour", "model", "UTC"), ("day", "tenant", "America/New_York"),
+                 ("month", "feature", "Asia/Tokyo"), ("all", None, "UTC")]  # fmt: skip
+        for bucket, group, tz in cases:
+            params = {"start": start, "end": end, "bucket": bucket, "tz": tz}
+            if group:
+                params["group_by"] = group
+            listed = (await rest(gw, "/admin/v1/series", **params))["data"]
+            expected = [
+                {"bucket": p["bucket_start"], "bucketUnix": p["bucket"], "group": p["group"],
+                 "requests": p["requests"], "errors": p["errors"],
+                 "tokens": {"input": p["input_tokens"], "cached": p["cached_input_tokens"],
+                            "cacheWrite": p["cache_write_tokens"], "output": p["output_tokens"],
+                            "reasoning": p["reasoning_tokens"]},
+                 "costUsd": p["cost_usd"], "revenueUsd": p["revenue_usd"],
+                 "marginUsd": p["margin_usd"]}
+                for p in listed
+            ]  # fmt: skip
+            grouping = f", groupBy: {group.upper()}" if group else ""
+            q = (f'{{ series(start: "{start}", end: "{end}", bucket: {bucket.upper()}, '
+                 f'tz: "{tz}"{grouping}) {{ {fields} }} }}')  # fmt: skip
+            assert (await data(gw, q))["series"] == expected and expected
+            of_a = await rest(gw, "/admin/v1/series", **params, tenant_id="a")
+            own = await data(gw, q, key=keys["a"])
+            assert [p["costUsd"] for p in own["series"]] == [p["cost_usd"] for p in of_a["data"]]
 
 
 async def test_series_by_plan_and_by_tag_sum_the_ledger(make_gateway: Any) -> None:
@@ -264,25 +299,33 @@ async def test_series_buckets_in_a_time_zone_sum_to_the_whole(make_gateway: Any)
 # --- top spenders and the request log ---------------------------------------------------------
 
 
-async def test_top_spenders_rank_the_rest_usage_by_tenant(make_gateway: Any) -> None:
+async def test_top_spenders_equal_the_rest_top_spenders(make_gateway: Any) -> None:
     async with make_gateway(CONFIG) as gw:
         await seed(gw)
         start, end = span()
         usage = await rest(gw, "/admin/v1/usage", group_by="tenant", **{"from": start, "to": end})
-        for by, field in (("COST", "cost_usd"), ("REVENUE", "revenue_usd")):
-            ranked = sorted(usage["data"], key=lambda r: (-parse_usd(r[field]), r["tenant"]))
-            total = sum(parse_usd(r[field]) for r in ranked)
-            for args, count in (("n: 2", 2), ("topPercent: 34", 2), ("topPercent: 100", 3)):
-                rows = "rows { tenant plan costUsd revenueUsd share }"
-                q = (f'{{ topSpenders(start: "{start}", end: "{end}", by: {by}, {args}) '
-                     f"{{ totalUsd tenants {rows} }} }}")  # fmt: skip
+        rows = "rows { tenant plan amountUsd sharePercent requests costUsd revenueUsd marginUsd }"
+        for by in ("cost", "revenue"):
+            ranked = sorted(usage["data"], key=lambda r: (-parse_usd(r[f"{by}_usd"]), r["tenant"]))
+            cases = [("n: 2", {"n": 2}, 2), ("topPercent: 34", {"top_percent": 34}, 2),
+                     ("topPercent: 100", {"top_percent": 100}, 3), ("", {}, 3)]  # fmt: skip
+            for args, params, count in cases:
+                listed = await rest(gw, "/admin/v1/top-spenders", start=start, end=end, by=by,
+                                    **params)  # fmt: skip
+                q = (f'{{ topSpenders(start: "{start}", end: "{end}", by: {by.upper()} {args}) '
+                     f"{{ by totalUsd tenants {rows} }} }}")  # fmt: skip
                 got = (await data(gw, q))["topSpenders"]
-                assert got["totalUsd"] == format_usd(total) and got["tenants"] == 3
-                assert [r["tenant"] for r in got["rows"]] == [r["tenant"] for r in ranked][:count]
-                for row, want in zip(got["rows"], ranked, strict=False):
-                    assert row["costUsd"] == want["cost_usd"]
-                    assert row["plan"] == PLANS[row["tenant"]]
-                    assert abs(row["share"] - parse_usd(want[field]) / total) < 1e-9
+                assert got["by"] == by.upper() and got["totalUsd"] == listed["total_usd"]
+                assert got["tenants"] == listed["tenants"] == 3
+                expected = [
+                    {**camelised(r), "plan": PLANS[r["tenant"]], "marginUsd": margin(r)}
+                    for r in listed["data"]
+                ]
+                assert got["rows"] == expected and len(expected) == count
+                top = ranked[: len(expected)]  # the REST usage, ranked here
+                assert [(r["tenant"], r["costUsd"]) for r in got["rows"]] == [
+                    (r["tenant"], r["cost_usd"]) for r in top
+                ]
 
 
 async def test_the_request_log_pages_through_every_entry_newest_first(make_gateway: Any) -> None:

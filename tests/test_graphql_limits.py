@@ -91,9 +91,9 @@ async def test_arguments_over_their_caps_are_refused(make_gateway: Any) -> None:
             assert body["errors"][0]["extensions"]["code"] == "invalid_request"
         tops = {
             f'{{ topSpenders(start: "{start}", end: "{end}", n: 5000) {{ totalUsd }} }}': "'n'",
-            f'{{ topSpenders(start: "{start}", end: "{end}") {{ totalUsd }} }}': "exactly one",
+            f'{{ topSpenders(start: "{end}", end: "{start}") {{ totalUsd }} }}': "after 'start'",
             f'{{ topSpenders(start: "{start}", end: "{end}", topPercent: 0) {{ totalUsd }} }}':
-                "topPercent",
+                "top_percent",
             f'{{ topSpenders(start: "{start}", end: "{end}", n: 1, topPercent: 5) {{ tenants }} }}':
                 "exactly one",
         }  # fmt: skip

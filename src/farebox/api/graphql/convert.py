@@ -3,6 +3,7 @@ REST answers hold, field for field (money as exact decimal strings)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -11,6 +12,7 @@ from strawberry.scalars import JSON
 from farebox.api.graphql import types as t
 from farebox.core import records
 from farebox.core.money import format_usd
+from farebox.observe import reports
 
 
 def iso(ts: float, zone: tzinfo = UTC) -> str:
@@ -148,3 +150,22 @@ def key(k: records.ApiKey) -> t.Key:
         paused=k.paused,
         pause_reason=k.pause_reason,
     )
+
+
+def top(found: reports.TopSpenders, plans: Mapping[str, str]) -> t.TopSpenders:
+    """From the report service's ranking (as ``/admin/v1/top-spenders`` shows it)."""
+    rows = [
+        t.TopSpender(
+            tenant=s.tenant,
+            plan=plans.get(s.tenant),
+            amount_usd=format_usd(s.amount),
+            share_percent=s.share_percent,
+            requests=t.BigInt(s.requests),
+            cost_usd=format_usd(s.cost),
+            revenue_usd=format_usd(s.revenue),
+            margin_usd=format_usd(s.revenue - s.cost),
+        )
+        for s in found.data
+    ]
+    by = t.RankBy(found.by)
+    return t.TopSpenders(by=by, total_usd=format_usd(found.total), tenants=found.tenants, rows=rows)

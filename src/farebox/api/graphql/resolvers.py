@@ -11,11 +11,11 @@ from farebox.api.admin.budgets import BudgetRoutes
 from farebox.api.graphql import convert, limits
 from farebox.api.graphql import types as t
 from farebox.api.graphql.context import GraphContext
-from farebox.api.graphql.series import SeriesAsk, series, top_count
+from farebox.api.graphql.series import SeriesAsk, series
 from farebox.api.graphql.timing import moment, zone
-from farebox.core.money import format_usd
-from farebox.core.records import RequestQuery, SeriesPoint, SeriesQuery
+from farebox.core.records import RequestQuery
 from farebox.errors import InvalidRequest
+from farebox.observe.reports import Reports
 
 
 async def series_points(
@@ -95,10 +95,6 @@ async def requests(
     )
 
 
-def _measure(p: SeriesPoint, by: t.RankBy) -> int:
-    return p.cost if by is t.RankBy.COST else p.revenue
-
-
 async def top_spenders(
     ctx: GraphContext,
     span: tuple[str, str],
@@ -106,29 +102,17 @@ async def top_spenders(
     n: int | None,
     top_percent: float | None,
 ) -> t.TopSpenders:
-    """Tenants ranked by cost or revenue over ``[start, end)`` (UTC unless an offset is
-    given), with each one's share of the total; ties by tenant id."""
+    """As ``GET /admin/v1/top-spenders``, by the same report service: tenants ranked by cost
+    or revenue over ``[start, end)`` (UTC unless an offset is given), ties by tenant id,
+    each with its exact share of every tenant's total. Neither ``n`` nor ``topPercent``: 10."""
     start, end = moment(span[0], "start", UTC), moment(span[1], "end", UTC)
     if end <= start:
         raise InvalidRequest("'end' must be after 'start'.", param="end")
-    query = SeriesQuery(start=start, end=end, bucket="all", group_by="tenant")
-    points = [p for p in await ctx.reports().series(query) if _measure(p, by) > 0]
-    count = top_count(len(points), n, top_percent)
-    points.sort(key=lambda p: (-_measure(p, by), p.group or ""))
-    total = sum(_measure(p, by) for p in points)
-    plans = {
-        x.id: ctx.services.gateway.plan_name(x) for x in await ctx.services.store.list_tenants()
-    }
-    rows = [
-        t.TopSpender(
-            tenant=p.group or "",
-            plan=plans.get(p.group or ""),
-            requests=t.BigInt(p.requests),
-            cost_usd=format_usd(p.cost),
-            revenue_usd=format_usd(p.revenue),
-            margin_usd=format_usd(p.margin),
-            share=_measure(p, by) / total if total else 0.0,
-        )
-        for p in points[:count]
-    ]
-    return t.TopSpenders(by=by, total_usd=format_usd(total), tenants=len(points), rows=rows)
+    if n is None and top_percent is None:
+        n = 10
+    if n is not None and not 1 <= n <= limits.MAX_TOP:
+        raise InvalidRequest(f"'n' must be between 1 and {limits.MAX_TOP}.", param="n")
+    top = await Reports(ctx.reports()).top_spenders(start, end, by.value, n, top_percent)
+    tenants = await ctx.services.store.list_tenants()
+    plans = {x.id: ctx.services.gateway.plan_name(x) for x in tenants}
+    return convert.top(top, plans)

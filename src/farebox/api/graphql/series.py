@@ -10,7 +10,6 @@ never the entries, and the range may cover at most ``RANGE_CAP_S["scan"]`` and
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import tzinfo
@@ -181,16 +180,3 @@ async def scanned(ctx: GraphContext, tenant: str | None, ask: SeriesAsk) -> list
         if page.next_cursor is None:
             return ordered(sums)
         query = replace(query, cursor=page.next_cursor)
-
-
-def top_count(found: int, n: int | None, top_percent: float | None) -> int:
-    if (n is None) == (top_percent is None):
-        raise InvalidRequest("Give exactly one of 'n' and 'topPercent'.", param="n")
-    if n is not None:
-        if not 1 <= n <= limits.MAX_TOP:
-            raise InvalidRequest(f"'n' must be between 1 and {limits.MAX_TOP}.", param="n")
-        return n
-    assert top_percent is not None
-    if not 0 < top_percent <= 100:  # also NaN
-        raise InvalidRequest("'topPercent' must be over 0 and at most 100.", param="topPercent")
-    return math.ceil(found * top_percent / 100)

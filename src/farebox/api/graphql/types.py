@@ -131,18 +131,21 @@ class Budget:
 class TopSpender:
     tenant: str
     plan: str | None
+    amount_usd: str = strawberry.field(description="The ranked measure (cost or revenue).")
+    share_percent: str | None = strawberry.field(
+        description="Of every tenant's total, exact, 2 decimals; null when the total is 0."
+    )
     requests: BigInt
     cost_usd: str
     revenue_usd: str
     margin_usd: str
-    share: float = strawberry.field(description="Of the period's total by the ranked measure.")
 
 
 @strawberry.type
 class TopSpenders:
     by: RankBy
     total_usd: str
-    tenants: int = strawberry.field(description="Tenants with any spend in the period.")
+    tenants: int = strawberry.field(description="Tenants with traffic in the period.")
     rows: list[TopSpender]
 
 
