@@ -202,3 +202,20 @@ async def test_random_queries_and_variables_never_answer_5xx(make_gateway: Any, 
                 assert "Internal error." not in {e["message"] for e in out["errors"]}, body
             answered.add(r.status_code)
         assert 200 in answered
+
+
+async def test_a_scanned_series_over_its_caps_is_refused(
+    make_gateway: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with make_gateway(CONFIG) as gw:
+        keys = await seed(gw)
+        start, end = span()
+        q = f'{{ series(start: "{start}", end: "{end}", bucket: ALL, groupBy: USER) {{ group }} }}'
+        ok = await gql(gw, q, key=keys["a"])
+        assert sorted(p["group"] for p in ok["data"]["series"]) == ["u1", "u2"]
+        monkeypatch.setattr(limits, "SCAN_PAGE", 1)  # a page per entry: the cap counts pages
+        monkeypatch.setattr(limits, "MAX_SCAN", 2)
+        refused(await gql(gw, q, key=keys["a"]), "reads each request", "more than 2")
+        monkeypatch.setattr(limits, "MAX_SCAN", 100)
+        monkeypatch.setattr(limits, "MAX_POINTS", 1)
+        refused(await gql(gw, q, key=keys["a"]), "more than 1 points")
