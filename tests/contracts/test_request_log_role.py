@@ -219,3 +219,16 @@ async def test_a_bad_limit_is_a_clear_error(store: Any) -> None:
         with pytest.raises(InvalidRequest) as caught:
             await store.requests(RequestQuery(limit=limit))
         assert caught.value.param == "limit"
+
+
+@pytest.mark.parametrize(
+    ("changes", "param"),
+    [({"tenant_id": "a\x00"}, "tenant_id"), ({"user": "\x00"}, "user"), ({"tag": ("a", "\x00")},
+     "tag"), ({"start": float("nan")}, "start"), ({"end": float("inf")}, "end")],
+)  # fmt: skip
+async def test_a_filter_no_store_can_compare_is_a_clear_error(
+    store: Any, changes: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        await store.requests(RequestQuery(**changes))
+    assert caught.value.param == param

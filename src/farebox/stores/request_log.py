@@ -76,6 +76,22 @@ def check_limit(limit: int) -> int:
     return limit
 
 
+def check_query(query: RequestQuery) -> int:
+    """The page size, once every filter is one the stores can all compare: no filter text
+    holds U+0000 (PostgreSQL text cannot, and the ledger drops it), no time is NaN or
+    infinite."""
+    texts = [(field, getattr(query, field)) for field, _ in COLUMN_FILTERS]
+    if query.tag is not None:
+        texts += [("tag", query.tag[0]), ("tag", query.tag[1])]
+    for field, value in texts:
+        if value is not None and "\x00" in value:
+            raise InvalidRequest(f"'{field}' may not contain U+0000.", param=field)
+    for field, moment in (("start", query.start), ("end", query.end)):
+        if moment is not None and not math.isfinite(moment):
+            raise InvalidRequest(f"'{field}' must be a finite time.", param=field)
+    return check_limit(query.limit)
+
+
 def tag_text(value: Any) -> str | None:
     """A metadata value's text as a tag, or None when it is not a tag."""
     if isinstance(value, bool):
@@ -113,7 +129,7 @@ def page_of(rows: Sequence[LedgerEntry], limit: int) -> RequestPage:
 
 def memory_page(ledger: Sequence[LedgerEntry], query: RequestQuery) -> RequestPage:
     """The page, from every entry of an in-memory ledger."""
-    limit = check_limit(query.limit)
+    limit = check_query(query)
     after = decode_cursor(query.cursor) if query.cursor is not None else None
     found = [
         e
@@ -128,7 +144,7 @@ def page_statement(dialect: Dialect, schema: str, query: RequestQuery) -> tuple[
     """The SELECT of one page (``limit + 1`` rows, ``LEDGER_COLS`` in order) and its
     parameters. ``schema``: the tables' prefix (``""``, or a quoted schema and a dot). With a
     tag, the walk is over ``ledger_tags``'s index, in order, each row joined to its entry."""
-    limit = check_limit(query.limit)
+    limit = check_query(query)
     after = decode_cursor(query.cursor) if query.cursor is not None else None
     params: list[Any] = []
 

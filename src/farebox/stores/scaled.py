@@ -38,6 +38,8 @@ from farebox.core.budgets import Hold, HoldState
 from farebox.core.records import (
     ApiKey,
     LedgerEntry,
+    RequestPage,
+    RequestQuery,
     Reservation,
     ReserveOutcome,
     SeriesPoint,
@@ -313,6 +315,9 @@ class ScaledStore:
     async def series(self, query: SeriesQuery) -> list[SeriesPoint]:
         """The rollups, which live (and are kept by triggers) beside the ledger."""
         return await self._pg.series(query)
+
+    async def requests(self, query: RequestQuery) -> RequestPage:
+        return await self._pg.requests(query)  # the ledger is PostgreSQL's
 
     async def get_meta(self, name: str) -> str | None:
         return await self._pg.get_meta(name)

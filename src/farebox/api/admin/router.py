@@ -22,6 +22,7 @@ from farebox.api.admin.budgets import BudgetRoutes
 from farebox.api.admin.keys import KeyRoutes
 from farebox.api.admin.operations import OperationRoutes
 from farebox.api.admin.reports import ReportRoutes
+from farebox.api.admin.requests import RequestRoutes
 from farebox.api.admin.tenants import TenantRoutes
 from farebox.api.context import Services
 from farebox.billing.exporter import Exporter
@@ -95,6 +96,7 @@ def admin_routes(
     ops = OperationRoutes(services, exporter)
     anomaly = AnomalyRoutes(watch, services.store)
     reports = ReportRoutes(services)
+    requests = RequestRoutes(services)
     return [
         AdminRoute("POST", "/tenants", tenant.create_tenant, CREATED),
         AdminRoute("GET", "/tenants", tenant.list_tenants),
@@ -127,6 +129,7 @@ def admin_routes(
         AdminRoute("GET", "/usage", billing.usage),
         AdminRoute("GET", "/series", reports.series),
         AdminRoute("GET", "/top-spenders", reports.top_spenders),
+        AdminRoute("GET", "/requests", requests.list_requests),
     ]
 
 
