@@ -328,21 +328,36 @@ async def test_top_spenders_equal_the_rest_top_spenders(make_gateway: Any) -> No
                 ]
 
 
-async def test_the_request_log_pages_through_every_entry_newest_first(make_gateway: Any) -> None:
+REQUEST_FIELDS = (
+    "time startedAt requestId tenant keyId user feature endpoint modelRequested modelServed "
+    "provider status httpStatus errorCode stream tokens { input cached cacheWrite output "
+    "reasoning } costUsd revenueUsd latencyMs ttftMs upstreamMs metadata"
+)
+
+
+def request_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of GET /admin/v1/requests, with GraphQL's names."""
+    return {**camelised(row), "tokens": camelised(row["tokens"])}
+
+
+async def test_the_request_log_equals_the_rest_request_log_page_by_page(make_gateway: Any) -> None:
     async with make_gateway(CONFIG) as gw:
         keys = await seed(gw)
-        fields = ("nodes { requestId tenant user feature modelServed startedAt costUsd "
-                  "tokens { input output } metadata } nextCursor")  # fmt: skip
+        q = (f"query($after: String, $f: RequestFilter) {{ requests(first: 2, after: $after, "
+             f"filter: $f) {{ nodes {{ {REQUEST_FIELDS} }} nextCursor }} }}")  # fmt: skip
         seen: list[dict[str, Any]] = []
         after: str | None = None
+        cursor: dict[str, Any] = {}
         for _ in range(len(CALLS)):
-            page = (await data(gw, f"query($after: String) {{ requests(first: 2, after: $after) "
-                                   f"{{ {fields} }} }}", {"after": after}))["requests"]  # fmt: skip
-            assert len(page["nodes"]) <= 2
+            page = (await data(gw, q, {"after": after}))["requests"]
+            listed = await rest(gw, "/admin/v1/requests", limit=2, **cursor)
+            assert page["nodes"] == [request_row(r) for r in listed["data"]]
+            assert page["nextCursor"] == listed["next_cursor"]
             seen += page["nodes"]
             after = page["nextCursor"]
             if after is None:
                 break
+            cursor = {"cursor": after}
         ledger = {e.request_id: e for e in await gw.ledger()}
         assert sorted(n["requestId"] for n in seen) == sorted(ledger)
         assert [n["startedAt"] for n in seen] == sorted(
@@ -355,8 +370,14 @@ async def test_the_request_log_pages_through_every_entry_newest_first(make_gatew
         own = (await data(gw, "{ requests(first: 50) { nodes { tenant } nextCursor } }",
                           key=keys["b"]))["requests"]  # fmt: skip
         assert [n["tenant"] for n in own["nodes"]] == ["b", "b"] and own["nextCursor"] is None
-        tagged = await data(gw, '{ requests(filter: {tag: {name: "team", value: "red"}, '
-                                'user: "u1"}) { nodes { requestId } } }')  # fmt: skip
+        tag = {"tag": {"name": "team", "value": "red"}, "user": "u1"}
+        tagged = await data(gw, q, {"after": None, "f": tag})
+        listed = await rest(gw, "/admin/v1/requests", tag="team:red", user="u1", limit=2)
+        assert tagged["requests"]["nodes"] == [request_row(r) for r in listed["data"]]
         expected = {e.request_id for e in ledger.values()
                     if e.user == "u1" and e.metadata.get("team") == "red"}  # fmt: skip
         assert {n["requestId"] for n in tagged["requests"]["nodes"]} == expected and expected
+        mine = await data(gw, q, {"after": None, "f": {"model": "gpt-4o"}}, key=keys["a"])
+        listed = await rest(gw, "/admin/v1/requests", tenant="a", model="gpt-4o", limit=2)
+        assert mine["requests"]["nodes"] == [request_row(r) for r in listed["data"]]
+        assert len(listed["data"]) == 1

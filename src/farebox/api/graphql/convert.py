@@ -19,15 +19,11 @@ def iso(ts: float, zone: tzinfo = UTC) -> str:
     return datetime.fromtimestamp(ts, zone).isoformat()
 
 
-def tokens_of(p: records.SeriesPoint | records.LedgerEntry) -> t.Tokens:
-    if isinstance(p, records.LedgerEntry):
-        write = p.cache_write_5m_tokens + p.cache_write_1h_tokens
-    else:
-        write = p.cache_write_tokens
+def tokens_of(p: records.SeriesPoint) -> t.Tokens:
     return t.Tokens(
         input=t.BigInt(p.input_tokens),
         cached=t.BigInt(p.cached_input_tokens),
-        cache_write=t.BigInt(write),
+        cache_write=t.BigInt(p.cache_write_tokens),
         output=t.BigInt(p.output_tokens),
         reasoning=t.BigInt(p.reasoning_tokens),
     )
@@ -47,30 +43,38 @@ def point(p: records.SeriesPoint, zone: tzinfo) -> t.SeriesPoint:
     )
 
 
-def request(e: records.LedgerEntry) -> t.Request:
+def request(row: dict[str, Any]) -> t.Request:
+    """From ``entry_json``'s row (as ``/admin/v1/requests`` shows it)."""
+    tokens = row["tokens"]
     return t.Request(
-        request_id=e.request_id,
-        tenant=e.tenant_id,
-        key=e.key_id,
-        user=e.user,
-        feature=e.feature,
-        endpoint=e.endpoint,
-        model_requested=e.model_requested,
-        model_served=e.model_served,
-        provider=e.provider,
-        status=e.status,
-        http_status=e.http_status,
-        stream=e.stream,
-        started_at=iso(e.started_at),
-        finished_at=iso(e.finished_at),
-        tokens=tokens_of(e),
-        cost_usd=format_usd(e.cost),
-        revenue_usd=format_usd(e.revenue),
-        latency_ms=e.latency_ms,
-        upstream_ms=e.upstream_ms,
-        ttft_ms=e.ttft_ms,
-        error_code=e.error_code,
-        metadata=JSON(e.metadata),
+        time=row["time"],
+        started_at=row["started_at"],
+        request_id=row["request_id"],
+        tenant=row["tenant"],
+        key_id=row["key_id"],
+        user=row["user"],
+        feature=row["feature"],
+        endpoint=row["endpoint"],
+        model_requested=row["model_requested"],
+        model_served=row["model_served"],
+        provider=row["provider"],
+        status=row["status"],
+        http_status=row["http_status"],
+        error_code=row["error_code"],
+        stream=row["stream"],
+        tokens=t.Tokens(
+            input=t.BigInt(tokens["input"]),
+            cached=t.BigInt(tokens["cached"]),
+            cache_write=t.BigInt(tokens["cache_write"]),
+            output=t.BigInt(tokens["output"]),
+            reasoning=t.BigInt(tokens["reasoning"]),
+        ),
+        cost_usd=row["cost_usd"],
+        revenue_usd=row["revenue_usd"],
+        latency_ms=row["latency_ms"],
+        ttft_ms=row["ttft_ms"],
+        upstream_ms=row["upstream_ms"],
+        metadata=JSON(row["metadata"]),
     )
 
 

@@ -4,16 +4,17 @@ they exist, so a GraphQL answer holds what the REST answer holds."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC
 
 from farebox.api.admin.anomaly import AnomalyRoutes
 from farebox.api.admin.budgets import BudgetRoutes
+from farebox.api.admin.requests import request_log, request_query
 from farebox.api.graphql import convert, limits
 from farebox.api.graphql import types as t
 from farebox.api.graphql.context import GraphContext
 from farebox.api.graphql.series import SeriesAsk, series
 from farebox.api.graphql.timing import moment, zone
-from farebox.core.records import RequestQuery
 from farebox.errors import InvalidRequest
 from farebox.observe.reports import Reports
 
@@ -78,21 +79,19 @@ async def requests(
     first: int,
     after: str | None,
 ) -> t.RequestPage:
+    """As ``GET /admin/v1/requests`` (its checks of each filter, its rows): one page, newest
+    first; ``tenant`` None only for the admin (every tenant)."""
     if not 1 <= first <= limits.MAX_PAGE:
         raise InvalidRequest(f"'first' must be between 1 and {limits.MAX_PAGE}.", param="first")
     f = filters or t.RequestFilter()
-    query = RequestQuery(
-        tenant_id=tenant,
-        start=moment(f.start, "start", UTC) if f.start is not None else None,
-        end=moment(f.end, "end", UTC) if f.end is not None else None,
-        status=f.status, key_id=f.key, user=f.user, feature=f.feature, model=f.model,
-        tag=(f.tag.name, f.tag.value) if f.tag else None,
-        cursor=after, limit=first,
-    )  # fmt: skip
-    page = await ctx.reports().requests(query)
-    return t.RequestPage(
-        nodes=[convert.request(e) for e in page.entries], next_cursor=page.next_cursor
-    )
+    values = {"start": f.start, "end": f.end, "status": f.status, "key": f.key, "user": f.user,
+              "feature": f.feature, "model": f.model, "cursor": after, "limit": first}  # fmt: skip
+    query = request_query(values, tenant)  # None: every tenant (no "tenant" in values)
+    if f.tag is not None:  # a name may hold ':', so not through the URL form 'name:value'
+        query = replace(query, tag=(f.tag.name, f.tag.value))
+    page = await request_log(ctx.reports(), query)
+    rows = [convert.request(row) for row in page["data"]]
+    return t.RequestPage(nodes=rows, next_cursor=page["next_cursor"])
 
 
 async def top_spenders(

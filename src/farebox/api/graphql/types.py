@@ -206,11 +206,13 @@ class Key:
     pause_reason: str | None
 
 
-@strawberry.type(description="One request of the request log.")
+@strawberry.type(description="One request of the request log (as GET /admin/v1/requests).")
 class Request:
+    time: str = strawberry.field(description="When it started, ISO 8601 in UTC.")
+    started_at: float
     request_id: str
     tenant: str
-    key: str
+    key_id: str
     user: str | None
     feature: str | None
     endpoint: str
@@ -219,16 +221,14 @@ class Request:
     provider: str
     status: str
     http_status: int
+    error_code: str | None
     stream: bool
-    started_at: str
-    finished_at: str
     tokens: Tokens
     cost_usd: str
     revenue_usd: str
     latency_ms: float
-    upstream_ms: float
     ttft_ms: float | None
-    error_code: str | None
+    upstream_ms: float
     metadata: JSON
 
 
