@@ -5,14 +5,18 @@ the request log."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
+import pytest
 
 from farebox.core.anomaly import Incident
 from farebox.core.money import format_usd, parse_usd
+from tests.outage import dsn, fresh_databases, redis_url, require_services
 
 CONFIG: dict[str, Any] = {
     "providers": {
@@ -43,6 +47,20 @@ SERIES_FIELDS = (
     "group requests errors tokens { input cached cacheWrite output reasoning } "
     "costUsd revenueUsd marginUsd"
 )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def stored(request: pytest.FixtureRequest, make_gateway: Any) -> Iterator[Callable[[], Any]]:
+    """Opens a gateway with ``CONFIG``: on the default SQLite file, or on a fresh PostgreSQL
+    database with the shared Redis (its keys under a prefix of their own, deleted after)."""
+    if request.param == "sqlite":
+        yield lambda: make_gateway(CONFIG)
+        return
+    require_services()
+    with fresh_databases(1) as [name]:
+        config = {**CONFIG, "database": dsn(name), "redis": redis_url(), "secret": "env:GQ_SECRET"}
+        env = {"GQ_SECRET": secrets.token_hex(32)}
+        yield lambda: make_gateway(config, env=env)
 
 
 async def seed(gw: Any) -> dict[str, str]:
@@ -219,8 +237,8 @@ async def test_series_in_every_grouping_equals_the_rest_usage(make_gateway: Any)
                 assert p["marginUsd"] == format_usd(margin)
 
 
-async def test_series_equal_the_rest_series(make_gateway: Any) -> None:
-    async with make_gateway(CONFIG) as gw:
+async def test_series_equal_the_rest_series(stored: Callable[[], Any]) -> None:
+    async with stored() as gw:
         keys = await seed(gw)
         start, end = span()
         fields = "bucket bucketUnix " + SERIES_FIELDS
@@ -250,8 +268,10 @@ async def test_series_equal_the_rest_series(make_gateway: Any) -> None:
             assert [p["costUsd"] for p in own["series"]] == [p["cost_usd"] for p in of_a["data"]]
 
 
-async def test_series_by_plan_and_by_tag_sum_the_ledger(make_gateway: Any) -> None:
-    async with make_gateway(CONFIG) as gw:
+async def test_series_by_plan_and_by_tag_sum_the_ledger(
+    stored: Callable[[], Any],
+) -> None:
+    async with stored() as gw:
         await seed(gw)
         start, end = span()
         entries = await gw.ledger()
@@ -299,8 +319,10 @@ async def test_series_buckets_in_a_time_zone_sum_to_the_whole(make_gateway: Any)
 # --- top spenders and the request log ---------------------------------------------------------
 
 
-async def test_top_spenders_equal_the_rest_top_spenders(make_gateway: Any) -> None:
-    async with make_gateway(CONFIG) as gw:
+async def test_top_spenders_equal_the_rest_top_spenders(
+    stored: Callable[[], Any],
+) -> None:
+    async with stored() as gw:
         await seed(gw)
         start, end = span()
         usage = await rest(gw, "/admin/v1/usage", group_by="tenant", **{"from": start, "to": end})
@@ -340,8 +362,10 @@ def request_row(row: dict[str, Any]) -> dict[str, Any]:
     return {**camelised(row), "tokens": camelised(row["tokens"])}
 
 
-async def test_the_request_log_equals_the_rest_request_log_page_by_page(make_gateway: Any) -> None:
-    async with make_gateway(CONFIG) as gw:
+async def test_the_request_log_equals_the_rest_request_log_page_by_page(
+    stored: Callable[[], Any],
+) -> None:
+    async with stored() as gw:
         keys = await seed(gw)
         q = (f"query($after: String, $f: RequestFilter) {{ requests(first: 2, after: $after, "
              f"filter: $f) {{ nodes {{ {REQUEST_FIELDS} }} nextCursor }} }}")  # fmt: skip
