@@ -99,6 +99,14 @@ async def test_arguments_over_their_caps_are_refused(make_gateway: Any) -> None:
         }  # fmt: skip
         for query, words in tops.items():
             refused(await gql(gw, query), words)
+        body = await gql(gw, '{ budgets(tenant: "nope") { scope } }')
+        r = await gw.client.get("/admin/v1/tenants/nope/budgets", headers=gw.admin)
+        assert r.status_code == 404  # the same error, with the same message and code
+        assert refused(body, "nope") == r.json()["error"]["message"]
+        assert body["errors"][0]["extensions"]["code"] == r.json()["error"]["code"]
+        body = await gql(gw, '{ requests(after: "garbage") { nextCursor } }', key=keys["a"])
+        refused(body, "cursor")
+        assert body["errors"][0]["extensions"] == {"code": "invalid_request", "param": "cursor"}
 
 
 async def test_malformed_requests_get_a_clear_4xx(make_gateway: Any) -> None:
