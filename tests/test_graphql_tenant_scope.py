@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from farebox.core.money import format_usd
+from farebox.core.money import format_usd, parse_usd
 from tests.test_graphql_api import CONFIG, gql, seed, span
 
 SERIES = "series(start: $s, end: $e, bucket: ALL, groupBy: TENANT) { group requests costUsd }"
@@ -137,3 +137,19 @@ async def test_a_batch_is_refused_and_keys_do_not_cross_endpoints(make_gateway: 
         assert r.status_code == 401 and "error" in r.json()
         r = await gw.client.get("/v1/graphql", params={"query": "{ tenant { id } }"}, headers=auth)
         assert r.status_code == 200 and r.json() == {"data": {"tenant": {"id": "a"}}}
+
+
+async def test_every_grouping_holds_only_its_own_numbers(make_gateway: Any) -> None:
+    async with make_gateway(CONFIG) as gw:
+        keys = await seed(gw)
+        start, end = span()
+        mine = await own_cost(gw, "a")
+        for group in ("TENANT", "PLAN", "MODEL", "FEATURE", "USER", "KEY", "STATUS"):
+            q = (f'{{ series(start: "{start}", end: "{end}", bucket: ALL, groupBy: {group}) '
+                 "{ group requests costUsd } }")  # fmt: skip
+            body = await gql(gw, q, key=keys["a"])
+            points = body["data"]["series"]
+            assert sum(p["requests"] for p in points) == 3, group
+            assert format_usd(sum(parse_usd(p["costUsd"]) for p in points)) == mine, group
+        plans = await gql(gw, q.replace("STATUS", "PLAN"), key=keys["a"])
+        assert [p["group"] for p in plans["data"]["series"]] == ["gold"]

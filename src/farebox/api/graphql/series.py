@@ -109,7 +109,10 @@ async def by_plan(ctx: GraphContext, tenant: str | None, ask: SeriesAsk) -> list
     """The series by tenant, each tenant's points summed under its current plan."""
     points = await ctx.reports().series(rollup_query(ask, tenant, "tenant"))
     gateway = ctx.services.gateway
-    plans = {x.id: gateway.plan_name(x) for x in await ctx.services.store.list_tenants()}
+    tenants = (
+        [await ctx.tenancy.tenant(tenant)] if tenant else await ctx.services.store.list_tenants()
+    )
+    plans = {x.id: gateway.plan_name(x) for x in tenants}
     sums: dict[tuple[float, str | None], SeriesPoint] = {}
     for p in points:
         plan = plans.get(p.group or "")
