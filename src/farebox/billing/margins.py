@@ -1,8 +1,13 @@
 """Margin per tenant and month: what the platform earns (plan fee plus usage revenue) against
 what the providers cost, from the ledger, in exact money.
 
-Months are calendar months in UTC. A tenant pays its plan's whole ``monthly_fee_usd`` for any
-month it existed in (no proration).
+The sums come from ``UsageStore.usage`` grouped by tenant, which every store answers from the
+ledger's rollups (a few rows per tenant, never the month's entries; on SQLite on the reports'
+own connection), so a month's margins stay fast on millions of entries.
+
+Months are calendar months in UTC, and an entry counts in the month its request started in.
+A tenant pays its plan's whole ``monthly_fee_usd`` for any month it existed in (no
+proration).
 """
 
 from __future__ import annotations

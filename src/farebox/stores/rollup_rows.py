@@ -46,7 +46,14 @@ from farebox.errors import InvalidRequest
 HOUR = 3600
 Bucket = Literal["hour", "day", "month", "all"]
 BUCKETS = ("hour", "day", "month", "all")
+UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Zulu",
+                       "Etc/Zulu", "GMT", "Etc/GMT", "Etc/GMT0", "Etc/GMT+0", "Etc/GMT-0",
+                       "GMT0", "GMT+0", "GMT-0", "Etc/Greenwich", "Greenwich"})  # fmt: skip
 KEY = ("hour", "tenant_id", "key_id", "model", "feature", "status")
+# the daily rollups: per UTC day (its start, in the column ``hour``), tenant and status only,
+# so that a month's totals per tenant read a few rows per tenant whatever its traffic's shape
+DAILY_KEY = ("hour", "tenant_id", "status")
+DAY = 86_400
 LATENCY_COLS = tuple(f"lb{i}" for i in range(len(LATENCY_BOUNDS_MS) + 1))
 SUMS = (
     "requests", "errors", "input_tokens", "cached_input_tokens", "cache_write_tokens",
@@ -107,9 +114,12 @@ class RollupSQL:
     trunc: str  # truncation toward zero to an integer: "{}" is the expression
     flag: str  # a condition as 0 or 1: "{}" is the condition
 
-    def projection(self, row: str = "", sign: str = "") -> list[tuple[str, str]]:
+    def projection(
+        self, row: str = "", sign: str = "", daily: bool = False
+    ) -> list[tuple[str, str]]:
         """(column, expression) pairs of a ledger row (``row``: its prefix, such as ``NEW.``)
-        as a rollup row, each sum multiplied by ``sign`` (``-1*`` for a removal)."""
+        as a rollup row (``daily``: of the daily table), each sum multiplied by ``sign``
+        (``-1*`` for a removal)."""
         r = row
         hour = self.trunc.format(f"{r}started_at / 3600.0") + f" * {HOUR}"
 
@@ -131,26 +141,39 @@ class RollupSQL:
             f"{r}output_tokens", f"{r}reasoning_tokens", f"{r}cost", f"{r}revenue",
             us("latency_ms"), us("upstream_ms"), *buckets,
         ]  # fmt: skip
-        keys = [hour, f"{r}tenant_id", f"{r}key_id", f"{r}model_served",
-                f"COALESCE({r}feature, '')", f"{r}status"]  # fmt: skip
-        return list(zip(KEY, keys, strict=True)) + [
+        if daily:  # the day of the hour, in integers: an hour is always inside its day
+            keys = [f"({hour}) / {DAY} * {DAY}", f"{r}tenant_id", f"{r}status"]
+        else:
+            keys = [hour, f"{r}tenant_id", f"{r}key_id", f"{r}model_served",
+                    f"COALESCE({r}feature, '')", f"{r}status"]  # fmt: skip
+        return list(zip(key_of(daily), keys, strict=True)) + [
             (c, f"{sign}({x})") for c, x in zip(SUMS, sums, strict=True)
         ]
 
-    def select_projection(self, source: str, row: str = "", sign: str = "") -> str:
-        cols = ", ".join(f"{x} AS {c}" for c, x in self.projection(row, sign))
+    def select_projection(
+        self, source: str, row: str = "", sign: str = "", daily: bool = False
+    ) -> str:
+        cols = ", ".join(f"{x} AS {c}" for c, x in self.projection(row, sign, daily))
         return f"SELECT {cols} FROM {source}"
 
-    def aggregated(self, source: str, sign: str = "", row: str = "") -> str:
+    def aggregated(self, source: str, daily: bool = False) -> str:
         """The rows of ``source`` (ledger rows), summed per rollup key, in key order."""
-        keys = ", ".join(KEY)
+        keys = ", ".join(key_of(daily))
         sums = ", ".join(f"SUM({c}) AS {c}" for c in SUMS)
-        inner = self.select_projection(source, row, sign)
+        inner = self.select_projection(source, daily=daily)
         return f"SELECT {keys}, {sums} FROM ({inner}) AS p GROUP BY {keys} ORDER BY {keys}"
 
-    def upsert_tail(self, table: str) -> str:
+    def upsert_tail(self, table: str, daily: bool = False) -> str:
         adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in SUMS)
-        return f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET {adds}"
+        return f"ON CONFLICT ({', '.join(key_of(daily))}) DO UPDATE SET {adds}"
+
+
+def key_of(daily: bool) -> tuple[str, ...]:
+    return DAILY_KEY if daily else KEY
+
+
+def table_of(daily: bool) -> str:
+    return "rollups_daily" if daily else "rollups"
 
 
 SQLITE_ROLLUP = RollupSQL(numbered=False, trunc="CAST({} AS INTEGER)", flag="({})")
@@ -187,37 +210,59 @@ def zone(name: str) -> ZoneInfo:
 
 
 def series_statement(dialect: RollupSQL, schema: str, query: SeriesQuery) -> tuple[str, list[Any]]:
-    """One statement: the rollup rows of the whole hours in the range, and the entries of the
-    cut hours at its ends projected as rollup rows, summed per hour (None for ``all``) and
-    group. ``schema``: the tables' prefix (``""`` or ``"name".``)."""
+    """One statement summing, per hour (None for ``all``) and group: the daily rollups of the
+    whole UTC days in the range (when the query's buckets, group and filters allow), the
+    hourly rollups of the other whole hours, and the entries of the hours the range cuts at
+    its ends. ``schema``: the tables' prefix (``""`` or ``"name".``)."""
     p = Params(dialect.numbered)
     h0 = math.ceil(query.start / HOUR) * HOUR
     h1 = max(math.floor(query.end / HOUR) * HOUR, h0)
     filters = [(col, getattr(query, attr)) for attr, col in FILTERS]
-    parts = [_rollup_part(p, schema, h0, h1, filters)]
+    group = DIMENSION_COLUMN[query.group_by] if query.group_by else "NULL"
+    parts = []
+    d0, d1 = math.ceil(h0 / DAY) * DAY, math.floor(h1 / DAY) * DAY
+    if daily_allowed(query) and d0 < d1:
+        parts.append(_rollup_part(p, schema, group, (d0, d1), filters, daily=True))
+        hours = [(h0, d0), (d1, h1)]
+    else:
+        hours = [(h0, h1)]
+    parts += [_rollup_part(p, schema, group, span, filters) for span in hours if span[0] < span[1]]
     ledger = f"{schema}ledger"
     if query.start < h0:
-        parts.append(_ledger_part(dialect, p, ledger, query, ("<", h0), filters))
+        parts.append(_ledger_part(dialect, p, ledger, query, group, ("<", h0), filters))
     if h1 < query.end:
-        parts.append(_ledger_part(dialect, p, ledger, query, (">=", h1), filters))
-    group = DIMENSION_COLUMN[query.group_by] if query.group_by else "NULL"
+        parts.append(_ledger_part(dialect, p, ledger, query, group, (">=", h1), filters))
+    if not parts:  # an empty range inside one whole hour
+        parts.append(_rollup_part(p, schema, group, (h0, h0), filters))
     when = "NULL" if query.bucket == "all" else "hour"
     sums = ", ".join(f"SUM({c})" for c in SUMS)
     union = " UNION ALL ".join(parts)
-    sql = (f"SELECT {when} AS h, {group} AS g, {sums} FROM ({union}) AS u "
+    sql = (f"SELECT {when} AS h, g, {sums} FROM ({union}) AS u "
            "GROUP BY h, g")  # fmt: skip
     return sql, p.values
 
 
-def _rollup_part(p: Params, schema: str, h0: int, h1: int, filters: list[tuple[str, Any]]) -> str:
-    where = [f"hour >= {p.add(h0)}", f"hour < {p.add(h1)}"]
+def daily_allowed(query: SeriesQuery) -> bool:
+    """Whether the daily rollups can answer the query's whole UTC days: its buckets hold
+    whole UTC days, and it groups and filters by tenant and status at most."""
+    utc_buckets = query.bucket == "all" or (query.bucket != "hour" and query.tz in UTC_NAMES)
+    coarse = query.key_id is None and query.model is None and query.feature is None
+    return utc_buckets and coarse and query.group_by in (None, "tenant", "status")
+
+
+def _rollup_part(
+    p: Params, schema: str, group: str, span: tuple[int, int], filters: list[tuple[str, Any]],
+    daily: bool = False,
+) -> str:  # fmt: skip
+    where = [f"hour >= {p.add(span[0])}", f"hour < {p.add(span[1])}"]
     where += [f"{col} = {p.add(v)}" for col, v in filters if v is not None]
-    return f"SELECT {', '.join(KEY + SUMS)} FROM {schema}rollups WHERE {' AND '.join(where)}"
+    cols = ", ".join(("hour", f"{group} AS g", *SUMS))
+    return f"SELECT {cols} FROM {schema}{table_of(daily)} WHERE {' AND '.join(where)}"
 
 
 def _ledger_part(
-    dialect: RollupSQL, p: Params, ledger: str, query: SeriesQuery, cut: tuple[str, int],
-    filters: list[tuple[str, Any]],
+    dialect: RollupSQL, p: Params, ledger: str, query: SeriesQuery, group: str,
+    cut: tuple[str, int], filters: list[tuple[str, Any]],
 ) -> str:  # fmt: skip
     """The entries of ``[start, end)`` whose hour is before ``h0`` or from ``h1`` on (``cut``),
     projected as rollup rows: the hours the range cuts. Placeholders in the text's order."""
@@ -229,7 +274,8 @@ def _ledger_part(
     ]
     ledger_col = {"model": "model_served", "feature": "COALESCE(feature, '')"}
     where += [f"{ledger_col.get(c, c)} = {p.add(v)}" for c, v in filters if v is not None]
-    return dialect.select_projection(f"{ledger} WHERE {' AND '.join(where)}")
+    rows = dialect.select_projection(f"{ledger} WHERE {' AND '.join(where)}")
+    return f"SELECT {', '.join(('hour', f'{group} AS g', *SUMS))} FROM ({rows}) AS c"
 
 
 # --- buckets and points --------------------------------------------------------------------

@@ -13,14 +13,15 @@ from typing import Any
 
 from farebox.core.records import SeriesPoint, SeriesQuery
 from farebox.stores.rollup_rows import (
-    KEY,
     MONEY,
     POSTGRES_ROLLUP,
     SUMS,
     RollupUsage,
     check,
+    key_of,
     points,
     series_statement,
+    table_of,
 )
 
 _TRIGGERS = (  # (name, event, transition tables, source rows: (table, sign))
@@ -31,45 +32,54 @@ _TRIGGERS = (  # (name, event, transition tables, source rows: (table, sign))
 )  # fmt: skip
 
 
-def _apply(schema: str, sources: tuple[tuple[str, str], ...]) -> str:
-    """Add the rows of the transition tables (each with its sign) to the rollups."""
-    keys = ", ".join(KEY)
+def _apply(schema: str, sources: tuple[tuple[str, str], ...], daily: bool) -> str:
+    """Add the rows of the transition tables (each with its sign) to one rollup table."""
+    key = key_of(daily)
+    keys = ", ".join(key)
     inner = " UNION ALL ".join(
-        POSTGRES_ROLLUP.select_projection(table, sign=sign) for table, sign in sources
+        POSTGRES_ROLLUP.select_projection(table, sign=sign, daily=daily) for table, sign in sources
     )
     sums = ", ".join(f"SUM({c})" for c in SUMS)
+    table = table_of(daily)
     return (
-        f"INSERT INTO {schema}.rollups({', '.join(KEY + SUMS)}) SELECT {keys}, {sums} "
+        f"INSERT INTO {schema}.{table}({', '.join(key + SUMS)}) SELECT {keys}, {sums} "
         f"FROM ({inner}) AS p GROUP BY {keys} ORDER BY {keys} "
-        f"{POSTGRES_ROLLUP.upsert_tail('rollups')}"
+        f"{POSTGRES_ROLLUP.upsert_tail(table, daily)}"
     )
 
 
-def migration(schema_mark: str) -> str:
-    """The rollup table, its triggers, and the rollups of the entries already written.
-    ``schema_mark``: what the migration runner replaces with the quoted schema name."""
-    s = schema_mark
+def _table(s: str, daily: bool) -> str:
+    key = key_of(daily)
     keys = ", ".join(
-        f"{c} BIGINT NOT NULL" if c == "hour" else f'{c} TEXT COLLATE "C" NOT NULL' for c in KEY
+        f"{c} BIGINT NOT NULL" if c == "hour" else f'{c} TEXT COLLATE "C" NOT NULL' for c in key
     )
     sums = ", ".join(
         f"{c} {'NUMERIC(38, 0)' if c in MONEY else 'BIGINT'} NOT NULL DEFAULT 0" for c in SUMS
     )
-    parts = [
-        f"CREATE TABLE {s}.rollups ({keys}, {sums}, PRIMARY KEY ({', '.join(KEY)}));",
-        f"CREATE INDEX rollups_tenant ON {s}.rollups(tenant_id, hour);",
-    ]
+    return f"CREATE TABLE {s}.{table_of(daily)} ({keys}, {sums}, PRIMARY KEY ({', '.join(key)}));"
+
+
+def migration(schema_mark: str) -> str:
+    """The rollup tables (hourly, and daily per tenant and status), their triggers, and the
+    rollups of the entries already written. ``schema_mark``: what the migration runner
+    replaces with the quoted schema name."""
+    s = schema_mark
+    parts = [_table(s, False), _table(s, True),
+             f"CREATE INDEX rollups_tenant ON {s}.rollups(tenant_id, hour);"]  # fmt: skip
     for name, event, tables, sources in _TRIGGERS:
+        body = f"{_apply(s, sources, False)}; {_apply(s, sources, True)};"
         parts.append(
             f"CREATE FUNCTION {s}.{name}() RETURNS trigger LANGUAGE plpgsql AS $fbx$ BEGIN "
-            f"{_apply(s, sources)}; RETURN NULL; END $fbx$;"
+            f"{body} RETURN NULL; END $fbx$;"
         )
         parts.append(
             f"CREATE TRIGGER ledger_{name} AFTER {event} ON {s}.ledger REFERENCING {tables} "
             f"FOR EACH STATEMENT EXECUTE FUNCTION {s}.{name}();"
         )
-    cols = ", ".join(KEY + SUMS)
-    parts.append(f"INSERT INTO {s}.rollups({cols}) {POSTGRES_ROLLUP.aggregated(f'{s}.ledger')};")
+    for daily in (False, True):
+        cols = ", ".join(key_of(daily) + SUMS)
+        rows = POSTGRES_ROLLUP.aggregated(f"{s}.ledger", daily=daily)
+        parts.append(f"INSERT INTO {s}.{table_of(daily)}({cols}) {rows};")
     return "\n".join(parts)
 
 

@@ -13,46 +13,63 @@ from typing import Any, TypeVar
 
 from farebox.core.records import SeriesPoint, SeriesQuery
 from farebox.stores.rollup_rows import (
+    DAILY_KEY,
     KEY,
     SQLITE_ROLLUP,
     SUMS,
     RollupUsage,
     check,
+    key_of,
     points,
     series_statement,
+    table_of,
 )
 from farebox.stores.sqlite.conn import connect
 
 T = TypeVar("T")
 
 
-def _upsert(row: str) -> str:
-    cols = ", ".join(KEY + SUMS)
-    values = ", ".join(x for _, x in SQLITE_ROLLUP.projection(row))
-    return f"INSERT INTO rollups({cols}) VALUES ({values}) {SQLITE_ROLLUP.upsert_tail('rollups')};"
+def _upsert(row: str, daily: bool) -> str:
+    table, key = table_of(daily), key_of(daily)
+    cols = ", ".join(key + SUMS)
+    values = ", ".join(x for _, x in SQLITE_ROLLUP.projection(row, daily=daily))
+    tail = SQLITE_ROLLUP.upsert_tail(table, daily)
+    return f"INSERT INTO {table}({cols}) VALUES ({values}) {tail};"
 
 
-def _remove(row: str) -> str:
+def _remove(row: str, daily: bool) -> str:
     """Subtract the ``row`` ledger row (``OLD.``) from its rollup row (which exists: the
     row was added when it was inserted)."""
-    proj = SQLITE_ROLLUP.projection(row)
-    keys = " AND ".join(f"{c} = {x}" for c, x in proj[: len(KEY)])
-    subs = ", ".join(f"{c} = {c} - ({x})" for c, x in proj[len(KEY) :])
-    return f"UPDATE rollups SET {subs} WHERE {keys};"
+    proj = SQLITE_ROLLUP.projection(row, daily=daily)
+    n = len(key_of(daily))
+    keys = " AND ".join(f"{c} = {x}" for c, x in proj[:n])
+    subs = ", ".join(f"{c} = {c} - ({x})" for c, x in proj[n:])
+    return f"UPDATE {table_of(daily)} SET {subs} WHERE {keys};"
+
+
+def _table(daily: bool) -> str:
+    key = key_of(daily)
+    keys = ", ".join(f"{c} {'INTEGER' if c == 'hour' else 'TEXT'} NOT NULL" for c in key)
+    sums = ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in SUMS)
+    return (f"CREATE TABLE {table_of(daily)} ({keys}, {sums}, PRIMARY KEY ({', '.join(key)})) "
+            "WITHOUT ROWID;")  # fmt: skip
 
 
 def migration() -> str:
-    """The rollup table, its triggers, and the rollups of the entries already written."""
-    keys = ", ".join(f"{c} {'INTEGER' if c == 'hour' else 'TEXT'} NOT NULL" for c in KEY)
-    sums = ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in SUMS)
+    """The rollup tables (hourly, and daily per tenant and status), the triggers that keep
+    them, and the rollups of the entries already written."""
+    add = _upsert("NEW.", False) + _upsert("NEW.", True)
+    remove = _remove("OLD.", False) + _remove("OLD.", True)
     return f"""
-    CREATE TABLE rollups ({keys}, {sums}, PRIMARY KEY ({", ".join(KEY)})) WITHOUT ROWID;
+    {_table(False)}
+    {_table(True)}
     CREATE INDEX rollups_tenant ON rollups(tenant_id, hour);
-    CREATE TRIGGER ledger_rollup_insert AFTER INSERT ON ledger BEGIN {_upsert("NEW.")} END;
-    CREATE TRIGGER ledger_rollup_delete AFTER DELETE ON ledger BEGIN {_remove("OLD.")} END;
-    CREATE TRIGGER ledger_rollup_update AFTER UPDATE ON ledger
-        BEGIN {_remove("OLD.")} {_upsert("NEW.")} END;
+    CREATE TRIGGER ledger_rollup_insert AFTER INSERT ON ledger BEGIN {add} END;
+    CREATE TRIGGER ledger_rollup_delete AFTER DELETE ON ledger BEGIN {remove} END;
+    CREATE TRIGGER ledger_rollup_update AFTER UPDATE ON ledger BEGIN {remove} {add} END;
     INSERT INTO rollups({", ".join(KEY + SUMS)}) {SQLITE_ROLLUP.aggregated("ledger")};
+    INSERT INTO rollups_daily({", ".join(DAILY_KEY + SUMS)})
+        {SQLITE_ROLLUP.aggregated("ledger", daily=True)};
     """
 
 
