@@ -2,8 +2,9 @@
 preloaded with ``--entries`` (1,000,000) ledger entries, all in one month, runs c=64 chat
 traffic against it (``bench.load``, the mock upstream of ``python -m bench``) for a baseline
 window, then again while ``margins`` and ``reconcile`` for that month run one after another
-for the whole window (through the admin API, as the CLI's ``--url`` does; ``--via cli`` runs
-``farebox margins/reconcile --url`` itself). Reports each report's wall time and the
+for the whole window (``--rounds N``: N rounds, then the traffic alone to the window's end;
+through the admin API, as the CLI's ``--url`` does; ``--via cli`` runs ``farebox
+margins/reconcile --url`` itself). Reports each report's wall time and the
 gateway's peak RSS while it ran (``/proc``), the traffic's throughput in both windows, the
 loss, and the failed and timed-out requests; checks them against the acceptance (each report
 under 1 s and 200 MiB, under 10% throughput lost, no request failed). Not a test.
@@ -59,6 +60,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("default", "shared", "single"), default="default",
                    help="the gateway's SQLite mode, as python -m bench --mode")  # fmt: skip
     p.add_argument("--via", choices=("api", "cli"), default="api", help="how reports are asked")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="margins+reconcile rounds in the window (0: back to back, the strictest)",
+    )
     p.add_argument("--no-pin", dest="pin", action="store_false", help="no CPU pinning")
     p.add_argument("--keep-tmp", action="store_true", help="keep the gateway's dir and log")
     p.add_argument("--output", help=f"JSON results (default {RESULTS})")
@@ -185,23 +192,28 @@ def ask_report(gw: Gateway, name: str, month: str, via: str) -> str:
 
 
 def reports_while(
-    loader: LoadWorker, job: Job, gw: Gateway, month: str, via: str, rss: RssPeak
+    loader: LoadWorker, job: Job, gw: Gateway, opts: argparse.Namespace, month: str, rss: RssPeak
 ) -> tuple[JobResult, list[ReportRun]]:
-    """Run ``job``; once its warm-up is over, margins then reconcile, again and again, until
-    the traffic stops."""
+    """Run ``job``; once its warm-up is over, margins then reconcile, ``opts.rounds`` times or
+    (0) again and again until the traffic stops."""
     loader.submit(job)
     time.sleep(job.warmup_s)
     runs: list[ReportRun] = []
-    result = None
-    while result is None:
+    result, rounds = None, 0
+    while result is None and (opts.rounds == 0 or rounds < opts.rounds):
+        rounds += 1
         for name in ("margins", "reconcile"):
             before = rss.reset()
             began = time.perf_counter()
-            status = ask_report(gw, name, month, via)
+            status = ask_report(gw, name, month, opts.via)
             wall = time.perf_counter() - began
             runs.append(ReportRun(name, wall, status, before, max(rss.peak, before)))
             log(f"  {name}: {wall * 1000:,.0f} ms, {status}, RSS peak {rss.peak:,.0f} MiB")
         result = loader.poll(0.0)
+    if result is None:
+        result = loader.poll(job.max_seconds())
+    if result is None:
+        raise TimeoutError("the traffic beside the reports did not finish")
     return result, runs
 
 
@@ -263,10 +275,10 @@ def measure(opts: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, 
     log(f"  {base['rps']:,.0f} req/s, {base['failed']} failed")
     log(f"beside the reports ({opts.via}) for {month}")
     with RssPeak(gw.proc.pid).running() as rss:
-        result, runs = reports_while(loader, job, gw, month, opts.via, rss)
+        result, runs = reports_while(loader, job, gw, opts, month, rss)
     loaded = traffic_json(result)
     return {"month": month, "entries": opts.entries, "concurrency": opts.concurrency,
-            "tenants": opts.tenants, "via": opts.via,
+            "tenants": opts.tenants, "via": opts.via, "rounds": opts.rounds or "back to back",
             "gateway_mode": gw.mode_line(), "pinning": plan.describe(), "baseline": base,
             "beside_reports": loaded, "reports": [dataclasses.asdict(r) for r in runs],
             "verdicts": verdicts(base, loaded, runs)}  # fmt: skip
@@ -274,7 +286,8 @@ def measure(opts: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, 
 
 def render(doc: dict[str, Any]) -> str:
     lines = [f"\nreports beside c={doc['concurrency']} traffic: "
-             f"{doc['entries']:,} entries, month {doc['month']}, via {doc['via']}"]  # fmt: skip
+             f"{doc['entries']:,} entries, month {doc['month']}, via {doc['via']}, "
+             f"reports {doc['rounds']}"]  # fmt: skip
     for name in ("margins", "reconcile"):
         walls = [r["wall_s"] * 1000 for r in doc["reports"] if r["name"] == name]
         peaks = [r["rss_peak_mib"] for r in doc["reports"] if r["name"] == name]

@@ -152,7 +152,8 @@ MIGRATIONS: tuple[str, ...] = (
     # the request log (``ReportStore.requests``, ``stores/request_log.py``): newest-first
     # keyset walks by tenant and status, and metadata tags in a side table that a trigger
     # keeps in the ledger's own statement (its WHEN skips entries without metadata); a late
-    # settlement replacing its placeholder (``ON CONFLICT DO UPDATE``) replaces its tags
+    # settlement replacing its placeholder (``ON CONFLICT DO UPDATE``) replaces its tags, the
+    # old ones found by their whole key (no index by request id to keep up)
     """
     CREATE INDEX ledger_tenant_status ON {s}.ledger(tenant_id, status, started_at, request_id);
     CREATE INDEX ledger_status ON {s}.ledger(status, started_at, request_id);
@@ -165,11 +166,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (name, value, tenant_id, started_at, request_id)
     );
     CREATE INDEX ledger_tags_any ON {s}.ledger_tags(name, value, started_at, request_id);
-    CREATE INDEX ledger_tags_entry ON {s}.ledger_tags(request_id);
     CREATE FUNCTION {s}.ledger_tags_sync() RETURNS trigger LANGUAGE plpgsql AS $fn$
     BEGIN
         IF TG_OP <> 'INSERT' THEN
-            DELETE FROM {s}.ledger_tags WHERE request_id = OLD.request_id;
+            DELETE FROM {s}.ledger_tags t USING jsonb_each(OLD.metadata) j
+            WHERE t.name = j.key AND t.value = j.value #>> '{}' AND t.tenant_id = OLD.tenant_id
+              AND t.started_at = OLD.started_at AND t.request_id = OLD.request_id;
         END IF;
         IF TG_OP <> 'DELETE' THEN
             INSERT INTO {s}.ledger_tags(name, value, tenant_id, started_at, request_id)

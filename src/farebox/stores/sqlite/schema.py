@@ -199,7 +199,7 @@ MIGRATIONS: tuple[str, ...] = (
     # keyset walks by tenant, status and time, and metadata tags in a side table that
     # triggers keep in the ledger's own transaction (nothing is written for an entry without
     # metadata); an entry's tags go with it when it is deleted (a late settlement replacing
-    # its placeholder)
+    # its placeholder), found by their whole key (no index by request id to keep up)
     """
     DROP INDEX ledger_tenant_time;
     DROP INDEX ledger_time;
@@ -216,7 +216,6 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (name, value, tenant_id, started_at, request_id)
     ) WITHOUT ROWID;
     CREATE INDEX ledger_tags_any ON ledger_tags(name, value, started_at, request_id);
-    CREATE INDEX ledger_tags_entry ON ledger_tags(request_id);
     CREATE TRIGGER ledger_tags_add AFTER INSERT ON ledger WHEN new.metadata <> '{}' BEGIN
         INSERT OR IGNORE INTO ledger_tags(name, value, tenant_id, started_at, request_id)
         SELECT j.key, CASE j.type WHEN 'text' THEN j.value WHEN 'integer'
@@ -225,11 +224,19 @@ MIGRATIONS: tuple[str, ...] = (
         FROM json_each(new.metadata) j WHERE j.type IN ('text', 'integer', 'true', 'false');
     END;
     CREATE TRIGGER ledger_tags_drop AFTER DELETE ON ledger WHEN old.metadata <> '{}' BEGIN
-        DELETE FROM ledger_tags WHERE request_id = old.request_id;
+        DELETE FROM ledger_tags WHERE (name, value, tenant_id, started_at, request_id) IN (
+            SELECT j.key, CASE j.type WHEN 'text' THEN j.value WHEN 'integer'
+                THEN CAST(j.value AS TEXT) ELSE j.type END,
+                old.tenant_id, old.started_at, old.request_id
+            FROM json_each(old.metadata) j WHERE j.type IN ('text', 'integer', 'true', 'false'));
     END;
     CREATE TRIGGER ledger_tags_change AFTER UPDATE OF metadata, tenant_id, started_at
     ON ledger BEGIN
-        DELETE FROM ledger_tags WHERE request_id = old.request_id;
+        DELETE FROM ledger_tags WHERE (name, value, tenant_id, started_at, request_id) IN (
+            SELECT j.key, CASE j.type WHEN 'text' THEN j.value WHEN 'integer'
+                THEN CAST(j.value AS TEXT) ELSE j.type END,
+                old.tenant_id, old.started_at, old.request_id
+            FROM json_each(old.metadata) j WHERE j.type IN ('text', 'integer', 'true', 'false'));
         INSERT OR IGNORE INTO ledger_tags(name, value, tenant_id, started_at, request_id)
         SELECT j.key, CASE j.type WHEN 'text' THEN j.value WHEN 'integer'
             THEN CAST(j.value AS TEXT) ELSE j.type END,
