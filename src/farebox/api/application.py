@@ -29,6 +29,7 @@ from farebox.api.docs import add_docs
 from farebox.api.errors import error_response
 from farebox.api.fastpath import FareboxApp
 from farebox.api.gate import Gate, admin_key_check
+from farebox.api.graphql import endpoint as graphql
 from farebox.api.limits_input import InputLimits
 from farebox.api.openapi_counting import install_counting_docs
 from farebox.api.openapi_data import install_data_plane_docs
@@ -95,6 +96,7 @@ def _add_routes(app: FareboxApp, wiring: Wiring) -> None:
     app.state.exporter = wiring.exporter
     app.state.watch = wiring.watch
     app.include_router(admin.router(services, wiring.tenancy, wiring.exporter, wiring.watch))
+    graphql.mount(app, services, wiring.tenancy, wiring.watch)
     error_handlers(app)
     app.add_fast_routes(
         [

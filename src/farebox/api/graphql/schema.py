@@ -1,0 +1,145 @@
+"""The two schemas: the admin's (every tenant; a ``tenant`` argument where it filters) and a
+tenant key's (the same types, no ``tenant`` argument anywhere: every resolver takes the tenant
+from the context the server built from the key, and nothing reaches another tenant's rows)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext, Info
+
+from farebox.api.graphql import limits, resolvers
+from farebox.api.graphql import types as t
+from farebox.api.graphql.context import GraphContext
+from farebox.errors import FareboxError
+
+Ctx = Info[GraphContext, None]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def described(text: str | None) -> Callable[[F], F]:
+    """``strawberry.field`` with a description, typed for mypy."""
+    return cast(Callable[[F], F], strawberry.field(description=text))
+
+
+log = logging.getLogger("farebox.graphql")
+
+
+def _own(info: Ctx) -> str:
+    tenant = info.context.tenant
+    assert tenant is not None  # the tenant schema is only served with a tenant's context
+    return tenant
+
+
+@strawberry.type(name="Query", description="The admin's view: every tenant.")
+class AdminQuery:
+    @described("Sums over [start, end) per bucket and group.")
+    async def series(
+        self, info: Ctx, start: str, end: str, bucket: t.Bucket = t.Bucket.DAY,
+        tz: str = "UTC", group_by: t.GroupBy | None = None, tag: str | None = None,
+        filter: t.SeriesFilter | None = None, tenant: str | None = None,
+    ) -> list[t.SeriesPoint]:  # fmt: skip
+        return await resolvers.series_points(
+            info.context, tenant, (start, end), bucket, tz, group_by, tag, filter
+        )
+
+    @described("A tenant's budgets, as GET /admin/v1/tenants/{id}/budgets.")
+    async def budgets(self, info: Ctx, tenant: str) -> list[t.Budget]:
+        return await resolvers.budgets(info.context, tenant)
+
+    @described("Tenants ranked by cost or revenue: the top n or top %.")
+    async def top_spenders(
+        self, info: Ctx, start: str, end: str, by: t.RankBy = t.RankBy.COST,
+        n: int | None = None, top_percent: float | None = None,
+    ) -> t.TopSpenders:  # fmt: skip
+        return await resolvers.top_spenders(info.context, (start, end), by, n, top_percent)
+
+    @described("Anomaly incidents, as GET /admin/v1/anomalies.")
+    async def anomalies(
+        self, info: Ctx, tenant: str | None = None, status: t.IncidentStatus | None = None
+    ) -> list[t.Anomaly]:
+        return await resolvers.anomalies(info.context, tenant, status)
+
+    @described("Deployments and their breakers.")
+    def deployments(self, info: Ctx) -> list[t.Deployment]:
+        return resolvers.deployments(info.context)
+
+    @described("The request log, newest first, a page at a time.")
+    async def requests(
+        self, info: Ctx, filter: t.RequestFilter | None = None, first: int = 50,
+        after: str | None = None, tenant: str | None = None,
+    ) -> t.RequestPage:  # fmt: skip
+        return await resolvers.requests(info.context, tenant, filter, first, after)
+
+    @described(None)
+    async def tenants(self, info: Ctx, id: str | None = None) -> list[t.Tenant]:
+        return await resolvers.tenants(info.context, id)
+
+    @described("API keys (never their secrets).")
+    async def keys(self, info: Ctx, tenant: str | None = None) -> list[t.Key]:
+        return await resolvers.keys(info.context, tenant)
+
+
+@strawberry.type(name="Query", description="A tenant's own view: its data only.")
+class TenantQuery:
+    @described("Sums over [start, end) per bucket and group.")
+    async def series(
+        self, info: Ctx, start: str, end: str, bucket: t.Bucket = t.Bucket.DAY,
+        tz: str = "UTC", group_by: t.GroupBy | None = None, tag: str | None = None,
+        filter: t.SeriesFilter | None = None,
+    ) -> list[t.SeriesPoint]:  # fmt: skip
+        return await resolvers.series_points(
+            info.context, _own(info), (start, end), bucket, tz, group_by, tag, filter
+        )
+
+    @described("This tenant's budgets.")
+    async def budgets(self, info: Ctx) -> list[t.Budget]:
+        return await resolvers.budgets(info.context, _own(info))
+
+    @described("This tenant's anomaly incidents.")
+    async def anomalies(self, info: Ctx, status: t.IncidentStatus | None = None) -> list[t.Anomaly]:
+        return await resolvers.anomalies(info.context, _own(info), status)
+
+    @described("This tenant's request log, newest first.")
+    async def requests(
+        self, info: Ctx, filter: t.RequestFilter | None = None, first: int = 50,
+        after: str | None = None,
+    ) -> t.RequestPage:  # fmt: skip
+        return await resolvers.requests(info.context, _own(info), filter, first, after)
+
+    @described("This tenant.")
+    async def tenant(self, info: Ctx) -> t.Tenant:
+        return (await resolvers.tenants(info.context, _own(info)))[0]
+
+    @described("This tenant's API keys (never their secrets).")
+    async def keys(self, info: Ctx) -> list[t.Key]:
+        return await resolvers.keys(info.context, _own(info))
+
+
+class Schema(strawberry.Schema):
+    """A schema with the limits, no field suggestions, and only unexpected errors logged."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors:
+            cause = error.original_error
+            if cause is not None and not isinstance(cause, (FareboxError, GraphQLError)):
+                log.error("GraphQL resolver failed: %r", cause, exc_info=cause)
+
+
+def _config() -> StrawberryConfig:
+    return StrawberryConfig(disable_field_suggestions=True, scalar_map=t.scalars())
+
+
+def admin_schema() -> Schema:
+    return Schema(query=AdminQuery, extensions=limits.extensions(), config=_config())
+
+
+def tenant_schema() -> Schema:
+    return Schema(query=TenantQuery, extensions=limits.extensions(), config=_config())
