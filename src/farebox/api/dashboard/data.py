@@ -121,7 +121,7 @@ class DashboardData:
             "usage_days": USAGE_DAYS,
             "budgets": [budget_bar(b) for b in await self._budgets(tenant_id)],
             "limits": await self.tenants.tenant_limits(tenant_id),
-            "keys": (await self.keys.list_keys(tenant_id))["data"],
+            "api_keys": (await self.keys.list_keys(tenant_id))["data"],
         }
 
 
