@@ -221,8 +221,9 @@ async def test_static_assets_ship_in_the_package_and_nothing_else_is_served(
     make_gateway: Callable[..., Any],
 ) -> None:
     async with dashboard(make_gateway, Clock()) as gw:
-        for name, kind in (("uplot.iife.min.js", "javascript"), ("uplot.min.css", "css"),
-                           ("dashboard.js", "javascript"), ("uplot.LICENSE", "text/plain")):  # fmt: skip
+        assets = (("uplot.iife.min.js", "javascript"), ("uplot.min.css", "css"),
+                  ("dashboard.js", "javascript"), ("uplot.LICENSE", "text/plain"))  # fmt: skip
+        for name, kind in assets:
             r = await get(gw, f"/dashboard/static/{name}", None)
             assert r.status_code == 200 and kind in r.headers["content-type"], name
         assert "MIT" in (await get(gw, "/dashboard/static/uplot.LICENSE", None)).text
@@ -232,8 +233,9 @@ async def test_static_assets_ship_in_the_package_and_nothing_else_is_served(
 
 COOKIES = st.one_of(
     st.text(max_size=300),
-    st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.=",
-            max_size=400),  # fmt: skip
+    st.text(
+        alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.=", max_size=400
+    ),  # fmt: skip
     st.builds(lambda a, b: f"{a}.{b}", st.text(max_size=200), st.text(max_size=60)),
 )
 

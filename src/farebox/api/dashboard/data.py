@@ -85,6 +85,7 @@ class DashboardData:
              "budgets": [budget_bar(b) for b in await self._budgets(t["id"])]}
             for t in listed
         ]  # fmt: skip
+        deployments, idle = split_idle((await self.ops.deployments())["data"])
         export = (await self.billing.export_status())["sinks"]
         dead = (await self.billing.dead_letters())["data"]
         return {
@@ -94,7 +95,8 @@ class DashboardData:
             "top_spenders": top_spenders(margins["data"], margins["total"]),
             "incidents": incidents[:50],
             "paused": {t["id"] for t in listed if t["paused"]},
-            "deployments": (await self.ops.deployments())["data"],
+            "deployments": deployments,
+            "idle_deployments": idle,
             "export": export,
             "dead_letters": len(dead),
         }
@@ -134,3 +136,9 @@ def top_spenders(lines: list[dict[str, Any]], total: dict[str, Any]) -> list[dic
         {**line, "share_pct": share(parse_usd(line["cost_usd"]), whole)}
         for line in spending[:TOP_SPENDERS]
     ]
+
+
+def split_idle(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Deployments that served calls or whose breaker is not closed, and the idle rest."""
+    busy = [r for r in rows if r["successes"] or r["failures"] or r["state"] != "closed"]
+    return busy, [r for r in rows if r not in busy]

@@ -31,7 +31,7 @@ SECURITY_HEADERS: Mapping[str, str] = MappingProxyType(
         "Content-Security-Policy": CSP,
         "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": "DENY",
-        "Referrer-Policy": "no-referrer",
+        "Referrer-Policy": "same-origin",  # "no-referrer" would make a form POST's Origin "null"
         "Cross-Origin-Opener-Policy": "same-origin",
     }
 )

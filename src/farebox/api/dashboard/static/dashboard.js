@@ -21,7 +21,7 @@
     if (!tenantView) {
       series.push({ label: "Cost", stroke: "#c0392b", width: 2, value: money });
     }
-    series.push({ label: tenantView ? "Spend" : "Revenue", stroke: "#1f77b4", width: 2, value: money });
+    series.push({ label: tenantView ? "Spend" : "Usage revenue", stroke: "#1f77b4", width: 2, value: money });
     if (!tenantView) {
       series.push({ label: "Margin", stroke: "#2e8b57", width: 2, value: money, fill: "rgba(46,139,87,0.08)" });
     }
