@@ -40,6 +40,8 @@ from farebox.core.records import (
     LedgerEntry,
     Reservation,
     ReserveOutcome,
+    SeriesPoint,
+    SeriesQuery,
     Tenant,
     UsageQuery,
     UsageRow,
@@ -307,6 +309,10 @@ class ScaledStore:
 
     async def usage(self, query: UsageQuery) -> list[UsageRow]:
         return await self._pg.usage(query)
+
+    async def series(self, query: SeriesQuery) -> list[SeriesPoint]:
+        """The rollups, which live (and are kept by triggers) beside the ledger."""
+        return await self._pg.series(query)
 
     async def get_meta(self, name: str) -> str | None:
         return await self._pg.get_meta(name)

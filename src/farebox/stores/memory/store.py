@@ -21,12 +21,13 @@ from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health
 from farebox.stores.memory.budgets import MemoryBudgets
 from farebox.stores.memory.responses import MemoryResponses
+from farebox.stores.memory.rollups import MemoryReports
 from farebox.stores.memory.traffic import MemoryTraffic
 
 R = TypeVar("R", Tenant, ApiKey)
 
 
-class MemoryStore:
+class MemoryStore(MemoryReports):
     def __init__(self) -> None:
         self._tenants: dict[str, Tenant] = {}
         self._keys: dict[str, ApiKey] = {}

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from farebox.stores.postgres.rollups import migration as rollups_migration
+
 SCHEMA_MARK = "{s}"  # replaced by the quoted schema name (str.format would trip on '{}')
 
 MIGRATIONS: tuple[str, ...] = (
@@ -145,6 +147,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX stored_responses_expiry ON {s}.stored_responses(expires_at);
     """,
+    # hourly rollups of the ledger, kept by triggers (stores/rollup_rows.py)
+    rollups_migration(SCHEMA_MARK),
 )
 
 

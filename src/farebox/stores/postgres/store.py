@@ -29,6 +29,7 @@ from farebox.stores.postgres.ledger_write import (
 )
 from farebox.stores.postgres.pool import TimedPool, keep_session, unreachable
 from farebox.stores.postgres.responses import PostgresResponses
+from farebox.stores.postgres.rollups import PostgresReports
 from farebox.stores.postgres.schema import lock_key, migrate, quote_ident
 from farebox.stores.postgres.traffic import PostgresTraffic
 from farebox.stores.sql import (
@@ -99,7 +100,7 @@ async def _init_connection(conn: Any) -> None:
     )
 
 
-class PostgresStore(SQLAccounts):
+class PostgresStore(SQLAccounts, PostgresReports):
     dialect = POSTGRES
     key_order = "created_at, id"
 
@@ -362,6 +363,9 @@ class PostgresStore(SQLAccounts):
         return [_entry(r) for r in reversed(rows)]
 
     async def usage(self, query: UsageQuery) -> list[UsageRow]:
+        rows = await self.usage_from_rollups(query)  # where the group allows
+        if rows is not None:
+            return rows
         sql, params = POSTGRES_USAGE.statement(query, f"{self._s}.ledger")
         return usage_rows(await self._pool.fetch(sql, *params))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from farebox.stores.sqlite.rollups import migration as rollups_migration
+
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE tenants (
@@ -191,6 +193,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX stored_responses_expiry ON stored_responses(expires_at);
     """,
+    # hourly rollups of the ledger, kept by triggers (stores/rollup_rows.py)
+    rollups_migration(),
 )
 
 
@@ -205,11 +209,23 @@ def migrate(conn: sqlite3.Connection) -> None:
             if (row[0] or 0) >= number:
                 conn.execute("ROLLBACK")
                 continue
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in _statements(script):
+                conn.execute(statement)
             conn.execute("INSERT INTO schema_version(version) VALUES (?)", (number,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of ``script``, split at the semicolons that end one (not those inside
+    a trigger's body)."""
+    out, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending)
+            pending = ""
+    return out

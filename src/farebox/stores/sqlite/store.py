@@ -44,6 +44,7 @@ from farebox.stores.sqlite import budgets
 from farebox.stores.sqlite.conn import connect, is_busy, lock_owner
 from farebox.stores.sqlite.epoch_file import EpochFile
 from farebox.stores.sqlite.responses import SQLiteResponses
+from farebox.stores.sqlite.rollups import SQLiteReports
 from farebox.stores.sqlite.rows import LEDGER_INSERT, decode, encode, insert_entries, ledger_row
 from farebox.stores.sqlite.schema import migrate
 from farebox.stores.sqlite.traffic import SQLiteTraffic
@@ -62,7 +63,7 @@ log = logging.getLogger("farebox.stores.sqlite")  # the name operators filter on
 CHECKPOINT_EVERY = RESTART_EVERY  # commits between checkpoints (see stores/sqlite/wal.py)
 
 
-class SQLiteStore(SQLAccounts):
+class SQLiteStore(SQLAccounts, SQLiteReports):
     exclusive = False  # True: this process must be the database's only user
     dialect = SQLITE
     key_order = "created_at"
@@ -129,6 +130,7 @@ class SQLiteStore(SQLAccounts):
         while self._batches:  # reserve batches still running, and the undos they start
             await asyncio.gather(*self._batches, return_exceptions=True)
         await self._wal.close()
+        self.close_reports()
         if self._conn is not None:
             conn = self._conn
             await self._run(conn.close)
@@ -475,8 +477,15 @@ class SQLiteStore(SQLAccounts):
         return [LedgerEntry(**r) for r in reversed(rows)]
 
     async def usage(self, query: UsageQuery) -> list[UsageRow]:
+        """From the rollups where the group allows, else from the entries of the range; on
+        the reports' own connection either way (``stores/sqlite/rollups.py``)."""
+        rows = await self.usage_from_rollups(query)
+        if rows is not None:
+            return rows
         sql, params = SQLITE_USAGE.statement(query, "ledger")
-        return usage_rows(await self._run(lambda: self._db.execute(sql, params).fetchall()))
+        return usage_rows(
+            await self.report_reader.run(lambda db: db.execute(sql, params).fetchall())
+        )
 
     # meta --------------------------------------------------------------------------
     async def get_meta(self, name: str) -> str | None:

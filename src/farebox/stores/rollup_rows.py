@@ -1,0 +1,379 @@
+"""Hourly rollups of the ledger, as the SQL stores keep and read them (``ReportStore.series``).
+
+One rollup row per (UTC hour of ``started_at``, tenant, key, model served, feature, status)
+holds the sums of that hour's entries. Both SQL stores keep it with database triggers on the
+ledger (``AFTER INSERT``, ``UPDATE`` and ``DELETE``): every path that writes, replaces or
+removes a ledger row (a batch, a reclaimed lease's placeholder, a late settlement replacing
+it, a repeated request id ignored) changes the rollups in the same statement and the same
+transaction, so a rollup sum equals the ledger sum exactly, even after a crash. A ledger-free
+entry never reaches the ledger, so never reaches a rollup.
+
+Exactness: counts, tokens and money are integers; latency sums are kept in whole
+microseconds (each entry's ``latency_ms`` and ``upstream_ms`` rounded half up to the
+microsecond, ``entry_values`` below), so they are exact too, in whatever order rows add up.
+A NULL feature is kept as the empty text (part of the key) and read back as None.
+
+A query reads the rollup rows of the whole hours inside ``[start, end)`` and, for the hour
+at either end that the range cuts, the entries of that part of the hour only (at most two
+partial hours, by the ledger's time index): the answer is exact for any range. Buckets:
+an hour is counted in the bucket (of the query's time zone's wall clock) its start falls in.
+For zones whose offset is a whole number of hours, that is exact; for the others (India's
++05:30, Nepal's +05:45...) a day or month starts at the first whole UTC hour inside it, and
+an ``hour`` bucket is the UTC hour.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from farebox.core.records import (
+    LATENCY_BOUNDS_MS,
+    ROLLUP_DIMENSIONS,
+    LedgerEntry,
+    SeriesPoint,
+    SeriesQuery,
+    UsageQuery,
+    UsageRow,
+)
+from farebox.errors import InvalidRequest
+
+HOUR = 3600
+Bucket = Literal["hour", "day", "month", "all"]
+BUCKETS = ("hour", "day", "month", "all")
+KEY = ("hour", "tenant_id", "key_id", "model", "feature", "status")
+LATENCY_COLS = tuple(f"lb{i}" for i in range(len(LATENCY_BOUNDS_MS) + 1))
+SUMS = (
+    "requests", "errors", "input_tokens", "cached_input_tokens", "cache_write_tokens",
+    "output_tokens", "reasoning_tokens", "cost", "revenue", "latency_us", "upstream_us",
+    *LATENCY_COLS,
+)  # fmt: skip
+MONEY = ("cost", "revenue")
+DIMENSION_COLUMN = {"tenant": "tenant_id", "key": "key_id", "model": "model",
+                    "feature": "feature", "status": "status"}  # fmt: skip
+# (the query's field, the rollup's column)
+FILTERS = (("tenant_id", "tenant_id"), ("key_id", "key_id"), ("model", "model"),
+           ("feature", "feature"), ("status", "status"))  # fmt: skip
+
+
+def hour_of(started_at: float) -> int:
+    """The rollup hour of an entry: its ``started_at`` truncated to the UTC hour, exactly as
+    the SQL of both stores computes it (float division, then truncation toward zero)."""
+    return int(started_at / 3600.0) * HOUR
+
+
+def micros(ms: float) -> int:
+    """Milliseconds as whole microseconds, rounded half up (truncation of ``x * 1000 + 0.5``,
+    as SQLite's CAST and PostgreSQL's trunc compute it)."""
+    return int(ms * 1000 + 0.5)
+
+
+def latency_bucket(ms: float) -> int:
+    """The index of the histogram bucket ``ms`` is counted in (the last: +inf)."""
+    for i, bound in enumerate(LATENCY_BOUNDS_MS):
+        if ms <= bound:
+            return i
+    return len(LATENCY_BOUNDS_MS)
+
+
+def entry_key(e: LedgerEntry) -> tuple[Any, ...]:
+    return (hour_of(e.started_at), e.tenant_id, e.key_id, e.model_served, e.feature or "",
+            e.status)  # fmt: skip
+
+
+def entry_values(e: LedgerEntry) -> list[int]:
+    """The entry's contribution to its rollup row, in ``SUMS`` order."""
+    lat = [0] * len(LATENCY_COLS)
+    lat[latency_bucket(e.latency_ms)] = 1
+    return [1, int(e.http_status >= 400), e.input_tokens, e.cached_input_tokens,
+            e.cache_write_5m_tokens + e.cache_write_1h_tokens, e.output_tokens,
+            e.reasoning_tokens, e.cost, e.revenue, micros(e.latency_ms), micros(e.upstream_ms),
+            *lat]  # fmt: skip
+
+
+# --- SQL --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RollupSQL:
+    """How one dialect spells the projection of a ledger row onto a rollup row."""
+
+    numbered: bool  # $n placeholders (PostgreSQL) rather than ?
+    trunc: str  # truncation toward zero to an integer: "{}" is the expression
+    flag: str  # a condition as 0 or 1: "{}" is the condition
+
+    def projection(self, row: str = "", sign: str = "") -> list[tuple[str, str]]:
+        """(column, expression) pairs of a ledger row (``row``: its prefix, such as ``NEW.``)
+        as a rollup row, each sum multiplied by ``sign`` (``-1*`` for a removal)."""
+        r = row
+        hour = self.trunc.format(f"{r}started_at / 3600.0") + f" * {HOUR}"
+
+        def us(col: str) -> str:
+            return self.trunc.format(f"{r}{col} * 1000 + 0.5")
+
+        lat = f"{r}latency_ms"
+        bounds = [None, *LATENCY_BOUNDS_MS]
+        buckets = []
+        for i in range(len(LATENCY_COLS)):
+            lo, hi = bounds[i], (LATENCY_BOUNDS_MS[i] if i < len(LATENCY_BOUNDS_MS) else None)
+            parts = ([f"{lat} > {lo}"] if lo is not None else []) + (
+                [f"{lat} <= {hi}"] if hi is not None else []
+            )
+            buckets.append(self.flag.format(" AND ".join(parts)))
+        sums = [
+            "1", self.flag.format(f"{r}http_status >= 400"), f"{r}input_tokens",
+            f"{r}cached_input_tokens", f"{r}cache_write_5m_tokens + {r}cache_write_1h_tokens",
+            f"{r}output_tokens", f"{r}reasoning_tokens", f"{r}cost", f"{r}revenue",
+            us("latency_ms"), us("upstream_ms"), *buckets,
+        ]  # fmt: skip
+        keys = [hour, f"{r}tenant_id", f"{r}key_id", f"{r}model_served",
+                f"COALESCE({r}feature, '')", f"{r}status"]  # fmt: skip
+        return list(zip(KEY, keys, strict=True)) + [
+            (c, f"{sign}({x})") for c, x in zip(SUMS, sums, strict=True)
+        ]
+
+    def select_projection(self, source: str, row: str = "", sign: str = "") -> str:
+        cols = ", ".join(f"{x} AS {c}" for c, x in self.projection(row, sign))
+        return f"SELECT {cols} FROM {source}"
+
+    def aggregated(self, source: str, sign: str = "", row: str = "") -> str:
+        """The rows of ``source`` (ledger rows), summed per rollup key, in key order."""
+        keys = ", ".join(KEY)
+        sums = ", ".join(f"SUM({c}) AS {c}" for c in SUMS)
+        inner = self.select_projection(source, row, sign)
+        return f"SELECT {keys}, {sums} FROM ({inner}) AS p GROUP BY {keys} ORDER BY {keys}"
+
+    def upsert_tail(self, table: str) -> str:
+        adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in SUMS)
+        return f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET {adds}"
+
+
+SQLITE_ROLLUP = RollupSQL(numbered=False, trunc="CAST({} AS INTEGER)", flag="({})")
+POSTGRES_ROLLUP = RollupSQL(numbered=True, trunc="trunc({})::bigint", flag="({})::int")
+
+
+@dataclass(slots=True)
+class Params:
+    numbered: bool
+    values: list[Any] = field(default_factory=list)
+
+    def add(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}" if self.numbered else "?"
+
+
+def check(query: SeriesQuery) -> None:
+    """A clear 4xx for what ``series`` cannot answer."""
+    if query.bucket not in BUCKETS:
+        raise InvalidRequest(f"bucket must be one of {', '.join(BUCKETS)}", param="bucket")
+    if query.group_by is not None and query.group_by not in ROLLUP_DIMENSIONS:
+        dims = ", ".join(ROLLUP_DIMENSIONS)
+        raise InvalidRequest(f"group_by must be one of {dims}", param="group_by")
+    if not (math.isfinite(query.start) and math.isfinite(query.end)):
+        raise InvalidRequest("start and end must be finite unix times", param="start")
+    zone(query.tz)
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise InvalidRequest(f"unknown time zone {name!r} (an IANA name)", param="tz") from None
+
+
+def series_statement(dialect: RollupSQL, schema: str, query: SeriesQuery) -> tuple[str, list[Any]]:
+    """One statement: the rollup rows of the whole hours in the range, and the entries of the
+    cut hours at its ends projected as rollup rows, summed per hour (None for ``all``) and
+    group. ``schema``: the tables' prefix (``""`` or ``"name".``)."""
+    p = Params(dialect.numbered)
+    h0 = math.ceil(query.start / HOUR) * HOUR
+    h1 = max(math.floor(query.end / HOUR) * HOUR, h0)
+    filters = [(col, getattr(query, attr)) for attr, col in FILTERS]
+    parts = [_rollup_part(p, schema, h0, h1, filters)]
+    ledger = f"{schema}ledger"
+    if query.start < h0:
+        parts.append(_ledger_part(dialect, p, ledger, query, ("<", h0), filters))
+    if h1 < query.end:
+        parts.append(_ledger_part(dialect, p, ledger, query, (">=", h1), filters))
+    group = DIMENSION_COLUMN[query.group_by] if query.group_by else "NULL"
+    when = "NULL" if query.bucket == "all" else "hour"
+    sums = ", ".join(f"SUM({c})" for c in SUMS)
+    union = " UNION ALL ".join(parts)
+    sql = (f"SELECT {when} AS h, {group} AS g, {sums} FROM ({union}) AS u "
+           "GROUP BY h, g")  # fmt: skip
+    return sql, p.values
+
+
+def _rollup_part(p: Params, schema: str, h0: int, h1: int, filters: list[tuple[str, Any]]) -> str:
+    where = [f"hour >= {p.add(h0)}", f"hour < {p.add(h1)}"]
+    where += [f"{col} = {p.add(v)}" for col, v in filters if v is not None]
+    return f"SELECT {', '.join(KEY + SUMS)} FROM {schema}rollups WHERE {' AND '.join(where)}"
+
+
+def _ledger_part(
+    dialect: RollupSQL, p: Params, ledger: str, query: SeriesQuery, cut: tuple[str, int],
+    filters: list[tuple[str, Any]],
+) -> str:  # fmt: skip
+    """The entries of ``[start, end)`` whose hour is before ``h0`` or from ``h1`` on (``cut``),
+    projected as rollup rows: the hours the range cuts. Placeholders in the text's order."""
+    hour = dialect.projection()[0][1]
+    where = [
+        f"started_at >= {p.add(float(query.start))}",
+        f"started_at < {p.add(float(query.end))}",
+        f"{hour} {cut[0]} {p.add(cut[1])}",
+    ]
+    ledger_col = {"model": "model_served", "feature": "COALESCE(feature, '')"}
+    where += [f"{ledger_col.get(c, c)} = {p.add(v)}" for c, v in filters if v is not None]
+    return dialect.select_projection(f"{ledger} WHERE {' AND '.join(where)}")
+
+
+# --- buckets and points --------------------------------------------------------------------
+
+
+def bucketer(query: SeriesQuery) -> Callable[[int | None], float]:
+    """Maps an hour (None for ``all``) to the start of its bucket in the query's zone."""
+    tz = zone(query.tz)
+    cache: dict[int | None, float] = {}
+
+    def start_of(hour: int | None) -> float:
+        if hour is None or query.bucket == "all":
+            return float(query.start)
+        if query.bucket == "hour":
+            return float(hour)
+        local = datetime.fromtimestamp(hour, tz)
+        local = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        if query.bucket == "month":
+            local = local.replace(day=1)
+        return local.timestamp()
+
+    def cached(hour: int | None) -> float:
+        if hour not in cache:
+            cache[hour] = start_of(hour)
+        return cache[hour]
+
+    return cached
+
+
+def points(query: SeriesQuery, rows: Iterable[Sequence[Any]]) -> list[SeriesPoint]:
+    """Rows of (hour or None, group, sums in ``SUMS`` order) as the series' points: summed
+    per bucket and group, oldest bucket first, then by group (None last); groups of no
+    entries (a placeholder replaced) left out."""
+    bucket_of = bucketer(query)
+    sums: dict[tuple[float, str | None], list[int]] = {}
+    for row in rows:
+        group = row[1]
+        if query.group_by == "feature" and group == "":
+            group = None
+        slot = (bucket_of(None if row[0] is None else int(row[0])), group)
+        values = [_exact(v) for v in row[2:]]
+        have = sums.get(slot)
+        if have is None:
+            sums[slot] = values
+        else:
+            for i, v in enumerate(values):
+                have[i] += v
+    ordered = sorted(sums.items(), key=lambda kv: (kv[0][0], kv[0][1] is None, kv[0][1] or ""))
+    return [_point(b, g, v) for (b, g), v in ordered if v[0] != 0]
+
+
+def _exact(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, Decimal | float) and value != int(value):
+        raise ValueError(f"non-integral sum {value}")
+    return int(value)
+
+
+def _point(bucket: float, group: str | None, v: list[int]) -> SeriesPoint:
+    return SeriesPoint(
+        bucket=bucket, group=group, requests=v[0], errors=v[1], input_tokens=v[2],
+        cached_input_tokens=v[3], cache_write_tokens=v[4], output_tokens=v[5],
+        reasoning_tokens=v[6], cost=v[7], revenue=v[8], latency_ms_sum=v[9] / 1000,
+        upstream_ms_sum=v[10] / 1000, latency_buckets=tuple(v[11:]),
+    )  # fmt: skip
+
+
+def entry_rows(query: SeriesQuery, entries: Iterable[LedgerEntry]) -> list[list[Any]]:
+    """What ``series_statement`` answers, computed from entries (the memory store's way)."""
+    group_attr = {"tenant": "tenant_id", "key": "key_id", "model": "model_served",
+                  "feature": "feature", "status": "status"}  # fmt: skip
+    wanted = [(attr, getattr(query, attr)) for attr, _ in FILTERS]
+    out = []
+    for e in entries:
+        if not query.start <= e.started_at < query.end:
+            continue
+        if any(v is not None and _field(e, a) != v for a, v in wanted):
+            continue
+        hour = None if query.bucket == "all" else hour_of(e.started_at)
+        group = getattr(e, group_attr[query.group_by]) if query.group_by else None
+        if query.group_by == "feature":
+            group = group or ""
+        out.append([hour, group, *entry_values(e)])
+    return out
+
+
+def _field(e: LedgerEntry, attr: str) -> Any:
+    if attr == "model":
+        return e.model_served
+    if attr == "feature":
+        return e.feature or ""
+    return getattr(e, attr)
+
+
+# --- the usage report (``UsageStore.usage``) from the rollups --------------------------------
+
+# the usage groups the rollups answer (the others, ``user`` and ``provider``, read entries)
+USAGE_FROM_ROLLUPS: dict[str | None, tuple[str | None, Bucket]] = {
+    None: (None, "all"), "tenant": ("tenant", "all"), "model": ("model", "all"),
+    "feature": ("feature", "all"), "key": ("key", "all"), "status": ("status", "all"),
+    "day": (None, "day"), "hour": (None, "hour"),
+}  # fmt: skip
+# the widest range a usage query without bounds covers (whole hours, so no cut hour is read)
+FOREVER = (-(10**8) * HOUR, 10**8 * HOUR)
+
+
+def usage_series_query(query: UsageQuery) -> SeriesQuery | None:
+    """The series that answers ``query``, or None when the rollups cannot (its group)."""
+    if query.group_by not in USAGE_FROM_ROLLUPS:
+        return None
+    group, bucket = USAGE_FROM_ROLLUPS[query.group_by]
+    start = FOREVER[0] if query.start is None else query.start
+    end = FOREVER[1] if query.end is None else query.end
+    return SeriesQuery(start, end, bucket=bucket, group_by=group, tenant_id=query.tenant_id)
+
+
+def usage_rows_of(query: UsageQuery, series: Sequence[SeriesPoint]) -> list[UsageRow]:
+    """The series' points as usage rows (days and hours as UTC text, like the entries' SQL)."""
+    fmt = {"day": "%Y-%m-%d", "hour": "%Y-%m-%dT%H:00:00Z"}.get(query.group_by or "")
+    return [
+        UsageRow(
+            datetime.fromtimestamp(p.bucket, UTC).strftime(fmt) if fmt else p.group,
+            p.requests,
+            p.input_tokens,
+            p.output_tokens,
+            p.cost,
+            p.revenue,
+        )  # fmt: skip
+        for p in series
+    ]
+
+
+class RollupUsage:
+    """``UsageStore.usage`` from the rollups where its group allows (mixed into the SQL
+    stores' report mixins, beside their ``series``)."""
+
+    async def series(self, query: SeriesQuery) -> list[SeriesPoint]:
+        raise NotImplementedError
+
+    async def usage_from_rollups(self, query: UsageQuery) -> list[UsageRow] | None:
+        """The usage rows, or None when the rollups cannot answer (group ``user``, ``provider``
+        or an unknown one: the entries' SQL answers, or refuses, it)."""
+        asked = usage_series_query(query)
+        if asked is None:
+            return None
+        return usage_rows_of(query, await self.series(asked))

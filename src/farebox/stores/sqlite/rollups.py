@@ -1,0 +1,119 @@
+"""Hourly rollups on SQLite (``stores/rollup_rows.py`` says what they hold): the table and the
+ledger triggers that keep it (a migration), and ``series``, read on a connection and a thread
+of its own, so a report never waits behind (nor holds up) the data plane's writes."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from farebox.core.records import SeriesPoint, SeriesQuery
+from farebox.stores.rollup_rows import (
+    KEY,
+    SQLITE_ROLLUP,
+    SUMS,
+    RollupUsage,
+    check,
+    points,
+    series_statement,
+)
+from farebox.stores.sqlite.conn import connect
+
+T = TypeVar("T")
+
+
+def _upsert(row: str) -> str:
+    cols = ", ".join(KEY + SUMS)
+    values = ", ".join(x for _, x in SQLITE_ROLLUP.projection(row))
+    return f"INSERT INTO rollups({cols}) VALUES ({values}) {SQLITE_ROLLUP.upsert_tail('rollups')};"
+
+
+def _remove(row: str) -> str:
+    """Subtract the ``row`` ledger row (``OLD.``) from its rollup row (which exists: the
+    row was added when it was inserted)."""
+    proj = SQLITE_ROLLUP.projection(row)
+    keys = " AND ".join(f"{c} = {x}" for c, x in proj[: len(KEY)])
+    subs = ", ".join(f"{c} = {c} - ({x})" for c, x in proj[len(KEY) :])
+    return f"UPDATE rollups SET {subs} WHERE {keys};"
+
+
+def migration() -> str:
+    """The rollup table, its triggers, and the rollups of the entries already written."""
+    keys = ", ".join(f"{c} {'INTEGER' if c == 'hour' else 'TEXT'} NOT NULL" for c in KEY)
+    sums = ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in SUMS)
+    return f"""
+    CREATE TABLE rollups ({keys}, {sums}, PRIMARY KEY ({", ".join(KEY)})) WITHOUT ROWID;
+    CREATE INDEX rollups_tenant ON rollups(tenant_id, hour);
+    CREATE TRIGGER ledger_rollup_insert AFTER INSERT ON ledger BEGIN {_upsert("NEW.")} END;
+    CREATE TRIGGER ledger_rollup_delete AFTER DELETE ON ledger BEGIN {_remove("OLD.")} END;
+    CREATE TRIGGER ledger_rollup_update AFTER UPDATE ON ledger
+        BEGIN {_remove("OLD.")} {_upsert("NEW.")} END;
+    INSERT INTO rollups({", ".join(KEY + SUMS)}) {SQLITE_ROLLUP.aggregated("ledger")};
+    """
+
+
+class ReportReader:
+    """A read connection on a thread of its own, opened at the first report and closed with
+    the store. WAL lets it read while the data plane writes."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    def _db(self) -> sqlite3.Connection:  # on the reader's thread only
+        if self._conn is None:
+            self._conn = connect(self._path)
+            self._conn.execute("PRAGMA query_only=ON")
+        return self._conn
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="farebox-reports")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: fn(self._db())
+        )
+
+    def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.submit(self._close_conn).result()
+            executor.shutdown(wait=True)
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class SQLiteReports(RollupUsage):
+    """``ReportStore.series`` for the SQLite stores (mixed into ``SQLiteStore``)."""
+
+    _path: Path
+    _report_reader: ReportReader | None = None
+
+    @property
+    def report_reader(self) -> ReportReader:
+        if self._report_reader is None:
+            self._report_reader = ReportReader(self._path)
+        return self._report_reader
+
+    def close_reports(self) -> None:
+        reader, self._report_reader = self._report_reader, None
+        if reader is not None:
+            reader.close()
+
+    async def series(self, query: SeriesQuery) -> list[SeriesPoint]:
+        check(query)
+        if query.end <= query.start:
+            return []
+        sql, params = series_statement(SQLITE_ROLLUP, "", query)
+
+        def read(db: sqlite3.Connection) -> list[Any]:
+            return db.execute(sql, params).fetchall()
+
+        return points(query, await self.report_reader.run(read))
