@@ -284,3 +284,20 @@ async def test_a_tampered_or_foreign_token_is_refused() -> None:
     assert await book.check(f"{payload}.{signature[::-1]}") is None
     await book.revoke(session)
     assert await book.check(token) is None
+
+
+async def test_bad_input_gets_a_clear_4xx_page(make_gateway: Callable[..., Any]) -> None:
+    async with dashboard(make_gateway, Clock()) as gw:
+        admin = session_cookie(await sign_in(gw, ADMIN_KEY))
+        for path, status in (
+            ("/dashboard/tenants/nope", 404),
+            ("/dashboard/requests?limit=0", 400),
+            ("/dashboard/requests?tag=novalue", 400),
+            ("/dashboard/requests?tenant=%2F..", 400),
+            ("/dashboard/requests?cursor=garbage", 400),
+        ):
+            r = await get(gw, path, admin)
+            assert r.status_code == status, (path, r.status_code)
+            assert f"Error {status}" in r.text
+        r = await get(gw, "/dashboard/requests?limit=3", admin)
+        assert r.status_code == 200 and "request-log" in r.text

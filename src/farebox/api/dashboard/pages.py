@@ -78,7 +78,7 @@ class Pages:
         self.static = _static_files()
 
     def render(self, name: str, status: int = 200, **context: Any) -> Response:
-        html = self.env.get_template(name).render(**context)
+        html = self.env.get_template(name).render(status=status, **context)
         return secure(HTMLResponse(html, status_code=status))
 
     def asset(self, name: str) -> Response | None:

@@ -11,7 +11,8 @@ from farebox.core.records import RequestQuery
 from farebox.errors import InvalidRequest
 from farebox.identity.tenancy import TENANT_ID
 
-FILTERS = ("tenant", "status", "model", "tag", "cursor")
+FILTERS = ("tenant", "status", "model", "tag", "cursor", "limit")
+MAX_PAGE = 200
 MAX_FILTER_CHARS = 256
 
 
@@ -20,6 +21,14 @@ def _tag(text: str) -> tuple[str, str]:
     if not eq or not name.strip():
         raise InvalidRequest("A tag filter looks like name=value.", param="tag")
     return name.strip(), value.strip()
+
+
+def _limit(text: str) -> int:
+    if not text:
+        return PAGE_SIZE
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be a whole number from 1 to {MAX_PAGE}.", param="limit")
+    return int(text)
 
 
 def request_filters(
@@ -41,6 +50,6 @@ def request_filters(
         model=filters["model"] or None,
         tag=_tag(filters["tag"]) if filters["tag"] else None,
         cursor=filters["cursor"] or None,
-        limit=PAGE_SIZE,
+        limit=_limit(filters["limit"]),
     )
     return query, filters

@@ -156,9 +156,9 @@ class DashboardRoutes:
             return _see("/dashboard/signin")
         try:
             query, filters = request_filters(request.query_params, session)
+            page = await self.data.reports.requests(query)
         except FareboxError as exc:
             return self.error(request, session, exc)
-        page = await self.data.reports.requests(query)
         older = {k: v for k, v in filters.items() if v and k != "cursor"}
         if page is not None and page.next_cursor:
             older["cursor"] = page.next_cursor
