@@ -26,12 +26,17 @@ from farebox.core.money import parse_usd
 from farebox.identity.tenancy import Tenancy
 
 TOP_SPENDERS = 5
+TENANTS_PER_PAGE = 50
 USAGE_DAYS = 30
 DIMENSIONS: tuple[GroupBy, ...] = ("day", "model", "feature", "user")
 
 
 def month_of(now: float) -> str:
     return time.strftime("%Y-%m", time.gmtime(now))
+
+
+def _cost(line: dict[str, Any] | None) -> int:
+    return parse_usd(line["cost_usd"]) if line else 0
 
 
 def share(part: int, whole: int) -> int:
@@ -72,18 +77,23 @@ class DashboardData:
         self.store = services.store
         self.clock = clock
 
-    async def overview(self) -> dict[str, Any]:
-        """The admin view: every tenant, spenders, anomalies, deployments, the export."""
+    async def overview(self, page: int = 1) -> dict[str, Any]:
+        """The admin view: one page of tenants (biggest spenders first), the top spenders,
+        anomalies, deployments and the export."""
         month = month_of(self.clock())
         margins = await self.billing.margin_report(month=month)
         incidents = (await self.anomaly.anomalies())["data"]
         open_by_tenant = {i["tenant"] for i in incidents if i["status"] == "open"}
         listed = (await self.tenants.list_tenants())["data"]
         rows = {r["tenant"]: r for r in margins["data"]}
+        pages = max(1, -(-len(listed) // TENANTS_PER_PAGE))
+        page = min(max(page, 1), pages)
+        listed.sort(key=lambda t: (-_cost(rows.get(t["id"])), t["id"]))
+        shown = listed[(page - 1) * TENANTS_PER_PAGE : page * TENANTS_PER_PAGE]
         tenants = [
             {**t, "month": rows.get(t["id"]), "anomaly": t["id"] in open_by_tenant,
              "budgets": [budget_bar(b) for b in await self._budgets(t["id"])]}
-            for t in listed
+            for t in shown
         ]  # fmt: skip
         deployments, idle = split_idle((await self.ops.deployments())["data"])
         export = (await self.billing.export_status())["sinks"]
@@ -92,6 +102,8 @@ class DashboardData:
             "month": month,
             "total": margins["total"],
             "tenants": tenants,
+            "tenant_pages": {"page": page, "pages": pages, "count": len(listed)},
+            "paused_quietly": [t for t in listed if t["paused"] and t["id"] not in open_by_tenant],
             "top_spenders": top_spenders(margins["data"], margins["total"]),
             "incidents": incidents[:50],
             "paused": {t["id"] for t in listed if t["paused"]},

@@ -129,7 +129,8 @@ class DashboardRoutes:
             return _see("/dashboard/signin")
         try:
             if session.role == "admin":
-                return self.page("admin.html", request, session, view=await self.data.overview())
+                view = await self.data.overview(_int(request.query_params.get("page"), 1))
+                return self.page("admin.html", request, session, view=view)
             assert session.tenant is not None
             return await self._tenant_page(request, session, session.tenant)
         except FareboxError as exc:
