@@ -124,7 +124,7 @@ async def test_sign_in_sets_a_strict_http_only_cookie_and_never_echoes_the_key(
         csp = page.headers["content-security-policy"]
         assert "default-src 'self'" in csp and "script-src 'self'" in csp
         assert "unsafe-inline" not in csp and "<script>" not in page.text
-        over_tls = httpx.AsyncClient(transport=gw.client._transport, base_url="https://gw")
+        over_tls = httpx.AsyncClient(transport=httpx.ASGITransport(gw.app), base_url="https://gw")
         async with over_tls:
             r = await over_tls.post("/dashboard/signin", data={"key": ADMIN_KEY}, headers=FORM)
         assert "secure" in r.headers["set-cookie"].lower()
@@ -301,3 +301,12 @@ async def test_bad_input_gets_a_clear_4xx_page(make_gateway: Callable[..., Any])
             assert f"Error {status}" in r.text
         r = await get(gw, "/dashboard/requests?limit=3", admin)
         assert r.status_code == 200 and "request-log" in r.text
+
+
+def test_the_one_click_link_carries_the_key_in_the_fragment_only() -> None:
+    from farebox.api.dashboard import signin_link
+
+    link = signin_link("http://127.0.0.1:8080/", "fbx_a+b/c=")
+    before, _, fragment = link.partition("#")
+    assert before == "http://127.0.0.1:8080/dashboard/signin" and "fbx" not in before
+    assert fragment == "key=fbx_a%2Bb%2Fc%3D"

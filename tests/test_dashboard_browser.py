@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from farebox.api.dashboard import signin_link
 from farebox.core.anomaly import Incident
 from farebox.stores.sqlite.store import SQLiteStore
 from tests.e2e import ADMIN_KEY, ServerProcess, admin_headers, db_path, serve, write_config
@@ -261,7 +262,7 @@ def test_the_tenant_view_shows_its_own_numbers_and_no_other_tenant(
     site: Site, tab: Watched
 ) -> None:
     page = tab.page
-    page.goto(f"{site.url}/dashboard/signin#key={site.keys['acme']}")
+    page.goto(signin_link(site.url, site.keys["acme"]))
     page.wait_for_url(f"{site.url}/dashboard")
     assert "#" not in page.url and site.keys["acme"] not in page.url
     chart_drawn(tab)
@@ -351,7 +352,7 @@ def test_the_request_log_filters_and_pages(site: Site, tab: Watched) -> None:
 
 def test_a_tenants_request_log_is_its_own_whatever_it_asks(site: Site, tab: Watched) -> None:
     page = tab.page
-    page.goto(f"{site.url}/dashboard/signin#key={site.keys['globex']}")
+    page.goto(signin_link(site.url, site.keys["globex"]))
     page.wait_for_url(f"{site.url}/dashboard")
     chart_drawn(tab)
     page.goto(f"{site.url}/dashboard/requests?tenant=acme")

@@ -4,6 +4,7 @@ computed in integer money, and the chart series equal to the usage report."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from farebox.api.dashboard.data import budget_bar, top_spenders
 from farebox.api.dashboard.sessions import COOKIE
+from farebox.core.anomaly import Incident
 from farebox.core.money import PICO_PER_USD, format_usd, parse_usd
 from tests.conftest import ADMIN_KEY, Gateway
 
@@ -91,3 +93,32 @@ def test_top_spenders_are_the_biggest_with_their_share(costs: list[int]) -> None
         :5
     ]
     assert all(0 <= x["share_pct"] <= 100 for x in top)
+
+
+async def test_resolving_an_incident_from_the_page(make_gateway: Callable[..., Any]) -> None:
+    async with make_gateway(CONFIG) as gw:
+        await gw.tenant("acme")
+        now = time.time()
+        incident = Incident("inc_1", "acme", "", "none", "", "requests", 500, 20, 100, now,
+                            "farebox:acme:requests")  # fmt: skip
+        assert await gw.store.traffic.open_incident(incident, now - 3600)
+        page = await admin_page(gw, "/dashboard")
+        assert 'data-incident="inc_1"' in page.text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token
+        cookie = page.request.headers["cookie"]
+        path = "/dashboard/anomalies/inc_1/resolve"
+        headers = {**FORM, "Cookie": cookie}
+        r = await gw.client.post(path, data={}, headers=headers)
+        assert r.status_code == 403
+        listed = await gw.client.get("/admin/v1/anomalies", headers=gw.admin)
+        assert listed.json()["data"][0]["status"] == "open"
+        r = await gw.client.post(path, data={"csrf_token": token.group(1)}, headers=headers)
+        assert r.status_code == 303
+        listed = await gw.client.get("/admin/v1/anomalies", headers=gw.admin)
+        assert listed.json()["data"][0]["status"] == "resolved"
+        r = await gw.client.post(
+            "/dashboard/anomalies/inc_missing/resolve",
+            data={"csrf_token": token.group(1)}, headers=headers,
+        )  # fmt: skip
+        assert r.status_code == 404

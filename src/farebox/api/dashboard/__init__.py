@@ -5,9 +5,15 @@ session cookies and their revocation), ``csrf`` (the synchronizer token), ``data
 through the admin API's handlers), ``reports`` (chart series and request log), ``pages``
 (Jinja2, static files, security headers). Templates and vendored assets (uPlot, MIT) live in
 ``templates/`` and ``static/`` inside the package.
+
+Sessions are HMAC-signed cookies (the app secret; any worker or replica sharing the secret and
+the store reads them), expire after ``dashboard.session_ttl_s``, and are revoked through rows
+in the store's meta table (sign-out, and the admin's "revoke all sessions"): see ``sessions``.
 """
 
 from __future__ import annotations
+
+import urllib.parse
 
 from fastapi import APIRouter
 
@@ -36,3 +42,9 @@ def router(
     )  # fmt: skip
     data = DashboardData(services, tenancy, exporter, watch)
     return _router(DashboardRoutes(access, data, Pages()))
+
+
+def signin_link(base_url: str, key: str) -> str:
+    """A one-click sign-in link: the key rides in the fragment, which the browser never sends
+    (so no server or proxy logs it); the sign-in page's script posts it and clears it."""
+    return f"{base_url.rstrip('/')}/dashboard/signin#key={urllib.parse.quote(key, safe='')}"
