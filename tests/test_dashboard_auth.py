@@ -12,6 +12,7 @@ import base64
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +23,8 @@ from hypothesis import strategies as st
 from farebox.api.dashboard.csrf import CsrfGuard
 from farebox.api.dashboard.sessions import COOKIE, Session, SessionBook, SessionCodec
 from tests.conftest import ADMIN_KEY, Gateway
+from tests.e2e import ADMIN_KEY as E2E_ADMIN_KEY
+from tests.e2e import child_env, free_port, running, write_config
 
 CONFIG: dict[str, Any] = {
     "providers": {"sim": {"kind": "mock", "seed": 7, "latency_ms": 0}},
@@ -310,3 +313,24 @@ def test_the_one_click_link_carries_the_key_in_the_fragment_only() -> None:
     before, _, fragment = link.partition("#")
     assert before == "http://127.0.0.1:8080/dashboard/signin" and "fbx" not in before
     assert fragment == "key=fbx_a%2Bb%2Fc%3D"
+
+
+def test_a_session_works_and_ends_on_every_worker(tmp_path: Path) -> None:
+    """With ``--workers 2`` a session made by one worker is honoured by both, and signing it
+    out ends it on both (fresh connections, so both workers answer)."""
+    config = write_config(tmp_path)
+    port = free_port()
+    args = ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    with running([*args, "--workers", "2"], cwd=tmp_path, env=child_env(), port=port) as server:
+        url = server.base_url
+        r = httpx.post(f"{url}/dashboard/signin", data={"key": E2E_ADMIN_KEY}, headers=FORM)
+        assert r.status_code == 303, r.text
+        jar = {"Cookie": f"{COOKIE}={session_cookie(r)}"}
+        pages = [httpx.get(f"{url}/dashboard", headers=jar) for _ in range(20)]
+        assert {p.status_code for p in pages} == {200}
+        token = csrf_of(pages[0])
+        r = httpx.post(f"{url}/dashboard/signout", data={"csrf_token": token},
+                       headers={**FORM, **jar})  # fmt: skip
+        assert r.status_code == 303
+        after = [httpx.get(f"{url}/dashboard", headers=jar) for _ in range(20)]
+        assert {p.status_code for p in after} == {303}
