@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from farebox import __version__
 from farebox.anomaly.watch import AnomalyWatch
-from farebox.api import anthropic, completions, counting, me, openai, responses
+from farebox.api import anthropic, completions, counting, dashboard, me, openai, responses
 from farebox.api.admin import router as admin
 from farebox.api.admin.errors import method_not_allowed, validation_failure
 from farebox.api.context import Services
@@ -97,6 +97,10 @@ def _add_routes(app: FareboxApp, wiring: Wiring) -> None:
     app.state.watch = wiring.watch
     app.include_router(admin.router(services, wiring.tenancy, wiring.exporter, wiring.watch))
     graphql.mount(app, services, wiring.tenancy, wiring.watch)
+    if services.settings.file.dashboard.enabled:
+        app.include_router(
+            dashboard.router(services, wiring.tenancy, wiring.exporter, wiring.watch)
+        )
     error_handlers(app)
     app.add_fast_routes(
         [

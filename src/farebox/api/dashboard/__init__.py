@@ -1,0 +1,50 @@
+"""The dashboard at ``/dashboard``: server-rendered pages for the admin and for each tenant.
+
+``routes`` (the paths), ``access`` (sign-in, sessions, CSRF checks), ``sessions`` (signed
+session cookies and their revocation), ``csrf`` (the synchronizer token), ``data`` (the numbers,
+through the admin API's handlers), ``reports`` (chart series and request log), ``pages``
+(Jinja2, static files, security headers). Templates and vendored assets (uPlot, MIT) live in
+``templates/`` and ``static/`` inside the package.
+
+Sessions are HMAC-signed cookies (the app secret; any worker or replica sharing the secret and
+the store reads them), expire after ``dashboard.session_ttl_s``, and are revoked through rows
+in the store's meta table (sign-out, and the admin's "revoke all sessions"): see ``sessions``.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+
+from fastapi import APIRouter
+
+from farebox.anomaly.watch import AnomalyWatch
+from farebox.api.context import Services
+from farebox.api.dashboard.access import Access
+from farebox.api.dashboard.csrf import CsrfGuard
+from farebox.api.dashboard.data import DashboardData
+from farebox.api.dashboard.pages import Pages
+from farebox.api.dashboard.routes import DashboardRoutes
+from farebox.api.dashboard.routes import router as _router
+from farebox.api.dashboard.sessions import SessionBook
+from farebox.billing.exporter import Exporter
+from farebox.identity.tenancy import Tenancy
+
+
+def router(
+    services: Services, tenancy: Tenancy, exporter: Exporter, watch: AnomalyWatch
+) -> APIRouter:
+    """The dashboard's routes for one app instance."""
+    settings = services.settings.file.dashboard
+    book = SessionBook(services.secret, services.store, settings.session_ttl_s, tenancy.now)
+    access = Access(
+        book, CsrfGuard(services.secret), services.auth, services.store,
+        lambda: services.secret, services.admin_hashes,
+    )  # fmt: skip
+    data = DashboardData(services, tenancy, exporter, watch)
+    return _router(DashboardRoutes(access, data, Pages()))
+
+
+def signin_link(base_url: str, key: str) -> str:
+    """A one-click sign-in link: the key rides in the fragment, which the browser never sends
+    (so no server or proxy logs it); the sign-in page's script posts it and clears it."""
+    return f"{base_url.rstrip('/')}/dashboard/signin#key={urllib.parse.quote(key, safe='')}"

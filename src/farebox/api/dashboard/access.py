@@ -1,0 +1,133 @@
+"""Who may see the dashboard: exchanging a key for a session cookie, reading the session back
+from a request, and the checks every mutation passes (session, same origin, CSRF token).
+
+A key is accepted once, at sign-in, and never stored, logged or echoed: the admin key is
+compared by its hash in constant time; a tenant key is looked up by its hash as the data
+plane does. A tenant's session ends when its key stops working.
+"""
+
+from __future__ import annotations
+
+import hmac
+import urllib.parse
+from collections.abc import Callable, Iterable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from farebox.api.dashboard.csrf import FIELD, HEADER, CsrfGuard
+from farebox.api.dashboard.sessions import COOKIE, Session, SessionBook
+from farebox.core.keys import hash_key
+from farebox.errors import AuthenticationError, FareboxError
+from farebox.gateway.auth import Authenticator
+from farebox.stores.base import AccountStore
+
+MAX_FORM_FIELDS = 20
+MAX_KEY_CHARS = 512
+PATH = "/dashboard"
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body (the first value of each field); an
+    undecodable one reads as empty."""
+    try:
+        text = body.decode("utf-8")
+        pairs = urllib.parse.parse_qsl(text, max_num_fields=MAX_FORM_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        out.setdefault(name, value)
+    return out
+
+
+class Access:
+    """Sign-in, sessions and CSRF for one app instance."""
+
+    def __init__(
+        self,
+        book: SessionBook,
+        csrf: CsrfGuard,
+        auth: Authenticator,
+        accounts: AccountStore,
+        secret: Callable[[], bytes],
+        admin_hashes: Callable[[], Iterable[str]],
+    ) -> None:
+        self.book = book
+        self.csrf = csrf
+        self._auth = auth
+        self._accounts = accounts
+        self._secret = secret
+        self._admin_hashes = admin_hashes
+
+    async def exchange(self, raw_key: str) -> str | None:
+        """A new session token for a presented key, or None when the key opens nothing."""
+        raw_key = raw_key.strip()
+        if not raw_key or len(raw_key) > MAX_KEY_CHARS:
+            return None
+        presented = hash_key(self._secret(), raw_key)
+        matches = [hmac.compare_digest(presented, h) for h in self._admin_hashes() if h]
+        if any(matches):
+            return await self.book.issue("admin")
+        try:
+            key = await self._auth.key_for(raw_key)
+        except FareboxError:
+            return None
+        if key.kind != "tenant" or not key.tenant_id:
+            return None  # a service key acts for many tenants: it has no view of its own
+        return await self.book.issue("tenant", key.tenant_id, key.id)
+
+    async def session(self, request: Request) -> Session | None:
+        session = await self.book.check(request.cookies.get(COOKIE))
+        if session is None or session.role == "admin":
+            return session
+        return session if await self._key_live(session) else None
+
+    async def _key_live(self, session: Session) -> bool:
+        assert session.tenant is not None
+        try:
+            keys = await self._accounts.list_keys(session.tenant, "tenant")
+        except FareboxError:
+            return False
+        now = self.book.now()
+        return any(
+            k.id == session.key_id and k.revoked_at is None
+            and (k.expires_at is None or k.expires_at > now)
+            for k in keys
+        )  # fmt: skip
+
+    def mutation_ok(self, request: Request, session: Session, form: dict[str, str]) -> bool:
+        """Same origin (when the browser says), and the session's own CSRF token."""
+        if not same_origin(request):
+            return False
+        presented = form.get(FIELD) or request.headers.get(HEADER)
+        return self.csrf.ok(session, presented)
+
+    def set_cookie(self, request: Request, response: Response, token: str) -> None:
+        response.set_cookie(
+            COOKIE, token, max_age=self.book.ttl_s, path=PATH, httponly=True,
+            samesite="strict", secure=request.url.scheme == "https",
+        )  # fmt: skip
+
+    @staticmethod
+    def clear_cookie(request: Request, response: Response) -> None:
+        response.delete_cookie(
+            COOKIE, path=PATH, httponly=True, samesite="strict",
+            secure=request.url.scheme == "https",
+        )  # fmt: skip
+
+
+def same_origin(request: Request) -> bool:
+    """A POST's ``Origin`` (sent by browsers) names this host; absent, the token decides."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    host = request.headers.get("host", "")
+    parsed = urllib.parse.urlsplit(origin)
+    return bool(host) and parsed.netloc == host
+
+
+def require(session: Session | None) -> Session:
+    if session is None:
+        raise AuthenticationError("Sign in to the dashboard first.")
+    return session

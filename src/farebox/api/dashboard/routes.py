@@ -1,0 +1,200 @@
+"""The dashboard's routes under ``/dashboard``: sign-in and out, the admin and tenant pages,
+the request log, the chart data, the mutations (resume a tenant, resolve an incident, revoke
+every session) and the static files."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from farebox.api.dashboard.access import Access, parse_form, same_origin
+from farebox.api.dashboard.data import DashboardData
+from farebox.api.dashboard.pages import Pages, secure
+from farebox.api.dashboard.requests_page import request_filters
+from farebox.api.dashboard.sessions import Session
+from farebox.errors import FareboxError
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+def _json(data: Any) -> Response:
+    return secure(Response(orjson.dumps(data), media_type="application/json"))
+
+
+def _see(path: str) -> Response:
+    return secure(RedirectResponse(path, status_code=303))
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+class DashboardRoutes:
+    def __init__(self, access: Access, data: DashboardData, pages: Pages) -> None:
+        self.access = access
+        self.data = data
+        self.pages = pages
+
+    def page(self, name: str, request: Request, session: Session | None, **ctx: Any) -> Response:
+        csrf = self.access.csrf.token(session) if session else ""
+        return self.pages.render(name, session=session, csrf=csrf, path=request.url.path, **ctx)
+
+    def error(self, request: Request, session: Session | None, exc: FareboxError) -> Response:
+        return self.page("error.html", request, session, status=exc.status, message=exc.message)
+
+    # sign-in -----------------------------------------------------------------------------
+    async def signin_form(self, request: Request) -> Response:
+        return self.page("signin.html", request, None, failed=False)
+
+    async def signin(self, request: Request) -> Response:
+        form = parse_form(await request.body())
+        token = await self.access.exchange(form.get("key", "")) if same_origin(request) else None
+        if token is None:
+            response = self.pages.render("signin.html", status=401, session=None, csrf="",
+                                         path=request.url.path, failed=True)  # fmt: skip
+            return response
+        response = _see("/dashboard")
+        self.access.set_cookie(request, response, token)
+        return response
+
+    async def signout(self, request: Request) -> Response:
+        return await self._mutate(request, False, self._signout)
+
+    async def _signout(self, request: Request, session: Session) -> Response:
+        await self.access.book.revoke(session)
+        response = _see("/dashboard/signin")
+        self.access.clear_cookie(request, response)
+        return response
+
+    async def revoke_all(self, request: Request) -> Response:
+        async def run(request: Request, session: Session) -> Response:
+            await self.access.book.revoke_all()
+            response = _see("/dashboard/signin")
+            self.access.clear_cookie(request, response)
+            return response
+
+        return await self._mutate(request, True, run)
+
+    # mutations ---------------------------------------------------------------------------
+    async def _mutate(
+        self, request: Request, admin: bool, act: Callable[[Request, Session], Awaitable[Response]]
+    ) -> Response:
+        """Signed in (as the admin when ``admin``), same origin and the session's CSRF token,
+        or 403; then ``act``."""
+        session = await self.access.session(request)
+        form = parse_form(await request.body())
+        if session is None or (admin and session.role != "admin"):
+            return self.page("error.html", request, session, status=403,
+                             message="Sign in as the admin to do this.")  # fmt: skip
+        if not self.access.mutation_ok(request, session, form):
+            return self.page("error.html", request, session, status=403,
+                             message="This form expired or did not come from the dashboard. "
+                             "Reload the page and try again.")  # fmt: skip
+        try:
+            return await act(request, session)
+        except FareboxError as exc:
+            return self.error(request, session, exc)
+
+    async def resume_tenant(self, request: Request) -> Response:
+        tenant_id = request.path_params["tenant_id"]
+
+        async def run(request: Request, session: Session) -> Response:
+            await self.data.tenants.resume_tenant(tenant_id)
+            return _see("/dashboard#anomalies")
+
+        return await self._mutate(request, True, run)
+
+    async def resolve_incident(self, request: Request) -> Response:
+        incident_id = request.path_params["incident_id"]
+
+        async def run(request: Request, session: Session) -> Response:
+            await self.data.anomaly.resolve(incident_id)
+            return _see("/dashboard#anomalies")
+
+        return await self._mutate(request, True, run)
+
+    # pages -------------------------------------------------------------------------------
+    async def home(self, request: Request) -> Response:
+        session = await self.access.session(request)
+        if session is None:
+            return _see("/dashboard/signin")
+        try:
+            if session.role == "admin":
+                view = await self.data.overview(_int(request.query_params.get("page"), 1))
+                return self.page("admin.html", request, session, view=view)
+            assert session.tenant is not None
+            return await self._tenant_page(request, session, session.tenant)
+        except FareboxError as exc:
+            return self.error(request, session, exc)
+
+    async def _tenant_page(self, request: Request, session: Session, tenant_id: str) -> Response:
+        view = await self.data.tenant_view(tenant_id)
+        return self.page("tenant.html", request, session, view=view)
+
+    async def tenant(self, request: Request) -> Response:
+        session = await self.access.session(request)
+        if session is None:
+            return _see("/dashboard/signin")
+        if session.role != "admin":
+            return _see("/dashboard")
+        try:
+            return await self._tenant_page(request, session, request.path_params["tenant_id"])
+        except FareboxError as exc:
+            return self.error(request, session, exc)
+
+    async def requests(self, request: Request) -> Response:
+        session = await self.access.session(request)
+        if session is None:
+            return _see("/dashboard/signin")
+        try:
+            query, filters = request_filters(request.query_params, session)
+            page = await self.data.reports.requests(query)
+        except FareboxError as exc:
+            return self.error(request, session, exc)
+        older = {k: v for k, v in filters.items() if v and k != "cursor"}
+        if page is not None and page.next_cursor:
+            older["cursor"] = page.next_cursor
+        return self.page("requests.html", request, session, page=page, filters=filters,
+                         next_query=urllib.parse.urlencode(older))  # fmt: skip
+
+    async def series(self, request: Request) -> Response:
+        session = await self.access.session(request)
+        if session is None:
+            return secure(Response(b'{"error":"sign in"}', 401, media_type="application/json"))
+        tenant = session.tenant if session.role == "tenant" else request.query_params.get("tenant")
+        hours = _int(request.query_params.get("hours"), 48)
+        now = self.data.clock()
+        return _json(await self.data.reports.hourly(now, hours, tenant or None))
+
+    async def static(self, request: Request) -> Response:
+        found = self.pages.asset(request.path_params["name"])
+        return found if found is not None else secure(Response(b"not found", 404))
+
+
+def router(routes: DashboardRoutes) -> APIRouter:
+    api = APIRouter(prefix="/dashboard", include_in_schema=False)
+    table: list[tuple[str, str, Handler]] = [
+        ("GET", "", routes.home),
+        ("GET", "/signin", routes.signin_form),
+        ("POST", "/signin", routes.signin),
+        ("POST", "/signout", routes.signout),
+        ("POST", "/sessions/revoke-all", routes.revoke_all),
+        ("GET", "/tenants/{tenant_id}", routes.tenant),
+        ("POST", "/tenants/{tenant_id}/resume", routes.resume_tenant),
+        ("POST", "/anomalies/{incident_id}/resolve", routes.resolve_incident),
+        ("GET", "/requests", routes.requests),
+        ("GET", "/data/series", routes.series),
+        ("GET", "/static/{name}", routes.static),
+    ]
+    for method, path, endpoint in table:
+        api.add_api_route(path, endpoint, methods=[method])
+    return api
