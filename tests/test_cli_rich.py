@@ -109,12 +109,13 @@ def run(*args: str, terminal: Terminal | None = None) -> Result:
 
 def rows(output: str) -> list[list[str]]:
     """The cells of a rich table's rows (after the rule under the header), digits
-    ungrouped; blank lines (the totals row's section break) are skipped."""
+    ungrouped; blank lines (the totals row's section break) and the caption (not indented)
+    are skipped."""
     lines = ANSI.sub("", output).splitlines()
     start = next(i for i, line in enumerate(lines) if set(line.strip()) == {"─"})
     found = []
     for line in lines[start + 1 :]:
-        if line.strip():
+        if line.strip() and line.startswith(" "):
             found.append([c.replace(",", "") for c in re.split(r"\s{2,}", line.strip())])
     return found
 
@@ -151,9 +152,7 @@ def test_margins_table_totals_equal_the_json(cfg: str) -> None:
     shown = {r[0]: r for r in rows(table)}
     assert set(shown) == {*TENANTS, "TOTAL"}
     for row in report["data"]:
-        assert shown[row["tenant"]] == [row["tenant"], row["plan"]] + [
-            str(row[c]) for c in numbers
-        ]
+        assert shown[row["tenant"]] == [row["tenant"], row["plan"]] + [str(row[c]) for c in numbers]
     assert shown["TOTAL"][-len(numbers) :] == [str(report["total"][c]) for c in numbers]
     assert report["total"]["plan_fee_usd"] == "2000.00"
     assert "2,000.00" in ANSI.sub("", table)  # digits grouped for people, value unchanged
@@ -256,9 +255,7 @@ def test_grouped_digits_are_the_same_exact_amount(pico: int) -> None:
 
 @given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(-(10**15), 10**15)), max_size=20))
 def test_column_totals_are_exact(values: list[tuple[int, int]]) -> None:
-    table: list[dict[str, Any]] = [
-        {"requests": n, "cost_usd": format_usd(p)} for n, p in values
-    ]
+    table: list[dict[str, Any]] = [{"requests": n, "cost_usd": format_usd(p)} for n, p in values]
     total = column_totals(table, ["requests", "cost_usd"], ("tenant", "TOTAL"))
     assert total["tenant"] == "TOTAL"
     assert total["requests"] == sum(n for n, _ in values)

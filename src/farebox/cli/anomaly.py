@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -118,7 +119,12 @@ def simulate(
         )
     loaded = settings_or_exit(config)
     logging.getLogger("farebox.anomaly").setLevel(logging.ERROR)  # the report has them
-    with progress_bar(f"simulating {days} days", total=days * 24) as bar:
+    shown = (
+        contextlib.nullcontext(Bar())
+        if as_json
+        else progress_bar(f"simulating {days} days", days * 24)
+    )
+    with shown as bar:
         progress = None if as_json else _simulate_progress(bar)
         result = asyncio.run(
             run_simulation(loaded, tenants=count, ramps=ramps, days=days,
