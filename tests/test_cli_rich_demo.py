@@ -61,7 +61,7 @@ def test_demo_traffic_prints_the_links_first_and_keeps_sending(tmp_path: Path) -
         first = next(i for i, line in enumerate(lines) if line.startswith("Sign in (admin)"))
         driving = next(i for i, line in enumerate(lines) if line.startswith("Driving"))
         assert first < driving
-        seen = []
+        seen: list[int] = []
         deadline = time.monotonic() + READY_TIMEOUT_S
         with httpx.Client(base_url=demo.base_url, timeout=10.0) as client:
             while len(set(seen)) < 3 and time.monotonic() < deadline:
