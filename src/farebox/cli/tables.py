@@ -23,7 +23,7 @@ from farebox.core.money import format_usd, parse_usd
 DECIMAL = re.compile(r"-?\d+(\.\d+)?")
 NUMBER_NAMES = frozenset({"requests", "ledger", "delivered", "dead", "pending", "entries",
                           "events", "served", "rate_limited", "over_budget", "failed"})  # fmt: skip
-NUMBER_SUFFIXES = ("_usd", "_tokens", "_percent", "_per_hour")
+NUMBER_SUFFIXES = ("_usd", "_tokens", "_percent", "_per_hour", "_ms")
 ALERTS = {"matched": False, "paused": True, "revoked": True}  # a cell worth a colour
 
 
