@@ -175,6 +175,7 @@ OPERATIONS = [
     ("DELETE", "/admin/v1/keys/{key_id}"), ("POST", "/admin/v1/keys/{key_id}/pause"),
     ("POST", "/admin/v1/keys/{key_id}/resume"), ("GET", "/admin/v1/anomalies"),
     ("POST", "/admin/v1/anomalies/{incident_id}/resolve"), ("GET", "/admin/v1/usage"),
+    ("GET", "/admin/v1/requests"),
 ]  # fmt: skip
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from farebox.api.admin.requests import me_route
 from farebox.api.context import Services
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
 from farebox.api.openai import guarded
@@ -60,6 +61,7 @@ def routes(services: Services) -> list[FastRoute]:
 
     return [
         FastRoute("/v1/me", guarded(services, me), ["GET"]),
+        me_route(services),  # /v1/me/requests: the caller's tenant's request log
         FastRoute("/healthz", healthz, ["GET"]),
         FastRoute("/readyz", readyz, ["GET"]),
     ]

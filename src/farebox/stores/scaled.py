@@ -38,6 +38,8 @@ from farebox.core.budgets import Hold, HoldState
 from farebox.core.records import (
     ApiKey,
     LedgerEntry,
+    RequestPage,
+    RequestQuery,
     Reservation,
     ReserveOutcome,
     Tenant,
@@ -307,6 +309,9 @@ class ScaledStore:
 
     async def usage(self, query: UsageQuery) -> list[UsageRow]:
         return await self._pg.usage(query)
+
+    async def requests(self, query: RequestQuery) -> RequestPage:
+        return await self._pg.requests(query)  # the ledger is PostgreSQL's
 
     async def get_meta(self, name: str) -> str | None:
         return await self._pg.get_meta(name)

@@ -21,6 +21,7 @@ from farebox.api.admin.billing import BillingRoutes
 from farebox.api.admin.budgets import BudgetRoutes
 from farebox.api.admin.keys import KeyRoutes
 from farebox.api.admin.operations import OperationRoutes
+from farebox.api.admin.requests import RequestRoutes
 from farebox.api.admin.tenants import TenantRoutes
 from farebox.api.context import Services
 from farebox.billing.exporter import Exporter
@@ -93,6 +94,7 @@ def admin_routes(
     billing = BillingRoutes(services, tenancy, exporter)
     ops = OperationRoutes(services, exporter)
     anomaly = AnomalyRoutes(watch, services.store)
+    requests = RequestRoutes(services)
     return [
         AdminRoute("POST", "/tenants", tenant.create_tenant, CREATED),
         AdminRoute("GET", "/tenants", tenant.list_tenants),
@@ -123,6 +125,7 @@ def admin_routes(
         AdminRoute("GET", "/anomalies", anomaly.anomalies),
         AdminRoute("POST", "/anomalies/{incident_id}/resolve", anomaly.resolve),
         AdminRoute("GET", "/usage", billing.usage),
+        AdminRoute("GET", "/requests", requests.list_requests),
     ]
 
 

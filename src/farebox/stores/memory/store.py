@@ -11,6 +11,8 @@ from farebox.core.budgets import Hold, HoldState
 from farebox.core.records import (
     ApiKey,
     LedgerEntry,
+    RequestPage,
+    RequestQuery,
     Reservation,
     ReserveOutcome,
     Tenant,
@@ -22,6 +24,7 @@ from farebox.stores.health import Health
 from farebox.stores.memory.budgets import MemoryBudgets
 from farebox.stores.memory.responses import MemoryResponses
 from farebox.stores.memory.traffic import MemoryTraffic
+from farebox.stores.request_log import memory_page
 
 R = TypeVar("R", Tenant, ApiKey)
 
@@ -162,6 +165,9 @@ class MemoryStore:
 
     async def usage(self, query: UsageQuery) -> list[UsageRow]:
         return aggregate(self._ledger.values(), query)
+
+    async def requests(self, query: RequestQuery) -> RequestPage:
+        return memory_page(list(self._ledger.values()), query)
 
     async def get_meta(self, name: str) -> str | None:
         return self._meta.get(name)

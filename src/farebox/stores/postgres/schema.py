@@ -145,6 +145,53 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX stored_responses_expiry ON {s}.stored_responses(expires_at);
     """,
+    # the request log (``ReportStore.requests``, ``stores/request_log.py``): newest-first
+    # keyset walks by tenant and status, and metadata tags in a side table that a trigger
+    # keeps in the ledger's own statement (its WHEN skips entries without metadata); a late
+    # settlement replacing its placeholder (``ON CONFLICT DO UPDATE``) replaces its tags
+    """
+    CREATE INDEX ledger_tenant_status ON {s}.ledger(tenant_id, status, started_at, request_id);
+    CREATE INDEX ledger_status ON {s}.ledger(status, started_at, request_id);
+    CREATE TABLE {s}.ledger_tags (
+        name TEXT COLLATE "C" NOT NULL,
+        value TEXT COLLATE "C" NOT NULL,
+        tenant_id TEXT COLLATE "C" NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        request_id TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (name, value, tenant_id, started_at, request_id)
+    );
+    CREATE INDEX ledger_tags_any ON {s}.ledger_tags(name, value, started_at, request_id);
+    CREATE INDEX ledger_tags_entry ON {s}.ledger_tags(request_id);
+    CREATE FUNCTION {s}.ledger_tags_sync() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    BEGIN
+        IF TG_OP <> 'INSERT' THEN
+            DELETE FROM {s}.ledger_tags WHERE request_id = OLD.request_id;
+        END IF;
+        IF TG_OP <> 'DELETE' THEN
+            INSERT INTO {s}.ledger_tags(name, value, tenant_id, started_at, request_id)
+            SELECT j.key, j.value #>> '{}', NEW.tenant_id, NEW.started_at, NEW.request_id
+            FROM jsonb_each(NEW.metadata) j
+            WHERE jsonb_typeof(j.value) IN ('string', 'boolean')
+               OR (jsonb_typeof(j.value) = 'number' AND j.value::text ~ '^-?[0-9]+$')
+            ON CONFLICT DO NOTHING;
+        END IF;
+        RETURN NULL;
+    END
+    $fn$;
+    CREATE TRIGGER ledger_tags_add AFTER INSERT ON {s}.ledger FOR EACH ROW
+        WHEN (NEW.metadata <> '{}'::jsonb) EXECUTE FUNCTION {s}.ledger_tags_sync();
+    CREATE TRIGGER ledger_tags_change AFTER UPDATE ON {s}.ledger FOR EACH ROW
+        WHEN (OLD.metadata <> '{}'::jsonb OR NEW.metadata <> '{}'::jsonb)
+        EXECUTE FUNCTION {s}.ledger_tags_sync();
+    CREATE TRIGGER ledger_tags_drop AFTER DELETE ON {s}.ledger FOR EACH ROW
+        WHEN (OLD.metadata <> '{}'::jsonb) EXECUTE FUNCTION {s}.ledger_tags_sync();
+    INSERT INTO {s}.ledger_tags(name, value, tenant_id, started_at, request_id)
+    SELECT j.key, j.value #>> '{}', l.tenant_id, l.started_at, l.request_id
+    FROM {s}.ledger l, jsonb_each(l.metadata) j
+    WHERE l.metadata <> '{}'::jsonb AND (jsonb_typeof(j.value) IN ('string', 'boolean')
+        OR (jsonb_typeof(j.value) = 'number' AND j.value::text ~ '^-?[0-9]+$'))
+    ON CONFLICT DO NOTHING;
+    """,
 )
 
 

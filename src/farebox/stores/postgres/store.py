@@ -17,7 +17,15 @@ import asyncpg
 import orjson
 
 from farebox.core.budgets import Hold
-from farebox.core.records import ApiKey, LedgerEntry, Tenant, UsageQuery, UsageRow
+from farebox.core.records import (
+    ApiKey,
+    LedgerEntry,
+    RequestPage,
+    RequestQuery,
+    Tenant,
+    UsageQuery,
+    UsageRow,
+)
 from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health, Prober, ProbeTimes
 from farebox.stores.postgres.ledger_write import (
@@ -28,6 +36,7 @@ from farebox.stores.postgres.ledger_write import (
     json_rows,
 )
 from farebox.stores.postgres.pool import TimedPool, keep_session, unreachable
+from farebox.stores.postgres.request_log import PostgresRequestLog
 from farebox.stores.postgres.responses import PostgresResponses
 from farebox.stores.postgres.schema import lock_key, migrate, quote_ident
 from farebox.stores.postgres.traffic import PostgresTraffic
@@ -130,6 +139,7 @@ class PostgresStore(SQLAccounts):
         self._prober = Prober(self.health, self.ping, ProbeTimes(min(probe, 0.5), probe, probe))
         self.traffic = PostgresTraffic(lambda: self._pool, self._s)
         self.responses = PostgresResponses(lambda: self._pool, self._s)
+        self.request_log = PostgresRequestLog(lambda: self._pool, self._s)
         self._ledger_sql: LedgerStatements | None = None  # built on open, from the table
         self._ledger_json: LedgerStatements | None = None  # the same, taking one JSON text
 
@@ -364,6 +374,9 @@ class PostgresStore(SQLAccounts):
     async def usage(self, query: UsageQuery) -> list[UsageRow]:
         sql, params = POSTGRES_USAGE.statement(query, f"{self._s}.ledger")
         return usage_rows(await self._pool.fetch(sql, *params))
+
+    async def requests(self, query: RequestQuery) -> RequestPage:
+        return await self.request_log.page(query)
 
     # budget alerts -------------------------------------------------------------------
     async def record_alert(

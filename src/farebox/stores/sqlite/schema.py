@@ -191,7 +191,70 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX stored_responses_expiry ON stored_responses(expires_at);
     """,
+    # the request log (``ReportStore.requests``, ``stores/request_log.py``): newest-first
+    # keyset walks by tenant, status and time, and metadata tags in a side table that
+    # triggers keep in the ledger's own transaction (nothing is written for an entry without
+    # metadata); an entry's tags go with it when it is deleted (a late settlement replacing
+    # its placeholder)
+    """
+    DROP INDEX ledger_tenant_time;
+    DROP INDEX ledger_time;
+    CREATE INDEX ledger_tenant_time ON ledger(tenant_id, started_at, request_id);
+    CREATE INDEX ledger_time ON ledger(started_at, request_id);
+    CREATE INDEX ledger_tenant_status ON ledger(tenant_id, status, started_at, request_id);
+    CREATE INDEX ledger_status ON ledger(status, started_at, request_id);
+    CREATE TABLE ledger_tags (
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        request_id TEXT NOT NULL,
+        PRIMARY KEY (name, value, tenant_id, started_at, request_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX ledger_tags_any ON ledger_tags(name, value, started_at, request_id);
+    CREATE INDEX ledger_tags_entry ON ledger_tags(request_id);
+    CREATE TRIGGER ledger_tags_add AFTER INSERT ON ledger WHEN new.metadata <> '{}' BEGIN
+        INSERT OR IGNORE INTO ledger_tags(name, value, tenant_id, started_at, request_id)
+        SELECT j.key, CASE j.type WHEN 'text' THEN j.value WHEN 'integer'
+            THEN CAST(j.value AS TEXT) ELSE j.type END,
+            new.tenant_id, new.started_at, new.request_id
+        FROM json_each(new.metadata) j WHERE j.type IN ('text', 'integer', 'true', 'false');
+    END;
+    CREATE TRIGGER ledger_tags_drop AFTER DELETE ON ledger WHEN old.metadata <> '{}' BEGIN
+        DELETE FROM ledger_tags WHERE request_id = old.request_id;
+    END;
+    CREATE TRIGGER ledger_tags_change AFTER UPDATE OF metadata, tenant_id, started_at
+    ON ledger BEGIN
+        DELETE FROM ledger_tags WHERE request_id = old.request_id;
+        INSERT OR IGNORE INTO ledger_tags(name, value, tenant_id, started_at, request_id)
+        SELECT j.key, CASE j.type WHEN 'text' THEN j.value WHEN 'integer'
+            THEN CAST(j.value AS TEXT) ELSE j.type END,
+            new.tenant_id, new.started_at, new.request_id
+        FROM json_each(new.metadata) j WHERE j.type IN ('text', 'integer', 'true', 'false');
+    END;
+    INSERT OR IGNORE INTO ledger_tags(name, value, tenant_id, started_at, request_id)
+    SELECT j.key, CASE j.type WHEN 'text' THEN j.value WHEN 'integer'
+        THEN CAST(j.value AS TEXT) ELSE j.type END,
+        l.tenant_id, l.started_at, l.request_id
+    FROM ledger l, json_each(l.metadata) j
+    WHERE l.metadata <> '{}' AND j.type IN ('text', 'integer', 'true', 'false');
+    """,
 )
+
+
+def statements(script: str) -> list[str]:
+    """A migration's statements: split at each ``;`` that ends a complete statement (one in
+    a trigger's body does not)."""
+    out, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending)
+            pending = ""
+    if pending.strip(" \n;"):
+        out.append(pending)
+    return out
 
 
 def migrate(conn: sqlite3.Connection) -> None:
@@ -205,9 +268,8 @@ def migrate(conn: sqlite3.Connection) -> None:
             if (row[0] or 0) >= number:
                 conn.execute("ROLLBACK")
                 continue
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in statements(script):
+                conn.execute(statement)
             conn.execute("INSERT INTO schema_version(version) VALUES (?)", (number,))
             conn.execute("COMMIT")
         except BaseException:

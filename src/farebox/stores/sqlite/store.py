@@ -24,6 +24,8 @@ from farebox.core.budgets import Hold, HoldState
 from farebox.core.records import (
     ApiKey,
     LedgerEntry,
+    RequestPage,
+    RequestQuery,
     Reservation,
     ReserveOutcome,
     Tenant,
@@ -43,6 +45,7 @@ from farebox.stores.sql import (
 from farebox.stores.sqlite import budgets
 from farebox.stores.sqlite.conn import connect, is_busy, lock_owner
 from farebox.stores.sqlite.epoch_file import EpochFile
+from farebox.stores.sqlite.request_log import SQLiteRequestLog
 from farebox.stores.sqlite.responses import SQLiteResponses
 from farebox.stores.sqlite.rows import LEDGER_INSERT, decode, encode, insert_entries, ledger_row
 from farebox.stores.sqlite.schema import migrate
@@ -99,6 +102,7 @@ class SQLiteStore(SQLAccounts):
         # one small row per answer, often on the request path: committed like a reservation
         # (here when uncontended, else in the thread; ``_write``); the purge in the thread
         self.responses = SQLiteResponses(write, read, put=self._write)
+        self.request_log = SQLiteRequestLog(path, synchronous)  # reads on its own connection
 
     def _runners(self) -> tuple[Any, Any]:
         """Run a function in a write transaction, and on the store's connection."""
@@ -477,6 +481,9 @@ class SQLiteStore(SQLAccounts):
     async def usage(self, query: UsageQuery) -> list[UsageRow]:
         sql, params = SQLITE_USAGE.statement(query, "ledger")
         return usage_rows(await self._run(lambda: self._db.execute(sql, params).fetchall()))
+
+    async def requests(self, query: RequestQuery) -> RequestPage:
+        return await self.request_log.page(query)
 
     # meta --------------------------------------------------------------------------
     async def get_meta(self, name: str) -> str | None:
