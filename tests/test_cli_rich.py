@@ -260,3 +260,27 @@ def test_column_totals_are_exact(values: list[tuple[int, int]]) -> None:
     assert total["tenant"] == "TOTAL"
     assert total["requests"] == sum(n for n, _ in values)
     assert parse_usd(total["cost_usd"]) == sum(p for _, p in values)
+
+
+def test_requests_pages_with_totals_equal_to_the_json(cfg: str) -> None:
+    page = json.loads(run("requests", "--limit", "5", "--json", "--config", cfg).stdout)
+    assert len(page["data"]) == 5 and page["next_cursor"]
+    table = run("requests", "--limit", "5", "--config", cfg, terminal=FORCED).stdout
+    shown = rows(table)
+    assert [r[0] for r in shown] == [e["time"] for e in page["data"]] + ["TOTAL"]
+    total = shown[-1]
+    assert total[1:4] == [
+        str(sum(e["tokens"]["input"] for e in page["data"])),
+        str(sum(e["tokens"]["output"] for e in page["data"])),
+        format_usd(sum(parse_usd(e["cost_usd"]) for e in page["data"])),
+    ]
+    assert f"next page: --cursor {page['next_cursor']}" in ANSI.sub("", table).replace("\n", "")
+    plain = run("requests", "--limit", "5", "--config", cfg)
+    assert plain.stdout.splitlines()[0].split()[:3] == ["time", "tenant", "user"]
+    assert plain.stderr == f"next page: --cursor {page['next_cursor']}\n"
+    rest = run("requests", "--cursor", page["next_cursor"], "--json", "--config", cfg).stdout
+    older = json.loads(rest)
+    assert older["next_cursor"] is None and len(older["data"]) == 3 + 5 - 5
+    assert rest == json.dumps(older, indent=2) + "\n"
+    only = json.loads(run("requests", "--tenant", "globex", "--json", "--config", cfg).stdout)
+    assert {e["tenant"] for e in only["data"]} == {"globex"} and len(only["data"]) == 5

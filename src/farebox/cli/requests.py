@@ -52,6 +52,9 @@ def requests_cmd(as_json: bool, config: str | None, url: str | None, **given: An
 
 
 def row(entry: dict[str, Any]) -> dict[str, Any]:
-    """One request log entry as a table row (its token counts flattened)."""
+    """One request log entry as a table row: its token counts flattened, its latency in
+    tenths of a millisecond."""
     tokens = entry.get("tokens") or {}
-    return {**entry, "input_tokens": tokens.get("input"), "output_tokens": tokens.get("output")}
+    latency = entry.get("latency_ms")
+    return {**entry, "input_tokens": tokens.get("input"), "output_tokens": tokens.get("output"),
+            "latency_ms": None if latency is None else f"{latency:.1f}"}  # fmt: skip
