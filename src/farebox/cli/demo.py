@@ -21,6 +21,7 @@ from farebox.cli.output import print_table
 from farebox.cli.owner_api import loopback_url
 from farebox.cli.progress import progress_bar
 from farebox.cli.serve import ServerHooks, check_port, choose_mode, run_uvicorn, with_mode
+from farebox.cli.tables import column_totals
 from farebox.cli.target import settings_or_exit
 from farebox.config.settings import Settings
 from farebox.core.keys import ADMIN_PREFIX, new_key
@@ -253,4 +254,6 @@ def _print_summary(settings: Settings, tallies: dict[str, Tally], since: float) 
 
     ledger = _in_app(settings, spend)
     click.echo("\nDemo traffic, per tenant (cost and revenue from the ledger):")
-    print_table(summary_rows(tallies, ledger), SUMMARY_COLUMNS)
+    rows = summary_rows(tallies, ledger)
+    total = column_totals(rows, SUMMARY_COLUMNS[2:], ("tenant", "TOTAL"))  # on a terminal
+    print_table(rows, SUMMARY_COLUMNS, total=total, numbers={"paused"})
