@@ -7,13 +7,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 import click
 
 from farebox.cli.output import json_option, print_listing
+from farebox.cli.progress import Bar, progress_bar
 from farebox.cli.target import call_admin, settings_or_exit, target
 
 INCIDENT_COLUMNS = ("id", "status", "tenant", "key", "metric", "observed_per_hour",
@@ -68,7 +71,7 @@ def anomalies_list(
     """List anomaly incidents: what was observed against its baseline, and what was done."""
     query = urlencode({k: v for k, v in {"tenant": tenant_id, "status": status}.items() if v})
     result = call_admin(config, url, "GET", "/admin/v1/anomalies?" + query, None)
-    print_listing(result, INCIDENT_COLUMNS, as_json)
+    print_listing(result, INCIDENT_COLUMNS, as_json, title="Anomaly incidents")
 
 
 @anomalies.command("resolve")
@@ -116,9 +119,28 @@ def simulate(
         )
     loaded = settings_or_exit(config)
     logging.getLogger("farebox.anomaly").setLevel(logging.ERROR)  # the report has them
-    progress = None if as_json else (lambda line: click.echo(line, err=True))
-    result = asyncio.run(
-        run_simulation(loaded, tenants=count, ramps=ramps, days=days, history_days=history_days,
-                 kinds=chosen, seed=seed, page=page, progress=progress)
-    )  # fmt: skip
+    shown = (
+        contextlib.nullcontext(Bar())
+        if as_json
+        else progress_bar(f"simulating {days} days", days * 24)
+    )
+    with shown as bar:
+        progress = None if as_json else _simulate_progress(bar)
+        result = asyncio.run(
+            run_simulation(loaded, tenants=count, ramps=ramps, days=days,
+                           history_days=history_days, kinds=chosen, seed=seed, page=page,
+                           progress=progress)
+        )  # fmt: skip
     click.echo(json.dumps(result_json(result), indent=2) if as_json else render(result))
+
+
+def _simulate_progress(bar: Bar) -> Callable[[int, int], None]:
+    """The bar on a terminal; else a ``day N/DAYS`` line on stderr as each day starts."""
+
+    def show(hours: int, of: int) -> None:
+        if bar.shown:
+            bar.update(completed=hours)
+        elif hours % 24 == 0 and hours < of:
+            click.echo(f"day {hours // 24 + 1}/{of // 24}", err=True)
+
+    return show

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from farebox.cli.output import json_option, print_json, print_listing, print_table
+from farebox.cli.progress import progress_bar
+from farebox.cli.tables import column_totals, show_table
 from farebox.cli.target import call_admin, settings_or_exit, target
+from farebox.cli.terminal import is_terminal
+from farebox.config.settings import Settings
 from farebox.errors import FareboxError
+
+if TYPE_CHECKING:
+    from farebox.billing.exporter import Exporter, RoundResult, SinkRunner
+
+LAG_CAP = 10_000  # Exporter.lag counts at most this many waiting entries
 
 
 @click.command("export")
@@ -23,9 +33,7 @@ def export_cmd(
 ) -> None:
     """Export the ledger to the billing sinks (or replay a range of it, idempotently)."""
     from farebox.api.admin.params import parse_time
-    from farebox.app import make_store
-    from farebox.billing.exporter import Exporter, build_runners
-    from farebox.http.client import HttpClient
+    from farebox.billing.exporter import build_runners
 
     settings = settings_or_exit(config)
     runners = [r for r in build_runners(settings) if not sinks or r.name in sinks]
@@ -39,38 +47,93 @@ def export_cmd(
         window = (parse_time(start, "from") or 0.0, parse_time(end, "to") or float("inf"))
     except FareboxError as exc:
         raise click.ClickException(exc.message) from None
-
-    async def run() -> None:
-        store, http = make_store(settings), HttpClient()
-        await store.open()
-        exporter = Exporter(store, runners, http, batch=settings.file.billing.batch,
-                            hour_grace_s=settings.file.billing.hour_grace_s)  # fmt: skip
-        try:
-            if not replay and not await store.claim_exporter():
-                raise click.ClickException("another process already exports this ledger")
-            for runner in runners:
-                if replay:
-                    done = await exporter.replay(runner.name, *window)
-                    click.echo(f"{runner.name}: replayed {done.events} events "
-                               f"({done.delivered} delivered, {done.dead} dead)")  # fmt: skip
-                    continue
-                while (done := await exporter.export_once(runner.name)).entries:
-                    click.echo(f"{runner.name}: {done.entries} entries, {done.events} events, "
-                               f"{done.delivered} delivered, {done.dead} dead")  # fmt: skip
-                    if not done.complete:
-                        break
-            if follow and not replay:
-                await exporter.start(settings.file.billing.interval_s)  # the claim is held
-                await asyncio.Event().wait()
-        finally:
-            await exporter.stop()
-            await http.aclose()
-            await store.close()
-
     try:
-        asyncio.run(run())
+        asyncio.run(_export(settings, runners, window if replay else None, follow))
     except FareboxError as exc:
         raise click.ClickException(exc.message) from None
+
+
+EXPORT_COLUMNS = ("sink", "entries", "events", "delivered", "dead")
+
+
+async def _export(
+    settings: Settings, runners: list[SinkRunner], window: tuple[float, float] | None, follow: bool
+) -> None:
+    """Export (or replay ``window`` of) the ledger to ``runners``; then, with ``follow`` (not
+    a replay), keep exporting until stopped."""
+    from farebox.app import make_store
+    from farebox.billing.exporter import Exporter
+    from farebox.http.client import HttpClient
+
+    store, http = make_store(settings), HttpClient()
+    await store.open()
+    exporter = Exporter(store, runners, http, batch=settings.file.billing.batch,
+                        hour_grace_s=settings.file.billing.hour_grace_s)  # fmt: skip
+    try:
+        if window is None and not await store.claim_exporter():
+            raise click.ClickException("another process already exports this ledger")
+        if window is not None:
+            rows = await _replay(exporter, runners, window)
+        else:
+            rows = await _catch_up(exporter, runners)
+        if is_terminal():
+            what = "Replayed" if window is not None else "Exported"
+            total = column_totals(rows, EXPORT_COLUMNS[1:], ("sink", "TOTAL"))
+            show_table(rows, EXPORT_COLUMNS, total=total, title=f"{what} to the billing sinks")
+        if follow and window is None:
+            await exporter.start(settings.file.billing.interval_s)  # the claim is held
+            await asyncio.Event().wait()
+    finally:
+        await exporter.stop()
+        await http.aclose()
+        await store.close()
+
+
+async def _replay(
+    exporter: Exporter, runners: list[SinkRunner], window: tuple[float, float]
+) -> list[dict[str, Any]]:
+    """Each sink's replay of the window; a line per sink off a terminal, a bar on one."""
+    rows = []
+    with progress_bar("replaying", total=len(runners)) as bar:
+        for runner in runners:
+            bar.update(description=f"replaying {runner.name}")
+            done = await exporter.replay(runner.name, *window)
+            rows.append(_row(runner.name, done))
+            bar.advance()
+            if not bar.shown:
+                click.echo(f"{runner.name}: replayed {done.events} events "
+                           f"({done.delivered} delivered, {done.dead} dead)")  # fmt: skip
+    return rows
+
+
+async def _catch_up(exporter: Exporter, runners: list[SinkRunner]) -> list[dict[str, Any]]:
+    """Export what each sink has not had yet, round by round; a line per round off a
+    terminal, a bar per sink (over the entries waiting) on one."""
+    rows = []
+    for runner in runners:
+        row = _row(runner.name, None)
+        with progress_bar(f"exporting {runner.name}") as bar:
+            if bar.shown:
+                waiting = (await exporter.lag())[runner.name]["pending_entries"]
+                bar.update(total=waiting if waiting < LAG_CAP else None)
+            while (done := await exporter.export_once(runner.name)).entries:
+                for name in EXPORT_COLUMNS[1:]:
+                    row[name] += getattr(done, name)
+                bar.advance(done.entries)
+                if not bar.shown:
+                    click.echo(f"{runner.name}: {done.entries} entries, {done.events} events, "
+                               f"{done.delivered} delivered, {done.dead} dead")  # fmt: skip
+                if not done.complete:
+                    break
+        rows.append(row)
+    return rows
+
+
+def _row(sink: str, done: RoundResult | None) -> dict[str, Any]:
+    if done is None:
+        return {"sink": sink, "entries": 0, "events": 0, "delivered": 0, "dead": 0}
+    return {"sink": sink, "entries": done.entries, "events": done.events,
+            "delivered": done.delivered, "dead": done.dead}  # fmt: skip
 
 
 @click.command()
@@ -91,7 +154,11 @@ def margins(
         return
     columns = ["tenant", "plan", "requests", "plan_fee_usd", "usage_revenue_usd", "revenue_usd",
                "cost_usd", "margin_usd", "margin_percent"]  # fmt: skip
-    print_table([*report["data"], {"tenant": "TOTAL", **report["total"]}], columns)
+    total = {"tenant": "TOTAL", **report["total"]}
+    if is_terminal():
+        show_table(report["data"], columns, total=total, title=f"Margins {month} (UTC)")
+    else:
+        print_table([*report["data"], total], columns)
 
 
 @click.command()
@@ -108,4 +175,8 @@ def reconcile(
     query = urlencode({k: v for k, v in {"month": month, "tenant": tenant_id}.items() if v})
     report = call_admin(config, url, "GET", "/admin/v1/reconciliation?" + query)
     columns = ["sink", "tenant", "meter", "ledger", "delivered", "dead", "pending", "matched"]
-    print_listing(report, columns, as_json)
+    matched = (
+        "every meter matched" if report.get("matched") else "NOT matched: see dead and pending"
+    )
+    print_listing(report, columns, as_json, title=f"Reconciliation {month} (UTC)",
+                  caption=f"{len(report['data'])} rows; {matched}")  # fmt: skip

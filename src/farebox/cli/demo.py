@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shlex
 import shutil
 import signal
@@ -17,9 +18,13 @@ import click
 
 from farebox.cli.local import record_served
 from farebox.cli.output import print_table
+from farebox.cli.owner_api import loopback_url
+from farebox.cli.progress import progress_bar
 from farebox.cli.serve import ServerHooks, check_port, choose_mode, run_uvicorn, with_mode
+from farebox.cli.tables import column_totals
 from farebox.cli.target import settings_or_exit
 from farebox.config.settings import Settings
+from farebox.core.keys import ADMIN_PREFIX, new_key
 from farebox.errors import FareboxError
 
 if TYPE_CHECKING:
@@ -50,22 +55,27 @@ def demo(host: str, port: int, traffic: bool) -> None:
     Its data stays in farebox.db in the current directory. It checks its port first: when
     the port is taken it says so, prints no key and exits with status 1.
     """
+    from farebox.demo.seed import DEMO_TENANTS
+
     check_port(host, port)  # before anything is seeded or printed
     configured, overrides = _demo_settings()
     mode = choose_mode(configured, 1)  # single-process when nothing else uses farebox.db
     settings = with_mode(configured, mode)
-    keys, since = _in_app(settings, _seed)
+    with progress_bar("seeding the demo", total=len(DEMO_TENANTS)) as bar:
+        keys, since = _in_app(settings, lambda app: _seed(app, bar.advance))
     record_served(configured, None, overrides)  # so the CLI reads the demo's own plans
     if mode.line:
         click.echo(f"Farebox runs in {mode.line}", err=True)
     base = _base_url(host, port)
+    token = new_key(ADMIN_PREFIX, secrets.token_urlsafe)  # an admin credential for this run
     _print_welcome(settings, base, keys)
+    print_dashboard(settings, loopback_url(host, port), token, keys)
     _print_hints(base)
     if not traffic:
         with _signals_stop_the_server():
-            run_uvicorn(settings, None, host, port, 1, overrides)
+            run_uvicorn(settings, None, host, port, 1, overrides, admin_token=token)
         return
-    tallies = _serve_with_traffic(settings, overrides, host, port, keys)
+    tallies = _serve_with_traffic(settings, overrides, host, port, keys, token)
     _print_summary(settings, tallies, since)
 
 
@@ -94,12 +104,31 @@ def _in_app(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
         raise click.ClickException(exc.message) from None
 
 
-async def _seed(app: Any) -> tuple[dict[str, str], float]:
-    """The demo tenants (once) with a fresh key each, and the time the demo started."""
+async def _seed(app: Any, done: Callable[[], None]) -> tuple[dict[str, str], float]:
+    """The demo tenants (once) with a fresh key each, and the time the demo started;
+    ``done()`` after each tenant."""
     from farebox.demo.seed import seed
 
     tenancy = app.state.tenancy
-    return await seed(tenancy, app.state.services.store), tenancy.now()
+    return await seed(tenancy, app.state.services.store, done), tenancy.now()
+
+
+def print_dashboard(settings: Settings, base: str, token: str, keys: dict[str, str]) -> None:
+    """The dashboard's address and one-click sign-in links, when the dashboard is on: as
+    admin (with ``token``, valid while this demo runs) and as one demo tenant. The key is in
+    the URL's fragment, which the browser never sends to the server."""
+    if not settings.file.dashboard.enabled:
+        return
+    click.echo(f"Dashboard: {base}/dashboard")
+    click.echo(f"Sign in (admin): {signin_url(base, token)}")
+    tenant = "acme" if "acme" in keys else next(iter(keys), None)
+    if tenant is not None:
+        click.echo(f"Sign in (tenant {tenant}): {signin_url(base, keys[tenant])}")
+    click.echo("(the admin link works while this demo runs; keys in links are secrets)\n")
+
+
+def signin_url(base: str, key: str) -> str:
+    return f"{base}/dashboard/signin#key={key}"
 
 
 def _base_url(host: str, port: int) -> str:
@@ -185,7 +214,12 @@ def _signals_stop_the_server() -> Iterator[None]:
 
 
 def _serve_with_traffic(
-    settings: Settings, overrides: dict[str, Any], host: str, port: int, keys: dict[str, str]
+    settings: Settings,
+    overrides: dict[str, Any],
+    host: str,
+    port: int,
+    keys: dict[str, str],
+    token: str,
 ) -> dict[str, Tally]:
     """Serve while a thread drives traffic: it starts once the server listens, stops sending
     as soon as the stop signal arrives, and is joined before this returns its counts."""
@@ -203,7 +237,7 @@ def _serve_with_traffic(
     hooks = ServerHooks(started=traffic.start, stopping=traffic.request_stop)
     try:
         with _signals_stop_the_server():
-            run_uvicorn(settings, None, host, port, 1, overrides, hooks)
+            run_uvicorn(settings, None, host, port, 1, overrides, hooks, token)
     finally:
         tallies = traffic.stop()
     return tallies
@@ -220,4 +254,6 @@ def _print_summary(settings: Settings, tallies: dict[str, Tally], since: float) 
 
     ledger = _in_app(settings, spend)
     click.echo("\nDemo traffic, per tenant (cost and revenue from the ledger):")
-    print_table(summary_rows(tallies, ledger), SUMMARY_COLUMNS)
+    rows = summary_rows(tallies, ledger)
+    total = column_totals(rows, SUMMARY_COLUMNS[2:], ("tenant", "TOTAL"))  # on a terminal
+    print_table(rows, SUMMARY_COLUMNS, total=total, numbers={"paused"})

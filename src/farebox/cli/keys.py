@@ -61,7 +61,7 @@ def keys_list(tenant_id: str, as_json: bool, config: str | None, url: str | None
         {**k, "created_at": iso(k["created_at"]), "expires_at": iso(k["expires_at"])}
         for k in result["data"]
     ]
-    print_table(rows, KEY_COLUMNS)
+    print_table(rows, KEY_COLUMNS, title=f"Keys of tenant {tenant_id}")
 
 
 @keys.command("revoke")

@@ -4,11 +4,13 @@ errors as one readable line."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import click
 
+from farebox.cli.tables import show_table
+from farebox.cli.terminal import is_terminal
 from farebox.core.periods import iso_utc
 from farebox.errors import FareboxError
 
@@ -27,7 +29,25 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2))
 
 
-def print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+def print_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    *,
+    total: Mapping[str, Any] | None = None,
+    numbers: Collection[str] = (),
+    title: str | None = None,
+    caption: str | None = None,
+) -> None:
+    """The rows as a table: a rich one on a terminal (``cli.tables``), with ``total`` as its
+    last row, the ``title`` and the ``caption``; else the plain one scripts parse (the rows
+    only, columns padded to their widest cell)."""
+    if is_terminal():
+        show_table(rows, columns, numbers=numbers, total=total, title=title, caption=caption)
+        return
+    plain_table(rows, columns)
+
+
+def plain_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
     cells = [{c: "" if r.get(c) is None else str(r[c]) for c in columns} for r in rows]
     widths = {c: max([len(c)] + [len(r[c]) for r in cells]) for c in columns}
     click.echo("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
@@ -35,12 +55,15 @@ def print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
         click.echo("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
 
 
-def print_listing(result: dict[str, Any], columns: Sequence[str], as_json: bool) -> None:
-    """A listing answer ``{"object": "list", "data": [...]}``: its JSON, or its rows."""
+def print_listing(
+    result: dict[str, Any], columns: Sequence[str], as_json: bool, **people: Any
+) -> None:
+    """A listing answer ``{"object": "list", "data": [...]}``: its JSON, or its rows
+    (``people``: ``print_table``'s total, numbers, title and caption, for a terminal)."""
     if as_json:
         print_json(result)
     else:
-        print_table(result["data"], columns)
+        print_table(result["data"], columns, **people)
 
 
 def print_record(record: dict[str, Any], as_json: bool) -> None:

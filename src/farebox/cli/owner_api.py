@@ -144,10 +144,13 @@ class Publication:
     stops, before uvicorn raises a SIGTERM again (which ends the process), the file is
     removed. ``withdraw`` may be called again after that."""
 
-    def __init__(self, app: FastAPI, database: Path, host: str, port: int) -> None:
+    def __init__(
+        self, app: FastAPI, database: Path, host: str, port: int, token: str | None = None
+    ) -> None:
         self._app = app
         self._database = database
-        self._api = OwnerApi(loopback_url(host, port), secrets.token_urlsafe(32), os.getpid())
+        token = token or secrets.token_urlsafe(32)
+        self._api = OwnerApi(loopback_url(host, port), token, os.getpid())
         self._port = port
         inner = app.router.lifespan_context
 
@@ -163,10 +166,9 @@ class Publication:
         app.router.lifespan_context = lifespan
 
     def _publish(self) -> None:
+        grant(self._app, self._api.token)
         if self._port == 0:
             return  # the port the system picks is not known here: local commands need --url
-        services = self._app.state.services
-        services.local_admin_hash = hash_key(services.secret, self._api.token)
         try:
             publish(self._database, self._api)
         except OSError as exc:  # the gateway serves on; local commands then need --url
@@ -174,3 +176,24 @@ class Publication:
 
     def withdraw(self) -> None:
         withdraw(self._database, self._api)
+
+
+def grant(app: FastAPI, token: str) -> None:
+    """Make ``token`` an admin credential of this started app, for this run only (the
+    second admin hash, ``Services.local_admin_hash``)."""
+    services = app.state.services
+    services.local_admin_hash = hash_key(services.secret, token)
+
+
+def grant_at_start(app: FastAPI, token: str) -> None:
+    """``grant`` as the app starts (its lifespan), when no ``Publication`` does: the demo's
+    sign-in token in the shared mode."""
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(owner: Any) -> AsyncIterator[Any]:
+        async with inner(owner) as state:
+            grant(app, token)
+            yield state
+
+    app.router.lifespan_context = lifespan

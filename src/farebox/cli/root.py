@@ -11,6 +11,7 @@ from farebox.cli.billing import export_cmd, margins, reconcile
 from farebox.cli.budgets import budgets
 from farebox.cli.demo import demo
 from farebox.cli.keys import keys
+from farebox.cli.requests import requests_cmd
 from farebox.cli.serve import serve
 from farebox.cli.tenants import tenants
 from farebox.cli.usage import usage
@@ -22,7 +23,8 @@ def main() -> None:
     """Farebox: a multi-tenant AI gateway with hard budgets and exact per-request cost."""
 
 
-for command in (serve, demo, tenants, keys, budgets, usage, export_cmd, margins, reconcile):
+for command in (serve, demo, tenants, keys, budgets, usage, export_cmd, margins, reconcile,
+                requests_cmd):  # fmt: skip
     main.add_command(command)
 register_anomaly(main, tenants, keys)
 

@@ -124,10 +124,12 @@ def run_uvicorn(
     workers: int,
     overrides: dict[str, Any] | None = None,
     hooks: ServerHooks | None = None,
+    admin_token: str | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM. An address that cannot be bound (say, a port another
     process took since ``check_port``) fails with one line (exit 1), not uvicorn's log line
-    and exit 3."""
+    and exit 3. ``admin_token`` (one process only): an admin credential for this run (the
+    demo's sign-in link), also the token local commands get."""
     import uvicorn
 
     from farebox.app import create_app, tune_gc
@@ -152,7 +154,11 @@ def run_uvicorn(
             from farebox.cli.owner_api import Publication
 
             # local CLI commands cannot open the database: they get the admin API instead
-            published = Publication(app, settings.database_path, host, port)
+            published = Publication(app, settings.database_path, host, port, admin_token)
+        elif admin_token is not None:
+            from farebox.cli.owner_api import grant_at_start
+
+            grant_at_start(app, admin_token)
         try:
             if hooks is None:
                 uvicorn.run(app, host=host, port=port, **uvicorn_options())

@@ -50,7 +50,9 @@ def tenants_create(
 def tenants_list(as_json: bool, config: str | None, url: str | None) -> None:
     """List every tenant with its plan and whether it is paused."""
     result = call_admin(config, url, "GET", "/admin/v1/tenants")
-    print_listing(result, ["id", "name", "plan", "paused"], as_json)
+    count = len(result["data"])
+    print_listing(result, ["id", "name", "plan", "paused"], as_json, title="Tenants",
+                  caption=f"{count} tenant{'' if count == 1 else 's'}")  # fmt: skip
 
 
 @tenants.command("get")

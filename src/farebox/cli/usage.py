@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 import click
 
 from farebox.cli.output import json_option, print_listing
+from farebox.cli.tables import column_totals
 from farebox.cli.target import call_admin, target
 from farebox.core.records import GROUP_BY
 
@@ -32,11 +33,8 @@ def usage(
     given = {"tenant": tenant_id, "group_by": group_by, "from": start, "to": end}
     query = urlencode({k: v for k, v in given.items() if v})
     result = call_admin(config, url, "GET", "/admin/v1/usage?" + query)
-    columns = ([group_by] if group_by else []) + [
-        "requests",
-        "input_tokens",
-        "output_tokens",
-        "cost_usd",
-        "revenue_usd",
-    ]
-    print_listing(result, columns, as_json)
+    sums = ["requests", "input_tokens", "output_tokens", "cost_usd", "revenue_usd"]
+    columns = ([group_by] if group_by else []) + sums
+    total = column_totals(result["data"], sums, (group_by, "TOTAL")) if group_by else None
+    title = f"Usage by {group_by}" if group_by else "Usage"
+    print_listing(result, columns, as_json, total=total, title=title)

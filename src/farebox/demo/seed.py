@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from farebox.core.anomaly import DAY, HOUR, TrafficRow
@@ -72,10 +73,14 @@ class HistoryStore(MetaStore, HasTraffic, Protocol):
     """Where the demo's traffic history goes, marked done in the store's meta."""
 
 
-async def seed(tenancy: Tenancy, store: HistoryStore | None = None) -> dict[str, str]:
+async def seed(
+    tenancy: Tenancy,
+    store: HistoryStore | None = None,
+    done: Callable[[], None] | None = None,
+) -> dict[str, str]:
     """Create the demo tenants (once) and a fresh key for each; returns tenant -> key.
     With ``store``, also give each tenant 30 days of hourly traffic history (once), so the
-    anomaly detector knows what normal looks like for them."""
+    anomaly detector knows what normal looks like for them. ``done()`` after each tenant."""
     keys = {}
     for tenant_id, name, plan in DEMO_TENANTS:
         try:
@@ -85,6 +90,8 @@ async def seed(tenancy: Tenancy, store: HistoryStore | None = None) -> dict[str,
         record, keys[tenant_id] = await tenancy.create_key(tenant_id, "demo")
         if store is not None and tenant_id in TRAFFIC:
             await _history(store, tenant_id, record.id, tenancy.now())
+        if done is not None:
+            done()
     return keys
 
 

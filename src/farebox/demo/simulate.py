@@ -185,9 +185,10 @@ async def simulate(
     seed: int = 1,
     page: bool = False,
     store: Store | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SimResult:
-    """Run one simulation with ``settings``'s anomaly detection (see the module docstring)."""
+    """Run one simulation with ``settings``'s anomaly detection (see the module docstring).
+    ``progress(hours, of)`` is called as each live hour starts, and once at the end."""
     rng = random.Random(seed)
     cast = profiles(tenants, ramps, START, days, rng)
     plan = settings.file.default_plan or "default"
@@ -229,7 +230,7 @@ async def _live(
     check_s: float,
     rng: random.Random,
     clock_box: list[float],
-    progress: Callable[[str], None] | None,
+    progress: Callable[[int, int], None] | None,
 ) -> None:
     next_check = START + check_s
     rates: dict[str, float] = {}
@@ -237,8 +238,8 @@ async def _live(
         if at % HOUR == 0:
             rates = {p.tenant: p.rate(at, rng) for p in cast}
             await asyncio.sleep(0)  # let alert deliveries go out
-            if progress is not None and at % DAY == 0:
-                progress(f"day {(at - START) // DAY + 1}/{days}")
+            if progress is not None:
+                progress((at - START) // HOUR, days * DAY // HOUR)
         for p in cast:
             _minute(run, p, at, rates[p.tenant], rng)
         run.now = clock_box[0] = at + MINUTE
@@ -247,6 +248,8 @@ async def _live(
             for incident in await run.watch.check():
                 run.opened(incident)
         await run.resume_due()
+    if progress is not None:
+        progress(days * DAY // HOUR, days * DAY // HOUR)
 
 
 def _when(ts: float) -> str:
