@@ -18,7 +18,13 @@ from farebox.core.records import LedgerEntry
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a secret prompt"}]}
 TOKEN = "metrics-token-for-tests-0123456789"
-PLANS = {"pro": {"models": ["*"]}, "free": {"models": ["*"]}}
+PLANS = {
+    "pro": {
+        "models": ["*"],
+        "budgets": [{"scope": "tenant", "period": "month", "limit_usd": "50"}],
+    },
+    "free": {"models": ["*"]},
+}
 PLAN_OF = {"acme": "pro", "beta": "free"}
 
 
@@ -97,12 +103,26 @@ async def test_scrape_agrees_with_the_ledger(make_gateway: Any, tenant_labels: b
     assert {labels["deployment"] for labels, _ in breakers} == {
         d["deployment"] for d in deployments["data"]
     }
-    used = samples(got["farebox_budget_used_usd"], "")
-    assert [labels["scope"] for labels, _ in used] == ["global"]
-    assert used[0][1] == pytest.approx(sum(e.cost for e in entries) / 10**12, rel=1e-9)
+    check_budgets(got, entries, tenant_labels)
     assert samples(got["farebox_anomaly_incidents_open"], "") == (
         [] if tenant_labels else [({}, 0.0)]
     )
+
+
+def check_budgets(got: dict[str, Metric], entries: list[LedgerEntry], tenants: bool) -> None:
+    """The global budget always; acme's tenant budget (plan pro) only with tenant labels."""
+    used = {
+        (lb["scope"], lb.get("tenant")): v for lb, v in samples(got["farebox_budget_used_usd"], "")
+    }
+    spent = sum(e.cost for e in entries) / 10**12
+    acme = sum(e.cost for e in entries if e.tenant_id == "acme") / 10**12
+    expected = {("global", "" if tenants else None): spent}
+    if tenants:
+        expected[("tenant", "acme")] = acme
+    assert used == pytest.approx(expected, rel=1e-9)
+    ratio = {(lb["scope"], lb.get("tenant")): v
+             for lb, v in samples(got["farebox_budget_utilisation_ratio"], "")}  # fmt: skip
+    assert ratio[("global", "" if tenants else None)] == pytest.approx(spent / 1000, rel=1e-9)
 
 
 def check_requests(got: dict[str, Metric], entries: list[LedgerEntry], tenants: bool) -> None:
