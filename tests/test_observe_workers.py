@@ -4,12 +4,16 @@ writes its access-log lines (JSON, stdout is not a terminal) with no key and no 
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from farebox.cli.serve import MULTIPROC_ENV, metrics_dir
 from tests.e2e import (
     ADMIN_KEY,
     admin_headers,
@@ -67,3 +71,27 @@ def test_one_scrape_covers_both_workers(tmp_path: Path) -> None:
     assert len(lines) == SENT and {line["tenant"] for line in lines} == {"t"}
     assert all(key not in line and PROMPT not in line and ADMIN_KEY not in line
                for line in server.lines)  # fmt: skip
+
+
+def test_the_metrics_dir_is_made_and_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None  # read TMPDIR again
+    try:
+        with metrics_dir(True) as made:
+            assert made is not None and Path(made).is_dir() and Path(made).parent == tmp_path
+            assert os.environ[MULTIPROC_ENV] == made
+        assert not Path(made).exists() and MULTIPROC_ENV not in os.environ
+    finally:
+        tempfile.tempdir = None
+    with metrics_dir(False) as off:
+        assert off is None and MULTIPROC_ENV not in os.environ
+
+
+def test_an_operators_metrics_dir_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    with metrics_dir(True) as given:
+        assert given == str(tmp_path)
+    assert tmp_path.is_dir() and os.environ[MULTIPROC_ENV] == str(tmp_path)

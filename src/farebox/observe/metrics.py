@@ -126,9 +126,9 @@ class RequestMetrics:
         if bound is None:
             bound = self._bind(key)
         bound.requests.inc()
-        if entry.cost:
+        if entry.cost > 0:  # a counter only goes up
             bound.cost.inc(entry.cost / PICO_PER_USD)
-        if entry.revenue:
+        if entry.revenue > 0:
             bound.revenue.inc(entry.revenue / PICO_PER_USD)
         _count_tokens(bound.tokens, entry)
         latency = entry.latency_ms / 1000
@@ -182,15 +182,15 @@ class RequestMetrics:
 
 
 def _count_tokens(tokens: tuple[Counter, ...], entry: LedgerEntry) -> None:
-    if entry.input_tokens:
+    if entry.input_tokens > 0:
         tokens[0].inc(entry.input_tokens)
-    if entry.cached_input_tokens:
+    if entry.cached_input_tokens > 0:
         tokens[1].inc(entry.cached_input_tokens)
-    if written := entry.cache_write_5m_tokens + entry.cache_write_1h_tokens:
+    if (written := entry.cache_write_5m_tokens + entry.cache_write_1h_tokens) > 0:
         tokens[2].inc(written)
-    if entry.output_tokens:
+    if entry.output_tokens > 0:
         tokens[3].inc(entry.output_tokens)
-    if entry.reasoning_tokens:
+    if entry.reasoning_tokens > 0:
         tokens[4].inc(entry.reasoning_tokens)
 
 
