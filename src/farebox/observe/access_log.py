@@ -6,20 +6,22 @@ the tokens, the exact cost (a decimal string of the ledger's pico-USD) and the t
 (latency, upstream, added by the gateway, first token). Never a secret (no key, only its id),
 never content (no prompt, no completion, no metadata values).
 
-Off the event loop: ``observe`` only puts the ledger entry on a queue (no ``LogRecord`` is
-built there). A ``logging.handlers.QueueListener`` thread turns it into a record, formats the
-line (JSON with orjson, or text for a terminal) and hands it to the logger's handlers, so
-file and stream I/O never block a request. ``start`` attaches a stream handler to the logger
-(stdout by default) and ``stop`` drains the queue and detaches it.
+Off the event loop: ``observe`` only appends the ledger entry to a queue (no ``LogRecord`` is
+built there, no thread is woken). A writer thread, in the manner of the standard library's
+``QueueListener``, wakes every 100 ms, turns what queued up into records, formats each line
+(JSON with orjson, or text for a terminal), hands them to the logger's handlers and flushes
+the stream once per batch, so file and stream I/O never block a request and a request never
+pays for a thread switch. ``start`` attaches a stream handler to the logger (stdout by
+default) and ``stop`` writes what is left and detaches it.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import sys
+import threading
 import time
-from logging.handlers import QueueListener
+from collections import deque
 from typing import IO, Any, Literal
 
 import orjson
@@ -28,6 +30,8 @@ from farebox.core.money import format_usd
 from farebox.core.records import LedgerEntry
 
 LOGGER = "farebox.access"
+FLUSH_INTERVAL_S = 0.1  # lines are written at most this long after their request ends
+MAX_PENDING = 100_000
 Format = Literal["auto", "json", "text"]
 
 
@@ -88,76 +92,113 @@ def _iso(at: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
 
 
-class _Forward(logging.Handler):
-    """The listener's one handler: passes each record to the logger's own handlers (in the
-    listener's thread), so an operator's handlers on ``farebox.access`` get the lines too."""
+class _Batched(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes each record but flushes once per batch (``flush_now``):
+    one write system call for all the lines of a batch, not one per line."""
 
-    def __init__(self, logger: logging.Logger) -> None:
-        super().__init__()
-        self.logger = logger
+    def flush(self) -> None:  # called by ``emit`` after every record
+        pass
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.logger.isEnabledFor(logging.INFO):
-            self.logger.handle(record)
+    def flush_now(self) -> None:
+        super().flush()
 
 
-class _Listener(QueueListener):
-    """Builds the record of each ``(entry, plan)`` in the listener thread."""
+class _Writer:
+    """The thread that turns queued ``(entry, plan)`` pairs into records on the logger, in
+    batches: it wakes every ``interval_s`` (like the standard library's ``QueueListener``, but
+    a request's put never has to wake a thread) and writes what queued up since."""
 
-    def __init__(self, q: queue.SimpleQueue[Any], logger: logging.Logger, text: bool) -> None:
-        super().__init__(q, _Forward(logger))
+    def __init__(self, pending: deque[Any], logger: logging.Logger, text: bool,
+                 interval_s: float) -> None:  # fmt: skip
+        self._pending = pending
         self._logger = logger
         self._text = text
+        self._interval_s = interval_s
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="farebox-access-log", daemon=True)
 
-    def prepare(self, record: Any) -> logging.LogRecord:
-        entry, plan = record
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write every line queued, then end the thread."""
+        self._stopping.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval_s):
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        pending, logger = self._pending, self._logger
+        enabled = logger.isEnabledFor(logging.INFO)
+        while pending:
+            entry, plan = pending.popleft()
+            if enabled:
+                logger.handle(self._record(entry, plan))
+        for handler in logger.handlers:
+            if isinstance(handler, _Batched):
+                handler.flush_now()
+
+    def _record(self, entry: LedgerEntry, plan: str) -> logging.LogRecord:
         fields = access_fields(entry, plan)
         line = text_line(fields) if self._text else json_line(fields)
-        made = self._logger.makeRecord(self._logger.name, logging.INFO, __file__, 0, line,
-                                       (), None)  # fmt: skip
-        made.access = fields  # for handlers that want the fields, not the line
-        return made
+        logger = self._logger
+        record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, (), None)
+        record.access = fields  # for handlers that want the fields, not the line
+        return record
 
 
 class AccessLog:
     """One app's access log; ``observe`` is the per-request hook."""
 
-    def __init__(self, fmt: Format = "auto", stream: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        fmt: Format = "auto",
+        stream: IO[str] | None = None,
+        *,
+        interval_s: float = FLUSH_INTERVAL_S,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        """``max_pending``: lines kept while the stream cannot take them (a full pipe nobody
+        reads); past it the oldest are dropped rather than memory growing without bound."""
         self._stream = stream
         self._format = fmt
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._put = self._queue.put
-        self._listener: _Listener | None = None
-        self._handler: logging.Handler | None = None
+        self._interval_s = interval_s
+        self._pending: deque[Any] = deque(maxlen=max_pending)
+        self._append = self._pending.append
+        self._writer: _Writer | None = None
+        self._handler: _Batched | None = None
         self._saved: tuple[int, bool] | None = None
 
     def observe(self, entry: LedgerEntry, plan: str) -> None:
-        """Queue one line (the hot path: a queue put, nothing else)."""
-        self._put((entry, plan))
+        """Queue one line (the hot path: an append, nothing else)."""
+        self._append((entry, plan))
 
     def start(self) -> None:
         stream = self._stream if self._stream is not None else sys.stdout
         text = self._format == "text" or (self._format == "auto" and _isatty(stream))
         logger = logging.getLogger(LOGGER)
-        self._handler = logging.StreamHandler(stream)
+        self._handler = _Batched(stream)
         self._handler.setFormatter(logging.Formatter("%(message)s"))
         self._saved = (logger.level, logger.propagate)
         if logger.level == logging.NOTSET:
             logger.setLevel(logging.INFO)
         logger.propagate = False  # the lines are written once, by this handler
         logger.addHandler(self._handler)
-        self._listener = _Listener(self._queue, logger, text)
-        self._listener.start()
+        self._writer = _Writer(self._pending, logger, text, self._interval_s)
+        self._writer.start()
 
     def stop(self) -> None:
         """Write every line queued, then detach; a no-op when not started."""
-        if self._listener is not None:
-            self._listener.stop()
-            self._listener = None
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
         logger = logging.getLogger(LOGGER)
         if self._handler is not None:
             logger.removeHandler(self._handler)
-            self._handler.flush()
+            self._handler.flush_now()
             self._handler = None
         if self._saved is not None:
             logger.setLevel(self._saved[0])
