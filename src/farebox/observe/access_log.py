@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import IO, Any, Literal
 
 import orjson
@@ -35,11 +36,14 @@ MAX_PENDING = 100_000
 Format = Literal["auto", "json", "text"]
 
 
-def access_fields(entry: LedgerEntry, plan: str) -> dict[str, Any]:
-    """What one line says about ``entry`` (served under ``plan``)."""
+def access_fields(
+    entry: LedgerEntry, plan: str, stamp: Callable[[float], str] | None = None
+) -> dict[str, Any]:
+    """What one line says about ``entry`` (served under ``plan``); ``stamp`` formats its time
+    (``Stamps``, which reuses the formatted second)."""
     added = entry.latency_ms - entry.upstream_ms if entry.upstream_ms > 0 else None
     return {
-        "ts": _iso(entry.finished_at),
+        "ts": (stamp or iso)(entry.finished_at),
         "request_id": entry.request_id,
         "tenant": entry.tenant_id,
         "key_id": entry.key_id,
@@ -86,10 +90,30 @@ def text_line(f: dict[str, Any]) -> str:
     )
 
 
-def _iso(at: float) -> str:
+def iso(at: float) -> str:
+    """``2026-01-31T12:00:00.123Z``"""
     whole = int(at)
-    millis = int((at - whole) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    return f"{_second(whole)}.{int((at - whole) * 1000):03d}Z"
+
+
+def _second(whole: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+
+
+class Stamps:
+    """``iso``, with the formatted second kept for the lines of the same second."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, at: float) -> str:
+        whole = int(at)
+        if whole != self._second:
+            self._second, self._prefix = whole, _second(whole)
+        return f"{self._prefix}.{int((at - whole) * 1000):03d}Z"
 
 
 class _Batched(logging.StreamHandler):  # type: ignore[type-arg]
@@ -101,6 +125,26 @@ class _Batched(logging.StreamHandler):  # type: ignore[type-arg]
 
     def flush_now(self) -> None:
         super().flush()
+
+    def write_lines(self, lines: list[str]) -> None:
+        """A batch in one write, as ``emit`` would write each (errors handled alike)."""
+        if not lines:
+            return
+        try:
+            with self.lock:  # type: ignore[union-attr]
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": lines[0]}))
+
+
+def _only_ours(logger: logging.Logger) -> _Batched | None:
+    """The access log's own handler, when it is the only one the lines would reach."""
+    handlers = logger.handlers
+    if len(handlers) != 1 or logger.filters or logger.propagate:
+        return None
+    handler = handlers[0]
+    return handler if isinstance(handler, _Batched) and not handler.filters else None
 
 
 class _Writer:
@@ -114,6 +158,7 @@ class _Writer:
         self._logger = logger
         self._text = text
         self._interval_s = interval_s
+        self._stamp = Stamps()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="farebox-access-log", daemon=True)
 
@@ -132,22 +177,28 @@ class _Writer:
 
     def _drain(self) -> None:
         pending, logger = self._pending, self._logger
-        enabled = logger.isEnabledFor(logging.INFO)
+        if not pending:
+            return
+        if not logger.isEnabledFor(logging.INFO):
+            pending.clear()
+            return
+        direct = _only_ours(logger)
+        if direct is not None:  # nobody else listens: the lines go straight to the stream
+            lines = [self._line(*pending.popleft())[0] for _ in range(len(pending))]
+            direct.write_lines(lines)
+            return
         while pending:
-            entry, plan = pending.popleft()
-            if enabled:
-                logger.handle(self._record(entry, plan))
+            line, fields = self._line(*pending.popleft())
+            record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, (), None)
+            record.access = fields  # for handlers that want the fields, not the line
+            logger.handle(record)
         for handler in logger.handlers:
             if isinstance(handler, _Batched):
                 handler.flush_now()
 
-    def _record(self, entry: LedgerEntry, plan: str) -> logging.LogRecord:
-        fields = access_fields(entry, plan)
-        line = text_line(fields) if self._text else json_line(fields)
-        logger = self._logger
-        record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, (), None)
-        record.access = fields  # for handlers that want the fields, not the line
-        return record
+    def _line(self, entry: LedgerEntry, plan: str) -> tuple[str, dict[str, Any]]:
+        fields = access_fields(entry, plan, self._stamp)
+        return (text_line(fields) if self._text else json_line(fields)), fields
 
 
 class AccessLog:
