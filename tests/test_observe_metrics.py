@@ -248,3 +248,16 @@ async def test_the_admin_page_still_parses(make_gateway: Any) -> None:
         page = (await gw.client.get("/admin/v1/metrics", headers=gw.admin)).text
     got = families(page)
     assert "farebox_deployment_calls" in got and "farebox_deployment_breaker_state" in got
+
+
+def test_the_token_must_be_in_the_environment(tmp_path: Any) -> None:
+    from farebox.config.settings import parse_settings
+    from farebox.errors import ConfigError
+
+    data = {"database": "memory", "metrics": {"token": "env:FB_METRICS_TOKEN"}}
+    with pytest.raises(ConfigError, match=r"metrics\.token: environment variable FB_METRICS_TOKEN"):
+        parse_settings(data, source="t.yaml", env={}, base_dir=tmp_path)
+    given = parse_settings(
+        data, source="t.yaml", env={"FB_METRICS_TOKEN": TOKEN}, base_dir=tmp_path
+    )
+    assert given.metrics_token == TOKEN and given.metrics_dir is None
