@@ -172,8 +172,14 @@ class _Writer:
 
     def _run(self) -> None:
         while not self._stopping.wait(self._interval_s):
+            self._drain_logged()
+        self._drain_logged()
+
+    def _drain_logged(self) -> None:
+        try:
             self._drain()
-        self._drain()
+        except Exception:  # a bug must not end the thread (the lines would pile up)
+            logging.getLogger("farebox.observe").exception("the access log failed a batch")
 
     def _drain(self) -> None:
         pending, logger = self._pending, self._logger
