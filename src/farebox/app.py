@@ -42,6 +42,8 @@ from farebox.gateway.routing_table import build_plans, build_router, provider_co
 from farebox.http.client import HttpClient
 from farebox.identity.tenancy import Tenancy
 from farebox.notify.channels import WebhookAlerts
+from farebox.observe.access_log import AccessLog
+from farebox.observe.metrics import Observer, RequestMetrics, fan_out
 from farebox.providers.anthropic import AnthropicProvider
 from farebox.providers.base import Provider
 from farebox.providers.mock import MockOptions, MockProvider
@@ -224,6 +226,30 @@ def make_exporter(
                     on_alert=alerts.send if alerts else None)  # fmt: skip
 
 
+def make_metrics(settings: Settings) -> RequestMetrics | None:
+    cfg = settings.file.metrics
+    if not cfg.enabled:
+        return None
+    return RequestMetrics(tenant_labels=cfg.tenant_labels, multiprocess_dir=settings.metrics_dir)
+
+
+def make_access_log(settings: Settings) -> AccessLog | None:
+    cfg = settings.file.logging
+    return AccessLog(cfg.format) if cfg.access_log else None
+
+
+def observers(
+    metrics: RequestMetrics | None, access_log: AccessLog | None, watch: AnomalyWatch
+) -> Observer | None:
+    """What sees every ledger entry: the metrics, the access log, the anomaly watch (each
+    only when on)."""
+    return fan_out(
+        metrics.observe if metrics is not None else None,
+        access_log.observe if access_log is not None else None,
+        watch.observe if watch.enabled else None,
+    )
+
+
 def plan_reloader(
     settings: Settings,
     gateway: Gateway,
@@ -267,11 +293,12 @@ def wire(
     breakers = Breakers(store, settings.file.routing.breaker, clock=clock)
     watch = make_watch(settings, store, http, alerts, clock)
     limits = RateLimits({name: plan.rate_limits for name, plan in settings.file.plans.items()})
+    metrics, access_log = make_metrics(settings), make_access_log(settings)
     gateway = Gateway(router=router, plans=plans, providers=built, ledger=ledger,
                       budgets=budgets, limits=limits, breakers=breakers,
                       routing=settings.file.routing,
                       default_plan=settings.file.default_plan or "default", clock=clock,
-                      observe=watch.observe if watch.enabled else None)  # fmt: skip
+                      observe=observers(metrics, access_log, watch))  # fmt: skip
     auth = Authenticator(store, secret, clock, settings.file.server.key_cache_size,
                          appeal=settings.file.anomaly.appeal)  # fmt: skip
     # a store of this app's own that no other process uses (one handed in may be shared by
@@ -283,7 +310,8 @@ def wire(
     tenancy = Tenancy(store, secret, plans, clock)
     reloader = plan_reloader(settings, gateway, tenancy, budgets, limits, watch)
     exporter = make_exporter(settings, store, http, alerts, clock)
-    return Wiring(services, tenancy, reloader, watch, exporter, alerts, built, http, in_flight)
+    return Wiring(services, tenancy, reloader, watch, exporter, alerts, built, http, in_flight,
+                  metrics, access_log)  # fmt: skip
 
 
 def create_app(

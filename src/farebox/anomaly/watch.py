@@ -130,7 +130,7 @@ class AnomalyWatch:
         return self._policies.get(plan, self._default)
 
     # counting: the request path ---------------------------------------------------------
-    def observe(self, entry: LedgerEntry) -> None:
+    def observe(self, entry: LedgerEntry, plan: str = "") -> None:
         self.add(entry.tenant_id, entry.key_id, entry.started_at, 1, entry.cost)
 
     def add(self, tenant_id: str, key_id: str, at: float, requests: int, spend: int) -> None:

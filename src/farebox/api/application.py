@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from farebox import __version__
 from farebox.anomaly.watch import AnomalyWatch
-from farebox.api import anthropic, completions, counting, dashboard, me, openai, responses
+from farebox.api import anthropic, completions, counting, dashboard, me, metrics, openai, responses
 from farebox.api.admin import router as admin
 from farebox.api.admin.errors import method_not_allowed, validation_failure
 from farebox.api.context import Services
@@ -43,6 +43,8 @@ from farebox.gateway.inflight import InFlight
 from farebox.http.client import HttpClient
 from farebox.identity.tenancy import Tenancy
 from farebox.notify.channels import WebhookAlerts
+from farebox.observe.access_log import AccessLog
+from farebox.observe.metrics import RequestMetrics
 from farebox.providers.base import Provider
 from farebox.stores.base import Store
 
@@ -62,6 +64,8 @@ class Wiring:
     providers: Mapping[str, Provider]
     http: HttpClient
     in_flight: InFlight
+    metrics: RequestMetrics | None = None  # GET /metrics, when metrics.enabled
+    access_log: AccessLog | None = None  # when logging.access_log
 
 
 def build_app(wiring: Wiring, announce: Announce) -> FastAPI:
@@ -112,6 +116,8 @@ def _add_routes(app: FareboxApp, wiring: Wiring) -> None:
     )
     app.add_fast_routes([*completions.routes(services), *counting.routes(services)])
     app.add_prefix_route(responses.prefix_route(services))
+    if wiring.metrics is not None:
+        app.add_fast_routes(metrics.routes(services, wiring.metrics, wiring.exporter))
     install_data_plane_docs(app)
     install_counting_docs(app)
 
@@ -170,6 +176,8 @@ async def start(wiring: Wiring, announce: Announce) -> None:
         announce(f"Refusing to start: {exc.message}")
         raise
     services.admin_key_hash = await resolve_admin_hash(settings, store, services.secret, announce)
+    if wiring.access_log is not None:
+        wiring.access_log.start()
     services.ledger.start()
     services.budgets.start()
     services.breakers.start()
@@ -193,6 +201,10 @@ async def stop(wiring: Wiring) -> None:
     await services.breakers.stop()
     await services.budgets.stop()
     await services.ledger.stop()
+    if wiring.access_log is not None:
+        wiring.access_log.stop()  # every line of the requests served is written
+    if wiring.metrics is not None:
+        wiring.metrics.close()
     if wiring.alerts is not None:
         await wiring.alerts.aclose(drain_s)
     for provider in wiring.providers.values():

@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +110,27 @@ def _one_line_on_bind_failure(host: str, port: int) -> Iterator[None]:
         logger.removeFilter(caught)
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextlib.contextmanager
+def metrics_dir(enabled: bool) -> Iterator[str | None]:
+    """A fresh directory for prometheus-client's multiprocess mode, named in the environment
+    the workers inherit (before they start: the client picks its mode at import), so that
+    one scrape of any worker covers them all; removed when the server stops. A directory the
+    operator set already is used as it is, and kept."""
+    if not enabled or os.environ.get(MULTIPROC_ENV):
+        yield os.environ.get(MULTIPROC_ENV) if enabled else None
+        return
+    path = tempfile.mkdtemp(prefix="farebox-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @dataclass(frozen=True, slots=True)
 class ServerHooks:
     """Calls from a one-process server, in its main thread: ``started`` once it listens,
@@ -138,14 +162,15 @@ def run_uvicorn(
         if workers > 1:
             export_for_workers(config, overrides)
             asyncio.run(_prepare(settings))
-            uvicorn.run(
-                "farebox.app:app_from_env",
-                factory=True,
-                host=host,
-                port=port,
-                workers=workers,
-                **uvicorn_options(),
-            )
+            with metrics_dir(settings.file.metrics.enabled):
+                uvicorn.run(
+                    "farebox.app:app_from_env",
+                    factory=True,
+                    host=host,
+                    port=port,
+                    workers=workers,
+                    **uvicorn_options(),
+                )
             return
         app = create_app(settings)
         tune_gc()

@@ -317,6 +317,8 @@ class Settings(BaseModel):
     alert_secret: bytes | None = None
     sink_secrets: dict[str, str] = Field(default_factory=dict)  # "<sink>.<field>" -> value
     paging_secrets: dict[str, str] = Field(default_factory=dict)  # "pagerduty" / "slack"
+    metrics_token: str | None = None  # the bearer token GET /metrics asks for (metrics.token)
+    metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: set by serve --workers N
 
 
 DEFAULT_PLAN = PlanConfig(models=["*"])
@@ -527,6 +529,8 @@ def parse_settings(
         alert_secret=alert_secret.encode() if alert_secret else None,
         sink_secrets=sink_secrets,
         paging_secrets=_paging_secrets(source, cfg, env),
+        metrics_token=_resolve_env(cfg.metrics.token, "metrics.token", source, env),
+        metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )
 
 

@@ -21,12 +21,13 @@ from farebox.core.routing import Target
 from farebox.core.tokens import estimate_input, estimate_messages
 from farebox.core.usage import Usage
 from farebox.errors import FareboxError, UpstreamTranslationFailed
-from farebox.gateway.admission import Admission, Budgets
+from farebox.gateway.admission import Budgets
 from farebox.gateway.call import Call, entry, estimated, replace
 from farebox.gateway.ledger import LedgerWriter
 from farebox.gateway.rate_limits import headers as limit_headers
 
 UNLIMITED = "unlimited"
+Observer = Callable[[LedgerEntry, str], None]  # an entry and the name of its plan
 log = logging.getLogger("farebox.pipeline")  # the name operators filter on
 
 
@@ -40,12 +41,14 @@ class Metering:
         ledger: LedgerWriter,
         budgets: Budgets | None,
         clock: Callable[[], float] = time.time,
-        observe: Callable[[LedgerEntry], None] | None = None,
+        observe: Observer | None = None,
     ) -> None:
         self._ledger = ledger
         self._budgets = budgets
         self._clock = clock
-        self._observe = observe  # the anomaly detector's counter: sees every entry
+        # sees every entry, with the plan it was served under: the anomaly detector's
+        # counter, the metrics, the access log (``observe.metrics.fan_out``)
+        self._observe = observe
 
     # owning the admission ------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -79,7 +82,7 @@ class Metering:
         gone = self.entry(call, target, usage, "client_disconnected", 499, 0.0)
         gone = estimated(gone) if sent else gone
         self._ledger.submit(gone)
-        self.finished(gone, call.admission)
+        self.finished(gone, call)
 
     # settling ------------------------------------------------------------------------------
     async def settle(self, call: Call, record: LedgerEntry) -> None:
@@ -89,7 +92,7 @@ class Metering:
         try:
             await self._ledger.append(record)
         finally:
-            self.finished(record, call.admission)
+            self.finished(record, call)
 
     async def settle_logged(self, call: Call, record: LedgerEntry) -> None:
         """``settle``, for when nobody is left to tell that the write failed."""
@@ -102,11 +105,12 @@ class Metering:
         """Write ``record`` behind the request, without waiting for it to be durable."""
         self._ledger.submit(record)
 
-    def finished(self, entry: LedgerEntry, admission: Admission | None) -> None:
+    def finished(self, entry: LedgerEntry, call: Call) -> None:
+        """``call`` ended with ``entry``: observers see it, the budgets' holds are let go."""
         if self._observe is not None:
-            self._observe(entry)
+            self._observe(entry, call.plan.name)
         if self._budgets is not None:
-            self._budgets.finished(admission, entry.cost, entry.tenant_id)
+            self._budgets.finished(call.admission, entry.cost, entry.tenant_id)
 
     # entries -------------------------------------------------------------------------------
     def entry(self, call: Call, target: Target, usage: Usage, status: str, http_status: int,

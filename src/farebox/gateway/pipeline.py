@@ -85,7 +85,7 @@ class Gateway:
         routing: RoutingSettings | None = None,
         default_plan: str = "default",
         clock: Callable[[], float] = time.time,
-        observe: Callable[[LedgerEntry], None] | None = None,
+        observe: Callable[[LedgerEntry, str], None] | None = None,
     ) -> None:
         self._router = router
         self._plans = plans

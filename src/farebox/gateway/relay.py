@@ -138,7 +138,7 @@ class StreamRelay:
                     call, target, meter, meter.usage(), "client_disconnected"
                 )
                 metering.submit(replace(estimated(record), http_status=499))
-                metering.finished(record, call.admission)
+                metering.finished(record, call)
             await close_quietly(items)
 
     def _stream_entry(

@@ -1,0 +1,219 @@
+"""Prometheus metrics of the request path, counted from each request's ledger entry.
+
+``RequestMetrics`` owns one app's ``CollectorRegistry`` (never the process-wide ``REGISTRY``)
+and its per-request families. ``observe(entry, plan)`` is called once per ledger entry
+(``gateway.metering.Metering.finished``); it looks the entry's label tuple up in a dict of
+pre-bound children, so a request costs a few increments and histogram observations, O(1).
+
+Money counters are in USD, converted from the ledger's exact pico-USD integers as floats: they
+are for charts and alerts. The exact figures are the ledger's (``farebox usage``, the admin
+API, the billing export).
+
+Under ``farebox serve --workers N`` prometheus-client runs in its multiprocess mode (its
+``PROMETHEUS_MULTIPROC_DIR``, set by the serve command): every worker writes its counts to
+its own files there, and a scrape of any worker reads them all (``scrape_registry``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
+
+from farebox.core.money import PICO_PER_USD
+from farebox.core.records import LedgerEntry
+
+LABELS = ("model", "provider", "plan", "status")
+COST_LABELS = ("model", "provider", "plan")
+TIMING_LABELS = ("model", "provider")
+TOKEN_KINDS = ("input", "cached_input", "cache_write", "output", "reasoning")
+# seconds: a whole request (and the upstream's part of it), first token of a stream
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# seconds: what the gateway adds (the DESIGN budget is 0.5 ms at c=1)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+Observer = Callable[[LedgerEntry, str], None]
+
+
+class _Families:
+    """The per-request metric families of one registry."""
+
+    def __init__(self, registry: CollectorRegistry, tenant: bool) -> None:
+        extra = ("tenant",) if tenant else ()
+        self.requests = Counter(
+            "farebox_requests", "Requests metered in the ledger, by model served, provider, "
+            "plan and ledger status.", [*LABELS, *extra], registry=registry,
+        )  # fmt: skip
+        self.tokens = Counter(
+            "farebox_tokens", "Tokens metered: input (the whole prompt), cached_input, "
+            "cache_write, output, reasoning.", ["kind", *COST_LABELS, *extra], registry=registry,
+        )  # fmt: skip
+        self.cost = Counter(
+            "farebox_cost_usd", "What the upstreams charge, in USD (float; the ledger has "
+            "the exact pico-USD).", [*COST_LABELS, *extra], registry=registry,
+        )  # fmt: skip
+        self.revenue = Counter(
+            "farebox_revenue_usd", "What the tenants are billed, in USD (float; the ledger "
+            "has the exact pico-USD).", [*COST_LABELS, *extra], registry=registry,
+        )  # fmt: skip
+        self.duration = _histogram(
+            registry,
+            "farebox_request_duration_seconds",
+            "Whole request, as the gateway saw it.",
+            LATENCY_BUCKETS,
+        )
+        self.upstream = _histogram(
+            registry,
+            "farebox_upstream_duration_seconds",
+            "The upstream's part of a request.",
+            LATENCY_BUCKETS,
+        )
+        self.overhead = _histogram(
+            registry,
+            "farebox_gateway_overhead_seconds",
+            "Added latency: request duration minus the upstream's.",
+            OVERHEAD_BUCKETS,
+        )
+        self.ttft = _histogram(registry, "farebox_time_to_first_token_seconds",
+                               "Streams: until the first token.", LATENCY_BUCKETS)  # fmt: skip
+
+
+def _histogram(
+    registry: CollectorRegistry, name: str, doc: str, buckets: tuple[float, ...]
+) -> Histogram:
+    return Histogram(name, doc, TIMING_LABELS, registry=registry, buckets=buckets)
+
+
+@dataclass(slots=True)
+class _Bound:
+    """The children of one label tuple, bound once: ``inc`` and ``observe`` on them are all
+    a request pays."""
+
+    requests: Counter
+    cost: Counter
+    revenue: Counter
+    tokens: tuple[Counter, ...]  # in TOKEN_KINDS order
+    duration: Histogram
+    upstream: Histogram
+    overhead: Histogram
+    ttft: Histogram
+
+
+class RequestMetrics:
+    """One app's registry and its per-request families; ``observe`` is the hook."""
+
+    def __init__(self, *, tenant_labels: bool = False, multiprocess_dir: str | None = None):
+        """``multiprocess_dir``: prometheus-client's ``PROMETHEUS_MULTIPROC_DIR`` when this
+        process is one of several workers (every worker's counts are read from it)."""
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.tenant_labels = tenant_labels
+        self.multiprocess_dir = multiprocess_dir
+        self._families = _Families(self.registry, tenant_labels)
+        self._bound: dict[tuple[str, ...], _Bound] = {}
+
+    def observe(self, entry: LedgerEntry, plan: str) -> None:
+        """Count one ledger entry (``plan``: the plan it was served under)."""
+        if self.tenant_labels:
+            key: tuple[str, ...] = (entry.model_served, entry.provider, plan, entry.status,
+                                    entry.tenant_id)  # fmt: skip
+        else:
+            key = (entry.model_served, entry.provider, plan, entry.status)
+        bound = self._bound.get(key)
+        if bound is None:
+            bound = self._bind(key)
+        bound.requests.inc()
+        if entry.cost > 0:  # a counter only goes up
+            bound.cost.inc(entry.cost / PICO_PER_USD)
+        if entry.revenue > 0:
+            bound.revenue.inc(entry.revenue / PICO_PER_USD)
+        _count_tokens(bound.tokens, entry)
+        latency = entry.latency_ms / 1000
+        bound.duration.observe(latency)
+        upstream = entry.upstream_ms
+        if upstream > 0:
+            bound.upstream.observe(upstream / 1000)
+            bound.overhead.observe(max(latency - upstream / 1000, 0.0))
+        if entry.ttft_ms is not None:
+            bound.ttft.observe(entry.ttft_ms / 1000)
+
+    def _bind(self, key: tuple[str, ...]) -> _Bound:
+        f = self._families
+        money = key[:3] + key[4:]  # without the status
+        timing = key[:2]
+        bound = _Bound(
+            requests=f.requests.labels(*key),
+            cost=f.cost.labels(*money),
+            revenue=f.revenue.labels(*money),
+            tokens=tuple(f.tokens.labels(kind, *money) for kind in TOKEN_KINDS),
+            duration=f.duration.labels(*timing),
+            upstream=f.upstream.labels(*timing),
+            overhead=f.overhead.labels(*timing),
+            ttft=f.ttft.labels(*timing),
+        )
+        self._bound[key] = bound
+        return bound
+
+    def tenants_seen(self, most: int) -> list[str]:
+        """Up to ``most`` tenants this process has counted (with tenant labels only)."""
+        seen = dict.fromkeys(key[4] for key in self._bound if len(key) > 4)
+        return list(seen)[:most]
+
+    def close(self) -> None:
+        """In multiprocess mode, this worker is done: prometheus-client forgets its live
+        gauges (its counters stay counted)."""
+        if self.multiprocess_dir is not None:
+            mark_process_dead(os.getpid(), self.multiprocess_dir)  # type: ignore[no-untyped-call]
+
+    def scrape_registry(self, *collectors: Collector) -> CollectorRegistry:
+        """The registry a scrape reads: this one (one process), or every worker's files
+        (multiprocess mode), with ``collectors`` (gauges read at scrape time) beside."""
+        if self.multiprocess_dir is None:
+            registry = self.registry
+        else:
+            registry = CollectorRegistry(auto_describe=True)
+            MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        for collector in collectors:
+            registry.register(collector)
+        return registry
+
+
+def _count_tokens(tokens: tuple[Counter, ...], entry: LedgerEntry) -> None:
+    if entry.input_tokens > 0:
+        tokens[0].inc(entry.input_tokens)
+    if entry.cached_input_tokens > 0:
+        tokens[1].inc(entry.cached_input_tokens)
+    if (written := entry.cache_write_5m_tokens + entry.cache_write_1h_tokens) > 0:
+        tokens[2].inc(written)
+    if entry.output_tokens > 0:
+        tokens[3].inc(entry.output_tokens)
+    if entry.reasoning_tokens > 0:
+        tokens[4].inc(entry.reasoning_tokens)
+
+
+def fan_out(*observers: Observer | None) -> Observer | None:
+    """One hook calling every observer given (None ones left out); the observer itself when
+    there is one, so a gateway with only one on pays nothing for the others."""
+    chosen = [o for o in observers if o is not None]
+    if not chosen:
+        return None
+    if len(chosen) == 1:
+        return chosen[0]
+    if len(chosen) == 2:
+        first, second = chosen
+
+        def both(entry: LedgerEntry, plan: str) -> None:
+            first(entry, plan)
+            second(entry, plan)
+
+        return both
+    every = tuple(chosen)
+
+    def each(entry: LedgerEntry, plan: str) -> None:
+        for observer in every:
+            observer(entry, plan)
+
+    return each
