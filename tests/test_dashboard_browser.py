@@ -192,7 +192,10 @@ def tab(browser: Any) -> Iterator[Watched]:
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
             if m.type in ("error", "warning") else None)  # fmt: skip
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.on("requestfailed", lambda r: problems.append(f"failed: {r.url} {r.failure}"))
+    # net::ERR_ABORTED is the browser itself cancelling a load (a navigation away while the
+    # favicon still loads); a server that fails answers >= 400 or drops the connection
+    page.on("requestfailed", lambda r: problems.append(f"failed: {r.url} {r.failure}")
+            if "ERR_ABORTED" not in (r.failure or "") else None)  # fmt: skip
     page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}")
             if r.status >= 400 else None)  # fmt: skip
     try:

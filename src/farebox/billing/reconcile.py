@@ -17,29 +17,29 @@ one month and ended in the next counts as dead in the month it ended in.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from farebox.billing.exporter import SinkRunner
 from farebox.billing.margins import month_window
 from farebox.core.meters import BILLED, MONEY_METERS, per_request, render
 from farebox.core.money import parse_usd
-from farebox.core.records import SeriesPoint, SeriesQuery
-from farebox.stores.base import ExportStore
+from farebox.core.records import SeriesQuery
+from farebox.stores.base import ExportStore, ReportStore
 
 PAGE = 5000
 Sums = dict[tuple[str, str], int]  # (tenant, meter) -> raw value (pico-USD or a count)
 
 
-class _Series(Protocol):
-    async def series(self, query: SeriesQuery) -> list[SeriesPoint]: ...
+class ReconcileStore(ExportStore, ReportStore, Protocol):
+    """What reconciliation reads: the rollups' totals, the outbox after each cursor, and
+    the dead letters."""
 
 
 async def reconcile(
-    store: ExportStore, runners: Sequence[SinkRunner], month: str, tenant_id: str | None = None
+    store: ReconcileStore, runners: Sequence[SinkRunner], month: str, tenant_id: str | None = None
 ) -> dict[str, Any]:
     start, end = month_window(month)
-    # every store keeps the rollups (``ReportStore``); ``Store`` names the role once merged
-    ledger = await ledger_totals(cast(_Series, store), start, end, tenant_id)
+    ledger = await ledger_totals(store, start, end, tenant_id)
     rows = []
     for runner in runners:
         meters: list[str] = list(runner.config.meters)
@@ -61,7 +61,9 @@ async def reconcile(
             "matched": all(r["matched"] for r in rows)}  # fmt: skip
 
 
-async def ledger_totals(store: _Series, start: float, end: float, tenant_id: str | None) -> Sums:
+async def ledger_totals(
+    store: ReportStore, start: float, end: float, tenant_id: str | None
+) -> Sums:
     """Every meter's total per tenant over the billable entries that started in
     ``[start, end)``, from the rollups: one sum per tenant and billable status."""
     sums: Sums = {}

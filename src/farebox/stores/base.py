@@ -284,6 +284,7 @@ class Store(
     AccountStore,
     LedgerStore,
     UsageStore,
+    ReportStore,
     ReservationStore,
     BreakerStore,
     ExportStore,

@@ -6,7 +6,7 @@ an exact decimal string of USD, as everywhere in the admin API."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import Query
@@ -16,7 +16,7 @@ from farebox.api.context import Services
 from farebox.core.money import format_usd
 from farebox.core.records import LATENCY_BOUNDS_MS, SeriesPoint, SeriesQuery
 from farebox.errors import InvalidRequest
-from farebox.observe.reports import Reports, SeriesSource, TopSpenders
+from farebox.observe.reports import Reports, TopSpenders
 
 Bucket = Literal["hour", "day", "month", "all"]
 Dimension = Literal["tenant", "key", "model", "feature", "status"]
@@ -77,9 +77,7 @@ class ReportRoutes:
     """The handlers of ``/series`` and ``/top-spenders``."""
 
     def __init__(self, services: Services) -> None:
-        # every store keeps rollups (``ReportStore``); the composite ``Store`` names the role
-        # once the request log has joined it
-        self.reports = Reports(cast(SeriesSource, services.store))
+        self.reports = Reports(services.store)
 
     async def series(
         self,

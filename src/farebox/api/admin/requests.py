@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Protocol, cast
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -29,6 +29,7 @@ from farebox.core.money import format_usd
 from farebox.core.records import LedgerEntry, RequestPage, RequestQuery
 from farebox.errors import InvalidRequest
 from farebox.identity.tenancy import TENANT_ID
+from farebox.stores.base import ReportStore
 
 LIMIT_DEFAULT = 50
 LIMIT_MAX = 200
@@ -44,18 +45,6 @@ Time = Annotated[
     str | None,
     Query(max_length=64, description="unix seconds or ISO 8601 (UTC when no zone is given)"),
 ]
-
-
-class RequestLog(Protocol):
-    """The part of ``ReportStore`` this module reads."""
-
-    async def requests(self, query: RequestQuery) -> RequestPage: ...
-
-
-def _log(store: object) -> RequestLog:
-    if not callable(getattr(store, "requests", None)):
-        raise TypeError(f"{type(store).__name__} keeps no request log")
-    return cast(RequestLog, store)
 
 
 def _time(value: str | None, name: str) -> float | None:
@@ -175,14 +164,14 @@ def page_json(page: RequestPage) -> dict[str, Any]:
     }
 
 
-async def request_log(store: object, query: RequestQuery) -> dict[str, Any]:
+async def request_log(store: ReportStore, query: RequestQuery) -> dict[str, Any]:
     """One page of the request log as the admin API answers it (any tenant, as ``query``
     says: only for an admin)."""
-    return page_json(await _log(store).requests(query))
+    return page_json(await store.requests(query))
 
 
 async def tenant_request_log(
-    store: object, tenant_id: str, values: Mapping[str, Any]
+    store: ReportStore, tenant_id: str, values: Mapping[str, Any]
 ) -> dict[str, Any]:
     """One page of ``tenant_id``'s request log, from parameters a tenant sent (``tenant`` is
     not one of them: the tenant is the caller's, whatever it asks)."""

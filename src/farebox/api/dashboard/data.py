@@ -73,7 +73,7 @@ class DashboardData:
         self.billing = BillingRoutes(services, tenancy, exporter)
         self.ops = OperationRoutes(services, exporter)
         self.anomaly = AnomalyRoutes(watch, services.store)
-        self.reports = Reports(services.store, tenancy)
+        self.reports = Reports(services.store)
         self.store = services.store
         self.clock = clock
 

@@ -161,7 +161,7 @@ class DashboardRoutes:
         except FareboxError as exc:
             return self.error(request, session, exc)
         older = {k: v for k, v in filters.items() if v and k != "cursor"}
-        if page is not None and page.next_cursor:
+        if page.next_cursor:
             older["cursor"] = page.next_cursor
         return self.page("requests.html", request, session, page=page, filters=filters,
                          next_query=urllib.parse.urlencode(older))  # fmt: skip
