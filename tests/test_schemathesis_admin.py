@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from jsonschema import Draft202012Validator
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import AcceptedNegativeData
@@ -121,24 +122,32 @@ def _failures(operation: Any, real: dict[str, str] | None, mode: GenerationMode)
     return list(found.values())
 
 
-def _string_queries(operation: Any) -> set[str]:
-    """The query parameters that take any string (so any one value on the wire)."""
-    out = set()
+def _string_queries(operation: Any) -> dict[str, list[dict[str, Any]]]:
+    """The query parameters that take a string, with their string schemas (a value on the
+    wire is a string, valid when one of these takes it)."""
+    out: dict[str, list[dict[str, Any]]] = {}
     for param in operation.definition.raw.get("parameters") or ():
         schema = param.get("schema") or {}
-        kinds = [schema, *schema.get("anyOf", ())]
-        plain = [k for k in kinds if k.get("type") == "string" and set(k) <= {"type", "title"}]
-        if param.get("in") == "query" and plain:
-            out.add(param["name"])
+        kinds = [k for k in (schema, *schema.get("anyOf", ())) if k.get("type") == "string"]
+        if param.get("in") == "query" and kinds:
+            out[param["name"]] = kinds
     return out
 
 
-def _valid_on_the_wire(case: Any, strings: set[str]) -> bool:
+def _on_the_wire(value: Any) -> str:
+    """How a scalar query value is sent: booleans as ``true``/``false``, others as text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _valid_on_the_wire(case: Any, strings: dict[str, list[dict[str, Any]]]) -> bool:
     """A negative case whose request, as sent, is a valid one, which schemathesis cannot tell:
     only the query and headers were mutated, the Authorization header is replaced by the
-    admin key here, and every query parameter sent is one of the operation's plain string
-    parameters with one scalar value (a boolean, a number or an array of one item is sent as
-    one string, ``tenant=true``; a property set to null is not sent at all)."""
+    admin key here, and every query parameter sent is one of the operation's string
+    parameters with one scalar value that its schema takes as the string sent (a boolean, a
+    number or an array of one item is sent as one string, ``tenant=true``; a property set to
+    null is not sent at all)."""
     meta = case._meta  # (``case.meta`` would revalidate the case)
     mutated = {loc for loc, info in meta.components.items() if info.mode.is_negative}
     if not mutated <= {ParameterLocation.QUERY, ParameterLocation.HEADER}:
@@ -148,6 +157,9 @@ def _valid_on_the_wire(case: Any, strings: set[str]) -> bool:
         if one is None:
             continue
         if name not in strings or isinstance(one, list | dict):
+            return False
+        sent = _on_the_wire(one)
+        if not any(Draft202012Validator(k).is_valid(sent) for k in strings[name]):
             return False
     return True
 
