@@ -12,6 +12,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -45,6 +46,9 @@ from farebox.notify.channels import WebhookAlerts
 from farebox.providers.base import Provider
 from farebox.stores.base import Store
 
+if TYPE_CHECKING:  # tracing is optional (``farebox[otel]``)
+    from farebox.observe.traces_provider import Tracing
+
 Announce = Callable[[str], None]
 
 
@@ -61,6 +65,7 @@ class Wiring:
     providers: Mapping[str, Provider]
     http: HttpClient
     in_flight: InFlight
+    tracing: Tracing | None = None  # None: tracing is off
 
 
 def build_app(wiring: Wiring, announce: Announce) -> FastAPI:
@@ -79,6 +84,7 @@ def build_app(wiring: Wiring, announce: Announce) -> FastAPI:
         in_flight=wiring.in_flight,
         limits=bounds,
         gate=Gate(bounds, key_check, frozenset({"/openapi.json", "/docs"})),
+        tracing=wiring.tracing,
     )
     app.openapi = farebox_openapi(app)  # type: ignore[method-assign]
     if server.docs:
@@ -164,6 +170,8 @@ async def start(wiring: Wiring, announce: Announce) -> None:
         announce(f"Refusing to start: {exc.message}")
         raise
     services.admin_key_hash = await resolve_admin_hash(settings, store, services.secret, announce)
+    if wiring.tracing is not None:
+        wiring.tracing.start()
     services.ledger.start()
     services.budgets.start()
     services.breakers.start()
@@ -192,6 +200,8 @@ async def stop(wiring: Wiring) -> None:
     for provider in wiring.providers.values():
         await provider.aclose()
     await wiring.http.aclose()
+    if wiring.tracing is not None:  # the last spans are exported before it stops
+        await wiring.tracing.stop()
     await services.store.close()
 
 

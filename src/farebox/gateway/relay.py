@@ -57,12 +57,13 @@ class StreamRelay:
         providers = self._providers
 
         async def attempt(target: Target) -> tuple[StreamItem | None, AsyncIterator[StreamItem]]:
-            wait = timeout(call.plan, target)
+            wait, headers = timeout(call.plan, target), call.upstream_headers
             if (native := served_natively(call, providers, target)) is not None:
-                items = native.responses_stream(ChatRequest(native_body(call, target, True), wait))
+                request = ChatRequest(native_body(call, target, True), wait, headers)
+                items = native.responses_stream(request)
             else:
                 body = upstream_body(call, target, True)
-                items = providers[target.provider].chat_stream(ChatRequest(body, wait))
+                items = providers[target.provider].chat_stream(ChatRequest(body, wait, headers))
             try:
                 return await anext(items, None), items
             except BaseException:
@@ -137,8 +138,11 @@ class StreamRelay:
                 record = self._stream_entry(
                     call, target, meter, meter.usage(), "client_disconnected"
                 )
-                metering.submit(replace(estimated(record), http_status=499))
+                gone = replace(estimated(record), http_status=499)
+                metering.submit(gone)
                 metering.finished(record, call.admission)
+                if call.trace is not None:
+                    call.trace.settled(gone)
             await close_quietly(items)
 
     def _stream_entry(
