@@ -135,15 +135,17 @@ class StreamRelay:
             yield out.error(error)
         finally:
             if not settled:  # the client went away: meter what was produced
-                record = self._stream_entry(
-                    call, target, meter, meter.usage(), "client_disconnected"
-                )
-                gone = replace(estimated(record), http_status=499)
-                metering.submit(gone)
-                metering.finished(record, call.admission)
-                if call.trace is not None:
-                    call.trace.settled(gone)
+                self._gone(call, target, meter)
             await close_quietly(items)
+
+    def _gone(self, call: Call, target: Target, meter: StreamMeter) -> None:
+        """The client went away mid-stream: its entry is written behind it."""
+        record = self._stream_entry(call, target, meter, meter.usage(), "client_disconnected")
+        gone = replace(estimated(record), http_status=499)
+        self._metering.submit(gone)
+        self._metering.finished(record, call.admission)
+        if call.trace is not None:
+            call.trace.settled(gone)
 
     def _stream_entry(
         self, call: Call, target: Target, meter: StreamMeter, usage: Usage, status: str
