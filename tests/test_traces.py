@@ -363,6 +363,51 @@ async def test_a_plan_that_allows_it_records_bounded_content(
     assert len(str(big_attrs["gen_ai.input.messages"])) < 9_000  # bounded, however big
 
 
+async def test_a_stream_records_its_text_when_the_plan_allows_it(
+    traced: Any, ups: tuple[Upstream, Upstream]
+) -> None:
+    a, b = ups
+    a.reply_stream(["the streamed ", "text quux-1"], usage=oa.usage(5, 5))
+    plans = {"open": {"models": ["*"], "observe": {"record_content": True}}}
+    async with traced(config(a.base_url, b.base_url, plans)) as t:
+        key = await t.gw.tenant_key("t1", plan="open")
+        body = {**CHAT, "stream": True}
+        r = await t.gw.client.post("/v1/chat/completions", json=body, headers=auth(key))
+        assert r.status_code == 200, r.text
+        server = request_span(t.spans())
+    attrs = server.attributes or {}
+    [answer] = orjson.loads(str(attrs["gen_ai.output.messages"]))
+    assert answer == {
+        "role": "assistant",
+        "parts": [{"type": "text", "content": "the streamed text quux-1"}],
+        "finish_reason": "stop",
+    }
+    assert PROMPT in str(attrs["gen_ai.input.messages"])
+
+
+async def test_a_request_every_deployment_fails_is_an_error_span(
+    traced: Any, ups: tuple[Upstream, Upstream]
+) -> None:
+    a, b = ups
+    a.failing = b.failing = 503
+    async with traced(config(a.base_url, b.base_url)) as t:
+        key = await t.gw.tenant_key("t1")
+        r = await t.gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key))
+        assert r.status_code == 502, r.text
+        [entry] = await t.gw.ledger("t1")
+        spans = t.spans()
+    server = request_span(spans)
+    attrs = server.attributes or {}
+    assert server.status.status_code is StatusCode.ERROR
+    assert attrs["http.response.status_code"] == 502
+    assert attrs["error.type"] == entry.error_code == "upstream_error"
+    assert attrs["farebox.status"] == "error" and attrs["farebox.cost_usd"] == "0.00"
+    attempts = [s for s in children(spans, server) if s.kind is SpanKind.CLIENT]
+    assert len(attempts) == 2
+    assert all(s.status.status_code is StatusCode.ERROR for s in attempts)
+    assert [(s.attributes or {})["http.response.status_code"] for s in attempts] == [503, 503]
+
+
 # 5 --------------------------------------------------------------------------------------
 async def test_embeddings_are_traced_as_embeddings(traced: Any) -> None:
     async with traced({}) as t:  # the built-in mock provider

@@ -161,7 +161,7 @@ async def traced(tracing: Tracing, route: FastRoute, scope: Scope, receive: Rece
     """Serve ``route`` in the request's SERVER span, which ends once the answer is sent (a
     stream's last byte, or its client gone) and knows the HTTP status answered."""
     carrier = trace_carrier(scope["headers"])
-    with tracing.server(scope["method"], route.path, carrier) as span:
+    with tracing.server(scope["method"], route.path, carrier, scope["path"]) as span:
 
         async def send_traced(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":

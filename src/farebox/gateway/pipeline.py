@@ -74,7 +74,7 @@ __all__ = ["Counted", "Gateway", "Reply", "StreamReply", "new_request_id"]
 # the ledger's ``endpoint`` of a chat request, by the format its client speaks
 CHAT_ENDPOINTS = {"anthropic": "messages", "completions": "completions", "responses": "responses"}
 # the GenAI conventions' ``gen_ai.operation.name`` of a chat request, by its client's format
-OPERATIONS = {"completions": "text_completion"}
+OPERATIONS = {"completions": "text_completion", "embeddings": "embeddings"}
 
 
 class Gateway:
@@ -212,7 +212,7 @@ class Gateway:
         the Responses request asks that only those can give, refused if the model has none)."""
         plan = self.plan_for(principal)
         model = body["model"]
-        trace = self._trace(OPERATIONS.get(flavor, "chat"), body, plan)
+        trace = None if self._tracing is None else self._trace(flavor, body, plan, request_id)
         if trace is None:
             targets, input_tokens = self._prepare(plan, body, flavor, native_only)
         else:
@@ -222,7 +222,11 @@ class Gateway:
         call = Call(principal, plan, endpoint, model, request_id, body, self._clock())
         call.flavor, call.echo, call.responses, call.trace = flavor, echo, responses, trace
         self._ledger.ensure_available()
-        targets = await self._admit(call, targets, input_tokens)
+        if trace is None:
+            targets = await self._admission.admit(call, targets, input_tokens)
+        else:
+            with trace.stage("admit"):
+                targets = await self._admission.admit(call, targets, input_tokens)
         async with self._metering.owned(call, targets):
             check_choices_fit(body, call.admission.max_tokens if call.admission else None)
             if body.get("stream"):
@@ -246,20 +250,14 @@ class Gateway:
         clamp_output(body, cap)
         return targets, input_tokens
 
-    def _trace(self, operation: str, body: Mapping[str, Any], plan: Plan) -> RequestTrace | None:
-        tracing = self._tracing
-        if tracing is None:
-            return None
-        return tracing.request(operation, body, plan.name, self._provider_kind)
-
-    async def _admit(
-        self, call: Call, targets: tuple[Target, ...], input_tokens: int, output: bool = True
-    ) -> tuple[Target, ...]:
-        """Admission (``admission``), in an ``admit`` span when traced."""
-        if call.trace is None:
-            return await self._admission.admit(call, targets, input_tokens, output)
-        with call.trace.stage("admit"):
-            return await self._admission.admit(call, targets, input_tokens, output)
+    def _trace(
+        self, flavor: str, body: Mapping[str, Any], plan: Plan, request_id: str
+    ) -> RequestTrace | None:
+        """The request's spans (tracing is on): its operation is the GenAI conventions'
+        ``gen_ai.operation.name``."""
+        assert self._tracing is not None
+        operation = OPERATIONS.get(flavor, "chat")
+        return self._tracing.request(operation, body, plan.name, request_id, self._provider_kind)
 
     async def _chat_once(self, call: Call, targets: tuple[Target, ...]) -> Reply:
         """One answer; a Responses request goes as it is to a native deployment, translated
@@ -307,7 +305,7 @@ class Gateway:
     async def embed(self, principal: Principal, body: dict[str, Any], request_id: str) -> Reply:
         plan = self.plan_for(principal)
         model = body["model"]
-        trace = self._trace("embeddings", body, plan)
+        trace = None if self._tracing is None else self._trace("embeddings", body, plan, request_id)
         if trace is None:
             targets = self._embedding_targets(plan, body)
         else:
@@ -317,7 +315,11 @@ class Gateway:
         call.trace = trace
         self._ledger.ensure_available()
         input_tokens = estimate_input(body.get("input"))
-        targets = await self._admit(call, targets, input_tokens, output=False)
+        if trace is None:
+            targets = await self._admission.admit(call, targets, input_tokens, output=False)
+        else:
+            with trace.stage("admit"):
+                targets = await self._admission.admit(call, targets, input_tokens, output=False)
 
         async def attempt(target: Target) -> EmbedResult:
             upstream = {**body, "model": target.model}

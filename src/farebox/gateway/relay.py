@@ -93,12 +93,9 @@ class StreamRelay:
         Primed by ``open`` (the empty first item) so that its ``finally`` owns the
         admission even if the stream is closed before the client reads a byte."""
         metering = self._metering
-        if served_natively(call, self._providers, target) is not None:
-            out: StreamRenderer = NativeResponsesStream(target.model, call.request_id, call.echo)
-            meter: StreamMeter = ResponsesMeter(call.body, call.started)
-        else:
-            out = stream_renderer(call.flavor, call.body, target.model, call.request_id, call.echo)
-            meter = StreamMeter(call.body, call.started)
+        out, meter = self._renderer(call, target)
+        # the completion's text, for a trace whose plan records content (else None)
+        collect = call.trace.collector() if call.trace is not None else None
         settled = False  # a ledger entry was written, or its write was attempted and failed
         try:
             yield b""
@@ -112,6 +109,8 @@ class StreamRelay:
                         yield data
                 else:
                     meter.see(item)
+                    if collect is not None:
+                        collect(item)
                     if data := out.chunk(item):
                         yield data
                 item = await anext(items, None)
@@ -137,6 +136,14 @@ class StreamRelay:
             if not settled:  # the client went away: meter what was produced
                 self._gone(call, target, meter)
             await close_quietly(items)
+
+    def _renderer(self, call: Call, target: Target) -> tuple[StreamRenderer, StreamMeter]:
+        """What writes the stream in the client's format, and what meters it."""
+        if served_natively(call, self._providers, target) is not None:
+            out: StreamRenderer = NativeResponsesStream(target.model, call.request_id, call.echo)
+            return out, ResponsesMeter(call.body, call.started)
+        out = stream_renderer(call.flavor, call.body, target.model, call.request_id, call.echo)
+        return out, StreamMeter(call.body, call.started)
 
     def _gone(self, call: Call, target: Target, meter: StreamMeter) -> None:
         """The client went away mid-stream: its entry is written behind it."""

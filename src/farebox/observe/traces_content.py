@@ -63,6 +63,46 @@ def output_messages(body: Mapping[str, Any], chars: int = MAX_CONTENT_CHARS) -> 
     return orjson.dumps(out).decode(), budget.truncated
 
 
+class StreamText:
+    """The text of a streamed completion, gathered chunk by chunk (chat chunks, or a native
+    Responses stream's ``response.output_text.delta`` events), within the same bound."""
+
+    __slots__ = ("_budget", "_reasons", "_texts")
+
+    def __init__(self, chars: int = MAX_CONTENT_CHARS) -> None:
+        self._budget = Budget(chars)
+        self._texts: dict[int, list[str]] = {}
+        self._reasons: dict[int, str] = {}
+
+    def see(self, chunk: Mapping[str, Any]) -> None:
+        delta = chunk.get("delta")
+        if isinstance(delta, str) and chunk.get("type") == "response.output_text.delta":
+            self._texts.setdefault(0, []).append(self._budget.take(delta))
+            return
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, Mapping):
+                continue
+            index = choice.get("index")
+            index = index if isinstance(index, int) else 0
+            piece = choice.get("delta")
+            text = piece.get("content") if isinstance(piece, Mapping) else None
+            if isinstance(text, str) and text:
+                self._texts.setdefault(index, []).append(self._budget.take(text))
+            if choice.get("finish_reason"):
+                self._reasons[index] = str(choice["finish_reason"])
+
+    def messages(self) -> tuple[str, bool]:
+        """As ``gen_ai.output.messages``; and whether the text was cut."""
+        out = [
+            {"role": "assistant",
+             "parts": [{"type": "text", "content": "".join(self._texts.get(i, ()))}],
+             "finish_reason": self._reasons.get(i, "")}
+            for i in sorted(self._texts.keys() | self._reasons.keys())
+        ]  # fmt: skip
+        return orjson.dumps(out).decode(), self._budget.truncated
+
+
 def _parts(message: Mapping[str, Any], budget: Budget) -> list[JSON]:
     parts: list[JSON] = []
     content = message.get("content")

@@ -41,10 +41,13 @@ class ServerSpan:
 
     def status(self, code: int) -> None:
         """The HTTP status answered: a 5xx marks the span as failed (a 4xx is the client's)."""
-        self.span.set_attribute("http.response.status_code", code)
+        span = self.span
+        span.set_attribute("http.response.status_code", code)
         if code >= 500:
-            self.span.set_attribute("error.type", str(code))
-            self.span.set_status(Status(StatusCode.ERROR))
+            known = getattr(span, "attributes", None) or {}  # the request path's error code
+            if "error.type" not in known:
+                span.set_attribute("error.type", str(code))
+            span.set_status(Status(StatusCode.ERROR, str(known.get("error.type", code))))
 
 
 class Tracing:
@@ -91,13 +94,14 @@ class Tracing:
     # spans ------------------------------------------------------------------------------------
     @contextmanager
     def server(
-        self, method: str, path: str, carrier: Mapping[str, str] | None
+        self, method: str, route: str, carrier: Mapping[str, str] | None, path: str = ""
     ) -> Iterator[ServerSpan]:
-        """The SERVER span of one request, current while it is served; the child of an
-        incoming ``traceparent`` (with its ``tracestate``), else a new trace."""
+        """The SERVER span of one request to ``route`` (at ``path``), current while it is
+        served; the child of an incoming ``traceparent`` (and its ``tracestate``), else the
+        root of a new trace. The request path renames it once it knows the model."""
         parent = self._propagator.extract(carrier) if carrier else Context()
-        attributes = {"http.request.method": method, "url.path": path, "http.route": path}
-        span = self._tracer.start_span(f"{method} {path}", parent, SpanKind.SERVER, attributes)
+        attributes = {"http.request.method": method, "http.route": route, "url.path": path or route}
+        span = self._tracer.start_span(f"{method} {route}", parent, SpanKind.SERVER, attributes)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         try:
             yield ServerSpan(span)
@@ -131,11 +135,14 @@ class Tracing:
         operation: str,
         body: Mapping[str, Any],
         plan: str,
+        request_id: str,
         kind_of: Callable[[Target], str],
     ) -> RequestTrace | None:
         """The request path's handle on the current request's span (``None`` outside one)."""
         span = trace.get_current_span()
         if not span.get_span_context().is_valid:
             return None
+        span.set_attribute("farebox.request_id", request_id)
+        span.set_attribute("farebox.plan", plan)
         content = plan in self.content_plans
         return RequestTrace(self._tracer, self._propagator, span, operation, body, content, kind_of)

@@ -22,7 +22,7 @@ from farebox.core.money import format_usd
 from farebox.core.records import LedgerEntry
 from farebox.core.routing import Target
 from farebox.core.usage import Usage
-from farebox.observe.traces_content import input_messages, output_messages
+from farebox.observe.traces_content import StreamText, input_messages, output_messages
 
 # request fields recorded as they are, when they are numbers
 _NUMBERS = (
@@ -39,7 +39,7 @@ class RequestTrace:
     """The spans of one request; made by ``Tracing.request`` when tracing is on."""
 
     __slots__ = ("_content", "_kind", "_kind_of", "_operation", "_parent", "_propagator",
-                 "_tracer", "span")  # fmt: skip
+                 "_stream", "_tracer", "span")  # fmt: skip
 
     def __init__(
         self,
@@ -59,6 +59,7 @@ class RequestTrace:
         self._content = content and operation != "embeddings"
         self._kind_of = kind_of  # a deployment's provider kind (openai, anthropic, mock)
         self._kind = ""  # the provider kind of the last attempt
+        self._stream: StreamText | None = None  # a stream's text, when content is recorded
         span.update_name(f"{operation} {body.get('model')}")
         span.set_attributes(request_attributes(operation, body))
         if self._content:
@@ -117,10 +118,19 @@ class RequestTrace:
             reasons = [str(c.get("finish_reason")) for c in choices if isinstance(c, Mapping)]
             span.set_attribute("gen_ai.response.finish_reasons", reasons)
         if self._content:
-            text, cut = output_messages(body)
-            span.set_attribute("gen_ai.output.messages", text)
-            if cut:
-                span.set_attribute("farebox.content_truncated", True)
+            self._output(*output_messages(body))
+
+    def collector(self) -> Callable[[Mapping[str, Any]], None] | None:
+        """What gathers a stream's text chunk by chunk; ``None`` unless the plan records it."""
+        if not self._content:
+            return None
+        self._stream = StreamText()
+        return self._stream.see
+
+    def _output(self, text: str, cut: bool) -> None:
+        self.span.set_attribute("gen_ai.output.messages", text)
+        if cut:
+            self.span.set_attribute("farebox.content_truncated", True)
 
     async def settle(
         self, entry: LedgerEntry, write: Callable[[LedgerEntry], Awaitable[None]]
@@ -132,8 +142,11 @@ class RequestTrace:
             await write(entry)
 
     def settled(self, entry: LedgerEntry) -> None:
-        """The ledger entry that ended the request: usage, exact cost and status."""
+        """The ledger entry that ended the request: usage, exact cost and status (and a
+        stream's text, when it is recorded)."""
         self.span.set_attributes(entry_attributes(entry, self._kind))
+        if self._stream is not None:
+            self._output(*self._stream.messages())
 
 
 class Attempt:
