@@ -29,6 +29,8 @@ from fakes import openai_upstream as oa
 from farebox.app import create_app
 from farebox.config.settings import parse_settings
 from farebox.core.money import format_usd
+from farebox.providers.base import ChatRequest, ChatResult, Provider
+from farebox.providers.mock import MockOptions, MockProvider
 
 PRIMARY, FALLBACK = "up-primary", "up-fallback"
 ENV = {"A_KEY": "sk-upstream-a", "B_KEY": "sk-upstream-b"}
@@ -77,12 +79,16 @@ def traced(tmp_path: Path) -> Callable[..., Any]:
     """``async with traced(config) as t:`` a gateway whose spans go to ``t.exporter``."""
 
     @contextlib.asynccontextmanager
-    async def factory(config: Mapping[str, Any]) -> AsyncIterator[Traced]:
+    async def factory(
+        config: Mapping[str, Any], providers: Mapping[str, Provider] | None = None
+    ) -> AsyncIterator[Traced]:
         data = {"database": f"sqlite:///{tmp_path / 'farebox.db'}", **config}
         env = {"FAREBOX_ADMIN_KEY": ADMIN_KEY, **ENV}
         settings = parse_settings(data, source="test.yaml", env=env, base_dir=tmp_path)
         exporter = InMemorySpanExporter()
-        app = create_app(settings, announce=lambda _m: None, span_exporter=exporter)
+        app = create_app(
+            settings, providers=providers, announce=lambda _m: None, span_exporter=exporter
+        )
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
@@ -449,3 +455,73 @@ async def test_a_refused_request_has_its_status_and_no_attempt(
     [refused] = [s for s in spans if s.name == "authenticate" and s.status.is_ok is False]
     assert (refused.attributes or {})["error.type"] == "invalid_api_key"
     assert a.calls == b.calls == 0
+
+
+# 6 --------------------------------------------------------------------------------------
+class Buggy(MockProvider):
+    """A provider adapter with a bug (not an ``UpstreamError``), whose text echoes the prompt."""
+
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        raise RuntimeError(f"bug while handling {request.body['messages']}")
+
+
+class Stuck(MockProvider):
+    """A provider that never answers: the client gives up first."""
+
+    def __init__(self) -> None:
+        super().__init__("sim", MockOptions(seed=3))
+        self.entered = asyncio.Event()
+
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        self.entered.set()
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+
+MOCK_CONFIG = {"providers": {"sim": {"kind": "mock"}}}
+MOCK_CHAT = {**CHAT, "model": "gpt-4o-mini"}
+
+
+async def test_a_bug_in_a_provider_ends_every_span_without_its_text(traced: Any) -> None:
+    async with traced(MOCK_CONFIG, {"sim": Buggy("sim", MockOptions(seed=3))}) as t:
+        key = await t.gw.tenant_key("t1")
+        r = await t.gw.client.post("/v1/chat/completions", json=MOCK_CHAT, headers=auth(key))
+        assert r.status_code == 502, r.text
+        spans = t.spans()
+    server = request_span(spans)
+    [attempt] = [s for s in spans if s.kind is SpanKind.CLIENT]
+    assert attempt.status.status_code is StatusCode.ERROR
+    assert (attempt.attributes or {})["error.type"] == "RuntimeError"
+    assert server.status.status_code is StatusCode.ERROR
+    assert (server.attributes or {})["farebox.status"] == "gateway_error"
+    assert "xyzzy" not in _recorded_text(spans)  # the bug's message is left out
+
+
+async def test_a_client_that_gives_up_mid_call_ends_every_span(traced: Any) -> None:
+    stuck = Stuck()
+    async with traced(MOCK_CONFIG, {"sim": stuck}) as t:
+        key = await t.gw.tenant_key("t1")
+        call = asyncio.create_task(
+            t.gw.client.post("/v1/chat/completions", json=MOCK_CHAT, headers=auth(key))
+        )
+        await stuck.entered.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await t.gw.app.state.services.ledger.flush()
+        [entry] = await t.gw.ledger("t1")
+        spans = t.spans()
+    assert entry.status == "client_disconnected"
+    server = request_span(spans)
+    assert (server.attributes or {})["farebox.status"] == "client_disconnected"
+    assert (server.attributes or {})["error.type"] == "cancelled"
+    [attempt] = [s for s in spans if s.kind is SpanKind.CLIENT]
+    assert (attempt.attributes or {})["error.type"] == "cancelled"
+    # every span that was started has ended, and belongs to this request
+    assert all(s.end_time is not None for s in spans)
+    assert {s.name for s in children(spans, server)} == {
+        "authenticate",
+        "route",
+        "admit",
+        "chat gpt-4o-mini",
+    }
