@@ -35,11 +35,13 @@ async def test_a_loopback_otlp_receiver_gets_the_spans(make_gateway: Any) -> Non
             r = await gw.client.post("/v1/chat/completions", json=CHAT, headers=headers)
             assert r.status_code == 200, r.text
             cost = r.headers["x-farebox-cost-usd"]
+            assert (await gw.client.get("/healthz")).status_code == 200  # a probe: not traced
         # the app has stopped: its tracing flushed every span to the receiver on the way out
     assert receiver.requests, "nothing was exported"
     assert set(receiver.content_types) == {"application/x-protobuf"}
     assert {r["service.name"] for r in receiver.resources()} == {"fbx-test"}
     spans = receiver.spans
+    assert not [s for s in spans if "healthz" in s.name]
     [server] = [s for s in spans if s.kind == OTLP_SPAN_KIND_SERVER]
     assert server.name == "chat gpt-4o-mini"
     attrs = {a.key: a.value for a in server.attributes}

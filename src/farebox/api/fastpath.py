@@ -64,6 +64,8 @@ class JSONBody:
 
 
 Endpoint = Callable[[Incoming], Awaitable[Any]]
+# probes, not requests: never traced (a load balancer asks every few seconds)
+UNTRACED = frozenset({"/healthz", "/readyz"})
 
 
 class FastRoute:
@@ -148,7 +150,7 @@ class FareboxApp(FastAPI):
         in_flight = self.in_flight
         in_flight.count += 1
         try:
-            if self.tracing is None:
+            if self.tracing is None or path in UNTRACED:
                 await route(scope, receive, send)
             else:
                 await traced(self.tracing, route, scope, receive, send)
