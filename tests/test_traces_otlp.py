@@ -5,9 +5,12 @@ decodes what the real exporter sends. Also: tracing is off by default, a missing
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +24,7 @@ from farebox.config.observe import TracingConfig
 from farebox.config.settings import parse_settings
 from farebox.errors import ConfigError
 from farebox.observe.traces import build_tracing, trace_carrier
+from tests.e2e import create_tenant_key, serve, write_config
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
 OTLP_SPAN_KIND_SERVER, OTLP_SPAN_KIND_CLIENT = 2, 3  # opentelemetry.proto.trace.v1.Span.SpanKind
@@ -53,6 +57,36 @@ async def test_a_loopback_otlp_receiver_gets_the_spans(make_gateway: Any) -> Non
     assert attempt.trace_id == server.trace_id and attempt.parent_span_id == server.span_id
     names = {s.name for s in spans if s.parent_span_id == server.span_id}
     assert names == {"authenticate", "route", "admit", "settle", "chat gpt-4o-mini"}
+
+
+async def test_a_served_gateway_honours_traceparent_and_exports(tmp_path: Path) -> None:
+    """The real server (``farebox serve``: uvicorn's raw headers) and the real exporter."""
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    async with OtlpReceiver() as receiver:
+        tracing = {"enabled": True, "endpoint": receiver.endpoint}
+        config = write_config(tmp_path, tracing=tracing)
+
+        def drive() -> None:
+            with serve(config, cwd=tmp_path) as server:
+                key = create_tenant_key(server.base_url, "t1", "pro")
+                headers = {"Authorization": f"Bearer {key}",
+                           "traceparent": f"00-{trace_id}-{parent_id}-01"}  # fmt: skip
+                for stream in (False, True):
+                    r = httpx.post(f"{server.base_url}/v1/chat/completions",
+                                   json={**CHAT, "stream": stream}, headers=headers)  # fmt: skip
+                    assert r.status_code == 200, r.text
+            # stopped (SIGTERM): its last spans were flushed on the way out
+
+        await asyncio.to_thread(drive)  # the receiver's loop stays free to answer the exporter
+    servers = [s for s in receiver.spans if s.kind == OTLP_SPAN_KIND_SERVER]
+    assert [s.name for s in servers] == ["chat gpt-4o-mini"] * 2
+    for server in servers:
+        assert server.trace_id.hex() == trace_id and server.parent_span_id.hex() == parent_id
+        attrs = {a.key: a.value for a in server.attributes}
+        assert attrs["gen_ai.usage.input_tokens"].int_value > 0
+        assert attrs["farebox.status"].string_value == "ok"
+    attempts = [s for s in receiver.spans if s.kind == OTLP_SPAN_KIND_CLIENT]
+    assert {s.parent_span_id for s in attempts} == {s.span_id for s in servers}
 
 
 async def test_tracing_is_off_by_default(make_gateway: Any) -> None:
