@@ -51,6 +51,8 @@ def output_messages(body: Mapping[str, Any], chars: int = MAX_CONTENT_CHARS) -> 
     """The choices of a chat completion, as ``gen_ai.output.messages``."""
     budget = Budget(chars)
     out: list[JSON] = []
+    if isinstance(body.get("output"), list):  # a Responses object (a native deployment's)
+        return _responses_output(body["output"], budget), budget.truncated
     choices = body.get("choices")
     for choice in choices if isinstance(choices, list) else ():
         if not isinstance(choice, Mapping):
@@ -61,6 +63,21 @@ def output_messages(body: Mapping[str, Any], chars: int = MAX_CONTENT_CHARS) -> 
         entry["finish_reason"] = str(choice.get("finish_reason") or "")
         out.append(entry)
     return orjson.dumps(out).decode(), budget.truncated
+
+
+def _responses_output(items: list[Any], budget: Budget) -> str:
+    """The ``message`` items of a Responses object's ``output``, as output messages."""
+    out: list[JSON] = []
+    for item in items:
+        if isinstance(item, Mapping) and item.get("type") == "message":
+            content = item.get("content")
+            parts = (
+                [_part(c, budget) for c in content if isinstance(c, Mapping)]
+                if isinstance(content, list)
+                else []
+            )
+            out.append({"role": "assistant", "parts": parts})
+    return orjson.dumps(out).decode()
 
 
 class StreamText:
@@ -111,7 +128,8 @@ def _parts(message: Mapping[str, Any], budget: Budget) -> list[JSON]:
     for item in content if isinstance(content, list) else ():
         if isinstance(item, Mapping):
             parts.append(_part(item, budget))
-    for call in message.get("tool_calls") or ():
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
         if isinstance(call, Mapping):
             parts.append(_tool_call(call, budget))
     if message.get("role") == "tool":
@@ -136,6 +154,6 @@ def _tool_call(call: Mapping[str, Any], budget: Budget) -> JSON:
 def _part(item: Mapping[str, Any], budget: Budget) -> JSON:
     kind = str(item.get("type") or "")
     text = item.get("text")
-    if isinstance(text, str):
+    if isinstance(text, str):  # text, input_text, output_text
         return {"type": "text", "content": budget.take(text)}
     return {"type": kind}  # image, audio, file: the kind only, never the data
