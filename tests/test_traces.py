@@ -525,3 +525,25 @@ async def test_a_client_that_gives_up_mid_call_ends_every_span(traced: Any) -> N
         "admit",
         "chat gpt-4o-mini",
     }
+
+
+async def test_without_stage_spans_a_failover_still_shows_its_attempts(
+    traced: Any, ups: tuple[Upstream, Upstream]
+) -> None:
+    a, b = ups
+    a.failing = 500
+    b.reply_chat("from b", usage=oa.usage(1200, 300))
+    async with traced({**config(a.base_url, b.base_url), "tracing": {"stages": False}}) as t:
+        key = await t.gw.tenant_key("t1")
+        r = await t.gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key))
+        assert r.status_code == 200, r.text
+        spans = t.spans()
+    server = request_span(spans)
+    assert [s.kind for s in spans] == [SpanKind.CLIENT, SpanKind.CLIENT, SpanKind.SERVER]
+    assert [s.status.status_code for s in children(spans, server)] == [
+        StatusCode.ERROR, StatusCode.UNSET
+    ]  # fmt: skip
+    attrs = server.attributes or {}
+    assert attrs["farebox.cost_usd"] == r.headers["x-farebox-cost-usd"]
+    assert attrs["farebox.tenant"] == "t1" and attrs["gen_ai.usage.output_tokens"] == 300
+    assert b.last.headers["traceparent"] == traceparent(spans[1])

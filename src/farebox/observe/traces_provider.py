@@ -66,6 +66,7 @@ class Tracing:
         self._exporter = exporter
         self._endpoint = config.endpoint
         self._processor: BatchSpanProcessor | None = None
+        self._stages = config.stages  # false: no INTERNAL span per stage (cheaper)
         self.content_plans = content_plans
 
     # lifecycle ------------------------------------------------------------------------------
@@ -114,7 +115,11 @@ class Tracing:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[Span]:
-        """A stage of the current request (a child of the current span), current while it runs."""
+        """A stage of the current request (a child of the current span), current while it
+        runs; with ``tracing.stages: false``, the request's own span, and no new one."""
+        if not self._stages:
+            yield trace.get_current_span()
+            return
         with self._tracer.start_as_current_span(
             name, record_exception=False, set_status_on_exception=False
         ) as span:
@@ -145,4 +150,6 @@ class Tracing:
         span.set_attribute("farebox.request_id", request_id)
         span.set_attribute("farebox.plan", plan)
         content = plan in self.content_plans
-        return RequestTrace(self._tracer, self._propagator, span, operation, body, content, kind_of)
+        tracer = self._tracer
+        return RequestTrace(tracer, self._propagator, span, operation, body, content, kind_of,
+                            self._stages)  # fmt: skip

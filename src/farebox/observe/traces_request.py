@@ -39,7 +39,7 @@ class RequestTrace:
     """The spans of one request; made by ``Tracing.request`` when tracing is on."""
 
     __slots__ = ("_content", "_kind", "_kind_of", "_operation", "_parent", "_propagator",
-                 "_stream", "_tracer", "span")  # fmt: skip
+                 "_stages", "_stream", "_tracer", "span")  # fmt: skip
 
     def __init__(
         self,
@@ -50,8 +50,10 @@ class RequestTrace:
         body: Mapping[str, Any],
         content: bool,
         kind_of: Callable[[Target], str],
+        stages: bool = True,
     ) -> None:
         self._tracer = tracer
+        self._stages = stages  # false: no span per stage (``tracing.stages``)
         self._propagator = propagator
         self.span = span  # the request's SERVER span
         self._parent = trace.set_span_in_context(span)
@@ -70,7 +72,11 @@ class RequestTrace:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[Span]:
-        """A child span of the request for one stage (``route``, ``admit``, ``settle``)."""
+        """A child span of the request for one stage (``route``, ``admit``, ``settle``); with
+        ``tracing.stages: false``, the request's own span (a failed stage marks the request)."""
+        if not self._stages:
+            yield self.span
+            return
         span = self._tracer.start_span(name, self._parent)
         try:
             yield span
