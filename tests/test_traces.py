@@ -547,3 +547,23 @@ async def test_without_stage_spans_a_failover_still_shows_its_attempts(
     assert attrs["farebox.cost_usd"] == r.headers["x-farebox-cost-usd"]
     assert attrs["farebox.tenant"] == "t1" and attrs["gen_ai.usage.output_tokens"] == 300
     assert b.last.headers["traceparent"] == traceparent(spans[1])
+
+
+async def test_a_sampled_out_request_records_nothing_but_passes_its_context_on(
+    traced: Any, ups: tuple[Upstream, Upstream]
+) -> None:
+    a, b = ups
+    unsampled = f"00-{TRACE_ID}-{PARENT_ID}-00"
+    async with traced({**config(a.base_url, b.base_url), "tracing": {"sample_ratio": 0.0}}) as t:
+        key = await t.gw.tenant_key("t1")
+        for headers in (auth(key), auth(key, traceparent=unsampled)):
+            r = await t.gw.client.post("/v1/chat/completions", json=CHAT, headers=headers)
+            assert r.status_code == 200, r.text
+        spans = t.spans()
+        [entry, _] = await t.gw.ledger("t1")
+    assert spans == []  # nothing sampled, nothing exported
+    new_root, continued = (request.headers["traceparent"] for request in a.requests)
+    assert int(new_root.split("-")[3], 16) & 1 == 0  # not sampled
+    assert new_root.split("-")[1] != TRACE_ID
+    assert continued == unsampled  # the caller's unsampled context, as it came in
+    assert entry.status == "ok"

@@ -117,8 +117,9 @@ class Tracing:
     def stage(self, name: str) -> Iterator[Span]:
         """A stage of the current request (a child of the current span), current while it
         runs; with ``tracing.stages: false``, the request's own span, and no new one."""
-        if not self._stages:
-            yield trace.get_current_span()
+        current = trace.get_current_span()
+        if not (self._stages and current.is_recording()):  # off, or a sampled-out request
+            yield current
             return
         with self._tracer.start_as_current_span(
             name, record_exception=False, set_status_on_exception=False

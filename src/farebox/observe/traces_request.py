@@ -39,7 +39,7 @@ class RequestTrace:
     """The spans of one request; made by ``Tracing.request`` when tracing is on."""
 
     __slots__ = ("_content", "_kind", "_kind_of", "_operation", "_parent", "_propagator",
-                 "_stages", "_stream", "_tracer", "span")  # fmt: skip
+                 "_recording", "_stages", "_stream", "_tracer", "span")  # fmt: skip
 
     def __init__(
         self,
@@ -54,6 +54,8 @@ class RequestTrace:
     ) -> None:
         self._tracer = tracer
         self._stages = stages  # false: no span per stage (``tracing.stages``)
+        # sampled out: no child spans and no attributes, only the context goes upstream
+        self._recording = recording = span.is_recording()
         self._propagator = propagator
         self.span = span  # the request's SERVER span
         self._parent = trace.set_span_in_context(span)
@@ -62,6 +64,8 @@ class RequestTrace:
         self._kind_of = kind_of  # a deployment's provider kind (openai, anthropic, mock)
         self._kind = ""  # the provider kind of the last attempt
         self._stream: StreamText | None = None  # a stream's text, when content is recorded
+        if not recording:
+            return
         span.update_name(f"{operation} {body.get('model')}")
         span.set_attributes(request_attributes(operation, body))
         if self._content:
@@ -74,7 +78,7 @@ class RequestTrace:
     def stage(self, name: str) -> Iterator[Span]:
         """A child span of the request for one stage (``route``, ``admit``, ``settle``); with
         ``tracing.stages: false``, the request's own span (a failed stage marks the request)."""
-        if not self._stages:
+        if not (self._stages and self._recording):
             yield self.span
             return
         span = self._tracer.start_span(name, self._parent)
@@ -88,7 +92,13 @@ class RequestTrace:
 
     @contextmanager
     def attempt(self, target: Target) -> Iterator[Attempt]:
-        """The CLIENT span of one upstream attempt; its ``headers`` carry its context."""
+        """The CLIENT span of one upstream attempt; its ``headers`` carry its context (a
+        sampled-out request's own, unsampled, context: no span is made for it)."""
+        if not self._recording:
+            headers: dict[str, str] = {}
+            self._propagator.inject(headers, self._parent)
+            yield Attempt(self, self.span, headers)
+            return
         self._kind = kind = self._kind_of(target)
         attributes: Attributes = {
             "gen_ai.operation.name": self._operation,
@@ -98,7 +108,7 @@ class RequestTrace:
         }
         name = f"{self._operation} {target.model}"
         span = self._tracer.start_span(name, self._parent, SpanKind.CLIENT, attributes)
-        headers: dict[str, str] = {}
+        headers = {}
         self._propagator.inject(headers, trace.set_span_in_context(span))
         try:
             yield Attempt(self, span, headers)
@@ -115,6 +125,8 @@ class RequestTrace:
 
     def answered(self, body: Mapping[str, Any]) -> None:
         """A whole (not streamed) answer: its id, finish reasons and, if allowed, its text."""
+        if not self._recording:
+            return
         span = self.span
         response_id = body.get("id")
         if isinstance(response_id, str):
@@ -128,7 +140,7 @@ class RequestTrace:
 
     def collector(self) -> Callable[[Mapping[str, Any]], None] | None:
         """What gathers a stream's text chunk by chunk; ``None`` unless the plan records it."""
-        if not self._content:
+        if not (self._content and self._recording):
             return None
         self._stream = StreamText()
         return self._stream.see
@@ -143,6 +155,9 @@ class RequestTrace:
     ) -> None:
         """Write the request's ledger entry in a ``settle`` span; its usage and cost go on
         the request's span."""
+        if not self._recording:
+            await write(entry)
+            return
         self.settled(entry)
         with self.stage("settle"):
             await write(entry)
@@ -150,6 +165,8 @@ class RequestTrace:
     def settled(self, entry: LedgerEntry) -> None:
         """The ledger entry that ended the request: usage, exact cost and status (and a
         stream's text, when it is recorded)."""
+        if not self._recording:
+            return
         self.span.set_attributes(entry_attributes(entry, self._kind))
         if self._stream is not None:
             self._output(*self._stream.messages())
