@@ -12,6 +12,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -44,6 +45,7 @@ from farebox.identity.tenancy import Tenancy
 from farebox.notify.channels import WebhookAlerts
 from farebox.observe.access_log import AccessLog
 from farebox.observe.metrics import Observer, RequestMetrics, fan_out
+from farebox.observe.traces import build_tracing
 from farebox.providers.anthropic import AnthropicProvider
 from farebox.providers.base import Provider
 from farebox.providers.mock import MockOptions, MockProvider
@@ -53,6 +55,9 @@ from farebox.stores.memory.store import MemoryStore
 from farebox.stores.sqlite.single import SingleProcessSQLiteStore
 from farebox.stores.sqlite.store import SQLiteStore
 from farebox.stores.sqlite.wal import MIB, WalLimits
+
+if TYPE_CHECKING:  # tracing is optional (``farebox[otel]``)
+    from farebox.observe.traces_provider import Tracing
 
 
 def _stderr(message: str) -> None:
@@ -257,6 +262,7 @@ def plan_reloader(
     budgets: Budgets,
     limits: RateLimits,
     watch: AnomalyWatch,
+    tracing: Tracing | None = None,
 ) -> PlanReloader:
     """Re-reads the config file while serving and hands every consumer the new plans."""
 
@@ -267,8 +273,16 @@ def plan_reloader(
         budgets.reload({name: plan.budgets for name, plan in new.file.plans.items()})
         limits.reload({name: plan.rate_limits for name, plan in new.file.plans.items()})
         watch.reload(*anomaly_policies(new))
+        if tracing is not None:
+            tracing.reload(content_plans(new))
 
     return PlanReloader(settings, apply_plans, settings.file.server.reload_interval_s)
+
+
+def content_plans(settings: Settings) -> frozenset[str]:
+    """The plans whose traces may record prompt and completion text."""
+    plans = settings.file.plans.items()
+    return frozenset(name for name, plan in plans if plan.observe.record_content)
 
 
 def wire(
@@ -276,8 +290,11 @@ def wire(
     store: Store | None,
     providers: Mapping[str, Provider],
     clock: Callable[[], float],
+    span_exporter: Any = None,
 ) -> Wiring:
     """Every service of one app instance, built in order; nothing is opened yet."""
+    tracing = build_tracing(settings.file.tracing, content_plans=content_plans(settings),
+                            exporter=span_exporter, source=str(settings.source))  # fmt: skip
     catalog = load_catalog()
     router = build_router(settings, catalog)
     plans = build_plans(settings)
@@ -298,7 +315,8 @@ def wire(
                       budgets=budgets, limits=limits, breakers=breakers,
                       routing=settings.file.routing,
                       default_plan=settings.file.default_plan or "default", clock=clock,
-                      observe=observers(metrics, access_log, watch))  # fmt: skip
+                      observe=observers(metrics, access_log, watch),
+                      tracing=tracing)  # fmt: skip
     auth = Authenticator(store, secret, clock, settings.file.server.key_cache_size,
                          appeal=settings.file.anomaly.appeal)  # fmt: skip
     # a store of this app's own that no other process uses (one handed in may be shared by
@@ -306,12 +324,12 @@ def wire(
     sole = given is None and isinstance(store, SingleProcessSQLiteStore | MemoryStore)
     responses = StoredResponses(store.responses, settings.file.responses, clock, sole_user=sole)
     services = Services(settings, store, auth, gateway, ledger, secret, "", clock(),
-                        budgets, proxies, breakers, responses)  # fmt: skip
+                        budgets, proxies, breakers, responses, tracing=tracing)  # fmt: skip
     tenancy = Tenancy(store, secret, plans, clock)
-    reloader = plan_reloader(settings, gateway, tenancy, budgets, limits, watch)
+    reloader = plan_reloader(settings, gateway, tenancy, budgets, limits, watch, tracing)
     exporter = make_exporter(settings, store, http, alerts, clock)
     return Wiring(services, tenancy, reloader, watch, exporter, alerts, built, http, in_flight,
-                  metrics, access_log)  # fmt: skip
+                  metrics, access_log, tracing)  # fmt: skip
 
 
 def create_app(
@@ -321,9 +339,12 @@ def create_app(
     providers: Mapping[str, Provider] | None = None,
     clock: Callable[[], float] = time.time,
     announce: Announce = _stderr,
+    span_exporter: Any = None,
 ) -> FastAPI:
-    """Build the ASGI app. Nothing is opened until the app starts (lifespan)."""
-    return build_app(wire(settings, store, providers or {}, clock), announce)
+    """Build the ASGI app. Nothing is opened until the app starts (lifespan).
+    ``span_exporter``: an OpenTelemetry ``SpanExporter`` the spans go to instead of OTLP
+    (tests hand an in-memory one); it turns tracing on."""
+    return build_app(wire(settings, store, providers or {}, clock, span_exporter), announce)
 
 
 def app_from_env() -> FastAPI:

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -48,6 +49,9 @@ from farebox.observe.metrics import RequestMetrics
 from farebox.providers.base import Provider
 from farebox.stores.base import Store
 
+if TYPE_CHECKING:  # tracing is optional (``farebox[otel]``)
+    from farebox.observe.traces_provider import Tracing
+
 Announce = Callable[[str], None]
 
 
@@ -66,6 +70,7 @@ class Wiring:
     in_flight: InFlight
     metrics: RequestMetrics | None = None  # GET /metrics, when metrics.enabled
     access_log: AccessLog | None = None  # when logging.access_log
+    tracing: Tracing | None = None  # None: tracing is off
 
 
 def build_app(wiring: Wiring, announce: Announce) -> FastAPI:
@@ -84,6 +89,7 @@ def build_app(wiring: Wiring, announce: Announce) -> FastAPI:
         in_flight=wiring.in_flight,
         limits=bounds,
         gate=Gate(bounds, key_check, frozenset({"/openapi.json", "/docs"})),
+        tracing=wiring.tracing,
     )
     app.openapi = farebox_openapi(app)  # type: ignore[method-assign]
     if server.docs:
@@ -178,6 +184,8 @@ async def start(wiring: Wiring, announce: Announce) -> None:
     services.admin_key_hash = await resolve_admin_hash(settings, store, services.secret, announce)
     if wiring.access_log is not None:
         wiring.access_log.start()
+    if wiring.tracing is not None:
+        wiring.tracing.start()
     services.ledger.start()
     services.budgets.start()
     services.breakers.start()
@@ -210,6 +218,8 @@ async def stop(wiring: Wiring) -> None:
     for provider in wiring.providers.values():
         await provider.aclose()
     await wiring.http.aclose()
+    if wiring.tracing is not None:  # the last spans are exported before it stops
+        await wiring.tracing.stop()
     await services.store.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from farebox.api.client_ip import TrustedProxies, request_client_ip
 from farebox.api.fastpath import Incoming
@@ -14,6 +15,9 @@ from farebox.gateway.breakers import Breakers
 from farebox.gateway.ledger import LedgerWriter
 from farebox.gateway.pipeline import Gateway
 from farebox.stores.base import Store
+
+if TYPE_CHECKING:  # tracing is optional (``farebox[otel]``)
+    from farebox.observe.traces_provider import Tracing
 
 
 @dataclass
@@ -35,6 +39,7 @@ class Services:
     # a second admin credential, for this run only: the token a single-process gateway gives
     # the CLI on its own database (cli/owner_api.py); empty: none
     local_admin_hash: str = ""
+    tracing: Tracing | None = None  # None: tracing is off
 
     def admin_hashes(self) -> tuple[str, ...]:
         """The hashes an admin key may have: the admin key's, and the local CLI's token's."""
@@ -43,4 +48,9 @@ class Services:
     async def principal(self, request: Incoming) -> Principal:
         """Who is calling, with the client IP as the trusted proxies let it be known."""
         ip = request_client_ip(self.proxies, request.scope)
-        return await self.auth.authenticate(request.headers, ip)
+        if self.tracing is None:
+            return await self.auth.authenticate(request.headers, ip)
+        with self.tracing.stage("authenticate"):
+            who = await self.auth.authenticate(request.headers, ip)
+        self.tracing.identify(who.tenant.id, who.key.id)
+        return who

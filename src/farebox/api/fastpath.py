@@ -6,8 +6,8 @@ admin framework's middleware and router: the request path adds as little as poss
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
@@ -18,6 +18,10 @@ from farebox.api.limits_input import InputLimits, check_head
 from farebox.errors import FareboxError, MethodNotAllowed
 from farebox.gateway.inflight import InFlight
 from farebox.gateway.pipeline import new_request_id
+from farebox.observe.traces import trace_carrier
+
+if TYPE_CHECKING:  # tracing is optional (``farebox[otel]``)
+    from farebox.observe.traces_provider import Tracing
 
 
 class Incoming:
@@ -60,6 +64,8 @@ class JSONBody:
 
 
 Endpoint = Callable[[Incoming], Awaitable[Any]]
+# probes, not requests: never traced (a load balancer asks every few seconds)
+UNTRACED = frozenset({"/healthz", "/readyz"})
 
 
 class FastRoute:
@@ -91,15 +97,23 @@ class FareboxApp(FastAPI):
     """
 
     def __init__(
-        self, *args: Any, in_flight: InFlight, limits: InputLimits, gate: Gate, **kwargs: Any
+        self,
+        *args: Any,
+        in_flight: InFlight,
+        limits: InputLimits,
+        gate: Gate,
+        tracing: Tracing | None = None,
+        **kwargs: Any,
     ) -> None:
-        """``in_flight`` counts the data-plane requests being served."""
+        """``in_flight`` counts the data-plane requests being served; ``tracing`` (``None``:
+        off) gives each of them a SERVER span, from its ``traceparent`` if it has one."""
         super().__init__(*args, redirect_slashes=False, **kwargs)
         self.data_plane: dict[str, FastRoute] = {}
         self.data_prefixes: list[tuple[str, FastRoute]] = []  # for paths with an id in them
         self.in_flight = in_flight
         self.limits = limits
         self.gate = gate
+        self.tracing = tracing
 
     def add_fast_routes(self, routes: Iterable[FastRoute]) -> None:
         self.data_plane.update((route.path, route) for route in routes)
@@ -136,9 +150,27 @@ class FareboxApp(FastAPI):
         in_flight = self.in_flight
         in_flight.count += 1
         try:
-            await route(scope, receive, send)
+            if self.tracing is None or path in UNTRACED:
+                await route(scope, receive, send)
+            else:
+                await traced(self.tracing, route, scope, receive, send)
         finally:
             in_flight.count -= 1
+
+
+async def traced(tracing: Tracing, route: FastRoute, scope: Scope, receive: Receive,
+                 send: Send) -> None:  # fmt: skip
+    """Serve ``route`` in the request's SERVER span, which ends once the answer is sent (a
+    stream's last byte, or its client gone) and knows the HTTP status answered."""
+    carrier = trace_carrier(scope["headers"])
+    with tracing.server(scope["method"], route.path, carrier, scope["path"]) as span:
+
+        async def send_traced(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                span.status(message["status"])
+            await send(message)
+
+        await route(scope, receive, send_traced)
 
 
 def _without_trailing_slash(scope: Scope) -> Scope:

@@ -34,6 +34,7 @@ class TracingConfig(Strict):
     endpoint: str | None = None  # e.g. http://127.0.0.1:4318/v1/traces
     service_name: str = "farebox"
     sample_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    stages: bool = True  # a span per stage (authenticate, route, admit, settle); false: fewer spans
 
 
 class DashboardConfig(Strict):

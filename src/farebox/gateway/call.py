@@ -22,6 +22,7 @@ from farebox.providers.base import Provider, ResponsesProvider, native_responses
 
 if TYPE_CHECKING:  # admission builds on the carrier, not the other way round
     from farebox.gateway.admission import Admission
+    from farebox.observe.traces_request import RequestTrace
 
 
 def new_request_id() -> str:
@@ -49,6 +50,8 @@ class Call:
     responses: dict[str, Any] | None = None  # the Responses body, for native deployments
     target: Target | None = None  # the deployment tried last
     settled: bool = False
+    trace: RequestTrace | None = None  # its spans, when tracing is on
+    upstream_headers: Mapping[str, str] | None = None  # the attempt's trace context, if any
 
     @property
     def reservation_id(self) -> str | None:

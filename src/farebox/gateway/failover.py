@@ -54,11 +54,16 @@ class Failover:
             tried = False
             for target in targets:
                 if breakers is not None and not await breakers.acquire(target):
+                    if call.trace is not None:
+                        call.trace.skipped(target)
                     continue  # its breaker is open: skipped at no cost
                 tried = True
                 call.target = target
                 try:
-                    result = await attempt(target)
+                    if call.trace is None:
+                        result = await attempt(target)
+                    else:
+                        result = await traced(call, target, attempt)
                 except UpstreamError as exc:
                     if breakers is not None:
                         breakers.record(target, not exc.retryable)
@@ -95,6 +100,17 @@ class Failover:
         if error.upstream_status == 429:  # the upstream's own rate limit: let the client wait
             return UpstreamRateLimited(error.message, headers=error.headers, extra=error.extra)
         return error
+
+
+async def traced(call: Call, target: Target, attempt: Callable[[Target], Awaitable[T]]) -> T:
+    """``attempt`` in its own CLIENT span, whose context the upstream request carries
+    (``call.upstream_headers``, read where the provider request is made)."""
+    assert call.trace is not None
+    with call.trace.attempt(target) as span:
+        call.upstream_headers = span.headers
+        result = await attempt(target)
+        span.succeeded(result)
+        return result
 
 
 def backoff(routing: RoutingSettings, round_: int, error: UpstreamError | None) -> float:

@@ -83,6 +83,8 @@ class Metering:
         gone = estimated(gone) if sent else gone
         self._ledger.submit(gone)
         self.finished(gone, call)
+        if call.trace is not None:
+            call.trace.settled(gone)
 
     # settling ------------------------------------------------------------------------------
     async def settle(self, call: Call, record: LedgerEntry) -> None:
@@ -90,7 +92,10 @@ class Metering:
         Once this starts, the admission's end is taken care of (``call.settled``)."""
         call.settled = True
         try:
-            await self._ledger.append(record)
+            if call.trace is None:
+                await self._ledger.append(record)
+            else:  # in a ``settle`` span; the entry's usage and cost go on the request's span
+                await call.trace.settle(record, self._ledger.append)
         finally:
             self.finished(record, call)
 

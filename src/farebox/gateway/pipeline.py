@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from random import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -65,10 +65,16 @@ from farebox.providers.base import (
 )
 from farebox.providers.capabilities import honouring
 
+if TYPE_CHECKING:  # tracing is optional (``farebox[otel]``): only its types are named here
+    from farebox.observe.traces_provider import Tracing
+    from farebox.observe.traces_request import RequestTrace
+
 # the edge (``farebox.api``) imports what a request returns from here
 __all__ = ["Counted", "Gateway", "Reply", "StreamReply", "new_request_id"]
 # the ledger's ``endpoint`` of a chat request, by the format its client speaks
 CHAT_ENDPOINTS = {"anthropic": "messages", "completions": "completions", "responses": "responses"}
+# the GenAI conventions' ``gen_ai.operation.name`` of a chat request, by its client's format
+OPERATIONS = {"completions": "text_completion", "embeddings": "embeddings"}
 
 
 class Gateway:
@@ -86,6 +92,7 @@ class Gateway:
         default_plan: str = "default",
         clock: Callable[[], float] = time.time,
         observe: Callable[[LedgerEntry, str], None] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._router = router
         self._plans = plans
@@ -95,6 +102,7 @@ class Gateway:
         self._breakers = breakers
         self._default_plan = default_plan
         self._clock = clock
+        self._tracing = tracing  # None when tracing is off: one attribute check per request
         # the stages, made once: a request passes through them, it does not make them
         self._admission = Admitter(budgets, limits, router, clock)
         self._metering = Metering(ledger, budgets, clock, observe)
@@ -204,6 +212,33 @@ class Gateway:
         the Responses request asks that only those can give, refused if the model has none)."""
         plan = self.plan_for(principal)
         model = body["model"]
+        trace = None if self._tracing is None else self._trace(flavor, body, plan, request_id)
+        if trace is None:
+            targets, input_tokens = self._prepare(plan, body, flavor, native_only)
+        else:
+            with trace.stage("route"):
+                targets, input_tokens = self._prepare(plan, body, flavor, native_only)
+        endpoint = CHAT_ENDPOINTS.get(flavor, "chat.completions")
+        call = Call(principal, plan, endpoint, model, request_id, body, self._clock())
+        call.flavor, call.echo, call.responses, call.trace = flavor, echo, responses, trace
+        self._ledger.ensure_available()
+        if trace is None:
+            targets = await self._admission.admit(call, targets, input_tokens)
+        else:
+            with trace.stage("admit"):
+                targets = await self._admission.admit(call, targets, input_tokens)
+        async with self._metering.owned(call, targets):
+            check_choices_fit(body, call.admission.max_tokens if call.admission else None)
+            if body.get("stream"):
+                return await self._relay.open(call, targets)
+            return await self._chat_once(call, targets)
+
+    def _prepare(
+        self, plan: Plan, body: dict[str, Any], flavor: str, native_only: InvalidRequest | None
+    ) -> tuple[tuple[Target, ...], int]:
+        """Route and screen a chat request: the deployments that may serve it, and its input
+        tokens, once the plan's policy and the deployments' output caps are applied."""
+        model = body["model"]
         targets = self._targets(plan, model, ("chat", "reasoning"))
         targets = honouring(targets, body, self._provider_kind, flavor, model)
         if native_only is not None:
@@ -213,16 +248,16 @@ class Gateway:
         check_output_cap(body, cap, flavor)
         apply_policy(plan, body, input_tokens)
         clamp_output(body, cap)
-        endpoint = CHAT_ENDPOINTS.get(flavor, "chat.completions")
-        call = Call(principal, plan, endpoint, model, request_id, body, self._clock())
-        call.flavor, call.echo, call.responses = flavor, echo, responses
-        self._ledger.ensure_available()
-        targets = await self._admission.admit(call, targets, input_tokens)
-        async with self._metering.owned(call, targets):
-            check_choices_fit(body, call.admission.max_tokens if call.admission else None)
-            if body.get("stream"):
-                return await self._relay.open(call, targets)
-            return await self._chat_once(call, targets)
+        return targets, input_tokens
+
+    def _trace(
+        self, flavor: str, body: Mapping[str, Any], plan: Plan, request_id: str
+    ) -> RequestTrace | None:
+        """The request's spans (tracing is on): its operation is the GenAI conventions'
+        ``gen_ai.operation.name``."""
+        assert self._tracing is not None
+        operation = OPERATIONS.get(flavor, "chat")
+        return self._tracing.request(operation, body, plan.name, request_id, self._provider_kind)
 
     async def _chat_once(self, call: Call, targets: tuple[Target, ...]) -> Reply:
         """One answer; a Responses request goes as it is to a native deployment, translated
@@ -232,9 +267,14 @@ class Gateway:
         async def attempt(target: Target) -> ChatResult:
             wait = timeout(call.plan, target)
             if (native := served_natively(call, providers, target)) is not None:
-                return await native.responses(ChatRequest(native_body(call, target, False), wait))
+                native_request = ChatRequest(
+                    native_body(call, target, False), wait, call.upstream_headers
+                )
+                return await native.responses(native_request)
             body = upstream_body(call, target, False)
-            return await providers[target.provider].chat(ChatRequest(body, wait))
+            return await providers[target.provider].chat(
+                ChatRequest(body, wait, call.upstream_headers)
+            )
 
         metering = self._metering
         target, result = await self._failover.run(call, targets, attempt)
@@ -265,17 +305,26 @@ class Gateway:
     async def embed(self, principal: Principal, body: dict[str, Any], request_id: str) -> Reply:
         plan = self.plan_for(principal)
         model = body["model"]
-        targets = self._targets(plan, model, ("embedding",))
-        check_dimensions(body, targets)
+        trace = None if self._tracing is None else self._trace("embeddings", body, plan, request_id)
+        if trace is None:
+            targets = self._embedding_targets(plan, body)
+        else:
+            with trace.stage("route"):
+                targets = self._embedding_targets(plan, body)
         call = Call(principal, plan, "embeddings", model, request_id, body, self._clock())
+        call.trace = trace
         self._ledger.ensure_available()
         input_tokens = estimate_input(body.get("input"))
-        targets = await self._admission.admit(call, targets, input_tokens, output=False)
+        if trace is None:
+            targets = await self._admission.admit(call, targets, input_tokens, output=False)
+        else:
+            with trace.stage("admit"):
+                targets = await self._admission.admit(call, targets, input_tokens, output=False)
 
         async def attempt(target: Target) -> EmbedResult:
             upstream = {**body, "model": target.model}
             return await self._providers[target.provider].embed(
-                EmbedRequest(upstream, timeout(plan, target))
+                EmbedRequest(upstream, timeout(plan, target), call.upstream_headers)
             )
 
         metering = self._metering
@@ -284,3 +333,8 @@ class Gateway:
             served = metering.entry(call, target, result.usage, "ok", 200, result.upstream_ms)
             await metering.settle(call, served)
             return Reply(orjson.dumps(result.body), metering.headers(call, target, served))
+
+    def _embedding_targets(self, plan: Plan, body: dict[str, Any]) -> tuple[Target, ...]:
+        targets = self._targets(plan, body["model"], ("embedding",))
+        check_dimensions(body, targets)
+        return targets

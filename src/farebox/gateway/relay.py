@@ -57,12 +57,13 @@ class StreamRelay:
         providers = self._providers
 
         async def attempt(target: Target) -> tuple[StreamItem | None, AsyncIterator[StreamItem]]:
-            wait = timeout(call.plan, target)
+            wait, headers = timeout(call.plan, target), call.upstream_headers
             if (native := served_natively(call, providers, target)) is not None:
-                items = native.responses_stream(ChatRequest(native_body(call, target, True), wait))
+                request = ChatRequest(native_body(call, target, True), wait, headers)
+                items = native.responses_stream(request)
             else:
                 body = upstream_body(call, target, True)
-                items = providers[target.provider].chat_stream(ChatRequest(body, wait))
+                items = providers[target.provider].chat_stream(ChatRequest(body, wait, headers))
             try:
                 return await anext(items, None), items
             except BaseException:
@@ -92,12 +93,9 @@ class StreamRelay:
         Primed by ``open`` (the empty first item) so that its ``finally`` owns the
         admission even if the stream is closed before the client reads a byte."""
         metering = self._metering
-        if served_natively(call, self._providers, target) is not None:
-            out: StreamRenderer = NativeResponsesStream(target.model, call.request_id, call.echo)
-            meter: StreamMeter = ResponsesMeter(call.body, call.started)
-        else:
-            out = stream_renderer(call.flavor, call.body, target.model, call.request_id, call.echo)
-            meter = StreamMeter(call.body, call.started)
+        out, meter = self._renderer(call, target)
+        # the completion's text, for a trace whose plan records content (else None)
+        collect = call.trace.collector() if call.trace is not None else None
         settled = False  # a ledger entry was written, or its write was attempted and failed
         try:
             yield b""
@@ -111,6 +109,8 @@ class StreamRelay:
                         yield data
                 else:
                     meter.see(item)
+                    if collect is not None:
+                        collect(item)
                     if data := out.chunk(item):
                         yield data
                 item = await anext(items, None)
@@ -134,12 +134,25 @@ class StreamRelay:
             yield out.error(error)
         finally:
             if not settled:  # the client went away: meter what was produced
-                record = self._stream_entry(
-                    call, target, meter, meter.usage(), "client_disconnected"
-                )
-                metering.submit(replace(estimated(record), http_status=499))
-                metering.finished(record, call)
+                self._gone(call, target, meter)
             await close_quietly(items)
+
+    def _renderer(self, call: Call, target: Target) -> tuple[StreamRenderer, StreamMeter]:
+        """What writes the stream in the client's format, and what meters it."""
+        if served_natively(call, self._providers, target) is not None:
+            out: StreamRenderer = NativeResponsesStream(target.model, call.request_id, call.echo)
+            return out, ResponsesMeter(call.body, call.started)
+        out = stream_renderer(call.flavor, call.body, target.model, call.request_id, call.echo)
+        return out, StreamMeter(call.body, call.started)
+
+    def _gone(self, call: Call, target: Target, meter: StreamMeter) -> None:
+        """The client went away mid-stream: its entry is written behind it."""
+        record = self._stream_entry(call, target, meter, meter.usage(), "client_disconnected")
+        gone = replace(estimated(record), http_status=499)
+        self._metering.submit(gone)
+        self._metering.finished(record, call)
+        if call.trace is not None:
+            call.trace.settled(gone)
 
     def _stream_entry(
         self, call: Call, target: Target, meter: StreamMeter, usage: Usage, status: str

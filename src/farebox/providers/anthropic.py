@@ -19,6 +19,7 @@ from farebox.providers.base import (
     EmbedResult,
     StreamItem,
     UsageReport,
+    with_headers,
 )
 from farebox.providers.translate import (
     AnthropicStreamTranslator,
@@ -74,9 +75,10 @@ class AnthropicProvider:
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         body = openai_request_to_anthropic({**request.body, "stream": False})
+        headers = with_headers(self._headers, request.headers)
         start = time.perf_counter()
         response = await self._http.post_json(
-            self._url, self._headers, orjson.dumps(body), request.timeout_s
+            self._url, headers, orjson.dumps(body), request.timeout_s
         )
         elapsed = (time.perf_counter() - start) * 1000.0
         if not 200 <= response.status < 300:
@@ -91,9 +93,8 @@ class AnthropicProvider:
         translator = AnthropicStreamTranslator(
             created=int(time.time()), model=request.body.get("model")
         )
-        async with self._http.stream(
-            self._url, self._stream_headers, body, request.timeout_s
-        ) as response:
+        headers = with_headers(self._stream_headers, request.headers)
+        async with self._http.stream(self._url, headers, body, request.timeout_s) as response:
             if not 200 <= response.status < 300:
                 raise error_from_response(
                     response.status, response.headers, await response.read(), self.name

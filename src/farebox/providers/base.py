@@ -7,7 +7,7 @@ authoritative usage arrives as a :class:`UsageReport` item in the same stream.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -21,10 +21,12 @@ class ChatRequest:
     """An OpenAI-format chat request body, ``model`` already set to the upstream model.
 
     For streams the body always has ``stream_options.include_usage`` set to true.
+    ``headers``: sent upstream besides the provider's own (the attempt's trace context).
     """
 
     body: JSON
     timeout_s: float = 600.0
+    headers: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ class ChatResult:
 class EmbedRequest:
     body: JSON
     timeout_s: float = 600.0
+    headers: Mapping[str, str] | None = None  # as ``ChatRequest.headers``
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,11 @@ class ResponsesProvider(Provider, Protocol):
     async def responses(self, request: ChatRequest) -> ChatResult: ...
 
     def responses_stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]: ...
+
+
+def with_headers(own: Mapping[str, str], extra: Mapping[str, str] | None) -> Mapping[str, str]:
+    """A provider's own headers and a request's ``headers`` (the provider's own win)."""
+    return own if not extra else {**extra, **own}
 
 
 def native_responses(provider: Provider) -> ResponsesProvider | None:

@@ -28,6 +28,7 @@ from farebox.providers.base import (
     EmbedResult,
     StreamItem,
     UsageReport,
+    with_headers,
 )
 
 _DONE = b"[DONE]"
@@ -63,20 +64,19 @@ class OpenAIProvider:
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         body = request.body if not request.body.get("stream") else {**request.body, "stream": False}
-        response, elapsed = await self._post(self._chat_url, body, request.timeout_s)
+        response, elapsed = await self._post(self._chat_url, body, request)
         data = self._parse(response)
         return ChatResult(body=data, usage=from_openai(data.get("usage")), upstream_ms=elapsed)
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
-        response, elapsed = await self._post(self._embed_url, request.body, request.timeout_s)
+        response, elapsed = await self._post(self._embed_url, request.body, request)
         data = self._parse(response)
         return EmbedResult(body=data, usage=from_openai(data.get("usage")), upstream_ms=elapsed)
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
         body = orjson.dumps(_stream_body(request.body))
-        async with self._http.stream(
-            self._chat_url, self._stream_headers, body, request.timeout_s
-        ) as response:
+        headers = with_headers(self._stream_headers, request.headers)
+        async with self._http.stream(self._chat_url, headers, body, request.timeout_s) as response:
             if not 200 <= response.status < 300:
                 raise error_from_response(
                     response.status, response.headers, await response.read(), self.name
@@ -94,7 +94,7 @@ class OpenAIProvider:
     async def responses(self, request: ChatRequest) -> ChatResult:
         """A non-streamed Responses request; the result's body is the Responses object."""
         body = {**request.body, "stream": False}
-        response, elapsed = await self._post(self._responses_url, body, request.timeout_s)
+        response, elapsed = await self._post(self._responses_url, body, request)
         data = self._parse(response)
         return ChatResult(body=data, usage=from_responses(data.get("usage")), upstream_ms=elapsed)
 
@@ -102,8 +102,9 @@ class OpenAIProvider:
         """The upstream's Responses events; the terminal one (with the usage) comes as the
         chunk of the closing ``UsageReport``. A stream that ends without one was cut."""
         body = orjson.dumps({**request.body, "stream": True})
+        headers = with_headers(self._stream_headers, request.headers)
         async with self._http.stream(
-            self._responses_url, self._stream_headers, body, request.timeout_s
+            self._responses_url, headers, body, request.timeout_s
         ) as response:
             if not 200 <= response.status < 300:
                 raise error_from_response(
@@ -129,9 +130,12 @@ class OpenAIProvider:
     async def aclose(self) -> None:
         """The shared ``HttpClient`` belongs to the app, which closes it."""
 
-    async def _post(self, url: str, body: JSON, timeout_s: float) -> tuple[HttpResponse, float]:
+    async def _post(
+        self, url: str, body: JSON, request: ChatRequest | EmbedRequest
+    ) -> tuple[HttpResponse, float]:
         start = time.perf_counter()
-        response = await self._http.post_json(url, self._headers, orjson.dumps(body), timeout_s)
+        headers = with_headers(self._headers, request.headers)
+        response = await self._http.post_json(url, headers, orjson.dumps(body), request.timeout_s)
         elapsed = (time.perf_counter() - start) * 1000.0
         if not 200 <= response.status < 300:
             raise error_from_response(response.status, response.headers, response.body, self.name)
