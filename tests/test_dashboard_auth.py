@@ -17,12 +17,13 @@ from typing import Any
 
 import httpx
 import orjson
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from farebox.api.dashboard.csrf import CsrfGuard
 from farebox.api.dashboard.sessions import COOKIE, Session, SessionBook, SessionCodec
 from tests.conftest import ADMIN_KEY, Gateway
+from tests.drawn import draw
 from tests.e2e import ADMIN_KEY as E2E_ADMIN_KEY
 from tests.e2e import child_env, free_port, running, write_config
 
@@ -54,20 +55,6 @@ class Meta:
 
     async def put_meta_if_absent(self, name: str, value: str) -> str:
         return self.rows.setdefault(name, value)
-
-
-def draw(strategy: st.SearchStrategy[Any], count: int) -> list[Any]:
-    """``count`` examples, the same ones every run (derandomized, no database, no shrinking)."""
-    drawn: list[Any] = []
-
-    @settings(max_examples=count, derandomize=True, database=None, deadline=None,
-              phases=[Phase.generate], suppress_health_check=list(HealthCheck))  # fmt: skip
-    @given(strategy)
-    def collect(value: Any) -> None:
-        drawn.append(value)
-
-    collect()
-    return drawn
 
 
 @asynccontextmanager

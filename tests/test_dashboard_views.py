@@ -53,6 +53,10 @@ async def test_the_tenants_table_pages_biggest_spenders_first(
         rows = re.findall(r'data-tenant-row="([^"]+)"', first.text)
         assert len(rows) == 50 and rows[0] == "t40" and rows[1:4] == ["t00", "t01", "t02"]
         assert "Page 1 of 2" in first.text
+        tenant = await admin_page(gw, "/dashboard/tenants/t40")
+        for page in (first, tenant):  # the charts' scripts (one macro for both pages)
+            assert '<script src="/dashboard/static/uplot.iife.min.js">' in page.text
+            assert '<script src="/dashboard/static/dashboard.js">' in page.text
         second = await admin_page(gw, "/dashboard?page=2")
         rest = re.findall(r'data-tenant-row="([^"]+)"', second.text)
         assert len(rest) == 3 and not set(rest) & set(rows)

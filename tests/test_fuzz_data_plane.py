@@ -31,13 +31,13 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from fakes import Reply
 from fakes.anthropic_upstream import AnthropicUpstream, message
 from fakes.request_schemas import messages_document, require_spec, served_document
+from tests.drawn import draw
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning:schemathesis.*"),
@@ -350,26 +350,6 @@ def mutated(endpoint: str, body: JSON, mutations: list[Mutation]) -> JSON:
 
 
 # --- drawing the bodies ------------------------------------------------------------------------
-
-
-def draw(strategy: st.SearchStrategy[Any], count: int) -> list[Any]:
-    """``count`` examples, the same ones every run (derandomized, no database, no shrinking)."""
-    drawn: list[Any] = []
-
-    @settings(
-        max_examples=count,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(strategy)
-    def collect(value: Any) -> None:
-        drawn.append(value)
-
-    collect()
-    return drawn
 
 
 def _with_model(body: Any, model: str) -> Any:

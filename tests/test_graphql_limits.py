@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from graphql import get_introspection_query
-from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from farebox.api.graphql import limits
+from tests.drawn import draw
 from tests.test_graphql_api import CONFIG, gql, seed, span
 
 TRACE_MARKERS = ("Traceback", 'File "/', "site-packages")
@@ -171,20 +171,6 @@ QUERIES = st.one_of(
 )  # fmt: skip
 
 
-def draw(strategy: st.SearchStrategy[Any], count: int) -> list[Any]:
-    """``count`` examples, the same ones every run (derandomized, no database, no shrinking)."""
-    drawn: list[Any] = []
-
-    @settings(max_examples=count, derandomize=True, database=None, deadline=None,
-              phases=[Phase.generate], suppress_health_check=list(HealthCheck))  # fmt: skip
-    @given(strategy)
-    def collect(value: Any) -> None:
-        drawn.append(value)
-
-    collect()
-    return drawn
-
-
 @pytest.mark.parametrize("path", ["/admin/graphql", "/v1/graphql"])
 async def test_random_queries_and_variables_never_answer_5xx(make_gateway: Any, path: str) -> None:
     bodies = draw(
@@ -227,3 +213,18 @@ async def test_a_scanned_series_over_its_caps_is_refused(
         monkeypatch.setattr(limits, "MAX_SCAN", 100)
         monkeypatch.setattr(limits, "MAX_POINTS", 1)
         refused(await gql(gw, q, key=keys["a"]), "more than 1 points")
+
+
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [("input input", None), ("type T { a: Int }", None), ("query Q { __typename }", "Other")],
+)
+async def test_a_document_with_no_operation_to_run_is_a_clear_error(
+    make_gateway: Any, query: str, name: str | None
+) -> None:
+    async with make_gateway(CONFIG) as gw:
+        body = {"query": query, "operationName": name}
+        r = await gw.client.post("/admin/graphql", json=body, headers=gw.admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["data"] is None
+    assert "no operation to run" in r.json()["errors"][0]["message"]

@@ -9,12 +9,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from farebox.core.records import LedgerEntry
+from tests.drawn import draw
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a secret prompt"}]}
 TOKEN = "metrics-token-for-tests-0123456789"
@@ -192,20 +192,6 @@ async def test_the_token_guards_the_page(make_gateway: Any) -> None:
         assert TOKEN not in refused.text
     assert "needs" in missing.json()["error"]["message"]
     assert "wrong" in wrong.json()["error"]["message"]
-
-
-def draw(strategy: st.SearchStrategy[Any], count: int) -> list[Any]:
-    """``count`` examples, the same ones every run."""
-    drawn: list[Any] = []
-
-    @settings(max_examples=count, derandomize=True, database=None, deadline=None,
-              phases=[Phase.generate], suppress_health_check=list(HealthCheck))  # fmt: skip
-    @given(strategy)
-    def collect(value: Any) -> None:
-        drawn.append(value)
-
-    collect()
-    return drawn
 
 
 HEADER_BYTES = st.binary(max_size=120).filter(lambda b: not set(b) & {0, 10, 13})

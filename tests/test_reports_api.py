@@ -37,20 +37,16 @@ async def seeded(gw: Any) -> None:
     await gw.store.append_ledger(entries)  # fmt: skip
 
 
+async def report(gw: Any, path: str, **params: str) -> Any:
+    """``GET /admin/v1/{path}`` with the admin key and these query parameters."""
+    return await gw.client.get(f"/admin/v1/{path}", params=params, headers=gw.admin)
+
+
 async def test_series_answers_exact_money_per_bucket_and_group(make_gateway: Any) -> None:
     async with make_gateway() as gw:
         await seeded(gw)
-        r = await gw.client.get(
-            "/admin/v1/series",
-            params={
-                "start": str(T0),
-                "end": str(T0 + DAY),
-                "bucket": "hour",
-                "group_by": "tenant",
-                "tenant_id": "a",
-            },  # fmt: skip
-            headers=gw.admin,
-        )
+        r = await report(gw, "series", start=str(T0), end=str(T0 + DAY), bucket="hour",
+                         group_by="tenant", tenant_id="a")  # fmt: skip
     assert r.status_code == 200, r.text
     body = r.json()
     assert [p["bucket"] for p in body["data"]] == [T0 + i * HOUR for i in range(5)]
@@ -69,21 +65,10 @@ async def test_series_answers_exact_money_per_bucket_and_group(make_gateway: Any
 async def test_series_in_a_zone_and_for_the_whole_range(make_gateway: Any) -> None:
     async with make_gateway() as gw:
         await seeded(gw)
-        r = await gw.client.get(
-            "/admin/v1/series",
-            params={
-                "start": "2025-06-15T00:00:00Z",
-                "end": "2025-06-18T00:00:00Z",
-                "bucket": "day",
-                "tz": "Asia/Tokyo",
-            },  # fmt: skip
-            headers=gw.admin,
-        )
-        whole = await gw.client.get(
-            "/admin/v1/series",
-            params={"start": str(T0), "end": str(T0 + DAY), "bucket": "all", "group_by": "tenant"},
-            headers=gw.admin,
-        )
+        r = await report(gw, "series", start="2025-06-15T00:00:00Z", end="2025-06-18T00:00:00Z",
+                         bucket="day", tz="Asia/Tokyo")  # fmt: skip
+        whole = await report(gw, "series", start=str(T0), end=str(T0 + DAY), bucket="all",
+                             group_by="tenant")  # fmt: skip
     assert r.status_code == 200, r.text
     # Tokyo is UTC+9: hours 00..14 UTC of the 16th are the 16th there
     assert [(p["bucket_start"], p["requests"]) for p in r.json()["data"]] == [
@@ -97,13 +82,8 @@ async def test_top_spenders_by_cost_and_revenue_with_exact_shares(make_gateway: 
     async with make_gateway() as gw:
         await seeded(gw)
         span = {"start": str(T0), "end": str(T0 + DAY)}
-        by_cost = await gw.client.get(
-            "/admin/v1/top-spenders", params={**span, "n": "2"}, headers=gw.admin
-        )
-        by_revenue = await gw.client.get(
-            "/admin/v1/top-spenders", params={**span, "by": "revenue", "top_percent": "50"},
-            headers=gw.admin,
-        )  # fmt: skip
+        by_cost = await report(gw, "top-spenders", **span, n="2")
+        by_revenue = await report(gw, "top-spenders", **span, by="revenue", top_percent="50")
     assert by_cost.status_code == 200, by_cost.text
     body = by_cost.json()
     # a: 10,000,000; b: 7,000,000; c: 3,000,000; d: 0 -> total 20,000,000
@@ -132,7 +112,7 @@ async def test_series_refuses_what_it_cannot_answer(
     make_gateway: Any, params: dict[str, str]
 ) -> None:
     async with make_gateway() as gw:
-        r = await gw.client.get("/admin/v1/series", params=params, headers=gw.admin)
+        r = await report(gw, "series", **params)
     assert 400 <= r.status_code < 500, r.text
 
 
@@ -143,10 +123,7 @@ async def test_series_refuses_what_it_cannot_answer(
 )  # fmt: skip
 async def test_top_spenders_refuses_bad_input(make_gateway: Any, params: dict[str, str]) -> None:
     async with make_gateway() as gw:
-        r = await gw.client.get(
-            "/admin/v1/top-spenders", params={"start": str(T0), "end": str(T0 + DAY), **params},
-            headers=gw.admin,
-        )  # fmt: skip
+        r = await report(gw, "top-spenders", **{"start": str(T0), "end": str(T0 + DAY), **params})
     assert 400 <= r.status_code < 500, r.text
 
 
@@ -202,12 +179,8 @@ def test_share_rounds_half_to_even() -> None:
 @pytest.mark.parametrize("start", ["1e300", "-1e13", "nan", "inf"])
 async def test_series_refuses_times_beyond_any_calendar(make_gateway: Any, start: str) -> None:
     async with make_gateway() as gw:
-        r = await gw.client.get(
-            "/admin/v1/series", params={"start": start, "end": "2e300"}, headers=gw.admin
-        )
-        spenders = await gw.client.get(
-            "/admin/v1/top-spenders", params={"start": start, "end": "2e300"}, headers=gw.admin
-        )
+        r = await report(gw, "series", start=start, end="2e300")
+        spenders = await report(gw, "top-spenders", start=start, end="2e300")
     assert r.status_code == 400, r.text
     assert spenders.status_code == 400, spenders.text
 

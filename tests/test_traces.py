@@ -124,6 +124,24 @@ def auth(key: str, **headers: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}", **headers}
 
 
+async def chat_once(
+    traced: Callable[..., Any],
+    settings: Mapping[str, Any],
+    headers: Mapping[str, str] | None = None,
+    status: int = 200,
+) -> tuple[httpx.Response, list[Any], Sequence[ReadableSpan]]:
+    """One chat by tenant ``t1`` on a traced gateway: its answer, the ledger's entries, and
+    the spans."""
+    async with traced(settings) as t:
+        key = await t.gw.tenant_key("t1")
+        sent = auth(key, **(headers or {}))
+        r = await t.gw.client.post("/v1/chat/completions", json=CHAT, headers=sent)
+        assert r.status_code == status, r.text
+        entries = await t.gw.ledger("t1")
+        spans: Sequence[ReadableSpan] = t.spans()
+    return r, entries, spans
+
+
 def traceparent(span: ReadableSpan) -> str:
     ctx = span.get_span_context()
     assert ctx.trace_flags.sampled
@@ -142,12 +160,7 @@ async def test_a_failover_shows_one_client_span_per_attempt(
     a, b = ups
     a.failing = 500
     b.reply_chat("from b", usage=oa.usage(1200, 300))
-    async with traced(config(a.base_url, b.base_url)) as t:
-        key = await t.gw.tenant_key("t1")
-        r = await t.gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key))
-        assert r.status_code == 200, r.text
-        [entry] = await t.gw.ledger("t1")
-        spans = t.spans()
+    r, [entry], spans = await chat_once(traced, config(a.base_url, b.base_url))
     server = request_span(spans)
     assert server.name == "chat smart"
     assert server.parent is None  # no traceparent came in: a new trace
@@ -203,12 +216,8 @@ async def test_an_incoming_traceparent_becomes_the_parent(
 ) -> None:
     a, b = ups
     incoming = {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01", "tracestate": "vendor=abc"}
-    async with traced(config(a.base_url, b.base_url)) as t:
-        key = await t.gw.tenant_key("t1")
-        r = await t.gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key, **incoming))
-        assert r.status_code == 200, r.text
-        spans = t.spans()
-        server = request_span(spans)
+    *_, spans = await chat_once(traced, config(a.base_url, b.base_url), incoming)
+    server = request_span(spans)
     assert server.context.trace_id == int(TRACE_ID, 16)
     assert server.parent is not None and server.parent.is_remote
     assert server.parent.span_id == int(PARENT_ID, 16)
@@ -225,12 +234,9 @@ async def test_a_malformed_traceparent_starts_a_new_trace(
     traced: Any, ups: tuple[Upstream, Upstream]
 ) -> None:
     a, b = ups
-    async with traced(config(a.base_url, b.base_url)) as t:
-        key = await t.gw.tenant_key("t1")
-        bad = auth(key, traceparent="00-not-a-trace-01")
-        r = await t.gw.client.post("/v1/chat/completions", json=CHAT, headers=bad)
-        assert r.status_code == 200, r.text
-        server = request_span(t.spans())
+    bad = {"traceparent": "00-not-a-trace-01"}
+    *_, spans = await chat_once(traced, config(a.base_url, b.base_url), bad)
+    server = request_span(spans)
     assert server.parent is None and server.context.trace_id != 0
     assert a.last.headers["traceparent"].split("-")[1] == f"{server.context.trace_id:032x}"
 
@@ -396,12 +402,7 @@ async def test_a_request_every_deployment_fails_is_an_error_span(
 ) -> None:
     a, b = ups
     a.failing = b.failing = 503
-    async with traced(config(a.base_url, b.base_url)) as t:
-        key = await t.gw.tenant_key("t1")
-        r = await t.gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key))
-        assert r.status_code == 502, r.text
-        [entry] = await t.gw.ledger("t1")
-        spans = t.spans()
+    _, [entry], spans = await chat_once(traced, config(a.base_url, b.base_url), status=502)
     server = request_span(spans)
     attrs = server.attributes or {}
     assert server.status.status_code is StatusCode.ERROR
@@ -533,11 +534,8 @@ async def test_without_stage_spans_a_failover_still_shows_its_attempts(
     a, b = ups
     a.failing = 500
     b.reply_chat("from b", usage=oa.usage(1200, 300))
-    async with traced({**config(a.base_url, b.base_url), "tracing": {"stages": False}}) as t:
-        key = await t.gw.tenant_key("t1")
-        r = await t.gw.client.post("/v1/chat/completions", json=CHAT, headers=auth(key))
-        assert r.status_code == 200, r.text
-        spans = t.spans()
+    settings = {**config(a.base_url, b.base_url), "tracing": {"stages": False}}
+    r, _, spans = await chat_once(traced, settings)
     server = request_span(spans)
     assert [s.kind for s in spans] == [SpanKind.CLIENT, SpanKind.CLIENT, SpanKind.SERVER]
     assert [s.status.status_code for s in children(spans, server)] == [

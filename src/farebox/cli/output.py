@@ -4,12 +4,12 @@ errors as one readable line."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, Unpack
 
 import click
 
-from farebox.cli.tables import show_table
+from farebox.cli.tables import TableOptions, show_table
 from farebox.cli.terminal import is_terminal
 from farebox.core.periods import iso_utc
 from farebox.errors import FareboxError
@@ -30,19 +30,13 @@ def print_json(value: Any) -> None:
 
 
 def print_table(
-    rows: Sequence[Mapping[str, Any]],
-    columns: Sequence[str],
-    *,
-    total: Mapping[str, Any] | None = None,
-    numbers: Collection[str] = (),
-    title: str | None = None,
-    caption: str | None = None,
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], **options: Unpack[TableOptions]
 ) -> None:
     """The rows as a table: a rich one on a terminal (``cli.tables``), with ``total`` as its
     last row, the ``title`` and the ``caption``; else the plain one scripts parse (the rows
     only, columns padded to their widest cell)."""
     if is_terminal():
-        show_table(rows, columns, numbers=numbers, total=total, title=title, caption=caption)
+        show_table(rows, columns, **options)
         return
     plain_table(rows, columns)
 
@@ -56,7 +50,7 @@ def plain_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> No
 
 
 def print_listing(
-    result: dict[str, Any], columns: Sequence[str], as_json: bool, **people: Any
+    result: dict[str, Any], columns: Sequence[str], as_json: bool, **people: Unpack[TableOptions]
 ) -> None:
     """A listing answer ``{"object": "list", "data": [...]}``: its JSON, or its rows
     (``people``: ``print_table``'s total, numbers, title and caption, for a terminal)."""

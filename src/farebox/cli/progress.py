@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TypedDict, Unpack
 
 from rich.progress import (
     BarColumn,
@@ -20,6 +21,14 @@ from rich.progress import (
 from farebox.cli.terminal import console, is_terminal
 
 
+class BarChange(TypedDict, total=False):
+    """What ``Bar.update`` may set: how far it is, how far it goes, what it says."""
+
+    completed: float | None
+    total: float | None
+    description: str | None
+
+
 class Bar:
     """A progress bar's handle. This base shows nothing (off a terminal)."""
 
@@ -28,13 +37,7 @@ class Bar:
     def advance(self, amount: float = 1) -> None:
         """Count ``amount`` more steps done."""
 
-    def update(
-        self,
-        *,
-        completed: float | None = None,
-        total: float | None = None,
-        description: str | None = None,
-    ) -> None:
+    def update(self, **change: Unpack[BarChange]) -> None:
         """Set how far it is, how far it goes, or what it says."""
 
 
@@ -48,14 +51,8 @@ class _RichBar(Bar):
     def advance(self, amount: float = 1) -> None:
         self._progress.advance(self._task, amount)
 
-    def update(
-        self,
-        *,
-        completed: float | None = None,
-        total: float | None = None,
-        description: str | None = None,
-    ) -> None:
-        self._progress.update(self._task, completed=completed, total=total, description=description)
+    def update(self, **change: Unpack[BarChange]) -> None:
+        self._progress.update(self._task, **change)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from rich import box
 from rich.table import Table
@@ -25,6 +25,15 @@ NUMBER_NAMES = frozenset({"requests", "ledger", "delivered", "dead", "pending", 
                           "events", "served", "rate_limited", "over_budget", "failed"})  # fmt: skip
 NUMBER_SUFFIXES = ("_usd", "_tokens", "_percent", "_per_hour", "_ms")
 ALERTS = {"matched": False, "paused": True, "revoked": True}  # a cell worth a colour
+
+
+class TableOptions(TypedDict, total=False):
+    """``rich_table``'s options, as its callers pass them on."""
+
+    numbers: Collection[str]
+    total: Mapping[str, Any] | None
+    title: str | None
+    caption: str | None
 
 
 def is_number_column(name: str) -> bool:
@@ -83,17 +92,10 @@ def rich_table(
 
 
 def show_table(
-    rows: Sequence[Mapping[str, Any]],
-    columns: Sequence[str],
-    *,
-    numbers: Collection[str] = (),
-    total: Mapping[str, Any] | None = None,
-    title: str | None = None,
-    caption: str | None = None,
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], **options: Unpack[TableOptions]
 ) -> None:
     """Print ``rich_table`` on stdout."""
-    table = rich_table(rows, columns, numbers=numbers, total=total, title=title, caption=caption)
-    console().print(table)
+    console().print(rich_table(rows, columns, **options))
 
 
 def column_totals(

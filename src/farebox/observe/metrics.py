@@ -52,14 +52,9 @@ class _Families:
             "farebox_tokens", "Tokens metered: input (the whole prompt), cached_input, "
             "cache_write, output, reasoning.", ["kind", *COST_LABELS, *extra], registry=registry,
         )  # fmt: skip
-        self.cost = Counter(
-            "farebox_cost_usd", "What the upstreams charge, in USD (float; the ledger has "
-            "the exact pico-USD).", [*COST_LABELS, *extra], registry=registry,
-        )  # fmt: skip
-        self.revenue = Counter(
-            "farebox_revenue_usd", "What the tenants are billed, in USD (float; the ledger "
-            "has the exact pico-USD).", [*COST_LABELS, *extra], registry=registry,
-        )  # fmt: skip
+        money = [*COST_LABELS, *extra]
+        self.cost = _usd(registry, "farebox_cost_usd", "What the upstreams charge", money)
+        self.revenue = _usd(registry, "farebox_revenue_usd", "What the tenants are billed", money)
         self.duration = _histogram(
             registry,
             "farebox_request_duration_seconds",
@@ -80,6 +75,11 @@ class _Families:
         )
         self.ttft = _histogram(registry, "farebox_time_to_first_token_seconds",
                                "Streams: until the first token.", LATENCY_BUCKETS)  # fmt: skip
+
+
+def _usd(registry: CollectorRegistry, name: str, what: str, labels: list[str]) -> Counter:
+    doc = f"{what}, in USD (float; the ledger has the exact pico-USD)."
+    return Counter(name, doc, labels, registry=registry)
 
 
 def _histogram(

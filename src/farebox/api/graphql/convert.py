@@ -3,9 +3,11 @@ REST answers hold, field for field (money as exact decimal strings)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar, cast
 
 from strawberry.scalars import JSON
 
@@ -14,9 +16,18 @@ from farebox.core import records
 from farebox.core.money import format_usd
 from farebox.observe import reports
 
+T = TypeVar("T")
+
 
 def iso(ts: float, zone: tzinfo = UTC) -> str:
     return datetime.fromtimestamp(ts, zone).isoformat()
+
+
+def same_names(cls: type[T], get: Callable[[str], Any], **changed: Any) -> T:
+    """A ``cls`` whose every field is ``get(its name)``, but those ``changed`` gives (the
+    REST objects and the records hold the GraphQL type's fields under the same names)."""
+    names = [f.name for f in dataclasses.fields(cast(Any, cls)) if f.name not in changed]
+    return cls(**{n: get(n) for n in names}, **changed)
 
 
 def tokens_of(p: records.SeriesPoint) -> t.Tokens:
@@ -45,99 +56,30 @@ def point(p: records.SeriesPoint, zone: tzinfo) -> t.SeriesPoint:
 
 def request(row: dict[str, Any]) -> t.Request:
     """From ``entry_json``'s row (as ``/admin/v1/requests`` shows it)."""
-    tokens = row["tokens"]
-    return t.Request(
-        time=row["time"],
-        started_at=row["started_at"],
-        request_id=row["request_id"],
-        tenant=row["tenant"],
-        key_id=row["key_id"],
-        user=row["user"],
-        feature=row["feature"],
-        endpoint=row["endpoint"],
-        model_requested=row["model_requested"],
-        model_served=row["model_served"],
-        provider=row["provider"],
-        status=row["status"],
-        http_status=row["http_status"],
-        error_code=row["error_code"],
-        stream=row["stream"],
-        tokens=t.Tokens(
-            input=t.BigInt(tokens["input"]),
-            cached=t.BigInt(tokens["cached"]),
-            cache_write=t.BigInt(tokens["cache_write"]),
-            output=t.BigInt(tokens["output"]),
-            reasoning=t.BigInt(tokens["reasoning"]),
-        ),
-        cost_usd=row["cost_usd"],
-        revenue_usd=row["revenue_usd"],
-        latency_ms=row["latency_ms"],
-        ttft_ms=row["ttft_ms"],
-        upstream_ms=row["upstream_ms"],
-        metadata=JSON(row["metadata"]),
-    )
+    tokens = same_names(t.Tokens, row["tokens"].__getitem__)
+    return same_names(t.Request, row.__getitem__, tokens=tokens, metadata=JSON(row["metadata"]))
 
 
 def budget(b: dict[str, Any]) -> t.Budget:
     """From ``state_json``'s budget object (as ``/admin/v1/tenants/{id}/budgets`` shows it)."""
-    return t.Budget(
-        scope=b["scope"],
-        period=b["period"],
-        name=b["name"],
-        limit_usd=b["limit_usd"],
-        used_usd=b["used_usd"],
-        reserved_usd=b["reserved_usd"],
-        remaining_usd=b["remaining_usd"],
-        resets_at=b["resets_at"],
-    )
+    return same_names(t.Budget, b.__getitem__)
 
 
 def anomaly(a: dict[str, Any]) -> t.Anomaly:
     """From ``incident_json`` (as ``/admin/v1/anomalies`` shows it)."""
-    return t.Anomaly(
-        id=a["id"],
-        status=t.IncidentStatus(a["status"]),
-        summary=a["summary"],
-        tenant=a["tenant"],
-        key=a["key"],
-        metric=a["metric"],
-        unit=a["unit"],
-        observed_per_hour=str(a["observed_per_hour"]),
-        baseline_per_hour=str(a["baseline_per_hour"]),
-        threshold_per_hour=str(a["threshold_per_hour"]),
-        action=a["action"],
-        paused_key=a["paused_key"],
-        opened_at=a["opened_at"],
-        resolved_at=a["resolved_at"],
-    )
+    rates = {n: str(a[n]) for n in ("observed_per_hour", "baseline_per_hour", "threshold_per_hour")}
+    return same_names(t.Anomaly, a.__getitem__, status=t.IncidentStatus(a["status"]), **rates)
 
 
 def deployment(d: dict[str, Any]) -> t.Deployment:
     """From a row of ``/admin/v1/deployments``."""
-    return t.Deployment(
-        deployment=d["deployment"],
-        provider=d["provider"],
-        model=d["model"],
-        weight=float(d["weight"]),
-        aliases=list(d["aliases"]),
-        state=d["state"],
-        open_until=d["open_until"],
-        successes=t.BigInt(d["successes"]),
-        failures=t.BigInt(d["failures"]),
-        failure_streak=t.BigInt(d["failure_streak"]),
+    return same_names(
+        t.Deployment, d.__getitem__, weight=float(d["weight"]), aliases=list(d["aliases"])
     )
 
 
 def tenant(x: records.Tenant) -> t.Tenant:
-    return t.Tenant(
-        id=x.id,
-        name=x.name,
-        plan=x.plan,
-        paused=x.paused,
-        pause_reason=x.pause_reason,
-        created_at=x.created_at,
-        metadata=JSON(x.metadata),
-    )
+    return same_names(t.Tenant, partial(getattr, x), metadata=JSON(x.metadata))
 
 
 def key(k: records.ApiKey) -> t.Key:

@@ -20,7 +20,7 @@ import orjson
 from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
 from farebox.anomaly.watch import AnomalyWatch
@@ -126,6 +126,9 @@ async def run(schema: Schema, context: GraphContext, request: Request) -> Respon
         )
     except InvalidOperationTypeError:
         message = "Only queries are served here (no mutations, no subscriptions)."
+        return _json({"data": None, "errors": [{"message": message}]})
+    except CannotGetOperationTypeError:  # no operation in the document, or none of that name
+        message = "The document has no operation to run (or none named by 'operationName')."
         return _json({"data": None, "errors": [{"message": message}]})
     except Exception:  # a defect here must not become a traceback on the wire
         log.exception("GraphQL execution failed")

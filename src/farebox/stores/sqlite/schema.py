@@ -6,6 +6,55 @@ import sqlite3
 
 from farebox.stores.sqlite.rollups import migration as rollups_migration
 
+# a ledger row's metadata tags, one row per tag (a string or integer as its text, a boolean as
+# ``true``/``false``; nested values are not tags), read by the request log's triggers
+_TAG_COLUMNS = "name, value, tenant_id, started_at, request_id"
+_TAG_VALUE = (
+    "CASE j.type WHEN 'text' THEN j.value WHEN 'integer' THEN CAST(j.value AS TEXT) ELSE j.type END"
+)
+_TAG_TYPES = "j.type IN ('text', 'integer', 'true', 'false')"
+
+
+def _tags_of(row: str, *, every_row: bool = False) -> str:
+    """A SELECT of the tags of ``row`` (``new`` or ``old`` in a trigger), or, ``every_row``,
+    of every ledger row (``row`` its alias)."""
+    source = f"ledger {row}, " if every_row else ""
+    only = f"{row}.metadata <> '{{}}' AND " if every_row else ""
+    return (
+        f"SELECT j.key, {_TAG_VALUE}, {row}.tenant_id, {row}.started_at, {row}.request_id "
+        f"FROM {source}json_each({row}.metadata) j WHERE {only}{_TAG_TYPES}"
+    )
+
+
+def _add_tags(row: str, *, every_row: bool = False) -> str:
+    return (
+        f"INSERT OR IGNORE INTO ledger_tags({_TAG_COLUMNS}) {_tags_of(row, every_row=every_row)};"
+    )
+
+
+def _drop_tags(row: str) -> str:
+    return f"DELETE FROM ledger_tags WHERE ({_TAG_COLUMNS}) IN ({_tags_of(row)});"
+
+
+def tag_triggers() -> str:
+    """The triggers that keep ``ledger_tags`` in step with the ledger, and the backfill of the
+    tags of the rows already there."""
+    return f"""
+    CREATE TRIGGER ledger_tags_add AFTER INSERT ON ledger WHEN new.metadata <> '{{}}' BEGIN
+        {_add_tags("new")}
+    END;
+    CREATE TRIGGER ledger_tags_drop AFTER DELETE ON ledger WHEN old.metadata <> '{{}}' BEGIN
+        {_drop_tags("old")}
+    END;
+    CREATE TRIGGER ledger_tags_change AFTER UPDATE OF metadata, tenant_id, started_at
+    ON ledger BEGIN
+        {_drop_tags("old")}
+        {_add_tags("new")}
+    END;
+    {_add_tags("l", every_row=True)}
+    """
+
+
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE tenants (
@@ -216,40 +265,8 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (name, value, tenant_id, started_at, request_id)
     ) WITHOUT ROWID;
     CREATE INDEX ledger_tags_any ON ledger_tags(name, value, started_at, request_id);
-    CREATE TRIGGER ledger_tags_add AFTER INSERT ON ledger WHEN new.metadata <> '{}' BEGIN
-        INSERT OR IGNORE INTO ledger_tags(name, value, tenant_id, started_at, request_id)
-        SELECT j.key, CASE j.type WHEN 'text' THEN j.value WHEN 'integer'
-            THEN CAST(j.value AS TEXT) ELSE j.type END,
-            new.tenant_id, new.started_at, new.request_id
-        FROM json_each(new.metadata) j WHERE j.type IN ('text', 'integer', 'true', 'false');
-    END;
-    CREATE TRIGGER ledger_tags_drop AFTER DELETE ON ledger WHEN old.metadata <> '{}' BEGIN
-        DELETE FROM ledger_tags WHERE (name, value, tenant_id, started_at, request_id) IN (
-            SELECT j.key, CASE j.type WHEN 'text' THEN j.value WHEN 'integer'
-                THEN CAST(j.value AS TEXT) ELSE j.type END,
-                old.tenant_id, old.started_at, old.request_id
-            FROM json_each(old.metadata) j WHERE j.type IN ('text', 'integer', 'true', 'false'));
-    END;
-    CREATE TRIGGER ledger_tags_change AFTER UPDATE OF metadata, tenant_id, started_at
-    ON ledger BEGIN
-        DELETE FROM ledger_tags WHERE (name, value, tenant_id, started_at, request_id) IN (
-            SELECT j.key, CASE j.type WHEN 'text' THEN j.value WHEN 'integer'
-                THEN CAST(j.value AS TEXT) ELSE j.type END,
-                old.tenant_id, old.started_at, old.request_id
-            FROM json_each(old.metadata) j WHERE j.type IN ('text', 'integer', 'true', 'false'));
-        INSERT OR IGNORE INTO ledger_tags(name, value, tenant_id, started_at, request_id)
-        SELECT j.key, CASE j.type WHEN 'text' THEN j.value WHEN 'integer'
-            THEN CAST(j.value AS TEXT) ELSE j.type END,
-            new.tenant_id, new.started_at, new.request_id
-        FROM json_each(new.metadata) j WHERE j.type IN ('text', 'integer', 'true', 'false');
-    END;
-    INSERT OR IGNORE INTO ledger_tags(name, value, tenant_id, started_at, request_id)
-    SELECT j.key, CASE j.type WHEN 'text' THEN j.value WHEN 'integer'
-        THEN CAST(j.value AS TEXT) ELSE j.type END,
-        l.tenant_id, l.started_at, l.request_id
-    FROM ledger l, json_each(l.metadata) j
-    WHERE l.metadata <> '{}' AND j.type IN ('text', 'integer', 'true', 'false');
-    """,
+    """
+    + tag_triggers(),
 )
 
 
