@@ -21,7 +21,15 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from farebox.api.dashboard.csrf import CsrfGuard
-from farebox.api.dashboard.sessions import COOKIE, Session, SessionBook, SessionCodec
+from farebox.api.dashboard.sessions import (
+    COOKIE,
+    LIVE_CACHE_S,
+    REVOKED_GENERATION,
+    Session,
+    SessionBook,
+    SessionCodec,
+)
+from farebox.core.keys import hash_key
 from tests.conftest import ADMIN_KEY, Gateway
 from tests.e2e import ADMIN_KEY as E2E_ADMIN_KEY
 from tests.e2e import child_env, free_port, running, write_config
@@ -33,6 +41,8 @@ CONFIG: dict[str, Any] = {
 }
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 SECRET = b"s" * 32
+LOCAL_TOKEN = "fbx_local_token_for_this_run_0123456789"
+ROTATED_KEY = "fba_the_rotated_admin_key_0123456789"
 
 
 class Clock:
@@ -48,8 +58,10 @@ class Meta:
 
     def __init__(self) -> None:
         self.rows: dict[str, str] = {}
+        self.reads = 0
 
     async def get_meta(self, name: str) -> str | None:
+        self.reads += 1
         return self.rows.get(name)
 
     async def put_meta_if_absent(self, name: str, value: str) -> str:
@@ -217,7 +229,45 @@ async def test_sessions_end_by_sign_out_expiry_revoke_all_and_key_revocation(
         assert (await get(gw, "/dashboard", tenant)).status_code == 200
         keys = await gw.client.get("/admin/v1/tenants/acme/keys", headers=gw.admin)
         await gw.client.delete(f"/admin/v1/keys/{keys.json()['data'][0]['id']}", headers=gw.admin)
+        clock.now += LIVE_CACHE_S  # this worker trusted its last answer for LIVE_CACHE_S
         assert (await get(gw, "/dashboard", tenant)).status_code == 303
+
+
+async def test_an_admin_session_ends_with_the_admin_credential_that_opened_it(
+    make_gateway: Callable[..., Any],
+) -> None:
+    async with dashboard(make_gateway, Clock()) as gw:
+        services = gw.app.state.services
+        old = session_cookie(await sign_in(gw, ADMIN_KEY))
+        assert (await get(gw, "/dashboard", old)).status_code == 200
+        services.local_admin_hash = hash_key(services.secret, LOCAL_TOKEN)  # the demo's token
+        local = session_cookie(await sign_in(gw, LOCAL_TOKEN))
+        assert (await get(gw, "/dashboard", local)).status_code == 200
+        services.admin_key_hash = hash_key(services.secret, ROTATED_KEY)  # rotated
+        assert (await get(gw, "/dashboard", old)).status_code == 303
+        assert (await get(gw, "/dashboard", local)).status_code == 200  # its own still good
+        services.local_admin_hash = ""  # the run that printed the link is over
+        assert (await get(gw, "/dashboard", local)).status_code == 303
+        fresh = session_cookie(await sign_in(gw, ROTATED_KEY))
+        assert (await get(gw, "/dashboard", fresh)).status_code == 200
+
+
+async def test_revoke_all_works_past_any_number_of_generations() -> None:
+    clock, meta = Clock(), Meta()
+    for gen in range(12_345):  # past the old scan's cap of 10 000
+        meta.rows[f"{REVOKED_GENERATION}{gen}"] = "1"
+    book = SessionBook(SECRET, meta, 600, clock)
+    meta.reads = 0
+    assert await book.generation() == 12_345
+    assert meta.reads <= 2 * (12_345).bit_length() + 2  # a search, not a scan
+    token = await book.issue("admin", admin="fp")
+    assert await book.check(token) is not None
+    await book.revoke_all()
+    assert await book.check(token) is None
+    other = SessionBook(SECRET, meta, 600, clock)  # another worker, with no hint of its own
+    assert await other.generation() == 12_346
+    fresh = await other.issue("admin", admin="fp")
+    assert await book.check(fresh) is not None and await book.generation() == 12_346
 
 
 async def test_static_assets_ship_in_the_package_and_nothing_else_is_served(
@@ -266,7 +316,7 @@ async def test_no_cookie_or_token_value_makes_a_server_error(
 def test_decoding_any_text_yields_no_session_or_one_it_signed(token: str) -> None:
     codec = SessionCodec(SECRET)
     assert codec.decode(token) is None
-    good = codec.encode(Session("sid", "admin", 10, 0))
+    good = codec.encode(Session("sid", "admin", 10, 0, admin="fp"))
     assert codec.decode(good + token) in (None, codec.decode(good))
     assert CsrfGuard(SECRET).ok(Session("sid", "admin", 10, 0), token) is False
 

@@ -3,7 +3,8 @@ from a request, and the checks every mutation passes (session, same origin, CSRF
 
 A key is accepted once, at sign-in, and never stored, logged or echoed: the admin key is
 compared by its hash in constant time; a tenant key is looked up by its hash as the data
-plane does. A tenant's session ends when its key stops working.
+plane does. A tenant's session ends when its key stops working; the admin's when the admin
+credential that opened it is no longer one (its fingerprint is signed into the session).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from farebox.api.dashboard.csrf import FIELD, HEADER, CsrfGuard
-from farebox.api.dashboard.sessions import COOKIE, Session, SessionBook
+from farebox.api.dashboard.sessions import COOKIE, Session, SessionBook, admin_fingerprint
 from farebox.core.keys import hash_key
 from farebox.errors import AuthenticationError, FareboxError
 from farebox.gateway.auth import Authenticator
@@ -66,9 +67,9 @@ class Access:
         if not raw_key or len(raw_key) > MAX_KEY_CHARS:
             return None
         presented = hash_key(self._secret(), raw_key)
-        matches = [hmac.compare_digest(presented, h) for h in self._admin_hashes() if h]
-        if any(matches):
-            return await self.book.issue("admin")
+        matches = [h for h in self._admin_hashes() if h and hmac.compare_digest(presented, h)]
+        if matches:
+            return await self.book.issue("admin", admin=self._fingerprint(matches[0]))
         try:
             key = await self._auth.key_for(raw_key)
         except FareboxError:
@@ -77,11 +78,28 @@ class Access:
             return None  # a service key acts for many tenants: it has no view of its own
         return await self.book.issue("tenant", key.tenant_id, key.id)
 
+    def _fingerprint(self, admin_hash: str) -> str:
+        return admin_fingerprint(self._secret(), admin_hash)
+
+    def _admin_live(self, session: Session) -> bool:
+        """The admin credential that opened the session is still an admin credential."""
+        held = session.admin or ""
+        found = [hmac.compare_digest(held, self._fingerprint(h)) for h in self._admin_hashes() if h]
+        return any(found)
+
     async def session(self, request: Request) -> Session | None:
-        session = await self.book.check(request.cookies.get(COOKIE))
-        if session is None or session.role == "admin":
-            return session
-        return session if await self._key_live(session) else None
+        """The live session of a request: signed, unexpired, its credential still good (no
+        I/O), and not revoked nor its key gone (store reads, remembered ``LIVE_CACHE_S``)."""
+        session = self.book.decode(request.cookies.get(COOKIE))
+        if session is None or (session.role == "admin" and not self._admin_live(session)):
+            return None
+        live = self.book.live.get(session.sid)
+        if live is None:
+            live = await self.book.not_revoked(session) and (
+                session.role == "admin" or await self._key_live(session)
+            )
+            self.book.live.put(session.sid, live)
+        return session if live else None
 
     async def _key_live(self, session: Session) -> bool:
         assert session.tenant is not None
