@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -356,6 +357,68 @@ async def test_bad_input_gets_a_clear_4xx_page(make_gateway: Callable[..., Any])
         assert r.status_code == 200 and "request-log" in r.text
 
 
+async def test_the_sign_in_page_asks_before_a_link_replaces_a_session(
+    make_gateway: Callable[..., Any],
+) -> None:
+    async with dashboard(make_gateway, Clock()) as gw:
+        key = await gw.tenant_key("acme")
+        fresh = await get(gw, "/dashboard/signin", None)
+        assert 'data-signed-in-as=""' in fresh.text  # no session: the link signs in at once
+        admin = session_cookie(await sign_in(gw, ADMIN_KEY))
+        page = await get(gw, "/dashboard/signin", admin)
+        assert 'data-signed-in-as="the admin"' in page.text
+        assert 'id="signin-switch" class="notice" hidden' in page.text
+        tenant = session_cookie(await sign_in(gw, key))
+        page = await get(gw, "/dashboard/signin", tenant)
+        assert 'data-signed-in-as="tenant acme"' in page.text and key not in page.text
+        gone = await get(gw, "/dashboard/signin", admin[:-4] + "AAAA")  # not a live session
+        assert 'data-signed-in-as=""' in gone.text
+        script = (await get(gw, "/dashboard/static/signin.js", None)).text
+        assert 'getAttribute("data-signed-in-as")' in script
+
+
+async def test_secure_cookies_believe_only_a_trusted_proxys_forwarded_proto(
+    make_gateway: Callable[..., Any],
+) -> None:
+    https = {**FORM, "X-Forwarded-Proto": "https"}
+    behind = {**CONFIG, "server": {"trusted_proxies": ["127.0.0.1"]}}  # the test client's peer
+    for config, secure in ((behind, True), (CONFIG, False)):
+        async with make_gateway(config, clock=Clock()) as gw:
+            gw.client.cookies.clear()
+            r = await gw.client.post("/dashboard/signin", data={"key": ADMIN_KEY}, headers=https)
+            assert r.status_code == 303
+            assert ("secure" in r.headers["set-cookie"].lower()) is secure, config
+    for mode, secure in (("always", True), ("never", False)):
+        config = {**CONFIG, "dashboard": {"secure_cookies": mode}}
+        async with make_gateway(config, clock=Clock()) as gw:
+            gw.client.cookies.clear()
+            r = await sign_in(gw, ADMIN_KEY)
+            assert ("secure" in r.headers["set-cookie"].lower()) is secure, mode
+
+
+async def test_an_allowed_origin_may_sign_in_and_another_may_not(
+    make_gateway: Callable[..., Any],
+) -> None:
+    config = {**CONFIG, "dashboard": {"allowed_origins": ["https://GW.example"]}}
+    async with make_gateway(config, clock=Clock()) as gw:
+        gw.client.cookies.clear()
+        for origin, status in (("https://gw.example", 303), ("https://evil.example", 401),
+                               ("http://gw.example", 401), ("http://gateway", 303)):  # fmt: skip
+            headers = {**FORM, "Origin": origin}
+            r = await gw.client.post("/dashboard/signin", data={"key": ADMIN_KEY}, headers=headers)
+            assert r.status_code == status, origin
+
+
+def test_allowed_origins_must_be_origins() -> None:
+    from pydantic import ValidationError
+
+    from farebox.config.observe import DashboardConfig
+
+    for bad in ("gw.example", "https://gw.example/dashboard", "ftp://gw.example", "https://"):
+        with pytest.raises(ValidationError):
+            DashboardConfig(allowed_origins=[bad])
+
+
 def test_the_one_click_link_carries_the_key_in_the_fragment_only() -> None:
     from farebox.api.dashboard import signin_link
 
@@ -368,7 +431,8 @@ def test_the_one_click_link_carries_the_key_in_the_fragment_only() -> None:
 def test_a_session_works_and_ends_on_every_worker(tmp_path: Path) -> None:
     """With ``--workers 2`` a session made by one worker is honoured by both, and signing it
     out ends it on both (fresh connections, so both workers answer)."""
-    config = write_config(tmp_path)
+    # each worker would trust its last check for a few seconds: off, so the test need not wait
+    config = write_config(tmp_path, dashboard={"session_check_cache_s": 0})
     port = free_port()
     args = ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     with running([*args, "--workers", "2"], cwd=tmp_path, env=child_env(), port=port) as server:

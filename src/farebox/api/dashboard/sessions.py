@@ -20,7 +20,8 @@ the admin) the admin credential that opened it is no longer an admin credential 
 ``FAREBOX_ADMIN_KEY``, the demo's per-run token gone: the session carries a fingerprint of the
 admin key's hash), or (for a tenant) when its key is revoked, expires or its tenant is deleted.
 
-Each worker remembers a checked session's answer for ``LIVE_CACHE_S`` (``LiveCache``), so the
+Each worker remembers a checked session's answer for ``dashboard.session_check_cache_s``
+(default ``LIVE_CACHE_S``; ``LiveCache``), so the
 chart poll does not queue store reads behind the data plane's writes: a revocation made on
 another worker or replica (or a tenant key revoked) takes effect within that time; one made on
 the same worker takes effect at once.
@@ -167,14 +168,15 @@ class SessionBook:
     """Issues, checks and revokes sessions; the store's meta table keeps the revocations."""
 
     def __init__(
-        self, secret: bytes, meta: MetaStore, ttl_s: int, clock: Callable[[], float]
-    ) -> None:
+        self, secret: bytes, meta: MetaStore, ttl_s: int, clock: Callable[[], float],
+        cache_s: float = LIVE_CACHE_S,
+    ) -> None:  # fmt: skip
         self.codec = SessionCodec(secret)
         self._meta = meta
         self.ttl_s = ttl_s
         self._clock = clock
         self._floor = 0  # every generation below it is known revoked (they only ever grow)
-        self.live = LiveCache(clock)
+        self.live = LiveCache(clock, cache_s)
 
     def now(self) -> float:
         return self._clock()
