@@ -17,11 +17,20 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from farebox.api.dashboard.csrf import CsrfGuard
-from farebox.api.dashboard.sessions import COOKIE, Session, SessionBook, SessionCodec
+from farebox.api.dashboard.sessions import (
+    COOKIE,
+    LIVE_CACHE_S,
+    REVOKED_GENERATION,
+    Session,
+    SessionBook,
+    SessionCodec,
+)
+from farebox.core.keys import hash_key
 from tests.conftest import ADMIN_KEY, Gateway
 from tests.drawn import draw
 from tests.e2e import ADMIN_KEY as E2E_ADMIN_KEY
@@ -34,6 +43,8 @@ CONFIG: dict[str, Any] = {
 }
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 SECRET = b"s" * 32
+LOCAL_TOKEN = "fbx_local_token_for_this_run_0123456789"
+ROTATED_KEY = "fba_the_rotated_admin_key_0123456789"
 
 
 class Clock:
@@ -49,8 +60,10 @@ class Meta:
 
     def __init__(self) -> None:
         self.rows: dict[str, str] = {}
+        self.reads = 0
 
     async def get_meta(self, name: str) -> str | None:
+        self.reads += 1
         return self.rows.get(name)
 
     async def put_meta_if_absent(self, name: str, value: str) -> str:
@@ -204,7 +217,45 @@ async def test_sessions_end_by_sign_out_expiry_revoke_all_and_key_revocation(
         assert (await get(gw, "/dashboard", tenant)).status_code == 200
         keys = await gw.client.get("/admin/v1/tenants/acme/keys", headers=gw.admin)
         await gw.client.delete(f"/admin/v1/keys/{keys.json()['data'][0]['id']}", headers=gw.admin)
+        clock.now += LIVE_CACHE_S  # this worker trusted its last answer for LIVE_CACHE_S
         assert (await get(gw, "/dashboard", tenant)).status_code == 303
+
+
+async def test_an_admin_session_ends_with_the_admin_credential_that_opened_it(
+    make_gateway: Callable[..., Any],
+) -> None:
+    async with dashboard(make_gateway, Clock()) as gw:
+        services = gw.app.state.services
+        old = session_cookie(await sign_in(gw, ADMIN_KEY))
+        assert (await get(gw, "/dashboard", old)).status_code == 200
+        services.local_admin_hash = hash_key(services.secret, LOCAL_TOKEN)  # the demo's token
+        local = session_cookie(await sign_in(gw, LOCAL_TOKEN))
+        assert (await get(gw, "/dashboard", local)).status_code == 200
+        services.admin_key_hash = hash_key(services.secret, ROTATED_KEY)  # rotated
+        assert (await get(gw, "/dashboard", old)).status_code == 303
+        assert (await get(gw, "/dashboard", local)).status_code == 200  # its own still good
+        services.local_admin_hash = ""  # the run that printed the link is over
+        assert (await get(gw, "/dashboard", local)).status_code == 303
+        fresh = session_cookie(await sign_in(gw, ROTATED_KEY))
+        assert (await get(gw, "/dashboard", fresh)).status_code == 200
+
+
+async def test_revoke_all_works_past_any_number_of_generations() -> None:
+    clock, meta = Clock(), Meta()
+    for gen in range(12_345):  # past the old scan's cap of 10 000
+        meta.rows[f"{REVOKED_GENERATION}{gen}"] = "1"
+    book = SessionBook(SECRET, meta, 600, clock)
+    meta.reads = 0
+    assert await book.generation() == 12_345
+    assert meta.reads <= 2 * (12_345).bit_length() + 2  # a search, not a scan
+    token = await book.issue("admin", admin="fp")
+    assert await book.check(token) is not None
+    await book.revoke_all()
+    assert await book.check(token) is None
+    other = SessionBook(SECRET, meta, 600, clock)  # another worker, with no hint of its own
+    assert await other.generation() == 12_346
+    fresh = await other.issue("admin", admin="fp")
+    assert await book.check(fresh) is not None and await book.generation() == 12_346
 
 
 async def test_static_assets_ship_in_the_package_and_nothing_else_is_served(
@@ -253,7 +304,7 @@ async def test_no_cookie_or_token_value_makes_a_server_error(
 def test_decoding_any_text_yields_no_session_or_one_it_signed(token: str) -> None:
     codec = SessionCodec(SECRET)
     assert codec.decode(token) is None
-    good = codec.encode(Session("sid", "admin", 10, 0))
+    good = codec.encode(Session("sid", "admin", 10, 0, admin="fp"))
     assert codec.decode(good + token) in (None, codec.decode(good))
     assert CsrfGuard(SECRET).ok(Session("sid", "admin", 10, 0), token) is False
 
@@ -293,6 +344,68 @@ async def test_bad_input_gets_a_clear_4xx_page(make_gateway: Callable[..., Any])
         assert r.status_code == 200 and "request-log" in r.text
 
 
+async def test_the_sign_in_page_asks_before_a_link_replaces_a_session(
+    make_gateway: Callable[..., Any],
+) -> None:
+    async with dashboard(make_gateway, Clock()) as gw:
+        key = await gw.tenant_key("acme")
+        fresh = await get(gw, "/dashboard/signin", None)
+        assert 'data-signed-in-as=""' in fresh.text  # no session: the link signs in at once
+        admin = session_cookie(await sign_in(gw, ADMIN_KEY))
+        page = await get(gw, "/dashboard/signin", admin)
+        assert 'data-signed-in-as="the admin"' in page.text
+        assert 'id="signin-switch" class="notice" hidden' in page.text
+        tenant = session_cookie(await sign_in(gw, key))
+        page = await get(gw, "/dashboard/signin", tenant)
+        assert 'data-signed-in-as="tenant acme"' in page.text and key not in page.text
+        gone = await get(gw, "/dashboard/signin", admin[:-4] + "AAAA")  # not a live session
+        assert 'data-signed-in-as=""' in gone.text
+        script = (await get(gw, "/dashboard/static/signin.js", None)).text
+        assert 'getAttribute("data-signed-in-as")' in script
+
+
+async def test_secure_cookies_believe_only_a_trusted_proxys_forwarded_proto(
+    make_gateway: Callable[..., Any],
+) -> None:
+    https = {**FORM, "X-Forwarded-Proto": "https"}
+    behind = {**CONFIG, "server": {"trusted_proxies": ["127.0.0.1"]}}  # the test client's peer
+    for config, secure in ((behind, True), (CONFIG, False)):
+        async with make_gateway(config, clock=Clock()) as gw:
+            gw.client.cookies.clear()
+            r = await gw.client.post("/dashboard/signin", data={"key": ADMIN_KEY}, headers=https)
+            assert r.status_code == 303
+            assert ("secure" in r.headers["set-cookie"].lower()) is secure, config
+    for mode, secure in (("always", True), ("never", False)):
+        config = {**CONFIG, "dashboard": {"secure_cookies": mode}}
+        async with make_gateway(config, clock=Clock()) as gw:
+            gw.client.cookies.clear()
+            r = await sign_in(gw, ADMIN_KEY)
+            assert ("secure" in r.headers["set-cookie"].lower()) is secure, mode
+
+
+async def test_an_allowed_origin_may_sign_in_and_another_may_not(
+    make_gateway: Callable[..., Any],
+) -> None:
+    config = {**CONFIG, "dashboard": {"allowed_origins": ["https://GW.example"]}}
+    async with make_gateway(config, clock=Clock()) as gw:
+        gw.client.cookies.clear()
+        for origin, status in (("https://gw.example", 303), ("https://evil.example", 401),
+                               ("http://gw.example", 401), ("http://gateway", 303)):  # fmt: skip
+            headers = {**FORM, "Origin": origin}
+            r = await gw.client.post("/dashboard/signin", data={"key": ADMIN_KEY}, headers=headers)
+            assert r.status_code == status, origin
+
+
+def test_allowed_origins_must_be_origins() -> None:
+    from pydantic import ValidationError
+
+    from farebox.config.observe import DashboardConfig
+
+    for bad in ("gw.example", "https://gw.example/dashboard", "ftp://gw.example", "https://"):
+        with pytest.raises(ValidationError):
+            DashboardConfig(allowed_origins=[bad])
+
+
 def test_the_one_click_link_carries_the_key_in_the_fragment_only() -> None:
     from farebox.api.dashboard import signin_link
 
@@ -305,7 +418,8 @@ def test_the_one_click_link_carries_the_key_in_the_fragment_only() -> None:
 def test_a_session_works_and_ends_on_every_worker(tmp_path: Path) -> None:
     """With ``--workers 2`` a session made by one worker is honoured by both, and signing it
     out ends it on both (fresh connections, so both workers answer)."""
-    config = write_config(tmp_path)
+    # each worker would trust its last check for a few seconds: off, so the test need not wait
+    config = write_config(tmp_path, dashboard={"session_check_cache_s": 0})
     port = free_port()
     args = ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     with running([*args, "--workers", "2"], cwd=tmp_path, env=child_env(), port=port) as server:

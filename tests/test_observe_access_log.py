@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,3 +112,38 @@ def test_auto_is_text_on_a_terminal_and_json_elsewhere() -> None:
     assert written["tty"].startswith("1970-01-01T00:00:02.000Z req_1 acme/key_1 ")
     assert "added=0.50ms" in written["tty"]
     assert logging.getLogger("farebox.access").handlers == []  # detached again
+
+
+class _BlockingStream(io.StringIO):
+    """A stream whose write blocks until released (a full pipe nobody reads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.entered.set()
+        self.release.wait()
+        return super().write(text)
+
+
+def test_stop_returns_when_the_stream_blocks(caplog: pytest.LogCaptureFixture) -> None:
+    entry = LedgerEntry("req_1", "acme", "key_1", "chat", "m", "m", "p", "ok", 200, 1.0, 2.0,
+                        cost=1, latency_ms=2.5, upstream_ms=2.0)  # fmt: skip
+    stream = _BlockingStream()
+    log = AccessLog("json", stream, interval_s=0.01)
+    try:
+        log.start()
+        log.observe(entry, "pro")
+        assert stream.entered.wait(5.0)  # the writer is now stuck in write
+        log.observe(entry, "pro")
+        log.observe(entry, "pro")
+        with caplog.at_level(logging.WARNING, logger="farebox.observe"):
+            log.stop(timeout_s=0.2)
+        warned = [r.getMessage() for r in caplog.records if r.name == "farebox.observe"]
+        assert warned and "2 queued lines dropped" in warned[0]
+        assert "req_1" not in warned[0]  # a count, never content
+        assert logging.getLogger("farebox.access").handlers == []
+    finally:
+        stream.release.set()

@@ -5,9 +5,10 @@ which alone reads the environment."""
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from farebox.config.base import EnvReference, Strict
 
@@ -42,6 +43,28 @@ class DashboardConfig(Strict):
 
     enabled: bool = True
     session_ttl_s: int = Field(8 * 3600, ge=60)
+    # how long a worker trusts its check of a session; a revocation made on another worker or
+    # replica (or a tenant key revoked) takes effect within it. 0: check the store every time
+    session_check_cache_s: float = Field(5.0, ge=0.0, le=300.0)
+    # the session cookie's Secure flag. auto: when the request came over TLS, as the server saw
+    # it or as a trusted proxy (server.trusted_proxies) said in X-Forwarded-Proto
+    secure_cookies: Literal["auto", "always", "never"] = "auto"
+    # origins (scheme://host[:port]) a sign-in or form may come from besides the Host itself:
+    # the public address when a reverse proxy rewrites Host
+    allowed_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        out = []
+        for value in values:
+            parts = urllib.parse.urlsplit(value.strip())
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"allowed_origins: {value!r} is not scheme://host[:port]")
+            if parts.path not in ("", "/") or parts.query or parts.fragment:
+                raise ValueError(f"allowed_origins: {value!r} has more than an origin")
+            out.append(f"{parts.scheme}://{parts.netloc}".lower())
+        return out
 
 
 class PlanObserve(Strict):

@@ -33,6 +33,7 @@ from farebox.core.records import LedgerEntry
 LOGGER = "farebox.access"
 FLUSH_INTERVAL_S = 0.1  # lines are written at most this long after their request ends
 MAX_PENDING = 100_000
+STOP_TIMEOUT_S = 2.0  # how long stop waits for a writer stuck on its stream
 Format = Literal["auto", "json", "text"]
 
 
@@ -165,10 +166,12 @@ class _Writer:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        """Write every line queued, then end the thread."""
+    def stop(self, timeout_s: float) -> bool:
+        """Write every line queued, then end the thread; False when the thread is still stuck
+        after ``timeout_s`` (a stream that blocks: a full pipe nobody reads)."""
         self._stopping.set()
-        self._thread.join()
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         while not self._stopping.wait(self._interval_s):
@@ -247,16 +250,27 @@ class AccessLog:
         self._writer = _Writer(self._pending, logger, text, self._interval_s)
         self._writer.start()
 
-    def stop(self) -> None:
-        """Write every line queued, then detach; a no-op when not started."""
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Write every line queued, then detach; a no-op when not started. A writer stuck on
+        its stream for ``timeout_s`` is left behind (a daemon thread), and the lines it had
+        not written are counted on ``farebox.observe`` (a count, never their content)."""
+        stuck = False
         if self._writer is not None:
-            self._writer.stop()
+            stuck = not self._writer.stop(timeout_s)
             self._writer = None
         logger = logging.getLogger(LOGGER)
         if self._handler is not None:
             logger.removeHandler(self._handler)
-            self._handler.flush_now()
+            if not stuck:  # a stuck writer holds the handler's lock: flushing would hang too
+                self._handler.flush_now()
             self._handler = None
+        if stuck:
+            dropped = len(self._pending)
+            self._pending.clear()
+            logging.getLogger("farebox.observe").warning(
+                "the access log's stream blocked at shutdown: %d queued lines dropped "
+                "(and the batch being written)", dropped,
+            )  # fmt: skip
         if self._saved is not None:
             logger.setLevel(self._saved[0])
             logger.propagate = self._saved[1]

@@ -35,10 +35,12 @@ def router(
 ) -> APIRouter:
     """The dashboard's routes for one app instance."""
     settings = services.settings.file.dashboard
-    book = SessionBook(services.secret, services.store, settings.session_ttl_s, tenancy.now)
+    book = SessionBook(services.secret, services.store, settings.session_ttl_s, tenancy.now,
+                       settings.session_check_cache_s)  # fmt: skip
     access = Access(
         book, CsrfGuard(services.secret), services.auth, services.store,
-        lambda: services.secret, services.admin_hashes,
+        lambda: services.secret, services.admin_hashes, secure_cookies=settings.secure_cookies,
+        allowed_origins=settings.allowed_origins, proxies=services.proxies,
     )  # fmt: skip
     data = DashboardData(services, tenancy, exporter, watch)
     return _router(DashboardRoutes(access, data, Pages()))

@@ -3,7 +3,8 @@ from a request, and the checks every mutation passes (session, same origin, CSRF
 
 A key is accepted once, at sign-in, and never stored, logged or echoed: the admin key is
 compared by its hash in constant time; a tenant key is looked up by its hash as the data
-plane does. A tenant's session ends when its key stops working.
+plane does. A tenant's session ends when its key stops working; the admin's when the admin
+credential that opened it is no longer one (its fingerprint is signed into the session).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import hmac
 import urllib.parse
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from farebox.api.client_ip import TrustedProxies
 from farebox.api.dashboard.csrf import FIELD, HEADER, CsrfGuard
-from farebox.api.dashboard.sessions import COOKIE, Session, SessionBook
+from farebox.api.dashboard.sessions import COOKIE, Session, SessionBook, admin_fingerprint
 from farebox.core.keys import hash_key
 from farebox.errors import AuthenticationError, FareboxError
 from farebox.gateway.auth import Authenticator
@@ -25,6 +28,7 @@ from farebox.stores.base import AccountStore
 MAX_FORM_FIELDS = 20
 MAX_KEY_CHARS = 512
 PATH = "/dashboard"
+SecureCookies = Literal["auto", "always", "never"]
 
 
 def parse_form(body: bytes) -> dict[str, str]:
@@ -52,13 +56,22 @@ class Access:
         accounts: AccountStore,
         secret: Callable[[], bytes],
         admin_hashes: Callable[[], Iterable[str]],
+        *,
+        secure_cookies: SecureCookies = "auto",
+        allowed_origins: Iterable[str] = (),
+        proxies: TrustedProxies | None = None,
     ) -> None:
+        """``secure_cookies``, ``allowed_origins``: the ``dashboard:`` settings; ``proxies``:
+        the ones whose ``X-Forwarded-Proto`` is believed."""
         self.book = book
         self.csrf = csrf
         self._auth = auth
         self._accounts = accounts
         self._secret = secret
         self._admin_hashes = admin_hashes
+        self._secure = secure_cookies
+        self._origins = frozenset(o.lower() for o in allowed_origins)
+        self._proxies = proxies if proxies is not None else TrustedProxies()
 
     async def exchange(self, raw_key: str) -> str | None:
         """A new session token for a presented key, or None when the key opens nothing."""
@@ -66,9 +79,9 @@ class Access:
         if not raw_key or len(raw_key) > MAX_KEY_CHARS:
             return None
         presented = hash_key(self._secret(), raw_key)
-        matches = [hmac.compare_digest(presented, h) for h in self._admin_hashes() if h]
-        if any(matches):
-            return await self.book.issue("admin")
+        matches = [h for h in self._admin_hashes() if h and hmac.compare_digest(presented, h)]
+        if matches:
+            return await self.book.issue("admin", admin=self._fingerprint(matches[0]))
         try:
             key = await self._auth.key_for(raw_key)
         except FareboxError:
@@ -77,11 +90,28 @@ class Access:
             return None  # a service key acts for many tenants: it has no view of its own
         return await self.book.issue("tenant", key.tenant_id, key.id)
 
+    def _fingerprint(self, admin_hash: str) -> str:
+        return admin_fingerprint(self._secret(), admin_hash)
+
+    def _admin_live(self, session: Session) -> bool:
+        """The admin credential that opened the session is still an admin credential."""
+        held = session.admin or ""
+        found = [hmac.compare_digest(held, self._fingerprint(h)) for h in self._admin_hashes() if h]
+        return any(found)
+
     async def session(self, request: Request) -> Session | None:
-        session = await self.book.check(request.cookies.get(COOKIE))
-        if session is None or session.role == "admin":
-            return session
-        return session if await self._key_live(session) else None
+        """The live session of a request: signed, unexpired, its credential still good (no
+        I/O), and not revoked nor its key gone (store reads, remembered ``LIVE_CACHE_S``)."""
+        session = self.book.decode(request.cookies.get(COOKIE))
+        if session is None or (session.role == "admin" and not self._admin_live(session)):
+            return None
+        live = self.book.live.get(session.sid)
+        if live is None:
+            live = await self.book.not_revoked(session) and (
+                session.role == "admin" or await self._key_live(session)
+            )
+            self.book.live.put(session.sid, live)
+        return session if live else None
 
     async def _key_live(self, session: Session) -> bool:
         assert session.tenant is not None
@@ -98,33 +128,51 @@ class Access:
 
     def mutation_ok(self, request: Request, session: Session, form: dict[str, str]) -> bool:
         """Same origin (when the browser says), and the session's own CSRF token."""
-        if not same_origin(request):
+        if not self.same_origin(request):
             return False
         presented = form.get(FIELD) or request.headers.get(HEADER)
         return self.csrf.ok(session, presented)
 
+    def same_origin(self, request: Request) -> bool:
+        """A POST's ``Origin`` (sent by browsers) names this host or an allowed origin;
+        absent, the token decides."""
+        origin = request.headers.get("origin")
+        if origin is None:
+            return True
+        if origin.lower() in self._origins:
+            return True
+        host = request.headers.get("host", "")
+        parsed = urllib.parse.urlsplit(origin)
+        return bool(host) and parsed.netloc == host
+
+    def secure(self, request: Request) -> bool:
+        """Whether the session cookie gets ``Secure`` (``dashboard.secure_cookies``)."""
+        if self._secure != "auto":
+            return self._secure == "always"
+        return over_tls(request, self._proxies)
+
     def set_cookie(self, request: Request, response: Response, token: str) -> None:
         response.set_cookie(
             COOKIE, token, max_age=self.book.ttl_s, path=PATH, httponly=True,
-            samesite="strict", secure=request.url.scheme == "https",
+            samesite="strict", secure=self.secure(request),
         )  # fmt: skip
 
-    @staticmethod
-    def clear_cookie(request: Request, response: Response) -> None:
+    def clear_cookie(self, request: Request, response: Response) -> None:
         response.delete_cookie(
-            COOKIE, path=PATH, httponly=True, samesite="strict",
-            secure=request.url.scheme == "https",
+            COOKIE, path=PATH, httponly=True, samesite="strict", secure=self.secure(request),
         )  # fmt: skip
 
 
-def same_origin(request: Request) -> bool:
-    """A POST's ``Origin`` (sent by browsers) names this host; absent, the token decides."""
-    origin = request.headers.get("origin")
-    if origin is None:
+def over_tls(request: Request, proxies: TrustedProxies) -> bool:
+    """The request came over TLS: as the server saw it, or as a trusted proxy (the socket
+    peer) said in ``X-Forwarded-Proto`` (its first value: the client-facing hop)."""
+    if request.url.scheme == "https":
         return True
-    host = request.headers.get("host", "")
-    parsed = urllib.parse.urlsplit(origin)
-    return bool(host) and parsed.netloc == host
+    client = request.scope.get("client")
+    if not client or not proxies or not proxies.is_trusted(str(client[0])):
+        return False
+    said = request.headers.get("x-forwarded-proto", "")
+    return said.split(",")[0].strip().lower() == "https"
 
 
 def require(session: Session | None) -> Session:

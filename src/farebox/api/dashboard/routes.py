@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from farebox.api.dashboard.access import Access, parse_form, same_origin
+from farebox.api.dashboard.access import Access, parse_form
 from farebox.api.dashboard.data import DashboardData
 from farebox.api.dashboard.pages import Pages, secure
 from farebox.api.dashboard.requests_page import request_filters
@@ -29,6 +29,11 @@ def _json(data: Any) -> Response:
 
 def _see(path: str) -> Response:
     return secure(RedirectResponse(path, status_code=303))
+
+
+def who(session: Session) -> str:
+    """Who a session is, in words for the sign-in page."""
+    return "the admin" if session.role == "admin" else f"tenant {session.tenant}"
 
 
 def _int(value: str | None, default: int) -> int:
@@ -53,11 +58,16 @@ class DashboardRoutes:
 
     # sign-in -----------------------------------------------------------------------------
     async def signin_form(self, request: Request) -> Response:
-        return self.page("signin.html", request, None, failed=False)
+        """The sign-in page; when a live session exists, its script asks before a one-click
+        link's key replaces it (``data-signed-in-as``) instead of posting the key at once."""
+        current = await self.access.session(request)
+        return self.page("signin.html", request, None, failed=False,
+                         signed_in_as=who(current) if current else "")  # fmt: skip
 
     async def signin(self, request: Request) -> Response:
         form = parse_form(await request.body())
-        token = await self.access.exchange(form.get("key", "")) if same_origin(request) else None
+        ok = self.access.same_origin(request)
+        token = await self.access.exchange(form.get("key", "")) if ok else None
         if token is None:
             response = self.pages.render("signin.html", status=401, session=None, csrf="",
                                          path=request.url.path, failed=True)  # fmt: skip
