@@ -187,7 +187,16 @@ class ExportStore(Protocol):
         """Events a sink refused for good (each with ``key``, ``event``, ``reason``, ``at``)."""
         ...
 
-    async def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]: ...
+    async def dead_letters(
+        self, sink: str | None = None, since: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Oldest first (by ``at``, then key); ``since``: only events stamped at or after it
+        (the event's ``timestamp``, unix seconds)."""
+        ...
+
+    async def dead_letter_count(self, sink: str | None = None) -> int:
+        """How many dead letters there are (of one sink, or all), without reading them."""
+        ...
 
     async def remove_dead_letters(self, sink: str, keys: Sequence[str]) -> None: ...
 

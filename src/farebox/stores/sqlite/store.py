@@ -425,12 +425,21 @@ class SQLiteStore(SQLAccounts, SQLiteReports):
             )
         )
 
-    async def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]:
-        where, params = ("WHERE sink = ?", (sink,)) if sink else ("", ())
+    async def dead_letters(
+        self, sink: str | None = None, since: int | None = None
+    ) -> list[dict[str, Any]]:
+        terms, params = _dead_where(sink, since)
+        where = f"WHERE {' AND '.join(terms)}" if terms else ""
         sql = f"SELECT sink, key, event, reason, at FROM export_dead {where} ORDER BY at, key"
         rows = await self.report_reader.run(lambda db: db.execute(sql, params).fetchall())
         return [{"sink": r[0], "key": r[1], "event": orjson.loads(r[2]), "reason": r[3],
                  "at": r[4]} for r in rows]  # fmt: skip
+
+    async def dead_letter_count(self, sink: str | None = None) -> int:
+        where, params = ("WHERE sink = ?", (sink,)) if sink else ("", ())
+        sql = f"SELECT count(*) FROM export_dead {where}"
+        row = await self.report_reader.run(lambda db: db.execute(sql, params).fetchone())
+        return int(row[0])
 
     async def remove_dead_letters(self, sink: str, keys: Sequence[str]) -> None:
         await self._write(
@@ -565,3 +574,15 @@ def _bump_epoch(db: sqlite3.Connection) -> int:
     db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'auth_epoch'")
     row = db.execute("SELECT value FROM meta WHERE name = 'auth_epoch'").fetchone()
     return int(row[0])
+
+
+def _dead_where(sink: str | None, since: int | None) -> tuple[list[str], list[Any]]:
+    terms: list[str] = []
+    params: list[Any] = []
+    if sink:
+        terms.append("sink = ?")
+        params.append(sink)
+    if since is not None:
+        terms.append("json_extract(event, '$.timestamp') >= ?")
+        params.append(since)
+    return terms, params
