@@ -13,6 +13,7 @@ import pytest
 from farebox.billing.reconcile import reconcile
 from farebox.core.meters import BILLED, raw_value, render
 from farebox.core.records import LedgerEntry
+from farebox.sinks.events import event_key
 from farebox.stores.memory.store import MemoryStore
 from farebox.stores.sqlite.store import SQLiteStore
 from tests.contracts.builders import T0, entry
@@ -35,6 +36,18 @@ class Counting:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
+
+
+RUNNER = SimpleNamespace(name="s", config=SimpleNamespace(meters=METERS, granularity="request"))
+
+
+def letter(e: LedgerEntry, meter: str, raw: int | None = None) -> dict[str, Any]:
+    """The dead letter of ``e``'s per-request event on ``meter``, as the exporter writes it."""
+    key = event_key(e.tenant_id, e.request_id, meter)
+    value = render(meter, raw_value(e, meter) if raw is None else raw)
+    return {"key": key, "reason": "no customer", "at": T0,
+            "event": {"tenant": e.tenant_id, "meter": meter, "value": value, "customer": {},
+                      "timestamp": int(e.finished_at), "key": key, "properties": {}}}  # fmt: skip
 
 
 def traffic() -> list[LedgerEntry]:
@@ -76,15 +89,9 @@ async def test_the_answer_adds_up_and_reads_only_the_backlog(store: Any) -> None
     await store.set_export_cursor("s", cursor)
     sent = [e for s, e in positions if s <= cursor]
     gone = [e for e in sent if e.tenant_id == "a" and e.status == "ok"][:2]
-    await store.add_dead_letters("s", [
-        {"key": f"k{e.request_id}", "reason": "no customer", "at": T0,
-         "event": {"tenant": e.tenant_id, "meter": "cost_usd", "value": render("cost_usd", e.cost),
-                   "timestamp": int(e.finished_at), "key": f"k{e.request_id}", "customer": {},
-                   "properties": {}}}
-        for e in gone
-    ])  # fmt: skip
+    await store.add_dead_letters("s", [letter(e, "cost_usd") for e in gone])
     counting = Counting(store)
-    runner = SimpleNamespace(name="s", config=SimpleNamespace(meters=METERS))
+    runner = RUNNER
     june = await reconcile(counting, [runner], JUNE)  # type: ignore[arg-type]
     assert min(counting.read_from) == cursor  # never from the start of the outbox
 
@@ -92,7 +99,7 @@ async def test_the_answer_adds_up_and_reads_only_the_backlog(store: Any) -> None
     waiting = sums([e for s, e in positions if s > cursor], JULY_1 - 30 * 86_400, JULY_1)
     dead_cost = {e.tenant_id: 0 for e in gone}
     for e in gone:
-        if e.finished_at < JULY_1:
+        if e.started_at < JULY_1:  # by start, as the ledger side
             dead_cost[e.tenant_id] += e.cost
     rows = {(r["tenant"], r["meter"]): r for r in june["data"]}
     assert set(rows) == set(want)

@@ -194,6 +194,10 @@ class ExportStore(Protocol):
         (the event's ``timestamp``, unix seconds)."""
         ...
 
+    async def entries_by_id(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
+        """The ledger entries among ``request_ids``, by request id (a dead letter's entries)."""
+        ...
+
     async def dead_letter_count(self, sink: str | None = None) -> int:
         """How many dead letters there are (of one sink, or all), without reading them."""
         ...

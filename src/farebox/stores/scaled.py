@@ -430,6 +430,9 @@ class ScaledStore:
     ) -> list[dict[str, Any]]:
         return await self._pg.dead_letters(sink, since)
 
+    async def entries_by_id(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
+        return await self._pg.existing_entries(request_ids)
+
     async def dead_letter_count(self, sink: str | None = None) -> int:
         return await self._pg.dead_letter_count(sink)
 

@@ -215,6 +215,9 @@ class MemoryStore(MemoryReports):
                 and (since is None or int(d["event"]["timestamp"]) >= since)]  # fmt: skip
         return sorted(rows, key=lambda d: (d["at"], d["key"]))
 
+    async def entries_by_id(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
+        return {r: self._ledger[r] for r in request_ids if r in self._ledger}
+
     async def dead_letter_count(self, sink: str | None = None) -> int:
         return sum(1 for s, _ in self._dead if sink is None or s == sink)
 

@@ -359,6 +359,9 @@ class PostgresStore(SQLAccounts, PostgresReports):
         )
         return [dict(r) for r in rows]
 
+    async def entries_by_id(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
+        return await self.existing_entries(request_ids)
+
     async def dead_letter_count(self, sink: str | None = None) -> int:
         where, params = ("WHERE sink = $1", [sink]) if sink else ("", [])
         found = await self._pool.fetchval(

@@ -64,6 +64,7 @@ from farebox.stores.usage_query import SQLITE_USAGE, usage_rows
 T = TypeVar("T")
 log = logging.getLogger("farebox.stores.sqlite")  # the name operators filter on
 CHECKPOINT_EVERY = RESTART_EVERY  # commits between checkpoints (see stores/sqlite/wal.py)
+ID_CHUNK = 500  # request ids per IN (...) lookup, well under SQLite's variable limit
 
 
 class SQLiteStore(SQLAccounts, SQLiteReports):
@@ -428,12 +429,30 @@ class SQLiteStore(SQLAccounts, SQLiteReports):
     async def dead_letters(
         self, sink: str | None = None, since: int | None = None
     ) -> list[dict[str, Any]]:
-        terms, params = _dead_where(sink, since)
-        where = f"WHERE {' AND '.join(terms)}" if terms else ""
+        terms: list[tuple[str, Any]] = [("sink = ?", sink)] if sink else []
+        if since is not None:
+            terms.append(("json_extract(event, '$.timestamp') >= ?", since))
+        where = f"WHERE {' AND '.join(t for t, _ in terms)}" if terms else ""
+        params = [v for _, v in terms]
         sql = f"SELECT sink, key, event, reason, at FROM export_dead {where} ORDER BY at, key"
         rows = await self.report_reader.run(lambda db: db.execute(sql, params).fetchall())
         return [{"sink": r[0], "key": r[1], "event": orjson.loads(r[2]), "reason": r[3],
                  "at": r[4]} for r in rows]  # fmt: skip
+
+    async def entries_by_id(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
+        ids, cols = list(dict.fromkeys(request_ids)), ",".join(LEDGER_COLS)
+
+        def read(db: sqlite3.Connection) -> list[Any]:
+            rows: list[Any] = []
+            for i in range(0, len(ids), ID_CHUNK):
+                part = ids[i : i + ID_CHUNK]
+                marks = ",".join("?" * len(part))
+                sql = f"SELECT {cols} FROM ledger WHERE request_id IN ({marks})"
+                rows += db.execute(sql, part).fetchall()
+            return rows
+
+        found = [LedgerEntry(**decode(LEDGER_COLS, r)) for r in await self.report_reader.run(read)]
+        return {e.request_id: e for e in found}
 
     async def dead_letter_count(self, sink: str | None = None) -> int:
         where, params = ("WHERE sink = ?", (sink,)) if sink else ("", ())
@@ -574,15 +593,3 @@ def _bump_epoch(db: sqlite3.Connection) -> int:
     db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE name = 'auth_epoch'")
     row = db.execute("SELECT value FROM meta WHERE name = 'auth_epoch'").fetchone()
     return int(row[0])
-
-
-def _dead_where(sink: str | None, since: int | None) -> tuple[list[str], list[Any]]:
-    terms: list[str] = []
-    params: list[Any] = []
-    if sink:
-        terms.append("sink = ?")
-        params.append(sink)
-    if since is not None:
-        terms.append("json_extract(event, '$.timestamp') >= ?")
-        params.append(since)
-    return terms, params
