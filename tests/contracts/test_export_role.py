@@ -91,3 +91,10 @@ async def test_postgres_waits_for_positions_committed_out_of_order(
     assert [e.request_id for _, e in await store.ledger_since(last, 10)] == []
     monkeypatch.setattr(postgres, "GAP_WAIT_S", 0.0)
     assert [e.request_id for _, e in await store.ledger_since(last, 10)] == ["d"]
+
+
+async def test_entries_by_id_reads_the_named_entries(store: Any) -> None:
+    await store.append_ledger([entry(f"r{i}", tenant_id="acme", cost=i) for i in range(3)])
+    found = await store.entries_by_id(["r2", "r0", "missing", "r2"])
+    assert {rid: e.cost for rid, e in found.items()} == {"r2": 2, "r0": 0}
+    assert await store.entries_by_id([]) == {}
