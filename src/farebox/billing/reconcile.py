@@ -169,8 +169,10 @@ def request_id(key: str, tenant: str, meter: str) -> str | None:
 async def dead(
     store: ReconcileStore, runner: SinkRunner, start: float, end: float, tenant_id: str | None
 ) -> Dead:
-    """The sink's dead letters whose entries started in the month, per entry."""
-    meters, hourly = set(runner.config.meters), runner.config.granularity == "hour"
+    """The sink's dead letters whose entries started in the month, per entry. A letter is
+    hourly by its key (``h<hour>``), so letters from before a sink changed its granularity
+    are still read right."""
+    meters = set(runner.config.meters)
     found, scans = Dead(), dict[str, Scan]()
     by_id: dict[str, list[tuple[str, str, int]]] = {}  # request id -> (tenant, meter, raw)
     for letter in await store.dead_letters(runner.name, since=int(start)):
@@ -179,7 +181,7 @@ async def dead(
         if meter not in meters or (tenant_id is not None and tenant != tenant_id):
             continue
         scan = scans.setdefault(tenant, Scan())
-        if hourly:
+        if str(letter["key"]) == event_key(tenant, f"h{ts}", meter):  # an hourly event
             scan.hours.setdefault(ts, set()).add(meter)
             continue
         raw = parse_usd(str(event["value"])) if meter in MONEY_METERS else int(event["value"])
