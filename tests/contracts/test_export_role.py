@@ -32,6 +32,10 @@ async def test_outbox_cursor_and_dead_letters(store: Any) -> None:
               "at": 1.0}  # fmt: skip
     await store.add_dead_letters("s", [letter, {**letter, "key": "k2", "at": 2.0}])
     await store.add_dead_letters("t", [letter])
+    assert await store.dead_letter_count("s") == 2
+    assert await store.dead_letter_count("t") == 1
+    assert await store.dead_letter_count("none") == 0
+    assert await store.dead_letter_count() == 3
     found = await store.dead_letters("s")
     assert [(d["key"], d["event"]["value"], d["reason"]) for d in found] == [
         ("k1", "1.5", "no id"), ("k2", "1.5", "no id"),
@@ -39,6 +43,19 @@ async def test_outbox_cursor_and_dead_letters(store: Any) -> None:
     await store.remove_dead_letters("s", ["k1"])
     left = sorted((d["sink"], d["key"]) for d in await store.dead_letters())
     assert left == [("s", "k2"), ("t", "k1")]
+    assert await store.dead_letter_count() == 2
+
+
+async def test_dead_letters_since_an_event_time(store: Any) -> None:
+    def letter(key: str, ts: int) -> dict[str, Any]:
+        return {"key": key, "reason": "r", "at": float(ts),
+                "event": {"value": "1", "meter": "requests", "timestamp": ts}}  # fmt: skip
+
+    await store.add_dead_letters("s", [letter("old", 99), letter("edge", 100), letter("new", 5000)])
+    await store.add_dead_letters("t", [letter("other", 200)])
+    assert [d["key"] for d in await store.dead_letters("s", since=100)] == ["edge", "new"]
+    assert [d["key"] for d in await store.dead_letters(since=101)] == ["other", "new"]
+    assert len(await store.dead_letters("s")) == 3
     assert await store.claim_exporter()
 
 
@@ -74,3 +91,10 @@ async def test_postgres_waits_for_positions_committed_out_of_order(
     assert [e.request_id for _, e in await store.ledger_since(last, 10)] == []
     monkeypatch.setattr(postgres, "GAP_WAIT_S", 0.0)
     assert [e.request_id for _, e in await store.ledger_since(last, 10)] == ["d"]
+
+
+async def test_entries_by_id_reads_the_named_entries(store: Any) -> None:
+    await store.append_ledger([entry(f"r{i}", tenant_id="acme", cost=i) for i in range(3)])
+    found = await store.entries_by_id(["r2", "r0", "missing", "r2"])
+    assert {rid: e.cost for rid, e in found.items()} == {"r2": 2, "r0": 0}
+    assert await store.entries_by_id([]) == {}

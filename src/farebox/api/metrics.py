@@ -112,8 +112,8 @@ async def read_state(services: Services, exporter: Exporter, metrics: RequestMet
                 for d in services.gateway.deployments()}  # fmt: skip
     sinks = []
     for name, lag in (await exporter.lag()).items():
-        dead = await services.store.dead_letters(name)
-        sinks.append(SinkState(name, lag["pending_entries"], lag["lag_s"], len(dead)))
+        dead = await services.store.dead_letter_count(name)
+        sinks.append(SinkState(name, lag["pending_entries"], lag["lag_s"], dead))
     tenants = metrics.tenants_seen(MAX_BUDGET_TENANTS) if metrics.tenant_labels else ()
     incidents = await services.store.traffic.incidents(open_only=True)
     return Snapshot(

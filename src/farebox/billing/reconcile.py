@@ -5,34 +5,86 @@ ledger). ``matched`` means all of it was delivered.
 What it reads, so it stays fast on a ledger of millions of entries: the ledger's totals from
 the hourly rollups (``ReportStore.series``: a few sums per tenant, never the month's
 entries); what is waiting from the outbox after each sink's cursor only (the export backlog,
-read page by page and summed as it goes); what is dead from the sink's dead letters only.
-Delivered is the rest.
+read page by page and summed as it goes); what is dead from the sink's dead letters stamped
+at or after the month's start only. Delivered is the rest.
 
 A month holds the entries whose request *started* in it (UTC), as usage, margins and every
-report count them. A dead letter carries the time its event was stamped with (the request's
-end, or the hour it ended in, for hourly sinks), so a dead-lettered request that started in
-one month and ended in the next counts as dead in the month it ended in.
+report count them, and dead letters are attributed the same way, by the start of the entries
+they carry (an event is stamped with the request's end, or the hour it ended in, which may be
+the next month):
+
+- a per-request event's key names its request id: the entries are looked up by id (a batch
+  of primary-key reads);
+- an hourly event (or a per-request key too long to read the id back) carries a tenant and
+  the hour its entries *ended* in: the tenant's entries that started in the month, up to the
+  end of that hour, are read page by page (the request log, on the reports' connection) and
+  those that ended in the hour are its entries.
+
+An entry that is dead and also back in the outbox after the cursor (a replay) counts once,
+as waiting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 from farebox.billing.exporter import SinkRunner
 from farebox.billing.margins import month_window
-from farebox.core.meters import BILLED, MONEY_METERS, per_request, render
+from farebox.core.meters import (
+    BILLED,
+    HOUR,
+    MONEY_METERS,
+    billable,
+    hour_of,
+    per_request,
+    raw_value,
+    render,
+)
 from farebox.core.money import parse_usd
-from farebox.core.records import SeriesQuery
+from farebox.core.records import LedgerEntry, RequestQuery, SeriesQuery
+from farebox.sinks.events import KEY_PREFIX, event_key
 from farebox.stores.base import ExportStore, ReportStore
 
 PAGE = 5000
 Sums = dict[tuple[str, str], int]  # (tenant, meter) -> raw value (pico-USD or a count)
+Slot = tuple[str, str]
 
 
 class ReconcileStore(ExportStore, ReportStore, Protocol):
-    """What reconciliation reads: the rollups' totals, the outbox after each cursor, and
-    the dead letters."""
+    """What reconciliation reads: the rollups' totals, the outbox after each cursor, the
+    dead letters, and the entries they carry."""
+
+
+@dataclass
+class Dead:
+    """The month's dead values, per entry, so an entry found waiting again can leave."""
+
+    by_entry: dict[str, list[tuple[Slot, int]]] = field(default_factory=dict)
+
+    def add(self, request_id: str, slot: Slot, raw: int) -> None:
+        self.by_entry.setdefault(request_id, []).append((slot, raw))
+
+    def sums(self) -> Sums:
+        out: Sums = {}
+        for parts in self.by_entry.values():
+            for slot, raw in parts:
+                out[slot] = out.get(slot, 0) + raw
+        return out
+
+
+@dataclass
+class Scan:
+    """A tenant's dead letters to match against its entries: hourly ones by (hour, meter),
+    per-request ones whose key could not be read back by (end second, key, meter)."""
+
+    hours: dict[int, set[str]] = field(default_factory=dict)
+    keys: dict[int, list[tuple[str, str, int]]] = field(default_factory=dict)
+
+    def until(self) -> float:
+        return max([h + HOUR for h in self.hours] + [t + 1 for t in self.keys])
 
 
 async def reconcile(
@@ -43,8 +95,9 @@ async def reconcile(
     rows = []
     for runner in runners:
         meters: list[str] = list(runner.config.meters)
-        pending = await waiting(store, runner.name, meters, start, end, tenant_id)
-        lost = await dead(store, runner.name, meters, start, end, tenant_id)
+        found = await dead(store, runner, start, end, tenant_id)
+        pending = await waiting(store, runner.name, meters, start, end, tenant_id, found)
+        lost = found.sums()
         slots = {s for s in (*ledger, *pending, *lost) if s[1] in meters}
         for tenant, meter in sorted(slots):
             slot = (tenant, meter)
@@ -83,10 +136,11 @@ async def ledger_totals(
 
 async def waiting(
     store: ExportStore, sink: str, meters: list[str], start: float, end: float,
-    tenant_id: str | None,
+    tenant_id: str | None, found: Dead | None = None,
 ) -> Sums:  # fmt: skip
     """What the sink has still to send of the month: the outbox after its cursor, summed page
-    by page (memory bounded by a page, time by the backlog)."""
+    by page (memory bounded by a page, time by the backlog). An entry waiting again is no
+    longer dead (``found`` forgets it)."""
     sums: Sums = {}
     seq = await store.export_cursor(sink)
     while page := await store.ledger_since(seq, PAGE):
@@ -95,25 +149,82 @@ async def waiting(
                  and (tenant_id is None or e.tenant_id == tenant_id)]  # fmt: skip
         for r in per_request(month, meters):
             sums[(r.tenant, r.meter)] = sums.get((r.tenant, r.meter), 0) + r.raw
+        if found is not None:
+            for e in month:
+                found.by_entry.pop(e.request_id, None)
         if len(page) < PAGE:
             break
     return sums
 
 
+def request_id(key: str, tenant: str, meter: str) -> str | None:
+    """The request id a per-request event key names, or None when the key was shortened."""
+    parts = key.split(":")
+    if len(parts) != 4 or parts[0] != KEY_PREFIX:
+        return None
+    rid = unquote(parts[2])
+    return rid if event_key(tenant, rid, meter) == key else None
+
+
 async def dead(
-    store: ExportStore, sink: str, meters: list[str], start: float, end: float,
-    tenant_id: str | None,
-) -> Sums:  # fmt: skip
-    """The sink's dead letters of the month (by the time their events carry)."""
-    sums: Sums = {}
-    for letter in await store.dead_letters(sink):
+    store: ReconcileStore, runner: SinkRunner, start: float, end: float, tenant_id: str | None
+) -> Dead:
+    """The sink's dead letters whose entries started in the month, per entry. A letter is
+    hourly by its key (``h<hour>``), so letters from before a sink changed its granularity
+    are still read right."""
+    meters = set(runner.config.meters)
+    found, scans = Dead(), dict[str, Scan]()
+    by_id: dict[str, list[tuple[str, str, int]]] = {}  # request id -> (tenant, meter, raw)
+    for letter in await store.dead_letters(runner.name, since=int(start)):
         event = letter["event"]
-        tenant, meter = str(event["tenant"]), str(event["meter"])
-        if not start <= int(event["timestamp"]) < end or meter not in meters:
+        tenant, meter, ts = str(event["tenant"]), str(event["meter"]), int(event["timestamp"])
+        if meter not in meters or (tenant_id is not None and tenant != tenant_id):
             continue
-        if tenant_id is not None and tenant != tenant_id:
+        scan = scans.setdefault(tenant, Scan())
+        if str(letter["key"]) == event_key(tenant, f"h{ts}", meter):  # an hourly event
+            scan.hours.setdefault(ts, set()).add(meter)
             continue
-        value = str(event["value"])
-        raw = parse_usd(value) if meter in MONEY_METERS else int(value)
-        sums[(tenant, meter)] = sums.get((tenant, meter), 0) + raw
-    return sums
+        raw = parse_usd(str(event["value"])) if meter in MONEY_METERS else int(event["value"])
+        rid = request_id(str(letter["key"]), tenant, meter)
+        if rid is None:
+            scan.keys.setdefault(ts, []).append((str(letter["key"]), meter, raw))
+        else:
+            by_id.setdefault(rid, []).append((tenant, meter, raw))
+    entries = await store.entries_by_id(list(by_id))
+    for rid, parts in by_id.items():
+        e = entries.get(rid)
+        for tenant, meter, raw in parts:
+            if e is not None and e.tenant_id == tenant and start <= e.started_at < end:
+                found.add(rid, (tenant, meter), raw)
+    for tenant, scan in sorted(scans.items()):
+        if scan.hours or scan.keys:
+            await match(store, tenant, scan, start, end, found)
+    return found
+
+
+async def match(
+    store: ReportStore, tenant: str, scan: Scan, start: float, end: float, found: Dead
+) -> None:
+    """Find a tenant's dead letters' entries among those that started in the month, up to
+    the last end the letters name: read newest first, a page at a time."""
+    query = RequestQuery(tenant_id=tenant, start=start, end=min(end, scan.until()), limit=PAGE)
+    while True:
+        page = await store.requests(query)
+        for e in page.entries:
+            if billable(e):
+                carried(e, scan, found)
+        if page.next_cursor is None:
+            return
+        query = RequestQuery(tenant_id=tenant, start=query.start, end=query.end,
+                             cursor=page.next_cursor, limit=PAGE)  # fmt: skip
+
+
+def carried(e: LedgerEntry, scan: Scan, found: Dead) -> None:
+    """Add what ``e`` carries of the scanned letters to ``found``."""
+    for meter in sorted(scan.hours.get(hour_of(e.finished_at), ())):
+        raw = raw_value(e, meter)
+        if raw:
+            found.add(e.request_id, (e.tenant_id, meter), raw)
+    for key, meter, raw in scan.keys.get(int(e.finished_at), ()):
+        if event_key(e.tenant_id, e.request_id, meter) == key:
+            found.add(e.request_id, (e.tenant_id, meter), raw)

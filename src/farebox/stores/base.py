@@ -187,7 +187,20 @@ class ExportStore(Protocol):
         """Events a sink refused for good (each with ``key``, ``event``, ``reason``, ``at``)."""
         ...
 
-    async def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]: ...
+    async def dead_letters(
+        self, sink: str | None = None, since: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Oldest first (by ``at``, then key); ``since``: only events stamped at or after it
+        (the event's ``timestamp``, unix seconds)."""
+        ...
+
+    async def entries_by_id(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
+        """The ledger entries among ``request_ids``, by request id (a dead letter's entries)."""
+        ...
+
+    async def dead_letter_count(self, sink: str | None = None) -> int:
+        """How many dead letters there are (of one sink, or all), without reading them."""
+        ...
 
     async def remove_dead_letters(self, sink: str, keys: Sequence[str]) -> None: ...
 

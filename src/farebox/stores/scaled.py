@@ -425,8 +425,16 @@ class ScaledStore:
     async def add_dead_letters(self, sink: str, items: Sequence[dict[str, Any]]) -> None:
         await self._pg.add_dead_letters(sink, items)
 
-    async def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]:
-        return await self._pg.dead_letters(sink)
+    async def dead_letters(
+        self, sink: str | None = None, since: int | None = None
+    ) -> list[dict[str, Any]]:
+        return await self._pg.dead_letters(sink, since)
+
+    async def entries_by_id(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
+        return await self._pg.existing_entries(request_ids)
+
+    async def dead_letter_count(self, sink: str | None = None) -> int:
+        return await self._pg.dead_letter_count(sink)
 
     async def remove_dead_letters(self, sink: str, keys: Sequence[str]) -> None:
         await self._pg.remove_dead_letters(sink, keys)

@@ -97,7 +97,7 @@ class DashboardData:
         ]  # fmt: skip
         deployments, idle = split_idle((await self.ops.deployments())["data"])
         export = (await self.billing.export_status())["sinks"]
-        dead = (await self.billing.dead_letters())["data"]
+        dead = await self.store.dead_letter_count()
         return {
             "month": month,
             "total": margins["total"],
@@ -110,7 +110,7 @@ class DashboardData:
             "deployments": deployments,
             "idle_deployments": idle,
             "export": export,
-            "dead_letters": len(dead),
+            "dead_letters": dead,
         }
 
     async def _budgets(self, tenant_id: str) -> list[dict[str, Any]]:

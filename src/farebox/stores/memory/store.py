@@ -208,9 +208,18 @@ class MemoryStore(MemoryReports):
         for item in items:
             self._dead[(sink, item["key"])] = {"sink": sink, **item}
 
-    async def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]:
-        rows = [d for (s, _), d in self._dead.items() if sink is None or s == sink]
+    async def dead_letters(
+        self, sink: str | None = None, since: int | None = None
+    ) -> list[dict[str, Any]]:
+        rows = [d for (s, _), d in self._dead.items() if (sink is None or s == sink)
+                and (since is None or int(d["event"]["timestamp"]) >= since)]  # fmt: skip
         return sorted(rows, key=lambda d: (d["at"], d["key"]))
+
+    async def entries_by_id(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
+        return {r: self._ledger[r] for r in request_ids if r in self._ledger}
+
+    async def dead_letter_count(self, sink: str | None = None) -> int:
+        return sum(1 for s, _ in self._dead if sink is None or s == sink)
 
     async def remove_dead_letters(self, sink: str, keys: Sequence[str]) -> None:
         for key in keys:

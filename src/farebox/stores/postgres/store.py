@@ -341,14 +341,33 @@ class PostgresStore(SQLAccounts, PostgresReports):
             rows,
         )
 
-    async def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]:
-        where, params = ("WHERE sink = $1", [sink]) if sink else ("", [])
+    async def dead_letters(
+        self, sink: str | None = None, since: int | None = None
+    ) -> list[dict[str, Any]]:
+        terms, params = ["TRUE"], list[Any]()
+        if sink:
+            params.append(sink)
+            terms.append(f"sink = ${len(params)}")
+        if since is not None:
+            params.append(since)
+            terms.append(f"(event->>'timestamp')::bigint >= ${len(params)}")
+        where = f"WHERE {' AND '.join(terms)}"
         rows = await self._pool.fetch(
             f"SELECT sink, key, event, reason, at FROM {self._s}.export_dead {where} "
             "ORDER BY at, key",
             *params,
         )
         return [dict(r) for r in rows]
+
+    async def entries_by_id(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
+        return await self.existing_entries(request_ids)
+
+    async def dead_letter_count(self, sink: str | None = None) -> int:
+        where, params = ("WHERE sink = $1", [sink]) if sink else ("", [])
+        found = await self._pool.fetchval(
+            f"SELECT count(*) FROM {self._s}.export_dead {where}", *params
+        )
+        return int(found)
 
     async def remove_dead_letters(self, sink: str, keys: Sequence[str]) -> None:
         await self._pool.execute(

@@ -64,6 +64,7 @@ from farebox.stores.usage_query import SQLITE_USAGE, usage_rows
 T = TypeVar("T")
 log = logging.getLogger("farebox.stores.sqlite")  # the name operators filter on
 CHECKPOINT_EVERY = RESTART_EVERY  # commits between checkpoints (see stores/sqlite/wal.py)
+ID_CHUNK = 500  # request ids per IN (...) lookup, well under SQLite's variable limit
 
 
 class SQLiteStore(SQLAccounts, SQLiteReports):
@@ -425,12 +426,39 @@ class SQLiteStore(SQLAccounts, SQLiteReports):
             )
         )
 
-    async def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]:
-        where, params = ("WHERE sink = ?", (sink,)) if sink else ("", ())
+    async def dead_letters(
+        self, sink: str | None = None, since: int | None = None
+    ) -> list[dict[str, Any]]:
+        terms: list[tuple[str, Any]] = [("sink = ?", sink)] if sink else []
+        if since is not None:
+            terms.append(("json_extract(event, '$.timestamp') >= ?", since))
+        where = f"WHERE {' AND '.join(t for t, _ in terms)}" if terms else ""
+        params = [v for _, v in terms]
         sql = f"SELECT sink, key, event, reason, at FROM export_dead {where} ORDER BY at, key"
         rows = await self.report_reader.run(lambda db: db.execute(sql, params).fetchall())
         return [{"sink": r[0], "key": r[1], "event": orjson.loads(r[2]), "reason": r[3],
                  "at": r[4]} for r in rows]  # fmt: skip
+
+    async def entries_by_id(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
+        ids, cols = list(dict.fromkeys(request_ids)), ",".join(LEDGER_COLS)
+
+        def read(db: sqlite3.Connection) -> list[Any]:
+            rows: list[Any] = []
+            for i in range(0, len(ids), ID_CHUNK):
+                part = ids[i : i + ID_CHUNK]
+                marks = ",".join("?" * len(part))
+                sql = f"SELECT {cols} FROM ledger WHERE request_id IN ({marks})"
+                rows += db.execute(sql, part).fetchall()
+            return rows
+
+        found = [LedgerEntry(**decode(LEDGER_COLS, r)) for r in await self.report_reader.run(read)]
+        return {e.request_id: e for e in found}
+
+    async def dead_letter_count(self, sink: str | None = None) -> int:
+        where, params = ("WHERE sink = ?", (sink,)) if sink else ("", ())
+        sql = f"SELECT count(*) FROM export_dead {where}"
+        row = await self.report_reader.run(lambda db: db.execute(sql, params).fetchone())
+        return int(row[0])
 
     async def remove_dead_letters(self, sink: str, keys: Sequence[str]) -> None:
         await self._write(
