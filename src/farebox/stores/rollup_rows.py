@@ -426,13 +426,13 @@ def bucketer(query: SeriesQuery) -> Callable[[int | None], float]:
 class Fold:
     """Rows of (bucket start or hour or None, group, sums in ``SUMS`` order; money as two
     halves when ``split``), summed per bucket and group as they come, refused (a 400) as soon
-    as they hold more than ``max_points`` points or ``max_rows`` rows were read."""
+    as they hold more than ``MAX_SERIES_POINTS`` points or more than ``MAX_SERIES_ROWS`` rows
+    were read (unless not ``rows_bound``: rows already in memory)."""
 
-    def __init__(
-        self, query: SeriesQuery, split: bool = False, max_rows: int | None = MAX_SERIES_ROWS,
-        max_points: int = MAX_SERIES_POINTS,
-    ) -> None:  # fmt: skip
-        self.query, self.split, self.max_rows, self.max_points = query, split, max_rows, max_points
+    def __init__(self, query: SeriesQuery, split: bool = False, rows_bound: bool = True) -> None:
+        self.query, self.split = query, split
+        self.max_rows = MAX_SERIES_ROWS if rows_bound else None
+        self.max_points = MAX_SERIES_POINTS
         self.rows = 0
         self._bucket_of = bucketer(query)
         self._sums: dict[tuple[float, str | None], list[int]] = {}
@@ -481,10 +481,10 @@ class Fold:
 
 def points(
     query: SeriesQuery, rows: Iterable[Sequence[Any]], split: bool = False,
-    max_rows: int | None = MAX_SERIES_ROWS,
+    rows_bound: bool = True,
 ) -> list[SeriesPoint]:  # fmt: skip
     """The rows (as ``Fold`` takes them) as the series' points."""
-    fold = Fold(query, split, max_rows)
+    fold = Fold(query, split, rows_bound)
     for row in rows:
         fold.add(row)
     return fold.points()

@@ -16,4 +16,4 @@ class MemoryReports:
         if query.end <= query.start:
             return []
         # (the entries are in memory already: only the points are bounded)
-        return points(query, entry_rows(query, self._ledger.values()), max_rows=None)
+        return points(query, entry_rows(query, self._ledger.values()), rows_bound=False)
