@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from farebox.api.graphql import limits
+from farebox.stores import rollup_rows
 from tests.test_graphql_api import CONFIG, gql, seed, span
 
 TRACE_MARKERS = ("Traceback", 'File "/', "site-packages")
@@ -227,3 +228,11 @@ async def test_a_scanned_series_over_its_caps_is_refused(
         monkeypatch.setattr(limits, "MAX_SCAN", 100)
         monkeypatch.setattr(limits, "MAX_POINTS", 1)
         refused(await gql(gw, q, key=keys["a"]), "more than 1 points")
+
+
+def test_the_range_caps_let_the_stores_sum_each_bucket_in_sql() -> None:
+    # a rollup series sums days and months in SQL up to MAX_BOUNDARIES of them, and refuses
+    # more than MAX_SERIES_POINTS points: the GraphQL caps stay inside both
+    assert limits.MAX_POINTS <= rollup_rows.MAX_SERIES_POINTS
+    assert limits.RANGE_CAP_S["day"] // limits.DAY_S <= rollup_rows.MAX_BOUNDARIES
+    assert limits.RANGE_CAP_S["month"] // (28 * limits.DAY_S) <= rollup_rows.MAX_BOUNDARIES

@@ -55,7 +55,7 @@ from farebox.errors import InvalidRequest
 HOUR = 3600
 MAX_SERIES_POINTS = 20_000  # (bucket, group) points one series may answer; more is a 400
 MAX_SERIES_ROWS = 250_000  # rows one series statement may return; more is a 400
-MAX_BOUNDARIES = 1_000  # bucket starts passed to SQL; beyond, the statement sums per hour
+MAX_BOUNDARIES = 4_000  # bucket starts passed to SQL (2 placeholders each); beyond: per hour
 SPLIT = 2**32  # SQLite sums money as (high, low) 32-bit halves: exact beyond 2**63
 MAX_MS = 1e12  # latencies are clamped to +-MAX_MS before they are summed
 LIMIT_S = 1e11  # the times a query may name (the year 5138): beyond, no calendar answers
