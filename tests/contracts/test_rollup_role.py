@@ -390,3 +390,11 @@ async def test_money_sums_past_2_to_the_63_are_exact(store: Any) -> None:
         q = SeriesQuery(T0, T0 + 3 * DAY, **{"bucket": "all", **kw})
         (point,) = await store.series(q)
         assert (point.cost, point.revenue) == (2 * big + 5, 2 * big + 5)
+
+
+async def test_buckets_at_the_calendars_ends_still_answer(store: Any) -> None:
+    # bucket starts are computed only where the calendar has them; beyond, per hour
+    await store.append_ledger([entry("r1")])
+    for lo, hi in ((-1e11, -1e11 + 40 * DAY), (1e11 - 40 * DAY, 1e11)):
+        q = SeriesQuery(lo, hi, "month", tz="Europe/Berlin")
+        assert await store.series(q) == []

@@ -308,7 +308,10 @@ def bucket_sql(dialect: RollupSQL, p: Params, query: SeriesQuery) -> str:
     if query.bucket == "day" and query.tz in UTC_NAMES:
         base = math.floor(lo / DAY) * DAY  # hour >= lo >= base: the division floors
         return f"(hour - {p.add(base)}) / {DAY} * {DAY} + {p.add(base)}"
-    starts = bucket_starts(query, lo, math.ceil(query.end / HOUR) * HOUR + HOUR)
+    try:
+        starts = bucket_starts(query, lo, math.ceil(query.end / HOUR) * HOUR + HOUR)
+    except (ValueError, OverflowError, OSError):  # a time before the year 1 or after 9999
+        starts = None  # (the hours read, if any, are within the calendar)
     if starts is None:
         return "hour"
     return _case(dialect, p, starts)
