@@ -8,6 +8,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import TypeVar
 
@@ -135,8 +136,9 @@ class SQLiteReports(RollupUsage):
         def read(db: sqlite3.Connection) -> list[SeriesPoint]:
             # row by row on the report thread: a series too big stops at its bound
             fold = Fold(query, split=SQLITE_ROLLUP.split_money)
-            for row in db.execute(sql, params):
-                fold.add(row)
+            with closing(db.execute(sql, params)) as rows:  # ends its read even when refused
+                for row in rows:
+                    fold.add(row)
             return fold.points()
 
         return await self.report_reader.run(read)
