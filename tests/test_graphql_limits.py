@@ -13,6 +13,7 @@ from graphql import get_introspection_query
 from hypothesis import strategies as st
 
 from farebox.api.graphql import limits
+from farebox.stores import rollup_rows
 from tests.drawn import draw
 from tests.test_graphql_api import CONFIG, gql, seed, span
 
@@ -228,3 +229,11 @@ async def test_a_document_with_no_operation_to_run_is_a_clear_error(
     assert r.status_code == 200, r.text
     assert r.json()["data"] is None
     assert "no operation to run" in r.json()["errors"][0]["message"]
+
+
+def test_the_range_caps_let_the_stores_sum_each_bucket_in_sql() -> None:
+    # a rollup series sums days and months in SQL up to MAX_BOUNDARIES of them, and refuses
+    # more than MAX_SERIES_POINTS points: the GraphQL caps stay inside both
+    assert limits.MAX_POINTS <= rollup_rows.MAX_SERIES_POINTS
+    assert limits.RANGE_CAP_S["day"] // limits.DAY_S <= rollup_rows.MAX_BOUNDARIES
+    assert limits.RANGE_CAP_S["month"] // (28 * limits.DAY_S) <= rollup_rows.MAX_BOUNDARIES

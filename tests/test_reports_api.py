@@ -104,6 +104,7 @@ async def test_top_spenders_by_cost_and_revenue_with_exact_shares(make_gateway: 
         {"start": str(T0), "end": str(T0 + DAY), "group_by": "user"},
         {"start": str(T0), "end": str(T0 + DAY), "bucket": "week"},
         {"start": str(T0), "end": str(T0 + 400 * DAY), "bucket": "hour"},
+        {"start": str(T0), "end": str(T0 + 21 * 366 * DAY), "bucket": "month"},
         {"start": "yesterday", "end": str(T0)},
         {"start": str(T0), "end": str(T0 + DAY), "colour": "red"},
     ],

@@ -24,6 +24,8 @@ from farebox.core.records import (
     SeriesQuery,
 )
 from farebox.errors import InvalidRequest
+from farebox.stores import rollup_rows
+from farebox.stores.memory.rollups import MemoryReports
 from tests.contracts.backends import EVERY
 from tests.contracts.builders import DAY, T0, entry, hold, reservation, settlement
 
@@ -312,3 +314,87 @@ async def test_a_nan_latency_counts_as_the_longest(store: Any) -> None:
     await store.append_ledger([entry("r1", latency_ms=float("nan"), upstream_ms=3.0)])
     (p,) = await store.series(whole())
     assert (p.latency_ms_sum, p.upstream_ms_sum, p.latency_buckets[-1]) == (1e12, 3.0, 1)
+
+
+# --- bounds (review finding 1) and exact money (finding 10) --------------------------------
+
+
+@pytest.fixture
+def rows_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The rows each series' statement returned (as its fold counted them)."""
+    seen: list[int] = []
+    folded = rollup_rows.Fold.points
+
+    def points(self: rollup_rows.Fold) -> list[SeriesPoint]:
+        seen.append(self.rows)
+        return folded(self)
+
+    monkeypatch.setattr(rollup_rows.Fold, "points", points)
+    return seen
+
+
+async def test_a_month_series_by_feature_reads_about_one_row_a_point(
+    store: Any, rows_read: list[int]
+) -> None:
+    # 60 days x 60 features, an entry every 4 hours: grouped per hour, 21,600 rows
+    days, features = 60, 60
+    await store.append_ledger([
+        entry(f"r{h}-{f}", started_at=T0 + h * HOUR + 1, feature=f"f{f}", cost=h + f)
+        for h in range(0, days * 24, 4) for f in range(features)
+    ])  # fmt: skip
+    q = SeriesQuery(T0, T0 + days * DAY, "month", group_by="feature", tenant_id="acme")
+    got = await store.series(q)
+    assert got == expected(await store.ledger(), q)
+    assert len(got) == 3 * features  # June, July and August 2025
+    if isinstance(store, MemoryReports):
+        return  # it folds the entries it holds, one row each: no statement
+    # the statement sums per month in SQL: a row per point (per hour, it was 21,600)
+    assert rows_read and rows_read[-1] == len(got)
+    for tz in ("Europe/Berlin", "America/New_York"):  # whole-hour zones with DST: the same
+        zoned = SeriesQuery(T0, T0 + days * DAY, "day", tz=tz, group_by="feature")
+        assert await store.series(zoned) == expected(await store.ledger(), zoned)
+        assert rows_read[-1] == len(await store.series(zoned))
+
+
+async def test_a_series_past_its_bounds_is_a_clear_400(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.append_ledger([
+        entry(f"r{d}-{f}", started_at=T0 + d * DAY + 1, feature=f"f{f}")
+        for d in range(3) for f in range(20)
+    ])  # fmt: skip
+    q = SeriesQuery(T0, T0 + 3 * DAY, "day", group_by="feature")
+    assert len(await store.series(q)) == 60
+    monkeypatch.setattr(rollup_rows, "MAX_SERIES_POINTS", 59)
+    with pytest.raises(InvalidRequest, match="more than 59 points; narrow the range") as err:
+        await store.series(q)
+    assert err.value.param == "end" and err.value.status == 400
+    if isinstance(store, MemoryReports):
+        return
+    # a zone whose days start inside a UTC hour is summed per hour: bounded by its rows
+    monkeypatch.setattr(rollup_rows, "MAX_SERIES_POINTS", 10_000)
+    monkeypatch.setattr(rollup_rows, "MAX_SERIES_ROWS", 59)
+    kolkata = SeriesQuery(T0, T0 + 3 * DAY, "month", tz="Asia/Kolkata", group_by="feature")
+    with pytest.raises(InvalidRequest, match="more than 59 hourly rows"):
+        await store.series(kolkata)
+
+
+async def test_money_sums_past_2_to_the_63_are_exact(store: Any) -> None:
+    big = 2**63 - 7  # each rollup row holds less than 2**63; their sum does not
+    await store.append_ledger([
+        entry("r1", started_at=T0 + 1, cost=big, revenue=big - 1, feature="a"),
+        entry("r2", started_at=T0 + DAY + 1, cost=big, revenue=big, feature="b"),
+        entry("r3", started_at=T0 + 2 * DAY + 7200, cost=5, revenue=6, feature="a"),
+    ])  # fmt: skip
+    for kw in ({}, {"group_by": "tenant"}, {"bucket": "month", "group_by": "model"}):
+        q = SeriesQuery(T0, T0 + 3 * DAY, **{"bucket": "all", **kw})
+        (point,) = await store.series(q)
+        assert (point.cost, point.revenue) == (2 * big + 5, 2 * big + 5)
+
+
+async def test_buckets_at_the_calendars_ends_still_answer(store: Any) -> None:
+    # bucket starts are computed only where the calendar has them; beyond, per hour
+    await store.append_ledger([entry("r1")])
+    for lo, hi in ((-1e11, -1e11 + 40 * DAY), (1e11 - 40 * DAY, 1e11)):
+        q = SeriesQuery(lo, hi, "month", tz="Europe/Berlin")
+        assert await store.series(q) == []

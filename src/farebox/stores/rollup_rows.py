@@ -22,6 +22,13 @@ an hour is counted in the bucket (of the query's time zone's wall clock) its sta
 For zones whose offset is a whole number of hours, that is exact; for the others (India's
 +05:30, Nepal's +05:45...) a day or month starts at the first whole UTC hour inside it, and
 an ``hour`` bucket is the UTC hour.
+
+Bounds: the statement sums per bucket in SQL (``bucket_sql``), not per hour, wherever its
+zone's days start on whole UTC hours (UTC, whole-hour offsets, their DST changes), so the rows
+it returns are about the points it answers; the rows are read one at a time and folded with a
+bound (``Fold``): a series of more than ``MAX_SERIES_POINTS`` points, or that reads more than
+``MAX_SERIES_ROWS`` rows, is refused with a 400 (``InvalidRequest``, param ``end``) as soon as
+it passes either. Money sums are exact beyond 2**63 on SQLite too (``RollupSQL.split_money``).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -46,6 +53,10 @@ from farebox.core.records import (
 from farebox.errors import InvalidRequest
 
 HOUR = 3600
+MAX_SERIES_POINTS = 20_000  # (bucket, group) points one series may answer; more is a 400
+MAX_SERIES_ROWS = 250_000  # rows one series statement may return; more is a 400
+MAX_BOUNDARIES = 4_000  # bucket starts passed to SQL (2 placeholders each); beyond: per hour
+SPLIT = 2**32  # SQLite sums money as (high, low) 32-bit halves: exact beyond 2**63
 MAX_MS = 1e12  # latencies are clamped to +-MAX_MS before they are summed
 LIMIT_S = 1e11  # the times a query may name (the year 5138): beyond, no calendar answers
 Bucket = Literal["hour", "day", "month", "all"]
@@ -131,6 +142,8 @@ class RollupSQL:
     flag: str  # a condition as 0 or 1: "{}" is the condition
     shard: str  # the totals' shard of a tenant: "{}" is the tenant id
     clamp: str  # a float kept within +-MAX_MS: "{}" is the value
+    integer: str  # a placeholder typed as a 64-bit integer: "{}" is the placeholder
+    split_money: bool  # sums of money as two columns (high, low) of SPLIT (SQLite's int64)
 
     def projection(
         self, row: str = "", sign: str = "", grain: Grain = "hourly"
@@ -199,11 +212,12 @@ def table_of(grain: Grain) -> str:
 # SQLite has one writer at a time: one shard; PostgreSQL spreads a busy hour over eight rows
 SQLITE_ROLLUP = RollupSQL(
     numbered=False, trunc="CAST({} AS INTEGER)", flag="({})", shard="0",
-    clamp="MIN(MAX({}, -1e12), 1e12)",
+    clamp="MIN(MAX({}, -1e12), 1e12)", integer="CAST({} AS INTEGER)", split_money=True,
 )  # fmt: skip
 POSTGRES_ROLLUP = RollupSQL(
     numbered=True, trunc="trunc({})::bigint", flag="({})::int", shard="(hashtext({}) & 7)",
-    clamp="LEAST(GREATEST({}, -1e12::float8), 1e12::float8)",
+    clamp="LEAST(GREATEST({}, -1e12::float8), 1e12::float8)", integer="{}::bigint",
+    split_money=False,
 )  # fmt: skip
 
 
@@ -244,6 +258,7 @@ def series_statement(dialect: RollupSQL, schema: str, query: SeriesQuery) -> tup
     hourly rollups of the other whole hours, and the entries of the hours the range cuts at
     its ends. ``schema``: the tables' prefix (``""`` or ``"name".``)."""
     p = Params(dialect.numbered)
+    when = bucket_sql(dialect, p, query)  # first: its placeholders come first in the text
     h0 = math.ceil(query.start / HOUR) * HOUR
     h1 = max(math.floor(query.end / HOUR) * HOUR, h0)
     filters = [(col, getattr(query, attr)) for attr, col in FILTERS]
@@ -266,12 +281,79 @@ def series_statement(dialect: RollupSQL, schema: str, query: SeriesQuery) -> tup
         parts.append(_ledger_part(dialect, p, ledger, query, group, (">=", h1), filters))
     if not parts:  # an empty range inside one whole hour
         parts.append(_rollup_part(p, schema, group, (h0, h0), filters))
-    when = "NULL" if query.bucket == "all" else "hour"
-    sums = ", ".join(f"SUM({c})" for c in SUMS)
+    sums = ", ".join(_sum(dialect, c) for c in SUMS)
     union = " UNION ALL ".join(parts)
     sql = (f"SELECT {when} AS h, g, {sums} FROM ({union}) AS u "
            "GROUP BY h, g")  # fmt: skip
     return sql, p.values
+
+
+def _sum(dialect: RollupSQL, col: str) -> str:
+    """A column's sum (two, high and low halves, for money on SQLite: its SUM is int64)."""
+    if dialect.split_money and col in MONEY:
+        return f"SUM({col} >> 32), SUM({col} & {SPLIT - 1})"
+    return f"SUM({col})"
+
+
+def bucket_sql(dialect: RollupSQL, p: Params, query: SeriesQuery) -> str:
+    """The expression of the start of a rollup row's bucket (of its column ``hour``): NULL for
+    ``all``; UTC days by arithmetic; other days and months by a binary CASE over the bucket
+    starts computed here, when every start is a whole UTC hour and they are few enough;
+    else the hour itself (``points`` folds the hours, reading each)."""
+    if query.bucket == "all":
+        return "NULL"
+    if query.bucket == "hour":
+        return "hour"
+    lo = math.floor(query.start / HOUR) * HOUR
+    if query.bucket == "day" and query.tz in UTC_NAMES:
+        base = math.floor(lo / DAY) * DAY  # hour >= lo >= base: the division floors
+        return f"(hour - {p.add(base)}) / {DAY} * {DAY} + {p.add(base)}"
+    try:
+        starts = bucket_starts(query, lo, math.ceil(query.end / HOUR) * HOUR + HOUR)
+    except (ValueError, OverflowError, OSError):  # a time before the year 1 or after 9999
+        starts = None  # (the hours read, if any, are within the calendar)
+    if starts is None:
+        return "hour"
+    return _case(dialect, p, starts)
+
+
+def _case(dialect: RollupSQL, p: Params, starts: list[int]) -> str:
+    """``starts[i]`` for an hour in ``[starts[i], starts[i + 1])`` (the first for any before,
+    the last for any after), as a CASE nested by halves: log2(len) comparisons a row."""
+    if len(starts) == 1:
+        return dialect.integer.format(p.add(starts[0]))
+    mid = len(starts) // 2
+    at = p.add(starts[mid])
+    below = _case(dialect, p, starts[:mid])
+    return f"CASE WHEN hour < {at} THEN {below} ELSE {_case(dialect, p, starts[mid:])} END"
+
+
+def bucket_starts(query: SeriesQuery, lo: int, hi: int) -> list[int] | None:
+    """The starts of the day or month buckets covering the hours ``[lo, hi)``, as
+    ``bucketer`` places each hour, or None when one is not a whole UTC hour (a zone of
+    +05:30...), or there are more than ``MAX_BOUNDARIES``."""
+    bucket_of, tz = bucketer(query), zone(query.tz)
+    start = bucket_of(lo)
+    out: list[int] = []
+    while start < hi:
+        if start % HOUR or len(out) >= MAX_BOUNDARIES:
+            return None
+        out.append(int(start))
+        day = datetime.fromtimestamp(start, tz).date()
+        after = _next(day, query.bucket)
+        nxt = bucket_of(math.ceil(datetime.combine(after, time(0), tzinfo=tz).timestamp() / HOUR)
+                        * HOUR)  # fmt: skip
+        # bucketer never decreases: the hours between two starts are in the first's bucket
+        if nxt <= start or nxt % HOUR or bucket_of(int(nxt) - HOUR) != start:
+            return None
+        start = nxt
+    return out
+
+
+def _next(day: date, bucket: str) -> date:
+    if bucket == "day":
+        return day + timedelta(days=1)
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
 def total_allowed(query: SeriesQuery) -> bool:
@@ -344,26 +426,71 @@ def bucketer(query: SeriesQuery) -> Callable[[int | None], float]:
     return cached
 
 
-def points(query: SeriesQuery, rows: Iterable[Sequence[Any]]) -> list[SeriesPoint]:
-    """Rows of (hour or None, group, sums in ``SUMS`` order) as the series' points: summed
-    per bucket and group, oldest bucket first, then by group (None last); groups of no
-    entries (a placeholder replaced) left out."""
-    bucket_of = bucketer(query)
-    sums: dict[tuple[float, str | None], list[int]] = {}
-    for row in rows:
+class Fold:
+    """Rows of (bucket start or hour or None, group, sums in ``SUMS`` order; money as two
+    halves when ``split``), summed per bucket and group as they come, refused (a 400) as soon
+    as they hold more than ``MAX_SERIES_POINTS`` points or more than ``MAX_SERIES_ROWS`` rows
+    were read (unless not ``rows_bound``: rows already in memory)."""
+
+    def __init__(self, query: SeriesQuery, split: bool = False, rows_bound: bool = True) -> None:
+        self.query, self.split = query, split
+        self.max_rows = MAX_SERIES_ROWS if rows_bound else None
+        self.max_points = MAX_SERIES_POINTS
+        self.rows = 0
+        self._bucket_of = bucketer(query)
+        self._sums: dict[tuple[float, str | None], list[int]] = {}
+        self._money = [SUMS.index(c) for c in MONEY]
+
+    def add(self, row: Sequence[Any]) -> None:
+        self.rows += 1
+        if self.max_rows is not None and self.rows > self.max_rows:
+            raise self._too_big(f"read more than {self.max_rows} hourly rows")
         group = row[1]
-        if query.group_by == "feature" and group == "":
+        if self.query.group_by == "feature" and group == "":
             group = None
-        slot = (bucket_of(None if row[0] is None else int(row[0])), group)
-        values = [_exact(v) for v in row[2:]]
-        have = sums.get(slot)
-        if have is None:
-            sums[slot] = values
-        else:
+        slot = (self._bucket_of(None if row[0] is None else int(row[0])), group)
+        values = self._values(row[2:])
+        have = self._sums.get(slot)
+        if have is not None:
             for i, v in enumerate(values):
                 have[i] += v
-    ordered = sorted(sums.items(), key=lambda kv: (kv[0][0], kv[0][1] is None, kv[0][1] or ""))
-    return [_point(b, g, v) for (b, g), v in ordered if v[0] != 0]
+            return
+        self._sums[slot] = values
+        if len(self._sums) > self.max_points:
+            raise self._too_big(f"have more than {self.max_points} points")
+
+    def _values(self, cols: Sequence[Any]) -> list[int]:
+        values = [_exact(v) for v in cols]
+        if not self.split:
+            return values
+        for i in self._money:  # (high, low) at i, i + 1: the columns after i shift by one
+            values[i : i + 2] = [values[i] * SPLIT + values[i + 1]]
+        return values
+
+    def _too_big(self, what: str) -> InvalidRequest:
+        return InvalidRequest(
+            f"This series would {what}; narrow the range, use a larger bucket or filter it.",
+            param="end",
+        )
+
+    def points(self) -> list[SeriesPoint]:
+        """Oldest bucket first, then by group (None last); groups of no entries (a
+        placeholder replaced) left out."""
+        ordered = sorted(
+            self._sums.items(), key=lambda kv: (kv[0][0], kv[0][1] is None, kv[0][1] or "")
+        )
+        return [_point(b, g, v) for (b, g), v in ordered if v[0] != 0]
+
+
+def points(
+    query: SeriesQuery, rows: Iterable[Sequence[Any]], split: bool = False,
+    rows_bound: bool = True,
+) -> list[SeriesPoint]:  # fmt: skip
+    """The rows (as ``Fold`` takes them) as the series' points."""
+    fold = Fold(query, split, rows_bound)
+    for row in rows:
+        fold.add(row)
+    return fold.points()
 
 
 def _exact(value: Any) -> int:

@@ -21,8 +21,10 @@ from farebox.observe.reports import Reports, TopSpenders
 Bucket = Literal["hour", "day", "month", "all"]
 Dimension = Literal["tenant", "key", "model", "feature", "status"]
 Name = Annotated[str | None, Query(min_length=1, max_length=256)]
-# the longest range per bucket size: a series answers at most a few thousand buckets per group
-MAX_RANGE_S = {"hour": 93 * 86_400, "day": 3_700 * 86_400}
+# the longest range per bucket size: a series answers at most a few thousand buckets per group.
+# Within these, the store sums days and months in SQL (at most ``MAX_BOUNDARIES`` of them),
+# and refuses a series of more than ``MAX_SERIES_POINTS`` points (a 400) as it reads it.
+MAX_RANGE_S = {"hour": 93 * 86_400, "day": 3_700 * 86_400, "month": 20 * 366 * 86_400}
 
 
 def _range(start: str | None, end: str | None) -> tuple[float, float]:

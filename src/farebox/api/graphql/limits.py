@@ -47,13 +47,17 @@ FIELD_COST: Mapping[str, int] = MappingProxyType(
 )
 MAX_PAGE = 200  # requests(first:)
 MAX_TOP = 1000  # topSpenders(n:)
-MAX_POINTS = 10_000  # points a series may return
+# points a series may return (the stores refuse more than MAX_SERIES_POINTS, 20,000, as they
+# read them: stores/rollup_rows.py; this is the lower, so the GraphQL message says it first)
+MAX_POINTS = 10_000
 MAX_GROUPS = 5_000  # distinct groups a scanned series (user, tag) may hold
 MAX_SCAN = 200_000  # entries a series grouped by user or tag may read
 SCAN_PAGE = 500  # entries per page of that scan
 DAY_S = 86_400
 # the longest range each bucket may cover; "scan": a series grouped by user or metadata tag,
-# which reads the request log rather than the rollups
+# which reads the request log rather than the rollups. Days and months within these are few
+# enough (at most 732 and 240) for the stores to sum each bucket in SQL, so a series reads
+# about a row per point it answers, whatever its group (the stores' MAX_BOUNDARIES)
 RANGE_CAP_S: Mapping[str, int] = MappingProxyType(
     {
         "hour": 31 * DAY_S,

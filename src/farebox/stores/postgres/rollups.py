@@ -18,11 +18,11 @@ from farebox.stores.rollup_rows import (
     MONEY,
     POSTGRES_ROLLUP,
     SUMS,
+    Fold,
     Grain,
     RollupUsage,
     check,
     key_of,
-    points,
     series_statement,
     table_of,
 )
@@ -99,6 +99,9 @@ def migration(schema_mark: str) -> str:
     return "\n".join(parts)
 
 
+CHUNK = 1_000  # rows a series' cursor fetches at a time
+
+
 class PostgresReports(RollupUsage):
     """``ReportStore.series`` for ``PostgresStore`` (a pool connection: never the ledger
     writer's statement)."""
@@ -111,4 +114,10 @@ class PostgresReports(RollupUsage):
         if query.end <= query.start:
             return []
         sql, params = series_statement(POSTGRES_ROLLUP, f"{self._s}.", query)
-        return points(query, await self._pool.fetch(sql, *params))
+        fold = Fold(query, split=POSTGRES_ROLLUP.split_money)
+        # a cursor (in a read-only transaction) fetches a chunk at a time: a series too big
+        # stops at its bound, never holding more than a chunk of rows it will not answer
+        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+            async for row in conn.cursor(sql, *params, prefetch=CHUNK):
+                fold.add(row)
+        return fold.points()

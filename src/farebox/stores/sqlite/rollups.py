@@ -8,19 +8,20 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from farebox.core.records import SeriesPoint, SeriesQuery
 from farebox.stores.rollup_rows import (
     GRAINS,
     SQLITE_ROLLUP,
     SUMS,
+    Fold,
     Grain,
     RollupUsage,
     check,
     key_of,
-    points,
     series_statement,
     table_of,
 )
@@ -132,7 +133,12 @@ class SQLiteReports(RollupUsage):
             return []
         sql, params = series_statement(SQLITE_ROLLUP, "", query)
 
-        def read(db: sqlite3.Connection) -> list[Any]:
-            return db.execute(sql, params).fetchall()
+        def read(db: sqlite3.Connection) -> list[SeriesPoint]:
+            # row by row on the report thread: a series too big stops at its bound
+            fold = Fold(query, split=SQLITE_ROLLUP.split_money)
+            with closing(db.execute(sql, params)) as rows:  # ends its read even when refused
+                for row in rows:
+                    fold.add(row)
+            return fold.points()
 
-        return points(query, await self.report_reader.run(read))
+        return await self.report_reader.run(read)
