@@ -139,7 +139,10 @@ class Sql:
         if self.postgres:
             return [tuple(r) for r in await self.store._pool.fetch(sql.format(s=self.store._s))]
         db = self.store._db
-        return await self.store._run(lambda: db.execute(sql.format(s="main")).fetchall())
+        found: list[tuple[Any, ...]] = await self.store._run(
+            lambda: db.execute(sql.format(s="main")).fetchall()
+        )
+        return found
 
     async def script(self, statements: list[str]) -> None:
         if self.postgres:
@@ -180,13 +183,14 @@ async def check(store: Any, tag_rows: int | None = None) -> list[str]:
     one line each, starting with OK or MISMATCH."""
     sql = Sql(store)
     sums = ("requests", "errors", "input_tokens", "output_tokens", "cost", "revenue")
-    ledger = (await sql.rows(
+    ledger = await sql.rows(
         "SELECT count(*), sum(CASE WHEN http_status >= 400 THEN 1 ELSE 0 END), "
-        "sum(input_tokens), sum(output_tokens), sum(cost), sum(revenue) FROM {s}.ledger"))[0]  # fmt: skip
-    want = tuple(int(v or 0) for v in ledger)
+        "sum(input_tokens), sum(output_tokens), sum(cost), sum(revenue) FROM {s}.ledger"
+    )
+    want = tuple(int(v or 0) for v in ledger[0])
     lines = [f"ledger: {dict(zip(sums, want, strict=True))}"]
     for table in ROLLUP_TABLES:
-        got = (await sql.rows(f"SELECT {', '.join(f'sum({c})' for c in sums)} FROM {{s}}.{table}"))
+        got = await sql.rows(f"SELECT {', '.join(f'sum({c})' for c in sums)} FROM {{s}}.{table}")
         have = tuple(int(v or 0) for v in got[0])
         verdict = "OK" if have == want else f"MISMATCH {dict(zip(sums, have, strict=True))}"
         lines.append(f"{verdict}: {table} sums == ledger sums")
@@ -217,7 +221,8 @@ async def bulk_load(
             await store.append_ledger(rows)
             done += len(rows)
             tag_rows += sum(len(e.metadata) for e in rows)  # every tag value is str or int
-            say(f"  loaded {done:,} / {shape.entries:,} ({done / (time.perf_counter() - began):,.0f}/s)")
+            rate = done / (time.perf_counter() - began)
+            say(f"  loaded {done:,} / {shape.entries:,} ({rate:,.0f}/s)")
     finally:
         await store.close()
     say(f"  ledger in {time.perf_counter() - began:,.1f} s; rebuilding rollups and tags")
@@ -284,4 +289,3 @@ class PreloadedGateway(Gateway):
         pin_pid(self.proc.pid, self._cpus)
         self._wait_ready(ready_timeout_s)
         return self
-

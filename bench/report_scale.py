@@ -83,8 +83,9 @@ def month_bounds(now: float) -> tuple[str, float, float, float]:
 @dataclasses.dataclass
 class Loaded:
     shape: Shape
-    seconds: float | None  # None: reused
+    seconds: float
     check: list[str]
+    reused: bool = False  # loaded by an earlier run (its seconds and check are that run's)
 
 
 def sidecar(db: Path) -> Path:
@@ -96,7 +97,7 @@ def load_sqlite(opts: argparse.Namespace, db: Path, shape: Shape) -> Loaded:
     if sidecar(db).exists():
         saved = json.loads(sidecar(db).read_text())
         log(f"SQLite: reusing {db} ({saved['shape']['entries']:,} entries)")
-        return Loaded(Shape(**saved["shape"]), None, saved["check"])
+        return Loaded(Shape(**saved["shape"]), saved["seconds"], saved["check"], reused=True)
     if db.exists():
         raise SystemExit(f"{db} exists but was not loaded by this script: remove it")
     log(f"SQLite: loading {db}")
@@ -114,8 +115,13 @@ class Client:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
         self.cookie = ""
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, bytes, http.client.HTTPResponse]:  # fmt: skip
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes, http.client.HTTPResponse]:
         self.conn.request(method, path, body=body, headers=headers or {})
         resp = self.conn.getresponse()
         return resp.status, resp.read(), resp
@@ -181,9 +187,11 @@ def time_all(client: Client, month: str, start: float, end: float, repeat: int,
 
 
 def render(doc: dict[str, Any]) -> str:
-    load = doc["load_s"]
+    load = f"{doc['load_s']:,.1f} s" + (
+        " (an earlier run's; file reused)" if doc["load_reused"] else ""
+    )
     lines = [f"\n{doc['backend']}: {doc['tenants']:,} tenants, {doc['entries']:,} entries "
-             f"({doc['first_day']} to now), load {'reused' if load is None else f'{load:,.1f} s'}",
+             f"({doc['first_day']} to now), load {load}",
              *(f"  {line}" for line in doc["check"]),
              f"  {'':2} {'what':<44} {'warm-up':>9} {'best':>9} {'median':>9}  "
              f"verdict (a, b: < {doc['budget_ms']:.0f} ms)"]  # fmt: skip
@@ -218,8 +226,9 @@ def measure(opts: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, 
     first_day = dt.datetime.fromtimestamp(loaded.shape.start, dt.UTC)
     return {"backend": opts.backend, "tenants": loaded.shape.tenants,
             "entries": loaded.shape.entries, "first_day": f"{first_day:%Y-%m-%d}", "month": month,
-            "load_s": loaded.seconds, "check": loaded.check, "budget_ms": opts.budget_ms,
-            "repeat": opts.repeat, "timings": timings}  # fmt: skip
+            "load_s": round(loaded.seconds, 1), "load_reused": loaded.reused,
+            "check": loaded.check, "budget_ms": opts.budget_ms, "repeat": opts.repeat,
+            "timings": timings}  # fmt: skip
 
 
 def main() -> int:
