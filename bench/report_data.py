@@ -247,8 +247,11 @@ async def postgres_store(url: str, outbox: bool = False) -> Any:
     """The store the gateway opens on ``url``: its ``public`` schema (the gateway has no
     schema setting, so a bench on PostgreSQL gets a database of its own)."""
     from farebox.stores.postgres.store import PostgresStore
+    from farebox.stores.timeouts import StoreTimeouts
 
-    store = PostgresStore(url, outbox=outbox, pool_min=1, pool_max=4)
+    # statements of minutes: the migrations' backfill over millions of entries, the check
+    long = StoreTimeouts(postgres_command_s=3_600.0)
+    store = PostgresStore(url, outbox=outbox, pool_min=1, pool_max=4, timeouts=long)
     await store.open()
     return store
 
