@@ -228,6 +228,8 @@ async def bulk_load(
     say(f"  ledger in {time.perf_counter() - began:,.1f} s; rebuilding rollups and tags")
     store = await open_store()  # replays the rewound migrations: backfill and triggers
     try:
+        if Sql(store).postgres:  # what autovacuum would soon do: plans for a big table
+            await store._pool.execute("ANALYZE")
         seconds = time.perf_counter() - began
         say(f"  loaded and rebuilt in {seconds:,.1f} s; checking")
         return seconds, await check(store, tag_rows)
@@ -256,12 +258,28 @@ async def postgres_store(url: str, outbox: bool = False) -> Any:
     return store
 
 
-def stores_yaml(sqlite_path: Path, postgres_url: str | None, redis_url: str) -> str:
-    """The gateway's stores: the SQLite file, or PostgreSQL plus Redis."""
+def stores_yaml(
+    sqlite_path: Path, postgres_url: str | None, redis_url: str, redis_prefix: str = ""
+) -> str:
+    """The gateway's stores: the SQLite file, or PostgreSQL plus Redis (under
+    ``redis_prefix``: a loaded database would otherwise take the shared legacy one)."""
     if postgres_url is None:
         return f"database: {json.dumps(f'sqlite:///{sqlite_path}')}\n"
     return (f"database: {json.dumps(postgres_url)}\nredis: {json.dumps(redis_url)}\n"
+            f"redis_prefix: {json.dumps(redis_prefix)}\n"
             'secret: "env:FAREBOX_SECRET"\n')  # fmt: skip
+
+
+def drop_redis_prefix(redis_url: str, prefix: str) -> int:
+    """Delete the keys under ``{prefix}:`` (the bench's own), never any other; how many."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match="{" + prefix + "}:*", count=1_000))
+        return int(client.delete(*keys)) if keys else 0
+    finally:
+        client.close()
 
 
 class PreloadedGateway(Gateway):

@@ -30,21 +30,26 @@ import dataclasses
 import datetime as dt
 import http.client
 import json
+import secrets
 import statistics
 import sys
 import tempfile
 import time
 import urllib.parse
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
+from bench import fleet_services
 from bench.fleet_services import postgres_database
+from bench.gateway import GatewayError
 from bench.report_data import (
     HEAVY_TENANT,
     TEAMS,
     PreloadedGateway,
     Shape,
     bulk_load,
+    drop_redis_prefix,
     postgres_store,
     sqlite_store,
     stores_yaml,
@@ -61,6 +66,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--entries", type=int, default=5_000_000, help="ledger entries (5,000,000)")
     p.add_argument("--batch", type=int, default=50_000, help="entries per transaction (50,000)")
     p.add_argument("--db", help="SQLite file, kept (loaded when new; reused when loaded)")
+    p.add_argument("--postgres-url", help="a PostgreSQL database to load (or reuse), kept")
+    p.add_argument("--keep-db", action="store_true", help="keep the PostgreSQL database made")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis, for PostgreSQL")
     p.add_argument("--repeat", type=int, default=5, help="timed runs after the warm-up (5)")
     p.add_argument("--budget-ms", type=float, default=500.0, help="(a), (b) PASS under (500)")
@@ -88,20 +95,30 @@ class Loaded:
     reused: bool = False  # loaded by an earlier run (its seconds and check are that run's)
 
 
-def sidecar(db: Path) -> Path:
-    return db.with_name(db.name + ".bench.json")
+def sidecar(db: Path | str) -> Path:
+    """Where a loaded database's shape is kept: beside a SQLite file, or in the temp dir for
+    a PostgreSQL database (by its name)."""
+    if isinstance(db, Path):
+        return db.with_name(db.name + ".bench.json")
+    return Path(tempfile.gettempdir()) / f"farebox-scale-{db.rsplit('/', 1)[1]}.bench.json"
 
 
-def load_sqlite(opts: argparse.Namespace, db: Path, shape: Shape) -> Loaded:
-    """Load ``db``, or reuse it when a run loaded it before (its shape in a side file)."""
+def load_or_reuse(
+    opts: argparse.Namespace, db: Path | str, shape: Shape, fresh: bool, batch: int
+) -> Loaded:
+    """Load ``db``, or reuse it when a run loaded it before (its shape in ``sidecar``)."""
     if sidecar(db).exists():
         saved = json.loads(sidecar(db).read_text())
-        log(f"SQLite: reusing {db} ({saved['shape']['entries']:,} entries)")
+        log(f"reusing {db} ({saved['shape']['entries']:,} entries)")
         return Loaded(Shape(**saved["shape"]), saved["seconds"], saved["check"], reused=True)
-    if db.exists():
+    if not fresh:
         raise SystemExit(f"{db} exists but was not loaded by this script: remove it")
-    log(f"SQLite: loading {db}")
-    seconds, check = asyncio.run(bulk_load(lambda: sqlite_store(db), shape, opts.batch, log))
+    log(f"loading {db}")
+
+    def open_store() -> Awaitable[Any]:
+        return sqlite_store(db) if isinstance(db, Path) else postgres_store(db)
+
+    seconds, check = asyncio.run(bulk_load(open_store, shape, batch, log))
     doc = {"shape": dataclasses.asdict(shape), "seconds": seconds, "check": check}
     sidecar(db).write_text(json.dumps(doc))
     return Loaded(shape, seconds, check)
@@ -201,25 +218,39 @@ def render(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def postgres_url(opts: argparse.Namespace, stack: contextlib.ExitStack) -> str:
+    """A new database of the bench's own: dropped at the end, unless ``--keep-db``."""
+    if not opts.keep_db:
+        return stack.enter_context(postgres_database())
+    user, name = fleet_services._pg_user(), "farebox_bench_" + secrets.token_hex(6)
+    asyncio.run(fleet_services._admin(user, f'CREATE DATABASE "{name}"'))
+    url = f"postgresql://{user}@{fleet_services.PG_HOST}:{fleet_services.PG_PORT}/{name}"
+    log(f"keeping {url}: run again with --postgres-url {url}; drop it by hand after")
+    return url
+
+
 def measure(opts: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]:
     now = time.time()
     month, start, end, first = month_bounds(now)
     shape = Shape(opts.tenants, opts.entries, first, now)
     if opts.backend == "sqlite":
         db = Path(opts.db) if opts.db else Path(tempfile.mkdtemp(prefix="farebox-scale-")) / "s.db"
-        loaded = load_sqlite(opts, db, shape)
+        loaded = load_or_reuse(opts, db, shape, not db.exists(), opts.batch)
         stores = stores_yaml(db, None, opts.redis)
     else:
-        url = stack.enter_context(postgres_database())
-        log(f"PostgreSQL: loading a database of its own ({url.rsplit('/', 1)[1]})")
-        seconds, check = asyncio.run(bulk_load(lambda: postgres_store(url), shape,
-                                               min(opts.batch, 20_000), log))  # fmt: skip
-        loaded = Loaded(shape, seconds, check)
-        stores = stores_yaml(Path(), url, opts.redis)
+        url = opts.postgres_url or postgres_url(opts, stack)
+        loaded = load_or_reuse(opts, url, shape, not opts.postgres_url, min(opts.batch, 20_000))
+        prefix = "fbx-bench-" + secrets.token_hex(6)
+        stores = stores_yaml(Path(), url, opts.redis, prefix)
+        stack.callback(lambda: drop_redis_prefix(opts.redis, prefix))
     gw = PreloadedGateway(lambda _: None, lambda _: stores, UNUSED_UPSTREAM, "unused",
                           keep_dir=opts.keep_tmp)  # fmt: skip
     stack.callback(gw.stop)
-    gw.start()
+    try:
+        gw.start()
+    except GatewayError:
+        log(gw.log_tail())
+        raise
     log(f"gateway on {gw.url} (log {gw.log_path}); timing")
     timings = time_all(Client(gw.port, gw.admin_key), month, start, end, opts.repeat,
                        opts.budget_ms)  # fmt: skip
