@@ -30,7 +30,6 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -369,9 +368,10 @@ def points(query: SeriesQuery, rows: Iterable[Sequence[Any]]) -> list[SeriesPoin
 def _exact(value: Any) -> int:
     if value is None:
         return 0
-    if isinstance(value, Decimal | float) and value != int(value):
+    exact = int(value)  # one conversion, then one comparison (PostgreSQL's sums are Decimal)
+    if exact != value:
         raise ValueError(f"non-integral sum {value}")
-    return int(value)
+    return exact
 
 
 def _point(bucket: float, group: str | None, v: list[int]) -> SeriesPoint:
