@@ -23,6 +23,7 @@ import itertools
 import json
 import random
 import secrets
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -60,6 +61,11 @@ POSTGRES_REWIND = (
     "DROP INDEX {s}.ledger_tenant_status",
     "DROP INDEX {s}.ledger_status",
 )  # fmt: skip
+
+
+def log(message: str) -> None:
+    """Progress, on stderr (the results go to stdout)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ from bench.report_data import (
     Shape,
     bulk_load,
     drop_redis_prefix,
+    log,
     postgres_store,
     sqlite_store,
     stores_yaml,
@@ -73,10 +74,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-ms", type=float, default=500.0, help="(a), (b) PASS under (500)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the gateway's dir and log")
     return p
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def month_bounds(now: float) -> tuple[str, float, float, float]:

@@ -40,7 +40,7 @@ from typing import Any
 from bench.gateway import CHAT_BODY, SERVER_LINES, Gateway, http
 from bench.load import Endpoint, Job, JobResult, LoadWorker
 from bench.procs import plan_cpus, rss_mib
-from bench.report_data import PreloadedGateway, Shape, bulk_load, sqlite_store, stores_yaml
+from bench.report_data import PreloadedGateway, Shape, bulk_load, log, sqlite_store, stores_yaml
 from bench.upstream import Upstream, UpstreamOptions
 
 RESULTS = Path(__file__).parent / "results" / "reports-beside-traffic.json"
@@ -69,10 +69,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-tmp", action="store_true", help="keep the gateway's dir and log")
     p.add_argument("--output", help=f"JSON results (default {RESULTS})")
     return p
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def month_range(month: str | None) -> tuple[str, float, float]:
