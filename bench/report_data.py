@@ -19,6 +19,8 @@ tag count with the ledger's.
 from __future__ import annotations
 
 import bisect
+import calendar
+import datetime as dt
 import itertools
 import json
 import random
@@ -66,6 +68,17 @@ POSTGRES_REWIND = (
 def log(message: str) -> None:
     """Progress, on stderr (the results go to stdout)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def month_range(month: str | None) -> tuple[str, float, float]:
+    """``YYYY-MM`` (default: the last full UTC month) and its bounds in unix seconds."""
+    if month is None:
+        first = dt.datetime.now(dt.UTC).replace(day=1) - dt.timedelta(days=1)
+        month = f"{first.year:04d}-{first.month:02d}"
+    year, mon = (int(part) for part in month.split("-"))
+    start = dt.datetime(year, mon, 1, tzinfo=dt.UTC).timestamp()
+    days = calendar.monthrange(year, mon)[1]
+    return month, start, start + days * 86_400.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ from bench.report_data import (
     bulk_load,
     drop_redis_prefix,
     log,
+    month_range,
     postgres_store,
     sqlite_store,
     stores_yaml,
@@ -74,14 +75,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-ms", type=float, default=500.0, help="(a), (b) PASS under (500)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the gateway's dir and log")
     return p
-
-
-def month_bounds(now: float) -> tuple[str, float, float, float]:
-    """Last month's name and bounds, and the first of last month (where the data start)."""
-    this = dt.datetime.fromtimestamp(now, dt.UTC).replace(day=1, hour=0, minute=0, second=0,
-                                                           microsecond=0)  # fmt: skip
-    last = (this - dt.timedelta(days=1)).replace(day=1)
-    return f"{last:%Y-%m}", last.timestamp(), this.timestamp(), last.timestamp()
 
 
 @dataclasses.dataclass
@@ -228,8 +221,8 @@ def postgres_url(opts: argparse.Namespace, stack: contextlib.ExitStack) -> str:
 
 def measure(opts: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]:
     now = time.time()
-    month, start, end, first = month_bounds(now)
-    shape = Shape(opts.tenants, opts.entries, first, now)
+    month, start, end = month_range(None)  # last month: the data run from its first day
+    shape = Shape(opts.tenants, opts.entries, start, now)
     if opts.backend == "sqlite":
         db = Path(opts.db) if opts.db else Path(tempfile.mkdtemp(prefix="farebox-scale-")) / "s.db"
         loaded = load_or_reuse(opts, db, shape, not db.exists(), opts.batch)

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import calendar
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import os
 import secrets
@@ -40,7 +38,15 @@ from typing import Any
 from bench.gateway import CHAT_BODY, SERVER_LINES, Gateway, http
 from bench.load import Endpoint, Job, JobResult, LoadWorker
 from bench.procs import plan_cpus, rss_mib
-from bench.report_data import PreloadedGateway, Shape, bulk_load, log, sqlite_store, stores_yaml
+from bench.report_data import (
+    PreloadedGateway,
+    Shape,
+    bulk_load,
+    log,
+    month_range,
+    sqlite_store,
+    stores_yaml,
+)
 from bench.upstream import Upstream, UpstreamOptions
 
 RESULTS = Path(__file__).parent / "results" / "reports-beside-traffic.json"
@@ -69,17 +75,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-tmp", action="store_true", help="keep the gateway's dir and log")
     p.add_argument("--output", help=f"JSON results (default {RESULTS})")
     return p
-
-
-def month_range(month: str | None) -> tuple[str, float, float]:
-    """``YYYY-MM`` (default: the last full UTC month) and its bounds in unix seconds."""
-    if month is None:
-        first = dt.datetime.now(dt.UTC).replace(day=1) - dt.timedelta(days=1)
-        month = f"{first.year:04d}-{first.month:02d}"
-    year, mon = (int(part) for part in month.split("-"))
-    start = dt.datetime(year, mon, 1, tzinfo=dt.UTC).timestamp()
-    days = calendar.monthrange(year, mon)[1]
-    return month, start, start + days * 86_400.0
 
 
 def preloader(shape: Shape) -> Callable[[Path], None]:
