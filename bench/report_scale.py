@@ -109,8 +109,9 @@ def load_or_reuse(
         return sqlite_store(db) if isinstance(db, Path) else postgres_store(db)
 
     seconds, check = asyncio.run(bulk_load(open_store, shape, batch, log))
-    doc = {"shape": dataclasses.asdict(shape), "seconds": seconds, "check": check}
-    sidecar(db).write_text(json.dumps(doc))
+    if isinstance(db, Path) or opts.keep_db or opts.postgres_url:  # kept: reusable
+        doc = {"shape": dataclasses.asdict(shape), "seconds": seconds, "check": check}
+        sidecar(db).write_text(json.dumps(doc))
     return Loaded(shape, seconds, check)
 
 
