@@ -73,6 +73,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis, for PostgreSQL")
     p.add_argument("--repeat", type=int, default=5, help="timed runs after the warm-up (5)")
     p.add_argument("--budget-ms", type=float, default=500.0, help="(a), (b) PASS under (500)")
+    p.add_argument("--output", help="JSON results (bench/results/report_scale-<backend>.json)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the gateway's dir and log")
     return p
 
@@ -258,8 +259,8 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         doc = measure(opts, stack)
     print(render(doc))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"report_scale-{opts.backend}.json"
+    path = Path(opts.output) if opts.output else RESULTS / f"report_scale-{opts.backend}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2))
     print(f"\nresults written to {path}")
     bad = any(r["verdict"].startswith("FAIL") for r in doc["timings"])
