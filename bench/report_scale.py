@@ -226,7 +226,11 @@ def measure(opts: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, 
     month, start, end = month_range(None)  # last month: the data run from its first day
     shape = Shape(opts.tenants, opts.entries, start, now)
     if opts.backend == "sqlite":
-        db = Path(opts.db) if opts.db else Path(tempfile.mkdtemp(prefix="farebox-scale-")) / "s.db"
+        if opts.db:
+            db = Path(opts.db)
+        else:  # a temp file, removed at the end (``--db F`` keeps one)
+            db = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="farebox-scale-")))
+            db = db / "s.db"
         loaded = load_or_reuse(opts, db, shape, not db.exists(), opts.batch)
         stores = stores_yaml(db, None, opts.redis)
     else:
