@@ -21,27 +21,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import calendar
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import os
 import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.gateway import CHAT_BODY, Gateway, http, start_serve, write_config
+from bench.gateway import CHAT_BODY, SERVER_LINES, Gateway, http
 from bench.load import Endpoint, Job, JobResult, LoadWorker
-from bench.procs import pin_pid, plan_cpus, rss_mib
-from bench.report_data import Shape, load
+from bench.procs import plan_cpus, rss_mib
+from bench.report_data import (
+    PreloadedGateway,
+    Shape,
+    bulk_load,
+    log,
+    month_range,
+    sqlite_store,
+    stores_yaml,
+)
 from bench.upstream import Upstream, UpstreamOptions
 
 RESULTS = Path(__file__).parent / "results" / "reports-beside-traffic.json"
@@ -72,52 +77,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def month_range(month: str | None) -> tuple[str, float, float]:
-    """``YYYY-MM`` (default: the last full UTC month) and its bounds in unix seconds."""
-    if month is None:
-        first = dt.datetime.now(dt.UTC).replace(day=1) - dt.timedelta(days=1)
-        month = f"{first.year:04d}-{first.month:02d}"
-    year, mon = (int(part) for part in month.split("-"))
-    start = dt.datetime(year, mon, 1, tzinfo=dt.UTC).timestamp()
-    days = calendar.monthrange(year, mon)[1]
-    return month, start, start + days * 86_400.0
-
-
-class PreloadedGateway(Gateway):
-    """``farebox serve`` on a database the ledger was loaded into before it started."""
-
-    def __init__(self, preload: Callable[[Path], None], *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._preload = preload
-
-    def start(self, ready_timeout_s: float = 600.0) -> Gateway:
-        self.dir = Path(tempfile.mkdtemp(prefix="farebox-bench-reports-"))
-        config = write_config(self.dir, self._upstream, self._mode)
-        self._preload(self.dir / "farebox.db")
-        self.port, self.proc = start_serve(self.dir, config, self._env())
-        pin_pid(self.proc.pid, self._cpus)
-        self._wait_ready(ready_timeout_s)
-        return self
-
-
 def preloader(shape: Shape) -> Callable[[Path], None]:
-    def preload(path: Path) -> None:
-        from farebox.stores.sqlite.store import SQLiteStore
+    """Loads the gateway's SQLite file in its directory (``bench.report_data``'s fast load)."""
 
-        async def run() -> float:
-            store = SQLiteStore(path)
-            await store.open()
-            try:
-                return await load(store, shape, 50_000, log)
-            finally:
-                await store.close()
-
+    def preload(directory: Path) -> None:
+        path = directory / "farebox.db"
         log(f"loading {shape.entries:,} entries of {shape.tenants:,} tenants into {path}")
-        log(f"  loaded in {asyncio.run(run()):,.1f} s")
+        seconds, check = asyncio.run(bulk_load(lambda: sqlite_store(path), shape, 50_000, log))
+        log(f"  loaded in {seconds:,.1f} s")
+        for line in check:
+            log(f"  {line}")
 
     return preload
 
@@ -260,7 +229,12 @@ def measure(opts: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, 
     loader = LoadWorker(plan.helpers).start()
     stack.callback(loader.stop)
     shape = Shape(opts.tenants, opts.entries, start, end)
-    gw = PreloadedGateway(preloader(shape), upstream.base_url, key, 1, plan.gateway,
+    mode = SERVER_LINES[opts.mode]
+
+    def stores(directory: Path) -> str:
+        return stores_yaml(directory / "farebox.db", None, "") + mode
+
+    gw = PreloadedGateway(preloader(shape), stores, upstream.base_url, key, 1, plan.gateway,
                           opts.keep_tmp, opts.mode)  # fmt: skip
     stack.callback(gw.stop)
     gw.start()
