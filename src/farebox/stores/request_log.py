@@ -41,6 +41,10 @@ COLUMN_FILTERS = (
 )
 
 
+# a tag's name and text are at most this long (longer values stay in the entry, unindexed)
+MAX_TAG_CHARS = 64
+
+
 def encode_cursor(entry: LedgerEntry) -> str:
     raw = orjson.dumps([CURSOR_VERSION, entry.started_at, entry.request_id])
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
@@ -93,11 +97,12 @@ def check_query(query: RequestQuery) -> int:
 
 
 def tag_text(value: Any) -> str | None:
-    """A metadata value's text as a tag, or None when it is not a tag."""
+    """A metadata value's text as a tag, or None when it is not a tag (not a string, an
+    integer or a boolean, or longer than ``MAX_TAG_CHARS``)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | str):
-        return str(value)
+    if isinstance(value, int | str) and len(text := str(value)) <= MAX_TAG_CHARS:
+        return text
     return None
 
 
@@ -114,7 +119,7 @@ def selects(entry: LedgerEntry, query: RequestQuery) -> bool:
     if query.tag is not None:
         name, value = query.tag
         metadata = entry.metadata or {}
-        if name not in metadata or tag_text(metadata[name]) != value:
+        if len(name) > MAX_TAG_CHARS or name not in metadata or tag_text(metadata[name]) != value:
             return False
     return True
 

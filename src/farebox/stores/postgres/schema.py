@@ -177,8 +177,9 @@ MIGRATIONS: tuple[str, ...] = (
             INSERT INTO {s}.ledger_tags(name, value, tenant_id, started_at, request_id)
             SELECT j.key, j.value #>> '{}', NEW.tenant_id, NEW.started_at, NEW.request_id
             FROM jsonb_each(NEW.metadata) j
-            WHERE jsonb_typeof(j.value) IN ('string', 'boolean')
-               OR (jsonb_typeof(j.value) = 'number' AND j.value::text ~ '^-?[0-9]+$')
+            WHERE (jsonb_typeof(j.value) IN ('string', 'boolean')
+               OR (jsonb_typeof(j.value) = 'number' AND j.value::text ~ '^-?[0-9]+$'))
+              AND length(j.key) <= 64 AND length(j.value #>> '{}') <= 64  -- MAX_TAG_CHARS
             ON CONFLICT DO NOTHING;
         END IF;
         RETURN NULL;
@@ -196,6 +197,7 @@ MIGRATIONS: tuple[str, ...] = (
     FROM {s}.ledger l, jsonb_each(l.metadata) j
     WHERE l.metadata <> '{}'::jsonb AND (jsonb_typeof(j.value) IN ('string', 'boolean')
         OR (jsonb_typeof(j.value) = 'number' AND j.value::text ~ '^-?[0-9]+$'))
+      AND length(j.key) <= 64 AND length(j.value #>> '{}') <= 64
     ON CONFLICT DO NOTHING;
     """,
 )

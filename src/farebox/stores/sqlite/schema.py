@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from farebox.stores.request_log import MAX_TAG_CHARS
 from farebox.stores.sqlite.rollups import migration as rollups_migration
 
 # a ledger row's metadata tags, one row per tag (a string or integer as its text, a boolean as
@@ -12,7 +13,10 @@ _TAG_COLUMNS = "name, value, tenant_id, started_at, request_id"
 _TAG_VALUE = (
     "CASE j.type WHEN 'text' THEN j.value WHEN 'integer' THEN CAST(j.value AS TEXT) ELSE j.type END"
 )
-_TAG_TYPES = "j.type IN ('text', 'integer', 'true', 'false')"
+_TAG_TYPES = (
+    "j.type IN ('text', 'integer', 'true', 'false') "
+    f"AND length(j.key) <= {MAX_TAG_CHARS} AND length({_TAG_VALUE}) <= {MAX_TAG_CHARS}"
+)
 
 
 def _tags_of(row: str, *, every_row: bool = False) -> str:
