@@ -155,8 +155,9 @@ MIGRATIONS: tuple[str, ...] = (
     # settlement replacing its placeholder (``ON CONFLICT DO UPDATE``) replaces its tags, the
     # old ones found by their whole key (no index by request id to keep up)
     """
-    CREATE INDEX ledger_tenant_status ON {s}.ledger(tenant_id, status, started_at, request_id);
-    CREATE INDEX ledger_status ON {s}.ledger(status, started_at, request_id);
+    CREATE INDEX ledger_tenant_status ON {s}.ledger(tenant_id, status, started_at, request_id)
+        WHERE status <> 'ok';
+    CREATE INDEX ledger_status ON {s}.ledger(status, started_at, request_id) WHERE status <> 'ok';
     CREATE TABLE {s}.ledger_tags (
         name TEXT COLLATE "C" NOT NULL,
         value TEXT COLLATE "C" NOT NULL,

@@ -258,8 +258,9 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX ledger_time;
     CREATE INDEX ledger_tenant_time ON ledger(tenant_id, started_at, request_id);
     CREATE INDEX ledger_time ON ledger(started_at, request_id);
-    CREATE INDEX ledger_tenant_status ON ledger(tenant_id, status, started_at, request_id);
-    CREATE INDEX ledger_status ON ledger(status, started_at, request_id);
+    CREATE INDEX ledger_tenant_status ON ledger(tenant_id, status, started_at, request_id)
+        WHERE status <> 'ok';
+    CREATE INDEX ledger_status ON ledger(status, started_at, request_id) WHERE status <> 'ok';
     CREATE TABLE ledger_tags (
         name TEXT NOT NULL,
         value TEXT NOT NULL,
