@@ -7,7 +7,8 @@ it and times, best of ``--repeat`` (5) after a warm-up:
 (a) the dashboard (signed in as the admin): the overview, the biggest tenant's view, the
     request log filtered by that tenant and by a tag;
 (b) the top spenders of last month (top 10 by cost, top 10% by revenue);
-(c) last month's series by day grouped by tenant;
+(c) last month's series by day grouped by model, and by month grouped by tenant (a series
+answers at most 20,000 points: 30 days x 2,000 tenants would be refused with a 400);
 (d) last month's margins and reconciliation.
 
 (a) and (b) PASS under ``--budget-ms`` (500). Prints a table; writes
@@ -167,8 +168,10 @@ def targets(month: str, start: float, end: float) -> list[tuple[str, str, str]]:
          f"/admin/v1/top-spenders?{span}&by=cost&n=10"),
         ("b", f"top spenders {month}, top 10% by revenue",
          f"/admin/v1/top-spenders?{span}&by=revenue&top_percent=10"),
-        ("c", f"series {month} by day, by tenant",
-         f"/admin/v1/series?{span}&bucket=day&group_by=tenant"),
+        ("c", f"series {month} by day, by model",
+         f"/admin/v1/series?{span}&bucket=day&group_by=model"),
+        ("c", f"series {month} by month, by tenant",
+         f"/admin/v1/series?{span}&bucket=month&group_by=tenant"),
         ("d", f"margins {month}", f"/admin/v1/margins?month={month}"),
         ("d", f"reconciliation {month}", f"/admin/v1/reconciliation?month={month}"),
     ]  # fmt: skip
