@@ -104,7 +104,7 @@ class SQLiteStore(SQLAccounts, SQLiteReports):
         # one small row per answer, often on the request path: committed like a reservation
         # (here when uncontended, else in the thread; ``_write``); the purge in the thread
         self.responses = SQLiteResponses(write, read, put=self._write)
-        self.request_log = SQLiteRequestLog(path, synchronous)  # reads on its own connection
+        self.request_log = SQLiteRequestLog(path, lambda: self.report_reader)
 
     def _runners(self) -> tuple[Any, Any]:
         """Run a function in a write transaction, and on the store's connection."""
