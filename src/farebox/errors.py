@@ -216,6 +216,18 @@ class LedgerUnavailable(ServiceUnavailable):
     code = "ledger_unavailable"
 
 
+class CacheUnavailable(ServiceUnavailable):
+    """The response cache's backend (Redis) failed. Never reaches a client: the cache stage
+    treats it as a miss (a warning, the ``farebox_cache_errors_total`` metric)."""
+
+    code = "cache_unavailable"
+
+
+class EmbedderUnavailable(ConfigError):
+    """The semantic cache's embedder cannot be loaded (the ``farebox[semantic]`` extra is
+    missing, or its model file): a start-up error naming what to install."""
+
+
 class UpstreamTranslationFailed(FareboxError):
     """A bug in a provider adapter or a translator: answered 502 (SDKs do not retry it as they
     would a 503), logged once with the request id, and its holds released. Nothing was billed."""

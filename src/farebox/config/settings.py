@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from farebox.catalog import load_catalog
 from farebox.config.anomaly import AnomalySettings, AnomalyTuning, policy
 from farebox.config.base import Decimal, EnvReference, Strict
+from farebox.config.cache import CacheSettings, PlanCache
 from farebox.config.limits import ResponsesSettings, TimeoutSettings
 from farebox.config.observe import (
     DashboardConfig,
@@ -214,6 +215,7 @@ class PlanConfig(Strict):
     pricing: PlanPricing = Field(default_factory=PlanPricing)
     anomaly: AnomalyTuning | None = None
     observe: PlanObserve = Field(default_factory=PlanObserve)
+    cache: PlanCache = Field(default_factory=PlanCache)
 
 
 class ServerConfig(Strict):
@@ -297,6 +299,7 @@ class FileConfig(Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     upgrade_url: str | None = None
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
+from farebox.core.cache import CACHE_OFF, CachePolicy
 from farebox.core.money import mul_ratio
 from farebox.core.pricing import Price, cost
 from farebox.core.tools import ToolPolicy
@@ -39,6 +40,7 @@ class Plan:
     timeout_s: float | None = None
     revenue: RevenueRule = field(default_factory=RevenueRule)
     downgrade: tuple[tuple[str, str], ...] = ()
+    cache: CachePolicy = CACHE_OFF
 
     def allows(self, model: str) -> bool:
         return any(fnmatchcase(model, pattern) for pattern in self.models)

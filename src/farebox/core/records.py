@@ -84,6 +84,10 @@ class LedgerEntry:
     usage_source: str = "provider"
     error_code: str | None = None
     reservation_id: str | None = None
+    # the response cache: hit-exact | hit-semantic | miss | bypass (None: the plan caches
+    # nothing); ``saved``: what a hit's original request cost, pico-USD (0 otherwise)
+    cache: str | None = None
+    saved: int = 0
 
     @property
     def tokens(self) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from farebox.core.cache import ASK_DEFAULT, CacheAsk
 from farebox.core.keys import hash_key
 from farebox.core.records import ApiKey, Tenant
 from farebox.errors import (
@@ -34,6 +35,8 @@ class Principal:
     feature: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     client_ip: str | None = None  # from the socket, or X-Forwarded-For via a trusted proxy
+    # what the request's headers ask of the response cache (``farebox.gateway.cache``)
+    cache: CacheAsk = ASK_DEFAULT
 
 
 def bearer_key(headers: Mapping[str, str]) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from farebox.config.cache import PlanCache
 from farebox.config.settings import PlanConfig, ProviderConfig, Settings
+from farebox.core.cache import CachePolicy, HitPrice
 from farebox.core.money import decimal_ratio
 from farebox.core.plans import Plan, RevenueRule
 from farebox.core.pricing import Catalog, Price
@@ -100,6 +102,25 @@ def _plan(name: str, cfg: PlanConfig) -> Plan:
         timeout_s=cfg.timeout_s,
         revenue=rule,
         downgrade=tuple(cfg.downgrade.items()),
+        cache=cache_policy(cfg.cache),
+    )
+
+
+def cache_policy(cfg: PlanCache) -> CachePolicy:
+    """A plan's ``cache:`` section as the request path sees it."""
+    price = {"free": HitPrice(0, 1), "full": HitPrice(1, 1)}.get(cfg.hit_price)
+    if price is None:
+        price = HitPrice(*decimal_ratio(cfg.hit_price, field="cache.hit_price"))
+    hot_num, hot_den = decimal_ratio(cfg.semantic_max_temperature, field="cache")
+    return CachePolicy(
+        mode=cfg.mode,
+        ttl_s=cfg.ttl_s,
+        max_entries=cfg.max_entries,
+        max_bytes=cfg.max_bytes,
+        partition=cfg.partition,
+        hit_price=price,
+        max_temperature_num=hot_num,
+        max_temperature_den=hot_den,
     )
 
 

@@ -16,6 +16,14 @@ from typing import Any, Protocol
 
 from farebox.core.anomaly import Incident, TrafficRow
 from farebox.core.budgets import Hold, HoldState
+from farebox.core.cache import (
+    CachedAnswer,
+    CacheLimits,
+    CacheTally,
+    CacheUsage,
+    Neighbour,
+    Partition,
+)
 from farebox.core.records import (
     ApiKey,
     LedgerEntry,
@@ -116,6 +124,14 @@ class ReportStore(Protocol):
 
     async def requests(self, query: RequestQuery) -> RequestPage:
         """The newest entries the query selects (by started_at, then request id), one page."""
+        ...
+
+    async def cache_tallies(
+        self, tenant_id: str | None, start: float | None, end: float | None
+    ) -> list[CacheTally]:
+        """Per tenant (one tenant, or every tenant with cache traffic), over entries started
+        in ``[start, end)`` (hour-aligned: read from the rollups): cache hits (status
+        ``cache_hit``), misses (``cache`` = ``miss``) and USD saved, exactly the ledger's."""
         ...
 
 
@@ -277,6 +293,68 @@ class ResponseStore(Protocol):
     async def purge(self, now: float) -> int:
         """Forget every response expired at ``now``; return how many."""
         ...
+
+
+class CacheStore(Protocol):
+    """The response cache's entries (``farebox.gateway.cache``), kept apart per partition.
+
+    Isolation is structural: each tenant's entries (and each namespace's within it) live in
+    structures of their own (in-process: their own LRU and vector matrices; Redis: their own
+    key space, encrypted with the tenant's own key), never filtered out of a shared pool.
+    Limits (entries, bytes) hold per tenant, least recently used evicted first, so a tenant
+    evicts only its own entries. An entry past ``expires_at`` is never returned.
+
+    Vectors are float32 little-endian bytes, L2-normalised (a dot product is the cosine).
+    A backend that fails raises ``farebox.errors.CacheUnavailable``; the stage treats it as
+    a miss, never as a failed request.
+    """
+
+    async def get(self, partition: Partition, key: str, now: float) -> CachedAnswer | None:
+        """The live entry stored under ``key`` in ``partition`` (marked recently used)."""
+        ...
+
+    async def get_many(
+        self, partition: Partition, keys: Sequence[str], now: float
+    ) -> list[CachedAnswer | None]:
+        """``get`` for several keys at once, in order (embedding batches)."""
+        ...
+
+    async def put(
+        self,
+        partition: Partition,
+        answers: Sequence[CachedAnswer],
+        limits: CacheLimits,
+        now: float,
+    ) -> None:
+        """Store ``answers`` (replacing any under the same keys), then evict the tenant's
+        least recently used entries until it is within ``limits``. An answer larger than
+        ``limits.max_bytes`` is not stored."""
+        ...
+
+    async def add_vector(
+        self, partition: Partition, context: str, key: str, vector: bytes, now: float
+    ) -> None:
+        """Index ``vector`` (the embedding of the entry ``key``'s last user message) under
+        the semantic ``context`` of ``partition``. Evicting or expiring the entry drops it."""
+        ...
+
+    async def nearest(
+        self, partition: Partition, context: str, vector: bytes, now: float
+    ) -> Neighbour | None:
+        """The live entry of ``partition``'s ``context`` whose vector is most similar to
+        ``vector`` (exact search), or None when the context has none."""
+        ...
+
+    async def usage(self, tenant: str) -> CacheUsage:
+        """What ``tenant``'s cache holds now."""
+        ...
+
+    async def purge(self, tenant: str, namespace: str | None = None) -> int:
+        """Erase ``tenant``'s entries (and vectors): all, or one namespace's (the client's
+        ``X-Farebox-Cache-Namespace``, exactly as sent). Returns how many were erased."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class HasResponses(Protocol):

@@ -35,6 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from farebox.core.budgets import Hold, HoldState
+from farebox.core.cache import CacheTally
 from farebox.core.records import (
     ApiKey,
     LedgerEntry,
@@ -318,6 +319,11 @@ class ScaledStore:
 
     async def requests(self, query: RequestQuery) -> RequestPage:
         return await self._pg.requests(query)  # the ledger is PostgreSQL's
+
+    async def cache_tallies(
+        self, tenant_id: str | None, start: float | None, end: float | None
+    ) -> list[CacheTally]:
+        return await self._pg.cache_tallies(tenant_id, start, end)
 
     async def get_meta(self, name: str) -> str | None:
         return await self._pg.get_meta(name)

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from farebox.core.aggregate import aggregate
 from farebox.core.budgets import Hold, HoldState
+from farebox.core.cache import CacheTally, tally_entries
 from farebox.core.records import (
     ApiKey,
     LedgerEntry,
@@ -169,6 +170,11 @@ class MemoryStore(MemoryReports):
 
     async def requests(self, query: RequestQuery) -> RequestPage:
         return memory_page(list(self._ledger.values()), query)
+
+    async def cache_tallies(
+        self, tenant_id: str | None, start: float | None, end: float | None
+    ) -> list[CacheTally]:
+        return tally_entries(self._ledger.values(), tenant_id, start, end)
 
     async def get_meta(self, name: str) -> str | None:
         return self._meta.get(name)

@@ -201,6 +201,11 @@ MIGRATIONS: tuple[str, ...] = (
       AND length(j.key) <= 64 AND length(j.value #>> '{}') <= 64
     ON CONFLICT DO NOTHING;
     """,
+    # the response cache: how the cache treated a request, and what a hit saved (pico-USD)
+    """
+    ALTER TABLE {s}.ledger ADD COLUMN cache TEXT;
+    ALTER TABLE {s}.ledger ADD COLUMN saved NUMERIC(38, 0) NOT NULL DEFAULT 0;
+    """,
 )
 
 

@@ -272,6 +272,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX ledger_tags_any ON ledger_tags(name, value, started_at, request_id);
     """
     + tag_triggers(),
+    # the response cache: how the cache treated a request, and what a hit saved (pico-USD)
+    """
+    ALTER TABLE ledger ADD COLUMN cache TEXT;
+    ALTER TABLE ledger ADD COLUMN saved INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 
