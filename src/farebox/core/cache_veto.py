@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
+from types import MappingProxyType
 
 _WORD = re.compile(r"[^\W_]+")
 _CONTRACTED_NOT = re.compile(r"n['\u2019]t\b")
@@ -22,17 +24,21 @@ _TIME = re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*([ap])\.?m\b|\b(\d{1,2}):(\d{2})
 _NUMERIC_DATE = re.compile(r"\b\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
-_MONTHS = {
-    "january": 1, "february": 2, "march": 3, "april": 4, "may": 5, "june": 6, "july": 7,
-    "august": 8, "september": 9, "october": 10, "november": 11, "december": 12,
-    "jan": 1, "feb": 2, "mar": 3, "apr": 4, "jun": 6, "jul": 7, "aug": 8, "sep": 9,
-    "sept": 9, "oct": 10, "nov": 11, "dec": 12,
-}  # fmt: skip
-_WEEKDAYS = {
-    "monday": 1, "tuesday": 2, "wednesday": 3, "thursday": 4, "friday": 5, "saturday": 6,
-    "sunday": 7, "mon": 1, "tue": 2, "tues": 2, "wed": 3, "thu": 4, "thur": 4, "thurs": 4,
-    "fri": 5, "sat": 6, "sun": 7, "weekday": 8, "weekdays": 8, "weekend": 9, "weekends": 9,
-}  # fmt: skip
+_MONTHS: Mapping[str, int] = MappingProxyType(
+    {
+        "january": 1, "february": 2, "march": 3, "april": 4, "may": 5, "june": 6, "july": 7,
+        "august": 8, "september": 9, "october": 10, "november": 11, "december": 12,
+        "jan": 1, "feb": 2, "mar": 3, "apr": 4, "jun": 6, "jul": 7, "aug": 8, "sep": 9,
+        "sept": 9, "oct": 10, "nov": 11, "dec": 12,
+    }
+)  # fmt: skip
+_WEEKDAYS: Mapping[str, int] = MappingProxyType(
+    {
+        "monday": 1, "tuesday": 2, "wednesday": 3, "thursday": 4, "friday": 5, "saturday": 6,
+        "sunday": 7, "mon": 1, "tue": 2, "tues": 2, "wed": 3, "thu": 4, "thur": 4, "thurs": 4,
+        "fri": 5, "sat": 6, "sun": 7, "weekday": 8, "weekdays": 8, "weekend": 9, "weekends": 9,
+    }
+)  # fmt: skip
 # words that are also months or weekdays only when a date is near: "may I", "march on", "sun"
 _AMBIGUOUS_DATES = frozenset(
     {"may", "march", "mar", "jan", "sat", "sun", "wed", "mon", "fri", "dec", "sep", "oct"}
@@ -45,19 +51,21 @@ _RELATIVE = frozenset(
     {"today", "tonight", "tomorrow", "yesterday", "morning", "afternoon", "evening",
      "overnight", "midnight", "noon", "midday", "daily", "weekly", "monthly", "yearly",
      "annually", "hourly", "quarterly", "spring", "summer", "autumn", "fall", "winter",
-     "ago", "next", "last", "tonight"}
+     "ago", "next", "last"}
 )  # fmt: skip
-_NUMBER_WORDS = {
-    "zero": 0, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
-    "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
-    "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
-    "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100, "thousand": 1000,
-    "million": 10**6, "billion": 10**9, "dozen": 12, "first": 1, "second": 2, "third": 3,
-    "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10,
-    "once": 1, "twice": 2, "single": 1, "double": 2, "triple": 3, "half": 0.5,
-    "quarter": 0.25, "both": 2, "pair": 2, "couple": 2,
-}  # fmt: skip
+_NUMBER_WORDS: Mapping[str, float] = MappingProxyType(
+    {
+        "zero": 0, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+        "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
+        "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
+        "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
+        "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100, "thousand": 1000,
+        "million": 10**6, "billion": 10**9, "dozen": 12, "first": 1, "second": 2, "third": 3,
+        "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10,
+        "once": 1, "twice": 2, "single": 1, "double": 2, "triple": 3, "half": 0.5,
+        "quarter": 0.25, "both": 2, "pair": 2, "couple": 2,
+    }
+)  # fmt: skip
 _NEGATORS = frozenset(
     {"not", "no", "never", "without", "cannot", "nothing", "none", "nobody", "nowhere", "non",
      "neither", "nor", "unable", "dont", "cant", "wont", "isnt", "arent", "wasnt", "werent",
@@ -114,13 +122,13 @@ _FUNCTION_WORDS = frozenset(
 _PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non", "non-")
 
 
-def _index_antonyms() -> dict[str, frozenset[int]]:
+def _index_antonyms() -> Mapping[str, frozenset[int]]:
     """word -> the groups it belongs to; groups 2k and 2k+1 are opposites."""
     index: dict[str, set[int]] = {}
     for group, words in enumerate(_ANTONYMS):
         for word in words:
             index.setdefault(word, set()).add(group)
-    return {word: frozenset(groups) for word, groups in index.items()}
+    return MappingProxyType({word: frozenset(groups) for word, groups in index.items()})
 
 
 _ANTONYM_GROUPS = _index_antonyms()
@@ -171,7 +179,7 @@ class _Features:
 
 
 def _greeting(tokens: list[str], position: int) -> bool:
-    """"Morning!", "good evening": a greeting, not a time of day."""
+    """ "Morning!", "good evening": a greeting, not a time of day."""
     return tokens[position] in _GREETINGS and (position == 0 or tokens[position - 1] == "good")
 
 
@@ -196,6 +204,8 @@ def _entities(text: str) -> frozenset[str]:
     found: set[str] = set()
     for sentence in _SENTENCE_END.split(text):
         for position, word in enumerate(_WORD.findall(sentence)):
+            if word.islower() or word.isdigit():
+                continue
             upper = sum(c.isupper() for c in word)
             capitalised = word[0].isupper() and position > 0 and word != "I"
             mixed = upper and not word[0].isupper() or upper > 1 and not word.isupper()
