@@ -118,3 +118,19 @@ async def test_closing_the_embedder_turns_lookups_into_misses(embedder: LocalEmb
     await embedder.close()
     assert await embedder.embed("after close") is None
     await embedder.close()
+
+
+async def test_two_threads_embed_concurrently_as_one_would() -> None:
+    import asyncio
+
+    texts = [f"How do I return item number {i} of my order?" for i in range(16)]
+    embedder = LocalEmbedder(queue=len(texts), threads=2)
+    await embedder.start()
+    try:
+        together = await asyncio.gather(*(embedder.embed(t) for t in texts))
+        one_by_one = [await embedder.embed(t) for t in texts]
+    finally:
+        await embedder.close()
+    assert embedder.skipped == 0
+    for a, b in zip(together, one_by_one, strict=True):
+        assert cosine(a, b) > 0.99999
