@@ -119,7 +119,7 @@ _FUNCTION_WORDS = frozenset(
      "this", "that", "on", "in", "at", "with", "s", "be", "get", "there", "which", "should",
      *_DIRECTIONS}
 )  # fmt: skip
-_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non", "non-")
+_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non")
 
 
 def _index_antonyms() -> Mapping[str, frozenset[int]]:
@@ -223,7 +223,8 @@ def _opposed(only_a: frozenset[str], only_b: frozenset[str]) -> bool:
     for shorter, longer in ((only_a, only_b), (only_b, only_a)):
         for word in longer:
             for prefix in _PREFIXES:
-                if word.startswith(prefix) and word[len(prefix) :] in shorter:
+                stem = word[len(prefix) :]
+                if word.startswith(prefix) and len(stem) >= 3 and stem in shorter:
                     return True
     return False
 
