@@ -147,9 +147,7 @@ async def test_purge_all_or_one_namespace(cache: Any, clock: Clock) -> None:
     assert await cache.get(A, k(9), now) is not None
 
 
-async def test_nearest_finds_the_most_similar_in_its_context_only(
-    cache: Any, clock: Clock
-) -> None:
+async def test_nearest_finds_the_most_similar_in_its_context_only(cache: Any, clock: Clock) -> None:
     now = clock.now
     await cache.put(A, [answer(k(i), now, prompt=f"q{i}") for i in range(3)], ROOMY, now)
     await cache.add_vector(A, "ctx", k(0), unit(1, 0, 0), now)
@@ -179,7 +177,9 @@ async def test_vectors_of_evicted_or_expired_entries_are_not_returned(
     # k(2) expires: the nearest live one is k(1), however far
     near = await cache.nearest(A, "ctx", unit(0.1, 1), now + 20)
     assert near is not None and near.key == k(1)
-    await cache.put(A, [answer(k(3), now, prompt="3"), answer(k(4), now, prompt="4")], limits, now + 21)
+    await cache.put(
+        A, [answer(k(3), now, prompt="3"), answer(k(4), now, prompt="4")], limits, now + 21
+    )
     assert await cache.nearest(A, "ctx", unit(1, 0), now + 22) is None  # k(1) evicted
     # a vector for an entry that is not there is not indexed
     await cache.add_vector(A, "ctx", k(1), unit(1, 0), now + 23)

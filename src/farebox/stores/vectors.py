@@ -56,7 +56,9 @@ def descending(sims: Floats, keys: Sequence[str | None]) -> Iterator[tuple[str, 
             yield key, s
 
 
-def rank(keys: Sequence[str], vectors: Sequence[bytes], query: bytes) -> Iterator[tuple[str, float]]:
+def rank(
+    keys: Sequence[str], vectors: Sequence[bytes], query: bytes
+) -> Iterator[tuple[str, float]]:
     """The ``keys`` by the similarity of their ``vectors`` to ``query``, best first. Vectors
     of another dimension than the query's are left out."""
     np = numpy()

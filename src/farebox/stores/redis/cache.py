@@ -142,12 +142,15 @@ class RedisCache:
 
     def _member(self, partition: Partition, key: str) -> str:
         names = self._cipher.keys(partition.tenant)
-        return f"{names.name('ns', partition.namespace)}:{names.name('key', partition.namespace, key)}"
+        return (
+            f"{names.name('ns', partition.namespace)}:{names.name('key', partition.namespace, key)}"
+        )
 
     def _context(self, partition: Partition, context: str) -> str:
         names = self._cipher.keys(partition.tenant)
         nsid = names.name("ns", partition.namespace)
-        return f"{self.slot(partition.tenant)}:v:{nsid}:{names.name('ctx', partition.namespace, context)}"
+        cid = names.name("ctx", partition.namespace, context)
+        return f"{self.slot(partition.tenant)}:v:{nsid}:{cid}"
 
     # reads -----------------------------------------------------------------------------
     async def get(self, partition: Partition, key: str, now: float) -> CachedAnswer | None:

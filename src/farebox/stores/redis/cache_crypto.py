@@ -20,10 +20,13 @@ import hmac
 import json
 import os
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from farebox.core.cache import CachedAnswer
 from farebox.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 VERSION = b"\x01"
 NONCE = 12
@@ -71,7 +74,7 @@ class TenantKeys:
 
     def __init__(self, secret: bytes, tenant: str, aead: Any) -> None:
         t = tenant.encode()
-        self.aead = aead(_hkdf(secret, b"farebox cache aes-gcm\x00" + t))
+        self.aead: AESGCM = aead(_hkdf(secret, b"farebox cache aes-gcm\x00" + t))
         self._mac = _hkdf(secret, b"farebox cache names\x00" + t)
 
     def name(self, *parts: str) -> str:
@@ -100,7 +103,8 @@ class CacheCipher:
 
     def seal(self, tenant: str, aad: bytes, plaintext: bytes) -> bytes:
         nonce = os.urandom(NONCE)
-        return VERSION + nonce + self.keys(tenant).aead.encrypt(nonce, plaintext, aad)
+        sealed = self.keys(tenant).aead.encrypt(nonce, plaintext, aad)
+        return VERSION + nonce + sealed
 
     def open(self, tenant: str, aad: bytes, blob: bytes) -> bytes | None:
         """The plaintext, or None when the blob is not this tenant's for ``aad`` (or is not
@@ -111,7 +115,7 @@ class CacheCipher:
             return None
         nonce, sealed = blob[1 : 1 + NONCE], blob[1 + NONCE :]
         try:
-            plain: bytes = self.keys(tenant).aead.decrypt(nonce, sealed, aad)
+            plain = self.keys(tenant).aead.decrypt(nonce, sealed, aad)
         except InvalidTag:
             return None
         return plain
