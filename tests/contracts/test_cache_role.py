@@ -4,13 +4,24 @@ never touches another tenant, purges, the semantic neighbour search and usage.""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from farebox.core.cache import CacheLimits, CacheUsage, Partition
-from tests.contracts.cache_backends import CACHE_BACKENDS, Clock, answer, opened_cache, unit
+from farebox.errors import CacheUnavailable
+from tests.contracts.cache_backends import (
+    CACHE_BACKENDS,
+    SECRET,
+    Clock,
+    answer,
+    opened_cache,
+    prefix_keys,
+    unit,
+)
 
 A, A2, B = Partition("acme"), Partition("acme", "team-1"), Partition("globex")
 ROOMY = CacheLimits(max_entries=1000, max_bytes=10_000_000)
@@ -204,3 +215,96 @@ async def test_usage_counts_entries_and_bytes(cache: Any, clock: Clock) -> None:
     await cache.put(A2, stored[2:], ROOMY, now)
     assert await cache.usage("acme") == CacheUsage(3, sum(a.size for a in stored))
     assert await cache.usage("globex") == CacheUsage(0, 0)
+
+
+# Redis failures: always CacheUnavailable (a miss for the stage), never a raw redis error ---
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def every_call_is_unavailable(cache: Any, now: float) -> None:
+    calls = [
+        cache.get(A, k(1), now),
+        cache.get_many(A, [k(1), k(2)], now),
+        cache.put(A, [answer(k(1), now)], ROOMY, now),
+        cache.add_vector(A, "ctx", k(1), unit(1, 0), now),
+        cache.nearest(A, "ctx", unit(1, 0), now),
+        cache.usage("acme"),
+        cache.purge("acme"),
+        cache.purge("acme", "team-1"),
+    ]
+    for call in calls:
+        with pytest.raises(CacheUnavailable):
+            await call
+
+
+async def test_a_redis_that_is_down_is_cache_unavailable(clock: Clock) -> None:
+    from farebox.stores.redis.cache import RedisCache
+
+    url = f"redis://127.0.0.1:{free_port()}"
+    cache = RedisCache.from_url(url, cluster=False, secret=SECRET, connect_timeout_s=0.2)
+    await cache.open("fbxdown")
+    try:
+        await every_call_is_unavailable(cache, clock.now)
+    finally:
+        await cache.close()
+
+
+async def test_a_redis_that_stalls_is_cache_unavailable(clock: Clock) -> None:
+    from farebox.stores.redis.cache import RedisCache
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        held.append(w)  # accepts, never answers
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cache = RedisCache.from_url(
+        f"redis://127.0.0.1:{port}", cluster=False, secret=SECRET, command_timeout_s=0.1
+    )
+    await cache.open("fbxstall")
+    try:
+        await every_call_is_unavailable(cache, clock.now)
+    finally:
+        await cache.close()
+        for w in held:
+            w.close()
+        server.close()
+        await server.wait_closed()
+
+
+# replicas: two RedisCache on one Redis see one cache ----------------------------------------
+@pytest.mark.parametrize("backend", ["redis", "redis-cluster"])
+async def test_replicas_share_entries_and_see_each_others_vector_changes(
+    request: pytest.FixtureRequest, backend: str, clock: Clock
+) -> None:
+    from farebox.stores.redis.cache import RedisCache
+
+    url = request.getfixturevalue("redis_cluster_nodes").url if backend != "redis" else None
+    now = clock.now
+    async with opened_cache(backend, clock, url) as one:
+        other = RedisCache(one._client, SECRET, clock)
+        await other.open(one._prefix)
+        await one.put(
+            A, [answer(k(1), now, prompt="p1"), answer(k(2), now, prompt="p2")], ROOMY, now
+        )
+        await one.add_vector(A, "ctx", k(1), unit(1, 0), now)
+        assert (await other.get(A, k(1), now)).prompt == "p1"
+        near = await other.nearest(A, "ctx", unit(0, 1), now)  # other keeps the vectors opened
+        assert near is not None and near.key == k(1)
+        await one.add_vector(A, "ctx", k(2), unit(0, 1), now)
+        near = await other.nearest(A, "ctx", unit(0, 1), now)
+        assert near is not None and near.key == k(2) and near.similarity == pytest.approx(1.0)
+        assert await one.purge("acme") == 2
+        assert await other.nearest(A, "ctx", unit(0, 1), now) is None
+        await one.put(A, [answer(k(3), now, prompt="p3")], ROOMY, now)
+        await one.add_vector(A, "ctx", k(3), unit(1, 0), now)
+        near = await other.nearest(A, "ctx", unit(0, 1), now)
+        assert near is not None and near.key == k(3)
+        # a tenant's keys all live in its own slot (one hash tag)
+        slot = one.slot("acme")
+        keys = [key.decode() for key in await prefix_keys(one._client, one._prefix)]
+        assert keys and all(key.startswith(slot + ":") for key in keys)

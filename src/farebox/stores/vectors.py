@@ -4,7 +4,8 @@ semantic lookups (``CacheStore.nearest``): a dot product is the cosine.
 ``VectorMatrix`` is one semantic context's vectors in a process (``stores.memory.cache``): a
 float32 matrix grown in chunks, rows of removed entries marked dead (a ``-inf`` bias, so they
 never rank) and compacted away once they are half of it; a search is one matrix-vector
-product. ``rank`` searches vectors read from elsewhere (``stores.redis.cache``).
+product. ``Stacked`` (and ``rank``) searches vectors read from elsewhere
+(``stores.redis.cache``).
 
 numpy is the ``farebox[semantic]`` extra: imported when first needed, never at import time,
 so the exact cache works without it.
@@ -56,20 +57,38 @@ def descending(sims: Floats, keys: Sequence[str | None]) -> Iterator[tuple[str, 
             yield key, s
 
 
+class Stacked:
+    """Vectors read from elsewhere as one matrix (those of the first one's dimension)."""
+
+    __slots__ = ("keys", "matrix")
+
+    def __init__(self, keys: Sequence[str], vectors: Sequence[bytes]) -> None:
+        np = numpy()
+        size = len(vectors[0]) if vectors else 0
+        kept = [(k, v) for k, v in zip(keys, vectors, strict=True) if len(v) == size]
+        self.keys = [k for k, _ in kept]
+        joined = b"".join(v for _, v in kept)
+        self.matrix: Floats = np.frombuffer(joined, dtype=DTYPE).reshape(len(kept), size // 4)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def ranked(self, query: bytes) -> Iterator[tuple[str, float]]:
+        """The keys by similarity to ``query``, best first; none for another dimension."""
+        q = numpy().frombuffer(query, dtype=DTYPE)
+        if not self.keys or q.size != self.matrix.shape[1]:
+            return iter(())
+        return descending(self.matrix @ q, self.keys)
+
+
 def rank(
     keys: Sequence[str], vectors: Sequence[bytes], query: bytes
 ) -> Iterator[tuple[str, float]]:
     """The ``keys`` by the similarity of their ``vectors`` to ``query``, best first. Vectors
     of another dimension than the query's are left out."""
-    np = numpy()
-    q = np.frombuffer(query, dtype=DTYPE)
-    size = q.nbytes
+    size = len(query)
     kept = [(k, v) for k, v in zip(keys, vectors, strict=True) if len(v) == size]
-    if not kept or not size:
-        return iter(())
-    matrix = np.frombuffer(b"".join(v for _, v in kept), dtype=DTYPE).reshape(len(kept), -1)
-    sims = (matrix @ q).astype(np.float32)
-    return descending(sims, [k for k, _ in kept])
+    return Stacked([k for k, _ in kept], [v for _, v in kept]).ranked(query)
 
 
 class VectorMatrix:

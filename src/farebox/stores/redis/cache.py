@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
@@ -42,9 +43,9 @@ from farebox.stores.redis.cache_crypto import (
     unpack_vector,
     vector_aad,
 )
+from farebox.stores.redis.cache_vectors import VectorCopies
 from farebox.stores.redis.cluster import BoundedCluster
 from farebox.stores.redis.scripts import Script
-from farebox.stores.vectors import rank
 
 FAILURES: tuple[type[BaseException], ...] = (
     RedisError,
@@ -57,6 +58,11 @@ PURGE_STEP = 500  # entries one purge script removes, at most
 TRIES = 16  # nearest: candidates read, at most, before giving up on a context
 CONNECTIONS = 32
 DEFAULT_PREFIX = "farebox"
+
+
+def token() -> str:
+    """A random token for a script call (what a context's vectors changed under)."""
+    return os.urandom(8).hex()
 
 
 @contextlib.contextmanager
@@ -85,6 +91,7 @@ class RedisCache:
         self._owns = owns_client
         self._prefix = DEFAULT_PREFIX
         self._slots: dict[str, str] = {}
+        self._copies = VectorCopies()
         self._put = Script(client, lua.PUT)
         self._get = Script(client, lua.GET)
         self._add = Script(client, lua.ADD_VECTOR)
@@ -130,6 +137,7 @@ class RedisCache:
         braces). Talks to no one: a Redis that is down shows at the first lookup."""
         self._prefix = prefix[1:-1] if prefix.startswith("{") and prefix.endswith("}") else prefix
         self._slots.clear()
+        self._copies.clear()
 
     def slot(self, tenant: str) -> str:
         """The hash tag (with braces) of ``tenant``'s keys."""
@@ -164,7 +172,7 @@ class RedisCache:
         s = self.slot(partition.tenant)
         members = [self._member(partition, k) for k in keys]
         with unavailable():
-            blobs = await self._get(keys=[f"{s}:meta"], args=[s, repr(now), *members])
+            blobs = await self._get(keys=[f"{s}:meta"], args=[s, token(), repr(now), *members])
         return [self._open(partition, k, b, now) for k, b in zip(keys, blobs, strict=True)]
 
     def _open(self, partition: Partition, key: str, blob: Any, now: float) -> CachedAnswer | None:
@@ -194,7 +202,7 @@ class RedisCache:
         if not args:
             return
         s = self.slot(partition.tenant)
-        head = [s, repr(now), str(limits.max_entries), str(limits.max_bytes), str(SWEEP)]
+        head = [s, token(), repr(now), str(limits.max_entries), str(limits.max_bytes), str(SWEEP)]
         with unavailable():
             await self._put(keys=[f"{s}:meta"], args=head + args)
 
@@ -207,26 +215,31 @@ class RedisCache:
         blob = self._cipher.seal(partition.tenant, aad, pack_vector(key, vector))
         with unavailable():
             await self._add(
-                keys=[f"{s}:meta"], args=[s, member, self._context(partition, context), blob]
+                keys=[f"{s}:meta"],
+                args=[s, token(), member, self._context(partition, context), blob],
             )
 
     async def nearest(
         self, partition: Partition, context: str, vector: bytes, now: float
     ) -> Neighbour | None:
+        s, name = self.slot(partition.tenant), self._context(partition, context)
         with unavailable():
-            stored = await self._client.hgetall(self._context(partition, context))
-        if not stored:
+            changed = await self._client.hget(f"{s}:vgen", name)
+        if changed is None:  # no vectors
+            self._copies.forget(name)
             return None
-        keys, vectors = [], []
-        for member, blob in cast(dict[bytes, bytes], stored).items():
-            m = member.decode()
-            aad = vector_aad(partition.tenant, partition.namespace, context, m)
-            plain = self._cipher.open(partition.tenant, aad, blob)
-            got = None if plain is None else unpack_vector(plain)
-            if got is not None:
-                keys.append(got[0])
-                vectors.append(got[1])
-        for tried, (key, similarity) in enumerate(rank(keys, vectors, vector)):
+        stacked = self._copies.fresh(name, changed)
+        if stacked is None:
+            with unavailable():
+                stored = await self._client.hgetall(name)
+
+            def opener(member: str, blob: bytes) -> tuple[str, bytes] | None:
+                aad = vector_aad(partition.tenant, partition.namespace, context, member)
+                plain = self._cipher.open(partition.tenant, aad, blob)
+                return None if plain is None else unpack_vector(plain)
+
+            stacked = self._copies.load(name, changed, stored, opener)
+        for tried, (key, similarity) in enumerate(stacked.ranked(vector)):
             if tried == TRIES:
                 break
             answer = await self._peek(partition, key, now)
@@ -247,7 +260,9 @@ class RedisCache:
     async def _sweep(self, tenant: str, now: float) -> tuple[int, int]:
         s = self.slot(tenant)
         with unavailable():
-            got = await self._usage(keys=[f"{s}:meta"], args=[s, repr(now), str(SWEEP * 16)])
+            got = await self._usage(
+                keys=[f"{s}:meta"], args=[s, token(), repr(now), str(SWEEP * 16)]
+            )
         return int(got[0]), int(got[1])
 
     # operations ------------------------------------------------------------------------
@@ -270,7 +285,7 @@ class RedisCache:
                 with unavailable():
                     n, done = await self._purge(
                         keys=[f"{s}:meta"],
-                        args=[s, nsid, str(PURGE_STEP), "1" if namespace is None else "0"],
+                        args=[s, token(), nsid, str(PURGE_STEP), "1" if namespace is None else "0"],
                     )
                 erased += int(n)
         return erased

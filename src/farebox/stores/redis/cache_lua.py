@@ -1,7 +1,8 @@
 """The Lua of the Redis response cache (``stores.redis.cache``): every change to a tenant's
 cache is one script, atomic, over keys of that tenant's slot only (one hash tag, so it runs on
-a Redis Cluster). ``ARGV[1]`` is the slot ``S`` (``{<prefix>/c/<tenant>}``); ``KEYS[1]`` is
-``S:meta``, declared so a cluster routes the call to the slot's node.
+a Redis Cluster). ``ARGV[1]`` is the slot ``S`` (``{<prefix>/c/<tenant>}``), ``ARGV[2]`` a
+random token of the call; ``KEYS[1]`` is ``S:meta``, declared so a cluster routes the call to
+the slot's node.
 
 A tenant's keys (``m`` an entry's member, ``<nsid>:<kid>``, both HMACs: see ``cache_crypto``):
 
@@ -12,6 +13,8 @@ A tenant's keys (``m`` an entry's member, ``<nsid>:<kid>``, both HMACs: see ``ca
 - ``S:e:<m>``: the entry, a sealed blob (with a Redis TTL at its expiry, as a safety net);
 - ``S:v:<nsid>:<cid>``: one semantic context's vectors, a hash member -> sealed vector;
 - ``S:vidx``: a hash, member -> the context hash holding its vector;
+- ``S:vgen``: a hash, context hash -> the token of the last call that changed it (a replica
+  keeps a context's vectors opened until its token changes; a context emptied loses it);
 - ``S:nss``: the set of the tenant's namespace ids; ``S:n:<nsid>`` a namespace's members;
   ``S:x:<nsid>`` its context hashes (what a purge removes).
 """
@@ -20,7 +23,19 @@ from __future__ import annotations
 
 COMMON = """
 local S = ARGV[1]
+local TOKEN = ARGV[2]
 local META = KEYS[1]
+
+-- drop member m's vector from the context hash ctx (and forget a context left empty)
+local function unindex(m, ctx)
+  redis.call('HDEL', ctx, m)
+  if redis.call('EXISTS', ctx) == 1 then
+    redis.call('HSET', S .. ':vgen', ctx, TOKEN)
+  else
+    redis.call('HDEL', S .. ':vgen', ctx)
+    redis.call('SREM', S .. ':x:' .. string.sub(m, 1, 32), ctx)
+  end
+end
 
 -- remove an entry and its vector; 1 if it was counted
 local function remove(m)
@@ -31,7 +46,7 @@ local function remove(m)
   redis.call('SREM', S .. ':n:' .. string.sub(m, 1, 32), m)
   local ctx = redis.call('HGET', S .. ':vidx', m)
   if ctx then
-    redis.call('HDEL', ctx, m)
+    unindex(m, ctx)
     redis.call('HDEL', S .. ':vidx', m)
   end
   if size then
@@ -55,14 +70,14 @@ local function totals()
 end
 """
 
-# ARGV: S, now, max_entries, max_bytes, sweep_limit, then per entry: member, blob, size,
+# ARGV: S, token, now, max_entries, max_bytes, sweep_limit, then per entry: member, blob, size,
 # px (its Redis TTL in ms), expires_at. Stores them (replacing), sweeps, evicts by LRU.
 PUT = (
     COMMON
     + """
-local now = ARGV[2]
-local max_entries, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
-for i = 6, #ARGV, 5 do
+local now = ARGV[3]
+local max_entries, max_bytes = tonumber(ARGV[4]), tonumber(ARGV[5])
+for i = 7, #ARGV, 5 do
   local m, size = ARGV[i], tonumber(ARGV[i + 2])
   local old = redis.call('HGET', S .. ':size', m)
   if old then
@@ -79,7 +94,7 @@ for i = 6, #ARGV, 5 do
   redis.call('HINCRBY', META, 'entries', 1)
   redis.call('HINCRBY', META, 'bytes', size)
 end
-sweep(now, ARGV[5])
+sweep(now, ARGV[6])
 local entries, bytes = totals()
 while entries > max_entries or bytes > max_bytes do
   local first = redis.call('ZRANGE', S .. ':lru', 0, 0)
@@ -91,13 +106,13 @@ return entries
 """
 )
 
-# ARGV: S, now, members... The live entries' blobs (false for none), each marked used.
+# ARGV: S, token, now, members... The live entries' blobs (false for none), each marked used.
 GET = (
     COMMON
     + """
-local now = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
 local out = {}
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local m = ARGV[i]
   local exp = redis.call('ZSCORE', S .. ':exp', m)
   local blob = false
@@ -113,52 +128,57 @@ for i = 3, #ARGV do
       end
     end
   end
-  out[i - 2] = blob
+  out[i - 3] = blob
 end
 return out
 """
 )
 
-# ARGV: S, member, context hash, sealed vector. Indexes it if the entry is there.
+# ARGV: S, token, member, context hash, sealed vector. Indexes it if the entry is there.
 ADD_VECTOR = (
     COMMON
     + """
-local m, ctx = ARGV[2], ARGV[3]
+local m, ctx = ARGV[3], ARGV[4]
 if not redis.call('HGET', S .. ':size', m) then return 0 end
 local before = redis.call('HGET', S .. ':vidx', m)
-if before and before ~= ctx then redis.call('HDEL', before, m) end
-redis.call('HSET', ctx, m, ARGV[4])
+if before and before ~= ctx then unindex(m, before) end
+redis.call('HSET', ctx, m, ARGV[5])
+redis.call('HSET', S .. ':vgen', ctx, TOKEN)
 redis.call('HSET', S .. ':vidx', m, ctx)
 redis.call('SADD', S .. ':x:' .. string.sub(m, 1, 32), ctx)
 return 1
 """
 )
 
-# ARGV: S, now, sweep_limit. Sweeps, then the tenant's entries and bytes.
+# ARGV: S, token, now, sweep_limit. Sweeps, then the tenant's entries and bytes.
 USAGE = (
     COMMON
     + """
-sweep(ARGV[2], ARGV[3])
+sweep(ARGV[3], ARGV[4])
 local entries, bytes = totals()
 return {entries, bytes}
 """
 )
 
-# ARGV: S, nsid, limit, all ("1": the last namespace done, drop the tenant's own keys).
+# ARGV: S, token, nsid, limit, all ("1": the last namespace done, drop the tenant's own keys).
 # Removes up to `limit` of a namespace's entries: {removed, done}.
 PURGE = (
     COMMON
     + """
-local nsid = ARGV[2]
-local members = redis.call('SPOP', S .. ':n:' .. nsid, tonumber(ARGV[3]))
+local nsid = ARGV[3]
+local members = redis.call('SPOP', S .. ':n:' .. nsid, tonumber(ARGV[4]))
 local n = 0
 for _, m in ipairs(members) do n = n + remove(m) end
 if redis.call('SCARD', S .. ':n:' .. nsid) > 0 then return {n, 0} end
-for _, c in ipairs(redis.call('SMEMBERS', S .. ':x:' .. nsid)) do redis.call('DEL', c) end
+for _, c in ipairs(redis.call('SMEMBERS', S .. ':x:' .. nsid)) do
+  redis.call('DEL', c)
+  redis.call('HDEL', S .. ':vgen', c)
+end
 redis.call('DEL', S .. ':x:' .. nsid)
 redis.call('SREM', S .. ':nss', nsid)
-if ARGV[4] == '1' and redis.call('SCARD', S .. ':nss') == 0 then
+if ARGV[5] == '1' and redis.call('SCARD', S .. ':nss') == 0 then
   redis.call('DEL', META, S .. ':lru', S .. ':exp', S .. ':size', S .. ':vidx', S .. ':nss')
+  redis.call('DEL', S .. ':vgen')
 end
 return {n, 1}
 """
