@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -286,8 +287,10 @@ async def test_replicas_share_entries_and_see_each_others_vector_changes(
     url = request.getfixturevalue("redis_cluster_nodes").url if backend != "redis" else None
     now = clock.now
     async with opened_cache(backend, clock, url) as one:
-        other = RedisCache(one._client, SECRET, clock)
-        await other.open(one._prefix)
+        other = RedisCache.from_url(
+            url or "redis://127.0.0.1:6379", cluster=url is not None, secret=SECRET, clock=clock
+        )
+        await other.open("{" + one._prefix + "}")  # as the scaled store's key prefix reads
         await one.put(
             A, [answer(k(1), now, prompt="p1"), answer(k(2), now, prompt="p2")], ROOMY, now
         )
@@ -308,3 +311,31 @@ async def test_replicas_share_entries_and_see_each_others_vector_changes(
         slot = one.slot("acme")
         keys = [key.decode() for key in await prefix_keys(one._client, one._prefix)]
         assert keys and all(key.startswith(slot + ":") for key in keys)
+        await other.close()
+
+
+# the extras: numpy (farebox[semantic]) only for vectors; cryptography (farebox[redis]) ----
+async def test_without_numpy_the_exact_cache_works_and_vectors_name_the_extra(
+    monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> None:
+    from farebox.errors import EmbedderUnavailable
+    from farebox.stores.memory.cache import MemoryCache
+
+    monkeypatch.setitem(sys.modules, "numpy", None)  # "import numpy" now fails
+    cache = MemoryCache(clock)
+    now = clock.now
+    await cache.put(A, [answer(k(1), now)], ROOMY, now)
+    assert await cache.get(A, k(1), now) is not None
+    with pytest.raises(EmbedderUnavailable, match=r"farebox\[semantic\]"):
+        await cache.add_vector(A, "ctx", k(1), b"\x00" * 16, now)
+
+
+def test_without_cryptography_the_redis_cache_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from farebox.errors import ConfigError
+    from farebox.stores.redis.cache_crypto import CacheCipher
+
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)
+    with pytest.raises(ConfigError, match=r"farebox\[redis\]"):
+        CacheCipher(SECRET)

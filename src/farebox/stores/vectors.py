@@ -33,7 +33,7 @@ def numpy() -> Any:
     """The numpy module, or an error naming the extra that brings it."""
     try:
         import numpy
-    except ImportError as exc:  # pragma: no cover - numpy is in the dev environment
+    except ImportError as exc:
         raise EmbedderUnavailable(
             "the semantic cache needs numpy: pip install 'farebox[semantic]'"
         ) from exc

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from farebox.core.cache import CachedAnswer, CacheLimits, CacheUsage, Neighbour, Partition
-from farebox.stores.vectors import DTYPE, VectorMatrix
+from farebox.stores.vectors import VectorMatrix
 
 Slot = tuple[str, str]  # (namespace, key) or (namespace, context)
 
@@ -40,12 +40,17 @@ class TenantCache:
             self.bytes -= answer.size
         context = self.indexed.pop(slot, None)
         if context is not None:
-            matrix = self.matrices.get((slot[0], context))
-            if matrix is not None:
-                matrix.remove(slot[1])
-                if not len(matrix):
-                    del self.matrices[(slot[0], context)]
+            self.drop_vector(slot, context)
         return answer
+
+    def drop_vector(self, slot: Slot, context: str) -> None:
+        """Remove an entry's vector from ``context`` (and the context, left empty)."""
+        where = (slot[0], context)
+        matrix = self.matrices.get(where)
+        if matrix is not None:
+            matrix.remove(slot[1])
+            if not len(matrix):
+                del self.matrices[where]
 
     def evict(self, limits: CacheLimits) -> None:
         """Drop the least recently used entries until within ``limits``."""
@@ -117,7 +122,7 @@ class MemoryCache:
         where = (partition.namespace, context)
         before = tenant.indexed.get(slot)
         if before is not None and before != context:
-            tenant.matrices[(slot[0], before)].remove(key)
+            tenant.drop_vector(slot, before)
         matrix = tenant.matrices.get(where)
         dim = len(vector) // 4
         if matrix is None or matrix.dim != dim:  # a new context (or another embedder's)
@@ -173,6 +178,3 @@ class MemoryCache:
 
     async def close(self) -> None:
         self._tenants.clear()
-
-
-__all__ = ["DTYPE", "MemoryCache", "TenantCache"]

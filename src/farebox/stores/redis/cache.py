@@ -107,6 +107,7 @@ class RedisCache:
         secret: bytes,
         connect_timeout_s: float = 1.0,
         command_timeout_s: float = 0.5,
+        clock: Callable[[], float] = time.time,
     ) -> RedisCache:
         """A cache with a client of its own (closed by ``close``), every command bounded."""
         retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
@@ -130,7 +131,7 @@ class RedisCache:
                 retry=retry,
             )
             client = aioredis.Redis.from_pool(pool)
-        return cls(client, secret, owns_client=True)
+        return cls(client, secret, clock, owns_client=True)
 
     async def open(self, prefix: str) -> None:
         """Use ``prefix`` for every key (a scaled store's ``{prefix}`` is taken without its

@@ -39,7 +39,7 @@ def aead_class() -> Any:
     """``AESGCM``, or an error naming the extra that brings it."""
     try:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    except ImportError as exc:  # pragma: no cover - cryptography is in the dev environment
+    except ImportError as exc:
         raise ConfigError(
             "the Redis response cache needs cryptography: pip install 'farebox[redis]'"
         ) from exc
