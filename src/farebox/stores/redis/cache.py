@@ -240,23 +240,24 @@ class RedisCache:
                 return None if plain is None else unpack_vector(plain)
 
             stacked = self._copies.load(name, changed, stored, opener)
+        swept = False
         for tried, (key, similarity) in enumerate(stacked.ranked(vector)):
             if tried == TRIES:
                 break
             answer = await self._peek(partition, key, now)
             if answer is not None:
                 return Neighbour(key, similarity, answer.prompt)
+            if not swept:  # a dead entry's vector: sweep the expired (and their vectors) once
+                swept = True
+                await self._sweep(partition.tenant, now)
         return None
 
     async def _peek(self, partition: Partition, key: str, now: float) -> CachedAnswer | None:
-        """The live entry under ``key``, not marked used (a dead one is swept)."""
+        """The live entry under ``key``, not marked used."""
         s = self.slot(partition.tenant)
         with unavailable():
             blob = await self._client.get(f"{s}:e:{self._member(partition, key)}")
-        answer = self._open(partition, key, blob, now)
-        if answer is None:
-            await self._sweep(partition.tenant, now)
-        return answer
+        return self._open(partition, key, blob, now)
 
     async def _sweep(self, tenant: str, now: float) -> tuple[int, int]:
         s = self.slot(tenant)
