@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from farebox.core.cache import CacheLimits, CacheUsage, Partition
+from farebox.core.cache import CacheLimits, CacheUsage, Partition, compose_namespace
 from farebox.errors import CacheUnavailable
 from tests.contracts.cache_backends import (
     CACHE_BACKENDS,
@@ -157,6 +157,27 @@ async def test_purge_all_or_one_namespace(cache: Any, clock: Clock) -> None:
     assert await cache.purge("acme") == 0
     await cache.put(A, [answer(k(9), now)], ROOMY, now)  # a purged tenant can cache again
     assert await cache.get(A, k(9), now) is not None
+
+
+async def test_purge_of_a_client_namespace_reaches_every_partition_of_it(
+    cache: Any, clock: Clock
+) -> None:
+    """With a plan partitioned by key or user, the client's namespace is one part of the
+    partition's: a purge by the client's namespace erases it under every key and user."""
+    now = clock.now
+    parts = [("k:key_1", "team"), ("k:key_2", "team"), ("u:ann", "team"), ("k:key_1", "other")]
+    for plan_part, client in parts:
+        partition = Partition("acme", compose_namespace(plan_part, client))
+        await cache.put(partition, [answer(k(1), now)], ROOMY, now)
+        await cache.add_vector(partition, "ctx", k(1), unit(1, 0), now)
+    await cache.put(Partition("acme", "team"), [answer(k(1), now)], ROOMY, now)
+    assert await cache.purge("acme", "team") == 4
+    for plan_part, client in parts:
+        partition = Partition("acme", compose_namespace(plan_part, client))
+        kept = client == "other"
+        assert (await cache.get(partition, k(1), now) is not None) == kept
+        assert (await cache.nearest(partition, "ctx", unit(1, 0), now) is not None) == kept
+    assert await cache.usage("acme") == CacheUsage(1, (await cache.usage("acme")).bytes)
 
 
 async def test_nearest_finds_the_most_similar_in_its_context_only(cache: Any, clock: Clock) -> None:

@@ -16,7 +16,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from farebox.core.cache import CachedAnswer, CacheLimits, CacheUsage, Neighbour, Partition
+from farebox.core.cache import (
+    CachedAnswer,
+    CacheLimits,
+    CacheUsage,
+    Neighbour,
+    Partition,
+    client_namespace,
+)
 from farebox.stores.vectors import VectorMatrix
 
 Slot = tuple[str, str]  # (namespace, key) or (namespace, context)
@@ -167,10 +174,10 @@ class MemoryCache:
         if namespace is None:
             del self._tenants[tenant]
             return len(cache.entries)
-        slots = [s for s in cache.entries if s[0] == namespace]
+        slots = [s for s in cache.entries if client_namespace(s[0]) == namespace]
         for slot in slots:
             cache.drop(slot)
-        for where in [w for w in cache.matrices if w[0] == namespace]:
+        for where in [w for w in cache.matrices if client_namespace(w[0]) == namespace]:
             del cache.matrices[where]
         if not cache.entries:
             del self._tenants[tenant]

@@ -31,7 +31,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
-from farebox.core.cache import CachedAnswer, CacheLimits, CacheUsage, Neighbour, Partition
+from farebox.core.cache import (
+    CachedAnswer,
+    CacheLimits,
+    CacheUsage,
+    Neighbour,
+    Partition,
+    client_namespace,
+)
 from farebox.errors import CacheUnavailable
 from farebox.stores.redis import cache_lua as lua
 from farebox.stores.redis.cache_crypto import (
@@ -151,13 +158,12 @@ class RedisCache:
 
     def _member(self, partition: Partition, key: str) -> str:
         names = self._cipher.keys(partition.tenant)
-        return (
-            f"{names.name('ns', partition.namespace)}:{names.name('key', partition.namespace, key)}"
-        )
+        nsid = namespace_id(names, partition.namespace)
+        return f"{nsid}:{names.name('key', partition.namespace, key)}"
 
     def _context(self, partition: Partition, context: str) -> str:
         names = self._cipher.keys(partition.tenant)
-        nsid = names.name("ns", partition.namespace)
+        nsid = namespace_id(names, partition.namespace)
         cid = names.name("ctx", partition.namespace, context)
         return f"{self.slot(partition.tenant)}:v:{nsid}:{cid}"
 
@@ -278,8 +284,11 @@ class RedisCache:
             with unavailable():
                 found = await self._client.smembers(f"{s}:nss")
             nsids = sorted(n.decode() for n in found)
-        else:
-            nsids = [self._cipher.keys(tenant).name("ns", namespace)]
+        else:  # every partition of the client's namespace (whatever the plan's part)
+            with unavailable():
+                found = await self._client.smembers(f"{s}:nss")
+            head = self._cipher.keys(tenant).name("ns", namespace) + "."
+            nsids = sorted(n.decode() for n in found if n.decode().startswith(head))
         erased = 0
         for nsid in nsids:
             done = 0
@@ -296,3 +305,9 @@ class RedisCache:
         if self._owns:
             with contextlib.suppress(*FAILURES):
                 await self._client.aclose()
+
+
+def namespace_id(names: Any, namespace: str) -> str:
+    """A partition's namespace id: the client's namespace's id, then the whole namespace's, so
+    a purge of one client namespace finds every partition of it by prefix."""
+    return f"{names.name('ns', client_namespace(namespace))}.{names.name('pp', namespace)}"

@@ -33,7 +33,7 @@ local function unindex(m, ctx)
     redis.call('HSET', S .. ':vgen', ctx, TOKEN)
   else
     redis.call('HDEL', S .. ':vgen', ctx)
-    redis.call('SREM', S .. ':x:' .. string.sub(m, 1, 32), ctx)
+    redis.call('SREM', S .. ':x:' .. string.match(m, '^[^:]+'), ctx)
   end
 end
 
@@ -43,7 +43,7 @@ local function remove(m)
   redis.call('DEL', S .. ':e:' .. m)
   redis.call('ZREM', S .. ':lru', m)
   redis.call('ZREM', S .. ':exp', m)
-  redis.call('SREM', S .. ':n:' .. string.sub(m, 1, 32), m)
+  redis.call('SREM', S .. ':n:' .. string.match(m, '^[^:]+'), m)
   local ctx = redis.call('HGET', S .. ':vidx', m)
   if ctx then
     unindex(m, ctx)
@@ -88,7 +88,7 @@ for i = 7, #ARGV, 5 do
   redis.call('HSET', S .. ':size', m, size)
   redis.call('ZADD', S .. ':exp', ARGV[i + 4], m)
   redis.call('ZADD', S .. ':lru', redis.call('HINCRBY', META, 'seq', 1), m)
-  local nsid = string.sub(m, 1, 32)
+  local nsid = string.match(m, '^[^:]+')
   redis.call('SADD', S .. ':n:' .. nsid, m)
   redis.call('SADD', S .. ':nss', nsid)
   redis.call('HINCRBY', META, 'entries', 1)
@@ -145,7 +145,7 @@ if before and before ~= ctx then unindex(m, before) end
 redis.call('HSET', ctx, m, ARGV[5])
 redis.call('HSET', S .. ':vgen', ctx, TOKEN)
 redis.call('HSET', S .. ':vidx', m, ctx)
-redis.call('SADD', S .. ':x:' .. string.sub(m, 1, 32), ctx)
+redis.call('SADD', S .. ':x:' .. string.match(m, '^[^:]+'), ctx)
 return 1
 """
 )
