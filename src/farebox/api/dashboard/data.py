@@ -161,8 +161,8 @@ class DashboardData:
             "limits": await self.tenants.tenant_limits(tenant_id),
             "api_keys": (await self.keys.list_keys(tenant_id))["data"],
             "cache": await cache_stats(
-                self.store, self.cache, tenant_id, month_span(self.clock())
-            ),  # fmt: skip
+                self.store, self.services.cache, tenant_id, month_span(self.clock())
+            ),
         }
 
 
