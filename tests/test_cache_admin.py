@@ -7,6 +7,7 @@ never a 500 (hypothesis over the parameters)."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -339,3 +340,26 @@ async def test_any_parameters_are_answered_never_with_a_5xx(make_gateway: Any) -
                 assert r.status_code in (200, 400, 405), (params, r.text)
                 if r.status_code == 400:
                     assert r.json()["error"]["param"] in params, (params, r.text)
+
+
+async def test_the_dashboard_shows_the_same_numbers(make_gateway: Any) -> None:
+    from tests.test_dashboard_views import admin_page
+
+    async with make_gateway(MEMORY) as gw:
+        await seeded(gw)
+        gw.app.state.services.cache = FakeCache(held={"a": CacheUsage(6, 1234)})
+        a = await get(gw, "/admin/v1/tenants/a/cache")
+        page = (await admin_page(gw, "/dashboard")).text
+        row = re.search(r'data-tenant-row="a">(.*?)</tr>', page, re.S)
+        assert row is not None
+        assert f'data-field="cache_hits">{a["hits"]}<' in row.group(1)
+        assert 'data-hit-rate="0.4000">40.00%<' in row.group(1)
+        assert f'data-field="saved">${a["saved_usd"]}<' in row.group(1)
+        c_row = re.search(r'data-tenant-row="c">(.*?)</tr>', page, re.S)
+        assert c_row is not None and 'data-hit-rate="">–<' in c_row.group(1)
+        tenant = (await admin_page(gw, "/dashboard/tenants/a")).text
+        for name in ("hits", "misses", "entries"):
+            assert f'data-cache="{name}">{a[name]}<' in tenant
+        assert f'data-cache="saved">${a["saved_usd"]}<' in tenant
+        log = (await admin_page(gw, "/dashboard/requests?tenant=a")).text
+        assert 'data-cache="hit-semantic">hit-semantic<' in log and 'data-cache="miss">' in log
