@@ -363,3 +363,16 @@ async def test_the_dashboard_shows_the_same_numbers(make_gateway: Any) -> None:
         assert f'data-cache="saved">${a["saved_usd"]}<' in tenant
         log = (await admin_page(gw, "/dashboard/requests?tenant=a")).text
         assert 'data-cache="hit-semantic">hit-semantic<' in log and 'data-cache="miss">' in log
+
+
+async def test_every_tenant_is_asked_in_batches_and_listed_in_order(make_gateway: Any) -> None:
+    async with make_gateway(MEMORY) as gw:
+        ids = [f"t{i:02d}" for i in range(70)]
+        for tenant in reversed(ids):
+            await gw.tenant(tenant)
+        held = {t: CacheUsage(i, i * 10) for i, t in enumerate(ids) if i % 3 == 0 and i}
+        gw.app.state.services.cache = FakeCache(held=held)
+        listed = (await get(gw, "/admin/v1/cache"))["data"]
+        assert [r["tenant"] for r in listed] == sorted(held)
+        for r in listed:
+            assert CacheUsage(r["entries"], r["bytes"]) == held[r["tenant"]]

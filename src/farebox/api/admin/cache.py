@@ -35,6 +35,7 @@ HOUR = 3600
 MAX_UNIX = 253_402_300_799.0  # 9999-12-31T23:59:59Z
 RATE_PLACES = 4  # the hit rate's decimal places ("0.4000")
 UTC_ZONE = ZoneInfo("UTC")
+USAGE_BATCH = 32  # tenants whose cache usage is asked at once (each one a Redis call)
 
 Time = Annotated[
     str | None,
@@ -159,7 +160,10 @@ async def every_tenant(
 ) -> list[dict[str, Any]]:
     """Every tenant of ``tenants`` with lookups in ``span`` or entries now, by tenant id."""
     tallies = {t.tenant_id: t for t in await reports.cache_tallies(None, span[0], span[1])}
-    held_now = await asyncio.gather(*(held(cache, t) for t in tenants))
+    held_now: list[CacheUsage | None] = []
+    for at in range(0, len(tenants), USAGE_BATCH):  # a bounded number of backend calls at once
+        batch = tenants[at : at + USAGE_BATCH]
+        held_now += await asyncio.gather(*(held(cache, t) for t in batch))
     rows = []
     for tenant_id, usage in sorted(zip(tenants, held_now, strict=True), key=lambda p: p[0]):
         tally = tallies.get(tenant_id)
