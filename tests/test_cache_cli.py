@@ -155,3 +155,18 @@ def test_on_a_local_database(tmp_path: Path) -> None:
     assert (got["entries"], got["bytes"], got["hits"], got["hit_rate"]) == (0, 0, 0, None)
     purge = cli("cache", "purge", "--tenant", "acme", "--yes", "--config", str(config))
     assert purge.exit_code == 0 and "Erased 0 cached answers" in purge.stdout
+
+
+def test_on_a_terminal_the_table_is_rich(served: Served) -> None:
+    from farebox.cli.terminal import Terminal
+
+    env = {"FAREBOX_ADMIN_KEY": ADMIN_KEY, "FAREBOX_DATABASE": None, "FAREBOX_CONFIG": None}
+    forced = Terminal(force=True, width=160, color=False)
+    shown = CliRunner().invoke(main, ["cache", "stats"], env=env, obj=forced,
+                               catch_exceptions=False)  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    a = served.rest("/admin/v1/tenants/a/cache")
+    assert "Response cache" in shown.stdout and f"2 tenants; {a['since']} to {a['until']}" in (
+        shown.stdout)  # fmt: skip
+    line = next(x for x in shown.stdout.splitlines() if " a " in x)
+    assert "0.4000" in line and a["saved_usd"] in line and "2,048" in line

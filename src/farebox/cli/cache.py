@@ -50,7 +50,7 @@ def cache_stats(
     rows = [answer] if tenant_id else answer["data"]
     period = f"{answer['since']} to {answer['until']}"
     count = f"{len(rows)} tenant{'' if len(rows) == 1 else 's'}"
-    print_table([row(r) for r in rows], COLUMNS, title="Response cache",
+    print_table([row(r) for r in rows], COLUMNS, title="Response cache", numbers=COLUMNS[1:],
                 caption=f"{count}; {period}")  # fmt: skip
 
 
