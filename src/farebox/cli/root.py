@@ -10,6 +10,7 @@ import click
 from farebox.cli.anomaly import register as register_anomaly
 from farebox.cli.billing import export_cmd, margins, reconcile
 from farebox.cli.budgets import budgets
+from farebox.cli.cache import cache
 from farebox.cli.demo import demo
 from farebox.cli.keys import keys
 from farebox.cli.requests import requests_cmd
@@ -32,7 +33,7 @@ def main() -> None:
 
 
 for command in (serve, demo, tenants, keys, budgets, usage, export_cmd, margins, reconcile,
-                requests_cmd):  # fmt: skip
+                requests_cmd, cache):  # fmt: skip
     main.add_command(command)
 register_anomaly(main, tenants, keys)
 
