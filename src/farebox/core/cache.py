@@ -290,3 +290,35 @@ def split_evenly(total: int, weights: Sequence[int]) -> list[int]:
     for i in rests[: total - sum(parts)]:
         parts[i] += 1
     return parts
+
+
+# partition namespaces --------------------------------------------------------------------------
+# A partition's namespace is made of parts joined by "|": the plan's ``partition`` ("k:<key
+# id>" or "u:<user>", none for "tenant") and the client's X-Farebox-Cache-Namespace
+# ("n:<namespace>", last); "%" and "|" inside a part are written "%25" and "%7C".
+def _escaped(part: str) -> str:
+    return part.replace("%", "%25").replace("|", "%7C")
+
+
+def partition_namespace(plan_part: str | None, client: str | None) -> str:
+    """The namespace of a partition: ``plan_part`` ("k:<key id>", "u:<user>" or None) and the
+    client's namespace (None: none)."""
+    parts = [] if plan_part is None else [plan_part]
+    if client is not None:
+        parts.append("n:" + _escaped(client))
+    return "|".join(parts)
+
+
+def key_part(key_id: str) -> str:
+    return "k:" + _escaped(key_id)
+
+
+def user_part(user: str) -> str:
+    return "u:" + _escaped(user)
+
+
+def in_client_namespace(namespace: str, client: str) -> bool:
+    """Whether a partition's ``namespace`` is (or lies within) the client's namespace
+    ``client``, exactly as sent in X-Farebox-Cache-Namespace (a purge of one namespace)."""
+    part = "n:" + _escaped(client)
+    return namespace == part or namespace.endswith("|" + part)
