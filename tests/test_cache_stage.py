@@ -140,8 +140,9 @@ async def test_anthropic_messages_hit_in_their_own_format(make_gateway: Any) -> 
         assert hit.json()["id"] != first.json()["id"]
         assert hit.json()["usage"]["output_tokens"] == first.json()["usage"]["output_tokens"]
         # the same question in OpenAI format is another client's format: its own entry
-        chat = {"model": MODEL, "max_tokens": 64, "messages": [
-            {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]}  # fmt: skip
+        messages = [{"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "Name a colour."}]  # fmt: skip
+        chat = {"model": MODEL, "max_tokens": 64, "messages": messages}
         assert (await post(gw, key, chat)).headers["x-farebox-cache"] == MISS
         streamed = await post(gw, key, {**body, "stream": True}, "/v1/messages")
         assert streamed.headers["x-farebox-cache"] == HIT_EXACT

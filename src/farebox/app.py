@@ -50,9 +50,9 @@ from farebox.observe.metrics import Observer, RequestMetrics, fan_out
 from farebox.observe.traces import build_tracing
 from farebox.providers.anthropic import AnthropicProvider
 from farebox.providers.base import EmbedRequest, Provider
-from farebox.semantic.base import Embedder
 from farebox.providers.mock import MockOptions, MockProvider
 from farebox.providers.openai import OpenAIProvider
+from farebox.semantic.base import Embedder
 from farebox.stores.base import CacheStore, Store
 from farebox.stores.memory.cache import MemoryCache
 from farebox.stores.memory.store import MemoryStore

@@ -6,10 +6,11 @@ served in full, in a background task that never delays the answer.
 Every lookup stays inside its own partition (``partition_of``): the tenant, plus a namespace
 made of the plan's ``partition`` (``k:<key id>`` or ``u:<user>``) and the client's
 ``X-Farebox-Cache-Namespace`` (``n:<namespace>``), joined by ``|`` (``%`` and ``|`` inside a
-part are written ``%25`` and ``%7C``; ``core.cache.partition_namespace``). The exact key is the hash of the partition, the
-client's format and the canonical request (``core.cache.exact_key``), computed once, before
-admission lowers anything. A semantic lookup (plans with ``mode: semantic``) follows an exact
-miss: the last user message is embedded and compared with those cached in the same context.
+part are written ``%25`` and ``%7C``; ``core.cache.partition_namespace``). The exact key is
+the hash of the partition, the client's format and the canonical request
+(``core.cache.exact_key``), computed once, before admission lowers anything. A semantic
+lookup (plans with ``mode: semantic``) follows an exact miss: the last user message is
+embedded and compared with those cached in the same context.
 
 The cache is never a reason for a failed request: a backend that fails (``CacheUnavailable``
 or anything else) is logged (at most once per ``WARN_EVERY_S``), counted (``on_event``) and
@@ -50,8 +51,8 @@ from farebox.core.cache import (
 )
 from farebox.core.cache_veto import vetoed
 from farebox.core.records import LedgerEntry
-from farebox.gateway.cache_capture import StreamCapture
 from farebox.gateway import cache_embed
+from farebox.gateway.cache_capture import StreamCapture
 from farebox.gateway.cache_embed import EmbedBatch
 from farebox.semantic.base import Embedder
 from farebox.stores.base import CacheStore
@@ -261,8 +262,14 @@ class ResponseCache:
         """What assembles a streamed answer for storing (None: it is not to be stored)."""
         return StreamCapture() if ticket is not None and ticket.store else None
 
-    def keep_stream(self, ticket: CacheTicket, capture: StreamCapture,
-                    usage: Mapping[str, Any] | None, served: LedgerEntry, call: Call) -> None:  # fmt: skip
+    def keep_stream(
+        self,
+        ticket: CacheTicket,
+        capture: StreamCapture,
+        usage: Mapping[str, Any] | None,
+        served: LedgerEntry,
+        call: Call,
+    ) -> None:
         """Store a stream that completed normally (every choice finished)."""
         completion = capture.completion(usage)
         if completion is not None:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 JSON = dict[str, Any]
+IDENTITY = ("id", "created", "model", "system_fingerprint")  # a completion's, from its chunks
 
 
 class _Choice:
@@ -88,8 +89,7 @@ class StreamCapture:
 
     def see(self, chunk: Mapping[str, Any]) -> None:
         if self._identity is None:
-            self._identity = {k: chunk[k] for k in ("id", "created", "model",
-                                                    "system_fingerprint") if k in chunk}  # fmt: skip
+            self._identity = {k: chunk[k] for k in IDENTITY if k in chunk}
         for choice in chunk.get("choices") or ():
             if isinstance(choice, dict):
                 index = choice.get("index")

@@ -16,7 +16,7 @@ import orjson
 
 from farebox.core.money import format_usd
 from farebox.core.records import LedgerEntry
-from farebox.core.usage import from_openai, token_counts, to_openai
+from farebox.core.usage import from_openai, to_openai, token_counts
 from farebox.gateway.render import render_body, stream_renderer
 
 JSON = dict[str, Any]

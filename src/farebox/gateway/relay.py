@@ -17,6 +17,8 @@ from farebox.core.records import LedgerEntry
 from farebox.core.routing import Target
 from farebox.core.usage import Usage, to_openai, usage_of
 from farebox.errors import FareboxError, UpstreamError, UpstreamTranslationFailed
+from farebox.gateway.cache import ResponseCache
+from farebox.gateway.cache_capture import StreamCapture
 from farebox.gateway.call import (
     Call,
     estimated,
@@ -26,8 +28,6 @@ from farebox.gateway.call import (
     upstream_body,
     with_ttft,
 )
-from farebox.gateway.cache import ResponseCache
-from farebox.gateway.cache_capture import StreamCapture
 from farebox.gateway.failover import Failover, timeout
 from farebox.gateway.metering import Metering
 from farebox.gateway.render import (
