@@ -352,6 +352,7 @@ class Gateway:
         batch = None
         if self.cache is not None and plan.cache.enabled:
             batch = await self.cache.lookup_items(call)
+            call.cache = batch.ticket if batch is not None else None
             if batch is not None and batch.complete:
                 return await self._hits.embed(call, targets, batch)
             if batch is not None and batch.hits:  # only the unknown items go upstream
