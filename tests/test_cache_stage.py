@@ -206,3 +206,42 @@ async def test_a_streamed_hit_is_replayed_as_a_stream(make_gateway: Any) -> None
         plain = await post(gw, key, ask(stream=True))  # no usage chunk unless asked for
         assert all(isinstance(c, str) or "usage" not in c for c in sse_data(plain.text))
         assert mock.chats == 1
+
+
+async def test_a_hit_takes_nothing_from_a_budget_and_says_what_is_left(
+    make_gateway: Any,
+) -> None:
+    plans = {"budgeted": {"models": ["*"], "cache": {"mode": "exact"},
+                          "budgets": [{"period": "day", "limit_usd": "1"}]}}  # fmt: skip
+    async with make_gateway(config(plans)) as gw:
+        key = await gw.tenant_key("acme", plan="budgeted")
+        first = await post(gw, key, ask())
+        left = first.headers["x-farebox-budget-remaining-usd"]
+        assert left != "unlimited"
+        for _ in range(2):
+            hit = await post(gw, key, ask())
+            assert hit.headers["x-farebox-cache"] == HIT_EXACT
+            assert hit.headers["x-farebox-budget-remaining-usd"] == left
+        r = await gw.client.get("/v1/me", headers={"Authorization": f"Bearer {key}"})
+        budget = r.json()["budgets"][0]
+        assert budget["remaining_usd"] == left and budget["reserved_usd"] in ("0", "0.00")
+
+
+async def test_legacy_completions_hit_whole_and_streamed(make_gateway: Any) -> None:
+    mock = CountingMock()
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 30}
+    async with make_gateway(config(), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="cached")
+        first = await post(gw, key, body, "/v1/completions")
+        assert first.status_code == 200, first.text
+        hit = await post(gw, key, body, "/v1/completions")
+        assert hit.headers["x-farebox-cache"] == HIT_EXACT
+        assert hit.json()["choices"][0]["text"] == first.json()["choices"][0]["text"]
+        streamed = await post(gw, key, {**body, "stream": True}, "/v1/completions")
+        assert streamed.headers["x-farebox-cache"] == HIT_EXACT
+        chunks = [c for c in sse_data(streamed.text) if isinstance(c, dict)]
+        assert (
+            "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+            == (first.json()["choices"][0]["text"])
+        )
+        assert mock.chats == 1

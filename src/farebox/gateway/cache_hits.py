@@ -61,9 +61,10 @@ class CacheHits:
         answer = ticket.answer
         assert answer is not None
         revenue = ticket.policy.hit_price.revenue(answer.revenue)
-        record = await self._serve(call, targets, answer.model_served, answer.provider,
+        scope = scope_of(call)
+        record = await self._serve(call, scope, targets, answer.model_served, answer.provider,
                                    revenue, answer.cost)  # fmt: skip
-        headers = await self._headers(call, answer.model_served, ticket)
+        headers = await self._headers(call, scope, answer.model_served, ticket)
         completion = completion_for(answer.body, call.request_id, self._clock())
         shown = shown_entry(record, completion)
         if call.body.get("stream"):
@@ -76,33 +77,33 @@ class CacheHits:
         """An embeddings request whose every input item is cached."""
         found = [a for a in batch.answers if a is not None]
         revenue = batch.ticket.policy.hit_price.revenue(sum(a.revenue for a in found))
-        first = found[0]
-        await self._serve(call, targets, first.model_served, first.provider, revenue,
+        first, scope = found[0], scope_of(call)
+        await self._serve(call, scope, targets, first.model_served, first.provider, revenue,
                           sum(a.cost for a in found))  # fmt: skip
-        headers = await self._headers(call, first.model_served, batch.ticket)
+        headers = await self._headers(call, scope, first.model_served, batch.ticket)
         headers["x-farebox-cache-items-hit"] = str(len(found))
         return Reply(orjson.dumps(hit_embeddings(batch)), headers)
 
-    async def _serve(self, call: Call, targets: tuple[Target, ...], model: str, provider: str,
-                     revenue: int, saved: int) -> LedgerEntry:  # fmt: skip
+    async def _serve(self, call: Call, scope: Scope, targets: tuple[Target, ...], model: str,
+                     provider: str, revenue: int, saved: int) -> LedgerEntry:  # fmt: skip
         """Count the hit against the rate limits and write its entry (which settles them)."""
         async with self._metering.owned(call, targets):
-            await self._admit(call, targets[0])
+            await self._admit(call, scope, targets[0])
             record = hit_entry(call, model, provider, revenue, saved, self._clock())
             await self._metering.settle(call, record)
         return record
 
-    async def _admit(self, call: Call, target: Target) -> None:
+    async def _admit(self, call: Call, scope: Scope, target: Target) -> None:
         """One request and a concurrency slot of the rate limits in scope (429 when full)."""
         budgets = self._budgets
-        holds = self._holds(call, scope_of(call)) if budgets is not None else []
+        holds = self._holds(call, scope) if budgets is not None else []
         if not holds or budgets is None:
             return
 
         def unsettled(rid: str, amount: int) -> LedgerEntry:
             return placeholder(call, target, rid, amount)
 
-        result = await budgets.admit(scope_of(call), [], [target.price], 0, 0, unsettled, holds)
+        result = await budgets.admit(scope, [], [target.price], 0, 0, unsettled, holds)
         if not isinstance(result, Admission):
             raise result
         call.admission = result
@@ -117,23 +118,22 @@ class CacheHits:
                                    shared_key=scope.shared_key)  # fmt: skip
         return [h for h in holds if h.unit in COUNTED_UNITS]
 
-    async def _headers(self, call: Call, model: str, ticket: CacheTicket) -> dict[str, str]:
+    async def _headers(
+        self, call: Call, scope: Scope, model: str, ticket: CacheTicket
+    ) -> dict[str, str]:
         headers = {"x-farebox-request-id": call.request_id, "x-farebox-model": model}
         admission = call.admission
         if admission is not None and admission.limited:
             headers.update(limit_headers(admission.states, self._clock()))
         headers["x-farebox-cost-usd"] = format_usd(0)
-        headers["x-farebox-budget-remaining-usd"] = await self._remaining(call)
+        headers["x-farebox-budget-remaining-usd"] = await self._remaining(scope)
         headers.update(ticket.headers())
         return headers
 
-    async def _remaining(self, call: Call) -> str:
+    async def _remaining(self, scope: Scope) -> str:
         """The tightest budget's remaining (the hit took nothing from it)."""
         budgets = self._budgets
-        if budgets is None:
-            return UNLIMITED
-        scope = scope_of(call)
-        if not budgets.scopes.enabled(scope):
+        if budgets is None or not budgets.scopes.enabled(scope):
             return UNLIMITED
         money = [s.remaining for s in await budgets.states(scope) if s.hold.unit == "usd"]
         return format_usd(min(money)) if money else UNLIMITED
