@@ -309,7 +309,8 @@ def make_cache(
                 f"'farebox[redis]' ({exc})"
             ) from None
         redis = redis_cache.RedisCache.from_url(settings.redis_url, secret=secret,
-                                                cluster=settings.redis_cluster)  # fmt: skip
+                                                cluster=settings.redis_cluster,
+                                                clock=clock)  # fmt: skip
         backend = redis
 
         async def opener() -> None:  # the store's prefix is known once it is open
@@ -403,7 +404,8 @@ def wire(
     sole = given is None and isinstance(store, SingleProcessSQLiteStore | MemoryStore)
     responses = StoredResponses(store.responses, settings.file.responses, clock, sole_user=sole)
     services = Services(settings, store, auth, gateway, ledger, secret, "", clock(),
-                        budgets, proxies, breakers, responses, tracing=tracing)  # fmt: skip
+                        budgets, proxies, breakers, responses, tracing=tracing,
+                        cache=cache.store)  # fmt: skip
     tenancy = Tenancy(store, secret, plans, clock)
     reloader = plan_reloader(settings, gateway, tenancy, budgets, limits, watch, tracing)
     exporter = make_exporter(settings, store, http, alerts, clock)

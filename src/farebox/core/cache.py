@@ -59,6 +59,29 @@ class Partition:
         return json.dumps([self.tenant, self.namespace], separators=(",", ":"))
 
 
+def compose_namespace(plan_part: str, client: str) -> str:
+    """A partition's namespace from the plan's ``partition`` part (``k:<key id>``,
+    ``u:<user>``, or "" for ``tenant``) and the client's ``X-Farebox-Cache-Namespace`` ("" when
+    absent): "" when both are empty, else the canonical JSON pair (unambiguous whatever the
+    two contain)."""
+    if not plan_part and not client:
+        return ""
+    return json.dumps([plan_part, client], separators=(",", ":"), ensure_ascii=False)
+
+
+def client_namespace(namespace: str) -> str:
+    """The client's namespace within a partition's ``namespace`` (``compose_namespace``'s
+    second part; the whole string when it is not a composed one)."""
+    if namespace.startswith("["):
+        try:
+            pair = json.loads(namespace)
+        except ValueError:
+            return namespace
+        if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], str):
+            return pair[1]
+    return namespace
+
+
 @dataclass(frozen=True, slots=True)
 class CacheAsk:
     """What a request's headers ask of the cache: ``Cache-Control: no-cache`` (look nothing
@@ -290,35 +313,3 @@ def split_evenly(total: int, weights: Sequence[int]) -> list[int]:
     for i in rests[: total - sum(parts)]:
         parts[i] += 1
     return parts
-
-
-# partition namespaces --------------------------------------------------------------------------
-# A partition's namespace is made of parts joined by "|": the plan's ``partition`` ("k:<key
-# id>" or "u:<user>", none for "tenant") and the client's X-Farebox-Cache-Namespace
-# ("n:<namespace>", last); "%" and "|" inside a part are written "%25" and "%7C".
-def _escaped(part: str) -> str:
-    return part.replace("%", "%25").replace("|", "%7C")
-
-
-def partition_namespace(plan_part: str | None, client: str | None) -> str:
-    """The namespace of a partition: ``plan_part`` ("k:<key id>", "u:<user>" or None) and the
-    client's namespace (None: none)."""
-    parts = [] if plan_part is None else [plan_part]
-    if client is not None:
-        parts.append("n:" + _escaped(client))
-    return "|".join(parts)
-
-
-def key_part(key_id: str) -> str:
-    return "k:" + _escaped(key_id)
-
-
-def user_part(user: str) -> str:
-    return "u:" + _escaped(user)
-
-
-def in_client_namespace(namespace: str, client: str) -> bool:
-    """Whether a partition's ``namespace`` is (or lies within) the client's namespace
-    ``client``, exactly as sent in X-Farebox-Cache-Namespace (a purge of one namespace)."""
-    part = "n:" + _escaped(client)
-    return namespace == part or namespace.endswith("|" + part)

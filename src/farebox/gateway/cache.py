@@ -5,9 +5,8 @@ served in full, in a background task that never delays the answer.
 
 Every lookup stays inside its own partition (``partition_of``): the tenant, plus a namespace
 made of the plan's ``partition`` (``k:<key id>`` or ``u:<user>``) and the client's
-``X-Farebox-Cache-Namespace`` (``n:<namespace>``), joined by ``|`` (``%`` and ``|`` inside a
-part are written ``%25`` and ``%7C``; ``core.cache.partition_namespace``). The exact key is
-the hash of the partition, the client's format and the canonical request
+``X-Farebox-Cache-Namespace``, composed unambiguously (``core.cache.compose_namespace``). The
+exact key is the hash of the partition, the client's format and the canonical request
 (``core.cache.exact_key``), computed once, before admission lowers anything. A semantic
 lookup (plans with ``mode: semantic``) follows an exact miss: the last user message is
 embedded and compared with those cached in the same context.
@@ -42,12 +41,10 @@ from farebox.core.cache import (
     Partition,
     answer_fields,
     canonical,
+    compose_namespace,
     exact_key,
-    key_part,
     last_user_text,
-    partition_namespace,
     semantic_context,
-    user_part,
 )
 from farebox.core.cache_veto import vetoed
 from farebox.core.records import LedgerEntry
@@ -346,21 +343,20 @@ def limits(policy: CachePolicy) -> CacheLimits:
 
 
 def partition_of(call: Call) -> Partition:
-    """The request's partition: its tenant, and the namespace its plan and headers give
-    (``core.cache.partition_namespace``)."""
+    """The request's partition: its tenant, and the namespace its plan's ``partition``
+    (``k:<key id>``, ``u:<user>``) and its X-Farebox-Cache-Namespace make
+    (``core.cache.compose_namespace``)."""
     who = call.principal
     mode = call.plan.cache.partition
-    namespace = who.cache.namespace
+    client = who.cache.namespace or ""
     if mode == "tenant":
-        if namespace is None:
-            return Partition(who.tenant.id)
-        return Partition(who.tenant.id, partition_namespace(None, namespace))
+        return Partition(who.tenant.id, compose_namespace("", client) if client else "")
     if mode == "key":
-        part = key_part(who.key.id)
+        part = "k:" + who.key.id
     else:
         user = who.user or call.body.get("user")
-        part = user_part(user if isinstance(user, str) else "")
-    return Partition(who.tenant.id, partition_namespace(part, namespace))
+        part = "u:" + (user if isinstance(user, str) else "")
+    return Partition(who.tenant.id, compose_namespace(part, client))
 
 
 RESPONSES_OWN = frozenset({"input", "previous_response_id"})  # in the chat body, or not content
