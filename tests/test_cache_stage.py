@@ -56,6 +56,9 @@ async def test_a_plan_that_caches_nothing_is_untouched(make_gateway: Any) -> Non
             assert r.status_code == 200 and "x-farebox-cache" not in r.headers
         assert mock.chats == 2
         assert [e.cache for e in await gw.ledger("acme")] == [None, None]
+    async with make_gateway(config({"plain": {"models": ["*"]}})) as gw:
+        assert gw.app.state.services.gateway.cache is None  # no plan caches: no cache at all
+        assert gw.app.state.services.cache is None
 
 
 async def test_no_cache_stores_and_no_store_does_neither(make_gateway: Any) -> None:

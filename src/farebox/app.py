@@ -291,10 +291,14 @@ def make_cache(
     router: Router,
     clock: Callable[[], float],
     on_event: Callable[[str], None] | None = None,
-) -> ResponseCache:
+) -> ResponseCache | None:
     """The response cache: in-process, or in Redis when ``redis:`` is configured (``cache.
     backend`` auto or redis), opened once the store is (with its key prefix); the semantic
-    cache's embedder when a plan asks for it."""
+    cache's embedder when a plan asks for it. None when no plan caches (a plan that starts
+    caching on a reload of the config file needs a restart)."""
+    modes = {plan.cache.mode for plan in settings.file.plans.values()}
+    if modes <= {"off"}:
+        return None
     cfg = settings.file.cache
     if cfg.backend == "redis" and not settings.redis_url:
         raise ConfigError(f"{settings.source}: cache.backend is redis, but no redis: is set")
@@ -319,8 +323,7 @@ def make_cache(
                              settings.file.redis_prefix or "farebox")  # fmt: skip
     else:
         backend = MemoryCache(clock=clock)
-    semantic = any(plan.cache.mode == "semantic" for plan in settings.file.plans.values())
-    embedder = make_embedder(settings, providers, router) if semantic else None
+    embedder = make_embedder(settings, providers, router) if "semantic" in modes else None
     return ResponseCache(backend, cfg, embedder=embedder, opener=opener, clock=clock,
                          on_event=on_event)  # fmt: skip
 
@@ -405,7 +408,7 @@ def wire(
     responses = StoredResponses(store.responses, settings.file.responses, clock, sole_user=sole)
     services = Services(settings, store, auth, gateway, ledger, secret, "", clock(),
                         budgets, proxies, breakers, responses, tracing=tracing,
-                        cache=cache.store)  # fmt: skip
+                        cache=cache.store if cache is not None else None)  # fmt: skip
     tenancy = Tenancy(store, secret, plans, clock)
     reloader = plan_reloader(settings, gateway, tenancy, budgets, limits, watch, tracing)
     exporter = make_exporter(settings, store, http, alerts, clock)
