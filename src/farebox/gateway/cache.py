@@ -250,10 +250,11 @@ class ResponseCache:
 
     # storing -------------------------------------------------------------------------------
     def keep(self, ticket: CacheTicket, completion: dict[str, Any], served: LedgerEntry,
-             call: Call) -> None:  # fmt: skip
-        """Store a served answer (an OpenAI ``chat.completion``) behind the reply."""
+             call: Call, encoded: bytes | None = None) -> None:  # fmt: skip
+        """Store a served answer (an OpenAI ``chat.completion``; ``encoded``: its JSON, when
+        the reply already made it) behind the reply."""
         if ticket.store and not _clamped(ticket, completion, call):
-            self.spawn(self._put_chat(ticket, completion, served))
+            self.spawn(self._put_chat(ticket, encoded or completion, served))
 
     def capture(self, ticket: CacheTicket | None) -> StreamCapture | None:
         """What assembles a streamed answer for storing (None: it is not to be stored)."""
@@ -272,12 +273,13 @@ class ResponseCache:
         if completion is not None:
             self.keep(ticket, completion, served, call)
 
-    async def _put_chat(self, ticket: CacheTicket, completion: dict[str, Any],
+    async def _put_chat(self, ticket: CacheTicket, completion: dict[str, Any] | bytes,
                         served: LedgerEntry) -> None:  # fmt: skip
         now = self._clock()
         try:
+            body = completion if isinstance(completion, bytes) else orjson.dumps(completion)
             answer = CachedAnswer(
-                key=ticket.key, kind="chat", body=orjson.dumps(completion),
+                key=ticket.key, kind="chat", body=body,
                 model_served=served.model_served, provider=served.provider, cost=served.cost,
                 revenue=served.revenue, input_tokens=served.input_tokens,
                 output_tokens=served.output_tokens, created_at=now,

@@ -316,9 +316,10 @@ class Gateway:
         if served_natively(call, providers, target) is not None:
             body = render_native(result.body, call.request_id, served, call.echo)
         else:
-            if call.cache is not None and self.cache is not None:
-                self.cache.keep(call.cache, result.body, served, call)
             body = render_body(call.flavor, result.body, call.request_id, served, call.echo)
+            if call.cache is not None and self.cache is not None:  # an OpenAI body is stored
+                encoded = body if call.flavor == "openai" else None
+                self.cache.keep(call.cache, result.body, served, call, encoded)
         return Reply(body, metering.headers(call, target, served))
 
     # token counting (no budget, no ledger) ------------------------------------------
