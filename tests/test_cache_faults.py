@@ -4,6 +4,7 @@ every call, or a full one, never fails a request; bad cache headers are a clear 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from farebox.core.cache import BYPASS, HIT_EXACT, MISS, CacheLimits, Partition
 from farebox.errors import CacheUnavailable
+from farebox.stores.memory.cache import MemoryCache
 from tests.cache_gateway import CountingMock, ask, auth, config, post
 from tests.drawn import draw
 
@@ -176,3 +178,28 @@ async def test_bad_cache_headers_are_a_400_never_a_5xx(make_gateway: Any) -> Non
             r = await gw.client.post("/v1/embeddings", json={"model": EMBED, "input": "x"},
                                      headers=headers)  # fmt: skip
             assert r.status_code == 400 and r.json()["error"]["param"] == name
+
+
+async def test_an_unreadable_entry_is_a_miss(
+    make_gateway: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Corrupting(MemoryCache):
+        corrupt = False
+
+        async def get(self, partition: Partition, key: str, now: float) -> Any:
+            found = await super().get(partition, key, now)
+            if found is not None and self.corrupt:
+                return dataclasses.replace(found, body=b'["not a completion"')
+            return found
+
+    store = Corrupting()
+    monkeypatch.setattr("farebox.app.MemoryCache", lambda clock: store)
+    mock = CountingMock()
+    async with make_gateway(config(), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="cached")
+        assert (await post(gw, key, ask())).headers["x-farebox-cache"] == MISS
+        store.corrupt = True
+        r = await post(gw, key, ask())
+        assert r.status_code == 200 and r.headers["x-farebox-cache"] == MISS
+        assert mock.chats == 2
+        assert [e.status for e in await gw.ledger("acme")] == ["ok", "ok"]

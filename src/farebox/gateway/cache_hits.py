@@ -11,6 +11,7 @@ the plan's ``hit_price`` share of the original's, no tokens.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from farebox.core.budgets import Hold
-from farebox.core.cache import HIT_STATUS
+from farebox.core.cache import HIT_STATUS, MISS
 from farebox.core.money import format_usd
 from farebox.core.records import LedgerEntry
 from farebox.core.routing import Target
@@ -35,6 +36,8 @@ from farebox.gateway.render import Reply, StreamReply
 
 if TYPE_CHECKING:
     from farebox.gateway.cache import CacheTicket
+
+log = logging.getLogger("farebox.cache")
 
 
 class CacheHits:
@@ -56,16 +59,22 @@ class CacheHits:
 
     async def chat(
         self, call: Call, targets: tuple[Target, ...], ticket: CacheTicket
-    ) -> Reply | StreamReply:
-        """A chat hit, whole or replayed as a stream, in the client's format."""
+    ) -> Reply | StreamReply | None:
+        """A chat hit, whole or replayed as a stream, in the client's format; None when the
+        cached answer cannot be read (it is then a miss)."""
         answer = ticket.answer
         assert answer is not None
+        try:
+            completion = completion_for(answer.body, call.request_id, self._clock())
+        except (orjson.JSONDecodeError, TypeError):
+            log.warning("request %s: a cached answer could not be read", call.request_id)
+            ticket.answer, ticket.similarity, ticket.status = None, None, MISS
+            return None
         revenue = ticket.policy.hit_price.revenue(answer.revenue)
         scope = scope_of(call)
         record = await self._serve(call, scope, targets, answer.model_served, answer.provider,
                                    revenue, answer.cost)  # fmt: skip
         headers = await self._headers(call, scope, answer.model_served, ticket)
-        completion = completion_for(answer.body, call.request_id, self._clock())
         shown = shown_entry(record, completion)
         if call.body.get("stream"):
             chunks = replay(call.flavor, call.body, completion, call.request_id, shown, call.echo)

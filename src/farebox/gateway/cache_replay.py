@@ -33,7 +33,9 @@ def shown_entry(entry: LedgerEntry, completion: Mapping[str, Any]) -> LedgerEntr
 
 def completion_for(stored: bytes, request_id: str, now: float) -> JSON:
     """The stored ``chat.completion`` with this request's id and time."""
-    completion: JSON = orjson.loads(stored)
+    completion = orjson.loads(stored)
+    if not isinstance(completion, dict):
+        raise TypeError("a cached answer is not a chat.completion object")
     completion["id"] = "chatcmpl-" + request_id.removeprefix("req_")
     completion["created"] = int(now)
     return completion
