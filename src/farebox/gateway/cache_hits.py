@@ -75,10 +75,13 @@ class CacheHits:
         record = await self._serve(call, scope, targets, answer.model_served, answer.provider,
                                    revenue, answer.cost)  # fmt: skip
         headers = await self._headers(call, scope, answer.model_served, ticket)
-        shown = shown_entry(record, completion)
         if call.body.get("stream"):
+            shown = shown_entry(record, completion)
             chunks = replay(call.flavor, call.body, completion, call.request_id, shown, call.echo)
             return StreamReply(headers, chunks)
+        if call.flavor == "openai":  # the body carries its usage: no entry to show it from
+            return Reply(hit_body("openai", completion, call.request_id, record, None), headers)
+        shown = shown_entry(record, completion)
         body = hit_body(call.flavor, completion, call.request_id, shown, call.echo)
         return Reply(body, headers)
 

@@ -28,7 +28,7 @@ def shown_entry(entry: LedgerEntry, completion: Mapping[str, Any]) -> LedgerEntr
     """The hit's entry as its reply shows it: the original's token counts (the ledger's
     are 0: no model read anything), cost 0."""
     counts: dict[str, Any] = token_counts(from_openai(completion.get("usage")))
-    return dataclasses.replace(entry, **counts)
+    return dataclasses.replace(entry, **counts)  # only what the renderers read differs
 
 
 def completion_for(stored: bytes, request_id: str, now: float) -> JSON:
