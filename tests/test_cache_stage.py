@@ -248,3 +248,27 @@ async def test_legacy_completions_hit_whole_and_streamed(make_gateway: Any) -> N
             == (first.json()["choices"][0]["text"])
         )
         assert mock.chats == 1
+
+
+async def test_a_responses_stream_replays_a_cached_answer(make_gateway: Any) -> None:
+    mock = CountingMock()
+    body = {"model": MODEL, "input": "Tell me a fact.", "stream": True}
+    async with make_gateway(config(), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="cached")
+        first = await post(gw, key, body, "/v1/responses")
+        assert first.headers["x-farebox-cache"] == MISS
+        hit = await post(gw, key, body, "/v1/responses")
+        assert hit.headers["x-farebox-cache"] == HIT_EXACT
+        events = [e for e in sse_data(hit.text) if isinstance(e, dict)]
+        done = [e for e in events if e["type"] == "response.completed"]
+        assert len(done) == 1 and done[0]["response"]["usage"]["farebox_cost_usd"] == "0.00"
+        text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+        live = [e for e in sse_data(first.text) if isinstance(e, dict)]
+        assert text == "".join(
+            e["delta"] for e in live if e["type"] == "response.output_text.delta"
+        )
+        stored = await gw.client.get(
+            f"/v1/responses/{done[0]['response']['id']}", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert stored.status_code == 200  # a hit is kept like any answer (store defaults to on)
+        assert mock.chats == 1
