@@ -258,6 +258,11 @@ def vetoed(cached: str, new: str) -> str | None:
     only_a, only_b = a.words - b.words, b.words - a.words
     if a.negators != b.negators or _opposed(only_a, only_b):
         return "negation"
-    if (a.entities - b.words) or (b.entities - a.words) or _swapped(a.sequence, b.sequence):
+    if (
+        (a.entities - b.words)
+        or (b.entities - a.words)
+        or _swapped(a.sequence, b.sequence)
+        or _swapped(b.sequence, a.sequence)
+    ):
         return "entities"
     return None
