@@ -53,6 +53,7 @@ from farebox.providers.base import EmbedRequest, Provider
 from farebox.providers.mock import MockOptions, MockProvider
 from farebox.providers.openai import OpenAIProvider
 from farebox.semantic.base import Embedder
+from farebox.stores import vectors
 from farebox.stores.base import CacheStore, Store
 from farebox.stores.memory.cache import MemoryCache
 from farebox.stores.memory.store import MemoryStore
@@ -346,6 +347,7 @@ def make_embedder(
             f"{settings.source}: cache.semantic.embedder: {cfg.embedder!r} is neither 'local' "
             "nor an embeddings model of this gateway"
         )
+    vectors.numpy()  # the search needs numpy whatever embeds: a start-up error naming the extra
     hosted = importlib.import_module("farebox.semantic.hosted")
     provider, model = providers[targets[0].provider], targets[0].model
 
