@@ -82,7 +82,10 @@ async def test_a_backend_that_always_fails_is_skipped_with_a_warning(
             assert r.status_code == 200, r.text
             assert r.headers["x-farebox-cache"] == BYPASS
         assert mock.chats == 6 and len(mock.embedded) == 1
-        assert broken.calls >= 12  # each lookup, and each store behind its answer
+        if isinstance(error, CacheUnavailable):  # the backend rests after its first failure
+            assert broken.calls == 1
+        else:  # a bug is not an outage: each lookup, and each store behind its answer
+            assert broken.calls >= 12
         assert {e.status for e in await gw.ledger("acme")} == {"ok"}
     warned = [r for r in caplog.records if r.name == "farebox.cache"]
     assert len(warned) == 1  # once per 10 seconds, not once per request
@@ -203,3 +206,71 @@ async def test_an_unreadable_entry_is_a_miss(
         assert r.status_code == 200 and r.headers["x-farebox-cache"] == MISS
         assert mock.chats == 2
         assert [e.status for e in await gw.ledger("acme")] == ["ok", "ok"]
+
+
+async def test_a_backend_that_failed_is_tried_again_after_its_rest(
+    make_gateway: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After ``BACKOFF_S`` the cache looks again: a Redis that came back serves hits."""
+    real = MemoryCache()
+    broken = BrokenCache(CacheUnavailable("redis is down"))
+    backend: list[Any] = [broken]
+
+    class Switch:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(backend[0], name)
+
+    monkeypatch.setattr("farebox.app.MemoryCache", lambda clock: Switch())
+    rest = [0.0]
+    monkeypatch.setattr("farebox.gateway.cache.time.monotonic", lambda: rest[0])
+    mock = CountingMock()
+    async with make_gateway(config(), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="cached")
+        assert (await post(gw, key, ask())).headers["x-farebox-cache"] == BYPASS
+        backend[0] = real  # Redis is back, but the cache rests a while
+        assert (await post(gw, key, ask())).headers["x-farebox-cache"] == BYPASS
+        rest[0] += 5.0
+        assert (await post(gw, key, ask())).headers["x-farebox-cache"] == MISS
+        assert (await post(gw, key, ask())).headers["x-farebox-cache"] == HIT_EXACT
+        assert broken.calls == 1 and mock.chats == 3
+
+
+async def test_a_budget_read_that_fails_after_a_hit_leaves_its_header_out(
+    make_gateway: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plans = {"capped": {"models": ["*"], "cache": {"mode": "exact"},
+                        "budgets": [{"period": "month", "limit_usd": "5"}]}}  # fmt: skip
+    mock = CountingMock()
+    async with make_gateway(config(plans), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="capped")
+        await post(gw, key, ask())
+        budgets = gw.app.state.services.budgets
+
+        async def fails(scope: Any) -> Any:
+            raise CacheUnavailable("the budget store is away")
+
+        monkeypatch.setattr(budgets, "states", fails)
+        hit = await post(gw, key, ask())
+        assert hit.status_code == 200 and hit.headers["x-farebox-cache"] == HIT_EXACT
+        assert "x-farebox-budget-remaining-usd" not in hit.headers
+        assert [e.status for e in await gw.ledger("acme")] == ["ok", "cache_hit"]
+
+
+async def test_a_partial_embeddings_hit_with_a_short_upstream_answer_is_a_502_billed_once(
+    make_gateway: Any,
+) -> None:
+    class Short(CountingMock):
+        async def embed(self, request: Any) -> Any:
+            result = await super().embed(request)
+            body = dict(result.body, data=result.body["data"][:1])
+            return dataclasses.replace(result, body=body)
+
+    mock = Short()
+    async with make_gateway(config(), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="cached")
+        r = await post(gw, key, {"model": EMBED, "input": ["a"]}, "/v1/embeddings")
+        assert r.status_code == 200, r.text
+        r = await post(gw, key, {"model": EMBED, "input": ["a", "b", "c"]}, "/v1/embeddings")
+        assert r.status_code == 502 and "2 inputs" in r.json()["error"]["message"]
+        entries = await gw.ledger("acme")
+        assert [e.status for e in entries] == ["ok", "ok"] and entries[1].cost > 0

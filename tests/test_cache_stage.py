@@ -125,8 +125,15 @@ async def test_namespaces_and_plan_partitions_keep_entries_apart(make_gateway: A
         hit = await post(gw, users, ask(), **{"X-Farebox-User": "alice"})
         assert hit.headers["x-farebox-cache"] == HIT_EXACT
         assert (await post(gw, users, ask(user="bob"))).headers["x-farebox-cache"] == MISS
-        assert (await post(gw, users, ask())).headers["x-farebox-cache"] == MISS
-        assert mock.chats == 8
+        # OpenAI's safety_identifier names the end user too; no user at all: never pooled
+        await post(gw, users, ask(safety_identifier="carol"))
+        dave = await post(gw, users, ask(safety_identifier="dave"))
+        assert dave.headers["x-farebox-cache"] == MISS
+        carol = await post(gw, users, ask(safety_identifier="carol"))
+        assert carol.headers["x-farebox-cache"] == HIT_EXACT
+        for _ in range(2):
+            assert (await post(gw, users, ask())).headers["x-farebox-cache"] == BYPASS
+        assert mock.chats == 11
 
 
 async def test_anthropic_messages_hit_in_their_own_format(make_gateway: Any) -> None:

@@ -52,6 +52,9 @@ class SemanticSettings(Strict):
     queue: int = Field(64, ge=1, le=100_000)  # embeddings waiting; a full queue skips the lookup
     threads: int = Field(1, ge=1, le=64)  # threads that embed, off the event loop
     max_chars: int = Field(2000, ge=1)  # longer last messages skip the semantic cache
+    # how long a lookup waits for its embedding; longer, it is a miss (the answer is still
+    # indexed behind the reply)
+    wait_ms: int = Field(100, ge=1, le=60_000)
 
 
 class CacheSettings(Strict):

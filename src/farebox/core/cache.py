@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,9 +241,12 @@ def canonical(value: Any) -> bytes:
     ).encode()
 
 
-def _digest(partition: Partition, scope: str, value: Any) -> str:
+Encoder = Callable[[Any], bytes]  # a deterministic encoding of a JSON value
+
+
+def _digest(partition: Partition, scope: str, value: Any, encode: Encoder = canonical) -> str:
     head = canonical([partition.tenant, partition.namespace, scope])
-    return hashlib.sha256(head + b"\x00" + canonical(value)).hexdigest()
+    return hashlib.sha256(head + b"\x00" + encode(value)).hexdigest()
 
 
 def answer_fields(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -251,10 +254,13 @@ def answer_fields(body: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in IGNORED_FIELDS}
 
 
-def exact_key(partition: Partition, scope: str, body: Mapping[str, Any]) -> str:
+def exact_key(
+    partition: Partition, scope: str, body: Mapping[str, Any], encode: Encoder = canonical
+) -> str:
     """The exact cache's key: the partition, the endpoint ``scope`` (the client's format) and
-    every field of the canonical request but ``IGNORED_FIELDS``."""
-    return _digest(partition, scope, answer_fields(body))
+    every field of the canonical request but ``IGNORED_FIELDS``. ``encode``: any
+    deterministic encoding with sorted keys (the gateway passes a faster one)."""
+    return _digest(partition, scope, answer_fields(body), encode)
 
 
 def last_user_text(body: Mapping[str, Any]) -> str | None:
@@ -276,7 +282,9 @@ def last_user_text(body: Mapping[str, Any]) -> str | None:
     return None
 
 
-def semantic_context(partition: Partition, scope: str, body: Mapping[str, Any]) -> str | None:
+def semantic_context(
+    partition: Partition, scope: str, body: Mapping[str, Any], encode: Encoder = canonical
+) -> str | None:
     """The key of everything a semantic hit must share with the cached request: the model,
     the system prompt and the conversation before the last user message, the tools and every
     parameter. None when the request has no last user message of text."""
@@ -284,10 +292,12 @@ def semantic_context(partition: Partition, scope: str, body: Mapping[str, Any]) 
         return None
     fields = answer_fields(body)
     fields["messages"] = list(body["messages"])[:-1]
-    return _digest(partition, scope + ":semantic", fields)
+    return _digest(partition, scope + ":semantic", fields, encode)
 
 
-def embedding_keys(partition: Partition, body: Mapping[str, Any]) -> list[str] | None:
+def embedding_keys(
+    partition: Partition, body: Mapping[str, Any], encode: Encoder = canonical
+) -> list[str] | None:
     """One key per input item of an embeddings request (the model and every other field
     shared); None when ``input`` is not a string or a list."""
     items = body.get("input")
@@ -296,7 +306,7 @@ def embedding_keys(partition: Partition, body: Mapping[str, Any]) -> list[str] |
     if not isinstance(items, list) or not items:
         return None
     rest = {k: v for k, v in answer_fields(body).items() if k != "input"}
-    return [_digest(partition, "embeddings", [rest, item]) for item in items]
+    return [_digest(partition, "embeddings", [rest, item], encode) for item in items]
 
 
 def split_evenly(total: int, weights: Sequence[int]) -> list[int]:

@@ -48,9 +48,12 @@ from farebox.core.cache import (
 )
 from farebox.core.cache_veto import vetoed
 from farebox.core.records import LedgerEntry
+from farebox.errors import CacheUnavailable
 from farebox.gateway import cache_embed
 from farebox.gateway.cache_capture import StreamCapture
 from farebox.gateway.cache_embed import EmbedBatch
+from farebox.gateway.cache_encoding import compact, encoded
+from farebox.gateway.call import openai_user
 from farebox.semantic.base import Embedder
 from farebox.stores.base import CacheStore
 
@@ -60,6 +63,7 @@ if TYPE_CHECKING:  # the carrier names the ticket; the stage reads the carrier
 log = logging.getLogger("farebox.cache")
 WARN_EVERY_S = 10.0  # a failing backend is logged at most this often
 CLOSE_WAIT_S = 5.0  # how long ``close`` lets entries being stored finish
+BACKOFF_S = 5.0  # how long a backend that failed is left alone before it is tried again
 # the events ``on_event`` is told of: a backend failure, a semantic lookup skipped (the
 # embedder's queue was full, or it failed), a semantic hit refused by the veto, an entry stored
 EVENTS = ("error", "skipped", "vetoed", "stored")
@@ -123,8 +127,10 @@ class ResponseCache:
         self._threshold = semantic.threshold
         self._veto = semantic.veto
         self._max_chars = semantic.max_chars
+        self._wait_s = semantic.wait_ms / 1000
         self._tasks: set[asyncio.Task[None]] = set()
         self._warned_at = float("-inf")
+        self._down_until = float("-inf")  # a failing backend is left alone until then
 
     # lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -163,12 +169,14 @@ class ResponseCache:
         try:
             partition = partition_of(call)
             scope = scope_of(call)
-            key = exact_key(partition, scope, body)
+            key = exact_key(partition, scope, body, encoded) if partition is not None else ""
         except Exception as exc:  # an unencodable body: nothing to look up or store
             self.failed(exc)
+            partition = None
+        if partition is None:  # no partition (no user to partition by): neither look nor keep
             return CacheTicket(Partition(""), "", "", policy, False, ttl, cap, BYPASS)
-        ticket = CacheTicket(partition, key, scope, policy, ask.store, ttl, cap)
-        if not ask.lookup:
+        ticket = CacheTicket(partition, key, scope, policy, ask.store and self.up, ttl, cap)
+        if not ask.lookup or not self.up:
             ticket.status = BYPASS
             if policy.semantic and ask.store:
                 self._question(ticket, body)  # its answer is indexed when stored
@@ -178,7 +186,7 @@ class ResponseCache:
             answer = await self.store.get(partition, key, now)
         except Exception as exc:
             self.failed(exc)
-            ticket.status = BYPASS
+            ticket.status, ticket.store = BYPASS, self.up
             return ticket
         if answer is not None and answer.kind == "chat":
             ticket.answer, ticket.status = answer, HIT_EXACT
@@ -196,8 +204,10 @@ class ResponseCache:
         except Exception as exc:
             self.failed(exc)
             return None
-        ticket = CacheTicket(partition, "", "embeddings", policy, ask.store, ttl, None)
-        if not ask.lookup:
+        if partition is None:
+            return None
+        ticket = CacheTicket(partition, "", "embeddings", policy, ask.store and self.up, ttl, None)
+        if not ask.lookup or not self.up:
             ticket.status = BYPASS
         return await cache_embed.lookup_items(self, call, ticket)
 
@@ -219,7 +229,7 @@ class ResponseCache:
         text = last_user_text(body)
         if text is None or len(text) > self._max_chars:
             return None
-        ticket.context = semantic_context(ticket.partition, ticket.scope, body)
+        ticket.context = semantic_context(ticket.partition, ticket.scope, body, encoded)
         ticket.prompt = text
         return text
 
@@ -231,7 +241,11 @@ class ResponseCache:
             text = self._question(ticket, body)
             if text is None or ticket.context is None:
                 return
-            ticket.vector = vector = await self.embedder.embed(text)
+            try:  # a lookup waits a bounded time: a slow embedder makes a miss, not a wait
+                vector = await asyncio.wait_for(self.embedder.embed(text), self._wait_s)
+            except TimeoutError:
+                vector = None
+            ticket.vector = vector
             if vector is None:
                 self.event("skipped")
                 return
@@ -275,9 +289,12 @@ class ResponseCache:
 
     async def _put_chat(self, ticket: CacheTicket, completion: dict[str, Any] | bytes,
                         served: LedgerEntry) -> None:  # fmt: skip
+        if not self.up:  # the backend is resting after a failure
+            return
         now = self._clock()
         try:
             body = completion if isinstance(completion, bytes) else orjson.dumps(completion)
+            body = compact(body)
             answer = CachedAnswer(
                 key=ticket.key, kind="chat", body=body,
                 model_served=served.model_served, provider=served.provider, cost=served.cost,
@@ -306,7 +323,7 @@ class ResponseCache:
                           policy: CachePolicy) -> None:  # fmt: skip
         """Store ``answers`` (embedding items) in ``partition``; failures are logged."""
         kept = [a for a in answers if a.size <= self.max_entry_bytes]
-        if not kept:
+        if not kept or not self.up:
             return
         try:
             await self.store.put(partition, kept, limits(policy), self._clock())
@@ -324,10 +341,19 @@ class ResponseCache:
     def now(self) -> float:
         return self._clock()
 
+    @property
+    def up(self) -> bool:
+        """The backend is not resting after a failure (``BACKOFF_S``): a Redis that hangs
+        costs one request its timeout every few seconds, not every request."""
+        return time.monotonic() >= self._down_until
+
     def failed(self, exc: BaseException) -> None:
-        """A backend (or embedder) failure: counted, and logged at most every 10 seconds."""
+        """A backend (or embedder) failure: counted, and logged at most every 10 seconds. A
+        backend failure rests the cache for ``BACKOFF_S`` (requests are ``bypass``)."""
         self.event("error")
         now = time.monotonic()
+        if isinstance(exc, CacheUnavailable):
+            self._down_until = now + BACKOFF_S
         if now - self._warned_at >= WARN_EVERY_S:
             self._warned_at = now
             log.warning("the response cache is skipped: %s: %s", type(exc).__name__, exc)
@@ -344,10 +370,11 @@ def limits(policy: CachePolicy) -> CacheLimits:
     return CacheLimits(policy.max_entries, policy.max_bytes)
 
 
-def partition_of(call: Call) -> Partition:
+def partition_of(call: Call) -> Partition | None:
     """The request's partition: its tenant, and the namespace its plan's ``partition``
     (``k:<key id>``, ``u:<user>``) and its X-Farebox-Cache-Namespace make
-    (``core.cache.compose_namespace``)."""
+    (``core.cache.compose_namespace``). None when the plan partitions by user and the request
+    names none (X-Farebox-User, ``user`` or ``safety_identifier``): users are never pooled."""
     who = call.principal
     mode = call.plan.cache.partition
     client = who.cache.namespace or ""
@@ -356,9 +383,17 @@ def partition_of(call: Call) -> Partition:
     if mode == "key":
         part = "k:" + who.key.id
     else:
-        user = who.user or call.body.get("user")
-        part = "u:" + (user if isinstance(user, str) else "")
+        user = who.user or openai_user(call.body) or _safety_identifier(call.body)
+        if user is None:
+            return None
+        part = "u:" + user
     return Partition(who.tenant.id, compose_namespace(part, client))
+
+
+def _safety_identifier(body: Mapping[str, Any]) -> str | None:
+    """OpenAI's ``safety_identifier``: the end user, where ``user`` is not given."""
+    value = body.get("safety_identifier")
+    return value[:256] if isinstance(value, str) and value else None
 
 
 RESPONSES_OWN = frozenset({"input", "previous_response_id"})  # in the chat body, or not content

@@ -27,6 +27,7 @@ from farebox.core.cache import (
 )
 from farebox.core.records import LedgerEntry
 from farebox.core.tokens import estimate_input
+from farebox.gateway.cache_encoding import compact, encoded
 
 if TYPE_CHECKING:
     from farebox.gateway.cache import CacheTicket, ResponseCache
@@ -74,6 +75,14 @@ class EmbedBatch:
             return dict(body)
         return {**body, "input": [self.items[i] for i in self.missing]}
 
+    def upstream_count(self, result: Mapping[str, Any]) -> int:
+        """How many embeddings the upstream's answer carries."""
+        return len(_data(result))
+
+    def answered_by(self, result: Mapping[str, Any]) -> bool:
+        """The upstream answered every item sent to it (one embedding each)."""
+        return self.upstream_count(result) == len(self.missing)
+
 
 def input_items(value: Any) -> list[Any] | None:
     """An embeddings ``input`` as a list of items: a string, or one token array, is one item."""
@@ -93,7 +102,7 @@ async def lookup_items(cache: ResponseCache, call: Call, ticket: CacheTicket) ->
     if items is None:
         return None
     try:
-        keys = embedding_keys(ticket.partition, {**call.body, "input": items})
+        keys = embedding_keys(ticket.partition, {**call.body, "input": items}, encoded)
     except Exception as exc:  # an unencodable item
         cache.failed(exc)
         return None
@@ -168,7 +177,7 @@ def new_answers(batch: EmbedBatch, result: Mapping[str, Any], served: LedgerEntr
     for j, i in enumerate(sent):
         item = {k: v for k, v in data[j].items() if k != "index"}
         out.append(CachedAnswer(
-            key=batch.keys[i], kind="embedding", body=orjson.dumps(item),
+            key=batch.keys[i], kind="embedding", body=compact(orjson.dumps(item)),
             model_served=served.model_served, provider=served.provider, cost=costs[j],
             revenue=revenues[j], input_tokens=tokens[j], output_tokens=0, created_at=now,
             expires_at=expires,

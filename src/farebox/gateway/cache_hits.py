@@ -71,19 +71,23 @@ class CacheHits:
             ticket.answer, ticket.similarity, ticket.status = None, None, MISS
             return None
         revenue = ticket.policy.hit_price.revenue(answer.revenue)
-        scope = scope_of(call)
-        record = await self._serve(call, scope, targets, answer.model_served, answer.provider,
-                                   revenue, answer.cost)  # fmt: skip
-        headers = await self._headers(call, scope, answer.model_served, ticket)
+        model, provider = answer.model_served, answer.provider
+        # the reply is made before the hit is billed: a body that cannot be rendered is never
+        # a billed hit (the draft's money is the entry's: cost 0, this revenue)
+        draft = hit_entry(call, model, provider, revenue, answer.cost, self._clock())
+        chunks, body = None, b""
         if call.body.get("stream"):
-            shown = shown_entry(record, completion)
+            shown = shown_entry(draft, completion)
             chunks = replay(call.flavor, call.body, completion, call.request_id, shown, call.echo)
-            return StreamReply(headers, chunks)
-        if call.flavor == "openai":  # the body carries its usage: no entry to show it from
-            return Reply(hit_body("openai", completion, call.request_id, record, None), headers)
-        shown = shown_entry(record, completion)
-        body = hit_body(call.flavor, completion, call.request_id, shown, call.echo)
-        return Reply(body, headers)
+        elif call.flavor == "openai":  # the body carries its usage: no entry to show it from
+            body = hit_body("openai", completion, call.request_id, draft, None)
+        else:
+            shown = shown_entry(draft, completion)
+            body = hit_body(call.flavor, completion, call.request_id, shown, call.echo)
+        scope = scope_of(call)
+        await self._serve(call, scope, targets, model, provider, revenue, answer.cost)
+        headers = await self._headers(call, scope, model, ticket)
+        return StreamReply(headers, chunks) if chunks is not None else Reply(body, headers)
 
     async def embed(self, call: Call, targets: tuple[Target, ...], batch: EmbedBatch) -> Reply:
         """An embeddings request whose every input item is cached."""
@@ -138,7 +142,10 @@ class CacheHits:
         if admission is not None and admission.limited:
             headers.update(limit_headers(admission.states, self._clock()))
         headers["x-farebox-cost-usd"] = format_usd(0)
-        headers["x-farebox-budget-remaining-usd"] = await self._remaining(scope)
+        try:  # the hit is billed already: a budget read that fails leaves the header out
+            headers["x-farebox-budget-remaining-usd"] = await self._remaining(scope)
+        except Exception as exc:
+            log.warning("request %s: budget read after a hit failed: %r", call.request_id, exc)
         headers.update(ticket.headers())
         return headers
 

@@ -32,7 +32,7 @@ from farebox.core.plans import Plan
 from farebox.core.records import ApiKey, LedgerEntry, Tenant
 from farebox.core.routing import Router, Target, weighted_order
 from farebox.core.tokens import estimate_input, estimate_messages
-from farebox.errors import InvalidRequest, ModelNotAllowed, ModelNotFound
+from farebox.errors import InvalidRequest, ModelNotAllowed, ModelNotFound, UpstreamError
 from farebox.gateway.admission import Admitter, Budgets
 from farebox.gateway.auth import Principal
 from farebox.gateway.breakers import Breakers, deployment_rows
@@ -390,12 +390,18 @@ class Gateway:
         """An embeddings answer with the cache on: the cached items merged in (a partial hit
         records their original cost as ``saved``, and their revenue at the ``hit_price``);
         the new items stored behind the reply."""
-        served = upstream
+        served, body = upstream, result.body
         if batch.hits:
+            if not batch.answered_by(result.body):  # the upstream's call is billed as it is
+                await self._metering.settle(call, upstream)
+                raise UpstreamError(
+                    f"The upstream answered {batch.upstream_count(result.body)} embeddings for "
+                    f"{len(batch.missing)} inputs; the call was recorded in the ledger."
+                )
             revenue = upstream.revenue + batch.hit_revenue
             served = replace(upstream, saved=batch.saved, revenue=revenue)
+            body = merged(batch, result.body)
         await self._metering.settle(call, served)
-        body = merged(batch, result.body) if batch.hits else result.body
         headers = self._metering.headers(call, target, served)
         headers["x-farebox-cache-items-hit"] = str(batch.hits)
         if self.cache is not None:
