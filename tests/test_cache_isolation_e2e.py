@@ -34,12 +34,14 @@ from tests.cache_attack import (
     CACHE,
     HIT_EXACT,
     HIT_SEMANTIC,
+    MISS,
     PAIRS,
     PLANS,
     Attack,
     EchoUpstream,
     Gateways,
     Part,
+    Seen,
     check_isolation,
     echo_config,
     hits_per_tenant,
@@ -327,3 +329,28 @@ async def test_two_replicas_share_the_cache_and_keep_partitions_apart(
     crossed = [s for s in gateways.seen if s.verdict == HIT_EXACT and s.server == 1]
     assert crossed, verdicts  # replica B served entries that replica A stored
     check_ledger_hits(await pg_ledger(backend.database), hits_per_tenant(gateways.seen))
+
+
+# --- the oracle itself ------------------------------------------------------------------------
+
+
+def seen(part: Part, prompt: str, verdict: str, content: str, cost: str = "0") -> Seen:
+    return Seen(part, prompt, 200, verdict, content, cost, None, False, 0)
+
+
+def test_the_check_catches_an_answer_that_crossed_a_partition() -> None:
+    a, b = Part("a", "k1"), Part("b", "k2")
+    a_ns = Part("a", "k1", namespace="n1")
+    q = PAIRS[0][0]
+    fine = [seen(a, q, MISS, f"<r:1> {q}", "0.01"), seen(a, q, HIT_EXACT, f"<r:1> {q}")]
+    assert check_isolation(fine, upstream_calls=1)[a.partition][HIT_EXACT] == 1
+    for thief in (b, a_ns):  # another tenant, and another namespace of the same tenant
+        with pytest.raises(AssertionError, match="answer of"):
+            check_isolation([*fine, seen(thief, q, HIT_EXACT, f"<r:1> {q}")], 1)
+    with pytest.raises(AssertionError, match="upstream answered"):
+        check_isolation([*fine, seen(b, q, MISS, f"<r:2> {q}", "0.01")], 1)  # b's miss uncounted
+    other = PAIRS[1][0]
+    with pytest.raises(AssertionError):  # an exact hit answering another prompt
+        check_isolation([*fine, seen(a, other, HIT_EXACT, f"<r:1> {q}")], 1)
+    with pytest.raises(AssertionError):  # a hit that cost something
+        check_isolation([*fine, seen(a, q, HIT_EXACT, f"<r:1> {q}", "0.01")], 1)
