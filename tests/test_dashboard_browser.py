@@ -250,6 +250,13 @@ def test_the_admin_view_shows_the_admin_apis_numbers(site: Site, tab: Watched) -
     assert page.inner_text("[data-sink=openmeter] td:nth-child(2)") == str(
         export["pending_entries"]
     )
+    for tenant in TENANTS:  # the cache columns: GET /admin/v1/tenants/{id}/cache's numbers
+        cache = site.api(f"/admin/v1/tenants/{tenant}/cache")
+        row = f"[data-tenant-row={tenant}]"
+        assert cell(tab, row, "cache_hits") == str(cache["hits"]), tenant
+        assert cell(tab, row, "saved") == cache["saved_usd"], tenant
+        rate = page.get_attribute(f"{row} [data-field=hit_rate]", "data-hit-rate")
+        assert rate == (cache["hit_rate"] or ""), tenant
     top = [s.get_attribute("data-spender") for s in page.locator("[data-spender]").all()]
     spent = sorted(margins["data"], key=lambda x: -Decimal(x["cost_usd"]))
     assert top == [x["tenant"] for x in spent if x["requests"]][:5]
@@ -279,6 +286,12 @@ def test_the_tenant_view_shows_its_own_numbers_and_no_other_tenant(
         assert f"${b['used_usd']}" in page.inner_text("#budgets")
     keys = site.api("/admin/v1/tenants/acme/keys")["data"]
     assert page.locator("[data-key]").count() == len(keys)
+    cache = site.api("/admin/v1/tenants/acme/cache")
+    for name in ("hits", "misses", "entries"):
+        assert page.inner_text(f"#cache [data-cache={name}]") == str(cache[name]), name
+    assert page.inner_text("#cache [data-cache=saved]") == f"${cache['saved_usd']}"
+    shown_rate = page.get_attribute("#cache [data-cache=hit_rate]", "data-hit-rate")
+    assert shown_rate == (cache["hit_rate"] or "")
     page.screenshot(path=str(DOCS / "dashboard-tenant.png"), full_page=True)
     page.goto(f"{site.url}/dashboard/requests")
     page.wait_for_load_state("networkidle")
@@ -348,6 +361,7 @@ def test_the_request_log_filters_and_pages(site: Site, tab: Watched) -> None:
     prod = len([i for i in range(TRAFFIC["acme"]) if i % 2])  # _traffic tags odd ones prod
     assert len(_log_ids(tab)) == prod
     assert all("env=prod" in t for t in page.locator("#request-log tbody tr").all_inner_texts())
+    assert "Cache" in page.inner_text("#request-log thead")
     page.goto(f"{site.url}/dashboard/requests?model=no-such-model")
     assert _log_ids(tab) == [] and "No requests match" in page.inner_text("#request-log")
     tab.clean()

@@ -188,7 +188,8 @@ OPERATIONS = [
     ("POST", "/admin/v1/keys/{key_id}/resume"), ("GET", "/admin/v1/anomalies"),
     ("POST", "/admin/v1/anomalies/{incident_id}/resolve"), ("GET", "/admin/v1/usage"),
     ("GET", "/admin/v1/series"), ("GET", "/admin/v1/top-spenders"),
-    ("GET", "/admin/v1/requests"),
+    ("GET", "/admin/v1/requests"), ("GET", "/admin/v1/tenants/{tenant_id}/cache"),
+    ("DELETE", "/admin/v1/tenants/{tenant_id}/cache"), ("GET", "/admin/v1/cache"),
 ]  # fmt: skip
 
 

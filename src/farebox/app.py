@@ -8,6 +8,7 @@ its lifespan around them.
 from __future__ import annotations
 
 import gc
+import importlib
 import secrets
 import sys
 import time
@@ -35,6 +36,7 @@ from farebox.errors import ConfigError
 from farebox.gateway.admission import Budgets
 from farebox.gateway.auth import Authenticator
 from farebox.gateway.breakers import Breakers
+from farebox.gateway.cache import ResponseCache
 from farebox.gateway.inflight import InFlight
 from farebox.gateway.ledger import LedgerWriter
 from farebox.gateway.pipeline import Gateway
@@ -47,10 +49,12 @@ from farebox.observe.access_log import AccessLog
 from farebox.observe.metrics import Observer, RequestMetrics, fan_out
 from farebox.observe.traces import build_tracing
 from farebox.providers.anthropic import AnthropicProvider
-from farebox.providers.base import Provider
+from farebox.providers.base import EmbedRequest, Provider
 from farebox.providers.mock import MockOptions, MockProvider
 from farebox.providers.openai import OpenAIProvider
-from farebox.stores.base import Store
+from farebox.semantic.base import Embedder
+from farebox.stores.base import CacheStore, Store
+from farebox.stores.memory.cache import MemoryCache
 from farebox.stores.memory.store import MemoryStore
 from farebox.stores.sqlite.single import SingleProcessSQLiteStore
 from farebox.stores.sqlite.store import SQLiteStore
@@ -279,6 +283,82 @@ def plan_reloader(
     return PlanReloader(settings, apply_plans, settings.file.server.reload_interval_s)
 
 
+def make_cache(
+    settings: Settings,
+    store: Store,
+    secret: bytes,
+    providers: Mapping[str, Provider],
+    router: Router,
+    clock: Callable[[], float],
+    on_event: Callable[[str], None] | None = None,
+) -> ResponseCache | None:
+    """The response cache: in-process, or in Redis when ``redis:`` is configured (``cache.
+    backend`` auto or redis), opened once the store is (with its key prefix); the semantic
+    cache's embedder when a plan asks for it. None when no plan caches (a plan that starts
+    caching on a reload of the config file needs a restart)."""
+    modes = {plan.cache.mode for plan in settings.file.plans.values()}
+    if modes <= {"off"}:
+        return None
+    cfg = settings.file.cache
+    if cfg.backend == "redis" and not settings.redis_url:
+        raise ConfigError(f"{settings.source}: cache.backend is redis, but no redis: is set")
+    opener = None
+    backend: CacheStore
+    if cfg.backend != "memory" and settings.redis_url:
+        try:  # lazily: the redis extra
+            redis_cache = importlib.import_module("farebox.stores.redis.cache")
+        except ImportError as exc:
+            raise ConfigError(
+                f"{settings.source}: cache in Redis needs the extra: pip install "
+                f"'farebox[redis]' ({exc})"
+            ) from None
+        redis = redis_cache.RedisCache.from_url(settings.redis_url, secret=secret,
+                                                cluster=settings.redis_cluster,
+                                                clock=clock)  # fmt: skip
+        backend = redis
+
+        async def opener() -> None:  # the store's prefix is known once it is open
+            prefix = getattr(store, "key_prefix", None)
+            await redis.open(prefix if isinstance(prefix, str) else
+                             settings.file.redis_prefix or "farebox")  # fmt: skip
+    else:
+        backend = MemoryCache(clock=clock)
+    embedder = make_embedder(settings, providers, router) if "semantic" in modes else None
+    return ResponseCache(backend, cfg, embedder=embedder, opener=opener, clock=clock,
+                         on_event=on_event)  # fmt: skip
+
+
+def make_embedder(
+    settings: Settings, providers: Mapping[str, Provider], router: Router
+) -> Embedder:
+    """``cache.semantic.embedder``: ``local`` (the ``farebox[semantic]`` extra, loaded at
+    start-up: ``EmbedderUnavailable`` names what is missing) or an embeddings model alias of
+    this gateway, called on its first deployment (not metered: the cache's own cost)."""
+    cfg = settings.file.cache.semantic
+    embedder: Embedder
+    if cfg.embedder == "local":  # imported lazily: the module imports the extra at start-up
+        local = importlib.import_module("farebox.semantic.local")
+        embedder = local.LocalEmbedder(queue=cfg.queue, threads=cfg.threads)
+        return embedder
+    targets = [t for t in router.resolve(cfg.embedder) or () if t.kind == "embedding"]
+    if not targets:
+        raise ConfigError(
+            f"{settings.source}: cache.semantic.embedder: {cfg.embedder!r} is neither 'local' "
+            "nor an embeddings model of this gateway"
+        )
+    hosted = importlib.import_module("farebox.semantic.hosted")
+    provider, model = providers[targets[0].provider], targets[0].model
+
+    async def embed_texts(texts: list[str]) -> list[list[float]]:
+        result = await provider.embed(EmbedRequest({"model": model, "input": texts}, 30.0))
+        data = sorted(result.body.get("data") or [], key=lambda d: d.get("index", 0))
+        return [d["embedding"] for d in data]
+
+    embedder = hosted.HostedEmbedder(embed_texts, name=cfg.embedder, queue=cfg.queue,
+                                     concurrency=cfg.threads)  # fmt: skip
+    return embedder
+
+
 def content_plans(settings: Settings) -> frozenset[str]:
     """The plans whose traces may record prompt and completion text."""
     plans = settings.file.plans.items()
@@ -311,12 +391,15 @@ def wire(
     watch = make_watch(settings, store, http, alerts, clock)
     limits = RateLimits({name: plan.rate_limits for name, plan in settings.file.plans.items()})
     metrics, access_log = make_metrics(settings), make_access_log(settings)
+    # the metrics count the cache's errors, skipped lookups, vetoes and stored entries
+    events = getattr(metrics, "cache_event", None)
+    cache = make_cache(settings, store, secret, built, router, clock, events)
     gateway = Gateway(router=router, plans=plans, providers=built, ledger=ledger,
                       budgets=budgets, limits=limits, breakers=breakers,
                       routing=settings.file.routing,
                       default_plan=settings.file.default_plan or "default", clock=clock,
                       observe=observers(metrics, access_log, watch),
-                      tracing=tracing)  # fmt: skip
+                      tracing=tracing, cache=cache)  # fmt: skip
     auth = Authenticator(store, secret, clock, settings.file.server.key_cache_size,
                          appeal=settings.file.anomaly.appeal)  # fmt: skip
     # a store of this app's own that no other process uses (one handed in may be shared by
@@ -324,12 +407,13 @@ def wire(
     sole = given is None and isinstance(store, SingleProcessSQLiteStore | MemoryStore)
     responses = StoredResponses(store.responses, settings.file.responses, clock, sole_user=sole)
     services = Services(settings, store, auth, gateway, ledger, secret, "", clock(),
-                        budgets, proxies, breakers, responses, tracing=tracing)  # fmt: skip
+                        budgets, proxies, breakers, responses, tracing=tracing,
+                        cache=cache.store if cache is not None else None)  # fmt: skip
     tenancy = Tenancy(store, secret, plans, clock)
     reloader = plan_reloader(settings, gateway, tenancy, budgets, limits, watch, tracing)
     exporter = make_exporter(settings, store, http, alerts, clock)
     return Wiring(services, tenancy, reloader, watch, exporter, alerts, built, http, in_flight,
-                  metrics, access_log, tracing)  # fmt: skip
+                  metrics, access_log, tracing, cache)  # fmt: skip
 
 
 def create_app(

@@ -218,7 +218,7 @@ class LedgerUnavailable(ServiceUnavailable):
 
 class CacheUnavailable(ServiceUnavailable):
     """The response cache's backend (Redis) failed. Never reaches a client: the cache stage
-    treats it as a miss (a warning, the ``farebox_cache_errors_total`` metric)."""
+    treats it as a miss (a warning, ``farebox_cache_events_total{event="error"}``)."""
 
     code = "cache_unavailable"
 

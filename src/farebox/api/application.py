@@ -40,6 +40,7 @@ from farebox.config.reload import PlanReloader
 from farebox.config.settings import Settings
 from farebox.core.keys import ADMIN_PREFIX, hash_key, new_key
 from farebox.errors import ConfigError, FareboxError, InvalidRequest, NotFound
+from farebox.gateway.cache import ResponseCache
 from farebox.gateway.inflight import InFlight
 from farebox.http.client import HttpClient
 from farebox.identity.tenancy import Tenancy
@@ -71,6 +72,7 @@ class Wiring:
     metrics: RequestMetrics | None = None  # GET /metrics, when metrics.enabled
     access_log: AccessLog | None = None  # when logging.access_log
     tracing: Tracing | None = None  # None: tracing is off
+    cache: ResponseCache | None = None  # the response cache: opened after the store
 
 
 def build_app(wiring: Wiring, announce: Announce) -> FastAPI:
@@ -181,6 +183,12 @@ async def start(wiring: Wiring, announce: Announce) -> None:
     except ConfigError as exc:  # e.g. another deployment owns this redis_prefix
         announce(f"Refusing to start: {exc.message}")
         raise
+    if wiring.cache is not None:
+        try:  # its backend (the store's Redis prefix is known now) and its embedder
+            await wiring.cache.start()
+        except ConfigError as exc:  # e.g. the semantic cache's extra is not installed
+            announce(f"Refusing to start: {exc.message}")
+            raise
     services.admin_key_hash = await resolve_admin_hash(settings, store, services.secret, announce)
     if wiring.access_log is not None:
         wiring.access_log.start()
@@ -220,6 +228,8 @@ async def stop(wiring: Wiring) -> None:
     await wiring.http.aclose()
     if wiring.tracing is not None:  # the last spans are exported before it stops
         await wiring.tracing.stop()
+    if wiring.cache is not None:  # entries being stored are written first
+        await wiring.cache.close()
     await services.store.close()
 
 

@@ -14,7 +14,7 @@ from farebox.gateway.auth import Authenticator, Principal
 from farebox.gateway.breakers import Breakers
 from farebox.gateway.ledger import LedgerWriter
 from farebox.gateway.pipeline import Gateway
-from farebox.stores.base import Store
+from farebox.stores.base import CacheStore, Store
 
 if TYPE_CHECKING:  # tracing is optional (``farebox[otel]``)
     from farebox.observe.traces_provider import Tracing
@@ -40,6 +40,7 @@ class Services:
     # the CLI on its own database (cli/owner_api.py); empty: none
     local_admin_hash: str = ""
     tracing: Tracing | None = None  # None: tracing is off
+    cache: CacheStore | None = None  # the response cache's entries; None: no cache configured
 
     def admin_hashes(self) -> tuple[str, ...]:
         """The hashes an admin key may have: the admin key's, and the local CLI's token's."""

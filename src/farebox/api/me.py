@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from farebox.api.admin.cache import cache_stats, month_span
 from farebox.api.admin.requests import me_route
 from farebox.api.context import Services
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
@@ -40,6 +41,8 @@ def routes(services: Services) -> list[FastRoute]:
                     Scope.of(who.tenant, who.key, plan.name, who.feature, who.user)
                 )
             ],
+            # this month's cache traffic and what the cache holds: the caller's tenant only
+            "cache": await cache_stats(services.store, services.cache, who.tenant.id, month_span()),
         }
         return _json(body, request_id=request_id)
 

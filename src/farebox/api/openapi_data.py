@@ -219,6 +219,31 @@ RESPONSES: JSON = {
             "client_ip": NULLABLE_STRING,
             "rate_limits": {"type": "array", "items": {"type": "object"}},
             "budgets": {"type": "array", "items": {"type": "object"}},
+            "cache": {  # as GET /admin/v1/tenants/{id}/cache, this UTC month (api/admin/cache.py)
+                "type": "object",
+                "required": [
+                    "tenant",
+                    "entries",
+                    "bytes",
+                    "hits",
+                    "misses",
+                    "hit_rate",
+                    "saved_usd",
+                    "since",
+                    "until",
+                ],
+                "properties": {
+                    "tenant": STRING,
+                    "entries": {"type": ["integer", "null"]},
+                    "bytes": {"type": ["integer", "null"]},
+                    "hits": INTEGER,
+                    "misses": INTEGER,
+                    "hit_rate": NULLABLE_STRING,
+                    "saved_usd": STRING,
+                    "since": STRING,
+                    "until": STRING,
+                },
+            },  # fmt: skip
         },
     },
     "farebox.RequestList": _list_of(

@@ -43,6 +43,7 @@ STATUS_TEXT = MappingProxyType(
         409: "It already exists, or it changed meanwhile.",
         413: "The request body is larger than `server.max_body_bytes`.",
         431: "Too many header fields, or too many bytes of them.",
+        503: "A backend this operation needs (the response cache's Redis) did not answer.",
     }
 )
 # Statuses beyond the common ones, per (method, path template).
@@ -54,6 +55,7 @@ EXTRA_STATUSES: Mapping[tuple[str, str], tuple[int, ...]] = MappingProxyType(
         ("patch", "/admin/v1/tenants/{tenant_id}"): (409,),
         ("post", "/admin/v1/tenants/{tenant_id}/budget-increases"): (409,),
         ("patch", "/admin/v1/keys/{key_id}"): (409,),
+        ("delete", "/admin/v1/tenants/{tenant_id}/cache"): (503,),
     }
 )
 

@@ -13,8 +13,8 @@ from farebox.cli.tables import column_totals
 from farebox.cli.target import call_admin, target
 from farebox.cli.terminal import is_terminal
 
-COLUMNS = ("time", "tenant", "user", "feature", "model_served", "status", "input_tokens",
-           "output_tokens", "cost_usd", "latency_ms")  # fmt: skip
+COLUMNS = ("time", "tenant", "user", "feature", "model_served", "status", "cache",
+           "input_tokens", "output_tokens", "cost_usd", "latency_ms")  # fmt: skip
 SUMS = ("input_tokens", "output_tokens", "cost_usd")
 
 
@@ -34,8 +34,8 @@ SUMS = ("input_tokens", "output_tokens", "cost_usd")
 @json_option
 @target
 def requests_cmd(as_json: bool, config: str | None, url: str | None, **given: Any) -> None:
-    """The request log, newest first: time, tenant, user, feature, model, status, tokens,
-    cost and latency of each request."""
+    """The request log, newest first: time, tenant, user, feature, model, status, cache
+    (hit-exact, hit-semantic, miss, bypass), tokens, cost and latency of each request."""
     query = urlencode({k: v for k, v in given.items() if v is not None})
     page = call_admin(config, url, "GET", "/admin/v1/requests?" + query)
     if as_json:
@@ -57,4 +57,5 @@ def row(entry: dict[str, Any]) -> dict[str, Any]:
     tokens = entry.get("tokens") or {}
     latency = entry.get("latency_ms")
     return {**entry, "input_tokens": tokens.get("input"), "output_tokens": tokens.get("output"),
-            "latency_ms": None if latency is None else f"{latency:.1f}"}  # fmt: skip
+            "latency_ms": None if latency is None else f"{latency:.1f}",
+            "cache": entry.get("cache")}  # fmt: skip

@@ -59,6 +59,29 @@ class Partition:
         return json.dumps([self.tenant, self.namespace], separators=(",", ":"))
 
 
+def compose_namespace(plan_part: str, client: str) -> str:
+    """A partition's namespace from the plan's ``partition`` part (``k:<key id>``,
+    ``u:<user>``, or "" for ``tenant``) and the client's ``X-Farebox-Cache-Namespace`` ("" when
+    absent): "" when both are empty, else the canonical JSON pair (unambiguous whatever the
+    two contain)."""
+    if not plan_part and not client:
+        return ""
+    return json.dumps([plan_part, client], separators=(",", ":"), ensure_ascii=False)
+
+
+def client_namespace(namespace: str) -> str:
+    """The client's namespace within a partition's ``namespace`` (``compose_namespace``'s
+    second part; the whole string when it is not a composed one)."""
+    if namespace.startswith("["):
+        try:
+            pair = json.loads(namespace)
+        except ValueError:
+            return namespace
+        if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], str):
+            return pair[1]
+    return namespace
+
+
 @dataclass(frozen=True, slots=True)
 class CacheAsk:
     """What a request's headers ask of the cache: ``Cache-Control: no-cache`` (look nothing

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from farebox.core.cache import ASK_DEFAULT, CacheAsk
+from farebox.core.cache import ASK_DEFAULT, MAX_NAMESPACE_CHARS, CacheAsk
 from farebox.core.keys import hash_key
 from farebox.core.records import ApiKey, Tenant
 from farebox.errors import (
@@ -25,6 +25,7 @@ from farebox.stores.base import AccountStore
 
 MAX_ATTR_LEN = 256
 MAX_METADATA_BYTES = 4096
+MAX_TTL_DIGITS = 12  # x-farebox-cache-ttl: seconds, at most the plan's ttl_s in effect
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,51 @@ def _metadata(headers: Mapping[str, str]) -> dict[str, Any]:
     except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
         raise problem from None
     return value
+
+
+def cache_ask(headers: Mapping[str, str]) -> CacheAsk:
+    """What the request's headers ask of the response cache: ``Cache-Control`` (``no-cache``:
+    look nothing up, store the answer; ``no-store``: neither; other directives are ignored),
+    ``x-farebox-cache-ttl`` (whole seconds, at least 1) and ``X-Farebox-Cache-Namespace``
+    (1 to 64 printable ASCII characters). A bad value is a 400 naming the header."""
+    control = headers.get("cache-control")
+    ttl = headers.get("x-farebox-cache-ttl")
+    namespace = headers.get("x-farebox-cache-namespace")
+    if control is None and ttl is None and not namespace:
+        return ASK_DEFAULT
+    lookup = store = True
+    for directive in (control or "").lower().split(","):
+        name = directive.partition("=")[0].strip()
+        if name == "no-store":
+            lookup = store = False
+        elif name == "no-cache":
+            lookup = False
+    return CacheAsk(lookup, store, _cache_ttl(ttl), _namespace(namespace))
+
+
+def _cache_ttl(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= MAX_TTL_DIGITS and int(text)):
+        raise InvalidRequest(
+            "x-farebox-cache-ttl must be a whole number of seconds, at least 1 "
+            f"(at most {MAX_TTL_DIGITS} digits); got {raw[:40]!r}",
+            param="x-farebox-cache-ttl",
+        )
+    return int(text)
+
+
+def _namespace(raw: str | None) -> str | None:
+    if not raw:  # absent, or sent empty: the partition's own entries
+        return None
+    if len(raw) > MAX_NAMESPACE_CHARS or not all(" " <= c <= "~" for c in raw):
+        raise InvalidRequest(
+            f"X-Farebox-Cache-Namespace must be 1 to {MAX_NAMESPACE_CHARS} printable ASCII "
+            "characters",
+            param="X-Farebox-Cache-Namespace",
+        )
+    return raw
 
 
 def _depth(value: Any, level: int = 1) -> int:
@@ -179,6 +225,7 @@ class Authenticator:
             feature=_attribute(headers, "x-farebox-feature"),
             metadata=_metadata(headers),
             client_ip=client_ip,
+            cache=cache_ask(headers),
         )
 
     async def _resolve_tenant(self, key: ApiKey, headers: Mapping[str, str]) -> Tenant:

@@ -22,6 +22,7 @@ from farebox.providers.base import Provider, ResponsesProvider, native_responses
 
 if TYPE_CHECKING:  # admission builds on the carrier, not the other way round
     from farebox.gateway.admission import Admission
+    from farebox.gateway.cache import CacheTicket
     from farebox.observe.traces_request import RequestTrace
 
 
@@ -52,6 +53,7 @@ class Call:
     settled: bool = False
     trace: RequestTrace | None = None  # its spans, when tracing is on
     upstream_headers: Mapping[str, str] | None = None  # the attempt's trace context, if any
+    cache: CacheTicket | None = None  # its business with the response cache (None: none)
 
     @property
     def reservation_id(self) -> str | None:
@@ -117,6 +119,7 @@ def entry(
     fields: dict[str, Any] = {
         "metadata": principal.metadata,
         "reservation_id": call.reservation_id,
+        "cache": call.cache.status if call.cache is not None else None,
         **extra,
     }
     return LedgerEntry(

@@ -134,10 +134,13 @@ class Metering:
 
     # headers -------------------------------------------------------------------------------
     def base_headers(self, call: Call, target: Target) -> dict[str, str]:
-        """The headers every answer carries: request id, model served, rate limit state."""
+        """The headers every answer carries: request id, model served, rate limit state, and
+        ``x-farebox-cache`` when the plan caches."""
         headers = {"x-farebox-request-id": call.request_id, "x-farebox-model": target.model}
         if call.admission is not None and call.admission.limited:
             headers.update(limit_headers(call.admission.states, self._clock()))
+        if call.cache is not None:  # the plan caches: hit-exact | hit-semantic | miss | bypass
+            headers["x-farebox-cache"] = call.cache.status
         return headers
 
     def headers(self, call: Call, target: Target, entry: LedgerEntry) -> dict[str, str]:

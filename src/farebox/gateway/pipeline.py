@@ -4,6 +4,9 @@
    honour every field of the request (``providers.capabilities``);
 2. sizes: what the client asked for against what the deployments can do (``sizes``);
 3. policy: the plan's tool policy, ``max_tokens`` and input limits (``policy``);
+3b. cache: when the plan caches, an answer found in the response cache is served at once, with
+   no provider call and no budget held (``cache``, ``cache_hits``); a miss goes on, and its
+   answer is stored once served;
 4. admission: reserve the worst case against budgets and rate limits (``admission``);
 5. forwarding, owned: from here on every way out ends the admission exactly once
    (``metering.Metering.owned``); deployments are tried with failover (``failover``),
@@ -33,10 +36,14 @@ from farebox.errors import InvalidRequest, ModelNotAllowed, ModelNotFound
 from farebox.gateway.admission import Admitter, Budgets
 from farebox.gateway.auth import Principal
 from farebox.gateway.breakers import Breakers, deployment_rows
+from farebox.gateway.cache import ResponseCache
+from farebox.gateway.cache_embed import EmbedBatch, merged
+from farebox.gateway.cache_hits import CacheHits
 from farebox.gateway.call import (
     Call,
     native_body,
     new_request_id,
+    replace,
     served_natively,
     upstream_body,
 )
@@ -93,6 +100,7 @@ class Gateway:
         clock: Callable[[], float] = time.time,
         observe: Callable[[LedgerEntry, str], None] | None = None,
         tracing: Tracing | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self._router = router
         self._plans = plans
@@ -107,7 +115,10 @@ class Gateway:
         self._admission = Admitter(budgets, limits, router, clock)
         self._metering = Metering(ledger, budgets, clock, observe)
         self._failover = Failover(routing or RoutingSettings(), breakers, self._metering)
-        self._relay = StreamRelay(providers, self._failover, self._metering)
+        self._relay = StreamRelay(providers, self._failover, self._metering, cache)
+        # the response cache (None: no plan may cache); the admin face reads its store
+        self.cache = cache
+        self._hits = CacheHits(self._metering, budgets, limits, clock)
         self._counting = TokenCounting(self._targets, providers, limits, budgets, clock)
 
     # plans and models ----------------------------------------------------------
@@ -222,16 +233,38 @@ class Gateway:
         call = Call(principal, plan, endpoint, model, request_id, body, self._clock())
         call.flavor, call.echo, call.responses, call.trace = flavor, echo, responses, trace
         self._ledger.ensure_available()
+        if self.cache is not None and plan.cache.enabled:
+            hit = await self._cached(self.cache, call, targets)
+            if hit is not None:
+                return hit
         if trace is None:
-            targets = await self._admission.admit(call, targets, input_tokens)
+            admitted = await self._admission.admit(call, targets, input_tokens)
         else:
             with trace.stage("admit"):
-                targets = await self._admission.admit(call, targets, input_tokens)
+                admitted = await self._admission.admit(call, targets, input_tokens)
+        if admitted is not targets and call.cache is not None:
+            call.cache.store = False  # downgraded: not the model the key names
+        targets = admitted
         async with self._metering.owned(call, targets):
             check_choices_fit(body, call.admission.max_tokens if call.admission else None)
             if body.get("stream"):
                 return await self._relay.open(call, targets)
             return await self._chat_once(call, targets)
+
+    async def _cached(
+        self, cache: ResponseCache, call: Call, targets: tuple[Target, ...]
+    ) -> Reply | StreamReply | None:
+        """The response cache's stage: the hit's reply, or None (a miss: ``call.cache``
+        says what to store once it is served)."""
+        if call.trace is None:
+            ticket = await cache.lookup(call)
+        else:
+            with call.trace.stage("cache"):
+                ticket = await cache.lookup(call)
+        call.cache = ticket
+        if ticket.answer is None:
+            return None
+        return await self._hits.chat(call, targets, ticket)
 
     def _prepare(
         self, plan: Plan, body: dict[str, Any], flavor: str, native_only: InvalidRequest | None
@@ -284,6 +317,9 @@ class Gateway:
             body = render_native(result.body, call.request_id, served, call.echo)
         else:
             body = render_body(call.flavor, result.body, call.request_id, served, call.echo)
+            if call.cache is not None and self.cache is not None:  # an OpenAI body is stored
+                encoded = body if call.flavor == "openai" else None
+                self.cache.keep(call.cache, result.body, served, call, encoded)
         return Reply(body, metering.headers(call, target, served))
 
     # token counting (no budget, no ledger) ------------------------------------------
@@ -314,12 +350,23 @@ class Gateway:
         call = Call(principal, plan, "embeddings", model, request_id, body, self._clock())
         call.trace = trace
         self._ledger.ensure_available()
+        batch = None
+        if self.cache is not None and plan.cache.enabled:
+            batch = await self.cache.lookup_items(call)
+            call.cache = batch.ticket if batch is not None else None
+            if batch is not None and batch.complete:
+                return await self._hits.embed(call, targets, batch)
+            if batch is not None and batch.hits:  # only the unknown items go upstream
+                body = call.body = batch.upstream_body(body)
         input_tokens = estimate_input(body.get("input"))
         if trace is None:
-            targets = await self._admission.admit(call, targets, input_tokens, output=False)
+            admitted = await self._admission.admit(call, targets, input_tokens, output=False)
         else:
             with trace.stage("admit"):
-                targets = await self._admission.admit(call, targets, input_tokens, output=False)
+                admitted = await self._admission.admit(call, targets, input_tokens, output=False)
+        if admitted is not targets and batch is not None:
+            batch.ticket.store = False
+        targets = admitted
 
         async def attempt(target: Target) -> EmbedResult:
             upstream = {**body, "model": target.model}
@@ -331,8 +378,29 @@ class Gateway:
         async with metering.owned(call, targets):
             target, result = await self._failover.run(call, targets, attempt)
             served = metering.entry(call, target, result.usage, "ok", 200, result.upstream_ms)
-            await metering.settle(call, served)
-            return Reply(orjson.dumps(result.body), metering.headers(call, target, served))
+            if batch is None:
+                await metering.settle(call, served)
+                return Reply(orjson.dumps(result.body), metering.headers(call, target, served))
+            return await self._embedded(call, target, batch, result, served)
+
+    async def _embedded(
+        self, call: Call, target: Target, batch: EmbedBatch, result: EmbedResult,
+        upstream: LedgerEntry,
+    ) -> Reply:  # fmt: skip
+        """An embeddings answer with the cache on: the cached items merged in (a partial hit
+        records their original cost as ``saved``, and their revenue at the ``hit_price``);
+        the new items stored behind the reply."""
+        served = upstream
+        if batch.hits:
+            revenue = upstream.revenue + batch.hit_revenue
+            served = replace(upstream, saved=batch.saved, revenue=revenue)
+        await self._metering.settle(call, served)
+        body = merged(batch, result.body) if batch.hits else result.body
+        headers = self._metering.headers(call, target, served)
+        headers["x-farebox-cache-items-hit"] = str(batch.hits)
+        if self.cache is not None:
+            self.cache.keep_items(batch, result.body, upstream)
+        return Reply(orjson.dumps(body), headers)
 
     def _embedding_targets(self, plan: Plan, body: dict[str, Any]) -> tuple[Target, ...]:
         targets = self._targets(plan, body["model"], ("embedding",))

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from farebox.core.records import LedgerEntry
 from farebox.core.routing import Target
-from farebox.core.usage import Usage
+from farebox.core.usage import Usage, to_openai, usage_of
 from farebox.errors import FareboxError, UpstreamError, UpstreamTranslationFailed
+from farebox.gateway.cache import ResponseCache
+from farebox.gateway.cache_capture import StreamCapture
 from farebox.gateway.call import (
     Call,
     estimated,
@@ -42,14 +45,19 @@ log = logging.getLogger("farebox.pipeline")  # the name operators filter on
 class StreamRelay:
     """Opens and relays streamed chat requests; made once, by the ``Gateway``."""
 
-    __slots__ = ("_failover", "_metering", "_providers")
+    __slots__ = ("_cache", "_failover", "_metering", "_providers")
 
     def __init__(
-        self, providers: Mapping[str, Provider], failover: Failover, metering: Metering
+        self,
+        providers: Mapping[str, Provider],
+        failover: Failover,
+        metering: Metering,
+        cache: ResponseCache | None = None,
     ) -> None:
         self._providers = providers
         self._failover = failover
         self._metering = metering
+        self._cache = cache  # a stream that completes normally is stored, when it may be
 
     async def open(self, call: Call, targets: tuple[Target, ...]) -> StreamReply:
         """Open the upstream stream, failing over until the first item arrives."""
@@ -96,6 +104,7 @@ class StreamRelay:
         out, meter = self._renderer(call, target)
         # the completion's text, for a trace whose plan records content (else None)
         collect = call.trace.collector() if call.trace is not None else None
+        capture = self._capture(call, target)  # the answer, assembled for the cache
         settled = False  # a ledger entry was written, or its write was attempted and failed
         try:
             yield b""
@@ -103,7 +112,7 @@ class StreamRelay:
             while item is not None:
                 if isinstance(item, UsageReport):
                     record = self._stream_entry(call, target, meter, item.usage, "ok")
-                    settled = True
+                    settled, final = True, item.chunk
                     await metering.settle(call, record)
                     if data := out.usage(item.chunk, record):
                         yield data
@@ -111,15 +120,19 @@ class StreamRelay:
                     meter.see(item)
                     if collect is not None:
                         collect(item)
+                    if capture is not None:
+                        capture.see(item)
                     if data := out.chunk(item):
                         yield data
                 item = await anext(items, None)
             if not settled:  # the upstream never reported usage: meter it ourselves
                 record = estimated(self._stream_entry(call, target, meter, meter.usage(), "ok"))
-                settled = True
+                settled, final = True, meter.usage_chunk(record)
                 await metering.settle(call, record)
-                if data := out.usage(meter.usage_chunk(record), record):
+                if data := out.usage(final, record):
                     yield data
+            if capture is not None:  # completed normally: store it (behind the stream)
+                self._keep(call, capture, final, record)
             if data := out.done():
                 yield data
         except Exception as exc:  # not GeneratorExit/CancelledError: those are disconnects
@@ -136,6 +149,22 @@ class StreamRelay:
             if not settled:  # the client went away: meter what was produced
                 self._gone(call, target, meter)
             await close_quietly(items)
+
+    def _capture(self, call: Call, target: Target) -> StreamCapture | None:
+        """What assembles the answer for the response cache, when it is to be stored (not
+        a native Responses stream: its answer is no ``chat.completion``)."""
+        if self._cache is None or call.cache is None:
+            return None
+        if served_natively(call, self._providers, target) is not None:
+            return None
+        return self._cache.capture(call.cache)
+
+    def _keep(
+        self, call: Call, capture: StreamCapture, final: Mapping[str, Any], record: LedgerEntry
+    ) -> None:
+        assert self._cache is not None and call.cache is not None
+        usage = final.get("usage") or to_openai(usage_of(record))
+        self._cache.keep_stream(call.cache, capture, usage, record, call)
 
     def _renderer(self, call: Call, target: Target) -> tuple[StreamRenderer, StreamMeter]:
         """What writes the stream in the client's format, and what meters it."""

@@ -9,6 +9,15 @@ Money counters are in USD, converted from the ledger's exact pico-USD integers a
 are for charts and alerts. The exact figures are the ledger's (``farebox usage``, the admin
 API, the billing export).
 
+The response cache is counted from the same entries (``entry.cache``): hits by kind (exact,
+semantic), misses, bypasses and the USD the hits saved, with the tenant label only when
+``metrics.tenant_labels`` is on; the cache stage reports what no entry shows (a backend error,
+a skipped or vetoed lookup, an answer stored or evicted) through ``cache_event``. The hit rate
+is derived in PromQL::
+
+    sum(rate(farebox_cache_hits_total[5m]))
+      / (sum(rate(farebox_cache_hits_total[5m])) + sum(rate(farebox_cache_misses_total[5m])))
+
 Under ``farebox serve --workers N`` prometheus-client runs in its multiprocess mode (its
 ``PROMETHEUS_MULTIPROC_DIR``, set by the serve command): every worker writes its counts to
 its own files there, and a scrape of any worker reads them all (``scrape_registry``).
@@ -24,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from farebox.core.cache import BYPASS, HIT_EXACT, HIT_SEMANTIC, MISS
 from farebox.core.money import PICO_PER_USD
 from farebox.core.records import LedgerEntry
 
@@ -35,6 +45,10 @@ TOKEN_KINDS = ("input", "cached_input", "cache_write", "output", "reasoning")
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 # seconds: what the gateway adds (the DESIGN budget is 0.5 ms at c=1)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+# what the cache stage reports through ``RequestMetrics.cache_event`` (anything else: "other")
+CACHE_EVENTS = ("error", "skipped", "vetoed", "stored", "evicted")
+CACHE_HIT_KINDS = {HIT_EXACT: "exact", HIT_SEMANTIC: "semantic"}
 
 Observer = Callable[[LedgerEntry, str], None]
 
@@ -75,6 +89,32 @@ class _Families:
         )
         self.ttft = _histogram(registry, "farebox_time_to_first_token_seconds",
                                "Streams: until the first token.", LATENCY_BUCKETS)  # fmt: skip
+        self.cache = _CacheFamilies(registry, list(extra))
+
+
+class _CacheFamilies:
+    """The response cache's counters."""
+
+    def __init__(self, registry: CollectorRegistry, extra: list[str]) -> None:
+        self.hits = Counter(
+            "farebox_cache_hits", "Requests answered from the response cache, by kind "
+            "(exact, semantic).", ["kind", *extra], registry=registry,
+        )  # fmt: skip
+        self.misses = Counter("farebox_cache_misses", "Cache lookups that found nothing.",
+                              extra, registry=registry)  # fmt: skip
+        self.bypass = Counter(
+            "farebox_cache_bypass", "Requests the cache did not look up (Cache-Control, n > 1, "
+            "a temperature above the plan's, an endpoint it does not cache).", extra,
+            registry=registry,
+        )  # fmt: skip
+        self.saved = _usd(registry, "farebox_cache_saved_usd",
+                          "What the cache hits' original requests cost", extra)  # fmt: skip
+        self.events = Counter(
+            "farebox_cache_events", "What the cache stage did besides hits and misses: error "
+            "(its backend failed; the request went on), skipped (the embedding queue was full), "
+            "vetoed (a semantic hit refused), stored, evicted, other.", ["event"],
+            registry=registry,
+        )  # fmt: skip
 
 
 def _usd(registry: CollectorRegistry, name: str, what: str, labels: list[str]) -> Counter:
@@ -114,6 +154,10 @@ class RequestMetrics:
         self.multiprocess_dir = multiprocess_dir
         self._families = _Families(self.registry, tenant_labels)
         self._bound: dict[tuple[str, ...], _Bound] = {}
+        # per (ledger cache value[, tenant]): its counter, and the saved-USD one of a hit
+        self._cache: dict[tuple[str, ...], tuple[Counter, Counter | None]] = {}
+        events = self._families.cache.events
+        self._events = {name: events.labels(name) for name in (*CACHE_EVENTS, "other")}
 
     def observe(self, entry: LedgerEntry, plan: str) -> None:
         """Count one ledger entry (``plan``: the plan it was served under)."""
@@ -139,6 +183,34 @@ class RequestMetrics:
             bound.overhead.observe(max(latency - upstream / 1000, 0.0))
         if entry.ttft_ms is not None:
             bound.ttft.observe(entry.ttft_ms / 1000)
+        if entry.cache is not None:
+            self._count_cache(entry, entry.cache)
+
+    def _count_cache(self, entry: LedgerEntry, cache: str) -> None:
+        key = (cache, entry.tenant_id) if self.tenant_labels else (cache,)
+        bound = self._cache.get(key)
+        if bound is None:
+            bound = self._cache[key] = self._bind_cache(key)
+        counter, saved = bound
+        counter.inc()
+        if saved is not None and entry.saved > 0:
+            saved.inc(entry.saved / PICO_PER_USD)
+
+    def _bind_cache(self, key: tuple[str, ...]) -> tuple[Counter, Counter | None]:
+        f, tenant = self._families.cache, key[1:]
+        kind = CACHE_HIT_KINDS.get(key[0])
+        if kind is not None:
+            return f.hits.labels(kind, *tenant), _child(f.saved, tenant)
+        if key[0] == MISS:
+            return _child(f.misses, tenant), None
+        if key[0] == BYPASS:
+            return _child(f.bypass, tenant), None
+        return self._events["other"], None  # a value the cache stage does not write
+
+    def cache_event(self, event: str) -> None:
+        """Count one thing the cache stage did (``CACHE_EVENTS``; any other name: "other")."""
+        counter = self._events.get(event)
+        (counter if counter is not None else self._events["other"]).inc()
 
     def _bind(self, key: tuple[str, ...]) -> _Bound:
         f = self._families
@@ -179,6 +251,11 @@ class RequestMetrics:
         for collector in collectors:
             registry.register(collector)
         return registry
+
+
+def _child(counter: Counter, labels: tuple[str, ...]) -> Counter:
+    """The counter's child for ``labels`` (the tenant), or the counter itself, unlabelled."""
+    return counter.labels(*labels) if labels else counter
 
 
 def _count_tokens(tokens: tuple[Counter, ...], entry: LedgerEntry) -> None:

@@ -19,6 +19,7 @@ from farebox.anomaly.watch import AnomalyWatch
 from farebox.api.admin.anomaly import AnomalyRoutes
 from farebox.api.admin.billing import BillingRoutes
 from farebox.api.admin.budgets import BudgetRoutes
+from farebox.api.admin.cache import CacheRoutes
 from farebox.api.admin.keys import KeyRoutes
 from farebox.api.admin.operations import OperationRoutes
 from farebox.api.admin.reports import ReportRoutes
@@ -97,6 +98,7 @@ def admin_routes(
     anomaly = AnomalyRoutes(watch, services.store)
     reports = ReportRoutes(services)
     requests = RequestRoutes(services)
+    cache = CacheRoutes(services, tenancy)
     return [
         AdminRoute("POST", "/tenants", tenant.create_tenant, CREATED),
         AdminRoute("GET", "/tenants", tenant.list_tenants),
@@ -130,6 +132,9 @@ def admin_routes(
         AdminRoute("GET", "/series", reports.series),
         AdminRoute("GET", "/top-spenders", reports.top_spenders),
         AdminRoute("GET", "/requests", requests.list_requests),
+        AdminRoute("GET", "/tenants/{tenant_id}/cache", cache.tenant_cache),
+        AdminRoute("DELETE", "/tenants/{tenant_id}/cache", cache.purge_cache),
+        AdminRoute("GET", "/cache", cache.all_caches),
     ]
 
 

@@ -17,6 +17,7 @@ from farebox.anomaly.watch import AnomalyWatch
 from farebox.api.admin.anomaly import AnomalyRoutes
 from farebox.api.admin.billing import BillingRoutes, GroupBy
 from farebox.api.admin.budgets import BudgetRoutes
+from farebox.api.admin.cache import cache_stats, month_span, stats_json
 from farebox.api.admin.keys import KeyRoutes
 from farebox.api.admin.operations import OperationRoutes
 from farebox.api.admin.tenants import TenantRoutes
@@ -79,6 +80,7 @@ class DashboardData:
         self.anomaly = AnomalyRoutes(watch, services.store)
         self.reports = Reports(services.store)
         self.store = services.store
+        self.services = services  # its ``cache`` is read when asked (wired after start-up)
         self.clock = clock
 
     async def overview(self, page: int = 1) -> dict[str, Any]:
@@ -94,9 +96,11 @@ class DashboardData:
         page = min(max(page, 1), pages)
         listed.sort(key=lambda t: (-_cost(rows.get(t["id"])), t["id"]))
         shown = listed[(page - 1) * TENANTS_PER_PAGE : page * TENANTS_PER_PAGE]
+        cache = await self._cache_month([t["id"] for t in shown])
         tenants = [
             {**t, "month": rows.get(t["id"]), "anomaly": t["id"] in open_by_tenant,
-             "budgets": [budget_bar(b) for b in await self._budgets(t["id"])]}
+             "budgets": [budget_bar(b) for b in await self._budgets(t["id"])],
+             "cache": cache[t["id"]]}
             for t in shown
         ]  # fmt: skip
         deployments, idle = split_idle((await self.ops.deployments())["data"])
@@ -116,6 +120,13 @@ class DashboardData:
             "export": export,
             "dead_letters": dead,
         }
+
+    async def _cache_month(self, tenant_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """This month's cache traffic of each tenant (as ``GET /tenants/{id}/cache`` says
+        it), read in one tally of every tenant; what the caches hold is on each tenant's page."""
+        span = month_span(self.clock())
+        tallies = {t.tenant_id: t for t in await self.store.cache_tallies(None, *span)}
+        return {tid: stats_json(tid, tallies.get(tid), None, span) for tid in tenant_ids}
 
     async def _budgets(self, tenant_id: str) -> list[dict[str, Any]]:
         data: list[dict[str, Any]] = (await self.budgets.tenant_budgets(tenant_id))["data"]
@@ -149,6 +160,9 @@ class DashboardData:
             "budgets": [budget_bar(b) for b in await self._budgets(tenant_id)],
             "limits": await self.tenants.tenant_limits(tenant_id),
             "api_keys": (await self.keys.list_keys(tenant_id))["data"],
+            "cache": await cache_stats(
+                self.store, self.services.cache, tenant_id, month_span(self.clock())
+            ),
         }
 
 

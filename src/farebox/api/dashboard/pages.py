@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from decimal import Decimal
 from importlib import resources
 from types import MappingProxyType
 from typing import Any
@@ -52,6 +53,14 @@ def _utc(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
+def _percent(rate: str | None) -> str:
+    """A hit rate as the API gives it (``"0.4000"``) as a percentage (``"40.00%"``), exactly;
+    a dash when there were no lookups."""
+    if rate is None:
+        return "–"
+    return f"{Decimal(rate) * 100:.2f}%"
+
+
 def environment() -> Environment:
     env = Environment(
         loader=PackageLoader("farebox.api.dashboard", "templates"),
@@ -60,6 +69,7 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["utc"] = _utc
+    env.filters["percent"] = _percent
     env.globals["usd"] = format_usd
     return env
 

@@ -57,7 +57,13 @@ def point(p: records.SeriesPoint, zone: tzinfo) -> t.SeriesPoint:
 def request(row: dict[str, Any]) -> t.Request:
     """From ``entry_json``'s row (as ``/admin/v1/requests`` shows it)."""
     tokens = same_names(t.Tokens, row["tokens"].__getitem__)
-    return same_names(t.Request, row.__getitem__, tokens=tokens, metadata=JSON(row["metadata"]))
+    return same_names(t.Request, row.__getitem__, tokens=tokens, metadata=JSON(row["metadata"]),
+                      cache=row.get("cache"))  # fmt: skip
+
+
+def cache_stats(row: dict[str, Any]) -> t.CacheStats:
+    """From ``admin.cache.stats_json`` (as ``/admin/v1/tenants/{id}/cache`` shows it)."""
+    return same_names(t.CacheStats, row.__getitem__)
 
 
 def budget(b: dict[str, Any]) -> t.Budget:

@@ -42,8 +42,8 @@ MAX_COST = 600
 # what a field costs beyond 1: a series, a page of the request log or a ranking reads rollups or
 # entries (at most five per query); a listing of budgets, incidents, tenants or keys reads rows
 FIELD_COST: Mapping[str, int] = MappingProxyType(
-    {"series": 100, "requests": 100, "topSpenders": 100}
-    | dict.fromkeys(("budgets", "anomalies", "tenants", "keys", "tenant"), 10)
+    {"series": 100, "requests": 100, "topSpenders": 100, "caches": 100}
+    | dict.fromkeys(("budgets", "anomalies", "tenants", "keys", "tenant", "cache"), 10)
 )
 MAX_PAGE = 200  # requests(first:)
 MAX_TOP = 1000  # topSpenders(n:)

@@ -9,6 +9,7 @@ from datetime import UTC
 
 from farebox.api.admin.anomaly import AnomalyRoutes
 from farebox.api.admin.budgets import BudgetRoutes
+from farebox.api.admin.cache import cache_stats, every_tenant, period
 from farebox.api.admin.requests import request_log, request_query
 from farebox.api.graphql import convert, limits
 from farebox.api.graphql import types as t
@@ -115,3 +116,21 @@ async def top_spenders(
     tenants = await ctx.services.store.list_tenants()
     plans = {x.id: ctx.services.gateway.plan_name(x) for x in tenants}
     return convert.top(top, plans)
+
+
+async def cache(
+    ctx: GraphContext, tenant: str, since: str | None, until: str | None
+) -> t.CacheStats:
+    """As ``GET /admin/v1/tenants/{id}/cache``: the same period, the same numbers."""
+    span = period(since, until, ctx.tenancy.now())
+    await ctx.tenancy.tenant(tenant)  # 'not found' for an unknown tenant, as REST says
+    found = await cache_stats(ctx.reports(), ctx.services.cache, tenant, span)
+    return convert.cache_stats(found)
+
+
+async def caches(ctx: GraphContext, since: str | None, until: str | None) -> list[t.CacheStats]:
+    """As ``GET /admin/v1/cache``: every tenant with cache lookups or entries."""
+    span = period(since, until, ctx.tenancy.now())
+    tenants = [x.id for x in await ctx.tenancy.list_tenants()]
+    rows = await every_tenant(ctx.reports(), ctx.services.cache, tenants, span)
+    return [convert.cache_stats(r) for r in rows]

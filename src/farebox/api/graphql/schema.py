@@ -84,6 +84,18 @@ class AdminQuery:
     async def keys(self, info: Ctx, tenant: str | None = None) -> list[t.Key]:
         return await resolvers.keys(info.context, tenant)
 
+    @described("A tenant's response cache over [since, until) (default: this UTC month).")
+    async def cache(
+        self, info: Ctx, tenant: str, since: str | None = None, until: str | None = None
+    ) -> t.CacheStats:
+        return await resolvers.cache(info.context, tenant, since, until)
+
+    @described("Every tenant's response cache with lookups in the period or entries now.")
+    async def caches(
+        self, info: Ctx, since: str | None = None, until: str | None = None
+    ) -> list[t.CacheStats]:
+        return await resolvers.caches(info.context, since, until)
+
 
 @strawberry.type(name="Query", description="A tenant's own view: its data only.")
 class TenantQuery:
@@ -119,6 +131,12 @@ class TenantQuery:
     @described("This tenant's API keys (never their secrets).")
     async def keys(self, info: Ctx) -> list[t.Key]:
         return await resolvers.keys(info.context, _own(info))
+
+    @described("This tenant's response cache over [since, until) (default: this UTC month).")
+    async def cache(
+        self, info: Ctx, since: str | None = None, until: str | None = None
+    ) -> t.CacheStats:
+        return await resolvers.cache(info.context, _own(info), since, until)
 
 
 class Schema(strawberry.Schema):

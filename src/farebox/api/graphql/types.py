@@ -230,6 +230,9 @@ class Request:
     ttft_ms: float | None
     upstream_ms: float
     metadata: JSON
+    cache: str | None = strawberry.field(
+        default=None, description="The response cache: hit-exact, hit-semantic, miss, bypass."
+    )
 
 
 @strawberry.type(description="A page of the request log, newest first.")
@@ -238,3 +241,20 @@ class RequestPage:
     next_cursor: str | None = strawberry.field(
         description="Pass as `after` for the next (older) page; null: no more."
     )
+
+
+@strawberry.type(description="A tenant's response cache (as GET /admin/v1/tenants/{id}/cache).")
+class CacheStats:
+    tenant: str
+    entries: BigInt | None = strawberry.field(
+        description="Entries held now (null: the cache's backend did not answer)."
+    )
+    bytes: BigInt | None = strawberry.field(description="Bytes held now (null: as entries).")
+    hits: BigInt = strawberry.field(description="Exact and semantic hits in the period.")
+    misses: BigInt
+    hit_rate: str | None = strawberry.field(
+        description="hits / (hits + misses), a decimal string to 4 places; null: no lookups."
+    )
+    saved_usd: str = strawberry.field(description="What the hits' original requests cost.")
+    since: str = strawberry.field(description="The period's start, ISO 8601 UTC, whole hours.")
+    until: str = strawberry.field(description="The period's end (exclusive).")

@@ -1,0 +1,167 @@
+"""A cache hit, served: no provider call and no budget held, but a request like any other
+for the rate limits, and a ledger entry like any other.
+
+A hit takes one request of the requests-per-minute limits in scope and a slot of the
+concurrency limits (``counting.COUNTED_UNITS``: no tokens, no model read anything), in a
+reservation of nothing that its own ledger entry settles (``Metering.settle``, inside
+``Metering.owned``, so a hit that fails or is cancelled still ends it). A full limit is the
+usual 429. The entry: status ``cache_hit``, cost 0, ``saved`` what the original cost, revenue
+the plan's ``hit_price`` share of the original's, no tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from farebox.core.budgets import Hold
+from farebox.core.cache import HIT_STATUS, MISS
+from farebox.core.money import format_usd
+from farebox.core.records import LedgerEntry
+from farebox.core.routing import Target
+from farebox.gateway.admission import Admission, Budgets, scope_of
+from farebox.gateway.budget_scope import Scope
+from farebox.gateway.cache_embed import EmbedBatch, hit_embeddings
+from farebox.gateway.cache_replay import completion_for, hit_body, replay, shown_entry
+from farebox.gateway.call import Call, openai_user, placeholder
+from farebox.gateway.counting import COUNTED_UNITS
+from farebox.gateway.metering import UNLIMITED, Metering
+from farebox.gateway.rate_limits import RateLimits
+from farebox.gateway.rate_limits import headers as limit_headers
+from farebox.gateway.render import Reply, StreamReply
+
+if TYPE_CHECKING:
+    from farebox.gateway.cache import CacheTicket
+
+log = logging.getLogger("farebox.cache")
+
+
+class CacheHits:
+    """Serves hits; made once, by the ``Gateway``."""
+
+    __slots__ = ("_budgets", "_clock", "_limits", "_metering")
+
+    def __init__(
+        self,
+        metering: Metering,
+        budgets: Budgets | None,
+        limits: RateLimits | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._metering = metering
+        self._budgets = budgets
+        self._limits = limits
+        self._clock = clock
+
+    async def chat(
+        self, call: Call, targets: tuple[Target, ...], ticket: CacheTicket
+    ) -> Reply | StreamReply | None:
+        """A chat hit, whole or replayed as a stream, in the client's format; None when the
+        cached answer cannot be read (it is then a miss)."""
+        answer = ticket.answer
+        assert answer is not None
+        try:
+            completion = completion_for(answer.body, call.request_id, self._clock())
+        except (orjson.JSONDecodeError, TypeError):
+            log.warning("request %s: a cached answer could not be read", call.request_id)
+            ticket.answer, ticket.similarity, ticket.status = None, None, MISS
+            return None
+        revenue = ticket.policy.hit_price.revenue(answer.revenue)
+        scope = scope_of(call)
+        record = await self._serve(call, scope, targets, answer.model_served, answer.provider,
+                                   revenue, answer.cost)  # fmt: skip
+        headers = await self._headers(call, scope, answer.model_served, ticket)
+        if call.body.get("stream"):
+            shown = shown_entry(record, completion)
+            chunks = replay(call.flavor, call.body, completion, call.request_id, shown, call.echo)
+            return StreamReply(headers, chunks)
+        if call.flavor == "openai":  # the body carries its usage: no entry to show it from
+            return Reply(hit_body("openai", completion, call.request_id, record, None), headers)
+        shown = shown_entry(record, completion)
+        body = hit_body(call.flavor, completion, call.request_id, shown, call.echo)
+        return Reply(body, headers)
+
+    async def embed(self, call: Call, targets: tuple[Target, ...], batch: EmbedBatch) -> Reply:
+        """An embeddings request whose every input item is cached."""
+        found = [a for a in batch.answers if a is not None]
+        revenue = batch.ticket.policy.hit_price.revenue(sum(a.revenue for a in found))
+        first, scope = found[0], scope_of(call)
+        await self._serve(call, scope, targets, first.model_served, first.provider, revenue,
+                          sum(a.cost for a in found))  # fmt: skip
+        headers = await self._headers(call, scope, first.model_served, batch.ticket)
+        headers["x-farebox-cache-items-hit"] = str(len(found))
+        return Reply(orjson.dumps(hit_embeddings(batch)), headers)
+
+    async def _serve(self, call: Call, scope: Scope, targets: tuple[Target, ...], model: str,
+                     provider: str, revenue: int, saved: int) -> LedgerEntry:  # fmt: skip
+        """Count the hit against the rate limits and write its entry (which settles them)."""
+        async with self._metering.owned(call, targets):
+            await self._admit(call, scope, targets[0])
+            record = hit_entry(call, model, provider, revenue, saved, self._clock())
+            await self._metering.settle(call, record)
+        return record
+
+    async def _admit(self, call: Call, scope: Scope, target: Target) -> None:
+        """One request and a concurrency slot of the rate limits in scope (429 when full)."""
+        budgets = self._budgets
+        holds = self._holds(call, scope) if budgets is not None else []
+        if not holds or budgets is None:
+            return
+
+        def unsettled(rid: str, amount: int) -> LedgerEntry:
+            return placeholder(call, target, rid, amount)
+
+        result = await budgets.admit(scope, [], [target.price], 0, 0, unsettled, holds)
+        if not isinstance(result, Admission):
+            raise result
+        call.admission = result
+
+    def _holds(self, call: Call, scope: Scope) -> list[Hold]:
+        if self._limits is None:
+            return []
+        who = call.principal
+        holds = self._limits.holds(scope.plan, who.tenant.rate_limits, who.key.rate_limits,
+                                   tenant=scope.tenant, key=scope.key, user=scope.user,
+                                   ip=who.client_ip, model=call.model, now=self._clock(),
+                                   shared_key=scope.shared_key)  # fmt: skip
+        return [h for h in holds if h.unit in COUNTED_UNITS]
+
+    async def _headers(
+        self, call: Call, scope: Scope, model: str, ticket: CacheTicket
+    ) -> dict[str, str]:
+        headers = {"x-farebox-request-id": call.request_id, "x-farebox-model": model}
+        admission = call.admission
+        if admission is not None and admission.limited:
+            headers.update(limit_headers(admission.states, self._clock()))
+        headers["x-farebox-cost-usd"] = format_usd(0)
+        headers["x-farebox-budget-remaining-usd"] = await self._remaining(scope)
+        headers.update(ticket.headers())
+        return headers
+
+    async def _remaining(self, scope: Scope) -> str:
+        """The tightest budget's remaining (the hit took nothing from it)."""
+        budgets = self._budgets
+        if budgets is None or not budgets.scopes.enabled(scope):
+            return UNLIMITED
+        money = [s.remaining for s in await budgets.states(scope) if s.hold.unit == "usd"]
+        return format_usd(min(money)) if money else UNLIMITED
+
+
+def hit_entry(call: Call, model: str, provider: str, revenue: int, saved: int,
+              finished_at: float, **extra: Any) -> LedgerEntry:  # fmt: skip
+    """A hit's ledger entry: no tokens, cost 0, ``saved`` and ``revenue`` as given."""
+    who = call.principal
+    return LedgerEntry(
+        request_id=call.request_id, tenant_id=who.tenant.id, key_id=who.key.id,
+        endpoint=call.endpoint, model_requested=call.model, model_served=model,
+        provider=provider, status=HIT_STATUS, http_status=200, started_at=call.started_wall,
+        finished_at=finished_at, user=who.user or openai_user(call.body), feature=who.feature,
+        metadata=who.metadata, stream=bool(call.body.get("stream")),
+        revenue=revenue, latency_ms=(time.perf_counter() - call.started) * 1000,
+        reservation_id=call.reservation_id,
+        cache=call.cache.status if call.cache is not None else None, saved=saved, **extra,
+    )  # fmt: skip
