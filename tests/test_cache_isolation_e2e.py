@@ -241,20 +241,22 @@ async def redis_prefix(database: str) -> str:
     return str(value)
 
 
-def redis_plaintext(redis_url: str, prefix: str, secrets: set[str]) -> list[str]:
-    """Keys of this deployment whose name or value holds any of ``secrets`` verbatim."""
+def redis_plaintext(redis_url: str, prefix: str, secrets: set[str]) -> tuple[int, list[str]]:
+    """How many cache keys this deployment has (``{<prefix>/c/...}``), and the keys of the
+    deployment whose name or value holds any of ``secrets`` verbatim."""
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    found = []
+    found, cache_keys = [], 0
     try:
         for key in client.scan_iter(match=f"*{prefix}*", count=1000):
+            cache_keys += key.startswith(b"{" + prefix.encode() + b"/c/")
             blob = key + b"".join(_values(client, key))
             if any(s.encode() in blob for s in secrets):
                 found.append(key.decode(errors="replace"))
     finally:
         client.close()
-    return found
+    return cache_keys, found
 
 
 def drop_cache_keys(redis_url: str, prefix: str) -> None:
@@ -323,7 +325,8 @@ async def test_two_replicas_share_the_cache_and_keep_partitions_apart(
                 await run_attack(attack, plan_parts, semantic=plan == "semantic")
             # a Redis dump holds no prompt and no answer in plain text
             secrets = {p for pair in PAIRS for p in pair} | set(echo.answers)
-            assert not redis_plaintext(backend.redis, prefix, secrets)
+            cache_keys, readable = redis_plaintext(backend.redis, prefix, secrets)
+            assert cache_keys > 0 and not readable, (cache_keys, readable)
             await purge_one_namespace(attack, admin, parts["exact"])
     verdicts = check_isolation(gateways.seen, echo.chat_calls())
     crossed = [s for s in gateways.seen if s.verdict == HIT_EXACT and s.server == 1]
