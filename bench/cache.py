@@ -180,18 +180,18 @@ def measure_misses(bench: Bench) -> None:
 
 
 def mix_job(bench: Bench, tenant: str, hit_share: bool, tag: str, duration: float) -> Job:
-    """c=64 for ``duration``: every other request a stored prompt (``hit_share``), the
-    rest new (enough new prompts that none repeats below NEW_PER_S requests a second;
-    the hit share is read from the ledger afterwards)."""
-    o = bench.opts
+    """c=64 for ``duration``, each client alternating (``hit_share``) between a stored prompt
+    and a new one, so exactly half the requests are hits whatever their speed; else all new.
+    Enough new prompts that none repeats below ``NEW_PER_S`` new prompts a second."""
+    c = bench.opts.concurrency
     fresh = [chat(t) for t in prompts(tag, int(NEW_PER_S * duration) + 1000, 7)]
-    if hit_share:
-        stored = [chat(f"stored {n}") for n in range(HIT_PROMPTS)]
-        mixed = [b for pair in zip(stored * (len(fresh) // HIT_PROMPTS + 1), fresh,
-                                   strict=False) for b in pair]  # fmt: skip
-        fresh = mixed
-    return bench.job(f"load-{tag}", tenant, fresh, concurrency=o.concurrency,
-                     duration_s=duration)  # fmt: skip
+    bodies = fresh
+    if hit_share:  # client i sends rotate[i + n * c]: blocks of c, stored and new in turn
+        stored = [chat(f"stored {n % HIT_PROMPTS}") for n in range(c)]
+        bodies = []
+        for start in range(0, len(fresh), c):
+            bodies += stored + fresh[start : start + c]
+    return bench.job(f"load-{tag}", tenant, bodies, concurrency=c, duration_s=duration)
 
 
 def measure_mix(bench: Bench) -> None:
@@ -200,11 +200,11 @@ def measure_mix(bench: Bench) -> None:
         _verdict(bench, "mix", f"stored {n}")
     o = bench.opts
     bench.run(mix_job(bench, "mix", True, "warm", 1.0), sequential=False)
-    before = bench.gateway.cache_stats("mix")
+    before = bench.gateway.ledger_counts("mix")
     bench.run(mix_job(bench, "off", False, "offload", o.duration), sequential=False)
     bench.run(mix_job(bench, "mix", True, "mix", o.duration), sequential=False)
-    after = bench.gateway.cache_stats("mix")
-    bench.results.mix_stats = {"before": before, "after": after}
+    after = bench.gateway.ledger_counts("mix")
+    bench.results.mix_stats = {"ledger_before": before, "ledger_after": after}
 
 
 def measure_memory(bench: Bench) -> None:
@@ -219,8 +219,9 @@ def measure_memory(bench: Bench) -> None:
         job = bench.job(f"fill-{step}", tenant, [chat(t) for t in texts], concurrency=16,
                         requests=o.entries)  # fmt: skip
         bench.run(job, sequential=False)
+        if step == "exact":  # the last answers are stored just after their replies
+            bench.results.memory_stats = bench.gateway.wait_entries(tenant, o.entries)
         rss[f"after {step}"] = rss_mib(pid)
-    bench.results.memory_stats = bench.gateway.cache_stats("mem-exact")
 
 
 def run(opts: CacheOptions) -> int:

@@ -42,13 +42,13 @@ class CacheResults:
         return None if mine is None or off is None else mine - off
 
     def mix_hit_rate(self) -> str | None:
-        """The c=64 mix's hits / lookups, from the ledger's counts before and after."""
-        before, after = self.mix_stats.get("before"), self.mix_stats.get("after")
-        if not before or not after:
+        """The c=64 mix's hits / requests, from the ledger's entries before and after."""
+        before, after = self.mix_stats.get("ledger_before"), self.mix_stats.get("ledger_after")
+        if before is None or after is None:
             return None
-        hits = after["hits"] - before["hits"]
-        lookups = hits + after["misses"] - before["misses"]
-        return f"{hits / lookups:.1%} of {lookups}" if lookups else None
+        hits = after.get("cache_hit", 0) - before.get("cache_hit", 0)
+        total = sum(after.values()) - sum(before.values())
+        return f"{hits / total:.1%} of {total}" if total else None
 
     def memory_per_10k(self) -> float | None:
         """MiB per 10,000 entries: RSS growth over the exact fill less that over the off fill

@@ -10,9 +10,12 @@ settings (the local MiniLM embedder, threshold 0.95, veto on).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import random
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +88,25 @@ class CacheGateway(Gateway):
             raise GatewayError(f"cache stats of {tenant}: HTTP {got.status}: {got.body!r}")
         stats: dict[str, Any] = got.json()
         return stats
+
+    def ledger_counts(self, tenant: str) -> dict[str, int]:
+        """``tenant``'s ledger entries per status, read from the gateway's SQLite file (read
+        only): ``cache_hit`` are hits, ``ok`` the misses that went upstream."""
+        assert self.dir is not None
+        uri = f"file:{self.dir / 'farebox.db'}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10.0)) as db:
+            sql = "SELECT status, COUNT(*) FROM ledger WHERE tenant_id = ? GROUP BY status"
+            return {str(k): int(v) for k, v in db.execute(sql, (tenant,))}
+
+    def wait_entries(self, tenant: str, entries: int, timeout_s: float = 10.0) -> dict[str, Any]:
+        """The tenant's cache stats once it holds ``entries`` (answers are stored in the
+        background, just after each reply), or as they are at the deadline."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            stats = self.cache_stats(tenant)
+            if (stats.get("entries") or 0) >= entries or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.05)
 
 
 def chat(prompt: str) -> dict[str, Any]:
