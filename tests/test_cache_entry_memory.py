@@ -17,7 +17,6 @@ import tracemalloc
 from typing import Any
 
 import orjson
-import pytest
 
 from tests.cache_attack import PLANS, EchoUpstream, chat_body, echo_config
 
@@ -40,11 +39,6 @@ def test_orjson_bytes_keep_their_buffer() -> None:
     assert per > 1500  # (4 KiB + ~0.6 KiB) / 2: the dumps results are the big ones
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a cached OpenAI answer keeps orjson's 4 KiB write buffer (gateway/cache.py "
-    "stores the reply's bytes as they are); its size counts ~0.6 KiB",
-)
 async def test_a_cached_answer_holds_about_its_counted_size(make_gateway: Any) -> None:
     async with EchoUpstream() as upstream:
         config = {**echo_config(upstream.base_url), "plans": PLANS,
