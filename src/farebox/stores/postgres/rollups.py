@@ -16,16 +16,15 @@ from farebox.stores.rollup_rows import (
     DAY,
     GRAINS,
     MONEY,
-    POSTGRES_ROLLUP,
     SUMS,
     Fold,
     Grain,
     RollupUsage,
     check,
     key_of,
-    series_statement,
     table_of,
 )
+from farebox.stores.rollup_sql import POSTGRES_ROLLUP, series_statement
 
 _TRIGGERS = (  # (name, event, transition tables, source rows: (table, sign))
     ("rollup_insert", "INSERT", "NEW TABLE AS new_rows", (("new_rows", ""),)),

@@ -15,16 +15,15 @@ from typing import TypeVar
 from farebox.core.records import SeriesPoint, SeriesQuery
 from farebox.stores.rollup_rows import (
     GRAINS,
-    SQLITE_ROLLUP,
     SUMS,
     Fold,
     Grain,
     RollupUsage,
     check,
     key_of,
-    series_statement,
     table_of,
 )
+from farebox.stores.rollup_sql import SQLITE_ROLLUP, series_statement
 from farebox.stores.sqlite.conn import connect
 
 T = TypeVar("T")
