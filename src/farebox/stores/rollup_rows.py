@@ -23,12 +23,17 @@ For zones whose offset is a whole number of hours, that is exact; for the others
 +05:30, Nepal's +05:45...) a day or month starts at the first whole UTC hour inside it, and
 an ``hour`` bucket is the UTC hour.
 
-Bounds: the statement sums per bucket in SQL (``rollup_sql.bucket_sql``), not per hour, wherever its
-zone's days start on whole UTC hours (UTC, whole-hour offsets, their DST changes), so the rows
-it returns are about the points it answers; the rows are read one at a time and folded with a
-bound (``Fold``): a series of more than ``MAX_SERIES_POINTS`` points, or that reads more than
-``MAX_SERIES_ROWS`` rows, is refused with a 400 (``InvalidRequest``, param ``end``) as soon as
-it passes either. Money sums are exact beyond 2**63 on SQLite too (``rollup_sql.RollupSQL.split_money``).
+Bounds: the statement (``stores/rollup_sql.py``) sums per bucket in SQL (``bucket_sql``), not
+per hour, wherever its zone's days start on whole UTC hours (UTC, whole-hour offsets, their DST
+changes), so the rows it returns are about the points it answers; the rows are read one at a
+time and folded with a bound (``Fold``): a series of more than ``MAX_SERIES_POINTS`` points, or
+that reads more than ``MAX_SERIES_ROWS`` rows, is refused with a 400 (``InvalidRequest``, param
+``end``) as soon as it passes either. Money sums are exact beyond 2**63 on SQLite too
+(``RollupSQL.split_money``).
+
+The response cache's sums (``CACHE_SUMS``, a later migration): ``saved`` (money, what hits
+saved) and ``cache_misses`` (entries whose ``cache`` is ``miss``); hits are the ``requests`` of
+status ``cache_hit``, so a tenant's cache tallies read a few daily rows (``cache_tallies.py``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from farebox.core.cache import MISS
 from farebox.core.records import (
     LATENCY_BOUNDS_MS,
     ROLLUP_DIMENSIONS,
@@ -76,12 +82,17 @@ GRAINS: tuple[Grain, ...] = ("hourly", "daily", "total")
 _KEYS: dict[str, tuple[str, ...]] = {"hourly": KEY, "daily": DAILY_KEY, "total": TOTAL_KEY}
 _TABLES = {"hourly": "rollups", "daily": "rollups_daily", "total": "rollups_total"}
 LATENCY_COLS = tuple(f"lb{i}" for i in range(len(LATENCY_BOUNDS_MS) + 1))
-SUMS = (
+# the sums of the first rollup migration (its triggers and backfill keep these only)
+SUMS_V1 = (
     "requests", "errors", "input_tokens", "cached_input_tokens", "cache_write_tokens",
     "output_tokens", "reasoning_tokens", "cost", "revenue", "latency_us", "upstream_us",
     *LATENCY_COLS,
 )  # fmt: skip
-MONEY = ("cost", "revenue")
+# the response cache's sums (a later migration): what hits saved (money), and the entries
+# the cache missed (``cache`` = ``miss``); hits are the requests of status ``cache_hit``
+CACHE_SUMS = ("saved", "cache_misses")
+SUMS = SUMS_V1 + CACHE_SUMS
+MONEY = ("cost", "revenue", "saved")  # in ``SUMS`` order
 DIMENSION_COLUMN = {"tenant": "tenant_id", "key": "key_id", "model": "model",
                     "feature": "feature", "status": "status"}  # fmt: skip
 # (the query's field, the rollup's column)
@@ -125,7 +136,7 @@ def entry_values(e: LedgerEntry) -> list[int]:
     return [1, int(e.http_status >= 400), e.input_tokens, e.cached_input_tokens,
             e.cache_write_5m_tokens + e.cache_write_1h_tokens, e.output_tokens,
             e.reasoning_tokens, e.cost, e.revenue, micros(e.latency_ms), micros(e.upstream_ms),
-            *lat]  # fmt: skip
+            *lat, e.saved, int(e.cache == MISS)]  # fmt: skip
 
 
 def key_of(grain: Grain) -> tuple[str, ...]:
@@ -288,12 +299,18 @@ def _exact(value: Any) -> int:
     return exact
 
 
+_LATENCY_AT = SUMS.index(LATENCY_COLS[0])
+_SAVED_AT = SUMS.index("saved")
+
+
 def _point(bucket: float, group: str | None, v: list[int]) -> SeriesPoint:
+    lat = _LATENCY_AT
     return SeriesPoint(
         bucket=bucket, group=group, requests=v[0], errors=v[1], input_tokens=v[2],
         cached_input_tokens=v[3], cache_write_tokens=v[4], output_tokens=v[5],
         reasoning_tokens=v[6], cost=v[7], revenue=v[8], latency_ms_sum=v[9] / 1000,
-        upstream_ms_sum=v[10] / 1000, latency_buckets=tuple(v[11:]),
+        upstream_ms_sum=v[10] / 1000, latency_buckets=tuple(v[lat : lat + len(LATENCY_COLS)]),
+        saved=v[_SAVED_AT], cache_misses=v[_SAVED_AT + 1],
     )  # fmt: skip
 
 

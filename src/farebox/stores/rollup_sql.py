@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from farebox.core.cache import MISS
 from farebox.core.records import LATENCY_BOUNDS_MS, SeriesQuery
 from farebox.stores.rollup_rows import (
     DAY,
@@ -26,6 +27,8 @@ from farebox.stores.rollup_rows import (
     table_of,
 )
 
+Sums = tuple[str, ...]
+
 
 @dataclass(frozen=True, slots=True)
 class RollupSQL:
@@ -40,13 +43,27 @@ class RollupSQL:
     split_money: bool  # sums of money as two columns (high, low) of SPLIT (SQLite's int64)
 
     def projection(
-        self, row: str = "", sign: str = "", grain: Grain = "hourly"
+        self, row: str = "", sign: str = "", grain: Grain = "hourly", sums: Sums = SUMS
     ) -> list[tuple[str, str]]:
         """(column, expression) pairs of a ledger row (``row``: its prefix, such as ``NEW.``)
-        as a row of the ``grain`` rollups, each sum multiplied by ``sign``
+        as a row of the ``grain`` rollups, each of ``sums`` multiplied by ``sign``
         (``-1*`` for a removal)."""
         r = row
         hour = self.trunc.format(f"{r}started_at / 3600.0") + f" * {HOUR}"
+        if grain == "daily":  # the day of the hour, in integers: an hour is inside its day
+            keys = [f"({hour}) / {DAY} * {DAY}", f"{r}tenant_id", f"{r}status"]
+        elif grain == "total":
+            keys = [hour, f"{r}status", self.shard.format(f"{r}tenant_id")]
+        else:
+            keys = [hour, f"{r}tenant_id", f"{r}key_id", f"{r}model_served",
+                    f"COALESCE({r}feature, '')", f"{r}status"]  # fmt: skip
+        exprs = self._sums(r)
+        return list(zip(key_of(grain), keys, strict=True)) + [
+            (c, f"{sign}({exprs[c]})") for c in sums
+        ]
+
+    def _sums(self, r: str) -> dict[str, str]:
+        """Each rollup sum's expression over the ledger row of prefix ``r``."""
 
         def us(col: str) -> str:
             return self.trunc.format(self.clamp.format(f"{r}{col}") + " * 1000 + 0.5")
@@ -65,33 +82,26 @@ class RollupSQL:
             f"{r}cached_input_tokens", f"{r}cache_write_5m_tokens + {r}cache_write_1h_tokens",
             f"{r}output_tokens", f"{r}reasoning_tokens", f"{r}cost", f"{r}revenue",
             us("latency_ms"), us("upstream_ms"), *buckets,
+            f"{r}saved", self.flag.format(f"COALESCE({r}cache, '') = '{MISS}'"),
         ]  # fmt: skip
-        if grain == "daily":  # the day of the hour, in integers: an hour is inside its day
-            keys = [f"({hour}) / {DAY} * {DAY}", f"{r}tenant_id", f"{r}status"]
-        elif grain == "total":
-            keys = [hour, f"{r}status", self.shard.format(f"{r}tenant_id")]
-        else:
-            keys = [hour, f"{r}tenant_id", f"{r}key_id", f"{r}model_served",
-                    f"COALESCE({r}feature, '')", f"{r}status"]  # fmt: skip
-        return list(zip(key_of(grain), keys, strict=True)) + [
-            (c, f"{sign}({x})") for c, x in zip(SUMS, sums, strict=True)
-        ]
+        return dict(zip(SUMS, sums, strict=True))
 
     def select_projection(
-        self, source: str, row: str = "", sign: str = "", grain: Grain = "hourly"
-    ) -> str:
-        cols = ", ".join(f"{x} AS {c}" for c, x in self.projection(row, sign, grain))
+        self, source: str, row: str = "", sign: str = "", grain: Grain = "hourly",
+        sums: Sums = SUMS,
+    ) -> str:  # fmt: skip
+        cols = ", ".join(f"{x} AS {c}" for c, x in self.projection(row, sign, grain, sums))
         return f"SELECT {cols} FROM {source}"
 
-    def aggregated(self, source: str, grain: Grain = "hourly") -> str:
+    def aggregated(self, source: str, grain: Grain = "hourly", sums: Sums = SUMS) -> str:
         """The rows of ``source`` (ledger rows), summed per rollup key, in key order."""
         keys = ", ".join(key_of(grain))
-        sums = ", ".join(f"SUM({c}) AS {c}" for c in SUMS)
-        inner = self.select_projection(source, grain=grain)
-        return f"SELECT {keys}, {sums} FROM ({inner}) AS p GROUP BY {keys} ORDER BY {keys}"
+        summed = ", ".join(f"SUM({c}) AS {c}" for c in sums)
+        inner = self.select_projection(source, grain=grain, sums=sums)
+        return f"SELECT {keys}, {summed} FROM ({inner}) AS p GROUP BY {keys} ORDER BY {keys}"
 
-    def upsert_tail(self, table: str, grain: Grain = "hourly") -> str:
-        adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in SUMS)
+    def upsert_tail(self, table: str, grain: Grain = "hourly", sums: Sums = SUMS) -> str:
+        adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in sums)
         return f"ON CONFLICT ({', '.join(key_of(grain))}) DO UPDATE SET {adds}"
 
 

@@ -58,7 +58,7 @@ GAP_WAIT_S = 10.0  # an outbox position missing this long was a rolled-back writ
 _JSON_DEFAULTS: dict[str, Any] = {"billing": {}, "metadata": {}, "budgets": [], "rate_limits": [],
                                    "detail": {}}  # fmt: skip
 _BOOL_COLS = {"paused", "stream"}
-_MONEY_COLS = ("cost", "revenue")
+_MONEY_COLS = ("cost", "revenue", "saved")
 
 
 def _cols(cols: Sequence[str], prefix: str = "") -> str:
