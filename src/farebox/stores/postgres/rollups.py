@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from farebox.core.cache import MISS
+from farebox.core.cache import MISS, CacheTally
 from farebox.core.records import SeriesPoint, SeriesQuery
+from farebox.stores.cache_tallies import postgres_tallies
 from farebox.stores.rollup_rows import (
     CACHE_SUMS,
     DAY,
@@ -132,8 +133,8 @@ CHUNK = 1_000  # rows a series' cursor fetches at a time
 
 
 class PostgresReports(RollupUsage):
-    """``ReportStore.series`` for ``PostgresStore`` (a pool connection: never the ledger
-    writer's statement)."""
+    """``ReportStore.series`` and ``cache_tallies`` for ``PostgresStore`` (a pool connection:
+    never the ledger writer's statement)."""
 
     _s: str
     _pool: Any  # the store's (timed) pool
@@ -150,3 +151,8 @@ class PostgresReports(RollupUsage):
             async for row in conn.cursor(sql, *params, prefetch=CHUNK):
                 fold.add(row)
         return fold.points()
+
+    async def cache_tallies(
+        self, tenant_id: str | None, start: float | None, end: float | None
+    ) -> list[CacheTally]:
+        return await postgres_tallies(self._pool, self._s, tenant_id, start, end)

@@ -17,7 +17,6 @@ import asyncpg
 import orjson
 
 from farebox.core.budgets import Hold
-from farebox.core.cache import CacheTally
 from farebox.core.records import (
     ApiKey,
     LedgerEntry,
@@ -401,11 +400,6 @@ class PostgresStore(SQLAccounts, PostgresReports):
 
     async def requests(self, query: RequestQuery) -> RequestPage:
         return await self.request_log.page(query)
-
-    async def cache_tallies(
-        self, tenant_id: str | None, start: float | None, end: float | None
-    ) -> list[CacheTally]:
-        return []  # TODO(ledger helper): from the rollups
 
     # budget alerts -------------------------------------------------------------------
     async def record_alert(

@@ -12,8 +12,9 @@ from contextlib import closing
 from pathlib import Path
 from typing import TypeVar
 
-from farebox.core.cache import MISS
+from farebox.core.cache import MISS, CacheTally
 from farebox.core.records import SeriesPoint, SeriesQuery
+from farebox.stores.cache_tallies import sqlite_tallies
 from farebox.stores.rollup_rows import (
     CACHE_SUMS,
     GRAINS,
@@ -140,7 +141,8 @@ class ReportReader:
 
 
 class SQLiteReports(RollupUsage):
-    """``ReportStore.series`` for the SQLite stores (mixed into ``SQLiteStore``)."""
+    """``ReportStore.series`` and ``cache_tallies`` for the SQLite stores (mixed into
+    ``SQLiteStore``)."""
 
     _path: Path
     _report_reader: ReportReader | None = None
@@ -171,3 +173,8 @@ class SQLiteReports(RollupUsage):
             return fold.points()
 
         return await self.report_reader.run(read)
+
+    async def cache_tallies(
+        self, tenant_id: str | None, start: float | None, end: float | None
+    ) -> list[CacheTally]:
+        return await sqlite_tallies(self.report_reader, tenant_id, start, end)
