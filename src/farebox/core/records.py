@@ -243,6 +243,7 @@ class RequestQuery:
     user: str | None = None
     feature: str | None = None
     model: str | None = None
+    cache: str | None = None  # the entry's ``cache``: hit-exact | hit-semantic | miss | bypass
     tag: tuple[str, str] | None = None
     cursor: str | None = None
     limit: int = 50
