@@ -44,7 +44,8 @@ fields = st.fixed_dictionaries(
         "saved": small,
         "big": st.booleans(),
         "day": st.integers(0, 9),
-        "second": st.integers(0, DAY - 1),
+        # anywhere in the day, or in its first two hours (which windows often cut)
+        "second": st.one_of(st.integers(0, int(DAY) - 1), st.integers(0, 2 * HOUR)),
         "cost": st.integers(0, 10**9),
     }
 )
@@ -55,6 +56,7 @@ operation = st.tuples(
 edge = st.one_of(
     st.integers(-30, 11 * 24).map(lambda h: T0 + h * HOUR),
     st.integers(-1, 11).map(lambda d: T0 + d * DAY),
+    st.tuples(st.integers(0, 10), st.integers(1, 2 * HOUR)).map(lambda x: T0 + x[0] * DAY + x[1]),
     st.floats(T0 - DAY, T0 + 11 * DAY, allow_nan=False),
 )
 window = st.tuples(st.one_of(st.none(), edge), st.one_of(st.none(), edge))
@@ -161,3 +163,24 @@ async def test_series_points_carry_saved_and_misses(store: Any) -> None:
     by_status = SeriesQuery(T0, T0 + 2 * DAY, bucket="all", group_by="status")
     got = [(p.group, p.requests, p.saved, p.cache_misses) for p in await store.series(by_status)]
     assert got == [(HIT_STATUS, 2, 2 * BIG + 1, 0), ("ok", 1, 0, 1)]
+
+
+async def test_cut_hours_at_both_ends_are_read_exactly(store: Any) -> None:
+    times = [T0 + 10, T0 + 1800, T0 + HOUR + 5, T0 + DAY + 1799, T0 + DAY + 1800, T0 + DAY + HOUR]
+    await store.append_ledger(
+        [
+            entry(f"h{i}", status=HIT_STATUS, cache=HIT_EXACT, saved=BIG // 4 + i, started_at=t)
+            for i, t in enumerate(times)
+        ]
+        + [entry(f"m{i}", cache=MISS, started_at=t + 0.5) for i, t in enumerate(times)]
+    )
+    entries = await store.ledger()
+    for start, end in (
+        (T0 + 1800, T0 + DAY + 1800),  # half of the first hour, a day, half of the last
+        (T0 + 5, T0 + 1801),  # inside one hour
+        (T0 + 1800, None),
+        (None, T0 + DAY + 1800.25),
+        (T0, T0 + DAY + HOUR),  # whole hours
+    ):
+        want = tally_entries(entries, "acme", start, end)
+        assert want and await store.cache_tallies("acme", start, end) == want, (start, end)

@@ -36,14 +36,15 @@ def _spans(h0: int, h1: int) -> list[tuple[Grain, int, int]]:
 
 
 def _ledger_part(
-    dialect: RollupSQL, p: Params, schema: str, window: tuple[float, float], cut: str,
-    tenant_id: str | None,
+    dialect: RollupSQL, p: Params, schema: str, window: tuple[float, float],
+    cut: tuple[str, int], tenant_id: str | None,
 ) -> str:  # fmt: skip
-    """The entries of ``window`` in the hours it cuts (``cut``: a condition on the hour,
-    placeholders added), projected like rollup rows."""
+    """The entries of ``window`` in the hours it cuts (``cut``: the hour's comparison and
+    bound), projected like rollup rows. Placeholders are added in the text's order (SQLite's
+    are positional)."""
     proj = dict(dialect.projection())
     where = [f"started_at >= {p.add(float(window[0]))}", f"started_at < {p.add(float(window[1]))}"]
-    where.append(cut.format(hour=proj["hour"]))
+    where.append(f"{proj['hour']} {cut[0]} {p.add(cut[1])}")
     if tenant_id is not None:
         where.append(f"tenant_id = {p.add(tenant_id)}")
     cols = ", ".join(f"{proj.get(c, c)} AS {c}" for c in _COLS)
@@ -79,13 +80,9 @@ def tally_statement(
         cols = ", ".join(_COLS)
         parts.append(f"SELECT {cols} FROM {schema}{table_of(grain)} WHERE {' AND '.join(where)}")
     if lo < h0:
-        parts.append(
-            _ledger_part(dialect, p, schema, (lo, hi), f"{{hour}} < {p.add(h0)}", tenant_id)
-        )
+        parts.append(_ledger_part(dialect, p, schema, (lo, hi), ("<", h0), tenant_id))
     if h1 < hi:
-        parts.append(
-            _ledger_part(dialect, p, schema, (lo, hi), f"{{hour}} >= {p.add(h1)}", tenant_id)
-        )
+        parts.append(_ledger_part(dialect, p, schema, (lo, hi), (">=", h1), tenant_id))
     if not parts:  # an empty range at a whole hour
         parts.append(f"SELECT {', '.join(_COLS)} FROM {schema}rollups WHERE 1 = 0")
     union = " UNION ALL ".join(parts)
