@@ -117,7 +117,8 @@ async def test_a_row_has_every_field_and_exact_money(make_gateway: Any) -> None:
             "status": "ok", "http_status": 200, "error_code": None, "stream": False,
             "tokens": {"input": 129, "cached": 29, "cache_write": 0, "output": 203,
                        "reasoning": 14},
-            "cost_usd": "0.000035802444", "revenue_usd": "0.000058", "latency_ms": 41.5,
+            "cost_usd": "0.000035802444", "revenue_usd": "0.000058", "cache": None,
+            "saved_usd": "0.00", "latency_ms": 41.5,
             "ttft_ms": None, "upstream_ms": 39.25, "metadata": {"team": "blue", "n": 1},
         }  # fmt: skip
         assert r.json()["next_cursor"]

@@ -353,7 +353,7 @@ async def test_top_spenders_equal_the_rest_top_spenders(
 REQUEST_FIELDS = (
     "time startedAt requestId tenant keyId user feature endpoint modelRequested modelServed "
     "provider status httpStatus errorCode stream tokens { input cached cacheWrite output "
-    "reasoning } costUsd revenueUsd latencyMs ttftMs upstreamMs metadata"
+    "reasoning } costUsd revenueUsd cache savedUsd latencyMs ttftMs upstreamMs metadata"
 )
 
 

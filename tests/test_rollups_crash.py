@@ -52,6 +52,7 @@ CALLS = [  # (path, body, stream)
 SUMS = ("requests", "errors", "input_tokens", "cached_input_tokens", "cache_write_tokens",
         "output_tokens", "reasoning_tokens", "cost", "revenue", "latency_us",
         "upstream_us")  # fmt: skip
+CACHE_SUMS = ("saved", "cache_misses")  # after the latency buckets
 
 
 @dataclass
@@ -111,7 +112,7 @@ def expected(ledger: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[int]]:
     for e in ledger:
         key = (int(e["started_at"] // 3600) * 3600, e["tenant_id"], e["key_id"],
                e["model_served"], e["feature"] or "", e["status"])  # fmt: skip
-        row = out.setdefault(key, [0] * (len(SUMS) + len(LATENCY_BOUNDS_MS) + 1))
+        row = out.setdefault(key, [0] * (len(SUMS) + len(LATENCY_BOUNDS_MS) + 1 + 2))
         values = [1, e["http_status"] >= 400, e["input_tokens"], e["cached_input_tokens"],
                   e["cache_write_5m_tokens"] + e["cache_write_1h_tokens"], e["output_tokens"],
                   e["reasoning_tokens"], e["cost"], e["revenue"], micros(e["latency_ms"]),
@@ -119,6 +120,8 @@ def expected(ledger: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[int]]:
         for i, v in enumerate(values):
             row[i] += int(v)
         row[len(SUMS) + bisect.bisect_left(LATENCY_BOUNDS_MS, e["latency_ms"])] += 1
+        row[-2] += int(e["saved"])
+        row[-1] += e["cache"] == "miss"
     return out
 
 
@@ -147,7 +150,8 @@ def stored(rows: list[dict[str, Any]], key: tuple[str, ...]) -> dict[tuple[Any, 
     buckets = [f"lb{i}" for i in range(len(LATENCY_BOUNDS_MS) + 1)]
     out = {}
     for r in rows:
-        out[(int(r["hour"]), *(r[c] for c in key))] = [int(r[c]) for c in (*SUMS, *buckets)]
+        cols = (*SUMS, *buckets, *CACHE_SUMS)
+        out[(int(r["hour"]), *(r[c] for c in key))] = [int(r[c]) for c in cols]
     return {k: v for k, v in out.items() if any(v)}  # a placeholder replaced leaves zeros
 
 
@@ -230,6 +234,7 @@ async def test_rollups_equal_the_ledger_after_a_sigkill_on_postgresql(tmp_path: 
             rows = _run(_fetch(name, "SELECT * FROM ledger"))
             for r in rows:
                 r["cost"], r["revenue"] = int(r["cost"]), int(r["revenue"])
+                r["saved"] = int(r["saved"])
             return rows
 
         with start():

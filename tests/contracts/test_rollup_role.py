@@ -71,7 +71,7 @@ def us(ms: float) -> int:
 
 def expected(entries: list[LedgerEntry], q: SeriesQuery) -> list[SeriesPoint]:
     sums: dict[tuple[float, str | None], list[Any]] = defaultdict(
-        lambda: [0] * 11 + [[0] * (len(LATENCY_BOUNDS_MS) + 1)]
+        lambda: [0] * 11 + [[0] * (len(LATENCY_BOUNDS_MS) + 1), 0, 0]
     )
     for e in entries:
         if not selected(e, q):
@@ -83,6 +83,8 @@ def expected(entries: list[LedgerEntry], q: SeriesQuery) -> list[SeriesPoint]:
                                us(e.latency_ms), us(e.upstream_ms)]):  # fmt: skip
             s[i] += int(v)
         s[11][bisect.bisect_left(LATENCY_BOUNDS_MS, e.latency_ms)] += 1
+        s[12] += e.saved
+        s[13] += e.cache == "miss"
     order = sorted(sums, key=lambda k: (k[0], k[1] is None, k[1] or ""))
     return [
         SeriesPoint(
@@ -100,6 +102,8 @@ def expected(entries: list[LedgerEntry], q: SeriesQuery) -> list[SeriesPoint]:
             latency_ms_sum=v[9] / 1000,
             upstream_ms_sum=v[10] / 1000,
             latency_buckets=tuple(v[11]),
+            saved=v[12],
+            cache_misses=v[13],
         )  # fmt: skip
         for (b, g), v in ((k, sums[k]) for k in order)
     ]
@@ -129,6 +133,8 @@ fields = st.fixed_dictionaries(
         "reasoning_tokens": st.integers(0, 10**6),
         "cost": st.integers(0, 10**13),
         "revenue": st.integers(0, 10**13),
+        "saved": st.integers(0, 10**13),
+        "cache": st.sampled_from([None, "hit-exact", "miss", "bypass"]),
         "latency_ms": latency,
         "upstream_ms": latency,
     }

@@ -424,7 +424,7 @@ def _paths() -> JSON:
 
 def _my_requests() -> JSON:
     """``GET /v1/me/requests``: the key's tenant's request log (``api/admin/requests.py``)."""
-    texts = ("status", "key", "user", "feature", "model", "cursor")
+    texts = ("status", "key", "user", "feature", "model", "cache", "cursor")
     params: list[JSON] = [
         {"name": "start", "in": "query", "schema": STRING,
          "description": "unix seconds or ISO 8601 (UTC when no zone is given), inclusive"},

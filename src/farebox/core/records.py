@@ -203,8 +203,9 @@ class SeriesQuery:
 @dataclass(frozen=True, slots=True)
 class SeriesPoint:
     """One bucket (and group) of a series. ``bucket``: the bucket's start in unix seconds
-    (``start`` of the query for ``all``). Money in pico-USD; latency sums in milliseconds,
-    ``latency_buckets`` one count per ``LATENCY_BOUNDS_MS`` bound plus the +inf bucket."""
+    (``start`` of the query for ``all``). Money (cost, revenue, saved) in pico-USD; latency
+    sums in milliseconds, ``latency_buckets`` one count per ``LATENCY_BOUNDS_MS`` bound plus
+    the +inf bucket."""
 
     bucket: float
     group: str | None
@@ -220,6 +221,8 @@ class SeriesPoint:
     latency_ms_sum: float = 0.0
     upstream_ms_sum: float = 0.0
     latency_buckets: tuple[int, ...] = ()
+    saved: int = 0  # what the cache's hits saved (their original requests' cost)
+    cache_misses: int = 0  # entries the response cache missed (hits: status ``cache_hit``)
 
     @property
     def margin(self) -> int:
@@ -240,6 +243,7 @@ class RequestQuery:
     user: str | None = None
     feature: str | None = None
     model: str | None = None
+    cache: str | None = None  # the entry's ``cache``: hit-exact | hit-semantic | miss | bypass
     tag: tuple[str, str] | None = None
     cursor: str | None = None
     limit: int = 50

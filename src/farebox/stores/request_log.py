@@ -38,6 +38,7 @@ COLUMN_FILTERS = (
     ("user", "user"),
     ("feature", "feature"),
     ("model", "model_served"),
+    ("cache", "cache"),
 )
 
 

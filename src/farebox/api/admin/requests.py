@@ -36,8 +36,8 @@ LIMIT_MAX = 200
 MAX_TEXT = 256  # a filter's text (key id, user, feature, model, status, a tag's name:value)
 MAX_CURSOR = 2048
 # every parameter, in the order the document lists them; ``tenant`` is the admin's only
-PARAMS = ("tenant", "start", "end", "status", "key", "user", "feature", "model", "tag", "cursor",
-          "limit")  # fmt: skip
+PARAMS = ("tenant", "start", "end", "status", "key", "user", "feature", "model", "cache", "tag",
+          "cursor", "limit")  # fmt: skip
 TENANT_PARAMS = PARAMS[1:]
 
 Text = Annotated[str | None, Query(min_length=1, max_length=MAX_TEXT)]
@@ -108,6 +108,7 @@ def request_query(values: Mapping[str, Any], tenant_id: str | None = None) -> Re
         user=_text(values, "user"),
         feature=_text(values, "feature"),
         model=_text(values, "model"),
+        cache=_text(values, "cache"),
         tag=_tag(_text(values, "tag", 2 * MAX_TEXT)),
         cursor=_text(values, "cursor", MAX_CURSOR),
         limit=_limit(values.get("limit")),
@@ -149,6 +150,8 @@ def entry_json(e: LedgerEntry) -> dict[str, Any]:
         },
         "cost_usd": format_usd(e.cost),
         "revenue_usd": format_usd(e.revenue),
+        "cache": e.cache,  # hit-exact | hit-semantic | miss | bypass, or null
+        "saved_usd": format_usd(e.saved),  # a hit's original request's cost
         "latency_ms": e.latency_ms,
         "ttft_ms": e.ttft_ms,
         "upstream_ms": e.upstream_ms,
@@ -201,6 +204,7 @@ class RequestRoutes:
         user: Text = None,
         feature: Text = None,
         model: Text = None,
+        cache: Text = None,
         tag: Annotated[
             str | None, Query(min_length=2, max_length=2 * MAX_TEXT, description="name:value")
         ] = None,  # fmt: skip
@@ -210,7 +214,7 @@ class RequestRoutes:
         """The request log, newest first: one page, filtered exactly; ``next_cursor`` (null on
         the last page) is the next page's ``cursor``."""
         given = {"tenant": tenant, "start": start, "end": end, "status": status, "key": key,
-                 "user": user, "feature": feature, "model": model, "tag": tag,
+                 "user": user, "feature": feature, "model": model, "cache": cache, "tag": tag,
                  "cursor": cursor, "limit": limit}  # fmt: skip
         return await request_log(self.services.store, request_query(given))
 

@@ -226,6 +226,10 @@ class Request:
     tokens: Tokens
     cost_usd: str
     revenue_usd: str
+    cache: str | None = strawberry.field(
+        description="How the response cache took it: hit-exact, hit-semantic, miss, bypass."
+    )
+    saved_usd: str = strawberry.field(description="A cache hit's original request's cost.")
     latency_ms: float
     ttft_ms: float | None
     upstream_ms: float

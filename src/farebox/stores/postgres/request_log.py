@@ -14,7 +14,7 @@ from farebox.core.records import LedgerEntry, RequestPage, RequestQuery
 from farebox.stores.request_log import page_of, page_statement
 from farebox.stores.sql import POSTGRES
 
-_MONEY_COLS = ("cost", "revenue")  # NUMERIC: Decimal on read, int in the entry
+_MONEY_COLS = ("cost", "revenue", "saved")  # NUMERIC: Decimal on read, int in the entry
 
 
 def _entry(row: Any) -> LedgerEntry:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from farebox.stores.postgres.rollups import cache_migration as rollups_cache_migration
 from farebox.stores.postgres.rollups import migration as rollups_migration
 
 SCHEMA_MARK = "{s}"  # replaced by the quoted schema name (str.format would trip on '{}')
@@ -206,6 +207,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE {s}.ledger ADD COLUMN cache TEXT;
     ALTER TABLE {s}.ledger ADD COLUMN saved NUMERIC(38, 0) NOT NULL DEFAULT 0;
     """,
+    # the rollups keep the cache's sums too: saved (money) and misses (stores/rollup_rows.py)
+    rollups_cache_migration(SCHEMA_MARK),
 )
 
 

@@ -17,7 +17,6 @@ import asyncpg
 import orjson
 
 from farebox.core.budgets import Hold
-from farebox.core.cache import CacheTally
 from farebox.core.records import (
     ApiKey,
     LedgerEntry,
@@ -58,7 +57,7 @@ GAP_WAIT_S = 10.0  # an outbox position missing this long was a rolled-back writ
 _JSON_DEFAULTS: dict[str, Any] = {"billing": {}, "metadata": {}, "budgets": [], "rate_limits": [],
                                    "detail": {}}  # fmt: skip
 _BOOL_COLS = {"paused", "stream"}
-_MONEY_COLS = ("cost", "revenue")
+_MONEY_COLS = ("cost", "revenue", "saved")
 
 
 def _cols(cols: Sequence[str], prefix: str = "") -> str:
@@ -401,11 +400,6 @@ class PostgresStore(SQLAccounts, PostgresReports):
 
     async def requests(self, query: RequestQuery) -> RequestPage:
         return await self.request_log.page(query)
-
-    async def cache_tallies(
-        self, tenant_id: str | None, start: float | None, end: float | None
-    ) -> list[CacheTally]:
-        return []  # TODO(ledger helper): from the rollups
 
     # budget alerts -------------------------------------------------------------------
     async def record_alert(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from farebox.stores.request_log import MAX_TAG_CHARS
+from farebox.stores.sqlite.rollups import cache_migration as rollups_cache_migration
 from farebox.stores.sqlite.rollups import migration as rollups_migration
 
 # a ledger row's metadata tags, one row per tag (a string or integer as its text, a boolean as
@@ -277,6 +278,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE ledger ADD COLUMN cache TEXT;
     ALTER TABLE ledger ADD COLUMN saved INTEGER NOT NULL DEFAULT 0;
     """,
+    # the rollups keep the cache's sums too: saved (money) and misses (stores/rollup_rows.py)
+    rollups_cache_migration(),
 )
 
 

@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 import orjson
 
 from farebox.core.budgets import Hold, HoldState
-from farebox.core.cache import CacheTally
 from farebox.core.records import (
     ApiKey,
     LedgerEntry,
@@ -523,11 +522,6 @@ class SQLiteStore(SQLAccounts, SQLiteReports):
 
     async def requests(self, query: RequestQuery) -> RequestPage:
         return await self.request_log.page(query)
-
-    async def cache_tallies(
-        self, tenant_id: str | None, start: float | None, end: float | None
-    ) -> list[CacheTally]:
-        return []  # TODO(ledger helper): from the rollups
 
     # meta --------------------------------------------------------------------------
     async def get_meta(self, name: str) -> str | None:
