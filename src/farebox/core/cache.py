@@ -197,7 +197,8 @@ class CacheUsage:
 @dataclass(frozen=True, slots=True)
 class CacheTally:
     """One tenant's cache traffic over a period, from the ledger: hits (exact and semantic),
-    misses, and what the hits' original requests cost (``saved``, pico-USD)."""
+    misses, and what the cache saved (``saved``, pico-USD: the hits' original cost, and the
+    cached items' of embeddings batches that were partly hits)."""
 
     tenant_id: str
     hits: int
@@ -224,13 +225,11 @@ def tally_entries(
             end is not None and e.started_at >= end
         ):
             continue
-        hit, miss = e.status == HIT_STATUS, e.cache == MISS
-        if hit or miss:
-            row = sums.setdefault(e.tenant_id, [0, 0, 0])
-            row[0] += hit
-            row[1] += miss
-            row[2] += e.saved if hit else 0
-    return [CacheTally(t, *sums[t]) for t in sorted(sums)]
+        row = sums.setdefault(e.tenant_id, [0, 0, 0])
+        row[0] += e.status == HIT_STATUS
+        row[1] += e.cache == MISS
+        row[2] += e.saved  # a hit's, or a partial embeddings hit's (a miss that saved)
+    return [CacheTally(t, *sums[t]) for t in sorted(sums) if sums[t][0] or sums[t][1]]
 
 
 # keys ----------------------------------------------------------------------------------------

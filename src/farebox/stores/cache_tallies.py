@@ -62,14 +62,10 @@ def tally_statement(
     hi = FOREVER[1] if end is None else end
     p = Params(dialect.numbered)
     hit = p.add(HIT_STATUS)  # first: the outer SELECT's placeholders come first in the text
-    if dialect.split_money:
-        saved = [p.add(HIT_STATUS), p.add(HIT_STATUS)]
-        saved_sql = (
-            f"SUM(CASE WHEN status = {saved[0]} THEN saved >> 32 ELSE 0 END), "
-            f"SUM(CASE WHEN status = {saved[1]} THEN saved & {SPLIT - 1} ELSE 0 END)"
-        )
+    if dialect.split_money:  # every entry's saved: a hit's, and a partial embeddings hit's
+        saved_sql = f"SUM(saved >> 32), SUM(saved & {SPLIT - 1})"
     else:
-        saved_sql = f"SUM(CASE WHEN status = {p.add(HIT_STATUS)} THEN saved ELSE 0 END)"
+        saved_sql = "SUM(saved)"
     h0 = math.ceil(lo / HOUR) * HOUR
     h1 = max(math.floor(hi / HOUR) * HOUR, h0)
     parts = []

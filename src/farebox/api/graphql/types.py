@@ -234,9 +234,6 @@ class Request:
     ttft_ms: float | None
     upstream_ms: float
     metadata: JSON
-    cache: str | None = strawberry.field(
-        default=None, description="The response cache: hit-exact, hit-semantic, miss, bypass."
-    )
 
 
 @strawberry.type(description="A page of the request log, newest first.")
