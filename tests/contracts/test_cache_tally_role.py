@@ -132,13 +132,13 @@ async def test_savings_add_up_beyond_2_63_per_tenant(store: Any) -> None:
     ]
     misses = [entry(f"m{i}", cache=MISS, started_at=T0 + i * HOUR) for i in range(3)]
     other = [
-        entry("x1", cache=BYPASS, saved=99),  # neither a hit nor a miss
+        entry("x1", cache=BYPASS, saved=99),  # not a lookup, but what it saved counts
         entry("x2", tenant_id="other", saved=5),  # no cache traffic at all: no tally
         entry("x3", tenant_id="b", cache=HIT_SEMANTIC, saved=3),  # hit-like but not a hit
     ]
     await store.append_ledger(hits + misses + other)
     (t,) = await store.cache_tallies(None, T0, T0 + 7 * DAY)
-    assert (t.tenant_id, t.hits, t.misses, t.saved) == ("acme", 5, 3, 5 * BIG + 10)
+    assert (t.tenant_id, t.hits, t.misses, t.saved) == ("acme", 5, 3, 5 * BIG + 10 + 99)
     assert t.saved > 2**63 and t.hit_rate == (5, 8)
     (t,) = await store.cache_tallies("acme", T0 + DAY, T0 + 3 * DAY)
     assert (t.hits, t.misses, t.saved) == (2, 0, 2 * BIG + 3)
