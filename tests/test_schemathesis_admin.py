@@ -147,14 +147,14 @@ def _valid_on_the_wire(case: Any, strings: dict[str, list[dict[str, Any]]]) -> b
     admin key here, and every query parameter sent is one of the operation's string
     parameters with one scalar value that its schema takes as the string sent (a boolean, a
     number or an array of one item is sent as one string, ``tenant=true``; a property set to
-    null is not sent at all)."""
+    null, or to an empty array, is not sent at all)."""
     meta = case._meta  # (``case.meta`` would revalidate the case)
     mutated = {loc for loc, info in meta.components.items() if info.mode.is_negative}
     if not mutated <= {ParameterLocation.QUERY, ParameterLocation.HEADER}:
         return False
     for name, value in (case.query or {}).items():
         one = value[0] if isinstance(value, list) and len(value) == 1 else value
-        if one is None:
+        if one is None or one == []:  # not sent at all (``'': []`` sends nothing)
             continue
         if name not in strings or isinstance(one, list | dict):
             return False

@@ -26,6 +26,8 @@ DEMO_PLANS: dict[str, Any] = {
         "models": ["gpt-4o*", "gpt-4.1*", "claude-*", "o4-mini", "text-embedding-*", "smart"],
         "max_tokens": 4096,
         "pricing": {"markup": "1.3", "monthly_fee_usd": "49"},
+        # a repeated question is answered from the tenant's own cache, at half its price
+        "cache": {"mode": "exact", "hit_price": "0.5"},
     },
     "enterprise": {"models": ["*"], "pricing": {"markup": "1.2", "monthly_fee_usd": "2000"}},
 }

@@ -52,6 +52,8 @@ def point_json(p: SeriesPoint, tz: ZoneInfo) -> dict[str, Any]:
         "cost_usd": format_usd(p.cost),
         "revenue_usd": format_usd(p.revenue),
         "margin_usd": format_usd(p.margin),
+        "saved_usd": format_usd(p.saved),  # what the response cache saved
+        "cache_misses": p.cache_misses,
         "latency_ms_sum": p.latency_ms_sum,
         "upstream_ms_sum": p.upstream_ms_sum,
         "latency_buckets": list(p.latency_buckets),

@@ -51,6 +51,8 @@ def point(p: records.SeriesPoint, zone: tzinfo) -> t.SeriesPoint:
         cost_usd=format_usd(p.cost),
         revenue_usd=format_usd(p.revenue),
         margin_usd=format_usd(p.margin),
+        saved_usd=format_usd(p.saved),
+        cache_misses=t.BigInt(p.cache_misses),
     )
 
 

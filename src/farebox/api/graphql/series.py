@@ -96,6 +96,8 @@ def add(a: SeriesPoint, b: SeriesPoint) -> SeriesPoint:
         revenue=a.revenue + b.revenue,
         latency_ms_sum=a.latency_ms_sum + b.latency_ms_sum,
         upstream_ms_sum=a.upstream_ms_sum + b.upstream_ms_sum,
+        saved=a.saved + b.saved,
+        cache_misses=a.cache_misses + b.cache_misses,
         latency_buckets=(),
     )
 
@@ -150,6 +152,8 @@ def entry_point(e: LedgerEntry, bucket: float, group: str | None) -> SeriesPoint
         revenue=e.revenue,
         latency_ms_sum=e.latency_ms,
         upstream_ms_sum=e.upstream_ms,
+        saved=e.saved,
+        cache_misses=1 if e.cache == "miss" else 0,
     )
 
 

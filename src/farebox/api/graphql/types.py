@@ -113,6 +113,8 @@ class SeriesPoint:
     cost_usd: str
     revenue_usd: str
     margin_usd: str
+    saved_usd: str = strawberry.field(description="What the response cache saved.")
+    cache_misses: BigInt = strawberry.field(description="Response cache lookups that missed.")
 
 
 @strawberry.type
