@@ -27,7 +27,7 @@ from farebox.gateway.admission import Admission, Budgets, scope_of
 from farebox.gateway.budget_scope import Scope
 from farebox.gateway.cache_embed import EmbedBatch, hit_embeddings
 from farebox.gateway.cache_replay import completion_for, hit_body, replay, shown_entry
-from farebox.gateway.call import Call, openai_user, placeholder
+from farebox.gateway.call import Call, cache_status, call_entry, placeholder
 from farebox.gateway.counting import COUNTED_UNITS
 from farebox.gateway.metering import UNLIMITED, Metering
 from farebox.gateway.rate_limits import RateLimits
@@ -161,14 +161,9 @@ class CacheHits:
 def hit_entry(call: Call, model: str, provider: str, revenue: int, saved: int,
               finished_at: float, **extra: Any) -> LedgerEntry:  # fmt: skip
     """A hit's ledger entry: no tokens, cost 0, ``saved`` and ``revenue`` as given."""
-    who = call.principal
-    return LedgerEntry(
-        request_id=call.request_id, tenant_id=who.tenant.id, key_id=who.key.id,
-        endpoint=call.endpoint, model_requested=call.model, model_served=model,
-        provider=provider, status=HIT_STATUS, http_status=200, started_at=call.started_wall,
-        finished_at=finished_at, user=who.user or openai_user(call.body), feature=who.feature,
-        metadata=who.metadata, stream=bool(call.body.get("stream")),
-        revenue=revenue, latency_ms=(time.perf_counter() - call.started) * 1000,
-        reservation_id=call.reservation_id,
-        cache=call.cache.status if call.cache is not None else None, saved=saved, **extra,
+    return call_entry(
+        call, model, provider, HIT_STATUS, 200, finished_at,
+        metadata=call.principal.metadata, revenue=revenue,
+        latency_ms=(time.perf_counter() - call.started) * 1000,
+        reservation_id=call.reservation_id, cache=cache_status(call), saved=saved, **extra,
     )  # fmt: skip

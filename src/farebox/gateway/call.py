@@ -115,28 +115,19 @@ def entry(
 ) -> LedgerEntry:
     """The ledger entry for ``call`` served (or not) by ``target`` with ``usage``."""
     price = cost(usage, target.price)
-    principal = call.principal
     fields: dict[str, Any] = {
-        "metadata": principal.metadata,
+        "metadata": call.principal.metadata,
         "reservation_id": call.reservation_id,
-        "cache": call.cache.status if call.cache is not None else None,
+        "cache": cache_status(call),
         **extra,
     }
-    return LedgerEntry(
-        request_id=call.request_id,
-        tenant_id=principal.tenant.id,
-        key_id=principal.key.id,
-        endpoint=call.endpoint,
-        model_requested=call.model,
-        model_served=target.model,
-        provider=target.provider,
-        status=status,
-        http_status=http_status,
-        started_at=call.started_wall,
-        finished_at=finished_at,
-        user=principal.user or openai_user(call.body),
-        feature=principal.feature,
-        stream=bool(call.body.get("stream")),
+    return call_entry(
+        call,
+        target.model,
+        target.provider,
+        status,
+        http_status,
+        finished_at,
         input_tokens=usage.input_tokens,
         cached_input_tokens=usage.cached_input_tokens,
         cache_write_5m_tokens=usage.cache_write_5m_tokens,
@@ -149,6 +140,42 @@ def entry(
         upstream_ms=upstream_ms,
         **fields,
     )
+
+
+def call_entry(
+    call: Call,
+    model_served: str,
+    provider: str,
+    status: str,
+    http_status: int,
+    finished_at: float,
+    **fields: Any,
+) -> LedgerEntry:
+    """A ledger entry of ``call``: who asked what, when, and who served it (``entry``,
+    ``placeholder`` and a cache hit's all start here); ``fields``: the rest of the entry."""
+    who = call.principal
+    return LedgerEntry(
+        request_id=call.request_id,
+        tenant_id=who.tenant.id,
+        key_id=who.key.id,
+        endpoint=call.endpoint,
+        model_requested=call.model,
+        model_served=model_served,
+        provider=provider,
+        status=status,
+        http_status=http_status,
+        started_at=call.started_wall,
+        finished_at=finished_at,
+        user=who.user or openai_user(call.body),
+        feature=who.feature,
+        stream=bool(call.body.get("stream")),
+        **fields,
+    )
+
+
+def cache_status(call: Call) -> str | None:
+    """The entry's ``cache`` field: what the response cache did with ``call`` (None: off)."""
+    return call.cache.status if call.cache is not None else None
 
 
 def replace(entry: LedgerEntry, **changes: Any) -> LedgerEntry:
@@ -167,23 +194,14 @@ def with_ttft(entry: LedgerEntry, meter: StreamMeter) -> LedgerEntry:
 
 def placeholder(call: Call, target: Target, rid: str, amount: int) -> LedgerEntry:
     """The ``unsettled`` entry a reclaimed lease leaves behind (no usage is known)."""
-    who = call.principal
-    return LedgerEntry(
-        request_id=call.request_id,
-        tenant_id=who.tenant.id,
-        key_id=who.key.id,
-        endpoint=call.endpoint,
-        model_requested=call.model,
-        model_served=target.model,
-        provider=target.provider,
-        status="unsettled",
-        http_status=0,
-        started_at=call.started_wall,
-        finished_at=call.started_wall,
-        user=who.user or openai_user(call.body),
-        feature=who.feature,
-        metadata={**who.metadata, "reserved_usd": format_usd(amount)},
-        stream=bool(call.body.get("stream")),
+    return call_entry(
+        call,
+        target.model,
+        target.provider,
+        "unsettled",
+        0,
+        call.started_wall,
+        metadata={**call.principal.metadata, "reserved_usd": format_usd(amount)},
         error_code="lease_expired",
         reservation_id=rid,
     )
