@@ -176,6 +176,14 @@ class CachedAnswer:
         return now < self.expires_at
 
 
+def storable(
+    answers: Iterable[CachedAnswer], limits: CacheLimits, now: float
+) -> list[CachedAnswer]:
+    """The ``answers`` a store's ``put`` keeps: those live at ``now`` and no larger than
+    ``limits.max_bytes``."""
+    return [a for a in answers if a.size <= limits.max_bytes and a.live(now)]
+
+
 @dataclass(frozen=True, slots=True)
 class Neighbour:
     """The nearest cached question in a semantic context: its entry's key, the cosine

@@ -23,6 +23,7 @@ from farebox.core.cache import (
     Neighbour,
     Partition,
     client_namespace,
+    storable,
 )
 from farebox.stores.vectors import VectorMatrix
 
@@ -103,7 +104,7 @@ class MemoryCache:
         limits: CacheLimits,
         now: float,
     ) -> None:
-        fits = [a for a in answers if a.size <= limits.max_bytes and now < a.expires_at]
+        fits = storable(answers, limits, now)
         if not fits:
             return
         tenant = self._tenants.get(partition.tenant)

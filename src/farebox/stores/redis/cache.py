@@ -38,6 +38,7 @@ from farebox.core.cache import (
     Neighbour,
     Partition,
     client_namespace,
+    storable,
 )
 from farebox.errors import CacheUnavailable
 from farebox.stores.redis import cache_lua as lua
@@ -199,9 +200,7 @@ class RedisCache:
         now: float,
     ) -> None:
         args: list[str | bytes] = []
-        for a in answers:
-            if a.size > limits.max_bytes or not a.live(now):
-                continue
+        for a in storable(answers, limits, now):
             aad = entry_aad(partition.tenant, partition.namespace, a.key)
             blob = self._cipher.seal(partition.tenant, aad, pack_answer(a))
             px = max(1, math.ceil((a.expires_at - now) * 1000))
