@@ -203,6 +203,11 @@ def running(
         server.stop()
 
 
+def serve_args(config: Path, port: int, *more: str) -> list[str]:
+    """``farebox serve`` on ``port`` of the loopback with ``config`` (``more``: other flags)."""
+    return ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), *more]
+
+
 @contextlib.contextmanager
 def serve(
     config: Path,
@@ -213,8 +218,7 @@ def serve(
 ) -> Iterator[ServerProcess]:
     """``farebox serve --config CONFIG`` on a loopback port, ready when yielded."""
     port = port if port is not None else free_port()
-    args = ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
-    with running(args, cwd=cwd, env=child_env(admin_key), port=port) as server:
+    with running(serve_args(config, port), cwd=cwd, env=child_env(admin_key), port=port) as server:
         yield server
 
 

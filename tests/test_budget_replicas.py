@@ -121,7 +121,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
             secret=secrets.token_hex(32),
         )  # fmt: skip
     finally:
-        prefix = asyncio.run(_stored_prefix(dsn))
+        prefix = asyncio.run(stored_prefix(dsn))
         if prefix is not None:  # remove this test's keys only: other runs may share the db
             for pattern in (f"{{{prefix}}}:*", f"{{{prefix}/t/*"):  # and tenant slots' (issue 18)
                 for key in client.scan_iter(match=pattern, count=1000):
@@ -146,7 +146,7 @@ def _cluster_backend(cluster: Any) -> Iterator[Backend]:
     try:
         yield Backend(database=dsn, redis=cluster.config, secret=secrets.token_hex(32))
     finally:
-        prefix = asyncio.run(_stored_prefix(dsn))
+        prefix = asyncio.run(stored_prefix(dsn))
         if prefix is not None:
             for pattern in (f"{{{prefix}}}:*", f"{{{prefix}/t/*"):  # and tenant slots'
                 for key in client.scan_iter(match=pattern, count=1000):
@@ -165,7 +165,7 @@ async def _admin_sql(sql: str) -> None:
         await conn.close()
 
 
-async def _stored_prefix(dsn: str) -> str | None:
+async def stored_prefix(dsn: str) -> str | None:
     """The Redis prefix the gateway chose for this database (``None`` if it never started)."""
     import asyncpg
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,10 +56,11 @@ from tests.e2e import (
     free_port,
     ledger_rows,
     running,
+    serve_args,
     write_config,
 )
 from tests.tcp_proxy import LoopThread
-from tests.test_budget_replicas import Backend, backend  # noqa: F401  (a fixture)
+from tests.test_budget_replicas import Backend, backend, stored_prefix  # noqa: F401  (a fixture)
 
 UPSTREAM_ENV = {"ECHO_UPSTREAM_KEY": "sk-echo"}
 NAMESPACES = (None, "n1", "n2")
@@ -110,20 +111,30 @@ class InProcess:
                 for e in await self.gw.ledger()]  # fmt: skip
 
 
-async def test_one_process_keeps_every_partition_apart(make_gateway: Any) -> None:
+@asynccontextmanager
+async def in_process(make_gateway: Any) -> AsyncIterator[tuple[InProcess, Gateways, Attack]]:
+    """A gateway in this process on the echo upstream, and a strict attack on it."""
     async with EchoUpstream() as upstream:
         config = {**echo_config(upstream.base_url), "plans": PLANS, "cache": CACHE}
         async with make_gateway(config, env=UPSTREAM_ENV) as gw:
             here = InProcess(gw, upstream)
             gateways = Gateways(gw.client, ["http://gateway"])
-            attack = Attack(gateways, strict=True, settle=stored_settle(gateways, here.admin))
-            for plan in ("exact", "semantic"):
-                names = tenant_names(plan)
-                parts = parts_for(await here.keys(plan, names), names)
-                await run_attack(attack, parts, semantic=plan == "semantic")
-            await purge_one_namespace(attack, here.admin, parts_for_plan(gateways, "exact"))
-            verdicts = check_isolation(gateways.seen, upstream.chat_calls())
-            check_ledger_hits(await here.ledger_rows(), hits_per_tenant(gateways.seen))
+            yield (
+                here,
+                gateways,
+                Attack(gateways, strict=True, settle=stored_settle(gateways, here.admin)),
+            )
+
+
+async def test_one_process_keeps_every_partition_apart(make_gateway: Any) -> None:
+    async with in_process(make_gateway) as (here, gateways, attack):
+        for plan in ("exact", "semantic"):
+            names = tenant_names(plan)
+            parts = parts_for(await here.keys(plan, names), names)
+            await run_attack(attack, parts, semantic=plan == "semantic")
+        await purge_one_namespace(attack, here.admin, parts_for_plan(gateways, "exact"))
+        verdicts = check_isolation(gateways.seen, here.upstream.chat_calls())
+        check_ledger_hits(await here.ledger_rows(), hits_per_tenant(gateways.seen))
     semantic_hits = sum(v[HIT_SEMANTIC] for v in verdicts.values())
     assert semantic_hits > 0, verdicts  # the near-identical wordings did reach the semantic path
     assert all(v[HIT_SEMANTIC] == 0 for p, v in verdicts.items() if "-exact" in str(p)), verdicts
@@ -140,22 +151,18 @@ def parts_for_plan(gateways: Gateways, plan: str) -> list[Part]:
 
 async def test_users_and_keys_partition_one_tenant(make_gateway: Any) -> None:
     """``partition: user`` keeps one tenant's users apart, ``partition: key`` its keys."""
-    async with EchoUpstream() as upstream:
-        config = {**echo_config(upstream.base_url), "plans": PLANS, "cache": CACHE}
-        async with make_gateway(config, env=UPSTREAM_ENV) as gw:
-            here = InProcess(gw, upstream)
-            gateways = Gateways(gw.client, ["http://gateway"])
-            attack = Attack(gateways, strict=True, settle=stored_settle(gateways, here.admin))
-            user_key = await gw.tenant_key("users", "by-user")
-            users = [Part("users", user_key, user=u, label=("users", u)) for u in ("u1", "u2")]
-            await gw.tenant("keys", "by-key")
-            keys = [await gw.key("keys") for _ in range(2)]
-            by_key = [Part("keys", k, label=("keys", n)) for n, k in enumerate(keys)]
-            for parts in (users, by_key):
-                await attack.sequential(parts, semantic=False)
-            await attack.concurrent([*users, *by_key])
-            verdicts = check_isolation(gateways.seen, upstream.chat_calls())
-            check_ledger_hits(await here.ledger_rows(), hits_per_tenant(gateways.seen))
+    async with in_process(make_gateway) as (here, gateways, attack):
+        gw = here.gw
+        user_key = await gw.tenant_key("users", "by-user")
+        users = [Part("users", user_key, user=u, label=("users", u)) for u in ("u1", "u2")]
+        await gw.tenant("keys", "by-key")
+        keys = [await gw.key("keys") for _ in range(2)]
+        by_key = [Part("keys", k, label=("keys", n)) for n, k in enumerate(keys)]
+        for parts in (users, by_key):
+            await attack.sequential(parts, semantic=False)
+        await attack.concurrent([*users, *by_key])
+        verdicts = check_isolation(gateways.seen, here.upstream.chat_calls())
+        check_ledger_hits(await here.ledger_rows(), hits_per_tenant(gateways.seen))
     assert all(v[HIT_EXACT] > 0 for v in verdicts.values()), verdicts
 
 
@@ -173,10 +180,6 @@ def echo() -> Iterator[EchoUpstream]:
     finally:
         loop.run(upstream.close())
         loop.close()
-
-
-def serve_args(config: Path, port: int, *extra: str) -> list[str]:
-    return ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), *extra]
 
 
 def provision(url: str, plan_tenants: dict[str, tuple[str, str, str]]) -> dict[str, list[Part]]:
@@ -227,18 +230,6 @@ async def pg_ledger(database: str) -> list[dict[str, Any]]:
     finally:
         await conn.close()
     return [dict(r) for r in rows]
-
-
-async def redis_prefix(database: str) -> str:
-    import asyncpg
-
-    conn = await asyncpg.connect(database)
-    try:
-        value = await conn.fetchval("SELECT value FROM public.meta WHERE name = 'redis_prefix'")
-    finally:
-        await conn.close()
-    assert value, "the gateway chose no Redis prefix"
-    return str(value)
 
 
 def redis_plaintext(redis_url: str, prefix: str, secrets: set[str]) -> tuple[int, list[str]]:
@@ -311,7 +302,8 @@ async def test_two_replicas_share_the_cache_and_keep_partitions_apart(
             for port in (free_port(), free_port())
         ]
         parts = provision(urls[0], plan_tenants)
-        prefix = await redis_prefix(backend.database)
+        prefix = await stored_prefix(backend.database)
+        assert prefix, "the gateway chose no Redis prefix"
         stack.callback(drop_cache_keys, backend.redis, prefix)  # after the replicas stop
         async with httpx.AsyncClient(timeout=60.0) as client:
 
