@@ -3,6 +3,7 @@ same text and a usage chunk; in process, and end to end against the real ``fareb
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,26 +44,33 @@ async def anthropic_stream(client: anthropic.AsyncAnthropic) -> tuple[str, Any, 
     return text, final.usage, header
 
 
+async def miss_then_hit(
+    gw: Any, stream: Callable[[], Awaitable[tuple[str, Any, str]]]
+) -> tuple[Any, Any]:
+    """Stream the question twice: a miss, then (once it is stored) a hit of the same text;
+    the two usages."""
+    text, usage, header = await stream()
+    await settled(gw)
+    assert header == MISS and text
+    again, cached_usage, header = await stream()
+    assert header == HIT_EXACT and again == text
+    return usage, cached_usage
+
+
 async def test_sdks_stream_a_cached_answer_in_process(make_gateway: Any) -> None:
     mock = CountingMock()
     async with make_gateway(config(), providers={"sim": mock}) as gw:
         key = await gw.tenant_key("acme", plan="cached")
         oai = openai.AsyncOpenAI(api_key=key, base_url="http://gateway/v1",
                                  http_client=_http(gw), max_retries=0)  # fmt: skip
-        text, usage, header = await openai_stream(oai)
-        await settled(gw)
-        assert header == MISS and text and usage.completion_tokens > 0
-        again, cached_usage, header = await openai_stream(oai)
-        assert header == HIT_EXACT and again == text
+        usage, cached_usage = await miss_then_hit(gw, lambda: openai_stream(oai))
+        assert usage.completion_tokens > 0
         assert cached_usage.completion_tokens == usage.completion_tokens
         assert (cached_usage.model_extra or {})["farebox_cost_usd"] == "0.00"
         claude = anthropic.AsyncAnthropic(api_key=key, base_url="http://gateway",
                                           http_client=_http(gw), max_retries=0)  # fmt: skip
-        text, usage, header = await anthropic_stream(claude)
-        await settled(gw)
-        assert header == MISS and text and usage.output_tokens > 0
-        again, cached_usage, header = await anthropic_stream(claude)
-        assert header == HIT_EXACT and again == text
+        usage, cached_usage = await miss_then_hit(gw, lambda: anthropic_stream(claude))
+        assert usage.output_tokens > 0
         assert cached_usage.output_tokens == usage.output_tokens
         assert cached_usage.input_tokens == usage.input_tokens
         assert mock.chats == 2
