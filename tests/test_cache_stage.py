@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from farebox.core.cache import BYPASS, HIT_EXACT, HIT_STATUS, MISS
 from tests.cache_gateway import (
     MODEL,
@@ -136,16 +138,24 @@ async def test_namespaces_and_plan_partitions_keep_entries_apart(make_gateway: A
         assert mock.chats == 11
 
 
+async def answered_then_hit(
+    gw: Any, key: str, body: dict[str, Any], path: str
+) -> tuple[httpx.Response, httpx.Response]:
+    """POST ``body`` to ``path`` twice: answered, then an exact hit; the two responses."""
+    first = await post(gw, key, body, path)
+    assert first.status_code == 200, first.text
+    hit = await post(gw, key, body, path)
+    assert hit.headers["x-farebox-cache"] == HIT_EXACT
+    return first, hit
+
+
 async def test_anthropic_messages_hit_in_their_own_format(make_gateway: Any) -> None:
     mock = CountingMock()
     body = {"model": MODEL, "max_tokens": 64, "system": "Be brief.",
             "messages": [{"role": "user", "content": "Name a colour."}]}  # fmt: skip
     async with make_gateway(config(), providers={"sim": mock}) as gw:
         key = await gw.tenant_key("acme", plan="cached")
-        first = await post(gw, key, body, "/v1/messages")
-        assert first.status_code == 200, first.text
-        hit = await post(gw, key, body, "/v1/messages")
-        assert hit.headers["x-farebox-cache"] == HIT_EXACT
+        first, hit = await answered_then_hit(gw, key, body, "/v1/messages")
         assert hit.json()["type"] == "message" and hit.json()["content"] == first.json()["content"]
         assert hit.json()["id"] != first.json()["id"]
         assert hit.json()["usage"]["output_tokens"] == first.json()["usage"]["output_tokens"]
@@ -166,10 +176,8 @@ async def test_responses_hit_and_continuations_key_on_the_whole_conversation(
     mock = CountingMock()
     async with make_gateway(config(), providers={"sim": mock}) as gw:
         key = await gw.tenant_key("acme", plan="cached")
-        first = await post(gw, key, {"model": MODEL, "input": "Tell me a fact."}, "/v1/responses")
-        assert first.status_code == 200, first.text
-        hit = await post(gw, key, {"model": MODEL, "input": "Tell me a fact."}, "/v1/responses")
-        assert hit.headers["x-farebox-cache"] == HIT_EXACT
+        fact = {"model": MODEL, "input": "Tell me a fact."}
+        first, hit = await answered_then_hit(gw, key, fact, "/v1/responses")
         assert hit.json()["output"][0]["content"] == first.json()["output"][0]["content"]
         assert hit.json()["usage"]["farebox_cost_usd"] == "0.00"
         assert hit.json()["id"] != first.json()["id"]
@@ -242,10 +250,7 @@ async def test_legacy_completions_hit_whole_and_streamed(make_gateway: Any) -> N
     body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 30}
     async with make_gateway(config(), providers={"sim": mock}) as gw:
         key = await gw.tenant_key("acme", plan="cached")
-        first = await post(gw, key, body, "/v1/completions")
-        assert first.status_code == 200, first.text
-        hit = await post(gw, key, body, "/v1/completions")
-        assert hit.headers["x-farebox-cache"] == HIT_EXACT
+        first, hit = await answered_then_hit(gw, key, body, "/v1/completions")
         assert hit.json()["choices"][0]["text"] == first.json()["choices"][0]["text"]
         streamed = await post(gw, key, {**body, "stream": True}, "/v1/completions")
         assert streamed.headers["x-farebox-cache"] == HIT_EXACT
