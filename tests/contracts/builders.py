@@ -1,9 +1,10 @@
 """Records for the store contracts (and the tests that drive a store directly): tenants, keys,
-ledger entries, holds, reservations and their settlements."""
+ledger entries, holds, reservations and their settlements; and ``play_ledger``, drawn ledger
+writes as the gateway makes them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from farebox.core.budgets import Hold, HoldState
@@ -72,3 +73,40 @@ async def state(store: Any, h: Hold) -> tuple[int, int, int]:
     (s,) = await store.budget_states([h])
     assert isinstance(s, HoldState)
     return s.used, s.reserved, s.limit
+
+
+async def play_ledger(
+    store: Any,
+    run: int,
+    ops: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    repeat: Callable[[dict[str, Any]], dict[str, Any]],
+    stub: Mapping[str, Any],
+) -> None:
+    """Each operation (a kind, the entry's fields) as the gateway would do it: a batch entry
+    (``append``), a retry of an earlier one (``repeat``: its fields changed by ``repeat``;
+    ignored), a ``placeholder`` (``stub`` over the fields) later replaced by its real entry, or
+    a ``lease`` that expires, is reclaimed (its placeholder written) and then settles late
+    (replacing it). Request ids are ``r<run>-<n>``."""
+    written: list[LedgerEntry] = []
+    leases = hasattr(store, "reserve")
+    for n, (kind, f) in enumerate(ops):
+        rid = f"r{run}-{n}"
+        if kind == "repeat" and written:
+            again = written[n % len(written)]
+            await store.append_ledger([entry(again.request_id, **{**f, **repeat(f)})])
+        elif kind == "lease" and leases:
+            res = reservation(rid, 1, [hold(f"t:{rid}", 10**15)], tenant=f["tenant_id"])
+            assert (await store.reserve(res)).ok
+            await store.reclaim_expired(T0 + 120)  # its placeholder is written
+            if n % 3:  # settles late; else stays a placeholder
+                late = {k: v for k, v in f.items() if k != "cost"}
+                await store.append_ledger([settlement(rid, f["cost"], **late)])
+        elif kind == "placeholder":
+            placeholder = {**f, "status": "unsettled", "http_status": 0, **stub}
+            await store.append_ledger([entry(rid, **placeholder)])
+            if n % 2:  # a real entry of the same request (replaces it where the store does)
+                await store.append_ledger([entry(rid, **f)])
+        else:
+            written.append(entry(rid, **f))
+            await store.append_ledger([written[-1]])

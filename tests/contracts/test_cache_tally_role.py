@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from farebox.core.cache import BYPASS, HIT_EXACT, HIT_SEMANTIC, HIT_STATUS, MISS, tally_entries
-from farebox.core.records import LedgerEntry, SeriesQuery
+from farebox.core.records import SeriesQuery
 from tests.contracts.backends import CLUSTER, EVERY
-from tests.contracts.builders import DAY, T0, entry, hold, reservation, settlement
+from tests.contracts.builders import DAY, T0, entry, play_ledger
 
 BACKENDS = tuple(n for n in EVERY if n != CLUSTER)
 HOUR = 3600
@@ -80,32 +80,13 @@ def realised(base: float, n: int, kind: str, f: dict[str, Any], bigs: set[int]) 
 
 
 async def play(store: Any, run: int, base: float, ops: list[tuple[str, dict[str, Any]]]) -> None:
-    """Each operation as the gateway would do it (``test_rollup_role.play``): a batch entry,
-    a repeat of an earlier request id (ignored), a placeholder (a miss, say) replaced by its
-    real entry, or a lease reclaimed (its placeholder written) then settled late."""
-    written: list[LedgerEntry] = []
+    """Each operation as the gateway would do it (``builders.play_ledger``): a batch entry,
+    a repeat of an earlier request id (a miss, ignored), a placeholder (a miss, say) replaced
+    by its real entry, or a lease reclaimed (its placeholder written) then settled late."""
     bigs: set[int] = set()
-    leases = hasattr(store, "reserve")
-    for n, (kind, drawn) in enumerate(ops):
-        rid, f = f"r{run}-{n}", realised(base, n, kind, drawn, bigs)
-        if kind == "repeat" and written:
-            again = written[n % len(written)]
-            await store.append_ledger([entry(again.request_id, **{**f, "cache": MISS})])
-        elif kind == "lease" and leases:
-            res = reservation(rid, 1, [hold(f"t:{rid}", 10**15)], tenant=f["tenant_id"])
-            assert (await store.reserve(res)).ok
-            await store.reclaim_expired(T0 + 120)  # its placeholder is written
-            if n % 3:  # settles late; else stays a placeholder
-                late = {k: v for k, v in f.items() if k != "cost"}
-                await store.append_ledger([settlement(rid, f["cost"], **late)])
-        elif kind == "placeholder":
-            stub = {**f, "status": "unsettled", "http_status": 0, "cache": MISS, "saved": 7}
-            await store.append_ledger([entry(rid, **stub)])
-            if n % 2:  # the real entry of the same request (replaces it where the store does)
-                await store.append_ledger([entry(rid, **f)])
-        else:
-            written.append(entry(rid, **f))
-            await store.append_ledger([written[-1]])
+    realised_ops = [(kind, realised(base, n, kind, f, bigs)) for n, (kind, f) in enumerate(ops)]
+    stub = {"cache": MISS, "saved": 7}
+    await play_ledger(store, run, realised_ops, repeat=lambda f: {"cache": MISS}, stub=stub)
 
 
 @given(ops=st.lists(operation, max_size=24), asked=st.lists(window, min_size=1, max_size=4))

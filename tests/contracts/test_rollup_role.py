@@ -27,7 +27,7 @@ from farebox.errors import InvalidRequest
 from farebox.stores import rollup_rows
 from farebox.stores.memory.rollups import MemoryReports
 from tests.contracts.backends import EVERY
-from tests.contracts.builders import DAY, T0, entry, hold, reservation, settlement
+from tests.contracts.builders import DAY, T0, entry, hold, play_ledger, reservation, settlement
 
 BACKENDS = EVERY
 HOUR = 3600
@@ -158,32 +158,9 @@ queries = st.builds(
 
 
 async def play(store: Any, run: int, ops: list[tuple[str, dict[str, Any]]]) -> None:
-    """Each operation as the gateway would do it: a batch entry, a retry of an earlier one
-    (ignored), a placeholder later replaced by its real entry, or a lease that expires, is
-    reclaimed (its placeholder written) and then settles late (replacing it)."""
-    written: list[LedgerEntry] = []
-    leases = hasattr(store, "reserve")
-    for n, (kind, f) in enumerate(ops):
-        rid = f"r{run}-{n}"
-        if kind == "repeat" and written:
-            again = written[n % len(written)]
-            await store.append_ledger([entry(again.request_id, **{**f, "cost": f["cost"] + 1})])
-        elif kind == "lease" and leases:
-            h = hold(f"t:{rid}", 10**15)
-            res = reservation(rid, 1, [h], tenant=f["tenant_id"])
-            assert (await store.reserve(res)).ok
-            await store.reclaim_expired(T0 + 120)  # its placeholder is written
-            if n % 3:  # settles late; else stays a placeholder
-                late = {k: v for k, v in f.items() if k != "cost"}
-                await store.append_ledger([settlement(rid, f["cost"], **late)])
-        elif kind == "placeholder":
-            stub = {**f, "status": "unsettled", "http_status": 0, "cost": 0}
-            await store.append_ledger([entry(rid, **stub)])
-            if n % 2:  # a real entry of the same request (replaces it where the store does)
-                await store.append_ledger([entry(rid, **f)])
-        else:
-            written.append(entry(rid, **f))
-            await store.append_ledger([written[-1]])
+    """The operations as the gateway would do them (``play_ledger``): a retry costs more
+    (and is ignored), a placeholder costs 0."""
+    await play_ledger(store, run, ops, repeat=lambda f: {"cost": f["cost"] + 1}, stub={"cost": 0})
 
 
 @given(ops=st.lists(operation, max_size=14), asked=st.lists(queries, min_size=1, max_size=4))
