@@ -27,23 +27,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import os
-import platform
 import secrets
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bench import cache_report as report
 from bench.cache_setup import CacheGateway, chat, prompts
 from bench.gateway import GatewayError, http
 from bench.load import Endpoint, Job, JobResult, LoadWorker
-from bench.procs import CpuPlan, loop_name, plan_cpus, rss_mib
-from bench.run import _exit_on_sigterm, log
-from bench.upstream import Upstream, UpstreamOptions
+from bench.procs import CpuPlan, plan_cpus, rss_mib
+from bench.run import _exit_on_sigterm, finish, load_worker, log, machine_meta, mock_upstream
 
 HIT_PROMPTS = 32  # the stored prompts of the c=64 mix
 NEW_PER_S = 8000  # new prompts made per second of c=64 load (half the requests of 16,000/s)
@@ -240,18 +236,14 @@ def run(opts: CacheOptions) -> int:
             log(results.error)
     results.meta["seconds"] = round(time.monotonic() - started, 1)
     results.meta["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    return _finish(opts, results)
+    return finish(report, results, opts.output)
 
 
 def _start(
     opts: CacheOptions, plan: CpuPlan, results: report.CacheResults, stack: contextlib.ExitStack
 ) -> Bench:
-    key = "sk-bench-" + secrets.token_hex(8)
-    upstream = Upstream(UpstreamOptions(api_key=key), plan.helpers)
-    stack.callback(upstream.stop)
-    upstream.start()
-    loader = LoadWorker(plan.helpers).start()
-    stack.callback(loader.stop)
+    upstream, key = mock_upstream(plan, stack)
+    loader = load_worker(plan, stack)
     gateway = CacheGateway(upstream.base_url, key, 1, plan.gateway, opts.keep_tmp)
     stack.callback(gateway.stop)
     try:
@@ -270,25 +262,11 @@ def _start(
 
 def _meta(opts: CacheOptions, plan: CpuPlan) -> dict[str, Any]:
     return {
-        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": len(os.sched_getaffinity(0)),
-        "loop": loop_name(),
-        "pinning": plan.describe(),
+        **machine_meta(plan),
         # other work on the machine moves every number here: the 1, 5, 15 min load averages
         "load_average_before": [round(x, 2) for x in os.getloadavg()],
         "options": dataclasses.asdict(opts),
     }
-
-
-def _finish(opts: CacheOptions, results: report.CacheResults) -> int:
-    verdicts = report.checks(results)
-    print(report.render(results, verdicts))
-    doc = report.to_json(results, verdicts)
-    path = report.write_json(doc, Path(opts.output) if opts.output else report.RESULTS_PATH)
-    print(f"\nresults written to {path}")
-    return 1 if any(c.status == "FAIL" for c in verdicts) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -47,7 +46,7 @@ from bench.report_data import (
     sqlite_store,
     stores_yaml,
 )
-from bench.upstream import Upstream, UpstreamOptions
+from bench.run import load_worker, mock_upstream
 
 RESULTS = Path(__file__).parent / "results" / "reports-beside-traffic.json"
 REPORT_S, REPORT_MIB, LOSS_PCT = 1.0, 200.0, 10.0  # the acceptance's limits
@@ -222,12 +221,8 @@ def verdicts(base: dict[str, Any], loaded: dict[str, Any], runs: list[ReportRun]
 def measure(opts: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]:
     month, start, end = month_range(opts.month)
     plan = plan_cpus(opts.pin, 1, external_gateway=False)
-    key = "sk-bench-" + secrets.token_hex(8)
-    upstream = Upstream(UpstreamOptions(api_key=key), plan.helpers)
-    stack.callback(upstream.stop)
-    upstream.start()
-    loader = LoadWorker(plan.helpers).start()
-    stack.callback(loader.stop)
+    upstream, key = mock_upstream(plan, stack)
+    loader = load_worker(plan, stack)
     shape = Shape(opts.tenants, opts.entries, start, end)
     mode = SERVER_LINES[opts.mode]
 

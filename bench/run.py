@@ -61,42 +61,67 @@ def run(opts: Options) -> int:
     results = report.Results(meta=_meta(opts, plan), plan=plan, skip_gateway=opts.upstream_only)
     with contextlib.ExitStack() as stack:
         upstream_url, upstream_key = _upstream(opts, plan, stack)
-        loader = LoadWorker(plan.helpers).start()
-        stack.callback(loader.stop)
+        loader = load_worker(plan, stack)
         target = _gateway(opts, plan, upstream_url, upstream_key, results, stack)
         _measure(opts, loader, Endpoint.from_url(upstream_url), upstream_key, target, results)
-    return _finish(opts, results)
+    return finish(report, results, opts.output)
 
 
-def _finish(opts: Options, results: report.Results) -> int:
-    verdicts = report.checks(results)
-    print(report.render(results, verdicts))
-    doc = report.to_json(results, verdicts)
-    path = report.write_json(doc, Path(opts.output) if opts.output else report.RESULTS_PATH)
+def finish(reporting: Any, results: Any, output: str | None) -> int:
+    """Print the table and the budgets with PASS/FAIL, write the JSON (to ``output``, else the
+    report's ``RESULTS_PATH``); 1 when a budget fails. ``reporting``: ``bench.report`` or a
+    module like it (``checks``, ``render``, ``to_json``, ``write_json``, ``RESULTS_PATH``)."""
+    verdicts = reporting.checks(results)
+    print(reporting.render(results, verdicts))
+    doc = reporting.to_json(results, verdicts)
+    path = reporting.write_json(doc, Path(output) if output else reporting.RESULTS_PATH)
     print(f"\nresults written to {path}")
     return 1 if any(c.status == "FAIL" for c in verdicts) else 0
 
 
-def _meta(opts: Options, plan: CpuPlan) -> dict[str, Any]:
-    return {
+def machine_meta(plan: CpuPlan | None = None) -> dict[str, Any]:
+    """Where and when a bench ran: the time, Python, platform, CPUs, event loop and (given
+    ``plan``) the CPU placement."""
+    meta: dict[str, Any] = {
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": len(os.sched_getaffinity(0)),
         "loop": loop_name(),
-        "pinning": plan.describe(),
-        "options": dataclasses.asdict(opts) | {"key": None, "upstream_key": None},
     }
+    if plan is not None:
+        meta["pinning"] = plan.describe()
+    return meta
+
+
+def _meta(opts: Options, plan: CpuPlan) -> dict[str, Any]:
+    options = dataclasses.asdict(opts) | {"key": None, "upstream_key": None}
+    return {**machine_meta(plan), "options": options}
+
+
+def mock_upstream(
+    plan: CpuPlan, stack: contextlib.ExitStack, **options: Any
+) -> tuple[Upstream, str]:
+    """The mock upstream on the helpers' CPUs under a new key (``options``: the rest of its
+    ``UpstreamOptions``), stopped when ``stack`` closes; it and its key."""
+    key = "sk-bench-" + secrets.token_hex(8)
+    upstream = Upstream(UpstreamOptions(api_key=key, **options), plan.helpers)
+    stack.callback(upstream.stop)
+    upstream.start()
+    return upstream, key
+
+
+def load_worker(plan: CpuPlan, stack: contextlib.ExitStack) -> LoadWorker:
+    """The load generator on the helpers' CPUs, stopped when ``stack`` closes."""
+    loader = LoadWorker(plan.helpers).start()
+    stack.callback(loader.stop)
+    return loader
 
 
 def _upstream(opts: Options, plan: CpuPlan, stack: contextlib.ExitStack) -> tuple[str, str | None]:
     if opts.upstream_url:
         return opts.upstream_url, opts.upstream_key
-    key = "sk-bench-" + secrets.token_hex(8)
-    options = UpstreamOptions(api_key=key, stream_delay_ms=opts.stream_delay_ms)
-    upstream = Upstream(options, plan.helpers)
-    stack.callback(upstream.stop)
-    upstream.start()
+    upstream, key = mock_upstream(plan, stack, stream_delay_ms=opts.stream_delay_ms)
     log(f"mock upstream on {upstream.base_url} (pid {upstream.pid})")
     return upstream.base_url, key
 

@@ -15,9 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
-import os
-import platform
 import secrets
 import signal
 import sys
@@ -30,7 +27,8 @@ from typing import Any
 from bench import soak_probe as probe
 from bench import soak_report as report
 from bench.gateway import GatewayError
-from bench.procs import loop_name, new_event_loop
+from bench.procs import new_event_loop
+from bench.run import machine_meta
 from bench.soak_setup import Settings, SoakGateway
 from bench.soak_traffic import DEFAULT_WEIGHTS, KINDS, Driver, Tally, TrafficPlan
 from bench.upstream import Upstream, UpstreamOptions
@@ -271,14 +269,7 @@ def _document(
 
 
 def _meta(opts: Options) -> dict[str, Any]:
-    return {
-        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": len(os.sched_getaffinity(0)),
-        "loop": loop_name(),
-        "options": dataclasses.asdict(opts),
-    }
+    return {**machine_meta(), "options": dataclasses.asdict(opts)}
 
 
 def _finish(opts: Options, doc: dict[str, Any]) -> int:
