@@ -6,6 +6,7 @@ embedder that is busy skips it; an embedder that cannot load stops the start-up.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import struct
 from typing import Any
@@ -152,3 +153,32 @@ async def test_an_embedder_that_cannot_load_stops_the_start(
     with pytest.raises(EmbedderUnavailable, match=r"farebox\[semantic\]"):
         async with make_gateway(config(PLANS)):
             pass
+
+
+async def test_a_slow_embedder_makes_a_miss_not_a_wait(
+    make_gateway: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lookup waits at most ``cache.semantic.wait_ms`` for its embedding: an embedder that
+    does not answer makes a miss (counted ``skipped``), and the request is answered."""
+    gate = asyncio.Event()
+
+    class Stuck(FakeEmbedder):
+        async def embed(self, text: str) -> bytes | None:
+            await gate.wait()  # never set while the request runs
+            return await super().embed(text)
+
+    stuck = Stuck({})
+    monkeypatch.setattr("farebox.app.make_embedder", lambda *args: stuck)
+    mock = CountingMock()
+    cfg = config(PLANS, cache={"semantic": {"wait_ms": 20}})
+    async with make_gateway(cfg, providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="smart")
+        r = await gw.client.post(
+            "/v1/chat/completions", json=ask(QUESTION), headers={"Authorization": f"Bearer {key}"}
+        )
+        assert r.status_code == 200 and r.headers["x-farebox-cache"] == MISS
+        assert mock.chats == 1
+        gate.set()  # the answer is indexed behind the reply once the embedder answers
+        await gw.app.state.services.gateway.cache.settled()
+        hit = await post(gw, key, ask(QUESTION))
+        assert hit.headers["x-farebox-cache"] == HIT_EXACT and mock.chats == 1
