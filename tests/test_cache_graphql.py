@@ -82,6 +82,15 @@ async def test_the_request_log_rows_carry_the_cache_value(make_gateway: Any) -> 
         await seeded(gw)
         got = await data(gw, '{ requests(tenant: "a", first: 50) { nodes { requestId cache } } }')
         rows = {n["requestId"]: n["cache"] for n in got["requests"]["nodes"]}
-        assert rows["r1"] == "hit-exact" or rows["r1"] is None  # None until the ledger's rows say
+        assert rows["r1"] == "hit-exact"
         rest = await get(gw, "/admin/v1/requests", tenant="a")
         assert rows == {r["request_id"]: r.get("cache") for r in rest["data"]}
+        # the cache filter, as REST's ?cache=
+        for value in ("hit-exact", "miss"):
+            query = (f'{{ requests(tenant: "a", first: 50, filter: {{cache: "{value}"}}) '
+                     f"{{ nodes {{ requestId cache }} }} }}")  # fmt: skip
+            got = await data(gw, query)
+            rest = await get(gw, "/admin/v1/requests", tenant="a", cache=value)
+            ids = [n["requestId"] for n in got["requests"]["nodes"]]
+            assert ids == [r["request_id"] for r in rest["data"]]
+            assert {n["cache"] for n in got["requests"]["nodes"]} <= {value}

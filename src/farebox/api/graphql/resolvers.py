@@ -86,7 +86,8 @@ async def requests(
         raise InvalidRequest(f"'first' must be between 1 and {limits.MAX_PAGE}.", param="first")
     f = filters or t.RequestFilter()
     values = {"start": f.start, "end": f.end, "status": f.status, "key": f.key, "user": f.user,
-              "feature": f.feature, "model": f.model, "cursor": after, "limit": first}  # fmt: skip
+              "feature": f.feature, "model": f.model, "cache": f.cache, "cursor": after,
+              "limit": first}  # fmt: skip
     query = request_query(values, tenant)  # None: every tenant (no "tenant" in values)
     if f.tag is not None:  # a name may hold ':', so not through the URL form 'name:value'
         query = replace(query, tag=(f.tag.name, f.tag.value))

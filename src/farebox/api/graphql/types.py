@@ -90,6 +90,10 @@ class RequestFilter:
     user: str | None = None
     feature: str | None = None
     model: str | None = None
+    cache: str | None = strawberry.field(
+        default=None,
+        description="How the response cache took it: hit-exact, hit-semantic, miss or bypass.",
+    )
     tag: TagInput | None = None
 
 
