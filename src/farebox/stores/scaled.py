@@ -26,11 +26,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -53,7 +51,12 @@ from farebox.errors import LimiterUnavailable
 from farebox.stores.health import Health
 from farebox.stores.postgres.store import PostgresStore
 from farebox.stores.redis.budgets import RedisBudgets
-from farebox.stores.redis.cluster import CLUSTER_DOWN, BoundedCluster, answers, is_key_layout_bug
+from farebox.stores.redis.cluster import (  # redis_client: where the tests find it too
+    CLUSTER_DOWN,
+    answers,
+    is_key_layout_bug,
+    redis_client,
+)
 from farebox.stores.redis.epoch import BOUND_S, EpochWatch
 from farebox.stores.redis.migrate import ensure_layout
 from farebox.stores.redis.namespace import choose_prefix, claim, database_id, database_label
@@ -61,7 +64,6 @@ from farebox.stores.settler import Settler, settle_failed
 from farebox.stores.timeouts import StoreTimeouts
 
 log = logging.getLogger("farebox.stores.scaled")
-REDIS_CONNECTIONS = 64
 EPOCH_CONNECTIONS = 4  # the auth epoch watch's own: its subscriber, its poll, bumps
 FREED = ("concurrent", "tokens")  # rate-limit units whose holds a settle frees or lowers
 ABANDONED_MAX = 100_000  # reservations to undo remembered at most (beyond: their lease expires)
@@ -73,45 +75,6 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (
     TimeoutError,
     *CLUSTER_DOWN,
 )
-
-
-def redis_client(
-    url: str,
-    timeouts: StoreTimeouts,
-    connections: int = REDIS_CONNECTIONS,
-    *,
-    cluster: bool = False,
-) -> aioredis.Redis:
-    """A pooled client whose every command is bounded: connecting, sending and reading take
-    at most their timeouts, waiting for a free connection at most the command timeout. A
-    dropped connection is retried once at once (a stale pooled connection after a restart);
-    a timeout is not retried, so a stall costs one timeout, not several.
-
-    ``cluster``: a Redis Cluster client (``url`` names any one node; the others are found)
-    with the same bounds and retries, ``REDIS_CONNECTIONS`` commands in flight at most. It
-    has the single client's command API; it is typed as one for the stores that use it."""
-    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
-    if cluster:
-        client = BoundedCluster.from_url(
-            url,
-            limit=connections,
-            wait_s=timeouts.redis_command_s,  # commands beyond the limit wait, this long at most
-            socket_timeout=timeouts.redis_command_s,
-            socket_connect_timeout=timeouts.redis_connect_s,
-            retry=retry,
-            # a slot without a node fails only the tenants whose keys it holds (a 503)
-            require_full_coverage=False,
-        )
-        return cast(aioredis.Redis, client)
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=connections,
-        timeout=timeouts.redis_command_s,  # requests beyond the pool wait, this long at most
-        socket_timeout=timeouts.redis_command_s,
-        socket_connect_timeout=timeouts.redis_connect_s,
-        retry=retry,
-    )
-    return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
 
 
 class ScaledStore:

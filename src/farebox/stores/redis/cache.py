@@ -25,10 +25,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import quote
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from farebox.core.cache import (
@@ -52,8 +48,9 @@ from farebox.stores.redis.cache_crypto import (
     vector_aad,
 )
 from farebox.stores.redis.cache_vectors import VectorCopies
-from farebox.stores.redis.cluster import BoundedCluster
+from farebox.stores.redis.cluster import redis_client
 from farebox.stores.redis.scripts import Script
+from farebox.stores.timeouts import StoreTimeouts
 
 FAILURES: tuple[type[BaseException], ...] = (
     RedisError,
@@ -118,27 +115,8 @@ class RedisCache:
         clock: Callable[[], float] = time.time,
     ) -> RedisCache:
         """A cache with a client of its own (closed by ``close``), every command bounded."""
-        retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
-        if cluster:
-            client: Any = BoundedCluster.from_url(
-                url,
-                limit=CONNECTIONS,
-                wait_s=command_timeout_s,
-                socket_timeout=command_timeout_s,
-                socket_connect_timeout=connect_timeout_s,
-                retry=retry,
-                require_full_coverage=False,
-            )
-        else:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                url,
-                max_connections=CONNECTIONS,
-                timeout=command_timeout_s,
-                socket_timeout=command_timeout_s,
-                socket_connect_timeout=connect_timeout_s,
-                retry=retry,
-            )
-            client = aioredis.Redis.from_pool(pool)
+        bounds = StoreTimeouts(redis_connect_s=connect_timeout_s, redis_command_s=command_timeout_s)
+        client = redis_client(url, bounds, CONNECTIONS, cluster=cluster)
         return cls(client, secret, clock, owns_client=True)
 
     async def open(self, prefix: str) -> None:

@@ -16,9 +16,12 @@ stalled node costs one command timeout, not several.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
+import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -30,7 +33,10 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from farebox.stores.timeouts import StoreTimeouts
+
 SPARE_CONNECTIONS = 4
+REDIS_CONNECTIONS = 64  # commands in flight per client, at most
 
 
 class NoPlace(RedisConnectionError):
@@ -106,3 +112,42 @@ async def answers(client: Any) -> bool:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def redis_client(
+    url: str,
+    timeouts: StoreTimeouts,
+    connections: int = REDIS_CONNECTIONS,
+    *,
+    cluster: bool = False,
+) -> aioredis.Redis:
+    """A pooled client whose every command is bounded: connecting, sending and reading take
+    at most their timeouts, waiting for a free connection at most the command timeout. A
+    dropped connection is retried once at once (a stale pooled connection after a restart);
+    a timeout is not retried, so a stall costs one timeout, not several.
+
+    ``cluster``: a Redis Cluster client (``url`` names any one node; the others are found)
+    with the same bounds and retries, ``REDIS_CONNECTIONS`` commands in flight at most. It
+    has the single client's command API; it is typed as one for the stores that use it."""
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+    if cluster:
+        client = BoundedCluster.from_url(
+            url,
+            limit=connections,
+            wait_s=timeouts.redis_command_s,  # commands beyond the limit wait, this long at most
+            socket_timeout=timeouts.redis_command_s,
+            socket_connect_timeout=timeouts.redis_connect_s,
+            retry=retry,
+            # a slot without a node fails only the tenants whose keys it holds (a 503)
+            require_full_coverage=False,
+        )
+        return cast(aioredis.Redis, client)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=connections,
+        timeout=timeouts.redis_command_s,  # requests beyond the pool wait, this long at most
+        socket_timeout=timeouts.redis_command_s,
+        socket_connect_timeout=timeouts.redis_connect_s,
+        retry=retry,
+    )
+    return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
