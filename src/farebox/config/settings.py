@@ -28,6 +28,7 @@ from farebox.config.observe import (
     PlanObserve,
     TracingConfig,
 )
+from farebox.config.pricing import PerRequestPricing, check_per_request
 from farebox.config.stores import RedisSettings, redis_target
 from farebox.core.meters import METERS, Meter
 from farebox.core.money import MoneyFormatError, decimal_ratio, parse_usd, price_per_token
@@ -197,8 +198,16 @@ class ResalePrice(Strict):
 class PlanPricing(Strict):
     markup: Decimal | None = None
     resale: ResalePrice | None = None
+    per_request: PerRequestPricing | None = None
     cache_hit: Literal["full", "cost", "free"] = "full"
     monthly_fee_usd: Decimal = "0"
+
+    @model_validator(mode="after")
+    def _one_model(self) -> PlanPricing:
+        chosen = [n for n in ("markup", "resale", "per_request") if getattr(self, n) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"choose one pricing model, not {' and '.join(chosen)}")
+        return self
 
 
 class PlanConfig(Strict):
@@ -370,6 +379,8 @@ def _check_money(source: str, cfg: FileConfig) -> None:
                     parse_usd(budget.limit_usd, field=f"plans.{plan_name}.budgets.{j}.limit_usd")
             if plan.pricing.markup is not None:
                 decimal_ratio(plan.pricing.markup, field=f"plans.{plan_name}.pricing.markup")
+            if plan.pricing.per_request is not None:
+                check_per_request(plan_name, plan.pricing.per_request)
             if plan.pricing.resale is not None:
                 for field, value in plan.pricing.resale.model_dump().items():
                     if value is not None:

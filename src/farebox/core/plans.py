@@ -15,14 +15,50 @@ from farebox.core.usage import Usage
 
 
 @dataclass(frozen=True, slots=True)
+class RequestPrice:
+    """A price per served request (pico-USD): by feature first, then by model alias, else
+    ``default``; plus an optional per-token part (``tokens``), charged on whatever was used."""
+
+    default: int = 0
+    models: tuple[tuple[str, int], ...] = ()
+    features: tuple[tuple[str, int], ...] = ()
+    tokens: Price | None = None
+
+    def fee(self, model: str | None, feature: str | None) -> int:
+        """The per-request part for a request to ``model`` with ``feature``."""
+        for name, price in self.features:
+            if name == feature:
+                return price
+        for name, price in self.models:
+            if name == model:
+                return price
+        return self.default
+
+
+@dataclass(frozen=True, slots=True)
 class RevenueRule:
-    """Revenue is cost times ``markup`` or the usage at a resale price."""
+    """Revenue is cost times ``markup``, the usage at a resale price, or a price per request
+    (and its per-token part)."""
 
     markup_num: int = 1
     markup_den: int = 1
     resale: Price | None = None
+    per_request: RequestPrice | None = None
 
-    def revenue(self, usage: Usage, cost_pico: int) -> int:
+    def revenue(
+        self,
+        usage: Usage,
+        cost_pico: int,
+        model: str | None = None,
+        feature: str | None = None,
+        served: bool = True,
+    ) -> int:
+        """What one request earns. ``served``: it was answered (a per-request price is
+        charged only then; tokens used by one that failed midway are charged as usual)."""
+        if self.per_request is not None:
+            price = self.per_request
+            used = cost(usage, price.tokens) if price.tokens is not None else 0
+            return used + (price.fee(model, feature) if served else 0)
         if self.resale is not None:
             return cost(usage, self.resale)
         return mul_ratio(cost_pico, self.markup_num, self.markup_den)

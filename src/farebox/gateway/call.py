@@ -135,7 +135,9 @@ def entry(
         output_tokens=usage.output_tokens,
         reasoning_tokens=usage.reasoning_tokens,
         cost=price,
-        revenue=call.plan.revenue.revenue(usage, price),
+        revenue=call.plan.revenue.revenue(
+            usage, price, call.model, call.principal.feature, served=status == "ok"
+        ),
         latency_ms=(time.perf_counter() - call.started) * 1000,
         upstream_ms=upstream_ms,
         **fields,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from farebox.config.cache import PlanCache
+from farebox.config.pricing import PerRequestPricing
 from farebox.config.settings import PlanConfig, ProviderConfig, Settings
 from farebox.core.cache import CachePolicy, HitPrice
-from farebox.core.money import decimal_ratio
-from farebox.core.plans import Plan, RevenueRule
+from farebox.core.money import decimal_ratio, parse_usd
+from farebox.core.plans import Plan, RequestPrice, RevenueRule
 from farebox.core.pricing import Catalog, Price
 from farebox.core.routing import Router, Target
 from farebox.core.tools import ToolPolicy
@@ -82,6 +83,8 @@ def _plan(name: str, cfg: PlanConfig) -> Plan:
     if cfg.pricing.markup is not None:
         num, den = decimal_ratio(cfg.pricing.markup)
         rule = RevenueRule(markup_num=num, markup_den=den)
+    elif cfg.pricing.per_request is not None:
+        rule = RevenueRule(per_request=request_price(name, cfg.pricing.per_request))
     elif cfg.pricing.resale is not None:
         resale = {k: v for k, v in cfg.pricing.resale.model_dump().items() if v is not None}
         rule = RevenueRule(
@@ -103,6 +106,25 @@ def _plan(name: str, cfg: PlanConfig) -> Plan:
         revenue=rule,
         downgrade=tuple(cfg.downgrade.items()),
         cache=cache_policy(cfg.cache),
+    )
+
+
+def request_price(plan: str, cfg: PerRequestPricing) -> RequestPrice:
+    """A plan's ``pricing.per_request`` in pico-USD."""
+    where = f"plans.{plan}.pricing.per_request"
+
+    def usd(value: str, name: str) -> int:
+        return parse_usd(value, field=f"{where}.{name}")
+
+    tokens = None
+    if cfg.tokens is not None:
+        fields = {k: v for k, v in cfg.tokens.model_dump().items() if v is not None}
+        tokens = Price.from_per_million(fields, where=f"{where}.tokens")
+    return RequestPrice(
+        default=usd(cfg.price, "price"),
+        models=tuple((m, usd(v, f"models.{m}")) for m, v in cfg.models.items()),
+        features=tuple((f, usd(v, f"features.{f}")) for f, v in cfg.features.items()),
+        tokens=tokens,
     )
 
 
