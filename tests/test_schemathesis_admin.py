@@ -176,6 +176,7 @@ OPERATIONS = [
     ("GET", "/admin/v1/tenants/{tenant_id}/limits"), ("GET", "/admin/v1/deployments"),
     ("GET", "/admin/v1/metrics"), ("GET", "/admin/v1/export"), ("GET", "/admin/v1/dead-letters"),
     ("POST", "/admin/v1/dead-letters/retry"), ("GET", "/admin/v1/margins"),
+    ("GET", "/admin/v1/plan-profitability"),
     ("GET", "/admin/v1/reconciliation"), ("GET", "/admin/v1/plans"),
     ("POST", "/admin/v1/tenants/{tenant_id}/pause"),
     ("POST", "/admin/v1/tenants/{tenant_id}/resume"),

@@ -13,6 +13,7 @@ proration).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any, Protocol
@@ -55,29 +56,57 @@ def percent(margin: int, revenue: int) -> str | None:
     return f"{sign}{whole}.{frac:02d}"
 
 
-async def margins(
+@dataclass(frozen=True, slots=True)
+class TenantMonth:
+    """One tenant's month, in pico-USD: its plan fee, usage revenue and provider cost."""
+
+    tenant: str
+    plan: str
+    fee: int
+    usage: int
+    cost: int
+    requests: int
+
+    @property
+    def revenue(self) -> int:
+        return self.fee + self.usage
+
+    @property
+    def margin(self) -> int:
+        return self.revenue - self.cost
+
+
+async def tenant_months(
     store: MarginStore, plans: Mapping[str, PlanConfig], default_plan: str, month: str,
     tenant_id: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> list[TenantMonth]:  # fmt: skip
+    """Every tenant that existed in ``month`` (by id), with its month's exact money."""
     start, end = month_window(month)
     rows = {r.group: r for r in await store.usage(UsageQuery(tenant_id, start, end, "tenant"))}
     tenants = [t for t in await store.list_tenants() if tenant_id is None or t.id == tenant_id]
     out = []
-    totals = {"fee": 0, "usage": 0, "cost": 0}
     for tenant in sorted(tenants, key=lambda t: t.id):
         if tenant.created_at >= end:
             continue
         plan = plans.get(tenant.plan) or plans.get(default_plan)
         fee = parse_usd(plan.pricing.monthly_fee_usd) if plan else 0
         row = rows.get(tenant.id)
-        usage = row.revenue if row else 0
-        cost = row.cost if row else 0
-        totals["fee"] += fee
-        totals["usage"] += usage
-        totals["cost"] += cost
-        out.append(_line(tenant.id, tenant.plan, fee, usage, cost, row.requests if row else 0))
-    fee, usage, cost = totals["fee"], totals["usage"], totals["cost"]
-    total = _line(None, None, fee, usage, cost, sum(r["requests"] for r in out))
+        usage, cost = (row.revenue, row.cost) if row else (0, 0)
+        out.append(
+            TenantMonth(tenant.id, tenant.plan, fee, usage, cost, row.requests if row else 0)
+        )
+    return out
+
+
+async def margins(
+    store: MarginStore, plans: Mapping[str, PlanConfig], default_plan: str, month: str,
+    tenant_id: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    months = await tenant_months(store, plans, default_plan, month, tenant_id)
+    out = [_line(m.tenant, m.plan, m.fee, m.usage, m.cost, m.requests) for m in months]
+    fee, usage = sum(m.fee for m in months), sum(m.usage for m in months)
+    cost = sum(m.cost for m in months)
+    total = _line(None, None, fee, usage, cost, sum(m.requests for m in months))
     return {"object": "margins", "month": month, "data": out, "total": total}
 
 

@@ -180,3 +180,33 @@ def reconcile(
     )
     print_listing(report, columns, as_json, title=f"Reconciliation {month} (UTC)",
                   caption=f"{len(report['data'])} rows; {matched}")  # fmt: skip
+
+
+@click.command()
+@click.option("--month", required=True, help="A calendar month in UTC, e.g. 2026-11.")
+@json_option
+@target
+def profitability(month: str, as_json: bool, config: str | None, url: str | None) -> None:
+    """Per plan: its tenants' margin percentiles, the share that is profitable, and whether
+    its 90th-percentile-usage tenant is profitable."""
+    from urllib.parse import urlencode
+
+    report = call_admin(config, url, "GET", "/admin/v1/plan-profitability?" + urlencode(
+        {"month": month}))  # fmt: skip
+    if as_json:
+        print_json(report)
+        return
+    rows = [{**line, "p90_usage_tenant": _heavy(line["p90_usage_tenant"])}
+            for line in report["data"]]  # fmt: skip
+    columns = ["plan", "tenants", "margin_p10_usd", "margin_p50_usd", "margin_p90_usd",
+               "profitable_share", "p90_usage_tenant", "margin_usd"]  # fmt: skip
+    if is_terminal():
+        show_table(rows, columns, title=f"Plan profitability {month} (UTC)")
+    else:
+        print_table(rows, columns)
+
+
+def _heavy(tenant: dict[str, Any]) -> str:
+    """The 90th-percentile-usage tenant, as a cell: its id, margin and whether it pays."""
+    verdict = "profitable" if tenant["profitable"] else "loses money"
+    return f"{tenant['tenant']} ({tenant['margin_usd']}, {verdict})"

@@ -8,7 +8,7 @@ import sys
 import click
 
 from farebox.cli.anomaly import register as register_anomaly
-from farebox.cli.billing import export_cmd, margins, reconcile
+from farebox.cli.billing import export_cmd, margins, profitability, reconcile
 from farebox.cli.budgets import budgets
 from farebox.cli.cache import cache
 from farebox.cli.demo import demo
@@ -32,7 +32,8 @@ def main() -> None:
         os.environ.setdefault(name, "1")
 
 
-for command in (serve, demo, tenants, keys, budgets, usage, export_cmd, margins, reconcile,
+for command in (serve, demo, tenants, keys, budgets, usage, export_cmd, margins, profitability,
+                reconcile,
                 requests_cmd, cache):  # fmt: skip
     main.add_command(command)
 register_anomaly(main, tenants, keys)

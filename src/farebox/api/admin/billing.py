@@ -13,6 +13,7 @@ from farebox.api.admin.params import AdminBody, TenantFilter, parse_time
 from farebox.api.context import Services
 from farebox.billing.exporter import Exporter
 from farebox.billing.margins import margins
+from farebox.billing.profitability import plan_profitability
 from farebox.billing.reconcile import reconcile
 from farebox.errors import InvalidRequest
 from farebox.identity.tenancy import Tenancy, unsettled_json, usage_json
@@ -71,6 +72,12 @@ class BillingRoutes:
         """Per tenant for a UTC month: plan fee plus usage revenue, cost, margin and margin %."""
         plans = self.services.settings.file.plans
         return await margins(self.services.store, plans, self.default_plan, month, tenant)
+
+    async def profitability(self, month: Month) -> dict[str, Any]:
+        """Per plan for a UTC month: its tenants' margin percentiles (p10, p50, p90, nearest
+        rank), the share with a positive margin, and the 90th-percentile-usage tenant."""
+        plans = self.services.settings.file.plans
+        return await plan_profitability(self.services.store, plans, self.default_plan, month)
 
     async def reconciliation(self, month: Month, tenant: TenantFilter = None) -> dict[str, Any]:
         return await reconcile(self.services.store, self.exporter.runners, month, tenant)

@@ -111,6 +111,7 @@ def admin_routes(
         AdminRoute("GET", "/dead-letters", billing.dead_letters),
         AdminRoute("POST", "/dead-letters/retry", billing.retry_dead_letters),
         AdminRoute("GET", "/margins", billing.margin_report),
+        AdminRoute("GET", "/plan-profitability", billing.profitability),
         AdminRoute("GET", "/reconciliation", billing.reconciliation),
         AdminRoute("GET", "/plans", ops.plans),
         AdminRoute("POST", "/tenants/{tenant_id}/pause", tenant.pause_tenant),
