@@ -134,11 +134,7 @@ class Admitter:
     def _limit_holds(self, call: Call, scope: Scope, now: float) -> list[Hold]:
         if self._limits is None:
             return []
-        who = call.principal
-        return self._limits.holds(scope.plan, who.tenant.rate_limits, who.key.rate_limits,
-                                  tenant=scope.tenant, key=scope.key, user=scope.user,
-                                  ip=who.client_ip, model=call.model, now=now,
-                                  shared_key=scope.shared_key)  # fmt: skip
+        return self._limits.request_holds(scope, call.principal, call.model, now)
 
     def _downgraded(
         self,

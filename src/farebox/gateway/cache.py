@@ -35,12 +35,12 @@ from farebox.core.cache import (
     HIT_EXACT,
     HIT_SEMANTIC,
     MISS,
+    CacheAsk,
     CachedAnswer,
     CacheLimits,
     CachePolicy,
     Partition,
     answer_fields,
-    canonical,
     compose_namespace,
     exact_key,
     last_user_text,
@@ -163,7 +163,7 @@ class ResponseCache:
         """The request's ticket, with the answer found (``status`` hit-exact or hit-semantic)
         or not (``miss``; ``bypass`` when no lookup ran)."""
         policy, ask = call.plan.cache, call.principal.cache
-        ttl = policy.ttl_s if ask.ttl_s is None else min(ask.ttl_s, policy.ttl_s)
+        ttl = ttl_of(policy, ask)
         body = call.body
         cap = body.get("max_completion_tokens", body.get("max_tokens"))
         try:
@@ -198,7 +198,7 @@ class ResponseCache:
         """An embeddings request's items, each looked up (``cache_embed``); None when its
         input has nothing to key."""
         policy, ask = call.plan.cache, call.principal.cache
-        ttl = policy.ttl_s if ask.ttl_s is None else min(ask.ttl_s, policy.ttl_s)
+        ttl = ttl_of(policy, ask)
         try:
             partition = partition_of(call)
         except Exception as exc:
@@ -366,6 +366,11 @@ class ResponseCache:
                 log.exception("cache event sink failed")
 
 
+def ttl_of(policy: CachePolicy, ask: CacheAsk) -> int:
+    """How long an answer is kept: the plan's ``ttl_s``, or less if the request asked."""
+    return policy.ttl_s if ask.ttl_s is None else min(ask.ttl_s, policy.ttl_s)
+
+
 def limits(policy: CachePolicy) -> CacheLimits:
     return CacheLimits(policy.max_entries, policy.max_bytes)
 
@@ -383,17 +388,11 @@ def partition_of(call: Call) -> Partition | None:
     if mode == "key":
         part = "k:" + who.key.id
     else:
-        user = who.user or openai_user(call.body) or _safety_identifier(call.body)
+        user = who.user or openai_user(call.body) or openai_user(call.body, "safety_identifier")
         if user is None:
             return None
         part = "u:" + user
     return Partition(who.tenant.id, compose_namespace(part, client))
-
-
-def _safety_identifier(body: Mapping[str, Any]) -> str | None:
-    """OpenAI's ``safety_identifier``: the end user, where ``user`` is not given."""
-    value = body.get("safety_identifier")
-    return value[:256] if isinstance(value, str) and value else None
 
 
 RESPONSES_OWN = frozenset({"input", "previous_response_id"})  # in the chat body, or not content
@@ -406,7 +405,7 @@ def scope_of(call: Call) -> str:
     if responses is None:
         return call.flavor
     extras = {k: v for k, v in answer_fields(responses).items() if k not in RESPONSES_OWN}
-    return "responses:" + hashlib.sha256(canonical(extras)).hexdigest()[:32]
+    return "responses:" + hashlib.sha256(encoded(extras)).hexdigest()[:32]
 
 
 def cool_enough(temperature: Any, policy: CachePolicy) -> bool:

@@ -104,8 +104,7 @@ class StreamCapture:
         choices = self._choices
         if not choices or any(c.finish is None for c in choices.values()):
             return None
-        out: JSON = {"id": "", "object": "chat.completion", **(self._identity or {})}
-        out["object"] = "chat.completion"
+        out: JSON = {"id": "", **(self._identity or {}), "object": "chat.completion"}
         out["choices"] = [
             {"index": i, "message": c.message(), "logprobs": _logprobs(c),
              "finish_reason": c.finish}

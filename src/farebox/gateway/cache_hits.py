@@ -127,11 +127,7 @@ class CacheHits:
     def _holds(self, call: Call, scope: Scope) -> list[Hold]:
         if self._limits is None:
             return []
-        who = call.principal
-        holds = self._limits.holds(scope.plan, who.tenant.rate_limits, who.key.rate_limits,
-                                   tenant=scope.tenant, key=scope.key, user=scope.user,
-                                   ip=who.client_ip, model=call.model, now=self._clock(),
-                                   shared_key=scope.shared_key)  # fmt: skip
+        holds = self._limits.request_holds(scope, call.principal, call.model, self._clock())
         return [h for h in holds if h.unit in COUNTED_UNITS]
 
     async def _headers(

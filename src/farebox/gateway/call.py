@@ -209,6 +209,8 @@ def placeholder(call: Call, target: Target, rid: str, amount: int) -> LedgerEntr
     )
 
 
-def openai_user(body: Mapping[str, Any]) -> str | None:
-    user = body.get("user")
+def openai_user(body: Mapping[str, Any], field: str = "user") -> str | None:
+    """The end user a request body names in ``field`` (``user``, or OpenAI's
+    ``safety_identifier``), at most 256 characters."""
+    user = body.get(field)
     return user[:256] if isinstance(user, str) and user else None

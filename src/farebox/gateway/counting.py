@@ -157,10 +157,7 @@ class TokenCounting:
             return []
         who = what.principal
         scope = Scope.of(who.tenant, who.key, what.plan.name, who.feature, what.user)
-        holds = self._limits.holds(scope.plan, who.tenant.rate_limits, who.key.rate_limits,
-                                   tenant=scope.tenant, key=scope.key, user=scope.user,
-                                   ip=who.client_ip, model=what.model, now=what.at,
-                                   shared_key=scope.shared_key)  # fmt: skip
+        holds = self._limits.request_holds(scope, who, what.model, what.at)
         return [h for h in holds if h.unit in COUNTED_UNITS]
 
 

@@ -22,11 +22,15 @@ import fnmatch
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from farebox.config.settings import RateLimitConfig
 from farebox.core.budgets import Hold, HoldState, merge
 from farebox.errors import InvalidRequest, RateLimited
+
+if TYPE_CHECKING:  # who asks, and the scope admission made of it
+    from farebox.gateway.auth import Principal
+    from farebox.gateway.budget_scope import Scope
 
 BUCKETS = 20
 CACHE_SIZE = 10_000
@@ -156,6 +160,13 @@ class RateLimits:
     def reload(self, plans: Mapping[str, Sequence[RateLimitConfig]]) -> None:
         self._plans = {name: [to_spec(c) for c in configs] for name, configs in plans.items()}
         self._cache = {}
+
+    def request_holds(self, scope: Scope, who: Principal, model: str, now: float) -> list[Hold]:
+        """``holds`` for one request of ``who`` to ``model``, in admission's ``scope``."""
+        return self.holds(scope.plan, who.tenant.rate_limits, who.key.rate_limits,
+                          tenant=scope.tenant, key=scope.key, user=scope.user,
+                          ip=who.client_ip, model=model, now=now,
+                          shared_key=scope.shared_key)  # fmt: skip
 
     def holds(
         self,
