@@ -158,6 +158,13 @@ class BudgetExceeded(RateLimited):
     code = "budget_exceeded"
 
 
+class InsufficientCredits(RateLimited):
+    """A prepaid tenant's credit balance cannot cover the request's worst case."""
+
+    type = "insufficient_quota"
+    code = "insufficient_credits"
+
+
 class UpstreamError(FareboxError):
     """The upstream provider failed. ``upstream_status`` is what it answered (0: no answer)."""
 

@@ -4,10 +4,16 @@ here; the request path sees them as ``farebox.core.plans.RequestPrice``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 
 from farebox.config.base import Decimal, Strict
-from farebox.core.money import parse_usd, price_per_token
+from farebox.core.credits import CreditRate
+from farebox.core.money import decimal_ratio, parse_usd, price_per_token
+
+if TYPE_CHECKING:
+    from farebox.config.settings import PlanPricing
 
 
 class TokenPart(Strict):
@@ -50,3 +56,55 @@ def check_per_request(plan: str, cfg: PerRequestPricing) -> None:
         for field, value in cfg.tokens.model_dump().items():
             if value is not None:
                 price_per_token(value, field=f"{where}.tokens.{field}")
+
+
+class CreditPricing(Strict):
+    """``pricing.credits``: the plan is prepaid. A request burns its revenue (under the
+    plan's pricing model) times ``per_usd`` credits; ``per_usd: 1`` keeps the balance in USD.
+
+    ```yaml
+    pricing: {markup: "2", credits: {per_usd: 1000, low_balance: ["1000", "100"]}}
+    ```
+    """
+
+    per_usd: Decimal = "1"
+    low_balance: list[Decimal] = Field(default_factory=list)  # alert when the balance falls below
+    auto_top_up: AutoTopUp | None = None
+
+
+class AutoTopUp(Strict):
+    """Ask the SaaS to charge its customer's card: a signed ``credits.auto_top_up`` event when
+    the balance falls below ``below`` credits, asking for ``amount`` credits."""
+
+    below: Decimal
+    amount: Decimal
+
+
+CreditPricing.model_rebuild()
+
+
+def check_credits(plan: str, cfg: CreditPricing) -> None:
+    """``per_usd`` makes one credit a whole number of pico-USD, and every threshold is an
+    exact number of credits (``MoneyFormatError`` names the field: a start-up error)."""
+    where = f"plans.{plan}.pricing.credits"
+    rate = CreditRate.of(cfg.per_usd, field=f"{where}.per_usd")
+    for i, value in enumerate(cfg.low_balance):
+        rate.to_pico(value, field=f"{where}.low_balance[{i}]")
+    if cfg.auto_top_up is not None:
+        rate.to_pico(cfg.auto_top_up.below, field=f"{where}.auto_top_up.below")
+        rate.to_pico(cfg.auto_top_up.amount, field=f"{where}.auto_top_up.amount")
+
+
+def check_pricing(plan: str, pricing: PlanPricing) -> None:
+    """Every amount of a plan's ``pricing`` is exact money (a start-up error otherwise)."""
+    where = f"plans.{plan}.pricing"
+    if pricing.markup is not None:
+        decimal_ratio(pricing.markup, field=f"{where}.markup")
+    if pricing.per_request is not None:
+        check_per_request(plan, pricing.per_request)
+    if pricing.resale is not None:
+        for field, value in pricing.resale.model_dump().items():
+            if value is not None:
+                price_per_token(value, field=f"{where}.resale.{field}")
+    if pricing.credits is not None:
+        check_credits(plan, pricing.credits)

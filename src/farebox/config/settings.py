@@ -28,10 +28,11 @@ from farebox.config.observe import (
     PlanObserve,
     TracingConfig,
 )
-from farebox.config.pricing import PerRequestPricing, check_per_request
+from farebox.config.pricing import CreditPricing, PerRequestPricing, check_pricing
 from farebox.config.stores import RedisSettings, redis_target
+from farebox.config.tiers import TieredPricing
 from farebox.core.meters import METERS, Meter
-from farebox.core.money import MoneyFormatError, decimal_ratio, parse_usd, price_per_token
+from farebox.core.money import MoneyFormatError, parse_usd, price_per_token
 from farebox.core.periods import parse_period
 from farebox.errors import ConfigError
 
@@ -199,14 +200,19 @@ class PlanPricing(Strict):
     markup: Decimal | None = None
     resale: ResalePrice | None = None
     per_request: PerRequestPricing | None = None
+    tiered: TieredPricing | None = None
+    credits: CreditPricing | None = None
     cache_hit: Literal["full", "cost", "free"] = "full"
     monthly_fee_usd: Decimal = "0"
 
     @model_validator(mode="after")
     def _one_model(self) -> PlanPricing:
-        chosen = [n for n in ("markup", "resale", "per_request") if getattr(self, n) is not None]
+        models = ("markup", "resale", "per_request", "tiered")
+        chosen = [n for n in models if getattr(self, n) is not None]
         if len(chosen) > 1:
             raise ValueError(f"choose one pricing model, not {' and '.join(chosen)}")
+        if self.credits is not None and self.tiered is not None:
+            raise ValueError("a tiered plan cannot be prepaid with credits")
         return self
 
 
@@ -377,14 +383,7 @@ def _check_money(source: str, cfg: FileConfig) -> None:
             for j, budget in enumerate(plan.budgets):
                 if budget.limit_usd is not None:
                     parse_usd(budget.limit_usd, field=f"plans.{plan_name}.budgets.{j}.limit_usd")
-            if plan.pricing.markup is not None:
-                decimal_ratio(plan.pricing.markup, field=f"plans.{plan_name}.pricing.markup")
-            if plan.pricing.per_request is not None:
-                check_per_request(plan_name, plan.pricing.per_request)
-            if plan.pricing.resale is not None:
-                for field, value in plan.pricing.resale.model_dump().items():
-                    if value is not None:
-                        price_per_token(value, field=f"plans.{plan_name}.pricing.resale.{field}")
+            check_pricing(plan_name, plan.pricing)
         policy(cfg.anomaly, None, "anomaly")
         for plan_name, plan in cfg.plans.items():
             policy(cfg.anomaly, plan.anomaly, f"plans.{plan_name}.anomaly")

@@ -24,6 +24,7 @@ from farebox.core.cache import (
     Neighbour,
     Partition,
 )
+from farebox.core.credits import CreditGrant
 from farebox.core.records import (
     ApiKey,
     LedgerEntry,
@@ -357,6 +358,34 @@ class CacheStore(Protocol):
     async def close(self) -> None: ...
 
 
+class CreditStore(Protocol):
+    """Prepaid credit grants (``farebox.billing.credits``). The balance itself is a budget
+    counter of the ``ReservationStore`` (``farebox.core.credits``); this keeps the grants
+    that set its limit. Every change bumps the auth epoch, so every worker and replica sees a
+    new limit on its next request."""
+
+    async def grant_credits(self, grant: CreditGrant) -> tuple[CreditGrant, bool]:
+        """Record ``grant`` unless the tenant has one under the same ``key``: then return
+        that one and False (``Conflict`` when its kind or amount differ). True: recorded."""
+        ...
+
+    async def credit_grants(self, tenant_id: str) -> list[CreditGrant]:
+        """The tenant's grants, oldest first."""
+        ...
+
+    async def close_grants(self, grants: Sequence[CreditGrant]) -> None:
+        """Record expiries (``closed_at_burn`` and ``forfeited`` of each), once: a grant
+        already closed keeps its first record."""
+        ...
+
+
+class HasCredits(Protocol):
+    """A store that keeps prepaid credit grants beside its other roles."""
+
+    @property
+    def credits(self) -> CreditStore: ...
+
+
 class HasResponses(Protocol):
     """A store that keeps stored Responses API answers beside its other roles."""
 
@@ -380,6 +409,7 @@ class Store(
     BreakerStore,
     ExportStore,
     MetaStore,
+    HasCredits,
     HasTraffic,
     HasResponses,
     Protocol,

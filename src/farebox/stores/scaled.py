@@ -48,6 +48,7 @@ from farebox.core.records import (
     UsageRow,
 )
 from farebox.errors import LimiterUnavailable
+from farebox.stores.credit_rows import CreditsThatBump
 from farebox.stores.health import Health
 from farebox.stores.postgres.store import PostgresStore
 from farebox.stores.redis.budgets import RedisBudgets
@@ -99,6 +100,7 @@ class ScaledStore:
         self._pg = pg
         self.traffic = pg.traffic  # counters are flushed off the request path: PostgreSQL
         self.responses = pg.responses  # stored Responses answers: PostgreSQL
+        self.credits = CreditsThatBump(pg.credits, self._bump_epoch)  # grants: PostgreSQL
         self._budgets = budgets
         self._client = client
         self._prefix = prefix

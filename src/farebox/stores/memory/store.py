@@ -23,6 +23,7 @@ from farebox.core.records import (
 from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health
 from farebox.stores.memory.budgets import MemoryBudgets
+from farebox.stores.memory.credits import MemoryCredits
 from farebox.stores.memory.responses import MemoryResponses
 from farebox.stores.memory.rollups import MemoryReports
 from farebox.stores.memory.traffic import MemoryTraffic
@@ -46,6 +47,10 @@ class MemoryStore(MemoryReports):
         self._probes: dict[str, float] = {}
         self.traffic = MemoryTraffic()
         self.responses = MemoryResponses()
+        self.credits = MemoryCredits(self._bump)
+
+    def _bump(self) -> None:
+        self._epoch += 1
 
     async def open(self) -> None:
         return None

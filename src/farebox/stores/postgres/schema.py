@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from farebox.stores.postgres.credits import MIGRATION as CREDITS_MIGRATION
 from farebox.stores.postgres.rollups import cache_migration as rollups_cache_migration
 from farebox.stores.postgres.rollups import migration as rollups_migration
 
@@ -209,6 +210,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # the rollups keep the cache's sums too: saved (money) and misses (stores/rollup_rows.py)
     rollups_cache_migration(SCHEMA_MARK),
+    # prepaid credit grants (stores/postgres/credits.py)
+    CREDITS_MIGRATION,
 )
 
 

@@ -28,6 +28,7 @@ from farebox.core.records import (
 )
 from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health, Prober, ProbeTimes
+from farebox.stores.postgres.credits import PostgresCredits
 from farebox.stores.postgres.ledger_write import (
     COLUMN_TYPES,
     LedgerStatements,
@@ -141,6 +142,7 @@ class PostgresStore(SQLAccounts, PostgresReports):
         self.traffic = PostgresTraffic(lambda: self._pool, self._s)
         self.responses = PostgresResponses(lambda: self._pool, self._s)
         self.request_log = PostgresRequestLog(lambda: self._pool, self._s)
+        self.credits = PostgresCredits(lambda: self._pool, self._s)
         self._ledger_sql: LedgerStatements | None = None  # built on open, from the table
         self._ledger_json: LedgerStatements | None = None  # the same, taking one JSON text
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from farebox.stores.request_log import MAX_TAG_CHARS
+from farebox.stores.sqlite.credits import MIGRATION as CREDITS_MIGRATION
 from farebox.stores.sqlite.rollups import cache_migration as rollups_cache_migration
 from farebox.stores.sqlite.rollups import migration as rollups_migration
 
@@ -280,6 +281,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # the rollups keep the cache's sums too: saved (money) and misses (stores/rollup_rows.py)
     rollups_cache_migration(),
+    # prepaid credit grants (stores/sqlite/credits.py)
+    CREDITS_MIGRATION,
 )
 
 

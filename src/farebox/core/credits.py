@@ -1,0 +1,163 @@
+"""Prepaid credits: grants, their exact conversion to money, and which grant a burn draws on.
+
+A tenant on a plan with ``pricing.credits`` holds a balance of credits. Internally every
+amount is pico-USD of *revenue* (what the plan charges): a request burns exactly its ledger
+revenue. ``CreditRate`` converts to and from the credits a person reads (``per_usd`` credits
+to the dollar), exactly: one credit must be a whole number of pico-USD.
+
+The balance is one budget counter per tenant (``credit_hold``): its limit is what the grants
+still make available (``available``), its spend what was burned, its holds the worst cases of
+requests in flight; the store's reserve and settle keep it from going below zero under any
+concurrency, as they do for budgets.
+
+Burns draw on the grant that expires first (then the oldest). A grant that expires forfeits
+what it still had; which burns it absorbed is ``allocate``'s answer, over the axis of
+cumulative burn: each grant takes burn from the cumulative burn at its creation
+(``opened_at_burn``) until the cumulative burn at its expiry (``closed_at_burn``, set when the
+expiry is recorded).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from farebox.core.money import PICO_PER_USD, MoneyFormatError, parse_usd
+
+KINDS = ("top_up", "promo", "refund")
+CREDIT_PREFIX = "credits:"  # the balance counter's key: ``credits:{tenant}``
+
+
+@dataclass(frozen=True, slots=True)
+class CreditRate:
+    """``per_usd`` credits make one USD; ``unit`` pico-USD make one credit."""
+
+    unit: int
+
+    @classmethod
+    def of(cls, per_usd: str | int, *, field: str = "credits.per_usd") -> CreditRate:
+        """From a decimal ``per_usd``; one credit must be a whole number of pico-USD."""
+        scaled = parse_usd(per_usd, field=field)  # per_usd * 10^12
+        if scaled <= 0:
+            raise MoneyFormatError(f"{field}: must be positive")
+        unit, rest = divmod(PICO_PER_USD * PICO_PER_USD, scaled)
+        if rest:
+            raise MoneyFormatError(
+                f"{field}: {per_usd!r} does not make one credit a whole number of pico-USD "
+                "(use a divisor of 10^12, such as 1, 100 or 1000)"
+            )
+        return cls(unit)
+
+    def to_pico(self, credits: str | int, *, field: str = "amount") -> int:
+        """Credits as a decimal string -> pico-USD, exactly (``MoneyFormatError`` if not)."""
+        pico_credits = parse_usd(credits, field=field)  # credits * 10^12
+        value, rest = divmod(pico_credits * self.unit, PICO_PER_USD)
+        if rest:
+            raise MoneyFormatError(f"{field}: {credits!r} has too many decimal places")
+        return value
+
+    def credits(self, pico: int) -> str:
+        """pico-USD -> credits as an exact decimal string."""
+        return _exact(pico, self.unit)
+
+
+def _exact(pico: int, unit: int) -> str:
+    # ``unit`` divides 10^24 (``of``), so pico / unit terminates within 24 decimals
+    scaled = pico * 10**24 // unit
+    sign = "-" if scaled < 0 else ""
+    whole, frac = divmod(abs(scaled), 10**24)
+    digits = f"{frac:024d}".rstrip("0").ljust(2, "0")
+    return f"{sign}{whole}.{digits}"
+
+
+@dataclass(frozen=True, slots=True)
+class CreditGrant:
+    """Credits granted to a tenant, in pico-USD of revenue.
+
+    ``key``: the idempotency key (one grant per tenant and key). ``source``: ``admin``, or
+    the billing system it came from (``stripe``, ``lago``...). ``opened_at_burn``: the
+    tenant's cumulative burn when it was granted. ``closed_at_burn`` and ``forfeited``: set
+    once its expiry is recorded."""
+
+    id: str
+    tenant_id: str
+    key: str
+    kind: str
+    amount: int
+    created_at: float
+    expires_at: float | None = None
+    source: str = "admin"
+    opened_at_burn: int = 0
+    closed_at_burn: int | None = None
+    forfeited: int | None = None
+    note: str | None = None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+def _order(grant: CreditGrant) -> tuple[float, float, str]:
+    expiry = grant.expires_at if grant.expires_at is not None else math.inf
+    return (expiry, grant.created_at, grant.id)
+
+
+def allocate(grants: Sequence[CreditGrant], burned: int) -> dict[str, int]:
+    """How much of ``burned`` (the tenant's cumulative burn) each grant absorbed.
+
+    Walking the burn axis from 0 to ``burned``: at each point the grants open there
+    (``opened_at_burn <= x < closed_at_burn``) and not used up take burn, the one that
+    expires first before the others. Burn no grant could take is reported under ``""``
+    (it cannot happen while the store keeps the balance, but the sum always adds up)."""
+    used = {g.id: 0 for g in grants}
+    marks = sorted(
+        {0, burned}
+        | {g.opened_at_burn for g in grants if g.opened_at_burn < burned}
+        | {
+            g.closed_at_burn
+            for g in grants
+            if g.closed_at_burn is not None and g.closed_at_burn < burned
+        }
+    )
+    ordered = sorted(grants, key=_order)
+    spill = 0
+    for start, end in zip(marks, marks[1:], strict=False):
+        left = end - start
+        for g in ordered:
+            if left == 0:
+                break
+            closed = g.closed_at_burn if g.closed_at_burn is not None else math.inf
+            if g.opened_at_burn <= start and end <= closed:
+                take = min(left, g.amount - used[g.id])
+                used[g.id] += take
+                left -= take
+        spill += left
+    if spill:
+        used[""] = spill
+    return used
+
+
+def forfeit(grants: Sequence[CreditGrant], now: float, burned: int) -> list[CreditGrant]:
+    """The grants whose expiry is recorded now: each expired one not yet closed, closed at
+    ``burned`` (the cumulative burn counting holds in flight, so the balance never drops
+    below what is held), forfeiting what it had not absorbed."""
+    closing = [g for g in grants if g.expired(now) and g.closed_at_burn is None]
+    if not closing:
+        return []
+    closed = [replace(g, closed_at_burn=max(burned, g.opened_at_burn)) for g in closing]
+    by_id = {g.id: g for g in closed}
+    used = allocate([by_id.get(g.id, g) for g in grants], burned)
+    return [replace(g, forfeited=g.amount - used.get(g.id, 0)) for g in closed]
+
+
+def available(grants: Sequence[CreditGrant]) -> int:
+    """The balance counter's limit: everything granted less what expired grants forfeited."""
+    return sum(g.amount - (g.forfeited or 0) for g in grants)
+
+
+def next_expiry(grants: Sequence[CreditGrant]) -> float | None:
+    """When the next open grant expires (when ``forfeit`` has work to do)."""
+    return min(
+        (g.expires_at for g in grants if g.expires_at is not None and g.closed_at_burn is None),
+        default=None,
+    )

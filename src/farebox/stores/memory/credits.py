@@ -1,0 +1,40 @@
+"""Credit grants in process (the ``CreditStore`` role)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+from farebox.core.credits import CreditGrant
+from farebox.stores.credit_rows import same
+
+
+class MemoryCredits:
+    def __init__(self, bump: Callable[[], None]) -> None:
+        self._grants: dict[str, list[CreditGrant]] = {}
+        self._bump = bump  # the auth epoch: every worker sees the new limit
+
+    async def grant_credits(self, grant: CreditGrant) -> tuple[CreditGrant, bool]:
+        grants = self._grants.setdefault(grant.tenant_id, [])
+        for found in grants:
+            if found.key == grant.key:
+                return same(found, grant), False
+        grants.append(grant)
+        self._bump()
+        return grant, True
+
+    async def credit_grants(self, tenant_id: str) -> list[CreditGrant]:
+        return sorted(self._grants.get(tenant_id, []), key=lambda g: (g.created_at, g.id))
+
+    async def close_grants(self, grants: Sequence[CreditGrant]) -> None:
+        changed = False
+        for grant in grants:
+            held = self._grants.get(grant.tenant_id, [])
+            for i, found in enumerate(held):
+                if found.id == grant.id and found.closed_at_burn is None:
+                    held[i] = dataclasses.replace(
+                        found, closed_at_burn=grant.closed_at_burn, forfeited=grant.forfeited
+                    )
+                    changed = True
+        if changed:
+            self._bump()

@@ -1,0 +1,79 @@
+"""Credit grants in SQLite (the ``CreditStore`` role). Money columns are TEXT holding exact
+integers (a grant is never rounded, whatever its size)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from farebox.core.credits import CreditGrant
+from farebox.stores.credit_rows import BY_KEY, BY_TENANT, CLOSE, INSERT, grant_of, same, values
+
+T = TypeVar("T")
+Runner = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
+MIGRATION = """
+CREATE TABLE credit_grants (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    source TEXT NOT NULL,
+    opened_at_burn TEXT NOT NULL,
+    closed_at_burn TEXT,
+    forfeited TEXT,
+    note TEXT,
+    UNIQUE (tenant_id, key)
+);
+"""
+
+
+def _text(row: list[Any]) -> list[Any]:
+    return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in row]
+
+
+class SQLiteCredits:
+    def __init__(
+        self, write: Runner[Any], read: Runner[Any], bump: Callable[[sqlite3.Connection], int],
+        publish: Callable[[int], None],
+    ) -> None:  # fmt: skip
+        self._write = write  # runs a function in a write transaction
+        self._read = read
+        self._bump = bump  # the auth epoch, in the grant's own transaction
+        self._publish = publish
+
+    async def grant_credits(self, grant: CreditGrant) -> tuple[CreditGrant, bool]:
+        row = _text(values(grant))
+
+        def write(db: sqlite3.Connection) -> tuple[CreditGrant, int | None]:
+            found = db.execute(BY_KEY, (grant.tenant_id, grant.key)).fetchone()
+            if found is not None:
+                return same(grant_of(found), grant), None
+            db.execute(INSERT, row)
+            return grant, self._bump(db)
+
+        stored, epoch = await self._write(write)
+        if epoch is not None:
+            self._publish(epoch)
+        return stored, epoch is not None
+
+    async def credit_grants(self, tenant_id: str) -> list[CreditGrant]:
+        rows = await self._read(lambda db: db.execute(BY_TENANT, (tenant_id,)).fetchall())
+        return [grant_of(r) for r in rows]
+
+    async def close_grants(self, grants: Sequence[CreditGrant]) -> None:
+        params = [
+            (str(g.closed_at_burn), str(g.forfeited), g.tenant_id, g.id)
+            for g in grants
+            if g.closed_at_burn is not None and g.forfeited is not None
+        ]
+
+        def write(db: sqlite3.Connection) -> int:
+            db.executemany(CLOSE, params)
+            return self._bump(db)
+
+        if params:
+            self._publish(await self._write(write))
