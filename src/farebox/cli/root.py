@@ -11,6 +11,7 @@ from farebox.cli.anomaly import register as register_anomaly
 from farebox.cli.billing import export_cmd, margins, profitability, reconcile
 from farebox.cli.budgets import budgets
 from farebox.cli.cache import cache
+from farebox.cli.credits import credits
 from farebox.cli.demo import demo
 from farebox.cli.keys import keys
 from farebox.cli.requests import requests_cmd
@@ -34,7 +35,7 @@ def main() -> None:
 
 for command in (serve, demo, tenants, keys, budgets, usage, export_cmd, margins, profitability,
                 reconcile,
-                requests_cmd, cache):  # fmt: skip
+                requests_cmd, cache, credits):  # fmt: skip
     main.add_command(command)
 register_anomaly(main, tenants, keys)
 
