@@ -88,9 +88,7 @@ async def test_two_sqlite_stores_on_one_file_split_the_month_exactly(tmp_path: P
     try:
         rng = random.Random(5)
         entries = [entry(i, rng.randint(1, 900)) for i in range(160)]
-        jobs = [
-            stores[i % 2].append_ledger(entries[i : i + 4]) for i in range(0, len(entries), 4)
-        ]
+        jobs = [stores[i % 2].append_ledger(entries[i : i + 4]) for i in range(0, len(entries), 4)]
         await asyncio.gather(*jobs)
         check_month(await stores[0].ledger("t"))
     finally:
@@ -108,7 +106,7 @@ async def test_two_postgres_replicas_split_the_month_exactly(tmp_path: Path) -> 
     try:
         rng = random.Random(9)
         entries = [entry(i, rng.randint(1, 900), tenant=f"t{i % 2}") for i in range(200)]
-        entries += [entry(i, 500, started=1_796_500_000.0, tenant="t0") for i in range(200, 220)]
+        entries += [entry(i, 500, started=1_796_500_000.0, tenant="t0") for i in range(200, 240)]
         jobs = [
             (first, second)[i % 2].append_ledger(entries[i : i + 3])
             for i in range(0, len(entries), 3)

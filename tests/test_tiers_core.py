@@ -80,7 +80,9 @@ def test_per_request_revenue_telescopes_to_the_month_charge(
 
 @FAST
 @given(schedules(), st.integers(0, 20_000), st.integers(0, 20_000))
-def test_a_request_across_boundaries_is_split_at_each(s: TierSchedule, before: int, used: int) -> None:
+def test_a_request_across_boundaries_is_split_at_each(
+    s: TierSchedule, before: int, used: int
+) -> None:
     """Its revenue is the exact charge of its units in each tier it touches, up to the floor
     of the month's charge before and after it (less than one pico-USD each side)."""
     exact = reference(s, before + used) - reference(s, before)
