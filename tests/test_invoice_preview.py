@@ -114,6 +114,11 @@ async def test_a_scripted_month_matches_the_hand_computation(
             assert r.status_code == 200, r.text
             got[tenant] = r.json()
         nov = [e for e in await gw.ledger("acme") if e.started_at == NOV]
+        r = await gw.client.get("/admin/v1/margins?month=2026-11", headers=gw.admin)
+        margins = {m["tenant"]: m for m in r.json()["data"]}
+    for tenant, body in got.items():  # the margins count the same month the same way
+        assert margins[tenant]["revenue_usd"] == body["total_usd"], tenant
+        assert margins[tenant]["usage_revenue_usd"] == body["usage_usd"], tenant
     # acme: the allowance takes 2M; 8M tokens at $8/1M = $64; 2M at $6/1M = $12; the cache
     # hit $0.50; the fee $49: 49 + 64 + 12 + 0.5 = $125.50. Per request, in order:
     # 0 (1.5M, in the allowance), $4 (0.5M over), $32 (4M), $28 + $3 (3.5M at 8, 0.5M at 6), $9

@@ -165,3 +165,21 @@ def test_two_workers_on_sqlite_split_the_month_exactly(tmp_path: Path) -> None:
     assert sum(int(r["revenue"]) for r in rows) == SCHEDULE.charge(total)
     assert total > 15_000
     assert time.monotonic() - started < 60
+
+
+async def test_entries_of_other_plans_touch_no_counter(tmp_path: Path) -> None:
+    """A non-tiered entry keeps its revenue and costs no statement on the tier counters."""
+    import contextlib
+    import sqlite3
+
+    from tests.contracts.builders import entry as plain
+
+    async with opened("sqlite", tmp_path) as store:
+        await store.append_ledger([plain("p1", revenue=123), plain("p2", revenue=7)])
+        await store.append_ledger([entry(1, 4000), plain("p3", revenue=5)])
+        assert sorted(e.revenue for e in await store.ledger("acme")) == [5, 7, 123]
+        [tiered] = await store.ledger("t")
+        assert tiered.revenue == SCHEDULE.charge(4000) > 0
+    with contextlib.closing(sqlite3.connect(tmp_path / "x.db")) as db:
+        rows = db.execute("SELECT tenant_id, month, used FROM tier_usage").fetchall()
+    assert rows == [("t", "2026-11", 4000)]
