@@ -51,11 +51,11 @@ def credits_show(tenant_id: str, as_json: bool, config: str | None, url: str | N
 @click.argument("tenant_id")
 @click.option("--amount", required=True, help="Credits to grant (a decimal, e.g. 1500).")
 @click.option("--key", "idempotency_key", required=True,
-              help="Idempotency key: the same key grants once (e.g. the payment's id).")  # fmt: skip
+              help="Idempotency key: one grant per key (e.g. the payment's id).")  # fmt: skip
 @click.option("--kind", type=click.Choice(["top_up", "promo", "refund"]), default="top_up",
               show_default=True)  # fmt: skip
 @click.option("--expires-at", default=None,
-              help="When unused credits expire (unix seconds or ISO 8601; default: never).")  # fmt: skip
+              help="When unused credits expire (unix seconds or ISO; default: never).")  # fmt: skip
 @click.option("--note", default=None, help="A note kept with the grant.")
 @json_option
 @target

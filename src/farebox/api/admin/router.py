@@ -21,6 +21,7 @@ from farebox.api.admin.billing import BillingRoutes
 from farebox.api.admin.budgets import BudgetRoutes
 from farebox.api.admin.cache import CacheRoutes
 from farebox.api.admin.credits import CreditRoutes
+from farebox.api.admin.invoices import InvoiceRoutes
 from farebox.api.admin.keys import KeyRoutes
 from farebox.api.admin.operations import OperationRoutes
 from farebox.api.admin.reports import ReportRoutes
@@ -101,6 +102,7 @@ def admin_routes(
     requests = RequestRoutes(services)
     cache = CacheRoutes(services, tenancy)
     credits = CreditRoutes(services, tenancy)
+    invoices = InvoiceRoutes(services)
     return [
         AdminRoute("POST", "/tenants", tenant.create_tenant, CREATED),
         AdminRoute("GET", "/tenants", tenant.list_tenants),
@@ -140,6 +142,7 @@ def admin_routes(
         AdminRoute("GET", "/cache", cache.all_caches),
         AdminRoute("POST", "/tenants/{tenant_id}/credits", credits.grant, CREATED),
         AdminRoute("GET", "/tenants/{tenant_id}/credits", credits.credits),
+        AdminRoute("GET", "/tenants/{tenant_id}/invoice", invoices.tenant_invoice),
     ]
 
 
