@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from farebox.core.money import PICO_PER_USD
+from farebox.core.money import PICO_PER_USD, format_usd
 from tests.cache_gateway import CountingMock, ask, auth, config, post
 
 PER_USD = 1000  # credits per USD: one credit is 10^9 pico-USD
@@ -194,3 +194,32 @@ async def test_grants_need_a_known_prepaid_tenant(make_gateway: Any) -> None:
         key = await gw.key("plainco")
         ok = await gw.client.post("/v1/chat/completions", json=ask(), headers=auth(key))
         assert ok.status_code == 200  # a plan without credits is not limited by them
+
+
+async def test_me_shows_a_prepaid_tenant_its_balance(make_gateway: Any) -> None:
+    async with make_gateway(config(PLANS)) as gw:
+        key = await gw.tenant_key("acme", "prepaid")
+        assert (await grant(gw, "acme", "250", "g")).status_code == 201
+        assert (await post(gw, key, ask("hello"))).status_code == 200
+        me = (await gw.client.get("/v1/me", headers=auth(key))).json()
+        view = await balance(gw, "acme")
+        assert me["credits"] == {k: v for k, v in view.items() if k not in ("grants", "tenant")}
+        assert credits_of(me["credits"]["burned"]) == sum(e.revenue for e in await gw.ledger())
+        plain = await gw.tenant_key("plainco", "plain")
+        assert "credits" not in (await gw.client.get("/v1/me", headers=auth(plain))).json()
+
+
+async def test_a_revenue_budget_holds_what_the_tenant_is_charged(make_gateway: Any) -> None:
+    plans = {"capped": {"models": ["*"], "pricing": {"markup": "3"}, "budgets": [
+        {"period": "month", "limit_usd": "0.01", "basis": "revenue"}]}}  # fmt: skip
+    async with make_gateway(config(plans)) as gw:
+        key = await gw.tenant_key("acme", "capped")
+        codes = [(await post(gw, key, ask(f"q{i}", max_tokens=300))).status_code for i in range(60)]
+        assert 429 in codes and codes.index(429) > 0
+        entries = await gw.ledger("acme")
+        revenue = sum(e.revenue for e in entries)
+        assert revenue <= 10**10  # USD 0.01 of revenue, never more
+        assert sum(e.cost for e in entries) * 3 - revenue <= len(entries)  # markup 3, rounded
+        r = await gw.client.get("/admin/v1/tenants/acme/budgets", headers=gw.admin)
+        [budget] = r.json()["data"]
+        assert budget["basis"] == "revenue" and budget["used_usd"] == format_usd(revenue)

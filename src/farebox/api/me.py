@@ -12,6 +12,7 @@ from farebox.api.admin.requests import me_route
 from farebox.api.context import Services
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
 from farebox.api.openai import guarded
+from farebox.core.money import PICO_PER_USD
 from farebox.gateway.budget_scope import Scope, state_json
 from farebox.gateway.routing_table import policy_json
 
@@ -44,6 +45,11 @@ def routes(services: Services) -> list[FastRoute]:
             # this month's cache traffic and what the cache holds: the caller's tenant only
             "cache": await cache_stats(services.store, services.cache, who.tenant.id, month_span()),
         }
+        book = services.budgets.credits
+        if plan.credits is not None and book is not None:  # a prepaid tenant: its balance
+            view = (await book.balance(who.tenant.id)).view(plan.credits.rate)
+            view.pop("grants")
+            body["credits"] = {**view, "per_usd": plan.credits.rate.credits(PICO_PER_USD)}
         return _json(body, request_id=request_id)
 
     async def healthz(request: Incoming) -> JSONBody:
