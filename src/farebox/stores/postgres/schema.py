@@ -12,6 +12,7 @@ import hashlib
 from typing import Any
 
 from farebox.stores.postgres.credits import MIGRATION as CREDITS_MIGRATION
+from farebox.stores.postgres.inbox import MIGRATION as INBOX_MIGRATION
 from farebox.stores.postgres.rollups import cache_migration as rollups_cache_migration
 from farebox.stores.postgres.rollups import migration as rollups_migration
 
@@ -212,6 +213,8 @@ MIGRATIONS: tuple[str, ...] = (
     rollups_cache_migration(SCHEMA_MARK),
     # prepaid credit grants (stores/postgres/credits.py)
     CREDITS_MIGRATION,
+    # billing webhooks: seen events, voided upstream grants, parked grants (postgres/inbox.py)
+    INBOX_MIGRATION,
 )
 
 

@@ -6,6 +6,7 @@ import sqlite3
 
 from farebox.stores.request_log import MAX_TAG_CHARS
 from farebox.stores.sqlite.credits import MIGRATION as CREDITS_MIGRATION
+from farebox.stores.sqlite.inbox import MIGRATION as INBOX_MIGRATION
 from farebox.stores.sqlite.rollups import cache_migration as rollups_cache_migration
 from farebox.stores.sqlite.rollups import migration as rollups_migration
 
@@ -283,6 +284,8 @@ MIGRATIONS: tuple[str, ...] = (
     rollups_cache_migration(),
     # prepaid credit grants (stores/sqlite/credits.py)
     CREDITS_MIGRATION,
+    # billing webhooks: seen events, voided upstream grants, parked grants (sqlite/inbox.py)
+    INBOX_MIGRATION,
 )
 
 
