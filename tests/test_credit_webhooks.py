@@ -401,3 +401,36 @@ def _put(node: Any, path: tuple[Any, ...], value: Any) -> None:
     for step in path[:-1]:
         node = node[step]
     node[path[-1]] = value
+
+
+# -- any order, any replays: the same end state -----------------------------------------------
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sink=st.sampled_from(SINKS),
+    order=st.permutations(["create", "update", "void"]),
+    replays=st.lists(st.integers(0, 2), max_size=4),
+    units=st.integers(1, 10**9),
+)
+def test_deliveries_in_any_order_with_replays_end_in_the_same_state(
+    sink: str, order: list[str], replays: list[int], units: int
+) -> None:
+    """A grant created, updated and (where the system voids) voided: delivered in every
+    order, some deliveries repeated, the credit service ends as after the in-order run."""
+    actions = [a for a in order if sink in VOIDABLE or a != "void"]
+    sequence = actions + [actions[i % len(actions)] for i in replays]
+
+    async def run(steps: list[str]) -> dict[str, tuple[int, int | None, str, str]]:
+        granter = FakeGranter()
+        sync, store = _sync(granter)
+        billing = {CUSTOMERS[sink][0]: CUSTOMERS[sink][1]}
+        await store.create_tenant(Tenant("acme", "acme", "default", 0.0, billing=billing))
+        for action in steps:
+            customer = CUSTOMERS[sink][1]
+            body, headers = delivery(sink, action, f"ev_{action}", "up_1", customer, units)
+            await sync.receive(sink, headers, body)
+        expected = 0 if "void" in steps else units * PICO_PER_UNIT[sink]
+        assert granter.balance("acme") == expected
+        return granter.state()
+
+    in_order = asyncio.run(run([a for a in ("create", "update", "void") if a in actions]))
+    assert asyncio.run(run(sequence)) == in_order

@@ -134,8 +134,8 @@ def unix_or_iso(value: Any, name: str) -> float | None:
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            parsed = None
-        if parsed is not None and parsed.tzinfo is not None:
-            return parsed.timestamp()
+            if parsed.tzinfo is not None:
+                return parsed.timestamp()
+        except (ValueError, OverflowError, OSError):
+            pass
     raise BadPayload(f"{name}: expected a timestamp (unix seconds, or ISO 8601 with a zone).")
