@@ -186,17 +186,46 @@ async def test_an_unknown_or_unconfigured_sink_is_404(
         assert r.status_code == 404
 
 
-async def test_without_the_credit_service_a_delivery_is_retried_later(
+async def test_without_the_credit_service_a_delivery_is_retried_later() -> None:
+    hooks = BillingWebhooks.model_validate(CONFIG["billing"]["webhooks"])
+    store = MemoryStore()
+    billing = {"stripe_customer_id": "cus_ACME"}
+    await store.create_tenant(Tenant("acme", "acme", "default", 0.0, billing=billing))
+    sync = CreditSync(hooks, hook_secrets("t", hooks, ENV), store.inbox, store, None, time.time)
+    body, headers = delivery("stripe", "create", "ev_1", "up_1", "cus_ACME", 100)
+    with pytest.raises(FareboxError) as refused:
+        await sync.receive("stripe", headers, body)
+    assert refused.value.status == 503 and refused.value.error_code == "credits_unavailable"
+    sync.granter = granter = FakeGranter()
+    answer = await sync.receive("stripe", headers, body)  # the billing system's retry
+    assert answer["status"] == "applied" and granter.balance("acme") == 100 * 10**10
+
+
+async def test_the_gateways_own_credit_book_shows_the_synced_balance_exactly(
     make_gateway: Callable[..., Any],
 ) -> None:
-    async with make_gateway(CONFIG, env=ENV) as gateway:
-        await acme(gateway)
-        body, headers = delivery("stripe", "create", "ev_1", "up_1", "cus_ACME", 100)
-        r = await post(gateway, "stripe", body, headers)
-        assert r.status_code == 503 and r.json()["error"]["code"] == "credits_unavailable"
-        gateway.app.state.services.credit_granter = granter = FakeGranter()
-        r = await post(gateway, "stripe", body, headers)  # the billing system's retry
-        assert r.json()["status"] == "applied" and granter.balance("acme") == 100 * 10**10
+    """No fake: the app's credit book (what the admin credits API reads) gets the grant."""
+    plans = {"prepaid": {"models": ["*"], "pricing": {"markup": "2", "credits": {"per_usd": 1000}}}}
+    config = {**CONFIG, "providers": {"sim": {"kind": "mock"}}, "plans": plans}
+    async with make_gateway(config, env=ENV) as gateway:
+        await gateway.tenant("acme", "prepaid")
+        patch = {"billing": dict(CUSTOMERS.values())}
+        await gateway.client.patch("/admin/v1/tenants/acme", json=patch, headers=gateway.admin)
+        view = "/admin/v1/tenants/acme/credits"
+        sent = [
+            ("stripe", delivery("stripe", "create", "evt_1", "credgr_1", "cus_ACME", 1234)),
+            ("lago", delivery("lago", "create", "u-1", "tx-1", "acme-lago", 7)),
+            ("stripe", delivery("stripe", "create", "evt_1", "credgr_1", "cus_ACME", 1234)),
+        ]
+        for sink, (body, headers) in sent:
+            assert (await post(gateway, sink, body, headers)).status_code == 200
+        got = (await gateway.client.get(view, headers=gateway.admin)).json()
+        assert got["balance"] == got["granted"] == "19340.00"  # $12.34 + $7 at 1000 per USD
+        assert sorted(g["source"] for g in got["grants"]) == ["lago", "stripe"]
+        body, headers = delivery("stripe", "void", "evt_2", "credgr_1", "cus_ACME", 1234)
+        assert (await post(gateway, "stripe", body, headers)).json()["status"] == "voided"
+        got = (await gateway.client.get(view, headers=gateway.admin)).json()
+        assert got["balance"] == "7000.00" and got["expired"] == "12340.00"
 
 
 @pytest.mark.parametrize("sink", SINKS)

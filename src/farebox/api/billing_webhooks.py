@@ -1,8 +1,10 @@
 """``POST /billing/v1/webhooks/{sink}``: credit grants from the billing system, verified by its
 own signature (no admin key: the signature is the credential), bounded like every body.
 
-The credit service is the app's ``Services.credit_granter``; until it is wired, a verified
-delivery answers 503 ``credits_unavailable`` and the billing system retries it.
+Grants go through the app's credit book (``Services.budgets.credits``, the service the admin
+credits API uses), or ``Services.credit_granter`` when one is set in its place (the tests'
+fake). Without either, a verified delivery answers 503 ``credits_unavailable`` and the
+billing system retries it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def credit_sync(services: Services) -> CreditSync:
         settings.sink_secrets,
         services.store.inbox,
         services.store,
-        services.credit_granter,
+        services.credit_granter or services.budgets.credits,
         time.time,
     )
 

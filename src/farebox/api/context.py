@@ -42,8 +42,8 @@ class Services:
     local_admin_hash: str = ""
     tracing: Tracing | None = None  # None: tracing is off
     cache: CacheStore | None = None  # the response cache's entries; None: no cache configured
-    # prepaid credits, as the billing webhooks grant them (farebox.billing.credits); None:
-    # not wired (a verified delivery answers 503 and the billing system retries)
+    # the credit service the billing webhooks grant through in place of budgets.credits
+    # (a test's fake); None: the app's own credit book
     credit_granter: CreditGranter | None = None
 
     def admin_hashes(self) -> tuple[str, ...]:

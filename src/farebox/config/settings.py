@@ -109,6 +109,7 @@ class BudgetConfig(Strict):
     rollover_cap_usd: Decimal | None = None
     increase_usd: Decimal | None = None  # a temporary increase...
     increase_until: float | None = Field(None, allow_inf_nan=False)  # ...until (unix seconds)
+    basis: Literal["cost", "revenue"] = "cost"  # what the provider costs, or what is charged
 
     @field_validator("period")
     @classmethod

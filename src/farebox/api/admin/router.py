@@ -21,6 +21,7 @@ from farebox.api.admin.billing import BillingRoutes
 from farebox.api.admin.budgets import BudgetRoutes
 from farebox.api.admin.cache import CacheRoutes
 from farebox.api.admin.credit_sync import CreditSyncRoutes
+from farebox.api.admin.credits import CreditRoutes
 from farebox.api.admin.keys import KeyRoutes
 from farebox.api.admin.operations import OperationRoutes
 from farebox.api.admin.reports import ReportRoutes
@@ -100,6 +101,7 @@ def admin_routes(
     reports = ReportRoutes(services)
     requests = RequestRoutes(services)
     cache = CacheRoutes(services, tenancy)
+    credits = CreditRoutes(services, tenancy)
     credit_sync = CreditSyncRoutes(services)
     return [
         AdminRoute("POST", "/tenants", tenant.create_tenant, CREATED),
@@ -138,6 +140,8 @@ def admin_routes(
         AdminRoute("GET", "/tenants/{tenant_id}/cache", cache.tenant_cache),
         AdminRoute("DELETE", "/tenants/{tenant_id}/cache", cache.purge_cache),
         AdminRoute("GET", "/cache", cache.all_caches),
+        AdminRoute("POST", "/tenants/{tenant_id}/credits", credits.grant, CREATED),
+        AdminRoute("GET", "/tenants/{tenant_id}/credits", credits.credits),
         AdminRoute("GET", "/credits/parked", credit_sync.parked),
         AdminRoute("POST", "/credits/parked/{parked_id}/apply", credit_sync.apply_parked),
     ]
