@@ -194,6 +194,8 @@ OPERATIONS = [
     ("GET", "/admin/v1/tenants/{tenant_id}/invoice"),
     ("POST", "/admin/v1/tenants/{tenant_id}/credits"),
     ("GET", "/admin/v1/tenants/{tenant_id}/credits"),
+    ("GET", "/admin/v1/credits/parked"),
+    ("POST", "/admin/v1/credits/parked/{parked_id}/apply"),
 ]  # fmt: skip
 
 

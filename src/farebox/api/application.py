@@ -25,6 +25,7 @@ from farebox.anomaly.watch import AnomalyWatch
 from farebox.api import anthropic, completions, counting, dashboard, me, metrics, openai, responses
 from farebox.api.admin import router as admin
 from farebox.api.admin.errors import method_not_allowed, validation_failure
+from farebox.api.billing_webhooks import router as billing_webhooks
 from farebox.api.context import Services
 from farebox.api.docs import add_docs
 from farebox.api.errors import error_response
@@ -108,6 +109,7 @@ def _add_routes(app: FareboxApp, wiring: Wiring) -> None:
     app.state.exporter = wiring.exporter
     app.state.watch = wiring.watch
     app.include_router(admin.router(services, wiring.tenancy, wiring.exporter, wiring.watch))
+    app.include_router(billing_webhooks(services))  # credit grants, signed by the billing system
     graphql.mount(app, services, wiring.tenancy, wiring.watch)
     if services.settings.file.dashboard.enabled:
         app.include_router(

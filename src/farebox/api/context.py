@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from farebox.api.client_ip import TrustedProxies, request_client_ip
 from farebox.api.fastpath import Incoming
 from farebox.api.responses_stored import StoredResponses
+from farebox.billing.webhooks.base import CreditGranter
 from farebox.config.settings import Settings
 from farebox.gateway.admission import Budgets
 from farebox.gateway.auth import Authenticator, Principal
@@ -41,6 +42,9 @@ class Services:
     local_admin_hash: str = ""
     tracing: Tracing | None = None  # None: tracing is off
     cache: CacheStore | None = None  # the response cache's entries; None: no cache configured
+    # the credit service the billing webhooks grant through in place of budgets.credits
+    # (a test's fake); None: the app's own credit book
+    credit_granter: CreditGranter | None = None
 
     def admin_hashes(self) -> tuple[str, ...]:
         """The hashes an admin key may have: the admin key's, and the local CLI's token's."""

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from farebox.catalog import load_catalog
 from farebox.config.anomaly import AnomalySettings, AnomalyTuning, policy
 from farebox.config.base import Decimal, EnvReference, Strict
+from farebox.config.billing_webhooks import BillingWebhooks, hook_secrets
 from farebox.config.cache import CacheSettings, PlanCache
 from farebox.config.limits import ResponsesSettings, TimeoutSettings
 from farebox.config.observe import (
@@ -281,6 +282,7 @@ class BillingConfig(Strict):
     batch: int = Field(500, ge=1, le=10_000)  # ledger entries read per round
     hour_grace_s: float = Field(600.0, ge=0)  # hourly aggregates wait this long after the hour
     in_serve: bool = True  # run the exporter inside farebox serve
+    webhooks: BillingWebhooks = Field(default_factory=BillingWebhooks)  # inbound grants
 
 
 class LedgerConfig(Strict):
@@ -529,7 +531,7 @@ def parse_settings(
     alert_secret = _resolve_env(
         cfg.budgets.alert_webhook_secret, "budgets.alert_webhook_secret", source, env
     )
-    sink_secrets = _sink_secrets(source, cfg, env)
+    sink_secrets = _sink_secrets(source, cfg, env) | hook_secrets(source, cfg.billing.webhooks, env)
     return Settings(
         file=cfg,
         source=source,

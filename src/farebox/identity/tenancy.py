@@ -28,6 +28,7 @@ BILLING_FIELDS = frozenset(
     {
         "stripe_customer_id",
         "lago_external_subscription_id",
+        "lago_external_customer_id",  # Lago wallets name the customer (billing webhooks)
         "metronome_customer_id",
         "openmeter_subject",
     }

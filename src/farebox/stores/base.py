@@ -25,6 +25,7 @@ from farebox.core.cache import (
     Partition,
 )
 from farebox.core.credits import CreditGrant
+from farebox.core.inbound import ParkedGrant
 from farebox.core.records import (
     ApiKey,
     LedgerEntry,
@@ -379,6 +380,40 @@ class CreditStore(Protocol):
         ...
 
 
+class InboxStore(Protocol):
+    """Billing webhooks received (``Store.inbox``; ``farebox.billing.webhooks``): marks of
+    what was seen (``event``: a delivery's event id, applied; ``void``: an upstream grant
+    voided, perhaps before its grant arrived), and grants parked for review."""
+
+    async def mark(self, sink: str, kind: str, ref: str, at: float) -> bool:
+        """Remember ``ref``; True only for the first caller, however many race."""
+        ...
+
+    async def marked(self, sink: str, kind: str, ref: str) -> bool: ...
+
+    async def park(self, parked: ParkedGrant) -> ParkedGrant:
+        """Keep ``parked`` unless its sink and event id are parked already: then return
+        that one (a replayed delivery parks once)."""
+        ...
+
+    async def parked(self, status: str | None = None) -> list[ParkedGrant]:
+        """Oldest first (by ``parked_at``, then id); ``status``: only those in it."""
+        ...
+
+    async def get_parked(self, parked_id: str) -> ParkedGrant | None: ...
+
+    async def settle_parked(self, parked_id: str, tenant_id: str, at: float) -> bool:
+        """Mark a parked grant applied to ``tenant_id``; True for exactly one caller."""
+        ...
+
+
+class HasInbox(Protocol):
+    """A store that keeps the billing webhooks' inbox beside its other roles."""
+
+    @property
+    def inbox(self) -> InboxStore: ...
+
+
 class HasCredits(Protocol):
     """A store that keeps prepaid credit grants beside its other roles."""
 
@@ -410,6 +445,7 @@ class Store(
     ExportStore,
     MetaStore,
     HasCredits,
+    HasInbox,
     HasTraffic,
     HasResponses,
     Protocol,

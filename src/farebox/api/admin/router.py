@@ -20,6 +20,7 @@ from farebox.api.admin.anomaly import AnomalyRoutes
 from farebox.api.admin.billing import BillingRoutes
 from farebox.api.admin.budgets import BudgetRoutes
 from farebox.api.admin.cache import CacheRoutes
+from farebox.api.admin.credit_sync import CreditSyncRoutes
 from farebox.api.admin.credits import CreditRoutes
 from farebox.api.admin.invoices import InvoiceRoutes
 from farebox.api.admin.keys import KeyRoutes
@@ -103,6 +104,7 @@ def admin_routes(
     cache = CacheRoutes(services, tenancy)
     credits = CreditRoutes(services, tenancy)
     invoices = InvoiceRoutes(services)
+    credit_sync = CreditSyncRoutes(services)
     return [
         AdminRoute("POST", "/tenants", tenant.create_tenant, CREATED),
         AdminRoute("GET", "/tenants", tenant.list_tenants),
@@ -143,6 +145,8 @@ def admin_routes(
         AdminRoute("POST", "/tenants/{tenant_id}/credits", credits.grant, CREATED),
         AdminRoute("GET", "/tenants/{tenant_id}/credits", credits.credits),
         AdminRoute("GET", "/tenants/{tenant_id}/invoice", invoices.tenant_invoice),
+        AdminRoute("GET", "/credits/parked", credit_sync.parked),
+        AdminRoute("POST", "/credits/parked/{parked_id}/apply", credit_sync.apply_parked),
     ]
 
 

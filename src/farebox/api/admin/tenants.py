@@ -41,6 +41,7 @@ class TenantCreate(AdminBody):
 class BillingIds(AdminBody):
     stripe_customer_id: str | None = None
     lago_external_subscription_id: str | None = None
+    lago_external_customer_id: str | None = None  # Lago wallet grants (billing webhooks)
     metronome_customer_id: str | None = None
     openmeter_subject: str | None = None
 

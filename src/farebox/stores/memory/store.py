@@ -25,6 +25,7 @@ from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health
 from farebox.stores.memory.budgets import MemoryBudgets
 from farebox.stores.memory.credits import MemoryCredits
+from farebox.stores.memory.inbox import MemoryInbox
 from farebox.stores.memory.responses import MemoryResponses
 from farebox.stores.memory.rollups import MemoryReports
 from farebox.stores.memory.traffic import MemoryTraffic
@@ -51,6 +52,7 @@ class MemoryStore(MemoryReports):
         self.traffic = MemoryTraffic()
         self.responses = MemoryResponses()
         self.credits = MemoryCredits(self._bump)
+        self.inbox = MemoryInbox()
 
     def _bump(self) -> None:
         self._epoch += 1

@@ -12,6 +12,7 @@ import hashlib
 from typing import Any
 
 from farebox.stores.postgres.credits import MIGRATION as CREDITS_MIGRATION
+from farebox.stores.postgres.inbox import MIGRATION as INBOX_MIGRATION
 from farebox.stores.postgres.rollups import cache_migration as rollups_cache_migration
 from farebox.stores.postgres.rollups import migration as rollups_migration
 from farebox.stores.tier_usage import POSTGRES_MIGRATION as TIER_USAGE_MIGRATION
@@ -215,6 +216,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREDITS_MIGRATION,
     # tiered plans' month-to-date usage (stores/tier_usage.py)
     TIER_USAGE_MIGRATION,
+    # billing webhooks: seen events, voided upstream grants, parked grants (postgres/inbox.py)
+    INBOX_MIGRATION,
 )
 
 

@@ -30,6 +30,7 @@ from farebox.core.tiers import tiered
 from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health, Prober, ProbeTimes
 from farebox.stores.postgres.credits import PostgresCredits
+from farebox.stores.postgres.inbox import PostgresInbox
 from farebox.stores.postgres.ledger_write import (
     COLUMN_TYPES,
     LedgerStatements,
@@ -145,6 +146,7 @@ class PostgresStore(SQLAccounts, PostgresReports):
         self.responses = PostgresResponses(lambda: self._pool, self._s)
         self.request_log = PostgresRequestLog(lambda: self._pool, self._s)
         self.credits = PostgresCredits(lambda: self._pool, self._s)
+        self.inbox = PostgresInbox(lambda: self._pool, self._s)
         self._ledger_sql: LedgerStatements | None = None  # built on open, from the table
         self._ledger_json: LedgerStatements | None = None  # the same, taking one JSON text
 

@@ -6,6 +6,7 @@ import sqlite3
 
 from farebox.stores.request_log import MAX_TAG_CHARS
 from farebox.stores.sqlite.credits import MIGRATION as CREDITS_MIGRATION
+from farebox.stores.sqlite.inbox import MIGRATION as INBOX_MIGRATION
 from farebox.stores.sqlite.rollups import cache_migration as rollups_cache_migration
 from farebox.stores.sqlite.rollups import migration as rollups_migration
 from farebox.stores.tier_usage import SQLITE_MIGRATION as TIER_USAGE_MIGRATION
@@ -286,6 +287,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREDITS_MIGRATION,
     # tiered plans' month-to-date usage (stores/tier_usage.py)
     TIER_USAGE_MIGRATION,
+    # billing webhooks: seen events, voided upstream grants, parked grants (sqlite/inbox.py)
+    INBOX_MIGRATION,
 )
 
 

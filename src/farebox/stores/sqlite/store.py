@@ -46,6 +46,7 @@ from farebox.stores.sqlite import budgets
 from farebox.stores.sqlite.conn import connect, is_busy, lock_owner
 from farebox.stores.sqlite.credits import SQLiteCredits
 from farebox.stores.sqlite.epoch_file import EpochFile
+from farebox.stores.sqlite.inbox import SQLiteInbox
 from farebox.stores.sqlite.request_log import SQLiteRequestLog
 from farebox.stores.sqlite.responses import SQLiteResponses
 from farebox.stores.sqlite.rollups import SQLiteReports
@@ -108,6 +109,7 @@ class SQLiteStore(SQLAccounts, SQLiteReports):
         self.responses = SQLiteResponses(write, read, put=self._write)
         self.request_log = SQLiteRequestLog(path, lambda: self.report_reader)
         self.credits = SQLiteCredits(write, read, _bump_epoch, lambda e: self._epoch.publish(e))
+        self.inbox = SQLiteInbox(write, read)  # billing webhooks: seen events, parked grants
 
     def _runners(self) -> tuple[Any, Any]:
         """Run a function in a write transaction, and on the store's connection."""
