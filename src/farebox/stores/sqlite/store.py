@@ -1,8 +1,6 @@
-"""SQLite store (WAL). Safe for several worker processes on one host.
-
-All statements are parameterised. Blocking calls run on one dedicated thread; only the
-tiny ``auth_epoch`` read runs on the caller's thread, on its own read connection.
-"""
+"""SQLite store (WAL), safe for several worker processes on one host. All statements are
+parameterised. Blocking calls run on one dedicated thread; only the tiny ``auth_epoch`` read
+runs on the caller's thread, on its own read connection."""
 
 from __future__ import annotations
 
