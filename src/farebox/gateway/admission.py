@@ -269,7 +269,8 @@ class Budgets:
         deadline = time.monotonic() + self._settings.wait_for_room_s
         tokens = max_tokens
         counters = [*scoped, *limits]
-        fits = Fit(prices, input_tokens, revenue.priced if revenue else None)
+        held_in_revenue = revenue is not None and any(h.unit == "revenue" for h in scoped)
+        fits = Fit(prices, input_tokens, revenue.priced if revenue and held_in_revenue else None)
         while True:
             amount, held_revenue = fits.worst(tokens or 0)
             estimate = input_tokens + (tokens or 0)
