@@ -410,7 +410,8 @@ def wire(
     responses = StoredResponses(store.responses, settings.file.responses, clock, sole_user=sole)
     services = Services(settings, store, auth, gateway, ledger, secret, "", clock(),
                         budgets, proxies, breakers, responses, tracing=tracing,
-                        cache=cache.store if cache is not None else None)  # fmt: skip
+                        cache=cache.store if cache is not None else None, http=http,
+                        on_alert=alerts.send if alerts else None, clock=clock)  # fmt: skip
     tenancy = Tenancy(store, secret, plans, clock)
     reloader = plan_reloader(settings, gateway, tenancy, budgets, limits, watch, tracing)
     exporter = make_exporter(settings, store, http, alerts, clock)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from farebox.api.client_ip import TrustedProxies, request_client_ip
 from farebox.api.fastpath import Incoming
@@ -14,6 +16,7 @@ from farebox.gateway.auth import Authenticator, Principal
 from farebox.gateway.breakers import Breakers
 from farebox.gateway.ledger import LedgerWriter
 from farebox.gateway.pipeline import Gateway
+from farebox.http.client import HttpClient
 from farebox.stores.base import CacheStore, Store
 
 if TYPE_CHECKING:  # tracing is optional (``farebox[otel]``)
@@ -41,6 +44,9 @@ class Services:
     local_admin_hash: str = ""
     tracing: Tracing | None = None  # None: tracing is off
     cache: CacheStore | None = None  # the response cache's entries; None: no cache configured
+    http: HttpClient | None = None  # the app's one upstream client (admin APIs of providers)
+    on_alert: Callable[[dict[str, Any]], None] | None = None  # the signed alert webhook
+    clock: Callable[[], float] = time.time
 
     def admin_hashes(self) -> tuple[str, ...]:
         """The hashes an admin key may have: the admin key's, and the local CLI's token's."""

@@ -1,0 +1,67 @@
+"""The ``reconcile:`` section: reading each provider's own cost report (its admin API) to set
+it against the ledger's cost, and when a difference is worth an alert.
+
+```yaml
+reconcile:
+  threshold_usd: "0.01"        # alert when a day and model differ by at least this much...
+  threshold_percent: "5"       # ...and by at least this share of the provider's amount
+  providers:
+    openai: {admin_api_key: "env:OPENAI_ADMIN_KEY"}           # base_url: the public API
+    claude: {admin_api_key: "env:ANTHROPIC_ADMIN_KEY", base_url: "https://api.anthropic.com"}
+  models: {"gpt-4o-mini-2024-07-18": gpt-4o-mini}           # a provider label -> our model
+```
+
+Each name under ``providers`` must be a configured provider of kind ``openai`` or
+``anthropic``; the admin key is a secret (``env:NAME``, resolved by ``config.settings``); the
+admin API's root URL comes from here only, never from a client: ``base_url`` for OpenAI includes
+``/v1`` (as a provider's does), for Anthropic it is the host root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from farebox.config.base import Decimal, EnvReference, Strict
+
+
+class ProviderAdmin(Strict):
+    """One provider's admin credentials for its cost report."""
+
+    admin_api_key: EnvReference
+    base_url: str | None = None  # None: the provider's public API
+    timeout_s: float = Field(60.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("expected an http:// or https:// URL with a host")
+            _ = parts.port  # raises ValueError for a bad port
+        return value.rstrip("/") if value else value
+
+
+class ReconcileConfig(Strict):
+    """When a day and model differ, and whose cost reports to read. A threshold left unset
+    is not applied; with both unset every non-zero difference alerts."""
+
+    threshold_usd: Decimal | None = "0.01"
+    threshold_percent: Decimal | None = None
+    providers: dict[str, ProviderAdmin] = Field(default_factory=dict)
+    models: dict[str, str] = Field(default_factory=dict)
+
+
+def admin_keys(
+    cfg: ReconcileConfig, resolve: Callable[[str, str], str | None]
+) -> Mapping[str, str]:
+    """Provider name -> its admin key, each ``env:NAME`` resolved by ``resolve(reference,
+    where)`` (``config.settings``, the one reader of the environment)."""
+    keys = {
+        name: resolve(admin.admin_api_key, f"reconcile.providers.{name}.admin_api_key")
+        for name, admin in cfg.providers.items()
+    }
+    return {name: key for name, key in keys.items() if key}
