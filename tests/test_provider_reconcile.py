@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
@@ -308,3 +311,57 @@ def test_thresholds() -> None:
     assert not both.passed(parse_usd("0.99"), parse_usd("2"))  # under USD 1
     assert both.passed(parse_usd("-2"), 0)  # the provider billed nothing we recorded
     assert Thresholds().passed(1, 10**15)
+
+
+# the CLI: farebox reconcile --provider ----------------------------------------------------
+@contextlib.contextmanager
+def costs_in_thread(fake: OpenAICostsFake) -> Iterator[OpenAICostsFake]:
+    """The fake served from its own event loop in a thread (the CLI runs its own loop)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(fake.__aenter__(), loop).result(DELIVERY_TIMEOUT_S)
+    try:
+        yield fake
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.__aexit__(), loop).result(DELIVERY_TIMEOUT_S)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(DELIVERY_TIMEOUT_S)
+        loop.close()
+
+
+def test_the_cli_reconciles_with_a_provider(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from farebox.cli import main
+
+    for name, value in {**ENV, "FAREBOX_ADMIN_KEY": "fba_cli_reconcile_admin_0123456789"}.items():
+        monkeypatch.setenv(name, value)
+    with costs_in_thread(OpenAICostsFake(ADMIN_KEY)) as costs:
+        costs.charge("2026-11-05", f"{MINI}, input", "0.5")
+        config = {
+            "database": f"sqlite:///{tmp_path / 'cli.db'}",
+            "providers": {"openai": {"kind": "openai", "api_key": "env:OAI_KEY"}},
+            "models": {"mini": [{"provider": "openai", "model": "gpt-4o-mini"}]},
+            "reconcile": {"providers": {"openai": {"admin_api_key": "env:OAI_ADMIN",
+                                                   "base_url": costs.base_url}}},
+        }  # fmt: skip
+        path = tmp_path / "farebox.yaml"
+        path.write_text(orjson.dumps(config).decode())  # JSON is YAML
+        cli = ["reconcile", "--provider", "openai", "--month", "2026-11", "--config", str(path)]
+        as_json = CliRunner().invoke(main, [*cli, "--json"], catch_exceptions=False)
+        table = CliRunner().invoke(main, cli, catch_exceptions=False)
+        both = CliRunner().invoke(main, [*cli, "--tenant", "acme"], catch_exceptions=False)
+        unknown = CliRunner().invoke(main, [*cli[:2], "nope", *cli[3:]], catch_exceptions=False)
+    assert as_json.exit_code == 0, as_json.output
+    report = orjson.loads(as_json.stdout)
+    assert report["mismatches"] == [
+        {"day": "2026-11-05", "model": "gpt-4o-mini", "ledger_usd": "0.00",
+         "provider_usd": "0.50", "difference_usd": "0.50", "difference_percent": "100.00",
+         "alert": True},
+    ]  # fmt: skip
+    assert table.exit_code == 0 and "2026-11-05" in table.output and "TOTAL" in table.output
+    assert both.exit_code != 0 and "--tenant" in both.output
+    assert unknown.exit_code != 0 and "Unknown provider 'nope'" in unknown.output

@@ -203,9 +203,18 @@ def _provider_report(report: dict[str, Any], as_json: bool) -> None:
     total = report["total"]
     verdict = (f"{len(report['mismatches'])} day/model differences, {report['alerts']} past "
                f"the threshold; unmapped provider lines: {total['unmapped_usd']} USD")  # fmt: skip
-    print_listing(report, columns, as_json, total={"day": "TOTAL", **total},
-                  title=f"{report['provider']} bill against the ledger, {report['month']} (UTC)",
-                  caption=verdict)  # fmt: skip
+    if as_json:
+        print_json(report)
+    elif is_terminal():
+        show_table(
+            report["data"],
+            columns,
+            total={"day": "TOTAL", **total},
+            caption=verdict,
+            title=f"{report['provider']} bill against the ledger, {report['month']} (UTC)",
+        )
+    else:
+        print_table([*report["data"], {"day": "TOTAL", **total}], columns)
 
 
 @click.command()
