@@ -141,7 +141,7 @@ async def test_a_missed_price_change_shows_for_its_day_and_model_and_alerts_once
     assert report["mismatches"] == [
         {"day": MISSED_DAY, "model": "gpt-4o-mini", "ledger_usd": "0.00045",
          "provider_usd": "0.0006", "difference_usd": "0.00015", "difference_percent": "25.00",
-         "alert": True},
+         "complete": True, "alert": True},
     ]  # fmt: skip
     assert len(report["data"]) == 60 and report["alerts"] == 1 and report["alerts_sent"] == 1
     by_key = {(row["day"], row["model"]): row for row in report["data"]}
@@ -208,7 +208,7 @@ async def test_anthropic_cost_report_in_cents_paged(make_gateway: Any) -> None:
             model = "claude-sonnet-4-5-20250929"
             for day, pico in per_day.items():
                 cents = Decimal(pico) / Decimal(10**10)
-                if day == 2:
+                if day in (2, 3):
                     cents += Decimal("2.5")  # the provider charged USD 0.025 more
                 costs.charge(f"2026-11-{day:02d}", model, "output_tokens", f"{cents:f}")
             costs.charge("2026-11-02", "", "web_search", "1")  # a description-only line
@@ -218,10 +218,13 @@ async def test_anthropic_cost_report_in_cents_paged(make_gateway: Any) -> None:
             )
             assert r.status_code == 200, r.text
     report = r.json()
-    assert [(m["day"], m["model"], m["difference_usd"], m["alert"])
+    # the 3rd is today for the gateway: reported, partial, never an alert
+    assert [(m["day"], m["model"], m["difference_usd"], m["complete"], m["alert"])
             for m in report["mismatches"]] == [
-        ("2026-11-02", "claude-sonnet-4-5", "0.025", True)
+        ("2026-11-02", "claude-sonnet-4-5", "0.025", True, True),
+        ("2026-11-03", "claude-sonnet-4-5", "0.025", False, False),
     ]  # fmt: skip
+    assert report["alerts"] == 1
     assert [u["provider_usd"] for u in report["unmapped"]] == ["0.01"]
     headers = costs.requests[0].headers
     assert headers["x-api-key"] == "sk-ant-admin-x" and headers["anthropic-version"]
@@ -360,8 +363,33 @@ def test_the_cli_reconciles_with_a_provider(
     assert report["mismatches"] == [
         {"day": "2026-11-05", "model": "gpt-4o-mini", "ledger_usd": "0.00",
          "provider_usd": "0.50", "difference_usd": "0.50", "difference_percent": "100.00",
-         "alert": True},
+         "complete": True, "alert": True},
     ]  # fmt: skip
     assert table.exit_code == 0 and "2026-11-05" in table.output and "TOTAL" in table.output
     assert both.exit_code != 0 and "--tenant" in both.output
     assert unknown.exit_code != 0 and "Unknown provider 'nope'" in unknown.output
+
+
+def test_the_reconcile_section_is_checked_at_start_up(tmp_path: Path) -> None:
+    from farebox.config.settings import parse_settings
+    from farebox.errors import ConfigError
+
+    def settings(reconcile: dict[str, Any], env: dict[str, str] | None = None) -> Any:
+        data = {"providers": {"openai": {"kind": "openai"}, "sim": {"kind": "mock"}},
+                "reconcile": reconcile}  # fmt: skip
+        return parse_settings(data, source="t.yaml", env=env or {}, base_dir=tmp_path)
+
+    key = {"admin_api_key": "env:OAI_ADMIN"}
+    ok = settings({"providers": {"openai": key}}, {"OAI_ADMIN": ADMIN_KEY})
+    assert ok.reconcile_keys == {"openai": ADMIN_KEY}
+    problems = {
+        "no provider named 'nope'": ({"providers": {"nope": key}}, {"OAI_ADMIN": "k"}),
+        "kind 'mock' has no cost report": ({"providers": {"sim": key}}, {"OAI_ADMIN": "k"}),
+        "OAI_ADMIN is not set": ({"providers": {"openai": key}}, {}),
+        "reconcile.threshold_usd": ({"threshold_usd": "0.0000000000001"}, {}),
+    }
+    for words, (section, env) in problems.items():
+        with pytest.raises(ConfigError, match=words):
+            settings(section, env)
+    with pytest.raises(ConfigError, match="env:NAME"):
+        settings({"providers": {"openai": {"admin_api_key": "sk-admin-literal"}}})

@@ -17,7 +17,8 @@ A label that matches none (another application's model on the same account, web 
 fine-tuning...) is listed under ``unmapped`` with its amount, and never alerts.
 
 ``difference`` is provider minus ledger: positive when the provider charged more than the
-catalog's prices made it. A day and model alerts when its difference is not zero and is at
+catalog's prices made it. A day and model alerts when the day has ended (today is partial on
+both sides: ``complete`` false, never an alert) and its difference is not zero and is at
 least ``threshold_usd`` (absolute) and at least ``threshold_percent`` of the provider's
 amount, each where set; the alert (``provider.cost_mismatch``) fires once per provider, day
 and model, however often the report is read (a mark in the store's meta, put if absent).
@@ -80,12 +81,16 @@ class Line:
     def difference(self) -> int:
         return self.provider - self.ledger
 
-    def json(self, alert: bool) -> dict[str, Any]:
+    def complete(self, now: float) -> bool:
+        """Whether the day has ended (a day still running is partial on both sides)."""
+        return day_start(self.day) + DAY <= now
+
+    def json(self, alert: bool, complete: bool = True) -> dict[str, Any]:
         return {"day": self.day, "model": self.model, "ledger_usd": format_usd(self.ledger),
                 "provider_usd": format_usd(self.provider),
                 "difference_usd": format_usd(self.difference),
                 "difference_percent": percent(self.difference, self.provider),
-                "alert": alert}  # fmt: skip
+                "complete": complete, "alert": alert}  # fmt: skip
 
 
 def model_of(label: str, models: frozenset[str], aliases: Mapping[str, str]) -> str | None:
@@ -171,12 +176,13 @@ async def reconcile_provider(
     fetched = await job.source.fetch(start, end)
     bill, unmapped = provider_costs(fetched, job.models, job.aliases or {})
     report = lines(ledger, bill)
-    alerts = [line for line in report if job.thresholds.passed(line.difference, line.provider)]
+    alerts = [line for line in report if line.complete(now)
+              and job.thresholds.passed(line.difference, line.provider)]  # fmt: skip
     fired = [line for line in alerts if await _first_alert(store, job.provider, line)]
     if job.on_alert is not None:
         for line in fired:
             job.on_alert(_event(job, month, line))
-    data = [line.json(line in alerts) for line in report]
+    data = [line.json(line in alerts, line.complete(now)) for line in report]
     ledger_total, bill_total = sum(ledger.values()), sum(bill.values())
     return {
         "object": "provider_reconciliation", "provider": job.provider, "month": month,
@@ -206,6 +212,10 @@ def _event(job: Reconciliation, month: str, line: Line) -> dict[str, Any]:
         **line.json(True), "threshold_usd": None if limits.usd is None else format_usd(limits.usd),
         "threshold_percent": limits.percent,
     }  # fmt: skip
+
+
+def day_start(day: str) -> float:
+    return datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
 
 
 def _iso(moment: float) -> str:

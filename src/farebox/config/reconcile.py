@@ -20,11 +20,16 @@ admin API's root URL comes from here only, never from a client: ``base_url`` for
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
 from farebox.config.base import Decimal, EnvReference, Strict
+from farebox.core.money import MoneyFormatError, parse_usd
+from farebox.errors import ConfigError
+
+KINDS = ("openai", "anthropic")  # the kinds whose provider publishes a cost report API
 
 
 class ProviderAdmin(Strict):
@@ -55,11 +60,42 @@ class ReconcileConfig(Strict):
     models: dict[str, str] = Field(default_factory=dict)
 
 
+class HasKind(Protocol):
+    @property
+    def kind(self) -> str: ...
+
+
+class FileSections(Protocol):
+    """What the check reads of the whole file: its providers and this section."""
+
+    @property
+    def providers(self) -> Mapping[str, HasKind]: ...
+
+    @property
+    def reconcile(self) -> ReconcileConfig: ...
+
+
 def admin_keys(
-    cfg: ReconcileConfig, resolve: Callable[[str, str], str | None]
+    file: FileSections, source: str, resolve: Callable[[str, str], str | None]
 ) -> Mapping[str, str]:
     """Provider name -> its admin key, each ``env:NAME`` resolved by ``resolve(reference,
-    where)`` (``config.settings``, the one reader of the environment)."""
+    where)`` (``config.settings``, the one reader of the environment), once the section is
+    checked: each name a configured provider of a kind with a cost report, the USD threshold
+    exact (a start-up error naming the key otherwise)."""
+    cfg = file.reconcile
+    for name in cfg.providers:
+        provider = file.providers.get(name)
+        where = f"{source}: reconcile.providers.{name}"
+        if provider is None:
+            known = ", ".join(sorted(file.providers)) or "none"
+            raise ConfigError(f"{where}: no provider named {name!r} (providers: {known})")
+        if provider.kind not in KINDS:
+            raise ConfigError(f"{where}: a provider of kind {provider.kind!r} has no cost "
+                              "report API (kinds: openai, anthropic)")  # fmt: skip
+    try:
+        _ = None if cfg.threshold_usd is None else parse_usd(cfg.threshold_usd.strip())
+    except MoneyFormatError as exc:
+        raise ConfigError(f"{source}: reconcile.threshold_usd: {exc}") from None
     keys = {
         name: resolve(admin.admin_api_key, f"reconcile.providers.{name}.admin_api_key")
         for name, admin in cfg.providers.items()

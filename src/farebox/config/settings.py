@@ -546,7 +546,7 @@ def parse_settings(
         paging_secrets=_paging_secrets(source, cfg, env),
         metrics_token=_resolve_env(cfg.metrics.token, "metrics.token", source, env),
         metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
-        reconcile_keys=admin_keys(cfg.reconcile, lambda r, w: _resolve_env(r, w, source, env)),
+        reconcile_keys=admin_keys(cfg, source, lambda r, w: _resolve_env(r, w, source, env)),
     )
 
 

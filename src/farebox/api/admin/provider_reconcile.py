@@ -14,12 +14,12 @@ from farebox.api.admin.billing import Month
 from farebox.api.context import Services
 from farebox.billing.provider_costs import cost_source
 from farebox.billing.provider_reconcile import Reconciliation, Thresholds, reconcile_provider
+from farebox.config.reconcile import KINDS
 from farebox.core.money import parse_usd
 from farebox.errors import InvalidRequest
 from farebox.http.client import HttpClient
 
 ProviderName = Annotated[str, Path(min_length=1, max_length=128)]
-KINDS = ("openai", "anthropic")  # the kinds whose provider publishes a cost report API
 
 
 class ProviderReconcileRoutes:
