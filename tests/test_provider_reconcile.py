@@ -271,6 +271,50 @@ async def test_a_refused_admin_key_is_an_upstream_error(make_gateway: Any) -> No
     assert "HTTP 401" in r.json()["error"]["message"] and ADMIN_KEY not in r.text
 
 
+async def test_serve_reads_the_bill_on_a_schedule_and_alerts_once_the_day_ends(
+    make_gateway: Any,
+) -> None:
+    clock = {"now": at(17)}
+    async with OpenAIUpstream() as up, OpenAICostsFake(ADMIN_KEY) as costs, hook() as alerts:
+        cfg = openai_config(up, costs, alerts.url)
+        cfg["reconcile"]["interval_s"] = 0.02
+        async with make_gateway(cfg, env=ENV, clock=lambda: clock["now"]) as gw:
+            key = await gw.tenant_key("acme")
+            up.reply_chat("ok", usage=usage(1000, 500))
+            r = await gw.client.post(
+                "/v1/chat/completions",
+                json={"model": "mini", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            assert r.status_code == 200 and r.headers["x-farebox-cost-usd"] == "0.00045"
+            costs.charge(MISSED_DAY, f"{MINI}, input", "0.0003")
+            costs.charge(MISSED_DAY, f"{MINI}, output", "0.0003")
+            ran = len(costs.requests)
+            await asyncio.wait_for(costs.wait_requests(ran + 1), DELIVERY_TIMEOUT_S)
+            assert alerts.received == []  # the 17th is still running: partial, no alert
+            clock["now"] = at(18, 1)  # the 17th has ended
+            await asyncio.wait_for(alerts.arrived.wait(), DELIVERY_TIMEOUT_S)
+            ran = len(costs.requests)
+            await asyncio.wait_for(costs.wait_requests(ran + 3), DELIVERY_TIMEOUT_S)
+    events = alerts.events()
+    assert len(events) == 1 and events[0]["type"] == "provider.cost_mismatch"
+    assert (events[0]["day"], events[0]["model"], events[0]["difference_usd"]) == (
+        MISSED_DAY,
+        "gpt-4o-mini",
+        "0.00015",
+    )
+
+
+def test_the_months_a_scheduled_run_reads() -> None:
+    from farebox.billing.provider_watch import months_to_read
+
+    assert months_to_read(at(17)) == ["2026-11"]
+    assert months_to_read(datetime(2026, 12, 1, 3, tzinfo=UTC).timestamp()) == [
+        "2026-11",
+        "2026-12",
+    ]
+
+
 # the money path: exact conversion, the mapping, the thresholds ----------------------------
 DECIMALS = st.decimals(min_value=Decimal("-1e9"), max_value=Decimal("1e9"), places=12,
                        allow_nan=False, allow_infinity=False)  # fmt: skip

@@ -16,6 +16,7 @@ with ``has_more`` and an opaque ``next_page``; costs are set per day with ``char
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from collections import defaultdict
@@ -44,7 +45,13 @@ class CostsFake:
         self.requests: list[web.Request] = []
         self.queries: list[dict[str, list[str]]] = []
         self._runner: web.AppRunner | None = None
+        self._served = asyncio.Condition()
         self.port = 0
+
+    async def wait_requests(self, count: int) -> None:
+        """Until ``count`` requests have come (bound it with ``asyncio.wait_for``)."""
+        async with self._served:
+            await self._served.wait_for(lambda: len(self.requests) >= count)
 
     async def __aenter__(self) -> Self:
         app = web.Application()
@@ -66,6 +73,8 @@ class CostsFake:
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests.append(request)
+        async with self._served:
+            self._served.notify_all()
         query: dict[str, list[str]] = defaultdict(list)
         for name, value in request.query.items():
             query[name].append(value)

@@ -5,6 +5,7 @@ it against the ledger's cost, and when a difference is worth an alert.
 reconcile:
   threshold_usd: "0.01"        # alert when a day and model differ by at least this much...
   threshold_percent: "5"       # ...and by at least this share of the provider's amount
+  interval_s: 3600             # serve reads the reports hourly (unset: only when asked)
   providers:
     openai: {admin_api_key: "env:OPENAI_ADMIN_KEY"}           # base_url: the public API
     claude: {admin_api_key: "env:ANTHROPIC_ADMIN_KEY", base_url: "https://api.anthropic.com"}
@@ -56,6 +57,8 @@ class ReconcileConfig(Strict):
 
     threshold_usd: Decimal | None = "0.01"
     threshold_percent: Decimal | None = None
+    # read every provider's report this often in ``farebox serve`` (None: only when asked)
+    interval_s: float | None = Field(None, gt=0)
     providers: dict[str, ProviderAdmin] = Field(default_factory=dict)
     models: dict[str, str] = Field(default_factory=dict)
 
