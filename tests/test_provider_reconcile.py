@@ -437,3 +437,28 @@ def test_the_reconcile_section_is_checked_at_start_up(tmp_path: Path) -> None:
             settings(section, env)
     with pytest.raises(ConfigError, match="env:NAME"):
         settings({"providers": {"openai": {"admin_api_key": "sk-admin-literal"}}})
+
+
+ROWS = st.lists(
+    st.tuples(st.sampled_from(["2026-11-01", "2026-11-02"]),
+              st.sampled_from(["gpt-4o-mini-2024-07-18", "gpt-4o", "gpt-image-1", "(ungrouped)"]),
+              st.integers(min_value=-(10**15), max_value=10**15)),
+    max_size=30,
+)  # fmt: skip
+LEDGER = st.dictionaries(
+    st.tuples(st.sampled_from(["2026-11-01", "2026-11-03"]), st.sampled_from(["gpt-4o-mini"])),
+    st.integers(min_value=0, max_value=10**15),
+)
+
+
+@given(ROWS, LEDGER)
+def test_no_amount_is_lost_or_invented(rows: list[tuple[str, str, int]], ledger: Any) -> None:
+    from farebox.billing.provider_costs import CostRow
+    from farebox.billing.provider_reconcile import lines, provider_costs
+
+    models = frozenset({"gpt-4o-mini", "gpt-4o"})
+    bill, unmapped = provider_costs([CostRow(*r) for r in rows], models, {})
+    assert sum(bill.values()) + sum(unmapped.values()) == sum(r[2] for r in rows)
+    report = lines(ledger, bill)
+    assert sum(line.difference for line in report) == sum(bill.values()) - sum(ledger.values())
+    assert len({(line.day, line.model) for line in report}) == len(report)
