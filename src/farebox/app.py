@@ -23,6 +23,7 @@ from farebox.api.application import Announce, Wiring, build_app
 from farebox.api.client_ip import TrustedProxies
 from farebox.api.context import Services
 from farebox.api.responses_stored import StoredResponses
+from farebox.billing.credits import CreditBook
 from farebox.billing.exporter import Exporter, build_runners
 from farebox.billing.provider_watch import ProviderWatch
 from farebox.catalog import load_catalog
@@ -214,6 +215,7 @@ def make_budgets(
         clock=clock,
         upgrade_url=settings.file.upgrade_url or settings.file.server.upgrade_url,
         on_alert=alerts.send if alerts else None,
+        credits=CreditBook(store.credits, store, store.auth_epoch, clock),
     )
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from farebox.config.base import Decimal, Strict
-from farebox.core.credits import CreditRate
+from farebox.core.credits import CreditRate, CreditTerms
 from farebox.core.money import decimal_ratio, parse_usd, price_per_token
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class CreditPricing(Strict):
     ```
     """
 
-    per_usd: Decimal = "1"
+    per_usd: Decimal | int = "1"  # YAML may give a whole number as a number
     low_balance: list[Decimal] = Field(default_factory=list)  # alert when the balance falls below
     auto_top_up: AutoTopUp | None = None
 
@@ -108,3 +108,14 @@ def check_pricing(plan: str, pricing: PlanPricing) -> None:
                 price_per_token(value, field=f"{where}.resale.{field}")
     if pricing.credits is not None:
         check_credits(plan, pricing.credits)
+
+
+def credit_terms(cfg: CreditPricing) -> CreditTerms:
+    """A plan's ``pricing.credits`` as the request path sees it (checked at start-up)."""
+    rate = CreditRate.of(cfg.per_usd)
+    top = cfg.auto_top_up
+    return CreditTerms(
+        rate,
+        tuple(rate.to_pico(v) for v in cfg.low_balance),
+        (rate.to_pico(top.below), rate.to_pico(top.amount)) if top else None,
+    )

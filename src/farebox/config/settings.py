@@ -108,6 +108,7 @@ class BudgetConfig(Strict):
     rollover_cap_usd: Decimal | None = None
     increase_usd: Decimal | None = None  # a temporary increase...
     increase_until: float | None = Field(None, allow_inf_nan=False)  # ...until (unix seconds)
+    basis: Literal["cost", "revenue"] = "cost"  # what the provider costs, or what is charged
 
     @field_validator("period")
     @classmethod
@@ -178,8 +179,7 @@ class RateLimitConfig(Strict):
     tokens_per_minute: int | None = Field(None, ge=0)
     concurrent: int | None = Field(None, ge=0)
     model: str | None = Field(None, min_length=1, max_length=200)  # a glob on the model asked for
-    # the window the per-minute counts apply to; 60 unless a test wants a short one
-    window_s: int = Field(60, ge=1, le=3600)
+    window_s: int = Field(60, ge=1, le=3600)  # the per-minute counts' window (a test's: short)
 
 
 class ToolPolicyConfig(Strict):

@@ -16,26 +16,33 @@ from farebox.core.periods import Period, Window, WindowCache, previous, window
 from farebox.core.pricing import Price
 
 SCOPES = ("tenant", "key", "feature", "user", "global")
-# What a counter counts. Budgets count pico-USD; rate limits reuse the same reserve-then-settle
-# counters for requests, tokens and requests in flight (a ``concurrent`` counter only ever
-# holds reservations: it settles to nothing).
-UNITS = ("usd", "requests", "tokens", "concurrent")
+# What a counter counts. Budgets count pico-USD of cost (``usd``) or of revenue (``revenue``:
+# budgets kept in what the tenant is charged, and prepaid credit balances); rate limits reuse
+# the same reserve-then-settle counters for requests, tokens and requests in flight (a
+# ``concurrent`` counter only ever holds reservations: it settles to nothing).
+UNITS = ("usd", "revenue", "requests", "tokens", "concurrent")
+MONEY_UNITS = ("usd", "revenue")
 
 
-def held_amount(unit: str, amount: int, tokens: int) -> int:
-    """What a reservation of ``amount`` pico-USD and ``tokens`` estimated tokens holds."""
+def held_amount(unit: str, amount: int, tokens: int, revenue: int = 0) -> int:
+    """What a reservation of ``amount`` pico-USD of cost, ``revenue`` pico-USD of revenue
+    and ``tokens`` estimated tokens holds."""
     if unit == "usd":
         return amount
+    if unit == "revenue":
+        return revenue
     if unit == "tokens":
         return tokens
     return 1
 
 
-def settled_amount(unit: str, cost: int, tokens: int) -> int:
-    """What a settled request adds to a counter's spend: its exact cost, one request, its
-    actual tokens, or nothing (a request in flight is no longer in flight)."""
+def settled_amount(unit: str, cost: int, tokens: int, revenue: int = 0) -> int:
+    """What a settled request adds to a counter's spend: its exact cost or revenue, one
+    request, its actual tokens, or nothing (a request in flight is no longer in flight)."""
     if unit == "usd":
         return cost
+    if unit == "revenue":
+        return revenue
     if unit == "tokens":
         return tokens
     return 1 if unit == "requests" else 0
@@ -52,10 +59,12 @@ class BudgetSpec:
     rollover_cap: int | None = None
     weight: tuple[int, int] | None = None  # a feature budget as a share of the tenant's
     increase: int = 0  # a temporary increase, already filtered by its expiry
+    basis: str = "cost"  # cost: what the providers charge; revenue: what the tenant is charged
 
     @property
-    def ident(self) -> tuple[str, str, str | None]:
-        return (self.scope, self.period.name, self.name)
+    def ident(self) -> tuple[str, str, str | None] | tuple[str, str, str | None, str]:
+        base = (self.scope, self.period.name, self.name)
+        return base if self.basis == "cost" else (*base, self.basis)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,8 +217,9 @@ def _hold(
     limit: int,
     tenant: str,
 ) -> Hold:
+    revenue = spec.basis == "revenue"
     return Hold(
-        key=f"{subject}:{spec.period.name}",
+        key=f"{subject}:{spec.period.name}" + (":revenue" if revenue else ""),
         scope=spec.scope,
         period=spec.period.name,
         name=subject.split(":", 2)[-1] if spec.scope in ("feature", "user") else None,
@@ -221,6 +231,7 @@ def _hold(
         rollover_bucket=before.bucket if before else None,
         base_limit=limit - spec.increase,
         window_s=spec.period.seconds,
+        unit="revenue" if revenue else "usd",
         tenant=tenant,
     )
 

@@ -62,6 +62,23 @@ class CreditRate:
         return _exact(pico, self.unit)
 
 
+@dataclass(frozen=True, slots=True)
+class CreditTerms:
+    """A prepaid plan's terms: its rate, the balances (pico-USD) below which a low-balance
+    alert fires, and the automatic top-up it asks for (below, amount), if any."""
+
+    rate: CreditRate
+    low_balance: tuple[int, ...] = ()
+    top_up: tuple[int, int] | None = None
+
+    def crossed(self, before: int, after: int) -> list[int]:
+        """The thresholds a balance falling from ``before`` to ``after`` went below."""
+        marks = list(self.low_balance)
+        if self.top_up is not None:
+            marks.append(self.top_up[0])
+        return sorted({m for m in marks if after < m <= before}, reverse=True)
+
+
 def _exact(pico: int, unit: int) -> str:
     # ``unit`` divides 10^24 (``of``), so pico / unit terminates within 24 decimals
     scaled = pico * 10**24 // unit

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from farebox.core.cache import CACHE_OFF, CachePolicy
+from farebox.core.credits import CreditTerms
 from farebox.core.money import mul_ratio
 from farebox.core.pricing import Price, cost
 from farebox.core.tools import ToolPolicy
@@ -63,6 +64,30 @@ class RevenueRule:
             return cost(usage, self.resale)
         return mul_ratio(cost_pico, self.markup_num, self.markup_den)
 
+    def worst(
+        self,
+        cost_pico: int,
+        input_tokens: int,
+        output_tokens: int,
+        model: str | None = None,
+        feature: str | None = None,
+    ) -> int:
+        """The most ``revenue`` can be for a request whose worst-case cost is ``cost_pico``
+        with at most these tokens (what a revenue budget or a credit balance holds)."""
+        if self.per_request is not None:
+            price = self.per_request
+            tokens = _most(price.tokens, input_tokens, output_tokens) if price.tokens else 0
+            return tokens + price.fee(model, feature)
+        if self.resale is not None:
+            return _most(self.resale, input_tokens, output_tokens)
+        return mul_ratio(cost_pico, self.markup_num, self.markup_den)
+
+
+def _most(price: Price, input_tokens: int, output_tokens: int) -> int:
+    """The most these tokens can cost at ``price`` (an input token at its dearest rate)."""
+    rate = max(price.input, price.cache_write_5m, price.cache_write_1h, price.cached_input)
+    return input_tokens * rate + output_tokens * price.output
+
 
 @dataclass(frozen=True, slots=True)
 class Plan:
@@ -77,6 +102,7 @@ class Plan:
     revenue: RevenueRule = field(default_factory=RevenueRule)
     downgrade: tuple[tuple[str, str], ...] = ()
     cache: CachePolicy = CACHE_OFF
+    credits: CreditTerms | None = None  # prepaid: requests burn a credit balance
 
     def allows(self, model: str) -> bool:
         return any(fnmatchcase(model, pattern) for pattern in self.models)

@@ -130,10 +130,11 @@ class Reservation:
     expires_at: float
     unsettled: LedgerEntry
     tokens: int = 0  # the token estimate, held against every ``tokens`` hold
+    revenue: int = 0  # the worst-case revenue, pico-USD, held against every ``revenue`` hold
 
     def held(self, hold: Hold) -> int:
         """What this reservation holds against one counter, in that counter's unit."""
-        return held_amount(hold.unit, self.amount, self.tokens)
+        return held_amount(hold.unit, self.amount, self.tokens, self.revenue)
 
     @property
     def ledger_free(self) -> bool:

@@ -16,22 +16,33 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from farebox.config.settings import BudgetConfig, BudgetSettings
-from farebox.core.budgets import Hold, HoldState, affordable_tokens, worst_case
+from farebox.core.budgets import MONEY_UNITS, Hold, HoldState
+from farebox.core.credits import CreditTerms
 from farebox.core.money import decimal_ratio, format_usd
 from farebox.core.periods import iso_utc as iso
 from farebox.core.pricing import Price
 from farebox.core.records import ApiKey, LedgerEntry, Reservation, ReserveOutcome, Tenant
 from farebox.core.routing import Router, Target
-from farebox.errors import BudgetExceeded, RateLimited
+from farebox.errors import BudgetExceeded, InsufficientCredits, RateLimited
 from farebox.gateway.budget_scope import BudgetScopes, Scope
 from farebox.gateway.call import Call, openai_user, placeholder
 from farebox.gateway.rate_limits import RateLimits, refusal
+from farebox.gateway.revenue_holds import (
+    Fit,
+    Revenue,
+    insufficient_credits,
+    room,
+    room_settled,
+)
 from farebox.gateway.sizes import output_cap
 from farebox.stores.base import ReservationStore
+
+if TYPE_CHECKING:
+    from farebox.billing.credits import CreditBook
 
 log = logging.getLogger("farebox.budgets")
 SETTLE_POLL_S = 0.05  # how often a request waiting for budget room looks again
@@ -45,15 +56,16 @@ class Admission:
     amount: int
     max_tokens: int
     states: list[HoldState]
+    revenue: int = 0  # the worst-case revenue held against revenue budgets and credits
 
     @property
     def limited(self) -> bool:
         """Some rate limit counted this request."""
-        return any(s.hold.unit != "usd" for s in self.states)
+        return any(s.hold.unit not in MONEY_UNITS for s in self.states)
 
     def remaining_after(self, cost: int) -> int | None:
-        """The tightest budget's remaining once this request settles at ``cost`` (None: no
-        budget in scope, only rate limits)."""
+        """The tightest cost budget's remaining once this request settles at ``cost`` (None:
+        no such budget in scope)."""
         return min(
             (
                 max(s.limit - s.used - s.reserved + self.amount - cost, 0)
@@ -62,6 +74,14 @@ class Admission:
             ),
             default=None,
         )
+
+    def credits_after(self, revenue: int) -> tuple[HoldState, int] | None:
+        """The credit balance counter and its balance once this request settles at
+        ``revenue`` (None: the tenant is not prepaid)."""
+        for s in self.states:
+            if s.hold.scope == "credits":
+                return s, max(s.limit - s.used - s.reserved + self.revenue - revenue, 0)
+        return None
 
 
 def scope_of(call: Call) -> Scope:
@@ -99,9 +119,17 @@ class Admitter:
         scope, scopes = scope_of(call), budgets.scopes
         now = self._clock()
         scoped = scopes.holds(scope, now) if scopes.enabled(scope) else []
+        terms = call.plan.credits
+        if terms is not None and budgets.credits is not None:
+            scoped += await budgets.credits.holds(scope.tenant)
         limits = self._limit_holds(call, scope, now)
         if not scoped and not limits:
             return targets
+        plan, feature = call.plan, call.principal.feature
+
+        def priced(amount: int, out: int) -> int:
+            return plan.revenue.worst(amount, input_tokens, out, call.model, feature)
+
         body, chain = call.body, dict(call.plan.downgrade)
         field_name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
         wanted = (body.get(field_name) or budgets.default_max_tokens()) if output else 0
@@ -118,15 +146,16 @@ class Admitter:
             prices = [t.price for t in targets]
             per_choice = min(wanted, output_cap(targets)) if output else 0
             result = await budgets.admit(
-                scope, scoped, prices, input_tokens, per_choice * choices, unsettled, limits
-            )
+                scope, scoped, prices, input_tokens, per_choice * choices, unsettled, limits,
+                Revenue(priced, terms),
+            )  # fmt: skip
             if isinstance(result, Admission):
                 call.admission = result
                 if output and scoped:
                     body[field_name] = max(result.max_tokens // choices, 1)
                 return targets
             if not isinstance(result, BudgetExceeded):
-                raise result  # a rate limit: a cheaper model would not help
+                raise result  # a rate limit or credits: a cheaper model would not help
             if chain.get(model) in seen or model not in chain:
                 raise result
             model, targets = self._downgraded(chain, model, targets, seen)
@@ -168,8 +197,10 @@ class Budgets:
         clock: Callable[[], float] = time.time,
         upgrade_url: str | None = None,
         on_alert: Callable[[dict[str, Any]], None] | None = None,
+        credits: CreditBook | None = None,
     ) -> None:
         self._store = store
+        self.credits = credits  # prepaid balances (None: no store for grants)
         self._settings = settings
         self.scopes = BudgetScopes(settings, plans)
         self._clock = clock
@@ -222,48 +253,51 @@ class Budgets:
         max_tokens: int | None,
         unsettled: Callable[[str, int], LedgerEntry],
         limits: Sequence[Hold] = (),
-    ) -> Admission | BudgetExceeded | RateLimited:
-        """Reserve the worst case against the budgets, and one request, the estimated tokens
-        and a slot in flight against the rate ``limits``, all in one atomic step; clamp
-        ``max_tokens`` if that is what fits the budgets.
+        revenue: Revenue | None = None,
+    ) -> Admission | RateLimited:
+        """Reserve the worst case against the budgets (cost, and with ``revenue`` revenue
+        budgets and credits), and one request, the estimated tokens and a slot in flight
+        against the rate ``limits``, all in one atomic step; clamp ``max_tokens`` if that is
+        what fits the budgets.
 
         Returns the admission, or the error to raise: ``RateLimited`` at once when a rate
-        limit is full, ``BudgetExceeded`` if even a clamped request cannot fit (the caller may
-        then try a cheaper model).
+        limit is full, ``InsufficientCredits`` when the credit balance cannot cover even a
+        clamped request, ``BudgetExceeded`` when a budget cannot (the caller may then try a
+        cheaper model).
         """
         now = self._clock()
         deadline = time.monotonic() + self._settings.wait_for_room_s
         tokens = max_tokens
         counters = [*scoped, *limits]
+        fits = Fit(prices, input_tokens, revenue.priced if revenue else None)
         while True:
-            amount = worst_case(prices, input_tokens, tokens or 0)
+            amount, held_revenue = fits.worst(tokens or 0)
             estimate = input_tokens + (tokens or 0)
-            held, outcome = await self._reserve(counters, amount, estimate, now, unsettled)
+            held, outcome = await self._reserve(
+                counters, amount, estimate, now, unsettled, held_revenue
+            )
             if outcome.ok:
                 self._active.add(held.id)
-                return Admission(held.id, amount, tokens or 0, outcome.states)
-            if outcome.failed is not None and outcome.failed.hold.unit != "usd":
+                return Admission(held.id, amount, tokens or 0, outcome.states, held_revenue)
+            if outcome.failed is not None and outcome.failed.hold.unit not in MONEY_UNITS:
                 return refusal(outcome.failed, outcome.states, self._clock())
-            room = min(s.remaining for s in _money(outcome.states))
-            fit = affordable_tokens(prices, input_tokens, room)
+            fit = fits.tokens(_money(outcome.states), tokens or 0, room)
             if fit >= self._settings.min_output_tokens and (tokens is None or fit < tokens):
                 tokens = fit  # lower max_tokens so the worst case fits
                 continue
-            if not self._may_free_up(outcome, prices, input_tokens, deadline):
+            if not self._may_free_up(outcome, fits, tokens or 0, deadline):
                 self._alert_exhausted(outcome, scope.tenant, now)
-                return self._exceeded(outcome)
+                return self._exceeded(outcome, revenue.terms if revenue else None, held_revenue)
             await self._settled(deadline)  # in-flight holds will settle below their worst case
             tokens, now = max_tokens, self._clock()
 
-    def _may_free_up(
-        self, outcome: ReserveOutcome, prices: Sequence[Price], input_tokens: int, deadline: float
-    ) -> bool:
+    def _may_free_up(self, outcome: ReserveOutcome, fits: Fit, cap: int, deadline: float) -> bool:
         """Would a useful request fit once the holds in flight settle, and may we wait?"""
         money = _money(outcome.states)
         if time.monotonic() >= deadline or not any(s.reserved for s in money):
             return False
-        room = min(max(s.limit - s.used, 0) for s in money)
-        return affordable_tokens(prices, input_tokens, room) >= self._settings.min_output_tokens
+        room = fits.tokens(money, max(cap, self._settings.min_output_tokens), room_settled)
+        return room >= self._settings.min_output_tokens
 
     async def _settled(self, deadline: float) -> None:
         """Wait until a reservation of this process settles, or a short while (holds of other
@@ -283,11 +317,12 @@ class Budgets:
         tokens: int,
         now: float,
         unsettled: Callable[[str, int], LedgerEntry],
+        revenue: int = 0,
     ) -> tuple[Reservation, ReserveOutcome]:
         rid = f"rsv_{os.urandom(12).hex()}"
         entry = unsettled(rid, amount)
         expires = now + self._settings.lease_s
-        reservation = Reservation(rid, amount, tuple(counters), expires, entry, tokens)
+        reservation = Reservation(rid, amount, tuple(counters), expires, entry, tokens, revenue)
         return reservation, await self._store.reserve(reservation, busy=len(self._active) > 0)
 
     @contextlib.asynccontextmanager
@@ -316,21 +351,56 @@ class Budgets:
                 await asyncio.shield(settle)  # a client that goes away does not stop it
             self._wake_waiters()
 
-    def finished(self, admission: Admission | None, cost: int, tenant: str) -> None:
+    def finished(
+        self,
+        admission: Admission | None,
+        cost: int,
+        tenant: str,
+        revenue: int = 0,
+        terms: CreditTerms | None = None,
+    ) -> None:
         """The reservation was settled (its ledger entry is written): stop renewing it, wake
-        requests waiting for room, and fire threshold alerts the new spend crossed."""
+        requests waiting for room, and fire the threshold alerts the new spend crossed
+        (budgets, and a prepaid balance's low-balance and top-up events)."""
         if admission is None:
             return
         self._active.discard(admission.reservation_id)
         self._wake_waiters()
         lowest = self._lowest_threshold
-        crossed = [
-            HoldState(s.hold, s.used + cost, 0, s.limit)
-            for s in _money(admission.states)
-            if lowest is not None and (s.used + cost) * 100 >= s.limit * lowest
-        ]
+        crossed = []
+        for s in admission.states if lowest is not None else ():
+            spent = cost if s.hold.unit == "usd" else revenue
+            if s.hold.unit in MONEY_UNITS and s.hold.scope != "credits" and lowest is not None \
+                    and (s.used + spent) * 100 >= s.limit * lowest:  # fmt: skip
+                crossed.append(HoldState(s.hold, s.used + spent, 0, s.limit))
         if crossed:
             self._check_alerts(crossed, tenant, self._clock())
+        balance = admission.credits_after(revenue) if terms is not None else None
+        if balance is not None and terms is not None and self._on_alert is not None:
+            state, after = balance
+            before = after + revenue
+            for mark in terms.crossed(before, after):
+                self._spawn(self._credit_alert(state, terms, mark, after, tenant))
+
+    async def _credit_alert(
+        self, state: HoldState, terms: CreditTerms, mark: int, balance: int, tenant: str
+    ) -> None:
+        """Once per threshold and grant level (a top-up re-arms it): ``credits.low_balance``,
+        and ``credits.auto_top_up`` when the plan asks for one at this threshold."""
+        c = terms.rate.credits
+        level = replace(state.hold, key=f"{state.hold.key}:{state.limit}")
+        if not await self._store.record_alert(level, mark, tenant, self._clock(), {}):
+            return
+        event: dict[str, Any] = {"type": "credits.low_balance", "tenant": tenant,
+                                 "balance": c(balance), "threshold": c(mark)}  # fmt: skip
+        if self._on_alert is not None:
+            self._on_alert(event)
+            top = terms.top_up
+            if top is not None and top[0] == mark:
+                key = f"auto_top_up:{tenant}:{state.limit}"  # the grant the SaaS then posts
+                self._on_alert({"type": "credits.auto_top_up", "tenant": tenant,
+                                "balance": c(balance), "amount": c(top[1]),
+                                "idempotency_key": key})  # fmt: skip
 
     def _wake_waiters(self) -> None:
         """Requests waiting for room look again: a hold of this process was settled."""
@@ -338,12 +408,21 @@ class Budgets:
             signal, self._settle_signal = self._settle_signal, asyncio.Event()
             signal.set()
 
-    def _exceeded(self, outcome: ReserveOutcome) -> BudgetExceeded:
+    def _exceeded(
+        self, outcome: ReserveOutcome, terms: CreditTerms | None = None, needed: int = 0
+    ) -> BudgetExceeded | InsufficientCredits:
         state = outcome.failed or min(_money(outcome.states), key=lambda s: s.remaining)
         hold = state.hold
+        if hold.scope == "credits" and terms is not None:
+            return insufficient_credits(state, terms, needed, self._upgrade_url)
         wait = max(int(state.resets_at - self._clock()) + 1, 1)
         extra: dict[str, Any] = {
-            "budget": {"scope": hold.scope, "period": hold.period, "name": hold.name},
+            "budget": {
+                "scope": hold.scope,
+                "period": hold.period,
+                "name": hold.name,
+                "basis": "revenue" if hold.unit == "revenue" else "cost",
+            },  # fmt: skip
             "used_usd": format_usd(state.used),
             "limit_usd": format_usd(state.limit),
             "resets_at": iso(state.resets_at),
@@ -364,6 +443,8 @@ class Budgets:
     def _alert_exhausted(self, outcome: ReserveOutcome, tenant: str, now: float) -> None:
         """A refusal means the budget is spent: every threshold up to 100% has been crossed."""
         failed = outcome.failed or min(_money(outcome.states), key=lambda s: s.remaining)
+        if failed.hold.scope == "credits":  # a balance has its own low-balance events
+            return
         self._check_alerts([HoldState(failed.hold, failed.limit, 0, failed.limit)], tenant, now)
 
     def _check_alerts(self, states: Sequence[HoldState], tenant: str, now: float) -> None:
@@ -425,5 +506,6 @@ def _logged(settle: asyncio.Future[None]) -> None:
 
 
 def _money(states: Sequence[HoldState]) -> list[HoldState]:
-    """The budget counters among a reservation's counters (the others are rate limits)."""
-    return [s for s in states if s.hold.unit == "usd"]
+    """The money counters among a reservation's counters: budgets (cost or revenue) and
+    credit balances (the others are rate limits)."""
+    return [s for s in states if s.hold.unit in MONEY_UNITS]

@@ -37,6 +37,7 @@ def to_spec(data: Mapping[str, Any] | BudgetConfig, now: float) -> BudgetSpec:
         rollover_cap=parse_usd(cfg.rollover_cap_usd) if cfg.rollover_cap_usd else None,
         weight=decimal_ratio(cfg.weight) if cfg.weight is not None else None,
         increase=increase,
+        basis=cfg.basis,
     )
 
 
@@ -70,6 +71,7 @@ def state_json(state: HoldState) -> dict[str, Any]:
         "reserved_usd": format_usd(state.reserved),
         "remaining_usd": format_usd(state.remaining),
         "resets_at": iso(state.resets_at) if state.resets_at < 2.0**52 else None,
+        **({"basis": "revenue"} if hold.unit == "revenue" else {}),
     }
 
 

@@ -33,6 +33,7 @@ from farebox.gateway.metering import UNLIMITED, Metering
 from farebox.gateway.rate_limits import RateLimits
 from farebox.gateway.rate_limits import headers as limit_headers
 from farebox.gateway.render import Reply, StreamReply
+from farebox.gateway.revenue_holds import Revenue
 
 if TYPE_CHECKING:
     from farebox.gateway.cache import CacheTicket
@@ -104,22 +105,27 @@ class CacheHits:
                      provider: str, revenue: int, saved: int) -> LedgerEntry:  # fmt: skip
         """Count the hit against the rate limits and write its entry (which settles them)."""
         async with self._metering.owned(call, targets):
-            await self._admit(call, scope, targets[0])
+            await self._admit(call, scope, targets[0], revenue)
             record = hit_entry(call, model, provider, revenue, saved, self._clock())
             await self._metering.settle(call, record)
         return record
 
-    async def _admit(self, call: Call, scope: Scope, target: Target) -> None:
-        """One request and a concurrency slot of the rate limits in scope (429 when full)."""
+    async def _admit(self, call: Call, scope: Scope, target: Target, revenue: int) -> None:
+        """One request and a concurrency slot of the rate limits in scope (429 when full),
+        and for a prepaid tenant the hit's revenue against its credit balance."""
         budgets = self._budgets
         holds = self._holds(call, scope) if budgets is not None else []
-        if not holds or budgets is None:
+        terms = call.plan.credits
+        prepaid = [] if terms is None or budgets is None or budgets.credits is None or \
+            not revenue else await budgets.credits.holds(scope.tenant)  # fmt: skip
+        if (not holds and not prepaid) or budgets is None:
             return
 
         def unsettled(rid: str, amount: int) -> LedgerEntry:
             return placeholder(call, target, rid, amount)
 
-        result = await budgets.admit(scope, [], [target.price], 0, 0, unsettled, holds)
+        price = Revenue(lambda _cost, _out: revenue, terms)  # a hit's revenue is known
+        result = await budgets.admit(scope, prepaid, [target.price], 0, 0, unsettled, holds, price)
         if not isinstance(result, Admission):
             raise result
         call.admission = result

@@ -115,7 +115,9 @@ class Metering:
         if self._observe is not None:
             self._observe(entry, call.plan.name)
         if self._budgets is not None:
-            self._budgets.finished(call.admission, entry.cost, entry.tenant_id)
+            self._budgets.finished(
+                call.admission, entry.cost, entry.tenant_id, entry.revenue, call.plan.credits
+            )
 
     # entries -------------------------------------------------------------------------------
     def entry(self, call: Call, target: Target, usage: Usage, status: str, http_status: int,

@@ -125,6 +125,10 @@ class Gateway:
     def plan_name(self, tenant: Tenant) -> str:
         return tenant.plan if tenant.plan in self._plans else self._default_plan
 
+    def plan_of(self, tenant: Tenant) -> Plan:
+        """The plan ``tenant`` is on (the default plan when its own is gone)."""
+        return self._plans[self.plan_name(tenant)]
+
     def plan_for(self, principal: Principal) -> Plan:
         plan = self._plans.get(principal.tenant.plan)
         return plan if plan is not None else self._plans[self._default_plan]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from farebox.config.cache import PlanCache
-from farebox.config.pricing import PerRequestPricing
+from farebox.config.pricing import PerRequestPricing, credit_terms
 from farebox.config.settings import PlanConfig, ProviderConfig, Settings
 from farebox.core.cache import CachePolicy, HitPrice
 from farebox.core.money import decimal_ratio, parse_usd
@@ -106,6 +106,7 @@ def _plan(name: str, cfg: PlanConfig) -> Plan:
         revenue=rule,
         downgrade=tuple(cfg.downgrade.items()),
         cache=cache_policy(cfg.cache),
+        credits=credit_terms(cfg.pricing.credits) if cfg.pricing.credits else None,
     )
 
 

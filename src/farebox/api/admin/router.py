@@ -20,6 +20,7 @@ from farebox.api.admin.anomaly import AnomalyRoutes
 from farebox.api.admin.billing import BillingRoutes
 from farebox.api.admin.budgets import BudgetRoutes
 from farebox.api.admin.cache import CacheRoutes
+from farebox.api.admin.credits import CreditRoutes
 from farebox.api.admin.keys import KeyRoutes
 from farebox.api.admin.operations import OperationRoutes
 from farebox.api.admin.provider_reconcile import ProviderReconcileRoutes
@@ -101,6 +102,7 @@ def admin_routes(
     requests = RequestRoutes(services)
     cache = CacheRoutes(services, tenancy)
     bill = ProviderReconcileRoutes(services, services.http, services.on_alert, services.clock)
+    credits = CreditRoutes(services, tenancy)
     return [
         AdminRoute("POST", "/tenants", tenant.create_tenant, CREATED),
         AdminRoute("GET", "/tenants", tenant.list_tenants),
@@ -139,6 +141,8 @@ def admin_routes(
         AdminRoute("GET", "/tenants/{tenant_id}/cache", cache.tenant_cache),
         AdminRoute("DELETE", "/tenants/{tenant_id}/cache", cache.purge_cache),
         AdminRoute("GET", "/cache", cache.all_caches),
+        AdminRoute("POST", "/tenants/{tenant_id}/credits", credits.grant, CREATED),
+        AdminRoute("GET", "/tenants/{tenant_id}/credits", credits.credits),
     ]
 
 

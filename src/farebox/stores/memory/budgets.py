@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
-from farebox.core.budgets import Hold, HoldState, rollover, settled_amount
+from farebox.core.budgets import MONEY_UNITS, Hold, HoldState, rollover, settled_amount
 from farebox.core.records import LedgerEntry, Reservation, ReserveOutcome
 
 Buckets = dict[float, list[int]]  # bucket -> [used, reserved]
@@ -63,7 +63,7 @@ class MemoryBudgets:
                 reserved += r
                 if (u or r) and (oldest is None or bucket < oldest):
                     oldest = bucket
-            elif bucket < low and hold.unit != "usd" and not r:
+            elif bucket < low and hold.unit not in MONEY_UNITS and not r:
                 stale.append(bucket)  # a rate-limit bucket that left its window
         for bucket in stale:
             del buckets[bucket]
@@ -117,7 +117,7 @@ class MemoryBudgets:
             for hold in held.reservation.holds:
                 slot = self._slot(hold.key, hold.bucket)
                 slot[1] -= held.reservation.held(hold) if live else 0
-                slot[0] += settled_amount(hold.unit, entry.cost, entry.tokens)
+                slot[0] += settled_amount(hold.unit, entry.cost, entry.tokens, entry.revenue)
             if live:
                 del self._holds[held.reservation.id]
             else:

@@ -117,7 +117,7 @@ class RedisBudgets:
         self._slots: dict[str, tuple[str, ...]] = {}  # reservation -> the slots it holds in
         # the holds, amount and token estimate of the reservations of ``_slots`` (not the
         # reservations: their unsettled entries would keep far more memory)
-        self._made: dict[str, tuple[tuple[Hold, ...], int, int]] = {}
+        self._made: dict[str, tuple[tuple[Hold, ...], int, int, int]] = {}
         # a single Redis runs one settle script for every slot; a cluster one per node
         self._nodes = NodeScripts(client) if isinstance(client, RedisCluster) else None
         self.leases = LeaseSlots(client, "", client.register_script(lua.FORGET))
@@ -176,7 +176,7 @@ class RedisBudgets:
             self._forget(next(iter(self._slots)))
         self._slots[res.id] = slots
         holds = tuple(h for i, h in enumerate(res.holds) if i not in drawn) if drawn else res.holds
-        self._made[res.id] = (holds, res.amount, res.tokens)
+        self._made[res.id] = (holds, res.amount, res.tokens, res.revenue)
 
     def _forget(self, rid: str) -> None:
         self._slots.pop(rid, None)
@@ -378,12 +378,12 @@ class RedisBudgets:
                 [] if made is None else [h for h in made[0] if self.layout.slot(h.tenant) == slot]
             )
             if made is None or not holds:
-                args += [slot, rid, "0", str(e.cost), str(e.tokens)]
+                args += [slot, rid, "0", str(e.cost), str(e.tokens), str(e.revenue)]
                 continue
             args += [slot, rid, str(len(holds))]
             for h in holds:
-                held = held_amount(h.unit, made[1], made[2])
-                spent = settled_amount(h.unit, e.cost, e.tokens)
+                held = held_amount(h.unit, made[1], made[2], made[3])
+                spent = settled_amount(h.unit, e.cost, e.tokens, e.revenue)
                 args += [h.key, field(h.bucket), kind(h), str(held), str(spent)]
         script = self._settle if node is None or self._nodes is None else self._nodes.on(node)
         await self._run(script, keys, args)

@@ -218,8 +218,8 @@ return out
 # KEYS: one reservation per entry, or none (then entry i's is ``<slot>:res:<id>``, as on a
 # cluster node: ``SETTLE_NODE``). ARGV per entry: its slot's key prefix, its id, the number
 # of its holds in that slot n, then n x (counter, bucket, kind, held, spent: '' none) when the
-# caller knows its holds (it made the reservation), else (cost, tokens) and the holds are read
-# from the reservation. Each entry is all-or-nothing; should one overflow a counter, the
+# caller knows its holds (it made the reservation), else (cost, tokens, revenue) and the holds are
+# read from the reservation. Each entry is all-or-nothing; should one overflow a counter, the
 # entries before it stay settled and the script fails. A rolling counter whose bucket is in
 # its window is read once, checked, and written once after every other counter of the entry
 # changed; any other counter changes with ``HINCRBY`` (undone should a later one fail).
@@ -228,8 +228,9 @@ SETTLE = (
     + LAZY
     + QUICK
     + """
-local function spent(unit, cost, tokens)
+local function spent(unit, cost, tokens, revenue)
   if unit == 'usd' then return cost end
+  if unit == 'revenue' then return revenue end
   if unit == 'tokens' then return tokens end
   if unit == 'requests' then return '1' end
   return ''
@@ -305,17 +306,17 @@ while a <= argc do
     a = a + 3 + 5 * n
   else
     rec = redis.call('HMGET', R, 'holds', 'state')
-    a = a + 5
+    a = a + 6
   end
   local live = rec[2] == 'held'
   if live or rec[2] == 'reclaimed' then
     if n == 0 then
-      local cost, tokens = ARGV[j], ARGV[j + 1]
+      local cost, tokens, revenue = ARGV[j], ARGV[j + 1], ARGV[j + 2]
       H, j = {}, 1
       for _, h in ipairs(cjson.decode(rec[1])) do
         local m = #H
         H[m + 1], H[m + 2], H[m + 3], H[m + 4], H[m + 5] = h[1], h[2], h[5], h[3],
-          spent(h[4], cost, tokens)
+          spent(h[4], cost, tokens, revenue)
         n = n + 1
       end
     end

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from farebox.core.budgets import Hold
+from farebox.core.budgets import MONEY_UNITS, Hold
 
 B = 10**9  # the limb of the scripts' numbers
 CLAMP = 2**51 * B  # beyond any sum of counters; values past it compare as it (see lua.py)
@@ -51,7 +51,7 @@ def kind(hold: Hold) -> str:
     rolling budget (buckets kept)."""
     if hold.buckets_from == hold.bucket:
         return "s"
-    return "W" if hold.unit == "usd" else "w"
+    return "W" if hold.unit in MONEY_UNITS else "w"
 
 
 class Layout:

@@ -113,7 +113,12 @@ def settle(db: sqlite3.Connection, entries: Sequence[LedgerEntry]) -> None:
             "UPDATE budget_counters SET reserved = reserved - ?, used = used + ? "
             "WHERE key = ? AND bucket = ?",
             [
-                (held if live else 0, settled_amount(unit, entry.cost, entry.tokens), key, bucket)
+                (
+                    held if live else 0,
+                    settled_amount(unit, entry.cost, entry.tokens, entry.revenue),
+                    key,
+                    bucket,
+                )
                 for key, bucket, held, unit in parse_held_rows(orjson.loads(holds), amount)
             ],
         )

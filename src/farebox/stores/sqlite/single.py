@@ -161,7 +161,7 @@ class SingleProcessSQLiteStore(SQLiteStore):
                 continue
             reservation, reclaimed = found
             for hold in reservation.holds:
-                amount = settled_amount(hold.unit, entry.cost, entry.tokens)
+                amount = settled_amount(hold.unit, entry.cost, entry.tokens, entry.revenue)
                 if amount:
                     slot = (hold.key, hold.bucket)
                     spend[slot] = spend.get(slot, 0) + amount
