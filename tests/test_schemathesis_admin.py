@@ -192,6 +192,9 @@ OPERATIONS = [
     ("GET", "/admin/v1/series"), ("GET", "/admin/v1/top-spenders"),
     ("GET", "/admin/v1/requests"), ("GET", "/admin/v1/tenants/{tenant_id}/cache"),
     ("DELETE", "/admin/v1/tenants/{tenant_id}/cache"), ("GET", "/admin/v1/cache"),
+    ("GET", "/admin/v1/tenants/{tenant_id}/invoice"),
+    ("POST", "/admin/v1/tenants/{tenant_id}/credits"),
+    ("GET", "/admin/v1/tenants/{tenant_id}/credits"),
 ]  # fmt: skip
 
 

@@ -11,7 +11,9 @@ from farebox.cli.anomaly import register as register_anomaly
 from farebox.cli.billing import export_cmd, margins, profitability, reconcile
 from farebox.cli.budgets import budgets
 from farebox.cli.cache import cache
+from farebox.cli.credits import credits
 from farebox.cli.demo import demo
+from farebox.cli.invoice import invoice
 from farebox.cli.keys import keys
 from farebox.cli.requests import requests_cmd
 from farebox.cli.serve import serve
@@ -33,8 +35,8 @@ def main() -> None:
 
 
 for command in (serve, demo, tenants, keys, budgets, usage, export_cmd, margins, profitability,
-                reconcile,
-                requests_cmd, cache):  # fmt: skip
+                reconcile, invoice,
+                requests_cmd, cache, credits):  # fmt: skip
     main.add_command(command)
 register_anomaly(main, tenants, keys)
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from farebox.config.base import Decimal, Strict
+from farebox.config.tiers import check_tiered
 from farebox.core.credits import CreditRate, CreditTerms
 from farebox.core.money import decimal_ratio, parse_usd, price_per_token
 
@@ -108,6 +109,9 @@ def check_pricing(plan: str, pricing: PlanPricing) -> None:
                 price_per_token(value, field=f"{where}.resale.{field}")
     if pricing.credits is not None:
         check_credits(plan, pricing.credits)
+    if pricing.tiered is not None:
+        check_tiered(plan, pricing.tiered)
+    parse_usd(pricing.monthly_fee_usd, field=f"{where}.monthly_fee_usd")
 
 
 def credit_terms(cfg: CreditPricing) -> CreditTerms:

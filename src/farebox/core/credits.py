@@ -20,13 +20,16 @@ expiry is recorded).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from fractions import Fraction
 
 from farebox.core.money import PICO_PER_USD, MoneyFormatError, parse_usd
 
 KINDS = ("top_up", "promo", "refund")
 CREDIT_PREFIX = "credits:"  # the balance counter's key: ``credits:{tenant}``
+_DECIMAL = re.compile(r"-?\d{1,30}(\.\d{1,30})?")  # a credits amount as written
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +54,13 @@ class CreditRate:
 
     def to_pico(self, credits: str | int, *, field: str = "amount") -> int:
         """Credits as a decimal string -> pico-USD, exactly (``MoneyFormatError`` if not)."""
-        pico_credits = parse_usd(credits, field=field)  # credits * 10^12
-        value, rest = divmod(pico_credits * self.unit, PICO_PER_USD)
-        if rest:
+        text = str(credits).strip() if isinstance(credits, str | int) else ""
+        if isinstance(credits, bool) or not _DECIMAL.fullmatch(text):
+            raise MoneyFormatError(f'{field}: expected a decimal string such as "1500"')
+        value = Fraction(text) * self.unit
+        if value.denominator != 1:
             raise MoneyFormatError(f"{field}: {credits!r} has too many decimal places")
-        return value
+        return int(value)
 
     def credits(self, pico: int) -> str:
         """pico-USD -> credits as an exact decimal string."""

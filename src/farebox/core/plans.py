@@ -11,6 +11,7 @@ from farebox.core.cache import CACHE_OFF, CachePolicy
 from farebox.core.credits import CreditTerms
 from farebox.core.money import mul_ratio
 from farebox.core.pricing import Price, cost
+from farebox.core.tiers import TierSchedule, units_of
 from farebox.core.tools import ToolPolicy
 from farebox.core.usage import Usage
 
@@ -38,13 +39,16 @@ class RequestPrice:
 
 @dataclass(frozen=True, slots=True)
 class RevenueRule:
-    """Revenue is cost times ``markup``, the usage at a resale price, or a price per request
-    (and its per-token part)."""
+    """Revenue is cost times ``markup``, the usage at a resale price, a price per request
+    (and its per-token part), or a tiered plan's graduated charge (``tiered``: the store
+    that writes the entry sets its exact revenue from the month's usage; the value here is
+    an upper bound, at the highest tier's rate)."""
 
     markup_num: int = 1
     markup_den: int = 1
     resale: Price | None = None
     per_request: RequestPrice | None = None
+    tiered: TierSchedule | None = None
 
     def revenue(
         self,
@@ -62,6 +66,10 @@ class RevenueRule:
             return used + (price.fee(model, feature) if served else 0)
         if self.resale is not None:
             return cost(usage, self.resale)
+        if self.tiered is not None:
+            status = "ok" if served else "error"
+            units = units_of(self.tiered.metric, status, usage.total_tokens, cost_pico)
+            return self.tiered.at_most(units)
         return mul_ratio(cost_pico, self.markup_num, self.markup_den)
 
     def worst(

@@ -421,8 +421,8 @@ class Budgets:
                 "scope": hold.scope,
                 "period": hold.period,
                 "name": hold.name,
-                "basis": "revenue" if hold.unit == "revenue" else "cost",
-            },  # fmt: skip
+                **({"basis": "revenue"} if hold.unit == "revenue" else {}),
+            },
             "used_usd": format_usd(state.used),
             "limit_usd": format_usd(state.limit),
             "resets_at": iso(state.resets_at),

@@ -15,6 +15,7 @@ from farebox.core.plans import Plan
 from farebox.core.pricing import cost
 from farebox.core.records import LedgerEntry
 from farebox.core.routing import Target
+from farebox.core.tiers import with_schedule
 from farebox.core.usage import Usage
 from farebox.gateway.auth import Principal
 from farebox.gateway.stream_meter import StreamMeter
@@ -121,7 +122,7 @@ def entry(
         "cache": cache_status(call),
         **extra,
     }
-    return call_entry(
+    made = call_entry(
         call,
         target.model,
         target.provider,
@@ -142,6 +143,8 @@ def entry(
         upstream_ms=upstream_ms,
         **fields,
     )
+    tiers = call.plan.revenue.tiered
+    return made if tiers is None else with_schedule(made, tiers)
 
 
 def call_entry(

@@ -7,6 +7,7 @@ from typing import Any
 from farebox.config.cache import PlanCache
 from farebox.config.pricing import PerRequestPricing, credit_terms
 from farebox.config.settings import PlanConfig, ProviderConfig, Settings
+from farebox.config.tiers import schedule
 from farebox.core.cache import CachePolicy, HitPrice
 from farebox.core.money import decimal_ratio, parse_usd
 from farebox.core.plans import Plan, RequestPrice, RevenueRule
@@ -85,6 +86,8 @@ def _plan(name: str, cfg: PlanConfig) -> Plan:
         rule = RevenueRule(markup_num=num, markup_den=den)
     elif cfg.pricing.per_request is not None:
         rule = RevenueRule(per_request=request_price(name, cfg.pricing.per_request))
+    elif cfg.pricing.tiered is not None:
+        rule = RevenueRule(tiered=schedule(name, cfg.pricing.tiered))
     elif cfg.pricing.resale is not None:
         resale = {k: v for k, v in cfg.pricing.resale.model_dump().items() if v is not None}
         rule = RevenueRule(

@@ -21,6 +21,7 @@ from farebox.api.admin.billing import BillingRoutes
 from farebox.api.admin.budgets import BudgetRoutes
 from farebox.api.admin.cache import CacheRoutes
 from farebox.api.admin.credits import CreditRoutes
+from farebox.api.admin.invoices import InvoiceRoutes
 from farebox.api.admin.keys import KeyRoutes
 from farebox.api.admin.operations import OperationRoutes
 from farebox.api.admin.provider_reconcile import ProviderReconcileRoutes
@@ -103,6 +104,7 @@ def admin_routes(
     cache = CacheRoutes(services, tenancy)
     bill = ProviderReconcileRoutes(services, services.http, services.on_alert, services.clock)
     credits = CreditRoutes(services, tenancy)
+    invoices = InvoiceRoutes(services)
     return [
         AdminRoute("POST", "/tenants", tenant.create_tenant, CREATED),
         AdminRoute("GET", "/tenants", tenant.list_tenants),
@@ -143,6 +145,7 @@ def admin_routes(
         AdminRoute("GET", "/cache", cache.all_caches),
         AdminRoute("POST", "/tenants/{tenant_id}/credits", credits.grant, CREATED),
         AdminRoute("GET", "/tenants/{tenant_id}/credits", credits.credits),
+        AdminRoute("GET", "/tenants/{tenant_id}/invoice", invoices.tenant_invoice),
     ]
 
 

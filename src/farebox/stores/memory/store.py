@@ -20,6 +20,7 @@ from farebox.core.records import (
     UsageQuery,
     UsageRow,
 )
+from farebox.core.tiers import tiered
 from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health
 from farebox.stores.memory.budgets import MemoryBudgets
@@ -28,6 +29,7 @@ from farebox.stores.memory.responses import MemoryResponses
 from farebox.stores.memory.rollups import MemoryReports
 from farebox.stores.memory.traffic import MemoryTraffic
 from farebox.stores.request_log import memory_page
+from farebox.stores.tier_usage import fresh, memory_allot
 
 R = TypeVar("R", Tenant, ApiKey)
 
@@ -45,6 +47,7 @@ class MemoryStore(MemoryReports):
         self._cursors: dict[str, int] = {}
         self._dead: dict[tuple[str, str], dict[str, Any]] = {}
         self._probes: dict[str, float] = {}
+        self._tier_usage: dict[tuple[str, str], int] = {}  # (tenant, month) -> units used
         self.traffic = MemoryTraffic()
         self.responses = MemoryResponses()
         self.credits = MemoryCredits(self._bump)
@@ -131,9 +134,16 @@ class MemoryStore(MemoryReports):
         return True
 
     def _append(self, entries: Sequence[LedgerEntry]) -> None:
+        if tiered(entries):  # a tiered plan's revenue (stores/tier_usage.py)
+            written = [e.request_id for e in tiered(entries) if self._written(e.request_id)]
+            memory_allot(self._tier_usage, fresh(entries, written))
         self._budgets.settle(entries, self._ledger)
         for entry in entries:
             self._ledger.setdefault(entry.request_id, entry)
+
+    def _written(self, request_id: str) -> bool:
+        have = self._ledger.get(request_id)
+        return have is not None and have.status != "unsettled"
 
     async def reserve(self, reservation: Reservation, *, busy: bool = False) -> ReserveOutcome:
         return self._budgets.reserve(reservation)

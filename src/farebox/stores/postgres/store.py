@@ -26,6 +26,7 @@ from farebox.core.records import (
     UsageQuery,
     UsageRow,
 )
+from farebox.core.tiers import tiered
 from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health, Prober, ProbeTimes
 from farebox.stores.postgres.credits import PostgresCredits
@@ -50,6 +51,7 @@ from farebox.stores.sql import (
     SQLAccounts,
     check_changes,
 )
+from farebox.stores.tier_usage import postgres_allot
 from farebox.stores.timeouts import StoreTimeouts
 from farebox.stores.usage_query import POSTGRES_USAGE, usage_rows
 
@@ -242,16 +244,28 @@ class PostgresStore(SQLAccounts, PostgresReports):
         its own (see ``ledger_write``)."""
         if not entries:
             return
-        pool, arrays, as_json = self._pool, self._ledger_sql, self._ledger_json
-        assert arrays is not None and as_json is not None  # built by ``open``, with the pool
+        pool = self._pool
         kept = folded(entries, replace_unsettled=replace_unsettled)
+        if tiered(kept):  # a tiered plan's revenue, in a transaction (stores/tier_usage.py)
+            async with pool.acquire() as conn, conn.transaction():
+                await postgres_allot(conn, self._s, kept, replace_unsettled=replace_unsettled)
+                await self._ledger_statement(conn, kept, replace_unsettled)
+            return
+        await self._ledger_statement(pool, kept, replace_unsettled)
+
+    async def _ledger_statement(
+        self, on: Any, kept: Sequence[LedgerEntry], replace_unsettled: bool
+    ) -> None:
+        """The batch's one statement, on the pool (committed on its own) or a connection."""
+        arrays, as_json = self._ledger_sql, self._ledger_json
+        assert arrays is not None and as_json is not None  # built by ``open``, with the pool
         text = json_rows(kept)  # one JSON text, unless it cannot carry the batch exactly
         statements = arrays if text is None else as_json
         sql = statements.pick(replace_unsettled=replace_unsettled, outbox=self.outbox)
         if text is not None:
-            await pool.execute(sql, text)
+            await on.execute(sql, text)
         else:
-            await pool.execute(sql, *column_arrays([_ledger_row(e) for e in kept]))
+            await on.execute(sql, *column_arrays([_ledger_row(e) for e in kept]))
 
     async def existing_entries(self, request_ids: Sequence[str]) -> dict[str, LedgerEntry]:
         """The ledger entries among ``request_ids``, by request id."""

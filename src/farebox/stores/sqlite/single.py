@@ -35,6 +35,7 @@ from farebox.stores.sqlite.conn import owner_path
 from farebox.stores.sqlite.rows import LEDGER_INSERT, insert_entries, ledger_row
 from farebox.stores.sqlite.store import SQLiteStore
 from farebox.stores.sqlite.wal import WalLimits
+from farebox.stores.tier_usage import sqlite_allot
 
 COMPACT_AFTER_BYTES = 1 << 20  # the journal is emptied once nothing is in flight past this
 log = logging.getLogger("farebox.stores.sqlite_single")  # the name operators filter on
@@ -176,6 +177,8 @@ class SingleProcessSQLiteStore(SQLiteStore):
         rows = [ledger_row(e) for e in entries]
 
         def write(db: sqlite3.Connection) -> None:
+            if sqlite_allot(db, entries):  # a tiered plan's revenue (stores/tier_usage.py)
+                rows[:] = [ledger_row(e) for e in entries]
             db.executemany(_SPEND, spend)
             # a placeholder left by an expired lease gives way to the real entry
             db.executemany("DELETE FROM ledger WHERE request_id = ? AND status = 'unsettled'", late)

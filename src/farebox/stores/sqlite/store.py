@@ -60,6 +60,7 @@ from farebox.stores.sqlite.wal import (
     limit_journal,
     wal_path,
 )
+from farebox.stores.tier_usage import sqlite_allot
 from farebox.stores.usage_query import SQLITE_USAGE, usage_rows
 
 T = TypeVar("T")
@@ -273,6 +274,8 @@ class SQLiteStore(SQLAccounts, SQLiteReports):
         rows = [ledger_row(e) for e in entries]
 
         def write(db: sqlite3.Connection) -> None:
+            if sqlite_allot(db, entries):  # a tiered plan's revenue (stores/tier_usage.py)
+                rows[:] = [ledger_row(e) for e in entries]
             budgets.settle(db, entries)
             insert_entries(db, entries, rows, self.outbox)
 
