@@ -25,6 +25,7 @@ from farebox.api.context import Services
 from farebox.api.responses_stored import StoredResponses
 from farebox.billing.credits import CreditBook
 from farebox.billing.exporter import Exporter, build_runners
+from farebox.billing.provider_watch import ProviderWatch
 from farebox.catalog import load_catalog
 from farebox.config.anomaly import policy
 from farebox.config.reload import PlanReloader
@@ -412,12 +413,16 @@ def wire(
     responses = StoredResponses(store.responses, settings.file.responses, clock, sole_user=sole)
     services = Services(settings, store, auth, gateway, ledger, secret, "", clock(),
                         budgets, proxies, breakers, responses, tracing=tracing,
-                        cache=cache.store if cache is not None else None)  # fmt: skip
+                        cache=cache.store if cache is not None else None, http=http,
+                        on_alert=alerts.send if alerts else None, clock=clock)  # fmt: skip
     tenancy = Tenancy(store, secret, plans, clock)
     reloader = plan_reloader(settings, gateway, tenancy, budgets, limits, watch, tracing)
     exporter = make_exporter(settings, store, http, alerts, clock)
+    bills = ProviderWatch(store, settings, gateway.deployments, http,
+                          alerts.send if alerts else None, clock)  # fmt: skip
     return Wiring(services, tenancy, reloader, watch, exporter, alerts, built, http, in_flight,
-                  metrics, access_log, tracing, cache)  # fmt: skip
+                  metrics, access_log, tracing, cache,
+                  bills if settings.file.reconcile.interval_s else None)  # fmt: skip
 
 
 def create_app(

@@ -37,6 +37,7 @@ from farebox.api.openapi_counting import install_counting_docs
 from farebox.api.openapi_data import install_data_plane_docs
 from farebox.api.openapi_doc import farebox_openapi
 from farebox.billing.exporter import Exporter
+from farebox.billing.provider_watch import ProviderWatch
 from farebox.config.reload import PlanReloader
 from farebox.config.settings import Settings
 from farebox.core.keys import ADMIN_PREFIX, hash_key, new_key
@@ -74,6 +75,7 @@ class Wiring:
     access_log: AccessLog | None = None  # when logging.access_log
     tracing: Tracing | None = None  # None: tracing is off
     cache: ResponseCache | None = None  # the response cache: opened after the store
+    provider_watch: ProviderWatch | None = None  # reconcile.interval_s: providers' bills
 
 
 def build_app(wiring: Wiring, announce: Announce) -> FastAPI:
@@ -205,6 +207,8 @@ async def start(wiring: Wiring, announce: Announce) -> None:
     billing = settings.file.billing
     if billing.in_serve and wiring.exporter.sinks:
         await wiring.exporter.start(billing.interval_s)
+    if wiring.provider_watch is not None and settings.file.reconcile.interval_s:
+        wiring.provider_watch.start(settings.file.reconcile.interval_s)
 
 
 async def stop(wiring: Wiring) -> None:
@@ -216,6 +220,8 @@ async def stop(wiring: Wiring) -> None:
     await wiring.watch.pager.aclose(drain_s)
     await services.responses.stop()
     await wiring.exporter.stop()
+    if wiring.provider_watch is not None:
+        await wiring.provider_watch.stop()
     await services.breakers.stop()
     await services.budgets.stop()
     await services.ledger.stop()

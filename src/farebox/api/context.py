@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from farebox.api.client_ip import TrustedProxies, request_client_ip
 from farebox.api.fastpath import Incoming
@@ -15,6 +17,7 @@ from farebox.gateway.auth import Authenticator, Principal
 from farebox.gateway.breakers import Breakers
 from farebox.gateway.ledger import LedgerWriter
 from farebox.gateway.pipeline import Gateway
+from farebox.http.client import HttpClient
 from farebox.stores.base import CacheStore, Store
 
 if TYPE_CHECKING:  # tracing is optional (``farebox[otel]``)
@@ -45,6 +48,9 @@ class Services:
     # the credit service the billing webhooks grant through in place of budgets.credits
     # (a test's fake); None: the app's own credit book
     credit_granter: CreditGranter | None = None
+    http: HttpClient | None = None  # the app's one upstream client (admin APIs of providers)
+    on_alert: Callable[[dict[str, Any]], None] | None = None  # the signed alert webhook
+    clock: Callable[[], float] = time.time
 
     def admin_hashes(self) -> tuple[str, ...]:
         """The hashes an admin key may have: the admin key's, and the local CLI's token's."""

@@ -164,14 +164,28 @@ def margins(
 @click.command()
 @click.option("--month", required=True, help="A calendar month in UTC, e.g. 2026-11.")
 @click.option("--tenant", "tenant_id", default=None, help="Only this tenant (default: all).")
+@click.option("--provider", default=None, help="Against this provider's own bill, not the sinks.")
 @json_option
 @target
 def reconcile(
-    month: str, tenant_id: str | None, as_json: bool, config: str | None, url: str | None
+    month: str,
+    tenant_id: str | None,
+    provider: str | None,
+    as_json: bool,
+    config: str | None,
+    url: str | None,
 ) -> None:
-    """Ledger totals against what each billing sink was sent, per tenant and meter."""
-    from urllib.parse import urlencode
+    """Ledger totals against what each billing sink was sent, per tenant and meter; with
+    --provider, the ledger's cost against the provider's own bill, per day and model."""
+    from urllib.parse import quote, urlencode
 
+    if provider is not None:
+        if tenant_id is not None:
+            raise click.UsageError("--tenant does not go with --provider (a bill is per account)")
+        path = f"/admin/v1/providers/{quote(provider, safe='')}/reconcile?"
+        _provider_report(call_admin(config, url, "GET", path + urlencode({"month": month})),
+                         as_json)  # fmt: skip
+        return
     query = urlencode({k: v for k, v in {"month": month, "tenant": tenant_id}.items() if v})
     report = call_admin(config, url, "GET", "/admin/v1/reconciliation?" + query)
     columns = ["sink", "tenant", "meter", "ledger", "delivered", "dead", "pending", "matched"]
@@ -180,6 +194,27 @@ def reconcile(
     )
     print_listing(report, columns, as_json, title=f"Reconciliation {month} (UTC)",
                   caption=f"{len(report['data'])} rows; {matched}")  # fmt: skip
+
+
+def _provider_report(report: dict[str, Any], as_json: bool) -> None:
+    """The provider reconciliation: every day and model, the month's totals, the verdict."""
+    columns = ["day", "model", "ledger_usd", "provider_usd", "difference_usd",
+               "difference_percent", "alert"]  # fmt: skip
+    total = report["total"]
+    verdict = (f"{len(report['mismatches'])} day/model differences, {report['alerts']} past "
+               f"the threshold; unmapped provider lines: {total['unmapped_usd']} USD")  # fmt: skip
+    if as_json:
+        print_json(report)
+    elif is_terminal():
+        show_table(
+            report["data"],
+            columns,
+            total={"day": "TOTAL", **total},
+            caption=verdict,
+            title=f"{report['provider']} bill against the ledger, {report['month']} (UTC)",
+        )
+    else:
+        print_table([*report["data"], {"day": "TOTAL", **total}], columns)
 
 
 @click.command()

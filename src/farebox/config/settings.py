@@ -30,6 +30,7 @@ from farebox.config.observe import (
     TracingConfig,
 )
 from farebox.config.pricing import CreditPricing, PerRequestPricing, check_pricing
+from farebox.config.reconcile import ReconcileConfig, admin_keys
 from farebox.config.stores import RedisSettings, redis_target
 from farebox.config.tiers import TieredPricing
 from farebox.core.meters import METERS, Meter
@@ -64,8 +65,7 @@ class ProviderConfig(Strict):
     timeout_s: float = Field(600.0, gt=0)
     # /v1/responses: sent on as it came (kind openai only), or translated to chat completions
     responses: Literal["native", "translate"] = "translate"
-    # mock options
-    seed: int = 0
+    seed: int = 0  # the mock's options, from here on
     latency_ms: float = Field(0.0, ge=0)
     ttft_ms: float = Field(0.0, ge=0)
     tokens_per_second: float = Field(0.0, ge=0)
@@ -180,8 +180,7 @@ class RateLimitConfig(Strict):
     tokens_per_minute: int | None = Field(None, ge=0)
     concurrent: int | None = Field(None, ge=0)
     model: str | None = Field(None, min_length=1, max_length=200)  # a glob on the model asked for
-    # the window the per-minute counts apply to; 60 unless a test wants a short one
-    window_s: int = Field(60, ge=1, le=3600)
+    window_s: int = Field(60, ge=1, le=3600)  # the per-minute counts' window (a test's: short)
 
 
 class ToolPolicyConfig(Strict):
@@ -319,6 +318,7 @@ class FileConfig(Strict):
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     upgrade_url: str | None = None
+    reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
 
 
 class Settings(BaseModel):
@@ -340,6 +340,7 @@ class Settings(BaseModel):
     paging_secrets: dict[str, str] = Field(default_factory=dict)  # "pagerduty" / "slack"
     metrics_token: str | None = None  # the bearer token GET /metrics asks for (metrics.token)
     metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: set by serve --workers N
+    reconcile_keys: Mapping[str, str] = Field(default_factory=dict)  # provider -> admin key
 
 
 DEFAULT_PLAN = PlanConfig(models=["*"])
@@ -547,6 +548,7 @@ def parse_settings(
         paging_secrets=_paging_secrets(source, cfg, env),
         metrics_token=_resolve_env(cfg.metrics.token, "metrics.token", source, env),
         metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+        reconcile_keys=admin_keys(cfg, source, lambda r, w: _resolve_env(r, w, source, env)),
     )
 
 

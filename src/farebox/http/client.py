@@ -12,8 +12,9 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import orjson
 
@@ -140,10 +141,13 @@ class HttpClient:
         return target
 
     async def _open(
-        self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float
-    ) -> tuple[Target, Connection, asyncio.TimerHandle]:
+        self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float,
+        method: bytes = b"POST", query: str = "",
+    ) -> tuple[Target, Connection, asyncio.TimerHandle]:  # fmt: skip
         target = self._target(url)
-        head = request_head(target, headers, len(body))
+        if query:  # the query varies per call (a page cursor): never a key of ``_targets``
+            target = replace(target, path=target.path + b"?" + query.encode("ascii"))
+        head = request_head(target, headers, len(body), method)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s  # one deadline for the whole exchange
         try:
@@ -161,6 +165,21 @@ class HttpClient:
     ) -> HttpResponse:
         """POST ``body`` (already JSON-encoded); return the whole response."""
         target, conn, deadline = await self._open(url, headers, body, timeout_s)
+        status, response_headers = conn.status, conn.headers
+        try:
+            data = await conn.read_all()
+        finally:
+            deadline.cancel()
+            self._pool.give_back(target, conn)
+        return HttpResponse(status, response_headers, data)
+
+    async def get_json(
+        self, url: str, query: Mapping[str, str | int], headers: Mapping[str, str],
+        timeout_s: float,
+    ) -> HttpResponse:  # fmt: skip
+        """GET ``url`` (from config) with ``query`` (percent-encoded here); the whole response."""
+        encoded = urlencode(list(query.items()), quote_via=quote)
+        target, conn, deadline = await self._open(url, headers, b"", timeout_s, b"GET", encoded)
         status, response_headers = conn.status, conn.headers
         try:
             data = await conn.read_all()

@@ -51,8 +51,10 @@ class Target:
         return cls((parts.scheme, parts.hostname, port), host.encode("idna"), path.encode())
 
 
-def request_head(target: Target, headers: Mapping[str, str], length: int) -> bytes:
-    lines = [b"POST " + target.path + b" HTTP/1.1", b"host: " + target.host_header]
+def request_head(
+    target: Target, headers: Mapping[str, str], length: int, method: bytes = b"POST"
+) -> bytes:
+    lines = [method + b" " + target.path + b" HTTP/1.1", b"host: " + target.host_header]
     for name, value in headers.items():
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
             raise UpstreamError(f"invalid characters in upstream header {name!r}")

@@ -25,6 +25,7 @@ from farebox.api.admin.credits import CreditRoutes
 from farebox.api.admin.invoices import InvoiceRoutes
 from farebox.api.admin.keys import KeyRoutes
 from farebox.api.admin.operations import OperationRoutes
+from farebox.api.admin.provider_reconcile import ProviderReconcileRoutes
 from farebox.api.admin.reports import ReportRoutes
 from farebox.api.admin.requests import RequestRoutes
 from farebox.api.admin.tenants import TenantRoutes
@@ -102,6 +103,7 @@ def admin_routes(
     reports = ReportRoutes(services)
     requests = RequestRoutes(services)
     cache = CacheRoutes(services, tenancy)
+    bill = ProviderReconcileRoutes(services, services.http, services.on_alert, services.clock)
     credits = CreditRoutes(services, tenancy)
     invoices = InvoiceRoutes(services)
     credit_sync = CreditSyncRoutes(services)
@@ -119,6 +121,7 @@ def admin_routes(
         AdminRoute("GET", "/margins", billing.margin_report),
         AdminRoute("GET", "/plan-profitability", billing.profitability),
         AdminRoute("GET", "/reconciliation", billing.reconciliation),
+        AdminRoute("GET", "/providers/{name}/reconcile", bill.provider_reconcile),
         AdminRoute("GET", "/plans", ops.plans),
         AdminRoute("POST", "/tenants/{tenant_id}/pause", tenant.pause_tenant),
         AdminRoute("POST", "/tenants/{tenant_id}/resume", tenant.resume_tenant),
