@@ -4,17 +4,14 @@ here; the request path sees them as ``farebox.core.plans.RequestPrice``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from farebox.config.base import Decimal, Strict
-from farebox.config.tiers import check_tiered
+from farebox.config.tiers import TieredPricing, check_tiered
 from farebox.core.credits import CreditRate, CreditTerms
 from farebox.core.money import decimal_ratio, parse_usd, price_per_token
-
-if TYPE_CHECKING:
-    from farebox.config.settings import PlanPricing
 
 
 class TokenPart(Strict):
@@ -94,6 +91,32 @@ def check_credits(plan: str, cfg: CreditPricing) -> None:
     if cfg.auto_top_up is not None:
         rate.to_pico(cfg.auto_top_up.below, field=f"{where}.auto_top_up.below")
         rate.to_pico(cfg.auto_top_up.amount, field=f"{where}.auto_top_up.amount")
+
+
+class ResalePrice(Strict):
+    input: Decimal = "0"
+    output: Decimal = "0"
+    cached_input: Decimal | None = None
+
+
+class PlanPricing(Strict):
+    markup: Decimal | None = None
+    resale: ResalePrice | None = None
+    per_request: PerRequestPricing | None = None
+    tiered: TieredPricing | None = None
+    credits: CreditPricing | None = None
+    cache_hit: Literal["full", "cost", "free"] = "full"
+    monthly_fee_usd: Decimal = "0"
+
+    @model_validator(mode="after")
+    def _one_model(self) -> PlanPricing:
+        models = ("markup", "resale", "per_request", "tiered")
+        chosen = [n for n in models if getattr(self, n) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"choose one pricing model, not {' and '.join(chosen)}")
+        if self.credits is not None and self.tiered is not None:
+            raise ValueError("a tiered plan cannot be prepaid with credits")
+        return self
 
 
 def check_pricing(plan: str, pricing: PlanPricing) -> None:

@@ -29,10 +29,9 @@ from farebox.config.observe import (
     PlanObserve,
     TracingConfig,
 )
-from farebox.config.pricing import CreditPricing, PerRequestPricing, check_pricing
+from farebox.config.pricing import PlanPricing, check_pricing
 from farebox.config.reconcile import ReconcileConfig, admin_keys
 from farebox.config.stores import RedisSettings, redis_target
-from farebox.config.tiers import TieredPricing
 from farebox.core.meters import METERS, Meter
 from farebox.core.money import MoneyFormatError, parse_usd, price_per_token
 from farebox.core.periods import parse_period
@@ -189,32 +188,6 @@ class ToolPolicyConfig(Strict):
     deny: list[str] = Field(default_factory=list)
     allow: list[str] = Field(default_factory=list)  # when set, every other tool is denied
     require_approval: list[str] = Field(default_factory=list)
-
-
-class ResalePrice(Strict):
-    input: Decimal = "0"
-    output: Decimal = "0"
-    cached_input: Decimal | None = None
-
-
-class PlanPricing(Strict):
-    markup: Decimal | None = None
-    resale: ResalePrice | None = None
-    per_request: PerRequestPricing | None = None
-    tiered: TieredPricing | None = None
-    credits: CreditPricing | None = None
-    cache_hit: Literal["full", "cost", "free"] = "full"
-    monthly_fee_usd: Decimal = "0"
-
-    @model_validator(mode="after")
-    def _one_model(self) -> PlanPricing:
-        models = ("markup", "resale", "per_request", "tiered")
-        chosen = [n for n in models if getattr(self, n) is not None]
-        if len(chosen) > 1:
-            raise ValueError(f"choose one pricing model, not {' and '.join(chosen)}")
-        if self.credits is not None and self.tiered is not None:
-            raise ValueError("a tiered plan cannot be prepaid with credits")
-        return self
 
 
 class PlanConfig(Strict):

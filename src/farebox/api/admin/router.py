@@ -104,9 +104,6 @@ def admin_routes(
     requests = RequestRoutes(services)
     cache = CacheRoutes(services, tenancy)
     bill = ProviderReconcileRoutes(services, services.http, services.on_alert, services.clock)
-    credits = CreditRoutes(services, tenancy)
-    invoices = InvoiceRoutes(services)
-    credit_sync = CreditSyncRoutes(services)
     return [
         AdminRoute("POST", "/tenants", tenant.create_tenant, CREATED),
         AdminRoute("GET", "/tenants", tenant.list_tenants),
@@ -145,6 +142,16 @@ def admin_routes(
         AdminRoute("GET", "/tenants/{tenant_id}/cache", cache.tenant_cache),
         AdminRoute("DELETE", "/tenants/{tenant_id}/cache", cache.purge_cache),
         AdminRoute("GET", "/cache", cache.all_caches),
+        *revenue_routes(services, tenancy),
+    ]
+
+
+def revenue_routes(services: Services, tenancy: Tenancy) -> list[AdminRoute]:
+    """Issue 13's operations: prepaid credits, parked webhook grants, the invoice preview."""
+    credits = CreditRoutes(services, tenancy)
+    invoices = InvoiceRoutes(services)
+    credit_sync = CreditSyncRoutes(services)
+    return [
         AdminRoute("POST", "/tenants/{tenant_id}/credits", credits.grant, CREATED),
         AdminRoute("GET", "/tenants/{tenant_id}/credits", credits.credits),
         AdminRoute("GET", "/tenants/{tenant_id}/invoice", invoices.tenant_invoice),
