@@ -223,3 +223,21 @@ async def test_a_revenue_budget_holds_what_the_tenant_is_charged(make_gateway: A
         r = await gw.client.get("/admin/v1/tenants/acme/budgets", headers=gw.admin)
         [budget] = r.json()["data"]
         assert budget["basis"] == "revenue" and budget["used_usd"] == format_usd(revenue)
+
+
+async def test_a_prepaid_plan_with_a_budget_holds_both(make_gateway: Any) -> None:
+    plans = {"both": {"models": ["*"], "budgets": [{"period": "day", "limit_usd": "0.002"}],
+                      "pricing": {"markup": "2", "credits": {"per_usd": PER_USD}}}}  # fmt: skip
+    async with make_gateway(config(plans)) as gw:
+        key = await gw.tenant_key("acme", "both")
+        assert (await grant(gw, "acme", "3", "g")).status_code == 201  # USD 0.003 of revenue
+        codes = [(await post(gw, key, ask(f"q{i}", max_tokens=100))).status_code for i in range(40)]
+        assert codes[0] == 200 and 429 in codes
+        entries = await gw.ledger("acme")
+        view = await balance(gw, "acme")
+        assert credits_of(view["burned"]) == sum(e.revenue for e in entries) <= credits_of("3")
+        assert sum(e.cost for e in entries) <= 2 * 10**9  # the cost budget held too
+        r = await gw.client.get("/admin/v1/tenants/acme/budgets", headers=gw.admin)
+        [budget] = r.json()["data"]
+        assert budget["used_usd"] == format_usd(sum(e.cost for e in entries))
+        assert budget["reserved_usd"] == "0.00" and view["reserved"] == "0.00"

@@ -121,7 +121,7 @@ class Admitter:
         scoped = scopes.holds(scope, now) if scopes.enabled(scope) else []
         terms = call.plan.credits
         if terms is not None and budgets.credits is not None:
-            scoped += await budgets.credits.holds(scope.tenant)
+            scoped = [*scoped, *await budgets.credits.holds(scope.tenant)]  # not the cached list
         limits = self._limit_holds(call, scope, now)
         if not scoped and not limits:
             return targets
