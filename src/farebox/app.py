@@ -24,6 +24,7 @@ from farebox.api.client_ip import TrustedProxies
 from farebox.api.context import Services
 from farebox.api.responses_stored import StoredResponses
 from farebox.billing.exporter import Exporter, build_runners
+from farebox.billing.upsell import UpsellRecorder
 from farebox.catalog import load_catalog
 from farebox.config.anomaly import policy
 from farebox.config.reload import PlanReloader
@@ -396,12 +397,13 @@ def wire(
     # the metrics count the cache's errors, skipped lookups, vetoes and stored entries
     events = getattr(metrics, "cache_event", None)
     cache = make_cache(settings, store, secret, built, router, clock, events)
+    upsell = UpsellRecorder(store.upsell, clock)
     gateway = Gateway(router=router, plans=plans, providers=built, ledger=ledger,
                       budgets=budgets, limits=limits, breakers=breakers,
                       routing=settings.file.routing,
                       default_plan=settings.file.default_plan or "default", clock=clock,
                       observe=observers(metrics, access_log, watch),
-                      tracing=tracing, cache=cache)  # fmt: skip
+                      tracing=tracing, cache=cache, refused=upsell.refused)  # fmt: skip
     auth = Authenticator(store, secret, clock, settings.file.server.key_cache_size,
                          appeal=settings.file.anomaly.appeal)  # fmt: skip
     # a store of this app's own that no other process uses (one handed in may be shared by
@@ -411,11 +413,11 @@ def wire(
     services = Services(settings, store, auth, gateway, ledger, secret, "", clock(),
                         budgets, proxies, breakers, responses, tracing=tracing,
                         cache=cache.store if cache is not None else None)  # fmt: skip
-    tenancy = Tenancy(store, secret, plans, clock)
+    tenancy = Tenancy(store, secret, plans, clock, upsell=store.upsell)
     reloader = plan_reloader(settings, gateway, tenancy, budgets, limits, watch, tracing)
     exporter = make_exporter(settings, store, http, alerts, clock)
     return Wiring(services, tenancy, reloader, watch, exporter, alerts, built, http, in_flight,
-                  metrics, access_log, tracing, cache)  # fmt: skip
+                  metrics, access_log, tracing, cache, upsell)  # fmt: skip
 
 
 def create_app(

@@ -36,6 +36,7 @@ from farebox.api.openapi_counting import install_counting_docs
 from farebox.api.openapi_data import install_data_plane_docs
 from farebox.api.openapi_doc import farebox_openapi
 from farebox.billing.exporter import Exporter
+from farebox.billing.upsell import UpsellRecorder
 from farebox.config.reload import PlanReloader
 from farebox.config.settings import Settings
 from farebox.core.keys import ADMIN_PREFIX, hash_key, new_key
@@ -73,6 +74,7 @@ class Wiring:
     access_log: AccessLog | None = None  # when logging.access_log
     tracing: Tracing | None = None  # None: tracing is off
     cache: ResponseCache | None = None  # the response cache: opened after the store
+    upsell: UpsellRecorder | None = None  # upsell moments, written off the request path
 
 
 def build_app(wiring: Wiring, announce: Announce) -> FastAPI:
@@ -107,6 +109,7 @@ def _add_routes(app: FareboxApp, wiring: Wiring) -> None:
     app.state.reloader = wiring.reloader
     app.state.exporter = wiring.exporter
     app.state.watch = wiring.watch
+    app.state.upsell = wiring.upsell
     app.include_router(admin.router(services, wiring.tenancy, wiring.exporter, wiring.watch))
     graphql.mount(app, services, wiring.tenancy, wiring.watch)
     if services.settings.file.dashboard.enabled:
@@ -230,6 +233,8 @@ async def stop(wiring: Wiring) -> None:
         await wiring.tracing.stop()
     if wiring.cache is not None:  # entries being stored are written first
         await wiring.cache.close()
+    if wiring.upsell is not None:  # the moments queued are written first
+        await wiring.upsell.close()
     await services.store.close()
 
 

@@ -14,6 +14,7 @@ from farebox.cli.cache import cache
 from farebox.cli.demo import demo
 from farebox.cli.keys import keys
 from farebox.cli.requests import requests_cmd
+from farebox.cli.revenue import reprice, top_spenders, upsell
 from farebox.cli.serve import serve
 from farebox.cli.tenants import tenants
 from farebox.cli.usage import usage
@@ -33,7 +34,7 @@ def main() -> None:
 
 
 for command in (serve, demo, tenants, keys, budgets, usage, export_cmd, margins, profitability,
-                reconcile,
+                reconcile, top_spenders, reprice, upsell,
                 requests_cmd, cache):  # fmt: skip
     main.add_command(command)
 register_anomaly(main, tenants, keys)

@@ -101,6 +101,7 @@ class ScaledStore:
         self.traffic = pg.traffic  # counters are flushed off the request path: PostgreSQL
         self.responses = pg.responses  # stored Responses answers: PostgreSQL
         self.credits = CreditsThatBump(pg.credits, self._bump_epoch)  # grants: PostgreSQL
+        self.upsell = pg.upsell  # upsell moments and plan changes: PostgreSQL
         self._budgets = budgets
         self._client = client
         self._prefix = prefix

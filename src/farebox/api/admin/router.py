@@ -24,6 +24,7 @@ from farebox.api.admin.keys import KeyRoutes
 from farebox.api.admin.operations import OperationRoutes
 from farebox.api.admin.reports import ReportRoutes
 from farebox.api.admin.requests import RequestRoutes
+from farebox.api.admin.revenue import RevenueRoutes
 from farebox.api.admin.tenants import TenantRoutes
 from farebox.api.context import Services
 from farebox.billing.exporter import Exporter
@@ -96,7 +97,8 @@ def admin_routes(
     billing = BillingRoutes(services, tenancy, exporter)
     ops = OperationRoutes(services, exporter)
     anomaly = AnomalyRoutes(watch, services.store)
-    reports = ReportRoutes(services)
+    reports = ReportRoutes(services, tenancy)
+    revenue = RevenueRoutes(services, tenancy)
     requests = RequestRoutes(services)
     cache = CacheRoutes(services, tenancy)
     return [
@@ -113,6 +115,8 @@ def admin_routes(
         AdminRoute("GET", "/margins", billing.margin_report),
         AdminRoute("GET", "/plan-profitability", billing.profitability),
         AdminRoute("GET", "/reconciliation", billing.reconciliation),
+        AdminRoute("POST", "/reprice", revenue.what_if),
+        AdminRoute("GET", "/upsell", revenue.upsell),
         AdminRoute("GET", "/plans", ops.plans),
         AdminRoute("POST", "/tenants/{tenant_id}/pause", tenant.pause_tenant),
         AdminRoute("POST", "/tenants/{tenant_id}/resume", tenant.resume_tenant),

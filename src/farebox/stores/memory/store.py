@@ -27,6 +27,7 @@ from farebox.stores.memory.credits import MemoryCredits
 from farebox.stores.memory.responses import MemoryResponses
 from farebox.stores.memory.rollups import MemoryReports
 from farebox.stores.memory.traffic import MemoryTraffic
+from farebox.stores.memory.upsell import MemoryUpsell
 from farebox.stores.request_log import memory_page
 
 R = TypeVar("R", Tenant, ApiKey)
@@ -48,6 +49,7 @@ class MemoryStore(MemoryReports):
         self.traffic = MemoryTraffic()
         self.responses = MemoryResponses()
         self.credits = MemoryCredits(self._bump)
+        self.upsell = MemoryUpsell(self.credits.every_grant)
 
     def _bump(self) -> None:
         self._epoch += 1

@@ -14,6 +14,7 @@ from typing import Any
 from farebox.stores.postgres.credits import MIGRATION as CREDITS_MIGRATION
 from farebox.stores.postgres.rollups import cache_migration as rollups_cache_migration
 from farebox.stores.postgres.rollups import migration as rollups_migration
+from farebox.stores.postgres.upsell import MIGRATION as UPSELL_MIGRATION
 
 SCHEMA_MARK = "{s}"  # replaced by the quoted schema name (str.format would trip on '{}')
 
@@ -212,6 +213,8 @@ MIGRATIONS: tuple[str, ...] = (
     rollups_cache_migration(SCHEMA_MARK),
     # prepaid credit grants (stores/postgres/credits.py)
     CREDITS_MIGRATION,
+    # upsell moments and plan changes (stores/postgres/upsell.py)
+    UPSELL_MIGRATION,
 )
 
 

@@ -8,6 +8,7 @@ from farebox.stores.request_log import MAX_TAG_CHARS
 from farebox.stores.sqlite.credits import MIGRATION as CREDITS_MIGRATION
 from farebox.stores.sqlite.rollups import cache_migration as rollups_cache_migration
 from farebox.stores.sqlite.rollups import migration as rollups_migration
+from farebox.stores.sqlite.upsell import MIGRATION as UPSELL_MIGRATION
 
 # a ledger row's metadata tags, one row per tag (a string or integer as its text, a boolean as
 # ``true``/``false``; nested values are not tags), read by the request log's triggers
@@ -283,6 +284,8 @@ MIGRATIONS: tuple[str, ...] = (
     rollups_cache_migration(),
     # prepaid credit grants (stores/sqlite/credits.py)
     CREDITS_MIGRATION,
+    # upsell moments and plan changes (stores/sqlite/upsell.py)
+    UPSELL_MIGRATION,
 )
 
 

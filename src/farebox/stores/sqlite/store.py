@@ -52,6 +52,7 @@ from farebox.stores.sqlite.rollups import SQLiteReports
 from farebox.stores.sqlite.rows import LEDGER_INSERT, decode, encode, insert_entries, ledger_row
 from farebox.stores.sqlite.schema import migrate
 from farebox.stores.sqlite.traffic import SQLiteTraffic
+from farebox.stores.sqlite.upsell import SQLiteUpsell
 from farebox.stores.sqlite.wal import (
     RESTART_EVERY,
     Checkpointer,
@@ -107,6 +108,7 @@ class SQLiteStore(SQLAccounts, SQLiteReports):
         self.responses = SQLiteResponses(write, read, put=self._write)
         self.request_log = SQLiteRequestLog(path, lambda: self.report_reader)
         self.credits = SQLiteCredits(write, read, _bump_epoch, lambda e: self._epoch.publish(e))
+        self.upsell = SQLiteUpsell(write, read)
 
     def _runners(self) -> tuple[Any, Any]:
         """Run a function in a write transaction, and on the store's connection."""
