@@ -82,7 +82,9 @@ async def test_a_markup_what_if_matches_the_hand_computation(make_gateway: Any) 
     assert (total["tenants"], total["revenue_before_usd"], total["revenue_after_usd"]) == (
         2, "126.000000000012", "147.000000000021"
     )  # fmt: skip
-    assert (total["revenue_change_usd"], total["cost_usd"]) == ("21.000000000009", "14.000000000006")
+    assert (total["revenue_change_usd"], total["cost_usd"]) == (
+        "21.000000000009", "14.000000000006"
+    )  # fmt: skip
     assert report["applied"] is False and report["proposed"] == {"markup": "3.5"}
     p2 = next(d for d in report["data"] if d["tenant"] == "p2")
     assert (p2["margin_before_percent"], p2["margin_after_percent"]) == ("92.98", "93.65")
@@ -149,7 +151,8 @@ def test_the_markup_on_the_sum_is_within_a_pico_per_entry(
 def test_a_proposal_is_exact() -> None:
     assert proposal({"markup": "3.5"}).markup == (7, 2)
     assert proposal({"per_request": "0.02"}).per_request == parse_usd("0.02")
-    assert proposal({"resale": {"input": "2", "output": "8"}}).resale == (2_000_000, 8_000_000, None)
+    resale = proposal({"resale": {"input": "2", "output": "8"}}).resale
+    assert resale == (2_000_000, 8_000_000, None)
 
 
 async def test_the_cli_sends_the_what_if(

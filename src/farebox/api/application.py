@@ -234,7 +234,7 @@ async def stop(wiring: Wiring) -> None:
     if wiring.cache is not None:  # entries being stored are written first
         await wiring.cache.close()
     if wiring.upsell is not None:  # the moments queued are written first
-        await wiring.upsell.close()
+        await wiring.upsell.drain()
     await services.store.close()
 
 

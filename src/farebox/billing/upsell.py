@@ -83,8 +83,8 @@ class UpsellRecorder:
             except Exception:  # analytics: never worth more than a log line
                 log.warning("could not record %d upsell moment(s)", len(batch), exc_info=True)
 
-    async def close(self) -> None:
-        """Write what is queued (the app's shutdown)."""
+    async def drain(self) -> None:
+        """Write what is queued (the app's shutdown; tests)."""
         if self._task is not None:
             await self._task
 
