@@ -16,7 +16,8 @@ nice .venv/bin/python -m bench.reports --backend sqlite --tenants 4000 --entries
 nice .venv/bin/python -m bench.reports --backend postgres --tenants 4000 --entries 10000000
 ```
 PostgreSQL: a fresh schema in ``--dsn`` (default the test database), dropped at the end unless
-``--keep``; SQLite: a file in a temporary directory (or ``--db``).
+``--keep``; SQLite: a file in a temporary directory (or ``--db``, kept). ``--reuse`` with
+``--db`` or ``--schema`` (and ``--keep``) times the reports again on what a run filled.
 """
 
 from __future__ import annotations
@@ -149,13 +150,21 @@ async def run(args: argparse.Namespace) -> int:
     month, start, end = last_month()
     shape = Shape(args.tenants, args.entries, start, end)
     tmp = tempfile.TemporaryDirectory(prefix="farebox-bench-reports-")
-    where = (f"bench_reports_{uuid.uuid4().hex[:10]}" if args.backend == "postgres"
-             else args.db or str(Path(tmp.name) / "reports.db"))  # fmt: skip
+    where = (
+        args.schema or f"bench_reports_{uuid.uuid4().hex[:10]}"
+        if args.backend == "postgres"
+        else args.db or str(Path(tmp.name) / "reports.db")
+    )
+    reuse = bool(args.schema) if args.backend == "postgres" else bool(args.db)
+    reuse = reuse and args.reuse  # fmt: skip
     say(f"{args.backend}: {args.tenants:,} tenants, {args.entries:,} entries in {month} "
         f"({where})")  # fmt: skip
     store = await open_store(args, where)
     try:
-        filled = await fill(store, shape, args.batch)
+        if reuse and await store.list_tenants():  # filled by an earlier run: timed again
+            filled = {"upsell": "as filled before", "ledger_s": 0.0, "fill_s": 0.0}
+        else:
+            filled = await fill(store, shape, args.batch)
         say(f"filled in {filled['fill_s']:,.0f} s (ledger {filled['ledger_s']:,.0f} s); "
             f"upsell: {filled['upsell']}")  # fmt: skip
         rows = []
@@ -196,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dsn", default=DSN)
     p.add_argument("--db", default=None, help="SQLite: the file to fill (default: a temp one)")
     p.add_argument("--keep", action="store_true", help="PostgreSQL: keep the schema")
+    p.add_argument("--schema", default=None, help="PostgreSQL: the schema (default: a new one)")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="time the reports on --db / --schema as an earlier run filled it",
+    )
     return asyncio.run(run(p.parse_args(argv)))
 
 

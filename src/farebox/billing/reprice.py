@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Protocol
 
-from farebox.billing.margins import MarginStore, percent, tenant_months
+from farebox.billing.margins import MarginStore, months_of, percent
 from farebox.billing.profitability import signed_usd
 from farebox.billing.upsell import check_past
 from farebox.config.settings import PlanConfig
@@ -136,9 +136,10 @@ async def reprice(
         raise InvalidRequest(f"Unknown plan {plan!r}; configured plans: {known}.", param="plan")
     price = proposal(body)
     start, end = check_past(month, time.time() if now is None else now)
-    months = [m for m in await tenant_months(store, plans, default_plan, month) if m.plan == plan]
     query = SeriesQuery(start, end, bucket="all", group_by="tenant")
-    sums = {p.group: p for p in await store.series(query)}
+    sums = {p.group: p for p in await store.series(query)}  # one read gives before and after
+    tenants = [t for t in await store.list_tenants() if t.plan == plan]
+    months = months_of(tenants, sums, plans, default_plan, end)
     served: dict[str | None, int] = {}
     if price.per_request is not None:
         ok = SeriesQuery(start, end, bucket="all", group_by="tenant", status="ok")
