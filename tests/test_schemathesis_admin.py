@@ -179,6 +179,7 @@ OPERATIONS = [
     ("GET", "/admin/v1/plan-profitability"),
     ("GET", "/admin/v1/reconciliation"), ("GET", "/admin/v1/providers/{name}/reconcile"),
     ("GET", "/admin/v1/plans"),
+    ("POST", "/admin/v1/reprice"), ("GET", "/admin/v1/upsell"),
     ("POST", "/admin/v1/tenants/{tenant_id}/pause"),
     ("POST", "/admin/v1/tenants/{tenant_id}/resume"),
     ("GET", "/admin/v1/tenants/{tenant_id}/budgets"),

@@ -26,6 +26,7 @@ from farebox.api.responses_stored import StoredResponses
 from farebox.billing.credits import CreditBook
 from farebox.billing.exporter import Exporter, build_runners
 from farebox.billing.provider_watch import ProviderWatch
+from farebox.billing.upsell import UpsellRecorder
 from farebox.catalog import load_catalog
 from farebox.config.anomaly import policy
 from farebox.config.reload import PlanReloader
@@ -399,12 +400,13 @@ def wire(
     # the metrics count the cache's errors, skipped lookups, vetoes and stored entries
     events = getattr(metrics, "cache_event", None)
     cache = make_cache(settings, store, secret, built, router, clock, events)
+    upsell = UpsellRecorder(store.upsell, clock)
     gateway = Gateway(router=router, plans=plans, providers=built, ledger=ledger,
                       budgets=budgets, limits=limits, breakers=breakers,
                       routing=settings.file.routing,
                       default_plan=settings.file.default_plan or "default", clock=clock,
                       observe=observers(metrics, access_log, watch),
-                      tracing=tracing, cache=cache)  # fmt: skip
+                      tracing=tracing, cache=cache, refused=upsell.refused)  # fmt: skip
     auth = Authenticator(store, secret, clock, settings.file.server.key_cache_size,
                          appeal=settings.file.anomaly.appeal)  # fmt: skip
     # a store of this app's own that no other process uses (one handed in may be shared by
@@ -415,14 +417,14 @@ def wire(
                         budgets, proxies, breakers, responses, tracing=tracing,
                         cache=cache.store if cache is not None else None, http=http,
                         on_alert=alerts.send if alerts else None, clock=clock)  # fmt: skip
-    tenancy = Tenancy(store, secret, plans, clock)
+    tenancy = Tenancy(store, secret, plans, clock, upsell=store.upsell)
     reloader = plan_reloader(settings, gateway, tenancy, budgets, limits, watch, tracing)
     exporter = make_exporter(settings, store, http, alerts, clock)
     bills = ProviderWatch(store, settings, gateway.deployments, http,
                           alerts.send if alerts else None, clock)  # fmt: skip
     return Wiring(services, tenancy, reloader, watch, exporter, alerts, built, http, in_flight,
                   metrics, access_log, tracing, cache,
-                  bills if settings.file.reconcile.interval_s else None)  # fmt: skip
+                  bills if settings.file.reconcile.interval_s else None, upsell)  # fmt: skip
 
 
 def create_app(

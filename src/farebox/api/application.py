@@ -38,6 +38,7 @@ from farebox.api.openapi_data import install_data_plane_docs
 from farebox.api.openapi_doc import farebox_openapi
 from farebox.billing.exporter import Exporter
 from farebox.billing.provider_watch import ProviderWatch
+from farebox.billing.upsell import UpsellRecorder
 from farebox.config.reload import PlanReloader
 from farebox.config.settings import Settings
 from farebox.core.keys import ADMIN_PREFIX, hash_key, new_key
@@ -76,6 +77,7 @@ class Wiring:
     tracing: Tracing | None = None  # None: tracing is off
     cache: ResponseCache | None = None  # the response cache: opened after the store
     provider_watch: ProviderWatch | None = None  # reconcile.interval_s: providers' bills
+    upsell: UpsellRecorder | None = None  # upsell moments, written off the request path
 
 
 def build_app(wiring: Wiring, announce: Announce) -> FastAPI:
@@ -110,6 +112,7 @@ def _add_routes(app: FareboxApp, wiring: Wiring) -> None:
     app.state.reloader = wiring.reloader
     app.state.exporter = wiring.exporter
     app.state.watch = wiring.watch
+    app.state.upsell = wiring.upsell
     app.include_router(admin.router(services, wiring.tenancy, wiring.exporter, wiring.watch))
     app.include_router(billing_webhooks(services))  # credit grants, signed by the billing system
     graphql.mount(app, services, wiring.tenancy, wiring.watch)
@@ -238,6 +241,8 @@ async def stop(wiring: Wiring) -> None:
         await wiring.tracing.stop()
     if wiring.cache is not None:  # entries being stored are written first
         await wiring.cache.close()
+    if wiring.upsell is not None:  # the moments queued are written first
+        await wiring.upsell.drain()
     await services.store.close()
 
 

@@ -12,7 +12,7 @@ proration).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from farebox.config.settings import PlanConfig
 from farebox.core.money import format_usd, parse_usd
-from farebox.core.records import UsageQuery
+from farebox.core.records import Tenant, UsageQuery
 from farebox.errors import InvalidRequest
 from farebox.stores.base import AccountStore, UsageStore
 
@@ -84,6 +84,25 @@ async def tenant_months(
     start, end = month_window(month)
     rows = {r.group: r for r in await store.usage(UsageQuery(tenant_id, start, end, "tenant"))}
     tenants = [t for t in await store.list_tenants() if tenant_id is None or t.id == tenant_id]
+    return months_of(tenants, rows, plans, default_plan, end)
+
+
+class Sums(Protocol):
+    """A tenant's sums for the month (a ``UsageRow`` or a ``SeriesPoint``)."""
+
+    @property
+    def requests(self) -> int: ...
+    @property
+    def cost(self) -> int: ...
+    @property
+    def revenue(self) -> int: ...
+
+
+def months_of(
+    tenants: Iterable[Tenant], rows: Mapping[str | None, Sums], plans: Mapping[str, PlanConfig],
+    default_plan: str, end: float,
+) -> list[TenantMonth]:  # fmt: skip
+    """``tenant_months`` from the month's sums per tenant (``rows``, by tenant id)."""
     out = []
     for tenant in sorted(tenants, key=lambda t: t.id):
         if tenant.created_at >= end:

@@ -16,6 +16,7 @@ from farebox.cli.demo import demo
 from farebox.cli.invoice import invoice
 from farebox.cli.keys import keys
 from farebox.cli.requests import requests_cmd
+from farebox.cli.revenue import reprice, top_spenders, upsell
 from farebox.cli.serve import serve
 from farebox.cli.tenants import tenants
 from farebox.cli.usage import usage
@@ -35,7 +36,7 @@ def main() -> None:
 
 
 for command in (serve, demo, tenants, keys, budgets, usage, export_cmd, margins, profitability,
-                reconcile, invoice,
+                reconcile, invoice, top_spenders, reprice, upsell,
                 requests_cmd, cache, credits):  # fmt: skip
     main.add_command(command)
 register_anomaly(main, tenants, keys)

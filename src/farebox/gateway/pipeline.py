@@ -33,7 +33,7 @@ from farebox.core.records import ApiKey, LedgerEntry, Tenant
 from farebox.core.routing import Router, Target, weighted_order
 from farebox.core.tokens import estimate_input, estimate_messages
 from farebox.errors import InvalidRequest, ModelNotAllowed, ModelNotFound, UpstreamError
-from farebox.gateway.admission import Admitter, Budgets
+from farebox.gateway.admission import Budgets
 from farebox.gateway.auth import Principal
 from farebox.gateway.breakers import Breakers, deployment_rows
 from farebox.gateway.cache import ResponseCache
@@ -53,6 +53,7 @@ from farebox.gateway.ledger import LedgerWriter
 from farebox.gateway.metering import Metering
 from farebox.gateway.policy import apply_policy
 from farebox.gateway.rate_limits import RateLimits, limit_json
+from farebox.gateway.refusals import NotingAdmitter, Refused
 from farebox.gateway.relay import StreamRelay
 from farebox.gateway.render import Reply, StreamReply, render_body, render_native
 from farebox.gateway.sizes import (
@@ -101,6 +102,7 @@ class Gateway:
         observe: Callable[[LedgerEntry, str], None] | None = None,
         tracing: Tracing | None = None,
         cache: ResponseCache | None = None,
+        refused: Refused | None = None,  # told of refusals for want of money (upsell)
     ) -> None:
         self._router = router
         self._plans = plans
@@ -112,7 +114,8 @@ class Gateway:
         self._clock = clock
         self._tracing = tracing  # None when tracing is off: one attribute check per request
         # the stages, made once: a request passes through them, it does not make them
-        self._admission = Admitter(budgets, limits, router, clock)
+        self._admission = NotingAdmitter(budgets, limits, router, clock)
+        self._admission.refused = refused
         self._metering = Metering(ledger, budgets, clock, observe)
         self._failover = Failover(routing or RoutingSettings(), breakers, self._metering)
         self._relay = StreamRelay(providers, self._failover, self._metering, cache)

@@ -20,8 +20,9 @@ from farebox.core.records import (
     UsageQuery,
     UsageRow,
 )
+from farebox.core.upsell import PlanChange
 from farebox.errors import InvalidRequest, NotFound
-from farebox.stores.base import AccountStore, UsageStore
+from farebox.stores.base import AccountStore, UpsellStore, UsageStore
 
 TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 BILLING_FIELDS = frozenset(
@@ -46,8 +47,11 @@ class Tenancy:
         secret: bytes,
         plans: Mapping[str, Any],
         clock: Callable[[], float] = time.time,
+        *,
+        upsell: UpsellStore | None = None,
     ) -> None:
         self._store = store
+        self._upsell = upsell  # where plan changes are recorded (upsell conversions)
         self._secret = secret
         self._plans = plans
         self._clock = clock
@@ -103,7 +107,11 @@ class Tenancy:
                     f"Unknown billing field(s): {sorted(unknown)}.", param="billing"
                 )
             changes["billing"] = {**current.billing, **changes["billing"]}
-        return await self._store.update_tenant(tenant_id, changes)
+        updated = await self._store.update_tenant(tenant_id, changes)
+        if self._upsell is not None and updated.plan != current.plan:
+            change = PlanChange(tenant_id, current.plan, updated.plan, self._clock())
+            await self._upsell.add_plan_change(change)
+        return updated
 
     async def set_tenant_paused(
         self, tenant_id: str, paused: bool, reason: str | None = None

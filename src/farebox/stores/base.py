@@ -40,6 +40,7 @@ from farebox.core.records import (
     UsageQuery,
     UsageRow,
 )
+from farebox.core.upsell import Moment, PlanChange, TopUp
 from farebox.stores.health import Health
 
 
@@ -435,6 +436,37 @@ class HasTraffic(Protocol):
     def traffic(self) -> TrafficStore: ...
 
 
+class UpsellStore(Protocol):
+    """Upsell moments and what converts them (``farebox.billing.upsell``): refusals for want
+    of money, one row per tenant, kind, budget and hour; plan changes; credit top-ups (read
+    from the ``CreditStore``'s grants of kind ``top_up``)."""
+
+    async def add_moments(self, moments: Sequence[Moment]) -> None:
+        """Record each moment unless one with its ``key`` is kept (then: nothing changes)."""
+        ...
+
+    async def moments(self, start: float, end: float) -> list[Moment]:
+        """The moments whose hour is in ``[start, end)``, by hour, tenant, kind, budget."""
+        ...
+
+    async def add_plan_change(self, change: PlanChange) -> None: ...
+
+    async def plan_changes(self, start: float, end: float) -> list[PlanChange]:
+        """The plan changes at ``[start, end)``, oldest first."""
+        ...
+
+    async def top_ups(self, start: float, end: float) -> list[TopUp]:
+        """The credit grants of kind ``top_up`` created in ``[start, end)``, oldest first."""
+        ...
+
+
+class HasUpsell(Protocol):
+    """A store that keeps upsell moments and plan changes beside its other roles."""
+
+    @property
+    def upsell(self) -> UpsellStore: ...
+
+
 class Store(
     AccountStore,
     LedgerStore,
@@ -448,6 +480,7 @@ class Store(
     HasInbox,
     HasTraffic,
     HasResponses,
+    HasUpsell,
     Protocol,
 ):
     """Every role, and the store's lifecycle: what ``app.py`` wires."""

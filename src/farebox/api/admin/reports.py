@@ -11,11 +11,15 @@ from zoneinfo import ZoneInfo
 
 from fastapi import Query
 
+from farebox.api.admin.billing import Month
 from farebox.api.admin.params import TenantFilter, parse_time
 from farebox.api.context import Services
+from farebox.billing.top_spenders import top_spenders as month_top_spenders
+from farebox.billing.upsell import check_past
 from farebox.core.money import format_usd
 from farebox.core.records import LATENCY_BOUNDS_MS, SeriesPoint, SeriesQuery
 from farebox.errors import InvalidRequest
+from farebox.identity.tenancy import Tenancy
 from farebox.observe.reports import Reports, TopSpenders
 
 Bucket = Literal["hour", "day", "month", "all"]
@@ -80,8 +84,10 @@ def top_json(top: TopSpenders) -> dict[str, Any]:
 class ReportRoutes:
     """The handlers of ``/series`` and ``/top-spenders``."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, tenancy: Tenancy) -> None:
         self.reports = Reports(services.store)
+        self.services = services
+        self.tenancy = tenancy
 
     async def series(
         self,
@@ -120,10 +126,38 @@ class ReportRoutes:
         by: Literal["cost", "revenue"] = "cost",
         n: Annotated[int | None, Query(ge=1, le=100_000)] = None,
         top_percent: Annotated[float | None, Query(gt=0, le=100)] = None,
+        month: Month | None = None,
+        top: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+        percent: Annotated[float | None, Query(gt=0, le=100)] = None,
     ) -> dict[str, Any]:
         """The top N (or top X%) tenants by cost or revenue in ``[start, end)``, each with
-        its share of every tenant's total (an exact percentage)."""
+        its share of every tenant's total (an exact percentage). With ``month`` (a UTC
+        month, instead of ``start`` and ``end``): every tenant of the month ranked by revenue
+        (plan fee plus usage, as ``/margins``) and by cost, in ``by_revenue`` and ``by_cost``
+        (``data`` is the ranking ``by`` names). ``top`` and ``percent`` are the names of
+        ``n`` and ``top_percent`` too."""
+        if (n is not None and top is not None) or (top_percent is not None and percent is not None):
+            raise InvalidRequest("Give each of 'n'/'top' and 'top_percent'/'percent' once.",
+                                 param="top")  # fmt: skip
+        n, top_percent = top if n is None else n, percent if top_percent is None else top_percent
+        if month is not None:
+            return await self._month_top(month, start, end, by, n, top_percent)
         lo, hi = _range(start, end)
         if n is None and top_percent is None:
             n = 10
         return top_json(await self.reports.top_spenders(lo, hi, by, n, top_percent))
+
+    async def _month_top(
+        self, month: str, start: str | None, end: str | None, by: str, n: int | None,
+        top_percent: float | None,
+    ) -> dict[str, Any]:  # fmt: skip
+        if start is not None or end is not None:
+            raise InvalidRequest("Give 'month', or 'start' and 'end', not both.", param="month")
+        lo, hi = check_past(month, self.tenancy.now())
+        plans = self.services.settings.file.plans
+        default_plan = self.services.settings.file.default_plan or "default"
+        found = await month_top_spenders(self.services.store, plans, default_plan, month, n,
+                                         top_percent)  # fmt: skip
+        ranked = found["by_revenue" if by == "revenue" else "by_cost"]
+        return {**found, "by": by, "start": lo, "end": hi, "total_usd": ranked["total_usd"],
+                "tenants": ranked["tenants"], "data": ranked["data"]}  # fmt: skip

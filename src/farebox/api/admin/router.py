@@ -28,6 +28,7 @@ from farebox.api.admin.operations import OperationRoutes
 from farebox.api.admin.provider_reconcile import ProviderReconcileRoutes
 from farebox.api.admin.reports import ReportRoutes
 from farebox.api.admin.requests import RequestRoutes
+from farebox.api.admin.revenue import RevenueRoutes
 from farebox.api.admin.tenants import TenantRoutes
 from farebox.api.context import Services
 from farebox.billing.exporter import Exporter
@@ -100,7 +101,8 @@ def admin_routes(
     billing = BillingRoutes(services, tenancy, exporter)
     ops = OperationRoutes(services, exporter)
     anomaly = AnomalyRoutes(watch, services.store)
-    reports = ReportRoutes(services)
+    reports = ReportRoutes(services, tenancy)
+    revenue = RevenueRoutes(services, tenancy)
     requests = RequestRoutes(services)
     cache = CacheRoutes(services, tenancy)
     bill = ProviderReconcileRoutes(services, services.http, services.on_alert, services.clock)
@@ -119,6 +121,8 @@ def admin_routes(
         AdminRoute("GET", "/plan-profitability", billing.profitability),
         AdminRoute("GET", "/reconciliation", billing.reconciliation),
         AdminRoute("GET", "/providers/{name}/reconcile", bill.provider_reconcile),
+        AdminRoute("POST", "/reprice", revenue.what_if),
+        AdminRoute("GET", "/upsell", revenue.upsell),
         AdminRoute("GET", "/plans", ops.plans),
         AdminRoute("POST", "/tenants/{tenant_id}/pause", tenant.pause_tenant),
         AdminRoute("POST", "/tenants/{tenant_id}/resume", tenant.resume_tenant),

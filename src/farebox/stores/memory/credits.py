@@ -23,6 +23,9 @@ class MemoryCredits:
         self._bump()
         return grant, True
 
+    def every_grant(self) -> list[CreditGrant]:
+        return [g for held in self._grants.values() for g in held]
+
     async def credit_grants(self, tenant_id: str) -> list[CreditGrant]:
         return sorted(self._grants.get(tenant_id, []), key=lambda g: (g.created_at, g.id))
 

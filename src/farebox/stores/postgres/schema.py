@@ -15,6 +15,7 @@ from farebox.stores.postgres.credits import MIGRATION as CREDITS_MIGRATION
 from farebox.stores.postgres.inbox import MIGRATION as INBOX_MIGRATION
 from farebox.stores.postgres.rollups import cache_migration as rollups_cache_migration
 from farebox.stores.postgres.rollups import migration as rollups_migration
+from farebox.stores.postgres.upsell import MIGRATION as UPSELL_MIGRATION
 from farebox.stores.tier_usage import POSTGRES_MIGRATION as TIER_USAGE_MIGRATION
 
 SCHEMA_MARK = "{s}"  # replaced by the quoted schema name (str.format would trip on '{}')
@@ -218,6 +219,8 @@ MIGRATIONS: tuple[str, ...] = (
     TIER_USAGE_MIGRATION,
     # billing webhooks: seen events, voided upstream grants, parked grants (postgres/inbox.py)
     INBOX_MIGRATION,
+    # upsell moments and plan changes (stores/postgres/upsell.py)
+    UPSELL_MIGRATION,
 )
 
 

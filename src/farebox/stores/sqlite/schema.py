@@ -9,6 +9,7 @@ from farebox.stores.sqlite.credits import MIGRATION as CREDITS_MIGRATION
 from farebox.stores.sqlite.inbox import MIGRATION as INBOX_MIGRATION
 from farebox.stores.sqlite.rollups import cache_migration as rollups_cache_migration
 from farebox.stores.sqlite.rollups import migration as rollups_migration
+from farebox.stores.sqlite.upsell import MIGRATION as UPSELL_MIGRATION
 from farebox.stores.tier_usage import SQLITE_MIGRATION as TIER_USAGE_MIGRATION
 
 # a ledger row's metadata tags, one row per tag (a string or integer as its text, a boolean as
@@ -289,6 +290,8 @@ MIGRATIONS: tuple[str, ...] = (
     TIER_USAGE_MIGRATION,
     # billing webhooks: seen events, voided upstream grants, parked grants (sqlite/inbox.py)
     INBOX_MIGRATION,
+    # upsell moments and plan changes (stores/sqlite/upsell.py)
+    UPSELL_MIGRATION,
 )
 
 

@@ -41,10 +41,9 @@ from farebox.stores.sql import (
     check_changes,
 )
 from farebox.stores.sqlite import budgets
+from farebox.stores.sqlite.billing_roles import BillingRoles
 from farebox.stores.sqlite.conn import connect, is_busy, lock_owner
-from farebox.stores.sqlite.credits import SQLiteCredits
 from farebox.stores.sqlite.epoch_file import EpochFile
-from farebox.stores.sqlite.inbox import SQLiteInbox
 from farebox.stores.sqlite.request_log import SQLiteRequestLog
 from farebox.stores.sqlite.responses import SQLiteResponses
 from farebox.stores.sqlite.rollups import SQLiteReports
@@ -68,7 +67,7 @@ CHECKPOINT_EVERY = RESTART_EVERY  # commits between checkpoints (see stores/sqli
 ID_CHUNK = 500  # request ids per IN (...) lookup, well under SQLite's variable limit
 
 
-class SQLiteStore(SQLAccounts, SQLiteReports):
+class SQLiteStore(SQLAccounts, SQLiteReports, BillingRoles):
     exclusive = False  # True: this process must be the database's only user
     dialect = SQLITE
     key_order = "created_at"
@@ -106,8 +105,7 @@ class SQLiteStore(SQLAccounts, SQLiteReports):
         # (here when uncontended, else in the thread; ``_write``); the purge in the thread
         self.responses = SQLiteResponses(write, read, put=self._write)
         self.request_log = SQLiteRequestLog(path, lambda: self.report_reader)
-        self.credits = SQLiteCredits(write, read, _bump_epoch, lambda e: self._epoch.publish(e))
-        self.inbox = SQLiteInbox(write, read)  # billing webhooks: seen events, parked grants
+        self._billing_roles(write, read, _bump_epoch, lambda e: self._epoch.publish(e))
 
     def _runners(self) -> tuple[Any, Any]:
         """Run a function in a write transaction, and on the store's connection."""

@@ -1,0 +1,29 @@
+"""The SQLite store's billing roles: credit grants, the billing webhooks' inbox, upsell
+moments (each in its own module; this only makes them, on the store's runners)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from farebox.stores.sqlite.credits import SQLiteCredits
+from farebox.stores.sqlite.inbox import SQLiteInbox
+from farebox.stores.sqlite.upsell import SQLiteUpsell
+
+
+class BillingRoles:
+    credits: SQLiteCredits
+    inbox: SQLiteInbox  # billing webhooks: seen events, parked grants
+    upsell: SQLiteUpsell
+
+    def _billing_roles(
+        self,
+        write: Any,
+        read: Any,
+        bump: Callable[[sqlite3.Connection], int],
+        publish: Callable[[int], None],
+    ) -> None:
+        self.credits = SQLiteCredits(write, read, bump, publish)
+        self.inbox = SQLiteInbox(write, read)
+        self.upsell = SQLiteUpsell(write, read)
