@@ -5,6 +5,7 @@ upgrade URL; grants burn first-to-expire first; bad grants are clear 4xx."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -241,3 +242,23 @@ async def test_a_prepaid_plan_with_a_budget_holds_both(make_gateway: Any) -> Non
         [budget] = r.json()["data"]
         assert budget["used_usd"] == format_usd(sum(e.cost for e in entries))
         assert budget["reserved_usd"] == "0.00" and view["reserved"] == "0.00"
+
+
+async def test_a_refusal_then_a_top_up_is_an_upsell_conversion(make_gateway: Any) -> None:
+    now = [1_793_836_800.0]  # 2026-11-05
+    async with make_gateway(config(PLANS), clock=lambda: now[0]) as gw:
+        key = await gw.tenant_key("acme", "prepaid")
+        await gw.tenant_key("other", "prepaid")
+        refused = await post(gw, key, ask())
+        assert refused.json()["error"]["code"] == "insufficient_credits"
+        await gw.app.state.upsell.drain()
+        now[0] += 3 * 86400
+        assert (await grant(gw, "acme", "100", "after-refusal")).status_code == 201
+        month = time.strftime("%Y-%m", time.gmtime(now[0]))
+        r = await gw.client.get(f"/admin/v1/upsell?month={month}", headers=gw.admin)
+        assert r.status_code == 200, r.text
+        total = r.json()["total"]
+        assert (total["tenants_refused"], total["tenants_converted"]) == (1, 1)
+        assert total["conversion_rate_percent"] == "100.00"
+        [credits_line] = [g for g in r.json()["by_budget"] if g["kind"] == "insufficient_credits"]
+        assert credits_line["converted_tenants"] == ["acme"]
