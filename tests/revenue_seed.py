@@ -14,6 +14,7 @@ PLANS: dict[str, Any] = {
     "prepaid": {"models": ["*"], "pricing": {"markup": "2", "credits": {"per_usd": 1000}}},
     "pro": {"models": ["*"], "pricing": {"markup": "1.5", "monthly_fee_usd": "49"}},
     "basic": {"models": ["*"], "pricing": {"markup": "1.2"}},
+    "promo": {"models": ["*"], "pricing": {"markup": "0.5"}},  # sold below cost: a loss
 }
 CONFIG = config(PLANS, default_plan="basic")
 # tenant: (plan, requests sent, credits granted)
@@ -23,6 +24,7 @@ TENANTS: dict[str, tuple[str, int, str | None]] = {
     "pro1": ("pro", 4, None),
     "pro2": ("pro", 0, None),
     "bas1": ("basic", 2, None),
+    "promo1": ("promo", 2, None),
 }
 PREPAID = tuple(t for t, (plan, _, _) in TENANTS.items() if plan == "prepaid")
 

@@ -57,7 +57,7 @@ async def test_the_admin_schema_answers_what_rest_answers(make_gateway: Any) -> 
         view = await rest(gw, "/admin/v1/plan-profitability", month=month)
         assert got["planProfitability"]["month"] == month
         assert got["planProfitability"]["plans"] == [plan_rest(p) for p in view["data"]]
-        assert [p["plan"] for p in view["data"]] == ["basic", "prepaid", "pro"]
+        assert [p["plan"] for p in view["data"]] == ["basic", "prepaid", "pro", "promo"]
 
 
 async def test_top_spenders_by_month_equal_rest_over_the_month(make_gateway: Any) -> None:
@@ -75,7 +75,7 @@ async def test_top_spenders_by_month_equal_rest_over_the_month(make_gateway: Any
             got = (await data(gw, q))["topSpenders"]
             view = await rest(gw, "/admin/v1/top-spenders", start=start, end=end, by=by.lower(),
                               **params)  # fmt: skip
-            assert got["totalUsd"] == view["total_usd"] and got["tenants"] == view["tenants"] == 4
+            assert got["totalUsd"] == view["total_usd"] and got["tenants"] == view["tenants"] == 5
             assert got["rows"] == [camelised(r) for r in view["data"]] and got["rows"]
             spans = (
                 f'{{ topSpenders(start: "{start}", end: "{end}", by: {by}, {args}) {{ {rows} }} }}'
