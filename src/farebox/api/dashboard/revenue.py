@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from fractions import Fraction
 from typing import Any
 
 from farebox.api.admin.billing import MONTH_PATTERN, BillingRoutes
@@ -28,12 +27,19 @@ from farebox.errors import InvalidRequest
 from farebox.identity.tenancy import Tenancy
 
 TOP = 10  # top spenders shown, by revenue and by cost
-MAX_BALANCES = 200  # prepaid tenants whose balances are listed (the lowest first)
+BALANCES_PER_PAGE = 50  # prepaid tenants whose balances a page of the credits panel reads
 DAY = 86_400
 
 
 def month_of(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m")
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
 
 
 def shift(month: str, by: int) -> str:
@@ -108,15 +114,16 @@ class RevenueData:
         check_month(asked, self.clock())
         return asked
 
-    async def page(self, asked: str | None) -> dict[str, Any]:
-        """The revenue page of a UTC month: each panel's data, in ``PANELS`` order."""
-        month = self.month(asked)
-        makers: dict[str, Callable[[str], Awaitable[Any]]] = {
+    async def page(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """The revenue page of a UTC month (``?month=``, default this one): each panel's
+        data, in ``PANELS`` order; a panel may read its own parameters from ``params``."""
+        month = self.month(params.get("month"))
+        makers: dict[str, Callable[[str, Mapping[str, str]], Awaitable[Any]]] = {
             "profitability": self.profitability,
             "top_spenders": self.top_spenders,
             "credits": self.balances,
         }
-        found = await asyncio.gather(*(makers[name](month) for name, _ in self.PANELS))
+        found = await asyncio.gather(*(makers[name](month, params) for name, _ in self.PANELS))
         panels = [
             {"name": name, "title": title, "data": data}
             for (name, title), data in zip(self.PANELS, found, strict=True)
@@ -125,11 +132,11 @@ class RevenueData:
         return {"month": month, "previous": shift(month, -1),
                 "next": shift(month, 1) if month < current else None, "panels": panels}  # fmt: skip
 
-    async def profitability(self, month: str) -> dict[str, Any]:
+    async def profitability(self, month: str, params: Mapping[str, str]) -> dict[str, Any]:
         """As ``GET /admin/v1/plan-profitability?month=``."""
         return await self.billing.profitability(month=month)
 
-    async def top_spenders(self, month: str) -> dict[str, Any]:
+    async def top_spenders(self, month: str, params: Mapping[str, str]) -> dict[str, Any]:
         """As ``GET /admin/v1/top-spenders`` over the month, by revenue and by cost."""
         start, end = (str(int(x)) for x in month_window(month))
         by_revenue = await self.reports.top_spenders(start, end, "revenue", TOP)
@@ -140,18 +147,21 @@ class RevenueData:
         tenants = await self.services.store.list_tenants()
         return {x.id: self.services.gateway.plan_name(x) for x in tenants}
 
-    async def balances(self, month: str) -> dict[str, Any]:
-        """Each prepaid tenant's credits now (as ``GET /admin/v1/tenants/{id}/credits``),
-        the lowest balance first (at most ``MAX_BALANCES``); the month does not apply."""
+    async def balances(self, month: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """One page (``?credits_page=``) of the prepaid tenants, by id, each with its credits
+        now (as ``GET /admin/v1/tenants/{id}/credits``; the month does not apply): a page
+        reads ``BALANCES_PER_PAGE`` balances, however many tenants are prepaid."""
         gateway = self.services.gateway
-        prepaid = [
-            x for x in await self.services.store.list_tenants() if gateway.plan_of(x).credits
+        tenants = await self.services.store.list_tenants()
+        prepaid = sorted((x for x in tenants if gateway.plan_of(x).credits), key=lambda x: x.id)
+        pages = max(1, -(-len(prepaid) // BALANCES_PER_PAGE))
+        page = min(max(_int(params.get("credits_page"), 1), 1), pages)
+        shown = prepaid[(page - 1) * BALANCES_PER_PAGE : page * BALANCES_PER_PAGE]
+        rows = [
+            {**(await self.credits.credits(x.id)).model_dump(), "plan": gateway.plan_name(x)}
+            for x in shown
         ]
-        views = [(await self.credits.credits(x.id)).model_dump() for x in prepaid]
-        plans = {x.id: gateway.plan_name(x) for x in prepaid}
-        views.sort(key=lambda v: (Fraction(v["balance"]), v["tenant"]))
-        rows = [{**v, "plan": plans[v["tenant"]]} for v in views[:MAX_BALANCES]]
-        return {"rows": rows, "count": len(prepaid), "shown": len(rows)}
+        return {"rows": rows, "count": len(prepaid), "page": page, "pages": pages}
 
     async def tenant(self, tenant_id: str) -> dict[str, Any]:
         """A tenant's own: its credits and burn (None unless its plan is prepaid) and this

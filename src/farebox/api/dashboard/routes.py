@@ -162,14 +162,15 @@ class DashboardRoutes:
             return self.error(request, session, exc)
 
     async def revenue(self, request: Request) -> Response:
-        """The admin's revenue page of a UTC month (``?month=``, default this one)."""
+        """The admin's revenue page of a UTC month (``?month=``, default this one; each panel
+        reads its own parameters, such as ``?credits_page=``)."""
         session = await self.access.session(request)
         if session is None:
             return _see("/dashboard/signin")
         if session.role != "admin":
             return _see("/dashboard")
         try:
-            view = await self.data.revenue.page(request.query_params.get("month"))
+            view = await self.data.revenue.page(request.query_params)
         except FareboxError as exc:
             return self.error(request, session, exc)
         return self.page("revenue.html", request, session, view=view)
