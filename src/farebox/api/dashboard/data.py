@@ -23,6 +23,7 @@ from farebox.api.admin.operations import OperationRoutes
 from farebox.api.admin.tenants import TenantRoutes
 from farebox.api.context import Services
 from farebox.api.dashboard.reports import Reports
+from farebox.api.dashboard.revenue import RevenueData
 from farebox.billing.exporter import Exporter
 from farebox.core.money import parse_usd
 from farebox.identity.tenancy import Tenancy
@@ -82,6 +83,7 @@ class DashboardData:
         self.store = services.store
         self.services = services  # its ``cache`` is read when asked (wired after start-up)
         self.clock = clock
+        self.revenue = RevenueData(services, tenancy, self.billing, clock)
 
     async def overview(self, page: int = 1) -> dict[str, Any]:
         """The admin view: one page of tenants (biggest spenders first), the top spenders,
@@ -134,7 +136,8 @@ class DashboardData:
 
     async def tenant_view(self, tenant_id: str) -> dict[str, Any]:
         """One tenant's own view: usage by day, model, feature and user; budgets; rate limits;
-        keys (never a secret: the key list has ids, names and prefixes only).
+        keys (never a secret: the key list has ids, names and prefixes only); its credits,
+        burn and this month's invoice preview.
 
         The usage covers whole UTC days (today and the ``USAGE_DAYS - 1`` before it), so the
         rollups answer it from the daily table where they can instead of the hourly one and
@@ -163,6 +166,7 @@ class DashboardData:
             "cache": await cache_stats(
                 self.store, self.services.cache, tenant_id, month_span(self.clock())
             ),
+            "revenue": await self.revenue.tenant(tenant_id),
         }
 
 

@@ -161,6 +161,20 @@ class DashboardRoutes:
         except FareboxError as exc:
             return self.error(request, session, exc)
 
+    async def revenue(self, request: Request) -> Response:
+        """The admin's revenue page of a UTC month (``?month=``, default this one; each panel
+        reads its own parameters, such as ``?credits_page=``)."""
+        session = await self.access.session(request)
+        if session is None:
+            return _see("/dashboard/signin")
+        if session.role != "admin":
+            return _see("/dashboard")
+        try:
+            view = await self.data.revenue.page(request.query_params)
+        except FareboxError as exc:
+            return self.error(request, session, exc)
+        return self.page("revenue.html", request, session, view=view)
+
     async def requests(self, request: Request) -> Response:
         session = await self.access.session(request)
         if session is None:
@@ -202,6 +216,7 @@ def router(routes: DashboardRoutes) -> APIRouter:
         ("POST", "/tenants/{tenant_id}/resume", routes.resume_tenant),
         ("POST", "/anomalies/{incident_id}/resolve", routes.resolve_incident),
         ("GET", "/requests", routes.requests),
+        ("GET", "/revenue", routes.revenue),
         ("GET", "/data/series", routes.series),
         ("GET", "/static/{name}", routes.static),
     ]

@@ -14,8 +14,10 @@ from farebox.api.admin.requests import request_log, request_query
 from farebox.api.graphql import convert, limits
 from farebox.api.graphql import types as t
 from farebox.api.graphql.context import GraphContext
+from farebox.api.graphql.revenue import month_arg
 from farebox.api.graphql.series import SeriesAsk, series
 from farebox.api.graphql.timing import moment, zone
+from farebox.billing.margins import month_window
 from farebox.errors import InvalidRequest
 from farebox.observe.reports import Reports
 
@@ -98,15 +100,16 @@ async def requests(
 
 async def top_spenders(
     ctx: GraphContext,
-    span: tuple[str, str],
+    span: tuple[str | None, str | None, str | None],
     by: t.RankBy,
     n: int | None,
     top_percent: float | None,
 ) -> t.TopSpenders:
     """As ``GET /admin/v1/top-spenders``, by the same report service: tenants ranked by cost
-    or revenue over ``[start, end)`` (UTC unless an offset is given), ties by tenant id,
-    each with its exact share of every tenant's total. Neither ``n`` nor ``topPercent``: 10."""
-    start, end = moment(span[0], "start", UTC), moment(span[1], "end", UTC)
+    or revenue over ``[start, end)`` (UTC unless an offset is given) or a UTC ``month``, ties
+    by tenant id, each with its exact share of every tenant's total. Neither ``n`` nor
+    ``topPercent``: 10."""
+    start, end = _span(ctx, *span)
     if end <= start:
         raise InvalidRequest("'end' must be after 'start'.", param="end")
     if n is None and top_percent is None:
@@ -117,6 +120,20 @@ async def top_spenders(
     tenants = await ctx.services.store.list_tenants()
     plans = {x.id: ctx.services.gateway.plan_name(x) for x in tenants}
     return convert.top(top, plans)
+
+
+def _span(
+    ctx: GraphContext, start: str | None, end: str | None, month: str | None
+) -> tuple[float, float]:
+    """``[start, end)``, or the UTC ``month`` (``2026-11``): one or the other."""
+    if month is not None:
+        if start is not None or end is not None:
+            raise InvalidRequest("Give 'month' or 'start' and 'end', not both.", param="month")
+        return month_window(month_arg(ctx, month))
+    if start is None or end is None:
+        missing = "start" if start is None else "end"
+        raise InvalidRequest(f"'{missing}' is required (or give 'month').", param=missing)
+    return moment(start, "start", UTC), moment(end, "end", UTC)
 
 
 async def cache(

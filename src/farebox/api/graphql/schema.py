@@ -13,7 +13,7 @@ from graphql import GraphQLError
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, Info
 
-from farebox.api.graphql import limits, resolvers
+from farebox.api.graphql import limits, resolvers, revenue
 from farebox.api.graphql import types as t
 from farebox.api.graphql.context import GraphContext
 from farebox.errors import FareboxError
@@ -52,12 +52,31 @@ class AdminQuery:
     async def budgets(self, info: Ctx, tenant: str) -> list[t.Budget]:
         return await resolvers.budgets(info.context, tenant)
 
-    @described("Tenants ranked by cost or revenue: the top n or top %.")
+    @described("Tenants ranked by cost or revenue over [start, end) or a UTC month: the top n "
+               "or top %.")  # fmt: skip
     async def top_spenders(
-        self, info: Ctx, start: str, end: str, by: t.RankBy = t.RankBy.COST,
-        n: int | None = None, top_percent: float | None = None,
+        self, info: Ctx, start: str | None = None, end: str | None = None,
+        by: t.RankBy = t.RankBy.COST, n: int | None = None, top_percent: float | None = None,
+        month: str | None = None,
     ) -> t.TopSpenders:  # fmt: skip
-        return await resolvers.top_spenders(info.context, (start, end), by, n, top_percent)
+        span = (start, end, month)
+        return await resolvers.top_spenders(info.context, span, by, n, top_percent)
+
+    @described("A prepaid tenant's credits, as GET /admin/v1/tenants/{id}/credits.")
+    async def credits(self, info: Ctx, tenant: str) -> revenue.Credits:
+        found = await revenue.credits(info.context, tenant, prepaid_only=True)
+        assert found is not None
+        return found
+
+    @described("A tenant's invoice preview for a UTC month (default: this one).")
+    async def invoice(self, info: Ctx, tenant: str, month: str | None = None) -> revenue.Invoice:
+        return await revenue.invoice(info.context, tenant, month)
+
+    @described("Per plan: margin p10/p50/p90, the profitable share, the p90-usage tenant.")
+    async def plan_profitability(
+        self, info: Ctx, month: str | None = None
+    ) -> revenue.PlanProfitability:
+        return await revenue.profitability(info.context, month)
 
     @described("Anomaly incidents, as GET /admin/v1/anomalies.")
     async def anomalies(
@@ -137,6 +156,14 @@ class TenantQuery:
         self, info: Ctx, since: str | None = None, until: str | None = None
     ) -> t.CacheStats:
         return await resolvers.cache(info.context, _own(info), since, until)
+
+    @described("This tenant's credits (null: its plan is not prepaid).")
+    async def credits(self, info: Ctx) -> revenue.Credits | None:
+        return await revenue.credits(info.context, _own(info), prepaid_only=False)
+
+    @described("This tenant's invoice preview for a UTC month (default: this one).")
+    async def invoice(self, info: Ctx, month: str | None = None) -> revenue.Invoice:
+        return await revenue.invoice(info.context, _own(info), month)
 
 
 class Schema(strawberry.Schema):
