@@ -449,3 +449,24 @@ def test_credits_burned_render_exactly_and_sum_to_the_revenue(
 def test_a_rate_finer_than_the_wire_is_refused() -> None:
     assert not credits_fit(CreditRate.of("0.5")) and not credits_fit(CreditRate.of("2.5"))
     assert credits_fit(CreditRate.of("1")) and credits_fit(CreditRate.of(1000))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=12, min_value=-(10**9),
+                   max_value=10**9))  # fmt: skip
+def test_stripe_refuses_before_sending_what_it_would_refuse_after(value: Decimal) -> None:
+    """A value Stripe takes is sent; one over its 15 significant digits (refused by v1 with a
+    400, by the v2 stream asynchronously, unseen) goes dead before sending, with the rule."""
+    from fakes.billing import too_many_digits
+    from farebox.sinks.events import MeterEvent
+    from farebox.sinks.stripe import StripeV1, StripeV2Stream
+
+    text = format(value, "f")
+    event = MeterEvent(key="fbx:acme:h0:credits_burned", tenant="acme",
+                       customer={"stripe_customer_id": "cus_1"}, meter="credits_burned",
+                       value=text, timestamp=1_800_000_000)  # fmt: skip
+    names = {"credits_burned": "farebox_credits_burned"}
+    for sink in (StripeV1(names), StripeV2Stream(names)):
+        reason = sink.check(event, 1_800_000_000)
+        assert (reason is not None) == too_many_digits(text), (text, reason)
+        assert reason is None or "Stripe takes at most 15" in reason
