@@ -33,6 +33,8 @@ from farebox.config.reload import PlanReloader
 from farebox.config.secret_file import load_or_create_secret, secret_path
 from farebox.config.settings import ProviderConfig, Settings
 from farebox.core.anomaly import Policy
+from farebox.core.meters import PlanTerms
+from farebox.core.plans import Plan
 from farebox.core.pricing import Catalog
 from farebox.core.routing import Router
 from farebox.errors import ConfigError
@@ -233,11 +235,14 @@ def make_exporter(
     http: HttpClient,
     alerts: WebhookAlerts | None,
     clock: Callable[[], float],
+    plans: Callable[[str], Plan] | None = None,
 ) -> Exporter:
+    """The billing exporter; ``plans``: a plan by name, live (the plan meters' terms)."""
     billing = settings.file.billing
+    terms = (lambda name: PlanTerms.of(plans(name))) if plans is not None else None
     return Exporter(store, build_runners(settings), http, batch=billing.batch,
                     hour_grace_s=billing.hour_grace_s, clock=clock,
-                    on_alert=alerts.send if alerts else None)  # fmt: skip
+                    on_alert=alerts.send if alerts else None, plan_terms=terms)  # fmt: skip
 
 
 def make_metrics(settings: Settings) -> RequestMetrics | None:
@@ -419,7 +424,7 @@ def wire(
                         on_alert=alerts.send if alerts else None, clock=clock)  # fmt: skip
     tenancy = Tenancy(store, secret, plans, clock, upsell=store.upsell)
     reloader = plan_reloader(settings, gateway, tenancy, budgets, limits, watch, tracing)
-    exporter = make_exporter(settings, store, http, alerts, clock)
+    exporter = make_exporter(settings, store, http, alerts, clock, gateway.plan_named)
     bills = ProviderWatch(store, settings, gateway.deployments, http,
                           alerts.send if alerts else None, clock)  # fmt: skip
     return Wiring(services, tenancy, reloader, watch, exporter, alerts, built, http, in_flight,

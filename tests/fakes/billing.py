@@ -41,6 +41,11 @@ RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]
 DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
 
 
+def too_many_digits(value: str) -> bool:
+    """Stripe refuses a value of more than 15 significant digits (changelog 2026-04-22)."""
+    return len(Decimal(value).normalize().as_tuple().digits) > 15
+
+
 def parse_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("z", "Z")).timestamp()
 
@@ -214,6 +219,10 @@ class StripeFake(BillingFake):
             return self.reject(
                 400, stripe_error("payload[value] must be a number", "payload[value]")
             )
+        if too_many_digits(payload["value"]):  # API 2026-04-22.dahlia
+            return self.reject(400, stripe_error(
+                f"The value in the event payload can have at most 15 digits. Received "
+                f"{payload['value']}.", "payload[value]"))  # fmt: skip
         if len(fields["event_name"]) > 100:
             return self.reject(400, stripe_error("event_name is too long", "event_name"))
         identifier = fields.get("identifier") or f"auto_{uuid.uuid4().hex}"
@@ -306,6 +315,9 @@ class StripeFake(BillingFake):
             return
         if not DECIMAL.match(payload.get("value", "")):
             self.async_errors.append((ident, "meter_event_value_not_found"))
+            return
+        if too_many_digits(payload["value"]):
+            self.async_errors.append((ident, "meter_event_value_too_many_digits"))
             return
         stamp = event.get("timestamp")
         if stamp is not None:

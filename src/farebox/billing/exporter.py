@@ -6,6 +6,11 @@ move the cursor past them only when every event is delivered (a duplicate counts
 delivered) or dead-lettered. A crash anywhere in a round resends that round's events, under
 the same deterministic idempotency keys, so the billing system holds each exactly once.
 
+The plan meters (``credits_burned``, ``per_request_charges``) are valued with the tenant's
+plan terms as they are when the round runs (``plan_terms``: the tenant's plan name to its
+``PlanTerms``, the live plans of the serving process); a sink that does not list them never
+asks for a plan.
+
 Retries back off exponentially (with jitter), honour the sink's ``Retry-After``, and stop the
 round after ``max_attempts``: the cursor stays, and the next round tries again. A permanent
 refusal goes to the dead-letter list with its reason, to be inspected and retried.
@@ -24,7 +29,20 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from farebox.config.settings import Settings, SinkConfig
-from farebox.core.meters import METERS, Reading, hour_of, per_hour, per_request, render
+from farebox.core.credits import CreditRate
+from farebox.core.meters import (
+    ALL_METERS,
+    CREDITS,
+    NO_TERMS,
+    PLAN_METERS,
+    PlanTerms,
+    Reading,
+    credits_fit,
+    hour_of,
+    per_hour,
+    per_request,
+    render,
+)
 from farebox.core.records import LedgerEntry, Tenant
 from farebox.errors import ConfigError, FareboxError
 from farebox.http.client import HttpClient
@@ -52,6 +70,7 @@ class ExportError(FareboxError):
 
 
 MAX_BACKOFF_S = 30.0
+PlanLookup = Callable[[str], PlanTerms]  # a tenant's plan name -> its terms now
 
 
 @dataclass
@@ -88,8 +107,10 @@ class Exporter:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Any] = asyncio.sleep,
         on_alert: Callable[[dict[str, Any]], None] | None = None,
+        plan_terms: PlanLookup | None = None,
     ) -> None:
         self._on_alert = on_alert
+        self._plan_terms = plan_terms  # None: no plan is known, the plan meters send nothing
         self._store = store
         self._runners = {r.name: r for r in runners}
         self._http = http
@@ -117,8 +138,9 @@ class Exporter:
         result = RoundResult(entries=len(rows))
         if not rows:
             return result
-        readings = self._readings(runner, [e for _, e in rows])
-        events = await self._events(readings, runner)
+        entries = [e for _, e in rows]
+        terms = await self._terms(runner, entries)
+        events = await self._events(self._readings(runner, entries, terms), runner, terms)
         result.events = len(events)
         if not await self._deliver(runner, events, result):
             result.complete = False
@@ -142,13 +164,43 @@ class Exporter:
             if len(page) < self._batch:
                 return out
 
-    def _readings(self, runner: SinkRunner, entries: Sequence[LedgerEntry]) -> list[Reading]:
+    def _readings(
+        self, runner: SinkRunner, entries: Sequence[LedgerEntry], terms: Mapping[str, PlanTerms]
+    ) -> list[Reading]:
         meters = list(runner.config.meters)
         if runner.config.granularity == "hour":
-            return per_hour(entries, meters)
-        return per_request(entries, meters)
+            return per_hour(entries, meters, terms)
+        return per_request(entries, meters, terms)
 
-    async def _events(self, readings: Sequence[Reading], runner: SinkRunner) -> list[MeterEvent]:
+    async def terms_for(self, tenant_id: str) -> PlanTerms:
+        """The tenant's plan terms now (a tenant no longer known: the default plan's)."""
+        if self._plan_terms is None:
+            return NO_TERMS
+        tenant = await self._tenant(tenant_id)
+        return self._plan_terms(tenant.plan if tenant is not None else "")
+
+    async def _terms(
+        self, runner: SinkRunner, entries: Sequence[LedgerEntry]
+    ) -> dict[str, PlanTerms]:
+        """The plan terms of the entries' tenants, when the sink sends a plan meter."""
+        meters = set(runner.config.meters)
+        if not meters & set(PLAN_METERS):
+            return {}
+        out = {t: await self.terms_for(t) for t in sorted({e.tenant_id for e in entries})}
+        for tenant, terms in out.items():
+            if CREDITS in meters and terms.credits is not None and not credits_fit(terms.credits):
+                raise ExportError(  # the cursor stays: nothing is lost once the plan is fixed
+                    f"sink {runner.name}: tenant {tenant}'s credit rate makes burns longer "
+                    "than 12 decimals; give its plan a whole credits.per_usd"
+                )
+        return out
+
+    async def _events(
+        self,
+        readings: Sequence[Reading],
+        runner: SinkRunner,
+        terms: Mapping[str, PlanTerms] | None = None,
+    ) -> list[MeterEvent]:
         out = []
         for r in readings:
             tenant = await self._tenant(r.tenant)
@@ -159,7 +211,7 @@ class Exporter:
                     tenant=r.tenant,
                     customer=dict(tenant.billing) if tenant else {},
                     meter=r.meter,  # the sink maps it to its own event name
-                    value=render(r.meter, r.raw),
+                    value=render(r.meter, r.raw, (terms or {}).get(r.tenant, NO_TERMS)),
                     timestamp=r.timestamp,
                     properties=props,
                 )
@@ -288,7 +340,8 @@ class Exporter:
         ledger = await self._store.ledger()  # oldest first
         chosen = [e for e in ledger if start <= e.finished_at < end]
         # read in full first: an hourly aggregate must be whole to be sent under its key
-        events = await self._events(self._readings(runner, chosen), runner)
+        terms = await self._terms(runner, chosen)
+        events = await self._events(self._readings(runner, chosen, terms), runner, terms)
         result = RoundResult(entries=len(chosen), events=len(events))
         result.complete = await self._deliver(runner, events, result)
         return result
@@ -343,8 +396,9 @@ class Exporter:
 def build_runners(settings: Settings) -> list[SinkRunner]:
     """The configured sinks, with their credentials (from the environment)."""
     out = []
+    check_credit_rates(settings)
     for name, cfg in settings.file.billing.sinks.items():
-        names: dict[str, str] = {m: cfg.names.get(m, f"farebox_{m}") for m in METERS}
+        names: dict[str, str] = {m: cfg.names.get(m, f"farebox_{m}") for m in ALL_METERS}
         api_key = settings.sink_secrets.get(f"{name}.api_key")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         sink: Sink
@@ -369,6 +423,23 @@ def build_runners(settings: Settings) -> list[SinkRunner]:
             sink = Webhook("", secret.encode())
         out.append(SinkRunner(name, sink, cfg, headers))
     return out
+
+
+def check_credit_rates(settings: Settings) -> None:
+    """A sink that sends ``credits_burned`` needs every prepaid plan's burns to fit the
+    sinks' 12 decimals exactly: a start-up error naming the sink and the plan otherwise."""
+    plans = settings.file.plans
+    for name, cfg in settings.file.billing.sinks.items():
+        if CREDITS not in cfg.meters:
+            continue
+        for plan_name, plan in plans.items():
+            credits = plan.pricing.credits
+            if credits is not None and not credits_fit(CreditRate.of(credits.per_usd)):
+                raise ConfigError(
+                    f"{settings.source}: billing.sinks.{name}.meters: credits_burned needs "
+                    f"plans.{plan_name}.pricing.credits.per_usd to be a whole number (got "
+                    f"{credits.per_usd!r}): a burn would need more than 12 decimals"
+                )
 
 
 def _redis_runner(settings: Settings, name: str, cfg: SinkConfig) -> SinkRunner:

@@ -22,11 +22,17 @@ the next month):
 
 An entry that is dead and also back in the outbox after the cursor (a replay) counts once,
 as waiting.
+
+The plan meters are valued with each tenant's plan terms now (``terms``: a tenant id to its
+``PlanTerms``, the exporter's ``terms_for``), as the exporter values them. Their ledger totals
+come from the same rollups: ``credits_burned`` is a prepaid tenant's revenue (every billable
+status), ``per_request_charges`` a per-request tenant's revenue less the per-token part of
+its token sums (cache hits aside), which is exact because that part is linear in the tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -35,22 +41,47 @@ from farebox.billing.exporter import SinkRunner
 from farebox.billing.margins import month_window
 from farebox.core.meters import (
     BILLED,
+    CREDITS,
     HOUR,
-    MONEY_METERS,
+    NO_TERMS,
+    PLAN_METERS,
+    PlanTerms,
     billable,
     hour_of,
+    parse,
     per_request,
     raw_value,
     render,
+    unit_of,
 )
-from farebox.core.money import parse_usd
-from farebox.core.records import LedgerEntry, RequestQuery, SeriesQuery
+from farebox.core.pricing import cost
+from farebox.core.records import LedgerEntry, RequestQuery, SeriesPoint, SeriesQuery
+from farebox.core.usage import Usage
 from farebox.sinks.events import KEY_PREFIX, event_key
 from farebox.stores.base import ExportStore, ReportStore
 
 PAGE = 5000
 Sums = dict[tuple[str, str], int]  # (tenant, meter) -> raw value (pico-USD or a count)
 Slot = tuple[str, str]
+TermsOf = Callable[[str], Awaitable[PlanTerms]]  # a tenant id -> its plan terms now
+
+
+class Terms:
+    """Each tenant's plan terms, looked up once per reconciliation."""
+
+    def __init__(self, lookup: TermsOf | None) -> None:
+        self._lookup = lookup
+        self.known: dict[str, PlanTerms] = {}
+
+    async def of(self, tenant: str) -> PlanTerms:
+        if tenant not in self.known:
+            self.known[tenant] = NO_TERMS if self._lookup is None else await self._lookup(tenant)
+        return self.known[tenant]
+
+    async def load(self, tenants: Iterable[str]) -> dict[str, PlanTerms]:
+        for tenant in sorted(set(tenants)):
+            await self.of(tenant)
+        return self.known
 
 
 class ReconcileStore(ExportStore, ReportStore, Protocol):
@@ -88,15 +119,21 @@ class Scan:
 
 
 async def reconcile(
-    store: ReconcileStore, runners: Sequence[SinkRunner], month: str, tenant_id: str | None = None
+    store: ReconcileStore,
+    runners: Sequence[SinkRunner],
+    month: str,
+    tenant_id: str | None = None,
+    terms: TermsOf | None = None,
 ) -> dict[str, Any]:
     start, end = month_window(month)
-    ledger = await ledger_totals(store, start, end, tenant_id)
+    planned = any(set(r.config.meters) & set(PLAN_METERS) for r in runners)
+    book = Terms(terms if planned else None)  # no sink sends a plan meter: no plan is read
+    ledger = await ledger_totals(store, start, end, tenant_id, book)
     rows = []
     for runner in runners:
         meters: list[str] = list(runner.config.meters)
-        found = await dead(store, runner, start, end, tenant_id)
-        pending = await waiting(store, runner.name, meters, start, end, tenant_id, found)
+        found = await dead(store, runner, start, end, tenant_id, book)
+        pending = await waiting(store, runner.name, meters, start, end, tenant_id, found, book)
         lost = found.sums()
         slots = {s for s in (*ledger, *pending, *lost) if s[1] in meters}
         for tenant, meter in sorted(slots):
@@ -104,22 +141,23 @@ async def reconcile(
             total, wait, gone = ledger.get(slot, 0), pending.get(slot, 0), lost.get(slot, 0)
             if not (total or wait or gone):
                 continue
-            ok = total - wait - gone
+            ok, plan = total - wait - gone, await book.of(tenant)
             rows.append({"sink": runner.name, "tenant": tenant, "meter": meter,
-                         "ledger": render(meter, total), "delivered": render(meter, ok),
-                         "dead": render(meter, gone), "pending": render(meter, wait),
-                         "unit": "usd" if meter in MONEY_METERS else "count",
+                         "ledger": render(meter, total, plan),
+                         "delivered": render(meter, ok, plan), "dead": render(meter, gone, plan),
+                         "pending": render(meter, wait, plan), "unit": unit_of(meter),
                          "matched": ok == total})  # fmt: skip
     return {"object": "reconciliation", "month": month, "data": rows,
             "matched": all(r["matched"] for r in rows)}  # fmt: skip
 
 
 async def ledger_totals(
-    store: ReportStore, start: float, end: float, tenant_id: str | None
+    store: ReportStore, start: float, end: float, tenant_id: str | None, book: Terms | None = None
 ) -> Sums:
     """Every meter's total per tenant over the billable entries that started in
     ``[start, end)``, from the rollups: one sum per tenant and billable status."""
     sums: Sums = {}
+    served: dict[str, list[SeriesPoint]] = {}  # per tenant, its points of every status but hits
     for status in sorted(BILLED):
         query = SeriesQuery(start, end, bucket="all", group_by="tenant", tenant_id=tenant_id,
                             status=status)  # fmt: skip
@@ -131,12 +169,34 @@ async def ledger_totals(
                       "cache_hits": p.requests if status == "cache_hit" else 0}  # fmt: skip
             for meter, raw in values.items():
                 sums[(p.group, meter)] = sums.get((p.group, meter), 0) + raw
+            if status != "cache_hit":
+                served.setdefault(p.group, []).append(p)
+    for tenant in sorted({t for t, _ in sums}):
+        plan = await book.of(tenant) if book is not None else NO_TERMS
+        if plan.credits is not None:
+            sums[(tenant, CREDITS)] = sums.get((tenant, "revenue_usd"), 0)
+        if plan.per_request is not None:
+            sums[(tenant, "per_request_charges")] = charges(served.get(tenant, []), plan)
     return sums
+
+
+def charges(points: Sequence[SeriesPoint], plan: PlanTerms) -> int:
+    """The per-request charges in these rollup points: their revenue less the per-token part
+    of their token sums (``core.meters.request_charge`` summed: it is linear in the tokens)."""
+    price = plan.per_request.tokens if plan.per_request is not None else None
+    revenue = sum(p.revenue for p in points)
+    if price is None:
+        return revenue
+    usage = Usage(input_tokens=sum(p.input_tokens for p in points),
+                  cached_input_tokens=sum(p.cached_input_tokens for p in points),
+                  cache_write_5m_tokens=sum(p.cache_write_tokens for p in points),
+                  output_tokens=sum(p.output_tokens for p in points))  # fmt: skip
+    return revenue - cost(usage, price)
 
 
 async def waiting(
     store: ExportStore, sink: str, meters: list[str], start: float, end: float,
-    tenant_id: str | None, found: Dead | None = None,
+    tenant_id: str | None, found: Dead | None = None, book: Terms | None = None,
 ) -> Sums:  # fmt: skip
     """What the sink has still to send of the month: the outbox after its cursor, summed page
     by page (memory bounded by a page, time by the backlog). An entry waiting again is no
@@ -147,7 +207,8 @@ async def waiting(
         seq = page[-1][0]
         month = [e for _, e in page if start <= e.started_at < end
                  and (tenant_id is None or e.tenant_id == tenant_id)]  # fmt: skip
-        for r in per_request(month, meters):
+        terms = await book.load(e.tenant_id for e in month) if book is not None else None
+        for r in per_request(month, meters, terms):
             sums[(r.tenant, r.meter)] = sums.get((r.tenant, r.meter), 0) + r.raw
         if found is not None:
             for e in month:
@@ -167,12 +228,13 @@ def request_id(key: str, tenant: str, meter: str) -> str | None:
 
 
 async def dead(
-    store: ReconcileStore, runner: SinkRunner, start: float, end: float, tenant_id: str | None
-) -> Dead:
+    store: ReconcileStore, runner: SinkRunner, start: float, end: float, tenant_id: str | None,
+    book: Terms | None = None,
+) -> Dead:  # fmt: skip
     """The sink's dead letters whose entries started in the month, per entry. A letter is
     hourly by its key (``h<hour>``), so letters from before a sink changed its granularity
     are still read right."""
-    meters = set(runner.config.meters)
+    meters, book = set(runner.config.meters), book or Terms(None)
     found, scans = Dead(), dict[str, Scan]()
     by_id: dict[str, list[tuple[str, str, int]]] = {}  # request id -> (tenant, meter, raw)
     for letter in await store.dead_letters(runner.name, since=int(start)):
@@ -184,7 +246,7 @@ async def dead(
         if str(letter["key"]) == event_key(tenant, f"h{ts}", meter):  # an hourly event
             scan.hours.setdefault(ts, set()).add(meter)
             continue
-        raw = parse_usd(str(event["value"])) if meter in MONEY_METERS else int(event["value"])
+        raw = parse(meter, str(event["value"]), await book.of(tenant))
         rid = request_id(str(letter["key"]), tenant, meter)
         if rid is None:
             scan.keys.setdefault(ts, []).append((str(letter["key"]), meter, raw))
@@ -198,13 +260,14 @@ async def dead(
                 found.add(rid, (tenant, meter), raw)
     for tenant, scan in sorted(scans.items()):
         if scan.hours or scan.keys:
-            await match(store, tenant, scan, start, end, found)
+            await match(store, tenant, scan, start, end, found, await book.of(tenant))
     return found
 
 
 async def match(
-    store: ReportStore, tenant: str, scan: Scan, start: float, end: float, found: Dead
-) -> None:
+    store: ReportStore, tenant: str, scan: Scan, start: float, end: float, found: Dead,
+    terms: PlanTerms = NO_TERMS,
+) -> None:  # fmt: skip
     """Find a tenant's dead letters' entries among those that started in the month, up to
     the last end the letters name: read newest first, a page at a time."""
     query = RequestQuery(tenant_id=tenant, start=start, end=min(end, scan.until()), limit=PAGE)
@@ -212,17 +275,17 @@ async def match(
         page = await store.requests(query)
         for e in page.entries:
             if billable(e):
-                carried(e, scan, found)
+                carried(e, scan, found, terms)
         if page.next_cursor is None:
             return
         query = RequestQuery(tenant_id=tenant, start=query.start, end=query.end,
                              cursor=page.next_cursor, limit=PAGE)  # fmt: skip
 
 
-def carried(e: LedgerEntry, scan: Scan, found: Dead) -> None:
+def carried(e: LedgerEntry, scan: Scan, found: Dead, terms: PlanTerms = NO_TERMS) -> None:
     """Add what ``e`` carries of the scanned letters to ``found``."""
     for meter in sorted(scan.hours.get(hour_of(e.finished_at), ())):
-        raw = raw_value(e, meter)
+        raw = raw_value(e, meter, terms)
         if raw:
             found.add(e.request_id, (e.tenant_id, meter), raw)
     for key, meter, raw in scan.keys.get(int(e.finished_at), ()):

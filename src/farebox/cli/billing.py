@@ -63,12 +63,20 @@ async def _export(
     a replay), keep exporting until stopped."""
     from farebox.app import make_store
     from farebox.billing.exporter import Exporter
+    from farebox.core.meters import PlanTerms
+    from farebox.gateway.routing_table import build_plans
     from farebox.http.client import HttpClient
+
+    plans, default = build_plans(settings), settings.file.default_plan or "default"
+
+    def terms(name: str) -> PlanTerms:  # the plans of this config file (the plan meters)
+        return PlanTerms.of(plans.get(name) or plans[default])
 
     store, http = make_store(settings), HttpClient()
     await store.open()
     exporter = Exporter(store, runners, http, batch=settings.file.billing.batch,
-                        hour_grace_s=settings.file.billing.hour_grace_s)  # fmt: skip
+                        hour_grace_s=settings.file.billing.hour_grace_s,
+                        plan_terms=terms)  # fmt: skip
     try:
         if window is None and not await store.claim_exporter():
             raise click.ClickException("another process already exports this ledger")

@@ -53,7 +53,7 @@ def credits_show(tenant_id: str, as_json: bool, config: str | None, url: str | N
 @click.option("--key", "idempotency_key", required=True,
               help="Idempotency key: one grant per key (e.g. the payment's id).")  # fmt: skip
 @click.option("--kind", type=click.Choice(["top_up", "promo", "refund"]), default="top_up",
-              show_default=True)  # fmt: skip
+              show_default=True, help="A paid top-up, a promotion or a refund.")  # fmt: skip
 @click.option("--expires-at", default=None,
               help="When unused credits expire (unix seconds or ISO; default: never).")  # fmt: skip
 @click.option("--note", default=None, help="A note kept with the grant.")

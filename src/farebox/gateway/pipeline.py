@@ -133,7 +133,11 @@ class Gateway:
         return self._plans[self.plan_name(tenant)]
 
     def plan_for(self, principal: Principal) -> Plan:
-        plan = self._plans.get(principal.tenant.plan)
+        return self.plan_named(principal.tenant.plan)
+
+    def plan_named(self, name: str) -> Plan:
+        """The plan of that name now (the default plan for a name no longer configured)."""
+        plan = self._plans.get(name)
         return plan if plan is not None else self._plans[self._default_plan]
 
     def models_for(self, principal: Principal) -> list[tuple[str, str]]:

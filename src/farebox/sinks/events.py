@@ -68,6 +68,13 @@ def is_decimal(text: str) -> bool:
     return len(frac) <= MAX_DECIMALS
 
 
+def significant_digits(text: str) -> int:
+    """The significant digits of a decimal string's value: without the sign, leading zeros
+    and trailing zeros (``"0.000120"``: 2; ``"1500.00"``: 2; ``"1234.5"``: 5)."""
+    whole, _, frac = text.lstrip("-").partition(".")
+    return len((whole + frac).strip("0"))
+
+
 @dataclass(frozen=True, slots=True)
 class MeterEvent:
     """One metered quantity. ``value`` is an exact decimal string such as ``"0.000123"``."""

@@ -11,7 +11,11 @@ valid for 15 minutes; ``POST /v2/billing/meter_event_stream`` (meter-events.stri
 ``Bearer <token>``) takes up to 100 JSON events, validated asynchronously.
 
 Both reject timestamps older than 35 days or more than 5 minutes ahead; :func:`too_old`
-applies that rule before sending so such events go dead with a clear reason.
+applies that rule before sending so such events go dead with a clear reason. Both reject a
+value of more than 15 significant digits (API 2026-04-22.dahlia: v1 with a 400, the v2
+stream asynchronously, ``meter_event_value_too_many_digits``, where the exporter would never
+hear of it): such an event goes dead before sending, with the rule as its reason (an hourly
+money aggregate of pico-USD precision can reach it; per-request events rarely do).
 """
 
 from __future__ import annotations
@@ -37,12 +41,19 @@ from farebox.sinks.base import (
     transient,
     unexpected,
 )
-from farebox.sinks.events import MAX_KEY, STRIPE_CUSTOMER, MeterEvent, rfc3339
+from farebox.sinks.events import (
+    MAX_KEY,
+    STRIPE_CUSTOMER,
+    MeterEvent,
+    rfc3339,
+    significant_digits,
+)
 
 API_BASE = "https://api.stripe.com"
 METER_EVENTS_BASE = "https://meter-events.stripe.com"
 MAX_AGE = 35 * 86400
 MAX_AHEAD = 300
+MAX_DIGITS = 15  # significant digits of a value (changelog 2026-04-22.dahlia)
 SESSION_EXPIRED = "stripe meter event session expired: create a new session"
 
 
@@ -90,6 +101,11 @@ class _StripeBase:
             return f"no Stripe event_name configured for meter {event.meter!r}"
         if len(event.key) > MAX_KEY:
             return f"identifier longer than {MAX_KEY} characters"
+        if (digits := significant_digits(event.value)) > MAX_DIGITS:
+            return (
+                f"value {event.value} has {digits} significant digits; Stripe takes at most "
+                f"{MAX_DIGITS} (send this meter per request, not per hour)"
+            )
         if too_old(event, now):
             return (
                 f"timestamp {event.timestamp} is outside Stripe's 35-day window "

@@ -80,7 +80,8 @@ class BillingRoutes:
         return await plan_profitability(self.services.store, plans, self.default_plan, month)
 
     async def reconciliation(self, month: Month, tenant: TenantFilter = None) -> dict[str, Any]:
-        return await reconcile(self.services.store, self.exporter.runners, month, tenant)
+        return await reconcile(self.services.store, self.exporter.runners, month, tenant,
+                               self.exporter.terms_for)  # fmt: skip
 
     async def unsettled(self, tenant: TenantFilter = None) -> dict[str, Any]:
         entries = [e for e in await self.services.store.ledger(tenant) if e.status == "unsettled"]

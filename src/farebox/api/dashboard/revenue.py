@@ -101,7 +101,7 @@ class RevenueData:
         self.clock = clock
         self.credits = CreditRoutes(services, tenancy)
         self.invoices = InvoiceRoutes(services, clock)
-        self.reports = ReportRoutes(services)
+        self.reports = ReportRoutes(services, tenancy)
 
     def month(self, asked: str | None) -> str:
         """The month asked for (a 400 when malformed or in the future), or this one."""
