@@ -78,4 +78,5 @@ class Page(HTMLParser):
 
     def cell(self, row: Element, name: str) -> str:
         """The text of ``row``'s ``data-field=name`` cell, without the dollar sign."""
-        return self.one(row, data_field=name).text.split()[0].removeprefix("$")
+        text = self.one(row, data_field=name).text.split()[0]
+        return "-" + text[2:] if text.startswith("-$") else text.removeprefix("$")

@@ -71,6 +71,7 @@ def environment() -> Environment:
     env.filters["utc"] = _utc
     env.filters["percent"] = _percent
     env.globals["usd"] = format_usd
+    env.filters["dollars"] = dollars
     return env
 
 
@@ -109,3 +110,8 @@ def _static_files() -> dict[str, tuple[bytes, str]]:
         if item.is_file() and content_type:
             out[item.name] = (item.read_bytes(), content_type)
     return out
+
+
+def dollars(amount: str) -> str:
+    """An exact USD string for people: ``$0.50``, ``-$0.50`` (the sign before the dollar)."""
+    return f"-${amount[1:]}" if amount.startswith("-") else f"${amount}"
