@@ -22,11 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Protocol
-from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from farebox.config.base import Decimal, EnvReference, Strict
+from farebox.config.base import Decimal, EnvReference, HttpURL, Strict
 from farebox.core.money import MoneyFormatError, parse_usd
 from farebox.errors import ConfigError
 
@@ -37,18 +36,8 @@ class ProviderAdmin(Strict):
     """One provider's admin credentials for its cost report."""
 
     admin_api_key: EnvReference
-    base_url: str | None = None  # None: the provider's public API
+    base_url: HttpURL | None = None  # None: the provider's public API
     timeout_s: float = Field(60.0, gt=0)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError("expected an http:// or https:// URL with a host")
-            _ = parts.port  # raises ValueError for a bad port
-        return value.rstrip("/") if value else value
 
 
 class ReconcileConfig(Strict):

@@ -10,7 +10,6 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -18,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from farebox.catalog import load_catalog
 from farebox.config.anomaly import AnomalySettings, AnomalyTuning, policy
-from farebox.config.base import Decimal, EnvReference, Strict
+from farebox.config.base import Decimal, EnvReference, HttpURL, Strict
 from farebox.config.billing_webhooks import BillingWebhooks, hook_secrets
 from farebox.config.cache import CacheSettings, PlanCache
 from farebox.config.limits import ResponsesSettings, TimeoutSettings
@@ -58,7 +57,7 @@ class OutputLength(Strict):
 
 class ProviderConfig(Strict):
     kind: Literal["openai", "anthropic", "mock"]
-    base_url: str | None = None
+    base_url: HttpURL | None = None
     api_key: EnvReference | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(600.0, gt=0)
@@ -78,16 +77,6 @@ class ProviderConfig(Strict):
     retry_after_s: float = Field(1.0, ge=0)  # the Retry-After of those 429s
     disconnect_rate: float = Field(0.0, ge=0, le=1)  # share of streams cut mid-way
     disconnect_after: int = Field(3, ge=1)  # chunks sent before the cut
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError("expected an http:// or https:// URL with a host")
-            _ = parts.port  # raises ValueError for a bad port
-        return value.rstrip("/") if value else value
 
 
 class Deployment(Strict):
