@@ -164,14 +164,7 @@ class HttpClient:
         self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float
     ) -> HttpResponse:
         """POST ``body`` (already JSON-encoded); return the whole response."""
-        target, conn, deadline = await self._open(url, headers, body, timeout_s)
-        status, response_headers = conn.status, conn.headers
-        try:
-            data = await conn.read_all()
-        finally:
-            deadline.cancel()
-            self._pool.give_back(target, conn)
-        return HttpResponse(status, response_headers, data)
+        return await self._whole(url, headers, body, timeout_s)
 
     async def get_json(
         self, url: str, query: Mapping[str, str | int], headers: Mapping[str, str],
@@ -179,7 +172,14 @@ class HttpClient:
     ) -> HttpResponse:  # fmt: skip
         """GET ``url`` (from config) with ``query`` (percent-encoded here); the whole response."""
         encoded = urlencode(list(query.items()), quote_via=quote)
-        target, conn, deadline = await self._open(url, headers, b"", timeout_s, b"GET", encoded)
+        return await self._whole(url, headers, b"", timeout_s, b"GET", encoded)
+
+    async def _whole(
+        self, url: str, headers: Mapping[str, str], body: bytes, timeout_s: float,
+        method: bytes = b"POST", query: str = "",
+    ) -> HttpResponse:  # fmt: skip
+        """Send a request and read its whole response, within one deadline."""
+        target, conn, deadline = await self._open(url, headers, body, timeout_s, method, query)
         status, response_headers = conn.status, conn.headers
         try:
             data = await conn.read_all()
