@@ -6,9 +6,15 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from farebox.errors import ConfigError
+
+T = TypeVar("T")
+# runs a function on a connection (in a write transaction, or on a reader) in the store's thread
+Runner = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
 
 
 def is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -4,14 +4,13 @@ integers (a grant is never rounded, whatever its size)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from farebox.core.credits import CreditGrant
 from farebox.stores.credit_rows import BY_KEY, BY_TENANT, CLOSE, INSERT, grant_of, same, values
+from farebox.stores.sqlite.conn import Runner
 
-T = TypeVar("T")
-Runner = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
 MIGRATION = """
 CREATE TABLE credit_grants (
     id TEXT PRIMARY KEY,

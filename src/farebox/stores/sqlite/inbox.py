@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from farebox.core.inbound import ParkedGrant
 from farebox.stores.inbox_rows import COLS, parked_of, values
+from farebox.stores.sqlite.conn import Runner
 
-T = TypeVar("T")
-Runner = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
 MIGRATION = """
 CREATE TABLE inbox_marks (
     sink TEXT NOT NULL,

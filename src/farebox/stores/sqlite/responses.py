@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
 from farebox.core.records import StoredResponse
 from farebox.stores.responses_rows import JSON_COLS, RESPONSE_COLS, response_from, response_values
+from farebox.stores.sqlite.conn import Runner
 
-T = TypeVar("T")
-Runner = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
 _JSON = tuple(RESPONSE_COLS.index(name) for name in JSON_COLS)
 _PUT = (
     f"INSERT OR REPLACE INTO stored_responses({','.join(RESPONSE_COLS)}) "

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
 from farebox.core.anomaly import HOUR, MINUTE, Incident, TrafficRow
+from farebox.stores.sqlite.conn import Runner
 from farebox.stores.traffic_rows import INCIDENT_COLS, incident_from, incident_values, increments
 
-T = TypeVar("T")
-Runner = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
 _DETAIL = INCIDENT_COLS.index("detail")
 _UPSERT = (
     "INSERT INTO traffic(res, start, tenant_id, key_id, requests, spend) "

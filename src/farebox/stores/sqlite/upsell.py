@@ -3,11 +3,11 @@ the credit grants."""
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from farebox.core.upsell import Moment, PlanChange, TopUp
+from farebox.stores.sqlite.conn import Runner
 from farebox.stores.upsell_rows import (
     CHANGES,
     INSERT_CHANGE,
@@ -21,8 +21,6 @@ from farebox.stores.upsell_rows import (
     top_up_of,
 )
 
-T = TypeVar("T")
-Runner = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
 MIGRATION = """
 CREATE TABLE upsell_moments (
     tenant_id TEXT NOT NULL,
