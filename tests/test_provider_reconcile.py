@@ -25,6 +25,7 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fakes import serve
 from fakes.anthropic_upstream import AnthropicUpstream
 from fakes.openai_upstream import OpenAIUpstream, usage
 from fakes.provider_costs import AnthropicCostsFake, OpenAICostsFake
@@ -63,11 +64,8 @@ async def hook() -> AsyncIterator[Hook]:
 
     app = web.Application()
     app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    found.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    runner, port = await serve(app)
+    found.url = f"http://127.0.0.1:{port}/hook"
     try:
         yield found
     finally:

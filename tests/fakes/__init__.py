@@ -52,6 +52,14 @@ class Recorded:
         return orjson.loads(self.raw) if self.raw else None
 
 
+async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Start ``app`` on a free loopback port: its runner (``cleanup()`` stops it) and the port."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, runner.addresses[0][1]
+
+
 class FakeUpstream:
     """Base fake: subclasses route paths in :meth:`default_reply` and build wire bodies."""
 
@@ -72,11 +80,7 @@ class FakeUpstream:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await serve(app)
 
     async def close(self) -> None:
         self._released.set()

@@ -26,6 +26,8 @@ from typing import Any, Self
 import orjson
 from aiohttp import web
 
+from fakes import serve
+
 DAY = 86_400
 JSON = dict[str, Any]
 NUMBER = re.compile(r'"@num:(-?\d+(?:\.\d+)?)"')
@@ -56,11 +58,7 @@ class CostsFake:
     async def __aenter__(self) -> Self:
         app = web.Application()
         app.router.add_get(self.path, self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._runner, self.port = await serve(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
