@@ -7,6 +7,7 @@ fills up and tests can wait for a given line without sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -220,6 +221,37 @@ def serve(
     port = port if port is not None else free_port()
     with running(serve_args(config, port), cwd=cwd, env=child_env(admin_key), port=port) as server:
         yield server
+
+
+@contextlib.contextmanager
+def running_replicas(
+    config: Path, *, cwd: Path, env: Mapping[str, str], count: int = 3
+) -> Iterator[list[ServerProcess]]:
+    """``count`` replicas of ``farebox serve --config CONFIG`` (sharing the database and Redis
+    it names), each on its own loopback port, ready when yielded; all stopped afterwards."""
+    ports = [free_port() for _ in range(count)]
+    with contextlib.ExitStack() as stack:
+        yield [
+            stack.enter_context(running(serve_args(config, port), cwd=cwd, env=env, port=port))
+            for port in ports
+        ]
+
+
+async def spread_chats(
+    urls: Sequence[str], key: str, bodies: Sequence[dict[str, Any]]
+) -> list[tuple[int, Any, dict[str, str]]]:
+    """POST every body to ``/v1/chat/completions`` at once, round-robin over ``urls``: each
+    answer's status, JSON body and headers, in the order of ``bodies``."""
+    auth = {"Authorization": f"Bearer {key}"}
+    limits = httpx.Limits(max_connections=600, max_keepalive_connections=600)
+    async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
+
+        async def one(i: int, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+            url = f"{urls[i % len(urls)]}/v1/chat/completions"
+            r = await client.post(url, json=body, headers=auth)
+            return r.status_code, r.json(), dict(r.headers)
+
+        return list(await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies))))
 
 
 # --- admin API ----------------------------------------------------------------------

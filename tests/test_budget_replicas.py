@@ -26,7 +26,16 @@ import httpx
 import pytest
 
 from farebox.core.money import parse_usd
-from tests.e2e import admin_headers, child_env, create_tenant_key, free_port, running, write_config
+from tests.e2e import (
+    admin_headers,
+    child_env,
+    create_tenant_key,
+    free_port,
+    running,
+    running_replicas,
+    spread_chats,
+    write_config,
+)
 from tests.test_budget_concurrency import (
     MOCK,
     PLANS,
@@ -190,31 +199,11 @@ def replica_config(directory: Path, backend: Backend, mock: dict[str, Any], **ex
 
 def test_500_concurrent_requests_across_three_replicas(tmp_path: Path, backend: Backend) -> None:
     config = replica_config(tmp_path / "cfg", backend, MOCK)
-    ports = [free_port() for _ in range(3)]
-    with ExitStack() as stack:
-        servers = [
-            stack.enter_context(
-                running(serve_args(config, port), cwd=tmp_path, env=backend.env(), port=port)
-            )
-            for port in ports
-        ]
+    with running_replicas(config, cwd=tmp_path, env=backend.env()) as servers:
         key = create_tenant_key(servers[0].base_url, "t", "p")
         bodies = request_bodies(3)
-
-        async def drive() -> list[Any]:
-            auth = {"Authorization": f"Bearer {key}"}
-            limits = httpx.Limits(max_connections=600, max_keepalive_connections=600)
-            async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
-
-                async def one(i: int, body: dict[str, Any]) -> Any:
-                    url = f"{servers[i % 3].base_url}/v1/chat/completions"
-                    r = await client.post(url, json=body, headers=auth)
-                    return r.status_code, r.json(), dict(r.headers)
-
-                return list(await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies))))
-
         since = time.time()
-        answers = asyncio.run(drive())
+        answers = asyncio.run(spread_chats([s.base_url for s in servers], key, bodies))
         ok = check_answers(answers)
         rows = backend.ledger("t")
         assert len(rows) == ok and {r["status"] for r in rows} == {"ok"}

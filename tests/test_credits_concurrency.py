@@ -9,7 +9,6 @@ everything has finished nothing is held and balance plus burned equals granted e
 from __future__ import annotations
 
 import asyncio
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,11 @@ from tests.e2e import (
     free_port,
     ledger_rows,
     running,
+    running_replicas,
+    spread_chats,
     write_config,
 )
 from tests.test_budget_concurrency import GPT_4O_OUTPUT_PICO, MOCK, REQUESTS, request_bodies
-from tests.test_budget_leases import serve_args
 from tests.test_budget_replicas import Backend, backend  # noqa: F401  (a fixture)
 
 PER_USD = 1000
@@ -61,26 +61,16 @@ def balance(base_url: str, tenant: str) -> dict[str, Any]:
         return dict(r.json())
 
 
-async def drive(urls: list[str], key: str, seed: int) -> list[tuple[int, dict[str, Any]]]:
-    auth = {"Authorization": f"Bearer {key}"}
-    limits = httpx.Limits(max_connections=600, max_keepalive_connections=600)
-    async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
-
-        async def one(i: int, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-            r = await client.post(f"{urls[i % len(urls)]}/v1/chat/completions", json=body,
-                                  headers=auth)  # fmt: skip
-            return r.status_code, r.json()
-
-        bodies = request_bodies(seed)
-        return list(await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies))))
+def drive(urls: list[str], key: str, seed: int) -> list[tuple[int, Any, dict[str, str]]]:
+    return asyncio.run(spread_chats(urls, key, request_bodies(seed)))
 
 
-def check(answers: list[tuple[int, dict[str, Any]]], revenue: list[int],
+def check(answers: list[tuple[int, Any, dict[str, str]]], revenue: list[int],
           view: dict[str, Any]) -> None:  # fmt: skip
-    statuses = [status for status, _ in answers]
+    statuses = [status for status, _, _ in answers]
     assert set(statuses) <= {200, 429}, set(statuses)
     assert statuses.count(429) > 0, "the load never ran out of credits"
-    for status, body in answers:
+    for status, body, _ in answers:
         if status == 429:
             error = body["error"]
             assert error["code"] == "insufficient_credits", body
@@ -120,7 +110,7 @@ def test_500_concurrent_requests_on_four_workers(tmp_path: Path) -> None:
     with running([*args, "--workers", "4"], cwd=tmp_path, env=child_env(), port=port) as server:
         key = create_tenant_key(server.base_url, "t", "prepaid")
         grant(server.base_url, "t")
-        answers = asyncio.run(drive([server.base_url], key, 11))
+        answers = drive([server.base_url], key, 11)
         rows = ledger_rows(db_path(tmp_path), "tenant_id = ?", ("t",))
         assert {r["status"] for r in rows} <= {"ok"}
         check(answers, [int(r["revenue"]) for r in rows], balance(server.base_url, "t"))
@@ -134,17 +124,10 @@ def test_500_concurrent_requests_across_three_replicas(
     directory.mkdir()
     config = write_config(directory, providers={"sim": MOCK}, plans=PLANS,
                           database=backend.database, redis=backend.redis)  # fmt: skip
-    ports = [free_port() for _ in range(3)]
-    with ExitStack() as stack:
-        servers = [
-            stack.enter_context(
-                running(serve_args(config, port), cwd=tmp_path, env=backend.env(), port=port)
-            )
-            for port in ports
-        ]
+    with running_replicas(config, cwd=tmp_path, env=backend.env()) as servers:
         key = create_tenant_key(servers[0].base_url, "t", "prepaid")
         grant(servers[1].base_url, "t")
-        answers = asyncio.run(drive([s.base_url for s in servers], key, 12))
+        answers = drive([s.base_url for s in servers], key, 12)
         rows = asyncio.run(_revenue(backend.database))
         views = [balance(s.base_url, "t") for s in servers]
         assert views[0] == views[1] == views[2]  # every replica sees the same balance

@@ -19,7 +19,6 @@ import math
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from tests.e2e import (
     free_port,
     ledger_rows,
     running,
+    running_replicas,
     write_config,
 )
 from tests.test_budget_leases import serve_args
@@ -88,13 +88,8 @@ def replicas(
     """``count`` replicas of ``farebox serve`` sharing ``services``, under a plan with the
     rate ``limit``: their base URLs, a fresh tenant and its key."""
     config = replica_config(tmp_path / "cfg", services, limit)
-    with ExitStack() as stack:
-        urls = [
-            stack.enter_context(
-                running(serve_args(config, port), cwd=tmp_path, env=services.env(), port=port)
-            ).base_url
-            for port in [free_port() for _ in range(count)]
-        ]
+    with running_replicas(config, cwd=tmp_path, env=services.env(), count=count) as servers:
+        urls = [server.base_url for server in servers]
         tenant = tenant_id()
         yield urls, tenant, create_tenant_key(urls[0], tenant, "p")
 
