@@ -110,6 +110,17 @@ async def expected(gw: Any) -> dict[str, str]:
             for r in per_request(entries, METERS)}  # fmt: skip
 
 
+def flaky(sinks: dict[str, Any], gw: Any, throttled: int) -> Any:
+    """Every sink fails 30 % of its calls (each with its own 5xx) and throttles its first
+    ``throttled``; the exporter's backoff waits are skipped. Returns the exporter."""
+    for i, fake in enumerate(sinks.values()):
+        fake.failure_rate(0.3, status=(500, 503, 502)[i % 3], seed=i)
+        fake.throttle(retry_after="0", times=throttled)
+    exporter = gw.app.state.exporter
+    exporter._sleep = lambda _s: asyncio.sleep(0)  # the backoff waits are not the point
+    return exporter
+
+
 async def drain(gw: Any, name: str) -> None:
     exporter = gw.app.state.exporter
     for _ in range(200):
@@ -161,11 +172,7 @@ async def test_every_sink_holds_exactly_the_ledger(make_gateway: Any) -> None:
 
 async def test_faults_lose_nothing_and_duplicate_nothing(make_gateway: Any) -> None:
     async with fakes() as sinks, make_gateway(config(sinks), env=ENV) as gw:
-        for i, fake in enumerate(sinks.values()):
-            fake.failure_rate(0.3, status=(500, 503, 502)[i % 3], seed=i)
-            fake.throttle(retry_after="0", times=3)
-        exporter = gw.app.state.exporter
-        exporter._sleep = lambda _s: asyncio.sleep(0)  # the backoff waits are not the point
+        exporter = flaky(sinks, gw, throttled=3)
         await traffic(gw, ["acme", "globex"])
         want = await expected(gw)
         for name, fake in sinks.items():

@@ -12,8 +12,6 @@ the same keys, and reconciliation reports no drift. A tenant on neither plan get
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +19,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fakes.billing import LagoFake, MetronomeFake, OpenMeterFake, StripeFake, WebhookFake
 from farebox.billing.reconcile import charges
 from farebox.core.credits import CreditRate
 from farebox.core.meters import (
@@ -44,7 +41,7 @@ from farebox.errors import ConfigError
 from farebox.sinks.events import event_key, is_decimal
 from tests.cache_gateway import settled
 from tests.contracts.builders import entry
-from tests.test_billing_export import BILLING_IDS, ENV, SECRET, held
+from tests.test_billing_export import BILLING_IDS, ENV, drain, fakes, flaky, held
 
 PREPAID, DOCS, PLAIN = "acme", "beta", "gamma"  # the tenants, one per plan
 PER_USD = 1000
@@ -66,18 +63,6 @@ PROVIDERS = {
                   "down": {"kind": "mock", "error_rate": 1.0, "error_status": 503}},
     "models": {"broken": [{"provider": "down", "model": "gpt-4o-mini"}]},
 }  # fmt: skip
-
-
-@contextlib.asynccontextmanager
-async def fakes() -> AsyncIterator[dict[str, Any]]:
-    async with contextlib.AsyncExitStack() as stack:
-        yield {
-            "stripe": await stack.enter_async_context(StripeFake(api_key="sk_test_1")),
-            "lago": await stack.enter_async_context(LagoFake(api_key="lago_1")),
-            "metronome": await stack.enter_async_context(MetronomeFake(api_key="m_1")),
-            "openmeter": await stack.enter_async_context(OpenMeterFake(api_key="om_1")),
-            "webhook": await stack.enter_async_context(WebhookFake(SECRET)),
-        }
 
 
 def config(sinks: dict[str, Any], **sink_extra: Any) -> dict[str, Any]:
@@ -185,14 +170,6 @@ def total(got: dict[str, Decimal], tenant: str, meter: str) -> Decimal:
                 k.endswith(f":{meter}")), Decimal(0))  # fmt: skip
 
 
-async def drain(gw: Any, name: str) -> None:
-    exporter = gw.app.state.exporter
-    for _ in range(200):
-        if not (await exporter.export_once(name)).entries:
-            return
-    raise AssertionError(f"{name} did not catch up")
-
-
 async def reconciliation(gw: Any) -> dict[str, Any]:
     import time
 
@@ -253,11 +230,7 @@ async def test_each_sink_receives_the_revenue_lines_exactly_once(make_gateway: A
 
 async def test_retries_and_replays_send_the_same_keys(make_gateway: Any) -> None:
     async with fakes() as sinks, make_gateway(config(sinks), env=ENV) as gw:
-        for i, fake in enumerate(sinks.values()):
-            fake.failure_rate(0.3, status=(500, 503, 502)[i % 3], seed=i)
-            fake.throttle(retry_after="0", times=2)
-        exporter = gw.app.state.exporter
-        exporter._sleep = lambda _s: asyncio.sleep(0)  # the backoff waits are not the point
+        exporter = flaky(sinks, gw, throttled=2)
         await traffic(gw, await onboard(gw), rounds=8)
         want = await expected(gw)
         for name, fake in sinks.items():
