@@ -42,7 +42,7 @@ class UpsellParams(BaseModel):
     window_days: int = Field(14, ge=1, le=MAX_WINDOW_DAYS)
 
 
-def upsell_window(value: str | None) -> int:
+def upsell_window(value: str | int | None) -> int:
     """``window_days`` (default 14), refused with the API's own 400 message when invalid."""
     try:
         return UpsellParams.model_validate({} if value is None else {"window_days": value}).window_days
