@@ -186,7 +186,9 @@ async def test_upsell_equals_rest(make_gateway: Any) -> None:
         default = await data(gw, "{ upsell { month total { tenantsRefused } } }")
         assert default["upsell"] == {"month": "2026-12", "total": {"tenantsRefused": 0}}
         for window in (0, 400):
-            body = await gql(gw, f'{{ upsell(month: "2026-11", windowDays: {window}) {{ month }} }}')
+            body = await gql(
+                gw, f'{{ upsell(month: "2026-11", windowDays: {window}) {{ month }} }}'
+            )
             api = await gw.client.get(f"/admin/v1/upsell?month=2026-11&window_days={window}",
                                       headers=gw.admin)  # fmt: skip
             assert body["data"] is None

@@ -45,7 +45,9 @@ class UpsellParams(BaseModel):
 def upsell_window(value: str | int | None) -> int:
     """``window_days`` (default 14), refused with the API's own 400 message when invalid."""
     try:
-        return UpsellParams.model_validate({} if value is None else {"window_days": value}).window_days
+        return UpsellParams.model_validate(
+            {} if value is None else {"window_days": value}
+        ).window_days
     except ValidationError as exc:
         raise validation_failure(exc.errors()) from None
 

@@ -126,8 +126,8 @@ async def upsell(ctx: GraphContext, month: str | None, window_days: int) -> Upse
 
 def _proposal(proposed: dict[str, Any]) -> RepriceProposal:
     resale = proposed.get("resale")
-    return same_names(RepriceProposal, proposed.get,
-                      resale=None if resale is None else same_names(ResalePrice, resale.get))  # fmt: skip
+    price = None if resale is None else same_names(ResalePrice, resale.get)
+    return same_names(RepriceProposal, proposed.get, resale=price)
 
 
 async def reprice(

@@ -85,8 +85,10 @@ class AdminQuery:
     ) -> intelligence.Upsell:
         return await intelligence.upsell(info.context, month, window_days)
 
-    @described("What-if: a plan's UTC month (default: this one) at a proposed price (exactly "
-               "one of markup, resale, perRequest), as POST /admin/v1/reprice. Changes nothing.")
+    @described(
+        "What-if: a plan's UTC month (default: this one) at a proposed price (exactly "
+        "one of markup, resale, perRequest), as POST /admin/v1/reprice. Changes nothing."
+    )
     async def reprice(
         self, info: Ctx, plan: str, month: str | None = None, markup: str | None = None,
         resale: intelligence.ResaleInput | None = None, per_request: str | None = None,
