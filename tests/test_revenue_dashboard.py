@@ -233,6 +233,9 @@ async def test_the_upsell_panel_shows_the_admin_apis_numbers(make_gateway: Any) 
                 same_upsell_line(page, row, line)
             same_upsell_line(page, page.one(panel, data_upsell_total=window or "14"),
                              report["total"])  # fmt: skip
+            whatif = page.one(data_form="reprice")  # carries the window along, hidden
+            kept = {e.attrs["name"]: e.attrs["value"] for e in page.all(whatif, type="hidden")}
+            assert kept == {"month": "2026-11", **({"window_days": window} if window else {})}
         # the scripted month: 2 of 5 refused tenants convert in 14 days, 3 in 20
         assert report["total"]["conversion_rate_percent"] == "60.00"
         for bad in ("0", "400", "two"):
@@ -280,6 +283,10 @@ async def test_the_what_if_form_shows_the_admin_apis_before_and_after(make_gatew
             for name in (*REPRICE_FIELDS, "cost_usd"):
                 assert page.cell(total, name) == report["total"][name], (query, name)
         assert lines_after(report) == {"p1": "0.06", "p2": "0.02"}  # the API's own answer
+        upsell_form = page.one(data_form="upsell")  # carries the what-if along, hidden
+        kept = {e.attrs["name"]: e.attrs["value"] for e in page.all(upsell_form, type="hidden")}
+        assert kept == {"month": "2026-11", "plan": "pro", "per_request": "0.02",
+                        "monthly_fee_usd": "0"}  # fmt: skip
         assert await rest(gw, "/admin/v1/margins", month="2026-11") == margins  # unchanged
 
 

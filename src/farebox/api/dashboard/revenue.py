@@ -54,6 +54,14 @@ def shift(month: str, by: int) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
+def _kept(params: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Each panel form's own fields as asked, for the other forms to carry along (hidden), so
+    asking a what-if keeps the upsell window and the other way round."""
+    whatif = ("plan", *PRICE_FIELDS, *(f"resale_{n}" for n in RESALE_FIELDS))
+    own = {"upsell": ("window_days",), "reprice": whatif}
+    return {panel: {n: params[n] for n in names if params.get(n)} for panel, names in own.items()}
+
+
 def burn(credits: dict[str, Any], invoice: dict[str, Any], now: float) -> dict[str, Any]:
     """A prepaid tenant's burn this month: the credits the month burned (the invoice's), the
     average a day so far, in the plan's exact credits, and the whole days the balance lasts
@@ -141,7 +149,8 @@ class RevenueData:
         current = month_of(self.clock())
         return {"month": month, "previous": shift(month, -1),
                 "next": shift(month, 1) if month < current else None, "panels": panels,
-                "bad": any(p["data"].get("error") for p in panels)}  # fmt: skip
+                "bad": any(p["data"].get("error") for p in panels),
+                "kept": _kept(params)}  # fmt: skip
 
     async def profitability(self, month: str, params: Mapping[str, str]) -> dict[str, Any]:
         """As ``GET /admin/v1/plan-profitability?month=``."""
