@@ -3,7 +3,9 @@ credits and invoice preview, in headless Chromium (Debian's ``chromium`` through
 ``executable_path``, as ``test_dashboard_browser``) against a real ``farebox serve`` with the
 mock provider and seeded traffic. Each page's numbers equal the admin API's; no console
 error, failed request or response of 400 and above; the screenshots
-``docs/dashboard-revenue.png`` and ``docs/dashboard-tenant-credits.png`` are made here.
+``docs/dashboard-revenue.png`` (with a refused tenant that converts in the upsell panel),
+``docs/dashboard-reprice.png`` (a what-if asked through the page's form) and
+``docs/dashboard-tenant-credits.png`` are made here.
 
 Without ``/usr/bin/chromium`` the browser tests skip (they fail under
 ``FAREBOX_REQUIRE_SERVICES=1``); the served pages are still checked over HTTP.
@@ -12,6 +14,7 @@ Without ``/usr/bin/chromium`` the browser tests skip (they fail under
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +42,8 @@ PLANS: dict[str, Any] = {
     "pro": {"models": ["*"], "pricing": {"markup": "1.3", "monthly_fee_usd": "49"}},
     "starter": {"models": ["*"], "pricing": {"markup": "0.8"}},  # sold below cost
     "prepaid": {"models": ["*"], "pricing": {"markup": "2", "credits": {"per_usd": 1000}}},
+    # a budget wall: every request is refused, an upsell moment
+    "free": {"models": ["*"], "budgets": [{"period": "month", "limit_usd": "0.0000001"}]},
 }
 # id: (name, plan, requests sent, credits granted)
 TENANTS: dict[str, tuple[str, str, int, str | None]] = {
@@ -47,7 +52,10 @@ TENANTS: dict[str, tuple[str, str, int, str | None]] = {
     "initech": ("Initech Systems", "prepaid", 8, "2000"),
     "hooli": ("Hooli", "prepaid", 3, "500"),
     "umbrella": ("Umbrella Holdings", "pro", 0, None),
+    "wayne": ("Wayne Enterprises", "free", 0, None),  # refused, then upgrades to pro
+    "stark": ("Stark Industries", "free", 0, None),  # refused, stays
 }
+WHAT_IF = {"plan": "starter", "markup": "1.6"}  # starter sells below cost: what if it did not
 PREPAID = ("hooli", "initech")
 tab = test_dashboard_browser.tab  # the watched browser tab fixture (with this module's browser)
 
@@ -72,7 +80,26 @@ def _seed(url: str) -> dict[str, str]:
         with httpx.Client(base_url=url, timeout=10.0) as client:
             for tenant, (_name, _plan, sent, _granted) in TENANTS.items():
                 _traffic(client, keys[tenant], sent)
+            for tenant in ("wayne", "stark"):  # refused by the wall: upsell moments
+                body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+                r = client.post("/v1/chat/completions", json=body,
+                                headers={"Authorization": f"Bearer {keys[tenant]}"})  # fmt: skip
+                assert r.status_code == 429 and "budget_exceeded" in r.text, r.text
+        r = admin.patch("/admin/v1/tenants/wayne", json={"plan": "pro"})  # converts
+        assert r.status_code == 200, r.text
+        _moments_written(admin)
     return keys
+
+
+def _moments_written(admin: httpx.Client) -> None:
+    """The server writes upsell moments in the background: wait (up to 10 s) for both."""
+    deadline = time.monotonic() + 10
+    while True:
+        report = admin.get("/admin/v1/upsell", params={"month": this_month()}).json()
+        if report["total"]["tenants_refused"] == 2:
+            return
+        assert time.monotonic() < deadline, report
+        time.sleep(0.05)  # polling interval; the deadline bounds the wait
 
 
 @pytest.fixture(scope="module")
@@ -110,21 +137,44 @@ def expected(site: Site) -> dict[str, Any]:
             for by in ("revenue", "cost")
         },  # fmt: skip
         "credits": {t: site.api(f"/admin/v1/tenants/{t}/credits") for t in PREPAID},
+        "upsell": site.api("/admin/v1/upsell", month=month),
     }
+
+
+def what_if(site: Site) -> dict[str, Any]:
+    """The admin API's what-if the page's form asks for."""
+    r = site.admin.post("/admin/v1/reprice", json={"month": this_month(), **WHAT_IF})
+    assert r.status_code == 200, r.text
+    report: dict[str, Any] = r.json()
+    return report
+
+
+def check_what_if(text: str, want: dict[str, Any]) -> None:
+    page = Page(text)
+    rows = page.having("data-repriced")
+    assert [r.attrs["data-repriced"] for r in rows] == [d["tenant"] for d in want["data"]]
+    assert [r.attrs["data-repriced"] for r in rows] == ["globex"]
+    assert want["data"][0]["margin_before_usd"].startswith("-")  # a loss ...
+    assert not want["data"][0]["margin_after_usd"].startswith("-")  # ... made good
+    for row, line in zip(rows, want["data"], strict=True):
+        for name in ("revenue_before_usd", "revenue_after_usd", "margin_after_usd"):
+            assert page.cell(row, name) == line[name], (line["tenant"], name)
+    total = page.one(data_repriced_total=str(want["total"]["tenants"]))
+    assert page.cell(total, "revenue_after_usd") == want["total"]["revenue_after_usd"]
 
 
 def check_revenue_page(text: str, want: dict[str, Any]) -> None:
     """The revenue page's cells against the API's answers."""
     page = Page(text)
     plans = want["profitability"]
-    assert [p["plan"] for p in plans] == ["prepaid", "pro", "starter"]
+    assert [p["plan"] for p in plans] == ["free", "prepaid", "pro", "starter"]
     for line in plans:
         row = page.one(data_plan=line["plan"])
         for name in ("tenants", "margin_p10_usd", "margin_p50_usd", "margin_p90_usd", "margin_usd"):
             assert page.cell(row, name) == str(line[name]), (line["plan"], name)
         heavy = line["p90_usage_tenant"]
         assert page.one(row, data_field="p90_usage_tenant").attrs["data-tenant"] == heavy["tenant"]
-    assert not plans[2]["p90_usage_tenant"]["profitable"]  # starter sells below cost
+    assert not plans[3]["p90_usage_tenant"]["profitable"]  # starter sells below cost
     for by, top in want["top"].items():
         ranking = page.one(data_ranking=by)
         rows = page.having("data-spender", ranking)
@@ -135,6 +185,13 @@ def check_revenue_page(text: str, want: dict[str, Any]) -> None:
         row = page.one(data_credits=tenant)
         for name in ("balance", "burned", "granted"):
             assert page.cell(row, name) == view[name], (tenant, name)
+    upsell = want["upsell"]
+    assert [(g["plan"], g["converted_tenants"]) for g in upsell["by_plan"]] == [("free", ["wayne"])]
+    for line, row in ((upsell["by_plan"][0], page.one(data_upsell_plan="free")),
+                      (upsell["total"], page.one(data_upsell_total="14"))):  # fmt: skip
+        for name in ("moments", "tenants_refused", "tenants_converted", "converted_revenue_usd"):
+            assert page.cell(row, name) == str(line[name]), name
+        assert page.cell(row, "conversion_rate_percent") == "50.00%"
 
 
 def test_the_served_revenue_page_over_http(revenue_site: Site) -> None:
@@ -146,6 +203,9 @@ def test_the_served_revenue_page_over_http(revenue_site: Site) -> None:
         r = client.get("/dashboard/revenue")
         assert r.status_code == 200, r.text
         check_revenue_page(r.text, expected(revenue_site))
+        r = client.get("/dashboard/revenue", params=WHAT_IF)
+        assert r.status_code == 200, r.text
+        check_what_if(r.text, what_if(revenue_site))
 
 
 def test_the_revenue_page_in_a_browser(revenue_site: Site, tab: Watched) -> None:
@@ -157,7 +217,16 @@ def test_the_revenue_page_in_a_browser(revenue_site: Site, tab: Watched) -> None
     check_revenue_page(page.content(), expected(revenue_site))
     shown = page.inner_text("[data-plan=starter] [data-field=p90_usage_tenant]")
     assert "loses money" in shown  # the badge is visible text, not only markup
+    assert "wayne" in page.inner_text("[data-upsell-plan=free] td:last-child")  # converted
     page.screenshot(path=str(DOCS / "dashboard-revenue.png"), full_page=True)
+    form = page.locator("form[data-form=reprice]")  # the what-if, through its form
+    form.locator("select[name=plan]").select_option(WHAT_IF["plan"])
+    form.locator("input[name=markup]").fill(WHAT_IF["markup"])
+    form.locator("button[type=submit]").click()
+    page.wait_for_url(re.compile(r".*/dashboard/revenue\?.*markup=1\.6.*"))
+    page.wait_for_load_state("networkidle")
+    check_what_if(page.content(), what_if(revenue_site))
+    page.locator("#reprice").screenshot(path=str(DOCS / "dashboard-reprice.png"))
     page.click("a[rel=prev]")
     page.wait_for_url(re.compile(r".*/dashboard/revenue\?month=\d{4}-\d{2}$"))
     assert "No tenants this month." in page.inner_text("#profitability")

@@ -189,3 +189,132 @@ def test_the_burn_rate_and_runway_are_exact_floors(spent: int, left: int, into: 
         runway = got["runway_days"]
         rate = Fraction(spent, 100 * days)
         assert runway * rate <= Fraction(left, 100) < (runway + 1) * rate
+
+
+UPSELL_FIELDS = ("moments", "tenants_refused", "tenants_converted", "converted_revenue_usd")
+REPRICE_FIELDS = ("revenue_before_usd", "revenue_after_usd", "revenue_change_usd",
+                  "margin_before_usd", "margin_after_usd")  # fmt: skip
+
+
+def same_upsell_line(page: Page, row: Any, line: dict[str, Any]) -> None:
+    for name in UPSELL_FIELDS:
+        assert page.cell(row, name) == str(line[name]), name
+    rate = page.one(row, data_field="conversion_rate_percent").attrs["data-rate"]
+    assert rate == (line["conversion_rate_percent"] or "")
+    converted = [e.attrs["data-converted"] for e in page.having("data-converted", row)]
+    assert converted == line["converted_tenants"]
+
+
+async def test_the_upsell_panel_shows_the_admin_apis_numbers(make_gateway: Any) -> None:
+    from tests import test_upsell
+
+    now = [0.0]
+    async with make_gateway({"plans": test_upsell.PLANS}, clock=lambda: now[0]) as gw:
+        await test_upsell.scripted(gw, now)
+        for window in ("", "20"):
+            query = f"&window_days={window}" if window else ""
+            r = await page_as(gw, ADMIN_KEY, f"/dashboard/revenue?month=2026-11{query}")
+            assert r.status_code == 200, r.text
+            page = Page(r.text)
+            report = await rest(gw, "/admin/v1/upsell", month="2026-11",
+                                window_days=window or "14")  # fmt: skip
+            panel = page.one(data_panel="upsell")
+            plans = page.having("data-upsell-plan", panel)
+            assert [e.attrs["data-upsell-plan"] for e in plans] == [
+                g["plan"] for g in report["by_plan"]
+            ]
+            for row, line in zip(plans, report["by_plan"], strict=True):
+                same_upsell_line(page, row, line)
+            budgets = page.having("data-upsell-budget", panel)
+            assert [e.attrs["data-upsell-budget"] for e in budgets] == [
+                f"{g['kind']}:{g['budget'] or ''}" for g in report["by_budget"]
+            ]
+            for row, line in zip(budgets, report["by_budget"], strict=True):
+                same_upsell_line(page, row, line)
+            same_upsell_line(page, page.one(panel, data_upsell_total=window or "14"),
+                             report["total"])  # fmt: skip
+            whatif = page.one(data_form="reprice")  # carries the window along, hidden
+            kept = {e.attrs["name"]: e.attrs["value"] for e in page.all(whatif, type="hidden")}
+            assert kept == {"month": "2026-11", **({"window_days": window} if window else {})}
+        # the scripted month: 2 of 5 refused tenants convert in 14 days, 3 in 20
+        assert report["total"]["conversion_rate_percent"] == "60.00"
+        for bad in ("0", "400", "two"):
+            r = await page_as(gw, ADMIN_KEY, f"/dashboard/revenue?month=2026-11&window_days={bad}")
+            api = await gw.client.get(f"/admin/v1/upsell?month=2026-11&window_days={bad}",
+                                      headers=gw.admin)  # fmt: skip
+            assert r.status_code == api.status_code == 400, bad
+            page = Page(r.text)
+            assert page.one(data_error="upsell").text == api.json()["error"]["message"], bad
+            assert page.one(data_panel="profitability")  # the rest of the page is still there
+
+
+async def test_the_what_if_form_shows_the_admin_apis_before_and_after(make_gateway: Any) -> None:
+    from tests import test_reprice
+
+    now = [0.0]
+    async with make_gateway({"plans": test_reprice.PLANS}, clock=lambda: now[0]) as gw:
+        await test_reprice.scripted(gw, now)
+        margins = await rest(gw, "/admin/v1/margins", month="2026-11")
+        r = await page_as(gw, ADMIN_KEY, "/dashboard/revenue?month=2026-11")
+        form = Page(r.text).one(data_form="reprice")
+        assert r.status_code == 200 and form.attrs["method"] == "get"
+        assert not Page(r.text).having("data-repriced")  # no plan asked: the form alone
+        for query, body in (
+            ("markup=3.5", {"markup": "3.5"}),
+            ("resale_input=2&resale_output=8&resale_cached_input=1",
+             {"resale": {"input": "2", "output": "8", "cached_input": "1"}}),
+            ("per_request=0.02&monthly_fee_usd=0&markup=",
+             {"per_request": "0.02", "monthly_fee_usd": "0"}),
+        ):  # fmt: skip
+            r = await page_as(gw, ADMIN_KEY, f"/dashboard/revenue?month=2026-11&plan=pro&{query}")
+            assert r.status_code == 200, r.text
+            api = await test_reprice.what_if(gw, **body)
+            report = api.json()
+            page = Page(r.text)
+            rows = page.having("data-repriced")
+            assert [e.attrs["data-repriced"] for e in rows] == [d["tenant"] for d in report["data"]]
+            assert len(rows) == 2  # p1 and p2; b1 is on basic
+            for row, line in zip(rows, report["data"], strict=True):
+                for name in (*REPRICE_FIELDS, "cost_usd", "requests"):
+                    assert page.cell(row, name) == str(line[name]), (query, name)
+                for name in ("margin_before_percent", "margin_after_percent"):
+                    assert page.cell(row, name) == f"{line[name]}%", (query, name)
+            total = page.one(data_repriced_total="2")
+            for name in (*REPRICE_FIELDS, "cost_usd"):
+                assert page.cell(total, name) == report["total"][name], (query, name)
+        assert lines_after(report) == {"p1": "0.06", "p2": "0.02"}  # the API's own answer
+        upsell_form = page.one(data_form="upsell")  # carries the what-if along, hidden
+        kept = {e.attrs["name"]: e.attrs["value"] for e in page.all(upsell_form, type="hidden")}
+        assert kept == {"month": "2026-11", "plan": "pro", "per_request": "0.02",
+                        "monthly_fee_usd": "0"}  # fmt: skip
+        assert await rest(gw, "/admin/v1/margins", month="2026-11") == margins  # unchanged
+
+
+def lines_after(report: dict[str, Any]) -> dict[str, str]:
+    return {d["tenant"]: d["revenue_after_usd"] for d in report["data"]}
+
+
+async def test_a_bad_what_if_shows_the_apis_400_message(make_gateway: Any) -> None:
+    from tests import test_reprice
+
+    cases = [
+        ("plan=enterprise&markup=3", {"plan": "enterprise", "markup": "3"}),
+        ("plan=pro", {}),
+        ("plan=pro&markup=3&per_request=0.01", {"markup": "3", "per_request": "0.01"}),
+        ("plan=pro&markup=-1", {"markup": "-1"}),
+        ("plan=pro&markup=lots", {"markup": "lots"}),
+        ("plan=pro&markup=" + "9" * 41, {"markup": "9" * 41}),
+        ("plan=pro&resale_input=0.0000001", {"resale": {"input": "0.0000001"}}),
+        ("plan=pro&markup=2&monthly_fee_usd=-5", {"markup": "2", "monthly_fee_usd": "-5"}),
+    ]
+    now = [0.0]
+    async with make_gateway({"plans": test_reprice.PLANS}, clock=lambda: now[0]) as gw:
+        await test_reprice.scripted(gw, now)
+        for query, body in cases:
+            r = await page_as(gw, ADMIN_KEY, f"/dashboard/revenue?month=2026-11&{query}")
+            api = await test_reprice.what_if(gw, **body)
+            assert r.status_code == api.status_code == 400, (query, api.text)
+            page = Page(r.text)
+            assert page.one(data_error="reprice").text == api.json()["error"]["message"], query
+            assert not page.having("data-repriced")
+            assert page.one(data_panel="profitability")  # the rest of the page is still there

@@ -43,9 +43,11 @@ class CreditGrantIn(BaseModel):
 
 
 class CreditGrantOut(BaseModel):
+    """One credit grant, as GET /admin/v1/tenants/{id}/credits lists it."""
+
     id: str
-    kind: str
-    amount: str
+    kind: str = Field(description="top_up, promo or refund (or a billing system's).")
+    amount: str = Field(description="Credits granted, an exact decimal string.")
     remaining: str
     burned: str
     expired: str
@@ -57,6 +59,8 @@ class CreditGrantOut(BaseModel):
 
 
 class CreditsOut(BaseModel):
+    """A prepaid tenant's credits (GET /admin/v1/tenants/{id}/credits)."""
+
     tenant: str
     per_usd: str = Field(description="Credits per USD of revenue (the plan's rate).")
     balance: str = Field(description="Credits left now (held in flight excluded).")

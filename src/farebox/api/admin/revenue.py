@@ -4,12 +4,14 @@ plan's month at a proposed price, before and after, changing nothing) and ``GET 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import Query
-from pydantic import Field
+from pydantic import BaseModel, Field, ValidationError
 
 from farebox.api.admin.billing import Month
+from farebox.api.admin.errors import validation_failure
 from farebox.api.admin.params import AdminBody
 from farebox.api.context import Services
 from farebox.billing.reprice import reprice
@@ -32,6 +34,31 @@ class RepriceBody(AdminBody):
     resale: ResaleBody | None = None
     per_request: Decimal | None = None  # USD per served request
     monthly_fee_usd: Decimal | None = None  # default: the plan's own
+
+
+class UpsellParams(BaseModel):
+    """``GET /upsell``'s window, for callers whose values come as text (the dashboard)."""
+
+    window_days: int = Field(14, ge=1, le=MAX_WINDOW_DAYS)
+
+
+def upsell_window(value: str | int | None) -> int:
+    """``window_days`` (default 14), refused with the API's own 400 message when invalid."""
+    try:
+        return UpsellParams.model_validate(
+            {} if value is None else {"window_days": value}
+        ).window_days
+    except ValidationError as exc:
+        raise validation_failure(exc.errors()) from None
+
+
+def reprice_body(fields: Mapping[str, Any]) -> RepriceBody:
+    """A ``RepriceBody`` from fields that did not come as JSON (the dashboard's query, a
+    GraphQL query's arguments), refused with the API's own 400 message when invalid."""
+    try:
+        return RepriceBody.model_validate(fields)
+    except ValidationError as exc:
+        raise validation_failure(exc.errors()) from None
 
 
 class RevenueRoutes:

@@ -20,15 +20,20 @@ from farebox.api.admin.billing import MONTH_PATTERN, BillingRoutes
 from farebox.api.admin.credits import CreditRoutes
 from farebox.api.admin.invoices import InvoiceRoutes
 from farebox.api.admin.reports import ReportRoutes
+from farebox.api.admin.revenue import RevenueRoutes, reprice_body, upsell_window
 from farebox.api.context import Services
 from farebox.billing.invoices import check_month
 from farebox.billing.margins import month_window
+from farebox.billing.upsell import MAX_WINDOW_DAYS
 from farebox.errors import InvalidRequest
 from farebox.identity.tenancy import Tenancy
 
 TOP = 10  # top spenders shown, by revenue and by cost
 BALANCES_PER_PAGE = 50  # prepaid tenants whose balances a page of the credits panel reads
 DAY = 86_400
+# the what-if form's fields: the API's body fields; ``resale_*`` make its ``resale`` object
+PRICE_FIELDS = ("markup", "per_request", "monthly_fee_usd")
+RESALE_FIELDS = ("input", "output", "cached_input")
 
 
 def month_of(now: float) -> str:
@@ -47,6 +52,14 @@ def shift(month: str, by: int) -> str:
     year, mon = (int(x) for x in month.split("-"))
     index = year * 12 + mon - 1 + by
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def _kept(params: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Each panel form's own fields as asked, for the other forms to carry along (hidden), so
+    asking a what-if keeps the upsell window and the other way round."""
+    whatif = ("plan", *PRICE_FIELDS, *(f"resale_{n}" for n in RESALE_FIELDS))
+    own = {"upsell": ("window_days",), "reprice": whatif}
+    return {panel: {n: params[n] for n in names if params.get(n)} for panel, names in own.items()}
 
 
 def burn(credits: dict[str, Any], invoice: dict[str, Any], now: float) -> dict[str, Any]:
@@ -89,6 +102,8 @@ class RevenueData:
         ("profitability", "Plan profitability"),
         ("top_spenders", "Top spenders"),
         ("credits", "Credit balances (prepaid tenants)"),
+        ("upsell", "Upsell conversion"),
+        ("reprice", "What-if repricing"),
     )
 
     def __init__(
@@ -102,6 +117,7 @@ class RevenueData:
         self.credits = CreditRoutes(services, tenancy)
         self.invoices = InvoiceRoutes(services, clock)
         self.reports = ReportRoutes(services, tenancy)
+        self.revenue = RevenueRoutes(services, tenancy)
 
     def month(self, asked: str | None) -> str:
         """The month asked for (a 400 when malformed or in the future), or this one."""
@@ -122,6 +138,8 @@ class RevenueData:
             "profitability": self.profitability,
             "top_spenders": self.top_spenders,
             "credits": self.balances,
+            "upsell": self.upsell,
+            "reprice": self.what_if,
         }
         found = await asyncio.gather(*(makers[name](month, params) for name, _ in self.PANELS))
         panels = [
@@ -130,7 +148,9 @@ class RevenueData:
         ]
         current = month_of(self.clock())
         return {"month": month, "previous": shift(month, -1),
-                "next": shift(month, 1) if month < current else None, "panels": panels}  # fmt: skip
+                "next": shift(month, 1) if month < current else None, "panels": panels,
+                "bad": any(p["data"].get("error") for p in panels),
+                "kept": _kept(params)}  # fmt: skip
 
     async def profitability(self, month: str, params: Mapping[str, str]) -> dict[str, Any]:
         """As ``GET /admin/v1/plan-profitability?month=``."""
@@ -162,6 +182,37 @@ class RevenueData:
             for x in shown
         ]
         return {"rows": rows, "count": len(prepaid), "page": page, "pages": pages}
+
+    async def upsell(self, month: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """As ``GET /admin/v1/upsell?month=&window_days=`` (``?window_days=``, default 14);
+        a bad window: the API's 400 message, shown in the panel."""
+        asked = params.get("window_days") or None
+        shown = {"window_days": asked or "14", "max_days": MAX_WINDOW_DAYS}
+        try:
+            days = upsell_window(asked)
+            return {**shown, "report": await self.revenue.upsell(month, days), "error": None}
+        except InvalidRequest as exc:
+            return {**shown, "report": None, "error": exc.message}
+
+    async def what_if(self, month: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """The what-if form, and when it names a plan (``?plan=``), ``POST /admin/v1/reprice``
+        for the month with the proposed price (nothing changes, so a GET); bad input: the
+        API's 400 message, shown in the panel."""
+        form = {n: params.get(n, "") for n in ("plan", *PRICE_FIELDS)}
+        form |= {f"resale_{n}": params.get(f"resale_{n}", "") for n in RESALE_FIELDS}
+        shown = {"plans": sorted(self.services.settings.file.plans), "form": form}
+        if not form["plan"]:
+            return {**shown, "result": None, "error": None}
+        body: dict[str, Any] = {"month": month, "plan": form["plan"]}
+        body |= {n: form[n] for n in PRICE_FIELDS if form[n]}
+        resale = {n: form[f"resale_{n}"] for n in RESALE_FIELDS if form[f"resale_{n}"]}
+        if resale:
+            body["resale"] = resale
+        try:
+            return {**shown, "result": await self.revenue.what_if(reprice_body(body)),
+                    "error": None}  # fmt: skip
+        except InvalidRequest as exc:
+            return {**shown, "result": None, "error": exc.message}
 
     async def tenant(self, tenant_id: str) -> dict[str, Any]:
         """A tenant's own: its credits and burn (None unless its plan is prepaid) and this

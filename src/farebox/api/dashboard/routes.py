@@ -150,30 +150,38 @@ class DashboardRoutes:
         view = await self.data.tenant_view(tenant_id)
         return self.page("tenant.html", request, session, view=view)
 
-    async def tenant(self, request: Request) -> Response:
+    async def _as_admin(
+        self, request: Request, show: Callable[[Session], Awaitable[Response]]
+    ) -> Response:
+        """An admin page: signed in as the admin (a tenant is sent to its own page), then
+        ``show``; bad input is the error page with its status."""
         session = await self.access.session(request)
         if session is None:
             return _see("/dashboard/signin")
         if session.role != "admin":
             return _see("/dashboard")
         try:
-            return await self._tenant_page(request, session, request.path_params["tenant_id"])
+            return await show(session)
         except FareboxError as exc:
             return self.error(request, session, exc)
 
+    async def tenant(self, request: Request) -> Response:
+        tenant_id = request.path_params["tenant_id"]
+        return await self._as_admin(
+            request, lambda session: self._tenant_page(request, session, tenant_id)
+        )
+
     async def revenue(self, request: Request) -> Response:
         """The admin's revenue page of a UTC month (``?month=``, default this one; each panel
-        reads its own parameters, such as ``?credits_page=``)."""
-        session = await self.access.session(request)
-        if session is None:
-            return _see("/dashboard/signin")
-        if session.role != "admin":
-            return _see("/dashboard")
-        try:
+        reads its own parameters, such as ``?credits_page=``, ``?window_days=`` or the
+        what-if's ``?plan=&markup=``). A panel's bad input is shown in the panel, as a 400."""
+
+        async def show(session: Session) -> Response:
             view = await self.data.revenue.page(request.query_params)
-        except FareboxError as exc:
-            return self.error(request, session, exc)
-        return self.page("revenue.html", request, session, view=view)
+            return self.page("revenue.html", request, session, view=view,
+                             status=400 if view["bad"] else 200)  # fmt: skip
+
+        return await self._as_admin(request, show)
 
     async def requests(self, request: Request) -> Response:
         session = await self.access.session(request)

@@ -39,11 +39,14 @@ MAX_DEPTH = 6
 MAX_ALIASES = 10
 MAX_TOKENS = 2000
 MAX_COST = 600
-# what a field costs beyond 1: a series, a page of the request log, a ranking or plan profitability
-# reads rollups or entries (at most five per query); a listing of budgets, incidents, tenants or
-# keys, a tenant's cache, credits or invoice reads rows
+# what a field costs beyond 1: a series, a page of the request log, a ranking, plan profitability,
+# upsell conversion or a what-if reads rollups or entries (at most five per query); a listing of
+# budgets, incidents, tenants or keys, a tenant's cache, credits or invoice reads rows
 FIELD_COST: Mapping[str, int] = MappingProxyType(
-    {"series": 100, "requests": 100, "topSpenders": 100, "caches": 100, "planProfitability": 100}
+    dict.fromkeys(
+        ("series", "requests", "topSpenders", "caches", "planProfitability", "upsell", "reprice"),
+        100,
+    )
     | dict.fromkeys(
         ("budgets", "anomalies", "tenants", "keys", "tenant", "cache", "credits", "invoice"), 10
     )

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
 
 import strawberry
 
 from farebox.api.admin.billing import MONTH_PATTERN
-from farebox.api.admin.credits import CreditRoutes
+from farebox.api.admin.credits import CreditGrantOut, CreditRoutes, CreditsOut
 from farebox.api.admin.invoices import InvoiceRoutes
 from farebox.api.graphql import types as t
 from farebox.api.graphql.context import GraphContext
@@ -25,31 +24,17 @@ from farebox.billing.profitability import plan_profitability
 from farebox.errors import InvalidRequest
 
 
-@strawberry.type(description="One credit grant, as GET /admin/v1/tenants/{id}/credits lists it.")
+# the REST models' own fields, descriptions and names (camel-cased): one definition
+@strawberry.experimental.pydantic.type(model=CreditGrantOut, all_fields=True,
+                                       description=CreditGrantOut.__doc__)  # fmt: skip
 class CreditGrant:
-    id: str
-    kind: str = strawberry.field(description="top_up, promo or refund (or a billing system's).")
-    amount: str = strawberry.field(description="Credits granted, an exact decimal string.")
-    remaining: str
-    burned: str
-    expired: str
-    expires_at: float | None
-    created_at: float
-    source: str
-    idempotency_key: str
-    note: str | None
+    pass
 
 
-@strawberry.type(description="A prepaid tenant's credits (GET /admin/v1/tenants/{id}/credits).")
+@strawberry.experimental.pydantic.type(model=CreditsOut, all_fields=True,
+                                       description=CreditsOut.__doc__)  # fmt: skip
 class Credits:
-    tenant: str
-    per_usd: str = strawberry.field(description="Credits per USD of revenue (the plan's rate).")
-    balance: str = strawberry.field(description="Credits left now (held in flight excluded).")
-    reserved: str = strawberry.field(description="Credits held by requests in flight.")
-    burned: str
-    granted: str
-    expired: str
-    grants: list[CreditGrant]
+    pass
 
 
 @strawberry.type(description="One line of an invoice preview.")
@@ -121,10 +106,6 @@ def month_arg(ctx: GraphContext, month: str | None) -> str:
     return month
 
 
-def _grant(g: dict[str, Any]) -> CreditGrant:
-    return same_names(CreditGrant, g.__getitem__)
-
-
 async def credits(ctx: GraphContext, tenant: str, *, prepaid_only: bool) -> Credits | None:
     """As ``GET /admin/v1/tenants/{id}/credits``, by its own handler. A tenant whose plan is
     not prepaid: the REST 400 when ``prepaid_only`` (the admin asked for it by name), else
@@ -135,7 +116,8 @@ async def credits(ctx: GraphContext, tenant: str, *, prepaid_only: bool) -> Cred
         if ctx.services.gateway.plan_of(found).credits is None:
             return None
     view = (await routes.credits(tenant)).model_dump()
-    return same_names(Credits, view.__getitem__, grants=[_grant(g) for g in view["grants"]])
+    grants = [same_names(CreditGrant, g.__getitem__) for g in view["grants"]]
+    return same_names(Credits, view.__getitem__, grants=grants)
 
 
 async def invoice(ctx: GraphContext, tenant: str, month: str | None) -> Invoice:

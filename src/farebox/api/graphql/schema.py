@@ -13,7 +13,7 @@ from graphql import GraphQLError
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, Info
 
-from farebox.api.graphql import limits, resolvers, revenue
+from farebox.api.graphql import intelligence, limits, resolvers, revenue
 from farebox.api.graphql import types as t
 from farebox.api.graphql.context import GraphContext
 from farebox.errors import FareboxError
@@ -77,6 +77,25 @@ class AdminQuery:
         self, info: Ctx, month: str | None = None
     ) -> revenue.PlanProfitability:
         return await revenue.profitability(info.context, month)
+
+    @described("Upsell conversion of a UTC month (default: this one), per plan and per "
+               "budget, as GET /admin/v1/upsell.")  # fmt: skip
+    async def upsell(
+        self, info: Ctx, month: str | None = None, window_days: int = 14
+    ) -> intelligence.Upsell:
+        return await intelligence.upsell(info.context, month, window_days)
+
+    @described(
+        "What-if: a plan's UTC month (default: this one) at a proposed price (exactly "
+        "one of markup, resale, perRequest), as POST /admin/v1/reprice. Changes nothing."
+    )
+    async def reprice(
+        self, info: Ctx, plan: str, month: str | None = None, markup: str | None = None,
+        resale: intelligence.ResaleInput | None = None, per_request: str | None = None,
+        monthly_fee_usd: str | None = None,
+    ) -> intelligence.Reprice:  # fmt: skip
+        price = {"markup": markup, "per_request": per_request, "monthly_fee_usd": monthly_fee_usd}
+        return await intelligence.reprice(info.context, month, plan, price, resale)
 
     @described("Anomaly incidents, as GET /admin/v1/anomalies.")
     async def anomalies(
