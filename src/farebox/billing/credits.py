@@ -15,10 +15,12 @@ it (``core.credits.forfeit``), at the cumulative burn counting what is held in f
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,13 +31,16 @@ from farebox.core.credits import (
     CreditRate,
     allocate,
     available,
-    forfeit,
+    closings,
+    forfeited,
     next_expiry,
 )
+from farebox.core.records import LEDGER_FREE, LedgerEntry, Reservation
 from farebox.stores.base import CreditStore, ReservationStore
 
 log = logging.getLogger("farebox.credits")
 FOREVER = 253402300799.0  # 9999-12-31T23:59:59Z: a balance never resets
+PENDING_S = 1.0  # how often a tenant's pending forfeits are looked at again
 
 
 def credit_hold(tenant_id: str, limit: int) -> Hold:
@@ -72,7 +77,8 @@ class Balance:
 
     @property
     def balance(self) -> int:
-        return max(self.available - self.burned - self.reserved, 0)
+        # never below 0 while the store keeps the counter (a forfeit is held, then spent)
+        return self.available - self.burned - self.reserved
 
     def view(self, rate: CreditRate) -> dict[str, Any]:
         c = rate.credits
@@ -103,6 +109,29 @@ def _grant_view(g: CreditGrant, used: int, rate: CreditRate) -> dict[str, Any]:
     }
 
 
+@dataclass(slots=True)
+class Taken:
+    """What a forfeit took from the balance, and whether it is to be spent (``keep``)."""
+
+    amount: int = 0
+    keep: bool = False
+
+
+def _forfeit_entry(tenant_id: str, rid: str, amount: int, now: float) -> LedgerEntry:
+    """The placeholder a forfeit's hold settles with: ``amount`` of revenue spent, nothing
+    written to the ledger (``LEDGER_FREE``: an expiry is not a request)."""
+    return LedgerEntry(
+        request_id=f"forfeit_{rid}", tenant_id=tenant_id, key_id="", endpoint="credits",
+        model_requested="", model_served="", provider="", status=LEDGER_FREE, http_status=0,
+        started_at=now, finished_at=now, revenue=amount, reservation_id=rid,
+    )  # fmt: skip
+
+
+def _released(reservation: Reservation) -> Reservation:
+    """The same hold, settled at nothing: released."""
+    return replace(reservation, unsettled=replace(reservation.unsettled, revenue=0))
+
+
 class CreditBook:
     """Grants, the balance counter's limit per tenant, expiries: made once, by ``app.py``."""
 
@@ -112,12 +141,15 @@ class CreditBook:
         counters: ReservationStore,
         epoch: Callable[[], Awaitable[int]],
         clock: Callable[[], float] = time.time,
+        lease_s: float = 120.0,
     ) -> None:
         self._grants = grants
+        self._lease_s = lease_s
         self._counters = counters
         self._epoch = epoch
         self._clock = clock
         self._cache: dict[str, tuple[int, list[CreditGrant]]] = {}
+        self._looked: dict[str, float] = {}  # when a tenant's pending forfeits were looked at
 
     # the request path ------------------------------------------------------------------
     async def holds(self, tenant_id: str) -> list[Hold]:
@@ -132,28 +164,70 @@ class CreditBook:
             cached = (epoch, await self._grants.credit_grants(tenant_id))
             if len(self._cache) > 10_000:  # a bound, not an LRU: refilled on demand
                 self._cache.clear()
+                self._looked.clear()
             self._cache[tenant_id] = cached
-        grants = cached[1]
+        grants, now = cached[1], self._clock()
         due = next_expiry(grants)
-        if due is not None and due <= self._clock():
-            grants = await self._expire(tenant_id, grants)
+        if due is not None and due <= now:
+            # a pending forfeit waits for holds to settle: looked at once a second, not per
+            # request (an expiry that is due is recorded at once)
+            if due > -math.inf or now - self._looked.get(tenant_id, -math.inf) >= PENDING_S:
+                self._looked[tenant_id] = now
+                grants = await self._expire(tenant_id, grants)
         return grants
 
     async def _counter(self, tenant_id: str, grants: Sequence[CreditGrant]) -> HoldState:
         hold = credit_hold(tenant_id, available(grants))
         return (await self._counters.budget_states([hold]))[0]
 
-    async def _expire(self, tenant_id: str, grants: list[CreditGrant]) -> list[CreditGrant]:
-        """Record the expiries that are due: each closes at the burn so far, holds in flight
-        included, so the limit never drops below what is spent or held."""
+    async def _expire(
+        self, tenant_id: str, grants: list[CreditGrant], due: frozenset[str] = frozenset()
+    ) -> list[CreditGrant]:
+        """Record the expiries that are due (``core.credits.closings``), taking each forfeit
+        from the balance as the store takes any spend: held against the counter in one
+        atomic reserve (so it never takes what requests hold or what is spent), then, by the
+        one caller whose record of the expiry won, settled; released by any other."""
         state = await self._counter(tenant_id, grants)
-        closed = forfeit(grants, self._clock(), state.used + state.reserved)
-        if closed:
-            await self._grants.close_grants(closed)
+        burned = state.used - forfeited(grants)
+        pairs = closings(grants, self._clock(), burned, state.reserved, due)
+        for before, after in pairs:
+            want = (after.forfeited or 0) - (before.forfeited or 0)
+            async with self._forfeit(tenant_id, grants, want) as taken:
+                after = replace(after, forfeited=(before.forfeited or 0) + taken.amount)
+                taken.keep = await self._grants.update_grant(before, after)
+            log.info("tenant %s: credit grant %s forfeits %d pico-USD (%s)", tenant_id,
+                     before.id, taken.amount, "taken" if taken.keep else "not ours")  # fmt: skip
+        if pairs:
             self._cache.pop(tenant_id, None)
             grants = await self._grants.credit_grants(tenant_id)
-            log.info("tenant %s: %d credit grants expired", tenant_id, len(closed))
         return grants
+
+    @contextlib.asynccontextmanager
+    async def _forfeit(
+        self, tenant_id: str, grants: Sequence[CreditGrant], want: int
+    ) -> AsyncIterator[Taken]:
+        """Hold up to ``want`` of the balance (what is free of spend and holds); on leaving,
+        spend it if ``keep`` was set, else release it, whatever happened in the block."""
+        taken = Taken()
+        hold = credit_hold(tenant_id, available(grants))
+        reservation = None
+        for _ in range(3):  # the free room may shrink between the read and the reserve
+            if want <= 0:
+                break
+            rid = f"rsv_forfeit_{os.urandom(8).hex()}"
+            entry = _forfeit_entry(tenant_id, rid, want, self._clock())
+            made = Reservation(rid, 0, (hold,), self._clock() + self._lease_s, entry, 0, want)
+            outcome = await self._counters.reserve(made)
+            if outcome.ok:
+                reservation, taken.amount = made, want
+                break
+            want = min(want, outcome.states[0].remaining)
+        try:
+            yield taken
+        finally:
+            if reservation is not None:
+                spent = reservation if taken.keep else _released(reservation)
+                await self._counters.settle_counters(spent)
 
     # grants ------------------------------------------------------------------------------
     async def grant(
@@ -179,7 +253,7 @@ class CreditBook:
             created_at=self._clock(),
             expires_at=expires_at,
             source=source,
-            opened_at_burn=state.used,
+            opened_at_burn=state.used - forfeited(grants),
             note=note,
         )
         found, created = await self._grants.grant_credits(made)
@@ -194,27 +268,19 @@ class CreditBook:
         target = next((g for g in grants if g.key == key), None)
         if target is None or target.closed_at_burn is not None:
             return target
-        state = await self._counter(tenant_id, grants)
-        burned = state.used + state.reserved
-        used = allocate(grants, burned).get(target.id, 0)
-        closed = replace(
-            target,
-            closed_at_burn=max(burned, target.opened_at_burn),
-            forfeited=target.amount - used,
-        )
-        await self._grants.close_grants([closed])
-        self._cache.pop(tenant_id, None)
+        grants = await self._expire(tenant_id, grants, frozenset({target.id}))
         log.info("tenant %s: credit grant %s voided by %s", tenant_id, target.id, source)
-        return closed
+        return next((g for g in grants if g.id == target.id), target)
 
     async def balance(self, tenant_id: str) -> Balance:
         grants = await self._current(tenant_id)
         state = await self._counter(tenant_id, grants)
+        lost = forfeited(grants)
         return Balance(
-            granted=sum(g.amount for g in grants),
-            forfeited=sum(g.forfeited or 0 for g in grants),
-            burned=state.used,
+            granted=available(grants),
+            forfeited=lost,
+            burned=state.used - lost,
             reserved=state.reserved,
             grants=tuple(grants),
-            used=allocate(grants, state.used),
+            used=allocate(grants, state.used - lost),
         )

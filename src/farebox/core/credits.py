@@ -5,16 +5,19 @@ amount is pico-USD of *revenue* (what the plan charges): a request burns exactly
 revenue. ``CreditRate`` converts to and from the credits a person reads (``per_usd`` credits
 to the dollar), exactly: one credit must be a whole number of pico-USD.
 
-The balance is one budget counter per tenant (``credit_hold``): its limit is what the grants
-still make available (``available``), its spend what was burned, its holds the worst cases of
-requests in flight; the store's reserve and settle keep it from going below zero under any
-concurrency, as they do for budgets.
+The balance is one budget counter per tenant (``credit_hold``). Its limit is everything ever
+granted (``available``): it only grows, so a worker whose cached limit is stale only refuses
+too early. Its spend is what was burned plus what expired grants forfeited; its holds are the
+worst cases of requests in flight. The store's atomic reserve and settle keep it from going
+below zero under any concurrency, as they do for budgets, and a forfeit is taken the same way
+(reserved against the counter, then settled), never by lowering the limit.
 
-Burns draw on the grant that expires first (then the oldest). A grant that expires forfeits
-what it still had; which burns it absorbed is ``allocate``'s answer, over the axis of
-cumulative burn: each grant takes burn from the cumulative burn at its creation
-(``opened_at_burn``) until the cumulative burn at its expiry (``closed_at_burn``, set when the
-expiry is recorded).
+Burns draw on the grant that expires first (then the oldest). Which burns a grant absorbed is
+``allocate``'s answer, over the axis of cumulative burn: each grant takes burn from the
+cumulative burn at its creation (``opened_at_burn``) until the point its expiry closed it
+(``closed_at_burn``). An expiry (or a void) closes a grant in two steps (``closings``): at
+once, it forfeits what even the holds in flight could not use (it stays open to them, up to
+what they held); once they have settled, what they did not use.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ class CreditGrant:
     ``key``: the idempotency key (one grant per tenant and key). ``source``: ``admin``, or
     the billing system it came from (``stripe``, ``lago``...). ``opened_at_burn``: the
     tenant's cumulative burn when it was granted. ``closed_at_burn`` and ``forfeited``: set
-    once its expiry is recorded."""
+    once its expiry is recorded (``pending`` until the holds in flight then have settled)."""
 
     id: str
     tenant_id: str
@@ -114,6 +117,7 @@ class CreditGrant:
     closed_at_burn: int | None = None
     forfeited: int | None = None
     note: str | None = None
+    pending: bool = False  # closed with holds in flight: its forfeit is not final yet
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -159,26 +163,60 @@ def allocate(grants: Sequence[CreditGrant], burned: int) -> dict[str, int]:
     return used
 
 
-def forfeit(grants: Sequence[CreditGrant], now: float, burned: int) -> list[CreditGrant]:
-    """The grants whose expiry is recorded now: each expired one not yet closed, closed at
-    ``burned`` (the cumulative burn counting holds in flight, so the balance never drops
-    below what is held), forfeiting what it had not absorbed."""
-    closing = [g for g in grants if g.expired(now) and g.closed_at_burn is None]
-    if not closing:
-        return []
-    closed = [replace(g, closed_at_burn=max(burned, g.opened_at_burn)) for g in closing]
-    by_id = {g.id: g for g in closed}
-    used = allocate([by_id.get(g.id, g) for g in grants], burned)
-    return [replace(g, forfeited=g.amount - used.get(g.id, 0)) for g in closed]
+def closings(
+    grants: Sequence[CreditGrant],
+    now: float,
+    burned: int,
+    reserved: int,
+    due: frozenset[str] = frozenset(),
+) -> list[tuple[CreditGrant, CreditGrant]]:
+    """The grant records an expiry changes now, as ``(before, after)`` pairs, in order; what
+    ``after`` forfeits beyond ``before`` is what to take from the balance.
+
+    ``burned``: the tenant's cumulative burn (forfeits excluded); ``reserved``: what requests
+    in flight hold; ``due``: grants ended now whatever their expiry (a void).
+
+    1. A grant that expired (or is ``due``) and is still open closes at ``burned +
+    reserved``: the holds in flight may still burn it, up to what they hold. It forfeits at
+    once what it would not have absorbed even if they burned all they hold; ``pending``
+    while any was held.
+    2. A ``pending`` grant whose holds have settled (nothing is held, or the burn has passed
+    its closing point) forfeits the rest of what it did not absorb, and is final."""
+    current = list(grants)
+    out: list[tuple[CreditGrant, CreditGrant]] = []
+    for i, g in enumerate(current):
+        if g.closed_at_burn is None and (g.expired(now) or g.id in due):
+            point = max(burned + reserved, g.opened_at_burn)
+            current[i] = replace(g, closed_at_burn=point, pending=reserved > 0)
+            used = allocate(current, burned + reserved).get(g.id, 0)
+            current[i] = replace(current[i], forfeited=g.amount - used)
+            out.append((g, current[i]))
+    for i, g in enumerate(current):
+        ready = g.pending and g.closed_at_burn is not None
+        if ready and (reserved == 0 or burned >= (g.closed_at_burn or 0)):
+            used = allocate(current, burned).get(g.id, 0)
+            before = next((b for b, a in out if a.id == g.id), g)
+            current[i] = replace(g, forfeited=max(g.amount - used, g.forfeited or 0),
+                                 pending=False)  # fmt: skip
+            out = [(b, a) for b, a in out if a.id != g.id] + [(before, current[i])]
+    return out
 
 
 def available(grants: Sequence[CreditGrant]) -> int:
-    """The balance counter's limit: everything granted less what expired grants forfeited."""
-    return sum(g.amount - (g.forfeited or 0) for g in grants)
+    """The balance counter's limit: everything granted (forfeits are spent, not removed)."""
+    return sum(g.amount for g in grants)
+
+
+def forfeited(grants: Sequence[CreditGrant]) -> int:
+    """What expired and voided grants forfeited (taken from the balance as spend)."""
+    return sum(g.forfeited or 0 for g in grants)
 
 
 def next_expiry(grants: Sequence[CreditGrant]) -> float | None:
-    """When the next open grant expires (when ``forfeit`` has work to do)."""
+    """When ``closings`` next has work to do: the next open grant's expiry, or at once while
+    a closed grant's forfeit is pending."""
+    if any(g.pending for g in grants):
+        return -math.inf
     return min(
         (g.expires_at for g in grants if g.expires_at is not None and g.closed_at_burn is None),
         default=None,

@@ -375,9 +375,10 @@ class CreditStore(Protocol):
         """The tenant's grants, oldest first."""
         ...
 
-    async def close_grants(self, grants: Sequence[CreditGrant]) -> None:
-        """Record expiries (``closed_at_burn`` and ``forfeited`` of each), once: a grant
-        already closed keeps its first record."""
+    async def update_grant(self, before: CreditGrant, after: CreditGrant) -> bool:
+        """Record ``after``'s expiry (``closed_at_burn``, ``forfeited``, ``pending``) if the
+        grant's record still is ``before``'s: True for exactly one of any concurrent callers
+        (the one that then takes the forfeit from the balance)."""
         ...
 
 

@@ -15,9 +15,9 @@ INSERT = f"INSERT INTO credit_grants({','.join(COLS)}) VALUES ({','.join('?' * l
 SELECT = f"SELECT {','.join(COLS)} FROM credit_grants WHERE tenant_id = ? "
 BY_KEY = SELECT + "AND key = ?"
 BY_TENANT = SELECT + "ORDER BY created_at, id"
-CLOSE = (
-    "UPDATE credit_grants SET closed_at_burn = ?, forfeited = ? "
-    "WHERE tenant_id = ? AND id = ? AND closed_at_burn IS NULL"
+UPDATE = (
+    "UPDATE credit_grants SET closed_at_burn = ?, forfeited = ?, pending = ? "
+    "WHERE tenant_id = ? AND id = ? AND closed_at_burn IS ? AND forfeited IS ? AND pending = ?"
 )
 
 
@@ -34,7 +34,15 @@ def grant_of(row: Sequence[Any]) -> CreditGrant:
     for name in ("closed_at_burn", "forfeited"):
         if fields[name] is not None:
             fields[name] = int(fields[name])
+    fields["pending"] = bool(fields["pending"])
     return CreditGrant(**fields)
+
+
+def expiry(grant: CreditGrant) -> tuple[str | None, str | None, bool]:
+    """A grant's expiry record, money as exact decimal text."""
+    closed, lost = grant.closed_at_burn, grant.forfeited
+    return (None if closed is None else str(closed), None if lost is None else str(lost),
+            grant.pending)  # fmt: skip
 
 
 def same(found: CreditGrant, wanted: CreditGrant) -> CreditGrant:
@@ -65,6 +73,8 @@ class CreditsThatBump:
     async def credit_grants(self, tenant_id: str) -> list[CreditGrant]:
         return list(await self._inner.credit_grants(tenant_id))
 
-    async def close_grants(self, grants: Sequence[CreditGrant]) -> None:
-        await self._inner.close_grants(grants)
-        await self._bump()
+    async def update_grant(self, before: CreditGrant, after: CreditGrant) -> bool:
+        won = bool(await self._inner.update_grant(before, after))
+        if won:
+            await self._bump()
+        return won

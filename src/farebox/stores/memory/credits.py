@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from farebox.core.credits import CreditGrant
-from farebox.stores.credit_rows import same
+from farebox.stores.credit_rows import expiry, same
 
 
 class MemoryCredits:
@@ -29,15 +29,14 @@ class MemoryCredits:
     async def credit_grants(self, tenant_id: str) -> list[CreditGrant]:
         return sorted(self._grants.get(tenant_id, []), key=lambda g: (g.created_at, g.id))
 
-    async def close_grants(self, grants: Sequence[CreditGrant]) -> None:
-        changed = False
-        for grant in grants:
-            held = self._grants.get(grant.tenant_id, [])
-            for i, found in enumerate(held):
-                if found.id == grant.id and found.closed_at_burn is None:
-                    held[i] = dataclasses.replace(
-                        found, closed_at_burn=grant.closed_at_burn, forfeited=grant.forfeited
-                    )
-                    changed = True
-        if changed:
-            self._bump()
+    async def update_grant(self, before: CreditGrant, after: CreditGrant) -> bool:
+        held = self._grants.get(before.tenant_id, [])
+        for i, found in enumerate(held):
+            if found.id == before.id and expiry(found) == expiry(before):
+                held[i] = dataclasses.replace(
+                    found, closed_at_burn=after.closed_at_burn, forfeited=after.forfeited,
+                    pending=after.pending,
+                )  # fmt: skip
+                self._bump()
+                return True
+        return False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from farebox.core.credits import CreditGrant
@@ -22,6 +22,7 @@ CREATE TABLE {s}.credit_grants (
     closed_at_burn NUMERIC(38, 0),
     forfeited NUMERIC(38, 0),
     note TEXT,
+    pending BOOLEAN NOT NULL DEFAULT FALSE,
     UNIQUE (tenant_id, key)
 );
 """
@@ -39,9 +40,10 @@ class PostgresCredits:
         select = f"SELECT {cols} FROM {schema}.credit_grants WHERE tenant_id = $1 "
         self._by_key = select + "AND key = $2"
         self._by_tenant = select + "ORDER BY created_at, id"
-        self._close = (
-            f"UPDATE {schema}.credit_grants SET closed_at_burn = $1, forfeited = $2 "
-            "WHERE tenant_id = $3 AND id = $4 AND closed_at_burn IS NULL"
+        self._update = (
+            f"UPDATE {schema}.credit_grants SET closed_at_burn = $1, forfeited = $2, "
+            "pending = $3 WHERE tenant_id = $4 AND id = $5 AND closed_at_burn IS NOT DISTINCT "
+            "FROM $6::numeric AND forfeited IS NOT DISTINCT FROM $7::numeric AND pending = $8"
         )
 
     async def grant_credits(self, grant: CreditGrant) -> tuple[CreditGrant, bool]:
@@ -57,12 +59,11 @@ class PostgresCredits:
             rows = await conn.fetch(self._by_tenant, tenant_id)
         return [grant_of(tuple(r)) for r in rows]
 
-    async def close_grants(self, grants: Sequence[CreditGrant]) -> None:
-        params = [
-            (g.closed_at_burn, g.forfeited, g.tenant_id, g.id)
-            for g in grants
-            if g.closed_at_burn is not None and g.forfeited is not None
-        ]
-        if params:
-            async with self._pool().acquire() as conn, conn.transaction():
-                await conn.executemany(self._close, params)
+    async def update_grant(self, before: CreditGrant, after: CreditGrant) -> bool:
+        async with self._pool().acquire() as conn:
+            done = await conn.execute(
+                self._update, after.closed_at_burn, after.forfeited, after.pending,
+                before.tenant_id, before.id, before.closed_at_burn, before.forfeited,
+                before.pending,
+            )  # fmt: skip
+        return bool(done == "UPDATE 1")

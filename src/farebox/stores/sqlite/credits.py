@@ -4,11 +4,20 @@ integers (a grant is never rounded, whatever its size)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from farebox.core.credits import CreditGrant
-from farebox.stores.credit_rows import BY_KEY, BY_TENANT, CLOSE, INSERT, grant_of, same, values
+from farebox.stores.credit_rows import (
+    BY_KEY,
+    BY_TENANT,
+    INSERT,
+    UPDATE,
+    expiry,
+    grant_of,
+    same,
+    values,
+)
 from farebox.stores.sqlite.conn import Runner
 
 MIGRATION = """
@@ -25,6 +34,7 @@ CREATE TABLE credit_grants (
     closed_at_burn TEXT,
     forfeited TEXT,
     note TEXT,
+    pending INTEGER NOT NULL DEFAULT 0,
     UNIQUE (tenant_id, key)
 );
 """
@@ -63,16 +73,15 @@ class SQLiteCredits:
         rows = await self._read(lambda db: db.execute(BY_TENANT, (tenant_id,)).fetchall())
         return [grant_of(r) for r in rows]
 
-    async def close_grants(self, grants: Sequence[CreditGrant]) -> None:
-        params = [
-            (str(g.closed_at_burn), str(g.forfeited), g.tenant_id, g.id)
-            for g in grants
-            if g.closed_at_burn is not None and g.forfeited is not None
-        ]
+    async def update_grant(self, before: CreditGrant, after: CreditGrant) -> bool:
+        params = (*expiry(after), before.tenant_id, before.id, *expiry(before))
 
-        def write(db: sqlite3.Connection) -> int:
-            db.executemany(CLOSE, params)
+        def write(db: sqlite3.Connection) -> int | None:
+            if db.execute(UPDATE, params).rowcount != 1:
+                return None
             return self._bump(db)
 
-        if params:
-            self._publish(await self._write(write))
+        epoch = await self._write(write)
+        if epoch is not None:
+            self._publish(epoch)
+        return epoch is not None
