@@ -262,3 +262,20 @@ async def test_a_refusal_then_a_top_up_is_an_upsell_conversion(make_gateway: Any
         assert total["conversion_rate_percent"] == "100.00"
         [credits_line] = [g for g in r.json()["by_budget"] if g["kind"] == "insufficient_credits"]
         assert credits_line["converted_tenants"] == ["acme"]
+
+
+async def test_a_cache_hit_counts_in_a_revenue_budget(make_gateway: Any) -> None:
+    plans = {"capped": {"models": ["*"], "pricing": {"markup": "3"},
+                        "cache": {"mode": "exact", "hit_price": "0.5"},
+                        "budgets": [{"period": "month", "limit_usd": "10", "basis": "revenue"}]}}  # fmt: skip
+    async with make_gateway(config(plans)) as gw:
+        key = await gw.tenant_key("acme", "capped")
+        assert (await post(gw, key, ask("same"))).headers["x-farebox-cache"] == "miss"
+        for _ in range(3):
+            assert (await post(gw, key, ask("same"))).headers["x-farebox-cache"] == "hit-exact"
+        entries = await gw.ledger("acme")
+        assert sum(e.revenue for e in entries if e.status == "cache_hit") > 0
+        r = await gw.client.get("/admin/v1/tenants/acme/budgets", headers=gw.admin)
+        [budget] = r.json()["data"]
+        assert budget["used_usd"] == format_usd(sum(e.revenue for e in entries))
+        assert budget["reserved_usd"] == "0.00"

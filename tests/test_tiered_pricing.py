@@ -183,3 +183,54 @@ async def test_entries_of_other_plans_touch_no_counter(tmp_path: Path) -> None:
     with contextlib.closing(sqlite3.connect(tmp_path / "x.db")) as db:
         rows = db.execute("SELECT tenant_id, month, used FROM tier_usage").fetchall()
     assert rows == [("t", "2026-11", 4000)]
+
+
+def test_a_revenue_hold_on_a_tiered_plan_covers_what_it_may_earn() -> None:
+    """A revenue budget (or balance) holds the request's worst case: every unit at the
+    dearest tier (found by the review: it held the cost)."""
+    from farebox.core.plans import RevenueRule
+    from farebox.core.usage import Usage
+
+    rule = RevenueRule(tiered=SCHEDULE)
+    for tokens in (1, 500, 2999, 3000, 10**6):
+        usage = Usage(input_tokens=tokens // 2, output_tokens=tokens - tokens // 2)
+        assert rule.worst(1000, tokens // 2, tokens - tokens // 2) >= rule.revenue(usage, 1000)
+
+
+async def test_single_process_store_stores_a_revenue_counters_exact_spend(tmp_path: Path) -> None:
+    """The stored revenue counter gets the allotted revenue, as the in-memory one does (found
+    by the review: it stored the upper bound, so a restart refused the tenant early)."""
+    from farebox.core.budgets import Hold
+    from farebox.core.records import Reservation
+    from tests.contracts.backends import opened
+
+    held = Hold(key="tenant:t:month:revenue", scope="tenant", period="month", name=None,
+                limit=10**18, bucket=0.0, buckets_from=0.0, resets_at=2e9, base_limit=10**18,
+                unit="revenue", tenant="t")  # fmt: skip
+    async with opened("sqlite-single-process", tmp_path) as store:
+        e = entry(1, 2000)  # inside the 3000-token allowance: exact revenue 0
+        e.reservation_id = "rsv_1"
+        e.revenue = SCHEDULE.at_most(2000)  # what the request path sets before the store allots
+        placeholder = entry(1, 0)
+        placeholder.status = "unsettled"
+        assert (await store.reserve(Reservation("rsv_1", 0, (held,), 2e9, placeholder, 0,
+                                                e.revenue))).ok  # fmt: skip
+        await store.append_ledger([e])
+        assert e.revenue == 0
+        (state,) = await store.budget_states([held])
+        assert state.used == 0 and state.reserved == 0
+        assert stored_used(tmp_path, held.key) == 0
+
+
+def stored_used(directory: Path, key: str) -> int:
+    """A counter's spend as the SQLite files under ``directory`` keep it."""
+    import contextlib
+    import sqlite3
+
+    total = 0
+    for path in directory.rglob("*.db"):
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            with contextlib.suppress(sqlite3.OperationalError):
+                for (used,) in db.execute("SELECT used FROM budget_counters WHERE key = ?", (key,)):
+                    total += int(used)
+    return total

@@ -157,7 +157,9 @@ class CreditBook:
         grants = await self._current(tenant_id)
         return [credit_hold(tenant_id, available(grants))]
 
-    async def _current(self, tenant_id: str) -> list[CreditGrant]:
+    async def _current(self, tenant_id: str, look: bool = False) -> list[CreditGrant]:
+        """The tenant's grants, with the expiries that are due recorded (``look``: pending
+        forfeits looked at now, not at most once a second as the request path does)."""
         epoch = await self._epoch()
         cached = self._cache.get(tenant_id)
         if cached is None or cached[0] != epoch:
@@ -171,7 +173,8 @@ class CreditBook:
         if due is not None and due <= now:
             # a pending forfeit waits for holds to settle: looked at once a second, not per
             # request (an expiry that is due is recorded at once)
-            if due > -math.inf or now - self._looked.get(tenant_id, -math.inf) >= PENDING_S:
+            waited = now - self._looked.get(tenant_id, -math.inf) >= PENDING_S
+            if due > -math.inf or look or waited:
                 self._looked[tenant_id] = now
                 grants = await self._expire(tenant_id, grants)
         return grants
@@ -273,7 +276,7 @@ class CreditBook:
         return next((g for g in grants if g.id == target.id), target)
 
     async def balance(self, tenant_id: str) -> Balance:
-        grants = await self._current(tenant_id)
+        grants = await self._current(tenant_id, look=True)
         state = await self._counter(tenant_id, grants)
         lost = forfeited(grants)
         return Balance(

@@ -88,6 +88,9 @@ class RevenueRule:
             return tokens + price.fee(model, feature)
         if self.resale is not None:
             return _most(self.resale, input_tokens, output_tokens)
+        if self.tiered is not None:  # every unit at the dearest tier's rate
+            units = units_of(self.tiered.metric, "ok", input_tokens + output_tokens, cost_pico)
+            return self.tiered.at_most(units)
         return mul_ratio(cost_pico, self.markup_num, self.markup_den)
 
 

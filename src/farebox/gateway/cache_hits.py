@@ -115,17 +115,22 @@ class CacheHits:
         and for a prepaid tenant the hit's revenue against its credit balance."""
         budgets = self._budgets
         holds = self._holds(call, scope) if budgets is not None else []
+        if budgets is None:
+            return
         terms = call.plan.credits
-        prepaid = [] if terms is None or budgets is None or budgets.credits is None or \
-            not revenue else await budgets.credits.holds(scope.tenant)  # fmt: skip
-        if (not holds and not prepaid) or budgets is None:
+        # a hit costs nothing, but what it charges counts against revenue budgets and credits
+        charged = [h for h in budgets.scopes.holds(scope, self._clock()) if h.unit == "revenue"] \
+            if revenue and budgets.scopes.enabled(scope) else []  # fmt: skip
+        if revenue and terms is not None and budgets.credits is not None:
+            charged = [*charged, *await budgets.credits.holds(scope.tenant)]
+        if not holds and not charged:
             return
 
         def unsettled(rid: str, amount: int) -> LedgerEntry:
             return placeholder(call, target, rid, amount)
 
         price = Revenue(lambda _cost, _out: revenue, terms)  # a hit's revenue is known
-        result = await budgets.admit(scope, prepaid, [target.price], 0, 0, unsettled, holds, price)
+        result = await budgets.admit(scope, charged, [target.price], 0, 0, unsettled, holds, price)
         if not isinstance(result, Admission):
             raise result
         call.admission = result

@@ -154,31 +154,19 @@ class SingleProcessSQLiteStore(SQLiteStore):
         """What settling ``entries`` adds to the stored counters (summed: a batch often
         shares its counters), and the request ids of those settled after their lease
         expired."""
-        spend: dict[tuple[str, float], int] = {}
-        late: list[tuple[str]] = []
-        for entry in entries:
-            found = self._counters.settling(entry.reservation_id)
-            if found is None:
-                continue
-            reservation, reclaimed = found
-            for hold in reservation.holds:
-                amount = settled_amount(hold.unit, entry.cost, entry.tokens, entry.revenue)
-                if amount:
-                    slot = (hold.key, hold.bucket)
-                    spend[slot] = spend.get(slot, 0) + amount
-            if reclaimed:
-                late.append((entry.request_id,))
-        return [(key, bucket, n) for (key, bucket), n in spend.items()], late
+        return _summed(entries, [self._counters.settling(e.reservation_id) for e in entries])
 
     def _ledger_write(self, entries: Sequence[LedgerEntry]) -> Callable[[sqlite3.Connection], None]:
         """The entries and their counters' spend in one transaction (the reservations are
         settled in memory once it committed, in ``_ledger_written``)."""
-        spend, late = self._spend(entries)
+        found = [self._counters.settling(e.reservation_id) for e in entries]  # the loop's
+        spend, late = _summed(entries, found)
         rows = [ledger_row(e) for e in entries]
 
         def write(db: sqlite3.Connection) -> None:
             if sqlite_allot(db, entries):  # a tiered plan's revenue (stores/tier_usage.py)
                 rows[:] = [ledger_row(e) for e in entries]
+                spend[:] = _summed(entries, found)[0]  # revenue counters: the exact revenue
             db.executemany(_SPEND, spend)
             # a placeholder left by an expired lease gives way to the real entry
             db.executemany("DELETE FROM ledger WHERE request_id = ? AND status = 'unsettled'", late)
@@ -268,3 +256,24 @@ def owner_busy(path: Path) -> str | None:
     finally:
         os.close(fd)
     return None
+
+
+def _summed(
+    entries: Sequence[LedgerEntry], found: Sequence[tuple[Reservation, bool] | None]
+) -> tuple[list[tuple[str, float, int]], list[tuple[str]]]:
+    """``SingleProcessSQLiteStore._spend`` of entries whose reservations are ``found`` (each
+    with whether its lease had expired): pure, so the write's thread may sum again."""
+    spend: dict[tuple[str, float], int] = {}
+    late: list[tuple[str]] = []
+    for entry, held in zip(entries, found, strict=True):
+        if held is None:
+            continue
+        reservation, reclaimed = held
+        for hold in reservation.holds:
+            amount = settled_amount(hold.unit, entry.cost, entry.tokens, entry.revenue)
+            if amount:
+                slot = (hold.key, hold.bucket)
+                spend[slot] = spend.get(slot, 0) + amount
+        if reclaimed:
+            late.append((entry.request_id,))
+    return [(key, bucket, n) for (key, bucket), n in spend.items()], late
