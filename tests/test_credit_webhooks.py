@@ -463,3 +463,15 @@ def test_deliveries_in_any_order_with_replays_end_in_the_same_state(
 
     in_order = asyncio.run(run([a for a in ("create", "update", "void") if a in actions]))
     assert asyncio.run(run(sequence)) == in_order
+
+
+async def test_a_grant_for_a_tenant_not_on_a_prepaid_plan_is_parked(make_gateway: Any) -> None:
+    """Found by the review: the real credit book granted it, and nothing burned it."""
+    async with make_gateway(CONFIG, env=ENV) as gw:
+        await acme(gw)  # on the default plan: not prepaid
+        body, headers = delivery("stripe", "create", "ev_1", "up_1", CUSTOMERS["stripe"][1], 1234)
+        r = await gw.client.post("/billing/v1/webhooks/stripe", content=body, headers=headers)
+        assert r.status_code == 200 and r.json()["status"] == "parked", r.text
+        parked = await gw.client.get("/admin/v1/credits/parked", headers=gw.admin)
+        [item] = parked.json()["data"]
+        assert "not on a prepaid plan" in item["reason"]

@@ -265,9 +265,9 @@ async def test_a_refusal_then_a_top_up_is_an_upsell_conversion(make_gateway: Any
 
 
 async def test_a_cache_hit_counts_in_a_revenue_budget(make_gateway: Any) -> None:
+    budget = {"period": "month", "limit_usd": "10", "basis": "revenue"}
     plans = {"capped": {"models": ["*"], "pricing": {"markup": "3"},
-                        "cache": {"mode": "exact", "hit_price": "0.5"},
-                        "budgets": [{"period": "month", "limit_usd": "10", "basis": "revenue"}]}}  # fmt: skip
+                        "cache": {"mode": "exact", "hit_price": "0.5"}, "budgets": [budget]}}  # fmt: skip
     async with make_gateway(config(plans)) as gw:
         key = await gw.tenant_key("acme", "capped")
         assert (await post(gw, key, ask("same"))).headers["x-farebox-cache"] == "miss"
@@ -279,3 +279,31 @@ async def test_a_cache_hit_counts_in_a_revenue_budget(make_gateway: Any) -> None
         [budget] = r.json()["data"]
         assert budget["used_usd"] == format_usd(sum(e.revenue for e in entries))
         assert budget["reserved_usd"] == "0.00"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/v1/tenants/acme/invoice?month=9999-12",
+        "/admin/v1/upsell?month=9999-12",
+        "/admin/v1/top-spenders?month=9999-12",
+        "/admin/v1/margins?month=9999-12",
+    ],
+)
+async def test_the_last_representable_month_is_a_400(make_gateway: Any, path: str) -> None:
+    """Found by the review: 9999-12 ends in year 10000, which a date cannot say (a 500)."""
+    async with make_gateway(config(PLANS)) as gw:
+        await gw.tenant("acme", "prepaid")
+        r = await gw.client.get(path, headers=gw.admin)
+        assert r.status_code == 400, r.text
+        reprice = {"month": "9999-12", "plan": "prepaid", "markup": "3"}
+        r = await gw.client.post("/admin/v1/reprice", headers=gw.admin, json=reprice)
+        assert r.status_code == 400, r.text
+
+
+async def test_a_grant_beyond_what_every_store_keeps_exactly_is_a_400(make_gateway: Any) -> None:
+    async with make_gateway(config(PLANS)) as gw:
+        await gw.tenant("acme", "prepaid")
+        r = await grant(gw, "acme", "9" * 30, "big")
+        assert r.status_code == 400 and r.json()["error"]["param"] == "amount", r.text
+        assert (await balance(gw, "acme"))["granted"] == "0.00"

@@ -36,10 +36,12 @@ from farebox.core.credits import (
     next_expiry,
 )
 from farebox.core.records import LEDGER_FREE, LedgerEntry, Reservation
+from farebox.errors import InvalidRequest
 from farebox.stores.base import CreditStore, ReservationStore
 
 log = logging.getLogger("farebox.credits")
 FOREVER = 253402300799.0  # 9999-12-31T23:59:59Z: a balance never resets
+MAX_GRANT = 10**30  # pico-USD (USD 10^18): every store keeps it exactly (NUMERIC(38, 0))
 PENDING_S = 1.0  # how often a tenant's pending forfeits are looked at again
 
 
@@ -244,7 +246,12 @@ class CreditBook:
         note: str | None = None,
     ) -> tuple[CreditGrant, bool]:
         """Grant ``amount`` pico-USD of credit, once per ``key`` (a repeat returns the first
-        grant and False; ``Conflict`` when the key was used for another amount or kind)."""
+        grant and False; ``Conflict`` when the key was used for another amount or kind;
+        ``InvalidRequest`` beyond ``MAX_GRANT``)."""
+        if not 0 < amount <= MAX_GRANT:
+            raise InvalidRequest(
+                "'amount' must be positive and at most USD 10^18 of credit.", param="amount"
+            )
         grants = await self._current(tenant_id)
         state = await self._counter(tenant_id, grants)
         made = CreditGrant(

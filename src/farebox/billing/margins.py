@@ -37,6 +37,8 @@ def month_window(month: str) -> tuple[float, float]:
         raise InvalidRequest(
             f"'month' must look like 2026-11 (got {month!r}).", param="month"
         ) from None
+    if start.year >= 9999:  # its end is beyond what a date can say (and surely a mistake)
+        raise InvalidRequest(f"'month' must be before 9999 (got {month!r}).", param="month")
     end = (
         start.replace(year=start.year + 1, month=1)
         if start.month == 12
