@@ -266,8 +266,9 @@ async def test_a_refusal_then_a_top_up_is_an_upsell_conversion(make_gateway: Any
 
 async def test_a_cache_hit_counts_in_a_revenue_budget(make_gateway: Any) -> None:
     budget = {"period": "month", "limit_usd": "10", "basis": "revenue"}
-    plans = {"capped": {"models": ["*"], "pricing": {"markup": "3"},
-                        "cache": {"mode": "exact", "hit_price": "0.5"}, "budgets": [budget]}}  # fmt: skip
+    cache = {"mode": "exact", "hit_price": "0.5"}
+    plans = {"capped": {"models": ["*"], "pricing": {"markup": "3"}, "cache": cache,
+                        "budgets": [budget]}}  # fmt: skip
     async with make_gateway(config(plans)) as gw:
         key = await gw.tenant_key("acme", "capped")
         assert (await post(gw, key, ask("same"))).headers["x-farebox-cache"] == "miss"
