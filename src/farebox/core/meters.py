@@ -84,7 +84,9 @@ def request_charge(entry: LedgerEntry, price: RequestPrice | None) -> int:
     if price is None or entry.status == "cache_hit":
         return 0
     tokens = cost(usage_of(entry), price.tokens) if price.tokens is not None else 0
-    return entry.revenue - tokens
+    # never below 0: an entry priced before its tenant moved to this plan is worth no fee
+    # here (for one this plan priced, the revenue always holds its per-token part)
+    return max(entry.revenue - tokens, 0)
 
 
 def raw_value(entry: LedgerEntry, meter: str, terms: PlanTerms = NO_TERMS) -> int:
