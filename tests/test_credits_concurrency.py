@@ -83,7 +83,7 @@ def check(answers: list[tuple[int, Any, dict[str, str]]], revenue: list[int],
     assert credits(view["burned"]) == burned
     assert credits(view["balance"]) + credits(view["burned"]) == credits(view["granted"])
     assert credits(view["granted"]) == granted
-    assert 250 <= statuses.count(200) <= 400  # the grant covers about 300 of the 500
+    assert 200 <= statuses.count(200) <= 450  # the grant covers about 300 of the 500
 
 
 def test_the_load_asks_for_far_more_than_the_balance() -> None:

@@ -80,6 +80,15 @@ def _admin_operation(method: str, path: str, operation: dict[str, Any]) -> None:
     operation["security"] = [{"adminKey": []}]
 
 
+def _webhook_operation(operation: dict[str, Any]) -> None:
+    """A billing webhook: its signature is its credential (no admin key); a bad signature or
+    body is a 400, an unknown sink a 404, never FastAPI's 422."""
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    responses.pop("422", None)
+    for status in (400, 404, 413):
+        responses.setdefault(str(status), _error(status))
+
+
 def _drop_unused(schemas: dict[str, Any], doc: dict[str, Any], names: tuple[str, ...]) -> None:
     """Remove FastAPI's 422 schemas when no operation refers to them any more."""
     removed = {name: schemas.pop(name) for name in names if name in schemas}
@@ -104,10 +113,11 @@ def farebox_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
             "adminKey": {"type": "http", "scheme": "bearer", "description": "FAREBOX_ADMIN_KEY"}
         }
         for path, item in doc.get("paths", {}).items():
-            if not path.startswith("/admin/"):
-                continue
             for method, operation in item.items():
-                _admin_operation(method, path, operation)
+                if path.startswith("/admin/"):
+                    _admin_operation(method, path, operation)
+                elif path.startswith("/billing/"):
+                    _webhook_operation(operation)
         _drop_unused(schemas, doc, ("HTTPValidationError", "ValidationError"))
         app.openapi_schema = doc
         return doc
