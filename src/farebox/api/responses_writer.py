@@ -127,9 +127,13 @@ class ResponseWriter:
             if response is None:
                 return None
             output, usage, details = split_response(response)
+            # the time the client was shown (the reply's ``created_at``: it may lie a second
+            # before the queueing), so a retrieve answers what the create did
+            sent_at = response.get("created_at")
+            created = float(sent_at) if isinstance(sent_at, int | float) else queued.at
             return StoredResponse(
                 str(response["id"]), queued.tenant_id, str(response.get("model") or ""),
-                queued.items, output, usage, queued.at, queued.at + self._ttl_s, details,
+                queued.items, output, usage, created, queued.at + self._ttl_s, details,
             )  # fmt: skip
         except Exception:  # the others of its batch are still kept
             log.exception("response %s could not be read to be stored", queued.response_id)
