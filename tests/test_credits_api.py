@@ -308,3 +308,21 @@ async def test_a_grant_beyond_what_every_store_keeps_exactly_is_a_400(make_gatew
         r = await grant(gw, "acme", "9" * 30, "big")
         assert r.status_code == 400 and r.json()["error"]["param"] == "amount", r.text
         assert (await balance(gw, "acme"))["granted"] == "0.00"
+
+
+async def test_a_cache_hit_refused_for_credits_is_an_upsell_moment(make_gateway: Any) -> None:
+    now = [1_793_836_800.0]  # 2026-11-05
+    plans = {"hits": {"models": ["*"], "cache": {"mode": "exact", "hit_price": "full"},
+                      "pricing": {"markup": "2", "credits": {"per_usd": PER_USD}}}}  # fmt: skip
+    async with make_gateway(config(plans), clock=lambda: now[0]) as gw:
+        key = await gw.tenant_key("acme", "hits")
+        assert (await grant(gw, "acme", "100", "g")).status_code == 201
+        assert (await post(gw, key, ask("same"))).headers["x-farebox-cache"] == "miss"
+        book = gw.app.state.services.budgets.credits
+        await book.void("acme", "g", "test")  # what the grant had left is gone
+        hit = await post(gw, key, ask("same"))
+        assert hit.status_code == 429 and hit.json()["error"]["code"] == "insufficient_credits"
+        await gw.app.state.upsell.drain()
+        r = await gw.client.get("/admin/v1/upsell?month=2026-11", headers=gw.admin)
+        [line] = [g for g in r.json()["by_budget"] if g["kind"] == "insufficient_credits"]
+        assert (line["moments"], line["tenants_refused"]) == (1, 1)

@@ -23,6 +23,7 @@ from farebox.core.cache import HIT_STATUS, MISS
 from farebox.core.money import format_usd
 from farebox.core.records import LedgerEntry
 from farebox.core.routing import Target
+from farebox.errors import BudgetExceeded, InsufficientCredits
 from farebox.gateway.admission import Admission, Budgets, scope_of
 from farebox.gateway.budget_scope import Scope
 from farebox.gateway.cache_embed import EmbedBatch, hit_embeddings
@@ -32,6 +33,7 @@ from farebox.gateway.counting import COUNTED_UNITS
 from farebox.gateway.metering import UNLIMITED, Metering
 from farebox.gateway.rate_limits import RateLimits
 from farebox.gateway.rate_limits import headers as limit_headers
+from farebox.gateway.refusals import Refused
 from farebox.gateway.render import Reply, StreamReply
 from farebox.gateway.revenue_holds import Revenue
 
@@ -44,7 +46,7 @@ log = logging.getLogger("farebox.cache")
 class CacheHits:
     """Serves hits; made once, by the ``Gateway``."""
 
-    __slots__ = ("_budgets", "_clock", "_limits", "_metering")
+    __slots__ = ("_budgets", "_clock", "_limits", "_metering", "_refused")
 
     def __init__(
         self,
@@ -52,11 +54,13 @@ class CacheHits:
         budgets: Budgets | None,
         limits: RateLimits | None,
         clock: Callable[[], float] = time.time,
+        refused: Refused | None = None,
     ) -> None:
         self._metering = metering
         self._budgets = budgets
         self._limits = limits
         self._clock = clock
+        self._refused = refused  # told of refusals for want of money (upsell moments)
 
     async def chat(
         self, call: Call, targets: tuple[Target, ...], ticket: CacheTicket
@@ -132,6 +136,10 @@ class CacheHits:
         price = Revenue(lambda _cost, _out: revenue, terms)  # a hit's revenue is known
         result = await budgets.admit(scope, charged, [target.price], 0, 0, unsettled, holds, price)
         if not isinstance(result, Admission):
+            if self._refused is not None and isinstance(
+                result, BudgetExceeded | InsufficientCredits
+            ):
+                self._refused(call.principal.tenant.id, call.plan.name, result)
             raise result
         call.admission = result
 

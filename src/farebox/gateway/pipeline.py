@@ -121,7 +121,7 @@ class Gateway:
         self._relay = StreamRelay(providers, self._failover, self._metering, cache)
         # the response cache (None: no plan may cache); the admin face reads its store
         self.cache = cache
-        self._hits = CacheHits(self._metering, budgets, limits, clock)
+        self._hits = CacheHits(self._metering, budgets, limits, clock, refused)
         self._counting = TokenCounting(self._targets, providers, limits, budgets, clock)
 
     # plans and models ----------------------------------------------------------
