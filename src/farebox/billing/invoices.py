@@ -25,10 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from farebox.billing.margins import month_window
+from farebox.billing.margins import past_month
 from farebox.config.pricing import PerRequestPricing
 from farebox.config.settings import PlanConfig
 from farebox.config.tiers import schedule
@@ -38,7 +37,7 @@ from farebox.core.pricing import Price, cost
 from farebox.core.records import SeriesPoint, SeriesQuery
 from farebox.core.tiers import CACHE_HIT, TierSchedule
 from farebox.core.usage import Usage
-from farebox.errors import InvalidRequest, NotFound
+from farebox.errors import NotFound
 from farebox.stores.base import AccountStore, ReportStore
 
 
@@ -97,24 +96,12 @@ class Sums:
         return self.served if metric == "requests" else self.cost
 
 
-def check_month(month: str, now: float) -> tuple[float, float]:
-    """``month``'s [start, end): a 400 naming the parameter if malformed or in the future."""
-    start, end = month_window(month)
-    if start > now:
-        current = datetime.fromtimestamp(now, UTC).strftime("%Y-%m")
-        raise InvalidRequest(
-            f"'month' {month} is in the future (the current UTC month is {current}).",
-            param="month",
-        )
-    return start, end
-
-
 async def invoice(
     store: InvoiceStore, plans: Mapping[str, PlanConfig], default_plan: str, tenant_id: str,
     month: str, clock: Callable[[], float],
 ) -> dict[str, Any]:  # fmt: skip
     """The invoice preview of ``tenant_id`` for ``month`` (404 for an unknown tenant)."""
-    start, end = check_month(month, clock())
+    start, end = past_month(month, clock())
     tenant = await store.get_tenant(tenant_id)
     if tenant is None:
         raise NotFound(f"Tenant {tenant_id!r} not found.", code="tenant_not_found")

@@ -47,6 +47,23 @@ def month_window(month: str) -> tuple[float, float]:
     return start.timestamp(), end.timestamp()
 
 
+def month_of(now: float) -> str:
+    """The UTC month (``2026-11``) that ``now`` falls in."""
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m")
+
+
+def past_month(month: str, now: float) -> tuple[float, float]:
+    """``month``'s [start, end), as ``month_window``; a month that has not started yet is a
+    400 naming the parameter (the reports answer past and current months only)."""
+    start, end = month_window(month)
+    if start > now:
+        raise InvalidRequest(
+            f"'month' {month} is in the future (the current UTC month is {month_of(now)}).",
+            param="month",
+        )
+    return start, end
+
+
 def percent(margin: int, revenue: int) -> str | None:
     """Margin as a percentage of revenue, to two decimals (half-even), exactly computed."""
     if revenue == 0:

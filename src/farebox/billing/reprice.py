@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Protocol
 
-from farebox.billing.margins import MarginStore, months_of, percent
+from farebox.billing.margins import MarginStore, months_of, past_month, percent
 from farebox.billing.profitability import signed_usd
-from farebox.billing.upsell import check_past
 from farebox.config.settings import PlanConfig
 from farebox.core.money import (
     PICO_PER_USD,
@@ -135,7 +134,7 @@ async def reprice(
         known = ", ".join(sorted(plans)) or "none"
         raise InvalidRequest(f"Unknown plan {plan!r}; configured plans: {known}.", param="plan")
     price = proposal(body)
-    start, end = check_past(month, time.time() if now is None else now)
+    start, end = past_month(month, time.time() if now is None else now)
     query = SeriesQuery(start, end, bucket="all", group_by="tenant")
     sums = {p.group: p for p in await store.series(query)}  # one read gives before and after
     tenants = [t for t in await store.list_tenants() if t.plan == plan]

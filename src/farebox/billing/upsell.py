@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from farebox.billing.margins import MarginStore, month_window, percent, tenant_months
+from farebox.billing.margins import MarginStore, past_month, percent, tenant_months
 from farebox.config.settings import PlanConfig
 from farebox.core.money import format_usd, parse_usd
 from farebox.core.upsell import (
@@ -89,14 +89,6 @@ class UpsellRecorder:
             await self._task
 
 
-def check_past(month: str, now: float) -> tuple[float, float]:
-    """``month``'s window; a month that has not started yet is a 400."""
-    start, end = month_window(month)
-    if start > now:
-        raise InvalidRequest(f"The month {month} is in the future.", param="month")
-    return start, end
-
-
 def _line(group: Group, revenue: Mapping[str, int]) -> dict[str, Any]:
     return {
         "moments": group.moments,
@@ -115,7 +107,7 @@ async def upsell_report(
     """The month's upsell moments and their conversions, per plan, per budget and in all."""
     if not 1 <= window_days <= MAX_WINDOW_DAYS:
         raise InvalidRequest(f"'window_days' must be 1 to {MAX_WINDOW_DAYS}.", param="window_days")
-    start, end = check_past(month, time.time() if now is None else now)
+    start, end = past_month(month, time.time() if now is None else now)
     window = window_days * DAY
     moments = await upsell.moments(start, end)
     changes = await upsell.plan_changes(start, end + window + 1)

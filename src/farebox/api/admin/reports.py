@@ -14,8 +14,8 @@ from fastapi import Query
 from farebox.api.admin.billing import Month
 from farebox.api.admin.params import TenantFilter, parse_time
 from farebox.api.context import Services
+from farebox.billing.margins import past_month
 from farebox.billing.top_spenders import top_spenders as month_top_spenders
-from farebox.billing.upsell import check_past
 from farebox.core.money import format_usd
 from farebox.core.records import LATENCY_BOUNDS_MS, SeriesPoint, SeriesQuery
 from farebox.errors import InvalidRequest
@@ -153,7 +153,7 @@ class ReportRoutes:
     ) -> dict[str, Any]:  # fmt: skip
         if start is not None or end is not None:
             raise InvalidRequest("Give 'month', or 'start' and 'end', not both.", param="month")
-        lo, hi = check_past(month, self.tenancy.now())
+        lo, hi = past_month(month, self.tenancy.now())
         plans = self.services.settings.file.plans
         default_plan = self.services.settings.file.default_plan or "default"
         found = await month_top_spenders(self.services.store, plans, default_plan, month, n,

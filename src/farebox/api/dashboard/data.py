@@ -25,6 +25,7 @@ from farebox.api.context import Services
 from farebox.api.dashboard.reports import Reports
 from farebox.api.dashboard.revenue import RevenueData
 from farebox.billing.exporter import Exporter
+from farebox.billing.margins import month_of
 from farebox.core.money import parse_usd
 from farebox.identity.tenancy import Tenancy
 
@@ -35,10 +36,6 @@ USAGE_DAYS = 30  # today and the 29 UTC days before it
 USER_DAYS = 7
 DAY = 86_400
 DIMENSIONS: tuple[GroupBy, ...] = ("day", "model", "feature", "user")
-
-
-def month_of(now: float) -> str:
-    return time.strftime("%Y-%m", time.gmtime(now))
 
 
 def _cost(line: dict[str, Any] | None) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from farebox.api.admin.billing import MONTH_PATTERN, BillingRoutes
@@ -22,8 +21,7 @@ from farebox.api.admin.invoices import InvoiceRoutes
 from farebox.api.admin.reports import ReportRoutes
 from farebox.api.admin.revenue import RevenueRoutes, reprice_body, upsell_window
 from farebox.api.context import Services
-from farebox.billing.invoices import check_month
-from farebox.billing.margins import month_window
+from farebox.billing.margins import month_of, month_window, past_month
 from farebox.billing.upsell import MAX_WINDOW_DAYS
 from farebox.errors import InvalidRequest
 from farebox.identity.tenancy import Tenancy
@@ -34,10 +32,6 @@ DAY = 86_400
 # the what-if form's fields: the API's body fields; ``resale_*`` make its ``resale`` object
 PRICE_FIELDS = ("markup", "per_request", "monthly_fee_usd")
 RESALE_FIELDS = ("input", "output", "cached_input")
-
-
-def month_of(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m")
 
 
 def _int(value: str | None, default: int) -> int:
@@ -127,7 +121,7 @@ class RevenueData:
             raise InvalidRequest(
                 f"'month' must look like 2026-11 (got {asked!r:.40}).", param="month"
             )
-        check_month(asked, self.clock())
+        past_month(asked, self.clock())
         return asked
 
     async def page(self, params: Mapping[str, str]) -> dict[str, Any]:
