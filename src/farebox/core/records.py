@@ -8,6 +8,10 @@ from typing import Any, Literal
 from farebox.core.budgets import Hold, HoldState, held_amount
 
 KeyKind = Literal["tenant", "service", "admin"]
+# an admin key's role (issue 14): what it may do through the admin API, GraphQL and dashboard
+AdminRole = Literal["owner", "operator", "billing", "viewer", "tenant_admin"]
+ADMIN_ROLES: tuple[str, ...] = ("owner", "operator", "billing", "viewer", "tenant_admin")
+DEFAULT_WORKSPACE = "default"  # every tenant has it; keys made before workspaces belong to it
 # the status of a ledger-free reservation's placeholder entry (a token count): it only ever
 # settles counters, and never reaches the ledger, not even when its lease expires
 LEDGER_FREE = "ledger_free"
@@ -43,6 +47,10 @@ class ApiKey:
     pause_reason: str | None = None
     budgets: list[dict[str, Any]] = field(default_factory=list)
     rate_limits: list[dict[str, Any]] = field(default_factory=list)
+    workspace_id: str = DEFAULT_WORKSPACE  # the tenant's workspace the key belongs to
+    metadata: dict[str, Any] = field(default_factory=dict)  # e.g. user_email, team
+    alert_threshold: int | None = None  # percent of the key's budget that fires its alert
+    role: str | None = None  # an admin key's role (``AdminRole``); its tenant: tenant_id
 
     def usable_at(self, now: float) -> bool:
         if self.revoked_at is not None and self.revoked_at <= now:
@@ -88,11 +96,27 @@ class LedgerEntry:
     # nothing); ``saved``: what a hit's original request cost, pico-USD (0 otherwise)
     cache: str | None = None
     saved: int = 0
+    workspace: str | None = None  # the key's workspace (issue 14)
+    byok: bool = False  # served on the tenant's own provider key: cost 0 to the platform
 
     @property
     def tokens(self) -> int:
         """What a tokens-per-minute limit counts: the whole prompt plus the output."""
         return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """A tenant's team or project: its keys, budgets and rate limits (overriding the
+    tenant's, as the tenant's override the plan's)."""
+
+    tenant_id: str
+    id: str
+    name: str
+    created_at: float
+    budgets: list[dict[str, Any]] = field(default_factory=list)
+    rate_limits: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ class Principal:
     user: str | None = None
     feature: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    workspace: str | None = None  # the key's workspace, or a JWT's workspace claim
     client_ip: str | None = None  # from the socket, or X-Forwarded-For via a trusted proxy
     # what the request's headers ask of the response cache (``farebox.gateway.cache``)
     cache: CacheAsk = ASK_DEFAULT

@@ -17,7 +17,8 @@ TENANT_COLS = (
 )  # fmt: skip
 KEY_COLS = (
     "id", "key_hash", "kind", "name", "created_at", "tenant_id", "prefix", "expires_at",
-    "revoked_at", "paused", "pause_reason", "budgets", "rate_limits",
+    "revoked_at", "paused", "pause_reason", "budgets", "rate_limits", "workspace_id", "metadata",
+    "alert_threshold", "role",
 )  # fmt: skip
 LEDGER_COLS = tuple(f.name for f in dataclasses.fields(LedgerEntry))
 

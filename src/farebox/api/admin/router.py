@@ -43,12 +43,17 @@ PLAIN: Mapping[str, Any] = MappingProxyType({})
 
 
 class AdminRoute(NamedTuple):
-    """One admin operation: method, path under ``/admin/v1``, handler, route options."""
+    """One admin operation: method, path under ``/admin/v1``, handler, route options, and
+    what it needs of the caller's admin role (``farebox.identity.roles``): ``need`` is one of
+    ``read``, ``operate``, ``billing``, ``owner``; ``tenant_ok``: a ``tenant_admin`` may call
+    it, on its own tenant only (anything else answers 404)."""
 
     method: str
     path: str
     endpoint: Callable[..., Awaitable[Any]]
     options: Mapping[str, Any] = PLAIN
+    need: str = "owner"
+    tenant_ok: bool = False
 
 
 def admin_only(services: Services) -> Callable[[Request], Awaitable[None]]:

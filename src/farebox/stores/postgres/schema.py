@@ -221,6 +221,25 @@ MIGRATIONS: tuple[str, ...] = (
     INBOX_MIGRATION,
     # upsell moments and plan changes (stores/postgres/upsell.py)
     UPSELL_MIGRATION,
+    # issue 14: workspaces, key metadata and admin roles, and the ledger's workspace and byok
+    """
+    CREATE TABLE {s}.workspaces (
+        tenant_id TEXT COLLATE "C" NOT NULL,
+        id TEXT COLLATE "C" NOT NULL,
+        name TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        budgets JSONB NOT NULL DEFAULT '[]',
+        rate_limits JSONB NOT NULL DEFAULT '[]',
+        metadata JSONB NOT NULL DEFAULT '{}',
+        PRIMARY KEY (tenant_id, id)
+    );
+    ALTER TABLE {s}.api_keys ADD COLUMN workspace_id TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE {s}.api_keys ADD COLUMN metadata JSONB NOT NULL DEFAULT '{}';
+    ALTER TABLE {s}.api_keys ADD COLUMN alert_threshold INTEGER;
+    ALTER TABLE {s}.api_keys ADD COLUMN role TEXT;
+    ALTER TABLE {s}.ledger ADD COLUMN workspace TEXT;
+    ALTER TABLE {s}.ledger ADD COLUMN byok BOOLEAN NOT NULL DEFAULT FALSE;
+    """,
 )
 
 

@@ -61,7 +61,7 @@ GAP_WAIT_S = 10.0  # an outbox position missing this long was a rolled-back writ
 
 _JSON_DEFAULTS: dict[str, Any] = {"billing": {}, "metadata": {}, "budgets": [], "rate_limits": [],
                                    "detail": {}}  # fmt: skip
-_BOOL_COLS = {"paused", "stream"}
+_BOOL_COLS = {"paused", "stream", "byok"}
 _MONEY_COLS = ("cost", "revenue", "saved")
 
 

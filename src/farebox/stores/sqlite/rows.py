@@ -19,7 +19,7 @@ from farebox.core.records import LedgerEntry
 from farebox.stores.sql import LEDGER_COLS
 
 _JSON_COLS = {"billing", "metadata", "budgets", "rate_limits"}
-_BOOL_COLS = {"paused", "stream"}
+_BOOL_COLS = {"paused", "stream", "byok"}
 _LEDGER_ROW = attrgetter(*LEDGER_COLS)
 _LEDGER_META = LEDGER_COLS.index("metadata")
 LEDGER_INSERT = (

@@ -292,6 +292,25 @@ MIGRATIONS: tuple[str, ...] = (
     INBOX_MIGRATION,
     # upsell moments and plan changes (stores/sqlite/upsell.py)
     UPSELL_MIGRATION,
+    # issue 14: workspaces, key metadata and admin roles, and the ledger's workspace and byok
+    """
+    CREATE TABLE workspaces (
+        tenant_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        budgets TEXT NOT NULL DEFAULT '[]',
+        rate_limits TEXT NOT NULL DEFAULT '[]',
+        metadata TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (tenant_id, id)
+    ) WITHOUT ROWID;
+    ALTER TABLE api_keys ADD COLUMN workspace_id TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE api_keys ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE api_keys ADD COLUMN alert_threshold INTEGER;
+    ALTER TABLE api_keys ADD COLUMN role TEXT;
+    ALTER TABLE ledger ADD COLUMN workspace TEXT;
+    ALTER TABLE ledger ADD COLUMN byok INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 
