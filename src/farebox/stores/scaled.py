@@ -103,6 +103,7 @@ class ScaledStore:
         self.credits = CreditsThatBump(pg.credits, self._bump_epoch)  # grants: PostgreSQL
         self.inbox = pg.inbox  # billing webhooks' inbox: PostgreSQL
         self.upsell = pg.upsell  # upsell moments and plan changes: PostgreSQL
+        self.audit = pg.audit  # the audit log: PostgreSQL
         self._budgets = budgets
         self._client = client
         self._prefix = prefix

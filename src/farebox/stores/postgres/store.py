@@ -44,6 +44,7 @@ from farebox.stores.postgres.responses import PostgresResponses
 from farebox.stores.postgres.rollups import PostgresReports
 from farebox.stores.postgres.schema import lock_key, migrate, quote_ident
 from farebox.stores.postgres.traffic import PostgresTraffic
+from farebox.stores.postgres.audit import PostgresAudit
 from farebox.stores.postgres.upsell import PostgresUpsell
 from farebox.stores.sql import (
     KEY_COLS,
@@ -149,6 +150,7 @@ class PostgresStore(SQLAccounts, PostgresReports):
         self.credits = PostgresCredits(lambda: self._pool, self._s)
         self.inbox = PostgresInbox(lambda: self._pool, self._s)
         self.upsell = PostgresUpsell(lambda: self._pool, self._s)
+        self.audit = PostgresAudit(lambda: self._pool, self._s)  # the audit log (issue 14)
         self._ledger_sql: LedgerStatements | None = None  # built on open, from the table
         self._ledger_json: LedgerStatements | None = None  # the same, taking one JSON text
 
