@@ -43,6 +43,8 @@ def secret_name(name: str) -> bool:
 def masked(value: Any) -> str:
     """``***`` and at most the last 4 characters of a secret (none of a short one)."""
     text = value if isinstance(value, str) else ""
+    if text.startswith("***") and len(text) <= 7:  # masked already
+        return text
     return "***" + (text[-4:] if len(text) >= 12 else "")
 
 

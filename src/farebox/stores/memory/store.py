@@ -23,13 +23,13 @@ from farebox.core.records import (
 from farebox.core.tiers import tiered
 from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health
+from farebox.stores.memory.audit import MemoryAudit
 from farebox.stores.memory.budgets import MemoryBudgets
 from farebox.stores.memory.credits import MemoryCredits
 from farebox.stores.memory.inbox import MemoryInbox
 from farebox.stores.memory.responses import MemoryResponses
 from farebox.stores.memory.rollups import MemoryReports
 from farebox.stores.memory.traffic import MemoryTraffic
-from farebox.stores.memory.audit import MemoryAudit
 from farebox.stores.memory.upsell import MemoryUpsell
 from farebox.stores.request_log import memory_page
 from farebox.stores.tier_usage import fresh, memory_allot

@@ -29,6 +29,7 @@ from farebox.core.records import (
 from farebox.core.tiers import tiered
 from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health, Prober, ProbeTimes
+from farebox.stores.postgres.audit import PostgresAudit
 from farebox.stores.postgres.credits import PostgresCredits
 from farebox.stores.postgres.inbox import PostgresInbox
 from farebox.stores.postgres.ledger_write import (
@@ -44,7 +45,6 @@ from farebox.stores.postgres.responses import PostgresResponses
 from farebox.stores.postgres.rollups import PostgresReports
 from farebox.stores.postgres.schema import lock_key, migrate, quote_ident
 from farebox.stores.postgres.traffic import PostgresTraffic
-from farebox.stores.postgres.audit import PostgresAudit
 from farebox.stores.postgres.upsell import PostgresUpsell
 from farebox.stores.sql import (
     KEY_COLS,
