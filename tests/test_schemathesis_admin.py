@@ -198,6 +198,7 @@ OPERATIONS = [
     ("GET", "/admin/v1/tenants/{tenant_id}/credits"),
     ("GET", "/admin/v1/credits/parked"),
     ("POST", "/admin/v1/credits/parked/{parked_id}/apply"),
+    ("GET", "/admin/v1/audit"),
 ]  # fmt: skip
 
 
