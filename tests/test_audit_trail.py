@@ -137,7 +137,9 @@ def _drive(world: World, client: Any, op: Any, mode: Any, real: bool,
     @given(case=op.as_strategy(mode))
     def run(case: Any) -> None:
         if real and case.path_parameters:
-            case.path_parameters = {k: world.real.get(k, v) for k, v in case.path_parameters.items()}
+            case.path_parameters = {
+                k: world.real.get(k, v) for k, v in case.path_parameters.items()
+            }
         before = head(client)
         response = case.call(headers=ADMIN)
         records = audit_page(client, limit=3)

@@ -126,7 +126,7 @@ class Walk:
         if record.seq > expected:
             return Break(expected, f"missing: the next record is seq {record.seq} (deleted?)")
         if record.seq < expected:
-            return Break(record.seq, "out of order or duplicated")
+            return Break(expected, f"seq {record.seq} found where {expected} was expected")
         if record.prev_hash != self.hash:
             why = "the record before it was deleted, inserted or rewritten"
             return Break(record.seq, f"prev_hash does not match seq {self.seq}'s hash ({why})")
