@@ -30,7 +30,13 @@ def audit() -> None:
 @click.option("--target", "target_", default=None, help="Only this target, e.g. tenant:acme.")
 @click.option("--from", "start", default=None, help="From this time (unix seconds or ISO 8601).")
 @click.option("--to", "end", default=None, help="Before this time (unix seconds or ISO 8601).")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="At most this many records (newest first).",
+)
 @json_option
 @target
 def audit_list(actor: str | None, action: str | None, target_: str | None, start: str | None,
