@@ -252,3 +252,39 @@ async def test_fifty_concurrent_mutations_make_one_chain(make_gateway: Any) -> N
         assert set(statuses) == {200}
         count, broken = await gw.app.gate.trail.audit.verify()
     assert (count, broken) == (51, None)
+
+
+async def test_records_stream_to_the_signed_webhook(make_gateway: Any) -> None:
+    from aiohttp import web
+
+    from fakes import serve
+    from farebox.sinks.webhook import verify as signed
+
+    got: list[tuple[str, bytes]] = []
+    arrived = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        got.append((request.headers["x-farebox-signature"], await request.read()))
+        arrived.set()
+        return web.Response(status=204)
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", handle)
+    runner, port = await serve(receiver)
+    secret = "whsec_audit_stream_test_0123456789"
+    config = {**CONFIG, "audit": {"webhook": True},
+              "budgets": {"alert_webhook_url": f"http://127.0.0.1:{port}/hook",
+                          "alert_webhook_secret": "env:AUDIT_HOOK_SECRET"}}  # fmt: skip
+    try:
+        async with make_gateway(config, env={"AUDIT_HOOK_SECRET": secret}) as gw:
+            await gw.tenant("acme")
+            await asyncio.wait_for(arrived.wait(), 10)
+            stored = await gw.store.audit.scan(0, 10)
+    finally:
+        await runner.cleanup()
+    sent, body = got[0]
+    event = orjson.loads(body)
+    assert event["type"] == "audit.record" and event["record"]["hash"] == stored[0].hash
+    assert event["record"]["target"] == "tenant:acme"
+    stamp = int(dict(p.split("=", 1) for p in sent.split(","))["t"])
+    assert signed(secret.encode(), sent, body, stamp)

@@ -274,6 +274,16 @@ def audited(
     async def key(params: Mapping[str, str]) -> Any:
         return key_json(await tenancy.key(params["key_id"]))
 
-    audit = AuditLog(services.store.audit, services.clock)
+    stream = services.on_alert if services.settings.file.audit.webhook else None
+    audit = AuditLog(services.store.audit, services.clock, stream and streamed(stream))
     trail = AuditTrail(audit, operations, {"tenant_id": tenant, "key_id": key}, services.proxies)
     return AuditedGate(gate, trail)
+
+
+def streamed(send: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    """Each stored record as a signed ``audit.record`` event (``send`` only queues it)."""
+
+    def on_record(record: dict[str, Any]) -> None:
+        send({"type": "audit.record", "record": record})
+
+    return on_record
