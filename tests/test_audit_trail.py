@@ -24,7 +24,7 @@ from schemathesis.python.asgi import get_client, shutdown_lifespans
 
 from farebox.app import create_app
 from farebox.config.settings import parse_settings
-from farebox.identity.audit import record_of, verify
+from farebox.identity.audit import AuditLog, record_of, verify
 from tests.conftest import ADMIN_KEY
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -288,3 +288,44 @@ async def test_records_stream_to_the_signed_webhook(make_gateway: Any) -> None:
     assert event["record"]["target"] == "tenant:acme"
     stamp = int(dict(p.split("=", 1) for p in sent.split(","))["t"])
     assert signed(secret.encode(), sent, body, stamp)
+
+
+async def test_a_tenant_admins_404_is_a_refusal_and_its_key_is_the_actor() -> None:
+    """The trail alone, around a stand-in for the gate that resolves an admin key's actor
+    (``farebox.admin_actor`` in the scope, as the roles' gate puts it) and answers 404, as
+    a ``tenant_admin`` is answered outside its tenant."""
+    from types import SimpleNamespace
+
+    from farebox.api.admin.audit_trail import AuditTrail
+    from farebox.api.client_ip import TrustedProxies
+    from farebox.stores.memory.store import MemoryStore
+
+    store = MemoryStore()
+    op = SimpleNamespace(method="GET", path="/tenants/{tenant_id}", options={}, read_only=False)
+    trail = AuditTrail(AuditLog(store.audit, lambda: 1.5), [op], {}, TrustedProxies([]))
+
+    async def gate(scope: Any, receive: Any, send: Any) -> None:
+        scope["farebox.admin_actor"] = SimpleNamespace(key_id=scope["key"], role=scope["role"])
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"error":{}}'})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    for key, role in (("key_ta", "tenant_admin"), ("key_op", "operator")):
+        scope = {"type": "http", "method": "GET", "path": "/admin/v1/tenants/globex",
+                 "headers": [], "client": ("10.1.2.3", 5), "key": key, "role": role}  # fmt: skip
+        await trail.serve(scope, receive, send, gate)
+    records = await store.audit.scan(0, 10)
+    assert len(records) == 1  # the operator's 404 is an answer, not a refusal: a read, unkept
+    record = records[0]
+    assert (record.actor, record.role, record.outcome, record.status) == (
+        "key_ta", "tenant_admin", "refused", 404)  # fmt: skip
+    assert (record.action, record.target, record.ip) == (
+        "GET /tenants/{tenant_id}", "tenant:globex", "10.1.2.3")  # fmt: skip
+    assert [m["type"] for m in sent].count("http.response.body") == 2  # every answer sent
