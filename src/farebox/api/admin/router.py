@@ -156,7 +156,7 @@ def admin_routes(
         AdminRoute("DELETE", "/tenants/{tenant_id}/cache", cache.purge_cache),
         AdminRoute("GET", "/cache", cache.all_caches),
         *revenue_routes(services, tenancy),
-        AdminRoute("GET", "/audit", AuditRoutes(services).audit),  # issue 14: the audit trail
+        AdminRoute("GET", "/audit", AuditRoutes(services).audit, need="owner"),  # issue 14
     ]
 
 
