@@ -143,7 +143,9 @@ class AuditTrail:
     ``before``)."""
 
     def __init__(self, audit: AuditLog, operations: Iterable[Operation],
-                 readers: Mapping[str, Reader], proxies: TrustedProxies) -> None:  # fmt: skip
+                 readers: Mapping[str, Reader], proxies: TrustedProxies,
+                 prefix: str = PREFIX) -> None:  # fmt: skip
+        self.prefix = prefix  # the operations' paths are under it
         self.audit = audit
         self.matchers = matchers(operations)
         self.readers = readers
@@ -158,7 +160,7 @@ class AuditTrail:
         return None, {}
 
     def covers(self, path: str) -> bool:
-        return path == PREFIX or path.startswith(PREFIX + "/")
+        return path == self.prefix or path.startswith(self.prefix + "/")
 
     async def serve(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
         """Serve the admin request ``scope`` with ``app`` (the gate), recorded as it must be."""
@@ -198,7 +200,7 @@ class AuditTrail:
 
     def exchange(self, scope: Scope) -> Exchange:
         method = scope["method"]
-        path = scope["path"][len(PREFIX) :] or "/"
+        path = scope["path"][len(self.prefix) :] or "/"
         op, params = self.match(method, path)
         request_id = new_request_id()
         state = scope.setdefault("state", {})  # request.state: where admin_actor is put
