@@ -1,0 +1,311 @@
+"""Issue [14] acceptance 1 and the token half of 8: tenants from JWTs.
+
+A loopback JWKS server serves keys made in the test; the gateway runs in-process with a clock
+the test moves (exp, nbf and the JWKS refetch limit all read it). Valid RS256, ES256 and EdDSA
+tokens map to the tenant and user of their claims (checked in the ledger and /v1/me); every
+kind of bad token is a 401 with its own code; rotation, a JWKS server that is down or answers
+garbage, and tenants created on first sight are covered; the official openai SDK works with a
+JWT as its api_key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from farebox.core.records import Tenant
+from farebox.errors import Conflict
+from farebox.gateway.auth import Authenticator
+from farebox.stores.memory.store import MemoryStore
+from tests.jwt_keys import (
+    AUDIENCE,
+    ISSUER,
+    Clock,
+    JwksServer,
+    Key,
+    claims,
+    ec_key,
+    ed_key,
+    hmac_signed,
+    mint,
+    rsa_key,
+    tampered,
+    unsigned,
+)
+
+CHAT = "/v1/chat/completions"
+BODY = {"model": "gpt-4o-mini", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+KEYS = {"rsa": rsa_key(), "ec": ec_key(), "ed": ed_key()}
+
+
+def jwt_config(url: str, **extra: Any) -> dict[str, Any]:
+    section = {"jwks_url": url, "issuer": ISSUER, "audience": AUDIENCE, "user_claim": "sub",
+               "workspace_claim": "ws", **extra}  # fmt: skip
+    return {"auth": {"jwt": section}, "plans": {"free": {}}}
+
+
+@asynccontextmanager
+async def jwt_gateway(
+    make_gateway: Any, keys: list[Key] | None = None, **extra: Any
+) -> AsyncIterator[tuple[Any, JwksServer, Clock]]:
+    """A gateway whose ``auth.jwt`` trusts a loopback JWKS serving ``keys``; tenant acme."""
+    clock = Clock()
+    async with JwksServer(keys if keys is not None else list(KEYS.values())) as jwks:
+        async with make_gateway(jwt_config(jwks.url, **extra), clock=clock) as gw:
+            await gw.tenant("acme")
+            yield gw, jwks, clock
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def refused(r: httpx.Response, code: str) -> None:
+    assert r.status_code == 401, r.text
+    assert r.json()["error"]["code"] == code, r.text
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec", "ed"])
+async def test_valid_tokens_map_to_tenant_user_and_key_jwt(make_gateway: Any, kind: str) -> None:
+    async with jwt_gateway(make_gateway) as (gw, _jwks, clock):
+        token = mint(KEYS[kind], clock.now, sub=f"user-{kind}")
+        r = await gw.client.post(CHAT, json=BODY, headers=bearer(token))
+        assert r.status_code == 200, r.text
+        [entry] = await gw.ledger("acme")
+        assert (entry.tenant_id, entry.user, entry.key_id) == ("acme", f"user-{kind}", "jwt")
+        me = (await gw.client.get("/v1/me", headers=bearer(token))).json()
+        assert me["tenant"]["id"] == "acme"
+        assert me["key"] == {"id": "jwt", "name": "JWT", "kind": "tenant"}
+
+
+async def test_user_claim_wins_over_the_user_header(make_gateway: Any) -> None:
+    async with jwt_gateway(make_gateway) as (gw, _jwks, clock):
+        headers = {**bearer(mint(KEYS["rsa"], clock.now)), "X-Farebox-User": "mallory"}
+        assert (await gw.client.post(CHAT, json=BODY, headers=headers)).status_code == 200
+        no_user = mint(KEYS["rsa"], clock.now, sub=None)
+        headers = {**bearer(no_user), "X-Farebox-User": "bob"}
+        assert (await gw.client.post(CHAT, json=BODY, headers=headers)).status_code == 200
+        assert sorted(e.user for e in await gw.ledger("acme")) == ["alice", "bob"]
+
+
+def _bad_tokens(now: float) -> dict[str, tuple[str, str]]:
+    rsa = KEYS["rsa"]
+    good = mint(rsa, now)
+    return {
+        "expired": (mint(rsa, now, exp=int(now) - 10, iat=int(now) - 100, nbf=None),
+                    "token_expired"),
+        "not yet valid": (mint(rsa, now, nbf=int(now) + 600), "token_not_yet_valid"),
+        "issued in the future": (mint(rsa, now, iat=int(now) + 600), "token_not_yet_valid"),
+        "wrong issuer": (mint(rsa, now, iss="https://evil.example/"), "token_invalid_issuer"),
+        "no issuer": (mint(rsa, now, iss=None), "token_invalid_issuer"),
+        "wrong audience": (mint(rsa, now, aud="someone-else"), "token_invalid_audience"),
+        "alg none": (unsigned(claims(now), kid=rsa.kid), "token_unsupported_algorithm"),
+        "HS256 with the public key": (hmac_signed(claims(now), rsa.public_pem, rsa.kid),
+                                      "token_unsupported_algorithm"),
+        "tampered payload": (tampered(good, tenant="globex"), "token_invalid_signature"),
+        "signed by another key": (mint(rsa_key(), now, kid=rsa.kid), "token_invalid_signature"),
+        "alg of another key type": (mint(KEYS["ec"], now, kid=rsa.kid),
+                                    "token_unsupported_algorithm"),
+        "no exp": (mint(rsa, now, exp=None), "token_missing_claim"),
+        "no tenant claim": (mint(rsa, now, tenant=None), "token_missing_claim"),
+        "tenant not an id": (mint(rsa, now, tenant="a b/../c"), "token_malformed"),
+        "exp not a number": (mint(rsa, now, exp="tomorrow"), "token_malformed"),
+        "unknown tenant": (mint(rsa, now, tenant="globex"), "unknown_tenant"),
+        "not base64": ("abc.def.g!h", "invalid_api_key"),
+        "bad header json": ("eyJhbGciOi.eyJ0ZW5hbnQiOiJhY21lIn0.c2ln", "token_malformed"),
+    }  # fmt: skip
+
+
+async def test_each_bad_token_is_a_401_with_its_code(make_gateway: Any) -> None:
+    async with jwt_gateway(make_gateway) as (gw, _jwks, clock):
+        for name, (token, code) in _bad_tokens(clock.now).items():
+            r = await gw.client.post(CHAT, json=BODY, headers=bearer(token))
+            assert r.status_code == 401, (name, r.text)
+            assert r.json()["error"]["code"] == code, (name, r.text)
+        assert await gw.ledger() == []
+
+
+async def test_leeway_forgives_a_little_clock_skew(make_gateway: Any) -> None:
+    async with jwt_gateway(make_gateway, leeway_s=30) as (gw, _jwks, clock):
+        rsa = KEYS["rsa"]
+        late = mint(rsa, clock.now, exp=int(clock.now) - 10, iat=int(clock.now) - 100, nbf=None)
+        early = mint(rsa, clock.now, nbf=int(clock.now) + 20)
+        for token in (late, early):
+            r = await gw.client.post(CHAT, json=BODY, headers=bearer(token))
+            assert r.status_code == 200, r.text
+
+
+async def test_a_verified_token_is_refused_once_it_expires(make_gateway: Any) -> None:
+    """Verified tokens are remembered only until their exp."""
+    async with jwt_gateway(make_gateway) as (gw, _jwks, clock):
+        token = mint(KEYS["ed"], clock.now, exp=int(clock.now) + 60)
+        assert (await gw.client.post(CHAT, json=BODY, headers=bearer(token))).status_code == 200
+        clock.advance(61)
+        refused(await gw.client.post(CHAT, json=BODY, headers=bearer(token)), "token_expired")
+
+
+async def test_unknown_kid_refetches_once_per_period_then_401(make_gateway: Any) -> None:
+    async with jwt_gateway(make_gateway) as (gw, jwks, clock):
+        ok = mint(KEYS["rsa"], clock.now)
+        assert (await gw.client.post(CHAT, json=BODY, headers=bearer(ok))).status_code == 200
+        assert jwks.calls == 1
+        clock.advance(31)
+        stranger = mint(KEYS["rsa"], clock.now, kid="who-is-this")
+        refused(await gw.client.post(CHAT, json=BODY, headers=bearer(stranger)), "token_unknown_kid")
+        assert jwks.calls == 2  # it looked again before refusing
+        for n in range(5):  # a flood of made-up kids within the period: no more fetches
+            other = mint(KEYS["rsa"], clock.now, kid=f"made-up-{n}")
+            r = await gw.client.post(CHAT, json=BODY, headers=bearer(other))
+            refused(r, "token_unknown_kid")
+        assert jwks.calls == 2
+
+
+async def test_key_rotation_is_picked_up_without_restart(make_gateway: Any) -> None:
+    old, new = rsa_key("2026-01"), ec_key("2026-02")
+    async with jwt_gateway(make_gateway, [old]) as (gw, jwks, clock):
+        r = await gw.client.post(CHAT, json=BODY, headers=bearer(mint(old, clock.now)))
+        assert r.status_code == 200
+        jwks.publish([new])  # the identity provider rotates
+        clock.advance(30)
+        r = await gw.client.post(CHAT, json=BODY, headers=bearer(mint(new, clock.now, sub="b")))
+        assert r.status_code == 200, r.text
+        clock.advance(30)  # a new token of the retired key: its kid is gone
+        retired = mint(old, clock.now, sub="c")
+        refused(await gw.client.post(CHAT, json=BODY, headers=bearer(retired)), "token_unknown_kid")
+
+
+@pytest.mark.parametrize("outage", ["garbage", "error", "empty", "oct", "down"])
+async def test_a_broken_jwks_server_keeps_the_cached_keys(make_gateway: Any, outage: str) -> None:
+    async with jwt_gateway(make_gateway) as (gw, jwks, clock):
+        first = mint(KEYS["ec"], clock.now)
+        assert (await gw.client.post(CHAT, json=BODY, headers=bearer(first))).status_code == 200
+        if outage == "down":
+            await jwks.close()
+        else:
+            jwks.mode = outage
+        clock.advance(31)
+        stranger = mint(KEYS["ec"], clock.now, kid="new")
+        refused(await gw.client.post(CHAT, json=BODY, headers=bearer(stranger)), "token_unknown_kid")
+        assert outage == "down" or jwks.calls == 2  # it did ask, and got nothing usable
+        clock.advance(31)
+        for key in KEYS.values():  # fresh tokens of every cached key still verify
+            token = mint(key, clock.now, sub=f"after-{outage}")
+            r = await gw.client.post(CHAT, json=BODY, headers=bearer(token))
+            assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("outage", ["garbage", "error", "down"])
+async def test_no_keys_at_all_is_a_401_not_a_5xx(make_gateway: Any, outage: str) -> None:
+    async with jwt_gateway(make_gateway) as (gw, jwks, clock):
+        if outage == "down":
+            await jwks.close()
+        else:
+            jwks.mode = outage
+        token = mint(KEYS["rsa"], clock.now)
+        refused(await gw.client.post(CHAT, json=BODY, headers=bearer(token)), "token_unknown_kid")
+
+
+async def test_oversized_token_is_a_401(make_gateway: Any) -> None:
+    async with jwt_gateway(make_gateway, max_token_bytes=1024) as (gw, _jwks, clock):
+        big = mint(KEYS["rsa"], clock.now, padding="x" * 2000)
+        refused(await gw.client.post(CHAT, json=BODY, headers=bearer(big)), "token_malformed")
+        huge = "a" * 9000 + "." + "b" * 9000 + "." + "c" * 100
+        r = await gw.client.post(CHAT, json=BODY, headers=bearer(huge))
+        assert r.status_code in (401, 431), r.text  # the header cap may answer first
+
+
+async def test_farebox_keys_still_work_beside_jwts(make_gateway: Any) -> None:
+    async with jwt_gateway(make_gateway) as (gw, _jwks, _clock):
+        key = await gw.key("acme")
+        assert (await gw.client.post(CHAT, json=BODY, headers=bearer(key))).status_code == 200
+        r = await gw.client.post(CHAT, json=BODY, headers=bearer("fbx_not.a.key"))
+        refused(r, "invalid_api_key")  # a Farebox prefix never goes down the JWT path
+
+
+async def test_auto_create_tenants_creates_each_once(make_gateway: Any) -> None:
+    async with jwt_gateway(make_gateway, auto_create_tenants={"plan": "free"}) as (gw, _j, clock):
+        tokens = [mint(KEYS["rsa"], clock.now, tenant="newco", sub=f"u{n}") for n in range(20)]
+        replies = await asyncio.gather(
+            *(gw.client.post(CHAT, json=BODY, headers=bearer(t)) for t in tokens)
+        )
+        assert [r.status_code for r in replies] == [200] * 20
+        tenant = (await gw.client.get("/admin/v1/tenants/newco", headers=gw.admin)).json()
+        assert tenant["plan"] == "free"
+        assert len(await gw.ledger("newco")) == 20
+
+
+async def test_auto_create_with_an_unknown_plan_stops_start_up(make_gateway: Any) -> None:
+    from farebox.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="auth.jwt.auto_create_tenants.plan"):
+        async with jwt_gateway(make_gateway, auto_create_tenants={"plan": "gold"}):
+            pass
+
+
+class RacingStore(MemoryStore):
+    """Another replica creates the tenant between this one's read and its create."""
+
+    async def create_tenant(self, tenant: Tenant) -> None:
+        await super().create_tenant(tenant)
+        raise Conflict(f"tenant {tenant.id!r} already exists")
+
+
+async def test_auto_create_race_reads_the_winner_back() -> None:
+    class Verifier:
+        async def verify(self, token: str) -> Any:
+            from farebox.identity.claims import Claims
+
+            return Claims("raced", "u", "team-a", float("inf"))
+
+    store = RacingStore()
+    auth = Authenticator(store, b"s" * 32, lambda: 0.0, jwt=Verifier(), auto_create_plan="free")
+    who = await auth.authenticate({"authorization": "Bearer a.b.c"})
+    assert (who.tenant.id, who.tenant.plan, who.key.id) == ("raced", "free", "jwt")
+    assert (who.user, who.workspace) == ("u", "team-a")
+
+
+async def test_openai_sdk_with_a_jwt_as_its_api_key(make_gateway: Any) -> None:
+    async with jwt_gateway(make_gateway) as (gw, _jwks, clock):
+        token = mint(KEYS["ed"], clock.now, sub="sdk-user")
+        transport = httpx.ASGITransport(app=gw.app)
+        async with httpx.AsyncClient(transport=transport) as http:
+            client = openai.AsyncOpenAI(api_key=token, base_url="http://gateway/v1",
+                                        http_client=http, max_retries=0)  # fmt: skip
+            reply = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=8
+            )
+            assert reply.choices[0].message.content
+            stream = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                max_tokens=8, stream=True,
+            )  # fmt: skip
+            assert [chunk async for chunk in stream]
+            expired = mint(KEYS["ed"], clock.now, exp=int(clock.now) - 5, nbf=None, iat=None)
+            bad = openai.AsyncOpenAI(api_key=expired, base_url="http://gateway/v1",
+                                     http_client=http, max_retries=0)  # fmt: skip
+            with pytest.raises(openai.AuthenticationError) as info:
+                await bad.models.list()
+            assert info.value.code == "token_expired"
+        entries = await gw.ledger("acme")
+        assert [(e.user, e.key_id) for e in entries] == [("sdk-user", "jwt")] * 2
+
+
+async def test_public_key_file_instead_of_a_jwks(make_gateway: Any, tmp_path: Any) -> None:
+    key = ec_key("ignored")
+    pem = tmp_path / "idp.pem"
+    pem.write_bytes(key.public_pem)
+    section = {"public_key_file": str(pem), "issuer": ISSUER, "audience": AUDIENCE}
+    async with make_gateway({"auth": {"jwt": section}}) as gw:
+        await gw.tenant("acme")
+        r = await gw.client.post(CHAT, json=BODY, headers=bearer(mint(key, kid=None)))
+        assert r.status_code == 200, r.text
+        r = await gw.client.post(CHAT, json=BODY, headers=bearer(mint(rsa_key())))
+        refused(r, "token_unsupported_algorithm")  # RS256 does not fit an EC key
+
+
