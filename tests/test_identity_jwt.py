@@ -13,15 +13,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from farebox.app import create_app
+from farebox.config.settings import load_settings, parse_settings
 from farebox.core.records import Tenant
-from farebox.errors import Conflict
+from farebox.errors import ConfigError, Conflict
 from farebox.gateway.auth import Authenticator
+from farebox.http.client import HttpResponse
+from farebox.identity.jwks import JwksCache
 from farebox.stores.memory.store import MemoryStore
 from tests.jwt_keys import (
     AUDIENCE,
@@ -29,6 +37,7 @@ from tests.jwt_keys import (
     Clock,
     JwksServer,
     Key,
+    b64,
     claims,
     ec_key,
     ed_key,
@@ -241,8 +250,6 @@ async def test_auto_create_tenants_creates_each_once(make_gateway: Any) -> None:
 
 
 async def test_auto_create_with_an_unknown_plan_stops_start_up(make_gateway: Any) -> None:
-    from farebox.errors import ConfigError
-
     with pytest.raises(ConfigError, match="auth.jwt.auto_create_tenants.plan"):
         async with jwt_gateway(make_gateway, auto_create_tenants={"plan": "gold"}):
             pass
@@ -309,3 +316,146 @@ async def test_public_key_file_instead_of_a_jwks(make_gateway: Any, tmp_path: An
         refused(r, "token_unsupported_algorithm")  # RS256 does not fit an EC key
 
 
+
+
+# bad input, as a property: no token-shaped string is ever a 5xx -------------------------------
+
+B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=3),
+    max_leaves=8,
+)  # fmt: skip
+HEADERS = st.fixed_dictionaries(
+    {"alg": st.sampled_from(["RS256", "ES256", "EdDSA", "none", "HS256", "RS512"]) | JSONISH},
+    optional={"kid": st.sampled_from(["rsa-1", "ec-1", "ed-1"]) | JSONISH, "typ": JSONISH},
+)
+PAYLOADS = st.fixed_dictionaries(
+    {},
+    optional={name: JSONISH for name in ("iss", "aud", "exp", "nbf", "iat", "tenant", "sub", "ws")},
+) | JSONISH
+
+
+def _encoded(value: Any) -> str:
+    return b64(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
+
+
+TOKENS = st.one_of(
+    st.tuples(*[st.text(B64URL, max_size=80)] * 3).map(".".join),
+    st.builds(lambda h, p, s: f"{_encoded(h)}.{_encoded(p)}.{s}", HEADERS, PAYLOADS,
+              st.text(B64URL, max_size=90)),
+    st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=200),
+    st.integers(1000, 20_000).map(lambda n: "eyJ" + "A" * n + ".e30.AAAA"),
+)  # fmt: skip
+
+
+def test_token_shaped_garbage_is_never_a_5xx(make_gateway: Any) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        manager = jwt_gateway(make_gateway, max_token_bytes=4096)
+        gw, _jwks, _clock = loop.run_until_complete(manager.__aenter__())
+
+        @settings(max_examples=150, deadline=None,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+        @given(token=TOKENS)
+        def check(token: str) -> None:
+            sent = gw.client.post(CHAT, json=BODY, headers=bearer(token))
+            r = loop.run_until_complete(sent)
+            assert r.status_code in (400, 401, 431), (token[:200], r.status_code, r.text[:300])
+            assert r.json()["error"]["code"], r.text
+
+        check()
+        assert loop.run_until_complete(gw.ledger()) == []
+        loop.run_until_complete(manager.__aexit__(None, None, None))
+    finally:
+        loop.close()
+
+
+# configuration: a bad auth section stops start-up, naming the key ------------------------------
+
+JWT_OK = "  jwt:\n    jwks_url: https://idp.example.test/jwks\n    issuer: x\n    audience: y\n"
+BAD_AUTH = [
+    ("hs256", JWT_OK + "    algorithms: [RS256, HS256]\n",
+     ["auth.jwt.algorithms", "HS256", "HMAC"]),
+    ("none", JWT_OK + "    algorithms: [none]\n", ["auth.jwt.algorithms", "none"]),
+    ("both sources", JWT_OK + "    public_key_file: /etc/idp.pem\n",
+     ["auth.jwt", "exactly one of jwks_url or public_key_file"]),
+    ("neither source", "  jwt: {issuer: x, audience: y}\n",
+     ["auth.jwt", "exactly one of jwks_url or public_key_file"]),
+    ("jwks not http", "  jwt: {jwks_url: 'file:///etc/jwks', issuer: x, audience: y}\n",
+     ["auth.jwt.jwks_url", "http"]),
+    ("unknown key", JWT_OK + "    tenant_clam: org\n", ["auth.jwt.tenant_clam", "unknown key"]),
+    ("no issuer", "  jwt: {jwks_url: 'https://idp.example.test/jwks', audience: y}\n",
+     ["auth.jwt.issuer"]),
+    ("unknown auth key", "  saml: {}\n", ["auth.saml", "unknown key"]),
+    ("bad base domain", "  subdomain: {base_domain: 'not a domain'}\n",
+     ["auth.subdomain.base_domain"]),
+    ("missing pem", "  jwt: {public_key_file: /nonexistent/idp.pem, issuer: x, audience: y}\n",
+     ["auth.jwt.public_key_file", "/nonexistent/idp.pem"]),
+    ("forward authorization", "",
+     ["providers.local.forward_tenant_header", "Authorization"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("auth", "words"), [c[1:] for c in BAD_AUTH], ids=[c[0] for c in BAD_AUTH])
+def test_a_bad_auth_section_stops_start_up_naming_the_key(
+    tmp_path: Path, auth: str, words: list[str]
+) -> None:
+    path = tmp_path / "gw.yaml"
+    body = f"database: 'sqlite:///{tmp_path / 'cfg.db'}'\n"
+    body += f"auth:\n{auth}" if auth else ""
+    if "forward" in words[0]:
+        body += "providers:\n  local: {kind: openai, base_url: 'http://127.0.0.1:9/v1', "
+        body += "forward_tenant_header: Authorization}\n"
+    path.write_text(body, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        create_app(load_settings(path, env={}), announce=lambda _m: None)
+    message = info.value.message
+    assert str(path) in message, message
+    for word in words:
+        assert word in message, (word, message)
+
+
+async def test_a_pem_that_is_not_a_public_key_stops_start_up(tmp_path: Path) -> None:
+    pem = tmp_path / "private.pem"
+    pem.write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    data = {"database": "memory", "auth": {"jwt": {"public_key_file": str(pem), "issuer": "x",
+                                                   "audience": "y"}}}  # fmt: skip
+    settings_ = parse_settings(data, source="t.yaml", env={}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="auth.jwt.public_key_file: .* not a PEM public key"):
+        create_app(settings_, announce=lambda _m: None)
+
+
+# the JWKS cache on its own: one fetch per period, however many ask at once ----------------------
+
+
+class CountingHttp:
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+        self.calls = 0
+        self.gate = asyncio.Event()
+
+    async def get_json(self, url: str, query: Any, headers: Any, timeout_s: float) -> Any:
+        self.calls += 1
+        await self.gate.wait()
+        return HttpResponse(200, {}, orjson.dumps(self.document))
+
+
+async def test_concurrent_unknown_kids_share_one_fetch_per_period() -> None:
+    clock = Clock()
+    http = CountingHttp({"keys": [KEYS["rsa"].jwk]})
+    cache = JwksCache("https://idp.example.test/jwks", http, clock, refetch_s=30)
+    asks = [asyncio.create_task(cache.key(kid)) for kid in ["rsa-1", "x", "y", "rsa-1"]]
+    await asyncio.sleep(0)
+    http.gate.set()
+    found = await asyncio.gather(*asks)
+    assert http.calls == 1
+    assert [k is not None for k in found] == [True, False, False, True]
+    assert await cache.key("z") is None and http.calls == 1  # within the period
+    clock.advance(29.9)
+    assert await cache.key("z") is None and http.calls == 1
+    clock.advance(0.2)
+    http.document = {"keys": [KEYS["ec"].jwk, {"kty": "oct", "kid": "z", "k": "c2VjcmV0"}]}
+    assert await cache.key("z") is None and http.calls == 2  # a symmetric key is never used
+    assert await cache.key("ec-1") is not None and await cache.key("rsa-1") is None
