@@ -11,7 +11,7 @@ JWT as its api_key.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -166,7 +166,9 @@ async def test_unknown_kid_refetches_once_per_period_then_401(make_gateway: Any)
         assert jwks.calls == 1
         clock.advance(31)
         stranger = mint(KEYS["rsa"], clock.now, kid="who-is-this")
-        refused(await gw.client.post(CHAT, json=BODY, headers=bearer(stranger)), "token_unknown_kid")
+        refused(
+            await gw.client.post(CHAT, json=BODY, headers=bearer(stranger)), "token_unknown_kid"
+        )
         assert jwks.calls == 2  # it looked again before refusing
         for n in range(5):  # a flood of made-up kids within the period: no more fetches
             other = mint(KEYS["rsa"], clock.now, kid=f"made-up-{n}")
@@ -200,7 +202,9 @@ async def test_a_broken_jwks_server_keeps_the_cached_keys(make_gateway: Any, out
             jwks.mode = outage
         clock.advance(31)
         stranger = mint(KEYS["ec"], clock.now, kid="new")
-        refused(await gw.client.post(CHAT, json=BODY, headers=bearer(stranger)), "token_unknown_kid")
+        refused(
+            await gw.client.post(CHAT, json=BODY, headers=bearer(stranger)), "token_unknown_kid"
+        )
         assert outage == "down" or jwks.calls == 2  # it did ask, and got nothing usable
         clock.advance(31)
         for key in KEYS.values():  # fresh tokens of every cached key still verify
@@ -316,8 +320,6 @@ async def test_public_key_file_instead_of_a_jwks(make_gateway: Any, tmp_path: An
         refused(r, "token_unsupported_algorithm")  # RS256 does not fit an EC key
 
 
-
-
 # bad input, as a property: no token-shaped string is ever a 5xx -------------------------------
 
 B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -331,10 +333,15 @@ HEADERS = st.fixed_dictionaries(
     {"alg": st.sampled_from(["RS256", "ES256", "EdDSA", "none", "HS256", "RS512"]) | JSONISH},
     optional={"kid": st.sampled_from(["rsa-1", "ec-1", "ed-1"]) | JSONISH, "typ": JSONISH},
 )
-PAYLOADS = st.fixed_dictionaries(
-    {},
-    optional={name: JSONISH for name in ("iss", "aud", "exp", "nbf", "iat", "tenant", "sub", "ws")},
-) | JSONISH
+PAYLOADS = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            name: JSONISH for name in ("iss", "aud", "exp", "nbf", "iat", "tenant", "sub", "ws")
+        },
+    )
+    | JSONISH
+)
 
 
 def _encoded(value: Any) -> str:
