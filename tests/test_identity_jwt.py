@@ -87,10 +87,37 @@ async def test_valid_tokens_map_to_tenant_user_and_key_jwt(make_gateway: Any, ki
         r = await gw.client.post(CHAT, json=BODY, headers=bearer(token))
         assert r.status_code == 200, r.text
         [entry] = await gw.ledger("acme")
-        assert (entry.tenant_id, entry.user, entry.key_id) == ("acme", f"user-{kind}", "jwt")
+        assert (entry.tenant_id, entry.user, entry.key_id) == ("acme", f"user-{kind}", "jwt:acme")
         me = (await gw.client.get("/v1/me", headers=bearer(token))).json()
         assert me["tenant"]["id"] == "acme"
-        assert me["key"] == {"id": "jwt", "name": "JWT", "kind": "tenant"}
+        assert me["key"] == {"id": "jwt:acme", "name": "JWT", "kind": "tenant"}
+
+
+async def test_each_tenants_jwt_callers_have_their_own_key_and_user_limits(
+    make_gateway: Any,
+) -> None:
+    """Key-scope counters are named by key id: JWT callers of two tenants never share one;
+    a per-user limit applies to each user claim."""
+    limits = [
+        {"scope": "key", "requests_per_minute": 2},
+        {"scope": "user", "requests_per_minute": 1},
+    ]
+    clock = Clock()
+    async with JwksServer([KEYS["rsa"]]) as jwks:
+        config = jwt_config(jwks.url)
+        config["plans"]["free"] = {"rate_limits": limits}
+        async with make_gateway(config, clock=clock) as gw:
+            await gw.tenant("acme", "free")
+            await gw.tenant("globex", "free")
+            codes = []
+            for tenant, user in [("acme", "a"), ("globex", "a"), ("acme", "a"), ("acme", "b"),
+                                 ("acme", "c")]:  # fmt: skip
+                token = mint(KEYS["rsa"], clock.now, tenant=tenant, sub=user)
+                r = await gw.client.post(CHAT, json=BODY, headers=bearer(token))
+                codes.append(r.status_code)
+            # globex is not held back by acme's key counter; acme's user a by its own limit,
+            # acme's third user by the tenant's jwt key limit of 2
+            assert codes == [200, 200, 429, 200, 429]
 
 
 async def test_user_claim_wins_over_the_user_header(make_gateway: Any) -> None:
@@ -277,7 +304,7 @@ async def test_auto_create_race_reads_the_winner_back() -> None:
     store = RacingStore()
     auth = Authenticator(store, b"s" * 32, lambda: 0.0, jwt=Verifier(), auto_create_plan="free")
     who = await auth.authenticate({"authorization": "Bearer a.b.c"})
-    assert (who.tenant.id, who.tenant.plan, who.key.id) == ("raced", "free", "jwt")
+    assert (who.tenant.id, who.tenant.plan, who.key.id) == ("raced", "free", "jwt:raced")
     assert (who.user, who.workspace) == ("u", "team-a")
 
 
@@ -304,7 +331,7 @@ async def test_openai_sdk_with_a_jwt_as_its_api_key(make_gateway: Any) -> None:
                 await bad.models.list()
             assert info.value.code == "token_expired"
         entries = await gw.ledger("acme")
-        assert [(e.user, e.key_id) for e in entries] == [("sdk-user", "jwt")] * 2
+        assert [(e.user, e.key_id) for e in entries] == [("sdk-user", "jwt:acme")] * 2
 
 
 async def test_public_key_file_instead_of_a_jwks(make_gateway: Any, tmp_path: Any) -> None:

@@ -5,8 +5,9 @@ With ``auth.jwt`` configured, a bearer that is not a Farebox key (``fbx_``, ``fb
 and has a JWT's shape is verified as one (``farebox.identity.jwt``): its tenant claim names the
 tenant, its user claim the end user (the claim wins over ``X-Farebox-User``, which only fills
 in when the token has no user), its workspace claim the workspace. A JWT caller's key is the
-synthetic record ``jwt_key(tenant)`` (id ``jwt``, never stored): its ledger entries name key
-``jwt``, and key-scope budgets and limits hold for all of a tenant's JWT callers together.
+synthetic record ``jwt_key(tenant)`` (id ``jwt:<tenant>``, never stored): its ledger entries
+name that key, and key-scope budgets and limits hold for all of a tenant's JWT callers
+together (per-user ones for each user claim).
 
 With ``auth.subdomain`` configured, the request's host (``farebox.identity.subdomain``) may
 name a tenant: a service key without ``X-Farebox-Tenant`` acts for it, and any credential
@@ -44,7 +45,7 @@ MAX_ATTR_LEN = 256
 MAX_METADATA_BYTES = 4096
 MAX_TTL_DIGITS = 12  # x-farebox-cache-ttl: seconds, at most the plan's ttl_s in effect
 KEY_PREFIXES = (TENANT_PREFIX, SERVICE_PREFIX, ADMIN_PREFIX)
-JWT_KEY_ID = "jwt"  # the key id a JWT caller's requests are recorded under
+JWT_KEY_PREFIX = "jwt:"  # a JWT caller's key id: ``jwt:<tenant>``, never a stored key's
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +76,10 @@ def bearer_key(headers: Mapping[str, str]) -> str:
 
 
 def jwt_key(tenant_id: str) -> ApiKey:
-    """The synthetic, stable key record of a tenant's JWT callers (never stored)."""
-    return ApiKey(JWT_KEY_ID, "", "tenant", "JWT", 0.0, tenant_id=tenant_id, prefix="jwt")
+    """The synthetic, stable key record of a tenant's JWT callers (never stored). Its id is
+    per tenant because key-scope counters are named by key id alone."""
+    key_id = JWT_KEY_PREFIX + tenant_id
+    return ApiKey(key_id, "", "tenant", "JWT", 0.0, tenant_id=tenant_id, prefix="jwt")
 
 
 def _attribute(headers: Mapping[str, str], name: str) -> str | None:
