@@ -120,6 +120,21 @@ async def test_each_tenants_jwt_callers_have_their_own_key_and_user_limits(
             assert codes == [200, 200, 429, 200, 429]
 
 
+async def test_x_api_key_and_a_paused_tenant(make_gateway: Any) -> None:
+    """The Anthropic SDK's header carries a JWT as well; a paused tenant's JWT callers are
+    refused as its key holders are."""
+    async with jwt_gateway(make_gateway) as (gw, _jwks, clock):
+        token = mint(KEYS["ec"], clock.now)
+        messages = {"model": "gpt-4o-mini", "max_tokens": 8,
+                    "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+        r = await gw.client.post("/v1/messages", json=messages, headers={"x-api-key": token})
+        assert r.status_code == 200, r.text
+        r = await gw.client.post("/admin/v1/tenants/acme/pause", json={}, headers=gw.admin)
+        assert r.status_code == 200, r.text
+        r = await gw.client.post(CHAT, json=BODY, headers=bearer(token))
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "tenant_paused")
+
+
 async def test_user_claim_wins_over_the_user_header(make_gateway: Any) -> None:
     async with jwt_gateway(make_gateway) as (gw, _jwks, clock):
         headers = {**bearer(mint(KEYS["rsa"], clock.now)), "X-Farebox-User": "mallory"}
