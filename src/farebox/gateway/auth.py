@@ -303,7 +303,7 @@ class Authenticator:
         self, claims: Claims, headers: Mapping[str, str], client_ip: str | None, host: str | None
     ) -> Principal:
         """The principal of a verified JWT: its tenant (created when configured to be), the
-        synthetic ``jwt`` key, its user and workspace claims."""
+        synthetic ``jwt:<tenant>`` key, its user and workspace claims."""
         named = host_tenant(host, self._base_domain) if self._base_domain else None
         if named is not None and named != claims.tenant:
             raise _mismatch(named)
