@@ -11,8 +11,10 @@ JWT as its api_key.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from farebox.gateway.auth import Authenticator
 from farebox.http.client import HttpResponse
 from farebox.identity.jwks import JwksCache
 from farebox.stores.memory.store import MemoryStore
+from tests.e2e import child_env, db_path, free_port, ledger_rows, running, serve_args, write_config
 from tests.jwt_keys import (
     AUDIENCE,
     ISSUER,
@@ -508,3 +511,60 @@ async def test_concurrent_unknown_kids_share_one_fetch_per_period() -> None:
     http.document = {"keys": [KEYS["ec"].jwk, {"kty": "oct", "kid": "z", "k": "c2VjcmV0"}]}
     assert await cache.key("z") is None and http.calls == 2  # a symmetric key is never used
     assert await cache.key("ec-1") is not None and await cache.key("rsa-1") is None
+
+
+# the real server: `farebox serve --workers 2`, the sync openai SDK, a JWKS on its own thread --
+
+
+class _Jwks(BaseHTTPRequestHandler):
+    document = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(self.document)))
+        self.end_headers()
+        self.wfile.write(self.document)
+
+    def log_message(self, *args: Any) -> None:
+        """Quiet."""
+
+
+def test_the_real_server_takes_a_jwt_from_the_openai_sdk(tmp_path: Path) -> None:
+    key = KEYS["rsa"]
+    handler = type("Handler", (_Jwks,), {"document": orjson.dumps({"keys": [key.jwk]})})
+    jwks = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=jwks.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{jwks.server_address[1]}/jwks.json"
+        auth = {"jwt": {"jwks_url": url, "issuer": ISSUER, "audience": AUDIENCE,
+                        "user_claim": "sub", "auto_create_tenants": {"plan": "free"}},
+                "subdomain": {"base_domain": "api.example.com"}}  # fmt: skip
+        config = write_config(tmp_path, auth=auth)
+        port = free_port()
+        args = serve_args(config, port, "--workers", "2")
+        with running(args, cwd=tmp_path, env=child_env(), port=port) as server:
+            token = mint(key, sub="e2e-user", tenant="initech")
+            client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=token,
+                                   max_retries=0, timeout=20.0)  # fmt: skip
+            for _ in range(4):  # both workers, most likely: each verifies and finds the tenant
+                reply = client.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=8
+                )
+                assert reply.choices[0].message.content
+            host = {"Host": "acme.api.example.com"}
+            other_host = openai.OpenAI(
+                base_url=f"{server.base_url}/v1", api_key=token, max_retries=0, default_headers=host
+            )
+            with pytest.raises(openai.PermissionDeniedError) as info:
+                other_host.models.list()
+            assert info.value.code == "tenant_host_mismatch"
+        rows = ledger_rows(db_path(tmp_path))
+        assert {(r["tenant_id"], r["user"], r["key_id"]) for r in rows} == {
+            ("initech", "e2e-user", "jwt:initech")
+        }
+        assert len(rows) == 4
+    finally:
+        jwks.shutdown()
+        jwks.server_close()
