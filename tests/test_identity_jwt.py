@@ -11,7 +11,9 @@ JWT as its api_key.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt as pyjwt
 import openai
 import orjson
 import pytest
@@ -26,12 +29,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from farebox.app import create_app
+from farebox.config.auth import JwtConfig
 from farebox.config.settings import load_settings, parse_settings
 from farebox.core.records import Tenant
-from farebox.errors import ConfigError, Conflict
+from farebox.errors import AuthenticationError, ConfigError, Conflict
 from farebox.gateway.auth import Authenticator
 from farebox.http.client import HttpResponse
-from farebox.identity.jwks import JwksCache
+from farebox.identity.jwks import JwksCache, SigningKey
+from farebox.identity.jwt import JwtVerifier, StaticKey
+from farebox.identity.tenancy import TENANT_ID
 from farebox.stores.memory.store import MemoryStore
 from tests.e2e import child_env, db_path, free_port, ledger_rows, running, serve_args, write_config
 from tests.jwt_keys import (
@@ -170,6 +176,8 @@ def _bad_tokens(now: float) -> dict[str, tuple[str, str]]:
         "no tenant claim": (mint(rsa, now, tenant=None), "token_missing_claim"),
         "tenant not an id": (mint(rsa, now, tenant="a b/../c"), "token_malformed"),
         "exp not a number": (mint(rsa, now, exp="tomorrow"), "token_malformed"),
+        "exp past any float": (mint(rsa, now, exp=10**400), "token_malformed"),
+        "nbf not finite": (mint(rsa, now, nbf=float("inf")), "token_malformed"),
         "unknown tenant": (mint(rsa, now, tenant="globex"), "unknown_tenant"),
         "not base64": ("abc.def.g!h", "invalid_api_key"),
         "bad header json": ("eyJhbGciOi.eyJ0ZW5hbnQiOiJhY21lIn0.c2ln", "token_malformed"),
@@ -390,7 +398,8 @@ PAYLOADS = (
 
 
 def _encoded(value: Any) -> str:
-    return b64(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
+    """JSON as Python writes it: integers of any size, NaN and Infinity included."""
+    return b64(json.dumps(value).encode())
 
 
 TOKENS = st.one_of(
@@ -568,3 +577,30 @@ def test_the_real_server_takes_a_jwt_from_the_openai_sdk(tmp_path: Path) -> None
     finally:
         jwks.shutdown()
         jwks.server_close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(["iss", "aud", "exp", "nbf", "iat", "tenant", "sub", "ws", "jti"]),
+        JSONISH | st.integers(),
+        max_size=5,
+    )
+)
+def test_any_claims_under_a_good_signature_verify_or_are_a_401(changes: dict[str, Any]) -> None:
+    """Past the signature, the claims are the token's author's: whatever their types and
+    sizes, the answer is Claims or an AuthenticationError, never another exception."""
+    key = KEYS["ec"]
+    cfg = JwtConfig(jwks_url="https://idp.example.test/jwks", issuer=ISSUER, audience=AUDIENCE,
+                    user_claim="sub", workspace_claim="ws")  # fmt: skip
+    verifier = JwtVerifier(cfg, StaticKey(SigningKey(key.public, "EC", "P-256")), time.time)
+    try:
+        token = pyjwt.encode({**claims(), **changes}, key.private, algorithm="ES256")
+    except (TypeError, ValueError):
+        return  # PyJWT will not sign it (a non-numeric exp, say): nothing to verify
+    try:
+        found = asyncio.run(verifier.verify(token))
+    except AuthenticationError:
+        return
+    assert TENANT_ID.match(found.tenant)
+    assert found.user is None or len(found.user) <= 256

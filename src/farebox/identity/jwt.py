@@ -204,9 +204,16 @@ def _instant(payload: Mapping[str, Any], name: str) -> float | None:
     value = payload.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise TokenMalformed(f"The token's {name} claim is not a number of seconds.")
-    return float(value)
+    problem = TokenMalformed(f"The token's {name} claim is not a number of seconds.")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise problem
+    try:
+        seconds = float(value)  # JSON integers have no bound: 10**400 does not fit
+    except OverflowError:
+        raise problem from None
+    if not math.isfinite(seconds):
+        raise problem
+    return seconds
 
 
 def _text_claim(payload: Mapping[str, Any], name: str | None) -> str | None:
