@@ -13,6 +13,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -48,13 +49,14 @@ from farebox.gateway.pipeline import Gateway
 from farebox.gateway.rate_limits import RateLimits
 from farebox.gateway.routing_table import build_plans, build_router, provider_configs
 from farebox.http.client import HttpClient
+from farebox.identity.claims import TokenVerifier
 from farebox.identity.tenancy import Tenancy
 from farebox.notify.channels import WebhookAlerts
 from farebox.observe.access_log import AccessLog
 from farebox.observe.metrics import Observer, RequestMetrics, fan_out
 from farebox.observe.traces import build_tracing
 from farebox.providers.anthropic import AnthropicProvider
-from farebox.providers.base import EmbedRequest, Provider
+from farebox.providers.base import EmbedRequest, ForwardHeaders, Provider
 from farebox.providers.mock import MockOptions, MockProvider
 from farebox.providers.openai import OpenAIProvider
 from farebox.semantic.base import Embedder
@@ -130,6 +132,9 @@ def make_provider(
     name: str, cfg: ProviderConfig, settings: Settings, http: HttpClient, reasoning: frozenset[str]
 ) -> Provider:
     key = settings.provider_keys.get(name)
+    forward = ForwardHeaders(
+        cfg.forward_tenant_header, cfg.forward_user_header, cfg.forward_workspace_header
+    )
     if cfg.kind == "mock":
         o = cfg.output_tokens
         options = MockOptions(
@@ -151,11 +156,12 @@ def make_provider(
             disconnect_rate=cfg.disconnect_rate,
             disconnect_after=cfg.disconnect_after,
         )
-        return MockProvider(name, options, reasoning)
+        return MockProvider(name, options, reasoning, forward)
     if cfg.kind == "anthropic":
-        return AnthropicProvider(name, cfg.base_url or "https://api.anthropic.com", key, http)
+        url = cfg.base_url or "https://api.anthropic.com"
+        return AnthropicProvider(name, url, key, http, forward=forward)
     url = cfg.base_url or "https://api.openai.com/v1"
-    return OpenAIProvider(name, url, key, http, dict(cfg.headers), cfg.responses)
+    return OpenAIProvider(name, url, key, http, dict(cfg.headers), cfg.responses, forward)
 
 
 def anomaly_policies(settings: Settings) -> tuple[dict[str, Policy], Policy]:
@@ -220,6 +226,42 @@ def make_budgets(
         on_alert=alerts.send if alerts else None,
         credits=CreditBook(store.credits, store, store.auth_epoch, clock),
     )
+
+
+def make_authenticator(
+    settings: Settings, store: Store, secret: bytes, http: HttpClient,
+    clock: Callable[[], float], plans: frozenset[str],
+) -> Authenticator:  # fmt: skip
+    """Keys, and the JWTs and subdomains of ``auth:`` when configured."""
+    cfg = settings.file.auth
+    auto = cfg.jwt.auto_create_tenants if cfg.jwt else None
+    if auto is not None and auto.plan not in plans:
+        known = ", ".join(sorted(plans))
+        raise ConfigError(f"{settings.source}: auth.jwt.auto_create_tenants.plan: unknown plan "
+                          f"{auto.plan!r}; configured plans: {known}")  # fmt: skip
+    return Authenticator(
+        store, secret, clock, settings.file.server.key_cache_size,
+        appeal=settings.file.anomaly.appeal,
+        jwt=make_jwt_verifier(settings, http, clock) if cfg.jwt else None,
+        base_domain=cfg.subdomain.base_domain if cfg.subdomain else None,
+        auto_create_plan=auto.plan if auto else None,
+    )  # fmt: skip
+
+
+def make_jwt_verifier(
+    settings: Settings, http: HttpClient, clock: Callable[[], float]
+) -> TokenVerifier:
+    """``auth.jwt``'s verifier; PyJWT is imported only here, when it is configured."""
+    assert settings.file.auth.jwt is not None
+    try:
+        from farebox.identity.jwt import build_verifier
+    except ImportError as exc:
+        raise ConfigError(
+            f"{settings.source}: auth.jwt needs the farebox[identity] extra (PyJWT and "
+            f"cryptography): pip install 'farebox[identity]' ({exc})"
+        ) from None
+    return build_verifier(settings.file.auth.jwt, http, clock, source=settings.source,
+                          base_dir=Path.cwd())  # fmt: skip
 
 
 def trusted_proxies(settings: Settings) -> TrustedProxies:
@@ -412,8 +454,7 @@ def wire(
                       default_plan=settings.file.default_plan or "default", clock=clock,
                       observe=observers(metrics, access_log, watch),
                       tracing=tracing, cache=cache, refused=upsell.refused)  # fmt: skip
-    auth = Authenticator(store, secret, clock, settings.file.server.key_cache_size,
-                         appeal=settings.file.anomaly.appeal)  # fmt: skip
+    auth = make_authenticator(settings, store, secret, http, clock, frozenset(plans))
     # a store of this app's own that no other process uses (one handed in may be shared by
     # other app instances): continuations of its answers reach this app only
     sole = given is None and isinstance(store, SingleProcessSQLiteStore | MemoryStore)

@@ -259,3 +259,65 @@ def openai_error_body(exc: FareboxError) -> dict[str, Any]:
 def http_status(error: FareboxError) -> int:
     override = getattr(error, "status_override", None)
     return int(override) if override else error.status
+
+
+class TokenExpired(AuthenticationError):
+    """A JWT past its ``exp`` (beyond ``auth.jwt.leeway_s``)."""
+
+    code = "token_expired"
+
+
+class TokenNotYetValid(AuthenticationError):
+    """A JWT before its ``nbf`` (or issued in the future), beyond the leeway."""
+
+    code = "token_not_yet_valid"
+
+
+class TokenInvalidIssuer(AuthenticationError):
+    code = "token_invalid_issuer"
+
+
+class TokenInvalidAudience(AuthenticationError):
+    code = "token_invalid_audience"
+
+
+class TokenUnsupportedAlgorithm(AuthenticationError):
+    """``alg`` is not one of ``auth.jwt.algorithms`` (``none`` and HS* never are), or does not
+    fit the type of the key it names."""
+
+    code = "token_unsupported_algorithm"
+
+
+class TokenUnknownKid(AuthenticationError):
+    """No signing key with the token's ``kid``, even after re-fetching the JWKS."""
+
+    code = "token_unknown_kid"
+
+
+class TokenInvalidSignature(AuthenticationError):
+    code = "token_invalid_signature"
+
+
+class TokenMalformed(AuthenticationError):
+    """Not a well-formed JWT, too large (``auth.jwt.max_token_bytes``), or a claim of the
+    wrong type."""
+
+    code = "token_malformed"
+
+
+class TokenMissingClaim(AuthenticationError):
+    """A claim the gateway needs (``exp``, the tenant claim) is absent."""
+
+    code = "token_missing_claim"
+
+
+class UnknownTenant(AuthenticationError):
+    """A valid JWT whose tenant claim names no tenant (and tenants are not auto-created)."""
+
+    code = "unknown_tenant"
+
+
+class TenantHostMismatch(PermissionDenied):
+    """The request's host (``auth.subdomain``) names another tenant than its credential."""
+
+    code = "tenant_host_mismatch"

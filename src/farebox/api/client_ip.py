@@ -31,7 +31,7 @@ from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
-__all__ = ["TrustedProxies"]
+__all__ = ["TrustedProxies", "request_client_ip", "request_host"]
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -208,3 +208,20 @@ def request_client_ip(proxies: TrustedProxies, scope: Mapping[str, Any]) -> str 
         return proxies.client_ip(peer, None)
     lines = [v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"x-forwarded-for"]
     return proxies.client_ip(peer, ", ".join(lines) if lines else None)
+
+
+def request_host(proxies: TrustedProxies, scope: Mapping[str, Any]) -> str | None:
+    """The host an ASGI request was sent to: its ``Host`` header, or, when the socket peer is
+    a trusted proxy that sent ``X-Forwarded-Host``, that header's last (the nearest proxy's)
+    value. From anyone else ``X-Forwarded-Host`` is ignored: a client could write anything."""
+    headers = scope["headers"]
+    if proxies:
+        client = scope.get("client")
+        if client and proxies.is_trusted(str(client[0])):
+            forwarded = [v for k, v in headers if k.lower() == b"x-forwarded-host"]
+            if forwarded:
+                return forwarded[-1].decode("latin-1").rpartition(",")[2].strip() or None
+    for name, value in headers:
+        if name.lower() == b"host":
+            return str(value.decode("latin-1"))
+    return None

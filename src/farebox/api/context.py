@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from farebox.api.client_ip import TrustedProxies, request_client_ip
+from farebox.api.client_ip import TrustedProxies, request_client_ip, request_host
 from farebox.api.fastpath import Incoming
 from farebox.api.responses_stored import StoredResponses
 from farebox.billing.webhooks.base import CreditGranter
@@ -59,9 +59,11 @@ class Services:
     async def principal(self, request: Incoming) -> Principal:
         """Who is calling, with the client IP as the trusted proxies let it be known."""
         ip = request_client_ip(self.proxies, request.scope)
+        # the host, only when auth.subdomain may read a tenant from it
+        host = request_host(self.proxies, request.scope) if self.auth.uses_host else None
         if self.tracing is None:
-            return await self.auth.authenticate(request.headers, ip)
+            return await self.auth.authenticate(request.headers, ip, host)
         with self.tracing.stage("authenticate"):
-            who = await self.auth.authenticate(request.headers, ip)
+            who = await self.auth.authenticate(request.headers, ip, host)
         self.tracing.identify(who.tenant.id, who.key.id)
         return who

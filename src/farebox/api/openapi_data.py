@@ -265,7 +265,11 @@ RESPONSES: JSON = {
 }
 
 SECURITY_SCHEMES: JSON = {
-    "tenantKey": {"type": "http", "scheme": "bearer", "description": "A tenant API key."},
+    "tenantKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A tenant API key, or a JWT of the identity provider in `auth.jwt`.",
+    },
     "anthropicKey": {
         "type": "apiKey",
         "in": "header",
@@ -277,8 +281,10 @@ SECURITY_SCHEMES: JSON = {
 ERRORS: Mapping[str, str] = MappingProxyType(
     {
         "400": "The body is not a valid request: `param` names the offending field.",
-        "401": "No API key, or an unknown, expired or revoked one.",
-        "403": "The plan does not allow this model or tool, or the tenant or key is paused.",
+        "401": "No API key, or an unknown, expired or revoked one; or a refused JWT (`code` "
+        "`token_*` says why, `unknown_tenant` when its tenant does not exist).",
+        "403": "The plan does not allow this model or tool, the tenant or key is paused, or the "
+        "host names another tenant (`tenant_host_mismatch`).",
         "404": "No such model.",
         "413": "The body is larger than the configured limit.",
         "415": "The body is not `application/json`.",

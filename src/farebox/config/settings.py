@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from farebox.catalog import load_catalog
 from farebox.config.anomaly import AnomalySettings, AnomalyTuning, policy
 from farebox.config.audit import AuditSettings
+from farebox.config.auth import AuthConfig, HeaderName
 from farebox.config.base import Decimal, EnvReference, HttpURL, Strict
 from farebox.config.billing_webhooks import BillingWebhooks, hook_secrets
 from farebox.config.cache import CacheSettings, PlanCache
@@ -78,6 +79,11 @@ class ProviderConfig(Strict):
     retry_after_s: float = Field(1.0, ge=0)  # the Retry-After of those 429s
     disconnect_rate: float = Field(0.0, ge=0, le=1)  # share of streams cut mid-way
     disconnect_after: int = Field(3, ge=1)  # chunks sent before the cut
+    # headers that carry the caller's tenant, user and workspace upstream (X-Tenant-ID), for
+    # self-hosted model servers; None (the default): not sent
+    forward_tenant_header: HeaderName | None = None
+    forward_user_header: HeaderName | None = None
+    forward_workspace_header: HeaderName | None = None
 
 
 class Deployment(Strict):
@@ -283,6 +289,7 @@ class FileConfig(Strict):
     upgrade_url: str | None = None
     reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
     audit: AuditSettings = Field(default_factory=AuditSettings)  # issue 14: the audit trail
+    auth: AuthConfig = Field(default_factory=AuthConfig)  # JWT and subdomain tenants
 
 
 class Settings(BaseModel):

@@ -1,5 +1,18 @@
 """Authentication: raw key -> ``Principal``, through an LRU cache that a store epoch
-invalidates, so a revoked, paused or expired key is refused at once in every worker."""
+invalidates, so a revoked, paused or expired key is refused at once in every worker.
+
+With ``auth.jwt`` configured, a bearer that is not a Farebox key (``fbx_``, ``fbs_``, ``fba_``)
+and has a JWT's shape is verified as one (``farebox.identity.jwt``): its tenant claim names the
+tenant, its user claim the end user (the claim wins over ``X-Farebox-User``, which only fills
+in when the token has no user), its workspace claim the workspace. A JWT caller's key is the
+synthetic record ``jwt_key(tenant)`` (id ``jwt:<tenant>``, never stored): its ledger entries
+name that key, and key-scope budgets and limits hold for all of a tenant's JWT callers
+together (per-user ones for each user claim).
+
+With ``auth.subdomain`` configured, the request's host (``farebox.identity.subdomain``) may
+name a tenant: a service key without ``X-Farebox-Tenant`` acts for it, and any credential
+whose tenant is another one (a tenant key, a JWT, a service key naming another in the header)
+is refused 403 ``tenant_host_mismatch``."""
 
 from __future__ import annotations
 
@@ -11,21 +24,28 @@ from typing import Any
 import orjson
 
 from farebox.core.cache import ASK_DEFAULT, MAX_NAMESPACE_CHARS, CacheAsk
-from farebox.core.keys import hash_key
+from farebox.core.keys import ADMIN_PREFIX, SERVICE_PREFIX, TENANT_PREFIX, hash_key
 from farebox.core.records import ApiKey, Tenant
 from farebox.errors import (
     AuthenticationError,
+    Conflict,
     InvalidRequest,
     KeyPaused,
     MissingTenant,
     NotFound,
+    TenantHostMismatch,
     TenantPaused,
+    UnknownTenant,
 )
+from farebox.identity.claims import Claims, TokenVerifier, looks_like_jwt
+from farebox.identity.subdomain import host_tenant
 from farebox.stores.base import AccountStore
 
 MAX_ATTR_LEN = 256
 MAX_METADATA_BYTES = 4096
 MAX_TTL_DIGITS = 12  # x-farebox-cache-ttl: seconds, at most the plan's ttl_s in effect
+KEY_PREFIXES = (TENANT_PREFIX, SERVICE_PREFIX, ADMIN_PREFIX)
+JWT_KEY_PREFIX = "jwt:"  # a JWT caller's key id: ``jwt:<tenant>``, never a stored key's
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +73,13 @@ def bearer_key(headers: Mapping[str, str]) -> str:
     raise AuthenticationError(
         "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
     )
+
+
+def jwt_key(tenant_id: str) -> ApiKey:
+    """The synthetic, stable key record of a tenant's JWT callers (never stored). Its id is
+    per tenant because key-scope counters are named by key id alone."""
+    key_id = JWT_KEY_PREFIX + tenant_id
+    return ApiKey(key_id, "", "tenant", "JWT", 0.0, tenant_id=tenant_id, prefix="jwt")
 
 
 def _attribute(headers: Mapping[str, str], name: str) -> str | None:
@@ -148,8 +175,16 @@ class Authenticator:
         clock: Callable[[], float],
         cache_size: int = 10_000,
         appeal: str = "Contact the platform operator to resume it.",
+        *,
+        jwt: TokenVerifier | None = None,
+        base_domain: str | None = None,
+        auto_create_plan: str | None = None,
     ) -> None:
         self._appeal = appeal  # how a paused tenant asks to be resumed
+        self._jwt = jwt  # auth.jwt: None when bearer tokens are not accepted
+        self._base_domain = base_domain  # auth.subdomain.base_domain
+        self._auto_plan = auto_create_plan  # auth.jwt.auto_create_tenants.plan
+        self.uses_host = base_domain is not None  # whether authenticate needs the host
         self._store = store
         self._secret = secret
         self._clock = clock
@@ -199,12 +234,31 @@ class Authenticator:
         return key
 
     async def authenticate(
-        self, headers: Mapping[str, str], client_ip: str | None = None
+        self, headers: Mapping[str, str], client_ip: str | None = None, host: str | None = None
     ) -> Principal:
-        key = await self.key_for(bearer_key(headers))
+        """``host``: the request's host (``Host``, or ``X-Forwarded-Host`` from a trusted
+        proxy), given when ``uses_host``."""
+        raw = bearer_key(headers)
+        if self._jwt is not None and not raw.startswith(KEY_PREFIXES) and looks_like_jwt(raw):
+            return await self._token_principal(await self._jwt.verify(raw), headers, client_ip,
+                                               host)  # fmt: skip
+        key = await self.key_for(raw)
         if key.kind == "admin":
             raise AuthenticationError("The admin key cannot call the data plane.")
-        tenant = await self._resolve_tenant(key, headers)
+        tenant = await self._resolve_tenant(key, headers, host)
+        if tenant.paused or key.paused:
+            self._refuse_paused(tenant, key)
+        return Principal(
+            tenant=tenant,
+            key=key,
+            user=_attribute(headers, "x-farebox-user"),
+            feature=_attribute(headers, "x-farebox-feature"),
+            metadata=_metadata(headers),
+            client_ip=client_ip,
+            cache=cache_ask(headers),
+        )
+
+    def _refuse_paused(self, tenant: Tenant, key: ApiKey) -> None:
         if tenant.paused:
             raise TenantPaused(
                 f"Tenant {tenant.id!r} is paused"
@@ -219,26 +273,23 @@ class Authenticator:
                 + f" {self._appeal}",
                 extra={"reason": key.pause_reason, "appeal": self._appeal},
             )
-        return Principal(
-            tenant=tenant,
-            key=key,
-            user=_attribute(headers, "x-farebox-user"),
-            feature=_attribute(headers, "x-farebox-feature"),
-            metadata=_metadata(headers),
-            client_ip=client_ip,
-            cache=cache_ask(headers),
-        )
 
-    async def _resolve_tenant(self, key: ApiKey, headers: Mapping[str, str]) -> Tenant:
+    async def _resolve_tenant(
+        self, key: ApiKey, headers: Mapping[str, str], host: str | None = None
+    ) -> Tenant:
+        named = host_tenant(host, self._base_domain) if self._base_domain else None
         if key.kind == "service":
-            tenant_id = headers.get("x-farebox-tenant")
+            tenant_id = headers.get("x-farebox-tenant") or named
             if not tenant_id:
                 raise MissingTenant(
-                    "A service key must name its tenant in the X-Farebox-Tenant header.",
+                    "A service key must name its tenant in the X-Farebox-Tenant header"
+                    + (" or the host's subdomain." if self._base_domain else "."),
                     param="X-Farebox-Tenant",
                 )
         else:
             tenant_id = key.tenant_id or ""
+        if named is not None and named != tenant_id:
+            raise _mismatch(named)
         tenant = await self._tenant(tenant_id)
         if tenant is None:
             if key.kind == "service":
@@ -247,3 +298,51 @@ class Authenticator:
                 )
             raise AuthenticationError("Invalid API key.")
         return tenant
+
+    async def _token_principal(
+        self, claims: Claims, headers: Mapping[str, str], client_ip: str | None, host: str | None
+    ) -> Principal:
+        """The principal of a verified JWT: its tenant (created when configured to be), the
+        synthetic ``jwt:<tenant>`` key, its user and workspace claims."""
+        named = host_tenant(host, self._base_domain) if self._base_domain else None
+        if named is not None and named != claims.tenant:
+            raise _mismatch(named)
+        await self._sync_epoch()
+        tenant = await self._tenant(claims.tenant) or await self._create_tenant(claims.tenant)
+        key = jwt_key(tenant.id)
+        if tenant.paused:
+            self._refuse_paused(tenant, key)
+        return Principal(
+            tenant=tenant,
+            key=key,
+            user=claims.user or _attribute(headers, "x-farebox-user"),
+            feature=_attribute(headers, "x-farebox-feature"),
+            metadata=_metadata(headers),
+            workspace=claims.workspace,
+            client_ip=client_ip,
+            cache=cache_ask(headers),
+        )
+
+    async def _create_tenant(self, tenant_id: str) -> Tenant:
+        """``auth.jwt.auto_create_tenants``: the tenant a valid token names, created on its
+        first request. Race-safe: when another request (or replica) created it first, the
+        store's ``Conflict`` is answered by reading that one back."""
+        if self._auto_plan is None:
+            raise UnknownTenant(f"The token names tenant {tenant_id!r}, which does not exist.")
+        tenant = Tenant(tenant_id, tenant_id, self._auto_plan, self._clock(),
+                        metadata={"created_by": "jwt"})  # fmt: skip
+        try:
+            await self._store.create_tenant(tenant)
+        except Conflict:
+            found = await self._store.get_tenant(tenant_id)
+            if found is None:  # created and deleted again in between: refuse, do not loop
+                raise UnknownTenant(f"Tenant {tenant_id!r} could not be created.") from None
+            return found
+        return tenant
+
+
+def _mismatch(named: str) -> TenantHostMismatch:
+    """A host that names a tenant must name the credential's own."""
+    return TenantHostMismatch(
+        f"This host is for tenant {named!r}; the credential belongs to another tenant."
+    )

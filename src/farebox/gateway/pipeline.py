@@ -312,12 +312,12 @@ class Gateway:
             wait = timeout(call.plan, target)
             if (native := served_natively(call, providers, target)) is not None:
                 native_request = ChatRequest(
-                    native_body(call, target, False), wait, call.upstream_headers
+                    native_body(call, target, False), wait, call.upstream_headers, call.principal
                 )
                 return await native.responses(native_request)
             body = upstream_body(call, target, False)
             return await providers[target.provider].chat(
-                ChatRequest(body, wait, call.upstream_headers)
+                ChatRequest(body, wait, call.upstream_headers, call.principal)
             )
 
         metering = self._metering
@@ -382,7 +382,7 @@ class Gateway:
         async def attempt(target: Target) -> EmbedResult:
             upstream = {**body, "model": target.model}
             return await self._providers[target.provider].embed(
-                EmbedRequest(upstream, timeout(plan, target), call.upstream_headers)
+                EmbedRequest(upstream, timeout(plan, target), call.upstream_headers, call.principal)
             )
 
         metering = self._metering

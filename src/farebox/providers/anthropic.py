@@ -17,6 +17,7 @@ from farebox.providers.base import (
     ChatResult,
     EmbedRequest,
     EmbedResult,
+    ForwardHeaders,
     StreamItem,
     UsageReport,
     with_headers,
@@ -59,8 +60,10 @@ class AnthropicProvider:
         http: HttpClient | None = None,
         anthropic_version: str = "2023-06-01",
         extra_headers: Mapping[str, str] | None = None,
+        forward: ForwardHeaders | None = None,
     ) -> None:
         self.name = name
+        self._forward = forward if forward is not None and forward.any() else None
         self.base_url = base_url.rstrip("/")
         self._owns_http = http is None
         self._http = http if http is not None else HttpClient()
@@ -76,6 +79,8 @@ class AnthropicProvider:
     async def chat(self, request: ChatRequest) -> ChatResult:
         body = openai_request_to_anthropic({**request.body, "stream": False})
         headers = with_headers(self._headers, request.headers)
+        if self._forward is not None:  # forward_*_header: who is calling
+            headers = self._forward.added(headers, request.caller)
         start = time.perf_counter()
         response = await self._http.post_json(
             self._url, headers, orjson.dumps(body), request.timeout_s
@@ -94,6 +99,8 @@ class AnthropicProvider:
             created=int(time.time()), model=request.body.get("model")
         )
         headers = with_headers(self._stream_headers, request.headers)
+        if self._forward is not None:  # forward_*_header: who is calling
+            headers = self._forward.added(headers, request.caller)
         async with self._http.stream(self._url, headers, body, request.timeout_s) as response:
             if not 200 <= response.status < 300:
                 raise error_from_response(

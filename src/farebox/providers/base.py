@@ -10,10 +10,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
+from urllib.parse import quote
 
+from farebox.core.records import Tenant
 from farebox.core.usage import Usage
 
 JSON = dict[str, Any]
+
+
+class Caller(Protocol):
+    """Who a request is for, as a provider may tell its upstream (``ForwardHeaders``): the
+    gateway's ``Principal`` is one."""
+
+    @property
+    def tenant(self) -> Tenant: ...
+
+    @property
+    def user(self) -> str | None: ...
+
+    @property
+    def workspace(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +43,7 @@ class ChatRequest:
     body: JSON
     timeout_s: float = 600.0
     headers: Mapping[str, str] | None = None
+    caller: Caller | None = None  # who it is for (``ForwardHeaders``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +58,7 @@ class EmbedRequest:
     body: JSON
     timeout_s: float = 600.0
     headers: Mapping[str, str] | None = None  # as ``ChatRequest.headers``
+    caller: Caller | None = None  # as ``ChatRequest.caller``
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +112,41 @@ class ResponsesProvider(Provider, Protocol):
 def with_headers(own: Mapping[str, str], extra: Mapping[str, str] | None) -> Mapping[str, str]:
     """A provider's own headers and a request's ``headers`` (the provider's own win)."""
     return own if not extra else {**extra, **own}
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardHeaders:
+    """``providers.NAME.forward_{tenant,user,workspace}_header``: the header names a provider
+    tells its upstream the caller's tenant id, end user and workspace in (a self-hosted model
+    server behind the gateway sees who is calling). None: that one is not sent; an unknown
+    user or workspace is not sent either. A value that is not printable ASCII is sent
+    percent-encoded (UTF-8)."""
+
+    tenant: str | None = None
+    user: str | None = None
+    workspace: str | None = None
+
+    def any(self) -> bool:
+        return bool(self.tenant or self.user or self.workspace)
+
+    def values(self, caller: Caller | None) -> dict[str, str]:
+        if caller is None:
+            return {}
+        found = ((self.tenant, caller.tenant.id), (self.user, caller.user),
+                 (self.workspace, caller.workspace))  # fmt: skip
+        return {name.lower(): _header_value(value) for name, value in found if name and value}
+
+    def added(self, headers: Mapping[str, str], caller: Caller | None) -> Mapping[str, str]:
+        """``headers`` and the caller's forwarded ones (which win over a provider's static
+        ``headers`` of the same name)."""
+        values = self.values(caller)
+        return {**headers, **values} if values else headers
+
+
+def _header_value(value: str) -> str:
+    if value.isascii() and value.isprintable():
+        return value
+    return quote(value, safe=" !#$&'()*+,/:;=?@[]~")
 
 
 def native_responses(provider: Provider) -> ResponsesProvider | None:

@@ -14,6 +14,7 @@ import math
 import random
 import struct
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from farebox.providers.base import (
     ChatResult,
     EmbedRequest,
     EmbedResult,
+    ForwardHeaders,
     StreamItem,
     UsageReport,
 )
@@ -107,12 +109,24 @@ class MockProvider:
     kind = "mock"
 
     def __init__(
-        self, name: str, options: MockOptions, reasoning_models: frozenset[str] = frozenset()
+        self,
+        name: str,
+        options: MockOptions,
+        reasoning_models: frozenset[str] = frozenset(),
+        forward: ForwardHeaders | None = None,
     ) -> None:
         self.name = name
         self._options = options
         self._reasoning = reasoning_models
         self._counter = 0
+        self._forward = forward if forward is not None and forward.any() else None
+        # with forward_*_header configured: the headers each request would have carried
+        # upstream (the last 100), so that tests can see who the gateway said was calling
+        self.received: deque[dict[str, str]] = deque(maxlen=100)
+
+    def _note(self, request: ChatRequest | EmbedRequest) -> None:
+        assert self._forward is not None
+        self.received.append(dict(self._forward.added(request.headers or {}, request.caller)))
 
     # randomness ------------------------------------------------------------------
     def _rng(self, body: Mapping[str, Any]) -> random.Random:
@@ -197,6 +211,8 @@ class MockProvider:
         return rng, self._plan(request.body, rng, shape)
 
     async def chat(self, request: ChatRequest) -> ChatResult:
+        if self._forward is not None:
+            self._note(request)
         started = time.perf_counter()
         rng, plan = await self._planned(request)
         if self._options.tokens_per_second:
@@ -215,6 +231,8 @@ class MockProvider:
         return ChatResult(body=body, usage=plan.usage, upstream_ms=elapsed)
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
+        if self._forward is not None:
+            self._note(request)
         rng, plan = await self._planned(request)
         o = self._options
         cut = o.disconnect_after if o.disconnect_rate and rng.random() < o.disconnect_rate else 0
@@ -244,6 +262,8 @@ class MockProvider:
         yield UsageReport(usage=plan.usage, chunk=usage_chunk)
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
+        if self._forward is not None:
+            self._note(request)
         size = embedding_size(request.body, self.name)
         rng = self._rng(request.body)
         await _pause(self._options.latency_ms)

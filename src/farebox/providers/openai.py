@@ -26,6 +26,7 @@ from farebox.providers.base import (
     ChatResult,
     EmbedRequest,
     EmbedResult,
+    ForwardHeaders,
     StreamItem,
     UsageReport,
     with_headers,
@@ -51,8 +52,10 @@ class OpenAIProvider:
         http: HttpClient,
         extra_headers: Mapping[str, str] | None = None,
         responses: str = "translate",
+        forward: ForwardHeaders | None = None,
     ) -> None:
         self.name = name
+        self._forward = forward if forward is not None and forward.any() else None
         self.native_responses = responses == "native"
         self.base_url = base_url.rstrip("/")
         self._http = http
@@ -76,6 +79,8 @@ class OpenAIProvider:
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
         body = orjson.dumps(_stream_body(request.body))
         headers = with_headers(self._stream_headers, request.headers)
+        if self._forward is not None:  # forward_*_header: who is calling
+            headers = self._forward.added(headers, request.caller)
         async with self._http.stream(self._chat_url, headers, body, request.timeout_s) as response:
             if not 200 <= response.status < 300:
                 raise error_from_response(
@@ -103,6 +108,8 @@ class OpenAIProvider:
         chunk of the closing ``UsageReport``. A stream that ends without one was cut."""
         body = orjson.dumps({**request.body, "stream": True})
         headers = with_headers(self._stream_headers, request.headers)
+        if self._forward is not None:  # forward_*_header: who is calling
+            headers = self._forward.added(headers, request.caller)
         async with self._http.stream(
             self._responses_url, headers, body, request.timeout_s
         ) as response:
@@ -135,6 +142,8 @@ class OpenAIProvider:
     ) -> tuple[HttpResponse, float]:
         start = time.perf_counter()
         headers = with_headers(self._headers, request.headers)
+        if self._forward is not None:  # forward_*_header: who is calling
+            headers = self._forward.added(headers, request.caller)
         response = await self._http.post_json(url, headers, orjson.dumps(body), request.timeout_s)
         elapsed = (time.perf_counter() - start) * 1000.0
         if not 200 <= response.status < 300:
