@@ -259,3 +259,20 @@ def openai_error_body(exc: FareboxError) -> dict[str, Any]:
 def http_status(error: FareboxError) -> int:
     override = getattr(error, "status_override", None)
     return int(override) if override else error.status
+
+
+# issue 14: the provider-credential vault ------------------------------------------------
+class VaultError(ConfigError):
+    """The credential vault cannot seal or open a credential: ``cryptography`` is missing
+    (the ``farebox[identity]`` extra), no key-encryption key can open a ciphertext, or a row
+    was tampered with. Its message never holds a secret."""
+
+    code = "vault_error"
+
+
+class ProviderCredentialMissing(UpstreamError):
+    """A deployment's provider takes its key from the vault (``integration:NAME``) and the
+    vault has no such credential: answered 503 after failing over to any other deployment."""
+
+    status = 503
+    code = "provider_credential_missing"

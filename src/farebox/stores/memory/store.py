@@ -24,6 +24,7 @@ from farebox.core.tiers import tiered
 from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health
 from farebox.stores.memory.budgets import MemoryBudgets
+from farebox.stores.memory.credentials import MemoryCredentials
 from farebox.stores.memory.credits import MemoryCredits
 from farebox.stores.memory.inbox import MemoryInbox
 from farebox.stores.memory.responses import MemoryResponses
@@ -53,6 +54,7 @@ class MemoryStore(MemoryReports):
         self.traffic = MemoryTraffic()
         self.responses = MemoryResponses()
         self.credits = MemoryCredits(self._bump)
+        self.credentials = MemoryCredentials(self._bump)  # the vault
         self.inbox = MemoryInbox()
         self.upsell = MemoryUpsell(self.credits.every_grant)
 

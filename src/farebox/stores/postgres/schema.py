@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from farebox.stores.postgres.credentials import MIGRATION as CREDENTIALS_MIGRATION
 from farebox.stores.postgres.credits import MIGRATION as CREDITS_MIGRATION
 from farebox.stores.postgres.inbox import MIGRATION as INBOX_MIGRATION
 from farebox.stores.postgres.rollups import cache_migration as rollups_cache_migration
@@ -240,6 +241,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE {s}.ledger ADD COLUMN workspace TEXT;
     ALTER TABLE {s}.ledger ADD COLUMN byok BOOLEAN NOT NULL DEFAULT FALSE;
     """,
+    # issue 14: the provider-credential vault (stores/postgres/credentials.py)
+    CREDENTIALS_MIGRATION,
 )
 
 
