@@ -40,6 +40,8 @@ from farebox.core.routing import Router
 from farebox.errors import ConfigError
 from farebox.gateway.admission import Budgets
 from farebox.gateway.auth import Authenticator
+from farebox.identity.credentials import ProviderKeys
+from farebox.identity.vault import Vault
 from farebox.gateway.breakers import Breakers
 from farebox.gateway.cache import ResponseCache
 from farebox.gateway.inflight import InFlight
@@ -151,7 +153,7 @@ def make_provider(
             disconnect_rate=cfg.disconnect_rate,
             disconnect_after=cfg.disconnect_after,
         )
-        return MockProvider(name, options, reasoning)
+        return MockProvider(name, options, reasoning, key)
     if cfg.kind == "anthropic":
         return AnthropicProvider(name, cfg.base_url or "https://api.anthropic.com", key, http)
     url = cfg.base_url or "https://api.openai.com/v1"
@@ -406,12 +408,14 @@ def wire(
     events = getattr(metrics, "cache_event", None)
     cache = make_cache(settings, store, secret, built, router, clock, events)
     upsell = UpsellRecorder(store.upsell, clock)
+    keys = provider_keys(settings, store, secret)
     gateway = Gateway(router=router, plans=plans, providers=built, ledger=ledger,
                       budgets=budgets, limits=limits, breakers=breakers,
                       routing=settings.file.routing,
                       default_plan=settings.file.default_plan or "default", clock=clock,
                       observe=observers(metrics, access_log, watch),
-                      tracing=tracing, cache=cache, refused=upsell.refused)  # fmt: skip
+                      tracing=tracing, cache=cache, refused=upsell.refused,
+                      keys=keys)  # fmt: skip
     auth = Authenticator(store, secret, clock, settings.file.server.key_cache_size,
                          appeal=settings.file.anomaly.appeal)  # fmt: skip
     # a store of this app's own that no other process uses (one handed in may be shared by
@@ -430,6 +434,13 @@ def wire(
     return Wiring(services, tenancy, reloader, watch, exporter, alerts, built, http, in_flight,
                   metrics, access_log, tracing, cache,
                   bills if settings.file.reconcile.interval_s else None, upsell)  # fmt: skip
+
+
+def provider_keys(settings: Settings, store: Store, secret: bytes) -> ProviderKeys:
+    """Issue 14: each attempt's provider key from the vault (``integration:NAME``, or the
+    tenant's own), cached by the store's auth epoch."""
+    vault = Vault.of(settings.kek, secret)
+    return ProviderKeys(store.credentials, store.auth_epoch, vault, settings.provider_integrations)
 
 
 def create_app(

@@ -67,11 +67,12 @@ class StreamRelay:
         async def attempt(target: Target) -> tuple[StreamItem | None, AsyncIterator[StreamItem]]:
             wait, headers = timeout(call.plan, target), call.upstream_headers
             if (native := served_natively(call, providers, target)) is not None:
-                request = ChatRequest(native_body(call, target, True), wait, headers)
+                request = ChatRequest(native_body(call, target, True), wait, headers, call.api_key)
                 items = native.responses_stream(request)
             else:
                 body = upstream_body(call, target, True)
-                items = providers[target.provider].chat_stream(ChatRequest(body, wait, headers))
+                request = ChatRequest(body, wait, headers, call.api_key)
+                items = providers[target.provider].chat_stream(request)
             try:
                 return await anext(items, None), items
             except BaseException:

@@ -136,7 +136,8 @@ async def rekey(store: Rows, vault: Vault) -> tuple[int, int]:
     compare-and-set (a row rotated meanwhile is read again). Until it is done, any
     configured version still opens the rows not yet moved. Returns (moved, already current)."""
     moved = current = 0
-    for row in await store.list_credentials(None):
+    for listed in await store.list_credentials(None):
+        row: Credential | None = listed
         while row is not None and row.kek_version != vault.current:
             if await store.replace_credential(row, vault.resealed(row)):
                 moved += 1

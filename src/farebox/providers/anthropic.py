@@ -19,6 +19,7 @@ from farebox.providers.base import (
     EmbedResult,
     StreamItem,
     UsageReport,
+    keyed,
     with_headers,
 )
 from farebox.providers.translate import (
@@ -27,6 +28,7 @@ from farebox.providers.translate import (
     openai_request_to_anthropic,
 )
 
+KEY = "x-api-key"  # the header its key goes in (a request's own, from the vault, wins)
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 # Error types of mid-stream ``event: error`` frames, as the HTTP status they stand for.
 ERROR_TYPE_STATUS = {
@@ -75,7 +77,7 @@ class AnthropicProvider:
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         body = openai_request_to_anthropic({**request.body, "stream": False})
-        headers = with_headers(self._headers, request.headers)
+        headers = keyed(with_headers(self._headers, request.headers), request.api_key, KEY)
         start = time.perf_counter()
         response = await self._http.post_json(
             self._url, headers, orjson.dumps(body), request.timeout_s
@@ -93,7 +95,7 @@ class AnthropicProvider:
         translator = AnthropicStreamTranslator(
             created=int(time.time()), model=request.body.get("model")
         )
-        headers = with_headers(self._stream_headers, request.headers)
+        headers = keyed(with_headers(self._stream_headers, request.headers), request.api_key, KEY)
         async with self._http.stream(self._url, headers, body, request.timeout_s) as response:
             if not 200 <= response.status < 300:
                 raise error_from_response(

@@ -22,11 +22,14 @@ class ChatRequest:
 
     For streams the body always has ``stream_options.include_usage`` set to true.
     ``headers``: sent upstream besides the provider's own (the attempt's trace context).
+    ``api_key``: the key to send instead of the provider's own (the vault's, or the tenant's
+    own: issue 14); None: the provider's own.
     """
 
     body: JSON
     timeout_s: float = 600.0
     headers: Mapping[str, str] | None = None
+    api_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,7 @@ class EmbedRequest:
     body: JSON
     timeout_s: float = 600.0
     headers: Mapping[str, str] | None = None  # as ``ChatRequest.headers``
+    api_key: str | None = None  # as ``ChatRequest.api_key``
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,15 @@ class ResponsesProvider(Provider, Protocol):
 def with_headers(own: Mapping[str, str], extra: Mapping[str, str] | None) -> Mapping[str, str]:
     """A provider's own headers and a request's ``headers`` (the provider's own win)."""
     return own if not extra else {**extra, **own}
+
+
+def keyed(headers: Mapping[str, str], api_key: str | None, header: str) -> Mapping[str, str]:
+    """``headers`` with ``api_key`` (when given) in ``header``: ``authorization`` takes it
+    as a bearer token. The request's key wins over the provider's own."""
+    if not api_key:
+        return headers
+    value = f"Bearer {api_key}" if header == "authorization" else api_key
+    return {**headers, header: value}
 
 
 def native_responses(provider: Provider) -> ResponsesProvider | None:

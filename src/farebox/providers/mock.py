@@ -107,12 +107,17 @@ class MockProvider:
     kind = "mock"
 
     def __init__(
-        self, name: str, options: MockOptions, reasoning_models: frozenset[str] = frozenset()
-    ) -> None:
+        self, name: str, options: MockOptions, reasoning_models: frozenset[str] = frozenset(),
+        api_key: str | None = None,
+    ) -> None:  # fmt: skip
         self.name = name
         self._options = options
         self._reasoning = reasoning_models
         self._counter = 0
+        self._api_key = api_key  # its configured key (env:NAME), if any
+        # the key the last request came with (the vault's, a tenant's own, or its own), so
+        # tests can tell which key a request used; kept in memory only, never logged
+        self.last_api_key: str | None = None
 
     # randomness ------------------------------------------------------------------
     def _rng(self, body: Mapping[str, Any]) -> random.Random:
@@ -189,6 +194,7 @@ class MockProvider:
     # Provider protocol -----------------------------------------------------------
     async def _planned(self, request: ChatRequest) -> tuple[random.Random, _Plan]:
         """Check the request, wait as configured, fail when drawn to, then plan the answer."""
+        self.last_api_key = request.api_key or self._api_key
         shape = choice_shape(request.body, self.name)
         check_tools(request.body, self.name)
         rng = self._rng(request.body)
@@ -244,6 +250,7 @@ class MockProvider:
         yield UsageReport(usage=plan.usage, chunk=usage_chunk)
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
+        self.last_api_key = request.api_key or self._api_key
         size = embedding_size(request.body, self.name)
         rng = self._rng(request.body)
         await _pause(self._options.latency_ms)

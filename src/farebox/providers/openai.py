@@ -28,9 +28,11 @@ from farebox.providers.base import (
     EmbedResult,
     StreamItem,
     UsageReport,
+    keyed,
     with_headers,
 )
 
+KEY = "authorization"  # the header its key goes in (a request's own, from the vault, wins)
 _DONE = b"[DONE]"
 # Mid-stream error objects carry no HTTP status; infer one so retry policy still works.
 _STREAM_ERROR_STATUS = {"rate_limit_exceeded": 429, "invalid_request_error": 400}
@@ -75,7 +77,7 @@ class OpenAIProvider:
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
         body = orjson.dumps(_stream_body(request.body))
-        headers = with_headers(self._stream_headers, request.headers)
+        headers = keyed(with_headers(self._stream_headers, request.headers), request.api_key, KEY)
         async with self._http.stream(self._chat_url, headers, body, request.timeout_s) as response:
             if not 200 <= response.status < 300:
                 raise error_from_response(
@@ -102,7 +104,7 @@ class OpenAIProvider:
         """The upstream's Responses events; the terminal one (with the usage) comes as the
         chunk of the closing ``UsageReport``. A stream that ends without one was cut."""
         body = orjson.dumps({**request.body, "stream": True})
-        headers = with_headers(self._stream_headers, request.headers)
+        headers = keyed(with_headers(self._stream_headers, request.headers), request.api_key, KEY)
         async with self._http.stream(
             self._responses_url, headers, body, request.timeout_s
         ) as response:
@@ -134,7 +136,7 @@ class OpenAIProvider:
         self, url: str, body: JSON, request: ChatRequest | EmbedRequest
     ) -> tuple[HttpResponse, float]:
         start = time.perf_counter()
-        headers = with_headers(self._headers, request.headers)
+        headers = keyed(with_headers(self._headers, request.headers), request.api_key, KEY)
         response = await self._http.post_json(url, headers, orjson.dumps(body), request.timeout_s)
         elapsed = (time.perf_counter() - start) * 1000.0
         if not 200 <= response.status < 300:

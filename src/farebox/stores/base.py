@@ -469,31 +469,6 @@ class HasUpsell(Protocol):
     def upsell(self) -> UpsellStore: ...
 
 
-class Store(
-    AccountStore,
-    LedgerStore,
-    UsageStore,
-    ReportStore,
-    ReservationStore,
-    BreakerStore,
-    ExportStore,
-    MetaStore,
-    HasCredits,
-    HasInbox,
-    HasTraffic,
-    HasResponses,
-    HasUpsell,
-    Protocol,
-):
-    """Every role, and the store's lifecycle: what ``app.py`` wires."""
-
-    async def open(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def ping(self) -> bool: ...
-
-
 # issue 14: the provider-credential vault ---------------------------------------------------
 class CredentialStore(Protocol):
     """Sealed provider keys (``farebox.identity.vault``): the platform's (owner ``""``) and
@@ -527,3 +502,30 @@ class HasCredentials(Protocol):
 
     @property
     def credentials(self) -> CredentialStore: ...
+
+
+class Store(
+    AccountStore,
+    LedgerStore,
+    UsageStore,
+    ReportStore,
+    ReservationStore,
+    BreakerStore,
+    ExportStore,
+    MetaStore,
+    HasCredits,
+    HasInbox,
+    HasTraffic,
+    HasResponses,
+    HasUpsell,
+    HasCredentials,
+    Protocol,
+):
+    """Every role, and the store's lifecycle: what ``app.py`` wires."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool: ...
+

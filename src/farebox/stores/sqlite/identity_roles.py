@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from farebox.stores.sqlite.credentials import SQLiteCredentials
+from farebox.stores.sqlite.epoch_file import EpochFile
 
 
 def bump_epoch(db: sqlite3.Connection) -> int:
@@ -19,8 +21,8 @@ def bump_epoch(db: sqlite3.Connection) -> int:
 
 
 class IdentityRoles:
-    _epoch: Any  # the store's EpochFile
-    _runners: Any
+    _epoch: EpochFile
+    _runners: Callable[[], tuple[Any, Any]]
 
     @functools.cached_property
     def credentials(self) -> SQLiteCredentials:
