@@ -204,6 +204,7 @@ OPERATIONS = [
     ("POST", "/admin/v1/credits/parked/{parked_id}/apply"),
     # issue 14: the provider-credential vault
     ("POST", "/admin/v1/integrations"), ("GET", "/admin/v1/integrations"),
+    ("POST", "/admin/v1/integrations/rekey"),
     ("POST", "/admin/v1/integrations/{name}/rotate"), ("DELETE", "/admin/v1/integrations/{name}"),
     ("PUT", "/admin/v1/tenants/{tenant_id}/integrations/{provider}"),
     ("GET", "/admin/v1/tenants/{tenant_id}/integrations/{provider}"),

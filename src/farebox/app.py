@@ -40,8 +40,6 @@ from farebox.core.routing import Router
 from farebox.errors import ConfigError
 from farebox.gateway.admission import Budgets
 from farebox.gateway.auth import Authenticator
-from farebox.identity.credentials import ProviderKeys
-from farebox.identity.vault import Vault
 from farebox.gateway.breakers import Breakers
 from farebox.gateway.cache import ResponseCache
 from farebox.gateway.inflight import InFlight
@@ -50,7 +48,9 @@ from farebox.gateway.pipeline import Gateway
 from farebox.gateway.rate_limits import RateLimits
 from farebox.gateway.routing_table import build_plans, build_router, provider_configs
 from farebox.http.client import HttpClient
+from farebox.identity.credentials import ProviderKeys
 from farebox.identity.tenancy import Tenancy
+from farebox.identity.vault import Vault
 from farebox.notify.channels import WebhookAlerts
 from farebox.observe.access_log import AccessLog
 from farebox.observe.metrics import Observer, RequestMetrics, fan_out

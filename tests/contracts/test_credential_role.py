@@ -17,7 +17,9 @@ BACKENDS = ("memory", "sqlite", "postgres", "postgres+redis")
 T0 = 1_793_577_600.0
 
 
-def sealed(owner: str, name: str, blob: bytes = b"\x00\xffcipher", version: str = "v1") -> Credential:
+def sealed(
+    owner: str, name: str, blob: bytes = b"\x00\xffcipher", version: str = "v1"
+) -> Credential:
     return Credential(owner, name, "openai", blob, b"n" * 12, version, "wxyz", T0)
 
 
@@ -48,8 +50,12 @@ async def test_replace_is_a_compare_and_set(store: Any) -> None:
     c = store.credentials
     first = sealed("", "k")
     await c.create_credential(first)
-    a = dataclasses.replace(first, ciphertext=b"a", kek_version="v2", last4="aaaa", rotated_at=T0 + 1)
-    b = dataclasses.replace(first, ciphertext=b"b", kek_version="v2", last4="bbbb", rotated_at=T0 + 2)
+    a = dataclasses.replace(
+        first, ciphertext=b"a", kek_version="v2", last4="aaaa", rotated_at=T0 + 1
+    )
+    b = dataclasses.replace(
+        first, ciphertext=b"b", kek_version="v2", last4="bbbb", rotated_at=T0 + 2
+    )
     before = await epoch(store)
     won = await asyncio.gather(c.replace_credential(first, a), c.replace_credential(first, b))
     assert sorted(won) == [False, True]

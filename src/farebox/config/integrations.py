@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
 from collections.abc import Mapping
 from typing import Annotated
@@ -78,3 +79,8 @@ def parse_kek(source: str, value: str | None) -> tuple[tuple[str, bytes], ...]:
             raise ConfigError(f"{source}: {KEK_ENV}: version {version!r} given twice")
         keks.append((version, key))
     return tuple(keks)
+
+
+def secret_from_env(name: str) -> str | None:
+    """``farebox integrations ... --from-env NAME``: the provider key in that variable."""
+    return os.environ.get(name) or None

@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from farebox.catalog import load_catalog
 from farebox.config.anomaly import AnomalySettings, AnomalyTuning, policy
 from farebox.config.base import Decimal, EnvReference, HttpURL, Strict
-from farebox.config.integrations import KEK_ENV, ProviderKey, check_dual, integration_of, parse_kek
 from farebox.config.billing_webhooks import BillingWebhooks, hook_secrets
 from farebox.config.cache import CacheSettings, PlanCache
+from farebox.config.integrations import KEK_ENV, ProviderKey, check_dual, integration_of, parse_kek
 from farebox.config.limits import ResponsesSettings, TimeoutSettings
 from farebox.config.observe import (
     DashboardConfig,

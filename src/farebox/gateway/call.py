@@ -142,7 +142,11 @@ def entry(
         reasoning_tokens=usage.reasoning_tokens,
         cost=price,
         revenue=call.plan.revenue.revenue(
-            usage, price, call.model, call.principal.feature, served=status == "ok",
+            usage,
+            price,
+            call.model,
+            call.principal.feature,
+            served=status == "ok",
             byok=call.byok,
         ),
         latency_ms=(time.perf_counter() - call.started) * 1000,

@@ -50,7 +50,6 @@ from farebox.gateway.call import (
 from farebox.gateway.counting import Counted, TokenCounting
 from farebox.gateway.failover import Failover, timeout
 from farebox.gateway.ledger import LedgerWriter
-from farebox.identity.credentials import ProviderKeys
 from farebox.gateway.metering import Metering
 from farebox.gateway.policy import apply_policy
 from farebox.gateway.rate_limits import RateLimits, limit_json
@@ -64,6 +63,7 @@ from farebox.gateway.sizes import (
     clamp_output,
     output_cap,
 )
+from farebox.identity.credentials import ProviderKeys
 from farebox.providers.base import (
     ChatRequest,
     ChatResult,

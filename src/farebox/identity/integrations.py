@@ -17,12 +17,15 @@ MAX_SECRET = 4096
 
 def check_secret(secret: str) -> str:
     """A provider key: printable, no whitespace, at most 4096 characters."""
-    if not secret or len(secret) > MAX_SECRET or not secret.isprintable() or secret != secret.strip() \
-            or any(c.isspace() for c in secret):  # fmt: skip
+    if not 0 < len(secret) <= MAX_SECRET or not secret.isprintable() or _spaced(secret):
         raise InvalidRequest(
             "'api_key' must be 1-4096 printable characters without whitespace.", param="api_key"
         )
     return secret
+
+
+def _spaced(secret: str) -> bool:
+    return any(c.isspace() for c in secret)
 
 
 def check_name(name: str, what: str = "name") -> str:

@@ -83,9 +83,7 @@ class Vault:
         """The configured KEKs, or the one derived from the server ``secret``."""
         return cls(list(keks) if keks else [(DERIVED, derive_kek(secret))])
 
-    def seal(
-        self, owner: str, name: str, provider: str, secret: str, now: float
-    ) -> Credential:
+    def seal(self, owner: str, name: str, provider: str, secret: str, now: float) -> Credential:
         """A new credential holding ``secret``, under the current KEK."""
         nonce = os.urandom(NONCE_BYTES)
         sealed = self._ciphers[self.current].encrypt(
@@ -115,8 +113,7 @@ class Vault:
             )  # fmt: skip
         except Exception:  # cryptography's InvalidTag: never show what was tried
             raise VaultError(
-                f"credential {credential.name!r} does not open: altered, or moved from "
-                "another row"
+                f"credential {credential.name!r} does not open: altered, or moved from another row"
             ) from None
         return bytes(plain).decode()
 

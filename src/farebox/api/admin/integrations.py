@@ -21,10 +21,18 @@ KEY_DOC = "The provider's API key. Stored encrypted; never shown again (only its
 class IntegrationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=NAME_PATTERN, max_length=64, examples=["openai-prod"],
-                      description='Referenced by a provider as api_key: "integration:NAME".')
-    provider: str = Field(pattern=NAME_PATTERN, max_length=64, examples=["openai"],
-                          description="What the key is for (openai, anthropic, ...).")
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        max_length=64,
+        examples=["openai-prod"],
+        description='Referenced by a provider as api_key: "integration:NAME".',
+    )
+    provider: str = Field(
+        pattern=NAME_PATTERN,
+        max_length=64,
+        examples=["openai"],
+        description="What the key is for (openai, anthropic, ...).",
+    )
     api_key: str = Field(min_length=1, max_length=MAX_SECRET, description=KEY_DOC)
 
 
@@ -48,6 +56,14 @@ class IntegrationOut(BaseModel):
 
 class IntegrationsOut(BaseModel):
     data: list[IntegrationOut]
+
+
+class RekeyOut(BaseModel):
+    """What ``POST /admin/v1/integrations/rekey`` did."""
+
+    kek_version: str = Field(description="The current key-encryption key version.")
+    moved: int = Field(description="Credentials re-encrypted under it.")
+    already: int = Field(description="Credentials that were under it already.")
 
 
 def _out(credential: Credential) -> IntegrationOut:
@@ -97,3 +113,10 @@ class IntegrationRoutes:
         """Delete the tenant's own key: its traffic goes on the platform's key again."""
         await self.tenancy.tenant(tenant_id)
         return _out(await self.integrations.delete(provider, tenant_id))
+
+    async def rekey(self) -> RekeyOut:
+        """Re-encrypt every credential (the platform's and tenants' own) under the current
+        key-encryption key (the first of FAREBOX_KEK), a row at a time; until it is done every
+        configured version still opens the rows not yet moved."""
+        moved, already = await self.integrations.rekey()
+        return RekeyOut(kek_version=self.vault.current, moved=moved, already=already)

@@ -179,6 +179,7 @@ def integration_routes(services: Services, tenancy: Tenancy) -> list[AdminRoute]
     return [
         AdminRoute("POST", "/integrations", vault.create, CREATED, need="owner"),
         AdminRoute("GET", "/integrations", vault.list_all, need="owner"),
+        AdminRoute("POST", "/integrations/rekey", vault.rekey, need="owner"),
         AdminRoute("POST", "/integrations/{name}/rotate", vault.rotate, need="owner"),
         AdminRoute("DELETE", "/integrations/{name}", vault.delete, need="owner"),
         AdminRoute("PUT", own, vault.put_own, need="operate", tenant_ok=True),
