@@ -10,6 +10,7 @@ every credential, and rows not yet moved stay readable until it is done.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import dataclasses
@@ -186,6 +187,14 @@ async def test_a_ciphertext_moved_to_another_row_does_not_open() -> None:
     assert derive_kek(b"a" * 64) != derive_kek(b"b" * 64)
 
 
+def pg_dump(schema: str) -> bytes:
+    return subprocess.run(
+        ["pg_dump", "--schema", schema, "--data-only", PG_DSN],
+        capture_output=True, check=True, timeout=60,
+        env={**os.environ, "PGCONNECT_TIMEOUT": "5"},
+    ).stdout  # fmt: skip
+
+
 async def test_the_postgres_dump_holds_no_plaintext() -> None:
     require("PostgreSQL vault", ("PostgreSQL", 5432))
     import asyncpg
@@ -216,11 +225,7 @@ async def test_the_postgres_dump_holds_no_plaintext() -> None:
         assert "openai-prod" in text  # the rows were read
         assert secret not in text and secret[::-1] not in text
         if shutil.which("pg_dump"):
-            out = subprocess.run(
-                ["pg_dump", "--schema", schema, "--data-only", PG_DSN],
-                capture_output=True, check=True, timeout=60,
-                env={**os.environ, "PGCONNECT_TIMEOUT": "5"},
-            ).stdout  # fmt: skip
+            out = await asyncio.to_thread(pg_dump, schema)
             assert b"openai-prod" in out and secret.encode() not in out
         got = await store.credentials.get_credential("", "openai-prod")
         assert isinstance(got, Credential) and Vault([("v1", K1)]).open(got) == secret
