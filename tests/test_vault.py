@@ -236,3 +236,52 @@ async def test_the_postgres_dump_holds_no_plaintext() -> None:
             await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         finally:
             await conn.close()
+
+
+class CountingCredentials:
+    """A ``CredentialStore`` counting the reads the request path makes of it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.reads = 0
+
+    async def list_credentials(self, owner: str | None = None) -> list[Credential]:
+        self.reads += 1
+        return list(await self.inner.list_credentials(owner))
+
+    async def get_credential(self, owner: str, name: str) -> Credential | None:
+        self.reads += 1
+        found: Credential | None = await self.inner.get_credential(owner, name)
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_the_hot_path_reads_the_table_once_per_epoch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from farebox.errors import ProviderCredentialMissing
+    from farebox.identity.credentials import ProviderKeys
+
+    store = MemoryStore()
+    counted = CountingCredentials(store.credentials)
+    vault = Vault([("v1", K1)])
+    keys = ProviderKeys(counted, store.auth_epoch, vault, {"openai": "openai-prod"})  # type: ignore[arg-type]
+    platform = distinctive()
+    await store.credentials.create_credential(vault.seal("", "openai-prod", "openai", platform, 1))
+    for tenant in ("acme", "beta", "gamma") * 20:
+        assert await keys.key(tenant, "openai") == (platform, False)
+        assert await keys.key(tenant, "anthropic") == (None, False)  # its own env key
+    assert counted.reads == 1
+    own = distinctive()
+    await store.credentials.create_credential(vault.seal("acme", "openai", "openai", own, 2))
+    assert await keys.key("acme", "openai") == (own, True)
+    assert await keys.key("beta", "openai") == (platform, False)
+    assert counted.reads == 2
+    # a row that does not open (another KEK): a clear 503, a log line naming it, no secret
+    other = Vault([("v9", K2)]).seal("globex", "openai", "openai", distinctive(), 3)
+    await store.credentials.create_credential(other)
+    with pytest.raises(ProviderCredentialMissing):
+        await keys.key("globex", "openai")
+    assert "v9" in caplog.text and "sk-" not in caplog.text
