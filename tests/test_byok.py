@@ -162,3 +162,49 @@ def test_byok_revenue_is_the_fee_exactly_whatever_the_plan(
             input_tokens + output_tokens
         )
     assert RevenueRule(markup_num=markup).revenue(usage, 10**9, byok=True) == 0
+
+
+async def test_the_real_adapters_send_the_vault_key_in_their_own_header(
+    make_gateway: Any, ups: Any
+) -> None:
+    """Over loopback: OpenAI's adapter sends the key as a bearer token, Anthropic's as
+    ``x-api-key``; a tenant's own key replaces the configured one, never added beside it."""
+    claude, gpt = ups
+    config = {
+        "providers": {
+            "claude": {"kind": "anthropic", "base_url": claude.base_url,
+                       "api_key": "integration:claude-prod"},
+            "gpt": {"kind": "openai", "base_url": gpt.base_url, "api_key": "env:GPT_KEY"},
+        },
+        "models": {"claude": [{"provider": "claude", "model": "claude-sonnet-4-5"}],
+                   "gpt": [{"provider": "gpt", "model": "gpt-4o-mini"}]},
+    }  # fmt: skip
+    async with make_gateway(config, env={"GPT_KEY": PLATFORM_KEY}) as gw:
+        acme, beta = await gw.tenant_key("acme"), await gw.tenant_key("beta")
+        vault = {"name": "claude-prod", "provider": "anthropic",
+                 "api_key": "sk-ant-vault-0123456789"}  # fmt: skip
+        made = await gw.client.post("/admin/v1/integrations", headers=gw.admin, json=vault)
+        assert made.status_code == 201
+        for tenant in ("acme", "beta"):
+            own = {"api_key": f"sk-ant-{tenant}-own-0123"}
+            await gw.client.put(f"/admin/v1/tenants/{tenant}/integrations/claude", json=own,
+                                headers=gw.admin)  # fmt: skip
+        await gw.client.put("/admin/v1/tenants/acme/integrations/gpt", json={"api_key": OWN_KEY},
+                            headers=gw.admin)  # fmt: skip
+        await gw.client.delete("/admin/v1/tenants/beta/integrations/claude", headers=gw.admin)
+
+        async def ask(raw: str, model: str) -> None:
+            body = {**CHAT, "model": model}
+            r = await gw.client.post("/v1/chat/completions", json=body, headers=bearer(raw))
+            assert r.status_code == 200, r.text
+
+        await ask(acme, "gpt")
+        assert gpt.last.headers.getall("authorization") == [f"Bearer {OWN_KEY}"]
+        await ask(beta, "gpt")
+        assert gpt.last.headers.getall("authorization") == [f"Bearer {PLATFORM_KEY}"]
+        await ask(acme, "claude")
+        assert claude.last.headers.getall("x-api-key") == ["sk-ant-acme-own-0123"]
+        await ask(beta, "claude")
+        assert claude.last.headers.getall("x-api-key") == ["sk-ant-vault-0123456789"]
+        byok = {e.request_id: e.byok for e in await gw.ledger()}
+        assert sorted(byok.values()) == [False, False, True, True]
