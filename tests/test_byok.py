@@ -208,3 +208,33 @@ async def test_the_real_adapters_send_the_vault_key_in_their_own_header(
         assert claude.last.headers.getall("x-api-key") == ["sk-ant-vault-0123456789"]
         byok = {e.request_id: e.byok for e in await gw.ledger()}
         assert sorted(byok.values()) == [False, False, True, True]
+
+
+async def test_budgets_count_no_cost_and_the_fee_as_revenue(make_gateway: Any) -> None:
+    budgets = [{"period": "month", "limit_usd": "5"},
+               {"period": "month", "limit_usd": "5", "basis": "revenue"}]  # fmt: skip
+    config = {
+        "providers": {"sim": {"kind": "mock"}},
+        "plans": {
+            "pro": {
+                "models": ["*"],
+                "budgets": budgets,
+                "pricing": {"markup": "2", "byok_fee": FEE},
+            }
+        },  # fmt: skip
+    }
+    async with make_gateway(config) as gw:
+        raw = await gw.tenant_key("acme", "pro")
+        r = await gw.client.put("/admin/v1/tenants/acme/integrations/sim",
+                                json={"api_key": OWN_KEY}, headers=gw.admin)  # fmt: skip
+        assert r.status_code == 200
+        for _ in range(3):
+            r = await gw.client.post("/v1/chat/completions", json=CHAT, headers=bearer(raw))
+            assert r.status_code == 200, r.text
+        entries = await gw.ledger("acme")
+        assert all(e.byok and e.cost == 0 for e in entries) and len(entries) == 3
+        r = await gw.client.get("/admin/v1/tenants/acme/budgets", headers=gw.admin)
+        states = {s.get("basis", "cost"): s for s in r.json()["data"] if s["scope"] == "tenant"}
+        assert states["cost"]["used_usd"] == format_usd(0)
+        assert states["revenue"]["used_usd"] == format_usd(sum(e.revenue for e in entries))
+        assert states["cost"]["reserved_usd"] == states["revenue"]["reserved_usd"] == format_usd(0)
