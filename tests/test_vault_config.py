@@ -46,8 +46,10 @@ def test_a_literal_beside_an_integration_reference_is_a_start_up_error(tmp_path:
 def test_a_literal_key_or_a_bad_integration_name_is_a_start_up_error(
     tmp_path: Path, api_key: str
 ) -> None:
-    with pytest.raises(ConfigError, match=r"providers\.sim\.api_key"):
+    with pytest.raises(ConfigError, match=r"providers\.sim\.api_key") as caught:
         settings_of(tmp_path, {"kind": "openai", "api_key": api_key})
+    assert "never as a literal" in str(caught.value) or "integration:NAME" in str(caught.value)
+    assert "sk-literal-key" not in str(caught.value)  # a refused secret is not echoed
 
 
 def test_the_kek_versions_come_from_the_environment(tmp_path: Path) -> None:

@@ -21,6 +21,15 @@ KEY_HEADERS = ("authorization", "x-api-key", "api-key")  # where a literal key w
 _VERSION = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 
 
+# fields whose refused value is never echoed in a start-up error (it may be a literal secret)
+SECRET_FIELDS = frozenset({"api_key", "secret", "routing_key", "webhook_url", "token",
+                           "alert_webhook_secret"})  # fmt: skip
+
+
+def secret_field(loc: tuple[int | str, ...]) -> bool:
+    return bool(loc) and str(loc[-1]) in SECRET_FIELDS
+
+
 def provider_key(value: str) -> str:
     """A provider key is named, never written: ``env:NAME`` or ``integration:NAME``."""
     if value.startswith(INTEGRATION_PREFIX):

@@ -20,7 +20,14 @@ from farebox.config.anomaly import AnomalySettings, AnomalyTuning, policy
 from farebox.config.base import Decimal, EnvReference, HttpURL, Strict
 from farebox.config.billing_webhooks import BillingWebhooks, hook_secrets
 from farebox.config.cache import CacheSettings, PlanCache
-from farebox.config.integrations import KEK_ENV, ProviderKey, check_dual, integration_of, parse_kek
+from farebox.config.integrations import (
+    KEK_ENV,
+    ProviderKey,
+    check_dual,
+    integration_of,
+    parse_kek,
+    secret_field,
+)
 from farebox.config.limits import ResponsesSettings, TimeoutSettings
 from farebox.config.observe import (
     DashboardConfig,
@@ -324,7 +331,8 @@ def _format_validation(source: str, exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
         else:
-            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+            shown = "" if secret_field(err["loc"]) else f" (got {err.get('input')!r})"
+            lines.append(f"  {key}: {err['msg']}{shown}")
     return "\n".join(lines)
 
 
