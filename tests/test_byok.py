@@ -208,6 +208,12 @@ async def test_the_real_adapters_send_the_vault_key_in_their_own_header(
         assert claude.last.headers.getall("x-api-key") == ["sk-ant-vault-0123456789"]
         byok = {e.request_id: e.byok for e in await gw.ledger()}
         assert sorted(byok.values()) == [False, False, True, True]
+        count = {"model": "claude", "messages": [{"role": "user", "content": "hi"}]}
+        for raw, key in ((beta, "sk-ant-vault-0123456789"), (acme, "sk-ant-acme-own-0123")):
+            r = await gw.client.post("/v1/messages/count_tokens", json=count, headers=bearer(raw))
+            assert r.status_code == 200 and r.headers["x-farebox-count-source"] == "provider"
+            assert claude.last.path == "/v1/messages/count_tokens"
+            assert claude.last.headers.getall("x-api-key") == [key]
 
 
 async def test_budgets_count_no_cost_and_the_fee_as_revenue(make_gateway: Any) -> None:

@@ -124,7 +124,7 @@ class Gateway:
         # the response cache (None: no plan may cache); the admin face reads its store
         self.cache = cache
         self._hits = CacheHits(self._metering, budgets, limits, clock, refused)
-        self._counting = TokenCounting(self._targets, providers, limits, budgets, clock)
+        self._counting = TokenCounting(self._targets, providers, limits, budgets, clock, keys)
 
     # plans and models ----------------------------------------------------------
     def plan_name(self, tenant: Tenant) -> str:

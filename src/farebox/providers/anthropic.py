@@ -110,11 +110,13 @@ class AnthropicProvider:
             raise UpstreamError("upstream stream ended before message_stop", extra=self._extra())
         yield UsageReport(usage=from_anthropic(translator.usage), chunk=translator.usage_chunk())
 
-    async def count_tokens(self, body: JSON, timeout_s: float) -> int:
+    async def count_tokens(self, body: JSON, timeout_s: float, api_key: str | None = None) -> int:
         """Anthropic's own count of an Anthropic-shaped request's input tokens
-        (``POST /v1/messages/count_tokens``; ``body["model"]`` is the upstream model)."""
+        (``POST /v1/messages/count_tokens``; ``body["model"]`` is the upstream model).
+        ``api_key``: as ``ChatRequest.api_key``."""
+        headers = keyed(self._headers, api_key, KEY)
         response = await self._http.post_json(
-            self._count_url, self._headers, orjson.dumps(body), timeout_s
+            self._count_url, headers, orjson.dumps(body), timeout_s
         )
         if not 200 <= response.status < 300:
             raise error_from_response(response.status, response.headers, response.body, self.name)
