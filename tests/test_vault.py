@@ -285,3 +285,28 @@ async def test_the_hot_path_reads_the_table_once_per_epoch(
     with pytest.raises(ProviderCredentialMissing):
         await keys.key("globex", "openai")
     assert "v9" in caplog.text and "sk-" not in caplog.text
+
+
+async def test_the_semantic_caches_hosted_embedder_uses_the_vault_key(tmp_path: Path) -> None:
+    pytest.importorskip("numpy")
+    from farebox.app import make_embedder
+    from farebox.catalog import load_catalog
+    from farebox.config.settings import parse_settings
+    from farebox.gateway.routing_table import build_router
+    from farebox.identity.credentials import ProviderKeys
+
+    data = {**config(), "cache": {"semantic": {"embedder": "text-embedding-3-small"}}}
+    settings = parse_settings(data, source="t.yaml", env={}, base_dir=tmp_path)
+    store, vault, secret = MemoryStore(), Vault([("v1", K1)]), distinctive()
+    keys = ProviderKeys(store.credentials, store.auth_epoch, vault, settings.provider_integrations)
+    mock = MockProvider("sim", MockOptions())
+    embedder = make_embedder(settings, {"sim": mock}, build_router(settings, load_catalog()), keys)
+    await embedder.start()
+    try:
+        await store.credentials.create_credential(
+            vault.seal("", "openai-prod", "openai", secret, 1)
+        )
+        assert await embedder.embed("what is the capital of France?") is not None
+        assert mock.last_api_key == secret
+    finally:
+        await embedder.close()

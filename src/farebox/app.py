@@ -303,6 +303,7 @@ def make_cache(
     router: Router,
     clock: Callable[[], float],
     on_event: Callable[[str], None] | None = None,
+    keys: ProviderKeys | None = None,
 ) -> ResponseCache | None:
     """The response cache: in-process, or in Redis when ``redis:`` is configured (``cache.
     backend`` auto or redis), opened once the store is (with its key prefix); the semantic
@@ -335,14 +336,15 @@ def make_cache(
                              settings.file.redis_prefix or "farebox")  # fmt: skip
     else:
         backend = MemoryCache(clock=clock)
-    embedder = make_embedder(settings, providers, router) if "semantic" in modes else None
+    embedder = make_embedder(settings, providers, router, keys) if "semantic" in modes else None
     return ResponseCache(backend, cfg, embedder=embedder, opener=opener, clock=clock,
                          on_event=on_event)  # fmt: skip
 
 
 def make_embedder(
-    settings: Settings, providers: Mapping[str, Provider], router: Router
-) -> Embedder:
+    settings: Settings, providers: Mapping[str, Provider], router: Router,
+    keys: ProviderKeys | None = None,
+) -> Embedder:  # fmt: skip
     """``cache.semantic.embedder``: ``local`` (the ``farebox[semantic]`` extra, loaded at
     start-up: ``EmbedderUnavailable`` names what is missing) or an embeddings model alias of
     this gateway, called on its first deployment (not metered: the cache's own cost)."""
@@ -360,10 +362,13 @@ def make_embedder(
         )
     vectors.numpy()  # the search needs numpy whatever embeds: a start-up error naming the extra
     hosted = importlib.import_module("farebox.semantic.hosted")
-    provider, model = providers[targets[0].provider], targets[0].model
+    name, model = targets[0].provider, targets[0].model
+    provider = providers[name]
 
     async def embed_texts(texts: list[str]) -> list[list[float]]:
-        result = await provider.embed(EmbedRequest({"model": model, "input": texts}, 30.0))
+        api_key = await keys.platform_key(name) if keys is not None else None  # the vault's
+        request = EmbedRequest({"model": model, "input": texts}, 30.0, api_key=api_key)
+        result = await provider.embed(request)
         data = sorted(result.body.get("data") or [], key=lambda d: d.get("index", 0))
         return [d["embedding"] for d in data]
 
@@ -406,9 +411,9 @@ def wire(
     metrics, access_log = make_metrics(settings), make_access_log(settings)
     # the metrics count the cache's errors, skipped lookups, vetoes and stored entries
     events = getattr(metrics, "cache_event", None)
-    cache = make_cache(settings, store, secret, built, router, clock, events)
-    upsell = UpsellRecorder(store.upsell, clock)
     keys = provider_keys(settings, store, secret)
+    cache = make_cache(settings, store, secret, built, router, clock, events, keys)
+    upsell = UpsellRecorder(store.upsell, clock)
     gateway = Gateway(router=router, plans=plans, providers=built, ledger=ledger,
                       budgets=budgets, limits=limits, breakers=breakers,
                       routing=settings.file.routing,

@@ -50,17 +50,28 @@ class ProviderKeys:
         epoch = await self._read_epoch()
         if epoch != self._epoch:
             await self._reload(epoch)
-        if (tenant_id, provider) in self._rows:
+        if tenant_id and (tenant_id, provider) in self._rows:
             return self._secret(tenant_id, provider), True
+        return self._shared(provider), False
+
+    async def platform_key(self, provider: str) -> str | None:
+        """The platform's key for ``provider`` from the vault (None: the provider's own); for
+        calls made for no tenant (the semantic cache's embedder)."""
+        epoch = await self._read_epoch()
+        if epoch != self._epoch:
+            await self._reload(epoch)
+        return self._shared(provider)
+
+    def _shared(self, provider: str) -> str | None:
         name = self._platform.get(provider)
         if name is None:
-            return None, False
+            return None
         if (PLATFORM, name) not in self._rows:
             raise ProviderCredentialMissing(
                 f"Provider {provider!r} takes its key from integration {name!r}, which the "
                 "vault does not hold; create it with farebox integrations create."
             )
-        return self._secret(PLATFORM, name), False
+        return self._secret(PLATFORM, name)
 
     async def _reload(self, epoch: int) -> None:
         async with self._loading:
