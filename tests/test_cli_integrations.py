@@ -49,7 +49,7 @@ async def opened(cfg: str, name: str) -> tuple[str, str]:
     try:
         found = await store.credentials.get_credential("", name)
         assert found is not None
-        return found.kek_version, Vault(settings.kek).open(found)
+        return found.kek_version, Vault(settings.kek).open(found)  # the KEK alone opens it
     finally:
         await store.close()
 
@@ -79,3 +79,15 @@ def test_create_list_rotate_rekey_delete(cfg: str, monkeypatch: pytest.MonkeyPat
     assert gone.exit_code == 0
     again = run("integrations", "delete", "openai-prod", "--config", cfg)
     assert again.exit_code != 0 and "openai-prod" in again.output
+
+
+def test_rows_sealed_before_a_kek_was_set_move_to_it(cfg: str, monkeypatch: Any) -> None:
+    monkeypatch.delenv("FAREBOX_KEK")  # derived from the server secret (version s1)
+    key = f"sk-cli-{secrets.token_hex(12)}"
+    made = run("integrations", "create", "early", "--provider", "openai", "--stdin", "--json",
+               "--config", cfg, stdin=key)  # fmt: skip
+    assert json.loads(made.output)["kek_version"] == "s1"
+    monkeypatch.setenv("FAREBOX_KEK", V1)
+    rekeyed = run("integrations", "rekey", "--json", "--config", cfg)
+    assert json.loads(rekeyed.output) == {"kek_version": "v1", "moved": 1, "already": 0}
+    assert stored(cfg, "early") == ("v1", key)

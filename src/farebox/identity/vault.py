@@ -80,8 +80,10 @@ class Vault:
 
     @classmethod
     def of(cls, keks: Sequence[tuple[str, bytes]], secret: bytes) -> Vault:
-        """The configured KEKs, or the one derived from the server ``secret``."""
-        return cls(list(keks) if keks else [(DERIVED, derive_kek(secret))])
+        """The configured KEKs (the first current), then the one derived from the server
+        ``secret``: current when none is configured, else still read, so that rows sealed
+        before ``FAREBOX_KEK`` was set move to it with ``rekey``."""
+        return cls([*keks, (DERIVED, derive_kek(secret))])
 
     def seal(self, owner: str, name: str, provider: str, secret: str, now: float) -> Credential:
         """A new credential holding ``secret``, under the current KEK."""
