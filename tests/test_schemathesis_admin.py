@@ -202,6 +202,7 @@ OPERATIONS = [
     ("GET", "/admin/v1/tenants/{tenant_id}/credits"),
     ("GET", "/admin/v1/credits/parked"),
     ("POST", "/admin/v1/credits/parked/{parked_id}/apply"),
+    ("GET", "/admin/v1/audit"),
     # issue 14: the provider-credential vault
     ("POST", "/admin/v1/integrations"), ("GET", "/admin/v1/integrations"),
     ("POST", "/admin/v1/integrations/rekey"),

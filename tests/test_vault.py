@@ -108,7 +108,9 @@ async def test_a_credential_is_nowhere_in_plaintext_and_a_rotation_reaches_every
         assert [i["last4"] for i in listed.json()["data"]] == [second[-4:]]
         again = await a.client.post("/admin/v1/integrations", json=body, headers=a.admin)
         assert again.status_code == 409
-        answers += [made.text, rotated.text, listed.text, again.text, missing.text]
+        trail = await a.client.get("/admin/v1/audit", headers=a.admin)  # the audit trail
+        assert trail.status_code == 200 and "POST /integrations" in trail.text
+        answers += [made.text, rotated.text, listed.text, again.text, missing.text, trail.text]
     disk = on_disk(tmp_path)
     logs = caplog.text + "".join(capfd.readouterr())
     assert "req_" in logs and "provider_credential_missing" in logs  # the logs were captured

@@ -24,6 +24,7 @@ from farebox import __version__
 from farebox.anomaly.watch import AnomalyWatch
 from farebox.api import anthropic, completions, counting, dashboard, me, metrics, openai, responses
 from farebox.api.admin import router as admin
+from farebox.api.admin.audit_trail import audited
 from farebox.api.admin.errors import method_not_allowed, validation_failure
 from farebox.api.billing_webhooks import router as billing_webhooks
 from farebox.api.context import Services
@@ -113,7 +114,9 @@ def _add_routes(app: FareboxApp, wiring: Wiring) -> None:
     app.state.exporter = wiring.exporter
     app.state.watch = wiring.watch
     app.state.upsell = wiring.upsell
-    app.include_router(admin.router(services, wiring.tenancy, wiring.exporter, wiring.watch))
+    ops = admin.admin_routes(services, wiring.tenancy, wiring.exporter, wiring.watch)
+    app.include_router(admin.router(services, wiring.tenancy, wiring.exporter, wiring.watch, ops))
+    app.gate = audited(app.gate, services, wiring.tenancy, ops)  # issue 14: the audit trail
     app.include_router(billing_webhooks(services))  # credit grants, signed by the billing system
     graphql.mount(app, services, wiring.tenancy, wiring.watch)
     if services.settings.file.dashboard.enabled:

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from farebox.cli.local import run_local
+from farebox.cli.local import Note, run_local
 from farebox.cli.output import iso, json_option, print_json, print_table
 from farebox.cli.target import call_admin, target, where
+from farebox.identity.tenancy import key_json
 
 KEY_COLUMNS = ("id", "name", "kind", "prefix", "created_at", "expires_at", "revoked", "paused")
 
@@ -36,10 +39,18 @@ def keys_create(
     else:
         assert found.settings is not None
         kind = "service" if service else "tenant"
-        record, raw = run_local(found.settings, lambda t: t.create_key(tenant_id, name, kind=kind))
+        action = "POST /service-keys" if service else "POST /tenants/{tenant_id}/keys"
+        record, raw = run_local(found.settings, lambda t: t.create_key(tenant_id, name, kind=kind),
+                                lambda made: _created(action, made))  # fmt: skip
         key_id = record.id
     click.echo(f"key id: {key_id}", err=True)
     click.echo(raw)
+
+
+def _created(action: str, made: tuple[Any, str] | None) -> Note:
+    """A created key's audit note: the key, never its secret."""
+    key = made[0] if made else None
+    return Note(action, f"key:{key.id}" if key else "key:", key and key_json(key), 201)
 
 
 @keys.command("list")
@@ -74,5 +85,9 @@ def keys_revoke(key_id: str, config: str | None, url: str | None) -> None:
         found.api("DELETE", f"/admin/v1/keys/{key_id}", None)
     else:
         assert found.settings is not None
-        run_local(found.settings, lambda t: t.revoke_key(key_id))
+        run_local(
+            found.settings,
+            lambda t: t.revoke_key(key_id),
+            lambda k: Note("DELETE /keys/{key_id}", f"key:{key_id}", k and key_json(k)),
+        )
     click.echo(f"revoked {key_id}")

@@ -4,9 +4,11 @@ is served with (see ``cli.config_source``), in this process, through the admin A
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
@@ -53,17 +55,60 @@ def _quiet(settings: Settings) -> Settings:
     )
 
 
-def run_local(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run ``work(tenancy)`` in an in-process app on the local database (``local_settings``)."""
+def run_local(
+    settings: Settings,
+    work: Callable[[Any], Awaitable[T]],
+    audit: Callable[[T | None], Note] | None = None,
+) -> T:
+    """Run ``work(tenancy)`` in an in-process app on the local database (``local_settings``).
+    ``audit``: the work is a mutation; what its audit record says, given its result (None:
+    it failed), recorded with the OS user as the actor (``cli:<user>``)."""
     from farebox.app import create_app
 
     app = create_app(_quiet(settings), announce=lambda message: click.echo(message, err=True))
 
     async def run() -> T:
         async with app.router.lifespan_context(app):
-            return await work(app.state.tenancy)
+            if audit is None:
+                return await work(app.state.tenancy)
+            try:
+                result = await work(app.state.tenancy)
+            except FareboxError as exc:
+                await _record(app, audit(None), exc.status)
+                raise
+            await _record(app, audit(result), 200)
+            return result
 
     return _complete(run())
+
+
+@dataclass(frozen=True)
+class Note:
+    """A local mutation's audit record: the admin API's action it stands for, its target,
+    and the resource after it (masked before it is stored)."""
+
+    action: str
+    target: str
+    after: Any = None
+    status: int = 200  # the status the admin API answers it with
+
+
+def cli_actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+async def _record(app: Any, note: Note, status: int) -> None:
+    from farebox.core.audit import AuditEntry
+    from farebox.gateway.call import new_request_id
+    from farebox.identity.audit import AuditLog
+
+    services = app.state.services
+    ok = status < 400
+    change = {"before": None, "after": note.after if ok else None, "request": None}
+    entry = AuditEntry(cli_actor(), "owner", note.action, note.target, change, "local",
+                       new_request_id(), "ok" if ok else "failed",
+                       note.status if ok else status)  # fmt: skip
+    await AuditLog(services.store.audit, services.clock).record(entry)
 
 
 def in_process(settings: Settings, method: str, path: str, body: Any = None) -> Any:
@@ -91,6 +136,7 @@ def in_process(settings: Settings, method: str, path: str, body: Any = None) -> 
             "http_version": "1.1", "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0),
             "headers": [(b"content-type", b"application/json"),
                         (b"authorization", f"Bearer {token}".encode())],
+            "farebox.audit_actor": cli_actor(),  # the audit trail's actor (audit_trail.py)
         }  # fmt: skip
         async with app.router.lifespan_context(app):
             services = app.state.services

@@ -8,6 +8,7 @@ import sys
 import click
 
 from farebox.cli.anomaly import register as register_anomaly
+from farebox.cli.audit import audit
 from farebox.cli.billing import export_cmd, margins, profitability, reconcile
 from farebox.cli.budgets import budgets
 from farebox.cli.cache import cache
@@ -38,7 +39,7 @@ def main() -> None:
 
 for command in (serve, demo, tenants, keys, budgets, usage, export_cmd, margins, profitability,
                 reconcile, invoice, top_spenders, reprice, upsell,
-                requests_cmd, cache, credits, integrations):  # fmt: skip
+                requests_cmd, cache, credits, audit, integrations):  # fmt: skip
     main.add_command(command)
 register_anomaly(main, tenants, keys)
 

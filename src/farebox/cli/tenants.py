@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from farebox.cli.local import run_local
+from farebox.cli.local import Note, run_local
 from farebox.cli.output import json_option, print_json, print_listing, print_record
 from farebox.cli.target import call_admin, target, where
 from farebox.identity.tenancy import BILLING_FIELDS
@@ -40,7 +40,10 @@ def tenants_create(
         settings = found.settings
         assert settings is not None
         plan = plan or settings.file.default_plan or "default"
-        result = tenant_json(run_local(settings, lambda t: t.create_tenant(tenant_id, name, plan)))
+        made = run_local(settings, lambda t: t.create_tenant(tenant_id, name, plan),
+                         lambda t: Note("POST /tenants", f"tenant:{tenant_id}",
+                                        t and tenant_json(t), 201))  # fmt: skip
+        result = tenant_json(made)
     click.echo(json.dumps(result, indent=2))
 
 

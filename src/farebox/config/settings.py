@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from farebox.catalog import load_catalog
 from farebox.config.anomaly import AnomalySettings, AnomalyTuning, policy
+from farebox.config.audit import AuditSettings
 from farebox.config.base import Decimal, EnvReference, HttpURL, Strict
 from farebox.config.billing_webhooks import BillingWebhooks, hook_secrets
 from farebox.config.cache import CacheSettings, PlanCache
@@ -289,6 +290,7 @@ class FileConfig(Strict):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     upgrade_url: str | None = None
     reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
+    audit: AuditSettings = Field(default_factory=AuditSettings)  # issue 14: the audit trail
 
 
 class Settings(BaseModel):

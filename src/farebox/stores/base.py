@@ -11,10 +11,11 @@ contract suite in ``tests/contracts/`` run against each. Only ``app.py`` picks a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from farebox.core.anomaly import Incident, TrafficRow
+from farebox.core.audit import AuditQuery, AuditRecord
 from farebox.core.budgets import Hold, HoldState
 from farebox.core.cache import (
     CachedAnswer,
@@ -469,6 +470,33 @@ class HasUpsell(Protocol):
     def upsell(self) -> UpsellStore: ...
 
 
+class AuditStore(Protocol):
+    """The audit log (``farebox.identity.audit``): append-only, hash-chained records. There
+    is no update and no delete."""
+
+    async def append(self, seal: Callable[[int, str], AuditRecord]) -> AuditRecord:
+        """Atomically, against every other writer (workers, replicas): read the last record
+        (its seq and hash; ``0`` and ``core.audit.GENESIS`` when there is none), call
+        ``seal(seq + 1, its hash)`` and store the record it returns."""
+        ...
+
+    async def query(self, query: AuditQuery) -> list[AuditRecord]:
+        """The records passing the filters, past the cursor, by seq (newest first when
+        ``query.descending``), at most ``query.limit``."""
+        ...
+
+    async def scan(self, after: int, limit: int) -> list[AuditRecord]:
+        """At most ``limit`` records with seq above ``after``, oldest first (a verify's walk)."""
+        ...
+
+
+class HasAudit(Protocol):
+    """A store that keeps the audit log beside its other roles."""
+
+    @property
+    def audit(self) -> AuditStore: ...
+
+
 # issue 14: the provider-credential vault ---------------------------------------------------
 class CredentialStore(Protocol):
     """Sealed provider keys (``farebox.identity.vault``): the platform's (owner ``""``) and
@@ -518,6 +546,7 @@ class Store(
     HasTraffic,
     HasResponses,
     HasUpsell,
+    HasAudit,
     HasCredentials,
     Protocol,
 ):

@@ -104,6 +104,7 @@ class ScaledStore:
         self.credits = CreditsThatBump(pg.credits, self._bump_epoch)  # grants: PostgreSQL
         self.inbox = pg.inbox  # billing webhooks' inbox: PostgreSQL
         self.upsell = pg.upsell  # upsell moments and plan changes: PostgreSQL
+        self.audit = pg.audit  # the audit log: PostgreSQL
         self.credentials = CredentialsThatBump(pg.credentials, self._bump_epoch)  # the vault
         self._budgets = budgets
         self._client = client

@@ -17,6 +17,7 @@ from fastapi.responses import PlainTextResponse
 
 from farebox.anomaly.watch import AnomalyWatch
 from farebox.api.admin.anomaly import AnomalyRoutes
+from farebox.api.admin.audit import AuditRoutes
 from farebox.api.admin.billing import BillingRoutes
 from farebox.api.admin.budgets import BudgetRoutes
 from farebox.api.admin.cache import CacheRoutes
@@ -55,6 +56,9 @@ class AdminRoute(NamedTuple):
     options: Mapping[str, Any] = PLAIN
     need: str = "owner"
     tenant_ok: bool = False
+    # audit trail (api/admin/audit_trail.py): True for a POST/PUT/PATCH/DELETE that changes
+    # nothing (a what-if), which is then recorded only when refused
+    read_only: bool = False
 
 
 def admin_only(services: Services) -> Callable[[Request], Awaitable[None]]:
@@ -127,7 +131,7 @@ def admin_routes(
         AdminRoute("GET", "/plan-profitability", billing.profitability),
         AdminRoute("GET", "/reconciliation", billing.reconciliation),
         AdminRoute("GET", "/providers/{name}/reconcile", bill.provider_reconcile),
-        AdminRoute("POST", "/reprice", revenue.what_if),
+        AdminRoute("POST", "/reprice", revenue.what_if, read_only=True),
         AdminRoute("GET", "/upsell", revenue.upsell),
         AdminRoute("GET", "/plans", ops.plans),
         AdminRoute("POST", "/tenants/{tenant_id}/pause", tenant.pause_tenant),
@@ -153,6 +157,7 @@ def admin_routes(
         AdminRoute("DELETE", "/tenants/{tenant_id}/cache", cache.purge_cache),
         AdminRoute("GET", "/cache", cache.all_caches),
         *revenue_routes(services, tenancy),
+        AdminRoute("GET", "/audit", AuditRoutes(services).audit, need="owner"),  # issue 14
         *integration_routes(services, tenancy),
     ]
 
@@ -189,14 +194,19 @@ def integration_routes(services: Services, tenancy: Tenancy) -> list[AdminRoute]
 
 
 def router(
-    services: Services, tenancy: Tenancy, exporter: Exporter, watch: AnomalyWatch
+    services: Services,
+    tenancy: Tenancy,
+    exporter: Exporter,
+    watch: AnomalyWatch,
+    ops: list[AdminRoute] | None = None,
 ) -> APIRouter:
-    """The admin API under ``/admin/v1``, every operation behind the admin key."""
+    """The admin API under ``/admin/v1``, every operation behind the admin key. ``ops``: the
+    operations, if already made (the audit trail reads the same table)."""
     api = APIRouter(
         prefix="/admin/v1",
         dependencies=[Depends(admin_only(services)), Depends(known_query)],
         tags=["admin"],
     )
-    for op in admin_routes(services, tenancy, exporter, watch):
+    for op in ops or admin_routes(services, tenancy, exporter, watch):
         api.add_api_route(op.path, op.endpoint, methods=[op.method], **op.options)
     return api

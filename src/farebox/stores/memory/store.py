@@ -23,6 +23,7 @@ from farebox.core.records import (
 from farebox.core.tiers import tiered
 from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health
+from farebox.stores.memory.audit import MemoryAudit
 from farebox.stores.memory.budgets import MemoryBudgets
 from farebox.stores.memory.credentials import MemoryCredentials
 from farebox.stores.memory.credits import MemoryCredits
@@ -57,6 +58,7 @@ class MemoryStore(MemoryReports):
         self.credentials = MemoryCredentials(self._bump)  # the vault
         self.inbox = MemoryInbox()
         self.upsell = MemoryUpsell(self.credits.every_grant)
+        self.audit = MemoryAudit()  # the audit log (issue 14)
 
     def _bump(self) -> None:
         self._epoch += 1

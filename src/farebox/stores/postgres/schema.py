@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from farebox.stores.postgres.audit import MIGRATION as AUDIT_MIGRATION
 from farebox.stores.postgres.credentials import MIGRATION as CREDENTIALS_MIGRATION
 from farebox.stores.postgres.credits import MIGRATION as CREDITS_MIGRATION
 from farebox.stores.postgres.inbox import MIGRATION as INBOX_MIGRATION
@@ -241,6 +242,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE {s}.ledger ADD COLUMN workspace TEXT;
     ALTER TABLE {s}.ledger ADD COLUMN byok BOOLEAN NOT NULL DEFAULT FALSE;
     """,
+    # issue 14: the audit log, append-only and hash-chained (stores/postgres/audit.py)
+    AUDIT_MIGRATION,
     # issue 14: the provider-credential vault (stores/postgres/credentials.py)
     CREDENTIALS_MIGRATION,
 )

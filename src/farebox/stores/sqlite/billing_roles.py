@@ -1,5 +1,6 @@
 """The SQLite store's billing roles: credit grants, the billing webhooks' inbox, upsell
-moments (each in its own module; this only makes them, on the store's runners)."""
+moments; and the audit log (issue 14; here because store.py is at its size cap). Each in its
+own module; this only makes them, on the store's runners."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+from farebox.stores.sqlite.audit import SQLiteAudit
 from farebox.stores.sqlite.credits import SQLiteCredits
 from farebox.stores.sqlite.inbox import SQLiteInbox
 from farebox.stores.sqlite.upsell import SQLiteUpsell
@@ -16,6 +18,7 @@ class BillingRoles:
     credits: SQLiteCredits
     inbox: SQLiteInbox  # billing webhooks: seen events, parked grants
     upsell: SQLiteUpsell
+    audit: SQLiteAudit  # the audit log: appends in BEGIN IMMEDIATE transactions
 
     def _billing_roles(
         self,
@@ -27,3 +30,4 @@ class BillingRoles:
         self.credits = SQLiteCredits(write, read, bump, publish)
         self.inbox = SQLiteInbox(write, read)
         self.upsell = SQLiteUpsell(write, read)
+        self.audit = SQLiteAudit(write, read)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from farebox.stores.request_log import MAX_TAG_CHARS
+from farebox.stores.sqlite.audit import MIGRATION as AUDIT_MIGRATION
 from farebox.stores.sqlite.credentials import MIGRATION as CREDENTIALS_MIGRATION
 from farebox.stores.sqlite.credits import MIGRATION as CREDITS_MIGRATION
 from farebox.stores.sqlite.inbox import MIGRATION as INBOX_MIGRATION
@@ -312,6 +313,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE ledger ADD COLUMN workspace TEXT;
     ALTER TABLE ledger ADD COLUMN byok INTEGER NOT NULL DEFAULT 0;
     """,
+    # issue 14: the audit log, append-only and hash-chained (stores/sqlite/audit.py)
+    AUDIT_MIGRATION,
     # issue 14: the provider-credential vault (stores/sqlite/credentials.py)
     CREDENTIALS_MIGRATION,
 )
