@@ -83,7 +83,11 @@ class Fixture:
             auth = {"Authorization": f"Bearer {key['key']}"}
             r = client.post("/v1/chat/completions", json=chat, headers=auth)
             assert r.status_code == 200, r.text
-        return {"tenant_id": "acme", "key_id": key["id"], "incident_id": "inc_none"}
+            vault = {"name": "real-int", "provider": "openai", "api_key": "sk-fuzz-0123456789"}
+            r = client.post("/admin/v1/integrations", json=vault, headers=ADMIN)
+            assert r.status_code == 201, r.text
+        return {"tenant_id": "acme", "key_id": key["id"], "incident_id": "inc_none",
+                "name": "real-int", "provider": "mock"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +203,13 @@ OPERATIONS = [
     ("GET", "/admin/v1/credits/parked"),
     ("POST", "/admin/v1/credits/parked/{parked_id}/apply"),
     ("GET", "/admin/v1/audit"),
+    # issue 14: the provider-credential vault
+    ("POST", "/admin/v1/integrations"), ("GET", "/admin/v1/integrations"),
+    ("POST", "/admin/v1/integrations/rekey"),
+    ("POST", "/admin/v1/integrations/{name}/rotate"), ("DELETE", "/admin/v1/integrations/{name}"),
+    ("PUT", "/admin/v1/tenants/{tenant_id}/integrations/{provider}"),
+    ("GET", "/admin/v1/tenants/{tenant_id}/integrations/{provider}"),
+    ("DELETE", "/admin/v1/tenants/{tenant_id}/integrations/{provider}"),
 ]  # fmt: skip
 
 

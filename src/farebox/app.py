@@ -50,7 +50,9 @@ from farebox.gateway.rate_limits import RateLimits
 from farebox.gateway.routing_table import build_plans, build_router, provider_configs
 from farebox.http.client import HttpClient
 from farebox.identity.claims import TokenVerifier
+from farebox.identity.credentials import ProviderKeys
 from farebox.identity.tenancy import Tenancy
+from farebox.identity.vault import Vault
 from farebox.notify.channels import WebhookAlerts
 from farebox.observe.access_log import AccessLog
 from farebox.observe.metrics import Observer, RequestMetrics, fan_out
@@ -156,7 +158,7 @@ def make_provider(
             disconnect_rate=cfg.disconnect_rate,
             disconnect_after=cfg.disconnect_after,
         )
-        return MockProvider(name, options, reasoning, forward)
+        return MockProvider(name, options, reasoning, forward, key)
     if cfg.kind == "anthropic":
         url = cfg.base_url or "https://api.anthropic.com"
         return AnthropicProvider(name, url, key, http, forward=forward)
@@ -343,6 +345,7 @@ def make_cache(
     router: Router,
     clock: Callable[[], float],
     on_event: Callable[[str], None] | None = None,
+    keys: ProviderKeys | None = None,
 ) -> ResponseCache | None:
     """The response cache: in-process, or in Redis when ``redis:`` is configured (``cache.
     backend`` auto or redis), opened once the store is (with its key prefix); the semantic
@@ -375,14 +378,15 @@ def make_cache(
                              settings.file.redis_prefix or "farebox")  # fmt: skip
     else:
         backend = MemoryCache(clock=clock)
-    embedder = make_embedder(settings, providers, router) if "semantic" in modes else None
+    embedder = make_embedder(settings, providers, router, keys) if "semantic" in modes else None
     return ResponseCache(backend, cfg, embedder=embedder, opener=opener, clock=clock,
                          on_event=on_event)  # fmt: skip
 
 
 def make_embedder(
-    settings: Settings, providers: Mapping[str, Provider], router: Router
-) -> Embedder:
+    settings: Settings, providers: Mapping[str, Provider], router: Router,
+    keys: ProviderKeys | None = None,
+) -> Embedder:  # fmt: skip
     """``cache.semantic.embedder``: ``local`` (the ``farebox[semantic]`` extra, loaded at
     start-up: ``EmbedderUnavailable`` names what is missing) or an embeddings model alias of
     this gateway, called on its first deployment (not metered: the cache's own cost)."""
@@ -400,10 +404,13 @@ def make_embedder(
         )
     vectors.numpy()  # the search needs numpy whatever embeds: a start-up error naming the extra
     hosted = importlib.import_module("farebox.semantic.hosted")
-    provider, model = providers[targets[0].provider], targets[0].model
+    name, model = targets[0].provider, targets[0].model
+    provider = providers[name]
 
     async def embed_texts(texts: list[str]) -> list[list[float]]:
-        result = await provider.embed(EmbedRequest({"model": model, "input": texts}, 30.0))
+        api_key = await keys.platform_key(name) if keys is not None else None  # the vault's
+        request = EmbedRequest({"model": model, "input": texts}, 30.0, api_key=api_key)
+        result = await provider.embed(request)
         data = sorted(result.body.get("data") or [], key=lambda d: d.get("index", 0))
         return [d["embedding"] for d in data]
 
@@ -446,14 +453,16 @@ def wire(
     metrics, access_log = make_metrics(settings), make_access_log(settings)
     # the metrics count the cache's errors, skipped lookups, vetoes and stored entries
     events = getattr(metrics, "cache_event", None)
-    cache = make_cache(settings, store, secret, built, router, clock, events)
+    keys = provider_keys(settings, store, secret)
+    cache = make_cache(settings, store, secret, built, router, clock, events, keys)
     upsell = UpsellRecorder(store.upsell, clock)
     gateway = Gateway(router=router, plans=plans, providers=built, ledger=ledger,
                       budgets=budgets, limits=limits, breakers=breakers,
                       routing=settings.file.routing,
                       default_plan=settings.file.default_plan or "default", clock=clock,
                       observe=observers(metrics, access_log, watch),
-                      tracing=tracing, cache=cache, refused=upsell.refused)  # fmt: skip
+                      tracing=tracing, cache=cache, refused=upsell.refused,
+                      keys=keys)  # fmt: skip
     auth = make_authenticator(settings, store, secret, http, clock, frozenset(plans))
     # a store of this app's own that no other process uses (one handed in may be shared by
     # other app instances): continuations of its answers reach this app only
@@ -471,6 +480,13 @@ def wire(
     return Wiring(services, tenancy, reloader, watch, exporter, alerts, built, http, in_flight,
                   metrics, access_log, tracing, cache,
                   bills if settings.file.reconcile.interval_s else None, upsell)  # fmt: skip
+
+
+def provider_keys(settings: Settings, store: Store, secret: bytes) -> ProviderKeys:
+    """Issue 14: each attempt's provider key from the vault (``integration:NAME``, or the
+    tenant's own), cached by the store's auth epoch."""
+    vault = Vault.of(settings.kek, secret)
+    return ProviderKeys(store.credentials, store.auth_epoch, vault, settings.provider_integrations)
 
 
 def create_app(

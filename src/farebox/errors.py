@@ -321,3 +321,20 @@ class TenantHostMismatch(PermissionDenied):
     """The request's host (``auth.subdomain``) names another tenant than its credential."""
 
     code = "tenant_host_mismatch"
+
+
+# issue 14: the provider-credential vault ------------------------------------------------
+class VaultError(ConfigError):
+    """The credential vault cannot seal or open a credential: ``cryptography`` is missing
+    (the ``farebox[identity]`` extra), no key-encryption key can open a ciphertext, or a row
+    was tampered with. Its message never holds a secret."""
+
+    code = "vault_error"
+
+
+class ProviderCredentialMissing(UpstreamError):
+    """A deployment's provider takes its key from the vault (``integration:NAME``) and the
+    vault has no such credential: answered 503 after failing over to any other deployment."""
+
+    status = 503
+    code = "provider_credential_missing"

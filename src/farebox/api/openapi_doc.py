@@ -56,6 +56,10 @@ EXTRA_STATUSES: Mapping[tuple[str, str], tuple[int, ...]] = MappingProxyType(
         ("post", "/admin/v1/tenants/{tenant_id}/budget-increases"): (409,),
         ("patch", "/admin/v1/keys/{key_id}"): (409,),
         ("delete", "/admin/v1/tenants/{tenant_id}/cache"): (503,),
+        # issue 14: the vault (a name taken; a concurrent rotation)
+        ("post", "/admin/v1/integrations"): (409,),
+        ("post", "/admin/v1/integrations/{name}/rotate"): (409,),
+        ("put", "/admin/v1/tenants/{tenant_id}/integrations/{provider}"): (409,),
     }
 )
 

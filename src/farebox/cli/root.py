@@ -14,6 +14,7 @@ from farebox.cli.budgets import budgets
 from farebox.cli.cache import cache
 from farebox.cli.credits import credits
 from farebox.cli.demo import demo
+from farebox.cli.integrations import integrations
 from farebox.cli.invoice import invoice
 from farebox.cli.keys import keys
 from farebox.cli.requests import requests_cmd
@@ -38,7 +39,7 @@ def main() -> None:
 
 for command in (serve, demo, tenants, keys, budgets, usage, export_cmd, margins, profitability,
                 reconcile, invoice, top_spenders, reprice, upsell,
-                requests_cmd, cache, credits, audit):  # fmt: skip
+                requests_cmd, cache, credits, audit, integrations):  # fmt: skip
     main.add_command(command)
 register_anomaly(main, tenants, keys)
 

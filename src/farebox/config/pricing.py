@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from farebox.config.base import Decimal, Strict
 from farebox.config.tiers import TieredPricing, check_tiered
+from farebox.core.credentials import ByokFee
 from farebox.core.credits import CreditRate, CreditTerms
 from farebox.core.money import decimal_ratio, parse_usd, price_per_token
 
@@ -99,6 +100,28 @@ class ResalePrice(Strict):
     cached_input: Decimal | None = None
 
 
+class ByokFeePricing(Strict):
+    """``pricing.byok_fee`` (issue 14): what a request served on the tenant's own provider
+    key earns (its cost to the platform is 0): USD per request, per 1M tokens, or both.
+
+    ```yaml
+    pricing: {markup: "1.2", byok_fee: {per_request_usd: "0.001", per_million_tokens_usd: "0.10"}}
+    ```
+    """
+
+    per_request_usd: Decimal = "0"
+    per_million_tokens_usd: Decimal = "0"
+
+
+def byok_fee(plan: str, cfg: ByokFeePricing) -> ByokFee:
+    """A plan's ``byok_fee`` in exact pico-USD (``MoneyFormatError`` names the field)."""
+    where = f"plans.{plan}.pricing.byok_fee"
+    return ByokFee(
+        parse_usd(cfg.per_request_usd, field=f"{where}.per_request_usd"),
+        price_per_token(cfg.per_million_tokens_usd, field=f"{where}.per_million_tokens_usd"),
+    )
+
+
 class PlanPricing(Strict):
     markup: Decimal | None = None
     resale: ResalePrice | None = None
@@ -107,6 +130,7 @@ class PlanPricing(Strict):
     credits: CreditPricing | None = None
     cache_hit: Literal["full", "cost", "free"] = "full"
     monthly_fee_usd: Decimal = "0"
+    byok_fee: ByokFeePricing | None = None
 
     @model_validator(mode="after")
     def _one_model(self) -> PlanPricing:
@@ -135,6 +159,8 @@ def check_pricing(plan: str, pricing: PlanPricing) -> None:
     if pricing.tiered is not None:
         check_tiered(plan, pricing.tiered)
     parse_usd(pricing.monthly_fee_usd, field=f"{where}.monthly_fee_usd")
+    if pricing.byok_fee is not None:
+        byok_fee(plan, pricing.byok_fee)
 
 
 def credit_terms(cfg: CreditPricing) -> CreditTerms:

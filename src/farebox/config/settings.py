@@ -22,6 +22,14 @@ from farebox.config.auth import AuthConfig, HeaderName
 from farebox.config.base import Decimal, EnvReference, HttpURL, Strict
 from farebox.config.billing_webhooks import BillingWebhooks, hook_secrets
 from farebox.config.cache import CacheSettings, PlanCache
+from farebox.config.integrations import (
+    KEK_ENV,
+    ProviderKey,
+    check_dual,
+    integration_of,
+    parse_kek,
+    secret_field,
+)
 from farebox.config.limits import ResponsesSettings, TimeoutSettings
 from farebox.config.observe import (
     DashboardConfig,
@@ -60,7 +68,7 @@ class OutputLength(Strict):
 class ProviderConfig(Strict):
     kind: Literal["openai", "anthropic", "mock"]
     base_url: HttpURL | None = None
-    api_key: EnvReference | None = None
+    api_key: ProviderKey | None = None  # env:NAME, or integration:NAME (the vault)
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(600.0, gt=0)
     # /v1/responses: sent on as it came (kind openai only), or translated to chat completions
@@ -312,6 +320,10 @@ class Settings(BaseModel):
     metrics_token: str | None = None  # the bearer token GET /metrics asks for (metrics.token)
     metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: set by serve --workers N
     reconcile_keys: Mapping[str, str] = Field(default_factory=dict)  # provider -> admin key
+    # issue 14, the vault: provider -> credential name (api_key: integration:NAME), and the
+    # key-encryption keys from FAREBOX_KEK, current first (none: derived from the secret)
+    provider_integrations: Mapping[str, str] = Field(default_factory=dict)
+    kek: tuple[tuple[str, bytes], ...] = ()
 
 
 DEFAULT_PLAN = PlanConfig(models=["*"])
@@ -328,7 +340,8 @@ def _format_validation(source: str, exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
         else:
-            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+            shown = "" if secret_field(err["loc"]) else f" (got {err.get('input')!r})"
+            lines.append(f"  {key}: {err['msg']}{shown}")
     return "\n".join(lines)
 
 
@@ -496,9 +509,12 @@ def parse_settings(
     cfg = _file_config(data, source)
     url, path, redis_url, redis_cluster = _stores(source, cfg, env, base_dir)
     keys = {
-        name: _resolve_env(p.api_key, f"providers.{name}.api_key", source, env)
+        name: None if integration_of(p.api_key) else
+        _resolve_env(p.api_key, f"providers.{name}.api_key", source, env)
         for name, p in cfg.providers.items()
-    }
+    }  # fmt: skip
+    for name, p in cfg.providers.items():
+        check_dual(source, name, p.api_key, p.headers)
     secret = _resolve_env(cfg.secret, "secret", source, env) or env.get("FAREBOX_SECRET")
     alert_secret = _resolve_env(
         cfg.budgets.alert_webhook_secret, "budgets.alert_webhook_secret", source, env
@@ -520,6 +536,10 @@ def parse_settings(
         metrics_token=_resolve_env(cfg.metrics.token, "metrics.token", source, env),
         metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
         reconcile_keys=admin_keys(cfg, source, lambda r, w: _resolve_env(r, w, source, env)),
+        provider_integrations={
+            n: i for n, p in cfg.providers.items() if (i := integration_of(p.api_key))
+        },
+        kek=parse_kek(source, env.get(KEK_ENV)),
     )
 
 

@@ -80,8 +80,9 @@ def billable(entry: LedgerEntry) -> bool:
 
 
 def request_charge(entry: LedgerEntry, price: RequestPrice | None) -> int:
-    """The per-request fee part of ``entry``'s revenue under ``price`` (0 without one)."""
-    if price is None or entry.status == "cache_hit":
+    """The per-request fee part of ``entry``'s revenue under ``price`` (0 without one; 0 for
+    an entry on the tenant's own key, whose revenue is the plan's ``byok_fee``)."""
+    if price is None or entry.status == "cache_hit" or entry.byok:
         return 0
     tokens = cost(usage_of(entry), price.tokens) if price.tokens is not None else 0
     # never below 0: an entry priced before its tenant moved to this plan is worth no fee

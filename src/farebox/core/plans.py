@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from farebox.core.cache import CACHE_OFF, CachePolicy
+from farebox.core.credentials import ByokFee
 from farebox.core.credits import CreditTerms
 from farebox.core.money import mul_ratio
 from farebox.core.pricing import Price, cost
@@ -49,6 +50,7 @@ class RevenueRule:
     resale: Price | None = None
     per_request: RequestPrice | None = None
     tiered: TierSchedule | None = None
+    byok: ByokFee | None = None  # issue 14: what a request on the tenant's own key earns
 
     def revenue(
         self,
@@ -57,9 +59,14 @@ class RevenueRule:
         model: str | None = None,
         feature: str | None = None,
         served: bool = True,
+        byok: bool = False,
     ) -> int:
         """What one request earns. ``served``: it was answered (a per-request price is
-        charged only then; tokens used by one that failed midway are charged as usual)."""
+        charged only then; tokens used by one that failed midway are charged as usual).
+        ``byok``: it went on the tenant's own provider key: it earns the plan's ``byok_fee``
+        (nothing without one), never the usual rule."""
+        if byok:
+            return self.byok.revenue(usage.total_tokens, served) if self.byok else 0
         if self.per_request is not None:
             price = self.per_request
             used = cost(usage, price.tokens) if price.tokens is not None else 0
@@ -81,7 +88,21 @@ class RevenueRule:
         feature: str | None = None,
     ) -> int:
         """The most ``revenue`` can be for a request whose worst-case cost is ``cost_pico``
-        with at most these tokens (what a revenue budget or a credit balance holds)."""
+        with at most these tokens (what a revenue budget or a credit balance holds): on the
+        tenant's own key the request may earn the ``byok_fee`` instead, so the larger."""
+        usual = self._worst(cost_pico, input_tokens, output_tokens, model, feature)
+        if self.byok is None:
+            return usual
+        return max(usual, self.byok.worst(input_tokens + output_tokens))
+
+    def _worst(
+        self,
+        cost_pico: int,
+        input_tokens: int,
+        output_tokens: int,
+        model: str | None,
+        feature: str | None,
+    ) -> int:
         if self.per_request is not None:
             price = self.per_request
             tokens = _most(price.tokens, input_tokens, output_tokens) if price.tokens else 0

@@ -55,6 +55,10 @@ class Call:
     trace: RequestTrace | None = None  # its spans, when tracing is on
     upstream_headers: Mapping[str, str] | None = None  # the attempt's trace context, if any
     cache: CacheTicket | None = None  # its business with the response cache (None: none)
+    # issue 14: the attempt's provider key from the vault (None: the provider's own), and
+    # whether it is the tenant's own (bring your own key: cost 0, the plan's byok_fee)
+    api_key: str | None = None
+    byok: bool = False
 
     @property
     def reservation_id(self) -> str | None:
@@ -115,11 +119,12 @@ def entry(
     **extra: Any,
 ) -> LedgerEntry:
     """The ledger entry for ``call`` served (or not) by ``target`` with ``usage``."""
-    price = cost(usage, target.price)
+    price = 0 if call.byok else cost(usage, target.price)  # BYOK: the tenant pays upstream
     fields: dict[str, Any] = {
         "metadata": call.principal.metadata,
         "reservation_id": call.reservation_id,
         "cache": cache_status(call),
+        **({"byok": True} if call.byok else {}),
         **extra,
     }
     made = call_entry(
@@ -137,14 +142,19 @@ def entry(
         reasoning_tokens=usage.reasoning_tokens,
         cost=price,
         revenue=call.plan.revenue.revenue(
-            usage, price, call.model, call.principal.feature, served=status == "ok"
+            usage,
+            price,
+            call.model,
+            call.principal.feature,
+            served=status == "ok",
+            byok=call.byok,
         ),
         latency_ms=(time.perf_counter() - call.started) * 1000,
         upstream_ms=upstream_ms,
         **fields,
     )
     tiers = call.plan.revenue.tiered
-    return made if tiers is None else with_schedule(made, tiers)
+    return made if tiers is None or call.byok else with_schedule(made, tiers)
 
 
 def call_entry(

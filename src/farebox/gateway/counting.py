@@ -36,6 +36,7 @@ from farebox.gateway.call import openai_user
 from farebox.gateway.failover import timeout
 from farebox.gateway.rate_limits import RateLimits
 from farebox.gateway.rate_limits import headers as limit_headers
+from farebox.identity.credentials import ProviderKeys
 from farebox.providers.base import Provider
 from farebox.providers.translate_reverse import anthropic_request_to_openai
 
@@ -69,7 +70,7 @@ class Counted:
 class TokenCounting:
     """Counts input tokens for the counting endpoints; made once, by the ``Gateway``."""
 
-    __slots__ = ("_budgets", "_clock", "_limits", "_providers", "_targets")
+    __slots__ = ("_budgets", "_clock", "_keys", "_limits", "_providers", "_targets")
 
     def __init__(
         self,
@@ -78,7 +79,9 @@ class TokenCounting:
         limits: RateLimits | None,
         budgets: Budgets | None,
         clock: Callable[[], float] = time.time,
+        keys: ProviderKeys | None = None,  # issue 14: the vault's key, or the tenant's own
     ) -> None:
+        self._keys = keys
         self._targets = targets
         self._providers = providers
         self._limits = limits
@@ -97,14 +100,16 @@ class TokenCounting:
         )
         async with self._request(what) as headers:
             headers["x-farebox-model"] = target.model
-            tokens = await self._provider_count(plan, target, body)
+            tokens = await self._provider_count(plan, target, body, principal.tenant.id)
             source = "provider"
             if tokens is None:
                 tokens = estimate_chat_input(chat.get("messages"), chat.get("tools"))
                 source = "estimate"
         return Counted(tokens, {**headers, "x-farebox-count-source": source})
 
-    async def _provider_count(self, plan: Plan, target: Target, body: dict[str, Any]) -> int | None:
+    async def _provider_count(
+        self, plan: Plan, target: Target, body: dict[str, Any], tenant_id: str
+    ) -> int | None:
         """The Anthropic deployment's own count; None when the deployment has no counting
         endpoint, or when it failed in a way worth estimating over (retryable)."""
         provider = self._providers[target.provider]
@@ -114,7 +119,12 @@ class TokenCounting:
         upstream = {k: v for k, v in body.items() if k not in NOT_COUNTED}
         upstream["model"] = target.model
         try:
-            return int(await counter(upstream, timeout(plan, target)))
+            api_key = None
+            if self._keys is not None:  # issue 14: the vault's key, or the tenant's own
+                api_key, _ = await self._keys.key(tenant_id, target.provider)
+            if api_key is None:
+                return int(await counter(upstream, timeout(plan, target)))
+            return int(await counter(upstream, timeout(plan, target), api_key=api_key))
         except UpstreamError as exc:
             if not exc.retryable:
                 raise

@@ -20,6 +20,7 @@ from farebox.errors import FareboxError, NoDeployment, UpstreamError, UpstreamRa
 from farebox.gateway.breakers import Breakers
 from farebox.gateway.call import Call
 from farebox.gateway.metering import Metering
+from farebox.identity.credentials import ProviderKeys
 
 DEFAULT_DEADLINE_S = 60.0  # how long retries may go on when the plan sets no timeout
 T = TypeVar("T")
@@ -28,14 +29,16 @@ T = TypeVar("T")
 class Failover:
     """The failover loop over one request's deployments; made once, by the ``Gateway``."""
 
-    __slots__ = ("_breakers", "_metering", "_routing")
+    __slots__ = ("_breakers", "_keys", "_metering", "_routing")
 
     def __init__(
-        self, routing: RoutingSettings, breakers: Breakers | None, metering: Metering
-    ) -> None:
+        self, routing: RoutingSettings, breakers: Breakers | None, metering: Metering,
+        keys: ProviderKeys | None = None,
+    ) -> None:  # fmt: skip
         self._routing = routing
         self._breakers = breakers
         self._metering = metering
+        self._keys = keys  # issue 14: each attempt's provider key, from the vault
 
     async def run(
         self,
@@ -60,6 +63,10 @@ class Failover:
                 tried = True
                 call.target = target
                 try:
+                    if self._keys is not None:
+                        call.api_key, call.byok = await self._keys.key(
+                            call.principal.tenant.id, target.provider
+                        )
                     if call.trace is None:
                         result = await attempt(target)
                     else:

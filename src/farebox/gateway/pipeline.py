@@ -63,6 +63,7 @@ from farebox.gateway.sizes import (
     clamp_output,
     output_cap,
 )
+from farebox.identity.credentials import ProviderKeys
 from farebox.providers.base import (
     ChatRequest,
     ChatResult,
@@ -103,6 +104,7 @@ class Gateway:
         tracing: Tracing | None = None,
         cache: ResponseCache | None = None,
         refused: Refused | None = None,  # told of refusals for want of money (upsell)
+        keys: ProviderKeys | None = None,  # issue 14: provider keys from the vault, BYOK
     ) -> None:
         self._router = router
         self._plans = plans
@@ -117,12 +119,12 @@ class Gateway:
         self._admission = NotingAdmitter(budgets, limits, router, clock)
         self._admission.refused = refused
         self._metering = Metering(ledger, budgets, clock, observe)
-        self._failover = Failover(routing or RoutingSettings(), breakers, self._metering)
+        self._failover = Failover(routing or RoutingSettings(), breakers, self._metering, keys)
         self._relay = StreamRelay(providers, self._failover, self._metering, cache)
         # the response cache (None: no plan may cache); the admin face reads its store
         self.cache = cache
         self._hits = CacheHits(self._metering, budgets, limits, clock, refused)
-        self._counting = TokenCounting(self._targets, providers, limits, budgets, clock)
+        self._counting = TokenCounting(self._targets, providers, limits, budgets, clock, keys)
 
     # plans and models ----------------------------------------------------------
     def plan_name(self, tenant: Tenant) -> str:
@@ -312,12 +314,16 @@ class Gateway:
             wait = timeout(call.plan, target)
             if (native := served_natively(call, providers, target)) is not None:
                 native_request = ChatRequest(
-                    native_body(call, target, False), wait, call.upstream_headers, call.principal
+                    native_body(call, target, False),
+                    wait,
+                    call.upstream_headers,
+                    call.principal,
+                    call.api_key,
                 )
                 return await native.responses(native_request)
             body = upstream_body(call, target, False)
             return await providers[target.provider].chat(
-                ChatRequest(body, wait, call.upstream_headers, call.principal)
+                ChatRequest(body, wait, call.upstream_headers, call.principal, call.api_key)
             )
 
         metering = self._metering
@@ -382,7 +388,13 @@ class Gateway:
         async def attempt(target: Target) -> EmbedResult:
             upstream = {**body, "model": target.model}
             return await self._providers[target.provider].embed(
-                EmbedRequest(upstream, timeout(plan, target), call.upstream_headers, call.principal)
+                EmbedRequest(
+                    upstream,
+                    timeout(plan, target),
+                    call.upstream_headers,
+                    call.principal,
+                    call.api_key,
+                )
             )
 
         metering = self._metering

@@ -67,11 +67,13 @@ class StreamRelay:
         async def attempt(target: Target) -> tuple[StreamItem | None, AsyncIterator[StreamItem]]:
             wait, headers, who = timeout(call.plan, target), call.upstream_headers, call.principal
             if (native := served_natively(call, providers, target)) is not None:
-                request = ChatRequest(native_body(call, target, True), wait, headers, who)
+                request = ChatRequest(
+                    native_body(call, target, True), wait, headers, who, call.api_key
+                )
                 items = native.responses_stream(request)
             else:
                 body = upstream_body(call, target, True)
-                request = ChatRequest(body, wait, headers, who)
+                request = ChatRequest(body, wait, headers, who, call.api_key)
                 items = providers[target.provider].chat_stream(request)
             try:
                 return await anext(items, None), items

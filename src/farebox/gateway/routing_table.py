@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from farebox.config.cache import PlanCache
-from farebox.config.pricing import PerRequestPricing, credit_terms
+from farebox.config.pricing import PerRequestPricing, byok_fee, credit_terms
 from farebox.config.settings import PlanConfig, ProviderConfig, Settings
 from farebox.config.tiers import schedule
 from farebox.core.cache import CachePolicy, HitPrice
@@ -93,6 +94,8 @@ def _plan(name: str, cfg: PlanConfig) -> Plan:
         rule = RevenueRule(
             resale=Price.from_per_million(resale, where=f"plans.{name}.pricing.resale")
         )
+    if cfg.pricing.byok_fee is not None:  # issue 14: requests on the tenant's own key
+        rule = dataclasses.replace(rule, byok=byok_fee(name, cfg.pricing.byok_fee))
     return Plan(
         name=name,
         models=tuple(cfg.models),

@@ -20,6 +20,7 @@ from farebox.providers.base import (
     ForwardHeaders,
     StreamItem,
     UsageReport,
+    keyed,
     with_headers,
 )
 from farebox.providers.translate import (
@@ -28,6 +29,7 @@ from farebox.providers.translate import (
     openai_request_to_anthropic,
 )
 
+KEY = "x-api-key"  # the header its key goes in (a request's own, from the vault, wins)
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 # Error types of mid-stream ``event: error`` frames, as the HTTP status they stand for.
 ERROR_TYPE_STATUS = {
@@ -78,7 +80,7 @@ class AnthropicProvider:
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         body = openai_request_to_anthropic({**request.body, "stream": False})
-        headers = with_headers(self._headers, request.headers)
+        headers = keyed(with_headers(self._headers, request.headers), request.api_key, KEY)
         if self._forward is not None:  # forward_*_header: who is calling
             headers = self._forward.added(headers, request.caller)
         start = time.perf_counter()
@@ -98,7 +100,7 @@ class AnthropicProvider:
         translator = AnthropicStreamTranslator(
             created=int(time.time()), model=request.body.get("model")
         )
-        headers = with_headers(self._stream_headers, request.headers)
+        headers = keyed(with_headers(self._stream_headers, request.headers), request.api_key, KEY)
         if self._forward is not None:  # forward_*_header: who is calling
             headers = self._forward.added(headers, request.caller)
         async with self._http.stream(self._url, headers, body, request.timeout_s) as response:
@@ -115,11 +117,13 @@ class AnthropicProvider:
             raise UpstreamError("upstream stream ended before message_stop", extra=self._extra())
         yield UsageReport(usage=from_anthropic(translator.usage), chunk=translator.usage_chunk())
 
-    async def count_tokens(self, body: JSON, timeout_s: float) -> int:
+    async def count_tokens(self, body: JSON, timeout_s: float, api_key: str | None = None) -> int:
         """Anthropic's own count of an Anthropic-shaped request's input tokens
-        (``POST /v1/messages/count_tokens``; ``body["model"]`` is the upstream model)."""
+        (``POST /v1/messages/count_tokens``; ``body["model"]`` is the upstream model).
+        ``api_key``: as ``ChatRequest.api_key``."""
+        headers = keyed(self._headers, api_key, KEY)
         response = await self._http.post_json(
-            self._count_url, self._headers, orjson.dumps(body), timeout_s
+            self._count_url, headers, orjson.dumps(body), timeout_s
         )
         if not 200 <= response.status < 300:
             raise error_from_response(response.status, response.headers, response.body, self.name)

@@ -38,12 +38,15 @@ class ChatRequest:
 
     For streams the body always has ``stream_options.include_usage`` set to true.
     ``headers``: sent upstream besides the provider's own (the attempt's trace context).
+    ``api_key``: the key to send instead of the provider's own (the vault's, or the tenant's
+    own: issue 14); None: the provider's own.
     """
 
     body: JSON
     timeout_s: float = 600.0
     headers: Mapping[str, str] | None = None
     caller: Caller | None = None  # who it is for (``ForwardHeaders``)
+    api_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,7 @@ class EmbedRequest:
     timeout_s: float = 600.0
     headers: Mapping[str, str] | None = None  # as ``ChatRequest.headers``
     caller: Caller | None = None  # as ``ChatRequest.caller``
+    api_key: str | None = None  # as ``ChatRequest.api_key``
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +151,15 @@ def _header_value(value: str) -> str:
     if value.isascii() and value.isprintable():
         return value
     return quote(value, safe=" !#$&'()*+,/:;=?@[]~")
+
+
+def keyed(headers: Mapping[str, str], api_key: str | None, header: str) -> Mapping[str, str]:
+    """``headers`` with ``api_key`` (when given) in ``header``: ``authorization`` takes it
+    as a bearer token. The request's key wins over the provider's own."""
+    if not api_key:
+        return headers
+    value = f"Bearer {api_key}" if header == "authorization" else api_key
+    return {**headers, header: value}
 
 
 def native_responses(provider: Provider) -> ResponsesProvider | None:

@@ -114,6 +114,7 @@ class MockProvider:
         options: MockOptions,
         reasoning_models: frozenset[str] = frozenset(),
         forward: ForwardHeaders | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.name = name
         self._options = options
@@ -123,6 +124,11 @@ class MockProvider:
         # with forward_*_header configured: the headers each request would have carried
         # upstream (the last 100), so that tests can see who the gateway said was calling
         self.received: deque[dict[str, str]] = deque(maxlen=100)
+
+        self._api_key = api_key  # its configured key (env:NAME), if any
+        # the key the last request came with (the vault's, a tenant's own, or its own), so
+        # tests can tell which key a request used; kept in memory only, never logged
+        self.last_api_key: str | None = None
 
     def _note(self, request: ChatRequest | EmbedRequest) -> None:
         assert self._forward is not None
@@ -203,6 +209,7 @@ class MockProvider:
     # Provider protocol -----------------------------------------------------------
     async def _planned(self, request: ChatRequest) -> tuple[random.Random, _Plan]:
         """Check the request, wait as configured, fail when drawn to, then plan the answer."""
+        self.last_api_key = request.api_key or self._api_key
         shape = choice_shape(request.body, self.name)
         check_tools(request.body, self.name)
         rng = self._rng(request.body)
@@ -264,6 +271,7 @@ class MockProvider:
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         if self._forward is not None:
             self._note(request)
+        self.last_api_key = request.api_key or self._api_key
         size = embedding_size(request.body, self.name)
         rng = self._rng(request.body)
         await _pause(self._options.latency_ms)

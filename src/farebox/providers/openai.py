@@ -29,9 +29,11 @@ from farebox.providers.base import (
     ForwardHeaders,
     StreamItem,
     UsageReport,
+    keyed,
     with_headers,
 )
 
+KEY = "authorization"  # the header its key goes in (a request's own, from the vault, wins)
 _DONE = b"[DONE]"
 # Mid-stream error objects carry no HTTP status; infer one so retry policy still works.
 _STREAM_ERROR_STATUS = {"rate_limit_exceeded": 429, "invalid_request_error": 400}
@@ -78,7 +80,7 @@ class OpenAIProvider:
 
     async def chat_stream(self, request: ChatRequest) -> AsyncIterator[StreamItem]:
         body = orjson.dumps(_stream_body(request.body))
-        headers = with_headers(self._stream_headers, request.headers)
+        headers = keyed(with_headers(self._stream_headers, request.headers), request.api_key, KEY)
         if self._forward is not None:  # forward_*_header: who is calling
             headers = self._forward.added(headers, request.caller)
         async with self._http.stream(self._chat_url, headers, body, request.timeout_s) as response:
@@ -107,7 +109,7 @@ class OpenAIProvider:
         """The upstream's Responses events; the terminal one (with the usage) comes as the
         chunk of the closing ``UsageReport``. A stream that ends without one was cut."""
         body = orjson.dumps({**request.body, "stream": True})
-        headers = with_headers(self._stream_headers, request.headers)
+        headers = keyed(with_headers(self._stream_headers, request.headers), request.api_key, KEY)
         if self._forward is not None:  # forward_*_header: who is calling
             headers = self._forward.added(headers, request.caller)
         async with self._http.stream(
@@ -141,7 +143,7 @@ class OpenAIProvider:
         self, url: str, body: JSON, request: ChatRequest | EmbedRequest
     ) -> tuple[HttpResponse, float]:
         start = time.perf_counter()
-        headers = with_headers(self._headers, request.headers)
+        headers = keyed(with_headers(self._headers, request.headers), request.api_key, KEY)
         if self._forward is not None:  # forward_*_header: who is calling
             headers = self._forward.added(headers, request.caller)
         response = await self._http.post_json(url, headers, orjson.dumps(body), request.timeout_s)

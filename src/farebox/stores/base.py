@@ -25,6 +25,7 @@ from farebox.core.cache import (
     Neighbour,
     Partition,
 )
+from farebox.core.credentials import Credential
 from farebox.core.credits import CreditGrant
 from farebox.core.inbound import ParkedGrant
 from farebox.core.records import (
@@ -496,6 +497,41 @@ class HasAudit(Protocol):
     def audit(self) -> AuditStore: ...
 
 
+# issue 14: the provider-credential vault ---------------------------------------------------
+class CredentialStore(Protocol):
+    """Sealed provider keys (``farebox.identity.vault``): the platform's (owner ``""``) and
+    tenants' own (owner: the tenant id, name: the provider). Only ciphertext is kept. Every
+    change bumps the auth epoch, so every worker and replica sees a rotation on its next
+    request (``farebox.identity.credentials`` caches opened keys by that epoch)."""
+
+    async def create_credential(self, credential: Credential) -> None:
+        """Record it; ``Conflict`` when its owner already has one of that name."""
+        ...
+
+    async def get_credential(self, owner: str, name: str) -> Credential | None: ...
+
+    async def list_credentials(self, owner: str | None = None) -> list[Credential]:
+        """The owner's credentials (None: everyone's), by owner then name."""
+        ...
+
+    async def replace_credential(self, before: Credential, after: Credential) -> bool:
+        """Store ``after`` (its ciphertext, nonce, KEK version, last4 and rotation time) if
+        the row still holds ``before``'s ciphertext: True for exactly one of any concurrent
+        callers."""
+        ...
+
+    async def delete_credential(self, owner: str, name: str) -> bool:
+        """True if there was one to delete."""
+        ...
+
+
+class HasCredentials(Protocol):
+    """A store that keeps the vault's credentials."""
+
+    @property
+    def credentials(self) -> CredentialStore: ...
+
+
 class Store(
     AccountStore,
     LedgerStore,
@@ -511,6 +547,7 @@ class Store(
     HasResponses,
     HasUpsell,
     HasAudit,
+    HasCredentials,
     Protocol,
 ):
     """Every role, and the store's lifecycle: what ``app.py`` wires."""

@@ -48,6 +48,7 @@ from farebox.core.records import (
     UsageRow,
 )
 from farebox.errors import LimiterUnavailable
+from farebox.stores.credential_rows import CredentialsThatBump
 from farebox.stores.credit_rows import CreditsThatBump
 from farebox.stores.health import Health
 from farebox.stores.postgres.store import PostgresStore
@@ -104,6 +105,7 @@ class ScaledStore:
         self.inbox = pg.inbox  # billing webhooks' inbox: PostgreSQL
         self.upsell = pg.upsell  # upsell moments and plan changes: PostgreSQL
         self.audit = pg.audit  # the audit log: PostgreSQL
+        self.credentials = CredentialsThatBump(pg.credentials, self._bump_epoch)  # the vault
         self._budgets = budgets
         self._client = client
         self._prefix = prefix

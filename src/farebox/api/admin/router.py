@@ -23,6 +23,7 @@ from farebox.api.admin.budgets import BudgetRoutes
 from farebox.api.admin.cache import CacheRoutes
 from farebox.api.admin.credit_sync import CreditSyncRoutes
 from farebox.api.admin.credits import CreditRoutes
+from farebox.api.admin.integrations import IntegrationRoutes
 from farebox.api.admin.invoices import InvoiceRoutes
 from farebox.api.admin.keys import KeyRoutes
 from farebox.api.admin.operations import OperationRoutes
@@ -157,6 +158,7 @@ def admin_routes(
         AdminRoute("GET", "/cache", cache.all_caches),
         *revenue_routes(services, tenancy),
         AdminRoute("GET", "/audit", AuditRoutes(services).audit, need="owner"),  # issue 14
+        *integration_routes(services, tenancy),
     ]
 
 
@@ -171,6 +173,23 @@ def revenue_routes(services: Services, tenancy: Tenancy) -> list[AdminRoute]:
         AdminRoute("GET", "/tenants/{tenant_id}/invoice", invoices.tenant_invoice),
         AdminRoute("GET", "/credits/parked", credit_sync.parked),
         AdminRoute("POST", "/credits/parked/{parked_id}/apply", credit_sync.apply_parked),
+    ]
+
+
+def integration_routes(services: Services, tenancy: Tenancy) -> list[AdminRoute]:
+    """Issue 14's provider-credential vault: the platform's keys (owner only) and a
+    tenant's own (bring your own key: an operator, or the tenant's own tenant_admin)."""
+    vault = IntegrationRoutes(services, tenancy)
+    own = "/tenants/{tenant_id}/integrations/{provider}"
+    return [
+        AdminRoute("POST", "/integrations", vault.create, CREATED, need="owner"),
+        AdminRoute("GET", "/integrations", vault.list_all, need="owner"),
+        AdminRoute("POST", "/integrations/rekey", vault.rekey, need="owner"),
+        AdminRoute("POST", "/integrations/{name}/rotate", vault.rotate, need="owner"),
+        AdminRoute("DELETE", "/integrations/{name}", vault.delete, need="owner"),
+        AdminRoute("PUT", own, vault.put_own, need="operate", tenant_ok=True),
+        AdminRoute("GET", own, vault.get_own, need="operate", tenant_ok=True),
+        AdminRoute("DELETE", own, vault.delete_own, need="operate", tenant_ok=True),
     ]
 
 

@@ -25,6 +25,7 @@ from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health
 from farebox.stores.memory.audit import MemoryAudit
 from farebox.stores.memory.budgets import MemoryBudgets
+from farebox.stores.memory.credentials import MemoryCredentials
 from farebox.stores.memory.credits import MemoryCredits
 from farebox.stores.memory.inbox import MemoryInbox
 from farebox.stores.memory.responses import MemoryResponses
@@ -54,6 +55,7 @@ class MemoryStore(MemoryReports):
         self.traffic = MemoryTraffic()
         self.responses = MemoryResponses()
         self.credits = MemoryCredits(self._bump)
+        self.credentials = MemoryCredentials(self._bump)  # the vault
         self.inbox = MemoryInbox()
         self.upsell = MemoryUpsell(self.credits.every_grant)
         self.audit = MemoryAudit()  # the audit log (issue 14)

@@ -12,6 +12,7 @@ import hashlib
 from typing import Any
 
 from farebox.stores.postgres.audit import MIGRATION as AUDIT_MIGRATION
+from farebox.stores.postgres.credentials import MIGRATION as CREDENTIALS_MIGRATION
 from farebox.stores.postgres.credits import MIGRATION as CREDITS_MIGRATION
 from farebox.stores.postgres.inbox import MIGRATION as INBOX_MIGRATION
 from farebox.stores.postgres.rollups import cache_migration as rollups_cache_migration
@@ -243,6 +244,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # issue 14: the audit log, append-only and hash-chained (stores/postgres/audit.py)
     AUDIT_MIGRATION,
+    # issue 14: the provider-credential vault (stores/postgres/credentials.py)
+    CREDENTIALS_MIGRATION,
 )
 
 

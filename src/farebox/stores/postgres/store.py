@@ -30,6 +30,7 @@ from farebox.core.tiers import tiered
 from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health, Prober, ProbeTimes
 from farebox.stores.postgres.audit import PostgresAudit
+from farebox.stores.postgres.credentials import PostgresCredentials
 from farebox.stores.postgres.credits import PostgresCredits
 from farebox.stores.postgres.inbox import PostgresInbox
 from farebox.stores.postgres.ledger_write import (
@@ -151,6 +152,7 @@ class PostgresStore(SQLAccounts, PostgresReports):
         self.inbox = PostgresInbox(lambda: self._pool, self._s)
         self.upsell = PostgresUpsell(lambda: self._pool, self._s)
         self.audit = PostgresAudit(lambda: self._pool, self._s)  # the audit log (issue 14)
+        self.credentials = PostgresCredentials(lambda: self._pool, self._s)  # the vault
         self._ledger_sql: LedgerStatements | None = None  # built on open, from the table
         self._ledger_json: LedgerStatements | None = None  # the same, taking one JSON text
 

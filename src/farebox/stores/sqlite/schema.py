@@ -6,6 +6,7 @@ import sqlite3
 
 from farebox.stores.request_log import MAX_TAG_CHARS
 from farebox.stores.sqlite.audit import MIGRATION as AUDIT_MIGRATION
+from farebox.stores.sqlite.credentials import MIGRATION as CREDENTIALS_MIGRATION
 from farebox.stores.sqlite.credits import MIGRATION as CREDITS_MIGRATION
 from farebox.stores.sqlite.inbox import MIGRATION as INBOX_MIGRATION
 from farebox.stores.sqlite.rollups import cache_migration as rollups_cache_migration
@@ -314,6 +315,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # issue 14: the audit log, append-only and hash-chained (stores/sqlite/audit.py)
     AUDIT_MIGRATION,
+    # issue 14: the provider-credential vault (stores/sqlite/credentials.py)
+    CREDENTIALS_MIGRATION,
 )
 
 

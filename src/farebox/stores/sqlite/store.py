@@ -44,6 +44,7 @@ from farebox.stores.sqlite import budgets
 from farebox.stores.sqlite.billing_roles import BillingRoles
 from farebox.stores.sqlite.conn import connect, is_busy, lock_owner
 from farebox.stores.sqlite.epoch_file import EpochFile
+from farebox.stores.sqlite.identity_roles import IdentityRoles
 from farebox.stores.sqlite.request_log import SQLiteRequestLog
 from farebox.stores.sqlite.responses import SQLiteResponses
 from farebox.stores.sqlite.rollups import SQLiteReports
@@ -67,7 +68,7 @@ CHECKPOINT_EVERY = RESTART_EVERY  # commits between checkpoints (see stores/sqli
 ID_CHUNK = 500  # request ids per IN (...) lookup, well under SQLite's variable limit
 
 
-class SQLiteStore(SQLAccounts, SQLiteReports, BillingRoles):
+class SQLiteStore(SQLAccounts, SQLiteReports, BillingRoles, IdentityRoles):
     exclusive = False  # True: this process must be the database's only user
     dialect = SQLITE
     key_order = "created_at"
