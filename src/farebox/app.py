@@ -413,7 +413,8 @@ def wire(
                       observe=observers(metrics, access_log, watch),
                       tracing=tracing, cache=cache, refused=upsell.refused)  # fmt: skip
     auth = Authenticator(store, secret, clock, settings.file.server.key_cache_size,
-                         appeal=settings.file.anomaly.appeal)  # fmt: skip
+                         appeal=settings.file.anomaly.appeal,
+                         workspaces=store.workspaces)  # fmt: skip
     # a store of this app's own that no other process uses (one handed in may be shared by
     # other app instances): continuations of its answers reach this app only
     sole = given is None and isinstance(store, SingleProcessSQLiteStore | MemoryStore)

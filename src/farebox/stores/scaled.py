@@ -49,6 +49,7 @@ from farebox.core.records import (
 )
 from farebox.errors import LimiterUnavailable
 from farebox.stores.credit_rows import CreditsThatBump
+from farebox.stores.workspace_rows import WorkspacesThatBump
 from farebox.stores.health import Health
 from farebox.stores.postgres.store import PostgresStore
 from farebox.stores.redis.budgets import RedisBudgets
@@ -103,6 +104,7 @@ class ScaledStore:
         self.credits = CreditsThatBump(pg.credits, self._bump_epoch)  # grants: PostgreSQL
         self.inbox = pg.inbox  # billing webhooks' inbox: PostgreSQL
         self.upsell = pg.upsell  # upsell moments and plan changes: PostgreSQL
+        self.workspaces = WorkspacesThatBump(pg.workspaces, self._bump_epoch)  # PostgreSQL
         self._budgets = budgets
         self._client = client
         self._prefix = prefix

@@ -45,6 +45,7 @@ from farebox.stores.postgres.rollups import PostgresReports
 from farebox.stores.postgres.schema import lock_key, migrate, quote_ident
 from farebox.stores.postgres.traffic import PostgresTraffic
 from farebox.stores.postgres.upsell import PostgresUpsell
+from farebox.stores.postgres.workspaces import PostgresWorkspaces
 from farebox.stores.sql import (
     KEY_COLS,
     LEDGER_COLS,
@@ -149,6 +150,7 @@ class PostgresStore(SQLAccounts, PostgresReports):
         self.credits = PostgresCredits(lambda: self._pool, self._s)
         self.inbox = PostgresInbox(lambda: self._pool, self._s)
         self.upsell = PostgresUpsell(lambda: self._pool, self._s)
+        self.workspaces = PostgresWorkspaces(lambda: self._pool, self._s)
         self._ledger_sql: LedgerStatements | None = None  # built on open, from the table
         self._ledger_json: LedgerStatements | None = None  # the same, taking one JSON text
 

@@ -1,5 +1,5 @@
 """The SQLite store's billing roles: credit grants, the billing webhooks' inbox, upsell
-moments (each in its own module; this only makes them, on the store's runners)."""
+moments, and tenants' workspaces (each in its own module; this only makes them, on the store's runners)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from typing import Any
 from farebox.stores.sqlite.credits import SQLiteCredits
 from farebox.stores.sqlite.inbox import SQLiteInbox
 from farebox.stores.sqlite.upsell import SQLiteUpsell
+from farebox.stores.sqlite.workspaces import SQLiteWorkspaces
 
 
 class BillingRoles:
     credits: SQLiteCredits
     inbox: SQLiteInbox  # billing webhooks: seen events, parked grants
     upsell: SQLiteUpsell
+    workspaces: SQLiteWorkspaces  # tenants' workspaces (issue 14; not billing, but made alike)
 
     def _billing_roles(
         self,
@@ -27,3 +29,4 @@ class BillingRoles:
         self.credits = SQLiteCredits(write, read, bump, publish)
         self.inbox = SQLiteInbox(write, read)
         self.upsell = SQLiteUpsell(write, read)
+        self.workspaces = SQLiteWorkspaces(write, read, bump, publish)
