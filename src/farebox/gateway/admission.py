@@ -87,7 +87,8 @@ class Admission:
 def scope_of(call: Call) -> Scope:
     who = call.principal
     user = who.user or openai_user(call.body)
-    return Scope.of(who.tenant, who.key, call.plan.name, who.feature, user)
+    return Scope.of(who.tenant, who.key, call.plan.name, who.feature, user,
+                    who.workspace_scope())  # fmt: skip
 
 
 class Admitter:
@@ -359,23 +360,26 @@ class Budgets:
         tenant: str,
         revenue: int = 0,
         terms: CreditTerms | None = None,
+        *,
+        key_threshold: int | None = None,
     ) -> None:
         """The reservation was settled (its ledger entry is written): stop renewing it, wake
         requests waiting for room, and fire the threshold alerts the new spend crossed
-        (budgets, and a prepaid balance's low-balance and top-up events)."""
+        (budgets, a key's own ``alert_threshold`` on its key budgets, and a prepaid
+        balance's low-balance and top-up events)."""
         if admission is None:
             return
         self._active.discard(admission.reservation_id)
         self._wake_waiters()
-        lowest = self._lowest_threshold
         crossed = []
-        for s in admission.states if lowest is not None else ():
+        for s in admission.states:
+            lowest = self._lowest(s.hold, key_threshold)
             spent = cost if s.hold.unit == "usd" else revenue
             if s.hold.unit in MONEY_UNITS and s.hold.scope != "credits" and lowest is not None \
                     and (s.used + spent) * 100 >= s.limit * lowest:  # fmt: skip
                 crossed.append(HoldState(s.hold, s.used + spent, 0, s.limit))
         if crossed:
-            self._check_alerts(crossed, tenant, self._clock())
+            self._check_alerts(crossed, tenant, self._clock(), key_threshold)
         balance = admission.credits_after(revenue) if terms is not None else None
         if balance is not None and terms is not None and self._on_alert is not None:
             state, after = balance
@@ -448,12 +452,25 @@ class Budgets:
             return
         self._check_alerts([HoldState(failed.hold, failed.limit, 0, failed.limit)], tenant, now)
 
-    def _check_alerts(self, states: Sequence[HoldState], tenant: str, now: float) -> None:
+    def _lowest(self, hold: Hold, key_threshold: int | None) -> int | None:
+        """The lowest alert threshold of a counter: a key's own counts on its key budgets."""
+        if key_threshold is None or hold.scope != "key":
+            return self._lowest_threshold
+        return min(key_threshold, self._lowest_threshold or key_threshold)
+
+    def _thresholds(self, hold: Hold, key_threshold: int | None) -> list[int]:
+        thresholds = list(self._settings.alert_thresholds)
+        if key_threshold is not None and hold.scope == "key" and key_threshold not in thresholds:
+            thresholds.append(key_threshold)
+        return thresholds
+
+    def _check_alerts(self, states: Sequence[HoldState], tenant: str, now: float,
+                      key_threshold: int | None = None) -> None:  # fmt: skip
         for state in states:
             if state.limit <= 0:
                 continue
             percent = state.used * 100 // state.limit
-            for threshold in self._settings.alert_thresholds:
+            for threshold in self._thresholds(state.hold, key_threshold):
                 slot = (state.hold.key, state.hold.bucket, threshold)
                 if percent >= threshold and slot not in self._fired:
                     self._fired.add(slot)

@@ -42,10 +42,16 @@ class Principal:
     # the workspace's record (its budget and rate-limit overrides), loaded with the key
     workspace_record: Workspace | None = None
 
+    @property
+    def workspace_id(self) -> str | None:
+        """The request's workspace: ``workspace``, else a tenant key's own (a service key
+        acting for a tenant has none)."""
+        return self.workspace or (self.key.workspace_id if self.key.tenant_id else None)
+
     def workspace_scope(self) -> str | Workspace | None:
         """The request's workspace for budgets and rate limits: ``workspace`` (a JWT claim
         may set it), else the key's; its record when loaded for it (its overrides apply)."""
-        ws = self.workspace or (self.key.workspace_id if self.key.tenant_id else None)
+        ws = self.workspace_id
         record = self.workspace_record
         if record is not None and record.id == ws and record.tenant_id == self.tenant.id:
             return record
