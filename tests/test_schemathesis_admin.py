@@ -198,6 +198,12 @@ OPERATIONS = [
     ("GET", "/admin/v1/tenants/{tenant_id}/credits"),
     ("GET", "/admin/v1/credits/parked"),
     ("POST", "/admin/v1/credits/parked/{parked_id}/apply"),
+    ("POST", "/admin/v1/tenants/{tenant_id}/workspaces"),
+    ("GET", "/admin/v1/tenants/{tenant_id}/workspaces"),
+    ("GET", "/admin/v1/tenants/{tenant_id}/workspaces/{workspace_id}"),
+    ("PATCH", "/admin/v1/tenants/{tenant_id}/workspaces/{workspace_id}"),
+    ("DELETE", "/admin/v1/tenants/{tenant_id}/workspaces/{workspace_id}"),
+    ("GET", "/admin/v1/keys"),
 ]  # fmt: skip
 
 

@@ -56,6 +56,9 @@ EXTRA_STATUSES: Mapping[tuple[str, str], tuple[int, ...]] = MappingProxyType(
         ("post", "/admin/v1/tenants/{tenant_id}/budget-increases"): (409,),
         ("patch", "/admin/v1/keys/{key_id}"): (409,),
         ("delete", "/admin/v1/tenants/{tenant_id}/cache"): (503,),
+        ("post", "/admin/v1/tenants/{tenant_id}/workspaces"): (409,),
+        ("patch", "/admin/v1/tenants/{tenant_id}/workspaces/{workspace_id}"): (409,),
+        ("delete", "/admin/v1/tenants/{tenant_id}/workspaces/{workspace_id}"): (409,),
     }
 )
 

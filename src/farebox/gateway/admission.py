@@ -25,7 +25,14 @@ from farebox.core.credits import CreditTerms
 from farebox.core.money import decimal_ratio, format_usd
 from farebox.core.periods import iso_utc as iso
 from farebox.core.pricing import Price
-from farebox.core.records import ApiKey, LedgerEntry, Reservation, ReserveOutcome, Tenant
+from farebox.core.records import (
+    ApiKey,
+    LedgerEntry,
+    Reservation,
+    ReserveOutcome,
+    Tenant,
+    Workspace,
+)
 from farebox.core.routing import Router, Target
 from farebox.errors import BudgetExceeded, InsufficientCredits, RateLimited
 from farebox.gateway.budget_scope import BudgetScopes, Scope
@@ -230,10 +237,11 @@ class Budgets:
         return await self._store.budget_states(self.scopes.holds(scope, self._clock()))
 
     async def tenant_states(
-        self, tenant: Tenant, plan: str, keys: Sequence[ApiKey]
-    ) -> list[HoldState]:
-        """Every budget of a tenant: tenant-wide, global, and each key's."""
-        scoped = self.scopes.tenant_holds(tenant, plan, keys, self._clock())
+        self, tenant: Tenant, plan: str, keys: Sequence[ApiKey],
+        workspaces: Sequence[Workspace] = (),
+    ) -> list[HoldState]:  # fmt: skip
+        """Every budget of a tenant: tenant-wide, global, each workspace's and each key's."""
+        scoped = self.scopes.tenant_holds(tenant, plan, keys, self._clock(), workspaces)
         return await self._store.budget_states(scoped)
 
     # admission -------------------------------------------------------------------------

@@ -173,12 +173,19 @@ class BudgetScopes:
         return result
 
     def tenant_holds(
-        self, tenant: Tenant, plan: str, keys: Sequence[ApiKey], now: float
-    ) -> list[Hold]:
-        """Every budget counter of a tenant: tenant-wide, global, and each key's."""
+        self, tenant: Tenant, plan: str, keys: Sequence[ApiKey], now: float,
+        workspaces: Sequence[Workspace] = (),
+    ) -> list[Hold]:  # fmt: skip
+        """Every budget counter of a tenant: tenant-wide, global, each workspace's and each
+        key's (a key's in its workspace, whose overrides may change its key budgets)."""
         scoped = [h for h in self.holds(Scope.of(tenant, None, plan), now) if h.scope != "key"]
+        spaces = {w.id: w for w in workspaces}
+        for w in workspaces:
+            ws = Scope.of(tenant, None, plan, workspace=w)
+            scoped += [h for h in self.holds(ws, now) if h.scope == "workspace"]
         for key in keys:
-            scoped += [h for h in self.holds(Scope.of(tenant, key, plan), now) if h.scope == "key"]
+            scope = Scope.of(tenant, key, plan, workspace=spaces.get(key.workspace_id))
+            scoped += [h for h in self.holds(scope, now) if h.scope == "key"]
         return scoped
 
     def base_budget(
