@@ -179,4 +179,3 @@ async def postgres_ledger(dsn: str) -> list[tuple[str | None, int, str]]:
     finally:
         await conn.close()
     return [(r["workspace"], int(r["cost"]), r["status"]) for r in rows]
-

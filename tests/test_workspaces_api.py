@@ -101,8 +101,8 @@ async def test_keys_carry_workspace_metadata_threshold_and_list_filtered(
         assert made[2]["workspace"] == "default" and made[2]["metadata"]["user_email"] == "a@x.io"
         r = await c.post("/admin/v1/tenants/acme/keys", json={"workspace": "nope"}, headers=admin)
         assert r.status_code == 404 and r.json()["error"]["code"] == "workspace_not_found"
-        r = await c.get("/admin/v1/keys", params={"tenant": "acme", "metadata.user_email": "a@x.io"},
-                        headers=admin)  # fmt: skip
+        by_email = {"tenant": "acme", "metadata.user_email": "a@x.io"}
+        r = await c.get("/admin/v1/keys", params=by_email, headers=admin)
         assert r.status_code == 200, r.text
         assert sorted(k["id"] for k in r.json()["data"]) == sorted([made[0]["id"], made[2]["id"]])
         r = await c.get("/admin/v1/keys", params={"tenant": "acme", "workspace": "web",
@@ -116,8 +116,11 @@ async def test_keys_carry_workspace_metadata_threshold_and_list_filtered(
         assert r.status_code == 200 and r.json()["data"] == []
         assert (await c.get("/admin/v1/keys", params={"bogus": "1"}, headers=admin)).status_code \
             == 400  # fmt: skip
-        r = await c.patch(f"/admin/v1/keys/{made[1]['id']}",
-                          json={"metadata": {"team": "z"}, "alert_threshold": 90}, headers=admin)
+        r = await c.patch(
+            f"/admin/v1/keys/{made[1]['id']}",
+            json={"metadata": {"team": "z"}, "alert_threshold": 90},
+            headers=admin,
+        )
         assert r.status_code == 200 and (r.json()["metadata"], r.json()["alert_threshold"]) == (
             {"team": "z"}, 90)  # fmt: skip
         for bad in ({"alert_threshold": 0}, {"alert_threshold": 101}, {"metadata": [1]},
@@ -154,6 +157,11 @@ async def test_every_level_holds_at_once_and_the_ledger_names_the_workspace(
         assert spent["a"] <= parse_usd("0.00025") and spent["b"] <= parse_usd("0.0001")
         assert spent["b"] > 0 and sum(spent.values()) <= parse_usd("0.0004")
         assert {e.workspace for e in ledger} == {"a", "b"}
+        r = await c.get("/admin/v1/usage", params={"tenant": "acme", "group_by": "workspace"},
+                        headers=admin)  # fmt: skip
+        assert r.status_code == 200, r.text
+        usage = {row["workspace"]: parse_usd(row["cost_usd"]) for row in r.json()["data"]}
+        assert usage == spent
         me = (await c.get("/v1/me", headers={"Authorization": f"Bearer {keys['b']}"})).json()
         mine = [b for b in me["budgets"] if b["scope"] == "workspace"]
         assert [(b["name"], b["limit_usd"]) for b in mine] == [("b", "0.0001")]

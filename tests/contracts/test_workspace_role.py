@@ -125,3 +125,20 @@ async def test_ledger_workspace_and_byok_round_trip(store: Any) -> None:
     found = {e.request_id: e for e in await store.ledger("acme")}
     assert (found["r1"].workspace, found["r1"].byok) == ("team-a", True)
     assert (found["r2"].workspace, found["r2"].byok) == (None, False)
+
+
+async def test_usage_grouped_by_workspace(store: Any) -> None:
+    from farebox.core.records import UsageQuery
+
+    await store.append_ledger([
+        entry("r1", workspace="team-a", cost=10, revenue=15, started_at=T0),
+        entry("r2", workspace="team-a", cost=5, started_at=T0 + 1),
+        entry("r3", workspace="default", cost=7, started_at=T0 + 2),
+        entry("r4", tenant_id="globex", workspace="team-a", cost=1, started_at=T0 + 3),
+        entry("r5", cost=2, started_at=T0 + 4),  # written before workspaces: none
+    ])  # fmt: skip
+    rows = await store.usage(UsageQuery("acme", None, None, "workspace"))
+    assert [(r.group, r.requests, r.cost) for r in rows] == [
+        ("default", 1, 7), ("team-a", 2, 15), (None, 1, 2)]  # fmt: skip
+    every = await store.usage(UsageQuery(None, T0, T0 + 4, "workspace"))
+    assert [(r.group, r.cost) for r in every] == [("default", 7), ("team-a", 16)]

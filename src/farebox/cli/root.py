@@ -20,6 +20,7 @@ from farebox.cli.revenue import reprice, top_spenders, upsell
 from farebox.cli.serve import serve
 from farebox.cli.tenants import tenants
 from farebox.cli.usage import usage
+from farebox.cli.workspaces import workspaces
 
 BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -37,7 +38,7 @@ def main() -> None:
 
 for command in (serve, demo, tenants, keys, budgets, usage, export_cmd, margins, profitability,
                 reconcile, invoice, top_spenders, reprice, upsell,
-                requests_cmd, cache, credits):  # fmt: skip
+                requests_cmd, cache, credits, workspaces):  # fmt: skip
     main.add_command(command)
 register_anomaly(main, tenants, keys)
 

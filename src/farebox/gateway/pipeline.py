@@ -171,7 +171,9 @@ class Gateway:
         if self._limits is None:
             return []
         specs = self._limits.specs(
-            plan, tenant.rate_limits if tenant else (), key.rate_limits if key else (),
+            plan,
+            tenant.rate_limits if tenant else (),
+            key.rate_limits if key else (),
             workspace.rate_limits if workspace else (),
         )
         return [limit_json(s) for s in specs]

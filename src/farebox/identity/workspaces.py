@@ -45,9 +45,7 @@ def check_overrides(changes: Mapping[str, Any]) -> None:
 
 
 class Workspaces:
-    def __init__(
-        self, store: WorkspaceAdminStore, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, store: WorkspaceAdminStore, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
 
@@ -104,9 +102,7 @@ class Workspaces:
             )
         return found
 
-    async def update(
-        self, tenant_id: str, workspace_id: str, changes: dict[str, Any]
-    ) -> Workspace:
+    async def update(self, tenant_id: str, workspace_id: str, changes: dict[str, Any]) -> Workspace:
         await self.get(tenant_id, workspace_id)
         check_overrides(changes)
         return await self._store.workspaces.update_workspace(tenant_id, workspace_id, changes)
@@ -120,9 +116,7 @@ class Workspaces:
     async def delete(self, tenant_id: str, workspace_id: str) -> Workspace:
         found = await self.get(tenant_id, workspace_id)
         if workspace_id == DEFAULT_WORKSPACE:
-            raise Conflict(
-                "The default workspace cannot be deleted.", code="workspace_is_default"
-            )
+            raise Conflict("The default workspace cannot be deleted.", code="workspace_is_default")
         live = await self.live_keys(tenant_id, workspace_id)
         if live:
             raise Conflict(

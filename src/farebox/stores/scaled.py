@@ -49,7 +49,6 @@ from farebox.core.records import (
 )
 from farebox.errors import LimiterUnavailable
 from farebox.stores.credit_rows import CreditsThatBump
-from farebox.stores.workspace_rows import WorkspacesThatBump
 from farebox.stores.health import Health
 from farebox.stores.postgres.store import PostgresStore
 from farebox.stores.redis.budgets import RedisBudgets
@@ -64,6 +63,7 @@ from farebox.stores.redis.migrate import ensure_layout
 from farebox.stores.redis.namespace import choose_prefix, claim, database_id, database_label
 from farebox.stores.settler import Settler, settle_failed
 from farebox.stores.timeouts import StoreTimeouts
+from farebox.stores.workspace_rows import WorkspacesThatBump
 
 log = logging.getLogger("farebox.stores.scaled")
 EPOCH_CONNECTIONS = 4  # the auth epoch watch's own: its subscriber, its poll, bumps

@@ -33,7 +33,9 @@ Month = Annotated[
     AfterValidator(_month),
     WithJsonSchema({"type": "string", "pattern": MONTH_PATTERN, "examples": ["2026-11"]}),
 ]
-GroupBy = Literal["tenant", "model", "feature", "user", "day", "hour", "key", "provider", "status"]
+GroupBy = Literal[
+    "tenant", "model", "feature", "user", "day", "hour", "key", "provider", "status", "workspace"
+]
 
 
 class DeadLetterRetry(AdminBody):

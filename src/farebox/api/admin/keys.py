@@ -11,10 +11,10 @@ from farebox.anomaly.watch import AnomalyWatch
 from farebox.api.admin.params import AdminBody, PauseBody
 from farebox.api.admin.workspaces import KeyMetadata
 from farebox.api.context import Services
+from farebox.core.records import DEFAULT_WORKSPACE
 from farebox.errors import InvalidRequest
 from farebox.gateway.budget_scope import validate_budgets
 from farebox.gateway.rate_limits import validate_limits
-from farebox.core.records import DEFAULT_WORKSPACE
 from farebox.identity.tenancy import Tenancy, key_json
 from farebox.identity.workspaces import WORKSPACE_ID, Workspaces
 

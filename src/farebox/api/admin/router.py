@@ -162,7 +162,10 @@ def admin_routes(
 def workspace_routes(services: Services) -> list[AdminRoute]:
     """Issue 14's workspaces, and the key listing filtered by workspace and key metadata."""
     ws = WorkspaceRoutes(services)
-    spaces, one = "/tenants/{tenant_id}/workspaces", "/tenants/{tenant_id}/workspaces/{workspace_id}"
+    spaces, one = (
+        "/tenants/{tenant_id}/workspaces",
+        "/tenants/{tenant_id}/workspaces/{workspace_id}",
+    )
     return [
         AdminRoute("POST", spaces, ws.create_workspace, CREATED, need="operate", tenant_ok=True),
         AdminRoute("GET", spaces, ws.list_workspaces, need="read", tenant_ok=True),

@@ -185,4 +185,3 @@ class WorkspaceRoutes:
             kid: [state_json(by_counter[(h.key, h.bucket)]) for h in found]
             for kid, found in holds.items()
         }
-

@@ -1,5 +1,6 @@
 """The SQLite store's billing roles: credit grants, the billing webhooks' inbox, upsell
-moments, and tenants' workspaces (each in its own module; this only makes them, on the store's runners)."""
+moments, and tenants' workspaces (each in its own module; this only makes them, on the
+store's runners)."""
 
 from __future__ import annotations
 
