@@ -180,6 +180,10 @@ async def test_workspace_rate_limit_overrides_the_plans(make_gateway: Any) -> No
         assert codes == [200, 200, 429]
         r = await gw.client.post("/v1/chat/completions", json=CHAT, headers=fast)
         assert r.status_code == 200  # the default workspace keeps the plan's 100
+        shown = (await gw.client.get("/admin/v1/tenants/acme/limits", headers=gw.admin)).json()
+        rpm = {w["id"]: w["rate_limits"][0]["requests_per_minute"] for w in shown["workspaces"]}
+        assert rpm == {"default": 100, "slow": 2}
+        assert sorted(k["rate_limits"][0]["requests_per_minute"] for k in shown["keys"]) == [2, 100]
 
 
 async def test_a_keys_alert_threshold_fires_the_signed_budget_alert(make_gateway: Any) -> None:
@@ -198,7 +202,7 @@ async def test_a_keys_alert_threshold_fires_the_signed_budget_alert(make_gateway
         assert fired == {(1, "key")}, alerts  # 2.5% used: only the key's own 1% fired
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(body=st.dictionaries(st.sampled_from(["id", "name", "budgets", "rate_limits", "metadata",
                                              "x"]),
                             st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=80),
@@ -230,5 +234,51 @@ def test_bad_workspace_bodies_are_4xx_never_500(tmp_path_factory: Any, body: Any
                     assert r.status_code < 500, (method, body, r.text)
                 r = await c.post("/admin/v1/tenants/acme/keys", json=body, headers=admin)
                 assert r.status_code < 500, (body, r.text)
+
+    asyncio.run(run())
+
+
+async def test_a_workspace_change_applies_to_the_next_request(make_gateway: Any) -> None:
+    """The workspace's overrides are cached with the key, until the auth epoch moves: a
+    change through the admin API applies at once, with no restart."""
+    async with make_gateway(config()) as gw:
+        await gw.tenant("acme", "p")
+        roomy = [{"scope": "workspace", "period": "day", "limit_usd": "5"}]
+        await gw.client.post(WS, json={"id": "a", "budgets": roomy}, headers=gw.admin)
+        auth = {"Authorization": f"Bearer {await gw.key('acme', workspace='a')}"}
+        assert (await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth)).is_success
+        tiny = [{"scope": "workspace", "period": "day", "limit_usd": "0.000001"}]
+        r = await gw.client.patch(f"{WS}/a", json={"budgets": tiny}, headers=gw.admin)
+        assert r.status_code == 200
+        r = await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth)
+        assert r.status_code == 429, r.text
+        assert r.json()["error"]["budget"] == {"scope": "workspace", "period": "day", "name": "a"}
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(params=st.dictionaries(st.one_of(st.sampled_from(["tenant", "workspace", "metadata.",
+                                                         "metadata.team"]),
+                                        st.text(max_size=20).map(lambda s: "metadata." + s)),
+                              st.text(max_size=1100), max_size=4))  # fmt: skip
+def test_bad_key_listing_queries_are_4xx_never_500(tmp_path_factory: Any, params: Any) -> None:
+    import httpx
+
+    from farebox.app import create_app
+    from farebox.config.settings import parse_settings
+
+    async def run() -> None:
+        path = tmp_path_factory.mktemp("keys")
+        settings_ = parse_settings({"database": f"sqlite:///{path / 'f.db'}", **config()},
+                                   source="t.yaml", env={"FAREBOX_ADMIN_KEY": ADMIN_KEY},
+                                   base_dir=path)  # fmt: skip
+        app = create_app(settings_, announce=lambda _m: None)
+        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://g") as c:
+                await c.post("/admin/v1/tenants", json={"id": "acme", "plan": "p"}, headers=admin)
+                r = await c.get("/admin/v1/keys", params=params, headers=admin)
+                assert r.status_code < 500, (params, r.text)
+                assert r.status_code in (200, 400, 404), (params, r.text)
 
     asyncio.run(run())

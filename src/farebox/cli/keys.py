@@ -10,8 +10,8 @@ from farebox.cli.output import iso, json_option, print_json, print_table
 from farebox.cli.target import call_admin, target, where
 from farebox.cli.tenants import _json_value
 
-KEY_COLUMNS = ("id", "name", "kind", "workspace", "prefix", "created_at", "expires_at", "revoked",
-               "paused")  # fmt: skip
+KEY_COLUMNS = ("id", "name", "kind", "prefix", "created_at", "expires_at", "revoked", "paused",
+               "workspace")  # fmt: skip
 
 
 @click.group()
