@@ -3,7 +3,8 @@ workspace with its own budget and the tenant with a budget smaller than their su
 overspent (the ledger's sums per workspace and for the tenant stay within each limit), every
 answer is a 200 or a contract 429, and afterwards nothing is left reserved and each level's
 counter agrees with the ledger. In one process on SQLite; on ``farebox serve --workers 4``
-sharing one SQLite database; and on two replicas sharing PostgreSQL and Redis."""
+sharing one SQLite database; and on two replicas sharing PostgreSQL and Redis (one Redis, and
+a Redis Cluster)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from farebox.core.money import parse_usd
 from tests.e2e import (
@@ -25,13 +27,20 @@ from tests.e2e import (
     write_config,
 )
 from tests.test_budget_concurrency import MOCK, request_bodies
-from tests.test_budget_replicas import Backend, backend  # noqa: F401  (a fixture)
+from tests.test_budget_replicas import REDIS_KINDS, Backend, backend  # noqa: F401  (a fixture)
 
 REQUESTS = 300
 TENANT_LIMIT = "0.30"
 WORKSPACE_LIMITS = {"alpha": "0.20", "beta": "0.20"}  # 0.40 together: more than the tenant's
 PLANS: dict[str, Any] = {"p": {"models": ["*"]}}
 MIN_SHARE_USED = 80  # percent of the tenant's budget that must get spent
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The replicas' test runs on one Redis and on a Redis Cluster (where a workspace's
+    counters must share the slot of its tenant's, as one reservation holds both)."""
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", REDIS_KINDS, indirect=True)
 
 
 def set_up(base_url: str) -> dict[str, str]:
