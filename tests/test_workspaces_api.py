@@ -7,6 +7,7 @@ workspace in ledger entries; bad input is a 4xx naming the problem, never a 500.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -162,6 +163,19 @@ async def test_every_level_holds_at_once_and_the_ledger_names_the_workspace(
         assert r.status_code == 200, r.text
         usage = {row["workspace"]: parse_usd(row["cost_usd"]) for row in r.json()["data"]}
         assert usage == spent
+        month = time.strftime("%Y-%m", time.gmtime(ledger[0].started_at))
+        r = await c.get(
+            "/admin/v1/margins",
+            params={"month": month, "tenant": "acme", "group_by": "workspace"},
+            headers=admin,
+        )
+        assert r.status_code == 200, r.text
+        lines = {w["workspace"]: w for w in r.json()["workspaces"]}
+        assert {ws: parse_usd(w["cost_usd"]) for ws, w in lines.items()} == spent
+        assert sum(w["requests"] for w in lines.values()) == len(ledger)
+        r = await c.get("/admin/v1/margins", params={"month": month, "group_by": "workspace"},
+                        headers=admin)  # fmt: skip
+        assert r.status_code == 400 and r.json()["error"]["param"] == "tenant"
         me = (await c.get("/v1/me", headers={"Authorization": f"Bearer {keys['b']}"})).json()
         mine = [b for b in me["budgets"] if b["scope"] == "workspace"]
         assert [(b["name"], b["limit_usd"]) for b in mine] == [("b", "0.0001")]
