@@ -124,8 +124,17 @@ async def test_keys_carry_workspace_metadata_threshold_and_list_filtered(
         )
         assert r.status_code == 200 and (r.json()["metadata"], r.json()["alert_threshold"]) == (
             {"team": "z"}, 90)  # fmt: skip
+        r = await c.patch(
+            f"/admin/v1/keys/{made[1]['id']}",
+            json={"alert_threshold": None, "workspace": "default"},
+            headers=admin,
+        )
+        assert (r.json()["alert_threshold"], r.json()["workspace"]) == (None, "default")
+        r = await c.patch(f"/admin/v1/keys/{made[1]['id']}", json={"workspace": "nope"},
+                          headers=admin)  # fmt: skip
+        assert r.status_code == 404 and r.json()["error"]["code"] == "workspace_not_found"
         for bad in ({"alert_threshold": 0}, {"alert_threshold": 101}, {"metadata": [1]},
-                    {"metadata": {"x": "y" * 5000}}):  # fmt: skip
+                    {"metadata": {"x": "y" * 5000}}, {"workspace": "bad id"}):  # fmt: skip
             r = await c.patch(f"/admin/v1/keys/{made[1]['id']}", json=bad, headers=admin)
             assert r.status_code == 400, (bad, r.text)
 

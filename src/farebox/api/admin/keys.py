@@ -33,7 +33,8 @@ class KeyPatch(AdminBody):
     budgets: list[dict[str, Any]] | None = Field(None, max_length=100)
     rate_limits: list[dict[str, Any]] | None = Field(None, max_length=100)
     metadata: KeyMetadata | None = None
-    alert_threshold: int | None = Field(None, ge=1, le=100, description="Percent")
+    alert_threshold: int | None = Field(None, ge=1, le=100, description="Percent; null: none")
+    workspace: str | None = Field(None, min_length=1, max_length=64, pattern=WORKSPACE_ID.pattern)
 
 
 class KeyRoutes:
@@ -50,17 +51,25 @@ class KeyRoutes:
         return body.expires_at
 
     async def patch_key(self, key_id: str, body: KeyPatch) -> dict[str, Any]:
-        await self.tenancy.key(key_id)
+        key = await self.tenancy.key(key_id)
         changes: dict[str, Any] = {}
         if body.budgets is not None:
             changes["budgets"] = validate_budgets(body.budgets)
         if body.rate_limits is not None:
             changes["rate_limits"] = validate_limits(body.rate_limits)
-        changes.update({f: getattr(body, f) for f in ("metadata", "alert_threshold")
-                        if getattr(body, f) is not None})  # fmt: skip
+        if body.metadata is not None:
+            changes["metadata"] = body.metadata
+        if "alert_threshold" in body.model_fields_set:  # null: the key's own alert is off
+            changes["alert_threshold"] = body.alert_threshold
+        if body.workspace is not None:  # move the key to another workspace of its tenant
+            if key.tenant_id is None:
+                raise InvalidRequest("A service key has no workspace.", param="workspace")
+            await Workspaces(self.services.store).get(key.tenant_id, body.workspace)
+            changes["workspace_id"] = body.workspace
         if not changes:
             raise InvalidRequest(
-                "Nothing to change: send budgets, rate_limits, metadata or alert_threshold."
+                "Nothing to change: send budgets, rate_limits, metadata, alert_threshold or "
+                "workspace."
             )
         return key_json(await self.services.store.update_key(key_id, changes))
 
