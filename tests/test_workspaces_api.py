@@ -210,19 +210,30 @@ async def test_workspace_rate_limit_overrides_the_plans(make_gateway: Any) -> No
 
 
 async def test_a_keys_alert_threshold_fires_the_signed_budget_alert(make_gateway: Any) -> None:
+    from tests.test_budget_sdk import HOOK_SECRET, receiver, verify
+
     key_budget = [{"scope": "key", "period": "day", "limit_usd": "0.001"}]
-    async with make_gateway(config(budgets=key_budget)) as gw:
-        await gw.tenant("acme", "p")
-        key = await gw.key("acme", alert_threshold=1)
-        auth = {"Authorization": f"Bearer {key}"}
-        assert (await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth)).is_success
-        for _ in range(50):  # the alert is recorded behind the request
+    async with receiver() as hook:
+        cfg = {**config(budgets=key_budget),
+               "budgets": {"alert_webhook_url": hook.url,
+                           "alert_webhook_secret": "env:HOOK_SECRET"}}  # fmt: skip
+        async with make_gateway(cfg, env={"HOOK_SECRET": HOOK_SECRET}) as gw:
+            await gw.tenant("acme", "p")
+            key = await gw.key("acme", alert_threshold=1)
+            plain = await gw.key("acme")  # no threshold of its own: 2.5 % fires nothing
+            for raw in (key, plain):
+                auth = {"Authorization": f"Bearer {raw}"}
+                r = await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth)
+                assert r.is_success
+            [event] = await hook.wait_for("acme", 1)
             alerts = (await gw.client.get("/admin/v1/budget-alerts", headers=gw.admin)).json()
-            if alerts["data"]:
-                break
-            await asyncio.sleep(0)
-        fired = {(a["threshold_percent"], a["scope"]) for a in alerts["data"]}
-        assert fired == {(1, "key")}, alerts  # 2.5% used: only the key's own 1% fired
+    assert (event["type"], event["threshold_percent"], event["scope"]) == (
+        "budget.threshold", 1, "key")  # fmt: skip
+    assert event["budget"].startswith("key:") and event["limit_usd"] == "0.001"
+    for headers, body in hook.received:
+        verify(headers, body)  # signed like every budget alert
+    assert [(a["threshold_percent"], a["scope"]) for a in alerts["data"]] == [(1, "key")]
+    assert len(hook.events("acme")) == 1
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
