@@ -36,6 +36,14 @@ PLANS: dict[str, Any] = {"p": {"models": ["*"]}}
 MIN_SHARE_USED = 80  # percent of the tenant's budget that must get spent
 
 
+def test_the_load_asks_far_more_than_the_tenants_budget() -> None:
+    """What makes the checks below mean something: the requests' worst cases add up to more
+    than three times the tenant's budget (gpt-4o output at USD 10 per 1M tokens)."""
+    asked = sum(b["max_tokens"] * 10 * 10**6 for b in request_bodies(3)[:REQUESTS]
+                if b["model"] == "gpt-4o")  # fmt: skip
+    assert asked > 3 * parse_usd(TENANT_LIMIT)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """The replicas' test runs on one Redis and on a Redis Cluster (where a workspace's
     counters must share the slot of its tenant's, as one reservation holds both)."""
@@ -80,11 +88,13 @@ async def fire(urls: list[str], keys: dict[str, str]) -> list[tuple[str, int, An
 
 
 def check(answers: list[tuple[str, int, Any]], ledger: list[tuple[str | None, int, str]]) -> None:
-    """Every answer a 200 or a budget 429; no level overspent; one ledger row per 200."""
+    """Every answer a 200 or a budget 429; no level overspent; one ledger row per 200. (The
+    load asks far more than the tenant's budget: the last requests are clamped to what fits
+    or refused, and which depends on the timing, so neither is required here; that the
+    budget was reached is: at least ``MIN_SHARE_USED`` % of it is spent.)"""
     refused = [body["error"] for _, status, body in answers if status == 429]
     assert {status for _, status, _ in answers} <= {200, 429}
-    assert refused, "the load never hit a budget"
-    assert {e["code"] for e in refused} == {"budget_exceeded"}
+    assert {e["code"] for e in refused} <= {"budget_exceeded"}
     assert {e["budget"]["scope"] for e in refused} <= {"tenant", "workspace"}
     assert len(ledger) == sum(1 for _, s, _ in answers if s == 200)
     assert {status for _, _, status in ledger} == {"ok"}
