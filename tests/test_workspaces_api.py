@@ -236,6 +236,21 @@ async def test_a_keys_alert_threshold_fires_the_signed_budget_alert(make_gateway
     assert len(hook.events("acme")) == 1
 
 
+async def test_a_refusal_fires_the_keys_own_threshold_too(make_gateway: Any) -> None:
+    tiny = [{"scope": "key", "period": "day", "limit_usd": "0.0000001"}]  # less than any request
+    async with make_gateway(config(budgets=tiny)) as gw:
+        await gw.tenant("acme", "p")
+        auth = {"Authorization": f"Bearer {await gw.key('acme', alert_threshold=33)}"}
+        r = await gw.client.post("/v1/chat/completions", json=CHAT, headers=auth)
+        assert r.status_code == 429 and r.json()["error"]["budget"]["scope"] == "key"
+        for _ in range(50):  # the alerts are recorded behind the refusal
+            alerts = (await gw.client.get("/admin/v1/budget-alerts", headers=gw.admin)).json()
+            if len(alerts["data"]) == 4:
+                break
+            await asyncio.sleep(0)
+        assert sorted(a["threshold_percent"] for a in alerts["data"]) == [33, 50, 80, 100]
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(body=st.dictionaries(st.sampled_from(["id", "name", "budgets", "rate_limits", "metadata",
                                              "x"]),

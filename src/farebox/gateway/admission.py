@@ -296,7 +296,7 @@ class Budgets:
                 tokens = fit  # lower max_tokens so the worst case fits
                 continue
             if not self._may_free_up(outcome, fits, tokens or 0, deadline):
-                self._alert_exhausted(outcome, scope.tenant, now)
+                self._alert_exhausted(outcome, scope.tenant, now, scope.key_alert)
                 return self._exceeded(outcome, revenue.terms if revenue else None, held_revenue)
             await self._settled(deadline)  # in-flight holds will settle below their worst case
             tokens, now = max_tokens, self._clock()
@@ -453,12 +453,15 @@ class Budgets:
         )
 
     # alerts ----------------------------------------------------------------------------
-    def _alert_exhausted(self, outcome: ReserveOutcome, tenant: str, now: float) -> None:
-        """A refusal means the budget is spent: every threshold up to 100% has been crossed."""
+    def _alert_exhausted(self, outcome: ReserveOutcome, tenant: str, now: float,
+                         key_threshold: int | None = None) -> None:  # fmt: skip
+        """A refusal means the budget is spent: every threshold up to 100% has been crossed
+        (a key's own one too, on its key budget)."""
         failed = outcome.failed or min(_money(outcome.states), key=lambda s: s.remaining)
         if failed.hold.scope == "credits":  # a balance has its own low-balance events
             return
-        self._check_alerts([HoldState(failed.hold, failed.limit, 0, failed.limit)], tenant, now)
+        spent = HoldState(failed.hold, failed.limit, 0, failed.limit)
+        self._check_alerts([spent], tenant, now, key_threshold)
 
     def _lowest(self, hold: Hold, key_threshold: int | None) -> int | None:
         """The lowest alert threshold of a counter: a key's own counts on its key budgets."""

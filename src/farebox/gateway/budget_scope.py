@@ -91,6 +91,7 @@ class Scope:
     workspace: str | None = None  # the key's workspace (none for a service key's own scope)
     workspace_budgets: tuple[Mapping[str, Any], ...] = ()  # the workspace's overrides
     workspace_limits: tuple[Mapping[str, Any], ...] = ()  # its rate-limit overrides
+    key_alert: int | None = None  # the key's own alert threshold (percent of its key budgets)
 
     @classmethod
     def of(cls, tenant: Tenant, key: ApiKey | None, plan: str, feature: str | None = None,
@@ -114,6 +115,7 @@ class Scope:
             workspace=ws,
             workspace_budgets=tuple(record.budgets) if record else (),
             workspace_limits=tuple(record.rate_limits) if record else (),
+            key_alert=key.alert_threshold if key else None,
         )
 
 
