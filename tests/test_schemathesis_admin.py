@@ -210,6 +210,12 @@ OPERATIONS = [
     ("PUT", "/admin/v1/tenants/{tenant_id}/integrations/{provider}"),
     ("GET", "/admin/v1/tenants/{tenant_id}/integrations/{provider}"),
     ("DELETE", "/admin/v1/tenants/{tenant_id}/integrations/{provider}"),
+    ("POST", "/admin/v1/tenants/{tenant_id}/workspaces"),
+    ("GET", "/admin/v1/tenants/{tenant_id}/workspaces"),
+    ("GET", "/admin/v1/tenants/{tenant_id}/workspaces/{workspace_id}"),
+    ("PATCH", "/admin/v1/tenants/{tenant_id}/workspaces/{workspace_id}"),
+    ("DELETE", "/admin/v1/tenants/{tenant_id}/workspaces/{workspace_id}"),
+    ("GET", "/admin/v1/keys"),
 ]  # fmt: skip
 
 

@@ -247,6 +247,7 @@ def make_authenticator(
         jwt=make_jwt_verifier(settings, http, clock) if cfg.jwt else None,
         base_domain=cfg.subdomain.base_domain if cfg.subdomain else None,
         auto_create_plan=auto.plan if auto else None,
+        workspaces=store.workspaces,
     )  # fmt: skip
 
 

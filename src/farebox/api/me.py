@@ -39,7 +39,9 @@ def routes(services: Services) -> list[FastRoute]:
             "budgets": [
                 state_json(s)
                 for s in await services.budgets.states(
-                    Scope.of(who.tenant, who.key, plan.name, who.feature, who.user)
+                    Scope.of(
+                        who.tenant, who.key, plan.name, who.feature, who.user, who.workspace_scope()
+                    )
                 )
             ],
             # this month's cache traffic and what the cache holds: the caller's tenant only

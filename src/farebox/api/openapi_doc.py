@@ -60,6 +60,9 @@ EXTRA_STATUSES: Mapping[tuple[str, str], tuple[int, ...]] = MappingProxyType(
         ("post", "/admin/v1/integrations"): (409,),
         ("post", "/admin/v1/integrations/{name}/rotate"): (409,),
         ("put", "/admin/v1/tenants/{tenant_id}/integrations/{provider}"): (409,),
+        ("post", "/admin/v1/tenants/{tenant_id}/workspaces"): (409,),
+        ("patch", "/admin/v1/tenants/{tenant_id}/workspaces/{workspace_id}"): (409,),
+        ("delete", "/admin/v1/tenants/{tenant_id}/workspaces/{workspace_id}"): (409,),
     }
 )
 

@@ -205,6 +205,8 @@ class Exporter:
         for r in readings:
             tenant = await self._tenant(r.tenant)
             props = {"model": r.model} if r.model else {}
+            if r.workspace:  # a free-form property where the sink's format has them
+                props["workspace"] = r.workspace
             out.append(
                 MeterEvent(
                     key=event_key(r.tenant, r.unit, r.meter),

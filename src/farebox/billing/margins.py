@@ -148,6 +148,20 @@ async def margins(
     return {"object": "margins", "month": month, "data": out, "total": total}
 
 
+async def workspace_margins(store: MarginStore, month: str, tenant_id: str) -> list[dict[str, Any]]:
+    """A tenant's month by workspace (issue 14): the usage revenue, cost and margin of each
+    workspace's requests (the plan fee is the tenant's, not any workspace's; entries written
+    before workspaces, or by a service key, have none: ``workspace`` null)."""
+    start, end = month_window(month)
+    rows = await store.usage(UsageQuery(tenant_id, start, end, "workspace"))
+    out = []
+    for row in rows:
+        line = _line(None, None, 0, row.revenue, row.cost, row.requests)
+        del line["plan_fee_usd"]
+        out.append({"workspace": row.group, **line})
+    return out
+
+
 def _line(tenant: str | None, plan: str | None, fee: int, usage: int, cost: int,
           requests: int) -> dict[str, Any]:  # fmt: skip
     revenue = fee + usage

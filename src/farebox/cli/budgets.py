@@ -11,8 +11,11 @@ from farebox.cli.target import call_admin, target
 from farebox.core.periods import parse_period
 from farebox.gateway.budget_scope import budget_ident
 
-SCOPES = ("tenant", "key", "feature", "user")
-SCOPE_HELP = "Which budget: tenant (default), key, feature or user."
+SCOPES = ("tenant", "key", "feature", "user", "workspace")
+SCOPE_HELP = (
+    "Which budget: tenant (default), key, feature, user, or workspace (each of the tenant's "
+    "workspaces its own; set one workspace's with farebox workspaces update)."
+)
 NAME_HELP = "The key id, feature or user, for those scopes."
 
 

@@ -10,9 +10,11 @@ import click
 from farebox.cli.local import Note, run_local
 from farebox.cli.output import iso, json_option, print_json, print_table
 from farebox.cli.target import call_admin, target, where
+from farebox.cli.tenants import _json_value
 from farebox.identity.tenancy import key_json
 
-KEY_COLUMNS = ("id", "name", "kind", "prefix", "created_at", "expires_at", "revoked", "paused")
+KEY_COLUMNS = ("id", "name", "kind", "prefix", "created_at", "expires_at", "revoked", "paused",
+               "workspace")  # fmt: skip
 
 
 @click.group()
@@ -24,17 +26,33 @@ def keys() -> None:
 @click.option("--tenant", "tenant_id", default=None, help="Tenant id (omit with --service).")
 @click.option("--name", default="default", help="A name for the key (default: default).")
 @click.option("--service", is_flag=True, help="Create a service key (used with X-Farebox-Tenant).")
+@click.option("--workspace", default=None, help="The tenant's workspace the key belongs to "
+              "(default: default).")  # fmt: skip
+@click.option(
+    "--metadata",
+    default=None,
+    callback=_json_value(dict, "object"),
+    help='Key metadata: a JSON object, e.g. \'{"user_email": "a@example.com"}\'.',
+)
+@click.option("--alert-threshold", type=click.IntRange(1, 100), default=None,
+              help="Percent of the key's own budget that fires its budget alert.")  # fmt: skip
 @target
 def keys_create(
-    tenant_id: str | None, name: str, service: bool, config: str | None, url: str | None
-) -> None:
+    tenant_id: str | None, name: str, service: bool, config: str | None, url: str | None,
+    workspace: str | None = None, metadata: dict[str, object] | None = None,
+    alert_threshold: int | None = None,
+) -> None:  # fmt: skip
     """Create a key and print its secret (shown this once; the key id goes to stderr)."""
     if not service and not tenant_id:
         raise click.UsageError("--tenant is required (or --service)")
+    extra = {k: v for k, v in (("workspace", workspace), ("metadata", metadata),
+                               ("alert_threshold", alert_threshold)) if v is not None}  # fmt: skip
+    if extra and service:
+        raise click.UsageError("--workspace, --metadata and --alert-threshold are for tenant keys")
     found = where(config, url)
-    if found.api is not None:
+    if found.api is not None or extra:  # the admin API checks the workspace and the metadata
         path = "/admin/v1/service-keys" if service else f"/admin/v1/tenants/{tenant_id}/keys"
-        result = found.api("POST", path, {"name": name})
+        result = call_admin(config, url, "POST", path, {"name": name, **extra})
         raw, key_id = result["key"], result["id"]
     else:
         assert found.settings is not None

@@ -22,6 +22,7 @@ from farebox.cli.revenue import reprice, top_spenders, upsell
 from farebox.cli.serve import serve
 from farebox.cli.tenants import tenants
 from farebox.cli.usage import usage
+from farebox.cli.workspaces import workspaces
 
 BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -39,7 +40,8 @@ def main() -> None:
 
 for command in (serve, demo, tenants, keys, budgets, usage, export_cmd, margins, profitability,
                 reconcile, invoice, top_spenders, reprice, upsell,
-                requests_cmd, cache, credits, audit, integrations):  # fmt: skip
+                requests_cmd, cache, credits, audit, integrations,
+                workspaces):  # fmt: skip
     main.add_command(command)
 register_anomaly(main, tenants, keys)
 

@@ -104,7 +104,7 @@ class Deployment(Strict):
 class BudgetConfig(Strict):
     """A budget object, as in CONTRACT: in plans, tenant and key overrides, and the admin API."""
 
-    scope: Literal["tenant", "key", "feature", "user", "global"] = "tenant"
+    scope: Literal["tenant", "key", "feature", "user", "global", "workspace"] = "tenant"
     period: str = "month"
     limit_usd: Decimal | None = None
     weight: Decimal | None = None  # feature budgets: a share of the tenant budget
@@ -178,7 +178,7 @@ class BudgetSettings(Strict):
 
 
 class RateLimitConfig(Strict):
-    scope: Literal["key", "tenant", "user", "ip"] = "key"
+    scope: Literal["key", "tenant", "user", "ip", "workspace"] = "key"
     requests_per_minute: int | None = Field(None, ge=0)
     tokens_per_minute: int | None = Field(None, ge=0)
     concurrent: int | None = Field(None, ge=0)

@@ -15,7 +15,7 @@ from farebox.core.money import mul_ratio
 from farebox.core.periods import Period, Window, WindowCache, previous, window
 from farebox.core.pricing import Price
 
-SCOPES = ("tenant", "key", "feature", "user", "global")
+SCOPES = ("tenant", "key", "feature", "user", "global", "workspace")
 # What a counter counts. Budgets count pico-USD of cost (``usd``) or of revenue (``revenue``:
 # budgets kept in what the tenant is charged, and prepaid credit balances); rate limits reuse
 # the same reserve-then-settle counters for requests, tokens and requests in flight (a
@@ -151,10 +151,13 @@ def merge(plan: Sequence[SpecT], *overrides: Sequence[SpecT]) -> list[SpecT]:
 
 
 def _subject(
-    spec: BudgetSpec, tenant: str, key: str, feature: str | None, user: str | None
-) -> str | None:
+    spec: BudgetSpec, tenant: str, key: str, feature: str | None, user: str | None,
+    workspace: str | None = None,
+) -> str | None:  # fmt: skip
     if spec.scope == "tenant":
         return f"tenant:{tenant}"
+    if spec.scope == "workspace":  # each workspace its own counter, in its tenant's slot
+        return f"workspace:{tenant}:{workspace}" if workspace else None
     if spec.scope == "key":
         return f"key:{key}"
     if spec.scope == "global":
@@ -188,6 +191,7 @@ def holds(
     windows: WindowCache | None = None,
     since: float = 0.0,
     shared_key: bool = False,
+    workspace: str | None = None,
 ) -> list[Hold]:
     """The counters a request in this scope reserves against, one per counter key: a budget
     named for this feature or user replaces the generic one for the same counter. Each hold
@@ -195,7 +199,7 @@ def holds(
     of a ``shared_key`` (a service key, which acts for many tenants)."""
     out: dict[str, Hold] = {}
     for spec in specs:
-        subject = _subject(spec, tenant, key, feature, user)
+        subject = _subject(spec, tenant, key, feature, user, workspace)
         if subject is None:
             continue
         current = windows.get(spec.period, now, zone) if windows else window(spec.period, now, zone)
@@ -222,7 +226,7 @@ def _hold(
         key=f"{subject}:{spec.period.name}" + (":revenue" if revenue else ""),
         scope=spec.scope,
         period=spec.period.name,
-        name=subject.split(":", 2)[-1] if spec.scope in ("feature", "user") else None,
+        name=subject.split(":", 2)[-1] if spec.scope in ("feature", "user", "workspace") else None,
         limit=limit,
         bucket=current.bucket,
         buckets_from=current.buckets_from,

@@ -142,6 +142,7 @@ class Reading:
     raw: int
     timestamp: int
     model: str | None = None
+    workspace: str | None = None  # a request's workspace (issue 14; hourly sums: none)
 
 
 def per_request(
@@ -160,7 +161,7 @@ def per_request(
             raw = raw_value(e, meter, plan)
             if raw:
                 out.append(Reading(e.tenant_id, e.request_id, meter, raw, int(e.finished_at),
-                                   e.model_served))  # fmt: skip
+                                   e.model_served, e.workspace))  # fmt: skip
     return out
 
 

@@ -15,7 +15,8 @@ DEFAULT_WORKSPACE = "default"  # every tenant has it; keys made before workspace
 # the status of a ledger-free reservation's placeholder entry (a token count): it only ever
 # settles counters, and never reaches the ledger, not even when its lease expires
 LEDGER_FREE = "ledger_free"
-GROUP_BY = ("tenant", "model", "feature", "user", "day", "hour", "key", "provider", "status")
+GROUP_BY = ("tenant", "model", "feature", "user", "day", "hour", "key", "provider", "status",
+            "workspace")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

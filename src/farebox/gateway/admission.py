@@ -25,7 +25,14 @@ from farebox.core.credits import CreditTerms
 from farebox.core.money import decimal_ratio, format_usd
 from farebox.core.periods import iso_utc as iso
 from farebox.core.pricing import Price
-from farebox.core.records import ApiKey, LedgerEntry, Reservation, ReserveOutcome, Tenant
+from farebox.core.records import (
+    ApiKey,
+    LedgerEntry,
+    Reservation,
+    ReserveOutcome,
+    Tenant,
+    Workspace,
+)
 from farebox.core.routing import Router, Target
 from farebox.errors import BudgetExceeded, InsufficientCredits, RateLimited
 from farebox.gateway.budget_scope import BudgetScopes, Scope
@@ -87,7 +94,8 @@ class Admission:
 def scope_of(call: Call) -> Scope:
     who = call.principal
     user = who.user or openai_user(call.body)
-    return Scope.of(who.tenant, who.key, call.plan.name, who.feature, user)
+    return Scope.of(who.tenant, who.key, call.plan.name, who.feature, user,
+                    who.workspace_scope())  # fmt: skip
 
 
 class Admitter:
@@ -229,10 +237,11 @@ class Budgets:
         return await self._store.budget_states(self.scopes.holds(scope, self._clock()))
 
     async def tenant_states(
-        self, tenant: Tenant, plan: str, keys: Sequence[ApiKey]
-    ) -> list[HoldState]:
-        """Every budget of a tenant: tenant-wide, global, and each key's."""
-        scoped = self.scopes.tenant_holds(tenant, plan, keys, self._clock())
+        self, tenant: Tenant, plan: str, keys: Sequence[ApiKey],
+        workspaces: Sequence[Workspace] = (),
+    ) -> list[HoldState]:  # fmt: skip
+        """Every budget of a tenant: tenant-wide, global, each workspace's and each key's."""
+        scoped = self.scopes.tenant_holds(tenant, plan, keys, self._clock(), workspaces)
         return await self._store.budget_states(scoped)
 
     # admission -------------------------------------------------------------------------
@@ -287,7 +296,7 @@ class Budgets:
                 tokens = fit  # lower max_tokens so the worst case fits
                 continue
             if not self._may_free_up(outcome, fits, tokens or 0, deadline):
-                self._alert_exhausted(outcome, scope.tenant, now)
+                self._alert_exhausted(outcome, scope.tenant, now, scope.key_alert)
                 return self._exceeded(outcome, revenue.terms if revenue else None, held_revenue)
             await self._settled(deadline)  # in-flight holds will settle below their worst case
             tokens, now = max_tokens, self._clock()
@@ -359,23 +368,26 @@ class Budgets:
         tenant: str,
         revenue: int = 0,
         terms: CreditTerms | None = None,
+        *,
+        key_threshold: int | None = None,
     ) -> None:
         """The reservation was settled (its ledger entry is written): stop renewing it, wake
         requests waiting for room, and fire the threshold alerts the new spend crossed
-        (budgets, and a prepaid balance's low-balance and top-up events)."""
+        (budgets, a key's own ``alert_threshold`` on its key budgets, and a prepaid
+        balance's low-balance and top-up events)."""
         if admission is None:
             return
         self._active.discard(admission.reservation_id)
         self._wake_waiters()
-        lowest = self._lowest_threshold
         crossed = []
-        for s in admission.states if lowest is not None else ():
+        for s in admission.states:
+            lowest = self._lowest(s.hold, key_threshold)
             spent = cost if s.hold.unit == "usd" else revenue
             if s.hold.unit in MONEY_UNITS and s.hold.scope != "credits" and lowest is not None \
                     and (s.used + spent) * 100 >= s.limit * lowest:  # fmt: skip
                 crossed.append(HoldState(s.hold, s.used + spent, 0, s.limit))
         if crossed:
-            self._check_alerts(crossed, tenant, self._clock())
+            self._check_alerts(crossed, tenant, self._clock(), key_threshold)
         balance = admission.credits_after(revenue) if terms is not None else None
         if balance is not None and terms is not None and self._on_alert is not None:
             state, after = balance
@@ -441,19 +453,35 @@ class Budgets:
         )
 
     # alerts ----------------------------------------------------------------------------
-    def _alert_exhausted(self, outcome: ReserveOutcome, tenant: str, now: float) -> None:
-        """A refusal means the budget is spent: every threshold up to 100% has been crossed."""
+    def _alert_exhausted(self, outcome: ReserveOutcome, tenant: str, now: float,
+                         key_threshold: int | None = None) -> None:  # fmt: skip
+        """A refusal means the budget is spent: every threshold up to 100% has been crossed
+        (a key's own one too, on its key budget)."""
         failed = outcome.failed or min(_money(outcome.states), key=lambda s: s.remaining)
         if failed.hold.scope == "credits":  # a balance has its own low-balance events
             return
-        self._check_alerts([HoldState(failed.hold, failed.limit, 0, failed.limit)], tenant, now)
+        spent = HoldState(failed.hold, failed.limit, 0, failed.limit)
+        self._check_alerts([spent], tenant, now, key_threshold)
 
-    def _check_alerts(self, states: Sequence[HoldState], tenant: str, now: float) -> None:
+    def _lowest(self, hold: Hold, key_threshold: int | None) -> int | None:
+        """The lowest alert threshold of a counter: a key's own counts on its key budgets."""
+        if key_threshold is None or hold.scope != "key":
+            return self._lowest_threshold
+        return min(key_threshold, self._lowest_threshold or key_threshold)
+
+    def _thresholds(self, hold: Hold, key_threshold: int | None) -> list[int]:
+        thresholds = list(self._settings.alert_thresholds)
+        if key_threshold is not None and hold.scope == "key" and key_threshold not in thresholds:
+            thresholds.append(key_threshold)
+        return thresholds
+
+    def _check_alerts(self, states: Sequence[HoldState], tenant: str, now: float,
+                      key_threshold: int | None = None) -> None:  # fmt: skip
         for state in states:
             if state.limit <= 0:
                 continue
             percent = state.used * 100 // state.limit
-            for threshold in self._settings.alert_thresholds:
+            for threshold in self._thresholds(state.hold, key_threshold):
                 slot = (state.hold.key, state.hold.bucket, threshold)
                 if percent >= threshold and slot not in self._fired:
                     self._fired.add(slot)

@@ -25,7 +25,7 @@ import orjson
 
 from farebox.core.cache import ASK_DEFAULT, MAX_NAMESPACE_CHARS, CacheAsk
 from farebox.core.keys import ADMIN_PREFIX, SERVICE_PREFIX, TENANT_PREFIX, hash_key
-from farebox.core.records import ApiKey, Tenant
+from farebox.core.records import ApiKey, Tenant, Workspace
 from farebox.errors import (
     AuthenticationError,
     Conflict,
@@ -39,7 +39,7 @@ from farebox.errors import (
 )
 from farebox.identity.claims import Claims, TokenVerifier, looks_like_jwt
 from farebox.identity.subdomain import host_tenant
-from farebox.stores.base import AccountStore
+from farebox.stores.base import AccountStore, WorkspaceStore
 
 MAX_ATTR_LEN = 256
 MAX_METADATA_BYTES = 4096
@@ -59,6 +59,23 @@ class Principal:
     client_ip: str | None = None  # from the socket, or X-Forwarded-For via a trusted proxy
     # what the request's headers ask of the response cache (``farebox.gateway.cache``)
     cache: CacheAsk = ASK_DEFAULT
+    # the workspace's record (its budget and rate-limit overrides), loaded with the key
+    workspace_record: Workspace | None = None
+
+    @property
+    def workspace_id(self) -> str | None:
+        """The request's workspace: ``workspace``, else a tenant key's own (a service key
+        acting for a tenant has none)."""
+        return self.workspace or (self.key.workspace_id if self.key.tenant_id else None)
+
+    def workspace_scope(self) -> str | Workspace | None:
+        """The request's workspace for budgets and rate limits: ``workspace`` (a JWT claim
+        may set it), else the key's; its record when loaded for it (its overrides apply)."""
+        ws = self.workspace_id
+        record = self.workspace_record
+        if record is not None and record.id == ws and record.tenant_id == self.tenant.id:
+            return record
+        return ws
 
 
 def bearer_key(headers: Mapping[str, str]) -> str:
@@ -179,6 +196,7 @@ class Authenticator:
         jwt: TokenVerifier | None = None,
         base_domain: str | None = None,
         auto_create_plan: str | None = None,
+        workspaces: WorkspaceStore | None = None,
     ) -> None:
         self._appeal = appeal  # how a paused tenant asks to be resumed
         self._jwt = jwt  # auth.jwt: None when bearer tokens are not accepted
@@ -186,6 +204,8 @@ class Authenticator:
         self._auto_plan = auto_create_plan  # auth.jwt.auto_create_tenants.plan
         self.uses_host = base_domain is not None  # whether authenticate needs the host
         self._store = store
+        self._workspace_store = workspaces  # workspaces' budgets and limits, cached alike
+        self._workspaces: dict[tuple[str, str], Workspace | None] = {}
         self._secret = secret
         self._clock = clock
         self._size = cache_size
@@ -198,6 +218,7 @@ class Authenticator:
         if epoch != self._epoch:
             self._keys.clear()
             self._tenants.clear()
+            self._workspaces.clear()
             self._epoch = epoch
 
     async def _fresh(self, epoch: int) -> bool:
@@ -225,6 +246,20 @@ class Authenticator:
             self._tenants[tenant_id] = tenant
         return tenant
 
+    async def workspace(self, tenant_id: str, workspace_id: str) -> Workspace | None:
+        """A tenant's workspace (its budget and rate-limit overrides), cached like keys and
+        tenants until the auth epoch moves (every workspace change bumps it)."""
+        if self._workspace_store is None:
+            return None
+        slot = (tenant_id, workspace_id)
+        if slot in self._workspaces:
+            return self._workspaces[slot]
+        epoch = self._epoch
+        found = await self._workspace_store.get_workspace(tenant_id, workspace_id)
+        if len(self._workspaces) < max(self._size, 1) and await self._fresh(epoch):
+            self._workspaces[slot] = found
+        return found
+
     async def key_for(self, raw_key: str) -> ApiKey:
         """The live key record for a presented key, or ``AuthenticationError``."""
         await self._sync_epoch()
@@ -248,9 +283,12 @@ class Authenticator:
         tenant = await self._resolve_tenant(key, headers, host)
         if tenant.paused or key.paused:
             self._refuse_paused(tenant, key)
+        ws = key.workspace_id if key.tenant_id is not None else None
         return Principal(
             tenant=tenant,
             key=key,
+            workspace=ws,
+            workspace_record=await self.workspace(tenant.id, ws) if ws is not None else None,
             user=_attribute(headers, "x-farebox-user"),
             feature=_attribute(headers, "x-farebox-feature"),
             metadata=_metadata(headers),
@@ -319,6 +357,9 @@ class Authenticator:
             feature=_attribute(headers, "x-farebox-feature"),
             metadata=_metadata(headers),
             workspace=claims.workspace,
+            workspace_record=(
+                await self.workspace(tenant.id, claims.workspace) if claims.workspace else None
+            ),
             client_ip=client_ip,
             cache=cache_ask(headers),
         )

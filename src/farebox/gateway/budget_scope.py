@@ -1,7 +1,9 @@
 """Which budgets apply to a request, and budget objects as configuration and JSON.
 
-A budget is configured globally, per plan, and overridden per tenant and per key; a request's
-``Scope`` (its tenant, key, feature, user and plan) picks the counters it is held against.
+A budget is configured globally, per plan, and overridden per tenant, per workspace and per
+key (each level replacing the one above for the same scope, period and name); a request's
+``Scope`` (its tenant, workspace, key, feature, user and plan) picks the counters it is held
+against: every level's at once.
 Reserving against them is ``farebox.gateway.admission``'s job.
 """
 
@@ -17,7 +19,7 @@ from farebox.core.budgets import BudgetSpec, Hold, HoldState, holds, merge
 from farebox.core.money import decimal_ratio, format_usd, parse_usd
 from farebox.core.periods import ROLLING_BUCKETS, WindowCache, parse_period
 from farebox.core.periods import iso_utc as iso
-from farebox.core.records import ApiKey, Tenant
+from farebox.core.records import DEFAULT_WORKSPACE, ApiKey, Tenant, Workspace
 from farebox.errors import InvalidRequest
 
 HOLDS_CACHE_SIZE = 10_000
@@ -86,10 +88,20 @@ class Scope:
     key_budgets: tuple[Mapping[str, Any], ...] = ()
     since: float = 0.0  # when the tenant was created
     shared_key: bool = False  # a service key: its own counters are no one tenant's
+    workspace: str | None = None  # the key's workspace (none for a service key's own scope)
+    workspace_budgets: tuple[Mapping[str, Any], ...] = ()  # the workspace's overrides
+    workspace_limits: tuple[Mapping[str, Any], ...] = ()  # its rate-limit overrides
+    key_alert: int | None = None  # the key's own alert threshold (percent of its key budgets)
 
     @classmethod
     def of(cls, tenant: Tenant, key: ApiKey | None, plan: str, feature: str | None = None,
-           user: str | None = None) -> Scope:  # fmt: skip
+           user: str | None = None, workspace: str | Workspace | None = None) -> Scope:  # fmt: skip
+        """``workspace``: the request's workspace (its record, to apply its overrides, or
+        its id); by default the key's own (a tenant key's, else none)."""
+        ws = workspace.id if isinstance(workspace, Workspace) else workspace
+        if ws is None and key is not None and key.tenant_id is not None:
+            ws = key.workspace_id or DEFAULT_WORKSPACE
+        record = workspace if isinstance(workspace, Workspace) else None
         return cls(
             tenant=tenant.id,
             key=key.id if key else "",
@@ -100,6 +112,10 @@ class Scope:
             key_budgets=tuple(key.budgets) if key else (),
             since=tenant.created_at,
             shared_key=key is not None and key.tenant_id is None,
+            workspace=ws,
+            workspace_budgets=tuple(record.budgets) if record else (),
+            workspace_limits=tuple(record.rate_limits) if record else (),
+            key_alert=key.alert_threshold if key else None,
         )
 
 
@@ -128,17 +144,20 @@ class BudgetScopes:
         if plan is None:  # plan budgets never carry temporary increases: parse them once
             configs = (*self._global, *self._plans.get(scope.plan, ()))
             plan = self._plan_specs[scope.plan] = [to_spec(b, now) for b in configs]
-        if not scope.tenant_budgets and not scope.key_budgets:
+        if not scope.tenant_budgets and not scope.key_budgets and not scope.workspace_budgets:
             return plan
         tenant = [to_spec(b, now) for b in scope.tenant_budgets]
+        workspace = [to_spec(b, now) for b in scope.workspace_budgets]
         key = [to_spec(b, now) for b in scope.key_budgets]
-        return merge(plan, tenant, key)
+        return merge(plan, tenant, workspace, key)
 
     def holds(self, scope: Scope, now: float) -> list[Hold]:
         """The counters in scope. Without overrides they depend only on who is asking and
         on the current windows, so they are cached until the first of those windows ends."""
         cacheable = not scope.tenant_budgets and not scope.key_budgets
-        slot = (scope.tenant, scope.key, scope.feature, scope.user, scope.plan, scope.since)
+        cacheable = cacheable and not scope.workspace_budgets
+        slot = (scope.tenant, scope.key, scope.feature, scope.user, scope.plan, scope.since,
+                scope.workspace)  # fmt: skip
         if cacheable:
             found = self._holds_cache.get(slot)
             if found is not None and found[0] <= now < found[1]:
@@ -146,7 +165,8 @@ class BudgetScopes:
         specs = self.specs(scope, now)
         result = holds(specs, tenant=scope.tenant, key=scope.key, feature=scope.feature,
                        user=scope.user, now=now, zone=self._zone, windows=self._windows,
-                       since=scope.since, shared_key=scope.shared_key)  # fmt: skip
+                       since=scope.since, shared_key=scope.shared_key,
+                       workspace=scope.workspace)  # fmt: skip
         if cacheable:
             if len(self._holds_cache) >= HOLDS_CACHE_SIZE:
                 self._holds_cache.clear()
@@ -155,12 +175,19 @@ class BudgetScopes:
         return result
 
     def tenant_holds(
-        self, tenant: Tenant, plan: str, keys: Sequence[ApiKey], now: float
-    ) -> list[Hold]:
-        """Every budget counter of a tenant: tenant-wide, global, and each key's."""
+        self, tenant: Tenant, plan: str, keys: Sequence[ApiKey], now: float,
+        workspaces: Sequence[Workspace] = (),
+    ) -> list[Hold]:  # fmt: skip
+        """Every budget counter of a tenant: tenant-wide, global, each workspace's and each
+        key's (a key's in its workspace, whose overrides may change its key budgets)."""
         scoped = [h for h in self.holds(Scope.of(tenant, None, plan), now) if h.scope != "key"]
+        spaces = {w.id: w for w in workspaces}
+        for w in workspaces:
+            ws = Scope.of(tenant, None, plan, workspace=w)
+            scoped += [h for h in self.holds(ws, now) if h.scope == "workspace"]
         for key in keys:
-            scoped += [h for h in self.holds(Scope.of(tenant, key, plan), now) if h.scope == "key"]
+            scope = Scope.of(tenant, key, plan, workspace=spaces.get(key.workspace_id))
+            scoped += [h for h in self.holds(scope, now) if h.scope == "key"]
         return scoped
 
     def base_budget(
@@ -175,7 +202,11 @@ class BudgetScopes:
 
     def enabled(self, scope: Scope) -> bool:
         return bool(
-            self._global or self._plans.get(scope.plan) or scope.tenant_budgets or scope.key_budgets
+            self._global
+            or self._plans.get(scope.plan)
+            or scope.tenant_budgets
+            or scope.key_budgets
+            or scope.workspace_budgets
         )
 
 

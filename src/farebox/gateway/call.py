@@ -184,6 +184,7 @@ def call_entry(
         user=who.user or openai_user(call.body),
         feature=who.feature,
         stream=bool(call.body.get("stream")),
+        workspace=who.workspace_id,
         **fields,
     )
 

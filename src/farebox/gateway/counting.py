@@ -166,7 +166,8 @@ class TokenCounting:
         if self._limits is None:
             return []
         who = what.principal
-        scope = Scope.of(who.tenant, who.key, what.plan.name, who.feature, what.user)
+        scope = Scope.of(who.tenant, who.key, what.plan.name, who.feature, what.user,
+                         who.workspace_scope())  # fmt: skip
         holds = self._limits.request_holds(scope, who, what.model, what.at)
         return [h for h in holds if h.unit in COUNTED_UNITS]
 
@@ -191,5 +192,5 @@ class Counting:
             request_id=self.request_id or rid, tenant_id=who.tenant.id, key_id=who.key.id,
             endpoint=self.endpoint, model_requested=self.model, model_served=self.model,
             provider="", status=LEDGER_FREE, http_status=0, started_at=now, finished_at=now,
-            user=self.user, feature=who.feature, reservation_id=rid,
+            user=self.user, feature=who.feature, reservation_id=rid, workspace=who.workspace_id,
         )  # fmt: skip

@@ -116,7 +116,12 @@ class Metering:
             self._observe(entry, call.plan.name)
         if self._budgets is not None:
             self._budgets.finished(
-                call.admission, entry.cost, entry.tenant_id, entry.revenue, call.plan.credits
+                call.admission,
+                entry.cost,
+                entry.tenant_id,
+                entry.revenue,
+                call.plan.credits,
+                key_threshold=call.principal.key.alert_threshold,
             )
 
     # entries -------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import orjson
 
 from farebox.config.settings import RoutingSettings
 from farebox.core.plans import Plan
-from farebox.core.records import ApiKey, LedgerEntry, Tenant
+from farebox.core.records import ApiKey, LedgerEntry, Tenant, Workspace
 from farebox.core.routing import Router, Target, weighted_order
 from farebox.core.tokens import estimate_input, estimate_messages
 from farebox.errors import InvalidRequest, ModelNotAllowed, ModelNotFound, UpstreamError
@@ -161,16 +161,22 @@ class Gateway:
 
     def limits_for(self, principal: Principal) -> list[dict[str, Any]]:
         """The rate limits in force for this principal, as /v1/me shows them."""
-        return self.limits(self.plan_for(principal).name, principal.tenant, principal.key)
+        ws = principal.workspace_scope()
+        return self.limits(self.plan_for(principal).name, principal.tenant, principal.key,
+                           ws if isinstance(ws, Workspace) else None)  # fmt: skip
 
     def limits(
-        self, plan: str, tenant: Tenant | None = None, key: ApiKey | None = None
-    ) -> list[dict[str, Any]]:
-        """A plan's rate limits with a tenant's and a key's overrides applied."""
+        self, plan: str, tenant: Tenant | None = None, key: ApiKey | None = None,
+        workspace: Workspace | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """A plan's rate limits with a tenant's, a workspace's and a key's overrides applied."""
         if self._limits is None:
             return []
         specs = self._limits.specs(
-            plan, tenant.rate_limits if tenant else (), key.rate_limits if key else ()
+            plan,
+            tenant.rate_limits if tenant else (),
+            key.rate_limits if key else (),
+            workspace.rate_limits if workspace else (),
         )
         return [limit_json(s) for s in specs]
 

@@ -77,11 +77,15 @@ def validate_limits(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _subject(scope: str, tenant: str, key: str, user: str | None, ip: str | None) -> str | None:
+def _subject(
+    scope: str, tenant: str, key: str, user: str | None, ip: str | None, workspace: str | None
+) -> str | None:
     if scope == "key":
         return f"key:{key}"
     if scope == "tenant":
         return f"tenant:{tenant}"
+    if scope == "workspace":
+        return f"workspace:{tenant}:{workspace}" if workspace else None
     value = user if scope == "user" else ip
     return f"{scope}:{tenant}:{value}" if value else None
 
@@ -117,13 +121,14 @@ def holds(
     model: str,
     now: float,
     shared_key: bool = False,
+    workspace: str | None = None,
 ) -> list[Hold]:
     """The counters one request takes. A scope with no subject (no end user, no client IP)
     is not limited. Each hold names the tenant whose counter it is (none for a
     ``shared_key``'s own limits: a service key acts for many tenants)."""
     out: list[Hold] = []
     for spec in specs:
-        subject = _subject(spec.scope, tenant, key, user, ip)
+        subject = _subject(spec.scope, tenant, key, user, ip, workspace)
         if subject is None or not spec.applies_to(model):
             continue
         owner = "" if shared_key and spec.scope == "key" else tenant
@@ -166,7 +171,8 @@ class RateLimits:
         return self.holds(scope.plan, who.tenant.rate_limits, who.key.rate_limits,
                           tenant=scope.tenant, key=scope.key, user=scope.user,
                           ip=who.client_ip, model=model, now=now,
-                          shared_key=scope.shared_key)  # fmt: skip
+                          shared_key=scope.shared_key, workspace=scope.workspace,
+                          workspace_limits=scope.workspace_limits)  # fmt: skip
 
     def holds(
         self,
@@ -181,20 +187,22 @@ class RateLimits:
         model: str,
         now: float,
         shared_key: bool = False,
+        workspace: str | None = None,
+        workspace_limits: Sequence[Mapping[str, Any]] = (),
     ) -> list[Hold]:
         """The counters one request takes. Without overrides they depend only on who asks
         and on the current buckets, so they are cached until the first bucket ends."""
-        cacheable = not tenant_limits and not key_limits
-        slot = (plan, tenant, key, user, ip, model, shared_key)
+        cacheable = not tenant_limits and not key_limits and not workspace_limits
+        slot = (plan, tenant, key, user, ip, model, shared_key, workspace)
         if cacheable:
             found = self._cache.get(slot)
             if found is not None and now < found[0]:
                 return found[1]
-        specs = self.specs(plan, tenant_limits, key_limits)
+        specs = self.specs(plan, tenant_limits, key_limits, workspace_limits)
         if not specs:
             return []
         result = holds(specs, tenant=tenant, key=key, user=user, ip=ip, model=model, now=now,
-                       shared_key=shared_key)  # fmt: skip
+                       shared_key=shared_key, workspace=workspace)  # fmt: skip
         if cacheable:
             if len(self._cache) >= CACHE_SIZE:
                 self._cache.clear()
@@ -206,11 +214,14 @@ class RateLimits:
         plan: str,
         tenant_limits: Sequence[Mapping[str, Any]] = (),
         key_limits: Sequence[Mapping[str, Any]] = (),
+        workspace_limits: Sequence[Mapping[str, Any]] = (),
     ) -> list[LimitSpec]:
+        """The plan's limits, overridden by the tenant's, the workspace's, then the key's."""
         base = self._plans.get(plan, [])
-        if not tenant_limits and not key_limits:
+        if not tenant_limits and not key_limits and not workspace_limits:
             return base
-        return merge(base, [to_spec(c) for c in tenant_limits], [to_spec(c) for c in key_limits])
+        layers = (tenant_limits, workspace_limits, key_limits)
+        return merge(base, *([to_spec(c) for c in layer] for layer in layers))
 
 
 # what the client is told ------------------------------------------------------------------

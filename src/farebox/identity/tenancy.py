@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from farebox.core.keys import SERVICE_PREFIX, TENANT_PREFIX, display_prefix, hash_key, new_key
 from farebox.core.money import format_usd
 from farebox.core.records import (
+    DEFAULT_WORKSPACE,
     GROUP_BY,
     ApiKey,
     KeyKind,
@@ -128,8 +129,12 @@ class Tenancy:
         *,
         kind: KeyKind = "tenant",
         expires_at: float | None = None,
+        workspace: str = DEFAULT_WORKSPACE,
+        metadata: dict[str, Any] | None = None,
+        alert_threshold: int | None = None,
     ) -> tuple[ApiKey, str]:
-        """Create a key; returns the record and the secret, which is never stored."""
+        """Create a key; returns the record and the secret, which is never stored.
+        ``workspace``: the tenant's workspace the key belongs to (checked by the caller)."""
         if kind == "tenant":
             if tenant_id is None:
                 raise InvalidRequest("A tenant key needs a tenant.", param="tenant")
@@ -146,6 +151,9 @@ class Tenancy:
             tenant_id=tenant_id if kind == "tenant" else None,
             prefix=display_prefix(raw),
             expires_at=expires_at,
+            workspace_id=workspace,
+            metadata=metadata or {},
+            alert_threshold=alert_threshold,
         )
         await self._store.create_key(key)
         return key, raw
@@ -205,6 +213,9 @@ def key_json(key: ApiKey) -> dict[str, Any]:
         "pause_reason": key.pause_reason,
         "budgets": key.budgets,
         "rate_limits": key.rate_limits,
+        "workspace": key.workspace_id if key.tenant_id is not None else None,
+        "metadata": key.metadata,
+        "alert_threshold": key.alert_threshold,
     }
 
 

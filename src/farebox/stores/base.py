@@ -41,6 +41,7 @@ from farebox.core.records import (
     Tenant,
     UsageQuery,
     UsageRow,
+    Workspace,
 )
 from farebox.core.upsell import Moment, PlanChange, TopUp
 from farebox.stores.health import Health
@@ -532,6 +533,41 @@ class HasCredentials(Protocol):
     def credentials(self) -> CredentialStore: ...
 
 
+class WorkspaceStore(Protocol):
+    """A tenant's workspaces (``Store.workspaces``; ``farebox.identity.workspaces``). Every
+    tenant has the ``default`` workspace without it being stored (keys made before workspaces
+    belong to it): ``get_workspace`` makes it up and ``list_workspaces`` lists it until it is
+    stored (an update stores it). Every change bumps the auth epoch, as tenant and key
+    changes do, so every worker and replica applies a workspace's budgets at once."""
+
+    async def create_workspace(self, workspace: Workspace) -> None:
+        """Raises ``Conflict`` when the tenant has a workspace of that id (``default`` too)."""
+        ...
+
+    async def get_workspace(self, tenant_id: str, workspace_id: str) -> Workspace | None: ...
+
+    async def list_workspaces(self, tenant_id: str) -> list[Workspace]:
+        """The tenant's workspaces by id, ``default`` always among them."""
+        ...
+
+    async def update_workspace(
+        self, tenant_id: str, workspace_id: str, changes: dict[str, Any]
+    ) -> Workspace:
+        """Apply ``changes`` (name, budgets, rate_limits, metadata); raises ``NotFound``."""
+        ...
+
+    async def delete_workspace(self, tenant_id: str, workspace_id: str) -> bool:
+        """Remove a stored workspace (never ``default``): True when one was removed."""
+        ...
+
+
+class HasWorkspaces(Protocol):
+    """A store that keeps tenants' workspaces beside its other roles."""
+
+    @property
+    def workspaces(self) -> WorkspaceStore: ...
+
+
 class Store(
     AccountStore,
     LedgerStore,
@@ -548,6 +584,7 @@ class Store(
     HasUpsell,
     HasAudit,
     HasCredentials,
+    HasWorkspaces,
     Protocol,
 ):
     """Every role, and the store's lifecycle: what ``app.py`` wires."""

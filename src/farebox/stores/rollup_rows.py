@@ -343,7 +343,8 @@ def _field(e: LedgerEntry, attr: str) -> Any:
 
 # --- the usage report (``UsageStore.usage``) from the rollups --------------------------------
 
-# the usage groups the rollups answer (the others, ``user`` and ``provider``, read entries)
+# the usage groups the rollups answer (the others, ``user``, ``provider`` and ``workspace``,
+# read entries)
 USAGE_FROM_ROLLUPS: dict[str | None, tuple[str | None, Bucket]] = {
     None: (None, "all"), "tenant": ("tenant", "all"), "model": ("model", "all"),
     "feature": ("feature", "all"), "key": ("key", "all"), "status": ("status", "all"),

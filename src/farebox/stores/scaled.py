@@ -64,6 +64,7 @@ from farebox.stores.redis.migrate import ensure_layout
 from farebox.stores.redis.namespace import choose_prefix, claim, database_id, database_label
 from farebox.stores.settler import Settler, settle_failed
 from farebox.stores.timeouts import StoreTimeouts
+from farebox.stores.workspace_rows import WorkspacesThatBump
 
 log = logging.getLogger("farebox.stores.scaled")
 EPOCH_CONNECTIONS = 4  # the auth epoch watch's own: its subscriber, its poll, bumps
@@ -106,6 +107,7 @@ class ScaledStore:
         self.upsell = pg.upsell  # upsell moments and plan changes: PostgreSQL
         self.audit = pg.audit  # the audit log: PostgreSQL
         self.credentials = CredentialsThatBump(pg.credentials, self._bump_epoch)  # the vault
+        self.workspaces = WorkspacesThatBump(pg.workspaces, self._bump_epoch)  # PostgreSQL
         self._budgets = budgets
         self._client = client
         self._prefix = prefix

@@ -25,6 +25,7 @@ _COLUMNS: Mapping[str, str] = MappingProxyType(
         "key": "key_id",
         "provider": "provider",
         "status": "status",
+        "workspace": "workspace",  # issue 14: the rollups do not keep it, the entries do
     }
 )
 _UTC_SECOND = "to_timestamp(floor(started_at)) AT TIME ZONE 'UTC'"

@@ -12,7 +12,7 @@ from pydantic import AfterValidator, Field, WithJsonSchema
 from farebox.api.admin.params import AdminBody, TenantFilter, parse_time
 from farebox.api.context import Services
 from farebox.billing.exporter import Exporter
-from farebox.billing.margins import margins
+from farebox.billing.margins import margins, workspace_margins
 from farebox.billing.profitability import plan_profitability
 from farebox.billing.reconcile import reconcile
 from farebox.errors import InvalidRequest
@@ -33,7 +33,9 @@ Month = Annotated[
     AfterValidator(_month),
     WithJsonSchema({"type": "string", "pattern": MONTH_PATTERN, "examples": ["2026-11"]}),
 ]
-GroupBy = Literal["tenant", "model", "feature", "user", "day", "hour", "key", "provider", "status"]
+GroupBy = Literal[
+    "tenant", "model", "feature", "user", "day", "hour", "key", "provider", "status", "workspace"
+]
 
 
 class DeadLetterRetry(AdminBody):
@@ -68,10 +70,21 @@ class BillingRoutes:
         return {"sink": body.sink, "events": result.events, "delivered": result.delivered,
                 "dead": result.dead, "complete": result.complete}  # fmt: skip
 
-    async def margin_report(self, month: Month, tenant: TenantFilter = None) -> dict[str, Any]:
-        """Per tenant for a UTC month: plan fee plus usage revenue, cost, margin and margin %."""
+    async def margin_report(
+        self,
+        month: Month,
+        tenant: TenantFilter = None,
+        group_by: Literal["workspace"] | None = None,
+    ) -> dict[str, Any]:
+        """Per tenant for a UTC month: plan fee plus usage revenue, cost, margin and margin %;
+        ``group_by=workspace`` (with ``tenant``): and the usage margin of each workspace."""
+        if group_by is not None and tenant is None:
+            raise InvalidRequest("group_by=workspace needs a tenant: add tenant=.", param="tenant")
         plans = self.services.settings.file.plans
-        return await margins(self.services.store, plans, self.default_plan, month, tenant)
+        report = await margins(self.services.store, plans, self.default_plan, month, tenant)
+        if group_by is not None and tenant is not None:
+            report["workspaces"] = await workspace_margins(self.services.store, month, tenant)
+        return report
 
     async def profitability(self, month: Month) -> dict[str, Any]:
         """Per plan for a UTC month: its tenants' margin percentiles (p10, p50, p90, nearest

@@ -37,7 +37,8 @@ class BudgetRoutes:
         listed = await self.services.store.list_keys(tenant_id, "tenant")
         keys = [k for k in listed if not k.revoked_at]
         plan = self.services.gateway.plan_name(tenant)
-        states = await self.services.budgets.tenant_states(tenant, plan, keys)
+        spaces = await self.services.store.workspaces.list_workspaces(tenant_id)
+        states = await self.services.budgets.tenant_states(tenant, plan, keys, spaces)
         return {"object": "list", "data": [state_json(s) for s in states]}
 
     async def increase_budget(self, tenant_id: str, body: BudgetIncrease) -> dict[str, Any]:

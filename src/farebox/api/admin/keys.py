@@ -9,22 +9,32 @@ from pydantic import Field
 
 from farebox.anomaly.watch import AnomalyWatch
 from farebox.api.admin.params import AdminBody, PauseBody
+from farebox.api.admin.workspaces import KeyMetadata
 from farebox.api.context import Services
+from farebox.core.records import DEFAULT_WORKSPACE
 from farebox.errors import InvalidRequest
 from farebox.gateway.budget_scope import validate_budgets
 from farebox.gateway.rate_limits import validate_limits
 from farebox.identity.tenancy import Tenancy, key_json
+from farebox.identity.workspaces import WORKSPACE_ID, Workspaces
 
 
 class KeyCreate(AdminBody):
     name: str = Field("default", min_length=1, max_length=128)
     expires_at: float | None = Field(None, description="Unix seconds")
     expires_in_s: float | None = Field(None, gt=0)
+    workspace: str = Field(DEFAULT_WORKSPACE, min_length=1, max_length=64,
+                           pattern=WORKSPACE_ID.pattern)  # fmt: skip
+    metadata: KeyMetadata = Field(default_factory=dict)
+    alert_threshold: int | None = Field(None, ge=1, le=100, description="Percent")
 
 
 class KeyPatch(AdminBody):
     budgets: list[dict[str, Any]] | None = Field(None, max_length=100)
     rate_limits: list[dict[str, Any]] | None = Field(None, max_length=100)
+    metadata: KeyMetadata | None = None
+    alert_threshold: int | None = Field(None, ge=1, le=100, description="Percent; null: none")
+    workspace: str | None = Field(None, min_length=1, max_length=64, pattern=WORKSPACE_ID.pattern)
 
 
 class KeyRoutes:
@@ -41,19 +51,35 @@ class KeyRoutes:
         return body.expires_at
 
     async def patch_key(self, key_id: str, body: KeyPatch) -> dict[str, Any]:
-        await self.tenancy.key(key_id)
+        key = await self.tenancy.key(key_id)
         changes: dict[str, Any] = {}
         if body.budgets is not None:
             changes["budgets"] = validate_budgets(body.budgets)
         if body.rate_limits is not None:
             changes["rate_limits"] = validate_limits(body.rate_limits)
+        if body.metadata is not None:
+            changes["metadata"] = body.metadata
+        if "alert_threshold" in body.model_fields_set:  # null: the key's own alert is off
+            changes["alert_threshold"] = body.alert_threshold
+        if body.workspace is not None:  # move the key to another workspace of its tenant
+            if key.tenant_id is None:
+                raise InvalidRequest("A service key has no workspace.", param="workspace")
+            await Workspaces(self.services.store).get(key.tenant_id, body.workspace)
+            changes["workspace_id"] = body.workspace
         if not changes:
-            raise InvalidRequest("Nothing to change: send budgets and/or rate_limits.")
+            raise InvalidRequest(
+                "Nothing to change: send budgets, rate_limits, metadata, alert_threshold or "
+                "workspace."
+            )
         return key_json(await self.services.store.update_key(key_id, changes))
 
     async def create_key(self, tenant_id: str, body: KeyCreate | None = None) -> dict[str, Any]:
         body = body or KeyCreate()
-        key, raw = await self.tenancy.create_key(tenant_id, body.name, expires_at=self.expiry(body))
+        await Workspaces(self.services.store).get(tenant_id, body.workspace)  # 404 unless it is
+        key, raw = await self.tenancy.create_key(
+            tenant_id, body.name, expires_at=self.expiry(body), workspace=body.workspace,
+            metadata=body.metadata, alert_threshold=body.alert_threshold,
+        )  # fmt: skip
         return {**key_json(key), "key": raw}
 
     async def list_keys(self, tenant_id: str) -> dict[str, Any]:

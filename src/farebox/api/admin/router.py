@@ -32,6 +32,7 @@ from farebox.api.admin.reports import ReportRoutes
 from farebox.api.admin.requests import RequestRoutes
 from farebox.api.admin.revenue import RevenueRoutes
 from farebox.api.admin.tenants import TenantRoutes
+from farebox.api.admin.workspaces import METADATA_QUERY, QUERY_PREFIXES, WorkspaceRoutes
 from farebox.api.context import Services
 from farebox.billing.exporter import Exporter
 from farebox.core.keys import hash_key
@@ -87,9 +88,11 @@ def known_query(request: Request) -> None:
         node = stack.pop()
         known.update(p.alias for p in node.query_params)
         stack.extend(node.dependencies)
+    extra = getattr(route, "openapi_extra", None) or {}
+    prefixes = tuple(extra.get(QUERY_PREFIXES, ()))  # free-form families, e.g. ``metadata.*``
     params = request.query_params
     for name in params:
-        if name not in known:
+        if name not in known and not (prefixes and name.startswith(prefixes)):
             allowed = ", ".join(sorted(known)) or "none"
             raise InvalidRequest(
                 f"Unknown query parameter {name!r}; this operation takes: {allowed}.",
@@ -159,6 +162,24 @@ def admin_routes(
         *revenue_routes(services, tenancy),
         AdminRoute("GET", "/audit", AuditRoutes(services).audit, need="owner"),  # issue 14
         *integration_routes(services, tenancy),
+        *workspace_routes(services),
+    ]
+
+
+def workspace_routes(services: Services) -> list[AdminRoute]:
+    """Issue 14's workspaces, and the key listing filtered by workspace and key metadata."""
+    ws = WorkspaceRoutes(services)
+    spaces, one = (
+        "/tenants/{tenant_id}/workspaces",
+        "/tenants/{tenant_id}/workspaces/{workspace_id}",
+    )
+    return [
+        AdminRoute("POST", spaces, ws.create_workspace, CREATED, need="operate", tenant_ok=True),
+        AdminRoute("GET", spaces, ws.list_workspaces, need="read", tenant_ok=True),
+        AdminRoute("GET", one, ws.get_workspace, need="read", tenant_ok=True),
+        AdminRoute("PATCH", one, ws.patch_workspace, need="operate", tenant_ok=True),
+        AdminRoute("DELETE", one, ws.delete_workspace, need="operate", tenant_ok=True),
+        AdminRoute("GET", "/keys", ws.list_keys, METADATA_QUERY, need="read", tenant_ok=True),
     ]
 
 

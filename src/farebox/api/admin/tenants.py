@@ -94,10 +94,12 @@ class TenantRoutes:
         return tenant_json(await self.tenancy.update_tenant(tenant_id, _changes(body)))
 
     async def tenant_limits(self, tenant_id: str) -> dict[str, Any]:
-        """The plan policy and the rate limits in force: tenant-wide and for each key."""
+        """The plan policy and the rate limits in force: tenant-wide, for each workspace and
+        for each key (in its workspace)."""
         tenant = await self.tenancy.tenant(tenant_id)
         listed = await self.services.store.list_keys(tenant_id, "tenant")
         keys = [k for k in listed if not k.revoked_at]
+        spaces = {w.id: w for w in await self.services.store.workspaces.list_workspaces(tenant_id)}
         gateway = self.services.gateway
         plan = gateway.plan_name(tenant)
         return {
@@ -105,7 +107,17 @@ class TenantRoutes:
             "plan": plan,
             "policy": policy_json(gateway.plans()[plan]),
             "rate_limits": gateway.limits(plan, tenant),
-            "keys": [{"id": k.id, "rate_limits": gateway.limits(plan, tenant, k)} for k in keys],
+            "workspaces": [
+                {"id": w.id, "rate_limits": gateway.limits(plan, tenant, None, w)}
+                for w in spaces.values()
+            ],
+            "keys": [
+                {
+                    "id": k.id,
+                    "rate_limits": gateway.limits(plan, tenant, k, spaces.get(k.workspace_id)),
+                }
+                for k in keys
+            ],
         }
 
     async def pause_tenant(self, tenant_id: str, body: PauseBody | None = None) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from farebox.stores.memory.responses import MemoryResponses
 from farebox.stores.memory.rollups import MemoryReports
 from farebox.stores.memory.traffic import MemoryTraffic
 from farebox.stores.memory.upsell import MemoryUpsell
+from farebox.stores.memory.workspaces import MemoryWorkspaces
 from farebox.stores.request_log import memory_page
 from farebox.stores.tier_usage import fresh, memory_allot
 
@@ -59,6 +60,7 @@ class MemoryStore(MemoryReports):
         self.inbox = MemoryInbox()
         self.upsell = MemoryUpsell(self.credits.every_grant)
         self.audit = MemoryAudit()  # the audit log (issue 14)
+        self.workspaces = MemoryWorkspaces(self._bump)
 
     def _bump(self) -> None:
         self._epoch += 1

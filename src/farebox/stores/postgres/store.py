@@ -47,6 +47,7 @@ from farebox.stores.postgres.rollups import PostgresReports
 from farebox.stores.postgres.schema import lock_key, migrate, quote_ident
 from farebox.stores.postgres.traffic import PostgresTraffic
 from farebox.stores.postgres.upsell import PostgresUpsell
+from farebox.stores.postgres.workspaces import PostgresWorkspaces
 from farebox.stores.sql import (
     KEY_COLS,
     LEDGER_COLS,
@@ -153,6 +154,7 @@ class PostgresStore(SQLAccounts, PostgresReports):
         self.upsell = PostgresUpsell(lambda: self._pool, self._s)
         self.audit = PostgresAudit(lambda: self._pool, self._s)  # the audit log (issue 14)
         self.credentials = PostgresCredentials(lambda: self._pool, self._s)  # the vault
+        self.workspaces = PostgresWorkspaces(lambda: self._pool, self._s)
         self._ledger_sql: LedgerStatements | None = None  # built on open, from the table
         self._ledger_json: LedgerStatements | None = None  # the same, taking one JSON text
 

@@ -1,6 +1,6 @@
 """The SQLite store's billing roles: credit grants, the billing webhooks' inbox, upsell
-moments; and the audit log (issue 14; here because store.py is at its size cap). Each in its
-own module; this only makes them, on the store's runners."""
+moments, the audit log and tenants' workspaces (issue 14; here because store.py is at its
+size cap). Each in its own module; this only makes them, on the store's runners."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from farebox.stores.sqlite.audit import SQLiteAudit
 from farebox.stores.sqlite.credits import SQLiteCredits
 from farebox.stores.sqlite.inbox import SQLiteInbox
 from farebox.stores.sqlite.upsell import SQLiteUpsell
+from farebox.stores.sqlite.workspaces import SQLiteWorkspaces
 
 
 class BillingRoles:
@@ -19,6 +20,7 @@ class BillingRoles:
     inbox: SQLiteInbox  # billing webhooks: seen events, parked grants
     upsell: SQLiteUpsell
     audit: SQLiteAudit  # the audit log: appends in BEGIN IMMEDIATE transactions
+    workspaces: SQLiteWorkspaces  # tenants' workspaces (issue 14; not billing, but made alike)
 
     def _billing_roles(
         self,
@@ -31,3 +33,4 @@ class BillingRoles:
         self.inbox = SQLiteInbox(write, read)
         self.upsell = SQLiteUpsell(write, read)
         self.audit = SQLiteAudit(write, read)
+        self.workspaces = SQLiteWorkspaces(write, read, bump, publish)
