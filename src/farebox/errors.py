@@ -259,3 +259,10 @@ def openai_error_body(exc: FareboxError) -> dict[str, Any]:
 def http_status(error: FareboxError) -> int:
     override = getattr(error, "status_override", None)
     return int(override) if override else error.status
+
+
+class InsufficientRole(PermissionDenied):
+    """An admin key whose role lacks what the operation needs (the message names the role
+    that has it); a ``tenant_admin`` outside its tenant is answered 404 instead."""
+
+    code = "insufficient_role"
