@@ -24,11 +24,11 @@ from graphql import Undefined, is_non_null_type
 
 from farebox.api.graphql.schema import admin_schema, tenant_schema
 from tests.roles_world import (
-    A,
-    B,
     CALLERS,
     MISSING,
     ROUTES,
+    A,
+    B,
     World,
     allowed,
     body_for,
@@ -190,12 +190,16 @@ def test_a_tenant_admin_stays_within_its_plan(world: World) -> None:
           "rate_limits": [{"scope": "key", "requests_per_minute": 100}]}  # fmt: skip
     r = world.call("tenant_admin", "PATCH", url, json=ok)
     assert r.status_code == 200, r.text
-    r = world.call("owner", "PATCH", url, json={"budgets": [{"period": "month", "limit_usd": "900"}]})
+    r = world.call(
+        "owner", "PATCH", url, json={"budgets": [{"period": "month", "limit_usd": "900"}]}
+    )
     assert r.status_code == 200
     kept = {"name": "kept", "budgets": [{"period": "month", "limit_usd": "900"}]}
     assert world.call("tenant_admin", "PATCH", url, json=kept).status_code == 200  # as granted
     key = f"/admin/v1/keys/{world.key_ids[A]}"
-    r = world.call("tenant_admin", "PATCH", key, json={"rate_limits": [{"requests_per_minute": 9999}]})
+    r = world.call(
+        "tenant_admin", "PATCH", key, json={"rate_limits": [{"requests_per_minute": 9999}]}
+    )
     assert r.status_code == 403, r.text
     r = world.call("tenant_admin", "PATCH", key, json={"rate_limits": [{"requests_per_minute": 5}]})
     assert r.status_code == 200, r.text
@@ -260,7 +264,8 @@ def test_a_tenant_admins_graphql_holds_its_tenant_only(world: World) -> None:
     assert body["data"]["tenant"]["id"] == A
     assert {n["tenant"] for n in body["data"]["requests"]["nodes"]} == {A}
     for by in ("KEY", "USER", "MODEL", "PLAN"):
-        q = f'{{ series(start: "2020-01-01", end: "2030-01-01", bucket: ALL, groupBy: {by}) {{ group }} }}'
+        span = 'start: "2020-01-01", end: "2030-01-01", bucket: ALL'
+        q = f"{{ series({span}, groupBy: {by}) {{ group }} }}"
         r = gql(world, "tenant_admin", q)
         assert B not in r.text and world.key_ids[B] not in r.text, (by, r.text)
     r = gql(world, "viewer", query.replace("tenant { id } ", "tenants { id } "))

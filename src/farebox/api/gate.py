@@ -1,10 +1,11 @@
 """The ASGI edge in front of the admin framework: key first, then a bounded body.
 
 Every request that is not a data-plane route passes through :class:`Gate` before FastAPI sees
-it. On admin paths an admin key is checked from the headers alone (which actor it is, left in the
-scope for the routes to judge its role), before a byte of the body is read; then the body is read in chunks and counted, stopping at ``max_body_bytes`` (413),
-its JSON nesting is bounded (``max_json_depth``, 400), and only then is it handed, whole, to
-the framework to parse.
+it. On admin paths an admin key is checked from the headers alone (which actor it is, left in
+the scope for the routes to judge its role), before a byte of the body is read; then the body
+is read in chunks and counted, stopping at ``max_body_bytes`` (413), its JSON nesting is
+bounded (``max_json_depth``, 400), and only then is it handed, whole, to the framework to
+parse.
 """
 
 from __future__ import annotations

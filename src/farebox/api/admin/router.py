@@ -43,6 +43,7 @@ CREATED: Mapping[str, Any] = MappingProxyType({"status_code": 201})
 TEXT: Mapping[str, Any] = MappingProxyType({"response_class": PlainTextResponse})
 PLAIN: Mapping[str, Any] = MappingProxyType({})
 READ, OPERATE, BILLING, OWNER = "read", "operate", "billing", "owner"  # ``AdminRoute.need``
+OWN = True  # ``AdminRoute.tenant_ok``: a tenant_admin may call it, on its own tenant
 
 
 class AdminRoute(NamedTuple):
@@ -107,19 +108,15 @@ def admin_routes(
     billing = BillingRoutes(services, tenancy, exporter)
     ops = OperationRoutes(services, exporter)
     anomaly = AnomalyRoutes(watch, services.store)
-    reports = ReportRoutes(services, tenancy)
     revenue = RevenueRoutes(services, tenancy)
-    requests = RequestRoutes(services)
-    cache = CacheRoutes(services, tenancy)
     bill = ProviderReconcileRoutes(services, services.http, services.on_alert, services.clock)
     return [
         AdminRoute("POST", "/tenants", tenant.create_tenant, CREATED, OPERATE),
         AdminRoute("GET", "/tenants", tenant.list_tenants, need=READ),
-        AdminRoute("GET", "/tenants/{tenant_id}", tenant.get_tenant, need=READ, tenant_ok=True),
-        AdminRoute("PATCH", "/tenants/{tenant_id}", tenant.patch_tenant, need=OPERATE,
-                   tenant_ok=True),  # a tenant_admin: within its plan (role_caps)
-        AdminRoute("GET", "/tenants/{tenant_id}/limits", tenant.tenant_limits, need=READ,
-                   tenant_ok=True),
+        AdminRoute("GET", "/tenants/{tenant_id}", tenant.get_tenant, PLAIN, READ, OWN),
+        # a tenant_admin: within its plan (farebox.identity.role_caps)
+        AdminRoute("PATCH", "/tenants/{tenant_id}", tenant.patch_tenant, PLAIN, OPERATE, OWN),
+        AdminRoute("GET", "/tenants/{tenant_id}/limits", tenant.tenant_limits, PLAIN, READ, OWN),
         AdminRoute("GET", "/deployments", ops.deployments, need=READ),
         AdminRoute("GET", "/metrics", ops.metrics, TEXT, READ),
         AdminRoute("GET", "/export", billing.export_status, need=READ),
@@ -135,34 +132,43 @@ def admin_routes(
         AdminRoute("GET", "/plans", ops.plans, need=READ),
         AdminRoute("POST", "/tenants/{tenant_id}/pause", tenant.pause_tenant, need=OPERATE),
         AdminRoute("POST", "/tenants/{tenant_id}/resume", tenant.resume_tenant, need=OPERATE),
-        AdminRoute("GET", "/tenants/{tenant_id}/budgets", budget.tenant_budgets, need=READ,
-                   tenant_ok=True),
-        AdminRoute("POST", "/tenants/{tenant_id}/budget-increases", budget.increase_budget,
-                   need=OPERATE),  # above the plan: never a tenant_admin's
-        AdminRoute("PATCH", "/keys/{key_id}", key.patch_key, need=OPERATE, tenant_ok=True),
-        AdminRoute("GET", "/budget-alerts", budget.budget_alerts, need=READ, tenant_ok=True),
+        AdminRoute("GET", "/tenants/{tenant_id}/budgets", budget.tenant_budgets, PLAIN, READ, OWN),
+        # above the plan: never a tenant_admin's
+        AdminRoute(
+            "POST", "/tenants/{tenant_id}/budget-increases", budget.increase_budget, need=OPERATE
+        ),
+        AdminRoute("PATCH", "/keys/{key_id}", key.patch_key, PLAIN, OPERATE, OWN),
+        AdminRoute("GET", "/budget-alerts", budget.budget_alerts, PLAIN, READ, OWN),
         AdminRoute("GET", "/unsettled", billing.unsettled, need=READ),
-        AdminRoute("POST", "/tenants/{tenant_id}/keys", key.create_key, CREATED, OPERATE, True),
-        AdminRoute("GET", "/tenants/{tenant_id}/keys", key.list_keys, need=READ, tenant_ok=True),
+        AdminRoute("POST", "/tenants/{tenant_id}/keys", key.create_key, CREATED, OPERATE, OWN),
+        AdminRoute("GET", "/tenants/{tenant_id}/keys", key.list_keys, PLAIN, READ, OWN),
         # a service key acts for any tenant: a credential of the platform
         AdminRoute("POST", "/service-keys", key.create_service_key, CREATED, OWNER),
-        AdminRoute("DELETE", "/keys/{key_id}", key.revoke_key, need=OPERATE, tenant_ok=True),
-        AdminRoute("POST", "/keys/{key_id}/pause", key.pause_key, need=OPERATE, tenant_ok=True),
+        AdminRoute("DELETE", "/keys/{key_id}", key.revoke_key, PLAIN, OPERATE, OWN),
+        AdminRoute("POST", "/keys/{key_id}/pause", key.pause_key, PLAIN, OPERATE, OWN),
         # the anomaly watch pauses keys too: resuming one is the platform's call
         AdminRoute("POST", "/keys/{key_id}/resume", key.resume_key, need=OPERATE),
-        AdminRoute("GET", "/anomalies", anomaly.anomalies, need=READ, tenant_ok=True),
+        AdminRoute("GET", "/anomalies", anomaly.anomalies, PLAIN, READ, OWN),
         AdminRoute("POST", "/anomalies/{incident_id}/resolve", anomaly.resolve, need=OPERATE),
-        AdminRoute("GET", "/usage", billing.usage, need=READ, tenant_ok=True),
-        AdminRoute("GET", "/series", reports.series, need=READ, tenant_ok=True),
-        AdminRoute("GET", "/top-spenders", reports.top_spenders, need=READ),
-        AdminRoute("GET", "/requests", requests.list_requests, need=READ, tenant_ok=True),
-        AdminRoute("GET", "/tenants/{tenant_id}/cache", cache.tenant_cache, need=READ,
-                   tenant_ok=True),
-        AdminRoute("DELETE", "/tenants/{tenant_id}/cache", cache.purge_cache, need=OPERATE,
-                   tenant_ok=True),
-        AdminRoute("GET", "/cache", cache.all_caches, need=READ),
+        *report_routes(services, tenancy, billing),
         *revenue_routes(services, tenancy),
         *admin_key_routes(services, tenancy),
+    ]
+
+
+def report_routes(services: Services, tenancy: Tenancy, billing: BillingRoutes) -> list[AdminRoute]:
+    """Usage, series, top spenders, the request log and the response cache."""
+    reports = ReportRoutes(services, tenancy)
+    requests = RequestRoutes(services)
+    cache = CacheRoutes(services, tenancy)
+    return [
+        AdminRoute("GET", "/usage", billing.usage, PLAIN, READ, OWN),
+        AdminRoute("GET", "/series", reports.series, PLAIN, READ, OWN),
+        AdminRoute("GET", "/top-spenders", reports.top_spenders, need=READ),
+        AdminRoute("GET", "/requests", requests.list_requests, PLAIN, READ, OWN),
+        AdminRoute("GET", "/tenants/{tenant_id}/cache", cache.tenant_cache, PLAIN, READ, OWN),
+        AdminRoute("DELETE", "/tenants/{tenant_id}/cache", cache.purge_cache, PLAIN, OPERATE, OWN),
+        AdminRoute("GET", "/cache", cache.all_caches, need=READ),
     ]
 
 
@@ -173,13 +179,14 @@ def revenue_routes(services: Services, tenancy: Tenancy) -> list[AdminRoute]:
     credit_sync = CreditSyncRoutes(services)
     return [
         AdminRoute("POST", "/tenants/{tenant_id}/credits", credits.grant, CREATED, BILLING),
-        AdminRoute("GET", "/tenants/{tenant_id}/credits", credits.credits, need=READ,
-                   tenant_ok=True),
-        AdminRoute("GET", "/tenants/{tenant_id}/invoice", invoices.tenant_invoice, need=READ,
-                   tenant_ok=True),
+        AdminRoute("GET", "/tenants/{tenant_id}/credits", credits.credits, PLAIN, READ, OWN),
+        AdminRoute(
+            "GET", "/tenants/{tenant_id}/invoice", invoices.tenant_invoice, PLAIN, READ, OWN
+        ),
         AdminRoute("GET", "/credits/parked", credit_sync.parked, need=READ),
-        AdminRoute("POST", "/credits/parked/{parked_id}/apply", credit_sync.apply_parked,
-                   need=BILLING),
+        AdminRoute(
+            "POST", "/credits/parked/{parked_id}/apply", credit_sync.apply_parked, need=BILLING
+        ),  # fmt: skip
     ]
 
 

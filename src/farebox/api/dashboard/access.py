@@ -5,8 +5,9 @@ A key is accepted once, at sign-in, and never stored, logged or echoed: the admi
 compared by its hash in constant time; a tenant key or an admin key (``fba_``) is looked up by
 its hash as the data plane does. An admin key's role goes into the session: a
 ``tenant_admin`` gets its tenant's view (as a tenant key does), any other role the admin
-pages, with the mutations its role allows (``session_actor``). A tenant's session ends when its key stops working; the admin's when the admin
-credential that opened it is no longer one (its fingerprint is signed into the session).
+pages, with the mutations its role allows (``session_actor``). A tenant's session ends when
+its key stops working, an admin key's when that key does; the FAREBOX_ADMIN_KEY session's when
+the credential that opened it is no longer one (its fingerprint is signed into the session).
 """
 
 from __future__ import annotations

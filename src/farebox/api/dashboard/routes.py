@@ -77,8 +77,13 @@ class DashboardRoutes:
         tenant_admin outside its tenant) the 404 of a page that does not exist."""
         if verdict == "hide":
             return self.page("error.html", request, session, status=404, message="Not found.")
-        return self.page("error.html", request, session, status=403,
-                         message="Your role cannot do this; ask an admin of the platform.")
+        return self.page(
+            "error.html",
+            request,
+            session,
+            status=403,
+            message="Your role cannot do this; ask an admin of the platform.",
+        )
 
     def error(self, request: Request, session: Session | None, exc: FareboxError) -> Response:
         return self.page("error.html", request, session, status=exc.status, message=exc.message)
