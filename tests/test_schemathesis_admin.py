@@ -198,6 +198,8 @@ OPERATIONS = [
     ("GET", "/admin/v1/tenants/{tenant_id}/credits"),
     ("GET", "/admin/v1/credits/parked"),
     ("POST", "/admin/v1/credits/parked/{parked_id}/apply"),
+    ("POST", "/admin/v1/admin-keys"), ("GET", "/admin/v1/admin-keys"),
+    ("DELETE", "/admin/v1/admin-keys/{key_id}"),
 ]  # fmt: skip
 
 

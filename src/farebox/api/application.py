@@ -152,6 +152,9 @@ def error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        refused = await admin_refusal(request)  # e.g. a body that does not parse: role first
+        if refused is not None:
+            return error_response(refused)
         if exc.status_code == 404:
             return error_response(NotFound(f"No route for {request.method} {request.url.path}."))
         if exc.status_code == 405:
