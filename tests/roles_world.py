@@ -26,7 +26,7 @@ ROLES = ("owner", "operator", "billing", "viewer", "tenant_admin")
 CALLERS = (*ROLES, "anonymous")
 CONFIG: dict[str, Any] = {
     "providers": {"sim": {"kind": "mock", "seed": 3}},
-    "dashboard": {"enabled": True},
+    "dashboard": {"enabled": True, "session_check_cache_s": 0},
     "plans": {
         "default": {
             "models": ["*"],

@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.roles_world import (
-    A,
-    B,
     CALLERS,
     MISSING,
     ROUTES,
+    A,
+    B,
     World,
     allowed,
     body_for,

@@ -374,3 +374,20 @@ def test_a_tenant_admin_signs_into_its_tenants_view(world: World) -> None:
     assert r.status_code == 200 and f"tenant {A}" in r.text and "tenant_admin" in r.text
     r = dash(world, "GET", f"/dashboard/data/series?tenant={B}", cookie)
     assert r.status_code == 200 and B not in r.text
+
+
+def test_an_admin_key_session_ends_when_the_key_is_revoked(world: World) -> None:
+    for role, tenant in (("tenant_admin", A), ("billing", None)):
+        body = {"name": "s", "role": role, **({"tenant": tenant} if tenant else {})}
+        made = world.call("owner", "POST", "/admin/v1/admin-keys", json=body).json()
+        world.keys["session"] = made["key"]
+        cookie = cookie_of(world, "session")
+        assert dash(world, "GET", "/dashboard", cookie).status_code == 200
+        assert (
+            world.call("owner", "DELETE", f"/admin/v1/admin-keys/{made['id']}").status_code == 200
+        )
+        r = dash(world, "GET", "/dashboard", cookie)
+        assert r.status_code == 303 and r.headers["location"] == "/dashboard/signin", role
+        signin = world.run(world.client.post("/dashboard/signin", data={"key": made["key"]},
+                                             headers=FORM))  # fmt: skip
+        assert signin.status_code == 401, role
