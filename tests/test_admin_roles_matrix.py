@@ -196,6 +196,13 @@ def test_a_tenant_admin_stays_within_its_plan(world: World) -> None:
     assert r.status_code == 200
     kept = {"name": "kept", "budgets": [{"period": "month", "limit_usd": "900"}]}
     assert world.call("tenant_admin", "PATCH", url, json=kept).status_code == 200  # as granted
+    raised = {"scope": "tenant", "period": "month", "amount_usd": "5", "expires_in_s": 3600}
+    r = world.call("owner", "POST", f"/admin/v1/tenants/{A}/budget-increases", json=raised)
+    assert r.status_code == 200, r.text
+    as_read = world.call("tenant_admin", "GET", url).json()["budgets"]
+    assert any("increase_usd" in b for b in as_read)
+    r = world.call("tenant_admin", "PATCH", url, json={"budgets": as_read})  # sent back as is
+    assert r.status_code == 200, r.text
     key = f"/admin/v1/keys/{world.key_ids[A]}"
     r = world.call(
         "tenant_admin", "PATCH", key, json={"rate_limits": [{"requests_per_minute": 9999}]}

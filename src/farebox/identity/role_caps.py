@@ -17,6 +17,7 @@ Objects already in force, sent back unchanged, always pass (a PATCH sends the wh
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -27,6 +28,12 @@ TENANT_FIELDS = frozenset({"name", "metadata", "budgets", "rate_limits"})
 RAISES = ("increase_usd", "increase_until", "rollover_cap_usd")
 RATE_FIELDS = ("requests_per_minute", "tokens_per_minute")
 Item = Mapping[str, Any]
+
+
+def same(item: Item, others: Sequence[Item]) -> bool:
+    """``item`` is one of ``others`` (as stored: money as text or as decimals alike)."""
+    mine = json.dumps(item, sort_keys=True, default=str)
+    return any(mine == json.dumps(o, sort_keys=True, default=str) for o in others)
 
 
 def budget_ident(item: Item) -> tuple[Any, ...]:
@@ -75,7 +82,7 @@ def check_budgets(
     """Each proposed budget within the plan's and the current one of its ident."""
     caps = _caps(budget_ident, plan, current)
     for i, item in enumerate(proposed):
-        if any(item == c for c in current):
+        if same(item, current):
             continue
         where = f"{field}[{i}]"
         if item.get("scope") == "global":
@@ -110,7 +117,7 @@ def check_limits(
     """Each proposed rate limit within the plan's and the current one of its ident."""
     caps = _caps(limit_ident, plan, current)
     for i, item in enumerate(proposed):
-        if any(item == c for c in current):
+        if same(item, current):
             continue
         allowed = caps.get(limit_ident(item), ())
         if allowed and not any(_within_limit(item, cap) for cap in allowed):

@@ -1,5 +1,6 @@
-"""The HTTP side: ``POST`` (JSON) and ``GET`` (query parameters) at ``/admin/graphql`` (the admin
-key, checked as the admin API checks it) and ``/v1/graphql`` (a tenant key, authenticated as
+"""The HTTP side: ``POST`` (JSON) and ``GET`` (query parameters) at ``/admin/graphql`` (an admin
+key, resolved as the admin API resolves it: every role reads the admin schema, a
+``tenant_admin`` its own tenant's schema) and ``/v1/graphql`` (a tenant key, authenticated as
 the data plane authenticates it; its tenant goes in the context, and the tenant schema has no
 other way to name one). No GraphiQL page, no batching (a list body is refused), queries only.
 
