@@ -19,6 +19,7 @@ validation-error handler too), so a refused caller never learns what input is va
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Annotated, Any
 
 from fastapi import Query, Request
@@ -114,21 +115,35 @@ async def authorize(
         await _own_path(services, actor, request)
 
 
+async def _key_owner(services: Services, key_id: str) -> tuple[str | None, NotFound]:
+    key = await services.store.get_key(key_id)
+    owner = key.tenant_id if key is not None and key.kind == "tenant" else None
+    return owner, NotFound(f"Key {key_id!r} not found.", code="key_not_found")
+
+
+# a path parameter other than {tenant_id} -> whose tenant its object is, and what a missing
+# one answers; a tenant_ok operation with a parameter neither here nor under
+# /tenants/{tenant_id} is hidden from a tenant_admin (fail closed)
+OWNERS: Mapping[str, Callable[[Services, str], Awaitable[tuple[str | None, NotFound]]]] = (
+    MappingProxyType({"key_id": _key_owner})
+)
+
+
 async def _own_path(services: Services, actor: AdminActor, request: Request) -> None:
-    """A tenant_admin's path names its own tenant and its tenant's keys only; a path with
-    any other parameter and no ``{tenant_id}`` is hidden (fail closed: a new route must say
-    whose its parameter is by nesting it under ``/tenants/{tenant_id}``)."""
-    params = dict(request.path_params)
+    """A tenant_admin's path names its own tenant, and objects of its tenant only."""
+    params = {k: str(v) for k, v in request.path_params.items()}
     tenant_id = params.pop("tenant_id", None)
-    if tenant_id is not None and not scoped(actor, str(tenant_id)):
-        raise tenant_not_found(str(tenant_id))
-    key_id = params.pop("key_id", None)
-    if key_id is not None:
-        key = await services.store.get_key(str(key_id))
-        if key is None or key.kind != "tenant" or not scoped(actor, key.tenant_id):
-            raise NotFound(f"Key {key_id!r} not found.", code="key_not_found")
-    if params and tenant_id is None:
-        raise no_route(request)
+    if tenant_id is not None and not scoped(actor, tenant_id):
+        raise tenant_not_found(tenant_id)
+    for name, value in params.items():
+        owner_of = OWNERS.get(name)
+        if owner_of is None:
+            if tenant_id is None:
+                raise no_route(request)
+            continue  # under /tenants/{tenant_id}: the handler finds it in that tenant
+        owner, missing = await owner_of(services, value)
+        if not scoped(actor, owner):
+            raise missing
 
 
 def access(services: Services, need: str, tenant_ok: bool) -> Callable[[Request], Awaitable[None]]:
