@@ -81,6 +81,7 @@ def test_the_document_lists_exactly_the_role_table(world: World) -> None:
         need, tenant_ok = ROUTES[key]
         assert op["x-farebox-access"]["need"] == need, key
         assert op["x-farebox-access"]["tenant_ok"] is tenant_ok, key
+        assert {"401", "403", "404"} <= set(op["responses"]), key  # the refusals, documented
 
 
 @pytest.mark.parametrize("caller", CALLERS)
