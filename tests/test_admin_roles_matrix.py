@@ -162,6 +162,13 @@ def test_a_revoked_admin_key_opens_nothing(world: World) -> None:
     assert world.run(world.client.get("/admin/v1/tenants", headers=auth)).status_code == 401
 
 
+def test_an_admin_key_is_no_data_plane_key(world: World) -> None:
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    for role in ("owner", "tenant_admin", "viewer"):
+        r = world.call(role, "POST", "/v1/chat/completions", json=chat)
+        assert r.status_code == 401, (role, r.text)
+
+
 def test_admin_key_creation_checks_role_and_tenant(world: World) -> None:
     for body, status in (
         ({"name": "x", "role": "tenant_admin"}, 400),
