@@ -216,6 +216,8 @@ OPERATIONS = [
     ("PATCH", "/admin/v1/tenants/{tenant_id}/workspaces/{workspace_id}"),
     ("DELETE", "/admin/v1/tenants/{tenant_id}/workspaces/{workspace_id}"),
     ("GET", "/admin/v1/keys"),
+    ("POST", "/admin/v1/admin-keys"), ("GET", "/admin/v1/admin-keys"),
+    ("DELETE", "/admin/v1/admin-keys/{key_id}"),
 ]  # fmt: skip
 
 

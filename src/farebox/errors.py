@@ -338,3 +338,10 @@ class ProviderCredentialMissing(UpstreamError):
 
     status = 503
     code = "provider_credential_missing"
+
+
+class InsufficientRole(PermissionDenied):
+    """An admin key whose role lacks what the operation needs (the message names the role
+    that has it); a ``tenant_admin`` outside its tenant is answered 404 instead."""
+
+    code = "insufficient_role"

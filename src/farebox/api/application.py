@@ -24,6 +24,7 @@ from farebox import __version__
 from farebox.anomaly.watch import AnomalyWatch
 from farebox.api import anthropic, completions, counting, dashboard, me, metrics, openai, responses
 from farebox.api.admin import router as admin
+from farebox.api.admin.access import actor_check, admin_refusal
 from farebox.api.admin.audit_trail import audited
 from farebox.api.admin.errors import method_not_allowed, validation_failure
 from farebox.api.billing_webhooks import router as billing_webhooks
@@ -31,7 +32,7 @@ from farebox.api.context import Services
 from farebox.api.docs import add_docs
 from farebox.api.errors import error_response
 from farebox.api.fastpath import FareboxApp
-from farebox.api.gate import Gate, admin_key_check
+from farebox.api.gate import Gate
 from farebox.api.graphql import endpoint as graphql
 from farebox.api.limits_input import InputLimits
 from farebox.api.openapi_counting import install_counting_docs
@@ -87,7 +88,7 @@ def build_app(wiring: Wiring, announce: Announce) -> FastAPI:
     server = services.settings.file.server
     bounds = InputLimits(server.max_body_bytes, server.max_header_count,
                          server.max_header_bytes, server.max_json_depth)  # fmt: skip
-    key_check = admin_key_check(lambda: services.secret, services.admin_hashes)
+    key_check = actor_check(services)  # any admin key; its role is judged per operation
     app = FareboxApp(
         title="Farebox",
         version=__version__,
@@ -149,10 +150,14 @@ def error_handlers(app: FastAPI) -> None:
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return error_response(validation_failure(exc.errors()))
+        refused = await admin_refusal(request)  # the caller's role is judged before its input
+        return error_response(refused or validation_failure(exc.errors()))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        refused = await admin_refusal(request)  # e.g. a body that does not parse: role first
+        if refused is not None:
+            return error_response(refused)
         if exc.status_code == 404:
             return error_response(NotFound(f"No route for {request.method} {request.url.path}."))
         if exc.status_code == 405:

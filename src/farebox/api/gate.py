@@ -1,45 +1,28 @@
 """The ASGI edge in front of the admin framework: key first, then a bounded body.
 
 Every request that is not a data-plane route passes through :class:`Gate` before FastAPI sees
-it. On admin paths the admin key is checked from the headers alone, before a byte of the body
-is read; then the body is read in chunks and counted, stopping at ``max_body_bytes`` (413),
-its JSON nesting is bounded (``max_json_depth``, 400), and only then is it handed, whole, to
-the framework to parse.
+it. On admin paths an admin key is checked from the headers alone (which actor it is, left in
+the scope for the routes to judge its role), before a byte of the body is read; then the body
+is read in chunks and counted, stopping at ``max_body_bytes`` (413), its JSON nesting is
+bounded (``max_json_depth``, 400), and only then is it handed, whole, to the framework to
+parse.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Mapping
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from farebox.api.errors import error_response
 from farebox.api.limits_input import InputLimits, check_depth, read_body
-from farebox.core.keys import hash_key
 from farebox.errors import AuthenticationError, FareboxError
-from farebox.gateway.auth import bearer_key
 
 ADMIN_PREFIX = "/admin/"
-KeyCheck = Callable[[dict[str, str]], bool]
-
-
-def admin_key_check(
-    secret: Callable[[], bytes], key_hashes: Callable[[], Iterable[str]]
-) -> KeyCheck:
-    """A constant-time check of the admin bearer key against the stored hashes (the admin
-    key's, and a single-process gateway's token for the local CLI; empty ones match none)."""
-
-    def check(headers: dict[str, str]) -> bool:
-        try:
-            presented = hash_key(secret(), bearer_key(headers))
-        except AuthenticationError:
-            return False
-        matches = [hmac.compare_digest(presented, h) for h in key_hashes() if h]
-        return any(matches)
-
-    return check
+ACTOR = "farebox.admin_actor"  # the scope entry the check's answer goes into, for the routes
+# the headers -> who the admin key is (``farebox.api.admin.access.actor_check``), or None
+KeyCheck = Callable[[Mapping[str, str]], Awaitable[object | None]]
 
 
 class Gate:
@@ -58,8 +41,10 @@ class Gate:
         try:
             if self.needs_key(scope["path"]):
                 headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-                if not self.key_check(headers):
+                actor = await self.key_check(headers)
+                if actor is None:
                     raise AuthenticationError("This endpoint needs the admin key.")
+                scope[ACTOR] = actor
             body = await read_bounded(receive, self.limits)
             if body:
                 check_json_depth(body, self.limits.max_json_depth)

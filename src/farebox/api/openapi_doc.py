@@ -2,7 +2,8 @@
 
 FastAPI's generated document says a bad request is a 422 with its own ``detail`` shape and
 lists no other failure. Farebox answers bad input with 400 and the OpenAI error object, every
-admin operation needs the admin key (401), any request may be too large (413) or carry too many
+admin operation needs an admin key (401) whose role allows it (403; 404 for a tenant_admin
+outside its tenant), any request may be too large (413) or carry too many
 headers (431), and operations on a named tenant or key may not find it (404). This module
 rewrites the admin operations' responses accordingly and declares the bearer scheme.
 """
@@ -39,7 +40,10 @@ STATUS_TEXT = MappingProxyType(
     {
         400: "Invalid request: the message and `param` name the problem.",
         401: "The admin key is missing or wrong.",
-        404: "No such tenant, key or incident.",
+        403: "The admin key's role lacks what the operation needs (`x-farebox-access`): "
+        "code `insufficient_role`, with `needed_role`; a tenant_admin beyond its plan too.",
+        404: "No such tenant, key or incident; for a tenant_admin, also anything outside its "
+        "own tenant, and every operation not open to it.",
         409: "It already exists, or it changed meanwhile.",
         413: "The request body is larger than `server.max_body_bytes`.",
         431: "Too many header fields, or too many bytes of them.",
@@ -77,11 +81,9 @@ def _error(status: int) -> dict[str, Any]:
 def _admin_operation(method: str, path: str, operation: dict[str, Any]) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     had_validation = responses.pop("422", None) is not None
-    statuses = [401, 413, 431, *EXTRA_STATUSES.get((method, path), ())]
+    statuses = [401, 403, 404, 413, 431, *EXTRA_STATUSES.get((method, path), ())]  # 403, 404: roles
     if had_validation or operation.get("parameters") or operation.get("requestBody"):
         statuses.append(400)
-    if "{" in path:
-        statuses.append(404)
     for status in sorted(set(statuses)):
         responses.setdefault(str(status), _error(status))
     operation["security"] = [{"adminKey": []}]

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from farebox.cli.admin_keys import admin_keys
 from farebox.cli.anomaly import register as register_anomaly
 from farebox.cli.audit import audit
 from farebox.cli.billing import export_cmd, margins, profitability, reconcile
@@ -41,7 +42,7 @@ def main() -> None:
 for command in (serve, demo, tenants, keys, budgets, usage, export_cmd, margins, profitability,
                 reconcile, invoice, top_spenders, reprice, upsell,
                 requests_cmd, cache, credits, audit, integrations,
-                workspaces):  # fmt: skip
+                workspaces, admin_keys):  # fmt: skip
     main.add_command(command)
 register_anomaly(main, tenants, keys)
 

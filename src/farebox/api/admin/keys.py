@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from farebox.anomaly.watch import AnomalyWatch
+from farebox.api.admin.caps import Caller, bound, key_within_plan
 from farebox.api.admin.params import AdminBody, PauseBody
 from farebox.api.admin.workspaces import KeyMetadata
 from farebox.api.context import Services
@@ -50,7 +51,8 @@ class KeyRoutes:
             return self.tenancy.now() + body.expires_in_s
         return body.expires_at
 
-    async def patch_key(self, key_id: str, body: KeyPatch) -> dict[str, Any]:
+    async def patch_key(self, key_id: str, body: KeyPatch, actor: Caller = None) -> dict[str, Any]:
+        """Change a key's budgets or rate limits; a tenant_admin: only within its plan."""
         key = await self.tenancy.key(key_id)
         changes: dict[str, Any] = {}
         if body.budgets is not None:
@@ -71,6 +73,9 @@ class KeyRoutes:
                 "Nothing to change: send budgets, rate_limits, metadata, alert_threshold or "
                 "workspace."
             )
+        if bound(actor):
+            tenant = await self.tenancy.tenant(key.tenant_id or "")
+            key_within_plan(self.services, tenant, key, changes)
         return key_json(await self.services.store.update_key(key_id, changes))
 
     async def create_key(self, tenant_id: str, body: KeyCreate | None = None) -> dict[str, Any]:

@@ -6,15 +6,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Query
+from fastapi import Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from farebox.api.admin.access import scoped_tenant, scoped_tenant_id
 from farebox.errors import InvalidRequest
-from farebox.identity.tenancy import TENANT_ID
 
-TenantFilter = Annotated[
-    str | None, Query(min_length=1, max_length=64, pattern=TENANT_ID.pattern)
-]  # a tenant id, as the tenant's own pattern says
+# a tenant id, as the tenant's own pattern says; a tenant_admin's own, whatever it asks
+# (``farebox.api.admin.access.scoped_tenant``): every tenant filter of the API is one of these
+TenantFilter = Annotated[str | None, Depends(scoped_tenant)]
+TenantIdFilter = Annotated[str | None, Depends(scoped_tenant_id)]  # ``/series``
 
 
 class AdminBody(BaseModel):

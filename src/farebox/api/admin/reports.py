@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from fastapi import Query
 
 from farebox.api.admin.billing import Month
-from farebox.api.admin.params import TenantFilter, parse_time
+from farebox.api.admin.params import TenantIdFilter, parse_time
 from farebox.api.context import Services
 from farebox.billing.margins import past_month
 from farebox.billing.top_spenders import top_spenders as month_top_spenders
@@ -96,7 +96,7 @@ class ReportRoutes:
         bucket: Bucket = "day",
         tz: Annotated[str, Query(min_length=1, max_length=64)] = "UTC",
         group_by: Dimension | None = None,
-        tenant_id: TenantFilter = None,
+        tenant_id: TenantIdFilter = None,
         key_id: Name = None,
         model: Name = None,
         feature: Name = None,

@@ -1,13 +1,14 @@
-"""Admin API (``Authorization: Bearer $FAREBOX_ADMIN_KEY``): the table of its operations.
+"""Admin API (``Authorization: Bearer`` an admin key): the table of its operations.
 
 The handlers live by resource (``tenants``, ``keys``, ``budgets``, ``billing``, ``operations``,
-``anomaly``); this module says which path and method reach each, behind the admin key and the
-check on query parameters. The OpenAPI document lists the operations in this table's order.
+``anomaly``, ``admin_keys``); this module says which path and method reach each, what each
+needs of the caller's role (``need``, ``tenant_ok``: checked by ``access`` before anything
+else, and stated in the OpenAPI entry as ``x-farebox-access``), and the check on query
+parameters. The OpenAPI document lists the operations in this table's order.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -16,6 +17,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
 from farebox.anomaly.watch import AnomalyWatch
+from farebox.api.admin.access import POLICY, access, actor_of, policy
+from farebox.api.admin.admin_keys import AdminKeyRoutes
 from farebox.api.admin.anomaly import AnomalyRoutes
 from farebox.api.admin.audit import AuditRoutes
 from farebox.api.admin.billing import BillingRoutes
@@ -35,14 +38,15 @@ from farebox.api.admin.tenants import TenantRoutes
 from farebox.api.admin.workspaces import METADATA_QUERY, QUERY_PREFIXES, WorkspaceRoutes
 from farebox.api.context import Services
 from farebox.billing.exporter import Exporter
-from farebox.core.keys import hash_key
-from farebox.errors import AuthenticationError, InvalidRequest
-from farebox.gateway.auth import bearer_key
+from farebox.errors import InvalidRequest
+from farebox.identity.roles import AdminActor
 from farebox.identity.tenancy import Tenancy
 
 CREATED: Mapping[str, Any] = MappingProxyType({"status_code": 201})
 TEXT: Mapping[str, Any] = MappingProxyType({"response_class": PlainTextResponse})
 PLAIN: Mapping[str, Any] = MappingProxyType({})
+READ, OPERATE, BILLING, OWNER = "read", "operate", "billing", "owner"  # ``AdminRoute.need``
+OWN = True  # ``AdminRoute.tenant_ok``: a tenant_admin may call it, on its own tenant
 
 
 class AdminRoute(NamedTuple):
@@ -62,14 +66,12 @@ class AdminRoute(NamedTuple):
     read_only: bool = False
 
 
-def admin_only(services: Services) -> Callable[[Request], Awaitable[None]]:
-    """The dependency every admin operation has: the caller presents the admin key."""
+def admin_only(services: Services) -> Callable[[Request], Awaitable[AdminActor]]:
+    """Who calls, for an endpoint outside this table (GraphQL): any admin key's actor, or
+    401. What the actor may do is the endpoint's to decide (``farebox.identity.roles``)."""
 
-    async def require_admin(request: Request) -> None:
-        presented = hash_key(services.secret, bearer_key(request.headers))
-        matches = [hmac.compare_digest(presented, h) for h in services.admin_hashes() if h]
-        if not any(matches):
-            raise AuthenticationError("This endpoint needs the admin key.")
+    async def require_admin(request: Request) -> AdminActor:
+        return await actor_of(services, request)
 
     return require_admin
 
@@ -114,55 +116,72 @@ def admin_routes(
     billing = BillingRoutes(services, tenancy, exporter)
     ops = OperationRoutes(services, exporter)
     anomaly = AnomalyRoutes(watch, services.store)
-    reports = ReportRoutes(services, tenancy)
     revenue = RevenueRoutes(services, tenancy)
-    requests = RequestRoutes(services)
-    cache = CacheRoutes(services, tenancy)
     bill = ProviderReconcileRoutes(services, services.http, services.on_alert, services.clock)
     return [
-        AdminRoute("POST", "/tenants", tenant.create_tenant, CREATED),
-        AdminRoute("GET", "/tenants", tenant.list_tenants),
-        AdminRoute("GET", "/tenants/{tenant_id}", tenant.get_tenant),
-        AdminRoute("PATCH", "/tenants/{tenant_id}", tenant.patch_tenant),
-        AdminRoute("GET", "/tenants/{tenant_id}/limits", tenant.tenant_limits),
-        AdminRoute("GET", "/deployments", ops.deployments),
-        AdminRoute("GET", "/metrics", ops.metrics, TEXT),
-        AdminRoute("GET", "/export", billing.export_status),
-        AdminRoute("GET", "/dead-letters", billing.dead_letters),
-        AdminRoute("POST", "/dead-letters/retry", billing.retry_dead_letters),
-        AdminRoute("GET", "/margins", billing.margin_report),
-        AdminRoute("GET", "/plan-profitability", billing.profitability),
-        AdminRoute("GET", "/reconciliation", billing.reconciliation),
-        AdminRoute("GET", "/providers/{name}/reconcile", bill.provider_reconcile),
-        AdminRoute("POST", "/reprice", revenue.what_if, read_only=True),
-        AdminRoute("GET", "/upsell", revenue.upsell),
-        AdminRoute("GET", "/plans", ops.plans),
-        AdminRoute("POST", "/tenants/{tenant_id}/pause", tenant.pause_tenant),
-        AdminRoute("POST", "/tenants/{tenant_id}/resume", tenant.resume_tenant),
-        AdminRoute("GET", "/tenants/{tenant_id}/budgets", budget.tenant_budgets),
-        AdminRoute("POST", "/tenants/{tenant_id}/budget-increases", budget.increase_budget),
-        AdminRoute("PATCH", "/keys/{key_id}", key.patch_key),
-        AdminRoute("GET", "/budget-alerts", budget.budget_alerts),
-        AdminRoute("GET", "/unsettled", billing.unsettled),
-        AdminRoute("POST", "/tenants/{tenant_id}/keys", key.create_key, CREATED),
-        AdminRoute("GET", "/tenants/{tenant_id}/keys", key.list_keys),
-        AdminRoute("POST", "/service-keys", key.create_service_key, CREATED),
-        AdminRoute("DELETE", "/keys/{key_id}", key.revoke_key),
-        AdminRoute("POST", "/keys/{key_id}/pause", key.pause_key),
-        AdminRoute("POST", "/keys/{key_id}/resume", key.resume_key),
-        AdminRoute("GET", "/anomalies", anomaly.anomalies),
-        AdminRoute("POST", "/anomalies/{incident_id}/resolve", anomaly.resolve),
-        AdminRoute("GET", "/usage", billing.usage),
-        AdminRoute("GET", "/series", reports.series),
-        AdminRoute("GET", "/top-spenders", reports.top_spenders),
-        AdminRoute("GET", "/requests", requests.list_requests),
-        AdminRoute("GET", "/tenants/{tenant_id}/cache", cache.tenant_cache),
-        AdminRoute("DELETE", "/tenants/{tenant_id}/cache", cache.purge_cache),
-        AdminRoute("GET", "/cache", cache.all_caches),
+        AdminRoute("POST", "/tenants", tenant.create_tenant, CREATED, OPERATE),
+        AdminRoute("GET", "/tenants", tenant.list_tenants, need=READ),
+        AdminRoute("GET", "/tenants/{tenant_id}", tenant.get_tenant, PLAIN, READ, OWN),
+        # a tenant_admin: within its plan (farebox.identity.role_caps)
+        AdminRoute("PATCH", "/tenants/{tenant_id}", tenant.patch_tenant, PLAIN, OPERATE, OWN),
+        AdminRoute("GET", "/tenants/{tenant_id}/limits", tenant.tenant_limits, PLAIN, READ, OWN),
+        AdminRoute("GET", "/deployments", ops.deployments, need=READ),
+        AdminRoute("GET", "/metrics", ops.metrics, TEXT, READ),
+        AdminRoute("GET", "/export", billing.export_status, need=READ),
+        AdminRoute("GET", "/dead-letters", billing.dead_letters, need=READ),
+        AdminRoute("POST", "/dead-letters/retry", billing.retry_dead_letters, need=BILLING),
+        AdminRoute("GET", "/margins", billing.margin_report, need=READ),
+        AdminRoute("GET", "/plan-profitability", billing.profitability, need=READ),
+        # both ask the billing systems or a provider with the platform's credentials
+        AdminRoute("GET", "/reconciliation", billing.reconciliation, need=BILLING),
+        AdminRoute("GET", "/providers/{name}/reconcile", bill.provider_reconcile, need=BILLING),
+        AdminRoute(
+            "POST", "/reprice", revenue.what_if, need=READ, read_only=True
+        ),  # a what-if: changes nothing
+        AdminRoute("GET", "/upsell", revenue.upsell, need=READ),
+        AdminRoute("GET", "/plans", ops.plans, need=READ),
+        AdminRoute("POST", "/tenants/{tenant_id}/pause", tenant.pause_tenant, need=OPERATE),
+        AdminRoute("POST", "/tenants/{tenant_id}/resume", tenant.resume_tenant, need=OPERATE),
+        AdminRoute("GET", "/tenants/{tenant_id}/budgets", budget.tenant_budgets, PLAIN, READ, OWN),
+        # above the plan: never a tenant_admin's
+        AdminRoute(
+            "POST", "/tenants/{tenant_id}/budget-increases", budget.increase_budget, need=OPERATE
+        ),
+        AdminRoute("PATCH", "/keys/{key_id}", key.patch_key, PLAIN, OPERATE, OWN),
+        AdminRoute("GET", "/budget-alerts", budget.budget_alerts, PLAIN, READ, OWN),
+        AdminRoute("GET", "/unsettled", billing.unsettled, need=READ),
+        AdminRoute("POST", "/tenants/{tenant_id}/keys", key.create_key, CREATED, OPERATE, OWN),
+        AdminRoute("GET", "/tenants/{tenant_id}/keys", key.list_keys, PLAIN, READ, OWN),
+        # a service key acts for any tenant: a credential of the platform
+        AdminRoute("POST", "/service-keys", key.create_service_key, CREATED, OWNER),
+        AdminRoute("DELETE", "/keys/{key_id}", key.revoke_key, PLAIN, OPERATE, OWN),
+        AdminRoute("POST", "/keys/{key_id}/pause", key.pause_key, PLAIN, OPERATE, OWN),
+        # the anomaly watch pauses keys too: resuming one is the platform's call
+        AdminRoute("POST", "/keys/{key_id}/resume", key.resume_key, need=OPERATE),
+        AdminRoute("GET", "/anomalies", anomaly.anomalies, PLAIN, READ, OWN),
+        AdminRoute("POST", "/anomalies/{incident_id}/resolve", anomaly.resolve, need=OPERATE),
+        *report_routes(services, tenancy, billing),
         *revenue_routes(services, tenancy),
+        *admin_key_routes(services, tenancy),
         AdminRoute("GET", "/audit", AuditRoutes(services).audit, need="owner"),  # issue 14
         *integration_routes(services, tenancy),
         *workspace_routes(services),
+    ]
+
+
+def report_routes(services: Services, tenancy: Tenancy, billing: BillingRoutes) -> list[AdminRoute]:
+    """Usage, series, top spenders, the request log and the response cache."""
+    reports = ReportRoutes(services, tenancy)
+    requests = RequestRoutes(services)
+    cache = CacheRoutes(services, tenancy)
+    return [
+        AdminRoute("GET", "/usage", billing.usage, PLAIN, READ, OWN),
+        AdminRoute("GET", "/series", reports.series, PLAIN, READ, OWN),
+        AdminRoute("GET", "/top-spenders", reports.top_spenders, need=READ),
+        AdminRoute("GET", "/requests", requests.list_requests, PLAIN, READ, OWN),
+        AdminRoute("GET", "/tenants/{tenant_id}/cache", cache.tenant_cache, PLAIN, READ, OWN),
+        AdminRoute("DELETE", "/tenants/{tenant_id}/cache", cache.purge_cache, PLAIN, OPERATE, OWN),
+        AdminRoute("GET", "/cache", cache.all_caches, need=READ),
     ]
 
 
@@ -189,11 +208,25 @@ def revenue_routes(services: Services, tenancy: Tenancy) -> list[AdminRoute]:
     invoices = InvoiceRoutes(services)
     credit_sync = CreditSyncRoutes(services)
     return [
-        AdminRoute("POST", "/tenants/{tenant_id}/credits", credits.grant, CREATED),
-        AdminRoute("GET", "/tenants/{tenant_id}/credits", credits.credits),
-        AdminRoute("GET", "/tenants/{tenant_id}/invoice", invoices.tenant_invoice),
-        AdminRoute("GET", "/credits/parked", credit_sync.parked),
-        AdminRoute("POST", "/credits/parked/{parked_id}/apply", credit_sync.apply_parked),
+        AdminRoute("POST", "/tenants/{tenant_id}/credits", credits.grant, CREATED, BILLING),
+        AdminRoute("GET", "/tenants/{tenant_id}/credits", credits.credits, PLAIN, READ, OWN),
+        AdminRoute(
+            "GET", "/tenants/{tenant_id}/invoice", invoices.tenant_invoice, PLAIN, READ, OWN
+        ),
+        AdminRoute("GET", "/credits/parked", credit_sync.parked, need=READ),
+        AdminRoute(
+            "POST", "/credits/parked/{parked_id}/apply", credit_sync.apply_parked, need=BILLING
+        ),  # fmt: skip
+    ]
+
+
+def admin_key_routes(services: Services, tenancy: Tenancy) -> list[AdminRoute]:
+    """Issue 14's admin keys: the owner's alone."""
+    keys = AdminKeyRoutes(services, tenancy)
+    return [
+        AdminRoute("POST", "/admin-keys", keys.create, CREATED, OWNER),
+        AdminRoute("GET", "/admin-keys", keys.list, need=OWNER),
+        AdminRoute("DELETE", "/admin-keys/{key_id}", keys.revoke, need=OWNER),
     ]
 
 
@@ -221,13 +254,14 @@ def router(
     watch: AnomalyWatch,
     ops: list[AdminRoute] | None = None,
 ) -> APIRouter:
-    """The admin API under ``/admin/v1``, every operation behind the admin key. ``ops``: the
-    operations, if already made (the audit trail reads the same table)."""
-    api = APIRouter(
-        prefix="/admin/v1",
-        dependencies=[Depends(admin_only(services)), Depends(known_query)],
-        tags=["admin"],
-    )
+    """The admin API under ``/admin/v1``, every operation behind an admin key whose role has
+    what the operation needs (``farebox.api.admin.access``), stated in its OpenAPI entry.
+    ``ops``: the operations, if already made (the audit trail reads the same table)."""
+    api = APIRouter(prefix="/admin/v1", tags=["admin"])
     for op in ops or admin_routes(services, tenancy, exporter, watch):
-        api.add_api_route(op.path, op.endpoint, methods=[op.method], **op.options)
+        options = dict(op.options)
+        extra = {**options.pop("openapi_extra", {}), POLICY: policy(op.need, op.tenant_ok)}
+        checked = Depends(access(services, op.need, op.tenant_ok))
+        api.add_api_route(op.path, op.endpoint, methods=[op.method], openapi_extra=extra,
+                          dependencies=[checked, Depends(known_query)], **options)  # fmt: skip
     return api

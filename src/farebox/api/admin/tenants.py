@@ -9,6 +9,7 @@ import orjson
 from pydantic import AfterValidator, Field
 
 from farebox.anomaly.watch import AnomalyWatch
+from farebox.api.admin.caps import Caller, bound, tenant_within_plan
 from farebox.api.admin.params import AdminBody, PauseBody
 from farebox.api.context import Services
 from farebox.gateway.budget_scope import validate_budgets
@@ -90,8 +91,14 @@ class TenantRoutes:
     async def get_tenant(self, tenant_id: str) -> dict[str, Any]:
         return tenant_json(await self.tenancy.tenant(tenant_id))
 
-    async def patch_tenant(self, tenant_id: str, body: TenantPatch) -> dict[str, Any]:
-        return tenant_json(await self.tenancy.update_tenant(tenant_id, _changes(body)))
+    async def patch_tenant(
+        self, tenant_id: str, body: TenantPatch, actor: Caller = None
+    ) -> dict[str, Any]:
+        """Change a tenant; a tenant_admin: only within its plan (``identity.role_caps``)."""
+        changes = _changes(body)
+        if bound(actor):
+            tenant_within_plan(self.services, await self.tenancy.tenant(tenant_id), changes)
+        return tenant_json(await self.tenancy.update_tenant(tenant_id, changes))
 
     async def tenant_limits(self, tenant_id: str) -> dict[str, Any]:
         """The plan policy and the rate limits in force: tenant-wide, for each workspace and

@@ -2,9 +2,12 @@
 from a request, and the checks every mutation passes (session, same origin, CSRF token).
 
 A key is accepted once, at sign-in, and never stored, logged or echoed: the admin key is
-compared by its hash in constant time; a tenant key is looked up by its hash as the data
-plane does. A tenant's session ends when its key stops working; the admin's when the admin
-credential that opened it is no longer one (its fingerprint is signed into the session).
+compared by its hash in constant time; a tenant key or an admin key (``fba_``) is looked up by
+its hash as the data plane does. An admin key's role goes into the session: a
+``tenant_admin`` gets its tenant's view (as a tenant key does), any other role the admin
+pages, with the mutations its role allows (``session_actor``). A tenant's session ends when
+its key stops working, an admin key's when that key does; the FAREBOX_ADMIN_KEY session's when
+the credential that opened it is no longer one (its fingerprint is signed into the session).
 """
 
 from __future__ import annotations
@@ -19,10 +22,18 @@ from starlette.responses import Response
 
 from farebox.api.client_ip import TrustedProxies
 from farebox.api.dashboard.csrf import FIELD, HEADER, CsrfGuard
-from farebox.api.dashboard.sessions import COOKIE, Session, SessionBook, admin_fingerprint
+from farebox.api.dashboard.sessions import (
+    COOKIE,
+    PLATFORM_ROLES,
+    Session,
+    SessionBook,
+    admin_fingerprint,
+)
 from farebox.core.keys import hash_key
+from farebox.core.records import ApiKey
 from farebox.errors import AuthenticationError, FareboxError
 from farebox.gateway.auth import Authenticator
+from farebox.identity.roles import OWNER, AdminActor, role_of
 from farebox.stores.base import AccountStore
 
 MAX_FORM_FIELDS = 20
@@ -86,9 +97,20 @@ class Access:
             key = await self._auth.key_for(raw_key)
         except FareboxError:
             return None
+        if key.kind == "admin":
+            return await self._admin_key_session(key)
         if key.kind != "tenant" or not key.tenant_id:
             return None  # a service key acts for many tenants: it has no view of its own
         return await self.book.issue("tenant", key.tenant_id, key.id)
+
+    async def _admin_key_session(self, key: ApiKey) -> str | None:
+        """An admin key's session: a ``tenant_admin`` sees its tenant as its tenant's keys
+        do; any other role the admin pages (what it may change: ``session_actor``)."""
+        if key.role == "tenant_admin" and key.tenant_id:
+            return await self.book.issue("tenant", key.tenant_id, key.id, admin_role=key.role)
+        if key.role in PLATFORM_ROLES and key.tenant_id is None:
+            return await self.book.issue("admin", key_id=key.id, admin_role=key.role)
+        return None
 
     def _fingerprint(self, admin_hash: str) -> str:
         return admin_fingerprint(self._secret(), admin_hash)
@@ -103,17 +125,19 @@ class Access:
         """The live session of a request: signed, unexpired, its credential still good (no
         I/O), and not revoked nor its key gone (store reads, remembered ``LIVE_CACHE_S``)."""
         session = self.book.decode(request.cookies.get(COOKIE))
-        if session is None or (session.role == "admin" and not self._admin_live(session)):
+        if session is None or (session.admin is not None and not self._admin_live(session)):
             return None
         live = self.book.live.get(session.sid)
         if live is None:
             live = await self.book.not_revoked(session) and (
-                session.role == "admin" or await self._key_live(session)
+                session.admin is not None or await self._key_live(session)
             )
             self.book.live.put(session.sid, live)
         return session if live else None
 
     async def _key_live(self, session: Session) -> bool:
+        if session.admin_role is not None:
+            return await self._admin_key_live(session)
         assert session.tenant is not None
         try:
             keys = await self._accounts.list_keys(session.tenant, "tenant")
@@ -124,6 +148,17 @@ class Access:
             k.id == session.key_id and k.revoked_at is None
             and (k.expires_at is None or k.expires_at > now)
             for k in keys
+        )  # fmt: skip
+
+    async def _admin_key_live(self, session: Session) -> bool:
+        """The admin key that opened the session still works, with the same role."""
+        try:
+            key = await self._accounts.get_key(session.key_id or "")
+        except FareboxError:
+            return False
+        return (
+            key is not None and key.kind == "admin" and key.role == session.admin_role
+            and key.tenant_id == session.tenant and key.usable_at(self.book.now())
         )  # fmt: skip
 
     def mutation_ok(self, request: Request, session: Session, form: dict[str, str]) -> bool:
@@ -173,6 +208,17 @@ def over_tls(request: Request, proxies: TrustedProxies) -> bool:
         return False
     said = request.headers.get("x-forwarded-proto", "")
     return said.split(",")[0].strip().lower() == "https"
+
+
+def session_actor(session: Session) -> AdminActor | None:
+    """The admin actor a session acts as (None: a tenant key's, which changes nothing)."""
+    if session.role == "admin":
+        if session.admin is not None:
+            return OWNER
+        return AdminActor(session.key_id or "", role_of(session.admin_role))
+    if session.admin_role == "tenant_admin":
+        return AdminActor(session.key_id or "", "tenant_admin", session.tenant)
+    return None
 
 
 def require(session: Session | None) -> Session:

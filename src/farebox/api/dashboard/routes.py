@@ -13,12 +13,13 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from farebox.api.dashboard.access import Access, parse_form
+from farebox.api.dashboard.access import Access, parse_form, session_actor
 from farebox.api.dashboard.data import DashboardData
 from farebox.api.dashboard.pages import Pages, secure
 from farebox.api.dashboard.requests_page import request_filters
 from farebox.api.dashboard.sessions import Session
 from farebox.errors import FareboxError
+from farebox.identity.roles import NEEDS, decide, scoped
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -33,7 +34,22 @@ def _see(path: str) -> Response:
 
 def who(session: Session) -> str:
     """Who a session is, in words for the sign-in page."""
-    return "the admin" if session.role == "admin" else f"tenant {session.tenant}"
+    if session.role == "admin":
+        return "the admin" if session.admin_role is None else f"an admin ({session.admin_role})"
+    return f"tenant {session.tenant}"
+
+
+def may(session: Session, need: str, tenant_ok: bool = False, tenant: str | None = None) -> str:
+    """``allow``, ``forbid`` or ``hide``: what the session's role may do with an operation
+    needing ``need`` (``tenant_ok`` and ``tenant``: as the matching admin API operation
+    says; a tenant_admin's must be its own); a tenant key changes nothing."""
+    actor = session_actor(session)
+    if actor is None:
+        return "forbid"
+    verdict = decide(actor, need, tenant_ok)
+    if verdict == "allow" and actor.tenant_bound and not scoped(actor, tenant):
+        return "hide"
+    return verdict
 
 
 def _int(value: str | None, default: int) -> int:
@@ -51,7 +67,23 @@ class DashboardRoutes:
 
     def page(self, name: str, request: Request, session: Session | None, **ctx: Any) -> Response:
         csrf = self.access.csrf.token(session) if session else ""
-        return self.pages.render(name, session=session, csrf=csrf, path=request.url.path, **ctx)
+        actor = session_actor(session) if session else None
+        can = {need: actor is not None and actor.grants(need) for need in NEEDS}
+        return self.pages.render(name, session=session, csrf=csrf, path=request.url.path,
+                                 can=can, **ctx)  # fmt: skip
+
+    def refused(self, request: Request, session: Session | None, verdict: str) -> Response:
+        """A mutation or page the session may not reach: 403 naming what is missing, or (a
+        tenant_admin outside its tenant) the 404 of a page that does not exist."""
+        if verdict == "hide":
+            return self.page("error.html", request, session, status=404, message="Not found.")
+        return self.page(
+            "error.html",
+            request,
+            session,
+            status=403,
+            message="Your role cannot do this; ask an admin of the platform.",
+        )
 
     def error(self, request: Request, session: Session | None, exc: FareboxError) -> Response:
         return self.page("error.html", request, session, status=exc.status, message=exc.message)
@@ -77,7 +109,7 @@ class DashboardRoutes:
         return response
 
     async def signout(self, request: Request) -> Response:
-        return await self._mutate(request, False, self._signout)
+        return await self._mutate(request, None, self._signout)
 
     async def _signout(self, request: Request, session: Session) -> Response:
         await self.access.book.revoke(session)
@@ -92,19 +124,25 @@ class DashboardRoutes:
             self.access.clear_cookie(request, response)
             return response
 
-        return await self._mutate(request, True, run)
+        return await self._mutate(request, "owner", run)
 
     # mutations ---------------------------------------------------------------------------
     async def _mutate(
-        self, request: Request, admin: bool, act: Callable[[Request, Session], Awaitable[Response]]
-    ) -> Response:
-        """Signed in (as the admin when ``admin``), same origin and the session's CSRF token,
-        or 403; then ``act``."""
+        self, request: Request, need: str | None,
+        act: Callable[[Request, Session], Awaitable[Response]], tenant_ok: bool = False,
+        tenant: str | None = None,
+    ) -> Response:  # fmt: skip
+        """Signed in with a role that has ``need`` (the matching admin API operation's; on
+        ``tenant``, when it names one), same origin and the session's CSRF token, or 403
+        (404 for a tenant_admin outside its tenant); then ``act``."""
         session = await self.access.session(request)
         form = parse_form(await request.body())
-        if session is None or (admin and session.role != "admin"):
+        if session is None:
             return self.page("error.html", request, session, status=403,
                              message="Sign in as the admin to do this.")  # fmt: skip
+        verdict = "allow" if need is None else may(session, need, tenant_ok, tenant)
+        if verdict != "allow":
+            return self.refused(request, session, verdict)
         if not self.access.mutation_ok(request, session, form):
             return self.page("error.html", request, session, status=403,
                              message="This form expired or did not come from the dashboard. "
@@ -121,7 +159,7 @@ class DashboardRoutes:
             await self.data.tenants.resume_tenant(tenant_id)
             return _see("/dashboard#anomalies")
 
-        return await self._mutate(request, True, run)
+        return await self._mutate(request, "operate", run, False, tenant_id)  # as its API op
 
     async def resolve_incident(self, request: Request) -> Response:
         incident_id = request.path_params["incident_id"]
@@ -130,7 +168,7 @@ class DashboardRoutes:
             await self.data.anomaly.resolve(incident_id)
             return _see("/dashboard#anomalies")
 
-        return await self._mutate(request, True, run)
+        return await self._mutate(request, "operate", run)
 
     # pages -------------------------------------------------------------------------------
     async def home(self, request: Request) -> Response:
@@ -153,20 +191,28 @@ class DashboardRoutes:
     async def _as_admin(
         self, request: Request, show: Callable[[Session], Awaitable[Response]]
     ) -> Response:
-        """An admin page: signed in as the admin (a tenant is sent to its own page), then
-        ``show``; bad input is the error page with its status."""
+        """An admin page: signed in as an admin (a tenant key is sent to its own page, a
+        tenant_admin answered 404), then ``show``; bad input is the error page with its
+        status."""
         session = await self.access.session(request)
         if session is None:
             return _see("/dashboard/signin")
         if session.role != "admin":
-            return _see("/dashboard")
+            hidden = session.admin_role == "tenant_admin"
+            return self.refused(request, session, "hide") if hidden else _see("/dashboard")
         try:
             return await show(session)
         except FareboxError as exc:
             return self.error(request, session, exc)
 
     async def tenant(self, request: Request) -> Response:
+        """A tenant's page: any for an admin; a tenant_admin's own tenant (404 for another)."""
         tenant_id = request.path_params["tenant_id"]
+        session = await self.access.session(request)
+        if session is not None and session.admin_role == "tenant_admin":
+            if tenant_id != session.tenant:
+                return self.refused(request, session, "hide")
+            return await self._tenant_page(request, session, tenant_id)
         return await self._as_admin(
             request, lambda session: self._tenant_page(request, session, tenant_id)
         )

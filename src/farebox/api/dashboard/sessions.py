@@ -50,11 +50,14 @@ LIVE_CACHE_S = 5.0  # how long a worker trusts a session check it made
 LIVE_CACHE_SIZE = 10_000  # sessions remembered per worker (past it, the cache starts over)
 
 Role = Literal["admin", "tenant"]
+PLATFORM_ROLES = ("owner", "operator", "billing", "viewer")  # an admin key's, but tenant_admin
 
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """Who is signed in: the admin, or one tenant through one of its keys."""
+    """Who is signed in: an admin (``FAREBOX_ADMIN_KEY``: ``admin`` holds its fingerprint;
+    an admin key: ``key_id`` and ``admin_role``), or one tenant through one of its keys or
+    through a ``tenant_admin`` admin key (``admin_role`` ``tenant_admin``)."""
 
     sid: str
     role: Role
@@ -63,6 +66,15 @@ class Session:
     tenant: str | None = None
     key_id: str | None = None
     admin: str | None = None  # the admin's: the fingerprint of the admin key hash it used
+    admin_role: str | None = None  # an admin key's role (``identity.roles``); None: a tenant key
+
+    @property
+    def role_name(self) -> str:
+        """The admin role the session acts with (``owner`` for FAREBOX_ADMIN_KEY), or
+        ``tenant`` for a tenant key."""
+        if self.role == "admin":
+            return self.admin_role or "owner"
+        return self.admin_role or "tenant"
 
 
 def b64(raw: bytes) -> str:
@@ -132,6 +144,7 @@ class SessionCodec:
             "tenant": session.tenant,
             "key": session.key_id,
             "adm": session.admin,
+            "ar": session.admin_role,
         }
         payload = b64(orjson.dumps(body))
         return f"{payload}.{self._sign(payload)}"
@@ -155,12 +168,17 @@ def _session(body: Any) -> Session | None:
         return None
     sid, role, exp, gen = body.get("sid"), body.get("role"), body.get("exp"), body.get("gen")
     tenant, key, adm = body.get("tenant"), body.get("key"), body.get("adm")
+    ar = body.get("ar")
     if not isinstance(sid, str) or type(exp) is not int or type(gen) is not int:
         return None
-    if role == "admin" and tenant is None and key is None and isinstance(adm, str):
-        return Session(sid, "admin", exp, gen, admin=adm)
-    if role == "tenant" and isinstance(tenant, str) and isinstance(key, str) and adm is None:
-        return Session(sid, "tenant", exp, gen, tenant, key)
+    if role == "admin" and tenant is None:
+        if key is None and isinstance(adm, str) and ar is None:  # FAREBOX_ADMIN_KEY's
+            return Session(sid, "admin", exp, gen, admin=adm)
+        if isinstance(key, str) and adm is None and ar in PLATFORM_ROLES:  # an admin key's
+            return Session(sid, "admin", exp, gen, key_id=key, admin_role=ar)
+    tenant_side = adm is None and ar in (None, "tenant_admin")  # a tenant key, a tenant_admin
+    if role == "tenant" and isinstance(tenant, str) and isinstance(key, str) and tenant_side:
+        return Session(sid, "tenant", exp, gen, tenant, key, admin_role=ar)
     return None
 
 
@@ -201,10 +219,11 @@ class SessionBook:
         return high
 
     async def issue(self, role: Role, tenant: str | None = None, key_id: str | None = None,
-                    admin: str | None = None) -> str:  # fmt: skip
+                    admin: str | None = None, admin_role: str | None = None) -> str:  # fmt: skip
         expires = int(self._clock()) + self.ttl_s
         sid = b64(secrets.token_bytes(18))
-        session = Session(sid, role, expires, await self.generation(), tenant, key_id, admin)
+        session = Session(sid, role, expires, await self.generation(), tenant, key_id, admin,
+                          admin_role)  # fmt: skip
         return self.codec.encode(session)
 
     def decode(self, token: str | None) -> Session | None:

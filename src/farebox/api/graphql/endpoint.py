@@ -1,5 +1,6 @@
-"""The HTTP side: ``POST`` (JSON) and ``GET`` (query parameters) at ``/admin/graphql`` (the admin
-key, checked as the admin API checks it) and ``/v1/graphql`` (a tenant key, authenticated as
+"""The HTTP side: ``POST`` (JSON) and ``GET`` (query parameters) at ``/admin/graphql`` (an admin
+key, resolved as the admin API resolves it: every role reads the admin schema, a
+``tenant_admin`` its own tenant's schema) and ``/v1/graphql`` (a tenant key, authenticated as
 the data plane authenticates it; its tenant goes in the context, and the tenant schema has no
 other way to name one). No GraphiQL page, no batching (a list body is refused), queries only.
 
@@ -40,7 +41,8 @@ QUERIES_ONLY = (OperationType.QUERY,)
 GET_PARAMS = frozenset({"query", "variables", "operationName"})
 log = logging.getLogger("farebox.graphql")
 
-ContextFor = Callable[[Request], Awaitable[GraphContext]]
+# who asks: the schema it is served and the context its resolvers read
+ContextFor = Callable[[Request], Awaitable[tuple[Schema, GraphContext]]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -139,10 +141,10 @@ async def run(schema: Schema, context: GraphContext, request: Request) -> Respon
     return _json(body)
 
 
-def endpoint(schema: Schema, context_for: ContextFor) -> Endpoint:
+def endpoint(context_for: ContextFor) -> Endpoint:
     async def serve(request: Request) -> Response:
         try:
-            context = await context_for(request)
+            schema, context = await context_for(request)
             return await run(schema, context, request)
         except FareboxError as exc:
             return error_response(exc)
@@ -151,19 +153,25 @@ def endpoint(schema: Schema, context_for: ContextFor) -> Endpoint:
 
 
 def mount(app: FareboxApp, services: Services, tenancy: Tenancy, watch: AnomalyWatch) -> None:
-    """Add ``/admin/graphql`` and ``/v1/graphql`` to ``app`` (each with its own schema)."""
+    """Add ``/admin/graphql`` and ``/v1/graphql`` to ``app``. An admin key of any role but
+    ``tenant_admin`` is served the admin schema (read-only: queries only, so every role may
+    read it); a ``tenant_admin`` is served the tenant schema of its own tenant, as a tenant
+    key is on ``/v1/graphql``."""
     require_admin = admin_only(services)
+    every, own = admin_schema(), tenant_schema()
 
-    async def admin_context(request: Request) -> GraphContext:
-        await require_admin(request)
-        return GraphContext(services, tenancy, watch, None)
+    async def admin_context(request: Request) -> tuple[Schema, GraphContext]:
+        actor = await require_admin(request)
+        if actor.tenant_bound:
+            return own, GraphContext(services, tenancy, watch, actor.tenant)
+        return every, GraphContext(services, tenancy, watch, None)
 
-    async def tenant_context(request: Request) -> GraphContext:
+    async def tenant_context(request: Request) -> tuple[Schema, GraphContext]:
         who = await services.principal(Incoming(request.scope, request.receive))
-        return GraphContext(services, tenancy, watch, who.tenant.id)
+        return own, GraphContext(services, tenancy, watch, who.tenant.id)
 
     methods = ["GET", "POST"]
-    admin = endpoint(admin_schema(), admin_context)
-    tenant = endpoint(tenant_schema(), tenant_context)
+    admin = endpoint(admin_context)
+    tenant = endpoint(tenant_context)
     app.router.add_route(ADMIN_PATH, admin, methods=methods, include_in_schema=False)
     app.router.add_route(TENANT_PATH, tenant, methods=methods, include_in_schema=False)
