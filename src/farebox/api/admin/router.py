@@ -162,10 +162,7 @@ def admin_routes(
         AdminRoute("POST", "/anomalies/{incident_id}/resolve", anomaly.resolve, need=OPERATE),
         *report_routes(services, tenancy, billing),
         *revenue_routes(services, tenancy),
-        *admin_key_routes(services, tenancy),
-        AdminRoute("GET", "/audit", AuditRoutes(services).audit, need="owner"),  # issue 14
-        *integration_routes(services, tenancy),
-        *workspace_routes(services),
+        *identity_routes(services, tenancy),
     ]
 
 
@@ -182,6 +179,16 @@ def report_routes(services: Services, tenancy: Tenancy, billing: BillingRoutes) 
         AdminRoute("GET", "/tenants/{tenant_id}/cache", cache.tenant_cache, PLAIN, READ, OWN),
         AdminRoute("DELETE", "/tenants/{tenant_id}/cache", cache.purge_cache, PLAIN, OPERATE, OWN),
         AdminRoute("GET", "/cache", cache.all_caches, need=READ),
+    ]
+
+
+def identity_routes(services: Services, tenancy: Tenancy) -> list[AdminRoute]:
+    """Issue 14's: admin keys, the audit trail, the credential vault, workspaces."""
+    return [
+        *admin_key_routes(services, tenancy),
+        AdminRoute("GET", "/audit", AuditRoutes(services).audit, need="owner"),  # issue 14
+        *integration_routes(services, tenancy),
+        *workspace_routes(services),
     ]
 
 
