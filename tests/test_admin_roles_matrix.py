@@ -297,6 +297,13 @@ DASHBOARD_ROUTES = {
     ("POST", "/dashboard/anomalies/{incident_id}/resolve"), ("GET", "/dashboard/requests"),
     ("GET", "/dashboard/revenue"), ("GET", "/dashboard/data/series"),
     ("GET", "/dashboard/static/{name}"),
+    # issue 14's identity pages: a tenant's workspaces and keys (and their forms), the audit log
+    ("GET", "/dashboard/tenants/{tenant_id}/workspaces"),
+    ("POST", "/dashboard/tenants/{tenant_id}/workspaces"),
+    ("POST", "/dashboard/tenants/{tenant_id}/workspaces/{workspace_id}/delete"),
+    ("POST", "/dashboard/tenants/{tenant_id}/keys"),
+    ("POST", "/dashboard/tenants/{tenant_id}/keys/{key_id}/revoke"),
+    ("GET", "/dashboard/audit"),
 }  # fmt: skip
 # page -> the callers that see it (200); a tenant_admin elsewhere: 404
 PAGES = {
@@ -307,11 +314,25 @@ PAGES = {
     "/dashboard/requests": set(CALLERS) - {"anonymous"},
     f"/dashboard/requests?tenant={B}": set(CALLERS) - {"anonymous"},
     "/dashboard/data/series": set(CALLERS) - {"anonymous"},
+    f"/dashboard/tenants/{A}/workspaces": set(CALLERS) - {"anonymous"},
+    f"/dashboard/tenants/{B}/workspaces": {"owner", "operator", "billing", "viewer"},
+    "/dashboard/audit": {"owner"},
+    "/dashboard/audit?actor=env": {"owner"},
 }
-# form -> (the callers that may post it, the need its API operation has)
+OPERATORS = {"owner", "operator", "tenant_admin"}
+# form -> the callers that may post it (those with the need its API operation has)
 FORMS = {
     f"/dashboard/tenants/{A}/resume": {"owner", "operator"},
     "/dashboard/anomalies/inc_missing/resolve": {"owner", "operator"},
+    # the identity forms need "operate" (as their API operations) and are open to tenant A's
+    # tenant_admin on A only; posted with no fields: 400 (no id), a key made (200), or 404
+    f"/dashboard/tenants/{A}/workspaces": OPERATORS,
+    f"/dashboard/tenants/{A}/workspaces/ws_missing/delete": OPERATORS,
+    f"/dashboard/tenants/{A}/keys": OPERATORS,
+    f"/dashboard/tenants/{A}/keys/key_missing/revoke": OPERATORS,
+    f"/dashboard/tenants/{B}/workspaces": {"owner", "operator"},
+    f"/dashboard/tenants/{B}/workspaces/default/delete": {"owner", "operator"},
+    f"/dashboard/tenants/{B}/keys": {"owner", "operator"},
 }
 
 
@@ -372,7 +393,7 @@ def test_every_dashboard_page_and_form_as_every_role(world: World, caller: str) 
     for path, posting in FORMS.items():
         r = dash(world, "POST", path, cookie, csrf_token=token)
         if caller in posting:
-            assert r.status_code in (303, 404), (caller, path, r.status_code)
+            assert r.status_code in (200, 303, 400, 404, 409), (caller, path, r.status_code)
             assert "Your role cannot" not in r.text and "Not found." not in r.text
         elif caller == "tenant_admin":
             assert r.status_code == 404, (caller, path, r.status_code)

@@ -18,15 +18,20 @@ import urllib.parse
 from fastapi import APIRouter
 
 from farebox.anomaly.watch import AnomalyWatch
+from farebox.api.admin.audit_trail import streamed
 from farebox.api.context import Services
 from farebox.api.dashboard.access import Access
+from farebox.api.dashboard.audit_page import AuditPage
+from farebox.api.dashboard.audited import DashboardAudit
 from farebox.api.dashboard.csrf import CsrfGuard
 from farebox.api.dashboard.data import DashboardData
+from farebox.api.dashboard.identity_pages import IdentityRoutes
 from farebox.api.dashboard.pages import Pages
-from farebox.api.dashboard.routes import DashboardRoutes
+from farebox.api.dashboard.routes import DashboardRoutes, Handler
 from farebox.api.dashboard.routes import router as _router
 from farebox.api.dashboard.sessions import SessionBook
 from farebox.billing.exporter import Exporter
+from farebox.identity.audit import AuditLog
 from farebox.identity.tenancy import Tenancy
 
 
@@ -43,7 +48,23 @@ def router(
         allowed_origins=settings.allowed_origins, proxies=services.proxies,
     )  # fmt: skip
     data = DashboardData(services, tenancy, exporter, watch)
-    return _router(DashboardRoutes(access, data, Pages()))
+    stream = services.on_alert if services.settings.file.audit.webhook else None
+    log = AuditLog(services.store.audit, services.clock, stream and streamed(stream))
+    routes = DashboardRoutes(access, data, Pages(), DashboardAudit(log, services.proxies))
+    return _router(routes, identity_table(IdentityRoutes(routes), AuditPage(routes, log)))
+
+
+def identity_table(identity: IdentityRoutes, audit: AuditPage) -> list[tuple[str, str, Handler]]:
+    """Issue 14's pages: a tenant's workspaces and keys (and their forms), the audit log."""
+    tenant = "/tenants/{tenant_id}"
+    return [
+        ("GET", f"{tenant}/workspaces", identity.page),
+        ("POST", f"{tenant}/workspaces", identity.create_workspace),
+        ("POST", f"{tenant}/workspaces/{{workspace_id}}/delete", identity.delete_workspace),
+        ("POST", f"{tenant}/keys", identity.create_key),
+        ("POST", f"{tenant}/keys/{{key_id}}/revoke", identity.revoke_key),
+        ("GET", "/audit", audit.show),
+    ]
 
 
 def signin_link(base_url: str, key: str) -> str:

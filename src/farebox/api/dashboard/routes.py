@@ -5,7 +5,7 @@ every session) and the static files."""
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from farebox.api.dashboard.access import Access, parse_form, session_actor
+from farebox.api.dashboard.audited import DashboardAudit, note_of
 from farebox.api.dashboard.data import DashboardData
 from farebox.api.dashboard.pages import Pages, secure
 from farebox.api.dashboard.requests_page import request_filters
@@ -60,10 +61,14 @@ def _int(value: str | None, default: int) -> int:
 
 
 class DashboardRoutes:
-    def __init__(self, access: Access, data: DashboardData, pages: Pages) -> None:
+    def __init__(
+        self, access: Access, data: DashboardData, pages: Pages,
+        audit: DashboardAudit | None = None,
+    ) -> None:  # fmt: skip
         self.access = access
         self.data = data
         self.pages = pages
+        self.audit = audit
 
     def page(self, name: str, request: Request, session: Session | None, **ctx: Any) -> Response:
         csrf = self.access.csrf.token(session) if session else ""
@@ -124,19 +129,34 @@ class DashboardRoutes:
             self.access.clear_cookie(request, response)
             return response
 
-        return await self._mutate(request, "owner", run)
+        return await self._mutate(request, "owner", run, target="sessions:all")
 
     # mutations ---------------------------------------------------------------------------
     async def _mutate(
         self, request: Request, need: str | None,
         act: Callable[[Request, Session], Awaitable[Response]], tenant_ok: bool = False,
-        tenant: str | None = None,
+        tenant: str | None = None, target: str = "",
     ) -> Response:  # fmt: skip
         """Signed in with a role that has ``need`` (the matching admin API operation's; on
         ``tenant``, when it names one), same origin and the session's CSRF token, or 403
-        (404 for a tenant_admin outside its tenant); then ``act``."""
+        (404 for a tenant_admin outside its tenant); then ``act``. A mutation (``need`` set)
+        leaves exactly one audit record, whatever its outcome (``audited``)."""
         session = await self.access.session(request)
         form = parse_form(await request.body())
+        note = note_of(request)
+        note.target = target
+        response = await self._judged(request, session, form, need, act, tenant_ok, tenant)
+        if need is not None and self.audit is not None:
+            await self.audit.record(request, session, response.status_code, form)
+        return response
+
+    async def _judged(
+        self, request: Request, session: Session | None, form: dict[str, str],
+        need: str | None, act: Callable[[Request, Session], Awaitable[Response]],
+        tenant_ok: bool, tenant: str | None,
+    ) -> Response:  # fmt: skip
+        note = note_of(request)
+        note.refused = True
         if session is None:
             return self.page("error.html", request, session, status=403,
                              message="Sign in as the admin to do this.")  # fmt: skip
@@ -147,6 +167,7 @@ class DashboardRoutes:
             return self.page("error.html", request, session, status=403,
                              message="This form expired or did not come from the dashboard. "
                              "Reload the page and try again.")  # fmt: skip
+        note.refused = False
         try:
             return await act(request, session)
         except FareboxError as exc:
@@ -159,7 +180,8 @@ class DashboardRoutes:
             await self.data.tenants.resume_tenant(tenant_id)
             return _see("/dashboard#anomalies")
 
-        return await self._mutate(request, "operate", run, False, tenant_id)  # as its API op
+        return await self._mutate(request, "operate", run, False, tenant_id,  # as its API op
+                                  target=f"tenant:{tenant_id}")  # fmt: skip
 
     async def resolve_incident(self, request: Request) -> Response:
         incident_id = request.path_params["incident_id"]
@@ -168,7 +190,7 @@ class DashboardRoutes:
             await self.data.anomaly.resolve(incident_id)
             return _see("/dashboard#anomalies")
 
-        return await self._mutate(request, "operate", run)
+        return await self._mutate(request, "operate", run, target=f"incident:{incident_id}")
 
     # pages -------------------------------------------------------------------------------
     async def home(self, request: Request) -> Response:
@@ -258,7 +280,9 @@ class DashboardRoutes:
         return found if found is not None else secure(Response(b"not found", 404))
 
 
-def router(routes: DashboardRoutes) -> APIRouter:
+def router(routes: DashboardRoutes, extra: Iterable[tuple[str, str, Handler]] = ()) -> APIRouter:
+    """The dashboard's routes: these, and ``extra`` (the identity pages: ``identity_pages``,
+    ``audit_page``)."""
     api = APIRouter(prefix="/dashboard", include_in_schema=False)
     table: list[tuple[str, str, Handler]] = [
         ("GET", "", routes.home),
@@ -273,6 +297,7 @@ def router(routes: DashboardRoutes) -> APIRouter:
         ("GET", "/revenue", routes.revenue),
         ("GET", "/data/series", routes.series),
         ("GET", "/static/{name}", routes.static),
+        *extra,
     ]
     for method, path, endpoint in table:
         api.add_api_route(path, endpoint, methods=[method])
