@@ -1,7 +1,9 @@
 """The dashboard's mutations in the audit trail (``farebox.identity.audit``): each POST that
 changes something (resume a tenant, resolve an incident, revoke every session, create or
 delete a workspace, create or revoke a key) appends exactly one record, whatever its outcome,
-with the session's actor, as the admin API's trail does for ``/admin/v1``.
+with the session's actor, as the admin API's trail does for ``/admin/v1``: ``ok`` (< 400),
+``refused`` (no session, a role without the need, a bad CSRF token or origin, and any 404 a
+``tenant_admin`` gets: the form is then not kept) or ``failed``.
 
 ``DashboardRoutes._mutate`` makes one ``Note`` per request (the target, and what the action
 fills in: the object before and after), and ``DashboardAudit.record`` writes it once the answer
@@ -81,6 +83,8 @@ class DashboardAudit:
     ) -> None:  # fmt: skip
         note = note_of(request)
         actor, role = actor_of(session)
+        if role == "tenant_admin" and status == 404:  # how it is refused outside its tenant
+            note.refused = True
         outcome = "refused" if note.refused else ("ok" if status < 400 else "failed")
         kept = {k: v for k, v in form.items() if k != FIELD}
         change = {

@@ -75,6 +75,17 @@ def metadata_of(text: str) -> dict[str, Any]:
     return found
 
 
+def percent(text: str) -> int | None:
+    """The alert threshold from the form (empty: none); the range is the API model's."""
+    text = text.strip().removesuffix("%").strip()
+    if not text:
+        return None
+    if not text.isdigit() or len(text) > 6:
+        raise InvalidRequest("alert_threshold: a whole percent from 1 to 100.",
+                             param="alert_threshold")  # fmt: skip
+    return int(text)
+
+
 def month_limit(budgets: list[dict[str, Any]]) -> str | None:
     """A workspace's monthly workspace budget in USD, if it has one."""
     for b in budgets:
@@ -161,7 +172,7 @@ class IdentityRoutes:
 
         async def run(request: Request, session: Session) -> Response:
             note = note_of(request)
-            threshold = form.get("alert_threshold", "").strip() or None
+            threshold = percent(form.get("alert_threshold", ""))
             body = checked(KeyCreate, {
                 "name": form.get("name", "").strip() or "default",
                 "workspace": form.get("workspace", "").strip() or "default",
