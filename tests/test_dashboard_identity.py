@@ -17,7 +17,7 @@ import pytest
 
 from farebox.api.dashboard.audit_page import check_chain
 from farebox.identity.audit import AuditLog
-from tests.roles_world import A, B, CALLERS, World, make_world, serial
+from tests.roles_world import CALLERS, A, B, World, make_world, serial
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 WS_ACTION = "POST /dashboard/tenants/{tenant_id}/workspaces"
@@ -161,7 +161,7 @@ def test_a_tenant_admin_sees_and_touches_nothing_of_another_tenant(world: World)
         (f"/dashboard/tenants/{B}/keys", {"name": "x"}),
         (f"/dashboard/tenants/{B}/keys/{b_key}/revoke", {}),
         (f"/dashboard/tenants/{A}/keys/{b_key}/revoke", {}),  # B's key through A's page
-        (f"/dashboard/tenants/nobody/workspaces", {"id": "x"}),
+        ("/dashboard/tenants/nobody/workspaces", {"id": "x"}),
     ]
     for path, form in attempts:
         r, rec = me.post(path, **form)
