@@ -68,6 +68,18 @@ async def check_chain(log: AuditLog, limit: int = VERIFY_MAX) -> ChainCheck:
             return ChainCheck(count, first, walk.seq, start == 0, None)
 
 
+def changed(change: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The top-level fields a change's ``before`` and ``after`` disagree on (a create: every
+    field of ``after``; a refusal or a failure without either: none)."""
+    before, after = change.get("before"), change.get("after")
+    if not isinstance(after, dict):
+        return []
+    if not isinstance(before, dict):
+        return [(k, None, v) for k, v in after.items() if k not in ("object",)]
+    names = sorted(set(before) | set(after))
+    return [(k, before.get(k), after.get(k)) for k in names if before.get(k) != after.get(k)]
+
+
 def audit_filters(params: Mapping[str, str]) -> tuple[AuditQuery, dict[str, str]]:
     filters = {name: params.get(name, "").strip() for name in (*FILTERS, "cursor")}
     for name, value in filters.items():
@@ -106,7 +118,9 @@ class AuditPage:
             chain = await check_chain(self.log)
         except FareboxError as exc:
             return self.base.error(request, session, exc)
-        rows: list[dict[str, Any]] = [record_json(r) for r in records]
+        rows: list[dict[str, Any]] = [
+            {**record_json(r), "changed": changed(r.change)} for r in records
+        ]
         older = {k: v for k, v in filters.items() if v and k != "cursor"}
         more = len(records) == PAGE_SIZE
         if more:
