@@ -103,12 +103,18 @@ def test_the_mutations_come_from_the_document(world: World) -> None:
     assert ("GET", "/admin/v1/audit") in world.operations
 
 
+CREATED_KINDS = {"tenants": "tenant", "keys": "key", "service-keys": "key", "credits": "credit",
+                 "workspaces": "workspace", "admin-keys": "admin_key",
+                 "integrations": "integration"}  # fmt: skip
+
+
 def _expected_target(method: str, path: str, params: dict[str, Any], answer: Any) -> str | None:
-    """The target a record must name, where the test can tell (None: not checked)."""
-    if path in ("/admin/v1/tenants", "/admin/v1/service-keys") or path.endswith("/keys"):
-        ok = isinstance(answer, dict) and "id" in answer and method == "POST"
-        kind = "tenant" if path == "/admin/v1/tenants" else "key"
-        return f"{kind}:{answer['id']}" if ok else None
+    """The target a record must name, where the test can tell (None: not checked): a create
+    names what it made, anything else the path's most specific parameter."""
+    segment = path.rstrip("/").rsplit("/", 1)[-1]
+    if method == "POST" and segment in CREATED_KINDS:
+        ok = isinstance(answer, dict) and isinstance(answer.get("id"), str)
+        return f"{CREATED_KINDS[segment]}:{answer['id']}" if ok else None
     if not params:
         return ""
     last = list(params)[-1]

@@ -40,6 +40,7 @@ from farebox.errors import FareboxError
 from farebox.gateway.call import new_request_id
 from farebox.identity.audit import AuditLog, body_json
 from farebox.identity.tenancy import Tenancy, key_json, tenant_json
+from farebox.identity.workspaces import Workspaces, workspace_json
 
 log = logging.getLogger("farebox.audit")
 PREFIX = "/admin/v1"
@@ -268,7 +269,8 @@ def audited(
     gate: Gate, services: Services, tenancy: Tenancy, operations: Iterable[Operation]
 ) -> AuditedGate:
     """``gate`` with the audit trail of ``operations`` around it, on the store's audit log;
-    ``before`` is read for tenants and keys."""
+    ``before`` is read for tenants, keys and workspaces."""
+    spaces = Workspaces(services.store, services.clock)
 
     async def tenant(params: Mapping[str, str]) -> Any:
         return tenant_json(await tenancy.tenant(params["tenant_id"]))
@@ -276,9 +278,13 @@ def audited(
     async def key(params: Mapping[str, str]) -> Any:
         return key_json(await tenancy.key(params["key_id"]))
 
+    async def workspace(params: Mapping[str, str]) -> Any:
+        return workspace_json(await spaces.get(params["tenant_id"], params["workspace_id"]))
+
     stream = services.on_alert if services.settings.file.audit.webhook else None
     audit = AuditLog(services.store.audit, services.clock, stream and streamed(stream))
-    trail = AuditTrail(audit, operations, {"tenant_id": tenant, "key_id": key}, services.proxies)
+    readers = {"tenant_id": tenant, "key_id": key, "workspace_id": workspace}
+    trail = AuditTrail(audit, operations, readers, services.proxies)
     return AuditedGate(gate, trail)
 
 
