@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from farebox.api.dashboard.audit_page import check_chain
 from farebox.identity.audit import AuditLog
@@ -27,6 +30,12 @@ KEY_ACTION = "POST /dashboard/tenants/{tenant_id}/keys"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     yield from make_world(tmp_path_factory.mktemp("dash-identity"))
+
+
+@pytest.fixture(scope="module")
+def sessions() -> dict[str, Session]:
+    """Signed-in sessions by caller, kept across a property test's examples."""
+    return {}
 
 
 def cookie_of(world: World, caller: str) -> str | None:
@@ -218,8 +227,9 @@ def test_a_form_without_the_token_or_session_is_refused_and_recorded(world: Worl
     assert r.status_code == 400 and "monthly budget" in r.text
     r, rec = me.post(f"/dashboard/tenants/{A}/keys", metadata="[1]")
     assert r.status_code == 400 and "JSON object" in r.text
-    r, rec = me.post(f"/dashboard/tenants/{A}/keys", alert_threshold="101")
-    assert r.status_code == 400 and "alert_threshold" in r.text
+    for bad in ("101", "²", "0", "eighty", "1e2"):
+        r, rec = me.post(f"/dashboard/tenants/{A}/keys", alert_threshold=bad)
+        assert r.status_code == 400 and "alert_threshold" in r.text, bad
 
 
 def test_the_older_dashboard_mutations_are_recorded_once(world: World) -> None:
@@ -261,7 +271,8 @@ def test_the_owner_reads_the_audit_page(world: World) -> None:
     nxt = owner.get("/dashboard/audit?" + older.group(1).replace("&amp;", "&"))
     more = [int(s) for s in re.findall(r'<tr data-seq="(\d+)"', nxt.text)]
     assert more and max(more) < seqs[-1]
-    assert owner.get("/dashboard/audit?cursor=x").status_code == 400
+    for bad in ("x", "²", "-1", "9" * 30):
+        assert owner.get(f"/dashboard/audit?cursor={bad}").status_code == 400, bad
     for caller in ("operator", "billing", "viewer", "tenant_admin"):
         other = Session(world, caller)
         r = other.get("/dashboard/audit")
@@ -296,3 +307,42 @@ def test_signed_out_the_pages_send_to_sign_in(world: World) -> None:
     for path in ("/dashboard/audit", f"/dashboard/tenants/{A}/workspaces"):
         r = dash(world, "GET", path, None)
         assert r.status_code == 303 and r.headers["location"] == "/dashboard/signin", path
+
+
+FIELDS = ("id", "name", "budget_usd", "workspace", "alert_threshold", "metadata", "x")
+TEXT = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["200", "-1", "1e999", "NaN", "0", "²", "٣", "80", "101", "default",
+                     '{"a": 1}', "[1]", "{", '{"n": 1e400}', "a" * 70, "$5", "80%"]),
+)  # fmt: skip
+FORM_PATHS = (
+    f"/dashboard/tenants/{A}/workspaces",
+    f"/dashboard/tenants/{A}/keys",
+    f"/dashboard/tenants/{A}/workspaces/{{x}}/delete",
+    f"/dashboard/tenants/{A}/keys/{{x}}/revoke",
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    caller=st.sampled_from(["operator", "tenant_admin", "viewer"]),
+    path=st.sampled_from(FORM_PATHS),
+    form=st.dictionaries(st.sampled_from(FIELDS), TEXT, max_size=6),
+    query=st.dictionaries(st.sampled_from(["actor", "action", "target", "cursor"]), TEXT),
+)
+def test_any_form_or_filter_is_answered_never_with_a_5xx(
+    world: World, sessions: dict[str, Session], caller: str, path: str, form: dict[str, str],
+    query: dict[str, str],
+) -> None:  # fmt: skip
+    """Random form fields (and path segments) on every identity form, random audit filters:
+    each answer is a redirect, the created key, or a 4xx naming the problem; each form leaves
+    exactly one record."""
+    cookies = sessions.get(caller) or sessions.setdefault(caller, Session(world, caller))
+    segment = urllib.parse.quote(form.get("x", "") or "x", safe="")
+    r, rec = cookies.post(path.replace("{x}", segment), **form)
+    assert r.status_code in (200, 303, 400, 403, 404, 409), (path, form, r.status_code)
+    assert rec["status"] == r.status_code
+    owner = sessions.get("owner") or sessions.setdefault("owner", Session(world, "owner"))
+    page = owner.get("/dashboard/audit?" + urllib.parse.urlencode(query))
+    assert page.status_code in (200, 400), (query, page.status_code)

@@ -86,7 +86,7 @@ def audit_filters(params: Mapping[str, str]) -> tuple[AuditQuery, dict[str, str]
         if len(value) > MAX_FILTER_CHARS:
             raise InvalidRequest(f"The {name} filter is too long.", param=name)
     cursor = filters["cursor"]
-    if cursor and (not cursor.isdigit() or len(cursor) > 18):
+    if cursor and (not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18):
         raise InvalidRequest("cursor must be a record's seq.", param="cursor")
     query = AuditQuery(
         actor=filters["actor"] or None,

@@ -80,7 +80,7 @@ def percent(text: str) -> int | None:
     text = text.strip().removesuffix("%").strip()
     if not text:
         return None
-    if not text.isdigit() or len(text) > 6:
+    if not (text.isascii() and text.isdigit()) or len(text) > 6:
         raise InvalidRequest("alert_threshold: a whole percent from 1 to 100.",
                              param="alert_threshold")  # fmt: skip
     return int(text)
