@@ -3,7 +3,9 @@
 ``routes`` (the paths), ``access`` (sign-in, sessions, CSRF checks), ``sessions`` (signed
 session cookies and their revocation), ``csrf`` (the synchronizer token), ``data`` (the numbers,
 through the admin API's handlers), ``reports`` (chart series and request log), ``pages``
-(Jinja2, static files, security headers). Templates and vendored assets (uPlot, MIT) live in
+(Jinja2, static files, security headers), ``identity_pages`` (a tenant's workspaces and keys,
+and their forms), ``audit_page`` (the owner's audit log) and ``audited`` (every mutation's one
+audit record). Templates and vendored assets (uPlot, MIT) live in
 ``templates/`` and ``static/`` inside the package.
 
 Sessions are HMAC-signed cookies (the app secret; any worker or replica sharing the secret and
