@@ -346,3 +346,13 @@ def test_any_form_or_filter_is_answered_never_with_a_5xx(
     owner = sessions.get("owner") or sessions.setdefault("owner", Session(world, "owner"))
     page = owner.get("/dashboard/audit?" + urllib.parse.urlencode(query))
     assert page.status_code in (200, 400), (query, page.status_code)
+
+
+def test_a_tenant_key_reads_its_usage_but_manages_nothing(world: World) -> None:
+    world.keys["acme-key"] = world.tenant_keys[A]
+    me = Session(world, "acme-key")
+    assert me.get(f"/dashboard/tenants/{A}/workspaces").status_code == 403
+    assert 'id="nav-workspaces"' not in me.get("/dashboard").text
+    r, rec = me.post(f"/dashboard/tenants/{A}/workspaces", id=f"t-{serial()}")
+    assert r.status_code == 403
+    assert (rec["actor"], rec["role"], rec["outcome"]) == (world.key_ids[A], "tenant", "refused")
