@@ -382,7 +382,7 @@ class Authenticator:
             user_fixed=claims.user is not None,
             feature=_attribute(headers, "x-farebox-feature"),
             metadata=_metadata(headers),
-            workspace=ws,
+            workspace=claims.workspace,  # none: the synthetic key's (``default``)
             workspace_record=record,
             client_ip=client_ip,
             cache=cache_ask(headers),
