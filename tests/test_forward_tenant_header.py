@@ -86,13 +86,21 @@ async def test_jwt_claims_are_forwarded_with_non_ascii_percent_encoded(make_gate
                                               "model": "claude-haiku-4-5"}]}}  # fmt: skip
         async with make_gateway(config, clock=clock) as gw:
             await gw.tenant("acme")
-            token = mint(key, clock.now, email="josé@acme.test", team="research\r\nX-Evil: 1")
+            r = await gw.client.post("/admin/v1/tenants/acme/workspaces", json={"id": "research"},
+                                     headers=gw.admin)  # fmt: skip
+            assert r.status_code == 201, r.text
+            evil = "research\r\nX-Evil: 1"  # names no workspace: refused before any upstream
+            token = mint(key, clock.now, email="josé@acme.test", team=evil)
+            r = await gw.client.post(CHAT, json=BODY, headers=headers(token))
+            assert (r.status_code, r.json()["error"]["code"]) == (401, "token_unknown_workspace")
+            assert claude.requests == []
+            token = mint(key, clock.now, email="josé\r\nX-Evil: 1@acme.test", team="research")
             r = await gw.client.post(CHAT, json=BODY, headers=headers(token))
             assert r.status_code == 200, r.text
             sent = claude.last.headers
             assert sent["X-Tenant-ID"] == "acme"
-            assert sent["X-End-User"] == "jos%C3%A9@acme.test"
-            assert sent["X-Workspace"] == "research%0D%0AX-Evil: 1"
+            assert sent["X-End-User"] == "jos%C3%A9%0D%0AX-Evil: 1@acme.test"
+            assert sent["X-Workspace"] == "research"
             assert "X-Evil" not in sent
 
 

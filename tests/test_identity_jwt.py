@@ -145,13 +145,27 @@ async def test_x_api_key_and_a_paused_tenant(make_gateway: Any) -> None:
 
 
 async def test_user_claim_wins_over_the_user_header(make_gateway: Any) -> None:
+    """With ``user_claim`` configured the claim is the only user (review 14 #6): the header and
+    the body's ``user`` are ignored, a token without the claim is refused; without
+    ``user_claim`` the header fills in."""
     async with jwt_gateway(make_gateway) as (gw, _jwks, clock):
         headers = {**bearer(mint(KEYS["rsa"], clock.now)), "X-Farebox-User": "mallory"}
         assert (await gw.client.post(CHAT, json=BODY, headers=headers)).status_code == 200
+        body = {**BODY, "user": "mallory-2"}
+        r = await gw.client.post(CHAT, json=body, headers=bearer(mint(KEYS["rsa"], clock.now)))
+        assert r.status_code == 200, r.text
+        no_user = mint(KEYS["rsa"], clock.now, sub=None)
+        headers = {**bearer(no_user), "X-Farebox-User": "bob"}
+        refused(await gw.client.post(CHAT, json=BODY, headers=headers), "token_missing_claim")
+        assert sorted(e.user for e in await gw.ledger("acme")) == ["alice", "alice"]
+
+
+async def test_without_a_user_claim_the_header_names_the_user(make_gateway: Any) -> None:
+    async with jwt_gateway(make_gateway, user_claim=None) as (gw, _jwks, clock):
         no_user = mint(KEYS["rsa"], clock.now, sub=None)
         headers = {**bearer(no_user), "X-Farebox-User": "bob"}
         assert (await gw.client.post(CHAT, json=BODY, headers=headers)).status_code == 200
-        assert sorted(e.user for e in await gw.ledger("acme")) == ["alice", "bob"]
+        assert [e.user for e in await gw.ledger("acme")] == ["bob"]
 
 
 def _bad_tokens(now: float) -> dict[str, tuple[str, str]]:
@@ -450,6 +464,8 @@ BAD_AUTH = [
     ("no issuer", "  jwt: {jwks_url: 'https://idp.example.test/jwks', audience: y}\n",
      ["auth.jwt.issuer"]),
     ("unknown auth key", "  saml: {}\n", ["auth.saml", "unknown key"]),
+    ("no refetch throttle", JWT_OK + "    jwks_refetch_s: 0\n", ["auth.jwt.jwks_refetch_s"]),
+    ("no jwks max age", JWT_OK + "    jwks_max_age_s: 0\n", ["auth.jwt.jwks_max_age_s"]),
     ("bad base domain", "  subdomain: {base_domain: 'not a domain'}\n",
      ["auth.subdomain.base_domain"]),
     ("missing pem", "  jwt: {public_key_file: /nonexistent/idp.pem, issuer: x, audience: y}\n",

@@ -345,3 +345,17 @@ class InsufficientRole(PermissionDenied):
     that has it); a ``tenant_admin`` outside its tenant is answered 404 instead."""
 
     code = "insufficient_role"
+
+
+class TokenUnknownWorkspace(AuthenticationError):
+    """A valid JWT whose workspace claim names a workspace its tenant does not have (an
+    invented name would otherwise escape that workspace's budgets and limits)."""
+
+    code = "token_unknown_workspace"
+
+
+class JwtScope(PermissionDenied):
+    """A JWT caller (an end user) asked for a tenant-wide view: ``/v1/graphql``, or
+    ``/v1/me/requests`` without a user claim to scope it to."""
+
+    code = "jwt_scope"

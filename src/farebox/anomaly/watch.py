@@ -42,8 +42,10 @@ from farebox.core.anomaly import (
     quiet_limit,
     window_start,
 )
+from farebox.core.keys import JWT_KEY_PREFIX
 from farebox.core.money import format_usd
 from farebox.core.records import LedgerEntry, Tenant
+from farebox.errors import NotFound
 from farebox.notify.formats import summary
 from farebox.stores.base import AccountStore, HasTraffic
 
@@ -256,6 +258,8 @@ class AnomalyWatch:
         for key_id in sorted(loud, key=lambda k: -keys[k].requests):
             verdict = assess(keys[key_id], normal[key_id], p)
             if verdict is not None:
+                if key_id.startswith(JWT_KEY_PREFIX):  # never stored: the tenant's callers
+                    return await self._open(tenant, key_id, key_id, verdict, keys[key_id], p, now)
                 key = await self._store.get_key(key_id)
                 if key is not None and not key.paused:
                     return await self._open(tenant, key_id, key_id, verdict, keys[key_id], p, now)
@@ -273,6 +277,10 @@ class AnomalyWatch:
     ) -> Incident | None:
         learning = tenant.id in self._young
         target = "none" if learning else TARGETS[p.action]
+        # a JWT caller's key (``jwt:<tenant>``) is not stored and cannot be paused: pausing the
+        # tenant is the only way to stop a flood of tokens
+        escalated = target == "key" and busiest.startswith(JWT_KEY_PREFIX)
+        target = "tenant" if escalated else target
         incident_id = f"anom_{uuid.uuid4().hex[:20]}"
         incident = Incident(
             id=incident_id,
@@ -293,22 +301,32 @@ class AnomalyWatch:
                 "requests_per_hour": rate.requests,
                 "spend_usd_per_hour": format_usd(rate.spend),
                 "learning": learning,  # too little history to pause on: alert only
+                "escalated": escalated,  # pause_key on a JWT caller's key: the tenant paused
             },
         )
         if not await self._store.traffic.open_incident(incident, now - p.cooldown_s):
             return None  # another process got there first, or the tenant is in cooldown
+        log.warning("%s", summary(incident))
+        try:
+            await self._pause(incident)
+        finally:
+            self._pager.triggered(incident)  # paged even when the pause failed
+        return incident
+
+    async def _pause(self, incident: Incident) -> None:
+        """Pause what ``incident`` targets; one deleted since the round read it is skipped."""
         reason = (
             f"automatic pause on a traffic anomaly (incident {incident.id}): {summary(incident)}"
         )
-        if target == "tenant":
-            await self._store.update_tenant(tenant.id, {"paused": True, "pause_reason": reason})
-        elif target == "key":
-            await self._store.update_key(
-                incident.target_key, {"paused": True, "pause_reason": reason}
-            )
-        log.warning("%s", summary(incident))
-        self._pager.triggered(incident)
-        return incident
+        paused = {"paused": True, "pause_reason": reason}
+        try:
+            if incident.target == "tenant":
+                await self._store.update_tenant(incident.tenant_id, paused)
+            elif incident.target == "key":
+                await self._store.update_key(incident.target_key, paused)
+        except NotFound:
+            log.warning("incident %s: its %s is gone, nothing paused", incident.id,
+                        incident.target)  # fmt: skip
 
     # resolving --------------------------------------------------------------------------
     async def resumed(self, tenant_id: str, key_id: str | None = None) -> list[Incident]:

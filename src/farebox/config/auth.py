@@ -35,7 +35,8 @@ class AutoCreate(Strict):
 class JwtConfig(Strict):
     """``auth.jwt``. Give exactly one of ``jwks_url`` (fetched through the gateway's one HTTP
     client, cached, re-fetched when an unknown ``kid`` appears at most every
-    ``jwks_refetch_s``) or ``public_key_file`` (a PEM public key read at start-up)."""
+    ``jwks_refetch_s``, and when older than ``jwks_max_age_s``) or ``public_key_file`` (a PEM
+    public key read at start-up)."""
 
     jwks_url: HttpURL | None = None
     public_key_file: str | None = Field(None, min_length=1)
@@ -48,7 +49,10 @@ class JwtConfig(Strict):
     leeway_s: float = Field(0.0, ge=0, le=3600)
     auto_create_tenants: AutoCreate | None = None
     max_token_bytes: int = Field(8192, ge=256, le=65536)
-    jwks_refetch_s: float = Field(30.0, ge=0, le=86400)
+    jwks_refetch_s: float = Field(30.0, ge=1, le=86400)
+    # the key set is re-fetched when older than this, so a key the identity provider removed
+    # stops being trusted (and the tokens it signed with it are verified again)
+    jwks_max_age_s: float = Field(300.0, ge=1, le=86400)
     jwks_timeout_s: float = Field(5.0, gt=0, le=60)
     cache_size: int = Field(4096, ge=0, le=1_000_000)  # verified tokens kept until their exp
 

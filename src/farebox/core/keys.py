@@ -9,6 +9,7 @@ from collections.abc import Callable
 TENANT_PREFIX = "fbx_"
 SERVICE_PREFIX = "fbs_"
 ADMIN_PREFIX = "fba_"
+JWT_KEY_PREFIX = "jwt:"  # a JWT caller's synthetic key id: ``jwt:<tenant>``, never stored
 KEY_BYTES = 32  # 256 bits of randomness
 
 

@@ -3,8 +3,10 @@ invalidates, so a revoked, paused or expired key is refused at once in every wor
 
 With ``auth.jwt`` configured, a bearer that is not a Farebox key (``fbx_``, ``fbs_``, ``fba_``)
 and has a JWT's shape is verified as one (``farebox.identity.jwt``): its tenant claim names the
-tenant, its user claim the end user (the claim wins over ``X-Farebox-User``, which only fills
-in when the token has no user), its workspace claim the workspace. A JWT caller's key is the
+tenant, its user claim the end user (with ``user_claim`` configured, the claim is the only
+user: a token without it is refused, ``X-Farebox-User`` and the body's ``user`` are ignored;
+without it, the header fills in), its workspace claim the workspace (one the tenant does not
+have is refused 401 ``token_unknown_workspace``; none: ``default``). A JWT caller's key is the
 synthetic record ``jwt_key(tenant)`` (id ``jwt:<tenant>``, never stored): its ledger entries
 name that key, and key-scope budgets and limits hold for all of a tenant's JWT callers
 together (per-user ones for each user claim).
@@ -24,8 +26,14 @@ from typing import Any
 import orjson
 
 from farebox.core.cache import ASK_DEFAULT, MAX_NAMESPACE_CHARS, CacheAsk
-from farebox.core.keys import ADMIN_PREFIX, SERVICE_PREFIX, TENANT_PREFIX, hash_key
-from farebox.core.records import ApiKey, Tenant, Workspace
+from farebox.core.keys import (
+    ADMIN_PREFIX,
+    JWT_KEY_PREFIX,
+    SERVICE_PREFIX,
+    TENANT_PREFIX,
+    hash_key,
+)
+from farebox.core.records import DEFAULT_WORKSPACE, ApiKey, Tenant, Workspace
 from farebox.errors import (
     AuthenticationError,
     Conflict,
@@ -35,6 +43,7 @@ from farebox.errors import (
     NotFound,
     TenantHostMismatch,
     TenantPaused,
+    TokenUnknownWorkspace,
     UnknownTenant,
 )
 from farebox.identity.claims import Claims, TokenVerifier, looks_like_jwt
@@ -45,7 +54,6 @@ MAX_ATTR_LEN = 256
 MAX_METADATA_BYTES = 4096
 MAX_TTL_DIGITS = 12  # x-farebox-cache-ttl: seconds, at most the plan's ttl_s in effect
 KEY_PREFIXES = (TENANT_PREFIX, SERVICE_PREFIX, ADMIN_PREFIX)
-JWT_KEY_PREFIX = "jwt:"  # a JWT caller's key id: ``jwt:<tenant>``, never a stored key's
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +69,14 @@ class Principal:
     cache: CacheAsk = ASK_DEFAULT
     # the workspace's record (its budget and rate-limit overrides), loaded with the key
     workspace_record: Workspace | None = None
+    # ``user`` came from a JWT's user claim (``auth.jwt.user_claim``): it is the end user's own
+    # identity, not a header or body field the caller chose
+    user_fixed: bool = False
+
+    @property
+    def from_jwt(self) -> bool:
+        """The caller presented a JWT (its key is the synthetic ``jwt:<tenant>``)."""
+        return self.key.id.startswith(JWT_KEY_PREFIX)
 
     @property
     def workspace_id(self) -> str | None:
@@ -350,16 +366,24 @@ class Authenticator:
         key = jwt_key(tenant.id)
         if tenant.paused:
             self._refuse_paused(tenant, key)
+        ws = claims.workspace or DEFAULT_WORKSPACE
+        record = await self.workspace(tenant.id, ws)
+        if record is None and claims.workspace and self._workspace_store is not None:
+            raise TokenUnknownWorkspace(
+                f"The token names workspace {claims.workspace!r:.80}, which tenant "
+                f"{tenant.id!r} does not have."
+            )
         return Principal(
             tenant=tenant,
             key=key,
+            # a verifier with a user claim configured refuses tokens without one, so a
+            # claimed user is the only user: the header (and the body's ``user``) are ignored
             user=claims.user or _attribute(headers, "x-farebox-user"),
+            user_fixed=claims.user is not None,
             feature=_attribute(headers, "x-farebox-feature"),
             metadata=_metadata(headers),
-            workspace=claims.workspace,
-            workspace_record=(
-                await self.workspace(tenant.id, claims.workspace) if claims.workspace else None
-            ),
+            workspace=claims.workspace,  # none: the synthetic key's (``default``)
+            workspace_record=record,
             client_ip=client_ip,
             cache=cache_ask(headers),
         )

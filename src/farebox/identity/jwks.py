@@ -1,6 +1,9 @@
 """The JWKS cache: the signing keys of ``auth.jwt.jwks_url``, fetched through the gateway's one
 HTTP client, kept in memory, and re-fetched when a token names a ``kid`` not among them (at most
-once per ``jwks_refetch_s``, so a flood of made-up kids costs one fetch per period).
+once per ``jwks_refetch_s``, so a flood of made-up kids costs one fetch per period), and when
+the set is older than ``jwks_max_age_s`` (so a key the identity provider removed stops being
+trusted; ``generation`` counts the changes, and the verifier drops the claims it verified
+under an older set).
 
 A JWKS server that is down, slow, or answers garbage (not JSON, no ``keys``, no usable key)
 changes nothing: the keys already held keep working and the failure is logged. Symmetric
@@ -59,12 +62,16 @@ class JwksCache:
         *,
         refetch_s: float = 30.0,
         timeout_s: float = 5.0,
+        max_age_s: float = 300.0,
     ) -> None:
         self._url = url
         self._http = http
         self._clock = clock
         self._refetch_s = refetch_s
         self._timeout_s = timeout_s
+        self._max_age_s = max_age_s
+        self._fingerprint = b""  # the usable keys of the set held, canonical JSON
+        self.generation = 0  # bumped each time the set held changes
         self._keys: dict[str, SigningKey] = {}
         self._unnamed: list[SigningKey] = []  # keys without a kid
         self._fetched_at: float | None = None  # the last attempt, successful or not
@@ -83,6 +90,18 @@ class JwksCache:
                 await self.refresh()
                 found = self._lookup(kid)
         return found
+
+    async def fresh(self) -> int:
+        """Re-fetch the set when it is older than ``max_age_s`` (one fetch at a time; a
+        failed fetch keeps the keys and waits another period); the set's ``generation``."""
+        last = self._fetched_at
+        if last is not None and self._clock() - last < self._max_age_s:
+            return self.generation
+        async with self._lock:
+            last = self._fetched_at
+            if last is None or self._clock() - last >= self._max_age_s:
+                await self.refresh()
+        return self.generation
 
     def _lookup(self, kid: str | None) -> SigningKey | None:
         if kid is not None:
@@ -111,12 +130,18 @@ class JwksCache:
         if isinstance(parsed, str):
             log.warning("JWKS %s unusable (%s), keeping the cached keys", self._url, parsed)
             return False
-        self._keys, self._unnamed = parsed
+        self._keys, self._unnamed, fingerprint = parsed
+        if fingerprint != self._fingerprint:
+            self._fingerprint = fingerprint
+            self.generation += 1
         return True
 
 
-def _parse(response: HttpResponse) -> tuple[dict[str, SigningKey], list[SigningKey]] | str:
-    """The usable signing keys of a JWKS response, or what is wrong with it."""
+def _parse(
+    response: HttpResponse,
+) -> tuple[dict[str, SigningKey], list[SigningKey], bytes] | str:
+    """The usable signing keys of a JWKS response (by kid, without one, and all of them as
+    canonical JSON), or what is wrong with it."""
     if response.status != 200:
         return f"HTTP {response.status}"
     if len(response.body) > MAX_JWKS_BYTES:
@@ -130,16 +155,20 @@ def _parse(response: HttpResponse) -> tuple[dict[str, SigningKey], list[SigningK
         return "no 'keys' list"
     named: dict[str, SigningKey] = {}
     unnamed: list[SigningKey] = []
+    used: list[Any] = []
     for item in items[:MAX_KEYS]:
         key = _signing_key(item)
         if key is None:
             continue
+        used.append(item)
         kid = item.get("kid")
         if isinstance(kid, str):
             named.setdefault(kid, key)
         else:
             unnamed.append(key)
-    return (named, unnamed) if named or unnamed else "no usable signing key"
+    if not (named or unnamed):
+        return "no usable signing key"
+    return named, unnamed, orjson.dumps(used, option=orjson.OPT_SORT_KEYS)
 
 
 def _signing_key(item: Any) -> SigningKey | None:

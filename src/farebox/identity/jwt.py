@@ -13,10 +13,12 @@ which failed (``farebox.errors``: ``token_*``):
 * the signature verifies with that key, for that algorithm only (``token_invalid_signature``);
 * ``iss`` and ``aud`` are the configured ones; ``exp`` is present and not past, ``nbf`` and
   ``iat`` not in the future, each within ``leeway_s`` of the injected clock;
-* the tenant claim is a tenant id (``token_missing_claim`` when absent).
+* the tenant claim is a tenant id (``token_missing_claim`` when absent), and the user claim,
+  when ``user_claim`` is configured, is present (``token_missing_claim``).
 
 A verified token's claims are kept (a bounded LRU keyed by a digest of the token) until its
-``exp``, so a client repeating its token pays one dict lookup per request.
+``exp`` or until the key set changes (``jwks_max_age_s``), so a client repeating its token
+pays one dict lookup per request, and a key the identity provider removed stops verifying.
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ _EC_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 class KeySource(Protocol):
     async def key(self, kid: str | None) -> SigningKey | None: ...
 
+    async def fresh(self) -> int:
+        """Refresh the keys when they are old; their generation (it changes with them)."""
+        ...
+
 
 class StaticKey:
     """``public_key_file``: one key, whatever ``kid`` a token names."""
@@ -69,6 +75,9 @@ class StaticKey:
 
     async def key(self, kid: str | None) -> SigningKey | None:
         return self._key
+
+    async def fresh(self) -> int:
+        return 0  # read once at start-up: never changes
 
 
 def fits(alg: str, key: SigningKey) -> bool:
@@ -92,10 +101,15 @@ class JwtVerifier:
         self._algorithms = frozenset(cfg.algorithms)
         self._audience = cfg.audience
         self._cache: OrderedDict[bytes, Claims] = OrderedDict()
+        self._generation = 0  # of the key set the cached claims were verified under
 
     async def verify(self, token: str) -> Claims:
         if len(token) > self._cfg.max_token_bytes:
             raise TokenMalformed(f"The token is larger than {self._cfg.max_token_bytes} bytes.")
+        generation = await self._keys.fresh()
+        if generation != self._generation:  # keys came or went: verify every token again
+            self._cache.clear()
+            self._generation = generation
         digest = hashlib.blake2b(token.encode("utf-8", "surrogateescape"), digest_size=16)
         tag = digest.digest()
         hit = self._cache.get(tag)
@@ -156,10 +170,13 @@ class JwtVerifier:
             raise TokenMissingClaim(f"The token has no {cfg.tenant_claim!r} claim (the tenant).")
         if not isinstance(tenant, str) or TENANT_ID.match(tenant) is None:
             raise TokenMalformed(f"The token's {cfg.tenant_claim!r} claim is not a tenant id.")
+        user = _text_claim(payload, cfg.user_claim)
+        if cfg.user_claim is not None and user is None:
+            raise TokenMissingClaim(f"The token has no {cfg.user_claim!r} claim (the user).")
         exp = _instant(payload, "exp")
         return Claims(
             tenant,
-            _text_claim(payload, cfg.user_claim),
+            user,
             _text_claim(payload, cfg.workspace_claim),
             exp if exp is not None else math.inf,
         )
@@ -257,7 +274,7 @@ def build_verifier(
     keys: KeySource
     if cfg.jwks_url is not None:
         keys = JwksCache(cfg.jwks_url, http, clock, refetch_s=cfg.jwks_refetch_s,
-                         timeout_s=cfg.jwks_timeout_s)  # fmt: skip
+                         timeout_s=cfg.jwks_timeout_s, max_age_s=cfg.jwks_max_age_s)  # fmt: skip
     else:
         assert cfg.public_key_file is not None  # the config allows exactly one
         path = Path(cfg.public_key_file)

@@ -27,7 +27,7 @@ from farebox.api.fastpath import FastRoute, Incoming, JSONBody
 from farebox.api.openai import guarded
 from farebox.core.money import format_usd
 from farebox.core.records import LedgerEntry, RequestPage, RequestQuery
-from farebox.errors import InvalidRequest
+from farebox.errors import InvalidRequest, JwtScope
 from farebox.identity.tenancy import TENANT_ID
 from farebox.stores.base import ReportStore
 
@@ -236,11 +236,19 @@ def query_values(raw: bytes) -> dict[str, str]:
 
 
 def me_route(services: Services) -> FastRoute:
-    """``GET /v1/me/requests``: the caller's own tenant's request log (a tenant key)."""
+    """``GET /v1/me/requests``: the caller's own tenant's request log (a tenant key); a JWT
+    caller's own requests only (those of its user claim; a 403 ``jwt_scope`` without one)."""
 
     async def me_requests(request: Incoming, request_id: str) -> JSONBody:
         who = await services.principal(request)
-        values = query_values(request.scope.get("query_string", b""))
+        values: dict[str, Any] = query_values(request.scope.get("query_string", b""))
+        if who.from_jwt:  # an end user: its own requests only, whatever it asks
+            if not who.user_fixed:
+                raise JwtScope(
+                    "A JWT caller sees only its own requests, and this token has no user "
+                    "claim (auth.jwt.user_claim) to scope them to."
+                )
+            values = {**values, "user": who.user}
         body = await tenant_request_log(services.store, who.tenant.id, values)
         return JSONBody(orjson.dumps(body), 200, {"x-farebox-request-id": request_id})
 

@@ -32,7 +32,7 @@ from farebox.api.fastpath import FareboxApp, Incoming
 from farebox.api.graphql import limits
 from farebox.api.graphql.context import GraphContext
 from farebox.api.graphql.schema import Schema, admin_schema, tenant_schema
-from farebox.errors import FareboxError, UnsupportedMediaType
+from farebox.errors import FareboxError, JwtScope, UnsupportedMediaType
 from farebox.identity.tenancy import Tenancy
 
 ADMIN_PATH = "/admin/graphql"
@@ -156,7 +156,7 @@ def mount(app: FareboxApp, services: Services, tenancy: Tenancy, watch: AnomalyW
     """Add ``/admin/graphql`` and ``/v1/graphql`` to ``app``. An admin key of any role but
     ``tenant_admin`` is served the admin schema (read-only: queries only, so every role may
     read it); a ``tenant_admin`` is served the tenant schema of its own tenant, as a tenant
-    key is on ``/v1/graphql``."""
+    key is on ``/v1/graphql`` (a JWT caller, an end user, is refused 403 ``jwt_scope``)."""
     require_admin = admin_only(services)
     every, own = admin_schema(), tenant_schema()
 
@@ -168,6 +168,8 @@ def mount(app: FareboxApp, services: Services, tenancy: Tenancy, watch: AnomalyW
 
     async def tenant_context(request: Request) -> tuple[Schema, GraphContext]:
         who = await services.principal(Incoming(request.scope, request.receive))
+        if who.from_jwt:  # an end user, not the tenant's backend: the schema is tenant-wide
+            raise JwtScope("/v1/graphql serves a tenant-wide view; a JWT caller may not use it.")
         return own, GraphContext(services, tenancy, watch, who.tenant.id)
 
     methods = ["GET", "POST"]
