@@ -50,7 +50,7 @@ async def test_an_openai_upstream_sees_who_is_calling(make_gateway: Any) -> None
             assert r.status_code == 200, r.text
             sent = up.last.headers
             assert (sent["X-Tenant-ID"], sent["X-End-User"]) == ("acme", "alice")
-            assert "X-Workspace" not in sent  # a key of no workspace: nothing to tell
+            assert sent["X-Workspace"] == "default"  # a key made with no workspace: default
             stream = {**BODY, "stream": True}
             r = await gw.client.post(CHAT, json=stream, headers=headers(key))
             assert r.status_code == 200, r.text
@@ -125,7 +125,8 @@ async def test_the_mock_provider_records_what_it_was_told(
         stream = {**BODY, "stream": True}
         assert (await gw.client.post(CHAT, json=stream, headers=headers(key))).is_success
     if configured:
-        assert list(mock.received) == [{"x-tenant-id": "acme", "x-end-user": "bob"},
-                                       {"x-tenant-id": "acme"}]  # fmt: skip
+        ws = {"x-workspace": "default"}  # the key's workspace
+        assert list(mock.received) == [{"x-tenant-id": "acme", "x-end-user": "bob", **ws},
+                                       {"x-tenant-id": "acme", **ws}]  # fmt: skip
     else:
         assert list(mock.received) == []
