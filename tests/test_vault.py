@@ -293,6 +293,26 @@ async def test_the_hot_path_reads_each_owner_once_per_epoch(
     assert "v9" in caplog.text and "sk-" not in caplog.text
 
 
+async def test_owners_are_cached_in_a_bounded_lru_and_unused_platform_keys_never_read() -> None:
+    from farebox.identity.credentials import ProviderKeys
+
+    store = MemoryStore()
+    counted = CountingCredentials(store.credentials)
+    vault = Vault([("v1", K1)])
+    keys = ProviderKeys(counted, store.auth_epoch, vault, {}, max_owners=2)  # type: ignore[arg-type]
+    own = distinctive()
+    await store.credentials.create_credential(vault.seal("acme", "openai", "openai", own, 1))
+    assert await keys.key("acme", "openai") == (own, True)
+    assert await keys.key("beta", "openai") == (None, False)  # no integration named: no read
+    assert counted.owners == ["acme", "beta"]
+    assert await keys.key("acme", "openai") == (own, True)  # cached: acme most recent
+    assert await keys.key("gamma", "openai") == (None, False)  # drops beta, the least recent
+    assert await keys.key("acme", "openai") == (own, True)
+    assert counted.owners == ["acme", "beta", "gamma"]
+    assert await keys.key("beta", "openai") == (None, False)  # read again
+    assert counted.owners == ["acme", "beta", "gamma", "beta"]
+
+
 async def test_the_semantic_caches_hosted_embedder_uses_the_vault_key(tmp_path: Path) -> None:
     pytest.importorskip("numpy")
     from farebox.app import make_embedder
