@@ -492,7 +492,9 @@ def provider_keys(settings: Settings, store: Store, secret: bytes) -> ProviderKe
         try:
             vault.ready()
         except VaultError as exc:
-            names = ", ".join(f"providers.{p}.api_key" for p in sorted(settings.provider_integrations))
+            names = ", ".join(
+                f"providers.{p}.api_key" for p in sorted(settings.provider_integrations)
+            )
             raise ConfigError(f"{settings.source}: {names}: {exc.message}") from None
     return ProviderKeys(store.credentials, store.auth_epoch, vault, settings.provider_integrations)
 

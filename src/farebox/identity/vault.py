@@ -76,7 +76,9 @@ class Vault:
     def __init__(
         self, keks: Sequence[tuple[str, bytes]], derived_from: bytes | None = None
     ) -> None:
-        versions = [version for version, _ in keks] + ([DERIVED] if derived_from is not None else [])
+        versions = [version for version, _ in keks] + (
+            [DERIVED] if derived_from is not None else []
+        )
         if not versions:
             raise VaultError("the credential vault has no key-encryption key")
         for version, key in keks:
