@@ -22,6 +22,7 @@ SCRIPT = textwrap.dedent(
     sys.modules["cryptography"] = None  # a base install: no farebox[identity] extra
     sys.modules["jwt"] = None
     import asyncio, json, httpx
+    import farebox.cli.root, farebox.cli.demo, farebox.cli.serve  # the CLI, farebox demo
     from farebox.app import create_app
     from farebox.config.settings import parse_settings
     from farebox.core.credentials import Credential
