@@ -115,6 +115,9 @@ async def export_shows_it(gw: Any, hook: WebhookFake, entries: list[Any]) -> Non
         revenue_key = event_key(e.tenant_id, e.request_id, "revenue_usd")
         assert held[revenue_key] == render("revenue_usd", e.revenue)
         assert (cost_key in held) is (not e.byok)  # a zero cost is no event
+        # token meters count BYOK traffic too; its events say so, for a sink to filter on
+        tokens = hook.accepted[event_key(e.tenant_id, e.request_id, "input_tokens")]
+        assert tokens["properties"].get("byok") == ("true" if e.byok else None)
 
 
 async def test_a_tenant_admin_path_for_an_unknown_tenant_or_provider_is_a_clear_4xx(

@@ -246,9 +246,11 @@ class CountingCredentials:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.reads = 0
+        self.owners: list[str | None] = []  # whose rows each list read asked for
 
     async def list_credentials(self, owner: str | None = None) -> list[Credential]:
         self.reads += 1
+        self.owners.append(owner)
         return list(await self.inner.list_credentials(owner))
 
     async def get_credential(self, owner: str, name: str) -> Credential | None:
@@ -260,7 +262,7 @@ class CountingCredentials:
         return getattr(self.inner, name)
 
 
-async def test_the_hot_path_reads_the_table_once_per_epoch(
+async def test_the_hot_path_reads_each_owner_once_per_epoch(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from farebox.errors import ProviderCredentialMissing
@@ -275,18 +277,40 @@ async def test_the_hot_path_reads_the_table_once_per_epoch(
     for tenant in ("acme", "beta", "gamma") * 20:
         assert await keys.key(tenant, "openai") == (platform, False)
         assert await keys.key(tenant, "anthropic") == (None, False)  # its own env key
-    assert counted.reads == 1
+    # one read per owner asked for (each tenant's own, the platform's), never the whole table
+    assert sorted(counted.owners, key=str) == ["", "acme", "beta", "gamma"]
     own = distinctive()
     await store.credentials.create_credential(vault.seal("acme", "openai", "openai", own, 2))
-    assert await keys.key("acme", "openai") == (own, True)
+    assert await keys.key("acme", "openai") == (own, True)  # the next request sees it
     assert await keys.key("beta", "openai") == (platform, False)
-    assert counted.reads == 2
+    assert counted.owners[4:] == ["acme", "beta", ""]  # only the owners asked for again
+    assert None not in counted.owners
     # a row that does not open (another KEK): a clear 503, a log line naming it, no secret
     other = Vault([("v9", K2)]).seal("globex", "openai", "openai", distinctive(), 3)
     await store.credentials.create_credential(other)
     with pytest.raises(ProviderCredentialMissing):
         await keys.key("globex", "openai")
     assert "v9" in caplog.text and "sk-" not in caplog.text
+
+
+async def test_owners_are_cached_in_a_bounded_lru_and_unused_platform_keys_never_read() -> None:
+    from farebox.identity.credentials import ProviderKeys
+
+    store = MemoryStore()
+    counted = CountingCredentials(store.credentials)
+    vault = Vault([("v1", K1)])
+    keys = ProviderKeys(counted, store.auth_epoch, vault, {}, max_owners=2)  # type: ignore[arg-type]
+    own = distinctive()
+    await store.credentials.create_credential(vault.seal("acme", "openai", "openai", own, 1))
+    assert await keys.key("acme", "openai") == (own, True)
+    assert await keys.key("beta", "openai") == (None, False)  # no integration named: no read
+    assert counted.owners == ["acme", "beta"]
+    assert await keys.key("acme", "openai") == (own, True)  # cached: acme most recent
+    assert await keys.key("gamma", "openai") == (None, False)  # drops beta, the least recent
+    assert await keys.key("acme", "openai") == (own, True)
+    assert counted.owners == ["acme", "beta", "gamma"]
+    assert await keys.key("beta", "openai") == (None, False)  # read again
+    assert counted.owners == ["acme", "beta", "gamma", "beta"]
 
 
 async def test_the_semantic_caches_hosted_embedder_uses_the_vault_key(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from farebox.core.meters import PlanTerms
 from farebox.core.plans import Plan
 from farebox.core.pricing import Catalog
 from farebox.core.routing import Router
-from farebox.errors import ConfigError
+from farebox.errors import ConfigError, VaultError
 from farebox.gateway.admission import Budgets
 from farebox.gateway.auth import Authenticator
 from farebox.gateway.breakers import Breakers
@@ -485,8 +485,17 @@ def wire(
 
 def provider_keys(settings: Settings, store: Store, secret: bytes) -> ProviderKeys:
     """Issue 14: each attempt's provider key from the vault (``integration:NAME``, or the
-    tenant's own), cached by the store's auth epoch."""
+    tenant's own), cached by the store's auth epoch. The vault is lazy: a base install
+    (no ``farebox[identity]`` extra) starts unless a provider names ``integration:...``."""
     vault = Vault.of(settings.kek, secret)
+    if settings.provider_integrations:
+        try:
+            vault.ready()
+        except VaultError as exc:
+            names = ", ".join(
+                f"providers.{p}.api_key" for p in sorted(settings.provider_integrations)
+            )
+            raise ConfigError(f"{settings.source}: {names}: {exc.message}") from None
     return ProviderKeys(store.credentials, store.auth_epoch, vault, settings.provider_integrations)
 
 

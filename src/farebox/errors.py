@@ -359,3 +359,12 @@ class JwtScope(PermissionDenied):
     ``/v1/me/requests`` without a user claim to scope it to."""
 
     code = "jwt_scope"
+class VaultUnavailable(VaultError):
+    """The credential vault is needed and ``cryptography`` (the ``farebox[identity]`` extra)
+    is not installed: a start-up error when a provider names ``integration:...``, else
+    answered 501 ``vault_unavailable`` by the integrations routes and by a request whose
+    key is in the vault. A base install without the extra starts and serves otherwise."""
+
+    status = 501
+    type = "api_error"
+    code = "vault_unavailable"

@@ -47,6 +47,8 @@ STATUS_TEXT = MappingProxyType(
         409: "It already exists, or it changed meanwhile.",
         413: "The request body is larger than `server.max_body_bytes`.",
         431: "Too many header fields, or too many bytes of them.",
+        501: "The credential vault needs the `farebox[identity]` extra (cryptography), which "
+        "this install lacks: code `vault_unavailable`.",
         503: "A backend this operation needs (the response cache's Redis) did not answer.",
     }
 )
@@ -60,10 +62,15 @@ EXTRA_STATUSES: Mapping[tuple[str, str], tuple[int, ...]] = MappingProxyType(
         ("post", "/admin/v1/tenants/{tenant_id}/budget-increases"): (409,),
         ("patch", "/admin/v1/keys/{key_id}"): (409,),
         ("delete", "/admin/v1/tenants/{tenant_id}/cache"): (503,),
-        # issue 14: the vault (a name taken; a concurrent rotation)
-        ("post", "/admin/v1/integrations"): (409,),
-        ("post", "/admin/v1/integrations/{name}/rotate"): (409,),
-        ("put", "/admin/v1/tenants/{tenant_id}/integrations/{provider}"): (409,),
+        # issue 14: the vault (a name taken; a concurrent rotation; no cryptography installed)
+        ("post", "/admin/v1/integrations"): (409, 501),
+        ("get", "/admin/v1/integrations"): (501,),
+        ("post", "/admin/v1/integrations/rekey"): (501,),
+        ("post", "/admin/v1/integrations/{name}/rotate"): (409, 501),
+        ("delete", "/admin/v1/integrations/{name}"): (501,),
+        ("put", "/admin/v1/tenants/{tenant_id}/integrations/{provider}"): (409, 501),
+        ("get", "/admin/v1/tenants/{tenant_id}/integrations/{provider}"): (501,),
+        ("delete", "/admin/v1/tenants/{tenant_id}/integrations/{provider}"): (501,),
         ("post", "/admin/v1/tenants/{tenant_id}/workspaces"): (409,),
         ("patch", "/admin/v1/tenants/{tenant_id}/workspaces/{workspace_id}"): (409,),
         ("delete", "/admin/v1/tenants/{tenant_id}/workspaces/{workspace_id}"): (409,),

@@ -207,6 +207,8 @@ class Exporter:
             props = {"model": r.model} if r.model else {}
             if r.workspace:  # a free-form property where the sink's format has them
                 props["workspace"] = r.workspace
+            if r.byok:  # on the tenant's own key: a sink pricing token meters can filter it
+                props["byok"] = "true"
             out.append(
                 MeterEvent(
                     key=event_key(r.tenant, r.unit, r.meter),

@@ -92,7 +92,9 @@ def request_charge(entry: LedgerEntry, price: RequestPrice | None) -> int:
 
 def raw_value(entry: LedgerEntry, meter: str, terms: PlanTerms = NO_TERMS) -> int:
     """A meter's value as an integer: tokens, requests, or pico-USD for money meters (and
-    for ``credits_burned``: the revenue the credits stand for)."""
+    for ``credits_burned``: the revenue the credits stand for). A BYOK entry (on the tenant's
+    own key) counts in the token and request meters like any other; its per-request readings
+    carry ``byok`` (the exported event's ``byok: "true"`` property) for a sink to filter on."""
     if meter == "input_tokens":
         return entry.input_tokens
     if meter == "output_tokens":
@@ -143,6 +145,7 @@ class Reading:
     timestamp: int
     model: str | None = None
     workspace: str | None = None  # a request's workspace (issue 14; hourly sums: none)
+    byok: bool = False  # a request on the tenant's own key (issue 14; hourly sums: mixed)
 
 
 def per_request(
@@ -161,7 +164,7 @@ def per_request(
             raw = raw_value(e, meter, plan)
             if raw:
                 out.append(Reading(e.tenant_id, e.request_id, meter, raw, int(e.finished_at),
-                                   e.model_served, e.workspace))  # fmt: skip
+                                   e.model_served, e.workspace, e.byok))  # fmt: skip
     return out
 
 

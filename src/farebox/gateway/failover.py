@@ -53,6 +53,7 @@ class Failover:
         routing, breakers = self._routing, self._breakers
         deadline = time.monotonic() + (call.plan.timeout_s or DEFAULT_DEADLINE_S)
         last: tuple[Target, UpstreamError] | None = None
+        own_only = False  # a BYOK attempt failed: only the tenant's own keys from then on
         for round_ in range(routing.retries + 1):
             tried = False
             for target in targets:
@@ -61,36 +62,64 @@ class Failover:
                         call.trace.skipped(target)
                     continue  # its breaker is open: skipped at no cost
                 tried = True
-                call.target = target
                 try:
-                    if self._keys is not None:
-                        call.api_key, call.byok = await self._keys.key(
-                            call.principal.tenant.id, target.provider
-                        )
-                    if call.trace is None:
-                        result = await attempt(target)
-                    else:
-                        result = await traced(call, target, attempt)
+                    if not await self._keyed(call, target, own_only):
+                        continue  # no key of the tenant's own here: not onto the platform's
+                    result = await self._attempt(call, target, attempt)
                 except UpstreamError as exc:
-                    if breakers is not None:
-                        breakers.record(target, not exc.retryable)
+                    self._outcome(call, target, not exc.retryable)
                     if not exc.retryable:
                         await self._metering.record_failure(call, target, exc)
                         raise
+                    own_only = own_only or call.byok
                     last = (target, exc)
                     continue
                 except BaseException:
                     if breakers is not None:
                         breakers.release(target)
                     raise
-                if breakers is not None:
-                    breakers.record(target, True)
+                self._outcome(call, target, True)
                 return target, result
             delay = backoff(routing, round_, last[1] if last else None)
             if not tried or round_ == routing.retries or time.monotonic() + delay > deadline:
                 break
             await asyncio.sleep(delay)
         raise await self._given_up(call, last)
+
+    async def _keyed(self, call: Call, target: Target, own_only: bool) -> bool:
+        """Set the attempt's target and provider key: the tenant's own for that provider, else
+        the platform's. After a BYOK attempt failed (``own_only``), a deployment where the
+        tenant has no key of its own is skipped (its breaker slot released): the tenant asked
+        for its own key, so its traffic never fails over onto the platform's key and cost."""
+        before, call.target = call.target, target
+        if self._keys is None:
+            return True
+        call.byok = False  # until the tenant's own key is found (a missing platform one: not)
+        key, byok = await self._keys.key(call.principal.tenant.id, target.provider)
+        if own_only and not byok:
+            if self._breakers is not None:
+                self._breakers.release(target)
+            call.target, call.byok = before, True  # the failed BYOK attempt stays the last
+            return False
+        call.api_key, call.byok = key, byok
+        return True
+
+    @staticmethod
+    async def _attempt(call: Call, target: Target, attempt: Callable[[Target], Awaitable[T]]) -> T:
+        if call.trace is None:
+            return await attempt(target)
+        return await traced(call, target, attempt)
+
+    def _outcome(self, call: Call, target: Target, healthy: bool) -> None:
+        """Feed an attempt's outcome to the deployment's breaker, shared by every tenant. An
+        attempt on the tenant's own key (BYOK) only releases its slot: a tenant's exhausted or
+        revoked key must not take the deployment from every other tenant."""
+        if self._breakers is None:
+            return
+        if call.byok:
+            self._breakers.release(target)
+        else:
+            self._breakers.record(target, healthy)
 
     async def _given_up(
         self, call: Call, last: tuple[Target, UpstreamError] | None

@@ -7,7 +7,8 @@ first one current; read by ``farebox.config``) or, when that is unset, is derive
 server secret with HKDF (version ``s1``). The version is stored beside each ciphertext, so
 every configured version opens what it sealed, and ``rekey`` moves every row to the current
 one, a row at a time with a compare-and-set. ``cryptography`` (the ``farebox[identity]``
-extra) is imported only when a vault is made.
+extra) is imported only when a key is first sealed or opened (``Vault.ready``), so a base
+install without the extra builds a vault and never touches it unless it is used.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any, Protocol
 
 from farebox.core.credentials import Credential, last4
-from farebox.errors import VaultError
+from farebox.errors import VaultError, VaultUnavailable
 
 DERIVED = "s1"  # the version of a KEK derived from the server secret
 NONCE_BYTES = 12
@@ -37,13 +39,17 @@ class Rows(Protocol):
     async def replace_credential(self, before: Credential, after: Credential) -> bool: ...
 
 
+NEEDS = (
+    "the credential vault needs the cryptography package, which this install lacks: "
+    "pip install 'farebox[identity]'"
+)
+
+
 def _aesgcm() -> Any:
     try:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    except ImportError:  # pragma: no cover - depends on the installed extras
-        raise VaultError(
-            "the credential vault needs the cryptography package: pip install 'farebox[identity]'"
-        ) from None
+    except ImportError:  # the base install: no farebox[identity] extra
+        raise VaultUnavailable(NEEDS) from None
     return AESGCM
 
 
@@ -52,10 +58,8 @@ def derive_kek(secret: bytes) -> bytes:
     try:
         from cryptography.hazmat.primitives.hashes import SHA256
         from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-    except ImportError:  # pragma: no cover - depends on the installed extras
-        raise VaultError(
-            "the credential vault needs the cryptography package: pip install 'farebox[identity]'"
-        ) from None
+    except ImportError:  # the base install: no farebox[identity] extra
+        raise VaultUnavailable(NEEDS) from None
     return HKDF(algorithm=SHA256(), length=KEK_BYTES, salt=_SALT, info=_INFO).derive(secret)
 
 
@@ -65,25 +69,46 @@ def associated(owner: str, name: str) -> bytes:
 
 
 class Vault:
-    """Seals and opens credentials. ``keks``: (version, 32-byte key) pairs, current first."""
+    """Seals and opens credentials. ``keks``: (version, 32-byte key) pairs, current first;
+    ``derived_from``: a server secret whose HKDF key (version ``s1``) comes last. Nothing
+    cryptographic happens until a key is first sealed or opened (``ready``)."""
 
-    def __init__(self, keks: Sequence[tuple[str, bytes]]) -> None:
-        if not keks:
+    def __init__(
+        self, keks: Sequence[tuple[str, bytes]], derived_from: bytes | None = None
+    ) -> None:
+        versions = [version for version, _ in keks] + (
+            [DERIVED] if derived_from is not None else []
+        )
+        if not versions:
             raise VaultError("the credential vault has no key-encryption key")
-        aesgcm = _aesgcm()
         for version, key in keks:
             if len(key) != KEK_BYTES:
                 raise VaultError(f"FAREBOX_KEK: version {version!r} is not a 32-byte key")
-        self._ciphers = {version: aesgcm(key) for version, key in keks}
-        self.current = keks[0][0]
-        self.versions = tuple(version for version, _ in keks)
+        self._keks = tuple(keks)
+        self._derived_from = derived_from
+        self.current = versions[0]
+        self.versions = tuple(versions)
 
     @classmethod
     def of(cls, keks: Sequence[tuple[str, bytes]], secret: bytes) -> Vault:
         """The configured KEKs (the first current), then the one derived from the server
         ``secret``: current when none is configured, else still read, so that rows sealed
         before ``FAREBOX_KEK`` was set move to it with ``rekey``."""
-        return cls([*keks, (DERIVED, derive_kek(secret))])
+        return cls(keks, derived_from=secret)
+
+    @cached_property
+    def _ciphers(self) -> dict[str, Any]:
+        aesgcm = _aesgcm()  # VaultUnavailable without the farebox[identity] extra
+        keks = list(self._keks)
+        if self._derived_from is not None:
+            keks.append((DERIVED, derive_kek(self._derived_from)))
+        return {version: aesgcm(key) for version, key in keks}
+
+    def ready(self) -> Vault:
+        """This vault, able to seal and open: ``VaultUnavailable`` (naming the
+        ``farebox[identity]`` extra) when ``cryptography`` is not installed."""
+        _ = self._ciphers
+        return self
 
     def seal(self, owner: str, name: str, provider: str, secret: str, now: float) -> Credential:
         """A new credential holding ``secret``, under the current KEK."""

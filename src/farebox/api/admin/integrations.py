@@ -77,9 +77,16 @@ class IntegrationRoutes:
         self.tenancy = tenancy
         settings = services.settings
         self.vault = Vault.of(settings.kek, services.secret)
-        self.integrations = Integrations(
+        self._integrations = Integrations(
             services.store.credentials, self.vault, services.clock, provider_configs(settings)
         )
+
+    @property
+    def integrations(self) -> Integrations:
+        """The service, once the vault can work: without ``cryptography`` (a base install,
+        no ``farebox[identity]`` extra) every route answers 501 ``vault_unavailable``."""
+        self.vault.ready()
+        return self._integrations
 
     async def create(self, body: IntegrationIn) -> IntegrationOut:
         """Store a platform provider key (201); 409 if the name is taken (rotate it)."""
