@@ -13,12 +13,14 @@ import orjson
 from fastapi import Query, Request
 from pydantic import AfterValidator, Field
 
+from farebox.api.admin.caps import Caller, bound, workspace_within_plan
 from farebox.api.admin.params import AdminBody, TenantFilter
 from farebox.api.context import Services
 from farebox.core.records import ApiKey, Tenant, Workspace
-from farebox.errors import InvalidRequest
+from farebox.errors import InvalidRequest, NotFound
 from farebox.gateway.budget_scope import Scope, state_json, validate_budgets
 from farebox.gateway.rate_limits import validate_limits
+from farebox.identity.roles import AdminActor
 from farebox.identity.tenancy import key_json
 from farebox.identity.workspaces import WORKSPACE_ID, Workspaces, workspace_json
 
@@ -115,8 +117,24 @@ class WorkspaceRoutes:
         self.services = services
         self.workspaces = Workspaces(services.store, services.clock)
 
-    async def create_workspace(self, tenant_id: str, body: WorkspaceCreate) -> dict[str, Any]:
+    async def within_plan(
+        self, actor: AdminActor | None, tenant_id: str, workspace_id: str | None,
+        changes: dict[str, Any],
+    ) -> None:  # fmt: skip
+        """A tenant_admin's overrides held to its plan, tenant and the workspace's own."""
+        if not bound(actor):
+            return
+        tenant = await self.services.store.get_tenant(tenant_id)
+        if tenant is None:
+            raise NotFound(f"Tenant {tenant_id!r} not found.", code="tenant_not_found")
+        current = None if workspace_id is None else await self.workspaces.get(tenant_id, workspace_id)
+        workspace_within_plan(self.services, tenant, current, changes)
+
+    async def create_workspace(
+        self, tenant_id: str, body: WorkspaceCreate, actor: Caller = None
+    ) -> dict[str, Any]:
         fields = _validated(body.model_dump())
+        await self.within_plan(actor, tenant_id, None, fields)
         made = await self.workspaces.create(
             tenant_id, body.id, body.name, budgets=fields.get("budgets", ()),
             rate_limits=fields.get("rate_limits", ()), metadata=body.metadata,
@@ -131,11 +149,12 @@ class WorkspaceRoutes:
         return workspace_json(await self.workspaces.get(tenant_id, workspace_id))
 
     async def patch_workspace(
-        self, tenant_id: str, workspace_id: str, body: WorkspacePatch
+        self, tenant_id: str, workspace_id: str, body: WorkspacePatch, actor: Caller = None
     ) -> dict[str, Any]:
         changes = _validated(body.model_dump(exclude_unset=True))
         if not changes:
             raise InvalidRequest("Nothing to change: send name, budgets, rate_limits or metadata.")
+        await self.within_plan(actor, tenant_id, workspace_id, changes)
         return workspace_json(await self.workspaces.update(tenant_id, workspace_id, changes))
 
     async def delete_workspace(self, tenant_id: str, workspace_id: str) -> dict[str, Any]:
