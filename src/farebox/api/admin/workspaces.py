@@ -5,6 +5,8 @@ force with what is used and left (``usage_limits``)."""
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Annotated, Any
@@ -25,7 +27,9 @@ from farebox.identity.tenancy import key_json
 from farebox.identity.workspaces import WORKSPACE_ID, Workspaces, workspace_json
 
 MAX_KEY_METADATA_BYTES = 4096
-MAX_LISTED_KEYS = 1000  # the key listing's usage limits are read for at most this many keys
+MAX_LISTED_KEYS = 1000  # the key listing's largest page (``limit``)
+PAGE = "At most this many keys in the page (1-1000; default 100), oldest first."
+CURSOR = "A page's next_cursor, unchanged: the page after it (null next_cursor: the last page)."
 METADATA_PREFIX = "metadata."
 # a route option: query parameter families the route takes besides its named ones, which the
 # router's ``known_query`` lets through (the key listing's ``metadata.<field>`` filters)
@@ -110,6 +114,22 @@ def matches(key: ApiKey, filters: dict[str, str]) -> bool:
     return True
 
 
+def _after(cursor: str | None) -> tuple[float, str] | None:
+    """The position a ``cursor`` (a page's ``next_cursor``) names: after this key."""
+    if cursor is None:
+        return None
+    when, _, key_id = cursor.partition(":")
+    try:
+        at = float(when)
+    except ValueError:
+        at = math.nan
+    if not key_id or not math.isfinite(at):
+        raise InvalidRequest(
+            "cursor: pass back a page's next_cursor unchanged.", param="cursor"
+        )  # fmt: skip
+    return at, key_id
+
+
 class WorkspaceRoutes:
     """The handlers of ``/tenants/{tenant_id}/workspaces[/{workspace_id}]`` and ``/keys``."""
 
@@ -162,19 +182,29 @@ class WorkspaceRoutes:
         return {**workspace_json(gone), "deleted": True}
 
     async def list_keys(
-        self, request: Request, tenant: TenantFilter = None, workspace: WorkspaceFilter = None
+        self, request: Request, tenant: TenantFilter = None, workspace: WorkspaceFilter = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LISTED_KEYS, description=PAGE)] = 100,
+        cursor: Annotated[str | None, Query(min_length=3, max_length=256,
+                                            description=CURSOR)] = None,  # fmt: skip
     ) -> dict[str, Any]:
-        """Tenant keys, by tenant, workspace and metadata; each with its budgets' states."""
+        """Tenant keys, by tenant, workspace and metadata; each with its budgets' states. One
+        page of at most ``limit`` keys, oldest first; ``next_cursor`` (null on the last page)
+        is the next page's ``cursor``."""
         filters = metadata_filters(request)
+        after = _after(cursor)
         if workspace is not None and tenant is None:
             raise InvalidRequest("workspace filters need a tenant: add tenant=.", param="tenant")
-        keys = [
-            k for k in await self.services.store.list_keys(tenant, "tenant")
-            if (workspace is None or k.workspace_id == workspace) and matches(k, filters)
-        ]  # fmt: skip
-        limits = await self.usage_limits(keys[:MAX_LISTED_KEYS])
-        data = [{**key_json(k), "usage_limits": limits.get(k.id, [])} for k in keys]
-        return {"object": "list", "data": data}
+        keys = sorted(
+            (k for k in await self.services.store.list_keys(tenant, "tenant")
+             if (workspace is None or k.workspace_id == workspace) and matches(k, filters)
+             and (after is None or (k.created_at, k.id) > after)),
+            key=lambda k: (k.created_at, k.id),
+        )  # fmt: skip
+        page, more = keys[:limit], len(keys) > limit
+        limits = await self.usage_limits(page)
+        data = [{**key_json(k), "usage_limits": limits.get(k.id, [])} for k in page]
+        following = f"{page[-1].created_at!r}:{page[-1].id}" if more else None
+        return {"object": "list", "data": data, "next_cursor": following}
 
     async def usage_limits(self, keys: Sequence[ApiKey]) -> dict[str, list[dict[str, Any]]]:
         """Each key's own budgets in force (plan, tenant, workspace and key levels merged),
