@@ -39,7 +39,11 @@ class Admins:
 
     async def seed(self) -> None:
         for role in ("tenant_admin", "operator"):
-            body = {"name": role, "role": role, **({"tenant": "acme"} if role != "operator" else {})}
+            body = {
+                "name": role,
+                "role": role,
+                **({"tenant": "acme"} if role != "operator" else {}),
+            }
             r = await self.call("owner", "POST", "/admin/v1/admin-keys", json=body)
             assert r.status_code == 201, r.text
             self.keys[role] = r.json()["key"]
@@ -71,7 +75,9 @@ async def test_a_workspace_override_cannot_lift_the_plans_rate_limit(make_gatewa
         r = await admins.call("tenant_admin", "PATCH", f"/admin/v1/keys/{key_id}",
                               json={"rate_limits": BIG_LIMIT})  # fmt: skip
         assert refused(r), r.text
-        r = await admins.call("tenant_admin", "POST", WS, json={"id": "big", "rate_limits": BIG_LIMIT})
+        r = await admins.call(
+            "tenant_admin", "POST", WS, json={"id": "big", "rate_limits": BIG_LIMIT}
+        )
         assert refused(r), r.text  # the reviewer's scenario: refused at creation
         r = await admins.call("tenant_admin", "POST", WS, json={"id": "big"})
         assert r.status_code == 201, r.text

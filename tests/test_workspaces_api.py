@@ -333,8 +333,9 @@ async def test_the_key_listing_pages(make_gateway: Any) -> None:
 
         every, pages = await walk(2)
         assert sorted(every) == sorted(made["acme"] + made["globex"]) and pages == 4
-        assert every == [k["id"] for k in (await c.get("/admin/v1/keys", headers=admin)).json()[
-            "data"]]  # fmt: skip (the default page holds them all, in the same order)
+        assert every == [
+            k["id"] for k in (await c.get("/admin/v1/keys", headers=admin)).json()["data"]
+        ]  # fmt: skip (the default page holds them all, in the same order)
         assert (await walk(3, tenant="acme"))[0] == made["acme"]
         reds, _ = await walk(1, tenant="acme", **{"metadata.team": "red"})
         assert reds == [made["acme"][0], made["acme"][3]]  # n = 1 and 5 (acme has 1, 2, 4, 5)

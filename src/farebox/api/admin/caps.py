@@ -14,9 +14,9 @@ from farebox.core.records import ApiKey, Tenant, Workspace
 from farebox.identity.role_caps import (
     budget_ident,
     check_budgets,
-    generic_ident,
     check_limits,
     check_tenant_fields,
+    generic_ident,
 )
 from farebox.identity.roles import AdminActor
 

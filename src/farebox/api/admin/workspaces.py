@@ -6,7 +6,6 @@ force with what is used and left (``usage_limits``)."""
 from __future__ import annotations
 
 import math
-
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Annotated, Any
@@ -147,7 +146,9 @@ class WorkspaceRoutes:
         tenant = await self.services.store.get_tenant(tenant_id)
         if tenant is None:
             raise NotFound(f"Tenant {tenant_id!r} not found.", code="tenant_not_found")
-        current = None if workspace_id is None else await self.workspaces.get(tenant_id, workspace_id)
+        current = (
+            None if workspace_id is None else await self.workspaces.get(tenant_id, workspace_id)
+        )
         workspace_within_plan(self.services, tenant, current, changes)
 
     async def create_workspace(
@@ -182,10 +183,14 @@ class WorkspaceRoutes:
         return {**workspace_json(gone), "deleted": True}
 
     async def list_keys(
-        self, request: Request, tenant: TenantFilter = None, workspace: WorkspaceFilter = None,
+        self,
+        request: Request,
+        tenant: TenantFilter = None,
+        workspace: WorkspaceFilter = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LISTED_KEYS, description=PAGE)] = 100,
-        cursor: Annotated[str | None, Query(min_length=3, max_length=256,
-                                            description=CURSOR)] = None,  # fmt: skip
+        cursor: Annotated[
+            str | None, Query(min_length=3, max_length=256, description=CURSOR)
+        ] = None,  # fmt: skip
     ) -> dict[str, Any]:
         """Tenant keys, by tenant, workspace and metadata; each with its budgets' states. One
         page of at most ``limit`` keys, oldest first; ``next_cursor`` (null on the last page)
