@@ -103,6 +103,25 @@ def test_a_budget_up_to_the_one_in_force_passes(limit: Decimal) -> None:
 PLAIN_PLAN: list[dict[str, object]] = []
 
 
+@given(scope=st.sampled_from(("user", "feature", "key")), name=st.text(min_size=1, max_size=8),
+       limit=money, named_cap=st.none() | money)  # fmt: skip
+def test_a_named_budget_is_capped_by_the_unnamed_one_of_its_counter(
+    scope: str, name: str, limit: Decimal, named_cap: Decimal | None
+) -> None:
+    """A budget named for a user or a feature takes over its scope's generic counter: it may
+    be at most the higher of the unnamed cap and a cap of that very name."""
+    generic = {"scope": scope, "period": "month", "limit_usd": Decimal("5"), "basis": "cost"}
+    plan = [generic]
+    if named_cap is not None:
+        plan.append({**generic, "name": name, "limit_usd": named_cap})
+    proposed = [{**generic, "name": name, "limit_usd": limit}]
+    if limit <= max(Decimal("5"), named_cap if named_cap is not None else Decimal("0")):
+        check_budgets(proposed, plan, [], "budgets")
+    else:
+        with pytest.raises(InsufficientRole):
+            check_budgets(proposed, plan, [], "budgets")
+
+
 @given(rpm=st.integers(0, 2000), window=st.integers(1, 3600))
 def test_a_rate_limit_is_compared_per_window(rpm: int, window: int) -> None:
     proposed = [{"scope": "key", "window_s": window, "requests_per_minute": rpm}]

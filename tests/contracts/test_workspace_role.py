@@ -142,3 +142,47 @@ async def test_usage_grouped_by_workspace(store: Any) -> None:
         ("default", 1, 7), ("team-a", 2, 15), (None, 1, 2)]  # fmt: skip
     every = await store.usage(UsageQuery(None, T0, T0 + 4, "workspace"))
     assert [(r.group, r.cost) for r in every] == [("default", 7), ("team-a", 16)]
+
+
+async def test_delete_if_empty_checks_live_keys_in_the_same_step(store: Any) -> None:
+    """Only live tenant keys of that very workspace keep it; the ids come back in order and
+    nothing is removed; once none is live it goes, once (``default`` never)."""
+    w = store.workspaces
+    await store.create_tenant(tenant("acme"))
+    await store.create_tenant(tenant("globex"))
+    await w.create_workspace(ws("team-a"))
+    now = T0 + 100
+    await store.create_key(key("k-live", "acme", workspace_id="team-a", created_at=T0 + 2))
+    await store.create_key(key("k-old", "acme", workspace_id="team-a", created_at=T0 + 1,
+                               expires_at=now + 50))  # fmt: skip
+    await store.create_key(key("k-expired", "acme", workspace_id="team-a", expires_at=now - 1))
+    await store.create_key(key("k-revoked", "acme", workspace_id="team-a", revoked_at=now - 1))
+    await store.create_key(key("k-beta", "acme", workspace_id="beta"))
+    await store.create_key(key("k-globex", "globex", workspace_id="team-a"))
+    assert await w.delete_workspace_if_empty("acme", "team-a", now) == (
+        False, ["k-old", "k-live"])  # fmt: skip
+    assert await w.get_workspace("acme", "team-a") is not None
+    assert await w.delete_workspace_if_empty("acme", "team-a", now + 60) == (False, ["k-live"])
+    await store.update_key("k-live", {"workspace_id": "beta"})  # moved out
+    results = await asyncio.gather(
+        *(w.delete_workspace_if_empty("acme", "team-a", now + 60) for _ in range(3))
+    )
+    assert sorted(results) == [(False, []), (False, []), (True, [])]
+    assert await w.get_workspace("acme", "team-a") is None
+    assert await w.delete_workspace_if_empty("acme", DEFAULT_WORKSPACE, now) == (False, [])
+    assert await w.delete_workspace_if_empty("acme", "beta", now) == (False, ["k-beta", "k-live"])
+
+
+@pytest.mark.backends(*ALL_IN_ONE)
+async def test_delete_if_empty_bumps_the_auth_epoch_only_when_it_removes(store: Any) -> None:
+    w = store.workspaces
+    await store.create_tenant(tenant("acme"))
+    await w.create_workspace(ws("team-a"))
+    await store.create_key(key("k1", "acme", workspace_id="team-a"))
+    before = await store.auth_epoch()
+    assert (await w.delete_workspace_if_empty("acme", "team-a", T0 + 10))[0] is False
+    assert await store.auth_epoch() == before
+    await store.update_key("k1", {"revoked_at": T0 + 5})
+    before = await store.auth_epoch()
+    assert await w.delete_workspace_if_empty("acme", "team-a", T0 + 10) == (True, [])
+    assert await store.auth_epoch() > before

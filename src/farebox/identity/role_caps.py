@@ -8,7 +8,9 @@
   ``limit_usd`` (or a feature budget's ``weight``) at most that, on the same ``basis``; a
   rate limit's requests and tokens per window at most that rate, and ``concurrent`` at most
   that; a limit may not be removed (left null) where one is in force. A new ident (one
-  neither the plan nor the tenant has) only narrows: any value. A budget may not carry a
+  neither the plan nor the tenant has) only narrows: any value. A named budget (a user's, a
+  feature's) takes over the counter of its scope's unnamed one (``core.budgets.holds``), so it
+  is capped by that one too. A budget may not carry a
   temporary increase (``increase_usd``, ``increase_until``) nor a ``rollover_cap_usd``,
   unless it is the very object already in force, and never scope ``global``.
 
@@ -38,6 +40,11 @@ def same(item: Item, others: Sequence[Item]) -> bool:
 
 def budget_ident(item: Item) -> tuple[Any, ...]:
     return (item.get("scope", "tenant"), item.get("period", "month"), item.get("name"))
+
+
+def generic_ident(ident: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The unnamed ident of a budget's scope and period: the counter a named one takes over."""
+    return (*ident[:2], None)
 
 
 def limit_ident(item: Item) -> tuple[Any, ...]:
@@ -89,7 +96,10 @@ def check_budgets(
             raise _refuse("a global budget is the platform's.", where)
         if any(item.get(name) is not None for name in RAISES):
             raise _refuse("a temporary increase or a rollover is an operator's.", where)
-        allowed = caps.get(budget_ident(item), ())
+        ident = budget_ident(item)
+        allowed = [*caps.get(ident, ())]
+        if ident[2] is not None:  # a named budget replaces the generic one of its counter
+            allowed += caps.get(generic_ident(ident), ())
         if allowed and not any(_within_budget(item, cap) for cap in allowed):
             raise _refuse(
                 "a budget's limit_usd (or weight) may be at most the plan's or the one in "

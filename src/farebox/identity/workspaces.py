@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from farebox.core.records import DEFAULT_WORKSPACE, ApiKey, Workspace
@@ -107,25 +107,38 @@ class Workspaces:
         check_overrides(changes)
         return await self._store.workspaces.update_workspace(tenant_id, workspace_id, changes)
 
-    async def live_keys(self, tenant_id: str, workspace_id: str) -> list[ApiKey]:
-        """The workspace's keys that are not revoked (expired ones no longer count)."""
-        now = self._clock()
-        keys = await self._store.list_keys(tenant_id, "tenant")
-        return [k for k in keys if k.workspace_id == workspace_id and k.usable_at(now)]
-
     async def delete(self, tenant_id: str, workspace_id: str) -> Workspace:
+        """Remove it unless a key of it is live: the check and the removal are one store
+        transaction (``delete_workspace_if_empty``), so no key made into it or moved there
+        meanwhile is left in a removed workspace."""
         found = await self.get(tenant_id, workspace_id)
         if workspace_id == DEFAULT_WORKSPACE:
             raise Conflict("The default workspace cannot be deleted.", code="workspace_is_default")
-        live = await self.live_keys(tenant_id, workspace_id)
+        gone, live = await self._store.workspaces.delete_workspace_if_empty(
+            tenant_id, workspace_id, self._clock()
+        )
         if live:
             raise Conflict(
                 f"Workspace {workspace_id!r} still has {len(live)} live key(s) "
-                f"({', '.join(k.id for k in live[:5])}): revoke them first.",
+                f"({', '.join(live[:5])}): revoke them first.",
                 code="workspace_has_keys",
             )
-        await self._store.workspaces.delete_workspace(tenant_id, workspace_id)
+        if not gone:  # removed meanwhile by another call
+            raise NotFound(
+                f"Workspace {workspace_id!r} of tenant {tenant_id!r} not found.",
+                code="workspace_not_found",
+            )
         return found
+
+    async def still_there(self, key: ApiKey, undo: Callable[[], Awaitable[object]]) -> None:
+        """After ``key`` was made into or moved to its workspace, which was looked up before:
+        when that workspace was removed meanwhile (``delete`` saw no live key of it yet),
+        ``undo`` (revoke the key, move it back) and answer the workspace's 404."""
+        if key.tenant_id is None or key.workspace_id == DEFAULT_WORKSPACE:
+            return
+        if await self._store.workspaces.get_workspace(key.tenant_id, key.workspace_id) is None:
+            await undo()
+            await self.get(key.tenant_id, key.workspace_id)  # raises its 404
 
 
 def workspace_json(workspace: Workspace) -> dict[str, Any]:

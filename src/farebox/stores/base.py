@@ -558,7 +558,11 @@ class WorkspaceStore(Protocol):
 
     async def delete_workspace(self, tenant_id: str, workspace_id: str) -> bool:
         """Remove a stored workspace (never ``default``): True when one was removed."""
-        ...
+
+    async def delete_workspace_if_empty(self, tenant_id: str, workspace_id: str,
+                                        now: float) -> tuple[bool, list[str]]:  # fmt: skip
+        """As ``delete_workspace`` unless a tenant key of it is live at ``now``, checked in the
+        same transaction: ``(removed, ids of its live keys)``, nothing removed when any."""
 
 
 class HasWorkspaces(Protocol):

@@ -51,6 +51,14 @@ def changed(current: Workspace | None, tenant_id: str, workspace_id: str,
     return dataclasses.replace(current, **changes)
 
 
+# a workspace's live tenant keys (``ApiKey.usable_at``); ``{t}`` the table, ``{p}`` a parameter
+LIVE_KEYS = (
+    "SELECT id FROM {t} WHERE tenant_id = {p1} AND workspace_id = {p2} AND kind = 'tenant' "
+    "AND (revoked_at IS NULL OR revoked_at > {p3}) AND (expires_at IS NULL OR expires_at > {p3}) "
+    "ORDER BY created_at, id"
+)
+
+
 def values(w: Workspace) -> list[Any]:
     return [getattr(w, c) for c in COLS]
 
@@ -86,3 +94,11 @@ class WorkspacesThatBump:
         if gone:
             await self._bump()
         return gone
+
+    async def delete_workspace_if_empty(
+        self, tenant_id: str, workspace_id: str, now: float
+    ) -> tuple[bool, list[str]]:
+        gone, live = await self._inner.delete_workspace_if_empty(tenant_id, workspace_id, now)
+        if gone:
+            await self._bump()
+        return bool(gone), list(live)

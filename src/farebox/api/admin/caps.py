@@ -10,12 +10,13 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from farebox.api.context import Services
-from farebox.core.records import ApiKey, Tenant
+from farebox.core.records import ApiKey, Tenant, Workspace
 from farebox.identity.role_caps import (
     budget_ident,
     check_budgets,
     check_limits,
     check_tenant_fields,
+    generic_ident,
 )
 from farebox.identity.roles import AdminActor
 
@@ -35,9 +36,13 @@ def bound(actor: AdminActor | None) -> bool:
 
 
 def _plan_budgets(services: Services, tenant: Tenant, proposed: list[dict[str, Any]]) -> list[Any]:
+    """The plan's budgets of the proposed idents, and for a named one the plan's unnamed one
+    of its scope and period too (a named budget replaces that counter's generic one)."""
     bare = replace(tenant, budgets=[])  # the plan's own, without the tenant's overrides
     plan = services.gateway.plan_name(tenant)
-    found = (services.budgets.base_budget(bare, plan, *budget_ident(b)) for b in proposed)
+    idents = {budget_ident(b) for b in proposed}
+    idents |= {generic_ident(i) for i in idents}
+    found = (services.budgets.base_budget(bare, plan, *ident) for ident in sorted(idents, key=str))
     return [b for b in found if b is not None]
 
 
@@ -65,3 +70,20 @@ def key_within_plan(
     if "rate_limits" in changes:
         planned_limits = [*services.gateway.limits(plan), *tenant.rate_limits]
         check_limits(changes["rate_limits"], planned_limits, key.rate_limits, "rate_limits")
+
+
+def workspace_within_plan(
+    services: Services, tenant: Tenant, current: Workspace | None, changes: dict[str, Any]
+) -> None:
+    """Refuse a tenant_admin's workspace overrides beyond its plan's, its tenant's and the
+    workspace's own in force (``current``; None for a new one): a workspace's key, user and
+    feature budgets and key, user and ip rate limits replace the plan's of the same ident."""
+    plan = services.gateway.plan_name(tenant)
+    if "budgets" in changes:
+        planned = [*_plan_budgets(services, tenant, changes["budgets"]), *tenant.budgets]
+        own = current.budgets if current is not None else []
+        check_budgets(changes["budgets"], planned, own, "budgets")
+    if "rate_limits" in changes:
+        planned_limits = [*services.gateway.limits(plan), *tenant.rate_limits]
+        own_limits = current.rate_limits if current is not None else []
+        check_limits(changes["rate_limits"], planned_limits, own_limits, "rate_limits")

@@ -45,6 +45,7 @@ class KeyRoutes:
         self.services = services
         self.tenancy = tenancy
         self.watch = watch
+        self.workspaces = Workspaces(services.store, services.clock)
 
     def expiry(self, body: KeyCreate) -> float | None:
         if body.expires_in_s is not None:
@@ -66,7 +67,7 @@ class KeyRoutes:
         if body.workspace is not None:  # move the key to another workspace of its tenant
             if key.tenant_id is None:
                 raise InvalidRequest("A service key has no workspace.", param="workspace")
-            await Workspaces(self.services.store).get(key.tenant_id, body.workspace)
+            await self.workspaces.get(key.tenant_id, body.workspace)
             changes["workspace_id"] = body.workspace
         if not changes:
             raise InvalidRequest(
@@ -76,15 +77,22 @@ class KeyRoutes:
         if bound(actor):
             tenant = await self.tenancy.tenant(key.tenant_id or "")
             key_within_plan(self.services, tenant, key, changes)
-        return key_json(await self.services.store.update_key(key_id, changes))
+        updated = await self.services.store.update_key(key_id, changes)
+        if "workspace_id" in changes:  # moved: unless the workspace was removed meanwhile
+            back = {"workspace_id": key.workspace_id}
+            await self.workspaces.still_there(
+                updated, lambda: self.services.store.update_key(key_id, back)
+            )
+        return key_json(updated)
 
     async def create_key(self, tenant_id: str, body: KeyCreate | None = None) -> dict[str, Any]:
         body = body or KeyCreate()
-        await Workspaces(self.services.store).get(tenant_id, body.workspace)  # 404 unless it is
+        await self.workspaces.get(tenant_id, body.workspace)  # 404 unless it is
         key, raw = await self.tenancy.create_key(
             tenant_id, body.name, expires_at=self.expiry(body), workspace=body.workspace,
             metadata=body.metadata, alert_threshold=body.alert_threshold,
         )  # fmt: skip
+        await self.workspaces.still_there(key, lambda: self.tenancy.revoke_key(key.id))
         return {**key_json(key), "key": raw}
 
     async def list_keys(self, tenant_id: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ force with what is used and left (``usage_limits``)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Annotated, Any
@@ -13,17 +14,21 @@ import orjson
 from fastapi import Query, Request
 from pydantic import AfterValidator, Field
 
+from farebox.api.admin.caps import Caller, bound, workspace_within_plan
 from farebox.api.admin.params import AdminBody, TenantFilter
 from farebox.api.context import Services
 from farebox.core.records import ApiKey, Tenant, Workspace
-from farebox.errors import InvalidRequest
+from farebox.errors import InvalidRequest, NotFound
 from farebox.gateway.budget_scope import Scope, state_json, validate_budgets
 from farebox.gateway.rate_limits import validate_limits
+from farebox.identity.roles import AdminActor
 from farebox.identity.tenancy import key_json
 from farebox.identity.workspaces import WORKSPACE_ID, Workspaces, workspace_json
 
 MAX_KEY_METADATA_BYTES = 4096
-MAX_LISTED_KEYS = 1000  # the key listing's usage limits are read for at most this many keys
+MAX_LISTED_KEYS = 1000  # the key listing's largest page (``limit``)
+PAGE = "At most this many keys in the page (1-1000; default 100), oldest first."
+CURSOR = "A page's next_cursor, unchanged: the page after it (null next_cursor: the last page)."
 METADATA_PREFIX = "metadata."
 # a route option: query parameter families the route takes besides its named ones, which the
 # router's ``known_query`` lets through (the key listing's ``metadata.<field>`` filters)
@@ -108,6 +113,22 @@ def matches(key: ApiKey, filters: dict[str, str]) -> bool:
     return True
 
 
+def _after(cursor: str | None) -> tuple[float, str] | None:
+    """The position a ``cursor`` (a page's ``next_cursor``) names: after this key."""
+    if cursor is None:
+        return None
+    when, _, key_id = cursor.partition(":")
+    try:
+        at = float(when)
+    except ValueError:
+        at = math.nan
+    if not key_id or not math.isfinite(at):
+        raise InvalidRequest(
+            "cursor: pass back a page's next_cursor unchanged.", param="cursor"
+        )  # fmt: skip
+    return at, key_id
+
+
 class WorkspaceRoutes:
     """The handlers of ``/tenants/{tenant_id}/workspaces[/{workspace_id}]`` and ``/keys``."""
 
@@ -115,8 +136,26 @@ class WorkspaceRoutes:
         self.services = services
         self.workspaces = Workspaces(services.store, services.clock)
 
-    async def create_workspace(self, tenant_id: str, body: WorkspaceCreate) -> dict[str, Any]:
+    async def within_plan(
+        self, actor: AdminActor | None, tenant_id: str, workspace_id: str | None,
+        changes: dict[str, Any],
+    ) -> None:  # fmt: skip
+        """A tenant_admin's overrides held to its plan, tenant and the workspace's own."""
+        if not bound(actor):
+            return
+        tenant = await self.services.store.get_tenant(tenant_id)
+        if tenant is None:
+            raise NotFound(f"Tenant {tenant_id!r} not found.", code="tenant_not_found")
+        current = (
+            None if workspace_id is None else await self.workspaces.get(tenant_id, workspace_id)
+        )
+        workspace_within_plan(self.services, tenant, current, changes)
+
+    async def create_workspace(
+        self, tenant_id: str, body: WorkspaceCreate, actor: Caller = None
+    ) -> dict[str, Any]:
         fields = _validated(body.model_dump())
+        await self.within_plan(actor, tenant_id, None, fields)
         made = await self.workspaces.create(
             tenant_id, body.id, body.name, budgets=fields.get("budgets", ()),
             rate_limits=fields.get("rate_limits", ()), metadata=body.metadata,
@@ -131,11 +170,12 @@ class WorkspaceRoutes:
         return workspace_json(await self.workspaces.get(tenant_id, workspace_id))
 
     async def patch_workspace(
-        self, tenant_id: str, workspace_id: str, body: WorkspacePatch
+        self, tenant_id: str, workspace_id: str, body: WorkspacePatch, actor: Caller = None
     ) -> dict[str, Any]:
         changes = _validated(body.model_dump(exclude_unset=True))
         if not changes:
             raise InvalidRequest("Nothing to change: send name, budgets, rate_limits or metadata.")
+        await self.within_plan(actor, tenant_id, workspace_id, changes)
         return workspace_json(await self.workspaces.update(tenant_id, workspace_id, changes))
 
     async def delete_workspace(self, tenant_id: str, workspace_id: str) -> dict[str, Any]:
@@ -143,19 +183,33 @@ class WorkspaceRoutes:
         return {**workspace_json(gone), "deleted": True}
 
     async def list_keys(
-        self, request: Request, tenant: TenantFilter = None, workspace: WorkspaceFilter = None
+        self,
+        request: Request,
+        tenant: TenantFilter = None,
+        workspace: WorkspaceFilter = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LISTED_KEYS, description=PAGE)] = 100,
+        cursor: Annotated[
+            str | None, Query(min_length=3, max_length=256, description=CURSOR)
+        ] = None,  # fmt: skip
     ) -> dict[str, Any]:
-        """Tenant keys, by tenant, workspace and metadata; each with its budgets' states."""
+        """Tenant keys, by tenant, workspace and metadata; each with its budgets' states. One
+        page of at most ``limit`` keys, oldest first; ``next_cursor`` (null on the last page)
+        is the next page's ``cursor``."""
         filters = metadata_filters(request)
+        after = _after(cursor)
         if workspace is not None and tenant is None:
             raise InvalidRequest("workspace filters need a tenant: add tenant=.", param="tenant")
-        keys = [
-            k for k in await self.services.store.list_keys(tenant, "tenant")
-            if (workspace is None or k.workspace_id == workspace) and matches(k, filters)
-        ]  # fmt: skip
-        limits = await self.usage_limits(keys[:MAX_LISTED_KEYS])
-        data = [{**key_json(k), "usage_limits": limits.get(k.id, [])} for k in keys]
-        return {"object": "list", "data": data}
+        keys = sorted(
+            (k for k in await self.services.store.list_keys(tenant, "tenant")
+             if (workspace is None or k.workspace_id == workspace) and matches(k, filters)
+             and (after is None or (k.created_at, k.id) > after)),
+            key=lambda k: (k.created_at, k.id),
+        )  # fmt: skip
+        page, more = keys[:limit], len(keys) > limit
+        limits = await self.usage_limits(page)
+        data = [{**key_json(k), "usage_limits": limits.get(k.id, [])} for k in page]
+        following = f"{page[-1].created_at!r}:{page[-1].id}" if more else None
+        return {"object": "list", "data": data, "next_cursor": following}
 
     async def usage_limits(self, keys: Sequence[ApiKey]) -> dict[str, list[dict[str, Any]]]:
         """Each key's own budgets in force (plan, tenant, workspace and key levels merged),

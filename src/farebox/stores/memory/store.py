@@ -60,7 +60,7 @@ class MemoryStore(MemoryReports):
         self.inbox = MemoryInbox()
         self.upsell = MemoryUpsell(self.credits.every_grant)
         self.audit = MemoryAudit()  # the audit log (issue 14)
-        self.workspaces = MemoryWorkspaces(self._bump)
+        self.workspaces = MemoryWorkspaces(self._bump, lambda: list(self._keys.values()))
 
     def _bump(self) -> None:
         self._epoch += 1

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from farebox.core.records import DEFAULT_WORKSPACE, Workspace
+from farebox.core.records import DEFAULT_WORKSPACE, ApiKey, Workspace
 from farebox.errors import Conflict
 from farebox.stores.workspace_rows import changed, implicit_default, with_default
 
 
 class MemoryWorkspaces:
-    def __init__(self, bump: Callable[[], None]) -> None:
+    def __init__(
+        self, bump: Callable[[], None], keys: Callable[[], Iterable[ApiKey]] = tuple
+    ) -> None:
         self._rows: dict[tuple[str, str], Workspace] = {}
         self._bump = bump  # the auth epoch
+        self._keys = keys  # the store's keys, as they are now
 
     async def create_workspace(self, workspace: Workspace) -> None:
         slot = (workspace.tenant_id, workspace.id)
@@ -47,3 +50,16 @@ class MemoryWorkspaces:
         if gone:
             self._bump()
         return gone
+
+    async def delete_workspace_if_empty(
+        self, tenant_id: str, workspace_id: str, now: float
+    ) -> tuple[bool, list[str]]:
+        live = sorted(
+            (k for k in self._keys() if k.tenant_id == tenant_id and k.kind == "tenant"
+             and k.workspace_id == workspace_id and k.usable_at(now)),
+            key=lambda k: (k.created_at, k.id),
+        )  # fmt: skip
+        # no await from the check to the removal: one step of the event loop
+        if live:
+            return False, [k.id for k in live]
+        return await self.delete_workspace(tenant_id, workspace_id), []

@@ -11,7 +11,14 @@ import asyncpg
 
 from farebox.core.records import DEFAULT_WORKSPACE, Workspace
 from farebox.errors import Conflict
-from farebox.stores.workspace_rows import COLS, changed, implicit_default, values, with_default
+from farebox.stores.workspace_rows import (
+    COLS,
+    LIVE_KEYS,
+    changed,
+    implicit_default,
+    values,
+    with_default,
+)
 
 
 class PostgresWorkspaces:
@@ -30,6 +37,10 @@ class PostgresWorkspaces:
         self._one = self._select + " AND id = $2"
         self._lock = self._one + " FOR UPDATE"
         self._delete = f"DELETE FROM {table} WHERE tenant_id = $1 AND id = $2"
+        # SHARE: waits for key writes in flight to commit and holds new ones off until the
+        # removal commits, so the check below sees every key made into or moved to it
+        self._hold_keys = f"LOCK TABLE {schema}.api_keys IN SHARE MODE"
+        self._live = LIVE_KEYS.format(t=f"{schema}.api_keys", p1="$1", p2="$2", p3="$3")
 
     async def create_workspace(self, workspace: Workspace) -> None:
         if workspace.id == DEFAULT_WORKSPACE:
@@ -68,3 +79,16 @@ class PostgresWorkspaces:
         async with self._pool().acquire() as conn:
             status = await conn.execute(self._delete, tenant_id, workspace_id)
         return bool(status.endswith(" 1"))
+
+    async def delete_workspace_if_empty(
+        self, tenant_id: str, workspace_id: str, now: float
+    ) -> tuple[bool, list[str]]:
+        if workspace_id == DEFAULT_WORKSPACE:
+            return False, []
+        async with self._pool().acquire() as conn, conn.transaction():
+            await conn.execute(self._hold_keys)
+            live = [r["id"] for r in await conn.fetch(self._live, tenant_id, workspace_id, now)]
+            if live:
+                return False, live
+            status = await conn.execute(self._delete, tenant_id, workspace_id)
+        return bool(status.endswith(" 1")), []

@@ -16,6 +16,7 @@ from farebox.stores.sqlite.conn import Runner
 from farebox.stores.workspace_rows import (
     COLS,
     JSON_COLS,
+    LIVE_KEYS,
     changed,
     implicit_default,
     values,
@@ -30,6 +31,8 @@ _UPSERT = (
     "budgets = excluded.budgets, rate_limits = excluded.rate_limits, metadata = excluded.metadata"
 )
 _INSERT = f"INSERT INTO workspaces({','.join(COLS)}) VALUES ({','.join('?' * len(COLS))})"
+_LIVE = LIVE_KEYS.format(t="api_keys", p1="?", p2="?", p3="?")
+_DELETE = "DELETE FROM workspaces WHERE tenant_id = ? AND id = ?"
 _JSON_AT = tuple(COLS.index(c) for c in JSON_COLS)
 
 
@@ -109,3 +112,20 @@ class SQLiteWorkspaces:
         if epoch is not None:
             self._publish(epoch)
         return epoch is not None
+
+    async def delete_workspace_if_empty(
+        self, tenant_id: str, workspace_id: str, now: float
+    ) -> tuple[bool, list[str]]:
+        if workspace_id == DEFAULT_WORKSPACE:
+            return False, []
+
+        def write(db: sqlite3.Connection) -> tuple[int | None, list[str]]:
+            live = [r[0] for r in db.execute(_LIVE, (tenant_id, workspace_id, now, now))]
+            if live or db.execute(_DELETE, (tenant_id, workspace_id)).rowcount != 1:
+                return None, live
+            return self._bump(db), []
+
+        epoch, live = await self._write(write)  # one write transaction: check and removal
+        if epoch is not None:
+            self._publish(epoch)
+        return epoch is not None, live
