@@ -11,6 +11,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from farebox.identity.audit import verify
 from farebox.stores.sqlite.store import SQLiteStore
 from tests.outage import dsn, fresh_databases, redis_url, require_services
@@ -89,12 +92,13 @@ async def test_anonymous_refusals_fold_per_ip_and_operation(
         now[0] += 10  # the windows have passed: the next refusal writes what they counted
         await refused(gw, "POST", "/tenants", "10.0.0.1")
         records = (await gw.store.audit.scan(0, 100))[start + 4 :]
-        folded = [(r.ip, r.action, r.change["count"], r.change.get("since")) for r in records]
+        folded = [(r.ip, r.action, r.target, r.change["count"], r.change.get("since"))
+                  for r in records]  # fmt: skip
         assert folded == [
-            ("10.0.0.1", "POST /tenants", 2, now[0] - 10),
-            ("10.0.0.1", "DELETE /keys/{key_id}", 1, now[0] - 10),
-            ("10.0.0.1", "DELETE *", 1, now[0] - 10),  # paths no operation serves: one
-            ("10.0.0.1", "POST /tenants", 1, None),  # a new window
+            ("10.0.0.1", "POST /tenants", "", 2, now[0] - 10),
+            ("10.0.0.1", "DELETE /keys/{key_id}", "key:b", 1, now[0] - 10),
+            ("10.0.0.1", "DELETE *", "", 1, now[0] - 10),  # paths no operation serves: one
+            ("10.0.0.1", "POST /tenants", "", 1, None),  # a new window
         ]
         await refused(gw, "POST", "/tenants", "10.0.0.1")  # counted: written at the stop
     store = SQLiteStore(tmp_path / "farebox.db")
@@ -159,3 +163,48 @@ async def test_a_nul_in_the_path_leaves_a_record_on_postgresql(make_gateway: Any
             ]
             assert records[0]["request_id"] == r.headers["x-farebox-request-id"]
             assert (await gw.app.gate.trail.audit.verify())[1] is None
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["1.1.1.1", "2.2.2.2", ""]),
+            st.sampled_from(["A", "B"]),
+            st.floats(0, 12, allow_nan=False),
+        ),  # fmt: skip
+        max_size=40,
+    ),
+    st.sampled_from([0.0, 1.0, 10.0]),
+)
+async def test_folding_loses_and_doubles_no_refusal(
+    events: list[tuple[str, str, float]], window: float
+) -> None:
+    """Any sequence of refusals: once flushed, each (IP, operation)'s counts sum to its
+    attempts, the chain holds, and no pair has more than one record of a first attempt in
+    any window."""
+    from farebox.api.admin.audit_refusals import Refusals
+    from farebox.core.audit import AuditEntry
+    from farebox.identity.audit import AuditLog
+    from farebox.stores.memory.store import MemoryStore
+
+    store, now = MemoryStore(), [0.0]
+    refusals = Refusals(AuditLog(store.audit, lambda: now[0]), lambda: now[0], window)
+    for n, (ip, op, wait) in enumerate(events):
+        now[0] += wait
+        entry = AuditEntry("anonymous", "", op, "", {"before": None}, ip, f"req_{n}",
+                           "refused", 401)  # fmt: skip
+        await refusals.record(entry, (ip, op))
+    await refusals.flush()
+    records = await store.audit.scan(0, 1000)
+    assert verify(records) is None and refusals.pending() == 0
+    sums: Counter[tuple[str, str]] = Counter()
+    for r in records:
+        sums[(r.ip, r.action)] += r.change["count"]
+    assert sums == Counter((ip, op) for ip, op, _ in events)
+    firsts: dict[tuple[str, str], list[float]] = {}
+    for r in records:
+        if "since" not in r.change:
+            firsts.setdefault((r.ip, r.action), []).append(r.at)
+    for times in firsts.values():
+        assert all(b - a >= window for a, b in zip(times, times[1:], strict=False))

@@ -1,15 +1,17 @@
-"""Refused attempts without a valid admin key, folded: at most one audit record per client IP
-and operation per window, each carrying the ``count`` of attempts it stands for.
+"""Refused attempts without a valid admin key, folded: per client IP and operation, a record of
+the first attempt of a window and one of the count of the rest (``count``: how many attempts a
+record stands for).
 
 A 401 costs its caller nothing to send, and each record is a globally serialized append: so
 the first anonymous refusal of a (client IP, operation) pair is recorded at once (``count: 1``)
 and opens a window of ``audit.refusal_window_s`` seconds; the refusals of that pair inside the
 window are only counted in memory. When the window has passed (checked on the next refusal of
 any pair), or when the process stops, one record is written for the ones counted, with their
-``count``, the window's start (``since``) and the last one's request id. So the sum of
-``count`` over a pair's records is the number of its refused attempts: every refused attempt
-is in the log, as a record or in a record's count. A path that no operation serves is one
-operation per method (``POST *``), so that varying the path does not open new windows.
+``count``, the window's start (``since``), the last one's request id, and their target if they
+all named one. So the sum of ``count`` over a pair's records is the number of its refused
+attempts: every refused attempt is in the log, as a record or in a record's count. A path that
+no operation serves is one operation per method (``POST *``), so that varying the path does not
+open new windows.
 
 The windows are per process (each worker folds its own), and at most ``MAX_WINDOWS`` are
 open: past that, the oldest is closed (its count written) to make room.
@@ -36,6 +38,7 @@ class Window:
     first: AuditEntry  # the record that opened it (its actor, action, target, ip, status)
     folded: int = 0  # refusals counted since, not yet written
     last_request_id: str = ""
+    target: str = ""  # theirs, when they all named one; else empty
 
 
 def counted(entry: AuditEntry, count: int, **more: object) -> AuditEntry:
@@ -64,6 +67,8 @@ class Refusals:
         await self._close(lambda w: w.opened + self.window_s <= now)
         window = self.windows.get(pair)
         if window is not None:
+            same = window.folded == 0 or window.target == entry.target
+            window.target = entry.target if same else ""
             window.folded += 1
             window.last_request_id = entry.request_id
             return
@@ -89,7 +94,8 @@ class Refusals:
     async def _write(self, window: Window) -> None:
         if not window.folded:
             return
-        entry = replace(window.first, action=window.pair[1], request_id=window.last_request_id,
+        entry = replace(window.first, action=window.pair[1], target=window.target,
+                        request_id=window.last_request_id,
                         change={"before": None, "after": None, "request": None})  # fmt: skip
         try:
             await self.audit.record(counted(entry, window.folded, since=window.opened))
