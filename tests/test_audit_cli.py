@@ -130,3 +130,24 @@ def test_two_processes_on_one_sqlite_file_make_one_chain(cfg: str, tmp_path: Pat
     assert seqs == list(range(1, 85)) and {"p0", "p1"} <= actors
     verified = run("audit", "verify", "--config", cfg)
     assert verified.exit_code == 0 and "chain intact: 84 records" in verified.output
+
+
+def test_a_local_mutation_failing_outside_the_error_tree_is_recorded(
+    cfg: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database (or OS) error is not a ``FareboxError``: the attempt is recorded all the
+    same, ``failed`` with status 500."""
+    from farebox.identity.tenancy import Tenancy
+
+    async def broken(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(Tenancy, "create_tenant", broken)
+    failed = CliRunner().invoke(main, ["tenants", "create", "acme", "--config", cfg])
+    assert failed.exit_code != 0 and isinstance(failed.exception, sqlite3.OperationalError)
+    listed = run("audit", "list", "--json", "--config", cfg)
+    assert listed.exit_code == 0, listed.output
+    records = json.loads(listed.output)["data"]
+    got = [(r["actor"], r["action"], r["target"], r["outcome"], r["status"]) for r in records]
+    assert got == [(f"cli:{getpass.getuser()}", "POST /tenants", "tenant:acme", "failed", 500)]
+    assert records[0]["change"]["after"] is None

@@ -57,3 +57,23 @@ async def test_pages_filter_and_move_by_cursor(store: Any) -> None:
     assert [r.seq for r in await audit.query(window)] == [3, 2]
     assert await audit.query(AuditQuery(actor="nobody")) == []
     assert not hasattr(audit, "delete") and not hasattr(audit, "update")
+
+
+async def test_control_characters_never_make_a_record_unstorable(store: Any) -> None:
+    """A NUL (PostgreSQL's TEXT refuses it) or any other control character in a field taken
+    from the request is stored escaped as ``\\uXXXX``; the chain still verifies, and the
+    escaped value is what a filter finds."""
+    log = AuditLog(store.audit, lambda: T0)
+    raw = AuditEntry("anon\x00ymous", "\x1b[31m", "DELETE /keys/\x00abc", "key:\x00abc\x7f\x85",
+                     {"before": None, "after": {"path": "/\x00"}, "request": None},
+                     "10.0.0.1\x00", "req_\n1", "refused", 401)  # fmt: skip
+    stored = await log.record(raw)
+    assert (stored.actor, stored.role, stored.target) == (
+        "anon\\u0000ymous", "\\u001b[31m", "key:\\u0000abc\\u007f\\u0085")  # fmt: skip
+    assert (stored.action, stored.ip, stored.request_id) == (
+        "DELETE /keys/\\u0000abc", "10.0.0.1\\u0000", "req_\\u000a1")  # fmt: skip
+    assert stored.change["after"] == {"path": "/\x00"}  # JSON: escaped by the encoding itself
+    assert await store.audit.scan(0, 10) == [stored]
+    found = await store.audit.query(AuditQuery(target="key:\\u0000abc\\u007f\\u0085"))
+    assert found == [stored]
+    assert await log.verify() == (1, None)

@@ -25,7 +25,7 @@ from farebox.anomaly.watch import AnomalyWatch
 from farebox.api import anthropic, completions, counting, dashboard, me, metrics, openai, responses
 from farebox.api.admin import router as admin
 from farebox.api.admin.access import actor_check, admin_refusal
-from farebox.api.admin.audit_trail import audited
+from farebox.api.admin.audit_trail import AuditedGate, audited
 from farebox.api.admin.errors import method_not_allowed, validation_failure
 from farebox.api.billing_webhooks import router as billing_webhooks
 from farebox.api.context import Services
@@ -184,6 +184,9 @@ def lifespan(
             # (every stop and close below tolerates a part that never started)
             stack.push_async_callback(stop, wiring)
             await start(wiring, announce)
+            gate = getattr(app, "gate", None)
+            if isinstance(gate, AuditedGate):  # before the store closes: folded refusals
+                stack.push_async_callback(gate.flush)
             yield
 
     return run

@@ -62,7 +62,8 @@ def run_local(
 ) -> T:
     """Run ``work(tenancy)`` in an in-process app on the local database (``local_settings``).
     ``audit``: the work is a mutation; what its audit record says, given its result (None:
-    it failed), recorded with the OS user as the actor (``cli:<user>``)."""
+    it failed), recorded with the OS user as the actor (``cli:<user>``) however the work
+    ends: an error of the tree with its status, any other (a database or OS error) as 500."""
     from farebox.app import create_app
 
     app = create_app(_quiet(settings), announce=lambda message: click.echo(message, err=True))
@@ -71,13 +72,16 @@ def run_local(
         async with app.router.lifespan_context(app):
             if audit is None:
                 return await work(app.state.tenancy)
+            status, result = 500, None  # what the record says unless the work ends otherwise
             try:
                 result = await work(app.state.tenancy)
+                status = 200
+                return result
             except FareboxError as exc:
-                await _record(app, audit(None), exc.status)
+                status = exc.status
                 raise
-            await _record(app, audit(result), 200)
-            return result
+            finally:  # one record, whatever happened
+                await _record(app, audit(result if status < 400 else None), status)
 
     return _complete(run())
 

@@ -10,12 +10,18 @@ Masking happens before a change is hashed and stored: a field named like a secre
 ``_secret``, ``_token``, ``_password``) and any string that starts with a Farebox key prefix
 (``fbx_``, ``fbs_``, ``fba_``; longer than a listing's display prefix) keeps only ``***`` and
 its last 4 characters (nothing of a value shorter than 12).
+
+The record's own text fields (actor, role, action, target, ip, request id, outcome) come
+partly from the request (a path, a header): a control character in them (U+0000, which
+PostgreSQL's ``TEXT`` refuses, and any other C0/C1 one) is written as ``\\uXXXX`` before the
+record is sealed, so that no request can make its own record unstorable (``plain``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,6 +39,13 @@ KEY_PREFIXES = (TENANT_PREFIX, SERVICE_PREFIX, ADMIN_PREFIX)
 DISPLAY_PREFIX = 10  # a listing's non-secret key prefix (core.keys.display_prefix)
 MAX_INT = 2**63 - 1
 PAGE = 1000  # records per page when a whole chain is read
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # what plain() escapes
+
+
+def plain(text: str) -> str:
+    """``text`` with each control character written as ``\\uXXXX`` (a NUL would make the row
+    unstorable in PostgreSQL; the others would garble a terminal reading the log)."""
+    return CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def secret_name(name: str) -> bool:
@@ -100,9 +113,10 @@ def chain_hash(record: AuditRecord) -> str:
 
 def seal(entry: AuditEntry, seq: int, prev_hash: str, at: float) -> AuditRecord:
     """``entry`` as record ``seq`` of the chain, after the record whose hash is ``prev_hash``."""
-    draft = AuditRecord(seq, at, entry.actor, entry.role, entry.action, entry.target,
-                        mask(dict(entry.change)), entry.ip, entry.request_id, entry.outcome,
-                        entry.status, prev_hash, "")  # fmt: skip
+    draft = AuditRecord(seq, at, plain(entry.actor), plain(entry.role), plain(entry.action),
+                        plain(entry.target), mask(dict(entry.change)), plain(entry.ip),
+                        plain(entry.request_id), plain(entry.outcome), entry.status, prev_hash,
+                        "")  # fmt: skip
     return AuditRecord(**{**asdict(draft), "change": draft.change, "hash": chain_hash(draft)})
 
 

@@ -43,6 +43,7 @@ from farebox.identity.tenancy import TENANT_ID
 
 POLICY = "x-farebox-access"  # each admin operation's need and tenant_ok, in its OpenAPI entry
 NO_KEY = "This endpoint needs the admin key."
+BEFORE = "farebox.audit_before"  # the audit trail's reader of ``before``: called once allowed
 
 
 async def resolve_actor(services: Services, raw_key: str) -> AdminActor:
@@ -153,6 +154,9 @@ def access(services: Services, need: str, tenant_ok: bool) -> Callable[[Request]
     async def check(request: Request) -> None:
         actor = await actor_of(services, request)
         await authorize(services, actor, need, tenant_ok, request)
+        read_before = request.scope.get(BEFORE)  # the audit trail's (audit_trail.py)
+        if read_before is not None:
+            await read_before()
 
     return check
 

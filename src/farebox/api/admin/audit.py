@@ -13,7 +13,7 @@ from farebox.api.admin.params import parse_time
 from farebox.api.context import Services
 from farebox.core.audit import AuditQuery
 from farebox.errors import InvalidRequest
-from farebox.identity.audit import AuditLog, record_json
+from farebox.identity.audit import AuditLog, plain, record_json
 
 LIMIT_MAX = 1000
 Text = Annotated[str | None, Query(min_length=1, max_length=256)]
@@ -50,6 +50,8 @@ class AuditRoutes:
         """The audit log, newest first (``order=asc``: oldest first), one page of at most
         ``limit`` records; ``next_cursor`` (null on the last page) is the next page's
         ``cursor``. ``from``/``to`` bound the record's time as ``[from, to)``."""
+        # the fields as records store them: control characters escaped (``plain``)
+        actor, action, target = (v if v is None else plain(v) for v in (actor, action, target))
         query = AuditQuery(actor, action, target, _time(start, "from"), _time(end, "to"),
                            limit, cursor, descending=order == "desc")  # fmt: skip
         page = await self.log.page(query)

@@ -19,6 +19,13 @@ parameter; ``after``: the answer; ``request``: the body, not kept for a refused 
 client IP, the request id (a new one, which the answer carries in ``X-Farebox-Request-ID``), and
 the status. The answer's last bytes are held until the record is
 stored, so whoever sees the answer can read the record.
+
+``before`` is read only once the caller is known and allowed: the operation's access check
+(``api.admin.access``) calls the reader the trail leaves in the scope (``BEFORE``), after the
+role has been judged and before the handler runs; an anonymous or refused caller causes no
+read. Refusals without a valid admin key are folded per client IP and operation
+(``audit_refusals``: a record per window, with a ``count``). ``/admin/graphql`` has a trail
+of its own (``label``: its records' action names the endpoint), which records its refusals.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from typing import Any, Protocol
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from farebox.api.admin.access import BEFORE
+from farebox.api.admin.audit_refusals import Refusals
 from farebox.api.client_ip import TrustedProxies, request_client_ip
 from farebox.api.context import Services
 from farebox.api.gate import Gate
@@ -44,6 +53,7 @@ from farebox.identity.workspaces import Workspaces, workspace_json
 
 log = logging.getLogger("farebox.audit")
 PREFIX = "/admin/v1"
+GRAPHQL = "/admin/graphql"  # api.graphql.endpoint.ADMIN_PATH: queries only
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 REFUSED = frozenset({401, 403})
 BODY_LIMIT = 65_536  # bytes of a body kept (as masked JSON); a larger one is noted, not kept
@@ -66,6 +76,16 @@ class Operation(Protocol):
     def options(self) -> Mapping[str, Any]: ...
     @property
     def read_only(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Query:
+    """An operation that changes nothing: recorded only when refused."""
+
+    method: str
+    path: str = "/"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    read_only: bool = True
 
 
 @dataclass(frozen=True)
@@ -145,8 +165,13 @@ class AuditTrail:
 
     def __init__(self, audit: AuditLog, operations: Iterable[Operation],
                  readers: Mapping[str, Reader], proxies: TrustedProxies,
-                 prefix: str = PREFIX) -> None:  # fmt: skip
+                 prefix: str = PREFIX, refusals: Refusals | None = None,
+                 label: str | None = None) -> None:  # fmt: skip
+        """``refusals``: where anonymous refusals are folded (None: each is recorded);
+        ``label``: the path an action names instead of the one under ``prefix``."""
         self.prefix = prefix  # the operations' paths are under it
+        self.refusals = refusals
+        self.label = label
         self.audit = audit
         self.matchers = matchers(operations)
         self.readers = readers
@@ -166,8 +191,12 @@ class AuditTrail:
     async def serve(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
         """Serve the admin request ``scope`` with ``app`` (the gate), recorded as it must be."""
         x = self.exchange(scope)
-        if self.mutating(x) and _has_key(scope):
-            x.before = await self.read_before(x)
+        if self.mutating(x):
+
+            async def read_before() -> None:  # called by the access check, once allowed
+                x.before = await self.read_before(x)
+
+            scope[BEFORE] = read_before
 
         async def receive_kept() -> Message:
             message = await receive()
@@ -232,37 +261,48 @@ class AuditTrail:
         request = None if refused else body_json(bytes(x.request), BODY_LIMIT)
         after = body_json(bytes(x.response), BODY_LIMIT)
         change = {"before": None if refused else x.before, "after": after, "request": request}
-        action = f"{x.method} {x.op.template if x.op else x.path[:200]}"
+        where = x.op.template if x.op else x.path[:200]
+        if self.label is not None:
+            where = self.label + where.rstrip("/")
+        action = f"{x.method} {where}"
         ip = str(request_client_ip(self.proxies, scope) or "")
         entry = AuditEntry(actor, role, action, target_of(x, after, request), change, ip,
                            x.request_id, outcome, status)  # fmt: skip
         try:
-            await self.audit.record(entry)
+            if refused and actor == "anonymous" and self.refusals is not None:
+                pair = (ip, action if x.op or self.label else f"{x.method} *")
+                await self.refusals.record(entry, pair)
+            else:
+                await self.audit.record(entry)
         except Exception:  # the change is made: say loudly that its record is not
             log.exception("audit record not stored: %s %s", action, x.request_id)
 
 
-def _has_key(scope: Scope) -> bool:
-    return any(k == b"authorization" for k, _ in scope.get("headers") or ())
-
-
 class AuditedGate(Gate):
-    """The admin gate with the audit trail around it (for ``/admin/v1`` paths)."""
+    """The admin gate with audit trails around it: the first trail that covers a path
+    serves it (``trail``: the admin API's, for ``/admin/v1``)."""
 
-    def __init__(self, inner: Gate, trail: AuditTrail) -> None:
+    def __init__(self, inner: Gate, trail: AuditTrail, *more: AuditTrail) -> None:
         super().__init__(inner.limits, inner.key_check, inner.protected)
         self.inner = inner
         self.trail = trail
+        self.trails = (trail, *more)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
-        if not self.trail.covers(scope["path"]):
+        trail = next((t for t in self.trails if t.covers(scope["path"])), None)
+        if trail is None:
             await self.inner(scope, receive, send, app)
             return
 
         async def gated(scope: Scope, receive: Receive, send: Send) -> None:
             await self.inner(scope, receive, send, app)
 
-        await self.trail.serve(scope, receive, send, gated)
+        await trail.serve(scope, receive, send, gated)
+
+    async def flush(self) -> None:
+        """Write the counts of the refusals still folded (the app stops)."""
+        for refusals in {id(t.refusals): t.refusals for t in self.trails if t.refusals}.values():
+            await refusals.flush()
 
 
 def audited(
@@ -284,8 +324,13 @@ def audited(
     stream = services.on_alert if services.settings.file.audit.webhook else None
     audit = AuditLog(services.store.audit, services.clock, stream and streamed(stream))
     readers = {"tenant_id": tenant, "key_id": key, "workspace_id": workspace}
-    trail = AuditTrail(audit, operations, readers, services.proxies)
-    return AuditedGate(gate, trail)
+    window = services.settings.file.audit.refusal_window_s
+    refusals = Refusals(audit, services.clock, window)
+    trail = AuditTrail(audit, operations, readers, services.proxies, refusals=refusals)
+    # /admin/graphql serves queries only: what it records is its refusals (401s)
+    queries = (Query("GET"), Query("POST"))
+    graph = AuditTrail(audit, queries, {}, services.proxies, GRAPHQL, refusals, label=GRAPHQL)
+    return AuditedGate(gate, trail, graph)
 
 
 def streamed(send: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
