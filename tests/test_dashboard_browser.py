@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,9 @@ import pytest
 from farebox.api.dashboard import signin_link
 from farebox.core.anomaly import Incident
 from farebox.stores.sqlite.store import SQLiteStore
+from tests.browser import DOCS, Watched, chromium, chromium_or_skip, watched_tab
 from tests.e2e import ADMIN_KEY, ServerProcess, admin_headers, db_path, serve, write_config
 
-CHROMIUM = Path("/usr/bin/chromium")
-DOCS = Path(__file__).resolve().parents[1] / "docs"
 TENANTS = {  # id: (name, plan)
     "acme": ("Acme Corp", "pro"),
     "globex": ("Globex Industries", "free"),
@@ -60,18 +58,6 @@ PLANS: dict[str, Any] = {
         "pricing": {"markup": "1.5"},
     },
 }
-
-
-def chromium_or_skip() -> None:
-    if CHROMIUM.exists():
-        return
-    message = (
-        f"{CHROMIUM} is missing: the dashboard's browser tests cannot run "
-        "(apt-get install chromium; .ci/run does it in CI)"
-    )
-    if os.environ.get("FAREBOX_REQUIRE_SERVICES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @dataclass
@@ -163,46 +149,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def browser(site: Site) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@dataclass
-class Watched:
-    """A browser page and every problem it reported."""
-
-    page: Any
-    problems: list[str] = field(default_factory=list)
-
-    def clean(self) -> None:
-        assert self.problems == [], "\n".join(self.problems)
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
 def tab(browser: Any) -> Iterator[Watched]:
-    context = browser.new_context(viewport={"width": 1360, "height": 900})
-    page = context.new_page()
-    watched = Watched(page)
-    problems = watched.problems
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-            if m.type in ("error", "warning") else None)  # fmt: skip
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    # net::ERR_ABORTED is the browser itself cancelling a load (a navigation away while the
-    # favicon still loads); a server that fails answers >= 400 or drops the connection
-    page.on("requestfailed", lambda r: problems.append(f"failed: {r.url} {r.failure}")
-            if "ERR_ABORTED" not in (r.failure or "") else None)  # fmt: skip
-    page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}")
-            if r.status >= 400 else None)  # fmt: skip
-    try:
+    with watched_tab(browser) as watched:
         yield watched
-    finally:
-        context.close()
 
 
 def chart_drawn(tab: Watched) -> None:

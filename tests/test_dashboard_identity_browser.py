@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser import DOCS, Watched, chromium, chromium_or_skip, watched_tab
 from tests.e2e import ADMIN_KEY, ServerProcess, admin_headers, serve, write_config
-from tests.test_dashboard_browser import CHROMIUM, DOCS, Watched, chart_drawn, chromium_or_skip
+from tests.test_dashboard_browser import chart_drawn
 
 PLANS: dict[str, Any] = {
     "pro": {
@@ -65,33 +66,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def browser(site: Site) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
 def tab(browser: Any) -> Iterator[Watched]:
-    context = browser.new_context(viewport={"width": 1360, "height": 900})
-    page = context.new_page()
-    watched = Watched(page)
-    problems = watched.problems
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-            if m.type in ("error", "warning") else None)  # fmt: skip
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.on("requestfailed", lambda r: problems.append(f"failed: {r.url} {r.failure}")
-            if "ERR_ABORTED" not in (r.failure or "") else None)  # fmt: skip
-    page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}")
-            if r.status >= 400 else None)  # fmt: skip
-    try:
+    with watched_tab(browser) as watched:
         yield watched
-    finally:
-        context.close()
 
 
 def sign_in(site: Site, tab: Watched, key: str) -> None:

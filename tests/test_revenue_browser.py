@@ -25,18 +25,10 @@ import pytest
 from farebox.api.dashboard import signin_link
 from farebox.billing.margins import month_window
 from tests import test_dashboard_browser
+from tests.browser import DOCS, Watched, chromium, chromium_or_skip
 from tests.e2e import ADMIN_KEY, admin_headers, serve, write_config
 from tests.html_cells import Page
-from tests.test_dashboard_browser import (
-    CHROMIUM,
-    DOCS,
-    Site,
-    Watched,
-    _traffic,
-    chart_drawn,
-    chromium_or_skip,
-    sign_in_as_admin,
-)
+from tests.test_dashboard_browser import Site, _traffic, chart_drawn, sign_in_as_admin
 
 PLANS: dict[str, Any] = {
     "pro": {"models": ["*"], "pricing": {"markup": "1.3", "monthly_fee_usd": "49"}},
@@ -116,14 +108,8 @@ def revenue_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 @pytest.fixture(scope="module")
 def browser(revenue_site: Site) -> Iterator[Any]:
     chromium_or_skip()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def expected(site: Site) -> dict[str, Any]:
