@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,10 @@ def chromium_or_skip() -> None:
     pytest.skip(message)
 
 
-@contextmanager
-def chromium() -> Iterator[Any]:
-    """Headless Chromium, closed on the way out (a module-scoped ``browser`` fixture's body)."""
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium for a module's tests (import this fixture and ``tab``)."""
+    chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -55,9 +55,9 @@ class Watched:
         assert self.problems == [], "\n".join(self.problems)
 
 
-@contextmanager
-def watched_tab(browser: Any) -> Iterator[Watched]:
-    """A fresh browser context's page, its problems recorded (a ``tab`` fixture's body)."""
+@pytest.fixture
+def tab(browser: Any) -> Iterator[Watched]:
+    """A fresh browser context's page, its problems recorded."""
     context = browser.new_context(viewport={"width": 1360, "height": 900})
     page = context.new_page()
     watched = Watched(page)

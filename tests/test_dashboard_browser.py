@@ -27,8 +27,11 @@ import pytest
 from farebox.api.dashboard import signin_link
 from farebox.core.anomaly import Incident
 from farebox.stores.sqlite.store import SQLiteStore
-from tests.browser import DOCS, Watched, chromium, chromium_or_skip, watched_tab
+from tests import browser as harness
+from tests.browser import DOCS, Watched, chromium_or_skip
 from tests.e2e import ADMIN_KEY, ServerProcess, admin_headers, db_path, serve, write_config
+
+browser, tab = harness.browser, harness.tab  # the harness fixtures: Chromium, a watched tab
 
 TENANTS = {  # id: (name, plan)
     "acme": ("Acme Corp", "pro"),
@@ -145,18 +148,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         with httpx.Client(base_url=server.base_url, headers=admin_headers(), timeout=10.0) as c:
             yield Site(server, keys, c)
         assert not any(k in server.output for k in (*keys.values(), ADMIN_KEY))
-
-
-@pytest.fixture(scope="module")
-def browser(site: Site) -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def tab(browser: Any) -> Iterator[Watched]:
-    with watched_tab(browser) as watched:
-        yield watched
 
 
 def chart_drawn(tab: Watched) -> None:

@@ -17,9 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser import DOCS, Watched, chromium, chromium_or_skip, watched_tab
+from tests import browser as harness
+from tests.browser import DOCS, Watched, chromium_or_skip
 from tests.e2e import ADMIN_KEY, ServerProcess, admin_headers, serve, write_config
 from tests.test_dashboard_browser import chart_drawn
+
+browser, tab = harness.browser, harness.tab  # the harness fixtures: Chromium, a watched tab
 
 PLANS: dict[str, Any] = {
     "pro": {
@@ -62,18 +65,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             admin = r.json()
             yield Site(server, c, admin["key"], admin["id"], made[1]["id"])
         assert admin["key"] not in server.output and ADMIN_KEY not in server.output
-
-
-@pytest.fixture(scope="module")
-def browser(site: Site) -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def tab(browser: Any) -> Iterator[Watched]:
-    with watched_tab(browser) as watched:
-        yield watched
 
 
 def sign_in(site: Site, tab: Watched, key: str) -> None:
