@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
@@ -111,6 +112,7 @@ GRANTS = {
     "viewer": {"read"},
     "tenant_admin": {"read", "operate"},
 }
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 TENANT_QUERY = {"tenant", "tenant_id"}  # the query filters that name a tenant
 _SERIAL = itertools.count()
 
@@ -254,3 +256,28 @@ def make_world(directory: Path) -> Iterator[World]:
     finally:
         loop.run_until_complete(manager.__aexit__(None, None, None))
         loop.close()
+
+
+# the dashboard as a role: a session cookie, a page or form post with it, its CSRF token
+def cookie_of(world: World, caller: str) -> str | None:
+    if caller == "anonymous":
+        return None
+    r = world.run(world.client.post("/dashboard/signin", data={"key": world.keys[caller]},
+                                    headers=FORM))  # fmt: skip
+    assert r.status_code == 303, (caller, r.text)
+    found = re.search(r"farebox_dashboard=([^;]+)", r.headers["set-cookie"])
+    assert found
+    return found.group(1)
+
+
+def dash(world: World, method: str, path: str, cookie: str | None, **form: str) -> Any:
+    world.client.cookies.clear()
+    headers = {**FORM, **({"Cookie": f"farebox_dashboard={cookie}"} if cookie else {})}
+    return world.run(world.client.request(method, path, headers=headers, data=form or None))
+
+
+def csrf_of(world: World, cookie: str) -> str:
+    page = dash(world, "GET", "/dashboard", cookie)
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert found, page.text
+    return found.group(1)

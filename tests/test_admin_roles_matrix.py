@@ -15,7 +15,6 @@ Then every GraphQL root field and every dashboard page and form, per role."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from graphql import Undefined, is_non_null_type
 from farebox.api.graphql.schema import admin_schema, tenant_schema
 from tests.roles_world import (
     CALLERS,
+    FORM,
     MISSING,
     ROUTES,
     A,
@@ -32,6 +32,9 @@ from tests.roles_world import (
     World,
     allowed,
     body_for,
+    cookie_of,
+    csrf_of,
+    dash,
     make_world,
     path_for,
     query_for,
@@ -289,7 +292,6 @@ def test_a_tenant_admins_graphql_holds_its_tenant_only(world: World) -> None:
 
 # dashboard ---------------------------------------------------------------------------------
 
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 DASHBOARD_ROUTES = {
     ("GET", "/dashboard"), ("GET", "/dashboard/signin"), ("POST", "/dashboard/signin"),
     ("POST", "/dashboard/signout"), ("POST", "/dashboard/sessions/revoke-all"),
@@ -336,23 +338,6 @@ FORMS = {
 }
 
 
-def cookie_of(world: World, caller: str) -> str | None:
-    if caller == "anonymous":
-        return None
-    r = world.run(world.client.post("/dashboard/signin", data={"key": world.keys[caller]},
-                                    headers=FORM))  # fmt: skip
-    assert r.status_code == 303, (caller, r.text)
-    found = re.search(r"farebox_dashboard=([^;]+)", r.headers["set-cookie"])
-    assert found
-    return found.group(1)
-
-
-def dash(world: World, method: str, path: str, cookie: str | None, **form: str) -> Any:
-    world.client.cookies.clear()
-    headers = {**FORM, **({"Cookie": f"farebox_dashboard={cookie}"} if cookie else {})}
-    return world.run(world.client.request(method, path, headers=headers, data=form or None))
-
-
 def routes_of(routes: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
     """Every (method, path) an app serves, through included routers."""
     for route in routes:
@@ -388,8 +373,7 @@ def test_every_dashboard_page_and_form_as_every_role(world: World, caller: str) 
             assert r.status_code == 404, (caller, path, r.status_code)
     token = ""
     if cookie:
-        page = dash(world, "GET", "/dashboard", cookie)
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        token = csrf_of(world, cookie)
     for path, posting in FORMS.items():
         r = dash(world, "POST", path, cookie, csrf_token=token)
         if caller in posting:

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,12 @@ import pytest
 from farebox.api.dashboard import signin_link
 from farebox.core.anomaly import Incident
 from farebox.stores.sqlite.store import SQLiteStore
+from tests import browser as harness
+from tests.browser import DOCS, Watched, chromium_or_skip
 from tests.e2e import ADMIN_KEY, ServerProcess, admin_headers, db_path, serve, write_config
 
-CHROMIUM = Path("/usr/bin/chromium")
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+browser, tab = harness.browser, harness.tab  # the harness fixtures: Chromium, a watched tab
+
 TENANTS = {  # id: (name, plan)
     "acme": ("Acme Corp", "pro"),
     "globex": ("Globex Industries", "free"),
@@ -60,18 +61,6 @@ PLANS: dict[str, Any] = {
         "pricing": {"markup": "1.5"},
     },
 }
-
-
-def chromium_or_skip() -> None:
-    if CHROMIUM.exists():
-        return
-    message = (
-        f"{CHROMIUM} is missing: the dashboard's browser tests cannot run "
-        "(apt-get install chromium; .ci/run does it in CI)"
-    )
-    if os.environ.get("FAREBOX_REQUIRE_SERVICES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @dataclass
@@ -161,63 +150,24 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         assert not any(k in server.output for k in (*keys.values(), ADMIN_KEY))
 
 
-@pytest.fixture(scope="module")
-def browser(site: Site) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@dataclass
-class Watched:
-    """A browser page and every problem it reported."""
-
-    page: Any
-    problems: list[str] = field(default_factory=list)
-
-    def clean(self) -> None:
-        assert self.problems == [], "\n".join(self.problems)
-
-
-@pytest.fixture
-def tab(browser: Any) -> Iterator[Watched]:
-    context = browser.new_context(viewport={"width": 1360, "height": 900})
-    page = context.new_page()
-    watched = Watched(page)
-    problems = watched.problems
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-            if m.type in ("error", "warning") else None)  # fmt: skip
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    # net::ERR_ABORTED is the browser itself cancelling a load (a navigation away while the
-    # favicon still loads); a server that fails answers >= 400 or drops the connection
-    page.on("requestfailed", lambda r: problems.append(f"failed: {r.url} {r.failure}")
-            if "ERR_ABORTED" not in (r.failure or "") else None)  # fmt: skip
-    page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}")
-            if r.status >= 400 else None)  # fmt: skip
-    try:
-        yield watched
-    finally:
-        context.close()
-
-
 def chart_drawn(tab: Watched) -> None:
     tab.page.wait_for_selector("#chart[data-points] canvas")
     assert tab.page.get_attribute("#chart", "data-points") == "48"
 
 
-def sign_in_as_admin(site: Site, tab: Watched) -> None:
+def sign_in(url: str, tab: Watched, key: str) -> None:
+    """Through the sign-in form, as a person would."""
     page = tab.page
-    page.goto(f"{site.url}/dashboard")
+    page.goto(f"{url}/dashboard")
     assert page.url.endswith("/dashboard/signin")
-    page.fill("#key", ADMIN_KEY)
+    page.fill("#key", key)
     page.click("#signin-form button[type=submit]")
-    page.wait_for_url(f"{site.url}/dashboard")
+    page.wait_for_url(f"{url}/dashboard")
     chart_drawn(tab)  # its data has arrived: leaving now aborts nothing
+
+
+def sign_in_as_admin(site: Site, tab: Watched) -> None:
+    sign_in(site.url, tab, ADMIN_KEY)
 
 
 def cell(tab: Watched, row: str, name: str) -> str:

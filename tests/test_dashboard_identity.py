@@ -20,9 +20,8 @@ from hypothesis import strategies as st
 
 from farebox.api.dashboard.audit_page import check_chain
 from farebox.identity.audit import AuditLog
-from tests.roles_world import CALLERS, A, B, World, make_world, serial
+from tests.roles_world import CALLERS, A, B, World, cookie_of, csrf_of, dash, make_world, serial
 
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 WS_ACTION = "POST /dashboard/tenants/{tenant_id}/workspaces"
 KEY_ACTION = "POST /dashboard/tenants/{tenant_id}/keys"
 
@@ -36,30 +35,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def sessions() -> dict[str, Session]:
     """Signed-in sessions by caller, kept across a property test's examples."""
     return {}
-
-
-def cookie_of(world: World, caller: str) -> str | None:
-    if caller == "anonymous":
-        return None
-    r = world.run(world.client.post("/dashboard/signin", data={"key": world.keys[caller]},
-                                    headers=FORM))  # fmt: skip
-    assert r.status_code == 303, (caller, r.text)
-    found = re.search(r"farebox_dashboard=([^;]+)", r.headers["set-cookie"])
-    assert found
-    return found.group(1)
-
-
-def dash(world: World, method: str, path: str, cookie: str | None, **form: str) -> Any:
-    world.client.cookies.clear()
-    headers = {**FORM, **({"Cookie": f"farebox_dashboard={cookie}"} if cookie else {})}
-    return world.run(world.client.request(method, path, headers=headers, data=form or None))
-
-
-def csrf_of(world: World, cookie: str) -> str:
-    page = dash(world, "GET", "/dashboard", cookie)
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert found, page.text
-    return found.group(1)
 
 
 def records(world: World, **query: str) -> list[dict[str, Any]]:

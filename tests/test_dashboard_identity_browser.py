@@ -17,8 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import browser as harness
+from tests.browser import DOCS, Watched, chromium_or_skip
 from tests.e2e import ADMIN_KEY, ServerProcess, admin_headers, serve, write_config
-from tests.test_dashboard_browser import CHROMIUM, DOCS, Watched, chart_drawn, chromium_or_skip
+from tests.test_dashboard_browser import sign_in
+
+browser, tab = harness.browser, harness.tab  # the harness fixtures: Chromium, a watched tab
 
 PLANS: dict[str, Any] = {
     "pro": {
@@ -63,53 +67,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         assert admin["key"] not in server.output and ADMIN_KEY not in server.output
 
 
-@pytest.fixture(scope="module")
-def browser(site: Site) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture
-def tab(browser: Any) -> Iterator[Watched]:
-    context = browser.new_context(viewport={"width": 1360, "height": 900})
-    page = context.new_page()
-    watched = Watched(page)
-    problems = watched.problems
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-            if m.type in ("error", "warning") else None)  # fmt: skip
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.on("requestfailed", lambda r: problems.append(f"failed: {r.url} {r.failure}")
-            if "ERR_ABORTED" not in (r.failure or "") else None)  # fmt: skip
-    page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}")
-            if r.status >= 400 else None)  # fmt: skip
-    try:
-        yield watched
-    finally:
-        context.close()
-
-
-def sign_in(site: Site, tab: Watched, key: str) -> None:
-    """Through the sign-in form, as a person would."""
-    page = tab.page
-    page.goto(f"{site.url}/dashboard")
-    assert page.url.endswith("/dashboard/signin")
-    page.fill("#key", key)
-    page.click("#signin-form button[type=submit]")
-    page.wait_for_url(f"{site.url}/dashboard")
-    chart_drawn(tab)  # its data has arrived: leaving now aborts nothing
-
-
 def test_a_tenant_admin_manages_workspaces_and_keys_and_the_owner_sees_it(
     site: Site, tab: Watched
 ) -> None:
     page = tab.page
-    sign_in(site, tab, site.tenant_admin_key)
+    sign_in(site.url, tab, site.tenant_admin_key)
     assert "tenant_admin" in page.inner_text("header .who")
     page.click("#nav-workspaces")
     page.wait_for_url(f"{site.url}/dashboard/tenants/acme/workspaces")
@@ -153,7 +115,7 @@ def test_a_tenant_admin_manages_workspaces_and_keys_and_the_owner_sees_it(
 
     page.click("header .who button[type=submit]")  # sign out
     page.wait_for_url(f"{site.url}/dashboard/signin")
-    sign_in(site, tab, ADMIN_KEY)  # the owner
+    sign_in(site.url, tab, ADMIN_KEY)  # the owner
     page.click("#nav-audit")
     page.wait_for_url(f"{site.url}/dashboard/audit")
     assert page.get_attribute("#chain", "data-chain") == "intact"

@@ -24,19 +24,13 @@ import pytest
 
 from farebox.api.dashboard import signin_link
 from farebox.billing.margins import month_window
-from tests import test_dashboard_browser
+from tests import browser as harness
+from tests.browser import DOCS, Watched
 from tests.e2e import ADMIN_KEY, admin_headers, serve, write_config
 from tests.html_cells import Page
-from tests.test_dashboard_browser import (
-    CHROMIUM,
-    DOCS,
-    Site,
-    Watched,
-    _traffic,
-    chart_drawn,
-    chromium_or_skip,
-    sign_in_as_admin,
-)
+from tests.test_dashboard_browser import Site, _traffic, chart_drawn, sign_in_as_admin
+
+browser, tab = harness.browser, harness.tab  # the harness fixtures: Chromium, a watched tab
 
 PLANS: dict[str, Any] = {
     "pro": {"models": ["*"], "pricing": {"markup": "1.3", "monthly_fee_usd": "49"}},
@@ -57,7 +51,6 @@ TENANTS: dict[str, tuple[str, str, int, str | None]] = {
 }
 WHAT_IF = {"plan": "starter", "markup": "1.6"}  # starter sells below cost: what if it did not
 PREPAID = ("hooli", "initech")
-tab = test_dashboard_browser.tab  # the watched browser tab fixture (with this module's browser)
 
 
 def this_month() -> str:
@@ -111,19 +104,6 @@ def revenue_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         with httpx.Client(base_url=server.base_url, headers=admin_headers(), timeout=10.0) as c:
             yield Site(server, keys, c)
         assert not any(k in server.output for k in (*keys.values(), ADMIN_KEY))
-
-
-@pytest.fixture(scope="module")
-def browser(revenue_site: Site) -> Iterator[Any]:
-    chromium_or_skip()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def expected(site: Site) -> dict[str, Any]:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -25,6 +28,28 @@ WS = "/admin/v1/tenants/acme/workspaces"
 def config(**plan: Any) -> dict[str, Any]:
     return {"providers": {"sim": MOCK}, "plans": {"p": {"models": ["*"], **plan}},
             "default_plan": "p"}  # fmt: skip
+
+
+@asynccontextmanager
+async def acme_gateway(path: Path) -> AsyncIterator[tuple[Any, dict[str, str]]]:
+    """A fresh SQLite gateway (this module's config) with tenant acme, run through its
+    lifespan: its admin client and the admin headers (for hypothesis, which cannot take a
+    function-scoped fixture)."""
+    import httpx
+
+    from farebox.app import create_app
+    from farebox.config.settings import parse_settings
+
+    settings_ = parse_settings({"database": f"sqlite:///{path / 'f.db'}", **config()},
+                               source="t.yaml", env={"FAREBOX_ADMIN_KEY": ADMIN_KEY},
+                               base_dir=path)  # fmt: skip
+    app = create_app(settings_, announce=lambda _m: None)
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://g") as c:
+            await c.post("/admin/v1/tenants", json={"id": "acme", "plan": "p"}, headers=admin)
+            yield c, admin
 
 
 async def setup(gw: Any) -> None:
@@ -262,27 +287,13 @@ async def test_a_refusal_fires_the_keys_own_threshold_too(make_gateway: Any) -> 
                                                       max_size=3)),
                             max_size=5))  # fmt: skip
 def test_bad_workspace_bodies_are_4xx_never_500(tmp_path_factory: Any, body: Any) -> None:
-    import httpx
-
-    from farebox.app import create_app
-    from farebox.config.settings import parse_settings
-
     async def run() -> None:
-        path = tmp_path_factory.mktemp("ws")
-        settings_ = parse_settings({"database": f"sqlite:///{path / 'f.db'}", **config()},
-                                   source="t.yaml", env={"FAREBOX_ADMIN_KEY": ADMIN_KEY},
-                                   base_dir=path)  # fmt: skip
-        app = create_app(settings_, announce=lambda _m: None)
-        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://g") as c:
-                await c.post("/admin/v1/tenants", json={"id": "acme", "plan": "p"}, headers=admin)
-                for method, path_ in (("POST", WS), ("PATCH", f"{WS}/default")):
-                    r = await c.request(method, path_, json=body, headers=admin)
-                    assert r.status_code < 500, (method, body, r.text)
-                r = await c.post("/admin/v1/tenants/acme/keys", json=body, headers=admin)
-                assert r.status_code < 500, (body, r.text)
+        async with acme_gateway(tmp_path_factory.mktemp("ws")) as (c, admin):
+            for method, path_ in (("POST", WS), ("PATCH", f"{WS}/default")):
+                r = await c.request(method, path_, json=body, headers=admin)
+                assert r.status_code < 500, (method, body, r.text)
+            r = await c.post("/admin/v1/tenants/acme/keys", json=body, headers=admin)
+            assert r.status_code < 500, (body, r.text)
 
     asyncio.run(run())
 
@@ -355,24 +366,10 @@ async def test_the_key_listing_pages(make_gateway: Any) -> None:
                                         st.text(max_size=20).map(lambda s: "metadata." + s)),
                               st.text(max_size=1100), max_size=4))  # fmt: skip
 def test_bad_key_listing_queries_are_4xx_never_500(tmp_path_factory: Any, params: Any) -> None:
-    import httpx
-
-    from farebox.app import create_app
-    from farebox.config.settings import parse_settings
-
     async def run() -> None:
-        path = tmp_path_factory.mktemp("keys")
-        settings_ = parse_settings({"database": f"sqlite:///{path / 'f.db'}", **config()},
-                                   source="t.yaml", env={"FAREBOX_ADMIN_KEY": ADMIN_KEY},
-                                   base_dir=path)  # fmt: skip
-        app = create_app(settings_, announce=lambda _m: None)
-        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://g") as c:
-                await c.post("/admin/v1/tenants", json={"id": "acme", "plan": "p"}, headers=admin)
-                r = await c.get("/admin/v1/keys", params=params, headers=admin)
-                assert r.status_code < 500, (params, r.text)
-                assert r.status_code in (200, 400, 404), (params, r.text)
+        async with acme_gateway(tmp_path_factory.mktemp("keys")) as (c, admin):
+            r = await c.get("/admin/v1/keys", params=params, headers=admin)
+            assert r.status_code < 500, (params, r.text)
+            assert r.status_code in (200, 400, 404), (params, r.text)
 
     asyncio.run(run())

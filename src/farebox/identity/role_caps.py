@@ -20,7 +20,7 @@ Objects already in force, sent back unchanged, always pass (a PATCH sends the wh
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -83,15 +83,21 @@ def _caps(
     return found
 
 
+def _changed(
+    proposed: Sequence[Item], current: Sequence[Item], field: str
+) -> Iterator[tuple[str, Item]]:
+    """The proposed items that are not already in force, each with where it stands."""
+    for i, item in enumerate(proposed):
+        if not same(item, current):
+            yield f"{field}[{i}]", item
+
+
 def check_budgets(
     proposed: Sequence[Item], plan: Sequence[Item], current: Sequence[Item], field: str
 ) -> None:
     """Each proposed budget within the plan's and the current one of its ident."""
     caps = _caps(budget_ident, plan, current)
-    for i, item in enumerate(proposed):
-        if same(item, current):
-            continue
-        where = f"{field}[{i}]"
+    for where, item in _changed(proposed, current, field):
         if item.get("scope") == "global":
             raise _refuse("a global budget is the platform's.", where)
         if any(item.get(name) is not None for name in RAISES):
@@ -126,14 +132,11 @@ def check_limits(
 ) -> None:
     """Each proposed rate limit within the plan's and the current one of its ident."""
     caps = _caps(limit_ident, plan, current)
-    for i, item in enumerate(proposed):
-        if same(item, current):
-            continue
+    for where, item in _changed(proposed, current, field):
         allowed = caps.get(limit_ident(item), ())
         if allowed and not any(_within_limit(item, cap) for cap in allowed):
             raise _refuse(
-                "a rate limit may be at most the plan's or the one in force (per window).",
-                f"{field}[{i}]",
+                "a rate limit may be at most the plan's or the one in force (per window).", where
             )
 
 

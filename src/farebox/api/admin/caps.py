@@ -11,6 +11,8 @@ from fastapi import Depends, Request
 
 from farebox.api.context import Services
 from farebox.core.records import ApiKey, Tenant, Workspace
+from farebox.gateway.budget_scope import validate_budgets
+from farebox.gateway.rate_limits import validate_limits
 from farebox.identity.role_caps import (
     budget_ident,
     check_budgets,
@@ -28,6 +30,16 @@ async def caller(request: Request) -> AdminActor | None:
 
 
 Caller = Annotated[AdminActor | None, Depends(caller)]
+
+
+def validated(changes: dict[str, Any]) -> dict[str, Any]:
+    """The fields a body sets (``None`` ones dropped), its budgets and rate limits validated."""
+    out = {k: v for k, v in changes.items() if v is not None}
+    if "budgets" in out:
+        out["budgets"] = validate_budgets(out["budgets"])
+    if "rate_limits" in out:
+        out["rate_limits"] = validate_limits(out["rate_limits"])
+    return out
 
 
 def bound(actor: AdminActor | None) -> bool:

@@ -9,11 +9,9 @@ import orjson
 from pydantic import AfterValidator, Field
 
 from farebox.anomaly.watch import AnomalyWatch
-from farebox.api.admin.caps import Caller, bound, tenant_within_plan
+from farebox.api.admin.caps import Caller, bound, tenant_within_plan, validated
 from farebox.api.admin.params import AdminBody, PauseBody
 from farebox.api.context import Services
-from farebox.gateway.budget_scope import validate_budgets
-from farebox.gateway.rate_limits import validate_limits
 from farebox.gateway.routing_table import policy_json
 from farebox.identity.tenancy import TENANT_ID, Tenancy, tenant_json
 
@@ -61,12 +59,7 @@ def _changes(body: TenantPatch) -> dict[str, Any]:
     changes = body.model_dump(exclude_unset=True)
     if "billing" in changes and changes["billing"] is not None:
         changes["billing"] = {k: v for k, v in changes["billing"].items() if v is not None}
-    changes = {k: v for k, v in changes.items() if v is not None}
-    if "budgets" in changes:
-        changes["budgets"] = validate_budgets(changes["budgets"])
-    if "rate_limits" in changes:
-        changes["rate_limits"] = validate_limits(changes["rate_limits"])
-    return changes
+    return validated(changes)
 
 
 class TenantRoutes:

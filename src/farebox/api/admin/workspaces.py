@@ -14,13 +14,12 @@ import orjson
 from fastapi import Query, Request
 from pydantic import AfterValidator, Field
 
-from farebox.api.admin.caps import Caller, bound, workspace_within_plan
+from farebox.api.admin.caps import Caller, bound, validated, workspace_within_plan
 from farebox.api.admin.params import AdminBody, TenantFilter
 from farebox.api.context import Services
 from farebox.core.records import ApiKey, Tenant, Workspace
 from farebox.errors import InvalidRequest, NotFound
-from farebox.gateway.budget_scope import Scope, state_json, validate_budgets
-from farebox.gateway.rate_limits import validate_limits
+from farebox.gateway.budget_scope import Scope, state_json
 from farebox.identity.roles import AdminActor
 from farebox.identity.tenancy import key_json
 from farebox.identity.workspaces import WORKSPACE_ID, Workspaces, workspace_json
@@ -74,15 +73,6 @@ class WorkspacePatch(AdminBody):
     budgets: list[dict[str, Any]] | None = Field(None, max_length=100)
     rate_limits: list[dict[str, Any]] | None = Field(None, max_length=100)
     metadata: WorkspaceMetadata | None = None
-
-
-def _validated(changes: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in changes.items() if v is not None}
-    if "budgets" in out:
-        out["budgets"] = validate_budgets(out["budgets"])
-    if "rate_limits" in out:
-        out["rate_limits"] = validate_limits(out["rate_limits"])
-    return out
 
 
 def metadata_filters(request: Request) -> dict[str, str]:
@@ -154,7 +144,7 @@ class WorkspaceRoutes:
     async def create_workspace(
         self, tenant_id: str, body: WorkspaceCreate, actor: Caller = None
     ) -> dict[str, Any]:
-        fields = _validated(body.model_dump())
+        fields = validated(body.model_dump())
         await self.within_plan(actor, tenant_id, None, fields)
         made = await self.workspaces.create(
             tenant_id, body.id, body.name, budgets=fields.get("budgets", ()),
@@ -172,7 +162,7 @@ class WorkspaceRoutes:
     async def patch_workspace(
         self, tenant_id: str, workspace_id: str, body: WorkspacePatch, actor: Caller = None
     ) -> dict[str, Any]:
-        changes = _validated(body.model_dump(exclude_unset=True))
+        changes = validated(body.model_dump(exclude_unset=True))
         if not changes:
             raise InvalidRequest("Nothing to change: send name, budgets, rate_limits or metadata.")
         await self.within_plan(actor, tenant_id, workspace_id, changes)

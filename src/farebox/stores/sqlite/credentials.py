@@ -4,8 +4,6 @@ bumps the auth epoch in its own transaction, then publishes it to every process.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
-from typing import Any
 
 from farebox.core.credentials import Credential
 from farebox.stores.credential_rows import (
@@ -20,7 +18,7 @@ from farebox.stores.credential_rows import (
     taken,
     values,
 )
-from farebox.stores.sqlite.conn import Runner
+from farebox.stores.sqlite.epoch_role import EpochRole
 
 MIGRATION = """
 CREATE TABLE credentials (
@@ -38,30 +36,10 @@ CREATE TABLE credentials (
 """
 
 
-class SQLiteCredentials:
-    def __init__(
-        self, write: Runner[Any], read: Runner[Any], bump: Callable[[sqlite3.Connection], int],
-        publish: Callable[[int], None],
-    ) -> None:  # fmt: skip
-        self._write = write  # runs a function in a write transaction
-        self._read = read
-        self._bump = bump  # the auth epoch, in the change's own transaction
-        self._publish = publish
-
-    async def _change(self, sql: str, params: Any) -> bool:
-        def write(db: sqlite3.Connection) -> int | None:
-            if db.execute(sql, params).rowcount != 1:
-                return None
-            return self._bump(db)
-
-        epoch = await self._write(write)
-        if epoch is not None:
-            self._publish(epoch)
-        return epoch is not None
-
+class SQLiteCredentials(EpochRole):
     async def create_credential(self, credential: Credential) -> None:
         try:
-            await self._change(INSERT, values(credential))
+            await self._change_one(INSERT, values(credential))
         except sqlite3.IntegrityError:
             raise taken(credential) from None
 
@@ -77,7 +55,7 @@ class SQLiteCredentials:
         return [credential_of(r) for r in rows]
 
     async def replace_credential(self, before: Credential, after: Credential) -> bool:
-        return await self._change(REPLACE, replace_params(before, after))
+        return await self._change_one(REPLACE, replace_params(before, after))
 
     async def delete_credential(self, owner: str, name: str) -> bool:
-        return await self._change(DELETE, (owner, name))
+        return await self._change_one(DELETE, (owner, name))

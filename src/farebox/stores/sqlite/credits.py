@@ -4,7 +4,6 @@ integers (a grant is never rounded, whatever its size)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from typing import Any
 
 from farebox.core.credits import CreditGrant
@@ -18,7 +17,7 @@ from farebox.stores.credit_rows import (
     same,
     values,
 )
-from farebox.stores.sqlite.conn import Runner
+from farebox.stores.sqlite.epoch_role import EpochRole
 
 MIGRATION = """
 CREATE TABLE credit_grants (
@@ -44,16 +43,7 @@ def _text(row: list[Any]) -> list[Any]:
     return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in row]
 
 
-class SQLiteCredits:
-    def __init__(
-        self, write: Runner[Any], read: Runner[Any], bump: Callable[[sqlite3.Connection], int],
-        publish: Callable[[int], None],
-    ) -> None:  # fmt: skip
-        self._write = write  # runs a function in a write transaction
-        self._read = read
-        self._bump = bump  # the auth epoch, in the grant's own transaction
-        self._publish = publish
-
+class SQLiteCredits(EpochRole):
     async def grant_credits(self, grant: CreditGrant) -> tuple[CreditGrant, bool]:
         row = _text(values(grant))
 
@@ -65,9 +55,7 @@ class SQLiteCredits:
             return grant, self._bump(db)
 
         stored, epoch = await self._write(write)
-        if epoch is not None:
-            self._publish(epoch)
-        return stored, epoch is not None
+        return stored, self._published(epoch)
 
     async def credit_grants(self, tenant_id: str) -> list[CreditGrant]:
         rows = await self._read(lambda db: db.execute(BY_TENANT, (tenant_id,)).fetchall())
@@ -75,13 +63,4 @@ class SQLiteCredits:
 
     async def update_grant(self, before: CreditGrant, after: CreditGrant) -> bool:
         params = (*expiry(after), before.tenant_id, before.id, *expiry(before))
-
-        def write(db: sqlite3.Connection) -> int | None:
-            if db.execute(UPDATE, params).rowcount != 1:
-                return None
-            return self._bump(db)
-
-        epoch = await self._write(write)
-        if epoch is not None:
-            self._publish(epoch)
-        return epoch is not None
+        return await self._change_one(UPDATE, params)

@@ -5,14 +5,13 @@ transaction, as tenant and key changes do."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from farebox.core.records import DEFAULT_WORKSPACE, Workspace
 from farebox.errors import Conflict
-from farebox.stores.sqlite.conn import Runner
+from farebox.stores.sqlite.epoch_role import EpochRole
 from farebox.stores.workspace_rows import (
     COLS,
     JSON_COLS,
@@ -50,16 +49,7 @@ def _workspace(row: Any) -> Workspace:
     return Workspace(**dict(zip(COLS, cells, strict=True)))
 
 
-class SQLiteWorkspaces:
-    def __init__(
-        self, write: Runner[Any], read: Runner[Any], bump: Callable[[sqlite3.Connection], int],
-        publish: Callable[[int], None],
-    ) -> None:  # fmt: skip
-        self._write = write  # runs a function in a write transaction
-        self._read = read
-        self._bump = bump  # the auth epoch, in the change's own transaction
-        self._publish = publish
-
+class SQLiteWorkspaces(EpochRole):
     async def create_workspace(self, workspace: Workspace) -> None:
         row = _row(workspace)
 
@@ -102,16 +92,7 @@ class SQLiteWorkspaces:
         if workspace_id == DEFAULT_WORKSPACE:
             return False
 
-        def write(db: sqlite3.Connection) -> int | None:
-            sql = "DELETE FROM workspaces WHERE tenant_id = ? AND id = ?"
-            if db.execute(sql, (tenant_id, workspace_id)).rowcount != 1:
-                return None
-            return self._bump(db)
-
-        epoch = await self._write(write)
-        if epoch is not None:
-            self._publish(epoch)
-        return epoch is not None
+        return await self._change_one(_DELETE, (tenant_id, workspace_id))
 
     async def delete_workspace_if_empty(
         self, tenant_id: str, workspace_id: str, now: float
@@ -126,6 +107,4 @@ class SQLiteWorkspaces:
             return self._bump(db), []
 
         epoch, live = await self._write(write)  # one write transaction: check and removal
-        if epoch is not None:
-            self._publish(epoch)
-        return epoch is not None, live
+        return self._published(epoch), live
