@@ -359,6 +359,8 @@ class JwtScope(PermissionDenied):
     ``/v1/me/requests`` without a user claim to scope it to."""
 
     code = "jwt_scope"
+
+
 class VaultUnavailable(VaultError):
     """The credential vault is needed and ``cryptography`` (the ``farebox[identity]`` extra)
     is not installed: a start-up error when a provider names ``integration:...``, else
