@@ -4,30 +4,18 @@ names every admin key and what each did."""
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
 from fastapi import Query
 
-from farebox.api.admin.params import parse_time
+from farebox.api.admin.params import finite_time
 from farebox.api.context import Services
 from farebox.core.audit import AuditQuery
-from farebox.errors import InvalidRequest
 from farebox.identity.audit import AuditLog, plain, record_json
 
 LIMIT_MAX = 1000
 Text = Annotated[str | None, Query(min_length=1, max_length=256)]
 WHEN = "unix seconds or ISO 8601 (UTC when no zone is given)"
-
-
-def _time(value: str | None, name: str) -> float | None:
-    try:
-        moment = parse_time(value, name)
-    except (OverflowError, ValueError):  # a date beyond what unix seconds can say
-        moment = math.inf
-    if moment is not None and not math.isfinite(moment):
-        raise InvalidRequest(f"'{name}' must be a finite time (got {value!r}).", param=name)
-    return moment
 
 
 class AuditRoutes:
@@ -52,8 +40,9 @@ class AuditRoutes:
         ``cursor``. ``from``/``to`` bound the record's time as ``[from, to)``."""
         # the fields as records store them: control characters escaped (``plain``)
         actor, action, target = (v if v is None else plain(v) for v in (actor, action, target))
-        query = AuditQuery(actor, action, target, _time(start, "from"), _time(end, "to"),
-                           limit, cursor, descending=order == "desc")  # fmt: skip
+        since, until = finite_time(start, "from"), finite_time(end, "to")
+        query = AuditQuery(actor, action, target, since, until, limit, cursor,
+                           descending=order == "desc")  # fmt: skip
         page = await self.log.page(query)
         more = len(page) == limit
         return {

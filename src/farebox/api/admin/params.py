@@ -3,6 +3,7 @@ the time parameters, with the formats the document states."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -46,3 +47,14 @@ def parse_time(value: str | None, name: str) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def finite_time(value: str | None, name: str) -> float | None:
+    """``parse_time``, refusing a moment beyond what unix seconds can say (400 naming it)."""
+    try:
+        moment = parse_time(value, name)
+    except (OverflowError, ValueError):  # a date beyond what unix seconds can say
+        moment = math.inf
+    if moment is not None and not math.isfinite(moment):
+        raise InvalidRequest(f"'{name}' must be a finite time (got {value!r}).", param=name)
+    return moment

@@ -12,7 +12,6 @@ view: the tenant comes from the signed-in key, never from what the caller sent).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -21,7 +20,7 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import Query
 
-from farebox.api.admin.params import TenantFilter, parse_time
+from farebox.api.admin.params import TenantFilter, finite_time
 from farebox.api.context import Services
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
 from farebox.api.openai import guarded
@@ -45,16 +44,6 @@ Time = Annotated[
     str | None,
     Query(max_length=64, description="unix seconds or ISO 8601 (UTC when no zone is given)"),
 ]
-
-
-def _time(value: str | None, name: str) -> float | None:
-    try:
-        moment = parse_time(value, name)
-    except (OverflowError, ValueError):  # a date beyond what unix seconds can say
-        moment = math.inf
-    if moment is not None and not math.isfinite(moment):
-        raise InvalidRequest(f"'{name}' must be a finite time (got {value!r}).", param=name)
-    return moment
 
 
 def _text(values: Mapping[str, Any], name: str, limit: int = MAX_TEXT) -> str | None:
@@ -101,8 +90,8 @@ def request_query(values: Mapping[str, Any], tenant_id: str | None = None) -> Re
         raise InvalidRequest(f"'tenant' is not a tenant id (got {tenant!r:.80}).", param="tenant")
     return RequestQuery(
         tenant_id=tenant,
-        start=_time(_text(values, "start", 64), "start"),
-        end=_time(_text(values, "end", 64), "end"),
+        start=finite_time(_text(values, "start", 64), "start"),
+        end=finite_time(_text(values, "end", 64), "end"),
         status=_text(values, "status"),
         key_id=_text(values, "key"),
         user=_text(values, "user"),
