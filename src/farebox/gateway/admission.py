@@ -380,7 +380,8 @@ class Budgets:
         self._active.discard(admission.reservation_id)
         self._wake_waiters()
         crossed = []
-        for s in admission.states:
+        alerting = self._lowest_threshold is not None or key_threshold is not None
+        for s in admission.states if alerting else ():  # no thresholds: nothing to check
             lowest = self._lowest(s.hold, key_threshold)
             spent = cost if s.hold.unit == "usd" else revenue
             if s.hold.unit in MONEY_UNITS and s.hold.scope != "credits" and lowest is not None \
