@@ -370,3 +370,35 @@ class VaultUnavailable(VaultError):
     status = 501
     type = "api_error"
     code = "vault_unavailable"
+
+
+class GuardrailBlocked(InvalidRequest):
+    """A guardrail refused the request (issue 15): it is never forwarded, billed or cached.
+    The message and ``extra`` name the detector and the category, never the matched text."""
+
+    code = "guardrail_blocked"
+
+
+class PromptInjectionDetected(GuardrailBlocked):
+    code = "prompt_injection_detected"
+
+
+class PiiDetected(GuardrailBlocked):
+    code = "pii_detected"
+
+
+class SecretDetected(GuardrailBlocked):
+    code = "secret_detected"
+
+
+class AbuseDetected(GuardrailBlocked):
+    """Prompt stuffing, a batch burst or context exploitation (``guardrails.abuse``)."""
+
+    code = "abuse_detected"
+
+
+class GuardrailUnavailable(ConfigError):
+    """A plan asks for a guardrail whose extra is not installed (``farebox[pii]``,
+    ``farebox[guard-model]``): stops start-up, naming the extra."""
+
+    code = "guardrail_unavailable"

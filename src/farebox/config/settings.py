@@ -22,6 +22,7 @@ from farebox.config.auth import AuthConfig, HeaderName
 from farebox.config.base import Decimal, EnvReference, HttpURL, Strict
 from farebox.config.billing_webhooks import BillingWebhooks, hook_secrets
 from farebox.config.cache import CacheSettings, PlanCache
+from farebox.config.guardrails import GuardrailsConfig
 from farebox.config.integrations import (
     KEK_ENV,
     ProviderKey,
@@ -184,6 +185,8 @@ class RateLimitConfig(Strict):
     concurrent: int | None = Field(None, ge=0)
     model: str | None = Field(None, min_length=1, max_length=200)  # a glob on the model asked for
     window_s: int = Field(60, ge=1, le=3600)  # the per-minute counts' window (a test's: short)
+    # scope ip only (issue 15): one client IP counted as one client across every tenant's keys
+    across_tenants: bool = False
 
 
 class ToolPolicyConfig(Strict):
@@ -209,6 +212,7 @@ class PlanConfig(Strict):
     anomaly: AnomalyTuning | None = None
     observe: PlanObserve = Field(default_factory=PlanObserve)
     cache: PlanCache = Field(default_factory=PlanCache)
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)  # issue 15
 
 
 class ServerConfig(Strict):

@@ -10,6 +10,7 @@ from fnmatch import fnmatchcase
 from farebox.core.cache import CACHE_OFF, CachePolicy
 from farebox.core.credentials import ByokFee
 from farebox.core.credits import CreditTerms
+from farebox.core.guardrails import GUARDRAILS_OFF, GuardrailPolicy
 from farebox.core.money import mul_ratio
 from farebox.core.pricing import Price, cost
 from farebox.core.tiers import TierSchedule, units_of
@@ -135,6 +136,7 @@ class Plan:
     downgrade: tuple[tuple[str, str], ...] = ()
     cache: CachePolicy = CACHE_OFF
     credits: CreditTerms | None = None  # prepaid: requests burn a credit balance
+    guardrails: GuardrailPolicy = GUARDRAILS_OFF  # issue 15
 
     def allows(self, model: str) -> bool:
         return any(fnmatchcase(model, pattern) for pattern in self.models)

@@ -99,6 +99,9 @@ class LedgerEntry:
     saved: int = 0
     workspace: str | None = None  # the key's workspace (issue 14)
     byok: bool = False  # served on the tenant's own provider key: cost 0 to the platform
+    # issue 15: what the guardrails found (``core.guardrails.Finding.json``: detector,
+    # category, action, score, where; never the matched text)
+    guardrails: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def tokens(self) -> int:

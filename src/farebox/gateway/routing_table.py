@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from farebox.config.cache import PlanCache
+from farebox.config.guardrails import guardrail_policy
 from farebox.config.pricing import PerRequestPricing, byok_fee, credit_terms
 from farebox.config.settings import PlanConfig, ProviderConfig, Settings
 from farebox.config.tiers import schedule
@@ -113,6 +114,7 @@ def _plan(name: str, cfg: PlanConfig) -> Plan:
         downgrade=tuple(cfg.downgrade.items()),
         cache=cache_policy(cfg.cache),
         credits=credit_terms(cfg.pricing.credits) if cfg.pricing.credits else None,
+        guardrails=guardrail_policy(cfg.guardrails),
     )
 
 

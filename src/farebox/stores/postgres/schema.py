@@ -246,6 +246,12 @@ MIGRATIONS: tuple[str, ...] = (
     AUDIT_MIGRATION,
     # issue 14: the provider-credential vault (stores/postgres/credentials.py)
     CREDENTIALS_MIGRATION,
+    # issue 15: what the guardrails found, per request (never the matched text)
+    """
+    ALTER TABLE {s}.ledger ADD COLUMN guardrails JSONB NOT NULL DEFAULT '[]';
+    CREATE INDEX ledger_guardrails ON {s}.ledger(started_at, request_id)
+        WHERE guardrails <> '[]'::jsonb;
+    """,
 )
 
 

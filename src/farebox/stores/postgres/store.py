@@ -63,7 +63,7 @@ from farebox.stores.usage_query import POSTGRES_USAGE, usage_rows
 GAP_WAIT_S = 10.0  # an outbox position missing this long was a rolled-back write, not a slow one
 
 _JSON_DEFAULTS: dict[str, Any] = {"billing": {}, "metadata": {}, "budgets": [], "rate_limits": [],
-                                   "detail": {}}  # fmt: skip
+                                   "detail": {}, "guardrails": []}  # fmt: skip
 _BOOL_COLS = {"paused", "stream", "byok"}
 _MONEY_COLS = ("cost", "revenue", "saved")
 

@@ -18,10 +18,11 @@ import orjson
 from farebox.core.records import LedgerEntry
 from farebox.stores.sql import LEDGER_COLS
 
-_JSON_COLS = {"billing", "metadata", "budgets", "rate_limits"}
+_JSON_COLS = {"billing", "metadata", "budgets", "rate_limits", "guardrails"}
 _BOOL_COLS = {"paused", "stream", "byok"}
 _LEDGER_ROW = attrgetter(*LEDGER_COLS)
 _LEDGER_META = LEDGER_COLS.index("metadata")
+_LEDGER_GUARD = LEDGER_COLS.index("guardrails")
 LEDGER_INSERT = (
     f"INSERT OR IGNORE INTO ledger({','.join(LEDGER_COLS)}) "
     f"VALUES ({','.join('?' * len(LEDGER_COLS))})"
@@ -52,6 +53,7 @@ def decode(cols: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
 def ledger_row(entry: LedgerEntry) -> list[Any]:
     row = list(_LEDGER_ROW(entry))
     row[_LEDGER_META] = orjson.dumps(row[_LEDGER_META]).decode() if row[_LEDGER_META] else "{}"
+    row[_LEDGER_GUARD] = orjson.dumps(row[_LEDGER_GUARD]).decode() if row[_LEDGER_GUARD] else "[]"
     return row
 
 

@@ -317,6 +317,12 @@ MIGRATIONS: tuple[str, ...] = (
     AUDIT_MIGRATION,
     # issue 14: the provider-credential vault (stores/sqlite/credentials.py)
     CREDENTIALS_MIGRATION,
+    # issue 15: what the guardrails found, per request (never the matched text); the
+    # findings API reads the rows that have some
+    """
+    ALTER TABLE ledger ADD COLUMN guardrails TEXT NOT NULL DEFAULT '[]';
+    CREATE INDEX ledger_guardrails ON ledger(started_at, request_id) WHERE guardrails <> '[]';
+    """,
 )
 
 

@@ -1,0 +1,135 @@
+"""A plan's ``guardrails:`` section (issue 15), validated here; the request path sees it as
+``farebox.core.guardrails.GuardrailPolicy`` (``guardrail_policy``)::
+
+    guardrails:
+      prompt_injection: {mode: block, scan: [user, tool], classifier: off, on_timeout: flag}
+      pii: {mode: redact, restore: true, entities: [EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD]}
+      secrets: {mode: block}
+      output: {pii: redact}
+      abuse: {stuffing: block, batch: flag, context: flag}
+      max_findings_per_hour: 50
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from farebox.config.base import Strict
+from farebox.core.guardrails import (
+    AbusePolicy,
+    GuardrailPolicy,
+    InjectionPolicy,
+    OutputPolicy,
+    PiiPolicy,
+    SecretsPolicy,
+)
+
+Mode = Literal["off", "flag", "redact", "block"]
+Part = Literal["user", "tool", "system", "assistant"]
+# the entity types a plan may name: the built-in recognisers' and presidio's
+PII_ENTITIES = frozenset({
+    "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS",
+    "PERSON", "LOCATION", "URL", "US_PASSPORT", "US_DRIVER_LICENSE", "US_BANK_NUMBER",
+    "UK_NHS", "DATE_TIME", "CRYPTO", "MEDICAL_LICENSE", "NRP",
+})  # fmt: skip
+
+
+def _off_or_on(value: object) -> object:
+    """YAML reads ``off``/``on`` as booleans under YAML 1.1 and as strings under 1.2."""
+    if isinstance(value, str) and value.strip().lower() in ("off", "on", "true", "false"):
+        return value.strip().lower() in ("on", "true")
+    return value
+
+
+class InjectionConfig(Strict):
+    mode: Literal["off", "flag", "block"] = "off"
+    scan: list[Part] = Field(default_factory=lambda: list[Part](["user"]), min_length=1)
+    classifier: bool = False
+    threshold: float = Field(0.5, gt=0, lt=1)
+    timeout_ms: int = Field(200, ge=1, le=60_000)
+    on_timeout: Literal["flag", "block"] = "flag"
+
+    _classifier = field_validator("classifier", mode="before")(_off_or_on)
+
+
+class PiiConfig(Strict):
+    mode: Mode = "off"
+    restore: bool = False
+    entities: list[str] = Field(
+        default_factory=lambda: ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD"], min_length=1
+    )
+    scan: list[Part] = Field(default_factory=lambda: list[Part](["user", "tool"]), min_length=1)
+
+    _restore = field_validator("restore", mode="before")(_off_or_on)
+
+    @field_validator("entities")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - PII_ENTITIES)
+        if unknown:
+            raise ValueError(
+                f"unknown PII entity {', '.join(unknown)}; known: {', '.join(sorted(PII_ENTITIES))}"
+            )
+        return value
+
+
+class SecretsConfig(Strict):
+    mode: Mode = "off"
+    scan: list[Part] = Field(
+        default_factory=lambda: list[Part](["user", "tool", "system"]), min_length=1
+    )
+
+
+class OutputConfig(Strict):
+    pii: Literal["off", "flag", "redact"] = "off"
+    entities: list[str] = Field(
+        default_factory=lambda: ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD"], min_length=1
+    )
+
+    _known = field_validator("entities")(PiiConfig._known.__func__)  # type: ignore[attr-defined]
+
+
+class AbuseConfig(Strict):
+    stuffing: Literal["off", "flag", "block"] = "off"
+    stuffing_ratio: float = Field(8.0, gt=1)
+    stuffing_min_chars: int = Field(2000, ge=100)
+    batch: Literal["off", "flag", "block"] = "off"
+    batch_window_s: int = Field(60, ge=1, le=86_400)
+    batch_max: int = Field(20, ge=1)
+    context: Literal["off", "flag", "block"] = "off"
+    context_max_fraction: float = Field(0.9, gt=0, le=1)
+
+
+class GuardrailsConfig(Strict):
+    prompt_injection: InjectionConfig = Field(default_factory=InjectionConfig)
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    abuse: AbuseConfig = Field(default_factory=AbuseConfig)
+    max_findings_per_hour: int | None = Field(None, ge=1)
+
+
+def guardrail_policy(cfg: GuardrailsConfig) -> GuardrailPolicy:
+    """The request path's view of a plan's ``guardrails:``."""
+    pi, pii, a = cfg.prompt_injection, cfg.pii, cfg.abuse
+    return GuardrailPolicy(
+        prompt_injection=InjectionPolicy(
+            pi.mode, tuple(pi.scan), pi.classifier, pi.threshold, pi.timeout_ms, pi.on_timeout
+        ),
+        pii=PiiPolicy(pii.mode, pii.restore, tuple(pii.entities), tuple(pii.scan)),
+        secrets=SecretsPolicy(cfg.secrets.mode, tuple(cfg.secrets.scan)),
+        output=OutputPolicy(cfg.output.pii, tuple(cfg.output.entities)),
+        abuse=AbusePolicy(
+            a.stuffing,
+            a.stuffing_ratio,
+            a.stuffing_min_chars,
+            a.batch,
+            a.batch_window_s,
+            a.batch_max,
+            a.context,
+            a.context_max_fraction,
+        ),  # fmt: skip
+        max_findings_per_hour=cfg.max_findings_per_hour,
+    )
