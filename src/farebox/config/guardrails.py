@@ -61,6 +61,7 @@ class PiiConfig(Strict):
         default_factory=lambda: ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD"], min_length=1
     )
     scan: list[Part] = Field(default_factory=lambda: list[Part](["user", "tool"]), min_length=1)
+    engine: Literal["presidio", "builtin"] = "presidio"  # presidio needs farebox[pii]
 
     _restore = field_validator("restore", mode="before")(_off_or_on)
 
@@ -118,7 +119,7 @@ def guardrail_policy(cfg: GuardrailsConfig) -> GuardrailPolicy:
         prompt_injection=InjectionPolicy(
             pi.mode, tuple(pi.scan), pi.classifier, pi.threshold, pi.timeout_ms, pi.on_timeout
         ),
-        pii=PiiPolicy(pii.mode, pii.restore, tuple(pii.entities), tuple(pii.scan)),
+        pii=PiiPolicy(pii.mode, pii.restore, tuple(pii.entities), tuple(pii.scan), pii.engine),
         secrets=SecretsPolicy(cfg.secrets.mode, tuple(cfg.secrets.scan)),
         output=OutputPolicy(cfg.output.pii, tuple(cfg.output.entities)),
         abuse=AbusePolicy(

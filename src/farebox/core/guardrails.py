@@ -80,6 +80,8 @@ class PiiPolicy:
     restore: bool = False  # map placeholders in the answer back to the caller's values
     entities: tuple[str, ...] = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD")
     scan: tuple[Where, ...] = ("user", "tool")
+    # presidio (``farebox[pii]``: names and places too) or the built-in recognisers (no extra)
+    engine: Literal["presidio", "builtin"] = "presidio"
 
 
 @dataclass(frozen=True, slots=True)
