@@ -100,6 +100,8 @@ class Deployment(Strict):
     model: str
     weight: int = Field(1, ge=0)
     price: PriceOverride | None = None
+    # the model's context window in tokens (issue 15: context exploitation); None: unknown
+    context_window: int | None = Field(None, ge=1)
 
 
 class BudgetConfig(Strict):
