@@ -10,6 +10,7 @@ multi-process and multi-replica halves are in ``test_account_multiplication_serv
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -340,3 +341,37 @@ async def test_sqlite_sightings(tmp_path: Path) -> None:
         await _exercise(store.multiplication)
     finally:
         await store.close()
+
+
+async def test_postgres_sightings_and_one_claim_among_racers() -> None:
+    import uuid
+
+    from tests.outage import dsn, fresh_databases, require_services
+
+    require_services()
+    from farebox.stores.postgres.store import PostgresStore
+
+    with fresh_databases(1) as (name,):
+        store = PostgresStore(dsn(name), schema=f"mult_{uuid.uuid4().hex[:8]}", pool_min=1,
+                              pool_max=8)  # fmt: skip
+        await store.open()
+        try:
+            await _exercise(store.multiplication)
+            wins = await asyncio.gather(*(store.multiplication.claim("race", T0, T0 - 60)
+                                          for _ in range(16)))  # fmt: skip
+            assert sorted(wins) == [False] * 15 + [True]
+        finally:
+            await store.close()
+
+
+async def test_sqlite_one_claim_among_racers(tmp_path: Path) -> None:
+    stores = [SQLiteStore(tmp_path / "s.db") for _ in range(2)]  # two processes' worth
+    for store in stores:
+        await store.open()
+    try:
+        wins = await asyncio.gather(*(s.multiplication.claim("race", T0, T0 - 60)
+                                      for s in stores for _ in range(8)))  # fmt: skip
+        assert sorted(wins) == [False] * 15 + [True]
+    finally:
+        for store in stores:
+            await store.close()
