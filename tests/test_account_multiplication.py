@@ -164,6 +164,27 @@ async def test_one_ip_six_free_tenants_opens_one_incident_pauses_all_pages_once(
     assert event["payload"]["custom_details"]["tenants"] == sorted(made)
 
 
+async def test_resolving_the_incident_resumes_every_tenant_it_paused(
+    tmp_path: Path, pd: PagerDutyFake
+) -> None:
+    clock = Clock()
+    async with gateway(tmp_path, config(pd), clock) as app, client(app) as admin:
+        made = await tenants(admin, 6)
+        for _kid, key in made.values():
+            assert (await chat(app, key, ATTACKER)).status_code == 200
+        (incident,) = await sightings_watch(app).check()
+        assert sorted(incident.detail["paused_tenants"]) == sorted(made)
+        assert incident.detail["paused_keys"] == []
+        r = await admin.post(f"/admin/v1/anomalies/{incident.id}/resolve")
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "resolved"
+        for _kid, key in made.values():
+            assert (await chat(app, key, "198.51.100.8")).status_code == 200
+        await app.state.watch.pager.aclose(5.0)
+    assert [e["event_action"] for e in pd.events] == ["trigger", "resolve"]
+    assert pd.events[1]["dedup_key"] == incident.dedup_key
+
+
 async def test_five_free_tenants_open_none(tmp_path: Path, pd: PagerDutyFake) -> None:
     clock = Clock()
     async with gateway(tmp_path, config(pd), clock) as app, client(app) as admin:
@@ -209,6 +230,7 @@ async def test_pause_key_pauses_the_keys_used_not_the_tenants(tmp_path: Path) ->
         (incident,) = await sightings_watch(app).check()
         assert incident.target == "key"
         assert sorted(incident.detail["paused"]) == sorted(k for k, _ in made.values())
+        assert incident.detail["paused_tenants"] == []
         for tid, (kid, key) in made.items():
             assert (await admin.get(f"/admin/v1/tenants/{tid}")).json()["paused"] is False
             assert (await chat(app, key, "198.51.100.3")).json()["error"]["code"] == "key_paused"

@@ -201,6 +201,8 @@ def make_multiplication(
     sightings = sighting_store(store)
     if sightings is None or not (cfg.enabled and cfg.account_multiplication.enabled):
         return None
+    if not set(cfg.account_multiplication.plans) & set(settings.file.plans):
+        return None  # no plan it watches is configured (a reload adding one: restart)
     return MultiplicationWatch(store, sightings, cfg.account_multiplication, pager, clock=clock,
                                flush_interval_s=cfg.flush_interval_s,
                                check_interval_s=cfg.check_interval_s)  # fmt: skip

@@ -136,11 +136,16 @@ class MultiplicationWatch:
                 "plans": sorted(self._plans),
                 "window_s": self._cfg.window_s,
                 "unit": "tenants",
-                "paused": [],
+                "paused": [],  # what was: ``paused_tenants`` and ``paused_keys``
             },
         )
         try:
-            incident.detail["paused"] = await self._pause(incident, tenants, keys)
+            paused_tenants, paused_keys = await self._pause(incident, tenants, keys)
+            incident.detail.update(
+                paused=paused_tenants + paused_keys,
+                paused_tenants=paused_tenants,
+                paused_keys=paused_keys,
+            )
         finally:
             # listed with the anomaly incidents; refused only while its tenant has another
             # open one (the claim above already made this the one incident for the client)
@@ -151,24 +156,26 @@ class MultiplicationWatch:
             self._pager.triggered(incident)  # paged once, even when a pause failed
         return incident
 
-    async def _pause(self, incident: Incident, tenants: list[str], keys: list[str]) -> list[str]:
-        """Pause what the incident targets; return what was paused."""
-        reason = f"automatic pause on account multiplication (incident {incident.id}): " + (
-            f"one client used keys of {incident.observed} tenants"
+    async def _pause(
+        self, incident: Incident, tenants: list[str], keys: list[str]
+    ) -> tuple[list[str], list[str]]:
+        """Pause what the incident targets; return the tenants and the keys paused."""
+        reason = (
+            f"automatic pause on account multiplication (incident {incident.id}): one client "
+            f"used keys of {incident.observed} tenants"
         )
         paused = {"paused": True, "pause_reason": reason}
-        done: list[str] = []
         if incident.target == "none":
-            return done
+            return [], []
         if incident.target == "tenant":
-            targets = tenants
-        else:  # a JWT caller's key is not stored: its tenant is paused instead
-            targets = [k for k in keys if not k.startswith(JWT_KEY_PREFIX)]
-            jwt_tenants = [k[len(JWT_KEY_PREFIX) :] for k in keys if k.startswith(JWT_KEY_PREFIX)]
-            done += [t for t in jwt_tenants if await self._update("tenant", t, paused)]
-        what = "tenant" if incident.target == "tenant" else "key"
-        done += [t for t in targets if await self._update(what, t, paused)]
-        return done
+            return [t for t in tenants if await self._update("tenant", t, paused)], []
+        # a JWT caller's key is not stored: its tenant is paused instead
+        jwt = [k[len(JWT_KEY_PREFIX) :] for k in keys if k.startswith(JWT_KEY_PREFIX)]
+        stored = [k for k in keys if not k.startswith(JWT_KEY_PREFIX)]
+        return (
+            [t for t in jwt if await self._update("tenant", t, paused)],
+            [k for k in stored if await self._update("key", k, paused)],
+        )
 
     async def _update(self, what: str, ident: str, changes: dict[str, object]) -> bool:
         try:
