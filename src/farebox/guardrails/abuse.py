@@ -6,9 +6,9 @@
   ``stuffing_ratio`` (ordinary English prose: 2 to 3.5; a paragraph repeated: 20 and
   more). Only texts of at least ``stuffing_min_chars`` characters are judged. The cost is
   bounded whatever the size: a text longer than one window (``SAMPLE_CHARS // SAMPLES``
-  characters, 16 Ki) is judged on ``SAMPLES`` evenly spread windows (the first and the
+  characters, 8 Ki) is judged on ``SAMPLES`` evenly spread windows (the first and the
   last included) and the most repetitive one decides, so a 4 MB prompt costs what a
-  64 KiB one does.
+  32 KiB one does.
 - **Context exploitation** (``context_hit``): a request whose input fills at least
   ``context_max_fraction`` of the model's context window. The window is the deployment's
   ``context_window`` (``models: {alias: [{provider, model, context_window}]}``, on the
@@ -43,9 +43,9 @@ STUFFING = "prompt_stuffing"
 BATCH = "batch_abuse"
 CONTEXT = "context_exploitation"
 
-SAMPLE_CHARS = 64 * 1024  # at most this many characters are compressed per text
+SAMPLE_CHARS = 32 * 1024  # at most this many characters are compressed per text
 SAMPLES = 4  # windows a longer text is judged on
-FINGERPRINT_CHARS = 16 * 1024  # a batch fingerprint reads at most this much of the text
+FINGERPRINT_CHARS = 4096  # a batch fingerprint reads at most this much of the text (a template)
 SKETCH = 64  # MinHash values kept per text (bottom-k)
 SIMILAR = 0.8  # estimated Jaccard similarity from which two texts are near-identical
 CLUSTERS = 8  # near-identical groups remembered per (tenant, user)
