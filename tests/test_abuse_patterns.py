@@ -219,3 +219,29 @@ def test_cost_is_bounded_on_4_mb() -> None:
         watch.hit("t", "u", huge, ON)
     per_request = (time.perf_counter() - started) / 5
     assert per_request < 0.05  # measured ~6 ms: a sample and a capped fingerprint
+
+
+def test_a_deployments_context_window_reaches_its_routing_target(tmp_path: Path) -> None:
+    from farebox.catalog import load_catalog
+    from farebox.config.settings import parse_settings
+    from farebox.gateway.routing_table import build_router
+
+    data = {
+        "database": f"sqlite:///{tmp_path / 'f.db'}",
+        "providers": {"sim": {"kind": "mock"}},
+        "models": {
+            "cheap": [
+                {"provider": "sim", "model": "gpt-4o-mini", "context_window": 8192},
+                {"provider": "sim", "model": "gpt-4o"},
+            ]
+        },  # fmt: skip
+    }
+    settings = parse_settings(data, source="t.yaml", env={"FAREBOX_ADMIN_KEY": "x" * 40},
+                              base_dir=tmp_path)  # fmt: skip
+    targets = build_router(settings, load_catalog()).resolve("cheap")
+    assert targets is not None
+    assert [t.context_window for t in targets] == [8192, None]
+    window = context_window_of([t.context_window for t in targets])
+    assert window == 8192
+    assert context_hit(7400, window, ON) is not None  # 90 % of 8192 is 7372.8
+    assert context_hit(7372, window, ON) is None

@@ -276,6 +276,40 @@ async def test_a_device_header_from_an_untrusted_peer_is_ignored(tmp_path: Path)
         assert incident.detail["client"] == ATTACKER
 
 
+async def test_a_service_keys_own_device_header_is_believed(tmp_path: Path) -> None:
+    """The SaaS's backend calls for its users with its service key, from one server IP: the
+    device it names tells its users apart (and brings one user's tenants together)."""
+    clock = Clock()
+    async with gateway(tmp_path, config(None), clock) as app, client(app) as admin:
+        made = await tenants(admin, 6)
+        r = await admin.post("/admin/v1/service-keys", json={"name": "backend"})
+        assert r.status_code == 201, r.text
+        service = r.json()["key"]
+        for tid in made:
+            for device in ("user-a", f"user-{tid}"):  # user-a on every tenant; others on one
+                got = await chat(app, service, "198.51.100.20", **{
+                    "X-Farebox-Tenant": tid, "X-Farebox-Device": device})  # fmt: skip
+                assert got.status_code == 200, got.text
+        (incident,) = await sightings_watch(app).check()
+        assert incident.detail["client"] == "device:user-a"  # not the server's IP
+
+
+async def test_a_service_keys_bare_ip_is_never_one_client(tmp_path: Path) -> None:
+    """Without a device, a service key's requests come from the SaaS's own server: neither
+    a multiplying client nor one client for the cross-tenant limit."""
+    cfg = config(None, free_limits=ACROSS)
+    async with gateway(tmp_path, cfg, Clock()) as app, client(app) as admin:
+        made = await tenants(admin, 6)
+        r = await admin.post("/admin/v1/service-keys", json={"name": "backend"})
+        service = r.json()["key"]
+        statuses = [(await chat(app, service, "198.51.100.20", **{"X-Farebox-Tenant": tid})
+                     ).status_code for tid in made for _ in range(2)]  # fmt: skip
+        assert statuses == [200] * 12  # more than the 10 a client may send
+        assert await sightings_watch(app).check() == []
+        # the same IP with a tenant's own key is a client like any other
+        assert (await chat(app, made["t0"][1], "198.51.100.20")).status_code == 200
+
+
 # --- the cross-tenant IP limit ------------------------------------------------------------
 ACROSS = [{"scope": "ip", "requests_per_minute": 10, "across_tenants": True}]
 

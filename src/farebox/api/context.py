@@ -77,5 +77,5 @@ class Services:
                 who = await self.auth.authenticate(request.headers, ip, host, device)
             self.tracing.identify(who.tenant.id, who.key.id)
         if self.sightings is not None:
-            self.sightings.seen(who.client_id, who.tenant.id, who.key.id, who.tenant.plan)
+            self.sightings.seen(who.counted_client, who.tenant.id, who.key.id, who.tenant.plan)
         return who

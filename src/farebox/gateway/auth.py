@@ -83,6 +83,12 @@ class Principal:
         return f"device:{self.device}" if self.device else self.client_ip
 
     @property
+    def counted_client(self) -> str | None:
+        """The client as account multiplication counts it: ``client_id``, but never a
+        service key's bare IP (the SaaS's own server, acting for many tenants)."""
+        return None if self.key.kind == "service" and not self.device else self.client_id
+
+    @property
     def from_jwt(self) -> bool:
         """The caller presented a JWT (its key is the synthetic ``jwt:<tenant>``)."""
         return self.key.id.startswith(JWT_KEY_PREFIX)

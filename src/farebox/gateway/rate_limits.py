@@ -148,11 +148,13 @@ def holds(
     is not limited. Each hold names the tenant whose counter it is (none for a
     ``shared_key``'s own limits: a service key acts for many tenants). A scope ip limit
     ``across_tenants`` counts the client once for every tenant on ``plan``: its counter
-    names the plan and the client, not the tenant."""
+    names the plan and the client, not the tenant (a service key counts only with a device:
+    its bare IP is the SaaS's own server)."""
     out: list[Hold] = []
     for spec in specs:
-        if spec.across_tenants:
-            subject = f"ip:*:{plan}:{ip}" if ip else None
+        if spec.across_tenants:  # a service key's bare IP is the SaaS's server: not counted
+            counted = ip if ip and (not shared_key or ip.startswith("device:")) else None
+            subject = f"ip:*:{plan}:{counted}" if counted else None
         else:
             subject = _subject(spec.scope, tenant, key, user, ip, workspace)
         if subject is None or not spec.applies_to(model):
