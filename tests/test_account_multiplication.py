@@ -375,6 +375,8 @@ async def _exercise(store: Any) -> None:
     assert await store.crowded(T0, 5) == ["c1"]
     assert await store.crowded(T0 + 1, 5) == []  # t0's last sighting is before
     assert await store.crowded(T0, 6) == []
+    assert await store.crowded(T0, 5, touched=T0 + 5) == ["c1"]  # c1 was seen at T0 + 5
+    assert await store.crowded(T0, 5, touched=T0 + 6) == []  # not since
     seen = await store.sightings("c1", T0)
     assert [s.tenant_id for s in seen] == [f"t{i}" for i in range(6)]
     assert seen[0].seen_at == T0  # the latest of t0's two

@@ -62,6 +62,7 @@ class MultiplicationWatch:
         self._check_s = check_interval_s
         self._pending: dict[tuple[str, str, str], float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._last: float | None = None  # when this process last checked
         self._cfg = cfg
         self._plans = frozenset(cfg.plans)
         self._on = enabled and cfg.enabled
@@ -102,8 +103,12 @@ class MultiplicationWatch:
             return []
         now = self._clock()
         since = now - self._cfg.window_s
+        # only clients seen since the last round (with room for other processes' flushes)
+        margin = 2 * (self._flush_s + self._check_s)
+        touched = None if self._last is None else max(since, self._last - margin)
+        self._last = now
         opened = []
-        for client in await self._sightings.crowded(since, self._cfg.max_tenants):
+        for client in await self._sightings.crowded(since, self._cfg.max_tenants, touched):
             if await self._sightings.claim(client, now, since):
                 opened.append(await self._open(client, since, now))
         await self._sightings.prune(since - self._cfg.window_s)  # claims: kept one window

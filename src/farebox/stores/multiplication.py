@@ -28,9 +28,12 @@ class SightingStore(Protocol):
         """Record each row, keeping the latest ``seen_at`` of a (client, tenant, key)."""
         ...
 
-    async def crowded(self, since: float, more_than: int) -> list[str]:
+    async def crowded(
+        self, since: float, more_than: int, touched: float | None = None
+    ) -> list[str]:
         """The clients seen with keys of more than ``more_than`` distinct tenants since
-        ``since``."""
+        ``since``; only those seen at or after ``touched`` when given (a check reads only
+        the clients active since the last one)."""
         ...
 
     async def sightings(self, client: str, since: float) -> list[Sighting]:

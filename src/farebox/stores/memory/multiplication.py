@@ -17,12 +17,17 @@ class MemorySightings:
             slot = (r.client, r.tenant_id, r.key_id)
             self._seen[slot] = max(self._seen.get(slot, r.seen_at), r.seen_at)
 
-    async def crowded(self, since: float, more_than: int) -> list[str]:
+    async def crowded(
+        self, since: float, more_than: int, touched: float | None = None
+    ) -> list[str]:
         tenants: dict[str, set[str]] = {}
+        active: set[str] = set()
         for (client, tenant, _key), at in self._seen.items():
             if at >= since:
                 tenants.setdefault(client, set()).add(tenant)
-        return sorted(c for c, t in tenants.items() if len(t) > more_than)
+            if touched is None or at >= touched:
+                active.add(client)
+        return sorted(c for c, t in tenants.items() if len(t) > more_than and c in active)
 
     async def sightings(self, client: str, since: float) -> list[Sighting]:
         rows = [Sighting(c, t, k, at) for (c, t, k), at in self._seen.items()

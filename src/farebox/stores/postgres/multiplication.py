@@ -35,12 +35,18 @@ class PostgresSightings:
             async with self._pool().acquire() as conn, conn.transaction():
                 await conn.executemany(self._upsert, values)
 
-    async def crowded(self, since: float, more_than: int) -> list[str]:
+    async def crowded(
+        self, since: float, more_than: int, touched: float | None = None
+    ) -> list[str]:
+        s = self._s
         sql = (
-            f"SELECT client FROM {self._s}.multiplication_sightings WHERE seen_at >= $1 "
-            "GROUP BY client HAVING COUNT(DISTINCT tenant_id) > $2 ORDER BY client"
+            f"SELECT client FROM {s}.multiplication_sightings WHERE seen_at >= $1 AND client IN "
+            f"(SELECT client FROM {s}.multiplication_sightings WHERE seen_at >= $2) "
+            "GROUP BY client HAVING COUNT(DISTINCT tenant_id) > $3 ORDER BY client"
         )
-        return [str(r[0]) for r in await self._pool().fetch(sql, since, more_than)]
+        rows = await self._pool().fetch(sql, since, since if touched is None else touched,
+                                        more_than)  # fmt: skip
+        return [str(r[0]) for r in rows]
 
     async def sightings(self, client: str, since: float) -> list[Sighting]:
         sql = (

@@ -35,12 +35,16 @@ class SQLiteSightings:
         if values:
             await self._write(write)
 
-    async def crowded(self, since: float, more_than: int) -> list[str]:
+    async def crowded(
+        self, since: float, more_than: int, touched: float | None = None
+    ) -> list[str]:
         sql = (
-            "SELECT client FROM multiplication_sightings WHERE seen_at >= ? GROUP BY client "
+            "SELECT client FROM multiplication_sightings WHERE seen_at >= ? AND client IN "
+            "(SELECT client FROM multiplication_sightings WHERE seen_at >= ?) GROUP BY client "
             "HAVING COUNT(DISTINCT tenant_id) > ? ORDER BY client"
         )
-        rows = await self._read(lambda db: db.execute(sql, (since, more_than)).fetchall())
+        args = (since, since if touched is None else touched, more_than)
+        rows = await self._read(lambda db: db.execute(sql, args).fetchall())
         return [str(r[0]) for r in rows]
 
     async def sightings(self, client: str, since: float) -> list[Sighting]:
