@@ -67,6 +67,7 @@ _JSON_DEFAULTS: dict[str, Any] = {"billing": {}, "metadata": {}, "budgets": [], 
                                    "detail": {}, "guardrails": []}  # fmt: skip
 _BOOL_COLS = {"paused", "stream", "byok"}
 _MONEY_COLS = ("cost", "revenue", "saved")
+_GUARD = LEDGER_COLS.index("guardrails")
 
 
 def _cols(cols: Sequence[str], prefix: str = "") -> str:
@@ -86,7 +87,11 @@ def _encode(col: str, value: Any) -> Any:
 
 
 def _ledger_row(entry: LedgerEntry) -> list[Any]:
-    return [_encode(c, _without_nul(getattr(entry, c))) for c in LEDGER_COLS]
+    row = [_encode(c, _without_nul(getattr(entry, c))) for c in LEDGER_COLS]
+    # a jsonb[] array would read a list value as one more dimension: the guardrails' list
+    # goes as one JSON element (orjson writes a Fragment as it is)
+    row[_GUARD] = orjson.Fragment(orjson.dumps(row[_GUARD]))
+    return row
 
 
 def _without_nul(value: Any) -> Any:
