@@ -30,6 +30,7 @@ from farebox.core.tiers import tiered
 from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health, Prober, ProbeTimes
 from farebox.stores.postgres.audit import PostgresAudit
+from farebox.stores.postgres.findings import PostgresFindings
 from farebox.stores.postgres.credentials import PostgresCredentials
 from farebox.stores.postgres.credits import PostgresCredits
 from farebox.stores.postgres.inbox import PostgresInbox
@@ -153,6 +154,7 @@ class PostgresStore(SQLAccounts, PostgresReports):
         self.inbox = PostgresInbox(lambda: self._pool, self._s)
         self.upsell = PostgresUpsell(lambda: self._pool, self._s)
         self.audit = PostgresAudit(lambda: self._pool, self._s)  # the audit log (issue 14)
+        self.findings = PostgresFindings(lambda: self._pool, self._s)  # guardrails (issue 15)
         self.credentials = PostgresCredentials(lambda: self._pool, self._s)  # the vault
         self.workspaces = PostgresWorkspaces(lambda: self._pool, self._s)
         self._ledger_sql: LedgerStatements | None = None  # built on open, from the table
