@@ -52,7 +52,8 @@ def page_statement(query: FindingsQuery) -> tuple[str, list[Any]]:
     """The SELECT of one page (``limit + 1`` rows, ``ROW_COLS``) and its parameters."""
     limit = check(query)
     after = after_of(query)  # a bad cursor fails here, unread
-    where, params = ["l.guardrails <> '[]'"], []
+    where: list[str] = ["l.guardrails <> '[]'"]
+    params: list[Any] = []
     for col, value in (("tenant_id", query.tenant_id), ("key_id", query.key_id)):
         if value is not None:
             where.append(f"l.{col} = ?")

@@ -25,7 +25,10 @@ def bump_epoch(db: sqlite3.Connection) -> int:
 class IdentityRoles:
     _epoch: EpochFile
     _runners: Callable[[], tuple[Any, Any]]
-    report_reader: ReportReader
+
+    @property
+    def report_reader(self) -> ReportReader:  # ``SQLiteReports``'s, first in the store's bases
+        raise NotImplementedError
 
     @functools.cached_property
     def credentials(self) -> SQLiteCredentials:
