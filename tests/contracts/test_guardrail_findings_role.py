@@ -122,8 +122,11 @@ def expected(model: list[Any], q: FindingsQuery) -> list[str]:
     return [e.request_id for e in out]
 
 
-@settings(max_examples=12, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data())
 async def test_walking_every_page_yields_each_match_once(store: Any, data: st.DataObject) -> None:
     """One store for every example: the ledger grows, each query is checked against all."""

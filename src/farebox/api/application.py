@@ -117,6 +117,7 @@ def _add_routes(app: FareboxApp, wiring: Wiring) -> None:
     app.state.exporter = wiring.exporter
     app.state.watch = wiring.watch
     app.state.upsell = wiring.upsell
+    app.state.findings = wiring.findings  # issue 15: guardrail events and pauses
     ops = admin.admin_routes(services, wiring.tenancy, wiring.exporter, wiring.watch)
     app.include_router(admin.router(services, wiring.tenancy, wiring.exporter, wiring.watch, ops))
     app.gate = audited(app.gate, services, wiring.tenancy, ops)  # issue 14: the audit trail

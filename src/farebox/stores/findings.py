@@ -108,9 +108,7 @@ class FindingsStore(Protocol):
         ``InvalidRequest``."""
         ...
 
-    async def counts(
-        self, tenant_id: str | None, start: float, end: float
-    ) -> list[FindingCount]:
+    async def counts(self, tenant_id: str | None, start: float, end: float) -> list[FindingCount]:
         """Findings per tenant, detector, category and action of the requests started in
         ``[start, end)`` (one tenant's, or every tenant's), by tenant then most findings."""
         ...

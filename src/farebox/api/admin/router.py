@@ -172,6 +172,7 @@ def report_routes(services: Services, tenancy: Tenancy, billing: BillingRoutes) 
     reports = ReportRoutes(services, tenancy)
     requests = RequestRoutes(services)
     cache = CacheRoutes(services, tenancy)
+    guard = GuardrailRoutes(services)  # issue 15
     return [
         AdminRoute("GET", "/usage", billing.usage, PLAIN, READ, OWN),
         AdminRoute("GET", "/series", reports.series, PLAIN, READ, OWN),
@@ -181,8 +182,7 @@ def report_routes(services: Services, tenancy: Tenancy, billing: BillingRoutes) 
         AdminRoute("DELETE", "/tenants/{tenant_id}/cache", cache.purge_cache, PLAIN, OPERATE, OWN),
         AdminRoute("GET", "/cache", cache.all_caches, need=READ),
         # issue 15: requests with guardrail findings (a tenant_admin: its own tenant's)
-        AdminRoute("GET", "/guardrails/findings", GuardrailRoutes(services).list_findings,
-                   PLAIN, READ, OWN),  # fmt: skip
+        AdminRoute("GET", "/guardrails/findings", guard.list_findings, PLAIN, READ, OWN),
     ]
 
 

@@ -47,9 +47,7 @@ class MemoryFindings:
         found.sort(key=lambda r: (r.started_at, r.request_id), reverse=True)
         return page_of(found[: limit + 1], limit)
 
-    async def counts(
-        self, tenant_id: str | None, start: float, end: float
-    ) -> list[FindingCount]:
+    async def counts(self, tenant_id: str | None, start: float, end: float) -> list[FindingCount]:
         query = FindingsQuery(tenant_id=tenant_id, start=start, end=end)
         return count_rows(r for r in self._rows() if selects(r, query))
 

@@ -88,9 +88,7 @@ class PostgresFindings:
         rows = await self._pool().fetch(sql, *params)
         return page_of([row_of(tuple(r)) for r in rows], query.limit)
 
-    async def counts(
-        self, tenant_id: str | None, start: float, end: float
-    ) -> list[FindingCount]:
+    async def counts(self, tenant_id: str | None, start: float, end: float) -> list[FindingCount]:
         tenant = "AND l.tenant_id = $4 " if tenant_id is not None else ""
         sql = (
             "SELECT l.tenant_id, COALESCE(f->>'detector', ''), COALESCE(f->>'category', ''), "

@@ -30,9 +30,9 @@ from farebox.core.tiers import tiered
 from farebox.errors import Conflict, NotFound
 from farebox.stores.health import Health, Prober, ProbeTimes
 from farebox.stores.postgres.audit import PostgresAudit
-from farebox.stores.postgres.findings import PostgresFindings
 from farebox.stores.postgres.credentials import PostgresCredentials
 from farebox.stores.postgres.credits import PostgresCredits
+from farebox.stores.postgres.findings import PostgresFindings
 from farebox.stores.postgres.inbox import PostgresInbox
 from farebox.stores.postgres.ledger_write import (
     COLUMN_TYPES,

@@ -104,9 +104,7 @@ class SQLiteFindings:
         found = await self._reader().run(lambda db: db.execute(sql, params).fetchall())
         return page_of([row_of(r) for r in found], query.limit)
 
-    async def counts(
-        self, tenant_id: str | None, start: float, end: float
-    ) -> list[FindingCount]:
+    async def counts(self, tenant_id: str | None, start: float, end: float) -> list[FindingCount]:
         sql, params = counts_statement(tenant_id, start, end)
         found = await self._reader().run(lambda db: db.execute(sql, params).fetchall())
         return ordered(FindingCount(str(t), str(d), str(c), str(a), int(n), int(r))
