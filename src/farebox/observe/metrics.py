@@ -190,6 +190,7 @@ class RequestMetrics:
         self._events = {name: events.labels(name) for name in (*CACHE_EVENTS, "other")}
         # guardrails: bound children by label tuple; the categories seen per detector
         self._guard: dict[tuple[str, ...], Counter] = {}
+        self._guard_requests: dict[tuple[str, ...], Counter] = {}
         self._categories: dict[str, set[str]] = {}
 
     def observe(self, entry: LedgerEntry, plan: str) -> None:
@@ -239,8 +240,11 @@ class RequestMetrics:
             if counter is None:
                 counter = self._guard[labels] = self._families.guard.findings.labels(*labels)
             counter.inc()
-        outcome = GUARD_ACTIONS[worst] if worst < len(GUARD_ACTIONS) else "other"
-        self._families.guard.requests.labels(outcome, *tenant).inc()
+        key = (GUARD_ACTIONS[worst] if worst < len(GUARD_ACTIONS) else "other", *tenant)
+        requests = self._guard_requests.get(key)
+        if requests is None:
+            requests = self._guard_requests[key] = self._families.guard.requests.labels(*key)
+        requests.inc()
 
     def _category(self, detector: str, category: object) -> str:
         """The category as a label value: a plain name, at most ``MAX_CATEGORIES`` per
