@@ -90,8 +90,9 @@ async def write_ledger(database: Path, entries: list[LedgerEntry]) -> None:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     chromium_or_skip()
     directory = tmp_path_factory.mktemp("dash-guardrails-browser")
-    config = write_config(directory, plans=PLANS, default_plan="pro",
-                          server={"single_process": False})  # the test writes the ledger too
+    config = write_config(
+        directory, plans=PLANS, default_plan="pro", server={"single_process": False}
+    )  # the test writes the ledger too
     with serve(config, cwd=directory) as server:
         with httpx.Client(base_url=server.base_url, headers=admin_headers(), timeout=10.0) as c:
             keys = {}
