@@ -104,6 +104,7 @@ ROUTES: dict[tuple[str, str], tuple[str, bool]] = {
     ("PATCH", "/admin/v1/tenants/{tenant_id}/workspaces/{workspace_id}"): ("operate", True),
     ("DELETE", "/admin/v1/tenants/{tenant_id}/workspaces/{workspace_id}"): ("operate", True),
     ("GET", "/admin/v1/keys"): ("read", True),
+    ("GET", "/admin/v1/guardrails/findings"): ("read", True),  # issue 15
 }
 GRANTS = {
     "owner": {"read", "operate", "billing", "owner"},

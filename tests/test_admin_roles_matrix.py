@@ -306,6 +306,7 @@ DASHBOARD_ROUTES = {
     ("POST", "/dashboard/tenants/{tenant_id}/keys"),
     ("POST", "/dashboard/tenants/{tenant_id}/keys/{key_id}/revoke"),
     ("GET", "/dashboard/audit"),
+    ("GET", "/dashboard/guardrails"),  # issue 15: findings (a tenant's session: its own)
 }  # fmt: skip
 # page -> the callers that see it (200); a tenant_admin elsewhere: 404
 PAGES = {
@@ -320,6 +321,8 @@ PAGES = {
     f"/dashboard/tenants/{B}/workspaces": {"owner", "operator", "billing", "viewer"},
     "/dashboard/audit": {"owner"},
     "/dashboard/audit?actor=env": {"owner"},
+    "/dashboard/guardrails": set(CALLERS) - {"anonymous"},
+    f"/dashboard/guardrails?tenant={B}&hours=168": set(CALLERS) - {"anonymous"},
 }
 OPERATORS = {"owner", "operator", "tenant_admin"}
 # form -> the callers that may post it (those with the need its API operation has)

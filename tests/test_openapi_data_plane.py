@@ -21,6 +21,7 @@ DATA_PLANE = {
     "/v1/models": "get",
     "/v1/me": "get",
     "/v1/me/requests": "get",
+    "/v1/me/guardrails/findings": "get",  # issue 15
 }
 MODELS = {"/v1/embeddings": "text-embedding-3-small"}
 

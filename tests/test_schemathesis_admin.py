@@ -211,6 +211,7 @@ OPERATIONS = [
     ("GET", "/admin/v1/keys"),
     ("POST", "/admin/v1/admin-keys"), ("GET", "/admin/v1/admin-keys"),
     ("DELETE", "/admin/v1/admin-keys/{key_id}"),
+    ("GET", "/admin/v1/guardrails/findings"),  # issue 15
 ]  # fmt: skip
 
 

@@ -49,6 +49,7 @@ from farebox.gateway.ledger import LedgerWriter
 from farebox.gateway.pipeline import Gateway
 from farebox.gateway.rate_limits import RateLimits
 from farebox.gateway.routing_table import build_plans, build_router, provider_configs
+from farebox.guardrails.findings_watch import FindingsWatch
 from farebox.http.client import HttpClient
 from farebox.identity.claims import TokenVerifier
 from farebox.identity.credentials import ProviderKeys
@@ -65,6 +66,7 @@ from farebox.providers.openai import OpenAIProvider
 from farebox.semantic.base import Embedder
 from farebox.stores import vectors
 from farebox.stores.base import CacheStore, Store
+from farebox.stores.findings import findings_of
 from farebox.stores.memory.cache import MemoryCache
 from farebox.stores.memory.store import MemoryStore
 from farebox.stores.multiplication import sighting_store
@@ -320,14 +322,16 @@ def make_access_log(settings: Settings) -> AccessLog | None:
 
 
 def observers(
-    metrics: RequestMetrics | None, access_log: AccessLog | None, watch: AnomalyWatch
-) -> Observer | None:
+    metrics: RequestMetrics | None, access_log: AccessLog | None, watch: AnomalyWatch,
+    findings: FindingsWatch | None = None,
+) -> Observer | None:  # fmt: skip
     """What sees every ledger entry: the metrics, the access log, the anomaly watch (each
-    only when on)."""
+    only when on), and the guardrail findings' events and pauses (issue 15)."""
     return fan_out(
         metrics.observe if metrics is not None else None,
         access_log.observe if access_log is not None else None,
         watch.observe if watch.enabled else None,
+        findings.observe if findings is not None else None,
     )
 
 
@@ -474,13 +478,15 @@ def wire(
     keys = provider_keys(settings, store, secret)
     cache = make_cache(settings, store, secret, built, router, clock, events, keys)
     upsell = UpsellRecorder(store.upsell, clock)
+    guard = FindingsWatch(store, findings_of(store), alerts, clock=clock)  # issue 15
     gateway = Gateway(router=router, plans=plans, providers=built, ledger=ledger,
                       budgets=budgets, limits=limits, breakers=breakers,
                       routing=settings.file.routing,
                       default_plan=settings.file.default_plan or "default", clock=clock,
-                      observe=observers(metrics, access_log, watch),
+                      observe=observers(metrics, access_log, watch, guard),
                       tracing=tracing, cache=cache, refused=upsell.refused,
                       keys=keys)  # fmt: skip
+    guard.plans = gateway.plan_named  # each plan's max_findings_per_hour, reloads included
     auth = make_authenticator(settings, store, secret, http, clock, frozenset(plans))
     # a store of this app's own that no other process uses (one handed in may be shared by
     # other app instances): continuations of its answers reach this app only
@@ -499,7 +505,8 @@ def wire(
                           alerts.send if alerts else None, clock)  # fmt: skip
     return Wiring(services, tenancy, reloader, watch, exporter, alerts, built, http, in_flight,
                   metrics, access_log, tracing, cache,
-                  bills if settings.file.reconcile.interval_s else None, upsell)  # fmt: skip
+                  bills if settings.file.reconcile.interval_s else None, upsell,
+                  findings=guard)  # fmt: skip
 
 
 def provider_keys(settings: Settings, store: Store, secret: bytes) -> ProviderKeys:

@@ -47,6 +47,7 @@ from farebox.core.keys import ADMIN_PREFIX, hash_key, new_key
 from farebox.errors import ConfigError, FareboxError, InvalidRequest, NotFound
 from farebox.gateway.cache import ResponseCache
 from farebox.gateway.inflight import InFlight
+from farebox.guardrails.findings_watch import FindingsWatch
 from farebox.http.client import HttpClient
 from farebox.identity.tenancy import Tenancy
 from farebox.notify.channels import WebhookAlerts
@@ -80,6 +81,7 @@ class Wiring:
     cache: ResponseCache | None = None  # the response cache: opened after the store
     provider_watch: ProviderWatch | None = None  # reconcile.interval_s: providers' bills
     upsell: UpsellRecorder | None = None  # upsell moments, written off the request path
+    findings: FindingsWatch | None = None  # guardrail events and max_findings_per_hour pauses
 
 
 def build_app(wiring: Wiring, announce: Announce) -> FastAPI:
@@ -115,6 +117,7 @@ def _add_routes(app: FareboxApp, wiring: Wiring) -> None:
     app.state.exporter = wiring.exporter
     app.state.watch = wiring.watch
     app.state.upsell = wiring.upsell
+    app.state.findings = wiring.findings  # issue 15: guardrail events and pauses
     ops = admin.admin_routes(services, wiring.tenancy, wiring.exporter, wiring.watch)
     app.include_router(admin.router(services, wiring.tenancy, wiring.exporter, wiring.watch, ops))
     app.gate = audited(app.gate, services, wiring.tenancy, ops)  # issue 14: the audit trail
@@ -219,6 +222,8 @@ async def start(wiring: Wiring, announce: Announce) -> None:
     wiring.watch.start()
     if services.sightings is not None:  # account multiplication (issue 15)
         services.sightings.start()
+    if wiring.findings is not None:
+        wiring.findings.start()
     services.responses.start()
     billing = settings.file.billing
     if billing.in_serve and wiring.exporter.sinks:
@@ -236,6 +241,8 @@ async def stop(wiring: Wiring) -> None:
     if services.sightings is not None:
         await services.sightings.stop()
     await wiring.watch.pager.aclose(drain_s)
+    if wiring.findings is not None:  # its last tallies, before the alerts drain
+        await wiring.findings.stop()
     await services.responses.stop()
     await wiring.exporter.stop()
     if wiring.provider_watch is not None:

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from farebox.api.admin.cache import cache_stats, month_span
+from farebox.api.admin.guardrails import me_route as me_findings_route
 from farebox.api.admin.requests import me_route
 from farebox.api.context import Services
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
@@ -73,6 +74,7 @@ def routes(services: Services) -> list[FastRoute]:
     return [
         FastRoute("/v1/me", guarded(services, me), ["GET"]),
         me_route(services),  # /v1/me/requests: the caller's tenant's request log
+        me_findings_route(services),  # /v1/me/guardrails/findings (issue 15)
         FastRoute("/healthz", healthz, ["GET"]),
         FastRoute("/readyz", readyz, ["GET"]),
     ]

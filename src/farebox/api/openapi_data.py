@@ -262,6 +262,23 @@ RESPONSES: JSON = {
         },
         next_cursor=NULLABLE_STRING,
     ),  # fmt: skip
+    # issue 15: requests with guardrail findings (never the matched text)
+    "farebox.FindingList": _list_of(
+        {
+            "type": "object",
+            "required": ["request_id", "tenant_id", "key_id", "status", "at", "findings"],
+            "properties": {
+                "findings": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["detector", "category", "action", "score", "where"],
+                    },
+                },
+            },
+        },
+        next_cursor=NULLABLE_STRING,
+    ),  # fmt: skip
 }
 
 SECURITY_SCHEMES: JSON = {
@@ -425,6 +442,7 @@ def _paths() -> JSON:
             _ok("farebox.Me", False, False),
         ),
         "/v1/me/requests": _my_requests(),
+        "/v1/me/guardrails/findings": _my_findings(),
     }  # fmt: skip
 
 
@@ -447,6 +465,32 @@ def _my_requests() -> JSON:
         "This key's tenant's request log, newest first; pass "
         "next_cursor as cursor for the next page.",
         _ok("farebox.RequestList", False, False),
+    )
+    op["get"]["parameters"] = params
+    op["get"]["responses"].update(_errors(("400",), "farebox.OpenAIError"))
+    return op
+
+
+def _my_findings() -> JSON:
+    """``GET /v1/me/guardrails/findings``: the key's tenant's requests with guardrail findings
+    (``api/admin/guardrails.py``)."""
+    params: list[JSON] = [
+        {"name": "from", "in": "query", "schema": STRING,
+         "description": "unix seconds or ISO 8601 (UTC when no zone is given), inclusive"},
+        {"name": "to", "in": "query", "schema": STRING, "description": "as from, exclusive"},
+        *({"name": n, "in": "query", "schema": {"type": "string", "minLength": 1}}
+          for n in ("key", "detector", "category", "cursor")),
+        {"name": "action", "in": "query",
+         "schema": {"type": "string", "enum": ["flagged", "redacted", "blocked"]}},
+        {"name": "limit", "in": "query",
+         "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
+    ]  # fmt: skip
+    op = _get(
+        "listMyGuardrailFindings",
+        "This key's tenant's requests with guardrail findings, newest first (detector, "
+        "category, action, score, where; never the matched text); pass next_cursor as cursor "
+        "for the next page.",
+        _ok("farebox.FindingList", False, False),
     )
     op["get"]["parameters"] = params
     op["get"]["responses"].update(_errors(("400",), "farebox.OpenAIError"))

@@ -68,6 +68,11 @@ class Channel:
         self._queue: asyncio.Queue[_Delivery] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
 
+    @property
+    def backlog(self) -> int:
+        """Deliveries queued, not yet sent (a sender may shed load past a bound)."""
+        return self._queue.qsize()
+
     def send(self, body: dict[str, Any], what: str = "alert") -> None:
         self._queue.put_nowait(_Delivery(body, what))
         if self._worker is None or self._worker.done():

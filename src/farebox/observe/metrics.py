@@ -9,6 +9,14 @@ Money counters are in USD, converted from the ledger's exact pico-USD integers a
 are for charts and alerts. The exact figures are the ledger's (``farebox usage``, the admin
 API, the billing export).
 
+Guardrail findings (issue 15) are counted from the entry's ``guardrails``:
+``farebox_guardrail_findings_total{detector,category,action}`` per finding and
+``farebox_guardrail_requests_total{outcome}`` per request with findings (outcome: the most
+severe action, blocked > redacted > flagged), with the tenant label only when
+``metrics.tenant_labels`` is on. Label values are bounded: a detector or action the project
+does not name, or a category beyond ``MAX_CATEGORIES`` per detector (or not a plain name),
+is counted as ``other``.
+
 The response cache is counted from the same entries (``entry.cache``): hits by kind (exact,
 semantic), misses, bypasses and the USD the hits saved, with the tenant label only when
 ``metrics.tenant_labels`` is on; the cache stage reports what no entry shows (a backend error,
@@ -34,6 +42,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 
 from farebox.core.cache import BYPASS, HIT_EXACT, HIT_SEMANTIC, MISS
+from farebox.core.guardrails import DETECTORS
 from farebox.core.money import PICO_PER_USD
 from farebox.core.records import LedgerEntry
 
@@ -51,6 +60,10 @@ CACHE_EVENTS = ("error", "skipped", "vetoed", "stored", "evicted")
 CACHE_HIT_KINDS = {HIT_EXACT: "exact", HIT_SEMANTIC: "semantic"}
 
 Observer = Callable[[LedgerEntry, str], None]
+# guardrail findings: the label values kept (anything else is "other"), most severe first
+GUARD_ACTIONS = ("blocked", "redacted", "flagged")
+MAX_CATEGORIES = 64  # distinct categories per detector; more are counted as "other"
+MAX_CATEGORY_CHARS = 64
 
 
 class _Families:
@@ -90,6 +103,23 @@ class _Families:
         self.ttft = _histogram(registry, "farebox_time_to_first_token_seconds",
                                "Streams: until the first token.", LATENCY_BUCKETS)  # fmt: skip
         self.cache = _CacheFamilies(registry, list(extra))
+        self.guard = _GuardFamilies(registry, list(extra))
+
+
+class _GuardFamilies:
+    """The guardrails' counters (issue 15)."""
+
+    def __init__(self, registry: CollectorRegistry, extra: list[str]) -> None:
+        self.findings = Counter(
+            "farebox_guardrail_findings", "Guardrail findings, by detector, category and "
+            "action (flagged, redacted, blocked).", ["detector", "category", "action", *extra],
+            registry=registry,
+        )  # fmt: skip
+        self.requests = Counter(
+            "farebox_guardrail_requests", "Requests with guardrail findings, by outcome: "
+            "blocked, redacted or flagged (the most severe action).", ["outcome", *extra],
+            registry=registry,
+        )  # fmt: skip
 
 
 class _CacheFamilies:
@@ -158,6 +188,10 @@ class RequestMetrics:
         self._cache: dict[tuple[str, ...], tuple[Counter, Counter | None]] = {}
         events = self._families.cache.events
         self._events = {name: events.labels(name) for name in (*CACHE_EVENTS, "other")}
+        # guardrails: bound children by label tuple; the categories seen per detector
+        self._guard: dict[tuple[str, ...], Counter] = {}
+        self._guard_requests: dict[tuple[str, ...], Counter] = {}
+        self._categories: dict[str, set[str]] = {}
 
     def observe(self, entry: LedgerEntry, plan: str) -> None:
         """Count one ledger entry (``plan``: the plan it was served under)."""
@@ -185,6 +219,45 @@ class RequestMetrics:
             bound.ttft.observe(entry.ttft_ms / 1000)
         if entry.cache is not None:
             self._count_cache(entry, entry.cache)
+        if entry.guardrails:
+            self._count_findings(entry)
+
+    def _count_findings(self, entry: LedgerEntry) -> None:
+        """One request's findings, and the request by its most severe action."""
+        tenant = (entry.tenant_id,) if self.tenant_labels else ()
+        worst = len(GUARD_ACTIONS)
+        for finding in entry.guardrails:
+            if not isinstance(finding, dict):
+                continue
+            action = str(finding.get("action"))
+            rank = GUARD_ACTIONS.index(action) if action in GUARD_ACTIONS else worst
+            worst = min(worst, rank)
+            detector = str(finding.get("detector"))
+            detector = detector if detector in DETECTORS else "other"
+            labels = (detector, self._category(detector, finding.get("category")),
+                      action if rank < len(GUARD_ACTIONS) else "other", *tenant)  # fmt: skip
+            counter = self._guard.get(labels)
+            if counter is None:
+                counter = self._guard[labels] = self._families.guard.findings.labels(*labels)
+            counter.inc()
+        key = (GUARD_ACTIONS[worst] if worst < len(GUARD_ACTIONS) else "other", *tenant)
+        requests = self._guard_requests.get(key)
+        if requests is None:
+            requests = self._guard_requests[key] = self._families.guard.requests.labels(*key)
+        requests.inc()
+
+    def _category(self, detector: str, category: object) -> str:
+        """The category as a label value: a plain name, at most ``MAX_CATEGORIES`` per
+        detector (the first seen), else ``other``."""
+        text = str(category)
+        seen = self._categories.setdefault(detector, set())
+        if text in seen:
+            return text
+        plain = text.replace("_", "").replace("-", "").replace(".", "").isalnum()
+        if not plain or len(text) > MAX_CATEGORY_CHARS or len(seen) >= MAX_CATEGORIES:
+            return "other"
+        seen.add(text)
+        return text
 
     def _count_cache(self, entry: LedgerEntry, cache: str) -> None:
         key = (cache, entry.tenant_id) if self.tenant_labels else (cache,)

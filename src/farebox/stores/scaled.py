@@ -106,6 +106,7 @@ class ScaledStore:
         self.inbox = pg.inbox  # billing webhooks' inbox: PostgreSQL
         self.upsell = pg.upsell  # upsell moments and plan changes: PostgreSQL
         self.audit = pg.audit  # the audit log: PostgreSQL
+        self.findings = pg.findings  # guardrail findings and tallies: PostgreSQL (issue 15)
         self.credentials = CredentialsThatBump(pg.credentials, self._bump_epoch)  # the vault
         self.workspaces = WorkspacesThatBump(pg.workspaces, self._bump_epoch)  # PostgreSQL
         self.multiplication = pg.multiplication  # account multiplication: PostgreSQL

@@ -26,6 +26,7 @@ from farebox.api.admin.budgets import BudgetRoutes
 from farebox.api.admin.cache import CacheRoutes
 from farebox.api.admin.credit_sync import CreditSyncRoutes
 from farebox.api.admin.credits import CreditRoutes
+from farebox.api.admin.guardrails import GuardrailRoutes
 from farebox.api.admin.integrations import IntegrationRoutes
 from farebox.api.admin.invoices import InvoiceRoutes
 from farebox.api.admin.keys import KeyRoutes
@@ -171,6 +172,7 @@ def report_routes(services: Services, tenancy: Tenancy, billing: BillingRoutes) 
     reports = ReportRoutes(services, tenancy)
     requests = RequestRoutes(services)
     cache = CacheRoutes(services, tenancy)
+    guard = GuardrailRoutes(services)  # issue 15
     return [
         AdminRoute("GET", "/usage", billing.usage, PLAIN, READ, OWN),
         AdminRoute("GET", "/series", reports.series, PLAIN, READ, OWN),
@@ -179,6 +181,8 @@ def report_routes(services: Services, tenancy: Tenancy, billing: BillingRoutes) 
         AdminRoute("GET", "/tenants/{tenant_id}/cache", cache.tenant_cache, PLAIN, READ, OWN),
         AdminRoute("DELETE", "/tenants/{tenant_id}/cache", cache.purge_cache, PLAIN, OPERATE, OWN),
         AdminRoute("GET", "/cache", cache.all_caches, need=READ),
+        # issue 15: requests with guardrail findings (a tenant_admin: its own tenant's)
+        AdminRoute("GET", "/guardrails/findings", guard.list_findings, PLAIN, READ, OWN),
     ]
 
 

@@ -27,6 +27,7 @@ from farebox.api.dashboard.audit_page import AuditPage
 from farebox.api.dashboard.audited import DashboardAudit
 from farebox.api.dashboard.csrf import CsrfGuard
 from farebox.api.dashboard.data import DashboardData
+from farebox.api.dashboard.guardrails_page import GuardrailsPage
 from farebox.api.dashboard.identity_pages import IdentityRoutes
 from farebox.api.dashboard.pages import Pages
 from farebox.api.dashboard.routes import DashboardRoutes, Handler
@@ -53,7 +54,8 @@ def router(
     stream = services.on_alert if services.settings.file.audit.webhook else None
     log = AuditLog(services.store.audit, services.clock, stream and streamed(stream))
     routes = DashboardRoutes(access, data, Pages(), DashboardAudit(log, services.proxies))
-    return _router(routes, identity_table(IdentityRoutes(routes), AuditPage(routes, log)))
+    pages = identity_table(IdentityRoutes(routes), AuditPage(routes, log))
+    return _router(routes, [*pages, ("GET", "/guardrails", GuardrailsPage(routes).show)])
 
 
 def identity_table(identity: IdentityRoutes, audit: AuditPage) -> list[tuple[str, str, Handler]]:

@@ -27,6 +27,7 @@ from farebox.stores.memory.audit import MemoryAudit
 from farebox.stores.memory.budgets import MemoryBudgets
 from farebox.stores.memory.credentials import MemoryCredentials
 from farebox.stores.memory.credits import MemoryCredits
+from farebox.stores.memory.findings import MemoryFindings
 from farebox.stores.memory.inbox import MemoryInbox
 from farebox.stores.memory.multiplication import MemorySightings
 from farebox.stores.memory.responses import MemoryResponses
@@ -62,6 +63,7 @@ class MemoryStore(MemoryReports):
         self.inbox = MemoryInbox()
         self.upsell = MemoryUpsell(self.credits.every_grant)
         self.audit = MemoryAudit()  # the audit log (issue 14)
+        self.findings = MemoryFindings(lambda: self._ledger.values())  # guardrails (issue 15)
         self.workspaces = MemoryWorkspaces(self._bump, lambda: list(self._keys.values()))
 
     def _bump(self) -> None:

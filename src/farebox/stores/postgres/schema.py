@@ -14,6 +14,7 @@ from typing import Any
 from farebox.stores.postgres.audit import MIGRATION as AUDIT_MIGRATION
 from farebox.stores.postgres.credentials import MIGRATION as CREDENTIALS_MIGRATION
 from farebox.stores.postgres.credits import MIGRATION as CREDITS_MIGRATION
+from farebox.stores.postgres.findings import MIGRATION as FINDINGS_MIGRATION
 from farebox.stores.postgres.inbox import MIGRATION as INBOX_MIGRATION
 from farebox.stores.postgres.rollups import cache_migration as rollups_cache_migration
 from farebox.stores.postgres.rollups import migration as rollups_migration
@@ -268,6 +269,8 @@ MIGRATIONS: tuple[str, ...] = (
         claimed_at DOUBLE PRECISION NOT NULL
     );
     """,
+    # issue 15: the max_findings_per_hour tallies (stores/postgres/findings.py)
+    FINDINGS_MIGRATION,
 )
 
 

@@ -32,6 +32,7 @@ from farebox.stores.health import Health, Prober, ProbeTimes
 from farebox.stores.postgres.audit import PostgresAudit
 from farebox.stores.postgres.credentials import PostgresCredentials
 from farebox.stores.postgres.credits import PostgresCredits
+from farebox.stores.postgres.findings import PostgresFindings
 from farebox.stores.postgres.inbox import PostgresInbox
 from farebox.stores.postgres.ledger_write import (
     COLUMN_TYPES,
@@ -159,6 +160,7 @@ class PostgresStore(SQLAccounts, PostgresReports):
         self.inbox = PostgresInbox(lambda: self._pool, self._s)
         self.upsell = PostgresUpsell(lambda: self._pool, self._s)
         self.audit = PostgresAudit(lambda: self._pool, self._s)  # the audit log (issue 14)
+        self.findings = PostgresFindings(lambda: self._pool, self._s)  # guardrails (issue 15)
         self.credentials = PostgresCredentials(lambda: self._pool, self._s)  # the vault
         self.workspaces = PostgresWorkspaces(lambda: self._pool, self._s)
         self.multiplication = PostgresSightings(lambda: self._pool, self._s)  # issue 15

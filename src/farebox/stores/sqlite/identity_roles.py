@@ -11,6 +11,8 @@ from typing import Any
 
 from farebox.stores.sqlite.credentials import SQLiteCredentials
 from farebox.stores.sqlite.epoch_file import EpochFile
+from farebox.stores.sqlite.findings import SQLiteFindings
+from farebox.stores.sqlite.rollups import ReportReader
 
 
 def bump_epoch(db: sqlite3.Connection) -> int:
@@ -24,7 +26,17 @@ class IdentityRoles:
     _epoch: EpochFile
     _runners: Callable[[], tuple[Any, Any]]
 
+    @property
+    def report_reader(self) -> ReportReader:  # ``SQLiteReports``'s, first in the store's bases
+        raise NotImplementedError
+
     @functools.cached_property
     def credentials(self) -> SQLiteCredentials:
         write, read = self._runners()
         return SQLiteCredentials(write, read, bump_epoch, lambda e: self._epoch.publish(e))
+
+    @functools.cached_property
+    def findings(self) -> SQLiteFindings:
+        """Issue 15: guardrail findings (read by the reports' reader) and their tallies."""
+        write, _ = self._runners()
+        return SQLiteFindings(write, lambda: self.report_reader)

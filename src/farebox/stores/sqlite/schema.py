@@ -8,6 +8,7 @@ from farebox.stores.request_log import MAX_TAG_CHARS
 from farebox.stores.sqlite.audit import MIGRATION as AUDIT_MIGRATION
 from farebox.stores.sqlite.credentials import MIGRATION as CREDENTIALS_MIGRATION
 from farebox.stores.sqlite.credits import MIGRATION as CREDITS_MIGRATION
+from farebox.stores.sqlite.findings import MIGRATION as FINDINGS_MIGRATION
 from farebox.stores.sqlite.inbox import MIGRATION as INBOX_MIGRATION
 from farebox.stores.sqlite.rollups import cache_migration as rollups_cache_migration
 from farebox.stores.sqlite.rollups import migration as rollups_migration
@@ -339,6 +340,8 @@ MIGRATIONS: tuple[str, ...] = (
         claimed_at REAL NOT NULL
     );
     """,
+    # issue 15: the max_findings_per_hour tallies (stores/sqlite/findings.py)
+    FINDINGS_MIGRATION,
 )
 
 
