@@ -40,7 +40,18 @@ _PHONE_US = re.compile(
 )
 _CARD_RUN = re.compile(r"(?<![\w.+-])\d+(?:[ -]\d+)*(?![\w]|[.-]\d)")
 _DIGITS = re.compile(r"\d+")
-_CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|3[068]|35|6011|65|64[4-9]|62)")
+_CODE_BEFORE = re.compile(r"[A-Za-z0-9]*\d[A-Za-z0-9]*[ -]$")
+# issuer prefixes and their lengths: Visa, Mastercard (51-55, 2221-2720), Amex, Diners,
+# Discover, JCB, UnionPay
+_CARD_BRANDS = (
+    (re.compile(r"4"), (13, 16, 19)),
+    (re.compile(r"5[1-5]|222[1-9]|22[3-9]\d|2[3-6]\d\d|27[01]\d|2720"), (16,)),
+    (re.compile(r"3[47]"), (15,)),
+    (re.compile(r"30[0-5]|3[689]"), (14, 15, 16)),
+    (re.compile(r"6011|64[4-9]|65"), (16, 17, 18, 19)),
+    (re.compile(r"35(?:2[89]|[3-8]\d)"), (16, 17, 18, 19)),
+    (re.compile(r"62"), (16, 17, 18, 19)),
+)
 _IBAN = re.compile(r"(?<![\w-])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![\w-])")
 _SSN = re.compile(r"(?<![\w.-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w]|[.-]\d)")
 _IPV4 = re.compile(
@@ -61,6 +72,11 @@ _IBAN_LENGTHS = {
 _BAD_SSNS = frozenset({"078051120", "219099999", "123456789"})
 
 Finder = Callable[[str], Iterator[Hit]]
+
+
+def card_brand_ok(digits: str) -> bool:
+    """An issuer's prefix with one of its lengths."""
+    return any(p.match(digits) and len(digits) in lengths for p, lengths in _CARD_BRANDS)
 
 
 def luhn_ok(digits: str) -> bool:
@@ -112,24 +128,38 @@ def _cards(text: str) -> Iterator[Hit]:
     one kind of separator, an issuer prefix, Luhn), left to right."""
     for run in _CARD_RUN.finditer(text):
         groups = [(m.start(), m.end()) for m in _DIGITS.finditer(run.group())]
-        yield from _cards_in_run(run.group(), groups, run.start())
+        # "ES17 4015 ...": the run goes on a code with digits before it (an IBAN, an id)
+        goes_on = bool(_CODE_BEFORE.search(text, max(0, run.start() - 40), run.start()))
+        yield from _cards_in_run(run.group(), groups, run.start(), goes_on)
 
 
-def _cards_in_run(raw: str, groups: list[tuple[int, int]], base: int) -> Iterator[Hit]:
-    i = 0
-    while i < len(groups):
+def _cards_in_run(
+    raw: str, groups: list[tuple[int, int]], base: int, goes_on: bool = False
+) -> Iterator[Hit]:
+    """A card starts the run or is set apart in it (one group, or groups joined by another
+    separator than the one around them): the rest of a longer run of groups, such as a
+    tracking number, is not a card."""
+    i, last = 0, len(groups)
+    while i < last:
         found = 0
-        for j in range(min(len(groups), i + 19), i, -1):
+        for j in range(min(last, i + 19), i, -1):
             start, end = groups[i][0], groups[j - 1][1]
             piece = raw[start:end]
-            digits = piece.replace(" ", "").replace("-", "")
-            if not 13 <= len(digits) <= 19 or (" " in piece and "-" in piece):
+            if " " in piece and "-" in piece:
                 continue
-            if _CARD_PREFIX.match(digits) and luhn_ok(digits):
+            if (i or goes_on) and not _set_apart(raw, piece, start, end):
+                continue
+            digits = piece.replace(" ", "").replace("-", "")
+            if card_brand_ok(digits) and luhn_ok(digits):
                 yield Hit(DETECTOR, "CREDIT_CARD", 1.0, base + start, base + end)
                 found = j
                 break
         i = found if found else i + 1
+
+
+def _set_apart(raw: str, piece: str, start: int, end: int) -> bool:
+    inner = "-" if "-" in piece else " " if " " in piece else ""
+    return inner != raw[start - 1 : start] and inner != raw[end : end + 1]
 
 
 def _ibans(text: str) -> Iterator[Hit]:
@@ -195,10 +225,16 @@ def _finders() -> dict[str, Finder]:
 def resolve(hits: list[Hit]) -> list[Hit]:
     """Overlapping hits: the higher score wins, then the longer; sorted by start."""
     kept: list[Hit] = []
-    for hit in sorted(hits, key=lambda h: (-h.score, -(h.end - h.start), h.start)):
-        if hit.end > hit.start and all(hit.end <= k.start or hit.start >= k.end for k in kept):
-            kept.append(hit)
-    return sorted(kept, key=lambda h: h.start)
+    for hit in sorted(hits, key=lambda h: (h.start, h.start - h.end)):
+        if hit.end <= hit.start:
+            continue
+        if kept and hit.start < kept[-1].end:
+            last = kept[-1]
+            if ((hit.score, hit.end - hit.start)) > ((last.score, last.end - last.start)):
+                kept[-1] = hit
+            continue
+        kept.append(hit)
+    return kept
 
 
 def scan(text: str, entities: Collection[str]) -> list[Hit]:

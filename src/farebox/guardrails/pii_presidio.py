@@ -73,10 +73,16 @@ class PresidioPii:
 
 def _resolve(hits: list[Hit]) -> list[Hit]:
     kept: list[Hit] = []
-    for hit in sorted(hits, key=lambda h: (-h.score, -(h.end - h.start), h.start)):
-        if hit.end > hit.start and all(hit.end <= k.start or hit.start >= k.end for k in kept):
-            kept.append(hit)
-    return sorted(kept, key=lambda h: h.start)
+    for hit in sorted(hits, key=lambda h: (h.start, h.start - h.end)):
+        if hit.end <= hit.start:
+            continue
+        if kept and hit.start < kept[-1].end:
+            last = kept[-1]
+            if ((hit.score, hit.end - hit.start)) > ((last.score, last.end - last.start)):
+                kept[-1] = hit
+            continue
+        kept.append(hit)
+    return kept
 
 
 def _offline_email(recognizers: Any) -> Any:

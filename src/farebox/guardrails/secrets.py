@@ -187,12 +187,18 @@ class SecretScanner:
 
 
 def _longest(hits: list[Hit]) -> list[Hit]:
-    """Overlapping hits: the longer wins (then the earlier kind, then the higher score)."""
+    """Overlapping hits (a sweep by start): the longer wins, then the higher score."""
     kept: list[Hit] = []
-    for hit in sorted(hits, key=lambda h: (-(h.end - h.start), -h.score)):
-        if hit.end > hit.start and all(hit.end <= k.start or hit.start >= k.end for k in kept):
-            kept.append(hit)
-    return sorted(kept, key=lambda h: h.start)
+    for hit in sorted(hits, key=lambda h: (h.start, h.start - h.end)):
+        if hit.end <= hit.start:
+            continue
+        if kept and hit.start < kept[-1].end:
+            last = kept[-1]
+            if ((hit.end - hit.start, hit.score)) > ((last.end - last.start, last.score)):
+                kept[-1] = hit
+            continue
+        kept.append(hit)
+    return kept
 
 
 def scan(text: str) -> list[Hit]:
