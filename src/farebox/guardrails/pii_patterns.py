@@ -159,15 +159,24 @@ def _cards_in_run(
 
 def _set_apart(raw: str, piece: str, start: int, end: int) -> bool:
     inner = "-" if "-" in piece else " " if " " in piece else ""
-    return inner != raw[start - 1 : start] and inner != raw[end : end + 1]
+    return not inner or inner not in (raw[start - 1 : start], raw[end : end + 1])
 
 
 def _ibans(text: str) -> Iterator[Hit]:
-    for m in _IBAN.finditer(text):
-        raw = m.group()
-        span = _iban_prefix(raw)
+    """The regex is greedy (it may run into the next words): the search goes on right after
+    the valid prefix, or one character after a match with none, so that one candidate never
+    hides the next."""
+    pos = 0
+    while True:
+        m = _IBAN.search(text, pos)
+        if m is None:
+            return
+        span = _iban_prefix(m.group())
         if span:
             yield Hit(DETECTOR, "IBAN_CODE", 1.0, m.start(), m.start() + span)
+            pos = m.start() + span
+        else:
+            pos = m.start() + 1
 
 
 def _iban_prefix(raw: str) -> int:
