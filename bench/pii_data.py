@@ -111,7 +111,8 @@ def phone(r: random.Random) -> str:
          f"+1 {area} {exch} {line}", f"+1-{area}-{exch}-{line}",
          f"+44 20 {_digits(r, 4)} {_digits(r, 4)}", f"+49 30 {_digits(r, 6)}",
          f"+33 1 {_digits(r, 2)} {_digits(r, 2)} {_digits(r, 2)} {_digits(r, 2)}",
-         f"+91 9{_digits(r, 4)} {_digits(r, 5)}", f"+61 4{_digits(r, 2)} {_digits(r, 3)} {_digits(r, 3)}",
+         f"+91 9{_digits(r, 4)} {_digits(r, 5)}",
+         f"+61 4{_digits(r, 2)} {_digits(r, 3)} {_digits(r, 3)}",
          f"020 {_digits(r, 4)} {_digits(r, 4)}"]  # a UK national number: no +, harder
     )  # fmt: skip
 
@@ -126,7 +127,12 @@ def email(r: random.Random) -> str:
 def ip(r: random.Random) -> str:
     if r.random() < 0.8:
         return ".".join(str(r.randint(1 if i == 0 else 0, 254)) for i in range(4))
-    return "2001:db8:" + ":".join(f"{r.randint(0, 65535):x}" for _ in range(3)) + "::" + f"{r.randint(1, 9999):x}"
+    return (
+        "2001:db8:"
+        + ":".join(f"{r.randint(0, 65535):x}" for _ in range(3))
+        + "::"
+        + f"{r.randint(1, 9999):x}"
+    )
 
 
 def person(r: random.Random) -> str:
@@ -171,12 +177,18 @@ def _negatives() -> tuple[Callable[[random.Random], str], ...]:
         lambda r: f"Order #{_digits(r, 10)}",
         lambda r: f"order number {r.randint(1, 9)}{_digits(r, 9)}",
         lambda r: f"tracking number 1Z{_digits(r, 3)}AA{_digits(r, 10)}",
-        lambda r: f"USPS tracking 9400 {_digits(r, 4)} {_digits(r, 4)} {_digits(r, 4)} {_digits(r, 4)} {_digits(r, 2)}",
+        lambda r: (
+            f"USPS tracking 9400 {_digits(r, 4)} {_digits(r, 4)} {_digits(r, 4)} "
+            f"{_digits(r, 4)} {_digits(r, 2)}"
+        ),
         lambda r: f"version {r.randint(1, 20)}.{r.randint(0, 40)}.{r.randint(0, 99)}",
         lambda r: f"build 10.0.{r.randint(19000, 26000)}.{r.randint(1000, 4000)}",
         lambda r: f"on {r.randint(2019, 2026)}-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}",
         lambda r: f"on {r.randint(1, 28):02d}/{r.randint(1, 12):02d}/{r.randint(2019, 2026)}",
-        lambda r: f"from {r.randint(8, 11)}:{r.choice(['00', '15', '30', '45'])} to {r.randint(12, 18)}:00",
+        lambda r: (
+            f"from {r.randint(8, 11)}:{r.choice(['00', '15', '30', '45'])} "
+            f"to {r.randint(12, 18)}:00"
+        ),
         lambda r: f"card-like {card(r, valid=False)}",
         lambda r: f"account {iban(r, valid=False)}",
         lambda r: f"reference {ssn(r, valid=False)}",

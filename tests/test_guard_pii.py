@@ -6,10 +6,10 @@ from __future__ import annotations
 import random
 
 import pytest
+from bench.pii_data import _negatives, card, iban, ssn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.pii_data import _negatives, card, iban, ssn
 from farebox.guardrails import pii_patterns
 from farebox.guardrails.pii_patterns import ENTITIES, iban_ok, luhn_ok, scan, ssn_ok
 

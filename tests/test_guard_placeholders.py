@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import random
 
+from bench.pii_data import card, email, iban, ip, phone, secret, ssn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.pii_data import card, email, iban, ip, phone, secret, ssn
 from farebox.core.guardrails import Hit
 from farebox.guardrails import pii_patterns, secrets
 from farebox.guardrails.placeholders import (
@@ -34,7 +34,9 @@ def test_typed_placeholders_same_value_same_placeholder() -> None:
     r = Redactor()
     out = r.redact(text, scan_all(text))
     assert out == "<EMAIL_1>, <PHONE_1>, <EMAIL_1>, <EMAIL_2>, <CARD_1>"
-    assert r.restore("Sure: <EMAIL_2> and <CARD_1>.") == "Sure: b@example.com and 4111 1111 1111 1111."
+    assert (
+        r.restore("Sure: <EMAIL_2> and <CARD_1>.") == "Sure: b@example.com and 4111 1111 1111 1111."
+    )
     assert r.restore("<EMAIL_9> stays") == "<EMAIL_9> stays"
 
 
@@ -45,7 +47,10 @@ def test_each_prefix() -> None:
     out = Redactor().redact(text, hits)
     assert out == "<EMAIL_1> <PHONE_1> <CARD_1> <IBAN_1> <SSN_1> <IP_1> <SECRET_1>"
     assert Redactor().redact("Ann Lee", [Hit("pii", "PERSON", 0.9, 0, 7)]) == "<PERSON_1>"
-    assert Redactor().redact("x", [Hit("pii", "us driver-license", 0.9, 0, 1)]) == "<US_DRIVER_LICENSE_1>"
+    assert (
+        Redactor().redact("x", [Hit("pii", "us driver-license", 0.9, 0, 1)])
+        == "<US_DRIVER_LICENSE_1>"
+    )
 
 
 def test_a_literal_placeholder_in_the_client_text_is_numbered_past() -> None:
@@ -106,7 +111,9 @@ def _split(text: str, cuts: list[int]) -> list[str]:
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(texts_with_entities(), st.data())
-def test_stream_restore_equals_the_whole_restore_for_any_split(text: str, data: st.DataObject) -> None:
+def test_stream_restore_equals_the_whole_restore_for_any_split(
+    text: str, data: st.DataObject
+) -> None:
     r = Redactor()
     redacted = r.redact(text, scan_all(text))
     # an answer: the redacted text, pieces of its placeholders, and the placeholders again
@@ -152,7 +159,9 @@ def test_output_redactor_never_leaks_what_the_whole_redactor_redacts(
     for hit in hits:
         assert text[hit.start : hit.end] not in out
     assert redactor.restore(out) == text
-    assert sorted(stream.categories) == sorted(h.category for h in hits) or len(stream.hits) >= len(hits)
+    assert sorted(stream.categories) == sorted(h.category for h in hits) or len(stream.hits) >= len(
+        hits
+    )
 
 
 def test_output_redactor_holds_a_bounded_tail_and_reports_categories() -> None:

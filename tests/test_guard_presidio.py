@@ -35,11 +35,15 @@ def engine() -> Iterator[PresidioPii]:
         yield load_presidio(ENTITIES)
 
 
-def spans(engine: PresidioPii, text: str, entities: tuple[str, ...] = ENTITIES) -> list[tuple[str, str]]:
+def spans(
+    engine: PresidioPii, text: str, entities: tuple[str, ...] = ENTITIES
+) -> list[tuple[str, str]]:
     return [(h.category, text[h.start : h.end]) for h in engine.scan(text, entities)]
 
 
-def test_finds_a_person_and_the_pattern_entities(engine: PresidioPii, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finds_a_person_and_the_pattern_entities(
+    engine: PresidioPii, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(socket.socket, "connect", _no_network)
     text = ("Hi, I am John Smith. Mail john.smith@example.com or card 4111 1111 1111 1111, "
             "IBAN DE89 3704 0044 0532 0130 00, ip 10.0.0.1.")  # fmt: skip

@@ -17,9 +17,17 @@ def _b64url(data: dict[str, object]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
 
-JWT = f"{_b64url({'alg': 'HS256', 'typ': 'JWT'})}.{_b64url({'sub': '42'})}.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
-PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM\n-----END RSA PRIVATE KEY-----"
-SA_KEY = "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----\\n"
+JWT = (
+    f"{_b64url({'alg': 'HS256', 'typ': 'JWT'})}.{_b64url({'sub': '42'})}"
+    ".SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+)
+PEM = (
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM\n"
+    "-----END RSA PRIVATE KEY-----"
+)
+SA_KEY = (
+    "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----\\n"
+)
 AZURE = "Zm9vYmFyYmF6cXV4" * 5 + "ab=="
 
 # (text before, secret, text after, kind)
@@ -29,13 +37,25 @@ CASES = [
     ("", "sk-ant-api03-Xy9kLmNoPq-RsTuVwXyZ0123456789abcdEFG", " is mine", "anthropic_api_key"),
     ("aws_access_key_id = ", "AKIAIOSFODNN7EXAMPLE", "\n", "aws_access_key"),
     ("temp creds ", "ASIAY34FZKBOKMUTVV7A", "", "aws_access_key"),
-    ("AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = ",
-     "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "\n", "aws_secret_key"),
+    (
+        "AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = ",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "\n",
+        "aws_secret_key",
+    ),
     ("key=", "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW", "&q=1", "gcp_api_key"),
-    ('{"type": "service_account", "private_key": "', SA_KEY, '", "client_email": "x"}',
-     "gcp_service_account_key"),
-    ("DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=", AZURE,
-     ";EndpointSuffix=core.windows.net", "azure_storage_key"),
+    (
+        '{"type": "service_account", "private_key": "',
+        SA_KEY,
+        '", "client_email": "x"}',
+        "gcp_service_account_key",
+    ),
+    (
+        "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=",
+        AZURE,
+        ";EndpointSuffix=core.windows.net",
+        "azure_storage_key",
+    ),
     ("token ", "ghp_" + "aB3d" * 9, " ok", "github_token"),
     ("", "gho_" + "Zz9Y" * 9, "", "github_token"),
     ("pat: ", "github_pat_11ABCDEFG0" + "x1Y2" * 18, "", "github_token"),
@@ -44,7 +64,12 @@ CASES = [
     ("restricted ", "rk_live_51H8abcDEF123ghiJKL456", "", "stripe_key"),
     ("here:\n", PEM, "\nend", "private_key"),
     ("Authorization: Bearer ", JWT, "", "jwt"),
-    ("DATABASE_URL=postgres://admin:", "S3cr3t!pw", "@db.example.com:5432/app", "connection_string_password"),
+    (
+        "DATABASE_URL=postgres://admin:",
+        "S3cr3t!pw",
+        "@db.example.com:5432/app",
+        "connection_string_password",
+    ),
     ("redis://default:", "hunter2xYz9", "@cache:6379/0", "connection_string_password"),
     ("password=", "Xk9#mQ2$vL7p", " and more", "generic_secret"),
     ("api_key: '", "a8F3kL9qZ2mX7vB4", "'", "generic_secret"),
@@ -97,7 +122,11 @@ def test_overlapping_kinds_keep_one_hit() -> None:
 
 def test_several_secrets_in_one_text_in_order() -> None:
     text = "a AKIAIOSFODNN7EXAMPLE b ghp_" + "aB3d" * 9 + " c sk_live_4eC39HqLyjWDarjtT1zdp7dc"
-    assert [h.category for h in secrets.scan(text)] == ["aws_access_key", "github_token", "stripe_key"]
+    assert [h.category for h in secrets.scan(text)] == [
+        "aws_access_key",
+        "github_token",
+        "stripe_key",
+    ]
 
 
 _TRIGGERS = ["sk-", "sk-ant-", "AKIA", "AIza", "ghp_", "xoxb-", "_live_", "eyJ", "://", ":", "@",
@@ -113,7 +142,8 @@ def test_arbitrary_text_never_raises(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "chunk", ["sk-" + "a1" * 10, "AKIA", "eyJhbGciOiJIUzI1NiJ9.", "a://b:c@", "password=x1Y2", "-" * 5]
+    "chunk",
+    ["sk-" + "a1" * 10, "AKIA", "eyJhbGciOiJIUzI1NiJ9.", "a://b:c@", "password=x1Y2", "-" * 5],
 )
 def test_very_long_text_is_scanned_linearly(chunk: str) -> None:
     text = (chunk + " ") * 20_000 + "-----BEGIN PRIVATE KEY-----" + "A" * 50_000

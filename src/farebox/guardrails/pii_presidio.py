@@ -59,8 +59,9 @@ class PresidioPii:
 
     def scan(self, text: str, entities: Collection[str] | None = None) -> list[Hit]:
         """The spans of ``entities`` (default: all it was built for) in ``text``. Blocking."""
-        wanted = [e for e in (entities if entities is not None else self.entities)
-                  if e in self.entities]
+        wanted = [
+            e for e in (entities if entities is not None else self.entities) if e in self.entities
+        ]
         if not wanted or not text.strip():
             return []
         text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates: same length
@@ -90,7 +91,7 @@ def _offline_email(recognizers: Any) -> Any:
     tldextract = _need("tldextract")
     extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
-    class OfflineEmailRecognizer(recognizers.EmailRecognizer):  # type: ignore[misc,name-defined]
+    class OfflineEmailRecognizer(recognizers.EmailRecognizer):  # type: ignore[misc]
         def validate_result(self, pattern_text: str) -> bool:
             return bool(extract(pattern_text).fqdn)
 
@@ -114,9 +115,7 @@ def _registry(analyzer_mod: Any, recognizers: Any, nlp_engine: Any, entities: se
     return registry
 
 
-def load_presidio(
-    entities: Collection[str], threshold: float = DEFAULT_THRESHOLD
-) -> PresidioPii:
+def load_presidio(entities: Collection[str], threshold: float = DEFAULT_THRESHOLD) -> PresidioPii:
     """Build the engine (once per process). ``GuardrailUnavailable`` names ``farebox[pii]``
     when presidio, spaCy or the model package is missing."""
     analyzer_mod = _need("presidio_analyzer")

@@ -29,7 +29,8 @@ PREFIXES = {
     "LOCATION": "LOCATION",
     "URL": "URL",
 }
-SECRET_PREFIX = "SECRET"  # every hit of the ``secrets`` detector, whatever its kind
+# every hit of the ``secrets`` detector gets this prefix, whatever its kind
+SECRET_PREFIX = "SECRET"  # noqa: S105 (a placeholder's prefix, not a password)
 _PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*)_(\d{1,12})>")
 _RESERVE_BELOW = 10**10  # larger literals: our counters never get there
 _NOT_PREFIX = re.compile(r"[^A-Z0-9_]")

@@ -155,11 +155,14 @@ def _kinds() -> tuple[_Kind, ...]:
         _Kind("anthropic_api_key", ("sk-ant-",), _spans(_ANTHROPIC)),
         _Kind("openai_api_key", ("sk-",), _spans(_OPENAI)),
         _Kind("aws_access_key", ("AKIA", "ASIA", "ABIA", "ACCA"), _spans(_AWS_ID)),
-        _Kind("aws_secret_key", ("AKIA", "ASIA", "aws", "AWS", "ecret", "ECRET"), _aws_secret_spans),
+        _Kind(
+            "aws_secret_key", ("AKIA", "ASIA", "aws", "AWS", "ecret", "ECRET"), _aws_secret_spans
+        ),
         _Kind("gcp_api_key", ("AIza",), _spans(_GCP_KEY)),
         _Kind("azure_storage_key", ("AccountKey=", "SharedAccessKey="), _spans(_AZURE, 1)),
-        _Kind("github_token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-              _spans(_GITHUB)),
+        _Kind(
+            "github_token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), _spans(_GITHUB)
+        ),
         _Kind("slack_token", ("xox",), _spans(_SLACK)),
         _Kind("stripe_key", ("_live_",), _spans(_STRIPE)),
         _Kind("jwt", ("eyJ",), _jwt_spans),
@@ -182,7 +185,9 @@ class SecretScanner:
         lowered = text.lower()
         if "=" in text or ":" in text:
             if any(t in lowered for t in _PREFILTER_ASSIGN):
-                hits.extend(Hit(DETECTOR, "generic_secret", 0.8, s, e) for s, e in _assign_spans(text))
+                hits.extend(
+                    Hit(DETECTOR, "generic_secret", 0.8, s, e) for s, e in _assign_spans(text)
+                )
         return _longest(hits)
 
 
