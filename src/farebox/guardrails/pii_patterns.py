@@ -40,7 +40,9 @@ _PHONE_US = re.compile(
 )
 _CARD_RUN = re.compile(r"(?<![\w.+-])\d+(?:[ -]\d+)*(?![\w]|[.-]\d)")
 _DIGITS = re.compile(r"\d+")
-_CODE_BEFORE = re.compile(r"[A-Za-z0-9]*\d[A-Za-z0-9]*[ -]$")
+# a run of digit groups that goes on a code: right after a token with digits ("AB12 4111...")
+# or after the head of an IBAN-shaped code ("IT07 TOGR 4287 ...")
+_CODE_BEFORE = re.compile(r"(?:[A-Za-z0-9]*\d[A-Za-z0-9]*|\b[A-Z]{2}\d{2}(?: [A-Z0-9]{1,4})*)[ -]$")
 # issuer prefixes and their lengths: Visa, Mastercard (51-55, 2221-2720), Amex, Diners,
 # Discover, JCB, UnionPay
 _CARD_BRANDS = (
@@ -128,13 +130,12 @@ def _cards(text: str) -> Iterator[Hit]:
     one kind of separator, an issuer prefix, Luhn), left to right."""
     for run in _CARD_RUN.finditer(text):
         groups = [(m.start(), m.end()) for m in _DIGITS.finditer(run.group())]
-        # "ES17 4015 ...": the run goes on a code with digits before it (an IBAN, an id)
         goes_on = bool(_CODE_BEFORE.search(text, max(0, run.start() - 40), run.start()))
-        yield from _cards_in_run(run.group(), groups, run.start(), goes_on)
+        yield from _cards_in_run(text, groups, run.start(), goes_on)
 
 
 def _cards_in_run(
-    raw: str, groups: list[tuple[int, int]], base: int, goes_on: bool = False
+    text: str, groups: list[tuple[int, int]], base: int, goes_on: bool = False
 ) -> Iterator[Hit]:
     """A card starts the run or is set apart in it (one group, or groups joined by another
     separator than the one around them): the rest of a longer run of groups, such as a
@@ -143,23 +144,23 @@ def _cards_in_run(
     while i < last:
         found = 0
         for j in range(min(last, i + 19), i, -1):
-            start, end = groups[i][0], groups[j - 1][1]
-            piece = raw[start:end]
+            start, end = base + groups[i][0], base + groups[j - 1][1]
+            piece = text[start:end]
             if " " in piece and "-" in piece:
                 continue
-            if (i or goes_on) and not _set_apart(raw, piece, start, end):
+            if (i or goes_on) and not _set_apart(text, piece, start, end):
                 continue
             digits = piece.replace(" ", "").replace("-", "")
             if card_brand_ok(digits) and luhn_ok(digits):
-                yield Hit(DETECTOR, "CREDIT_CARD", 1.0, base + start, base + end)
+                yield Hit(DETECTOR, "CREDIT_CARD", 1.0, start, end)
                 found = j
                 break
         i = found if found else i + 1
 
 
-def _set_apart(raw: str, piece: str, start: int, end: int) -> bool:
+def _set_apart(text: str, piece: str, start: int, end: int) -> bool:
     inner = "-" if "-" in piece else " " if " " in piece else ""
-    return not inner or inner not in (raw[start - 1 : start], raw[end : end + 1])
+    return not inner or inner not in (text[start - 1 : start], text[end : end + 1])
 
 
 def _ibans(text: str) -> Iterator[Hit]:
