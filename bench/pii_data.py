@@ -31,8 +31,11 @@ LAST = (
 ).split()
 DOMAINS = ("example.com", "mail.example.org", "acme.io", "contoso.co.uk", "corp.example.net",
            "uni-example.edu", "gmail.com", "outlook.com")  # fmt: skip
+# assigned US area codes (a random 3-digit number often is not one, and libphonenumber knows)
+US_AREAS = (201, 202, 206, 212, 213, 214, 303, 305, 310, 312, 347, 404, 415, 469, 503, 510,
+            512, 571, 602, 615, 617, 628, 646, 702, 703, 713, 718, 773, 818, 917, 929)  # fmt: skip
 IBAN_SPECS = {"DE": (18, "n"), "GB": (18, "GB"), "FR": (23, "n"), "NL": (14, "NL"),
-              "ES": (20, "n"), "IT": (23, "IT"), "BE": (12, "n"), "CH": (17, "n")}  # fmt: skip
+              "ES": (20, "n"), "IT": (23, "1"), "BE": (12, "n"), "CH": (17, "n")}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -76,10 +79,9 @@ def card(r: random.Random, valid: bool = True) -> str:
 def iban(r: random.Random, valid: bool = True) -> str:
     country = r.choice(sorted(IBAN_SPECS))
     n, kind = IBAN_SPECS[country]
-    bban = (
-        "".join(r.choice(string.ascii_uppercase) for _ in range(4)) + _digits(r, n - 4)
-        if kind != "n"
-        else _digits(r, n)
+    letters = {"n": 0, "1": 1}.get(kind, 4)  # Italy's BBAN starts with one letter (CIN)
+    bban = "".join(r.choice(string.ascii_uppercase) for _ in range(letters)) + _digits(
+        r, n - letters
     )
     moved = bban + country + "00"
     check = 98 - int("".join(str(int(c, 36)) for c in moved)) % 97
@@ -105,15 +107,15 @@ def ssn(r: random.Random, valid: bool = True) -> str:
 
 
 def phone(r: random.Random) -> str:
-    area, exch, line = r.randint(201, 989), r.randint(200, 999), _digits(r, 4)
+    area, exch, line = r.choice(US_AREAS), r.randint(200, 999), _digits(r, 4)
     return r.choice(
         [f"({area}) {exch}-{line}", f"{area}-{exch}-{line}", f"{area}.{exch}.{line}",
          f"+1 {area} {exch} {line}", f"+1-{area}-{exch}-{line}",
-         f"+44 20 {_digits(r, 4)} {_digits(r, 4)}", f"+49 30 {_digits(r, 6)}",
+         f"+44 20 {r.choice('378')}{_digits(r, 3)} {_digits(r, 4)}", f"+49 30 {_digits(r, 6)}",
          f"+33 1 {_digits(r, 2)} {_digits(r, 2)} {_digits(r, 2)} {_digits(r, 2)}",
          f"+91 9{_digits(r, 4)} {_digits(r, 5)}",
          f"+61 4{_digits(r, 2)} {_digits(r, 3)} {_digits(r, 3)}",
-         f"020 {_digits(r, 4)} {_digits(r, 4)}"]  # a UK national number: no +, harder
+         f"020 {r.choice('378')}{_digits(r, 3)} {_digits(r, 4)}"]  # UK national: no +
     )  # fmt: skip
 
 

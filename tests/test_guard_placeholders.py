@@ -90,7 +90,7 @@ def texts_with_entities(draw: st.DrawFn) -> str:
     return " ".join(p if isinstance(p, str) else p(r) for p in parts)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(texts_with_entities())
 def test_restore_of_redact_is_the_identity(text: str) -> None:
     r = Redactor()
@@ -109,7 +109,7 @@ def _split(text: str, cuts: list[int]) -> list[str]:
     return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(texts_with_entities(), st.data())
 def test_stream_restore_equals_the_whole_restore_for_any_split(
     text: str, data: st.DataObject
@@ -146,7 +146,7 @@ def answers(draw: st.DrawFn) -> str:
     return " ".join(p if isinstance(p, str) else p(r) for p in parts)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(answers(), st.data(), st.sampled_from([48, 64]))
 def test_output_redactor_never_leaks_what_the_whole_redactor_redacts(
     text: str, data: st.DataObject, hold: int
@@ -181,7 +181,7 @@ def test_redact_output_whole() -> None:
     assert out == "card <CARD_1> ok" and [h.category for h in hits] == ["CREDIT_CARD"]
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.text(), st.lists(st.integers(0, 500), max_size=20))
 def test_arbitrary_text_through_every_path_never_raises(text: str, cuts: list[int]) -> None:
     r = Redactor()

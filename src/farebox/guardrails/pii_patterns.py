@@ -3,8 +3,9 @@
 Scores: 1.0 where the entity has a checksum that passed (``CREDIT_CARD``: Luhn and an issuer
 prefix; ``IBAN_CODE``: mod 97 and the country's length); lower where only the shape and the
 rules say so (``US_SSN`` 0.85, ``EMAIL_ADDRESS`` 0.9, ``IP_ADDRESS`` 0.8, ``PHONE_NUMBER``
-0.7, ``URL`` 0.6). Phone numbers need separators or a leading ``+`` (an order number such as
-``#4815162342`` is not a phone). Overlapping hits keep the higher score, then the longer.
+0.7, national 0.6, ``URL`` 0.6). Phone numbers need separators or a leading ``+`` (an
+order number such as ``#4815162342`` is not a phone). Overlapping hits keep the higher
+score, then the longer.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ _PHONE_US = re.compile(
     r"(?<![\w+#/.-])(?:1[ .-])?(?:\([2-9]\d{2}\) ?|[2-9]\d{2}([ .-]))[2-9]\d{2}[ .-]\d{4}"
     r"(?![\w/]|[.-]\d)"
 )
+# a national number with a trunk 0 and separators (UK "020 7946 0958", "0161 496 0000")
+_PHONE_NATIONAL = re.compile(r"(?<![\w+#/.-])0\d{2,4}[ -]\d{3,4}[ -]\d{3,4}(?![\w/]|[.-]\d)")
 _CARD_RUN = re.compile(r"(?<![\w.+-])\d+(?:[ -]\d+)*(?![\w]|[.-]\d)")
 _DIGITS = re.compile(r"\d+")
 # a run of digit groups that goes on a code: right after a token with digits ("AB12 4111...")
@@ -123,6 +126,11 @@ def _phones(text: str) -> Iterator[Hit]:
                 yield Hit(DETECTOR, "PHONE_NUMBER", 0.7, m.start(), m.end())
     for m in _PHONE_US.finditer(text):
         yield Hit(DETECTOR, "PHONE_NUMBER", 0.7, m.start(), m.end())
+    for m in _PHONE_NATIONAL.finditer(text):
+        if _CODE_BEFORE.search(text, max(0, m.start() - 40), m.start()):
+            continue  # the tail of a longer code (an IBAN's groups)
+        if 10 <= sum(c.isdigit() for c in m.group()) <= 11:
+            yield Hit(DETECTOR, "PHONE_NUMBER", 0.6, m.start(), m.end())
 
 
 def _cards(text: str) -> Iterator[Hit]:

@@ -109,7 +109,6 @@ class StreamRestorer:
     def __init__(self, redactor: Redactor) -> None:
         self._redactor = redactor
         self._held = ""
-        self._longest = max((len(p) for p in redactor.values), default=0)
 
     def feed(self, delta: str) -> str:
         if not self._redactor.values:
@@ -121,7 +120,8 @@ class StreamRestorer:
 
     def _cut(self, text: str) -> int:
         """The earliest position whose tail may still grow into a known placeholder."""
-        i = text.find("<", max(0, len(text) - self._longest + 1))
+        longest = max(len(p) for p in self._redactor.values)
+        i = text.find("<", max(0, len(text) - longest + 1))
         while i != -1:
             tail = text[i:]
             if any(len(p) > len(tail) and p.startswith(tail) for p in self._redactor.values):
