@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from farebox.core.guardrails import Hit
 from farebox.guardrails import pii_patterns, secrets
 from farebox.guardrails.placeholders import (
+    _PLACEHOLDER,
     OutputRedactor,
     Redactor,
     StreamRestorer,
@@ -146,22 +147,34 @@ def answers(draw: st.DrawFn) -> str:
     return " ".join(p if isinstance(p, str) else p(r) for p in parts)
 
 
+def verbatim(out: str, redactor: Redactor) -> set[int]:
+    """The positions of the original text that ``out`` (redacted) shows as they are."""
+    shown: set[int] = set()
+    pos = last = 0
+    for m in _PLACEHOLDER.finditer(out):
+        if m.group(0) in redactor.values:
+            shown.update(range(pos, pos + m.start() - last))
+            pos += m.start() - last + len(redactor.values[m.group(0)])
+            last = m.end()
+    shown.update(range(pos, pos + len(out) - last))
+    return shown
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(answers(), st.data(), st.sampled_from([48, 64]))
 def test_output_redactor_never_leaks_what_the_whole_redactor_redacts(
     text: str, data: st.DataObject, hold: int
 ) -> None:
-    whole, hits = redact_output(text, scan_pii)
+    _, hits = redact_output(text, scan_pii)
     cuts = data.draw(st.lists(st.integers(0, 10_000), max_size=min(len(text) + 1, 60)))
     redactor = Redactor()
     stream = OutputRedactor(scan_pii, redactor, hold=hold, max_hold=256)
     out = "".join(stream.feed(d) for d in _split(text, cuts)) + stream.flush()
-    for hit in hits:
-        assert text[hit.start : hit.end] not in out
     assert redactor.restore(out) == text
-    assert sorted(stream.categories) == sorted(h.category for h in hits) or len(stream.hits) >= len(
-        hits
-    )
+    shown = verbatim(out, redactor)
+    for hit in hits:  # not one character of what the whole redactor hides
+        assert shown.isdisjoint(range(hit.start, hit.end)), (hit, out)
+    assert len(stream.hits) >= 1 if hits else True
 
 
 def test_output_redactor_holds_a_bounded_tail_and_reports_categories() -> None:

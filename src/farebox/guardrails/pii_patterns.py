@@ -156,6 +156,8 @@ def _cards_in_run(
             piece = text[start:end]
             if " " in piece and "-" in piece:
                 continue
+            if j - i > 1 and any(not 3 <= b - a <= 6 for a, b in groups[i:j]):
+                continue  # grouped digits: groups of 3 to 6 ("4111 1111 ...", "3782 822463")
             if (i or goes_on) and not _set_apart(text, piece, start, end):
                 continue
             digits = piece.replace(" ", "").replace("-", "")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from farebox.core.guardrails import Hit
 
@@ -152,17 +153,28 @@ class OutputRedactor:
         self._hold = hold
         self._max_hold = max(max_hold, hold * 2)
         self._buf = ""
+        self._ctx = ""  # the tail of what was sent: left context for the next scans
         self.hits: list[Hit] = []
 
     def feed(self, delta: str) -> str:
         self._buf += delta
         if len(self._buf) <= self._hold:
             return ""
-        hits = sorted(self._scan(self._buf), key=lambda h: h.start)
+        hits = self._hits()
         cut = self._cut(hits)
         if cut <= 0:
             return ""
         return self._emit(cut, [h for h in hits if h.end <= cut])
+
+    def _hits(self) -> list[Hit]:
+        """The hits in the held text, scanned with up to ``hold`` characters of what was sent
+        before it as left context (so that a recogniser sees what the whole text shows)."""
+        ctx = len(self._ctx)
+        out = []
+        for h in self._scan(self._ctx + self._buf):
+            if h.end > ctx:
+                out.append(replace(h, start=max(0, h.start - ctx), end=h.end - ctx))
+        return sorted(out, key=lambda h: h.start)
 
     def _cut(self, hits: Sequence[Hit]) -> int:
         limit = len(self._buf) - self._hold
@@ -176,14 +188,14 @@ class OutputRedactor:
 
     def _emit(self, cut: int, hits: list[Hit]) -> str:
         part, self._buf = self._buf[:cut], self._buf[cut:]
+        self._ctx = (self._ctx + part)[-self._hold :]
         self.hits.extend(hits)
         return self._redactor.redact(part, hits)
 
     def flush(self) -> str:
         if not self._buf:
             return ""
-        hits = list(self._scan(self._buf))
-        return self._emit(len(self._buf), hits)
+        return self._emit(len(self._buf), self._hits())
 
     @property
     def categories(self) -> list[str]:
