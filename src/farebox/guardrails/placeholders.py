@@ -140,8 +140,8 @@ class OutputRedactor:
     that is safe to send: it holds back at least ``hold`` characters (more than the longest
     entity with spaces in it: 64 covers cards, IBANs and phones; an entity without spaces is
     never cut at a space, only past ``max_hold``), scans once per ``step`` new characters,
-    and cuts at whitespace (or, past ``max_hold``, anywhere) but never inside a hit. ``hits`` lists what it redacted
-    (for the findings: categories and scores, never the text)."""
+    and cuts at whitespace (or, past ``max_hold``, anywhere) but never inside a hit. ``hits``
+    lists what it redacted (for the findings: categories and scores, never the text)."""
 
     def __init__(
         self,
