@@ -125,3 +125,10 @@ def test_the_model_is_pinned_by_version_and_hash() -> None:
     if direct:  # installed from a file: pip recorded the wheel's hash
         hashes = json.loads(direct).get("archive_info", {}).get("hashes", {})
         assert hashes.get("sha256", digest) == digest
+
+
+def test_long_texts_go_in_overlapping_windows(engine: PresidioPii) -> None:
+    small = PresidioPii(engine._analyzer, engine.entities, engine.threshold, window=1000)
+    text = "".join(f"Write to user{i}@example.com please. " for i in range(150))  # ~5,300 chars
+    hits = small.scan(text, ("EMAIL_ADDRESS",))
+    assert [text[h.start : h.end] for h in hits] == [f"user{i}@example.com" for i in range(150)]

