@@ -106,6 +106,7 @@ LOOK_ALIKES = [
     "password=changeme and password: aaaaaaaaaaaa and the password is long",
     "set api_key=<your-key-here> in the config",
     "token = abcdefgh",
+    "the aws secret fix is commit 3f786850e387550fdab836ed7e6dc881de23001b",  # hex: low entropy
 ]
 
 
