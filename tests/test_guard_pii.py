@@ -81,6 +81,7 @@ def test_each_entity_has_its_exact_span(entity: str, value: str) -> None:
         ("US_SSN", "078-05-1120"),  # the Woolworth wallet card
         ("IP_ADDRESS", "version 1.2.3 and 256.1.1.1 and 1.2.3.4.5"),
         ("IP_ADDRESS", "build 10.0.19045.3803"),
+        ("IP_ADDRESS", "upgrade to version 1.2.3.4 or release 4.2.1.0"),
         ("IP_ADDRESS", "at 12:30:45 and std::vector"),
         ("EMAIL_ADDRESS", "user@localhost and @handle and a@b"),
         ("EMAIL_ADDRESS", "postgres://app:pw!x9@db.internal:5432/prod"),

@@ -63,6 +63,7 @@ _IPV4 = re.compile(
     r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
     r"(?![\w]|\.\d)"
 )
+_VERSION_BEFORE = re.compile(r"(?i)\b(?:version|release|build|ver\.?)\s*$")  # "version 1.2.3.4"
 _IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f:]*:)[0-9A-Fa-f:]{3,39}(?![\w:])")
 _URL = re.compile(r"\bhttps?://[^\s<>\"'`]{3,2048}")
 _URL_TRAIL = ".,;:!?)]}"
@@ -211,7 +212,8 @@ def _ssns(text: str) -> Iterator[Hit]:
 def _ips(text: str) -> Iterator[Hit]:
     if "." in text:
         for m in _IPV4.finditer(text):
-            yield Hit(DETECTOR, "IP_ADDRESS", 0.8, m.start(), m.end())
+            if not _VERSION_BEFORE.search(text, max(0, m.start() - 12), m.start()):
+                yield Hit(DETECTOR, "IP_ADDRESS", 0.8, m.start(), m.end())
     if "::" in text or text.count(":") >= 7:
         for m in _IPV6.finditer(text):
             try:
