@@ -1,16 +1,211 @@
 """Secrets in prompts: API keys of the major providers and clouds, private keys, JWTs and
-passwords in connection strings. No extra. (stub: the interface the stage calls)"""
+passwords in connection strings. No extra.
+
+Each kind is one precompiled regex behind a cheap prefilter (a few literal substrings that
+every match must contain): a text with none of them costs one ``in`` per trigger. Spans are
+exact: the secret itself (for ``AccountKey=...``, ``password=...`` and ``user:pw@host`` only
+the value), never the words around it. Overlapping hits keep the longest.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import math
 import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from farebox.core.guardrails import Hit
 
 DETECTOR = "secrets"
-_AWS = re.compile(r"\bAKIA[0-9A-Z]{16}\b")
+
+# a key body: letters and digits, at least one of each (a slug such as
+# "sk-my-very-long-branch-name" is not a key)
+_OPENAI = re.compile(
+    r"(?<![\w-])sk-(?!ant-)(?:proj-|svcacct-|admin-)?(?=[\w-]*\d)(?=[\w-]*[A-Za-z])"
+    r"[A-Za-z0-9_-]{20,}(?![\w-])"
+)
+_ANTHROPIC = re.compile(r"(?<![\w-])sk-ant-(?:[a-z]+\d\d-)?(?=[\w-]*\d)[A-Za-z0-9_-]{20,}")
+_AWS_ID = re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}(?![A-Za-z0-9])")
+_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+_AWS_NEAR = 300  # chars between a key id (or "aws"/"secret") and its secret access key
+_GCP_KEY = re.compile(r"(?<![\w-])AIza[0-9A-Za-z_-]{35}(?![\w-])")
+_GCP_SA = re.compile(
+    r'"private_key"\s*:\s*"(-----BEGIN (?:RSA )?PRIVATE KEY-----[^"]{20,}?'
+    r'-----END (?:RSA )?PRIVATE KEY-----(?:\\n)?)"'
+)
+_AZURE = re.compile(r"(?:AccountKey|SharedAccessKey)=([A-Za-z0-9+/]{40,}={0,2})")
+_GITHUB = re.compile(
+    r"(?<![\w])(?:(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{50,255})"
+    r"(?![\w])"
+)
+_SLACK = re.compile(r"(?<![\w-])xox[baprs]-(?=[\w-]*\d)[A-Za-z0-9-]{10,}")
+_STRIPE = re.compile(r"(?<![\w])(?:sk|rk)_live_[A-Za-z0-9]{16,}(?![\w])")
+_PEM = re.compile(
+    r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"
+    r"(?:[\s\S]{0,16384}?-----END (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"
+    r"|[A-Za-z0-9+/=\s\\]{16,16384})"
+)
+_JWT = re.compile(
+    r"(?<![\w.-])(eyJ[A-Za-z0-9_-]{8,})\.([A-Za-z0-9_-]{4,})\.([A-Za-z0-9_-]*)(?![\w.-])"
+)
+_CONN = re.compile(
+    r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/@?#]{1,128}:([^\s@/?#]{1,256})@[\w.-]+",
+)
+_ASSIGN = re.compile(
+    r"(?i)\b(?:password|passwd|pwd|pass|secret|client_secret|api[_-]?key|apikey"
+    r"|access[_-]?token|auth[_-]?token|private[_-]?token|token)"
+    r"""["']?\s*[:=]\s*["']?([^\s"',;&]{8,256})"""
+)
+_NOT_A_PASSWORD = re.compile(r"^(?:[*xX.•_-]+|[$<{%].*|.*[}>]|password|changeme|secret)$")
+_MIN_ENTROPY = 3.0  # bits per character of a generic assigned value
+_PREFILTER_ASSIGN = ("pass", "pwd", "secret", "key", "token")
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    category: str
+    triggers: tuple[str, ...]  # a match contains one of these (case-sensitive)
+    find: Callable[[str], Iterator[tuple[int, int]]]
+
+
+def _spans(pattern: re.Pattern[str], group: int = 0) -> Callable[[str], Iterator[tuple[int, int]]]:
+    def find(text: str) -> Iterator[tuple[int, int]]:
+        for m in pattern.finditer(text):
+            yield m.span(group)
+
+    return find
+
+
+def _jwt_spans(text: str) -> Iterator[tuple[int, int]]:
+    for m in _JWT.finditer(text):
+        if _jwt_header_ok(m.group(1)):
+            yield m.span()
+
+
+def _jwt_header_ok(part: str) -> bool:
+    try:
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        header = json.loads(raw)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return False
+    return isinstance(header, dict) and isinstance(header.get("alg"), str)
+
+
+def _entropy(value: str) -> float:
+    counts = Counter(value)
+    n = len(value)
+    return -sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def _mixed(value: str) -> bool:
+    """Two of: lower case, upper case, digits, symbols."""
+    kinds = (
+        any(c.islower() for c in value),
+        any(c.isupper() for c in value),
+        any(c.isdigit() for c in value),
+        any(not c.isalnum() for c in value),
+    )
+    return sum(kinds) >= 2
+
+
+def _conn_spans(text: str) -> Iterator[tuple[int, int]]:
+    for m in _CONN.finditer(text):
+        if not _NOT_A_PASSWORD.match(m.group(1)):
+            yield m.span(1)
+
+
+def _assign_spans(text: str) -> Iterator[tuple[int, int]]:
+    for m in _ASSIGN.finditer(text):
+        value = m.group(1)
+        if _NOT_A_PASSWORD.match(value) or not _mixed(value):
+            continue
+        if _entropy(value) >= _MIN_ENTROPY:
+            yield m.span(1)
+
+
+def _aws_secret_spans(text: str) -> Iterator[tuple[int, int]]:
+    """A 40-character secret access key near a key id or the words "aws"/"secret"."""
+    anchors = [m.start() for m in _AWS_ID.finditer(text)]
+    lowered = text.lower()
+    for word in ("aws", "secret"):
+        start = lowered.find(word)
+        while start != -1:
+            anchors.append(start)
+            start = lowered.find(word, start + 1)
+    if not anchors:
+        return
+    for m in _AWS_SECRET.finditer(text):
+        value = m.group(0)
+        if not (_mixed(value) and any(c.isdigit() for c in value)):
+            continue
+        if _entropy(value) < 4.0:
+            continue
+        if any(abs(m.start() - a) <= _AWS_NEAR for a in anchors):
+            yield m.span()
+
+
+def _kinds() -> tuple[_Kind, ...]:
+    return (
+        _Kind("private_key", ("PRIVATE KEY",), _spans(_PEM)),
+        _Kind("gcp_service_account_key", ('"private_key"',), _spans(_GCP_SA, 1)),
+        _Kind("anthropic_api_key", ("sk-ant-",), _spans(_ANTHROPIC)),
+        _Kind("openai_api_key", ("sk-",), _spans(_OPENAI)),
+        _Kind("aws_access_key", ("AKIA", "ASIA", "ABIA", "ACCA"), _spans(_AWS_ID)),
+        _Kind(
+            "aws_secret_key", ("AKIA", "ASIA", "aws", "AWS", "ecret", "ECRET"), _aws_secret_spans
+        ),
+        _Kind("gcp_api_key", ("AIza",), _spans(_GCP_KEY)),
+        _Kind("azure_storage_key", ("AccountKey=", "SharedAccessKey="), _spans(_AZURE, 1)),
+        _Kind(
+            "github_token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), _spans(_GITHUB)
+        ),
+        _Kind("slack_token", ("xox",), _spans(_SLACK)),
+        _Kind("stripe_key", ("_live_",), _spans(_STRIPE)),
+        _Kind("jwt", ("eyJ",), _jwt_spans),
+        _Kind("connection_string_password", ("://",), _conn_spans),
+    )
+
+
+class SecretScanner:
+    """The compiled kinds; ``scan`` is the module function's body (one per process is plenty,
+    but it is cheap to build: the regexes are compiled once, at import)."""
+
+    def __init__(self) -> None:
+        self.kinds = _kinds()
+
+    def scan(self, text: str) -> list[Hit]:
+        hits: list[Hit] = []
+        for kind in self.kinds:
+            if any(t in text for t in kind.triggers):
+                hits.extend(Hit(DETECTOR, kind.category, 1.0, s, e) for s, e in kind.find(text))
+        lowered = text.lower()
+        if "=" in text or ":" in text:
+            if any(t in lowered for t in _PREFILTER_ASSIGN):
+                hits.extend(
+                    Hit(DETECTOR, "generic_secret", 0.8, s, e) for s, e in _assign_spans(text)
+                )
+        return _longest(hits)
+
+
+def _longest(hits: list[Hit]) -> list[Hit]:
+    """Overlapping hits (a sweep by start): the longer wins, then the higher score."""
+    kept: list[Hit] = []
+    for hit in sorted(hits, key=lambda h: (h.start, h.start - h.end)):
+        if hit.end <= hit.start:
+            continue
+        if kept and hit.start < kept[-1].end:
+            last = kept[-1]
+            if ((hit.end - hit.start, hit.score)) > ((last.end - last.start, last.score)):
+                kept[-1] = hit
+            continue
+        kept.append(hit)
+    return kept
 
 
 def scan(text: str) -> list[Hit]:
     """The secrets in ``text``, with their spans (category: the secret's kind)."""
-    return [Hit(DETECTOR, "aws_access_key", 1.0, m.start(), m.end()) for m in _AWS.finditer(text)]
+    return SecretScanner().scan(text)
