@@ -1,0 +1,225 @@
+"""Issue 15: the guardrail stage in the request path (``gateway.guardrails``): blocks write
+one unbilled ``blocked`` entry and hold, cache and send nothing; flags forward and record;
+redactions reach the upstream as placeholders and come back restored; the texts each check
+reads, within bounds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from farebox.core.guardrails import Finding, GuardrailPolicy, InjectionPolicy, PiiPolicy
+from farebox.core.meters import BILLED
+from farebox.gateway.guard_output import HOLD, AnswerGuard, OutputScan
+from farebox.gateway.guard_texts import MAX_TEXT_CHARS, chat_slots, responses_slots, window
+from farebox.guardrails import pii_patterns
+from farebox.guardrails.placeholders import Redactor
+from tests.guard_world import AWS_KEY, EMAIL, INJECTION, MODEL, EchoMock, config
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def ask(text: str, **extra: Any) -> dict[str, Any]:
+    return {"model": MODEL, "messages": [{"role": "user", "content": text}], **extra}
+
+
+async def test_a_block_is_400_one_unbilled_entry_nothing_sent(make_gateway: Any) -> None:
+    mock = EchoMock()
+    async with make_gateway(config(), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="block")
+        r = await gw.client.post("/v1/chat/completions", json=ask(INJECTION), headers=auth(key))
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["code"] == "prompt_injection_detected"
+        assert error["detector"] == "injection_rules"
+        assert "ignore all previous" not in error["message"].lower()
+        assert mock.bodies == []
+        rid = r.headers["x-farebox-request-id"]
+        (entry,) = await gw.ledger("acme")
+        assert entry.request_id == rid
+        assert (entry.status, entry.http_status, entry.error_code) == (
+            "blocked", 400, "prompt_injection_detected")  # fmt: skip
+        assert entry.cost == 0 and entry.revenue == 0 and entry.status not in BILLED
+        assert [Finding.of(f).action for f in entry.guardrails] == ["blocked"]
+        assert entry.guardrails[0]["category"] == "instruction_override"
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "detector"),
+    [(f"my key is {AWS_KEY}", "secret_detected", "secrets"),
+     (f"mail me at {EMAIL}", "pii_detected", "pii")],
+)  # fmt: skip
+async def test_secrets_and_pii_block_in_both_error_shapes(
+    make_gateway: Any, text: str, code: str, detector: str
+) -> None:
+    mock = EchoMock()
+    async with make_gateway(config(), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="block")
+        r = await gw.client.post("/v1/chat/completions", json=ask(text), headers=auth(key))
+        assert r.status_code == 400 and r.json()["error"]["code"] == code
+        body = {"model": MODEL, "max_tokens": 50, "messages": [{"role": "user", "content": text}]}
+        r = await gw.client.post("/v1/messages", json=body, headers={"x-api-key": key})
+        assert r.status_code == 400, r.text
+        error = r.json()
+        assert error["type"] == "error" and error["error"]["code"] == code
+        assert error["error"]["detector"] == detector
+        assert EMAIL not in r.text and AWS_KEY not in r.text
+        assert mock.bodies == []
+        entries = await gw.ledger("acme")
+        assert [e.status for e in entries] == ["blocked", "blocked"]
+
+
+async def test_flag_forwards_and_records_the_finding(make_gateway: Any) -> None:
+    mock = EchoMock()
+    async with make_gateway(config(), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="flag")
+        r = await gw.client.post("/v1/chat/completions", json=ask(INJECTION), headers=auth(key))
+        assert r.status_code == 200, r.text
+        assert INJECTION in mock.sent()
+        (entry,) = await gw.ledger("acme")
+        assert entry.status == "ok" and entry.cost > 0
+        assert [(f["detector"], f["action"], f["where"]) for f in entry.guardrails] == [
+            ("injection_rules", "flagged", "user")]  # fmt: skip
+
+
+async def test_tool_results_are_scanned_system_prompts_are_not(make_gateway: Any) -> None:
+    mock = EchoMock()
+    async with make_gateway(config(), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="block")
+        call = {"id": "c1", "type": "function", "function": {"name": "web", "arguments": "{}"}}
+        tool = {"model": MODEL, "messages": [
+            {"role": "user", "content": "read the page"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": INJECTION}]}  # fmt: skip
+        r = await gw.client.post("/v1/chat/completions", json=tool, headers=auth(key))
+        assert r.status_code == 400 and "tool" in r.json()["error"]["message"]
+        # Anthropic tool_result blocks arrive as tool messages
+        anthropic = {"model": MODEL, "max_tokens": 20, "messages": [
+            {"role": "user", "content": "read the page"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "web",
+                                               "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                          "content": [{"type": "text", "text": INJECTION}]}]}]}  # fmt: skip
+        r = await gw.client.post("/v1/messages", json=anthropic, headers={"x-api-key": key})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "prompt_injection_detected"
+        system = {"model": MODEL, "messages": [{"role": "system", "content": INJECTION},
+                                               {"role": "user", "content": "hello"}]}  # fmt: skip
+        r = await gw.client.post("/v1/chat/completions", json=system, headers=auth(key))
+        assert r.status_code == 200, r.text
+        assert len(mock.bodies) == 1
+
+
+async def test_redact_restore_non_streamed(make_gateway: Any) -> None:
+    mock = EchoMock()
+    async with make_gateway(config(), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="redact")
+        text = f"I am {EMAIL}, key {AWS_KEY}"
+        r = await gw.client.post("/v1/chat/completions", json=ask(text), headers=auth(key))
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == f"You said: {text}"
+        assert EMAIL not in mock.sent() and AWS_KEY not in mock.sent()
+        assert "<EMAIL_1>" in mock.sent()
+        (entry,) = await gw.ledger("acme")
+        assert {(f["detector"], f["action"]) for f in entry.guardrails} == {
+            ("pii", "redacted"), ("secrets", "redacted")}  # fmt: skip
+
+
+async def test_redact_without_restore_leaves_placeholders(make_gateway: Any) -> None:
+    mock = EchoMock()
+    async with make_gateway(config(), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="redact_only")
+        r = await gw.client.post("/v1/chat/completions", json=ask(f"hi {EMAIL}"),
+                                 headers=auth(key))  # fmt: skip
+        assert r.json()["choices"][0]["message"]["content"] == "You said: hi <EMAIL_1>"
+
+
+async def test_output_pii_is_redacted_streamed_and_not(make_gateway: Any) -> None:
+    mock = EchoMock()
+    mock.answer = f"Write to {EMAIL} or to bob@corp.example.org today."
+    async with make_gateway(config(), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="output")
+        r = await gw.client.post("/v1/chat/completions", json=ask("who?"), headers=auth(key))
+        content = r.json()["choices"][0]["message"]["content"]
+        assert content == "Write to <EMAIL_1> or to <EMAIL_2> today."
+        r = await gw.client.post("/v1/chat/completions", json=ask("who?", stream=True),
+                                 headers=auth(key))  # fmt: skip
+        assert r.status_code == 200 and EMAIL not in r.text
+        assert r.text.rstrip().endswith("data: [DONE]")
+        entries = await gw.ledger("acme")
+        for entry in entries:
+            assert [(f["category"], f["action"], f["where"]) for f in entry.guardrails] == [
+                ("EMAIL_ADDRESS", "redacted", "output")]  # fmt: skip
+
+
+async def test_a_plan_without_guardrails_has_no_state(make_gateway: Any) -> None:
+    mock = EchoMock()
+    async with make_gateway(config(), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="plain")
+        r = await gw.client.post("/v1/chat/completions", json=ask(INJECTION), headers=auth(key))
+        assert r.status_code == 200
+        (entry,) = await gw.ledger("acme")
+        assert entry.guardrails == []
+
+
+# units ---------------------------------------------------------------------------------------
+
+
+def test_slots_skip_images_audio_and_unknown_parts() -> None:
+    body = {"messages": [
+        {"role": "user", "content": [
+            {"type": "text", "text": "a"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+            {"type": "text", "text": 5}, "junk", {"type": "text"}]},
+        {"role": "system", "content": "s"}, {"role": "weird", "content": "w"}, 7]}  # fmt: skip
+    slots = chat_slots(body, frozenset({"user"}))
+    assert [s.text for s in slots] == ["a"]
+    assert [s.text for s in chat_slots(body, frozenset({"system", "user"}))] == ["a", "s"]
+
+
+def test_responses_slots_read_instructions_input_and_tool_outputs() -> None:
+    body = {"instructions": "sys", "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "u"}]},
+        {"type": "function_call_output", "call_id": "c", "output": "o"}]}  # fmt: skip
+    assert [s.text for s in responses_slots(body)] == ["sys", "u", "o"]
+    assert [s.text for s in responses_slots({"input": "plain"})] == ["plain"]
+
+
+def test_a_long_text_is_read_at_its_head_and_tail() -> None:
+    text = "x" * (MAX_TEXT_CHARS * 3) + " " + EMAIL
+    seen = window(text, 10**9)
+    assert seen is not None and len(seen.text) == MAX_TEXT_CHARS + 1
+    assert seen.text.endswith(EMAIL)
+    hit = pii_patterns.scan(seen.text, ["EMAIL_ADDRESS"])[0]
+    assert text[hit.start + seen.shift : hit.end + seen.shift] == EMAIL
+    assert window(text, 0) is None
+
+
+def test_lone_surrogates_are_read_as_question_marks() -> None:
+    seen = window("a\ud800b", 100)
+    assert seen is not None and seen.text == "a?b"
+
+
+def test_output_scan_sees_a_value_cut_between_deltas() -> None:
+    found: list[Any] = []
+    scan = OutputScan(lambda t: pii_patterns.scan(t, ["EMAIL_ADDRESS"]), True, found.append)
+    text = "y" * (HOLD + 5) + f" mail {EMAIL} end " + "z" * HOLD
+    out = "".join(scan.feed(text[i : i + 2]) for i in range(0, len(text), 2)) + scan.flush()
+    assert out == text.replace(EMAIL, "<EMAIL_1>") and len(found) == 1
+
+
+def test_answer_guard_restores_across_deltas() -> None:
+    redactor = Redactor()
+    redacted = redactor.redact(f"hi {EMAIL}", pii_patterns.scan(f"hi {EMAIL}", ["EMAIL_ADDRESS"]))
+    guard = AnswerGuard(redactor, None, False)
+    pieces = [redacted[i : i + 2] for i in range(0, len(redacted), 2)]
+    assert "".join(guard.delta(0, p) for p in pieces) + guard.flush(0) == f"hi {EMAIL}"
+
+
+def test_the_stage_is_skipped_unless_a_check_is_on() -> None:
+    assert not GuardrailPolicy().enabled
+    assert GuardrailPolicy(prompt_injection=InjectionPolicy(mode="flag")).enabled
+    assert GuardrailPolicy(pii=PiiPolicy(mode="redact")).enabled
