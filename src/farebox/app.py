@@ -43,6 +43,8 @@ from farebox.gateway.admission import Budgets
 from farebox.gateway.auth import Authenticator
 from farebox.gateway.breakers import Breakers
 from farebox.gateway.cache import ResponseCache
+from farebox.gateway.guard_engines import build_stage
+from farebox.gateway.guardrails import GuardrailStage
 from farebox.gateway.inflight import InFlight
 from farebox.gateway.ledger import LedgerWriter
 from farebox.gateway.pipeline import Gateway
@@ -463,7 +465,7 @@ def wire(
                       default_plan=settings.file.default_plan or "default", clock=clock,
                       observe=observers(metrics, access_log, watch),
                       tracing=tracing, cache=cache, refused=upsell.refused,
-                      keys=keys)  # fmt: skip
+                      keys=keys, guardrails=guardrail_stage(settings))  # fmt: skip
     auth = make_authenticator(settings, store, secret, http, clock, frozenset(plans))
     # a store of this app's own that no other process uses (one handed in may be shared by
     # other app instances): continuations of its answers reach this app only
@@ -481,6 +483,13 @@ def wire(
     return Wiring(services, tenancy, reloader, watch, exporter, alerts, built, http, in_flight,
                   metrics, access_log, tracing, cache,
                   bills if settings.file.reconcile.interval_s else None, upsell)  # fmt: skip
+
+
+def guardrail_stage(settings: Settings) -> GuardrailStage:
+    """Issue 15: the guardrail stage, with presidio and the injection classifier loaded when
+    a plan needs them (a missing extra stops start-up, naming it)."""
+    plans = {name: plan.guardrails for name, plan in settings.file.plans.items()}
+    return build_stage(plans, str(settings.source))
 
 
 def provider_keys(settings: Settings, store: Store, secret: bytes) -> ProviderKeys:

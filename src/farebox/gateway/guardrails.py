@@ -131,6 +131,10 @@ class GuardrailStage:
         self.classifier = classifier
         self._batch = batch or abuse.BatchWatch()
 
+    async def close(self) -> None:
+        if self.classifier is not None:
+            await self.classifier.close()
+
     async def screen(self, call: Any, input_tokens: int) -> None:
         """Screen ``call`` (a ``gateway.call.Call``): its findings go on ``call.guard``, its
         body (and Responses body) is redacted in place; a block raises its 400."""
@@ -191,7 +195,8 @@ class GuardrailStage:
         pp = policy.pii
         if pp.mode == "off":
             return set()
-        mine = [(i, t) for i, t in enumerate(texts) if t.slot.where in pp.scan]
+        parts = _pii_parts(policy)
+        mine = [(i, t) for i, t in enumerate(texts) if t.slot.where in parts]
         windows = [t.seen.text for _, t in mine]
         if pp.engine == "presidio" and self.presidio is not None:
             each = await asyncio.to_thread(_scan_all, self.presidio.scan, windows, pp.entities)
@@ -243,13 +248,22 @@ def _parts(policy: GuardrailPolicy) -> frozenset[str]:
     if policy.prompt_injection.mode != "off":
         parts.update(policy.prompt_injection.scan)
     if policy.pii.mode != "off":
-        parts.update(policy.pii.scan)
+        parts.update(_pii_parts(policy))
     if policy.secrets.mode != "off":
         parts.update(policy.secrets.scan)
     a = policy.abuse
     if a.stuffing != "off" or a.batch != "off":
         parts.add("user")
     return frozenset(parts)
+
+
+def _pii_parts(policy: GuardrailPolicy) -> tuple[str, ...]:
+    """The parts PII is looked for in: with ``restore``, the assistant's turns too, since a
+    client sends restored values back in them (the provider never sees a value)."""
+    pp = policy.pii
+    if pp.mode == "redact" and pp.restore and "assistant" not in pp.scan:
+        return (*pp.scan, "assistant")
+    return pp.scan
 
 
 def _texts(body: dict[str, Any], parts: frozenset[str]) -> list[_Text]:
