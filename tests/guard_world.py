@@ -26,14 +26,26 @@ def plan(guardrails: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 PLANS: dict[str, Any] = {
     "plain": {"models": ["*"]},
-    "block": plan({"prompt_injection": {"mode": "block", "scan": ["user", "tool"]},
-                   "secrets": {"mode": "block"},
-                   "pii": {"mode": "block", "engine": "builtin"}}),  # fmt: skip
-    "flag": plan({"prompt_injection": {"mode": "flag", "scan": ["user", "tool"]},
-                  "secrets": {"mode": "flag"},
-                  "pii": {"mode": "flag", "engine": "builtin"}}),  # fmt: skip
-    "redact": plan({"pii": {"mode": "redact", "restore": True, "engine": "builtin"},
-                    "secrets": {"mode": "redact"}}),  # fmt: skip
+    "block": plan(
+        {
+            "prompt_injection": {"mode": "block", "scan": ["user", "tool"]},
+            "secrets": {"mode": "block"},
+            "pii": {"mode": "block", "engine": "builtin"},
+        }
+    ),  # fmt: skip
+    "flag": plan(
+        {
+            "prompt_injection": {"mode": "flag", "scan": ["user", "tool"]},
+            "secrets": {"mode": "flag"},
+            "pii": {"mode": "flag", "engine": "builtin"},
+        }
+    ),  # fmt: skip
+    "redact": plan(
+        {
+            "pii": {"mode": "redact", "restore": True, "engine": "builtin"},
+            "secrets": {"mode": "redact"},
+        }
+    ),  # fmt: skip
     "redact_only": plan({"pii": {"mode": "redact", "restore": False, "engine": "builtin"}}),
     "output": plan({"output": {"pii": "redact"}}),
     "cached_block": plan(

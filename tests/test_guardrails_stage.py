@@ -102,7 +102,8 @@ async def test_tool_results_are_scanned_system_prompts_are_not(make_gateway: Any
             {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "web",
                                                "input": {}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
-                                          "content": [{"type": "text", "text": INJECTION}]}]}]}  # fmt: skip
+                                          "content": [{"type": "text",
+                                                       "text": INJECTION}]}]}]}  # fmt: skip
         r = await gw.client.post("/v1/messages", json=anthropic, headers={"x-api-key": key})
         assert r.status_code == 400 and r.json()["error"]["code"] == "prompt_injection_detected"
         system = {"model": MODEL, "messages": [{"role": "system", "content": INJECTION},

@@ -26,8 +26,9 @@ def presidio_plans(plans: Mapping[str, GuardrailsConfig]) -> list[str]:
 
 
 def classifier_plans(plans: Mapping[str, GuardrailsConfig]) -> list[str]:
-    return sorted(name for name, g in plans.items()
-                  if g.prompt_injection.mode != "off" and g.prompt_injection.classifier)  # fmt: skip
+    """The plans that run the local injection classifier."""
+    on = {name for name, g in plans.items() if g.prompt_injection.mode != "off"}
+    return sorted(name for name in on if plans[name].prompt_injection.classifier)
 
 
 def build_stage(plans: Mapping[str, GuardrailsConfig], source: str) -> GuardrailStage:

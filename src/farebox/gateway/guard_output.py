@@ -122,7 +122,10 @@ class AnswerGuard:
         for choice in body.get("choices") or ():
             message = choice.get("message") if isinstance(choice, dict) else None
             if isinstance(message, dict) and isinstance(message.get("content"), str):
-                choice = {**choice, "message": {**message, "content": self.text(message["content"])}}
+                choice = {
+                    **choice,
+                    "message": {**message, "content": self.text(message["content"])},
+                }
             choices.append(choice)
         return {**body, "choices": choices}
 
@@ -177,7 +180,8 @@ class AnswerGuard:
         done = _texts(item, self.text, 0)
         if not rest:
             return [done]
-        held = {k: item[k] for k in ("item_id", "output_index", "content_index") if k in item}
+        keys = ("item_id", "output_index", "content_index")
+        held: dict[str, Any] = {k: item[k] for k in keys if k in item}
         return [{"type": "response.output_text.delta", **held, "delta": rest}, done]
 
 
