@@ -45,6 +45,11 @@ async def test_a_block_is_400_one_unbilled_entry_nothing_sent(make_gateway: Any)
         assert entry.cost == 0 and entry.revenue == 0 and entry.status not in BILLED
         assert [Finding.of(f).action for f in entry.guardrails] == ["blocked"]
         assert entry.guardrails[0]["category"] == "instruction_override"
+        # the request log (and its rollups) take the new status like any other
+        log = await gw.client.get("/admin/v1/requests?tenant=acme&status=blocked",
+                                  headers=gw.admin)  # fmt: skip
+        assert log.status_code == 200, log.text
+        assert [row["request_id"] for row in log.json()["data"]] == [rid]
 
 
 @pytest.mark.parametrize(
@@ -224,3 +229,67 @@ def test_the_stage_is_skipped_unless_a_check_is_on() -> None:
     assert not GuardrailPolicy().enabled
     assert GuardrailPolicy(prompt_injection=InjectionPolicy(mode="flag")).enabled
     assert GuardrailPolicy(pii=PiiPolicy(mode="redact")).enabled
+
+
+async def test_the_billing_export_sends_nothing_for_a_blocked_request(make_gateway: Any) -> None:
+    from fakes.billing import WebhookFake
+    from farebox.core.meters import METERS, per_request, render
+    from farebox.sinks.events import event_key
+
+    secret = "whsec-guard-secret"
+    async with WebhookFake(secret.encode()) as hook:
+        sink = {"kind": "webhook", "base_url": hook.root_url + "/hooks/billing",
+                "secret": "env:WEBHOOK_SECRET"}  # fmt: skip
+        cfg = config(billing={"in_serve": False, "sinks": {"webhook": sink}})
+        env = {"WEBHOOK_SECRET": secret}
+        async with make_gateway(cfg, providers={"sim": EchoMock()}, env=env) as gw:
+            key = await gw.tenant_key("acme", plan="block")
+            await gw.client.patch("/admin/v1/tenants/acme", headers=gw.admin,
+                                  json={"billing": {"stripe_customer_id": "cus_acme"}})  # fmt: skip
+            blocked = await gw.client.post("/v1/chat/completions", json=ask(INJECTION),
+                                           headers=auth(key))  # fmt: skip
+            served = await gw.client.post("/v1/chat/completions", json=ask("hi"), headers=auth(key))
+            assert (blocked.status_code, served.status_code) == (400, 200)
+            exporter = gw.app.state.exporter
+            for _ in range(50):
+                if not (await exporter.export_once("webhook")).entries:
+                    break
+            entries = await gw.ledger("acme")
+            assert sorted(e.status for e in entries) == ["blocked", "ok"]
+            want = {event_key(r.tenant, r.unit, r.meter): render(r.meter, r.raw)
+                    for r in per_request(entries, METERS)}  # fmt: skip
+            assert want and set(hook.accepted) == set(want)
+            rid = blocked.headers["x-farebox-request-id"]
+            assert not any(rid in k for k in hook.accepted)
+            assert any(served.headers["x-farebox-request-id"] in k for k in hook.accepted)
+
+
+async def test_a_blocked_entry_reaches_the_observers_and_metrics(make_gateway: Any) -> None:
+    async with make_gateway(config(), providers={"sim": EchoMock()}) as gw:
+        key = await gw.tenant_key("acme", plan="block")
+        metering = gw.app.state.services.gateway._metering
+        seen: list[tuple[str, str, int]] = []
+        observe = metering._observe
+
+        def watching(entry: Any, plan: str) -> None:
+            seen.append((entry.status, plan, len(entry.guardrails)))
+            observe(entry, plan)
+
+        metering._observe = watching
+        r = await gw.client.post("/v1/chat/completions", json=ask(INJECTION), headers=auth(key))
+        assert r.status_code == 400
+        assert seen == [("blocked", "block", 1)]
+        metrics = (await gw.client.get("/metrics")).text
+        assert 'status="blocked"' in metrics and 'provider=""' in metrics
+
+
+async def test_responses_streamed_redact_and_restore(make_gateway: Any) -> None:
+    mock = EchoMock()
+    async with make_gateway(config(), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="redact")
+        body = {"model": MODEL, "input": f"I am {EMAIL}", "stream": True, "store": False}
+        r = await gw.client.post("/v1/responses", json=body, headers=auth(key))
+        assert r.status_code == 200
+        deltas = [line for line in r.text.splitlines() if '"response.output_text.delta"' in line]
+        assert deltas and EMAIL not in mock.sent()
+        assert f'"text":"You said: I am {EMAIL}"' in r.text  # the done event's whole text
