@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
+from farebox.anomaly.multiplication import MultiplicationWatch
 from farebox.anomaly.paging import Pager
 from farebox.anomaly.watch import AnomalyWatch
 from farebox.api.application import Announce, Wiring, build_app
@@ -68,6 +69,7 @@ from farebox.stores import vectors
 from farebox.stores.base import CacheStore, Store
 from farebox.stores.memory.cache import MemoryCache
 from farebox.stores.memory.store import MemoryStore
+from farebox.stores.multiplication import sighting_store
 from farebox.stores.sqlite.single import SingleProcessSQLiteStore
 from farebox.stores.sqlite.store import SQLiteStore
 from farebox.stores.sqlite.wal import MIB, WalLimits
@@ -191,6 +193,21 @@ def make_watch(
     return AnomalyWatch(store, plans, default, pager, clock=clock,
                         flush_interval_s=cfg.flush_interval_s,
                         check_interval_s=cfg.check_interval_s)  # fmt: skip
+
+
+def make_multiplication(
+    settings: Settings, store: Store, pager: Pager, clock: Callable[[], float]
+) -> MultiplicationWatch | None:
+    """Account multiplication (issue 15), when on and the store keeps sightings."""
+    cfg = settings.file.anomaly
+    sightings = sighting_store(store)
+    if sightings is None or not (cfg.enabled and cfg.account_multiplication.enabled):
+        return None
+    if not set(cfg.account_multiplication.plans) & set(settings.file.plans):
+        return None  # no plan it watches is configured (a reload adding one: restart)
+    return MultiplicationWatch(store, sightings, cfg.account_multiplication, pager, clock=clock,
+                               flush_interval_s=cfg.flush_interval_s,
+                               check_interval_s=cfg.check_interval_s)  # fmt: skip
 
 
 def build_providers(
@@ -474,7 +491,9 @@ def wire(
     services = Services(settings, store, auth, gateway, ledger, secret, "", clock(),
                         budgets, proxies, breakers, responses, tracing=tracing,
                         cache=cache.store if cache is not None else None, http=http,
-                        on_alert=alerts.send if alerts else None, clock=clock)  # fmt: skip
+                        on_alert=alerts.send if alerts else None, clock=clock,
+                        sightings=make_multiplication(settings, store, watch.pager,
+                                                      clock))  # fmt: skip
     tenancy = Tenancy(store, secret, plans, clock, upsell=store.upsell)
     reloader = plan_reloader(settings, gateway, tenancy, budgets, limits, watch, tracing)
     exporter = make_exporter(settings, store, http, alerts, clock, gateway.plan_named)

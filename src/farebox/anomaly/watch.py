@@ -340,13 +340,26 @@ class AnomalyWatch:
 
     async def resolve(self, incident: Incident) -> list[Incident]:
         """Resolve one incident by hand, resuming what it paused."""
-        if incident.target == "tenant":
+        if incident.metric == "account_multiplication":  # issue 15: every tenant or key
+            await self._resume_listed(incident)
+        elif incident.target == "tenant":
             await self._store.update_tenant(incident.tenant_id, {"paused": False,
                                                                  "pause_reason": None})  # fmt: skip
         elif incident.target == "key":
             await self._store.update_key(incident.target_key, {"paused": False,
                                                                 "pause_reason": None})  # fmt: skip
         return await self._resolve([incident.id])
+
+    async def _resume_listed(self, incident: Incident) -> None:
+        """Resume the tenants and keys an incident lists as paused (``anomaly.
+        multiplication``); one deleted since is skipped."""
+        resume = {"paused": False, "pause_reason": None}
+        for ident in incident.detail.get("paused_tenants") or []:
+            with contextlib.suppress(NotFound):
+                await self._store.update_tenant(str(ident), resume)
+        for ident in incident.detail.get("paused_keys") or []:
+            with contextlib.suppress(NotFound):
+                await self._store.update_key(str(ident), resume)
 
     async def _resolve(self, ids: list[str]) -> list[Incident]:
         if not ids:

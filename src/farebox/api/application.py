@@ -217,6 +217,8 @@ async def start(wiring: Wiring, announce: Announce) -> None:
     services.breakers.start()
     wiring.reloader.start()
     wiring.watch.start()
+    if services.sightings is not None:  # account multiplication (issue 15)
+        services.sightings.start()
     services.responses.start()
     billing = settings.file.billing
     if billing.in_serve and wiring.exporter.sinks:
@@ -231,6 +233,8 @@ async def stop(wiring: Wiring) -> None:
     drain_s = services.settings.file.anomaly.drain_s
     await wiring.reloader.stop()
     await wiring.watch.stop()
+    if services.sightings is not None:
+        await services.sightings.stop()
     await wiring.watch.pager.aclose(drain_s)
     await services.responses.stop()
     await wiring.exporter.stop()

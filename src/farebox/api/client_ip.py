@@ -25,13 +25,14 @@ since they run on every request.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
-__all__ = ["TrustedProxies", "request_client_ip", "request_host"]
+__all__ = ["TrustedProxies", "request_client_ip", "request_device", "request_host"]
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -225,3 +226,24 @@ def request_host(proxies: TrustedProxies, scope: Mapping[str, Any]) -> str | Non
         if name.lower() == b"host":
             return str(value.decode("latin-1"))
     return None
+
+
+MAX_DEVICE_CHARS = 256  # a longer X-Farebox-Device is kept as its SHA-256
+
+
+def request_device(proxies: TrustedProxies, scope: Mapping[str, Any]) -> str | None:
+    """``X-Farebox-Device``, the SaaS's fingerprint of the client's device, when the socket
+    peer is a trusted proxy (the SaaS's edge sets it; from anyone else a client could write
+    any value and escape its IP's limits). The last line counts (the nearest proxy's)."""
+    if not proxies:
+        return None
+    client = scope.get("client")
+    if not client or not proxies.is_trusted(str(client[0])):
+        return None
+    found = [v for k, v in scope["headers"] if k.lower() == b"x-farebox-device"]
+    value = found[-1].decode("latin-1").strip() if found else ""
+    if not value:
+        return None
+    if len(value) > MAX_DEVICE_CHARS:
+        return hashlib.sha256(value.encode("latin-1")).hexdigest()
+    return value

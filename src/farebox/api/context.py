@@ -7,7 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from farebox.api.client_ip import TrustedProxies, request_client_ip, request_host
+from farebox.anomaly.multiplication import MultiplicationWatch
+from farebox.api.client_ip import (
+    TrustedProxies,
+    request_client_ip,
+    request_device,
+    request_host,
+)
 from farebox.api.fastpath import Incoming
 from farebox.api.responses_stored import StoredResponses
 from farebox.billing.webhooks.base import CreditGranter
@@ -51,6 +57,8 @@ class Services:
     http: HttpClient | None = None  # the app's one upstream client (admin APIs of providers)
     on_alert: Callable[[dict[str, Any]], None] | None = None  # the signed alert webhook
     clock: Callable[[], float] = time.time
+    # account multiplication (issue 15): who used which tenant's key; None: off
+    sightings: MultiplicationWatch | None = None
 
     def admin_hashes(self) -> tuple[str, ...]:
         """The hashes an admin key may have: the admin key's, and the local CLI's token's."""
@@ -61,9 +69,13 @@ class Services:
         ip = request_client_ip(self.proxies, request.scope)
         # the host, only when auth.subdomain may read a tenant from it
         host = request_host(self.proxies, request.scope) if self.auth.uses_host else None
+        device = request_device(self.proxies, request.scope)  # from a trusted proxy only
         if self.tracing is None:
-            return await self.auth.authenticate(request.headers, ip, host)
-        with self.tracing.stage("authenticate"):
-            who = await self.auth.authenticate(request.headers, ip, host)
-        self.tracing.identify(who.tenant.id, who.key.id)
+            who = await self.auth.authenticate(request.headers, ip, host, device)
+        else:
+            with self.tracing.stage("authenticate"):
+                who = await self.auth.authenticate(request.headers, ip, host, device)
+            self.tracing.identify(who.tenant.id, who.key.id)
+        if self.sightings is not None:
+            self.sightings.seen(who.counted_client, who.tenant.id, who.key.id, who.tenant.plan)
         return who

@@ -48,6 +48,19 @@ class AnomalyTuning(Strict):
     cooldown_s: int | None = Field(None, ge=0)
 
 
+class MultiplicationConfig(Strict):
+    """``anomaly.account_multiplication`` (issue 15): one client (an IP, or the device the
+    SaaS names in ``X-Farebox-Device``) using keys of more than ``max_tenants`` tenants on
+    ``plans`` within ``window_s`` opens one incident, paged once per client and window."""
+
+    enabled: bool = True  # and anomaly.enabled
+    max_tenants: int = Field(5, ge=1)
+    window_s: int = Field(86400, ge=60, le=30 * 86400)
+    plans: list[str] = Field(default_factory=lambda: ["free"])
+    # pause_tenant: every tenant of the client's in the window; pause_key: every key it used
+    action: ActionName = "pause_tenant"
+
+
 class AnomalySettings(Strict):
     enabled: bool = True
     action: ActionName = "pause_tenant"
@@ -71,6 +84,7 @@ class AnomalySettings(Strict):
     retry_attempts: int = Field(6, ge=1, le=50)
     retry_backoff_s: float = Field(1.0, gt=0)  # doubled each attempt, at most 30 s
     drain_s: float = Field(5.0, ge=0)  # at shutdown, how long alerts still in flight may take
+    account_multiplication: MultiplicationConfig = Field(default_factory=MultiplicationConfig)
 
 
 def policy(base: AnomalySettings, plan: AnomalyTuning | None, where: str) -> Policy:

@@ -94,7 +94,7 @@ class OutputConfig(Strict):
 
 class AbuseConfig(Strict):
     stuffing: Literal["off", "flag", "block"] = "off"
-    stuffing_ratio: float = Field(8.0, gt=1)
+    stuffing_ratio: float = Field(12.0, gt=1)
     stuffing_min_chars: int = Field(2000, ge=100)
     batch: Literal["off", "flag", "block"] = "off"
     batch_window_s: int = Field(60, ge=1, le=86_400)

@@ -100,6 +100,8 @@ class Deployment(Strict):
     model: str
     weight: int = Field(1, ge=0)
     price: PriceOverride | None = None
+    # the model's context window in tokens (issue 15: context exploitation); None: unknown
+    context_window: int | None = Field(None, ge=1)
 
 
 class BudgetConfig(Strict):
@@ -186,6 +188,7 @@ class RateLimitConfig(Strict):
     model: str | None = Field(None, min_length=1, max_length=200)  # a glob on the model asked for
     window_s: int = Field(60, ge=1, le=3600)  # the per-minute counts' window (a test's: short)
     # scope ip only (issue 15): one client IP counted as one client across every tenant's keys
+    # (the admin API refuses it on another scope; a plan's is ignored there)
     across_tenants: bool = False
 
 

@@ -101,7 +101,7 @@ class AbusePolicy:
     """TokenFence's patterns (``farebox.guardrails.abuse``)."""
 
     stuffing: Mode = "off"  # repetitive padding: a compression-ratio check
-    stuffing_ratio: float = 8.0  # raw bytes over zlib bytes from which a prompt is padding
+    stuffing_ratio: float = 12.0  # raw bytes over zlib bytes from which a prompt is padding
     stuffing_min_chars: int = 2000  # shorter prompts are never judged
     batch: Mode = "off"  # a burst of near-identical requests from one end user
     batch_window_s: int = 60

@@ -16,6 +16,7 @@ class Target:
     kind: str = "chat"  # chat | reasoning | embedding
     weight: int = 1
     timeout_s: float = 600.0  # the provider's own upstream timeout
+    context_window: int | None = None  # tokens, when the deployment declares it (issue 15)
 
 
 class Router:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -72,6 +72,21 @@ class Principal:
     # ``user`` came from a JWT's user claim (``auth.jwt.user_claim``): it is the end user's own
     # identity, not a header or body field the caller chose
     user_fixed: bool = False
+    # ``X-Farebox-Device``: the SaaS's fingerprint of the client device, believed from a
+    # trusted proxy or with a service key (issue 15: account multiplication)
+    device: str | None = None
+
+    @property
+    def client_id(self) -> str | None:
+        """The client for scope ip limits and account multiplication: the device when the
+        SaaS names one (``device:<fingerprint>``), else the client IP."""
+        return f"device:{self.device}" if self.device else self.client_ip
+
+    @property
+    def counted_client(self) -> str | None:
+        """The client as account multiplication counts it: ``client_id``, but never a
+        service key's bare IP (the SaaS's own server, acting for many tenants)."""
+        return None if self.key.kind == "service" and not self.device else self.client_id
 
     @property
     def from_jwt(self) -> bool:
@@ -285,14 +300,20 @@ class Authenticator:
         return key
 
     async def authenticate(
-        self, headers: Mapping[str, str], client_ip: str | None = None, host: str | None = None
+        self,
+        headers: Mapping[str, str],
+        client_ip: str | None = None,
+        host: str | None = None,
+        device: str | None = None,
     ) -> Principal:
         """``host``: the request's host (``Host``, or ``X-Forwarded-Host`` from a trusted
-        proxy), given when ``uses_host``."""
+        proxy), given when ``uses_host``; ``device``: ``X-Farebox-Device`` when a trusted
+        proxy sent it (a service key's own header is believed too)."""
         raw = bearer_key(headers)
         if self._jwt is not None and not raw.startswith(KEY_PREFIXES) and looks_like_jwt(raw):
-            return await self._token_principal(await self._jwt.verify(raw), headers, client_ip,
-                                               host)  # fmt: skip
+            who = await self._token_principal(await self._jwt.verify(raw), headers, client_ip,
+                                              host)  # fmt: skip
+            return replace(who, device=device) if device else who
         key = await self.key_for(raw)
         if key.kind == "admin":
             raise AuthenticationError("The admin key cannot call the data plane.")
@@ -310,6 +331,10 @@ class Authenticator:
             metadata=_metadata(headers),
             client_ip=client_ip,
             cache=cache_ask(headers),
+            device=device
+            or (
+                _attribute(headers, "x-farebox-device") if key.kind == "service" else None
+            ),  # fmt: skip
         )
 
     def _refuse_paused(self, tenant: Tenant, key: ApiKey) -> None:

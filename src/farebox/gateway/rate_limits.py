@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,10 @@ if TYPE_CHECKING:  # who asks, and the scope admission made of it
     from farebox.gateway.budget_scope import Scope
 
 BUCKETS = 20
+# a scope ip limit ``across_tenants``: its counters belong to no tenant, so on Redis they live
+# in one of this many slots of their own, ``{P/t/~ip.<n>}`` (``~`` is never in a tenant id),
+# chosen by a CRC of the client: spread over a cluster, and a bounded set of lease slots
+IP_SHARDS = 64
 CACHE_SIZE = 10_000
 FOREVER = 2.0**62
 LIMIT_FIELDS = (
@@ -50,10 +55,11 @@ class LimitSpec:
     concurrent: int | None
     model: str | None  # a glob on the requested model; None: every model
     window_s: int
+    across_tenants: bool = False  # scope ip: one counter for the client across every tenant
 
     @property
     def ident(self) -> tuple[str, str | None]:
-        return (self.scope, self.model)
+        return ("ip*" if self.across_tenants else self.scope, self.model)
 
     def applies_to(self, model: str) -> bool:
         return self.model is None or fnmatch.fnmatchcase(model, self.model)
@@ -62,7 +68,7 @@ class LimitSpec:
 def to_spec(data: Mapping[str, Any] | RateLimitConfig) -> LimitSpec:
     cfg = data if isinstance(data, RateLimitConfig) else RateLimitConfig.model_validate(data)
     return LimitSpec(cfg.scope, cfg.requests_per_minute, cfg.tokens_per_minute, cfg.concurrent,
-                     cfg.model, cfg.window_s)  # fmt: skip
+                     cfg.model, cfg.window_s, cfg.across_tenants and cfg.scope == "ip")  # fmt: skip
 
 
 def validate_limits(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -73,6 +79,9 @@ def validate_limits(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             cfg = RateLimitConfig.model_validate(item)
         except ValueError as exc:
             raise InvalidRequest(f"rate_limits[{i}]: {exc}", param=f"rate_limits[{i}]") from None
+        if cfg.across_tenants and cfg.scope != "ip":
+            raise InvalidRequest(f"rate_limits[{i}]: across_tenants applies to scope ip only",
+                                 param=f"rate_limits[{i}]")  # fmt: skip
         out.append(cfg.model_dump(exclude_none=True))
     return out
 
@@ -88,6 +97,17 @@ def _subject(
         return f"workspace:{tenant}:{workspace}" if workspace else None
     value = user if scope == "user" else ip
     return f"{scope}:{tenant}:{value}" if value else None
+
+
+def across_owner(client: str) -> str:
+    """Where a client's across-tenants counters are kept (``Hold.tenant``: a Redis slot)."""
+    return f"~ip.{zlib.crc32(client.encode('utf-8', 'surrogatepass')) % IP_SHARDS}"
+
+
+def _owner(spec: LimitSpec, tenant: str, ip: str | None, shared_key: bool) -> str:
+    if spec.across_tenants:
+        return across_owner(ip or "")
+    return "" if shared_key and spec.scope == "key" else tenant
 
 
 def _window_hold(
@@ -122,16 +142,24 @@ def holds(
     now: float,
     shared_key: bool = False,
     workspace: str | None = None,
+    plan: str = "",
 ) -> list[Hold]:
     """The counters one request takes. A scope with no subject (no end user, no client IP)
     is not limited. Each hold names the tenant whose counter it is (none for a
-    ``shared_key``'s own limits: a service key acts for many tenants)."""
+    ``shared_key``'s own limits: a service key acts for many tenants). A scope ip limit
+    ``across_tenants`` counts the client once for every tenant on ``plan``: its counter
+    names the plan and the client, not the tenant (a service key counts only with a device:
+    its bare IP is the SaaS's own server)."""
     out: list[Hold] = []
     for spec in specs:
-        subject = _subject(spec.scope, tenant, key, user, ip, workspace)
+        if spec.across_tenants:  # a service key's bare IP is the SaaS's server: not counted
+            counted = ip if ip and (not shared_key or ip.startswith("device:")) else None
+            subject = f"ip:*:{plan}:{counted}" if counted else None
+        else:
+            subject = _subject(spec.scope, tenant, key, user, ip, workspace)
         if subject is None or not spec.applies_to(model):
             continue
-        owner = "" if shared_key and spec.scope == "key" else tenant
+        owner = _owner(spec, tenant, ip, shared_key)
         if spec.requests is not None:
             out.append(_window_hold(spec, subject, "requests", spec.requests, now, owner))
         if spec.tokens is not None:
@@ -170,7 +198,7 @@ class RateLimits:
         """``holds`` for one request of ``who`` to ``model``, in admission's ``scope``."""
         return self.holds(scope.plan, who.tenant.rate_limits, who.key.rate_limits,
                           tenant=scope.tenant, key=scope.key, user=scope.user,
-                          ip=who.client_ip, model=model, now=now,
+                          ip=who.client_id, model=model, now=now,
                           shared_key=scope.shared_key, workspace=scope.workspace,
                           workspace_limits=scope.workspace_limits)  # fmt: skip
 
@@ -202,7 +230,7 @@ class RateLimits:
         if not specs:
             return []
         result = holds(specs, tenant=tenant, key=key, user=user, ip=ip, model=model, now=now,
-                       shared_key=shared_key, workspace=workspace)  # fmt: skip
+                       shared_key=shared_key, workspace=workspace, plan=plan)  # fmt: skip
         if cacheable:
             if len(self._cache) >= CACHE_SIZE:
                 self._cache.clear()
@@ -312,4 +340,6 @@ def limit_json(spec: LimitSpec) -> dict[str, Any]:
             out[name] = value
     if spec.model is not None:
         out["model"] = spec.model
+    if spec.across_tenants:
+        out["across_tenants"] = True
     return out

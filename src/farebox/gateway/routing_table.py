@@ -76,7 +76,8 @@ def build_router(settings: Settings, catalog: Catalog) -> Router:
                 )
             kind = catalog.kinds.get(dep.model) or catalog.kinds.get(alias, "chat")
             timeout = providers[dep.provider].timeout_s if dep.provider in providers else 600.0
-            targets.append(Target(dep.provider, dep.model, price, kind, dep.weight, timeout))
+            targets.append(Target(dep.provider, dep.model, price, kind, dep.weight, timeout,
+                                  dep.context_window))  # fmt: skip
         routes[alias] = tuple(targets)
     return Router(routes)
 

@@ -37,8 +37,26 @@ def action_text(incident: Incident) -> str:
     return "paused nothing (alert only)"
 
 
+def _multiplication(incident: Incident) -> str:
+    """Account multiplication (issue 15): one client, many tenants."""
+    d = incident.detail
+    paused = d.get("paused") or []
+    done = (
+        f"paused {'tenants' if incident.target == 'tenant' else 'keys'} {', '.join(paused)}"
+        if incident.target != "none"
+        else "paused nothing (alert only)"
+    )
+    return (
+        f"Farebox anomaly: account multiplication: client {d.get('client')} used keys of "
+        f"{incident.observed} tenants on plans {', '.join(d.get('plans') or [])} within "
+        f"{d.get('window_s')} s (at most {incident.threshold}); {done}"
+    )
+
+
 def summary(incident: Incident) -> str:
     """One line a human can act on."""
+    if incident.metric == "account_multiplication":
+        return _multiplication(incident)[:MAX_SUMMARY]
     above = (incident.observed - incident.baseline) * 100 // max(incident.baseline, 1)
     text = (
         f"Farebox anomaly: {subject(incident)} at {_amount(incident.metric, incident.observed)}, "

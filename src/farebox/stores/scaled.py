@@ -108,6 +108,7 @@ class ScaledStore:
         self.audit = pg.audit  # the audit log: PostgreSQL
         self.credentials = CredentialsThatBump(pg.credentials, self._bump_epoch)  # the vault
         self.workspaces = WorkspacesThatBump(pg.workspaces, self._bump_epoch)  # PostgreSQL
+        self.multiplication = pg.multiplication  # account multiplication: PostgreSQL
         self._budgets = budgets
         self._client = client
         self._prefix = prefix

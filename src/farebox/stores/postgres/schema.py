@@ -252,6 +252,22 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX ledger_guardrails ON {s}.ledger(started_at, request_id)
         WHERE guardrails <> '[]'::jsonb;
     """,
+    # issue 15: account multiplication: which client (an IP or a device) used which tenant's
+    # key, and when last; and the one claim per client that opens its incident
+    """
+    CREATE TABLE {s}.multiplication_sightings (
+        client TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        seen_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (client, tenant_id, key_id)
+    );
+    CREATE INDEX multiplication_sightings_seen ON {s}.multiplication_sightings(seen_at);
+    CREATE TABLE {s}.multiplication_claims (
+        client TEXT PRIMARY KEY,
+        claimed_at DOUBLE PRECISION NOT NULL
+    );
+    """,
 )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from farebox.stores.sqlite.audit import SQLiteAudit
 from farebox.stores.sqlite.credits import SQLiteCredits
 from farebox.stores.sqlite.inbox import SQLiteInbox
+from farebox.stores.sqlite.multiplication import SQLiteSightings
 from farebox.stores.sqlite.upsell import SQLiteUpsell
 from farebox.stores.sqlite.workspaces import SQLiteWorkspaces
 
@@ -21,6 +22,7 @@ class BillingRoles:
     upsell: SQLiteUpsell
     audit: SQLiteAudit  # the audit log: appends in BEGIN IMMEDIATE transactions
     workspaces: SQLiteWorkspaces  # tenants' workspaces (issue 14; not billing, but made alike)
+    multiplication: SQLiteSightings  # account multiplication's sightings (issue 15)
 
     def _billing_roles(
         self,
@@ -34,3 +36,4 @@ class BillingRoles:
         self.upsell = SQLiteUpsell(write, read)
         self.audit = SQLiteAudit(write, read)
         self.workspaces = SQLiteWorkspaces(write, read, bump, publish)
+        self.multiplication = SQLiteSightings(write, read)

@@ -323,6 +323,22 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE ledger ADD COLUMN guardrails TEXT NOT NULL DEFAULT '[]';
     CREATE INDEX ledger_guardrails ON ledger(started_at, request_id) WHERE guardrails <> '[]';
     """,
+    # issue 15: account multiplication: which client (an IP or a device) used which tenant's
+    # key, and when last; and the one claim per client that opens its incident
+    """
+    CREATE TABLE multiplication_sightings (
+        client TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        seen_at REAL NOT NULL,
+        PRIMARY KEY (client, tenant_id, key_id)
+    );
+    CREATE INDEX multiplication_sightings_seen ON multiplication_sightings(seen_at);
+    CREATE TABLE multiplication_claims (
+        client TEXT PRIMARY KEY,
+        claimed_at REAL NOT NULL
+    );
+    """,
 )
 
 

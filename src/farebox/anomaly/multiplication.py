@@ -1,0 +1,221 @@
+"""Account multiplication (issue 15): one client using keys of many free-plan tenants.
+
+A client is the request's IP, or the device the SaaS names in ``X-Farebox-Device`` (believed
+from a trusted proxy or with a service key; it takes precedence over the IP).
+
+- **Recording** (the request path): ``seen`` adds (client, tenant, key) to an in-memory set,
+  with the time; only tenants on the configured plans count. A dictionary write.
+- **Flushing and checking** (every ``flush_interval_s`` and ``check_interval_s``, in every
+  process): the set goes to the store (one row per client, tenant and key, keeping the last
+  time); then the store's distinct count over every process and replica names the clients
+  seen with more than ``max_tenants`` tenants in ``window_s``. For each, the store's
+  ``claim`` lets exactly one process open the incident, once per client and window.
+- **The incident** (kind ``account_multiplication``, in the anomaly incidents: metric
+  ``account_multiplication``): its tenant is the one the client used last, ``observed`` the
+  number of tenants, ``threshold`` the most allowed; ``detail`` names the client, the
+  tenants and what was paused. ``pause_tenant`` pauses every tenant the client used in the
+  window, ``pause_key`` every key it used (a JWT caller's synthetic key: its tenant),
+  ``alert`` nothing. It is paged once, with ``dedup_key``
+  ``farebox/account_multiplication/<client>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from farebox.anomaly.paging import Pager
+from farebox.anomaly.watch import TARGETS, WatchStore
+from farebox.config.anomaly import MultiplicationConfig
+from farebox.core.anomaly import Incident
+from farebox.core.keys import JWT_KEY_PREFIX
+from farebox.errors import NotFound
+from farebox.notify.formats import summary
+from farebox.stores.multiplication import Sighting, SightingStore
+
+log = logging.getLogger("farebox.anomaly")
+KIND = "account_multiplication"
+
+
+class MultiplicationWatch:
+    def __init__(
+        self,
+        store: WatchStore,
+        sightings: SightingStore,
+        cfg: MultiplicationConfig,
+        pager: Pager,
+        *,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.time,
+        flush_interval_s: float = 5.0,
+        check_interval_s: float = 60.0,
+    ) -> None:
+        self._store = store
+        self._sightings = sightings
+        self._pager = pager
+        self._clock = clock
+        self._flush_s = flush_interval_s
+        self._check_s = check_interval_s
+        self._pending: dict[tuple[str, str, str], float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._last: float | None = None  # when this process last checked
+        self._cfg = cfg
+        self._plans = frozenset(cfg.plans)
+        self._on = enabled and cfg.enabled
+
+    @property
+    def enabled(self) -> bool:
+        return self._on
+
+    def reload(self, cfg: MultiplicationConfig, enabled: bool = True) -> None:
+        self._cfg = cfg
+        self._plans = frozenset(cfg.plans)
+        self._on = enabled and cfg.enabled
+
+    # recording: the request path ----------------------------------------------------------
+    def seen(self, client: str | None, tenant_id: str, key_id: str, plan: str) -> None:
+        """One request of ``client`` with a key of ``tenant_id`` (on ``plan``)."""
+        if not self._on or not client or plan not in self._plans:
+            return
+        self._pending[(client, tenant_id, key_id)] = self._clock()
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        rows = [Sighting(c, t, k, at) for (c, t, k), at in pending.items()]
+        try:
+            await self._sightings.add(rows)
+        except Exception:
+            for slot, at in pending.items():  # kept for the next flush
+                self._pending[slot] = max(self._pending.get(slot, at), at)
+            raise
+
+    # checking -----------------------------------------------------------------------------
+    async def check(self) -> list[Incident]:
+        """Flush, then open an incident for each client over the limit not yet claimed."""
+        await self.flush()
+        if not self._on:
+            return []
+        now = self._clock()
+        since = now - self._cfg.window_s
+        # only clients seen since the last round (with room for other processes' flushes)
+        margin = 2 * (self._flush_s + self._check_s)
+        touched = None if self._last is None else max(since, self._last - margin)
+        self._last = now
+        opened = []
+        for client in await self._sightings.crowded(since, self._cfg.max_tenants, touched):
+            if await self._sightings.claim(client, now, since):
+                opened.append(await self._open(client, since, now))
+        await self._sightings.prune(since - self._cfg.window_s)  # claims: kept one window
+        return opened
+
+    async def _open(self, client: str, since: float, now: float) -> Incident:
+        rows = await self._sightings.sightings(client, since)
+        tenants = list(dict.fromkeys(r.tenant_id for r in reversed(rows)))  # latest first
+        keys = list(dict.fromkeys(r.key_id for r in reversed(rows)))
+        target = TARGETS[self._cfg.action]
+        incident_id = f"anom_{uuid.uuid4().hex[:20]}"
+        last = rows[-1] if rows else Sighting(client, "", "", now)
+        incident = Incident(
+            id=incident_id,
+            tenant_id=last.tenant_id,
+            key_id="",
+            target=target,
+            target_key=last.key_id if target == "key" else "",
+            metric=KIND,
+            observed=len(tenants),
+            baseline=self._cfg.max_tenants,
+            threshold=self._cfg.max_tenants,
+            opened_at=now,
+            dedup_key=f"farebox/{KIND}/{client}",
+            detail={
+                "kind": KIND,
+                "client": client,
+                "tenants": sorted(tenants),
+                "keys": len(keys),
+                "plans": sorted(self._plans),
+                "window_s": self._cfg.window_s,
+                "unit": "tenants",
+                "paused": [],  # what was: ``paused_tenants`` and ``paused_keys``
+            },
+        )
+        try:
+            paused_tenants, paused_keys = await self._pause(incident, tenants, keys)
+            incident.detail.update(
+                paused=paused_tenants + paused_keys,
+                paused_tenants=paused_tenants,
+                paused_keys=paused_keys,
+            )
+        finally:
+            # listed with the anomaly incidents; refused only while its tenant has another
+            # open one (the claim above already made this the one incident for the client)
+            if not await self._store.traffic.open_incident(incident, float("inf")):
+                log.warning("incident %s not listed: tenant %s has an open incident",
+                            incident.id, incident.tenant_id)  # fmt: skip
+            log.warning("%s", summary(incident))
+            self._pager.triggered(incident)  # paged once, even when a pause failed
+        return incident
+
+    async def _pause(
+        self, incident: Incident, tenants: list[str], keys: list[str]
+    ) -> tuple[list[str], list[str]]:
+        """Pause what the incident targets; return the tenants and the keys paused."""
+        reason = (
+            f"automatic pause on account multiplication (incident {incident.id}): one client "
+            f"used keys of {incident.observed} tenants"
+        )
+        paused = {"paused": True, "pause_reason": reason}
+        if incident.target == "none":
+            return [], []
+        if incident.target == "tenant":
+            return [t for t in tenants if await self._update("tenant", t, paused)], []
+        # a JWT caller's key is not stored: its tenant is paused instead
+        jwt = [k[len(JWT_KEY_PREFIX) :] for k in keys if k.startswith(JWT_KEY_PREFIX)]
+        stored = [k for k in keys if not k.startswith(JWT_KEY_PREFIX)]
+        return (
+            [t for t in jwt if await self._update("tenant", t, paused)],
+            [k for k in stored if await self._update("key", k, paused)],
+        )
+
+    async def _update(self, what: str, ident: str, changes: dict[str, object]) -> bool:
+        try:
+            if what == "tenant":
+                await self._store.update_tenant(ident, changes)
+            else:
+                await self._store.update_key(ident, changes)
+        except NotFound:
+            log.warning("account multiplication: %s %s is gone, not paused", what, ident)
+            return False
+        return True
+
+    # the background loop ------------------------------------------------------------------
+    def start(self) -> None:
+        if self._on and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        due = time.monotonic() + self._check_s
+        while True:
+            await asyncio.sleep(min(self._flush_s, self._check_s))
+            try:
+                if time.monotonic() >= due:
+                    due = time.monotonic() + self._check_s
+                    await self.check()
+                else:
+                    await self.flush()
+            except Exception:
+                log.exception("account multiplication round failed; retrying next round")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await self.flush()

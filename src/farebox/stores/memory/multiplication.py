@@ -1,0 +1,46 @@
+"""Account multiplication's sightings and claims in process memory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from farebox.stores.multiplication import Sighting
+
+
+class MemorySightings:
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str, str], float] = {}
+        self._claims: dict[str, float] = {}
+
+    async def add(self, rows: Sequence[Sighting]) -> None:
+        for r in rows:
+            slot = (r.client, r.tenant_id, r.key_id)
+            self._seen[slot] = max(self._seen.get(slot, r.seen_at), r.seen_at)
+
+    async def crowded(
+        self, since: float, more_than: int, touched: float | None = None
+    ) -> list[str]:
+        tenants: dict[str, set[str]] = {}
+        active: set[str] = set()
+        for (client, tenant, _key), at in self._seen.items():
+            if at >= since:
+                tenants.setdefault(client, set()).add(tenant)
+            if touched is None or at >= touched:
+                active.add(client)
+        return sorted(c for c, t in tenants.items() if len(t) > more_than and c in active)
+
+    async def sightings(self, client: str, since: float) -> list[Sighting]:
+        rows = [Sighting(c, t, k, at) for (c, t, k), at in self._seen.items()
+                if c == client and at >= since]  # fmt: skip
+        return sorted(rows, key=lambda r: (r.seen_at, r.tenant_id, r.key_id))
+
+    async def claim(self, client: str, at: float, since: float) -> bool:
+        last = self._claims.get(client)
+        if last is not None and last >= since:
+            return False
+        self._claims[client] = at
+        return True
+
+    async def prune(self, before: float) -> None:
+        self._seen = {k: at for k, at in self._seen.items() if at >= before}
+        self._claims = {k: at for k, at in self._claims.items() if at >= before}

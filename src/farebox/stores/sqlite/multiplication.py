@@ -1,0 +1,69 @@
+"""Account multiplication's sightings and claims in SQLite (``stores.multiplication``)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from farebox.stores.multiplication import Sighting
+from farebox.stores.sqlite.conn import Runner
+
+_UPSERT = (
+    "INSERT INTO multiplication_sightings(client, tenant_id, key_id, seen_at) "
+    "VALUES (?, ?, ?, ?) ON CONFLICT(client, tenant_id, key_id) DO UPDATE SET "
+    "seen_at = MAX(seen_at, excluded.seen_at)"
+)
+_CLAIM = (
+    "INSERT INTO multiplication_claims(client, claimed_at) VALUES (?, ?) "
+    "ON CONFLICT(client) DO UPDATE SET claimed_at = excluded.claimed_at "
+    "WHERE multiplication_claims.claimed_at < ?"
+)
+
+
+class SQLiteSightings:
+    def __init__(self, write: Runner[Any], read: Runner[Any]) -> None:
+        self._write = write  # runs a function in a write transaction
+        self._read = read
+
+    async def add(self, rows: Sequence[Sighting]) -> None:
+        values = [(r.client, r.tenant_id, r.key_id, r.seen_at) for r in rows]
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(_UPSERT, values)
+
+        if values:
+            await self._write(write)
+
+    async def crowded(
+        self, since: float, more_than: int, touched: float | None = None
+    ) -> list[str]:
+        sql = (
+            "SELECT client FROM multiplication_sightings WHERE seen_at >= ? AND client IN "
+            "(SELECT client FROM multiplication_sightings WHERE seen_at >= ?) GROUP BY client "
+            "HAVING COUNT(DISTINCT tenant_id) > ? ORDER BY client"
+        )
+        args = (since, since if touched is None else touched, more_than)
+        rows = await self._read(lambda db: db.execute(sql, args).fetchall())
+        return [str(r[0]) for r in rows]
+
+    async def sightings(self, client: str, since: float) -> list[Sighting]:
+        sql = (
+            "SELECT client, tenant_id, key_id, seen_at FROM multiplication_sightings "
+            "WHERE client = ? AND seen_at >= ? ORDER BY seen_at, tenant_id, key_id"
+        )
+        rows = await self._read(lambda db: db.execute(sql, (client, since)).fetchall())
+        return [Sighting(*r) for r in rows]
+
+    async def claim(self, client: str, at: float, since: float) -> bool:
+        def write(db: sqlite3.Connection) -> bool:  # one write transaction: atomic
+            return db.execute(_CLAIM, (client, at, since)).rowcount == 1
+
+        return bool(await self._write(write))
+
+    async def prune(self, before: float) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM multiplication_sightings WHERE seen_at < ?", (before,))
+            db.execute("DELETE FROM multiplication_claims WHERE claimed_at < ?", (before,))
+
+        await self._write(write)
