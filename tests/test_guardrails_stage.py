@@ -293,3 +293,30 @@ async def test_responses_streamed_redact_and_restore(make_gateway: Any) -> None:
         deltas = [line for line in r.text.splitlines() if '"response.output_text.delta"' in line]
         assert deltas and EMAIL not in mock.sent()
         assert f'"text":"You said: I am {EMAIL}"' in r.text  # the done event's whole text
+
+
+async def test_abuse_patterns_flag_and_block(make_gateway: Any) -> None:
+    abuse = {"stuffing": "block", "batch": "flag", "batch_max": 2, "context": "block"}
+    plans = {"abuse": {"models": ["*"], "guardrails": {"abuse": abuse}}}
+    models = {MODEL: [{"provider": "sim", "model": MODEL, "context_window": 2000}]}
+    mock = EchoMock()
+    async with make_gateway(config(plans, models=models), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="abuse")
+        post = gw.client.post
+        codes = []
+        for i in range(3):  # near-identical: the third is a burst (flagged, served)
+            question = ask(f"What is the price of item {i} today?")
+            r = await post("/v1/chat/completions", json=question, headers=auth(key))
+            codes.append(r.status_code)
+        stuffed = "buy cheap tokens now " * 300  # 6,300 characters of one phrase
+        r = await post("/v1/chat/completions", json=ask(stuffed), headers=auth(key))
+        assert r.status_code == 400 and r.json()["error"]["code"] == "abuse_detected"
+        assert r.json()["error"]["category"] == "prompt_stuffing"
+        filling = " ".join(f"word{i}" for i in range(2500))  # about 1,900+ tokens of 2,000
+        r = await post("/v1/chat/completions", json=ask(filling), headers=auth(key))
+        assert r.status_code == 400 and r.json()["error"]["category"] == "context_exploitation"
+        assert codes == [200, 200, 200] and len(mock.bodies) == 3
+        entries = sorted(await gw.ledger("acme"), key=lambda e: e.started_at)
+        found = [[(f["category"], f["action"]) for f in e.guardrails] for e in entries]
+        assert found == [[], [], [("batch_abuse", "flagged")], [("prompt_stuffing", "blocked")],
+                         [("context_exploitation", "blocked")]]  # fmt: skip

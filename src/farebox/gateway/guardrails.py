@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from farebox.core.guardrails import ACTIONS, Finding, GuardrailPolicy, Hit, Mode, findings_json
 from farebox.core.records import LedgerEntry
+from farebox.core.routing import Target
 from farebox.errors import (
     AbuseDetected,
     GuardrailBlocked,
@@ -135,16 +136,17 @@ class GuardrailStage:
         if self.classifier is not None:
             await self.classifier.close()
 
-    async def screen(self, call: Any, input_tokens: int) -> None:
-        """Screen ``call`` (a ``gateway.call.Call``): its findings go on ``call.guard``, its
-        body (and Responses body) is redacted in place; a block raises its 400."""
+    async def screen(self, call: Any, input_tokens: int, targets: Sequence[Target] = ()) -> None:
+        """Screen ``call`` (a ``gateway.call.Call``, for ``targets``, its deployments): its
+        findings go on ``call.guard``, its body (and Responses body) is redacted in place; a
+        block raises its 400."""
         policy: GuardrailPolicy = call.plan.guardrails
         found = _Found()
         texts = _texts(call.body, _parts(policy))
         await self._injection(policy, texts, found)
         redactions = self._secrets(policy, texts, found)
         redactions |= await self._pii(policy, texts, found)
-        self._abuse(policy, call, texts, input_tokens, found)
+        self._abuse(policy, call, texts, (input_tokens, targets), found)
         call.guard = state = GuardState(list(found.by_key.values()))
         if found.block is not None:
             raise _blocked(found.block)
@@ -212,16 +214,19 @@ class GuardrailStage:
         return redacted
 
     def _abuse(
-        self, policy: GuardrailPolicy, call: Any, texts: list[_Text], tokens: int, found: _Found
-    ) -> None:
+        self, policy: GuardrailPolicy, call: Any, texts: list[_Text],
+        size: tuple[int, Sequence[Target]], found: _Found,
+    ) -> None:  # fmt: skip
         ab = policy.abuse
         if ab.stuffing == "off" and ab.batch == "off" and ab.context == "off":
             return
         user = "\n".join(t.seen.text for t in texts if t.slot.where == "user")
         if ab.stuffing != "off" and (hit := abuse.stuffing_hit(user, ab)) is not None:
             found.add(hit, ab.stuffing, "user")
-        if ab.context != "off" and (hit := abuse.context_hit(tokens, None, ab)) is not None:
-            found.add(hit, ab.context, "user")
+        if ab.context != "off":  # the smallest window of the deployments it may land on
+            window = abuse.context_window_of([t.context_window for t in size[1]])
+            if (hit := abuse.context_hit(size[0], window, ab)) is not None:
+                found.add(hit, ab.context, "user")
         if ab.batch != "off":
             who = call.principal
             end_user = who.user or call.body.get("user") or f"key:{who.key.id}"

@@ -262,7 +262,7 @@ class Gateway:
         call.flavor, call.echo, call.responses, call.trace = flavor, echo, responses, trace
         self._ledger.ensure_available()
         if plan.guardrails.enabled:  # before the cache, admission and routing
-            await self._screen(call, input_tokens)
+            await self._screen(call, input_tokens, targets)
         if self.cache is not None and plan.cache.enabled and _cacheable(call):
             hit = await self._cached(self.cache, call, targets)
             if hit is not None:
@@ -281,15 +281,15 @@ class Gateway:
                 return await self._relay.open(call, targets)
             return await self._chat_once(call, targets)
 
-    async def _screen(self, call: Call, input_tokens: int) -> None:
+    async def _screen(self, call: Call, input_tokens: int, targets: tuple[Target, ...]) -> None:
         """The guardrail stage; a block writes the request's one ``blocked`` ledger entry
         (unbilled, through the observers) before its 400 goes out. Nothing is held yet."""
         try:
             if call.trace is None:
-                await self.guardrails.screen(call, input_tokens)
+                await self.guardrails.screen(call, input_tokens, targets)
             else:
                 with call.trace.stage("guardrails"):
-                    await self.guardrails.screen(call, input_tokens)
+                    await self.guardrails.screen(call, input_tokens, targets)
         except GuardrailBlocked as exc:
             await self._metering.settle_logged(call, blocked_entry(call, exc, self._clock()))
             raise
