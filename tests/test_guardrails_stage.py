@@ -320,3 +320,76 @@ async def test_abuse_patterns_flag_and_block(make_gateway: Any) -> None:
         found = [[(f["category"], f["action"]) for f in e.guardrails] for e in entries]
         assert found == [[], [], [("batch_abuse", "flagged")], [("prompt_stuffing", "blocked")],
                          [("context_exploitation", "blocked")]]  # fmt: skip
+
+
+# the classifier layer, on the stage itself (no model: a runner of our own) ------------------
+
+
+class Runner:
+    """A ``ClassifierRunner`` stand-in: fixed scores, or a timeout."""
+
+    def __init__(self, scores: list[float] | None) -> None:
+        self.scores_given = scores
+        self.asked: list[list[str]] = []
+
+    async def scores(self, texts: list[str], timeout_ms: int) -> list[float]:
+        from farebox.guardrails.classifier import ClassifierTimeout
+
+        self.asked.append(texts)
+        if self.scores_given is None:
+            raise ClassifierTimeout(f"over {timeout_ms} ms")
+        return self.scores_given[: len(texts)]
+
+    async def close(self) -> None:
+        return None
+
+
+def stage_call(policy: GuardrailPolicy, text: str) -> Any:
+    from types import SimpleNamespace
+
+    body = {"model": MODEL, "messages": [{"role": "user", "content": text}]}
+    return SimpleNamespace(plan=SimpleNamespace(guardrails=policy), body=body, responses=None,
+                           guard=None)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("scores", "mode", "on_timeout", "outcome"),
+    [([0.97], "block", "flag", ("blocked", "injection")),
+     ([0.97], "flag", "flag", ("flagged", "injection")),
+     ([0.10], "block", "flag", None),
+     (None, "block", "flag", ("flagged", "timeout")),
+     (None, "block", "block", ("blocked", "timeout"))],
+)  # fmt: skip
+async def test_the_classifier_layer_and_its_timeout(
+    scores: list[float] | None, mode: str, on_timeout: str, outcome: tuple[str, str] | None
+) -> None:
+    from farebox.errors import PromptInjectionDetected
+    from farebox.gateway.guardrails import GuardrailStage
+
+    runner = Runner(scores)
+    stage = GuardrailStage(classifier=runner)  # type: ignore[arg-type]
+    policy = GuardrailPolicy(prompt_injection=InjectionPolicy(
+        mode=mode, classifier=True, on_timeout=on_timeout))  # type: ignore[arg-type]  # fmt: skip
+    call = stage_call(policy, "Tell me a story about a dragon who guards a library.")
+    if outcome is not None and outcome[0] == "blocked":
+        with pytest.raises(PromptInjectionDetected) as caught:
+            await stage.screen(call, 10)
+        assert caught.value.extra == {"detector": "injection_classifier", "category": outcome[1]}
+        assert "dragon" not in caught.value.message
+    else:
+        await stage.screen(call, 10)
+    found = [(f.detector, f.action, f.category) for f in call.guard.findings]
+    assert found == ([] if outcome is None else [("injection_classifier", *outcome)])
+    assert runner.asked == [["Tell me a story about a dragon who guards a library."]]
+
+
+async def test_the_classifier_is_not_asked_once_the_rules_block() -> None:
+    from farebox.errors import PromptInjectionDetected
+    from farebox.gateway.guardrails import GuardrailStage
+
+    runner = Runner([0.2])
+    stage = GuardrailStage(classifier=runner)  # type: ignore[arg-type]
+    policy = GuardrailPolicy(prompt_injection=InjectionPolicy(mode="block", classifier=True))
+    with pytest.raises(PromptInjectionDetected):
+        await stage.screen(stage_call(policy, INJECTION), 10)
+    assert runner.asked == []
