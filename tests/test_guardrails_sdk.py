@@ -146,3 +146,39 @@ async def test_a_blocked_request_holds_caches_and_bills_nothing(make_gateway: An
         # a clean request on the same plan is served, cached and billed as before
         await oai.chat.completions.create(model=MODEL, messages=said("hello"))  # type: ignore[arg-type]
         assert admitted and len(mock.bodies) == 1
+
+
+async def test_native_responses_deployment_gets_placeholders_and_answers_restored(
+    make_gateway: Any,
+) -> None:
+    from fakes.responses_upstream import ResponsesUpstream, message
+
+    async with ResponsesUpstream() as up:
+        providers = {"native": {"kind": "openai", "base_url": up.base_url, "responses": "native"}}
+        models = {MODEL: [{"provider": "native", "model": MODEL}]}
+        plans = {"redact": {"models": ["*"], "guardrails": {
+            "pii": {"mode": "redact", "restore": True, "engine": "builtin"}}}}  # fmt: skip
+        cfg = {"providers": providers, "models": models, "plans": plans}
+        async with make_gateway(cfg) as gw:
+            oai, _ = clients(gw, await gw.tenant_key("acme", plan="redact"))
+            up.reply_response([message("Hello <EMAIL_1>")])
+            answer = await oai.responses.create(
+                model=MODEL, instructions=f"The user is {EMAIL}.", store=False,
+                input=[{"role": "user", "content": [
+                    {"type": "input_text", "text": f"I am {EMAIL}"}]}],
+            )  # fmt: skip
+            assert answer.output_text == f"Hello {EMAIL}"
+            sent = up.last.json
+            assert EMAIL not in str(sent) and "<EMAIL_1>" in str(sent["input"])
+            assert sent["instructions"] == "The user is <EMAIL_1>."  # the same value, replaced
+            up.reply_events([message("Bye <EMA", "IL_1", ">!")])
+            stream = await oai.responses.create(model=MODEL, input=f"I am {EMAIL}", stream=True,
+                                                store=False)  # fmt: skip
+            deltas, done = [], []
+            async for event in stream:
+                if event.type == "response.output_text.delta":
+                    deltas.append(event.delta)
+                elif event.type == "response.output_text.done":
+                    done.append(event.text)
+            assert "".join(deltas) == f"Bye {EMAIL}!" and done == [f"Bye {EMAIL}!"]
+            assert EMAIL not in str(up.last.json)

@@ -393,3 +393,17 @@ async def test_the_classifier_is_not_asked_once_the_rules_block() -> None:
     with pytest.raises(PromptInjectionDetected):
         await stage.screen(stage_call(policy, INJECTION), 10)
     assert runner.asked == []
+
+
+async def test_a_value_found_once_is_replaced_everywhere_in_the_request(make_gateway: Any) -> None:
+    mock = EchoMock()
+    async with make_gateway(config(), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="redact")
+        body = {"model": MODEL, "messages": [
+            {"role": "system", "content": f"The account holder is {EMAIL}."},  # not scanned
+            {"role": "user", "content": f"Is {EMAIL} my login?"}]}  # fmt: skip
+        r = await gw.client.post("/v1/chat/completions", json=body, headers=auth(key))
+        assert r.json()["choices"][0]["message"]["content"] == f"You said: Is {EMAIL} my login?"
+        (sent,) = mock.bodies
+        assert sent["messages"][0]["content"] == "The account holder is <EMAIL_1>."
+        assert EMAIL not in mock.sent()

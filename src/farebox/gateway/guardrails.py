@@ -59,6 +59,7 @@ from farebox.guardrails.placeholders import Redactor
 
 log = logging.getLogger("farebox.guardrails")
 CLASSIFIER = "injection_classifier"
+ALL_PARTS = frozenset({"user", "tool", "system", "assistant"})
 BLOCKS: dict[str, type[GuardrailBlocked]] = {
     injection_rules.DETECTOR: PromptInjectionDetected,
     CLASSIFIER: PromptInjectionDetected,
@@ -150,7 +151,7 @@ class GuardrailStage:
         call.guard = state = GuardState(list(found.by_key.values()))
         if found.block is not None:
             raise _blocked(found.block)
-        redactor = _redact(texts, redactions, call.responses) if redactions else None
+        redactor = _redact(texts, redactions, call.body, call.responses) if redactions else None
         state.answer = self._answer(policy, redactor)
 
     # checks ------------------------------------------------------------------------------
@@ -290,8 +291,11 @@ def _scan_all(
     return [scan(text, entities) for text in texts]
 
 
-def _redact(texts: list[_Text], which: set[int], responses: dict[str, Any] | None) -> Redactor:
-    """Write the redactions back into the body (and the Responses body, by value)."""
+def _redact(texts: list[_Text], which: set[int], body: dict[str, Any],
+            responses: dict[str, Any] | None) -> Redactor:  # fmt: skip
+    """Write the redactions back into the body; then replace the values found wherever else
+    they appear in the request (parts no check read, the Responses body sent to native
+    deployments), so a value found once goes upstream nowhere."""
     redactor = Redactor()
     for i in sorted(which):
         t = texts[i]
@@ -299,15 +303,17 @@ def _redact(texts: list[_Text], which: set[int], responses: dict[str, Any] | Non
         hits = _in_original(t.hits, t.seen)
         if original and hits:
             t.slot.write(redactor.redact(original, hits))
-    if responses is not None and redactor.values:
-        by_length = sorted(redactor.values.items(), key=lambda kv: -len(kv[1]))
-        for slot in responses_slots(responses):
-            text = slot.text
-            for placeholder, value in by_length:
-                if value and value in text:
-                    text = text.replace(value, placeholder)
-            if text != slot.text:
-                slot.write(text)
+    if not redactor.values:
+        return redactor
+    by_length = sorted(redactor.values.items(), key=lambda kv: -len(kv[1]))
+    others = chat_slots(body, ALL_PARTS)
+    for slot in others + (responses_slots(responses) if responses is not None else []):
+        text = slot.text
+        for placeholder, value in by_length:
+            if value and value in text:
+                text = text.replace(value, placeholder)
+        if text != slot.text:
+            slot.write(text)
     return redactor
 
 
