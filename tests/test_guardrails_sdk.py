@@ -182,3 +182,29 @@ async def test_native_responses_deployment_gets_placeholders_and_answers_restore
                     done.append(event.text)
             assert "".join(deltas) == f"Bye {EMAIL}!" and done == [f"Bye {EMAIL}!"]
             assert EMAIL not in str(up.last.json)
+
+
+def test_block_and_flag_on_the_real_server(tmp_path: Any) -> None:
+    """``farebox serve`` itself (the wiring of ``app.py``): the openai SDK is refused with
+    ``prompt_injection_detected``, and the ledger's rows agree."""
+    import json
+
+    from tests.e2e import create_tenant_key, ledger_rows, serve, write_config
+    from tests.guard_world import PLANS
+
+    plans = {name: PLANS[name] for name in ("block", "flag")}
+    with serve(write_config(tmp_path, plans=plans), cwd=tmp_path) as server:
+        url = server.base_url + "/v1"
+        for plan, status in (("block", "blocked"), ("flag", "ok")):
+            key = create_tenant_key(server.base_url, plan, plan)
+            client = openai.OpenAI(base_url=url, api_key=key, max_retries=0, timeout=20.0)
+            if plan == "block":
+                with pytest.raises(openai.BadRequestError) as caught:
+                    client.chat.completions.create(model=MODEL, messages=said(INJECTION))  # type: ignore[arg-type]
+                assert caught.value.code == "prompt_injection_detected"
+            else:
+                client.chat.completions.create(model=MODEL, messages=said(INJECTION))  # type: ignore[arg-type]
+            (row,) = ledger_rows(tmp_path / "farebox.db", "tenant_id = ?", (plan,))
+            assert row["status"] == status
+            assert [f["detector"] for f in json.loads(row["guardrails"])] == ["injection_rules"]
+            assert (row["cost"] == 0) == (plan == "block")
