@@ -44,6 +44,8 @@ from farebox.gateway.admission import Budgets
 from farebox.gateway.auth import Authenticator
 from farebox.gateway.breakers import Breakers
 from farebox.gateway.cache import ResponseCache
+from farebox.gateway.guard_engines import build_stage
+from farebox.gateway.guardrails import GuardrailStage
 from farebox.gateway.inflight import InFlight
 from farebox.gateway.ledger import LedgerWriter
 from farebox.gateway.pipeline import Gateway
@@ -485,7 +487,7 @@ def wire(
                       default_plan=settings.file.default_plan or "default", clock=clock,
                       observe=observers(metrics, access_log, watch, guard),
                       tracing=tracing, cache=cache, refused=upsell.refused,
-                      keys=keys)  # fmt: skip
+                      keys=keys, guardrails=guardrail_stage(settings))  # fmt: skip
     guard.plans = gateway.plan_named  # each plan's max_findings_per_hour, reloads included
     auth = make_authenticator(settings, store, secret, http, clock, frozenset(plans))
     # a store of this app's own that no other process uses (one handed in may be shared by
@@ -507,6 +509,13 @@ def wire(
                   metrics, access_log, tracing, cache,
                   bills if settings.file.reconcile.interval_s else None, upsell,
                   findings=guard)  # fmt: skip
+
+
+def guardrail_stage(settings: Settings) -> GuardrailStage:
+    """Issue 15: the guardrail stage, with presidio and the injection classifier loaded when
+    a plan needs them (a missing extra stops start-up, naming it)."""
+    plans = {name: plan.guardrails for name, plan in settings.file.plans.items()}
+    return build_stage(plans, str(settings.source))
 
 
 def provider_keys(settings: Settings, store: Store, secret: bytes) -> ProviderKeys:

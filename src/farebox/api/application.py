@@ -265,6 +265,7 @@ async def stop(wiring: Wiring) -> None:
         await wiring.cache.close()
     if wiring.upsell is not None:  # the moments queued are written first
         await wiring.upsell.drain()
+    await services.gateway.guardrails.close()  # issue 15: the classifier's worker, if any
     await services.store.close()
 
 

@@ -24,6 +24,7 @@ from farebox.providers.base import Provider, ResponsesProvider, native_responses
 if TYPE_CHECKING:  # admission builds on the carrier, not the other way round
     from farebox.gateway.admission import Admission
     from farebox.gateway.cache import CacheTicket
+    from farebox.gateway.guardrails import GuardState
     from farebox.observe.traces_request import RequestTrace
 
 
@@ -59,6 +60,9 @@ class Call:
     # whether it is the tenant's own (bring your own key: cost 0, the plan's byok_fee)
     api_key: str | None = None
     byok: bool = False
+    # issue 15: what the guardrail stage found and what rewrites the answer (None: the plan
+    # has no guardrails on)
+    guard: GuardState | None = None
 
     @property
     def reservation_id(self) -> str | None:
@@ -169,6 +173,8 @@ def call_entry(
     """A ledger entry of ``call``: who asked what, when, and who served it (``entry``,
     ``placeholder`` and a cache hit's all start here); ``fields``: the rest of the entry."""
     who = call.principal
+    if call.guard is not None and "guardrails" not in fields and call.guard.any:
+        fields["guardrails"] = call.guard.json()
     return LedgerEntry(
         request_id=call.request_id,
         tenant_id=who.tenant.id,

@@ -32,7 +32,13 @@ from farebox.core.plans import Plan
 from farebox.core.records import ApiKey, LedgerEntry, Tenant, Workspace
 from farebox.core.routing import Router, Target, weighted_order
 from farebox.core.tokens import estimate_input, estimate_messages
-from farebox.errors import InvalidRequest, ModelNotAllowed, ModelNotFound, UpstreamError
+from farebox.errors import (
+    GuardrailBlocked,
+    InvalidRequest,
+    ModelNotAllowed,
+    ModelNotFound,
+    UpstreamError,
+)
 from farebox.gateway.admission import Budgets
 from farebox.gateway.auth import Principal
 from farebox.gateway.breakers import Breakers, deployment_rows
@@ -49,6 +55,7 @@ from farebox.gateway.call import (
 )
 from farebox.gateway.counting import Counted, TokenCounting
 from farebox.gateway.failover import Failover, timeout
+from farebox.gateway.guardrails import GuardrailStage, blocked_entry
 from farebox.gateway.ledger import LedgerWriter
 from farebox.gateway.metering import Metering
 from farebox.gateway.policy import apply_policy
@@ -105,6 +112,7 @@ class Gateway:
         cache: ResponseCache | None = None,
         refused: Refused | None = None,  # told of refusals for want of money (upsell)
         keys: ProviderKeys | None = None,  # issue 14: provider keys from the vault, BYOK
+        guardrails: GuardrailStage | None = None,  # issue 15: its engines, made at start-up
     ) -> None:
         self._router = router
         self._plans = plans
@@ -124,6 +132,7 @@ class Gateway:
         # the response cache (None: no plan may cache); the admin face reads its store
         self.cache = cache
         self._hits = CacheHits(self._metering, budgets, limits, clock, refused)
+        self.guardrails = guardrails or GuardrailStage()
         self._counting = TokenCounting(self._targets, providers, limits, budgets, clock, keys)
 
     # plans and models ----------------------------------------------------------
@@ -252,7 +261,9 @@ class Gateway:
         call = Call(principal, plan, endpoint, model, request_id, body, self._clock())
         call.flavor, call.echo, call.responses, call.trace = flavor, echo, responses, trace
         self._ledger.ensure_available()
-        if self.cache is not None and plan.cache.enabled:
+        if plan.guardrails.enabled:  # before the cache, admission and routing
+            await self._screen(call, input_tokens, targets)
+        if self.cache is not None and plan.cache.enabled and _cacheable(call):
             hit = await self._cached(self.cache, call, targets)
             if hit is not None:
                 return hit
@@ -269,6 +280,19 @@ class Gateway:
             if body.get("stream"):
                 return await self._relay.open(call, targets)
             return await self._chat_once(call, targets)
+
+    async def _screen(self, call: Call, input_tokens: int, targets: tuple[Target, ...]) -> None:
+        """The guardrail stage; a block writes the request's one ``blocked`` ledger entry
+        (unbilled, through the observers) before its 400 goes out. Nothing is held yet."""
+        try:
+            if call.trace is None:
+                await self.guardrails.screen(call, input_tokens, targets)
+            else:
+                with call.trace.stage("guardrails"):
+                    await self.guardrails.screen(call, input_tokens, targets)
+        except GuardrailBlocked as exc:
+            await self._metering.settle_logged(call, blocked_entry(call, exc, self._clock()))
+            raise
 
     async def _cached(
         self, cache: ResponseCache, call: Call, targets: tuple[Target, ...]
@@ -334,12 +358,17 @@ class Gateway:
 
         metering = self._metering
         target, result = await self._failover.run(call, targets, attempt)
+        native = served_natively(call, providers, target) is not None
+        answer = result.body
+        if call.guard is not None and call.guard.answer is not None:  # scanned before entry
+            guard = call.guard.answer
+            answer = guard.native_body(answer) if native else guard.chat_body(answer)
         served = metering.entry(call, target, result.usage, "ok", 200, result.upstream_ms)
         await metering.settle(call, served)
-        if served_natively(call, providers, target) is not None:
-            body = render_native(result.body, call.request_id, served, call.echo)
+        if native:
+            body = render_native(answer, call.request_id, served, call.echo)
         else:
-            body = render_body(call.flavor, result.body, call.request_id, served, call.echo)
+            body = render_body(call.flavor, answer, call.request_id, served, call.echo)
             if call.cache is not None and self.cache is not None:  # an OpenAI body is stored
                 encoded = body if call.flavor == "openai" else None
                 self.cache.keep(call.cache, result.body, served, call, encoded)
@@ -441,3 +470,9 @@ class Gateway:
         targets = self._targets(plan, body["model"], ("embedding",))
         check_dimensions(body, targets)
         return targets
+
+
+def _cacheable(call: Call) -> bool:
+    """Whether the response cache may see ``call``: not when the guardrails rewrite its
+    answer (placeholders restored, the answer's PII scanned), which a hit would skip."""
+    return call.guard is None or call.guard.answer is None

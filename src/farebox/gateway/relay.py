@@ -29,6 +29,7 @@ from farebox.gateway.call import (
     with_ttft,
 )
 from farebox.gateway.failover import Failover, timeout
+from farebox.gateway.guard_output import GuardedStream
 from farebox.gateway.metering import Metering
 from farebox.gateway.render import (
     NativeResponsesStream,
@@ -171,11 +172,17 @@ class StreamRelay:
 
     def _renderer(self, call: Call, target: Target) -> tuple[StreamRenderer, StreamMeter]:
         """What writes the stream in the client's format, and what meters it."""
-        if served_natively(call, self._providers, target) is not None:
+        native = served_natively(call, self._providers, target) is not None
+        answer = call.guard.answer if call.guard is not None else None
+        if native:
             out: StreamRenderer = NativeResponsesStream(target.model, call.request_id, call.echo)
-            return out, ResponsesMeter(call.body, call.started)
-        out = stream_renderer(call.flavor, call.body, target.model, call.request_id, call.echo)
-        return out, StreamMeter(call.body, call.started)
+            meter: StreamMeter = ResponsesMeter(call.body, call.started)
+        else:
+            out = stream_renderer(call.flavor, call.body, target.model, call.request_id, call.echo)
+            meter = StreamMeter(call.body, call.started)
+        if answer is not None:  # issue 15: placeholders restored, the answer's PII scanned
+            out = GuardedStream(out, answer, native)
+        return out, meter
 
     def _gone(self, call: Call, target: Target, meter: StreamMeter) -> None:
         """The client went away mid-stream: its entry is written behind it."""

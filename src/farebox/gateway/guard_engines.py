@@ -1,0 +1,70 @@
+"""The guardrail stage's engines, built at start-up from the plans that need them: presidio
+(``pii.engine: presidio``, extra ``farebox[pii]``) and the local injection classifier
+(``prompt_injection.classifier: on``, extra ``farebox[guard-model]``). A plan that needs a
+missing extra stops start-up with ``GuardrailUnavailable`` naming the plan and the extra; no
+plan needs one: nothing is imported."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from farebox.config.guardrails import GuardrailsConfig
+from farebox.errors import GuardrailUnavailable
+from farebox.gateway.guardrails import GuardrailStage, PiiEngine
+from farebox.guardrails.classifier import ClassifierRunner, load_classifier
+
+PII_EXTRA = "farebox[pii]"
+MODEL_EXTRA = "farebox[guard-model]"
+
+
+def presidio_plans(plans: Mapping[str, GuardrailsConfig]) -> list[str]:
+    """The plans that scan for PII with presidio."""
+    return sorted(name for name, g in plans.items()
+                  if g.pii.mode != "off" and g.pii.engine == "presidio")  # fmt: skip
+
+
+def classifier_plans(plans: Mapping[str, GuardrailsConfig]) -> list[str]:
+    """The plans that run the local injection classifier."""
+    on = {name for name, g in plans.items() if g.prompt_injection.mode != "off"}
+    return sorted(name for name in on if plans[name].prompt_injection.classifier)
+
+
+def build_stage(plans: Mapping[str, GuardrailsConfig], source: str) -> GuardrailStage:
+    """The stage, with the engines the plans (``plans.NAME.guardrails``) need."""
+    presidio = _presidio(presidio_plans(plans), source)
+    runner = _classifier(classifier_plans(plans), source)
+    return GuardrailStage(presidio=presidio, classifier=runner)
+
+
+def _unavailable(source: str, names: list[str], what: str, extra: str, exc: BaseException) -> \
+        GuardrailUnavailable:  # fmt: skip
+    where = ", ".join(f"plans.{n}.guardrails.{what}" for n in names)
+    return GuardrailUnavailable(
+        f"{source}: {where} needs the extra {extra}, which is not installed or not usable: "
+        f"pip install '{extra}' ({type(exc).__name__}: {exc})"
+    )
+
+
+def _presidio(names: list[str], source: str) -> PiiEngine | None:
+    if not names:
+        return None
+    try:
+        module: Any = importlib.import_module("farebox.guardrails.pii_presidio")
+        engine: PiiEngine = module.PresidioPii()
+        engine.scan("warm-up: loads the analyzer and its model now", ["EMAIL_ADDRESS"])
+    except (ImportError, GuardrailUnavailable, OSError) as exc:
+        raise _unavailable(source, names, "pii.engine: presidio", PII_EXTRA, exc) from None
+    return engine
+
+
+def _classifier(names: list[str], source: str) -> ClassifierRunner | None:
+    if not names:
+        return None
+    try:
+        model = load_classifier()
+    except (ImportError, GuardrailUnavailable, OSError, NotImplementedError) as exc:
+        raise _unavailable(source, names, "prompt_injection.classifier", MODEL_EXTRA, exc) \
+            from None  # fmt: skip
+    return ClassifierRunner(model)

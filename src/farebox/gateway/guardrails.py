@@ -1,0 +1,360 @@
+"""The guardrail stage of the request path (issue 15): after authentication and the plan's
+policy, before the response cache, admission (budgets, rate limits) and routing. A plan with
+no check on skips it (``GuardrailPolicy.enabled``: one attribute read).
+
+For a chat request (every format arrives in OpenAI chat shape; a Responses request's own body,
+sent as it is to native deployments, is redacted the same way) it reads the texts each check
+scans (``guard_texts``: user messages, tool results, system prompts, assistant turns; text
+parts only, bounded), and runs:
+
+- prompt injection: layer 1 rules (``guardrails.injection_rules``) always, layer 2 the local
+  classifier (``ClassifierRunner``) when the plan turns it on, off the event loop with the
+  plan's timeout (``on_timeout``: flag and forward, or block);
+- secrets (``guardrails.secrets``) and PII (``guardrails.pii_patterns``, or presidio in a
+  worker thread): ``redact`` replaces the values with typed placeholders in the body sent
+  upstream (one ``Redactor`` per request: the same value, the same placeholder);
+- abuse (``guardrails.abuse``): prompt stuffing, a batch burst per end user, context
+  exploitation.
+
+Each check's hits become ``Finding``s (never the matched text) kept on the ``Call``
+(``GuardState``), and so in its ledger entry. A ``block`` raises the check's 400
+(``PromptInjectionDetected``, ``SecretDetected``, ``PiiDetected``, ``AbuseDetected``): the
+``Gateway`` then writes the request's one ``blocked`` entry, unbilled, and nothing was
+reserved, cached or sent. The answer's side (placeholders restored, the answer's own PII
+flagged or redacted) is ``guard_output.AnswerGuard``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from farebox.core.guardrails import ACTIONS, Finding, GuardrailPolicy, Hit, Mode, findings_json
+from farebox.core.records import LedgerEntry
+from farebox.core.routing import Target
+from farebox.errors import (
+    AbuseDetected,
+    GuardrailBlocked,
+    PiiDetected,
+    PromptInjectionDetected,
+    SecretDetected,
+)
+from farebox.gateway.call import call_entry
+from farebox.gateway.guard_output import AnswerGuard
+from farebox.gateway.guard_texts import (
+    MAX_TOTAL_CHARS,
+    Slot,
+    Window,
+    chat_slots,
+    responses_slots,
+    window,
+)
+from farebox.guardrails import abuse, injection_rules, pii_patterns, secrets
+from farebox.guardrails.classifier import ClassifierRunner, ClassifierTimeout
+from farebox.guardrails.placeholders import Redactor
+
+log = logging.getLogger("farebox.guardrails")
+CLASSIFIER = "injection_classifier"
+ALL_PARTS = frozenset({"user", "tool", "system", "assistant"})
+BLOCKS: dict[str, type[GuardrailBlocked]] = {
+    injection_rules.DETECTOR: PromptInjectionDetected,
+    CLASSIFIER: PromptInjectionDetected,
+    secrets.DETECTOR: SecretDetected,
+    pii_patterns.DETECTOR: PiiDetected,
+    abuse.DETECTOR: AbuseDetected,
+}
+
+
+class PiiEngine(Protocol):
+    """Presidio's recognisers (``guardrails.pii_presidio.PresidioPii``): blocking."""
+
+    def scan(self, text: str, entities: Collection[str]) -> list[Hit]: ...
+
+
+@dataclass(slots=True)
+class GuardState:
+    """What the stage left on a ``Call``: its findings (the answer's are added once it is
+    scanned) and, when the answer needs it, what rewrites the answer."""
+
+    findings: list[Finding] = field(default_factory=list)
+    answer: AnswerGuard | None = None
+
+    def json(self) -> list[dict[str, Any]]:
+        found = self.findings + (self.answer.findings if self.answer is not None else [])
+        return findings_json(found)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.findings) or (self.answer is not None and bool(self.answer.findings))
+
+
+@dataclass(slots=True)
+class _Text:
+    slot: Slot
+    seen: Window
+    hits: list[Hit] = field(default_factory=list)  # what redact replaces, window offsets
+
+
+class _Found:
+    """Findings of one request, one per (detector, category, part), the highest score."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[tuple[str, str, str], Finding] = {}
+        self.block: Finding | None = None
+
+    def add(self, hit: Hit, mode: Mode, where: str) -> None:
+        action = ACTIONS.get(mode)
+        if action is None:
+            return
+        key = (hit.detector, hit.category, where)
+        known = self.by_key.get(key)
+        if known is None or known.score < hit.score:
+            self.by_key[key] = Finding(hit.detector, hit.category, action, hit.score, where)
+        if action == "blocked" and self.block is None:
+            self.block = self.by_key[key]
+
+
+class GuardrailStage:
+    """Made once, by the ``Gateway``; holds the per-process state (the batch watch) and the
+    engines built at start-up (presidio, the classifier's runner), when a plan needs them."""
+
+    def __init__(
+        self,
+        *,
+        presidio: PiiEngine | None = None,
+        classifier: ClassifierRunner | None = None,
+        batch: abuse.BatchWatch | None = None,
+    ) -> None:
+        self.presidio = presidio
+        self.classifier = classifier
+        self._batch = batch or abuse.BatchWatch()
+
+    async def close(self) -> None:
+        if self.classifier is not None:
+            await self.classifier.close()
+
+    async def screen(self, call: Any, input_tokens: int, targets: Sequence[Target] = ()) -> None:
+        """Screen ``call`` (a ``gateway.call.Call``, for ``targets``, its deployments): its
+        findings go on ``call.guard``, its body (and Responses body) is redacted in place; a
+        block raises its 400."""
+        policy: GuardrailPolicy = call.plan.guardrails
+        found = _Found()
+        texts = _texts(call.body, _parts(policy))
+        await self._injection(policy, texts, found)
+        redactions = self._secrets(policy, texts, found)
+        redactions |= await self._pii(policy, texts, found)
+        self._abuse(policy, call, texts, (input_tokens, targets), found)
+        call.guard = state = GuardState(list(found.by_key.values()))
+        if found.block is not None:
+            raise _blocked(found.block)
+        redactor = _redact(texts, redactions, call.body, call.responses) if redactions else None
+        state.answer = self._answer(policy, redactor)
+
+    # checks ------------------------------------------------------------------------------
+    async def _injection(self, policy: GuardrailPolicy, texts: list[_Text], found: _Found) -> None:
+        pi = policy.prompt_injection
+        if pi.mode == "off":
+            return
+        mine = [t for t in texts if t.slot.where in pi.scan]
+        for t in mine:
+            for hit in injection_rules.scan(t.seen.text):
+                found.add(hit, pi.mode, t.slot.where)
+        if not pi.classifier or not mine or (pi.mode == "block" and found.block is not None):
+            return
+        try:
+            if self.classifier is None:
+                raise ClassifierTimeout("no classifier loaded")  # plan reloaded: needs restart
+            scores = await self.classifier.scores([t.seen.text for t in mine], pi.timeout_ms)
+        except ClassifierTimeout as exc:
+            category = "timeout" if self.classifier is not None else "unavailable"
+            log.warning("injection classifier: %s (%s)", category, exc)
+            found.add(Hit(CLASSIFIER, category, 0.0), pi.on_timeout, "user")
+            return
+        best = max(range(len(scores)), key=scores.__getitem__, default=None)
+        if best is not None and scores[best] >= pi.threshold:
+            found.add(Hit(CLASSIFIER, "injection", scores[best]), pi.mode, mine[best].slot.where)
+
+    def _secrets(self, policy: GuardrailPolicy, texts: list[_Text], found: _Found) -> set[int]:
+        sp = policy.secrets
+        if sp.mode == "off":
+            return set()
+        redacted = set()
+        for i, t in enumerate(texts):
+            if t.slot.where not in sp.scan:
+                continue
+            hits = secrets.scan(t.seen.text)
+            for hit in hits:
+                found.add(hit, sp.mode, t.slot.where)
+            if hits and sp.mode == "redact":
+                t.hits.extend(hits)
+                redacted.add(i)
+        return redacted
+
+    async def _pii(self, policy: GuardrailPolicy, texts: list[_Text], found: _Found) -> set[int]:
+        pp = policy.pii
+        if pp.mode == "off":
+            return set()
+        parts = _pii_parts(policy)
+        mine = [(i, t) for i, t in enumerate(texts) if t.slot.where in parts]
+        windows = [t.seen.text for _, t in mine]
+        if pp.engine == "presidio" and self.presidio is not None:
+            each = await asyncio.to_thread(_scan_all, self.presidio.scan, windows, pp.entities)
+        else:  # built in (or presidio not loaded: a plan reloaded onto it needs a restart)
+            each = _scan_all(pii_patterns.scan, windows, pp.entities)
+        redacted = set()
+        for (i, t), hits in zip(mine, each, strict=True):
+            for hit in hits:
+                found.add(hit, pp.mode, t.slot.where)
+            if hits and pp.mode == "redact":
+                t.hits.extend(hits)
+                redacted.add(i)
+        return redacted
+
+    def _abuse(
+        self, policy: GuardrailPolicy, call: Any, texts: list[_Text],
+        size: tuple[int, Sequence[Target]], found: _Found,
+    ) -> None:  # fmt: skip
+        ab = policy.abuse
+        if ab.stuffing == "off" and ab.batch == "off" and ab.context == "off":
+            return
+        user = "\n".join(t.seen.text for t in texts if t.slot.where == "user")
+        if ab.stuffing != "off" and (hit := abuse.stuffing_hit(user, ab)) is not None:
+            found.add(hit, ab.stuffing, "user")
+        if ab.context != "off":  # the smallest window of the deployments it may land on
+            window = abuse.context_window_of([t.context_window for t in size[1]])
+            if (hit := abuse.context_hit(size[0], window, ab)) is not None:
+                found.add(hit, ab.context, "user")
+        if ab.batch != "off":
+            who = call.principal
+            end_user = who.user or call.body.get("user") or f"key:{who.key.id}"
+            hit = self._batch.hit(who.tenant.id, str(end_user)[:256], user, ab)
+            if hit is not None:
+                found.add(hit, ab.batch, "user")
+
+    def _answer(self, policy: GuardrailPolicy, redactor: Redactor | None) -> AnswerGuard | None:
+        restore = redactor if policy.pii.restore and redactor and redactor.values else None
+        out = policy.output
+        if restore is None and out.pii == "off":
+            return None
+        entities = out.entities
+
+        def scan(text: str) -> list[Hit]:
+            return pii_patterns.scan(text, entities)
+
+        return AnswerGuard(restore, scan if out.pii != "off" else None, out.pii == "redact")
+
+
+def _parts(policy: GuardrailPolicy) -> frozenset[str]:
+    """The parts of a request any check on reads."""
+    parts: set[str] = set()
+    if policy.prompt_injection.mode != "off":
+        parts.update(policy.prompt_injection.scan)
+    if policy.pii.mode != "off":
+        parts.update(_pii_parts(policy))
+    if policy.secrets.mode != "off":
+        parts.update(policy.secrets.scan)
+    a = policy.abuse
+    if a.stuffing != "off" or a.batch != "off":
+        parts.add("user")
+    return frozenset(parts)
+
+
+def _pii_parts(policy: GuardrailPolicy) -> tuple[str, ...]:
+    """The parts PII is looked for in: with ``restore``, the assistant's turns too, since a
+    client sends restored values back in them (the provider never sees a value)."""
+    pp = policy.pii
+    if pp.mode == "redact" and pp.restore and "assistant" not in pp.scan:
+        return (*pp.scan, "assistant")
+    return pp.scan
+
+
+def _texts(body: dict[str, Any], parts: frozenset[str]) -> list[_Text]:
+    """The texts to scan, within the request's budget of characters."""
+    budget, out = MAX_TOTAL_CHARS, []
+    for slot in chat_slots(body, parts) if parts else ():
+        seen = window(slot.text, budget)
+        if seen is None:
+            continue
+        budget -= len(seen.text)
+        out.append(_Text(slot, seen))
+    return out
+
+
+def _scan_all(
+    scan: Callable[[str, Collection[str]], list[Hit]], texts: Sequence[str],
+    entities: Collection[str],
+) -> list[list[Hit]]:  # fmt: skip
+    return [scan(text, entities) for text in texts]
+
+
+def _redact(texts: list[_Text], which: set[int], body: dict[str, Any],
+            responses: dict[str, Any] | None) -> Redactor:  # fmt: skip
+    """Write the redactions back into the body; then replace the values found wherever else
+    they appear in the request (parts no check read, the Responses body sent to native
+    deployments), so a value found once goes upstream nowhere."""
+    redactor = Redactor()
+    for i in sorted(which):
+        t = texts[i]
+        original = t.slot.text
+        hits = _in_original(t.hits, t.seen)
+        if original and hits:
+            t.slot.write(redactor.redact(original, hits))
+    if not redactor.values:
+        return redactor
+    by_length = sorted(redactor.values.items(), key=lambda kv: -len(kv[1]))
+    others = chat_slots(body, ALL_PARTS)
+    for slot in others + (responses_slots(responses) if responses is not None else []):
+        text = slot.text
+        for placeholder, value in by_length:
+            if value and value in text:
+                text = text.replace(value, placeholder)
+        if text != slot.text:
+            slot.write(text)
+    return redactor
+
+
+def _in_original(hits: list[Hit], seen: Window) -> list[Hit]:
+    """The hits' spans in the original text (a hit across a window's cut is dropped)."""
+    out = []
+    for hit in hits:
+        if hit.end <= hit.start:
+            continue
+        if hit.end <= seen.head_end:
+            out.append(hit)
+        elif hit.start >= seen.tail_at:
+            s = seen.shift
+            out.append(Hit(hit.detector, hit.category, hit.score, hit.start + s, hit.end + s))
+    return out
+
+
+def _blocked(finding: Finding) -> GuardrailBlocked:
+    error = BLOCKS.get(finding.detector, GuardrailBlocked)
+    what = "the classifier did not answer in time" if finding.category in (
+        "timeout", "unavailable") else f"{finding.category} detected"  # fmt: skip
+    return error(
+        f"This request was blocked by the gateway's guardrails: {finding.detector} "
+        f"({what} in the {finding.where} input). It was not sent upstream and not billed.",
+        extra={"detector": finding.detector, "category": finding.category},
+    )
+
+
+def blocked_entry(call: Any, error: GuardrailBlocked, finished_at: float) -> LedgerEntry:
+    """The one ledger entry of a blocked request: never sent upstream, never billed (cost and
+    revenue 0, status ``blocked``, which the billing export skips), with its findings."""
+    state = call.guard
+    return call_entry(
+        call,
+        call.model,
+        "",
+        "blocked",
+        400,
+        finished_at,
+        error_code=error.error_code,
+        metadata=call.principal.metadata,
+        latency_ms=(time.perf_counter() - call.started) * 1000,
+        guardrails=state.json() if state is not None else [],
+    )
