@@ -139,7 +139,8 @@ def test_presidio_without_its_extra_stops_start_up_naming_it(
     for name in ("presidio_analyzer", "presidio_anonymizer", "farebox.guardrails.pii_presidio"):
         monkeypatch.setitem(sys.modules, name, None)  # an import of it raises ImportError
     with pytest.raises(GuardrailUnavailable) as caught:
-        start(tmp_path, {"pii": {"mode": "redact", "engine": "presidio"}})
+        pii = {"mode": "redact", "engine": "presidio", "entities": ["PERSON", "EMAIL_ADDRESS"]}
+        start(tmp_path, {"pii": pii})
     assert "farebox[pii]" in caught.value.message
     assert "plans.p.guardrails.pii.engine" in caught.value.message
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from farebox.config.base import Strict
 from farebox.core.guardrails import (
@@ -34,6 +34,18 @@ PII_ENTITIES = frozenset({
     "PERSON", "LOCATION", "URL", "US_PASSPORT", "US_DRIVER_LICENSE", "US_BANK_NUMBER",
     "UK_NHS", "DATE_TIME", "CRYPTO", "MEDICAL_LICENSE", "NRP",
 })  # fmt: skip
+
+BUILTIN_ENTITIES = frozenset(
+    {
+        "EMAIL_ADDRESS",
+        "PHONE_NUMBER",
+        "CREDIT_CARD",
+        "IBAN_CODE",
+        "US_SSN",
+        "IP_ADDRESS",
+        "URL",
+    }
+)  # fmt: skip  (``guardrails.pii_patterns.ENTITIES``: the ones without presidio)
 
 
 def _off_or_on(value: object) -> object:
@@ -65,6 +77,17 @@ class PiiConfig(Strict):
 
     _restore = field_validator("restore", mode="before")(_off_or_on)
 
+    @model_validator(mode="after")
+    def _engine_knows(self) -> PiiConfig:
+        """Names, places and the like need presidio: the built-in engine would miss them."""
+        missing = sorted(set(self.entities) - BUILTIN_ENTITIES)
+        if self.engine == "builtin" and missing:
+            raise ValueError(
+                f"engine builtin does not recognise {', '.join(missing)}: use engine presidio "
+                f"(farebox[pii]) or list only {', '.join(sorted(BUILTIN_ENTITIES))}"
+            )
+        return self
+
     @field_validator("entities")
     @classmethod
     def _known(cls, value: list[str]) -> list[str]:
@@ -89,7 +112,17 @@ class OutputConfig(Strict):
         default_factory=lambda: ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD"], min_length=1
     )
 
-    _known = field_validator("entities")(PiiConfig._known.__func__)  # type: ignore[attr-defined]
+    @field_validator("entities")
+    @classmethod
+    def _builtin(cls, value: list[str]) -> list[str]:
+        """Answers are scanned with the built-in recognisers (streams allow no model)."""
+        unknown = sorted(set(value) - BUILTIN_ENTITIES)
+        if unknown:
+            raise ValueError(
+                f"output scanning does not recognise {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(BUILTIN_ENTITIES))}"
+            )
+        return value
 
 
 class AbuseConfig(Strict):

@@ -13,6 +13,7 @@ from typing import Any
 from farebox.config.guardrails import GuardrailsConfig
 from farebox.errors import GuardrailUnavailable
 from farebox.gateway.guardrails import GuardrailStage, PiiEngine
+from farebox.guardrails import pii_patterns
 from farebox.guardrails.classifier import ClassifierRunner, load_classifier
 
 PII_EXTRA = "farebox[pii]"
@@ -20,9 +21,11 @@ MODEL_EXTRA = "farebox[guard-model]"
 
 
 def presidio_plans(plans: Mapping[str, GuardrailsConfig]) -> list[str]:
-    """The plans that scan for PII with presidio."""
+    """The plans that scan for PII with presidio: the entity types the built-in recognisers
+    do not know (names, places ...); the others are always the built-in ones'."""
     return sorted(name for name, g in plans.items()
-                  if g.pii.mode != "off" and g.pii.engine == "presidio")  # fmt: skip
+                  if g.pii.mode != "off" and g.pii.engine == "presidio"
+                  and set(g.pii.entities) - set(pii_patterns.ENTITIES))  # fmt: skip
 
 
 def classifier_plans(plans: Mapping[str, GuardrailsConfig]) -> list[str]:
@@ -33,7 +36,11 @@ def classifier_plans(plans: Mapping[str, GuardrailsConfig]) -> list[str]:
 
 def build_stage(plans: Mapping[str, GuardrailsConfig], source: str) -> GuardrailStage:
     """The stage, with the engines the plans (``plans.NAME.guardrails``) need."""
-    presidio = _presidio(presidio_plans(plans), source)
+    named = presidio_plans(plans)
+    entities = sorted(
+        {e for n in named for e in plans[n].pii.entities} - set(pii_patterns.ENTITIES)
+    )
+    presidio = _presidio(named, entities, source)
     runner = _classifier(classifier_plans(plans), source)
     return GuardrailStage(presidio=presidio, classifier=runner)
 
@@ -47,13 +54,13 @@ def _unavailable(source: str, names: list[str], what: str, extra: str, exc: Base
     )
 
 
-def _presidio(names: list[str], source: str) -> PiiEngine | None:
+def _presidio(names: list[str], entities: list[str], source: str) -> PiiEngine | None:
     if not names:
         return None
     try:
         module: Any = importlib.import_module("farebox.guardrails.pii_presidio")
-        engine: PiiEngine = module.PresidioPii()
-        engine.scan("warm-up: loads the analyzer and its model now", ["EMAIL_ADDRESS"])
+        engine: PiiEngine = module.load_presidio(entities)
+        engine.scan("warm-up: Ada Lovelace loads the model now", entities)
     except (ImportError, GuardrailUnavailable, OSError) as exc:
         raise _unavailable(source, names, "pii.engine: presidio", PII_EXTRA, exc) from None
     return engine
