@@ -60,3 +60,26 @@ def test_presidio_is_loaded_only_for_types_the_builtin_recognisers_lack(tmp_path
     names = settings(tmp_path, {"pii": {"mode": "flag", "entities": ["PERSON"]}})
     assert presidio_plans({"p": patterns.file.plans["p"].guardrails}) == []
     assert presidio_plans({"p": names.file.plans["p"].guardrails}) == ["p"]
+
+
+async def test_presidio_redacts_a_name_and_the_builtin_an_email_both_restored(
+    make_gateway: Any,
+) -> None:
+    from tests.guard_world import EMAIL, MODEL, EchoMock, config, plan
+
+    pii = {"mode": "redact", "restore": True, "entities": ["PERSON", "EMAIL_ADDRESS"]}
+    mock = EchoMock()
+    plans = {"names": plan({"pii": pii})}
+    async with make_gateway(config(plans), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="names")
+        text = f"Please write to Margaret Hamilton at {EMAIL} about the launch."
+        body = {"model": MODEL, "messages": [{"role": "user", "content": text}]}
+        r = await gw.client.post("/v1/chat/completions", json=body,
+                                 headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == f"You said: {text}"
+        sent = mock.sent()
+        assert "Hamilton" not in sent and EMAIL not in sent
+        assert "<PERSON_1>" in sent and "<EMAIL_1>" in sent
+        (entry,) = await gw.ledger("acme")
+        assert {f["category"] for f in entry.guardrails} == {"PERSON", "EMAIL_ADDRESS"}
