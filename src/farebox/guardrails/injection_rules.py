@@ -68,7 +68,8 @@ _OVERRIDE_QUALIFIER = (
 _OVERRIDE = [
     (
         STRONG,
-        "ignor disre forge bypas overr skip aband disca aside throw drop olvid omita omite oubli vergi verge missa esque desco dimen trasc",
+        "ignor disre forge bypas overr skip aband disca aside throw drop olvid omita omite oubli"
+        " vergi verge missa esque desco dimen trasc",
         rf"\b(?:{_OVERRIDE_VERB})\b{G4}(?:(?:{_OVERRIDE_QUALIFIER})\b{G2})(?:{_RULES_NOUN})\b",
     ),
     (
@@ -142,7 +143,7 @@ _SHOW_VERB = (
     r"|revela\w*|muestra\w*|mostra\w*|dime|dimmi|imprim\w*|montre\w*|affiche\w*|donne\w*"
     r"|verrat\w*|verrate|zeig\w*|gib|nenne|stampa|diga|revele"
 )
-_SECRET_PROMPT = (
+_HIDDEN_PROMPT = (
     r"system\s*-?\s*(?:prompt|message|instructions)|(?:initial|original|hidden|secret|internal"
     r"|operating|core|pre-?|developer|full)\s*(?:prompt|instructions|directives|message)"
     r"|(?:instructions|rules|guidelines|directives)\s+you\s+(?:were|have\s+been|got)\s+given"
@@ -159,12 +160,12 @@ _EXTRACTION = [
         STRONG,
         "promp syste siste instr istru messa rules guide direc anwei",
         rf"\b(?:{_SHOW_VERB})\b{G4}(?:(?:your|the|its|tu|tus|tes|ton|deine|dein|il\s+tuo"
-        rf"|le\s+tue|seu|suas)\s+)(?:\w+\s+)?(?:{_SECRET_PROMPT})",
+        rf"|le\s+tue|seu|suas)\s+)(?:\w+\s+)?(?:{_HIDDEN_PROMPT})",
     ),  # fmt: skip
     (
         STRONG,
         "promp syste siste instr istru messa rules guide direc anwei",
-        rf"\bwhat(?:'s|\s+is|\s+are|\s+was|\s+were)\s+(?:your|the)\s+(?:{_SECRET_PROMPT})",
+        rf"\bwhat(?:'s|\s+is|\s+are|\s+was|\s+were)\s+(?:your|the)\s+(?:{_HIDDEN_PROMPT})",
     ),
     (
         STRONG,
