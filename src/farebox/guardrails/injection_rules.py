@@ -54,13 +54,13 @@ _OVERRIDE_VERB = (
     r"|esque[cç]a|desconsider[ae]|dimentica(?:te)?|trascura"
 )
 _RULES_NOUN = (
-    r"instruct\w*|rules?|guidelines?|directives?|directions|prompts?|programming|guardrails"
+    r"instruct\w*|rules?|guidelines?|directives?|directions?|prompts?|programming|guardrails"
     r"|restrictions|constraints|polic(?:y|ies)|safeguards|filters|training|commands|orders"
     r"|instrucciones|reglas|directrices|indicaciones|consignes|regles|anweisung\w*|regeln"
     r"|richtlinien|vorgaben|instrucoes|regras|diretrizes|istruzioni|regole|direttive"
 )
 _OVERRIDE_QUALIFIER = (
-    r"previous|prior|above|earlier|preceding|foregoing|original|initial|old|all|any|every"
+    r"previous|prior|above|earlier|preceding|foregoing|original|initial|all|any|every"
     r"|your|system|developer|operator'?s?|safety|ethical|content|openai'?s?|these|those|my"
     r"|anteriores|previas|precedentes|anterieures|todas|toutes|tous|tus|tes|vos|les"
     r"|vorherigen|bisherigen|obigen|alle|deine|ihre|tutte|tutti|tue|le|precedenti|suas|as"
@@ -90,9 +90,9 @@ _OVERRIDE = [
     ),
     (
         STRONG,
-        "task instr direc purpo goal job missi objec super",
-        r"\byour\s+(?:new|real|true|actual|only)\s+(?:task|instructions?|directive|purpose"
-        r"|goal|job|mission|objective)\s+(?:is|are|now|:)|\bsupersedes?\s+(?:all\s+)?(?:prior"
+        "task instr direc purpo progr rules guide goal job missi objec super",
+        r"\byour\s+(?:new|real|true|actual|only)\s+(?:task|instructions?|directive|purpose|programming"
+        r"|rules|guidelines|goal|job|mission|objective)\s+(?:is|are|now|says|:)|\bsupersedes?\s+(?:all\s+)?(?:prior"
         r"|previous|earlier|other)",
     ),
     (
@@ -178,7 +178,8 @@ _EXTRACTION = [
         STRONG,
         "above befor prece writt start",
         r"\b(?:repeat|print|output|show|write)\s+(?:me\s+)?(?:the\s+|all\s+the\s+)?(?:words"
-        r"|text|everything|lines|content)\s+(?:written\s+)?(?:above|before\s+this|preceding)"
+        r"|text|everything|lines|content)\s+(?:written\s+)?(?:above|before\s+this|preceding)\b"
+        r"(?!\s+(?:a|an|certain|each|every|some)\b)"
         r"|\bwhat\s+was\s+written\s+above\b|\bstarting\s+with\s+['\"]?you\s+are\b",
     ),
     (
@@ -212,7 +213,7 @@ _PERSONA = [
     (
         STRONG,
         "devel",
-        r"\bdeveloper\s+mode\s+(?:enabled|output|response|on|activated)|\b(?:in|with|enable)"
+        r"\bdeveloper\s+mode\s+(?:enabled|output|response|activated)|\b(?:in|with|enable)"
         r"\s+developer\s+mode\b.{0,80}?\b(?:no|without|ignore|any)\b.{0,30}?(?:restrict"
         r"|polic|rules|filter|censor)|\byou\s+are\s+(?:now\s+)?in\s+developer\s+mode",
     ),
@@ -260,6 +261,50 @@ _PERSONA = [
         r"|sem\s+restricoes)",
     ),
     (
+        STRONG,
+        "restr filte rules guide limit const censo",
+        r"\bfree\s+(?:of|from)\s+(?:all\s+|any\s+)?(?:\w+\s+)?(?:restrictions|filters|rules"
+        r"|guidelines|limitations|constraints|censorship)\b",
+    ),
+    (
+        STRONG,
+        "limit restr bound const",
+        r"\b(?:not|never|no\s+longer)\s+(?:be\s+)?(?:limited|restricted|bound|constrained)\s+"
+        r"(?:to|by)\s+(?:\w+\s+){0,2}(?:rules|polic\w*|guidelines|restrictions|content|openai)",
+    ),
+    (
+        STRONG,
+        "warn remin lectu",
+        r"\b(?:never|not|don't|do\s+not|won't)\s+(?:ever\s+)?(?:warn|remind|lecture)\s+(?:the\s+"
+        r"user|me|users|anyone)\s+(?:about|of)\s+(?:\w+\s+){0,2}(?:moral|ethic|legal|safety"
+        r"|consequences|danger)",
+    ),
+    (
+        STRONG,
+        "obey follo adher compl",
+        r"\b(?:never|not|don't|do\s+not|won't|no\s+longer)\s+(?:ever\s+)?(?:obey|follow|adhere"
+        r"\s+to|comply\s+with)\s+(?:\w+\s+){0,2}(?:openai|anthropic|content\s+polic|safety"
+        r"\s+guidelines|ethical\s+guidelines|your\s+guidelines|your\s+rules|your\s+programming)",
+    ),
+    (
+        STRONG,
+        "unres uncen unfil unlim unbou uncha amora immor uneth jailb limit lawle rogue evil unali",
+        rf"\b(?:{_FREE_ADJ})\b\W+(?:\w+\W+){{0,3}}(?:{_FREE_ADJ})\b",
+    ),
+    (
+        STRONG,
+        "chara",
+        r"\A(?=[\s\S]*\b(?:stay|remain)\s+in\s+character)(?=[\s\S]*\b(?:openai|restrict|polic"
+        r"|filter|refus|moral|ethic|censor|illegal|guideline|jailbr))",
+    ),
+    (
+        MEDIUM,
+        "jailb",
+        r"(?<!iphone )(?<!ios )(?<!phone )(?<!ipad )(?<!android )(?<!console )(?<!kindle )"
+        r"(?<!device )\bjailbr(?:eak|eaks|eaked|oken)\b(?!\s+(?:my|an?|the|your|this|it|iphone"
+        r"|ios|phone|ipad|android|console|kindle|device|ps\d|switch)\b)",
+    ),
+    (
         MEDIUM,
         "filte limit restr censo warni discl",
         r"\b(?:respond|answer|reply)\w*\s+(?:\w+\s+){0,4}(?:without|with\s+no)\s+(?:any\s+)?"
@@ -286,7 +331,8 @@ _ROLEPLAY = [
     (
         MEDIUM,
         "chara",
-        r"\bstay\s+in\s+character\b|\b(?:never|don't|do\s+not)\s+break\s+character\b",
+        r"\bif\s+you\s+(?:ever\s+)?break\s+character\b|\bbreak(?:ing)?\s+character\b.{0,60}?"
+        r"\bstay\s+in\s+character\b",
     ),
     (
         STRONG,

@@ -19,7 +19,7 @@ and to which are appended, each on its own line:
   printable text, and a rot13 reading when the text names rot13.
 
 Bounded: only the first ``HEAD`` and the last ``TAIL`` characters are read (a 4 MB message
-costs as much as a 40 kB one), at most ``MAX_SPANS`` spans are decoded, each of at most
+costs as much as a 20 kB one), at most ``MAX_SPANS`` spans are decoded, each of at most
 ``MAX_SPAN`` characters. Pure and stateless: the tables are module-level constants.
 """
 
@@ -32,8 +32,8 @@ import re
 import unicodedata
 import urllib.parse
 
-HEAD = 32_768  # characters read from the start of a text
-TAIL = 8_192  # and from its end (an instruction appended to a long document)
+HEAD = 16_384  # characters read from the start of a text
+TAIL = 4_096  # and from its end (an instruction appended to a long document)
 MAX_SPANS = 8  # encoded spans decoded per text
 MAX_SPAN = 4_096  # characters of one encoded span
 PRINTABLE = 0.9  # share of printable characters a decoded span needs to count as text
