@@ -140,7 +140,7 @@ _OVERRIDE = [
 _SHOW_VERB = (
     r"reveal|show|print|output|display|repeat|tell|give|dump|leak|share|disclose|expose|recite"
     r"|paste|spell\s+out|write\s+out|copy|return|summari[sz]e|list"
-    r"|revela\w*|muestra\w*|mostra\w*|dime|dimmi|imprim\w*|montre\w*|affiche\w*|donne\w*"
+    r"|revel\w*|rivel\w*|muestra\w*|mostr\w*|dime|dimmi|imprim\w*|montre\w*|affiche\w*|donne\w*"
     r"|verrat\w*|verrate|zeig\w*|gib|nenne|stampa|diga|revele"
 )
 _HIDDEN_PROMPT = (
@@ -155,12 +155,15 @@ _VERBATIM = (
     r"verbatim|word\s+(?:for|by)\s+word|mot\s+pour\s+mot|palabra\s+por\s+palabra"
     r"|parola\s+per\s+parola|wort\s*(?:fur|für)?\s*wort|wortwo?e?rtlich|palavra\s+por\s+palavra"
 )
+_POSSESSIVE = (
+    r"your|the|its|tu|tus|tes|ton|ta|votre|vos|dein\w*|ihr\w*|tuo|tua|tue|tuoi|seu|sua|seus|suas"
+    r"|teu|teus|vostro|vostre"
+)
 _EXTRACTION = [
     (
         STRONG,
         "promp syste siste instr istru messa rules guide direc anwei",
-        rf"\b(?:{_SHOW_VERB})\b{G4}(?:(?:your|the|its|tu|tus|tes|ton|deine|dein|il\s+tuo"
-        rf"|le\s+tue|seu|suas)\s+)(?:\w+\s+)?(?:{_HIDDEN_PROMPT})",
+        rf"\b(?:{_SHOW_VERB})\b{G4}(?:{_POSSESSIVE})[\s\-]+(?:\w+\s+)?(?:{_HIDDEN_PROMPT})",
     ),  # fmt: skip
     (
         STRONG,
