@@ -68,7 +68,10 @@ def test_rot13_and_reversed_text_are_read_when_they_hold_key_words() -> None:
 
 def test_binary_looking_data_that_is_not_text_is_not_decoded() -> None:
     sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg"
+    png = (
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5"
+        "ErkJggg"
+    )
     assert decoded_spans(f"checksum {sha}") == []
     assert decoded_spans(f"logo: data:image/png;base64,{png}==") == []
     assert normalise("What is the status of my order #4471?") == (

