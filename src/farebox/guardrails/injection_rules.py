@@ -77,7 +77,7 @@ _OVERRIDE = [
         "ignor disre forge vergi oubli olvid dimen esque",
         r"\b(?:ignore|disregard|forget|vergiss|oublie|olvida|dimentica|esqueca)\w*\s+"
         r"(?:everything|anything|all(?:\s+that)?|alles|tout|todo|tutto)\s*"
-        r"(?:(?:you\s+(?:were|have\s+been)\s+told|(?:written\s+)?above|before|previously"
+        r"(?:(?:(?:from|said|that\s+was\s+said)\s+)?(?:you\s+(?:were|have\s+been)\s+told|(?:written\s+)?above|before|previously"
         r"|we\s+(?:discussed|talked\s+about)|i\s+said|prior)\b|,?\s*was\s+wir|[.!:;])",
     ),
     (STRONG, "ignor disre", r"\b(?:ignore|disregard)\s+(?:the\s+)?(?:user|human|operator)\b"),
@@ -272,7 +272,7 @@ _PERSONA = [
     (
         STRONG,
         "limit restr bound const",
-        r"\b(?:not|never|no\s+longer)\s+(?:be\s+)?(?:limited|restricted|bound|constrained)\s+"
+        r"\b(?:not|never|no\s+longer)\s+(?:be\s+)?(?:limited|restricted|bound|constrained|subject)\s+"
         r"(?:to|by)\s+(?:\w+\s+){0,2}(?:rules|polic\w*|guidelines|restrictions|content|openai)",
     ),
     (
@@ -299,6 +299,20 @@ _PERSONA = [
         "chara",
         r"\A(?=[\s\S]*\b(?:stay|remain)\s+in\s+character)(?=[\s\S]*\b(?:openai|restrict|polic"
         r"|filter|refus|moral|ethic|censor|illegal|guideline|jailbr))",
+    ),
+    (
+        STRONG,
+        "stand immer oppos antig",
+        r"\byou\s+are\s+(?:now\s+)?[\w-]{2,16},?\s+which\s+stands\s+for\b|\bwhich\s+stands\s+for"
+        r"\s+[\"'“]?(?:\w+\s+){0,3}(?:anything|no\s+limits|unrestricted|unfiltered|uncensored)\b"
+        r"|\bimmerse\s+yourself\s+(?:in|into)\s+(?:the\s+)?role\b|\bopposite\s+mode\b|\banti-?gpt\b",
+    ),
+    (
+        STRONG,
+        "moral ethic chatg gpt claud assis",
+        r"\bno\s+(?:morals|ethics|filters|limits|restrictions)\s*,\s*(?:and\s+)?no\s+(?:morals|ethics"
+        r"|filters|limits|restrictions|rules)\b|\b(?:you\s+will\s+not|you\s+won't|never|do\s+not"
+        r"|don't)\s+(?:respond|answer|reply|act)\s+as\s+(?:chatgpt|gpt|claude|an\s+ai|the\s+assistant)\b",
     ),
     (
         MEDIUM,
