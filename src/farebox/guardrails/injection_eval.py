@@ -304,11 +304,13 @@ def evaluate(
     threshold: float = THRESHOLD,
     latency_sample: int = 200,
     seed: int = 15,
+    progress: Callable[[str], None] = lambda line: None,
 ) -> tuple[list[Scored], dict[str, dict[str, float]]]:
     """Each set scored by each available layer, and the layers' latency per request."""
     scored: list[Scored] = []
     rule_times: dict[bool, list[float]] = {True: [], False: []}
     for dataset in sets:
+        progress(f"scoring {dataset.name} ({len(dataset.texts)} texts)")
         row = Scored(dataset)
         rules = rules_flags(dataset.texts, rule_times[dataset.malicious])
         row.flagged["rules"] = sum(rules)
@@ -323,6 +325,7 @@ def evaluate(
     }
     if score is not None:
         everything = [t for d in sets for t in d.texts]
+        progress(f"timing {latency_sample} single-text classifier calls")
         picked = random.Random(seed).sample(everything, min(latency_sample, len(everything)))
         alone, both = _timed_calls(score, picked)
         latency["classifier (sample)"], latency["both (sample)"] = _latency(alone), _latency(both)
@@ -337,6 +340,7 @@ def run(
     threads: int | None = None,
     latency_sample: int = 200,
     scorer: Scorer | None = None,
+    progress: Callable[[str], None] = lambda line: None,
 ) -> Report:
     """The whole evaluation (``scorer``: a stand-in for the classifier, for tests)."""
     threads = threads or min(2, os.cpu_count() or 1)
@@ -347,7 +351,7 @@ def run(
         scorer, name = load_scorer(threads)
     started = time.perf_counter()
     sets = datasets(sample, seed)
-    scored, latency = evaluate(sets, scorer, threshold, latency_sample, seed)
+    scored, latency = evaluate(sets, scorer, threshold, latency_sample, seed, progress)
     settings = {
         "classifier": name,
         "threshold": threshold,
