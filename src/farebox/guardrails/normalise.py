@@ -16,7 +16,8 @@ and to which are appended, each on its own line:
 
 - a leetspeak fold (``1gn0r3`` -> ``ignore``), when a word mixes letters and leet digits;
 - the decoded text of suspicious spans: base64 runs and hex runs that decode to mostly
-  printable text, and a rot13 reading when the text names rot13.
+  printable text (and base32, binary, ascii85/base85, Morse, percent- and backslash-escapes),
+  and a rot13 or backwards reading when the text names rot13 or holds key words written so.
 
 Bounded: only the first ``HEAD`` and the last ``TAIL`` characters are read (a 4 MB message
 costs as much as a 20 kB one), at most ``MAX_SPANS`` spans are decoded, each of at most
@@ -86,6 +87,19 @@ _DIGITS = re.compile(r"[0-9@$!|+]")  # a text without one has no leet word and n
 _SPACED_GATE = re.compile(r"[ .\-_*][^\W\d_][ .\-_*][^\W\d_][ .\-_*]")
 _BASE32 = re.compile(r"(?<![A-Z2-7])[A-Z2-7]{24,4096}={0,6}")
 _BINARY = re.compile(r"(?:[01]{8}[ ,]?){6,1024}")
+_ASCII85 = re.compile(r"<~[!-u\s]{8,4096}?~>")
+_BASE85 = re.compile(
+    r"(?<![0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~])[0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]{24,4096}"
+)
+_MORSE = re.compile(r"(?:[.\-]{1,6}(?: {1,3}| ?/ ?)){7,2048}[.\-]{1,6}")
+_MORSE_CODE = {
+    ".-": "a", "-...": "b", "-.-.": "c", "-..": "d", ".": "e", "..-.": "f", "--.": "g",
+    "....": "h", "..": "i", ".---": "j", "-.-": "k", ".-..": "l", "--": "m", "-.": "n",
+    "---": "o", ".--.": "p", "--.-": "q", ".-.": "r", "...": "s", "-": "t", "..-": "u",
+    "...-": "v", ".--": "w", "-..-": "x", "-.--": "y", "--..": "z", ".----": "1",
+    "..---": "2", "...--": "3", "....-": "4", ".....": "5", "-....": "6", "--...": "7",
+    "---..": "8", "----.": "9", "-----": "0",
+}  # fmt: skip
 _PERCENT = re.compile(r"(?:%[0-9A-Fa-f]{2}[^%]{0,12}){3}")
 _ESCAPE = re.compile(r"\\u([0-9A-Fa-f]{4})|\\x([0-9A-Fa-f]{2})")
 _LETTERS = re.compile(r"[A-Za-z]{3,}")
@@ -178,7 +192,42 @@ def _binary(span: str) -> str | None:
     return _printable_text(raw)
 
 
-_RUNS = ((_HEX, _hex), (_BINARY, _binary), (_BASE32, _b32), (_B64, _b64))
+def _a85(span: str) -> str | None:
+    try:
+        raw = base64.a85decode(span.encode("ascii"), adobe=True, ignorechars=b" \t\r\n")
+    except (ValueError, UnicodeEncodeError):
+        return None
+    return _printable_text(raw)
+
+
+def _b85(span: str) -> str | None:
+    if sum(1 for c in span if not c.isalnum()) < 3:
+        return None  # a long word or an identifier: base64's and base32's, or nobody's
+    try:
+        raw = base64.b85decode(span.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        return None
+    return _printable_text(raw)
+
+
+def _morse(span: str) -> str | None:
+    words = []
+    for word in re.split(r" ?/ ?| {3}", span):
+        letters = [_MORSE_CODE.get(code) for code in word.split()]
+        if None in letters:
+            return None
+        words.append("".join(c for c in letters if c))
+    return _printable_text(" ".join(words).encode())
+
+
+_RUNS = (
+    (_HEX, _hex),
+    (_BINARY, _binary),
+    (_BASE32, _b32),
+    (_B64, _b64),
+    (_ASCII85, _a85),
+    (_BASE85, _b85),
+)
 
 
 def decoded_spans(text: str) -> list[str]:
@@ -202,6 +251,10 @@ def _maybe_encoded(text: str) -> bool:
         "%" in text
         or "\\" in text
         or ("01" in text and _BINARY.search(text) is not None)
+        or " .-" in text
+        or " -." in text
+        or " .." in text
+        or " --" in text
         or max(map(len, text.split()), default=0) >= _LONG_RUN
     )
 
@@ -217,6 +270,11 @@ def _decode_runs(text: str, found: list[str]) -> None:
                 found.append(plain)
     if _PERCENT.search(text):
         found.append(urllib.parse.unquote(text))
+    if ".-" in text or "-." in text:
+        for match in _MORSE.finditer(text):
+            plain = _morse(match.group())
+            if plain is not None and len(found) < MAX_SPANS:
+                found.append(plain)
     if "\\u" in text or "\\x" in text:
         found.append(_ESCAPE.sub(_unescape, text))
 
