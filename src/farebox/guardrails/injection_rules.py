@@ -192,6 +192,20 @@ _EXTRACTION = [
         r"(?:\s+window)?|memory|instructions|prompt)",
     ),
     (
+        STRONG,
+        "syste initi start hidde origi promp confi instr",
+        r"\byour\s+(?:\w+\s+)?(?:system\s*-?\s*(?:prompt|instructions|message|configuration)"
+        r"|(?:initial|starting|original|hidden|secret|internal)\s+(?:prompt|instructions"
+        r"|configuration|directives))\b|\bsystem\s*_?prompt\s*\)|\bthe\s+system\s+prompt\s+is\s*:"
+        r"|\b(?:my|your)\s+instructions\s+(?:are|were)\s*:|\bi\s+was\s+instructed\s+to['\"’]",
+    ),
+    (
+        STRONG,
+        "told above",
+        r"\bwhat\s+(?:were|have)\s+you\s+(?:been\s+)?told\s+before\s+(?:this|our|the)"
+        r"\s+(?:conversation|chat|session)|\brepeat\s+the\s+(?:above\s+text|text\s+above)\b",
+    ),
+    (
         MEDIUM,
         "instr rules guide opera",
         rf"\b(?:{_SHOW_VERB})\b{G4}(?:the\s+)?(?:exact|precise|full|complete)\s+(?:instructions"
