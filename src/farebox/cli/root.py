@@ -15,6 +15,7 @@ from farebox.cli.budgets import budgets
 from farebox.cli.cache import cache
 from farebox.cli.credits import credits
 from farebox.cli.demo import demo
+from farebox.cli.guard import guard
 from farebox.cli.integrations import integrations
 from farebox.cli.invoice import invoice
 from farebox.cli.keys import keys
@@ -42,7 +43,7 @@ def main() -> None:
 for command in (serve, demo, tenants, keys, budgets, usage, export_cmd, margins, profitability,
                 reconcile, invoice, top_spenders, reprice, upsell,
                 requests_cmd, cache, credits, audit, integrations,
-                workspaces, admin_keys):  # fmt: skip
+                workspaces, admin_keys, guard):  # fmt: skip
     main.add_command(command)
 register_anomaly(main, tenants, keys)
 
