@@ -59,7 +59,7 @@ class InjectionConfig(Strict):
     mode: Literal["off", "flag", "block"] = "off"
     scan: list[Part] = Field(default_factory=lambda: list[Part](["user"]), min_length=1)
     classifier: bool = False
-    threshold: float = Field(0.5, gt=0, lt=1)
+    threshold: float = Field(0.9, gt=0, lt=1)
     timeout_ms: int = Field(200, ge=1, le=60_000)
     on_timeout: Literal["flag", "block"] = "flag"
 
