@@ -69,7 +69,7 @@ class InjectionPolicy:
     mode: Mode = "off"
     scan: tuple[Where, ...] = ("user",)
     classifier: bool = False  # layer 2, ``farebox[guard-model]``
-    threshold: float = 0.9  # the classifier's score from which a text is an injection (measured: README)
+    threshold: float = 0.9  # the classifier's score from which a text is an injection (README)
     timeout_ms: int = 200  # the classifier's wait, queue included
     on_timeout: Literal["flag", "block"] = "flag"  # fail open with a flag, or closed
 
