@@ -8,7 +8,7 @@ CPU, all offline: nothing is downloaded.
   batched with (the package's own ``scan`` pads every text to 512 tokens and lets attention
   see the padding: 10 times the work, and a score that depends on the padding).
 - ``LocalCheckpoint``: an operator's own model in a directory: ``model.onnx`` (onnxruntime) or
-  ``model.pt`` (TorchScript), with ``tokenizer.json`` (the ``tokenizers`` format, as Hugging
+  ``model.pt2`` (``torch.export``) or ``model.pt`` (TorchScript), with ``tokenizer.json`` (the ``tokenizers`` format, as Hugging
   Face checkpoints ship it) and optionally ``config.json`` (``id2label``: the label named
   ``SAFE``/``BENIGN`` is the harmless one, index 0 otherwise; ``max_position_embeddings``: the
   window, 512 by default). The model takes ``input_ids`` and ``attention_mask`` (and
@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -234,11 +235,11 @@ class LocalCheckpoint(_Windowed):
         self._prefix, self._suffix = self._specials(tok)
         if (root / "model.onnx").is_file():
             self._run = self._onnx(root / "model.onnx", threads)
-        elif (root / "model.pt").is_file():
-            self._run = self._torchscript(root / "model.pt", threads)
+        elif (root / "model.pt2").is_file() or (root / "model.pt").is_file():
+            self._run = self._torch(root, threads)
         else:
             raise GuardrailUnavailable(
-                f"guard_model.path {directory!r} has neither model.onnx nor model.pt"
+                f"guard_model.path {directory!r} has no model.onnx, model.pt2 or model.pt"
             )
 
     @staticmethod
@@ -283,10 +284,17 @@ class LocalCheckpoint(_Windowed):
 
         return run
 
-    def _torchscript(self, path: Path, threads: int) -> Any:
-        torch: Any = import_extra("torch", "a local TorchScript guard model")
+    def _torch(self, root: Path, threads: int) -> Any:
+        """``model.pt2`` (``torch.export``), else ``model.pt`` (TorchScript, which torch
+        deprecates: its warning is silenced, the operator chose the format)."""
+        torch: Any = import_extra("torch", "a local torch guard model")
         torch.set_num_threads(threads)
-        module = torch.jit.load(str(path), map_location="cpu").eval()
+        if (root / "model.pt2").is_file():
+            module = torch.export.load(str(root / "model.pt2")).module()
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(str(root / "model.pt"), map_location="cpu").eval()
 
         def run(rows: list[list[int]], masks: list[list[int]]) -> Any:
             with torch.inference_mode():
