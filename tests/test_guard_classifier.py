@@ -177,6 +177,7 @@ async def test_an_expired_request_is_not_scored(held: HeldModel) -> None:
     await asyncio.to_thread(held.entered.wait)
     with pytest.raises(ClassifierTimeout):
         await runner.scores(["late"], timeout_ms=1)
+    assert runner.waiting == 0  # it left the queue when its caller gave up
     held.release.set()
     await first
     await runner.close()

@@ -99,6 +99,10 @@ class ClassifierRunner:
     def submit(self, texts: list[str], timeout_ms: int) -> Future[list[float]] | None:
         """Queue ``texts``; ``None`` when the queue is full or the runner closed. A request
         larger than the whole queue is admitted when nothing else waits."""
+        job = self._submit(texts, timeout_ms)
+        return job.future if job is not None else None
+
+    def _submit(self, texts: list[str], timeout_ms: int) -> _Job | None:
         job = _Job(list(texts), time.monotonic() + timeout_ms / 1000)
         with self._ready:
             fits = self._waiting == 0 or self._waiting + len(texts) <= self.max_queue
@@ -109,23 +113,36 @@ class ClassifierRunner:
             self._waiting += len(texts)
             self._jobs.append(job)
             self._ready.notify()
-        return job.future
+        return job
+
+    def _withdraw(self, job: _Job) -> None:
+        """A request whose caller gave up leaves the queue at once (if still in it)."""
+        job.future.cancel()
+        with self._ready:
+            try:
+                self._jobs.remove(job)
+            except ValueError:
+                return  # a worker has it already
+            self._waiting -= len(job.texts)
 
     async def scores(self, texts: list[str], timeout_ms: int) -> list[float]:
         """The texts' scores; ``ClassifierTimeout`` past ``timeout_ms`` or with a full queue."""
         if not texts:
             return []
-        future = self.submit(texts, timeout_ms)
-        if future is None:
+        job = self._submit(texts, timeout_ms)
+        if job is None:
             raise ClassifierTimeout("the classifier's queue is full")
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout_ms / 1000)
+            return await asyncio.wait_for(asyncio.wrap_future(job.future), timeout_ms / 1000)
         except TimeoutError:
-            future.cancel()  # a worker skips it if it has not started it
+            self._withdraw(job)
             self.timeouts += 1
             raise ClassifierTimeout(f"no classifier answer within {timeout_ms} ms") from None
         except ClassifierTimeout:
             self.timeouts += 1
+            raise
+        except asyncio.CancelledError:
+            self._withdraw(job)
             raise
 
     async def close(self) -> None:
