@@ -25,16 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.guardrails import MESSAGE
 from bench.run import machine_meta
 from bench.stats import Latency, summarize
 from farebox.guardrails.classifier import ClassifierRunner, ClassifierTimeout, load_classifier
 
-# 200 characters, the shape of an ordinary user question
-MESSAGE = (
-    "Hi! We're planning a weekend in Lisbon with two kids (6 and 10). Could you suggest three "
-    "family-friendly activities, a good area to stay in, and the cheapest way to get from the "
-    "airport to the centre?"
-)
 RESULTS = Path(__file__).resolve().parent / "results" / "guard-model-latest.json"
 
 
