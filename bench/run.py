@@ -18,7 +18,6 @@ from typing import Any
 
 from bench import report
 from bench.cli import Options
-from bench.guardrails import chat_body, plan_lines
 from bench.gateway import (
     CHAT_BODY,
     RESPONSES_BODY,
@@ -28,6 +27,7 @@ from bench.gateway import (
     farebox_available,
     probe,
 )
+from bench.guardrails import chat_body, plan_lines
 from bench.load import Endpoint, Job, JobResult, LoadWorker
 from bench.procs import CpuPlan, loop_name, plan_cpus, rss_mib
 from bench.upstream import Upstream, UpstreamOptions

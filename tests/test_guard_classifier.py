@@ -85,12 +85,28 @@ def test_an_injection_at_the_end_of_a_long_text_is_found(nanoguard: NanoGuardMod
     assert nanoguard.scores([padding + INJECTION])[0] > 0.9
 
 
+def test_short_texts_are_padded_as_in_training(nanoguard: NanoGuardModel) -> None:
+    """A text of at most 64 tokens is scored padded to 64, padding visible to attention (as
+    the package pads to 512); a longer one at its own length, padding masked."""
+    import torch
+
+    ids = nanoguard.encode(BENIGN)[0]
+    pad = int(nanoguard._tokenizer.pad_token_id)
+    row = torch.tensor([ids + [pad] * (64 - len(ids))])
+    mask = torch.tensor([[True] * len(ids) + [False] * (64 - len(ids))])
+    with torch.inference_mode():
+        expected = torch.softmax(nanoguard.module.inner(row, mask), dim=-1)[0, 1].item()
+    assert nanoguard.scores([BENIGN])[0] == pytest.approx(expected, abs=1e-5)
+
+
 def test_windows_cover_head_and_tail() -> None:
     assert windows([1, 2, 3], 5) == [[1, 2, 3]]
     assert windows(list(range(10)), 4) == [[0, 1, 2, 3], [6, 7, 8, 9]]
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.text(max_size=300))
 def test_any_text_gets_a_probability(nanoguard: NanoGuardModel, text: str) -> None:
     (score,) = nanoguard.scores([text])
@@ -226,10 +242,12 @@ async def test_no_texts_no_work(held: HeldModel) -> None:
 
 @pytest.mark.parametrize("fmt", ["pt2", "pt"])
 def test_a_local_torch_checkpoint(
-    nanoguard: NanoGuardModel, tmp_path: Path, fmt: str
+    nanoguard: NanoGuardModel, tmp_path: Path, fmt: str, monkeypatch: Any
 ) -> None:
     """nanoguard exported as an operator's checkpoint (``torch.export`` or TorchScript, and
-    tokenizer.json) scores as nanoguard does, through ``load_classifier(path=...)``."""
+    tokenizer.json) scores as nanoguard does, through ``load_classifier(path=...)``. (The
+    export is the masked module: compared with nanoguard's scores without the 64-token floor.)"""
+    monkeypatch.setattr(nanoguard, "min_tokens", 0)
     directory = export_checkpoint(nanoguard, tmp_path / "ckpt", fmt)
     local = load_classifier("local", str(directory))
     assert isinstance(local, LocalCheckpoint)
@@ -293,7 +311,9 @@ def test_a_missing_extra_names_it(monkeypatch: Any, module: str) -> None:
 def _settings(tmp_path: Path, classifier: str, guard_model: dict[str, Any] | None = None) -> Any:
     data: dict[str, Any] = {
         "plans": {
-            "free": {"guardrails": {"prompt_injection": {"mode": "block", "classifier": classifier}}}
+            "free": {
+                "guardrails": {"prompt_injection": {"mode": "block", "classifier": classifier}}
+            }
         }
     }
     if guard_model is not None:
