@@ -341,3 +341,23 @@ def test_guard_model_settings_are_checked(tmp_path: Path) -> None:
         _settings(tmp_path, "on", {"model": "local"})
     with pytest.raises(ConfigError):
         _settings(tmp_path, "on", {"queue": 0})
+
+
+@pytest.mark.parametrize("mode", ["rules", "classifier"])
+def test_the_bench_plan_turns_the_guardrail_on(tmp_path: Path, mode: str) -> None:
+    """``python -m bench --guardrails MODE`` writes a config whose bench plan has it."""
+    import yaml
+    from bench.gateway import write_config
+    from bench.guardrails import MESSAGE, chat_body, plan_lines
+
+    path = write_config(tmp_path, "http://127.0.0.1:9/v1", plan_extra=plan_lines(mode, 150))
+    env = {"BENCH_UPSTREAM_KEY": "k"}
+    data = yaml.safe_load(path.read_text())
+    cfg = parse_settings(data, source=str(path), env=env, base_dir=tmp_path)
+    injection = cfg.file.plans["bench"].guardrails.prompt_injection
+    assert injection.mode == "block"
+    assert injection.classifier is (mode == "classifier")
+    assert injection.timeout_ms == (150 if mode == "classifier" else 200)
+    assert len(MESSAGE) == 200
+    assert chat_body({"messages": []}, mode)["messages"][0]["content"] == MESSAGE
+    assert chat_body({"messages": []}, None) == {"messages": []}
