@@ -110,7 +110,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     load_s = time.perf_counter() - began
     model_alone(model, args.warmup)
     alone = model_alone(model, min(args.requests, 100))
-    runner = ClassifierRunner(model, args.queue, threads=args.threads, max_batch=args.max_batch)
+    runner = ClassifierRunner(
+        model, args.queue, threads=args.threads, max_batch=args.max_batch, cache=0
+    )  # no score cache: every request is scored
     try:
         await sequential(runner, args.warmup)
         c1 = await sequential(runner, args.requests)

@@ -230,6 +230,24 @@ async def test_close_ends_the_threads_and_answers_the_waiting(held: HeldModel) -
         await runner.scores(["after"], timeout_ms=1000)
 
 
+async def test_a_text_seen_before_is_not_scored_again() -> None:
+    class Counting:
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def scores(self, texts: list[str]) -> list[float]:
+            self.seen += texts
+            return [len(t) / 10 for t in texts]
+
+    model = Counting()
+    runner = ClassifierRunner(model, 8, cache=2)
+    assert await runner.scores(["a", "bb"], timeout_ms=60_000) == [0.1, 0.2]
+    assert await runner.scores(["bb", "ccc"], timeout_ms=60_000) == [0.2, 0.3]
+    assert await runner.scores(["a"], timeout_ms=60_000) == [0.1]  # "a" was the oldest: out
+    await runner.close()
+    assert model.seen == ["a", "bb", "ccc", "a"]
+
+
 async def test_no_texts_no_work(held: HeldModel) -> None:
     runner = ClassifierRunner(held, 4)
     assert await runner.scores([], timeout_ms=1) == []

@@ -10,6 +10,7 @@ A plan turns the classifier on (``guardrails.prompt_injection.classifier: on``) 
       threads: 1                # worker threads, each running the model on one CPU thread
       queue: 64                 # texts that may wait; past that a request is a timeout at once
       max_batch: 16             # texts scored together in one model call
+      cache: 4096               # scores remembered by the text's digest (0: none)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class GuardModelSettings(Strict):
     threads: int = Field(1, ge=1, le=64)
     queue: int = Field(64, ge=1, le=100_000)
     max_batch: int = Field(16, ge=1, le=1024)
+    cache: int = Field(4096, ge=0, le=10_000_000)
 
     @model_validator(mode="after")
     def _path_for_local(self) -> GuardModelSettings:

@@ -12,6 +12,10 @@ serves many requests). The event loop never waits on the model:
 - a failing model is a ``ClassifierFailed`` (a ``ClassifierTimeout``: the plan's
   ``on_timeout`` applies), logged with the exception's type only, never a text.
 
+Scores are remembered by the text's digest (``cache`` texts, least recently used first out):
+a conversation resends its history with every turn, and an earlier message is not scored
+again. Only the digest and the score are kept, never the text.
+
 ``close()`` answers every waiting request with ``ClassifierTimeout``, lets the running batch
 finish and joins the threads.
 """
@@ -19,10 +23,11 @@ finish and joins the threads.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -67,10 +72,13 @@ class ClassifierRunner:
         *,
         threads: int = 1,
         max_batch: int = 16,
+        cache: int = 4096,
         name: str = "farebox-guard",
     ) -> None:
-        if max_queue < 1 or threads < 1 or max_batch < 1:
+        if max_queue < 1 or threads < 1 or max_batch < 1 or cache < 0:
             raise ValueError("max_queue, threads and max_batch are at least 1")
+        self._cache: OrderedDict[bytes, float] = OrderedDict()  # the event loop's only
+        self._cache_size = cache
         self.model = model
         self.max_queue = max_queue
         self.max_batch = max_batch
@@ -127,8 +135,29 @@ class ClassifierRunner:
 
     async def scores(self, texts: list[str], timeout_ms: int) -> list[float]:
         """The texts' scores; ``ClassifierTimeout`` past ``timeout_ms`` or with a full queue."""
-        if not texts:
-            return []
+        keys = [_digest(text) for text in texts]
+        known = [self._remembered(key) for key in keys]
+        todo = [i for i, score in enumerate(known) if score is None]
+        if todo:
+            found = await self._score([texts[i] for i in todo], timeout_ms)
+            for i, score in zip(todo, found, strict=True):
+                known[i] = score
+                self._remember(keys[i], score)
+        return [score if score is not None else 0.0 for score in known]
+
+    def _remembered(self, key: bytes) -> float | None:
+        score = self._cache.get(key)
+        if score is not None:
+            self._cache.move_to_end(key)
+        return score
+
+    def _remember(self, key: bytes, score: float) -> None:
+        if self._cache_size:
+            self._cache[key] = score
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    async def _score(self, texts: list[str], timeout_ms: int) -> list[float]:
         job = self._submit(texts, timeout_ms)
         if job is None:
             raise ClassifierTimeout("the classifier's queue is full")
@@ -186,9 +215,9 @@ class ClassifierRunner:
     def _work(self) -> None:
         while (batch := self._take()) is not None:
             if batch:
-                self._score(batch)
+                self._run_batch(batch)
 
-    def _score(self, batch: list[_Job]) -> None:
+    def _run_batch(self, batch: list[_Job]) -> None:
         texts = [text for job in batch for text in job.texts]
         try:
             found = self.model.scores(texts)
@@ -203,6 +232,10 @@ class ClassifierRunner:
         for job in batch:
             job.future.set_result([float(s) for s in found[start : start + len(job.texts)]])
             start += len(job.texts)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def load_classifier(
@@ -239,4 +272,6 @@ def build_runner(settings: Settings) -> ClassifierRunner | None:
     cfg = settings.file.guard_model
     path = cfg.path if cfg.model == "local" else None
     model = load_classifier(cfg.model, path, threads=1, max_batch=cfg.max_batch)
-    return ClassifierRunner(model, cfg.queue, threads=cfg.threads, max_batch=cfg.max_batch)
+    return ClassifierRunner(
+        model, cfg.queue, threads=cfg.threads, max_batch=cfg.max_batch, cache=cfg.cache
+    )
