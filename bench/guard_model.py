@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,12 @@ def parser() -> argparse.ArgumentParser:
 def message(i: int) -> str:
     """The message, varied a little per request (same length, different tokens)."""
     return MESSAGE[:-4] + f"{i % 1000:03d}?"
+
+
+def cpu_ms() -> float:
+    """CPU time of this process so far (every thread), in milliseconds: what a request costs
+    whatever else the machine runs."""
+    return time.process_time() * 1000
 
 
 def model_alone(model: Any, n: int) -> Latency:
@@ -92,10 +99,11 @@ async def loaded(
                 samples.append(time.perf_counter_ns() - start)
             i += concurrency
 
-    began = time.monotonic()
+    began, cpu = time.monotonic(), cpu_ms()
     await asyncio.gather(*(client(c) for c in range(concurrency)))
-    elapsed = time.monotonic() - began
+    elapsed, cpu = time.monotonic() - began, cpu_ms() - cpu
     return {
+        "cpu_ms_per_scored": cpu / max(1, len(samples)),
         "scored_per_s": len(samples) / elapsed,
         "answered_per_s": (len(samples) + timeouts) / elapsed,
         "timeouts": timeouts,
@@ -109,13 +117,17 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                             max_batch=args.max_batch)  # fmt: skip
     load_s = time.perf_counter() - began
     model_alone(model, args.warmup)
+    cpu = cpu_ms()
     alone = model_alone(model, min(args.requests, 100))
+    alone_cpu = (cpu_ms() - cpu) / min(args.requests, 100)
     runner = ClassifierRunner(
         model, args.queue, threads=args.threads, max_batch=args.max_batch, cache=0
     )  # no score cache: every request is scored
     try:
         await sequential(runner, args.warmup)
+        cpu = cpu_ms()
         c1 = await sequential(runner, args.requests)
+        c1_cpu = (cpu_ms() - cpu) / args.requests
         load = await loaded(runner, args.concurrency, args.duration, args.timeout_ms)
         unbounded = await loaded(runner, args.concurrency, args.duration / 2, 600_000)
     finally:
@@ -123,8 +135,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "meta": machine_meta() | {"options": vars(args), "message_chars": len(MESSAGE)},
         "load_s": load_s,
-        "model_alone_c1": dataclasses.asdict(alone),
-        "runner_c1": dataclasses.asdict(c1),
+        "model_alone_c1": dataclasses.asdict(alone) | {"cpu_ms_per_request": alone_cpu},
+        "runner_c1": dataclasses.asdict(c1) | {"cpu_ms_per_request": c1_cpu},
+        "load_average": os.getloadavg(),
         f"runner_c{args.concurrency}": load,
         f"runner_c{args.concurrency}_no_timeout": unbounded,
     }
@@ -132,7 +145,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(doc: dict[str, Any], concurrency: int) -> str:
     def row(name: str, lat: dict[str, Any], extra: str = "") -> str:
-        return f"{name:<44} p50 {lat['p50_ms']:8.2f} ms  p99 {lat['p99_ms']:8.2f} ms  {extra}"
+        cpu = lat.get("cpu_ms_per_request")
+        extra = f"CPU {cpu:.1f} ms/request" if cpu is not None else extra
+        return f"{name:<46} p50 {lat['p50_ms']:8.2f} ms  p99 {lat['p99_ms']:8.2f} ms  {extra}"
 
     load, free = doc[f"runner_c{concurrency}"], doc[f"runner_c{concurrency}_no_timeout"]
     timeout_ms = doc["meta"]["options"]["timeout_ms"]
@@ -142,9 +157,12 @@ def render(doc: dict[str, Any], concurrency: int) -> str:
         row("model alone, c=1", doc["model_alone_c1"]),
         row("ClassifierRunner.scores, c=1", doc["runner_c1"]),
         row(f"ClassifierRunner.scores, c={concurrency}, timeout {timeout_ms} ms", load["latency"],
-            f"{load['scored_per_s']:.1f} scored/s, {load['timeouts']} timeouts"),
+            f"{load['scored_per_s']:.1f} scored/s, {load['timeouts']} timeouts, "
+            f"CPU {load['cpu_ms_per_scored']:.1f} ms/scored"),
         row(f"ClassifierRunner.scores, c={concurrency}, no timeout", free["latency"],
-            f"{free['scored_per_s']:.1f} scored/s"),
+            f"{free['scored_per_s']:.1f} scored/s, CPU {free['cpu_ms_per_scored']:.1f} ms/scored"),
+        "load average during the run (1, 5, 15 min): "
+        + ", ".join(f"{x:.2f}" for x in doc["load_average"]),
     ])  # fmt: skip
 
 

@@ -174,6 +174,21 @@ async def test_a_full_queue_refuses_at_once(held: HeldModel) -> None:
     await runner.close()
 
 
+async def test_a_request_that_would_wait_too_long_is_refused_at_once() -> None:
+    class Quick:
+        def scores(self, texts: list[str]) -> list[float]:
+            return [0.5] * len(texts)
+
+    runner = ClassifierRunner(Quick(), max_queue=8)
+    runner.text_s = 1.0  # as if the model took a second per text
+    with pytest.raises(ClassifierTimeout, match="too late"):
+        await runner.scores(["a", "b"], timeout_ms=1500)
+    assert runner.rejected == 1
+    assert await runner.scores(["a", "b"], timeout_ms=60_000) == [0.5, 0.5]
+    await runner.close()
+    assert 0 < runner.text_s < 1.0  # the moving average learnt the real time
+
+
 async def test_waiting_requests_are_batched_together(held: HeldModel) -> None:
     runner = ClassifierRunner(held, max_queue=16, max_batch=8)
     first = asyncio.create_task(runner.scores(["first"], timeout_ms=60_000))
@@ -196,6 +211,22 @@ async def test_an_expired_request_is_not_scored(held: HeldModel) -> None:
     assert runner.waiting == 0  # it left the queue when its caller gave up
     held.release.set()
     await first
+    await runner.close()
+    assert held.calls == [["first"]]
+
+
+async def test_a_request_expired_in_the_queue_is_a_timeout(held: HeldModel) -> None:
+    """The worker finds it expired before its caller's timer fires: a ClassifierTimeout
+    (never a CancelledError), and it is not scored."""
+    runner = ClassifierRunner(held, max_queue=8)
+    first = asyncio.create_task(runner.scores(["first"], timeout_ms=60_000))
+    await asyncio.to_thread(held.entered.wait)
+    expired = runner.submit(["late"], timeout_ms=0)
+    assert expired is not None
+    held.release.set()
+    await first
+    with pytest.raises(ClassifierTimeout, match="expired"):
+        await asyncio.wrap_future(expired)
     await runner.close()
     assert held.calls == [["first"]]
 

@@ -6,7 +6,9 @@ one queue of at most ``max_queue`` texts; a worker takes every waiting request, 
 ``max_batch`` texts, and scores them in one model call (micro-batching: under load a call
 serves many requests). The event loop never waits on the model:
 
-- a full queue (or a closed runner) is a ``ClassifierTimeout`` at once;
+- a full queue (or a closed runner) is a ``ClassifierTimeout`` at once, and so is a request
+  that would wait past its ``timeout_ms`` (the texts ahead of it times the model's moving
+  average time per text): under overload a request is refused now, not after waiting in vain;
 - a request not answered within its plan's ``timeout_ms`` (queue included) is a
   ``ClassifierTimeout``; a worker drops what expired before it started on it;
 - a failing model is a ``ClassifierFailed`` (a ``ClassifierTimeout``: the plan's
@@ -85,6 +87,8 @@ class ClassifierRunner:
         self.timeouts = 0  # requests answered with ClassifierTimeout (full queue included)
         self.rejected = 0  # of which: refused at once, the queue being full or closed
         self._waiting = 0  # texts queued, not yet taken by a worker
+        self._running = 0  # texts being scored
+        self.text_s = 0.0  # the model's time per text, a moving average (0: not known yet)
         self._jobs: deque[_Job] = deque()
         self._closed = False
         self._ready = threading.Condition()
@@ -114,7 +118,11 @@ class ClassifierRunner:
         job = _Job(list(texts), time.monotonic() + timeout_ms / 1000)
         with self._ready:
             fits = self._waiting == 0 or self._waiting + len(texts) <= self.max_queue
-            if self._closed or not fits:
+            # the wait this request can expect, ahead of it and its own: past its timeout, it
+            # is refused now rather than after timeout_ms spent waiting for nothing
+            ahead = self._waiting + self._running + len(texts)
+            late = ahead * self.text_s / len(self._threads) * 1000 > timeout_ms
+            if self._closed or not fits or late:
                 self.rejected += 1
                 self.timeouts += 1
                 return None
@@ -160,7 +168,7 @@ class ClassifierRunner:
     async def _score(self, texts: list[str], timeout_ms: int) -> list[float]:
         job = self._submit(texts, timeout_ms)
         if job is None:
-            raise ClassifierTimeout("the classifier's queue is full")
+            raise ClassifierTimeout("the classifier's queue is full (or would answer too late)")
         try:
             return await asyncio.wait_for(asyncio.wrap_future(job.future), timeout_ms / 1000)
         except TimeoutError:
@@ -205,11 +213,14 @@ class ClassifierRunner:
             while self._jobs and (not batch or size + len(self._jobs[0].texts) <= self.max_batch):
                 job = self._jobs.popleft()
                 self._waiting -= len(job.texts)
-                if job.deadline <= now:
-                    job.future.cancel()  # its caller has given up, or is about to
-                if job.future.set_running_or_notify_cancel():
-                    batch.append(job)
-                    size += len(job.texts)
+                if not job.future.set_running_or_notify_cancel():
+                    continue  # its caller gave up
+                if job.deadline <= now:  # its caller is about to give up: not worth scoring
+                    job.future.set_exception(ClassifierTimeout("expired in the queue"))
+                    continue
+                batch.append(job)
+                size += len(job.texts)
+            self._running += size
             return batch
 
     def _work(self) -> None:
@@ -219,6 +230,7 @@ class ClassifierRunner:
 
     def _run_batch(self, batch: list[_Job]) -> None:
         texts = [text for job in batch for text in job.texts]
+        began = time.monotonic()
         try:
             found = self.model.scores(texts)
             if len(found) != len(texts):
@@ -228,10 +240,20 @@ class ClassifierRunner:
             for job in batch:
                 job.future.set_exception(ClassifierFailed(type(exc).__name__))
             return
+        finally:
+            self._took(len(texts), time.monotonic() - began)
         start = 0
         for job in batch:
             job.future.set_result([float(s) for s in found[start : start + len(job.texts)]])
             start += len(job.texts)
+
+    def _took(self, texts: int, seconds: float) -> None:
+        """A batch is done: its texts no longer run, and the time per text moves."""
+        per_text = seconds / texts
+        with self._ready:
+            self._running -= texts
+            known = self.text_s
+            self.text_s = per_text if not known else 0.8 * known + 0.2 * per_text
 
 
 def _digest(text: str) -> bytes:
