@@ -15,7 +15,9 @@ With ``--guardrails`` every chat request (direct and through the gateway) carrie
 ``rules`` gives the bench plan ``guardrails: {prompt_injection: {mode: block}}`` (layer 1);
 ``classifier`` adds ``classifier: on`` (layer 2, ``farebox[guard-model]``) with
 ``--guard-timeout-ms`` (the plan's ``timeout_ms``, 200) and ``on_timeout: flag``, so that a
-request the classifier cannot answer in time is forwarded (and flagged), not refused. The last
+request the classifier cannot answer in time is forwarded (and flagged), not refused, and
+``guard_model: {cache: 0}``: the bench sends the same message every time, and each must be
+scored, not answered from the score cache. The last
 command prints what each run adds over the first: p50 and p99 at c=1, and the c=64 throughput.
 """
 
@@ -39,10 +41,12 @@ def plan_lines(mode: str | None, timeout_ms: int = 200) -> str:
     """The bench plan's ``guardrails:`` line (indented as a key of the plan), or nothing."""
     if mode in (None, "off"):
         return ""
-    injection = "mode: block"
+    injection, top = "mode: block", ""
     if mode == "classifier":
         injection += f", classifier: on, timeout_ms: {timeout_ms}, on_timeout: flag"
-    return f"    guardrails: {{prompt_injection: {{{injection}}}}}\n"
+        # the bench sends one message again and again: no score cache, every request scored
+        top = "guard_model: {cache: 0}\n"
+    return f"    guardrails: {{prompt_injection: {{{injection}}}}}\n" + top
 
 
 def chat_body(base: dict[str, Any], mode: str | None) -> dict[str, Any]:

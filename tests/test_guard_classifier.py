@@ -407,6 +407,7 @@ def test_the_bench_plan_turns_the_guardrail_on(tmp_path: Path, mode: str) -> Non
     assert injection.mode == "block"
     assert injection.classifier is (mode == "classifier")
     assert injection.timeout_ms == (150 if mode == "classifier" else 200)
+    assert cfg.file.guard_model.cache == (0 if mode == "classifier" else 4096)
     assert len(MESSAGE) == 200
     assert chat_body({"messages": []}, mode)["messages"][0]["content"] == MESSAGE
     assert chat_body({"messages": []}, None) == {"messages": []}
