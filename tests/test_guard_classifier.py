@@ -26,6 +26,7 @@ from farebox.guardrails.classifier import (
     ClassifierTimeout,
     build_runner,
     load_classifier,
+    runner_for,
 )
 from farebox.guardrails.classifier_models import LocalCheckpoint, NanoGuardModel, windows
 from tests.guard_classifier_export import export_checkpoint
@@ -381,6 +382,18 @@ async def test_build_runner_only_when_a_plan_asks(tmp_path: Path, nanoguard: Any
     finally:
         await runner.close()
     assert score > 0.9
+
+
+async def test_runner_for_the_default_settings_is_nanoguard() -> None:
+    from farebox.config.guardrail_model import GuardModelSettings
+
+    runner = runner_for(GuardModelSettings(queue=4, cache=0))
+    try:
+        assert isinstance(runner.model, NanoGuardModel) and runner.max_queue == 4
+        injection, benign = await runner.scores([INJECTION, BENIGN], timeout_ms=60_000)
+    finally:
+        await runner.close()
+    assert injection > 0.9 > 0.1 > benign
 
 
 def test_guard_model_settings_are_checked(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Protocol
 from farebox.errors import GuardrailUnavailable
 
 if TYPE_CHECKING:
+    from farebox.config.guardrail_model import GuardModelSettings
     from farebox.config.settings import Settings
 
 DETECTOR = "injection_classifier"
@@ -291,9 +292,15 @@ def build_runner(settings: Settings) -> ClassifierRunner | None:
     a missing ``farebox[guard-model]`` stops start-up with ``GuardrailUnavailable``."""
     if not classifier_wanted(settings):
         return None
-    cfg = settings.file.guard_model
+    return runner_for(settings.file.guard_model)
+
+
+def runner_for(cfg: GuardModelSettings) -> ClassifierRunner:
+    """A runner of the model ``cfg`` (``guard_model:``) names, loaded and warmed up (blocking;
+    ``GuardrailUnavailable`` naming the extra or the bad checkpoint)."""
     path = cfg.path if cfg.model == "local" else None
     model = load_classifier(cfg.model, path, threads=1, max_batch=cfg.max_batch)
+    model.scores(["warm-up: the first call is the slow one"])  # and a broken model fails here
     return ClassifierRunner(
         model, cfg.queue, threads=cfg.threads, max_batch=cfg.max_batch, cache=cfg.cache
     )
