@@ -176,18 +176,31 @@ async def test_a_full_queue_refuses_at_once(held: HeldModel) -> None:
 
 
 async def test_a_request_that_would_wait_too_long_is_refused_at_once() -> None:
-    class Quick:
-        def scores(self, texts: list[str]) -> list[float]:
-            return [0.5] * len(texts)
-
-    runner = ClassifierRunner(Quick(), max_queue=8)
+    runner = ClassifierRunner(HeldModel(), max_queue=8)
+    held = runner.model
+    assert isinstance(held, HeldModel)
     runner.text_s = 1.0  # as if the model took a second per text
+    first = asyncio.create_task(runner.scores(["first"], timeout_ms=60_000))
+    await asyncio.to_thread(held.entered.wait)  # one text is running: 1 s ahead
     with pytest.raises(ClassifierTimeout, match="too late"):
-        await runner.scores(["a", "b"], timeout_ms=1500)
+        await runner.scores(["a", "b"], timeout_ms=2500)  # would wait 3 s
     assert runner.rejected == 1
-    assert await runner.scores(["a", "b"], timeout_ms=60_000) == [0.5, 0.5]
-    await runner.close()
+    held.release.set()
+    await first
     assert 0 < runner.text_s < 1.0  # the moving average learnt the real time
+    await runner.close()
+
+
+async def test_an_idle_runner_admits_whatever_its_estimate() -> None:
+    """Only scoring refreshes the estimate: an idle runner never refuses on it."""
+    runner = ClassifierRunner(HeldModel(), max_queue=8)
+    held = runner.model
+    assert isinstance(held, HeldModel)
+    held.release.set()
+    runner.text_s = 10.0  # a stale, awful estimate
+    assert await runner.scores(["a"], timeout_ms=60_000) == [0.25]
+    assert runner.rejected == 0 and runner.text_s < 10.0
+    await runner.close()
 
 
 async def test_waiting_requests_are_batched_together(held: HeldModel) -> None:

@@ -121,8 +121,10 @@ class ClassifierRunner:
             fits = self._waiting == 0 or self._waiting + len(texts) <= self.max_queue
             # the wait this request can expect, ahead of it and its own: past its timeout, it
             # is refused now rather than after timeout_ms spent waiting for nothing
-            ahead = self._waiting + self._running + len(texts)
-            late = ahead * self.text_s / len(self._threads) * 1000 > timeout_ms
+            # (an idle runner admits anything: the estimate is only refreshed by scoring)
+            ahead = self._waiting + self._running
+            wait_ms = (ahead + len(texts)) * self.text_s / len(self._threads) * 1000
+            late = ahead > 0 and wait_ms > timeout_ms
             if self._closed or not fits or late:
                 self.rejected += 1
                 self.timeouts += 1
