@@ -67,11 +67,11 @@ def compare(paths: list[str]) -> str:
     """What each run adds over the first (its baseline): c=1 p50/p99, c=64 req/s."""
     docs = [json.loads(Path(p).read_text()) for p in paths]
     base = docs[0]
-    head = f"{'run':<28}{'c=1 p50':>10}{'+p50':>9}{'c=1 p99':>10}{'+p99':>9}{'c=64 req/s':>12}"
+    head = f"{'run':<36}{'c=1 p50':>10}{'+p50':>9}{'c=1 p99':>10}{'+p99':>9}{'c=64 req/s':>12}"
     lines = [head + f"{'errors':>8}"]
     for path, doc in zip(paths, docs, strict=True):
         mode = doc.get("meta", {}).get("options", {}).get("guardrails") or "-"
-        row = f"{mode + ' (' + Path(path).stem + ')':<28}"
+        row = f"{mode + ' (' + Path(path).stem + ')':<36}"
         for pct in ("p50_ms", "p99_ms"):
             value = _get(doc, "gateway", "c1", "latency", pct)
             baseline = _get(base, "gateway", "c1", "latency", pct)
