@@ -44,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="runner threads (guard_model.threads)")
     p.add_argument("--queue", type=int, default=64, help="texts that may wait (guard_model.queue)")
     p.add_argument("--max-batch", type=int, default=16, help="texts per model call")
+    p.add_argument("--int8", action="store_true", help="nanoguard with int8 weights")
     p.add_argument("--timeout-ms", type=int, default=200, help="a plan's timeout_ms (200)")
     p.add_argument("--output", help=f"JSON results path (default {RESULTS})")
     return p
@@ -115,7 +116,7 @@ async def loaded(
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     began = time.perf_counter()
     model = load_classifier("local" if args.path else "nanoguard", args.path,
-                            max_batch=args.max_batch)  # fmt: skip
+                            max_batch=args.max_batch, int8=args.int8)  # fmt: skip
     load_s = time.perf_counter() - began
     model_alone(model, args.warmup)
     cpu = cpu_ms()
@@ -153,7 +154,8 @@ def render(doc: dict[str, Any], concurrency: int) -> str:
     load, free = doc[f"runner_c{concurrency}"], doc[f"runner_c{concurrency}_no_timeout"]
     timeout_ms = doc["meta"]["options"]["timeout_ms"]
     return "\n".join([
-        f"guard model: {doc['meta']['options']['path'] or 'nanoguard'} "
+        f"guard model: {doc['meta']['options']['path'] or 'nanoguard'}"
+        f"{' int8' if doc['meta']['options']['int8'] else ''} "
         f"(loaded in {doc['load_s']:.1f} s), a {doc['meta']['message_chars']}-char message",
         row("model alone, c=1", doc["model_alone_c1"]),
         row("ClassifierRunner.scores, c=1", doc["runner_c1"]),

@@ -409,6 +409,13 @@ async def test_runner_for_the_default_settings_is_nanoguard() -> None:
     assert injection > 0.9 > 0.1 > benign
 
 
+def test_nanoguard_in_int8_still_tells_them_apart() -> None:
+    model = load_classifier(int8=True)
+    assert isinstance(model, NanoGuardModel) and model.int8
+    injection, benign = model.scores([INJECTION, BENIGN])
+    assert injection > 0.9 > 0.1 > benign
+
+
 def test_guard_model_settings_are_checked(tmp_path: Path) -> None:
     from farebox.errors import ConfigError
 

@@ -264,7 +264,12 @@ def _digest(text: str) -> bytes:
 
 
 def load_classifier(
-    model: str = "nanoguard", path: str | None = None, *, threads: int = 1, max_batch: int = 16
+    model: str = "nanoguard",
+    path: str | None = None,
+    *,
+    threads: int = 1,
+    max_batch: int = 16,
+    int8: bool = False,
 ) -> LocalClassifier:
     """The configured local model (``nanoguard``: the ``metatronnanoguard`` package's; or a
     local checkpoint at ``path``). ``GuardrailUnavailable`` names the extra when missing."""
@@ -276,7 +281,7 @@ def load_classifier(
         raise GuardrailUnavailable(
             f"unknown guard model {model!r}: 'nanoguard', or 'local' with a path"
         )
-    return models.NanoGuardModel(threads=threads, max_batch=max_batch)
+    return models.NanoGuardModel(threads=threads, max_batch=max_batch, int8=int8)
 
 
 def classifier_wanted(settings: Settings) -> bool:
@@ -301,7 +306,7 @@ def runner_for(cfg: GuardModelSettings) -> ClassifierRunner:
     """A runner of the model ``cfg`` (``guard_model:``) names, loaded and warmed up (blocking;
     ``GuardrailUnavailable`` naming the extra or the bad checkpoint)."""
     path = cfg.path if cfg.model == "local" else None
-    model = load_classifier(cfg.model, path, threads=1, max_batch=cfg.max_batch)
+    model = load_classifier(cfg.model, path, threads=1, max_batch=cfg.max_batch, int8=cfg.int8)
     model.scores(["warm-up: the first call is the slow one"])  # and a broken model fails here
     return ClassifierRunner(
         model, cfg.queue, threads=cfg.threads, max_batch=cfg.max_batch, cache=cfg.cache

