@@ -215,7 +215,9 @@ def _quantizable(torch: Any) -> bool:
 
 def _int8(torch: Any, inner: Any) -> Any:
     """The model with its linear layers' weights in int8 (dynamic quantization: activations
-    quantized per call): about 3 times less CPU, scores within about 0.01 (measured)."""
+    quantized per call). Measured against float32 at threshold 0.5: about 3 times less CPU;
+    the same flags on fow-cache's 1,106 questions (0.45%) and bastioncorpus' benign texts;
+    2 of 200 in-the-wild jailbreaks and 3 of 118 bastioncorpus attacks fewer."""
     with warnings.catch_warnings():  # torch.ao.quantization says it is deprecated
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(inner, {torch.nn.Linear}, dtype=torch.qint8)
