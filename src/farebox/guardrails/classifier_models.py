@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ from typing import Any
 from farebox.errors import GuardrailUnavailable
 
 EXTRA = "pip install torch==2.13.0 'farebox[guard-model]'"
+log = logging.getLogger("farebox.guardrails")
 SAFE_LABELS = frozenset({"SAFE", "BENIGN", "LEGIT", "LEGITIMATE", "NEGATIVE", "NORMAL"})
 # a token is rarely longer than this many characters: a huge text is cut to its first and last
 # ``window * CHARS_PER_TOKEN`` characters before it is tokenized at all
@@ -176,6 +178,8 @@ class NanoGuardModel(_Windowed):
             inner, _, config = ng.Classifier.from_checkpoint(str(path), device="cpu")
         self.window = int(config.sequence_len)
         self.int8 = int8 and _quantizable(torch)
+        if int8 and not self.int8:
+            log.warning("guard_model.int8: this torch has no dynamic quantization; float32 used")
         if self.int8:
             inner = _int8(torch, inner)
         self.module = masked_module(torch, ng, inner)
