@@ -100,6 +100,23 @@ def test_short_texts_are_padded_as_in_training(nanoguard: NanoGuardModel) -> Non
     assert nanoguard.scores([BENIGN])[0] == pytest.approx(expected, abs=1e-5)
 
 
+def test_the_masked_forward_is_the_package_forward_unpadded(nanoguard: NanoGuardModel) -> None:
+    """A text over 64 tokens, batched with a shorter one (so padded), scores as the package's
+    own forward scores it alone at its exact length."""
+    import torch
+
+    long_text = BENIGN * 3
+    ids = nanoguard.encode(long_text)[0]
+    assert len(ids) > 64
+    with torch.inference_mode():
+        logits = nanoguard.module.inner(
+            torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.bool)
+        )
+        expected = torch.softmax(logits, dim=-1)[0, 1].item()
+    batched = nanoguard.run([ids, ids[:70]])
+    assert batched[0] == pytest.approx(expected, abs=1e-5)
+
+
 def test_windows_cover_head_and_tail() -> None:
     assert windows([1, 2, 3], 5) == [[1, 2, 3]]
     assert windows(list(range(10)), 4) == [[0, 1, 2, 3], [6, 7, 8, 9]]
