@@ -22,6 +22,7 @@ from farebox.config.auth import AuthConfig, HeaderName
 from farebox.config.base import Decimal, EnvReference, HttpURL, Strict
 from farebox.config.billing_webhooks import BillingWebhooks, hook_secrets
 from farebox.config.cache import CacheSettings, PlanCache
+from farebox.config.guardrail_model import GuardModelSettings
 from farebox.config.guardrails import GuardrailsConfig
 from farebox.config.integrations import (
     KEK_ENV,
@@ -305,6 +306,8 @@ class FileConfig(Strict):
     reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
     audit: AuditSettings = Field(default_factory=AuditSettings)  # issue 14: the audit trail
     auth: AuthConfig = Field(default_factory=AuthConfig)  # JWT and subdomain tenants
+    # issue 15: prompt injection's local classifier (farebox[guard-model]), for every plan
+    guard_model: GuardModelSettings = Field(default_factory=GuardModelSettings)
 
 
 class Settings(BaseModel):
