@@ -212,3 +212,10 @@ async def test_an_unfinished_stream_has_its_held_findings_in_the_ledger(
         (entry,) = await gw.ledger("acme")
         assert [(f["category"], f["action"], f["where"]) for f in entry.guardrails] == [
             ("EMAIL_ADDRESS", "redacted", "output")]  # fmt: skip
+
+
+def test_flag_mode_holds_nothing_back_and_still_finds() -> None:
+    guard = AnswerGuard(None, scan, False)
+    assert guard.delta(0, f"hi {OTHER}") == f"hi {OTHER}"
+    assert [(f.category, f.action) for f in guard.findings] == [("EMAIL_ADDRESS", "flagged")]
+    assert guard.flush(0) == ""
