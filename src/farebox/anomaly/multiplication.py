@@ -1,7 +1,10 @@
 """Account multiplication (issue 15): one client using keys of many free-plan tenants.
 
-A client is the request's IP, or the device the SaaS names in ``X-Farebox-Device`` (believed
-from a trusted proxy or with a service key; it takes precedence over the IP).
+A client is the request's IP, and, as a client of its own, the device the SaaS names in
+``X-Farebox-Device`` (believed from a trusted proxy or with a service key): a request is
+recorded for both, and either crossing the limit opens its incident (one per client). The
+device never replaces the IP (a client behind a proxy that passes headers on could make one
+up per request); a service key's bare IP is never a client (the SaaS's own server).
 
 - **Recording** (the request path): ``seen`` adds (client, tenant, key) to an in-memory set,
   with the time; only tenants on the configured plans count. A dictionary write.
@@ -16,7 +19,11 @@ from a trusted proxy or with a service key; it takes precedence over the IP).
   tenants and what was paused. ``pause_tenant`` pauses every tenant the client used in the
   window, ``pause_key`` every key it used (a JWT caller's synthetic key: its tenant),
   ``alert`` nothing. It is paged once, with ``dedup_key``
-  ``farebox/account_multiplication/<client>``.
+  ``farebox/account_multiplication/<client>``. Only what is not paused yet is paused (an
+  operator's pause stays as it is), and the pause reason names the incident.
+- **While the incident is open** (its claim lasts one window), later rounds pause the tenants
+  or keys the client goes on to use. Resolving it resumes what it paused, while the pause
+  reason still names it (``AnomalyWatch.resolve``).
 """
 
 from __future__ import annotations
