@@ -234,3 +234,29 @@ def test_an_override_stored_before_never_counts_across_tenants() -> None:
     stored = [{"scope": "ip", "requests_per_minute": 1000, "across_tenants": True}]
     specs = limits.specs("free", tenant_limits=stored)
     assert [(s.requests, s.across_tenants) for s in specs] == [(10, True)]  # the plan's
+
+
+async def test_pause_key_goes_on_for_new_keys_and_resumes_only_its_own(tmp_path: Path) -> None:
+    clock = Clock()
+    cfg = config(None, action="pause_key", max_tenants=2)
+    async with gateway(tmp_path, cfg, clock) as app, client(app) as admin:
+        made = await tenants(admin, 3)
+        for _kid, key in made.values():
+            assert (await chat(app, key, ATTACKER)).status_code == 200
+        first_key = made["t0"][0]
+        r = await admin.post(f"/admin/v1/keys/{first_key}/pause", json={"reason": "leaked"})
+        assert r.status_code == 200, r.text
+        (incident,) = await sightings_watch(app).check()
+        assert sorted(incident.detail["paused_keys"]) == sorted([made["t1"][0], made["t2"][0]])
+        later = await tenants(admin, 1, prefix="n")
+        clock.now += 120
+        assert (await chat(app, later["n0"][1], ATTACKER)).status_code == 200
+        assert await sightings_watch(app).check() == []
+        refused = await chat(app, later["n0"][1], "198.51.100.3")
+        assert refused.json()["error"]["code"] == "key_paused"  # the new key, paused too
+        r = await admin.post(f"/admin/v1/anomalies/{incident.id}/resolve")
+        assert r.status_code == 200, r.text
+        for tid in ("t1", "t2", "n0"):
+            assert (await chat(app, {**made, **later}[tid][1], "198.51.100.3")).status_code == 200
+        key = await app.state.services.store.get_key(first_key)
+        assert key.paused is True and key.pause_reason == "leaked"  # the operator's
