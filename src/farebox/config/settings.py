@@ -187,8 +187,8 @@ class RateLimitConfig(Strict):
     concurrent: int | None = Field(None, ge=0)
     model: str | None = Field(None, min_length=1, max_length=200)  # a glob on the model asked for
     window_s: int = Field(60, ge=1, le=3600)  # the per-minute counts' window (a test's: short)
-    # scope ip only (issue 15): one client IP counted as one client across every tenant's keys
-    across_tenants: bool = False  # (refused by the admin API on another scope)
+    # a plan's scope ip limits only (issue 15): one client IP counted once across every tenant
+    across_tenants: bool = False  # (refused in tenant, workspace and key overrides)
 
 
 class ToolPolicyConfig(Strict):
