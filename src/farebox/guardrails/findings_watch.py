@@ -9,23 +9,37 @@ metrics observer's: ``observe.metrics``.)
   The webhook's queue is shared with the budget and anomaly alerts: past ``MAX_BACKLOG``
   deliveries waiting, guardrail events are dropped (counted, logged once per burst), so a
   flood of findings never delays those alerts without bound nor grows memory.
-- **Pausing.** A plan's ``guardrails.max_findings_per_hour`` counts each key's findings in
-  the store (``FindingsStore.tally``: minute cells summed over the last hour, one serialised
-  transaction per call), so every worker and replica counts into the same sum. ``observe``
-  only adds to an in-process cell; a background task tallies the cells at most once per
-  ``flush_interval_s`` (one store write per key with findings per interval, never one per
-  request). The tally whose addition crosses the limit (``before <= limit < after``) is
-  exactly one, however many processes tally at once: that one pauses the key through the
-  store's ``update_key`` (``paused``, ``pause_reason`` naming the guardrails and the count),
-  as the anomaly watch does, and sends ``guardrail.paused``. A JWT caller's key
-  (``jwt:<tenant>``) is not stored and cannot be paused: its tenant is paused instead, as the
-  anomaly watch escalates ``pause_key``.
+- **Pausing.** A plan's ``guardrails.max_findings_per_hour`` counts each key's *requests
+  with findings* in the store (``FindingsStore.tally``: minute cells summed over the last
+  hour, one serialised transaction per call), so every worker and replica counts into the
+  same sum. A request counts once, whatever number of findings it carries: the stage scans
+  a conversation's whole history, so a value pasted once is found again on every later turn;
+  counting findings multiplied that by the findings of each turn, counting requests bounds
+  it to one per turn (a blocked request never enters the history: each one is a new
+  attempt). ``observe`` only adds to an in-process cell; a background task tallies the cells
+  at most once per ``flush_interval_s`` (one store write per subject with findings per
+  interval, never one per request). The tally whose addition crosses the limit
+  (``before <= limit < after``) is exactly one, however many processes tally at once: that
+  one pauses the key through the store's ``update_key`` (``paused``, ``pause_reason`` naming
+  the guardrails and the count), as the anomaly watch does, and sends ``guardrail.paused``.
+- **JWT callers.** A JWT caller's key (``jwt:<tenant>``) is every end user of the tenant: it
+  is counted per end user (``jwt:<tenant>:user:<hash of the user>``; callers without a user
+  share ``jwt:<tenant>``), and crossing the limit pauses nothing (pausing the tenant would
+  let one hostile end user take down every user and key of the tenant): it sends a
+  ``guardrail.limit_exceeded`` event (tenant, key, user, the count, the limit) and logs a
+  warning, for the operator or the SaaS to act on that user.
+- **Failures.** A tally that fails keeps its subject's count for the next flush (the other
+  subjects are tallied all the same); a pause or alert that fails after its tally crossed
+  the limit stays pending and is retried on every flush (idempotently: an already paused key
+  is left alone) until it succeeds or its hour has passed. Either wakes the background task
+  again, so a retry never waits for the next finding.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections import deque
@@ -76,20 +90,38 @@ def event_of(entry: LedgerEntry) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class _Cell:
-    """One subject's findings since the last tally."""
+    """One subject's requests with findings since the last tally."""
 
     tenant_id: str
     plan: str
     limit: int
     count: int
     at: float
+    user: str | None = None  # a JWT caller's end user (its subject is per user)
+
+
+def subject_of(entry: LedgerEntry) -> str:
+    """What ``max_findings_per_hour`` counts: the key; for a JWT caller, the end user of the
+    tenant's JWT key (hashed: a ``user`` is any string the caller sends, the subject is
+    stored), or the key itself for callers without a user."""
+    if entry.key_id.startswith(JWT_KEY_PREFIX) and entry.user:
+        digest = hashlib.sha256(entry.user.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{entry.key_id}:user:{digest[:32]}"
+    return entry.key_id
 
 
 def pause_reason(subject: str, count: int, limit: int, plan: str) -> str:
-    who = f"key {subject}" if not subject.startswith(JWT_KEY_PREFIX) else (
-        f"the tenant's JWT callers ({subject})")  # fmt: skip
-    return (f"automatic pause by the guardrails: {count} findings in the last hour on {who}, "
-            f"above plan {plan}'s max_findings_per_hour of {limit}")  # fmt: skip
+    return (f"automatic pause by the guardrails: {count} requests with findings in the last "
+            f"hour on key {subject}, above plan {plan}'s max_findings_per_hour of "
+            f"{limit}")  # fmt: skip
+
+
+def exceeded_reason(cell: _Cell, key_id: str, count: int) -> str:
+    who = f"end user {cell.user[:64]!r}" if cell.user else "the callers without a user"
+    return (f"guardrails: {count} requests with findings in the last hour from {who} of "
+            f"tenant {cell.tenant_id}'s JWT callers ({key_id}), above plan {cell.plan}'s "
+            f"max_findings_per_hour of {cell.limit}; nothing paused (JWT callers share "
+            "their tenant's key)")  # fmt: skip
 
 
 class FindingsWatch:
@@ -111,6 +143,8 @@ class FindingsWatch:
         self._max_backlog = max_backlog
         self.plans: Callable[[str], Plan] | None = None  # the gateway's plan by name, live
         self._cells: dict[str, _Cell] = {}
+        # crossings whose pause or alert failed: (cell, count), retried on the next flush
+        self._pending: dict[str, tuple[_Cell, int]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pruned = 0.0
@@ -121,7 +155,7 @@ class FindingsWatch:
     # the request path ------------------------------------------------------------------
     def observe(self, entry: LedgerEntry, plan: str = "") -> None:
         """A ledger entry: nothing to do without findings; else queue its event and count
-        its findings toward its plan's hourly limit (no I/O here)."""
+        the request (once, whatever its findings) toward its plan's hourly limit (no I/O)."""
         if not entry.guardrails:
             return
         if self._alerts is not None:
@@ -129,12 +163,13 @@ class FindingsWatch:
         limit = self._limit(plan)
         if limit is None or self._findings is None:
             return
-        cell = self._cells.get(entry.key_id)
+        subject = subject_of(entry)
+        cell = self._cells.get(subject)
         if cell is None:
-            self._cells[entry.key_id] = _Cell(entry.tenant_id, plan, limit,
-                                              len(entry.guardrails), entry.started_at)  # fmt: skip
+            self._cells[subject] = _Cell(entry.tenant_id, plan, limit, 1, entry.started_at,
+                                         entry.user)  # fmt: skip
         else:
-            cell.count += len(entry.guardrails)
+            cell.count += 1
             cell.limit, cell.plan, cell.at = limit, plan, max(cell.at, entry.started_at)
         self._wake.set()
 
@@ -156,26 +191,54 @@ class FindingsWatch:
 
     # off the request path --------------------------------------------------------------
     async def flush(self) -> list[str]:
-        """Tally every subject's cell in the store; pause those whose tally crossed their
-        limit. Returns the subjects paused by this call."""
-        cells, self._cells = self._cells, {}
-        findings, crossed = self._findings, []
+        """Tally every subject's cell in the store; act on those whose tally crossed their
+        limit (pause the key; alert for a JWT caller's end user), and retry the actions that
+        failed before. Returns the subjects that crossed in this call. A failure keeps what
+        it could not do for the next flush, then raises (the first error)."""
+        findings = self._findings
         if findings is None:
             return []
+        cells, self._cells = self._cells, {}
+        crossed: list[str] = []
+        errors: list[Exception] = []
         for subject, cell in cells.items():
             try:
                 before, after = await findings.tally(subject, cell.at, cell.count)
-            except Exception:
+            except Exception as exc:
                 self._keep(subject, cell)  # counted again on the next flush
-                raise
+                errors.append(exc)
+                continue
             if before <= cell.limit < after:
                 crossed.append(subject)
-                await self._pause(subject, cell, after)
-        now = self._clock()
-        if now - self._pruned >= HOUR:  # forget the cells past the hour, once an hour
-            self._pruned = now
-            await findings.prune(now - 2 * HOUR)
+                self._pending[subject] = (cell, after)
+        await self._act_pending(errors)
+        try:
+            now = self._clock()
+            if now - self._pruned >= HOUR:  # forget the cells past the hour, once an hour
+                self._pruned = now
+                await findings.prune(now - 2 * HOUR)
+        except Exception as exc:
+            errors.append(exc)
+        if self._cells or self._pending:
+            self._wake.set()  # a retry does not wait for the next finding
+        if errors:
+            raise errors[0]
         return crossed
+
+    async def _act_pending(self, errors: list[Exception]) -> None:
+        """Each pending crossing is claimed by one flush; one that fails again stays
+        pending, unless its hour has passed (its count is then out of the window)."""
+        pending, self._pending = self._pending, {}
+        for subject, (cell, count) in pending.items():
+            try:
+                await self._act(subject, cell, count)
+            except Exception as exc:
+                errors.append(exc)
+                if self._clock() - cell.at < HOUR:
+                    self._pending.setdefault(subject, (cell, count))
+                else:
+                    log.error("guardrails: gave up acting on %s after an hour of failures",
+                              subject)  # fmt: skip
 
     def _keep(self, subject: str, cell: _Cell) -> None:
         newer = self._cells.get(subject)
@@ -184,30 +247,39 @@ class FindingsWatch:
             cell.limit, cell.plan, cell.at = newer.limit, newer.plan, max(cell.at, newer.at)
         self._cells[subject] = cell
 
+    async def _act(self, subject: str, cell: _Cell, count: int) -> None:
+        if subject.startswith(JWT_KEY_PREFIX):
+            self._exceeded(subject, cell, count)
+        else:
+            await self._pause(subject, cell, count)
+
+    def _exceeded(self, subject: str, cell: _Cell, count: int) -> None:
+        """A JWT caller's end user over the limit: an alert and a log line, no pause."""
+        key_id = JWT_KEY_PREFIX + cell.tenant_id
+        reason = exceeded_reason(cell, key_id, count)
+        log.warning("%s", reason)
+        if self._alerts is not None:
+            self._alerts.send({"type": "guardrail.limit_exceeded", "tenant": cell.tenant_id,
+                               "key": key_id, "user": cell.user, "subject": subject,
+                               "findings_last_hour": count, "max_findings_per_hour": cell.limit,
+                               "plan": cell.plan, "reason": reason})  # fmt: skip
+
     async def _pause(self, subject: str, cell: _Cell, count: int) -> None:
+        """Pause the key, unless it is gone or already paused (so a retry is harmless)."""
         reason = pause_reason(subject, count, cell.limit, cell.plan)
-        paused = {"paused": True, "pause_reason": reason}
-        jwt = subject.startswith(JWT_KEY_PREFIX)  # not stored: its tenant is paused
         try:
-            if jwt:
-                tenant = await self._store.get_tenant(cell.tenant_id)
-                if tenant is None or tenant.paused:
-                    return
-                await self._store.update_tenant(cell.tenant_id, paused)
-            else:
-                key = await self._store.get_key(subject)
-                if key is None or key.paused:
-                    return
-                await self._store.update_key(subject, paused)
+            key = await self._store.get_key(subject)
+            if key is None or key.paused:
+                return
+            await self._store.update_key(subject, {"paused": True, "pause_reason": reason})
         except NotFound:
             log.warning("guardrails: %s is gone, nothing paused", subject)
             return
-        target = "tenant" if jwt else "key"
-        self.paused.append((target, cell.tenant_id if jwt else subject))
+        self.paused.append(("key", subject))
         log.warning("%s", reason)
         if self._alerts is not None:
             self._alerts.send({"type": "guardrail.paused", "tenant": cell.tenant_id,
-                               "key": subject, "target": target, "findings_last_hour": count,
+                               "key": subject, "target": "key", "findings_last_hour": count,
                                "max_findings_per_hour": cell.limit, "plan": cell.plan,
                                "reason": reason})  # fmt: skip
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Iterator
 from farebox.core.guardrails import Hit
 
 DETECTOR = "pii"
+_ALNUM_UPPER = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 ENTITIES = (
     "EMAIL_ADDRESS",
     "PHONE_NUMBER",
@@ -31,10 +32,16 @@ _EMAIL = re.compile(
     r"(?<![\w.+%!#$&'*/=?^`{|}~-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
 )
-# +CC then 2..5 groups; or a US number (NXX) NXX-XXXX with an optional leading 1
-_PHONE_INTL = re.compile(
-    r"(?<![\w+#/.-])\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){1,5}(?![\w/]|[.-]\d)"
-)
+# +CC then 1..5 groups: the regex ``\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){1,5}``
+# then ``_INTL_TAIL``, after ``_INTL_START``'s look-behind. As one regex it backtracks
+# through every split of a digit run into groups (thousands of steps per "+" before a long
+# run): ``_intl_end`` finds the same match by arithmetic on the digit runs.
+_INTL_START = re.compile(r"(?<![\w+#/.-])\+(\d{1,29})")
+_INTL_PAREN = re.compile(r"[ .-]?\((\d{1,4})\)")
+_INTL_RUN = re.compile(r"\d{1,26}")  # 26 digits already need 6 groups
+_INTL_TAIL = re.compile(r"(?![\w/]|[.-]\d)")
+_INTL_SEPS = " .-"
+# a US number (NXX) NXX-XXXX with an optional leading 1
 _PHONE_US = re.compile(
     r"(?<![\w+#/.-])(?:1[ .-])?(?:\([2-9]\d{2}\) ?|[2-9]\d{2}([ .-]))[2-9]\d{2}[ .-]\d{4}"
     r"(?![\w/]|[.-]\d)"
@@ -45,7 +52,10 @@ _CARD_RUN = re.compile(r"(?<![\w.+-])\d+(?:[ -]\d+)*(?![\w]|[.-]\d)")
 _DIGITS = re.compile(r"\d+")
 # a run of digit groups that goes on a code: right after a token with digits ("AB12 4111...")
 # or after the head of an IBAN-shaped code ("IT07 TOGR 4287 ...")
-_CODE_BEFORE = re.compile(r"(?:[A-Za-z0-9]*\d[A-Za-z0-9]*|\b[A-Z]{2}\d{2}(?: [A-Z0-9]{1,4})*)[ -]$")
+# (possessive, and anchored on a digit: a window of 40 characters costs O(40) steps per start,
+# never the cubic backtracking of ``[A-Za-z0-9]*\d[A-Za-z0-9]*``)
+_CODE_BEFORE = re.compile(r"(?:\d[A-Za-z0-9]*+|\b[A-Z]{2}\d{2}(?: [A-Z0-9]{1,4})*+)[ -]$")
+_CODE_WINDOW = 40
 # issuer prefixes and their lengths: Visa, Mastercard (51-55, 2221-2720), Amex, Diners,
 # Discover, JCB, UnionPay
 _CARD_BRANDS = (
@@ -75,6 +85,8 @@ _IBAN_LENGTHS = {
     "LV": 21, "MC": 27, "MT": 31, "NL": 18, "NO": 15, "PL": 28, "PT": 25, "RO": 24, "SA": 24,
     "SE": 24, "SI": 19, "SK": 24, "SM": 27, "TR": 26, "UA": 29,
 }  # fmt: skip
+# an IBAN character as ISO 13616 digits: (10 ** its digit count, its value); A = 10 .. Z = 35
+_IBAN_DIGIT = {c: (100 if c.isalpha() else 10, int(c, 36)) for c in _ALNUM_UPPER}
 _BAD_SSNS = frozenset({"078051120", "219099999", "123456789"})
 
 Finder = Callable[[str], Iterator[Hit]]
@@ -121,26 +133,80 @@ def _emails(text: str) -> Iterator[Hit]:
 
 def _phones(text: str) -> Iterator[Hit]:
     if "+" in text:
-        for m in _PHONE_INTL.finditer(text):
-            n = sum(c.isdigit() for c in m.group())
-            if 8 <= n <= 15 and (" " in m.group() or "-" in m.group() or n >= 10):
-                yield Hit(DETECTOR, "PHONE_NUMBER", 0.7, m.start(), m.end())
+        for m in _INTL_START.finditer(text):
+            end = _intl_end(text, m.start(1), len(m.group(1)))
+            if end < 0:
+                continue
+            phone = text[m.start() : end]
+            n = sum(c.isdigit() for c in phone)
+            if 8 <= n <= 15 and (" " in phone or "-" in phone or n >= 10):
+                yield Hit(DETECTOR, "PHONE_NUMBER", 0.7, m.start(), end)
     for m in _PHONE_US.finditer(text):
         yield Hit(DETECTOR, "PHONE_NUMBER", 0.7, m.start(), m.end())
     for m in _PHONE_NATIONAL.finditer(text):
-        if _CODE_BEFORE.search(text, max(0, m.start() - 40), m.start()):
+        if _goes_on(text, m.start()):
             continue  # the tail of a longer code (an IBAN's groups)
         if 10 <= sum(c.isdigit() for c in m.group()) <= 11:
             yield Hit(DETECTOR, "PHONE_NUMBER", 0.6, m.start(), m.end())
 
 
+def _intl_end(text: str, q: int, run: int) -> int:
+    """Where the international phone at ``q - 1`` (its "+"; ``run`` digits follow) ends, or
+    -1: the farthest end that the regex's groups can reach, which is the match its
+    backtracking finds first. A group takes 1 to 5 digits, and only a separator may come
+    between two digit runs; so every digit run costs at least ceil(length / 5) groups, an
+    end is valid at the end of a digit run, and the farthest valid end is reached with the
+    fewest groups (the longest country code, the parenthesised area code when there is one).
+    """
+    if run > 28:
+        return -1  # 3 + 5 * 5 digits at most: no split ends the run
+    best = -1
+    if run <= 3:
+        paren = _INTL_PAREN.match(text, q + run)
+        if paren is not None:
+            best = _farthest(text, paren.end(), 0)
+    for cc in range(min(3, run), 0, -1):
+        rest = run - cc
+        best = max(best, _farthest(text, q + run, -(-rest // 5)))
+    return best
+
+
+def _farthest(text: str, pos: int, used: int) -> int:
+    """The farthest valid end from ``pos`` (the end of a digit run, or right after the area
+    code) with ``used`` groups spent, or -1."""
+    best = pos if used >= 1 and _INTL_TAIL.match(text, pos) else -1
+    while used < 5:
+        start = pos + 1 if pos < len(text) and text[pos] in _INTL_SEPS else pos
+        digits = _INTL_RUN.match(text, start)
+        if digits is None:
+            break
+        used += -(-(digits.end() - start) // 5)
+        pos = digits.end()
+        if used > 5:
+            break
+        if _INTL_TAIL.match(text, pos):
+            best = pos
+    return best
+
+
 def _cards(text: str) -> Iterator[Hit]:
     """Within each run of digit groups, the longest card at group boundaries (13..19 digits,
-    one kind of separator, an issuer prefix, Luhn), left to right."""
+    one kind of separator, an issuer prefix, Luhn), left to right. Linear in the text: a run
+    with fewer than 13 characters is skipped at once, and each group of a longer run costs a
+    few integer comparisons (a card spans at most 6 grouped or 1 ungrouped group)."""
     for run in _CARD_RUN.finditer(text):
-        groups = [(m.start(), m.end()) for m in _DIGITS.finditer(run.group())]
-        goes_on = bool(_CODE_BEFORE.search(text, max(0, run.start() - 40), run.start()))
-        yield from _cards_in_run(text, groups, run.start(), goes_on)
+        if run.end() - run.start() < 13:
+            continue  # too short for 13 digits
+        groups = [m.span() for m in _DIGITS.finditer(text, run.start(), run.end())]
+        yield from _cards_in_run(text, groups, 0, _goes_on(text, run.start()))
+
+
+def _goes_on(text: str, start: int) -> bool:
+    """Whether the run starting at ``start`` continues a code (``_CODE_BEFORE``)."""
+    before = text[max(0, start - 2) : start]
+    if not before.endswith((" ", "-", " \n", "-\n")):
+        return False  # ``[ -]$`` cannot match (``$``: the end, or before a final newline)
+    return bool(_CODE_BEFORE.search(text, max(0, start - _CODE_WINDOW), start))
 
 
 def _cards_in_run(
@@ -148,17 +214,25 @@ def _cards_in_run(
 ) -> Iterator[Hit]:
     """A card starts the run or is set apart in it (one group, or groups joined by another
     separator than the one around them): the rest of a longer run of groups, such as a
-    tracking number, is not a card."""
-    i, last = 0, len(groups)
+    tracking number, is not a card. Candidates, longest first: up to 6 groups of 3 to 6
+    digits ("4111 1111 ...", "3782 822463") with 13 to 19 digits in all, then one group of
+    13 to 19 digits."""
+    last = len(groups)
+    lens = [b - a for a, b in groups]
+    cum = [0]
+    for n in lens:
+        cum.append(cum[-1] + n)
+    good_to = [last] * (last + 1)  # good_to[i]: the first group at or after i not of 3..6
+    for k in range(last - 1, -1, -1):
+        good_to[k] = good_to[k + 1] if 3 <= lens[k] <= 6 else k
+    i = 0
     while i < last:
         found = 0
-        for j in range(min(last, i + 19), i, -1):
+        for j in _candidates(i, last, lens, cum, good_to):
             start, end = base + groups[i][0], base + groups[j - 1][1]
             piece = text[start:end]
             if " " in piece and "-" in piece:
                 continue
-            if j - i > 1 and any(not 3 <= b - a <= 6 for a, b in groups[i:j]):
-                continue  # grouped digits: groups of 3 to 6 ("4111 1111 ...", "3782 822463")
             if (i or goes_on) and not _set_apart(text, piece, start, end):
                 continue
             digits = piece.replace(" ", "").replace("-", "")
@@ -167,6 +241,20 @@ def _cards_in_run(
                 found = j
                 break
         i = found if found else i + 1
+
+
+def _candidates(
+    i: int, last: int, lens: list[int], cum: list[int], good_to: list[int]
+) -> Iterator[int]:
+    """The ends ``j`` (groups ``i..j-1``) that may hold a card, longest first."""
+    for j in range(min(last, i + 6, good_to[i]), i + 1, -1):
+        n = cum[j] - cum[i]
+        if n < 13:
+            break  # fewer groups have fewer digits
+        if n <= 19:
+            yield j
+    if 13 <= lens[i] <= 19:
+        yield i + 1
 
 
 def _set_apart(text: str, piece: str, start: int, end: int) -> bool:
@@ -192,15 +280,38 @@ def _ibans(text: str) -> Iterator[Hit]:
 
 
 def _iban_prefix(raw: str) -> int:
-    """The length of ``raw``'s prefix that is a valid IBAN (0: none), cut at a character."""
-    ends = [i + 1 for i, c in enumerate(raw) if c != " "]  # end offset after k alnum chars
+    """The length of ``raw``'s prefix that is a valid IBAN (0: none), cut at a character.
+    One pass: the mod 97 remainder of every prefix of the body (after the 4-character head),
+    then each length's check is O(1) (as ``iban_ok``: body then head, as digits, mod 97)."""
     compact = raw.replace(" ", "")
     want = _IBAN_LENGTHS.get(compact[:2])
-    lengths = [want] if want else range(min(34, len(compact)), 14, -1)
+    longest = min(34, len(compact))
+    lengths = ([want] if want <= longest else []) if want else range(longest, 14, -1)
+    head = 0
+    for c in compact[:4]:
+        times, value = _IBAN_DIGIT[c]
+        head = (head * times + value) % 97
+    shift = 1000000  # the head as digits: 2 letters and 2 digits, 6 digits
+    rests = [0]  # rests[k]: the body's first k characters as digits, mod 97
+    rest = 0
+    for c in compact[4 : max(lengths, default=4)]:
+        times, value = _IBAN_DIGIT[c]
+        rest = (rest * times + value) % 97
+        rests.append(rest)
     for n in lengths:
-        if n <= len(compact) and iban_ok(compact[:n]):
-            return ends[n - 1]
+        if (rests[n - 4] * shift + head) % 97 == 1:
+            return _end_of(raw, n)
     return 0
+
+
+def _end_of(raw: str, n: int) -> int:
+    """The offset in ``raw`` right after its ``n``-th character that is not a space."""
+    seen = 0
+    for i, c in enumerate(raw):
+        seen += c != " "
+        if seen == n:
+            return i + 1
+    return len(raw)
 
 
 def _ssns(text: str) -> Iterator[Hit]:

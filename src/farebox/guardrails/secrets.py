@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import json
 import math
 import re
@@ -44,11 +45,14 @@ _GITHUB = re.compile(
 )
 _SLACK = re.compile(r"(?<![\w-])xox[baprs]-(?=[\w-]*\d)[A-Za-z0-9-]{10,}")
 _STRIPE = re.compile(r"(?<![\w])(?:sk|rk)_live_[A-Za-z0-9]{16,}(?![\w])")
-_PEM = re.compile(
-    r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"
-    r"(?:[\s\S]{0,16384}?-----END (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----"
-    r"|[A-Za-z0-9+/=\s\\]{16,16384})"
-)
+# a private key: its header, then the first footer at most 16,384 characters on, else a body
+# of at least 16 base64 characters (a key cut short). Headers and footers are found once
+# each (``_pem_spans``): the single regex's lazy ``[\s\S]{0,16384}?`` rescanned up to 16K
+# characters for every header, quadratic on a text of headers.
+_PEM_HEAD = re.compile(r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----")
+_PEM_FOOT = re.compile(r"(?=(-----END (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----))")
+_PEM_BODY = re.compile(r"[A-Za-z0-9+/=\s\\]{16,16384}")
+_PEM_GAP = 16384
 _JWT = re.compile(
     r"(?<![\w.-])(eyJ[A-Za-z0-9_-]{8,})\.([A-Za-z0-9_-]{4,})\.([A-Za-z0-9_-]*)(?![\w.-])"
 )
@@ -78,6 +82,24 @@ def _spans(pattern: re.Pattern[str], group: int = 0) -> Callable[[str], Iterator
             yield m.span(group)
 
     return find
+
+
+def _pem_spans(text: str) -> Iterator[tuple[int, int]]:
+    """What ``HEAD(?:[\\s\\S]{0,16384}?FOOT|BODY)`` finds left to right, in linear time."""
+    feet = [(m.start(), m.end(1)) for m in _PEM_FOOT.finditer(text)] if "-----END" in text else []
+    starts = [f[0] for f in feet]
+    pos = 0
+    while (head := _PEM_HEAD.search(text, pos)) is not None:
+        k = bisect.bisect_left(starts, head.end())
+        if k < len(feet) and feet[k][0] - head.end() <= _PEM_GAP:
+            end = feet[k][1]
+        elif (body := _PEM_BODY.match(text, head.end())) is not None:
+            end = body.end()
+        else:
+            pos = head.start() + 1
+            continue
+        yield head.start(), end
+        pos = end
 
 
 def _jwt_spans(text: str) -> Iterator[tuple[int, int]]:
@@ -138,19 +160,21 @@ def _aws_secret_spans(text: str) -> Iterator[tuple[int, int]]:
             start = lowered.find(word, start + 1)
     if not anchors:
         return
+    anchors.sort()  # the nearest anchor by bisection: O(log anchors) per candidate
     for m in _AWS_SECRET.finditer(text):
         value = m.group(0)
         if not (_mixed(value) and any(c.isdigit() for c in value)):
             continue
         if _entropy(value) < 4.0:
             continue
-        if any(abs(m.start() - a) <= _AWS_NEAR for a in anchors):
+        k = bisect.bisect_left(anchors, m.start() - _AWS_NEAR)
+        if k < len(anchors) and anchors[k] <= m.start() + _AWS_NEAR:
             yield m.span()
 
 
 def _kinds() -> tuple[_Kind, ...]:
     return (
-        _Kind("private_key", ("PRIVATE KEY",), _spans(_PEM)),
+        _Kind("private_key", ("PRIVATE KEY",), _pem_spans),
         _Kind("gcp_service_account_key", ('"private_key"',), _spans(_GCP_SA, 1)),
         _Kind("anthropic_api_key", ("sk-ant-",), _spans(_ANTHROPIC)),
         _Kind("openai_api_key", ("sk-",), _spans(_OPENAI)),
