@@ -12,7 +12,9 @@ With ``--guardrails`` every chat request (direct and through the gateway) carrie
     bench/results/guard-rules.json bench/results/guard-classifier.json
 ```
 
-``rules`` gives the bench plan ``guardrails: {prompt_injection: {mode: block}}`` (layer 1);
+``rules`` gives the bench plan every built-in check (no extra): ``prompt_injection: {mode:
+block}`` (layer 1), ``secrets: {mode: block}``, ``pii: {mode: redact, restore: true, engine:
+builtin}`` and ``abuse: {stuffing: block}``;
 ``classifier`` adds ``classifier: on`` (layer 2, ``farebox[guard-model]``) with
 ``--guard-timeout-ms`` (the plan's ``timeout_ms``, 200) and ``on_timeout: flag``, so that a
 request the classifier cannot answer in time is forwarded (and flagged), not refused, and
@@ -46,7 +48,11 @@ def plan_lines(mode: str | None, timeout_ms: int = 200) -> str:
         injection += f", classifier: on, timeout_ms: {timeout_ms}, on_timeout: flag"
         # the bench sends one message again and again: no score cache, every request scored
         top = "guard_model: {cache: 0}\n"
-    return f"    guardrails: {{prompt_injection: {{{injection}}}}}\n" + top
+    # every built-in check on (no extra): layer 1, secrets, the built-in PII recognisers
+    # (redact, restore) and prompt stuffing
+    rest = ("secrets: {mode: block}, pii: {mode: redact, restore: true, engine: builtin}, "
+            "abuse: {stuffing: block}")  # fmt: skip
+    return f"    guardrails: {{prompt_injection: {{{injection}}}, {rest}}}\n" + top
 
 
 def chat_body(base: dict[str, Any], mode: str | None) -> dict[str, Any]:

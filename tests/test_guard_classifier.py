@@ -456,6 +456,9 @@ def test_the_bench_plan_turns_the_guardrail_on(tmp_path: Path, mode: str) -> Non
     injection = cfg.file.plans["bench"].guardrails.prompt_injection
     assert injection.mode == "block"
     assert injection.classifier is (mode == "classifier")
+    guard = cfg.file.plans["bench"].guardrails  # every built-in check on, as the bench says
+    assert (guard.secrets.mode, guard.pii.mode, guard.pii.engine) == ("block", "redact", "builtin")
+    assert guard.abuse.stuffing == "block"
     assert injection.timeout_ms == (150 if mode == "classifier" else 200)
     assert cfg.file.guard_model.cache == (0 if mode == "classifier" else 4096)
     assert len(MESSAGE) == 200
