@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from fakes import openai_upstream as oa
 from farebox.config.guardrails import GuardrailsConfig, guardrail_policy
 from farebox.core.guardrails import AbusePolicy, GuardrailPolicy, Hit, PiiPolicy
 from farebox.errors import GuardrailBlocked, GuardrailScanLimit, GuardrailTimeout
@@ -21,6 +22,8 @@ from farebox.gateway import guard_scan
 from farebox.gateway.guardrails import GuardrailStage
 from farebox.providers.translate_responses import responses_request_to_chat
 from tests.guard_world import AWS_KEY, EMAIL, INJECTION, MODEL, EchoMock, config, plan
+from tests.test_traces import config as trace_config
+from tests.test_traces import request_span, traced, ups  # noqa: F401 (fixtures)
 
 PAD = ("lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 400)[:19_600]
 GUARDED = {
@@ -312,3 +315,22 @@ def test_the_new_errors_are_guardrail_blocks() -> None:
     assert issubclass(GuardrailScanLimit, GuardrailBlocked) and GuardrailScanLimit.status == 400
     assert GuardrailScanLimit.code == "guardrail_scan_limit"
     assert issubclass(GuardrailTimeout, GuardrailBlocked)
+
+
+# 1.8: a recorded trace keeps the redacted prompt ---------------------------------------------
+async def test_a_trace_with_content_records_the_redacted_prompt(
+    traced: Any,  # noqa: F811 (the fixture)
+    ups: Any,  # noqa: F811
+) -> None:
+    a, b = ups
+    a.reply_chat("noted", usage=oa.usage(5, 5))
+    plans = {"open": {"models": ["*"], "observe": {"record_content": True},
+                      "guardrails": {"pii": {"mode": "redact", "engine": "builtin"}}}}  # fmt: skip
+    async with traced(trace_config(a.base_url, b.base_url, plans)) as t:
+        key = await t.gw.tenant_key("t1", plan="open")
+        body = {"model": "smart", "messages": [user(f"I am {EMAIL}")], "max_tokens": 16}
+        r = await t.gw.client.post("/v1/chat/completions", json=body, headers=auth(key))
+        assert r.status_code == 200, r.text
+        server = request_span(t.spans())
+    recorded = str((server.attributes or {})["gen_ai.input.messages"])
+    assert EMAIL not in recorded and "<EMAIL_1>" in recorded

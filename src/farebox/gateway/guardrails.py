@@ -172,6 +172,8 @@ class GuardrailStage:
         if found.block is not None:
             raise _blocked(found.block, policy)
         redactor = _redact(texts, redactions, call.body, call.responses) if redactions else None
+        if redactor is not None and getattr(call, "trace", None) is not None:
+            call.trace.input_rewritten(call.body)  # the trace keeps what the provider gets
         state.answer = self._answer(policy, redactor)
 
     # checks ------------------------------------------------------------------------------
