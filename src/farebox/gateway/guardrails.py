@@ -4,17 +4,23 @@ no check on skips it (``GuardrailPolicy.enabled``: one attribute read).
 
 For a chat request (every format arrives in OpenAI chat shape; a Responses request's own body,
 sent as it is to native deployments, is redacted the same way) it reads the texts each check
-scans (``guard_texts``: user messages, tool results, system prompts, assistant turns; text
-parts only, bounded), and runs:
+scans (``guard_texts``: user messages, tool results and tool-call arguments, system prompts,
+assistant turns; a message's text parts joined), each in full, within the plan's
+``max_scan_chars`` (``guard_scan``): a text past it is never forwarded unread by a check that
+blocks or redacts (400 ``guardrail_scan_limit``; flagged ``scan_limit`` when the checks only
+flag). It runs:
 
 - prompt injection: layer 1 rules (``guardrails.injection_rules``) always, layer 2 the local
   classifier (``ClassifierRunner``) when the plan turns it on, off the event loop with the
   plan's timeout (``on_timeout``: flag and forward, or block);
-- secrets (``guardrails.secrets``) and PII (``guardrails.pii_patterns``, or presidio in a
-  worker thread): ``redact`` replaces the values with typed placeholders in the body sent
-  upstream (one ``Redactor`` per request: the same value, the same placeholder);
-- abuse (``guardrails.abuse``): prompt stuffing, a batch burst per end user, context
-  exploitation.
+- secrets (``guardrails.secrets``) and PII (``guardrails.pii_patterns``, or presidio in the
+  stage's own bounded pool within ``pii.timeout_ms``: past it block and redact refuse, 400
+  ``guardrail_timeout``): ``redact`` replaces the values with typed placeholders in the body
+  sent upstream (one ``Redactor`` per request: the same value, the same placeholder; the
+  client's own placeholder-shaped literals are never reused), then each value found is
+  replaced wherever else it appears, in one pass per text;
+- abuse (``guardrails.abuse``): prompt stuffing, a batch burst per end user (the last user
+  message: the new turn), context exploitation.
 
 Each check's hits become ``Finding``s (never the matched text) kept on the ``Call``
 (``GuardState``), and so in its ledger entry. A ``block`` raises the check's 400
