@@ -27,6 +27,8 @@ class Options:
     stream_delay_ms: float
     keep_tmp: bool
     output: str | None
+    guardrails: str | None = None
+    guard_timeout_ms: int = 200
 
 
 def parser() -> argparse.ArgumentParser:
@@ -59,6 +61,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stream-delay-ms", type=float, default=0.0, help="mock delay between events")
     p.add_argument("--keep-tmp", action="store_true", help="keep the gateway's temp dir and log")
     p.add_argument("--output", help="JSON results path (default bench/results/latest.json)")
+    p.add_argument(
+        "--guardrails",
+        choices=("off", "rules", "classifier"),
+        help="prompt injection's guardrail in the bench plan (rules: mode block; classifier: "
+        "and classifier on), with a 200-char message in every chat request; compare runs with "
+        "python -m bench.guardrails (see bench/guardrails.py)",
+    )
+    p.add_argument(
+        "--guard-timeout-ms", type=int, default=200, help="--guardrails classifier: timeout_ms"
+    )
     return p
 
 

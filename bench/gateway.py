@@ -95,10 +95,13 @@ SERVER_LINES = {
 }
 
 
-def write_config(directory: Path, upstream_base_url: str, mode: str = "default") -> Path:
+def write_config(
+    directory: Path, upstream_base_url: str, mode: str = "default", plan_extra: str = ""
+) -> Path:
+    """The bench config; ``plan_extra``: more lines of the bench plan (``--guardrails``)."""
     db = json.dumps(f"sqlite:///{directory / 'farebox.db'}")
     server = SERVER_LINES[mode]
-    text = f"database: {db}\n{server}" + plan_body(upstream_base_url)
+    text = f"database: {db}\n{server}" + plan_body(upstream_base_url) + plan_extra
     path = directory / "farebox.yaml"
     path.write_text(text)
     return path
@@ -126,7 +129,9 @@ class Gateway:
         cpus: set[int] | None = None,
         keep_dir: bool = False,
         mode: str = "default",
+        plan_extra: str = "",
     ) -> None:
+        self._plan_extra = plan_extra
         self._upstream = upstream_base_url
         self._upstream_key = upstream_key
         self._workers = workers
@@ -148,7 +153,7 @@ class Gateway:
 
     def start(self, ready_timeout_s: float = 60.0) -> Gateway:
         self.dir = Path(tempfile.mkdtemp(prefix="farebox-bench-"))
-        config = write_config(self.dir, self._upstream, self._mode)
+        config = write_config(self.dir, self._upstream, self._mode, self._plan_extra)
         workers = ("--workers", str(self._workers)) if self._workers != 1 else ()
         self.port, self.proc = start_serve(self.dir, config, self._env(), *workers)
         pin_pid(self.proc.pid, self._cpus)

@@ -185,7 +185,8 @@ def _row(results: Results, label: str, job: str, group: str, attr: str) -> str:
 def render(results: Results, verdicts: list[Check]) -> str:
     meta = results.meta
     lines = [
-        f"Farebox bench: {meta['cpus']} CPUs, {meta['loop']}, {meta['pinning']}",
+        f"Farebox bench: {meta['cpus']} CPUs, {meta['loop']}, {meta['pinning']}"
+        + _guardrails(meta),
         f"{'':<34}{'direct':>12}{'gateway':>12}{'added':>12}",
     ]
     lines += [line for line in (_row(results, *row) for row in ROWS) if line]
@@ -194,6 +195,11 @@ def render(results: Results, verdicts: list[Check]) -> str:
     lines += ["", f"{'Budget (DESIGN.md section 7)':<38}{'measured':>22}{'budget':>16}  result"]
     lines += [f"{c.name:<38}{c.measured:>22}{c.budget:>16}  {c.status}" for c in verdicts]
     return "\n".join(lines)
+
+
+def _guardrails(meta: dict[str, Any]) -> str:
+    mode = meta.get("options", {}).get("guardrails")
+    return f", guardrails {mode} (200-char message)" if mode else ""
 
 
 def _rss_lines(results: Results) -> list[str]:

@@ -27,6 +27,7 @@ from bench.gateway import (
     farebox_available,
     probe,
 )
+from bench.guardrails import chat_body, plan_lines
 from bench.load import Endpoint, Job, JobResult, LoadWorker
 from bench.procs import CpuPlan, loop_name, plan_cpus, rss_mib
 from bench.upstream import Upstream, UpstreamOptions
@@ -145,8 +146,9 @@ def _gateway(
         log(results.gateway_error)
         return None
     gateway = Gateway(
-        upstream_url, upstream_key or "", opts.workers, plan.gateway, opts.keep_tmp, opts.mode
-    )
+        upstream_url, upstream_key or "", opts.workers, plan.gateway, opts.keep_tmp, opts.mode,
+        plan_lines(opts.guardrails, opts.guard_timeout_ms),
+    )  # fmt: skip
     stack.callback(_stop_gateway, gateway)
     return _start_gateway(gateway, results)
 
@@ -211,17 +213,18 @@ def _measure(
     if target is not None:
         results.probes = probe(target.url, target.key)
         log(f"probes: {results.probes}")
-    for name, body in (("c1", CHAT_BODY), ("stream", STREAM_BODY)):
+    chat = chat_body(CHAT_BODY, opts.guardrails)
+    for name, body in (("c1", chat), ("stream", chat_body(STREAM_BODY, opts.guardrails))):
         direct = _sequential(opts, _job(opts, name, upstream, upstream_key, body))
         results.direct[name] = _run(loader, direct, "direct")
         if target and _probe_ok(results, name):
             _measure_sequential(opts, loader, name, body, target, results)
     if target and results.probes.get("responses") == "ok":
         _measure_responses(opts, loader, target, results)
-    direct = _loaded(opts, _job(opts, "c64", upstream, upstream_key, CHAT_BODY))
+    direct = _loaded(opts, _job(opts, "c64", upstream, upstream_key, chat))
     results.direct["c64"] = _run(loader, direct, "direct")
     if target and _probe_ok(results, "c64"):
-        job = _job(opts, "c64", Endpoint.from_url(target.url), target.key, CHAT_BODY)
+        job = _job(opts, "c64", Endpoint.from_url(target.url), target.key, chat)
         _measure_load(opts, loader, job, target, results)
 
 

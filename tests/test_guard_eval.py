@@ -12,6 +12,7 @@ from bench import guard_eval as bench_guard_eval
 from click.testing import CliRunner
 
 from farebox.cli import main
+from farebox.core.guardrails import InjectionPolicy
 from farebox.errors import GuardrailUnavailable
 from farebox.guardrails import classifier, injection_eval
 from farebox.guardrails.injection_eval import datasets, load_scorer, markdown, percentile, run
@@ -167,4 +168,5 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([], 0.5) == 0.0
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
     assert percentile([float(i) for i in range(100)], 0.99) == 98.0
-    assert injection_eval.THRESHOLD == 0.5
+    # the eval scores the classifier at the plans' default threshold
+    assert injection_eval.THRESHOLD == InjectionPolicy().threshold

@@ -1,7 +1,10 @@
 """Account multiplication (issue 15): one client using keys of many free-plan tenants.
 
-A client is the request's IP, or the device the SaaS names in ``X-Farebox-Device`` (believed
-from a trusted proxy or with a service key; it takes precedence over the IP).
+A client is the request's IP, and, as a client of its own, the device the SaaS names in
+``X-Farebox-Device`` (believed from a trusted proxy or with a service key): a request is
+recorded for both, and either crossing the limit opens its incident (one per client). The
+device never replaces the IP (a client behind a proxy that passes headers on could make one
+up per request); a service key's bare IP is never a client (the SaaS's own server).
 
 - **Recording** (the request path): ``seen`` adds (client, tenant, key) to an in-memory set,
   with the time; only tenants on the configured plans count. A dictionary write.
@@ -16,7 +19,11 @@ from a trusted proxy or with a service key; it takes precedence over the IP).
   tenants and what was paused. ``pause_tenant`` pauses every tenant the client used in the
   window, ``pause_key`` every key it used (a JWT caller's synthetic key: its tenant),
   ``alert`` nothing. It is paged once, with ``dedup_key``
-  ``farebox/account_multiplication/<client>``.
+  ``farebox/account_multiplication/<client>``. Only what is not paused yet is paused (an
+  operator's pause stays as it is), and the pause reason names the incident.
+- **While the incident is open** (its claim lasts one window), later rounds pause the tenants
+  or keys the client goes on to use. Resolving it resumes what it paused, while the pause
+  reason still names it (``AnomalyWatch.resolve``).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import uuid
 from collections.abc import Callable
 
 from farebox.anomaly.paging import Pager
-from farebox.anomaly.watch import TARGETS, WatchStore
+from farebox.anomaly.watch import TARGETS, WatchStore, pause_mark
 from farebox.config.anomaly import MultiplicationConfig
 from farebox.core.anomaly import Incident
 from farebox.core.keys import JWT_KEY_PREFIX
@@ -97,7 +104,8 @@ class MultiplicationWatch:
 
     # checking -----------------------------------------------------------------------------
     async def check(self) -> list[Incident]:
-        """Flush, then open an incident for each client over the limit not yet claimed."""
+        """Flush, then open an incident for each client over the limit not yet claimed; a
+        claimed one whose incident is still open has its newly used tenants or keys paused."""
         await self.flush()
         if not self._on:
             return []
@@ -107,17 +115,37 @@ class MultiplicationWatch:
         margin = 2 * (self._flush_s + self._check_s)
         touched = None if self._last is None else max(since, self._last - margin)
         self._last = now
-        opened = []
+        opened, claimed = [], []
         for client in await self._sightings.crowded(since, self._cfg.max_tenants, touched):
             if await self._sightings.claim(client, now, since):
                 opened.append(await self._open(client, since, now))
+            else:
+                claimed.append(client)
+        if claimed:
+            await self._extend(claimed, since)
         await self._sightings.prune(since - self._cfg.window_s)  # claims: kept one window
         return opened
 
+    async def _extend(self, clients: list[str], since: float) -> None:
+        """Clients whose incident is open (claimed this window, not resolved) and who were
+        seen again: apply its action to what they used since, idempotently (what is paused
+        already stays as it is). Such a pause's reason names the incident, so resolving it
+        resumes them too (``AnomalyWatch.resolve``)."""
+        wanted = set(clients)
+        for incident in await self._store.traffic.incidents(None, open_only=True):
+            client = str(incident.detail.get("client", ""))
+            if incident.metric != KIND or client not in wanted or incident.target == "none":
+                continue
+            wanted.discard(client)
+            tenants, keys = _used(await self._sightings.sightings(client, since))
+            more_tenants, more_keys = await self._pause(incident, tenants, keys)
+            if more_tenants or more_keys:
+                log.warning("incident %s: client %s went on: paused tenants %s, keys %s",
+                            incident.id, client, more_tenants, more_keys)  # fmt: skip
+
     async def _open(self, client: str, since: float, now: float) -> Incident:
         rows = await self._sightings.sightings(client, since)
-        tenants = list(dict.fromkeys(r.tenant_id for r in reversed(rows)))  # latest first
-        keys = list(dict.fromkeys(r.key_id for r in reversed(rows)))
+        tenants, keys = _used(rows)
         target = TARGETS[self._cfg.action]
         incident_id = f"anom_{uuid.uuid4().hex[:20]}"
         last = rows[-1] if rows else Sighting(client, "", "", now)
@@ -141,7 +169,7 @@ class MultiplicationWatch:
                 "plans": sorted(self._plans),
                 "window_s": self._cfg.window_s,
                 "unit": "tenants",
-                "paused": [],  # what was: ``paused_tenants`` and ``paused_keys``
+                "paused": [],  # what THIS incident paused: ``paused_tenants``, ``paused_keys``
             },
         )
         try:
@@ -152,37 +180,50 @@ class MultiplicationWatch:
                 paused_keys=paused_keys,
             )
         finally:
-            # listed with the anomaly incidents; refused only while its tenant has another
-            # open one (the claim above already made this the one incident for the client)
-            if not await self._store.traffic.open_incident(incident, float("inf")):
-                log.warning("incident %s not listed: tenant %s has an open incident",
-                            incident.id, incident.tenant_id)  # fmt: skip
+            await self._list(incident, tenants)
             log.warning("%s", summary(incident))
             self._pager.triggered(incident)  # paged once, even when a pause failed
         return incident
 
+    async def _list(self, incident: Incident, tenants: list[str]) -> None:
+        """Record the incident with the anomaly incidents, under the tenant used last, or,
+        while that one has another open incident, the next one that has none."""
+        first = incident.tenant_id
+        for tenant in dict.fromkeys([first, *tenants]):
+            incident.tenant_id = tenant
+            if await self._store.traffic.open_incident(incident, float("inf")):
+                return
+        incident.tenant_id = first
+        log.warning("incident %s not listed: every tenant of client %s has an open incident; "
+                    "its pauses name it", incident.id, incident.detail["client"])  # fmt: skip
+
     async def _pause(
         self, incident: Incident, tenants: list[str], keys: list[str]
     ) -> tuple[list[str], list[str]]:
-        """Pause what the incident targets; return the tenants and the keys paused."""
+        """Pause what the incident targets and is not paused yet (an operator's pause, or
+        another incident's, is left as it is); return the tenants and the keys it paused."""
         reason = (
-            f"automatic pause on account multiplication (incident {incident.id}): one client "
+            f"automatic pause on account multiplication {pause_mark(incident.id)}: one client "
             f"used keys of {incident.observed} tenants"
         )
-        paused = {"paused": True, "pause_reason": reason}
         if incident.target == "none":
             return [], []
         if incident.target == "tenant":
-            return [t for t in tenants if await self._update("tenant", t, paused)], []
+            return [t for t in tenants if await self._pause_one("tenant", t, reason)], []
         # a JWT caller's key is not stored: its tenant is paused instead
         jwt = [k[len(JWT_KEY_PREFIX) :] for k in keys if k.startswith(JWT_KEY_PREFIX)]
         stored = [k for k in keys if not k.startswith(JWT_KEY_PREFIX)]
         return (
-            [t for t in jwt if await self._update("tenant", t, paused)],
-            [k for k in stored if await self._update("key", k, paused)],
+            [t for t in jwt if await self._pause_one("tenant", t, reason)],
+            [k for k in stored if await self._pause_one("key", k, reason)],
         )
 
-    async def _update(self, what: str, ident: str, changes: dict[str, object]) -> bool:
+    async def _pause_one(self, what: str, ident: str, reason: str) -> bool:
+        """Pause one tenant or key unless it is paused already (or gone): True if paused."""
+        found = await (self._store.get_tenant if what == "tenant" else self._store.get_key)(ident)
+        if found is None or found.paused:
+            return False
+        changes: dict[str, object] = {"paused": True, "pause_reason": reason}
         try:
             if what == "tenant":
                 await self._store.update_tenant(ident, changes)
@@ -219,3 +260,10 @@ class MultiplicationWatch:
             self._task = None
         with contextlib.suppress(Exception):
             await self.flush()
+
+
+def _used(rows: list[Sighting]) -> tuple[list[str], list[str]]:
+    """The tenants and the keys of a client's sightings, the latest used first."""
+    tenants = list(dict.fromkeys(r.tenant_id for r in reversed(rows)))
+    keys = list(dict.fromkeys(r.key_id for r in reversed(rows)))
+    return tenants, keys

@@ -48,9 +48,17 @@ from farebox.core.records import LedgerEntry, Tenant
 from farebox.errors import NotFound
 from farebox.notify.formats import summary
 from farebox.stores.base import AccountStore, HasTraffic
+from farebox.stores.multiplication import sighting_store
 
 log = logging.getLogger("farebox.anomaly")  # the name operators filter on
 MINUTES_KEPT = 2 * HOUR
+
+
+def pause_mark(incident_id: str) -> str:
+    """How a pause's reason names the incident that made it (resolving resumes only those)."""
+    return f"(incident {incident_id})"
+
+
 TARGETS: dict[str, Literal["tenant", "key", "none"]] = {
     "pause_tenant": "tenant", "pause_key": "key", "alert": "none",
 }  # fmt: skip
@@ -351,15 +359,34 @@ class AnomalyWatch:
         return await self._resolve([incident.id])
 
     async def _resume_listed(self, incident: Incident) -> None:
-        """Resume the tenants and keys an incident lists as paused (``anomaly.
-        multiplication``); one deleted since is skipped."""
+        """Resume what an account-multiplication incident paused (``anomaly.
+        multiplication``): the tenants and keys it lists, and those it paused later (the
+        client's since the window before it opened), each only while its pause is still this
+        incident's (an operator's later pause, or another incident's, stays)."""
+        tenants = [str(t) for t in incident.detail.get("paused_tenants") or []]
+        keys = [str(k) for k in incident.detail.get("paused_keys") or []]
+        sightings = sighting_store(self._store)
+        client = str(incident.detail.get("client", ""))
+        if sightings is not None and client:
+            window = float(incident.detail.get("window_s") or 0)
+            for row in await sightings.sightings(client, incident.opened_at - window):
+                tenants.append(row.tenant_id)
+                if row.key_id.startswith(JWT_KEY_PREFIX):  # paused as its tenant
+                    tenants.append(row.key_id[len(JWT_KEY_PREFIX) :])
+                else:
+                    keys.append(row.key_id)
+        mark = pause_mark(incident.id)
         resume = {"paused": False, "pause_reason": None}
-        for ident in incident.detail.get("paused_tenants") or []:
-            with contextlib.suppress(NotFound):
-                await self._store.update_tenant(str(ident), resume)
-        for ident in incident.detail.get("paused_keys") or []:
-            with contextlib.suppress(NotFound):
-                await self._store.update_key(str(ident), resume)
+        for tenant_id in dict.fromkeys(tenants):
+            t = await self._store.get_tenant(tenant_id)
+            if t is not None and t.paused and mark in (t.pause_reason or ""):
+                with contextlib.suppress(NotFound):
+                    await self._store.update_tenant(tenant_id, resume)
+        for key_id in dict.fromkeys(keys):
+            k = await self._store.get_key(key_id)
+            if k is not None and k.paused and mark in (k.pause_reason or ""):
+                with contextlib.suppress(NotFound):
+                    await self._store.update_key(key_id, resume)
 
     async def _resolve(self, ids: list[str]) -> list[Incident]:
         if not ids:

@@ -234,7 +234,9 @@ MAX_DEVICE_CHARS = 256  # a longer X-Farebox-Device is kept as its SHA-256
 def request_device(proxies: TrustedProxies, scope: Mapping[str, Any]) -> str | None:
     """``X-Farebox-Device``, the SaaS's fingerprint of the client's device, when the socket
     peer is a trusted proxy (the SaaS's edge sets it; from anyone else a client could write
-    any value and escape its IP's limits). The last line counts (the nearest proxy's)."""
+    any value). The last line counts (the nearest proxy's). It adds a client for account
+    multiplication and never replaces the IP for a rate limit: a proxy that passes client
+    headers on lets the client write it."""
     if not proxies:
         return None
     client = scope.get("client")

@@ -22,6 +22,7 @@ from farebox.config.auth import AuthConfig, HeaderName
 from farebox.config.base import Decimal, EnvReference, HttpURL, Strict
 from farebox.config.billing_webhooks import BillingWebhooks, hook_secrets
 from farebox.config.cache import CacheSettings, PlanCache
+from farebox.config.guardrail_model import GuardModelSettings
 from farebox.config.guardrails import GuardrailsConfig
 from farebox.config.integrations import (
     KEK_ENV,
@@ -100,8 +101,7 @@ class Deployment(Strict):
     model: str
     weight: int = Field(1, ge=0)
     price: PriceOverride | None = None
-    # the model's context window in tokens (issue 15: context exploitation); None: unknown
-    context_window: int | None = Field(None, ge=1)
+    context_window: int | None = Field(None, ge=1)  # tokens (issue 15: context exploitation)
 
 
 class BudgetConfig(Strict):
@@ -187,9 +187,8 @@ class RateLimitConfig(Strict):
     concurrent: int | None = Field(None, ge=0)
     model: str | None = Field(None, min_length=1, max_length=200)  # a glob on the model asked for
     window_s: int = Field(60, ge=1, le=3600)  # the per-minute counts' window (a test's: short)
-    # scope ip only (issue 15): one client IP counted as one client across every tenant's keys
-    # (the admin API refuses it on another scope; a plan's is ignored there)
-    across_tenants: bool = False
+    # a plan's scope ip limits only (issue 15): one client IP counted once across every tenant
+    across_tenants: bool = False  # (refused in tenant, workspace and key overrides)
 
 
 class ToolPolicyConfig(Strict):
@@ -305,6 +304,7 @@ class FileConfig(Strict):
     reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
     audit: AuditSettings = Field(default_factory=AuditSettings)  # issue 14: the audit trail
     auth: AuthConfig = Field(default_factory=AuthConfig)  # JWT and subdomain tenants
+    guard_model: GuardModelSettings = Field(default_factory=GuardModelSettings)  # issue 15
 
 
 class Settings(BaseModel):

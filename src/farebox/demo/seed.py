@@ -21,6 +21,13 @@ DEMO_PLANS: dict[str, Any] = {
         "rate_limits": [{"scope": "ip", "requests_per_minute": 10}],
         "downgrade": {"gpt-4o": "gpt-4o-mini"},
         "pricing": {"markup": "1.5"},
+        # issue 15: the built-in guardrails (no extra): injections and secrets refused, e-mail
+        # addresses, phone and card numbers replaced by placeholders upstream, restored after
+        "guardrails": {
+            "prompt_injection": {"mode": "block", "scan": ["user", "tool"]},
+            "secrets": {"mode": "block"},
+            "pii": {"mode": "redact", "restore": True, "engine": "builtin"},
+        },
     },
     "pro": {
         "models": ["gpt-4o*", "gpt-4.1*", "claude-*", "o4-mini", "text-embedding-*", "smart"],

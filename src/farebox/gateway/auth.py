@@ -77,16 +77,14 @@ class Principal:
     device: str | None = None
 
     @property
-    def client_id(self) -> str | None:
-        """The client for scope ip limits and account multiplication: the device when the
-        SaaS names one (``device:<fingerprint>``), else the client IP."""
-        return f"device:{self.device}" if self.device else self.client_ip
-
-    @property
-    def counted_client(self) -> str | None:
-        """The client as account multiplication counts it: ``client_id``, but never a
-        service key's bare IP (the SaaS's own server, acting for many tenants)."""
-        return None if self.key.kind == "service" and not self.device else self.client_id
+    def counted_clients(self) -> tuple[str, ...]:
+        """The clients account multiplication records for this request: the client IP
+        (never a service key's bare IP: the SaaS's own server, acting for many tenants) AND
+        the device when one is believed (``device:<fingerprint>``). The device never
+        replaces the IP, so a made-up device per request cannot hide the IP."""
+        ip = self.client_ip if self.key.kind != "service" else None
+        device = f"device:{self.device}" if self.device else None
+        return tuple(c for c in (ip, device) if c)
 
     @property
     def from_jwt(self) -> bool:

@@ -7,7 +7,12 @@ OpenAI chat chunk's ``choices[].delta.content`` (which the Anthropic and Respons
 then turn into ``content_block_delta`` and ``response.output_text.delta``), or a native
 Responses stream's ``response.output_text.delta``. Text held back (a placeholder or a value
 cut between two deltas) goes out with the choice's finishing chunk, or in a chunk of its own
-before the usage.
+before the usage; its findings are in ``findings`` before it goes out (the ledger entry is
+written first).
+
+Order: restore, then the output scan (``placeholders.OutputRedactor`` / ``redact_output``),
+so the answer's own PII never becomes a placeholder that restore would turn into one of the
+caller's values.
 """
 
 from __future__ import annotations
@@ -16,99 +21,121 @@ from collections.abc import Callable
 from typing import Any
 
 from farebox.core.guardrails import Finding, Hit
-from farebox.guardrails.placeholders import Redactor, StreamRestorer
+from farebox.guardrails.placeholders import OutputRedactor, Redactor, StreamRestorer, redact_output
 
 Scan = Callable[[str], list[Hit]]  # the answer's PII recogniser (blocking, fast)
 HOLD = 64  # characters an output scan holds back, so a value cut between deltas is seen whole
 MAX_DEPTH = 8  # how deep a native Responses event is walked for its texts
 
 
-class OutputScan:
-    """Scans an answer's text as it streams (a minimal ``OutputRedactor``: the stage's own):
-    ``feed`` returns what can go now, holding back the last ``HOLD`` characters, or from the
-    start of a value that runs into them; ``flush`` the rest. ``redact``: hits become
-    placeholders (``<EMAIL_1>``, of a redactor of its own, never mapped back)."""
+class _Choice:
+    """One stream choice: its placeholders restored first, then its own PII scanned
+    (``placeholders.OutputRedactor``: it holds back a tail cut at whitespace, never inside
+    a value). ``reported`` counts the scanner's hits already turned into findings."""
 
-    def __init__(self, scan: Scan, redact: bool, found: Callable[[Hit], None]) -> None:
-        self._scan = scan
-        self._redact = redact
-        self._found = found
-        self._held = ""
-        self._redactor = Redactor()
+    __slots__ = ("restore", "scan", "reported")
 
-    def feed(self, delta: str) -> str:
-        text = self._held + delta
-        if len(text) <= HOLD:
-            self._held = text
-            return ""
-        hits = self._scan(text)
-        cut = len(text) - HOLD
-        for hit in hits:
-            if hit.start < cut < hit.end:
-                cut = min(cut, hit.start)
-        self._held = text[cut:]
-        return self._out(text[:cut], [h for h in hits if h.end <= cut])
-
-    def flush(self) -> str:
-        text, self._held = self._held, ""
-        return self._out(text, self._scan(text)) if text else ""
-
-    def whole(self, text: str) -> str:
-        return self._out(text, self._scan(text))
-
-    def _out(self, text: str, hits: list[Hit]) -> str:
-        for hit in hits:
-            self._found(hit)
-        return self._redactor.redact(text, hits) if self._redact and hits else text
+    def __init__(self, restore: StreamRestorer | None, scan: OutputRedactor | None) -> None:
+        self.restore = restore
+        self.scan = scan
+        self.reported = 0
 
 
 class AnswerGuard:
     """One request's answer: ``text`` for a whole text, ``delta``/``flush`` per stream
-    choice; ``findings`` what the answer's scan found (``where`` ``output``)."""
+    choice; ``findings`` what the answer's scan found (``where`` ``output``).
 
-    def __init__(self, restorer: Redactor | None, scan: Scan | None, redact: bool) -> None:
+    The caller's placeholders are restored first (``restorer``: PII only, never a secret),
+    then the answer's own PII is scanned, and with ``redact`` replaced by placeholders that
+    number past the request's (``numbering``: the input's redactor) and are never restored.
+    A value that is one of the caller's own restored values is not the answer's PII: it is
+    neither redacted nor reported. With ``redact`` off (flag) the text is not held back."""
+
+    def __init__(
+        self,
+        restorer: Redactor | None,
+        scan: Scan | None,
+        redact: bool,
+        numbering: Redactor | None = None,
+    ) -> None:
         self._restorer = restorer
-        self._scan = scan
+        self._scan = self._without_own(scan, restorer) if scan is not None else None
         self._redact = redact
-        self._streams: dict[int, tuple[OutputScan | None, StreamRestorer | None]] = {}
+        first = numbering if numbering is not None else restorer
+        self._redactor = first.following() if first is not None else Redactor()
+        self._streams: dict[int, _Choice] = {}
         self._seen: dict[str, Finding] = {}
         self.action = "redacted" if redact else "flagged"
 
+    @staticmethod
+    def _without_own(scan: Scan, restorer: Redactor | None) -> Scan:
+        own = frozenset(restorer.values.values()) if restorer is not None else frozenset()
+        if not own:
+            return scan
+
+        def answers_own(text: str) -> list[Hit]:
+            return [h for h in scan(text) if text[h.start : h.end] not in own]
+
+        return answers_own
+
     @property
     def findings(self) -> list[Finding]:
-        return list(self._seen.values())
+        """What the answer's scan found, with what a stream still holds back (so that an
+        entry written before the held text goes out has its findings)."""
+        seen = dict(self._seen)
+        for choice in self._streams.values():
+            for hit in choice.scan.pending() if choice.scan is not None else ():
+                self._merge(seen, hit)
+        return list(seen.values())
 
-    def _found(self, hit: Hit) -> None:
-        known = self._seen.get(hit.category)
+    def _merge(self, seen: dict[str, Finding], hit: Hit) -> None:
+        known = seen.get(hit.category)
         if known is None or known.score < hit.score:
-            self._seen[hit.category] = Finding(hit.detector, hit.category, self.action,  # type: ignore[arg-type]
-                                               hit.score, "output")  # fmt: skip
+            seen[hit.category] = Finding(hit.detector, hit.category, self.action,  # type: ignore[arg-type]
+                                         hit.score, "output")  # fmt: skip
 
     def text(self, text: str) -> str:
-        if self._scan is not None:
-            text = OutputScan(self._scan, self._redact, self._found).whole(text)
-        return self._restorer.restore(text) if self._restorer is not None else text
+        if self._restorer is not None:
+            text = self._restorer.restore(text)
+        if self._scan is None:
+            return text
+        redacted, hits = redact_output(text, self._scan, self._redactor)
+        for hit in hits:
+            self._merge(self._seen, hit)
+        return redacted if self._redact else text
 
-    def _stream(self, index: int) -> tuple[OutputScan | None, StreamRestorer | None]:
-        pair = self._streams.get(index)
-        if pair is None:
-            scan = OutputScan(self._scan, self._redact, self._found) if self._scan else None
+    def _stream(self, index: int) -> _Choice:
+        choice = self._streams.get(index)
+        if choice is None:
             restore = self._restorer.streaming() if self._restorer is not None else None
-            pair = self._streams[index] = (scan, restore)
-        return pair
+            scan = OutputRedactor(self._scan, self._redactor, hold=HOLD) if self._scan else None
+            choice = self._streams[index] = _Choice(restore, scan)
+        return choice
+
+    def _scanned(self, choice: _Choice, text: str, last: bool) -> str:
+        """``text`` (restored) through the choice's output scan: what can go now."""
+        if choice.scan is None:
+            return text
+        out = choice.scan.feed(text)
+        if last:
+            out += choice.scan.flush()
+        for hit in choice.scan.hits[choice.reported :]:
+            self._merge(self._seen, hit)
+        choice.reported = len(choice.scan.hits)
+        return out if self._redact else text
 
     def delta(self, index: int, text: str) -> str:
-        scan, restore = self._stream(index)
-        if scan is not None:
-            text = scan.feed(text)
-        return restore.feed(text) if restore is not None else text
+        choice = self._stream(index)
+        if choice.restore is not None:
+            text = choice.restore.feed(text)
+        return self._scanned(choice, text, False)
 
     def flush(self, index: int) -> str:
-        scan, restore = self._streams.pop(index, (None, None))
-        text = scan.flush() if scan is not None else ""
-        if restore is not None:
-            text = restore.feed(text) + restore.flush()
-        return text
+        choice = self._streams.pop(index, None)
+        if choice is None:
+            return ""
+        text = choice.restore.flush() if choice.restore is not None else ""
+        return self._scanned(choice, text, True)
 
     def held(self) -> list[int]:
         """The stream choices that may still hold text."""

@@ -289,7 +289,10 @@ class GuardrailStage:
                 found.add(hit, ab.batch, "user")
 
     def _answer(self, policy: GuardrailPolicy, redactor: Redactor | None) -> AnswerGuard | None:
-        restore = redactor if policy.pii.restore and redactor and redactor.values else None
+        """What rewrites the answer: restore maps back PII only (never a secret), and the
+        answer's own redactions number past the request's."""
+        pii = redactor.pii_only() if redactor is not None and policy.pii.restore else None
+        restore = pii if pii is not None and pii.values else None
         out = policy.output
         if restore is None and out.pii == "off":
             return None
@@ -298,7 +301,8 @@ class GuardrailStage:
         def scan(text: str) -> list[Hit]:
             return pii_patterns.scan(text, entities)
 
-        return AnswerGuard(restore, scan if out.pii != "off" else None, out.pii == "redact")
+        return AnswerGuard(restore, scan if out.pii != "off" else None, out.pii == "redact",
+                           numbering=redactor)  # fmt: skip
 
 
 def _parts(policy: GuardrailPolicy) -> frozenset[str]:

@@ -79,9 +79,13 @@ def validate_limits(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             cfg = RateLimitConfig.model_validate(item)
         except ValueError as exc:
             raise InvalidRequest(f"rate_limits[{i}]: {exc}", param=f"rate_limits[{i}]") from None
-        if cfg.across_tenants and cfg.scope != "ip":
-            raise InvalidRequest(f"rate_limits[{i}]: across_tenants applies to scope ip only",
-                                 param=f"rate_limits[{i}]")  # fmt: skip
+        if cfg.across_tenants:  # its counter is the plan's: one override would move it for all
+            raise InvalidRequest(
+                f"rate_limits[{i}].across_tenants: only a plan's rate limits (the config's "
+                "plans.<name>.rate_limits) may count a client across tenants; a tenant, "
+                "workspace or key override may not",
+                param=f"rate_limits[{i}].across_tenants",
+            )
         out.append(cfg.model_dump(exclude_none=True))
     return out
 
@@ -104,9 +108,18 @@ def across_owner(client: str) -> str:
     return f"~ip.{zlib.crc32(client.encode('utf-8', 'surrogatepass')) % IP_SHARDS}"
 
 
-def _owner(spec: LimitSpec, tenant: str, ip: str | None, shared_key: bool) -> str:
+def _across_client(ip: str | None, device: str | None, shared_key: bool) -> str | None:
+    """Who an ``across_tenants`` limit counts: the client IP; for a service key (its bare IP
+    is the SaaS's own server) the device it names, else no one. A device never replaces a
+    client IP: a client behind a proxy that passes headers on could make one up per request."""
+    if shared_key:
+        return f"device:{device}" if device else None
+    return ip
+
+
+def _owner(spec: LimitSpec, tenant: str, client: str | None, shared_key: bool) -> str:
     if spec.across_tenants:
-        return across_owner(ip or "")
+        return across_owner(client or "")
     return "" if shared_key and spec.scope == "key" else tenant
 
 
@@ -143,23 +156,25 @@ def holds(
     shared_key: bool = False,
     workspace: str | None = None,
     plan: str = "",
+    device: str | None = None,
 ) -> list[Hold]:
     """The counters one request takes. A scope with no subject (no end user, no client IP)
     is not limited. Each hold names the tenant whose counter it is (none for a
     ``shared_key``'s own limits: a service key acts for many tenants). A scope ip limit
     ``across_tenants`` counts the client once for every tenant on ``plan``: its counter
-    names the plan and the client, not the tenant (a service key counts only with a device:
-    its bare IP is the SaaS's own server)."""
+    names the plan and the client, not the tenant. Scope ip limits count the client IP; a
+    service key's bare IP (the SaaS's own server) is no client for ``across_tenants``, which
+    then counts the ``device`` it names, if any."""
     out: list[Hold] = []
+    across = _across_client(ip, device, shared_key)
     for spec in specs:
-        if spec.across_tenants:  # a service key's bare IP is the SaaS's server: not counted
-            counted = ip if ip and (not shared_key or ip.startswith("device:")) else None
-            subject = f"ip:*:{plan}:{counted}" if counted else None
+        if spec.across_tenants:
+            subject = f"ip:*:{plan}:{across}" if across else None
         else:
             subject = _subject(spec.scope, tenant, key, user, ip, workspace)
         if subject is None or not spec.applies_to(model):
             continue
-        owner = _owner(spec, tenant, ip, shared_key)
+        owner = _owner(spec, tenant, across, shared_key)
         if spec.requests is not None:
             out.append(_window_hold(spec, subject, "requests", spec.requests, now, owner))
         if spec.tokens is not None:
@@ -198,9 +213,10 @@ class RateLimits:
         """``holds`` for one request of ``who`` to ``model``, in admission's ``scope``."""
         return self.holds(scope.plan, who.tenant.rate_limits, who.key.rate_limits,
                           tenant=scope.tenant, key=scope.key, user=scope.user,
-                          ip=who.client_id, model=model, now=now,
+                          ip=who.client_ip, model=model, now=now,
                           shared_key=scope.shared_key, workspace=scope.workspace,
-                          workspace_limits=scope.workspace_limits)  # fmt: skip
+                          workspace_limits=scope.workspace_limits,
+                          device=who.device)  # fmt: skip
 
     def holds(
         self,
@@ -217,11 +233,13 @@ class RateLimits:
         shared_key: bool = False,
         workspace: str | None = None,
         workspace_limits: Sequence[Mapping[str, Any]] = (),
+        device: str | None = None,
     ) -> list[Hold]:
         """The counters one request takes. Without overrides they depend only on who asks
         and on the current buckets, so they are cached until the first bucket ends."""
         cacheable = not tenant_limits and not key_limits and not workspace_limits
-        slot = (plan, tenant, key, user, ip, model, shared_key, workspace)
+        device = device if shared_key else None  # counted for a service key only
+        slot = (plan, tenant, key, user, ip, model, shared_key, workspace, device)
         if cacheable:
             found = self._cache.get(slot)
             if found is not None and now < found[0]:
@@ -230,7 +248,8 @@ class RateLimits:
         if not specs:
             return []
         result = holds(specs, tenant=tenant, key=key, user=user, ip=ip, model=model, now=now,
-                       shared_key=shared_key, workspace=workspace, plan=plan)  # fmt: skip
+                       shared_key=shared_key, workspace=workspace, plan=plan,
+                       device=device)  # fmt: skip
         if cacheable:
             if len(self._cache) >= CACHE_SIZE:
                 self._cache.clear()
@@ -249,7 +268,10 @@ class RateLimits:
         if not tenant_limits and not key_limits and not workspace_limits:
             return base
         layers = (tenant_limits, workspace_limits, key_limits)
-        return merge(base, *([to_spec(c) for c in layer] for layer in layers))
+        # an override never counts across tenants (refused by the admin API since; one stored
+        # before is ignored): that counter is the plan's, shared by every tenant on it
+        return merge(base, *([s for s in map(to_spec, layer) if not s.across_tenants]
+                             for layer in layers))  # fmt: skip
 
 
 # what the client is told ------------------------------------------------------------------

@@ -9,6 +9,12 @@ holds back a bounded tail), ``redact_output`` does it for a whole answer.
 A placeholder that the client itself wrote (a literal ``<EMAIL_1>`` in its text) is never
 reused: ``reserve`` (called by ``redact`` on its text, and by the stage on all of a request's
 texts first) numbers past it, so restoring never turns the client's literal into a value.
+
+Secrets are never restored: ``pii_only`` is what an answer's restore uses, and it maps back
+only PII placeholders (a ``<SECRET_1>`` the model writes stays a placeholder, so an injected
+instruction cannot make the answer carry a secret, in a link for example). ``following``
+numbers an answer's own redactions past the request's, so an output placeholder never names
+an input value.
 """
 
 from __future__ import annotations
@@ -100,6 +106,23 @@ class Redactor:
 
     def streaming(self) -> StreamRestorer:
         return StreamRestorer(self)
+
+    def pii_only(self) -> Redactor:
+        """A copy that knows only the PII placeholders (what an answer's restore uses: a
+        secret's placeholder is never mapped back)."""
+        out = Redactor()
+        secret = f"<{SECRET_PREFIX}_"
+        out.values = {p: v for p, v in self.values.items() if not p.startswith(secret)}
+        out._by_value = {k: p for k, p in self._by_value.items() if p in out.values}
+        out._counts = dict(self._counts)
+        return out
+
+    def following(self) -> Redactor:
+        """A new redactor (no values) numbering past this one's placeholders and reserved
+        literals: an answer's own redactions, which are never restored."""
+        out = Redactor()
+        out._counts = dict(self._counts)
+        return out
 
 
 class StreamRestorer:
@@ -200,6 +223,10 @@ class OutputRedactor:
         if not self._buf:
             return ""
         return self._emit(len(self._buf), self._hits())
+
+    def pending(self) -> list[Hit]:
+        """The hits in the text still held back (not yet sent, nothing changed)."""
+        return self._hits() if self._buf else []
 
     @property
     def categories(self) -> list[str]:
