@@ -202,7 +202,7 @@ async def test_a_value_split_across_parts_is_redacted_in_every_piece(make_gatewa
         sent = mock.bodies[-1]["messages"][0]["content"]
         assert [p["text"] for p in sent] == ["mail <EMAIL_1>", "", " and <SECRET_1>", "!"]
         answer = r.json()["choices"][0]["message"]["content"]  # the echo joins parts with " "
-        assert answer == f"You said: mail {EMAIL}   and {AWS_KEY} !"
+        assert answer == f"You said: mail {EMAIL}   and <SECRET_1> !"  # secrets: not restored
 
 
 # 1.6: the client's own placeholder-shaped literals ------------------------------------------
