@@ -334,3 +334,16 @@ async def test_a_trace_with_content_records_the_redacted_prompt(
         server = request_span(t.spans())
     recorded = str((server.attributes or {})["gen_ai.input.messages"])
     assert EMAIL not in recorded and "<EMAIL_1>" in recorded
+
+
+async def test_a_blocked_request_leaves_no_prompt_in_its_trace(traced: Any, ups: Any) -> None:  # noqa: F811
+    a, b = ups
+    plans = {"open": {"models": ["*"], "observe": {"record_content": True},
+                      "guardrails": {"pii": {"mode": "block", "engine": "builtin"}}}}  # fmt: skip
+    async with traced(trace_config(a.base_url, b.base_url, plans)) as t:
+        key = await t.gw.tenant_key("t1", plan="open")
+        body = {"model": "smart", "messages": [user(f"I am {EMAIL}")], "max_tokens": 16}
+        r = await t.gw.client.post("/v1/chat/completions", json=body, headers=auth(key))
+        assert r.status_code == 400, r.text
+        server = request_span(t.spans())
+    assert str((server.attributes or {})["gen_ai.input.messages"]) == "[]"

@@ -175,11 +175,14 @@ class GuardrailStage:
             redactions |= await self._pii(policy, texts, found)
             self._abuse(policy, call, texts, (input_tokens, targets), found)
         call.guard = state = GuardState(list(found.by_key.values()))
+        trace = getattr(call, "trace", None)
         if found.block is not None:
+            if trace is not None:  # a refused prompt may hold the values: none in the trace
+                trace.input_rewritten({"messages": []})
             raise _blocked(found.block, policy)
         redactor = _redact(texts, redactions, call.body, call.responses) if redactions else None
-        if redactor is not None and getattr(call, "trace", None) is not None:
-            call.trace.input_rewritten(call.body)  # the trace keeps what the provider gets
+        if redactor is not None and trace is not None:
+            trace.input_rewritten(call.body)  # the trace keeps what the provider gets
         state.answer = self._answer(policy, redactor)
 
     # checks ------------------------------------------------------------------------------
