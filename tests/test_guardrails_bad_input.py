@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from farebox.app import create_app
 from farebox.config.settings import parse_settings
 from farebox.errors import GuardrailUnavailable
-from farebox.gateway.guard_texts import MAX_TEXT_CHARS, MAX_TOTAL_CHARS, chat_slots
+from farebox.gateway.guard_texts import chat_slots
 from tests.guard_world import AWS_KEY, EMAIL, INJECTION, MODEL, EchoMock, plan
 
 TRACE_MARKERS = ("Traceback", 'File "', "farebox/", '.py"')
@@ -28,7 +28,8 @@ GUARDS = {"prompt_injection": {"mode": "block", "scan": ["user", "tool", "system
           "secrets": {"mode": "redact"}, "output": {"pii": "redact"},
           "abuse": {"stuffing": "flag", "batch": "flag", "context": "flag"}}  # fmt: skip
 PLANS = {"guarded": plan(GUARDS, budgets=[{"period": "day", "limit_usd": "100"}])}
-CODES = {"prompt_injection_detected", "pii_detected", "secret_detected", "abuse_detected"}
+CODES = {"prompt_injection_detected", "pii_detected", "secret_detected", "abuse_detected",
+         "guardrail_scan_limit"}  # fmt: skip
 TENANTS = itertools.count()
 
 WORDS = st.sampled_from(
@@ -63,11 +64,6 @@ BODY = st.builds(
     st.builds(lambda c: {"role": "user", "content": c}, CONTENT),
     st.booleans(),
 )
-
-
-def within_bounds(body: dict[str, Any]) -> bool:
-    texts = [s.text for s in chat_slots(body, frozenset({"user", "tool", "system"}))]
-    return all(len(t) <= MAX_TEXT_CHARS for t in texts) and sum(map(len, texts)) <= MAX_TOTAL_CHARS
 
 
 def leaked(sent: dict[str, Any]) -> bool:
@@ -114,8 +110,7 @@ async def test_any_chat_body_is_answered_and_accounted(
             assert not any(marker in r.text for marker in TRACE_MARKERS), r.text[:500]
             if r.status_code == 200:
                 served += 1
-                if within_bounds(body):  # past them, the middle of a text is not read
-                    assert not leaked(mock.bodies[-1])
+                assert not leaked(mock.bodies[-1])  # past the scan limit: refused
             elif r.json()["error"]["code"] in CODES:
                 blocked += 1
         entries = await gw.ledger(tenant)

@@ -12,7 +12,7 @@ import pytest
 from farebox.core.guardrails import Finding, GuardrailPolicy, InjectionPolicy, PiiPolicy
 from farebox.core.meters import BILLED
 from farebox.gateway.guard_output import HOLD, AnswerGuard
-from farebox.gateway.guard_texts import MAX_TEXT_CHARS, chat_slots, responses_slots, window
+from farebox.gateway.guard_texts import Slot, Unit, chat_slots, responses_slots
 from farebox.guardrails import pii_patterns
 from farebox.guardrails.placeholders import Redactor
 from tests.guard_world import AWS_KEY, EMAIL, INJECTION, MODEL, EchoMock, config
@@ -196,19 +196,9 @@ def test_responses_slots_read_instructions_input_and_tool_outputs() -> None:
     assert [s.text for s in responses_slots({"input": "plain"})] == ["plain"]
 
 
-def test_a_long_text_is_read_at_its_head_and_tail() -> None:
-    text = "x" * (MAX_TEXT_CHARS * 3) + " " + EMAIL
-    seen = window(text, 10**9)
-    assert seen is not None and len(seen.text) == MAX_TEXT_CHARS + 1
-    assert seen.text.endswith(EMAIL)
-    hit = pii_patterns.scan(seen.text, ["EMAIL_ADDRESS"])[0]
-    assert text[hit.start + seen.shift : hit.end + seen.shift] == EMAIL
-    assert window(text, 0) is None
-
-
 def test_lone_surrogates_are_read_as_question_marks() -> None:
-    seen = window("a\ud800b", 100)
-    assert seen is not None and seen.text == "a?b"
+    unit = Unit.of("user", [Slot("user", {"content": "a\ud800b"}, "content")])
+    assert unit.text == "a?b"
 
 
 def test_output_scan_sees_a_value_cut_between_deltas() -> None:

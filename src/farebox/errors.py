@@ -397,6 +397,20 @@ class AbuseDetected(GuardrailBlocked):
     code = "abuse_detected"
 
 
+class GuardrailScanLimit(GuardrailBlocked):
+    """A request's texts exceed its plan's ``guardrails.max_scan_chars``, and a check in
+    block or redact mode cannot vouch for text it did not read: refused, never forwarded."""
+
+    code = "guardrail_scan_limit"
+
+
+class GuardrailTimeout(GuardrailBlocked):
+    """A check in block or redact mode did not finish within its plan's timeout (presidio's
+    ``pii.timeout_ms``): refused, never forwarded unchecked."""
+
+    code = "guardrail_timeout"
+
+
 class GuardrailUnavailable(ConfigError):
     """A plan asks for a guardrail whose extra is not installed (``farebox[pii]``,
     ``farebox[guard-model]``): stops start-up, naming the extra."""

@@ -8,6 +8,7 @@
       output: {pii: redact}
       abuse: {stuffing: block, batch: flag, context: flag}
       max_findings_per_hour: 50
+      max_scan_chars: 524288   # read per request; more: block/redact refuse, flag flags
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from farebox.config.base import Strict
 from farebox.core.guardrails import (
+    MAX_SCAN_CHARS,
     AbusePolicy,
     GuardrailPolicy,
     InjectionPolicy,
@@ -74,6 +76,9 @@ class PiiConfig(Strict):
     )
     scan: list[Part] = Field(default_factory=lambda: list[Part](["user", "tool"]), min_length=1)
     engine: Literal["presidio", "builtin"] = "presidio"  # presidio needs farebox[pii]
+    # presidio's wait per request, queue included; past it block and redact refuse (400
+    # guardrail_timeout), flag forwards with a ``timeout`` finding
+    timeout_ms: int = Field(5_000, ge=1, le=600_000)
 
     _restore = field_validator("restore", mode="before")(_off_or_on)
 
@@ -143,6 +148,10 @@ class GuardrailsConfig(Strict):
     output: OutputConfig = Field(default_factory=OutputConfig)
     abuse: AbuseConfig = Field(default_factory=AbuseConfig)
     max_findings_per_hour: int | None = Field(None, ge=1)
+    # characters of a request's texts the checks read (each text counts at least 64): a
+    # request with more is refused when a check is in block or redact mode (400
+    # guardrail_scan_limit), flagged (``scan_limit``) when the checks only flag
+    max_scan_chars: int = Field(MAX_SCAN_CHARS, ge=4_096, le=67_108_864)
 
 
 def guardrail_policy(cfg: GuardrailsConfig) -> GuardrailPolicy:
@@ -152,7 +161,14 @@ def guardrail_policy(cfg: GuardrailsConfig) -> GuardrailPolicy:
         prompt_injection=InjectionPolicy(
             pi.mode, tuple(pi.scan), pi.classifier, pi.threshold, pi.timeout_ms, pi.on_timeout
         ),
-        pii=PiiPolicy(pii.mode, pii.restore, tuple(pii.entities), tuple(pii.scan), pii.engine),
+        pii=PiiPolicy(
+            pii.mode,
+            pii.restore,
+            tuple(pii.entities),
+            tuple(pii.scan),
+            pii.engine,
+            pii.timeout_ms,
+        ),  # fmt: skip
         secrets=SecretsPolicy(cfg.secrets.mode, tuple(cfg.secrets.scan)),
         output=OutputPolicy(cfg.output.pii, tuple(cfg.output.entities)),
         abuse=AbusePolicy(
@@ -166,4 +182,5 @@ def guardrail_policy(cfg: GuardrailsConfig) -> GuardrailPolicy:
             a.context_max_fraction,
         ),  # fmt: skip
         max_findings_per_hour=cfg.max_findings_per_hour,
+        max_scan_chars=cfg.max_scan_chars,
     )

@@ -17,7 +17,9 @@ Action = Literal["flagged", "redacted", "blocked"]
 # documents (the ``tool`` role, ``tool_result`` blocks), system prompts, and the answer
 Where = Literal["user", "tool", "system", "assistant", "output"]
 ACTIONS: dict[str, Action] = {"flag": "flagged", "redact": "redacted", "block": "blocked"}
-DETECTORS = ("injection_rules", "injection_classifier", "pii", "secrets", "abuse")
+# ``guardrails``: the stage itself (``scan_limit``: a text past ``max_scan_chars`` not read)
+DETECTORS = ("injection_rules", "injection_classifier", "pii", "secrets", "abuse", "guardrails")
+MAX_SCAN_CHARS = 524_288  # characters read per request by default (about 128K tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class PiiPolicy:
     scan: tuple[Where, ...] = ("user", "tool")
     # presidio (``farebox[pii]``: names and places too) or the built-in recognisers (no extra)
     engine: Literal["presidio", "builtin"] = "presidio"
+    timeout_ms: int = 5_000  # presidio's wait, queue included (then as ``on_timeout`` below)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,9 @@ class GuardrailPolicy:
     output: OutputPolicy = field(default_factory=OutputPolicy)
     abuse: AbusePolicy = field(default_factory=AbusePolicy)
     max_findings_per_hour: int | None = None  # then the key is paused, with a reason
+    # characters of a request's texts read (each text counts at least 64); a text past it is
+    # not read: a check in block or redact mode then refuses the request, flag flags it
+    max_scan_chars: int = MAX_SCAN_CHARS
 
     @property
     def enabled(self) -> bool:

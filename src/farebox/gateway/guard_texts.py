@@ -1,5 +1,5 @@
-"""The texts of a chat request the guardrail stage reads (``gateway.guardrails``), each with
-where it sits, so that a redaction can be written back into the body sent upstream.
+"""The texts of a request the guardrail stage reads (``gateway.guardrails``), each with where
+it sits, so that a redaction can be written back into the body sent upstream.
 
 Every format reaches the request path in OpenAI chat shape: a message's ``content`` is a
 string or a list of parts, of which only ``text`` (and ``refusal``) parts are read; images,
@@ -7,20 +7,24 @@ audio, files and unknown parts are skipped, never parsed. Anthropic ``tool_resul
 arrive as ``tool`` messages (``providers.translate_reverse``), Responses
 ``function_call_output`` items too (``providers.translate_responses``).
 
-Work is bounded: at most ``MAX_TEXTS`` texts and ``MAX_TOTAL_CHARS`` characters are read per
-request; a text longer than ``MAX_TEXT_CHARS`` is read at its head and its tail (half each),
-where instructions and pasted values usually sit, and its middle is not scanned.
+A ``Unit`` is what one scan reads: the text parts of one message joined (the model reads them
+as one text, so a value or a phrase split across two parts is still found; a hit is mapped
+back onto the parts it covers), or the ``arguments`` of one tool call. The arguments of the
+tool calls a client sends back (``tool_calls[].function.arguments``, Responses
+``function_call`` items, Anthropic ``tool_use`` input) are tool traffic: part ``tool``.
+
+Work is bounded by the stage (``guardrails.max_scan_chars``): a unit is read in full or not
+at all, and a unit not read is reported, never skipped silently.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-MAX_TEXT_CHARS = 32_768  # read of one text: its head and tail, 16 KiB each
-MAX_TOTAL_CHARS = 262_144  # read of one request, all texts together
-MAX_TEXTS = 4_096  # texts read per request (messages times parts)
+UNIT_COST = 64  # characters a unit counts for at least (the per-scan overhead)
 ROLES = {"user": "user", "tool": "tool", "function": "tool", "system": "system",
          "developer": "system", "assistant": "assistant"}  # fmt: skip
 TEXT_PARTS = ("text", "refusal", "input_text", "output_text")
@@ -43,43 +47,123 @@ class Slot:
         self.holder[self.key] = text
 
 
-def chat_slots(body: dict[str, Any], wanted: frozenset[str]) -> list[Slot]:
-    """The text slots of a chat body's messages whose part (``user``, ``tool``, ``system``,
-    ``assistant``) is in ``wanted``."""
+@dataclass(slots=True)
+class Unit:
+    """The slots one scan reads as one text: ``text`` is theirs joined (lone surrogates read
+    as ``?``: same length), ``starts[i]`` where slot ``i`` starts in it."""
+
+    where: str
+    slots: list[Slot]
+    starts: list[int] = field(default_factory=list)
+    text: str = ""
+
+    @classmethod
+    def of(cls, where: str, slots: list[Slot]) -> Unit:
+        starts, pos, texts = [], 0, []
+        for slot in slots:
+            starts.append(pos)
+            texts.append(slot.text)
+            pos += len(texts[-1])
+        joined = "".join(texts)
+        return cls(where, slots, starts, joined if joined.isascii() else _valid(joined))
+
+    @property
+    def cost(self) -> int:
+        return max(len(self.text), UNIT_COST)
+
+    def edit(self, edits: list[tuple[int, int, str]]) -> None:
+        """Apply ``edits`` (start, end, replacement; offsets in ``text``, the first of two
+        overlapping ones wins): a span across slots puts its replacement in the first slot
+        it covers and takes its pieces out of the others, so nothing of it stays."""
+        per: list[list[tuple[int, int, str]]] = [[] for _ in self.slots]
+        pos = 0
+        for start, end, new in sorted(edits, key=lambda e: (e[0], -e[1])):
+            if start < pos or end <= start or end > len(self.text):
+                continue
+            pos, first = end, True
+            i = max(bisect.bisect_right(self.starts, start) - 1, 0)
+            while i < len(self.slots) and self.starts[i] < end:
+                at = self.starts[i]
+                lo, hi = max(start, at), min(end, at + len(self.slots[i].text))
+                if lo < hi:
+                    per[i].append((lo - at, hi - at, new if first else ""))
+                    first = False
+                i += 1
+        for slot, mine in zip(self.slots, per, strict=True):
+            if mine:
+                slot.write(_spliced(slot.text, mine))
+
+
+def _spliced(text: str, edits: list[tuple[int, int, str]]) -> str:
+    out, pos = [], 0
+    for start, end, new in edits:
+        out.append(text[pos:start])
+        out.append(new)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def chat_units(body: dict[str, Any], wanted: frozenset[str]) -> list[Unit]:
+    """The units of a chat body's messages whose part (``user``, ``tool``, ``system``,
+    ``assistant``) is in ``wanted``: each message's text, and each of its tool calls'
+    arguments (part ``tool``)."""
     messages = body.get("messages")
-    if not isinstance(messages, list):
-        return []
-    out: list[Slot] = []
-    for message in messages:
+    out: list[Unit] = []
+    for message in messages if isinstance(messages, list) else ():
         if not isinstance(message, dict):
             continue
         where = ROLES.get(str(message.get("role")))
-        if where is None or where not in wanted:
+        if where is not None and where in wanted:
+            slots = list(_content_slots(message, "content", where))
+            if slots:
+                out.append(Unit.of(where, slots))
+        if "tool" in wanted:
+            out.extend(Unit.of("tool", [s]) for s in _call_slots(message))
+    return out
+
+
+def chat_slots(body: dict[str, Any], wanted: frozenset[str]) -> list[Slot]:
+    """The text slots of ``chat_units``."""
+    return [slot for unit in chat_units(body, wanted) for slot in unit.slots]
+
+
+def responses_units(body: dict[str, Any]) -> list[Unit]:
+    """Every text of a Responses request (``instructions``, ``input``: messages, function
+    calls' arguments, function call outputs as a string or as parts): where the values the
+    chat body had redacted are replaced too, for a native deployment."""
+    out: list[Unit] = []
+    if isinstance(body.get("instructions"), str):
+        out.append(Unit.of("system", [Slot("system", body, "instructions")]))
+    items = body.get("input")
+    if isinstance(items, str):
+        return [*out, Unit.of("user", [Slot("user", body, "input")])]
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, dict):
             continue
-        out.extend(_content_slots(message, "content", where))
-        if len(out) >= MAX_TEXTS:
-            return out[:MAX_TEXTS]
+        if isinstance(item.get("arguments"), str):  # function_call
+            out.append(Unit.of("tool", [Slot("tool", item, "arguments")]))
+        slots = [*_content_slots(item, "output", "tool"), *_content_slots(item, "content", "user")]
+        if slots:
+            out.append(Unit.of(slots[0].where, slots))
     return out
 
 
 def responses_slots(body: dict[str, Any]) -> list[Slot]:
-    """Every text slot of a Responses request (``instructions``, ``input``): where the
-    values the chat body had redacted are replaced too, for a native deployment."""
-    out: list[Slot] = []
-    if isinstance(body.get("instructions"), str):
-        out.append(Slot("system", body, "instructions"))
-    items = body.get("input")
-    if isinstance(items, str):
-        return [*out, Slot("user", body, "input")]
-    for item in items if isinstance(items, list) else ():
-        if not isinstance(item, dict):
-            continue
-        if isinstance(item.get("output"), str):  # function_call_output
-            out.append(Slot("tool", item, "output"))
-        out.extend(_content_slots(item, "content", "user"))
-        if len(out) >= MAX_TEXTS:
-            return out[:MAX_TEXTS]
-    return out
+    """The text slots of ``responses_units``."""
+    return [slot for unit in responses_units(body) for slot in unit.slots]
+
+
+def _call_slots(message: dict[str, Any]) -> Iterator[Slot]:
+    """The ``arguments`` of a message's tool calls (and of the legacy ``function_call``)."""
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            yield Slot("tool", function, "arguments")
+    legacy = message.get("function_call")
+    if isinstance(legacy, dict) and isinstance(legacy.get("arguments"), str):
+        yield Slot("tool", legacy, "arguments")
 
 
 def _content_slots(message: dict[str, Any], key: str, where: str) -> Iterator[Slot]:
@@ -91,35 +175,9 @@ def _content_slots(message: dict[str, Any], key: str, where: str) -> Iterator[Sl
         return
     for part in content:  # one level: parts do not nest in any format the path accepts
         if isinstance(part, dict) and part.get("type") in TEXT_PARTS:
-            field = "refusal" if part.get("type") == "refusal" else "text"
-            if isinstance(part.get(field), str):
-                yield Slot(where, part, field)
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """What of one text is scanned: ``text`` (its head, or head and tail joined) and where
-    the tail starts in it and in the original (offset mapping for redaction)."""
-
-    text: str
-    head_end: int  # index in ``text`` where the head ends (len(text) when whole)
-    tail_at: int  # index in ``text`` where the tail starts (len(text) when whole)
-    shift: int  # added to an index at or past ``tail_at`` to get the original's index
-
-
-def window(text: str, budget: int) -> Window | None:
-    """The part of ``text`` to scan within ``budget`` characters left for the request (None
-    when nothing is left). Lone surrogates (invalid Unicode) become ``?``: same length."""
-    cap = min(MAX_TEXT_CHARS, budget)
-    if cap <= 0 or not text:
-        return None
-    text_ok = text if text.isascii() else _valid(text)
-    if len(text_ok) <= cap:
-        return Window(text_ok, len(text_ok), len(text_ok), 0)
-    half = cap // 2
-    head, tail = text_ok[:half], text_ok[len(text_ok) - half :]
-    # a newline between the two halves: no phrase or value is read across the cut
-    return Window(head + "\n" + tail, half, half + 1, len(text_ok) - half - (half + 1))
+            name = "refusal" if part.get("type") == "refusal" else "text"
+            if isinstance(part.get(name), str):
+                yield Slot(where, part, name)
 
 
 def _valid(text: str) -> str:

@@ -4,17 +4,23 @@ no check on skips it (``GuardrailPolicy.enabled``: one attribute read).
 
 For a chat request (every format arrives in OpenAI chat shape; a Responses request's own body,
 sent as it is to native deployments, is redacted the same way) it reads the texts each check
-scans (``guard_texts``: user messages, tool results, system prompts, assistant turns; text
-parts only, bounded), and runs:
+scans (``guard_texts``: user messages, tool results and tool-call arguments, system prompts,
+assistant turns; a message's text parts joined), each in full, within the plan's
+``max_scan_chars`` (``guard_scan``): a text past it is never forwarded unread by a check that
+blocks or redacts (400 ``guardrail_scan_limit``; flagged ``scan_limit`` when the checks only
+flag). It runs:
 
 - prompt injection: layer 1 rules (``guardrails.injection_rules``) always, layer 2 the local
   classifier (``ClassifierRunner``) when the plan turns it on, off the event loop with the
   plan's timeout (``on_timeout``: flag and forward, or block);
-- secrets (``guardrails.secrets``) and PII (``guardrails.pii_patterns``, or presidio in a
-  worker thread): ``redact`` replaces the values with typed placeholders in the body sent
-  upstream (one ``Redactor`` per request: the same value, the same placeholder);
-- abuse (``guardrails.abuse``): prompt stuffing, a batch burst per end user, context
-  exploitation.
+- secrets (``guardrails.secrets``) and PII (``guardrails.pii_patterns``, or presidio in the
+  stage's own bounded pool within ``pii.timeout_ms``: past it block and redact refuse, 400
+  ``guardrail_timeout``): ``redact`` replaces the values with typed placeholders in the body
+  sent upstream (one ``Redactor`` per request: the same value, the same placeholder; the
+  client's own placeholder-shaped literals are never reused), then each value found is
+  replaced wherever else it appears, in one pass per text;
+- abuse (``guardrails.abuse``): prompt stuffing, a batch burst per end user (the last user
+  message: the new turn), context exploitation.
 
 Each check's hits become ``Finding``s (never the matched text) kept on the ``Call``
 (``GuardState``), and so in its ledger entry. A ``block`` raises the check's 400
@@ -30,35 +36,42 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from farebox.core.guardrails import ACTIONS, Finding, GuardrailPolicy, Hit, Mode, findings_json
+from farebox.core.guardrails import (
+    ACTIONS,
+    Finding,
+    GuardrailPolicy,
+    Hit,
+    Mode,
+    PiiPolicy,
+    findings_json,
+)
 from farebox.core.records import LedgerEntry
 from farebox.core.routing import Target
 from farebox.errors import (
     AbuseDetected,
     GuardrailBlocked,
+    GuardrailScanLimit,
+    GuardrailTimeout,
     PiiDetected,
     PromptInjectionDetected,
     SecretDetected,
 )
 from farebox.gateway.call import call_entry
 from farebox.gateway.guard_output import AnswerGuard
-from farebox.gateway.guard_texts import (
-    MAX_TOTAL_CHARS,
-    Slot,
-    Window,
-    chat_slots,
-    responses_slots,
-    window,
-)
+from farebox.gateway.guard_scan import budgeted, chunks, replace_values, values_pattern
+from farebox.gateway.guard_texts import Unit, chat_units, responses_units
 from farebox.guardrails import abuse, injection_rules, pii_patterns, secrets
 from farebox.guardrails.classifier import ClassifierRunner, ClassifierTimeout
 from farebox.guardrails.placeholders import Redactor
 
 log = logging.getLogger("farebox.guardrails")
 CLASSIFIER = "injection_classifier"
+STAGE = "guardrails"  # the stage's own findings: ``scan_limit``, a text it did not read
+PII_WORKERS = 2  # presidio's threads (its own pool: never the loop's default executor)
 ALL_PARTS = frozenset({"user", "tool", "system", "assistant"})
 BLOCKS: dict[str, type[GuardrailBlocked]] = {
     injection_rules.DETECTOR: PromptInjectionDetected,
@@ -94,9 +107,16 @@ class GuardState:
 
 @dataclass(slots=True)
 class _Text:
-    slot: Slot
-    seen: Window
-    hits: list[Hit] = field(default_factory=list)  # what redact replaces, window offsets
+    unit: Unit
+    hits: list[Hit] = field(default_factory=list)  # what redact replaces, in ``unit.text``
+
+    @property
+    def where(self) -> str:
+        return self.unit.where
+
+    @property
+    def text(self) -> str:
+        return self.unit.text
 
 
 class _Found:
@@ -132,10 +152,14 @@ class GuardrailStage:
         self.presidio = presidio
         self.classifier = classifier
         self._batch = batch or abuse.BatchWatch()
+        self._pii_pool = None if presidio is None else ThreadPoolExecutor(
+            PII_WORKERS, thread_name_prefix="farebox-presidio")  # fmt: skip
 
     async def close(self) -> None:
         if self.classifier is not None:
             await self.classifier.close()
+        if self._pii_pool is not None:
+            self._pii_pool.shutdown(wait=False, cancel_futures=True)
 
     async def screen(self, call: Any, input_tokens: int, targets: Sequence[Target] = ()) -> None:
         """Screen ``call`` (a ``gateway.call.Call``, for ``targets``, its deployments): its
@@ -143,15 +167,22 @@ class GuardrailStage:
         block raises its 400."""
         policy: GuardrailPolicy = call.plan.guardrails
         found = _Found()
-        texts = _texts(call.body, _parts(policy))
-        await self._injection(policy, texts, found)
-        redactions = self._secrets(policy, texts, found)
-        redactions |= await self._pii(policy, texts, found)
-        self._abuse(policy, call, texts, (input_tokens, targets), found)
+        texts = _texts(policy, call.body, found)
+        redactions: set[int] = set()
+        if found.block is None:  # a text it could not read: refused before any scan
+            await self._injection(policy, texts, found)
+            redactions = self._secrets(policy, texts, found)
+            redactions |= await self._pii(policy, texts, found)
+            self._abuse(policy, call, texts, (input_tokens, targets), found)
         call.guard = state = GuardState(list(found.by_key.values()))
+        trace = getattr(call, "trace", None)
         if found.block is not None:
-            raise _blocked(found.block)
+            if trace is not None:  # a refused prompt may hold the values: none in the trace
+                trace.input_rewritten({"messages": []})
+            raise _blocked(found.block, policy)
         redactor = _redact(texts, redactions, call.body, call.responses) if redactions else None
+        if redactor is not None and trace is not None:
+            trace.input_rewritten(call.body)  # the trace keeps what the provider gets
         state.answer = self._answer(policy, redactor)
 
     # checks ------------------------------------------------------------------------------
@@ -159,16 +190,17 @@ class GuardrailStage:
         pi = policy.prompt_injection
         if pi.mode == "off":
             return
-        mine = [t for t in texts if t.slot.where in pi.scan]
+        mine = [t for t in texts if t.where in pi.scan]
         for t in mine:
-            for hit in injection_rules.scan(t.seen.text):
-                found.add(hit, pi.mode, t.slot.where)
+            for piece in chunks(t.text):  # layer 1 reads a bounded window of one text
+                for hit in injection_rules.scan(piece):
+                    found.add(hit, pi.mode, t.where)
         if not pi.classifier or not mine or (pi.mode == "block" and found.block is not None):
             return
         try:
             if self.classifier is None:
                 raise ClassifierTimeout("no classifier loaded")  # plan reloaded: needs restart
-            scores = await self.classifier.scores([t.seen.text for t in mine], pi.timeout_ms)
+            scores = await self.classifier.scores([t.text for t in mine], pi.timeout_ms)
         except ClassifierTimeout as exc:
             category = "timeout" if self.classifier is not None else "unavailable"
             log.warning("injection classifier: %s (%s)", category, exc)
@@ -176,7 +208,7 @@ class GuardrailStage:
             return
         best = max(range(len(scores)), key=scores.__getitem__, default=None)
         if best is not None and scores[best] >= pi.threshold:
-            found.add(Hit(CLASSIFIER, "injection", scores[best]), pi.mode, mine[best].slot.where)
+            found.add(Hit(CLASSIFIER, "injection", scores[best]), pi.mode, mine[best].where)
 
     def _secrets(self, policy: GuardrailPolicy, texts: list[_Text], found: _Found) -> set[int]:
         sp = policy.secrets
@@ -184,11 +216,11 @@ class GuardrailStage:
             return set()
         redacted = set()
         for i, t in enumerate(texts):
-            if t.slot.where not in sp.scan:
+            if t.where not in sp.scan:
                 continue
-            hits = secrets.scan(t.seen.text)
+            hits = secrets.scan(t.text)
             for hit in hits:
-                found.add(hit, sp.mode, t.slot.where)
+                found.add(hit, sp.mode, t.where)
             if hits and sp.mode == "redact":
                 t.hits.extend(hits)
                 redacted.add(i)
@@ -199,25 +231,42 @@ class GuardrailStage:
         if pp.mode == "off":
             return set()
         parts = _pii_parts(policy)
-        mine = [(i, t) for i, t in enumerate(texts) if t.slot.where in parts]
-        windows = [t.seen.text for _, t in mine]
+        mine = [(i, t) for i, t in enumerate(texts) if t.where in parts]
+        windows = [t.text for _, t in mine]
         # the built-in recognisers for the types they know (checksummed, and measured as
         # precise as presidio's at a fraction of the cost); presidio for names, places and
         # the rest (a plan reloaded onto presidio without a restart: built in only)
         builtin = [e for e in pp.entities if e in pii_patterns.ENTITIES]
         ner = [e for e in pp.entities if e not in pii_patterns.ENTITIES]
         each = _scan_all(pii_patterns.scan, windows, builtin)
-        if ner and pp.engine == "presidio" and self.presidio is not None:
-            more = await asyncio.to_thread(_scan_all, self.presidio.scan, windows, ner)
+        if ner and pp.engine == "presidio" and self.presidio is not None and windows:
+            more = await self._presidio(pp, windows, ner, found)
             each = [a + b for a, b in zip(each, more, strict=True)]
         redacted = set()
         for (i, t), hits in zip(mine, each, strict=True):
             for hit in hits:
-                found.add(hit, pp.mode, t.slot.where)
+                found.add(hit, pp.mode, t.where)
             if hits and pp.mode == "redact":
                 t.hits.extend(hits)
                 redacted.add(i)
         return redacted
+
+    async def _presidio(
+        self, pp: PiiPolicy, texts: list[str], entities: list[str], found: _Found
+    ) -> list[list[Hit]]:
+        """Presidio's hits, in its own bounded pool within ``pii.timeout_ms``; past it, block
+        and redact refuse (a text it did not read may hold a value), flag flags."""
+        assert self.presidio is not None and self._pii_pool is not None
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(self._pii_pool, _scan_all, self.presidio.scan, texts,
+                                    entities)  # fmt: skip
+        try:
+            return await asyncio.wait_for(work, pp.timeout_ms / 1000)
+        except TimeoutError:
+            log.warning("presidio: no answer within %d ms", pp.timeout_ms)
+            mode: Mode = "block" if pp.mode in ("block", "redact") else pp.mode
+            found.add(Hit(pii_patterns.DETECTOR, "timeout", 0.0), mode, "user")
+            return [[] for _ in texts]
 
     def _abuse(
         self, policy: GuardrailPolicy, call: Any, texts: list[_Text],
@@ -226,7 +275,8 @@ class GuardrailStage:
         ab = policy.abuse
         if ab.stuffing == "off" and ab.batch == "off" and ab.context == "off":
             return
-        user = "\n".join(t.seen.text for t in texts if t.slot.where == "user")
+        users = [t.text for t in texts if t.where == "user"]
+        user = "\n".join(users)
         if ab.stuffing != "off" and (hit := abuse.stuffing_hit(user, ab)) is not None:
             found.add(hit, ab.stuffing, "user")
         if ab.context != "off":  # the smallest window of the deployments it may land on
@@ -236,7 +286,8 @@ class GuardrailStage:
         if ab.batch != "off":
             who = call.principal
             end_user = who.user or call.body.get("user") or f"key:{who.key.id}"
-            hit = self._batch.hit(who.tenant.id, str(end_user)[:256], user, ab)
+            last = users[-1] if users else ""  # the new turn, not the history it repeats
+            hit = self._batch.hit(who.tenant.id, str(end_user)[:256], last, ab)
             if hit is not None:
                 found.add(hit, ab.batch, "user")
 
@@ -281,16 +332,26 @@ def _pii_parts(policy: GuardrailPolicy) -> tuple[str, ...]:
     return pp.scan
 
 
-def _texts(body: dict[str, Any], parts: frozenset[str]) -> list[_Text]:
-    """The texts to scan, within the request's budget of characters."""
-    budget, out = MAX_TOTAL_CHARS, []
-    for slot in chat_slots(body, parts) if parts else ():
-        seen = window(slot.text, budget)
-        if seen is None:
-            continue
-        budget -= len(seen.text)
-        out.append(_Text(slot, seen))
-    return out
+def _texts(policy: GuardrailPolicy, body: dict[str, Any], found: _Found) -> list[_Text]:
+    """The texts to scan, within the plan's ``max_scan_chars``; a text past it is not read,
+    and a ``scan_limit`` finding says so: blocked when a check reading its part blocks or
+    redacts (nothing unread goes upstream unchecked), flagged otherwise."""
+    parts = _parts(policy)
+    units = chat_units(body, parts) if parts else []
+    read, unread = budgeted(units, policy.max_scan_chars)
+    for unit in unread:
+        found.add(Hit(STAGE, "scan_limit", 1.0), _strictest(policy, unit.where), unit.where)
+    return [_Text(unit) for unit in read]
+
+
+def _strictest(policy: GuardrailPolicy, where: str) -> Mode:
+    """``block`` when a check reading ``where`` blocks or redacts, else ``flag``."""
+    pi, pii, sp, ab = policy.prompt_injection, policy.pii, policy.secrets, policy.abuse
+    modes = [pi.mode if where in pi.scan else "off", sp.mode if where in sp.scan else "off",
+             pii.mode if where in _pii_parts(policy) else "off"]  # fmt: skip
+    if where == "user":
+        modes += [ab.stuffing, ab.batch]
+    return "block" if any(m in ("block", "redact") for m in modes) else "flag"
 
 
 def _scan_all(
@@ -302,52 +363,60 @@ def _scan_all(
 
 def _redact(texts: list[_Text], which: set[int], body: dict[str, Any],
             responses: dict[str, Any] | None) -> Redactor:  # fmt: skip
-    """Write the redactions back into the body; then replace the values found wherever else
-    they appear in the request (parts no check read, the Responses body sent to native
-    deployments), so a value found once goes upstream nowhere."""
+    """Write the redactions back into the body (a value split across a message's parts:
+    the placeholder in the first, the other pieces taken out); then replace the values found
+    wherever else they appear in the request (parts no check read, the Responses body sent
+    to native deployments), in one pass per text, so a value found once goes upstream
+    nowhere. Placeholder-shaped literals the client wrote are reserved first: never reused."""
     redactor = Redactor()
+    natives = responses_units(responses) if responses is not None else []
+    redactor.reserve(*(u.text for u in chat_units(body, ALL_PARTS)), *(u.text for u in natives))
     for i in sorted(which):
         t = texts[i]
-        original = t.slot.text
-        hits = _in_original(t.hits, t.seen)
-        if original and hits:
-            t.slot.write(redactor.redact(original, hits))
-    if not redactor.values:
-        return redactor
-    by_length = sorted(redactor.values.items(), key=lambda kv: -len(kv[1]))
-    others = chat_slots(body, ALL_PARTS)
-    for slot in others + (responses_slots(responses) if responses is not None else []):
-        text = slot.text
-        for placeholder, value in by_length:
-            if value and value in text:
-                text = text.replace(value, placeholder)
-        if text != slot.text:
-            slot.write(text)
+        edits, pos = [], 0
+        for hit in sorted(t.hits, key=lambda h: (h.start, -h.end)):
+            if hit.start < pos or hit.end <= hit.start or hit.end > len(t.text):
+                continue  # overlaps: the first
+            value = t.text[hit.start : hit.end]
+            whole = Hit(hit.detector, hit.category, hit.score, 0, len(value))
+            edits.append((hit.start, hit.end, redactor.redact(value, [whole])))
+            pos = hit.end
+        t.unit.edit(edits)
+    if redactor.values:  # units read afresh: the Responses body may share parts with it
+        placeholders = {value: ph for ph, value in redactor.values.items()}
+        pattern = values_pattern(placeholders)
+        replace_values(chat_units(body, ALL_PARTS), placeholders, pattern)
+        if responses is not None:
+            replace_values(responses_units(responses), placeholders, pattern)
     return redactor
 
 
-def _in_original(hits: list[Hit], seen: Window) -> list[Hit]:
-    """The hits' spans in the original text (a hit across a window's cut is dropped)."""
-    out = []
-    for hit in hits:
-        if hit.end <= hit.start:
-            continue
-        if hit.end <= seen.head_end:
-            out.append(hit)
-        elif hit.start >= seen.tail_at:
-            s = seen.shift
-            out.append(Hit(hit.detector, hit.category, hit.score, hit.start + s, hit.end + s))
-    return out
-
-
-def _blocked(finding: Finding) -> GuardrailBlocked:
+def _blocked(finding: Finding, policy: GuardrailPolicy | None = None) -> GuardrailBlocked:
+    extra = {"detector": finding.detector, "category": finding.category}
+    if finding.category == "scan_limit":
+        limit = policy.max_scan_chars if policy is not None else 0
+        return GuardrailScanLimit(
+            f"This request was blocked by the gateway's guardrails: its texts exceed the "
+            f"plan's scan limit of {limit} characters (guardrails.max_scan_chars; each text "
+            f"counts at least 64), and text that is not read cannot be checked. It was not "
+            f"sent upstream and not billed. Send less text, or ask the operator to raise "
+            f"guardrails.max_scan_chars in the plan.",
+            extra={**extra, "limit": limit},
+        )
+    if finding.detector == pii_patterns.DETECTOR and finding.category == "timeout":
+        return GuardrailTimeout(
+            "This request was blocked by the gateway's guardrails: the PII check did not "
+            "finish in time (guardrails.pii.timeout_ms). It was not sent upstream and not "
+            "billed; retry later, or send less text.",
+            extra=extra,
+        )
     error = BLOCKS.get(finding.detector, GuardrailBlocked)
     what = "the classifier did not answer in time" if finding.category in (
         "timeout", "unavailable") else f"{finding.category} detected"  # fmt: skip
     return error(
         f"This request was blocked by the gateway's guardrails: {finding.detector} "
         f"({what} in the {finding.where} input). It was not sent upstream and not billed.",
-        extra={"detector": finding.detector, "category": finding.category},
+        extra=extra,
     )
 
 

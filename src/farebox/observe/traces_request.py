@@ -74,6 +74,15 @@ class RequestTrace:
             if cut:
                 span.set_attribute("farebox.content_truncated", True)
 
+    def input_rewritten(self, body: Mapping[str, Any]) -> None:
+        """The guardrails redacted the input: record what goes upstream instead (issue 15),
+        so the values kept from the provider are kept from the trace backend too."""
+        if self._recording and self._content:
+            text, cut = input_messages(body.get("messages"))
+            self.span.set_attribute("gen_ai.input.messages", text)
+            if cut:
+                self.span.set_attribute("farebox.content_truncated", True)
+
     @contextmanager
     def stage(self, name: str) -> Iterator[Span]:
         """A child span of the request for one stage (``route``, ``admit``, ``settle``); with
