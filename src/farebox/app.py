@@ -515,7 +515,7 @@ def guardrail_stage(settings: Settings) -> GuardrailStage:
     """Issue 15: the guardrail stage, with presidio and the injection classifier loaded when
     a plan needs them (a missing extra stops start-up, naming it)."""
     plans = {name: plan.guardrails for name, plan in settings.file.plans.items()}
-    return build_stage(plans, str(settings.source))
+    return build_stage(plans, str(settings.source), settings.file.guard_model)
 
 
 def provider_keys(settings: Settings, store: Store, secret: bytes) -> ProviderKeys:

@@ -10,11 +10,12 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from farebox.config.guardrail_model import GuardModelSettings
 from farebox.config.guardrails import GuardrailsConfig
 from farebox.errors import GuardrailUnavailable
 from farebox.gateway.guardrails import GuardrailStage, PiiEngine
 from farebox.guardrails import pii_patterns
-from farebox.guardrails.classifier import ClassifierRunner, load_classifier
+from farebox.guardrails.classifier import ClassifierRunner, runner_for
 
 PII_EXTRA = "farebox[pii]"
 MODEL_EXTRA = "farebox[guard-model]"
@@ -34,14 +35,17 @@ def classifier_plans(plans: Mapping[str, GuardrailsConfig]) -> list[str]:
     return sorted(name for name in on if plans[name].prompt_injection.classifier)
 
 
-def build_stage(plans: Mapping[str, GuardrailsConfig], source: str) -> GuardrailStage:
-    """The stage, with the engines the plans (``plans.NAME.guardrails``) need."""
+def build_stage(
+    plans: Mapping[str, GuardrailsConfig], source: str, model: GuardModelSettings | None = None
+) -> GuardrailStage:
+    """The stage, with the engines the plans (``plans.NAME.guardrails``) need; ``model``: the
+    classifier's (``guard_model:``, its defaults when None)."""
     named = presidio_plans(plans)
     entities = sorted(
         {e for n in named for e in plans[n].pii.entities} - set(pii_patterns.ENTITIES)
     )
     presidio = _presidio(named, entities, source)
-    runner = _classifier(classifier_plans(plans), source)
+    runner = _classifier(classifier_plans(plans), source, model or GuardModelSettings())
     return GuardrailStage(presidio=presidio, classifier=runner)
 
 
@@ -66,12 +70,13 @@ def _presidio(names: list[str], entities: list[str], source: str) -> PiiEngine |
     return engine
 
 
-def _classifier(names: list[str], source: str) -> ClassifierRunner | None:
+def _classifier(
+    names: list[str], source: str, model: GuardModelSettings
+) -> ClassifierRunner | None:
     if not names:
         return None
     try:
-        model = load_classifier()
-    except (ImportError, GuardrailUnavailable, OSError, NotImplementedError) as exc:
+        return runner_for(model)  # loaded and warmed up: a broken checkpoint fails here
+    except (ImportError, GuardrailUnavailable, OSError) as exc:
         raise _unavailable(source, names, "prompt_injection.classifier", MODEL_EXTRA, exc) \
             from None  # fmt: skip
-    return ClassifierRunner(model)
