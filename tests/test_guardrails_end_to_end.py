@@ -87,3 +87,31 @@ async def test_findings_reach_the_ledger_the_api_and_the_signed_webhook(tmp_path
         assert signed(SECRET.encode(), header, body, stamp)
     for text in (rows.text, only_pii.text, ledger.text, *(b.decode() for _, b in got)):
         assert EMAIL not in text and "ignore all previous" not in text.lower()
+
+
+async def test_images_and_audio_are_skipped_with_a_note(make_gateway: object) -> None:
+    from typing import Any
+
+    from tests.guard_world import MODEL, EchoMock, config
+
+    mock = EchoMock()
+    gateway: Any = make_gateway
+    async with gateway(config(), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="block")
+        content = [
+            {"type": "text", "text": "What is in this picture?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+            {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+        ]
+        body = {"model": MODEL, "messages": [{"role": "user", "content": content}]}
+        r = await gw.client.post("/v1/chat/completions", json=body,
+                                 headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert r.headers["x-farebox-guardrails-skipped"] == "image_url=2,input_audio=1"
+        sent = mock.bodies[-1]["messages"][0]["content"]
+        assert [p["type"] for p in sent] == ["text", "image_url", "input_audio", "image_url"]
+        plain = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}]}
+        r = await gw.client.post("/v1/chat/completions", json=plain,
+                                 headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        assert "x-farebox-guardrails-skipped" not in r.headers

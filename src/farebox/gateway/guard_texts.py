@@ -186,3 +186,19 @@ def _valid(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "replace").decode("utf-8")
     return text
+
+
+def skipped_parts(body: dict[str, Any], most: int = 8) -> str:
+    """The content parts of ``body``'s messages no check reads (images, audio, files,
+    unknown types), counted by type (``image_url=2,input_audio=1``; at most ``most`` types):
+    the note a screened answer carries in ``x-farebox-guardrails-skipped``."""
+    counts: dict[str, int] = {}
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else ():
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in TEXT_PARTS:
+                name = kind if isinstance(kind, str) and kind.isidentifier() else "unknown"
+                counts[name[:40]] = counts.get(name[:40], 0) + 1
+    return ",".join(f"{k}={v}" for k, v in sorted(counts.items())[:most])

@@ -63,7 +63,7 @@ from farebox.errors import (
 from farebox.gateway.call import call_entry
 from farebox.gateway.guard_output import AnswerGuard
 from farebox.gateway.guard_scan import budgeted, chunks, replace_values, values_pattern
-from farebox.gateway.guard_texts import Unit, chat_units, responses_units
+from farebox.gateway.guard_texts import Unit, chat_units, responses_units, skipped_parts
 from farebox.guardrails import abuse, injection_rules, pii_patterns, secrets
 from farebox.guardrails.classifier import ClassifierRunner, ClassifierTimeout
 from farebox.guardrails.placeholders import Redactor
@@ -95,6 +95,7 @@ class GuardState:
 
     findings: list[Finding] = field(default_factory=list)
     answer: AnswerGuard | None = None
+    skipped: str = ""  # the content parts no check could read (``skipped_parts``): a note
 
     def json(self) -> list[dict[str, Any]]:
         found = self.findings + (self.answer.findings if self.answer is not None else [])
@@ -175,6 +176,7 @@ class GuardrailStage:
             redactions |= await self._pii(policy, texts, found)
             self._abuse(policy, call, texts, (input_tokens, targets), found)
         call.guard = state = GuardState(list(found.by_key.values()))
+        state.skipped = skipped_parts(call.body)
         trace = getattr(call, "trace", None)
         if found.block is not None:
             if trace is not None:  # a refused prompt may hold the values: none in the trace

@@ -148,6 +148,8 @@ class Metering:
             headers.update(limit_headers(call.admission.states, self._clock()))
         if call.cache is not None:  # the plan caches: hit-exact | hit-semantic | miss | bypass
             headers["x-farebox-cache"] = call.cache.status
+        if call.guard is not None and call.guard.skipped:  # parts no guardrail could read
+            headers["x-farebox-guardrails-skipped"] = call.guard.skipped
         return headers
 
     def headers(self, call: Call, target: Target, entry: LedgerEntry) -> dict[str, str]:
