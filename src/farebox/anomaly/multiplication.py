@@ -29,13 +29,13 @@ up per request); a service key's bare IP is never a client (the SaaS's own serve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Callable
 
 from farebox.anomaly.paging import Pager
+from farebox.anomaly.rounds import run_rounds, stop_rounds
 from farebox.anomaly.watch import TARGETS, WatchStore, pause_mark
 from farebox.config.anomaly import MultiplicationConfig
 from farebox.core.anomaly import Incident
@@ -240,26 +240,17 @@ class MultiplicationWatch:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _loop(self) -> None:
-        due = time.monotonic() + self._check_s
-        while True:
-            await asyncio.sleep(min(self._flush_s, self._check_s))
-            try:
-                if time.monotonic() >= due:
-                    due = time.monotonic() + self._check_s
-                    await self.check()
-                else:
-                    await self.flush()
-            except Exception:
-                log.exception("account multiplication round failed; retrying next round")
+        await run_rounds(
+            self.check,
+            self.flush,
+            check_s=self._check_s,
+            flush_s=self._flush_s,
+            what="account multiplication",
+        )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        with contextlib.suppress(Exception):
-            await self.flush()
+        task, self._task = self._task, None
+        await stop_rounds(task, self.flush)
 
 
 def _used(rows: list[Sighting]) -> tuple[list[str], list[str]]:

@@ -25,6 +25,7 @@ from typing import Literal, Protocol
 
 from farebox.anomaly.history import HistoryCache
 from farebox.anomaly.paging import Pager
+from farebox.anomaly.rounds import run_rounds, stop_rounds
 from farebox.core.anomaly import (
     DAY,
     HOUR,
@@ -402,23 +403,14 @@ class AnomalyWatch:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _loop(self) -> None:
-        due = time.monotonic() + self._check_s
-        while True:
-            await asyncio.sleep(min(self._flush_s, self._check_s))
-            try:
-                if time.monotonic() >= due:
-                    due = time.monotonic() + self._check_s
-                    await self.check()
-                else:
-                    await self.flush()
-            except Exception:
-                log.exception("anomaly detection round failed; retrying next round")
+        await run_rounds(
+            self.check,
+            self.flush,
+            check_s=self._check_s,
+            flush_s=self._flush_s,
+            what="anomaly detection",
+        )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        with contextlib.suppress(Exception):
-            await self.flush()
+        task, self._task = self._task, None
+        await stop_rounds(task, self.flush)
