@@ -28,14 +28,13 @@ up per request); a service key's bare IP is never a client (the SaaS's own serve
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
 from collections.abc import Callable
 
 from farebox.anomaly.paging import Pager
-from farebox.anomaly.rounds import run_rounds, stop_rounds
+from farebox.anomaly.rounds import Rounds
 from farebox.anomaly.watch import TARGETS, WatchStore, pause_mark
 from farebox.config.anomaly import MultiplicationConfig
 from farebox.core.anomaly import Incident
@@ -68,7 +67,13 @@ class MultiplicationWatch:
         self._flush_s = flush_interval_s
         self._check_s = check_interval_s
         self._pending: dict[tuple[str, str, str], float] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._rounds = Rounds(
+            self.check,
+            self.flush,
+            check_s=check_interval_s,
+            flush_s=flush_interval_s,
+            what="account multiplication",
+        )
         self._last: float | None = None  # when this process last checked
         self._cfg = cfg
         self._plans = frozenset(cfg.plans)
@@ -236,21 +241,11 @@ class MultiplicationWatch:
 
     # the background loop ------------------------------------------------------------------
     def start(self) -> None:
-        if self._on and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def _loop(self) -> None:
-        await run_rounds(
-            self.check,
-            self.flush,
-            check_s=self._check_s,
-            flush_s=self._flush_s,
-            what="account multiplication",
-        )
+        if self._on:
+            self._rounds.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        await stop_rounds(task, self.flush)
+        await self._rounds.stop()
 
 
 def _used(rows: list[Sighting]) -> tuple[list[str], list[str]]:
