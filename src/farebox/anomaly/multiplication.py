@@ -28,14 +28,13 @@ up per request); a service key's bare IP is never a client (the SaaS's own serve
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Callable
 
 from farebox.anomaly.paging import Pager
+from farebox.anomaly.rounds import Rounds
 from farebox.anomaly.watch import TARGETS, WatchStore, pause_mark
 from farebox.config.anomaly import MultiplicationConfig
 from farebox.core.anomaly import Incident
@@ -68,7 +67,13 @@ class MultiplicationWatch:
         self._flush_s = flush_interval_s
         self._check_s = check_interval_s
         self._pending: dict[tuple[str, str, str], float] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._rounds = Rounds(
+            self.check,
+            self.flush,
+            check_s=check_interval_s,
+            flush_s=flush_interval_s,
+            what="account multiplication",
+        )
         self._last: float | None = None  # when this process last checked
         self._cfg = cfg
         self._plans = frozenset(cfg.plans)
@@ -236,30 +241,11 @@ class MultiplicationWatch:
 
     # the background loop ------------------------------------------------------------------
     def start(self) -> None:
-        if self._on and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def _loop(self) -> None:
-        due = time.monotonic() + self._check_s
-        while True:
-            await asyncio.sleep(min(self._flush_s, self._check_s))
-            try:
-                if time.monotonic() >= due:
-                    due = time.monotonic() + self._check_s
-                    await self.check()
-                else:
-                    await self.flush()
-            except Exception:
-                log.exception("account multiplication round failed; retrying next round")
+        if self._on:
+            self._rounds.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        with contextlib.suppress(Exception):
-            await self.flush()
+        await self._rounds.stop()
 
 
 def _used(rows: list[Sighting]) -> tuple[list[str], list[str]]:

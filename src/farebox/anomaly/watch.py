@@ -15,7 +15,6 @@ pause them as their plan says, and page a human.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -25,6 +24,7 @@ from typing import Literal, Protocol
 
 from farebox.anomaly.history import HistoryCache
 from farebox.anomaly.paging import Pager
+from farebox.anomaly.rounds import Rounds
 from farebox.core.anomaly import (
     DAY,
     HOUR,
@@ -111,8 +111,6 @@ class AnomalyWatch:
         self._default = default
         self._pager = pager
         self._clock = clock
-        self._flush_s = flush_interval_s
-        self._check_s = check_interval_s
         self._cells: dict[tuple[str, str, int], list[int]] = {}
         self._hour = -1
         self._normal: dict[tuple[str, str], Rate] = {}  # baselines, for this hour
@@ -121,7 +119,13 @@ class AnomalyWatch:
         self._quiet: dict[str, tuple[int, Rate, frozenset[str]]] = {}
         self._young: set[str] = set()  # tenants still learning (this hour): alert, never pause
         self._histories = HistoryCache(store.traffic)
-        self._task: asyncio.Task[None] | None = None
+        self._rounds = Rounds(
+            self.check,
+            self.flush,
+            check_s=check_interval_s,
+            flush_s=flush_interval_s,
+            what="anomaly detection",
+        )
 
     @property
     def pager(self) -> Pager:
@@ -398,27 +402,8 @@ class AnomalyWatch:
 
     # the background loop ----------------------------------------------------------------
     def start(self) -> None:
-        if self.enabled and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def _loop(self) -> None:
-        due = time.monotonic() + self._check_s
-        while True:
-            await asyncio.sleep(min(self._flush_s, self._check_s))
-            try:
-                if time.monotonic() >= due:
-                    due = time.monotonic() + self._check_s
-                    await self.check()
-                else:
-                    await self.flush()
-            except Exception:
-                log.exception("anomaly detection round failed; retrying next round")
+        if self.enabled:
+            self._rounds.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        with contextlib.suppress(Exception):
-            await self.flush()
+        await self._rounds.stop()

@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -216,17 +216,8 @@ class GuardrailStage:
         sp = policy.secrets
         if sp.mode == "off":
             return set()
-        redacted = set()
-        for i, t in enumerate(texts):
-            if t.where not in sp.scan:
-                continue
-            hits = secrets.scan(t.text)
-            for hit in hits:
-                found.add(hit, sp.mode, t.where)
-            if hits and sp.mode == "redact":
-                t.hits.extend(hits)
-                redacted.add(i)
-        return redacted
+        scanned = ((i, t, secrets.scan(t.text)) for i, t in enumerate(texts) if t.where in sp.scan)
+        return _record(scanned, sp.mode, found)
 
     async def _pii(self, policy: GuardrailPolicy, texts: list[_Text], found: _Found) -> set[int]:
         pp = policy.pii
@@ -244,14 +235,8 @@ class GuardrailStage:
         if ner and pp.engine == "presidio" and self.presidio is not None and windows:
             more = await self._presidio(pp, windows, ner, found)
             each = [a + b for a, b in zip(each, more, strict=True)]
-        redacted = set()
-        for (i, t), hits in zip(mine, each, strict=True):
-            for hit in hits:
-                found.add(hit, pp.mode, t.where)
-            if hits and pp.mode == "redact":
-                t.hits.extend(hits)
-                redacted.add(i)
-        return redacted
+        scanned = ((i, t, hits) for (i, t), hits in zip(mine, each, strict=True))
+        return _record(scanned, pp.mode, found)
 
     async def _presidio(
         self, pp: PiiPolicy, texts: list[str], entities: list[str], found: _Found
@@ -332,6 +317,19 @@ def _pii_parts(policy: GuardrailPolicy) -> tuple[str, ...]:
     if pp.mode == "redact" and pp.restore and "assistant" not in pp.scan:
         return (*pp.scan, "assistant")
     return pp.scan
+
+
+def _record(scanned: Iterable[tuple[int, _Text, list[Hit]]], mode: Mode, found: _Found) -> set[int]:
+    """Each text's hits into ``found``; under ``redact`` they are kept on the text to be
+    replaced, and the indexes of the texts to rewrite are returned."""
+    redacted = set()
+    for i, t, hits in scanned:
+        for hit in hits:
+            found.add(hit, mode, t.where)
+        if hits and mode == "redact":
+            t.hits.extend(hits)
+            redacted.add(i)
+    return redacted
 
 
 def _texts(policy: GuardrailPolicy, body: dict[str, Any], found: _Found) -> list[_Text]:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Collection, Iterator
 
 from farebox.core.guardrails import Hit
+from farebox.guardrails.spans import by_score, sweep
 
 DETECTOR = "pii"
 _ALNUM_UPPER = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -357,17 +358,7 @@ def _finders() -> dict[str, Finder]:
 
 def resolve(hits: list[Hit]) -> list[Hit]:
     """Overlapping hits: the higher score wins, then the longer; sorted by start."""
-    kept: list[Hit] = []
-    for hit in sorted(hits, key=lambda h: (h.start, h.start - h.end)):
-        if hit.end <= hit.start:
-            continue
-        if kept and hit.start < kept[-1].end:
-            last = kept[-1]
-            if ((hit.score, hit.end - hit.start)) > ((last.score, last.end - last.start)):
-                kept[-1] = hit
-            continue
-        kept.append(hit)
-    return kept
+    return sweep(hits, by_score)
 
 
 def scan(text: str, entities: Collection[str]) -> list[Hit]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from farebox.core.guardrails import Hit
 from farebox.errors import GuardrailUnavailable
+from farebox.guardrails.spans import by_score, sweep
 
 DETECTOR = "pii"
 EXTRA = "farebox[pii]"
@@ -87,21 +88,7 @@ class PresidioPii:
                 Hit(DETECTOR, r.entity_type, float(r.score), start + r.start, start + r.end)
                 for r in results
             )
-        return _resolve(hits)
-
-
-def _resolve(hits: list[Hit]) -> list[Hit]:
-    kept: list[Hit] = []
-    for hit in sorted(hits, key=lambda h: (h.start, h.start - h.end)):
-        if hit.end <= hit.start:
-            continue
-        if kept and hit.start < kept[-1].end:
-            last = kept[-1]
-            if ((hit.score, hit.end - hit.start)) > ((last.score, last.end - last.start)):
-                kept[-1] = hit
-            continue
-        kept.append(hit)
-    return kept
+        return sweep(hits, by_score)
 
 
 def _offline_email(recognizers: Any) -> Any:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from farebox.core.guardrails import Hit
+from farebox.guardrails.spans import by_length, sweep
 
 DETECTOR = "secrets"
 
@@ -217,17 +218,7 @@ class SecretScanner:
 
 def _longest(hits: list[Hit]) -> list[Hit]:
     """Overlapping hits (a sweep by start): the longer wins, then the higher score."""
-    kept: list[Hit] = []
-    for hit in sorted(hits, key=lambda h: (h.start, h.start - h.end)):
-        if hit.end <= hit.start:
-            continue
-        if kept and hit.start < kept[-1].end:
-            last = kept[-1]
-            if ((hit.end - hit.start, hit.score)) > ((last.end - last.start, last.score)):
-                kept[-1] = hit
-            continue
-        kept.append(hit)
-    return kept
+    return sweep(hits, by_length)
 
 
 def scan(text: str) -> list[Hit]:

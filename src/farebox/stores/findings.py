@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,6 +29,7 @@ import orjson
 
 from farebox.errors import InvalidRequest
 from farebox.stores.request_log import CURSOR_VERSION, decode_cursor
+from farebox.stores.sql import Dialect
 
 FINDING_FIELDS = ("detector", "category", "action", "score", "where")
 MINUTE = 60
@@ -176,6 +177,44 @@ def check(query: FindingsQuery) -> int:
 
 def after_of(query: FindingsQuery) -> tuple[float, str] | None:
     return decode_cursor(query.cursor) if query.cursor is not None else None
+
+
+def page_statement(
+    query: FindingsQuery,
+    dialect: Dialect,
+    source: str,
+    has_findings: str,
+    finding_filter: Callable[[dict[str, str], Callable[[Any], str]], str],
+) -> tuple[str, list[Any]]:
+    """The SELECT of one page (``limit + 1`` rows, ``ROW_COLS``) and its parameters, as both
+    SQL stores write it: ``source`` is the ledger aliased ``l``, ``has_findings`` the clause
+    of the rows with findings, ``finding_filter(wanted, mark)`` the clause of ``wanted``."""
+    limit = check(query)
+    after = after_of(query)  # a bad cursor fails here, unread
+    params: list[Any] = []
+
+    def mark(value: Any) -> str:
+        params.append(value)
+        return dialect.mark(len(params))
+
+    where = [has_findings]
+    for col, value in (("tenant_id", query.tenant_id), ("key_id", query.key_id)):
+        if value is not None:
+            where.append(f"l.{col} = {mark(value)}")
+    if query.start is not None:
+        where.append(f"l.started_at >= {mark(query.start)}")
+    if query.end is not None:
+        where.append(f"l.started_at < {mark(query.end)}")
+    if after is not None:
+        where.append(f"(l.started_at, l.request_id) < ({mark(after[0])}, {mark(after[1])})")
+    if query.wanted:
+        where.append(finding_filter(query.wanted, mark))
+    cols = ", ".join(f'l."{c}"' for c in ROW_COLS)
+    sql = (
+        f"SELECT {cols} FROM {source} WHERE {' AND '.join(where)} "
+        f"ORDER BY l.started_at DESC, l.request_id DESC LIMIT {mark(limit + 1)}"
+    )
+    return sql, params
 
 
 def cursor_of(row: FindingRow) -> str:

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import Query
 
-from farebox.api.admin.params import TenantFilter, finite_time
+from farebox.api.admin.params import TenantFilter, finite_time, reject_unknown
 from farebox.api.admin.requests import query_values
 from farebox.api.context import Services
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
@@ -148,12 +148,7 @@ def me_route(services: Services) -> FastRoute:
         if who.from_jwt:
             raise JwtScope("A JWT caller cannot list its tenant's guardrail findings.")
         values: dict[str, Any] = query_values(request.scope.get("query_string", b""))
-        unknown = sorted(set(values) - set(TENANT_PARAMS))
-        if unknown:
-            raise InvalidRequest(
-                f"Unknown query parameter {unknown[0]!r:.80}; this operation takes: "
-                f"{', '.join(TENANT_PARAMS)}.", param=unknown[0][:80],
-            )  # fmt: skip
+        reject_unknown(values, TENANT_PARAMS)
         body = await list_findings(services, findings_query(values, who.tenant.id))
         return JSONBody(orjson.dumps(body), 200, {"x-farebox-request-id": request_id})
 

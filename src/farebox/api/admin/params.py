@@ -4,6 +4,7 @@ the time parameters, with the formats the document states."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -58,3 +59,14 @@ def finite_time(value: str | None, name: str) -> float | None:
     if moment is not None and not math.isfinite(moment):
         raise InvalidRequest(f"'{name}' must be a finite time (got {value!r}).", param=name)
     return moment
+
+
+def reject_unknown(values: Mapping[str, object], allowed: Sequence[str]) -> None:
+    """Refuse a query parameter that is not one of ``allowed`` (the first, sorted, is named)."""
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown query parameter {unknown[0]!r:.80}; this operation takes: "
+            f"{', '.join(allowed)}.",
+            param=unknown[0][:80],
+        )

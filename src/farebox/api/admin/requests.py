@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import Query
 
-from farebox.api.admin.params import TenantFilter, finite_time
+from farebox.api.admin.params import TenantFilter, finite_time, reject_unknown
 from farebox.api.context import Services
 from farebox.api.fastpath import FastRoute, Incoming, JSONBody
 from farebox.api.openai import guarded
@@ -167,13 +167,7 @@ async def tenant_request_log(
 ) -> dict[str, Any]:
     """One page of ``tenant_id``'s request log, from parameters a tenant sent (``tenant`` is
     not one of them: the tenant is the caller's, whatever it asks)."""
-    unknown = sorted(set(values) - set(TENANT_PARAMS))
-    if unknown:
-        allowed = ", ".join(TENANT_PARAMS)
-        raise InvalidRequest(
-            f"Unknown query parameter {unknown[0]!r:.80}; this operation takes: {allowed}.",
-            param=unknown[0][:80],
-        )
+    reject_unknown(values, TENANT_PARAMS)
     return await request_log(store, request_query(values, tenant_id))
 
 

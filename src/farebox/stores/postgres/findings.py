@@ -15,18 +15,19 @@ from typing import Any
 
 from farebox.stores.findings import (
     MAX_GROUPS,
-    ROW_COLS,
     FindingCount,
     FindingsPage,
     FindingsQuery,
-    after_of,
-    check,
     minute_of,
     ordered,
     page_of,
     row_of,
     window_floor,
 )
+from farebox.stores.findings import (
+    page_statement as shared_page_statement,
+)
+from farebox.stores.sql import POSTGRES
 
 MIGRATION = """
 CREATE TABLE {s}.guardrail_tallies (
@@ -47,34 +48,15 @@ def tally_lock(schema: str, subject: str) -> int:
 
 
 def page_statement(prefix: str, query: FindingsQuery) -> tuple[str, list[Any]]:
-    """The SELECT of one page (``limit + 1`` rows, ``ROW_COLS``) and its parameters;
-    ``prefix``: the quoted schema and a dot."""
-    limit = check(query)
-    after = after_of(query)  # a bad cursor fails here, unread
-    params: list[Any] = []
-
-    def mark(value: Any) -> str:
-        params.append(value)
-        return f"${len(params)}"
-
-    where = ["l.guardrails <> '[]'::jsonb"]
-    for col, value in (("tenant_id", query.tenant_id), ("key_id", query.key_id)):
-        if value is not None:
-            where.append(f"l.{col} = {mark(value)}")
-    if query.start is not None:
-        where.append(f"l.started_at >= {mark(query.start)}")
-    if query.end is not None:
-        where.append(f"l.started_at < {mark(query.end)}")
-    if after is not None:
-        where.append(f"(l.started_at, l.request_id) < ({mark(after[0])}, {mark(after[1])})")
-    if query.wanted:
-        where.append(f"l.guardrails @> {mark([query.wanted])}::jsonb")
-    cols = ", ".join(f'l."{c}"' for c in ROW_COLS)
-    sql = (
-        f"SELECT {cols} FROM {prefix}ledger l WHERE {' AND '.join(where)} "
-        f"ORDER BY l.started_at DESC, l.request_id DESC LIMIT {mark(limit + 1)}"
+    """The SELECT of one page and its parameters; ``prefix``: the quoted schema and a dot.
+    A finding filter is JSONB containment."""
+    return shared_page_statement(
+        query,
+        POSTGRES,
+        f"{prefix}ledger l",
+        "l.guardrails <> '[]'::jsonb",
+        lambda wanted, mark: f"l.guardrails @> {mark([wanted])}::jsonb",
     )
-    return sql, params
 
 
 class PostgresFindings:

@@ -15,18 +15,19 @@ from typing import Any
 
 from farebox.stores.findings import (
     MAX_GROUPS,
-    ROW_COLS,
     FindingCount,
     FindingsPage,
     FindingsQuery,
-    after_of,
-    check,
     minute_of,
     ordered,
     page_of,
     row_of,
     window_floor,
 )
+from farebox.stores.findings import (
+    page_statement as shared_page_statement,
+)
+from farebox.stores.sql import SQLITE
 from farebox.stores.sqlite.conn import Runner
 from farebox.stores.sqlite.rollups import ReportReader
 
@@ -49,35 +50,21 @@ _MATCH = {"detector": "$.detector", "category": "$.category", "action": "$.actio
 
 
 def page_statement(query: FindingsQuery) -> tuple[str, list[Any]]:
-    """The SELECT of one page (``limit + 1`` rows, ``ROW_COLS``) and its parameters."""
-    limit = check(query)
-    after = after_of(query)  # a bad cursor fails here, unread
-    where: list[str] = ["l.guardrails <> '[]'"]
-    params: list[Any] = []
-    for col, value in (("tenant_id", query.tenant_id), ("key_id", query.key_id)):
-        if value is not None:
-            where.append(f"l.{col} = ?")
-            params.append(value)
-    if query.start is not None:
-        where.append("l.started_at >= ?")
-        params.append(query.start)
-    if query.end is not None:
-        where.append("l.started_at < ?")
-        params.append(query.end)
-    if after is not None:
-        where.append("(l.started_at, l.request_id) < (?, ?)")
-        params += [after[0], after[1]]
-    wanted = query.wanted
-    if wanted:
-        match = " AND ".join(f"json_extract(f.value, '{_MATCH[k]}') = ?" for k in wanted)
-        where.append(f"EXISTS (SELECT 1 FROM json_each(l.guardrails) f WHERE {match})")
-        params += list(wanted.values())
-    cols = ", ".join(f'l."{c}"' for c in ROW_COLS)
-    sql = (
-        f"SELECT {cols} FROM ledger l INDEXED BY ledger_guardrails WHERE {' AND '.join(where)} "
-        "ORDER BY l.started_at DESC, l.request_id DESC LIMIT ?"
+    """The SELECT of one page and its parameters. A finding filter is an ``EXISTS`` over
+    ``json_each`` of the row's findings."""
+    return shared_page_statement(
+        query,
+        SQLITE,
+        "ledger l INDEXED BY ledger_guardrails",
+        "l.guardrails <> '[]'",
+        _finding_filter,
     )
-    return sql, [*params, limit + 1]
+
+
+def _finding_filter(wanted: dict[str, str], mark: Callable[[Any], str]) -> str:
+    match = " AND ".join(f"json_extract(f.value, '{_MATCH[k]}') = {mark(v)}"
+                         for k, v in wanted.items())  # fmt: skip
+    return f"EXISTS (SELECT 1 FROM json_each(l.guardrails) f WHERE {match})"
 
 
 def counts_statement(tenant_id: str | None, start: float, end: float) -> tuple[str, list[Any]]:
