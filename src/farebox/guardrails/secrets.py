@@ -196,11 +196,10 @@ def _kinds() -> tuple[_Kind, ...]:
 
 
 class SecretScanner:
-    """The compiled kinds; ``scan`` is the module function's body (one per process is plenty,
-    but it is cheap to build: the regexes are compiled once, at import)."""
+    """The compiled kinds; ``scan`` is the module function's body."""
 
-    def __init__(self) -> None:
-        self.kinds = _kinds()
+    def __init__(self, kinds: tuple[_Kind, ...] | None = None) -> None:
+        self.kinds = _KINDS if kinds is None else kinds
 
     def scan(self, text: str) -> list[Hit]:
         hits: list[Hit] = []
@@ -221,6 +220,12 @@ def _longest(hits: list[Hit]) -> list[Hit]:
     return sweep(hits, by_length)
 
 
+# the kinds, made once (frozen records of compiled patterns: nothing in them changes); the
+# request path's scan builds nothing per call
+_KINDS = _kinds()
+_SCANNER = SecretScanner(_KINDS)
+
+
 def scan(text: str) -> list[Hit]:
     """The secrets in ``text``, with their spans (category: the secret's kind)."""
-    return SecretScanner().scan(text)
+    return _SCANNER.scan(text)
