@@ -24,7 +24,6 @@ from farebox.guardrails.classifier import (
     ClassifierFailed,
     ClassifierRunner,
     ClassifierTimeout,
-    build_runner,
     load_classifier,
     runner_for,
 )
@@ -401,11 +400,13 @@ def _settings(tmp_path: Path, classifier: str, guard_model: dict[str, Any] | Non
     return parse_settings(data, source="test.yaml", env={}, base_dir=tmp_path)
 
 
-async def test_build_runner_only_when_a_plan_asks(tmp_path: Path, nanoguard: Any) -> None:
-    assert build_runner(_settings(tmp_path, "off")) is None
+async def test_the_stage_has_a_runner_only_when_a_plan_asks(tmp_path: Path, nanoguard: Any) -> None:
+    from farebox.app import guardrail_stage
+
+    assert guardrail_stage(_settings(tmp_path, "off")).classifier is None
     directory = export_checkpoint(nanoguard, tmp_path / "ckpt", "pt")
     cfg = {"model": "local", "path": str(directory), "queue": 5, "threads": 1}
-    runner = build_runner(_settings(tmp_path, "on", cfg))
+    runner = guardrail_stage(_settings(tmp_path, "on", cfg)).classifier
     assert runner is not None and runner.max_queue == 5
     try:
         (score,) = await runner.scores([INJECTION], timeout_ms=60_000)

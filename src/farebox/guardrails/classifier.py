@@ -38,7 +38,6 @@ from farebox.errors import GuardrailUnavailable
 
 if TYPE_CHECKING:
     from farebox.config.guardrail_model import GuardModelSettings
-    from farebox.config.settings import Settings
 
 DETECTOR = "injection_classifier"
 log = logging.getLogger("farebox.guardrails")
@@ -282,24 +281,6 @@ def load_classifier(
             f"unknown guard model {model!r}: 'nanoguard', or 'local' with a path"
         )
     return models.NanoGuardModel(threads=threads, max_batch=max_batch, int8=int8)
-
-
-def classifier_wanted(settings: Settings) -> bool:
-    """Whether any plan turns prompt injection's classifier on."""
-    return any(
-        plan.guardrails.prompt_injection.classifier
-        and plan.guardrails.prompt_injection.mode != "off"
-        for plan in settings.file.plans.values()
-    )
-
-
-def build_runner(settings: Settings) -> ClassifierRunner | None:
-    """The runner of ``guard_model:`` when some plan turns the classifier on, else None.
-    Blocking (it loads the model, a second or two): call it while the app is built, so that
-    a missing ``farebox[guard-model]`` stops start-up with ``GuardrailUnavailable``."""
-    if not classifier_wanted(settings):
-        return None
-    return runner_for(settings.file.guard_model)
 
 
 def runner_for(cfg: GuardModelSettings) -> ClassifierRunner:

@@ -210,44 +210,16 @@ def classifier_scores(score: Scorer, texts: tuple[str, ...], batch: int = 16) ->
     return found
 
 
-class NanoGuardFallback:
-    """Development stand-in while ``load_classifier`` is a stub (``NotImplementedError``):
-    the ``nanoguard`` package's own ``scan_batch`` (every text padded to 512 tokens)."""
-
-    name = "nanoguard.scan_batch (fallback adapter)"
-
-    def __init__(self, threads: int) -> None:
-        import torch  # farebox[guard-model]
-        from nanoguard import NanoGuard
-
-        torch.set_num_threads(threads)
-        self._model = NanoGuard(device="cpu")
-
-    def scores(self, texts: list[str]) -> list[float]:
-        return [float(r.injection_score) for r in self._model.scan_batch(texts)]
-
-
 def load_scorer(threads: int) -> tuple[Scorer | None, str]:
     """The classifier's ``scores`` and a name for it; (None, why) when it is unavailable."""
     from farebox.errors import GuardrailUnavailable
     from farebox.guardrails import classifier
 
-    loader: Any = classifier.load_classifier
     try:
-        try:
-            model = loader("nanoguard", threads=threads)
-        except TypeError:  # a loader without the threads parameter
-            model = loader("nanoguard")
-        return model.scores, "farebox load_classifier('nanoguard')"
-    except NotImplementedError:
-        pass
+        model = classifier.load_classifier("nanoguard", threads=threads)
     except GuardrailUnavailable as exc:
         return None, f"unavailable: {exc}"
-    try:
-        fallback = NanoGuardFallback(threads)
-    except ImportError as exc:
-        return None, f"unavailable: {exc} (pip install 'farebox[guard-model]')"
-    return fallback.scores, fallback.name
+    return model.scores, "farebox load_classifier('nanoguard')"
 
 
 @dataclass
