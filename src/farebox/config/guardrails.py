@@ -19,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from farebox.config.base import Strict
 from farebox.core.guardrails import (
+    BUILTIN_PII,
     MAX_SCAN_CHARS,
     AbusePolicy,
     GuardrailPolicy,
@@ -37,17 +38,7 @@ PII_ENTITIES = frozenset({
     "UK_NHS", "DATE_TIME", "CRYPTO", "MEDICAL_LICENSE", "NRP",
 })  # fmt: skip
 
-BUILTIN_ENTITIES = frozenset(
-    {
-        "EMAIL_ADDRESS",
-        "PHONE_NUMBER",
-        "CREDIT_CARD",
-        "IBAN_CODE",
-        "US_SSN",
-        "IP_ADDRESS",
-        "URL",
-    }
-)  # fmt: skip  (``guardrails.pii_patterns.ENTITIES``: the ones without presidio)
+BUILTIN_ENTITIES = frozenset(BUILTIN_PII)  # the built-in recognisers' types (no presidio)
 
 
 def _off_or_on(value: object) -> object:

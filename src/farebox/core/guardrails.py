@@ -19,6 +19,11 @@ Where = Literal["user", "tool", "system", "assistant", "output"]
 ACTIONS: dict[str, Action] = {"flag": "flagged", "redact": "redacted", "block": "blocked"}
 # ``guardrails``: the stage itself (``scan_limit``: a text past ``max_scan_chars`` not read)
 DETECTORS = ("injection_rules", "injection_classifier", "pii", "secrets", "abuse", "guardrails")
+# the PII types the built-in recognisers (``guardrails.pii_patterns``) read, with no extra;
+# presidio reads the others. The config checks plans against it, the recognisers serve it.
+BUILTIN_PII = (
+    "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "URL",
+)  # fmt: skip
 MAX_SCAN_CHARS = 524_288  # characters read per request by default (about 128K tokens)
 
 

@@ -14,20 +14,12 @@ import ipaddress
 import re
 from collections.abc import Callable, Collection, Iterator
 
-from farebox.core.guardrails import Hit
+from farebox.core.guardrails import BUILTIN_PII, Hit
 from farebox.guardrails.spans import by_score, sweep
 
 DETECTOR = "pii"
 _ALNUM_UPPER = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-ENTITIES = (
-    "EMAIL_ADDRESS",
-    "PHONE_NUMBER",
-    "CREDIT_CARD",
-    "IBAN_CODE",
-    "US_SSN",
-    "IP_ADDRESS",
-    "URL",
-)
+ENTITIES = BUILTIN_PII  # the types these recognisers read (``core.guardrails``)
 
 _EMAIL = re.compile(
     r"(?<![\w.+%!#$&'*/=?^`{|}~-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?"
