@@ -169,18 +169,25 @@ async def test_the_metrics_endpoint_shows_what_the_app_observed(tmp_path: Path) 
 
 
 # the signed webhook -----------------------------------------------------------------------
-async def test_one_signed_event_per_request_with_findings_and_never_the_text(
-    tmp_path: Path,
-) -> None:
+Deliveries = list[tuple[str, bytes]]  # (X-Farebox-Signature, body) per delivery
+Receiver = tuple[Deliveries, asyncio.Event, dict[str, Any]]
+
+
+@contextlib.asynccontextmanager
+async def hook_receiver(
+    count: int,
+) -> AsyncIterator[tuple[Deliveries, asyncio.Event, dict[str, Any]]]:
+    """A loopback receiver of the signed alert webhook: the deliveries it got, an event set
+    once ``count`` arrived, and the config that points a gateway at it."""
     from fakes import serve
 
-    got: list[tuple[str, bytes]] = []
-    two = asyncio.Event()
+    got: Deliveries = []
+    arrived = asyncio.Event()
 
     async def handle(request: web.Request) -> web.Response:
         got.append((request.headers["x-farebox-signature"], await request.read()))
-        if len(got) >= 2:
-            two.set()
+        if len(got) >= count:
+            arrived.set()
         return web.Response(status=204)
 
     receiver = web.Application()
@@ -189,18 +196,30 @@ async def test_one_signed_event_per_request_with_findings_and_never_the_text(
     hook = {"budgets": {"alert_webhook_url": f"http://127.0.0.1:{port}/hook",
                         "alert_webhook_secret": "env:HOOK_SECRET"}}  # fmt: skip
     try:
-        async with running(tmp_path, **hook) as gw:
-            key_id, _ = await gw.setup("acme", plan="open")
-            flagged = entry("acme", key_id, finding(text=LEAK, start=4, end=25), user="u-7",
-                            workspace="default")  # fmt: skip
-            blocked = entry("acme", key_id, finding("injection_rules", "system_prompt_extraction",
-                                                    "blocked", matched=LEAK))  # fmt: skip
-            clean = entry("acme", key_id)  # no findings: no event
-            await gw.record(flagged, clean, blocked, plan="open")
-            await asyncio.wait_for(two.wait(), 10)
-            await gw.app.state.services.on_alert.__self__.aclose(5.0)  # every delivery landed
+        yield got, arrived, hook
     finally:
         await runner.cleanup()
+
+
+def signed_by_secret(header: str, body: bytes) -> bool:
+    """Whether ``body`` carries a valid signature by the test's webhook ``SECRET``."""
+    stamp = int(dict(p.split("=", 1) for p in header.split(","))["t"])
+    return signed(SECRET.encode(), header, body, stamp)
+
+
+async def test_one_signed_event_per_request_with_findings_and_never_the_text(
+    tmp_path: Path,
+) -> None:
+    async with hook_receiver(2) as (got, two, hook), running(tmp_path, **hook) as gw:
+        key_id, _ = await gw.setup("acme", plan="open")
+        flagged = entry("acme", key_id, finding(text=LEAK, start=4, end=25), user="u-7",
+                        workspace="default")  # fmt: skip
+        blocked = entry("acme", key_id, finding("injection_rules", "system_prompt_extraction",
+                                                "blocked", matched=LEAK))  # fmt: skip
+        clean = entry("acme", key_id)  # no findings: no event
+        await gw.record(flagged, clean, blocked, plan="open")
+        await asyncio.wait_for(two.wait(), 10)
+        await gw.app.state.services.on_alert.__self__.aclose(5.0)  # every delivery landed
     events = [orjson.loads(body) for _, body in got]
     assert [e["type"] for e in events] == ["guardrail.flagged", "guardrail.blocked"]
     first, second = events
@@ -219,8 +238,7 @@ async def test_one_signed_event_per_request_with_findings_and_never_the_text(
     assert second["findings"][0]["category"] == "system_prompt_extraction"
     for header, body in got:
         assert LEAK.encode() not in body and b"matched" not in body
-        stamp = int(dict(p.split("=", 1) for p in header.split(","))["t"])
-        assert signed(SECRET.encode(), header, body, stamp)
+        assert signed_by_secret(header, body)
 
 
 def test_the_event_of_a_redaction_alone_is_flagged() -> None:

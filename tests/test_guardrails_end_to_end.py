@@ -11,11 +11,9 @@ import httpx
 import openai
 import orjson
 import pytest
-from aiohttp import web
 
-from farebox.sinks.webhook import verify as signed
 from tests.guard_world import INJECTION
-from tests.test_guardrail_findings import SECRET, running
+from tests.test_guardrail_findings import hook_receiver, running, signed_by_secret
 
 EMAIL = "ana.lopez@example.com"
 PLANS = {
@@ -30,46 +28,30 @@ PLANS = {
 
 
 async def test_findings_reach_the_ledger_the_api_and_the_signed_webhook(tmp_path: Path) -> None:
-    from fakes import serve
-
-    got: list[tuple[str, bytes]] = []
-    both = asyncio.Event()
-
-    async def handle(request: web.Request) -> web.Response:
-        got.append((request.headers["x-farebox-signature"], await request.read()))
-        if len(got) >= 2:
-            both.set()
-        return web.Response(status=204)
-
-    receiver = web.Application()
-    receiver.router.add_post("/hook", handle)
-    runner, port = await serve(receiver)
-    hook = {"budgets": {"alert_webhook_url": f"http://127.0.0.1:{port}/hook",
-                        "alert_webhook_secret": "env:HOOK_SECRET"}}  # fmt: skip
-    try:
-        async with running(tmp_path, plans=PLANS, **hook) as gw:
-            _, key = await gw.setup("acme", plan="guarded")
-            http = httpx.AsyncClient(transport=httpx.ASGITransport(app=gw.app))
-            oai = openai.AsyncOpenAI(api_key=key, base_url="http://gateway/v1",
-                                     http_client=http, max_retries=0)  # fmt: skip
-            with pytest.raises(openai.BadRequestError) as caught:
-                await oai.chat.completions.create(
-                    model="gpt-4o-mini", messages=[{"role": "user", "content": INJECTION}]
-                )
-            assert caught.value.code == "prompt_injection_detected"
-            answer = await oai.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": f"I am {EMAIL}"}]
+    async with (
+        hook_receiver(2) as (got, both, hook),
+        running(tmp_path, plans=PLANS, **hook) as gw,
+    ):
+        _, key = await gw.setup("acme", plan="guarded")
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=gw.app))
+        oai = openai.AsyncOpenAI(api_key=key, base_url="http://gateway/v1",
+                                 http_client=http, max_retries=0)  # fmt: skip
+        with pytest.raises(openai.BadRequestError) as caught:
+            await oai.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": INJECTION}]
             )
-            assert answer.choices[0].message.content is not None
-            await asyncio.wait_for(both.wait(), 10)
-            rows = await gw.client.get("/admin/v1/guardrails/findings?tenant=acme",
+        assert caught.value.code == "prompt_injection_detected"
+        answer = await oai.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": f"I am {EMAIL}"}]
+        )
+        assert answer.choices[0].message.content is not None
+        await asyncio.wait_for(both.wait(), 10)
+        rows = await gw.client.get("/admin/v1/guardrails/findings?tenant=acme",
+                                   headers=gw.admin)  # fmt: skip
+        only_pii = await gw.client.get("/admin/v1/guardrails/findings?detector=pii",
                                        headers=gw.admin)  # fmt: skip
-            only_pii = await gw.client.get("/admin/v1/guardrails/findings?detector=pii",
-                                           headers=gw.admin)  # fmt: skip
-            ledger = await gw.client.get("/admin/v1/requests?tenant=acme", headers=gw.admin)
-            await http.aclose()
-    finally:
-        await runner.cleanup()
+        ledger = await gw.client.get("/admin/v1/requests?tenant=acme", headers=gw.admin)
+        await http.aclose()
     assert rows.status_code == 200, rows.text
     found = {r["status"]: r["findings"] for r in rows.json()["data"]}
     assert found["blocked"][0]["category"] == "instruction_override"
@@ -83,8 +65,7 @@ async def test_findings_reach_the_ledger_the_api_and_the_signed_webhook(tmp_path
     events = [orjson.loads(body) for _, body in got]
     assert sorted(e["type"] for e in events) == ["guardrail.blocked", "guardrail.flagged"]
     for header, body in got:
-        stamp = int(dict(p.split("=", 1) for p in header.split(","))["t"])
-        assert signed(SECRET.encode(), header, body, stamp)
+        assert signed_by_secret(header, body)
     for text in (rows.text, only_pii.text, ledger.text, *(b.decode() for _, b in got)):
         assert EMAIL not in text and "ignore all previous" not in text.lower()
 
