@@ -204,7 +204,7 @@ def test_500_concurrent_requests_across_three_replicas(tmp_path: Path, backend: 
         bodies = request_bodies(3)
         since = time.time()
         answers = asyncio.run(spread_chats([s.base_url for s in servers], key, bodies))
-        ok = check_answers(answers)
+        ok = check_answers(answers, bodies)
         rows = backend.ledger("t")
         assert len(rows) == ok and {r["status"] for r in rows} == {"ok"}
         spent = sum(int(r["cost"]) for r in rows)
