@@ -44,7 +44,7 @@ from farebox.gateway.admission import Budgets
 from farebox.gateway.auth import Authenticator
 from farebox.gateway.breakers import Breakers
 from farebox.gateway.cache import ResponseCache
-from farebox.gateway.guard_engines import build_stage
+from farebox.gateway.guard_engines import build_stage, equip
 from farebox.gateway.guardrails import GuardrailStage
 from farebox.gateway.inflight import InFlight
 from farebox.gateway.ledger import LedgerWriter
@@ -358,7 +358,12 @@ def plan_reloader(
         if tracing is not None:
             tracing.reload(content_plans(new))
 
-    return PlanReloader(settings, apply_plans, settings.file.server.reload_interval_s)
+    def prepare(new: Settings) -> None:  # blocking: the reloader runs it in a thread
+        plans = {name: plan.guardrails for name, plan in new.file.plans.items()}
+        equip(gateway.guardrails, plans, str(new.source), new.file.guard_model)
+
+    interval = settings.file.server.reload_interval_s
+    return PlanReloader(settings, apply_plans, interval, prepare)
 
 
 def make_cache(

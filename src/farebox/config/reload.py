@@ -5,6 +5,11 @@ Each process polls the file's size and modification time (one ``stat`` every
 ``server.reload_interval_s``). A changed file is parsed in full; if it is invalid the old
 plans stay and the error is logged. Sections other than ``plans`` and ``default_plan``
 (providers, models, stores, server) still need a restart; a change to them is logged.
+
+Before new plans apply, ``prepare`` (when given) readies what they need and the process lacks:
+the guardrail engines a plan newly asks for (presidio, the injection classifier), loaded in a
+worker thread so requests keep flowing. A ``ConfigError`` from it (a missing extra) keeps the
+old plans, like an invalid file.
 """
 
 from __future__ import annotations
@@ -37,26 +42,60 @@ def _restart_needed(old: FileConfig, new: FileConfig) -> list[str]:
 
 class PlanReloader:
     def __init__(
-        self, settings: Settings, apply: Callable[[Settings], None], interval_s: float
+        self,
+        settings: Settings,
+        apply: Callable[[Settings], None],
+        interval_s: float,
+        prepare: Callable[[Settings], None] | None = None,  # blocking: run in a thread
     ) -> None:
         self._path = Path(settings.source)
         self._current = settings
         self._apply = apply
+        self._prepare = prepare
         self._interval = interval_s
         self._stamp = _stamp(self._path)
         self._task: asyncio.Task[None] | None = None
 
     def check(self) -> bool:
-        """Apply the file if it changed since the last look; True when plans were applied."""
+        """Apply the file if it changed since the last look; True when plans were applied
+        (``prepare`` runs here, in the caller's thread: ``check_soon`` runs it in another)."""
+        settings = self._changed()
+        if settings is None or not self._prepared(settings):
+            return False
+        return self._applied(settings)
+
+    async def check_soon(self) -> bool:
+        """``check``, with ``prepare`` in a worker thread: the event loop keeps serving."""
+        settings = self._changed()
+        if settings is None:
+            return False
+        if self._prepare is not None and not await asyncio.to_thread(self._prepared, settings):
+            return False
+        return self._applied(settings)
+
+    def _changed(self) -> Settings | None:
+        """The file's new settings, when it changed and parses; None otherwise."""
         stamp = _stamp(self._path)
         if stamp is None or stamp == self._stamp:
-            return False
+            return None
         self._stamp = stamp
         try:
-            settings = load_settings(self._path)
+            return load_settings(self._path)
+        except ConfigError as exc:
+            log.error("config change ignored, the running plans stay: %s", exc.message)
+            return None
+
+    def _prepared(self, settings: Settings) -> bool:
+        if self._prepare is None:
+            return True
+        try:
+            self._prepare(settings)
         except ConfigError as exc:
             log.error("config change ignored, the running plans stay: %s", exc.message)
             return False
+        return True
+
+    def _applied(self, settings: Settings) -> bool:
         stale = _restart_needed(self._current.file, settings.file)
         if stale:
             log.warning("config sections %s changed: they apply after a restart", stale)
@@ -79,6 +118,6 @@ class PlanReloader:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                self.check()
+                await self.check_soon()
             except Exception:
                 log.exception("config reload failed")

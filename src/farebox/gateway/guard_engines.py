@@ -2,7 +2,13 @@
 (``pii.engine: presidio``, extra ``farebox[pii]``) and the local injection classifier
 (``prompt_injection.classifier: on``, extra ``farebox[guard-model]``). A plan that needs a
 missing extra stops start-up with ``GuardrailUnavailable`` naming the plan and the extra; no
-plan needs one: nothing is imported."""
+plan needs one: nothing is imported.
+
+Plans reloaded while serving (``config.reload``) get the same: ``equip`` loads what the new
+plans need and the running stage lacks (presidio for entity types it was not built for, the
+classifier), off the event loop, before the plans apply; a missing extra keeps the old plans,
+with the same error in the log. Engines are only added: a plan that stops needing one leaves
+it loaded until the next restart."""
 
 from __future__ import annotations
 
@@ -35,18 +41,47 @@ def classifier_plans(plans: Mapping[str, GuardrailsConfig]) -> list[str]:
     return sorted(name for name in on if plans[name].prompt_injection.classifier)
 
 
+def _presidio_entities(plans: Mapping[str, GuardrailsConfig], named: list[str]) -> list[str]:
+    """The entity types presidio must know for the plans ``named``: the built-in recognisers'
+    own types are never presidio's."""
+    wanted = {e for n in named for e in plans[n].pii.entities}
+    return sorted(wanted - set(pii_patterns.ENTITIES))
+
+
 def build_stage(
     plans: Mapping[str, GuardrailsConfig], source: str, model: GuardModelSettings | None = None
 ) -> GuardrailStage:
     """The stage, with the engines the plans (``plans.NAME.guardrails``) need; ``model``: the
     classifier's (``guard_model:``, its defaults when None)."""
     named = presidio_plans(plans)
-    entities = sorted(
-        {e for n in named for e in plans[n].pii.entities} - set(pii_patterns.ENTITIES)
-    )
-    presidio = _presidio(named, entities, source)
+    presidio = _presidio(named, _presidio_entities(plans, named), source)
     runner = _classifier(classifier_plans(plans), source, model or GuardModelSettings())
     return GuardrailStage(presidio=presidio, classifier=runner)
+
+
+def equip(
+    stage: GuardrailStage,
+    plans: Mapping[str, GuardrailsConfig],
+    source: str,
+    model: GuardModelSettings | None = None,
+) -> None:
+    """Give the running ``stage`` the engines reloaded ``plans`` need and it lacks (blocking:
+    run it off the event loop). Presidio is rebuilt for the union of the types it had and
+    the new ones; ``GuardrailUnavailable`` (a ``ConfigError``) when an extra is missing, and
+    the stage is left as it was."""
+    named = presidio_plans(plans)
+    had = set(getattr(stage.presidio, "entities", ()) or ())
+    wanted = set(_presidio_entities(plans, named))
+    presidio = None
+    if named and (stage.presidio is None or not wanted <= had):
+        presidio = _presidio(named, sorted(wanted | had), source)
+    runner = None
+    if stage.classifier is None:
+        runner = _classifier(classifier_plans(plans), source, model or GuardModelSettings())
+    if presidio is not None:
+        stage.adopt_presidio(presidio)
+    if runner is not None:
+        stage.classifier = runner
 
 
 def _unavailable(source: str, names: list[str], what: str, extra: str, exc: BaseException) -> \

@@ -156,6 +156,13 @@ class GuardrailStage:
         self._pii_pool = None if presidio is None else ThreadPoolExecutor(
             PII_WORKERS, thread_name_prefix="farebox-presidio")  # fmt: skip
 
+    def adopt_presidio(self, engine: PiiEngine) -> None:
+        """Scan with ``engine`` from now on (plans reloaded onto presidio: ``guard_engines.
+        equip``); its pool is made with the first engine and kept."""
+        if self._pii_pool is None:
+            self._pii_pool = ThreadPoolExecutor(PII_WORKERS, thread_name_prefix="farebox-presidio")
+        self.presidio = engine
+
     async def close(self) -> None:
         if self.classifier is not None:
             await self.classifier.close()
@@ -201,7 +208,7 @@ class GuardrailStage:
             return
         try:
             if self.classifier is None:
-                raise ClassifierTimeout("no classifier loaded")  # plan reloaded: needs restart
+                raise ClassifierTimeout("no classifier loaded")  # a stand-in stage's
             scores = await self.classifier.scores([t.text for t in mine], pi.timeout_ms)
         except ClassifierTimeout as exc:
             category = "timeout" if self.classifier is not None else "unavailable"
@@ -228,7 +235,7 @@ class GuardrailStage:
         windows = [t.text for _, t in mine]
         # the built-in recognisers for the types they know (checksummed, and measured as
         # precise as presidio's at a fraction of the cost); presidio for names, places and
-        # the rest (a plan reloaded onto presidio without a restart: built in only)
+        # the rest (loaded for every plan naming it: at start-up, or by a reload's ``equip``)
         builtin = [e for e in pp.entities if e in pii_patterns.ENTITIES]
         ner = [e for e in pp.entities if e not in pii_patterns.ENTITIES]
         each = _scan_all(pii_patterns.scan, windows, builtin)
