@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,18 +20,20 @@ import pytest
 from click.testing import CliRunner, Result
 
 from farebox.cli import main
+from farebox.cli.terminal import Terminal
 from farebox.core.records import LedgerEntry
 from farebox.stores.sqlite.store import SQLiteStore
 from tests.e2e import ADMIN_KEY, child_env, serve, write_config
 from tests.test_guardrail_findings import LEAK, NOW, entry, finding
 
 PLANS = {"pro": {"models": ["*"]}}
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 BULK = 230  # globex's requests with a finding: more than one page of the API (200)
 
 
-def cli(*args: str) -> Result:
+def cli(*args: str, obj: Terminal | None = None) -> Result:
     env = {"FAREBOX_ADMIN_KEY": ADMIN_KEY, "FAREBOX_DATABASE": None, "FAREBOX_CONFIG": None}
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False, obj=obj)
 
 
 def entries() -> list[LedgerEntry]:
@@ -109,6 +112,20 @@ def test_a_table_row_per_finding_newest_first(site: dict[str, Any]) -> None:
     window = table(local(site, "--from", str(NOW - 250), "--to", "2029-12-31T23:58:20Z"))
     assert [r[2] for r in window] == [rows[1].request_id] * 2  # [from, to)
     assert LEAK not in local(site).output + local(site, "--json").output
+
+
+def test_a_terminal_gets_a_rich_table(site: dict[str, Any]) -> None:
+    terminal = Terminal(force=True, width=200, color=False)
+    shown = cli("guard", "findings", "--tenant", "acme", "--config", site["config"], obj=terminal)
+    assert shown.exit_code == 0, shown.output
+    lines = ANSI.sub("", shown.stdout).splitlines()
+    assert lines[0].strip() == "Guardrail findings"
+    assert lines[-1].strip() == "4 findings in 3 requests"
+    row = next(line for line in lines if site["rows"][0].request_id in line)
+    assert row.split()[-4:] == ["EMAIL_ADDRESS", "redacted", "0.93", "user"]
+    more = cli("guard", "findings", "--limit", "1", "--config", site["config"], obj=terminal)
+    last = ANSI.sub("", more.stdout).splitlines()[-1].strip()
+    assert last == "1 finding in 1 request (more: raise --limit)"
 
 
 def test_json_is_the_admin_apis_and_the_same_through_url(site: dict[str, Any]) -> None:

@@ -118,8 +118,13 @@ def guard_findings(
     wanted = {"detector": detector, "category": category, "action": action}
     rows = finding_rows(found["data"], {k: v for k, v in wanted.items() if v is not None})
     more = " (more: raise --limit)" if found["next_cursor"] else ""
-    print_table(rows, FINDING_COLUMNS, title="Guardrail findings",
-                caption=f"{len(rows)} findings in {len(found['data'])} requests{more}")  # fmt: skip
+    print_table(rows, FINDING_COLUMNS, title="Guardrail findings", numbers=("score",),
+                caption=f"{_many(len(rows), 'finding')} in "
+                f"{_many(len(found['data']), 'request')}{more}")  # fmt: skip
+
+
+def _many(count: int, thing: str) -> str:
+    return f"{count} {thing}" if count == 1 else f"{count} {thing}s"
 
 
 def _findings(
