@@ -111,7 +111,7 @@ async def test_introspection_shows_no_way_to_name_a_tenant(make_gateway: Any) ->
         fields = body["data"]["__schema"]["queryType"]["fields"]
         names = {f["name"] for f in fields}
         assert names == {"series", "budgets", "anomalies", "requests", "tenant", "keys", "cache",
-                         "credits", "invoice"}  # fmt: skip
+                         "credits", "invoice", "guardrailFindings"}  # fmt: skip
         assert all(a["name"] != "tenant" for f in fields for a in f["args"])
         inputs = [t for t in body["data"]["__schema"]["types"] if t["inputFields"]]
         assert inputs and all(i["name"] != "tenant" for t in inputs for i in t["inputFields"])

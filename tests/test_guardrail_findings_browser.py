@@ -109,6 +109,24 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             yield Site(server, c, r.json()["key"], keys)
 
 
+# how far (px) any table cell of the page reaches past its card's content box, or any cell's
+# content past the cell (a long request id is cut with an ellipsis, its whole id in its title)
+OVERFLOW_JS = """() => {
+  let worst = {px: 0, what: ''};
+  for (const table of document.querySelectorAll('.card table')) {
+    const card = table.closest('.card'), style = getComputedStyle(card);
+    const right = card.getBoundingClientRect().right - parseFloat(style.paddingRight)
+                  - parseFloat(style.borderRightWidth);
+    for (const cell of table.querySelectorAll('th, td')) {
+      const past = Math.max(cell.getBoundingClientRect().right - right,
+                            cell.scrollWidth - cell.clientWidth);
+      if (past > worst.px) worst = {px: past, what: table.id + ': ' + cell.textContent.trim()};
+    }
+  }
+  return worst;
+}"""
+
+
 def test_the_owner_and_a_tenant_admin_see_the_findings(site: Site, tab: Watched) -> None:
     page = tab.page
     sign_in(site.url, tab, ADMIN_KEY)
@@ -126,6 +144,10 @@ def test_the_owner_and_a_tenant_admin_see_the_findings(site: Site, tab: Watched)
     page.select_option("select[name=hours]", "168")
     page.click("#guardrail-filters button[type=submit]")
     page.wait_for_url(f"{site.url}/dashboard/guardrails?tenant=&detector=&hours=168")
+    assert page.evaluate(OVERFLOW_JS)["px"] <= 0.5, page.evaluate(OVERFLOW_JS)
+    long_id = "req_globex_system_prompt_extraction_000"
+    cut = page.locator(f"#latest-findings tr[data-request={long_id}] code[title]")
+    assert cut.get_attribute("title") == long_id  # the whole id, where the cell cuts it short
     page.screenshot(path=str(DOCS / "dashboard-guardrails.png"), full_page=True)
     tab.clean()
 

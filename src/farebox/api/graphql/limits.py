@@ -39,19 +39,29 @@ MAX_DEPTH = 6
 MAX_ALIASES = 10
 MAX_TOKENS = 2000
 MAX_COST = 600
-# what a field costs beyond 1: a series, a page of the request log, a ranking, plan profitability,
-# upsell conversion or a what-if reads rollups or entries (at most five per query); a listing of
-# budgets, incidents, tenants or keys, a tenant's cache, credits or invoice reads rows
+# what a field costs beyond 1: a series, a page of the request log or of guardrail findings, a
+# ranking, plan profitability, upsell conversion or a what-if reads rollups or entries (at most
+# five per query); a listing of budgets, incidents, tenants or keys, a tenant's cache, credits
+# or invoice reads rows
 FIELD_COST: Mapping[str, int] = MappingProxyType(
     dict.fromkeys(
-        ("series", "requests", "topSpenders", "caches", "planProfitability", "upsell", "reprice"),
+        (
+            "series",
+            "requests",
+            "topSpenders",
+            "caches",
+            "planProfitability",
+            "upsell",
+            "reprice",
+            "guardrailFindings",
+        ),
         100,
     )
     | dict.fromkeys(
         ("budgets", "anomalies", "tenants", "keys", "tenant", "cache", "credits", "invoice"), 10
     )
 )
-MAX_PAGE = 200  # requests(first:)
+MAX_PAGE = 200  # requests(first:), guardrailFindings(first:)
 MAX_TOP = 1000  # topSpenders(n:)
 # points a series may return (the stores refuse more than MAX_SERIES_POINTS, 20,000, as they
 # read them: stores/rollup_rows.py; this is the lower, so the GraphQL message says it first)

@@ -6,20 +6,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar, cast
 
 import strawberry
 from graphql import GraphQLError
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, Info
 
-from farebox.api.graphql import intelligence, limits, resolvers, revenue
+from farebox.api.graphql import findings, intelligence, limits, resolvers, revenue
 from farebox.api.graphql import types as t
 from farebox.api.graphql.context import GraphContext
 from farebox.errors import FareboxError
 
 Ctx = Info[GraphContext, None]
 F = TypeVar("F", bound=Callable[..., Any])
+From = Annotated[str | None, strawberry.argument(
+    name="from", description="From this time (inclusive): unix seconds or ISO 8601, UTC when "
+    "no zone is given.")]  # fmt: skip
+To = Annotated[str | None, strawberry.argument(
+    name="to", description="Before this time (exclusive), as `from`.")]  # fmt: skip
+FINDINGS = ("Requests with guardrail findings, newest first, a page at a time, as GET "
+            "/admin/v1/guardrails/findings: a request matches when one of its findings has the "
+            "detector, category and action given. Never the matched text.")  # fmt: skip
 
 
 def described(text: str | None) -> Callable[[F], F]:
@@ -114,6 +122,16 @@ class AdminQuery:
     ) -> t.RequestPage:  # fmt: skip
         return await resolvers.requests(info.context, tenant, filter, first, after)
 
+    @described(FINDINGS)
+    async def guardrail_findings(
+        self, info: Ctx, tenant: str | None = None, key: str | None = None,
+        detector: str | None = None, category: str | None = None, action: str | None = None,
+        start: From = None, end: To = None, first: int = 50, after: str | None = None,
+    ) -> findings.GuardrailFindingPage:  # fmt: skip
+        asked = {"key": key, "detector": detector, "category": category, "action": action,
+                 "from": start, "to": end}  # fmt: skip
+        return await findings.guardrail_findings(info.context, tenant, asked, first, after)
+
     @described(None)
     async def tenants(self, info: Ctx, id: str | None = None) -> list[t.Tenant]:
         return await resolvers.tenants(info.context, id)
@@ -161,6 +179,16 @@ class TenantQuery:
         after: str | None = None,
     ) -> t.RequestPage:  # fmt: skip
         return await resolvers.requests(info.context, _own(info), filter, first, after)
+
+    @described(FINDINGS.replace("Requests", "This tenant's requests", 1))
+    async def guardrail_findings(
+        self, info: Ctx, key: str | None = None, detector: str | None = None,
+        category: str | None = None, action: str | None = None, start: From = None,
+        end: To = None, first: int = 50, after: str | None = None,
+    ) -> findings.GuardrailFindingPage:  # fmt: skip
+        asked = {"key": key, "detector": detector, "category": category, "action": action,
+                 "from": start, "to": end}  # fmt: skip
+        return await findings.guardrail_findings(info.context, _own(info), asked, first, after)
 
     @described("This tenant.")
     async def tenant(self, info: Ctx) -> t.Tenant:
