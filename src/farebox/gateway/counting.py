@@ -9,6 +9,13 @@ else by the estimator that sizes reservations. Nothing is billed, nothing is hel
 budget, no ledger entry is written: the rate-limit holds are a ledger-free reservation
 (``Budgets.counting``), settled without a ledger entry however the count ends.
 
+Guardrails (issue 15): a count answered by the estimator sends nothing anywhere, and is not
+screened. One sent to the provider's counting endpoint is, when the plan has guardrails on,
+for secrets and PII only (``GuardrailStage.screen_count``): a ``block`` refuses it with the
+400 chat would give; a value ``redact`` would replace (or a text past ``max_scan_chars``)
+keeps it local, counted by the estimator; ``flag`` sends it as it is. Since a count writes no
+ledger entry, its findings are not recorded.
+
 Tokens-per-minute limits are not charged: they count the tokens a model reads and writes, and
 a count makes no model read anything (the provider's counting endpoint is free and has limits
 of its own).
@@ -21,10 +28,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from farebox.core.budgets import Hold
 from farebox.core.counting import estimate_chat_input, estimate_response_input
+from farebox.core.guardrails import GuardrailPolicy
 from farebox.core.plans import Plan
 from farebox.core.records import LEDGER_FREE, LedgerEntry
 from farebox.core.routing import Target
@@ -59,6 +67,12 @@ NOT_COUNTED = frozenset(
 Targets = Callable[[Plan, str, tuple[str, ...]], tuple[Target, ...]]
 
 
+class CountScreen(Protocol):
+    """The guardrail stage's screening of a count (``GuardrailStage.screen_count``)."""
+
+    async def screen_count(self, policy: GuardrailPolicy, body: dict[str, Any]) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Counted:
     """A count and the headers it is answered with."""
@@ -70,7 +84,7 @@ class Counted:
 class TokenCounting:
     """Counts input tokens for the counting endpoints; made once, by the ``Gateway``."""
 
-    __slots__ = ("_budgets", "_clock", "_keys", "_limits", "_providers", "_targets")
+    __slots__ = ("_budgets", "_clock", "_guard", "_keys", "_limits", "_providers", "_targets")
 
     def __init__(
         self,
@@ -80,7 +94,9 @@ class TokenCounting:
         budgets: Budgets | None,
         clock: Callable[[], float] = time.time,
         keys: ProviderKeys | None = None,  # issue 14: the vault's key, or the tenant's own
+        guard: CountScreen | None = None,  # issue 15: what screens a count sent upstream
     ) -> None:
+        self._guard = guard
         self._keys = keys
         self._targets = targets
         self._providers = providers
@@ -100,7 +116,7 @@ class TokenCounting:
         )
         async with self._request(what) as headers:
             headers["x-farebox-model"] = target.model
-            tokens = await self._provider_count(plan, target, body, principal.tenant.id)
+            tokens = await self._provider_count(plan, target, body, principal.tenant.id, chat)
             source = "provider"
             if tokens is None:
                 tokens = estimate_chat_input(chat.get("messages"), chat.get("tools"))
@@ -108,14 +124,19 @@ class TokenCounting:
         return Counted(tokens, {**headers, "x-farebox-count-source": source})
 
     async def _provider_count(
-        self, plan: Plan, target: Target, body: dict[str, Any], tenant_id: str
-    ) -> int | None:
+        self, plan: Plan, target: Target, body: dict[str, Any], tenant_id: str,
+        chat: dict[str, Any],
+    ) -> int | None:  # fmt: skip
         """The Anthropic deployment's own count; None when the deployment has no counting
-        endpoint, or when it failed in a way worth estimating over (retryable)."""
+        endpoint, when the guardrails keep the body (``chat``: in chat shape) from it, or when
+        it failed in a way worth estimating over (retryable)."""
         provider = self._providers[target.provider]
         counter = getattr(provider, "count_tokens", None)
         if provider.kind != "anthropic" or counter is None:
             return None
+        if plan.guardrails.enabled and self._guard is not None:
+            if not await self._guard.screen_count(plan.guardrails, chat):
+                return None
         upstream = {k: v for k, v in body.items() if k not in NOT_COUNTED}
         upstream["model"] = target.model
         try:

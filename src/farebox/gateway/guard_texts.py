@@ -11,7 +11,12 @@ A ``Unit`` is what one scan reads: the text parts of one message joined (the mod
 as one text, so a value or a phrase split across two parts is still found; a hit is mapped
 back onto the parts it covers), or the ``arguments`` of one tool call. The arguments of the
 tool calls a client sends back (``tool_calls[].function.arguments``, Responses
-``function_call`` items, Anthropic ``tool_use`` input) are tool traffic: part ``tool``.
+``function_call`` items, Anthropic ``tool_use`` input) are tool traffic: part ``tool``. The
+tools' definitions (their descriptions, and those in their parameters' schemas) come from the
+SaaS, like its system prompt: part ``system``, each description its own unit.
+
+An embeddings request's ``input`` (``EmbedInput``): each string a unit of part ``user``;
+token-id arrays are not read, only counted for the skipped note.
 
 Work is bounded by the stage (``guardrails.max_scan_chars``): a unit is read in full or not
 at all, and a unit not read is reported, never skipped silently.
@@ -107,9 +112,11 @@ def _spliced(text: str, edits: list[tuple[int, int, str]]) -> str:
 def chat_units(body: dict[str, Any], wanted: frozenset[str]) -> list[Unit]:
     """The units of a chat body's messages whose part (``user``, ``tool``, ``system``,
     ``assistant``) is in ``wanted``: each message's text, and each of its tool calls'
-    arguments (part ``tool``)."""
+    arguments (part ``tool``); and the tools' descriptions (part ``system``: ``tool_slots``)."""
     messages = body.get("messages")
     out: list[Unit] = []
+    if "system" in wanted:
+        out.extend(Unit.of("system", [s]) for s in tool_slots(body))
     for message in messages if isinstance(messages, list) else ():
         if not isinstance(message, dict):
             continue
@@ -123,18 +130,51 @@ def chat_units(body: dict[str, Any], wanted: frozenset[str]) -> list[Unit]:
     return out
 
 
+def tool_slots(body: dict[str, Any]) -> Iterator[Slot]:
+    """The descriptions of a body's tool definitions, each its own text of part ``system``
+    (they come from the SaaS, like a system prompt, and the model reads them): a chat tool's
+    ``function.description`` (``custom.description``, legacy ``functions[].description``), a
+    Responses tool's own ``description`` (native deployments), and the ``description`` of
+    every schema inside a tool's ``parameters`` (its arguments')."""
+    tools, legacy = body.get("tools"), body.get("functions")
+    for tool in [*(tools if isinstance(tools, list) else ()),
+                 *(legacy if isinstance(legacy, list) else ())]:  # fmt: skip
+        if not isinstance(tool, dict):
+            continue
+        inner = tool.get("function", tool.get("custom"))
+        spec = inner if isinstance(inner, dict) else tool
+        if isinstance(spec.get("description"), str):
+            yield Slot("system", spec, "description")
+        yield from _schema_descriptions(spec.get("parameters"))
+
+
+def _schema_descriptions(schema: Any) -> Iterator[Slot]:
+    """The string ``description`` of every object in a JSON schema, walked without recursion
+    (the body's depth is bounded already: it had to encode, ``api.body.read_json``)."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("description"), str):
+                yield Slot("system", node, "description")
+            stack.extend(reversed([v for v in node.values() if isinstance(v, dict | list)]))
+        elif isinstance(node, list):
+            stack.extend(reversed([v for v in node if isinstance(v, dict | list)]))
+
+
 def chat_slots(body: dict[str, Any], wanted: frozenset[str]) -> list[Slot]:
     """The text slots of ``chat_units``."""
     return [slot for unit in chat_units(body, wanted) for slot in unit.slots]
 
 
 def responses_units(body: dict[str, Any]) -> list[Unit]:
-    """Every text of a Responses request (``instructions``, ``input``: messages, function
-    calls' arguments, function call outputs as a string or as parts): where the values the
-    chat body had redacted are replaced too, for a native deployment."""
+    """Every text of a Responses request (``instructions``, tool descriptions, ``input``:
+    messages, function calls' arguments, function call outputs as a string or as parts):
+    where the values the chat body had redacted are replaced too, for a native deployment."""
     out: list[Unit] = []
     if isinstance(body.get("instructions"), str):
         out.append(Unit.of("system", [Slot("system", body, "instructions")]))
+    out.extend(Unit.of("system", [s]) for s in tool_slots(body))
     items = body.get("input")
     if isinstance(items, str):
         return [*out, Unit.of("user", [Slot("user", body, "input")])]
@@ -202,3 +242,55 @@ def skipped_parts(body: dict[str, Any], most: int = 8) -> str:
                 name = kind if isinstance(kind, str) and kind.isidentifier() else "unknown"
                 counts[name[:40]] = counts.get(name[:40], 0) + 1
     return ",".join(f"{k}={v}" for k, v in sorted(counts.items())[:most])
+
+
+@dataclass(slots=True)
+class EmbedInput:
+    """An embeddings request's ``input`` as the stage reads it: each string (the input itself,
+    or an item of a list) one text of part ``user``, held in a box of its own so that a
+    redaction can be written back (``write``); token-id arrays cannot be read, and are
+    counted for the note (``skipped``)."""
+
+    body: dict[str, Any]
+    boxes: list[dict[str, Any]]  # {"text": str} per string, in order
+    positions: list[int]  # where each box's string sits in the list (-1: the input itself)
+    skipped: str = ""
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> EmbedInput:
+        value = body.get("input")
+        if isinstance(value, str):
+            return cls(body, [{"text": value}], [-1])
+        if not isinstance(value, list) or not value:
+            return cls(body, [], [], "" if value is None else "unknown=1")
+        if all(_token_id(v) for v in value):  # one token array
+            return cls(body, [], [], "tokens=1")
+        boxes, positions, tokens, unknown = [], [], 0, 0
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                boxes.append({"text": item})
+                positions.append(i)
+            elif isinstance(item, list) and item and all(_token_id(v) for v in item):
+                tokens += 1
+            else:
+                unknown += 1
+        counts = (("tokens", tokens), ("unknown", unknown))
+        return cls(body, boxes, positions, ",".join(f"{k}={n}" for k, n in counts if n))
+
+    def units(self) -> list[Unit]:
+        """One unit per string (read afresh: after a redaction, its new text)."""
+        return [Unit.of("user", [Slot("user", box, "text")]) for box in self.boxes]
+
+    def write(self) -> None:
+        """Put the boxes' strings (redacted) back into the body's ``input``."""
+        if self.positions == [-1]:
+            self.body["input"] = self.boxes[0]["text"]
+            return
+        items = list(self.body["input"])
+        for box, i in zip(self.boxes, self.positions, strict=True):
+            items[i] = box["text"]
+        self.body["input"] = items
+
+
+def _token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

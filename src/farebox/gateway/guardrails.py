@@ -4,11 +4,11 @@ no check on skips it (``GuardrailPolicy.enabled``: one attribute read).
 
 For a chat request (every format arrives in OpenAI chat shape; a Responses request's own body,
 sent as it is to native deployments, is redacted the same way) it reads the texts each check
-scans (``guard_texts``: user messages, tool results and tool-call arguments, system prompts,
-assistant turns; a message's text parts joined), each in full, within the plan's
-``max_scan_chars`` (``guard_scan``): a text past it is never forwarded unread by a check that
-blocks or redacts (400 ``guardrail_scan_limit``; flagged ``scan_limit`` when the checks only
-flag). It runs:
+scans (``guard_texts``: user messages, tool results and tool-call arguments, system prompts and
+tool descriptions, assistant turns; a message's text parts joined), each in full, within the
+plan's ``max_scan_chars`` (``guard_scan``): a text past it is never forwarded unread by a check
+that blocks or redacts (400 ``guardrail_scan_limit``; flagged ``scan_limit`` when the checks
+only flag). It runs:
 
 - prompt injection: layer 1 rules (``guardrails.injection_rules``) always, layer 2 the local
   classifier (``ClassifierRunner``) when the plan turns it on, off the event loop with the
@@ -21,6 +21,12 @@ flag). It runs:
   replaced wherever else it appears, in one pass per text;
 - abuse (``guardrails.abuse``): prompt stuffing, a batch burst per end user (the last user
   message: the new turn), context exploitation.
+
+An embeddings request (``screen_embed``) is read the same way, each string of its ``input`` a
+text of part ``user`` (token arrays are not read: noted), by the same checks but the batch and
+context ones (stuffing is judged string by string); a redaction is what the cache keys on and
+the provider embeds, and is never restored. A count sent to a provider's counting endpoint
+(``screen_count``, ``gateway.counting``) is checked for secrets and PII only.
 
 Each check's hits become ``Finding``s (never the matched text) kept on the ``Call``
 (``GuardState``), and so in its ledger entry. A ``block`` raises the check's 400
@@ -37,14 +43,16 @@ import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from farebox.core.guardrails import (
     ACTIONS,
+    AbusePolicy,
     Finding,
     GuardrailPolicy,
     Hit,
+    InjectionPolicy,
     Mode,
     PiiPolicy,
     findings_json,
@@ -63,7 +71,13 @@ from farebox.errors import (
 from farebox.gateway.call import call_entry
 from farebox.gateway.guard_output import AnswerGuard
 from farebox.gateway.guard_scan import budgeted, chunks, replace_values, values_pattern
-from farebox.gateway.guard_texts import Unit, chat_units, responses_units, skipped_parts
+from farebox.gateway.guard_texts import (
+    EmbedInput,
+    Unit,
+    chat_units,
+    responses_units,
+    skipped_parts,
+)
 from farebox.guardrails import abuse, injection_rules, pii_patterns, secrets
 from farebox.guardrails.classifier import ClassifierRunner, ClassifierTimeout
 from farebox.guardrails.placeholders import Redactor
@@ -175,26 +189,83 @@ class GuardrailStage:
         block raises its 400."""
         policy: GuardrailPolicy = call.plan.guardrails
         found = _Found()
-        texts = _texts(policy, call.body, found)
+        body, responses, parts = call.body, call.responses, _parts(policy)
+        texts = _read(policy, chat_units(body, parts) if parts else [], found)
         redactions: set[int] = set()
         if found.block is None:  # a text it could not read: refused before any scan
-            await self._injection(policy, texts, found)
-            redactions = self._secrets(policy, texts, found)
-            redactions |= await self._pii(policy, texts, found)
+            redactions = await self._content(policy, texts, found)
             self._abuse(policy, call, texts, (input_tokens, targets), found)
         call.guard = state = GuardState(list(found.by_key.values()))
-        state.skipped = skipped_parts(call.body)
+        state.skipped = skipped_parts(body)
         trace = getattr(call, "trace", None)
         if found.block is not None:
             if trace is not None:  # a refused prompt may hold the values: none in the trace
                 trace.input_rewritten({"messages": []})
             raise _blocked(found.block, policy)
-        redactor = _redact(texts, redactions, call.body, call.responses) if redactions else None
+        redactor = None
+        if redactions:
+            sources: list[Callable[[], list[Unit]]] = [lambda: chat_units(body, ALL_PARTS)]
+            if responses is not None:  # the Responses body sent to native deployments
+                sources.append(lambda: responses_units(responses))
+            redactor = _redact(texts, redactions, sources)
         if redactor is not None and trace is not None:
-            trace.input_rewritten(call.body)  # the trace keeps what the provider gets
+            trace.input_rewritten(body)  # the trace keeps what the provider gets
         state.answer = self._answer(policy, redactor)
 
+    async def screen_embed(self, call: Any) -> None:
+        """Screen an embeddings request (``call``): each string of its ``input`` is a text of
+        part ``user``, read by the checks that read that part (injection rules and the
+        classifier, secrets, PII, and prompt stuffing string by string: a batch of similar
+        documents is not padding); token arrays cannot be read (the ``tokens=N`` note).
+        Findings go on ``call.guard``; a redaction is written into ``call.body`` (what the
+        cache keys on and the provider embeds: there is no restore, a vector cannot be
+        un-redacted); a block raises its 400."""
+        policy: GuardrailPolicy = call.plan.guardrails
+        found = _Found()
+        given = EmbedInput.of(call.body)
+        units = given.units() if "user" in _parts(policy, embeddings=True) else []
+        texts = _read(policy, units, found, embeddings=True)
+        redactions: set[int] = set()
+        if found.block is None:
+            redactions = await self._content(policy, texts, found)
+            _stuffing(policy, texts, found)
+        call.guard = state = GuardState(list(found.by_key.values()))
+        state.skipped = given.skipped
+        if found.block is not None:
+            raise _blocked(found.block, policy)
+        if redactions:
+            _redact(texts, redactions, [given.units])
+            given.write()
+
+    async def screen_count(self, policy: GuardrailPolicy, body: dict[str, Any]) -> bool:
+        """Screen a chat body before it goes to a provider's counting endpoint
+        (``gateway.counting``): secrets and PII only (no model reads a count, so an injection
+        or padding does nothing there; a value reaching the provider is the harm). A
+        ``block`` raises its 400; False when a value would be redacted, or a text was past
+        ``max_scan_chars`` under block or redact (the caller then counts locally: nothing goes
+        upstream); True otherwise (flag: sent as it is; a count writes no ledger entry, so
+        its findings are not recorded)."""
+        counted = replace(policy, prompt_injection=InjectionPolicy(), abuse=AbusePolicy())
+        parts = _parts(counted)
+        if not parts:
+            return True
+        found = _Found()
+        texts = _read(counted, chat_units(body, parts), found)
+        unread, found.block = found.block is not None, None
+        redactions = await self._content(counted, texts, found)
+        if found.block is not None:
+            raise _blocked(found.block, counted)
+        return not (unread or redactions)
+
     # checks ------------------------------------------------------------------------------
+    async def _content(
+        self, policy: GuardrailPolicy, texts: list[_Text], found: _Found
+    ) -> set[int]:
+        """Injection, secrets and PII over ``texts``: the indexes of the texts to redact."""
+        await self._injection(policy, texts, found)
+        redactions = self._secrets(policy, texts, found)
+        return redactions | await self._pii(policy, texts, found)
+
     async def _injection(self, policy: GuardrailPolicy, texts: list[_Text], found: _Found) -> None:
         pi = policy.prompt_injection
         if pi.mode == "off":
@@ -302,8 +373,8 @@ class GuardrailStage:
                            numbering=redactor)  # fmt: skip
 
 
-def _parts(policy: GuardrailPolicy) -> frozenset[str]:
-    """The parts of a request any check on reads."""
+def _parts(policy: GuardrailPolicy, embeddings: bool = False) -> frozenset[str]:
+    """The parts of a request any check on reads (of an embeddings request: no batch)."""
     parts: set[str] = set()
     if policy.prompt_injection.mode != "off":
         parts.update(policy.prompt_injection.scan)
@@ -312,7 +383,7 @@ def _parts(policy: GuardrailPolicy) -> frozenset[str]:
     if policy.secrets.mode != "off":
         parts.update(policy.secrets.scan)
     a = policy.abuse
-    if a.stuffing != "off" or a.batch != "off":
+    if a.stuffing != "off" or (a.batch != "off" and not embeddings):
         parts.add("user")
     return frozenset(parts)
 
@@ -339,25 +410,36 @@ def _record(scanned: Iterable[tuple[int, _Text, list[Hit]]], mode: Mode, found: 
     return redacted
 
 
-def _texts(policy: GuardrailPolicy, body: dict[str, Any], found: _Found) -> list[_Text]:
+def _read(
+    policy: GuardrailPolicy, units: list[Unit], found: _Found, embeddings: bool = False
+) -> list[_Text]:
     """The texts to scan, within the plan's ``max_scan_chars``; a text past it is not read,
     and a ``scan_limit`` finding says so: blocked when a check reading its part blocks or
     redacts (nothing unread goes upstream unchecked), flagged otherwise."""
-    parts = _parts(policy)
-    units = chat_units(body, parts) if parts else []
     read, unread = budgeted(units, policy.max_scan_chars)
     for unit in unread:
-        found.add(Hit(STAGE, "scan_limit", 1.0), _strictest(policy, unit.where), unit.where)
+        mode = _strictest(policy, unit.where, embeddings)
+        found.add(Hit(STAGE, "scan_limit", 1.0), mode, unit.where)
     return [_Text(unit) for unit in read]
 
 
-def _strictest(policy: GuardrailPolicy, where: str) -> Mode:
+def _stuffing(policy: GuardrailPolicy, texts: list[_Text], found: _Found) -> None:
+    """Prompt stuffing in each text on its own (an embeddings request's strings)."""
+    ab = policy.abuse
+    if ab.stuffing == "off":
+        return
+    for t in texts:
+        if t.where == "user" and (hit := abuse.stuffing_hit(t.text, ab)) is not None:
+            found.add(hit, ab.stuffing, "user")
+
+
+def _strictest(policy: GuardrailPolicy, where: str, embeddings: bool = False) -> Mode:
     """``block`` when a check reading ``where`` blocks or redacts, else ``flag``."""
     pi, pii, sp, ab = policy.prompt_injection, policy.pii, policy.secrets, policy.abuse
     modes = [pi.mode if where in pi.scan else "off", sp.mode if where in sp.scan else "off",
              pii.mode if where in _pii_parts(policy) else "off"]  # fmt: skip
     if where == "user":
-        modes += [ab.stuffing, ab.batch]
+        modes += [ab.stuffing] if embeddings else [ab.stuffing, ab.batch]
     return "block" if any(m in ("block", "redact") for m in modes) else "flag"
 
 
@@ -368,16 +450,17 @@ def _scan_all(
     return [scan(text, entities) for text in texts]
 
 
-def _redact(texts: list[_Text], which: set[int], body: dict[str, Any],
-            responses: dict[str, Any] | None) -> Redactor:  # fmt: skip
+def _redact(
+    texts: list[_Text], which: set[int], sources: Sequence[Callable[[], list[Unit]]]
+) -> Redactor:
     """Write the redactions back into the body (a value split across a message's parts:
     the placeholder in the first, the other pieces taken out); then replace the values found
-    wherever else they appear in the request (parts no check read, the Responses body sent
-    to native deployments), in one pass per text, so a value found once goes upstream
-    nowhere. Placeholder-shaped literals the client wrote are reserved first: never reused."""
+    wherever else they appear in the request (``sources``: every text of the request, the
+    parts no check read and the Responses body sent to native deployments included), in one
+    pass per text, so a value found once goes upstream nowhere. Placeholder-shaped literals
+    the client wrote are reserved first: never reused."""
     redactor = Redactor()
-    natives = responses_units(responses) if responses is not None else []
-    redactor.reserve(*(u.text for u in chat_units(body, ALL_PARTS)), *(u.text for u in natives))
+    redactor.reserve(*(u.text for source in sources for u in source()))
     for i in sorted(which):
         t = texts[i]
         edits, pos = [], 0
@@ -389,12 +472,11 @@ def _redact(texts: list[_Text], which: set[int], body: dict[str, Any],
             edits.append((hit.start, hit.end, redactor.redact(value, [whole])))
             pos = hit.end
         t.unit.edit(edits)
-    if redactor.values:  # units read afresh: the Responses body may share parts with it
+    if redactor.values:  # each source read afresh: the Responses body may share parts
         placeholders = {value: ph for ph, value in redactor.values.items()}
         pattern = values_pattern(placeholders)
-        replace_values(chat_units(body, ALL_PARTS), placeholders, pattern)
-        if responses is not None:
-            replace_values(responses_units(responses), placeholders, pattern)
+        for source in sources:
+            replace_values(source(), placeholders, pattern)
     return redactor
 
 

@@ -21,7 +21,7 @@ around it (``farebox.api``). Stages do no I/O except through the providers and l
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from random import random
 from typing import TYPE_CHECKING, Any
 
@@ -133,7 +133,8 @@ class Gateway:
         self.cache = cache
         self._hits = CacheHits(self._metering, budgets, limits, clock, refused)
         self.guardrails = guardrails or GuardrailStage()
-        self._counting = TokenCounting(self._targets, providers, limits, budgets, clock, keys)
+        self._counting = TokenCounting(self._targets, providers, limits, budgets, clock, keys,
+                                       self.guardrails)  # fmt: skip
 
     # plans and models ----------------------------------------------------------
     def plan_name(self, tenant: Tenant) -> str:
@@ -262,7 +263,7 @@ class Gateway:
         call.flavor, call.echo, call.responses, call.trace = flavor, echo, responses, trace
         self._ledger.ensure_available()
         if plan.guardrails.enabled:  # before the cache, admission and routing
-            await self._screen(call, input_tokens, targets)
+            await self._screen(call, self.guardrails.screen(call, input_tokens, targets))
         if self.cache is not None and plan.cache.enabled and _cacheable(call):
             hit = await self._cached(self.cache, call, targets)
             if hit is not None:
@@ -281,15 +282,16 @@ class Gateway:
                 return await self._relay.open(call, targets)
             return await self._chat_once(call, targets)
 
-    async def _screen(self, call: Call, input_tokens: int, targets: tuple[Target, ...]) -> None:
-        """The guardrail stage; a block writes the request's one ``blocked`` ledger entry
+    async def _screen(self, call: Call, screening: Awaitable[None]) -> None:
+        """The guardrail stage (``screening``: the stage's work on ``call``, a chat or an
+        embeddings request); a block writes the request's one ``blocked`` ledger entry
         (unbilled, through the observers) before its 400 goes out. Nothing is held yet."""
         try:
             if call.trace is None:
-                await self.guardrails.screen(call, input_tokens, targets)
+                await screening
             else:
                 with call.trace.stage("guardrails"):
-                    await self.guardrails.screen(call, input_tokens, targets)
+                    await screening
         except GuardrailBlocked as exc:
             await self._metering.settle_logged(call, blocked_entry(call, exc, self._clock()))
             raise
@@ -402,12 +404,17 @@ class Gateway:
         call = Call(principal, plan, "embeddings", model, request_id, body, self._clock())
         call.trace = trace
         self._ledger.ensure_available()
+        if plan.guardrails.enabled:  # before the cache and admission: they see the redacted input
+            await self._screen(call, self.guardrails.screen_embed(call))
         batch = None
         if self.cache is not None and plan.cache.enabled:
             batch = await self.cache.lookup_items(call)
             call.cache = batch.ticket if batch is not None else None
             if batch is not None and batch.complete:
-                return await self._hits.embed(call, targets, batch)
+                hit = await self._hits.embed(call, targets, batch)
+                if call.guard is not None and call.guard.skipped:  # token arrays, unread
+                    hit.headers["x-farebox-guardrails-skipped"] = call.guard.skipped
+                return hit
             if batch is not None and batch.hits:  # only the unknown items go upstream
                 body = call.body = batch.upstream_body(body)
         input_tokens = estimate_input(body.get("input"))
