@@ -54,6 +54,7 @@ from farebox.stores.health import Health
 from farebox.stores.pausing import PausesThatBump
 from farebox.stores.postgres.store import PostgresStore
 from farebox.stores.redis.budgets import RedisBudgets
+from farebox.stores.redis.bursts import RedisBursts
 from farebox.stores.redis.cluster import (  # redis_client: where the tests find it too
     CLUSTER_DOWN,
     answers,
@@ -112,6 +113,7 @@ class ScaledStore:
         self.workspaces = WorkspacesThatBump(pg.workspaces, self._bump_epoch)  # PostgreSQL
         self.multiplication = pg.multiplication  # account multiplication: PostgreSQL
         self.pauses = PausesThatBump(pg.pauses, self._bump_epoch)  # conditional pauses
+        self.bursts = RedisBursts(client, lambda: self._budgets.layout)  # batch abuse: shared
         self._budgets = budgets
         self._client = client
         self._prefix = prefix
