@@ -148,3 +148,30 @@ async def test_the_conditional_pause_and_resume(backend: str, tmp_path: Path) ->
         # of many concurrent conditional pauses exactly one wins
         wins = await asyncio.gather(*(p.pause_unpaused("tenant", "t", f"r{i}") for i in range(8)))
         assert sorted(wins) == [False] * 7 + [True]
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_a_traffic_anomalys_resolve_resumes_only_its_own_pause(
+    backend: str, tmp_path: Path
+) -> None:
+    """The wave-1 anomaly incident (one tenant): resolving it resumes the tenant only while
+    the pause is still the incident's; an operator's later pause stays."""
+    async with opened(backend, tmp_path) as store:
+        pager = Pager()
+        watch = AnomalyWatch(store, {}, Policy(), pager, clock=lambda: T0)
+        for tid in ("a", "b"):
+            await store.create_tenant(Tenant(id=tid, name=tid, plan="free", created_at=T0))
+        made = []
+        for tid in ("a", "b"):
+            incident = Incident(f"anom_{tid}", tid, "", "tenant", "", "requests", 600, 10, 60,
+                                T0, f"farebox/anomaly/{tid}")  # fmt: skip
+            assert await store.traffic.open_incident(incident, T0 - 3600)
+            await watch._pause(incident)  # what a round does once the incident is open
+            made.append(incident)
+        assert (await store.get_tenant("a")).pause_reason.startswith("automatic pause")
+        await store.update_tenant("b", {"paused": True, "pause_reason": OPERATOR})
+        for incident in made:
+            await watch.resolve(incident)
+        assert await _state(store, "a") == (False, None)
+        assert await _state(store, "b") == (True, OPERATOR)
+        assert pager.resolved_ids == ["anom_a", "anom_b"]
