@@ -88,20 +88,20 @@ async def test_a_fresh_device_per_request_does_not_hide_the_ip_from_multiplicati
         assert sorted(incident.detail["paused_tenants"]) == sorted(made)
 
 
-async def test_the_ip_and_the_device_each_open_their_own_incident(tmp_path: Path) -> None:
-    """One IP and one device over six tenants: two clients over the limit, one incident
-    each (dedup per client); the second pauses nothing, the first paused everything."""
+async def test_the_ip_and_the_device_seen_together_open_one_incident(tmp_path: Path) -> None:
+    """One IP and one device over six tenants, on the same requests: linked, one client, so
+    one incident (its clients: both) that paused everything (test_abuse_linked_clients.py
+    has the page and the later crossings)."""
     async with gateway(tmp_path, config(None), Clock()) as app, client(app) as admin:
         made = await tenants(admin, 6)
         for _kid, key in made.values():
             r = await chat(app, key, PROXY, **VIA, **{"X-Farebox-Device": "fp-1"})
             assert r.status_code == 200
-        opened = await sightings_watch(app).check()
-        assert sorted(i.detail["client"] for i in opened) == sorted([ATTACKER, "device:fp-1"])
-        assert len({i.dedup_key for i in opened}) == 2
-        assert sorted(t for i in opened for t in i.detail["paused_tenants"]) == sorted(made)
+        (incident,) = await sightings_watch(app).check()
+        assert incident.detail["clients"] == sorted([ATTACKER, "device:fp-1"])
+        assert sorted(incident.detail["paused_tenants"]) == sorted(made)
         listed = (await admin.get("/admin/v1/anomalies")).json()["data"]
-        assert sorted(i["id"] for i in listed) == sorted(i.id for i in opened)  # both listed
+        assert [i["id"] for i in listed] == [incident.id]
 
 
 def test_only_a_service_keys_across_limit_counts_its_device() -> None:

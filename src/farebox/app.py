@@ -51,6 +51,7 @@ from farebox.gateway.ledger import LedgerWriter
 from farebox.gateway.pipeline import Gateway
 from farebox.gateway.rate_limits import RateLimits
 from farebox.gateway.routing_table import build_plans, build_router, provider_configs
+from farebox.guardrails.abuse import BatchWatch
 from farebox.guardrails.findings_watch import FindingsWatch
 from farebox.http.client import HttpClient
 from farebox.identity.claims import TokenVerifier
@@ -68,6 +69,7 @@ from farebox.providers.openai import OpenAIProvider
 from farebox.semantic.base import Embedder
 from farebox.stores import vectors
 from farebox.stores.base import CacheStore, Store
+from farebox.stores.bursts import burst_store
 from farebox.stores.findings import findings_of
 from farebox.stores.memory.cache import MemoryCache
 from farebox.stores.memory.store import MemoryStore
@@ -492,7 +494,7 @@ def wire(
                       default_plan=settings.file.default_plan or "default", clock=clock,
                       observe=observers(metrics, access_log, watch, guard),
                       tracing=tracing, cache=cache, refused=upsell.refused,
-                      keys=keys, guardrails=guardrail_stage(settings))  # fmt: skip
+                      keys=keys, guardrails=guardrail_stage(settings, store))  # fmt: skip
     guard.plans = gateway.plan_named  # each plan's max_findings_per_hour, reloads included
     auth = make_authenticator(settings, store, secret, http, clock, frozenset(plans))
     # a store of this app's own that no other process uses (one handed in may be shared by
@@ -516,11 +518,13 @@ def wire(
                   findings=guard)  # fmt: skip
 
 
-def guardrail_stage(settings: Settings) -> GuardrailStage:
+def guardrail_stage(settings: Settings, store: object = None) -> GuardrailStage:
     """Issue 15: the guardrail stage, with presidio and the injection classifier loaded when
-    a plan needs them (a missing extra stops start-up, naming it)."""
+    a plan needs them (a missing extra stops start-up, naming it); batch abuse counted in the
+    store's shared burst counts when it has them (scaled out), else per process."""
     plans = {name: plan.guardrails for name, plan in settings.file.plans.items()}
-    return build_stage(plans, str(settings.source), settings.file.guard_model)
+    batch = BatchWatch(shared=burst_store(store))
+    return build_stage(plans, str(settings.source), settings.file.guard_model, batch)
 
 
 def provider_keys(settings: Settings, store: Store, secret: bytes) -> ProviderKeys:

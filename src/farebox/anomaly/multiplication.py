@@ -2,9 +2,17 @@
 
 A client is the request's IP, and, as a client of its own, the device the SaaS names in
 ``X-Farebox-Device`` (believed from a trusted proxy or with a service key): a request is
-recorded for both, and either crossing the limit opens its incident (one per client). The
-device never replaces the IP (a client behind a proxy that passes headers on could make one
-up per request); a service key's bare IP is never a client (the SaaS's own server).
+recorded for both, and either crossing the limit opens an incident. The device never
+replaces the IP (a client behind a proxy that passes headers on could make one up per
+request); a service key's bare IP is never a client (the SaaS's own server).
+
+An IP and a device seen on the same requests are **linked** (``seen_together`` records the
+link, both ways, with the sightings): they are one client. A client over the limit is
+claimed with everything linked to it (its group: one hop), in one transaction, so the IP and
+the device crossing in the same burst open ONE incident and one page; ``detail.clients``
+lists the group. An open incident covers its clients and whatever is linked to them, so a
+linked client crossing later (or a device first named later) extends that incident (its
+tenants or keys are paused under it) instead of opening a second one.
 
 - **Recording** (the request path): ``seen`` adds (client, tenant, key) to an in-memory set,
   with the time; only tenants on the configured plans count. A dictionary write.
@@ -19,11 +27,12 @@ up per request); a service key's bare IP is never a client (the SaaS's own serve
   tenants and what was paused. ``pause_tenant`` pauses every tenant the client used in the
   window, ``pause_key`` every key it used (a JWT caller's synthetic key: its tenant),
   ``alert`` nothing. It is paged once, with ``dedup_key``
-  ``farebox/account_multiplication/<client>``. Only what is not paused yet is paused (an
-  operator's pause stays as it is), and the pause reason names the incident.
+  ``farebox/account_multiplication/<client>``. Only what is not paused yet is paused, by the
+  store's conditional pause (``stores.pausing``: one statement), so an operator's pause
+  landing at any moment stays as it is; the pause reason names the incident.
 - **While the incident is open** (its claim lasts one window), later rounds pause the tenants
   or keys the client goes on to use. Resolving it resumes what it paused, while the pause
-  reason still names it (``AnomalyWatch.resolve``).
+  reason still names it (``AnomalyWatch.resolve``, by the store's conditional resume).
 """
 
 from __future__ import annotations
@@ -31,7 +40,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from itertools import permutations
 
 from farebox.anomaly.paging import Pager
 from farebox.anomaly.rounds import Rounds
@@ -39,9 +49,9 @@ from farebox.anomaly.watch import TARGETS, WatchStore, pause_mark
 from farebox.config.anomaly import MultiplicationConfig
 from farebox.core.anomaly import Incident
 from farebox.core.keys import JWT_KEY_PREFIX
-from farebox.errors import NotFound
 from farebox.notify.formats import summary
-from farebox.stores.multiplication import Sighting, SightingStore
+from farebox.stores.multiplication import LINK, Sighting, SightingStore
+from farebox.stores.pausing import PauseStore, What, pause_store
 
 log = logging.getLogger("farebox.anomaly")
 KIND = "account_multiplication"
@@ -91,9 +101,18 @@ class MultiplicationWatch:
     # recording: the request path ----------------------------------------------------------
     def seen(self, client: str | None, tenant_id: str, key_id: str, plan: str) -> None:
         """One request of ``client`` with a key of ``tenant_id`` (on ``plan``)."""
-        if not self._on or not client or plan not in self._plans:
+        self.seen_together([client] if client else [], tenant_id, key_id, plan)
+
+    def seen_together(self, clients: Sequence[str], tenant_id: str, key_id: str, plan: str) -> None:
+        """One request of ``clients`` (its IP and its device: linked, one client) with a key
+        of ``tenant_id`` (on ``plan``)."""
+        if not self._on or not clients or plan not in self._plans:
             return
-        self._pending[(client, tenant_id, key_id)] = self._clock()
+        now = self._clock()
+        for client in clients:
+            self._pending[(client, tenant_id, key_id)] = now
+        for a, b in permutations(clients, 2):  # the link, both ways
+            self._pending[(a, LINK, b)] = now
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, {}
@@ -120,36 +139,57 @@ class MultiplicationWatch:
         margin = 2 * (self._flush_s + self._check_s)
         touched = None if self._last is None else max(since, self._last - margin)
         self._last = now
-        opened, claimed = [], []
+        opened, claimed, done = [], set(), set()
         for client in await self._sightings.crowded(since, self._cfg.max_tenants, touched):
-            if await self._sightings.claim(client, now, since):
-                opened.append(await self._open(client, since, now))
+            if client in done:
+                continue  # in the group of a client before it, this round
+            group = await self.group([client], since)
+            done.update(group)
+            if await self._sightings.claim_all(group, now, since):
+                opened.append(await self._open(client, group, since, now))
             else:
-                claimed.append(client)
+                claimed.update(group)
         if claimed:
             await self._extend(claimed, since)
         await self._sightings.prune(since - self._cfg.window_s)  # claims: kept one window
         return opened
 
-    async def _extend(self, clients: list[str], since: float) -> None:
-        """Clients whose incident is open (claimed this window, not resolved) and who were
-        seen again: apply its action to what they used since, idempotently (what is paused
-        already stays as it is). Such a pause's reason names the incident, so resolving it
-        resumes them too (``AnomalyWatch.resolve``)."""
-        wanted = set(clients)
+    async def group(self, clients: Iterable[str], since: float) -> list[str]:
+        """``clients`` and the clients linked to any of them since ``since`` (one hop)."""
+        found = dict.fromkeys(clients)
+        for client in list(found):
+            found.update(dict.fromkeys(await self._sightings.linked(client, since)))
+        return list(found)
+
+    async def _extend(self, clients: set[str], since: float) -> None:
+        """Clients claimed already this window and seen again: the open incident (not
+        resolved) whose clients they are, or are linked to, has its action applied to what
+        its clients and theirs used since, idempotently (what is paused already stays as
+        it is). Such a pause's reason names the incident, so resolving it resumes them too
+        (``AnomalyWatch.resolve``)."""
         for incident in await self._store.traffic.incidents(None, open_only=True):
-            client = str(incident.detail.get("client", ""))
-            if incident.metric != KIND or client not in wanted or incident.target == "none":
+            if incident.metric != KIND or incident.target == "none":
                 continue
-            wanted.discard(client)
-            tenants, keys = _used(await self._sightings.sightings(client, since))
+            subject = await self.group(clients_of(incident), since)
+            if clients.isdisjoint(subject):
+                continue
+            clients.difference_update(subject)
+            tenants, keys = _used(await self._rows(subject, since))
             more_tenants, more_keys = await self._pause(incident, tenants, keys)
             if more_tenants or more_keys:
                 log.warning("incident %s: client %s went on: paused tenants %s, keys %s",
-                            incident.id, client, more_tenants, more_keys)  # fmt: skip
+                            incident.id, incident.detail.get("client"), more_tenants,
+                            more_keys)  # fmt: skip
+            if not clients:
+                return
 
-    async def _open(self, client: str, since: float, now: float) -> Incident:
-        rows = await self._sightings.sightings(client, since)
+    async def _rows(self, group: Sequence[str], since: float) -> list[Sighting]:
+        """The sightings of every client of ``group``, oldest first."""
+        rows = [r for client in group for r in await self._sightings.sightings(client, since)]
+        return sorted(rows, key=lambda r: (r.seen_at, r.tenant_id, r.key_id))
+
+    async def _open(self, client: str, group: list[str], since: float, now: float) -> Incident:
+        rows = await self._rows(group, since)
         tenants, keys = _used(rows)
         target = TARGETS[self._cfg.action]
         incident_id = f"anom_{uuid.uuid4().hex[:20]}"
@@ -169,6 +209,7 @@ class MultiplicationWatch:
             detail={
                 "kind": KIND,
                 "client": client,
+                "clients": sorted(group),  # the client and those linked to it: one client
                 "tenants": sorted(tenants),
                 "keys": len(keys),
                 "plans": sorted(self._plans),
@@ -223,21 +264,10 @@ class MultiplicationWatch:
             [k for k in stored if await self._pause_one("key", k, reason)],
         )
 
-    async def _pause_one(self, what: str, ident: str, reason: str) -> bool:
-        """Pause one tenant or key unless it is paused already (or gone): True if paused."""
-        found = await (self._store.get_tenant if what == "tenant" else self._store.get_key)(ident)
-        if found is None or found.paused:
-            return False
-        changes: dict[str, object] = {"paused": True, "pause_reason": reason}
-        try:
-            if what == "tenant":
-                await self._store.update_tenant(ident, changes)
-            else:
-                await self._store.update_key(ident, changes)
-        except NotFound:
-            log.warning("account multiplication: %s %s is gone, not paused", what, ident)
-            return False
-        return True
+    async def _pause_one(self, what: What, ident: str, reason: str) -> bool:
+        """Pause one tenant or key unless it is paused already (or gone): True if paused.
+        One conditional step of the store: an operator's pause is never overwritten."""
+        return await pauses_of(self._store).pause_unpaused(what, ident, reason)
 
     # the background loop ------------------------------------------------------------------
     def start(self) -> None:
@@ -246,6 +276,20 @@ class MultiplicationWatch:
 
     async def stop(self) -> None:
         await self._rounds.stop()
+
+
+def clients_of(incident: Incident) -> list[str]:
+    """The clients an account-multiplication incident was opened for (its group)."""
+    listed = incident.detail.get("clients") or [incident.detail.get("client", "")]
+    return [str(c) for c in listed if c]
+
+
+def pauses_of(store: object) -> PauseStore:
+    """The store's conditional pauses (every store that keeps sightings has them)."""
+    found = pause_store(store)
+    if found is None:
+        raise TypeError(f"{type(store).__name__} has no conditional pauses (Store.pauses)")
+    return found
 
 
 def _used(rows: list[Sighting]) -> tuple[list[str], list[str]]:

@@ -15,7 +15,6 @@ pause them as their plan says, and page a human.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import uuid
@@ -45,10 +44,10 @@ from farebox.core.anomaly import (
 from farebox.core.keys import JWT_KEY_PREFIX
 from farebox.core.money import format_usd
 from farebox.core.records import LedgerEntry, Tenant
-from farebox.errors import NotFound
 from farebox.notify.formats import summary
 from farebox.stores.base import AccountStore, HasTraffic
 from farebox.stores.multiplication import sighting_store
+from farebox.stores.pausing import PauseStore, pause_store
 
 log = logging.getLogger("farebox.anomaly")  # the name operators filter on
 MINUTES_KEPT = 2 * HOUR
@@ -326,19 +325,24 @@ class AnomalyWatch:
         return incident
 
     async def _pause(self, incident: Incident) -> None:
-        """Pause what ``incident`` targets; one deleted since the round read it is skipped."""
+        """Pause what ``incident`` targets, unless it is paused already (an operator's pause
+        landing after the round read it stays: the store's conditional pause, one step) or
+        deleted since."""
         reason = (
-            f"automatic pause on a traffic anomaly (incident {incident.id}): {summary(incident)}"
+            f"automatic pause on a traffic anomaly {pause_mark(incident.id)}: {summary(incident)}"
         )
-        paused = {"paused": True, "pause_reason": reason}
-        try:
-            if incident.target == "tenant":
-                await self._store.update_tenant(incident.tenant_id, paused)
-            elif incident.target == "key":
-                await self._store.update_key(incident.target_key, paused)
-        except NotFound:
-            log.warning("incident %s: its %s is gone, nothing paused", incident.id,
-                        incident.target)  # fmt: skip
+        if incident.target == "none":
+            return
+        ident = incident.tenant_id if incident.target == "tenant" else incident.target_key
+        if not await self._pauses().pause_unpaused(incident.target, ident, reason):
+            log.warning("incident %s: its %s is paused already or gone, not paused again",
+                        incident.id, incident.target)  # fmt: skip
+
+    def _pauses(self) -> PauseStore:
+        found = pause_store(self._store)
+        if found is None:
+            raise TypeError(f"{type(self._store).__name__} has no conditional pauses")
+        return found
 
     # resolving --------------------------------------------------------------------------
     async def resumed(self, tenant_id: str, key_id: str | None = None) -> list[Incident]:
@@ -354,43 +358,40 @@ class AnomalyWatch:
         """Resolve one incident by hand, resuming what it paused."""
         if incident.metric == "account_multiplication":  # issue 15: every tenant or key
             await self._resume_listed(incident)
-        elif incident.target == "tenant":
-            await self._store.update_tenant(incident.tenant_id, {"paused": False,
-                                                                 "pause_reason": None})  # fmt: skip
-        elif incident.target == "key":
-            await self._store.update_key(incident.target_key, {"paused": False,
-                                                                "pause_reason": None})  # fmt: skip
+        elif incident.target in ("tenant", "key"):  # only while the pause is still its own
+            ident = incident.tenant_id if incident.target == "tenant" else incident.target_key
+            await self._pauses().resume_paused_by(incident.target, ident, pause_mark(incident.id))
         return await self._resolve([incident.id])
 
     async def _resume_listed(self, incident: Incident) -> None:
         """Resume what an account-multiplication incident paused (``anomaly.
-        multiplication``): the tenants and keys it lists, and those it paused later (the
-        client's since the window before it opened), each only while its pause is still this
-        incident's (an operator's later pause, or another incident's, stays)."""
+        multiplication``): the tenants and keys it lists, and those it paused later (its
+        clients' and their linked clients', since the window before it opened), each only
+        while its pause is still this incident's (an operator's later pause, or another
+        incident's, stays): the store's conditional resume, one step per tenant or key."""
         tenants = [str(t) for t in incident.detail.get("paused_tenants") or []]
         keys = [str(k) for k in incident.detail.get("paused_keys") or []]
         sightings = sighting_store(self._store)
-        client = str(incident.detail.get("client", ""))
-        if sightings is not None and client:
-            window = float(incident.detail.get("window_s") or 0)
-            for row in await sightings.sightings(client, incident.opened_at - window):
-                tenants.append(row.tenant_id)
-                if row.key_id.startswith(JWT_KEY_PREFIX):  # paused as its tenant
-                    tenants.append(row.key_id[len(JWT_KEY_PREFIX) :])
-                else:
-                    keys.append(row.key_id)
+        clients = incident.detail.get("clients") or [incident.detail.get("client", "")]
+        since = incident.opened_at - float(incident.detail.get("window_s") or 0)
+        group = dict.fromkeys(str(c) for c in clients if c)
+        rows = []
+        if sightings is not None:
+            for client in list(group):
+                group.update(dict.fromkeys(await sightings.linked(client, since)))
+            rows = [r for client in group for r in await sightings.sightings(client, since)]
+        for row in rows:
+            tenants.append(row.tenant_id)
+            if row.key_id.startswith(JWT_KEY_PREFIX):  # paused as its tenant
+                tenants.append(row.key_id[len(JWT_KEY_PREFIX) :])
+            else:
+                keys.append(row.key_id)
+        pauses = self._pauses()
         mark = pause_mark(incident.id)
-        resume = {"paused": False, "pause_reason": None}
         for tenant_id in dict.fromkeys(tenants):
-            t = await self._store.get_tenant(tenant_id)
-            if t is not None and t.paused and mark in (t.pause_reason or ""):
-                with contextlib.suppress(NotFound):
-                    await self._store.update_tenant(tenant_id, resume)
+            await pauses.resume_paused_by("tenant", tenant_id, mark)
         for key_id in dict.fromkeys(keys):
-            k = await self._store.get_key(key_id)
-            if k is not None and k.paused and mark in (k.pause_reason or ""):
-                with contextlib.suppress(NotFound):
-                    await self._store.update_key(key_id, resume)
+            await pauses.resume_paused_by("key", key_id, mark)
 
     async def _resolve(self, ids: list[str]) -> list[Incident]:
         if not ids:

@@ -76,7 +76,7 @@ class Services:
             with self.tracing.stage("authenticate"):
                 who = await self.auth.authenticate(request.headers, ip, host, device)
             self.tracing.identify(who.tenant.id, who.key.id)
-        if self.sightings is not None:  # the IP and the device, each a client of its own
-            for client in who.counted_clients:
-                self.sightings.seen(client, who.tenant.id, who.key.id, who.tenant.plan)
+        if self.sightings is not None:  # the IP and the device: linked, one client
+            self.sightings.seen_together(who.counted_clients, who.tenant.id, who.key.id,
+                                         who.tenant.plan)  # fmt: skip
         return who

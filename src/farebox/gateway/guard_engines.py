@@ -21,6 +21,7 @@ from farebox.config.guardrails import GuardrailsConfig
 from farebox.errors import GuardrailUnavailable
 from farebox.gateway.guardrails import GuardrailStage, PiiEngine
 from farebox.guardrails import pii_patterns
+from farebox.guardrails.abuse import BatchWatch
 from farebox.guardrails.classifier import ClassifierRunner, runner_for
 
 PII_EXTRA = "farebox[pii]"
@@ -49,14 +50,18 @@ def _presidio_entities(plans: Mapping[str, GuardrailsConfig], named: list[str]) 
 
 
 def build_stage(
-    plans: Mapping[str, GuardrailsConfig], source: str, model: GuardModelSettings | None = None
+    plans: Mapping[str, GuardrailsConfig],
+    source: str,
+    model: GuardModelSettings | None = None,
+    batch: BatchWatch | None = None,
 ) -> GuardrailStage:
     """The stage, with the engines the plans (``plans.NAME.guardrails``) need; ``model``: the
-    classifier's (``guard_model:``, its defaults when None)."""
+    classifier's (``guard_model:``, its defaults when None); ``batch``: the batch-abuse watch
+    (a per-process one when None)."""
     named = presidio_plans(plans)
     presidio = _presidio(named, _presidio_entities(plans, named), source)
     runner = _classifier(classifier_plans(plans), source, model or GuardModelSettings())
-    return GuardrailStage(presidio=presidio, classifier=runner)
+    return GuardrailStage(presidio=presidio, classifier=runner, batch=batch)
 
 
 def equip(

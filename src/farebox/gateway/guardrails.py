@@ -194,7 +194,7 @@ class GuardrailStage:
         redactions: set[int] = set()
         if found.block is None:  # a text it could not read: refused before any scan
             redactions = await self._content(policy, texts, found)
-            self._abuse(policy, call, texts, (input_tokens, targets), found)
+            await self._abuse(policy, call, texts, (input_tokens, targets), found)
         call.guard = state = GuardState(list(found.by_key.values()))
         state.skipped = skipped_parts(body)
         trace = getattr(call, "trace", None)
@@ -333,7 +333,7 @@ class GuardrailStage:
             found.add(Hit(pii_patterns.DETECTOR, "timeout", 0.0), mode, "user")
             return [[] for _ in texts]
 
-    def _abuse(
+    async def _abuse(
         self, policy: GuardrailPolicy, call: Any, texts: list[_Text],
         size: tuple[int, Sequence[Target]], found: _Found,
     ) -> None:  # fmt: skip
@@ -352,7 +352,7 @@ class GuardrailStage:
             who = call.principal
             end_user = who.user or call.body.get("user") or f"key:{who.key.id}"
             last = users[-1] if users else ""  # the new turn, not the history it repeats
-            hit = self._batch.hit(who.tenant.id, str(end_user)[:256], last, ab)
+            hit = await self._batch.check(who.tenant.id, str(end_user)[:256], last, ab)
             if hit is not None:
                 found.add(hit, ab.batch, "user")
 

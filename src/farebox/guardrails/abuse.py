@@ -20,8 +20,13 @@
   sketch. Each (tenant, user) keeps at most ``CLUSTERS`` recent clusters of such texts,
   each with the times of its last ``batch_max + 1`` requests; the users are an LRU of at
   most ``USERS``. A request costs one sketch (on at most ``FINGERPRINT_CHARS`` characters)
-  and at most ``CLUSTERS`` set intersections. The watch is per process: with several
-  workers each counts its own share of a burst.
+  and at most ``CLUSTERS`` set intersections. Embedded (memory, SQLite), the watch is per
+  process: with several workers each counts its own share of a burst. Scaled out
+  (PostgreSQL plus Redis: the store's ``bursts``, ``stores.redis.bursts``), the clusters are
+  kept in Redis, one key per end user expiring with the window, and a request is matched and
+  counted by one script call, so a burst spread over workers and replicas is seen whole; its
+  sketch then hashes with CRC-32 (the same in every process) instead of the process's own
+  string hash. When Redis does not answer, that request is counted in process.
 
 Findings carry the category and a score, never the text.
 """
@@ -37,6 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from farebox.core.guardrails import AbusePolicy, Hit
+from farebox.stores.bursts import BurstRule, BurstStore
 
 DETECTOR = "abuse"
 STUFFING = "prompt_stuffing"
@@ -120,6 +126,17 @@ def sketch(text: str) -> frozenset[int]:
     return frozenset(heapq.nsmallest(SKETCH, hashes))
 
 
+def shared_sketch(text: str) -> list[int]:
+    """``sketch``, with CRC-32 for the hash (the same in every process: sketches compare
+    across processes and replicas), ascending: what the shared burst store keeps."""
+    words = _WORDS.findall(_DIGITS.sub("0", text[:FINGERPRINT_CHARS].casefold()))
+    if len(words) < 3:
+        return [zlib.crc32(" ".join(words).encode("utf-8", "surrogatepass"))]
+    shingles = {" ".join(words[i : i + 3]) for i in range(len(words) - 2)}
+    hashes = {zlib.crc32(s.encode("utf-8", "surrogatepass")) for s in shingles}
+    return sorted(hashes) if len(hashes) <= SKETCH else heapq.nsmallest(SKETCH, hashes)
+
+
 def similarity(a: frozenset[int], b: frozenset[int]) -> float:
     """The bottom-k estimate of the Jaccard similarity of the shingle sets behind ``a`` and
     ``b``: of the ``k`` smallest hashes of their union, the share both hold."""
@@ -138,16 +155,42 @@ class _Cluster:
 
 
 class BatchWatch:
-    """A burst of near-identical requests from one end user (per process, bounded memory:
-    see the module docstring)."""
+    """A burst of near-identical requests from one end user (per process, bounded memory;
+    with ``shared``, the scaled store's, in every process at once: see the module
+    docstring)."""
 
-    def __init__(self, clock: Callable[[], float] = time.time, users: int = USERS) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        users: int = USERS,
+        shared: BurstStore | None = None,
+    ) -> None:
         self._clock = clock
         self._users_max = users
         self._users: OrderedDict[tuple[str, str], list[_Cluster]] = OrderedDict()
+        self._shared = shared
 
     def __len__(self) -> int:
         return len(self._users)
+
+    def __bool__(self) -> bool:
+        return True  # a watch, however few users it holds (``batch or BatchWatch()``)
+
+    @property
+    def shared(self) -> bool:
+        return self._shared is not None
+
+    async def check(self, tenant: str, user: str, text: str, policy: AbusePolicy) -> Hit | None:
+        """``hit``, counted in the shared store when there is one (one round trip), else (or
+        when it does not answer) in this process."""
+        if self._shared is None:
+            return self.hit(tenant, user, text, policy)
+        keep = policy.batch_max + 1  # only "more than batch_max" matters
+        rule = BurstRule(policy.batch_window_s, keep, SIMILAR, CLUSTERS, SKETCH)
+        count = await self._shared.count(tenant, user, shared_sketch(text), self._clock(), rule)
+        if count is None:
+            return self.hit(tenant, user, text, policy)
+        return Hit(DETECTOR, BATCH, 1.0, 0, 0) if count > policy.batch_max else None
 
     def hit(self, tenant: str, user: str, text: str, policy: AbusePolicy) -> Hit | None:
         """Count this request; a Hit when its end user sent more than ``batch_max``

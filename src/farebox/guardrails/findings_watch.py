@@ -20,8 +20,10 @@ metrics observer's: ``observe.metrics``.)
   at most once per ``flush_interval_s`` (one store write per subject with findings per
   interval, never one per request). The tally whose addition crosses the limit
   (``before <= limit < after``) is exactly one, however many processes tally at once: that
-  one pauses the key through the store's ``update_key`` (``paused``, ``pause_reason`` naming
-  the guardrails and the count), as the anomaly watch does, and sends ``guardrail.paused``.
+  one pauses the key through the store's conditional pause (``stores.pausing``: only if it
+  is not paused, in one step, so an operator's pause is never overwritten; ``pause_reason``
+  names the guardrails and the count), as the anomaly watch does, and sends
+  ``guardrail.paused``.
 - **JWT callers.** A JWT caller's key (``jwt:<tenant>``) is every end user of the tenant: it
   is counted per end user (``jwt:<tenant>:user:<hash of the user>``; callers without a user
   share ``jwt:<tenant>``), and crossing the limit pauses nothing (pausing the tenant would
@@ -55,6 +57,7 @@ from farebox.errors import NotFound
 from farebox.notify.channels import WebhookAlerts
 from farebox.stores.base import AccountStore
 from farebox.stores.findings import HOUR, FindingsStore, clean
+from farebox.stores.pausing import pause_store
 
 log = logging.getLogger("farebox.guardrails")  # the name operators filter on
 MAX_BACKLOG = 1000  # alert deliveries waiting, beyond which guardrail events are dropped
@@ -267,13 +270,7 @@ class FindingsWatch:
     async def _pause(self, subject: str, cell: _Cell, count: int) -> None:
         """Pause the key, unless it is gone or already paused (so a retry is harmless)."""
         reason = pause_reason(subject, count, cell.limit, cell.plan)
-        try:
-            key = await self._store.get_key(subject)
-            if key is None or key.paused:
-                return
-            await self._store.update_key(subject, {"paused": True, "pause_reason": reason})
-        except NotFound:
-            log.warning("guardrails: %s is gone, nothing paused", subject)
+        if not await self._pause_key(subject, reason):
             return
         self.paused.append(("key", subject))
         log.warning("%s", reason)
@@ -282,6 +279,23 @@ class FindingsWatch:
                                "key": subject, "target": "key", "findings_last_hour": count,
                                "max_findings_per_hour": cell.limit, "plan": cell.plan,
                                "reason": reason})  # fmt: skip
+
+    async def _pause_key(self, subject: str, reason: str) -> bool:
+        """Pause the key unless it is gone or paused already: True if this call paused it.
+        The store's conditional pause, one step; a store without one (a test double): a
+        read, then a write."""
+        pauses = pause_store(self._store)
+        if pauses is not None:
+            return await pauses.pause_unpaused("key", subject, reason)
+        try:
+            key = await self._store.get_key(subject)
+            if key is None or key.paused:
+                return False
+            await self._store.update_key(subject, {"paused": True, "pause_reason": reason})
+        except NotFound:
+            log.warning("guardrails: %s is gone, nothing paused", subject)
+            return False
+        return True
 
     # the background task ---------------------------------------------------------------
     def start(self) -> None:

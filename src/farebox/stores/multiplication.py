@@ -6,6 +6,11 @@ sightings are flushed off the request path, like traffic).
 
 A sighting is kept once per (client, tenant, key) with the last time it was seen, so a
 client's rows are at most its tenants times their keys, whatever its request rate.
+
+A **link** is a row whose tenant is ``LINK`` (no tenant id is empty): the IP and the device
+seen on the same request, kept both ways (``(ip, LINK, device)`` and ``(device, LINK, ip)``)
+with the last time, so the two are known to be one client. Links never count as tenants
+(``crowded``) nor show among a client's sightings; ``linked`` reads them.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+LINK = ""  # the tenant of a link row: never a tenant id (``identity.tenancy.TENANT_ID``)
+
 
 @dataclass(frozen=True, slots=True)
 class Sighting:
@@ -21,6 +28,11 @@ class Sighting:
     tenant_id: str
     key_id: str
     seen_at: float
+
+
+class Taken(Exception):
+    """Inside ``claim_all``: a client of the group was claimed already, so the group's
+    transaction is rolled back (never raised to the caller)."""
 
 
 class SightingStore(Protocol):
@@ -40,9 +52,19 @@ class SightingStore(Protocol):
         """One client's rows seen since ``since``, oldest first."""
         ...
 
+    async def linked(self, client: str, since: float) -> list[str]:
+        """The clients linked to ``client`` (seen on the same requests) since ``since``."""
+        ...
+
     async def claim(self, client: str, at: float, since: float) -> bool:
         """Claim ``client``'s incident at ``at`` unless it was claimed at or after ``since``:
         True for exactly one of any concurrent callers (every process and replica)."""
+        ...
+
+    async def claim_all(self, clients: Sequence[str], at: float, since: float) -> bool:
+        """Claim the incident of a group of linked clients: all of them at ``at``, in one
+        transaction, unless any was claimed at or after ``since`` (then none is): True for
+        exactly one of any concurrent callers whose groups share a client."""
         ...
 
     async def prune(self, before: float) -> None:

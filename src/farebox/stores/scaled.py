@@ -51,8 +51,10 @@ from farebox.errors import LimiterUnavailable
 from farebox.stores.credential_rows import CredentialsThatBump
 from farebox.stores.credit_rows import CreditsThatBump
 from farebox.stores.health import Health
+from farebox.stores.pausing import PausesThatBump
 from farebox.stores.postgres.store import PostgresStore
 from farebox.stores.redis.budgets import RedisBudgets
+from farebox.stores.redis.bursts import RedisBursts
 from farebox.stores.redis.cluster import (  # redis_client: where the tests find it too
     CLUSTER_DOWN,
     answers,
@@ -110,6 +112,8 @@ class ScaledStore:
         self.credentials = CredentialsThatBump(pg.credentials, self._bump_epoch)  # the vault
         self.workspaces = WorkspacesThatBump(pg.workspaces, self._bump_epoch)  # PostgreSQL
         self.multiplication = pg.multiplication  # account multiplication: PostgreSQL
+        self.pauses = PausesThatBump(pg.pauses, self._bump_epoch)  # conditional pauses
+        self.bursts = RedisBursts(client, lambda: self._budgets.layout)  # batch abuse: shared
         self._budgets = budgets
         self._client = client
         self._prefix = prefix

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from farebox.stores.multiplication import Sighting
+from farebox.stores.multiplication import LINK, Sighting
 
 
 class MemorySightings:
@@ -23,6 +23,8 @@ class MemorySightings:
         tenants: dict[str, set[str]] = {}
         active: set[str] = set()
         for (client, tenant, _key), at in self._seen.items():
+            if tenant == LINK:
+                continue
             if at >= since:
                 tenants.setdefault(client, set()).add(tenant)
             if touched is None or at >= touched:
@@ -31,14 +33,21 @@ class MemorySightings:
 
     async def sightings(self, client: str, since: float) -> list[Sighting]:
         rows = [Sighting(c, t, k, at) for (c, t, k), at in self._seen.items()
-                if c == client and at >= since]  # fmt: skip
+                if c == client and at >= since and t != LINK]  # fmt: skip
         return sorted(rows, key=lambda r: (r.seen_at, r.tenant_id, r.key_id))
 
+    async def linked(self, client: str, since: float) -> list[str]:
+        return sorted(k for (c, t, k), at in self._seen.items()
+                      if c == client and t == LINK and at >= since)  # fmt: skip
+
     async def claim(self, client: str, at: float, since: float) -> bool:
-        last = self._claims.get(client)
-        if last is not None and last >= since:
+        return await self.claim_all([client], at, since)
+
+    async def claim_all(self, clients: Sequence[str], at: float, since: float) -> bool:
+        if any(self._claims.get(c, since - 1) >= since for c in clients):
             return False
-        self._claims[client] = at
+        for c in set(clients):
+            self._claims[c] = at
         return True
 
     async def prune(self, before: float) -> None:

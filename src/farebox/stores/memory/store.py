@@ -30,6 +30,7 @@ from farebox.stores.memory.credits import MemoryCredits
 from farebox.stores.memory.findings import MemoryFindings
 from farebox.stores.memory.inbox import MemoryInbox
 from farebox.stores.memory.multiplication import MemorySightings
+from farebox.stores.memory.pausing import MemoryPauses
 from farebox.stores.memory.responses import MemoryResponses
 from farebox.stores.memory.rollups import MemoryReports
 from farebox.stores.memory.traffic import MemoryTraffic
@@ -57,6 +58,7 @@ class MemoryStore(MemoryReports):
         self._tier_usage: dict[tuple[str, str], int] = {}  # (tenant, month) -> units used
         self.traffic = MemoryTraffic()
         self.multiplication = MemorySightings()  # account multiplication (issue 15)
+        self.pauses = MemoryPauses(self)  # conditional pauses (stores.pausing)
         self.responses = MemoryResponses()
         self.credits = MemoryCredits(self._bump)
         self.credentials = MemoryCredentials(self._bump)  # the vault

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from farebox.stores.multiplication import Sighting
+from farebox.stores.multiplication import LINK, Sighting, Taken
 
 
 class PostgresSightings:
@@ -40,23 +40,45 @@ class PostgresSightings:
     ) -> list[str]:
         s = self._s
         sql = (
-            f"SELECT client FROM {s}.multiplication_sightings WHERE seen_at >= $1 AND client IN "
-            f"(SELECT client FROM {s}.multiplication_sightings WHERE seen_at >= $2) "
-            "GROUP BY client HAVING COUNT(DISTINCT tenant_id) > $3 ORDER BY client"
+            f"SELECT client FROM {s}.multiplication_sightings WHERE seen_at >= $1 "
+            f"AND tenant_id <> $4 AND client IN (SELECT client FROM {s}.multiplication_sightings "
+            "WHERE seen_at >= $2) GROUP BY client HAVING COUNT(DISTINCT tenant_id) > $3 "
+            "ORDER BY client"
         )
         rows = await self._pool().fetch(sql, since, since if touched is None else touched,
-                                        more_than)  # fmt: skip
+                                        more_than, LINK)  # fmt: skip
         return [str(r[0]) for r in rows]
 
     async def sightings(self, client: str, since: float) -> list[Sighting]:
         sql = (
             f"SELECT client, tenant_id, key_id, seen_at FROM {self._s}.multiplication_sightings "
-            "WHERE client = $1 AND seen_at >= $2 ORDER BY seen_at, tenant_id, key_id"
+            "WHERE client = $1 AND seen_at >= $2 AND tenant_id <> $3 "
+            "ORDER BY seen_at, tenant_id, key_id"
         )
-        return [Sighting(*r) for r in await self._pool().fetch(sql, client, since)]
+        return [Sighting(*r) for r in await self._pool().fetch(sql, client, since, LINK)]
+
+    async def linked(self, client: str, since: float) -> list[str]:
+        sql = (
+            f"SELECT key_id FROM {self._s}.multiplication_sightings WHERE client = $1 "
+            "AND tenant_id = $2 AND seen_at >= $3 ORDER BY key_id"
+        )
+        return [str(r[0]) for r in await self._pool().fetch(sql, client, LINK, since)]
 
     async def claim(self, client: str, at: float, since: float) -> bool:
-        return await self._pool().fetchval(self._claim, client, at, since) is not None
+        return await self.claim_all([client], at, since)
+
+    async def claim_all(self, clients: Sequence[str], at: float, since: float) -> bool:
+        """One transaction, the clients in one order (concurrent groups never deadlock): a
+        client claimed already, by a transaction before or one this one waited for, rolls
+        back the group's claims."""
+        try:
+            async with self._pool().acquire() as conn, conn.transaction():
+                for client in sorted(set(clients)):
+                    if await conn.fetchval(self._claim, client, at, since) is None:
+                        raise Taken(client)  # leaves the transaction: rolled back
+        except Taken:
+            return False
+        return True
 
     async def prune(self, before: float) -> None:
         s = self._s

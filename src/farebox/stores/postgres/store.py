@@ -42,6 +42,7 @@ from farebox.stores.postgres.ledger_write import (
     json_rows,
 )
 from farebox.stores.postgres.multiplication import PostgresSightings
+from farebox.stores.postgres.pausing import PostgresPauses
 from farebox.stores.postgres.pool import TimedPool, keep_session, unreachable
 from farebox.stores.postgres.request_log import PostgresRequestLog
 from farebox.stores.postgres.responses import PostgresResponses
@@ -164,6 +165,7 @@ class PostgresStore(SQLAccounts, PostgresReports):
         self.credentials = PostgresCredentials(lambda: self._pool, self._s)  # the vault
         self.workspaces = PostgresWorkspaces(lambda: self._pool, self._s)
         self.multiplication = PostgresSightings(lambda: self._pool, self._s)  # issue 15
+        self.pauses = PostgresPauses(lambda: self._pool, self._s)  # conditional pauses
         self._ledger_sql: LedgerStatements | None = None  # built on open, from the table
         self._ledger_json: LedgerStatements | None = None  # the same, taking one JSON text
 

@@ -12,6 +12,7 @@ from farebox.stores.sqlite.audit import SQLiteAudit
 from farebox.stores.sqlite.credits import SQLiteCredits
 from farebox.stores.sqlite.inbox import SQLiteInbox
 from farebox.stores.sqlite.multiplication import SQLiteSightings
+from farebox.stores.sqlite.pausing import SQLitePauses
 from farebox.stores.sqlite.upsell import SQLiteUpsell
 from farebox.stores.sqlite.workspaces import SQLiteWorkspaces
 
@@ -23,6 +24,7 @@ class BillingRoles:
     audit: SQLiteAudit  # the audit log: appends in BEGIN IMMEDIATE transactions
     workspaces: SQLiteWorkspaces  # tenants' workspaces (issue 14; not billing, but made alike)
     multiplication: SQLiteSightings  # account multiplication's sightings (issue 15)
+    pauses: SQLitePauses  # conditional pauses of tenants and keys (stores.pausing)
 
     def _billing_roles(
         self,
@@ -37,3 +39,4 @@ class BillingRoles:
         self.audit = SQLiteAudit(write, read)
         self.workspaces = SQLiteWorkspaces(write, read, bump, publish)
         self.multiplication = SQLiteSightings(write, read)
+        self.pauses = SQLitePauses(write, read, bump, publish)

@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from farebox.stores.multiplication import Sighting
+from farebox.stores.multiplication import LINK, Sighting, Taken
 from farebox.stores.sqlite.conn import Runner
 
 _UPSERT = (
@@ -39,27 +39,45 @@ class SQLiteSightings:
         self, since: float, more_than: int, touched: float | None = None
     ) -> list[str]:
         sql = (
-            "SELECT client FROM multiplication_sightings WHERE seen_at >= ? AND client IN "
-            "(SELECT client FROM multiplication_sightings WHERE seen_at >= ?) GROUP BY client "
-            "HAVING COUNT(DISTINCT tenant_id) > ? ORDER BY client"
+            "SELECT client FROM multiplication_sightings WHERE seen_at >= ? AND tenant_id <> ? "
+            "AND client IN (SELECT client FROM multiplication_sightings WHERE seen_at >= ?) "
+            "GROUP BY client HAVING COUNT(DISTINCT tenant_id) > ? ORDER BY client"
         )
-        args = (since, since if touched is None else touched, more_than)
+        args = (since, LINK, since if touched is None else touched, more_than)
         rows = await self._read(lambda db: db.execute(sql, args).fetchall())
         return [str(r[0]) for r in rows]
 
     async def sightings(self, client: str, since: float) -> list[Sighting]:
         sql = (
             "SELECT client, tenant_id, key_id, seen_at FROM multiplication_sightings "
-            "WHERE client = ? AND seen_at >= ? ORDER BY seen_at, tenant_id, key_id"
+            "WHERE client = ? AND seen_at >= ? AND tenant_id <> ? "
+            "ORDER BY seen_at, tenant_id, key_id"
         )
-        rows = await self._read(lambda db: db.execute(sql, (client, since)).fetchall())
+        rows = await self._read(lambda db: db.execute(sql, (client, since, LINK)).fetchall())
         return [Sighting(*r) for r in rows]
 
-    async def claim(self, client: str, at: float, since: float) -> bool:
-        def write(db: sqlite3.Connection) -> bool:  # one write transaction: atomic
-            return db.execute(_CLAIM, (client, at, since)).rowcount == 1
+    async def linked(self, client: str, since: float) -> list[str]:
+        sql = (
+            "SELECT key_id FROM multiplication_sightings WHERE client = ? AND tenant_id = ? "
+            "AND seen_at >= ? ORDER BY key_id"
+        )
+        rows = await self._read(lambda db: db.execute(sql, (client, LINK, since)).fetchall())
+        return [str(r[0]) for r in rows]
 
-        return bool(await self._write(write))
+    async def claim(self, client: str, at: float, since: float) -> bool:
+        return await self.claim_all([client], at, since)
+
+    async def claim_all(self, clients: Sequence[str], at: float, since: float) -> bool:
+        def write(db: sqlite3.Connection) -> bool:  # one write transaction: atomic
+            for client in sorted(set(clients)):
+                if db.execute(_CLAIM, (client, at, since)).rowcount != 1:
+                    raise Taken  # rolls back the group's claims made so far
+            return True
+
+        try:
+            return bool(await self._write(write))
+        except Taken:
+            return False
 
     async def prune(self, before: float) -> None:
         def write(db: sqlite3.Connection) -> None:
