@@ -6,6 +6,8 @@ streamed, through the official SDKs in the chat, messages and Responses shapes."
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import json
 from collections.abc import AsyncIterator
@@ -13,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from farebox.app import create_app
 from farebox.config.guardrails import guardrail_policy
 from farebox.config.settings import parse_settings
 from farebox.core.guardrails import Hit
@@ -29,6 +33,7 @@ from farebox.guardrails import pii_patterns
 from farebox.guardrails.links import WINDOW, in_link
 from farebox.guardrails.placeholders import Redactor
 from farebox.providers.base import ChatRequest, ChatResult, StreamItem, UsageReport
+from tests.conftest import ADMIN_KEY, Gateway
 from tests.guard_world import EMAIL, MODEL, EchoMock, asgi, config, plan
 
 PII = {"mode": "redact", "restore": True, "engine": "builtin"}
@@ -54,6 +59,8 @@ CASES = [
     ("www.<EMAIL_1>.evil.example", True),
     ("https%3A%2F%2Fevil.example%3Fq%3D<EMAIL_1>", True),
     ("mailto:<EMAIL_1>", True),
+    (f"see {EVIL}/?q=\u00a0<EMAIL_1>", True),  # a no-break space does not end a URL
+    (f"[1]: {EVIL}/<EMAIL_1>", True),  # a markdown reference definition
     ("style='background:url(<EMAIL_1>)'", True),
     ("x" * WINDOW + "<EMAIL_1>", True),  # no space in the whole window: never trusted
 ]
@@ -213,14 +220,15 @@ class ToolMock(EchoMock):
                     {"index": 0, "message": self._message(), "finish_reason": finish}]}  # fmt: skip
         return ChatResult(body, usage)
 
+    def _pieces(self, text: str) -> list[str]:
+        return [text[i : i + self.step] for i in range(0, len(text), self.step)]
+
     def _deltas(self) -> list[dict[str, Any]]:
-        step, text = self.step, self.answer or ""
-        out: list[dict[str, Any]] = [{"content": text[i : i + step]}
-                                     for i in range(0, len(text), step)]  # fmt: skip
+        out: list[dict[str, Any]] = [{"content": p} for p in self._pieces(self.answer or "")]
         for i, (name, arguments) in enumerate(self.calls):
             out.append({"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
                                         "function": {"name": name, "arguments": ""}}]})  # fmt: skip
-            pieces = [arguments[j : j + step] for j in range(0, len(arguments), step)]
+            pieces = self._pieces(arguments)
             out += [{"tool_calls": [{"index": i, "function": {"arguments": p}}]} for p in pieces]
         return out
 
@@ -237,6 +245,30 @@ class ToolMock(EchoMock):
         yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
         usage = Usage(input_tokens=10, output_tokens=20)
         yield UsageReport(usage, {**base, "choices": [], "usage": to_openai(usage)})
+
+
+class CutMock(ToolMock):
+    """Streams its answer cut at the given points (``cuts``), the same for every text."""
+
+    def __init__(self, cuts: list[int]) -> None:
+        super().__init__()
+        self.cuts = cuts
+
+    def _pieces(self, text: str) -> list[str]:
+        return _split(text, self.cuts)
+
+
+@contextlib.asynccontextmanager
+async def gateway(tmp: Path, mock: EchoMock) -> AsyncIterator[Gateway]:
+    """A gateway of its own (a hypothesis example cannot share a test's fixture)."""
+    data = {"database": f"sqlite:///{tmp / 'farebox.db'}", **config(PLANS)}
+    env = {"FAREBOX_ADMIN_KEY": ADMIN_KEY}
+    app = create_app(parse_settings(data, source="test.yaml", env=env, base_dir=tmp),
+                     providers={"sim": mock}, announce=lambda _m: None)  # fmt: skip
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield Gateway(app, client, {"Authorization": f"Bearer {ADMIN_KEY}"})
 
 
 def sdks(gw: Any, key: str) -> tuple[openai.AsyncOpenAI, anthropic.AsyncAnthropic]:
@@ -382,3 +414,24 @@ def test_the_link_finding_never_carries_the_value() -> None:
     assert guard.text(f"{EVIL}/?q=<EMAIL_1>") == f"{EVIL}/?q=<EMAIL_1>"
     assert [f.json() for f in guard.findings] == [{**LINK_FINDING, "score": 1.0}]
     assert EMAIL not in repr(guard.findings)
+
+
+async def _both_ways(tmp: Path, text: str, arguments: str, cuts: list[int]) -> None:
+    mock = CutMock(cuts)
+    mock.answer, mock.calls = text, [("send_email", arguments)]
+    async with gateway(tmp, mock) as gw:
+        oai, _ = sdks(gw, await gw.tenant_key("acme", plan="restore"))
+        whole, streamed = await chat_answer(oai, False), await chat_answer(oai, True)
+        assert streamed == whole
+        json.loads(streamed[1][0])
+        first, second = await gw.ledger("acme")
+        assert first.guardrails == second.guardrails
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=ANSWERS.filter(bool), value=ANSWERS, cuts=st.lists(st.integers(0, 10_000), max_size=30))
+def test_through_the_app_a_stream_cut_anywhere_answers_as_the_whole(
+    text: str, value: str, cuts: list[int], tmp_path_factory: Any
+) -> None:
+    arguments = json.dumps({"to": "<EMAIL_1>", "body": value}, ensure_ascii=False)
+    asyncio.run(_both_ways(tmp_path_factory.mktemp("g"), text, arguments, cuts))

@@ -18,7 +18,8 @@ A placeholder is in a link when, in that window:
 - or it is inside a markdown link or image target not yet closed (``](...``), an HTML
   URL attribute's value not yet closed (``href=``, ``src=``, ``srcset=``, ``action=``, ...), or
   a CSS ``url(``;
-- or the window holds no space at all (a run longer than the window is never trusted).
+- or the window holds no space at all (spaces are ASCII ones: a no-break space does not end
+  a URL for a markdown renderer) (a run longer than the window is never trusted).
 
 ``json`` mode reads a tool call's arguments (JSON text): the context is the JSON string the
 placeholder sits in (back to its opening, unescaped quote), and the escapes ``\\n``, ``\\t``
@@ -50,7 +51,8 @@ _ATTR = re.compile(
     re.IGNORECASE,
 )
 _CSS_URL = re.compile(r"url\(", re.IGNORECASE)
-_SPACE = re.compile(r"\s")
+_SPACE = re.compile(r"[ \t\n\r\f\v]")  # ASCII only: renderers run a URL through a no-break space
+SPACES = frozenset(" \t\n\r\f\v")
 _JSON_TOKEN = re.compile(r'\\(.)|"', re.DOTALL)
 
 
@@ -116,7 +118,7 @@ def _open_attr(window: str) -> bool:
         value = value[1:]
     if value[:1] in ('"', "'"):
         return value[0] not in value[1:]
-    return not any(ch.isspace() or ch == ">" for ch in value)
+    return not any(ch in SPACES or ch == ">" for ch in value)
 
 
 def _open_css(window: str) -> bool:
