@@ -4,6 +4,7 @@
     guardrails:
       prompt_injection: {mode: block, scan: [user, tool], classifier: off, on_timeout: flag}
       pii: {mode: redact, restore: true, entities: [EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD]}
+      # restore_in_links: false (the default) keeps a placeholder the answer puts in a link
       secrets: {mode: block}
       output: {pii: redact}
       abuse: {stuffing: block, batch: flag, context: flag}
@@ -70,8 +71,21 @@ class PiiConfig(Strict):
     # presidio's wait per request, queue included; past it block and redact refuse (400
     # guardrail_timeout), flag forwards with a ``timeout`` finding
     timeout_ms: int = Field(5_000, ge=1, le=600_000)
+    # a placeholder the answer puts inside a link (a URL, a markdown link or image target, an
+    # HTML href/src, a URL-encoded context) is restored only with this on: a value restored
+    # into a link a chat UI renders goes to that link's host (an image needs no click)
+    restore_in_links: bool = False
 
-    _restore = field_validator("restore", mode="before")(_off_or_on)
+    _restore = field_validator("restore", "restore_in_links", mode="before")(_off_or_on)
+
+    @model_validator(mode="after")
+    def _links_need_restore(self) -> PiiConfig:
+        if self.restore_in_links and not (self.restore and self.mode == "redact"):
+            raise ValueError(
+                "restore_in_links only applies when placeholders are restored: set "
+                "mode: redact and restore: true, or drop restore_in_links"
+            )
+        return self
 
     @model_validator(mode="after")
     def _engine_knows(self) -> PiiConfig:
@@ -159,6 +173,7 @@ def guardrail_policy(cfg: GuardrailsConfig) -> GuardrailPolicy:
             tuple(pii.scan),
             pii.engine,
             pii.timeout_ms,
+            pii.restore_in_links,
         ),  # fmt: skip
         secrets=SecretsPolicy(cfg.secrets.mode, tuple(cfg.secrets.scan)),
         output=OutputPolicy(cfg.output.pii, tuple(cfg.output.entities)),

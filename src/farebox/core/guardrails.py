@@ -90,6 +90,9 @@ class PiiPolicy:
     # presidio (``farebox[pii]``: names and places too) or the built-in recognisers (no extra)
     engine: Literal["presidio", "builtin"] = "presidio"
     timeout_ms: int = 5_000  # presidio's wait, queue included (then as ``on_timeout`` below)
+    # restore a placeholder the answer puts inside a link too (a URL, a markdown link or
+    # image target, an HTML href/src): off, it stays a placeholder, with a finding
+    restore_in_links: bool = False
 
 
 @dataclass(frozen=True, slots=True)

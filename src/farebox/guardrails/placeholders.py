@@ -15,15 +15,23 @@ only PII placeholders (a ``<SECRET_1>`` the model writes stays a placeholder, so
 instruction cannot make the answer carry a secret, in a link for example). ``following``
 numbers an answer's own redactions past the request's, so an output placeholder never names
 an input value.
+
+A placeholder inside a link (``links.in_link``: a URL, a markdown link or image target, an
+HTML ``href``/``src`` value, a URL-encoded context) is kept as it is when ``links`` is off
+(``restored``, ``StreamRestorer``): a value restored into a link that a chat UI renders would
+go to that link's host. ``json`` restores into a tool call's arguments: the value is written
+JSON-escaped, as a JSON string's content.
 """
 
 from __future__ import annotations
 
+import json as jsonlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from farebox.core.guardrails import Hit
+from farebox.guardrails.links import WINDOW, in_link
 
 PREFIXES = {
     "EMAIL_ADDRESS": "EMAIL",
@@ -96,16 +104,37 @@ class Redactor:
             self.values[self._by_value[key]] = value
         return self._by_value[key]
 
-    def restore(self, text: str) -> str:
+    def restore(self, text: str, links: bool = True) -> str:
         """One pass: each known placeholder becomes its value (a value that looks like a
-        placeholder is not expanded again); unknown ones stay as they are."""
-        if not self.values or "<" not in text:
-            return text
-        values = self.values
-        return _PLACEHOLDER.sub(lambda m: values.get(m.group(0), m.group(0)), text)
+        placeholder is not expanded again); unknown ones stay as they are; with ``links``
+        off, so do the known ones inside a link."""
+        return self.restored(text, links=links)[0]
 
-    def streaming(self) -> StreamRestorer:
-        return StreamRestorer(self)
+    def restored(
+        self, text: str, *, links: bool = True, json: bool = False, before: str = ""
+    ) -> tuple[str, int]:
+        """``text`` restored, and how many known placeholders were kept because they sit in
+        a link (``links`` off). ``before``: the text that came before ``text`` (a stream's),
+        read as the left context of its first placeholders; ``json``: ``text`` is JSON (a
+        tool call's arguments), each value is written JSON-escaped."""
+        if not self.values or "<" not in text:
+            return text, 0
+        values, out, pos, kept = self.values, [], 0, 0
+        for m in _PLACEHOLDER.finditer(text):
+            value = values.get(m.group(0))
+            if value is None:
+                continue
+            if not links and in_link(_left(before, text, m.start()), json):
+                kept += 1
+                continue
+            out.append(text[pos : m.start()])
+            out.append(jsonlib.dumps(value, ensure_ascii=False)[1:-1] if json else value)
+            pos = m.end()
+        out.append(text[pos:])
+        return "".join(out), kept
+
+    def streaming(self, *, links: bool = True, json: bool = False) -> StreamRestorer:
+        return StreamRestorer(self, links=links, json=json)
 
     def pii_only(self) -> Redactor:
         """A copy that knows only the PII placeholders (what an answer's restore uses: a
@@ -125,14 +154,28 @@ class Redactor:
         return out
 
 
+def _left(before: str, text: str, at: int) -> str:
+    """The ``WINDOW`` characters before ``text[at]``, ``before`` first."""
+    if at >= WINDOW:
+        return text[at - WINDOW : at]
+    return before[max(0, len(before) - (WINDOW - at)) :] + text[:at]
+
+
 class StreamRestorer:
     """Restores placeholders across deltas: ``feed`` returns what can be sent now, ``flush``
     the rest at the stream's end. What is held back is a proper prefix of a known
-    placeholder, so at most the longest placeholder's length less one."""
+    placeholder, so at most the longest placeholder's length less one: the link decision
+    (``links`` off) reads only text before a placeholder, of which it keeps the last
+    ``links.WINDOW`` characters sent (as the model wrote them), and so never holds more back.
+    ``kept`` counts the placeholders kept because they sit in a link."""
 
-    def __init__(self, redactor: Redactor) -> None:
+    def __init__(self, redactor: Redactor, links: bool = True, json: bool = False) -> None:
         self._redactor = redactor
+        self._links = links
+        self._json = json
         self._held = ""
+        self._before = ""  # the tail of what was sent, unrestored: the left context
+        self.kept = 0
 
     def feed(self, delta: str) -> str:
         if not self._redactor.values:
@@ -140,7 +183,18 @@ class StreamRestorer:
         text = self._held + delta
         cut = self._cut(text)
         self._held = text[cut:]
-        return self._redactor.restore(text[:cut])
+        return self._out(text[:cut])
+
+    def _out(self, part: str) -> str:
+        if not part:
+            return part
+        out, kept = self._redactor.restored(
+            part, links=self._links, json=self._json, before=self._before
+        )
+        self.kept += kept
+        if not self._links:
+            self._before = (self._before + part)[-WINDOW:]
+        return out
 
     def _cut(self, text: str) -> int:
         """The earliest position whose tail may still grow into a known placeholder."""
@@ -155,7 +209,7 @@ class StreamRestorer:
 
     def flush(self) -> str:
         held, self._held = self._held, ""
-        return self._redactor.restore(held)
+        return self._out(held)
 
 
 class OutputRedactor:
