@@ -370,7 +370,7 @@ class GuardrailStage:
             return pii_patterns.scan(text, entities)
 
         return AnswerGuard(restore, scan if out.pii != "off" else None, out.pii == "redact",
-                           numbering=redactor)  # fmt: skip
+                           numbering=redactor, links=policy.pii.restore_in_links)  # fmt: skip
 
 
 def _parts(policy: GuardrailPolicy, embeddings: bool = False) -> frozenset[str]:
