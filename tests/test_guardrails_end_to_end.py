@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -71,7 +72,6 @@ async def test_findings_reach_the_ledger_the_api_and_the_signed_webhook(tmp_path
 
 
 async def test_images_and_audio_are_skipped_with_a_note(make_gateway: object) -> None:
-    from typing import Any
 
     from tests.guard_world import MODEL, EchoMock, config
 
@@ -96,3 +96,27 @@ async def test_images_and_audio_are_skipped_with_a_note(make_gateway: object) ->
         r = await gw.client.post("/v1/chat/completions", json=plain,
                                  headers={"Authorization": f"Bearer {key}"})  # fmt: skip
         assert "x-farebox-guardrails-skipped" not in r.headers
+
+
+async def test_a_cache_hit_carries_the_skipped_parts_note(make_gateway: Any) -> None:
+    """A chat answer served from the cache says which parts no check read, like a miss."""
+    from tests.guard_world import MODEL, EchoMock, config
+
+    mock = EchoMock()
+    gateway: Any = make_gateway
+    async with gateway(config(), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="cached_block")
+        content = [
+            {"type": "text", "text": "What is in this picture?"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+        ]
+        body = {"model": MODEL, "messages": [{"role": "user", "content": content}]}
+        auth = {"Authorization": f"Bearer {key}"}
+        statuses = []
+        for _ in range(2):
+            r = await gw.client.post("/v1/chat/completions", json=body, headers=auth)
+            assert r.status_code == 200, r.text
+            statuses.append(r.headers["x-farebox-cache"])
+            assert r.headers["x-farebox-guardrails-skipped"] == "image_url=1"
+            await gw.app.state.services.gateway.cache.settled()  # the miss is stored
+        assert statuses == ["miss", "hit-exact"] and len(mock.bodies) == 1

@@ -162,6 +162,8 @@ class CacheHits:
         except Exception as exc:
             log.warning("request %s: budget read after a hit failed: %r", call.request_id, exc)
         headers.update(ticket.headers())
+        if call.guard is not None and call.guard.skipped:  # parts no guardrail could read
+            headers["x-farebox-guardrails-skipped"] = call.guard.skipped
         return headers
 
     async def _remaining(self, scope: Scope) -> str:

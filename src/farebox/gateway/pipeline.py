@@ -411,10 +411,7 @@ class Gateway:
             batch = await self.cache.lookup_items(call)
             call.cache = batch.ticket if batch is not None else None
             if batch is not None and batch.complete:
-                hit = await self._hits.embed(call, targets, batch)
-                if call.guard is not None and call.guard.skipped:  # token arrays, unread
-                    hit.headers["x-farebox-guardrails-skipped"] = call.guard.skipped
-                return hit
+                return await self._hits.embed(call, targets, batch)
             if batch is not None and batch.hits:  # only the unknown items go upstream
                 body = call.body = batch.upstream_body(body)
         input_tokens = estimate_input(body.get("input"))
