@@ -5,7 +5,9 @@ cannot load keeps the old plans, with the extra named in the log."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 import yaml
 
 from farebox.app import create_app
+from farebox.config.reload import PlanReloader
 from farebox.config.settings import load_settings
 from farebox.errors import GuardrailUnavailable
 from farebox.gateway import guard_engines
@@ -116,3 +119,43 @@ async def test_an_engine_that_cannot_load_keeps_the_old_plans(
         assert "q" not in w.app.state.services.gateway.plans()  # nothing of the new file applied
         await w.chat(TEXT)
         assert EMAIL not in w.mock.sent()  # the old plan still redacts with the built-ins
+
+
+async def test_an_engine_failing_its_own_way_keeps_the_old_plans_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_a: Any) -> Any:
+        raise RuntimeError("the checkpoint's weights do not fit its graph")
+
+    async with world(tmp_path, {"p": BUILTIN}) as w:
+        monkeypatch.setattr(guard_engines, "_presidio", broken)
+        w.write({"p": NAMES, "q": BUILTIN})
+        with caplog.at_level(logging.ERROR, logger="farebox.reload"):
+            assert not await w.app.state.reloader.check_soon()
+        assert "running plans stay" in caplog.text and "do not fit" in caplog.text
+        assert "q" not in w.app.state.services.gateway.plans()
+
+
+async def test_stopping_waits_for_engines_being_loaded(tmp_path: Path) -> None:
+    """A thread cannot be cancelled: a stop during a reload waits for the engines it loads,
+    so that the stage they are handed to is closed after them, and they with it."""
+    settings_path = tmp_path / "farebox.yaml"
+    settings_path.write_text(yaml.safe_dump({"plans": {"p": BUILTIN}}))
+    entered, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def slow(_settings: Any) -> None:
+        entered.set()
+        release.wait()
+        done.set()
+
+    reloader = PlanReloader(load_settings(settings_path), lambda _s: None, 0, slow)
+    settings_path.write_text(yaml.safe_dump({"plans": {"p": NAMES}}))
+    checking = asyncio.create_task(reloader.check_soon())
+    await asyncio.to_thread(entered.wait)
+    stopping = asyncio.create_task(reloader.stop())
+    checking.cancel()
+    finished, _ = await asyncio.wait({stopping}, timeout=0.5)
+    assert not finished and not done.is_set()  # still loading: the stop waits
+    release.set()
+    await stopping
+    assert done.is_set()

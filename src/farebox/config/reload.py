@@ -52,6 +52,7 @@ class PlanReloader:
         self._current = settings
         self._apply = apply
         self._prepare = prepare
+        self._preparing: asyncio.Future[bool] | None = None  # its thread, while one runs
         self._interval = interval_s
         self._stamp = _stamp(self._path)
         self._task: asyncio.Task[None] | None = None
@@ -69,8 +70,13 @@ class PlanReloader:
         settings = self._changed()
         if settings is None:
             return False
-        if self._prepare is not None and not await asyncio.to_thread(self._prepared, settings):
-            return False
+        if self._prepare is not None:
+            loop = asyncio.get_running_loop()
+            self._preparing = loop.run_in_executor(None, self._prepared, settings)
+            # shielded: a stop while it runs waits for the thread (``stop``), so the engines
+            # it loads are handed over before they are closed, never after
+            if not await asyncio.shield(self._preparing):
+                return False
         return self._applied(settings)
 
     def _changed(self) -> Settings | None:
@@ -93,6 +99,9 @@ class PlanReloader:
         except ConfigError as exc:
             log.error("config change ignored, the running plans stay: %s", exc.message)
             return False
+        except Exception:  # a model that fails to load in its own way (torch, spaCy)
+            log.exception("config change ignored, the running plans stay: preparing it failed")
+            return False
         return True
 
     def _applied(self, settings: Settings) -> bool:
@@ -113,6 +122,9 @@ class PlanReloader:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._preparing is not None:  # a thread cannot be cancelled: let it finish
+            await asyncio.gather(self._preparing, return_exceptions=True)
+            self._preparing = None
 
     async def _run(self) -> None:
         while True:
