@@ -27,7 +27,7 @@ import httpx
 import yaml
 
 ADMIN_KEY = "fba_e2e_admin_key_for_tests_only_0123456789"
-READY_TIMEOUT_S = 20.0
+READY_TIMEOUT_S = 60.0  # a deadline, not a speed claim: workers start slowly on a busy 2-core box
 POLL_INTERVAL_S = 0.05
 PICO_PER_USD = 10**12
 # Pricing of gpt-4o-mini in the catalog, in pico-USD per token (USD 0.15 / 0.60 per 1M tokens).
