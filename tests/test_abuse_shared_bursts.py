@@ -86,9 +86,11 @@ async def test_shared_bursts_are_per_user_per_window_and_expire(scaled: Any) -> 
         assert await watch.check("other", "u1", text, POLICY) is None  # another tenant's
     assert await a.check("acme", "u1", text, POLICY) is not None  # the sixth in a minute
     keys = [k async for k in scaled._client.scan_iter(match=f"{scaled.key_prefix[:-1]}/t/*")]
-    assert len(keys) == 3  # one per (tenant, user)
+    assert len(keys) == 4  # two per tenant (its users' clusters, when each was last seen)
     for key in keys:
         assert 0 < await scaled._client.ttl(key) <= POLICY.batch_window_s + 1
+    fields = {k: await scaled._client.hlen(k) for k in keys if k.endswith(b":bursts")}
+    assert sorted(fields.values()) == [1, 2]  # other: u1; acme: u1 and u2
     clock.now += 61  # the window has passed
     assert await b.check("acme", "u1", text, POLICY) is None
     for seed in range(12):  # ever new texts from one user: no burst

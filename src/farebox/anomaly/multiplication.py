@@ -7,12 +7,15 @@ replaces the IP (a client behind a proxy that passes headers on could make one u
 request); a service key's bare IP is never a client (the SaaS's own server).
 
 An IP and a device seen on the same requests are **linked** (``seen_together`` records the
-link, both ways, with the sightings): they are one client. A client over the limit is
-claimed with everything linked to it (its group: one hop), in one transaction, so the IP and
-the device crossing in the same burst open ONE incident and one page; ``detail.clients``
-lists the group. An open incident covers its clients and whatever is linked to them, so a
-linked client crossing later (or a device first named later) extends that incident (its
-tenants or keys are paused under it) instead of opening a second one.
+link, both ways, with the sightings). Links de-duplicate: a client over the limit is claimed
+with everything linked to it (its group: one hop), in one transaction, so the IP and the
+device crossing in the same burst open ONE incident and one page; ``detail.clients`` lists
+the group. Links never widen a pause: what an incident pauses comes from the clients of the
+group that crossed the limit **on their own** (``detail.crossed``: each one's own sightings),
+so a device passing once through an office NAT IP where a few legitimate tenants work does
+not pause them. An open incident covers its clients and whatever is linked to them, so a
+linked client crossing later on its own (or a device first named later) extends that
+incident (its own tenants or keys are paused under it) instead of opening a second one.
 
 - **Recording** (the request path): ``seen`` adds (client, tenant, key) to an in-memory set,
   with the time; only tenants on the configured plans count. A dictionary write.
@@ -24,8 +27,9 @@ tenants or keys are paused under it) instead of opening a second one.
 - **The incident** (kind ``account_multiplication``, in the anomaly incidents: metric
   ``account_multiplication``): its tenant is the one the client used last, ``observed`` the
   number of tenants, ``threshold`` the most allowed; ``detail`` names the client, the
-  tenants and what was paused. ``pause_tenant`` pauses every tenant the client used in the
-  window, ``pause_key`` every key it used (a JWT caller's synthetic key: its tenant),
+  tenants and what was paused. ``pause_tenant`` pauses every tenant the crossing clients
+  used in the window, ``pause_key`` every key they used (a JWT caller's synthetic key: its
+  tenant),
   ``alert`` nothing. It is paged once, with ``dedup_key``
   ``farebox/account_multiplication/<client>``. Only what is not paused yet is paused, by the
   store's conditional pause (``stores.pausing``: one statement), so an operator's pause
@@ -51,7 +55,7 @@ from farebox.core.anomaly import Incident
 from farebox.core.keys import JWT_KEY_PREFIX
 from farebox.notify.formats import summary
 from farebox.stores.multiplication import LINK, Sighting, SightingStore
-from farebox.stores.pausing import PauseStore, What, pause_store
+from farebox.stores.pausing import What, pauses_of
 
 log = logging.getLogger("farebox.anomaly")
 KIND = "account_multiplication"
@@ -140,15 +144,17 @@ class MultiplicationWatch:
         touched = None if self._last is None else max(since, self._last - margin)
         self._last = now
         opened, claimed, done = [], set(), set()
-        for client in await self._sightings.crowded(since, self._cfg.max_tenants, touched):
+        crowded = await self._sightings.crowded(since, self._cfg.max_tenants, touched)
+        over = set(crowded)
+        for client in crowded:
             if client in done:
                 continue  # in the group of a client before it, this round
             group = await self.group([client], since)
             done.update(group)
             if await self._sightings.claim_all(group, now, since):
                 opened.append(await self._open(client, group, since, now))
-            else:
-                claimed.update(group)
+            else:  # only those over the limit themselves: a merely linked one pauses nothing
+                claimed.update(over.intersection(group))
         if claimed:
             await self._extend(claimed, since)
         await self._sightings.prune(since - self._cfg.window_s)  # claims: kept one window
@@ -162,10 +168,11 @@ class MultiplicationWatch:
         return list(found)
 
     async def _extend(self, clients: set[str], since: float) -> None:
-        """Clients claimed already this window and seen again: the open incident (not
-        resolved) whose clients they are, or are linked to, has its action applied to what
-        its clients and theirs used since, idempotently (what is paused already stays as
-        it is). Such a pause's reason names the incident, so resolving it resumes them too
+        """Clients over the limit, claimed already this window and seen again: the open
+        incident (not resolved) whose clients they are, or are linked to, has its action
+        applied to what THEY used since (their own sightings, not those of every client
+        linked to the incident), idempotently (what is paused already stays as it is).
+        Such a pause's reason names the incident, so resolving it resumes them too
         (``AnomalyWatch.resolve``)."""
         for incident in await self._store.traffic.incidents(None, open_only=True):
             if incident.metric != KIND or incident.target == "none":
@@ -173,8 +180,9 @@ class MultiplicationWatch:
             subject = await self.group(clients_of(incident), since)
             if clients.isdisjoint(subject):
                 continue
+            _crossed, rows = await self._scope(clients.intersection(subject), since)
             clients.difference_update(subject)
-            tenants, keys = _used(await self._rows(subject, since))
+            tenants, keys = _used(rows)
             more_tenants, more_keys = await self._pause(incident, tenants, keys)
             if more_tenants or more_keys:
                 log.warning("incident %s: client %s went on: paused tenants %s, keys %s",
@@ -183,13 +191,24 @@ class MultiplicationWatch:
             if not clients:
                 return
 
-    async def _rows(self, group: Sequence[str], since: float) -> list[Sighting]:
-        """The sightings of every client of ``group``, oldest first."""
-        rows = [r for client in group for r in await self._sightings.sightings(client, since)]
-        return sorted(rows, key=lambda r: (r.seen_at, r.tenant_id, r.key_id))
+    async def _scope(
+        self, clients: Iterable[str], since: float
+    ) -> tuple[list[str], list[Sighting]]:
+        """Those of ``clients`` seen with keys of more than ``max_tenants`` tenants since
+        ``since`` on their own, and their own sightings, oldest first: what an incident
+        pauses. A client merely linked to one (an office IP a device passed through) is
+        left out, and so are the other tenants seen behind it."""
+        crossed: list[str] = []
+        rows: list[Sighting] = []
+        for client in sorted(set(clients)):
+            own = await self._sightings.sightings(client, since)
+            if len({r.tenant_id for r in own}) > self._cfg.max_tenants:
+                crossed.append(client)
+                rows.extend(own)
+        return crossed, sorted(rows, key=lambda r: (r.seen_at, r.tenant_id, r.key_id))
 
     async def _open(self, client: str, group: list[str], since: float, now: float) -> Incident:
-        rows = await self._rows(group, since)
+        crossed, rows = await self._scope(group, since)
         tenants, keys = _used(rows)
         target = TARGETS[self._cfg.action]
         incident_id = f"anom_{uuid.uuid4().hex[:20]}"
@@ -209,7 +228,8 @@ class MultiplicationWatch:
             detail={
                 "kind": KIND,
                 "client": client,
-                "clients": sorted(group),  # the client and those linked to it: one client
+                "clients": sorted(group),  # the client and those linked to it: one incident
+                "crossed": crossed,  # those over the limit on their own: what is paused
                 "tenants": sorted(tenants),
                 "keys": len(keys),
                 "plans": sorted(self._plans),
@@ -282,14 +302,6 @@ def clients_of(incident: Incident) -> list[str]:
     """The clients an account-multiplication incident was opened for (its group)."""
     listed = incident.detail.get("clients") or [incident.detail.get("client", "")]
     return [str(c) for c in listed if c]
-
-
-def pauses_of(store: object) -> PauseStore:
-    """The store's conditional pauses (every store that keeps sightings has them)."""
-    found = pause_store(store)
-    if found is None:
-        raise TypeError(f"{type(store).__name__} has no conditional pauses (Store.pauses)")
-    return found
 
 
 def _used(rows: list[Sighting]) -> tuple[list[str], list[str]]:

@@ -47,7 +47,7 @@ from farebox.core.records import LedgerEntry, Tenant
 from farebox.notify.formats import summary
 from farebox.stores.base import AccountStore, HasTraffic
 from farebox.stores.multiplication import sighting_store
-from farebox.stores.pausing import PauseStore, pause_store
+from farebox.stores.pausing import pauses_of
 
 log = logging.getLogger("farebox.anomaly")  # the name operators filter on
 MINUTES_KEPT = 2 * HOUR
@@ -334,15 +334,9 @@ class AnomalyWatch:
         if incident.target == "none":
             return
         ident = incident.tenant_id if incident.target == "tenant" else incident.target_key
-        if not await self._pauses().pause_unpaused(incident.target, ident, reason):
+        if not await pauses_of(self._store).pause_unpaused(incident.target, ident, reason):
             log.warning("incident %s: its %s is paused already or gone, not paused again",
                         incident.id, incident.target)  # fmt: skip
-
-    def _pauses(self) -> PauseStore:
-        found = pause_store(self._store)
-        if found is None:
-            raise TypeError(f"{type(self._store).__name__} has no conditional pauses")
-        return found
 
     # resolving --------------------------------------------------------------------------
     async def resumed(self, tenant_id: str, key_id: str | None = None) -> list[Incident]:
@@ -360,7 +354,9 @@ class AnomalyWatch:
             await self._resume_listed(incident)
         elif incident.target in ("tenant", "key"):  # only while the pause is still its own
             ident = incident.tenant_id if incident.target == "tenant" else incident.target_key
-            await self._pauses().resume_paused_by(incident.target, ident, pause_mark(incident.id))
+            await pauses_of(self._store).resume_paused_by(
+                incident.target, ident, pause_mark(incident.id)
+            )
         return await self._resolve([incident.id])
 
     async def _resume_listed(self, incident: Incident) -> None:
@@ -386,7 +382,7 @@ class AnomalyWatch:
                 tenants.append(row.key_id[len(JWT_KEY_PREFIX) :])
             else:
                 keys.append(row.key_id)
-        pauses = self._pauses()
+        pauses = pauses_of(self._store)
         mark = pause_mark(incident.id)
         for tenant_id in dict.fromkeys(tenants):
             await pauses.resume_paused_by("tenant", tenant_id, mark)

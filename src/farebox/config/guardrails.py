@@ -140,8 +140,10 @@ class AbuseConfig(Strict):
     stuffing_ratio: float = Field(12.0, gt=1)
     stuffing_min_chars: int = Field(2000, ge=100)
     batch: Literal["off", "flag", "block"] = "off"
-    batch_window_s: int = Field(60, ge=1, le=86_400)
-    batch_max: int = Field(20, ge=1)
+    # a burst, not a daily quota: the shared count (Redis) keeps each cluster's last
+    # batch_max + 1 times for batch_window_s, so both are bounded (guardrails.abuse)
+    batch_window_s: int = Field(60, ge=1, le=3_600)
+    batch_max: int = Field(20, ge=1, le=1_000)
     context: Literal["off", "flag", "block"] = "off"
     context_max_fraction: float = Field(0.9, gt=0, le=1)
 

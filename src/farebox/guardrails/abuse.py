@@ -23,10 +23,16 @@
   and at most ``CLUSTERS`` set intersections. Embedded (memory, SQLite), the watch is per
   process: with several workers each counts its own share of a burst. Scaled out
   (PostgreSQL plus Redis: the store's ``bursts``, ``stores.redis.bursts``), the clusters are
-  kept in Redis, one key per end user expiring with the window, and a request is matched and
-  counted by one script call, so a burst spread over workers and replicas is seen whole; its
-  sketch then hashes with CRC-32 (the same in every process) instead of the process's own
-  string hash. When Redis does not answer, that request is counted in process.
+  kept in Redis, in one hash per tenant expiring with the window, and a request is matched
+  and counted by one script call, so a burst spread over workers and replicas is seen whole;
+  its sketch then hashes with CRC-32 (the same in every process) instead of the process's
+  own string hash. The end user may be the body's ``user`` (the client's to choose: a new
+  one per request), so Redis keeps at most ``shared_users`` end users per tenant, the least
+  recently seen forgotten first (as in process): about ``SHARED_BYTES`` per tenant at most,
+  and a client rotating ``user`` only evicts its own tenant's quietest users. When Redis
+  does not answer, that request is counted in process. ``batch_max`` is at most 1,000 and
+  ``batch_window_s`` at most 3,600 (``config.guardrails``), so one script call handles at
+  most ``CLUSTERS * (SKETCH + 1001)`` numbers.
 
 Findings carry the category and a score, never the text.
 """
@@ -56,6 +62,7 @@ SKETCH = 64  # MinHash values kept per text (bottom-k)
 SIMILAR = 0.8  # estimated Jaccard similarity from which two texts are near-identical
 CLUSTERS = 8  # near-identical groups remembered per (tenant, user)
 USERS = 50_000  # (tenant, user) pairs remembered per process, least recently seen evicted
+SHARED_BYTES = 16 * 2**20  # what the shared count keeps in Redis per tenant, at most about
 _WORDS = re.compile(r"\w+")
 _DIGITS = re.compile(r"\d+")
 
@@ -148,6 +155,14 @@ def similarity(a: frozenset[int], b: frozenset[int]) -> float:
     return sum(1 for h in union if h in both) / k if k else 0.0
 
 
+def shared_users(keep: int) -> int:
+    """End users the shared count keeps per tenant: as many as fit in ``SHARED_BYTES`` when
+    each holds the most it can (``CLUSTERS`` clusters of ``SKETCH`` values and ``keep``
+    times, 9 bytes a number in MessagePack), between 100 and 10,000 (2,741 with the
+    defaults, 218 at ``batch_max: 1000``)."""
+    return max(100, min(10_000, SHARED_BYTES // (CLUSTERS * (SKETCH + keep) * 9)))
+
+
 @dataclass(slots=True)
 class _Cluster:
     sketch: frozenset[int]
@@ -186,7 +201,7 @@ class BatchWatch:
         if self._shared is None:
             return self.hit(tenant, user, text, policy)
         keep = policy.batch_max + 1  # only "more than batch_max" matters
-        rule = BurstRule(policy.batch_window_s, keep, SIMILAR, CLUSTERS, SKETCH)
+        rule = BurstRule(policy.batch_window_s, keep, SIMILAR, CLUSTERS, SKETCH, shared_users(keep))
         count = await self._shared.count(tenant, user, shared_sketch(text), self._clock(), rule)
         if count is None:
             return self.hit(tenant, user, text, policy)

@@ -53,11 +53,10 @@ from typing import Any
 from farebox.core.keys import JWT_KEY_PREFIX
 from farebox.core.plans import Plan
 from farebox.core.records import LedgerEntry
-from farebox.errors import NotFound
 from farebox.notify.channels import WebhookAlerts
 from farebox.stores.base import AccountStore
 from farebox.stores.findings import HOUR, FindingsStore, clean
-from farebox.stores.pausing import pause_store
+from farebox.stores.pausing import pauses_of
 
 log = logging.getLogger("farebox.guardrails")  # the name operators filter on
 MAX_BACKLOG = 1000  # alert deliveries waiting, beyond which guardrail events are dropped
@@ -282,20 +281,9 @@ class FindingsWatch:
 
     async def _pause_key(self, subject: str, reason: str) -> bool:
         """Pause the key unless it is gone or paused already: True if this call paused it.
-        The store's conditional pause, one step; a store without one (a test double): a
-        read, then a write."""
-        pauses = pause_store(self._store)
-        if pauses is not None:
-            return await pauses.pause_unpaused("key", subject, reason)
-        try:
-            key = await self._store.get_key(subject)
-            if key is None or key.paused:
-                return False
-            await self._store.update_key(subject, {"paused": True, "pause_reason": reason})
-        except NotFound:
-            log.warning("guardrails: %s is gone, nothing paused", subject)
-            return False
-        return True
+        The store's conditional pause, one step (``stores.pausing.pauses_of``: a store
+        without one, a test double, reads then writes)."""
+        return await pauses_of(self._store).pause_unpaused("key", subject, reason)
 
     # the background task ---------------------------------------------------------------
     def start(self) -> None:

@@ -2,8 +2,10 @@
 scaled out (PostgreSQL plus Redis), every process and replica counts one end user's
 near-identical requests in the same place, so a burst spread over workers and replicas is
 seen whole. The matching (MinHash sketches, their similarity, the clusters kept per end user)
-is ``guardrails.abuse``'s; the store keeps each end user's clusters and runs one match and
-count per request in one round trip. Stores without it (memory, SQLite): the per-process
+is ``guardrails.abuse``'s; the store keeps each end user's clusters, at most ``rule.users``
+end users per tenant (the least recently seen forgotten first: the end user may be the
+body's ``user``, the client's to choose), and runs one match and count per request in one
+round trip. Stores without it (memory, SQLite): the per-process
 count. Here, not in ``stores.base`` (at its size cap).
 """
 
@@ -24,6 +26,7 @@ class BurstRule:
     similar: float  # the estimated Jaccard similarity from which two texts are one cluster
     clusters: int  # clusters kept per end user
     sketch: int  # values of a bottom-k sketch
+    users: int = 2_000  # end users kept per tenant, the least recently seen forgotten first
 
 
 class BurstStore(Protocol):

@@ -1,10 +1,21 @@
-"""Batch abuse's shared burst counts in Redis (``stores.bursts``): one key per end user,
-``{P/t/<tenant>}:burst:<hash of the user>`` (the tenant's slot, so a Redis Cluster spreads
-the tenants), holding the user's clusters of near-identical texts (MessagePack: at most
-``clusters`` of them, each its first text's sketch and its last ``keep`` request times). One
-script call per request matches the sketch, counts it and sets the key's expiry to the
-window: memory is bounded by the end users active in the last window, at most about
-``clusters * (sketch + keep) * 9`` bytes each (5 KiB with the defaults).
+"""Batch abuse's shared burst counts in Redis (``stores.bursts``): two keys per tenant, in the
+tenant's slot (``{P/t/<tenant>}``, so a Redis Cluster spreads the tenants and one script call
+touches one slot):
+
+- ``{P/t/<tenant>}:bursts``, a hash: one field per end user (a hash of the user), holding
+  the user's clusters of near-identical texts (MessagePack: at most ``clusters`` of them,
+  each its first text's sketch and its last ``keep`` request times);
+- ``{P/t/<tenant>}:bursts:seen``, a sorted set: the same fields, scored by when each user
+  was last seen.
+
+One script call per request matches the sketch, counts it, marks the user seen, forgets the
+users quiet for a whole window and, past ``rule.users`` users, the least recently seen ones
+(an LRU, as the per-process count keeps), then sets both keys' expiry to the window. So a
+tenant's memory is bounded whatever its end users are (the body's ``user`` is the client's
+to choose: a new one per request adds a field, never a key): at most ``rule.users`` users of
+at most about ``clusters * (sketch + keep) * 9`` bytes each (``guardrails.abuse`` sizes
+``users`` to about ``SHARED_BYTES``, 16 MiB, per tenant). Rotating ``user`` can only evict
+the same tenant's own quietest users.
 
 A Redis that does not answer is logged (at most once a minute) and answered with None: the
 caller counts that request in process, so a burst is still seen per process while Redis is
@@ -28,14 +39,17 @@ from farebox.stores.redis.scripts import Script
 
 log = logging.getLogger("farebox.stores.scaled")
 
-# KEYS[1]: the end user's clusters. ARGV: now, window_s, keep, similar, clusters, k, ttl_s,
-# then the request's sketch, ascending. Returns the matched cluster's count in the window.
+# KEYS[1]: the tenant's clusters (a hash, one field per end user); KEYS[2]: when each user
+# was last seen (a sorted set). ARGV: now, window_s, keep, similar, clusters, k, ttl_s,
+# users, the user's field, then the request's sketch, ascending. Returns the matched
+# cluster's count in the window.
 COUNT = """
 local now, window, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local similar, most, k, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]),
   tonumber(ARGV[7])
+local users, who = tonumber(ARGV[8]), ARGV[9]
 local mine = {}
-for i = 8, #ARGV do mine[#mine + 1] = tonumber(ARGV[i]) end
+for i = 10, #ARGV do mine[#mine + 1] = tonumber(ARGV[i]) end
 
 -- the bottom-k estimate of the Jaccard similarity: of the k smallest of the union of the
 -- two ascending sketches, the share both hold
@@ -56,7 +70,7 @@ local function sim(a, b)
   return both / n
 end
 
-local raw = redis.call('GET', KEYS[1])
+local raw = redis.call('HGET', KEYS[1], who)
 local clusters = {}
 if raw then clusters = cmsgpack.unpack(raw) end
 local cluster = nil
@@ -76,7 +90,22 @@ end
 kept[#kept + 1] = now
 while #kept > keep do table.remove(kept, 1) end
 cluster[2] = kept
-redis.call('SET', KEYS[1], cmsgpack.pack(clusters), 'EX', ttl)
+redis.call('HSET', KEYS[1], who, cmsgpack.pack(clusters))
+redis.call('ZADD', KEYS[2], now, who)
+-- forget the users quiet for a whole window, then, past the cap, the least recently seen
+-- (a few per call: each call adds at most one user)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - window, 'LIMIT', 0, 16)
+local over = redis.call('ZCARD', KEYS[2]) - #gone - users
+if over > 0 then
+  local oldest = redis.call('ZRANGE', KEYS[2], #gone, #gone + math.min(over, 256) - 1)
+  for _, field in ipairs(oldest) do gone[#gone + 1] = field end
+end
+if #gone > 0 then
+  redis.call('HDEL', KEYS[1], unpack(gone))
+  redis.call('ZREM', KEYS[2], unpack(gone))
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
 return #kept
 """
 
@@ -91,12 +120,14 @@ class RedisBursts:
         self, tenant: str, user: str, sketch: Sequence[int], now: float, rule: BurstRule
     ) -> int | None:
         who = hashlib.blake2b(user.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
-        key = f"{self._layout().slot(tenant)}:burst:{who}"
+        slot = self._layout().slot(tenant)
+        keys = [f"{slot}:bursts", f"{slot}:bursts:seen"]  # one slot: the tenant's
         ttl = max(1, math.ceil(rule.window_s)) + 1
         args = [repr(now), str(rule.window_s), str(rule.keep), repr(rule.similar),
-                str(rule.clusters), str(rule.sketch), str(ttl), *map(str, sketch)]  # fmt: skip
+                str(rule.clusters), str(rule.sketch), str(ttl), str(rule.users), who,
+                *map(str, sketch)]  # fmt: skip
         try:
-            return int(await self._count(keys=[key], args=args))
+            return int(await self._count(keys=keys, args=args))
         except (RedisError, OSError, TimeoutError) as exc:
             if time.monotonic() - self._warned > 60:
                 self._warned = time.monotonic()
