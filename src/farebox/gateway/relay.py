@@ -115,7 +115,7 @@ class StreamRelay:
             item = first
             while item is not None:
                 if isinstance(item, UsageReport):
-                    record = self._stream_entry(call, target, meter, item.usage, "ok")
+                    record = self._final_entry(call, target, meter, out, item.chunk, item.usage)
                     settled, final = True, item.chunk
                     await metering.settle(call, record)
                     if data := out.usage(item.chunk, record):
@@ -130,7 +130,7 @@ class StreamRelay:
                         yield data
                 item = await anext(items, None)
             if not settled:  # the upstream never reported usage: meter it ourselves
-                record = estimated(self._stream_entry(call, target, meter, meter.usage(), "ok"))
+                record = estimated(self._final_entry(call, target, meter, out, None, meter.usage()))
                 settled, final = True, meter.usage_chunk(record)
                 await metering.settle(call, record)
                 if data := out.usage(final, record):
@@ -192,6 +192,21 @@ class StreamRelay:
         self._metering.finished(record, call)
         if call.trace is not None:
             call.trace.settled(gone)
+
+    def _final_entry(
+        self,
+        call: Call,
+        target: Target,
+        meter: StreamMeter,
+        out: StreamRenderer,
+        chunk: Mapping[str, Any] | None,
+        usage: Usage,
+    ) -> LedgerEntry:
+        """The entry of a stream that ended (``chunk``: its upstream's usage chunk): what the
+        answer guard still holds back is rewritten first, so that its findings are in it."""
+        if isinstance(out, GuardedStream):
+            out.before_entry(chunk)
+        return self._stream_entry(call, target, meter, usage, "ok")
 
     def _stream_entry(
         self, call: Call, target: Target, meter: StreamMeter, usage: Usage, status: str

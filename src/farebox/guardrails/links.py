@@ -10,29 +10,40 @@ placeholder cut in half: the left context is text already sent.
 
 A placeholder is in a link when, in that window:
 
-- the run of non-space characters just before it looks like a URL: it holds ``//`` (any
-  ``scheme://`` or a protocol-relative ``//host``), a known scheme followed by ``:``
-  (``mailto:``, ``tel:``, ``data:``, ``javascript:``, ...), ``www.``, a host name followed by
-  a path, query or fragment (``evil.example/``, ``evil.example?``), or a ``%XX`` escape
-  (a URL-encoded context);
-- or it is inside a markdown link or image target not yet closed (``](...``), an HTML
-  URL attribute's value not yet closed (``href=``, ``src=``, ``srcset=``, ``action=``, ...), or
+- the run of non-space characters just before it (a space escaped by a backslash does not
+  end it) looks like a URL: it holds ``//`` (any ``scheme://`` or a protocol-relative
+  ``//host``), a known scheme followed by ``:`` (``mailto:``, ``tel:``, ``data:``,
+  ``javascript:``, ...), ``www.``, a host name followed by a path, query or fragment
+  (``evil.example/``, ``evil.example?``), a ``%XX`` escape (a URL-encoded context), or an
+  autolink not yet closed (``<x-app:...``, ``<a?b=``; the value alone, ``<<EMAIL_1>>``, is
+  no link to anyone);
+- or it is inside a markdown target not yet closed: after ``](`` (or ``] (``), until its
+  parentheses balance; after a reference definition's ``]:``, until its destination ends;
+  an ``<...>`` destination (spaces allowed) until its ``>``; line endings do not close a
+  target (a destination may start on the next line, or go on past a backslash line break),
+  a blank line does;
+- or inside an HTML URL attribute's value not yet closed (``href=``, ``src =``, ``srcset=``,
+  ``action=``, ...; a ``href=`` written inside another attribute's quoted value is none), or
   a CSS ``url(``;
 - or the window holds no space at all (spaces are ASCII ones: a no-break space does not end
-  a URL for a markdown renderer) (a run longer than the window is never trusted).
+  a URL for a markdown renderer) (a run longer than the window is never trusted), or, full,
+  it is one line with no ``<`` or ``>`` (it may be inside an ``<...>`` destination opened
+  before it).
 
 ``json`` mode reads a tool call's arguments (JSON text): the context is the JSON string the
-placeholder sits in (back to its opening, unescaped quote), and the escapes ``\\n``, ``\\t``
-and ``\\r`` end a run as spaces do. Being wrong errs on the safe side: a placeholder taken for
-a link stays a placeholder, it never leaks.
+placeholder sits in (back to its opening, unescaped quote), its escapes decoded (``\\/``,
+``\\u002f``, ``\\n``, ...) before the same rule reads it. Being wrong errs on the safe side:
+a placeholder taken for a link stays a placeholder, it never leaks.
 """
 
 from __future__ import annotations
 
+import json as jsonlib
 import re
 import string
 
 WINDOW = 2048  # characters of left context a decision reads
+MAX_TARGETS = 16  # markdown targets open at once past which an answer is taken as a link
 _SCHEMES = (
     "https?|ftps?|wss?|file|mailto|tel|sms|smsto|mms|data|javascript|vbscript|blob|urn|geo|"
     "magnet|callto|im|xmpp|sips?|facetime|skype|whatsapp|tg|intent|market|itms-services|"
@@ -49,9 +60,28 @@ _URLISH = re.compile(
 _ATTRS = ("href", "src", "srcset", "action", "formaction", "poster", "background", "cite",
           "ping", "codebase", "longdesc", "lowsrc", "dynsrc", "data")  # fmt: skip
 _ATTR_AT = re.compile(rf"(?:{'|'.join(_ATTRS)})\s*=\s*", re.IGNORECASE)  # matched where found
+_UNQUOTED_END = re.compile(r"[\s>]")
+# a URL attribute and its value, whole (a group matched: closed), so a search skips the value
+_ATTR_VALUE = re.compile(
+    rf"(?<![\w\-])(?=[{''.join(sorted({a[0] for a in _ATTRS}))}])(?:{'|'.join(_ATTRS)})\s*=\s*"
+    r"(?:\"[^\"]*(\")?|'[^']*(')?|`[^`]*(`)?|[^\s>]*([\s>])?)",
+    re.IGNORECASE,
+)
 SPACES = " \t\n\r\f\v"  # ASCII only: a markdown renderer runs a URL through a no-break space
 _LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)  # keeps the length
 _JSON_TOKEN = re.compile(r'\\(.)|"', re.DOTALL)
+_JSON_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
+_JSON_SIMPLE = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "/": "/", "\\": "\\",
+                '"': '"'}  # fmt: skip
+_AUTOLINK = re.compile(r"<[^<>\s]+\Z")  # an autolink not yet closed: ``<x-app:...``, ``<a?b=``
+_PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*_\d{1,12}>")
+# what a markdown target's state reads: escapes, placeholders, openers, blank lines, brackets
+_SIMPLE = r"\]\([^\s()<>\\]*\)"  # a simple inline target, whole: ``](url)``
+_OPENS = r"\][ \t]*\n?[ \t]*[(:]"
+_MD_OPENER = re.compile(rf"(?!{_SIMPLE}){_OPENS}")  # the next target left open
+_MD_TOKEN = re.compile(
+    rf"\\[\s\S]|<[A-Z][A-Z0-9_]*_\d{{1,12}}>|{_SIMPLE}|{_OPENS}|\n[ \t]*\n|[<>()\n]"
+)
 
 
 def in_link(before: str, json: bool = False) -> bool:
@@ -59,63 +89,182 @@ def in_link(before: str, json: bool = False) -> bool:
     ``WINDOW`` characters are read) sits inside a link."""
     window = before[-WINDOW:]
     full = len(window) >= WINDOW
-    run_from = 0
     if json:
-        window, run_from, quoted = _json_string(window)
+        window, quoted = _json_string(window, full)
         full = full and not quoted
-    start = max(max(window.rfind(c) for c in SPACES) + 1, run_from)
+    return _in_text(window, full)
+
+
+def _in_text(window: str, full: bool) -> bool:
+    """``in_link`` on plain text (``full``: the window may start inside a longer run)."""
+    start = _run_start(window)
     if full and start == 0:
         return True  # no space in the whole window: a run too long to trust
-    if _URLISH.search(window, start):
+    if _URLISH.search(window, start) or _AUTOLINK.search(window, start):
         return True
     lower = window.translate(_LOWER)
-    return _open_target(window) or _open_attr(window, lower) or _open_css(lower)
+    if _open_attr(window, lower) or _open_css(lower):
+        return True
+    text = window.replace("\r\n", "\n").replace("\r", "\n")
+    return _open_target(text) or (full and _open_angle(text))
 
 
-def _json_string(window: str) -> tuple[str, int, bool]:
-    """The part of ``window`` in the JSON string the placeholder sits in, where its last run
-    starts (past a ``\\n``/``\\t``/``\\r`` escape), and whether an opening quote was seen."""
-    opening, run_from = -1, 0
+def _run_start(window: str) -> int:
+    """Where the run of non-space characters before the end of ``window`` starts: a space
+    escaped by a backslash does not end it (a markdown destination goes on past one)."""
+    end = len(window)
+    while True:
+        at = max(window.rfind(c, 0, end) for c in SPACES)
+        if at > 0 and window[at - 1] == "\\":
+            end = at - 1
+            continue
+        return at + 1
+
+
+def _json_string(window: str, full: bool) -> tuple[str, bool]:
+    """The JSON string the placeholder sits in, its escapes decoded (``\\/``, ``\\uXXXX``,
+    ``\\n``, ...), and whether its opening quote was seen. A full window may start inside
+    an escape: its leading backslashes and the character after them are not read."""
+    if full:
+        lead = len(window) - len(window.lstrip("\\"))
+        window = window[lead + 1 :]
+    opening = -1
     for m in _JSON_TOKEN.finditer(window):
         if m.group(0) == '"':
-            opening, run_from = m.end(), 0
-        elif m.group(1) in ("n", "t", "r"):
-            run_from = m.end()
-    if opening < 0:
-        return window, run_from, False
-    return window[opening:], max(run_from - opening, 0), True
+            opening = m.end()
+    content = window[opening:] if opening >= 0 else window
+    if "\\" not in content:
+        return content, opening >= 0
+    try:
+        decoded = jsonlib.loads(f'"{content}"', strict=False)
+    except ValueError:  # a lone backslash at the end: escape by escape
+        decoded = _JSON_ESCAPE.sub(_unescape, content)
+    return decoded, opening >= 0
 
 
-def _open_target(window: str) -> bool:
-    """Inside a markdown link or image target: after the last ``](``, not yet closed (its
-    parentheses balanced, or an ``<...>`` destination's ``>``), on the same line."""
-    at = window.rfind("](")
-    if at < 0:
+def _unescape(m: re.Match[str]) -> str:
+    code = m.group(1)
+    if code[0] == "u":
+        return chr(int(code[1:], 16))
+    return _JSON_SIMPLE.get(code, "\\" + code)
+
+
+def _open_target(text: str) -> bool:
+    """Inside a markdown link, image or reference definition's target not yet closed: after
+    ``](`` (or ``] (``, spaces and a line ending allowed between) until its parentheses are
+    balanced, after ``]:`` until the end of its destination, an ``<...>`` destination until
+    its ``>``. Line endings do not close a target (a destination may start on the next line,
+    and a renderer may take a line ending escaped by a backslash into it); a blank line
+    does. Placeholders are plain characters here, and a backslash escapes what follows.
+    Targets nest (one opened inside another is tracked too): past ``MAX_TARGETS`` open at
+    once, the answer is taken as a link."""
+    start = max(text.find("]"), text.rfind("\n\n"))  # a blank line closes what came before
+    if text.find("]", start) < 0:
         return False
-    target = window[at + 2 :]
-    if "\n" in target:
+    targets: list[_Target] = []
+    pos = start
+    while (m := (_MD_TOKEN if targets else _MD_OPENER).search(text, pos)) is not None:
+        token, at, pos = m.group(0), m.start(), m.end()
+        if token[0] == "\n" and len(token) > 1:
+            targets.clear()  # a blank line ends the paragraph, and any link in it
+            continue
+        opener = token[0] == "]" and token[-1] != ")"  # else a whole simple ``](url)``
+        kind = token[-1] if opener else "p" if len(token) > 1 else token
+        targets = [t for t in targets if t.see(text, kind, at)]
+        if opener:
+            if len(targets) >= MAX_TARGETS:
+                return True
+            targets.append(_Target(kind == "(", pos))
+    return any(t.open(text) for t in targets)
+
+
+class _Target:
+    """An open markdown target: ``paren`` an inline ``](...)`` one (else a reference
+    definition's), ``depth`` its open parentheses, ``angle`` 0 before its destination, 1
+    inside an ``<...>`` one, 2 past its ``>``, 3 in or past a plain one (from ``at``)."""
+
+    __slots__ = ("paren", "depth", "angle", "at")
+
+    def __init__(self, paren: bool, at: int) -> None:
+        self.paren = paren
+        self.depth = 1
+        self.angle = 0
+        self.at = at
+
+    def see(self, text: str, kind: str, at: int) -> bool:
+        """Whether the target is still open after a token of ``kind`` at ``at`` (``p`` a
+        placeholder, ``\\`` an escape, ``(`` or ``:`` an opener, else the character)."""
+        if self.angle == 0:
+            self._lead(text, kind, at)
+            if self.angle == 0:
+                return True  # a line ending before the destination
+        if self.angle == 1:
+            if kind == ">":
+                self.angle = 2
+            return True
+        if kind == "\n":
+            return self.paren  # a reference definition ends with its line
+        if self.paren and kind in "()":
+            self.depth += 1 if kind == "(" else -1
+        return self.depth > 0
+
+    def _lead(self, text: str, kind: str, at: int) -> None:
+        """Where the destination starts, seen from the first token after the opener."""
+        rest = text[self.at : at].lstrip(SPACES)
+        if rest:
+            self.angle, self.at = 3, at - len(rest)
+        elif kind == "<":
+            self.angle, self.at = 1, at + 1
+        elif kind != "\n":
+            self.angle, self.at = 3, at
+
+    def open(self, text: str) -> bool:
+        """Whether a placeholder at the end of ``text`` is in this target."""
+        if self.paren or self.angle in (1, 2):
+            return True
+        at = self.at
+        if self.angle == 0:
+            rest = text[at:].lstrip(SPACES)
+            if not rest:
+                return True  # the placeholder starts the destination
+            at = len(text) - len(rest)
+        return _run_start(text) <= at  # a plain destination ends at a space
+
+
+def _open_angle(text: str) -> bool:
+    """A full window on one line with no ``<`` or ``>`` (placeholders aside): it may be
+    inside an ``<...>`` destination opened before it (such a one can hold spaces)."""
+    if "\n" in text:
         return False
-    if target.startswith("<"):
-        return ">" not in target
-    depth = 1
-    for ch in target:
-        depth += 1 if ch == "(" else -1 if ch == ")" else 0
-        if depth == 0:
-            return False
-    return True
+    plain = _PLACEHOLDER.sub("", text)
+    return "<" not in plain and ">" not in plain
 
 
 def _open_attr(window: str, lower: str) -> bool:
-    """Inside the value of an HTML URL attribute (the last one in the window), not yet
-    closed: a quoted value without its closing quote, an unquoted one without a space."""
+    """Inside the value of an HTML URL attribute not yet closed: a quoted value without its
+    closing quote, an unquoted one without a space. The last one in the window is read
+    first; when it is closed, the window's attributes are read from its start, each value
+    skipped whole (so that a ``href=`` written inside another's quoted value is no attribute)."""
     value = _last_attr(window, lower)
     if value is None:
         return False
-    if value.startswith("\\"):  # a quote escaped inside a JSON string
-        value = value[1:]
-    if value[:1] in ('"', "'"):
-        return value[0] not in value[1:]
-    return not any(ch in SPACES or ch == ">" for ch in value)
+    if _value_end(window, len(window) - len(value)) < 0:
+        return True
+    last = None
+    for last in _ATTR_VALUE.finditer(window):  # noqa: B007 (the last one is read)
+        pass
+    return last is not None and last.end() == len(window) and last.lastindex is None
+
+
+def _value_end(text: str, at: int) -> int:
+    """Where the attribute value starting at ``text[at]`` ends, or -1 if it does not."""
+    if text.startswith("\\", at):  # a quote escaped inside a JSON string
+        at += 1
+    if text[at : at + 1] in ('"', "'", "`"):
+        end = text.find(text[at], at + 1)
+        return end if end < 0 else end + 1
+    m = _UNQUOTED_END.search(text, at)
+    return -1 if m is None else m.start()
 
 
 def _last_attr(window: str, lower: str) -> str | None:

@@ -16,11 +16,11 @@ instruction cannot make the answer carry a secret, in a link for example). ``fol
 numbers an answer's own redactions past the request's, so an output placeholder never names
 an input value.
 
-A placeholder inside a link (``links.in_link``: a URL, a markdown link or image target, an
-HTML ``href``/``src`` value, a URL-encoded context) is kept as it is when ``links`` is off
-(``restored``, ``StreamRestorer``): a value restored into a link that a chat UI renders would
-go to that link's host. ``json`` restores into a tool call's arguments: the value is written
-JSON-escaped, as a JSON string's content.
+A placeholder inside a link (``links.in_link``: a URL, a markdown link or image target or
+reference definition, an autolink, an HTML ``href``/``src`` value, a URL-encoded context) is
+kept as it is when ``links`` is off (``restored``, ``StreamRestorer``): a value restored into a
+link that a chat UI renders would go to that link's host. ``json`` restores into a tool
+call's arguments: the value is written JSON-escaped, as a JSON string's content.
 """
 
 from __future__ import annotations
