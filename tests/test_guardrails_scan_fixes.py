@@ -296,7 +296,9 @@ async def test_batch_watch_fingerprints_only_the_last_user_message() -> None:
     seen: list[str] = []
 
     class Watch:
-        def hit(self, tenant: str, user_: str, text: str, policy: AbusePolicy) -> Hit | None:
+        async def check(
+            self, tenant: str, user_: str, text: str, policy: AbusePolicy
+        ) -> Hit | None:
             seen.append(text)
             return None
 
