@@ -29,6 +29,7 @@ at all, and a unit not read is reported, never skipped silently.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,7 +67,11 @@ class Slot:
         return value if isinstance(value, str) else ""
 
     def write(self, text: str) -> None:
-        self.holder[self.key] = text
+        if self.where:  # a gap is in no body
+            self.holder[self.key] = text
+
+
+GAP_SLOT = Slot("", {"": GAP}, "")  # never written
 
 
 @dataclass(slots=True)
@@ -81,11 +86,8 @@ class Unit:
 
     @classmethod
     def of(cls, where: str, slots: list[Slot]) -> Unit:
-        starts, pos, texts = [], 0, []
-        for slot in slots:
-            starts.append(pos)
-            texts.append(slot.text)
-            pos += len(texts[-1])
+        texts = [slot.text for slot in slots]
+        starts = list(itertools.accumulate(map(len, texts[:-1]), initial=0)) if texts else []
         joined = "".join(texts)
         return cls(where, slots, starts, joined if joined.isascii() else _valid(joined))
 
@@ -214,9 +216,8 @@ def _pairs(node: Any) -> list[tuple[Any, Any]]:
 
 def _gapped(slots: list[Slot]) -> list[Slot]:
     """``slots`` with a ``GAP`` between each two (values apart, as the model reads them)."""
-    out = slots[:1]
-    for slot in slots[1:]:
-        out += [Slot("", {"": GAP}, ""), slot]
+    out = [GAP_SLOT] * (2 * len(slots) - 1)
+    out[::2] = slots
     return out
 
 
