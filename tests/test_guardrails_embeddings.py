@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from farebox.core.cache import HIT_STATUS
 from farebox.core.guardrails import AbusePolicy
 from farebox.core.meters import BILLED
+from farebox.gateway.guard_texts import EmbedInput
 from farebox.guardrails import abuse
 from farebox.providers.base import EmbedRequest, EmbedResult
 from tests.guard_world import AWS_KEY, EMAIL, INJECTION, EchoMock, asgi, config, plan
@@ -187,6 +188,15 @@ async def test_token_arrays_are_skipped_with_a_note(make_gateway: Any) -> None:
         r = await post(gw, key, {"model": EMBED, "input": "words"})
         assert "x-farebox-guardrails-skipped" not in r.headers
         assert mock.embedded == [[[1, 2, 3], [4, 5]], "words"]
+
+
+def test_an_input_with_nothing_to_read_has_no_note() -> None:
+    """An empty ``input`` (the schema refuses it first) holds nothing unread: no note; a
+    value of another type is ``unknown=1``."""
+    assert EmbedInput.of({"input": []}).skipped == ""
+    assert EmbedInput.of({}).skipped == ""
+    assert EmbedInput.of({"input": 5}).skipped == "unknown=1"
+    assert EmbedInput.of({"input": ["a", {}, [1]]}).skipped == "tokens=1,unknown=1"
 
 
 async def test_flag_forwards_as_it_was_and_records(make_gateway: Any) -> None:

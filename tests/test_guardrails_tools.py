@@ -1,9 +1,11 @@
 """Issue 15: tool definitions are read as part ``system`` (they come from the SaaS, like its
 system prompt): a chat tool's ``function.description`` (and ``custom.description``, legacy
-``functions[].description``), the descriptions inside its ``parameters``, Anthropic and
-Responses tool descriptions (which reach the path in chat shape, and the Responses body sent
-as it is to native deployments). They are scanned only by checks whose ``scan`` includes
-``system``, and redacted in place."""
+``functions[].description``), every string the model reads in its ``parameters`` schema
+(descriptions, titles, ``enum``, ``default``, ``examples``, ``const``, ``pattern``...; not
+property names, ``type``, ``$ref`` or ``required``), Anthropic and Responses tool definitions
+(which reach the path in chat shape, and the Responses body sent as it is to native
+deployments). They are scanned only by checks whose ``scan`` includes ``system``, and
+redacted in place."""
 
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from farebox.core.guardrails import GuardrailPolicy, PiiPolicy, SecretsPolicy
-from farebox.gateway.guard_texts import chat_slots, responses_slots
+from farebox.gateway.guard_texts import chat_slots, chat_units, responses_slots
 from farebox.gateway.guardrails import GuardrailStage
 from farebox.providers.translate_responses import responses_request_to_chat
 from tests.guard_world import AWS_KEY, EMAIL, INJECTION, MODEL, EchoMock, asgi, config, plan
@@ -27,7 +31,10 @@ PLANS: dict[str, Any] = {
     "pii_default": plan({"pii": {"mode": "redact", "engine": "builtin"}}),  # user, tool
     "injection_system": plan({"prompt_injection": {"mode": "block", "scan": ["user", "system"]}}),
     "injection_user": plan({"prompt_injection": {"mode": "block"}}),
-}
+    "system_block": plan({"secrets": {"mode": "block", "scan": ["system"]}}),
+    "system_redact": plan({"secrets": {"mode": "redact", "scan": ["system"]},
+                           "pii": {"mode": "redact", "engine": "builtin", "scan": ["system"]}}),
+}  # fmt: skip
 
 
 def weather(description: str, argument: str = "The city") -> dict[str, Any]:
@@ -144,3 +151,157 @@ def test_the_slots_of_tool_definitions() -> None:
     flat = {"tools": [{"type": "function", "name": "x", "description": "flat"},
                       {"type": "web_search"}], "input": "u"}  # fmt: skip
     assert [s.text for s in responses_slots(flat)] == ["flat", "u"]
+
+
+# --- every string of a schema the model reads (review finding 4) -------------------------
+LEAVES: dict[str, Any] = {
+    "enum": lambda v: {"enum": ["Oslo", v]},
+    "default": lambda v: {"default": v},
+    "examples": lambda v: {"examples": [{"city": v}]},
+    "title": lambda v: {"title": f"City ({v})"},
+    "const": lambda v: {"const": v},
+    "pattern": lambda v: {"pattern": f"^{v}$"},
+}
+
+
+def tool_with(extra: dict[str, Any]) -> dict[str, Any]:
+    tool = weather("Weather")
+    tool["function"]["parameters"]["properties"]["city"].update(extra)
+    tool["function"]["parameters"]["required"] = ["city"]
+    return tool
+
+
+async def test_a_key_anywhere_in_a_schema_is_refused_by_a_block(make_gateway: Any) -> None:
+    mock = EchoMock()
+    async with make_gateway(config(PLANS), providers={"sim": mock}) as gw:
+        client = oai(gw, await gw.tenant_key("acme", plan="system_block"))
+        for name, leaf in LEAVES.items():
+            with pytest.raises(openai.BadRequestError) as caught:
+                await client.chat.completions.create(**ask(tools=[tool_with(leaf(AWS_KEY))]))
+            assert caught.value.code == "secret_detected", name
+            assert "system input" in caught.value.message
+        await client.chat.completions.create(**ask(tools=[tool_with(LEAVES["enum"]("Bergen"))]))
+        assert len(mock.bodies) == 1 and AWS_KEY not in mock.sent()
+
+
+async def test_a_value_anywhere_in_a_schema_is_redacted_in_place(make_gateway: Any) -> None:
+    mock = EchoMock()
+    async with make_gateway(config(PLANS), providers={"sim": mock}) as gw:
+        client = oai(gw, await gw.tenant_key("acme", plan="system_redact"))
+        city: dict[str, Any] = {"type": "string"}
+        for leaf in LEAVES.values():
+            city.update(leaf(AWS_KEY))
+        city["description"] = f"or mail {EMAIL}"
+        await client.chat.completions.create(**ask(tools=[tool_with(city)]))
+        (sent,) = mock.bodies
+        schema = sent["tools"][0]["function"]["parameters"]
+        assert AWS_KEY not in mock.sent() and EMAIL not in mock.sent()
+        got = schema["properties"]["city"]
+        assert got["enum"] == ["Oslo", "<SECRET_1>"] and got["default"] == "<SECRET_1>"
+        assert got["examples"] == [{"city": "<SECRET_1>"}] and got["title"] == "City (<SECRET_1>)"
+        assert got["pattern"] == "^<SECRET_1>$" and got["const"] == "<SECRET_1>"
+        assert got["description"] == "or mail <EMAIL_1>"
+        assert got["type"] == "string" and schema["required"] == ["city"]  # the structure
+        (entry,) = await gw.ledger("acme")
+        assert {(f["detector"], f["where"]) for f in entry.guardrails} == {
+            ("secrets", "system"), ("pii", "system")}  # fmt: skip
+
+
+async def test_legacy_functions_and_responses_tools_are_read_whole(make_gateway: Any) -> None:
+    mock = EchoMock()
+    async with make_gateway(config(PLANS), providers={"sim": mock}) as gw:
+        key = await gw.tenant_key("acme", plan="system_block")
+        auth = {"Authorization": f"Bearer {key}"}
+        params = {"type": "object", "properties": {"k": {"type": "string", "enum": [AWS_KEY]}}}
+        legacy = {"name": "f", "description": "d", "parameters": params}
+        r = await gw.client.post("/v1/chat/completions", json=ask(functions=[legacy]),
+                                 headers=auth)  # fmt: skip
+        assert r.status_code == 400 and r.json()["error"]["code"] == "secret_detected"
+        flat = {"type": "function", "name": "f", "description": "d", "parameters": params}
+        r = await gw.client.post("/v1/responses", headers=auth,
+                                 json={"model": MODEL, "input": "hi", "tools": [flat]})  # fmt: skip
+        assert r.status_code == 400 and r.json()["error"]["code"] == "secret_detected"
+        redacting = await gw.tenant_key("beta", plan="system_redact")
+        r = await gw.client.post("/v1/responses", headers={"Authorization": f"Bearer {redacting}"},
+                                 json={"model": MODEL, "input": "hi", "tools": [flat]})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert AWS_KEY not in mock.sent() and "<SECRET_1>" in mock.sent()
+
+
+def test_what_a_schema_gives_to_read() -> None:
+    schema = {
+        "type": "object", "title": "T", "required": ["type", "AKIA"], "$ref": "#/$defs/x",
+        "properties": {
+            "type": {"type": "string", "description": "a property named type", "enum": ["e"]},
+            "AKIA": {"type": ["string", "null"], "default": {"deep": ["d1", 2, "d2"]}},
+        },
+        "$defs": {"x": {"const": "c", "format": "date", "x-note": ["n1", "n2"]}},
+    }  # fmt: skip
+    body = {"tools": [{"type": "function", "function": {"name": "n", "parameters": schema}}]}
+    texts = [u.text for u in chat_units(body, frozenset({"system"}))]
+    assert texts == ["T", "a property named type\ne", "d1\nd2", "c\ndate", "n1\nn2"]
+    assert [s.text for s in chat_slots(body, frozenset({"system"}))] == [
+        "T",
+        "a property named type",
+        "e",
+        "d1",
+        "d2",
+        "c",
+        "date",
+        "n1",
+        "n2",
+    ]  # no gaps
+
+
+KEYS = st.sampled_from(["type", "enum", "title", "properties", "items", "k", "required", "$ref"])
+LEAF = st.one_of(st.sampled_from(["x", "string", "#/a"]), st.integers(), st.booleans())
+SCHEMAS = st.recursive(
+    st.dictionaries(KEYS, LEAF, max_size=3),
+    lambda inner: st.dictionaries(KEYS, inner | st.lists(inner | LEAF, max_size=3), max_size=4),
+    max_leaves=25,
+)
+
+
+def _plant(schema: Any, path: list[int]) -> tuple[Any, bool]:
+    """``schema`` with one string leaf (chosen by ``path``) replaced by the key: if it is not
+    the value of ``type``, ``$ref`` or ``required`` (or in their lists), it must be read."""
+    spots: list[tuple[Any, Any, bool]] = []
+    stack: list[tuple[Any, bool, bool]] = [(schema, False, False)]
+    while stack:
+        node, data, structural = stack.pop()
+        pairs = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in pairs:
+            words = isinstance(node, dict) and not data
+            inner_data = data or (words and key in {"enum"})
+            fixed = structural or (words and key in {"type", "$ref", "required"}
+                                   and not isinstance(value, dict))  # fmt: skip
+            if isinstance(value, str):
+                spots.append((node, key, not fixed))
+            elif isinstance(value, dict | list):
+                stack.append((value, inner_data, fixed))
+    if not spots:
+        return schema, False
+    node, key, read = spots[path[0] % len(spots)]
+    node[key] = f"id {AWS_KEY}"
+    return schema, read
+
+
+@settings(max_examples=150, deadline=None)
+@given(SCHEMAS, st.lists(st.integers(0, 1000), min_size=1, max_size=1))
+async def test_a_key_in_any_string_of_a_schema_is_redacted_unless_structural(
+    schema: dict[str, Any], path: list[int]
+) -> None:
+    planted, read = _plant(copy.deepcopy(schema), path)
+    tool = {"type": "function", "function": {"name": "f", "parameters": planted}}
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tools": [tool]}
+    before = copy.deepcopy(body)
+    policy = GuardrailPolicy(secrets=SecretsPolicy("redact", scan=("system",)))
+    principal = SimpleNamespace(user=None, key=SimpleNamespace(id="k1"),
+                                tenant=SimpleNamespace(id="t1"))  # fmt: skip
+    call = SimpleNamespace(plan=SimpleNamespace(guardrails=policy), body=body, responses=None,
+                           principal=principal, guard=None)  # fmt: skip
+    await GuardrailStage().screen(call, 10)
+    sent = json.dumps(body)
+    assert (AWS_KEY not in sent) == read or AWS_KEY not in json.dumps(before)
+    if read:  # only the planted string changed: the keys and the structure stay
+        assert sent == json.dumps(before).replace(AWS_KEY, "<SECRET_1>")

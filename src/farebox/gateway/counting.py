@@ -14,7 +14,13 @@ screened. One sent to the provider's counting endpoint is, when the plan has gua
 for secrets and PII only (``GuardrailStage.screen_count``): a ``block`` refuses it with the
 400 chat would give; a value ``redact`` would replace (or a text past ``max_scan_chars``)
 keeps it local, counted by the estimator; ``flag`` sends it as it is. Since a count writes no
-ledger entry, its findings are not recorded.
+ledger entry, its findings are not recorded. What is screened is what is sent: the body's
+chat form, which is what a ``/v1/messages`` request sends the provider, as the provider gets
+it (``openai_request_to_anthropic``, as ``AnthropicProvider.chat`` sends it). What the chat
+form drops (``thinking`` and ``redacted_thinking`` blocks, images in tool results, fields
+Farebox does not translate), the messages path never sends either, so the count does not
+hold it: nothing the checks did not read reaches the counting endpoint, and the count is the
+one of the request this gateway would send. Without guardrails, the body is sent as given.
 
 Tokens-per-minute limits are not charged: they count the tokens a model reads and writes, and
 a count makes no model read anything (the provider's counting endpoint is free and has limits
@@ -46,6 +52,7 @@ from farebox.gateway.rate_limits import RateLimits
 from farebox.gateway.rate_limits import headers as limit_headers
 from farebox.identity.credentials import ProviderKeys
 from farebox.providers.base import Provider
+from farebox.providers.translate import openai_request_to_anthropic
 from farebox.providers.translate_reverse import anthropic_request_to_openai
 
 log = logging.getLogger("farebox.pipeline")
@@ -129,15 +136,19 @@ class TokenCounting:
     ) -> int | None:  # fmt: skip
         """The Anthropic deployment's own count; None when the deployment has no counting
         endpoint, when the guardrails keep the body (``chat``: in chat shape) from it, or when
-        it failed in a way worth estimating over (retryable)."""
+        it failed in a way worth estimating over (retryable). Under guardrails, what is sent
+        is ``chat`` as the provider would get it from chat (the texts screened, nothing
+        else); else ``body`` as given."""
         provider = self._providers[target.provider]
         counter = getattr(provider, "count_tokens", None)
         if provider.kind != "anthropic" or counter is None:
             return None
+        sent = body
         if plan.guardrails.enabled and self._guard is not None:
             if not await self._guard.screen_count(plan.guardrails, chat):
                 return None
-        upstream = {k: v for k, v in body.items() if k not in NOT_COUNTED}
+            sent = openai_request_to_anthropic(chat)  # what was screened, and only that
+        upstream = {k: v for k, v in sent.items() if k not in NOT_COUNTED}
         upstream["model"] = target.model
         try:
             api_key = None

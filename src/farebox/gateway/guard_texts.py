@@ -12,8 +12,12 @@ as one text, so a value or a phrase split across two parts is still found; a hit
 back onto the parts it covers), or the ``arguments`` of one tool call. The arguments of the
 tool calls a client sends back (``tool_calls[].function.arguments``, Responses
 ``function_call`` items, Anthropic ``tool_use`` input) are tool traffic: part ``tool``. The
-tools' definitions (their descriptions, and those in their parameters' schemas) come from the
-SaaS, like its system prompt: part ``system``, each description its own unit.
+tools' definitions come from the SaaS, like its system prompt: part ``system``; a tool's
+description is a unit, and so are the strings of each object of its parameters' schema
+(``description``, ``title``, ``enum``, ``default``, ``examples``, ``const``, ``pattern``,
+``format``, vendor keywords: every string the model reads), joined by a line break; the
+schema's structure (property names, ``type``, ``$ref``, ``required``) is not read, so a
+redaction never breaks it.
 
 An embeddings request's ``input`` (``EmbedInput``): each string a unit of part ``user``;
 token-id arrays are not read, only counted for the skipped note.
@@ -25,6 +29,7 @@ at all, and a unit not read is reported, never skipped silently.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,23 +38,40 @@ UNIT_COST = 64  # characters a unit counts for at least (the per-scan overhead)
 ROLES = {"user": "user", "tool": "tool", "function": "tool", "system": "system",
          "developer": "system", "assistant": "assistant"}  # fmt: skip
 TEXT_PARTS = ("text", "refusal", "input_text", "output_text")
+# a JSON schema's keywords whose strings are its structure, not text: never read or rewritten
+# (the value of a property *named* so is a schema, an object: read as any other)
+SCHEMA_WORDS = frozenset({"type", "$ref", "$id", "$schema", "$anchor", "$dynamicRef",
+                          "$dynamicAnchor", "required"})  # fmt: skip
+# its keywords whose values are data: every string in them is read, however deep
+DATA_WORDS = frozenset({"enum", "const", "default", "examples", "example"})
+GAP = "\n"  # between two strings of one schema object, read as one text
 
 
 @dataclass(slots=True)
 class Slot:
-    """One text of the body: ``holder[key]`` is the string (a message or a part)."""
+    """One text of the body: ``holder[key]`` is the string (``holder``: a message, a part, a
+    schema, or a list of strings: ``key`` its index). A ``where`` of ``""`` is a gap between
+    two texts read as one (``GAP``): in no body, so writing it changes nothing."""
 
     where: str
-    holder: dict[str, Any]
-    key: str
+    holder: Any  # dict[str, Any] | list[Any]
+    key: str | int
 
     @property
     def text(self) -> str:
-        value = self.holder.get(self.key)
+        holder, key = self.holder, self.key
+        if isinstance(holder, dict):
+            value = holder.get(key)
+        else:
+            value = holder[key] if isinstance(key, int) and 0 <= key < len(holder) else None
         return value if isinstance(value, str) else ""
 
     def write(self, text: str) -> None:
-        self.holder[self.key] = text
+        if self.where:  # a gap is in no body
+            self.holder[self.key] = text
+
+
+GAP_SLOT = Slot("", {"": GAP}, "")  # never written
 
 
 @dataclass(slots=True)
@@ -64,11 +86,8 @@ class Unit:
 
     @classmethod
     def of(cls, where: str, slots: list[Slot]) -> Unit:
-        starts, pos, texts = [], 0, []
-        for slot in slots:
-            starts.append(pos)
-            texts.append(slot.text)
-            pos += len(texts[-1])
+        texts = [slot.text for slot in slots]
+        starts = list(itertools.accumulate(map(len, texts[:-1]), initial=0)) if texts else []
         joined = "".join(texts)
         return cls(where, slots, starts, joined if joined.isascii() else _valid(joined))
 
@@ -112,11 +131,11 @@ def _spliced(text: str, edits: list[tuple[int, int, str]]) -> str:
 def chat_units(body: dict[str, Any], wanted: frozenset[str]) -> list[Unit]:
     """The units of a chat body's messages whose part (``user``, ``tool``, ``system``,
     ``assistant``) is in ``wanted``: each message's text, and each of its tool calls'
-    arguments (part ``tool``); and the tools' descriptions (part ``system``: ``tool_slots``)."""
+    arguments (part ``tool``); and the tools' definitions (part ``system``: ``tool_units``)."""
     messages = body.get("messages")
     out: list[Unit] = []
     if "system" in wanted:
-        out.extend(Unit.of("system", [s]) for s in tool_slots(body))
+        out.extend(tool_units(body))
     for message in messages if isinstance(messages, list) else ():
         if not isinstance(message, dict):
             continue
@@ -130,12 +149,12 @@ def chat_units(body: dict[str, Any], wanted: frozenset[str]) -> list[Unit]:
     return out
 
 
-def tool_slots(body: dict[str, Any]) -> Iterator[Slot]:
-    """The descriptions of a body's tool definitions, each its own text of part ``system``
-    (they come from the SaaS, like a system prompt, and the model reads them): a chat tool's
-    ``function.description`` (``custom.description``, legacy ``functions[].description``), a
-    Responses tool's own ``description`` (native deployments), and the ``description`` of
-    every schema inside a tool's ``parameters`` (its arguments')."""
+def tool_units(body: dict[str, Any]) -> Iterator[Unit]:
+    """The texts of a body's tool definitions, of part ``system`` (they come from the SaaS,
+    like a system prompt, and the model reads them): a chat tool's ``function.description``
+    (``custom.description``, legacy ``functions[].description``), a Responses tool's own
+    ``description`` (native deployments), each a unit; and the strings of each object of a
+    tool's ``parameters`` schema, a unit per object (``schema_slots``)."""
     tools, legacy = body.get("tools"), body.get("functions")
     for tool in [*(tools if isinstance(tools, list) else ()),
                  *(legacy if isinstance(legacy, list) else ())]:  # fmt: skip
@@ -144,27 +163,67 @@ def tool_slots(body: dict[str, Any]) -> Iterator[Slot]:
         inner = tool.get("function", tool.get("custom"))
         spec = inner if isinstance(inner, dict) else tool
         if isinstance(spec.get("description"), str):
-            yield Slot("system", spec, "description")
-        yield from _schema_descriptions(spec.get("parameters"))
+            yield Unit.of("system", [Slot("system", spec, "description")])
+        for slots in schema_slots(spec.get("parameters")):
+            yield Unit.of("system", _gapped(slots))
 
 
-def _schema_descriptions(schema: Any) -> Iterator[Slot]:
-    """The string ``description`` of every object in a JSON schema, walked without recursion
-    (the body's depth is bounded already: it had to encode, ``api.body.read_json``)."""
+def schema_slots(schema: Any) -> Iterator[list[Slot]]:
+    """Per object (or list) of a JSON schema, the slots of its strings the model reads: every
+    string value but those of ``SCHEMA_WORDS`` (its structure), with every string inside its
+    ``DATA_WORDS`` values (``enum``, ``default``, ...); keys (property names) are never read.
+    Walked without recursion (the body's depth is bounded already: it had to encode,
+    ``api.body.read_json``)."""
     stack = [schema]
     while stack:
         node = stack.pop()
-        if isinstance(node, dict):
-            if isinstance(node.get("description"), str):
-                yield Slot("system", node, "description")
-            stack.extend(reversed([v for v in node.values() if isinstance(v, dict | list)]))
-        elif isinstance(node, list):
-            stack.extend(reversed([v for v in node if isinstance(v, dict | list)]))
+        slots: list[Slot] = []
+        children: list[Any] = []
+        for key, value in _pairs(node):
+            if isinstance(value, str):
+                if key not in SCHEMA_WORDS:
+                    slots.append(Slot("system", node, key))
+            elif key in DATA_WORDS:
+                slots.extend(_data_slots(value))
+            elif isinstance(value, dict) or (isinstance(value, list) and key not in SCHEMA_WORDS):
+                children.append(value)
+        if slots:
+            yield slots
+        stack.extend(reversed(children))
+
+
+def _data_slots(value: Any) -> list[Slot]:
+    """The slots of every string inside ``value`` (a schema's data: ``enum``, ...), in order."""
+    out: list[Slot] = []
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        nested = []
+        for key, item in _pairs(node):
+            if isinstance(item, str):
+                out.append(Slot("system", node, key))
+            elif isinstance(item, dict | list):
+                nested.append(item)
+        stack.extend(reversed(nested))
+    return out
+
+
+def _pairs(node: Any) -> list[tuple[Any, Any]]:
+    if isinstance(node, dict):
+        return list(node.items())
+    return list(enumerate(node)) if isinstance(node, list) else []
+
+
+def _gapped(slots: list[Slot]) -> list[Slot]:
+    """``slots`` with a ``GAP`` between each two (values apart, as the model reads them)."""
+    out = [GAP_SLOT] * (2 * len(slots) - 1)
+    out[::2] = slots
+    return out
 
 
 def chat_slots(body: dict[str, Any], wanted: frozenset[str]) -> list[Slot]:
-    """The text slots of ``chat_units``."""
-    return [slot for unit in chat_units(body, wanted) for slot in unit.slots]
+    """The text slots of ``chat_units`` (the gaps aside)."""
+    return [slot for unit in chat_units(body, wanted) for slot in unit.slots if slot.where]
 
 
 def responses_units(body: dict[str, Any]) -> list[Unit]:
@@ -174,7 +233,7 @@ def responses_units(body: dict[str, Any]) -> list[Unit]:
     out: list[Unit] = []
     if isinstance(body.get("instructions"), str):
         out.append(Unit.of("system", [Slot("system", body, "instructions")]))
-    out.extend(Unit.of("system", [s]) for s in tool_slots(body))
+    out.extend(tool_units(body))
     items = body.get("input")
     if isinstance(items, str):
         return [*out, Unit.of("user", [Slot("user", body, "input")])]
@@ -190,8 +249,8 @@ def responses_units(body: dict[str, Any]) -> list[Unit]:
 
 
 def responses_slots(body: dict[str, Any]) -> list[Slot]:
-    """The text slots of ``responses_units``."""
-    return [slot for unit in responses_units(body) for slot in unit.slots]
+    """The text slots of ``responses_units`` (the gaps aside)."""
+    return [slot for unit in responses_units(body) for slot in unit.slots if slot.where]
 
 
 def _call_slots(message: dict[str, Any]) -> Iterator[Slot]:
@@ -261,8 +320,10 @@ class EmbedInput:
         value = body.get("input")
         if isinstance(value, str):
             return cls(body, [{"text": value}], [-1])
-        if not isinstance(value, list) or not value:
-            return cls(body, [], [], "" if value is None else "unknown=1")
+        if value is None or value == []:  # nothing to read (an empty list is refused first)
+            return cls(body, [], [])
+        if not isinstance(value, list):
+            return cls(body, [], [], "unknown=1")
         if all(_token_id(v) for v in value):  # one token array
             return cls(body, [], [], "tokens=1")
         boxes, positions, tokens, unknown = [], [], 0, 0
