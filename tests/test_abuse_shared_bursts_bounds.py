@@ -106,6 +106,19 @@ async def test_users_quiet_for_a_window_are_forgotten(scaled: Any) -> None:
     assert await scaled._client.zcard(seen) == 1
 
 
+async def test_a_worker_whose_clock_lags_never_forgets_the_user_it_just_counted(
+    scaled: Any,
+) -> None:
+    """At the cap, the least recently seen go; a worker behind the others scores its own user
+    oldest, which must still be counted (its burst caught), not dropped by the same call."""
+    rule = BurstRule(60, 6, abuse.SIMILAR, abuse.CLUSTERS, abuse.SKETCH, users=3)
+    sketch = shared_sketch(TEXT)
+    for n in range(3):  # the cap, filled by workers whose clocks are right
+        await scaled.bursts.count("lag", f"u{n}", sketch, 100.0 + n, rule)
+    counts = [await scaled.bursts.count("lag", "late", sketch, 99.0, rule) for _ in range(3)]
+    assert counts == [1, 2, 3]  # 2 s behind: still remembered between its own requests
+
+
 @given(tenant=st.text(min_size=1, max_size=40))
 def test_both_keys_of_a_call_share_the_tenants_slot(tenant: str) -> None:
     from farebox.stores.redis.layout import Layout

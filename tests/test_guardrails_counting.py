@@ -162,6 +162,23 @@ async def test_a_thinking_block_never_carries_a_value_to_the_counting_endpoint(
     assert claude.last.json["messages"][1]["content"][0]["type"] == "thinking"  # as given
 
 
+async def test_a_turn_of_thinking_only_is_counted_locally_not_sent_empty(
+    sgw: Gateway, claude: AnthropicUpstream
+) -> None:
+    """Dropping the thinking blocks would leave an empty assistant turn, which Anthropic
+    refuses: such a count is estimated here instead of sent."""
+    client = _anthropic(sgw, await sgw.tenant_key("acme", plan="all_block"))
+    turns = thinking_turns("hm")
+    turns[1]["content"] = turns[1]["content"][:1]  # the thinking block alone
+    raw = await client.messages.with_raw_response.count_tokens(
+        model="smart",
+        messages=turns,  # type: ignore[arg-type]
+    )
+    assert (await raw.parse()).input_tokens > 0
+    assert raw.headers["x-farebox-count-source"] == "estimate"
+    assert claude.calls == 0
+
+
 def conversation() -> dict[str, Any]:
     """A count body with every kind of block, and a tool, holding no value."""
     schema = {"type": "object", "properties": {"city": {"type": "string", "description": "c"}}}

@@ -148,6 +148,8 @@ class TokenCounting:
             if not await self._guard.screen_count(plan.guardrails, chat):
                 return None
             sent = openai_request_to_anthropic(chat)  # what was screened, and only that
+            if not all(_said(m) for m in sent.get("messages") or ()):
+                return None  # a turn of thinking blocks only: empty once they are dropped
         upstream = {k: v for k, v in sent.items() if k not in NOT_COUNTED}
         upstream["model"] = target.model
         try:
@@ -226,3 +228,10 @@ class Counting:
             provider="", status=LEDGER_FREE, http_status=0, started_at=now, finished_at=now,
             user=self.user, feature=who.feature, reservation_id=rid, workspace=who.workspace_id,
         )  # fmt: skip
+
+
+def _said(message: Any) -> bool:
+    """Whether a message sent to Anthropic has content: Anthropic refuses an empty turn, which
+    a turn holding only blocks the chat form drops (thinking, server tools) becomes."""
+    content = message.get("content") if isinstance(message, dict) else None
+    return bool(content) if isinstance(content, str | list) else content is not None

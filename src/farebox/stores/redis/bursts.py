@@ -98,7 +98,10 @@ local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - window, 'LIMIT',
 local over = redis.call('ZCARD', KEYS[2]) - #gone - users
 if over > 0 then
   local oldest = redis.call('ZRANGE', KEYS[2], #gone, #gone + math.min(over, 256) - 1)
-  for _, field in ipairs(oldest) do gone[#gone + 1] = field end
+  -- never the user just written: a worker whose clock lags would score it oldest
+  for _, field in ipairs(oldest) do
+    if field ~= who then gone[#gone + 1] = field end
+  end
 end
 if #gone > 0 then
   redis.call('HDEL', KEYS[1], unpack(gone))
