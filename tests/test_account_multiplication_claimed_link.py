@@ -122,6 +122,35 @@ async def test_the_office_crossing_later_still_joins_the_open_incident_that_list
             assert is_paused and reason is not None and first.id in reason
 
 
+async def test_a_crossing_office_whose_own_incident_was_resolved_hides_no_attacker(
+    tmp_path: Path, pd: PagerDutyFake
+) -> None:
+    """A coworking NAT IP over the limit on its own: its incident is resolved as a false
+    positive, and it goes on crossing every round. Device D crossing through it in the same
+    round still opens its own incident; the office's tenants stay unpaused."""
+    clock = Clock()
+    async with gateway(tmp_path, config(pd), clock) as app, client(app) as admin:
+        office = await tenants(admin, 6, prefix="o")
+        watch = sightings_watch(app)
+        for tid, (kid, _k) in office.items():
+            watch.seen_together([OFFICE], tid, kid, "free")
+        (first,) = await watch.check()
+        r = await admin.post(f"/admin/v1/anomalies/{first.id}/resolve")
+        assert r.status_code == 200, r.text
+        clock.now += 120
+        for tid, (kid, _k) in office.items():  # the office at work again
+            watch.seen_together([OFFICE], tid, kid, "free")
+        later = await _d_via_the_office(app, admin)
+        (incident,) = await watch.check()
+        assert incident.detail["crossed"] == [D]
+        assert sorted(incident.detail["paused_tenants"]) == sorted(later)
+        for tid in office:
+            assert (await paused(admin, tid)) == (False, None)
+        await app.state.watch.pager.aclose(5.0)
+    triggers = [e["dedup_key"] for e in pd.events if e["event_action"] == "trigger"]
+    assert triggers == [first.dedup_key, incident.dedup_key]
+
+
 # --- the store role ----------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["memory", "sqlite", "postgres"])
 async def test_linked_clients_are_claimed_only_when_free(backend: str, tmp_path: Path) -> None:

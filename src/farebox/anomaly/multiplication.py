@@ -161,14 +161,26 @@ class MultiplicationWatch:
             crossed = sorted(over.intersection(group))  # a merely linked one is not claimed
             done.update(crossed)
             left = await self._extend(covering, crossed, since)
-            # the crossing clients all or nothing; the linked ones only when free, so a
-            # shared IP claimed by another incident (even resolved) never hides this one
-            rest = [c for c in group if c not in left]
-            if left and await self._sightings.claim_all(left, now, since, linked=rest):
-                first = client if client in left else left[0]
-                opened.append(await self._open(first, group, left, since, now))
+            if left and (incident := await self._claim(client, group, left, since, now)):
+                opened.append(incident)
         await self._sightings.prune(since - self._cfg.window_s)  # claims: kept one window
         return opened
+
+    async def _claim(
+        self, client: str, group: list[str], left: list[str], since: float, now: float
+    ) -> Incident | None:
+        """Claim the crossing clients no open incident covers (``left``) all or nothing, the
+        group's others only when free, so a shared IP claimed by another incident (even
+        resolved) never hides them; failing that (one of them had its own incident this
+        window, say resolved as a false positive), each one on its own. Open the incident
+        of the first claim won, if any: at most one per group and round."""
+        tries = [left, *([c] for c in left)] if len(left) > 1 else [left]
+        for crossing in tries:
+            rest = [c for c in group if c not in crossing]
+            if await self._sightings.claim_all(crossing, now, since, linked=rest):
+                first = client if client in crossing else crossing[0]
+                return await self._open(first, group, crossing, since, now)
+        return None
 
     async def group(self, clients: Iterable[str], since: float) -> list[str]:
         """``clients`` and the clients linked to any of them since ``since`` (one hop)."""
