@@ -7,15 +7,20 @@ replaces the IP (a client behind a proxy that passes headers on could make one u
 request); a service key's bare IP is never a client (the SaaS's own server).
 
 An IP and a device seen on the same requests are **linked** (``seen_together`` records the
-link, both ways, with the sightings). Links de-duplicate: a client over the limit is claimed
-with everything linked to it (its group: one hop), in one transaction, so the IP and the
-device crossing in the same burst open ONE incident and one page; ``detail.clients`` lists
-the group. Links never widen a pause: what an incident pauses comes from the clients of the
-group that crossed the limit **on their own** (``detail.crossed``: each one's own sightings),
-so a device passing once through an office NAT IP where a few legitimate tenants work does
-not pause them. An open incident covers its clients and whatever is linked to them, so a
-linked client crossing later on its own (or a device first named later) extends that
-incident (its own tenants or keys are paused under it) instead of opening a second one.
+link, both ways, with the sightings). Links de-duplicate: the clients of a group (a client
+and those linked to it: one hop) that are over the limit together are claimed all or
+nothing, in one transaction, with the group's other clients claimed too when they are free,
+so the IP and the device crossing in the same burst open ONE incident and one page;
+``detail.clients`` lists the group. Links never widen a pause: what an incident pauses comes
+from the clients it claimed that crossed the limit **on their own** (``detail.crossed``:
+each one's own sightings), so a device passing once through an office NAT IP where a few
+legitimate tenants work does not pause them. An open incident covers its clients
+(``detail.clients``) and the clients linked to those it ``crossed``, so a linked client
+crossing later on its own (or a device first named later) extends that incident (its own
+tenants or keys are paused under it) instead of opening a second one. A client linked only
+to a shared client of an incident (a second device passing through the same office IP) is
+not covered: crossing on its own, it opens its own incident and is paged, even when the
+office IP is claimed by another incident, open or resolved.
 
 - **Recording** (the request path): ``seen`` adds (client, tenant, key) to an in-memory set,
   with the time; only tenants on the configured plans count. A dictionary write.
@@ -132,8 +137,9 @@ class MultiplicationWatch:
 
     # checking -----------------------------------------------------------------------------
     async def check(self) -> list[Incident]:
-        """Flush, then open an incident for each client over the limit not yet claimed; a
-        claimed one whose incident is still open has its newly used tenants or keys paused."""
+        """Flush, then, for the clients over the limit: one covered by an open incident has
+        its newly used tenants or keys paused under it; the others open an incident (claimed
+        once per client and window), one per group of linked clients crossing together."""
         await self.flush()
         if not self._on:
             return []
@@ -143,22 +149,38 @@ class MultiplicationWatch:
         margin = 2 * (self._flush_s + self._check_s)
         touched = None if self._last is None else max(since, self._last - margin)
         self._last = now
-        opened, claimed, done = [], set(), set()
+        opened: list[Incident] = []
+        done: set[str] = set()
         crowded = await self._sightings.crowded(since, self._cfg.max_tenants, touched)
         over = set(crowded)
+        covering = await self._covering(since) if crowded else []
         for client in crowded:
             if client in done:
                 continue  # in the group of a client before it, this round
             group = await self.group([client], since)
-            done.update(group)
-            if await self._sightings.claim_all(group, now, since):
-                opened.append(await self._open(client, group, since, now))
-            else:  # only those over the limit themselves: a merely linked one pauses nothing
-                claimed.update(over.intersection(group))
-        if claimed:
-            await self._extend(claimed, since)
+            crossed = sorted(over.intersection(group))  # a merely linked one is not claimed
+            done.update(crossed)
+            left = await self._extend(covering, crossed, since)
+            if left and (incident := await self._claim(client, group, left, since, now)):
+                opened.append(incident)
         await self._sightings.prune(since - self._cfg.window_s)  # claims: kept one window
         return opened
+
+    async def _claim(
+        self, client: str, group: list[str], left: list[str], since: float, now: float
+    ) -> Incident | None:
+        """Claim the crossing clients no open incident covers (``left``) all or nothing, the
+        group's others only when free, so a shared IP claimed by another incident (even
+        resolved) never hides them; failing that (one of them had its own incident this
+        window, say resolved as a false positive), each one on its own. Open the incident
+        of the first claim won, if any: at most one per group and round."""
+        tries = [left, *([c] for c in left)] if len(left) > 1 else [left]
+        for crossing in tries:
+            rest = [c for c in group if c not in crossing]
+            if await self._sightings.claim_all(crossing, now, since, linked=rest):
+                first = client if client in crossing else crossing[0]
+                return await self._open(first, group, crossing, since, now)
+        return None
 
     async def group(self, clients: Iterable[str], since: float) -> list[str]:
         """``clients`` and the clients linked to any of them since ``since`` (one hop)."""
@@ -167,29 +189,47 @@ class MultiplicationWatch:
             found.update(dict.fromkeys(await self._sightings.linked(client, since)))
         return list(found)
 
-    async def _extend(self, clients: set[str], since: float) -> None:
-        """Clients over the limit, claimed already this window and seen again: the open
-        incident (not resolved) whose clients they are, or are linked to, has its action
-        applied to what THEY used since (their own sightings, not those of every client
-        linked to the incident), idempotently (what is paused already stays as it is).
-        Such a pause's reason names the incident, so resolving it resumes them too
-        (``AnomalyWatch.resolve``)."""
+    async def _covering(self, since: float) -> list[tuple[Incident, set[str]]]:
+        """The open incidents (not resolved) and the clients each covers: its own clients
+        (``detail.clients``), and the clients linked to those that crossed the limit in it
+        (the attacker's device first named later). A client merely linked to a shared
+        client of the incident (a device passing through the office IP that an incident
+        listed) is not covered: it crossed on its own, so it opens its own incident."""
+        found = []
         for incident in await self._store.traffic.incidents(None, open_only=True):
-            if incident.metric != KIND or incident.target == "none":
+            if incident.metric != KIND:
                 continue
-            subject = await self.group(clients_of(incident), since)
-            if clients.isdisjoint(subject):
+            crossed = incident.detail.get("crossed")
+            subject = set(clients_of(incident))
+            crossers = [str(c) for c in crossed] if isinstance(crossed, list) else subject
+            subject.update(await self.group(crossers, since))
+            found.append((incident, subject))
+        return found
+
+    async def _extend(
+        self, covering: list[tuple[Incident, set[str]]], clients: list[str], since: float
+    ) -> list[str]:
+        """Clients over the limit that an open incident covers: that incident has its action
+        applied to what THEY used since (their own sightings, not those of every client
+        linked to the incident), idempotently (what is paused already stays as it is). Such
+        a pause's reason names the incident, so resolving it resumes them too
+        (``AnomalyWatch.resolve``). Returns the clients no open incident covers."""
+        left = set(clients)
+        for incident, subject in covering:
+            mine = left.intersection(subject)
+            if not mine:
                 continue
-            _crossed, rows = await self._scope(clients.intersection(subject), since)
-            clients.difference_update(subject)
+            left.difference_update(mine)
+            if incident.target == "none":
+                continue  # covered: nothing to pause, no second incident
+            _crossed, rows = await self._scope(mine, since)
             tenants, keys = _used(rows)
             more_tenants, more_keys = await self._pause(incident, tenants, keys)
             if more_tenants or more_keys:
                 log.warning("incident %s: client %s went on: paused tenants %s, keys %s",
                             incident.id, incident.detail.get("client"), more_tenants,
                             more_keys)  # fmt: skip
-            if not clients:
-                return
+        return sorted(left)
 
     async def _scope(
         self, clients: Iterable[str], since: float
@@ -207,8 +247,10 @@ class MultiplicationWatch:
                 rows.extend(own)
         return crossed, sorted(rows, key=lambda r: (r.seen_at, r.tenant_id, r.key_id))
 
-    async def _open(self, client: str, group: list[str], since: float, now: float) -> Incident:
-        crossed, rows = await self._scope(group, since)
+    async def _open(
+        self, client: str, group: list[str], claimed: list[str], since: float, now: float
+    ) -> Incident:
+        crossed, rows = await self._scope(claimed, since)
         tenants, keys = _used(rows)
         target = TARGETS[self._cfg.action]
         incident_id = f"anom_{uuid.uuid4().hex[:20]}"

@@ -61,10 +61,15 @@ class SightingStore(Protocol):
         True for exactly one of any concurrent callers (every process and replica)."""
         ...
 
-    async def claim_all(self, clients: Sequence[str], at: float, since: float) -> bool:
-        """Claim the incident of a group of linked clients: all of them at ``at``, in one
-        transaction, unless any was claimed at or after ``since`` (then none is): True for
-        exactly one of any concurrent callers whose groups share a client."""
+    async def claim_all(
+        self, clients: Sequence[str], at: float, since: float, linked: Sequence[str] = ()
+    ) -> bool:
+        """Claim the incident of the clients of a group that crossed the limit: all of them at
+        ``at``, in one transaction, unless any was claimed at or after ``since`` (then none
+        is): True for exactly one of any concurrent callers whose ``clients`` or ``linked``
+        share a client. In the same transaction, each of ``linked`` (the group's other
+        clients) is claimed too when it is free; one that is claimed already is left as it
+        is and fails nothing (a shared office IP claimed by another incident)."""
         ...
 
     async def prune(self, before: float) -> None:

@@ -43,11 +43,16 @@ class MemorySightings:
     async def claim(self, client: str, at: float, since: float) -> bool:
         return await self.claim_all([client], at, since)
 
-    async def claim_all(self, clients: Sequence[str], at: float, since: float) -> bool:
+    async def claim_all(
+        self, clients: Sequence[str], at: float, since: float, linked: Sequence[str] = ()
+    ) -> bool:
         if any(self._claims.get(c, since - 1) >= since for c in clients):
             return False
         for c in set(clients):
             self._claims[c] = at
+        for c in set(linked):  # only those free
+            if self._claims.get(c, since - 1) < since:
+                self._claims[c] = at
         return True
 
     async def prune(self, before: float) -> None:

@@ -67,14 +67,18 @@ class PostgresSightings:
     async def claim(self, client: str, at: float, since: float) -> bool:
         return await self.claim_all([client], at, since)
 
-    async def claim_all(self, clients: Sequence[str], at: float, since: float) -> bool:
-        """One transaction, the clients in one order (concurrent groups never deadlock): a
-        client claimed already, by a transaction before or one this one waited for, rolls
-        back the group's claims."""
+    async def claim_all(
+        self, clients: Sequence[str], at: float, since: float, linked: Sequence[str] = ()
+    ) -> bool:
+        """One transaction, the clients and the linked ones in one order (concurrent groups
+        never deadlock): one of ``clients`` claimed already, by a transaction before or one
+        this one waited for, rolls back the group's claims; a linked one is skipped."""
+        must = set(clients)
         try:
             async with self._pool().acquire() as conn, conn.transaction():
-                for client in sorted(set(clients)):
-                    if await conn.fetchval(self._claim, client, at, since) is None:
+                for client in sorted(must.union(linked)):
+                    taken = await conn.fetchval(self._claim, client, at, since) is None
+                    if taken and client in must:
                         raise Taken(client)  # leaves the transaction: rolled back
         except Taken:
             return False

@@ -67,10 +67,15 @@ class SQLiteSightings:
     async def claim(self, client: str, at: float, since: float) -> bool:
         return await self.claim_all([client], at, since)
 
-    async def claim_all(self, clients: Sequence[str], at: float, since: float) -> bool:
+    async def claim_all(
+        self, clients: Sequence[str], at: float, since: float, linked: Sequence[str] = ()
+    ) -> bool:
+        must = set(clients)
+
         def write(db: sqlite3.Connection) -> bool:  # one write transaction: atomic
-            for client in sorted(set(clients)):
-                if db.execute(_CLAIM, (client, at, since)).rowcount != 1:
+            for client in sorted(must.union(linked)):
+                taken = db.execute(_CLAIM, (client, at, since)).rowcount != 1
+                if taken and client in must:
                     raise Taken  # rolls back the group's claims made so far
             return True
 
