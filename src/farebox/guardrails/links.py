@@ -73,6 +73,7 @@ _JSON_TOKEN = re.compile(r'\\(.)|"', re.DOTALL)
 _JSON_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
 _JSON_SIMPLE = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "/": "/", "\\": "\\",
                 '"': '"'}  # fmt: skip
+_LAST_SPACE = re.compile(r"[ \t\n\r\f\v](?!\\)")  # on the reversed text: not after a \\
 _AUTOLINK = re.compile(r"<[^<>\s]+\Z")  # an autolink not yet closed: ``<x-app:...``, ``<a?b=``
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*_\d{1,12}>")
 # what a markdown target's state reads: escapes, placeholders, openers, blank lines, brackets
@@ -97,7 +98,7 @@ def in_link(before: str, json: bool = False) -> bool:
 
 def _in_text(window: str, full: bool) -> bool:
     """``in_link`` on plain text (``full``: the window may start inside a longer run)."""
-    start = _run_start(window)
+    start = run_start(window)
     if full and start == 0:
         return True  # no space in the whole window: a run too long to trust
     if _URLISH.search(window, start) or _AUTOLINK.search(window, start):
@@ -109,16 +110,12 @@ def _in_text(window: str, full: bool) -> bool:
     return _open_target(text) or (full and _open_angle(text))
 
 
-def _run_start(window: str) -> int:
+def run_start(window: str) -> int:
     """Where the run of non-space characters before the end of ``window`` starts: a space
-    escaped by a backslash does not end it (a markdown destination goes on past one)."""
-    end = len(window)
-    while True:
-        at = max(window.rfind(c, 0, end) for c in SPACES)
-        if at > 0 and window[at - 1] == "\\":
-            end = at - 1
-            continue
-        return at + 1
+    escaped by a backslash does not end it (a markdown destination goes on past one). One
+    pass: the first unescaped space of the reversed window."""
+    m = _LAST_SPACE.search(window[::-1])
+    return 0 if m is None else len(window) - m.start()
 
 
 def _json_string(window: str, full: bool) -> tuple[str, bool]:
@@ -175,7 +172,8 @@ def _open_target(text: str) -> bool:
             if len(targets) >= MAX_TARGETS:
                 return True
             targets.append(_Target(kind == "(", pos))
-    return any(t.open(text) for t in targets)
+    run = run_start(text) if targets else 0  # once: each target compares against it
+    return any(t.open(text, run) for t in targets)
 
 
 class _Target:
@@ -217,9 +215,12 @@ class _Target:
             self.angle, self.at = 1, at + 1
         elif kind != "\n":
             self.angle, self.at = 3, at
+        else:
+            self.at = at + 1  # only spaces so far: never read them again
 
-    def open(self, text: str) -> bool:
-        """Whether a placeholder at the end of ``text`` is in this target."""
+    def open(self, text: str, run: int) -> bool:
+        """Whether a placeholder at the end of ``text`` (its run starting at ``run``) is in
+        this target."""
         if self.paren or self.angle in (1, 2):
             return True
         at = self.at
@@ -228,7 +229,7 @@ class _Target:
             if not rest:
                 return True  # the placeholder starts the destination
             at = len(text) - len(rest)
-        return _run_start(text) <= at  # a plain destination ends at a space
+        return run <= at  # a plain destination ends at a space
 
 
 def _open_angle(text: str) -> bool:
@@ -270,16 +271,18 @@ def _value_end(text: str, at: int) -> int:
 def _last_attr(window: str, lower: str) -> str | None:
     """The text after the last ``name=`` of a URL attribute in ``window`` (``lower``: the
     same, lower-cased), or None: found by ``rfind`` (a regex search over the whole window
-    costs ten times more, for each placeholder)."""
-    end = len(lower)
+    costs ten times more, for each placeholder). Each name's ``rfind`` goes on from its own
+    last miss, so the window is read once per name, however many false starts it holds."""
+    found = {name: lower.rfind(name) for name in _ATTRS}
     while True:
-        at = max(lower.rfind(name, 0, end - 1 + len(name)) for name in _ATTRS)
+        name = max(found, key=found.__getitem__)
+        at = found[name]
         if at < 0:
             return None
         m = _ATTR_AT.match(window, at)
         if m is not None and (at == 0 or not (lower[at - 1].isalnum() or lower[at - 1] in "_-")):
             return window[m.end() :]
-        end = at
+        found[name] = lower.rfind(name, 0, at - 1 + len(name))
 
 
 def _open_css(lower: str) -> bool:
