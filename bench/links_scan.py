@@ -42,6 +42,7 @@ def windows() -> dict[str, str]:
         out[repr(tok)] = run
         out[repr(tok) + " after a space"] = "a " + run[: WINDOW - 2]
         out[repr(tok) + " after 16 refdefs"] = ("[a]:x " * 16 + run)[:WINDOW]
+        out[repr(tok) + " after 16 open ](x"] = ("[a](x " * 16 + run)[:WINDOW]
         out[repr(tok) + " in a JSON string"] = '"' + run.replace("\\", "\\\\")[: WINDOW - 1]
     rng = random.Random(7)
     for i in range(40):

@@ -80,7 +80,7 @@ SPACES = " \t\n\r\f\v"  # ASCII only: a markdown renderer runs a URL through a n
 # keeps the length; the four non-ASCII letters that IGNORECASE's [a-z] took too, folded
 _LOWER = str.maketrans(string.ascii_uppercase + "\u0130\u0131\u017f\u212a",
                        string.ascii_lowercase + "iisk")  # fmt: skip
-_JSON_TOKEN = re.compile(r'\\(.)|"', re.DOTALL)
+_LAST_QUOTE = re.compile(r'"(?:\\\\)*+(?!\\)')  # on the reversed text
 _JSON_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
 _JSON_SIMPLE = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "/": "/", "\\": "\\",
                 '"': '"'}  # fmt: skip
@@ -154,10 +154,8 @@ def _json_string(window: str, full: bool) -> tuple[str, bool]:
     if full:
         lead = len(window) - len(window.lstrip("\\"))
         window = window[lead + 1 :]
-    opening = -1
-    for m in _JSON_TOKEN.finditer(window):
-        if m.group(0) == '"':
-            opening = m.end()
+    m = _LAST_QUOTE.search(window[::-1])  # after an even run of backslashes: unescaped
+    opening = -1 if m is None else len(window) - m.start()
     content = window[opening:] if opening >= 0 else window
     if "\\" not in content:
         return content, opening >= 0
@@ -189,21 +187,31 @@ def _open_target(text: str) -> bool:
         return False
     targets: list[_Target] = []
     pos, reads = start, ""  # reads: the kinds of token that change a target (but the last)
+    parens = _Parens(targets)
     while (m := _md_token(targets, reads)(text, pos)) is not None:
         token, at, pos = m.group(m.lastindex or 0), m.start(m.lastindex or 0), m.end()
+        if token[0] in "()" and len(token) > 1:  # a run of them, from the skipping search
+            done = parens.run(token)
+            if done == len(token):
+                continue
+            token, at, pos = token[done], at + done, at + done + 1  # the one that closes
         if token[0] == "\n" and len(token) > 1:
             targets.clear()  # a blank line ends the paragraph, and any link in it
             continue
         opener = token[0] == "]" and token[-1] != ")"  # else a whole simple ``](url)``
         kind = token[-1] if opener else "p" if len(token) > 1 else token
-        if not opener and kind not in reads and targets[-1].angle:
-            continue  # no target reads it (the search skips most of these at once)
+        if not opener and targets[-1].angle:
+            if kind not in reads:
+                continue  # no target reads it (the search skips most of these at once)
+            if kind in "()" and parens.step(kind):
+                continue  # parentheses in inline targets past their lead: none closed
+        parens.flush()
         targets = [t for t in targets if t.see(text, kind, at)]
         if opener:
             if len(targets) >= MAX_TARGETS:
                 return True
             targets.append(_Target(kind == "(", pos))
-        reads = _reads(targets)
+        reads, parens = _reads(targets), _Parens(targets)
     run = run_start(text) if targets else 0  # once: each target compares against it
     return any(t.open(text, run) for t in targets)
 
@@ -218,10 +226,51 @@ def _md_token(targets: list[_Target], reads: str) -> _Find:
         return _MD_TOKEN.search
     key = "".join(sorted(set(reads)))
     if key not in _MD_SKIP:
-        wanted = rf"{_OPENS}|\n[ \t]*\n" + (f"|[{re.escape(key)}]" if key else "")
+        rest = key.replace("(", "").replace(")", "")
+        wanted = rf"{_OPENS}|\n[ \t]*\n" + ("|[()]+" if "(" in key else "")
+        wanted += f"|[{re.escape(rest)}]" if rest else ""
         skipped = rf"\\[\s\S]|<[A-Z][A-Z0-9_]*_\d{{1,12}}>|{_SIMPLE}|(?!{wanted})[\s\S]"
         _MD_SKIP[key] = re.compile(rf"(?:{skipped})*+({wanted})").match  # match: no rescans
     return _MD_SKIP[key]
+
+
+class _Parens:
+    """Parentheses read by the inline targets past their lead, counted once for all of them
+    (not once per target): each one's depth is its own plus ``pending``, which ``flush``
+    adds before any target reads another token."""
+
+    __slots__ = ("counting", "low", "pending")
+
+    def __init__(self, targets: list[_Target]) -> None:
+        self.counting = [t for t in targets if t.paren and t.angle > 1]
+        self.low = min((t.depth for t in self.counting), default=2)
+        self.pending = 0
+
+    def step(self, kind: str) -> bool:
+        """Read ``(`` or ``)``; False (nothing read) when a ``)`` would close a target."""
+        if kind == "(":
+            self.pending += 1
+            return True
+        if self.low + self.pending > 1:
+            self.pending -= 1
+            return True
+        return False
+
+    def run(self, parens: str) -> int:
+        """Read a run of parentheses: how many were read before one that closes a target."""
+        if ")" not in parens:
+            self.pending += len(parens)
+            return len(parens)
+        for i, kind in enumerate(parens):
+            if not self.step(kind):
+                return i
+        return len(parens)
+
+    def flush(self) -> None:
+        if self.pending:
+            for t in self.counting:
+                t.depth += self.pending
+            self.pending = 0
 
 
 def _reads(targets: list[_Target]) -> str:
