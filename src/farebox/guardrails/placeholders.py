@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from farebox.core.guardrails import Hit
+from farebox.guardrails.link_state import AngleState
 from farebox.guardrails.links import WINDOW, in_link
 
 PREFIXES = {
@@ -111,26 +112,43 @@ class Redactor:
         return self.restored(text, links=links)[0]
 
     def restored(
-        self, text: str, *, links: bool = True, json: bool = False, before: str = ""
+        self,
+        text: str,
+        *,
+        links: bool = True,
+        json: bool = False,
+        before: str = "",
+        angle: AngleState | None = None,
     ) -> tuple[str, int]:
         """``text`` restored, and how many known placeholders were kept because they sit in
         a link (``links`` off). ``before``: the text that came before ``text`` (a stream's),
-        read as the left context of its first placeholders; ``json``: ``text`` is JSON (a
-        tool call's arguments), each value is written JSON-escaped."""
+        read as the left context of its first placeholders; ``angle``: the link state of all
+        the text before ``text`` (a stream's), which this call carries on over ``text``;
+        ``json``: ``text`` is JSON (a tool call's arguments), each value is written
+        JSON-escaped."""
         if not self.values or "<" not in text:
+            if angle is not None:
+                angle.feed(text)
             return text, 0
-        values, out, pos, kept = self.values, [], 0, 0
+        if not links and angle is None:
+            angle = AngleState(json).fed(before)
+        values, out, pos, kept, read = self.values, [], 0, 0, 0
         for m in _PLACEHOLDER.finditer(text):
             value = values.get(m.group(0))
             if value is None:
                 continue
-            if not links and in_link(_left(before, text, m.start()), json):
-                kept += 1
-                continue
+            if angle is not None:
+                angle.feed(text[read : m.start()])
+                read = m.start()
+                if not links and in_link(_left(before, text, read), json, angle.inside(WINDOW)):
+                    kept += 1
+                    continue
             out.append(text[pos : m.start()])
             out.append(jsonlib.dumps(value, ensure_ascii=False)[1:-1] if json else value)
             pos = m.end()
         out.append(text[pos:])
+        if angle is not None:
+            angle.feed(text[read:])
         return "".join(out), kept
 
     def streaming(self, *, links: bool = True, json: bool = False) -> StreamRestorer:
@@ -166,7 +184,8 @@ class StreamRestorer:
     the rest at the stream's end. What is held back is a proper prefix of a known
     placeholder, so at most the longest placeholder's length less one: the link decision
     (``links`` off) reads only text before a placeholder, of which it keeps the last
-    ``links.WINDOW`` characters sent (as the model wrote them), and so never holds more back.
+    ``links.WINDOW`` characters sent (as the model wrote them) and the small link state of
+    all of it (``link_state.AngleState``), and so never holds more back.
     ``kept`` counts the placeholders kept because they sit in a link."""
 
     def __init__(self, redactor: Redactor, links: bool = True, json: bool = False) -> None:
@@ -175,6 +194,7 @@ class StreamRestorer:
         self._json = json
         self._held = ""
         self._before = ""  # the tail of what was sent, unrestored: the left context
+        self._angle = None if links else AngleState(json)  # and the state of all of it
         self.kept = 0
 
     def feed(self, delta: str) -> str:
@@ -189,7 +209,7 @@ class StreamRestorer:
         if not part:
             return part
         out, kept = self._redactor.restored(
-            part, links=self._links, json=self._json, before=self._before
+            part, links=self._links, json=self._json, before=self._before, angle=self._angle
         )
         self.kept += kept
         if not self._links:
