@@ -29,16 +29,9 @@ from farebox.guardrails import abuse
 from farebox.guardrails.abuse import BatchWatch, shared_sketch, shared_users
 from farebox.stores.bursts import BurstRule
 from tests.contracts.backends import opened
+from tests.test_abuse_shared_bursts import Clock
 
 TEXT = "summarise the attached meeting notes in five bullet points for the weekly report"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

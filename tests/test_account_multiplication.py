@@ -116,6 +116,14 @@ async def pd() -> AsyncIterator[PagerDutyFake]:
         yield fake
 
 
+def via(ip: str, device: str | None = None) -> dict[str, str]:
+    """The headers of a request from ``ip`` (through the trusted proxy), naming ``device``."""
+    headers = {"X-Forwarded-For": ip}
+    if device is not None:
+        headers["X-Farebox-Device"] = device
+    return headers
+
+
 # --- the incident -----------------------------------------------------------------------
 async def test_one_ip_six_free_tenants_opens_one_incident_pauses_all_pages_once(
     tmp_path: Path, pd: PagerDutyFake

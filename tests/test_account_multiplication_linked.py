@@ -35,6 +35,7 @@ from tests.test_account_multiplication import (
     gateway,
     sightings_watch,
     tenants,
+    via,
 )
 from tests.test_account_multiplication_fixes import paused
 
@@ -45,13 +46,6 @@ PROXY = "10.0.0.5"  # in server.trusted_proxies: it may name the device
 async def pd() -> AsyncIterator[PagerDutyFake]:
     async with PagerDutyFake(ROUTING_KEY) as fake:
         yield fake
-
-
-def via(ip: str, device: str | None = None) -> dict[str, str]:
-    headers = {"X-Forwarded-For": ip}
-    if device is not None:
-        headers["X-Farebox-Device"] = device
-    return headers
 
 
 async def test_one_ip_and_one_device_over_six_tenants_open_one_incident_one_page(

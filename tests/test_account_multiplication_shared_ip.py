@@ -24,6 +24,7 @@ from tests.test_account_multiplication import (
     gateway,
     sightings_watch,
     tenants,
+    via,
 )
 from tests.test_account_multiplication_fixes import paused
 
@@ -37,13 +38,6 @@ DEVICE = "fp-d"
 async def pd() -> AsyncIterator[PagerDutyFake]:
     async with PagerDutyFake(ROUTING_KEY) as fake:
         yield fake
-
-
-def via(ip: str, device: str | None = None) -> dict[str, str]:
-    headers = {"X-Forwarded-For": ip}
-    if device is not None:
-        headers["X-Farebox-Device"] = device
-    return headers
 
 
 async def test_a_device_passing_through_an_office_ip_does_not_pause_the_office(
