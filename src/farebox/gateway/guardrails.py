@@ -164,11 +164,12 @@ class GuardrailStage:
         classifier: ClassifierRunner | None = None,
         batch: abuse.BatchWatch | None = None,
     ) -> None:
-        self.presidio = presidio
+        self.presidio: PiiEngine | None = None
         self.classifier = classifier
-        self._batch = batch or abuse.BatchWatch()
-        self._pii_pool = None if presidio is None else ThreadPoolExecutor(
-            PII_WORKERS, thread_name_prefix="farebox-presidio")  # fmt: skip
+        self._batch = batch if batch is not None else abuse.BatchWatch()
+        self._pii_pool: ThreadPoolExecutor | None = None
+        if presidio is not None:
+            self.adopt_presidio(presidio)
 
     def adopt_presidio(self, engine: PiiEngine) -> None:
         """Scan with ``engine`` from now on (plans reloaded onto presidio: ``guard_engines.

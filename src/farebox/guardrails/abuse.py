@@ -188,9 +188,6 @@ class BatchWatch:
     def __len__(self) -> int:
         return len(self._users)
 
-    def __bool__(self) -> bool:
-        return True  # a watch, however few users it holds (``batch or BatchWatch()``)
-
     @property
     def shared(self) -> bool:
         return self._shared is not None
